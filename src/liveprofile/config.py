@@ -1,0 +1,222 @@
+"""The pipeline configuration: a TOML file, every field optional.
+
+>>> cfg = PipelineConfig.from_toml('''
+... [profile]
+... interests_half_life = "14d"
+... [[tasks]]
+... name = "like"
+... on = ["rate"]
+... label = { kind = "value", threshold = 4.0 }
+... learner = { kind = "ftrl", alpha = 0.1 }
+... ''')
+>>> cfg.profile.interests_half_life_s, [t.name for t in cfg.tasks], cfg.tasks[0].learner.params
+(1209600.0, ['like'], {'alpha': 0.1})
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import msgspec
+
+from liveprofile.durations import parse_duration
+from liveprofile.errors import ConfigError
+
+Duration = str | float
+
+
+class ProfileConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """How profiles are kept: decay half-lives, interest weights, size bounds."""
+
+    counters_half_life: Duration = "7d"
+    interests_half_life: Duration = "30d"
+    top_k: int = 16
+    #: which interest keys to track; empty means every category and tag seen.
+    track: list[str] = []
+    #: interest weight per event type; types not listed weigh ``default_weight``.
+    weights: dict[str, float] = msgspec.field(
+        default_factory=lambda: {"view": 1.0, "click": 2.0, "cart": 3.0, "purchase": 5.0}
+    )
+    default_weight: float = 1.0
+    #: event types whose ``value`` counts as money spent (monetary, RFM).
+    monetary_types: list[str] = msgspec.field(default_factory=lambda: ["purchase"])
+
+    def __post_init__(self) -> None:
+        if self.top_k < 1:
+            raise ConfigError(f"profile.top_k must be at least 1, got {self.top_k}")
+        for half_life in (self.counters_half_life_s, self.interests_half_life_s):
+            if half_life <= 0:
+                raise ConfigError("profile half-lives must be positive, e.g. '7d'")
+
+    @property
+    def counters_half_life_s(self) -> float:
+        return parse_duration(self.counters_half_life)
+
+    @property
+    def interests_half_life_s(self) -> float:
+        return parse_duration(self.interests_half_life)
+
+
+class LearnerConfig(msgspec.Struct, forbid_unknown_fields=False, frozen=True):
+    """Which learner a task uses and its hyperparameters (every other key is a parameter).
+
+    ``kind`` is ``ftrl``, ``ogd``, ``hoeffding`` or ``river`` (with ``model`` naming any River
+    classifier, e.g. ``"linear_model.LogisticRegression"``).
+    """
+
+    kind: str = "ftrl"
+    model: str | None = None
+    params: dict[str, Any] = {}
+
+
+class LabelConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """How a training example's label is derived.
+
+    - ``value``: positive when the event's value is at least ``threshold`` (e.g. rating >= 4);
+    - ``type``: positive when the event's type is one of ``positive`` (e.g. click among views);
+    - ``delayed``: the event is an exposure; positive when a ``conversion`` event of the same user
+      and the same ``key`` (``item`` or ``category``) follows within ``window`` in event time,
+      negative when the window closes.
+    """
+
+    kind: Literal["value", "type", "delayed"]
+    threshold: float = 4.0
+    positive: list[str] = []
+    conversion: list[str] = []
+    key: Literal["item", "category"] = "item"
+    window: Duration = "1d"
+
+    @property
+    def window_s(self) -> float:
+        return parse_duration(self.window)
+
+
+class TaskConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """A learning task: which events give examples, how they are labelled, which learner."""
+
+    name: str
+    on: list[str]
+    label: LabelConfig
+    learner: LearnerConfig = LearnerConfig()
+
+    def __post_init__(self) -> None:
+        if not self.name.isidentifier():
+            raise ConfigError(f"task name {self.name!r} must be an identifier, e.g. 'purchase'")
+        if not self.on:
+            raise ConfigError(f"task {self.name!r}: 'on' must list at least one event type")
+        if self.label.kind == "delayed" and not self.label.conversion:
+            raise ConfigError(f"task {self.name!r}: a delayed label needs 'conversion' types")
+        if self.label.kind == "type" and not self.label.positive:
+            raise ConfigError(f"task {self.name!r}: a 'type' label needs 'positive' types")
+        if self.label.kind == "delayed" and self.label.window_s <= 0:
+            raise ConfigError(f"task {self.name!r}: the window must be positive")
+
+
+class FeatureConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Hashed feature space and which feature groups are built."""
+
+    bits: int = 20
+    crosses: bool = True
+    time_of_day: bool = True
+
+    def __post_init__(self) -> None:
+        if not 8 <= self.bits <= 28:
+            raise ConfigError(f"features.bits must be within 8..28, got {self.bits}")
+
+
+class RunConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Batching, de-duplication and reporting."""
+
+    #: events per batch; a batch is the unit of commit (profiles + models + offset).
+    batch_size: int = 20_000
+    #: how many most recent event ids are remembered for de-duplication.
+    dedup_window: int = 2_000_000
+    #: width of the event-time windows of the prequential metrics.
+    metrics_window: Duration = "7d"
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.dedup_window < 0:
+            raise ConfigError("run.batch_size must be >= 1 and run.dedup_window >= 0")
+
+    @property
+    def metrics_window_s(self) -> float:
+        return parse_duration(self.metrics_window)
+
+
+def default_tasks() -> list[TaskConfig]:
+    """Tasks that make sense for e-commerce, ratings and grocery data without a config file."""
+    return [
+        TaskConfig(
+            name="like",
+            on=["rate"],
+            label=LabelConfig(kind="value", threshold=4.0),
+        ),
+        TaskConfig(
+            name="convert",
+            on=["view"],
+            label=LabelConfig(kind="delayed", conversion=["purchase"], key="item", window="1d"),
+        ),
+        TaskConfig(
+            name="repurchase",
+            on=["purchase"],
+            label=LabelConfig(
+                kind="delayed", conversion=["purchase"], key="category", window="14d"
+            ),
+        ),
+    ]
+
+
+class PipelineConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Everything a pipeline needs; every section has defaults."""
+
+    profile: ProfileConfig = ProfileConfig()
+    features: FeatureConfig = FeatureConfig()
+    run: RunConfig = RunConfig()
+    tasks: list[TaskConfig] = msgspec.field(default_factory=default_tasks)
+    #: computed traits: name -> expression over profile fields (see ``liveprofile.profile.traits``).
+    traits: dict[str, str] = {}
+
+    def __post_init__(self) -> None:
+        names = [t.name for t in self.tasks]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"task names must be unique, got {names}")
+
+    @classmethod
+    def from_toml(cls, text: str) -> PipelineConfig:
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config is not valid TOML: {exc}") from None
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PipelineConfig:
+        for task in data.get("tasks", []):
+            learner = task.get("learner")
+            if isinstance(learner, dict):
+                known = {"kind", "model", "params"}
+                extra = {k: v for k, v in learner.items() if k not in known}
+                task["learner"] = {
+                    **{k: v for k, v in learner.items() if k in known},
+                    "params": {**learner.get("params", {}), **extra},
+                }
+        try:
+            return msgspec.convert(data, cls)
+        except msgspec.ValidationError as exc:
+            raise ConfigError(f"invalid config: {exc}") from None
+
+    @classmethod
+    def load(cls, path: str | Path | None) -> PipelineConfig:
+        """Read a TOML file, or return the defaults when ``path`` is None."""
+        if path is None:
+            return cls()
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+        return cls.from_toml(text)
+
+    def to_dict(self) -> dict[str, Any]:
+        return msgspec.to_builtins(self)  # type: ignore[no-any-return]

@@ -1,0 +1,1 @@
+"""Datasets for tests, demos and benchmarks: a synthetic e-commerce generator."""

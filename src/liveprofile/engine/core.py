@@ -1,0 +1,239 @@
+"""The engine-agnostic processing step: (state, batch of events) -> (new state, outputs).
+
+No I/O, clocks or globals: the step reads and changes only the :class:`PipelineState` it is given,
+and every decision follows event time. For each event, in order: de-duplicate, advance the
+watermark and close the pending examples it makes due, predict (with features from the profile
+*before* the event), resolve conversions, open exposures, then update the profile and item
+statistics. Model operations are collected per task and run once per batch, in the same order,
+which gives the same models and predictions as running them one by one.
+
+>>> from liveprofile.config import PipelineConfig
+>>> from liveprofile.events import Event
+>>> core = Core(PipelineConfig())
+>>> state = core.new_state()
+>>> out = core.step(state, [Event("e1", "u1", "rate", 0.0, item_id="m1", value=4.5),
+...                         Event("e1", "u1", "rate", 0.0, item_id="m1", value=4.5)])
+>>> out.applied, out.duplicates, sorted(out.users), state.tasks["like"].metrics.n
+(1, 1, ['u1'], 1)
+"""
+
+from __future__ import annotations
+
+import math
+from array import array
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from liveprofile.config import PipelineConfig
+from liveprofile.engine.state import PipelineState
+from liveprofile.events.schema import Event
+from liveprofile.features.hashing import FeatureBuilder
+from liveprofile.learn.base import LEARN, PREDICT, PREDICT_LEARN, run_ops
+from liveprofile.learn.tasks import Pending, TaskState
+from liveprofile.profile.decay import needs_rebase, rebase_factor
+from liveprofile.profile.items import ItemStats
+from liveprofile.profile.state import DAY, Profile, ProfileUpdater
+from liveprofile.profile.traits import TraitEvaluator
+
+# kinds of the records that connect model outputs back to profiles and metrics
+_IMMEDIATE, _OPENED, _RESOLVED = 0, 1, 2
+#: (kind, task, position in the task's operations, user or pending example, event time, label)
+_Record = tuple[int, TaskState, int, str | Pending, float, bool]
+
+
+@dataclass
+class StepResult:
+    """What one batch changed: the keys to write and the counts to report."""
+
+    applied: int = 0
+    duplicates: int = 0
+    examples: int = 0
+    users: set[str] = field(default_factory=set)
+    items: set[str] = field(default_factory=set)
+    pending: dict[str, dict[tuple[str, str], Pending | None]] = field(default_factory=dict)
+
+
+class Core:
+    """The processing step of a pipeline, configured once and shared by every runner."""
+
+    def __init__(self, config: PipelineConfig) -> None:
+        self.config = config
+        self.updater = ProfileUpdater(config.profile)
+        self.features = FeatureBuilder(config.features, self.updater)
+        self.traits = TraitEvaluator(config.traits, self.updater) if config.traits else None
+        self._h_items = self.updater.h_counters
+
+    def new_state(self) -> PipelineState:
+        return PipelineState(self.config)
+
+    def required_keys(
+        self, state: PipelineState, events: Sequence[Event]
+    ) -> tuple[set[str], set[str]]:
+        """Users and items whose stored state :meth:`step` will read for this batch."""
+        users = {e.user for e in events}
+        items = {e.item_id for e in events if e.item_id is not None}
+        horizon = max((e.ts for e in events), default=state.watermark)
+        for task in state.tasks.values():
+            if not task.delayed:
+                continue
+            for pending in task.peek_due(horizon):
+                users.add(pending.user)
+                if pending.item is not None:
+                    items.add(pending.item)
+            for user in list(users):
+                for pending in task.pending_of(user):
+                    if pending.item is not None:
+                        items.add(pending.item)
+        return users, items
+
+    def step(self, state: PipelineState, events: Sequence[Event]) -> StepResult:
+        """Apply a batch of validated events to ``state``; return what changed."""
+        out = StepResult()
+        ckpt = state.checkpoint
+        profiles, items, dedup = state.profiles, state.items, state.dedup
+        tasks = list(state.tasks.values())
+        delayed = [t for t in tasks if t.delayed]
+        records: list[_Record] = []
+        build, task_features = self.features.build, self.features.task_features
+        apply, traits = self.updater.apply, self.traits
+        watermark = ckpt.watermark
+        for e in events:
+            if not dedup.add(e.event_id):
+                out.duplicates += 1
+                continue
+            ts = e.ts
+            if ts > watermark:
+                watermark = ts
+                for task in delayed:
+                    for pending in task.due(watermark):
+                        self._resolve(state, task, pending, False, records, out)
+            user = e.user
+            p = profiles.get(user)
+            item_id = e.item_id
+            it = None if item_id is None else items.get(item_id)
+            shared: tuple[list[int], list[float]] | None = None
+            immediate: list[tuple[TaskState, bool]] = []
+            for task in tasks:
+                if task.delayed:
+                    converted = task.converting(e)
+                    if converted is not None:
+                        self._resolve(state, task, converted, True, records, out)
+                    if e.type not in task.on:
+                        continue
+                    key = task.key_of(e)
+                    if key is None or (user, key) in task.pending:
+                        continue
+                    if shared is None:
+                        shared = build(e, p, it)
+                    t_idx, t_val = task_features(task.name, p, it)
+                    idx, val = shared[0] + t_idx, shared[1] + t_val
+                    pending = task.open(user, key, item_id, ts, array("q", idx), array("d", val))
+                    k = task.ops.add(PREDICT, idx, val)
+                    records.append((_OPENED, task, k, pending, ts, False))
+                else:
+                    label = task.immediate_label(e)
+                    if label is None:
+                        continue
+                    if shared is None:
+                        shared = build(e, p, it)
+                    t_idx, t_val = task_features(task.name, p, it)
+                    k = task.ops.add(
+                        PREDICT_LEARN, shared[0] + t_idx, shared[1] + t_val, 1.0 if label else 0.0
+                    )
+                    records.append((_IMMEDIATE, task, k, user, ts, label))
+                    immediate.append((task, label))
+                    out.examples += 1
+            if p is None:
+                p = profiles[user] = self.updater.new(user, ts)
+            apply(p, e)
+            for task, label in immediate:
+                p.record_outcome(task.name, label)
+                if it is not None:
+                    it.record_outcome(task.name, label)
+            if traits is not None:
+                traits.update(p)
+            out.users.add(user)
+            if item_id is not None:
+                if it is None:
+                    it = items[item_id] = ItemStats(anchor=math.floor(ts / DAY) * DAY)
+                    if immediate:
+                        for task, label in immediate:
+                            it.record_outcome(task.name, label)
+                self._count_item(it, e)
+                out.items.add(item_id)
+            out.applied += 1
+        ckpt.watermark = watermark
+        ckpt.events += out.applied
+        ckpt.duplicates += out.duplicates
+        self._run_models(state, records, out)
+        return out
+
+    def _count_item(self, it: ItemStats, e: Event) -> None:
+        ts, h = e.ts, self._h_items
+        if needs_rebase(ts, it.anchor, h):
+            anchor = math.floor(ts / DAY) * DAY
+            it.popularity *= rebase_factor(anchor, it.anchor, h)
+            it.anchor = anchor
+        it.n += 1
+        if ts > it.last_ts:
+            it.last_ts = ts
+        it.popularity += 2.0 ** ((ts - it.anchor) / h)
+        if e.value is not None:
+            it.value_sum += e.value
+            it.value_n += 1
+
+    def _resolve(
+        self,
+        state: PipelineState,
+        task: TaskState,
+        pending: Pending,
+        label: bool,
+        records: list[_Record],
+        out: StepResult,
+    ) -> None:
+        idx, val = array("q"), array("d")
+        idx.frombytes(pending.idx)
+        val.frombytes(pending.val)
+        task.ops.add(LEARN, idx.tolist(), val.tolist(), 1.0 if label else 0.0)
+        task.close(pending)
+        records.append((_RESOLVED, task, -1, pending, pending.open_ts, label))
+        out.examples += 1
+        p = state.profiles.get(pending.user)
+        if p is not None:
+            p.record_outcome(task.name, label)
+            out.users.add(pending.user)
+        if pending.item is not None:
+            it = state.items.get(pending.item)
+            if it is not None:
+                it.record_outcome(task.name, label)
+                out.items.add(pending.item)
+
+    def _run_models(
+        self,
+        state: PipelineState,
+        records: list[_Record],
+        out: StepResult,
+    ) -> None:
+        predictions = {}
+        for task in state.tasks.values():
+            ops, changed = task.take_batch()
+            assert task.learner is not None
+            predictions[task.name] = run_ops(task.learner, ops) if len(ops) else None
+            out.pending[task.name] = changed
+        profiles = state.profiles
+        for kind, task, k, ref, ts, label in records:
+            preds = predictions[task.name]
+            if kind == _IMMEDIATE:
+                assert preds is not None and isinstance(ref, str)
+                p = float(preds[k])
+                task.metrics.record(p, label, ts)
+                profiles[ref].scores[task.name] = p
+            elif kind == _OPENED:
+                assert preds is not None and isinstance(ref, Pending)
+                ref.p = float(preds[k])
+                profile = profiles.get(ref.user)
+                if profile is not None:
+                    profile.scores[task.name] = ref.p
+            else:
+                assert isinstance(ref, Pending)
+                task.metrics.record(ref.p, label, ts)

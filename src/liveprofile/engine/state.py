@@ -1,0 +1,168 @@
+"""The pipeline state the core works on, and how it is committed to and loaded from a store.
+
+Everything that influences future results is here and is committed in one store transaction per
+batch: profiles, item statistics, learners, pending examples, metrics, the de-duplication window,
+the watermark and the source offset. Loading it back gives a state that continues exactly as the
+uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections import deque
+from typing import Any
+
+import msgspec
+
+from liveprofile.config import PipelineConfig
+from liveprofile.errors import StateVersionError
+from liveprofile.events.dedup import DedupWindow
+from liveprofile.learn.metrics import Prequential
+from liveprofile.learn.registry import dump_learner, load_learner, make_learner
+from liveprofile.learn.tasks import Pending, TaskState, decode_pending, encode_pending
+from liveprofile.profile.items import ItemStats, decode_item, encode_item
+from liveprofile.profile.state import Profile, decode_profile, encode_profile
+from liveprofile.store.base import Store
+
+STATE_SCHEMA = 1
+SEP = "\x1f"
+
+
+class Checkpoint(msgspec.Struct):
+    """Scalars committed with every batch."""
+
+    schema: int = STATE_SCHEMA
+    seq: int = 0
+    offsets: dict[str, int] = {}
+    watermark: float = float("-inf")
+    events: int = 0
+    duplicates: int = 0
+    dead_letters: int = 0
+    dead_letter_bytes: int = 0
+    dedup_chunks: list[tuple[int, int]] = []  # (seq, ids) of the persisted dedup rows
+
+
+class PipelineState:
+    """All state of a running pipeline; the core mutates it, runners load and commit it."""
+
+    def __init__(self, config: PipelineConfig) -> None:
+        self.config = config
+        self.profiles: dict[str, Profile] = {}
+        self.items: dict[str, ItemStats] = {}
+        self.tasks: dict[str, TaskState] = {}
+        for task in config.tasks:
+            state = TaskState(task, make_learner(task.learner, config.features.bits),
+                              config.run.metrics_window_s)  # fmt: skip
+            self.tasks[task.name] = state
+        self.dedup = DedupWindow(config.run.dedup_window)
+        self.checkpoint = Checkpoint()
+        self._dedup_chunks: deque[tuple[int, int]] = deque()
+
+    @property
+    def watermark(self) -> float:
+        return self.checkpoint.watermark
+
+    def metrics(self) -> dict[str, Prequential]:
+        return {name: t.metrics for name, t in self.tasks.items()}
+
+    # -- loading -------------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, store: Store, config: PipelineConfig) -> PipelineState:
+        """The last committed state in ``store`` (fresh state if the store is empty).
+
+        Profiles and items are loaded lazily by the runner; pending examples, learners,
+        metrics and the de-duplication window are loaded here.
+        """
+        state = cls(config)
+        blob = store.get_meta("checkpoint")
+        if blob is None:
+            return state
+        ckpt = msgspec.msgpack.decode(blob, type=Checkpoint)
+        if ckpt.schema != STATE_SCHEMA:
+            raise StateVersionError(
+                f"store has state schema {ckpt.schema}, this version reads {STATE_SCHEMA}"
+            )
+        state.checkpoint = ckpt
+        state._dedup_chunks = deque(ckpt.dedup_chunks)
+        for name, task in state.tasks.items():
+            model = store.get_meta(f"model/{name}")
+            if model is not None:
+                task.learner = load_learner(model)
+            metrics = store.get_meta(f"metrics/{name}")
+            if metrics is not None:
+                task.metrics = Prequential.from_bytes(metrics)
+        pendings: dict[str, list[Pending]] = {}
+        for key, value in store.scan("pending"):
+            pendings.setdefault(key.split(SEP, 1)[0], []).append(decode_pending(value))
+        for name, items in pendings.items():
+            if name in state.tasks:
+                state.tasks[name].restore(iter(items))
+        ids: list[str] = []
+        for _, value in store.scan("dedup"):
+            ids.extend(msgspec.msgpack.decode(zlib.decompress(value), type=list[str]))
+        state.dedup.restore(ids[-config.run.dedup_window :] if config.run.dedup_window else [])
+        return state
+
+    def ensure_loaded(self, store: Store, users: set[str], items: set[str]) -> None:
+        """Read the profiles and item statistics a batch needs that are not in memory yet."""
+        missing = [u for u in users if u not in self.profiles]
+        if missing:
+            for user, blob in zip(missing, store.read("profile", missing), strict=True):
+                if blob is not None:
+                    self.profiles[user] = decode_profile(blob)
+        missing = [i for i in items if i not in self.items]
+        if missing:
+            for item, blob in zip(missing, store.read("item", missing), strict=True):
+                if blob is not None:
+                    self.items[item] = decode_item(blob)
+
+    # -- committing ----------------------------------------------------------------------------
+
+    def commit_payload(
+        self,
+        users: set[str],
+        items: set[str],
+        pending: dict[str, dict[tuple[str, str], Pending | None]],
+    ) -> tuple[dict[str, dict[str, bytes | None]], dict[str, bytes]]:
+        """Row changes and blobs that persist this batch (see :meth:`Store.commit`)."""
+        ckpt = self.checkpoint
+        rows: dict[str, dict[str, bytes | None]] = {
+            "profile": {u: encode_profile(self.profiles[u]) for u in users},
+            "item": {i: encode_item(self.items[i]) for i in items},
+            "pending": {
+                f"{task}{SEP}{user}{SEP}{key}": None if p is None else encode_pending(p)
+                for task, changes in pending.items()
+                for (user, key), p in changes.items()
+            },
+        }
+        new_ids = self.dedup.take_new()
+        dedup: dict[str, bytes | None] = {}
+        if new_ids:
+            dedup[f"{ckpt.seq:012d}"] = zlib.compress(msgspec.msgpack.encode(new_ids), 1)
+            self._dedup_chunks.append((ckpt.seq, len(new_ids)))
+            kept = sum(n for _, n in self._dedup_chunks)
+            while self._dedup_chunks and kept - self._dedup_chunks[0][1] >= self.dedup.size:
+                old_seq, n = self._dedup_chunks.popleft()
+                kept -= n
+                dedup[f"{old_seq:012d}"] = None
+        rows["dedup"] = dedup
+        ckpt.dedup_chunks = list(self._dedup_chunks)
+        meta: dict[str, bytes] = {}
+        for name, task in self.tasks.items():
+            assert task.learner is not None
+            meta[f"model/{name}"] = dump_learner(task.learner)
+            meta[f"metrics/{name}"] = task.metrics.to_bytes()
+        ckpt.seq += 1
+        meta["checkpoint"] = msgspec.msgpack.encode(ckpt)
+        return rows, meta
+
+    def summary(self) -> dict[str, Any]:
+        ckpt = self.checkpoint
+        return {
+            "events": ckpt.events,
+            "duplicates": ckpt.duplicates,
+            "dead_letters": ckpt.dead_letters,
+            "watermark": ckpt.watermark,
+            "tasks": {name: t.metrics.summary() for name, t in self.tasks.items()},
+        }

@@ -1,0 +1,166 @@
+"""The event schema and its validation.
+
+An event is a JSON object: ``event_id``, ``user_id`` (or ``anonymous_id``), ``type``, ``ts``
+(epoch seconds or ISO 8601), optional ``item_id``, ``category``, ``tags``, ``value`` and ``props``.
+:class:`EventParser` turns raw JSON into a normalised :class:`Event` or raises
+:class:`~liveprofile.errors.InvalidEvent` with a reason a person can act on.
+
+>>> parser = EventParser()
+>>> e = parser.parse_json(b'{"event_id": "e1", "user_id": 7, "type": "View", "ts": "2017-01-01T00:00:00Z"}')
+>>> e.user, e.type, e.ts
+('7', 'view', 1483228800.0)
+>>> parser.parse_json(b'{"event_id": "e2", "type": "view", "ts": 1}')
+Traceback (most recent call last):
+...
+liveprofile.errors.InvalidEvent: event has neither 'user_id' nor 'anonymous_id'
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import UTC, datetime
+from typing import Annotated
+
+import msgspec
+
+from liveprofile.errors import InvalidEvent
+
+MAX_ID = 128
+MAX_TAGS = 32
+MAX_TAG = 64
+MAX_PROPS = 32
+MAX_LINE = 64 * 1024
+# Event times before 1970 or after 2100 are almost always unit mistakes (milliseconds, days).
+MIN_TS = 0.0
+MAX_TS = 4102444800.0
+
+_Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID)]
+_Tag = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TAG)]
+_TYPE = re.compile(r"^[a-z][a-z0-9_.-]{0,31}$")
+PropValue = str | int | float | bool | None
+
+
+class Event(msgspec.Struct, frozen=True, gc=False):
+    """A validated, normalised event.
+
+    ``user`` is the key the profile lives under: the ``user_id`` when known, else the
+    ``anonymous_id``. ``ts`` is event time in epoch seconds (float, UTC).
+    """
+
+    event_id: str
+    user: str
+    type: str
+    ts: float
+    item_id: str | None = None
+    category: str | None = None
+    tags: tuple[str, ...] = ()
+    value: float | None = None
+    anonymous_id: str | None = None
+    props: dict[str, PropValue] | None = None
+
+    def topics(self) -> tuple[str, ...]:
+        """The interest keys this event touches: its category followed by its tags."""
+        if self.category is None:
+            return self.tags
+        return (self.category, *self.tags)
+
+
+class _RawEvent(msgspec.Struct):
+    event_id: _Id | int
+    type: Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+    ts: float | int | str
+    user_id: _Id | int | None = None
+    anonymous_id: _Id | int | None = None
+    item_id: _Id | int | None = None
+    category: _Tag | None = None
+    tags: Annotated[list[_Tag], msgspec.Meta(max_length=MAX_TAGS)] | None = None
+    value: float | int | None = None
+    props: Annotated[dict[str, PropValue], msgspec.Meta(max_length=MAX_PROPS)] | None = None
+
+
+def parse_timestamp(value: float | int | str) -> float:
+    """Epoch seconds from epoch seconds or an ISO 8601 string (naive times are UTC).
+
+    >>> parse_timestamp("2018-09-24T14:00:00+02:00")
+    1537790400.0
+    >>> parse_timestamp(964982703)
+    964982703.0
+    """
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            moment = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+        except ValueError:
+            try:
+                ts = float(text)
+            except ValueError:
+                raise InvalidEvent(
+                    f"'ts' {value!r} is neither epoch seconds nor an ISO 8601 time"
+                ) from None
+        else:
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=UTC)
+            ts = moment.timestamp()
+    else:
+        ts = float(value)
+    if not math.isfinite(ts) or not MIN_TS <= ts <= MAX_TS:
+        raise InvalidEvent(
+            f"'ts' {value!r} is outside 1970..2100 in epoch seconds (milliseconds given?)"
+        )
+    return ts
+
+
+class EventParser:
+    """Decode and validate events from JSON bytes or from already-decoded fields."""
+
+    def __init__(self) -> None:
+        self._decoder = msgspec.json.Decoder(_RawEvent)
+
+    def parse_json(self, raw: bytes | str) -> Event:
+        """Parse one JSON object; raise :class:`InvalidEvent` saying what is wrong."""
+        if len(raw) > MAX_LINE:
+            raise InvalidEvent(f"event is {len(raw)} bytes, more than the limit of {MAX_LINE}")
+        try:
+            rec = self._decoder.decode(raw)
+        except msgspec.ValidationError as exc:
+            raise InvalidEvent(str(exc)) from None
+        except msgspec.DecodeError as exc:
+            raise InvalidEvent(f"not valid JSON: {exc}") from None
+        return self._normalise(rec)
+
+    def parse_fields(self, fields: dict[str, object]) -> Event:
+        """Validate a mapping of fields (as read from CSV or a data frame)."""
+        try:
+            rec = msgspec.convert(fields, _RawEvent, strict=False)
+        except msgspec.ValidationError as exc:
+            raise InvalidEvent(str(exc)) from None
+        return self._normalise(rec)
+
+    @staticmethod
+    def _normalise(rec: _RawEvent) -> Event:
+        user = rec.user_id if rec.user_id is not None else rec.anonymous_id
+        if user is None:
+            raise InvalidEvent("event has neither 'user_id' nor 'anonymous_id'")
+        kind = rec.type.lower()
+        if _TYPE.match(kind) is None:
+            raise InvalidEvent(
+                f"'type' {rec.type!r} must be a word of letters, digits, '_', '.' or '-'"
+            )
+        value = None
+        if rec.value is not None:
+            value = float(rec.value)
+            if not math.isfinite(value):
+                raise InvalidEvent(f"'value' must be a finite number, got {rec.value!r}")
+        return Event(
+            event_id=str(rec.event_id),
+            user=str(user),
+            type=kind,
+            ts=parse_timestamp(rec.ts),
+            item_id=None if rec.item_id is None else str(rec.item_id),
+            category=rec.category,
+            tags=tuple(rec.tags) if rec.tags else (),
+            value=value,
+            anonymous_id=None if rec.anonymous_id is None else str(rec.anonymous_id),
+            props=rec.props or None,
+        )

@@ -1,0 +1,202 @@
+"""Event sources: JSON Lines files (or stdin) and CSV files with a column mapping.
+
+A source reads from a committed offset and yields batches of validated events plus the dead
+letters of the records that failed; each batch carries the offset to commit with it, so a restart
+resumes exactly after the last committed batch.
+
+>>> import tempfile, pathlib
+>>> path = pathlib.Path(tempfile.mkdtemp()) / "ratings.csv"
+>>> _ = path.write_text("userId,movieId,rating,timestamp\\n1,31,2.5,1260759144\\n1,x,y,z\\n")
+>>> source = CsvSource(path, {"user_id": "userId", "item_id": "movieId", "value": "rating",
+...                           "ts": "timestamp", "event_id": "{userId}:{movieId}"},
+...                    constants={"type": "rate"})
+>>> batch = next(source.batches(start=0, size=10))
+>>> [e.event_id for e in batch.events], batch.offset
+(['1:31'], 2)
+>>> batch.dead_letters[0].reason
+'Expected `int | float | null`, got `str` - at `$.value`'
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Protocol
+
+from liveprofile.errors import InvalidEvent, SourceError
+from liveprofile.events.deadletter import DeadLetter
+from liveprofile.events.schema import Event, EventParser
+
+
+@dataclass
+class Batch:
+    """Validated events, rejected records, and the offset just after the last record."""
+
+    events: list[Event] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    offset: int = 0
+    #: how far the batch moved the source, in the units of :attr:`Source.total`
+    progress: int = 0
+
+
+class Source(Protocol):
+    """Where events come from."""
+
+    #: a stable name, under which the source's offset is committed
+    name: str
+    #: size of the whole source in progress units (None when unknown, e.g. stdin)
+    total: int | None
+    #: what the progress units are ("bytes", "rows")
+    unit: str
+
+    def batches(self, start: int, size: int) -> Iterator[Batch]:
+        """Batches of at most ``size`` records, starting after offset ``start``."""
+        ...
+
+
+class JsonlSource:
+    """JSON Lines, one event per line; the offset is a byte position ('-' reads stdin)."""
+
+    unit = "bytes"
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = str(path)
+        self.stdin = self.path == "-"
+        if not self.stdin and not Path(self.path).is_file():
+            raise SourceError(f"no such file: {self.path}")
+        self.name = "stdin" if self.stdin else f"jsonl:{Path(self.path).resolve()}"
+        self.total = None if self.stdin else Path(self.path).stat().st_size
+        self._parser = EventParser()
+
+    def batches(self, start: int, size: int) -> Iterator[Batch]:
+        fh: IO[bytes] = sys.stdin.buffer if self.stdin else open(self.path, "rb")  # noqa: SIM115
+        try:
+            if start and not self.stdin:
+                fh.seek(start)
+            offset = start if not self.stdin else 0
+            parse = self._parser.parse_json
+            batch = Batch(offset=offset)
+            for line in fh:
+                offset += len(line)
+                text = line.strip()
+                if text:
+                    try:
+                        batch.events.append(parse(text))
+                    except InvalidEvent as exc:
+                        batch.dead_letters.append(DeadLetter(
+                            text.decode("utf-8", "replace"), str(exc), self.name, offset - len(line)
+                        ))  # fmt: skip
+                if len(batch.events) + len(batch.dead_letters) >= size:
+                    batch.progress, batch.offset = offset - batch.offset, offset
+                    yield batch
+                    batch = Batch(offset=offset)
+            if batch.events or batch.dead_letters or offset != batch.offset:
+                batch.progress, batch.offset = offset - batch.offset, offset
+                yield batch
+        finally:
+            if not self.stdin:
+                fh.close()
+
+
+class CsvSource:
+    """CSV rows mapped to events; the offset is the number of data rows consumed.
+
+    ``mapping`` maps event fields to column names, or to a template such as
+    ``"{userId}:{movieId}"``; ``constants`` sets fields that are not in the file;
+    ``item_tags`` gives the tags of each item (e.g. MovieLens genres from movies.csv).
+    Without an ``event_id`` mapping the id is the source name and row number.
+    """
+
+    unit = "rows"
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        mapping: Mapping[str, str],
+        *,
+        constants: Mapping[str, str] | None = None,
+        item_tags: Mapping[str, list[str]] | None = None,
+        delimiter: str = ",",
+    ) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise SourceError(f"no such file: {self.path}")
+        self.name = f"csv:{self.path.resolve()}"
+        self.mapping = dict(mapping)
+        self.constants = dict(constants or {})
+        self.item_tags = item_tags or {}
+        self.delimiter = delimiter
+        with open(self.path, newline="") as fh:
+            header = next(csv.reader(fh, delimiter=delimiter), None)
+            self.total = sum(1 for _ in fh)
+        if header is None:
+            raise SourceError(f"{self.path} is empty: expected a header row")
+        self.columns = header
+        for event_field, column in self.mapping.items():
+            if "{" not in column and column not in header:
+                raise SourceError(
+                    f"column {column!r} (for {event_field!r}) is not in {self.path.name}; "
+                    f"columns are {', '.join(header)}"
+                )
+
+    def _fields(self, row: dict[str, str], number: int) -> dict[str, object]:
+        fields: dict[str, object] = dict(self.constants)
+        for event_field, column in self.mapping.items():
+            fields[event_field] = column.format(**row) if "{" in column else row[column]
+        fields.setdefault("event_id", f"{self.path.name}:{number}")
+        item = fields.get("item_id")
+        if item is not None and "tags" not in fields:
+            tags = self.item_tags.get(str(item))
+            if tags:
+                fields["tags"] = tags
+        return fields
+
+    def batches(self, start: int, size: int) -> Iterator[Batch]:
+        parser = EventParser()
+        with open(self.path, newline="") as fh:
+            reader = csv.DictReader(fh, delimiter=self.delimiter)
+            batch = Batch(offset=start)
+            for number, row in enumerate(reader):
+                if number < start:
+                    continue
+                try:
+                    batch.events.append(parser.parse_fields(self._fields(row, number)))
+                except (InvalidEvent, KeyError, IndexError, ValueError) as exc:
+                    reason = str(exc) if isinstance(exc, InvalidEvent) else f"bad row: {exc!r}"
+                    buf = io.StringIO()
+                    csv.writer(buf).writerow(row.values())
+                    batch.dead_letters.append(
+                        DeadLetter(buf.getvalue().rstrip("\r\n"), reason, self.name, number)
+                    )
+                if len(batch.events) + len(batch.dead_letters) >= size:
+                    batch.offset = number + 1
+                    batch.progress = batch.offset - start
+                    start = batch.offset
+                    yield batch
+                    batch = Batch(offset=start)
+            if batch.events or batch.dead_letters:
+                batch.offset = start + len(batch.events) + len(batch.dead_letters)
+                batch.progress = batch.offset - start
+                yield batch
+
+
+def read_item_tags(
+    path: str | os.PathLike[str], key: str, column: str, separator: str = "|"
+) -> dict[str, list[str]]:
+    """Item tags from a CSV file, e.g. MovieLens genres: ``movieId`` -> ``genres`` split on '|'."""
+    tags: dict[str, list[str]] = {}
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        if reader.fieldnames is None or key not in reader.fieldnames or (
+            column not in reader.fieldnames
+        ):
+            raise SourceError(f"{path} needs columns {key!r} and {column!r}")
+        for row in reader:
+            values = [t for t in row[column].split(separator) if t and t != "(no genres listed)"]
+            tags[row[key]] = values
+    return tags

@@ -1,0 +1,115 @@
+"""The learner protocol (River's) and the batch of model operations the core hands to learners.
+
+Any object with ``learn_one(x, y)`` and ``predict_proba_one(x)`` is a learner, so every River
+classifier plugs in. Learners that also implement :class:`BatchLearner` get the fast path: the core
+records, per batch of events, the exact sequence of predictions and updates it needs and the
+learner runs them in one call, in order, with the same result as calling them one by one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+#: operation kinds in an :class:`OpBatch`
+PREDICT = 1
+LEARN = 2
+PREDICT_LEARN = PREDICT | LEARN
+
+
+@runtime_checkable
+class Learner(Protocol):
+    """River's binary classifier protocol."""
+
+    def learn_one(self, x: Mapping[Hashable, float], y: bool) -> object: ...
+
+    def predict_proba_one(self, x: Mapping[Hashable, float]) -> Mapping[bool, float]: ...
+
+
+class OpBatch:
+    """A sequence of predict/learn operations on hashed sparse examples, in processing order.
+
+    >>> ops = OpBatch()
+    >>> ops.add(PREDICT_LEARN, [1, 5], [1.0, 0.5], 1.0)
+    0
+    >>> ops.add(PREDICT, [5], [2.0])
+    1
+    >>> arrays = ops.arrays()
+    >>> arrays[0].tolist(), arrays[1].tolist(), arrays[2].tolist()
+    ([3, 1], [0, 2, 3], [1, 5, 5])
+    """
+
+    __slots__ = ("idx", "kinds", "starts", "val", "ys")
+
+    def __init__(self) -> None:
+        self.kinds: list[int] = []
+        self.starts: list[int] = [0]
+        self.idx: list[int] = []
+        self.val: list[float] = []
+        self.ys: list[float] = []
+
+    def __len__(self) -> int:
+        return len(self.kinds)
+
+    def add(self, kind: int, idx: list[int], val: list[float], y: float = 0.0) -> int:
+        """Append one operation; returns its position (where its prediction will be)."""
+        self.kinds.append(kind)
+        self.idx.extend(idx)
+        self.val.extend(val)
+        self.starts.append(len(self.idx))
+        self.ys.append(y)
+        return len(self.kinds) - 1
+
+    def arrays(
+        self,
+    ) -> tuple[
+        npt.NDArray[np.int8],
+        npt.NDArray[np.int64],
+        npt.NDArray[np.int64],
+        npt.NDArray[np.float64],
+        npt.NDArray[np.float64],
+    ]:
+        return (
+            np.asarray(self.kinds, dtype=np.int8),
+            np.asarray(self.starts, dtype=np.int64),
+            np.asarray(self.idx, dtype=np.int64),
+            np.asarray(self.val, dtype=np.float64),
+            np.asarray(self.ys, dtype=np.float64),
+        )
+
+    def example(self, k: int) -> dict[Hashable, float]:
+        """Operation ``k``'s features as a River-style dict (colliding indices add up)."""
+        x: dict[Hashable, float] = {}
+        for i, v in zip(
+            self.idx[self.starts[k] : self.starts[k + 1]],
+            self.val[self.starts[k] : self.starts[k + 1]],
+            strict=True,
+        ):
+            x[i] = x.get(i, 0.0) + v
+        return x
+
+
+@runtime_checkable
+class BatchLearner(Learner, Protocol):
+    """A learner that can run a whole :class:`OpBatch` in one call."""
+
+    def run_ops(self, ops: OpBatch) -> npt.NDArray[np.float64]:
+        """Run the operations in order; return P(y=1) for each (NaN for learn-only ones)."""
+        ...
+
+
+def run_ops(learner: Learner, ops: OpBatch) -> npt.NDArray[np.float64]:
+    """Run ``ops`` on any learner: one call on the fast path, else one by one (River's way)."""
+    if isinstance(learner, BatchLearner):
+        return learner.run_ops(ops)
+    out = np.full(len(ops), np.nan)
+    for k, kind in enumerate(ops.kinds):
+        x = ops.example(k)
+        if kind & PREDICT:
+            out[k] = float(learner.predict_proba_one(x).get(True, 0.0))
+        if kind & LEARN:
+            learner.learn_one(x, bool(ops.ys[k]))
+    return out

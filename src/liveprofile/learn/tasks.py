@@ -1,0 +1,169 @@
+"""Learning tasks: which events give examples, how labels are derived, pending examples.
+
+An immediate task labels an example from the event itself (``value`` >= threshold, or its type).
+A delayed task opens a *pending example* on an exposure (features and prediction as of that
+moment); it becomes positive when a conversion with the same user and key follows within the
+window, and negative once the watermark (the latest event time seen) passes the deadline. Pending
+examples are committed with the rest of the state.
+
+>>> from liveprofile.config import LabelConfig, TaskConfig
+>>> task = TaskConfig("buy", on=["view"], label=LabelConfig(kind="delayed", conversion=["purchase"]))
+>>> state = TaskState(task, learner=None, window=86400.0)
+>>> _ = state.open("u1", "i1", "i1", 100.0, array("q", [1]), array("d", [1.0]))
+>>> [p.key for p in state.due(100.0 + 86400.0 + 1)]
+['i1']
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from array import array
+from collections.abc import Iterator
+
+import msgspec
+
+from liveprofile.config import TaskConfig
+from liveprofile.events.schema import Event
+from liveprofile.learn.base import Learner, OpBatch
+from liveprofile.learn.metrics import Prequential
+
+PENDING_SCHEMA = 1
+
+
+class Pending(msgspec.Struct, array_like=True, gc=False):
+    """An exposure waiting for its label."""
+
+    user: str
+    key: str
+    item: str | None
+    open_ts: float
+    deadline: float
+    idx: bytes  # array('q') of feature indices
+    val: bytes  # array('d') of feature values
+    p: float = math.nan  # prediction made at exposure time
+
+
+class TaskState:
+    """One task's learner, metrics, pending examples and the operations of the current batch."""
+
+    def __init__(self, config: TaskConfig, learner: Learner | None, window: float) -> None:
+        self.config = config
+        self.name = config.name
+        self.learner = learner
+        self.metrics = Prequential(window)
+        label = config.label
+        self.delayed = label.kind == "delayed"
+        self.on = frozenset(config.on)
+        self.conversion = frozenset(label.conversion)
+        self.positive_types = frozenset(label.positive)
+        self.threshold = label.threshold
+        self.by_item = label.key == "item"
+        self.window = label.window_s if self.delayed else 0.0
+        self.pending: dict[tuple[str, str], Pending] = {}
+        self._heap: list[tuple[float, float, str, str]] = []
+        self._by_user: dict[str, set[str]] = {}
+        # per batch
+        self.ops = OpBatch()
+        self.changed: dict[tuple[str, str], Pending | None] = {}
+
+    # -- labels --------------------------------------------------------------------------------
+
+    def immediate_label(self, e: Event) -> bool | None:
+        """The label of an immediate example from event ``e``, or None if it gives none."""
+        if self.delayed or e.type not in self.on:
+            return None
+        if self.positive_types:
+            return e.type in self.positive_types
+        return e.value is not None and e.value >= self.threshold
+
+    def key_of(self, e: Event) -> str | None:
+        return e.item_id if self.by_item else e.category
+
+    # -- pending examples ----------------------------------------------------------------------
+
+    def open(
+        self, user: str, key: str, item: str | None, ts: float, idx: array[int], val: array[float]
+    ) -> Pending:
+        pending = Pending(user, key, item, ts, ts + self.window, idx.tobytes(), val.tobytes())
+        self._add(pending)
+        self.changed[(user, key)] = pending
+        return pending
+
+    def _add(self, pending: Pending) -> None:
+        self.pending[(pending.user, pending.key)] = pending
+        heapq.heappush(self._heap, (pending.deadline, pending.open_ts, pending.user, pending.key))
+        self._by_user.setdefault(pending.user, set()).add(pending.key)
+
+    def close(self, pending: Pending) -> None:
+        key = (pending.user, pending.key)
+        del self.pending[key]
+        keys = self._by_user[pending.user]
+        keys.discard(pending.key)
+        if not keys:
+            del self._by_user[pending.user]
+        self.changed[key] = None
+
+    def converting(self, e: Event) -> Pending | None:
+        """The pending example that event ``e`` converts, if any."""
+        if e.type not in self.conversion:
+            return None
+        key = self.key_of(e)
+        if key is None:
+            return None
+        pending = self.pending.get((e.user, key))
+        if pending is not None and pending.open_ts < e.ts <= pending.deadline:
+            return pending
+        return None
+
+    def due(self, watermark: float) -> Iterator[Pending]:
+        """Pop the pending examples whose window closed before ``watermark`` (deadline order)."""
+        heap = self._heap
+        while heap and heap[0][0] < watermark:
+            deadline, open_ts, user, key = heapq.heappop(heap)
+            pending = self.pending.get((user, key))
+            if pending is not None and pending.open_ts == open_ts:
+                yield pending
+
+    def peek_due(self, watermark: float) -> Iterator[Pending]:
+        """The pending examples :meth:`due` would pop, without popping them."""
+        heap = self._heap
+        stack = [0] if heap else []
+        while stack:
+            i = stack.pop()
+            deadline, open_ts, user, key = heap[i]
+            if deadline >= watermark:
+                continue
+            pending = self.pending.get((user, key))
+            if pending is not None and pending.open_ts == open_ts:
+                yield pending
+            stack.extend(c for c in (2 * i + 1, 2 * i + 2) if c < len(heap))
+
+    def pending_of(self, user: str) -> Iterator[Pending]:
+        for key in self._by_user.get(user, ()):
+            yield self.pending[(user, key)]
+
+    def restore(self, pendings: Iterator[Pending]) -> None:
+        for pending in pendings:
+            self._add(pending)
+
+    def take_batch(self) -> tuple[OpBatch, dict[tuple[str, str], Pending | None]]:
+        ops, changed = self.ops, self.changed
+        self.ops, self.changed = OpBatch(), {}
+        return ops, changed
+
+
+_enc = msgspec.msgpack.Encoder()
+_dec = msgspec.msgpack.Decoder(Pending)
+
+
+def encode_pending(p: Pending) -> bytes:
+    return bytes([PENDING_SCHEMA]) + _enc.encode(p)
+
+
+def decode_pending(blob: bytes) -> Pending:
+    if blob[:1] != bytes([PENDING_SCHEMA]):
+        from liveprofile.errors import StateVersionError
+
+        raise StateVersionError("pending example has an unknown schema: replay into a new store")
+    return _dec.decode(blob[1:])

@@ -1,0 +1,38 @@
+"""Forward exponential decay: order-independent decayed sums in O(1) per update.
+
+A decayed sum ``S(T) = sum_i w_i * 2 ** (-(T - t_i) / h)`` is kept as
+``s = sum_i w_i * 2 ** ((t_i - anchor) / h)`` for a fixed landmark ``anchor``, so that
+``S(T) = s * 2 ** (-(T - anchor) / h)`` (Cormode, Shkapenyuk, Srivastava and Xu, "Forward decay",
+ICDE 2009). Adding an event is one multiply-add whatever its time, so events that arrive out of
+order give the same sum as in order. The landmark moves forward (``rebase``) before the stored
+numbers could overflow.
+
+>>> h = 10.0
+>>> s = forward_weight(20.0, anchor=0.0, half_life=h) + forward_weight(10.0, anchor=0.0, half_life=h)
+>>> decayed_value(s, at=20.0, anchor=0.0, half_life=h)
+1.5
+"""
+
+from __future__ import annotations
+
+#: rebase once an event lies this many half-lives after the landmark (2**512 is far from overflow)
+REBASE_AFTER = 512.0
+
+
+def forward_weight(t: float, anchor: float, half_life: float) -> float:
+    """The stored weight of one unit at time ``t`` relative to ``anchor``."""
+    return float(2.0 ** ((t - anchor) / half_life))
+
+
+def decayed_value(stored: float, at: float, anchor: float, half_life: float) -> float:
+    """The decayed sum at time ``at`` from its stored form."""
+    return float(stored * 2.0 ** (-(at - anchor) / half_life))
+
+
+def needs_rebase(t: float, anchor: float, half_life: float) -> bool:
+    return (t - anchor) / half_life > REBASE_AFTER
+
+
+def rebase_factor(new_anchor: float, anchor: float, half_life: float) -> float:
+    """Multiply stored values by this factor when the landmark moves to ``new_anchor``."""
+    return float(2.0 ** (-(new_anchor - anchor) / half_life))

@@ -1,0 +1,58 @@
+"""Per-item statistics that feed the features: popularity, mean value, outcome rates per task.
+
+>>> stats = ItemStats(anchor=0.0)
+>>> stats.record_outcome("like", True); stats.record_outcome("like", False)
+>>> stats.outcome_rate("like", prior=0.5, strength=2.0)
+0.5
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from liveprofile.errors import StateVersionError
+
+ITEM_SCHEMA = 1
+
+
+class ItemStats(msgspec.Struct, array_like=True, gc=False):
+    """Running statistics of one item, all from events already seen (never the current one)."""
+
+    anchor: float
+    last_ts: float = float("-inf")
+    n: int = 0
+    popularity: float = 0.0  # forward-decayed event count, see liveprofile.profile.decay
+    value_sum: float = 0.0
+    value_n: int = 0
+    positives: dict[str, int] = {}
+    examples: dict[str, int] = {}
+
+    def record_outcome(self, task: str, positive: bool) -> None:
+        self.examples[task] = self.examples.get(task, 0) + 1
+        if positive:
+            self.positives[task] = self.positives.get(task, 0) + 1
+
+    def outcome_rate(self, task: str, prior: float, strength: float) -> float:
+        """Positive rate for ``task``, shrunk toward ``prior`` with ``strength`` pseudo-examples."""
+        pos = self.positives.get(task, 0)
+        return (pos + prior * strength) / (self.examples.get(task, 0) + strength)
+
+    def mean_value(self, prior: float, strength: float = 3.0) -> float:
+        return (self.value_sum + prior * strength) / (self.value_n + strength)
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(ItemStats)
+
+
+def encode_item(stats: ItemStats) -> bytes:
+    return bytes([ITEM_SCHEMA]) + _encoder.encode(stats)
+
+
+def decode_item(blob: bytes) -> ItemStats:
+    if not blob or blob[0] != ITEM_SCHEMA:
+        raise StateVersionError(
+            f"item statistics have schema {blob[:1].hex() or 'none'}, this version reads "
+            f"{ITEM_SCHEMA}: replay the events into a new store"
+        )
+    return _decoder.decode(blob[1:])

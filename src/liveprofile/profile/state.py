@@ -1,0 +1,189 @@
+"""The user profile and how one event changes it.
+
+Everything is a function of event time: counters and interests are forward-decayed sums (see
+:mod:`liveprofile.profile.decay`), so applying the same events in any order gives the same profile
+(up to float rounding) as long as fewer than ``top_k`` interest keys compete for room.
+
+>>> from liveprofile.config import ProfileConfig
+>>> from liveprofile.events import Event
+>>> updater = ProfileUpdater(ProfileConfig(interests_half_life=86400))
+>>> p = updater.new("u1", 0.0)
+>>> updater.apply(p, Event("e1", "u1", "purchase", 0.0, item_id="i1", category="dairy", value=3.5))
+>>> updater.apply(p, Event("e2", "u1", "view", 86400.0, item_id="i2", category="bakery"))
+>>> view = updater.view(p, at=86400.0)
+>>> view["interests"]
+{'dairy': 2.5, 'bakery': 1.0}
+>>> view["frequency"], view["monetary"], view["counts"]
+(1, 3.5, {'purchase': 1, 'view': 1})
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import msgspec
+
+from liveprofile.config import ProfileConfig
+from liveprofile.errors import StateVersionError
+from liveprofile.events.schema import Event
+from liveprofile.profile.decay import REBASE_AFTER, decayed_value, rebase_factor
+
+PROFILE_SCHEMA = 1
+DAY = 86400.0
+
+
+class Profile(msgspec.Struct, array_like=True, gc=False):
+    """One user's state. Decayed fields are stored relative to ``anchor`` (forward decay)."""
+
+    user: str
+    anchor: float
+    first_ts: float
+    last_ts: float
+    n: int = 0
+    counts: dict[str, int] = {}
+    decayed: dict[str, float] = {}
+    interests: dict[str, float] = {}
+    purchases: int = 0
+    monetary: float = 0.0
+    last_purchase_ts: float | None = None
+    value_sum: float = 0.0
+    value_n: int = 0
+    positives: dict[str, int] = {}
+    examples: dict[str, int] = {}
+    scores: dict[str, float] = {}
+    traits: dict[str, float | bool | str] = {}
+
+    def outcome_rate(self, task: str, prior: float, strength: float) -> float:
+        """This user's positive rate for ``task``, shrunk toward ``prior``."""
+        pos = self.positives.get(task, 0)
+        return (pos + prior * strength) / (self.examples.get(task, 0) + strength)
+
+    def record_outcome(self, task: str, positive: bool) -> None:
+        self.examples[task] = self.examples.get(task, 0) + 1
+        if positive:
+            self.positives[task] = self.positives.get(task, 0) + 1
+
+
+class ProfileUpdater:
+    """Applies events to profiles according to a :class:`ProfileConfig`."""
+
+    def __init__(self, config: ProfileConfig) -> None:
+        self.config = config
+        self.h_counters = config.counters_half_life_s
+        self.h_interests = config.interests_half_life_s
+        self._h_min = min(self.h_counters, self.h_interests)
+        self._track = frozenset(config.track)
+        self._weights = dict(config.weights)
+        self._default_weight = config.default_weight
+        self._monetary = frozenset(config.monetary_types)
+        self._top_k = config.top_k
+
+    def new(self, user: str, ts: float) -> Profile:
+        return Profile(user=user, anchor=math.floor(ts / DAY) * DAY, first_ts=ts, last_ts=ts)
+
+    def apply(self, p: Profile, e: Event) -> None:
+        """Fold one event into the profile (the caller has already de-duplicated it)."""
+        ts = e.ts
+        if (ts - p.anchor) / self._h_min > REBASE_AFTER:
+            self._rebase(p, ts)
+        kind = e.type
+        n = p.n
+        p.n = n + 1
+        if n == 0 or ts < p.first_ts:
+            p.first_ts = ts
+        if n == 0 or ts > p.last_ts:
+            p.last_ts = ts
+        counts = p.counts
+        counts[kind] = counts.get(kind, 0) + 1
+        w_c = 2.0 ** ((ts - p.anchor) / self.h_counters)
+        decayed = p.decayed
+        decayed[kind] = decayed.get(kind, 0.0) + w_c
+        value = e.value
+        if value is not None:
+            if kind in self._monetary:
+                p.monetary += value
+            else:
+                p.value_sum += value
+                p.value_n += 1
+        if kind in self._monetary:
+            p.purchases += 1
+            last = p.last_purchase_ts
+            if last is None or ts > last:
+                p.last_purchase_ts = ts
+        topics = e.topics()
+        if topics:
+            weight = self._weights.get(kind, self._default_weight)
+            if weight:
+                self._add_interests(p, topics, weight * 2.0 ** ((ts - p.anchor) / self.h_interests))
+
+    def _add_interests(self, p: Profile, topics: tuple[str, ...], weight: float) -> None:
+        interests = p.interests
+        track = self._track
+        for key in topics:
+            if track and key not in track:
+                continue
+            interests[key] = interests.get(key, 0.0) + weight
+        if len(interests) > self._top_k:
+            # Keep the top-K: every entry shares the anchor, so stored values compare directly.
+            for key in sorted(interests, key=interests.__getitem__)[: len(interests) - self._top_k]:
+                del interests[key]
+
+    def _rebase(self, p: Profile, ts: float) -> None:
+        new_anchor = math.floor(ts / DAY) * DAY
+        f_c = rebase_factor(new_anchor, p.anchor, self.h_counters)
+        f_i = rebase_factor(new_anchor, p.anchor, self.h_interests)
+        p.decayed = {k: v * f_c for k, v in p.decayed.items()}
+        p.interests = {k: v * f_i for k, v in p.interests.items()}
+        p.anchor = new_anchor
+
+    def decayed_counts(self, p: Profile, at: float) -> dict[str, float]:
+        return {k: decayed_value(v, at, p.anchor, self.h_counters) for k, v in p.decayed.items()}
+
+    def interests_at(self, p: Profile, at: float) -> dict[str, float]:
+        """Decayed interest weights at time ``at``, strongest first."""
+        f = 2.0 ** (-(at - p.anchor) / self.h_interests)
+        ranked = sorted(p.interests.items(), key=lambda kv: -kv[1])
+        return {k: v * f for k, v in ranked}
+
+    def view(self, p: Profile, at: float | None = None) -> dict[str, Any]:
+        """A readable snapshot of the profile as of event time ``at`` (default: its last event)."""
+        at = p.last_ts if at is None else at
+        return {
+            "user": p.user,
+            "as_of": at,
+            "first_seen": p.first_ts,
+            "last_seen": p.last_ts,
+            "recency_days": max(0.0, (at - p.last_ts) / DAY),
+            "days_since_last_purchase": None
+            if p.last_purchase_ts is None
+            else max(0.0, (at - p.last_purchase_ts) / DAY),
+            "frequency": p.purchases,
+            "monetary": round(p.monetary, 6),
+            "events": p.n,
+            "counts": dict(p.counts),
+            "decayed_counts": {k: round(v, 6) for k, v in self.decayed_counts(p, at).items()},
+            "interests": {k: round(v, 6) for k, v in self.interests_at(p, at).items()},
+            "mean_value": p.value_sum / p.value_n if p.value_n else None,
+            "outcomes": {t: [p.positives.get(t, 0), n] for t, n in p.examples.items()},
+            "scores": dict(p.scores),
+            "traits": dict(p.traits),
+        }
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(Profile)
+
+
+def encode_profile(p: Profile) -> bytes:
+    """Compact, versioned bytes: one schema byte, then the profile as a MessagePack array."""
+    return bytes([PROFILE_SCHEMA]) + _encoder.encode(p)
+
+
+def decode_profile(blob: bytes) -> Profile:
+    if not blob or blob[0] != PROFILE_SCHEMA:
+        raise StateVersionError(
+            f"profile has schema {blob[:1].hex() or 'none'}, this version reads "
+            f"{PROFILE_SCHEMA}: replay the events into a new store"
+        )
+    return _decoder.decode(blob[1:])

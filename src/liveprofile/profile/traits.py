@@ -1,0 +1,113 @@
+"""Computed traits: named expressions over profile fields, declared in the pipeline config.
+
+Expressions are a safe subset of Python: numbers, strings, names, ``and``/``or``/``not``,
+comparisons, arithmetic, ``x if c else y``, lookups like ``interest['Dairy']`` or
+``score.repurchase`` (missing keys read as 0), and the functions ``log``, ``sqrt``, ``min``,
+``max``, ``abs``. Fields: ``events``, ``frequency``, ``monetary``, ``mean_value``,
+``days_active``, ``counts``, ``decayed``, ``interest`` (decayed weights at the last event),
+``score``.
+
+>>> from liveprofile.config import ProfileConfig
+>>> from liveprofile.profile.state import ProfileUpdater
+>>> updater = ProfileUpdater(ProfileConfig())
+>>> traits = TraitEvaluator({"big_spender": "monetary > 100", "fan": "counts.view >= 1"}, updater)
+>>> p = updater.new("u1", 0.0)
+>>> p.monetary = 150.0
+>>> traits.update(p)
+>>> p.traits
+{'big_spender': True, 'fan': False}
+>>> TraitEvaluator({"bad": "__import__('os')"}, updater)
+Traceback (most recent call last):
+...
+liveprofile.errors.ConfigError: trait 'bad': only log, sqrt, min, max, abs can be called
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+from collections.abc import Mapping
+from types import CodeType
+from typing import Any
+
+from liveprofile.errors import ConfigError
+from liveprofile.profile.state import DAY, Profile, ProfileUpdater
+
+FIELDS = (
+    "events", "frequency", "monetary", "mean_value", "days_active",
+    "counts", "decayed", "interest", "score",
+)  # fmt: skip
+FUNCTIONS: dict[str, Any] = {
+    "log": math.log1p, "sqrt": math.sqrt, "min": min, "max": max, "abs": abs,
+}  # fmt: skip
+_ALLOWED = (
+    ast.Expression, ast.BoolOp, ast.And, ast.Or, ast.UnaryOp, ast.Not, ast.USub, ast.UAdd,
+    ast.BinOp, ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Mod, ast.Pow, ast.FloorDiv,
+    ast.Compare, ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.In, ast.NotIn,
+    ast.IfExp, ast.Constant, ast.Name, ast.Load, ast.Subscript, ast.Attribute, ast.Call,
+)  # fmt: skip
+
+
+class Fields(dict[str, float]):
+    """A mapping that reads missing keys as 0 and also allows ``fields.key``."""
+
+    def __missing__(self, key: str) -> float:
+        return 0.0
+
+    def __getattr__(self, key: str) -> float:
+        return self[key]
+
+
+def compile_expression(name: str, text: str) -> CodeType:
+    """Check an expression against the allowed subset and compile it."""
+    try:
+        tree = ast.parse(text, mode="eval")
+    except SyntaxError as exc:
+        raise ConfigError(f"trait {name!r}: cannot parse {text!r}: {exc.msg}") from None
+    for node in ast.walk(tree):
+        if not isinstance(node, _ALLOWED):
+            raise ConfigError(f"trait {name!r}: {type(node).__name__} is not allowed in {text!r}")
+        if isinstance(node, ast.Name) and node.id not in FIELDS and node.id not in FUNCTIONS:
+            raise ConfigError(
+                f"trait {name!r}: {node.id!r} is not allowed; fields are {', '.join(FIELDS)}"
+            )
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_"):
+            raise ConfigError(f"trait {name!r}: {node.attr!r} is not allowed")
+        if isinstance(node, ast.Call) and not (
+            isinstance(node.func, ast.Name) and node.func.id in FUNCTIONS
+        ):
+            raise ConfigError(f"trait {name!r}: only {', '.join(FUNCTIONS)} can be called")
+    return compile(tree, f"<trait {name}>", "eval")
+
+
+class TraitEvaluator:
+    """Evaluates the configured traits of a profile after each update."""
+
+    def __init__(self, traits: Mapping[str, str], updater: ProfileUpdater) -> None:
+        self._updater = updater
+        self._code = {name: compile_expression(name, text) for name, text in traits.items()}
+
+    def namespace(self, p: Profile) -> dict[str, Any]:
+        at = p.last_ts
+        return {
+            "events": p.n,
+            "frequency": p.purchases,
+            "monetary": p.monetary,
+            "mean_value": p.value_sum / p.value_n if p.value_n else 0.0,
+            "days_active": (p.last_ts - p.first_ts) / DAY,
+            "counts": Fields(p.counts),
+            "decayed": Fields(self._updater.decayed_counts(p, at)),
+            "interest": Fields(self._updater.interests_at(p, at)),
+            "score": Fields(p.scores),
+            **FUNCTIONS,
+        }
+
+    def update(self, p: Profile) -> None:
+        scope = self.namespace(p)
+        values: dict[str, float | bool | str] = {}
+        for name, code in self._code.items():
+            try:
+                values[name] = eval(code, {"__builtins__": {}}, scope)
+            except (ArithmeticError, ValueError, TypeError) as exc:
+                values[name] = f"error: {exc}"
+        p.traits = values

@@ -1,0 +1,25 @@
+"""Feature stores behind one small interface: memory, SQLite (embedded default)."""
+
+from __future__ import annotations
+
+from liveprofile.errors import StoreError
+from liveprofile.store.base import Store
+from liveprofile.store.memory import MemoryStore
+from liveprofile.store.sqlite import SQLiteStore
+
+__all__ = ["MemoryStore", "SQLiteStore", "Store", "open_store"]
+
+
+def open_store(url: str, *, read_only: bool = False) -> Store:
+    """A store from a URL: ``memory://``, ``sqlite:///path.db`` or a plain file path.
+
+    >>> type(open_store("memory://")).__name__
+    'MemoryStore'
+    """
+    if url == "memory://":
+        return MemoryStore()
+    if url.startswith("sqlite://"):
+        return SQLiteStore(url.removeprefix("sqlite://"), read_only=read_only)
+    if "://" in url:
+        raise StoreError(f"unknown store {url!r}: use a file path, sqlite:///path or memory://")
+    return SQLiteStore(url, read_only=read_only)

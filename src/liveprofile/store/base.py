@@ -1,0 +1,39 @@
+"""The store interface: a small key-value contract every backend implements.
+
+Rows live in namespaces (``profile``, ``item``, ``pending``, ``dedup``); named blobs (``meta``)
+hold model checkpoints, metrics and the source offset. :meth:`Store.commit` writes a batch of row
+changes and blobs atomically: either all of it is visible afterwards or none of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Protocol, runtime_checkable
+
+#: row changes of one commit: namespace -> key -> new value (None deletes the row)
+Rows = Mapping[str, Mapping[str, bytes | None]]
+
+
+@runtime_checkable
+class Store(Protocol):
+    """What the pipeline needs from a feature store."""
+
+    def setup(self) -> None:
+        """Create what the store needs (tables, schema); safe to call on an existing store."""
+
+    def read(self, namespace: str, keys: Sequence[str]) -> list[bytes | None]:
+        """Values of ``keys`` in one round trip, in key order (None where absent)."""
+        ...
+
+    def scan(self, namespace: str) -> Iterator[tuple[str, bytes]]:
+        """Every row of a namespace, in key order."""
+        ...
+
+    def count(self, namespace: str) -> int: ...
+
+    def get_meta(self, name: str) -> bytes | None: ...
+
+    def commit(self, rows: Rows, meta: Mapping[str, bytes]) -> None:
+        """Apply row changes and blobs atomically."""
+
+    def close(self) -> None: ...

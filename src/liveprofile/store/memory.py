@@ -1,0 +1,53 @@
+"""An in-memory store for tests and for pipelines that need no persistence.
+
+>>> store = MemoryStore()
+>>> store.setup()
+>>> store.commit({"profile": {"u1": b"x", "u2": b"y"}}, {"offset": b"2"})
+>>> store.read("profile", ["u2", "nobody", "u1"]), store.get_meta("offset")
+([b'y', None, b'x'], b'2')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+
+from liveprofile.store.base import Rows
+
+
+class MemoryStore:
+    """Dictionaries behind the :class:`~liveprofile.store.base.Store` interface."""
+
+    def __init__(self) -> None:
+        self._rows: dict[str, dict[str, bytes]] = {}
+        self._meta: dict[str, bytes] = {}
+
+    def setup(self) -> None:
+        return None
+
+    def read(self, namespace: str, keys: Sequence[str]) -> list[bytes | None]:
+        rows = self._rows.get(namespace, {})
+        return [rows.get(k) for k in keys]
+
+    def scan(self, namespace: str) -> Iterator[tuple[str, bytes]]:
+        rows = self._rows.get(namespace, {})
+        for key in sorted(rows):
+            yield key, rows[key]
+
+    def count(self, namespace: str) -> int:
+        return len(self._rows.get(namespace, {}))
+
+    def get_meta(self, name: str) -> bytes | None:
+        return self._meta.get(name)
+
+    def commit(self, rows: Rows, meta: Mapping[str, bytes]) -> None:
+        for namespace, changes in rows.items():
+            target = self._rows.setdefault(namespace, {})
+            for key, value in changes.items():
+                if value is None:
+                    target.pop(key, None)
+                else:
+                    target[key] = bytes(value)
+        self._meta.update(meta)
+
+    def close(self) -> None:
+        return None
