@@ -68,6 +68,8 @@ class CompleteJourneySource:
             folder / "products.parquet", columns=["product_id", "department", "product_category"]
         )
         tx = tx.merge(products, on="product_id", how="left", sort=False)
+        tx = tx.astype({"department": object, "product_category": object})
+        tx = tx.where(tx.notna(), None)
         tx = tx.sort_values("transaction_timestamp", kind="stable")
         if limit is not None:
             tx = tx.head(limit)

@@ -29,7 +29,7 @@ from liveprofile.engine.state import PipelineState
 from liveprofile.events.schema import Event
 from liveprofile.features.hashing import FeatureBuilder
 from liveprofile.learn.base import LEARN, PREDICT, PREDICT_LEARN, run_ops
-from liveprofile.learn.tasks import Pending, TaskState
+from liveprofile.learn.tasks import Pending, PendingId, TaskState
 from liveprofile.profile.decay import needs_rebase, rebase_factor
 from liveprofile.profile.items import ItemStats
 from liveprofile.profile.state import DAY, Profile, ProfileUpdater
@@ -50,7 +50,7 @@ class StepResult:
     examples: int = 0
     users: set[str] = field(default_factory=set)
     items: set[str] = field(default_factory=set)
-    pending: dict[str, dict[tuple[str, str], Pending | None]] = field(default_factory=dict)
+    pending: dict[str, dict[PendingId, Pending | None]] = field(default_factory=dict)
 
 
 class Core:
@@ -106,7 +106,7 @@ class Core:
                 watermark = ts
                 for task in delayed:
                     for pending in task.due(watermark):
-                        self._resolve(state, task, pending, False, records, out)
+                        self._resolve(state, task, pending, records, out)
             user = e.user
             p = profiles.get(user)
             item_id = e.item_id
@@ -115,13 +115,11 @@ class Core:
             immediate: list[tuple[TaskState, bool]] = []
             for task in tasks:
                 if task.delayed:
-                    converted = task.converting(e)
-                    if converted is not None:
-                        self._resolve(state, task, converted, True, records, out)
+                    task.convert(e)
                     if e.type not in task.on:
                         continue
                     key = task.key_of(e)
-                    if key is None or (user, key) in task.pending:
+                    if key is None or (user, key) in task.waiting:
                         continue
                     if shared is None:
                         shared = build(e, p, it)
@@ -187,10 +185,10 @@ class Core:
         state: PipelineState,
         task: TaskState,
         pending: Pending,
-        label: bool,
         records: list[_Record],
         out: StepResult,
     ) -> None:
+        label = pending.converted
         idx, val = array("q"), array("d")
         idx.frombytes(pending.idx)
         val.frombytes(pending.val)

@@ -19,7 +19,7 @@ from liveprofile.errors import StateVersionError
 from liveprofile.events.dedup import DedupWindow
 from liveprofile.learn.metrics import Prequential
 from liveprofile.learn.registry import dump_learner, load_learner, make_learner
-from liveprofile.learn.tasks import Pending, TaskState, decode_pending, encode_pending
+from liveprofile.learn.tasks import Pending, PendingId, TaskState, decode_pending, encode_pending
 from liveprofile.profile.items import ItemStats, decode_item, encode_item
 from liveprofile.profile.state import Profile, decode_profile, encode_profile
 from liveprofile.store.base import Store
@@ -123,7 +123,7 @@ class PipelineState:
         self,
         users: set[str],
         items: set[str],
-        pending: dict[str, dict[tuple[str, str], Pending | None]],
+        pending: dict[str, dict[PendingId, Pending | None]],
     ) -> tuple[dict[str, dict[str, bytes | None]], dict[str, bytes]]:
         """Row changes and blobs that persist this batch (see :meth:`Store.commit`)."""
         ckpt = self.checkpoint
@@ -131,9 +131,9 @@ class PipelineState:
             "profile": {u: encode_profile(self.profiles[u]) for u in users},
             "item": {i: encode_item(self.items[i]) for i in items},
             "pending": {
-                f"{task}{SEP}{user}{SEP}{key}": None if p is None else encode_pending(p)
+                f"{task}{SEP}{user}{SEP}{key}{SEP}{ts!r}": None if p is None else encode_pending(p)
                 for task, changes in pending.items()
-                for (user, key), p in changes.items()
+                for (user, key, ts), p in changes.items()
             },
         }
         new_ids = self.dedup.take_new()

@@ -32,7 +32,7 @@ PENDING_SCHEMA = 1
 
 
 class Pending(msgspec.Struct, array_like=True, gc=False):
-    """An exposure waiting for its label."""
+    """An exposure waiting for its window to close."""
 
     user: str
     key: str
@@ -42,10 +42,24 @@ class Pending(msgspec.Struct, array_like=True, gc=False):
     idx: bytes  # array('q') of feature indices
     val: bytes  # array('d') of feature values
     p: float = math.nan  # prediction made at exposure time
+    converted: bool = False
+
+    @property
+    def id(self) -> PendingId:
+        return (self.user, self.key, self.open_ts)
+
+
+#: a pending example is identified by user, key and exposure time
+PendingId = tuple[str, str, float]
 
 
 class TaskState:
-    """One task's learner, metrics, pending examples and the operations of the current batch."""
+    """One task's learner, metrics, pending examples and the operations of the current batch.
+
+    Delayed examples are learned when their window closes, converted or not: learning positives
+    at conversion and negatives at the deadline would show the learner a stream richer in
+    positives than the truth (the delayed-feedback bias).
+    """
 
     def __init__(self, config: TaskConfig, learner: Learner | None, window: float) -> None:
         self.config = config
@@ -60,12 +74,14 @@ class TaskState:
         self.threshold = label.threshold
         self.by_item = label.key == "item"
         self.window = label.window_s if self.delayed else 0.0
-        self.pending: dict[tuple[str, str], Pending] = {}
+        self.pending: dict[PendingId, Pending] = {}
+        #: the unconverted pending example per (user, key): what a conversion can still convert
+        self.waiting: dict[tuple[str, str], Pending] = {}
         self._heap: list[tuple[float, float, str, str]] = []
-        self._by_user: dict[str, set[str]] = {}
+        self._by_user: dict[str, set[PendingId]] = {}
         # per batch
         self.ops = OpBatch()
-        self.changed: dict[tuple[str, str], Pending | None] = {}
+        self.changed: dict[PendingId, Pending | None] = {}
 
     # -- labels --------------------------------------------------------------------------------
 
@@ -87,42 +103,51 @@ class TaskState:
     ) -> Pending:
         pending = Pending(user, key, item, ts, ts + self.window, idx.tobytes(), val.tobytes())
         self._add(pending)
-        self.changed[(user, key)] = pending
+        self.changed[pending.id] = pending
         return pending
 
     def _add(self, pending: Pending) -> None:
-        self.pending[(pending.user, pending.key)] = pending
+        pid = pending.id
+        self.pending[pid] = pending
+        if not pending.converted:
+            self.waiting[(pending.user, pending.key)] = pending
         heapq.heappush(self._heap, (pending.deadline, pending.open_ts, pending.user, pending.key))
-        self._by_user.setdefault(pending.user, set()).add(pending.key)
+        self._by_user.setdefault(pending.user, set()).add(pid)
 
     def close(self, pending: Pending) -> None:
-        key = (pending.user, pending.key)
-        del self.pending[key]
-        keys = self._by_user[pending.user]
-        keys.discard(pending.key)
-        if not keys:
+        """Forget a pending example whose label has been learned."""
+        pid = pending.id
+        del self.pending[pid]
+        if self.waiting.get((pending.user, pending.key)) is pending:
+            del self.waiting[(pending.user, pending.key)]
+        ids = self._by_user[pending.user]
+        ids.discard(pid)
+        if not ids:
             del self._by_user[pending.user]
-        self.changed[key] = None
+        self.changed[pid] = None
 
-    def converting(self, e: Event) -> Pending | None:
-        """The pending example that event ``e`` converts, if any."""
+    def convert(self, e: Event) -> Pending | None:
+        """Mark the pending example that event ``e`` converts, if any, and return it."""
         if e.type not in self.conversion:
             return None
         key = self.key_of(e)
         if key is None:
             return None
-        pending = self.pending.get((e.user, key))
-        if pending is not None and pending.open_ts < e.ts <= pending.deadline:
-            return pending
-        return None
+        pending = self.waiting.get((e.user, key))
+        if pending is None or not pending.open_ts < e.ts <= pending.deadline:
+            return None
+        pending.converted = True
+        del self.waiting[(e.user, key)]
+        self.changed[pending.id] = pending
+        return pending
 
     def due(self, watermark: float) -> Iterator[Pending]:
         """Pop the pending examples whose window closed before ``watermark`` (deadline order)."""
         heap = self._heap
         while heap and heap[0][0] < watermark:
-            deadline, open_ts, user, key = heapq.heappop(heap)
-            pending = self.pending.get((user, key))
-            if pending is not None and pending.open_ts == open_ts:
+            _, open_ts, user, key = heapq.heappop(heap)
+            pending = self.pending.get((user, key, open_ts))
+            if pending is not None:
                 yield pending
 
     def peek_due(self, watermark: float) -> Iterator[Pending]:
@@ -134,20 +159,20 @@ class TaskState:
             deadline, open_ts, user, key = heap[i]
             if deadline >= watermark:
                 continue
-            pending = self.pending.get((user, key))
-            if pending is not None and pending.open_ts == open_ts:
+            pending = self.pending.get((user, key, open_ts))
+            if pending is not None:
                 yield pending
             stack.extend(c for c in (2 * i + 1, 2 * i + 2) if c < len(heap))
 
     def pending_of(self, user: str) -> Iterator[Pending]:
-        for key in self._by_user.get(user, ()):
-            yield self.pending[(user, key)]
+        for pid in self._by_user.get(user, ()):
+            yield self.pending[pid]
 
     def restore(self, pendings: Iterator[Pending]) -> None:
         for pending in pendings:
             self._add(pending)
 
-    def take_batch(self) -> tuple[OpBatch, dict[tuple[str, str], Pending | None]]:
+    def take_batch(self) -> tuple[OpBatch, dict[PendingId, Pending | None]]:
         ops, changed = self.ops, self.changed
         self.ops, self.changed = OpBatch(), {}
         return ops, changed
