@@ -143,8 +143,7 @@ class ProfileUpdater:
     def interests_at(self, p: Profile, at: float) -> dict[str, float]:
         """Decayed interest weights at time ``at``, strongest first."""
         f = 2.0 ** (-(at - p.anchor) / self.h_interests)
-        ranked = sorted(p.interests.items(), key=lambda kv: -kv[1])
-        return {k: v * f for k, v in ranked}
+        return {k: v * f for k, v in sorted(p.interests.items(), key=lambda kv: -kv[1])}
 
     def view(self, p: Profile, at: float | None = None) -> dict[str, Any]:
         """A readable snapshot of the profile as of event time ``at`` (default: its last event)."""

@@ -86,24 +86,30 @@ class TraitEvaluator:
     def __init__(self, traits: Mapping[str, str], updater: ProfileUpdater) -> None:
         self._updater = updater
         self._code = {name: compile_expression(name, text) for name, text in traits.items()}
+        used = {n for code in self._code.values() for n in code.co_names}
+        self._fields = [f for f in FIELDS if f in used]
 
-    def namespace(self, p: Profile) -> dict[str, Any]:
+    def namespace(self, p: Profile, fields: list[str] | None = None) -> dict[str, Any]:
+        """The values expressions can use (only ``fields``, when given: some cost a loop)."""
         at = p.last_ts
-        return {
-            "events": p.n,
-            "frequency": p.purchases,
-            "monetary": p.monetary,
-            "mean_value": p.value_sum / p.value_n if p.value_n else 0.0,
-            "days_active": (p.last_ts - p.first_ts) / DAY,
-            "counts": Fields(p.counts),
-            "decayed": Fields(self._updater.decayed_counts(p, at)),
-            "interest": Fields(self._updater.interests_at(p, at)),
-            "score": Fields(p.scores),
-            **FUNCTIONS,
+        updater = self._updater
+        compute = {
+            "events": lambda: p.n,
+            "frequency": lambda: p.purchases,
+            "monetary": lambda: p.monetary,
+            "mean_value": lambda: p.value_sum / p.value_n if p.value_n else 0.0,
+            "days_active": lambda: (p.last_ts - p.first_ts) / DAY,
+            "counts": lambda: Fields(p.counts),
+            "decayed": lambda: Fields(updater.decayed_counts(p, at)),
+            "interest": lambda: Fields(updater.interests_at(p, at)),
+            "score": lambda: Fields(p.scores),
         }
+        scope = {f: compute[f]() for f in (FIELDS if fields is None else fields)}
+        scope.update(FUNCTIONS)
+        return scope
 
     def update(self, p: Profile) -> None:
-        scope = self.namespace(p)
+        scope = self.namespace(p, self._fields)
         values: dict[str, float | bool | str] = {}
         for name, code in self._code.items():
             try:

@@ -1,0 +1,228 @@
+"""The Python API: everything the command line does, as functions.
+
+>>> import tempfile, pathlib, json
+>>> folder = pathlib.Path(tempfile.mkdtemp())
+>>> events = folder / "events.jsonl"
+>>> _ = events.write_text("\\n".join(json.dumps(e) for e in [
+...     {"event_id": "1", "user_id": "ann", "type": "view", "ts": 1700000000, "item_id": "i1",
+...      "category": "shoes"},
+...     {"event_id": "2", "user_id": "ann", "type": "purchase", "ts": 1700000600, "item_id": "i1",
+...      "category": "shoes", "value": 59.0},
+...     {"event_id": "3", "user_id": "bob", "type": "view", "ts": "oops"},
+... ]))
+>>> result = replay(events, store=folder / "profiles.db", progress=False)
+>>> result["events"], result["dead_letters"], result["profiles"]
+(2, 1, 1)
+>>> profile = read_profile(folder / "profiles.db", "ann")
+>>> profile["frequency"], profile["monetary"], list(profile["interests"])
+(1, 59.0, ['shoes'])
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from liveprofile.config import PipelineConfig
+from liveprofile.engine.core import Core
+from liveprofile.engine.local import LocalRunner
+from liveprofile.engine.state import Checkpoint, PipelineState
+from liveprofile.errors import ConfigError, ProfileNotFound, SourceError, StateVersionError
+from liveprofile.events.sources import Batch, CsvSource, JsonlSource, Source, read_item_tags
+from liveprofile.learn.registry import dump_learner, load_learner
+from liveprofile.profile.state import ProfileUpdater, decode_profile
+from liveprofile.store import MemoryStore, Store, open_store
+
+FORMATS = ("jsonl", "csv", "movielens", "completejourney")
+WARM_START_SCHEMA = 1
+
+PathLike = str | os.PathLike[str]
+
+
+def open_source(
+    path: PathLike | None,
+    fmt: str | None = None,
+    *,
+    mapping: Mapping[str, str] | None = None,
+    constants: Mapping[str, str] | None = None,
+    item_tags: PathLike | None = None,
+    item_key: str = "item_id",
+    tags_column: str = "tags",
+    tags_separator: str = "|",
+    limit: int | None = None,
+) -> Source:
+    """A source by format; the format defaults to the file extension (.jsonl/.json, .csv)."""
+    if fmt is None:
+        suffix = Path(str(path)).suffix.lower()
+        fmt = {".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}.get(suffix)
+        if str(path) == "-":
+            fmt = "jsonl"
+        if fmt is None:
+            raise SourceError(f"cannot tell the format of {path}: pass --format ({', '.join(FORMATS)})")
+    if fmt == "completejourney":
+        from liveprofile.datasets.completejourney import CompleteJourneySource
+
+        return CompleteJourneySource(limit=limit)
+    if path is None:
+        raise SourceError(f"format {fmt!r} needs a file")
+    if fmt == "jsonl":
+        return JsonlSource(path)
+    if fmt == "movielens":
+        from liveprofile.datasets.movielens import movielens_source
+
+        return movielens_source(path)
+    if fmt == "csv":
+        if not mapping:
+            raise SourceError(
+                "a CSV source needs a column mapping, e.g. --map user_id=userId --map ts=timestamp"
+            )
+        tags = read_item_tags(item_tags, item_key, tags_column, tags_separator) if item_tags else None
+        return CsvSource(path, mapping, constants=constants, item_tags=tags)
+    raise SourceError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
+
+
+def default_dead_letters(store: PathLike) -> Path:
+    """Where dead letters go by default: beside the store file."""
+    return Path(str(store) + ".deadletters.jsonl")
+
+
+def _check_config(store: Store, config: PipelineConfig) -> None:
+    stored = store.get_meta("config")
+    encoded = msgspec.json.encode(config)
+    if stored is None:
+        store.commit({}, {"config": encoded})
+    elif stored != encoded:
+        raise ConfigError(
+            "this store was built with a different pipeline config; replay into a new store "
+            "(--store) or use the config it was built with"
+        )
+
+
+def stored_config(store: Store) -> PipelineConfig:
+    blob = store.get_meta("config")
+    return PipelineConfig() if blob is None else msgspec.json.decode(blob, type=PipelineConfig)
+
+
+def replay(
+    source: PathLike | Source,
+    *,
+    store: PathLike = "liveprofile.db",
+    config: PipelineConfig | None = None,
+    fmt: str | None = None,
+    dead_letters: PathLike | None = None,
+    warm_start: PathLike | None = None,
+    limit: int | None = None,
+    progress: bool | Callable[[Batch], None] = True,
+) -> dict[str, Any]:
+    """Replay a source through the pipeline into a store; return the run summary."""
+    config = config or PipelineConfig()
+    src = source if not isinstance(source, str | os.PathLike) else open_source(source, fmt)
+    backend = open_store(str(store))
+    backend.setup()
+    _check_config(backend, config)
+    runner = LocalRunner(config, backend, dead_letters or default_dead_letters(store))
+    try:
+        if warm_start is not None and runner.state.checkpoint.events == 0:
+            load_warm_start(runner.state, warm_start)
+        callback = progress if callable(progress) else None
+        if progress is True:
+            from liveprofile.progress import replay_progress
+
+            with replay_progress(src) as callback:
+                stats = runner.run(src, limit=limit, on_batch=callback)
+        else:
+            stats = runner.run(src, limit=limit, on_batch=callback)
+        summary = runner.summary(stats)
+        summary["store"] = str(store)
+        summary["dead_letter_file"] = str(runner.dead_letters.path)
+        return summary
+    finally:
+        runner.close()
+
+
+def read_profile(store: PathLike | Store, user: str) -> dict[str, Any]:
+    """One user's profile as a readable dict, as of the latest event time in the store."""
+    backend = open_store(str(store), read_only=True) if not isinstance(store, Store) else store
+    try:
+        blob = backend.read("profile", [user])[0]
+        if blob is None:
+            raise ProfileNotFound(f"no profile for user {user!r} in {store}")
+        config = stored_config(backend)
+        ckpt_blob = backend.get_meta("checkpoint")
+        profile = decode_profile(blob)
+        as_of = profile.last_ts
+        if ckpt_blob is not None:
+            as_of = max(as_of, msgspec.msgpack.decode(ckpt_blob, type=Checkpoint).watermark)
+        return ProfileUpdater(config.profile).view(profile, at=as_of)
+    finally:
+        if not isinstance(store, Store):
+            backend.close()
+
+
+class _WarmStart(msgspec.Struct):
+    schema: int
+    config: bytes
+    models: dict[str, bytes]
+
+
+def warm_start(
+    history: PathLike | Source,
+    out: PathLike,
+    *,
+    config: PipelineConfig | None = None,
+    fmt: str | None = None,
+    limit: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train the task models on a history and save them for a later :func:`replay`."""
+    config = config or PipelineConfig()
+    src = history if not isinstance(history, str | os.PathLike) else open_source(history, fmt)
+    out = Path(out)
+    runner = LocalRunner(config, MemoryStore(), out.with_name(out.name + ".deadletters.jsonl"))
+    try:
+        if progress:
+            from liveprofile.progress import replay_progress
+
+            with replay_progress(src) as callback:
+                stats = runner.run(src, limit=limit, on_batch=callback)
+        else:
+            stats = runner.run(src, limit=limit)
+        models = {}
+        for name, task in runner.state.tasks.items():
+            assert task.learner is not None
+            models[name] = dump_learner(task.learner)
+        blob = _WarmStart(WARM_START_SCHEMA, msgspec.json.encode(config), models)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(msgspec.msgpack.encode(blob))
+        summary = runner.summary(stats)
+        summary["model_file"] = str(out)
+        return summary
+    finally:
+        runner.close()
+
+
+def load_warm_start(state: PipelineState, path: PathLike) -> None:
+    """Replace the fresh learners of ``state`` with those saved by :func:`warm_start`."""
+    try:
+        saved = msgspec.msgpack.decode(Path(path).read_bytes(), type=_WarmStart)
+    except (OSError, msgspec.DecodeError) as exc:
+        raise ConfigError(f"cannot read warm-start models {path}: {exc}") from None
+    if saved.schema != WARM_START_SCHEMA:
+        raise StateVersionError(f"{path} has schema {saved.schema}, expected {WARM_START_SCHEMA}")
+    for name, task in state.tasks.items():
+        if name in saved.models:
+            task.learner = load_learner(saved.models[name])
+
+
+__all__ = [
+    "FORMATS",
+    "Core",
+    "open_source",
+    "read_profile",
+    "replay",
+    "warm_start",
+]

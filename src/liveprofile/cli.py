@@ -1,0 +1,286 @@
+"""The ``liveprofile`` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from liveprofile import api
+from liveprofile.config import PipelineConfig
+from liveprofile.errors import LiveprofileError
+
+F = TypeVar("F", bound=Callable[..., Any])
+console = Console(stderr=True)
+DEFAULT_STORE = "liveprofile-data/profiles.db"
+
+
+def _fail_cleanly(func: F) -> F:
+    """Turn liveprofile errors into a one-line message and the error's exit code."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except LiveprofileError as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            sys.exit(exc.exit_code)
+
+    wrapper.__name__ = func.__name__
+    wrapper.__doc__ = func.__doc__
+    return wrapper  # type: ignore[return-value]
+
+
+def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
+    out = {}
+    for value in values:
+        key, sep, rest = value.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected FIELD=VALUE, got {value!r}", param_hint=option)
+        out[key] = rest
+    return out
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    table = Table(title="replay summary", show_header=False)
+    table.add_row("events applied", f"{summary['events']:,}")
+    table.add_row("dead letters", f"{summary['dead_letters']:,}")
+    table.add_row("duplicates skipped", f"{summary['duplicates']:,}")
+    table.add_row("events/s (end to end)", f"{summary['events_per_s']:,.0f}")
+    table.add_row("profiles in store", f"{summary['profiles']:,}")
+    table.add_row("store", str(summary.get("store", "-")))
+    table.add_row("dead-letter file", str(summary.get("dead_letter_file", "-")))
+    console.print(table)
+    tasks = Table(title="prequential metrics per task")
+    for column in ("task", "examples", "positive rate", "AUC", "log loss"):
+        tasks.add_column(column)
+    for name, t in summary["tasks"].items():
+        if t["n"]:
+            tasks.add_row(name, f"{t['n']:,}", f"{t['positive_rate']:.3f}",
+                          f"{t['auc']:.4f}" if t["auc"] is not None else "n/a",
+                          f"{t['logloss']:.4f}")  # fmt: skip
+    console.print(tasks)
+
+
+def _finish(summary: dict[str, Any], report: str | None, plot: str | None) -> None:
+    from liveprofile.report import plot_metrics, write_report
+
+    _print_summary(summary)
+    if report:
+        write_report(summary, report)
+        console.print(f"report written to {report}")
+    if plot:
+        plot_metrics(summary, plot)
+        console.print(f"plot written to {plot}")
+
+
+_store_option = click.option(
+    "--store", default=DEFAULT_STORE, show_default=True,
+    help="SQLite file holding profiles, models and offsets (created if missing).",
+)  # fmt: skip
+_report_options = [
+    click.option("--report", type=click.Path(dir_okay=False),
+                 help="Write a JSON report (counts, events/s, metrics per task and window)."),
+    click.option("--plot", type=click.Path(dir_okay=False),
+                 help="Draw prequential AUC and log loss over time per task to a PNG."),
+]  # fmt: skip
+
+
+def _with(options: list[Callable[[F], F]]) -> Callable[[F], F]:
+    def apply(func: F) -> F:
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return apply
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="liveprofile")
+def main() -> None:
+    """Real-time user profiles and online learning from event streams.
+
+    Events (views, purchases, ratings, ...) update each user's profile and the online models as
+    they arrive; profiles, models and the source offset are committed together to an embedded
+    SQLite store, so an interrupted replay resumes exactly where it stopped.
+    """
+
+
+@main.command()
+@_store_option
+@click.option("--limit", type=int, help="Stop after this many transactions.")
+@click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
+@_with(_report_options)
+@_fail_cleanly
+def quickstart(
+    store: str, limit: int | None, progress: bool, report: str | None, plot: str | None
+) -> None:
+    """Replay The Complete Journey (1.47M grocery transactions) into the embedded store.
+
+    Trains a delayed task, "will this household buy this product category again within 14
+    days", prequentially, and prints throughput, profiles written, dead letters and metrics.
+    """
+    from liveprofile.datasets.completejourney import CompleteJourneySource, quickstart_config
+
+    summary = api.replay(CompleteJourneySource(limit=limit), store=store,
+                         config=quickstart_config(), progress=progress)  # fmt: skip
+    _finish(summary, report, plot)
+    console.print(f"try: liveprofile profile --store {store} 1000")
+
+
+_source_options: list[Callable[[F], F]] = [
+    click.argument("source", required=False),
+    click.option("--format", "fmt", type=click.Choice(api.FORMATS),
+                 help="Source format (default: from the file extension)."),
+    click.option("--map", "mapping", multiple=True, metavar="FIELD=COLUMN",
+                 help="CSV: event field from a column, or a template like '{userId}:{movieId}'."),
+    click.option("--set", "constants", multiple=True, metavar="FIELD=VALUE",
+                 help="CSV: a constant field, e.g. type=rate."),
+    click.option("--item-tags", type=click.Path(exists=True, dir_okay=False),
+                 help="CSV: a second CSV with tags per item (e.g. MovieLens movies.csv)."),
+    click.option("--item-key", default="movieId", show_default=True,
+                 help="CSV: the item column of --item-tags."),
+    click.option("--tags-column", default="genres", show_default=True,
+                 help="CSV: the tags column of --item-tags."),
+    click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
+                 help="Pipeline config (TOML); defaults need none."),
+    click.option("--limit", type=int, help="Stop after this many records."),
+    click.option("--progress/--no-progress", default=True, help="Show a progress bar."),
+]  # fmt: skip
+
+
+def _open(
+    source: str | None, fmt: str | None, mapping: tuple[str, ...], constants: tuple[str, ...],
+    item_tags: str | None, item_key: str, tags_column: str, limit: int | None,
+) -> api.Source:  # fmt: skip
+    if source is None and fmt != "completejourney":
+        raise click.UsageError("give a SOURCE file ('-' for stdin) or --format completejourney")
+    return api.open_source(
+        source, fmt, mapping=_pairs(mapping, "--map"), constants=_pairs(constants, "--set"),
+        item_tags=item_tags, item_key=item_key, tags_column=tags_column, limit=limit,
+    )  # fmt: skip
+
+
+@main.command()
+@_with(_source_options)
+@_store_option
+@click.option("--dead-letters", type=click.Path(dir_okay=False),
+              help="JSON Lines file for rejected records [default: beside the store].")
+@click.option("--warm-start", type=click.Path(exists=True, dir_okay=False),
+              help="Start a new store's models from a 'liveprofile warm-start' file.")
+@_with(_report_options)
+@_fail_cleanly
+def replay(
+    source: str | None, fmt: str | None, mapping: tuple[str, ...], constants: tuple[str, ...],
+    item_tags: str | None, item_key: str, tags_column: str, config_path: str | None,
+    limit: int | None, progress: bool, store: str, dead_letters: str | None,
+    warm_start: str | None, report: str | None, plot: str | None,
+) -> None:  # fmt: skip
+    """Replay an event file (JSON Lines, CSV with a column mapping) through the pipeline.
+
+    \b
+    Examples:
+      liveprofile replay events.jsonl --report report.json --plot metrics.png
+      liveprofile replay ratings.csv --format movielens
+      liveprofile replay ratings.csv --set type=rate --map user_id=userId --map ts=timestamp \\
+          --map item_id=movieId --map value=rating --map event_id='{userId}:{movieId}' \\
+          --item-tags movies.csv --item-key movieId --tags-column genres
+
+    Re-running on the same store resumes after the last committed batch.
+    """
+    src = _open(source, fmt, mapping, constants, item_tags, item_key, tags_column, limit)
+    summary = api.replay(src, store=store, config=PipelineConfig.load(config_path),
+                         dead_letters=dead_letters, warm_start=warm_start, limit=limit,
+                         progress=progress)  # fmt: skip
+    _finish(summary, report, plot)
+
+
+@main.command("warm-start")
+@_with(_source_options)
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="Where to save the trained models.")
+@_fail_cleanly
+def warm_start_command(
+    source: str | None, fmt: str | None, mapping: tuple[str, ...], constants: tuple[str, ...],
+    item_tags: str | None, item_key: str, tags_column: str, config_path: str | None,
+    limit: int | None, progress: bool, out: str,
+) -> None:  # fmt: skip
+    """Train the initial models on a history file and save them.
+
+    A later 'liveprofile replay --warm-start FILE' on a new store starts from these models
+    instead of from zero. Profiles are not kept: only the models.
+    """
+    src = _open(source, fmt, mapping, constants, item_tags, item_key, tags_column, limit)
+    summary = api.warm_start(src, out, config=PipelineConfig.load(config_path), limit=limit,
+                             progress=progress)  # fmt: skip
+    _print_summary(summary)
+    console.print(f"models saved to {out}")
+
+
+@main.command()
+@click.argument("user")
+@_store_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON only (for scripts).")
+@_fail_cleanly
+def profile(user: str, store: str, as_json: bool) -> None:
+    """Show one user's profile: interests, counters, RFM, traits, scores, last seen."""
+    view = api.read_profile(store, user)
+    if as_json:
+        click.echo(json.dumps(view, indent=2))
+        return
+    from liveprofile.profile_view import render_profile
+
+    Console().print(render_profile(view))
+
+
+@main.command()
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="JSON Lines file to write.")
+@click.option("--users", default=500, show_default=True, help="Number of users.")
+@click.option("--days", default=28, show_default=True, help="Days of activity.")
+@click.option("--seed", default=0, show_default=True, help="Random seed.")
+@click.option("--invalid-rate", default=0.0, show_default=True,
+              help="Share of malformed lines to mix in.")
+@click.option("--duplicate-rate", default=0.0, show_default=True,
+              help="Share of events to send twice.")
+@_fail_cleanly
+def generate(out: str, users: int, days: int, seed: int, invalid_rate: float,
+             duplicate_rate: float) -> None:  # fmt: skip
+    """Write synthetic e-commerce funnels (view -> cart -> purchase) with a planted drift."""
+    from liveprofile.datasets.synthetic import SyntheticConfig, write_jsonl
+
+    cfg = SyntheticConfig(users=users, days=days, seed=seed)
+    stats = write_jsonl(out, cfg, invalid_rate=invalid_rate, duplicate_rate=duplicate_rate)
+    console.print(f"wrote {stats.lines:,} lines to {out}: {stats.valid:,} events, "
+                  f"{stats.duplicates:,} duplicates, {stats.invalid:,} malformed; "
+                  f"drift at {cfg.drift_ts:.0f}")  # fmt: skip
+
+
+@main.command("dead-letters")
+@click.option("--file", "path", default=DEFAULT_STORE + ".deadletters.jsonl", show_default=True,
+              type=click.Path(dir_okay=False), help="Dead-letter file to read.")
+@click.option("--limit", default=20, show_default=True, help="How many to show.")
+@_fail_cleanly
+def dead_letters(path: str, limit: int) -> None:
+    """List rejected records with the reason each was rejected."""
+    from liveprofile.events.deadletter import read_dead_letters
+
+    if not Path(path).exists():
+        console.print(f"no dead letters at {path}")
+        return
+    letters = read_dead_letters(path)
+    table = Table(title=f"{len(letters):,} dead letters in {path}")
+    for column in ("source", "offset", "reason", "raw"):
+        table.add_column(column, overflow="fold")
+    for letter in letters[:limit]:
+        table.add_row(letter.source, str(letter.offset), letter.reason, letter.raw[:120])
+    Console().print(table)
+
+
+if __name__ == "__main__":
+    main()

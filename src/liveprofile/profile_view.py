@@ -1,0 +1,48 @@
+"""A readable rendering of a profile view for the terminal."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from rich.console import Group
+from rich.table import Table
+
+
+def _when(ts: float | None) -> str:
+    return "-" if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def render_profile(view: dict[str, Any]) -> Group:
+    """Tables for the summary, interests, counters, scores and traits of one profile."""
+    summary = Table(title=f"profile of {view['user']}", show_header=False)
+    summary.add_row("as of", _when(view["as_of"]))
+    summary.add_row("first seen", _when(view["first_seen"]))
+    summary.add_row("last seen", _when(view["last_seen"]))
+    summary.add_row("recency (days)", f"{view['recency_days']:.1f}")
+    summary.add_row("frequency (purchases)", str(view["frequency"]))
+    summary.add_row("monetary", f"{view['monetary']:.2f}")
+    summary.add_row("events", str(view["events"]))
+    if view["mean_value"] is not None:
+        summary.add_row("mean value (e.g. rating)", f"{view['mean_value']:.2f}")
+    interests = Table(title="interests (decayed)")
+    interests.add_column("tag")
+    interests.add_column("weight", justify="right")
+    for tag, weight in view["interests"].items():
+        interests.add_row(tag, f"{weight:.4g}")
+    counters = Table(title="events by type")
+    for column in ("type", "lifetime", "decayed"):
+        counters.add_column(column)
+    for kind, count in view["counts"].items():
+        counters.add_row(kind, str(count), f"{view['decayed_counts'].get(kind, 0.0):.4g}")
+    parts: list[Table] = [summary, interests, counters]
+    if view["scores"] or view["traits"]:
+        extra = Table(title="scores and traits")
+        extra.add_column("name")
+        extra.add_column("value")
+        for name, score in view["scores"].items():
+            extra.add_row(f"score.{name}", f"{score:.4f}")
+        for name, trait in view["traits"].items():
+            extra.add_row(f"trait.{name}", str(trait))
+        parts.append(extra)
+    return Group(*parts)

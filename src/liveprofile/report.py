@@ -1,0 +1,50 @@
+"""Run reports: the JSON summary of a replay and a plot of prequential metrics over time."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+
+def write_report(summary: dict[str, Any], path: str | Path) -> None:
+    """Write the run summary as indented JSON."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(summary, indent=2, default=str) + "\n")
+
+
+def plot_metrics(summary: dict[str, Any], path: str | Path) -> None:
+    """Prequential AUC and log loss per event-time window, one row per task, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = {name: t for name, t in summary["tasks"].items() if t["n"]}
+    rows = max(1, len(tasks))
+    fig, axes = plt.subplots(rows, 2, figsize=(11, 3.2 * rows), squeeze=False)
+    for row, (name, task) in enumerate(tasks.items()):
+        windows = [w for w in task["windows"] if w["n"]]
+        when = [datetime.fromtimestamp(w["start"], UTC) for w in windows]
+        auc_ax, loss_ax = axes[row]
+        auc_ax.plot(when, [w["auc"] if w["auc"] is not None else float("nan") for w in windows],
+                    marker=".", color="tab:blue")  # fmt: skip
+        auc_ax.axhline(0.5, color="grey", lw=0.8, ls="--")
+        auc_ax.set_title(f"{name}: prequential AUC (overall {_fmt(task['auc'])})")
+        auc_ax.set_ylim(0.4, 1.0)
+        loss_ax.plot(when, [w["logloss"] for w in windows], marker=".", color="tab:red")
+        loss_ax.set_title(f"{name}: log loss (overall {_fmt(task['logloss'])})")
+        for ax in (auc_ax, loss_ax):
+            ax.grid(alpha=0.3)
+            ax.tick_params(axis="x", labelrotation=30)
+    if not tasks:
+        axes[0][0].text(0.5, 0.5, "no task produced examples", ha="center")
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
