@@ -62,7 +62,9 @@ def open_source(
         if str(path) == "-":
             fmt = "jsonl"
         if fmt is None:
-            raise SourceError(f"cannot tell the format of {path}: pass --format ({', '.join(FORMATS)})")
+            raise SourceError(
+                f"cannot tell the format of {path}: pass --format ({', '.join(FORMATS)})"
+            )
     if fmt == "completejourney":
         from liveprofile.datasets.completejourney import CompleteJourneySource
 
@@ -80,7 +82,9 @@ def open_source(
             raise SourceError(
                 "a CSV source needs a column mapping, e.g. --map user_id=userId --map ts=timestamp"
             )
-        tags = read_item_tags(item_tags, item_key, tags_column, tags_separator) if item_tags else None
+        tags = (
+            read_item_tags(item_tags, item_key, tags_column, tags_separator) if item_tags else None
+        )
         return CsvSource(path, mapping, constants=constants, item_tags=tags)
     raise SourceError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
 

@@ -15,6 +15,7 @@ from rich.table import Table
 from liveprofile import api
 from liveprofile.config import PipelineConfig
 from liveprofile.errors import LiveprofileError
+from liveprofile.events.sources import Source
 
 F = TypeVar("F", bound=Callable[..., Any])
 console = Console(stderr=True)
@@ -61,9 +62,13 @@ def _print_summary(summary: dict[str, Any]) -> None:
         tasks.add_column(column)
     for name, t in summary["tasks"].items():
         if t["n"]:
-            tasks.add_row(name, f"{t['n']:,}", f"{t['positive_rate']:.3f}",
-                          f"{t['auc']:.4f}" if t["auc"] is not None else "n/a",
-                          f"{t['logloss']:.4f}")  # fmt: skip
+            tasks.add_row(
+                name,
+                f"{t['n']:,}",
+                f"{t['positive_rate']:.3f}",
+                f"{t['auc']:.4f}" if t["auc"] is not None else "n/a",
+                f"{t['logloss']:.4f}",
+            )
     console.print(tasks)
 
 
@@ -80,15 +85,23 @@ def _finish(summary: dict[str, Any], report: str | None, plot: str | None) -> No
 
 
 _store_option = click.option(
-    "--store", default=DEFAULT_STORE, show_default=True,
+    "--store",
+    default=DEFAULT_STORE,
+    show_default=True,
     help="SQLite file holding profiles, models and offsets (created if missing).",
-)  # fmt: skip
+)
 _report_options = [
-    click.option("--report", type=click.Path(dir_okay=False),
-                 help="Write a JSON report (counts, events/s, metrics per task and window)."),
-    click.option("--plot", type=click.Path(dir_okay=False),
-                 help="Draw prequential AUC and log loss over time per task to a PNG."),
-]  # fmt: skip
+    click.option(
+        "--report",
+        type=click.Path(dir_okay=False),
+        help="Write a JSON report (counts, events/s, metrics per task and window).",
+    ),
+    click.option(
+        "--plot",
+        type=click.Path(dir_okay=False),
+        help="Draw prequential AUC and log loss over time per task to a PNG.",
+    ),
+]
 
 
 def _with(options: list[Callable[[F], F]]) -> Callable[[F], F]:
@@ -127,60 +140,122 @@ def quickstart(
     """
     from liveprofile.datasets.completejourney import CompleteJourneySource, quickstart_config
 
-    summary = api.replay(CompleteJourneySource(limit=limit), store=store,
-                         config=quickstart_config(), progress=progress)  # fmt: skip
+    summary = api.replay(
+        CompleteJourneySource(limit=limit),
+        store=store,
+        config=quickstart_config(),
+        progress=progress,
+    )
     _finish(summary, report, plot)
     console.print(f"try: liveprofile profile --store {store} 1000")
 
 
 _source_options: list[Callable[[F], F]] = [
     click.argument("source", required=False),
-    click.option("--format", "fmt", type=click.Choice(api.FORMATS),
-                 help="Source format (default: from the file extension)."),
-    click.option("--map", "mapping", multiple=True, metavar="FIELD=COLUMN",
-                 help="CSV: event field from a column, or a template like '{userId}:{movieId}'."),
-    click.option("--set", "constants", multiple=True, metavar="FIELD=VALUE",
-                 help="CSV: a constant field, e.g. type=rate."),
-    click.option("--item-tags", type=click.Path(exists=True, dir_okay=False),
-                 help="CSV: a second CSV with tags per item (e.g. MovieLens movies.csv)."),
-    click.option("--item-key", default="movieId", show_default=True,
-                 help="CSV: the item column of --item-tags."),
-    click.option("--tags-column", default="genres", show_default=True,
-                 help="CSV: the tags column of --item-tags."),
-    click.option("--config", "config_path", type=click.Path(exists=True, dir_okay=False),
-                 help="Pipeline config (TOML); defaults need none."),
+    click.option(
+        "--format",
+        "fmt",
+        type=click.Choice(api.FORMATS),
+        help="Source format (default: from the file extension).",
+    ),
+    click.option(
+        "--map",
+        "mapping",
+        multiple=True,
+        metavar="FIELD=COLUMN",
+        help="CSV: event field from a column, or a template like '{userId}:{movieId}'.",
+    ),
+    click.option(
+        "--set",
+        "constants",
+        multiple=True,
+        metavar="FIELD=VALUE",
+        help="CSV: a constant field, e.g. type=rate.",
+    ),
+    click.option(
+        "--item-tags",
+        type=click.Path(exists=True, dir_okay=False),
+        help="CSV: a second CSV with tags per item (e.g. MovieLens movies.csv).",
+    ),
+    click.option(
+        "--item-key",
+        default="movieId",
+        show_default=True,
+        help="CSV: the item column of --item-tags.",
+    ),
+    click.option(
+        "--tags-column",
+        default="genres",
+        show_default=True,
+        help="CSV: the tags column of --item-tags.",
+    ),
+    click.option(
+        "--config",
+        "config_path",
+        type=click.Path(exists=True, dir_okay=False),
+        help="Pipeline config (TOML); defaults need none.",
+    ),
     click.option("--limit", type=int, help="Stop after this many records."),
     click.option("--progress/--no-progress", default=True, help="Show a progress bar."),
-]  # fmt: skip
+]
 
 
 def _open(
-    source: str | None, fmt: str | None, mapping: tuple[str, ...], constants: tuple[str, ...],
-    item_tags: str | None, item_key: str, tags_column: str, limit: int | None,
-) -> api.Source:  # fmt: skip
+    source: str | None,
+    fmt: str | None,
+    mapping: tuple[str, ...],
+    constants: tuple[str, ...],
+    item_tags: str | None,
+    item_key: str,
+    tags_column: str,
+    limit: int | None,
+) -> Source:
     if source is None and fmt != "completejourney":
         raise click.UsageError("give a SOURCE file ('-' for stdin) or --format completejourney")
     return api.open_source(
-        source, fmt, mapping=_pairs(mapping, "--map"), constants=_pairs(constants, "--set"),
-        item_tags=item_tags, item_key=item_key, tags_column=tags_column, limit=limit,
-    )  # fmt: skip
+        source,
+        fmt,
+        mapping=_pairs(mapping, "--map"),
+        constants=_pairs(constants, "--set"),
+        item_tags=item_tags,
+        item_key=item_key,
+        tags_column=tags_column,
+        limit=limit,
+    )
 
 
 @main.command()
 @_with(_source_options)
 @_store_option
-@click.option("--dead-letters", type=click.Path(dir_okay=False),
-              help="JSON Lines file for rejected records [default: beside the store].")
-@click.option("--warm-start", type=click.Path(exists=True, dir_okay=False),
-              help="Start a new store's models from a 'liveprofile warm-start' file.")
+@click.option(
+    "--dead-letters",
+    type=click.Path(dir_okay=False),
+    help="JSON Lines file for rejected records [default: beside the store].",
+)
+@click.option(
+    "--warm-start",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Start a new store's models from a 'liveprofile warm-start' file.",
+)
 @_with(_report_options)
 @_fail_cleanly
 def replay(
-    source: str | None, fmt: str | None, mapping: tuple[str, ...], constants: tuple[str, ...],
-    item_tags: str | None, item_key: str, tags_column: str, config_path: str | None,
-    limit: int | None, progress: bool, store: str, dead_letters: str | None,
-    warm_start: str | None, report: str | None, plot: str | None,
-) -> None:  # fmt: skip
+    source: str | None,
+    fmt: str | None,
+    mapping: tuple[str, ...],
+    constants: tuple[str, ...],
+    item_tags: str | None,
+    item_key: str,
+    tags_column: str,
+    config_path: str | None,
+    limit: int | None,
+    progress: bool,
+    store: str,
+    dead_letters: str | None,
+    warm_start: str | None,
+    report: str | None,
+    plot: str | None,
+) -> None:
     """Replay an event file (JSON Lines, CSV with a column mapping) through the pipeline.
 
     \b
@@ -194,30 +269,49 @@ def replay(
     Re-running on the same store resumes after the last committed batch.
     """
     src = _open(source, fmt, mapping, constants, item_tags, item_key, tags_column, limit)
-    summary = api.replay(src, store=store, config=PipelineConfig.load(config_path),
-                         dead_letters=dead_letters, warm_start=warm_start, limit=limit,
-                         progress=progress)  # fmt: skip
+    summary = api.replay(
+        src,
+        store=store,
+        config=PipelineConfig.load(config_path),
+        dead_letters=dead_letters,
+        warm_start=warm_start,
+        limit=limit,
+        progress=progress,
+    )
     _finish(summary, report, plot)
 
 
 @main.command("warm-start")
 @_with(_source_options)
-@click.option("--out", required=True, type=click.Path(dir_okay=False),
-              help="Where to save the trained models.")
+@click.option(
+    "--out",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Where to save the trained models.",
+)
 @_fail_cleanly
 def warm_start_command(
-    source: str | None, fmt: str | None, mapping: tuple[str, ...], constants: tuple[str, ...],
-    item_tags: str | None, item_key: str, tags_column: str, config_path: str | None,
-    limit: int | None, progress: bool, out: str,
-) -> None:  # fmt: skip
+    source: str | None,
+    fmt: str | None,
+    mapping: tuple[str, ...],
+    constants: tuple[str, ...],
+    item_tags: str | None,
+    item_key: str,
+    tags_column: str,
+    config_path: str | None,
+    limit: int | None,
+    progress: bool,
+    out: str,
+) -> None:
     """Train the initial models on a history file and save them.
 
     A later 'liveprofile replay --warm-start FILE' on a new store starts from these models
     instead of from zero. Profiles are not kept: only the models.
     """
     src = _open(source, fmt, mapping, constants, item_tags, item_key, tags_column, limit)
-    summary = api.warm_start(src, out, config=PipelineConfig.load(config_path), limit=limit,
-                             progress=progress)  # fmt: skip
+    summary = api.warm_start(
+        src, out, config=PipelineConfig.load(config_path), limit=limit, progress=progress
+    )
     _print_summary(summary)
     console.print(f"models saved to {out}")
 
@@ -239,31 +333,43 @@ def profile(user: str, store: str, as_json: bool) -> None:
 
 
 @main.command()
-@click.option("--out", required=True, type=click.Path(dir_okay=False),
-              help="JSON Lines file to write.")
+@click.option(
+    "--out", required=True, type=click.Path(dir_okay=False), help="JSON Lines file to write."
+)
 @click.option("--users", default=500, show_default=True, help="Number of users.")
 @click.option("--days", default=28, show_default=True, help="Days of activity.")
 @click.option("--seed", default=0, show_default=True, help="Random seed.")
-@click.option("--invalid-rate", default=0.0, show_default=True,
-              help="Share of malformed lines to mix in.")
-@click.option("--duplicate-rate", default=0.0, show_default=True,
-              help="Share of events to send twice.")
+@click.option(
+    "--invalid-rate", default=0.0, show_default=True, help="Share of malformed lines to mix in."
+)
+@click.option(
+    "--duplicate-rate", default=0.0, show_default=True, help="Share of events to send twice."
+)
 @_fail_cleanly
-def generate(out: str, users: int, days: int, seed: int, invalid_rate: float,
-             duplicate_rate: float) -> None:  # fmt: skip
+def generate(
+    out: str, users: int, days: int, seed: int, invalid_rate: float, duplicate_rate: float
+) -> None:
     """Write synthetic e-commerce funnels (view -> cart -> purchase) with a planted drift."""
     from liveprofile.datasets.synthetic import SyntheticConfig, write_jsonl
 
     cfg = SyntheticConfig(users=users, days=days, seed=seed)
     stats = write_jsonl(out, cfg, invalid_rate=invalid_rate, duplicate_rate=duplicate_rate)
-    console.print(f"wrote {stats.lines:,} lines to {out}: {stats.valid:,} events, "
-                  f"{stats.duplicates:,} duplicates, {stats.invalid:,} malformed; "
-                  f"drift at {cfg.drift_ts:.0f}")  # fmt: skip
+    console.print(
+        f"wrote {stats.lines:,} lines to {out}: {stats.valid:,} events, "
+        f"{stats.duplicates:,} duplicates, {stats.invalid:,} malformed; "
+        f"drift at {cfg.drift_ts:.0f}"
+    )
 
 
 @main.command("dead-letters")
-@click.option("--file", "path", default=DEFAULT_STORE + ".deadletters.jsonl", show_default=True,
-              type=click.Path(dir_okay=False), help="Dead-letter file to read.")
+@click.option(
+    "--file",
+    "path",
+    default=DEFAULT_STORE + ".deadletters.jsonl",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    help="Dead-letter file to read.",
+)
 @click.option("--limit", default=20, show_default=True, help="How many to show.")
 @_fail_cleanly
 def dead_letters(path: str, limit: int) -> None:

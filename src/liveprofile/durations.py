@@ -29,7 +29,8 @@ def parse_duration(value: str | float | int) -> float:
     match = _PATTERN.match(value)
     if match is None:
         raise ConfigError(
-            f"cannot read duration {value!r}: write a number with a unit s, m, h, d or w, e.g. '14d'"
+            f"cannot read duration {value!r}: "
+            "write a number with a unit s, m, h, d or w, e.g. '14d'"
         )
     number, unit = match.groups()
     return float(number) * _UNITS[unit or "s"]

@@ -25,15 +25,14 @@ def plot_metrics(summary: dict[str, Any], path: str | Path) -> None:
     rows = max(1, len(tasks))
     fig, axes = plt.subplots(rows, 2, figsize=(11, 3.2 * rows), squeeze=False)
     for row, (name, task) in enumerate(tasks.items()):
-        windows = [w for w in task["windows"] if w["n"]]
-        when = [datetime.fromtimestamp(w["start"], UTC) for w in windows]
+        points = _smooth([w for w in task["windows"] if w["n"]])
+        when = [datetime.fromtimestamp(start, UTC) for start, _, _ in points]
         auc_ax, loss_ax = axes[row]
-        auc_ax.plot(when, [w["auc"] if w["auc"] is not None else float("nan") for w in windows],
-                    marker=".", color="tab:blue")  # fmt: skip
+        auc_ax.plot(when, [auc for _, auc, _ in points], marker=".", color="tab:blue")
         auc_ax.axhline(0.5, color="grey", lw=0.8, ls="--")
         auc_ax.set_title(f"{name}: prequential AUC (overall {_fmt(task['auc'])})")
         auc_ax.set_ylim(0.4, 1.0)
-        loss_ax.plot(when, [w["logloss"] for w in windows], marker=".", color="tab:red")
+        loss_ax.plot(when, [loss for _, _, loss in points], marker=".", color="tab:red")
         loss_ax.set_title(f"{name}: log loss (overall {_fmt(task['logloss'])})")
         for ax in (auc_ax, loss_ax):
             ax.grid(alpha=0.3)
@@ -44,6 +43,24 @@ def plot_metrics(summary: dict[str, Any], path: str | Path) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _smooth(windows: list[dict[str, Any]], points: int = 60) -> list[tuple[float, float, float]]:
+    """Merge consecutive windows into at most ``points`` groups of similar example counts;
+    each group shows the example-weighted mean AUC and log loss of its windows."""
+    total = sum(w["n"] for w in windows)
+    out: list[tuple[float, float, float]] = []
+    group: list[dict[str, Any]] = []
+    for w in windows:
+        group.append(w)
+        if sum(g["n"] for g in group) >= total / points or w is windows[-1]:
+            n = sum(g["n"] for g in group)
+            scored = [g for g in group if g["auc"] is not None]
+            n_scored = sum(g["n"] for g in scored)
+            auc = sum(g["auc"] * g["n"] for g in scored) / n_scored if n_scored else float("nan")
+            out.append((group[0]["start"], auc, sum(g["logloss"] * g["n"] for g in group) / n))
+            group = []
+    return out
 
 
 def _fmt(value: float | None) -> str:

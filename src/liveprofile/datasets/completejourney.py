@@ -61,9 +61,14 @@ class CompleteJourneySource:
         folder = data_dir()
         tx = pd.read_parquet(
             folder / "transactions.parquet",
-            columns=["household_id", "basket_id", "product_id", "sales_value",
-                     "transaction_timestamp"],
-        )  # fmt: skip
+            columns=[
+                "household_id",
+                "basket_id",
+                "product_id",
+                "sales_value",
+                "transaction_timestamp",
+            ],
+        )
         products = pd.read_parquet(
             folder / "products.parquet", columns=["product_id", "department", "product_category"]
         )
@@ -80,12 +85,18 @@ class CompleteJourneySource:
         tx = self._tx
         for lo in range(start, len(tx), size):
             part = tx.iloc[lo : lo + size]
-            ts = (part["transaction_timestamp"].to_numpy("datetime64[ns]").astype(np.int64) / 1e9)
+            ts = part["transaction_timestamp"].to_numpy("datetime64[ns]").astype(np.int64) / 1e9
             events = [
                 Event(
-                    f"{basket}-{product}", str(user), "purchase", t, str(product),
-                    category, (dept,) if dept is not None else (), value,
-                )  # fmt: skip
+                    f"{basket}-{product}",
+                    str(user),
+                    "purchase",
+                    t,
+                    str(product),
+                    category,
+                    (dept,) if dept is not None else (),
+                    value,
+                )
                 for user, basket, product, value, t, category, dept in zip(
                     part["household_id"].tolist(),
                     part["basket_id"].tolist(),

@@ -39,9 +39,23 @@ IntArray = npt.NDArray[np.int64]
 DAY = 86_400.0
 EVENT_TYPES = ("view", "cart", "purchase")
 CATEGORY_NAMES = (
-    "books", "electronics", "fashion", "home", "beauty", "sports", "toys", "grocery",
-    "garden", "music", "games", "pets", "auto", "office", "health", "jewelry",
-)  # fmt: skip
+    "books",
+    "electronics",
+    "fashion",
+    "home",
+    "beauty",
+    "sports",
+    "toys",
+    "grocery",
+    "garden",
+    "music",
+    "games",
+    "pets",
+    "auto",
+    "office",
+    "health",
+    "jewelry",
+)
 TAG_NAMES = ("new", "sale", "eco", "bestseller", "gift", "limited")
 TAG_RATE = 0.15  # each item carries each tag with this probability
 POPULARITY_QUALITY = 0.7  # within-category view share is proportional to exp(this * quality)

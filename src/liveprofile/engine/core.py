@@ -32,7 +32,7 @@ from liveprofile.learn.base import LEARN, PREDICT, PREDICT_LEARN, run_ops
 from liveprofile.learn.tasks import Pending, PendingId, TaskState
 from liveprofile.profile.decay import needs_rebase, rebase_factor
 from liveprofile.profile.items import ItemStats
-from liveprofile.profile.state import DAY, Profile, ProfileUpdater
+from liveprofile.profile.state import DAY, ProfileUpdater
 from liveprofile.profile.traits import TraitEvaluator
 
 # kinds of the records that connect model outputs back to profiles and metrics

@@ -8,10 +8,10 @@ gives the same end state as an uninterrupted run.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from liveprofile.config import PipelineConfig
@@ -44,7 +44,7 @@ class LocalRunner:
         self,
         config: PipelineConfig,
         store: Store,
-        dead_letters: str | Path,
+        dead_letters: str | os.PathLike[str],
         *,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
@@ -66,7 +66,7 @@ class LocalRunner:
     ) -> RunStats:
         """Process the source from its committed offset to the end (or ``limit`` records)."""
         stats = RunStats()
-        state, ckpt = self.state, self.state.checkpoint
+        ckpt = self.state.checkpoint
         started = self._clock()
         start = ckpt.offsets.get(source.name, 0)
         size = self.config.run.batch_size
@@ -112,10 +112,13 @@ class LocalRunner:
             "items": self.store.count("item"),
             "store_totals": {k: v for k, v in totals.items() if k != "tasks"},
             "tasks": {
-                name: {**task.metrics.summary(), "windows": task.metrics.windows(),
-                       "calibration": task.metrics.calibration()}
+                name: {
+                    **task.metrics.summary(),
+                    "windows": task.metrics.windows(),
+                    "calibration": task.metrics.calibration(),
+                }
                 for name, task in self.state.tasks.items()
-            },  # fmt: skip
+            },
         }
 
     def close(self) -> None:

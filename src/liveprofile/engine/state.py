@@ -51,8 +51,9 @@ class PipelineState:
         self.items: dict[str, ItemStats] = {}
         self.tasks: dict[str, TaskState] = {}
         for task in config.tasks:
-            state = TaskState(task, make_learner(task.learner, config.features.bits),
-                              config.run.metrics_window_s)  # fmt: skip
+            state = TaskState(
+                task, make_learner(task.learner, config.features.bits), config.run.metrics_window_s
+            )
             self.tasks[task.name] = state
         self.dedup = DedupWindow(config.run.dedup_window)
         self.checkpoint = Checkpoint()

@@ -6,7 +6,8 @@ An event is a JSON object: ``event_id``, ``user_id`` (or ``anonymous_id``), ``ty
 :class:`~liveprofile.errors.InvalidEvent` with a reason a person can act on.
 
 >>> parser = EventParser()
->>> e = parser.parse_json(b'{"event_id": "e1", "user_id": 7, "type": "View", "ts": "2017-01-01T00:00:00Z"}')
+>>> raw = b'{"event_id": "e1", "user_id": 7, "type": "View", "ts": "2017-01-01T00:00:00Z"}'
+>>> e = parser.parse_json(raw)
 >>> e.user, e.type, e.ts
 ('7', 'view', 1483228800.0)
 >>> parser.parse_json(b'{"event_id": "e2", "type": "view", "ts": 1}')

@@ -47,12 +47,20 @@ class Batch:
 class Source(Protocol):
     """Where events come from."""
 
-    #: a stable name, under which the source's offset is committed
-    name: str
-    #: size of the whole source in progress units (None when unknown, e.g. stdin)
-    total: int | None
-    #: what the progress units are ("bytes", "rows")
-    unit: str
+    @property
+    def name(self) -> str:
+        """A stable name, under which the source's offset is committed."""
+        ...
+
+    @property
+    def total(self) -> int | None:
+        """Size of the whole source in progress units (None when unknown, e.g. stdin)."""
+        ...
+
+    @property
+    def unit(self) -> str:
+        """What the progress units are ("bytes", "rows")."""
+        ...
 
     def batches(self, start: int, size: int) -> Iterator[Batch]:
         """Batches of at most ``size`` records, starting after offset ``start``."""
@@ -88,9 +96,14 @@ class JsonlSource:
                     try:
                         batch.events.append(parse(text))
                     except InvalidEvent as exc:
-                        batch.dead_letters.append(DeadLetter(
-                            text.decode("utf-8", "replace"), str(exc), self.name, offset - len(line)
-                        ))  # fmt: skip
+                        batch.dead_letters.append(
+                            DeadLetter(
+                                text.decode("utf-8", "replace"),
+                                str(exc),
+                                self.name,
+                                offset - len(line),
+                            )
+                        )
                 if len(batch.events) + len(batch.dead_letters) >= size:
                     batch.progress, batch.offset = offset - batch.offset, offset
                     yield batch
@@ -192,8 +205,10 @@ def read_item_tags(
     tags: dict[str, list[str]] = {}
     with open(path, newline="") as fh:
         reader = csv.DictReader(fh)
-        if reader.fieldnames is None or key not in reader.fieldnames or (
-            column not in reader.fieldnames
+        if (
+            reader.fieldnames is None
+            or key not in reader.fieldnames
+            or (column not in reader.fieldnames)
         ):
             raise SourceError(f"{path} needs columns {key!r} and {column!r}")
         for row in reader:

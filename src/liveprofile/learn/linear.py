@@ -177,14 +177,29 @@ class FTRLProximal(_HashedLinear):
     def run_arrays(self, kinds: Any, starts: Any, idx: Any, val: Any, ys: Any) -> F64:
         out = np.empty(kinds.shape[0])
         _ftrl_run(
-            self.z, self.n, self.alpha, self.beta, self.l1, self.l2,
-            kinds, starts, idx, val, ys, out,
-        )  # fmt: skip
+            self.z,
+            self.n,
+            self.alpha,
+            self.beta,
+            self.l1,
+            self.l2,
+            kinds,
+            starts,
+            idx,
+            val,
+            ys,
+            out,
+        )
         return out
 
     def params(self) -> dict[str, float | int]:
-        return {"alpha": self.alpha, "beta": self.beta, "l1": self.l1, "l2": self.l2,
-                "bits": self.bits}  # fmt: skip
+        return {
+            "alpha": self.alpha,
+            "beta": self.beta,
+            "l1": self.l1,
+            "l2": self.l2,
+            "bits": self.bits,
+        }
 
     def arrays(self) -> dict[str, F64]:
         return {"z": self.z, "n": self.n}

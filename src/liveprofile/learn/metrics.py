@@ -121,9 +121,13 @@ class Prequential:
             neg = int(self.neg[b * step : (b + 1) * step].sum())
             if pos + neg:
                 out.append(
-                    {"low": b / buckets, "high": (b + 1) / buckets, "n": pos + neg,
-                     "observed": pos / (pos + neg)}
-                )  # fmt: skip
+                    {
+                        "low": b / buckets,
+                        "high": (b + 1) / buckets,
+                        "n": pos + neg,
+                        "observed": pos / (pos + neg),
+                    }
+                )
         return out
 
     def to_bytes(self) -> bytes:
@@ -139,9 +143,7 @@ class Prequential:
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> Prequential:
-        state = msgspec.msgpack.decode(
-            blob, type=dict[str, float | _Counts | dict[int, _Counts]]
-        )
+        state = msgspec.msgpack.decode(blob, type=dict[str, float | _Counts | dict[int, _Counts]])
         window = state["window"]
         counts = state["all"]
         windows = state["windows"]

@@ -16,6 +16,7 @@ True
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 import pickle
 import zlib
 from typing import Any
@@ -62,6 +63,10 @@ class _Checkpoint(msgspec.Struct):
     payload: bytes | None = None
 
 
+def _river_version() -> str:
+    return importlib.metadata.version("river")
+
+
 def dump_learner(learner: Learner) -> bytes:
     """Versioned bytes of a learner's whole state."""
     if isinstance(learner, _HashedLinear):
@@ -71,13 +76,11 @@ def dump_learner(learner: Learner) -> bytes:
         }
         ckpt = _Checkpoint(CHECKPOINT_SCHEMA, learner.kind, learner.params(), arrays)
     else:
-        import river
-
         ckpt = _Checkpoint(
             CHECKPOINT_SCHEMA,
             "river",
             {"class": f"{type(learner).__module__}.{type(learner).__qualname__}"},
-            river_version=river.__version__,
+            river_version=_river_version(),
             payload=pickle.dumps(learner, protocol=pickle.HIGHEST_PROTOCOL),
         )
     return msgspec.msgpack.encode(ckpt)
@@ -99,11 +102,9 @@ def load_learner(blob: bytes) -> Learner:
             }
         )
         return learner
-    import river
-
-    if ckpt.river_version != river.__version__ or ckpt.payload is None:
+    if ckpt.river_version != _river_version() or ckpt.payload is None:
         raise StateVersionError(
             f"model {ckpt.params.get('class')} was saved by River {ckpt.river_version}, this is "
-            f"River {river.__version__}: retrain it (liveprofile warm-start) with this version"
+            f"River {_river_version()}: retrain it (liveprofile warm-start) with this version"
         )
     return pickle.loads(ckpt.payload)  # type: ignore[no-any-return]

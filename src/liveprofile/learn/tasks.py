@@ -7,7 +7,8 @@ window, and negative once the watermark (the latest event time seen) passes the 
 examples are committed with the rest of the state.
 
 >>> from liveprofile.config import LabelConfig, TaskConfig
->>> task = TaskConfig("buy", on=["view"], label=LabelConfig(kind="delayed", conversion=["purchase"]))
+>>> label = LabelConfig(kind="delayed", conversion=["purchase"])
+>>> task = TaskConfig("buy", on=["view"], label=label)
 >>> state = TaskState(task, learner=None, window=86400.0)
 >>> _ = state.open("u1", "i1", "i1", 100.0, array("q", [1]), array("d", [1.0]))
 >>> [p.key for p in state.due(100.0 + 86400.0 + 1)]

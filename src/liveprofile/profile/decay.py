@@ -8,7 +8,7 @@ order give the same sum as in order. The landmark moves forward (``rebase``) bef
 numbers could overflow.
 
 >>> h = 10.0
->>> s = forward_weight(20.0, anchor=0.0, half_life=h) + forward_weight(10.0, anchor=0.0, half_life=h)
+>>> s = forward_weight(20.0, 0.0, h) + forward_weight(10.0, 0.0, h)
 >>> decayed_value(s, at=20.0, anchor=0.0, half_life=h)
 1.5
 """

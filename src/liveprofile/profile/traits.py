@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import ast
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import CodeType
 from typing import Any
 
@@ -34,18 +34,57 @@ from liveprofile.errors import ConfigError
 from liveprofile.profile.state import DAY, Profile, ProfileUpdater
 
 FIELDS = (
-    "events", "frequency", "monetary", "mean_value", "days_active",
-    "counts", "decayed", "interest", "score",
-)  # fmt: skip
+    "events",
+    "frequency",
+    "monetary",
+    "mean_value",
+    "days_active",
+    "counts",
+    "decayed",
+    "interest",
+    "score",
+)
 FUNCTIONS: dict[str, Any] = {
-    "log": math.log1p, "sqrt": math.sqrt, "min": min, "max": max, "abs": abs,
-}  # fmt: skip
+    "log": math.log1p,
+    "sqrt": math.sqrt,
+    "min": min,
+    "max": max,
+    "abs": abs,
+}
 _ALLOWED = (
-    ast.Expression, ast.BoolOp, ast.And, ast.Or, ast.UnaryOp, ast.Not, ast.USub, ast.UAdd,
-    ast.BinOp, ast.Add, ast.Sub, ast.Mult, ast.Div, ast.Mod, ast.Pow, ast.FloorDiv,
-    ast.Compare, ast.Eq, ast.NotEq, ast.Lt, ast.LtE, ast.Gt, ast.GtE, ast.In, ast.NotIn,
-    ast.IfExp, ast.Constant, ast.Name, ast.Load, ast.Subscript, ast.Attribute, ast.Call,
-)  # fmt: skip
+    ast.Expression,
+    ast.BoolOp,
+    ast.And,
+    ast.Or,
+    ast.UnaryOp,
+    ast.Not,
+    ast.USub,
+    ast.UAdd,
+    ast.BinOp,
+    ast.Add,
+    ast.Sub,
+    ast.Mult,
+    ast.Div,
+    ast.Mod,
+    ast.Pow,
+    ast.FloorDiv,
+    ast.Compare,
+    ast.Eq,
+    ast.NotEq,
+    ast.Lt,
+    ast.LtE,
+    ast.Gt,
+    ast.GtE,
+    ast.In,
+    ast.NotIn,
+    ast.IfExp,
+    ast.Constant,
+    ast.Name,
+    ast.Load,
+    ast.Subscript,
+    ast.Attribute,
+    ast.Call,
+)
 
 
 class Fields(dict[str, float]):
@@ -93,7 +132,7 @@ class TraitEvaluator:
         """The values expressions can use (only ``fields``, when given: some cost a loop)."""
         at = p.last_ts
         updater = self._updater
-        compute = {
+        compute: dict[str, Callable[[], Any]] = {
             "events": lambda: p.n,
             "frequency": lambda: p.purchases,
             "monetary": lambda: p.monetary,
