@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import math
 import random
+import re
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 
@@ -32,18 +33,21 @@ class LearnerCase:
     make: Callable[[], Learner]
     #: predict_proba_one gives both labels even before it has seen both (River trees do not)
     always_both_labels: bool
+    #: equal states give equal checkpoint bytes (a River checkpoint is a pickle, which is not)
+    canonical_dump: bool
 
 
 LEARNERS = [
-    LearnerCase("ftrl", lambda: FTRLProximal(alpha=0.3, bits=12), True),
-    LearnerCase("ogd", lambda: LogisticOGD(lr=0.1, bits=12), True),
-    LearnerCase("hoeffding", lambda: make_learner(LearnerConfig(kind="hoeffding")), False),
+    LearnerCase("ftrl", lambda: FTRLProximal(alpha=0.3, bits=12), True, True),
+    LearnerCase("ogd", lambda: LogisticOGD(lr=0.1, bits=12), True, True),
+    LearnerCase("hoeffding", lambda: make_learner(LearnerConfig(kind="hoeffding")), False, False),
     LearnerCase(
         "river_logreg",
         lambda: make_learner(
             LearnerConfig(kind="river", model="linear_model.LogisticRegression")
         ),
         True,
+        False,
     ),
 ]
 
@@ -54,13 +58,16 @@ def case(request: pytest.FixtureRequest) -> LearnerCase:
 
 
 def stream(n: int, seed: int) -> Iterator[tuple[X, bool]]:
-    """A separable stream: red things are positive; size and weight are noise."""
+    """A separable stream: red things are positive; size and weight are noise.
+
+    (No "colour=blue" twin: two equally good splits keep a Hoeffding tree from splitting for
+    thousands of examples, which is River's tie rule, not what this suite checks.)
+    """
     rng = random.Random(seed)
     for _ in range(n):
         red = rng.random() < 0.5
         x: X = {
             "colour=red": 1.0 if red else 0.0,
-            "colour=blue": 0.0 if red else 1.0,
             "size": round(rng.uniform(0.0, 3.0), 3),
             "weight": round(rng.gauss(0.0, 1.0), 3),
         }
@@ -102,12 +109,16 @@ def test_probabilities_are_well_formed(case: LearnerCase) -> None:
     if case.always_both_labels:
         assert set(fresh) == {False, True}
         assert fresh[True] == pytest.approx(0.5, abs=1e-12)
+    seen = set()
     for x, y in stream(200, seed=3):
         learner.learn_one(x, y)
+        seen.add(y)
         out = learner.predict_proba_one(x)
-        assert set(out) == {False, True}
         assert all(isinstance(p, float) and 0.0 <= p <= 1.0 for p in out.values())
-        assert abs(out[False] + out[True] - 1.0) <= 1e-9
+        if case.always_both_labels or len(seen) == 2:
+            assert set(out) == {False, True}
+            assert abs(out[False] + out[True] - 1.0) <= 1e-9
+    assert seen == {False, True}
 
 
 def test_dump_load_round_trip(case: LearnerCase) -> None:
@@ -126,7 +137,8 @@ def test_dump_load_round_trip(case: LearnerCase) -> None:
         learner.learn_one(x, y)
         again.learn_one(x, y)
     assert [proba(again, x) for x, _ in held_out] == [proba(learner, x) for x, _ in held_out]
-    assert dump_learner(again) == dump_learner(learner)
+    if case.canonical_dump:
+        assert dump_learner(again) == dump_learner(learner)
 
 
 def test_dump_of_a_fresh_learner_round_trips(case: LearnerCase) -> None:
@@ -145,7 +157,10 @@ def test_deterministic(case: LearnerCase) -> None:
         a.learn_one(x, y)
         b.learn_one(dict(x), y)
     assert preds_a == preds_b
-    assert dump_learner(a) == dump_learner(b)
+    held_out = [x for x, _ in stream(50, seed=60)]
+    assert [a.predict_proba_one(x) for x in held_out] == [b.predict_proba_one(x) for x in held_out]
+    if case.canonical_dump:
+        assert dump_learner(a) == dump_learner(b)
 
 
 def test_independent_of_feature_order(case: LearnerCase) -> None:
@@ -277,7 +292,7 @@ def test_load_refuses_another_river_version(case: LearnerCase) -> None:
     if data["kind"] != "river":
         assert data["river_version"] is None  # built-in learners are not pickles
         return
-    with pytest.raises(StateVersionError, match="River 0.0.1"):
+    with pytest.raises(StateVersionError, match=re.escape("River 0.0.1")):
         load_learner(_tampered(blob, river_version="0.0.1"))
 
 

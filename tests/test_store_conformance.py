@@ -8,6 +8,7 @@ data), and whether its data outlives ``close()``.
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -263,7 +264,7 @@ def test_sqlite_read_only_path_with_uri_characters(tmp_path: Path) -> None:
 def test_sqlite_setup_on_a_file_that_is_not_a_database(tmp_path: Path) -> None:
     path = tmp_path / "notes.db"
     path.write_bytes(b"this is not SQLite" * 100)
-    with pytest.raises(StoreError, match="notes.db"):
+    with pytest.raises(StoreError, match=re.escape("notes.db")):
         SQLiteStore(path).setup()
 
 
