@@ -29,7 +29,7 @@ from liveprofile.engine.state import PipelineState
 from liveprofile.events.schema import Event
 from liveprofile.features.hashing import FeatureBuilder
 from liveprofile.learn.base import LEARN, PREDICT, PREDICT_LEARN, run_ops
-from liveprofile.learn.tasks import Pending, PendingId, TaskState
+from liveprofile.learn.tasks import Pending, PendingLog, TaskState
 from liveprofile.profile.decay import needs_rebase, rebase_factor
 from liveprofile.profile.items import ItemStats
 from liveprofile.profile.state import DAY, ProfileUpdater
@@ -50,7 +50,7 @@ class StepResult:
     examples: int = 0
     users: set[str] = field(default_factory=set)
     items: set[str] = field(default_factory=set)
-    pending: dict[str, dict[PendingId, Pending | None]] = field(default_factory=dict)
+    pending: dict[str, PendingLog] = field(default_factory=dict)
 
 
 class Core:
@@ -95,7 +95,7 @@ class Core:
         delayed = [t for t in tasks if t.delayed]
         records: list[_Record] = []
         build, task_features = self.features.build, self.features.task_features
-        apply, traits = self.updater.apply, self.traits
+        apply = self.updater.apply
         watermark = ckpt.watermark
         for e in events:
             if not dedup.add(e.event_id):
@@ -148,8 +148,6 @@ class Core:
                 p.record_outcome(task.name, label)
                 if it is not None:
                     it.record_outcome(task.name, label)
-            if traits is not None:
-                traits.update(p)
             out.users.add(user)
             if item_id is not None:
                 if it is None:
@@ -164,6 +162,11 @@ class Core:
         ckpt.events += out.applied
         ckpt.duplicates += out.duplicates
         self._run_models(state, records, out)
+        if self.traits is not None:
+            # traits depend only on the profile, so the state committed per batch is the same
+            # as evaluating them after every event, at a fraction of the cost
+            for user in out.users:
+                self.traits.update(profiles[user])
         return out
 
     def _count_item(self, it: ItemStats, e: Event) -> None:
@@ -214,10 +217,10 @@ class Core:
     ) -> None:
         predictions = {}
         for task in state.tasks.values():
-            ops, changed = task.take_batch()
+            ops, log = task.take_batch()
             assert task.learner is not None
             predictions[task.name] = run_ops(task.learner, ops) if len(ops) else None
-            out.pending[task.name] = changed
+            out.pending[task.name] = log
         profiles = state.profiles
         for kind, task, k, ref, ts, label in records:
             preds = predictions[task.name]

@@ -19,13 +19,12 @@ from liveprofile.errors import StateVersionError
 from liveprofile.events.dedup import DedupWindow
 from liveprofile.learn.metrics import Prequential
 from liveprofile.learn.registry import dump_learner, load_learner, make_learner
-from liveprofile.learn.tasks import Pending, PendingId, TaskState, decode_pending, encode_pending
+from liveprofile.learn.tasks import PendingLog, TaskState, decode_logs, encode_logs
 from liveprofile.profile.items import ItemStats, decode_item, encode_item
 from liveprofile.profile.state import Profile, decode_profile, encode_profile
 from liveprofile.store.base import Store
 
 STATE_SCHEMA = 1
-SEP = "\x1f"
 
 
 class Checkpoint(msgspec.Struct):
@@ -40,6 +39,7 @@ class Checkpoint(msgspec.Struct):
     dead_letters: int = 0
     dead_letter_bytes: int = 0
     dedup_chunks: list[tuple[int, int]] = []  # (seq, ids) of the persisted dedup rows
+    pending_chunks: list[tuple[int, float]] = []  # (seq, latest deadline) of the pending logs
 
 
 class PipelineState:
@@ -93,12 +93,9 @@ class PipelineState:
             metrics = store.get_meta(f"metrics/{name}")
             if metrics is not None:
                 task.metrics = Prequential.from_bytes(metrics)
-        pendings: dict[str, list[Pending]] = {}
-        for key, value in store.scan("pending"):
-            pendings.setdefault(key.split(SEP, 1)[0], []).append(decode_pending(value))
-        for name, items in pendings.items():
-            if name in state.tasks:
-                state.tasks[name].restore(iter(items))
+        logs = [decode_logs(value) for _, value in store.scan("pending")]
+        for name, task in state.tasks.items():
+            task.restore_log((log[name] for log in logs if name in log), ckpt.watermark)
         ids: list[str] = []
         for _, value in store.scan("dedup"):
             ids.extend(msgspec.msgpack.decode(zlib.decompress(value), type=list[str]))
@@ -124,18 +121,14 @@ class PipelineState:
         self,
         users: set[str],
         items: set[str],
-        pending: dict[str, dict[PendingId, Pending | None]],
+        pending: dict[str, PendingLog],
     ) -> tuple[dict[str, dict[str, bytes | None]], dict[str, bytes]]:
         """Row changes and blobs that persist this batch (see :meth:`Store.commit`)."""
         ckpt = self.checkpoint
         rows: dict[str, dict[str, bytes | None]] = {
             "profile": {u: encode_profile(self.profiles[u]) for u in users},
             "item": {i: encode_item(self.items[i]) for i in items},
-            "pending": {
-                f"{task}{SEP}{user}{SEP}{key}{SEP}{ts!r}": None if p is None else encode_pending(p)
-                for task, changes in pending.items()
-                for (user, key, ts), p in changes.items()
-            },
+            "pending": self._pending_rows(pending),
         }
         new_ids = self.dedup.take_new()
         dedup: dict[str, bytes | None] = {}
@@ -157,6 +150,24 @@ class PipelineState:
         ckpt.seq += 1
         meta["checkpoint"] = msgspec.msgpack.encode(ckpt)
         return rows, meta
+
+    def _pending_rows(self, logs: dict[str, PendingLog]) -> dict[str, bytes | None]:
+        """One row per batch with its pending logs; rows whose examples are all closed go.
+
+        Rows are dropped oldest first only, so a conversion recorded in a row never outlives
+        the row holding the example it converted.
+        """
+        ckpt = self.checkpoint
+        rows: dict[str, bytes | None] = {}
+        logs = {name: log for name, log in logs.items() if log.created or log.converted}
+        if logs:
+            rows[f"{ckpt.seq:012d}"] = encode_logs(logs)
+            latest = max(log.max_deadline() for log in logs.values())
+            ckpt.pending_chunks.append((ckpt.seq, latest))
+        while ckpt.pending_chunks and ckpt.pending_chunks[0][1] < ckpt.watermark:
+            seq, _ = ckpt.pending_chunks.pop(0)
+            rows[f"{seq:012d}"] = None
+        return rows
 
     def summary(self) -> dict[str, Any]:
         ckpt = self.checkpoint

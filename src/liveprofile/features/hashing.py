@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import zlib
+from collections.abc import Callable
 
 from liveprofile.config import FeatureConfig
 from liveprofile.events.schema import Event
@@ -36,12 +37,13 @@ def _crc(text: str) -> int:
     return zlib.crc32(text.encode())
 
 
-#: a feature: its name ("user=42", "recency") or a cross (field, left, right), and its value
-Feature = tuple[str | tuple[str, str, str], float]
-
-
 class FeatureBuilder:
-    """Builds ``(indices, values)`` for events; :meth:`explain` gives the readable names."""
+    """Builds ``(indices, values)`` for events; :meth:`explain` gives the readable names.
+
+    The hot path never builds a string: bucketed features come from tables of precomputed
+    indices, and categorical values from per-field caches. Every index is registered with the
+    name it was hashed from, which is how :meth:`explain` reads a feature vector back.
+    """
 
     #: prior and strength of the smoothed outcome rates (user and item target statistics)
     RATE_PRIOR = 0.5
@@ -50,136 +52,183 @@ class FeatureBuilder:
     def __init__(self, config: FeatureConfig, updater: ProfileUpdater) -> None:
         self.config = config
         self.mask = (1 << config.bits) - 1
-        self._updater = updater
-        self._names: dict[str, int] = {}
-        self._parts: dict[str, int] = {}
         self._h_counters = updater.h_counters
         self._crosses = config.crosses
         self._time = config.time_of_day
+        self.names: dict[int, str] = {}
+        self._values: dict[str, dict[str, int]] = {}
+        self._parts: dict[str, int] = {}
+        idx = self.index
+        self._bias, self._user_new, self._item_new = idx("bias"), idx("user_new"), idx("item_new")
+        self._recency, self._affinity, self._item_pop = (
+            idx("recency"),
+            idx("affinity"),
+            idx("item_pop"),
+        )
+        self._cross_salt = idx("user_x_topic")
+        self._top = [idx("top_interest=0"), idx("top_interest=1")]
+        self._hours = _table(idx, "hour", 24)
+        self._weekdays = _table(idx, "weekday", 7)
+        self._recency_b = _table(idx, "recency_b", 17)
+        self._events_b = _table(idx, "events_b", 17)
+        self._monetary_b = _table(idx, "monetary_b", 21)
+        self._affinity_b = _table(idx, "affinity_b", 10)
+        self._item_pop_b = _table(idx, "item_pop_b", 17)
+        self._value_b = {who: _table(idx, f"{who}_value_b", 21) for who in ("user", "item")}
+        self._task: dict[str, tuple[int, int, list[int], list[int]]] = {}
+        for who in ("u", "i"):
+            self._task[who] = (
+                idx(f"{who}_new_task"),
+                idx(f"{who}_rate"),
+                _table(idx, f"{who}_rate_b", 10),
+                _table(idx, f"{who}_seen_b", 13),
+            )
 
     def index(self, name: str) -> int:
         """The index of a feature name such as ``"user=42"`` or ``"recency"``."""
-        names = self._names
-        i = names.get(name)
-        if i is None:
-            if len(names) >= _CACHE_LIMIT:
-                names.clear()
-            i = names[name] = _crc(name) & self.mask
+        i = _crc(name) & self.mask
+        self.names.setdefault(i, name)
         return i
 
-    def cross(self, field: str, a: str, b: str) -> int:
-        """The index of a crossed feature, from the cached hashes of its parts."""
+    def _value(self, field: str, value: str) -> int:
+        cache = self._values.get(field)
+        if cache is None:
+            cache = self._values[field] = {}
+        i = cache.get(value)
+        if i is None:
+            if len(cache) >= _CACHE_LIMIT:
+                cache.clear()
+            i = cache[value] = self.index(f"{field}={value}")
+        return i
+
+    def _part(self, value: str) -> int:
         parts = self._parts
-        ha = parts.get(a)
-        if ha is None:
+        h = parts.get(value)
+        if h is None:
             if len(parts) >= _CACHE_LIMIT:
                 parts.clear()
-            ha = parts[a] = _crc(a)
-        hb = parts.get(b)
-        if hb is None:
-            hb = parts[b] = _crc(b)
-        return ((ha * _MIX + hb) ^ self.index(field)) & self.mask
+            h = parts[value] = _crc(value)
+        return h
+
+    def cross(self, user: str, topic: str) -> int:
+        """The index of the user x topic cross, from the cached hashes of its parts."""
+        return ((self._part(user) * _MIX + self._part(topic)) ^ self._cross_salt) & self.mask
 
     def build(
         self, e: Event, p: Profile | None, item: ItemStats | None
     ) -> tuple[list[int], list[float]]:
         """Shared features of an event given the profile and item statistics before it."""
-        feats = self._features(e, p, item)
-        index, cross = self.index, self.cross
-        return (
-            [index(f) if isinstance(f, str) else cross(*f) for f, _ in feats],
-            [v for _, v in feats],
-        )
+        ts = e.ts
+        value = self._value
+        idx = [self._bias, value("user", e.user), value("type", e.type)]
+        val = [1.0, 1.0, 1.0]
+        if e.item_id is not None:
+            idx.append(value("item", e.item_id))
+            val.append(1.0)
+        topics = e.topics()
+        if topics:
+            weight = 1.0 / math.sqrt(len(topics))
+            for topic in topics:
+                idx.append(value("topic", topic))
+                val.append(weight)
+                if self._crosses:
+                    idx.append(self.cross(e.user, topic))
+                    val.append(weight)
+        if self._time:
+            day, second = divmod(int(ts), 86400)
+            idx.append(self._hours[second // 3600])
+            idx.append(self._weekdays[(day + 3) % 7])  # 1970-01-01 was a Thursday
+            val += (1.0, 1.0)
+        if p is None:
+            idx.append(self._user_new)
+            val.append(1.0)
+        else:
+            self._profile_features(ts, p, topics, idx, val)
+        if item is None:
+            idx.append(self._item_new)
+            val.append(1.0)
+        else:
+            # read decayed sums no earlier than their last update (events may come out of order)
+            at = max(ts, item.last_ts)
+            pop = item.popularity * 2.0 ** (-(at - item.anchor) / self._h_counters)
+            idx.append(self._item_pop)
+            idx.append(self._item_pop_b[min(int(math.log2(1 + pop)), 16)])
+            val += (math.log1p(pop), 1.0)
+            if item.value_n:
+                idx.append(_bucket(self._value_b["item"], 2 * item.value_sum / item.value_n))
+                val.append(1.0)
+        return idx, val
+
+    def _profile_features(
+        self, ts: float, p: Profile, topics: tuple[str, ...], idx: list[int], val: list[float]
+    ) -> None:
+        recency = max(0.0, (ts - p.last_ts) / DAY)
+        idx.append(self._recency)
+        idx.append(self._recency_b[min(int(math.log2(1 + recency * 24)), 16)])
+        idx.append(self._events_b[min(int(math.log2(1 + p.n)), 16)])
+        val += (math.log1p(recency), 1.0, 1.0)
+        f_c = 2.0 ** (-(max(ts, p.last_ts) - p.anchor) / self._h_counters)
+        value = self._value
+        for kind, stored in p.decayed.items():
+            idx.append(value("decayed", kind))
+            val.append(math.log1p(stored * f_c))
+        if p.monetary:
+            idx.append(self._monetary_b[min(int(math.log2(1 + p.monetary)), 20)])
+            val.append(1.0)
+        if p.value_n:
+            idx.append(_bucket(self._value_b["user"], 2 * p.value_sum / p.value_n))
+            val.append(1.0)
+        interests = p.interests
+        if topics and interests:
+            total = sum(interests.values())
+            share = sum(interests.get(t, 0.0) for t in topics) / total if total > 0 else 0.0
+            top = max(interests, key=interests.__getitem__)
+            idx.append(self._affinity)
+            idx.append(self._affinity_b[min(int(share * 10), 9)])
+            idx.append(self._top[top in topics])
+            val += (share, 1.0, 1.0)
 
     def task_features(
         self, task: str, p: Profile | None, item: ItemStats | None
     ) -> tuple[list[int], list[float]]:
         """Features specific to one task: the user's and the item's past outcome rates."""
-        feats = self._task_features(task, p, item)
-        index = self.index
-        return [index(f) for f, _ in feats], [v for _, v in feats]
+        idx: list[int] = []
+        val: list[float] = []
+        prior, strength = self.RATE_PRIOR, self.RATE_STRENGTH
+        for who, stats in (("u", p), ("i", item)):
+            new, rate_i, rate_b, seen_b = self._task[who]
+            if stats is None:
+                idx.append(new)
+                val.append(1.0)
+                continue
+            n = stats.examples.get(task, 0)
+            rate = (stats.positives.get(task, 0) + prior * strength) / (n + strength)
+            idx += (rate_i, rate_b[min(int(rate * 10), 9)], seen_b[min(int(math.log2(1 + n)), 12)])
+            val += (rate - prior, 1.0, 1.0)
+        return idx, val
 
     def explain(
         self, e: Event, p: Profile | None, item: ItemStats | None, task: str | None = None
     ) -> list[tuple[str, float]]:
-        """The features with readable names, in the order :meth:`build` hashes them."""
-        feats: list[tuple[str | tuple[str, str, str], float]] = list(self._features(e, p, item))
+        """The features with readable names, in the order :meth:`build` emits them.
+
+        Names come from the index each was hashed to; when two features collide, both show
+        under the name registered first.
+        """
+        crosses = {self.cross(e.user, t): f"user_x_topic={e.user}|{t}" for t in e.topics()}
+        idx, val = self.build(e, p, item)
         if task is not None:
-            feats.extend(self._task_features(task, p, item))
-        return [(f if isinstance(f, str) else f"{f[0]}={f[1]}|{f[2]}", v) for f, v in feats]
-
-    def _task_features(
-        self, task: str, p: Profile | None, item: ItemStats | None
-    ) -> list[tuple[str, float]]:
-        feats: list[tuple[str, float]] = []
-        prior, strength = self.RATE_PRIOR, self.RATE_STRENGTH
-        for who, stats in (("u", p), ("i", item)):
-            if stats is None:
-                feats.append((f"{who}_new_task", 1.0))
-                continue
-            n = stats.examples.get(task, 0)
-            rate = (stats.positives.get(task, 0) + prior * strength) / (n + strength)
-            feats.append((f"{who}_rate", rate - prior))
-            feats.append((f"{who}_rate_b={min(int(rate * 10), 9)}", 1.0))
-            feats.append((f"{who}_seen_b={min(int(math.log2(1 + n)), 12)}", 1.0))
-        return feats
-
-    def _features(self, e: Event, p: Profile | None, item: ItemStats | None) -> list[Feature]:
-        ts = e.ts
-        user = e.user
-        feats: list[Feature] = [("bias", 1.0), ("user=" + user, 1.0), ("type=" + e.type, 1.0)]
-        if e.item_id is not None:
-            feats.append(("item=" + e.item_id, 1.0))
-        topics = e.topics()
-        if topics:
-            weight = 1.0 / math.sqrt(len(topics))
-            for topic in topics:
-                feats.append(("topic=" + topic, weight))
-                if self._crosses:
-                    feats.append((("user_x_topic", user, topic), weight))
-        if self._time:
-            day, second = divmod(int(ts), 86400)
-            feats.append((_HOURS[second // 3600], 1.0))
-            feats.append((_WEEKDAYS[(day + 3) % 7], 1.0))  # 1970-01-01 was a Thursday
-        if p is None:
-            feats.append(("user_new", 1.0))
-        else:
-            self._profile_features(ts, p, topics, feats)
-        if item is None:
-            feats.append(("item_new", 1.0))
-        else:
-            # read decayed sums no earlier than their last update (events may come out of order)
-            at = max(ts, item.last_ts)
-            pop = item.popularity * 2.0 ** (-(at - item.anchor) / self._h_counters)
-            feats.append(("item_pop", math.log1p(pop)))
-            feats.append((f"item_pop_b={min(int(math.log2(1 + pop)), 16)}", 1.0))
-            if item.value_n:
-                feats.append((f"item_value_b={round(2 * item.value_sum / item.value_n)}", 1.0))
-        return feats
-
-    def _profile_features(
-        self, ts: float, p: Profile, topics: tuple[str, ...], feats: list[Feature]
-    ) -> None:
-        recency = max(0.0, (ts - p.last_ts) / DAY)
-        feats.append(("recency", math.log1p(recency)))
-        feats.append((f"recency_b={min(int(math.log2(1 + recency * 24)), 16)}", 1.0))
-        feats.append((f"events_b={min(int(math.log2(1 + p.n)), 16)}", 1.0))
-        f_c = 2.0 ** (-(max(ts, p.last_ts) - p.anchor) / self._h_counters)
-        for kind, stored in p.decayed.items():
-            feats.append(("decayed=" + kind, math.log1p(stored * f_c)))
-        if p.monetary:
-            feats.append((f"monetary_b={min(int(math.log2(1 + p.monetary)), 20)}", 1.0))
-        if p.value_n:
-            feats.append((f"user_value_b={round(2 * p.value_sum / p.value_n)}", 1.0))
-        interests = p.interests
-        if topics and interests:
-            total = sum(interests.values())
-            share = sum(interests.get(t, 0.0) for t in topics) / total if total > 0 else 0.0
-            feats.append(("affinity", share))
-            feats.append((f"affinity_b={min(int(share * 10), 9)}", 1.0))
-            top = max(interests, key=interests.__getitem__)
-            feats.append(("top_interest=1" if top in topics else "top_interest=0", 1.0))
+            t_idx, t_val = self.task_features(task, p, item)
+            idx, val = idx + t_idx, val + t_val
+        return [
+            (crosses.get(i) or self.names.get(i, f"#{i}"), v) for i, v in zip(idx, val, strict=True)
+        ]
 
 
-_HOURS = [f"hour={h}" for h in range(24)]
-_WEEKDAYS = [f"weekday={d}" for d in range(7)]
+def _table(index: Callable[[str], int], field: str, size: int) -> list[int]:
+    """Indices of ``field=0`` .. ``field=size-1``: a bucketed feature without string building."""
+    return [index(f"{field}={k}") for k in range(size)]
+
+
+def _bucket(table: list[int], x: float) -> int:
+    return table[min(max(round(x), 0), len(table) - 1)]

@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import heapq
 import math
+import zlib
 from array import array
 from collections.abc import Iterator
 
 import msgspec
 
 from liveprofile.config import TaskConfig
+from liveprofile.errors import StateVersionError
 from liveprofile.events.schema import Event
 from liveprofile.learn.base import Learner, OpBatch
 from liveprofile.learn.metrics import Prequential
@@ -82,7 +84,8 @@ class TaskState:
         self._by_user: dict[str, set[PendingId]] = {}
         # per batch
         self.ops = OpBatch()
-        self.changed: dict[PendingId, Pending | None] = {}
+        self.created: list[Pending] = []
+        self.converted: list[PendingId] = []
 
     # -- labels --------------------------------------------------------------------------------
 
@@ -104,7 +107,7 @@ class TaskState:
     ) -> Pending:
         pending = Pending(user, key, item, ts, ts + self.window, idx.tobytes(), val.tobytes())
         self._add(pending)
-        self.changed[pending.id] = pending
+        self.created.append(pending)
         return pending
 
     def _add(self, pending: Pending) -> None:
@@ -125,7 +128,6 @@ class TaskState:
         ids.discard(pid)
         if not ids:
             del self._by_user[pending.user]
-        self.changed[pid] = None
 
     def convert(self, e: Event) -> Pending | None:
         """Mark the pending example that event ``e`` converts, if any, and return it."""
@@ -139,7 +141,7 @@ class TaskState:
             return None
         pending.converted = True
         del self.waiting[(e.user, key)]
-        self.changed[pending.id] = pending
+        self.converted.append(pending.id)
         return pending
 
     def due(self, watermark: float) -> Iterator[Pending]:
@@ -169,27 +171,51 @@ class TaskState:
         for pid in self._by_user.get(user, ()):
             yield self.pending[pid]
 
-    def restore(self, pendings: Iterator[Pending]) -> None:
-        for pending in pendings:
-            self._add(pending)
+    def take_batch(self) -> tuple[OpBatch, PendingLog]:
+        """This batch's model operations, and what changed among the pending examples."""
+        log = PendingLog(self.created, self.converted)
+        self.ops, ops = OpBatch(), self.ops
+        self.created, self.converted = [], []
+        return ops, log
 
-    def take_batch(self) -> tuple[OpBatch, dict[PendingId, Pending | None]]:
-        ops, changed = self.ops, self.changed
-        self.ops, self.changed = OpBatch(), {}
-        return ops, changed
+    def restore_log(self, logs: Iterator[PendingLog], watermark: float) -> None:
+        """Rebuild the pending examples from committed logs, oldest first.
+
+        An example is closed exactly when the watermark passes its deadline, so the examples
+        still open are those created in the logs with a deadline not before the watermark.
+        """
+        for log in logs:
+            for pending in log.created:
+                if pending.deadline >= watermark:
+                    self._add(pending)
+            for pid in log.converted:
+                found = self.pending.get(pid)
+                if found is not None and not found.converted:
+                    found.converted = True
+                    if self.waiting.get((found.user, found.key)) is found:
+                        del self.waiting[(found.user, found.key)]
 
 
-_enc = msgspec.msgpack.Encoder()
-_dec = msgspec.msgpack.Decoder(Pending)
+class PendingLog(msgspec.Struct, array_like=True):
+    """What one batch did to a task's pending examples: the ones it opened (as they are at the
+    end of the batch) and the ones opened earlier that it converted."""
+
+    created: list[Pending]
+    converted: list[PendingId]
+
+    def max_deadline(self) -> float:
+        return max((p.deadline for p in self.created), default=float("-inf"))
 
 
-def encode_pending(p: Pending) -> bytes:
-    return bytes([PENDING_SCHEMA]) + _enc.encode(p)
+_log_dec = msgspec.msgpack.Decoder(dict[str, PendingLog])
 
 
-def decode_pending(blob: bytes) -> Pending:
+def encode_logs(logs: dict[str, PendingLog]) -> bytes:
+    """Versioned, compressed bytes of one batch's pending logs (task name -> log)."""
+    return bytes([PENDING_SCHEMA]) + zlib.compress(msgspec.msgpack.encode(logs), 1)
+
+
+def decode_logs(blob: bytes) -> dict[str, PendingLog]:
     if blob[:1] != bytes([PENDING_SCHEMA]):
-        from liveprofile.errors import StateVersionError
-
-        raise StateVersionError("pending example has an unknown schema: replay into a new store")
-    return _dec.decode(blob[1:])
+        raise StateVersionError("pending examples have an unknown schema: replay into a new store")
+    return _log_dec.decode(zlib.decompress(blob[1:]))
