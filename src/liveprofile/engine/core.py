@@ -192,10 +192,7 @@ class Core:
         out: StepResult,
     ) -> None:
         label = pending.converted
-        idx, val = array("q"), array("d")
-        idx.frombytes(pending.idx)
-        val.frombytes(pending.val)
-        task.ops.add(LEARN, idx.tolist(), val.tolist(), 1.0 if label else 0.0)
+        task.ops.add_packed(LEARN, pending.idx, pending.val, 1.0 if label else 0.0)
         task.close(pending)
         records.append((_RESOLVED, task, -1, pending, pending.open_ts, label))
         out.examples += 1

@@ -8,6 +8,7 @@ learner runs them in one call, in order, with the same result as calling them on
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Hashable, Mapping
 from typing import Protocol, runtime_checkable
 
@@ -45,11 +46,11 @@ class OpBatch:
     __slots__ = ("idx", "kinds", "starts", "val", "ys")
 
     def __init__(self) -> None:
-        self.kinds: list[int] = []
-        self.starts: list[int] = [0]
-        self.idx: list[int] = []
-        self.val: list[float] = []
-        self.ys: list[float] = []
+        self.kinds = array("b")
+        self.starts = array("q", [0])
+        self.idx = array("q")
+        self.val = array("d")
+        self.ys = array("d")
 
     def __len__(self) -> int:
         return len(self.kinds)
@@ -59,6 +60,15 @@ class OpBatch:
         self.kinds.append(kind)
         self.idx.extend(idx)
         self.val.extend(val)
+        self.starts.append(len(self.idx))
+        self.ys.append(y)
+        return len(self.kinds) - 1
+
+    def add_packed(self, kind: int, idx: bytes, val: bytes, y: float = 0.0) -> int:
+        """Like :meth:`add`, with features packed as ``array('q')`` and ``array('d')`` bytes."""
+        self.kinds.append(kind)
+        self.idx.frombytes(idx)
+        self.val.frombytes(val)
         self.starts.append(len(self.idx))
         self.ys.append(y)
         return len(self.kinds) - 1
@@ -73,11 +83,11 @@ class OpBatch:
         npt.NDArray[np.float64],
     ]:
         return (
-            np.asarray(self.kinds, dtype=np.int8),
-            np.asarray(self.starts, dtype=np.int64),
-            np.asarray(self.idx, dtype=np.int64),
-            np.asarray(self.val, dtype=np.float64),
-            np.asarray(self.ys, dtype=np.float64),
+            np.frombuffer(self.kinds, dtype=np.int8),
+            np.frombuffer(self.starts, dtype=np.int64),
+            np.frombuffer(self.idx, dtype=np.int64),
+            np.frombuffer(self.val, dtype=np.float64),
+            np.frombuffer(self.ys, dtype=np.float64),
         )
 
     def example(self, k: int) -> dict[Hashable, float]:

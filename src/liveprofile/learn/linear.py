@@ -133,7 +133,7 @@ class _HashedLinear:
 
     def run_ops(self, ops: OpBatch) -> F64:
         kinds, starts, idx, val, ys = ops.arrays()
-        np.bitwise_and(idx, self.mask, out=idx)
+        idx = np.bitwise_and(idx, self.mask)
         return self.run_arrays(kinds, starts, idx, val, ys)
 
     def run_arrays(self, kinds: Any, starts: Any, idx: Any, val: Any, ys: Any) -> F64:

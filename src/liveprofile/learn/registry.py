@@ -18,18 +18,18 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import pickle
-import zlib
 from typing import Any
 
 import msgspec
 import numpy as np
+import numpy.typing as npt
 
 from liveprofile.config import LearnerConfig
 from liveprofile.errors import ConfigError, StateVersionError
 from liveprofile.learn.base import Learner
 from liveprofile.learn.linear import FTRLProximal, LogisticOGD, _HashedLinear
 
-CHECKPOINT_SCHEMA = 1
+CHECKPOINT_SCHEMA = 2
 _BUILTIN: dict[str, type[_HashedLinear]] = {"ftrl": FTRLProximal, "ogd": LogisticOGD}
 
 
@@ -54,11 +54,38 @@ def make_learner(config: LearnerConfig, bits: int = 20) -> Learner:
         raise ConfigError(f"cannot build learner {config.kind!r} with {params}: {exc}") from None
 
 
+class _Array(msgspec.Struct, array_like=True):
+    """A numpy array as bytes: dense, or only its non-zero entries (hashed weight vectors are
+    mostly zeros until the model has seen a lot of data)."""
+
+    dtype: str
+    size: int
+    values: bytes
+    positions: bytes | None = None  # uint32 positions of ``values`` when sparse
+
+    @classmethod
+    def of(cls, a: npt.NDArray[Any]) -> _Array:
+        flat = a.reshape(-1)
+        nonzero = np.flatnonzero(flat)
+        if len(nonzero) < 0.6 * flat.size:
+            positions = nonzero.astype(np.uint32).tobytes()
+            return cls(str(a.dtype), flat.size, flat[nonzero].tobytes(), positions)
+        return cls(str(a.dtype), flat.size, flat.tobytes())
+
+    def array(self) -> npt.NDArray[Any]:
+        values = np.frombuffer(self.values, dtype=self.dtype)
+        if self.positions is None:
+            return values
+        out = np.zeros(self.size, dtype=self.dtype)
+        out[np.frombuffer(self.positions, dtype=np.uint32)] = values
+        return out
+
+
 class _Checkpoint(msgspec.Struct):
     schema: int
     kind: str
     params: dict[str, Any]
-    arrays: dict[str, tuple[str, list[int], bytes]] = {}
+    arrays: dict[str, _Array] = {}
     river_version: str | None = None
     payload: bytes | None = None
 
@@ -70,10 +97,7 @@ def _river_version() -> str:
 def dump_learner(learner: Learner) -> bytes:
     """Versioned bytes of a learner's whole state."""
     if isinstance(learner, _HashedLinear):
-        arrays = {
-            name: (str(a.dtype), list(a.shape), zlib.compress(a.tobytes(), 1))
-            for name, a in learner.arrays().items()
-        }
+        arrays = {name: _Array.of(a) for name, a in learner.arrays().items()}
         ckpt = _Checkpoint(CHECKPOINT_SCHEMA, learner.kind, learner.params(), arrays)
     else:
         ckpt = _Checkpoint(
@@ -95,12 +119,7 @@ def load_learner(blob: bytes) -> Learner:
         )
     if ckpt.kind in _BUILTIN:
         learner = _BUILTIN[ckpt.kind](**ckpt.params)
-        learner.set_arrays(
-            {
-                name: np.frombuffer(zlib.decompress(data), dtype=dtype).reshape(shape)
-                for name, (dtype, shape, data) in ckpt.arrays.items()
-            }
-        )
+        learner.set_arrays({name: a.array() for name, a in ckpt.arrays.items()})
         return learner
     if ckpt.river_version != _river_version() or ckpt.payload is None:
         raise StateVersionError(
