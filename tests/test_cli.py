@@ -30,14 +30,15 @@ def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def events(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("cli") / "events.jsonl"
-    write_jsonl(path, SyntheticConfig(users=120, days=10, seed=3), invalid_rate=0.02,
-                duplicate_rate=0.02)
+    write_jsonl(
+        path, SyntheticConfig(users=120, days=10, seed=3), invalid_rate=0.02, duplicate_rate=0.02
+    )
     return path
 
 
 @pytest.mark.parametrize(
-    "command", [[], ["quickstart"], ["replay"], ["profile"], ["warm-start"], ["generate"],
-                ["dead-letters"]]
+    "command",
+    [[], ["quickstart"], ["replay"], ["profile"], ["warm-start"], ["generate"], ["dead-letters"]],
 )
 def test_every_command_explains_itself(command: list[str]) -> None:
     out = run(*command, "--help").stdout
@@ -46,8 +47,17 @@ def test_every_command_explains_itself(command: list[str]) -> None:
 
 def test_replay_report_plot_and_profile(events: Path, tmp_path: Path) -> None:
     store, report, plot = tmp_path / "p.db", tmp_path / "r.json", tmp_path / "m.png"
-    run("replay", str(events), "--store", str(store), "--report", str(report), "--plot",
-        str(plot), "--no-progress")
+    run(
+        "replay",
+        str(events),
+        "--store",
+        str(store),
+        "--report",
+        str(report),
+        "--plot",
+        str(plot),
+        "--no-progress",
+    )
     summary = json.loads(report.read_text())
     lines = events.read_text().splitlines()
     assert summary["events"] + summary["dead_letters"] + summary["duplicates"] == len(lines)
@@ -78,8 +88,9 @@ def test_replay_report_plot_and_profile(events: Path, tmp_path: Path) -> None:
 
 
 def test_errors_have_clear_messages_and_exit_codes(tmp_path: Path) -> None:
-    missing = run("replay", str(tmp_path / "nope.jsonl"), "--store", str(tmp_path / "x.db"),
-                  check=False)
+    missing = run(
+        "replay", str(tmp_path / "nope.jsonl"), "--store", str(tmp_path / "x.db"), check=False
+    )
     assert missing.returncode == 66 and "no such file" in missing.stderr
     bad = tmp_path / "bad.toml"
     bad.write_text("[profile]\ntop_k = 0\n")
@@ -103,12 +114,40 @@ def test_movielens_csv_with_mapping_equals_preset(tmp_path: Path) -> None:
     shutil.copy(ML / "movies.csv", tmp_path / "movies.csv")
     a = tmp_path / "a.json"
     b = tmp_path / "b.json"
-    run("replay", str(head), "--format", "movielens", "--store", str(tmp_path / "a.db"),
-        "--report", str(a), "--no-progress")
-    run("replay", str(head), "--store", str(tmp_path / "b.db"), "--report", str(b),
-        "--no-progress", "--set", "type=rate", "--map", "user_id=userId", "--map",
-        "item_id=movieId", "--map", "value=rating", "--map", "ts=timestamp", "--map",
-        "event_id={userId}:{movieId}", "--item-tags", str(tmp_path / "movies.csv"))
+    run(
+        "replay",
+        str(head),
+        "--format",
+        "movielens",
+        "--store",
+        str(tmp_path / "a.db"),
+        "--report",
+        str(a),
+        "--no-progress",
+    )
+    run(
+        "replay",
+        str(head),
+        "--store",
+        str(tmp_path / "b.db"),
+        "--report",
+        str(b),
+        "--no-progress",
+        "--set",
+        "type=rate",
+        "--map",
+        "user_id=userId",
+        "--map",
+        "item_id=movieId",
+        "--map",
+        "value=rating",
+        "--map",
+        "ts=timestamp",
+        "--map",
+        "event_id={userId}:{movieId}",
+        "--item-tags",
+        str(tmp_path / "movies.csv"),
+    )
     ra, rb = json.loads(a.read_text()), json.loads(b.read_text())
     assert ra["events"] == rb["events"] == 3000
     assert ra["tasks"]["like"]["auc"] == rb["tasks"]["like"]["auc"] > 0.55
@@ -119,10 +158,30 @@ def test_warm_start_then_replay(events: Path, tmp_path: Path) -> None:
     run("warm-start", str(events), "--out", str(model), "--no-progress")
     assert model.stat().st_size > 0
     cold, warm = tmp_path / "cold.json", tmp_path / "warm.json"
-    run("replay", str(events), "--store", str(tmp_path / "c.db"), "--report", str(cold),
-        "--limit", "3000", "--no-progress")
-    run("replay", str(events), "--store", str(tmp_path / "w.db"), "--report", str(warm),
-        "--limit", "3000", "--no-progress", "--warm-start", str(model))
+    run(
+        "replay",
+        str(events),
+        "--store",
+        str(tmp_path / "c.db"),
+        "--report",
+        str(cold),
+        "--limit",
+        "3000",
+        "--no-progress",
+    )
+    run(
+        "replay",
+        str(events),
+        "--store",
+        str(tmp_path / "w.db"),
+        "--report",
+        str(warm),
+        "--limit",
+        "3000",
+        "--no-progress",
+        "--warm-start",
+        str(model),
+    )
     c, w = json.loads(cold.read_text()), json.loads(warm.read_text())
     # the warm model has seen these events already: it must predict them better than zero
     assert w["tasks"]["convert"]["logloss"] < c["tasks"]["convert"]["logloss"]

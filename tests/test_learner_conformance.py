@@ -21,8 +21,16 @@ import pytest
 from liveprofile.config import LearnerConfig
 from liveprofile.errors import ConfigError, StateVersionError
 from liveprofile.learn import FTRLProximal, Learner, LogisticOGD, dump_learner, load_learner
-from liveprofile.learn.base import LEARN, PREDICT, PREDICT_LEARN, BatchLearner, OpBatch, run_ops
-from liveprofile.learn.registry import make_learner
+from liveprofile.learn.base import (
+    LEARN,
+    PREDICT,
+    PREDICT_LEARN,
+    BatchLearner,
+    OpBatch,
+    probability,
+    run_ops,
+)
+from liveprofile.learn.registry import CHECKPOINT_SCHEMA, make_learner
 
 X = dict[Hashable, float]
 
@@ -43,9 +51,7 @@ LEARNERS = [
     LearnerCase("hoeffding", lambda: make_learner(LearnerConfig(kind="hoeffding")), False, False),
     LearnerCase(
         "river_logreg",
-        lambda: make_learner(
-            LearnerConfig(kind="river", model="linear_model.LogisticRegression")
-        ),
+        lambda: make_learner(LearnerConfig(kind="river", model="linear_model.LogisticRegression")),
         True,
         False,
     ),
@@ -75,7 +81,7 @@ def stream(n: int, seed: int) -> Iterator[tuple[X, bool]]:
 
 
 def proba(learner: Learner, x: X) -> float:
-    return float(learner.predict_proba_one(x).get(True, 0.0))
+    return probability(learner.predict_proba_one(x))
 
 
 def warmed(case: LearnerCase, n: int = 300, seed: int = 1) -> Learner:
@@ -279,7 +285,7 @@ def _tampered(blob: bytes, **changes: object) -> bytes:
     return msgspec.msgpack.encode(data)
 
 
-@pytest.mark.parametrize("schema", [0, 2, 99])
+@pytest.mark.parametrize("schema", [0, CHECKPOINT_SCHEMA - 1, CHECKPOINT_SCHEMA + 1, 255])
 def test_load_refuses_another_schema(case: LearnerCase, schema: int) -> None:
     blob = dump_learner(warmed(case, n=30))
     with pytest.raises(StateVersionError, match="schema"):

@@ -27,8 +27,18 @@ def _replay(events: Path, store: Path, config: Path) -> subprocess.Popen[bytes]:
     log = store.with_suffix(".log")
     with open(log, "ab") as err:
         return subprocess.Popen(
-            [sys.executable, "-m", "liveprofile.cli", "replay", str(events), "--store", str(store),
-             "--config", str(config), "--no-progress"],
+            [
+                sys.executable,
+                "-m",
+                "liveprofile.cli",
+                "replay",
+                str(events),
+                "--store",
+                str(store),
+                "--config",
+                str(config),
+                "--no-progress",
+            ],
             stdout=subprocess.DEVNULL,
             stderr=err,
         )
@@ -55,8 +65,9 @@ def _dump(store: Path) -> dict[str, object]:
 @pytest.fixture(scope="module")
 def events(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("events") / "events.jsonl"
-    write_jsonl(path, SyntheticConfig(users=300, days=21, seed=7),
-                invalid_rate=0.01, duplicate_rate=0.01)
+    write_jsonl(
+        path, SyntheticConfig(users=300, days=21, seed=7), invalid_rate=0.01, duplicate_rate=0.01
+    )
     return path
 
 

@@ -139,19 +139,9 @@ def test_count(store: Store) -> None:
     assert store.count("pending") == 0
 
 
-MEMORY_NOT_ATOMIC = pytest.mark.xfail(
-    strict=True,
-    reason="MemoryStore.commit (store/memory.py) is not atomic: it applies rows one by one, so "
-    "a value that bytes() rejects leaves the earlier rows of the commit visible, and the error "
-    "is a raw TypeError, not StoreError",
-)
-
-
 def test_failed_commit_changes_nothing(
     store: Store, backend: Backend, request: pytest.FixtureRequest
 ) -> None:
-    if backend.name == "memory":
-        request.applymarker(MEMORY_NOT_ATOMIC)
     store.commit({"profile": {"u1": b"before"}}, {"offset": b"1"})
     bad = {
         "profile": {"u1": b"after", "u2": b"new"},
@@ -172,8 +162,6 @@ def test_failed_commit_changes_nothing(
 def test_failed_meta_write_rolls_back_rows(
     store: Store, backend: Backend, request: pytest.FixtureRequest
 ) -> None:
-    if backend.name == "memory":
-        request.applymarker(MEMORY_NOT_ATOMIC)
     with pytest.raises(StoreError):
         store.commit({"profile": {"u1": b"x"}}, {"ok": b"1", "bad": object()})  # type: ignore[dict-item]
     assert store.read("profile", ["u1"]) == [None]
@@ -241,12 +229,6 @@ def test_sqlite_read_only_reads_but_does_not_write(tmp_path: Path) -> None:
         writer.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="SQLiteStore.setup builds the read-only URI as f'file:{path}?mode=ro' without "
-    "quoting, so a '#' (or '?') in the path cuts it: it opens (and creates) another file "
-    "and fails later with a raw sqlite3.OperationalError",
-)
 def test_sqlite_read_only_path_with_uri_characters(tmp_path: Path) -> None:
     path = tmp_path / "run#1" / "profiles.db"
     writer = SQLiteStore(path)

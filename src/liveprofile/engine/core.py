@@ -19,7 +19,6 @@ which gives the same models and predictions as running them one by one.
 
 from __future__ import annotations
 
-import math
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -32,7 +31,7 @@ from liveprofile.learn.base import LEARN, PREDICT, PREDICT_LEARN, run_ops
 from liveprofile.learn.tasks import Pending, PendingLog, TaskState
 from liveprofile.profile.decay import needs_rebase, rebase_factor
 from liveprofile.profile.items import ItemStats
-from liveprofile.profile.state import DAY, ProfileUpdater
+from liveprofile.profile.state import ProfileUpdater
 from liveprofile.profile.traits import TraitEvaluator
 
 # kinds of the records that connect model outputs back to profiles and metrics
@@ -128,6 +127,9 @@ class Core:
                     pending = task.open(user, key, item_id, ts, array("q", idx), array("d", val))
                     k = task.ops.add(PREDICT, idx, val)
                     records.append((_OPENED, task, k, pending, ts, False))
+                    if pending.deadline < watermark:
+                        # a late exposure whose window has already closed in event time
+                        self._resolve(state, task, pending, records, out)
                 else:
                     label = task.immediate_label(e)
                     if label is None:
@@ -151,7 +153,7 @@ class Core:
             out.users.add(user)
             if item_id is not None:
                 if it is None:
-                    it = items[item_id] = ItemStats(anchor=math.floor(ts / DAY) * DAY)
+                    it = items[item_id] = ItemStats(anchor=ts)
                     if immediate:
                         for task, label in immediate:
                             it.record_outcome(task.name, label)
@@ -172,7 +174,7 @@ class Core:
     def _count_item(self, it: ItemStats, e: Event) -> None:
         ts, h = e.ts, self._h_items
         if needs_rebase(ts, it.anchor, h):
-            anchor = math.floor(ts / DAY) * DAY
+            anchor = ts
             it.popularity *= rebase_factor(anchor, it.anchor, h)
             it.anchor = anchor
         it.n += 1

@@ -104,7 +104,10 @@ def parse_timestamp(value: float | int | str) -> float:
                 moment = moment.replace(tzinfo=UTC)
             ts = moment.timestamp()
     else:
-        ts = float(value)
+        try:
+            ts = float(value)
+        except OverflowError:
+            raise InvalidEvent(f"'ts' {str(value)[:40]}... is far outside 1970..2100") from None
     if not math.isfinite(ts) or not MIN_TS <= ts <= MAX_TS:
         raise InvalidEvent(
             f"'ts' {value!r} is outside 1970..2100 in epoch seconds (milliseconds given?)"
@@ -128,6 +131,8 @@ class EventParser:
             raise InvalidEvent(str(exc)) from None
         except msgspec.DecodeError as exc:
             raise InvalidEvent(f"not valid JSON: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise InvalidEvent(f"not valid UTF-8: {exc.reason} at byte {exc.start}") from None
         return self._normalise(rec)
 
     def parse_fields(self, fields: dict[str, object]) -> Event:
@@ -143,6 +148,10 @@ class EventParser:
         user = rec.user_id if rec.user_id is not None else rec.anonymous_id
         if user is None:
             raise InvalidEvent("event has neither 'user_id' nor 'anonymous_id'")
+        for name in ("event_id", "user_id", "anonymous_id", "item_id"):
+            given = getattr(rec, name)
+            if isinstance(given, int) and len(str(given)) > MAX_ID:
+                raise InvalidEvent(f"'{name}' is longer than {MAX_ID} characters")
         kind = rec.type.lower()
         if _TYPE.match(kind) is None:
             raise InvalidEvent(
@@ -150,7 +159,10 @@ class EventParser:
             )
         value = None
         if rec.value is not None:
-            value = float(rec.value)
+            try:
+                value = float(rec.value)
+            except OverflowError:
+                value = math.inf
             if not math.isfinite(value):
                 raise InvalidEvent(f"'value' must be a finite number, got {rec.value!r}")
         return Event(

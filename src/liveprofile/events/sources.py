@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import string
 import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -151,16 +152,20 @@ class CsvSource:
             raise SourceError(f"{self.path} is empty: expected a header row")
         self.columns = header
         for event_field, column in self.mapping.items():
-            if "{" not in column and column not in header:
-                raise SourceError(
-                    f"column {column!r} (for {event_field!r}) is not in {self.path.name}; "
-                    f"columns are {', '.join(header)}"
-                )
+            needed = _template_columns(column) if "{" in column else [column]
+            for name in needed:
+                if name not in header:
+                    raise SourceError(
+                        f"column {name!r} (for {event_field!r}) is not in {self.path.name}; "
+                        f"columns are {', '.join(header)}"
+                    )
 
     def _fields(self, row: dict[str, str], number: int) -> dict[str, object]:
         fields: dict[str, object] = dict(self.constants)
         for event_field, column in self.mapping.items():
-            fields[event_field] = column.format(**row) if "{" in column else row[column]
+            value = column.format(**row) if "{" in column else row[column]
+            if value != "" or event_field in _REQUIRED:
+                fields[event_field] = value
         fields.setdefault("event_id", f"{self.path.name}:{number}")
         item = fields.get("item_id")
         if item is not None and "tags" not in fields:
@@ -196,6 +201,17 @@ class CsvSource:
                 batch.offset = start + len(batch.events) + len(batch.dead_letters)
                 batch.progress = batch.offset - start
                 yield batch
+
+
+_REQUIRED = frozenset({"event_id", "type", "ts"})
+
+
+def _template_columns(template: str) -> list[str]:
+    """The column names a template such as ``"{userId}:{movieId}"`` refers to."""
+    try:
+        return [name for _, name, _, _ in string.Formatter().parse(template) if name]
+    except ValueError as exc:
+        raise SourceError(f"bad template {template!r}: {exc}") from None
 
 
 def read_item_tags(

@@ -111,6 +111,19 @@ class BatchLearner(Learner, Protocol):
         ...
 
 
+def probability(proba: Mapping[bool, float]) -> float:
+    """P(y=1) from a River-style ``{False: p0, True: p1}``; 0.5 when the model knows nothing yet.
+
+    >>> probability({}), probability({False: 1.0}), probability({False: 0.3, True: 0.7})
+    (0.5, 0.0, 0.7)
+    """
+    if True in proba:
+        return float(proba[True])
+    if False in proba:
+        return 1.0 - float(proba[False])
+    return 0.5
+
+
 def run_ops(learner: Learner, ops: OpBatch) -> npt.NDArray[np.float64]:
     """Run ``ops`` on any learner: one call on the fast path, else one by one (River's way)."""
     if isinstance(learner, BatchLearner):
@@ -119,7 +132,7 @@ def run_ops(learner: Learner, ops: OpBatch) -> npt.NDArray[np.float64]:
     for k, kind in enumerate(ops.kinds):
         x = ops.example(k)
         if kind & PREDICT:
-            out[k] = float(learner.predict_proba_one(x).get(True, 0.0))
+            out[k] = probability(learner.predict_proba_one(x))
         if kind & LEARN:
             learner.learn_one(x, bool(ops.ys[k]))
     return out

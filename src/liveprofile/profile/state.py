@@ -19,7 +19,6 @@ Everything is a function of event time: counters and interests are forward-decay
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import msgspec
@@ -80,7 +79,7 @@ class ProfileUpdater:
         self._top_k = config.top_k
 
     def new(self, user: str, ts: float) -> Profile:
-        return Profile(user=user, anchor=math.floor(ts / DAY) * DAY, first_ts=ts, last_ts=ts)
+        return Profile(user=user, anchor=ts, first_ts=ts, last_ts=ts)
 
     def apply(self, p: Profile, e: Event) -> None:
         """Fold one event into the profile (the caller has already de-duplicated it)."""
@@ -130,7 +129,7 @@ class ProfileUpdater:
                 del interests[key]
 
     def _rebase(self, p: Profile, ts: float) -> None:
-        new_anchor = math.floor(ts / DAY) * DAY
+        new_anchor = ts
         f_c = rebase_factor(new_anchor, p.anchor, self.h_counters)
         f_i = rebase_factor(new_anchor, p.anchor, self.h_interests)
         p.decayed = {k: v * f_c for k, v in p.decayed.items()}

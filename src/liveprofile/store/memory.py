@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 
+from liveprofile.errors import StoreError
 from liveprofile.store.base import Rows
 
 
@@ -40,6 +41,10 @@ class MemoryStore:
         return self._meta.get(name)
 
     def commit(self, rows: Rows, meta: Mapping[str, bytes]) -> None:
+        values = [v for changes in rows.values() for v in changes.values() if v is not None]
+        bad = [v for v in (*values, *meta.values()) if not isinstance(v, bytes | bytearray)]
+        if bad:
+            raise StoreError(f"cannot commit {type(bad[0]).__name__}: values must be bytes")
         for namespace, changes in rows.items():
             target = self._rows.setdefault(namespace, {})
             for key, value in changes.items():
@@ -47,7 +52,7 @@ class MemoryStore:
                     target.pop(key, None)
                 else:
                     target[key] = bytes(value)
-        self._meta.update(meta)
+        self._meta.update((name, bytes(value)) for name, value in meta.items())
 
     def close(self) -> None:
         return None

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from liveprofile.errors import StoreError
@@ -56,7 +57,7 @@ class SQLiteStore:
                         f"no store at {self.path}: run 'liveprofile replay' or 'liveprofile "
                         "quickstart' first, or pass --store"
                     )
-                db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+                db = sqlite3.connect(self.path.resolve().as_uri() + "?mode=ro", uri=True)
             else:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 db = sqlite3.connect(self.path, isolation_level=None)
@@ -68,6 +69,10 @@ class SQLiteStore:
         self._db = db
 
     def read(self, namespace: str, keys: Sequence[str]) -> list[bytes | None]:
+        with self._errors("read"):
+            return self._read(namespace, keys)
+
+    def _read(self, namespace: str, keys: Sequence[str]) -> list[bytes | None]:
         found: dict[str, bytes] = {}
         for start in range(0, len(keys), _CHUNK):
             chunk = keys[start : start + _CHUNK]
@@ -81,17 +86,27 @@ class SQLiteStore:
         return [found.get(k) for k in keys]
 
     def scan(self, namespace: str) -> Iterator[tuple[str, bytes]]:
-        yield from self.db.execute(
-            "SELECT key, value FROM rows WHERE ns = ? ORDER BY key", (namespace,)
-        )
+        with self._errors("scan"):
+            yield from self.db.execute(
+                "SELECT key, value FROM rows WHERE ns = ? ORDER BY key", (namespace,)
+            )
 
     def count(self, namespace: str) -> int:
-        row = self.db.execute("SELECT count(*) FROM rows WHERE ns = ?", (namespace,)).fetchone()
-        return int(row[0])
+        with self._errors("count"):
+            query = "SELECT count(*) FROM rows WHERE ns = ?"
+            return int(self.db.execute(query, (namespace,)).fetchone()[0])
 
     def get_meta(self, name: str) -> bytes | None:
-        row = self.db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        with self._errors("read"):
+            row = self.db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
         return None if row is None else bytes(row[0])
+
+    @contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot {what} {self.path}: {exc}") from None
 
     def commit(self, rows: Rows, meta: Mapping[str, bytes]) -> None:
         db = self.db
