@@ -93,6 +93,7 @@ class LocalRunner:
         ckpt.offsets[source_name] = batch.offset
         rows, meta = state.commit_payload(result.users, result.items, result.pending)
         self.store.commit(rows, meta)
+        state.compact(rows)
         if stats is not None:
             stats.events += result.applied
             stats.duplicates += result.duplicates

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import zlib
 from collections import deque
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -25,6 +26,7 @@ from liveprofile.profile.state import Profile, decode_profile, encode_profile
 from liveprofile.store.base import Store
 
 STATE_SCHEMA = 1
+T = TypeVar("T")
 
 
 class Checkpoint(msgspec.Struct):
@@ -58,6 +60,8 @@ class PipelineState:
         self.dedup = DedupWindow(config.run.dedup_window)
         self.checkpoint = Checkpoint()
         self._dedup_chunks: deque[tuple[int, int]] = deque()
+        self._resting_profiles: dict[str, bytes] = {}
+        self._resting_items: dict[str, bytes] = {}
 
     @property
     def watermark(self) -> float:
@@ -103,17 +107,22 @@ class PipelineState:
         return state
 
     def ensure_loaded(self, store: Store, users: set[str], items: set[str]) -> None:
-        """Read the profiles and item statistics a batch needs that are not in memory yet."""
-        missing = [u for u in users if u not in self.profiles]
-        if missing:
-            for user, blob in zip(missing, store.read("profile", missing), strict=True):
+        """Decode the profiles and item statistics a batch needs, from the compact copies kept
+        in memory (see :meth:`compact`) or else from the store in one read per namespace."""
+        _load(store, "profile", users, self.profiles, self._resting_profiles, decode_profile)
+        _load(store, "item", items, self.items, self._resting_items, decode_item)
+
+    def compact(self, rows: Mapping[str, Mapping[str, bytes | None]]) -> None:
+        """After a commit, keep profiles and items as their committed bytes (a few hundred
+        bytes each instead of a few KB of Python objects) until a batch needs them again."""
+        for live, resting, namespace in (
+            (self.profiles, self._resting_profiles, "profile"),
+            (self.items, self._resting_items, "item"),
+        ):
+            for key, blob in rows.get(namespace, {}).items():
                 if blob is not None:
-                    self.profiles[user] = decode_profile(blob)
-        missing = [i for i in items if i not in self.items]
-        if missing:
-            for item, blob in zip(missing, store.read("item", missing), strict=True):
-                if blob is not None:
-                    self.items[item] = decode_item(blob)
+                    resting[key] = blob
+            live.clear()
 
     # -- committing ----------------------------------------------------------------------------
 
@@ -178,3 +187,27 @@ class PipelineState:
             "watermark": ckpt.watermark,
             "tasks": {name: t.metrics.summary() for name, t in self.tasks.items()},
         }
+
+
+def _load(
+    store: Store,
+    namespace: str,
+    wanted: set[str],
+    live: dict[str, T],
+    resting: dict[str, bytes],
+    decode: Callable[[bytes], T],
+) -> None:
+    missing = []
+    for key in wanted:
+        if key in live:
+            continue
+        blob = resting.get(key)
+        if blob is None:
+            missing.append(key)
+        else:
+            live[key] = decode(blob)
+    if missing:
+        for key, found in zip(missing, store.read(namespace, missing), strict=True):
+            if found is not None:
+                resting[key] = found
+                live[key] = decode(found)
