@@ -20,6 +20,7 @@ def render_profile(view: dict[str, Any]) -> Group:
     summary.add_row("first seen", _when(view["first_seen"]))
     summary.add_row("last seen", _when(view["last_seen"]))
     summary.add_row("recency (days)", f"{view['recency_days']:.1f}")
+    summary.add_row("lifecycle", view["lifecycle"])
     summary.add_row("frequency (purchases)", str(view["frequency"]))
     summary.add_row("monetary", f"{view['monetary']:.2f}")
     summary.add_row("events", str(view["events"]))

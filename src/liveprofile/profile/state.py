@@ -153,6 +153,7 @@ class ProfileUpdater:
             "first_seen": p.first_ts,
             "last_seen": p.last_ts,
             "recency_days": max(0.0, (at - p.last_ts) / DAY),
+            "lifecycle": lifecycle(p, at),
             "days_since_last_purchase": None
             if p.last_purchase_ts is None
             else max(0.0, (at - p.last_purchase_ts) / DAY),
@@ -167,6 +168,25 @@ class ProfileUpdater:
             "scores": dict(p.scores),
             "traits": dict(p.traits),
         }
+
+
+#: lifecycle stages by days since the last event (and since the first, for "new")
+NEW_DAYS, ACTIVE_DAYS, AT_RISK_DAYS = 14.0, 30.0, 90.0
+
+
+def lifecycle(p: Profile, at: float) -> str:
+    """``new``, ``active``, ``at_risk`` or ``lapsed``, from event time alone.
+
+    >>> p = Profile("u", anchor=0.0, first_ts=0.0, last_ts=0.0, n=1)
+    >>> [lifecycle(p, days * DAY) for days in (1, 20, 60, 200)]
+    ['new', 'active', 'at_risk', 'lapsed']
+    """
+    idle = (at - p.last_ts) / DAY
+    if idle > AT_RISK_DAYS:
+        return "lapsed"
+    if idle > ACTIVE_DAYS:
+        return "at_risk"
+    return "new" if (at - p.first_ts) / DAY <= NEW_DAYS else "active"
 
 
 _encoder = msgspec.msgpack.Encoder()
