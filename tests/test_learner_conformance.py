@@ -259,13 +259,6 @@ def _colliding_ops() -> OpBatch:
     return ops
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="linear.py _ftrl_run updates a feature index once per occurrence, so an example "
-    "whose hashed indices collide (OpBatch keeps both entries) trains differently from the "
-    "same example as a dict, where OpBatch.example adds colliding values up: the per-"
-    "coordinate n_i gets g^2(v1^2+v2^2) instead of g^2(v1+v2)^2 (McMahan et al. Alg. 1)",
-)
 def test_ftrl_fast_path_equals_dict_path_with_colliding_indices() -> None:
     ops = _colliding_ops()
     fast = FTRLProximal(bits=8).run_ops(ops)

@@ -42,35 +42,60 @@ def _sigmoid(wx: float) -> float:
 
 
 @numba.njit(cache=True, nogil=True)
+def _merge(idx, val, s, e, ui, uv):  # type: ignore[no-untyped-def]
+    """Copy example ``[s, e)`` into ``ui``/``uv`` with colliding indices added up, so an
+    example is the sparse vector x of Algorithm 1 whatever the hashing did; returns its size."""
+    m = 0
+    for j in range(s, e):
+        i = idx[j]
+        for q in range(m):
+            if ui[q] == i:
+                uv[q] += val[j]
+                break
+        else:
+            ui[m] = i
+            uv[m] = val[j]
+            m += 1
+    return m
+
+
+@numba.njit(cache=True, nogil=True)
 def _ftrl_run(z, n, alpha, beta, l1, l2, kinds, starts, idx, val, ys, out):  # type: ignore[no-untyped-def]
-    w = np.empty(64)
+    size = 64
+    w = np.empty(size)
+    ui = np.empty(size, dtype=np.int64)
+    uv = np.empty(size)
     for k in range(kinds.shape[0]):
         s = starts[k]
         e = starts[k + 1]
-        if e - s > w.shape[0]:
-            w = np.empty(2 * (e - s))
+        if e - s > size:
+            size = 2 * (e - s)
+            w = np.empty(size)
+            ui = np.empty(size, dtype=np.int64)
+            uv = np.empty(size)
+        m = _merge(idx, val, s, e, ui, uv)
         wx = 0.0
-        for j in range(s, e):
-            i = idx[j]
+        for j in range(m):
+            i = ui[j]
             zi = z[i]
             if abs(zi) <= l1:
                 wi = 0.0
             else:
                 sign = 1.0 if zi > 0 else -1.0
                 wi = -(zi - sign * l1) / ((beta + math.sqrt(n[i])) / alpha + l2)
-            w[j - s] = wi
-            wx += wi * val[j]
+            w[j] = wi
+            wx += wi * uv[j]
         p = _sigmoid(wx)
         kind = kinds[k]
         out[k] = p if kind & 1 else np.nan
         if kind & 2:
             g = p - ys[k]
-            for j in range(s, e):
-                i = idx[j]
-                gi = g * val[j]
+            for j in range(m):
+                i = ui[j]
+                gi = g * uv[j]
                 ni = n[i]
                 sigma = (math.sqrt(ni + gi * gi) - math.sqrt(ni)) / alpha
-                z[i] += gi - sigma * w[j - s]
+                z[i] += gi - sigma * w[j]
                 n[i] = ni + gi * gi
 
 
@@ -161,7 +186,7 @@ class FTRLProximal(_HashedLinear):
 
     def __init__(
         self,
-        alpha: float = 0.1,
+        alpha: float = 0.2,
         beta: float = 1.0,
         l1: float = 0.0,
         l2: float = 1.0,
