@@ -75,14 +75,11 @@ class Core:
         for task in state.tasks.values():
             if not task.delayed:
                 continue
+            # delayed examples are learned (and counted on user and item) only when they close
             for pending in task.peek_due(horizon):
                 users.add(pending.user)
                 if pending.item is not None:
                     items.add(pending.item)
-            for user in list(users):
-                for pending in task.pending_of(user):
-                    if pending.item is not None:
-                        items.add(pending.item)
         return users, items
 
     def step(self, state: PipelineState, events: Sequence[Event]) -> StepResult:

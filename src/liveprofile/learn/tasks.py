@@ -81,7 +81,6 @@ class TaskState:
         #: the unconverted pending example per (user, key): what a conversion can still convert
         self.waiting: dict[tuple[str, str], Pending] = {}
         self._heap: list[tuple[float, float, str, str]] = []
-        self._by_user: dict[str, set[PendingId]] = {}
         # per batch
         self.ops = OpBatch()
         self.created: list[Pending] = []
@@ -116,7 +115,6 @@ class TaskState:
         if not pending.converted:
             self.waiting[(pending.user, pending.key)] = pending
         heapq.heappush(self._heap, (pending.deadline, pending.open_ts, pending.user, pending.key))
-        self._by_user.setdefault(pending.user, set()).add(pid)
 
     def close(self, pending: Pending) -> None:
         """Forget a pending example whose label has been learned."""
@@ -124,10 +122,6 @@ class TaskState:
         del self.pending[pid]
         if self.waiting.get((pending.user, pending.key)) is pending:
             del self.waiting[(pending.user, pending.key)]
-        ids = self._by_user[pending.user]
-        ids.discard(pid)
-        if not ids:
-            del self._by_user[pending.user]
 
     def convert(self, e: Event) -> Pending | None:
         """Mark the pending example that event ``e`` converts, if any, and return it."""
@@ -166,10 +160,6 @@ class TaskState:
             if pending is not None:
                 yield pending
             stack.extend(c for c in (2 * i + 1, 2 * i + 2) if c < len(heap))
-
-    def pending_of(self, user: str) -> Iterator[Pending]:
-        for pid in self._by_user.get(user, ()):
-            yield self.pending[pid]
 
     def take_batch(self) -> tuple[OpBatch, PendingLog]:
         """This batch's model operations, and what changed among the pending examples."""
