@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,9 +35,7 @@ def _fail_cleanly(func: F) -> F:
             console.print(f"[red]error:[/red] {exc}")
             sys.exit(exc.exit_code)
 
-    wrapper.__name__ = func.__name__
-    wrapper.__doc__ = func.__doc__
-    return wrapper  # type: ignore[return-value]
+    return functools.update_wrapper(wrapper, func)  # type: ignore[return-value]
 
 
 def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
@@ -204,28 +204,49 @@ _source_options: list[Callable[[F], F]] = [
 ]
 
 
-def _open(
-    source: str | None,
-    fmt: str | None,
-    mapping: tuple[str, ...],
-    constants: tuple[str, ...],
-    item_tags: str | None,
-    item_key: str,
-    tags_column: str,
-    limit: int | None,
-) -> Source:
-    if source is None and fmt != "completejourney":
-        raise click.UsageError("give a SOURCE file ('-' for stdin) or --format completejourney")
-    return api.open_source(
-        source,
-        fmt,
-        mapping=_pairs(mapping, "--map"),
-        constants=_pairs(constants, "--set"),
-        item_tags=item_tags,
-        item_key=item_key,
-        tags_column=tags_column,
-        limit=limit,
-    )
+@dataclass
+class RunInput:
+    """What the source options of a command describe."""
+
+    source: Source
+    config: PipelineConfig
+    limit: int | None
+    progress: bool
+
+
+def _with_input(func: Callable[..., None]) -> Callable[..., None]:
+    """Turn the source options of a command into one :class:`RunInput` argument."""
+
+    def wrapper(
+        *,
+        source: str | None,
+        fmt: str | None,
+        mapping: tuple[str, ...],
+        constants: tuple[str, ...],
+        item_tags: str | None,
+        item_key: str,
+        tags_column: str,
+        config_path: str | None,
+        limit: int | None,
+        progress: bool,
+        **rest: Any,
+    ) -> None:
+        if source is None and fmt != "completejourney":
+            raise click.UsageError("give a SOURCE file ('-' for stdin) or --format completejourney")
+        config = PipelineConfig.load(config_path)
+        src = api.open_source(
+            source,
+            fmt,
+            mapping=_pairs(mapping, "--map"),
+            constants=_pairs(constants, "--set"),
+            item_tags=item_tags,
+            item_key=item_key,
+            tags_column=tags_column,
+            limit=limit,
+        )
+        func(RunInput(src, config, limit, progress), **rest)
+
+    return functools.update_wrapper(wrapper, func)
 
 
 @main.command()
@@ -243,17 +264,9 @@ def _open(
 )
 @_with(_report_options)
 @_fail_cleanly
+@_with_input
 def replay(
-    source: str | None,
-    fmt: str | None,
-    mapping: tuple[str, ...],
-    constants: tuple[str, ...],
-    item_tags: str | None,
-    item_key: str,
-    tags_column: str,
-    config_path: str | None,
-    limit: int | None,
-    progress: bool,
+    run: RunInput,
     store: str,
     dead_letters: str | None,
     warm_start: str | None,
@@ -272,15 +285,14 @@ def replay(
 
     Re-running on the same store resumes after the last committed batch.
     """
-    src = _open(source, fmt, mapping, constants, item_tags, item_key, tags_column, limit)
     summary = api.replay(
-        src,
+        run.source,
         store=store,
-        config=PipelineConfig.load(config_path),
+        config=run.config,
         dead_letters=dead_letters,
         warm_start=warm_start,
-        limit=limit,
-        progress=progress,
+        limit=run.limit,
+        progress=run.progress,
     )
     _finish(summary, report, plot)
 
@@ -294,27 +306,15 @@ def replay(
     help="Where to save the trained models.",
 )
 @_fail_cleanly
-def warm_start_command(
-    source: str | None,
-    fmt: str | None,
-    mapping: tuple[str, ...],
-    constants: tuple[str, ...],
-    item_tags: str | None,
-    item_key: str,
-    tags_column: str,
-    config_path: str | None,
-    limit: int | None,
-    progress: bool,
-    out: str,
-) -> None:
+@_with_input
+def warm_start_command(run: RunInput, out: str) -> None:
     """Train the initial models on a history file and save them.
 
     A later 'liveprofile replay --warm-start FILE' on a new store starts from these models
     instead of from zero. Profiles are not kept: only the models.
     """
-    src = _open(source, fmt, mapping, constants, item_tags, item_key, tags_column, limit)
     summary = api.warm_start(
-        src, out, config=PipelineConfig.load(config_path), limit=limit, progress=progress
+        run.source, out, config=run.config, limit=run.limit, progress=run.progress
     )
     _print_summary(summary)
     console.print(f"models saved to {out}")

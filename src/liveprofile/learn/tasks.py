@@ -19,17 +19,16 @@ from __future__ import annotations
 
 import heapq
 import math
-import zlib
 from array import array
 from collections.abc import Iterator
 
 import msgspec
 
 from liveprofile.config import TaskConfig
-from liveprofile.errors import StateVersionError
 from liveprofile.events.schema import Event
 from liveprofile.learn.base import Learner, OpBatch
 from liveprofile.learn.metrics import Prequential
+from liveprofile.store.codec import VersionedCodec
 
 PENDING_SCHEMA = 1
 
@@ -197,15 +196,9 @@ class PendingLog(msgspec.Struct, array_like=True):
         return max((p.deadline for p in self.created), default=float("-inf"))
 
 
-_log_dec = msgspec.msgpack.Decoder(dict[str, PendingLog])
-
-
-def encode_logs(logs: dict[str, PendingLog]) -> bytes:
-    """Versioned, compressed bytes of one batch's pending logs (task name -> log)."""
-    return bytes([PENDING_SCHEMA]) + zlib.compress(msgspec.msgpack.encode(logs), 1)
-
-
-def decode_logs(blob: bytes) -> dict[str, PendingLog]:
-    if blob[:1] != bytes([PENDING_SCHEMA]):
-        raise StateVersionError("pending examples have an unknown schema: replay into a new store")
-    return _log_dec.decode(zlib.decompress(blob[1:]))
+#: versioned, compressed bytes of one batch's pending logs (task name -> log)
+_codec = VersionedCodec(
+    dict[str, PendingLog], schema=PENDING_SCHEMA, what="pending log", compress=True
+)
+encode_logs = _codec.encode
+decode_logs = _codec.decode

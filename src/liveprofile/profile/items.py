@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import msgspec
 
-from liveprofile.errors import StateVersionError
+from liveprofile.store.codec import VersionedCodec
 
 ITEM_SCHEMA = 1
 
@@ -41,18 +41,6 @@ class ItemStats(msgspec.Struct, array_like=True, gc=False):
         return (self.value_sum + prior * strength) / (self.value_n + strength)
 
 
-_encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(ItemStats)
-
-
-def encode_item(stats: ItemStats) -> bytes:
-    return bytes([ITEM_SCHEMA]) + _encoder.encode(stats)
-
-
-def decode_item(blob: bytes) -> ItemStats:
-    if not blob or blob[0] != ITEM_SCHEMA:
-        raise StateVersionError(
-            f"item statistics have schema {blob[:1].hex() or 'none'}, this version reads "
-            f"{ITEM_SCHEMA}: replay the events into a new store"
-        )
-    return _decoder.decode(blob[1:])
+_codec = VersionedCodec(ItemStats, schema=ITEM_SCHEMA, what="item record")
+encode_item = _codec.encode
+decode_item = _codec.decode

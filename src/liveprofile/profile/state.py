@@ -24,9 +24,9 @@ from typing import Any
 import msgspec
 
 from liveprofile.config import ProfileConfig
-from liveprofile.errors import StateVersionError
 from liveprofile.events.schema import Event
 from liveprofile.profile.decay import REBASE_AFTER, decayed_value, rebase_factor
+from liveprofile.store.codec import VersionedCodec
 
 PROFILE_SCHEMA = 1
 DAY = 86400.0
@@ -189,19 +189,7 @@ def lifecycle(p: Profile, at: float) -> str:
     return "new" if (at - p.first_ts) / DAY <= NEW_DAYS else "active"
 
 
-_encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(Profile)
-
-
-def encode_profile(p: Profile) -> bytes:
-    """Compact, versioned bytes: one schema byte, then the profile as a MessagePack array."""
-    return bytes([PROFILE_SCHEMA]) + _encoder.encode(p)
-
-
-def decode_profile(blob: bytes) -> Profile:
-    if not blob or blob[0] != PROFILE_SCHEMA:
-        raise StateVersionError(
-            f"profile has schema {blob[:1].hex() or 'none'}, this version reads "
-            f"{PROFILE_SCHEMA}: replay the events into a new store"
-        )
-    return _decoder.decode(blob[1:])
+#: compact, versioned bytes: one schema byte, then the profile as a MessagePack array
+_codec = VersionedCodec(Profile, schema=PROFILE_SCHEMA, what="profile")
+encode_profile = _codec.encode
+decode_profile = _codec.decode
