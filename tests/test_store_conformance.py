@@ -7,6 +7,7 @@ data), and whether its data outlives ``close()``.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import sqlite3
@@ -18,6 +19,7 @@ import pytest
 
 from liveprofile.errors import LiveprofileError, StoreError
 from liveprofile.store import MemoryStore, SQLiteStore, Store, open_store
+from liveprofile.store.redis import RedisStore
 
 
 @dataclass(frozen=True)
@@ -29,9 +31,19 @@ class Backend:
     persistent: bool
 
 
+#: a real Redis server (CI starts one if none runs); db 15 keeps tests apart from other data
+REDIS_URL = os.environ.get("LIVEPROFILE_TEST_REDIS", "redis://127.0.0.1:6379/15")
+
+
+def _redis(tmp: Path) -> Store:
+    prefix = "lp-test-" + hashlib.sha1(str(tmp).encode()).hexdigest()[:16]
+    return RedisStore(REDIS_URL, prefix=prefix)
+
+
 BACKENDS = [
     Backend("memory", lambda _: MemoryStore(), persistent=False),
     Backend("sqlite", lambda tmp: SQLiteStore(tmp / "store" / "profiles.db"), persistent=True),
+    Backend("redis", _redis, persistent=True),
 ]
 
 
@@ -45,6 +57,8 @@ def store(backend: Backend, tmp_path: Path) -> Iterator[Store]:
     s = backend.open(tmp_path)
     s.setup()
     yield s
+    if isinstance(s, RedisStore):
+        s.drop()
     s.close()
 
 
@@ -293,10 +307,46 @@ def test_open_store_plain_path(tmp_path: Path) -> None:
         store.setup()  # read-only and missing
 
 
-@pytest.mark.parametrize("url", ["redis://localhost:6379/0", "postgres://db", "mem://"])
+def test_open_store_redis_url() -> None:
+    store = open_store("redis://127.0.0.1:6379/15?prefix=lp-url-test")
+    assert isinstance(store, RedisStore) and store.prefix == "lp-url-test"
+    assert store.url == "redis://127.0.0.1:6379/15"
+
+
+def test_redis_down_is_a_store_error() -> None:
+    store = RedisStore("redis://127.0.0.1:1/0")  # nothing listens on port 1
+    with pytest.raises(StoreError, match="cannot connect"):
+        store.setup()
+
+
+@pytest.mark.parametrize("url", ["postgres://db", "mem://"])
 def test_open_store_unknown_scheme(url: str) -> None:
     with pytest.raises(StoreError) as info:
         open_store(url)
     message = str(info.value)
     assert url in message and "memory://" in message and "sqlite:///" in message
+    assert "redis://" in message
     assert isinstance(info.value, LiveprofileError)
+
+
+def test_a_replay_into_redis_equals_one_into_sqlite(tmp_path: Path) -> None:
+    from liveprofile import replay
+    from liveprofile.datasets.synthetic import SyntheticConfig, write_jsonl
+
+    events = tmp_path / "events.jsonl"
+    write_jsonl(events, SyntheticConfig(users=40, days=5, seed=4), invalid_rate=0.01)
+    redis_store = _redis(tmp_path)
+    assert isinstance(redis_store, RedisStore)
+    url = f"{REDIS_URL}?prefix={redis_store.prefix}"
+    try:
+        a = replay(events, store=tmp_path / "s.db", progress=False)
+        b = replay(events, store=url, dead_letters=tmp_path / "dead.jsonl", progress=False)
+        assert (a["events"], a["dead_letters"]) == (b["events"], b["dead_letters"])
+        assert a["tasks"] == b["tasks"]
+        sqlite_store = SQLiteStore(tmp_path / "s.db")
+        for namespace in ("profile", "item", "pending", "dedup"):
+            assert dict(sqlite_store.scan(namespace)) == dict(redis_store.scan(namespace))
+        sqlite_store.close()
+    finally:
+        redis_store.drop()
+        redis_store.close()

@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -90,8 +91,17 @@ def open_source(
 
 
 def default_dead_letters(store: PathLike) -> Path:
-    """Where dead letters go by default: beside the store file."""
-    return Path(str(store) + ".deadletters.jsonl")
+    """Where dead letters go by default: beside the store file, or for a server store, under
+    ``liveprofile-data/`` named after its URL.
+
+    >>> str(default_dead_letters("redis://127.0.0.1:6379/0?prefix=shop"))
+    'liveprofile-data/redis-127.0.0.1-6379-0-prefix-shop.deadletters.jsonl'
+    """
+    text = str(store)
+    if "://" in text and not text.startswith("sqlite://"):
+        name = re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-")
+        return Path("liveprofile-data") / f"{name}.deadletters.jsonl"
+    return Path(text.removeprefix("sqlite://") + ".deadletters.jsonl")
 
 
 def _check_config(store: Store, config: PipelineConfig) -> None:

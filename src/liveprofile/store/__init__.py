@@ -1,4 +1,4 @@
-"""Feature stores behind one small interface: memory, SQLite (embedded default)."""
+"""Feature stores behind one small interface: memory, SQLite (embedded default), Redis."""
 
 from __future__ import annotations
 
@@ -18,8 +18,15 @@ def open_store(url: str, *, read_only: bool = False) -> Store:
     """
     if url == "memory://":
         return MemoryStore()
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        from liveprofile.store.redis import RedisStore
+
+        return RedisStore(url)
     if url.startswith("sqlite://"):
         return SQLiteStore(url.removeprefix("sqlite://"), read_only=read_only)
     if "://" in url:
-        raise StoreError(f"unknown store {url!r}: use a file path, sqlite:///path or memory://")
+        raise StoreError(
+            f"unknown store {url!r}: use a file path, sqlite:///path, redis://host:port/db "
+            "or memory://"
+        )
     return SQLiteStore(url, read_only=read_only)

@@ -1,0 +1,117 @@
+"""A Redis store: one hash per namespace, one transaction per commit.
+
+Rows of namespace ``ns`` live in the hash ``{prefix}:{ns}`` and blobs in ``{prefix}:meta``;
+a batch read is one ``HMGET`` and a commit is one ``MULTI``/``EXEC`` pipeline, so profiles, models
+and the source offset become visible together or not at all.
+
+>>> store = RedisStore("redis://127.0.0.1:6379/0", prefix="liveprofile-doctest")
+>>> store.setup()
+>>> store.commit({"profile": {"u1": b"x"}}, {"offset": b"1"})
+>>> store.read("profile", ["u1", "u2"]), store.get_meta("offset")
+([b'x', None], b'1')
+>>> store.drop()
+>>> store.close()
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import cast
+from urllib.parse import parse_qs, urlsplit
+
+import redis
+
+from liveprofile.errors import StoreError
+from liveprofile.store.base import Rows
+
+#: what redis-py accepts as a hash field or value
+_Field = bytes | bytearray | memoryview | str | int | float
+
+
+class RedisStore:
+    """Rows and blobs in Redis hashes under a key prefix."""
+
+    def __init__(self, url: str = "redis://127.0.0.1:6379/0", *, prefix: str | None = None) -> None:
+        query = parse_qs(urlsplit(url).query)
+        self.prefix = prefix or query.get("prefix", ["liveprofile"])[0]
+        self.url = url.split("?", 1)[0]
+        self._client: redis.Redis | None = None
+
+    @property
+    def client(self) -> redis.Redis:
+        if self._client is None:
+            self.setup()
+        assert self._client is not None
+        return self._client
+
+    def _key(self, namespace: str) -> str:
+        return f"{self.prefix}:{namespace}"
+
+    @contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except redis.RedisError as exc:
+            raise StoreError(f"cannot {what} at {self.url} ({self.prefix}): {exc}") from None
+
+    def setup(self) -> None:
+        if self._client is not None:
+            return
+        with self._errors("connect"):
+            client = redis.Redis.from_url(self.url)
+            client.ping()
+        self._client = client
+
+    def read(self, namespace: str, keys: Sequence[str]) -> list[bytes | None]:
+        if not keys:
+            return []
+        with self._errors("read"):
+            values = self.client.hmget(self._key(namespace), list(keys))
+        return [None if v is None else bytes(cast(bytes, v)) for v in values]
+
+    def scan(self, namespace: str) -> Iterator[tuple[str, bytes]]:
+        with self._errors("scan"):
+            rows = cast(dict[bytes, bytes], self.client.hgetall(self._key(namespace)))
+        for key in sorted(rows):
+            yield key.decode(), rows[key]
+
+    def count(self, namespace: str) -> int:
+        with self._errors("count"):
+            return int(self.client.hlen(self._key(namespace)))
+
+    def get_meta(self, name: str) -> bytes | None:
+        with self._errors("read"):
+            value = self.client.hget(self._key("meta"), name)
+        return None if value is None else bytes(cast(bytes, value))
+
+    def commit(self, rows: Rows, meta: Mapping[str, bytes]) -> None:
+        values = [v for changes in rows.values() for v in changes.values() if v is not None]
+        bad = [v for v in (*values, *meta.values()) if not isinstance(v, bytes | bytearray)]
+        if bad:
+            raise StoreError(f"cannot commit {type(bad[0]).__name__}: values must be bytes")
+        with self._errors("commit"):
+            pipe = self.client.pipeline(transaction=True)
+            for namespace, changes in rows.items():
+                upserts: dict[_Field, _Field] = {k: v for k, v in changes.items() if v is not None}
+                deletes = [k for k, v in changes.items() if v is None]
+                if upserts:
+                    pipe.hset(self._key(namespace), mapping=upserts)
+                if deletes:
+                    pipe.hdel(self._key(namespace), *deletes)
+            if meta:
+                blobs: dict[_Field, _Field] = {k: v for k, v in meta.items()}
+                pipe.hset(self._key("meta"), mapping=blobs)
+            pipe.execute()
+
+    def drop(self) -> None:
+        """Delete every key of this store's prefix (for tests and privacy erasure)."""
+        with self._errors("drop"):
+            keys = list(self.client.scan_iter(match=f"{self.prefix}:*", count=1000))
+            if keys:
+                self.client.delete(*keys)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
