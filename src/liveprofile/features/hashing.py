@@ -53,6 +53,7 @@ class FeatureBuilder:
         self.config = config
         self.mask = (1 << config.bits) - 1
         self._h_counters = updater.h_counters
+        self._h_interests = updater.h_interests
         self._crosses = config.crosses
         self._time = config.time_of_day
         self.names: dict[int, str] = {}
@@ -66,6 +67,8 @@ class FeatureBuilder:
             idx("item_pop"),
         )
         self._cross_salt = idx("user_x_topic")
+        self._interest = idx("interest")
+        self._interest_b = _table(idx, "interest_b", 17)
         self._top = [idx("top_interest=0"), idx("top_interest=1")]
         self._hours = _table(idx, "hour", 24)
         self._weekdays = _table(idx, "weekday", 7)
@@ -183,10 +186,16 @@ class FeatureBuilder:
             total = sum(interests.values())
             share = sum(interests.get(t, 0.0) for t in topics) / total if total > 0 else 0.0
             top = max(interests, key=interests.__getitem__)
+            # the decayed weight itself: how much of this the user did lately, not only its share
+            own = interests.get(topics[0], 0.0) * 2.0 ** (
+                -(max(ts, p.last_ts) - p.anchor) / self._h_interests
+            )
             idx.append(self._affinity)
             idx.append(self._affinity_b[min(int(share * 10), 9)])
             idx.append(self._top[top in topics])
-            val += (share, 1.0, 1.0)
+            idx.append(self._interest)
+            idx.append(self._interest_b[min(int(math.log2(1 + own)), 16)])
+            val += (share, 1.0, 1.0, math.log1p(own), 1.0)
 
     def task_features(
         self, task: str, p: Profile | None, item: ItemStats | None
