@@ -102,7 +102,7 @@ def subset_ops(ops: OpBatch, rows: list[int], ys: list[float], kind: int) -> OpB
     out = OpBatch()
     for k, y in zip(rows, ys, strict=True):
         s, e = ops.starts[k], ops.starts[k + 1]
-        out.add(kind, ops.idx[s:e], ops.val[s:e], y)
+        out.add(kind, list(ops.idx[s:e]), list(ops.val[s:e]), y)
     return out
 
 
@@ -152,17 +152,17 @@ def delayed_labels(events: list[Event], task: TaskConfig) -> DelayedLabels:
         if e.ts > watermark:
             watermark = e.ts
             while heap and heap[0][0] < watermark:
-                *_, user, key, x = heapq.heappop(heap)
+                *_, user, closed_key, x = heapq.heappop(heap)
                 out.resolved.append(x)
-                if waiting.get((user, key)) == x:
-                    del waiting[(user, key)]
+                if waiting.get((user, closed_key)) == x:
+                    del waiting[(user, closed_key)]
         key = e.item_id if by_item else e.category
         if key is None:
             continue
         if e.type in conversion:
-            x = waiting.get((e.user, key))
-            if x is not None and out.open_ts[x] < e.ts <= out.deadline[x]:
-                out.converted[x] = True
+            open_x = waiting.get((e.user, key))
+            if open_x is not None and out.open_ts[open_x] < e.ts <= out.deadline[open_x]:
+                out.converted[open_x] = True
                 del waiting[(e.user, key)]
         if e.type not in on or (e.user, key) in waiting:
             continue

@@ -7,6 +7,7 @@ labels, from which AUC and log loss are computed the same way for everyone.
 
 from __future__ import annotations
 
+import math
 import tracemalloc
 from collections import deque
 from collections.abc import Callable, Hashable, Mapping
@@ -25,7 +26,7 @@ from liveprofile.config import PipelineConfig
 from liveprofile.engine.local import LocalRunner
 from liveprofile.events.schema import Event
 from liveprofile.events.sources import Source
-from liveprofile.learn.base import LEARN, PREDICT, OpBatch
+from liveprofile.learn.base import LEARN, PREDICT, OpBatch, probability
 from liveprofile.learn.linear import FTRLProximal
 from liveprofile.profile.state import decode_profile
 from liveprofile.store.sqlite import SQLiteStore
@@ -49,7 +50,7 @@ class Result:
 
     @property
     def rate(self) -> float:
-        return self.units / self.seconds if self.seconds else float("nan")
+        return self.units / self.seconds if self.seconds > 0 and self.units else math.nan
 
     def metrics(self) -> tuple[int, float | None, float | None]:
         """Number of scored predictions, AUC and log loss (over predictions with a label)."""
@@ -60,13 +61,9 @@ class Result:
         return len(y), float(roc_auc_score(y, p)), float(log_loss(y, p, labels=[0.0, 1.0]))
 
 
-def _p_true(proba: Mapping[Any, float]) -> float:
-    """P(y=1) from a River ``predict_proba_one`` answer (0.5 before the model knows anything)."""
-    return float(proba.get(True, 0.0)) if proba else 0.5
-
-
 def _predict_mask(ops: OpBatch) -> npt.NDArray[np.bool_]:
-    return (np.asarray(ops.kinds, dtype=np.int64) & PREDICT) != 0
+    kinds: npt.NDArray[np.int64] = np.asarray(ops.kinds, dtype=np.int64)
+    return np.bitwise_and(kinds, PREDICT).astype(np.bool_)
 
 
 # -- (a) liveprofile end to end ----------------------------------------------------------------
@@ -80,7 +77,7 @@ class _RecordingFTRL(FTRLProximal):
         self.outputs: list[tuple[Any, Any, F64]] = []
 
     def run_arrays(self, kinds: Any, starts: Any, idx: Any, val: Any, ys: Any) -> F64:
-        out = super().run_arrays(kinds, starts, idx, val, ys)
+        out: F64 = super().run_arrays(kinds, starts, idx, val, ys)
         self.outputs.append((kinds, ys, out))
         return out
 
@@ -133,8 +130,15 @@ def run_liveprofile(
         **profile_memory(store),
     }
     runner.close()
-    return Result("liveprofile", "end to end", stats.events, stats.seconds, preds,
-                  labels if len(preds) else np.empty(0), extra=extra)  # fmt: skip
+    return Result(
+        "liveprofile",
+        "end to end",
+        stats.events,
+        stats.seconds,
+        preds,
+        labels if len(preds) else np.empty(0),
+        extra=extra,
+    )
 
 
 # -- (b) learners alone on liveprofile's hashed features ----------------------------------------
@@ -158,7 +162,7 @@ def run_river_learner(model: Any, ops: OpBatch, labels: F64, name: str) -> Resul
     start = perf_counter()
     for kind, x, y in zip(ops.kinds, xs, ops.ys, strict=True):
         if kind & PREDICT:
-            preds.append(_p_true(model.predict_proba_one(x)))
+            preds.append(probability(model.predict_proba_one(x)))
         if kind & LEARN:
             model.learn_one(x, y == 1.0)
     seconds = perf_counter() - start
@@ -216,51 +220,66 @@ def run_sklearn(ops: OpBatch, bits: int) -> Result:
         preds.append(float(model.predict_proba(row)[0, 1]) if k else 0.5)
         model.partial_fit(row, ys[k : k + 1], classes=classes)
     seconds = perf_counter() - start
-    return Result("scikit-learn SGDClassifier.partial_fit", "learner alone", len(ops), seconds,
-                  np.asarray(preds), np.asarray(ops.ys))  # fmt: skip
+    return Result(
+        "scikit-learn SGDClassifier.partial_fit",
+        "learner alone",
+        len(ops),
+        seconds,
+        np.asarray(preds),
+        np.asarray(ops.ys),
+    )
 
 
 # -- (c) River pipeline from the raw events ------------------------------------------------------
 
 
+ONE_HOT_ITEMS = False
+
+
 def _one_hot(x: dict[str, Any]) -> dict[str, float]:
-    out = {f"user_{x['user']}": 1.0, f"item_{x['item']}": 1.0,
-           f"hour_{x['hour']}": 1.0, f"weekday_{x['weekday']}": 1.0}  # fmt: skip
+    out = {f"user_{x['user']}": 1.0, f"hour_{x['hour']}": 1.0, f"weekday_{x['weekday']}": 1.0}
+    if ONE_HOT_ITEMS:
+        out[f"item_{x['item']}"] = 1.0
     for topic in x["topics"]:
         out[f"topic_{topic}"] = 1.0
-    if "value" in x:
-        out["value"] = x["value"]
     return out
 
 
 def event_dict(e: Event) -> dict[str, Any]:
     """The raw event as a River feature dict (no label, no profile)."""
     moment = datetime.fromtimestamp(e.ts, UTC)
-    x: dict[str, Any] = {"user": e.user, "item": e.item_id, "topics": e.topics(),
-                         "hour": moment.hour, "weekday": moment.weekday()}  # fmt: skip
-    if e.category is not None:
-        x["category"] = e.category
+    x: dict[str, Any] = {
+        "user": e.user,
+        "item": e.item_id,
+        "category": e.category or "",
+        "topics": e.topics(),
+        "hour": moment.hour,
+        "weekday": moment.weekday(),
+    }
     if e.type == "purchase" and e.value is not None:
         x["value"] = e.value
     return x
 
 
 def river_pipeline(by_category: bool) -> Any:
-    """Per-user and per-item target means and counts plus one-hot features, scaled, logistic."""
+    """Target means and counts per user and item (and category), scaled, plus one-hot features
+    (kept out of the scaler, which would turn them into zeros), into a logistic regression."""
     from river import compose, feature_extraction, linear_model, preprocessing, stats
 
     groups: list[list[str]] = [["user"], ["item"]]
     if by_category:
         groups += [["category"], ["user", "category"]]
-    steps: list[Any] = []
+    aggs: list[Any] = []
     for by in groups:
-        steps.append(feature_extraction.TargetAgg(by=by, how=stats.Mean()))
-        steps.append(feature_extraction.Agg(on="hour", by=by, how=stats.Count()))
-    steps.append(compose.FuncTransformer(_one_hot))
-    union = steps[0]
-    for step in steps[1:]:
-        union = union + step
-    return union | preprocessing.StandardScaler() | linear_model.LogisticRegression()
+        aggs.append(feature_extraction.TargetAgg(by=by, how=stats.Mean()))
+        aggs.append(feature_extraction.Agg(on="hour", by=by, how=stats.Count()))
+    if by_category:
+        aggs.append(compose.Select("value"))
+    numeric = aggs[0]
+    for step in aggs[1:]:
+        numeric = numeric + step
+    scaled = numeric | preprocessing.StandardScaler()
+    return (scaled + compose.FuncTransformer(_one_hot)) | linear_model.LogisticRegression()
 
 
 def run_river_pipeline(
@@ -270,32 +289,25 @@ def run_river_pipeline(
     reveal: Callable[[int], float],
     by_category: bool,
 ) -> Result:
-    """Every event updates the pipeline's unsupervised state; exposures are predicted, and learned
-    once ``reveal(exposure)`` has passed in event time (immediately when it returns -inf)."""
-    from river import compose
-
+    """Each example is predicted at its event and learned once ``reveal(k)`` has passed in event
+    time (right away when it returns -inf), the way ``river.evaluate.progressive_val_score``
+    does with a delay."""
     model = river_pipeline(by_category)
-    is_exposure = dict.fromkeys(exposures)
-    number = {pos: x for x, pos in enumerate(exposures)}
     queue: deque[tuple[float, dict[str, Any], bool]] = deque()
     preds = np.full(len(exposures), np.nan)
     start = perf_counter()
-    with compose.learn_during_predict():
-        for pos, e in enumerate(events):
-            while queue and queue[0][0] < e.ts:
-                _, x_old, y_old = queue.popleft()
-                model.learn_one(x_old, y_old)
-            x = event_dict(e)
-            if pos not in is_exposure:
-                model.transform_one(x)
-                continue
-            k = number[pos]
-            preds[k] = _p_true(model.predict_proba_one(x))
-            if not np.isnan(labels[k]):
-                when = reveal(k)
-                if when == float("-inf"):
-                    model.learn_one(x, labels[k] == 1.0)
-                else:
-                    queue.append((when, x, labels[k] == 1.0))
+    for k, pos in enumerate(exposures):
+        e = events[pos]
+        while queue and queue[0][0] < e.ts:
+            _, x_old, y_old = queue.popleft()
+            model.learn_one(x_old, y_old)
+        x = event_dict(e)
+        preds[k] = probability(model.predict_proba_one(x))
+        if not np.isnan(labels[k]):
+            when = reveal(k)
+            if when == -math.inf:
+                model.learn_one(x, labels[k] == 1.0)
+            else:
+                queue.append((when, x, labels[k] == 1.0))
     seconds = perf_counter() - start
     return Result("River TargetAgg pipeline", "end to end", len(events), seconds, preds, labels)
