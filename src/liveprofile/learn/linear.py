@@ -239,7 +239,7 @@ class LogisticOGD(_HashedLinear):
     kind = "ogd"
 
     def __init__(
-        self, lr: float = 0.05, power: float = 0.0, l2: float = 0.0, bits: int = 20
+        self, lr: float = 0.01, power: float = 0.0, l2: float = 0.0, bits: int = 20
     ) -> None:
         super().__init__(bits)
         if lr <= 0 or power < 0 or l2 < 0:
