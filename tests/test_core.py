@@ -29,6 +29,7 @@ from liveprofile.events.sources import Batch
 from liveprofile.learn import dump_learner, make_learner
 from liveprofile.learn.tasks import TaskState
 from liveprofile.profile.items import decode_item, encode_item
+from liveprofile.profile.population import standing
 from liveprofile.profile.state import decode_profile, encode_profile
 from liveprofile.store import MemoryStore, SQLiteStore, Store
 
@@ -515,3 +516,17 @@ def test_convert_task_learns_the_planted_signal() -> None:
     assert summary["auc"] > 0.6
     assert summary["logloss"] < math.log(2)  # better than the uninformed 0.5
     assert state.tasks["like"].metrics.n == 0  # no ratings in the shop
+
+
+def test_population_counts_every_profile_once_and_ranks_them() -> None:
+    cfg = config(CONVERT, batch_size=100)
+    events = synthetic(users=30, days=6, seed=5)
+    state = run_core(cfg, events, batch=100)
+    pop = state.population
+    assert sum(pop.frequency) == sum(pop.monetary) == sum(pop.last_day.values())
+    assert sum(pop.frequency) == len(state.profiles)
+    standings = {u: standing(p) for u, p in state.profiles.items()}
+    best = max(standings.values(), key=lambda s: s[1])
+    worst = min(standings.values(), key=lambda s: s[1])
+    assert pop.scores(best)[2] == 5 and pop.scores(worst)[2] <= 2
+    assert all(1 <= score <= 5 for s in standings.values() for score in pop.scores(s))

@@ -35,6 +35,7 @@ from liveprofile.engine.state import Checkpoint, PipelineState
 from liveprofile.errors import ConfigError, ProfileNotFound, SourceError, StateVersionError
 from liveprofile.events.sources import Batch, CsvSource, JsonlSource, Source, read_item_tags
 from liveprofile.learn.registry import dump_learner, load_learner
+from liveprofile.profile.population import Population, standing
 from liveprofile.profile.state import ProfileUpdater, decode_profile
 from liveprofile.store import MemoryStore, Store, open_store
 
@@ -171,7 +172,12 @@ def read_profile(store: PathLike | Store, user: str) -> dict[str, Any]:
         as_of = profile.last_ts
         if ckpt_blob is not None:
             as_of = max(as_of, msgspec.msgpack.decode(ckpt_blob, type=Checkpoint).watermark)
-        return ProfileUpdater(config.profile).view(profile, at=as_of)
+        pop_blob = backend.get_meta("population")
+        rfm = None
+        if pop_blob is not None:
+            population = msgspec.msgpack.decode(pop_blob, type=Population)
+            rfm = population.scores(standing(profile))
+        return ProfileUpdater(config.profile).view(profile, at=as_of, rfm=rfm)
     finally:
         if not isinstance(store, Store):
             backend.close()

@@ -23,6 +23,11 @@ def render_profile(view: dict[str, Any]) -> Group:
     summary.add_row("lifecycle", view["lifecycle"])
     summary.add_row("frequency (purchases)", str(view["frequency"]))
     summary.add_row("monetary", f"{view['monetary']:.2f}")
+    if view["rfm"] is not None:
+        rfm = view["rfm"]
+        summary.add_row(
+            "RFM scores (1-5)", f"R {rfm['recency']}  F {rfm['frequency']}  M {rfm['monetary']}"
+        )
     summary.add_row("events", str(view["events"]))
     if view["mean_value"] is not None:
         summary.add_row("mean value (e.g. rating)", f"{view['mean_value']:.2f}")

@@ -31,6 +31,7 @@ from liveprofile.learn.base import LEARN, PREDICT, PREDICT_LEARN, run_ops
 from liveprofile.learn.tasks import Pending, PendingLog, TaskState
 from liveprofile.profile.decay import needs_rebase, rebase_factor
 from liveprofile.profile.items import ItemStats
+from liveprofile.profile.population import Standing, standing
 from liveprofile.profile.state import ProfileUpdater
 from liveprofile.profile.traits import TraitEvaluator
 
@@ -93,6 +94,7 @@ class Core:
         build, task_features = self.features.build, self.features.task_features
         apply = self.updater.apply
         watermark = ckpt.watermark
+        before: dict[str, Standing | None] = {}  # where each user stood before this batch
         for e in events:
             if not dedup.add(e.event_id):
                 out.duplicates += 1
@@ -140,6 +142,8 @@ class Core:
                     records.append((_IMMEDIATE, task, k, user, ts, label))
                     immediate.append((task, label))
                     out.examples += 1
+            if user not in before:
+                before[user] = None if p is None else standing(p)
             if p is None:
                 p = profiles[user] = self.updater.new(user, ts)
             apply(p, e)
@@ -161,6 +165,8 @@ class Core:
         ckpt.events += out.applied
         ckpt.duplicates += out.duplicates
         self._run_models(state, records, out)
+        for user, old in before.items():
+            state.population.move(old, standing(profiles[user]))
         if self.traits is not None:
             # traits depend only on the profile, so the state committed per batch is the same
             # as evaluating them after every event, at a fraction of the cost

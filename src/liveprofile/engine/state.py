@@ -22,6 +22,7 @@ from liveprofile.learn.metrics import Prequential
 from liveprofile.learn.registry import dump_learner, load_learner, make_learner
 from liveprofile.learn.tasks import PendingLog, TaskState, decode_logs, encode_logs
 from liveprofile.profile.items import ItemStats, decode_item, encode_item
+from liveprofile.profile.population import Population
 from liveprofile.profile.state import Profile, decode_profile, encode_profile
 from liveprofile.store.base import Store
 
@@ -59,6 +60,7 @@ class PipelineState:
             self.tasks[task.name] = state
         self.dedup = DedupWindow(config.run.dedup_window)
         self.checkpoint = Checkpoint()
+        self.population = Population()
         self._dedup_chunks: deque[tuple[int, int]] = deque()
         self._resting_profiles: dict[str, bytes] = {}
         self._resting_items: dict[str, bytes] = {}
@@ -89,6 +91,9 @@ class PipelineState:
                 f"store has state schema {ckpt.schema}, this version reads {STATE_SCHEMA}"
             )
         state.checkpoint = ckpt
+        population = store.get_meta("population")
+        if population is not None:
+            state.population = msgspec.msgpack.decode(population, type=Population)
         state._dedup_chunks = deque(ckpt.dedup_chunks)
         for name, task in state.tasks.items():
             model = store.get_meta(f"model/{name}")
@@ -157,6 +162,7 @@ class PipelineState:
             meta[f"model/{name}"] = dump_learner(task.learner)
             meta[f"metrics/{name}"] = task.metrics.to_bytes()
         ckpt.seq += 1
+        meta["population"] = msgspec.msgpack.encode(self.population)
         meta["checkpoint"] = msgspec.msgpack.encode(ckpt)
         return rows, meta
 

@@ -30,6 +30,7 @@ from liveprofile.store.codec import VersionedCodec
 
 PROFILE_SCHEMA = 1
 DAY = 86400.0
+RFM = ("recency", "frequency", "monetary")
 
 
 class Profile(msgspec.Struct, array_like=True, gc=False):
@@ -144,8 +145,11 @@ class ProfileUpdater:
         f = 2.0 ** (-(at - p.anchor) / self.h_interests)
         return {k: v * f for k, v in sorted(p.interests.items(), key=lambda kv: -kv[1])}
 
-    def view(self, p: Profile, at: float | None = None) -> dict[str, Any]:
-        """A readable snapshot of the profile as of event time ``at`` (default: its last event)."""
+    def view(
+        self, p: Profile, at: float | None = None, rfm: tuple[int, int, int] | None = None
+    ) -> dict[str, Any]:
+        """A readable snapshot of the profile as of event time ``at`` (default: its last event),
+        with its RFM scores against the population when given (see ``profile.population``)."""
         at = p.last_ts if at is None else at
         return {
             "user": p.user,
@@ -154,6 +158,7 @@ class ProfileUpdater:
             "last_seen": p.last_ts,
             "recency_days": max(0.0, (at - p.last_ts) / DAY),
             "lifecycle": lifecycle(p, at),
+            "rfm": None if rfm is None else dict(zip(RFM, rfm, strict=True)),
             "days_since_last_purchase": None
             if p.last_purchase_ts is None
             else max(0.0, (at - p.last_purchase_ts) / DAY),
