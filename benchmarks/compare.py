@@ -202,6 +202,7 @@ def bench(ds: Dataset, args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 "profiles",
                 "sqlite_bytes_per_profile",
                 "blob_bytes_per_profile",
+                "resting_bytes_per_profile",
                 "python_bytes_per_profile",
             )
         },

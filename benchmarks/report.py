@@ -91,8 +91,10 @@ def footnotes(report: dict[str, Any]) -> list[str]:
         "scikit-learn: SGDClassifier(loss='log_loss').partial_fit per example on a sparse row.",
         f"Memory per profile ({mem['profiles']:,} profiles): SQLite file incl. WAL / profiles "
         f"{mem['sqlite_bytes_per_profile']:,.0f} B (the whole store: items, pending examples, "
-        f"de-dup log, model); profile blob {mem['blob_bytes_per_profile']:,.0f} B; decoded in "
-        f"Python {mem['python_bytes_per_profile']:,.0f} B (tracemalloc).",
+        f"de-dup log, model); profile blob {mem['blob_bytes_per_profile']:,.0f} B; in the "
+        f"process between batches (committed bytes in a dict) "
+        f"{mem['resting_bytes_per_profile']:,.0f} B, decoded while a batch uses it "
+        f"{mem['python_bytes_per_profile']:,.0f} B (tracemalloc).",
         "Checks: the runner's own metrics (AUC over 2,048 score bins) "
         f"auc={_num(checks['runner_auc_binned'], '.4f')} "
         f"logloss={_num(checks['runner_logloss'], '.4f')} n={checks['runner_n']:,}; "

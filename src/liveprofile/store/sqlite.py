@@ -137,5 +137,9 @@ class SQLiteStore:
 
     def close(self) -> None:
         if self._db is not None:
+            if not self.read_only:
+                # fold the write-ahead log back into the database file
+                with self._errors("checkpoint"):
+                    self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._db.close()
             self._db = None
