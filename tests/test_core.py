@@ -212,7 +212,7 @@ def test_features_use_the_profile_before_the_event() -> None:
     assert names["recency"] == pytest.approx(math.log1p(120 / DAY))
 
     idx, val = core.features.build(e3, p_before, item_before)
-    t_idx, t_val = core.features.task_features("convert", p_before, item_before)
+    t_idx, t_val = core.features.task_features("convert", p_before, item_before, "i2")
     pending = state.tasks["convert"].pending[("u1", "i2", e3.ts)]
     assert array("q", pending.idx).tolist() == idx + t_idx
     assert array("d", pending.val).tolist() == val + t_val

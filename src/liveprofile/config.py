@@ -33,6 +33,8 @@ class ProfileConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     counters_half_life: Duration = "7d"
     interests_half_life: Duration = "30d"
     top_k: int = 16
+    #: keys (e.g. categories) per user whose outcomes of delayed tasks are counted
+    outcome_keys: int = 64
     #: which interest keys to track; empty means every category and tag seen.
     track: list[str] = []
     #: interest weight per event type; types not listed weigh ``default_weight``.

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from liveprofile.config import LabelConfig, PipelineConfig, TaskConfig
+from liveprofile.config import LabelConfig, LearnerConfig, PipelineConfig, TaskConfig
 from liveprofile.errors import SourceError
 from liveprofile.events.schema import Event
 from liveprofile.events.sources import Batch
@@ -40,6 +40,7 @@ def quickstart_config() -> PipelineConfig:
                 label=LabelConfig(
                     kind="delayed", conversion=["purchase"], key="category", window="14d"
                 ),
+                learner=LearnerConfig(kind="ftrl", params={"alpha": 0.1}),
             )
         ],
         traits={

@@ -62,6 +62,7 @@ class Core:
         self.features = FeatureBuilder(config.features, self.updater)
         self.traits = TraitEvaluator(config.traits, self.updater) if config.traits else None
         self._h_items = self.updater.h_counters
+        self._key_room = config.profile.outcome_keys
 
     def new_state(self) -> PipelineState:
         return PipelineState(self.config)
@@ -121,7 +122,7 @@ class Core:
                         continue
                     if shared is None:
                         shared = build(e, p, it)
-                    t_idx, t_val = task_features(task.name, p, it)
+                    t_idx, t_val = task_features(task.name, p, it, key)
                     idx, val = shared[0] + t_idx, shared[1] + t_val
                     pending = task.open(user, key, item_id, ts, array("q", idx), array("d", val))
                     k = task.ops.add(PREDICT, idx, val)
@@ -204,6 +205,7 @@ class Core:
         p = state.profiles.get(pending.user)
         if p is not None:
             p.record_outcome(task.name, label)
+            p.record_key_outcome(task.name, pending.key, label, self._key_room)
             out.users.add(pending.user)
         if pending.item is not None:
             it = state.items.get(pending.item)

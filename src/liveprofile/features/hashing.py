@@ -69,6 +69,9 @@ class FeatureBuilder:
         self._cross_salt = idx("user_x_topic")
         self._interest = idx("interest")
         self._interest_b = _table(idx, "interest_b", 17)
+        self._key_rate = idx("key_rate")
+        self._key_rate_b = _table(idx, "key_rate_b", 10)
+        self._key_seen_b = _table(idx, "key_seen_b", 13)
         self._top = [idx("top_interest=0"), idx("top_interest=1")]
         self._hours = _table(idx, "hour", 24)
         self._weekdays = _table(idx, "weekday", 7)
@@ -198,12 +201,18 @@ class FeatureBuilder:
             val += (share, 1.0, 1.0, math.log1p(own), 1.0)
 
     def task_features(
-        self, task: str, p: Profile | None, item: ItemStats | None
+        self, task: str, p: Profile | None, item: ItemStats | None, key: str | None = None
     ) -> tuple[list[int], list[float]]:
-        """Features specific to one task: the user's and the item's past outcome rates."""
+        """Features specific to one task: the user's and the item's past outcome rates, and for
+        a delayed task the user's past outcomes on this key (e.g. this category)."""
         idx: list[int] = []
         val: list[float] = []
         prior, strength = self.RATE_PRIOR, self.RATE_STRENGTH
+        if key is not None and p is not None:
+            rate, n = p.key_outcome_rate(task, key, prior, strength)
+            idx += (self._key_rate, self._key_rate_b[min(int(rate * 10), 9)])
+            idx.append(self._key_seen_b[min(int(math.log2(1 + n)), 12)])
+            val += (rate - prior, 1.0, 1.0)
         for who, stats in (("u", p), ("i", item)):
             new, rate_i, rate_b, seen_b = self._task[who]
             if stats is None:

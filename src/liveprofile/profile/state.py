@@ -19,6 +19,7 @@ Everything is a function of event time: counters and interests are forward-decay
 
 from __future__ import annotations
 
+import zlib
 from typing import Any
 
 import msgspec
@@ -53,6 +54,9 @@ class Profile(msgspec.Struct, array_like=True, gc=False):
     examples: dict[str, int] = {}
     scores: dict[str, float] = {}
     traits: dict[str, float | bool | str] = {}
+    #: outcomes of delayed examples per task and key, in bounded room: CRC32 of "task:key" ->
+    #: positives << 24 | examples (see :meth:`record_key_outcome`)
+    key_outcomes: dict[int, int] = {}
 
     def outcome_rate(self, task: str, prior: float, strength: float) -> float:
         """This user's positive rate for ``task``, shrunk toward ``prior``."""
@@ -63,6 +67,24 @@ class Profile(msgspec.Struct, array_like=True, gc=False):
         self.examples[task] = self.examples.get(task, 0) + 1
         if positive:
             self.positives[task] = self.positives.get(task, 0) + 1
+
+    def record_key_outcome(self, task: str, key: str, positive: bool, room: int) -> None:
+        """Count an outcome of ``task`` for one key (e.g. a category). When the keys outgrow
+        ``room`` by a quarter, the ones with the fewest examples go, back down to ``room``."""
+        outcomes = self.key_outcomes
+        name = zlib.crc32(f"{task}:{key}".encode())
+        outcomes[name] = outcomes.get(name, 0) + (1 << 24 if positive else 0) + 1
+        if len(outcomes) > room + room // 4:
+            kept = sorted(outcomes.items(), key=lambda kv: -(kv[1] & 0xFFFFFF))[:room]
+            self.key_outcomes = dict(kept)
+
+    def key_outcome_rate(
+        self, task: str, key: str, prior: float, strength: float
+    ) -> tuple[float, int]:
+        """This user's positive rate for ``task`` on one key, shrunk toward ``prior``, and n."""
+        packed = self.key_outcomes.get(zlib.crc32(f"{task}:{key}".encode()), 0)
+        n = packed & 0xFFFFFF
+        return ((packed >> 24) + prior * strength) / (n + strength), n
 
 
 class ProfileUpdater:
