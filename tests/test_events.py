@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from liveprofile.datasets import movielens
 from liveprofile.errors import InvalidEvent, SourceError
 from liveprofile.events import DeadLetter, DeadLetterFile, Event, EventParser
 from liveprofile.events.deadletter import read_dead_letters
@@ -269,13 +270,8 @@ def test_jsonl_never_crashes_on_input(tmp_path: Path, bad: str) -> None:
 # -- CSV source --------------------------------------------------------------------------------
 
 RATINGS = "userId,movieId,rating,timestamp\n1,31,2.5,1260759144\n1,x,y,z\n2,10,4.0,835355493\n"
-MAPPING = {
-    "user_id": "userId",
-    "item_id": "movieId",
-    "value": "rating",
-    "ts": "timestamp",
-    "event_id": "{userId}:{movieId}",
-}
+# the MovieLens mapping, as the movielens preset uses it
+MAPPING = movielens.MAPPING
 
 
 def test_csv_maps_columns_and_dead_letters_bad_rows(tmp_path: Path) -> None:
