@@ -148,17 +148,14 @@ class Core:
             if p is None:
                 p = profiles[user] = self.updater.new(user, ts)
             apply(p, e)
+            if item_id is not None and it is None:
+                it = items[item_id] = ItemStats(anchor=ts)
             for task, label in immediate:
                 p.record_outcome(task.name, label)
                 if it is not None:
                     it.record_outcome(task.name, label)
             out.users.add(user)
-            if item_id is not None:
-                if it is None:
-                    it = items[item_id] = ItemStats(anchor=ts)
-                    if immediate:
-                        for task, label in immediate:
-                            it.record_outcome(task.name, label)
+            if item_id is not None and it is not None:
                 self._count_item(it, e)
                 out.items.add(item_id)
             out.applied += 1
