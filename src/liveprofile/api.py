@@ -105,7 +105,8 @@ def default_dead_letters(store: PathLike) -> Path:
     return Path(text.removeprefix("sqlite://") + ".deadletters.jsonl")
 
 
-def _check_config(store: Store, config: PipelineConfig) -> None:
+def check_config(store: Store, config: PipelineConfig) -> None:
+    """Record ``config`` in a new store, or refuse a config other than the one it was built with."""
     stored = store.get_meta("config")
     encoded = msgspec.json.encode(config)
     if stored is None:
@@ -138,7 +139,7 @@ def replay(
     src = source if not isinstance(source, str | os.PathLike) else open_source(source, fmt)
     backend = open_store(str(store))
     backend.setup()
-    _check_config(backend, config)
+    check_config(backend, config)
     runner = LocalRunner(config, backend, dead_letters or default_dead_letters(store))
     try:
         if warm_start is not None and runner.state.checkpoint.events == 0:

@@ -392,5 +392,7 @@ def dead_letters(path: str, limit: int) -> None:
     Console().print(table)
 
 
+from liveprofile import cli_redis as _cli_redis  # noqa: E402,F401
+
 if __name__ == "__main__":
     main()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +35,40 @@ class RunStats:
     @property
     def events_per_s(self) -> float:
         return self.events / self.seconds if self.seconds else 0.0
+
+
+def apply_batch(
+    core: Core,
+    state: PipelineState,
+    store: Store,
+    source_name: str,
+    batch: Batch,
+    stats: RunStats | None = None,
+    extra_rows: Mapping[str, dict[str, bytes | None]] | None = None,
+) -> None:
+    """Run the core on one batch and commit its state, offset and ``extra_rows`` at once.
+
+    This is the commit logic every runner shares: load the keys the batch needs, step, count the
+    batch's dead letters, record ``batch.offset`` under ``source_name``, then write profiles,
+    items, pending examples, models and the checkpoint in one :meth:`Store.commit`.
+    ``extra_rows`` (e.g. dead letters kept in the store) join the same transaction.
+    """
+    ckpt = state.checkpoint
+    users, items = core.required_keys(state, batch.events)
+    state.ensure_loaded(store, users, items)
+    result = core.step(state, batch.events)
+    ckpt.dead_letters += len(batch.dead_letters)
+    ckpt.offsets[source_name] = batch.offset
+    rows, meta = state.commit_payload(result.users, result.items, result.pending)
+    if extra_rows:
+        rows.update(extra_rows)
+    store.commit(rows, meta)
+    state.compact(rows)
+    if stats is not None:
+        stats.events += result.applied
+        stats.duplicates += result.duplicates
+        stats.dead_letters += len(batch.dead_letters)
+        stats.batches += 1
 
 
 class LocalRunner:
@@ -81,24 +115,11 @@ class LocalRunner:
 
     def process(self, source_name: str, batch: Batch, stats: RunStats | None = None) -> None:
         """Apply and commit one batch."""
-        state, ckpt = self.state, self.state.checkpoint
-        users, items = self.core.required_keys(state, batch.events)
-        state.ensure_loaded(self.store, users, items)
-        result = self.core.step(state, batch.events)
         if batch.dead_letters:
             self.dead_letters.write(batch.dead_letters)
             self.dead_letters.flush()
-            ckpt.dead_letters += len(batch.dead_letters)
-            ckpt.dead_letter_bytes = self.dead_letters.committed_size()
-        ckpt.offsets[source_name] = batch.offset
-        rows, meta = state.commit_payload(result.users, result.items, result.pending)
-        self.store.commit(rows, meta)
-        state.compact(rows)
-        if stats is not None:
-            stats.events += result.applied
-            stats.duplicates += result.duplicates
-            stats.dead_letters += len(batch.dead_letters)
-            stats.batches += 1
+            self.state.checkpoint.dead_letter_bytes = self.dead_letters.committed_size()
+        apply_batch(self.core, self.state, self.store, source_name, batch, stats)
 
     def summary(self, stats: RunStats) -> dict[str, Any]:
         """The report of a run: this run's counts and speed, the store's totals and metrics."""

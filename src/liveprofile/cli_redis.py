@@ -1,0 +1,236 @@
+"""The ``publish`` and ``worker`` commands: the production path on Redis Streams."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+import redis
+
+from liveprofile.cli import _fail_cleanly, console, main
+from liveprofile.config import PipelineConfig
+from liveprofile.errors import SourceError
+
+_redis_option = click.option(
+    "--redis",
+    "url",
+    default="redis://127.0.0.1:6379/0",
+    show_default=True,
+    help="Redis URL holding the event streams (and, for the worker, the store).",
+)
+_prefix_option = click.option(
+    "--prefix",
+    default="liveprofile",
+    show_default=True,
+    help="Key prefix: streams are PREFIX:events:P, the store's hashes PREFIX:NAMESPACE.",
+)
+
+
+def _lines(path: str) -> Iterator[bytes]:
+    if path == "-":
+        yield from sys.stdin.buffer
+        return
+    if not Path(path).is_file():
+        raise SourceError(f"no such file: {path}")
+    with open(path, "rb") as fh:
+        yield from fh
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
+@_redis_option
+@_prefix_option
+@click.option(
+    "--partitions",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Number of partition streams; a user's events always go to the same one.",
+)
+@_fail_cleanly
+def publish(file: str, url: str, prefix: str, partitions: int) -> None:
+    """Append the JSON Lines events of FILE ('-' for stdin) to Redis partition streams.
+
+    Each event goes to PREFIX:events:P with P = crc32(user id) mod PARTITIONS. Lines without a
+    readable user go to partition 0, where the worker dead-letters them with the reason.
+
+    \b
+    Example:
+      liveprofile publish events.jsonl --redis redis://127.0.0.1:6379/0 --prefix shop \\
+          --partitions 2
+    """
+    from liveprofile.events.redis_streams import publish as publish_lines
+
+    client = redis.Redis.from_url(url)
+    try:
+        stats = publish_lines(client, prefix, partitions, _lines(file))
+    except redis.RedisError as exc:
+        console.print(f"[red]error:[/red] cannot publish to {url}: {exc}")
+        sys.exit(74)
+    finally:
+        client.close()
+    click.echo(
+        json.dumps(
+            {
+                "published": stats.published,
+                "unroutable": stats.unroutable,
+                "per_partition": {str(k): v for k, v in sorted(stats.per_partition.items())},
+            }
+        )
+    )
+
+
+def _partition_list(value: str, total: int) -> list[int]:
+    try:
+        parts = sorted({int(p) for p in value.split(",") if p.strip()})
+    except ValueError:
+        raise click.BadParameter(
+            f"expected numbers separated by commas, e.g. 0,1; got {value!r}",
+            param_hint="--partitions",
+        ) from None
+    bad = [p for p in parts if not 0 <= p < total]
+    if not parts or bad:
+        raise click.BadParameter(
+            f"partitions must be within 0..{total - 1} (--of {total}), got {value!r}",
+            param_hint="--partitions",
+        )
+    return parts
+
+
+@main.command()
+@_redis_option
+@_prefix_option
+@click.option(
+    "--partitions",
+    "partition_list",
+    default="0",
+    show_default=True,
+    help="Partitions this worker owns, comma separated (e.g. 0,1).",
+)
+@click.option(
+    "--of",
+    "total",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Total number of partitions the events were published to.",
+)
+@click.option(
+    "--consumer",
+    default=socket.gethostname(),
+    show_default="host name",
+    help="Consumer name in the group; keep it across restarts to resume unacknowledged entries.",
+)
+@click.option("--group", default="liveprofile", show_default=True, help="Consumer group name.")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Pipeline config (TOML); a store keeps the config it was built with.",
+)
+@click.option(
+    "--batch-size", type=click.IntRange(min=1), help="Entries per commit [default: run.batch_size]."
+)
+@click.option(
+    "--block-ms",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="How long one read waits for new entries.",
+)
+@click.option(
+    "--claim-idle-ms",
+    type=click.IntRange(min=1),
+    default=30_000,
+    show_default=True,
+    help="Take over entries another consumer left unacknowledged for this long.",
+)
+@click.option(
+    "--idle-exit",
+    type=click.IntRange(min=1),
+    help="Stop after this many empty reads in a row (for tests and demos) [default: never].",
+)
+@_fail_cleanly
+def worker(
+    url: str,
+    prefix: str,
+    partition_list: str,
+    total: int,
+    consumer: str,
+    group: str,
+    config_path: str | None,
+    batch_size: int | None,
+    block_ms: int,
+    claim_idle_ms: int,
+    idle_exit: int | None,
+) -> None:
+    """Consume partition streams into the Redis store under PREFIX, exactly once in effect.
+
+    Every batch of entries commits profiles, models, dead letters and the stream offset in one
+    transaction, then acknowledges the entries. A killed worker restarted with the same
+    --consumer resumes where it stopped; while Redis is unreachable it retries with backoff.
+
+    \b
+    Example:
+      liveprofile worker --redis redis://127.0.0.1:6379/0 --prefix shop --partitions 0,1 --of 2
+    """
+    from liveprofile.engine.redis_worker import RedisWorker
+    from liveprofile.store.redis import RedisStore
+
+    logging.basicConfig(
+        level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s"
+    )
+    config = PipelineConfig.load(config_path)
+    parts = _partition_list(partition_list, total)
+    store = RedisStore(url, prefix=prefix)
+    client = redis.Redis.from_url(url)
+    runner = RedisWorker(
+        config,
+        store,
+        client,
+        prefix,
+        parts,
+        group=group,
+        consumer=consumer,
+        batch_size=batch_size or config.run.batch_size,
+        block_ms=block_ms,
+        claim_idle_ms=claim_idle_ms,
+    )
+    try:
+        stats = runner.run(max_idle_polls=idle_exit)
+    except KeyboardInterrupt:
+        return
+    finally:
+        store.close()
+        client.close()
+    click.echo(
+        json.dumps(
+            {
+                "events": stats.events,
+                "dead_letters": stats.dead_letters,
+                "duplicates": stats.duplicates,
+                "batches": stats.batches,
+                "seconds": round(stats.seconds, 3),
+            }
+        )
+    )
+
+
+def _register_on_entry_point() -> None:
+    """``python -m liveprofile.cli`` runs cli.py as ``__main__``, a second copy of the module
+    with its own ``main`` group; add the commands there too so that form works as well."""
+    entry = sys.modules.get("__main__")
+    spec = getattr(entry, "__spec__", None)
+    group = getattr(entry, "main", None)
+    from_entry = spec is not None and spec.name == "liveprofile.cli"
+    if from_entry and isinstance(group, click.Group) and group is not main:
+        group.add_command(publish)
+        group.add_command(worker)
+
+
+_register_on_entry_point()

@@ -1,0 +1,201 @@
+"""The Redis runner: consumes partition streams through a consumer group into a Redis store.
+
+Per batch, read from one partition stream, the worker runs the same core and commit logic as the
+local runner (:func:`~liveprofile.engine.local.apply_batch`): profiles, items, models, pending
+examples, the batch's dead letters (namespace ``deadletter``) and the stream's offset go into one
+``MULTI``/``EXEC``. Only then are the entries acknowledged (``XACK``). A worker killed at any
+point re-reads its unacknowledged entries on restart; those at or below the committed offset are
+acknowledged without being applied again, so the store ends as after an uninterrupted run.
+
+When Redis is unreachable the worker logs it, waits (exponential backoff, capped) and reloads its
+state from the store before going on, since a batch in flight may or may not have been committed;
+it then reads its unacknowledged entries first, so entries are always applied in stream order.
+
+Limits of this first increment: one worker per store prefix (a worker may own any number of
+partitions; the models are kept by the worker, not merged across workers), and the store must
+not lose acknowledged writes (Redis with AOF; a server restart is fine).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import msgspec
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from liveprofile.api import check_config
+from liveprofile.config import PipelineConfig
+from liveprofile.engine.core import Core
+from liveprofile.engine.local import RunStats, apply_batch
+from liveprofile.engine.state import Checkpoint, PipelineState
+from liveprofile.errors import StoreError
+from liveprofile.events.redis_streams import StreamBatch, StreamReader, stream_key
+from liveprofile.events.sources import Batch
+from liveprofile.store.redis import RedisStore
+
+log = logging.getLogger("liveprofile")
+DEAD_LETTER_NAMESPACE = "deadletter"
+
+
+class _StaleState(Exception):
+    """The store's checkpoint is not the one this worker's state continues from."""
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """Whether ``exc`` means Redis could not be reached (rather than a bug or bad data)."""
+    if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+        return True
+    if isinstance(exc, StoreError):
+        cause = exc.__cause__ or exc.__context__
+        return isinstance(cause, redis.ConnectionError | redis.TimeoutError)
+    return False
+
+
+class RedisWorker:
+    """Consumes ``partitions`` of ``{prefix}:events:{p}`` into ``store``, exactly once in effect.
+
+    ``client`` reads the streams; ``store`` holds the state. The worker turns off redis-py's own
+    retries on both clients and retries itself, reloading its state from the store each time.
+    ``run`` returns after ``max_idle_polls`` consecutive empty reads, or when ``stop`` is set.
+    """
+
+    def __init__(
+        self,
+        config: PipelineConfig,
+        store: RedisStore,
+        client: redis.Redis,
+        prefix: str,
+        partitions: list[int],
+        *,
+        group: str = "liveprofile",
+        consumer: str = "worker-1",
+        batch_size: int = 1000,
+        block_ms: int = 1000,
+        claim_idle_ms: int = 30_000,
+        max_backoff_s: float = 5.0,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        if not partitions:
+            raise ValueError("a worker needs at least one partition")
+        self.config = config
+        self.store = store
+        client.set_retry(_no_retry())
+        self.client = client
+        self.core = Core(config)
+        self.batch_size = batch_size
+        self.block_ms = block_ms
+        self.max_backoff_s = max_backoff_s
+        self.readers = [
+            StreamReader(
+                client, stream_key(prefix, p), group, consumer, claim_idle_ms=claim_idle_ms
+            )
+            for p in partitions
+        ]
+        self.state: PipelineState | None = None
+        self._sleep = sleep
+        self._clock = clock
+
+    def run(
+        self, max_idle_polls: int | None = None, stop: threading.Event | None = None
+    ) -> RunStats:
+        """Consume until ``max_idle_polls`` empty reads in a row (None: forever) or ``stop``."""
+        stats = RunStats()
+        started = self._clock()
+        idle = 0
+        backoff = 0.0
+        turn = 0
+        while not (stop is not None and stop.is_set()):
+            if max_idle_polls is not None and idle >= max_idle_polls:
+                break
+            reader = self.readers[turn % len(self.readers)]
+            turn += 1
+            try:
+                state = self._ready()
+                committed = state.checkpoint.offsets.get(reader.stream, 0)
+                batch = reader.read(self.batch_size, committed, self.block_ms)
+                if batch is None:
+                    idle += 1
+                else:
+                    idle = 0
+                    self._apply(state, reader, batch, stats)
+                backoff = 0.0
+            except _StaleState:
+                log.warning("store checkpoint moved under this worker; reloading its state")
+                self._forget()
+            except Exception as exc:
+                if not _unreachable(exc):
+                    raise
+                backoff = min(self.max_backoff_s, backoff * 2 if backoff else 0.1)
+                log.warning(
+                    "redis unreachable at %s (%s); retrying in %.1f s",
+                    self.store.url,
+                    _short(exc),
+                    backoff,
+                )
+                self._forget()
+                self._sleep(backoff)
+        stats.seconds = self._clock() - started
+        return stats
+
+    def _ready(self) -> PipelineState:
+        """The state to continue from, loaded (again) from the store when needed."""
+        if self.state is None:
+            self.client.ping()  # fails fast, unlike the store's client with its own retries
+            self.store.setup()
+            self.store.client.set_retry(_no_retry())
+            check_config(self.store, self.config)
+            state = PipelineState.load(self.store, self.config)
+            for reader in self.readers:
+                reader.ensure_group()
+                reader.reset()
+            self.state = state
+        return self.state
+
+    def _forget(self) -> None:
+        """Drop the in-memory state: a batch may have failed between step and commit."""
+        self.state = None
+        self.store.close()
+
+    def _apply(
+        self, state: PipelineState, reader: StreamReader, sb: StreamBatch, stats: RunStats
+    ) -> None:
+        if sb.events or sb.dead_letters:
+            self._check_checkpoint(state)
+            encode = msgspec.json.encode
+            dead_rows: dict[str, bytes | None] = {
+                f"{sb.stream}:{entry_id}": encode(letter)
+                for entry_id, letter in zip(sb.dead_letter_ids, sb.dead_letters, strict=True)
+            }
+            batch = Batch(events=sb.events, dead_letters=sb.dead_letters, offset=sb.offset)
+            extra = {DEAD_LETTER_NAMESPACE: dead_rows} if dead_rows else None
+            try:
+                apply_batch(self.core, state, self.store, sb.stream, batch, stats, extra)
+            except BaseException:
+                self._forget()  # the state ran ahead of the store
+                raise
+        reader.ack(sb.ids)
+
+    def _check_checkpoint(self, state: PipelineState) -> None:
+        """Guard against a store that lost commits behind this worker's back (a Redis crash
+        without durable writes, reached again through the client's own retries)."""
+        blob = self.store.get_meta("checkpoint")
+        stored = 0 if blob is None else msgspec.msgpack.decode(blob, type=Checkpoint).seq
+        if stored != state.checkpoint.seq:
+            raise _StaleState
+
+
+def _no_retry() -> Retry:
+    """No silent retries inside redis-py: a read retried on a new connection may skip entries
+    delivered on the broken one, and a reconnect must make the worker reload its state."""
+    return Retry(NoBackoff(), 0)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text if len(text) <= 200 else text[:200] + "..."

@@ -1,0 +1,243 @@
+"""Events on Redis Streams: partitioned by user, read through a consumer group.
+
+Each partition is one stream, ``{prefix}:events:{p}``, whose entries hold one raw JSON event in
+the field ``e``. A user always lands in the same partition (:func:`partition_of`), so the events
+of one user stay in order and one worker owns the whole state of that user.
+
+Stream entry ids (``"<ms>-<seq>"``) become increasing integer offsets (:func:`entry_offset`); the
+worker commits the offset of the last applied entry with its state, so an entry at or below the
+committed offset is known to be applied already and is only acknowledged again.
+
+>>> partition_of("u1", 4), stream_key("shop", 2)
+(2, 'shop:events:2')
+>>> entry_offset(b"1700000000000-5") == 1_700_000_000_000 * 2**22 + 5
+True
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import msgspec
+import redis
+
+from liveprofile.errors import InvalidEvent, SourceError
+from liveprofile.events.deadletter import DeadLetter
+from liveprofile.events.schema import Event, EventParser
+
+#: sequence numbers within one millisecond must stay below this for offsets to be increasing
+SEQ_BITS = 22
+#: field of a stream entry that holds the raw JSON event
+FIELD = b"e"
+
+
+def partition_of(user: str, partitions: int) -> int:
+    """The partition of a user: CRC-32 of the UTF-8 user id, modulo ``partitions``.
+
+    CRC-32 is stable across processes, machines and Python versions (unlike ``hash()``), so
+    publishers and workers agree without coordination. Changing ``partitions`` moves users
+    between partitions; do it only on empty streams.
+
+    >>> partition_of("u1", 1)
+    0
+    """
+    if partitions < 1:
+        raise SourceError(f"partitions must be >= 1, got {partitions}")
+    return zlib.crc32(user.encode("utf-8")) % partitions
+
+
+def stream_key(prefix: str, partition: int) -> str:
+    """The stream of one partition: ``{prefix}:events:{partition}``."""
+    return f"{prefix}:events:{partition}"
+
+
+def entry_offset(entry_id: bytes | str) -> int:
+    """A stream entry id ``"ms-seq"`` as one increasing integer, ``ms * 2**22 + seq``.
+
+    Redis ids increase by (ms, seq), so the integers increase with them as long as ``seq`` stays
+    below 2**22 (4,194,304 entries added in the same millisecond, far beyond what one stream
+    takes). The result fits a signed 64-bit integer for ``ms`` below 2**41 (year 2039) and an
+    unsigned one below 2**42 (year 2109); Python and msgpack store either.
+
+    >>> entry_offset("0-1") < entry_offset("0-2") < entry_offset("1-0")
+    True
+    """
+    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    ms, _, seq = text.partition("-")
+    ms_i, seq_i = int(ms), int(seq or 0)
+    if seq_i >= 2**SEQ_BITS:
+        raise SourceError(f"stream entry {text}: sequence {seq_i} is above 2**{SEQ_BITS}")
+    return (ms_i << SEQ_BITS) + seq_i
+
+
+class _UserOnly(msgspec.Struct):
+    """The two fields that choose a partition; everything else is validated by the worker."""
+
+    user_id: str | int | None = None
+    anonymous_id: str | int | None = None
+
+
+@dataclass
+class PublishStats:
+    """What :func:`publish` wrote: entries per partition and lines that had no readable user."""
+
+    published: int = 0
+    unroutable: int = 0
+    per_partition: dict[int, int] = field(default_factory=dict)
+
+
+def publish(
+    client: redis.Redis,
+    prefix: str,
+    partitions: int,
+    raw_lines: Iterable[bytes],
+    *,
+    chunk: int = 1000,
+) -> PublishStats:
+    """Append raw JSON lines to their partition streams, ``chunk`` entries per round trip.
+
+    A line whose user cannot be read (broken JSON, no user) still goes to partition 0, where the
+    worker dead-letters it with the reason: nothing is dropped. Blank lines are skipped.
+    """
+    decoder = msgspec.json.Decoder(_UserOnly)
+    stats = PublishStats()
+    pipe = client.pipeline(transaction=False)
+    pending = 0
+    for line in raw_lines:
+        raw = line.strip()
+        if not raw:
+            continue
+        try:
+            rec = decoder.decode(raw)
+            user = rec.user_id if rec.user_id is not None else rec.anonymous_id
+        except (msgspec.DecodeError, UnicodeDecodeError):
+            user = None
+        if user is None:
+            p = 0
+            stats.unroutable += 1
+        else:
+            p = partition_of(str(user), partitions)
+        pipe.xadd(stream_key(prefix, p), {FIELD: raw})
+        stats.published += 1
+        stats.per_partition[p] = stats.per_partition.get(p, 0) + 1
+        pending += 1
+        if pending >= chunk:
+            pipe.execute()
+            pending = 0
+    if pending:
+        pipe.execute()
+    return stats
+
+
+@dataclass
+class StreamBatch:
+    """Entries read from one stream: the ones to apply, their dead letters, and every id to ack."""
+
+    stream: str
+    events: list[Event] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    #: stream entry id (text) of each dead letter, the key it is stored under
+    dead_letter_ids: list[str] = field(default_factory=list)
+    #: every entry id read, applied or skipped; acknowledged after the commit
+    ids: list[bytes] = field(default_factory=list)
+    #: offset of the last entry to apply (0 when every entry was applied before)
+    offset: int = 0
+    skipped: int = 0
+
+
+class StreamReader:
+    """Reads one partition stream through a consumer group, in the order a restart repeats.
+
+    Each :meth:`read` returns, in this order of preference: this consumer's pending entries
+    (delivered before, not yet acknowledged), entries claimed from consumers idle longer than
+    ``claim_idle_ms``, then new entries (waiting up to ``block_ms``). Entries at or below
+    ``committed`` are marked as skipped: they were applied by an earlier commit.
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        stream: str,
+        group: str,
+        consumer: str,
+        *,
+        claim_idle_ms: int = 30_000,
+    ) -> None:
+        self.client = client
+        self.stream = stream
+        self.group = group
+        self.consumer = consumer
+        self.claim_idle_ms = claim_idle_ms
+        self._parser = EventParser()
+        self._pending_done = False
+
+    def ensure_group(self) -> None:
+        """Create the stream and the consumer group (reading from the start) if missing."""
+        try:
+            self.client.xgroup_create(self.stream, self.group, id="0", mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def reset(self) -> None:
+        """Read pending entries first again (after a failure or a reload of state)."""
+        self._pending_done = False
+
+    def read(self, count: int, committed: int, block_ms: int) -> StreamBatch | None:
+        """Up to ``count`` entries, or None when nothing arrived within ``block_ms``."""
+        if not self._pending_done:
+            entries = self._read("0", count, None)
+            if entries:
+                return self._batch(entries, committed)
+            self._pending_done = True
+        claimed = self.client.xautoclaim(
+            self.stream, self.group, self.consumer, self.claim_idle_ms, "0-0", count, justid=True
+        )
+        if claimed and claimed[1]:
+            # now in our pending list: read them (in id order) before anything new
+            self._pending_done = False
+            return self.read(count, committed, block_ms)
+        entries = self._read(">", count, block_ms)
+        return self._batch(entries, committed) if entries else None
+
+    def ack(self, ids: list[bytes]) -> None:
+        if ids:
+            self.client.xack(self.stream, self.group, *ids)
+
+    def _read(self, start: str, count: int, block_ms: int | None) -> list[Any]:
+        reply = self.client.xreadgroup(
+            self.group, self.consumer, {self.stream: start}, count=count, block=block_ms
+        )
+        if not reply:
+            return []
+        # RESP2 gives [[stream, entries]], RESP3 gives {stream: [entries]}
+        if isinstance(reply, dict):
+            return cast(list[Any], next(iter(reply.values()))[0])
+        return cast(list[Any], reply[0][1])
+
+    def _batch(self, entries: list[Any], committed: int) -> StreamBatch:
+        batch = StreamBatch(self.stream)
+        parse = self._parser.parse_json
+        for entry_id, fields in entries:
+            batch.ids.append(entry_id)
+            offset = entry_offset(entry_id)
+            if offset <= committed:
+                batch.skipped += 1
+                continue
+            batch.offset = offset
+            raw = None if not fields else fields.get(FIELD)
+            try:
+                if raw is None:
+                    raise InvalidEvent(
+                        "stream entry has no 'e' field (deleted or not written by publish)"
+                    )
+                batch.events.append(parse(raw))
+            except InvalidEvent as exc:
+                text = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+                shown = "" if raw is None else bytes(raw).decode("utf-8", "replace")
+                batch.dead_letters.append(DeadLetter(shown, str(exc), self.stream, offset))
+                batch.dead_letter_ids.append(text)
+        return batch

@@ -1,0 +1,307 @@
+"""The Redis Streams worker against real Redis servers: same result as a local replay, and
+exactly-once effect when the worker is killed or the server restarts."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+import redis
+
+from liveprofile.config import PipelineConfig
+from liveprofile.datasets.synthetic import SyntheticConfig, write_jsonl
+from liveprofile.engine.local import LocalRunner
+from liveprofile.engine.redis_worker import RedisWorker
+from liveprofile.engine.state import Checkpoint
+from liveprofile.events.deadletter import DeadLetter, read_dead_letters
+from liveprofile.events.redis_streams import publish
+from liveprofile.events.sources import JsonlSource
+from liveprofile.store.memory import MemoryStore
+from liveprofile.store.redis import RedisStore
+
+pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
+
+CONFIG = """
+[run]
+batch_size = 200
+[features]
+bits = 14
+"""
+NAMESPACES = ("profile", "item", "pending", "dedup", "deadletter")
+TIMEOUT = 60.0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """A redis-server subprocess with its own port and data directory (AOF on)."""
+
+    def __init__(self, directory: Path, port: int | None = None) -> None:
+        self.dir = directory
+        self.port = port or _free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+        args += ["--appendonly", "yes", "--dir", str(self.dir)]
+        with open(self.dir / "redis.log", "ab") as log:
+            self.proc = subprocess.Popen(args, stdout=log, stderr=log)
+        client = redis.Redis.from_url(self.url)
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:  # includes "loading the dataset in memory"
+                assert self.proc.poll() is None, (self.dir / "redis.log").read_text()
+                assert time.monotonic() < deadline, "redis-server did not come up"
+                time.sleep(0.05)
+        client.close()
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM) -> None:
+        """Shut down cleanly (SIGTERM flushes the AOF) or crash (SIGKILL: the AOF is fsynced
+        once a second, so the last writes may be lost, in order)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=TIMEOUT)
+        self.proc = None
+
+
+def _server(directory: Path) -> Iterator[Server]:
+    server = Server(directory)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    yield from _server(tmp_path_factory.mktemp("redis"))
+
+
+@pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[Server]:
+    directory = tmp_path / "redis"
+    directory.mkdir()
+    yield from _server(directory)
+
+
+@pytest.fixture(scope="module")
+def events(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("events") / "events.jsonl"
+    write_jsonl(
+        path, SyntheticConfig(users=60, days=5, seed=11), invalid_rate=0.02, duplicate_rate=0.02
+    )
+    return path
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    path = tmp_path / "pipeline.toml"
+    path.write_text(CONFIG)
+    return path
+
+
+def _publish(url: str, prefix: str, events: Path, partitions: int = 1) -> int:
+    client = redis.Redis.from_url(url)
+    with open(events, "rb") as fh:
+        stats = publish(client, prefix, partitions, fh)
+    client.close()
+    return stats.published
+
+
+def _dump(url: str, prefix: str) -> dict[str, dict[str, bytes]]:
+    client = redis.Redis.from_url(url)
+    out = {}
+    for ns in (*NAMESPACES, "meta"):
+        rows = client.hgetall(f"{prefix}:{ns}")
+        out[ns] = {k.decode(): bytes(v) for k, v in rows.items()}
+    client.close()
+    return out
+
+
+def _checkpoint(blob: bytes) -> Checkpoint:
+    return msgspec.msgpack.decode(blob, type=Checkpoint)
+
+
+def _comparable(dump: dict[str, dict[str, bytes]]) -> dict[str, Any]:
+    """A store's contents without what names the stream (keys, entry ids, offsets)."""
+    out: dict[str, Any] = {ns: dump[ns] for ns in ("profile", "item", "pending", "dedup")}
+    meta = dict(dump["meta"])
+    ckpt = _checkpoint(meta.pop("checkpoint"))
+    out["checkpoint"] = msgspec.structs.replace(ckpt, offsets={})
+    out["meta"] = meta
+    letters = [msgspec.json.decode(v, type=DeadLetter) for v in dump["deadletter"].values()]
+    out["deadletter"] = sorted((d.raw, d.reason) for d in letters)
+    return out
+
+
+def _worker(url: str, prefix: str, config: Path, log: Path, *extra: str) -> subprocess.Popen[bytes]:
+    args = [sys.executable, "-m", "liveprofile.cli", "worker", "--redis", url, "--prefix", prefix]
+    args += ["--partitions", "0", "--of", "1", "--consumer", "w1", "--config", str(config)]
+    args += ["--block-ms", "200", "--idle-exit", "3", *extra]
+    with open(log, "ab") as err:
+        return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err)
+
+
+def _seq(url: str, prefix: str) -> int:
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=5)
+        blob = client.hget(f"{prefix}:meta", "checkpoint")
+        client.close()
+    except redis.ConnectionError:
+        return -1
+    return 0 if blob is None else _checkpoint(bytes(blob)).seq
+
+
+def _wait(what: str, cond: Callable[[], bool], timeout: float = TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def _committed_or_exited(
+    proc: subprocess.Popen[bytes], url: str, target: int
+) -> Callable[[], bool]:
+    return lambda: proc.poll() is not None or _seq(url, "killed") >= target
+
+
+def _clean_run(
+    url: str, prefix: str, events: Path, config: Path, tmp: Path, *extra: str
+) -> dict[str, Any]:
+    _publish(url, prefix, events)
+    log = tmp / f"{prefix}.log"
+    proc = _worker(url, prefix, config, log, *extra)
+    assert proc.wait(timeout=TIMEOUT * 2) == 0, log.read_text()
+    return _comparable(_dump(url, prefix))
+
+
+def test_worker_equals_local_replay(server: Server, events: Path, tmp_path: Path) -> None:
+    config = PipelineConfig.from_toml(CONFIG)
+    published = _publish(server.url, "inproc", events)
+    client = redis.Redis.from_url(server.url)
+    store = RedisStore(server.url, prefix="inproc")
+    worker = RedisWorker(config, store, client, "inproc", [0], batch_size=200, block_ms=100)
+    stats = worker.run(max_idle_polls=2)
+    store.close()
+    client.close()
+    assert stats.events + stats.duplicates + stats.dead_letters == published
+
+    memory = MemoryStore()
+    runner = LocalRunner(config, memory, tmp_path / "dead.jsonl")
+    local_stats = runner.run(JsonlSource(events))
+    assert (stats.events, stats.duplicates, stats.dead_letters, stats.batches) == (
+        local_stats.events,
+        local_stats.duplicates,
+        local_stats.dead_letters,
+        local_stats.batches,
+    )
+
+    dump = _dump(server.url, "inproc")
+    for ns in ("profile", "item", "pending", "dedup"):
+        assert dump[ns] == dict(memory.scan(ns)), ns
+    assert dump["profile"]
+    for name, blob in dump["meta"].items():
+        if name.startswith(("model/", "metrics/")) or name == "population":
+            assert blob == memory.get_meta(name), name
+    ckpt, local = (
+        _checkpoint(dump["meta"]["checkpoint"]),
+        _checkpoint(memory.get_meta("checkpoint") or b""),
+    )
+    assert msgspec.structs.replace(ckpt, offsets={}, dead_letter_bytes=0) == (
+        msgspec.structs.replace(local, offsets={}, dead_letter_bytes=0)
+    )
+    assert list(ckpt.offsets) == ["inproc:events:0"]
+
+    expected = read_dead_letters(tmp_path / "dead.jsonl")
+    assert len(expected) == ckpt.dead_letters > 0
+    stored = [msgspec.json.decode(v, type=DeadLetter) for v in dump["deadletter"].values()]
+    assert sorted((d.raw, d.reason) for d in stored) == sorted((d.raw, d.reason) for d in expected)
+    for key, letter in zip(dump["deadletter"], stored, strict=True):
+        assert letter.source == "inproc:events:0" and key.startswith("inproc:events:0:")
+    runner.close()
+
+
+def test_killed_worker_resumes_exactly_once(
+    server: Server, events: Path, config_file: Path, tmp_path: Path
+) -> None:
+    # small batches, so that the kills land within a run
+    clean = _clean_run(server.url, "clean", events, config_file, tmp_path, "--batch-size", "10")
+    _publish(server.url, "killed", events)
+    log = tmp_path / "killed.log"
+    rng = random.Random(5)
+    kills = 0
+    for _ in range(3):
+        before = _seq(server.url, "killed")
+        proc = _worker(server.url, "killed", config_file, log, "--batch-size", "10")
+        target = before + rng.randint(1, 4)
+        _wait("a commit", _committed_or_exited(proc, server.url, target))
+        time.sleep(rng.uniform(0.0, 0.02))
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            kills += 1
+        proc.wait(timeout=TIMEOUT)
+    assert kills >= 2, log.read_text()
+    proc = _worker(server.url, "killed", config_file, log, "--batch-size", "10")
+    assert proc.wait(timeout=TIMEOUT * 2) == 0, log.read_text()
+    killed = _comparable(_dump(server.url, "killed"))
+    assert killed == clean
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["shutdown", "crash"])
+def test_worker_survives_redis_restart(
+    own_server: Server, events: Path, config_file: Path, tmp_path: Path, sig: signal.Signals
+) -> None:
+    url = own_server.url
+    clean = _clean_run(url, "clean", events, config_file, tmp_path, "--batch-size", "10")
+    _publish(url, "restarted", events)
+    log = tmp_path / "restarted.log"
+    proc = _worker(url, "restarted", config_file, log, "--batch-size", "10", "--idle-exit", "10")
+    _wait("a commit", lambda: _seq(url, "restarted") >= 2)
+    own_server.stop(sig)
+    time.sleep(0.5)
+    assert proc.poll() is None, log.read_text()
+    own_server.start()
+    assert proc.wait(timeout=TIMEOUT * 2) == 0, log.read_text()
+    assert _comparable(_dump(url, "restarted")) == clean
+
+
+def test_worker_waits_for_redis(events: Path, config_file: Path, tmp_path: Path) -> None:
+    directory = tmp_path / "redis"
+    directory.mkdir()
+    server = Server(directory)
+    log = tmp_path / "waiting.log"
+    proc = _worker(server.url, "waiting", config_file, log, "--idle-exit", "10")
+    try:
+        _wait("the retry line", lambda: b"redis unreachable" in log.read_bytes())
+        assert proc.poll() is None, log.read_text()
+        server.start()
+        published = _publish(server.url, "waiting", events)
+        assert proc.wait(timeout=TIMEOUT * 2) == 0, log.read_text()
+        ckpt = _checkpoint(_dump(server.url, "waiting")["meta"]["checkpoint"])
+        assert ckpt.events + ckpt.duplicates + ckpt.dead_letters == published
+        assert ckpt.events > 0 and ckpt.dead_letters > 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        server.stop()
