@@ -38,7 +38,21 @@ def events(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize(
     "command",
-    [[], ["quickstart"], ["replay"], ["profile"], ["warm-start"], ["generate"], ["dead-letters"]],
+    [
+        [],
+        ["quickstart"],
+        ["replay"],
+        ["profile"],
+        ["warm-start"],
+        ["generate"],
+        ["dead-letters"],
+        ["publish"],
+        ["worker"],
+        ["collect"],
+        ["status"],
+        ["redis-dead-letters"],
+        ["redrive"],
+    ],
 )
 def test_every_command_explains_itself(command: list[str]) -> None:
     out = run(*command, "--help").stdout

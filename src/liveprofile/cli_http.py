@@ -1,0 +1,127 @@
+"""The ``collect`` command: the HTTP event collector, in front of Redis or an embedded store."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from liveprofile.cli import _fail_cleanly, console, main
+from liveprofile.config import PipelineConfig
+from liveprofile.errors import ConfigError
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
+@click.option(
+    "--token",
+    envvar="LIVEPROFILE_TOKEN",
+    show_envvar=True,
+    help="Bearer token clients must send (required; prefer the environment variable).",
+)
+@click.option(
+    "--max-body-bytes",
+    type=click.IntRange(min=1),
+    default=1024 * 1024,
+    show_default=True,
+    help="Largest request body accepted; larger ones get 413.",
+)
+@click.option(
+    "--max-batch",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    help="Most events in one request; more get 413.",
+)
+@click.option("--redis", "url", help="Redis mode: append events to streams on this Redis URL.")
+@click.option(
+    "--prefix",
+    default="liveprofile",
+    show_default=True,
+    help="Redis mode: streams are PREFIX:events:P, dead letters PREFIX:deadletters.",
+)
+@click.option(
+    "--partitions",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Redis mode: number of partition streams (as for 'liveprofile publish').",
+)
+@click.option(
+    "--store",
+    type=click.Path(dir_okay=False),
+    help="Embedded mode: apply events to this SQLite store in-process.",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(exists=True, dir_okay=False),
+    help="Embedded mode: pipeline config (TOML); a store keeps the config it was built with.",
+)
+@_fail_cleanly
+def collect(
+    host: str,
+    port: int,
+    token: str | None,
+    max_body_bytes: int,
+    max_batch: int,
+    url: str | None,
+    prefix: str,
+    partitions: int,
+    store: str | None,
+    config_path: str | None,
+) -> None:
+    """Serve POST /v1/events: collect events over HTTP into Redis streams or a store.
+
+    The body is one JSON event or a JSON array of them, sent with 'Authorization: Bearer TOKEN'.
+    The answer lists how many were accepted and, per rejected event, its index and the reason;
+    rejected events also go to the dead-letter sink. GET /healthz (no token) reports whether
+    the sink is reachable.
+
+    With --redis, each valid event is appended to PREFIX:events:P before the answer (200), ready
+    for 'liveprofile worker'. With --store, events are queued (202) and applied in-process,
+    committed every 1,000 events or half a second; the queue is drained on shutdown.
+
+    \b
+    Examples:
+      LIVEPROFILE_TOKEN=s3cret liveprofile collect --redis redis://127.0.0.1:6379/0 --prefix shop
+      LIVEPROFILE_TOKEN=s3cret liveprofile collect --store profiles.db --port 8080
+      curl -H 'Authorization: Bearer s3cret' -d @event.json http://127.0.0.1:8080/v1/events
+    """
+    import uvicorn
+
+    from liveprofile.serving.collector import CollectorSettings, create_app
+    from liveprofile.serving.sinks import EmbeddedSinkSettings, RedisSinkSettings
+
+    if not token:
+        raise ConfigError(
+            "refusing to start without a token: pass --token or set LIVEPROFILE_TOKEN"
+        )
+    if (url is None) == (store is None):
+        raise ConfigError("choose one sink: --redis URL (Redis mode) or --store PATH (embedded)")
+    if url is not None and config_path is not None:
+        raise ConfigError("--config applies to --store only; Redis workers take their own")
+    sink: RedisSinkSettings | EmbeddedSinkSettings
+    if url is not None:
+        sink = RedisSinkSettings(url, prefix, partitions)
+    else:
+        sink = EmbeddedSinkSettings(Path(str(store)), PipelineConfig.load(config_path))
+    settings = CollectorSettings(token, sink, max_body_bytes=max_body_bytes, max_batch=max_batch)
+    where = url if url is not None else store
+    console.print(f"collecting on http://{host}:{port}/v1/events into {where}")
+    uvicorn.run(create_app(settings), host=host, port=port, access_log=False, log_level="info")
+
+
+def _register_on_entry_point() -> None:
+    """As in cli_redis: add the command to the ``main`` of ``python -m liveprofile.cli`` too."""
+    entry = sys.modules.get("__main__")
+    spec = getattr(entry, "__spec__", None)
+    group = getattr(entry, "main", None)
+    from_entry = spec is not None and spec.name == "liveprofile.cli"
+    if from_entry and isinstance(group, click.Group) and group is not main:
+        group.add_command(collect)
+
+
+_register_on_entry_point()

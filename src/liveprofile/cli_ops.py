@@ -1,0 +1,201 @@
+"""The ``status``, ``redis-dead-letters`` and ``redrive`` commands: operating the Redis path."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+import redis
+from rich.console import Console
+from rich.table import Table
+
+from liveprofile.cli import _fail_cleanly, main
+from liveprofile.cli_redis import _prefix_option, _redis_option
+from liveprofile.engine.redis_ops import Status
+from liveprofile.errors import SourceError
+
+
+def _print_status(status: Status) -> None:
+    out = Console()
+    streams = Table(title=f"streams of {status.prefix!r}, group {status.group!r}")
+    for column in ("stream", "length", "last entry", "lag", "pending", "per consumer", "committed"):
+        streams.add_column(column, justify="right" if column in ("length", "lag") else "left")
+    for s in status.streams:
+        consumers = ", ".join(f"{name}: {n:,}" for name, n in s.pending_per_consumer.items())
+        streams.add_row(
+            s.stream,
+            f"{s.length:,}",
+            s.last_entry_id or "-",
+            f"{s.lag:,}" if s.group_exists else f"{s.lag:,}*",
+            f"{s.pending:,}",
+            consumers or "-",
+            s.committed_id or "-",
+        )
+    if not all(s.group_exists for s in status.streams):
+        streams.caption = "* no consumer group yet: no worker has read this stream"
+    out.print(streams)
+    st = status.store
+    store = Table(title="store", show_header=False)
+    store.add_row("events applied", f"{st.events:,}")
+    store.add_row("duplicates skipped", f"{st.duplicates:,}")
+    store.add_row("dead letters (total)", f"{st.dead_letters:,}")
+    store.add_row("dead letters stored", f"{st.dead_letters_stored:,}")
+    store.add_row("watermark", st.watermark or "-")
+    store.add_row("commits", f"{st.checkpoint_seq:,}")
+    rate = "-" if st.events_per_s is None else f"{st.events_per_s:,.0f}"
+    store.add_row("events/s (sampled)", rate)
+    out.print(store)
+
+
+@main.command()
+@_redis_option
+@_prefix_option
+@click.option("--group", default="liveprofile", show_default=True, help="Consumer group name.")
+@click.option(
+    "--sample-seconds",
+    type=click.FloatRange(min=0.0),
+    default=1.0,
+    show_default=True,
+    help="Measure throughput over this interval (0: skip).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+@_fail_cleanly
+def status(url: str, prefix: str, group: str, sample_seconds: float, as_json: bool) -> None:
+    """Show the partition streams (length, lag, pending) and the store's checkpoint.
+
+    Lag counts the entries the group has not been delivered yet (all of them before a worker
+    has created the group); pending counts those delivered but not acknowledged.
+
+    \b
+    Example:
+      liveprofile status --redis redis://127.0.0.1:6379/0 --prefix shop --json
+    """
+    from liveprofile.engine.redis_ops import stream_status
+    from liveprofile.store.redis import RedisStore
+
+    store = RedisStore(url, prefix=prefix)
+    client = redis.Redis.from_url(url)
+    try:
+        result = stream_status(client, store, prefix, group=group, sample_seconds=sample_seconds)
+    finally:
+        store.close()
+        client.close()
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        _print_status(result)
+
+
+@main.command("redis-dead-letters")
+@_redis_option
+@_prefix_option
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON Lines instead of a table.")
+@_fail_cleanly
+def redis_dead_letters(url: str, prefix: str, limit: int, as_json: bool) -> None:
+    """List the dead letters a Redis worker stored under PREFIX, with their reasons.
+
+    The key names the rejected stream entry; pass it to `liveprofile redrive --key`.
+
+    \b
+    Example:
+      liveprofile redis-dead-letters --redis redis://127.0.0.1:6379/0 --prefix shop
+    """
+    from liveprofile.engine.redis_ops import list_dead_letters
+    from liveprofile.engine.redis_worker import DEAD_LETTER_NAMESPACE
+    from liveprofile.store.redis import RedisStore
+
+    store = RedisStore(url, prefix=prefix)
+    try:
+        total = store.count(DEAD_LETTER_NAMESPACE)
+        letters = list_dead_letters(store, limit)
+    finally:
+        store.close()
+    if as_json:
+        for key, letter in letters:
+            click.echo(json.dumps({"key": key, "reason": letter.reason, "raw": letter.raw}))
+        return
+    table = Table(title=f"{total:,} dead letters under {prefix!r}")
+    for column in ("key", "reason", "raw"):
+        table.add_column(column, overflow="fold")
+    for key, letter in letters:
+        table.add_row(key, letter.reason, letter.raw[:120])
+    Console().print(table)
+
+
+@main.command()
+@_redis_option
+@_prefix_option
+@click.option(
+    "--partitions",
+    type=click.IntRange(min=1),
+    help="Number of partition streams to publish to [default: the streams that exist].",
+)
+@click.option(
+    "--key",
+    "keys",
+    multiple=True,
+    help="Dead letter to re-drive (repeatable) [default: all stored].",
+)
+@click.option(
+    "--fixed",
+    type=click.Path(exists=True, dir_okay=False),
+    help="JSON Lines of corrected events, one per --key in order, published instead of raw.",
+)
+@_fail_cleanly
+def redrive(
+    url: str, prefix: str, partitions: int | None, keys: tuple[str, ...], fixed: str | None
+) -> None:
+    """Publish dead letters to the partition streams again, then delete them from the store.
+
+    Without --fixed the raw input is published as it was (for failures that were not the
+    event's fault). A dead letter is deleted only after its entry is in the stream.
+
+    \b
+    Example:
+      liveprofile redrive --redis redis://127.0.0.1:6379/0 --prefix shop \\
+          --key shop:events:0:1700000000000-3 --fixed corrected.jsonl
+    """
+    from liveprofile.engine.redis_ops import redrive as redrive_letters
+    from liveprofile.store.redis import RedisStore
+
+    lines = None
+    if fixed is not None:
+        if not Path(fixed).is_file():
+            raise SourceError(f"no such file: {fixed}")
+        lines = Path(fixed).read_bytes().splitlines()
+    store = RedisStore(url, prefix=prefix)
+    client = redis.Redis.from_url(url)
+    try:
+        result = redrive_letters(
+            client, store, prefix, partitions, keys=list(keys) or None, fixed=lines
+        )
+    finally:
+        store.close()
+        client.close()
+    click.echo(
+        json.dumps(
+            {
+                "published": result.published,
+                "per_partition": {str(k): v for k, v in sorted(result.per_partition.items())},
+                "deleted": len(result.deleted),
+            }
+        )
+    )
+
+
+def _register_on_entry_point() -> None:
+    """``python -m liveprofile.cli`` runs cli.py as ``__main__``, a second copy of the module
+    with its own ``main`` group; add the commands there too so that form works as well."""
+    entry = sys.modules.get("__main__")
+    spec = getattr(entry, "__spec__", None)
+    group = getattr(entry, "main", None)
+    from_entry = spec is not None and spec.name == "liveprofile.cli"
+    if from_entry and isinstance(group, click.Group) and group is not main:
+        for command in (status, redis_dead_letters, redrive):
+            group.add_command(command)
+
+
+_register_on_entry_point()

@@ -1,0 +1,1 @@
+"""Serving: the HTTP event collector."""

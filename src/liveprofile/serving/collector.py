@@ -1,0 +1,182 @@
+"""The HTTP event collector: ``POST /v1/events`` in, Redis streams or an embedded store out.
+
+The body is one JSON event or a JSON array of them. Every event is validated on arrival; the
+valid ones go to the sink, the invalid ones are reported back (index and reason, so the caller can
+fix and resend) and recorded in the dead-letter sink, so nothing is lost silently.
+
+>>> from liveprofile.serving.sinks import RedisSinkSettings
+>>> settings = CollectorSettings(token="s3cret", sink=RedisSinkSettings(prefix="shop"))
+>>> app = create_app(settings)
+>>> sorted(r.path for r in app.routes if r.path.startswith(("/v1", "/healthz")))
+['/healthz', '/v1/events']
+>>> CollectorSettings(token="", sink=RedisSinkSettings())
+Traceback (most recent call last):
+...
+liveprofile.errors.ConfigError: the collector needs a non-empty token (--token or LIVEPROFILE_TOKEN)
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import msgspec
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+
+from liveprofile.errors import ConfigError, InvalidEvent, LiveprofileError
+from liveprofile.events.schema import EventParser
+from liveprofile.serving.sinks import (
+    Accepted,
+    EmbeddedSink,
+    EmbeddedSinkSettings,
+    RedisSink,
+    RedisSinkSettings,
+    Rejected,
+    Sink,
+)
+
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class CollectorSettings:
+    """Everything the collector needs. ``token`` has no default: the caller must give one."""
+
+    token: str
+    sink: RedisSinkSettings | EmbeddedSinkSettings
+    max_body_bytes: int = MiB
+    max_batch: int = 1000
+
+    def __post_init__(self) -> None:
+        if not self.token:
+            raise ConfigError(
+                "the collector needs a non-empty token (--token or LIVEPROFILE_TOKEN)"
+            )
+        if self.max_body_bytes < 1 or self.max_batch < 1:
+            raise ConfigError("max_body_bytes and max_batch must be >= 1")
+
+
+class HTTPProblem(Exception):
+    """A request the collector refuses, with its status and a message for the caller."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.headers = headers
+
+
+def _problem(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPProblem)
+    return JSONResponse({"error": str(exc)}, status_code=exc.status, headers=exc.headers)
+
+
+def _liveprofile_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, LiveprofileError)
+    return JSONResponse({"error": str(exc)}, status_code=exc.http_status)
+
+
+def make_sink(settings: RedisSinkSettings | EmbeddedSinkSettings) -> Sink:
+    """The sink for its settings."""
+    if isinstance(settings, RedisSinkSettings):
+        return RedisSink(settings)
+    return EmbeddedSink(settings)
+
+
+def _check_token(request: Request, token: bytes) -> None:
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
+        raise HTTPProblem(
+            401,
+            "missing bearer token: send 'Authorization: Bearer <token>'",
+            {"WWW-Authenticate": "Bearer"},
+        )
+    if not hmac.compare_digest(given.strip().encode("utf-8"), token):
+        raise HTTPProblem(
+            401, "invalid bearer token", {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+        )
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The body, refusing (413) a declared or actual size above ``limit``."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError:
+            raise HTTPProblem(400, f"invalid Content-Length {declared!r}") from None
+        if size > limit:
+            raise HTTPProblem(413, f"body is {size} bytes, more than the limit of {limit}")
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise HTTPProblem(413, f"body is more than the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _split(body: bytes, max_batch: int) -> list[bytes]:
+    """The raw JSON of each event in the body: one object, or an array of them."""
+    text = body.lstrip()
+    if not text:
+        raise HTTPProblem(400, "empty body: send a JSON event object or an array of them")
+    try:
+        if text[:1] == b"[":
+            items = [bytes(raw) for raw in msgspec.json.decode(text, type=list[msgspec.Raw])]
+        else:
+            items = [bytes(msgspec.json.decode(text, type=msgspec.Raw)).strip()]
+    except msgspec.DecodeError as exc:
+        raise HTTPProblem(400, f"body is not valid JSON: {exc}") from None
+    if len(items) > max_batch:
+        raise HTTPProblem(413, f"batch has {len(items)} events, more than the limit of {max_batch}")
+    return items
+
+
+def create_app(settings: CollectorSettings) -> FastAPI:
+    """The collector app; the sink is opened on startup and closed (drained) on shutdown."""
+    sink = make_sink(settings.sink)
+    token = settings.token.encode("utf-8")
+    parser = EventParser()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await sink.start()
+        try:
+            yield
+        finally:
+            await sink.stop()
+
+    app = FastAPI(title="liveprofile collector", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.add_exception_handler(HTTPProblem, _problem)
+    app.add_exception_handler(LiveprofileError, _liveprofile_error)
+
+    @app.post("/v1/events")
+    async def collect(request: Request) -> Response:
+        """Validate events and hand the valid ones to the sink."""
+        _check_token(request, token)
+        body = await _read_body(request, settings.max_body_bytes)
+        accepted: list[Accepted] = []
+        rejected: list[Rejected] = []
+        report: list[dict[str, object]] = []
+        for index, raw in enumerate(_split(body, settings.max_batch)):
+            try:
+                accepted.append(Accepted(parser.parse_json(raw), raw))
+            except InvalidEvent as exc:
+                rejected.append(Rejected(raw.decode("utf-8", "replace"), str(exc)))
+                report.append({"index": index, "reason": str(exc)})
+        await sink.submit(accepted, rejected)
+        return JSONResponse({"accepted": len(accepted), "rejected": report}, sink.status)
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        """200 when the sink is reachable, 503 otherwise."""
+        problem = await sink.check()
+        if problem is None:
+            return JSONResponse({"status": "ok"})
+        return JSONResponse({"status": "unavailable", "error": problem}, 503)
+
+    return app
