@@ -397,4 +397,8 @@ from liveprofile import cli_ops as _cli_ops  # noqa: E402,F401
 from liveprofile import cli_redis as _cli_redis  # noqa: E402,F401
 
 if __name__ == "__main__":
-    main()
+    # Run as ``python -m liveprofile.cli`` this file is a second copy of the module; the commands
+    # of cli_http, cli_ops and cli_redis are registered on the imported one, so run that.
+    from liveprofile.cli import main as _imported_main
+
+    _imported_main()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
@@ -112,16 +111,3 @@ def collect(
     where = url if url is not None else store
     console.print(f"collecting on http://{host}:{port}/v1/events into {where}")
     uvicorn.run(create_app(settings), host=host, port=port, access_log=False, log_level="info")
-
-
-def _register_on_entry_point() -> None:
-    """As in cli_redis: add the command to the ``main`` of ``python -m liveprofile.cli`` too."""
-    entry = sys.modules.get("__main__")
-    spec = getattr(entry, "__spec__", None)
-    group = getattr(entry, "main", None)
-    from_entry = spec is not None and spec.name == "liveprofile.cli"
-    if from_entry and isinstance(group, click.Group) and group is not main:
-        group.add_command(collect)
-
-
-_register_on_entry_point()

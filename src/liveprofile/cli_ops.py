@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import click
@@ -184,18 +183,3 @@ def redrive(
             }
         )
     )
-
-
-def _register_on_entry_point() -> None:
-    """``python -m liveprofile.cli`` runs cli.py as ``__main__``, a second copy of the module
-    with its own ``main`` group; add the commands there too so that form works as well."""
-    entry = sys.modules.get("__main__")
-    spec = getattr(entry, "__spec__", None)
-    group = getattr(entry, "main", None)
-    from_entry = spec is not None and spec.name == "liveprofile.cli"
-    if from_entry and isinstance(group, click.Group) and group is not main:
-        for command in (status, redis_dead_letters, redrive):
-            group.add_command(command)
-
-
-_register_on_entry_point()

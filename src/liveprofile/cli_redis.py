@@ -219,18 +219,3 @@ def worker(
             }
         )
     )
-
-
-def _register_on_entry_point() -> None:
-    """``python -m liveprofile.cli`` runs cli.py as ``__main__``, a second copy of the module
-    with its own ``main`` group; add the commands there too so that form works as well."""
-    entry = sys.modules.get("__main__")
-    spec = getattr(entry, "__spec__", None)
-    group = getattr(entry, "main", None)
-    from_entry = spec is not None and spec.name == "liveprofile.cli"
-    if from_entry and isinstance(group, click.Group) and group is not main:
-        group.add_command(publish)
-        group.add_command(worker)
-
-
-_register_on_entry_point()
