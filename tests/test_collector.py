@@ -6,9 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from redis_server import free_port, running
 
 from liveprofile import read_profile
 from liveprofile.errors import ProfileNotFound, StoreError
@@ -31,12 +30,6 @@ TIMEOUT = 30.0
 LIMIT = 4096
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _event(i: int, user: str = "ann", **extra: Any) -> dict[str, Any]:
     return {"event_id": f"e{i}", "user_id": user, "type": "view", "ts": 1_700_000_000 + i, **extra}
 
@@ -45,7 +38,7 @@ class Collector:
     """A ``liveprofile collect`` subprocess on a free port."""
 
     def __init__(self, args: list[str], log: Path) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         cmd = [sys.executable, "-m", "liveprofile.cli", "collect", "--port", str(self.port)]
         env = {**os.environ, "LIVEPROFILE_TOKEN": TOKEN}
@@ -82,27 +75,8 @@ class Collector:
 
 @pytest.fixture(scope="module")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if shutil.which("redis-server") is None:
-        pytest.skip("needs redis-server")
-    port = _free_port()
-    directory = tmp_path_factory.mktemp("redis")
-    args = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-    args += ["--appendonly", "no", "--dir", str(directory)]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(url)
-    deadline = time.monotonic() + TIMEOUT
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            assert proc.poll() is None and time.monotonic() < deadline, "redis did not come up"
-            time.sleep(0.05)
-    client.close()
-    yield url
-    proc.terminate()
-    proc.wait(timeout=TIMEOUT)
+    for server in running(tmp_path_factory.mktemp("redis"), appendonly=False):
+        yield server.url
 
 
 @pytest.fixture(scope="module")
@@ -238,7 +212,7 @@ def test_unreachable_redis_gives_503_with_error_body() -> None:
     from liveprofile.serving.collector import CollectorSettings, create_app
     from liveprofile.serving.sinks import RedisSinkSettings
 
-    url = f"redis://127.0.0.1:{_free_port()}/0"
+    url = f"redis://127.0.0.1:{free_port()}/0"
     app = create_app(CollectorSettings(TOKEN, RedisSinkSettings(url=url)))
 
     async def go() -> tuple[httpx.Response, httpx.Response]:

@@ -4,11 +4,8 @@ the stored dead letters, and re-driving corrected dead letters through the worke
 from __future__ import annotations
 
 import json
-import shutil
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +13,7 @@ from typing import Any
 import msgspec
 import pytest
 import redis
+from redis_server import running
 
 from liveprofile.config import PipelineConfig
 from liveprofile.datasets.synthetic import SyntheticConfig, write_jsonl
@@ -27,46 +25,17 @@ from liveprofile.events.redis_streams import publish, stream_key
 from liveprofile.events.schema import EventParser
 from liveprofile.store.redis import RedisStore
 
-pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
-
 CONFIG = PipelineConfig.from_toml("[run]\nbatch_size = 100\n[features]\nbits = 12\n")
 PREFIX = "ops"
 TIMEOUT = 30.0
 CLI = [str(Path(sys.executable).with_name("liveprofile"))]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A redis-server of this module's own, on a free port, without persistence."""
-    directory = tmp_path_factory.mktemp("redis-ops")
-    port = _free_port()
-    args = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-    args += ["--appendonly", "no", "--dir", str(directory)]
-    with open(directory / "redis.log", "ab") as log:
-        proc = subprocess.Popen(args, stdout=log, stderr=log)
-    address = f"redis://127.0.0.1:{port}/0"
-    client = redis.Redis.from_url(address)
-    deadline = time.monotonic() + TIMEOUT
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            assert proc.poll() is None, (directory / "redis.log").read_text()
-            assert time.monotonic() < deadline, "redis-server did not come up"
-            time.sleep(0.05)
-    client.close()
-    try:
-        yield address
-    finally:
-        proc.terminate()
-        proc.wait(timeout=TIMEOUT)
+    for server in running(tmp_path_factory.mktemp("redis-ops"), appendonly=False):
+        yield server.url
 
 
 def _cli(*args: str, code: int = 0) -> str:

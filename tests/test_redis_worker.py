@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +16,7 @@ from typing import Any
 import msgspec
 import pytest
 import redis
+from redis_server import RedisServer, running
 
 from liveprofile.config import PipelineConfig
 from liveprofile.datasets.synthetic import SyntheticConfig, write_jsonl
@@ -30,8 +29,6 @@ from liveprofile.events.sources import JsonlSource
 from liveprofile.store.memory import MemoryStore
 from liveprofile.store.redis import RedisStore
 
-pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
-
 CONFIG = """
 [run]
 batch_size = 200
@@ -42,54 +39,11 @@ NAMESPACES = ("profile", "item", "pending", "dedup", "deadletter")
 TIMEOUT = 60.0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Server:
-    """A redis-server subprocess with its own port and data directory (AOF on)."""
-
-    def __init__(self, directory: Path, port: int | None = None) -> None:
-        self.dir = directory
-        self.port = port or _free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
-        args += ["--appendonly", "yes", "--dir", str(self.dir)]
-        with open(self.dir / "redis.log", "ab") as log:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=log)
-        client = redis.Redis.from_url(self.url)
-        deadline = time.monotonic() + TIMEOUT
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:  # includes "loading the dataset in memory"
-                assert self.proc.poll() is None, (self.dir / "redis.log").read_text()
-                assert time.monotonic() < deadline, "redis-server did not come up"
-                time.sleep(0.05)
-        client.close()
-
-    def stop(self, sig: signal.Signals = signal.SIGTERM) -> None:
-        """Shut down cleanly (SIGTERM flushes the AOF) or crash (SIGKILL: the AOF is fsynced
-        once a second, so the last writes may be lost, in order)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            self.proc.wait(timeout=TIMEOUT)
-        self.proc = None
+Server = RedisServer
 
 
 def _server(directory: Path) -> Iterator[Server]:
-    server = Server(directory)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from running(directory)
 
 
 @pytest.fixture(scope="module")
