@@ -43,34 +43,19 @@ from liveprofile.datasets.completejourney import CompleteJourneySource, quicksta
 from liveprofile.engine.local import LocalRunner, RunStats
 from liveprofile.engine.redis_worker import RedisWorker
 from liveprofile.events.redis_streams import publish
+from liveprofile.events.schema import encode_event
 from liveprofile.events.sources import JsonlSource
 from liveprofile.store.redis import RedisStore
 from liveprofile.store.sqlite import SQLiteStore
 
 
-class _Line(msgspec.Struct, omit_defaults=True):
-    """One event as a producer writes it (the input schema, not the parsed ``Event``)."""
-
-    event_id: str
-    user_id: str
-    type: str
-    ts: float
-    item_id: str | None = None
-    category: str | None = None
-    tags: list[str] = []
-    value: float | None = None
-
-
 def write_events(path: Path, limit: int) -> int:
     """The first ``limit`` Complete Journey transactions as JSON Lines; returns the count."""
-    encoder = msgspec.json.Encoder()
     n = 0
     with path.open("wb") as out:
         for batch in CompleteJourneySource(limit).batches(0, 50_000):
             for e in batch.events:
-                line = _Line(e.event_id, e.user, e.type, e.ts, e.item_id, e.category)
-                line.tags, line.value = list(e.tags), e.value
-                out.write(encoder.encode(line) + b"\n")
+                out.write(encode_event(e) + b"\n")
                 n += 1
     return n
 
