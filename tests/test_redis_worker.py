@@ -92,6 +92,16 @@ def _dump(url: str, prefix: str) -> dict[str, dict[str, bytes]]:
     return out
 
 
+def _dead_letter_stream(url: str, prefix: str) -> list[tuple[str, str]]:
+    """(raw, reason) of every entry of the prefix's dead-letter stream."""
+    client = redis.Redis.from_url(url, decode_responses=True)
+    try:
+        entries = client.xrange(f"{prefix}:deadletters")
+    finally:
+        client.close()
+    return [(fields["raw"], fields["reason"]) for _, fields in entries]
+
+
 def _checkpoint(blob: bytes) -> Checkpoint:
     return msgspec.msgpack.decode(blob, type=Checkpoint)
 
@@ -192,6 +202,9 @@ def test_worker_equals_local_replay(server: Server, events: Path, tmp_path: Path
     assert sorted((d.raw, d.reason) for d in stored) == sorted((d.raw, d.reason) for d in expected)
     for key, letter in zip(dump["deadletter"], stored, strict=True):
         assert letter.source == "inproc:events:0" and key.startswith("inproc:events:0:")
+    # ... and each is logged once in the dead-letter stream, in the same transaction
+    logged = _dead_letter_stream(server.url, "inproc")
+    assert sorted(logged) == sorted((d.raw, d.reason) for d in expected)
     runner.close()
 
 
@@ -219,6 +232,9 @@ def test_killed_worker_resumes_exactly_once(
     assert proc.wait(timeout=TIMEOUT * 2) == 0, log.read_text()
     killed = _comparable(_dump(server.url, "killed"))
     assert killed == clean
+    # the dead-letter stream is written in the commit's transaction: no entry twice, none lost
+    logged = _dead_letter_stream(server.url, "killed")
+    assert sorted(logged) == sorted(_dead_letter_stream(server.url, "clean")) and logged
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["shutdown", "crash"])

@@ -91,6 +91,7 @@ class RedisWorker:
         self.batch_size = batch_size
         self.block_ms = block_ms
         self.max_backoff_s = max_backoff_s
+        self.dead_letter_stream = f"{prefix}:deadletters"
         self.readers = [
             StreamReader(
                 client, stream_key(prefix, p), group, consumer, claim_idle_ms=claim_idle_ms
@@ -172,6 +173,11 @@ class RedisWorker:
                 f"{sb.stream}:{entry_id}": encode(letter)
                 for entry_id, letter in zip(sb.dead_letter_ids, sb.dead_letters, strict=True)
             }
+            for letter in sb.dead_letters:
+                self.store.stage_append(
+                    self.dead_letter_stream,
+                    {"raw": letter.raw, "reason": letter.reason, "source": letter.source},
+                )
             batch = Batch(events=sb.events, dead_letters=sb.dead_letters, offset=sb.offset)
             extra = {DEAD_LETTER_NAMESPACE: dead_rows} if dead_rows else None
             try:

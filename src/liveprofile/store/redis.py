@@ -37,6 +37,7 @@ class RedisStore:
         self.prefix = prefix or query.get("prefix", ["liveprofile"])[0]
         self.url = url.split("?", 1)[0]
         self._client: redis.Redis | None = None
+        self._appends: list[tuple[str, dict[_Field, _Field]]] = []
 
     @property
     def client(self) -> redis.Redis:
@@ -90,8 +91,11 @@ class RedisStore:
         bad = [v for v in (*values, *meta.values()) if not isinstance(v, bytes | bytearray)]
         if bad:
             raise StoreError(f"cannot commit {type(bad[0]).__name__}: values must be bytes")
+        appends, self._appends = self._appends, []
         with self._errors("commit"):
             pipe = self.client.pipeline(transaction=True)
+            for stream, fields in appends:
+                pipe.xadd(stream, fields)
             for namespace, changes in rows.items():
                 upserts: dict[_Field, _Field] = {k: v for k, v in changes.items() if v is not None}
                 deletes = [k for k, v in changes.items() if v is None]
@@ -104,6 +108,12 @@ class RedisStore:
                 pipe.hset(self._key("meta"), mapping=blobs)
             pipe.execute()
 
+    def stage_append(self, stream: str, fields: Mapping[str, bytes | str]) -> None:
+        """Append an entry to ``stream`` as part of the next :meth:`commit` (same ``MULTI``),
+        e.g. a dead letter that must be logged exactly when its batch commits."""
+        entry: dict[_Field, _Field] = {k: v for k, v in fields.items()}
+        self._appends.append((stream, entry))
+
     def drop(self) -> None:
         """Delete every key of this store's prefix (for tests and privacy erasure)."""
         with self._errors("drop"):
@@ -112,6 +122,7 @@ class RedisStore:
                 self.client.delete(*keys)
 
     def close(self) -> None:
+        self._appends = []  # staged for a commit that did not happen
         if self._client is not None:
             self._client.close()
             self._client = None
