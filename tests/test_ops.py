@@ -196,3 +196,25 @@ def test_lag_counted_when_redis_cannot_tell(url: str) -> None:
     store.drop()
     store.close()
     client.close()
+
+
+def test_trimming_worker_leaves_only_the_committed_entry(url: str, tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    written = write_jsonl(path, SyntheticConfig(users=20, days=2, seed=9))
+    client = redis.Redis.from_url(url)
+    store = RedisStore(url, prefix="trim")
+    try:
+        with path.open("rb") as fh:
+            publish(client, "trim", 1, fh)
+        stream = stream_key("trim", 0)
+        assert client.xlen(stream) == written.lines
+        worker = RedisWorker(CONFIG, store, client, "trim", [0], batch_size=100, block_ms=50,
+                             trim=True)  # fmt: skip
+        stats = worker.run(max_idle_polls=3)
+        assert stats.events == written.valid
+        # everything before the last committed entry is gone; the committed one is kept
+        assert client.xlen(stream) == 1
+    finally:
+        store.drop()
+        store.close()
+        client.close()

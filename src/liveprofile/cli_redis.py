@@ -155,6 +155,13 @@ def _partition_list(value: str, total: int) -> list[int]:
     type=click.IntRange(min=1),
     help="Stop after this many empty reads in a row (for tests and demos) [default: never].",
 )
+@click.option(
+    "--trim/--no-trim",
+    default=False,
+    show_default=True,
+    help="Delete stream entries once committed and acknowledged (only when this group is the "
+    "streams' only reader).",
+)
 @_fail_cleanly
 def worker(
     url: str,
@@ -168,6 +175,7 @@ def worker(
     block_ms: int,
     claim_idle_ms: int,
     idle_exit: int | None,
+    trim: bool,
 ) -> None:
     """Consume partition streams into the Redis store under PREFIX, exactly once in effect.
 
@@ -200,6 +208,7 @@ def worker(
         batch_size=batch_size or config.run.batch_size,
         block_ms=block_ms,
         claim_idle_ms=claim_idle_ms,
+        trim=trim,
     )
     try:
         stats = runner.run(max_idle_polls=idle_exit)

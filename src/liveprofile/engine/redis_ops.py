@@ -32,16 +32,11 @@ from liveprofile.engine.redis_worker import DEAD_LETTER_NAMESPACE
 from liveprofile.engine.state import Checkpoint
 from liveprofile.errors import LiveprofileError, SourceError, StoreError
 from liveprofile.events.deadletter import DeadLetter
-from liveprofile.events.redis_streams import SEQ_BITS, publish
+from liveprofile.events.redis_streams import format_offset, publish
 from liveprofile.store.redis import RedisStore
 
 #: dead letters re-driven per round trip: published together, then deleted together
 REDRIVE_CHUNK = 500
-
-
-def format_offset(offset: int) -> str:
-    """A committed integer offset as the stream entry id ``"ms-seq"`` it came from."""
-    return f"{offset >> SEQ_BITS}-{offset & (2**SEQ_BITS - 1)}"
 
 
 def iso_time(ts: float) -> str | None:

@@ -77,6 +77,7 @@ class RedisWorker:
         batch_size: int = 1000,
         block_ms: int = 1000,
         claim_idle_ms: int = 30_000,
+        trim: bool = False,
         max_backoff_s: float = 5.0,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.perf_counter,
@@ -92,6 +93,7 @@ class RedisWorker:
         self.block_ms = block_ms
         self.max_backoff_s = max_backoff_s
         self.dead_letter_stream = f"{prefix}:deadletters"
+        self.trim = trim
         self.readers = [
             StreamReader(
                 client, stream_key(prefix, p), group, consumer, claim_idle_ms=claim_idle_ms
@@ -186,6 +188,8 @@ class RedisWorker:
                 self._forget()  # the state ran ahead of the store
                 raise
         reader.ack(sb.ids)
+        if self.trim:
+            reader.trim(state.checkpoint.offsets.get(sb.stream, 0))
 
     def _check_checkpoint(self, state: PipelineState) -> None:
         """Guard against a store that lost commits behind this worker's back (a Redis crash

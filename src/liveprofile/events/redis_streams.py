@@ -73,6 +73,15 @@ def entry_offset(entry_id: bytes | str) -> int:
     return (ms_i << SEQ_BITS) + seq_i
 
 
+def format_offset(offset: int) -> str:
+    """A committed integer offset as the stream entry id ``"ms-seq"`` it came from.
+
+    >>> format_offset(entry_offset("1700000000000-5"))
+    '1700000000000-5'
+    """
+    return f"{offset >> SEQ_BITS}-{offset & (2**SEQ_BITS - 1)}"
+
+
 class _UserOnly(msgspec.Struct):
     """The two fields that choose a partition; everything else is validated by the worker."""
 
@@ -206,6 +215,12 @@ class StreamReader:
     def ack(self, ids: list[bytes]) -> None:
         if ids:
             self.client.xack(self.stream, self.group, *ids)
+
+    def trim(self, committed: int) -> None:
+        """Drop the entries before the committed one (when this group is the stream's only
+        reader, they are applied and acknowledged: nothing else needs them)."""
+        if committed:
+            self.client.xtrim(self.stream, minid=format_offset(committed), approximate=False)
 
     def _read(self, start: str, count: int, block_ms: int | None) -> list[Any]:
         reply = self.client.xreadgroup(
