@@ -26,6 +26,7 @@ from liveprofile.engine.state import Checkpoint
 from liveprofile.events.deadletter import DeadLetter, read_dead_letters
 from liveprofile.events.redis_streams import publish
 from liveprofile.events.sources import JsonlSource
+from liveprofile.profile.state import decode_profile
 from liveprofile.store.memory import MemoryStore
 from liveprofile.store.redis import RedisStore
 
@@ -275,3 +276,46 @@ def test_worker_waits_for_redis(events: Path, config_file: Path, tmp_path: Path)
             proc.kill()
             proc.wait()
         server.stop()
+
+
+def _profiles(url: str, prefix: str) -> dict[str, Any]:
+    """Each stored profile without what depends on a worker's model or clock (scores,
+    outcomes of delayed examples)."""
+    store = RedisStore(url, prefix=prefix)
+    try:
+        return {
+            user: msgspec.structs.replace(
+                decode_profile(blob), scores={}, positives={}, examples={}, key_outcomes={}
+            )
+            for user, blob in store.scan("profile")
+        }
+    finally:
+        store.close()
+
+
+def test_two_scoped_workers_share_one_prefix(server: Server, events: Path) -> None:
+    config = PipelineConfig.from_toml(CONFIG)
+    _publish(server.url, "one", events, partitions=2)
+    _publish(server.url, "two", events, partitions=2)
+    client = redis.Redis.from_url(server.url)
+    stores = [RedisStore(server.url, prefix=p) for p in ("one", "two", "two")]
+    try:
+        single = RedisWorker(config, stores[0], client, "one", [0, 1], block_ms=50)
+        single.run(max_idle_polls=4)
+        for store, part in ((stores[1], 0), (stores[2], 1)):
+            worker = RedisWorker(
+                config, store, client, "two", [part], block_ms=50, scope=f"p{part}"
+            )
+            worker.run(max_idle_polls=4)
+        # profiles are shared and equal to a single worker's; models and checkpoints are apart
+        assert _profiles(server.url, "two") == _profiles(server.url, "one")
+        for part in (0, 1):
+            blob = stores[1].get_meta(f"checkpoint@p{part}")
+            assert blob is not None
+            assert list(_checkpoint(blob).offsets) == [f"two:events:{part}"]
+            assert stores[1].get_meta(f"model/convert@p{part}") is not None
+        assert stores[1].get_meta("checkpoint") is None
+    finally:
+        for store in stores:
+            store.close()
+        client.close()

@@ -20,6 +20,7 @@ import pytest
 from liveprofile.errors import LiveprofileError, StoreError
 from liveprofile.store import MemoryStore, SQLiteStore, Store, open_store
 from liveprofile.store.redis import RedisStore
+from liveprofile.store.scoped import ScopedStore
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ BACKENDS = [
     Backend("memory", lambda _: MemoryStore(), persistent=False),
     Backend("sqlite", lambda tmp: SQLiteStore(tmp / "store" / "profiles.db"), persistent=True),
     Backend("redis", _redis, persistent=True),
+    Backend("scoped-sqlite", lambda tmp: ScopedStore(SQLiteStore(tmp / "s.db"), "w1"), True),
 ]
 
 

@@ -156,6 +156,11 @@ def _partition_list(value: str, total: int) -> list[int]:
     help="Stop after this many empty reads in a row (for tests and demos) [default: never].",
 )
 @click.option(
+    "--scope",
+    help="Keep this worker's models, item statistics and checkpoint apart from other workers "
+    "sharing the prefix (profiles stay shared); give each worker its own, e.g. its partitions.",
+)
+@click.option(
     "--trim/--no-trim",
     default=False,
     show_default=True,
@@ -175,6 +180,7 @@ def worker(
     block_ms: int,
     claim_idle_ms: int,
     idle_exit: int | None,
+    scope: str | None,
     trim: bool,
 ) -> None:
     """Consume partition streams into the Redis store under PREFIX, exactly once in effect.
@@ -209,6 +215,7 @@ def worker(
         block_ms=block_ms,
         claim_idle_ms=claim_idle_ms,
         trim=trim,
+        scope=scope,
     )
     try:
         stats = runner.run(max_idle_polls=idle_exit)

@@ -36,7 +36,9 @@ from liveprofile.engine.state import Checkpoint, PipelineState
 from liveprofile.errors import StoreError
 from liveprofile.events.redis_streams import StreamBatch, StreamReader, stream_key
 from liveprofile.events.sources import Batch
+from liveprofile.store.base import Store
 from liveprofile.store.redis import RedisStore
+from liveprofile.store.scoped import ScopedStore
 
 log = logging.getLogger("liveprofile")
 DEAD_LETTER_NAMESPACE = "deadletter"
@@ -78,6 +80,7 @@ class RedisWorker:
         block_ms: int = 1000,
         claim_idle_ms: int = 30_000,
         trim: bool = False,
+        scope: str | None = None,
         max_backoff_s: float = 5.0,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.perf_counter,
@@ -86,6 +89,8 @@ class RedisWorker:
             raise ValueError("a worker needs at least one partition")
         self.config = config
         self.store = store
+        #: where this worker's state lives: the whole store, or its scope of a shared one
+        self.view: Store = store if scope is None else ScopedStore(store, scope)
         client.set_retry(_no_retry())
         self.client = client
         self.core = Core(config)
@@ -152,8 +157,8 @@ class RedisWorker:
             self.client.ping()  # fails fast, unlike the store's client with its own retries
             self.store.setup()
             self.store.client.set_retry(_no_retry())
-            check_config(self.store, self.config)
-            state = PipelineState.load(self.store, self.config)
+            check_config(self.view, self.config)
+            state = PipelineState.load(self.view, self.config)
             for reader in self.readers:
                 reader.ensure_group()
                 reader.reset()
@@ -183,7 +188,7 @@ class RedisWorker:
             batch = Batch(events=sb.events, dead_letters=sb.dead_letters, offset=sb.offset)
             extra = {DEAD_LETTER_NAMESPACE: dead_rows} if dead_rows else None
             try:
-                apply_batch(self.core, state, self.store, sb.stream, batch, stats, extra)
+                apply_batch(self.core, state, self.view, sb.stream, batch, stats, extra)
             except BaseException:
                 self._forget()  # the state ran ahead of the store
                 raise
@@ -194,7 +199,7 @@ class RedisWorker:
     def _check_checkpoint(self, state: PipelineState) -> None:
         """Guard against a store that lost commits behind this worker's back (a Redis crash
         without durable writes, reached again through the client's own retries)."""
-        blob = self.store.get_meta("checkpoint")
+        blob = self.view.get_meta("checkpoint")
         stored = 0 if blob is None else msgspec.msgpack.decode(blob, type=Checkpoint).seq
         if stored != state.checkpoint.seq:
             raise _StaleState

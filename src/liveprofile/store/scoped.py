@@ -1,0 +1,65 @@
+"""A per-worker view of a shared store: some namespaces shared, the rest kept apart.
+
+When several workers share one store, each owning some partitions, profiles are disjoint (a user
+lives in one partition) and can share a namespace, while everything a worker keeps for itself
+(its models, item statistics, pending examples, de-duplication window, checkpoint) must not
+collide: those names get the worker's scope as a suffix. Commits stay atomic: the view renames
+keys and passes one commit through.
+
+>>> from liveprofile.store.memory import MemoryStore
+>>> shared = MemoryStore()
+>>> a, b = ScopedStore(shared, "p0"), ScopedStore(shared, "p1")
+>>> a.commit({"profile": {"u1": b"x"}, "item": {"i": b"a"}}, {"checkpoint": b"1"})
+>>> b.commit({"profile": {"u2": b"y"}, "item": {"i": b"b"}}, {"checkpoint": b"2"})
+>>> b.read("profile", ["u1", "u2"]), a.read("item", ["i"]), b.get_meta("checkpoint")
+([b'x', b'y'], [b'a'], b'2')
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+
+from liveprofile.store.base import Rows, Store
+
+SHARED_NAMESPACES = frozenset({"profile", "deadletter"})
+SHARED_META = frozenset({"config"})
+
+
+class ScopedStore:
+    """``store`` as seen by the worker ``scope``."""
+
+    def __init__(self, store: Store, scope: str) -> None:
+        if not scope or "@" in scope:
+            raise ValueError(f"a scope is a non-empty name without '@', got {scope!r}")
+        self.store = store
+        self.scope = scope
+
+    def _ns(self, namespace: str) -> str:
+        return namespace if namespace in SHARED_NAMESPACES else f"{namespace}@{self.scope}"
+
+    def _meta(self, name: str) -> str:
+        return name if name in SHARED_META else f"{name}@{self.scope}"
+
+    def setup(self) -> None:
+        self.store.setup()
+
+    def read(self, namespace: str, keys: Sequence[str]) -> list[bytes | None]:
+        return self.store.read(self._ns(namespace), keys)
+
+    def scan(self, namespace: str) -> Iterator[tuple[str, bytes]]:
+        return self.store.scan(self._ns(namespace))
+
+    def count(self, namespace: str) -> int:
+        return self.store.count(self._ns(namespace))
+
+    def get_meta(self, name: str) -> bytes | None:
+        return self.store.get_meta(self._meta(name))
+
+    def commit(self, rows: Rows, meta: Mapping[str, bytes]) -> None:
+        self.store.commit(
+            {self._ns(ns): changes for ns, changes in rows.items()},
+            {self._meta(name): value for name, value in meta.items()},
+        )
+
+    def close(self) -> None:
+        self.store.close()
