@@ -21,6 +21,7 @@ from redis_server import RedisServer, running
 from liveprofile.config import PipelineConfig
 from liveprofile.datasets.synthetic import SyntheticConfig, write_jsonl
 from liveprofile.engine.local import LocalRunner
+from liveprofile.engine.redis_ops import read_checkpoint
 from liveprofile.engine.redis_worker import RedisWorker
 from liveprofile.engine.state import Checkpoint
 from liveprofile.events.deadletter import DeadLetter, read_dead_letters
@@ -315,6 +316,11 @@ def test_two_scoped_workers_share_one_prefix(server: Server, events: Path) -> No
             assert list(_checkpoint(blob).offsets) == [f"two:events:{part}"]
             assert stores[1].get_meta(f"model/convert@p{part}") is not None
         assert stores[1].get_meta("checkpoint") is None
+        # status adds the scoped checkpoints up to what the single worker committed
+        both = read_checkpoint(stores[1], ["p0", "p1"])
+        one = read_checkpoint(stores[0])
+        assert (both.events, both.dead_letters) == (one.events, one.dead_letters) != (0, 0)
+        assert sorted(both.offsets) == sorted(k.replace("one", "two") for k in one.offsets)
     finally:
         for store in stores:
             store.close()

@@ -59,9 +59,22 @@ def _print_status(status: Status) -> None:
     show_default=True,
     help="Measure throughput over this interval (0: skip).",
 )
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    help="The --scope of each worker sharing the prefix (repeat); their checkpoints add up.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 @_fail_cleanly
-def status(url: str, prefix: str, group: str, sample_seconds: float, as_json: bool) -> None:
+def status(
+    url: str,
+    prefix: str,
+    group: str,
+    sample_seconds: float,
+    scopes: tuple[str, ...],
+    as_json: bool,
+) -> None:
     """Show the partition streams (length, lag, pending) and the store's checkpoint.
 
     Lag counts the entries the group has not been delivered yet (all of them before a worker
@@ -77,7 +90,9 @@ def status(url: str, prefix: str, group: str, sample_seconds: float, as_json: bo
     store = RedisStore(url, prefix=prefix)
     client = redis.Redis.from_url(url)
     try:
-        result = stream_status(client, store, prefix, group=group, sample_seconds=sample_seconds)
+        result = stream_status(
+            client, store, prefix, group=group, scopes=scopes, sample_seconds=sample_seconds
+        )
     finally:
         store.close()
         client.close()

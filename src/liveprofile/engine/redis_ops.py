@@ -33,7 +33,9 @@ from liveprofile.engine.state import Checkpoint
 from liveprofile.errors import LiveprofileError, SourceError, StoreError
 from liveprofile.events.deadletter import DeadLetter
 from liveprofile.events.redis_streams import format_offset, publish
+from liveprofile.store.base import Store
 from liveprofile.store.redis import RedisStore
+from liveprofile.store.scoped import ScopedStore
 
 #: dead letters re-driven per round trip: published together, then deleted together
 REDRIVE_CHUNK = 500
@@ -156,10 +158,22 @@ def _stream_status(
     return status
 
 
-def read_checkpoint(store: RedisStore) -> Checkpoint:
-    """The store's committed checkpoint (an empty one before the first commit)."""
-    blob = store.get_meta("checkpoint")
-    return Checkpoint() if blob is None else msgspec.msgpack.decode(blob, type=Checkpoint)
+def read_checkpoint(store: RedisStore, scopes: Sequence[str] = ()) -> Checkpoint:
+    """The store's committed checkpoint (an empty one before the first commit); with
+    ``scopes``, the workers' checkpoints of those scopes added up (offsets side by side)."""
+    views: list[Store] = [ScopedStore(store, s) for s in scopes] if scopes else [store]
+    total = Checkpoint()
+    for view in views:
+        blob = view.get_meta("checkpoint")
+        if blob is None:
+            continue
+        ckpt = msgspec.msgpack.decode(blob, type=Checkpoint)
+        total.events += ckpt.events
+        total.duplicates += ckpt.duplicates
+        total.dead_letters += ckpt.dead_letters
+        total.watermark = max(total.watermark, ckpt.watermark)
+        total.offsets.update(ckpt.offsets)
+    return total
 
 
 def stream_status(
@@ -168,6 +182,7 @@ def stream_status(
     prefix: str,
     *,
     group: str = "liveprofile",
+    scopes: Sequence[str] = (),
     sample_seconds: float = 1.0,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
@@ -178,11 +193,11 @@ def stream_status(
     checkpoint is read before and after); ``sample_seconds <= 0`` skips it (None).
     """
     try:
-        before = read_checkpoint(store)
+        before = read_checkpoint(store, scopes)
         started = clock()
         if sample_seconds > 0:
             sleep(sample_seconds)
-        after = read_checkpoint(store)
+        after = read_checkpoint(store, scopes)
         elapsed = clock() - started
         rate = None
         if sample_seconds > 0 and elapsed > 0:
