@@ -59,23 +59,20 @@ class CollectorSettings:
             raise ConfigError("max_body_bytes and max_batch must be >= 1")
 
 
-class HTTPProblem(Exception):
+class HTTPProblem(LiveprofileError):
     """A request the collector refuses, with its status and a message for the caller."""
 
     def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
-        self.status = status
+        self.http_status = status
         self.headers = headers
 
 
-def _problem(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPProblem)
-    return JSONResponse({"error": str(exc)}, status_code=exc.status, headers=exc.headers)
-
-
 def _liveprofile_error(request: Request, exc: Exception) -> Response:
+    """Every liveprofile error as ``{"error": message}`` with the status it knows."""
     assert isinstance(exc, LiveprofileError)
-    return JSONResponse({"error": str(exc)}, status_code=exc.http_status)
+    headers = exc.headers if isinstance(exc, HTTPProblem) else None
+    return JSONResponse({"error": str(exc)}, status_code=exc.http_status, headers=headers)
 
 
 def make_sink(settings: RedisSinkSettings | EmbeddedSinkSettings) -> Sink:
@@ -151,7 +148,6 @@ def create_app(settings: CollectorSettings) -> FastAPI:
             await sink.stop()
 
     app = FastAPI(title="liveprofile collector", lifespan=lifespan, docs_url=None, redoc_url=None)
-    app.add_exception_handler(HTTPProblem, _problem)
     app.add_exception_handler(LiveprofileError, _liveprofile_error)
 
     @app.post("/v1/events")
