@@ -52,6 +52,7 @@ def events(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ["status"],
         ["redis-dead-letters"],
         ["redrive"],
+        ["serve"],
     ],
 )
 def test_every_command_explains_itself(command: list[str]) -> None:

@@ -395,10 +395,11 @@ def dead_letters(path: str, limit: int) -> None:
 from liveprofile import cli_http as _cli_http  # noqa: E402,F401
 from liveprofile import cli_ops as _cli_ops  # noqa: E402,F401
 from liveprofile import cli_redis as _cli_redis  # noqa: E402,F401
+from liveprofile import cli_serve as _cli_serve  # noqa: E402,F401
 
 if __name__ == "__main__":
     # Run as ``python -m liveprofile.cli`` this file is a second copy of the module; the commands
-    # of cli_http, cli_ops and cli_redis are registered on the imported one, so run that.
+    # of cli_http, cli_ops, cli_redis and cli_serve are registered on the imported one: run that.
     from liveprofile.cli import main as _imported_main
 
     _imported_main()

@@ -68,7 +68,7 @@ class HTTPProblem(LiveprofileError):
         self.headers = headers
 
 
-def _liveprofile_error(request: Request, exc: Exception) -> Response:
+def error_response(request: Request, exc: Exception) -> Response:
     """Every liveprofile error as ``{"error": message}`` with the status it knows."""
     assert isinstance(exc, LiveprofileError)
     headers = exc.headers if isinstance(exc, HTTPProblem) else None
@@ -82,7 +82,8 @@ def make_sink(settings: RedisSinkSettings | EmbeddedSinkSettings) -> Sink:
     return EmbeddedSink(settings)
 
 
-def _check_token(request: Request, token: bytes) -> None:
+def check_token(request: Request, token: bytes) -> None:
+    """Refuse (401) a request without ``Authorization: Bearer <token>``; constant-time compare."""
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not given.strip():
         raise HTTPProblem(
@@ -148,12 +149,12 @@ def create_app(settings: CollectorSettings) -> FastAPI:
             await sink.stop()
 
     app = FastAPI(title="liveprofile collector", lifespan=lifespan, docs_url=None, redoc_url=None)
-    app.add_exception_handler(LiveprofileError, _liveprofile_error)
+    app.add_exception_handler(LiveprofileError, error_response)
 
     @app.post("/v1/events")
     async def collect(request: Request) -> Response:
         """Validate events and hand the valid ones to the sink."""
-        _check_token(request, token)
+        check_token(request, token)
         body = await _read_body(request, settings.max_body_bytes)
         accepted: list[Accepted] = []
         rejected: list[Rejected] = []

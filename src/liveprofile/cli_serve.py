@@ -1,0 +1,64 @@
+"""The ``serve`` command: the read API (profiles and scores over HTTP) in front of a store."""
+
+from __future__ import annotations
+
+import click
+
+from liveprofile.cli import DEFAULT_STORE, _fail_cleanly, console, main
+from liveprofile.errors import ConfigError
+
+
+@main.command()
+@click.option(
+    "--store",
+    default=DEFAULT_STORE,
+    show_default=True,
+    help="Store to read: a file path, sqlite:///path or redis://host:port/db.",
+)
+@click.option(
+    "--read-token",
+    envvar="LIVEPROFILE_READ_TOKEN",
+    show_envvar=True,
+    help="Bearer token clients must send (required; prefer the environment variable).",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8081, show_default=True)
+@_fail_cleanly
+def serve(store: str, read_token: str | None, host: str, port: int) -> None:
+    """Serve profiles and online scores from a store over HTTP (read-only).
+
+    Every endpoint but GET /healthz needs 'Authorization: Bearer TOKEN'. Profiles are viewed as
+    of the store watermark, as 'liveprofile profile' shows them.
+
+    \b
+    Endpoints:
+      GET  /v1/profiles/{user}          one profile (404 if unknown)
+      POST /v1/profiles:batch           {"users": [...]} (at most 1000) in one store read
+      GET  /v1/score?user=U&item=I&task=T
+                                        the task model's P(y=1) and its top features
+      GET  /healthz                     no token; 503 if the store does not answer
+      GET  /openapi.json                the OpenAPI spec
+
+    \b
+    Examples:
+      LIVEPROFILE_READ_TOKEN=s3cret liveprofile serve --store profiles.db --port 8081
+      curl -H 'Authorization: Bearer s3cret' http://127.0.0.1:8081/v1/profiles/ann
+    """
+    import uvicorn
+
+    from liveprofile.serving.profiles import ReadSettings, create_read_app
+    from liveprofile.store import open_store
+
+    if not read_token:
+        raise ConfigError(
+            "refusing to start without a read token: pass --read-token or set "
+            "LIVEPROFILE_READ_TOKEN"
+        )
+    settings = ReadSettings(store, read_token)
+    backend = open_store(store, read_only=True)  # fail here, cleanly, on a missing store
+    try:
+        backend.setup()
+    finally:
+        backend.close()
+    console.print(f"serving profiles from {store} on http://{host}:{port}/v1/profiles")
+    uvicorn.run(create_read_app(settings), host=host, port=port, access_log=False, log_level="info")

@@ -1,0 +1,264 @@
+"""The read API: profiles and online scores over HTTP, straight from a store (read-only).
+
+Every endpoint but ``/healthz`` needs ``Authorization: Bearer <read_token>``. Store access runs
+on the event loop thread (SQLite connections belong to the thread that opened them).
+
+>>> app = create_read_app(ReadSettings(store="memory://", read_token="s3cret"))
+>>> sorted(r.path for r in app.routes if r.path.startswith(("/v1", "/healthz")))
+['/healthz', '/v1/profiles/{user}', '/v1/profiles:batch', '/v1/score']
+>>> ReadSettings(store="memory://", read_token="")
+Traceback (most recent call last):
+...
+liveprofile.errors.ConfigError: the read API needs a non-empty read token (--read-token or \
+LIVEPROFILE_READ_TOKEN)
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import AsyncIterator, Hashable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import msgspec
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
+
+from liveprofile.api import stored_config
+from liveprofile.config import PipelineConfig, TaskConfig
+from liveprofile.engine.core import Core
+from liveprofile.engine.state import Checkpoint
+from liveprofile.errors import ConfigError, LiveprofileError, ProfileNotFound, StoreError
+from liveprofile.events.schema import Event
+from liveprofile.learn.base import Learner
+from liveprofile.learn.linear import FTRLProximal, LogisticOGD
+from liveprofile.learn.registry import load_learner
+from liveprofile.profile.items import decode_item
+from liveprofile.profile.population import Population, standing
+from liveprofile.profile.state import decode_profile
+from liveprofile.serving.collector import HTTPProblem, check_token, error_response
+from liveprofile.store import Store, open_store
+
+MAX_BATCH = 1000
+
+
+@dataclass(frozen=True)
+class ReadSettings:
+    """What the read API needs. ``read_token`` has no default: the caller must give one.
+
+    ``as_of`` is the time profiles are viewed at: ``"watermark"`` (the store's latest event
+    time, as ``liveprofile.read_profile`` does), ``"now"`` (wall clock) or fixed epoch seconds.
+    """
+
+    store: str
+    read_token: str
+    as_of: Literal["watermark", "now"] | float = "watermark"
+
+    def __post_init__(self) -> None:
+        if not self.read_token:
+            raise ConfigError(
+                "the read API needs a non-empty read token (--read-token or LIVEPROFILE_READ_TOKEN)"
+            )
+        if isinstance(self.as_of, str) and self.as_of not in ("watermark", "now"):
+            raise ConfigError(f"as_of must be 'watermark', 'now' or epoch seconds: {self.as_of!r}")
+
+
+class BatchRequest(BaseModel):
+    """Users to read in one store round trip."""
+
+    users: list[str] = Field(max_length=MAX_BATCH)
+
+
+class _Reader:
+    """The open store, its config and the learners, reloaded when the checkpoint moves on."""
+
+    def __init__(self, settings: ReadSettings) -> None:
+        self.settings = settings
+        self._store: Store | None = None
+        self._config: PipelineConfig | None = None
+        self._core: Core | None = None
+        self._learners: dict[str, tuple[int, Learner]] = {}
+
+    def open(self) -> None:
+        self._store = open_store(self.settings.store, read_only=True)
+        self._store.setup()
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            raise StoreError("the store is not open")
+        return self._store
+
+    @property
+    def core(self) -> Core:
+        if self._core is None:
+            self._config = stored_config(self.store)
+            self._core = Core(self._config)
+        return self._core
+
+    def checkpoint(self) -> Checkpoint:
+        blob = self.store.get_meta("checkpoint")
+        return Checkpoint() if blob is None else msgspec.msgpack.decode(blob, type=Checkpoint)
+
+    def as_of(self, last_ts: float, watermark: float) -> float:
+        policy = self.settings.as_of
+        if policy == "now":
+            return time.time()
+        if policy == "watermark":
+            return max(last_ts, watermark)
+        return float(policy)
+
+    def views(self, users: list[str]) -> dict[str, dict[str, Any]]:
+        """The profile views of the users that have one, from one store read."""
+        blobs = self.store.read("profile", users)
+        watermark = self.checkpoint().watermark
+        pop_blob = self.store.get_meta("population")
+        population = None if pop_blob is None else msgspec.msgpack.decode(pop_blob, type=Population)
+        out: dict[str, dict[str, Any]] = {}
+        for user, blob in zip(users, blobs, strict=True):
+            if blob is None:
+                continue
+            p = decode_profile(blob)
+            rfm = None if population is None else population.scores(standing(p))
+            out[user] = self.core.updater.view(p, at=self.as_of(p.last_ts, watermark), rfm=rfm)
+        return out
+
+    def learner(self, task: str, seq: int) -> Learner:
+        cached = self._learners.get(task)
+        if cached is not None and cached[0] == seq:
+            return cached[1]
+        blob = self.store.get_meta(f"model/{task}")
+        if blob is None:
+            raise HTTPProblem(404, f"no model for task {task!r} in the store yet")
+        learner = load_learner(blob)
+        self._learners[task] = (seq, learner)
+        return learner
+
+    def score(self, user: str, item: str, task_name: str, top: int) -> dict[str, Any]:
+        core = self.core
+        task = _task(core.config, task_name)
+        (p_blob,) = self.store.read("profile", [user])
+        if p_blob is None:
+            raise ProfileNotFound(f"no profile for user {user!r}")
+        p = decode_profile(p_blob)
+        (i_blob,) = self.store.read("item", [item])
+        it = None if i_blob is None else decode_item(i_blob)
+        ckpt = self.checkpoint()
+        ts = ckpt.watermark if math.isfinite(ckpt.watermark) else p.last_ts
+        event = Event("score", user, task.on[0], ts, item_id=item)
+        builder = core.features
+        named = builder.explain(event, p, it)
+        key = None
+        if task.label.kind == "delayed":
+            key = item if task.label.key == "item" else event.category
+        idx, val = builder.build(event, p, it)
+        t_idx, t_val = builder.task_features(task.name, p, it, key)
+        idx, val = idx + t_idx, val + t_val
+        names = [n for n, _ in named] + [builder.names.get(i, f"#{i}") for i in t_idx]
+        x: dict[Hashable, float] = {}
+        for i, v in zip(idx, val, strict=True):
+            x[i] = x.get(i, 0.0) + v  # colliding indices add up, as in the kernel
+        learner = self.learner(task.name, ckpt.seq)
+        score = float(learner.predict_proba_one(x)[True])
+        weights = _weights(learner, idx)
+        if weights is None:
+            features: list[list[Any]] = [[n, None] for n in names[:top]]
+        else:
+            pairs = [(n, w * v) for n, w, v in zip(names, weights, val, strict=True)]
+            pairs.sort(key=lambda nv: abs(nv[1]), reverse=True)
+            features = [[n, c] for n, c in pairs[:top]]
+        return {
+            "user": user,
+            "item": item,
+            "task": task.name,
+            "score": score,
+            "top_features": features,
+        }
+
+
+def _task(config: PipelineConfig, name: str) -> TaskConfig:
+    for task in config.tasks:
+        if task.name == name:
+            return task
+    known = ", ".join(t.name for t in config.tasks)
+    raise HTTPProblem(404, f"no task {name!r}: this store has {known}")
+
+
+def _weights(learner: Learner, idx: list[int]) -> list[float] | None:
+    """The weight of each index for linear learners (FTRL from z and n, as the kernel does)."""
+    if isinstance(learner, LogisticOGD):
+        return [float(learner.w[i & learner.mask]) for i in idx]
+    if isinstance(learner, FTRLProximal):
+        out = []
+        for i in idx:
+            z, n = float(learner.z[i & learner.mask]), float(learner.n[i & learner.mask])
+            if abs(z) <= learner.l1:
+                out.append(0.0)
+            else:
+                sign = 1.0 if z > 0 else -1.0
+                rate = (learner.beta + math.sqrt(n)) / learner.alpha + learner.l2
+                out.append(-(z - sign * learner.l1) / rate)
+        return out
+    return None
+
+
+def create_read_app(settings: ReadSettings) -> FastAPI:
+    """The read API app; the store is opened on startup and closed on shutdown."""
+    reader = _Reader(settings)
+    token = settings.read_token.encode("utf-8")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        reader.open()
+        try:
+            yield
+        finally:
+            reader.close()
+
+    app = FastAPI(title="liveprofile read API", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.add_exception_handler(LiveprofileError, error_response)
+
+    async def authorized(request: Request) -> None:
+        check_token(request, token)
+
+    auth = [Depends(authorized)]
+
+    @app.get("/v1/profiles/{user}", dependencies=auth)
+    async def profile(user: str) -> Response:
+        """One user's profile view (as ``liveprofile.read_profile``); 404 if there is none."""
+        views = reader.views([user])
+        if user not in views:
+            raise ProfileNotFound(f"no profile for user {user!r}")
+        return JSONResponse(views[user])
+
+    @app.post("/v1/profiles:batch", dependencies=auth)
+    async def profiles(body: BatchRequest) -> Response:
+        """Profile views of up to 1000 users in one store read; unknown users under missing."""
+        users = list(dict.fromkeys(body.users))
+        views = reader.views(users)
+        missing = [u for u in users if u not in views]
+        return JSONResponse({"profiles": views, "missing": missing})
+
+    @app.get("/v1/score", dependencies=auth)
+    async def score(user: str, item: str, task: str, top: int = 10) -> Response:
+        """The task's online model P(y=1) for (user, item) now, with its top features."""
+        return JSONResponse(reader.score(user, item, task, max(0, top)))
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        """200 when the store answers, 503 otherwise."""
+        try:
+            seq = reader.checkpoint().seq
+        except LiveprofileError as exc:
+            return JSONResponse({"status": "unavailable", "error": str(exc)}, 503)
+        return JSONResponse({"status": "ok", "seq": seq})
+
+    return app
