@@ -106,6 +106,9 @@ def test_score_is_a_probability_with_features(server: Server) -> None:
     assert body["top_features"]
     for name, contribution in body["top_features"]:
         assert isinstance(name, str) and math.isfinite(contribution)
+    # the item's category is known from its statistics, so its topic features take part
+    every = server.client.get("/v1/score", params={**params, "top": 1000}, headers=AUTH).json()
+    assert any(name.startswith("topic=") for name, _ in every["top_features"])
     r = server.client.get("/v1/score", params={**params, "task": "nope"}, headers=AUTH)
     assert r.status_code == 404 and "nope" in r.json()["error"]
     r = server.client.get("/v1/score", params={**params, "user": "nobody-here"}, headers=AUTH)

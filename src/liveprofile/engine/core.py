@@ -179,6 +179,8 @@ class Core:
             it.popularity *= rebase_factor(anchor, it.anchor, h)
             it.anchor = anchor
         it.n += 1
+        if it.category is None:
+            it.category = e.category
         if ts > it.last_ts:
             it.last_ts = ts
         it.popularity += 2.0 ** ((ts - it.anchor) / h)

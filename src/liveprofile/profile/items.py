@@ -26,6 +26,8 @@ class ItemStats(msgspec.Struct, array_like=True, gc=False):
     value_n: int = 0
     positives: dict[str, int] = {}
     examples: dict[str, int] = {}
+    #: the item's category as events gave it first (so an item can be scored by id alone)
+    category: str | None = None
 
     def record_outcome(self, task: str, positive: bool) -> None:
         self.examples[task] = self.examples.get(task, 0) + 1

@@ -33,7 +33,7 @@ from liveprofile.engine.core import Core
 from liveprofile.engine.state import Checkpoint
 from liveprofile.errors import ConfigError, LiveprofileError, ProfileNotFound, StoreError
 from liveprofile.events.schema import Event
-from liveprofile.learn.base import Learner
+from liveprofile.learn.base import Learner, probability
 from liveprofile.learn.linear import FTRLProximal, LogisticOGD
 from liveprofile.learn.registry import load_learner
 from liveprofile.profile.items import decode_item
@@ -153,7 +153,8 @@ class _Reader:
         it = None if i_blob is None else decode_item(i_blob)
         ckpt = self.checkpoint()
         ts = ckpt.watermark if math.isfinite(ckpt.watermark) else p.last_ts
-        event = Event("score", user, task.on[0], ts, item_id=item)
+        category = None if it is None else it.category
+        event = Event("score", user, task.on[0], ts, item_id=item, category=category)
         builder = core.features
         named = builder.explain(event, p, it)
         key = None
@@ -167,7 +168,7 @@ class _Reader:
         for i, v in zip(idx, val, strict=True):
             x[i] = x.get(i, 0.0) + v  # colliding indices add up, as in the kernel
         learner = self.learner(task.name, ckpt.seq)
-        score = float(learner.predict_proba_one(x)[True])
+        score = probability(learner.predict_proba_one(x))
         weights = _weights(learner, idx)
         if weights is None:
             features: list[list[Any]] = [[n, None] for n in names[:top]]
