@@ -69,9 +69,6 @@ class PipelineState:
     def watermark(self) -> float:
         return self.checkpoint.watermark
 
-    def metrics(self) -> dict[str, Prequential]:
-        return {name: t.metrics for name, t in self.tasks.items()}
-
     # -- loading -------------------------------------------------------------------------------
 
     @classmethod

@@ -220,7 +220,7 @@ class FeatureBuilder:
                 val.append(1.0)
                 continue
             n = stats.examples.get(task, 0)
-            rate = (stats.positives.get(task, 0) + prior * strength) / (n + strength)
+            rate = stats.outcome_rate(task, prior, strength)
             idx += (rate_i, rate_b[min(int(rate * 10), 9)], seen_b[min(int(math.log2(1 + n)), 12)])
             val += (rate - prior, 1.0, 1.0)
         return idx, val

@@ -27,7 +27,7 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
-from liveprofile.learn.base import LEARN, PREDICT, PREDICT_LEARN, OpBatch
+from liveprofile.learn.base import LEARN, PREDICT, OpBatch
 
 F64 = npt.NDArray[np.float64]
 
@@ -151,10 +151,6 @@ class _HashedLinear:
     def predict_proba_one(self, x: Mapping[Hashable, float]) -> dict[bool, float]:
         p = self._one(x, PREDICT, 0.0)
         return {False: 1.0 - p, True: p}
-
-    def predict_learn_one(self, x: Mapping[Hashable, float], y: bool) -> float:
-        """Predict, then learn from the label: one prequential step."""
-        return self._one(x, PREDICT_LEARN, 1.0 if y else 0.0)
 
     def run_ops(self, ops: OpBatch) -> F64:
         kinds, starts, idx, val, ys = ops.arrays()

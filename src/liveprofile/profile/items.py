@@ -15,6 +15,11 @@ from liveprofile.store.codec import VersionedCodec
 ITEM_SCHEMA = 1
 
 
+def shrunk_rate(positives: int, examples: int, prior: float, strength: float) -> float:
+    """A positive rate shrunk toward ``prior`` by ``strength`` pseudo-examples."""
+    return (positives + prior * strength) / (examples + strength)
+
+
 class ItemStats(msgspec.Struct, array_like=True, gc=False):
     """Running statistics of one item, all from events already seen (never the current one)."""
 
@@ -36,11 +41,7 @@ class ItemStats(msgspec.Struct, array_like=True, gc=False):
 
     def outcome_rate(self, task: str, prior: float, strength: float) -> float:
         """Positive rate for ``task``, shrunk toward ``prior`` with ``strength`` pseudo-examples."""
-        pos = self.positives.get(task, 0)
-        return (pos + prior * strength) / (self.examples.get(task, 0) + strength)
-
-    def mean_value(self, prior: float, strength: float = 3.0) -> float:
-        return (self.value_sum + prior * strength) / (self.value_n + strength)
+        return shrunk_rate(self.positives.get(task, 0), self.examples.get(task, 0), prior, strength)
 
 
 _codec = VersionedCodec(ItemStats, schema=ITEM_SCHEMA, what="item record")

@@ -27,6 +27,7 @@ import msgspec
 from liveprofile.config import ProfileConfig
 from liveprofile.events.schema import Event
 from liveprofile.profile.decay import REBASE_AFTER, decayed_value, rebase_factor
+from liveprofile.profile.items import shrunk_rate
 from liveprofile.store.codec import VersionedCodec
 
 PROFILE_SCHEMA = 1
@@ -60,8 +61,7 @@ class Profile(msgspec.Struct, array_like=True, gc=False):
 
     def outcome_rate(self, task: str, prior: float, strength: float) -> float:
         """This user's positive rate for ``task``, shrunk toward ``prior``."""
-        pos = self.positives.get(task, 0)
-        return (pos + prior * strength) / (self.examples.get(task, 0) + strength)
+        return shrunk_rate(self.positives.get(task, 0), self.examples.get(task, 0), prior, strength)
 
     def record_outcome(self, task: str, positive: bool) -> None:
         self.examples[task] = self.examples.get(task, 0) + 1
@@ -84,7 +84,7 @@ class Profile(msgspec.Struct, array_like=True, gc=False):
         """This user's positive rate for ``task`` on one key, shrunk toward ``prior``, and n."""
         packed = self.key_outcomes.get(zlib.crc32(f"{task}:{key}".encode()), 0)
         n = packed & 0xFFFFFF
-        return ((packed >> 24) + prior * strength) / (n + strength), n
+        return shrunk_rate(packed >> 24, n, prior, strength), n
 
 
 class ProfileUpdater:
