@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
+from cli_server import CliServer
 from redis_server import free_port, running
 
 from liveprofile import read_profile
@@ -34,28 +34,11 @@ def _event(i: int, user: str = "ann", **extra: Any) -> dict[str, Any]:
     return {"event_id": f"e{i}", "user_id": user, "type": "view", "ts": 1_700_000_000 + i, **extra}
 
 
-class Collector:
+class Collector(CliServer):
     """A ``liveprofile collect`` subprocess on a free port."""
 
     def __init__(self, args: list[str], log: Path) -> None:
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        cmd = [sys.executable, "-m", "liveprofile.cli", "collect", "--port", str(self.port)]
-        env = {**os.environ, "LIVEPROFILE_TOKEN": TOKEN}
-        self.log = log
-        with open(log, "wb") as fh:
-            self.proc = subprocess.Popen(cmd + args, stdout=fh, stderr=fh, env=env)
-        deadline = time.monotonic() + TIMEOUT
-        while True:
-            assert self.proc.poll() is None, log.read_text()
-            try:
-                if httpx.get(f"{self.base}/healthz", timeout=1.0).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, f"collector did not come up:\n{log.read_text()}"
-            time.sleep(0.1)
-        self.client = httpx.Client(base_url=self.base, timeout=TIMEOUT)
+        super().__init__(["collect", *args], {"LIVEPROFILE_TOKEN": TOKEN}, log)
 
     def post(self, body: Any, headers: dict[str, str] | None = None) -> httpx.Response:
         content = body if isinstance(body, bytes) else json.dumps(body).encode()
@@ -63,14 +46,11 @@ class Collector:
             "/v1/events", content=content, headers=AUTH if headers is None else headers
         )
 
-    def stop(self) -> None:
-        """SIGTERM: uvicorn shuts down gracefully (draining the sink), then re-raises the signal."""
-        self.client.close()
-        self.proc.terminate()
-        code = self.proc.wait(timeout=TIMEOUT)
-        log = self.log.read_text()
-        assert code in (0, -signal.SIGTERM), log
+    def stop(self) -> str:
+        """SIGTERM: uvicorn shuts down gracefully, draining the sink first."""
+        log = super().stop()
         assert "Application shutdown complete" in log, log
+        return log
 
 
 @pytest.fixture(scope="module")

@@ -5,17 +5,15 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
-from redis_server import free_port
+from cli_server import CliServer
 
 import liveprofile
 from liveprofile.datasets.synthetic import SyntheticConfig, write_jsonl
@@ -46,28 +44,10 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         for e in map(json.loads, events.read_text().splitlines())
         if e["type"] == "view" and e.get("item_id")
     )
-    port = free_port()
-    log = folder / "serve.log"
-    cmd = [sys.executable, "-m", "liveprofile.cli", "serve", "--store", str(store)]
-    env = {**os.environ, "LIVEPROFILE_READ_TOKEN": TOKEN}
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen([*cmd, "--port", str(port)], stdout=fh, stderr=fh, env=env)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + TIMEOUT
-    while True:
-        assert proc.poll() is None, log.read_text()
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1.0).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, f"server did not come up:\n{log.read_text()}"
-        time.sleep(0.1)
-    with httpx.Client(base_url=base, timeout=TIMEOUT) as client:
-        yield Server(base, store, str(view["user_id"]), str(view["item_id"]), client)
-    proc.terminate()
-    code = proc.wait(timeout=TIMEOUT)
-    assert code in (0, -signal.SIGTERM), log.read_text()
+    env = {"LIVEPROFILE_READ_TOKEN": TOKEN}
+    running = CliServer(["serve", "--store", str(store)], env, folder / "serve.log")
+    yield Server(running.base, store, str(view["user_id"]), str(view["item_id"]), running.client)
+    running.stop()
 
 
 def test_profile_matches_read_profile(server: Server) -> None:
