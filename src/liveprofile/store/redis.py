@@ -15,6 +15,7 @@ and the source offset become visible together or not at all.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import cast
@@ -71,11 +72,26 @@ class RedisStore:
             values = self.client.hmget(self._key(namespace), list(keys))
         return [None if v is None else bytes(cast(bytes, v)) for v in values]
 
-    def scan(self, namespace: str) -> Iterator[tuple[str, bytes]]:
+    def scan(
+        self, namespace: str, *, after: str | None = None, limit: int | None = None
+    ) -> Iterator[tuple[str, bytes]]:
+        """Rows in key order. Hashes are unordered, so a page costs reading the namespace's
+        keys (``HKEYS``) and then the page's values (``HMGET``)."""
+        key = self._key(namespace)
         with self._errors("scan"):
-            rows = cast(dict[bytes, bytes], self.client.hgetall(self._key(namespace)))
-        for key in sorted(rows):
-            yield key.decode(), rows[key]
+            if after is None and limit is None:
+                rows = cast(dict[bytes, bytes], self.client.hgetall(key))
+                for name in sorted(rows):
+                    yield name.decode(), rows[name]
+                return
+            names = sorted(k.decode() for k in cast(list[bytes], self.client.hkeys(key)))
+        if after is not None:
+            names = names[bisect.bisect_right(names, after) :]
+        if limit is not None:
+            names = names[:limit]
+        for name, value in zip(names, self.read(namespace, names), strict=True):
+            if value is not None:
+                yield name, value
 
     def count(self, namespace: str) -> int:
         with self._errors("count"):

@@ -85,11 +85,12 @@ class SQLiteStore:
             )
         return [found.get(k) for k in keys]
 
-    def scan(self, namespace: str) -> Iterator[tuple[str, bytes]]:
+    def scan(
+        self, namespace: str, *, after: str | None = None, limit: int | None = None
+    ) -> Iterator[tuple[str, bytes]]:
+        query = "SELECT key, value FROM rows WHERE ns = ? AND key > ? ORDER BY key LIMIT ?"
         with self._errors("scan"):
-            yield from self.db.execute(
-                "SELECT key, value FROM rows WHERE ns = ? ORDER BY key", (namespace,)
-            )
+            yield from self.db.execute(query, (namespace, after or "", -1 if limit is None else limit))
 
     def count(self, namespace: str) -> int:
         with self._errors("count"):
