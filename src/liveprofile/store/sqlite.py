@@ -88,9 +88,12 @@ class SQLiteStore:
     def scan(
         self, namespace: str, *, after: str | None = None, limit: int | None = None
     ) -> Iterator[tuple[str, bytes]]:
-        query = "SELECT key, value FROM rows WHERE ns = ? AND key > ? ORDER BY key LIMIT ?"
+        query, args = "SELECT key, value FROM rows WHERE ns = ?", [namespace]
+        if after is not None:
+            query, args = query + " AND key > ?", [*args, after]
+        query += " ORDER BY key LIMIT ?"
         with self._errors("scan"):
-            yield from self.db.execute(query, (namespace, after or "", -1 if limit is None else limit))
+            yield from self.db.execute(query, (*args, -1 if limit is None else limit))
 
     def count(self, namespace: str) -> int:
         with self._errors("count"):
