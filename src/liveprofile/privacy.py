@@ -73,12 +73,19 @@ def export_user(store: PathLike, user: str) -> dict[str, Any]:
             raise ProfileNotFound(f"nothing is stored about user {user!r}")
         out: dict[str, Any] = {"user_id": user, "linked_to": linked and linked.decode()}
         out["profile"] = None if blob is None else read_profile(backend, user)
-        out["stored"] = None if blob is None else msgspec.to_builtins(decode_profile(blob))
+        out["stored"] = None if blob is None else _fields(decode_profile(blob))
         out["segments"] = _memberships(backend, user)
-        out["segment_changes"] = _changes(backend, text, user)
+        ids = {user, *(out["stored"]["aliases"] if out["stored"] else ())}
+        out["segment_changes"] = [c for c in _changes(backend, text) if c["user_id"] in ids]
         return out
     finally:
         backend.close()
+
+
+def _fields(p: msgspec.Struct) -> dict[str, Any]:
+    """Every stored field of a profile by name."""
+    named = {name: getattr(p, name) for name in p.__struct_fields__}
+    return msgspec.to_builtins(named, str_keys=True)  # type: ignore[no-any-return]
 
 
 def _memberships(store: Store, user: str) -> dict[str, float]:
@@ -90,11 +97,10 @@ def _memberships(store: Store, user: str) -> dict[str, float]:
     return out
 
 
-def _changes(store: Store, text: str, user: str) -> list[dict[str, Any]]:
+def _changes(store: Store, text: str) -> list[dict[str, Any]]:
     if isinstance(store, RedisStore):
-        stream = change_stream(store.prefix)
-        return [c for _, c in read_stream_changes(store.client, stream, user=user)]
-    return read_changes(default_changes(text), user=user)
+        return [c for _, c in read_stream_changes(store.client, change_stream(store.prefix))]
+    return read_changes(default_changes(text))
 
 
 def erase(store: PathLike, users: list[str], *, partitions: int | None = None) -> dict[str, Any]:

@@ -302,7 +302,8 @@ class Core:
         assert self.ttl is not None
         at = state.checkpoint.watermark
         profiles = state.profiles
-        for user in state.take_expiry_candidates(at, self.ttl, out.expiry):
+        candidates = state.take_expiry_candidates(at, self.ttl, out.expiry)
+        for user in [*candidates, *sorted(out.users)]:  # idle ones this batch touched too
             p = profiles.get(user)
             if p is not None and p.last_ts + self.ttl < at:
                 self._expire_one(state, p, at, out, before)
