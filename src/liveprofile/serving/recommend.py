@@ -3,8 +3,11 @@
 Each candidate is scored exactly as ``GET /v1/score`` scores one (user, item): the features the
 pipeline builds for an exposure of that item to the user now (the profile, the item statistics,
 the task's outcome rates), fed to the task's online model. All candidates go to the model in one
-batch (:func:`~liveprofile.learn.base.run_ops`); the reason for each of the top k is its features
-with the largest contributions to the logit (weight x value, for the linear learners).
+batch (:func:`~liveprofile.learn.base.run_ops`). The reason for each of the top k is its own
+features with the largest contributions to the logit (weight x value, for the linear learners);
+the features every candidate has alike (the user's, the time's) cannot tell items apart, so they
+are listed once, as ``shared``. An item's reason and the shared features, taken in full, add up
+to the logit of its score.
 
 Candidates come from the request, or else from the popular items of the user's strongest
 interests that are item categories (:class:`~liveprofile.profile.popular.PopularIndex`, rebuilt
@@ -29,6 +32,7 @@ when the store's checkpoint moves on), or, for a user with none, the most popula
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -137,6 +141,23 @@ def feature_weights(learner: Learner, idx: Sequence[int]) -> F64 | None:
     return None
 
 
+def _split(idx: list[int], val: list[float], common: Counter[tuple[int, float]]) -> list[bool]:
+    """Which features are the item's own (True), not one every candidate has alike (False).
+
+    >>> _split([1, 2, 2, 3], [1.0, 1.0, 1.0, 0.5], Counter({(1, 1.0): 1, (2, 1.0): 1}))
+    [False, False, True, True]
+    """
+    left = Counter(common)
+    out = []
+    for pair in zip(idx, val, strict=True):
+        if left[pair] > 0:
+            left[pair] -= 1
+            out.append(False)
+        else:
+            out.append(True)
+    return out
+
+
 def top_features(
     names: list[str], val: Sequence[float], weights: F64 | None, top: int
 ) -> list[list[Any]]:
@@ -235,8 +256,9 @@ class Recommender:
         interests: int = INTERESTS,
     ) -> dict[str, Any]:
         """The ``k`` best candidates for ``user`` by P(y=1) of ``task``, each with its ``top``
-        features as the reason; ``candidates`` default to the popular items of the user's
-        ``interests`` strongest interest categories."""
+        own features as the reason, and the ``top`` features all candidates share; candidates
+        default to the popular items of the user's ``interests`` strongest interest categories.
+        """
         if not 1 <= k <= MAX_CANDIDATES:
             raise InvalidRequest(f"k must be within 1..{MAX_CANDIDATES}, got {k}")
         ckpt = self.checkpoint()
@@ -261,23 +283,37 @@ class Recommender:
         builder = core.features
         stats = [None if b is None else decode_item(b) for b in self.store.read("item", items)]
         ops = OpBatch()
+        common: Counter[tuple[int, float]] | None = None
         for item, it in zip(items, stats, strict=True):
-            x = merged(*task_example(builder, spec, exposure(user, spec, item, it, ts), p, it))
+            idx, val = task_example(builder, spec, exposure(user, spec, item, it, ts), p, it)
+            x = merged(idx, val)
             ops.add(PREDICT, list(x), list(x.values()))
+            pairs = Counter(zip(idx, val, strict=True))
+            common = pairs if common is None else common & pairs
         scores = run_ops(learner, ops).tolist() if items else []
+        if len(items) < 2:
+            common = Counter()  # one candidate: nothing to tell it apart from
         order = sorted(range(len(items)), key=lambda j: (-scores[j], items[j]))[:k]
-        ranked = []
+        ranked: list[dict[str, Any]] = []
+        shared: list[list[Any]] | None = None
         for j in order:
-            item, it = items[j], stats[j]
-            event = exposure(user, spec, item, it, ts)
-            idx, val, names = explained_example(builder, spec, event, p, it)
+            event = exposure(user, spec, items[j], stats[j], ts)
+            idx, val, names = explained_example(builder, spec, event, p, stats[j])
+            weights = feature_weights(learner, idx)
+            own = _split(idx, val, common or Counter())
+            pick = [n for n, o in enumerate(own) if o]
+            reason = top_features(
+                [names[n] for n in pick],
+                [val[n] for n in pick],
+                None if weights is None else weights[pick],
+                top,
+            )
+            if shared is None:
+                rest = [n for n, o in enumerate(own) if not o]
+                w = None if weights is None else weights[rest]
+                shared = top_features([names[n] for n in rest], [val[n] for n in rest], w, top)
             ranked.append(
-                {
-                    "item": item,
-                    "score": scores[j],
-                    "category": event.category,
-                    "reason": top_features(names, val, feature_weights(learner, idx), top),
-                }
+                {"item": items[j], "score": scores[j], "category": event.category, "reason": reason}
             )
         return {
             "user": user,
@@ -285,6 +321,7 @@ class Recommender:
             "candidates": source,
             "considered": len(items),
             "items": ranked,
+            "shared": shared or [],
         }
 
     def _from_interests(self, p: Profile, seq: int, interests: int) -> tuple[list[str], str]:
