@@ -36,6 +36,9 @@ def serve(store: str, read_token: str | None, host: str, port: int) -> None:
       POST /v1/profiles:batch           {"users": [...]} (at most 1000) in one store read
       GET  /v1/score?user=U&item=I&task=T
                                         the task model's P(y=1) and its top features
+      GET  /v1/recommendations/{user}?k=10&task=T
+                                        top k of the popular items of the user's interests
+      POST /v1/recommendations/{user}   {"candidates": [...], "k": 10, "task": T}
       GET  /healthz                     no token; 503 if the store does not answer
       GET  /openapi.json                the OpenAPI spec
 
