@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from liveprofile.api import open_source, read_profile, replay, warm_start
+from liveprofile.api import open_source, read_profile, recommend, replay, warm_start
 from liveprofile.config import PipelineConfig
 from liveprofile.engine.core import Core
 from liveprofile.engine.local import LocalRunner
@@ -28,6 +28,7 @@ __all__ = [
     "open_source",
     "open_store",
     "read_profile",
+    "recommend",
     "replay",
     "warm_start",
 ]

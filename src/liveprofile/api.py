@@ -16,13 +16,16 @@
 >>> profile = read_profile(folder / "profiles.db", "ann")
 >>> profile["frequency"], profile["monetary"], list(profile["interests"])
 (1, 59.0, ['shoes'])
+>>> best = recommend(folder / "profiles.db", "ann", k=1, candidates=["i1", "i2"], task="convert")
+>>> [(r["item"], r["category"]) for r in best["items"]]
+[('i1', 'shoes')]
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -201,6 +204,32 @@ def read_profile(store: PathLike | Store, user: str) -> dict[str, Any]:
             backend.close()
 
 
+def recommend(
+    store: PathLike | Store,
+    user: str,
+    *,
+    k: int = 10,
+    candidates: Sequence[str] | None = None,
+    task: str | None = None,
+    top: int = 5,
+) -> dict[str, Any]:
+    """The ``k`` best items for ``user`` by the online model of ``task`` with the live profile,
+    each with its score and its top contributing features (``reason``).
+
+    ``candidates`` default to the popular items of the user's strongest interest categories;
+    ``task`` defaults to the first item task that has learned from the store's events (see
+    :mod:`liveprofile.serving.recommend`).
+    """
+    from liveprofile.serving.recommend import Recommender
+
+    backend = open_store(str(store), read_only=True) if not isinstance(store, Store) else store
+    try:
+        return Recommender(backend).recommend(user, k, candidates, task, top)
+    finally:
+        if not isinstance(store, Store):
+            backend.close()
+
+
 class _WarmStart(msgspec.Struct):
     schema: int
     config: bytes
@@ -261,6 +290,7 @@ __all__ = [
     "Core",
     "open_source",
     "read_profile",
+    "recommend",
     "replay",
     "warm_start",
 ]

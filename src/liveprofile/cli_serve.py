@@ -65,6 +65,9 @@ def serve(
                                         a page of members (pass 'next' back as 'after')
       GET  /v1/segments/{name}/members.csv
                                         every member as CSV, for a campaign
+      GET  /v1/recommendations/{user}?k=10&task=T
+                                        top k of the popular items of the user's interests
+      POST /v1/recommendations/{user}   {"candidates": [...], "k": 10, "task": T}
       GET  /healthz                     no token; 503 if the store does not answer
       GET  /openapi.json                the OpenAPI spec
 

@@ -62,3 +62,17 @@ class SegmentNotFound(LiveprofileError):
 
     exit_code = 1
     http_status = 404
+
+
+class TaskNotFound(LiveprofileError):
+    """The requested task is not in the store's config, or has no model in the store yet."""
+
+    exit_code = 1
+    http_status = 404
+
+
+class InvalidRequest(LiveprofileError):
+    """A read request the caller can fix (e.g. too many candidates); the message says how."""
+
+    exit_code = 64  # EX_USAGE
+    http_status = 400

@@ -15,32 +15,40 @@ LIVEPROFILE_READ_TOKEN)
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import AsyncIterator, Hashable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import msgspec
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from liveprofile.api import stored_config
-from liveprofile.config import PipelineConfig, TaskConfig
+from liveprofile.config import PipelineConfig
 from liveprofile.engine.core import Core
 from liveprofile.engine.state import Checkpoint
 from liveprofile.errors import ConfigError, LiveprofileError, ProfileNotFound, StoreError
-from liveprofile.events.schema import Event
 from liveprofile.learn.base import Learner, probability
-from liveprofile.learn.linear import FTRLProximal, LogisticOGD
 from liveprofile.learn.registry import load_learner
 from liveprofile.profile.items import decode_item
 from liveprofile.profile.population import Population, standing
 from liveprofile.profile.state import decode_profile
 from liveprofile.serving.collector import HTTPProblem, check_token, error_response
 from liveprofile.serving.privacy import add_privacy_routes
+from liveprofile.serving.recommend import (
+    MAX_CANDIDATES,
+    Recommender,
+    explained_example,
+    exposure,
+    feature_weights,
+    find_task,
+    merged,
+    scoring_time,
+    top_features,
+)
 from liveprofile.serving.segments import add_segment_routes
 from liveprofile.store import Store, open_store
 
@@ -80,6 +88,14 @@ class BatchRequest(BaseModel):
     users: list[str] = Field(max_length=MAX_BATCH)
 
 
+class RecommendRequest(BaseModel):
+    """Candidates to rank for a user (all of the store's popular ones when left out)."""
+
+    candidates: list[str] | None = Field(None, max_length=MAX_CANDIDATES)
+    k: int = Field(10, ge=1, le=MAX_CANDIDATES)
+    task: str | None = None
+
+
 class _Reader:
     """The open store, its config and the learners, reloaded when the checkpoint moves on."""
 
@@ -89,6 +105,7 @@ class _Reader:
         self._config: PipelineConfig | None = None
         self._core: Core | None = None
         self._learners: dict[str, tuple[int, Learner]] = {}
+        self._recommender: Recommender | None = None
 
     def open(self) -> None:
         self._store = open_store(self.settings.store, read_only=True)
@@ -150,9 +167,15 @@ class _Reader:
         self._learners[task] = (seq, learner)
         return learner
 
+    @property
+    def recommender(self) -> Recommender:
+        if self._recommender is None:
+            self._recommender = Recommender(self.store, self.core, self.learner)
+        return self._recommender
+
     def score(self, user: str, item: str, task_name: str, top: int) -> dict[str, Any]:
         core = self.core
-        task = _task(core.config, task_name)
+        task = find_task(core.config, task_name)
         (p_blob,) = self.store.read("profile", [user])
         if p_blob is None:
             raise ProfileNotFound(f"no profile for user {user!r}")
@@ -160,63 +183,17 @@ class _Reader:
         (i_blob,) = self.store.read("item", [item])
         it = None if i_blob is None else decode_item(i_blob)
         ckpt = self.checkpoint()
-        ts = ckpt.watermark if math.isfinite(ckpt.watermark) else p.last_ts
-        category = None if it is None else it.category
-        event = Event("score", user, task.on[0], ts, item_id=item, category=category)
-        builder = core.features
-        named = builder.explain(event, p, it)
-        key = None
-        if task.label.kind == "delayed":
-            key = item if task.label.key == "item" else event.category
-        idx, val = builder.build(event, p, it)
-        t_idx, t_val = builder.task_features(task.name, p, it, key)
-        idx, val = idx + t_idx, val + t_val
-        names = [n for n, _ in named] + [builder.names.get(i, f"#{i}") for i in t_idx]
-        x: dict[Hashable, float] = {}
-        for i, v in zip(idx, val, strict=True):
-            x[i] = x.get(i, 0.0) + v  # colliding indices add up, as in the kernel
+        event = exposure(user, task, item, it, scoring_time(ckpt, p))
+        idx, val, names = explained_example(core.features, task, event, p, it)
+        x = cast(dict[Hashable, float], merged(idx, val))
         learner = self.learner(task.name, ckpt.seq)
-        score = probability(learner.predict_proba_one(x))
-        weights = _weights(learner, idx)
-        if weights is None:
-            features: list[list[Any]] = [[n, None] for n in names[:top]]
-        else:
-            pairs = [(n, w * v) for n, w, v in zip(names, weights, val, strict=True)]
-            pairs.sort(key=lambda nv: abs(nv[1]), reverse=True)
-            features = [[n, c] for n, c in pairs[:top]]
         return {
             "user": user,
             "item": item,
             "task": task.name,
-            "score": score,
-            "top_features": features,
+            "score": probability(learner.predict_proba_one(x)),
+            "top_features": top_features(names, val, feature_weights(learner, idx), top),
         }
-
-
-def _task(config: PipelineConfig, name: str) -> TaskConfig:
-    for task in config.tasks:
-        if task.name == name:
-            return task
-    known = ", ".join(t.name for t in config.tasks)
-    raise HTTPProblem(404, f"no task {name!r}: this store has {known}")
-
-
-def _weights(learner: Learner, idx: list[int]) -> list[float] | None:
-    """The weight of each index for linear learners (FTRL from z and n, as the kernel does)."""
-    if isinstance(learner, LogisticOGD):
-        return [float(learner.w[i & learner.mask]) for i in idx]
-    if isinstance(learner, FTRLProximal):
-        out = []
-        for i in idx:
-            z, n = float(learner.z[i & learner.mask]), float(learner.n[i & learner.mask])
-            if abs(z) <= learner.l1:
-                out.append(0.0)
-            else:
-                sign = 1.0 if z > 0 else -1.0
-                rate = (learner.beta + math.sqrt(n)) / learner.alpha + learner.l2
-                out.append(-(z - sign * learner.l1) / rate)
-        return out
-    return None
 
 
 def create_read_app(settings: ReadSettings) -> FastAPI:
@@ -263,6 +240,19 @@ def create_read_app(settings: ReadSettings) -> FastAPI:
 
     add_segment_routes(app, lambda: reader.store, auth)
     add_privacy_routes(app, settings, auth)
+
+    @app.get("/v1/recommendations/{user}", dependencies=auth)
+    async def recommendations(
+        user: str, k: int = Query(10, ge=1, le=MAX_CANDIDATES), task: str | None = None
+    ) -> Response:
+        """Top k of the popular items of the user's top interests, by the task's P(y=1)."""
+        return JSONResponse(reader.recommender.recommend(user, k, task=task))
+
+    @app.post("/v1/recommendations/{user}", dependencies=auth)
+    async def recommend_among(user: str, body: RecommendRequest) -> Response:
+        """Top k of the given candidates (all popular ones of the user's interests if none)."""
+        out = reader.recommender.recommend(user, body.k, body.candidates, body.task)
+        return JSONResponse(out)
 
     @app.get("/healthz")
     async def healthz() -> Response:

@@ -1,0 +1,334 @@
+"""Top-k items for a user: candidates ranked by a task's online model with the live profile.
+
+Each candidate is scored exactly as ``GET /v1/score`` scores one (user, item): the features the
+pipeline builds for an exposure of that item to the user now (the profile, the item statistics,
+the task's outcome rates), fed to the task's online model. All candidates go to the model in one
+batch (:func:`~liveprofile.learn.base.run_ops`). The reason for each of the top k is its own
+features with the largest contributions to the logit (weight x value, for the linear learners);
+the features every candidate has alike (the user's, the time's) cannot tell items apart, so they
+are listed once, as ``shared``. An item's reason and the shared features, taken in full, add up
+to the logit of its score.
+
+Candidates come from the request, or else from the popular items of the user's strongest
+interests that are item categories (:class:`~liveprofile.profile.popular.PopularIndex`, rebuilt
+when the store's checkpoint moves on), or, for a user with none, the most popular items overall.
+
+>>> import tempfile, pathlib, liveprofile
+>>> from liveprofile.datasets.synthetic import SyntheticConfig, write_jsonl
+>>> from liveprofile.store import open_store
+>>> folder = pathlib.Path(tempfile.mkdtemp())
+>>> _ = write_jsonl(folder / "events.jsonl", SyntheticConfig(users=20, items=30, days=3, seed=1))
+>>> _ = liveprofile.replay(folder / "events.jsonl", store=folder / "shop.db", progress=False)
+>>> store = open_store(str(folder / "shop.db"), read_only=True)
+>>> out = Recommender(store).recommend("u00017", k=3)
+>>> out["task"], out["candidates"], len(out["items"])
+('convert', 'interests', 3)
+>>> first, second = out["items"][:2]
+>>> first["score"] >= second["score"], len(first["reason"])
+(True, 5)
+>>> store.close()
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import msgspec
+import numpy as np
+import numpy.typing as npt
+
+from liveprofile.api import stored_config
+from liveprofile.config import PipelineConfig, TaskConfig
+from liveprofile.engine.core import Core
+from liveprofile.engine.state import Checkpoint
+from liveprofile.errors import InvalidRequest, ProfileNotFound, TaskNotFound
+from liveprofile.events.schema import Event
+from liveprofile.features.hashing import FeatureBuilder
+from liveprofile.learn.base import PREDICT, Learner, OpBatch, run_ops
+from liveprofile.learn.linear import FTRLProximal, LogisticOGD
+from liveprofile.learn.metrics import Prequential
+from liveprofile.learn.registry import load_learner
+from liveprofile.profile.items import ItemStats, decode_item
+from liveprofile.profile.popular import PopularIndex
+from liveprofile.profile.state import Profile, decode_profile
+from liveprofile.store import Store
+
+#: most candidates one request may name (and the most items one answer may hold)
+MAX_CANDIDATES = 1000
+#: popular items kept per category in the index, and taken per interest as candidates
+POPULAR_PER_CATEGORY = 200
+#: how many of the user's strongest interest categories give candidates
+INTERESTS = 3
+
+F64 = npt.NDArray[np.float64]
+
+
+def find_task(config: PipelineConfig, name: str) -> TaskConfig:
+    """The task called ``name`` in the store's config, or an error naming the ones it has."""
+    for task in config.tasks:
+        if task.name == name:
+            return task
+    known = ", ".join(t.name for t in config.tasks)
+    raise TaskNotFound(f"no task {name!r}: this store has {known}")
+
+
+def item_tasks(config: PipelineConfig) -> list[TaskConfig]:
+    """Tasks whose examples are item exposures labelled by what the user did with that item:
+    immediate labels (e.g. ``like``: rating >= 4) and delayed ones keyed by item (``convert``).
+    A task keyed by category (``repurchase``) scores every item of a category alike.
+
+    >>> [t.name for t in item_tasks(PipelineConfig())]
+    ['like', 'convert']
+    """
+    return [t for t in config.tasks if t.label.kind != "delayed" or t.label.key == "item"]
+
+
+def scoring_time(checkpoint: Checkpoint, p: Profile) -> float:
+    """When a score is computed for: the store's watermark (the user's last event before any)."""
+    return checkpoint.watermark if math.isfinite(checkpoint.watermark) else p.last_ts
+
+
+def exposure(user: str, task: TaskConfig, item: str, stats: ItemStats | None, ts: float) -> Event:
+    """The event a score stands for: ``item`` shown to ``user`` at ``ts`` as the task's event."""
+    category = None if stats is None else stats.category
+    return Event("score", user, task.on[0], ts, item_id=item, category=category)
+
+
+def task_example(
+    builder: FeatureBuilder, task: TaskConfig, event: Event, p: Profile, it: ItemStats | None
+) -> tuple[list[int], list[float]]:
+    """The hashed features the pipeline builds for ``event`` as an example of ``task``."""
+    key = None
+    if task.label.kind == "delayed":
+        key = event.item_id if task.label.key == "item" else event.category
+    idx, val = builder.build(event, p, it)
+    t_idx, t_val = builder.task_features(task.name, p, it, key)
+    return idx + t_idx, val + t_val
+
+
+def explained_example(
+    builder: FeatureBuilder, task: TaskConfig, event: Event, p: Profile, it: ItemStats | None
+) -> tuple[list[int], list[float], list[str]]:
+    """:func:`task_example` with the readable name of every feature."""
+    idx, val = task_example(builder, task, event, p, it)
+    named = builder.explain(event, p, it)
+    names = [n for n, _ in named] + [builder.names.get(i, f"#{i}") for i in idx[len(named) :]]
+    return idx, val, names
+
+
+def merged(idx: Sequence[int], val: Sequence[float]) -> dict[int, float]:
+    """The example as a River-style dict; colliding indices add up, as in the kernel."""
+    x: dict[int, float] = {}
+    for i, v in zip(idx, val, strict=True):
+        x[i] = x.get(i, 0.0) + v
+    return x
+
+
+def feature_weights(learner: Learner, idx: Sequence[int]) -> F64 | None:
+    """The weight of each index for the linear learners (FTRL's from z and n, as its kernel
+    computes them); None for other learners, which have no per-feature weights."""
+    j = np.asarray(idx, dtype=np.int64)
+    if isinstance(learner, LogisticOGD):
+        return np.asarray(learner.w[j & learner.mask], dtype=np.float64)
+    if isinstance(learner, FTRLProximal):
+        z, n = learner.z[j & learner.mask], learner.n[j & learner.mask]
+        rate = (learner.beta + np.sqrt(n)) / learner.alpha + learner.l2
+        w = -(z - np.sign(z) * learner.l1) / rate
+        return np.asarray(np.where(np.abs(z) <= learner.l1, 0.0, w), dtype=np.float64)
+    return None
+
+
+def _split(idx: list[int], val: list[float], common: Counter[tuple[int, float]]) -> list[bool]:
+    """Which features are the item's own (True), not one every candidate has alike (False).
+
+    >>> _split([1, 2, 2, 3], [1.0, 1.0, 1.0, 0.5], Counter({(1, 1.0): 1, (2, 1.0): 1}))
+    [False, False, True, True]
+    """
+    left = Counter(common)
+    out = []
+    for pair in zip(idx, val, strict=True):
+        if left[pair] > 0:
+            left[pair] -= 1
+            out.append(False)
+        else:
+            out.append(True)
+    return out
+
+
+def top_features(
+    names: list[str], val: Sequence[float], weights: F64 | None, top: int
+) -> list[list[Any]]:
+    """``[name, contribution]`` of the ``top`` features with the largest |weight x value|
+    (``[name, None]`` in build order when the learner has no weights).
+
+    >>> top_features(["bias", "item=i1", "topic=c1"], [1.0, 1.0, 0.5], np.array([0.1, -2, 1]), 2)
+    [['item=i1', -2.0], ['topic=c1', 0.5]]
+    """
+    if weights is None:
+        return [[n, None] for n in names[:top]]
+    pairs = [(n, float(w) * v) for n, w, v in zip(names, weights, val, strict=True)]
+    pairs.sort(key=lambda nv: abs(nv[1]), reverse=True)
+    return [[n, c] for n, c in pairs[:top]]
+
+
+class Recommender:
+    """Recommendations from one open store (SQLite or Redis alike: only the store interface).
+
+    ``learner(task, seq)`` gives the task's model at checkpoint ``seq``; by default models are
+    loaded from the store and kept until the checkpoint moves on. The popular-items index and
+    the default task are cached the same way.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        core: Core | None = None,
+        learner: Callable[[str, int], Learner] | None = None,
+        per_category: int = POPULAR_PER_CATEGORY,
+    ) -> None:
+        self.store = store
+        self._core = core
+        self._learner = learner or self._load_learner
+        self.per_category = per_category
+        self._learners: dict[str, tuple[int, Learner]] = {}
+        self._popular: tuple[int, PopularIndex] | None = None
+        self._default: tuple[int, TaskConfig] | None = None
+
+    @property
+    def core(self) -> Core:
+        if self._core is None:
+            self._core = Core(stored_config(self.store))
+        return self._core
+
+    def checkpoint(self) -> Checkpoint:
+        blob = self.store.get_meta("checkpoint")
+        return Checkpoint() if blob is None else msgspec.msgpack.decode(blob, type=Checkpoint)
+
+    def _load_learner(self, task: str, seq: int) -> Learner:
+        cached = self._learners.get(task)
+        if cached is not None and cached[0] == seq:
+            return cached[1]
+        blob = self.store.get_meta(f"model/{task}")
+        if blob is None:
+            raise TaskNotFound(f"no model for task {task!r} in the store yet: replay events first")
+        learner = load_learner(blob)
+        self._learners[task] = (seq, learner)
+        return learner
+
+    def popular(self, seq: int) -> PopularIndex:
+        """The popular-items index, rebuilt from a full scan of the items when ``seq`` moves."""
+        if self._popular is None or self._popular[0] != seq:
+            h = self.core.updater.h_counters
+            rows = ((key, decode_item(blob)) for key, blob in self.store.scan("item"))
+            self._popular = (seq, PopularIndex.build(rows, h, self.per_category))
+        return self._popular[1]
+
+    def default_task(self, seq: int) -> TaskConfig:
+        """The first item task (:func:`item_tasks`) that has learned from this store's events,
+        else the first item task: a ``like`` model in a store of views and purchases has never
+        seen an example and would rank by nothing."""
+        if self._default is not None and self._default[0] == seq:
+            return self._default[1]
+        tasks = item_tasks(self.core.config)
+        if not tasks:
+            raise TaskNotFound(
+                "this store's config has no task whose examples are items: name a task"
+            )
+        chosen = tasks[0]
+        for task in tasks:
+            blob = self.store.get_meta(f"metrics/{task.name}")
+            if blob is not None and Prequential.from_bytes(blob).n > 0:
+                chosen = task
+                break
+        self._default = (seq, chosen)
+        return chosen
+
+    def recommend(
+        self,
+        user: str,
+        k: int = 10,
+        candidates: Sequence[str] | None = None,
+        task: str | None = None,
+        top: int = 5,
+        interests: int = INTERESTS,
+    ) -> dict[str, Any]:
+        """The ``k`` best candidates for ``user`` by P(y=1) of ``task``, each with its ``top``
+        own features as the reason, and the ``top`` features all candidates share; candidates
+        default to the popular items of the user's ``interests`` strongest interest categories.
+        """
+        if not 1 <= k <= MAX_CANDIDATES:
+            raise InvalidRequest(f"k must be within 1..{MAX_CANDIDATES}, got {k}")
+        ckpt = self.checkpoint()
+        core = self.core
+        spec = self.default_task(ckpt.seq) if task is None else find_task(core.config, task)
+        (blob,) = self.store.read("profile", [user])
+        if blob is None:
+            raise ProfileNotFound(f"no profile for user {user!r}")
+        p = decode_profile(blob)
+        if candidates is not None:
+            items = list(dict.fromkeys(candidates))
+            if not items or len(items) > MAX_CANDIDATES:
+                raise InvalidRequest(
+                    f"give 1 to {MAX_CANDIDATES} candidate items (got {len(items)} distinct), "
+                    "or none to take the popular items of the user's interests"
+                )
+            source = "request"
+        else:
+            items, source = self._from_interests(p, ckpt.seq, interests)
+        learner = self._learner(spec.name, ckpt.seq)
+        ts = scoring_time(ckpt, p)
+        builder = core.features
+        stats = [None if b is None else decode_item(b) for b in self.store.read("item", items)]
+        ops = OpBatch()
+        common: Counter[tuple[int, float]] | None = None
+        for item, it in zip(items, stats, strict=True):
+            idx, val = task_example(builder, spec, exposure(user, spec, item, it, ts), p, it)
+            x = merged(idx, val)
+            ops.add(PREDICT, list(x), list(x.values()))
+            pairs = Counter(zip(idx, val, strict=True))
+            common = pairs if common is None else common & pairs
+        scores = run_ops(learner, ops).tolist() if items else []
+        if len(items) < 2:
+            common = Counter()  # one candidate: nothing to tell it apart from
+        order = sorted(range(len(items)), key=lambda j: (-scores[j], items[j]))[:k]
+        ranked: list[dict[str, Any]] = []
+        shared: list[list[Any]] | None = None
+        for j in order:
+            event = exposure(user, spec, items[j], stats[j], ts)
+            idx, val, names = explained_example(builder, spec, event, p, stats[j])
+            weights = feature_weights(learner, idx)
+            own = _split(idx, val, common or Counter())
+            pick = [n for n, o in enumerate(own) if o]
+            reason = top_features(
+                [names[n] for n in pick],
+                [val[n] for n in pick],
+                None if weights is None else weights[pick],
+                top,
+            )
+            if shared is None:
+                rest = [n for n, o in enumerate(own) if not o]
+                w = None if weights is None else weights[rest]
+                shared = top_features([names[n] for n in rest], [val[n] for n in rest], w, top)
+            ranked.append(
+                {"item": items[j], "score": scores[j], "category": event.category, "reason": reason}
+            )
+        return {
+            "user": user,
+            "task": spec.name,
+            "candidates": source,
+            "considered": len(items),
+            "items": ranked,
+            "shared": shared or [],
+        }
+
+    def _from_interests(self, p: Profile, seq: int, interests: int) -> tuple[list[str], str]:
+        index = self.popular(seq)
+        strongest = sorted(p.interests, key=lambda t: -p.interests[t])
+        known = [t for t in strongest if t in index.by_category][:interests]
+        items = index.for_interests(known, self.per_category)[:MAX_CANDIDATES]
+        if items:
+            return items, "interests"
+        return index.overall[:MAX_CANDIDATES], "popular"
