@@ -159,10 +159,10 @@ class ProfileUpdater:
     def _add_spend(spend: dict[int, int], day: int, cents: int) -> None:
         """Add to a day's spend, keeping only days within SPEND_DAYS of the latest one (the
         kept set is the same whatever order the events come in)."""
-        if spend and day < max(spend) - SPEND_DAYS:
-            return
         if day in spend:
             spend[day] += cents
+            return
+        if spend and day < max(spend) - SPEND_DAYS:
             return
         spend[day] = cents
         cutoff = day - SPEND_DAYS
