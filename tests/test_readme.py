@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from liveprofile.config import PipelineConfig
+from liveprofile.engine.core import Core
 from liveprofile.datasets.synthetic import SyntheticConfig, write_jsonl
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
@@ -29,8 +30,12 @@ def test_python_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_config_example_is_valid() -> None:
-    (block,) = _blocks("toml")
+    segments, block = _blocks("toml")
     config = PipelineConfig.from_toml(block)
     assert [t.name for t in config.tasks] == ["like", "convert"]
     assert config.tasks[1].learner.kind == "hoeffding"
     assert set(config.traits) == {"big_spender", "dairy_fan"}
+    assert set(config.segments) == {"big_spenders"}
+    rules = PipelineConfig.from_toml(segments).segments
+    assert set(rules) == {"big_spenders", "dairy_fans", "likely_buyers"}
+    Core(PipelineConfig.from_toml(segments))  # the rules compile
