@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from liveprofile.config import PipelineConfig
-from liveprofile.engine.core import Core
 from liveprofile.datasets.synthetic import SyntheticConfig, write_jsonl
+from liveprofile.engine.core import Core
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 
