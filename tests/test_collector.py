@@ -100,17 +100,25 @@ def test_redis_rejected_events_reported_and_dead_lettered(
 ) -> None:
     streams_before = sum(client.xlen(stream_key("t", p)) for p in (0, 1))
     dead_before = client.xlen("t:deadletters")
-    body = [_event(20), {"event_id": "x", "type": "view", "ts": 1}, 7, _event(21, ts="oops")]
+    erase = {**_event(22, "ann"), "type": "$forget"}
+    body = [
+        _event(20),
+        {"event_id": "x", "type": "view", "ts": 1},
+        7,
+        _event(21, ts="oops"),
+        erase,
+    ]
     r = redis_collector.post(body)
     assert r.status_code == 200, r.text
     out = r.json()
     assert out["accepted"] == 1
-    assert [x["index"] for x in out["rejected"]] == [1, 2, 3]
+    assert [x["index"] for x in out["rejected"]] == [1, 2, 3, 4]
     assert "neither 'user_id' nor 'anonymous_id'" in out["rejected"][0]["reason"]
     assert "'ts'" in out["rejected"][2]["reason"]
+    assert "erasure is not accepted from the collector" in out["rejected"][3]["reason"]
     assert sum(client.xlen(stream_key("t", p)) for p in (0, 1)) == streams_before + 1
-    assert client.xlen("t:deadletters") == dead_before + 3
-    letters = client.xrange("t:deadletters")[-3:]
+    assert client.xlen("t:deadletters") == dead_before + 4
+    letters = client.xrange("t:deadletters")[-4:]
     assert [f[b"reason"].decode() for _, f in letters] == [x["reason"] for x in out["rejected"]]
     assert json.loads(letters[0][1][b"raw"]) == body[1]
 

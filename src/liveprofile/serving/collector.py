@@ -27,7 +27,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from liveprofile.errors import ConfigError, InvalidEvent, LiveprofileError
-from liveprofile.events.schema import EventParser
+from liveprofile.events.schema import FORGET, EventParser
 from liveprofile.serving.sinks import (
     Accepted,
     EmbeddedSink,
@@ -161,7 +161,14 @@ def create_app(settings: CollectorSettings) -> FastAPI:
         report: list[dict[str, object]] = []
         for index, raw in enumerate(_split(body, settings.max_batch)):
             try:
-                accepted.append(Accepted(parser.parse_json(raw), raw))
+                event = parser.parse_json(raw)
+                if event.type == FORGET:
+                    raise InvalidEvent(
+                        "erasure is not accepted from the collector: use DELETE "
+                        "/v1/profiles/{user} of the read API (write token) or "
+                        "'liveprofile privacy delete'"
+                    )
+                accepted.append(Accepted(event, raw))
             except InvalidEvent as exc:
                 rejected.append(Rejected(raw.decode("utf-8", "replace"), str(exc)))
                 report.append({"index": index, "reason": str(exc)})
