@@ -5,7 +5,8 @@ on the event loop thread (SQLite connections belong to the thread that opened th
 
 >>> app = create_read_app(ReadSettings(store="memory://", read_token="s3cret"))
 >>> sorted(r.path for r in app.routes if r.path.startswith(("/v1", "/healthz")))
-['/healthz', '/v1/profiles/{user}', '/v1/profiles:batch', '/v1/score']
+['/healthz', '/v1/metrics/timeline', '/v1/profiles/{user}', '/v1/profiles:batch', '/v1/score', \
+'/v1/stats']
 >>> ReadSettings(store="memory://", read_token="")
 Traceback (most recent call last):
 ...
@@ -40,6 +41,8 @@ from liveprofile.profile.items import decode_item
 from liveprofile.profile.population import Population, standing
 from liveprofile.profile.state import decode_profile
 from liveprofile.serving.collector import HTTPProblem, check_token, error_response
+from liveprofile.serving.dashboard import mount_dashboard
+from liveprofile.serving.metrics import StoreStats, mount_metrics
 from liveprofile.store import Store, open_store
 
 MAX_BATCH = 1000
@@ -56,6 +59,7 @@ class ReadSettings:
     store: str
     read_token: str
     as_of: Literal["watermark", "now"] | float = "watermark"
+    public_metrics: bool = False  # serve GET /metrics without the read token
 
     def __post_init__(self) -> None:
         if not self.read_token:
@@ -231,6 +235,9 @@ def create_read_app(settings: ReadSettings) -> FastAPI:
         check_token(request, token)
 
     auth = [Depends(authorized)]
+    stats = StoreStats(lambda: reader.store)
+    mount_dashboard(app, stats, auth)
+    mount_metrics(app, stats, [] if settings.public_metrics else auth)
 
     @app.get("/v1/profiles/{user}", dependencies=auth)
     async def profile(user: str) -> Response:
