@@ -85,6 +85,7 @@ class _Reader:
         self._config: PipelineConfig | None = None
         self._core: Core | None = None
         self._learners: dict[str, tuple[int, Learner]] = {}
+        self._standing: tuple[bytes | None, float, Population | None] = (b"", -math.inf, None)
 
     def open(self) -> None:
         self._store = open_store(self.settings.store, read_only=True)
@@ -123,9 +124,7 @@ class _Reader:
     def views(self, users: list[str]) -> dict[str, dict[str, Any]]:
         """The profile views of the users that have one, from one store read."""
         blobs = self.store.read("profile", users)
-        watermark = self.checkpoint().watermark
-        pop_blob = self.store.get_meta("population")
-        population = None if pop_blob is None else msgspec.msgpack.decode(pop_blob, type=Population)
+        watermark, population = self.population()
         out: dict[str, dict[str, Any]] = {}
         for user, blob in zip(users, blobs, strict=True):
             if blob is None:
@@ -134,6 +133,17 @@ class _Reader:
             rfm = None if population is None else population.scores(standing(p))
             out[user] = self.core.updater.view(p, at=self.as_of(p.last_ts, watermark), rfm=rfm)
         return out
+
+    def population(self) -> tuple[float, Population | None]:
+        """The watermark and the population histograms, decoded again only when the committed
+        checkpoint changes (a single-profile read would otherwise spend most of its time here)."""
+        blob = self.store.get_meta("checkpoint")
+        if blob != self._standing[0]:
+            ckpt = Checkpoint() if blob is None else msgspec.msgpack.decode(blob, type=Checkpoint)
+            pop = self.store.get_meta("population")
+            population = None if pop is None else msgspec.msgpack.decode(pop, type=Population)
+            self._standing = (blob, ckpt.watermark, population)
+        return self._standing[1], self._standing[2]
 
     def learner(self, task: str, seq: int) -> Learner:
         cached = self._learners.get(task)
@@ -245,7 +255,7 @@ def create_read_app(settings: ReadSettings) -> FastAPI:
         views = reader.views([user])
         if user not in views:
             raise ProfileNotFound(f"no profile for user {user!r}")
-        return JSONResponse(views[user])
+        return Response(msgspec.json.encode(views[user]), media_type="application/json")
 
     @app.post("/v1/profiles:batch", dependencies=auth)
     async def profiles(body: BatchRequest) -> Response:
