@@ -218,6 +218,15 @@ async def open_loop(
     }
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process so far (Linux), to tell server cost from waiting."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def over_http(store: Path, users: list[str], args: argparse.Namespace) -> dict[str, Any]:
     port = _free_port()
     with tempfile.TemporaryDirectory() as tmp:
@@ -229,9 +238,16 @@ def over_http(store: Path, users: list[str], args: argparse.Namespace) -> dict[s
                 runner = uvloop.run
             except ImportError:  # pragma: no cover - uvloop is a dependency on Linux/macOS
                 runner = asyncio.run
-            return runner(
+            cpu0 = cpu_seconds(proc.pid)
+            result: dict[str, Any] = runner(
                 open_loop(port, users, args.rate, args.duration, args.connections, args.seed)
             )
+            cpu1 = cpu_seconds(proc.pid)
+            total = int(args.rate * (WARMUP_S + args.duration))
+            if cpu0 is not None and cpu1 is not None:
+                result["server_cpu_ms_per_request"] = (cpu1 - cpu0) * 1000 / total
+            result["load_average_1m"] = os.getloadavg()[0]
+            return result
         finally:
             proc.terminate()
             proc.wait(timeout=30)
@@ -285,6 +301,11 @@ def main() -> None:
             f"{r['p999_ms']:>9.3f} {r['max_ms']:>8.3f}"
         )
     print(f"HTTP statuses: {http['statuses']}")
+    cpu = http.get("server_cpu_ms_per_request")
+    if cpu is not None:
+        print(f"server CPU per request: {cpu:.3f} ms")
+    load = http["load_average_1m"]
+    print(f"load average (1 min) after the HTTP run: {load:.2f} on {os.cpu_count()} CPUs")
     if args.json:
         result = {
             "store": str(store),
