@@ -26,6 +26,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 TOKEN = "dash-token-321"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 TIMEOUT_MS = 30_000
+SEGMENTS = ("buyers", "recent")
 
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(),
@@ -59,7 +60,10 @@ def _cli(*args: str) -> str:
 def dash(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
     folder = tmp_path_factory.mktemp("dashboard")
     events, store, config = folder / "events.jsonl", folder / "profiles.db", folder / "cfg.toml"
-    config.write_text('[run]\nmetrics_window = "1d"\nbatch_size = 1000\n')
+    config.write_text(
+        '[run]\nmetrics_window = "1d"\nbatch_size = 250\n'
+        '[segments]\nbuyers = "frequency >= 1"\nrecent = "days_since_last_event < 1"\n'
+    )
     _cli("generate", "--out", str(events), "--users", "60", "--days", "10", "--seed", "4",
          "--invalid-rate", "0.01", "--duplicate-rate", "0.01")  # fmt: skip
     first_half = str(len(events.read_text().splitlines()) // 2)  # the rest while serving
@@ -141,13 +145,15 @@ def test_charts_and_profile_viewer_show_the_store(
         charted += len(aucs)
     assert charted >= 5  # ten days of events in one-day windows: the chart has a real line
 
-    segments = page.locator("#segments")
-    if timeline["segments"] is None:
-        expect(segments).to_contain_text("no segments declared")
-    else:
-        names = {name for _, sizes in timeline["segments"] for name in sizes}
-        points = segments.locator("circle.pt")
-        expect(points).to_have_count(len(names) * len(timeline["segments"]))
+    history = timeline["segments"]
+    assert history is not None and {n for _, sizes in history for n in sizes} == set(SEGMENTS)
+    points = page.locator("#segments circle.pt")
+    for name in SEGMENTS:  # one point per commit and segment, at the committed size
+        drawn = points.and_(page.locator(f'[data-series="{name}"]'))
+        expect(drawn).to_have_count(len(history))
+        sizes = [float(y) for y in drawn.evaluate_all("ps => ps.map(p => p.dataset.y)")]
+        assert sizes == [s.get(name, 0) for _, s in history]
+    assert max(s.get("buyers", 0) for _, s in history) > 0
 
     profile = liveprofile.read_profile(dash.store, dash.user)
     top_tag = max(profile["interests"].items(), key=lambda kv: kv[1])[0]
@@ -161,6 +167,9 @@ def test_charts_and_profile_viewer_show_the_store(
     for kind, count in profile["counts"].items():
         expect(page.locator("#counters")).to_contain_text(kind)
         expect(page.locator("#counters")).to_contain_text(f"{count:,}")
+    chips = page.locator("#profile-segments .chip")
+    expect(chips).to_have_count(len(profile["segments"]))
+    assert chips.all_inner_texts() == profile["segments"]
     if "recent" in profile:
         expect(page.locator("#recent tr")).to_have_count(1 + len(profile["recent"]))
 

@@ -147,6 +147,25 @@ def test_scan_in_key_order(store: Store) -> None:
     assert list(store.scan("nothing")) == []
 
 
+def test_scan_pages(store: Store) -> None:
+    keys = [f"u{i:03d}" for i in range(57)] + ["é", "a\x1fb"]
+    store.commit({"member": {k: k.encode() for k in keys}, "profile": {"u000x": b"x"}}, {})
+    pages, after = [], None
+    while True:
+        page = list(store.scan("member", after=after, limit=10))
+        if not page:
+            break
+        assert len(page) <= 10
+        pages.append(page)
+        after = page[-1][0]
+    assert [row for page in pages for row in page] == [(k, k.encode()) for k in sorted(keys)]
+    assert len(pages) == 6
+    assert list(store.scan("member", after="u050", limit=3)) == [
+        (k, k.encode()) for k in ("u051", "u052", "u053")
+    ]
+    assert list(store.scan("member", after="é")) == []
+
+
 def test_count(store: Store) -> None:
     store.commit({"profile": {f"u{i}": b"x" for i in range(25)}, "item": {"i": b"y"}}, {})
     store.commit({"profile": {"u0": None, "u1": None, "u1000": b"z"}}, {})

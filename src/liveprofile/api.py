@@ -98,11 +98,20 @@ def default_dead_letters(store: PathLike) -> Path:
     >>> str(default_dead_letters("redis://127.0.0.1:6379/0?prefix=shop"))
     'liveprofile-data/redis-127.0.0.1-6379-0-prefix-shop.deadletters.jsonl'
     """
+    return beside_store(store, "deadletters.jsonl")
+
+
+def default_changes(store: PathLike) -> Path:
+    """Where segment changes go by default (``profiles.db`` -> ``profiles.db.segments.jsonl``)."""
+    return beside_store(store, "segments.jsonl")
+
+
+def beside_store(store: PathLike, suffix: str) -> Path:
     text = str(store)
     if "://" in text and not text.startswith("sqlite://"):
         name = re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-")
-        return Path("liveprofile-data") / f"{name}.deadletters.jsonl"
-    return Path(text.removeprefix("sqlite://") + ".deadletters.jsonl")
+        return Path("liveprofile-data") / f"{name}.{suffix}"
+    return Path(f"{text.removeprefix('sqlite://')}.{suffix}")
 
 
 def check_config(store: Store, config: PipelineConfig) -> None:
@@ -130,6 +139,7 @@ def replay(
     config: PipelineConfig | None = None,
     fmt: str | None = None,
     dead_letters: PathLike | None = None,
+    changes: PathLike | None = None,
     warm_start: PathLike | None = None,
     limit: int | None = None,
     progress: bool | Callable[[Batch], None] = True,
@@ -140,7 +150,12 @@ def replay(
     backend = open_store(str(store))
     backend.setup()
     check_config(backend, config)
-    runner = LocalRunner(config, backend, dead_letters or default_dead_letters(store))
+    runner = LocalRunner(
+        config,
+        backend,
+        dead_letters or default_dead_letters(store),
+        changes=changes or default_changes(store),
+    )
     try:
         if warm_start is not None and runner.state.checkpoint.events == 0:
             load_warm_start(runner.state, warm_start)
@@ -155,6 +170,8 @@ def replay(
         summary = runner.summary(stats)
         summary["store"] = str(store)
         summary["dead_letter_file"] = str(runner.dead_letters.path)
+        if runner.changes is not None:
+            summary["segment_changes_file"] = str(runner.changes.path)
         return summary
     finally:
         runner.close()

@@ -137,14 +137,32 @@ class RunConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     dedup_window: int = 2_000_000
     #: width of the event-time windows of the prequential metrics.
     metrics_window: Duration = "7d"
+    #: how often (in event time) current segment members are re-checked against rules that
+    #: change with time alone, such as ``days_since_last_purchase < 14``.
+    segment_sweep: Duration = "1d"
+    #: users inactive for longer than this (in event time) expire: profile, segment
+    #: memberships and identity links are deleted. Empty means never.
+    profile_ttl: Duration = ""
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.dedup_window < 0:
             raise ConfigError("run.batch_size must be >= 1 and run.dedup_window >= 0")
+        if self.segment_sweep_s <= 0:
+            raise ConfigError("run.segment_sweep must be positive, e.g. '1d'")
+        if self.profile_ttl and not self.profile_ttl_s:
+            raise ConfigError("run.profile_ttl must be positive (e.g. '365d') or empty for never")
 
     @property
     def metrics_window_s(self) -> float:
         return parse_duration(self.metrics_window)
+
+    @property
+    def segment_sweep_s(self) -> float:
+        return parse_duration(self.segment_sweep)
+
+    @property
+    def profile_ttl_s(self) -> float | None:
+        return parse_duration(self.profile_ttl) if self.profile_ttl else None
 
 
 def default_tasks() -> list[TaskConfig]:
@@ -179,6 +197,8 @@ class PipelineConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     tasks: list[TaskConfig] = msgspec.field(default_factory=default_tasks)
     #: computed traits: name -> expression over profile fields (see ``liveprofile.profile.traits``).
     traits: dict[str, str] = {}
+    #: segments: name -> rule over profile fields (see ``liveprofile.profile.segments``).
+    segments: dict[str, str] = {}
 
     def __post_init__(self) -> None:
         names = [t.name for t in self.tasks]

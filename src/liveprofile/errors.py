@@ -55,3 +55,10 @@ class ProfileNotFound(LiveprofileError):
 
     exit_code = 1
     http_status = 404
+
+
+class SegmentNotFound(LiveprofileError):
+    """The store's pipeline declares no segment of that name."""
+
+    exit_code = 1
+    http_status = 404

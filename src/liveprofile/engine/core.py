@@ -32,6 +32,7 @@ from liveprofile.learn.tasks import Pending, PendingLog, TaskState
 from liveprofile.profile.decay import needs_rebase, rebase_factor
 from liveprofile.profile.items import ItemStats
 from liveprofile.profile.population import Standing, standing
+from liveprofile.profile.segments import SegmentChange, SegmentRules, diff
 from liveprofile.profile.state import ProfileUpdater
 from liveprofile.profile.traits import TraitEvaluator
 
@@ -51,6 +52,8 @@ class StepResult:
     users: set[str] = field(default_factory=set)
     items: set[str] = field(default_factory=set)
     pending: dict[str, PendingLog] = field(default_factory=dict)
+    #: segment enters and exits, in the order they happened
+    changes: list[SegmentChange] = field(default_factory=list)
 
 
 class Core:
@@ -61,6 +64,8 @@ class Core:
         self.updater = ProfileUpdater(config.profile)
         self.features = FeatureBuilder(config.features, self.updater)
         self.traits = TraitEvaluator(config.traits, self.updater) if config.traits else None
+        self.segments = SegmentRules(config.segments, self.updater) if config.segments else None
+        self._sweep_s = config.run.segment_sweep_s
         self._h_items = self.updater.h_counters
         self._key_room = config.profile.outcome_keys
 
@@ -74,6 +79,9 @@ class Core:
         users = {e.user for e in events}
         items = {e.item_id for e in events if e.item_id is not None}
         horizon = max((e.ts for e in events), default=state.watermark)
+        if self._sweep_due(state.watermark, horizon):
+            for members in state.members.values():
+                users |= members
         for task in state.tasks.values():
             if not task.delayed:
                 continue
@@ -159,6 +167,7 @@ class Core:
                 self._count_item(it, e)
                 out.items.add(item_id)
             out.applied += 1
+        swept = self._sweep_due(ckpt.watermark, watermark)
         ckpt.watermark = watermark
         ckpt.events += out.applied
         ckpt.duplicates += out.duplicates
@@ -170,7 +179,43 @@ class Core:
             # as evaluating them after every event, at a fraction of the cost
             for user in out.users:
                 self.traits.update(profiles[user])
+        if self.segments is not None:
+            self._segment(state, out, swept)
         return out
+
+    def _sweep_due(self, before: float, after: float) -> bool:
+        """Whether event time crossed a sweep boundary, when time alone can change segments."""
+        if self.segments is None or not self.segments.time_dependent or before == float("-inf"):
+            return False
+        return after // self._sweep_s > before // self._sweep_s
+
+    def _segment(self, state: PipelineState, out: StepResult, swept: bool) -> None:
+        """Re-evaluate the segments of the users this batch touched (and, on a sweep, of every
+        current member) as of the watermark; record enters and exits."""
+        assert self.segments is not None
+        at = state.checkpoint.watermark
+        users = set(out.users)
+        if swept:
+            for members in state.members.values():
+                users |= members
+        profiles, members_of = state.profiles, state.members
+        memberships = self.segments.memberships
+        for user in sorted(users):
+            p = profiles.get(user)
+            if p is None:
+                continue
+            now = memberships(p, at)
+            if now == p.segments:
+                continue
+            for change in diff(user, p.segments, now, at):
+                out.changes.append(change)
+                members = members_of[change.segment]
+                if change.change == "enter":
+                    members.add(user)
+                else:
+                    members.discard(user)
+            p.segments = now
+            out.users.add(user)
 
     def _count_item(self, it: ItemStats, e: Event) -> None:
         ts, h = e.ts, self._h_items

@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from liveprofile.config import PipelineConfig
+from liveprofile.engine.changes import ChangeFile
 from liveprofile.engine.core import Core
 from liveprofile.engine.state import PipelineState
 from liveprofile.events.deadletter import DeadLetterFile
 from liveprofile.events.sources import Batch, Source
+from liveprofile.profile.segments import SegmentChange
 from liveprofile.store.base import Store
 
 
@@ -45,13 +48,15 @@ def apply_batch(
     batch: Batch,
     stats: RunStats | None = None,
     extra_rows: Mapping[str, dict[str, bytes | None]] | None = None,
+    emit: Callable[[Sequence[SegmentChange]], None] | None = None,
 ) -> None:
     """Run the core on one batch and commit its state, offset and ``extra_rows`` at once.
 
     This is the commit logic every runner shares: load the keys the batch needs, step, count the
     batch's dead letters, record ``batch.offset`` under ``source_name``, then write profiles,
     items, pending examples, models and the checkpoint in one :meth:`Store.commit`.
-    ``extra_rows`` (e.g. dead letters kept in the store) join the same transaction.
+    ``extra_rows`` (e.g. dead letters kept in the store) join the same transaction. ``emit``
+    gets the batch's segment changes just before the commit.
     """
     ckpt = state.checkpoint
     users, items = core.required_keys(state, batch.events)
@@ -59,9 +64,11 @@ def apply_batch(
     result = core.step(state, batch.events)
     ckpt.dead_letters += len(batch.dead_letters)
     ckpt.offsets[source_name] = batch.offset
-    rows, meta = state.commit_payload(result.users, result.items, result.pending)
+    rows, meta = state.commit_payload(result.users, result.items, result.pending, result.changes)
     if extra_rows:
         rows.update(extra_rows)
+    if emit is not None and result.changes:
+        emit(result.changes)
     store.commit(rows, meta)
     state.compact(rows)
     if stats is not None:
@@ -80,6 +87,7 @@ class LocalRunner:
         store: Store,
         dead_letters: str | os.PathLike[str],
         *,
+        changes: str | os.PathLike[str] | None = None,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.config = config
@@ -89,6 +97,12 @@ class LocalRunner:
         self.state = PipelineState.load(store, config)
         self.dead_letters = DeadLetterFile(dead_letters)
         self.dead_letters.truncate(self.state.checkpoint.dead_letter_bytes)
+        #: segment changes (JSON Lines), when segments are declared
+        self.changes: ChangeFile | None = None
+        if config.segments:
+            path = Path(dead_letters).with_suffix(".segments.jsonl") if changes is None else changes
+            self.changes = ChangeFile(path)
+            self.changes.recover(self.state.checkpoint.seq)
         self._clock = clock
 
     def run(
@@ -119,7 +133,11 @@ class LocalRunner:
             self.dead_letters.write(batch.dead_letters)
             self.dead_letters.flush()
             self.state.checkpoint.dead_letter_bytes = self.dead_letters.committed_size()
-        apply_batch(self.core, self.state, self.store, source_name, batch, stats)
+        apply_batch(self.core, self.state, self.store, source_name, batch, stats, emit=self._emit)
+
+    def _emit(self, changes: Sequence[SegmentChange]) -> None:
+        assert self.changes is not None
+        self.changes.write(changes, batch=self.state.checkpoint.seq)
 
     def summary(self, stats: RunStats) -> dict[str, Any]:
         """The report of a run: this run's counts and speed, the store's totals and metrics."""
@@ -133,6 +151,7 @@ class LocalRunner:
             "profiles": self.store.count("profile"),
             "items": self.store.count("item"),
             "store_totals": {k: v for k, v in totals.items() if k != "tasks"},
+            "segments": {name: len(m) for name, m in sorted(self.state.members.items())},
             "tasks": {
                 name: {
                     **task.metrics.summary(),
@@ -145,4 +164,6 @@ class LocalRunner:
 
     def close(self) -> None:
         self.dead_letters.close()
+        if self.changes is not None:
+            self.changes.close()
         self.store.close()

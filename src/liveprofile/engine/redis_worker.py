@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import msgspec
 import redis
@@ -30,12 +30,14 @@ from redis.retry import Retry
 
 from liveprofile.api import check_config
 from liveprofile.config import PipelineConfig
+from liveprofile.engine.changes import change_stream, stage_changes
 from liveprofile.engine.core import Core
 from liveprofile.engine.local import RunStats, apply_batch
 from liveprofile.engine.state import Checkpoint, PipelineState
 from liveprofile.errors import StoreError
 from liveprofile.events.redis_streams import StreamBatch, StreamReader, stream_key
 from liveprofile.events.sources import Batch
+from liveprofile.profile.segments import SegmentChange
 from liveprofile.store.base import Store
 from liveprofile.store.redis import RedisStore
 from liveprofile.store.scoped import ScopedStore
@@ -98,6 +100,7 @@ class RedisWorker:
         self.block_ms = block_ms
         self.max_backoff_s = max_backoff_s
         self.dead_letter_stream = f"{prefix}:deadletters"
+        self.change_stream = change_stream(prefix)
         self.trim = trim
         self.readers = [
             StreamReader(
@@ -188,13 +191,16 @@ class RedisWorker:
             batch = Batch(events=sb.events, dead_letters=sb.dead_letters, offset=sb.offset)
             extra = {DEAD_LETTER_NAMESPACE: dead_rows} if dead_rows else None
             try:
-                apply_batch(self.core, state, self.view, sb.stream, batch, stats, extra)
+                apply_batch(self.core, state, self.view, sb.stream, batch, stats, extra, self._emit)
             except BaseException:
                 self._forget()  # the state ran ahead of the store
                 raise
         reader.ack(sb.ids)
         if self.trim:
             reader.trim(state.checkpoint.offsets.get(sb.stream, 0))
+
+    def _emit(self, changes: Sequence[SegmentChange]) -> None:
+        stage_changes(self.store, self.change_stream, changes)
 
     def _check_checkpoint(self, state: PipelineState) -> None:
         """Guard against a store that lost commits behind this worker's back (a Redis crash

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import zlib
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import msgspec
@@ -23,11 +23,19 @@ from liveprofile.learn.registry import dump_learner, load_learner, make_learner
 from liveprofile.learn.tasks import PendingLog, TaskState, decode_logs, encode_logs
 from liveprofile.profile.items import ItemStats, decode_item, encode_item
 from liveprofile.profile.population import Population
+from liveprofile.profile.segments import SegmentChange
 from liveprofile.profile.state import Profile, decode_profile, encode_profile
 from liveprofile.store.base import Store
 
 STATE_SCHEMA = 1
 T = TypeVar("T")
+#: points of segment-size history kept; when full, every other point goes (half resolution)
+HISTORY_POINTS = 512
+
+
+def segment_namespace(segment: str) -> str:
+    """The store namespace that lists a segment's members (key: user, value: entry time)."""
+    return f"segment:{segment}"
 
 
 class Checkpoint(msgspec.Struct):
@@ -64,6 +72,10 @@ class PipelineState:
         self._dedup_chunks: deque[tuple[int, int]] = deque()
         self._resting_profiles: dict[str, bytes] = {}
         self._resting_items: dict[str, bytes] = {}
+        #: members of each configured segment
+        self.members: dict[str, set[str]] = {name: set() for name in config.segments}
+        #: (watermark, {segment: members}) after each batch, thinned to HISTORY_POINTS
+        self.segment_history: list[tuple[float, dict[str, int]]] = []
 
     @property
     def watermark(self) -> float:
@@ -102,6 +114,13 @@ class PipelineState:
         logs = [decode_logs(value) for _, value in store.scan("pending")]
         for name, task in state.tasks.items():
             task.restore_log((log[name] for log in logs if name in log), ckpt.watermark)
+        for name, members in state.members.items():
+            members.update(user for user, _ in store.scan(segment_namespace(name)))
+        history = store.get_meta("segments/history")
+        if history is not None:
+            state.segment_history = msgspec.msgpack.decode(
+                history, type=list[tuple[float, dict[str, int]]]
+            )
         ids: list[str] = []
         for _, value in store.scan("dedup"):
             ids.extend(msgspec.msgpack.decode(zlib.decompress(value), type=list[str]))
@@ -133,6 +152,7 @@ class PipelineState:
         users: set[str],
         items: set[str],
         pending: dict[str, PendingLog],
+        changes: Sequence[SegmentChange] = (),
     ) -> tuple[dict[str, dict[str, bytes | None]], dict[str, bytes]]:
         """Row changes and blobs that persist this batch (see :meth:`Store.commit`)."""
         ckpt = self.checkpoint
@@ -141,6 +161,10 @@ class PipelineState:
             "item": {i: encode_item(self.items[i]) for i in items},
             "pending": self._pending_rows(pending),
         }
+        for change in changes:
+            members = rows.setdefault(segment_namespace(change.segment), {})
+            entered = change.change == "enter"
+            members[change.user_id] = msgspec.msgpack.encode(change.ts) if entered else None
         new_ids = self.dedup.take_new()
         dedup: dict[str, bytes | None] = {}
         if new_ids:
@@ -159,9 +183,19 @@ class PipelineState:
             meta[f"model/{name}"] = dump_learner(task.learner)
             meta[f"metrics/{name}"] = task.metrics.to_bytes()
         ckpt.seq += 1
+        if self.members:
+            meta["segments/history"] = self._record_sizes()
         meta["population"] = msgspec.msgpack.encode(self.population)
         meta["checkpoint"] = msgspec.msgpack.encode(ckpt)
         return rows, meta
+
+    def _record_sizes(self) -> bytes:
+        history = self.segment_history
+        sizes = {name: len(members) for name, members in self.members.items()}
+        history.append((self.checkpoint.watermark, sizes))
+        if len(history) > HISTORY_POINTS:
+            history[:] = history[-1::-2][::-1]  # keep the latest point and every other one
+        return msgspec.msgpack.encode(history)
 
     def _pending_rows(self, logs: dict[str, PendingLog]) -> dict[str, bytes | None]:
         """One row per batch with its pending logs; rows whose examples are all closed go.

@@ -33,6 +33,9 @@ from liveprofile.store.codec import VersionedCodec
 PROFILE_SCHEMA = 1
 DAY = 86400.0
 RFM = ("recency", "frequency", "monetary")
+#: days of spend kept per profile, and the windows profiles and rules offer (monetary_30d, ...)
+SPEND_DAYS = 90
+SPEND_WINDOWS = (7, 30, 90)
 
 
 class Profile(msgspec.Struct, array_like=True, gc=False):
@@ -58,6 +61,17 @@ class Profile(msgspec.Struct, array_like=True, gc=False):
     #: outcomes of delayed examples per task and key, in bounded room: CRC32 of "task:key" ->
     #: positives << 24 | examples (see :meth:`record_key_outcome`)
     key_outcomes: dict[int, int] = {}
+    #: money spent per day of event time (day number -> cents), for the last SPEND_DAYS days
+    spend: dict[int, int] = {}
+    #: segments the user belongs to, by name, sorted (see ``liveprofile.profile.segments``)
+    segments: list[str] = []
+    #: anonymous ids whose profiles were merged into this one (see ``merge_profiles``)
+    aliases: list[str] = []
+
+    def spent_within(self, days: int, at: float) -> float:
+        """Money spent in the ``days`` days of event time up to and including ``at``'s day."""
+        since = int(at // DAY) - days
+        return sum(c for d, c in self.spend.items() if d > since) / 100
 
     def outcome_rate(self, task: str, prior: float, strength: float) -> float:
         """This user's positive rate for ``task``, shrunk toward ``prior``."""
@@ -133,11 +147,27 @@ class ProfileUpdater:
             last = p.last_purchase_ts
             if last is None or ts > last:
                 p.last_purchase_ts = ts
+            if value is not None:
+                self._add_spend(p.spend, int(ts // DAY), round(value * 100))
         topics = e.topics()
         if topics:
             weight = self._weights.get(kind, self._default_weight)
             if weight:
                 self._add_interests(p, topics, weight * 2.0 ** ((ts - p.anchor) / self.h_interests))
+
+    @staticmethod
+    def _add_spend(spend: dict[int, int], day: int, cents: int) -> None:
+        """Add to a day's spend, keeping only days within SPEND_DAYS of the latest one (the
+        kept set is the same whatever order the events come in)."""
+        if spend and day < max(spend) - SPEND_DAYS:
+            return
+        if day in spend:
+            spend[day] += cents
+            return
+        spend[day] = cents
+        cutoff = day - SPEND_DAYS
+        for old in [d for d in spend if d < cutoff]:
+            del spend[old]
 
     def _add_interests(self, p: Profile, topics: tuple[str, ...], weight: float) -> None:
         interests = p.interests
@@ -186,6 +216,7 @@ class ProfileUpdater:
             else max(0.0, (at - p.last_purchase_ts) / DAY),
             "frequency": p.purchases,
             "monetary": round(p.monetary, 6),
+            **{f"monetary_{d}d": round(p.spent_within(d, at), 2) for d in SPEND_WINDOWS},
             "events": p.n,
             "counts": dict(p.counts),
             "decayed_counts": {k: round(v, 6) for k, v in self.decayed_counts(p, at).items()},
@@ -194,6 +225,8 @@ class ProfileUpdater:
             "outcomes": {t: [p.positives.get(t, 0), n] for t, n in p.examples.items()},
             "scores": dict(p.scores),
             "traits": dict(p.traits),
+            "segments": list(p.segments),
+            "aliases": list(p.aliases),
         }
 
 

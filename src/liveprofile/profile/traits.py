@@ -4,8 +4,12 @@ Expressions are a safe subset of Python: numbers, strings, names, ``and``/``or``
 comparisons, arithmetic, ``x if c else y``, lookups like ``interest['Dairy']`` or
 ``score.repurchase`` (missing keys read as 0), and the functions ``log``, ``sqrt``, ``min``,
 ``max``, ``abs``. Fields: ``events``, ``frequency``, ``monetary``, ``mean_value``,
-``days_active``, ``counts``, ``decayed``, ``interest`` (decayed weights at the last event),
-``score``.
+``days_active``, ``counts``, ``decayed``, ``interest`` (decayed weights), ``score``,
+``trait`` (the computed traits), ``days_since_last_purchase`` and ``days_since_last_event``
+(a large number when there is none), ``monetary_7d``, ``monetary_30d``, ``monetary_90d`` (spend
+in the last days) and ``lifecycle`` (``'new'``, ``'active'``, ``'at_risk'``, ``'lapsed'``).
+Time-dependent fields are read as of the profile's last event for traits, and as of the
+pipeline's watermark for segments.
 
 >>> from liveprofile.config import ProfileConfig
 >>> from liveprofile.profile.state import ProfileUpdater
@@ -26,12 +30,12 @@ from __future__ import annotations
 
 import ast
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from types import CodeType
 from typing import Any
 
 from liveprofile.errors import ConfigError
-from liveprofile.profile.state import DAY, Profile, ProfileUpdater
+from liveprofile.profile.state import DAY, Profile, ProfileUpdater, lifecycle
 
 FIELDS = (
     "events",
@@ -43,7 +47,16 @@ FIELDS = (
     "decayed",
     "interest",
     "score",
+    "trait",
+    "days_since_last_purchase",
+    "days_since_last_event",
+    "monetary_7d",
+    "monetary_30d",
+    "monetary_90d",
+    "lifecycle",
 )
+#: what ``days_since_last_purchase`` reads for a user who never bought anything
+NEVER = 1e9
 FUNCTIONS: dict[str, Any] = {
     "log": math.log1p,
     "sqrt": math.sqrt,
@@ -87,36 +100,81 @@ _ALLOWED = (
 )
 
 
-class Fields(dict[str, float]):
+class Fields(dict[str, Any]):
     """A mapping that reads missing keys as 0 and also allows ``fields.key``."""
 
     def __missing__(self, key: str) -> float:
         return 0.0
 
-    def __getattr__(self, key: str) -> float:
+    def __getattr__(self, key: str) -> Any:
         return self[key]
 
 
-def compile_expression(name: str, text: str) -> CodeType:
+def compile_expression(name: str, text: str, what: str = "trait") -> CodeType:
     """Check an expression against the allowed subset and compile it."""
+    label = f"{what} {name!r}"
     try:
         tree = ast.parse(text, mode="eval")
     except SyntaxError as exc:
-        raise ConfigError(f"trait {name!r}: cannot parse {text!r}: {exc.msg}") from None
+        raise ConfigError(f"{label}: cannot parse {text!r}: {exc.msg}") from None
     for node in ast.walk(tree):
         if not isinstance(node, _ALLOWED):
-            raise ConfigError(f"trait {name!r}: {type(node).__name__} is not allowed in {text!r}")
+            raise ConfigError(f"{label}: {type(node).__name__} is not allowed in {text!r}")
         if isinstance(node, ast.Name) and node.id not in FIELDS and node.id not in FUNCTIONS:
             raise ConfigError(
-                f"trait {name!r}: {node.id!r} is not allowed; fields are {', '.join(FIELDS)}"
+                f"{label}: {node.id!r} is not allowed; fields are {', '.join(FIELDS)}"
             )
         if isinstance(node, ast.Attribute) and node.attr.startswith("_"):
-            raise ConfigError(f"trait {name!r}: {node.attr!r} is not allowed")
+            raise ConfigError(f"{label}: {node.attr!r} is not allowed")
         if isinstance(node, ast.Call) and not (
             isinstance(node.func, ast.Name) and node.func.id in FUNCTIONS
         ):
-            raise ConfigError(f"trait {name!r}: only {', '.join(FUNCTIONS)} can be called")
-    return compile(tree, f"<trait {name}>", "eval")
+            raise ConfigError(f"{label}: only {', '.join(FUNCTIONS)} can be called")
+    return compile(tree, f"<{what} {name}>", "eval")
+
+
+def used_fields(codes: Iterable[CodeType]) -> list[str]:
+    """The profile fields a set of compiled expressions reads (the rest need not be computed)."""
+    used = {n for code in codes for n in code.co_names}
+    return [f for f in FIELDS if f in used]
+
+
+def profile_scope(
+    p: Profile, updater: ProfileUpdater, at: float, fields: Iterable[str] | None = None
+) -> dict[str, Any]:
+    """The values expressions can use, as of event time ``at`` (only ``fields``, when given:
+    some cost a loop)."""
+    compute: dict[str, Callable[[], Any]] = {
+        "events": lambda: p.n,
+        "frequency": lambda: p.purchases,
+        "monetary": lambda: p.monetary,
+        "mean_value": lambda: p.value_sum / p.value_n if p.value_n else 0.0,
+        "days_active": lambda: (p.last_ts - p.first_ts) / DAY,
+        "counts": lambda: Fields(p.counts),
+        "decayed": lambda: Fields(updater.decayed_counts(p, at)),
+        "interest": lambda: Fields(updater.interests_at(p, at)),
+        "score": lambda: Fields(p.scores),
+        "trait": lambda: Fields(p.traits),
+        "days_since_last_purchase": lambda: (
+            NEVER if p.last_purchase_ts is None else max(0.0, (at - p.last_purchase_ts) / DAY)
+        ),
+        "days_since_last_event": lambda: max(0.0, (at - p.last_ts) / DAY),
+        "monetary_7d": lambda: p.spent_within(7, at),
+        "monetary_30d": lambda: p.spent_within(30, at),
+        "monetary_90d": lambda: p.spent_within(90, at),
+        "lifecycle": lambda: lifecycle(p, at),
+    }
+    scope = {f: compute[f]() for f in (FIELDS if fields is None else fields)}
+    scope.update(FUNCTIONS)
+    return scope
+
+
+def evaluate(code: CodeType, scope: Mapping[str, Any]) -> Any:
+    """The value of a compiled expression in ``scope``; arithmetic errors become a message."""
+    try:
+        return eval(code, {"__builtins__": {}}, scope)
+    except (ArithmeticError, ValueError, TypeError) as exc:
+        return f"error: {exc}"
 
 
 class TraitEvaluator:
@@ -125,34 +183,11 @@ class TraitEvaluator:
     def __init__(self, traits: Mapping[str, str], updater: ProfileUpdater) -> None:
         self._updater = updater
         self._code = {name: compile_expression(name, text) for name, text in traits.items()}
-        used = {n for code in self._code.values() for n in code.co_names}
-        self._fields = [f for f in FIELDS if f in used]
-
-    def namespace(self, p: Profile, fields: list[str] | None = None) -> dict[str, Any]:
-        """The values expressions can use (only ``fields``, when given: some cost a loop)."""
-        at = p.last_ts
-        updater = self._updater
-        compute: dict[str, Callable[[], Any]] = {
-            "events": lambda: p.n,
-            "frequency": lambda: p.purchases,
-            "monetary": lambda: p.monetary,
-            "mean_value": lambda: p.value_sum / p.value_n if p.value_n else 0.0,
-            "days_active": lambda: (p.last_ts - p.first_ts) / DAY,
-            "counts": lambda: Fields(p.counts),
-            "decayed": lambda: Fields(updater.decayed_counts(p, at)),
-            "interest": lambda: Fields(updater.interests_at(p, at)),
-            "score": lambda: Fields(p.scores),
-        }
-        scope = {f: compute[f]() for f in (FIELDS if fields is None else fields)}
-        scope.update(FUNCTIONS)
-        return scope
+        if any("trait" in code.co_names for code in self._code.values()):
+            raise ConfigError("traits cannot read other traits; segments can")
+        self._fields = used_fields(self._code.values())
 
     def update(self, p: Profile) -> None:
-        scope = self.namespace(p, self._fields)
-        values: dict[str, float | bool | str] = {}
-        for name, code in self._code.items():
-            try:
-                values[name] = eval(code, {"__builtins__": {}}, scope)
-            except (ArithmeticError, ValueError, TypeError) as exc:
-                values[name] = f"error: {exc}"
-        p.traits = values
+        """Recompute the traits, as of the profile's last event."""
+        scope = profile_scope(p, self._updater, p.last_ts, self._fields)
+        p.traits = {name: evaluate(code, scope) for name, code in self._code.items()}

@@ -6,7 +6,7 @@ on the event loop thread (SQLite connections belong to the thread that opened th
 >>> app = create_read_app(ReadSettings(store="memory://", read_token="s3cret"))
 >>> sorted(r.path for r in app.routes if r.path.startswith(("/v1", "/healthz")))
 ['/healthz', '/v1/metrics/timeline', '/v1/profiles/{user}', '/v1/profiles:batch', '/v1/score', \
-'/v1/stats']
+'/v1/segments', '/v1/segments/{name}/members', '/v1/segments/{name}/members.csv', '/v1/stats']
 >>> ReadSettings(store="memory://", read_token="")
 Traceback (most recent call last):
 ...
@@ -43,6 +43,7 @@ from liveprofile.profile.state import decode_profile
 from liveprofile.serving.collector import HTTPProblem, check_token, error_response
 from liveprofile.serving.dashboard import mount_dashboard
 from liveprofile.serving.metrics import StoreStats, mount_metrics
+from liveprofile.serving.segments import add_segment_routes
 from liveprofile.store import Store, open_store
 
 MAX_BATCH = 1000
@@ -269,6 +270,8 @@ def create_read_app(settings: ReadSettings) -> FastAPI:
     async def score(user: str, item: str, task: str, top: int = 10) -> Response:
         """The task's online model P(y=1) for (user, item) now, with its top features."""
         return JSONResponse(reader.score(user, item, task, max(0, top)))
+
+    add_segment_routes(app, lambda: reader.store, auth)
 
     @app.get("/healthz")
     async def healthz() -> Response:

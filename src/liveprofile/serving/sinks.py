@@ -20,7 +20,7 @@ from typing import Protocol
 import redis
 import redis.asyncio as aioredis
 
-from liveprofile.api import check_config, default_dead_letters
+from liveprofile.api import check_config, default_changes, default_dead_letters
 from liveprofile.config import PipelineConfig
 from liveprofile.engine.local import LocalRunner
 from liveprofile.errors import ConfigError, StoreError
@@ -184,7 +184,12 @@ class EmbeddedSink:
             store = open_store(str(s.store))
             store.setup()
             check_config(store, s.config)
-            runner = LocalRunner(s.config, store, s.dead_letters or default_dead_letters(s.store))
+            runner = LocalRunner(
+                s.config,
+                store,
+                s.dead_letters or default_dead_letters(s.store),
+                changes=default_changes(s.store),
+            )
         except BaseException as exc:
             self._error = exc
             self._ready.set()

@@ -25,8 +25,11 @@ class Store(Protocol):
         """Values of ``keys`` in one round trip, in key order (None where absent)."""
         ...
 
-    def scan(self, namespace: str) -> Iterator[tuple[str, bytes]]:
-        """Every row of a namespace, in key order."""
+    def scan(
+        self, namespace: str, *, after: str | None = None, limit: int | None = None
+    ) -> Iterator[tuple[str, bytes]]:
+        """Rows of a namespace in key order: every row, or a page of at most ``limit`` rows
+        with keys greater than ``after``."""
         ...
 
     def count(self, namespace: str) -> int: ...

@@ -29,9 +29,12 @@ class MemoryStore:
         rows = self._rows.get(namespace, {})
         return [rows.get(k) for k in keys]
 
-    def scan(self, namespace: str) -> Iterator[tuple[str, bytes]]:
+    def scan(
+        self, namespace: str, *, after: str | None = None, limit: int | None = None
+    ) -> Iterator[tuple[str, bytes]]:
         rows = self._rows.get(namespace, {})
-        for key in sorted(rows):
+        keys = sorted(k for k in rows if after is None or k > after)
+        for key in keys if limit is None else keys[:limit]:
             yield key, rows[key]
 
     def count(self, namespace: str) -> int:

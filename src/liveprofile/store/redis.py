@@ -15,6 +15,7 @@ and the source offset become visible together or not at all.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import cast
@@ -37,7 +38,8 @@ class RedisStore:
         self.prefix = prefix or query.get("prefix", ["liveprofile"])[0]
         self.url = url.split("?", 1)[0]
         self._client: redis.Redis | None = None
-        self._appends: list[tuple[str, dict[_Field, _Field]]] = []
+        self._appends: list[tuple[str, dict[_Field, _Field], int | None]] = []
+        self._removals: list[tuple[str, list[str]]] = []
 
     @property
     def client(self) -> redis.Redis:
@@ -71,11 +73,26 @@ class RedisStore:
             values = self.client.hmget(self._key(namespace), list(keys))
         return [None if v is None else bytes(cast(bytes, v)) for v in values]
 
-    def scan(self, namespace: str) -> Iterator[tuple[str, bytes]]:
+    def scan(
+        self, namespace: str, *, after: str | None = None, limit: int | None = None
+    ) -> Iterator[tuple[str, bytes]]:
+        """Rows in key order. Hashes are unordered, so a page costs reading the namespace's
+        keys (``HKEYS``) and then the page's values (``HMGET``)."""
+        key = self._key(namespace)
         with self._errors("scan"):
-            rows = cast(dict[bytes, bytes], self.client.hgetall(self._key(namespace)))
-        for key in sorted(rows):
-            yield key.decode(), rows[key]
+            if after is None and limit is None:
+                rows = cast(dict[bytes, bytes], self.client.hgetall(key))
+                for field in sorted(rows):
+                    yield field.decode(), rows[field]
+                return
+            names = sorted(k.decode() for k in cast(list[bytes], self.client.hkeys(key)))
+        if after is not None:
+            names = names[bisect.bisect_right(names, after) :]
+        if limit is not None:
+            names = names[:limit]
+        for name, value in zip(names, self.read(namespace, names), strict=True):
+            if value is not None:
+                yield name, value
 
     def count(self, namespace: str) -> int:
         with self._errors("count"):
@@ -92,10 +109,13 @@ class RedisStore:
         if bad:
             raise StoreError(f"cannot commit {type(bad[0]).__name__}: values must be bytes")
         appends, self._appends = self._appends, []
+        removals, self._removals = self._removals, []
         with self._errors("commit"):
             pipe = self.client.pipeline(transaction=True)
-            for stream, fields in appends:
-                pipe.xadd(stream, fields)
+            for stream, ids in removals:
+                pipe.xdel(stream, *ids)
+            for stream, fields, maxlen in appends:
+                pipe.xadd(stream, fields, maxlen=maxlen, approximate=True)
             for namespace, changes in rows.items():
                 upserts: dict[_Field, _Field] = {k: v for k, v in changes.items() if v is not None}
                 deletes = [k for k, v in changes.items() if v is None]
@@ -108,11 +128,19 @@ class RedisStore:
                 pipe.hset(self._key("meta"), mapping=blobs)
             pipe.execute()
 
-    def stage_append(self, stream: str, fields: Mapping[str, bytes | str]) -> None:
+    def stage_append(
+        self, stream: str, fields: Mapping[str, bytes | str], *, maxlen: int | None = None
+    ) -> None:
         """Append an entry to ``stream`` as part of the next :meth:`commit` (same ``MULTI``),
-        e.g. a dead letter that must be logged exactly when its batch commits."""
+        e.g. a dead letter that must be logged exactly when its batch commits. With ``maxlen``
+        the stream is trimmed to about that many entries."""
         entry: dict[_Field, _Field] = {k: v for k, v in fields.items()}
-        self._appends.append((stream, entry))
+        self._appends.append((stream, entry, maxlen))
+
+    def stage_remove(self, stream: str, ids: Sequence[str]) -> None:
+        """Delete entries of ``stream`` as part of the next :meth:`commit` (privacy erasure)."""
+        if ids:
+            self._removals.append((stream, list(ids)))
 
     def drop(self) -> None:
         """Delete every key of this store's prefix (for tests and privacy erasure)."""
@@ -122,7 +150,7 @@ class RedisStore:
                 self.client.delete(*keys)
 
     def close(self) -> None:
-        self._appends = []  # staged for a commit that did not happen
+        self._appends, self._removals = [], []  # staged for a commit that did not happen
         if self._client is not None:
             self._client.close()
             self._client = None

@@ -46,8 +46,10 @@ class ScopedStore:
     def read(self, namespace: str, keys: Sequence[str]) -> list[bytes | None]:
         return self.store.read(self._ns(namespace), keys)
 
-    def scan(self, namespace: str) -> Iterator[tuple[str, bytes]]:
-        return self.store.scan(self._ns(namespace))
+    def scan(
+        self, namespace: str, *, after: str | None = None, limit: int | None = None
+    ) -> Iterator[tuple[str, bytes]]:
+        return self.store.scan(self._ns(namespace), after=after, limit=limit)
 
     def count(self, namespace: str) -> int:
         return self.store.count(self._ns(namespace))

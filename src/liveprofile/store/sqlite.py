@@ -85,11 +85,15 @@ class SQLiteStore:
             )
         return [found.get(k) for k in keys]
 
-    def scan(self, namespace: str) -> Iterator[tuple[str, bytes]]:
+    def scan(
+        self, namespace: str, *, after: str | None = None, limit: int | None = None
+    ) -> Iterator[tuple[str, bytes]]:
+        query, args = "SELECT key, value FROM rows WHERE ns = ?", [namespace]
+        if after is not None:
+            query, args = query + " AND key > ?", [*args, after]
+        query += " ORDER BY key LIMIT ?"
         with self._errors("scan"):
-            yield from self.db.execute(
-                "SELECT key, value FROM rows WHERE ns = ? ORDER BY key", (namespace,)
-            )
+            yield from self.db.execute(query, (*args, -1 if limit is None else limit))
 
     def count(self, namespace: str) -> int:
         with self._errors("count"):

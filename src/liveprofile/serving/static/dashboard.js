@@ -100,7 +100,8 @@ function lineChart(container, series, opts) {
     for (let i = 0; i <= 4; i++) {
       const y = y0 + ((y1 - y0) * i) / 4;
       axis.append(svg("line", { x1: pad.l, x2: W - pad.r, y1: sy(y), y2: sy(y), class: "grid-line" }));
-      axis.append(svg("text", { x: pad.l - 6, y: sy(y) + 3, "text-anchor": "end" }, fmt(y, 2)));
+      axis.append(svg("text", { x: pad.l - 6, y: sy(y) + 3, "text-anchor": "end" },
+        fmt(y, y1 - y0 >= 10 ? 0 : 2)));
     }
     const ticks = Math.min(5, new Set(pts.map((p) => p[0])).size);
     for (let i = 0; i < ticks; i++) {
@@ -220,8 +221,10 @@ function renderTimeline(t, summaries) {
   const names = [...new Set(t.segments.flatMap(([, sizes]) => Object.keys(sizes)))].sort();
   const series = names.map((name) => ({
     name, points: t.segments.map(([ts, sizes]) => [ts, sizes[name] ?? 0]) }));
-  lineChart(seg, series, { yMin: 0, xFormat: (x) => date(x), legend: true, cls: "segments-chart",
-    empty: "no segment sizes committed yet" });
+  const chart = el("div", { class: "chart" });
+  seg.replaceChildren(chart);
+  lineChart(chart, series, { width: 1100, height: 220, yMin: 0, xFormat: (x) => date(x, true),
+    legend: true, cls: "segments-chart", empty: "no segment sizes committed yet" });
 }
 
 async function refresh() {

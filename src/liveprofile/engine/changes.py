@@ -1,0 +1,151 @@
+"""Where segment changes go: a JSON Lines file (embedded runner) or a Redis stream (worker).
+
+Each change is one JSON object: ``{"segment", "user_id", "change": "enter"|"exit", "ts",
+"batch"}``, where ``batch`` is the sequence number of the commit that made it. The file is
+written and made durable just before the store commit; on restart, lines of batches the store
+never committed are cut off, so a crash neither duplicates nor loses a change. In Redis the
+changes are appended to the stream inside the commit's ``MULTI``/``EXEC``.
+
+>>> import tempfile, pathlib
+>>> from liveprofile.profile.segments import SegmentChange
+>>> path = pathlib.Path(tempfile.mkdtemp()) / "changes.jsonl"
+>>> sink = ChangeFile(path)
+>>> sink.write([SegmentChange("vip", "u1", "enter", 10.0)], batch=1)
+>>> sink.write([SegmentChange("vip", "u2", "enter", 20.0)], batch=2)
+>>> sink.recover(committed=1)  # batch 2 never committed
+>>> [c["user_id"] for c in read_changes(path)]
+['u1']
+>>> sink.scrub({"u1"})
+1
+>>> read_changes(path)
+[]
+>>> sink.close()
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Collection, Iterator, Sequence
+from pathlib import Path
+from typing import Any, cast
+
+import msgspec
+import redis
+
+from liveprofile.profile.segments import SegmentChange
+from liveprofile.store.redis import RedisStore
+
+#: most changes kept in a Redis change stream (approximate trimming)
+STREAM_MAXLEN = 1_000_000
+
+
+class _Line(msgspec.Struct):
+    segment: str
+    user_id: str
+    change: str
+    ts: float
+    batch: int
+
+
+class ChangeFile:
+    """Append-only JSON Lines file of segment changes, cut back to the committed batch."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._fh = open(self.path, "ab")  # noqa: SIM115 - held open for the life of the sink
+        self._encoder = msgspec.json.Encoder()
+
+    def recover(self, committed: int) -> None:
+        """Drop the changes of batches after ``committed`` (written, then not committed)."""
+        self._fh.flush()
+        lines = list(_lines(self.path))
+        kept = [line for line in lines if line[1].batch <= committed]
+        if len(kept) != len(lines):
+            self._rewrite(raw for raw, _ in kept)
+
+    def write(self, changes: Sequence[SegmentChange], batch: int) -> None:
+        """Append ``changes`` made by commit ``batch`` and make them durable."""
+        encode = self._encoder.encode
+        for c in changes:
+            self._fh.write(encode(_Line(c.segment, c.user_id, c.change, c.ts, batch)) + b"\n")
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
+    def scrub(self, users: Collection[str]) -> int:
+        """Remove every change about ``users`` (privacy erasure); return how many went."""
+        self._fh.flush()
+        lines = list(_lines(self.path))
+        kept = [raw for raw, line in lines if line.user_id not in users]
+        if len(kept) != len(lines):
+            self._rewrite(kept)
+        return len(lines) - len(kept)
+
+    def _rewrite(self, lines: Iterator[bytes] | list[bytes]) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with open(tmp, "wb") as out:
+            for raw in lines:
+                out.write(raw)
+            out.flush()
+            os.fsync(out.fileno())
+        self._fh.close()
+        os.replace(tmp, self.path)
+        self._fh = open(self.path, "ab")  # noqa: SIM115
+
+    def close(self) -> None:
+        self._fh.close()
+
+
+def _lines(path: Path) -> Iterator[tuple[bytes, _Line]]:
+    decoder = msgspec.json.Decoder(_Line)
+    with open(path, "rb") as fh:
+        for raw in fh:
+            if raw.strip():
+                yield raw if raw.endswith(b"\n") else raw + b"\n", decoder.decode(raw)
+
+
+def read_changes(
+    path: str | os.PathLike[str], *, segment: str | None = None, user: str | None = None
+) -> list[dict[str, Any]]:
+    """The changes in a file, oldest first, optionally of one segment or one user."""
+    if not Path(path).exists():
+        return []
+    return [
+        msgspec.structs.asdict(line)
+        for _, line in _lines(Path(path))
+        if (segment is None or line.segment == segment) and (user is None or line.user_id == user)
+    ]
+
+
+def change_stream(prefix: str) -> str:
+    """The Redis stream of a deployment's segment changes."""
+    return f"{prefix}:segment-changes"
+
+
+def stage_changes(store: RedisStore, stream: str, changes: Sequence[SegmentChange]) -> None:
+    """Append ``changes`` to ``stream`` as part of the store's next commit."""
+    for c in changes:
+        store.stage_append(
+            stream,
+            {"segment": c.segment, "user_id": c.user_id, "change": c.change, "ts": repr(c.ts)},
+            maxlen=STREAM_MAXLEN,
+        )
+
+
+def read_stream_changes(
+    client: redis.Redis, stream: str, *, user: str | None = None, count: int = 1000
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Entries of a change stream, oldest first: (entry id, change), optionally of one user."""
+    start = "-"
+    while True:
+        entries = cast(
+            list[tuple[bytes, dict[bytes, bytes]]], client.xrange(stream, start, "+", count)
+        )
+        for entry_id, fields in entries:
+            change: dict[str, Any] = {k.decode(): v.decode() for k, v in fields.items()}
+            change["ts"] = float(change["ts"])
+            if user is None or change["user_id"] == user:
+                yield entry_id.decode(), change
+        if len(entries) < count:
+            return
+        start = "(" + entries[-1][0].decode()
