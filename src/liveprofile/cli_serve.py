@@ -21,6 +21,19 @@ from liveprofile.errors import ConfigError
     show_envvar=True,
     help="Bearer token clients must send (required; prefer the environment variable).",
 )
+@click.option(
+    "--write-token",
+    envvar="LIVEPROFILE_WRITE_TOKEN",
+    show_envvar=True,
+    help="Bearer token of the write endpoints (DELETE /v1/profiles/{user}); without it they "
+    "answer 403. Must differ from the read token.",
+)
+@click.option(
+    "--partitions",
+    type=click.IntRange(min=1),
+    help="Redis stores: partitions of the event streams, for queued erasures [default: count "
+    "the streams].",
+)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option(
     "--port",
@@ -36,11 +49,20 @@ from liveprofile.errors import ConfigError
     "network); by default it needs the token like the data endpoints.",
 )
 @_fail_cleanly
-def serve(store: str, read_token: str | None, host: str, port: int, public_metrics: bool) -> None:
+def serve(
+    store: str,
+    read_token: str | None,
+    write_token: str | None,
+    partitions: int | None,
+    host: str,
+    port: int,
+    public_metrics: bool,
+) -> None:
     """Serve profiles and online scores from a store over HTTP (read-only).
 
-    Every endpoint but GET /healthz and the dashboard page needs 'Authorization: Bearer TOKEN'.
-    Profiles are viewed as of the store watermark, as 'liveprofile profile' shows them.
+    Every endpoint but GET /healthz and the dashboard page needs 'Authorization: Bearer TOKEN':
+    the read token, or the write token for DELETE. Profiles are viewed as of the store
+    watermark, as 'liveprofile profile' shows them.
 
     \b
     Endpoints:
@@ -48,6 +70,14 @@ def serve(store: str, read_token: str | None, host: str, port: int, public_metri
       POST /v1/profiles:batch           {"users": [...]} (at most 1000) in one store read
       GET  /v1/score?user=U&item=I&task=T
                                         the task model's P(y=1) and its top features
+      GET  /v1/profiles/{user}/export   everything stored about a user (privacy export)
+      DELETE /v1/profiles/{user}        erase a user (write token): profile, segments,
+                                        identity links, queued segment changes
+      GET  /v1/segments                 segments, their rules, sizes and size history
+      GET  /v1/segments/{name}/members?after=&limit=
+                                        a page of members (pass 'next' back as 'after')
+      GET  /v1/segments/{name}/members.csv
+                                        every member as CSV, for a campaign
       GET  /v1/stats                    counters, live throughput, per-task metrics
       GET  /v1/metrics/timeline         AUC/log loss per window and task, segment sizes
       GET  /dashboard                   the dashboard page (no token; it asks for one,
@@ -71,7 +101,13 @@ def serve(store: str, read_token: str | None, host: str, port: int, public_metri
             "refusing to start without a read token: pass --read-token or set "
             "LIVEPROFILE_READ_TOKEN"
         )
-    settings = ReadSettings(store, read_token, public_metrics=public_metrics)
+    settings = ReadSettings(
+        store,
+        read_token,
+        write_token=write_token,
+        partitions=partitions,
+        public_metrics=public_metrics,
+    )
     backend = open_store(store, read_only=True)  # fail here, cleanly, on a missing store
     try:
         backend.setup()

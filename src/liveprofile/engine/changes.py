@@ -132,6 +132,13 @@ def stage_changes(store: RedisStore, stream: str, changes: Sequence[SegmentChang
         )
 
 
+def stage_scrub(store: RedisStore, stream: str, users: Collection[str]) -> None:
+    """Delete every change about ``users`` from ``stream`` with the store's next commit (the
+    stream is read through once to find them)."""
+    ids = [i for i, c in read_stream_changes(store.client, stream) if c["user_id"] in users]
+    store.stage_remove(stream, ids)
+
+
 def read_stream_changes(
     client: redis.Redis, stream: str, *, user: str | None = None, count: int = 1000
 ) -> Iterator[tuple[str, dict[str, Any]]]:

@@ -23,17 +23,20 @@ from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import msgspec
+
 from liveprofile.config import PipelineConfig
 from liveprofile.engine.state import PipelineState
-from liveprofile.events.schema import Event
+from liveprofile.events.schema import FORGET, Event
 from liveprofile.features.hashing import FeatureBuilder
 from liveprofile.learn.base import LEARN, PREDICT, PREDICT_LEARN, run_ops
 from liveprofile.learn.tasks import Pending, PendingLog, TaskState
 from liveprofile.profile.decay import needs_rebase, rebase_factor
+from liveprofile.profile.identity import merge_profiles
 from liveprofile.profile.items import ItemStats
 from liveprofile.profile.population import Standing, standing
 from liveprofile.profile.segments import SegmentChange, SegmentRules, diff
-from liveprofile.profile.state import ProfileUpdater
+from liveprofile.profile.state import Profile, ProfileUpdater
 from liveprofile.profile.traits import TraitEvaluator
 
 # kinds of the records that connect model outputs back to profiles and metrics
@@ -54,6 +57,14 @@ class StepResult:
     pending: dict[str, PendingLog] = field(default_factory=dict)
     #: segment enters and exits, in the order they happened
     changes: list[SegmentChange] = field(default_factory=list)
+    #: profiles deleted (merged into another, erased or expired)
+    deleted: set[str] = field(default_factory=set)
+    #: users erased on request, with their aliases: their queued changes must go too
+    erased: set[str] = field(default_factory=set)
+    #: identity links made (anonymous id -> user id) or removed (-> None)
+    links: dict[str, str | None] = field(default_factory=dict)
+    #: expiry index rows to write (see ``PipelineState.expiry_rows``)
+    expiry: dict[str, bytes | None] = field(default_factory=dict)
 
 
 class Core:
@@ -66,28 +77,50 @@ class Core:
         self.traits = TraitEvaluator(config.traits, self.updater) if config.traits else None
         self.segments = SegmentRules(config.segments, self.updater) if config.segments else None
         self._sweep_s = config.run.segment_sweep_s
+        #: users inactive for longer than this (event time) expire; None: never
+        self.ttl = config.run.profile_ttl_s
         self._h_items = self.updater.h_counters
         self._key_room = config.profile.outcome_keys
 
     def new_state(self) -> PipelineState:
         return PipelineState(self.config)
 
+    def alias_keys(self, state: PipelineState, events: Sequence[Event]) -> set[str]:
+        """Ids whose identity links :meth:`step` may read: anonymous ids, erased ids and, once
+        any link exists, the users of the pending examples this batch closes."""
+        keys = {e.anonymous_id for e in events if e.anonymous_id is not None}
+        keys.update(e.user for e in events if e.type == FORGET)
+        if state.checkpoint.links:
+            horizon = max((e.ts for e in events), default=state.watermark)
+            for task in state.tasks.values():
+                if task.delayed:
+                    keys.update(p.user for p in task.peek_due(horizon))
+        return keys
+
+    def horizon(self, state: PipelineState, events: Sequence[Event]) -> float:
+        """The watermark this batch can reach at most."""
+        return max((e.ts for e in events), default=state.watermark)
+
     def required_keys(
         self, state: PipelineState, events: Sequence[Event]
     ) -> tuple[set[str], set[str]]:
-        """Users and items whose stored state :meth:`step` will read for this batch."""
-        users = {e.user for e in events}
+        """Users and items whose stored state :meth:`step` will read for this batch (after
+        ``state`` has the batch's identity links and expiry candidates loaded)."""
+        aliases = state.aliases
+        users = {aliases.get(e.user, e.user) for e in events}
+        users.update(e.anonymous_id for e in events if e.anonymous_id is not None)
         items = {e.item_id for e in events if e.item_id is not None}
-        horizon = max((e.ts for e in events), default=state.watermark)
+        horizon = self.horizon(state, events)
         if self._sweep_due(state.watermark, horizon):
             for members in state.members.values():
                 users |= members
+        users.update(state.expiry_candidates())
         for task in state.tasks.values():
             if not task.delayed:
                 continue
             # delayed examples are learned (and counted on user and item) only when they close
             for pending in task.peek_due(horizon):
-                users.add(pending.user)
+                users.add(aliases.get(pending.user, pending.user))
                 if pending.item is not None:
                     items.add(pending.item)
         return users, items
@@ -103,6 +136,8 @@ class Core:
         build, task_features = self.features.build, self.features.task_features
         apply = self.updater.apply
         watermark = ckpt.watermark
+        aliases = state.aliases
+        ttl = self.ttl
         before: dict[str, Standing | None] = {}  # where each user stood before this batch
         for e in events:
             if not dedup.add(e.event_id):
@@ -115,7 +150,23 @@ class Core:
                     for pending in task.due(watermark):
                         self._resolve(state, task, pending, records, out)
             user = e.user
+            anon = e.anonymous_id
+            if e.type == FORGET:
+                self._erase(state, user, out, before)
+                out.applied += 1
+                continue
+            if anon is not None:
+                if anon != user:
+                    if aliases.get(anon) != user:
+                        self._link(state, anon, user, ts, out, before)
+                elif anon in aliases:  # a visitor known to be this user, before logging in
+                    user = aliases[anon]
+                    e = msgspec.structs.replace(e, user=user)
             p = profiles.get(user)
+            if p is not None and ttl is not None and p.last_ts + ttl < watermark:
+                # idle past the TTL: expired, whether or not a batch ended in between
+                self._expire_one(state, p, watermark, out, before)
+                p = None
             item_id = e.item_id
             it = None if item_id is None else items.get(item_id)
             shared: tuple[list[int], list[float]] | None = None
@@ -172,8 +223,11 @@ class Core:
         ckpt.events += out.applied
         ckpt.duplicates += out.duplicates
         self._run_models(state, records, out)
+        if self.ttl is not None:
+            self._expire(state, out, before)
         for user, old in before.items():
-            state.population.move(old, standing(profiles[user]))
+            p = profiles.get(user)
+            state.population.move(old, None if p is None else standing(p))
         if self.traits is not None:
             # traits depend only on the profile, so the state committed per batch is the same
             # as evaluating them after every event, at a fraction of the cost
@@ -182,6 +236,108 @@ class Core:
         if self.segments is not None:
             self._segment(state, out, swept)
         return out
+
+    def _link(
+        self,
+        state: PipelineState,
+        anon: str,
+        user: str,
+        ts: float,
+        out: StepResult,
+        before: dict[str, Standing | None],
+    ) -> None:
+        """Make ``anon`` an alias of ``user`` and fold the anonymous profile into the user's."""
+        state.aliases[anon] = user
+        state.checkpoint.links += 1
+        out.links[anon] = user
+        profiles = state.profiles
+        other = profiles.pop(anon, None)
+        if other is None:
+            return
+        p = profiles.get(user)
+        for who, profile in ((user, p), (anon, other)):
+            if who not in before:
+                before[who] = None if profile is None else standing(profile)
+        if p is None:
+            p = profiles[user] = self.updater.new(user, ts)
+        merge_profiles(self.updater, p, other)
+        self._leave_segments(state, other, ts, out, announce=True)
+        out.deleted.add(anon)
+        out.users.discard(anon)
+        out.users.add(user)
+
+    def _erase(
+        self, state: PipelineState, user: str, out: StepResult, before: dict[str, Standing | None]
+    ) -> None:
+        """Forget a user on request: the profile, its segment memberships and identity links.
+        Erasing an anonymous id that is linked removes the link only."""
+        owner = state.aliases.get(user)
+        if owner is not None:
+            del state.aliases[user]
+            out.links[user] = None
+            out.erased.add(user)
+            p = state.profiles.get(owner)
+            if p is not None and user in p.aliases:
+                p.aliases = [a for a in p.aliases if a != user]
+                out.users.add(owner)
+            return
+        p = state.profiles.pop(user, None)
+        if p is None:
+            return
+        if user not in before:
+            before[user] = standing(p)
+        for alias in p.aliases:
+            state.aliases.pop(alias, None)
+            out.links[alias] = None
+        self._leave_segments(state, p, state.checkpoint.watermark, out, announce=False)
+        out.erased.update((user, *p.aliases))
+        out.deleted.add(user)
+        out.users.discard(user)
+
+    def _expire(
+        self, state: PipelineState, out: StepResult, before: dict[str, Standing | None]
+    ) -> None:
+        """Delete the profiles idle for longer than the TTL, as of the watermark; index the
+        users this batch touched by the day of their last event."""
+        assert self.ttl is not None
+        at = state.checkpoint.watermark
+        profiles = state.profiles
+        for user in state.take_expiry_candidates(at, self.ttl, out.expiry):
+            p = profiles.get(user)
+            if p is not None and p.last_ts + self.ttl < at:
+                self._expire_one(state, p, at, out, before)
+        state.index_last_seen([profiles[u] for u in out.users if u in profiles], out.expiry)
+
+    def _expire_one(
+        self,
+        state: PipelineState,
+        p: Profile,
+        at: float,
+        out: StepResult,
+        before: dict[str, Standing | None],
+    ) -> None:
+        user = p.user
+        del state.profiles[user]
+        if user not in before:
+            before[user] = standing(p)
+        for alias in p.aliases:
+            state.aliases.pop(alias, None)
+            out.links[alias] = None
+        self._leave_segments(state, p, at, out, announce=True)
+        out.deleted.add(user)
+        out.users.discard(user)
+
+    def _leave_segments(
+        self, state: PipelineState, p: Profile, ts: float, out: StepResult, *, announce: bool
+    ) -> None:
+        """Take a deleted profile out of its segments (with exit changes when ``announce``)."""
+        for segment in p.segments:
+            members = state.members.get(segment)
+            if members is not None:
+                members.discard(p.user)
+            if announce:
+                out.changes.append(SegmentChange(segment, p.user, "exit", ts))
+        p.segments = []
 
     def _sweep_due(self, before: float, after: float) -> bool:
         """Whether event time crossed a sweep boundary, when time alone can change segments."""
@@ -246,11 +402,12 @@ class Core:
         task.close(pending)
         records.append((_RESOLVED, task, -1, pending, pending.open_ts, label))
         out.examples += 1
-        p = state.profiles.get(pending.user)
+        owner = state.aliases.get(pending.user, pending.user)
+        p = state.profiles.get(owner)
         if p is not None:
             p.record_outcome(task.name, label)
             p.record_key_outcome(task.name, pending.key, label, self._key_room)
-            out.users.add(pending.user)
+            out.users.add(owner)
         if pending.item is not None:
             it = state.items.get(pending.item)
             if it is not None:
@@ -276,7 +433,9 @@ class Core:
                 assert preds is not None and isinstance(ref, str)
                 p = float(preds[k])
                 task.metrics.record(p, label, ts)
-                profiles[ref].scores[task.name] = p
+                profile = profiles.get(ref)
+                if profile is not None:  # None: erased later in the batch
+                    profile.scores[task.name] = p
             elif kind == _OPENED:
                 assert preds is not None and isinstance(ref, Pending)
                 ref.p = float(preds[k])

@@ -48,7 +48,7 @@ def apply_batch(
     batch: Batch,
     stats: RunStats | None = None,
     extra_rows: Mapping[str, dict[str, bytes | None]] | None = None,
-    emit: Callable[[Sequence[SegmentChange]], None] | None = None,
+    emit: Callable[[Sequence[SegmentChange], set[str]], None] | None = None,
 ) -> None:
     """Run the core on one batch and commit its state, offset and ``extra_rows`` at once.
 
@@ -56,19 +56,32 @@ def apply_batch(
     batch's dead letters, record ``batch.offset`` under ``source_name``, then write profiles,
     items, pending examples, models and the checkpoint in one :meth:`Store.commit`.
     ``extra_rows`` (e.g. dead letters kept in the store) join the same transaction. ``emit``
-    gets the batch's segment changes just before the commit.
+    gets the batch's segment changes and erased users just before the commit, to publish the
+    changes and remove the erased users' queued ones.
     """
     ckpt = state.checkpoint
-    users, items = core.required_keys(state, batch.events)
+    events = batch.events
+    state.ensure_aliases(store, core.alias_keys(state, events))
+    if core.ttl is not None:
+        state.ensure_expiry(store, core.horizon(state, events), core.ttl)
+    users, items = core.required_keys(state, events)
     state.ensure_loaded(store, users, items)
-    result = core.step(state, batch.events)
+    result = core.step(state, events)
     ckpt.dead_letters += len(batch.dead_letters)
     ckpt.offsets[source_name] = batch.offset
-    rows, meta = state.commit_payload(result.users, result.items, result.pending, result.changes)
+    rows, meta = state.commit_payload(
+        result.users,
+        result.items,
+        result.pending,
+        result.changes,
+        deleted=result.deleted,
+        links=result.links,
+        expiry=result.expiry,
+    )
     if extra_rows:
         rows.update(extra_rows)
-    if emit is not None and result.changes:
-        emit(result.changes)
+    if emit is not None and (result.changes or result.erased):
+        emit(result.changes, result.erased)
     store.commit(rows, meta)
     state.compact(rows)
     if stats is not None:
@@ -135,8 +148,11 @@ class LocalRunner:
             self.state.checkpoint.dead_letter_bytes = self.dead_letters.committed_size()
         apply_batch(self.core, self.state, self.store, source_name, batch, stats, emit=self._emit)
 
-    def _emit(self, changes: Sequence[SegmentChange]) -> None:
-        assert self.changes is not None
+    def _emit(self, changes: Sequence[SegmentChange], erased: set[str]) -> None:
+        if self.changes is None:
+            return
+        if erased:
+            self.changes.scrub(erased)
         self.changes.write(changes, batch=self.state.checkpoint.seq)
 
     def summary(self, stats: RunStats) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from redis.retry import Retry
 
 from liveprofile.api import check_config
 from liveprofile.config import PipelineConfig
-from liveprofile.engine.changes import change_stream, stage_changes
+from liveprofile.engine.changes import change_stream, stage_changes, stage_scrub
 from liveprofile.engine.core import Core
 from liveprofile.engine.local import RunStats, apply_batch
 from liveprofile.engine.state import Checkpoint, PipelineState
@@ -199,7 +199,9 @@ class RedisWorker:
         if self.trim:
             reader.trim(state.checkpoint.offsets.get(sb.stream, 0))
 
-    def _emit(self, changes: Sequence[SegmentChange]) -> None:
+    def _emit(self, changes: Sequence[SegmentChange], erased: set[str]) -> None:
+        if erased:
+            stage_scrub(self.store, self.change_stream, erased)
         stage_changes(self.store, self.change_stream, changes)
 
     def _check_checkpoint(self, state: PipelineState) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import zlib
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, TypeVar
 
 import msgspec
@@ -24,7 +24,7 @@ from liveprofile.learn.tasks import PendingLog, TaskState, decode_logs, encode_l
 from liveprofile.profile.items import ItemStats, decode_item, encode_item
 from liveprofile.profile.population import Population
 from liveprofile.profile.segments import SegmentChange
-from liveprofile.profile.state import Profile, decode_profile, encode_profile
+from liveprofile.profile.state import DAY, Profile, decode_profile, encode_profile
 from liveprofile.store.base import Store
 
 STATE_SCHEMA = 1
@@ -51,6 +51,8 @@ class Checkpoint(msgspec.Struct):
     dead_letter_bytes: int = 0
     dedup_chunks: list[tuple[int, int]] = []  # (seq, ids) of the persisted dedup rows
     pending_chunks: list[tuple[int, float]] = []  # (seq, latest deadline) of the pending logs
+    links: int = 0  # identity links ever made
+    expiry_chunks: list[tuple[int, int]] = []  # (day, seq) of the last-seen index rows
 
 
 class PipelineState:
@@ -76,6 +78,11 @@ class PipelineState:
         self.members: dict[str, set[str]] = {name: set() for name in config.segments}
         #: (watermark, {segment: members}) after each batch, thinned to HISTORY_POINTS
         self.segment_history: list[tuple[float, dict[str, int]]] = []
+        #: identity links read so far: anonymous id -> user id
+        self.aliases: dict[str, str] = {}
+        self._alias_checked: set[str] = set()
+        #: users of the last-seen index rows loaded for this batch: row key -> users
+        self._expiry_loaded: dict[str, list[str]] = {}
 
     @property
     def watermark(self) -> float:
@@ -133,6 +140,58 @@ class PipelineState:
         _load(store, "profile", users, self.profiles, self._resting_profiles, decode_profile)
         _load(store, "item", items, self.items, self._resting_items, decode_item)
 
+    def ensure_aliases(self, store: Store, ids: set[str]) -> None:
+        """Read the identity links of ``ids`` not read yet (one store read)."""
+        missing = [i for i in ids if i not in self._alias_checked]
+        if not missing:
+            return
+        for anon, user in zip(missing, store.read("alias", missing), strict=True):
+            if user is not None:
+                self.aliases[anon] = user.decode()
+        self._alias_checked.update(missing)
+
+    # -- expiry: users indexed by the day of their last event ----------------------------------
+
+    def ensure_expiry(self, store: Store, horizon: float, ttl: float) -> None:
+        """Read the last-seen index rows that may be due by event time ``horizon``."""
+        keys = [
+            _expiry_key(day, seq)
+            for day, seq in self.checkpoint.expiry_chunks
+            if (day + 1) * DAY + ttl < horizon and _expiry_key(day, seq) not in self._expiry_loaded
+        ]
+        for key, blob in zip(keys, store.read("expiry", keys), strict=True):
+            self._expiry_loaded[key] = [] if blob is None else _decode_users(blob)
+
+    def expiry_candidates(self) -> set[str]:
+        return {u for users in self._expiry_loaded.values() for u in users}
+
+    def take_expiry_candidates(
+        self, at: float, ttl: float, rows: dict[str, bytes | None]
+    ) -> list[str]:
+        """Users of the index rows due at event time ``at`` (every user in them was last seen
+        more than ``ttl`` before ``at`` when indexed); the rows are deleted in ``rows``."""
+        out: list[str] = []
+        kept = []
+        for day, seq in self.checkpoint.expiry_chunks:
+            key = _expiry_key(day, seq)
+            if (day + 1) * DAY + ttl < at and key in self._expiry_loaded:
+                out.extend(self._expiry_loaded.pop(key))
+                rows[key] = None
+            else:
+                kept.append((day, seq))
+        self.checkpoint.expiry_chunks = kept
+        return out
+
+    def index_last_seen(self, profiles: list[Profile], rows: dict[str, bytes | None]) -> None:
+        """Index ``profiles`` by the day of their last event, one row per day and batch."""
+        by_day: dict[int, list[str]] = {}
+        for p in profiles:
+            by_day.setdefault(int(p.last_ts // DAY), []).append(p.user)
+        seq = self.checkpoint.seq
+        for day, users in sorted(by_day.items()):
+            rows[_expiry_key(day, seq)] = zlib.compress(msgspec.msgpack.encode(sorted(users)), 1)
+            self.checkpoint.expiry_chunks.append((day, seq))
+
     def compact(self, rows: Mapping[str, Mapping[str, bytes | None]]) -> None:
         """After a commit, keep profiles and items as their committed bytes (a few hundred
         bytes each instead of a few KB of Python objects) until a batch needs them again."""
@@ -141,7 +200,9 @@ class PipelineState:
             (self.items, self._resting_items, "item"),
         ):
             for key, blob in rows.get(namespace, {}).items():
-                if blob is not None:
+                if blob is None:
+                    resting.pop(key, None)
+                else:
                     resting[key] = blob
             live.clear()
 
@@ -153,18 +214,27 @@ class PipelineState:
         items: set[str],
         pending: dict[str, PendingLog],
         changes: Sequence[SegmentChange] = (),
+        *,
+        deleted: Collection[str] = (),
+        links: Mapping[str, str | None] | None = None,
+        expiry: Mapping[str, bytes | None] | None = None,
     ) -> tuple[dict[str, dict[str, bytes | None]], dict[str, bytes]]:
         """Row changes and blobs that persist this batch (see :meth:`Store.commit`)."""
         ckpt = self.checkpoint
+        profiles = self.profiles
         rows: dict[str, dict[str, bytes | None]] = {
-            "profile": {u: encode_profile(self.profiles[u]) for u in users},
+            "profile": {u: encode_profile(profiles[u]) for u in users},
             "item": {i: encode_item(self.items[i]) for i in items},
             "pending": self._pending_rows(pending),
         }
-        for change in changes:
-            members = rows.setdefault(segment_namespace(change.segment), {})
-            entered = change.change == "enter"
-            members[change.user_id] = msgspec.msgpack.encode(change.ts) if entered else None
+        for user in deleted:
+            if user not in profiles:
+                rows["profile"][user] = None
+        if links:
+            rows["alias"] = {a: None if u is None else u.encode() for a, u in links.items()}
+        if expiry:
+            rows["expiry"] = dict(expiry)
+        self._membership_rows(rows, changes, deleted)
         new_ids = self.dedup.take_new()
         dedup: dict[str, bytes | None] = {}
         if new_ids:
@@ -188,6 +258,25 @@ class PipelineState:
         meta["population"] = msgspec.msgpack.encode(self.population)
         meta["checkpoint"] = msgspec.msgpack.encode(ckpt)
         return rows, meta
+
+    def _membership_rows(
+        self,
+        rows: dict[str, dict[str, bytes | None]],
+        changes: Sequence[SegmentChange],
+        deleted: Collection[str],
+    ) -> None:
+        """Member rows of the (segment, user) pairs this batch touched, as they end up."""
+        entered = {(c.segment, c.user_id): c.ts for c in changes if c.change == "enter"}
+        touched = {(c.segment, c.user_id) for c in changes}
+        touched.update((segment, user) for user in deleted for segment in self.members)
+        for segment, user in touched:
+            members = self.members.get(segment)
+            if members is not None and user in members:
+                if (segment, user) in entered:
+                    value = msgspec.msgpack.encode(entered[segment, user])
+                    rows.setdefault(segment_namespace(segment), {})[user] = value
+            else:
+                rows.setdefault(segment_namespace(segment), {})[user] = None
 
     def _record_sizes(self) -> bytes:
         history = self.segment_history
@@ -224,6 +313,14 @@ class PipelineState:
             "watermark": ckpt.watermark,
             "tasks": {name: t.metrics.summary() for name, t in self.tasks.items()},
         }
+
+
+def _expiry_key(day: int, seq: int) -> str:
+    return f"{day:08d}:{seq:012d}"
+
+
+def _decode_users(blob: bytes) -> list[str]:
+    return msgspec.msgpack.decode(zlib.decompress(blob), type=list[str])
 
 
 def _load(

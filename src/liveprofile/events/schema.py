@@ -40,6 +40,8 @@ _Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID)]
 _Tag = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TAG)]
 _TYPE = re.compile(r"^[a-z][a-z0-9_.-]{0,31}$")
 PropValue = str | int | float | bool | None
+#: the command type that erases a user (privacy): profile, memberships, identity links, changes
+FORGET = "$forget"
 
 
 class Event(msgspec.Struct, frozen=True, gc=False):
@@ -153,7 +155,7 @@ class EventParser:
             if isinstance(given, int) and len(str(given)) > MAX_ID:
                 raise InvalidEvent(f"'{name}' is longer than {MAX_ID} characters")
         kind = rec.type.lower()
-        if _TYPE.match(kind) is None:
+        if kind != FORGET and _TYPE.match(kind) is None:
             raise InvalidEvent(
                 f"'type' {rec.type!r} must be a word of letters, digits, '_', '.' or '-'"
             )

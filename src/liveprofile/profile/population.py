@@ -39,8 +39,9 @@ class Population(msgspec.Struct):
     monetary: list[int] = msgspec.field(default_factory=lambda: [0] * BINS)
     last_day: dict[int, int] = {}
 
-    def move(self, old: Standing | None, new: Standing) -> None:
-        """Replace one profile's old standing (None for a new profile) by its new one."""
+    def move(self, old: Standing | None, new: Standing | None) -> None:
+        """Replace one profile's old standing (None for a new profile) by its new one (None
+        for a deleted profile)."""
         if old is not None:
             if old == new:
                 return
@@ -52,6 +53,8 @@ class Population(msgspec.Struct):
                 self.last_day[day] = left
             else:
                 del self.last_day[day]
+        if new is None:
+            return
         self.frequency[_log_bin(new[0])] += 1
         self.monetary[_log_bin(new[1])] += 1
         day = int(new[2] // DAY)

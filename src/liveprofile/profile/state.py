@@ -177,9 +177,17 @@ class ProfileUpdater:
                 continue
             interests[key] = interests.get(key, 0.0) + weight
         if len(interests) > self._top_k:
-            # Keep the top-K: every entry shares the anchor, so stored values compare directly.
-            for key in sorted(interests, key=interests.__getitem__)[: len(interests) - self._top_k]:
-                del interests[key]
+            self.keep_top_interests(p)
+
+    def keep_top_interests(self, p: Profile) -> None:
+        """Keep the top-K interests: every entry shares the anchor, so values compare directly."""
+        interests = p.interests
+        for key in sorted(interests, key=interests.__getitem__)[: len(interests) - self._top_k]:
+            del interests[key]
+
+    def rebase(self, p: Profile, anchor: float) -> None:
+        """Move the profile's decay anchor to ``anchor`` (values are unchanged at any time)."""
+        self._rebase(p, anchor)
 
     def _rebase(self, p: Profile, ts: float) -> None:
         new_anchor = ts

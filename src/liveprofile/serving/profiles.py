@@ -4,9 +4,8 @@ Every endpoint but ``/healthz`` needs ``Authorization: Bearer <read_token>``. St
 on the event loop thread (SQLite connections belong to the thread that opened them).
 
 >>> app = create_read_app(ReadSettings(store="memory://", read_token="s3cret"))
->>> sorted(r.path for r in app.routes if r.path.startswith(("/v1", "/healthz")))
-['/healthz', '/v1/metrics/timeline', '/v1/profiles/{user}', '/v1/profiles:batch', '/v1/score', \
-'/v1/segments', '/v1/segments/{name}/members', '/v1/segments/{name}/members.csv', '/v1/stats']
+>>> sorted({r.path for r in app.routes if r.path.startswith("/v1/profiles")})
+['/v1/profiles/{user}', '/v1/profiles/{user}/export', '/v1/profiles:batch']
 >>> ReadSettings(store="memory://", read_token="")
 Traceback (most recent call last):
 ...
@@ -43,6 +42,7 @@ from liveprofile.profile.state import decode_profile
 from liveprofile.serving.collector import HTTPProblem, check_token, error_response
 from liveprofile.serving.dashboard import mount_dashboard
 from liveprofile.serving.metrics import StoreStats, mount_metrics
+from liveprofile.serving.privacy import add_privacy_routes
 from liveprofile.serving.segments import add_segment_routes
 from liveprofile.store import Store, open_store
 
@@ -60,6 +60,10 @@ class ReadSettings:
     store: str
     read_token: str
     as_of: Literal["watermark", "now"] | float = "watermark"
+    #: token of the write endpoints (privacy erasure); None: they answer 403
+    write_token: str | None = None
+    #: partitions of a Redis deployment's event streams (None: count the streams)
+    partitions: int | None = None
     public_metrics: bool = False  # serve GET /metrics without the read token
 
     def __post_init__(self) -> None:
@@ -67,6 +71,8 @@ class ReadSettings:
             raise ConfigError(
                 "the read API needs a non-empty read token (--read-token or LIVEPROFILE_READ_TOKEN)"
             )
+        if self.write_token is not None and self.write_token == self.read_token:
+            raise ConfigError("the write token must differ from the read token")
         if isinstance(self.as_of, str) and self.as_of not in ("watermark", "now"):
             raise ConfigError(f"as_of must be 'watermark', 'now' or epoch seconds: {self.as_of!r}")
 
@@ -272,6 +278,7 @@ def create_read_app(settings: ReadSettings) -> FastAPI:
         return JSONResponse(reader.score(user, item, task, max(0, top)))
 
     add_segment_routes(app, lambda: reader.store, auth)
+    add_privacy_routes(app, settings, auth)
 
     @app.get("/healthz")
     async def healthz() -> Response:

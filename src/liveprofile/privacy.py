@@ -1,0 +1,154 @@
+"""Privacy: export everything stored about a user, and erase a user.
+
+Erasure is a command event (``type: "$forget"``) that goes through the pipeline like any other
+event, so it is applied in order with the user's events, exactly once, and replays reproduce it.
+It deletes the profile, its segment memberships, its identity links and the queued segment
+changes about the user (and its aliases). On the embedded store :func:`erase` applies it at once;
+on Redis it is appended to the user's partition stream and the worker applies it.
+
+What erasure does not touch: the online models and item statistics (aggregates over all users),
+and open delayed examples of the user, which keep the user id until their window closes (at most
+the task's window) and are then learned and dropped. Dead letters keep the raw input they
+rejected.
+
+>>> import tempfile, pathlib
+>>> from liveprofile.api import replay
+>>> folder = pathlib.Path(tempfile.mkdtemp())
+>>> _ = (folder / "ev.jsonl").write_text(
+...     '{"event_id": "1", "user_id": "ann", "type": "view", "ts": 0, "category": "tea"}\\n')
+>>> _ = replay(folder / "ev.jsonl", store=folder / "p.db", progress=False)
+>>> export_user(folder / "p.db", "ann")["profile"]["interests"]
+{'tea': 1.0}
+>>> erase(folder / "p.db", ["ann"])["erased"]
+['ann']
+>>> export_user(folder / "p.db", "ann")
+Traceback (most recent call last):
+...
+liveprofile.errors.ProfileNotFound: nothing is stored about user 'ann'
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import uuid
+from typing import Any
+
+import msgspec
+import redis
+
+from liveprofile.api import (
+    check_config,
+    default_changes,
+    default_dead_letters,
+    read_profile,
+    stored_config,
+)
+from liveprofile.engine.changes import change_stream, read_changes, read_stream_changes
+from liveprofile.engine.local import LocalRunner
+from liveprofile.engine.state import Checkpoint, segment_namespace
+from liveprofile.errors import ProfileNotFound, StoreError
+from liveprofile.events.redis_streams import partition_of, publish, stream_key
+from liveprofile.events.schema import FORGET, Event, encode_event
+from liveprofile.events.sources import Batch
+from liveprofile.profile.state import decode_profile
+from liveprofile.store import open_store
+from liveprofile.store.base import Store
+from liveprofile.store.redis import RedisStore
+
+PathLike = str | os.PathLike[str]
+#: the source name erasures applied directly to an embedded store are counted under
+SOURCE = "privacy"
+
+
+def export_user(store: PathLike, user: str) -> dict[str, Any]:
+    """Everything stored about ``user``: the profile (readable view and stored fields),
+    segment memberships, identity links and the segment changes about the user."""
+    text = str(store)
+    backend = open_store(text, read_only=True)
+    try:
+        (linked,) = backend.read("alias", [user])
+        (blob,) = backend.read("profile", [user])
+        if blob is None and linked is None:
+            raise ProfileNotFound(f"nothing is stored about user {user!r}")
+        out: dict[str, Any] = {"user_id": user, "linked_to": linked and linked.decode()}
+        out["profile"] = None if blob is None else read_profile(backend, user)
+        out["stored"] = None if blob is None else msgspec.to_builtins(decode_profile(blob))
+        out["segments"] = _memberships(backend, user)
+        out["segment_changes"] = _changes(backend, text, user)
+        return out
+    finally:
+        backend.close()
+
+
+def _memberships(store: Store, user: str) -> dict[str, float]:
+    out = {}
+    for name in stored_config(store).segments:
+        (entered,) = store.read(segment_namespace(name), [user])
+        if entered is not None:
+            out[name] = msgspec.msgpack.decode(entered)
+    return out
+
+
+def _changes(store: Store, text: str, user: str) -> list[dict[str, Any]]:
+    if isinstance(store, RedisStore):
+        stream = change_stream(store.prefix)
+        return [c for _, c in read_stream_changes(store.client, stream, user=user)]
+    return read_changes(default_changes(text), user=user)
+
+
+def erase(store: PathLike, users: list[str], *, partitions: int | None = None) -> dict[str, Any]:
+    """Erase ``users``: applied now on an embedded store; queued on Redis (to the users'
+    partition streams, for the worker). Returns what was done."""
+    text = str(store)
+    if text.startswith("redis://"):
+        return _queue_erasure(RedisStore(text), users, partitions)
+    return _apply_erasure(text, users)
+
+
+def _forget_event(user: str, ts: float) -> Event:
+    return Event(f"{FORGET}:{uuid.uuid4().hex}", user, FORGET, ts)
+
+
+def _apply_erasure(store: str, users: list[str]) -> dict[str, Any]:
+    backend = open_store(store)
+    backend.setup()
+    config = stored_config(backend)
+    check_config(backend, config)
+    runner = LocalRunner(
+        config, backend, default_dead_letters(store), changes=default_changes(store)
+    )
+    try:
+        ckpt = runner.state.checkpoint
+        ts = ckpt.watermark if math.isfinite(ckpt.watermark) else 0.0
+        found = backend.read("profile", users)
+        linked = backend.read("alias", users)
+        events = [_forget_event(u, ts) for u in users]
+        offset = ckpt.offsets.get(SOURCE, 0) + len(events)
+        runner.process(SOURCE, Batch(events=events, dead_letters=[], offset=offset))
+    finally:
+        runner.close()
+    erased = [u for u, p, a in zip(users, found, linked, strict=True) if p is not None or a]
+    return {"status": "erased", "erased": erased, "unknown": [u for u in users if u not in erased]}
+
+
+def _queue_erasure(store: RedisStore, users: list[str], partitions: int | None) -> dict[str, Any]:
+    try:
+        client = store.client
+        if partitions is None:
+            partitions = len(list(client.scan_iter(match=f"{store.prefix}:events:*")))
+        if partitions < 1:
+            raise StoreError(
+                f"no event streams under prefix {store.prefix!r}: give the number of partitions"
+            )
+        blob = store.get_meta("checkpoint")
+        watermark = 0.0 if blob is None else msgspec.msgpack.decode(blob, type=Checkpoint).watermark
+        ts = watermark if math.isfinite(watermark) else 0.0
+        lines = [encode_event(_forget_event(u, ts)) for u in users]
+        publish(client, store.prefix, partitions, lines)
+        streams = sorted({stream_key(store.prefix, partition_of(u, partitions)) for u in users})
+    except redis.RedisError as exc:
+        raise StoreError(f"cannot queue the erasure at {store.url}: {exc}") from None
+    finally:
+        store.close()
+    return {"status": "queued", "erased": list(users), "streams": streams}

@@ -1,0 +1,74 @@
+"""Identity resolution: folding an anonymous visitor's profile into the known user's.
+
+When an event carries both ``anonymous_id`` and ``user_id``, the anonymous profile is merged into
+the user's and the anonymous id becomes an alias: later events under either id land on the merged
+profile. Counters add up; decayed counters and interests are brought to a common anchor first, so
+the merged profile equals (up to float rounding, and to the top-K cut of interests) the profile
+that all events of both ids would have built together.
+
+>>> from liveprofile.config import ProfileConfig
+>>> from liveprofile.events import Event
+>>> from liveprofile.profile.state import ProfileUpdater
+>>> updater = ProfileUpdater(ProfileConfig())
+>>> anon, known = updater.new("a1", 0.0), updater.new("u1", 86400.0)
+>>> updater.apply(anon, Event("e1", "a1", "view", 0.0, category="tea"))
+>>> updater.apply(known, Event("e2", "u1", "purchase", 86400.0, category="tea", value=4.0))
+>>> merge_profiles(updater, known, anon)
+>>> known.n, known.counts, known.first_ts, known.aliases
+(2, {'purchase': 1, 'view': 1}, 0.0, ['a1'])
+>>> round(updater.interests_at(known, 86400.0)["tea"], 4)  # 5 (purchase) + 1 halved in 30 days
+5.9772
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TypeVar
+
+from liveprofile.profile.state import SPEND_DAYS, Profile, ProfileUpdater
+
+K = TypeVar("K")
+N = TypeVar("N", int, float)
+
+#: anonymous ids remembered per profile (their links are deleted with the profile)
+MAX_ALIASES = 64
+
+
+def merge_profiles(updater: ProfileUpdater, into: Profile, other: Profile) -> None:
+    """Fold ``other`` (an anonymous profile) into ``into``; ``other`` must not be used after."""
+    if other.anchor > into.anchor:
+        updater.rebase(into, other.anchor)
+    elif other.anchor < into.anchor:
+        updater.rebase(other, into.anchor)
+    n = into.n
+    into.n = n + other.n
+    if other.n:
+        into.first_ts = other.first_ts if n == 0 else min(into.first_ts, other.first_ts)
+        into.last_ts = other.last_ts if n == 0 else max(into.last_ts, other.last_ts)
+    _add(into.counts, other.counts)
+    _add(into.decayed, other.decayed)
+    _add(into.interests, other.interests)
+    updater.keep_top_interests(into)
+    into.purchases += other.purchases
+    into.monetary += other.monetary
+    into.value_sum += other.value_sum
+    into.value_n += other.value_n
+    if other.last_purchase_ts is not None and (
+        into.last_purchase_ts is None or other.last_purchase_ts > into.last_purchase_ts
+    ):
+        into.last_purchase_ts = other.last_purchase_ts
+    _add(into.positives, other.positives)
+    _add(into.examples, other.examples)
+    _add(into.key_outcomes, other.key_outcomes)
+    into.scores = {**other.scores, **into.scores}
+    if other.spend:
+        _add(into.spend, other.spend)
+        cutoff = max(into.spend) - SPEND_DAYS
+        into.spend = {d: c for d, c in into.spend.items() if d >= cutoff}
+    aliases = [a for a in (*into.aliases, other.user, *other.aliases) if a != into.user]
+    into.aliases = list(dict.fromkeys(aliases))[-MAX_ALIASES:]
+
+
+def _add(into: dict[K, N], other: Mapping[K, N]) -> None:
+    for key, value in other.items():
+        into[key] = into.get(key, 0) + value
