@@ -35,7 +35,19 @@ from liveprofile.errors import ConfigError
     "the streams].",
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", type=click.IntRange(0, 65535), default=8081, show_default=True)
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8081,
+    show_default=True,
+    help="Port to listen on.",
+)
+@click.option(
+    "--public-metrics",
+    is_flag=True,
+    help="Serve GET /metrics without the read token (for a Prometheus scraper on a trusted "
+    "network); by default it needs the token like the data endpoints.",
+)
 @_fail_cleanly
 def serve(
     store: str,
@@ -44,12 +56,13 @@ def serve(
     partitions: int | None,
     host: str,
     port: int,
+    public_metrics: bool,
 ) -> None:
     """Serve profiles and online scores from a store over HTTP (read-only).
 
-    Every endpoint but GET /healthz needs 'Authorization: Bearer TOKEN': the read token, or the
-    write token for DELETE. Profiles are viewed as of the store watermark, as 'liveprofile
-    profile' shows them.
+    Every endpoint but GET /healthz and the dashboard page needs 'Authorization: Bearer TOKEN':
+    the read token, or the write token for DELETE. Profiles are viewed as of the store
+    watermark, as 'liveprofile profile' shows them.
 
     \b
     Endpoints:
@@ -68,6 +81,11 @@ def serve(
       GET  /v1/recommendations/{user}?k=10&task=T
                                         top k of the popular items of the user's interests
       POST /v1/recommendations/{user}   {"candidates": [...], "k": 10, "task": T}
+      GET  /v1/stats                    counters, live throughput, per-task metrics
+      GET  /v1/metrics/timeline         AUC/log loss per window and task, segment sizes
+      GET  /dashboard                   the dashboard page (no token; it asks for one,
+                                        or open /dashboard#token=TOKEN)
+      GET  /metrics                     Prometheus metrics (token unless --public-metrics)
       GET  /healthz                     no token; 503 if the store does not answer
       GET  /openapi.json                the OpenAPI spec
 
@@ -86,11 +104,18 @@ def serve(
             "refusing to start without a read token: pass --read-token or set "
             "LIVEPROFILE_READ_TOKEN"
         )
-    settings = ReadSettings(store, read_token, write_token=write_token, partitions=partitions)
+    settings = ReadSettings(
+        store,
+        read_token,
+        write_token=write_token,
+        partitions=partitions,
+        public_metrics=public_metrics,
+    )
     backend = open_store(store, read_only=True)  # fail here, cleanly, on a missing store
     try:
         backend.setup()
     finally:
         backend.close()
     console.print(f"serving profiles from {store} on http://{host}:{port}/v1/profiles")
+    console.print(f"dashboard: http://{host}:{port}/dashboard")
     uvicorn.run(create_read_app(settings), host=host, port=port, access_log=False, log_level="info")

@@ -15,6 +15,7 @@ LIVEPROFILE_READ_TOKEN)
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import AsyncIterator, Hashable
 from contextlib import asynccontextmanager
@@ -37,6 +38,8 @@ from liveprofile.profile.items import decode_item
 from liveprofile.profile.population import Population, standing
 from liveprofile.profile.state import decode_profile
 from liveprofile.serving.collector import HTTPProblem, check_token, error_response
+from liveprofile.serving.dashboard import mount_dashboard
+from liveprofile.serving.metrics import StoreStats, mount_metrics
 from liveprofile.serving.privacy import add_privacy_routes
 from liveprofile.serving.recommend import (
     MAX_CANDIDATES,
@@ -70,6 +73,7 @@ class ReadSettings:
     write_token: str | None = None
     #: partitions of a Redis deployment's event streams (None: count the streams)
     partitions: int | None = None
+    public_metrics: bool = False  # serve GET /metrics without the read token
 
     def __post_init__(self) -> None:
         if not self.read_token:
@@ -106,6 +110,7 @@ class _Reader:
         self._core: Core | None = None
         self._learners: dict[str, tuple[int, Learner]] = {}
         self._recommender: Recommender | None = None
+        self._standing: tuple[bytes | None, float, Population | None] = (b"", -math.inf, None)
 
     def open(self) -> None:
         self._store = open_store(self.settings.store, read_only=True)
@@ -144,9 +149,7 @@ class _Reader:
     def views(self, users: list[str]) -> dict[str, dict[str, Any]]:
         """The profile views of the users that have one, from one store read."""
         blobs = self.store.read("profile", users)
-        watermark = self.checkpoint().watermark
-        pop_blob = self.store.get_meta("population")
-        population = None if pop_blob is None else msgspec.msgpack.decode(pop_blob, type=Population)
+        watermark, population = self.population()
         out: dict[str, dict[str, Any]] = {}
         for user, blob in zip(users, blobs, strict=True):
             if blob is None:
@@ -155,6 +158,17 @@ class _Reader:
             rfm = None if population is None else population.scores(standing(p))
             out[user] = self.core.updater.view(p, at=self.as_of(p.last_ts, watermark), rfm=rfm)
         return out
+
+    def population(self) -> tuple[float, Population | None]:
+        """The watermark and the population histograms, decoded again only when the committed
+        checkpoint changes (a single-profile read would otherwise spend most of its time here)."""
+        blob = self.store.get_meta("checkpoint")
+        if blob != self._standing[0]:
+            ckpt = Checkpoint() if blob is None else msgspec.msgpack.decode(blob, type=Checkpoint)
+            pop = self.store.get_meta("population")
+            population = None if pop is None else msgspec.msgpack.decode(pop, type=Population)
+            self._standing = (blob, ckpt.watermark, population)
+        return self._standing[1], self._standing[2]
 
     def learner(self, task: str, seq: int) -> Learner:
         cached = self._learners.get(task)
@@ -216,6 +230,9 @@ def create_read_app(settings: ReadSettings) -> FastAPI:
         check_token(request, token)
 
     auth = [Depends(authorized)]
+    stats = StoreStats(lambda: reader.store)
+    mount_dashboard(app, stats, auth)
+    mount_metrics(app, stats, [] if settings.public_metrics else auth)
 
     @app.get("/v1/profiles/{user}", dependencies=auth)
     async def profile(user: str) -> Response:
@@ -223,7 +240,7 @@ def create_read_app(settings: ReadSettings) -> FastAPI:
         views = reader.views([user])
         if user not in views:
             raise ProfileNotFound(f"no profile for user {user!r}")
-        return JSONResponse(views[user])
+        return Response(msgspec.json.encode(views[user]), media_type="application/json")
 
     @app.post("/v1/profiles:batch", dependencies=auth)
     async def profiles(body: BatchRequest) -> Response:
