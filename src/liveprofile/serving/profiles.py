@@ -26,6 +26,7 @@ import msgspec
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
+from starlette.routing import Route
 
 from liveprofile.api import stored_config
 from liveprofile.config import PipelineConfig
@@ -234,13 +235,26 @@ def create_read_app(settings: ReadSettings) -> FastAPI:
     mount_dashboard(app, stats, auth)
     mount_metrics(app, stats, [] if settings.public_metrics else auth)
 
-    @app.get("/v1/profiles/{user}", dependencies=auth)
-    async def profile(user: str) -> Response:
-        """One user's profile view (as ``liveprofile.read_profile``); 404 if there is none."""
+    def profile_response(user: str) -> Response:
         views = reader.views([user])
         if user not in views:
             raise ProfileNotFound(f"no profile for user {user!r}")
         return Response(msgspec.json.encode(views[user]), media_type="application/json")
+
+    async def profile_fast(request: Request) -> Response:
+        request.scope["route"] = fast_route  # as FastAPI does, for the request metrics
+        check_token(request, token)
+        return profile_response(request.path_params["user"])
+
+    # The hottest read skips FastAPI's parameter and dependency resolution (about a third of
+    # its cost); the FastAPI route below documents it in the OpenAPI spec and answers the same.
+    fast_route = Route("/v1/profiles/{user}", profile_fast, methods=["GET"])
+    app.router.routes.append(fast_route)
+
+    @app.get("/v1/profiles/{user}", dependencies=auth)
+    async def profile(user: str) -> Response:
+        """One user's profile view (as ``liveprofile.read_profile``); 404 if there is none."""
+        return profile_response(user)
 
     @app.post("/v1/profiles:batch", dependencies=auth)
     async def profiles(body: BatchRequest) -> Response:
