@@ -4,7 +4,7 @@ Everything is a function of event time: counters and interests are forward-decay
 :mod:`liveprofile.profile.decay`), so applying the same events in any order gives the same profile
 (up to float rounding) as long as fewer than ``top_k`` interest keys compete for room.
 
->>> from liveprofile.config import ProfileConfig
+>>> from liveprofile.config import ProfileConfig, RiskConfig
 >>> from liveprofile.events import Event
 >>> updater = ProfileUpdater(ProfileConfig(interests_half_life=86400))
 >>> p = updater.new("u1", 0.0)
@@ -24,10 +24,11 @@ from typing import Any
 
 import msgspec
 
-from liveprofile.config import ProfileConfig
+from liveprofile.config import ProfileConfig, RiskConfig
 from liveprofile.events.schema import Event
 from liveprofile.profile.decay import REBASE_AFTER, decayed_value, rebase_factor
 from liveprofile.profile.items import shrunk_rate
+from liveprofile.profile.risk import Counts, ItemGroups, Recent, RiskTracker
 from liveprofile.store.codec import VersionedCodec
 
 PROFILE_SCHEMA = 1
@@ -58,6 +59,14 @@ class Profile(msgspec.Struct, array_like=True, gc=False):
     #: outcomes of delayed examples per task and key, in bounded room: CRC32 of "task:key" ->
     #: positives << 24 | examples (see :meth:`record_key_outcome`)
     key_outcomes: dict[int, int] = {}
+    #: the newest events, oldest first (see ``liveprofile.profile.risk``)
+    recent: list[Recent] = []
+    #: what the velocity counts still need: recent event and purchase times, recent items
+    v_events: Counts = []
+    v_purchases: Counts = []
+    v_items: ItemGroups = []
+    #: the anomaly detector's score of the user's latest scored event
+    anomaly: float | None = None
 
     def outcome_rate(self, task: str, prior: float, strength: float) -> float:
         """This user's positive rate for ``task``, shrunk toward ``prior``."""
@@ -88,10 +97,12 @@ class Profile(msgspec.Struct, array_like=True, gc=False):
 
 
 class ProfileUpdater:
-    """Applies events to profiles according to a :class:`ProfileConfig`."""
+    """Applies events to profiles according to a :class:`ProfileConfig` (and a
+    :class:`RiskConfig` for the recent events and velocity counts)."""
 
-    def __init__(self, config: ProfileConfig) -> None:
+    def __init__(self, config: ProfileConfig, risk: RiskConfig | None = None) -> None:
         self.config = config
+        self.risk = RiskTracker(risk or RiskConfig(), frozenset(config.monetary_types))
         self.h_counters = config.counters_half_life_s
         self.h_interests = config.interests_half_life_s
         self._h_min = min(self.h_counters, self.h_interests)
@@ -138,6 +149,7 @@ class ProfileUpdater:
             weight = self._weights.get(kind, self._default_weight)
             if weight:
                 self._add_interests(p, topics, weight * 2.0 ** ((ts - p.anchor) / self.h_interests))
+        self.risk.apply(p, e)
 
     def _add_interests(self, p: Profile, topics: tuple[str, ...], weight: float) -> None:
         interests = p.interests
@@ -194,6 +206,8 @@ class ProfileUpdater:
             "outcomes": {t: [p.positives.get(t, 0), n] for t, n in p.examples.items()},
             "scores": dict(p.scores),
             "traits": dict(p.traits),
+            "recent": self.risk.recent(p),
+            "risk": {**self.risk.velocity(p, at), "anomaly": p.anomaly},
         }
 
 

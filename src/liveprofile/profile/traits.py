@@ -5,7 +5,9 @@ comparisons, arithmetic, ``x if c else y``, lookups like ``interest['Dairy']`` o
 ``score.repurchase`` (missing keys read as 0), and the functions ``log``, ``sqrt``, ``min``,
 ``max``, ``abs``. Fields: ``events``, ``frequency``, ``monetary``, ``mean_value``,
 ``days_active``, ``counts``, ``decayed``, ``interest`` (decayed weights at the last event),
-``score``.
+``score``, ``velocity`` (``velocity.events_per_min``, ``velocity.purchases_per_hour``,
+``velocity.distinct_items_10m``, see :mod:`liveprofile.profile.risk`) and ``anomaly`` (the
+latest anomaly score, 0 when there is none).
 
 >>> from liveprofile.config import ProfileConfig
 >>> from liveprofile.profile.state import ProfileUpdater
@@ -16,6 +18,12 @@ comparisons, arithmetic, ``x if c else y``, lookups like ``interest['Dairy']`` o
 >>> traits.update(p)
 >>> p.traits
 {'big_spender': True, 'fan': False}
+>>> from liveprofile.events import Event
+>>> for i in range(3):
+...     updater.apply(p, Event(f"e{i}", "u1", "view", 10.0 * i, item_id="i1"))
+>>> TraitEvaluator({"fast": "velocity.events_per_min >= 3 or anomaly > 0.8"}, updater).update(p)
+>>> p.traits
+{'fast': True}
 >>> TraitEvaluator({"bad": "__import__('os')"}, updater)
 Traceback (most recent call last):
 ...
@@ -43,6 +51,8 @@ FIELDS = (
     "decayed",
     "interest",
     "score",
+    "velocity",
+    "anomaly",
 )
 FUNCTIONS: dict[str, Any] = {
     "log": math.log1p,
@@ -142,6 +152,8 @@ class TraitEvaluator:
             "decayed": lambda: Fields(updater.decayed_counts(p, at)),
             "interest": lambda: Fields(updater.interests_at(p, at)),
             "score": lambda: Fields(p.scores),
+            "velocity": lambda: Fields(updater.risk.velocity(p)),
+            "anomaly": lambda: 0.0 if p.anomaly is None else p.anomaly,
         }
         scope = {f: compute[f]() for f in (FIELDS if fields is None else fields)}
         scope.update(FUNCTIONS)
