@@ -75,13 +75,20 @@ def add_count(log: Counts, ts: float, cutoff: float, cap: int) -> None:
     [(7, 2), (9, 1)]
     """
     if ts > cutoff:
-        at = bisect_left(log, ts, key=_time)
-        if at < len(log) and log[at][0] == ts:
-            log[at] = (log[at][0], log[at][1] + 1)
+        newest = log[-1][0] if log else -math.inf
+        if ts > newest:
+            log.append((stamp(ts), 1))
         else:
-            log.insert(at, (stamp(ts), 1))
-    prune(log, cutoff)
-    excess = sum(n for _, n in log) - cap
+            at = len(log) - 1 if ts == newest else bisect_left(log, ts, key=_time)
+            if log[at][0] == ts:
+                log[at] = (log[at][0], log[at][1] + 1)
+            else:
+                log.insert(at, (stamp(ts), 1))
+    if log and log[0][0] <= cutoff:
+        prune(log, cutoff)
+    excess = -cap
+    for _, n in log:
+        excess += n
     while excess > 0:
         t, n = log[0]
         if n <= excess:
@@ -124,8 +131,11 @@ def add_item(groups: ItemGroups, ts: float, item: int, cutoff: float, cap: int) 
             insort(groups[at][1], item)
         else:
             groups.insert(at, (stamp(ts), [item]))
-    prune(groups, cutoff)
-    excess = sum(len(members) for _, members in groups) - cap
+    if groups and groups[0][0] <= cutoff:
+        prune(groups, cutoff)
+    excess = -cap
+    for _, members in groups:
+        excess += len(members)
     while excess > 0:
         t, members = groups[0]
         if len(members) <= excess:
@@ -161,7 +171,10 @@ def add_recent(ring: list[Recent], entry: Recent, size: int) -> None:
     """
     if size <= 0:
         return
-    insort(ring, entry, key=_recent_order)
+    if not ring or entry[0] > ring[-1][0]:
+        ring.append(entry)
+    else:
+        insort(ring, entry, key=_recent_order)
     if len(ring) > size:
         del ring[: len(ring) - size]
 
@@ -197,11 +210,11 @@ class RiskTracker:
         # every list is pruned on every event, so what is stored depends only on the events
         if e.type in self._monetary:
             add_count(p.v_purchases, ts, last - w_purchases, cap)
-        else:
+        elif p.v_purchases and p.v_purchases[0][0] <= last - w_purchases:
             prune(p.v_purchases, last - w_purchases)
         if e.item_id is not None:
             add_item(p.v_items, ts, zlib.crc32(e.item_id.encode()), last - w_items, cap)
-        else:
+        elif p.v_items and p.v_items[0][0] <= last - w_items:
             prune(p.v_items, last - w_items)
 
     def velocity(self, p: Profile, at: float | None = None) -> dict[str, int]:
