@@ -171,8 +171,9 @@ def add_recent(ring: list[Recent], entry: Recent, size: int) -> None:
     """
     if size <= 0:
         return
-    if not ring or entry[0] > ring[-1][0]:
-        ring.append(entry)
+    newest = ring[-1] if ring else None
+    if newest is None or _recent_order(entry) >= _recent_order(newest):
+        ring.append(entry)  # the usual case: events come in time order
     else:
         insort(ring, entry, key=_recent_order)
     if len(ring) > size:
