@@ -4,7 +4,7 @@ Everything is a function of event time: counters and interests are forward-decay
 :mod:`liveprofile.profile.decay`), so applying the same events in any order gives the same profile
 (up to float rounding) as long as fewer than ``top_k`` interest keys compete for room.
 
->>> from liveprofile.config import ProfileConfig, RiskConfig
+>>> from liveprofile.config import ProfileConfig
 >>> from liveprofile.events import Event
 >>> updater = ProfileUpdater(ProfileConfig(interests_half_life=86400))
 >>> p = updater.new("u1", 0.0)
