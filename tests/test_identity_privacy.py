@@ -79,6 +79,12 @@ def test_merged_profile_equals_one_profile_of_all_events(rows: list[tuple]) -> N
     assert (known.purchases, known.last_purchase_ts) == (whole.purchases, whole.last_purchase_ts)
     assert close(known.monetary, whole.monetary)
     assert known.spend == whole.spend
+    assert known.recent == whole.recent
+    assert (known.v_events, known.v_purchases, known.v_items) == (
+        whole.v_events,
+        whole.v_purchases,
+        whole.v_items,
+    )
     later = whole.last_ts + 3 * DAY
     for a, b in (
         (updater.decayed_counts(known, later), updater.decayed_counts(whole, later)),

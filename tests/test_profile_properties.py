@@ -66,6 +66,9 @@ def summary(p: Profile) -> dict[str, Any]:
         "purchases": p.purchases,
         "last_purchase_ts": p.last_purchase_ts,
         "value_n": p.value_n,
+        # recent events and velocity windows keep the newest of all events: exactly the same
+        "recent": p.recent,
+        "velocity": (p.v_events, p.v_purchases, p.v_items),
     }
 
 
@@ -91,7 +94,8 @@ def test_any_order_gives_the_same_profile(
         assert_close_maps(updater.decayed_counts(a, later), updater.decayed_counts(b, later))
         assert_close_maps(updater.interests_at(a, later), updater.interests_at(b, later))
     va, vb = updater.view(a), updater.view(b)
-    for key in ("frequency", "events", "counts", "first_seen", "last_seen", "recency_days"):
+    same = ("frequency", "events", "counts", "first_seen", "last_seen", "recency_days")
+    for key in (*same, "recent", "risk"):
         assert va[key] == vb[key]
     assert va["frequency"] == sum(e.type == "purchase" for e in events)
     assert va["counts"] == {t: sum(e.type == t for e in events) for t in set(va["counts"])}

@@ -198,7 +198,7 @@ def read_profile(store: PathLike | Store, user: str) -> dict[str, Any]:
         if pop_blob is not None:
             population = msgspec.msgpack.decode(pop_blob, type=Population)
             rfm = population.scores(standing(profile))
-        return ProfileUpdater(config.profile).view(profile, at=as_of, rfm=rfm)
+        return ProfileUpdater(config.profile, config.risk).view(profile, at=as_of, rfm=rfm)
     finally:
         if not isinstance(store, Store):
             backend.close()

@@ -165,6 +165,55 @@ class RunConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
         return parse_duration(self.profile_ttl) if self.profile_ttl else None
 
 
+class RiskConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Risk signals kept per user: recent events, velocity counts and an anomaly score.
+
+    Velocity counts are taken over event-time windows ending at the user's last event and
+    saturate at ``cap`` (see :mod:`liveprofile.profile.risk`). The anomaly detector (River's
+    HalfSpaceTrees) is off unless ``anomaly = true``: it makes a replay about three times slower.
+    """
+
+    #: how many of the user's most recent events the profile keeps (0 keeps none)
+    recent: int = 10
+    #: window of ``velocity.events_per_min``
+    events_window: Duration = "1m"
+    #: window of ``velocity.purchases_per_hour`` (purchases are the profile's monetary_types)
+    purchases_window: Duration = "1h"
+    #: window of ``velocity.distinct_items_10m``
+    items_window: Duration = "10m"
+    #: largest count each velocity feature reports; it bounds the profile's size
+    cap: int = 32
+    #: score every event of ``anomaly_types`` (every type when empty) with an online detector
+    anomaly: bool = False
+    anomaly_types: list[str] = []
+    trees: int = 10
+    height: int = 8
+    #: events per reference window of the detector (its masses are those of the last window)
+    window_size: int = 250
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        if self.recent < 0 or not 1 <= self.cap <= 1000:
+            raise ConfigError("risk.recent must be >= 0 and risk.cap within 1..1000")
+        for window in (self.events_window_s, self.purchases_window_s, self.items_window_s):
+            if window <= 0:
+                raise ConfigError("risk windows must be positive, e.g. '1m'")
+        if self.trees < 1 or not 1 <= self.height <= 16 or self.window_size < 1:
+            raise ConfigError("risk.trees and risk.window_size must be >= 1, risk.height 1..16")
+
+    @property
+    def events_window_s(self) -> float:
+        return parse_duration(self.events_window)
+
+    @property
+    def purchases_window_s(self) -> float:
+        return parse_duration(self.purchases_window)
+
+    @property
+    def items_window_s(self) -> float:
+        return parse_duration(self.items_window)
+
+
 def default_tasks() -> list[TaskConfig]:
     """Tasks that make sense for e-commerce, ratings and grocery data without a config file."""
     return [
@@ -199,6 +248,8 @@ class PipelineConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     traits: dict[str, str] = {}
     #: segments: name -> rule over profile fields (see ``liveprofile.profile.segments``).
     segments: dict[str, str] = {}
+    #: per-user risk signals (see ``liveprofile.profile.risk``)
+    risk: RiskConfig = RiskConfig()
 
     def __post_init__(self) -> None:
         names = [t.name for t in self.tasks]

@@ -72,7 +72,7 @@ class Core:
 
     def __init__(self, config: PipelineConfig) -> None:
         self.config = config
-        self.updater = ProfileUpdater(config.profile)
+        self.updater = ProfileUpdater(config.profile, config.risk)
         self.features = FeatureBuilder(config.features, self.updater)
         self.traits = TraitEvaluator(config.traits, self.updater) if config.traits else None
         self.segments = SegmentRules(config.segments, self.updater) if config.segments else None
@@ -204,9 +204,12 @@ class Core:
                     out.examples += 1
             if user not in before:
                 before[user] = None if p is None else standing(p)
+            gap = None if p is None else ts - p.last_ts  # for the anomaly detector
             if p is None:
                 p = profiles[user] = self.updater.new(user, ts)
             apply(p, e)
+            if state.anomaly is not None and state.anomaly.wants(e.type):
+                p.anomaly = state.anomaly.score(e, self.updater.risk.velocity(p), gap)
             if item_id is not None and it is None:
                 it = items[item_id] = ItemStats(anchor=ts)
             for task, label in immediate:

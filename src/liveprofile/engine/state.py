@@ -23,6 +23,7 @@ from liveprofile.learn.registry import dump_learner, load_learner, make_learner
 from liveprofile.learn.tasks import PendingLog, TaskState, decode_logs, encode_logs
 from liveprofile.profile.items import ItemStats, decode_item, encode_item
 from liveprofile.profile.population import Population
+from liveprofile.profile.risk import AnomalyScorer
 from liveprofile.profile.segments import SegmentChange
 from liveprofile.profile.state import DAY, Profile, decode_profile, encode_profile
 from liveprofile.store.base import Store
@@ -83,6 +84,8 @@ class PipelineState:
         self._alias_checked: set[str] = set()
         #: users of the last-seen index rows loaded for this batch: row key -> users
         self._expiry_loaded: dict[str, list[str]] = {}
+        #: the pipeline's anomaly detector, when ``risk.anomaly`` is on
+        self.anomaly = AnomalyScorer(config.risk) if config.risk.anomaly else None
 
     @property
     def watermark(self) -> float:
@@ -118,6 +121,9 @@ class PipelineState:
             metrics = store.get_meta(f"metrics/{name}")
             if metrics is not None:
                 task.metrics = Prequential.from_bytes(metrics)
+        detector = store.get_meta("risk/anomaly")
+        if detector is not None and state.anomaly is not None:
+            state.anomaly = AnomalyScorer.load(config.risk, detector)
         logs = [decode_logs(value) for _, value in store.scan("pending")]
         for name, task in state.tasks.items():
             task.restore_log((log[name] for log in logs if name in log), ckpt.watermark)
@@ -252,6 +258,8 @@ class PipelineState:
             assert task.learner is not None
             meta[f"model/{name}"] = dump_learner(task.learner)
             meta[f"metrics/{name}"] = task.metrics.to_bytes()
+        if self.anomaly is not None:
+            meta["risk/anomaly"] = self.anomaly.dump()
         ckpt.seq += 1
         if self.members:
             meta["segments/history"] = self._record_sizes()

@@ -65,6 +65,7 @@ def merge_profiles(updater: ProfileUpdater, into: Profile, other: Profile) -> No
         _add(into.spend, other.spend)
         cutoff = max(into.spend) - SPEND_DAYS
         into.spend = {d: c for d, c in into.spend.items() if d >= cutoff}
+    updater.risk.merge(into, other)
     aliases = [a for a in (*into.aliases, other.user, *other.aliases) if a != into.user]
     into.aliases = list(dict.fromkeys(aliases))[-MAX_ALIASES:]
 

@@ -24,10 +24,11 @@ from typing import Any
 
 import msgspec
 
-from liveprofile.config import ProfileConfig
+from liveprofile.config import ProfileConfig, RiskConfig
 from liveprofile.events.schema import Event
 from liveprofile.profile.decay import REBASE_AFTER, decayed_value, rebase_factor
 from liveprofile.profile.items import shrunk_rate
+from liveprofile.profile.risk import Counts, ItemGroups, Recent, RiskTracker
 from liveprofile.store.codec import VersionedCodec
 
 PROFILE_SCHEMA = 1
@@ -73,6 +74,15 @@ class Profile(msgspec.Struct, array_like=True, gc=False):
         since = int(at // DAY) - days
         return sum(c for d, c in self.spend.items() if d > since) / 100
 
+    #: the newest events, oldest first (see ``liveprofile.profile.risk``)
+    recent: list[Recent] = []
+    #: what the velocity counts still need: recent event and purchase times, recent items
+    v_events: Counts = []
+    v_purchases: Counts = []
+    v_items: ItemGroups = []
+    #: the anomaly detector's score of the user's latest scored event
+    anomaly: float | None = None
+
     def outcome_rate(self, task: str, prior: float, strength: float) -> float:
         """This user's positive rate for ``task``, shrunk toward ``prior``."""
         return shrunk_rate(self.positives.get(task, 0), self.examples.get(task, 0), prior, strength)
@@ -102,10 +112,12 @@ class Profile(msgspec.Struct, array_like=True, gc=False):
 
 
 class ProfileUpdater:
-    """Applies events to profiles according to a :class:`ProfileConfig`."""
+    """Applies events to profiles according to a :class:`ProfileConfig` (and a
+    :class:`RiskConfig` for the recent events and velocity counts)."""
 
-    def __init__(self, config: ProfileConfig) -> None:
+    def __init__(self, config: ProfileConfig, risk: RiskConfig | None = None) -> None:
         self.config = config
+        self.risk = RiskTracker(risk or RiskConfig(), frozenset(config.monetary_types))
         self.h_counters = config.counters_half_life_s
         self.h_interests = config.interests_half_life_s
         self._h_min = min(self.h_counters, self.h_interests)
@@ -154,6 +166,7 @@ class ProfileUpdater:
             weight = self._weights.get(kind, self._default_weight)
             if weight:
                 self._add_interests(p, topics, weight * 2.0 ** ((ts - p.anchor) / self.h_interests))
+        self.risk.apply(p, e)
 
     @staticmethod
     def _add_spend(spend: dict[int, int], day: int, cents: int) -> None:
@@ -235,6 +248,8 @@ class ProfileUpdater:
             "traits": dict(p.traits),
             "segments": list(p.segments),
             "aliases": list(p.aliases),
+            "recent": self.risk.recent(p),
+            "risk": {**self.risk.velocity(p, at), "anomaly": p.anomaly},
         }
 
 

@@ -7,9 +7,11 @@ comparisons, arithmetic, ``x if c else y``, lookups like ``interest['Dairy']`` o
 ``days_active``, ``counts``, ``decayed``, ``interest`` (decayed weights), ``score``,
 ``trait`` (the computed traits), ``days_since_last_purchase`` and ``days_since_last_event``
 (a large number when there is none), ``monetary_7d``, ``monetary_30d``, ``monetary_90d`` (spend
-in the last days) and ``lifecycle`` (``'new'``, ``'active'``, ``'at_risk'``, ``'lapsed'``).
-Time-dependent fields are read as of the profile's last event for traits, and as of the
-pipeline's watermark for segments.
+in the last days), ``lifecycle`` (``'new'``, ``'active'``, ``'at_risk'``, ``'lapsed'``),
+``velocity`` (``velocity.events_per_min``, ``velocity.purchases_per_hour``,
+``velocity.distinct_items_10m``, see :mod:`liveprofile.profile.risk`) and ``anomaly`` (the
+latest anomaly score, 0 when there is none). Time-dependent fields are read as of the profile's
+last event for traits, and as of the pipeline's watermark for segments.
 
 >>> from liveprofile.config import ProfileConfig
 >>> from liveprofile.profile.state import ProfileUpdater
@@ -20,6 +22,12 @@ pipeline's watermark for segments.
 >>> traits.update(p)
 >>> p.traits
 {'big_spender': True, 'fan': False}
+>>> from liveprofile.events import Event
+>>> for i in range(3):
+...     updater.apply(p, Event(f"e{i}", "u1", "view", 10.0 * i, item_id="i1"))
+>>> TraitEvaluator({"fast": "velocity.events_per_min >= 3 or anomaly > 0.8"}, updater).update(p)
+>>> p.traits
+{'fast': True}
 >>> TraitEvaluator({"bad": "__import__('os')"}, updater)
 Traceback (most recent call last):
 ...
@@ -54,6 +62,8 @@ FIELDS = (
     "monetary_30d",
     "monetary_90d",
     "lifecycle",
+    "velocity",
+    "anomaly",
 )
 #: what ``days_since_last_purchase`` reads for a user who never bought anything
 NEVER = 1e9
@@ -163,6 +173,8 @@ def profile_scope(
         "monetary_30d": lambda: p.spent_within(30, at),
         "monetary_90d": lambda: p.spent_within(90, at),
         "lifecycle": lambda: lifecycle(p, at),
+        "velocity": lambda: Fields(updater.risk.velocity(p, at)),
+        "anomaly": lambda: 0.0 if p.anomaly is None else p.anomaly,
     }
     scope = {f: compute[f]() for f in (FIELDS if fields is None else fields)}
     scope.update(FUNCTIONS)

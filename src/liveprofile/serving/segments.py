@@ -90,7 +90,8 @@ def iter_member_rows(store: Store, name: str, page: int = 500) -> Iterator[dict[
     """Every member of a segment with the profile fields a campaign needs (see
     ``CSV_COLUMNS``), read a page at a time."""
     _check(store, name)
-    updater = ProfileUpdater(stored_config(store).profile)
+    config = stored_config(store)
+    updater = ProfileUpdater(config.profile, config.risk)
     blob = store.get_meta("checkpoint")
     watermark = 0.0 if blob is None else msgspec.msgpack.decode(blob, type=Checkpoint).watermark
     after: str | None = None

@@ -1,0 +1,343 @@
+"""Risk signals per user: the most recent events, velocity counts and an anomaly score.
+
+Everything follows event time. The velocity counts are taken over windows that end at the
+user's last event (or a later time ``at``): events in ``events_window`` (``events_per_min``),
+purchases in ``purchases_window`` (``purchases_per_hour``) and distinct items in
+``items_window`` (``distinct_items_10m``); the names follow the default windows 1m, 1h and 10m.
+
+The profile keeps only what the windows still need, and at most ``cap`` of it: the newest
+``cap`` events (stored as (time, count) pairs, so events sharing a timestamp take one pair), the
+newest ``cap`` purchases and the ``cap`` items seen most recently. A count therefore reads
+``min(true count, cap)``: it saturates at ``cap`` and is exact below it. What is kept is the same
+whatever order the events arrive in (the newest ``cap`` of all events still in the window), so
+the counts are exactly order-independent, as are the recent events (the newest ``recent``).
+
+>>> from liveprofile.config import ProfileConfig, RiskConfig
+>>> from liveprofile.events import Event
+>>> from liveprofile.profile.state import ProfileUpdater
+>>> updater = ProfileUpdater(ProfileConfig(), RiskConfig(recent=2, cap=3))
+>>> p = updater.new("u1", 0.0)
+>>> for i, ts in enumerate([0.0, 30.0, 50.0, 59.0, 20.0]):
+...     updater.apply(p, Event(f"e{i}", "u1", "purchase", ts, item_id=f"i{i % 2}", value=1.0))
+>>> updater.risk.velocity(p)
+{'events_per_min': 3, 'purchases_per_hour': 3, 'distinct_items_10m': 2}
+>>> [(r["ts"], r["item_id"]) for r in updater.risk.recent(p)]
+[(59.0, 'i1'), (50.0, 'i0')]
+>>> updater.risk.velocity(p, at=100.0)["events_per_min"]  # the minute (40, 100]: 50 and 59
+2
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from bisect import bisect_left, insort
+from typing import TYPE_CHECKING, Any, cast
+
+from liveprofile.config import RiskConfig
+from liveprofile.errors import StateVersionError
+from liveprofile.events.schema import Event
+from liveprofile.learn.base import Learner
+from liveprofile.learn.registry import dump_learner, load_learner
+
+if TYPE_CHECKING:
+    from liveprofile.profile.state import Profile
+
+#: an event time as stored: an int when it is whole (5 bytes of MessagePack instead of 9)
+Stamp = int | float
+#: (event time, events at that time)
+Counts = list[tuple[Stamp, int]]
+#: (event time, sorted CRC32s of the items last seen at that time)
+ItemGroups = list[tuple[Stamp, list[int]]]
+#: (event time, type, item, value) of one recent event
+Recent = tuple[Stamp, str, str | None, float | None]
+VELOCITY = ("events_per_min", "purchases_per_hour", "distinct_items_10m")
+DAY = 86400.0
+
+
+def stamp(ts: float) -> Stamp:
+    """``ts`` as stored: whole seconds become an int.
+
+    >>> stamp(1700000000.0), stamp(1.5)
+    (1700000000, 1.5)
+    """
+    return int(ts) if float(ts).is_integer() else ts
+
+
+def add_count(log: Counts, ts: float, cutoff: float, cap: int) -> None:
+    """Count one event at ``ts`` into ``log`` (ascending by time), keep only the times after
+    ``cutoff`` and only the newest ``cap`` events.
+
+    >>> log: Counts = []
+    >>> for ts in (5, 7, 7, 3, 9):
+    ...     add_count(log, ts, cutoff=4, cap=3)
+    >>> log
+    [(7, 2), (9, 1)]
+    """
+    if ts > cutoff:
+        newest = log[-1][0] if log else -math.inf
+        if ts > newest:
+            log.append((stamp(ts), 1))
+        else:
+            at = len(log) - 1 if ts == newest else bisect_left(log, ts, key=_time)
+            if log[at][0] == ts:
+                log[at] = (log[at][0], log[at][1] + 1)
+            else:
+                log.insert(at, (stamp(ts), 1))
+    if log and log[0][0] <= cutoff:
+        prune(log, cutoff)
+    excess = -cap
+    for _, n in log:
+        excess += n
+    while excess > 0:
+        t, n = log[0]
+        if n <= excess:
+            del log[0]
+            excess -= n
+        else:
+            log[0] = (t, n - excess)
+            excess = 0
+
+
+def count_since(log: Counts, cutoff: float) -> int:
+    """Events in ``log`` after ``cutoff``."""
+    return sum(n for t, n in log if t > cutoff)
+
+
+def add_item(groups: ItemGroups, ts: float, item: int, cutoff: float, cap: int) -> None:
+    """Record that ``item`` (a CRC32) was seen at ``ts``: each item is kept once, at its latest
+    time after ``cutoff``, and only the ``cap`` items seen most recently are kept.
+
+    >>> groups: ItemGroups = []
+    >>> for ts, item in ((5, 1), (6, 2), (5, 3), (4, 2), (8, 1)):
+    ...     add_item(groups, ts, item, cutoff=0, cap=2)
+    >>> groups
+    [(6, [2]), (8, [1])]
+    """
+    newer = False
+    for k, (t, members) in enumerate(groups):
+        if item in members:
+            newer = t >= ts
+            if not newer:
+                rest = [m for m in members if m != item]
+                if rest:
+                    groups[k] = (t, rest)
+                else:
+                    del groups[k]
+            break
+    if ts > cutoff and not newer:
+        at = bisect_left(groups, ts, key=_time)
+        if at < len(groups) and groups[at][0] == ts:
+            insort(groups[at][1], item)
+        else:
+            groups.insert(at, (stamp(ts), [item]))
+    if groups and groups[0][0] <= cutoff:
+        prune(groups, cutoff)
+    excess = -cap
+    for _, members in groups:
+        excess += len(members)
+    while excess > 0:
+        t, members = groups[0]
+        if len(members) <= excess:
+            del groups[0]
+            excess -= len(members)
+        else:
+            groups[0] = (t, members[excess:])
+            excess = 0
+
+
+def distinct_since(groups: ItemGroups, cutoff: float) -> int:
+    """Items in ``groups`` last seen after ``cutoff``."""
+    return sum(len(members) for t, members in groups if t > cutoff)
+
+
+def prune(log: list[Any], cutoff: float) -> None:
+    """Drop the entries of ``log`` (ascending by time) at or before ``cutoff``."""
+    drop = 0
+    while drop < len(log) and log[drop][0] <= cutoff:
+        drop += 1
+    if drop:
+        del log[:drop]
+
+
+def add_recent(ring: list[Recent], entry: Recent, size: int) -> None:
+    """Insert ``entry`` at its place in time and keep the newest ``size`` entries.
+
+    >>> ring: list[Recent] = []
+    >>> for ts in (3, 1, 2, 4):
+    ...     add_recent(ring, (ts, "view", None, None), size=3)
+    >>> [ts for ts, *_ in ring]
+    [2, 3, 4]
+    """
+    if size <= 0:
+        return
+    newest = ring[-1] if ring else None
+    if newest is None or _recent_order(entry) >= _recent_order(newest):
+        ring.append(entry)  # the usual case: events come in time order
+    else:
+        insort(ring, entry, key=_recent_order)
+    if len(ring) > size:
+        del ring[: len(ring) - size]
+
+
+def _time(entry: tuple[Stamp, Any]) -> Stamp:
+    return entry[0]
+
+
+def _recent_order(entry: Recent) -> tuple[Stamp, str, bool, str, bool, float]:
+    # a total order, so which of two events at the same time falls off never depends on arrival
+    ts, kind, item, value = entry
+    return (ts, kind, item is not None, item or "", value is not None, value or 0.0)
+
+
+class RiskTracker:
+    """Keeps the recent events and velocity counts of profiles according to a :class:`RiskConfig`.
+
+    See the module's example; :meth:`apply` is called by ``ProfileUpdater.apply``.
+    """
+
+    def __init__(self, config: RiskConfig, monetary_types: frozenset[str]) -> None:
+        self.config = config
+        self.cap = config.cap
+        self.windows = (config.events_window_s, config.purchases_window_s, config.items_window_s)
+        self._monetary = monetary_types
+
+    def apply(self, p: Profile, e: Event) -> None:
+        """Fold one event into ``p``'s risk fields; ``p.last_ts`` already includes it."""
+        ts, last, cap = e.ts, p.last_ts, self.cap
+        w_events, w_purchases, w_items = self.windows
+        add_recent(p.recent, (stamp(ts), e.type, e.item_id, e.value), self.config.recent)
+        add_count(p.v_events, ts, last - w_events, cap)
+        # every list is pruned on every event, so what is stored depends only on the events
+        if e.type in self._monetary:
+            add_count(p.v_purchases, ts, last - w_purchases, cap)
+        elif p.v_purchases and p.v_purchases[0][0] <= last - w_purchases:
+            prune(p.v_purchases, last - w_purchases)
+        if e.item_id is not None:
+            add_item(p.v_items, ts, zlib.crc32(e.item_id.encode()), last - w_items, cap)
+        elif p.v_items and p.v_items[0][0] <= last - w_items:
+            prune(p.v_items, last - w_items)
+
+    def merge(self, into: Profile, other: Profile) -> None:
+        """Fold ``other``'s risk fields into ``into`` (identity merge; ``into.last_ts`` is
+        already the later of the two): the result is what one profile of both users' events
+        would keep."""
+        last, cap = into.last_ts, self.cap
+        w_events, w_purchases, w_items = self.windows
+        for entry in other.recent:
+            add_recent(into.recent, entry, self.config.recent)
+        for log, mine, window in (
+            (other.v_events, into.v_events, w_events),
+            (other.v_purchases, into.v_purchases, w_purchases),
+        ):
+            for ts, n in log:
+                for _ in range(n):
+                    add_count(mine, ts, last - window, cap)
+            if mine and mine[0][0] <= last - window:
+                prune(mine, last - window)
+        for ts, members in other.v_items:
+            for item in members:
+                add_item(into.v_items, ts, item, last - w_items, cap)
+        if into.v_items and into.v_items[0][0] <= last - w_items:
+            prune(into.v_items, last - w_items)
+        if into.anomaly is None:
+            into.anomaly = other.anomaly
+
+    def velocity(self, p: Profile, at: float | None = None) -> dict[str, int]:
+        """The velocity counts in the windows ending at ``at`` (default and earliest: the last
+        event), each at most ``cap``."""
+        at = p.last_ts if at is None else max(at, p.last_ts)
+        w_events, w_purchases, w_items = self.windows
+        return {
+            "events_per_min": count_since(p.v_events, at - w_events),
+            "purchases_per_hour": count_since(p.v_purchases, at - w_purchases),
+            "distinct_items_10m": distinct_since(p.v_items, at - w_items),
+        }
+
+    def recent(self, p: Profile) -> list[dict[str, Any]]:
+        """The recent events, newest first."""
+        return [
+            {"ts": float(ts), "type": kind, "item_id": item, "value": value}
+            for ts, kind, item, value in reversed(p.recent)
+        ]
+
+
+class AnomalyScorer:
+    """One online anomaly detector for a pipeline: River's HalfSpaceTrees with a fixed seed.
+
+    Each event of the configured types is described by six features in [0, 1]: the three
+    velocity counts over ``cap``, log value, hour of day (UTC) and log time since the user's
+    previous event. It is scored first, then learned, and the score (higher: more unusual) goes
+    into the profile. Scores are 0 until the detector has seen one ``window_size`` of events.
+
+    >>> scorer = AnomalyScorer(RiskConfig(anomaly=True, window_size=5))
+    >>> usual = {"events_per_min": 1, "purchases_per_hour": 0, "distinct_items_10m": 1}
+    >>> e = Event("e", "u", "view", 9 * 3600.0, item_id="i")
+    >>> [scorer.score(e, usual, gap=3600.0) for _ in range(6)][-1]
+    0.0
+    >>> burst = {"events_per_min": 32, "purchases_per_hour": 32, "distinct_items_10m": 32}
+    >>> again = AnomalyScorer.load(scorer.config, scorer.dump())
+    >>> scorer.score(e, burst, gap=1.0) == again.score(e, burst, gap=1.0) > 0.5
+    True
+    """
+
+    def __init__(self, config: RiskConfig, detector: Any = None) -> None:
+        from river.anomaly import HalfSpaceTrees
+
+        self.config = config
+        self._types = frozenset(config.anomaly_types)
+        self._cap = float(config.cap)
+        if detector is None:
+            detector = HalfSpaceTrees(
+                n_trees=config.trees,
+                height=config.height,
+                window_size=config.window_size,
+                seed=config.seed,
+            )
+        self.detector = detector
+
+    def wants(self, kind: str) -> bool:
+        """Whether events of this type are scored."""
+        return not self._types or kind in self._types
+
+    def features(self, e: Event, velocity: dict[str, int], gap: float | None) -> dict[str, float]:
+        """The event as the detector sees it, every value in [0, 1]."""
+        cap = self._cap
+        value = e.value
+        return {
+            "events": min(velocity["events_per_min"] / cap, 1.0),
+            "purchases": min(velocity["purchases_per_hour"] / cap, 1.0),
+            "items": min(velocity["distinct_items_10m"] / cap, 1.0),
+            "value": 0.0 if value is None else min(math.log1p(max(value, 0.0)) / _LOG_VALUE, 1.0),
+            "hour": (e.ts % DAY) / DAY,
+            "gap": 1.0 if gap is None else min(math.log1p(max(gap, 0.0)) / _LOG_GAP, 1.0),
+        }
+
+    def score(self, e: Event, velocity: dict[str, int], gap: float | None) -> float:
+        """Score the event (before learning it), then learn it."""
+        x = self.features(e, velocity, gap)
+        score = float(self.detector.score_one(x))
+        self.detector.learn_one(x)
+        return score
+
+    def dump(self) -> bytes:
+        """Versioned bytes of the detector (the River checkpoint envelope of the learners)."""
+        # the envelope only needs a River object; the detector is not a classifier
+        return dump_learner(cast(Learner, self.detector))
+
+    @classmethod
+    def load(cls, config: RiskConfig, blob: bytes) -> AnomalyScorer:
+        """The detector saved by :meth:`dump`."""
+        from river.anomaly import HalfSpaceTrees
+
+        detector = load_learner(blob)
+        if not isinstance(detector, HalfSpaceTrees):
+            raise StateVersionError(
+                f"the stored anomaly detector is a {type(detector).__name__}, not HalfSpaceTrees"
+            )
+        return cls(config, detector)
+
+
+#: log1p of the value and of the gap (seconds) that map to 1.0
+_LOG_VALUE = math.log1p(1000.0)
+_LOG_GAP = math.log1p(30 * DAY)
