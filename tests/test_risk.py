@@ -395,3 +395,19 @@ def test_risk_fields_stay_small_in_the_worst_case() -> None:
     # 10 recent events of 45 bytes, 2 x 32 (time, count) pairs of 11 bytes and 32 items of
     # 16 bytes (one per time, here), and the lists' headers: 450 + 704 + 512 + 6
     assert added <= 1672
+
+
+def test_velocity_can_be_switched_off() -> None:
+    from liveprofile.config import ProfileConfig, RiskConfig
+    from liveprofile.events import Event
+    from liveprofile.profile.state import ProfileUpdater
+
+    updater = ProfileUpdater(ProfileConfig(), RiskConfig(velocity=False, recent=3))
+    p = updater.new("u", 0.0)
+    for i in range(5):
+        updater.apply(p, Event(f"e{i}", "u", "purchase", float(i), item_id=f"i{i}", value=1.0))
+    assert updater.risk.velocity(p) == dict.fromkeys(
+        ("events_per_min", "purchases_per_hour", "distinct_items_10m"), 0
+    )
+    assert (p.v_events, p.v_purchases, p.v_items) == ([], [], [])
+    assert [r["ts"] for r in updater.risk.recent(p)] == [4.0, 3.0, 2.0]

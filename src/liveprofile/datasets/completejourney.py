@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from liveprofile.config import LabelConfig, LearnerConfig, PipelineConfig, TaskConfig
+from liveprofile.config import LabelConfig, LearnerConfig, PipelineConfig, RiskConfig, TaskConfig
 from liveprofile.errors import SourceError
 from liveprofile.events.schema import Event
 from liveprofile.events.sources import Batch
@@ -47,6 +47,8 @@ def quickstart_config() -> PipelineConfig:
             "weekly_shopper": "decayed.purchase > 20",
             "big_basket": "monetary / max(frequency, 1) > 4",
         },
+        # the items of a basket share one timestamp, so per-minute velocity says nothing here
+        risk=RiskConfig(velocity=False),
     )
 
 

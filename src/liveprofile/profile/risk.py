@@ -201,12 +201,15 @@ class RiskTracker:
         self.cap = config.cap
         self.windows = (config.events_window_s, config.purchases_window_s, config.items_window_s)
         self._monetary = monetary_types
+        self.velocity_on = config.velocity
 
     def apply(self, p: Profile, e: Event) -> None:
         """Fold one event into ``p``'s risk fields; ``p.last_ts`` already includes it."""
         ts, last, cap = e.ts, p.last_ts, self.cap
         w_events, w_purchases, w_items = self.windows
         add_recent(p.recent, (stamp(ts), e.type, e.item_id, e.value), self.config.recent)
+        if not self.velocity_on:
+            return
         add_count(p.v_events, ts, last - w_events, cap)
         # every list is pruned on every event, so what is stored depends only on the events
         if e.type in self._monetary:
