@@ -31,6 +31,19 @@ def render_profile(view: dict[str, Any]) -> Group:
     summary.add_row("events", str(view["events"]))
     if view["mean_value"] is not None:
         summary.add_row("mean value (e.g. rating)", f"{view['mean_value']:.2f}")
+    spend = [f"{d}: {view[f'monetary_{d}d']:.2f}" for d in (7, 30, 90) if f"monetary_{d}d" in view]
+    if spend:
+        summary.add_row("spend (last days)", "  ".join(spend))
+    if view.get("segments"):
+        summary.add_row("segments", ", ".join(view["segments"]))
+    if view.get("aliases"):
+        summary.add_row("merged anonymous ids", ", ".join(view["aliases"]))
+    risk = view.get("risk")
+    if risk:
+        anomaly = "-" if risk["anomaly"] is None else f"{risk['anomaly']:.3f}"
+        velocity = "  ".join(f"{k} {v}" for k, v in risk.items() if k != "anomaly")
+        summary.add_row("velocity", velocity)
+        summary.add_row("anomaly score", anomaly)
     interests = Table(title="interests (decayed)")
     interests.add_column("tag")
     interests.add_column("weight", justify="right")
@@ -51,4 +64,12 @@ def render_profile(view: dict[str, Any]) -> Group:
         for name, trait in view["traits"].items():
             extra.add_row(f"trait.{name}", str(trait))
         parts.append(extra)
+    if view.get("recent"):
+        recent = Table(title="recent events (newest first)")
+        for column in ("event time (UTC)", "type", "item", "value"):
+            recent.add_column(column)
+        for r in view["recent"]:
+            value = "" if r["value"] is None else f"{r['value']:.2f}"
+            recent.add_row(_when(r["ts"]), r["type"], r["item_id"] or "", value)
+        parts.append(recent)
     return Group(*parts)
