@@ -277,3 +277,13 @@ def test_redis_worker_streams_the_same_changes(events: Path, tmp_path: Path) -> 
         store.close()
         client.delete(f"{prefix}:events:0")
         client.close()
+
+
+def test_a_rule_that_fails_only_keeps_its_own_user_out() -> None:
+    updater = ProfileUpdater(ProfileConfig())
+    rules = SegmentRules({"ratio": "monetary / events > 1", "all": "frequency >= 0"}, updater)
+    p = updater.new("u1", 0.0)  # no events yet: the ratio divides by zero
+    assert rules.memberships(p, at=0.0) == ["all"]
+    assert str(rules.explain(p, at=0.0)["ratio"]).startswith("error:")
+    p.n, p.monetary = 2, 5.0
+    assert rules.memberships(p, at=0.0) == ["all", "ratio"]

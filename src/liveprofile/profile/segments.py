@@ -31,7 +31,13 @@ import msgspec
 
 from liveprofile.errors import ConfigError
 from liveprofile.profile.state import Profile, ProfileUpdater
-from liveprofile.profile.traits import compile_expression, evaluate, profile_scope, used_fields
+from liveprofile.profile.traits import (
+    GLOBALS,
+    compile_expression,
+    evaluate,
+    profile_scope,
+    used_fields,
+)
 
 #: fields whose value changes with event time alone, without an event of the user
 TIME_FIELDS = frozenset(
@@ -73,6 +79,10 @@ class SegmentRules:
         }
         self._fields = used_fields(self._code.values())
         self.names = list(self._code)
+        # all rules as one tuple expression: one eval per profile instead of one per rule (each
+        # rule was checked on its own above; a rule that raises makes them run one by one)
+        together = "(" + "".join(f"({rules[name]}),\n" for name in self.names) + ")"
+        self._all = compile(together, "<segments>", "eval")
         #: whether some rule can change its value while the user is idle
         self.time_dependent = any(f in TIME_FIELDS for f in self._fields)
 
@@ -80,8 +90,15 @@ class SegmentRules:
         """The segments ``p`` belongs to as of event time ``at``, sorted by name. A rule that
         fails to evaluate (e.g. a division by zero) does not make the user a member."""
         scope = profile_scope(p, self._updater, at, self._fields)
-        values = ((name, evaluate(code, scope)) for name, code in self._code.items())
-        return [name for name, value in values if not isinstance(value, str) and bool(value)]
+        try:
+            values = eval(self._all, GLOBALS, scope)
+        except (ArithmeticError, ValueError, TypeError):
+            values = [evaluate(code, scope) for code in self._code.values()]
+        return [
+            name
+            for name, value in zip(self.names, values, strict=True)
+            if not isinstance(value, str) and bool(value)
+        ]
 
     def explain(self, p: Profile, at: float) -> dict[str, object]:
         """Each rule's value for ``p`` (for people checking why a user is or is not in)."""

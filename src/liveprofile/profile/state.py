@@ -213,6 +213,11 @@ class ProfileUpdater:
     def decayed_counts(self, p: Profile, at: float) -> dict[str, float]:
         return {k: decayed_value(v, at, p.anchor, self.h_counters) for k, v in p.decayed.items()}
 
+    def interests_unsorted(self, p: Profile, at: float) -> dict[str, float]:
+        """Decayed interest weights at time ``at``, in no particular order."""
+        f = 2.0 ** (-(at - p.anchor) / self.h_interests)
+        return {k: v * f for k, v in p.interests.items()}
+
     def interests_at(self, p: Profile, at: float) -> dict[str, float]:
         """Decayed interest weights at time ``at``, strongest first."""
         f = 2.0 ** (-(at - p.anchor) / self.h_interests)

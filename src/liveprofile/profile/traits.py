@@ -74,6 +74,8 @@ FUNCTIONS: dict[str, Any] = {
     "max": max,
     "abs": abs,
 }
+#: what expressions see besides the fields: the functions and no builtins
+GLOBALS: dict[str, Any] = {"__builtins__": {}, **FUNCTIONS}
 _ALLOWED = (
     ast.Expression,
     ast.BoolOp,
@@ -149,42 +151,44 @@ def used_fields(codes: Iterable[CodeType]) -> list[str]:
     return [f for f in FIELDS if f in used]
 
 
+#: how each field is computed from (profile, updater, event time)
+_FIELD_VALUES: dict[str, Callable[[Profile, ProfileUpdater, float], Any]] = {
+    "events": lambda p, u, at: p.n,
+    "frequency": lambda p, u, at: p.purchases,
+    "monetary": lambda p, u, at: p.monetary,
+    "mean_value": lambda p, u, at: p.value_sum / p.value_n if p.value_n else 0.0,
+    "days_active": lambda p, u, at: (p.last_ts - p.first_ts) / DAY,
+    "counts": lambda p, u, at: Fields(p.counts),
+    "decayed": lambda p, u, at: Fields(u.decayed_counts(p, at)),
+    "interest": lambda p, u, at: Fields(u.interests_unsorted(p, at)),
+    "score": lambda p, u, at: Fields(p.scores),
+    "trait": lambda p, u, at: Fields(p.traits),
+    "days_since_last_purchase": lambda p, u, at: (
+        NEVER if p.last_purchase_ts is None else max(0.0, (at - p.last_purchase_ts) / DAY)
+    ),
+    "days_since_last_event": lambda p, u, at: max(0.0, (at - p.last_ts) / DAY),
+    "monetary_7d": lambda p, u, at: p.spent_within(7, at),
+    "monetary_30d": lambda p, u, at: p.spent_within(30, at),
+    "monetary_90d": lambda p, u, at: p.spent_within(90, at),
+    "lifecycle": lambda p, u, at: lifecycle(p, at),
+    "velocity": lambda p, u, at: Fields(u.risk.velocity(p, at)),
+    "anomaly": lambda p, u, at: 0.0 if p.anomaly is None else p.anomaly,
+}
+
+
 def profile_scope(
     p: Profile, updater: ProfileUpdater, at: float, fields: Iterable[str] | None = None
 ) -> dict[str, Any]:
     """The values expressions can use, as of event time ``at`` (only ``fields``, when given:
     some cost a loop)."""
-    compute: dict[str, Callable[[], Any]] = {
-        "events": lambda: p.n,
-        "frequency": lambda: p.purchases,
-        "monetary": lambda: p.monetary,
-        "mean_value": lambda: p.value_sum / p.value_n if p.value_n else 0.0,
-        "days_active": lambda: (p.last_ts - p.first_ts) / DAY,
-        "counts": lambda: Fields(p.counts),
-        "decayed": lambda: Fields(updater.decayed_counts(p, at)),
-        "interest": lambda: Fields(updater.interests_at(p, at)),
-        "score": lambda: Fields(p.scores),
-        "trait": lambda: Fields(p.traits),
-        "days_since_last_purchase": lambda: (
-            NEVER if p.last_purchase_ts is None else max(0.0, (at - p.last_purchase_ts) / DAY)
-        ),
-        "days_since_last_event": lambda: max(0.0, (at - p.last_ts) / DAY),
-        "monetary_7d": lambda: p.spent_within(7, at),
-        "monetary_30d": lambda: p.spent_within(30, at),
-        "monetary_90d": lambda: p.spent_within(90, at),
-        "lifecycle": lambda: lifecycle(p, at),
-        "velocity": lambda: Fields(updater.risk.velocity(p, at)),
-        "anomaly": lambda: 0.0 if p.anomaly is None else p.anomaly,
-    }
-    scope = {f: compute[f]() for f in (FIELDS if fields is None else fields)}
-    scope.update(FUNCTIONS)
-    return scope
+    values = _FIELD_VALUES
+    return {f: values[f](p, updater, at) for f in (FIELDS if fields is None else fields)}
 
 
 def evaluate(code: CodeType, scope: Mapping[str, Any]) -> Any:
     """The value of a compiled expression in ``scope``; arithmetic errors become a message."""
     try:
-        return eval(code, {"__builtins__": {}}, scope)
+        return eval(code, GLOBALS, scope)
     except (ArithmeticError, ValueError, TypeError) as exc:
         return f"error: {exc}"
 
