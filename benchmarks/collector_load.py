@@ -14,11 +14,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import socket
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -27,6 +25,7 @@ from pathlib import Path
 
 import httpx
 import redis
+from http_server import start_cli_server
 
 from liveprofile.datasets.synthetic import SyntheticConfig, generate
 
@@ -45,25 +44,8 @@ def _bodies(batch: int, count: int) -> list[bytes]:
 
 
 def _start(url: str, prefix: str, port: int, token: str, log: Path) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "liveprofile.cli", "collect", "--port", str(port)]
-    cmd += ["--redis", url, "--prefix", prefix, "--partitions", "2"]
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen(
-            cmd, stdout=fh, stderr=fh, env={**os.environ, "LIVEPROFILE_TOKEN": token}
-        )
-    deadline = time.monotonic() + 30
-    while True:
-        if proc.poll() is not None:
-            raise SystemExit(f"collector exited:\n{log.read_text()}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise SystemExit(f"collector did not come up:\n{log.read_text()}")
-        time.sleep(0.1)
+    args = ["collect", "--redis", url, "--prefix", prefix, "--partitions", "2"]
+    return start_cli_server(args, {"LIVEPROFILE_TOKEN": token}, port, log)
 
 
 async def _load(

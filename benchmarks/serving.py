@@ -34,13 +34,12 @@ import platform
 import random
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-import httpx
+from http_server import start_cli_server
 
 import liveprofile
 from liveprofile.serving.profiles import ReadSettings, _Reader
@@ -130,24 +129,8 @@ def _free_port() -> int:
 
 
 def start_server(store: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "liveprofile.cli", "serve", "--store", str(store)]
-    cmd += ["--port", str(port)]
-    env = {**os.environ, "LIVEPROFILE_READ_TOKEN": TOKEN}
-    with open(log, "wb") as fh:
-        proc = subprocess.Popen(cmd, stdout=fh, stderr=fh, env=env)
-    deadline = time.monotonic() + 30
-    while True:
-        if proc.poll() is not None:
-            raise SystemExit(f"liveprofile serve exited:\n{log.read_text()}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            proc.terminate()
-            raise SystemExit(f"liveprofile serve did not come up:\n{log.read_text()}")
-        time.sleep(0.1)
+    args = ["serve", "--store", str(store)]
+    return start_cli_server(args, {"LIVEPROFILE_READ_TOKEN": TOKEN}, port, log)
 
 
 async def _exchange(
