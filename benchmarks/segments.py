@@ -2,7 +2,8 @@
 
 From the repository root::
 
-    .venv/bin/python benchmarks/segments.py --limit 500000 --repeat 3 --json benchmarks/segments_results.json
+    .venv/bin/python benchmarks/segments.py --limit 500000 --repeat 3 \
+        --json benchmarks/segments_results.json
 
 The same replay (``quickstart_config()``, the first ``--limit`` transactions, default all
 1.47M) runs into a fresh SQLite store once without segments and once with the 20 segments
