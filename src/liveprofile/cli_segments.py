@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from liveprofile.cli import DEFAULT_STORE, _fail_cleanly, main
+from liveprofile.store.base import Store
 
 _store_option = click.option(
     "--store",
@@ -19,6 +22,18 @@ _store_option = click.option(
     show_default=True,
     help="Store to read: a file path, sqlite:///path or redis://host:port/db?prefix=NAME.",
 )
+
+
+@contextmanager
+def _reading(store: str) -> Iterator[Store]:
+    """The store, opened read-only for one command."""
+    from liveprofile.store import open_store
+
+    backend = open_store(store, read_only=True)
+    try:
+        yield backend
+    finally:
+        backend.close()
 
 
 def _when(ts: float) -> str:
@@ -45,13 +60,9 @@ def segments() -> None:
 def list_segments(store: str, as_json: bool) -> None:
     """Show every declared segment with its rule and member count."""
     from liveprofile.serving.segments import segment_sizes
-    from liveprofile.store import open_store
 
-    backend = open_store(store, read_only=True)
-    try:
+    with _reading(store) as backend:
         sizes = segment_sizes(backend)
-    finally:
-        backend.close()
     if as_json:
         click.echo(json.dumps(sizes, indent=2))
         return
@@ -81,13 +92,9 @@ def members(name: str, store: str, after: str | None, limit: int, as_json: bool)
       liveprofile segments members big_spenders --store profiles.db --limit 20
     """
     from liveprofile.serving.segments import segment_members
-    from liveprofile.store import open_store
 
-    backend = open_store(store, read_only=True)
-    try:
+    with _reading(store) as backend:
         page = segment_members(backend, name, after=after, limit=limit)
-    finally:
-        backend.close()
     if as_json:
         click.echo(json.dumps(page, indent=2))
         return
@@ -120,10 +127,8 @@ def export(name: str, store: str, out: str) -> None:
     top_interest (times in epoch seconds of event time).
     """
     from liveprofile.serving.segments import iter_members_csv
-    from liveprofile.store import open_store
 
-    backend = open_store(store, read_only=True)
-    try:
+    with _reading(store) as backend:
         chunks = iter_members_csv(backend, name)
         if out == "-":
             for chunk in chunks:
@@ -134,9 +139,7 @@ def export(name: str, store: str, out: str) -> None:
             for chunk in chunks:
                 fh.write(chunk)
                 rows += chunk.count("\n")
-        Console(stderr=True).print(f"wrote {rows - 1:,} members of {name!r} to {out}")
-    finally:
-        backend.close()
+    Console(stderr=True).print(f"wrote {rows - 1:,} members of {name!r} to {out}")
 
 
 @segments.command()
