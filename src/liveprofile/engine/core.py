@@ -91,7 +91,7 @@ class Core:
         keys = {e.anonymous_id for e in events if e.anonymous_id is not None}
         keys.update(e.user for e in events if e.type == FORGET)
         if state.checkpoint.links:
-            horizon = max((e.ts for e in events), default=state.watermark)
+            horizon = self.horizon(state, events)
             for task in state.tasks.values():
                 if task.delayed:
                     keys.update(p.user for p in task.peek_due(horizon))
@@ -165,7 +165,7 @@ class Core:
             p = profiles.get(user)
             if p is not None and ttl is not None and p.last_ts + ttl < watermark:
                 # idle past the TTL: expired, whether or not a batch ended in between
-                self._expire_one(state, p, watermark, out, before)
+                self._delete(state, p, watermark, out, before, announce=True)
                 p = None
             item_id = e.item_id
             it = None if item_id is None else items.get(item_id)
@@ -284,18 +284,12 @@ class Core:
                 p.aliases = [a for a in p.aliases if a != user]
                 out.users.add(owner)
             return
-        p = state.profiles.pop(user, None)
+        p = state.profiles.get(user)
         if p is None:
             return
-        if user not in before:
-            before[user] = standing(p)
-        for alias in p.aliases:
-            state.aliases.pop(alias, None)
-            out.links[alias] = None
-        self._leave_segments(state, p, state.checkpoint.watermark, out, announce=False)
+        # no exit changes: the changes about an erased user are removed, not added to
         out.erased.update((user, *p.aliases))
-        out.deleted.add(user)
-        out.users.discard(user)
+        self._delete(state, p, state.checkpoint.watermark, out, before, announce=False)
 
     def _expire(
         self, state: PipelineState, out: StepResult, before: dict[str, Standing | None]
@@ -309,17 +303,21 @@ class Core:
         for user in [*candidates, *sorted(out.users)]:  # idle ones this batch touched too
             p = profiles.get(user)
             if p is not None and p.last_ts + self.ttl < at:
-                self._expire_one(state, p, at, out, before)
+                self._delete(state, p, at, out, before, announce=True)
         state.index_last_seen([profiles[u] for u in out.users if u in profiles], out.expiry)
 
-    def _expire_one(
+    def _delete(
         self,
         state: PipelineState,
         p: Profile,
         at: float,
         out: StepResult,
         before: dict[str, Standing | None],
+        *,
+        announce: bool,
     ) -> None:
+        """Delete an expired or erased profile with its identity links and memberships (with
+        exit changes at event time ``at`` when ``announce``)."""
         user = p.user
         del state.profiles[user]
         if user not in before:
@@ -327,7 +325,7 @@ class Core:
         for alias in p.aliases:
             state.aliases.pop(alias, None)
             out.links[alias] = None
-        self._leave_segments(state, p, at, out, announce=True)
+        self._leave_segments(state, p, at, out, announce=announce)
         out.deleted.add(user)
         out.users.discard(user)
 
