@@ -143,8 +143,13 @@ class RunConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     #: users inactive for longer than this (in event time) expire: profile, segment
     #: memberships and identity links are deleted. Empty means never.
     profile_ttl: Duration = ""
+    #: "compiled" runs the per-event work compiled (see ``liveprofile.engine.compiled``) when
+    #: the pipeline allows it, else in Python; "python" always runs the Python core.
+    engine: str = "compiled"
 
     def __post_init__(self) -> None:
+        if self.engine not in ("compiled", "python"):
+            raise ConfigError(f"run.engine must be 'compiled' or 'python', not {self.engine!r}")
         if self.batch_size < 1 or self.dedup_window < 0:
             raise ConfigError("run.batch_size must be >= 1 and run.dedup_window >= 0")
         if self.segment_sweep_s <= 0:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from liveprofile.config import PipelineConfig
+from liveprofile.engine.compiled import CompiledStep, unsupported
 from liveprofile.engine.state import PipelineState
 from liveprofile.events.schema import FORGET, Event
 from liveprofile.features.hashing import FeatureBuilder
@@ -81,6 +82,10 @@ class Core:
         self.ttl = config.run.profile_ttl_s
         self._h_items = self.updater.h_counters
         self._key_room = config.profile.outcome_keys
+        #: the compiled path, when the pipeline allows it (see ``liveprofile.engine.compiled``)
+        self.compiled: CompiledStep | None = None
+        if config.run.engine == "compiled" and unsupported(self) is None:
+            self.compiled = CompiledStep(self)
 
     def new_state(self) -> PipelineState:
         return PipelineState(self.config)
@@ -115,6 +120,9 @@ class Core:
             for members in state.members.values():
                 users |= members
         users.update(state.expiry_candidates())
+        if self.compiled is not None and self.compiled.owner is state:
+            due_users, due_items = self.compiled.due_keys(state, horizon)
+            return users | due_users, items | due_items
         for task in state.tasks.values():
             if not task.delayed:
                 continue
@@ -127,6 +135,16 @@ class Core:
 
     def step(self, state: PipelineState, events: Sequence[Event]) -> StepResult:
         """Apply a batch of validated events to ``state``; return what changed."""
+        compiled = self.compiled
+        if compiled is not None:
+            if compiled.accepts(state, events):
+                return compiled.step(state, events)
+            if compiled.owner is state:
+                compiled.release()
+        return self.python_step(state, events)
+
+    def python_step(self, state: PipelineState, events: Sequence[Event]) -> StepResult:
+        """:meth:`step` in Python: the reference the compiled path is tested against."""
         out = StepResult()
         ckpt = state.checkpoint
         profiles, items, dedup = state.profiles, state.items, state.dedup
@@ -226,6 +244,18 @@ class Core:
         ckpt.events += out.applied
         ckpt.duplicates += out.duplicates
         self._run_models(state, records, out)
+        self._finish(state, out, before, swept)
+        return out
+
+    def _finish(
+        self,
+        state: PipelineState,
+        out: StepResult,
+        before: dict[str, Standing | None],
+        swept: bool,
+    ) -> None:
+        """After the events: expiry, the population, traits and segments of the touched users."""
+        profiles = state.profiles
         if self.ttl is not None:
             self._expire(state, out, before)
         for user, old in before.items():
@@ -238,7 +268,6 @@ class Core:
                 self.traits.update(profiles[user])
         if self.segments is not None:
             self._segment(state, out, swept)
-        return out
 
     def _link(
         self,

@@ -40,6 +40,23 @@ class DedupWindow:
             self._seen.discard(self._order.popleft())
         return True
 
+    def add_many(self, event_ids: list[str]) -> list[bool]:
+        """:meth:`add` for each id in order; in bulk when no id repeats or was seen before."""
+        seen = self._seen
+        if (
+            0 < len(event_ids) <= self.size
+            and seen.isdisjoint(event_ids)
+            and len(set(event_ids)) == len(event_ids)
+        ):
+            seen.update(event_ids)
+            self._order.extend(event_ids)
+            self._new.extend(event_ids)
+            order = self._order
+            for _ in range(len(order) - self.size):
+                seen.discard(order.popleft())
+            return [True] * len(event_ids)
+        return [self.add(event_id) for event_id in event_ids]
+
     def take_new(self) -> list[str]:
         """The ids added since the last call (what the next commit must persist)."""
         new, self._new = self._new, []

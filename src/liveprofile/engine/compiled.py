@@ -1,0 +1,826 @@
+"""The compiled path of the core: a batch laid out as arrays and run by :mod:`.kernel`.
+
+:class:`CompiledStep` does what :meth:`Core.step <liveprofile.engine.core.Core.step>` does, with
+the same results, for the pipelines and batches it supports: no identity links, erasures,
+profile TTL, velocity counts or anomaly scores (those batches, and those pipelines, take the
+Python core). Profiles and item statistics stay :class:`Profile` and :class:`ItemStats` objects
+between batches, as the runners load and commit them; the open pending examples live in arrays
+owned by this class and are handed back to the tasks whenever a batch takes the Python core.
+
+Strings (users, items, topics, event types) get integer codes on first sight; the feature
+indices, cross hashes and key-outcome names of each code are computed once, with the Python
+feature builder's own functions.
+"""
+
+from __future__ import annotations
+
+import heapq
+import zlib
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import numba
+import numpy as np
+import numpy.typing as npt
+from numba import types as nbtypes
+from numba.typed import Dict as TypedDict
+
+from liveprofile.engine import kernel as K
+from liveprofile.engine.state import PipelineState
+from liveprofile.events.schema import FORGET, Event
+from liveprofile.learn.base import run_ops
+from liveprofile.learn.tasks import Pending, PendingLog
+from liveprofile.profile.items import ItemStats
+from liveprofile.profile.population import Standing, standing
+from liveprofile.profile.risk import stamp
+from liveprofile.profile.state import Profile
+
+if TYPE_CHECKING:
+    from liveprofile.engine.core import Core, StepResult
+
+I64 = npt.NDArray[np.int64]
+F64 = npt.NDArray[np.float64]
+_SPEND_ROOM = 96  # SPEND_DAYS + 1 kept days, and one being added
+
+
+def unsupported(core: Core) -> str | None:
+    """Why this pipeline cannot take the compiled path, or None if it can."""
+    config = core.config
+    if config.risk.velocity:
+        return "velocity counts are on"
+    if config.risk.anomaly:
+        return "the anomaly detector is on"
+    if core.ttl is not None:
+        return "profiles expire (run.profile_ttl)"
+    return None
+
+
+class _Codes:
+    """Integer codes for strings, with per-code tables that grow as codes are added."""
+
+    def __init__(self) -> None:
+        self.code: dict[str, int] = {}
+        self.names: list[str] = []
+        self._rank: I64 | None = None
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def add_missing(self, values: Sequence[str]) -> list[str]:
+        """Give codes to the values not seen before; returns them."""
+        code = self.code
+        new = [v for v in dict.fromkeys(values) if v not in code]
+        for v in new:
+            code[v] = len(self.names)
+            self.names.append(v)
+        if new:
+            self._rank = None
+        return new
+
+    def rank(self) -> I64:
+        """Each code's position in the sorted order of the strings."""
+        if self._rank is None or len(self._rank) != len(self.names):
+            order = np.argsort(np.array(self.names, dtype=object), kind="stable")
+            rank = np.empty(len(order), dtype=np.int64)
+            rank[order] = np.arange(len(order))
+            self._rank = rank
+        return self._rank
+
+
+def _grow(a: Any, n: int, fill: Any = 0) -> Any:
+    """``a`` with at least ``n`` rows (doubling), new rows filled with ``fill``."""
+    if a.shape[0] >= n:
+        return a
+    rows = max(n, 2 * a.shape[0], 64)
+    b = np.full((rows, *a.shape[1:]), fill, dtype=a.dtype)
+    b[: a.shape[0]] = a
+    return b
+
+
+class CompiledStep:
+    """The compiled counterpart of :meth:`Core.step`; see the module's docstring."""
+
+    def __init__(self, core: Core) -> None:
+        self.core = core
+        config = core.config
+        self.features = core.features
+        self.updater = core.updater
+        self.tasks = list(config.tasks)
+        self.names = [t.name for t in self.tasks]
+        nt = len(self.tasks)
+        self.users, self.items, self.topics, self.types = _Codes(), _Codes(), _Codes(), _Codes()
+        # per-code tables
+        self.user_fidx = np.zeros(0, np.int64)
+        self.user_part = np.zeros(0, np.int64)
+        self.item_fidx = np.zeros(0, np.int64)
+        self.topic_fidx = np.zeros(0, np.int64)
+        self.topic_part = np.zeros(0, np.int64)
+        self.topic_track = np.zeros(0, np.bool_)
+        self.ko_topic = np.zeros((nt, 0), np.int64)
+        self.ko_item = np.zeros((nt, 0), np.int64)
+        self.type_tables: tuple[Any, ...] = ()
+        self._track = frozenset(config.profile.track)
+        builder = self.features
+        # feature constants, in the order of kernel.F_*
+        idx = builder.index
+        self.fc = np.array(
+            [
+                builder._bias, builder._user_new, builder._item_new, builder._recency,
+                builder._affinity, builder._item_pop, builder._cross_salt, builder._interest,
+                builder._key_rate, builder._top[0], builder._top[1],
+                *builder._task["u"][:2], *builder._task["i"][:2],
+            ],
+            dtype=np.int64,
+        )
+        tables = [
+            builder._interest_b, builder._key_rate_b, builder._key_seen_b, builder._hours,
+            builder._weekdays, builder._recency_b, builder._events_b, builder._monetary_b,
+            builder._affinity_b, builder._item_pop_b, builder._value_b["user"],
+            builder._value_b["item"], builder._task["u"][2], builder._task["u"][3],
+            builder._task["i"][2], builder._task["i"][3],
+        ]
+        self.tabs = np.zeros((len(tables), 24), np.int64)
+        for row, table in enumerate(tables):
+            self.tabs[row, : len(table)] = table
+        del idx
+        self.fp = np.array(
+            [
+                self.updater.h_counters,
+                self.updater.h_interests,
+                min(self.updater.h_counters, self.updater.h_interests),
+                0.0,
+                builder.RATE_PRIOR,
+                builder.RATE_STRENGTH,
+                2.0,
+            ]
+        )
+        self.ip = np.array(
+            [
+                int(config.features.crosses),
+                int(config.features.time_of_day),
+                config.profile.top_k,
+                config.profile.outcome_keys,
+                config.risk.recent,
+                int(bool(self._track)),
+                1 << 31,
+                builder.mask,
+            ],
+            dtype=np.int64,
+        )
+        self.task_delayed = np.array([t.label.kind == "delayed" for t in self.tasks], np.bool_)
+        self.task_by_item = np.array([t.label.key == "item" for t in self.tasks], np.bool_)
+        self.task_threshold = np.array([t.label.threshold for t in self.tasks], np.float64)
+        self.task_has_pos = np.array([bool(t.label.positive) for t in self.tasks], np.bool_)
+        self.task_window = np.array(
+            [t.label.window_s if t.label.kind == "delayed" else 0.0 for t in self.tasks]
+        )
+        # the pending examples
+        self.owner: PipelineState | None = None
+        self._new_pool(64, 64)
+
+    # -- codes and tables ----------------------------------------------------------------------
+
+    def _intern(self, users: list[str], items: list[str], topics: list[str], kinds: list[str]) -> None:
+        b = self.features
+        new = self.users.add_missing(users)
+        if new:
+            n = len(self.users)
+            self.user_fidx = _grow(self.user_fidx, n)
+            self.user_part = _grow(self.user_part, n)
+            for v in new:
+                c = self.users.code[v]
+                self.user_fidx[c] = b._value("user", v)
+                self.user_part[c] = b._part(v)
+        new = self.items.add_missing(items)
+        if new:
+            n = len(self.items)
+            self.item_fidx = _grow(self.item_fidx, n)
+            if self.task_by_item.any():
+                self.ko_item = _grow(self.ko_item.T, n).T.copy()
+            for v in new:
+                c = self.items.code[v]
+                self.item_fidx[c] = b._value("item", v)
+                for t, task in enumerate(self.tasks):
+                    if self.task_by_item[t]:
+                        self.ko_item[t, c] = zlib.crc32(f"{task.name}:{v}".encode())
+        new = self.topics.add_missing(topics)
+        if new:
+            n = len(self.topics)
+            self.topic_fidx = _grow(self.topic_fidx, n)
+            self.topic_part = _grow(self.topic_part, n)
+            self.topic_track = _grow(self.topic_track, n)
+            self.ko_topic = _grow(self.ko_topic.T, n).T.copy()
+            for v in new:
+                c = self.topics.code[v]
+                self.topic_fidx[c] = b._value("topic", v)
+                self.topic_part[c] = b._part(v)
+                self.topic_track[c] = v in self._track
+                for t, task in enumerate(self.tasks):
+                    if not self.task_by_item[t]:
+                        self.ko_topic[t, c] = zlib.crc32(f"{task.name}:{v}".encode())
+        if self.types.add_missing(kinds) or not self.type_tables:
+            self._type_tables()
+
+    def _type_tables(self) -> None:
+        b, config = self.features, self.core.config
+        names = self.types.names
+        n = max(len(names), 1)
+        weights = dict(config.profile.weights)
+        monetary = frozenset(config.profile.monetary_types)
+        on = np.zeros((len(self.tasks), n), np.bool_)
+        conv = np.zeros((len(self.tasks), n), np.bool_)
+        pos = np.zeros((len(self.tasks), n), np.bool_)
+        for t, task in enumerate(self.tasks):
+            for c, kind in enumerate(names):
+                on[t, c] = kind in task.on
+                conv[t, c] = kind in task.label.conversion
+                pos[t, c] = kind in task.label.positive
+        self.type_tables = (
+            np.array([b._value("type", k) for k in names] or [0], np.int64),
+            np.array([b._value("decayed", k) for k in names] or [0], np.int64),
+            np.array([k in monetary for k in names] or [False], np.bool_),
+            np.array(
+                [weights.get(k, config.profile.default_weight) for k in names] or [0.0], np.float64
+            ),
+            on,
+            conv,
+            pos,
+        )
+
+    # -- pending examples ----------------------------------------------------------------------
+
+    def _new_pool(self, cap: int, width: int) -> None:
+        nt = len(self.tasks)
+        self.pd_task = np.zeros(cap, np.int64)
+        self.pd_user = np.zeros(cap, np.int64)
+        self.pd_key = np.zeros(cap, np.int64)
+        self.pd_item = np.zeros(cap, np.int64)
+        self.pd_open = np.zeros(cap, np.float64)
+        self.pd_dl = np.zeros(cap, np.float64)
+        self.pd_p = np.full(cap, np.nan)
+        self.pd_conv = np.zeros(cap, np.bool_)
+        self.pd_flen = np.zeros(cap, np.int64)
+        self.pd_fidx = np.zeros((cap, width), np.int64)
+        self.pd_fval = np.zeros((cap, width), np.float64)
+        self.free = np.arange(cap - 1, -1, -1, dtype=np.int64)
+        self.nfree = np.array([cap], np.int64)
+        self.heap = np.zeros((nt, cap), np.int64)
+        self.hlen = np.zeros(nt, np.int64)
+        self.waiting = TypedDict.empty(key_type=nbtypes.int64, value_type=nbtypes.int64)
+
+    def _reserve(self, slots: int, width: int) -> None:
+        """Room for ``slots`` more pending examples of up to ``width`` features."""
+        cap = self.pd_task.shape[0]
+        if self.nfree[0] >= slots and self.pd_fidx.shape[1] >= width:
+            return
+        new_cap = max(cap, cap - int(self.nfree[0]) + slots)
+        if new_cap > cap:
+            new_cap = max(new_cap, 2 * cap)
+        for name in ("pd_task", "pd_user", "pd_key", "pd_item", "pd_open", "pd_dl", "pd_conv",
+                     "pd_flen"):
+            setattr(self, name, _grow(getattr(self, name), new_cap))
+        self.pd_p = _grow(self.pd_p, new_cap, np.nan)
+        w = max(width, self.pd_fidx.shape[1])
+        for name in ("pd_fidx", "pd_fval"):
+            old = getattr(self, name)
+            new = np.zeros((new_cap, w), old.dtype)
+            new[:cap, : old.shape[1]] = old
+            setattr(self, name, new)
+        if new_cap > cap:
+            heap = np.zeros((len(self.tasks), new_cap), np.int64)
+            heap[:, :cap] = self.heap
+            self.heap = heap
+            added = np.arange(new_cap - 1, cap - 1, -1, dtype=np.int64)
+            free = np.concatenate([added, self.free[: self.nfree[0]]])
+            self.free = np.zeros(new_cap, np.int64)
+            self.free[: len(free)] = free
+            self.nfree[0] = len(free)
+
+    def _adopt(self, state: PipelineState) -> None:
+        """Take over the open pending examples of ``state``'s tasks."""
+        self.owner = state
+        self._new_pool(64, 64)
+        pendings = [
+            (t, p)
+            for t, name in enumerate(self.names)
+            if self.task_delayed[t]
+            for p in state.tasks[name].pending.values()
+        ]
+        width = max((len(p.idx) // 8 for _, p in pendings), default=0)
+        self._reserve(len(pendings), width)
+        self._intern(
+            [p.user for _, p in pendings],
+            [p.item for _, p in pendings if p.item is not None]
+            + [p.key for t, p in pendings if self.task_by_item[t]],
+            [p.key for t, p in pendings if not self.task_by_item[t]],
+            [],
+        )
+        slots: dict[int, int] = {}
+        for t, p in pendings:
+            slot = self._take_slot()
+            slots[id(p)] = slot
+            self._fill_slot(slot, t, p)
+        for t, name in enumerate(self.names):
+            if not self.task_delayed[t]:
+                continue
+            task = state.tasks[name]
+            for (user, key), p in task.waiting.items():
+                self.waiting[self._wkey(t, user, key)] = slots[id(p)]
+            live = np.array([slots[id(p)] for p in task.pending.values()], np.int64)
+            _push_all(
+                self.heap, self.hlen, t, live, self.pd_dl, self.pd_open, self.pd_user,
+                self.pd_key, self.users.rank(), self._key_rank(t),
+            )
+            task.pending, task.waiting, task._heap = {}, {}, []
+
+    def _take_slot(self) -> int:
+        self.nfree[0] -= 1
+        return int(self.free[self.nfree[0]])
+
+    def _fill_slot(self, slot: int, t: int, p: Pending) -> None:
+        idx = np.frombuffer(p.idx, dtype=np.int64)
+        self.pd_task[slot] = t
+        self.pd_user[slot] = self.users.code[p.user]
+        self.pd_key[slot] = (self.items if self.task_by_item[t] else self.topics).code[p.key]
+        self.pd_item[slot] = -1 if p.item is None else self.items.code[p.item]
+        self.pd_open[slot] = p.open_ts
+        self.pd_dl[slot] = p.deadline
+        self.pd_p[slot] = p.p
+        self.pd_conv[slot] = p.converted
+        self.pd_flen[slot] = len(idx)
+        self.pd_fidx[slot, : len(idx)] = idx
+        self.pd_fval[slot, : len(idx)] = np.frombuffer(p.val, dtype=np.float64)
+
+    def _wkey(self, t: int, user: str, key: str) -> int:
+        keys = self.items if self.task_by_item[t] else self.topics
+        return (self.users.code[user] * len(self.tasks) + t) * (1 << 31) + keys.code[key]
+
+    def _key_rank(self, t: int) -> I64:
+        return (self.items if self.task_by_item[t] else self.topics).rank()
+
+    def _pending(self, slot: int) -> Pending:
+        t = int(self.pd_task[slot])
+        keys = self.items if self.task_by_item[t] else self.topics
+        item = int(self.pd_item[slot])
+        n = int(self.pd_flen[slot])
+        return Pending(
+            self.users.names[self.pd_user[slot]],
+            keys.names[self.pd_key[slot]],
+            None if item < 0 else self.items.names[item],
+            float(self.pd_open[slot]),
+            float(self.pd_dl[slot]),
+            self.pd_fidx[slot, :n].tobytes(),
+            self.pd_fval[slot, :n].tobytes(),
+            float(self.pd_p[slot]),
+            bool(self.pd_conv[slot]),
+        )
+
+    def release(self) -> None:
+        """Hand the open pending examples back to the owner's tasks (before a Python step)."""
+        state = self.owner
+        if state is None:
+            return
+        for t, name in enumerate(self.names):
+            if not self.task_delayed[t]:
+                continue
+            task = state.tasks[name]
+            by_slot = {int(s): self._pending(int(s)) for s in self.heap[t, : self.hlen[t]]}
+            task.pending = {p.id: p for p in by_slot.values()}
+            task.waiting = {}
+            for wkey, slot in self.waiting.items():
+                if wkey // (1 << 31) % len(self.tasks) == t and slot in by_slot:
+                    p = by_slot[slot]
+                    task.waiting[(p.user, p.key)] = p
+            task._heap = [(p.deadline, p.open_ts, p.user, p.key) for p in by_slot.values()]
+            heapq.heapify(task._heap)
+        self.owner = None
+
+    def due_keys(self, state: PipelineState, horizon: float) -> tuple[set[str], set[str]]:
+        """Users and items of the pending examples that close before ``horizon``."""
+        if self.owner is not state:
+            return set(), set()
+        users: set[str] = set()
+        items: set[str] = set()
+        for t in range(len(self.tasks)):
+            live = self.heap[t, : self.hlen[t]]
+            due = live[self.pd_dl[live] < horizon]
+            users.update(self.users.names[c] for c in np.unique(self.pd_user[due]))
+            items.update(self.items.names[c] for c in np.unique(self.pd_item[due]) if c >= 0)
+        return users, items
+
+    # -- the step ------------------------------------------------------------------------------
+
+    @staticmethod
+    def accepts(state: PipelineState, events: Sequence[Event]) -> bool:
+        """Whether this batch can take the compiled path."""
+        if state.checkpoint.links:
+            return False
+        return not any(e.anonymous_id is not None or e.type == FORGET for e in events)
+
+    def step(self, state: PipelineState, events: Sequence[Event]) -> StepResult:
+        from liveprofile.engine.core import StepResult
+
+        if self.owner is not state:
+            if self.owner is not None:
+                self.release()
+            self._adopt(state)
+        out = StepResult()
+        ckpt = state.checkpoint
+        n = len(events)
+        ok_list = state.dedup.add_many([e.event_id for e in events])
+        ev_ok = np.array(ok_list, dtype=np.bool_)
+        out.duplicates = n - int(ev_ok.sum())
+        user_names = [e.user for e in events]
+        item_names = [e.item_id for e in events]
+        kind_names = [e.type for e in events]
+        cats = [e.category for e in events]
+        topic_lists = [e.topics() for e in events]
+        flat_topics = [t for ts in topic_lists for t in ts]
+        present_items = [i for i in item_names if i is not None]
+        # the pending examples due in this batch bring their users and items
+        horizon = self.core.horizon(state, events)
+        due_users, due_items = self.due_keys(state, horizon)
+        profiles, items = state.profiles, state.items
+        batch_users = list(dict.fromkeys([*user_names, *sorted(due_users)]))
+        batch_items = list(dict.fromkeys([*present_items, *sorted(due_items)]))
+        recent_items = [
+            r[2] for u in batch_users if (p := profiles.get(u)) is not None
+            for r in p.recent if r[2] is not None
+        ]
+        recent_kinds = [
+            r[1] for u in batch_users if (p := profiles.get(u)) is not None for r in p.recent
+        ]
+        profile_kinds = [
+            k for u in batch_users if (p := profiles.get(u)) is not None for k in p.decayed
+        ]
+        interest_keys = [
+            k for u in batch_users if (p := profiles.get(u)) is not None for k in p.interests
+        ]
+        self._intern(
+            batch_users,
+            [*batch_items, *recent_items],
+            [*flat_topics, *(c for c in cats if c is not None), *interest_keys],
+            [*kind_names, *recent_kinds, *profile_kinds],
+        )
+        ucode, icode, tcode = self.users.code, self.items.code, self.topics.code
+        ev_ucode = np.fromiter(map(ucode.__getitem__, user_names), np.int64, n)
+        ev_icode = np.array([-1 if i is None else icode[i] for i in item_names], np.int64)
+        ev_type = np.fromiter(map(self.types.code.__getitem__, kind_names), np.int64, n)
+        ev_cat = np.array([-1 if c is None else tcode[c] for c in cats], np.int64)
+        ev_ts = np.fromiter((e.ts for e in events), np.float64, n)
+        ev_val = np.array([e.value for e in events], dtype=np.float64)
+        tp_start = np.zeros(n + 1, np.int64)
+        np.cumsum(np.fromiter(map(len, topic_lists), np.int64, n), out=tp_start[1:])
+        tp_code = np.fromiter(map(tcode.__getitem__, flat_topics), np.int64, len(flat_topics))
+        # local rows of the users and items
+        u_codes = np.fromiter(map(ucode.__getitem__, batch_users), np.int64, len(batch_users))
+        i_codes = np.fromiter(map(icode.__getitem__, batch_items), np.int64, len(batch_items))
+        urow_of = np.full(len(self.users), -1, np.int64)
+        urow_of[u_codes] = np.arange(len(u_codes))
+        irow_of = np.full(len(self.items), -1, np.int64)
+        irow_of[i_codes] = np.arange(len(i_codes))
+        ev_urow = urow_of[ev_ucode]
+        ev_irow = np.where(ev_icode >= 0, irow_of[np.maximum(ev_icode, 0)], -1)
+        U = self._load_users(state, batch_users)
+        X = self._load_items(state, batch_items)
+        before: dict[str, Standing | None] = {}
+        for u in dict.fromkeys(user_names[k] for k in np.flatnonzero(ev_ok).tolist()):
+            p = profiles.get(u)
+            before[u] = None if p is None else standing(p)
+        # room for what this batch may open, and for its model operations and records
+        nt = len(self.tasks)
+        n_types = len(self.types)
+        max_topics = int(np.diff(tp_start).max()) if n else 0
+        width = 48 + 2 * max_topics + n_types
+        self._reserve(n * int(self.task_delayed.sum()), width)
+        width = self.pd_fidx.shape[1]
+        live = int(self.hlen.sum())
+        max_ops = 2 * n + live + 1
+        op_kind = np.zeros((nt, max_ops), np.int8)
+        op_start = np.zeros((nt, max_ops + 1), np.int64)
+        op_idx = np.empty((nt, max_ops * width), np.int64)
+        op_val = np.empty((nt, max_ops * width), np.float64)
+        op_y = np.zeros((nt, max_ops), np.float64)
+        n_ops = np.zeros(nt, np.int64)
+        max_rec = nt * (2 * n) + live + 1
+        rec_kind = np.zeros(max_rec, np.int64)
+        rec_task = np.zeros(max_rec, np.int64)
+        rec_k = np.zeros(max_rec, np.int64)
+        rec_ref = np.zeros(max_rec, np.int64)
+        rec_ts = np.zeros(max_rec, np.float64)
+        rec_label = np.zeros(max_rec, np.bool_)
+        created = np.zeros((nt, n + 1), np.int64)
+        n_created = np.zeros(nt, np.int64)
+        converted = np.zeros((nt, n + 1), np.int64)
+        n_converted = np.zeros(nt, np.int64)
+        freed = np.zeros(nt * n + live + 1, np.int64)
+        res = np.zeros(4, np.int64)
+        self.fp[K.FP_WATERMARK] = ckpt.watermark
+        type_fidx, type_dec, type_mon, type_w, on, conv, pos = self.type_tables
+        item_rank = self.items.rank()
+        K.run(
+            ev_ok, ev_urow, ev_ucode, ev_irow, ev_icode, ev_type, ev_ts, ev_val, ev_cat,
+            tp_start, tp_code,
+            self.user_fidx, self.user_part, self.users.rank(), self.item_fidx, self.topic_fidx,
+            self.topic_part, self.topic_track, type_fidx, type_dec, type_mon, type_w,
+            self.types.rank(), item_rank,
+            self.task_delayed, on, conv, pos, self.task_has_pos, self.task_threshold,
+            self.task_by_item, self.task_window, self.ko_topic, self.ko_item,
+            self.topics.rank(), item_rank,
+            self.fc, self.tabs, self.fp, self.ip,
+            *U, *X,
+            urow_of, irow_of, self.waiting,
+            self.pd_task, self.pd_user, self.pd_key, self.pd_item, self.pd_open, self.pd_dl,
+            self.pd_conv, self.pd_flen, self.pd_fidx, self.pd_fval,
+            self.free, self.nfree, self.heap, self.hlen,
+            op_kind, op_start, op_idx, op_val, op_y, n_ops,
+            rec_kind, rec_task, rec_k, rec_ref, rec_ts, rec_label,
+            created, n_created, converted, n_converted, freed,
+            res,
+        )
+        applied, out.examples, n_rec, n_freed = (int(x) for x in res)
+        out.applied = applied
+        watermark = float(self.fp[K.FP_WATERMARK])
+        # the models, then predictions back to metrics, scores and pending examples
+        preds = []
+        for t, name in enumerate(self.names):
+            task = state.tasks[name]
+            k = int(n_ops[t])
+            ops = _Ops(
+                op_kind[t, :k], op_start[t, : k + 1], op_idx[t, : op_start[t, k]],
+                op_val[t, : op_start[t, k]], op_y[t, :k],
+            )
+            assert task.learner is not None
+            preds.append(run_ops(task.learner, ops) if k else np.zeros(0))
+        rec_kind, rec_task, rec_k = rec_kind[:n_rec], rec_task[:n_rec], rec_k[:n_rec]
+        rec_ref, rec_ts, rec_label = rec_ref[:n_rec], rec_ts[:n_rec], rec_label[:n_rec]
+        p_rec = np.full(n_rec, np.nan)
+        for t in range(nt):
+            m = (rec_task == t) & (rec_kind != K.R_RESOLVED)
+            p_rec[m] = preds[t][rec_k[m]]
+        opened = rec_kind == K.R_OPENED
+        self.pd_p[rec_ref[opened]] = p_rec[opened]
+        resolved = rec_kind == K.R_RESOLVED
+        p_rec[resolved] = self.pd_p[rec_ref[resolved]]
+        score_rows = np.where(opened, urow_of[self.pd_user[np.where(opened, rec_ref, 0)]], rec_ref)
+        scores = np.full((len(batch_users), nt), np.nan)
+        scored = np.full((len(batch_users), nt), -1, np.int64)
+        for t, name in enumerate(self.names):
+            at = np.flatnonzero((rec_task == t) & ~resolved)
+            rows = score_rows[at]
+            # each user's last score of the task is kept, its first one orders new keys
+            rows_r = rows[::-1]
+            uniq, last = np.unique(rows_r, return_index=True)
+            scores[uniq, t] = p_rec[at[::-1][last]]
+            uniq, firsts = np.unique(rows, return_index=True)
+            scored[uniq, t] = at[firsts]
+            learned = (rec_task == t) & (rec_kind != K.R_OPENED)
+            state.tasks[name].metrics.record_many(
+                p_rec[learned], rec_label[learned], rec_ts[learned]
+            )
+        # profiles, items and pending logs back to objects
+        utouched, xtouched = U[-1], X[-1]
+        out.users = self._store_users(state, batch_users, U, scores, scored)
+        out.items = self._store_items(state, batch_items, X)
+        del utouched, xtouched
+        for t, name in enumerate(self.names):
+            if not self.task_delayed[t]:
+                out.pending[name] = PendingLog([], [])
+                continue
+            made = [self._pending(int(s)) for s in created[t, : n_created[t]]]
+            ids = [
+                (self.users.names[self.pd_user[s]],
+                 (self.items if self.task_by_item[t] else self.topics).names[self.pd_key[s]],
+                 float(self.pd_open[s]))
+                for s in converted[t, : n_converted[t]]
+            ]
+            out.pending[name] = PendingLog(made, ids)
+        back = freed[:n_freed]
+        self.free[self.nfree[0] : self.nfree[0] + n_freed] = back
+        self.nfree[0] += n_freed
+        swept = self.core._sweep_due(ckpt.watermark, watermark)
+        ckpt.watermark = watermark
+        ckpt.events += out.applied
+        ckpt.duplicates += out.duplicates
+        self.core._finish(state, out, before, swept)
+        return out
+
+    # -- profiles and items as arrays ----------------------------------------------------------
+
+    def _load_users(self, state: PipelineState, users: list[str]) -> tuple[Any, ...]:
+        n, nt, n_types = len(users), len(self.tasks), max(len(self.types), 1)
+        top_k, room, recent = int(self.ip[K.IP_TOP_K]), int(self.ip[K.IP_KEY_ROOM]), int(
+            self.ip[K.IP_RECENT]
+        )
+        pf = np.zeros((n, 6))
+        pf[:, K.P_LASTPUR] = np.nan
+        pi = np.zeros((n, 4), np.int64)
+        cnt = np.zeros((n, n_types), np.int64)
+        dec = np.zeros((n, n_types))
+        tord = np.zeros((n, n_types), np.int64)
+        tlen = np.zeros(n, np.int64)
+        ik = np.zeros((n, max(top_k, 1) + 8), np.int64)
+        iv = np.zeros((n, max(top_k, 1) + 8))
+        il = np.zeros(n, np.int64)
+        okey = np.zeros((n, room + room // 4 + 2), np.int64)
+        oval = np.zeros((n, room + room // 4 + 2), np.int64)
+        olen = np.zeros(n, np.int64)
+        sday = np.zeros((n, _SPEND_ROOM), np.int64)
+        scents = np.zeros((n, _SPEND_ROOM), np.int64)
+        slen = np.zeros(n, np.int64)
+        rts = np.zeros((n, recent + 1))
+        rty = np.zeros((n, recent + 1), np.int64)
+        rit = np.zeros((n, recent + 1), np.int64)
+        rva = np.zeros((n, recent + 1))
+        rlen = np.zeros(n, np.int64)
+        upos = np.zeros((n, nt), np.int64)
+        uex = np.zeros((n, nt), np.int64)
+        u_first = np.full((n, 2, nt), -1, np.int64)
+        touched = np.zeros(n, np.bool_)
+        profiles = state.profiles
+        tcode, kcode, icode = self.topics.code, self.types.code, self.items.code
+        names = self.names
+        for r, user in enumerate(users):
+            p = profiles.get(user)
+            if p is None:
+                continue
+            pf[r] = (
+                p.anchor, p.first_ts, p.last_ts, p.monetary,
+                np.nan if p.last_purchase_ts is None else p.last_purchase_ts, p.value_sum,
+            )
+            pi[r] = (p.n, p.purchases, p.value_n, 1)
+            for j, (kind, v) in enumerate(p.decayed.items()):
+                c = kcode[kind]
+                dec[r, c] = v
+                tord[r, j] = c
+            tlen[r] = len(p.decayed)
+            for kind, c in p.counts.items():
+                cnt[r, kcode[kind]] = c
+            m = len(p.interests)
+            if m:
+                ik[r, :m] = [tcode[k] for k in p.interests]
+                iv[r, :m] = list(p.interests.values())
+                il[r] = m
+            m = len(p.key_outcomes)
+            if m:
+                okey[r, :m] = list(p.key_outcomes)
+                oval[r, :m] = list(p.key_outcomes.values())
+                olen[r] = m
+            m = len(p.spend)
+            if m:
+                sday[r, :m] = list(p.spend)
+                scents[r, :m] = list(p.spend.values())
+                slen[r] = m
+            m = len(p.recent)
+            for j, (ts, kind, item, value) in enumerate(p.recent):
+                rts[r, j] = ts
+                rty[r, j] = kcode[kind]
+                rit[r, j] = -1 if item is None else icode[item]
+                rva[r, j] = np.nan if value is None else value
+            rlen[r] = m
+            for t, name in enumerate(names):
+                upos[r, t] = p.positives.get(name, 0)
+                uex[r, t] = p.examples.get(name, 0)
+        return (
+            pf, pi, cnt, dec, tord, tlen, ik, iv, il, okey, oval, olen, sday, scents, slen,
+            rts, rty, rit, rva, rlen, upos, uex, u_first, touched,
+        )
+
+    def _store_users(
+        self,
+        state: PipelineState,
+        users: list[str],
+        U: tuple[Any, ...],
+        scores: F64,
+        scored: I64,
+    ) -> set[str]:
+        (pf, pi, cnt, dec, tord, tlen, ik, iv, il, okey, oval, olen, sday, scents, slen,
+         rts, rty, rit, rva, rlen, upos, uex, first, touched) = U
+        profiles = state.profiles
+        kinds, topics, items, names = self.types.names, self.topics.names, self.items.names, self.names
+        out: set[str] = set()
+        pf_l, pi_l = pf.tolist(), pi.tolist()
+        for r in np.flatnonzero(touched).tolist():
+            user = users[r]
+            out.add(user)
+            p = profiles.get(user)
+            f, i = pf_l[r], pi_l[r]
+            if p is None:
+                p = profiles[user] = Profile(user=user, anchor=f[0], first_ts=f[1], last_ts=f[2])
+            p.anchor, p.first_ts, p.last_ts, p.monetary = f[0], f[1], f[2], f[3]
+            p.last_purchase_ts = None if f[4] != f[4] else f[4]
+            p.value_sum = f[5]
+            p.n, p.purchases, p.value_n = i[0], i[1], i[2]
+            order = tord[r, : tlen[r]].tolist()
+            p.counts = {kinds[c]: int(cnt[r, c]) for c in order}
+            p.decayed = {kinds[c]: float(dec[r, c]) for c in order}
+            m = int(il[r])
+            p.interests = dict(zip([topics[c] for c in ik[r, :m].tolist()], iv[r, :m].tolist(),
+                                   strict=True))
+            m = int(olen[r])
+            p.key_outcomes = dict(zip(okey[r, :m].tolist(), oval[r, :m].tolist(), strict=True))
+            m = int(slen[r])
+            p.spend = dict(zip(sday[r, :m].tolist(), scents[r, :m].tolist(), strict=True))
+            m = int(rlen[r])
+            p.recent = [
+                (stamp(ts), kinds[ty], None if it < 0 else items[it], None if va != va else va)
+                for ts, ty, it, va in zip(rts[r, :m].tolist(), rty[r, :m].tolist(),
+                                          rit[r, :m].tolist(), rva[r, :m].tolist(), strict=True)
+            ]
+            ticks = first[r].tolist()
+            p.examples = _counted(p.examples, names, _nonzero(uex[r]), ticks[0])
+            p.positives = _counted(p.positives, names, _nonzero(upos[r]), ticks[1])
+            p.scores = _counted(
+                p.scores, names, [None if v != v else v for v in scores[r].tolist()], scored[r].tolist()
+            )
+        return out
+
+    def _load_items(self, state: PipelineState, items: list[str]) -> tuple[Any, ...]:
+        n, nt = len(items), len(self.tasks)
+        xf = np.zeros((n, 4))
+        xi = np.zeros((n, 4), np.int64)
+        xi[:, K.I_CAT] = -1
+        xpos = np.zeros((n, nt), np.int64)
+        xex = np.zeros((n, nt), np.int64)
+        x_first = np.full((n, 2, nt), -1, np.int64)
+        touched = np.zeros(n, np.bool_)
+        stats, tcode, names = state.items, self.topics.code, self.names
+        for r, item in enumerate(items):
+            s = stats.get(item)
+            if s is None:
+                continue
+            if s.category is not None and s.category not in tcode:
+                self._intern([], [], [s.category], [])
+            xf[r] = (s.anchor, s.last_ts, s.popularity, s.value_sum)
+            xi[r] = (s.n, s.value_n, -1 if s.category is None else tcode[s.category], 1)
+            for t, name in enumerate(names):
+                xpos[r, t] = s.positives.get(name, 0)
+                xex[r, t] = s.examples.get(name, 0)
+        return xf, xi, xpos, xex, x_first, touched
+
+    def _store_items(self, state: PipelineState, items: list[str], X: tuple[Any, ...]) -> set[str]:
+        xf, xi, xpos, xex, first, touched = X
+        stats, topics, names = state.items, self.topics.names, self.names
+        out: set[str] = set()
+        xf_l, xi_l = xf.tolist(), xi.tolist()
+        for r in np.flatnonzero(touched).tolist():
+            item = items[r]
+            out.add(item)
+            f, i = xf_l[r], xi_l[r]
+            s = stats.get(item)
+            if s is None:
+                s = stats[item] = ItemStats(anchor=f[0])
+            s.anchor, s.last_ts, s.popularity, s.value_sum = f
+            s.n, s.value_n = i[0], i[1]
+            s.category = None if i[2] < 0 else topics[i[2]]
+            ticks = first[r].tolist()
+            s.examples = _counted(s.examples, names, _nonzero(xex[r]), ticks[0])
+            s.positives = _counted(s.positives, names, _nonzero(xpos[r]), ticks[1])
+        return out
+
+
+def _counted(old: dict[str, Any], names: list[str], values: list[Any], ticks: list[int]) -> Any:
+    """``old`` with the tasks' new values (None: no value), keys in the order a dict updated event by event would
+    have: old keys where they were, new ones in the order they first got a value."""
+    new = dict(old)
+    fresh = []
+    for t, name in enumerate(names):
+        v = values[t]
+        if v is not None:
+            if name in new:
+                new[name] = v
+            else:
+                fresh.append((ticks[t], name, v))
+    for _, name, v in sorted(fresh):
+        new[name] = v
+    return new
+
+
+def _nonzero(counts: I64) -> list[int | None]:
+    return [c or None for c in counts.tolist()]
+
+
+class _Ops:
+    """A batch of model operations as arrays (the interface of ``OpBatch`` learners use)."""
+
+    def __init__(self, kinds: Any, starts: Any, idx: Any, val: Any, ys: Any) -> None:
+        self.kinds, self.starts, self.idx, self.val, self.ys = kinds, starts, idx, val, ys
+
+    def __len__(self) -> int:
+        return len(self.kinds)
+
+    def arrays(self) -> tuple[Any, Any, Any, Any, Any]:
+        return self.kinds, self.starts, self.idx, self.val, self.ys
+
+    def example(self, k: int) -> dict[Any, float]:
+        x: dict[Any, float] = {}
+        s, e = int(self.starts[k]), int(self.starts[k + 1])
+        for i, v in zip(self.idx[s:e].tolist(), self.val[s:e].tolist(), strict=True):
+            x[i] = x.get(i, 0.0) + v
+        return x
+
+
+@numba.njit(cache=True, nogil=True)
+def _push_all(heap, hlen, t, slots, pd_dl, pd_open, pd_user, pd_key, user_rank, key_rank):  # type: ignore[no-untyped-def]
+    for s in slots:
+        K._heap_push(heap, hlen, t, s, pd_dl, pd_open, pd_user, pd_key, user_rank, key_rank)
