@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 from report import print_table
 from rich.console import Console
@@ -70,7 +71,7 @@ from systems import (
 )
 from threadpoolctl import threadpool_limits
 
-from liveprofile.config import PipelineConfig
+from liveprofile.config import PipelineConfig, RiskConfig
 from liveprofile.datasets.completejourney import CompleteJourneySource, quickstart_config
 from liveprofile.events.schema import Event
 from liveprofile.events.sources import Source
@@ -154,11 +155,23 @@ def bench(ds: Dataset, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     n_events, n_ops = len(full.events), len(full.ops)
     log.log(f"[{ds.key}] liveprofile end to end, {n_events:,} events")
     lp = run_liveprofile(ds.config, full.source, ds.task, full.labels, work)
+    log.log(f"[{ds.key}] liveprofile end to end on the Python core (run.engine = 'python')")
+    python_core = msgspec.structs.replace(
+        ds.config, run=msgspec.structs.replace(ds.config.run, engine="python")
+    )
+    lp_python = run_liveprofile(
+        python_core,
+        full.source,
+        ds.task,
+        full.labels,
+        mkdir(work / "python"),
+        "liveprofile, Python core",
+    )
     log.log(f"[{ds.key}] River pipeline, {len(full.exposures):,} examples")
     pipeline = run_river_pipeline(
         full.events, full.exposures, full.labels, full.reveal, by_category=full.delayed
     )
-    sections = [(f"End to end, {n_events:,} events", "events", [lp, pipeline])]
+    sections = [(f"End to end, {n_events:,} events", "events", [lp, lp_python, pipeline])]
 
     log.log(f"[{ds.key}] learners alone, {n_ops:,} operations")
     alone = ftrl(full.ops, full.labels)
@@ -294,6 +307,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def datasets(args: argparse.Namespace, work: Path) -> list[Dataset]:
     chosen = []
     if args.dataset in ("movielens", "both"):
@@ -301,7 +319,9 @@ def datasets(args: argparse.Namespace, work: Path) -> list[Dataset]:
             Dataset(
                 "movielens",
                 "MovieLens ml-latest-small (task 'like': rating >= 4)",
-                PipelineConfig(),
+                # velocity counts feed risk rules, not the model; without them the replay
+                # takes the compiled path
+                PipelineConfig(risk=RiskConfig(velocity=False)),
                 "like",
                 lambda n: movielens_stream(args.data_dir, work / f"ml-{n}", n),
                 args.limit,

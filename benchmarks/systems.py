@@ -113,7 +113,12 @@ def profile_memory(store: SQLiteStore) -> dict[str, float]:
 
 
 def run_liveprofile(
-    config: PipelineConfig, source: Source, task: str, labels: F64 | None, work: Path
+    config: PipelineConfig,
+    source: Source,
+    task: str,
+    labels: F64 | None,
+    work: Path,
+    name: str = "liveprofile",
 ) -> Result:
     """The local runner into a fresh SQLite store; ``labels`` per prediction (None: from ops)."""
     store = SQLiteStore(work / "b.db")
@@ -135,7 +140,7 @@ def run_liveprofile(
     }
     runner.close()
     return Result(
-        "liveprofile",
+        name,
         "end to end",
         stats.events,
         stats.seconds,

@@ -76,7 +76,9 @@ def messed_up(events: list[Event], seed: int) -> list[Event]:
         out.insert(rnd.randrange(len(out)), events[k])  # a re-sent event
     for k in range(0, len(events), 11):
         e = events[k]
-        late = msgspec.structs.replace(e, event_id=f"late-{k}", ts=e.ts - rnd.choice([600, 3 * 86400]))
+        late = msgspec.structs.replace(
+            e, event_id=f"late-{k}", ts=e.ts - rnd.choice([600, 3 * 86400])
+        )
         out.insert(rnd.randrange(len(out)), late)
     for k in range(0, len(events), 5):
         e = events[k]
@@ -158,8 +160,9 @@ def test_batches_the_compiled_path_cannot_take_run_in_python_in_between() -> Non
         msgspec.structs.replace(e, event_id="login", anonymous_id="visitor-1"),
         *batches[mid][1:],
     ]
-    forget = msgspec.structs.replace(e, event_id="forget", type="$forget", item_id=None,
-                                     category=None, tags=(), value=None)
+    forget = msgspec.structs.replace(
+        e, event_id="forget", type="$forget", item_id=None, category=None, tags=(), value=None
+    )
     batches.insert(mid + 2, [forget])
     # once a link exists every batch takes the Python core, so the link comes late
     assert_same(batches[: mid + 1])

@@ -12,7 +12,14 @@ from pathlib import Path
 
 import numpy as np
 
-from liveprofile.config import LabelConfig, LearnerConfig, PipelineConfig, RiskConfig, TaskConfig
+from liveprofile.config import (
+    LabelConfig,
+    LearnerConfig,
+    PipelineConfig,
+    RiskConfig,
+    RunConfig,
+    TaskConfig,
+)
 from liveprofile.errors import SourceError
 from liveprofile.events.schema import Event
 from liveprofile.events.sources import Batch
@@ -49,6 +56,9 @@ def quickstart_config() -> PipelineConfig:
         },
         # the items of a basket share one timestamp, so per-minute velocity says nothing here
         risk=RiskConfig(velocity=False),
+        # a replay of history: fewer, larger commits (each rewrites the touched items and the
+        # model), about five seconds of events apart
+        run=RunConfig(batch_size=100_000),
     )
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import heapq
 import zlib
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numba
@@ -125,19 +125,39 @@ class CompiledStep:
         idx = builder.index
         self.fc = np.array(
             [
-                builder._bias, builder._user_new, builder._item_new, builder._recency,
-                builder._affinity, builder._item_pop, builder._cross_salt, builder._interest,
-                builder._key_rate, builder._top[0], builder._top[1],
-                *builder._task["u"][:2], *builder._task["i"][:2],
+                builder._bias,
+                builder._user_new,
+                builder._item_new,
+                builder._recency,
+                builder._affinity,
+                builder._item_pop,
+                builder._cross_salt,
+                builder._interest,
+                builder._key_rate,
+                builder._top[0],
+                builder._top[1],
+                *builder._task["u"][:2],
+                *builder._task["i"][:2],
             ],
             dtype=np.int64,
         )
         tables = [
-            builder._interest_b, builder._key_rate_b, builder._key_seen_b, builder._hours,
-            builder._weekdays, builder._recency_b, builder._events_b, builder._monetary_b,
-            builder._affinity_b, builder._item_pop_b, builder._value_b["user"],
-            builder._value_b["item"], builder._task["u"][2], builder._task["u"][3],
-            builder._task["i"][2], builder._task["i"][3],
+            builder._interest_b,
+            builder._key_rate_b,
+            builder._key_seen_b,
+            builder._hours,
+            builder._weekdays,
+            builder._recency_b,
+            builder._events_b,
+            builder._monetary_b,
+            builder._affinity_b,
+            builder._item_pop_b,
+            builder._value_b["user"],
+            builder._value_b["item"],
+            builder._task["u"][2],
+            builder._task["u"][3],
+            builder._task["i"][2],
+            builder._task["i"][3],
         ]
         self.tabs = np.zeros((len(tables), 24), np.int64)
         for row, table in enumerate(tables):
@@ -180,7 +200,9 @@ class CompiledStep:
 
     # -- codes and tables ----------------------------------------------------------------------
 
-    def _intern(self, users: list[str], items: list[str], topics: list[str], kinds: list[str]) -> None:
+    def _intern(
+        self, users: list[str], items: list[str], topics: list[str], kinds: list[str]
+    ) -> None:
         b = self.features
         new = self.users.add_missing(users)
         if new:
@@ -276,8 +298,16 @@ class CompiledStep:
         new_cap = max(cap, cap - int(self.nfree[0]) + slots)
         if new_cap > cap:
             new_cap = max(new_cap, 2 * cap)
-        for name in ("pd_task", "pd_user", "pd_key", "pd_item", "pd_open", "pd_dl", "pd_conv",
-                     "pd_flen"):
+        for name in (
+            "pd_task",
+            "pd_user",
+            "pd_key",
+            "pd_item",
+            "pd_open",
+            "pd_dl",
+            "pd_conv",
+            "pd_flen",
+        ):
             setattr(self, name, _grow(getattr(self, name), new_cap))
         self.pd_p = _grow(self.pd_p, new_cap, np.nan)
         w = max(width, self.pd_fidx.shape[1])
@@ -328,8 +358,16 @@ class CompiledStep:
                 self.waiting[self._wkey(t, user, key)] = slots[id(p)]
             live = np.array([slots[id(p)] for p in task.pending.values()], np.int64)
             _push_all(
-                self.heap, self.hlen, t, live, self.pd_dl, self.pd_open, self.pd_user,
-                self.pd_key, self.users.rank(), self._key_rank(t),
+                self.heap,
+                self.hlen,
+                t,
+                live,
+                self.pd_dl,
+                self.pd_open,
+                self.pd_user,
+                self.pd_key,
+                self.users.rank(),
+                self._key_rank(t),
             )
             task.pending, task.waiting, task._heap = {}, {}, []
 
@@ -374,6 +412,47 @@ class CompiledStep:
             float(self.pd_p[slot]),
             bool(self.pd_conv[slot]),
         )
+
+    def _pendings(self, slots: I64) -> list[Pending]:
+        """:meth:`_pending` of many slots at once."""
+        if not len(slots):
+            return []
+        t = int(self.pd_task[slots[0]])
+        keys = (self.items if self.task_by_item[t] else self.topics).names
+        users, items = self.users.names, self.items.names
+        flen = self.pd_flen[slots].tolist()
+        width = self.pd_fidx.shape[1]
+        fidx = memoryview(self.pd_fidx[slots].tobytes())
+        fval = memoryview(self.pd_fval[slots].tobytes())
+        out = []
+        for j, (u, k, it, o, d, p, c, m) in enumerate(
+            zip(
+                self.pd_user[slots].tolist(),
+                self.pd_key[slots].tolist(),
+                self.pd_item[slots].tolist(),
+                self.pd_open[slots].tolist(),
+                self.pd_dl[slots].tolist(),
+                self.pd_p[slots].tolist(),
+                self.pd_conv[slots].tolist(),
+                flen,
+                strict=True,
+            )
+        ):
+            a = 8 * j * width
+            out.append(
+                Pending(
+                    users[u],
+                    keys[k],
+                    None if it < 0 else items[it],
+                    o,
+                    d,
+                    bytes(fidx[a : a + 8 * m]),
+                    bytes(fval[a : a + 8 * m]),
+                    p,
+                    c,
+                )
+            )
+        return out
 
     def release(self) -> None:
         """Hand the open pending examples back to the owner's tasks (before a Python step)."""
@@ -440,12 +519,15 @@ class CompiledStep:
         # the pending examples due in this batch bring their users and items
         horizon = self.core.horizon(state, events)
         due_users, due_items = self.due_keys(state, horizon)
-        profiles, items = state.profiles, state.items
+        profiles = state.profiles
         batch_users = list(dict.fromkeys([*user_names, *sorted(due_users)]))
         batch_items = list(dict.fromkeys([*present_items, *sorted(due_items)]))
         recent_items = [
-            r[2] for u in batch_users if (p := profiles.get(u)) is not None
-            for r in p.recent if r[2] is not None
+            r[2]
+            for u in batch_users
+            if (p := profiles.get(u)) is not None
+            for r in p.recent
+            if r[2] is not None
         ]
         recent_kinds = [
             r[1] for u in batch_users if (p := profiles.get(u)) is not None for r in p.recent
@@ -518,24 +600,83 @@ class CompiledStep:
         self.fp[K.FP_WATERMARK] = ckpt.watermark
         type_fidx, type_dec, type_mon, type_w, on, conv, pos = self.type_tables
         item_rank = self.items.rank()
-        K.run(
-            ev_ok, ev_urow, ev_ucode, ev_irow, ev_icode, ev_type, ev_ts, ev_val, ev_cat,
-            tp_start, tp_code,
-            self.user_fidx, self.user_part, self.users.rank(), self.item_fidx, self.topic_fidx,
-            self.topic_part, self.topic_track, type_fidx, type_dec, type_mon, type_w,
-            self.types.rank(), item_rank,
-            self.task_delayed, on, conv, pos, self.task_has_pos, self.task_threshold,
-            self.task_by_item, self.task_window, self.ko_topic, self.ko_item,
-            self.topics.rank(), item_rank,
-            self.fc, self.tabs, self.fp, self.ip,
-            *U, *X,
-            urow_of, irow_of, self.waiting,
-            self.pd_task, self.pd_user, self.pd_key, self.pd_item, self.pd_open, self.pd_dl,
-            self.pd_conv, self.pd_flen, self.pd_fidx, self.pd_fval,
-            self.free, self.nfree, self.heap, self.hlen,
-            op_kind, op_start, op_idx, op_val, op_y, n_ops,
-            rec_kind, rec_task, rec_k, rec_ref, rec_ts, rec_label,
-            created, n_created, converted, n_converted, freed,
+        K.run(  # type: ignore[call-arg]
+            ev_ok,
+            ev_urow,
+            ev_ucode,
+            ev_irow,
+            ev_icode,
+            ev_type,
+            ev_ts,
+            ev_val,
+            ev_cat,
+            tp_start,
+            tp_code,
+            self.user_fidx,
+            self.user_part,
+            self.users.rank(),
+            self.item_fidx,
+            self.topic_fidx,
+            self.topic_part,
+            self.topic_track,
+            type_fidx,
+            type_dec,
+            type_mon,
+            type_w,
+            self.types.rank(),
+            item_rank,
+            self.task_delayed,
+            on,
+            conv,
+            pos,
+            self.task_has_pos,
+            self.task_threshold,
+            self.task_by_item,
+            self.task_window,
+            self.ko_topic,
+            self.ko_item,
+            self.topics.rank(),
+            item_rank,
+            self.fc,
+            self.tabs,
+            self.fp,
+            self.ip,
+            *U,
+            *X,
+            urow_of,
+            irow_of,
+            self.waiting,
+            self.pd_task,
+            self.pd_user,
+            self.pd_key,
+            self.pd_item,
+            self.pd_open,
+            self.pd_dl,
+            self.pd_conv,
+            self.pd_flen,
+            self.pd_fidx,
+            self.pd_fval,
+            self.free,
+            self.nfree,
+            self.heap,
+            self.hlen,
+            op_kind,
+            op_start,
+            op_idx,
+            op_val,
+            op_y,
+            n_ops,
+            rec_kind,
+            rec_task,
+            rec_k,
+            rec_ref,
+            rec_ts,
+            rec_label,
+            created,
+            n_created,
+            converted,
+            n_converted,
+            freed,
             res,
         )
         applied, out.examples, n_rec, n_freed = (int(x) for x in res)
@@ -547,8 +688,11 @@ class CompiledStep:
             task = state.tasks[name]
             k = int(n_ops[t])
             ops = _Ops(
-                op_kind[t, :k], op_start[t, : k + 1], op_idx[t, : op_start[t, k]],
-                op_val[t, : op_start[t, k]], op_y[t, :k],
+                op_kind[t, :k],
+                op_start[t, : k + 1],
+                op_idx[t, : op_start[t, k]],
+                op_val[t, : op_start[t, k]],
+                op_y[t, :k],
             )
             assert task.learner is not None
             preds.append(run_ops(task.learner, ops) if k else np.zeros(0))
@@ -587,11 +731,13 @@ class CompiledStep:
             if not self.task_delayed[t]:
                 out.pending[name] = PendingLog([], [])
                 continue
-            made = [self._pending(int(s)) for s in created[t, : n_created[t]]]
+            made = self._pendings(created[t, : n_created[t]])
             ids = [
-                (self.users.names[self.pd_user[s]],
-                 (self.items if self.task_by_item[t] else self.topics).names[self.pd_key[s]],
-                 float(self.pd_open[s]))
+                (
+                    self.users.names[self.pd_user[s]],
+                    (self.items if self.task_by_item[t] else self.topics).names[self.pd_key[s]],
+                    float(self.pd_open[s]),
+                )
                 for s in converted[t, : n_converted[t]]
             ]
             out.pending[name] = PendingLog(made, ids)
@@ -609,8 +755,10 @@ class CompiledStep:
 
     def _load_users(self, state: PipelineState, users: list[str]) -> tuple[Any, ...]:
         n, nt, n_types = len(users), len(self.tasks), max(len(self.types), 1)
-        top_k, room, recent = int(self.ip[K.IP_TOP_K]), int(self.ip[K.IP_KEY_ROOM]), int(
-            self.ip[K.IP_RECENT]
+        top_k, room, recent = (
+            int(self.ip[K.IP_TOP_K]),
+            int(self.ip[K.IP_KEY_ROOM]),
+            int(self.ip[K.IP_RECENT]),
         )
         pf = np.zeros((n, 6))
         pf[:, K.P_LASTPUR] = np.nan
@@ -645,8 +793,12 @@ class CompiledStep:
             if p is None:
                 continue
             pf[r] = (
-                p.anchor, p.first_ts, p.last_ts, p.monetary,
-                np.nan if p.last_purchase_ts is None else p.last_purchase_ts, p.value_sum,
+                p.anchor,
+                p.first_ts,
+                p.last_ts,
+                p.monetary,
+                np.nan if p.last_purchase_ts is None else p.last_purchase_ts,
+                p.value_sum,
             )
             pi[r] = (p.n, p.purchases, p.value_n, 1)
             for j, (kind, v) in enumerate(p.decayed.items()):
@@ -682,8 +834,30 @@ class CompiledStep:
                 upos[r, t] = p.positives.get(name, 0)
                 uex[r, t] = p.examples.get(name, 0)
         return (
-            pf, pi, cnt, dec, tord, tlen, ik, iv, il, okey, oval, olen, sday, scents, slen,
-            rts, rty, rit, rva, rlen, upos, uex, u_first, touched,
+            pf,
+            pi,
+            cnt,
+            dec,
+            tord,
+            tlen,
+            ik,
+            iv,
+            il,
+            okey,
+            oval,
+            olen,
+            sday,
+            scents,
+            slen,
+            rts,
+            rty,
+            rit,
+            rva,
+            rlen,
+            upos,
+            uex,
+            u_first,
+            touched,
         )
 
     def _store_users(
@@ -694,10 +868,39 @@ class CompiledStep:
         scores: F64,
         scored: I64,
     ) -> set[str]:
-        (pf, pi, cnt, dec, tord, tlen, ik, iv, il, okey, oval, olen, sday, scents, slen,
-         rts, rty, rit, rva, rlen, upos, uex, first, touched) = U
+        (
+            pf,
+            pi,
+            cnt,
+            dec,
+            tord,
+            tlen,
+            ik,
+            iv,
+            il,
+            okey,
+            oval,
+            olen,
+            sday,
+            scents,
+            slen,
+            rts,
+            rty,
+            rit,
+            rva,
+            rlen,
+            upos,
+            uex,
+            first,
+            touched,
+        ) = U
         profiles = state.profiles
-        kinds, topics, items, names = self.types.names, self.topics.names, self.items.names, self.names
+        kinds, topics, items, names = (
+            self.types.names,
+            self.topics.names,
+            self.items.names,
+            self.names,
+        )
         out: set[str] = set()
         pf_l, pi_l = pf.tolist(), pi.tolist()
         for r in np.flatnonzero(touched).tolist():
@@ -715,8 +918,9 @@ class CompiledStep:
             p.counts = {kinds[c]: int(cnt[r, c]) for c in order}
             p.decayed = {kinds[c]: float(dec[r, c]) for c in order}
             m = int(il[r])
-            p.interests = dict(zip([topics[c] for c in ik[r, :m].tolist()], iv[r, :m].tolist(),
-                                   strict=True))
+            p.interests = dict(
+                zip([topics[c] for c in ik[r, :m].tolist()], iv[r, :m].tolist(), strict=True)
+            )
             m = int(olen[r])
             p.key_outcomes = dict(zip(okey[r, :m].tolist(), oval[r, :m].tolist(), strict=True))
             m = int(slen[r])
@@ -724,15 +928,18 @@ class CompiledStep:
             m = int(rlen[r])
             p.recent = [
                 (stamp(ts), kinds[ty], None if it < 0 else items[it], None if va != va else va)
-                for ts, ty, it, va in zip(rts[r, :m].tolist(), rty[r, :m].tolist(),
-                                          rit[r, :m].tolist(), rva[r, :m].tolist(), strict=True)
+                for ts, ty, it, va in zip(
+                    rts[r, :m].tolist(),
+                    rty[r, :m].tolist(),
+                    rit[r, :m].tolist(),
+                    rva[r, :m].tolist(),
+                    strict=True,
+                )
             ]
-            ticks = first[r].tolist()
-            p.examples = _counted(p.examples, names, _nonzero(uex[r]), ticks[0])
-            p.positives = _counted(p.positives, names, _nonzero(upos[r]), ticks[1])
-            p.scores = _counted(
-                p.scores, names, [None if v != v else v for v in scores[r].tolist()], scored[r].tolist()
-            )
+            ticks = first[r]
+            p.examples = _counted(p.examples, names, uex[r].tolist(), ticks[0])
+            p.positives = _counted(p.positives, names, upos[r].tolist(), ticks[1])
+            p.scores = _counted(p.scores, names, scores[r].tolist(), scored[r])
         return out
 
     def _load_items(self, state: PipelineState, items: list[str]) -> tuple[Any, ...]:
@@ -761,43 +968,44 @@ class CompiledStep:
     def _store_items(self, state: PipelineState, items: list[str], X: tuple[Any, ...]) -> set[str]:
         xf, xi, xpos, xex, first, touched = X
         stats, topics, names = state.items, self.topics.names, self.names
-        out: set[str] = set()
-        xf_l, xi_l = xf.tolist(), xi.tolist()
-        for r in np.flatnonzero(touched).tolist():
-            item = items[r]
-            out.add(item)
-            f, i = xf_l[r], xi_l[r]
+        rows = np.flatnonzero(touched)
+        out = [items[r] for r in rows.tolist()]
+        xf_l, xi_l = xf[rows].tolist(), xi[rows].tolist()
+        ex_l, po_l = xex[rows].tolist(), xpos[rows].tolist()
+        first_rows = first[rows]
+        for j, (item, f, i, ex, po) in enumerate(zip(out, xf_l, xi_l, ex_l, po_l, strict=True)):
+            ticks = first_rows[j]
             s = stats.get(item)
             if s is None:
                 s = stats[item] = ItemStats(anchor=f[0])
             s.anchor, s.last_ts, s.popularity, s.value_sum = f
             s.n, s.value_n = i[0], i[1]
             s.category = None if i[2] < 0 else topics[i[2]]
-            ticks = first[r].tolist()
-            s.examples = _counted(s.examples, names, _nonzero(xex[r]), ticks[0])
-            s.positives = _counted(s.positives, names, _nonzero(xpos[r]), ticks[1])
-        return out
+            s.examples = _counted(s.examples, names, ex, ticks[0])
+            s.positives = _counted(s.positives, names, po, ticks[1])
+        return set(out)
 
 
-def _counted(old: dict[str, Any], names: list[str], values: list[Any], ticks: list[int]) -> Any:
-    """``old`` with the tasks' new values (None: no value), keys in the order a dict updated event by event would
-    have: old keys where they were, new ones in the order they first got a value."""
-    new = dict(old)
+def _counted(old: dict[str, Any], names: list[str], values: list[Any], ticks: Any) -> Any:
+    """``old`` with the tasks' new values (0 or NaN: none), keys in the order a dict updated event
+    by event would have: old keys where they were, new ones in the order they first got a value."""
     fresh = []
+    new = old
     for t, name in enumerate(names):
         v = values[t]
-        if v is not None:
-            if name in new:
-                new[name] = v
+        if v and v == v:
+            if name in old:
+                if old[name] != v:
+                    if new is old:
+                        new = dict(old)
+                    new[name] = v
             else:
-                fresh.append((ticks[t], name, v))
-    for _, name, v in sorted(fresh):
-        new[name] = v
+                fresh.append((int(ticks[t]), name, v))
+    if fresh:
+        new = dict(new)
+        for _, name, v in sorted(fresh):
+            new[name] = v
     return new
-
-
-def _nonzero(counts: I64) -> list[int | None]:
-    return [c or None for c in counts.tolist()]
 
 
 class _Ops:
@@ -812,8 +1020,8 @@ class _Ops:
     def arrays(self) -> tuple[Any, Any, Any, Any, Any]:
         return self.kinds, self.starts, self.idx, self.val, self.ys
 
-    def example(self, k: int) -> dict[Any, float]:
-        x: dict[Any, float] = {}
+    def example(self, k: int) -> dict[Hashable, float]:
+        x: dict[Hashable, float] = {}
         s, e = int(self.starts[k]), int(self.starts[k + 1])
         for i, v in zip(self.idx[s:e].tolist(), self.val[s:e].tolist(), strict=True):
             x[i] = x.get(i, 0.0) + v

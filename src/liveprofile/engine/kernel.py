@@ -179,8 +179,16 @@ def _add_recent(rts, rty, rit, rva, rlen, u, ts, ty, it, va, size, type_rank, it
     m = rlen[u]
     pos = m
     while pos > 0 and _recent_less(
-        ts, ty, it, va, rts[u, pos - 1], rty[u, pos - 1], rit[u, pos - 1], rva[u, pos - 1],
-        type_rank, item_rank,
+        ts,
+        ty,
+        it,
+        va,
+        rts[u, pos - 1],
+        rty[u, pos - 1],
+        rit[u, pos - 1],
+        rva[u, pos - 1],
+        type_rank,
+        item_rank,
     ):
         pos -= 1
     for j in range(m, pos, -1):
@@ -224,7 +232,9 @@ def _heap_push(heap, hlen, t, slot, pd_dl, pd_open, pd_user, pd_key, user_rank, 
     hlen[t] = i + 1
     while i > 0:
         parent = (i - 1) >> 1
-        if _heap_less(heap[t, i], heap[t, parent], pd_dl, pd_open, pd_user, pd_key, user_rank, key_rank):
+        if _heap_less(
+            heap[t, i], heap[t, parent], pd_dl, pd_open, pd_user, pd_key, user_rank, key_rank
+        ):
             heap[t, i], heap[t, parent] = heap[t, parent], heap[t, i]
             i = parent
         else:
@@ -249,12 +259,22 @@ def _heap_pop(heap, hlen, t, pd_dl, pd_open, pd_user, pd_key, user_rank, key_ran
                 heap[t, right], heap[t, left], pd_dl, pd_open, pd_user, pd_key, user_rank, key_rank
             ):
                 child = right
-            if _heap_less(heap[t, child], heap[t, i], pd_dl, pd_open, pd_user, pd_key, user_rank, key_rank):
+            if _heap_less(
+                heap[t, child], heap[t, i], pd_dl, pd_open, pd_user, pd_key, user_rank, key_rank
+            ):
                 heap[t, i], heap[t, child] = heap[t, child], heap[t, i]
                 i = child
             else:
                 break
     return top
+
+
+@numba.njit(cache=True, nogil=True)
+def _put(fidx, fval, m, i, v):  # type: ignore[no-untyped-def]
+    """Set feature ``m``; returns the next position."""
+    fidx[m] = i
+    fval[m] = v
+    return m + 1
 
 
 @numba.njit(cache=True, nogil=True)
@@ -288,30 +308,119 @@ def _add_op(t, kind, fidx, fval, f0, f1, y, op_kind, op_start, op_idx, op_val, o
 
 
 @numba.njit(cache=True, nogil=True)
-def run(  # type: ignore[no-untyped-def]  # noqa: PLR0912, PLR0913, PLR0915
+def run(  # type: ignore[no-untyped-def]
     # events
-    ev_ok, ev_urow, ev_ucode, ev_irow, ev_icode, ev_type, ev_ts, ev_val, ev_cat, tp_start, tp_code,
+    ev_ok,
+    ev_urow,
+    ev_ucode,
+    ev_irow,
+    ev_icode,
+    ev_type,
+    ev_ts,
+    ev_val,
+    ev_cat,
+    tp_start,
+    tp_code,
     # tables by code
-    user_fidx, user_part, user_rank, item_fidx, topic_fidx, topic_part, topic_track,
-    type_fidx, type_dec_fidx, type_monetary, type_weight, type_rank, item_rank,
+    user_fidx,
+    user_part,
+    user_rank,
+    item_fidx,
+    topic_fidx,
+    topic_part,
+    topic_track,
+    type_fidx,
+    type_dec_fidx,
+    type_monetary,
+    type_weight,
+    type_rank,
+    item_rank,
     # tasks
-    task_delayed, task_on, task_conv, task_pos, task_has_pos, task_threshold, task_by_item,
-    task_window, ko_topic, ko_item, key_rank_topic, key_rank_item,
+    task_delayed,
+    task_on,
+    task_conv,
+    task_pos,
+    task_has_pos,
+    task_threshold,
+    task_by_item,
+    task_window,
+    ko_topic,
+    ko_item,
+    key_rank_topic,
+    key_rank_item,
     # feature tables and parameters
-    fc, tabs, fp, ip,
+    fc,
+    tabs,
+    fp,
+    ip,
     # profiles (local rows)
-    pf, pi, cnt, dec, tord, tlen, ik, iv, il, okey, oval, olen, sday, scents, slen,
-    rts, rty, rit, rva, rlen, upos, uex, u_first, utouched,
+    pf,
+    pi,
+    cnt,
+    dec,
+    tord,
+    tlen,
+    ik,
+    iv,
+    il,
+    okey,
+    oval,
+    olen,
+    sday,
+    scents,
+    slen,
+    rts,
+    rty,
+    rit,
+    rva,
+    rlen,
+    upos,
+    uex,
+    u_first,
+    utouched,
     # items (local rows)
-    xf, xi, xpos, xex, x_first, xtouched,
+    xf,
+    xi,
+    xpos,
+    xex,
+    x_first,
+    xtouched,
     # pending examples (pool of slots) and per-task heaps
-    urow_of, irow_of, waiting,
-    pd_task, pd_user, pd_key, pd_item, pd_open, pd_dl, pd_conv, pd_flen, pd_fidx, pd_fval,
-    free, nfree, heap, hlen,
+    urow_of,
+    irow_of,
+    waiting,
+    pd_task,
+    pd_user,
+    pd_key,
+    pd_item,
+    pd_open,
+    pd_dl,
+    pd_conv,
+    pd_flen,
+    pd_fidx,
+    pd_fval,
+    free,
+    nfree,
+    heap,
+    hlen,
     # outputs
-    op_kind, op_start, op_idx, op_val, op_y, n_ops,
-    rec_kind, rec_task, rec_k, rec_ref, rec_ts, rec_label,
-    created, n_created, converted, n_converted, freed,
+    op_kind,
+    op_start,
+    op_idx,
+    op_val,
+    op_y,
+    n_ops,
+    rec_kind,
+    rec_task,
+    rec_k,
+    rec_ref,
+    rec_ts,
+    rec_label,
+    created,
+    n_created,
+    converted,
+    n_converted,
+    freed,
     out,
 ):
     n_tasks = task_delayed.shape[0]
@@ -322,7 +431,12 @@ def run(  # type: ignore[no-untyped-def]  # noqa: PLR0912, PLR0913, PLR0915
     # differ from the pow() Python calls in the last bit
     two = fp[FP_TWO]
     crosses, with_time, top_k = ip[IP_CROSSES] != 0, ip[IP_TIME] != 0, ip[IP_TOP_K]
-    room, recent, track, keyspace = ip[IP_KEY_ROOM], ip[IP_RECENT], ip[IP_TRACK] != 0, ip[IP_KEYSPACE]
+    room, recent, track, keyspace = (
+        ip[IP_KEY_ROOM],
+        ip[IP_RECENT],
+        ip[IP_TRACK] != 0,
+        ip[IP_KEYSPACE],
+    )
     mask = ip[IP_MASK]
     width = pd_fidx.shape[1]
     fidx = np.empty(width, np.int64)
@@ -342,12 +456,34 @@ def run(  # type: ignore[no-untyped-def]  # noqa: PLR0912, PLR0913, PLR0915
                 if not task_delayed[t]:
                     continue
                 while hlen[t] > 0 and pd_dl[heap[t, 0]] < watermark:
-                    slot = _heap_pop(heap, hlen, t, pd_dl, pd_open, pd_user, pd_key, user_rank,
-                                     key_rank_item if task_by_item[t] else key_rank_topic)
+                    slot = _heap_pop(
+                        heap,
+                        hlen,
+                        t,
+                        pd_dl,
+                        pd_open,
+                        pd_user,
+                        pd_key,
+                        user_rank,
+                        key_rank_item if task_by_item[t] else key_rank_topic,
+                    )
                     # resolve (as Core._resolve)
                     label = pd_conv[slot]
-                    k = _add_op(t, LEARN, pd_fidx[slot], pd_fval[slot], 0, pd_flen[slot],
-                                1.0 if label else 0.0, op_kind, op_start, op_idx, op_val, op_y, n_ops)
+                    k = _add_op(
+                        t,
+                        LEARN,
+                        pd_fidx[slot],
+                        pd_fval[slot],
+                        0,
+                        pd_flen[slot],
+                        1.0 if label else 0.0,
+                        op_kind,
+                        op_start,
+                        op_idx,
+                        op_val,
+                        op_y,
+                        n_ops,
+                    )
                     wkey = (pd_user[slot] * n_tasks + t) * keyspace + pd_key[slot]
                     if wkey in waiting and waiting[wkey] == slot:
                         del waiting[wkey]
@@ -362,7 +498,11 @@ def run(  # type: ignore[no-untyped-def]  # noqa: PLR0912, PLR0913, PLR0915
                     ru = urow_of[pd_user[slot]]
                     if ru >= 0 and pi[ru, P_EXISTS]:
                         tick = _count(uex, upos, ru, t, label, u_first, tick)
-                        name = ko_item[t, pd_key[slot]] if task_by_item[t] else ko_topic[t, pd_key[slot]]
+                        name = (
+                            ko_item[t, pd_key[slot]]
+                            if task_by_item[t]
+                            else ko_topic[t, pd_key[slot]]
+                        )
                         _record_key_outcome(okey, oval, olen, ru, name, label, room)
                         utouched[ru] = True
                     if pd_item[slot] >= 0:
@@ -416,46 +556,48 @@ def run(  # type: ignore[no-untyped-def]  # noqa: PLR0912, PLR0913, PLR0915
             if n_shared < 0:
                 # shared features (FeatureBuilder.build), from the profile before this event
                 m = 0
-                fidx[m] = fc[F_BIAS]; fval[m] = 1.0; m += 1
-                fidx[m] = user_fidx[ucode]; fval[m] = 1.0; m += 1
-                fidx[m] = type_fidx[kind]; fval[m] = 1.0; m += 1
+                m = _put(fidx, fval, m, fc[F_BIAS], 1.0)
+                m = _put(fidx, fval, m, user_fidx[ucode], 1.0)
+                m = _put(fidx, fval, m, type_fidx[kind], 1.0)
                 if icode >= 0:
-                    fidx[m] = item_fidx[icode]; fval[m] = 1.0; m += 1
+                    m = _put(fidx, fval, m, item_fidx[icode], 1.0)
                 if t1 > t0:
                     w = 1.0 / math.sqrt(t1 - t0)
                     for q in range(t0, t1):
                         tc = tp_code[q]
-                        fidx[m] = topic_fidx[tc]; fval[m] = w; m += 1
+                        m = _put(fidx, fval, m, topic_fidx[tc], w)
                         if crosses:
                             h = (user_part[ucode] * MIX + topic_part[tc]) ^ fc[F_CROSS_SALT]
-                            fidx[m] = h & mask; fval[m] = w; m += 1
+                            m = _put(fidx, fval, m, h & mask, w)
                 if with_time:
                     its = int(ts)
                     day = its // 86400
                     second = its - day * 86400
-                    fidx[m] = tabs[T_HOUR, second // 3600]; fval[m] = 1.0; m += 1
-                    fidx[m] = tabs[T_WEEKDAY, (day + 3) % 7]; fval[m] = 1.0; m += 1
+                    m = _put(fidx, fval, m, tabs[T_HOUR, second // 3600], 1.0)
+                    m = _put(fidx, fval, m, tabs[T_WEEKDAY, (day + 3) % 7], 1.0)
                 if not p_exists:
-                    fidx[m] = fc[F_USER_NEW]; fval[m] = 1.0; m += 1
+                    m = _put(fidx, fval, m, fc[F_USER_NEW], 1.0)
                 else:
                     last = pf[u, P_LAST]
                     anchor = pf[u, P_ANCHOR]
                     rec = (ts - last) / DAY
                     if rec < 0.0:
                         rec = 0.0
-                    fidx[m] = fc[F_RECENCY]; fval[m] = math.log1p(rec); m += 1
-                    fidx[m] = tabs[T_RECENCY, _log2_bin(rec * 24, 16)]; fval[m] = 1.0; m += 1
-                    fidx[m] = tabs[T_EVENTS, _log2_bin(float(pi[u, P_N]), 16)]; fval[m] = 1.0; m += 1
+                    m = _put(fidx, fval, m, fc[F_RECENCY], math.log1p(rec))
+                    m = _put(fidx, fval, m, tabs[T_RECENCY, _log2_bin(rec * 24, 16)], 1.0)
+                    m = _put(fidx, fval, m, tabs[T_EVENTS, _log2_bin(float(pi[u, P_N]), 16)], 1.0)
                     at = ts if ts > last else last
                     f_c = two ** (-(at - anchor) / h_c)
                     for q in range(tlen[u]):
                         ty = tord[u, q]
-                        fidx[m] = type_dec_fidx[ty]; fval[m] = math.log1p(dec[u, ty] * f_c); m += 1
+                        m = _put(fidx, fval, m, type_dec_fidx[ty], math.log1p(dec[u, ty] * f_c))
                     if pf[u, P_MONETARY] != 0.0:
-                        fidx[m] = tabs[T_MONETARY, _log2_bin(pf[u, P_MONETARY], 20)]; fval[m] = 1.0; m += 1
+                        m = _put(
+                            fidx, fval, m, tabs[T_MONETARY, _log2_bin(pf[u, P_MONETARY], 20)], 1.0
+                        )
                     if pi[u, P_VN]:
-                        fidx[m] = _bucket(tabs, T_USER_VALUE, 21, 2 * pf[u, P_VSUM] / pi[u, P_VN])
-                        fval[m] = 1.0; m += 1
+                        b = _bucket(tabs, T_USER_VALUE, 21, 2 * pf[u, P_VSUM] / pi[u, P_VN])
+                        m = _put(fidx, fval, m, b, 1.0)
                     n_int = il[u]
                     if t1 > t0 and n_int > 0:
                         total = 0.0
@@ -485,21 +627,21 @@ def run(  # type: ignore[no-untyped-def]  # noqa: PLR0912, PLR0913, PLR0915
                                 break
                         own = own * two ** (-(at - anchor) / h_i)
                         b = int(share * 10)
-                        fidx[m] = fc[F_AFFINITY]; fval[m] = share; m += 1
-                        fidx[m] = tabs[T_AFFINITY, b if b < 9 else 9]; fval[m] = 1.0; m += 1
-                        fidx[m] = fc[F_TOP1] if top_in else fc[F_TOP0]; fval[m] = 1.0; m += 1
-                        fidx[m] = fc[F_INTEREST]; fval[m] = math.log1p(own); m += 1
-                        fidx[m] = tabs[T_INTEREST, _log2_bin(own, 16)]; fval[m] = 1.0; m += 1
+                        m = _put(fidx, fval, m, fc[F_AFFINITY], share)
+                        m = _put(fidx, fval, m, tabs[T_AFFINITY, b if b < 9 else 9], 1.0)
+                        m = _put(fidx, fval, m, fc[F_TOP1] if top_in else fc[F_TOP0], 1.0)
+                        m = _put(fidx, fval, m, fc[F_INTEREST], math.log1p(own))
+                        m = _put(fidx, fval, m, tabs[T_INTEREST, _log2_bin(own, 16)], 1.0)
                 if not i_exists:
-                    fidx[m] = fc[F_ITEM_NEW]; fval[m] = 1.0; m += 1
+                    m = _put(fidx, fval, m, fc[F_ITEM_NEW], 1.0)
                 else:
                     at = ts if ts > xf[it, I_LAST] else xf[it, I_LAST]
                     pop = xf[it, I_POP] * two ** (-(at - xf[it, I_ANCHOR]) / h_c)
-                    fidx[m] = fc[F_ITEM_POP]; fval[m] = math.log1p(pop); m += 1
-                    fidx[m] = tabs[T_ITEM_POP, _log2_bin(pop, 16)]; fval[m] = 1.0; m += 1
+                    m = _put(fidx, fval, m, fc[F_ITEM_POP], math.log1p(pop))
+                    m = _put(fidx, fval, m, tabs[T_ITEM_POP, _log2_bin(pop, 16)], 1.0)
                     if xi[it, I_VN]:
-                        fidx[m] = _bucket(tabs, T_ITEM_VALUE, 21, 2 * xf[it, I_VSUM] / xi[it, I_VN])
-                        fval[m] = 1.0; m += 1
+                        b = _bucket(tabs, T_ITEM_VALUE, 21, 2 * xf[it, I_VSUM] / xi[it, I_VN])
+                        m = _put(fidx, fval, m, b, 1.0)
                 n_shared = m
             # task features (FeatureBuilder.task_features)
             m = n_shared
@@ -510,27 +652,27 @@ def run(  # type: ignore[no-untyped-def]  # noqa: PLR0912, PLR0913, PLR0915
                 n_k = packed & 0xFFFFFF
                 rate = ((packed >> 24) + prior * strength) / (n_k + strength)
                 b = int(rate * 10)
-                fidx[m] = fc[F_KEY_RATE]; fval[m] = rate - prior; m += 1
-                fidx[m] = tabs[T_KEY_RATE, b if b < 9 else 9]; fval[m] = 1.0; m += 1
-                fidx[m] = tabs[T_KEY_SEEN, _log2_bin(float(n_k), 12)]; fval[m] = 1.0; m += 1
+                m = _put(fidx, fval, m, fc[F_KEY_RATE], rate - prior)
+                m = _put(fidx, fval, m, tabs[T_KEY_RATE, b if b < 9 else 9], 1.0)
+                m = _put(fidx, fval, m, tabs[T_KEY_SEEN, _log2_bin(float(n_k), 12)], 1.0)
             if not p_exists:
-                fidx[m] = fc[F_U_NEW_TASK]; fval[m] = 1.0; m += 1
+                m = _put(fidx, fval, m, fc[F_U_NEW_TASK], 1.0)
             else:
                 n_t = uex[u, t]
                 rate = (upos[u, t] + prior * strength) / (n_t + strength)
                 b = int(rate * 10)
-                fidx[m] = fc[F_U_RATE]; fval[m] = rate - prior; m += 1
-                fidx[m] = tabs[T_U_RATE, b if b < 9 else 9]; fval[m] = 1.0; m += 1
-                fidx[m] = tabs[T_U_SEEN, _log2_bin(float(n_t), 12)]; fval[m] = 1.0; m += 1
+                m = _put(fidx, fval, m, fc[F_U_RATE], rate - prior)
+                m = _put(fidx, fval, m, tabs[T_U_RATE, b if b < 9 else 9], 1.0)
+                m = _put(fidx, fval, m, tabs[T_U_SEEN, _log2_bin(float(n_t), 12)], 1.0)
             if not i_exists:
-                fidx[m] = fc[F_I_NEW_TASK]; fval[m] = 1.0; m += 1
+                m = _put(fidx, fval, m, fc[F_I_NEW_TASK], 1.0)
             else:
                 n_t = xex[it, t]
                 rate = (xpos[it, t] + prior * strength) / (n_t + strength)
                 b = int(rate * 10)
-                fidx[m] = fc[F_I_RATE]; fval[m] = rate - prior; m += 1
-                fidx[m] = tabs[T_I_RATE, b if b < 9 else 9]; fval[m] = 1.0; m += 1
-                fidx[m] = tabs[T_I_SEEN, _log2_bin(float(n_t), 12)]; fval[m] = 1.0; m += 1
+                m = _put(fidx, fval, m, fc[F_I_RATE], rate - prior)
+                m = _put(fidx, fval, m, tabs[T_I_RATE, b if b < 9 else 9], 1.0)
+                m = _put(fidx, fval, m, tabs[T_I_SEEN, _log2_bin(float(n_t), 12)], 1.0)
             if task_delayed[t]:
                 # open a pending example
                 slot = free[nfree[0] - 1]
@@ -548,8 +690,21 @@ def run(  # type: ignore[no-untyped-def]  # noqa: PLR0912, PLR0913, PLR0915
                     pd_fval[slot, j] = fval[j]
                 created[t, n_created[t]] = slot
                 n_created[t] += 1
-                k = _add_op(t, PREDICT, fidx, fval, 0, m, 0.0,
-                            op_kind, op_start, op_idx, op_val, op_y, n_ops)
+                k = _add_op(
+                    t,
+                    PREDICT,
+                    fidx,
+                    fval,
+                    0,
+                    m,
+                    0.0,
+                    op_kind,
+                    op_start,
+                    op_idx,
+                    op_val,
+                    op_y,
+                    n_ops,
+                )
                 rec_kind[n_rec] = R_OPENED
                 rec_task[n_rec] = t
                 rec_k[n_rec] = k
@@ -559,8 +714,21 @@ def run(  # type: ignore[no-untyped-def]  # noqa: PLR0912, PLR0913, PLR0915
                 n_rec += 1
                 if pd_dl[slot] < watermark:
                     # a late exposure whose window has already closed: learned at once
-                    _add_op(t, LEARN, fidx, fval, 0, m, 0.0,
-                            op_kind, op_start, op_idx, op_val, op_y, n_ops)
+                    _add_op(
+                        t,
+                        LEARN,
+                        fidx,
+                        fval,
+                        0,
+                        m,
+                        0.0,
+                        op_kind,
+                        op_start,
+                        op_idx,
+                        op_val,
+                        op_y,
+                        n_ops,
+                    )
                     rec_kind[n_rec] = R_RESOLVED
                     rec_task[n_rec] = t
                     rec_k[n_rec] = -1
@@ -580,11 +748,34 @@ def run(  # type: ignore[no-untyped-def]  # noqa: PLR0912, PLR0913, PLR0915
                     n_freed += 1
                 else:
                     waiting[(ucode * n_tasks + t) * keyspace + key] = slot
-                    _heap_push(heap, hlen, t, slot, pd_dl, pd_open, pd_user, pd_key, user_rank,
-                               key_rank_item if task_by_item[t] else key_rank_topic)
+                    _heap_push(
+                        heap,
+                        hlen,
+                        t,
+                        slot,
+                        pd_dl,
+                        pd_open,
+                        pd_user,
+                        pd_key,
+                        user_rank,
+                        key_rank_item if task_by_item[t] else key_rank_topic,
+                    )
             else:
-                k = _add_op(t, PREDICT_LEARN, fidx, fval, 0, m, 1.0 if label else 0.0,
-                            op_kind, op_start, op_idx, op_val, op_y, n_ops)
+                k = _add_op(
+                    t,
+                    PREDICT_LEARN,
+                    fidx,
+                    fval,
+                    0,
+                    m,
+                    1.0 if label else 0.0,
+                    op_kind,
+                    op_start,
+                    op_idx,
+                    op_val,
+                    op_y,
+                    n_ops,
+                )
                 rec_kind[n_rec] = R_IMMEDIATE
                 rec_task[n_rec] = t
                 rec_k[n_rec] = k
@@ -653,21 +844,21 @@ def run(  # type: ignore[no-untyped-def]  # noqa: PLR0912, PLR0913, PLR0915
                         ik[u, r] = tc
                         iv[u, r] = w
                         il[u] = r + 1
-                if il[u] > top_k:
-                    # keep the top K: drop the smallest (ties: the earliest inserted go first)
+                while il[u] > top_k:
+                    # keep the top K: drop the smallest (of equals, the earliest inserted), as
+                    # deleting the first of a stable ascending sort does
                     n_int = il[u]
-                    order = np.argsort(iv[u, :n_int], kind="mergesort")
-                    drop = np.zeros(n_int, np.bool_)
-                    for q in range(n_int - top_k):
-                        drop[order[q]] = True
-                    w_ = 0
-                    for q in range(n_int):
-                        if not drop[q]:
-                            ik[u, w_] = ik[u, q]
-                            iv[u, w_] = iv[u, q]
-                            w_ += 1
-                    il[u] = w_
-        _add_recent(rts, rty, rit, rva, rlen, u, ts, kind, icode, value, recent, type_rank, item_rank)
+                    low = 0
+                    for q in range(1, n_int):
+                        if iv[u, q] < iv[u, low]:
+                            low = q
+                    for q in range(low, n_int - 1):
+                        ik[u, q] = ik[u, q + 1]
+                        iv[u, q] = iv[u, q + 1]
+                    il[u] = n_int - 1
+        _add_recent(
+            rts, rty, rit, rva, rlen, u, ts, kind, icode, value, recent, type_rank, item_rank
+        )
         # a new item, the immediate outcomes, then the item statistics (Core._count_item)
         if it >= 0 and not i_exists:
             xf[it, I_ANCHOR] = ts

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Hashable, Mapping
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -102,11 +102,36 @@ class OpBatch:
         return x
 
 
+class Operations(Protocol):
+    """What learners read from a batch of operations: :class:`OpBatch`, or the arrays of the
+    compiled path (``liveprofile.engine.compiled``)."""
+
+    def __len__(self) -> int: ...
+
+    @property
+    def kinds(self) -> Any: ...
+
+    @property
+    def ys(self) -> Any: ...
+
+    def arrays(
+        self,
+    ) -> tuple[
+        npt.NDArray[np.int8],
+        npt.NDArray[np.int64],
+        npt.NDArray[np.int64],
+        npt.NDArray[np.float64],
+        npt.NDArray[np.float64],
+    ]: ...
+
+    def example(self, k: int) -> dict[Hashable, float]: ...
+
+
 @runtime_checkable
 class BatchLearner(Learner, Protocol):
     """A learner that can run a whole :class:`OpBatch` in one call."""
 
-    def run_ops(self, ops: OpBatch) -> npt.NDArray[np.float64]:
+    def run_ops(self, ops: Operations) -> npt.NDArray[np.float64]:
         """Run the operations in order; return P(y=1) for each (NaN for learn-only ones)."""
         ...
 
@@ -124,7 +149,7 @@ def probability(proba: Mapping[bool, float]) -> float:
     return 0.5
 
 
-def run_ops(learner: Learner, ops: OpBatch) -> npt.NDArray[np.float64]:
+def run_ops(learner: Learner, ops: Operations) -> npt.NDArray[np.float64]:
     """Run ``ops`` on any learner: one call on the fast path, else one by one (River's way)."""
     if isinstance(learner, BatchLearner):
         return learner.run_ops(ops)

@@ -27,7 +27,7 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
-from liveprofile.learn.base import LEARN, PREDICT, OpBatch
+from liveprofile.learn.base import LEARN, PREDICT, OpBatch, Operations
 
 F64 = npt.NDArray[np.float64]
 
@@ -152,7 +152,7 @@ class _HashedLinear:
         p = self._one(x, PREDICT, 0.0)
         return {False: 1.0 - p, True: p}
 
-    def run_ops(self, ops: OpBatch) -> F64:
+    def run_ops(self, ops: Operations) -> F64:
         kinds, starts, idx, val, ys = ops.arrays()
         idx = np.bitwise_and(idx, self.mask)
         return self.run_arrays(kinds, starts, idx, val, ys)
