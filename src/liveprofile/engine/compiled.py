@@ -17,7 +17,7 @@ from __future__ import annotations
 import heapq
 import zlib
 from collections.abc import Hashable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numba
 import numpy as np
@@ -28,7 +28,7 @@ from numba.typed import Dict as TypedDict
 from liveprofile.engine import kernel as K
 from liveprofile.engine.state import PipelineState
 from liveprofile.events.schema import FORGET, Event
-from liveprofile.learn.base import run_ops
+from liveprofile.learn.base import OpArrays, run_ops, sparse_example
 from liveprofile.learn.tasks import Pending, PendingLog
 from liveprofile.profile.items import ItemStats
 from liveprofile.profile.population import Standing, standing
@@ -79,7 +79,7 @@ class _Codes:
 
     def rank(self) -> I64:
         """Each code's position in the sorted order of the strings."""
-        if self._rank is None or len(self._rank) != len(self.names):
+        if self._rank is None:  # reset whenever a code is added
             order = np.argsort(np.array(self.names, dtype=object), kind="stable")
             rank = np.empty(len(order), dtype=np.int64)
             rank[order] = np.arange(len(order))
@@ -122,7 +122,6 @@ class CompiledStep:
         self._track = frozenset(config.profile.track)
         builder = self.features
         # feature constants, in the order of kernel.F_*
-        idx = builder.index
         self.fc = np.array(
             [
                 builder._bias,
@@ -162,7 +161,6 @@ class CompiledStep:
         self.tabs = np.zeros((len(tables), 24), np.int64)
         for row, table in enumerate(tables):
             self.tabs[row, : len(table)] = table
-        del idx
         self.fp = np.array(
             [
                 self.updater.h_counters,
@@ -182,7 +180,6 @@ class CompiledStep:
                 config.profile.outcome_keys,
                 config.risk.recent,
                 int(bool(self._track)),
-                1 << 31,
                 builder.mask,
             ],
             dtype=np.int64,
@@ -391,30 +388,13 @@ class CompiledStep:
 
     def _wkey(self, t: int, user: str, key: str) -> int:
         keys = self.items if self.task_by_item[t] else self.topics
-        return (self.users.code[user] * len(self.tasks) + t) * (1 << 31) + keys.code[key]
+        return (self.users.code[user] * len(self.tasks) + t) * K.KEYSPACE + keys.code[key]
 
     def _key_rank(self, t: int) -> I64:
         return (self.items if self.task_by_item[t] else self.topics).rank()
 
-    def _pending(self, slot: int) -> Pending:
-        t = int(self.pd_task[slot])
-        keys = self.items if self.task_by_item[t] else self.topics
-        item = int(self.pd_item[slot])
-        n = int(self.pd_flen[slot])
-        return Pending(
-            self.users.names[self.pd_user[slot]],
-            keys.names[self.pd_key[slot]],
-            None if item < 0 else self.items.names[item],
-            float(self.pd_open[slot]),
-            float(self.pd_dl[slot]),
-            self.pd_fidx[slot, :n].tobytes(),
-            self.pd_fval[slot, :n].tobytes(),
-            float(self.pd_p[slot]),
-            bool(self.pd_conv[slot]),
-        )
-
     def _pendings(self, slots: I64) -> list[Pending]:
-        """:meth:`_pending` of many slots at once."""
+        """The pending examples in ``slots`` (all of one task) as :class:`Pending` objects."""
         if not len(slots):
             return []
         t = int(self.pd_task[slots[0]])
@@ -463,11 +443,12 @@ class CompiledStep:
             if not self.task_delayed[t]:
                 continue
             task = state.tasks[name]
-            by_slot = {int(s): self._pending(int(s)) for s in self.heap[t, : self.hlen[t]]}
+            live = self.heap[t, : self.hlen[t]]
+            by_slot = dict(zip(live.tolist(), self._pendings(live), strict=True))
             task.pending = {p.id: p for p in by_slot.values()}
             task.waiting = {}
             for wkey, slot in self.waiting.items():
-                if wkey // (1 << 31) % len(self.tasks) == t and slot in by_slot:
+                if wkey // K.KEYSPACE % len(self.tasks) == t and slot in by_slot:
                     p = by_slot[slot]
                     task.waiting[(p.user, p.key)] = p
             task._heap = [(p.deadline, p.open_ts, p.user, p.key) for p in by_slot.values()]
@@ -522,27 +503,25 @@ class CompiledStep:
         profiles = state.profiles
         batch_users = list(dict.fromkeys([*user_names, *sorted(due_users)]))
         batch_items = list(dict.fromkeys([*present_items, *sorted(due_items)]))
-        recent_items = [
-            r[2]
-            for u in batch_users
-            if (p := profiles.get(u)) is not None
-            for r in p.recent
-            if r[2] is not None
-        ]
-        recent_kinds = [
-            r[1] for u in batch_users if (p := profiles.get(u)) is not None for r in p.recent
-        ]
-        profile_kinds = [
-            k for u in batch_users if (p := profiles.get(u)) is not None for k in p.decayed
-        ]
-        interest_keys = [
-            k for u in batch_users if (p := profiles.get(u)) is not None for k in p.interests
-        ]
+        # strings the stored profiles hold: items and kinds of recent events, kinds, interests
+        recent_items: list[str] = []
+        stored_kinds: list[str] = []
+        interest_keys: list[str] = []
+        for u in batch_users:
+            p = profiles.get(u)
+            if p is None:
+                continue
+            for _, kind, item, _ in p.recent:
+                stored_kinds.append(kind)
+                if item is not None:
+                    recent_items.append(item)
+            stored_kinds.extend(p.decayed)
+            interest_keys.extend(p.interests)
         self._intern(
             batch_users,
             [*batch_items, *recent_items],
             [*flat_topics, *(c for c in cats if c is not None), *interest_keys],
-            [*kind_names, *recent_kinds, *profile_kinds],
+            [*kind_names, *stored_kinds],
         )
         ucode, icode, tcode = self.users.code, self.items.code, self.topics.code
         ev_ucode = np.fromiter(map(ucode.__getitem__, user_names), np.int64, n)
@@ -585,10 +564,7 @@ class CompiledStep:
         op_y = np.zeros((nt, max_ops), np.float64)
         n_ops = np.zeros(nt, np.int64)
         max_rec = nt * (2 * n) + live + 1
-        rec_kind = np.zeros(max_rec, np.int64)
-        rec_task = np.zeros(max_rec, np.int64)
-        rec_k = np.zeros(max_rec, np.int64)
-        rec_ref = np.zeros(max_rec, np.int64)
+        recs = np.zeros((max_rec, 4), np.int64)  # kind, task, operation, user row or slot
         rec_ts = np.zeros(max_rec, np.float64)
         rec_label = np.zeros(max_rec, np.bool_)
         created = np.zeros((nt, n + 1), np.int64)
@@ -666,10 +642,7 @@ class CompiledStep:
             op_val,
             op_y,
             n_ops,
-            rec_kind,
-            rec_task,
-            rec_k,
-            rec_ref,
+            recs,
             rec_ts,
             rec_label,
             created,
@@ -696,8 +669,8 @@ class CompiledStep:
             )
             assert task.learner is not None
             preds.append(run_ops(task.learner, ops) if k else np.zeros(0))
-        rec_kind, rec_task, rec_k = rec_kind[:n_rec], rec_task[:n_rec], rec_k[:n_rec]
-        rec_ref, rec_ts, rec_label = rec_ref[:n_rec], rec_ts[:n_rec], rec_label[:n_rec]
+        rec_kind, rec_task, rec_k, rec_ref = recs[:n_rec].T
+        rec_ts, rec_label = rec_ts[:n_rec], rec_label[:n_rec]
         p_rec = np.full(n_rec, np.nan)
         for t in range(nt):
             m = (rec_task == t) & (rec_kind != K.R_RESOLVED)
@@ -723,10 +696,8 @@ class CompiledStep:
                 p_rec[learned], rec_label[learned], rec_ts[learned]
             )
         # profiles, items and pending logs back to objects
-        utouched, xtouched = U[-1], X[-1]
         out.users = self._store_users(state, batch_users, U, scores, scored)
         out.items = self._store_items(state, batch_items, X)
-        del utouched, xtouched
         for t, name in enumerate(self.names):
             if not self.task_delayed[t]:
                 out.pending[name] = PendingLog([], [])
@@ -753,38 +724,15 @@ class CompiledStep:
 
     # -- profiles and items as arrays ----------------------------------------------------------
 
-    def _load_users(self, state: PipelineState, users: list[str]) -> tuple[Any, ...]:
-        n, nt, n_types = len(users), len(self.tasks), max(len(self.types), 1)
-        top_k, room, recent = (
+    def _load_users(self, state: PipelineState, users: list[str]) -> _UserRows:
+        U = _UserRows.empty(
+            len(users),
+            max(len(self.types), 1),
+            len(self.tasks),
             int(self.ip[K.IP_TOP_K]),
             int(self.ip[K.IP_KEY_ROOM]),
             int(self.ip[K.IP_RECENT]),
         )
-        pf = np.zeros((n, 6))
-        pf[:, K.P_LASTPUR] = np.nan
-        pi = np.zeros((n, 4), np.int64)
-        cnt = np.zeros((n, n_types), np.int64)
-        dec = np.zeros((n, n_types))
-        tord = np.zeros((n, n_types), np.int64)
-        tlen = np.zeros(n, np.int64)
-        ik = np.zeros((n, max(top_k, 1) + 8), np.int64)
-        iv = np.zeros((n, max(top_k, 1) + 8))
-        il = np.zeros(n, np.int64)
-        okey = np.zeros((n, room + room // 4 + 2), np.int64)
-        oval = np.zeros((n, room + room // 4 + 2), np.int64)
-        olen = np.zeros(n, np.int64)
-        sday = np.zeros((n, _SPEND_ROOM), np.int64)
-        scents = np.zeros((n, _SPEND_ROOM), np.int64)
-        slen = np.zeros(n, np.int64)
-        rts = np.zeros((n, recent + 1))
-        rty = np.zeros((n, recent + 1), np.int64)
-        rit = np.zeros((n, recent + 1), np.int64)
-        rva = np.zeros((n, recent + 1))
-        rlen = np.zeros(n, np.int64)
-        upos = np.zeros((n, nt), np.int64)
-        uex = np.zeros((n, nt), np.int64)
-        u_first = np.full((n, 2, nt), -1, np.int64)
-        touched = np.zeros(n, np.bool_)
         profiles = state.profiles
         tcode, kcode, icode = self.topics.code, self.types.code, self.items.code
         names = self.names
@@ -792,7 +740,7 @@ class CompiledStep:
             p = profiles.get(user)
             if p is None:
                 continue
-            pf[r] = (
+            U.pf[r] = (
                 p.anchor,
                 p.first_ts,
                 p.last_ts,
@@ -800,100 +748,49 @@ class CompiledStep:
                 np.nan if p.last_purchase_ts is None else p.last_purchase_ts,
                 p.value_sum,
             )
-            pi[r] = (p.n, p.purchases, p.value_n, 1)
+            U.pi[r] = (p.n, p.purchases, p.value_n, 1)
             for j, (kind, v) in enumerate(p.decayed.items()):
                 c = kcode[kind]
-                dec[r, c] = v
-                tord[r, j] = c
-            tlen[r] = len(p.decayed)
+                U.dec[r, c] = v
+                U.tord[r, j] = c
+            U.tlen[r] = len(p.decayed)
             for kind, c in p.counts.items():
-                cnt[r, kcode[kind]] = c
+                U.cnt[r, kcode[kind]] = c
             m = len(p.interests)
             if m:
-                ik[r, :m] = [tcode[k] for k in p.interests]
-                iv[r, :m] = list(p.interests.values())
-                il[r] = m
+                U.ik[r, :m] = [tcode[k] for k in p.interests]
+                U.iv[r, :m] = list(p.interests.values())
+                U.il[r] = m
             m = len(p.key_outcomes)
             if m:
-                okey[r, :m] = list(p.key_outcomes)
-                oval[r, :m] = list(p.key_outcomes.values())
-                olen[r] = m
+                U.okey[r, :m] = list(p.key_outcomes)
+                U.oval[r, :m] = list(p.key_outcomes.values())
+                U.olen[r] = m
             m = len(p.spend)
             if m:
-                sday[r, :m] = list(p.spend)
-                scents[r, :m] = list(p.spend.values())
-                slen[r] = m
+                U.sday[r, :m] = list(p.spend)
+                U.scents[r, :m] = list(p.spend.values())
+                U.slen[r] = m
             m = len(p.recent)
             for j, (ts, kind, item, value) in enumerate(p.recent):
-                rts[r, j] = ts
-                rty[r, j] = kcode[kind]
-                rit[r, j] = -1 if item is None else icode[item]
-                rva[r, j] = np.nan if value is None else value
-            rlen[r] = m
+                U.rts[r, j] = ts
+                U.rty[r, j] = kcode[kind]
+                U.rit[r, j] = -1 if item is None else icode[item]
+                U.rva[r, j] = np.nan if value is None else value
+            U.rlen[r] = m
             for t, name in enumerate(names):
-                upos[r, t] = p.positives.get(name, 0)
-                uex[r, t] = p.examples.get(name, 0)
-        return (
-            pf,
-            pi,
-            cnt,
-            dec,
-            tord,
-            tlen,
-            ik,
-            iv,
-            il,
-            okey,
-            oval,
-            olen,
-            sday,
-            scents,
-            slen,
-            rts,
-            rty,
-            rit,
-            rva,
-            rlen,
-            upos,
-            uex,
-            u_first,
-            touched,
-        )
+                U.upos[r, t] = p.positives.get(name, 0)
+                U.uex[r, t] = p.examples.get(name, 0)
+        return U
 
     def _store_users(
         self,
         state: PipelineState,
         users: list[str],
-        U: tuple[Any, ...],
+        U: _UserRows,
         scores: F64,
         scored: I64,
     ) -> set[str]:
-        (
-            pf,
-            pi,
-            cnt,
-            dec,
-            tord,
-            tlen,
-            ik,
-            iv,
-            il,
-            okey,
-            oval,
-            olen,
-            sday,
-            scents,
-            slen,
-            rts,
-            rty,
-            rit,
-            rva,
-            rlen,
-            upos,
-            uex,
-            first,
-            touched,
-        ) = U
         profiles = state.profiles
         kinds, topics, items, names = (
             self.types.names,
@@ -902,8 +799,8 @@ class CompiledStep:
             self.names,
         )
         out: set[str] = set()
-        pf_l, pi_l = pf.tolist(), pi.tolist()
-        for r in np.flatnonzero(touched).tolist():
+        pf_l, pi_l = U.pf.tolist(), U.pi.tolist()
+        for r in np.flatnonzero(U.touched).tolist():
             user = users[r]
             out.add(user)
             p = profiles.get(user)
@@ -914,31 +811,31 @@ class CompiledStep:
             p.last_purchase_ts = None if f[4] != f[4] else f[4]
             p.value_sum = f[5]
             p.n, p.purchases, p.value_n = i[0], i[1], i[2]
-            order = tord[r, : tlen[r]].tolist()
-            p.counts = {kinds[c]: int(cnt[r, c]) for c in order}
-            p.decayed = {kinds[c]: float(dec[r, c]) for c in order}
-            m = int(il[r])
+            order = U.tord[r, : U.tlen[r]].tolist()
+            p.counts = {kinds[c]: int(U.cnt[r, c]) for c in order}
+            p.decayed = {kinds[c]: float(U.dec[r, c]) for c in order}
+            m = int(U.il[r])
             p.interests = dict(
-                zip([topics[c] for c in ik[r, :m].tolist()], iv[r, :m].tolist(), strict=True)
+                zip([topics[c] for c in U.ik[r, :m].tolist()], U.iv[r, :m].tolist(), strict=True)
             )
-            m = int(olen[r])
-            p.key_outcomes = dict(zip(okey[r, :m].tolist(), oval[r, :m].tolist(), strict=True))
-            m = int(slen[r])
-            p.spend = dict(zip(sday[r, :m].tolist(), scents[r, :m].tolist(), strict=True))
-            m = int(rlen[r])
+            m = int(U.olen[r])
+            p.key_outcomes = dict(zip(U.okey[r, :m].tolist(), U.oval[r, :m].tolist(), strict=True))
+            m = int(U.slen[r])
+            p.spend = dict(zip(U.sday[r, :m].tolist(), U.scents[r, :m].tolist(), strict=True))
+            m = int(U.rlen[r])
             p.recent = [
                 (stamp(ts), kinds[ty], None if it < 0 else items[it], None if va != va else va)
                 for ts, ty, it, va in zip(
-                    rts[r, :m].tolist(),
-                    rty[r, :m].tolist(),
-                    rit[r, :m].tolist(),
-                    rva[r, :m].tolist(),
+                    U.rts[r, :m].tolist(),
+                    U.rty[r, :m].tolist(),
+                    U.rit[r, :m].tolist(),
+                    U.rva[r, :m].tolist(),
                     strict=True,
                 )
             ]
-            ticks = first[r]
-            p.examples = _counted(p.examples, names, uex[r].tolist(), ticks[0])
-            p.positives = _counted(p.positives, names, upos[r].tolist(), ticks[1])
+            ticks = U.first[r]
+            p.examples = _counted(p.examples, names, U.uex[r].tolist(), ticks[0])
+            p.positives = _counted(p.positives, names, U.upos[r].tolist(), ticks[1])
             p.scores = _counted(p.scores, names, scores[r].tolist(), scored[r])
         return out
 
@@ -1008,6 +905,67 @@ def _counted(old: dict[str, Any], names: list[str], values: list[Any], ticks: An
     return new
 
 
+class _UserRows(NamedTuple):
+    """The profiles of a batch as arrays, one row per user (the kernel's profile arguments)."""
+
+    pf: Any  # floats: kernel.P_ANCHOR ... P_VSUM
+    pi: Any  # ints: kernel.P_N ... P_EXISTS
+    cnt: Any  # counts per event type
+    dec: Any  # decayed counts per event type
+    tord: Any  # event types in the order the profile first saw them
+    tlen: Any
+    ik: Any  # interest keys (topic codes) and values, in insertion order
+    iv: Any
+    il: Any
+    okey: Any  # key outcomes: names and packed counts, in insertion order
+    oval: Any
+    olen: Any
+    sday: Any  # spend: days and cents, in insertion order
+    scents: Any
+    slen: Any
+    rts: Any  # recent events: time, type code, item code (-1: none), value (NaN: none)
+    rty: Any
+    rit: Any
+    rva: Any
+    rlen: Any
+    upos: Any  # positives and examples per task
+    uex: Any
+    first: Any  # when each task's example and positive counts first became non-zero
+    touched: Any
+
+    @classmethod
+    def empty(cls, n: int, types: int, tasks: int, top_k: int, room: int, recent: int) -> _UserRows:
+        interests, keys = max(top_k, 1) + 8, room + room // 4 + 2
+        pf = np.zeros((n, 6))
+        pf[:, K.P_LASTPUR] = np.nan
+        return cls(
+            pf,
+            np.zeros((n, 4), np.int64),
+            np.zeros((n, types), np.int64),
+            np.zeros((n, types)),
+            np.zeros((n, types), np.int64),
+            np.zeros(n, np.int64),
+            np.zeros((n, interests), np.int64),
+            np.zeros((n, interests)),
+            np.zeros(n, np.int64),
+            np.zeros((n, keys), np.int64),
+            np.zeros((n, keys), np.int64),
+            np.zeros(n, np.int64),
+            np.zeros((n, _SPEND_ROOM), np.int64),
+            np.zeros((n, _SPEND_ROOM), np.int64),
+            np.zeros(n, np.int64),
+            np.zeros((n, recent + 1)),
+            np.zeros((n, recent + 1), np.int64),
+            np.zeros((n, recent + 1), np.int64),
+            np.zeros((n, recent + 1)),
+            np.zeros(n, np.int64),
+            np.zeros((n, tasks), np.int64),
+            np.zeros((n, tasks), np.int64),
+            np.full((n, 2, tasks), -1, np.int64),
+            np.zeros(n, np.bool_),
+        )
+
+
 class _Ops:
     """A batch of model operations as arrays (the interface of ``OpBatch`` learners use)."""
 
@@ -1017,15 +975,12 @@ class _Ops:
     def __len__(self) -> int:
         return len(self.kinds)
 
-    def arrays(self) -> tuple[Any, Any, Any, Any, Any]:
+    def arrays(self) -> OpArrays:
         return self.kinds, self.starts, self.idx, self.val, self.ys
 
     def example(self, k: int) -> dict[Hashable, float]:
-        x: dict[Hashable, float] = {}
         s, e = int(self.starts[k]), int(self.starts[k + 1])
-        for i, v in zip(self.idx[s:e].tolist(), self.val[s:e].tolist(), strict=True):
-            x[i] = x.get(i, 0.0) + v
-        return x
+        return sparse_example(self.idx[s:e].tolist(), self.val[s:e].tolist(), 0, e - s)
 
 
 @numba.njit(cache=True, nogil=True)

@@ -64,7 +64,7 @@ I_N, I_VN, I_CAT, I_EXISTS = 0, 1, 2, 3
 # float parameters (entries of ``fp``)
 FP_H_COUNTERS, FP_H_INTERESTS, FP_H_MIN, FP_WATERMARK, FP_PRIOR, FP_STRENGTH, FP_TWO = range(7)
 # int parameters (entries of ``ip``)
-IP_CROSSES, IP_TIME, IP_TOP_K, IP_KEY_ROOM, IP_RECENT, IP_TRACK, IP_KEYSPACE, IP_MASK = range(8)
+IP_CROSSES, IP_TIME, IP_TOP_K, IP_KEY_ROOM, IP_RECENT, IP_TRACK, IP_MASK = range(7)
 # record kinds, as in the Python core
 R_IMMEDIATE, R_OPENED, R_RESOLVED = 0, 1, 2
 # model operation kinds, as in ``liveprofile.learn.base``
@@ -74,6 +74,8 @@ DAY = 86400.0
 SPEND_DAYS = 90
 REBASE_AFTER = 512.0
 MIX = 0x9E3779B1
+#: waiting examples are keyed (user * tasks + task) * KEYSPACE + key
+KEYSPACE = 1 << 31
 
 
 @numba.njit(cache=True, nogil=True)
@@ -270,6 +272,18 @@ def _heap_pop(heap, hlen, t, pd_dl, pd_open, pd_user, pd_key, user_rank, key_ran
 
 
 @numba.njit(cache=True, nogil=True)
+def _add_record(recs, rec_ts, rec_label, n, kind, t, k, ref, ts, label):  # type: ignore[no-untyped-def]
+    """Append a record (kind, task, operation, user row or slot, event time, label)."""
+    recs[n, 0] = kind
+    recs[n, 1] = t
+    recs[n, 2] = k
+    recs[n, 3] = ref
+    rec_ts[n] = ts
+    rec_label[n] = label
+    return n + 1
+
+
+@numba.njit(cache=True, nogil=True)
 def _put(fidx, fval, m, i, v):  # type: ignore[no-untyped-def]
     """Set feature ``m``; returns the next position."""
     fidx[m] = i
@@ -410,10 +424,7 @@ def run(  # type: ignore[no-untyped-def]
     op_val,
     op_y,
     n_ops,
-    rec_kind,
-    rec_task,
-    rec_k,
-    rec_ref,
+    recs,
     rec_ts,
     rec_label,
     created,
@@ -431,16 +442,14 @@ def run(  # type: ignore[no-untyped-def]
     # differ from the pow() Python calls in the last bit
     two = fp[FP_TWO]
     crosses, with_time, top_k = ip[IP_CROSSES] != 0, ip[IP_TIME] != 0, ip[IP_TOP_K]
-    room, recent, track, keyspace = (
-        ip[IP_KEY_ROOM],
-        ip[IP_RECENT],
-        ip[IP_TRACK] != 0,
-        ip[IP_KEYSPACE],
-    )
+    room, recent, track = ip[IP_KEY_ROOM], ip[IP_RECENT], ip[IP_TRACK] != 0
+    keyspace = KEYSPACE
     mask = ip[IP_MASK]
     width = pd_fidx.shape[1]
     fidx = np.empty(width, np.int64)
     fval = np.empty(width, np.float64)
+    # this event's label per immediate task (-1: none), counted once the profile is updated
+    labels = np.full(n_tasks, -1, np.int8)
     n_rec = 0
     n_freed = 0
     tick = 0
@@ -487,13 +496,18 @@ def run(  # type: ignore[no-untyped-def]
                     wkey = (pd_user[slot] * n_tasks + t) * keyspace + pd_key[slot]
                     if wkey in waiting and waiting[wkey] == slot:
                         del waiting[wkey]
-                    rec_kind[n_rec] = R_RESOLVED
-                    rec_task[n_rec] = t
-                    rec_k[n_rec] = -1
-                    rec_ref[n_rec] = slot
-                    rec_ts[n_rec] = pd_open[slot]
-                    rec_label[n_rec] = label
-                    n_rec += 1
+                    n_rec = _add_record(
+                        recs,
+                        rec_ts,
+                        rec_label,
+                        n_rec,
+                        R_RESOLVED,
+                        t,
+                        -1,
+                        slot,
+                        pd_open[slot],
+                        label,
+                    )
                     examples += 1
                     ru = urow_of[pd_user[slot]]
                     if ru >= 0 and pi[ru, P_EXISTS]:
@@ -546,12 +560,13 @@ def run(  # type: ignore[no-untyped-def]
                 if wkey in waiting:
                     continue
             else:
-                if task_delayed[t] or not task_on[t, kind]:
+                if not task_on[t, kind]:
                     continue
                 if task_has_pos[t]:
                     label = task_pos[t, kind]
                 else:
                     label = has_value and value >= task_threshold[t]
+                labels[t] = 1 if label else 0
                 key = -1
             if n_shared < 0:
                 # shared features (FeatureBuilder.build), from the profile before this event
@@ -705,13 +720,7 @@ def run(  # type: ignore[no-untyped-def]
                     op_y,
                     n_ops,
                 )
-                rec_kind[n_rec] = R_OPENED
-                rec_task[n_rec] = t
-                rec_k[n_rec] = k
-                rec_ref[n_rec] = slot
-                rec_ts[n_rec] = ts
-                rec_label[n_rec] = False
-                n_rec += 1
+                n_rec = _add_record(recs, rec_ts, rec_label, n_rec, R_OPENED, t, k, slot, ts, False)
                 if pd_dl[slot] < watermark:
                     # a late exposure whose window has already closed: learned at once
                     _add_op(
@@ -729,13 +738,9 @@ def run(  # type: ignore[no-untyped-def]
                         op_y,
                         n_ops,
                     )
-                    rec_kind[n_rec] = R_RESOLVED
-                    rec_task[n_rec] = t
-                    rec_k[n_rec] = -1
-                    rec_ref[n_rec] = slot
-                    rec_ts[n_rec] = ts
-                    rec_label[n_rec] = False
-                    n_rec += 1
+                    n_rec = _add_record(
+                        recs, rec_ts, rec_label, n_rec, R_RESOLVED, t, -1, slot, ts, False
+                    )
                     examples += 1
                     if p_exists:
                         tick = _count(uex, upos, u, t, False, u_first, tick)
@@ -776,13 +781,7 @@ def run(  # type: ignore[no-untyped-def]
                     op_y,
                     n_ops,
                 )
-                rec_kind[n_rec] = R_IMMEDIATE
-                rec_task[n_rec] = t
-                rec_k[n_rec] = k
-                rec_ref[n_rec] = u
-                rec_ts[n_rec] = ts
-                rec_label[n_rec] = label
-                n_rec += 1
+                n_rec = _add_record(recs, rec_ts, rec_label, n_rec, R_IMMEDIATE, t, k, u, ts, label)
                 examples += 1
         # the profile update (ProfileUpdater.apply)
         if not p_exists:
@@ -865,12 +864,10 @@ def run(  # type: ignore[no-untyped-def]
             xf[it, I_LAST] = -np.inf
             xi[it, I_EXISTS] = 1
         for t in range(n_tasks):
-            if task_delayed[t] or not task_on[t, kind]:
+            if labels[t] < 0:
                 continue
-            if task_has_pos[t]:
-                label = task_pos[t, kind]
-            else:
-                label = has_value and value >= task_threshold[t]
+            label = labels[t] == 1
+            labels[t] = -1
             tick = _count(uex, upos, u, t, label, u_first, tick)
             if it >= 0:
                 tick = _count(xex, xpos, it, t, label, x_first, tick)

@@ -30,6 +30,24 @@ class Learner(Protocol):
     def predict_proba_one(self, x: Mapping[Hashable, float]) -> Mapping[bool, float]: ...
 
 
+#: an operation batch as arrays: kinds, starts (one more than kinds), indices, values, labels
+OpArrays = tuple[
+    npt.NDArray[np.int8],
+    npt.NDArray[np.int64],
+    npt.NDArray[np.int64],
+    npt.NDArray[np.float64],
+    npt.NDArray[np.float64],
+]
+
+
+def sparse_example(idx: Any, val: Any, start: int, end: int) -> dict[Hashable, float]:
+    """Features ``[start, end)`` as a River-style dict (colliding indices add up)."""
+    x: dict[Hashable, float] = {}
+    for i, v in zip(idx[start:end], val[start:end], strict=True):
+        x[i] = x.get(i, 0.0) + v
+    return x
+
+
 class OpBatch:
     """A sequence of predict/learn operations on hashed sparse examples, in processing order.
 
@@ -73,15 +91,7 @@ class OpBatch:
         self.ys.append(y)
         return len(self.kinds) - 1
 
-    def arrays(
-        self,
-    ) -> tuple[
-        npt.NDArray[np.int8],
-        npt.NDArray[np.int64],
-        npt.NDArray[np.int64],
-        npt.NDArray[np.float64],
-        npt.NDArray[np.float64],
-    ]:
+    def arrays(self) -> OpArrays:
         return (
             np.frombuffer(self.kinds, dtype=np.int8),
             np.frombuffer(self.starts, dtype=np.int64),
@@ -92,14 +102,7 @@ class OpBatch:
 
     def example(self, k: int) -> dict[Hashable, float]:
         """Operation ``k``'s features as a River-style dict (colliding indices add up)."""
-        x: dict[Hashable, float] = {}
-        for i, v in zip(
-            self.idx[self.starts[k] : self.starts[k + 1]],
-            self.val[self.starts[k] : self.starts[k + 1]],
-            strict=True,
-        ):
-            x[i] = x.get(i, 0.0) + v
-        return x
+        return sparse_example(self.idx, self.val, self.starts[k], self.starts[k + 1])
 
 
 class Operations(Protocol):
@@ -114,15 +117,7 @@ class Operations(Protocol):
     @property
     def ys(self) -> Any: ...
 
-    def arrays(
-        self,
-    ) -> tuple[
-        npt.NDArray[np.int8],
-        npt.NDArray[np.int64],
-        npt.NDArray[np.int64],
-        npt.NDArray[np.float64],
-        npt.NDArray[np.float64],
-    ]: ...
+    def arrays(self) -> OpArrays: ...
 
     def example(self, k: int) -> dict[Hashable, float]: ...
 
