@@ -63,6 +63,7 @@ class SQLiteStore:
                 db = sqlite3.connect(self.path, isolation_level=None)
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=NORMAL")
+                db.execute("PRAGMA cache_size=-65536")
                 db.executescript(_SCHEMA)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open store {self.path}: {exc}") from None
@@ -119,7 +120,7 @@ class SQLiteStore:
             for namespace, changes in rows.items():
                 db.executemany(
                     "INSERT OR REPLACE INTO rows (ns, key, value) VALUES (?, ?, ?)",
-                    [(namespace, k, v) for k, v in changes.items() if v is not None],
+                    sorted((namespace, k, v) for k, v in changes.items() if v is not None),
                 )
                 db.executemany(
                     "DELETE FROM rows WHERE ns = ? AND key = ?",
