@@ -26,11 +26,11 @@ from numba import types as nbtypes
 from numba.typed import Dict as TypedDict
 
 from liveprofile.engine import kernel as K
+from liveprofile.engine.packing import StringTable, encode_items
 from liveprofile.engine.state import PipelineState
 from liveprofile.events.schema import FORGET, Event
 from liveprofile.learn.base import OpArrays, run_ops, sparse_example
-from liveprofile.learn.tasks import Pending, PendingLog
-from liveprofile.profile.items import ItemStats
+from liveprofile.learn.tasks import Pending, PendingColumns, PendingLog
 from liveprofile.profile.population import Standing, standing
 from liveprofile.profile.risk import stamp
 from liveprofile.profile.state import Profile
@@ -181,6 +181,7 @@ class CompiledStep:
                 config.risk.recent,
                 int(bool(self._track)),
                 builder.mask,
+                0,
             ],
             dtype=np.int64,
         )
@@ -191,6 +192,17 @@ class CompiledStep:
         self.task_window = np.array(
             [t.label.window_s if t.label.kind == "delayed" else 0.0 for t in self.tasks]
         )
+        # the item statistics, by item code, kept across batches while this owns the state
+        self.xf = np.zeros((0, 4))
+        self.xi = np.zeros((0, 4), np.int64)
+        self.xpos = np.zeros((0, nt), np.int64)
+        self.xex = np.zeros((0, nt), np.int64)
+        self.x_first = np.zeros((0, 2, nt), np.int64)
+        self.x_touched = np.zeros(0, np.bool_)
+        self.x_held = np.zeros(0, np.bool_)
+        self.held_items: set[str] = set()
+        self.topic_strings, self.task_strings = StringTable(), StringTable()
+        self.task_strings.extend(self.names)
         # the pending examples
         self.owner: PipelineState | None = None
         self._new_pool(64, 64)
@@ -214,6 +226,8 @@ class CompiledStep:
         if new:
             n = len(self.items)
             self.item_fidx = _grow(self.item_fidx, n)
+            for name in ("xf", "xi", "xpos", "xex", "x_first", "x_touched", "x_held"):
+                setattr(self, name, _grow(getattr(self, name), n))
             if self.task_by_item.any():
                 self.ko_item = _grow(self.ko_item.T, n).T.copy()
             for v in new:
@@ -229,6 +243,7 @@ class CompiledStep:
             self.topic_part = _grow(self.topic_part, n)
             self.topic_track = _grow(self.topic_track, n)
             self.ko_topic = _grow(self.ko_topic.T, n).T.copy()
+            self.topic_strings.extend(new)
             for v in new:
                 c = self.topics.code[v]
                 self.topic_fidx[c] = b._value("topic", v)
@@ -376,7 +391,7 @@ class CompiledStep:
         idx = np.frombuffer(p.idx, dtype=np.int64)
         self.pd_task[slot] = t
         self.pd_user[slot] = self.users.code[p.user]
-        self.pd_key[slot] = (self.items if self.task_by_item[t] else self.topics).code[p.key]
+        self.pd_key[slot] = self._keys(t).code[p.key]
         self.pd_item[slot] = -1 if p.item is None else self.items.code[p.item]
         self.pd_open[slot] = p.open_ts
         self.pd_dl[slot] = p.deadline
@@ -387,18 +402,22 @@ class CompiledStep:
         self.pd_fval[slot, : len(idx)] = np.frombuffer(p.val, dtype=np.float64)
 
     def _wkey(self, t: int, user: str, key: str) -> int:
-        keys = self.items if self.task_by_item[t] else self.topics
+        keys = self._keys(t)
         return (self.users.code[user] * len(self.tasks) + t) * K.KEYSPACE + keys.code[key]
 
+    def _keys(self, t: int) -> _Codes:
+        """The codes of task ``t``'s keys: items or topics."""
+        return self.items if self.task_by_item[t] else self.topics
+
     def _key_rank(self, t: int) -> I64:
-        return (self.items if self.task_by_item[t] else self.topics).rank()
+        return self._keys(t).rank()
 
     def _pendings(self, slots: I64) -> list[Pending]:
         """The pending examples in ``slots`` (all of one task) as :class:`Pending` objects."""
         if not len(slots):
             return []
         t = int(self.pd_task[slots[0]])
-        keys = (self.items if self.task_by_item[t] else self.topics).names
+        keys = self._keys(t).names
         users, items = self.users.names, self.items.names
         flen = self.pd_flen[slots].tolist()
         width = self.pd_fidx.shape[1]
@@ -434,6 +453,28 @@ class CompiledStep:
             )
         return out
 
+    def _columns(self, t: int, made: I64, converted: I64) -> PendingColumns:
+        """The pending log of task ``t``: the examples in slots ``made``, the conversions of
+        those in slots ``converted``."""
+        users, keys, items = self.users.names, self._keys(t).names, self.items.names
+        flen = self.pd_flen[made]
+        within = np.arange(self.pd_fidx.shape[1]) < flen[:, None]
+        return PendingColumns(
+            [users[u] for u in self.pd_user[made].tolist()],
+            [keys[k] for k in self.pd_key[made].tolist()],
+            [None if i < 0 else items[i] for i in self.pd_item[made].tolist()],
+            self.pd_open[made].tobytes(),
+            self.pd_dl[made].tobytes(),
+            self.pd_p[made].tobytes(),
+            self.pd_conv[made].tobytes(),
+            flen.astype(np.uint32).tobytes(),
+            self.pd_fidx[made][within].astype(np.uint32).tobytes(),
+            self.pd_fval[made][within].tobytes(),
+            [users[u] for u in self.pd_user[converted].tolist()],
+            [keys[k] for k in self.pd_key[converted].tolist()],
+            self.pd_open[converted].tobytes(),
+        )
+
     def release(self) -> None:
         """Hand the open pending examples back to the owner's tasks (before a Python step)."""
         state = self.owner
@@ -453,6 +494,9 @@ class CompiledStep:
                     task.waiting[(p.user, p.key)] = p
             task._heap = [(p.deadline, p.open_ts, p.user, p.key) for p in by_slot.values()]
             heapq.heapify(task._heap)
+        # the item statistics are in the store (and the state's resting copies) as committed
+        self.x_held[:] = False
+        self.held_items.clear()
         self.owner = None
 
     def due_keys(self, state: PipelineState, horizon: float) -> tuple[set[str], set[str]]:
@@ -538,12 +582,12 @@ class CompiledStep:
         i_codes = np.fromiter(map(icode.__getitem__, batch_items), np.int64, len(batch_items))
         urow_of = np.full(len(self.users), -1, np.int64)
         urow_of[u_codes] = np.arange(len(u_codes))
-        irow_of = np.full(len(self.items), -1, np.int64)
-        irow_of[i_codes] = np.arange(len(i_codes))
         ev_urow = urow_of[ev_ucode]
-        ev_irow = np.where(ev_icode >= 0, irow_of[np.maximum(ev_icode, 0)], -1)
         U = self._load_users(state, batch_users)
-        X = self._load_items(state, batch_items)
+        self._hold_items(state, batch_items, i_codes)
+        # items keep their rows (their codes) across batches; -1: not held
+        irow_of = np.where(self.x_held[: len(self.items)], np.arange(len(self.items)), -1)
+        X = self.xf, self.xi, self.xpos, self.xex, self.x_first, self.x_touched
         before: dict[str, Standing | None] = {}
         for u in dict.fromkeys(user_names[k] for k in np.flatnonzero(ev_ok).tolist()):
             p = profiles.get(u)
@@ -576,11 +620,11 @@ class CompiledStep:
         self.fp[K.FP_WATERMARK] = ckpt.watermark
         type_fidx, type_dec, type_mon, type_w, on, conv, pos = self.type_tables
         item_rank = self.items.rank()
-        K.run(  # type: ignore[call-arg]
+        K.run(
             ev_ok,
             ev_urow,
             ev_ucode,
-            ev_irow,
+            ev_icode,
             ev_icode,
             ev_type,
             ev_ts,
@@ -697,21 +741,18 @@ class CompiledStep:
             )
         # profiles, items and pending logs back to objects
         out.users = self._store_users(state, batch_users, U, scores, scored)
-        out.items = self._store_items(state, batch_items, X)
+        touched = np.flatnonzero(self.x_touched)
+        self.x_touched[touched] = False
+        blobs = encode_items(touched, *X[:5], self.topic_strings, self.task_strings)
+        names = self.items.names
+        out.item_rows = dict(zip([names[c] for c in touched.tolist()], blobs, strict=True))
         for t, name in enumerate(self.names):
-            if not self.task_delayed[t]:
-                out.pending[name] = PendingLog([], [])
-                continue
-            made = self._pendings(created[t, : n_created[t]])
-            ids = [
-                (
-                    self.users.names[self.pd_user[s]],
-                    (self.items if self.task_by_item[t] else self.topics).names[self.pd_key[s]],
-                    float(self.pd_open[s]),
+            if self.task_delayed[t]:
+                out.pending[name] = self._columns(
+                    t, created[t, : n_created[t]], converted[t, : n_converted[t]]
                 )
-                for s in converted[t, : n_converted[t]]
-            ]
-            out.pending[name] = PendingLog(made, ids)
+            else:
+                out.pending[name] = PendingLog([], [])
         back = freed[:n_freed]
         self.free[self.nfree[0] : self.nfree[0] + n_freed] = back
         self.nfree[0] += n_freed
@@ -839,48 +880,39 @@ class CompiledStep:
             p.scores = _counted(p.scores, names, scores[r].tolist(), scored[r])
         return out
 
-    def _load_items(self, state: PipelineState, items: list[str]) -> tuple[Any, ...]:
-        n, nt = len(items), len(self.tasks)
-        xf = np.zeros((n, 4))
-        xi = np.zeros((n, 4), np.int64)
-        xi[:, K.I_CAT] = -1
-        xpos = np.zeros((n, nt), np.int64)
-        xex = np.zeros((n, nt), np.int64)
-        x_first = np.full((n, 2, nt), -1, np.int64)
-        touched = np.zeros(n, np.bool_)
-        stats, tcode, names = state.items, self.topics.code, self.names
-        for r, item in enumerate(items):
+    def _hold_items(self, state: PipelineState, items: list[str], codes: I64) -> None:
+        """Bring the statistics of ``items`` (codes ``codes``) not held yet into the item arrays,
+        from ``state.items`` (loaded from the store) or as new items."""
+        new = np.flatnonzero(~self.x_held[codes])
+        if not len(new):
+            return
+        rows = codes[new]
+        self.xf[rows] = 0.0
+        self.xi[rows] = 0
+        self.xi[rows, K.I_CAT] = -1
+        self.xpos[rows] = 0
+        self.xex[rows] = 0
+        self.x_first[rows] = -1
+        self.x_held[rows] = True
+        stats, names = state.items, self.names
+        held = [items[j] for j in new.tolist()]
+        self.held_items.update(held)
+        for r, item in zip(rows.tolist(), held, strict=True):
             s = stats.get(item)
             if s is None:
                 continue
-            if s.category is not None and s.category not in tcode:
+            if s.category is not None and s.category not in self.topics.code:
                 self._intern([], [], [s.category], [])
-            xf[r] = (s.anchor, s.last_ts, s.popularity, s.value_sum)
-            xi[r] = (s.n, s.value_n, -1 if s.category is None else tcode[s.category], 1)
+            self.xf[r] = (s.anchor, s.last_ts, s.popularity, s.value_sum)
+            category = -1 if s.category is None else self.topics.code[s.category]
+            self.xi[r] = (s.n, s.value_n, category, 1)
+            for d, counts in ((0, s.examples), (1, s.positives)):
+                for j, name in enumerate(counts):
+                    t = names.index(name)
+                    self.x_first[r, d, t] = j - len(counts)  # before this run's ticks, in order
             for t, name in enumerate(names):
-                xpos[r, t] = s.positives.get(name, 0)
-                xex[r, t] = s.examples.get(name, 0)
-        return xf, xi, xpos, xex, x_first, touched
-
-    def _store_items(self, state: PipelineState, items: list[str], X: tuple[Any, ...]) -> set[str]:
-        xf, xi, xpos, xex, first, touched = X
-        stats, topics, names = state.items, self.topics.names, self.names
-        rows = np.flatnonzero(touched)
-        out = [items[r] for r in rows.tolist()]
-        xf_l, xi_l = xf[rows].tolist(), xi[rows].tolist()
-        ex_l, po_l = xex[rows].tolist(), xpos[rows].tolist()
-        first_rows = first[rows]
-        for j, (item, f, i, ex, po) in enumerate(zip(out, xf_l, xi_l, ex_l, po_l, strict=True)):
-            ticks = first_rows[j]
-            s = stats.get(item)
-            if s is None:
-                s = stats[item] = ItemStats(anchor=f[0])
-            s.anchor, s.last_ts, s.popularity, s.value_sum = f
-            s.n, s.value_n = i[0], i[1]
-            s.category = None if i[2] < 0 else topics[i[2]]
-            s.examples = _counted(s.examples, names, ex, ticks[0])
-            s.positives = _counted(s.positives, names, po, ticks[1])
-        return set(out)
+                self.xpos[r, t] = s.positives.get(name, 0)
+                self.xex[r, t] = s.examples.get(name, 0)
 
 
 def _counted(old: dict[str, Any], names: list[str], values: list[Any], ticks: Any) -> Any:

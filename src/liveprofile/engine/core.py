@@ -31,7 +31,7 @@ from liveprofile.engine.state import PipelineState
 from liveprofile.events.schema import FORGET, Event
 from liveprofile.features.hashing import FeatureBuilder
 from liveprofile.learn.base import LEARN, PREDICT, PREDICT_LEARN, run_ops
-from liveprofile.learn.tasks import Pending, PendingLog, TaskState
+from liveprofile.learn.tasks import Pending, PendingColumns, PendingLog, TaskState
 from liveprofile.profile.decay import needs_rebase, rebase_factor
 from liveprofile.profile.identity import merge_profiles
 from liveprofile.profile.items import ItemStats
@@ -55,7 +55,9 @@ class StepResult:
     examples: int = 0
     users: set[str] = field(default_factory=set)
     items: set[str] = field(default_factory=set)
-    pending: dict[str, PendingLog] = field(default_factory=dict)
+    #: item rows already encoded (the compiled path keeps item statistics as arrays)
+    item_rows: dict[str, bytes] = field(default_factory=dict)
+    pending: dict[str, PendingLog | PendingColumns] = field(default_factory=dict)
     #: segment enters and exits, in the order they happened
     changes: list[SegmentChange] = field(default_factory=list)
     #: profiles deleted (merged into another, erased or expired)
@@ -122,7 +124,10 @@ class Core:
         users.update(state.expiry_candidates())
         if self.compiled is not None and self.compiled.owner is state:
             due_users, due_items = self.compiled.due_keys(state, horizon)
-            return users | due_users, items | due_items
+            items |= due_items
+            if self.compiled.accepts(state, events):
+                items -= self.compiled.held_items  # current in its arrays
+            return users | due_users, items
         for task in state.tasks.values():
             if not task.delayed:
                 continue

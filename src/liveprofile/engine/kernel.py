@@ -64,7 +64,8 @@ I_N, I_VN, I_CAT, I_EXISTS = 0, 1, 2, 3
 # float parameters (entries of ``fp``)
 FP_H_COUNTERS, FP_H_INTERESTS, FP_H_MIN, FP_WATERMARK, FP_PRIOR, FP_STRENGTH, FP_TWO = range(7)
 # int parameters (entries of ``ip``)
-IP_CROSSES, IP_TIME, IP_TOP_K, IP_KEY_ROOM, IP_RECENT, IP_TRACK, IP_MASK = range(7)
+# (IP_TICK: the count of example records so far, which orders the keys of the stored dicts)
+IP_CROSSES, IP_TIME, IP_TOP_K, IP_KEY_ROOM, IP_RECENT, IP_TRACK, IP_MASK, IP_TICK = range(8)
 # record kinds, as in the Python core
 R_IMMEDIATE, R_OPENED, R_RESOLVED = 0, 1, 2
 # model operation kinds, as in ``liveprofile.learn.base``
@@ -452,7 +453,7 @@ def run(  # type: ignore[no-untyped-def]
     labels = np.full(n_tasks, -1, np.int8)
     n_rec = 0
     n_freed = 0
-    tick = 0
+    tick = ip[IP_TICK]
     applied = 0
     examples = 0
     for e in range(ev_ok.shape[0]):
@@ -894,3 +895,4 @@ def run(  # type: ignore[no-untyped-def]
     out[2] = n_rec
     out[3] = n_freed
     fp[FP_WATERMARK] = watermark
+    ip[IP_TICK] = tick

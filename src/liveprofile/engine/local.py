@@ -77,6 +77,7 @@ def apply_batch(
         deleted=result.deleted,
         links=result.links,
         expiry=result.expiry,
+        item_rows=result.item_rows,
     )
     if extra_rows:
         rows.update(extra_rows)

@@ -20,7 +20,7 @@ from liveprofile.errors import StateVersionError
 from liveprofile.events.dedup import DedupWindow
 from liveprofile.learn.metrics import Prequential
 from liveprofile.learn.registry import dump_learner, load_learner, make_learner
-from liveprofile.learn.tasks import PendingLog, TaskState, decode_logs, encode_logs
+from liveprofile.learn.tasks import PendingColumns, PendingLog, TaskState, decode_logs, encode_logs
 from liveprofile.profile.items import ItemStats, decode_item, encode_item
 from liveprofile.profile.population import Population
 from liveprofile.profile.risk import AnomalyScorer
@@ -218,14 +218,16 @@ class PipelineState:
         self,
         users: set[str],
         items: set[str],
-        pending: dict[str, PendingLog],
+        pending: Mapping[str, PendingLog | PendingColumns],
         changes: Sequence[SegmentChange] = (),
         *,
         deleted: Collection[str] = (),
         links: Mapping[str, str | None] | None = None,
         expiry: Mapping[str, bytes | None] | None = None,
+        item_rows: Mapping[str, bytes] | None = None,
     ) -> tuple[dict[str, dict[str, bytes | None]], dict[str, bytes]]:
-        """Row changes and blobs that persist this batch (see :meth:`Store.commit`)."""
+        """Row changes and blobs that persist this batch (see :meth:`Store.commit`);
+        ``item_rows`` are item records already encoded."""
         ckpt = self.checkpoint
         profiles = self.profiles
         rows: dict[str, dict[str, bytes | None]] = {
@@ -233,6 +235,8 @@ class PipelineState:
             "item": {i: encode_item(self.items[i]) for i in items},
             "pending": self._pending_rows(pending),
         }
+        if item_rows:
+            rows["item"].update(item_rows)
         for user in deleted:
             if user not in profiles:
                 rows["profile"][user] = None
@@ -294,7 +298,9 @@ class PipelineState:
             history[:] = history[-1::-2][::-1]  # keep the latest point and every other one
         return msgspec.msgpack.encode(history)
 
-    def _pending_rows(self, logs: dict[str, PendingLog]) -> dict[str, bytes | None]:
+    def _pending_rows(
+        self, logs: Mapping[str, PendingLog | PendingColumns]
+    ) -> dict[str, bytes | None]:
         """One row per batch with its pending logs; rows whose examples are all closed go.
 
         Rows are dropped oldest first only, so a conversion recorded in a row never outlives
@@ -302,7 +308,7 @@ class PipelineState:
         """
         ckpt = self.checkpoint
         rows: dict[str, bytes | None] = {}
-        logs = {name: log for name, log in logs.items() if log.created or log.converted}
+        logs = {name: log for name, log in logs.items() if log}
         if logs:
             rows[f"{ckpt.seq:012d}"] = encode_logs(logs)
             latest = max(log.max_deadline() for log in logs.values())

@@ -20,9 +20,10 @@ from __future__ import annotations
 import heapq
 import math
 from array import array
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import msgspec
+import numpy as np
 
 from liveprofile.config import TaskConfig
 from liveprofile.events.schema import Event
@@ -30,7 +31,7 @@ from liveprofile.learn.base import Learner, OpBatch
 from liveprofile.learn.metrics import Prequential
 from liveprofile.store.codec import VersionedCodec
 
-PENDING_SCHEMA = 1
+PENDING_SCHEMA = 2
 
 
 class Pending(msgspec.Struct, array_like=True, gc=False):
@@ -192,13 +193,97 @@ class PendingLog(msgspec.Struct, array_like=True):
     created: list[Pending]
     converted: list[PendingId]
 
+    def __bool__(self) -> bool:
+        return bool(self.created or self.converted)
+
     def max_deadline(self) -> float:
         return max((p.deadline for p in self.created), default=float("-inf"))
 
+    def columns(self) -> PendingColumns:
+        """The same log laid out as columns (how logs are stored)."""
+        created = self.created
+        flen = np.fromiter((len(p.idx) // 8 for p in created), np.uint32, len(created))
+        conv = self.converted
+        return PendingColumns(
+            [p.user for p in created],
+            [p.key for p in created],
+            [p.item for p in created],
+            np.array([p.open_ts for p in created], np.float64).tobytes(),
+            np.array([p.deadline for p in created], np.float64).tobytes(),
+            np.array([p.p for p in created], np.float64).tobytes(),
+            np.array([p.converted for p in created], np.bool_).tobytes(),
+            flen.tobytes(),
+            np.frombuffer(b"".join(p.idx for p in created), np.int64).astype(np.uint32).tobytes(),
+            b"".join(p.val for p in created),
+            [u for u, _, _ in conv],
+            [k for _, k, _ in conv],
+            np.array([o for _, _, o in conv], np.float64).tobytes(),
+        )
 
-#: versioned, compressed bytes of one batch's pending logs (task name -> log)
+
+class PendingColumns(msgspec.Struct, array_like=True):
+    """A :class:`PendingLog` as columns: numbers as raw little-endian arrays, one entry per
+    created example, their features concatenated (``n_features`` each, indices as uint32)."""
+
+    users: list[str]
+    keys: list[str]
+    items: list[str | None]
+    open_ts: bytes  # float64
+    deadline: bytes  # float64
+    p: bytes  # float64
+    converted: bytes  # bool
+    n_features: bytes  # uint32
+    idx: bytes  # uint32
+    val: bytes  # float64
+    converted_users: list[str]
+    converted_keys: list[str]
+    converted_open_ts: bytes  # float64
+
+    def __bool__(self) -> bool:
+        return bool(self.users or self.converted_users)
+
+    def columns(self) -> PendingColumns:
+        return self
+
+    def max_deadline(self) -> float:
+        deadline = np.frombuffer(self.deadline, np.float64)
+        return float(deadline.max()) if len(deadline) else float("-inf")
+
+    def log(self) -> PendingLog:
+        """The examples as :class:`Pending` objects."""
+        ends = np.cumsum(np.frombuffer(self.n_features, np.uint32), dtype=np.int64) * 8
+        starts = np.concatenate(([0], ends[:-1])) if len(ends) else ends
+        idx = np.frombuffer(self.idx, np.uint32).astype(np.int64).tobytes()
+        val = self.val
+        created = [
+            Pending(u, k, it, o, d, idx[a:b], val[a:b], p, c)
+            for u, k, it, o, d, p, c, a, b in zip(
+                self.users,
+                self.keys,
+                self.items,
+                np.frombuffer(self.open_ts, np.float64).tolist(),
+                np.frombuffer(self.deadline, np.float64).tolist(),
+                np.frombuffer(self.p, np.float64).tolist(),
+                np.frombuffer(self.converted, np.bool_).tolist(),
+                starts.tolist(),
+                ends.tolist(),
+                strict=True,
+            )
+        ]
+        opened = np.frombuffer(self.converted_open_ts, np.float64).tolist()
+        converted = list(zip(self.converted_users, self.converted_keys, opened, strict=True))
+        return PendingLog(created, converted)
+
+
+#: versioned bytes of one batch's pending logs (task name -> log), compressed
 _codec = VersionedCodec(
-    dict[str, PendingLog], schema=PENDING_SCHEMA, what="pending log", compress=True
+    dict[str, PendingColumns], schema=PENDING_SCHEMA, what="pending log", compress=True
 )
-encode_logs = _codec.encode
-decode_logs = _codec.decode
+
+
+def encode_logs(logs: Mapping[str, PendingLog | PendingColumns]) -> bytes:
+    return _codec.encode({name: log.columns() for name, log in logs.items()})
+
+
+def decode_logs(blob: bytes) -> dict[str, PendingLog]:
+    return {name: columns.log() for name, columns in _codec.decode(blob).items()}
