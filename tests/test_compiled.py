@@ -3,6 +3,7 @@ statistics, pending examples, de-duplication window, models, metrics and checkpo
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Sequence
 
@@ -23,6 +24,7 @@ from liveprofile.engine.core import Core
 from liveprofile.engine.local import apply_batch
 from liveprofile.engine.state import PipelineState
 from liveprofile.events import Event, EventParser
+from liveprofile.events.columns import EventColumns
 from liveprofile.events.sources import Batch
 from liveprofile.store import MemoryStore, Store
 
@@ -89,13 +91,21 @@ def messed_up(events: list[Event], seed: int) -> list[Event]:
     return out
 
 
-def run(config: PipelineConfig, batches: Sequence[Sequence[Event]]) -> tuple[Store, Core]:
+def run(
+    config: PipelineConfig, batches: Sequence[Sequence[Event]], columns: bool = False
+) -> tuple[Store, Core]:
     store = MemoryStore()
     core = Core(config)
     state = PipelineState.load(store, config)
     for k, events in enumerate(batches):
-        apply_batch(core, state, store, "test", Batch(events=list(events), offset=k + 1))
+        given = as_columns(events) if columns else list(events)
+        apply_batch(core, state, store, "test", Batch(events=given, offset=k + 1))
     return store, core
+
+
+def as_columns(events: Sequence[Event]) -> EventColumns:
+    """The events as a source that lays them out as columns gives them: no objects yet."""
+    return dataclasses.replace(EventColumns.of(events), _events=None)
 
 
 def snapshot(store: Store, config: PipelineConfig) -> dict[str, object]:
@@ -113,10 +123,12 @@ def chunks(events: list[Event], size: int) -> list[list[Event]]:
     return [events[k : k + size] for k in range(0, len(events), size)]
 
 
-def assert_same(batches: Sequence[Sequence[Event]], **changes: object) -> Core:
+def assert_same(
+    batches: Sequence[Sequence[Event]], columns: bool = False, **changes: object
+) -> Core:
     python_cfg, compiled_cfg = config("python", **changes), config("compiled", **changes)
     reference, _ = run(python_cfg, batches)
-    compiled, core = run(compiled_cfg, batches)
+    compiled, core = run(compiled_cfg, batches, columns)
     assert core.compiled is not None
     a, b = snapshot(reference, python_cfg), snapshot(compiled, compiled_cfg)
     assert a["rows"]["profile"], "the run made profiles"
@@ -131,6 +143,17 @@ def test_same_state_as_python_core_whatever_the_batches(size: int) -> None:
     events = messed_up(synthetic(seed=1), seed=2)
     # every batch commits whole models: one-event batches get a shorter stream
     assert_same(chunks(events[:400] if size == 1 else events, size))
+
+
+@pytest.mark.parametrize("size", [37, 100_000])
+def test_events_given_as_columns_give_the_same_state(size: int) -> None:
+    events = messed_up(synthetic(seed=4), seed=5)
+    assert_same(chunks(events, size), columns=True)
+    # and the Python core, which makes the event objects from the columns
+    python_cfg = config("python")
+    a, _ = run(python_cfg, chunks(events, size))
+    b, _ = run(python_cfg, chunks(events, size), columns=True)
+    assert snapshot(a, python_cfg) == snapshot(b, python_cfg)
 
 
 def test_same_state_on_ordered_events_with_default_profile_settings() -> None:

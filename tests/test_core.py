@@ -30,7 +30,7 @@ from liveprofile.learn import dump_learner, make_learner
 from liveprofile.learn.tasks import TaskState
 from liveprofile.profile.items import decode_item, encode_item
 from liveprofile.profile.population import standing
-from liveprofile.profile.state import decode_profile, encode_profile
+from liveprofile.profile.state import Profile, decode_profile, encode_profile
 from liveprofile.store import MemoryStore, SQLiteStore, Store
 
 DAY = 86400.0
@@ -456,19 +456,35 @@ def test_replaying_a_committed_batch_after_restart_changes_nothing(tmp_path: Pat
     resumed.close()
 
 
-def test_memory_store_runner_matches_pure_core(tmp_path: Path) -> None:
-    cfg = config(CONVERT, CARTED, batch_size=64)
+@pytest.mark.parametrize("hot", [0, 5])
+def test_memory_store_runner_matches_pure_core(tmp_path: Path, hot: int) -> None:
+    cfg = config(CONVERT, CARTED, batch_size=64, hot_profiles=hot)
     events = synthetic(users=12, days=4, seed=3)
     runner = LocalRunner(cfg, MemoryStore(), tmp_path / "dead")
     for batch in _batches(events, 64):
         runner.process("src", batch)
     runner.close()
     got = snapshot(runner.state)
-    # after each commit the runner keeps profiles and items only as their committed bytes
-    assert got["profiles"] == {} and got["items"] == {}
+    # after each commit the runner keeps items only as their committed bytes, and profiles
+    # too but for the ``hot`` most recently updated, which stay decoded and current
+    assert got["items"] == {}
+    stored = dict(runner.store.scan("profile"))
+    assert len(got["profiles"]) == hot < len(stored)
+    assert all(stored[user] == blob for user, blob in got["profiles"].items())
     got["profiles"] = dict(runner.store.scan("profile"))
     got["items"] = dict(runner.store.scan("item"))
     assert got == snapshot(run_core(cfg, events, batch=64))
+
+
+def test_compact_keeps_the_most_recently_updated_profiles_decoded() -> None:
+    state = PipelineState(config(CONVERT, hot_profiles=2))
+    state.profiles = {u: Profile(u, 0.0, 0.0, 0.0) for u in ("a", "b", "c", "d", "e")}
+    state.compact({"profile": {"a": b"A", "c": b"C", "d": None}})
+    # "d" was deleted; of the rest, the two just updated stay, in the order of the update
+    assert list(state.profiles) == ["a", "c"]
+    state.profiles["b"] = Profile("b", 0.0, 0.0, 0.0)
+    state.compact({"profile": {"b": b"B", "a": b"A"}})
+    assert list(state.profiles) == ["b", "a"]
 
 
 # -- batch boundaries --------------------------------------------------------------------------
@@ -530,3 +546,19 @@ def test_population_counts_every_profile_once_and_ranks_them() -> None:
     worst = min(standings.values(), key=lambda s: s[1])
     assert pop.scores(best)[2] == 5 and pop.scores(worst)[2] <= 2
     assert all(1 <= score <= 5 for s in standings.values() for score in pop.scores(s))
+
+
+def test_pending_logs_round_trip_as_columns_and_old_rows_still_load() -> None:
+    from liveprofile.learn.tasks import Pending, PendingLog, _codec_v1, decode_logs, encode_logs
+
+    features = array("q", [3, 2**27 + 5]).tobytes(), array("d", [1.0, 0.5]).tobytes()
+    log = PendingLog(
+        [
+            Pending("u1", "dairy", "i1", 10.0, 20.0, *features, 0.25, True),
+            Pending("u2", "bakery", None, 11.5, 21.5, b"", b"", 0.75),
+        ],
+        [("u3", "dairy", 5.0)],
+    )
+    assert decode_logs(encode_logs({"t": log})) == {"t": log}
+    # rows written before pending logs were stored as columns
+    assert decode_logs(_codec_v1.encode({"t": log})) == {"t": log}

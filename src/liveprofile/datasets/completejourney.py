@@ -21,7 +21,7 @@ from liveprofile.config import (
     TaskConfig,
 )
 from liveprofile.errors import SourceError
-from liveprofile.events.schema import Event
+from liveprofile.events.columns import EventColumns
 from liveprofile.events.sources import Batch
 
 NAME = "completejourney:transactions"
@@ -99,26 +99,16 @@ class CompleteJourneySource:
         for lo in range(start, len(tx), size):
             part = tx.iloc[lo : lo + size]
             ts = part["transaction_timestamp"].to_numpy("datetime64[ns]").astype(np.int64) / 1e9
-            events = [
-                Event(
-                    f"{basket}-{product}",
-                    str(user),
-                    "purchase",
-                    t,
-                    str(product),
-                    category,
-                    (dept,) if dept is not None else (),
-                    value,
-                )
-                for user, basket, product, value, t, category, dept in zip(
-                    part["household_id"].tolist(),
-                    part["basket_id"].tolist(),
-                    part["product_id"].tolist(),
-                    part["sales_value"].tolist(),
-                    ts.tolist(),
-                    part["product_category"].tolist(),
-                    part["department"].tolist(),
-                    strict=True,
-                )
-            ]
+            households = part["household_id"].astype(str)
+            products = part["product_id"].astype(str)
+            events = EventColumns(
+                event_id=(part["basket_id"].astype(str) + "-" + products).tolist(),
+                user=households.tolist(),
+                type=["purchase"] * len(part),
+                ts=ts,
+                item_id=products.tolist(),
+                category=part["product_category"].tolist(),
+                tags=[() if d is None else (d,) for d in part["department"].tolist()],
+                value=part["sales_value"].to_numpy(np.float64),
+            )
             yield Batch(events=events, offset=lo + len(part), progress=len(part))

@@ -28,6 +28,7 @@ from numba.typed import Dict as TypedDict
 from liveprofile.engine import kernel as K
 from liveprofile.engine.packing import StringTable, encode_items
 from liveprofile.engine.state import PipelineState
+from liveprofile.events.columns import EventColumns
 from liveprofile.events.schema import FORGET, Event
 from liveprofile.learn.base import OpArrays, run_ops, sparse_example
 from liveprofile.learn.tasks import Pending, PendingColumns, PendingLog
@@ -456,22 +457,41 @@ class CompiledStep:
     def _columns(self, t: int, made: I64, converted: I64) -> PendingColumns:
         """The pending log of task ``t``: the examples in slots ``made``, the conversions of
         those in slots ``converted``."""
-        users, keys, items = self.users.names, self._keys(t).names, self.items.names
+        user, key, item = self.pd_user, self.pd_key, self.pd_item
+        spaces = (self.users, self._keys(t), self.items)
+        codes = (
+            np.concatenate((user[made], user[converted])),
+            np.concatenate((key[made], key[converted])),
+            item[made][item[made] >= 0],
+        )
+        uniq = [np.unique(c) for c in codes]
+        strings = [[sp.names[c] for c in u.tolist()] for sp, u in zip(spaces, uniq, strict=True)]
+        names = sorted(set().union(*strings))
+        at = {name: j for j, name in enumerate(names)}
+        position = [np.array([at[v] for v in group], np.int32) for group in strings]
+
+        def refs(space: int, of: I64) -> bytes:
+            out = np.full(len(of), -1, np.int32)
+            known = of >= 0
+            out[known] = position[space][np.searchsorted(uniq[space], of[known])]
+            return out.tobytes()
+
         flen = self.pd_flen[made]
-        within = np.arange(self.pd_fidx.shape[1]) < flen[:, None]
+        fidx, fval = _gather(made, flen, self.pd_fidx, self.pd_fval)
         return PendingColumns(
-            [users[u] for u in self.pd_user[made].tolist()],
-            [keys[k] for k in self.pd_key[made].tolist()],
-            [None if i < 0 else items[i] for i in self.pd_item[made].tolist()],
+            names,
+            refs(0, user[made]),
+            refs(1, key[made]),
+            refs(2, item[made]),
             self.pd_open[made].tobytes(),
             self.pd_dl[made].tobytes(),
             self.pd_p[made].tobytes(),
             self.pd_conv[made].tobytes(),
             flen.astype(np.uint32).tobytes(),
-            self.pd_fidx[made][within].astype(np.uint32).tobytes(),
-            self.pd_fval[made][within].tobytes(),
-            [users[u] for u in self.pd_user[converted].tolist()],
-            [keys[k] for k in self.pd_key[converted].tolist()],
+            fidx.tobytes(),
+            fval.tobytes(),
+            refs(0, user[converted]),
+            refs(1, key[converted]),
             self.pd_open[converted].tobytes(),
         )
 
@@ -519,6 +539,8 @@ class CompiledStep:
         """Whether this batch can take the compiled path."""
         if state.checkpoint.links:
             return False
+        if isinstance(events, EventColumns):  # plain events only
+            return True
         return not any(e.anonymous_id is not None or e.type == FORGET for e in events)
 
     def step(self, state: PipelineState, events: Sequence[Event]) -> StepResult:
@@ -530,19 +552,17 @@ class CompiledStep:
             self._adopt(state)
         out = StepResult()
         ckpt = state.checkpoint
-        n = len(events)
-        ok_list = state.dedup.add_many([e.event_id for e in events])
+        cols = EventColumns.of(events)
+        n = len(cols)
+        ok_list = state.dedup.add_many(cols.event_id)
         ev_ok = np.array(ok_list, dtype=np.bool_)
         out.duplicates = n - int(ev_ok.sum())
-        user_names = [e.user for e in events]
-        item_names = [e.item_id for e in events]
-        kind_names = [e.type for e in events]
-        cats = [e.category for e in events]
-        topic_lists = [e.topics() for e in events]
-        flat_topics = [t for ts in topic_lists for t in ts]
+        user_names, item_names, kind_names = cols.user, cols.item_id, cols.type
+        cats = cols.category
+        flat_topics, topic_starts = cols.topics()
         present_items = [i for i in item_names if i is not None]
         # the pending examples due in this batch bring their users and items
-        horizon = self.core.horizon(state, events)
+        horizon = self.core.horizon(state, cols)
         due_users, due_items = self.due_keys(state, horizon)
         profiles = state.profiles
         batch_users = list(dict.fromkeys([*user_names, *sorted(due_users)]))
@@ -572,10 +592,8 @@ class CompiledStep:
         ev_icode = np.array([-1 if i is None else icode[i] for i in item_names], np.int64)
         ev_type = np.fromiter(map(self.types.code.__getitem__, kind_names), np.int64, n)
         ev_cat = np.array([-1 if c is None else tcode[c] for c in cats], np.int64)
-        ev_ts = np.fromiter((e.ts for e in events), np.float64, n)
-        ev_val = np.array([e.value for e in events], dtype=np.float64)
-        tp_start = np.zeros(n + 1, np.int64)
-        np.cumsum(np.fromiter(map(len, topic_lists), np.int64, n), out=tp_start[1:])
+        ev_ts, ev_val = cols.ts, cols.value
+        tp_start = np.array(topic_starts, np.int64)
         tp_code = np.fromiter(map(tcode.__getitem__, flat_topics), np.int64, len(flat_topics))
         # local rows of the users and items
         u_codes = np.fromiter(map(ucode.__getitem__, batch_users), np.int64, len(batch_users))
@@ -1019,3 +1037,18 @@ class _Ops:
 def _push_all(heap, hlen, t, slots, pd_dl, pd_open, pd_user, pd_key, user_rank, key_rank):  # type: ignore[no-untyped-def]
     for s in slots:
         K._heap_push(heap, hlen, t, s, pd_dl, pd_open, pd_user, pd_key, user_rank, key_rank)
+
+
+@numba.njit(cache=True, nogil=True)
+def _gather(slots, flen, pd_fidx, pd_fval):  # type: ignore[no-untyped-def]
+    """The features of the pending examples in ``slots``, concatenated (indices as uint32)."""
+    fidx = np.empty(flen.sum(), np.uint32)
+    fval = np.empty(flen.sum(), np.float64)
+    m = 0
+    for j in range(slots.shape[0]):
+        s = slots[j]
+        for q in range(flen[j]):
+            fidx[m] = pd_fidx[s, q]
+            fval[m] = pd_fval[s, q]
+            m += 1
+    return fidx, fval

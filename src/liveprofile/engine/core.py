@@ -28,6 +28,7 @@ import msgspec
 from liveprofile.config import PipelineConfig
 from liveprofile.engine.compiled import CompiledStep, unsupported
 from liveprofile.engine.state import PipelineState
+from liveprofile.events.columns import EventColumns
 from liveprofile.events.schema import FORGET, Event
 from liveprofile.features.hashing import FeatureBuilder
 from liveprofile.learn.base import LEARN, PREDICT, PREDICT_LEARN, run_ops
@@ -95,8 +96,10 @@ class Core:
     def alias_keys(self, state: PipelineState, events: Sequence[Event]) -> set[str]:
         """Ids whose identity links :meth:`step` may read: anonymous ids, erased ids and, once
         any link exists, the users of the pending examples this batch closes."""
-        keys = {e.anonymous_id for e in events if e.anonymous_id is not None}
-        keys.update(e.user for e in events if e.type == FORGET)
+        keys: set[str] = set()
+        if not isinstance(events, EventColumns):  # columns hold plain events only
+            keys.update(e.anonymous_id for e in events if e.anonymous_id is not None)
+            keys.update(e.user for e in events if e.type == FORGET)
         if state.checkpoint.links:
             horizon = self.horizon(state, events)
             for task in state.tasks.values():
@@ -106,6 +109,8 @@ class Core:
 
     def horizon(self, state: PipelineState, events: Sequence[Event]) -> float:
         """The watermark this batch can reach at most."""
+        if isinstance(events, EventColumns):
+            return float(events.ts.max()) if len(events) else state.watermark
         return max((e.ts for e in events), default=state.watermark)
 
     def required_keys(
@@ -114,9 +119,13 @@ class Core:
         """Users and items whose stored state :meth:`step` will read for this batch (after
         ``state`` has the batch's identity links and expiry candidates loaded)."""
         aliases = state.aliases
-        users = {aliases.get(e.user, e.user) for e in events}
-        users.update(e.anonymous_id for e in events if e.anonymous_id is not None)
-        items = {e.item_id for e in events if e.item_id is not None}
+        if isinstance(events, EventColumns):
+            users = {aliases.get(u, u) for u in events.user} if aliases else set(events.user)
+            items = {i for i in set(events.item_id) if i is not None}
+        else:
+            users = {aliases.get(e.user, e.user) for e in events}
+            users.update(e.anonymous_id for e in events if e.anonymous_id is not None)
+            items = {e.item_id for e in events if e.item_id is not None}
         horizon = self.horizon(state, events)
         if self._sweep_due(state.watermark, horizon):
             for members in state.members.values():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import zlib
 from collections import deque
 from collections.abc import Callable, Collection, Mapping, Sequence
+from itertools import islice
 from typing import Any, TypeVar
 
 import msgspec
@@ -200,17 +201,30 @@ class PipelineState:
 
     def compact(self, rows: Mapping[str, Mapping[str, bytes | None]]) -> None:
         """After a commit, keep profiles and items as their committed bytes (a few hundred
-        bytes each instead of a few KB of Python objects) until a batch needs them again."""
-        for live, resting, namespace in (
-            (self.profiles, self._resting_profiles, "profile"),
-            (self.items, self._resting_items, "item"),
+        bytes each instead of a few KB of Python objects) until a batch needs them again; the
+        ``run.hot_profiles`` most recently updated profiles also stay decoded."""
+        for live, resting, namespace, keep in (
+            (self.profiles, self._resting_profiles, "profile", self.config.run.hot_profiles),
+            (self.items, self._resting_items, "item", 0),
         ):
-            for key, blob in rows.get(namespace, {}).items():
+            changed = rows.get(namespace, {})
+            for key, blob in changed.items():
                 if blob is None:
                     resting.pop(key, None)
+                    live.pop(key, None)
                 else:
                     resting[key] = blob
-            live.clear()
+            if len(live) <= keep and not changed:
+                continue
+            if not keep:
+                live.clear()
+                continue
+            for key in changed:  # the most recently updated go last
+                value = live.pop(key, None)
+                if value is not None:
+                    live[key] = value  # type: ignore[assignment]
+            for key in list(islice(live, max(0, len(live) - keep))):
+                del live[key]
 
     # -- committing ----------------------------------------------------------------------------
 

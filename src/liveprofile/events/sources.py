@@ -24,7 +24,7 @@ import io
 import os
 import string
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Protocol
@@ -38,11 +38,16 @@ from liveprofile.events.schema import Event, EventParser
 class Batch:
     """Validated events, rejected records, and the offset just after the last record."""
 
-    events: list[Event] = field(default_factory=list)
+    events: Sequence[Event] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     offset: int = 0
     #: how far the batch moved the source, in the units of :attr:`Source.total`
     progress: int = 0
+
+    def add(self, event: Event) -> None:
+        if not isinstance(self.events, list):
+            self.events = list(self.events)
+        self.events.append(event)
 
 
 class Source(Protocol):
@@ -95,7 +100,7 @@ class JsonlSource:
                 text = line.strip()
                 if text:
                     try:
-                        batch.events.append(parse(text))
+                        batch.add(parse(text))
                     except InvalidEvent as exc:
                         batch.dead_letters.append(
                             DeadLetter(
@@ -183,7 +188,7 @@ class CsvSource:
                 if number < start:
                     continue
                 try:
-                    batch.events.append(parser.parse_fields(self._fields(row, number)))
+                    batch.add(parser.parse_fields(self._fields(row, number)))
                 except (InvalidEvent, KeyError, IndexError, ValueError) as exc:
                     reason = str(exc) if isinstance(exc, InvalidEvent) else f"bad row: {exc!r}"
                     buf = io.StringIO()

@@ -21,6 +21,7 @@ import heapq
 import math
 from array import array
 from collections.abc import Iterator, Mapping
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -201,13 +202,25 @@ class PendingLog(msgspec.Struct, array_like=True):
 
     def columns(self) -> PendingColumns:
         """The same log laid out as columns (how logs are stored)."""
-        created = self.created
+        created, conv = self.created, self.converted
+        names = sorted(
+            {p.user for p in created}
+            | {p.key for p in created}
+            | {p.item for p in created if p.item is not None}
+            | {u for u, _, _ in conv}
+            | {k for _, k, _ in conv}
+        )
+        at = {name: j for j, name in enumerate(names)}
+
+        def refs(values: list[str | None]) -> bytes:
+            return np.array([-1 if v is None else at[v] for v in values], np.int32).tobytes()
+
         flen = np.fromiter((len(p.idx) // 8 for p in created), np.uint32, len(created))
-        conv = self.converted
         return PendingColumns(
-            [p.user for p in created],
-            [p.key for p in created],
-            [p.item for p in created],
+            names,
+            refs([p.user for p in created]),
+            refs([p.key for p in created]),
+            refs([p.item for p in created]),
             np.array([p.open_ts for p in created], np.float64).tobytes(),
             np.array([p.deadline for p in created], np.float64).tobytes(),
             np.array([p.p for p in created], np.float64).tobytes(),
@@ -215,19 +228,21 @@ class PendingLog(msgspec.Struct, array_like=True):
             flen.tobytes(),
             np.frombuffer(b"".join(p.idx for p in created), np.int64).astype(np.uint32).tobytes(),
             b"".join(p.val for p in created),
-            [u for u, _, _ in conv],
-            [k for _, k, _ in conv],
+            refs([u for u, _, _ in conv]),
+            refs([k for _, k, _ in conv]),
             np.array([o for _, _, o in conv], np.float64).tobytes(),
         )
 
 
 class PendingColumns(msgspec.Struct, array_like=True):
     """A :class:`PendingLog` as columns: numbers as raw little-endian arrays, one entry per
-    created example, their features concatenated (``n_features`` each, indices as uint32)."""
+    created example, their features concatenated (``n_features`` each, indices as uint32).
+    Users, keys and items are int32 positions in ``names`` (sorted; -1: no item)."""
 
-    users: list[str]
-    keys: list[str]
-    items: list[str | None]
+    names: list[str]
+    users: bytes
+    keys: bytes
+    items: bytes
     open_ts: bytes  # float64
     deadline: bytes  # float64
     p: bytes  # float64
@@ -235,8 +250,8 @@ class PendingColumns(msgspec.Struct, array_like=True):
     n_features: bytes  # uint32
     idx: bytes  # uint32
     val: bytes  # float64
-    converted_users: list[str]
-    converted_keys: list[str]
+    converted_users: bytes
+    converted_keys: bytes
     converted_open_ts: bytes  # float64
 
     def __bool__(self) -> bool:
@@ -251,6 +266,11 @@ class PendingColumns(msgspec.Struct, array_like=True):
 
     def log(self) -> PendingLog:
         """The examples as :class:`Pending` objects."""
+        names = [*self.names, None]  # position -1: no item
+
+        def strings(refs: bytes) -> list[Any]:
+            return [names[j] for j in np.frombuffer(refs, np.int32).tolist()]
+
         ends = np.cumsum(np.frombuffer(self.n_features, np.uint32), dtype=np.int64) * 8
         starts = np.concatenate(([0], ends[:-1])) if len(ends) else ends
         idx = np.frombuffer(self.idx, np.uint32).astype(np.int64).tobytes()
@@ -258,9 +278,9 @@ class PendingColumns(msgspec.Struct, array_like=True):
         created = [
             Pending(u, k, it, o, d, idx[a:b], val[a:b], p, c)
             for u, k, it, o, d, p, c, a, b in zip(
-                self.users,
-                self.keys,
-                self.items,
+                strings(self.users),
+                strings(self.keys),
+                strings(self.items),
                 np.frombuffer(self.open_ts, np.float64).tolist(),
                 np.frombuffer(self.deadline, np.float64).tolist(),
                 np.frombuffer(self.p, np.float64).tolist(),
@@ -271,14 +291,18 @@ class PendingColumns(msgspec.Struct, array_like=True):
             )
         ]
         opened = np.frombuffer(self.converted_open_ts, np.float64).tolist()
-        converted = list(zip(self.converted_users, self.converted_keys, opened, strict=True))
+        converted = list(
+            zip(strings(self.converted_users), strings(self.converted_keys), opened, strict=True)
+        )
         return PendingLog(created, converted)
 
 
 #: versioned bytes of one batch's pending logs (task name -> log), compressed
 _codec = VersionedCodec(
-    dict[str, PendingColumns], schema=PENDING_SCHEMA, what="pending log", compress=True
+    dict[str, PendingColumns], schema=PENDING_SCHEMA, what="pending log", compress="zstd"
 )
+#: how stores written before the columns hold their pending logs
+_codec_v1 = VersionedCodec(dict[str, PendingLog], schema=1, what="pending log", compress="zlib")
 
 
 def encode_logs(logs: Mapping[str, PendingLog | PendingColumns]) -> bytes:
@@ -286,4 +310,6 @@ def encode_logs(logs: Mapping[str, PendingLog | PendingColumns]) -> bytes:
 
 
 def decode_logs(blob: bytes) -> dict[str, PendingLog]:
+    if _codec_v1.accepts(blob):
+        return _codec_v1.decode(blob)
     return {name: columns.log() for name, columns in _codec.decode(blob).items()}

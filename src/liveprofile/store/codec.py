@@ -17,9 +17,10 @@ liveprofile.errors.StateVersionError: point has schema 01, this version reads 3:
 from __future__ import annotations
 
 import zlib
-from typing import Generic, TypeVar
+from typing import Generic, Literal, TypeVar
 
 import msgspec
+import zstandard
 
 from liveprofile.errors import StateVersionError
 
@@ -27,9 +28,17 @@ T = TypeVar("T")
 
 
 class VersionedCodec(Generic[T]):
-    """Encodes values of one type with a schema byte, optionally compressed (zlib level 1)."""
+    """Encodes values of one type with a schema byte, optionally compressed (zstd or zlib, at
+    level 1)."""
 
-    def __init__(self, kind: type[T], *, schema: int, what: str, compress: bool = False) -> None:
+    def __init__(
+        self,
+        kind: type[T],
+        *,
+        schema: int,
+        what: str,
+        compress: Literal["zstd", "zlib"] | None = None,
+    ) -> None:
         self.schema = schema
         self.what = what
         self.compress = compress
@@ -38,7 +47,15 @@ class VersionedCodec(Generic[T]):
 
     def encode(self, value: T) -> bytes:
         body = self._encoder.encode(value)
-        return bytes([self.schema]) + (zlib.compress(body, 1) if self.compress else body)
+        if self.compress == "zstd":
+            body = zstandard.ZstdCompressor(level=1).compress(body)
+        elif self.compress == "zlib":
+            body = zlib.compress(body, 1)
+        return bytes([self.schema]) + body
+
+    def accepts(self, blob: bytes) -> bool:
+        """Whether ``blob`` has this codec's schema."""
+        return blob[:1] == bytes([self.schema])
 
     def decode(self, blob: bytes) -> T:
         if not blob or blob[0] != self.schema:
@@ -47,4 +64,8 @@ class VersionedCodec(Generic[T]):
                 f"{self.schema}: replay the events into a new store"
             )
         body = blob[1:]
-        return self._decoder.decode(zlib.decompress(body) if self.compress else body)
+        if self.compress == "zstd":
+            body = zstandard.ZstdDecompressor().decompress(body)
+        elif self.compress == "zlib":
+            body = zlib.decompress(body)
+        return self._decoder.decode(body)

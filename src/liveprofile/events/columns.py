@@ -1,0 +1,120 @@
+"""A batch of plain events as columns, for sources that can lay them out that way.
+
+:class:`EventColumns` is a sequence of :class:`~liveprofile.events.schema.Event` like a list, so
+everything that takes a batch of events takes it, but the compiled path reads its columns
+directly and no ``Event`` object is made unless something iterates over the batch. The events
+are *plain*: no anonymous id, no properties, no commands such as ``$forget``.
+
+>>> import numpy as np
+>>> cols = EventColumns(
+...     event_id=["e1", "e2"],
+...     user=["u1", "u2"],
+...     type=["purchase", "view"],
+...     ts=np.array([10.0, 20.0]),
+...     item_id=["i1", None],
+...     category=["dairy", None],
+...     tags=[("food",), ()],
+...     value=np.array([2.5, np.nan]),
+... )
+>>> len(cols), cols.topics()
+(2, (['dairy', 'food'], [0, 2, 2]))
+>>> cols[0].item_id, cols[0].tags, cols[0].value
+('i1', ('food',), 2.5)
+>>> cols[1].value is None
+True
+>>> EventColumns.of(list(cols)).user
+['u1', 'u2']
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import overload
+
+import numpy as np
+import numpy.typing as npt
+
+from liveprofile.events.schema import Event
+
+F64 = npt.NDArray[np.float64]
+
+
+@dataclass(eq=False)
+class EventColumns(Sequence[Event]):
+    """Plain events as columns; ``value`` is NaN where an event has none."""
+
+    event_id: list[str]
+    user: list[str]
+    type: list[str]
+    ts: F64
+    item_id: list[str | None]
+    category: list[str | None]
+    tags: list[tuple[str, ...]]
+    value: F64
+    _events: list[Event] | None = field(default=None, repr=False)
+
+    @classmethod
+    def of(cls, events: Sequence[Event]) -> EventColumns:
+        """The columns of plain ``events``."""
+        if isinstance(events, EventColumns):
+            return events
+        n = len(events)
+        return cls(
+            [e.event_id for e in events],
+            [e.user for e in events],
+            [e.type for e in events],
+            np.fromiter((e.ts for e in events), np.float64, n),
+            [e.item_id for e in events],
+            [e.category for e in events],
+            [e.tags for e in events],
+            np.array([e.value for e in events], np.float64).reshape(n),
+            list(events),
+        )
+
+    def __len__(self) -> int:
+        return len(self.event_id)
+
+    @overload
+    def __getitem__(self, i: int) -> Event: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[Event]: ...
+
+    def __getitem__(self, i: int | slice) -> Event | list[Event]:
+        return self.events()[i]
+
+    def __iter__(self) -> Iterator[Event]:
+        return iter(self.events())
+
+    def events(self) -> list[Event]:
+        """The events as objects (made once, on first use)."""
+        if self._events is None:
+            self._events = [
+                Event(e, u, k, t, i, c, g, None if math.isnan(v) else v)
+                for e, u, k, t, i, c, g, v in zip(
+                    self.event_id,
+                    self.user,
+                    self.type,
+                    self.ts.tolist(),
+                    self.item_id,
+                    self.category,
+                    self.tags,
+                    self.value.tolist(),
+                    strict=True,
+                )
+            ]
+        return self._events
+
+    def topics(self) -> tuple[list[str], list[int]]:
+        """Every event's topics (its category, then its tags) in one list, and where each
+        event's start (one more entry than events)."""
+        flat: list[str] = []
+        starts = [0]
+        for c, g in zip(self.category, self.tags, strict=True):
+            if c is not None:
+                flat.append(c)
+            flat.extend(g)
+            starts.append(len(flat))
+        return flat, starts
