@@ -99,14 +99,14 @@ class CompleteJourneySource:
         for lo in range(start, len(tx), size):
             part = tx.iloc[lo : lo + size]
             ts = part["transaction_timestamp"].to_numpy("datetime64[ns]").astype(np.int64) / 1e9
-            households = part["household_id"].astype(str)
-            products = part["product_id"].astype(str)
+            products = list(map(str, part["product_id"].tolist()))
+            baskets = part["basket_id"].tolist()
             events = EventColumns(
-                event_id=(part["basket_id"].astype(str) + "-" + products).tolist(),
-                user=households.tolist(),
+                event_id=[f"{b}-{p}" for b, p in zip(baskets, products, strict=True)],
+                user=list(map(str, part["household_id"].tolist())),
                 type=["purchase"] * len(part),
                 ts=ts,
-                item_id=products.tolist(),
+                item_id=products,
                 category=part["product_category"].tolist(),
                 tags=[() if d is None else (d,) for d in part["department"].tolist()],
                 value=part["sales_value"].to_numpy(np.float64),

@@ -63,6 +63,7 @@ class _Codes:
         self.code: dict[str, int] = {}
         self.names: list[str] = []
         self._rank: I64 | None = None
+        self._order: list[int] = []  # the codes in the sorted order of their strings
 
     def __len__(self) -> int:
         return len(self.names)
@@ -81,9 +82,12 @@ class _Codes:
     def rank(self) -> I64:
         """Each code's position in the sorted order of the strings."""
         if self._rank is None:  # reset whenever a code is added
-            order = np.argsort(np.array(self.names, dtype=object), kind="stable")
-            rank = np.empty(len(order), dtype=np.int64)
-            rank[order] = np.arange(len(order))
+            key = self.names.__getitem__
+            fresh = sorted(range(len(self._order), len(self.names)), key=key)
+            # two sorted runs: the sort merges them in linear time
+            self._order = sorted(self._order + fresh, key=key)
+            rank = np.empty(len(self._order), dtype=np.int64)
+            rank[self._order] = np.arange(len(self._order))
             self._rank = rank
         return self._rank
 

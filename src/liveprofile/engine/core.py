@@ -22,6 +22,7 @@ from __future__ import annotations
 from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import msgspec
 
@@ -121,7 +122,9 @@ class Core:
         aliases = state.aliases
         if isinstance(events, EventColumns):
             users = {aliases.get(u, u) for u in events.user} if aliases else set(events.user)
-            items = {i for i in set(events.item_id) if i is not None}
+            present: set[str | None] = set(events.item_id)
+            present.discard(None)
+            items = cast(set[str], present)
         else:
             users = {aliases.get(e.user, e.user) for e in events}
             users.update(e.anonymous_id for e in events if e.anonymous_id is not None)

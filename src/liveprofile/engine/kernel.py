@@ -79,7 +79,7 @@ MIX = 0x9E3779B1
 KEYSPACE = 1 << 31
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _bucket(tabs, row, size, x):  # type: ignore[no-untyped-def]
     """``_bucket`` of the Python feature builder: round half to even, then clip."""
     r = np.rint(x)
@@ -91,13 +91,13 @@ def _bucket(tabs, row, size, x):  # type: ignore[no-untyped-def]
     return tabs[row, b]
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _log2_bin(x, top):  # type: ignore[no-untyped-def]
     b = int(math.log2(1.0 + x))
     return b if b < top else top
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _key_slot(okey, olen, u, name):  # type: ignore[no-untyped-def]
     for j in range(olen[u]):
         if okey[u, j] == name:
@@ -105,7 +105,7 @@ def _key_slot(okey, olen, u, name):  # type: ignore[no-untyped-def]
     return -1
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _record_key_outcome(okey, oval, olen, u, name, positive, room):  # type: ignore[no-untyped-def]
     """``Profile.record_key_outcome``: count, and past room + room // 4 keep the ``room`` keys
     with the most examples (a stable sort, so ties keep their order)."""
@@ -129,7 +129,7 @@ def _record_key_outcome(okey, oval, olen, u, name, positive, room):  # type: ign
         olen[u] = room
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _add_spend(sday, scents, slen, u, day, cents):  # type: ignore[no-untyped-def]
     m = slen[u]
     latest = -(1 << 62)
@@ -154,7 +154,7 @@ def _add_spend(sday, scents, slen, u, day, cents):  # type: ignore[no-untyped-de
     slen[u] = w
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _recent_less(ts_a, ty_a, it_a, va_a, ts_b, ty_b, it_b, va_b, type_rank, item_rank):  # type: ignore[no-untyped-def]
     """Whether entry a sorts before entry b in the total order of ``risk._recent_order``."""
     if ts_a != ts_b:
@@ -174,7 +174,7 @@ def _recent_less(ts_a, ty_a, it_a, va_a, ts_b, ty_b, it_b, va_b, type_rank, item
     return a < b
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _add_recent(rts, rty, rit, rva, rlen, u, ts, ty, it, va, size, type_rank, item_rank):  # type: ignore[no-untyped-def]
     """``risk.add_recent``: insert after equal entries, keep the newest ``size``."""
     if size <= 0:
@@ -215,7 +215,7 @@ def _add_recent(rts, rty, rit, rva, rlen, u, ts, ty, it, va, size, type_rank, it
     rlen[u] = m
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _heap_less(a, b, pd_dl, pd_open, pd_user, pd_key, user_rank, key_rank):  # type: ignore[no-untyped-def]
     """The order of the Python core's heap tuples (deadline, open_ts, user, key)."""
     if pd_dl[a] != pd_dl[b]:
@@ -228,7 +228,7 @@ def _heap_less(a, b, pd_dl, pd_open, pd_user, pd_key, user_rank, key_rank):  # t
     return key_rank[pd_key[a]] < key_rank[pd_key[b]]
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _heap_push(heap, hlen, t, slot, pd_dl, pd_open, pd_user, pd_key, user_rank, key_rank):  # type: ignore[no-untyped-def]
     i = hlen[t]
     heap[t, i] = slot
@@ -244,7 +244,7 @@ def _heap_push(heap, hlen, t, slot, pd_dl, pd_open, pd_user, pd_key, user_rank, 
             break
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _heap_pop(heap, hlen, t, pd_dl, pd_open, pd_user, pd_key, user_rank, key_rank):  # type: ignore[no-untyped-def]
     top = heap[t, 0]
     n = hlen[t] - 1
@@ -272,7 +272,7 @@ def _heap_pop(heap, hlen, t, pd_dl, pd_open, pd_user, pd_key, user_rank, key_ran
     return top
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _add_record(recs, rec_ts, rec_label, n, kind, t, k, ref, ts, label):  # type: ignore[no-untyped-def]
     """Append a record (kind, task, operation, user row or slot, event time, label)."""
     recs[n, 0] = kind
@@ -284,7 +284,7 @@ def _add_record(recs, rec_ts, rec_label, n, kind, t, k, ref, ts, label):  # type
     return n + 1
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _put(fidx, fval, m, i, v):  # type: ignore[no-untyped-def]
     """Set feature ``m``; returns the next position."""
     fidx[m] = i
@@ -292,7 +292,7 @@ def _put(fidx, fval, m, i, v):  # type: ignore[no-untyped-def]
     return m + 1
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _count(examples, positives, r, t, label, first, tick):  # type: ignore[no-untyped-def]
     """``record_outcome``: count an example (and a positive); ``first[r, 0|1, t]`` keeps when
     each count first became non-zero, for the order of the keys of the stored dicts."""
@@ -306,7 +306,7 @@ def _count(examples, positives, r, t, label, first, tick):  # type: ignore[no-un
     return tick + 1
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _add_op(t, kind, fidx, fval, f0, f1, y, op_kind, op_start, op_idx, op_val, op_y, n_ops):  # type: ignore[no-untyped-def]
     """Append one model operation with features ``fidx/fval[f0:f1]``; returns its position."""
     k = n_ops[t]
@@ -322,7 +322,7 @@ def _add_op(t, kind, fidx, fval, f0, f1, y, op_kind, op_start, op_idx, op_val, o
     return k
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def run(  # type: ignore[no-untyped-def]
     # events
     ev_ok,

@@ -18,6 +18,7 @@ from typing import Any
 from liveprofile.config import PipelineConfig
 from liveprofile.engine.changes import ChangeFile
 from liveprofile.engine.core import Core
+from liveprofile.engine.gc_tuning import fewer_collections
 from liveprofile.engine.state import PipelineState
 from liveprofile.events.deadletter import DeadLetterFile
 from liveprofile.events.sources import Batch, Source
@@ -132,12 +133,13 @@ class LocalRunner:
         started = self._clock()
         start = ckpt.offsets.get(source.name, 0)
         size = self.config.run.batch_size
-        for batch in source.batches(start, size):
-            if limit is not None and stats.events + stats.dead_letters >= limit:
-                break
-            self.process(source.name, batch, stats)
-            if on_batch is not None:
-                on_batch(batch)
+        with fewer_collections():
+            for batch in source.batches(start, size):
+                if limit is not None and stats.events + stats.dead_letters >= limit:
+                    break
+                self.process(source.name, batch, stats)
+                if on_batch is not None:
+                    on_batch(batch)
         stats.seconds = self._clock() - started
         return stats
 

@@ -32,6 +32,7 @@ from liveprofile.api import check_config
 from liveprofile.config import PipelineConfig
 from liveprofile.engine.changes import change_stream, stage_changes, stage_scrub
 from liveprofile.engine.core import Core
+from liveprofile.engine.gc_tuning import fewer_collections
 from liveprofile.engine.local import RunStats, apply_batch
 from liveprofile.engine.state import Checkpoint, PipelineState
 from liveprofile.errors import StoreError
@@ -116,6 +117,10 @@ class RedisWorker:
         self, max_idle_polls: int | None = None, stop: threading.Event | None = None
     ) -> RunStats:
         """Consume until ``max_idle_polls`` empty reads in a row (None: forever) or ``stop``."""
+        with fewer_collections():
+            return self._consume(max_idle_polls, stop)
+
+    def _consume(self, max_idle_polls: int | None, stop: threading.Event | None) -> RunStats:
         stats = RunStats()
         started = self._clock()
         idle = 0

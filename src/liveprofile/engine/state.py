@@ -8,7 +8,6 @@ uninterrupted run would.
 
 from __future__ import annotations
 
-import zlib
 from collections import deque
 from collections.abc import Callable, Collection, Mapping, Sequence
 from itertools import islice
@@ -28,6 +27,7 @@ from liveprofile.profile.risk import AnomalyScorer
 from liveprofile.profile.segments import SegmentChange
 from liveprofile.profile.state import DAY, Profile, decode_profile, encode_profile
 from liveprofile.store.base import Store
+from liveprofile.store.codec import pack, unpack
 
 STATE_SCHEMA = 1
 T = TypeVar("T")
@@ -137,7 +137,7 @@ class PipelineState:
             )
         ids: list[str] = []
         for _, value in store.scan("dedup"):
-            ids.extend(msgspec.msgpack.decode(zlib.decompress(value), type=list[str]))
+            ids.extend(msgspec.msgpack.decode(unpack(value), type=list[str]))
         state.dedup.restore(ids[-config.run.dedup_window :] if config.run.dedup_window else [])
         return state
 
@@ -196,7 +196,7 @@ class PipelineState:
             by_day.setdefault(int(p.last_ts // DAY), []).append(p.user)
         seq = self.checkpoint.seq
         for day, users in sorted(by_day.items()):
-            rows[_expiry_key(day, seq)] = zlib.compress(msgspec.msgpack.encode(sorted(users)), 1)
+            rows[_expiry_key(day, seq)] = pack(msgspec.msgpack.encode(sorted(users)))
             self.checkpoint.expiry_chunks.append((day, seq))
 
     def compact(self, rows: Mapping[str, Mapping[str, bytes | None]]) -> None:
@@ -262,7 +262,7 @@ class PipelineState:
         new_ids = self.dedup.take_new()
         dedup: dict[str, bytes | None] = {}
         if new_ids:
-            dedup[f"{ckpt.seq:012d}"] = zlib.compress(msgspec.msgpack.encode(new_ids), 1)
+            dedup[f"{ckpt.seq:012d}"] = pack(msgspec.msgpack.encode(new_ids))
             self._dedup_chunks.append((ckpt.seq, len(new_ids)))
             kept = sum(n for _, n in self._dedup_chunks)
             while self._dedup_chunks and kept - self._dedup_chunks[0][1] >= self.dedup.size:
@@ -348,7 +348,7 @@ def _expiry_key(day: int, seq: int) -> str:
 
 
 def _decode_users(blob: bytes) -> list[str]:
-    return msgspec.msgpack.decode(zlib.decompress(blob), type=list[str])
+    return msgspec.msgpack.decode(unpack(blob), type=list[str])
 
 
 def _load(

@@ -49,8 +49,8 @@ class EventColumns(Sequence[Event]):
     user: list[str]
     type: list[str]
     ts: F64
-    item_id: list[str | None]
-    category: list[str | None]
+    item_id: Sequence[str | None]
+    category: Sequence[str | None]
     tags: list[tuple[str, ...]]
     value: F64
     _events: list[Event] | None = field(default=None, repr=False)

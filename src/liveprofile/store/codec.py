@@ -48,7 +48,7 @@ class VersionedCodec(Generic[T]):
     def encode(self, value: T) -> bytes:
         body = self._encoder.encode(value)
         if self.compress == "zstd":
-            body = zstandard.ZstdCompressor(level=1).compress(body)
+            body = pack(body)
         elif self.compress == "zlib":
             body = zlib.compress(body, 1)
         return bytes([self.schema]) + body
@@ -64,8 +64,25 @@ class VersionedCodec(Generic[T]):
                 f"{self.schema}: replay the events into a new store"
             )
         body = blob[1:]
-        if self.compress == "zstd":
-            body = zstandard.ZstdDecompressor().decompress(body)
-        elif self.compress == "zlib":
-            body = zlib.decompress(body)
+        if self.compress:
+            body = unpack(body)
         return self._decoder.decode(body)
+
+
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def pack(body: bytes) -> bytes:
+    """``body`` compressed with zstd at level 1 (see :func:`unpack`)."""
+    return zstandard.ZstdCompressor(level=1).compress(body)
+
+
+def unpack(blob: bytes) -> bytes:
+    """What :func:`pack` packed; also reads the zlib streams of stores written before.
+
+    >>> unpack(pack(b"abc")), unpack(zlib.compress(b"abc"))
+    (b'abc', b'abc')
+    """
+    if blob[:4] == _ZSTD_MAGIC:
+        return zstandard.ZstdDecompressor().decompress(blob)
+    return zlib.decompress(blob)
