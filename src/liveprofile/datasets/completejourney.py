@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -93,22 +94,38 @@ class CompleteJourneySource:
             tx = tx.head(limit)
         self._tx = tx
         self.total = len(tx)
+        # households and products dictionary-encoded, as a columnar file would give them
+        self._ids: dict[str, tuple[Any, Any]] = {}
+        for column in ("household_id", "product_id"):
+            codes, uniques = pd.factorize(tx[column])
+            self._ids[column] = codes, np.array([str(u) for u in uniques], dtype=object)
+        # departments as the events' tags: one tuple per department, () for none
+        codes, uniques = pd.factorize(tx["department"])  # None: code -1
+        tags = np.empty(len(uniques) + 1, dtype=object)
+        tags[:-1] = [(d,) for d in uniques]
+        tags[-1] = ()
+        self._ids["department"] = codes, tags
 
     def batches(self, start: int, size: int) -> Iterator[Batch]:
         tx = self._tx
         for lo in range(start, len(tx), size):
             part = tx.iloc[lo : lo + size]
             ts = part["transaction_timestamp"].to_numpy("datetime64[ns]").astype(np.int64) / 1e9
-            products = list(map(str, part["product_id"].tolist()))
+            products = self._strings("product_id", lo, lo + len(part))
             baskets = part["basket_id"].tolist()
             events = EventColumns(
                 event_id=[f"{b}-{p}" for b, p in zip(baskets, products, strict=True)],
-                user=list(map(str, part["household_id"].tolist())),
+                user=self._strings("household_id", lo, lo + len(part)),
                 type=["purchase"] * len(part),
                 ts=ts,
                 item_id=products,
                 category=part["product_category"].tolist(),
-                tags=[() if d is None else (d,) for d in part["department"].tolist()],
+                tags=self._strings("department", lo, lo + len(part)),
                 value=part["sales_value"].to_numpy(np.float64),
             )
             yield Batch(events=events, offset=lo + len(part), progress=len(part))
+
+    def _strings(self, column: str, lo: int, hi: int) -> list[Any]:
+        """Rows ``lo:hi`` of a dictionary-encoded column."""
+        codes, values = self._ids[column]
+        return values[codes[lo:hi]].tolist()  # type: ignore[no-any-return]

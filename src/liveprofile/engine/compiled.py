@@ -208,6 +208,8 @@ class CompiledStep:
         self.held_items: set[str] = set()
         self.topic_strings, self.task_strings = StringTable(), StringTable()
         self.task_strings.extend(self.names)
+        #: the users of the last batch, by row, and their rows as its step left them
+        self._last_users: tuple[dict[str, int], _UserRows | None] = ({}, None)
         # the pending examples
         self.owner: PipelineState | None = None
         self._new_pool(64, 64)
@@ -521,6 +523,7 @@ class CompiledStep:
         # the item statistics are in the store (and the state's resting copies) as committed
         self.x_held[:] = False
         self.held_items.clear()
+        self._last_users = ({}, None)
         self.owner = None
 
     def due_keys(self, state: PipelineState, horizon: float) -> tuple[set[str], set[str]]:
@@ -799,7 +802,15 @@ class CompiledStep:
         profiles = state.profiles
         tcode, kcode, icode = self.topics.code, self.types.code, self.items.code
         names = self.names
+        # the users of the previous batch are in its rows as its step left them
+        last_rows, last = self._last_users
+        again, before = [], []
         for r, user in enumerate(users):
+            j = last_rows.get(user)
+            if j is not None:
+                again.append(r)
+                before.append(j)
+                continue
             p = profiles.get(user)
             if p is None:
                 continue
@@ -844,6 +855,17 @@ class CompiledStep:
             for t, name in enumerate(names):
                 U.upos[r, t] = p.positives.get(name, 0)
                 U.uex[r, t] = p.examples.get(name, 0)
+        if again:
+            for field in _UserRows._fields:
+                if field in ("first", "touched"):  # per batch
+                    continue
+                new, old = getattr(U, field), getattr(last, field)
+                if new.ndim == 1:
+                    new[again] = old[before]
+                else:  # event types may have been added since
+                    w = min(new.shape[1], old.shape[1])
+                    new[again, :w] = old[before, :w]
+        self._last_users = {user: r for r, user in enumerate(users)}, U
         return U
 
     def _store_users(

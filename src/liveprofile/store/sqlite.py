@@ -61,6 +61,7 @@ class SQLiteStore:
             else:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 db = sqlite3.connect(self.path, isolation_level=None)
+                db.execute("PRAGMA page_size=16384")
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=NORMAL")
                 db.execute("PRAGMA cache_size=-65536")
