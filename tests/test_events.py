@@ -99,6 +99,12 @@ def test_bytes_and_str_and_fields_agree(parser: EventParser) -> None:
     assert parser.parse_json(text) == parser.parse_json(text.encode()) == from_fields
 
 
+def test_numeric_ids_become_strings_and_types_lower_case(parser: EventParser) -> None:
+    for _ in range(2):  # the second time, the type is known
+        e = parser.parse_json(raw(event_id=7, user_id=8, item_id=9, type="Add_To_Cart"))
+        assert (e.event_id, e.user, e.item_id, e.type) == ("7", "8", "9", "add_to_cart")
+
+
 def test_empty_tags_and_props_are_normalised_away(parser: EventParser) -> None:
     e = parser.parse_json(raw(tags=[], props={}))
     assert e.tags == () and e.props is None and e.topics() == ()
@@ -129,6 +135,12 @@ def test_empty_tags_and_props_are_normalised_away(parser: EventParser) -> None:
         (raw(event_id="e" * 129), "length <= 128 - at `$.event_id`"),
         (raw(user_id="u" * 129), "length <= 128 - at `$.user_id`"),
         (raw(type="add to cart"), "'type' 'add to cart' must be a word"),
+        (raw(type="VIEW!"), "'type' 'VIEW!' must be a word"),
+        (raw(event_id=10**130), "'event_id' is longer than 128"),
+        (raw(user_id=10**130), "'user_id' is longer than 128"),
+        (raw(user_id=None, anonymous_id=10**130), "'anonymous_id' is longer than 128"),
+        (raw(anonymous_id=10**130), "'anonymous_id' is longer than 128"),
+        (raw(item_id=10**130), "'item_id' is longer than 128"),
         (raw(props={"nested": {"a": 1}}), "$.props"),
         ('{"event_id": "e1", "user_id": ', "not valid JSON"),
         ("not json at all", "not valid JSON"),

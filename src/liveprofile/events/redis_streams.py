@@ -65,12 +65,15 @@ def entry_offset(entry_id: bytes | str) -> int:
     >>> entry_offset("0-1") < entry_offset("0-2") < entry_offset("1-0")
     True
     """
-    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-    ms, _, seq = text.partition("-")
-    ms_i, seq_i = int(ms), int(seq or 0)
+    if isinstance(entry_id, bytes):
+        ms, _, seq = entry_id.partition(b"-")
+    else:
+        ms, _, seq = entry_id.encode().partition(b"-")
+    seq_i = int(seq or 0)
     if seq_i >= 2**SEQ_BITS:
+        text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
         raise SourceError(f"stream entry {text}: sequence {seq_i} is above 2**{SEQ_BITS}")
-    return (ms_i << SEQ_BITS) + seq_i
+    return (int(ms) << SEQ_BITS) + seq_i
 
 
 def format_offset(offset: int) -> str:
@@ -181,6 +184,10 @@ class StreamReader:
         self.consumer = consumer
         self.claim_idle_ms = claim_idle_ms
         self._parser = EventParser()
+        # the same connections, replies left as Redis sent them: [id, [field, value, ...]]
+        # per entry, without redis-py building a dict per entry
+        self._raw = redis.Redis(connection_pool=client.connection_pool)
+        self._raw.set_response_callback("XREADGROUP", _as_sent)
         self._pending_done = False
 
     def ensure_group(self) -> None:
@@ -223,14 +230,14 @@ class StreamReader:
             self.client.xtrim(self.stream, minid=format_offset(committed), approximate=False)
 
     def _read(self, start: str, count: int, block_ms: int | None) -> list[Any]:
-        reply = self.client.xreadgroup(
+        reply = self._raw.xreadgroup(
             self.group, self.consumer, {self.stream: start}, count=count, block=block_ms
         )
         if not reply:
             return []
-        # RESP2 gives [[stream, entries]], RESP3 gives {stream: [entries]}
+        # RESP2 gives [[stream, entries]], RESP3 {stream: entries}
         if isinstance(reply, dict):
-            return cast(list[Any], next(iter(reply.values()))[0])
+            return cast(list[Any], next(iter(reply.values())))
         return cast(list[Any], reply[0][1])
 
     def _batch(self, entries: list[Any], committed: int) -> StreamBatch:
@@ -243,7 +250,7 @@ class StreamReader:
                 batch.skipped += 1
                 continue
             batch.offset = offset
-            raw = None if not fields else fields.get(FIELD)
+            raw = _field(fields)
             try:
                 if raw is None:
                     raise InvalidEvent(
@@ -256,3 +263,19 @@ class StreamReader:
                 batch.dead_letters.append(DeadLetter(shown, str(exc), self.stream, offset))
                 batch.dead_letter_ids.append(text)
         return batch
+
+
+def _as_sent(response: Any, **options: Any) -> Any:
+    return response
+
+
+def _field(fields: Any) -> bytes | None:
+    """The event of an entry's fields: a flat [name, value, ...] list (or a dict)."""
+    if not fields:
+        return None
+    if isinstance(fields, dict):
+        return fields.get(FIELD)
+    for k in range(0, len(fields) - 1, 2):
+        if fields[k] == FIELD:
+            return fields[k + 1]  # type: ignore[no-any-return]
+    return None

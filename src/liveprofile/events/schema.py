@@ -150,35 +150,56 @@ class EventParser:
         user = rec.user_id if rec.user_id is not None else rec.anonymous_id
         if user is None:
             raise InvalidEvent("event has neither 'user_id' nor 'anonymous_id'")
-        for name in ("event_id", "user_id", "anonymous_id", "item_id"):
-            given = getattr(rec, name)
-            if isinstance(given, int) and len(str(given)) > MAX_ID:
-                raise InvalidEvent(f"'{name}' is longer than {MAX_ID} characters")
-        kind = rec.type.lower()
-        if kind != FORGET and _TYPE.match(kind) is None:
-            raise InvalidEvent(
-                f"'type' {rec.type!r} must be a word of letters, digits, '_', '.' or '-'"
-            )
-        value = None
-        if rec.value is not None:
+        kind = _KINDS.get(rec.type)
+        if kind is None:
+            kind = _kind(rec.type)
+        value = rec.value
+        if value is not None:
             try:
-                value = float(rec.value)
+                value = float(value)
             except OverflowError:
                 value = math.inf
             if not math.isfinite(value):
                 raise InvalidEvent(f"'value' must be a finite number, got {rec.value!r}")
+        ts = rec.ts
+        if type(ts) is float and MIN_TS <= ts <= MAX_TS:  # the common case, checked
+            pass
+        else:
+            ts = parse_timestamp(ts)
+        event_id, item, anon = rec.event_id, rec.item_id, rec.anonymous_id
         return Event(
-            event_id=str(rec.event_id),
-            user=str(user),
-            type=kind,
-            ts=parse_timestamp(rec.ts),
-            item_id=None if rec.item_id is None else str(rec.item_id),
-            category=rec.category,
-            tags=tuple(rec.tags) if rec.tags else (),
-            value=value,
-            anonymous_id=None if rec.anonymous_id is None else str(rec.anonymous_id),
-            props=rec.props or None,
+            event_id if type(event_id) is str else _id("event_id", event_id),
+            user if type(user) is str else _id("user_id" if rec.user_id else "anonymous_id", user),
+            kind,
+            ts,
+            item if item is None or type(item) is str else _id("item_id", item),
+            rec.category,
+            tuple(rec.tags) if rec.tags else (),
+            value,
+            anon if anon is None or type(anon) is str else _id("anonymous_id", anon),
+            rec.props or None,
         )
+
+
+#: event types seen valid, as given -> as stored (a bounded cache: types are few)
+_KINDS: dict[str, str] = {}
+
+
+def _kind(given: str) -> str:
+    kind = given.lower()
+    if kind != FORGET and _TYPE.match(kind) is None:
+        raise InvalidEvent(f"'type' {given!r} must be a word of letters, digits, '_', '.' or '-'")
+    if len(_KINDS) < 1024:
+        _KINDS[given] = kind
+    return kind
+
+
+def _id(name: str, given: str | int) -> str:
+    """An id given as a number, as a string."""
+    text = str(given)
+    if len(text) > MAX_ID:
+        raise InvalidEvent(f"'{name}' is longer than {MAX_ID} characters")
+    return text
 
 
 class _Wire(msgspec.Struct, omit_defaults=True):
