@@ -31,7 +31,7 @@ from liveprofile.engine.state import PipelineState
 from liveprofile.events.columns import EventColumns
 from liveprofile.events.schema import FORGET, Event
 from liveprofile.learn.base import OpArrays, run_ops, sparse_example
-from liveprofile.learn.tasks import Pending, PendingColumns, PendingLog
+from liveprofile.learn.tasks import Pending, PendingColumns, PendingLog, split_ones
 from liveprofile.profile.population import Standing, standing
 from liveprofile.profile.risk import stamp
 from liveprofile.profile.state import Profile
@@ -495,7 +495,7 @@ class CompiledStep:
             self.pd_conv[made].tobytes(),
             flen.astype(np.uint32).tobytes(),
             fidx.tobytes(),
-            fval.tobytes(),
+            *split_ones(fval),
             refs(0, user[converted]),
             refs(1, key[converted]),
             self.pd_open[converted].tobytes(),
