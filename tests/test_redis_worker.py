@@ -25,7 +25,7 @@ from liveprofile.engine.redis_ops import read_checkpoint
 from liveprofile.engine.redis_worker import RedisWorker
 from liveprofile.engine.state import Checkpoint
 from liveprofile.events.deadletter import DeadLetter, read_dead_letters
-from liveprofile.events.redis_streams import publish
+from liveprofile.events.redis_streams import StreamReader, entry_offset, publish
 from liveprofile.events.sources import JsonlSource
 from liveprofile.profile.state import decode_profile
 from liveprofile.store.memory import MemoryStore
@@ -325,3 +325,32 @@ def test_two_scoped_workers_share_one_prefix(server: Server, events: Path) -> No
         for store in stores:
             store.close()
         client.close()
+
+
+def test_stream_reader_skips_committed_entries_and_dead_letters_bad_ones(server: Server) -> None:
+    client = redis.Redis.from_url(server.url)
+    stream = "reader:events:0"
+    good = [f'{{"event_id":"e{k}","user_id":"u1","type":"view","ts":{1000 + k}}}' for k in range(5)]
+    ids = [client.xadd(stream, {"e": line}) for line in good[:3]]
+    ids.append(client.xadd(stream, {"e": b"{not json"}))
+    ids.append(client.xadd(stream, {"other": b"x"}))  # not written by publish
+    ids.append(client.xadd(stream, {"e": good[3]}))
+    reader = StreamReader(client, stream, "g", "c1")
+    reader.ensure_group()
+    # the first two entries were applied by an earlier commit
+    batch = reader.read(100, entry_offset(ids[1]), 0)
+    assert batch is not None
+    assert batch.ids == ids and batch.skipped == 2
+    assert [e.event_id for e in batch.events] == ["e2", "e3"]
+    assert batch.offset == entry_offset(ids[-1])
+    assert batch.dead_letter_ids == [i.decode() for i in ids[3:5]]
+    assert [d.offset for d in batch.dead_letters] == [entry_offset(i) for i in ids[3:5]]
+    assert "not valid JSON" in batch.dead_letters[0].reason
+    assert "no 'e' field" in batch.dead_letters[1].reason
+    # everything committed: nothing to apply, every id still to acknowledge
+    reader.reset()
+    again = reader.read(100, entry_offset(ids[-1]), 0)
+    assert again is not None and again.skipped == len(ids) and again.events == []
+    assert again.offset == 0
+    client.delete(stream)
+    client.close()

@@ -242,24 +242,30 @@ class StreamReader:
 
     def _batch(self, entries: list[Any], committed: int) -> StreamBatch:
         batch = StreamBatch(self.stream)
-        parse = self._parser.parse_json
-        for entry_id, fields in entries:
-            batch.ids.append(entry_id)
-            offset = entry_offset(entry_id)
-            if offset <= committed:
-                batch.skipped += 1
-                continue
-            batch.offset = offset
-            raw = _field(fields)
+        batch.ids = [entry_id for entry_id, _ in entries]
+        # entries come in id order: those at or below the committed offset come first
+        start = 0
+        while start < len(entries) and entry_offset(entries[start][0]) <= committed:
+            start += 1
+        batch.skipped = start
+        if start < len(entries):
+            batch.offset = entry_offset(entries[-1][0])
+        parse, events = self._parser.parse_json, batch.events
+        for entry_id, fields in entries[start:]:
+            if type(fields) is list and len(fields) == 2 and fields[0] == FIELD:  # as published
+                raw = fields[1]
+            else:
+                raw = _field(fields)
             try:
                 if raw is None:
                     raise InvalidEvent(
                         "stream entry has no 'e' field (deleted or not written by publish)"
                     )
-                batch.events.append(parse(raw))
+                events.append(parse(raw))
             except InvalidEvent as exc:
                 text = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
                 shown = "" if raw is None else bytes(raw).decode("utf-8", "replace")
+                offset = entry_offset(entry_id)
                 batch.dead_letters.append(DeadLetter(shown, str(exc), self.stream, offset))
                 batch.dead_letter_ids.append(text)
         return batch
