@@ -26,6 +26,7 @@ from liveprofile.engine.state import PipelineState
 from liveprofile.events import Event, EventParser
 from liveprofile.events.columns import EventColumns
 from liveprofile.events.sources import Batch
+from liveprofile.profile.state import decode_profile
 from liveprofile.store import MemoryStore, Store
 
 NAMESPACES = ("profile", "item", "pending", "dedup")
@@ -192,8 +193,25 @@ def test_batches_the_compiled_path_cannot_take_run_in_python_in_between() -> Non
     assert_same([*batches[:mid], batches[mid + 2], *batches[mid + 3 :]])
 
 
+@pytest.mark.parametrize("size", [1, 37, 100_000])
+def test_velocity_counts_are_the_same_as_the_python_core(size: int) -> None:
+    # tight windows and a small cap, so that pruning and the cap both act
+    risk = RiskConfig(
+        velocity=True, events_window="1h", purchases_window="1d", items_window="2h", cap=5
+    )
+    events = messed_up(synthetic(seed=6), seed=7)
+    batches = chunks(events[:400] if size == 1 else events, size)
+    core = assert_same(batches, risk=risk)
+    assert core.compiled is not None
+    store, _ = run(config("compiled", risk=risk), batches)
+    profiles = [decode_profile(blob) for _, blob in store.scan("profile")]
+    assert any(p.v_events for p in profiles) and any(p.v_purchases for p in profiles)
+    assert any(len(p.v_items) > 1 for p in profiles)
+    # and the default pipeline, velocity counts on, takes the compiled path too
+    assert Core(PipelineConfig()).compiled is not None
+
+
 def test_pipelines_the_compiled_path_does_not_cover_take_the_python_core() -> None:
-    assert Core(PipelineConfig()).compiled is None  # velocity counts are on by default
     assert Core(config("compiled", risk=RiskConfig(velocity=False, anomaly=True))).compiled is None
     assert Core(config("python")).compiled is None
     assert Core(config("compiled")).compiled is not None

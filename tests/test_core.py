@@ -61,9 +61,11 @@ CARTED = TaskConfig(
 
 
 def config(*tasks: TaskConfig, **run: Any) -> PipelineConfig:
+    """A pipeline on the Python core, whose state these tests look into (tests/test_compiled.py
+    holds the compiled path to the same stored state), unless ``engine`` says otherwise."""
     return PipelineConfig(
         features=FeatureConfig(bits=12),
-        run=RunConfig(**run),
+        run=RunConfig(**{"engine": "python", **run}),
         tasks=list(tasks) or [LIKE, CONVERT, REPURCHASE],
     )
 
@@ -326,12 +328,13 @@ def _batches(events: list[Event], size: int) -> list[Batch]:
     ]
 
 
+@pytest.mark.parametrize("engine", ["python", "compiled"])
 @pytest.mark.parametrize("restart_after", [2, 7])
 def test_restart_from_the_store_equals_an_uninterrupted_run(
-    tmp_path: Path, restart_after: int
+    tmp_path: Path, restart_after: int, engine: str
 ) -> None:
     tasks = [CONVERT, SHORT_REPURCHASE, CARTED]
-    cfg = config(*tasks, batch_size=80, dedup_window=300)
+    cfg = config(*tasks, batch_size=80, dedup_window=300, engine=engine)
     events = synthetic(users=25, days=8, seed=4)
     batches = _batches(events, 80)
     assert len(batches) > restart_after + 2
@@ -343,6 +346,9 @@ def test_restart_from_the_store_equals_an_uninterrupted_run(
     first = LocalRunner(cfg, SQLiteStore(tmp_path / "split.db"), tmp_path / "split.dead")
     for batch in batches[:restart_after]:
         first.process("src", batch)
+    if first.core.compiled is not None:
+        assert engine == "compiled"
+        first.core.compiled.release()  # its open examples, back in the tasks to compare
     at_restart = pending_state(first.state)
     assert sum(len(p) for p in at_restart.values()) > 0  # open exposures must survive
     first.close()

@@ -47,8 +47,6 @@ _SPEND_ROOM = 96  # SPEND_DAYS + 1 kept days, and one being added
 def unsupported(core: Core) -> str | None:
     """Why this pipeline cannot take the compiled path, or None if it can."""
     config = core.config
-    if config.risk.velocity:
-        return "velocity counts are on"
     if config.risk.anomaly:
         return "the anomaly detector is on"
     if core.ttl is not None:
@@ -118,6 +116,7 @@ class CompiledStep:
         self.user_fidx = np.zeros(0, np.int64)
         self.user_part = np.zeros(0, np.int64)
         self.item_fidx = np.zeros(0, np.int64)
+        self.item_crc = np.zeros(0, np.int64)
         self.topic_fidx = np.zeros(0, np.int64)
         self.topic_part = np.zeros(0, np.int64)
         self.topic_track = np.zeros(0, np.bool_)
@@ -233,6 +232,7 @@ class CompiledStep:
         if new:
             n = len(self.items)
             self.item_fidx = _grow(self.item_fidx, n)
+            self.item_crc = _grow(self.item_crc, n)
             for name in ("xf", "xi", "xpos", "xex", "x_first", "x_touched", "x_held"):
                 setattr(self, name, _grow(getattr(self, name), n))
             if self.task_by_item.any():
@@ -240,6 +240,7 @@ class CompiledStep:
             for v in new:
                 c = self.items.code[v]
                 self.item_fidx[c] = b._value("item", v)
+                self.item_crc[c] = zlib.crc32(v.encode())  # how velocity counts name items
                 for t, task in enumerate(self.tasks):
                     if self.task_by_item[t]:
                         self.ko_item[t, c] = zlib.crc32(f"{task.name}:{v}".encode())
@@ -645,6 +646,8 @@ class CompiledStep:
         self.fp[K.FP_WATERMARK] = ckpt.watermark
         type_fidx, type_dec, type_mon, type_w, on, conv, pos = self.type_tables
         item_rank = self.items.rank()
+        # as the profiles were before the events, for the velocity counts below
+        last_before, n_before = U.pf[:, K.P_LAST].tolist(), U.pi[:, K.P_N].tolist()
         K.run(
             ev_ok,
             ev_urow,
@@ -766,6 +769,9 @@ class CompiledStep:
             )
         # profiles, items and pending logs back to objects
         out.users = self._store_users(state, batch_users, U, scores, scored)
+        if self.core.config.risk.velocity:
+            velocity = (ev_urow, ev_icode, ev_type, ev_ts, last_before, n_before)
+            self._count_velocity(state, ev_ok, user_names, *velocity)
         touched = np.flatnonzero(self.x_touched)
         self.x_touched[touched] = False
         blobs = encode_items(touched, *X[:5], self.topic_strings, self.task_strings)
@@ -787,6 +793,36 @@ class CompiledStep:
         ckpt.duplicates += out.duplicates
         self.core._finish(state, out, before, swept)
         return out
+
+    def _count_velocity(
+        self,
+        state: PipelineState,
+        ev_ok: Any,
+        user_names: Sequence[str],
+        ev_urow: I64,
+        ev_icode: I64,
+        ev_type: I64,
+        ev_ts: F64,
+        last: list[float],
+        n: list[int],
+    ) -> None:
+        """The velocity counts of the applied events, in their order, on the profiles (as
+        ``RiskTracker.apply`` counts them); ``last`` and ``n``: last event time and event count
+        per user row before the batch."""
+        count, profiles = self.updater.risk.count, state.profiles
+        monetary = self.type_tables[2].tolist()
+        applied = np.flatnonzero(ev_ok)
+        rows = ev_urow[applied].tolist()
+        items = ev_icode[applied]
+        crc = np.append(self.item_crc[: len(self.items)], -1)[items].tolist()  # -1: no item
+        kinds = ev_type[applied].tolist()
+        for e, r, ts, kind, item in zip(
+            applied.tolist(), rows, ev_ts[applied].tolist(), kinds, crc, strict=True
+        ):
+            if n[r] == 0 or ts > last[r]:
+                last[r] = ts
+            n[r] += 1
+            count(profiles[user_names[e]], ts, monetary[kind], None if item < 0 else item, last[r])
 
     # -- profiles and items as arrays ----------------------------------------------------------
 

@@ -205,19 +205,24 @@ class RiskTracker:
 
     def apply(self, p: Profile, e: Event) -> None:
         """Fold one event into ``p``'s risk fields; ``p.last_ts`` already includes it."""
-        ts, last, cap = e.ts, p.last_ts, self.cap
+        add_recent(p.recent, (stamp(e.ts), e.type, e.item_id, e.value), self.config.recent)
+        if self.velocity_on:
+            item = None if e.item_id is None else zlib.crc32(e.item_id.encode())
+            self.count(p, e.ts, e.type in self._monetary, item, p.last_ts)
+
+    def count(self, p: Profile, ts: float, monetary: bool, item: int | None, last: float) -> None:
+        """The velocity part of :meth:`apply`: an event at ``ts`` (of a monetary type or not,
+        with the CRC32 of its item or None) when the profile's last event time is ``last``."""
+        cap = self.cap
         w_events, w_purchases, w_items = self.windows
-        add_recent(p.recent, (stamp(ts), e.type, e.item_id, e.value), self.config.recent)
-        if not self.velocity_on:
-            return
         add_count(p.v_events, ts, last - w_events, cap)
         # every list is pruned on every event, so what is stored depends only on the events
-        if e.type in self._monetary:
+        if monetary:
             add_count(p.v_purchases, ts, last - w_purchases, cap)
         elif p.v_purchases and p.v_purchases[0][0] <= last - w_purchases:
             prune(p.v_purchases, last - w_purchases)
-        if e.item_id is not None:
-            add_item(p.v_items, ts, zlib.crc32(e.item_id.encode()), last - w_items, cap)
+        if item is not None:
+            add_item(p.v_items, ts, item, last - w_items, cap)
         elif p.v_items and p.v_items[0][0] <= last - w_items:
             prune(p.v_items, last - w_items)
 
