@@ -116,13 +116,20 @@ def main() -> None:
     parser.add_argument("--block-ms", type=int, default=20, help="wait of the final empty read")
     parser.add_argument("--cpu", type=int, default=0, help="CPU core to pin this process to")
     parser.add_argument("--json", type=Path, help="write the results to this file")
+    parser.add_argument(
+        "--velocity",
+        action="store_true",
+        help="keep velocity counts (off in the Complete Journey quick start's pipeline)",
+    )
     args = parser.parse_args()
 
     if hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {args.cpu})
     base = quickstart_config()
     config = msgspec.structs.replace(
-        base, run=msgspec.structs.replace(base.run, batch_size=args.batch_size)
+        base,
+        run=msgspec.structs.replace(base.run, batch_size=args.batch_size),
+        risk=msgspec.structs.replace(base.risk, velocity=args.velocity),
     )
     out = Console()
     prefix = f"bench-redis-worker-{uuid.uuid4().hex[:12]}"
@@ -142,6 +149,7 @@ def main() -> None:
         "benchmark": "redis_worker",
         "events": n,
         "batch_size": args.batch_size,
+        "velocity": args.velocity,
         "redis_worker": _row(redis_stats),
         "local_sqlite": _row(sqlite_stats),
         "redis_vs_sqlite": round(ratio, 3),
