@@ -293,6 +293,18 @@ def _put(fidx, fval, m, i, v):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
+def _rate_features(fidx, fval, m, positives, n, fp, f_rate, rate_bins, seen_bins):  # type: ignore[no-untyped-def]
+    """A positive rate shrunk toward the prior: its distance from the prior, its decile bucket
+    and a bucket of how many examples it rests on (FeatureBuilder.task_features)."""
+    prior, strength = fp[FP_PRIOR], fp[FP_STRENGTH]
+    rate = (positives + prior * strength) / (n + strength)
+    b = int(rate * 10)
+    m = _put(fidx, fval, m, f_rate, rate - prior)
+    m = _put(fidx, fval, m, rate_bins[b if b < 9 else 9], 1.0)
+    return _put(fidx, fval, m, seen_bins[_log2_bin(float(n), 12)], 1.0)
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def _count(examples, positives, r, t, label, first, tick):  # type: ignore[no-untyped-def]
     """``record_outcome``: count an example (and a positive); ``first[r, 0|1, t]`` keeps when
     each count first became non-zero, for the order of the keys of the stored dicts."""
@@ -437,7 +449,6 @@ def run(  # type: ignore[no-untyped-def]
 ):
     n_tasks = task_delayed.shape[0]
     h_c, h_i, h_min = fp[FP_H_COUNTERS], fp[FP_H_INTERESTS], fp[FP_H_MIN]
-    prior, strength = fp[FP_PRIOR], fp[FP_STRENGTH]
     watermark = fp[FP_WATERMARK]
     # 2.0 as data: a literal base lets the compiler turn pow(2, x) into exp2(x), which can
     # differ from the pow() Python calls in the last bit
@@ -665,30 +676,24 @@ def run(  # type: ignore[no-untyped-def]
                 name = ko_item[t, key] if task_by_item[t] else ko_topic[t, key]
                 j = _key_slot(okey, olen, u, name)
                 packed = oval[u, j] if j >= 0 else 0
-                n_k = packed & 0xFFFFFF
-                rate = ((packed >> 24) + prior * strength) / (n_k + strength)
-                b = int(rate * 10)
-                m = _put(fidx, fval, m, fc[F_KEY_RATE], rate - prior)
-                m = _put(fidx, fval, m, tabs[T_KEY_RATE, b if b < 9 else 9], 1.0)
-                m = _put(fidx, fval, m, tabs[T_KEY_SEEN, _log2_bin(float(n_k), 12)], 1.0)
+                m = _rate_features(
+                    fidx, fval, m, packed >> 24, packed & 0xFFFFFF, fp, fc[F_KEY_RATE],
+                    tabs[T_KEY_RATE], tabs[T_KEY_SEEN],
+                )  # fmt: skip
             if not p_exists:
                 m = _put(fidx, fval, m, fc[F_U_NEW_TASK], 1.0)
             else:
-                n_t = uex[u, t]
-                rate = (upos[u, t] + prior * strength) / (n_t + strength)
-                b = int(rate * 10)
-                m = _put(fidx, fval, m, fc[F_U_RATE], rate - prior)
-                m = _put(fidx, fval, m, tabs[T_U_RATE, b if b < 9 else 9], 1.0)
-                m = _put(fidx, fval, m, tabs[T_U_SEEN, _log2_bin(float(n_t), 12)], 1.0)
+                m = _rate_features(
+                    fidx, fval, m, upos[u, t], uex[u, t], fp, fc[F_U_RATE], tabs[T_U_RATE],
+                    tabs[T_U_SEEN],
+                )  # fmt: skip
             if not i_exists:
                 m = _put(fidx, fval, m, fc[F_I_NEW_TASK], 1.0)
             else:
-                n_t = xex[it, t]
-                rate = (xpos[it, t] + prior * strength) / (n_t + strength)
-                b = int(rate * 10)
-                m = _put(fidx, fval, m, fc[F_I_RATE], rate - prior)
-                m = _put(fidx, fval, m, tabs[T_I_RATE, b if b < 9 else 9], 1.0)
-                m = _put(fidx, fval, m, tabs[T_I_SEEN, _log2_bin(float(n_t), 12)], 1.0)
+                m = _rate_features(
+                    fidx, fval, m, xpos[it, t], xex[it, t], fp, fc[F_I_RATE], tabs[T_I_RATE],
+                    tabs[T_I_SEEN],
+                )  # fmt: skip
             if task_delayed[t]:
                 # open a pending example
                 slot = free[nfree[0] - 1]
