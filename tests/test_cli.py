@@ -16,7 +16,15 @@ from liveprofile.events.deadletter import DeadLetter, read_dead_letters
 from liveprofile.store import SQLiteStore
 
 EXE = shutil.which("liveprofile")
-ML = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-latest-small"
+#: the shared MovieLens copy, in the nearest folder above the checkout that has one
+ML = next(
+    (
+        found
+        for parent in Path(__file__).resolve().parents
+        if (found := parent / "shared" / "data" / "ml-latest-small").is_dir()
+    ),
+    Path("shared/data/ml-latest-small"),
+)
 
 
 def run(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

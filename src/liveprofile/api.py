@@ -36,13 +36,19 @@ from liveprofile.engine.core import Core
 from liveprofile.engine.local import LocalRunner
 from liveprofile.engine.state import Checkpoint, PipelineState
 from liveprofile.errors import ConfigError, ProfileNotFound, SourceError, StateVersionError
-from liveprofile.events.sources import Batch, CsvSource, JsonlSource, Source, read_item_tags
+from liveprofile.events.sources import (
+    FORMATS,
+    Batch,
+    CsvSource,
+    JsonlSource,
+    Source,
+    read_item_tags,
+)
 from liveprofile.learn.registry import dump_learner, load_learner
 from liveprofile.profile.population import Population, standing
 from liveprofile.profile.state import ProfileUpdater, decode_profile
 from liveprofile.store import MemoryStore, Store, open_store
 
-FORMATS = ("jsonl", "csv", "movielens", "completejourney")
 WARM_START_SCHEMA = 1
 
 PathLike = str | os.PathLike[str]

@@ -33,6 +33,9 @@ from liveprofile.errors import InvalidEvent, SourceError
 from liveprofile.events.deadletter import DeadLetter
 from liveprofile.events.schema import Event, EventParser
 
+#: the formats :func:`liveprofile.api.open_source` opens (and ``--format`` accepts)
+FORMATS = ("jsonl", "csv", "movielens", "completejourney")
+
 
 @dataclass
 class Batch:

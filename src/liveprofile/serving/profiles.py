@@ -38,12 +38,12 @@ from liveprofile.learn.registry import load_learner
 from liveprofile.profile.items import decode_item
 from liveprofile.profile.population import Population, standing
 from liveprofile.profile.state import decode_profile
+from liveprofile.serving import MAX_CANDIDATES
 from liveprofile.serving.collector import HTTPProblem, check_token, error_response
 from liveprofile.serving.dashboard import mount_dashboard
 from liveprofile.serving.metrics import StoreStats, mount_metrics
 from liveprofile.serving.privacy import add_privacy_routes
 from liveprofile.serving.recommend import (
-    MAX_CANDIDATES,
     Recommender,
     explained_example,
     exposure,

@@ -54,10 +54,9 @@ from liveprofile.learn.registry import load_learner
 from liveprofile.profile.items import ItemStats, decode_item
 from liveprofile.profile.popular import PopularIndex
 from liveprofile.profile.state import Profile, decode_profile
+from liveprofile.serving import MAX_CANDIDATES
 from liveprofile.store import Store
 
-#: most candidates one request may name (and the most items one answer may hold)
-MAX_CANDIDATES = 1000
 #: popular items kept per category in the index, and taken per interest as candidates
 POPULAR_PER_CATEGORY = 200
 #: how many of the user's strongest interest categories give candidates

@@ -13,7 +13,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from liveprofile.cli import DEFAULT_STORE, _fail_cleanly, main
+from liveprofile.cli.base import DEFAULT_STORE, _fail_cleanly
 from liveprofile.store.base import Store
 
 _store_option = click.option(
@@ -40,7 +40,7 @@ def _when(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
-@main.group()
+@click.group()
 def segments() -> None:
     """Real-time segments: sizes, members, CSV exports and enter/exit changes.
 

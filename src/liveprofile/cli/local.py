@@ -1,41 +1,27 @@
-"""The ``liveprofile`` command line."""
+"""Commands of the embedded path: ``quickstart``, ``replay``, ``warm-start``, ``profile``,
+``generate`` and ``dead-letters``."""
 
 from __future__ import annotations
 
 import functools
-import gc
 import json
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from rich.console import Console
 from rich.table import Table
 
-from liveprofile import api
+from liveprofile.cli.base import DEFAULT_STORE, _fail_cleanly, console
 from liveprofile.config import PipelineConfig
-from liveprofile.errors import LiveprofileError
-from liveprofile.events.sources import Source
+from liveprofile.events.sources import FORMATS
+
+if TYPE_CHECKING:
+    from liveprofile.events.sources import Source
 
 F = TypeVar("F", bound=Callable[..., Any])
-console = Console(stderr=True)
-DEFAULT_STORE = "liveprofile-data/profiles.db"
-
-
-def _fail_cleanly(func: F) -> F:
-    """Turn liveprofile errors into a one-line message and the error's exit code."""
-
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except LiveprofileError as exc:
-            console.print(f"[red]error:[/red] {exc}")
-            sys.exit(exc.exit_code)
-
-    return functools.update_wrapper(wrapper, func)  # type: ignore[return-value]
 
 
 def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
@@ -114,21 +100,7 @@ def _with(options: list[Callable[[F], F]]) -> Callable[[F], F]:
     return apply
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="liveprofile")
-def main() -> None:
-    """Real-time user profiles and online learning from event streams.
-
-    Events (views, purchases, ratings, ...) update each user's profile and the online models as
-    they arrive; profiles, models and the source offset are committed together to an embedded
-    SQLite store, so an interrupted replay resumes exactly where it stopped.
-    """
-    # A replay allocates many short-lived containers per event; collecting the young
-    # generation less often saves about a tenth of the time and changes no result.
-    gc.set_threshold(50_000, 20, 20)
-
-
-@main.command()
+@click.command()
 @_store_option
 @click.option("--limit", type=int, help="Stop after this many transactions.")
 @click.option("--progress/--no-progress", default=True, help="Show a progress bar.")
@@ -142,6 +114,7 @@ def quickstart(
     Trains a delayed task, "will this household buy this product category again within 14
     days", prequentially, and prints throughput, profiles written, dead letters and metrics.
     """
+    from liveprofile import api
     from liveprofile.datasets.completejourney import CompleteJourneySource, quickstart_config
 
     summary = api.replay(
@@ -159,7 +132,7 @@ _source_options: list[Callable[[F], F]] = [
     click.option(
         "--format",
         "fmt",
-        type=click.Choice(api.FORMATS),
+        type=click.Choice(FORMATS),
         help="Source format (default: from the file extension).",
     ),
     click.option(
@@ -233,6 +206,8 @@ def _with_input(func: Callable[..., None]) -> Callable[..., None]:
     ) -> None:
         if source is None and fmt != "completejourney":
             raise click.UsageError("give a SOURCE file ('-' for stdin) or --format completejourney")
+        from liveprofile import api
+
         config = PipelineConfig.load(config_path)
         src = api.open_source(
             source,
@@ -249,7 +224,7 @@ def _with_input(func: Callable[..., None]) -> Callable[..., None]:
     return functools.update_wrapper(wrapper, func)
 
 
-@main.command()
+@click.command()
 @_with(_source_options)
 @_store_option
 @click.option(
@@ -285,6 +260,8 @@ def replay(
 
     Re-running on the same store resumes after the last committed batch.
     """
+    from liveprofile import api
+
     summary = api.replay(
         run.source,
         store=store,
@@ -297,7 +274,7 @@ def replay(
     _finish(summary, report, plot)
 
 
-@main.command("warm-start")
+@click.command("warm-start")
 @_with(_source_options)
 @click.option(
     "--out",
@@ -313,6 +290,8 @@ def warm_start_command(run: RunInput, out: str) -> None:
     A later 'liveprofile replay --warm-start FILE' on a new store starts from these models
     instead of from zero. Profiles are not kept: only the models.
     """
+    from liveprofile import api
+
     summary = api.warm_start(
         run.source, out, config=run.config, limit=run.limit, progress=run.progress
     )
@@ -320,13 +299,15 @@ def warm_start_command(run: RunInput, out: str) -> None:
     console.print(f"models saved to {out}")
 
 
-@main.command()
+@click.command()
 @click.argument("user")
 @_store_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON only (for scripts).")
 @_fail_cleanly
 def profile(user: str, store: str, as_json: bool) -> None:
     """Show one user's profile: interests, counters, RFM, traits, scores, last seen."""
+    from liveprofile import api
+
     view = api.read_profile(store, user)
     if as_json:
         click.echo(json.dumps(view, indent=2))
@@ -336,7 +317,7 @@ def profile(user: str, store: str, as_json: bool) -> None:
     Console().print(render_profile(view))
 
 
-@main.command()
+@click.command()
 @click.option(
     "--out", required=True, type=click.Path(dir_okay=False), help="JSON Lines file to write."
 )
@@ -365,7 +346,7 @@ def generate(
     )
 
 
-@main.command("dead-letters")
+@click.command("dead-letters")
 @click.option(
     "--file",
     "path",
@@ -390,19 +371,3 @@ def dead_letters(path: str, limit: int) -> None:
     for letter in letters[:limit]:
         table.add_row(letter.source, str(letter.offset), letter.reason, letter.raw[:120])
     Console().print(table)
-
-
-from liveprofile import cli_apps as _cli_apps  # noqa: E402,F401
-from liveprofile import cli_http as _cli_http  # noqa: E402,F401
-from liveprofile import cli_ops as _cli_ops  # noqa: E402,F401
-from liveprofile import cli_privacy as _cli_privacy  # noqa: E402,F401
-from liveprofile import cli_redis as _cli_redis  # noqa: E402,F401
-from liveprofile import cli_segments as _cli_segments  # noqa: E402,F401
-from liveprofile import cli_serve as _cli_serve  # noqa: E402,F401
-
-if __name__ == "__main__":
-    # Run as ``python -m liveprofile.cli`` this file is a second copy of the module; the commands
-    # of cli_http, cli_ops, cli_redis and cli_serve are registered on the imported one: run that.
-    from liveprofile.cli import main as _imported_main
-
-    _imported_main()

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from liveprofile.cli import DEFAULT_STORE, _fail_cleanly, main
+from liveprofile.cli.base import DEFAULT_STORE, _fail_cleanly
 
 _store_option = click.option(
     "--store",
@@ -16,7 +16,7 @@ _store_option = click.option(
 )
 
 
-@main.group()
+@click.group()
 def privacy() -> None:
     """Privacy requests: export a user's data, erase users."""
 

@@ -8,12 +8,11 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from liveprofile import api
-from liveprofile.cli import DEFAULT_STORE, _fail_cleanly, main
-from liveprofile.serving.recommend import MAX_CANDIDATES
+from liveprofile.cli.base import DEFAULT_STORE, _fail_cleanly
+from liveprofile.serving import MAX_CANDIDATES
 
 
-@main.command()
+@click.command()
 @click.argument("user")
 @click.option(
     "--store",
@@ -49,6 +48,8 @@ def recommend(
       liveprofile recommend u00042 --store shop.db
       liveprofile recommend u00042 --store shop.db -k 3 --candidates i00001,i00007,i00042
     """
+    from liveprofile import api
+
     items = None if candidates is None else [c.strip() for c in candidates.split(",") if c.strip()]
     out = api.recommend(store, user, k=k, candidates=items, task=task, top=top)
     if as_json:

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-import redis
 from rich.console import Console
 from rich.table import Table
 
-from liveprofile.cli import _fail_cleanly, main
-from liveprofile.cli_redis import _prefix_option, _redis_option
-from liveprofile.engine.redis_ops import Status
+from liveprofile.cli.base import _fail_cleanly
+from liveprofile.cli.streams import _prefix_option, _redis_option
 from liveprofile.errors import SourceError
+
+if TYPE_CHECKING:
+    from liveprofile.engine.redis_ops import Status
 
 
 def _print_status(status: Status) -> None:
@@ -48,7 +50,7 @@ def _print_status(status: Status) -> None:
     out.print(store)
 
 
-@main.command()
+@click.command()
 @_redis_option
 @_prefix_option
 @click.option("--group", default="liveprofile", show_default=True, help="Consumer group name.")
@@ -84,6 +86,8 @@ def status(
     Example:
       liveprofile status --redis redis://127.0.0.1:6379/0 --prefix shop --json
     """
+    import redis
+
     from liveprofile.engine.redis_ops import stream_status
     from liveprofile.store.redis import RedisStore
 
@@ -102,7 +106,7 @@ def status(
         _print_status(result)
 
 
-@main.command("redis-dead-letters")
+@click.command("redis-dead-letters")
 @_redis_option
 @_prefix_option
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
@@ -139,7 +143,7 @@ def redis_dead_letters(url: str, prefix: str, limit: int, as_json: bool) -> None
     Console().print(table)
 
 
-@main.command()
+@click.command()
 @_redis_option
 @_prefix_option
 @click.option(
@@ -172,6 +176,8 @@ def redrive(
       liveprofile redrive --redis redis://127.0.0.1:6379/0 --prefix shop \\
           --key shop:events:0:1700000000000-3 --fixed corrected.jsonl
     """
+    import redis
+
     from liveprofile.engine.redis_ops import redrive as redrive_letters
     from liveprofile.store.redis import RedisStore
 

@@ -10,9 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import click
-import redis
 
-from liveprofile.cli import _fail_cleanly, console, main
+from liveprofile.cli.base import _fail_cleanly, console
 from liveprofile.config import PipelineConfig
 from liveprofile.errors import SourceError
 
@@ -41,7 +40,7 @@ def _lines(path: str) -> Iterator[bytes]:
         yield from fh
 
 
-@main.command()
+@click.command()
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
 @_redis_option
 @_prefix_option
@@ -64,6 +63,8 @@ def publish(file: str, url: str, prefix: str, partitions: int) -> None:
       liveprofile publish events.jsonl --redis redis://127.0.0.1:6379/0 --prefix shop \\
           --partitions 2
     """
+    import redis
+
     from liveprofile.events.redis_streams import publish as publish_lines
 
     client = redis.Redis.from_url(url)
@@ -102,7 +103,7 @@ def _partition_list(value: str, total: int) -> list[int]:
     return parts
 
 
-@main.command()
+@click.command()
 @_redis_option
 @_prefix_option
 @click.option(
@@ -193,6 +194,8 @@ def worker(
     Example:
       liveprofile worker --redis redis://127.0.0.1:6379/0 --prefix shop --partitions 0,1 --of 2
     """
+    import redis
+
     from liveprofile.engine.redis_worker import RedisWorker
     from liveprofile.store.redis import RedisStore
 

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import click
 
-from liveprofile.cli import _fail_cleanly, console, main
+from liveprofile.cli.base import _fail_cleanly, console
 from liveprofile.config import PipelineConfig
 from liveprofile.errors import ConfigError
 
 
-@main.command()
+@click.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
 @click.option(

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import click
 
-from liveprofile.cli import DEFAULT_STORE, _fail_cleanly, console, main
+from liveprofile.cli.base import DEFAULT_STORE, _fail_cleanly, console
 from liveprofile.errors import ConfigError
 
 
-@main.command()
+@click.command()
 @click.option(
     "--store",
     default=DEFAULT_STORE,
