@@ -1,15 +1,22 @@
-"""The package layout: the command line loads its commands lazily, and no module imports one that
-imports it back."""
+"""The package layout: the command line loads its commands lazily, the stored-state layout names
+everything stored, and no module imports one that imports it back."""
 
 from __future__ import annotations
 
+import json
+import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
 import click
 import pytest
 
+from liveprofile.api import replay
 from liveprofile.cli import COMMANDS, main
+from liveprofile.config import PipelineConfig, RiskConfig, RunConfig
+from liveprofile.events.schema import FORGET
+from liveprofile.store import layout
 
 HEAVY = ("numba", "pandas", "river", "numpy", "fastapi", "redis", "liveprofile.api")
 
@@ -53,3 +60,47 @@ def test_every_listed_command_loads_under_its_name(name: str) -> None:
 def test_listed_commands_are_all_there_is() -> None:
     assert main.list_commands(click.Context(main)) == sorted(COMMANDS)
     assert main.get_command(click.Context(main), "no-such-command") is None
+
+
+def test_the_layout_names_everything_a_replay_stores(tmp_path: Path) -> None:
+    """Every namespace and meta blob a replay writes (identity links, expiry, erasure, anomaly
+    scores and segments included) is one that :mod:`liveprofile.store.layout` declares."""
+    day = 86400
+    events: list[dict[str, object] | str] = [
+        {"event_id": "0", "user_id": "dan", "type": "view", "ts": 0, "item_id": "i2"},
+        {"event_id": "1", "anonymous_id": "a1", "type": "view", "ts": 4 * day, "item_id": "i1"},
+        {
+            "event_id": "2",
+            "user_id": "ann",
+            "anonymous_id": "a1",
+            "type": "purchase",
+            "ts": 4 * day + 60,
+            "item_id": "i1",
+            "category": "tea",
+            "value": 9.0,
+        },
+        {"event_id": "3", "user_id": "bob", "type": "view", "ts": 4 * day, "item_id": "i2"},
+        {"event_id": "4", "user_id": "bob", "type": FORGET, "ts": 4 * day + 1},
+        {"event_id": "5", "user_id": "cy", "type": "view", "ts": 5 * day, "item_id": "i2"},
+        "not json",
+    ]
+    path = tmp_path / "events.jsonl"
+    path.write_text("\n".join(e if isinstance(e, str) else json.dumps(e) for e in events))
+    config = PipelineConfig(
+        segments={"buyers": "frequency >= 1"},
+        run=RunConfig(batch_size=2, profile_ttl="2d"),
+        risk=RiskConfig(anomaly=True),
+    )
+    replay(path, store=tmp_path / "p.db", config=config, progress=False)
+    db = sqlite3.connect(tmp_path / "p.db")
+    namespaces = {ns for (ns,) in db.execute("SELECT DISTINCT ns FROM rows")}
+    metas = {name for (name,) in db.execute("SELECT name FROM meta")}
+    db.close()
+    rows = {layout.PROFILES, layout.ITEMS, layout.PENDING, layout.DEDUP, layout.ALIASES}
+    rows |= {layout.EXPIRY, layout.DEAD_LETTERS}
+    assert {layout.PROFILES, layout.ALIASES, layout.EXPIRY} <= namespaces
+    assert {ns for ns in namespaces if not ns.startswith(layout.SEGMENT_PREFIX)} <= rows
+    assert layout.segment_namespace("buyers") in namespaces
+    tasks = {f(t.name) for t in config.tasks for f in (layout.model_meta, layout.metrics_meta)}
+    blobs = {layout.CHECKPOINT, layout.CONFIG, layout.POPULATION, layout.SEGMENT_HISTORY}
+    assert metas == blobs | {layout.ANOMALY} | tasks

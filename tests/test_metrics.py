@@ -16,10 +16,10 @@ from prometheus_client.parser import text_string_to_metric_families
 import liveprofile
 from liveprofile.config import PipelineConfig
 from liveprofile.datasets.synthetic import SyntheticConfig, write_jsonl
-from liveprofile.engine.state import Checkpoint
 from liveprofile.learn.metrics import Prequential
-from liveprofile.serving.metrics import SEGMENT_HISTORY, StoreStats
+from liveprofile.serving.metrics import StoreStats
 from liveprofile.store import open_store
+from liveprofile.store.layout import SEGMENT_HISTORY, Checkpoint
 from liveprofile.store.sqlite import SQLiteStore
 
 TOKEN = "metrics-token-789"

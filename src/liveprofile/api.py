@@ -24,7 +24,6 @@
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,8 +33,8 @@ import msgspec
 from liveprofile.config import PipelineConfig
 from liveprofile.engine.core import Core
 from liveprofile.engine.local import LocalRunner
-from liveprofile.engine.state import Checkpoint, PipelineState
-from liveprofile.errors import ConfigError, ProfileNotFound, SourceError, StateVersionError
+from liveprofile.engine.state import PipelineState
+from liveprofile.errors import ConfigError, SourceError, StateVersionError
 from liveprofile.events.sources import (
     FORMATS,
     Batch,
@@ -45,9 +44,14 @@ from liveprofile.events.sources import (
     read_item_tags,
 )
 from liveprofile.learn.registry import dump_learner, load_learner
-from liveprofile.profile.population import Population, standing
-from liveprofile.profile.state import ProfileUpdater, decode_profile
+from liveprofile.serving.views import profile_view
 from liveprofile.store import MemoryStore, Store, open_store
+from liveprofile.store.layout import (
+    check_config,
+    default_changes,
+    default_dead_letters,
+    stored_config,
+)
 
 WARM_START_SCHEMA = 1
 
@@ -100,47 +104,6 @@ def open_source(
     raise SourceError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
 
 
-def default_dead_letters(store: PathLike) -> Path:
-    """Where dead letters go by default: beside the store file, or for a server store, under
-    ``liveprofile-data/`` named after its URL.
-
-    >>> str(default_dead_letters("redis://127.0.0.1:6379/0?prefix=shop"))
-    'liveprofile-data/redis-127.0.0.1-6379-0-prefix-shop.deadletters.jsonl'
-    """
-    return beside_store(store, "deadletters.jsonl")
-
-
-def default_changes(store: PathLike) -> Path:
-    """Where segment changes go by default (``profiles.db`` -> ``profiles.db.segments.jsonl``)."""
-    return beside_store(store, "segments.jsonl")
-
-
-def beside_store(store: PathLike, suffix: str) -> Path:
-    text = str(store)
-    if "://" in text and not text.startswith("sqlite://"):
-        name = re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-")
-        return Path("liveprofile-data") / f"{name}.{suffix}"
-    return Path(f"{text.removeprefix('sqlite://')}.{suffix}")
-
-
-def check_config(store: Store, config: PipelineConfig) -> None:
-    """Record ``config`` in a new store, or refuse a config other than the one it was built with."""
-    stored = store.get_meta("config")
-    encoded = msgspec.json.encode(config)
-    if stored is None:
-        store.commit({}, {"config": encoded})
-    elif stored != encoded:
-        raise ConfigError(
-            "this store was built with a different pipeline config; replay into a new store "
-            "(--store) or use the config it was built with"
-        )
-
-
-def stored_config(store: Store) -> PipelineConfig:
-    blob = store.get_meta("config")
-    return PipelineConfig() if blob is None else msgspec.json.decode(blob, type=PipelineConfig)
-
-
 def replay(
     source: PathLike | Source,
     *,
@@ -190,21 +153,7 @@ def read_profile(store: PathLike | Store, user: str) -> dict[str, Any]:
     """One user's profile as a readable dict, as of the latest event time in the store."""
     backend = open_store(str(store), read_only=True) if not isinstance(store, Store) else store
     try:
-        blob = backend.read("profile", [user])[0]
-        if blob is None:
-            raise ProfileNotFound(f"no profile for user {user!r} in {store}")
-        config = stored_config(backend)
-        ckpt_blob = backend.get_meta("checkpoint")
-        profile = decode_profile(blob)
-        as_of = profile.last_ts
-        if ckpt_blob is not None:
-            as_of = max(as_of, msgspec.msgpack.decode(ckpt_blob, type=Checkpoint).watermark)
-        pop_blob = backend.get_meta("population")
-        rfm = None
-        if pop_blob is not None:
-            population = msgspec.msgpack.decode(pop_blob, type=Population)
-            rfm = population.scores(standing(profile))
-        return ProfileUpdater(config.profile, config.risk).view(profile, at=as_of, rfm=rfm)
+        return profile_view(backend, user, where=store)
     finally:
         if not isinstance(store, Store):
             backend.close()
@@ -294,9 +243,14 @@ def load_warm_start(state: PipelineState, path: PathLike) -> None:
 __all__ = [
     "FORMATS",
     "Core",
+    "check_config",
+    "default_changes",
+    "default_dead_letters",
+    "load_warm_start",
     "open_source",
     "read_profile",
     "recommend",
     "replay",
+    "stored_config",
     "warm_start",
 ]

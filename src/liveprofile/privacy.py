@@ -37,23 +37,26 @@ from typing import Any
 import msgspec
 import redis
 
-from liveprofile.api import (
-    check_config,
-    default_changes,
-    default_dead_letters,
-    read_profile,
-    stored_config,
-)
 from liveprofile.engine.changes import change_stream, read_changes, read_stream_changes
 from liveprofile.engine.local import LocalRunner
-from liveprofile.engine.state import Checkpoint, segment_namespace
 from liveprofile.errors import ProfileNotFound, StoreError
 from liveprofile.events.redis_streams import partition_of, publish, stream_key
 from liveprofile.events.schema import FORGET, Event, encode_event
 from liveprofile.events.sources import Batch
 from liveprofile.profile.state import decode_profile
+from liveprofile.serving.views import profile_view
 from liveprofile.store import open_store
 from liveprofile.store.base import Store
+from liveprofile.store.layout import (
+    ALIASES,
+    PROFILES,
+    check_config,
+    default_changes,
+    default_dead_letters,
+    read_checkpoint,
+    segment_namespace,
+    stored_config,
+)
 from liveprofile.store.redis import RedisStore
 
 PathLike = str | os.PathLike[str]
@@ -67,12 +70,12 @@ def export_user(store: PathLike, user: str) -> dict[str, Any]:
     text = str(store)
     backend = open_store(text, read_only=True)
     try:
-        (linked,) = backend.read("alias", [user])
-        (blob,) = backend.read("profile", [user])
+        (linked,) = backend.read(ALIASES, [user])
+        (blob,) = backend.read(PROFILES, [user])
         if blob is None and linked is None:
             raise ProfileNotFound(f"nothing is stored about user {user!r}")
         out: dict[str, Any] = {"user_id": user, "linked_to": linked and linked.decode()}
-        out["profile"] = None if blob is None else read_profile(backend, user)
+        out["profile"] = None if blob is None else profile_view(backend, user)
         out["stored"] = None if blob is None else _fields(decode_profile(blob))
         out["segments"] = _memberships(backend, user)
         ids = {user, *(out["stored"]["aliases"] if out["stored"] else ())}
@@ -127,8 +130,8 @@ def _apply_erasure(store: str, users: list[str]) -> dict[str, Any]:
     try:
         ckpt = runner.state.checkpoint
         ts = ckpt.watermark if math.isfinite(ckpt.watermark) else 0.0
-        found = backend.read("profile", users)
-        linked = backend.read("alias", users)
+        found = backend.read(PROFILES, users)
+        linked = backend.read(ALIASES, users)
         events = [_forget_event(u, ts) for u in users]
         offset = ckpt.offsets.get(SOURCE, 0) + len(events)
         runner.process(SOURCE, Batch(events=events, dead_letters=[], offset=offset))
@@ -147,8 +150,7 @@ def _queue_erasure(store: RedisStore, users: list[str], partitions: int | None) 
             raise StoreError(
                 f"no event streams under prefix {store.prefix!r}: give the number of partitions"
             )
-        blob = store.get_meta("checkpoint")
-        watermark = 0.0 if blob is None else msgspec.msgpack.decode(blob, type=Checkpoint).watermark
+        watermark = read_checkpoint(store).watermark
         ts = watermark if math.isfinite(watermark) else 0.0
         lines = [encode_event(_forget_event(u, ts)) for u in users]
         publish(client, store.prefix, partitions, lines)

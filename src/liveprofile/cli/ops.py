@@ -122,12 +122,12 @@ def redis_dead_letters(url: str, prefix: str, limit: int, as_json: bool) -> None
       liveprofile redis-dead-letters --redis redis://127.0.0.1:6379/0 --prefix shop
     """
     from liveprofile.engine.redis_ops import list_dead_letters
-    from liveprofile.engine.redis_worker import DEAD_LETTER_NAMESPACE
+    from liveprofile.store.layout import DEAD_LETTERS
     from liveprofile.store.redis import RedisStore
 
     store = RedisStore(url, prefix=prefix)
     try:
-        total = store.count(DEAD_LETTER_NAMESPACE)
+        total = store.count(DEAD_LETTERS)
         letters = list_dead_letters(store, limit)
     finally:
         store.close()

@@ -173,8 +173,8 @@ def changes(store: str, segment: str | None, user: str | None, limit: int, as_js
         finally:
             backend.close()
     else:
-        from liveprofile.api import default_changes
         from liveprofile.engine.changes import read_changes
+        from liveprofile.store.layout import default_changes
 
         found = read_changes(default_changes(store), segment=segment, user=user)
     found = found[-limit:]

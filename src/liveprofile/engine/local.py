@@ -24,6 +24,7 @@ from liveprofile.events.deadletter import DeadLetterFile
 from liveprofile.events.sources import Batch, Source
 from liveprofile.profile.segments import SegmentChange
 from liveprofile.store.base import Store
+from liveprofile.store.layout import ITEMS, PROFILES
 
 
 @dataclass
@@ -167,8 +168,8 @@ class LocalRunner:
             "duplicates": stats.duplicates,
             "seconds": round(stats.seconds, 3),
             "events_per_s": round(stats.events_per_s, 1),
-            "profiles": self.store.count("profile"),
-            "items": self.store.count("item"),
+            "profiles": self.store.count(PROFILES),
+            "items": self.store.count(ITEMS),
             "store_totals": {k: v for k, v in totals.items() if k != "tasks"},
             "segments": {name: len(m) for name, m in sorted(self.state.members.items())},
             "tasks": {

@@ -28,12 +28,11 @@ from typing import Any, cast
 import msgspec
 import redis
 
-from liveprofile.engine.redis_worker import DEAD_LETTER_NAMESPACE
-from liveprofile.engine.state import Checkpoint
 from liveprofile.errors import LiveprofileError, SourceError, StoreError
 from liveprofile.events.deadletter import DeadLetter
 from liveprofile.events.redis_streams import format_offset, publish
 from liveprofile.store.base import Store
+from liveprofile.store.layout import CHECKPOINT, DEAD_LETTERS, Checkpoint, decode_checkpoint
 from liveprofile.store.redis import RedisStore
 from liveprofile.store.scoped import ScopedStore
 
@@ -164,10 +163,10 @@ def read_checkpoint(store: RedisStore, scopes: Sequence[str] = ()) -> Checkpoint
     views: list[Store] = [ScopedStore(store, s) for s in scopes] if scopes else [store]
     total = Checkpoint()
     for view in views:
-        blob = view.get_meta("checkpoint")
+        blob = view.get_meta(CHECKPOINT)
         if blob is None:
             continue
-        ckpt = msgspec.msgpack.decode(blob, type=Checkpoint)
+        ckpt = decode_checkpoint(blob)
         total.events += ckpt.events
         total.duplicates += ckpt.duplicates
         total.dead_letters += ckpt.dead_letters
@@ -218,7 +217,7 @@ def stream_status(
             dead_letters=after.dead_letters,
             watermark=iso_time(after.watermark),
             offsets={k: format_offset(v) for k, v in sorted(after.offsets.items())},
-            dead_letters_stored=store.count(DEAD_LETTER_NAMESPACE),
+            dead_letters_stored=store.count(DEAD_LETTERS),
             checkpoint_seq=after.seq,
             events_per_s=rate,
         ),
@@ -229,7 +228,7 @@ def list_dead_letters(store: RedisStore, limit: int | None = None) -> list[tuple
     """The stored dead letters as ``(key, letter)`` sorted by key, at most ``limit`` of them."""
     decoder = msgspec.json.Decoder(DeadLetter)
     out: list[tuple[str, DeadLetter]] = []
-    for key, value in store.scan(DEAD_LETTER_NAMESPACE):
+    for key, value in store.scan(DEAD_LETTERS):
         if limit is not None and len(out) >= limit:
             break
         out.append((key, decoder.decode(value)))
@@ -260,9 +259,9 @@ def _plan(
     if keys is None:
         if fixed is not None:
             raise RedriveError("corrected lines need the --key of each dead letter they replace")
-        rows = list(store.scan(DEAD_LETTER_NAMESPACE))
+        rows = list(store.scan(DEAD_LETTERS))
     else:
-        values = store.read(DEAD_LETTER_NAMESPACE, list(keys))
+        values = store.read(DEAD_LETTERS, list(keys))
         missing = [k for k, v in zip(keys, values, strict=True) if v is None]
         if missing:
             raise RedriveError(f"no dead letter stored under {', '.join(missing[:5])}")
@@ -320,6 +319,6 @@ def redrive(
         result.published += stats.published
         for p, n in stats.per_partition.items():
             result.per_partition[p] = result.per_partition.get(p, 0) + n
-        store.commit({DEAD_LETTER_NAMESPACE: {key: None for key, _ in chunk}}, {})
+        store.commit({DEAD_LETTERS: {key: None for key, _ in chunk}}, {})
         result.deleted.extend(key for key, _ in chunk)
     return result

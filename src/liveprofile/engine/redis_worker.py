@@ -28,23 +28,24 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from liveprofile.api import check_config
 from liveprofile.config import PipelineConfig
 from liveprofile.engine.changes import change_stream, stage_changes, stage_scrub
 from liveprofile.engine.core import Core
 from liveprofile.engine.gc_tuning import fewer_collections
 from liveprofile.engine.local import RunStats, apply_batch
-from liveprofile.engine.state import Checkpoint, PipelineState
+from liveprofile.engine.state import PipelineState
 from liveprofile.errors import StoreError
 from liveprofile.events.redis_streams import StreamBatch, StreamReader, stream_key
 from liveprofile.events.sources import Batch
 from liveprofile.profile.segments import SegmentChange
 from liveprofile.store.base import Store
+from liveprofile.store.layout import DEAD_LETTERS, check_config, read_checkpoint
 from liveprofile.store.redis import RedisStore
 from liveprofile.store.scoped import ScopedStore
 
 log = logging.getLogger("liveprofile")
-DEAD_LETTER_NAMESPACE = "deadletter"
+#: kept for callers of this module; the namespace is :data:`liveprofile.store.layout.DEAD_LETTERS`
+DEAD_LETTER_NAMESPACE = DEAD_LETTERS
 
 
 class _StaleState(Exception):
@@ -212,8 +213,7 @@ class RedisWorker:
     def _check_checkpoint(self, state: PipelineState) -> None:
         """Guard against a store that lost commits behind this worker's back (a Redis crash
         without durable writes, reached again through the client's own retries)."""
-        blob = self.view.get_meta("checkpoint")
-        stored = 0 if blob is None else msgspec.msgpack.decode(blob, type=Checkpoint).seq
+        stored = read_checkpoint(self.view).seq
         if stored != state.checkpoint.seq:
             raise _StaleState
 

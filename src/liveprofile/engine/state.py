@@ -16,7 +16,6 @@ from typing import Any, TypeVar
 import msgspec
 
 from liveprofile.config import PipelineConfig
-from liveprofile.errors import StateVersionError
 from liveprofile.events.dedup import DedupWindow
 from liveprofile.learn.metrics import Prequential
 from liveprofile.learn.registry import dump_learner, load_learner, make_learner
@@ -28,33 +27,29 @@ from liveprofile.profile.segments import SegmentChange
 from liveprofile.profile.state import DAY, Profile, decode_profile, encode_profile
 from liveprofile.store.base import Store
 from liveprofile.store.codec import pack, unpack
+from liveprofile.store.layout import (
+    ALIASES,
+    ANOMALY,
+    CHECKPOINT,
+    DEDUP,
+    EXPIRY,
+    ITEMS,
+    PENDING,
+    POPULATION,
+    PROFILES,
+    SEGMENT_HISTORY,
+    STATE_SCHEMA,
+    Checkpoint,
+    decode_checkpoint,
+    encode_checkpoint,
+    metrics_meta,
+    model_meta,
+    segment_namespace,
+)
 
-STATE_SCHEMA = 1
 T = TypeVar("T")
 #: points of segment-size history kept; when full, every other point goes (half resolution)
 HISTORY_POINTS = 512
-
-
-def segment_namespace(segment: str) -> str:
-    """The store namespace that lists a segment's members (key: user, value: entry time)."""
-    return f"segment:{segment}"
-
-
-class Checkpoint(msgspec.Struct):
-    """Scalars committed with every batch."""
-
-    schema: int = STATE_SCHEMA
-    seq: int = 0
-    offsets: dict[str, int] = {}
-    watermark: float = float("-inf")
-    events: int = 0
-    duplicates: int = 0
-    dead_letters: int = 0
-    dead_letter_bytes: int = 0
-    dedup_chunks: list[tuple[int, int]] = []  # (seq, ids) of the persisted dedup rows
-    pending_chunks: list[tuple[int, float]] = []  # (seq, latest deadline) of the pending logs
-    links: int = 0  # identity links ever made
-    expiry_chunks: list[tuple[int, int]] = []  # (day, seq) of the last-seen index rows
 
 
 class PipelineState:
@@ -102,41 +97,37 @@ class PipelineState:
         metrics and the de-duplication window are loaded here.
         """
         state = cls(config)
-        blob = store.get_meta("checkpoint")
+        blob = store.get_meta(CHECKPOINT)
         if blob is None:
             return state
-        ckpt = msgspec.msgpack.decode(blob, type=Checkpoint)
-        if ckpt.schema != STATE_SCHEMA:
-            raise StateVersionError(
-                f"store has state schema {ckpt.schema}, this version reads {STATE_SCHEMA}"
-            )
+        ckpt = decode_checkpoint(blob)
         state.checkpoint = ckpt
-        population = store.get_meta("population")
+        population = store.get_meta(POPULATION)
         if population is not None:
             state.population = msgspec.msgpack.decode(population, type=Population)
         state._dedup_chunks = deque(ckpt.dedup_chunks)
         for name, task in state.tasks.items():
-            model = store.get_meta(f"model/{name}")
+            model = store.get_meta(model_meta(name))
             if model is not None:
                 task.learner = load_learner(model)
-            metrics = store.get_meta(f"metrics/{name}")
+            metrics = store.get_meta(metrics_meta(name))
             if metrics is not None:
                 task.metrics = Prequential.from_bytes(metrics)
-        detector = store.get_meta("risk/anomaly")
+        detector = store.get_meta(ANOMALY)
         if detector is not None and state.anomaly is not None:
             state.anomaly = AnomalyScorer.load(config.risk, detector)
-        logs = [decode_logs(value) for _, value in store.scan("pending")]
+        logs = [decode_logs(value) for _, value in store.scan(PENDING)]
         for name, task in state.tasks.items():
             task.restore_log((log[name] for log in logs if name in log), ckpt.watermark)
         for name, members in state.members.items():
             members.update(user for user, _ in store.scan(segment_namespace(name)))
-        history = store.get_meta("segments/history")
+        history = store.get_meta(SEGMENT_HISTORY)
         if history is not None:
             state.segment_history = msgspec.msgpack.decode(
                 history, type=list[tuple[float, dict[str, int]]]
             )
         ids: list[str] = []
-        for _, value in store.scan("dedup"):
+        for _, value in store.scan(DEDUP):
             ids.extend(msgspec.msgpack.decode(unpack(value), type=list[str]))
         state.dedup.restore(ids[-config.run.dedup_window :] if config.run.dedup_window else [])
         return state
@@ -144,15 +135,15 @@ class PipelineState:
     def ensure_loaded(self, store: Store, users: set[str], items: set[str]) -> None:
         """Decode the profiles and item statistics a batch needs, from the compact copies kept
         in memory (see :meth:`compact`) or else from the store in one read per namespace."""
-        _load(store, "profile", users, self.profiles, self._resting_profiles, decode_profile)
-        _load(store, "item", items, self.items, self._resting_items, decode_item)
+        _load(store, PROFILES, users, self.profiles, self._resting_profiles, decode_profile)
+        _load(store, ITEMS, items, self.items, self._resting_items, decode_item)
 
     def ensure_aliases(self, store: Store, ids: set[str]) -> None:
         """Read the identity links of ``ids`` not read yet (one store read)."""
         missing = [i for i in ids if i not in self._alias_checked]
         if not missing:
             return
-        for anon, user in zip(missing, store.read("alias", missing), strict=True):
+        for anon, user in zip(missing, store.read(ALIASES, missing), strict=True):
             if user is not None:
                 self.aliases[anon] = user.decode()
         self._alias_checked.update(missing)
@@ -166,7 +157,7 @@ class PipelineState:
             for day, seq in self.checkpoint.expiry_chunks
             if (day + 1) * DAY + ttl < horizon and _expiry_key(day, seq) not in self._expiry_loaded
         ]
-        for key, blob in zip(keys, store.read("expiry", keys), strict=True):
+        for key, blob in zip(keys, store.read(EXPIRY, keys), strict=True):
             self._expiry_loaded[key] = [] if blob is None else _decode_users(blob)
 
     def expiry_candidates(self) -> set[str]:
@@ -204,8 +195,8 @@ class PipelineState:
         bytes each instead of a few KB of Python objects) until a batch needs them again; the
         ``run.hot_profiles`` most recently updated profiles also stay decoded."""
         for live, resting, namespace, keep in (
-            (self.profiles, self._resting_profiles, "profile", self.config.run.hot_profiles),
-            (self.items, self._resting_items, "item", 0),
+            (self.profiles, self._resting_profiles, PROFILES, self.config.run.hot_profiles),
+            (self.items, self._resting_items, ITEMS, 0),
         ):
             changed = rows.get(namespace, {})
             for key, blob in changed.items():
@@ -245,19 +236,19 @@ class PipelineState:
         ckpt = self.checkpoint
         profiles = self.profiles
         rows: dict[str, dict[str, bytes | None]] = {
-            "profile": {u: encode_profile(profiles[u]) for u in users},
-            "item": {i: encode_item(self.items[i]) for i in items},
-            "pending": self._pending_rows(pending),
+            PROFILES: {u: encode_profile(profiles[u]) for u in users},
+            ITEMS: {i: encode_item(self.items[i]) for i in items},
+            PENDING: self._pending_rows(pending),
         }
         if item_rows:
-            rows["item"].update(item_rows)
+            rows[ITEMS].update(item_rows)
         for user in deleted:
             if user not in profiles:
-                rows["profile"][user] = None
+                rows[PROFILES][user] = None
         if links:
-            rows["alias"] = {a: None if u is None else u.encode() for a, u in links.items()}
+            rows[ALIASES] = {a: None if u is None else u.encode() for a, u in links.items()}
         if expiry:
-            rows["expiry"] = dict(expiry)
+            rows[EXPIRY] = dict(expiry)
         self._membership_rows(rows, changes, deleted)
         new_ids = self.dedup.take_new()
         dedup: dict[str, bytes | None] = {}
@@ -269,20 +260,20 @@ class PipelineState:
                 old_seq, n = self._dedup_chunks.popleft()
                 kept -= n
                 dedup[f"{old_seq:012d}"] = None
-        rows["dedup"] = dedup
+        rows[DEDUP] = dedup
         ckpt.dedup_chunks = list(self._dedup_chunks)
         meta: dict[str, bytes] = {}
         for name, task in self.tasks.items():
             assert task.learner is not None
-            meta[f"model/{name}"] = dump_learner(task.learner)
-            meta[f"metrics/{name}"] = task.metrics.to_bytes()
+            meta[model_meta(name)] = dump_learner(task.learner)
+            meta[metrics_meta(name)] = task.metrics.to_bytes()
         if self.anomaly is not None:
-            meta["risk/anomaly"] = self.anomaly.dump()
+            meta[ANOMALY] = self.anomaly.dump()
         ckpt.seq += 1
         if self.members:
-            meta["segments/history"] = self._record_sizes()
-        meta["population"] = msgspec.msgpack.encode(self.population)
-        meta["checkpoint"] = msgspec.msgpack.encode(ckpt)
+            meta[SEGMENT_HISTORY] = self._record_sizes()
+        meta[POPULATION] = msgspec.msgpack.encode(self.population)
+        meta[CHECKPOINT] = encode_checkpoint(ckpt)
         return rows, meta
 
     def _membership_rows(
@@ -373,3 +364,6 @@ def _load(
             if found is not None:
                 resting[key] = found
                 live[key] = decode(found)
+
+
+__all__ = ["HISTORY_POINTS", "STATE_SCHEMA", "Checkpoint", "PipelineState", "segment_namespace"]

@@ -33,13 +33,18 @@ from prometheus_client import generate_latest as render_prometheus
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from liveprofile.api import stored_config
-from liveprofile.engine.state import Checkpoint
 from liveprofile.learn.metrics import Prequential
 from liveprofile.store import Store
+from liveprofile.store.layout import (
+    PROFILES,
+    SEGMENT_HISTORY,
+    Checkpoint,
+    metrics_meta,
+    read_checkpoint,
+    stored_config,
+)
 
 #: the blob the segment evaluator commits: msgpack of [[watermark, {segment: members}], ...]
-SEGMENT_HISTORY = "segments/history"
 #: throughput is measured over the samples of this many recent seconds
 THROUGHPUT_SPAN_S = 10.0
 #: request latency buckets (seconds): fine below 10 ms, where a profile read should be
@@ -122,8 +127,7 @@ class StoreStats:
 
     def snapshot(self) -> Snapshot:
         store = self._store_of()
-        blob = store.get_meta("checkpoint")
-        ckpt = Checkpoint() if blob is None else msgspec.msgpack.decode(blob, type=Checkpoint)
+        ckpt = read_checkpoint(store)
         if self._snapshot is None or self._snapshot.seq != ckpt.seq or ckpt.seq == 0:
             self._snapshot = _read_snapshot(store, ckpt)
         return self._snapshot
@@ -138,7 +142,7 @@ def _read_snapshot(store: Store, ckpt: Checkpoint) -> Snapshot:
     tasks: dict[str, TaskMetrics] = {}
     config = stored_config(store)
     for task in config.tasks:
-        blob = store.get_meta(f"metrics/{task.name}")
+        blob = store.get_meta(metrics_meta(task.name))
         metrics = Prequential() if blob is None else Prequential.from_bytes(blob)
         tasks[task.name] = TaskMetrics(metrics.summary(), metrics.windows())
     segments, error = None, None
@@ -154,7 +158,7 @@ def _read_snapshot(store: Store, ckpt: Checkpoint) -> Snapshot:
         duplicates=ckpt.duplicates,
         dead_letters=ckpt.dead_letters,
         watermark=ckpt.watermark if math.isfinite(ckpt.watermark) else None,
-        profiles=store.count("profile"),
+        profiles=store.count(PROFILES),
         tasks=tasks,
         window_s=config.run.metrics_window_s,
         segments=segments,

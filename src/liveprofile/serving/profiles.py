@@ -28,10 +28,8 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.routing import Route
 
-from liveprofile.api import stored_config
 from liveprofile.config import PipelineConfig
 from liveprofile.engine.core import Core
-from liveprofile.engine.state import Checkpoint
 from liveprofile.errors import ConfigError, LiveprofileError, ProfileNotFound, StoreError
 from liveprofile.learn.base import Learner, probability
 from liveprofile.learn.registry import load_learner
@@ -55,6 +53,17 @@ from liveprofile.serving.recommend import (
 )
 from liveprofile.serving.segments import add_segment_routes
 from liveprofile.store import Store, open_store
+from liveprofile.store.layout import (
+    CHECKPOINT,
+    ITEMS,
+    POPULATION,
+    PROFILES,
+    Checkpoint,
+    decode_checkpoint,
+    model_meta,
+    read_checkpoint,
+    stored_config,
+)
 
 MAX_BATCH = 1000
 
@@ -136,8 +145,7 @@ class _Reader:
         return self._core
 
     def checkpoint(self) -> Checkpoint:
-        blob = self.store.get_meta("checkpoint")
-        return Checkpoint() if blob is None else msgspec.msgpack.decode(blob, type=Checkpoint)
+        return read_checkpoint(self.store)
 
     def as_of(self, last_ts: float, watermark: float) -> float:
         policy = self.settings.as_of
@@ -149,7 +157,7 @@ class _Reader:
 
     def views(self, users: list[str]) -> dict[str, dict[str, Any]]:
         """The profile views of the users that have one, from one store read."""
-        blobs = self.store.read("profile", users)
+        blobs = self.store.read(PROFILES, users)
         watermark, population = self.population()
         out: dict[str, dict[str, Any]] = {}
         for user, blob in zip(users, blobs, strict=True):
@@ -163,10 +171,10 @@ class _Reader:
     def population(self) -> tuple[float, Population | None]:
         """The watermark and the population histograms, decoded again only when the committed
         checkpoint changes (a single-profile read would otherwise spend most of its time here)."""
-        blob = self.store.get_meta("checkpoint")
+        blob = self.store.get_meta(CHECKPOINT)
         if blob != self._standing[0]:
-            ckpt = Checkpoint() if blob is None else msgspec.msgpack.decode(blob, type=Checkpoint)
-            pop = self.store.get_meta("population")
+            ckpt = decode_checkpoint(blob)
+            pop = self.store.get_meta(POPULATION)
             population = None if pop is None else msgspec.msgpack.decode(pop, type=Population)
             self._standing = (blob, ckpt.watermark, population)
         return self._standing[1], self._standing[2]
@@ -175,7 +183,7 @@ class _Reader:
         cached = self._learners.get(task)
         if cached is not None and cached[0] == seq:
             return cached[1]
-        blob = self.store.get_meta(f"model/{task}")
+        blob = self.store.get_meta(model_meta(task))
         if blob is None:
             raise HTTPProblem(404, f"no model for task {task!r} in the store yet")
         learner = load_learner(blob)
@@ -191,11 +199,11 @@ class _Reader:
     def score(self, user: str, item: str, task_name: str, top: int) -> dict[str, Any]:
         core = self.core
         task = find_task(core.config, task_name)
-        (p_blob,) = self.store.read("profile", [user])
+        (p_blob,) = self.store.read(PROFILES, [user])
         if p_blob is None:
             raise ProfileNotFound(f"no profile for user {user!r}")
         p = decode_profile(p_blob)
-        (i_blob,) = self.store.read("item", [item])
+        (i_blob,) = self.store.read(ITEMS, [item])
         it = None if i_blob is None else decode_item(i_blob)
         ckpt = self.checkpoint()
         event = exposure(user, task, item, it, scoring_time(ckpt, p))

@@ -36,14 +36,11 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import msgspec
 import numpy as np
 import numpy.typing as npt
 
-from liveprofile.api import stored_config
 from liveprofile.config import PipelineConfig, TaskConfig
 from liveprofile.engine.core import Core
-from liveprofile.engine.state import Checkpoint
 from liveprofile.errors import InvalidRequest, ProfileNotFound, TaskNotFound
 from liveprofile.events.schema import Event
 from liveprofile.features.hashing import FeatureBuilder
@@ -56,6 +53,15 @@ from liveprofile.profile.popular import PopularIndex
 from liveprofile.profile.state import Profile, decode_profile
 from liveprofile.serving import MAX_CANDIDATES
 from liveprofile.store import Store
+from liveprofile.store.layout import (
+    ITEMS,
+    PROFILES,
+    Checkpoint,
+    metrics_meta,
+    model_meta,
+    read_checkpoint,
+    stored_config,
+)
 
 #: popular items kept per category in the index, and taken per interest as candidates
 POPULAR_PER_CATEGORY = 200
@@ -203,14 +209,13 @@ class Recommender:
         return self._core
 
     def checkpoint(self) -> Checkpoint:
-        blob = self.store.get_meta("checkpoint")
-        return Checkpoint() if blob is None else msgspec.msgpack.decode(blob, type=Checkpoint)
+        return read_checkpoint(self.store)
 
     def _load_learner(self, task: str, seq: int) -> Learner:
         cached = self._learners.get(task)
         if cached is not None and cached[0] == seq:
             return cached[1]
-        blob = self.store.get_meta(f"model/{task}")
+        blob = self.store.get_meta(model_meta(task))
         if blob is None:
             raise TaskNotFound(f"no model for task {task!r} in the store yet: replay events first")
         learner = load_learner(blob)
@@ -221,7 +226,7 @@ class Recommender:
         """The popular-items index, rebuilt from a full scan of the items when ``seq`` moves."""
         if self._popular is None or self._popular[0] != seq:
             h = self.core.updater.h_counters
-            rows = ((key, decode_item(blob)) for key, blob in self.store.scan("item"))
+            rows = ((key, decode_item(blob)) for key, blob in self.store.scan(ITEMS))
             self._popular = (seq, PopularIndex.build(rows, h, self.per_category))
         return self._popular[1]
 
@@ -238,7 +243,7 @@ class Recommender:
             )
         chosen = tasks[0]
         for task in tasks:
-            blob = self.store.get_meta(f"metrics/{task.name}")
+            blob = self.store.get_meta(metrics_meta(task.name))
             if blob is not None and Prequential.from_bytes(blob).n > 0:
                 chosen = task
                 break
@@ -263,7 +268,7 @@ class Recommender:
         ckpt = self.checkpoint()
         core = self.core
         spec = self.default_task(ckpt.seq) if task is None else find_task(core.config, task)
-        (blob,) = self.store.read("profile", [user])
+        (blob,) = self.store.read(PROFILES, [user])
         if blob is None:
             raise ProfileNotFound(f"no profile for user {user!r}")
         p = decode_profile(blob)
@@ -280,7 +285,7 @@ class Recommender:
         learner = self._learner(spec.name, ckpt.seq)
         ts = scoring_time(ckpt, p)
         builder = core.features
-        stats = [None if b is None else decode_item(b) for b in self.store.read("item", items)]
+        stats = [None if b is None else decode_item(b) for b in self.store.read(ITEMS, items)]
         ops = OpBatch()
         common: Counter[tuple[int, float]] | None = None
         for item, it in zip(items, stats, strict=True):

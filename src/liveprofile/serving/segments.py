@@ -3,7 +3,7 @@
 Members are read from the store's ``segment:{name}`` namespace (written with every commit), so
 these functions work the same on SQLite and Redis, and while a pipeline is running.
 
->>> from liveprofile.api import check_config
+>>> from liveprofile.store.layout import check_config
 >>> from liveprofile.config import PipelineConfig
 >>> from liveprofile.store import MemoryStore
 >>> store = MemoryStore()
@@ -26,11 +26,17 @@ import msgspec
 from fastapi import FastAPI, Query
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from liveprofile.api import stored_config
-from liveprofile.engine.state import Checkpoint, segment_namespace
 from liveprofile.errors import SegmentNotFound
 from liveprofile.profile.state import ProfileUpdater, decode_profile, lifecycle
 from liveprofile.store.base import Store
+from liveprofile.store.layout import (
+    CHECKPOINT,
+    PROFILES,
+    SEGMENT_HISTORY,
+    decode_checkpoint,
+    segment_namespace,
+    stored_config,
+)
 
 MAX_PAGE = 10_000
 CSV_COLUMNS = (
@@ -60,7 +66,7 @@ def _check(store: Store, name: str) -> None:
 def segment_sizes(store: Store) -> dict[str, Any]:
     """Each declared segment's rule and current member count, and the size history."""
     rules = segment_rules(store)
-    blob = store.get_meta("segments/history")
+    blob = store.get_meta(SEGMENT_HISTORY)
     history = [] if blob is None else msgspec.msgpack.decode(blob)
     return {
         "segments": {
@@ -92,15 +98,15 @@ def iter_member_rows(store: Store, name: str, page: int = 500) -> Iterator[dict[
     _check(store, name)
     config = stored_config(store)
     updater = ProfileUpdater(config.profile, config.risk)
-    blob = store.get_meta("checkpoint")
-    watermark = 0.0 if blob is None else msgspec.msgpack.decode(blob, type=Checkpoint).watermark
+    blob = store.get_meta(CHECKPOINT)
+    watermark = 0.0 if blob is None else decode_checkpoint(blob).watermark
     after: str | None = None
     while True:
         rows = list(store.scan(segment_namespace(name), after=after, limit=page))
         if not rows:
             return
         users = [user for user, _ in rows]
-        for (user, entered), p_blob in zip(rows, store.read("profile", users), strict=True):
+        for (user, entered), p_blob in zip(rows, store.read(PROFILES, users), strict=True):
             if p_blob is None:
                 continue  # deleted between the two reads
             p = decode_profile(p_blob)

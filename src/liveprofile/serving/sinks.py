@@ -20,7 +20,6 @@ from typing import Protocol
 import redis
 import redis.asyncio as aioredis
 
-from liveprofile.api import check_config, default_changes, default_dead_letters
 from liveprofile.config import PipelineConfig
 from liveprofile.engine.local import LocalRunner
 from liveprofile.errors import ConfigError, StoreError
@@ -29,6 +28,7 @@ from liveprofile.events.redis_streams import FIELD, partition_of, stream_key
 from liveprofile.events.schema import Event
 from liveprofile.events.sources import Batch
 from liveprofile.store import open_store
+from liveprofile.store.layout import check_config, default_changes, default_dead_letters
 
 log = logging.getLogger(__name__)
 

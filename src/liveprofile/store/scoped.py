@@ -20,9 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 
 from liveprofile.store.base import Rows, Store
-
-SHARED_NAMESPACES = frozenset({"profile", "deadletter"})
-SHARED_META = frozenset({"config"})
+from liveprofile.store.layout import SHARED_META, SHARED_NAMESPACES
 
 
 class ScopedStore:

@@ -1,0 +1,186 @@
+"""The stored-state layout: every namespace and meta blob a pipeline keeps in a store, the
+checkpoint committed with each batch, the config a store was built with, the schema checks, and
+the files kept beside a store. Everything that reads or writes pipeline state names it from here.
+
+Rows live in namespaces (``store.read(PROFILES, [user])``); single blobs are meta entries
+(``store.get_meta(CHECKPOINT)``). The byte formats of profiles and items are their codecs'
+(:mod:`liveprofile.profile.state`, :mod:`liveprofile.profile.items`).
+
+>>> from liveprofile.store.memory import MemoryStore
+>>> store = MemoryStore()
+>>> read_checkpoint(store).seq, read_checkpoint(store).watermark
+(0, -inf)
+>>> store.commit({}, {CHECKPOINT: encode_checkpoint(Checkpoint(seq=3, watermark=60.0))})
+>>> read_checkpoint(store).seq, read_checkpoint(store).watermark
+(3, 60.0)
+>>> segment_namespace("vip"), model_meta("convert"), metrics_meta("convert")
+('segment:vip', 'model/convert', 'metrics/convert')
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import msgspec
+
+from liveprofile.config import PipelineConfig
+from liveprofile.errors import ConfigError, StateVersionError
+from liveprofile.store.base import Store
+
+# -- namespaces: rows keyed by user, item or sequence number -----------------------------------
+
+#: user -> profile (:func:`liveprofile.profile.state.encode_profile`)
+PROFILES = "profile"
+#: item -> item statistics (:func:`liveprofile.profile.items.encode_item`)
+ITEMS = "item"
+#: batch sequence number (12 digits) -> the pending examples that batch opened
+PENDING = "pending"
+#: batch sequence number (12 digits) -> the event ids that batch added to the de-duplication window
+DEDUP = "dedup"
+#: anonymous id -> the user id it was linked to (UTF-8)
+ALIASES = "alias"
+#: "day:seq" -> users last seen that day, indexed by that batch (time-to-live expiry)
+EXPIRY = "expiry"
+#: stream entry key -> a dead letter the Redis worker stored (JSON)
+DEAD_LETTERS = "deadletter"
+#: the prefix of the namespaces listing a segment's members (see :func:`segment_namespace`)
+SEGMENT_PREFIX = "segment:"
+
+# -- meta blobs ---------------------------------------------------------------------------------
+
+#: the :class:`Checkpoint`, committed with every batch
+CHECKPOINT = "checkpoint"
+#: the :class:`~liveprofile.config.PipelineConfig` the store was built with (JSON)
+CONFIG = "config"
+#: the population histograms behind RFM scores
+POPULATION = "population"
+#: (watermark, {segment: members}) after each batch, thinned
+SEGMENT_HISTORY = "segments/history"
+#: the anomaly detector, when ``risk.anomaly`` is on
+ANOMALY = "risk/anomaly"
+
+#: namespaces and meta blobs that workers sharing a store share; the rest is kept per worker
+#: (:class:`liveprofile.store.scoped.ScopedStore`)
+SHARED_NAMESPACES = frozenset({PROFILES, DEAD_LETTERS})
+SHARED_META = frozenset({CONFIG})
+
+#: the version of the checkpoint and of the state layout it describes
+STATE_SCHEMA = 1
+
+
+def segment_namespace(segment: str) -> str:
+    """The store namespace that lists a segment's members (key: user, value: entry time)."""
+    return f"{SEGMENT_PREFIX}{segment}"
+
+
+def model_meta(task: str) -> str:
+    """The meta blob of a task's learner."""
+    return f"model/{task}"
+
+
+def metrics_meta(task: str) -> str:
+    """The meta blob of a task's prequential metrics."""
+    return f"metrics/{task}"
+
+
+# -- the checkpoint -----------------------------------------------------------------------------
+
+
+class Checkpoint(msgspec.Struct):
+    """Scalars committed with every batch."""
+
+    schema: int = STATE_SCHEMA
+    seq: int = 0
+    offsets: dict[str, int] = {}
+    watermark: float = float("-inf")
+    events: int = 0
+    duplicates: int = 0
+    dead_letters: int = 0
+    dead_letter_bytes: int = 0
+    dedup_chunks: list[tuple[int, int]] = []  # (seq, ids) of the persisted dedup rows
+    pending_chunks: list[tuple[int, float]] = []  # (seq, latest deadline) of the pending logs
+    links: int = 0  # identity links ever made
+    expiry_chunks: list[tuple[int, int]] = []  # (day, seq) of the last-seen index rows
+
+
+def encode_checkpoint(checkpoint: Checkpoint) -> bytes:
+    return msgspec.msgpack.encode(checkpoint)
+
+
+def decode_checkpoint(blob: bytes | None) -> Checkpoint:
+    """The checkpoint in ``blob`` (an empty one for ``None``, before the first commit); a blob
+    of another schema version is refused.
+
+    >>> decode_checkpoint(encode_checkpoint(Checkpoint(schema=9)))
+    Traceback (most recent call last):
+    ...
+    liveprofile.errors.StateVersionError: store has state schema 9, this version reads 1: ...
+    """
+    if blob is None:
+        return Checkpoint()
+    checkpoint = msgspec.msgpack.decode(blob, type=Checkpoint)
+    if checkpoint.schema != STATE_SCHEMA:
+        raise StateVersionError(
+            f"store has state schema {checkpoint.schema}, this version reads {STATE_SCHEMA}: "
+            "replay the events into a new store"
+        )
+    return checkpoint
+
+
+def read_checkpoint(store: Store) -> Checkpoint:
+    """The store's committed checkpoint (an empty one before the first commit)."""
+    return decode_checkpoint(store.get_meta(CHECKPOINT))
+
+
+# -- the config a store was built with ----------------------------------------------------------
+
+
+def check_config(store: Store, config: PipelineConfig) -> None:
+    """Record ``config`` in a new store, or refuse a config other than the one it was built with."""
+    stored = store.get_meta(CONFIG)
+    encoded = msgspec.json.encode(config)
+    if stored is None:
+        store.commit({}, {CONFIG: encoded})
+    elif stored != encoded:
+        raise ConfigError(
+            "this store was built with a different pipeline config; replay into a new store "
+            "(--store) or use the config it was built with"
+        )
+
+
+def stored_config(store: Store) -> PipelineConfig:
+    """The config ``store`` was built with (the default config for a store without one)."""
+    blob = store.get_meta(CONFIG)
+    return PipelineConfig() if blob is None else msgspec.json.decode(blob, type=PipelineConfig)
+
+
+# -- files kept beside a store ------------------------------------------------------------------
+
+PathLike = str | os.PathLike[str]
+
+
+def beside_store(store: PathLike, suffix: str) -> Path:
+    """A file beside the store file, or for a server store, under ``liveprofile-data/`` named
+    after its URL."""
+    text = str(store)
+    if "://" in text and not text.startswith("sqlite://"):
+        name = re.sub(r"[^A-Za-z0-9.]+", "-", text).strip("-")
+        return Path("liveprofile-data") / f"{name}.{suffix}"
+    return Path(f"{text.removeprefix('sqlite://')}.{suffix}")
+
+
+def default_dead_letters(store: PathLike) -> Path:
+    """Where dead letters go by default: beside the store file, or for a server store, under
+    ``liveprofile-data/`` named after its URL.
+
+    >>> str(default_dead_letters("redis://127.0.0.1:6379/0?prefix=shop"))
+    'liveprofile-data/redis-127.0.0.1-6379-0-prefix-shop.deadletters.jsonl'
+    """
+    return beside_store(store, "deadletters.jsonl")
+
+
+def default_changes(store: PathLike) -> Path:
+    """Where segment changes go by default (``profiles.db`` -> ``profiles.db.segments.jsonl``)."""
+    return beside_store(store, "segments.jsonl")
