@@ -1,8 +1,10 @@
 """One conformance suite for every feature store (the ``Store`` protocol in liveprofile.store.base).
 
-To add a backend (e.g. Redis), append a :class:`Backend` to ``BACKENDS``: a factory that opens a
-store at a location derived from the test's ``tmp_path`` (the same location must give the same
-data), and whether its data outlives ``close()``.
+The checks live in the package (:mod:`liveprofile.checks.store`) so a third-party store can run
+them; here every check runs over every backend of ``BACKENDS``, each as a test of its own. To add
+a backend, append a :class:`~liveprofile.checks.store.StoreFactory`: how to open a store at a
+location derived from the test's ``tmp_path`` (the same location must give the same data),
+whether its data outlives ``close()``, and how to remove what a test wrote.
 """
 
 from __future__ import annotations
@@ -11,26 +13,23 @@ import hashlib
 import os
 import re
 import sqlite3
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
 
+from liveprofile.checks.store import (
+    LIFECYCLE_CHECKS,
+    STORE_CHECKS,
+    StoreFactory,
+    check_store,
+    run_store_check,
+)
 from liveprofile.errors import LiveprofileError, StoreError
 from liveprofile.store import MemoryStore, SQLiteStore, Store, open_store
+from liveprofile.store.base import Rows
 from liveprofile.store.redis import RedisStore
 from liveprofile.store.scoped import ScopedStore
-
-
-@dataclass(frozen=True)
-class Backend:
-    name: str
-    #: opens (without setup) a store whose data lives at a place derived from ``tmp_path``
-    open: Callable[[Path], Store]
-    #: data survives ``close()`` and a new ``open`` at the same place
-    persistent: bool
-
 
 #: a real Redis server (CI starts one if none runs); db 15 keeps tests apart from other data
 REDIS_URL = os.environ.get("LIVEPROFILE_TEST_REDIS", "redis://127.0.0.1:6379/15")
@@ -41,192 +40,57 @@ def _redis(tmp: Path) -> Store:
     return RedisStore(REDIS_URL, prefix=prefix)
 
 
-BACKENDS = [
-    Backend("memory", lambda _: MemoryStore(), persistent=False),
-    Backend("sqlite", lambda tmp: SQLiteStore(tmp / "store" / "profiles.db"), persistent=True),
-    Backend("redis", _redis, persistent=True),
-    Backend("scoped-sqlite", lambda tmp: ScopedStore(SQLiteStore(tmp / "s.db"), "w1"), True),
-]
+def _drop(store: Store) -> None:
+    if isinstance(store, RedisStore):
+        store.drop()
 
 
-@pytest.fixture(params=BACKENDS, ids=lambda b: b.name)
-def backend(request: pytest.FixtureRequest) -> Backend:
-    return request.param  # type: ignore[no-any-return]
+BACKENDS = {
+    "memory": StoreFactory(lambda _: MemoryStore(), persistent=False),
+    "sqlite": StoreFactory(lambda tmp: SQLiteStore(tmp / "store" / "profiles.db")),
+    "redis": StoreFactory(_redis, drop=_drop),
+    "scoped-sqlite": StoreFactory(lambda tmp: ScopedStore(SQLiteStore(tmp / "s.db"), "w1")),
+}
 
 
-@pytest.fixture
-def store(backend: Backend, tmp_path: Path) -> Iterator[Store]:
-    s = backend.open(tmp_path)
-    s.setup()
-    yield s
-    if isinstance(s, RedisStore):
-        s.drop()
-    s.close()
+@pytest.fixture(params=sorted(BACKENDS))
+def backend(request: pytest.FixtureRequest) -> StoreFactory:
+    return BACKENDS[request.param]
 
 
-def test_implements_the_protocol(store: Store) -> None:
-    assert isinstance(store, Store)
+def _name(check: Callable[..., None]) -> str:
+    return check.__name__.removeprefix("check_")
 
 
-def test_empty_store(store: Store) -> None:
-    assert store.read("profile", ["a", "b"]) == [None, None]
-    assert store.read("profile", []) == []
-    assert list(store.scan("profile")) == []
-    assert store.count("profile") == 0
-    assert store.get_meta("checkpoint") is None
+@pytest.mark.parametrize("check", STORE_CHECKS, ids=_name)
+def test_store_check(check: Callable[[Store], None], backend: StoreFactory, tmp_path: Path) -> None:
+    run_store_check(check, backend, tmp_path)
 
 
-def test_setup_is_idempotent(store: Store) -> None:
-    store.commit({"profile": {"u1": b"one"}}, {"offset": b"1"})
-    store.setup()
-    store.setup()
-    assert store.read("profile", ["u1"]) == [b"one"]
-    assert store.get_meta("offset") == b"1"
-    store.commit({"profile": {"u2": b"two"}}, {})
-    assert store.count("profile") == 2
-
-
-def test_read_in_key_order_with_none_for_missing(store: Store) -> None:
-    store.commit({"profile": {"b": b"B", "a": b"A", "c": b"C"}}, {})
-    assert store.read("profile", ["c", "zz", "a", "b", "a"]) == [b"C", None, b"A", b"B", b"A"]
-    assert all(type(v) is bytes for v in store.read("profile", ["a", "b"]))
-
-
-def test_read_more_keys_than_one_chunk(store: Store) -> None:
-    n = 1234  # more than the 500 keys the SQLite store puts in one SELECT
-    store.commit({"profile": {f"u{i:05d}": f"v{i}".encode() for i in range(0, n, 2)}}, {})
-    keys = [f"u{i:05d}" for i in reversed(range(n))]
-    expected = [f"v{i}".encode() if i % 2 == 0 else None for i in reversed(range(n))]
-    assert store.read("profile", keys) == expected
-
-
-def test_namespaces_are_separate(store: Store) -> None:
-    store.commit({"profile": {"k": b"p"}, "item": {"k": b"i"}}, {})
-    assert store.read("profile", ["k"]) == [b"p"]
-    assert store.read("item", ["k"]) == [b"i"]
-    assert store.read("pending", ["k"]) == [None]
-    store.commit({"item": {"k": None}}, {})
-    assert store.read("profile", ["k"]) == [b"p"]
-    assert store.count("item") == 0
-
-
-def test_commit_upserts_and_deletes(store: Store) -> None:
-    store.commit({"profile": {"u1": b"a", "u2": b"b", "u3": b"c"}}, {})
-    store.commit({"profile": {"u1": b"a2", "u2": None, "u4": b"d", "nobody": None}}, {})
-    assert store.read("profile", ["u1", "u2", "u3", "u4", "nobody"]) == [
-        b"a2",
-        None,
-        b"c",
-        b"d",
-        None,
-    ]
-    assert store.count("profile") == 3
-
-
-def test_commit_accepts_empty_and_binary_values(store: Store) -> None:
-    blob = bytes(range(256)) * 3
-    store.commit({"profile": {"empty": b"", "bin": blob}}, {"ckpt": blob})
-    assert store.read("profile", ["empty", "bin"]) == [b"", blob]
-    assert store.get_meta("ckpt") == blob
-    assert store.count("profile") == 2  # an empty value is a row, not a deletion
-
-
-def test_meta_blobs(store: Store) -> None:
-    store.commit({}, {"model/like": b"m1", "checkpoint": b"c1"})
-    store.commit({}, {"model/like": b"m2"})
-    assert store.get_meta("model/like") == b"m2"
-    assert store.get_meta("checkpoint") == b"c1"
-    assert store.get_meta("model/other") is None
-
-
-def test_scan_in_key_order(store: Store) -> None:
-    keys = ["b", "a", "\x1fz", "A", "aa", "é", "a\x1fb", "10", "9"]
-    store.commit({"pending": {k: k.encode() for k in keys}, "profile": {"x": b"x"}}, {})
-    scanned = list(store.scan("pending"))
-    assert scanned == [(k, k.encode()) for k in sorted(keys)]
-    assert list(store.scan("nothing")) == []
-
-
-def test_scan_pages(store: Store) -> None:
-    keys = [f"u{i:03d}" for i in range(57)] + ["é", "a\x1fb"]
-    store.commit({"member": {k: k.encode() for k in keys}, "profile": {"u000x": b"x"}}, {})
-    pages, after = [], None
-    while True:
-        page = list(store.scan("member", after=after, limit=10))
-        if not page:
-            break
-        assert len(page) <= 10
-        pages.append(page)
-        after = page[-1][0]
-    assert [row for page in pages for row in page] == [(k, k.encode()) for k in sorted(keys)]
-    assert len(pages) == 6
-    assert list(store.scan("member", after="u050", limit=3)) == [
-        (k, k.encode()) for k in ("u051", "u052", "u053")
-    ]
-    assert list(store.scan("member", after="é")) == []
-
-
-def test_count(store: Store) -> None:
-    store.commit({"profile": {f"u{i}": b"x" for i in range(25)}, "item": {"i": b"y"}}, {})
-    store.commit({"profile": {"u0": None, "u1": None, "u1000": b"z"}}, {})
-    assert store.count("profile") == 24
-    assert store.count("item") == 1
-    assert store.count("pending") == 0
-
-
-def test_failed_commit_changes_nothing(
-    store: Store, backend: Backend, request: pytest.FixtureRequest
+@pytest.mark.parametrize("check", LIFECYCLE_CHECKS, ids=_name)
+def test_lifecycle_check(
+    check: Callable[[StoreFactory, Path], None], backend: StoreFactory, tmp_path: Path
 ) -> None:
-    store.commit({"profile": {"u1": b"before"}}, {"offset": b"1"})
-    bad = {
-        "profile": {"u1": b"after", "u2": b"new"},
-        "item": {"i1": b"x", "i2": object()},  # unsupported type, after valid rows
-    }
-    with pytest.raises(StoreError, match="cannot commit"):
-        store.commit(bad, {"offset": b"2"})  # type: ignore[dict-item]
-    assert store.read("profile", ["u1", "u2"]) == [b"before", None]
-    assert store.read("item", ["i1", "i2"]) == [None, None]
-    assert store.get_meta("offset") == b"1"
-    assert store.count("profile") == 1
-    # the store is still usable after a failed commit
-    store.commit({"profile": {"u2": b"ok"}}, {"offset": b"3"})
-    assert store.read("profile", ["u1", "u2"]) == [b"before", b"ok"]
-    assert store.get_meta("offset") == b"3"
+    check(backend, tmp_path)
 
 
-def test_failed_meta_write_rolls_back_rows(
-    store: Store, backend: Backend, request: pytest.FixtureRequest
-) -> None:
-    with pytest.raises(StoreError):
-        store.commit({"profile": {"u1": b"x"}}, {"ok": b"1", "bad": object()})  # type: ignore[dict-item]
-    assert store.read("profile", ["u1"]) == [None]
-    assert store.get_meta("ok") is None
+def test_check_store_runs_the_whole_suite(tmp_path: Path) -> None:
+    check_store(BACKENDS["sqlite"], tmp_path)
+    names = {p.name for p in tmp_path.iterdir()}
+    assert names == {c.__name__ for c in [*STORE_CHECKS, *LIFECYCLE_CHECKS]}
 
 
-def test_data_survives_close_and_reopen(backend: Backend, tmp_path: Path) -> None:
-    first = backend.open(tmp_path)
-    first.setup()
-    first.commit({"profile": {"u1": b"a", "u2": b"b"}}, {"checkpoint": b"c"})
-    first.commit({"profile": {"u2": None}}, {})
-    first.close()
-    again = backend.open(tmp_path)
-    again.setup()
-    try:
-        if backend.persistent:
-            assert again.read("profile", ["u1", "u2"]) == [b"a", None]
-            assert again.get_meta("checkpoint") == b"c"
-            assert list(again.scan("profile")) == [("u1", b"a")]
-        else:
-            assert again.count("profile") == 0
-    finally:
-        again.close()
+class _ForgetfulStore(MemoryStore):
+    """A store that silently drops deletions: the suite must catch it."""
+
+    def commit(self, rows: Rows, meta: Mapping[str, bytes]) -> None:
+        kept = {ns: {k: v for k, v in r.items() if v is not None} for ns, r in rows.items()}
+        super().commit(kept, meta)
 
 
-def test_close_twice_is_harmless(backend: Backend, tmp_path: Path) -> None:
-    s = backend.open(tmp_path)
-    s.setup()
-    s.close()
-    s.close()
+def test_check_store_names_the_check_a_broken_store_fails(tmp_path: Path) -> None:
+    with pytest.raises(AssertionError, match="check_namespaces_are_separate"):
+        check_store(StoreFactory(lambda _: _ForgetfulStore(), persistent=False), tmp_path)
 
 
 # -- SQLite specifics --------------------------------------------------------------------------
