@@ -1,1 +1,3 @@
-"""Datasets for tests, demos and benchmarks: a synthetic e-commerce generator."""
+"""Datasets for tests, demos and benchmarks, as event sources: ``synthetic`` (e-commerce funnels
+with a planted drift and known ground truth), ``movielens`` (ratings with genres as tags) and
+``completejourney`` (1.47M grocery transactions, the quick start)."""

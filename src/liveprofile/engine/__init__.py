@@ -1,1 +1,11 @@
-"""engine"""
+"""The engine: the per-event step and the runners that feed it batches and commit its state.
+
+- the step: ``core`` (the engine-agnostic step, (state, batch) -> (new state, outputs)),
+  ``compiled``, ``kernel`` and ``packing`` (the same step compiled with numba, over arrays)
+- its state: ``state`` (what a pipeline keeps, and how it is committed to and loaded from a
+  store, in the layout of :mod:`liveprofile.store.layout`)
+- runners, thin adapters around the step: ``local`` (a source into a store, batch by batch),
+  ``redis_worker`` (Redis partition streams into a Redis store, exactly once in effect) and
+  ``redis_ops`` (operating that path: lag, dead letters, redrive)
+- beside them: ``changes`` (where segment changes go) and ``gc_tuning``
+"""

@@ -1,4 +1,7 @@
-"""Events: the schema, parsing and validation, sources, and the dead-letter sink."""
+"""Events, the first stage of the flow: ``schema`` (the event and its validation), ``sources``
+(JSON Lines and CSV files, read from a committed offset in batches), ``columns`` (a batch as
+columns), ``dedup`` (de-duplication by event id), ``deadletter`` (the sink for rejected records,
+with the reason) and ``redis_streams`` (events on partitioned Redis Streams)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Features: the event, the user's profile before it, item statistics, and crosses, hashed."""
+"""Features, built from the event, the user's profile *before* it and item statistics, with
+crosses, hashed into sparse vectors (``hashing``)."""
 
 from __future__ import annotations
 

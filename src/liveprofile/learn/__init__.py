@@ -1,4 +1,7 @@
-"""Online learning: learners, labels (immediate and delayed), prequential metrics."""
+"""Online learning: ``base`` (River's learner protocol and the batched operations), ``linear``
+(hashed linear learners compiled with numba), ``registry`` (learners from config, versioned
+checkpoints), ``tasks`` (which events give examples, immediate and delayed labels) and
+``metrics`` (prequential AUC, log loss and calibration)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,8 @@
-"""Feature stores behind one small interface: memory, SQLite (embedded default), Redis."""
+"""Feature stores behind one small interface (``base``): ``memory``, ``sqlite`` (the embedded
+default) and ``redis``, plus ``scoped`` (a per-worker view of a shared store). What a pipeline
+keeps in a store, and under which names, is ``layout``; ``codec`` is the versioned encoding of
+stored blobs. The same conformance suite (:mod:`liveprofile.checks.store`) runs over every
+backend."""
 
 from __future__ import annotations
 
