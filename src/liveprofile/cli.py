@@ -394,6 +394,7 @@ def dead_letters(path: str, limit: int) -> None:
 
 from liveprofile import cli_apps as _cli_apps  # noqa: E402,F401
 from liveprofile import cli_http as _cli_http  # noqa: E402,F401
+from liveprofile import cli_kafka as _cli_kafka  # noqa: E402,F401
 from liveprofile import cli_ops as _cli_ops  # noqa: E402,F401
 from liveprofile import cli_privacy as _cli_privacy  # noqa: E402,F401
 from liveprofile import cli_redis as _cli_redis  # noqa: E402,F401
