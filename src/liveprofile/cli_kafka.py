@@ -70,6 +70,20 @@ def kafka_start(data_dir: str, port: int, partitions: int, heap_mb: int) -> None
     click.echo(json.dumps({"bootstrap": broker.bootstrap, "pid": pid, "seconds": round(took, 1)}))
 
 
+@kafka.command("fetch")
+@_fail_cleanly
+def kafka_fetch() -> None:
+    """Fetch the broker's jars from Maven Central now (start does it when they are missing).
+
+    \b
+    Example:
+      LIVEPROFILE_KAFKA_JARS=/opt/kafka-jars liveprofile kafka fetch
+    """
+    from liveprofile.kafka.broker import KAFKA_VERSION, resolve_jars
+
+    click.echo(json.dumps({"kafka": KAFKA_VERSION, "jars": str(resolve_jars())}))
+
+
 @kafka.command("stop")
 @_data_dir
 @_fail_cleanly
