@@ -398,3 +398,41 @@ def test_a_stale_owner_cannot_commit(server: RedisServer) -> None:
     store.commit({"profile": {"u1": b"next"}}, {})
     assert store.read("profile", ["u1"]) == [b"next"] and store.fence_value("t.0") == 2
     store.close()
+
+
+def test_collector_appends_to_kafka(broker: Broker, tmp_path: Path) -> None:
+    from cli_server import CliServer
+
+    good = [
+        {"event_id": f"h{i}", "user_id": f"u{i % 3}", "type": "view", "ts": 1.7e9 + i}
+        for i in range(6)
+    ]
+    bad = {"event_id": "hx", "user_id": "u1", "type": "view", "ts": "yesterday"}
+    args = ["collect", "--kafka", broker.bootstrap, "--topic", "http"]
+    args += ["--topic-partitions", str(PARTITIONS)]
+    collector = CliServer(args, {"LIVEPROFILE_TOKEN": "s3cret"}, tmp_path / "collect.log")
+    try:
+        answer = collector.client.post(
+            "/v1/events", json=[*good, bad], headers={"Authorization": "Bearer s3cret"}
+        )
+    finally:
+        collector.stop()
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["accepted"] == 6
+    consumer = Consumer(
+        {"bootstrap.servers": broker.bootstrap, "group.id": "h", "auto.offset.reset": "earliest"}
+    )
+    consumer.subscribe(["http", dead_letter_topic("http")])
+    got: list[Any] = []
+    deadline = time.monotonic() + TIMEOUT
+    while len(got) < 7:
+        assert time.monotonic() < deadline, got
+        got += [m for m in consumer.consume(100, 0.5) if m.error() is None]
+    consumer.close()
+    events = [m for m in got if m.topic() == "http"]
+    by_user: dict[bytes, list[str]] = {}
+    for m in sorted(events, key=lambda m: (m.partition(), m.offset())):
+        by_user.setdefault(m.key(), []).append(json.loads(m.value())["event_id"])
+    assert by_user == {b"u0": ["h0", "h3"], b"u1": ["h1", "h4"], b"u2": ["h2", "h5"]}
+    (letter,) = [json.loads(m.value()) for m in got if m.topic() != "http"]
+    assert letter["source"] == "http" and "ts" in letter["reason"]

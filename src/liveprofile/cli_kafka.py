@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 # the commands that get a --kafka mode here must be registered first
-from liveprofile import cli_ops, cli_redis  # noqa: F401
+from liveprofile import cli_http, cli_ops, cli_redis  # noqa: F401
 from liveprofile.cli import _fail_cleanly, console, main
 from liveprofile.config import PipelineConfig
 
@@ -303,4 +303,57 @@ _extend(
     "and the group's members with their partitions.\n\n"
     "\b\nExample:\n  liveprofile status --kafka 127.0.0.1:9092 --topic shop --group shop "
     "--prefix shop",
+)
+
+
+@_fail_cleanly
+def _collect_kafka(
+    host: str,
+    port: int,
+    token: str | None,
+    max_body_bytes: int,
+    max_batch: int,
+    url: str | None,
+    store: str | None,
+    kafka: str,
+    topic: str,
+    topic_partitions: int,
+    **_: Any,
+) -> None:
+    import uvicorn
+
+    from liveprofile.errors import ConfigError
+    from liveprofile.kafka.sink import KafkaSinkSettings
+    from liveprofile.serving.collector import CollectorSettings, create_app
+
+    if not token:
+        raise ConfigError(
+            "refusing to start without a token: pass --token or set LIVEPROFILE_TOKEN"
+        )
+    if url is not None or store is not None:
+        raise ConfigError("choose one sink: --kafka, --redis or --store")
+    sink = KafkaSinkSettings(kafka, topic, topic_partitions)
+    settings = CollectorSettings(token, sink, max_body_bytes=max_body_bytes, max_batch=max_batch)
+    console.print(f"collecting on http://{host}:{port}/v1/events into Kafka {kafka} topic {topic}")
+    uvicorn.run(create_app(settings), host=host, port=port, access_log=False, log_level="info")
+
+
+_extend(
+    "collect",
+    [
+        _kafka,
+        _topic,
+        click.Option(
+            ["--topic-partitions"],
+            type=click.IntRange(min=1),
+            default=4,
+            show_default=True,
+            help="Kafka mode: partitions of the topic when it is created.",
+        ),
+    ],
+    _collect_kafka,
+    "With --kafka HOST:PORT, each valid event is appended to --topic (keyed by user, idempotent, "
+    "acks=all) before the answer (200); rejected ones go to TOPIC.deadletters.\n\n"
+    "\b\nExample:\n  LIVEPROFILE_TOKEN=s3cret liveprofile collect --kafka 127.0.0.1:9092 "
+    "--topic shop",
 )
