@@ -30,7 +30,7 @@ from liveprofile.config import PipelineConfig
 from liveprofile.datasets.synthetic import SyntheticConfig, write_jsonl
 from liveprofile.engine.state import Checkpoint
 from liveprofile.events.deadletter import DeadLetter
-from liveprofile.kafka.broker import Broker, free_port
+from liveprofile.kafka.broker import Broker, KafkaError, free_port
 from liveprofile.kafka.fence import FencedOut, FencedRedisStore
 from liveprofile.kafka.producer import KafkaPublisher, dead_letter_topic, record_key
 from liveprofile.kafka.status import kafka_status
@@ -170,8 +170,11 @@ def _caught_up(broker: Broker, url: str, topic: str) -> Callable[[], bool]:
     store = FencedRedisStore(url, prefix=topic)
 
     def check() -> bool:
-        status = kafka_status(broker.bootstrap, topic, topic, store)
-        return all(p.store_offset == p.end_offset for p in status.partitions)
+        try:
+            status = kafka_status(broker.bootstrap, topic, topic, store)
+        except KafkaError:  # e.g. the group coordinator still loading on a new broker
+            return False
+        return all((p.store_offset or 0) == p.end_offset for p in status.partitions)
 
     return check
 
@@ -436,3 +439,25 @@ def test_collector_appends_to_kafka(broker: Broker, tmp_path: Path) -> None:
     assert by_user == {b"u0": ["h0", "h3"], b"u1": ["h1", "h4"], b"u2": ["h2", "h5"]}
     (letter,) = [json.loads(m.value()) for m in got if m.topic() != "http"]
     assert letter["source"] == "http" and "ts" in letter["reason"]
+
+
+def test_a_quiet_stream_commits_after_the_batch_delay(
+    broker: Broker, server: RedisServer, lines: list[bytes]
+) -> None:
+    """Five events and batches of 10,000: the batch closes by time (run.max_batch_delay)."""
+    topic = "quiet"
+    config = PipelineConfig.from_toml('[run]\nbatch_size = 10000\nmax_batch_delay = "50ms"')
+    store = FencedRedisStore(server.url, prefix=topic)
+    worker = KafkaWorker(config, store, broker.bootstrap, topic, topic)
+    assert worker.max_batch_delay == 0.05
+    valid = [x for x in lines if b"bad-" not in x][:5]
+    _publish(broker.bootstrap, topic, valid)
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, kwargs={"stop": stop})
+    thread.start()
+    try:
+        _wait("the five events to be committed", _caught_up(broker, server.url, topic))
+    finally:
+        stop.set()
+        thread.join(TIMEOUT)
+    assert _committed(server.url, topic, topic) == 5

@@ -232,7 +232,7 @@ def _worker_kafka(
 
 
 def _config_delay(config: PipelineConfig) -> float:
-    return float(getattr(config.run, "max_batch_delay", 0.2))
+    return config.run.max_batch_delay_s
 
 
 _extend(

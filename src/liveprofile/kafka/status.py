@@ -69,7 +69,7 @@ def kafka_status(
     bootstrap: str, topic: str, group: str, store: RedisStore | None = None, timeout_s: float = 10
 ) -> KafkaStatus:
     """Lag per partition of ``topic`` for ``group`` and the group's members."""
-    from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException
+    from confluent_kafka import Consumer, KafkaException
     from confluent_kafka import TopicPartition as TP
     from confluent_kafka.admin import AdminClient
 
@@ -80,12 +80,14 @@ def kafka_status(
         if topic not in meta.topics or meta.topics[topic].error is not None:
             raise KafkaError(f"no topic {topic!r} at {bootstrap}")
         numbers = sorted(meta.topics[topic].partitions)
-        request = [ConsumerGroupTopicPartitions(group, [TP(topic, p) for p in numbers])]
-        listed = admin.list_consumer_group_offsets(request)[group].result()
-        committed = {tp.partition: tp.offset for tp in listed.topic_partitions}
         described = admin.describe_consumer_groups([group])[group].result()
-        probe = Consumer({**settings, "group.id": f"{group}.status", "enable.auto.commit": False})
+        # a consumer of the group that never subscribes (so never joins) reads its committed
+        # offsets; AdminClient.list_consumer_group_offsets crashes librdkafka 2.16 when the
+        # group coordinator is still loading
+        probe = Consumer({**settings, "group.id": group, "enable.auto.commit": False})
         try:
+            tps = [TP(topic, p) for p in numbers]
+            committed = {tp.partition: tp.offset for tp in probe.committed(tps, timeout_s)}
             ends = {p: probe.get_watermark_offsets(TP(topic, p), timeout_s)[1] for p in numbers}
         finally:
             probe.close()

@@ -112,9 +112,9 @@ def consumer_config(bootstrap: str, group: str, **extra: Any) -> dict[str, Any]:
 class KafkaWorker:
     """One member of consumer group ``group`` reading ``topic`` into ``store``.
 
-    ``batch_size`` records per partition and poll at most; a poll returns early after
-    ``max_batch_delay`` seconds with what has arrived. ``run`` returns after ``max_idle_polls``
-    empty polls in a row, or when ``stop`` is set.
+    ``batch_size`` records per poll at most; a poll returns after ``max_batch_delay`` seconds
+    (``run.max_batch_delay``) with what has arrived, so a quiet stream still commits promptly.
+    ``run`` returns after ``max_idle_polls`` empty polls in a row, or when ``stop`` is set.
     """
 
     def __init__(
@@ -126,7 +126,7 @@ class KafkaWorker:
         group: str,
         *,
         batch_size: int = 1000,
-        max_batch_delay: float = 0.2,
+        max_batch_delay: float | None = None,
         client_id: str | None = None,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
@@ -136,7 +136,10 @@ class KafkaWorker:
         self.topic = topic
         self.group = group
         self.batch_size = batch_size
-        self.max_batch_delay = max_batch_delay
+        #: seconds a poll waits for ``batch_size`` records (default: ``run.max_batch_delay``)
+        self.max_batch_delay = (
+            config.run.max_batch_delay_s if max_batch_delay is None else max_batch_delay
+        )
         self.client_id = client_id
         self.owned: dict[int, _Owned] = {}
         self._parser = EventParser()
