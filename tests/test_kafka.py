@@ -8,43 +8,40 @@ profiles, per-partition models, item statistics, counts, offsets and dead letter
 
 from __future__ import annotations
 
+import gc
 import json
 import signal
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import msgspec
+import kafka_helpers as kh
 import pytest
 import redis
 from click.testing import CliRunner
 from confluent_kafka import Consumer
+from kafka_helpers import CONFIG, PARTITIONS, TIMEOUT
 from redis_server import RedisServer, running
 
 from liveprofile.cli import main
 from liveprofile.config import PipelineConfig
 from liveprofile.datasets.synthetic import SyntheticConfig, write_jsonl
-from liveprofile.engine.state import Checkpoint
-from liveprofile.events.deadletter import DeadLetter
-from liveprofile.kafka.broker import Broker, KafkaError, free_port
+from liveprofile.kafka.broker import Broker, free_port
 from liveprofile.kafka.fence import FencedOut, FencedRedisStore
-from liveprofile.kafka.producer import KafkaPublisher, dead_letter_topic, record_key
+from liveprofile.kafka.producer import dead_letter_topic, record_key
 from liveprofile.kafka.status import kafka_status
-from liveprofile.kafka.worker import KafkaWorker, partition_scope
-from liveprofile.profile.state import decode_profile
+from liveprofile.kafka.worker import KafkaWorker
 
-CONFIG = """
-[run]
-batch_size = 200
-[features]
-bits = 14
-"""
-TIMEOUT = 90.0
-PARTITIONS = 3
+
+@pytest.fixture(autouse=True)
+def _gc_thresholds() -> Iterator[None]:
+    """The CLI's group callback raises the collector's thresholds for its process; commands
+    invoked in this one must not leave them raised for the tests that follow."""
+    before = gc.get_threshold()
+    yield
+    gc.set_threshold(*before)
 
 
 @pytest.fixture(scope="module")
@@ -76,121 +73,6 @@ def config_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("config") / "pipeline.toml"
     path.write_text(CONFIG)
     return path
-
-
-def _publish(bootstrap: str, topic: str, lines: list[bytes]) -> None:
-    publisher = KafkaPublisher(bootstrap, topic, partitions=PARTITIONS, validate=False)
-    publisher.extend(lines)
-
-
-def _snapshot(url: str, prefix: str, topic: str) -> dict[str, Any]:
-    """What must not depend on how the run was disturbed: profiles, each partition's model,
-    metrics, item statistics and counts, the offsets, and the dead letters."""
-    client = redis.Redis.from_url(url)
-    try:
-        profiles = {
-            k.decode(): decode_profile(bytes(v))
-            for k, v in client.hgetall(f"{prefix}:profile").items()
-        }
-        letters = {
-            k.decode(): msgspec.json.decode(v, type=DeadLetter)
-            for k, v in client.hgetall(f"{prefix}:deadletter").items()
-        }
-        meta = {k.decode(): bytes(v) for k, v in client.hgetall(f"{prefix}:meta").items()}
-        parts: dict[int, Any] = {}
-        for p in range(PARTITIONS):
-            scope = partition_scope(topic, p)
-            ckpt = msgspec.msgpack.decode(meta[f"checkpoint@{scope}"], type=Checkpoint)
-            items = client.hgetall(f"{prefix}:item@{scope}")
-            parts[p] = {
-                "counts": (ckpt.events, ckpt.duplicates, ckpt.dead_letters, ckpt.watermark),
-                "offsets": ckpt.offsets,
-                "models": {
-                    k: v
-                    for k, v in meta.items()
-                    if k.endswith(f"@{scope}") and k.startswith(("model/", "metrics/"))
-                },
-                "items": {k.decode(): bytes(v) for k, v in items.items()},
-            }
-    finally:
-        client.close()
-    return {"profiles": profiles, "dead_letters": letters, "partitions": parts}
-
-
-def _reference(broker: Broker, url: str, topic: str) -> dict[str, Any]:
-    """One worker, never disturbed, over the whole topic."""
-    config = PipelineConfig.from_toml(CONFIG)
-    store = FencedRedisStore(url, prefix=f"ref-{topic}")
-    worker = KafkaWorker(config, store, broker.bootstrap, topic, f"ref-{topic}", batch_size=200)
-    stats = worker.run(max_idle_polls=10)
-    store.close()
-    assert stats.events > 0
-    return _snapshot(url, f"ref-{topic}", topic)
-
-
-def _worker(
-    broker: Broker, url: str, topic: str, config: Path, log: Path, name: str
-) -> subprocess.Popen[bytes]:
-    args = [sys.executable, "-m", "liveprofile.cli", "worker", "--kafka", broker.bootstrap]
-    args += ["--topic", topic, "--group", topic, "--redis", url, "--prefix", topic]
-    args += ["--config", str(config), "--batch-size", "10", "--max-batch-delay", "0.05"]
-    args += ["--consumer", name]
-    with open(log, "ab") as err, open(log.with_suffix(".out"), "ab") as out:
-        return subprocess.Popen(args, stdout=out, stderr=err)
-
-
-def _applied(log: Path) -> int:
-    """Events a worker reports having applied (its last line of output)."""
-    return int(json.loads(log.with_suffix(".out").read_text().splitlines()[-1])["events"])
-
-
-def _committed(url: str, prefix: str, topic: str) -> int:
-    """Records (events, duplicates and dead letters) committed over all partitions."""
-    client = redis.Redis.from_url(url)
-    try:
-        total = 0
-        for p in range(PARTITIONS):
-            blob = client.hget(f"{prefix}:meta", f"checkpoint@{partition_scope(topic, p)}")
-            if blob is not None:
-                c = msgspec.msgpack.decode(bytes(blob), type=Checkpoint)
-                total += c.events + c.duplicates + c.dead_letters
-        return total
-    finally:
-        client.close()
-
-
-def _wait(what: str, cond: Callable[[], bool], timeout: float = TIMEOUT) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
-def _caught_up(broker: Broker, url: str, topic: str) -> Callable[[], bool]:
-    store = FencedRedisStore(url, prefix=topic)
-
-    def check() -> bool:
-        try:
-            status = kafka_status(broker.bootstrap, topic, topic, store)
-        except KafkaError:  # e.g. the group coordinator still loading on a new broker
-            return False
-        return all((p.store_offset or 0) == p.end_offset for p in status.partitions)
-
-    return check
-
-
-def _stop(proc: subprocess.Popen[bytes], log: Path, sig: int = signal.SIGTERM) -> None:
-    proc.send_signal(sig)
-    code = proc.wait(timeout=TIMEOUT)
-    assert code == (0 if sig == signal.SIGTERM else -signal.SIGKILL), log.read_text()
-
-
-def _assert_equal(got: dict[str, Any], want: dict[str, Any]) -> None:
-    assert got["partitions"] == want["partitions"]
-    assert got["dead_letters"] == want["dead_letters"] and got["dead_letters"]
-    assert got["profiles"].keys() == want["profiles"].keys()
-    differ = [u for u, p in got["profiles"].items() if p != want["profiles"][u]]
-    assert not differ, f"{len(differ)} profiles differ, e.g. {differ[0]}"
 
 
 # -- publishing ------------------------------------------------------------------------------
@@ -240,10 +122,10 @@ def test_status_shows_lag_and_members(
     broker: Broker, server: RedisServer, lines: list[bytes]
 ) -> None:
     topic = "lag"
-    _publish(broker.bootstrap, topic, lines)
+    kh.publish(broker.bootstrap, topic, lines)
     store = FencedRedisStore(server.url, prefix=topic)
     before = kafka_status(broker.bootstrap, topic, topic, store)
-    assert before.lag == len([x for x in lines if x.strip()]) - _no_user(lines)
+    assert before.lag == len([x for x in lines if x.strip()]) - kh.no_user(lines)
     stop = threading.Event()
     worker = KafkaWorker(
         PipelineConfig.from_toml(CONFIG),
@@ -256,7 +138,7 @@ def test_status_shows_lag_and_members(
     thread = threading.Thread(target=worker.run, kwargs={"stop": stop})
     thread.start()
     try:
-        _wait("the worker to catch up", _caught_up(broker, server.url, topic))
+        kh.wait("the worker to catch up", kh.caught_up(broker, server.url, topic))
         status = kafka_status(broker.bootstrap, topic, topic, store)
         assert status.lag == 0
         assert [m.client_id for m in status.members] == ["the-worker"]
@@ -285,10 +167,6 @@ def test_status_shows_lag_and_members(
     assert json.loads(result.output)["lag"] == 0
 
 
-def _no_user(lines: list[bytes]) -> int:
-    return sum(1 for x in lines if x.strip() and record_key(x.strip()) is None)
-
-
 # -- exactly-once effect -----------------------------------------------------------------------
 
 
@@ -297,20 +175,20 @@ def test_killed_worker_resumes_exactly_once(
 ) -> None:
     topic = "killed"
     half = len(lines) // 2
-    _publish(broker.bootstrap, topic, lines[:half])
+    kh.publish(broker.bootstrap, topic, lines[:half])
     log = tmp_path / "worker.log"
     for round_ in range(2):
-        proc = _worker(broker, server.url, topic, config_file, log, "w1")
-        done = _committed(server.url, topic, topic)
-        _wait("commits", lambda d=done: _committed(server.url, topic, topic) > d + 40)
-        _stop(proc, log, signal.SIGKILL)
-        assert _committed(server.url, topic, topic) < len(lines)  # killed mid-stream
+        proc = kh.worker(broker, server.url, topic, config_file, log, "w1")
+        done = kh.committed(server.url, topic, topic)
+        kh.wait("commits", lambda d=done: kh.committed(server.url, topic, topic) > d + 40)
+        kh.stop(proc, log, signal.SIGKILL)
+        assert kh.committed(server.url, topic, topic) < len(lines)  # killed mid-stream
         if round_ == 0:
-            _publish(broker.bootstrap, topic, lines[half:])
-    proc = _worker(broker, server.url, topic, config_file, log, "w1")
-    _wait("the worker to catch up", _caught_up(broker, server.url, topic))
-    _stop(proc, log)
-    _assert_equal(_snapshot(server.url, topic, topic), _reference(broker, server.url, topic))
+            kh.publish(broker.bootstrap, topic, lines[half:])
+    proc = kh.worker(broker, server.url, topic, config_file, log, "w1")
+    kh.wait("the worker to catch up", kh.caught_up(broker, server.url, topic))
+    kh.stop(proc, log)
+    kh.assert_equal(kh.snapshot(server.url, topic, topic), kh.reference(broker, server.url, topic))
 
 
 def test_rebalancing_moves_partitions_exactly_once(
@@ -318,36 +196,28 @@ def test_rebalancing_moves_partitions_exactly_once(
 ) -> None:
     topic = "rebalanced"
     third = len(lines) // 3
-    _publish(broker.bootstrap, topic, lines[:third])
+    kh.publish(broker.bootstrap, topic, lines[:third])
     log1, log2 = tmp_path / "w1.log", tmp_path / "w2.log"
-    first = _worker(broker, server.url, topic, config_file, log1, "w1")
-    _wait("commits", lambda: _committed(server.url, topic, topic) > 40)
-    second = _worker(broker, server.url, topic, config_file, log2, "w2")
-    _wait(
+    first = kh.worker(broker, server.url, topic, config_file, log1, "w1")
+    kh.wait("commits", lambda: kh.committed(server.url, topic, topic) > 40)
+    second = kh.worker(broker, server.url, topic, config_file, log2, "w2")
+    kh.wait(
         "the second worker's partitions",
-        lambda: "assigned" in log2.read_text() and _members(broker, topic) == 2,
+        lambda: "assigned" in log2.read_text() and kh.members(broker, topic) == 2,
     )
-    _publish(broker.bootstrap, topic, lines[third : 2 * third])
-    _wait(
-        "the second worker's commits",
-        lambda: (
-            "assigned" in log2.read_text() and _committed(server.url, topic, topic) > third + 40
-        ),
-    )
-    _stop(second, log2)
-    _publish(broker.bootstrap, topic, lines[2 * third :])
-    _wait("the first worker to catch up", _caught_up(broker, server.url, topic))
-    _stop(first, log1)
+    kh.publish(broker.bootstrap, topic, lines[third : 2 * third])
+    # both workers own partitions, and each of those got new events: caught up means both applied
+    kh.wait("both workers to catch up", kh.caught_up(broker, server.url, topic))
+    assert kh.members(broker, topic) == 2
+    kh.stop(second, log2)
+    kh.publish(broker.bootstrap, topic, lines[2 * third :])
+    kh.wait("the first worker to catch up", kh.caught_up(broker, server.url, topic))
+    kh.stop(first, log1)
     # the second worker took partitions from the first, applied events, and gave them back
     text = log1.read_text()
     assert text.count("revoked") >= 1 and text.count("assigned") >= 2, text
-    assert _applied(log1) > 0 and _applied(log2) > 0
-    _assert_equal(_snapshot(server.url, topic, topic), _reference(broker, server.url, topic))
-
-
-def _members(broker: Broker, topic: str) -> int:
-    status = kafka_status(broker.bootstrap, topic, topic)
-    return sum(1 for m in status.members if m.partitions)
+    assert kh.applied(log1) > 0 and kh.applied(log2) > 0
+    kh.assert_equal(kh.snapshot(server.url, topic, topic), kh.reference(broker, server.url, topic))
 
 
 def test_broker_restart_mid_stream(
@@ -358,17 +228,17 @@ def test_broker_restart_mid_stream(
     try:
         topic = "restarted"
         half = len(lines) // 2
-        _publish(own.bootstrap, topic, lines[:half])
+        kh.publish(own.bootstrap, topic, lines[:half])
         log = tmp_path / "worker.log"
-        proc = _worker(own, server.url, topic, config_file, log, "w1")
-        _wait("commits", lambda: _committed(server.url, topic, topic) > 40)
+        proc = kh.worker(own, server.url, topic, config_file, log, "w1")
+        kh.wait("commits", lambda: kh.committed(server.url, topic, topic) > 40)
         own.stop()
         time.sleep(1.0)
         own.start()
-        _publish(own.bootstrap, topic, lines[half:])
-        _wait("the worker to catch up", _caught_up(own, server.url, topic))
-        _stop(proc, log)
-        _assert_equal(_snapshot(server.url, topic, topic), _reference(own, server.url, topic))
+        kh.publish(own.bootstrap, topic, lines[half:])
+        kh.wait("the worker to catch up", kh.caught_up(own, server.url, topic))
+        kh.stop(proc, log)
+        kh.assert_equal(kh.snapshot(server.url, topic, topic), kh.reference(own, server.url, topic))
     finally:
         own.stop()
 
@@ -451,13 +321,13 @@ def test_a_quiet_stream_commits_after_the_batch_delay(
     worker = KafkaWorker(config, store, broker.bootstrap, topic, topic)
     assert worker.max_batch_delay == 0.05
     valid = [x for x in lines if b"bad-" not in x][:5]
-    _publish(broker.bootstrap, topic, valid)
+    kh.publish(broker.bootstrap, topic, valid)
     stop = threading.Event()
     thread = threading.Thread(target=worker.run, kwargs={"stop": stop})
     thread.start()
     try:
-        _wait("the five events to be committed", _caught_up(broker, server.url, topic))
+        kh.wait("the five events to be committed", kh.caught_up(broker, server.url, topic))
     finally:
         stop.set()
         thread.join(TIMEOUT)
-    assert _committed(server.url, topic, topic) == 5
+    assert kh.committed(server.url, topic, topic) == 5
