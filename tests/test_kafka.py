@@ -11,6 +11,8 @@ from __future__ import annotations
 import gc
 import json
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -220,27 +222,40 @@ def test_rebalancing_moves_partitions_exactly_once(
     kh.assert_equal(kh.snapshot(server.url, topic, topic), kh.reference(broker, server.url, topic))
 
 
+def _kafka_cli(*args: str) -> dict[str, Any]:
+    """``liveprofile kafka ...`` as a process of its own; its JSON answer."""
+    command = [sys.executable, "-m", "liveprofile.cli", "kafka", *args]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT, check=False)
+    assert done.returncode in (0, 1), done.stdout + done.stderr
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
 def test_broker_restart_mid_stream(
     server: RedisServer, lines: list[bytes], config_file: Path, tmp_path: Path
 ) -> None:
-    own = Broker(tmp_path / "kafka", port=free_port(), controller_port=free_port())
-    own.start()
+    """The broker is started, stopped and started again with ``liveprofile kafka``."""
+    data = str(tmp_path / "kafka")
+    ports = ["--port", str(free_port()), "--controller-port", str(free_port())]
+    own = Broker(data, port=int(ports[1]))
+    assert _kafka_cli("status", "--data-dir", data) == {"running": False, "pid": None}
+    started = _kafka_cli("start", "--data-dir", data, *ports)
     try:
+        assert _kafka_cli("status", "--data-dir", data)["pid"] == started["pid"]
         topic = "restarted"
         half = len(lines) // 2
         kh.publish(own.bootstrap, topic, lines[:half])
         log = tmp_path / "worker.log"
         proc = kh.worker(own, server.url, topic, config_file, log, "w1")
         kh.wait("commits", lambda: kh.committed(server.url, topic, topic) > 40)
-        own.stop()
-        time.sleep(1.0)
-        own.start()
+        assert _kafka_cli("stop", "--data-dir", data) == {"stopped": True}
+        assert _kafka_cli("status", "--data-dir", data)["running"] is False
+        _kafka_cli("start", "--data-dir", data, *ports)
         kh.publish(own.bootstrap, topic, lines[half:])
         kh.wait("the worker to catch up", kh.caught_up(own, server.url, topic))
         kh.stop(proc, log)
         kh.assert_equal(kh.snapshot(server.url, topic, topic), kh.reference(own, server.url, topic))
     finally:
-        own.stop()
+        _kafka_cli("stop", "--data-dir", data)
 
 
 def test_worker_dead_letters_reach_the_topic(broker: Broker, server: RedisServer) -> None:

@@ -51,19 +51,30 @@ _data_dir = click.option(
 
 @kafka.command("start")
 @_data_dir
-@click.option("--port", default=9092, show_default=True, help="Client port (controller: +1).")
+@click.option("--port", default=9092, show_default=True, help="Client port.")
+@click.option(
+    "--controller-port", type=int, help="KRaft controller port [default: the client port + 1]."
+)
 @click.option(
     "--partitions", default=4, show_default=True, help="Partitions of auto-created topics."
 )
 @click.option("--heap-mb", default=512, show_default=True, help="JVM heap of the broker.")
 @_fail_cleanly
-def kafka_start(data_dir: str, port: int, partitions: int, heap_mb: int) -> None:
+def kafka_start(
+    data_dir: str, port: int, controller_port: int | None, partitions: int, heap_mb: int
+) -> None:
     """Start the broker in the background and wait until it answers."""
     import time
 
     from liveprofile.kafka.broker import Broker
 
-    broker = Broker(data_dir, port=port, partitions=partitions, heap_mb=heap_mb)
+    broker = Broker(
+        data_dir,
+        port=port,
+        controller_port=controller_port,
+        partitions=partitions,
+        heap_mb=heap_mb,
+    )
     began = time.monotonic()
     pid = broker.start()
     took = time.monotonic() - began
