@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import click
+import msgspec
 import pytest
 
 import liveprofile
@@ -178,3 +179,20 @@ def test_lower_layers_do_not_import_the_facade_or_the_command_line() -> None:
         if module.startswith(("liveprofile.cli", "liveprofile.api")) or module == "liveprofile":
             continue
         assert not imports & top, f"{module} imports {sorted(imports & top)}"
+
+
+def test_a_store_built_before_a_new_setting_opens_with_its_default() -> None:
+    from liveprofile.config import PipelineConfig
+    from liveprofile.errors import ConfigError
+    from liveprofile.store.layout import CONFIG, check_config
+    from liveprofile.store.memory import MemoryStore
+
+    store = MemoryStore()
+    store.setup()
+    old = msgspec.json.decode(msgspec.json.encode(PipelineConfig()))
+    del old["run"]["max_batch_delay"]  # as written before the setting existed
+    store.commit({}, {CONFIG: msgspec.json.encode(old)})
+    check_config(store, PipelineConfig())
+    other = PipelineConfig(run=RunConfig(batch_size=PipelineConfig().run.batch_size + 1))
+    with pytest.raises(ConfigError, match="different pipeline config"):
+        check_config(store, other)

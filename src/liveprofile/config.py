@@ -149,8 +149,13 @@ class RunConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     #: profiles kept decoded in memory between batches, the most recently updated ones; the
     #: others wait as their stored bytes (a few hundred bytes each instead of a few KB).
     hot_profiles: int = 10_000
+    #: how long a streaming worker (Kafka) waits for a batch to fill before committing what it
+    #: has: batches close at ``batch_size`` events or after this delay, whichever comes first.
+    max_batch_delay: Duration = "200ms"
 
     def __post_init__(self) -> None:
+        if self.max_batch_delay_s <= 0:
+            raise ConfigError("run.max_batch_delay must be positive, e.g. '200ms'")
         if self.engine not in ("compiled", "python"):
             raise ConfigError(f"run.engine must be 'compiled' or 'python', not {self.engine!r}")
         if self.batch_size < 1 or self.dedup_window < 0 or self.hot_profiles < 0:
@@ -169,6 +174,10 @@ class RunConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     @property
     def segment_sweep_s(self) -> float:
         return parse_duration(self.segment_sweep)
+
+    @property
+    def max_batch_delay_s(self) -> float:
+        return parse_duration(self.max_batch_delay)
 
     @property
     def profile_ttl_s(self) -> float | None:

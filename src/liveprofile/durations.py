@@ -1,4 +1,5 @@
-"""Durations in config files: ``"14d"``, ``"12h"``, ``"30m"``, ``"45s"``, ``"2w"`` or seconds.
+"""Durations in config files: ``"14d"``, ``"12h"``, ``"30m"``, ``"45s"``, ``"200ms"``, ``"2w"``
+or seconds.
 
 >>> parse_duration("14d")
 1209600.0
@@ -6,6 +7,8 @@
 90.0
 >>> parse_duration("1.5h")
 5400.0
+>>> parse_duration("200ms")
+0.2
 """
 
 from __future__ import annotations
@@ -14,8 +17,8 @@ import re
 
 from liveprofile.errors import ConfigError
 
-_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
-_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|[smhdw]?)\s*$")
 
 
 def parse_duration(value: str | float | int) -> float:
@@ -30,7 +33,7 @@ def parse_duration(value: str | float | int) -> float:
     if match is None:
         raise ConfigError(
             f"cannot read duration {value!r}: "
-            "write a number with a unit s, m, h, d or w, e.g. '14d'"
+            "write a number with a unit ms, s, m, h, d or w, e.g. '14d'"
         )
     number, unit = match.groups()
     return float(number) * _UNITS[unit or "s"]

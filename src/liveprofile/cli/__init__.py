@@ -6,6 +6,8 @@ Command modules, by the path they operate:
 - ``local``: the embedded path (quickstart, replay, warm-start, profile, generate, dead-letters)
 - ``streams``: the Redis Streams path (publish, worker); ``ops``: operating it (status,
   redis-dead-letters, redrive)
+- ``kafka``: a local Kafka broker, and the ``--kafka`` mode of publish, worker, status and
+  collect
 - ``collect``: the HTTP event collector; ``serve``: the read API; ``apps``: recommend
 - ``segments``, ``privacy``: command groups over a store
 
@@ -46,6 +48,7 @@ COMMANDS = {
     "recommend": "apps:recommend",
     "segments": "segments:segments",
     "privacy": "privacy:privacy",
+    "kafka": "kafka:kafka",
 }
 
 

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 from rich.console import Console
 
-from liveprofile.errors import LiveprofileError
+from liveprofile.errors import LiveprofileError, SourceError
 
 F = TypeVar("F", bound=Callable[..., Any])
 console = Console(stderr=True)
@@ -40,4 +41,15 @@ def _fail_cleanly(func: F) -> F:
     return functools.update_wrapper(wrapper, func)  # type: ignore[return-value]
 
 
-__all__ = ["DEFAULT_STORE", "_fail_cleanly", "console"]
+def lines(path: str) -> Iterator[bytes]:
+    """The lines of the file at ``path`` as bytes ('-': standard input)."""
+    if path == "-":
+        yield from sys.stdin.buffer
+        return
+    if not Path(path).is_file():
+        raise SourceError(f"no such file: {path}")
+    with open(path, "rb") as fh:
+        yield from fh
+
+
+__all__ = ["DEFAULT_STORE", "_fail_cleanly", "console", "lines"]

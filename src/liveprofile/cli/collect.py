@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
+from liveprofile.cli import kafka as kafka_mode
 from liveprofile.cli.base import _fail_cleanly, console
 from liveprofile.config import PipelineConfig
 from liveprofile.errors import ConfigError
+
+if TYPE_CHECKING:
+    from liveprofile.kafka.sink import KafkaSinkSettings
 
 
 @click.command()
@@ -59,6 +64,7 @@ from liveprofile.errors import ConfigError
     type=click.Path(exists=True, dir_okay=False),
     help="Embedded mode: pipeline config (TOML); a store keeps the config it was built with.",
 )
+@kafka_mode.collect_options
 @_fail_cleanly
 def collect(
     host: str,
@@ -71,6 +77,9 @@ def collect(
     partitions: int,
     store: str | None,
     config_path: str | None,
+    kafka: str | None,
+    topic: str,
+    topic_partitions: int,
 ) -> None:
     """Serve POST /v1/events: collect events over HTTP into Redis streams or a store.
 
@@ -81,12 +90,15 @@ def collect(
 
     With --redis, each valid event is appended to PREFIX:events:P before the answer (200), ready
     for 'liveprofile worker'. With --store, events are queued (202) and applied in-process,
-    committed every 1,000 events or half a second; the queue is drained on shutdown.
+    committed every 1,000 events or half a second; the queue is drained on shutdown. With
+    --kafka HOST:PORT, each valid event is appended to --topic (keyed by user, idempotent,
+    acks=all) before the answer (200); rejected ones go to TOPIC.deadletters.
 
     \b
     Examples:
       LIVEPROFILE_TOKEN=s3cret liveprofile collect --redis redis://127.0.0.1:6379/0 --prefix shop
       LIVEPROFILE_TOKEN=s3cret liveprofile collect --store profiles.db --port 8080
+      LIVEPROFILE_TOKEN=s3cret liveprofile collect --kafka 127.0.0.1:9092 --topic shop
       curl -H 'Authorization: Bearer s3cret' -d @event.json http://127.0.0.1:8080/v1/events
     """
     import uvicorn
@@ -98,16 +110,21 @@ def collect(
         raise ConfigError(
             "refusing to start without a token: pass --token or set LIVEPROFILE_TOKEN"
         )
-    if (url is None) == (store is None):
-        raise ConfigError("choose one sink: --redis URL (Redis mode) or --store PATH (embedded)")
-    if url is not None and config_path is not None:
-        raise ConfigError("--config applies to --store only; Redis workers take their own")
-    sink: RedisSinkSettings | EmbeddedSinkSettings
-    if url is not None:
+    if sum(x is not None for x in (url, store, kafka)) != 1:
+        raise ConfigError(
+            "choose one sink: --redis URL (Redis mode), --kafka HOST:PORT (Kafka mode) or "
+            "--store PATH (embedded)"
+        )
+    if store is None and config_path is not None:
+        raise ConfigError("--config applies to --store only; workers take their own")
+    sink: RedisSinkSettings | EmbeddedSinkSettings | KafkaSinkSettings
+    if kafka is not None:
+        sink = kafka_mode.kafka_sink(kafka, topic, topic_partitions)
+    elif url is not None:
         sink = RedisSinkSettings(url, prefix, partitions)
     else:
         sink = EmbeddedSinkSettings(Path(str(store)), PipelineConfig.load(config_path))
     settings = CollectorSettings(token, sink, max_body_bytes=max_body_bytes, max_batch=max_batch)
-    where = url if url is not None else store
+    where = url or store or f"Kafka {kafka} topic {topic}"
     console.print(f"collecting on http://{host}:{port}/v1/events into {where}")
     uvicorn.run(create_app(settings), host=host, port=port, access_log=False, log_level="info")

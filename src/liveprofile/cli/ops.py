@@ -10,6 +10,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from liveprofile.cli import kafka as kafka_mode
 from liveprofile.cli.base import _fail_cleanly
 from liveprofile.cli.streams import _prefix_option, _redis_option
 from liveprofile.errors import SourceError
@@ -68,6 +69,7 @@ def _print_status(status: Status) -> None:
     help="The --scope of each worker sharing the prefix (repeat); their checkpoints add up.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+@kafka_mode.status_options
 @_fail_cleanly
 def status(
     url: str,
@@ -76,16 +78,26 @@ def status(
     sample_seconds: float,
     scopes: tuple[str, ...],
     as_json: bool,
+    kafka: str | None,
+    topic: str,
 ) -> None:
     """Show the partition streams (length, lag, pending) and the store's checkpoint.
 
     Lag counts the entries the group has not been delivered yet (all of them before a worker
     has created the group); pending counts those delivered but not acknowledged.
 
+    With --kafka HOST:PORT, shows the lag of --group on --topic per partition (from the store's
+    offsets, and Kafka's committed ones), each partition's committed events and dead letters,
+    and the group's members with their partitions.
+
     \b
-    Example:
+    Examples:
       liveprofile status --redis redis://127.0.0.1:6379/0 --prefix shop --json
+      liveprofile status --kafka 127.0.0.1:9092 --topic shop --group shop --prefix shop
     """
+    if kafka is not None:
+        kafka_mode.status_kafka(kafka, topic, group, (url, prefix), as_json)
+        return
     import redis
 
     from liveprofile.engine.redis_ops import stream_status

@@ -6,14 +6,12 @@ import json
 import logging
 import socket
 import sys
-from collections.abc import Iterator
-from pathlib import Path
 
 import click
 
-from liveprofile.cli.base import _fail_cleanly, console
+from liveprofile.cli import kafka as kafka_mode
+from liveprofile.cli.base import _fail_cleanly, console, lines
 from liveprofile.config import PipelineConfig
-from liveprofile.errors import SourceError
 
 _redis_option = click.option(
     "--redis",
@@ -30,16 +28,6 @@ _prefix_option = click.option(
 )
 
 
-def _lines(path: str) -> Iterator[bytes]:
-    if path == "-":
-        yield from sys.stdin.buffer
-        return
-    if not Path(path).is_file():
-        raise SourceError(f"no such file: {path}")
-    with open(path, "rb") as fh:
-        yield from fh
-
-
 @click.command()
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
 @_redis_option
@@ -51,25 +39,43 @@ def _lines(path: str) -> Iterator[bytes]:
     show_default=True,
     help="Number of partition streams; a user's events always go to the same one.",
 )
+@kafka_mode.publish_options
 @_fail_cleanly
-def publish(file: str, url: str, prefix: str, partitions: int) -> None:
-    """Append the JSON Lines events of FILE ('-' for stdin) to Redis partition streams.
+def publish(
+    file: str,
+    url: str,
+    prefix: str,
+    partitions: int,
+    kafka: str | None,
+    topic: str,
+    topic_partitions: int,
+    validate: bool,
+) -> None:
+    """Append the JSON Lines events of FILE ('-' for stdin) to Redis partition streams or Kafka.
 
     Each event goes to PREFIX:events:P with P = crc32(user id) mod PARTITIONS. Lines without a
     readable user go to partition 0, where the worker dead-letters them with the reason.
 
+    With --kafka HOST:PORT, records go to --topic keyed by user id (anonymous id when there is
+    none), so one user's events stay in order in one partition; the producer is idempotent with
+    acks=all. Records that fail validation go to TOPIC.deadletters with the reason.
+
     \b
-    Example:
+    Examples:
       liveprofile publish events.jsonl --redis redis://127.0.0.1:6379/0 --prefix shop \\
           --partitions 2
+      liveprofile publish events.jsonl --kafka 127.0.0.1:9092 --topic shop
     """
+    if kafka is not None:
+        kafka_mode.publish_kafka(file, kafka, topic, topic_partitions, validate)
+        return
     import redis
 
     from liveprofile.events.redis_streams import publish as publish_lines
 
     client = redis.Redis.from_url(url)
     try:
-        stats = publish_lines(client, prefix, partitions, _lines(file))
+        stats = publish_lines(client, prefix, partitions, lines(file))
     except redis.RedisError as exc:
         console.print(f"[red]error:[/red] cannot publish to {url}: {exc}")
         sys.exit(74)
@@ -168,6 +174,7 @@ def _partition_list(value: str, total: int) -> list[int]:
     help="Delete stream entries once committed and acknowledged (only when this group is the "
     "streams' only reader).",
 )
+@kafka_mode.worker_options
 @_fail_cleanly
 def worker(
     url: str,
@@ -183,6 +190,9 @@ def worker(
     idle_exit: int | None,
     scope: str | None,
     trim: bool,
+    kafka: str | None,
+    topic: str,
+    max_batch_delay: float | None,
 ) -> None:
     """Consume partition streams into the Redis store under PREFIX, exactly once in effect.
 
@@ -190,10 +200,31 @@ def worker(
     transaction, then acknowledges the entries. A killed worker restarted with the same
     --consumer resumes where it stopped; while Redis is unreachable it retries with backoff.
 
+    With --kafka HOST:PORT, the worker joins consumer group --group on --topic: Kafka assigns
+    and rebalances partitions (cooperative-sticky). Each partition's state (model, pending
+    examples, offset) lives in the store under PREFIX and moves with the partition; profiles
+    are shared. Each batch commits profiles, models, dead letters and the partition's offset in
+    one transaction; --partitions, --of, --scope and --trim do not apply.
+
     \b
-    Example:
+    Examples:
       liveprofile worker --redis redis://127.0.0.1:6379/0 --prefix shop --partitions 0,1 --of 2
+      liveprofile worker --kafka 127.0.0.1:9092 --topic shop --group shop \\
+          --redis redis://127.0.0.1:6379/0 --prefix shop
     """
+    config = PipelineConfig.load(config_path)
+    if kafka is not None:
+        kafka_mode.worker_kafka(
+            config,
+            kafka,
+            topic,
+            group,
+            (url, prefix),
+            (batch_size, max_batch_delay),
+            idle_exit,
+            consumer,
+        )
+        return
     import redis
 
     from liveprofile.engine.redis_worker import RedisWorker
@@ -202,7 +233,6 @@ def worker(
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s"
     )
-    config = PipelineConfig.load(config_path)
     parts = _partition_list(partition_list, total)
     store = RedisStore(url, prefix=prefix)
     client = redis.Redis.from_url(url)

@@ -28,6 +28,7 @@ from fastapi.responses import JSONResponse, Response
 
 from liveprofile.errors import ConfigError, InvalidEvent, LiveprofileError
 from liveprofile.events.schema import FORGET, EventParser
+from liveprofile.kafka.sink import KafkaSink, KafkaSinkSettings
 from liveprofile.serving.sinks import (
     Accepted,
     EmbeddedSink,
@@ -46,7 +47,7 @@ class CollectorSettings:
     """Everything the collector needs. ``token`` has no default: the caller must give one."""
 
     token: str
-    sink: RedisSinkSettings | EmbeddedSinkSettings
+    sink: RedisSinkSettings | EmbeddedSinkSettings | KafkaSinkSettings
     max_body_bytes: int = MiB
     max_batch: int = 1000
 
@@ -75,8 +76,10 @@ def error_response(request: Request, exc: Exception) -> Response:
     return JSONResponse({"error": str(exc)}, status_code=exc.http_status, headers=headers)
 
 
-def make_sink(settings: RedisSinkSettings | EmbeddedSinkSettings) -> Sink:
+def make_sink(settings: RedisSinkSettings | EmbeddedSinkSettings | KafkaSinkSettings) -> Sink:
     """The sink for its settings."""
+    if isinstance(settings, KafkaSinkSettings):
+        return KafkaSink(settings)
     if isinstance(settings, RedisSinkSettings):
         return RedisSink(settings)
     return EmbeddedSink(settings)

@@ -138,12 +138,16 @@ def read_checkpoint(store: Store) -> Checkpoint:
 
 
 def check_config(store: Store, config: PipelineConfig) -> None:
-    """Record ``config`` in a new store, or refuse a config other than the one it was built with."""
+    """Record ``config`` in a new store, or refuse a config other than the one it was built with.
+
+    The stored config is read back with today's defaults for settings added since it was
+    written, so a store built before a new setting existed opens with that setting's default.
+    """
     stored = store.get_meta(CONFIG)
     encoded = msgspec.json.encode(config)
     if stored is None:
         store.commit({}, {CONFIG: encoded})
-    elif stored != encoded:
+    elif stored != encoded and msgspec.json.encode(stored_config(store)) != encoded:
         raise ConfigError(
             "this store was built with a different pipeline config; replay into a new store "
             "(--store) or use the config it was built with"

@@ -1,0 +1,274 @@
+"""A local Apache Kafka broker in KRaft mode (one process as broker and controller, no ZooKeeper).
+
+The broker's jars come from Maven Central through the POM next to this module
+(``pom.xml``: ``org.apache.kafka:kafka_2.13`` and a log4j2 binding), copied once by
+``mvn dependency:copy-dependencies`` into a cache directory (``$LIVEPROFILE_KAFKA_JARS``, default
+``~/.cache/liveprofile/kafka-VERSION``). :class:`Broker` writes ``server.properties`` into its
+data directory, formats the KRaft storage on first start, runs ``java kafka.Kafka`` detached
+(its pid in ``broker.pid``, its output in ``broker.log``) and waits until the broker answers.
+
+>>> b = Broker("/tmp/lp-kafka-doc", port=19092)
+>>> b.bootstrap, b.controller_port
+('127.0.0.1:19092', 19093)
+>>> b.running()
+False
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from liveprofile.errors import LiveprofileError
+
+#: the Kafka release the POM resolves (keep in step with pom.xml)
+KAFKA_VERSION = "4.1.1"
+POM = Path(__file__).with_name("pom.xml")
+_quiet = logging.getLogger("liveprofile.kafka.broker")
+
+
+class KafkaError(LiveprofileError):
+    """The broker cannot be prepared, started or reached, or Kafka refused a request."""
+
+    exit_code = 69  # EX_UNAVAILABLE
+
+
+def jar_dir() -> Path:
+    """Where the broker's jars are cached (``$LIVEPROFILE_KAFKA_JARS`` overrides)."""
+    env = os.environ.get("LIVEPROFILE_KAFKA_JARS")
+    if env:
+        return Path(env)
+    return Path.home() / ".cache" / "liveprofile" / f"kafka-{KAFKA_VERSION}"
+
+
+def resolve_jars(target: Path | None = None) -> Path:
+    """The directory of the broker's jars, resolved from Maven Central the first time."""
+    target = target or jar_dir()
+    if (target / f"kafka_2.13-{KAFKA_VERSION}.jar").is_file():
+        return target
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise KafkaError("Maven (mvn) is needed once to fetch the Kafka jars; install maven")
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    cmd = [mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies"]
+    cmd.append(f"-DoutputDirectory={partial}")
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        tail = (done.stdout + done.stderr).strip()[-2000:]
+        raise KafkaError(f"cannot resolve the Kafka jars with Maven: {tail}")
+    shutil.rmtree(target, ignore_errors=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial.rename(target)  # all jars or none: a half-copied cache is never used
+    return target
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (for tests and throwaway brokers)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+_LOG4J = """\
+status = warn
+appender.file.type = File
+appender.file.name = file
+appender.file.fileName = {log}
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = {level}
+rootLogger.appenderRef.file.ref = file
+"""
+
+
+class Broker:
+    """One KRaft broker+controller on 127.0.0.1: ``port`` for clients, ``port + 1`` for the
+    controller (or ``controller_port``), all files under ``data_dir``."""
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str],
+        *,
+        port: int = 9092,
+        controller_port: int | None = None,
+        partitions: int = 4,
+        heap_mb: int = 512,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.port = port
+        self.controller_port = controller_port or port + 1
+        self.partitions = partitions
+        self.heap_mb = heap_mb
+        #: the broker process when this object started it (kept: it is reaped on stop)
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.data_dir / "broker.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir / "broker.log"
+
+    def pid(self) -> int | None:
+        """The broker's process id when it runs, else None."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+        except (OSError, ValueError):
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            return pid
+        try:  # a recycled pid is not our broker
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return pid
+        return pid if b"kafka.Kafka" in cmdline else None
+
+    def running(self) -> bool:
+        return self.pid() is not None
+
+    def _properties(self) -> str:
+        c = self.controller_port
+        return "\n".join(
+            [
+                "process.roles=broker,controller",
+                "node.id=1",
+                f"controller.quorum.voters=1@127.0.0.1:{c}",
+                f"listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{c}",
+                f"advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}",
+                "controller.listener.names=CONTROLLER",
+                "inter.broker.listener.name=PLAINTEXT",
+                "listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+                f"log.dirs={self.data_dir / 'logs'}",
+                f"num.partitions={self.partitions}",
+                "offsets.topic.replication.factor=1",
+                "offsets.topic.num.partitions=8",
+                "transaction.state.log.replication.factor=1",
+                "transaction.state.log.min.isr=1",
+                "transaction.state.log.num.partitions=4",
+                "share.coordinator.state.topic.replication.factor=1",
+                "group.initial.rebalance.delay.ms=0",
+                "auto.create.topics.enable=true",
+                "",
+            ]
+        )
+
+    def start(self, timeout_s: float = 60.0) -> int:
+        """Start the broker (formatting its storage the first time); returns its pid."""
+        pid = self.pid()
+        if pid is not None:
+            return pid
+        java = shutil.which("java")
+        if java is None:
+            raise KafkaError("java (JDK 17 or newer) is needed to run the Kafka broker")
+        jars = resolve_jars()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        props = self.data_dir / "server.properties"
+        props.write_text(self._properties())
+        log4j = self.data_dir / "log4j2.properties"
+        log4j.write_text(_LOG4J.format(log=self.data_dir / "server.log", level="INFO"))
+        base = [java, f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{jars}/*"]
+        if not (self.data_dir / "logs" / "meta.properties").is_file():
+            cluster = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+            fmt = [*base, "kafka.tools.StorageTool", "format", "-t", cluster, "-c", str(props)]
+            done = subprocess.run(fmt, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                raise KafkaError(f"cannot format {self.data_dir}: {done.stdout}{done.stderr}")
+        heap = f"-Xmx{self.heap_mb}m"
+        cmd = [*base[:1], heap, "-Xms128m", "-XX:+UseSerialGC", *base[1:], "kafka.Kafka"]
+        with open(self.log_file, "ab") as out:
+            proc = subprocess.Popen(
+                [*cmd, str(props)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        self._proc = proc
+        self.pid_file.write_text(str(proc.pid))
+        self._wait_ready(proc, timeout_s)
+        return proc.pid
+
+    def _wait_ready(self, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
+        from confluent_kafka.admin import AdminClient
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:  # the port first: a client would log every refusal
+            if proc.poll() is not None:
+                raise KafkaError(f"the broker exited ({proc.returncode}); see {self.log_file}")
+            with socket.socket() as s:
+                s.settimeout(0.5)
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    break
+            time.sleep(0.1)
+        settings: dict[str, Any] = {"bootstrap.servers": self.bootstrap, "logger": _quiet}
+        admin = AdminClient(settings)
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise KafkaError(f"the broker exited ({proc.returncode}); see {self.log_file}")
+            try:
+                meta = admin.list_topics(timeout=1.0)
+                if meta.brokers:
+                    return
+            except Exception:
+                time.sleep(0.2)
+        raise KafkaError(f"the broker did not answer within {timeout_s:.0f} s; see {self.log_file}")
+
+    def stop(self, timeout_s: float = 30.0, *, kill: bool = False) -> bool:
+        """Stop the broker (SIGTERM, SIGKILL after ``timeout_s``; ``kill``: SIGKILL at once).
+        Returns whether one was running."""
+        pid = self.pid()
+        if pid is None:
+            return False
+        os.kill(pid, signal.SIGKILL if kill else signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not _alive(pid):
+                break
+            time.sleep(0.1)
+        else:
+            os.kill(pid, signal.SIGKILL)
+            while _alive(pid):
+                time.sleep(0.05)
+        self.pid_file.unlink(missing_ok=True)
+        if self._proc is not None and self._proc.pid == pid:
+            self._proc.wait()
+        self._proc = None
+        return True
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` still runs (reaping it when it is our exited child)."""
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done == pid:
+            return False
+    except ChildProcessError:
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except (OSError, IndexError):
+        return True
+    return state != "Z"

@@ -1,0 +1,332 @@
+"""The Kafka runner: consumer-group members that apply a topic's partitions to a Redis store.
+
+Kafka assigns the topic's partitions to the members of a consumer group and moves them when a
+member joins, leaves or dies (``cooperative-sticky``: only the partitions that move stop). The
+unit of state is the **partition**, not the worker:
+
+* **Per partition** (store scope ``{topic}.{p}``, see :class:`~liveprofile.store.scoped.
+  ScopedStore`): the checkpoint with the partition's offset, the learners and their metrics,
+  the pending examples, item statistics, the de-duplication window, the watermark, segment
+  members and the last-seen index. A worker holds one :class:`PipelineState` per partition it
+  owns, loads it when the partition is assigned and drops it when the partition is revoked, so
+  a partition's pending examples, model and offset always move together.
+* **Shared by the group**: profiles and dead letters (namespaces ``profile`` and
+  ``deadletter``) and the pipeline config. A user's events all carry the same key, hence lie in
+  one partition, so a profile is only ever written by the one owner of that partition.
+
+Each batch (the records of one partition returned by one poll, closed by size or by
+``max_batch_delay``) commits its profiles, the partition's model and pending examples, its dead
+letters and the partition's next offset in one ``MULTI``/``EXEC``, fenced per partition (see
+:mod:`liveprofile.kafka.fence`) so that a stale owner cannot commit after the partition moved. On
+assignment a worker seeks to the offset in the store (Kafka's committed offsets are written after
+each batch only for monitoring: ``liveprofile status --kafka`` shows the lag). Rebalance
+callbacks run inside ``consume()``, between batches, so a revoked partition's last batch is
+always committed before it is handed over.
+
+What follows: every partition's state is a function of that partition's records alone, so the
+final store (profiles, models, scores, metrics, dead letters) is the same whichever worker owned
+which partition when, however often they moved, and equal to one worker's uninterrupted run.
+What is approximate is the model: each partition trains its own learners on its share of the
+events (a one-model-across-workers merge can later replace the per-partition model rows without
+changing this layout), and item statistics count one partition's users each. Identity links
+whose anonymous and user ids lie in different partitions are not merged across partitions.
+
+Dead letters are kept in the store (keyed ``{topic}:{partition}:{offset}``, exact) and also sent
+to the dead-letter topic just before the batch commits (at least once: a crash between the two
+sends them again on replay, under the same key).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from liveprofile.config import PipelineConfig
+from liveprofile.engine.core import Core
+from liveprofile.engine.gc_tuning import fewer_collections
+from liveprofile.engine.local import RunStats, apply_batch
+from liveprofile.engine.state import PipelineState
+from liveprofile.errors import InvalidEvent
+from liveprofile.events.deadletter import DeadLetter
+from liveprofile.events.schema import Event, EventParser
+from liveprofile.events.sources import Batch
+from liveprofile.kafka.fence import FencedOut, FencedRedisStore
+from liveprofile.kafka.producer import dead_letter_topic, producer_config
+from liveprofile.store.layout import check_config
+from liveprofile.store.scoped import ScopedStore
+
+log = logging.getLogger("liveprofile")
+DEAD_LETTER_NAMESPACE = "deadletter"
+
+
+def partition_scope(topic: str, partition: int) -> str:
+    """The store scope of one partition's state.
+
+    >>> partition_scope("shop", 3)
+    'shop.3'
+    """
+    return f"{topic}.{partition}"
+
+
+def source_name(topic: str, partition: int) -> str:
+    """The key of a partition's next offset in the checkpoint's ``offsets``.
+
+    >>> source_name("shop", 3)
+    'kafka:shop:3'
+    """
+    return f"kafka:{topic}:{partition}"
+
+
+@dataclass
+class _Owned:
+    """A partition this worker owns: its state and its view of the store."""
+
+    partition: int
+    view: ScopedStore
+    state: PipelineState
+    core: Core
+
+
+def consumer_config(bootstrap: str, group: str, **extra: Any) -> dict[str, Any]:
+    """librdkafka settings of a worker: cooperative rebalancing, offsets kept by the store."""
+    return {
+        "bootstrap.servers": bootstrap,
+        "group.id": group,
+        "partition.assignment.strategy": "cooperative-sticky",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": 10_000,
+        "heartbeat.interval.ms": 1_000,
+        "logger": log,
+        **extra,
+    }
+
+
+class KafkaWorker:
+    """One member of consumer group ``group`` reading ``topic`` into ``store``.
+
+    ``batch_size`` records per poll at most; a poll returns after ``max_batch_delay`` seconds
+    (``run.max_batch_delay``) with what has arrived, so a quiet stream still commits promptly.
+    ``run`` returns after ``max_idle_polls`` empty polls in a row, or when ``stop`` is set.
+    """
+
+    def __init__(
+        self,
+        config: PipelineConfig,
+        store: FencedRedisStore,
+        bootstrap: str,
+        topic: str,
+        group: str,
+        *,
+        batch_size: int = 1000,
+        max_batch_delay: float | None = None,
+        client_id: str | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.group = group
+        self.batch_size = batch_size
+        #: seconds a poll waits for ``batch_size`` records (default: ``run.max_batch_delay``)
+        self.max_batch_delay = (
+            config.run.max_batch_delay_s if max_batch_delay is None else max_batch_delay
+        )
+        self.client_id = client_id
+        self.owned: dict[int, _Owned] = {}
+        self._parser = EventParser()
+        self._clock = clock
+        self._consumer: Any = None
+        self._producer: Any = None
+        self.rebalances = 0
+
+    # -- partitions coming and going (called inside consume()) ---------------------------------
+
+    def _load(self, partition: int) -> tuple[_Owned, int]:
+        view = ScopedStore(self.store, partition_scope(self.topic, partition))
+        state = PipelineState.load(view, self.config)
+        stored = self.store.fence_value(view.scope)
+        if stored != state.checkpoint.seq:
+            raise FencedOut(
+                f"fence of {view.scope} is at {stored}, its checkpoint at {state.checkpoint.seq}"
+            )
+        owned = _Owned(partition, view, state, Core(self.config))
+        return owned, state.checkpoint.offsets.get(source_name(self.topic, partition), -1)
+
+    def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
+        from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+        self.rebalances += 1
+        seek = []
+        for tp in partitions:
+            owned, offset = self._load(tp.partition)
+            self.owned[tp.partition] = owned
+            start = OFFSET_BEGINNING if offset < 0 else offset
+            seek.append(TopicPartition(tp.topic, tp.partition, start))
+        log.info("assigned %s", _describe(seek))
+        consumer.incremental_assign(seek)
+
+    def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
+        self.rebalances += 1
+        self._report_offsets([tp.partition for tp in partitions])
+        for tp in partitions:
+            self.owned.pop(tp.partition, None)
+        log.info("revoked %s", _describe(partitions))
+        consumer.incremental_unassign(partitions)
+
+    def _on_lost(self, consumer: Any, partitions: list[Any]) -> None:
+        self.rebalances += 1
+        for tp in partitions:
+            self.owned.pop(tp.partition, None)
+        log.warning("lost %s (another member may own them already)", _describe(partitions))
+        consumer.incremental_unassign(partitions)
+
+    def _report_offsets(self, partitions: Sequence[int]) -> None:
+        """Commit the store's offsets to Kafka, for monitoring only (lag, group tools)."""
+        from confluent_kafka import KafkaException, TopicPartition
+
+        offsets = []
+        for p in partitions:
+            owned = self.owned.get(p)
+            if owned is not None:
+                offset = owned.state.checkpoint.offsets.get(source_name(self.topic, p))
+                if offset is not None:
+                    offsets.append(TopicPartition(self.topic, p, offset))
+        if offsets and self._consumer is not None:
+            try:
+                self._consumer.commit(offsets=offsets, asynchronous=True)
+            except KafkaException as exc:  # only monitoring: never fatal
+                log.debug("offsets not reported to Kafka: %s", exc)
+
+    # -- the loop ------------------------------------------------------------------------------
+
+    def run(
+        self, max_idle_polls: int | None = None, stop: threading.Event | None = None
+    ) -> RunStats:
+        """Consume until ``max_idle_polls`` empty polls in a row (None: forever) or ``stop``."""
+        from confluent_kafka import Consumer, Producer
+
+        self.store.setup()
+        check_config(self.store, self.config)
+        extra = {} if self.client_id is None else {"client.id": self.client_id}
+        self._consumer = Consumer(consumer_config(self.bootstrap, self.group, **extra))
+        self._producer = Producer(producer_config(self.bootstrap))
+        self._consumer.subscribe(
+            [self.topic],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
+        )
+        stats = RunStats()
+        started = self._clock()
+        try:
+            with fewer_collections():
+                self._loop(stats, max_idle_polls, stop)
+        finally:
+            stats.seconds = self._clock() - started
+            self.close()
+        return stats
+
+    def _loop(
+        self, stats: RunStats, max_idle_polls: int | None, stop: threading.Event | None
+    ) -> None:
+        idle = 0
+        while not (stop is not None and stop.is_set()):
+            if max_idle_polls is not None and idle >= max_idle_polls:
+                return
+            messages = self._consumer.consume(self.batch_size, self.max_batch_delay)
+            by_partition: dict[int, list[Any]] = {}
+            for msg in messages:
+                if msg.error() is not None:
+                    log.warning("kafka: %s", msg.error())
+                    continue
+                by_partition.setdefault(msg.partition(), []).append(msg)
+            if by_partition:
+                idle = 0
+            elif self.rebalances:  # idle only counts once the group has assigned partitions
+                idle += 1
+            for partition, batch in by_partition.items():
+                owned = self.owned.get(partition)
+                if owned is None:  # its state was dropped after a failed commit: start again
+                    self._restart(partition)
+                    continue
+                self._apply(owned, batch, stats)
+            if by_partition:
+                self._report_offsets(list(by_partition))
+
+    def _apply(self, owned: _Owned, messages: list[Any], stats: RunStats) -> None:
+        state, p = owned.state, owned.partition
+        name = source_name(self.topic, p)
+        start = state.checkpoint.offsets.get(name, -1)
+        events: list[Event] = []
+        batch = Batch(events=events, dead_letters=[], offset=start)
+        dead_rows: dict[str, bytes | None] = {}
+        parse = self._parser.parse_json
+        for msg in messages:
+            offset = msg.offset()
+            if offset < start:  # read again after a seek race: applied already
+                continue
+            batch.offset = offset + 1
+            raw = msg.value() or b""
+            try:
+                events.append(parse(raw))
+            except InvalidEvent as exc:
+                letter = DeadLetter(raw.decode("utf-8", "replace"), str(exc), name, offset)
+                batch.dead_letters.append(letter)
+                dead_rows[f"{self.topic}:{p}:{offset}"] = msgspec.json.encode(letter)
+        if batch.offset == start:
+            return
+        for key, row in dead_rows.items():
+            self._producer.produce(dead_letter_topic(self.topic), row, key.encode())
+        if dead_rows:
+            self._producer.flush(30)
+        extra = {DEAD_LETTER_NAMESPACE: dead_rows} if dead_rows else None
+        self.store.fence = (owned.view.scope, state.checkpoint.seq)
+        try:
+            apply_batch(owned.core, state, owned.view, name, batch, stats, extra)
+        except FencedOut:
+            log.warning("partition %d was committed by another worker; reloading it", p)
+            self.owned.pop(p, None)
+        except BaseException:
+            self.owned.pop(p, None)  # the state ran ahead of the store: never use it again
+            raise
+        finally:
+            self.store.fence = None
+
+    def _restart(self, partition: int) -> None:
+        """Reload a partition still assigned to this worker and read it again from the offset
+        in the store (after its state was dropped: a fenced or failed commit)."""
+        from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+        assigned = {tp.partition for tp in self._consumer.assignment() if tp.topic == self.topic}
+        if partition not in assigned:
+            return
+        owned, offset = self._load(partition)
+        self.owned[partition] = owned
+        start = OFFSET_BEGINNING if offset < 0 else offset
+        self._consumer.seek(TopicPartition(self.topic, partition, start))
+        log.info("partition %d reloaded from the store, reading from %s", partition, start)
+
+    def close(self) -> None:
+        """Leave the group (revoking, and so committing, what this worker owns)."""
+        if self._consumer is not None:
+            try:
+                self._consumer.close()
+            finally:
+                self._consumer = None
+        if self._producer is not None:
+            self._producer.flush(30)
+            self._producer = None
+        self.owned.clear()
+
+
+def _describe(partitions: Sequence[Any]) -> str:
+    return ", ".join(f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in partitions) or "nothing"
