@@ -35,7 +35,13 @@ from liveprofile.config import PipelineConfig
 from liveprofile.engine.core import Core
 from liveprofile.engine.local import LocalRunner
 from liveprofile.engine.state import Checkpoint, PipelineState
-from liveprofile.errors import ConfigError, ProfileNotFound, SourceError, StateVersionError
+from liveprofile.errors import (
+    ConfigError,
+    LiveprofileError,
+    ProfileNotFound,
+    SourceError,
+    StateVersionError,
+)
 from liveprofile.events.sources import Batch, CsvSource, JsonlSource, Source, read_item_tags
 from liveprofile.learn.registry import dump_learner, load_learner
 from liveprofile.profile.population import Population, standing
@@ -123,11 +129,18 @@ def check_config(store: Store, config: PipelineConfig) -> None:
     encoded = msgspec.json.encode(config)
     if stored is None:
         store.commit({}, {"config": encoded})
-    elif stored != encoded:
+    elif stored != encoded and _decoded(stored) != config:  # sections added since are defaults
         raise ConfigError(
             "this store was built with a different pipeline config; replay into a new store "
             "(--store) or use the config it was built with"
         )
+
+
+def _decoded(blob: bytes) -> PipelineConfig | None:
+    try:
+        return msgspec.json.decode(blob, type=PipelineConfig)
+    except (msgspec.ValidationError, msgspec.DecodeError, LiveprofileError):
+        return None
 
 
 def stored_config(store: Store) -> PipelineConfig:
@@ -189,7 +202,7 @@ def read_profile(store: PathLike | Store, user: str) -> dict[str, Any]:
             raise ProfileNotFound(f"no profile for user {user!r} in {store}")
         config = stored_config(backend)
         ckpt_blob = backend.get_meta("checkpoint")
-        profile = decode_profile(blob)
+        profile = decode_profile(blob, user)
         as_of = profile.last_ts
         if ckpt_blob is not None:
             as_of = max(as_of, msgspec.msgpack.decode(ckpt_blob, type=Checkpoint).watermark)

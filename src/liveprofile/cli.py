@@ -262,6 +262,11 @@ def _with_input(func: Callable[..., None]) -> Callable[..., None]:
     type=click.Path(exists=True, dir_okay=False),
     help="Start a new store's models from a 'liveprofile warm-start' file.",
 )
+@click.option(
+    "--allow-commands",
+    is_flag=True,
+    help="Apply command lines ($forget, $merge) of the source; without it they are dead-lettered.",
+)
 @_with(_report_options)
 @_fail_cleanly
 @_with_input
@@ -270,6 +275,7 @@ def replay(
     store: str,
     dead_letters: str | None,
     warm_start: str | None,
+    allow_commands: bool,
     report: str | None,
     plot: str | None,
 ) -> None:
@@ -283,8 +289,12 @@ def replay(
           --map item_id=movieId --map value=rating --map event_id='{userId}:{movieId}' \\
           --item-tags movies.csv --item-key movieId --tags-column genres
 
-    Re-running on the same store resumes after the last committed batch.
+    Re-running on the same store resumes after the last committed batch. Command lines
+    ($forget erases a user, $merge merges two known users) are an operator's: they are applied
+    only with --allow-commands.
     """
+    if allow_commands and hasattr(run.source, "commands"):
+        run.source.commands = True
     summary = api.replay(
         run.source,
         store=store,

@@ -175,6 +175,37 @@ class RunConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
         return parse_duration(self.profile_ttl) if self.profile_ttl else None
 
 
+class EventsConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """What an event must satisfy, beyond its schema, before it reaches the core.
+
+    An event outside these bounds goes to the dead-letter sink with the reason and never moves
+    the watermark (see :mod:`liveprofile.engine.screen`).
+    """
+
+    #: allowed future skew: an event later than the watermark (or the runner's clock, whichever
+    #: is later) by more than this is dead-lettered.
+    max_future: Duration = "1d"
+    #: allowed lateness: an event earlier than the watermark by more than this is dead-lettered.
+    #: Empty means no bound (decayed sums do not depend on order, so late events are exact).
+    allowed_lateness: Duration = ""
+    #: largest magnitude of ``value``; purchases may be negative (refunds).
+    max_value: float = 1e9
+
+    def __post_init__(self) -> None:
+        if not self.max_future_s > 0:
+            raise ConfigError("events.max_future must be positive, e.g. '1d'")
+        if not 0 < self.max_value <= 1e15:
+            raise ConfigError(f"events.max_value must be within (0, 1e15], got {self.max_value}")
+
+    @property
+    def max_future_s(self) -> float:
+        return parse_duration(self.max_future)
+
+    @property
+    def allowed_lateness_s(self) -> float | None:
+        return parse_duration(self.allowed_lateness) if self.allowed_lateness != "" else None
+
+
 class RiskConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """Risk signals kept per user: recent events, velocity counts and an anomaly score.
 
@@ -256,6 +287,7 @@ class PipelineConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     profile: ProfileConfig = ProfileConfig()
     features: FeatureConfig = FeatureConfig()
     run: RunConfig = RunConfig()
+    events: EventsConfig = EventsConfig()
     tasks: list[TaskConfig] = msgspec.field(default_factory=default_tasks)
     #: computed traits: name -> expression over profile fields (see ``liveprofile.profile.traits``).
     traits: dict[str, str] = {}

@@ -27,7 +27,7 @@ from liveprofile.profile.risk import AnomalyScorer
 from liveprofile.profile.segments import SegmentChange
 from liveprofile.profile.state import DAY, Profile, decode_profile, encode_profile
 from liveprofile.store.base import Store
-from liveprofile.store.codec import pack, unpack
+from liveprofile.store.codec import damaged, pack, unpack
 
 STATE_SCHEMA = 1
 T = TypeVar("T")
@@ -105,7 +105,8 @@ class PipelineState:
         blob = store.get_meta("checkpoint")
         if blob is None:
             return state
-        ckpt = msgspec.msgpack.decode(blob, type=Checkpoint)
+        with damaged("meta row", "checkpoint"):
+            ckpt = msgspec.msgpack.decode(blob, type=Checkpoint)
         if ckpt.schema != STATE_SCHEMA:
             raise StateVersionError(
                 f"store has state schema {ckpt.schema}, this version reads {STATE_SCHEMA}"
@@ -113,31 +114,40 @@ class PipelineState:
         state.checkpoint = ckpt
         population = store.get_meta("population")
         if population is not None:
-            state.population = msgspec.msgpack.decode(population, type=Population)
+            with damaged("meta row", "population"):
+                state.population = msgspec.msgpack.decode(population, type=Population)
         state._dedup_chunks = deque(ckpt.dedup_chunks)
         for name, task in state.tasks.items():
             model = store.get_meta(f"model/{name}")
             if model is not None:
-                task.learner = load_learner(model)
+                with damaged("meta row", f"model/{name}"):
+                    task.learner = load_learner(model)
             metrics = store.get_meta(f"metrics/{name}")
             if metrics is not None:
-                task.metrics = Prequential.from_bytes(metrics)
+                with damaged("meta row", f"metrics/{name}"):
+                    task.metrics = Prequential.from_bytes(metrics)
         detector = store.get_meta("risk/anomaly")
         if detector is not None and state.anomaly is not None:
-            state.anomaly = AnomalyScorer.load(config.risk, detector)
-        logs = [decode_logs(value) for _, value in store.scan("pending")]
+            with damaged("meta row", "risk/anomaly"):
+                state.anomaly = AnomalyScorer.load(config.risk, detector)
+        logs = []
+        for key, value in store.scan("pending"):
+            with damaged("pending row", key):
+                logs.append(decode_logs(value))
         for name, task in state.tasks.items():
             task.restore_log((log[name] for log in logs if name in log), ckpt.watermark)
         for name, members in state.members.items():
             members.update(user for user, _ in store.scan(segment_namespace(name)))
         history = store.get_meta("segments/history")
         if history is not None:
-            state.segment_history = msgspec.msgpack.decode(
-                history, type=list[tuple[float, dict[str, int]]]
-            )
+            with damaged("meta row", "segments/history"):
+                state.segment_history = msgspec.msgpack.decode(
+                    history, type=list[tuple[float, dict[str, int]]]
+                )
         ids: list[str] = []
-        for _, value in store.scan("dedup"):
-            ids.extend(msgspec.msgpack.decode(unpack(value), type=list[str]))
+        for key, value in store.scan("dedup"):
+            with damaged("dedup row", key):
+                ids.extend(msgspec.msgpack.decode(unpack(value), type=list[str]))
         state.dedup.restore(ids[-config.run.dedup_window :] if config.run.dedup_window else [])
         return state
 
@@ -154,7 +164,8 @@ class PipelineState:
             return
         for anon, user in zip(missing, store.read("alias", missing), strict=True):
             if user is not None:
-                self.aliases[anon] = user.decode()
+                with damaged("alias row", anon):
+                    self.aliases[anon] = user.decode()
         self._alias_checked.update(missing)
 
     # -- expiry: users indexed by the day of their last event ----------------------------------
@@ -167,7 +178,8 @@ class PipelineState:
             if (day + 1) * DAY + ttl < horizon and _expiry_key(day, seq) not in self._expiry_loaded
         ]
         for key, blob in zip(keys, store.read("expiry", keys), strict=True):
-            self._expiry_loaded[key] = [] if blob is None else _decode_users(blob)
+            with damaged("expiry row", key):
+                self._expiry_loaded[key] = [] if blob is None else _decode_users(blob)
 
     def expiry_candidates(self) -> set[str]:
         return {u for users in self._expiry_loaded.values() for u in users}
@@ -357,7 +369,7 @@ def _load(
     wanted: set[str],
     live: dict[str, T],
     resting: dict[str, bytes],
-    decode: Callable[[bytes], T],
+    decode: Callable[[bytes, str], T],
 ) -> None:
     missing = []
     for key in wanted:
@@ -367,9 +379,9 @@ def _load(
         if blob is None:
             missing.append(key)
         else:
-            live[key] = decode(blob)
+            live[key] = decode(blob, key)
     if missing:
         for key, found in zip(missing, store.read(namespace, missing), strict=True):
             if found is not None:
                 resting[key] = found
-                live[key] = decode(found)
+                live[key] = decode(found, key)

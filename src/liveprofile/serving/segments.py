@@ -103,7 +103,7 @@ def iter_member_rows(store: Store, name: str, page: int = 500) -> Iterator[dict[
         for (user, entered), p_blob in zip(rows, store.read("profile", users), strict=True):
             if p_blob is None:
                 continue  # deleted between the two reads
-            p = decode_profile(p_blob)
+            p = decode_profile(p_blob, user)
             at = max(watermark, p.last_ts)
             interests = updater.interests_at(p, at)
             yield {
