@@ -4,7 +4,10 @@ OpenAPI document says (schemathesis), and keeps the good events of a request wit
 from __future__ import annotations
 
 import json
+import math
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +27,8 @@ from schemathesis.specs.openapi.checks import (
 import liveprofile
 from liveprofile.datasets.synthetic import SyntheticConfig, write_jsonl
 from liveprofile.events.deadletter import read_dead_letters
+from liveprofile.profile.state import Profile, encode_profile
+from liveprofile.store.sqlite import SQLiteStore
 
 TOKEN = "hard-token-1"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -38,7 +43,14 @@ def serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CliServer]:
     events = folder / "events.jsonl"
     write_jsonl(events, SyntheticConfig(users=20, items=20, categories=3, days=3, seed=2))
     liveprofile.replay(events, store=folder / "p.db", progress=False)
+    # a profile written before values were bounded: sums that overflowed to infinity
+    store = SQLiteStore(folder / "p.db")
+    store.setup()
+    p = Profile("overflowed", T0, T0, T0, n=2, monetary=math.inf, value_sum=math.inf, value_n=2)
+    store.commit({"profile": {"overflowed": encode_profile(p)}}, {})
+    store.close()
     server = CliServer(["serve", "--store", str(folder / "p.db")], ENV, folder / "serve.log")
+    server.store = folder / "p.db"  # type: ignore[attr-defined]
     yield server
     server.stop()
 
@@ -79,6 +91,19 @@ def test_large_bodies_get_413(which: str, request: pytest.FixtureRequest) -> Non
 
     r = server.client.post(path, content=chunked(), headers=AUTH)
     assert r.status_code == 413 and "limit" in r.json()["error"]
+
+
+def test_non_finite_numbers_are_never_written(serve: CliServer) -> None:
+    r = serve.client.post("/v1/profiles:batch", json={"users": ["overflowed"]}, headers=AUTH)
+    assert r.status_code == 200, r.text
+    assert json.loads(r.text)["profiles"]["overflowed"]["monetary"] is None
+    assert serve.client.get("/v1/profiles/overflowed", headers=AUTH).json()["monetary"] is None
+    out = subprocess.run(
+        [sys.executable, "-m", "liveprofile.cli", "profile", "overflowed", "--store",
+         str(serve.store), "--json"],  # type: ignore[attr-defined]
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert json.loads(out, parse_constant=lambda c: pytest.fail(f"{c} in the output"))["user"]
 
 
 @pytest.mark.parametrize("data", [b"", b"GET /healthz HTTP/1.1\r\nHost: x\r\n"])

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+import msgspec
 from rich.console import Console
 from rich.table import Table
 
@@ -339,7 +340,8 @@ def profile(user: str, store: str, as_json: bool) -> None:
     """Show one user's profile: interests, counters, RFM, traits, scores, last seen."""
     view = api.read_profile(store, user)
     if as_json:
-        click.echo(json.dumps(view, indent=2))
+        # msgspec writes a non-finite number as null: the output stays valid JSON
+        click.echo(json.dumps(msgspec.json.decode(msgspec.json.encode(view)), indent=2))
         return
     from liveprofile.profile_view import render_profile
 

@@ -25,11 +25,11 @@ from typing import Any
 
 import msgspec
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from liveprofile.errors import ConfigError, InvalidEvent, LiveprofileError
 from liveprofile.events.schema import COMMANDS, MAX_DEPTH, EventParser, check_depth
-from liveprofile.serving.limits import PROBLEMS
+from liveprofile.serving.limits import PROBLEMS, JSONResponse
 from liveprofile.serving.sinks import (
     Accepted,
     EmbeddedSink,

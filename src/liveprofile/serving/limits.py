@@ -29,6 +29,8 @@ import asyncio
 import os
 from typing import Any
 
+import msgspec
+from starlette.responses import JSONResponse as _StarletteJSON
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 Scope = dict[str, Any]
@@ -38,6 +40,14 @@ Message = dict[str, Any]
 MAX_BODY = 1024 * 1024
 #: the default time a client has to send a request's head
 HEADER_TIMEOUT = 10.0
+
+
+class JSONResponse(_StarletteJSON):
+    """A JSON response in which a non-finite number is written as null (valid JSON, unlike
+    Python's ``json`` module's ``Infinity``), encoded by msgspec."""
+
+    def render(self, content: Any) -> bytes:
+        return msgspec.json.encode(content)
 
 
 def problem(description: str) -> dict[str, Any]:

@@ -7,11 +7,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from liveprofile.privacy import erase, export_user
 from liveprofile.serving.collector import HTTPProblem, check_token
-from liveprofile.serving.limits import NOT_FOUND, problem
+from liveprofile.serving.limits import NOT_FOUND, JSONResponse, problem
 
 if TYPE_CHECKING:
     from liveprofile.serving.profiles import ReadSettings

@@ -24,7 +24,7 @@ from typing import Any, Literal, cast
 
 import msgspec
 from fastapi import Depends, FastAPI, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from starlette.routing import Route
 
@@ -40,7 +40,7 @@ from liveprofile.profile.population import Population, standing
 from liveprofile.profile.state import decode_profile
 from liveprofile.serving.collector import HTTPProblem, check_token, error_response
 from liveprofile.serving.dashboard import mount_dashboard
-from liveprofile.serving.limits import NOT_FOUND, PROBLEMS
+from liveprofile.serving.limits import NOT_FOUND, PROBLEMS, JSONResponse
 from liveprofile.serving.metrics import StoreStats, mount_metrics
 from liveprofile.serving.privacy import add_privacy_routes
 from liveprofile.serving.recommend import (

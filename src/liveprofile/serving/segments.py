@@ -24,12 +24,13 @@ from typing import Any
 
 import msgspec
 from fastapi import FastAPI, Query
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from liveprofile.api import stored_config
 from liveprofile.engine.state import Checkpoint, segment_namespace
 from liveprofile.errors import SegmentNotFound
 from liveprofile.profile.state import ProfileUpdater, decode_profile, lifecycle
+from liveprofile.serving.limits import JSONResponse
 from liveprofile.store.base import Store
 
 MAX_PAGE = 10_000
