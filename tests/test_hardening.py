@@ -341,3 +341,29 @@ def test_a_full_disk_says_enospc(tmp_path: Path) -> None:
             runner.dead_letters.close()  # what is buffered cannot go anywhere either
         runner.lock.release()
         runner.store.close()
+
+
+# -- memory: the resting profiles kept between batches are bounded -----------------------------
+
+
+def test_a_cap_on_resting_profiles_changes_nothing_but_memory(tmp_path: Path) -> None:
+    events = _synthetic_dicts()
+    path = write_jsonl(tmp_path / "a.jsonl", events)
+    stores = {}
+    for cap in (0, 3):
+        folder = tmp_path / f"cap{cap}"
+        folder.mkdir()
+        config = PipelineConfig.from_toml(f"[run]\nbatch_size = 40\nresting_profiles = {cap}\n")
+        runner = LocalRunner(config, SQLiteStore(folder / "p.db"), folder / "dead.jsonl")
+        runner.run(JsonlSource(path))
+        if cap:
+            assert len(runner.state._resting_profiles) <= cap
+        stores[cap] = {ns: dict(runner.store.scan(ns)) for ns in ("profile", "item", "pending")}
+        runner.close()
+    assert stores[0] == stores[3] and stores[0]["profile"]
+
+
+def _synthetic_dicts() -> list[dict[str, Any]]:
+    from liveprofile.datasets.synthetic import SyntheticConfig, generate
+
+    return list(generate(SyntheticConfig(users=25, items=20, days=3, seed=8)))

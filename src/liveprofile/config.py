@@ -149,13 +149,22 @@ class RunConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     #: profiles kept decoded in memory between batches, the most recently updated ones; the
     #: others wait as their stored bytes (a few hundred bytes each instead of a few KB).
     hot_profiles: int = 10_000
+    #: most profiles kept as their committed bytes between batches, the most recently updated
+    #: ones (the others are read from the store again when needed); 0 keeps every one
+    resting_profiles: int = 0
 
     def __post_init__(self) -> None:
         if self.engine not in ("compiled", "python"):
             raise ConfigError(f"run.engine must be 'compiled' or 'python', not {self.engine!r}")
-        if self.batch_size < 1 or self.dedup_window < 0 or self.hot_profiles < 0:
+        if (
+            self.batch_size < 1
+            or self.dedup_window < 0
+            or self.hot_profiles < 0
+            or self.resting_profiles < 0
+        ):
             raise ConfigError(
-                "run.batch_size must be >= 1, run.dedup_window and run.hot_profiles >= 0"
+                "run.batch_size must be >= 1; run.dedup_window, run.hot_profiles and "
+                "run.resting_profiles >= 0"
             )
         if self.segment_sweep_s <= 0:
             raise ConfigError("run.segment_sweep must be positive, e.g. '1d'")

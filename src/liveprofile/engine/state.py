@@ -215,6 +215,7 @@ class PipelineState:
         """After a commit, keep profiles and items as their committed bytes (a few hundred
         bytes each instead of a few KB of Python objects) until a batch needs them again; the
         ``run.hot_profiles`` most recently updated profiles also stay decoded."""
+        cap = self.config.run.resting_profiles
         for live, resting, namespace, keep in (
             (self.profiles, self._resting_profiles, "profile", self.config.run.hot_profiles),
             (self.items, self._resting_items, "item", 0),
@@ -224,8 +225,14 @@ class PipelineState:
                 if blob is None:
                     resting.pop(key, None)
                     live.pop(key, None)
+                elif cap and namespace == "profile":
+                    resting.pop(key, None)  # the most recently updated go last
+                    resting[key] = blob
                 else:
                     resting[key] = blob
+            if cap and namespace == "profile" and len(resting) > cap:
+                for key in list(islice(resting, len(resting) - cap)):
+                    del resting[key]  # committed: read from the store again when needed
             if len(live) <= keep and not changed:
                 continue
             if not keep:
