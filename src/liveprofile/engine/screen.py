@@ -64,6 +64,13 @@ def screen(
         if _columns_pass(events, rules, watermark, now):
             return
         events = list(events)
+    elif rules.allowed_lateness_s is None:  # the common case, checked at once
+        limit, bound = max(watermark, now) + rules.max_future_s, rules.max_value
+        if all(
+            e.ts <= limit and e.anonymous_id is None and (e.value is None or abs(e.value) <= bound)
+            for e in events
+        ):
+            return
     links = {
         e.anonymous_id
         for e in events
