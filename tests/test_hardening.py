@@ -36,7 +36,7 @@ def ev(event_id: str, user: str | None, ts: float | str, **fields: Any) -> dict[
     return out
 
 
-def write_jsonl(path: Path, events: list[dict[str, Any]], raw: list[bytes] = ()) -> Path:  # type: ignore[assignment]
+def write_jsonl(path: Path, events: list[dict[str, Any]], raw: tuple[bytes, ...] = ()) -> Path:
     lines = [json.dumps(e).encode() for e in events] + list(raw)
     path.write_bytes(b"\n".join(lines) + b"\n")
     return path
@@ -180,7 +180,7 @@ def test_values_beyond_the_bound_are_dead_lettered(tmp_path: Path) -> None:
         ev("e4", "u1", T0 + 3, type="view", value=1e308),
         ev("e5", "u1", T0 + 4, type="purchase", value=100.0),
     ]
-    raw = [b'{"event_id": "e6", "user_id": "u1", "type": "view", "ts": 1500000005, "value": 1e999}']
+    raw = (b'{"event_id": "e6", "user_id": "u1", "type": "view", "ts": 1.5e9, "value": 1e999}',)
     for engine in ("python", "compiled"):
         folder = tmp_path / engine
         folder.mkdir()
@@ -310,7 +310,7 @@ def test_a_damaged_row_is_named(tmp_path: Path, kind: str) -> None:
 def test_files_cut_short_are_reported_and_recovered(tmp_path: Path) -> None:
     config = PipelineConfig.from_toml('[segments]\nbuyers = "frequency >= 1"\n')
     events = [ev(f"e{k}", f"u{k}", T0 + k, type="purchase", value=1.0) for k in range(5)]
-    path = write_jsonl(tmp_path / "a.jsonl", events, [b'{"broken', b'{"also broken'])
+    path = write_jsonl(tmp_path / "a.jsonl", events, (b'{"broken', b'{"also broken'))
     run_replay(tmp_path, path, config=config)
     dead = tmp_path / "p.db.deadletters.jsonl"
     changes = tmp_path / "p.db.segments.jsonl"
@@ -321,7 +321,7 @@ def test_files_cut_short_are_reported_and_recovered(tmp_path: Path) -> None:
     assert "damaged line 2" in listed[1].reason
     more = [ev(f"f{k}", f"v{k}", T0 + 100 + k, type="purchase", value=1.0) for k in range(3)]
     result = run_replay(
-        tmp_path, write_jsonl(tmp_path / "b.jsonl", more, [b"{nope"]), config=config
+        tmp_path, write_jsonl(tmp_path / "b.jsonl", more, (b"{nope",)), config=config
     )
     assert result["events"] == 3
     reasons = [d.reason for d in read_dead_letters(dead)]
