@@ -28,7 +28,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 
 from liveprofile.errors import ConfigError, InvalidEvent, LiveprofileError
-from liveprofile.events.schema import COMMANDS, MAX_DEPTH, EventParser, check_depth
+from liveprofile.events.schema import COMMANDS, EventParser, check_depth
 from liveprofile.serving.limits import PROBLEMS, JSONResponse
 from liveprofile.serving.sinks import (
     Accepted,
@@ -125,11 +125,13 @@ def _split(body: bytes, max_batch: int) -> list[bytes]:
     if not text:
         raise HTTPProblem(400, "empty body: send a JSON event object or an array of them")
     try:
-        if text[:1] == b"[" and text.count(b"[") + text.count(b"{") > MAX_DEPTH:
-            # deep nesting somewhere: split without recursing, and judge each event alone
-            items = _split_array(text)
-        elif text[:1] == b"[":
-            items = [bytes(raw) for raw in msgspec.json.decode(text, type=list[msgspec.Raw])]
+        if text[:1] == b"[":
+            try:
+                items = [bytes(raw) for raw in msgspec.json.decode(text, type=list[msgspec.Raw])]
+            except RecursionError:
+                # nesting deep enough to exhaust the decoder: split without recursing; each
+                # event is then judged alone (the parser refuses the deep one)
+                items = _split_array(text)
         else:
             check_depth(text)
             items = [bytes(msgspec.json.decode(text, type=msgspec.Raw)).strip()]
