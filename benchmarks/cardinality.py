@@ -5,7 +5,8 @@ one item of one of 50 categories, over 30 days of event time), replayed in batch
 into a SQLite store in a temporary folder. Reported per size: events/s end to end, the growth
 of the process's resident memory divided by N, and what the runner holds per user: the resting
 profile bytes (committed bytes kept between batches), the de-duplication window and the compiled
-path's codes. ``--resting-profiles`` caps the resting profiles kept (``run.resting_profiles``).
+path's codes. ``--resting-profiles`` caps the resting profiles kept (``run.resting_profiles``);
+``--velocity`` keeps the velocity counts (the default pipeline's; off here unless given).
 
     python benchmarks/cardinality.py --users 100000 1000000 --json cardinality_results.json
 """
@@ -61,7 +62,7 @@ def _batches(users: int, seed: int = 1) -> Any:
         )
 
 
-def measure(users: int, resting: int | None) -> dict[str, Any]:
+def measure(users: int, resting: int | None, velocity: bool) -> dict[str, Any]:
     """One size, in this process."""
     from liveprofile.config import PipelineConfig
     from liveprofile.engine.local import LocalRunner
@@ -69,7 +70,7 @@ def measure(users: int, resting: int | None) -> dict[str, Any]:
     from liveprofile.store.sqlite import SQLiteStore
 
     folder = Path(tempfile.mkdtemp())
-    text = "[risk]\nvelocity = false\n"
+    text = f"[risk]\nvelocity = {str(velocity).lower()}\n"
     if resting is not None:
         text = f"[run]\nresting_profiles = {resting}\n" + text
     config = PipelineConfig.from_toml(text)
@@ -87,6 +88,8 @@ def measure(users: int, resting: int | None) -> dict[str, Any]:
     runner.close()
     return {
         "users": users,
+        "velocity": velocity,
+        "resting_cap": resting,
         "events": events,
         "events_per_s": round(events / seconds),
         "rss_growth_per_user": round(grown / users),
@@ -103,17 +106,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--users", type=int, nargs="+", default=[100_000, 1_000_000, 5_000_000])
     parser.add_argument("--resting-profiles", type=int, default=None)
+    parser.add_argument("--velocity", action="store_true", help="keep velocity counts (default)")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one is not None:
-        print(json.dumps(measure(args.one, args.resting_profiles)))
+        print(json.dumps(measure(args.one, args.resting_profiles, args.velocity)))
         return
     results = []
     for users in args.users:
         cmd = [sys.executable, __file__, "--one", str(users)]
         if args.resting_profiles is not None:
             cmd += ["--resting-profiles", str(args.resting_profiles)]
+        if args.velocity:
+            cmd.append("--velocity")
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
         row = json.loads(out.strip().splitlines()[-1])
         results.append(row)
