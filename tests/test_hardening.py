@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +151,16 @@ def test_commands_in_a_file_need_the_operators_flag(tmp_path: Path) -> None:
     other.mkdir()
     result = run_replay(other, JsonlSource(path, commands=True))
     assert result["dead_letters"] == 0
+    # the same from the command line, with the operator's flag
+    cli = tmp_path / "cli"
+    cli.mkdir()
+    subprocess.run(
+        [sys.executable, "-m", "liveprofile.cli", "replay", str(path), "--store",
+         str(cli / "p.db"), "--no-progress", "--allow-commands"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    with pytest.raises(Exception, match="no profile"):
+        api.read_profile(cli / "p.db", "u3")
     assert api.read_profile(other / "p.db", "u1")["monetary"] == 15.0
     for gone in ("u2", "u3"):
         with pytest.raises(Exception, match="no profile"):
