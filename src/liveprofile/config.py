@@ -152,15 +152,24 @@ class RunConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     #: how long a streaming worker (Kafka) waits for a batch to fill before committing what it
     #: has: batches close at ``batch_size`` events or after this delay, whichever comes first.
     max_batch_delay: Duration = "200ms"
+    #: most profiles kept as their committed bytes between batches, the most recently updated
+    #: ones (the others are read from the store again when needed); 0 keeps every one
+    resting_profiles: int = 0
 
     def __post_init__(self) -> None:
         if self.max_batch_delay_s <= 0:
             raise ConfigError("run.max_batch_delay must be positive, e.g. '200ms'")
         if self.engine not in ("compiled", "python"):
             raise ConfigError(f"run.engine must be 'compiled' or 'python', not {self.engine!r}")
-        if self.batch_size < 1 or self.dedup_window < 0 or self.hot_profiles < 0:
+        if (
+            self.batch_size < 1
+            or self.dedup_window < 0
+            or self.hot_profiles < 0
+            or self.resting_profiles < 0
+        ):
             raise ConfigError(
-                "run.batch_size must be >= 1, run.dedup_window and run.hot_profiles >= 0"
+                "run.batch_size must be >= 1; run.dedup_window, run.hot_profiles and "
+                "run.resting_profiles >= 0"
             )
         if self.segment_sweep_s <= 0:
             raise ConfigError("run.segment_sweep must be positive, e.g. '1d'")
@@ -182,6 +191,37 @@ class RunConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     @property
     def profile_ttl_s(self) -> float | None:
         return parse_duration(self.profile_ttl) if self.profile_ttl else None
+
+
+class EventsConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """What an event must satisfy, beyond its schema, before it reaches the core.
+
+    An event outside these bounds goes to the dead-letter sink with the reason and never moves
+    the watermark (see :mod:`liveprofile.engine.screen`).
+    """
+
+    #: allowed future skew: an event later than the watermark (or the runner's clock, whichever
+    #: is later) by more than this is dead-lettered.
+    max_future: Duration = "1d"
+    #: allowed lateness: an event earlier than the watermark by more than this is dead-lettered.
+    #: Empty means no bound (decayed sums do not depend on order, so late events are exact).
+    allowed_lateness: Duration = ""
+    #: largest magnitude of ``value``; purchases may be negative (refunds).
+    max_value: float = 1e9
+
+    def __post_init__(self) -> None:
+        if not self.max_future_s > 0:
+            raise ConfigError("events.max_future must be positive, e.g. '1d'")
+        if not 0 < self.max_value <= 1e15:
+            raise ConfigError(f"events.max_value must be within (0, 1e15], got {self.max_value}")
+
+    @property
+    def max_future_s(self) -> float:
+        return parse_duration(self.max_future)
+
+    @property
+    def allowed_lateness_s(self) -> float | None:
+        return parse_duration(self.allowed_lateness) if self.allowed_lateness != "" else None
 
 
 class RiskConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -265,6 +305,7 @@ class PipelineConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     profile: ProfileConfig = ProfileConfig()
     features: FeatureConfig = FeatureConfig()
     run: RunConfig = RunConfig()
+    events: EventsConfig = EventsConfig()
     tasks: list[TaskConfig] = msgspec.field(default_factory=default_tasks)
     #: computed traits: name -> expression over profile fields (see ``liveprofile.profile.traits``).
     traits: dict[str, str] = {}

@@ -46,6 +46,10 @@ class StoreError(LiveprofileError):
     http_status = 503
 
 
+class DamagedState(StoreError):
+    """A stored row cannot be decoded (corrupted bytes); the message names the row."""
+
+
 class StateVersionError(StoreError):
     """A stored blob was written by an incompatible schema version."""
 
@@ -76,3 +80,10 @@ class InvalidRequest(LiveprofileError):
 
     exit_code = 64  # EX_USAGE
     http_status = 400
+
+
+class StoreLocked(StoreError):
+    """Another runner holds the store's writer lock; the message names it."""
+
+    exit_code = 75  # EX_TEMPFAIL
+    http_status = 409

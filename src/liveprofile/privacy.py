@@ -40,7 +40,7 @@ import redis
 from liveprofile.engine.changes import change_stream, read_changes, read_stream_changes
 from liveprofile.engine.local import LocalRunner
 from liveprofile.errors import ProfileNotFound, StoreError
-from liveprofile.events.redis_streams import partition_of, publish, stream_key
+from liveprofile.events.redis_streams import COMMAND_FIELD, partition_of, publish, stream_key
 from liveprofile.events.schema import FORGET, Event, encode_event
 from liveprofile.events.sources import Batch
 from liveprofile.profile.state import decode_profile
@@ -76,7 +76,7 @@ def export_user(store: PathLike, user: str) -> dict[str, Any]:
             raise ProfileNotFound(f"nothing is stored about user {user!r}")
         out: dict[str, Any] = {"user_id": user, "linked_to": linked and linked.decode()}
         out["profile"] = None if blob is None else profile_view(backend, user)
-        out["stored"] = None if blob is None else _fields(decode_profile(blob))
+        out["stored"] = None if blob is None else _fields(decode_profile(blob, user))
         out["segments"] = _memberships(backend, user)
         ids = {user, *(out["stored"]["aliases"] if out["stored"] else ())}
         out["segment_changes"] = [c for c in _changes(backend, text) if c["user_id"] in ids]
@@ -153,7 +153,7 @@ def _queue_erasure(store: RedisStore, users: list[str], partitions: int | None) 
         watermark = read_checkpoint(store).watermark
         ts = watermark if math.isfinite(watermark) else 0.0
         lines = [encode_event(_forget_event(u, ts)) for u in users]
-        publish(client, store.prefix, partitions, lines)
+        publish(client, store.prefix, partitions, lines, field=COMMAND_FIELD)
         streams = sorted({stream_key(store.prefix, partition_of(u, partitions)) for u in users})
     except redis.RedisError as exc:
         raise StoreError(f"cannot queue the erasure at {store.url}: {exc}") from None

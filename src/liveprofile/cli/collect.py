@@ -101,9 +101,8 @@ def collect(
       LIVEPROFILE_TOKEN=s3cret liveprofile collect --kafka 127.0.0.1:9092 --topic shop
       curl -H 'Authorization: Bearer s3cret' -d @event.json http://127.0.0.1:8080/v1/events
     """
-    import uvicorn
-
     from liveprofile.serving.collector import CollectorSettings, create_app
+    from liveprofile.serving.limits import run_server
     from liveprofile.serving.sinks import EmbeddedSinkSettings, RedisSinkSettings
 
     if not token:
@@ -127,4 +126,4 @@ def collect(
     settings = CollectorSettings(token, sink, max_body_bytes=max_body_bytes, max_batch=max_batch)
     where = url or store or f"Kafka {kafka} topic {topic}"
     console.print(f"collecting on http://{host}:{port}/v1/events into {where}")
-    uvicorn.run(create_app(settings), host=host, port=port, access_log=False, log_level="info")
+    run_server(create_app(settings), host, port, max_body_bytes=max_body_bytes)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
+import msgspec
 from rich.console import Console
 from rich.table import Table
 
@@ -237,6 +238,11 @@ def _with_input(func: Callable[..., None]) -> Callable[..., None]:
     type=click.Path(exists=True, dir_okay=False),
     help="Start a new store's models from a 'liveprofile warm-start' file.",
 )
+@click.option(
+    "--allow-commands",
+    is_flag=True,
+    help="Apply command lines ($forget, $merge) of the source; without it they are dead-lettered.",
+)
 @_with(_report_options)
 @_fail_cleanly
 @_with_input
@@ -245,6 +251,7 @@ def replay(
     store: str,
     dead_letters: str | None,
     warm_start: str | None,
+    allow_commands: bool,
     report: str | None,
     plot: str | None,
 ) -> None:
@@ -258,10 +265,14 @@ def replay(
           --map item_id=movieId --map value=rating --map event_id='{userId}:{movieId}' \\
           --item-tags movies.csv --item-key movieId --tags-column genres
 
-    Re-running on the same store resumes after the last committed batch.
+    Re-running on the same store resumes after the last committed batch. Command lines
+    ($forget erases a user, $merge merges two known users) are an operator's: they are applied
+    only with --allow-commands.
     """
     from liveprofile import api
 
+    if allow_commands and hasattr(run.source, "commands"):
+        run.source.commands = True
     summary = api.replay(
         run.source,
         store=store,
@@ -310,7 +321,8 @@ def profile(user: str, store: str, as_json: bool) -> None:
 
     view = api.read_profile(store, user)
     if as_json:
-        click.echo(json.dumps(view, indent=2))
+        # msgspec writes a non-finite number as null: the output stays valid JSON
+        click.echo(json.dumps(msgspec.json.decode(msgspec.json.encode(view)), indent=2))
         return
     from liveprofile.profile_view import render_profile
 

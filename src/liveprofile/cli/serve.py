@@ -94,8 +94,7 @@ def serve(
       LIVEPROFILE_READ_TOKEN=s3cret liveprofile serve --store profiles.db --port 8081
       curl -H 'Authorization: Bearer s3cret' http://127.0.0.1:8081/v1/profiles/ann
     """
-    import uvicorn
-
+    from liveprofile.serving.limits import run_server
     from liveprofile.serving.profiles import ReadSettings, create_read_app
     from liveprofile.store import open_store
 
@@ -118,4 +117,4 @@ def serve(
         backend.close()
     console.print(f"serving profiles from {store} on http://{host}:{port}/v1/profiles")
     console.print(f"dashboard: http://{host}:{port}/dashboard")
-    uvicorn.run(create_read_app(settings), host=host, port=port, access_log=False, log_level="info")
+    run_server(create_read_app(settings), host, port)  # 1 MiB bodies, 10 s for the headers

@@ -32,6 +32,8 @@ from typing import Any, cast
 import msgspec
 import redis
 
+from liveprofile.errors import StoreError
+from liveprofile.events.deadletter import os_reason
 from liveprofile.profile.segments import SegmentChange
 from liveprofile.store.redis import RedisStore
 
@@ -57,20 +59,25 @@ class ChangeFile:
         self._encoder = msgspec.json.Encoder()
 
     def recover(self, committed: int) -> None:
-        """Drop the changes of batches after ``committed`` (written, then not committed)."""
+        """Drop the changes of batches after ``committed`` (written, then not committed), and
+        a last line cut short (a torn write of a batch that was never committed)."""
         self._fh.flush()
-        lines = list(_lines(self.path))
+        lines = list(_lines(self.path, torn_ok=True))
         kept = [line for line in lines if line[1].batch <= committed]
-        if len(kept) != len(lines):
+        if len(kept) != len(lines) or _torn(self.path):
             self._rewrite(raw for raw, _ in kept)
 
     def write(self, changes: Sequence[SegmentChange], batch: int) -> None:
         """Append ``changes`` made by commit ``batch`` and make them durable."""
         encode = self._encoder.encode
-        for c in changes:
-            self._fh.write(encode(_Line(c.segment, c.user_id, c.change, c.ts, batch)) + b"\n")
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        try:
+            for c in changes:
+                self._fh.write(encode(_Line(c.segment, c.user_id, c.change, c.ts, batch)) + b"\n")
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+        except OSError as exc:
+            reason = os_reason(exc)
+            raise StoreError(f"cannot write segment changes to {self.path}: {reason}") from exc
 
     def scrub(self, users: Collection[str]) -> int:
         """Remove every change about ``users`` (privacy erasure); return how many went."""
@@ -96,12 +103,34 @@ class ChangeFile:
         self._fh.close()
 
 
-def _lines(path: Path) -> Iterator[tuple[bytes, _Line]]:
+def _lines(path: Path, *, torn_ok: bool = False) -> Iterator[tuple[bytes, _Line]]:
+    """The lines of a change file; a damaged line other than a torn last one (no line break
+    at its end) is a :class:`StoreError` naming it."""
     decoder = msgspec.json.Decoder(_Line)
     with open(path, "rb") as fh:
-        for raw in fh:
-            if raw.strip():
-                yield raw if raw.endswith(b"\n") else raw + b"\n", decoder.decode(raw)
+        for number, raw in enumerate(fh, 1):
+            if not raw.strip():
+                continue
+            try:
+                line = decoder.decode(raw)
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                if not raw.endswith(b"\n") and (torn_ok or fh.read(1) == b""):
+                    return  # the end of a write cut short
+                raise StoreError(
+                    f"line {number} of the segment-change file {path} is damaged ({exc}): "
+                    "move the file away to start a new one"
+                ) from None
+            yield raw if raw.endswith(b"\n") else raw + b"\n", line
+
+
+def _torn(path: Path) -> bool:
+    """Whether the file ends inside a line."""
+    size = path.stat().st_size
+    if not size:
+        return False
+    with open(path, "rb") as fh:
+        fh.seek(size - 1)
+        return fh.read(1) != b"\n"
 
 
 def read_changes(

@@ -30,7 +30,7 @@ from liveprofile.config import PipelineConfig
 from liveprofile.engine.compiled import CompiledStep, unsupported
 from liveprofile.engine.state import PipelineState
 from liveprofile.events.columns import EventColumns
-from liveprofile.events.schema import FORGET, Event
+from liveprofile.events.schema import FORGET, MERGE, Event
 from liveprofile.features.hashing import FeatureBuilder
 from liveprofile.learn.base import LEARN, PREDICT, PREDICT_LEARN, run_ops
 from liveprofile.learn.tasks import Pending, PendingColumns, PendingLog, TaskState
@@ -190,6 +190,11 @@ class Core:
                 self._erase(state, user, out, before)
                 out.applied += 1
                 continue
+            if e.type == MERGE:  # an operator's merge: screened to carry both ids
+                if anon is not None and anon != user and aliases.get(anon) != user:
+                    self._link(state, anon, user, ts, out, before)
+                out.applied += 1
+                continue
             if anon is not None:
                 if anon != user:
                     if aliases.get(anon) != user:
@@ -242,6 +247,10 @@ class Core:
             gap = None if p is None else ts - p.last_ts  # for the anomaly detector
             if p is None:
                 p = profiles[user] = self.updater.new(user, ts)
+                if anon == user:  # only an anonymous id: a visitor not known yet
+                    p.anonymous = True
+            elif p.anonymous and anon != user:
+                p.anonymous = False
             apply(p, e)
             if state.anomaly is not None and state.anomaly.wants(e.type):
                 p.anomaly = state.anomaly.score(e, self.updater.risk.velocity(p), gap)

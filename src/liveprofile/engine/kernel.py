@@ -93,6 +93,8 @@ def _bucket(tabs, row, size, x):  # type: ignore[no-untyped-def]
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
 def _log2_bin(x, top):  # type: ignore[no-untyped-def]
+    if not x > 0.0:  # negative (a net refund) or NaN: the lowest bin, as in Python
+        return 0
     b = int(math.log2(1.0 + x))
     return b if b < top else top
 

@@ -19,12 +19,14 @@ from liveprofile.config import PipelineConfig
 from liveprofile.engine.changes import ChangeFile
 from liveprofile.engine.core import Core
 from liveprofile.engine.gc_tuning import fewer_collections
+from liveprofile.engine.screen import screen
 from liveprofile.engine.state import PipelineState
 from liveprofile.events.deadletter import DeadLetterFile
 from liveprofile.events.sources import Batch, Source
 from liveprofile.profile.segments import SegmentChange
 from liveprofile.store.base import Store
 from liveprofile.store.layout import ITEMS, PROFILES
+from liveprofile.store.lock import writer_lock
 
 
 @dataclass
@@ -105,12 +107,21 @@ class LocalRunner:
         *,
         changes: str | os.PathLike[str] | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        now: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
+        #: the wall clock that bounds how far ahead of it event time may be (see ``screen``)
+        self.now = now
         self.store = store
         self.core = Core(config)
         store.setup()
-        self.state = PipelineState.load(store, config)
+        #: one writer per store: a second runner is refused here, before it reads any state
+        self.lock = writer_lock(store, "replay")
+        try:
+            self.state = PipelineState.load(store, config)
+        except BaseException:
+            self.lock.release()
+            raise
         self.dead_letters = DeadLetterFile(dead_letters)
         self.dead_letters.truncate(self.state.checkpoint.dead_letter_bytes)
         #: segment changes (JSON Lines), when segments are declared
@@ -145,7 +156,8 @@ class LocalRunner:
         return stats
 
     def process(self, source_name: str, batch: Batch, stats: RunStats | None = None) -> None:
-        """Apply and commit one batch."""
+        """Screen, apply and commit one batch."""
+        screen(self.core, self.state, self.store, source_name, batch, self.now())
         if batch.dead_letters:
             self.dead_letters.write(batch.dead_letters)
             self.dead_letters.flush()
@@ -186,4 +198,5 @@ class LocalRunner:
         self.dead_letters.close()
         if self.changes is not None:
             self.changes.close()
+        self.lock.release()
         self.store.close()

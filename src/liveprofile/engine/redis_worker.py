@@ -33,13 +33,20 @@ from liveprofile.engine.changes import change_stream, stage_changes, stage_scrub
 from liveprofile.engine.core import Core
 from liveprofile.engine.gc_tuning import fewer_collections
 from liveprofile.engine.local import RunStats, apply_batch
+from liveprofile.engine.screen import screen
 from liveprofile.engine.state import PipelineState
-from liveprofile.errors import StoreError
-from liveprofile.events.redis_streams import StreamBatch, StreamReader, stream_key
+from liveprofile.errors import StoreError, StoreLocked
+from liveprofile.events.redis_streams import (
+    StreamBatch,
+    StreamReader,
+    format_offset,
+    stream_key,
+)
 from liveprofile.events.sources import Batch
 from liveprofile.profile.segments import SegmentChange
 from liveprofile.store.base import Store
 from liveprofile.store.layout import DEAD_LETTERS, check_config, read_checkpoint
+from liveprofile.store.lock import WriterLock, writer_lock
 from liveprofile.store.redis import RedisStore
 from liveprofile.store.scoped import ScopedStore
 
@@ -111,6 +118,8 @@ class RedisWorker:
             for p in partitions
         ]
         self.state: PipelineState | None = None
+        self.consumer = consumer
+        self.lock: WriterLock | None = None
         self._sleep = sleep
         self._clock = clock
 
@@ -118,33 +127,45 @@ class RedisWorker:
         self, max_idle_polls: int | None = None, stop: threading.Event | None = None
     ) -> RunStats:
         """Consume until ``max_idle_polls`` empty reads in a row (None: forever) or ``stop``."""
-        with fewer_collections():
-            return self._consume(max_idle_polls, stop)
+        try:
+            with fewer_collections():
+                return self._consume(max_idle_polls, stop)
+        finally:
+            if self.lock is not None:
+                self.lock.release()
+                self.lock = None
 
     def _consume(self, max_idle_polls: int | None, stop: threading.Event | None) -> RunStats:
         stats = RunStats()
         started = self._clock()
         idle = 0
         backoff = 0.0
-        turn = 0
+        # The partition read next is a function of the committed state: the commit count, plus
+        # the partitions found empty since the last commit. A restart therefore reads the same
+        # partitions in the same order as an uninterrupted run, and makes the same batches.
+        passed = 0
         while not (stop is not None and stop.is_set()):
             if max_idle_polls is not None and idle >= max_idle_polls:
                 break
-            reader = self.readers[turn % len(self.readers)]
-            turn += 1
             try:
                 state = self._ready()
+                reader = self.readers[(state.checkpoint.seq + passed) % len(self.readers)]
                 committed = state.checkpoint.offsets.get(reader.stream, 0)
                 batch = reader.read(self.batch_size, committed, self.block_ms)
                 if batch is None:
                     idle += 1
+                    passed += 1
                 else:
                     idle = 0
-                    self._apply(state, reader, batch, stats)
+                    if self._apply(state, reader, batch, stats):
+                        passed = 0
+                    # else: entries committed before a restart, only acknowledged now; the
+                    # same partition is read again, as the uninterrupted run would have
                 backoff = 0.0
             except _StaleState:
                 log.warning("store checkpoint moved under this worker; reloading its state")
                 self._forget()
+                passed = 0
             except Exception as exc:
                 if not _unreachable(exc):
                     raise
@@ -156,14 +177,19 @@ class RedisWorker:
                     backoff,
                 )
                 self._forget()
+                passed = 0
                 self._sleep(backoff)
         stats.seconds = self._clock() - started
         return stats
 
     def _ready(self) -> PipelineState:
         """The state to continue from, loaded (again) from the store when needed."""
+        if self.lock is not None and self.lock.lost:
+            raise StoreLocked("this worker's lease on the store was taken over: stopping")
         if self.state is None:
             self.client.ping()  # fails fast, unlike the store's client with its own retries
+            if self.lock is None:
+                self.lock = writer_lock(self.view, self.consumer)
             self.store.setup()
             self.store.client.set_retry(_no_retry())
             check_config(self.view, self.config)
@@ -181,9 +207,19 @@ class RedisWorker:
 
     def _apply(
         self, state: PipelineState, reader: StreamReader, sb: StreamBatch, stats: RunStats
-    ) -> None:
-        if sb.events or sb.dead_letters:
+    ) -> bool:
+        """Commit a batch read from ``reader`` and acknowledge it; whether anything was
+        committed (False when every entry had been applied before)."""
+        fresh = bool(sb.events or sb.dead_letters)
+        if fresh:
             self._check_checkpoint(state)
+            batch = Batch(events=sb.events, dead_letters=list(sb.dead_letters), offset=sb.offset)
+            screen(self.core, state, self.view, sb.stream, batch, time.time())
+            screened = batch.dead_letters[len(sb.dead_letters) :]
+            sb.dead_letters.extend(screened)
+            # keyed by the batch's last entry: the entry of a screened event is not kept
+            last = format_offset(sb.offset)
+            sb.dead_letter_ids.extend(f"{last}/{k}" for k in range(len(screened)))
             encode = msgspec.json.encode
             dead_rows: dict[str, bytes | None] = {
                 f"{sb.stream}:{entry_id}": encode(letter)
@@ -194,7 +230,6 @@ class RedisWorker:
                     self.dead_letter_stream,
                     {"raw": letter.raw, "reason": letter.reason, "source": letter.source},
                 )
-            batch = Batch(events=sb.events, dead_letters=sb.dead_letters, offset=sb.offset)
             extra = {DEAD_LETTER_NAMESPACE: dead_rows} if dead_rows else None
             try:
                 apply_batch(self.core, state, self.view, sb.stream, batch, stats, extra, self._emit)
@@ -204,6 +239,7 @@ class RedisWorker:
         reader.ack(sb.ids)
         if self.trim:
             reader.trim(state.checkpoint.offsets.get(sb.stream, 0))
+        return fresh
 
     def _emit(self, changes: Sequence[SegmentChange], erased: set[str]) -> None:
         if erased:

@@ -26,7 +26,7 @@ from liveprofile.profile.risk import AnomalyScorer
 from liveprofile.profile.segments import SegmentChange
 from liveprofile.profile.state import DAY, Profile, decode_profile, encode_profile
 from liveprofile.store.base import Store
-from liveprofile.store.codec import pack, unpack
+from liveprofile.store.codec import damaged, pack, unpack
 from liveprofile.store.layout import (
     ALIASES,
     ANOMALY,
@@ -104,31 +104,40 @@ class PipelineState:
         state.checkpoint = ckpt
         population = store.get_meta(POPULATION)
         if population is not None:
-            state.population = msgspec.msgpack.decode(population, type=Population)
+            with damaged("meta row", "population"):
+                state.population = msgspec.msgpack.decode(population, type=Population)
         state._dedup_chunks = deque(ckpt.dedup_chunks)
         for name, task in state.tasks.items():
             model = store.get_meta(model_meta(name))
             if model is not None:
-                task.learner = load_learner(model)
+                with damaged("meta row", model_meta(name)):
+                    task.learner = load_learner(model)
             metrics = store.get_meta(metrics_meta(name))
             if metrics is not None:
-                task.metrics = Prequential.from_bytes(metrics)
+                with damaged("meta row", metrics_meta(name)):
+                    task.metrics = Prequential.from_bytes(metrics)
         detector = store.get_meta(ANOMALY)
         if detector is not None and state.anomaly is not None:
-            state.anomaly = AnomalyScorer.load(config.risk, detector)
-        logs = [decode_logs(value) for _, value in store.scan(PENDING)]
+            with damaged("meta row", ANOMALY):
+                state.anomaly = AnomalyScorer.load(config.risk, detector)
+        logs = []
+        for key, value in store.scan(PENDING):
+            with damaged("pending row", key):
+                logs.append(decode_logs(value))
         for name, task in state.tasks.items():
             task.restore_log((log[name] for log in logs if name in log), ckpt.watermark)
         for name, members in state.members.items():
             members.update(user for user, _ in store.scan(segment_namespace(name)))
         history = store.get_meta(SEGMENT_HISTORY)
         if history is not None:
-            state.segment_history = msgspec.msgpack.decode(
-                history, type=list[tuple[float, dict[str, int]]]
-            )
+            with damaged("meta row", "segments/history"):
+                state.segment_history = msgspec.msgpack.decode(
+                    history, type=list[tuple[float, dict[str, int]]]
+                )
         ids: list[str] = []
-        for _, value in store.scan(DEDUP):
-            ids.extend(msgspec.msgpack.decode(unpack(value), type=list[str]))
+        for key, value in store.scan(DEDUP):
+            with damaged("dedup row", key):
+                ids.extend(msgspec.msgpack.decode(unpack(value), type=list[str]))
         state.dedup.restore(ids[-config.run.dedup_window :] if config.run.dedup_window else [])
         return state
 
@@ -145,7 +154,8 @@ class PipelineState:
             return
         for anon, user in zip(missing, store.read(ALIASES, missing), strict=True):
             if user is not None:
-                self.aliases[anon] = user.decode()
+                with damaged("alias row", anon):
+                    self.aliases[anon] = user.decode()
         self._alias_checked.update(missing)
 
     # -- expiry: users indexed by the day of their last event ----------------------------------
@@ -158,7 +168,8 @@ class PipelineState:
             if (day + 1) * DAY + ttl < horizon and _expiry_key(day, seq) not in self._expiry_loaded
         ]
         for key, blob in zip(keys, store.read(EXPIRY, keys), strict=True):
-            self._expiry_loaded[key] = [] if blob is None else _decode_users(blob)
+            with damaged("expiry row", key):
+                self._expiry_loaded[key] = [] if blob is None else _decode_users(blob)
 
     def expiry_candidates(self) -> set[str]:
         return {u for users in self._expiry_loaded.values() for u in users}
@@ -194,6 +205,7 @@ class PipelineState:
         """After a commit, keep profiles and items as their committed bytes (a few hundred
         bytes each instead of a few KB of Python objects) until a batch needs them again; the
         ``run.hot_profiles`` most recently updated profiles also stay decoded."""
+        cap = self.config.run.resting_profiles
         for live, resting, namespace, keep in (
             (self.profiles, self._resting_profiles, PROFILES, self.config.run.hot_profiles),
             (self.items, self._resting_items, ITEMS, 0),
@@ -203,8 +215,14 @@ class PipelineState:
                 if blob is None:
                     resting.pop(key, None)
                     live.pop(key, None)
+                elif cap and namespace == "profile":
+                    resting.pop(key, None)  # the most recently updated go last
+                    resting[key] = blob
                 else:
                     resting[key] = blob
+            if cap and namespace == "profile" and len(resting) > cap:
+                for key in list(islice(resting, len(resting) - cap)):
+                    del resting[key]  # committed: read from the store again when needed
             if len(live) <= keep and not changed:
                 continue
             if not keep:
@@ -348,7 +366,7 @@ def _load(
     wanted: set[str],
     live: dict[str, T],
     resting: dict[str, bytes],
-    decode: Callable[[bytes], T],
+    decode: Callable[[bytes, str], T],
 ) -> None:
     missing = []
     for key in wanted:
@@ -358,12 +376,12 @@ def _load(
         if blob is None:
             missing.append(key)
         else:
-            live[key] = decode(blob)
+            live[key] = decode(blob, key)
     if missing:
         for key, found in zip(missing, store.read(namespace, missing), strict=True):
             if found is not None:
                 resting[key] = found
-                live[key] = decode(found)
+                live[key] = decode(found, key)
 
 
 __all__ = ["HISTORY_POINTS", "STATE_SCHEMA", "Checkpoint", "PipelineState", "segment_namespace"]

@@ -15,11 +15,17 @@ True
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
 
 import msgspec
+
+from liveprofile.errors import StoreError
+
+log = logging.getLogger("liveprofile")
 
 
 class DeadLetter(msgspec.Struct, frozen=True):
@@ -41,11 +47,26 @@ class DeadLetterFile:
         self._encoder = msgspec.json.Encoder()
 
     def truncate(self, size: int) -> None:
-        """Cut the file back to ``size`` bytes: the length recorded at the last commit."""
+        """Cut the file back to ``size`` bytes: the length recorded at the last commit. A file
+        shorter than that was cut outside liveprofile: say so, and go on after a line break."""
         self._fh.flush()
-        if self.path.stat().st_size > size:
+        actual = self.path.stat().st_size
+        if actual > size:
             os.truncate(self.path, size)
+        elif actual < size:
+            log.warning(
+                "%s is %d bytes, shorter than the %d committed: dead letters were lost outside "
+                "liveprofile (the damaged last line is listed as such)",
+                self.path,
+                actual,
+                size,
+            )
         self._fh.seek(0, os.SEEK_END)
+        if actual and actual < size:
+            with open(self.path, "rb") as fh:
+                fh.seek(actual - 1)
+                if fh.read(1) != b"\n":
+                    self._fh.write(b"\n")  # new letters start on a line of their own
 
     def write(self, letters: Iterable[DeadLetter]) -> None:
         for letter in letters:
@@ -53,8 +74,11 @@ class DeadLetterFile:
 
     def flush(self) -> None:
         """Make everything written so far durable (called before the store commit)."""
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        try:
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+        except OSError as exc:
+            raise StoreError(f"cannot write dead letters to {self.path}: {os_reason(exc)}") from exc
 
     def committed_size(self) -> int:
         return self._fh.tell()
@@ -64,7 +88,37 @@ class DeadLetterFile:
 
 
 def read_dead_letters(path: str | os.PathLike[str]) -> list[DeadLetter]:
-    """All dead letters in a file, oldest first."""
+    """All dead letters in a file, oldest first. A line that cannot be read (a file cut short
+    by hand or by a full disk) is listed as a dead letter of its own, with what it holds.
+
+    >>> import tempfile, pathlib
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "dead.jsonl"
+    >>> _ = path.write_bytes(b'{"raw": "x", "reason": "r", "source": "s", "offset": 0}\\n{"raw": "y", "rea')
+    >>> [d.reason for d in read_dead_letters(path)]
+    ['r', 'damaged line 2 of the dead-letter file (cut short?)']
+    """  # noqa: E501
     decoder = msgspec.json.Decoder(DeadLetter)
+    out: list[DeadLetter] = []
+    offset = 0
     with open(path, "rb") as fh:
-        return [decoder.decode(line) for line in fh if line.strip()]
+        for number, line in enumerate(fh, 1):
+            if line.strip():
+                try:
+                    out.append(decoder.decode(line))
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    reason = f"damaged line {number} of the dead-letter file (cut short?)"
+                    raw = line.decode("utf-8", "replace").rstrip("\n")
+                    out.append(DeadLetter(raw, reason, str(path), offset))
+            offset += len(line)
+    return out
+
+
+def os_reason(exc: OSError) -> str:
+    """An OS error's message with its errno name, so that ENOSPC (a full disk) shows.
+
+    >>> os_reason(OSError(errno.ENOSPC, "No space left on device"))
+    'No space left on device (ENOSPC)'
+    """
+    name = errno.errorcode.get(exc.errno or 0)
+    text = exc.strerror or str(exc)
+    return f"{text} ({name})" if name else text

@@ -26,12 +26,16 @@ import redis
 
 from liveprofile.errors import InvalidEvent, SourceError
 from liveprofile.events.deadletter import DeadLetter
-from liveprofile.events.schema import Event, EventParser
+from liveprofile.events.schema import Event, EventParser, check_depth
 
 #: sequence numbers within one millisecond must stay below this for offsets to be increasing
 SEQ_BITS = 22
 #: field of a stream entry that holds the raw JSON event
 FIELD = b"e"
+#: field of an entry that holds an operator's command (``$forget``), written by
+#: ``liveprofile privacy delete``; whoever can write to the Redis server can write it, so
+#: Redis access is the boundary (``publish`` never writes it, and ``e`` never carries commands)
+COMMAND_FIELD = b"c"
 
 
 def partition_of(user: str, partitions: int) -> int:
@@ -108,6 +112,7 @@ def publish(
     raw_lines: Iterable[bytes],
     *,
     chunk: int = 1000,
+    field: bytes = FIELD,
 ) -> PublishStats:
     """Append raw JSON lines to their partition streams, ``chunk`` entries per round trip.
 
@@ -123,16 +128,17 @@ def publish(
         if not raw:
             continue
         try:
+            check_depth(raw)  # the decoder below would recurse into deep nesting
             rec = decoder.decode(raw)
             user = rec.user_id if rec.user_id is not None else rec.anonymous_id
-        except (msgspec.DecodeError, UnicodeDecodeError):
+        except (msgspec.DecodeError, UnicodeDecodeError, InvalidEvent):
             user = None
         if user is None:
             p = 0
             stats.unroutable += 1
         else:
             p = partition_of(str(user), partitions)
-        pipe.xadd(stream_key(prefix, p), {FIELD: raw})
+        pipe.xadd(stream_key(prefix, p), {field: raw})
         stats.published += 1
         stats.per_partition[p] = stats.per_partition.get(p, 0) + 1
         pending += 1
@@ -184,6 +190,7 @@ class StreamReader:
         self.consumer = consumer
         self.claim_idle_ms = claim_idle_ms
         self._parser = EventParser()
+        self._operator = EventParser(commands=True)
         # the same connections, replies left as Redis sent them: [id, [field, value, ...]]
         # per entry, without redis-py building a dict per entry
         self._raw = redis.Redis(connection_pool=client.connection_pool)
@@ -256,13 +263,18 @@ class StreamReader:
                 raw = fields[1]
             else:
                 raw = _field(fields)
+                command = _field(fields, COMMAND_FIELD) if raw is None else None
+                if command is not None:
+                    raw, parse = command, self._operator.parse_json
             try:
                 if raw is None:
                     raise InvalidEvent(
                         "stream entry has no 'e' field (deleted or not written by publish)"
                     )
                 events.append(parse(raw))
+                parse = self._parser.parse_json
             except InvalidEvent as exc:
+                parse = self._parser.parse_json
                 text = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
                 shown = "" if raw is None else bytes(raw).decode("utf-8", "replace")
                 offset = entry_offset(entry_id)
@@ -275,13 +287,13 @@ def _as_sent(response: Any, **options: Any) -> Any:
     return response
 
 
-def _field(fields: Any) -> bytes | None:
+def _field(fields: Any, name: bytes = FIELD) -> bytes | None:
     """The event of an entry's fields: a flat [name, value, ...] list (or a dict)."""
     if not fields:
         return None
     if isinstance(fields, dict):
-        return fields.get(FIELD)
+        return fields.get(name)
     for k in range(0, len(fields) - 1, 2):
-        if fields[k] == FIELD:
+        if fields[k] == name:
             return fields[k + 1]  # type: ignore[no-any-return]
     return None

@@ -32,16 +32,26 @@ MAX_TAGS = 32
 MAX_TAG = 64
 MAX_PROPS = 32
 MAX_LINE = 64 * 1024
+#: deepest nesting of arrays and objects read (an event needs 2: props and tags)
+MAX_DEPTH = 16
+BOM = b"\xef\xbb\xbf"
 # Event times before 1970 or after 2100 are almost always unit mistakes (milliseconds, days).
 MIN_TS = 0.0
 MAX_TS = 4102444800.0
 
-_Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID)]
+# ids are printable: no control characters (NUL, newlines) that break logs, exports and keys
+_PRINTABLE = r"^[^\x00-\x1f\x7f]+\Z"
+_Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID, pattern=_PRINTABLE)]
 _Tag = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_TAG)]
-_TYPE = re.compile(r"^[a-z][a-z0-9_.-]{0,31}$")
+_TYPE = re.compile(r"[a-z][a-z0-9_.-]{0,31}")
 PropValue = str | int | float | bool | None
 #: the command type that erases a user (privacy): profile, memberships, identity links, changes
 FORGET = "$forget"
+#: the command type that merges ``anonymous_id``'s profile into ``user_id``'s even when the
+#: former is a known user (an operator's decision; an ordinary event never does that)
+MERGE = "$merge"
+#: command types: accepted only from an operator (see :class:`EventParser`)
+COMMANDS = frozenset({FORGET, MERGE})
 
 
 class Event(msgspec.Struct, frozen=True, gc=False):
@@ -118,15 +128,31 @@ def parse_timestamp(value: float | int | str) -> float:
 
 
 class EventParser:
-    """Decode and validate events from JSON bytes or from already-decoded fields."""
+    """Decode and validate events from JSON bytes or from already-decoded fields.
 
-    def __init__(self) -> None:
+    Command events (``$forget``, ``$merge``) are refused unless ``commands`` is true: only an
+    operator issues them (``liveprofile privacy delete``, ``replay --allow-commands``).
+
+    >>> EventParser().parse_json(b'{"event_id": "x", "user_id": "u", "type": "$forget", "ts": 1}')
+    Traceback (most recent call last):
+    ...
+    liveprofile.errors.InvalidEvent: '$forget' is an operator command, not accepted ...
+    """
+
+    def __init__(self, *, commands: bool = False) -> None:
         self._decoder = msgspec.json.Decoder(_RawEvent)
+        self.commands = commands
 
     def parse_json(self, raw: bytes | str) -> Event:
         """Parse one JSON object; raise :class:`InvalidEvent` saying what is wrong."""
         if len(raw) > MAX_LINE:
             raise InvalidEvent(f"event is {len(raw)} bytes, more than the limit of {MAX_LINE}")
+        if isinstance(raw, bytes):
+            if raw[:3] == BOM:
+                raw = raw[3:]
+            if not raw.isascii():
+                check_utf8(raw)
+        check_depth(raw)
         try:
             rec = self._decoder.decode(raw)
         except msgspec.ValidationError as exc:
@@ -135,7 +161,13 @@ class EventParser:
             raise InvalidEvent(f"not valid JSON: {exc}") from None
         except UnicodeDecodeError as exc:
             raise InvalidEvent(f"not valid UTF-8: {exc.reason} at byte {exc.start}") from None
-        return self._normalise(rec)
+        event = self._normalise(rec)
+        if event.type in COMMANDS and not self.commands:
+            raise InvalidEvent(
+                f"{event.type!r} is an operator command, not accepted from this source "
+                "(use 'liveprofile privacy delete', or replay --allow-commands)"
+            )
+        return event
 
     def parse_fields(self, fields: dict[str, object]) -> Event:
         """Validate a mapping of fields (as read from CSV or a data frame)."""
@@ -187,11 +219,58 @@ _KINDS: dict[str, str] = {}
 
 def _kind(given: str) -> str:
     kind = given.lower()
-    if kind != FORGET and _TYPE.match(kind) is None:
+    if kind not in COMMANDS and _TYPE.fullmatch(kind) is None:
         raise InvalidEvent(f"'type' {given!r} must be a word of letters, digits, '_', '.' or '-'")
     if len(_KINDS) < 1024:
         _KINDS[given] = kind
     return kind
+
+
+def check_utf8(raw: bytes) -> None:
+    """Refuse bytes that are not UTF-8 anywhere, also inside keys the schema ignores.
+
+    >>> check_utf8('{"k": "caf\u00e9"}'.encode())
+    >>> check_utf8(b'{"k": "\\xff"}')
+    Traceback (most recent call last):
+    ...
+    liveprofile.errors.InvalidEvent: not valid UTF-8: invalid start byte at byte 7
+    """
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidEvent(f"not valid UTF-8: {exc.reason} at byte {exc.start}") from None
+
+
+def check_depth(raw: bytes | str, limit: int = MAX_DEPTH) -> None:
+    """Refuse JSON nested deeper than ``limit`` before any parser recurses into it.
+
+    >>> check_depth(b'{"a": [[1]]}')
+    >>> check_depth(b"[" * 40 + b"]" * 40)
+    Traceback (most recent call last):
+    ...
+    liveprofile.errors.InvalidEvent: JSON nested deeper than 16 levels
+    """
+    data = raw.encode("utf-8", "replace") if isinstance(raw, str) else raw
+    if data.count(b"[") + data.count(b"{") <= limit:  # the common case: a few brackets
+        return
+    depth = 0
+    in_string = escaped = False
+    for byte in data:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):
+            depth += 1
+            if depth > limit:
+                raise InvalidEvent(f"JSON nested deeper than {limit} levels")
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
 
 
 def _id(name: str, given: str | int) -> str:

@@ -20,7 +20,6 @@ resumes exactly after the last committed batch.
 from __future__ import annotations
 
 import csv
-import io
 import os
 import string
 import sys
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import IO, Protocol
 
 from liveprofile.errors import InvalidEvent, SourceError
+from liveprofile.events.csvrows import csv_records
 from liveprofile.events.deadletter import DeadLetter
 from liveprofile.events.schema import Event, EventParser
 
@@ -81,14 +81,15 @@ class JsonlSource:
 
     unit = "bytes"
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, commands: bool = False) -> None:
         self.path = str(path)
         self.stdin = self.path == "-"
         if not self.stdin and not Path(self.path).is_file():
             raise SourceError(f"no such file: {self.path}")
         self.name = "stdin" if self.stdin else f"jsonl:{Path(self.path).resolve()}"
         self.total = None if self.stdin else Path(self.path).stat().st_size
-        self._parser = EventParser()
+        #: command lines (``$forget``, ``$merge``) are applied only when the operator says so
+        self.commands = commands
 
     def batches(self, start: int, size: int) -> Iterator[Batch]:
         fh: IO[bytes] = sys.stdin.buffer if self.stdin else open(self.path, "rb")  # noqa: SIM115
@@ -96,7 +97,7 @@ class JsonlSource:
             if start and not self.stdin:
                 fh.seek(start)
             offset = start if not self.stdin else 0
-            parse = self._parser.parse_json
+            parse = EventParser(commands=self.commands).parse_json
             batch = Batch(offset=offset)
             for line in fh:
                 offset += len(line)
@@ -144,6 +145,7 @@ class CsvSource:
         constants: Mapping[str, str] | None = None,
         item_tags: Mapping[str, list[str]] | None = None,
         delimiter: str = ",",
+        commands: bool = False,
     ) -> None:
         self.path = Path(path)
         if not self.path.is_file():
@@ -153,11 +155,15 @@ class CsvSource:
         self.constants = dict(constants or {})
         self.item_tags = item_tags or {}
         self.delimiter = delimiter
-        with open(self.path, newline="") as fh:
-            header = next(csv.reader(fh, delimiter=delimiter), None)
+        self.commands = commands
+        with open(self.path, "rb") as fh:
+            first = next(csv_records(fh, delimiter), None)
             self.total = sum(1 for _ in fh)
-        if header is None:
+        if first is None:
             raise SourceError(f"{self.path} is empty: expected a header row")
+        if first.fields is None:
+            raise SourceError(f"cannot read the header of {self.path}: {first.reason}")
+        header = first.fields
         self.columns = header
         for event_field, column in self.mapping.items():
             needed = _template_columns(column) if "{" in column else [column]
@@ -183,22 +189,28 @@ class CsvSource:
         return fields
 
     def batches(self, start: int, size: int) -> Iterator[Batch]:
-        parser = EventParser()
-        with open(self.path, newline="") as fh:
-            reader = csv.DictReader(fh, delimiter=self.delimiter)
+        parser = EventParser(commands=self.commands)
+        header, width = self.columns, len(self.columns)
+        with open(self.path, "rb") as fh:
+            records = csv_records(fh, self.delimiter)
+            next(records, None)  # the header
             batch = Batch(offset=start)
-            for number, row in enumerate(reader):
+            for record in records:
+                number = record.number - 1
                 if number < start:
                     continue
                 try:
+                    if record.fields is None:
+                        raise InvalidEvent(str(record.reason))
+                    if len(record.fields) != width:
+                        raise InvalidEvent(
+                            f"row has {len(record.fields)} fields, the header has {width}"
+                        )
+                    row = dict(zip(header, record.fields, strict=True))
                     batch.add(parser.parse_fields(self._fields(row, number)))
                 except (InvalidEvent, KeyError, IndexError, ValueError) as exc:
                     reason = str(exc) if isinstance(exc, InvalidEvent) else f"bad row: {exc!r}"
-                    buf = io.StringIO()
-                    csv.writer(buf).writerow(row.values())
-                    batch.dead_letters.append(
-                        DeadLetter(buf.getvalue().rstrip("\r\n"), reason, self.name, number)
-                    )
+                    batch.dead_letters.append(DeadLetter(record.raw, reason, self.name, number))
                 if len(batch.events) + len(batch.dead_letters) >= size:
                     batch.offset = number + 1
                     batch.progress = batch.offset - start

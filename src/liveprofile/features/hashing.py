@@ -179,7 +179,8 @@ class FeatureBuilder:
             idx.append(value("decayed", kind))
             val.append(math.log1p(stored * f_c))
         if p.monetary:
-            idx.append(self._monetary_b[min(int(math.log2(1 + p.monetary)), 20)])
+            # net of refunds, it may be negative: such a user falls in the lowest bin
+            idx.append(self._monetary_b[min(int(math.log2(1 + max(p.monetary, 0.0))), 20)])
             val.append(1.0)
         if p.value_n:
             idx.append(_bucket(self._value_b["user"], 2 * p.value_sum / p.value_n))

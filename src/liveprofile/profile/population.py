@@ -29,6 +29,8 @@ def standing(p: Profile) -> Standing:
 
 
 def _log_bin(x: float) -> int:
+    if not x < math.inf:  # a sum that overflowed in a store written before values were bounded
+        return BINS - 1 if x == math.inf else 0
     return min(BINS - 1, int(4 * math.log2(1 + max(x, 0.0))))
 
 

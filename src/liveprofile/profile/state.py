@@ -82,6 +82,9 @@ class Profile(msgspec.Struct, array_like=True, gc=False):
     v_items: ItemGroups = []
     #: the anomaly detector's score of the user's latest scored event
     anomaly: float | None = None
+    #: made by events with only an ``anonymous_id``: the one kind of profile an identity link
+    #: may fold into another (see ``liveprofile.engine.screen``)
+    anonymous: bool = False
 
     def outcome_rate(self, task: str, prior: float, strength: float) -> float:
         """This user's positive rate for ``task``, shrunk toward ``prior``."""

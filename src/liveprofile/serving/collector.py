@@ -21,14 +21,16 @@ import hmac
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from liveprofile.errors import ConfigError, InvalidEvent, LiveprofileError
-from liveprofile.events.schema import FORGET, EventParser
+from liveprofile.events.schema import COMMANDS, EventParser, check_depth
 from liveprofile.kafka.sink import KafkaSink, KafkaSinkSettings
+from liveprofile.serving.limits import PROBLEMS, JSONResponse
 from liveprofile.serving.sinks import (
     Accepted,
     EmbeddedSink,
@@ -127,21 +129,117 @@ def _split(body: bytes, max_batch: int) -> list[bytes]:
         raise HTTPProblem(400, "empty body: send a JSON event object or an array of them")
     try:
         if text[:1] == b"[":
-            items = [bytes(raw) for raw in msgspec.json.decode(text, type=list[msgspec.Raw])]
+            try:
+                items = [bytes(raw) for raw in msgspec.json.decode(text, type=list[msgspec.Raw])]
+            except RecursionError:
+                # nesting deep enough to exhaust the decoder: split without recursing; each
+                # event is then judged alone (the parser refuses the deep one)
+                items = _split_array(text)
         else:
+            check_depth(text)
             items = [bytes(msgspec.json.decode(text, type=msgspec.Raw)).strip()]
     except msgspec.DecodeError as exc:
         raise HTTPProblem(400, f"body is not valid JSON: {exc}") from None
+    except InvalidEvent as exc:
+        raise HTTPProblem(400, f"body is not acceptable JSON: {exc}") from None
     if len(items) > max_batch:
         raise HTTPProblem(413, f"batch has {len(items)} events, more than the limit of {max_batch}")
     return items
+
+
+def _split_array(text: bytes) -> list[bytes]:
+    """The raw elements of a JSON array, found by scanning brackets outside strings (no
+    recursion, whatever the depth); each element is validated on its own afterwards.
+
+    >>> _split_array(b'[{"a": [[1]]}, 2, "x,]"]')
+    [b'{"a": [[1]]}', b'2', b'"x,]"']
+    """
+    items: list[bytes] = []
+    depth = 0
+    start = 1
+    in_string = escaped = False
+    for k, byte in enumerate(text):
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:
+                escaped = True
+            elif byte == 0x22:
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):
+            depth += 1
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+            if depth == 0:
+                if text[k + 1 :].strip():
+                    raise msgspec.DecodeError("trailing characters after the array")
+                last = text[start:k].strip()
+                if last or items:
+                    items.append(last)
+                return items
+        elif byte == 0x2C and depth == 1:
+            items.append(text[start:k].strip())
+            start = k + 1
+    raise msgspec.DecodeError("the array is not closed")
+
+
+_EVENT = {
+    "type": "object",
+    "properties": {
+        "event_id": {"type": ["string", "integer"]},
+        "user_id": {"type": ["string", "integer"]},
+        "anonymous_id": {"type": ["string", "integer"]},
+        "type": {"type": "string"},
+        "ts": {"type": ["number", "string"]},
+        "item_id": {"type": ["string", "integer"]},
+        "category": {"type": "string"},
+        "tags": {"type": "array", "items": {"type": "string"}},
+        "value": {"type": "number"},
+        "props": {"type": "object"},
+    },
+    "required": ["event_id", "type", "ts"],
+}
+#: the request body of POST /v1/events, for the OpenAPI document
+EVENTS_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {"oneOf": [_EVENT, {"type": "array", "items": _EVENT}]},
+            }
+        },
+    }
+}
+_ANSWER = {
+    "application/json": {
+        "schema": {
+            "type": "object",
+            "properties": {
+                "accepted": {"type": "integer"},
+                "rejected": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {"index": {"type": "integer"}, "reason": {"type": "string"}},
+                    },
+                },
+            },
+        }
+    }
+}
+EVENTS_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "Valid events appended to the streams", "content": _ANSWER},
+    202: {"description": "Valid events queued for the embedded store", "content": _ANSWER},
+}
 
 
 def create_app(settings: CollectorSettings) -> FastAPI:
     """The collector app; the sink is opened on startup and closed (drained) on shutdown."""
     sink = make_sink(settings.sink)
     token = settings.token.encode("utf-8")
-    parser = EventParser()
+    parser = EventParser(commands=True)  # to answer commands with the collector's own reason
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -151,10 +249,16 @@ def create_app(settings: CollectorSettings) -> FastAPI:
         finally:
             await sink.stop()
 
-    app = FastAPI(title="liveprofile collector", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="liveprofile collector",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        responses=PROBLEMS,
+    )
     app.add_exception_handler(LiveprofileError, error_response)
 
-    @app.post("/v1/events")
+    @app.post("/v1/events", openapi_extra=EVENTS_BODY, responses=EVENTS_RESPONSES)
     async def collect(request: Request) -> Response:
         """Validate events and hand the valid ones to the sink."""
         check_token(request, token)
@@ -165,9 +269,10 @@ def create_app(settings: CollectorSettings) -> FastAPI:
         for index, raw in enumerate(_split(body, settings.max_batch)):
             try:
                 event = parser.parse_json(raw)
-                if event.type == FORGET:
+                if event.type in COMMANDS:
                     raise InvalidEvent(
-                        "erasure is not accepted from the collector: use DELETE "
+                        f"{event.type!r}: commands are not accepted from the collector; "
+                        "erasure is not accepted from the collector either: use DELETE "
                         "/v1/profiles/{user} of the read API (write token) or "
                         "'liveprofile privacy delete'"
                     )

@@ -23,9 +23,10 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.params import Depends
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, Response
 from fastapi.staticfiles import StaticFiles
 
+from liveprofile.serving.limits import JSONResponse
 from liveprofile.serving.metrics import StoreStats
 
 STATIC = Path(str(files("liveprofile.serving") / "static"))

@@ -7,13 +7,21 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from liveprofile.privacy import erase, export_user
 from liveprofile.serving.collector import HTTPProblem, check_token
+from liveprofile.serving.limits import NOT_FOUND, JSONResponse, problem
 
 if TYPE_CHECKING:
     from liveprofile.serving.profiles import ReadSettings
+
+
+ERASE: dict[int | str, dict[str, Any]] = {
+    202: {"description": "Erasure queued for the worker (Redis store)"},
+    403: problem("Erasure is disabled: the service has no write token"),
+    409: problem("Another process is writing the store; try again when it is done"),
+}
 
 
 def add_privacy_routes(app: FastAPI, settings: ReadSettings, auth: list[Any]) -> None:
@@ -25,12 +33,12 @@ def add_privacy_routes(app: FastAPI, settings: ReadSettings, auth: list[Any]) ->
             raise HTTPProblem(403, "erasure is disabled: start the service with --write-token")
         check_token(request, write_token)
 
-    @app.get("/v1/profiles/{user}/export", dependencies=auth)
+    @app.get("/v1/profiles/{user}/export", dependencies=auth, responses={404: NOT_FOUND})
     async def export(user: str) -> Response:
         """Everything stored about the user (profile, segments, links, changes); 404 if none."""
         return JSONResponse(export_user(settings.store, user))
 
-    @app.delete("/v1/profiles/{user}", dependencies=[Depends(may_write)])
+    @app.delete("/v1/profiles/{user}", dependencies=[Depends(may_write)], responses=ERASE)
     async def delete(user: str) -> Response:
         """Erase the user: profile, segment memberships, identity links, queued changes."""
         done = erase(settings.store, [user], partitions=settings.partitions)

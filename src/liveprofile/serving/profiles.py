@@ -24,7 +24,7 @@ from typing import Any, Literal, cast
 
 import msgspec
 from fastapi import Depends, FastAPI, Query, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from starlette.routing import Route
 
@@ -39,6 +39,7 @@ from liveprofile.profile.state import decode_profile
 from liveprofile.serving import MAX_CANDIDATES
 from liveprofile.serving.collector import HTTPProblem, check_token, error_response
 from liveprofile.serving.dashboard import mount_dashboard
+from liveprofile.serving.limits import NOT_FOUND, PROBLEMS, JSONResponse
 from liveprofile.serving.metrics import StoreStats, mount_metrics
 from liveprofile.serving.privacy import add_privacy_routes
 from liveprofile.serving.recommend import (
@@ -163,7 +164,7 @@ class _Reader:
         for user, blob in zip(users, blobs, strict=True):
             if blob is None:
                 continue
-            p = decode_profile(blob)
+            p = decode_profile(blob, user)
             rfm = None if population is None else population.scores(standing(p))
             out[user] = self.core.updater.view(p, at=self.as_of(p.last_ts, watermark), rfm=rfm)
         return out
@@ -202,9 +203,9 @@ class _Reader:
         (p_blob,) = self.store.read(PROFILES, [user])
         if p_blob is None:
             raise ProfileNotFound(f"no profile for user {user!r}")
-        p = decode_profile(p_blob)
+        p = decode_profile(p_blob, user)
         (i_blob,) = self.store.read(ITEMS, [item])
-        it = None if i_blob is None else decode_item(i_blob)
+        it = None if i_blob is None else decode_item(i_blob, item)
         ckpt = self.checkpoint()
         event = exposure(user, task, item, it, scoring_time(ckpt, p))
         idx, val, names = explained_example(core.features, task, event, p, it)
@@ -232,7 +233,13 @@ def create_read_app(settings: ReadSettings) -> FastAPI:
         finally:
             reader.close()
 
-    app = FastAPI(title="liveprofile read API", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(
+        title="liveprofile read API",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        responses=PROBLEMS,
+    )
     app.add_exception_handler(LiveprofileError, error_response)
 
     async def authorized(request: Request) -> None:
@@ -259,7 +266,7 @@ def create_read_app(settings: ReadSettings) -> FastAPI:
     fast_route = Route("/v1/profiles/{user}", profile_fast, methods=["GET"])
     app.router.routes.append(fast_route)
 
-    @app.get("/v1/profiles/{user}", dependencies=auth)
+    @app.get("/v1/profiles/{user}", dependencies=auth, responses={404: NOT_FOUND})
     async def profile(user: str) -> Response:
         """One user's profile view (as ``liveprofile.read_profile``); 404 if there is none."""
         return profile_response(user)
@@ -272,7 +279,7 @@ def create_read_app(settings: ReadSettings) -> FastAPI:
         missing = [u for u in users if u not in views]
         return JSONResponse({"profiles": views, "missing": missing})
 
-    @app.get("/v1/score", dependencies=auth)
+    @app.get("/v1/score", dependencies=auth, responses={404: NOT_FOUND})
     async def score(user: str, item: str, task: str, top: int = 10) -> Response:
         """The task's online model P(y=1) for (user, item) now, with its top features."""
         return JSONResponse(reader.score(user, item, task, max(0, top)))
@@ -280,14 +287,14 @@ def create_read_app(settings: ReadSettings) -> FastAPI:
     add_segment_routes(app, lambda: reader.store, auth)
     add_privacy_routes(app, settings, auth)
 
-    @app.get("/v1/recommendations/{user}", dependencies=auth)
+    @app.get("/v1/recommendations/{user}", dependencies=auth, responses={404: NOT_FOUND})
     async def recommendations(
         user: str, k: int = Query(10, ge=1, le=MAX_CANDIDATES), task: str | None = None
     ) -> Response:
         """Top k of the popular items of the user's top interests, by the task's P(y=1)."""
         return JSONResponse(reader.recommender.recommend(user, k, task=task))
 
-    @app.post("/v1/recommendations/{user}", dependencies=auth)
+    @app.post("/v1/recommendations/{user}", dependencies=auth, responses={404: NOT_FOUND})
     async def recommend_among(user: str, body: RecommendRequest) -> Response:
         """Top k of the given candidates (all popular ones of the user's interests if none)."""
         out = reader.recommender.recommend(user, body.k, body.candidates, body.task)

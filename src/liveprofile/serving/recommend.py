@@ -226,7 +226,7 @@ class Recommender:
         """The popular-items index, rebuilt from a full scan of the items when ``seq`` moves."""
         if self._popular is None or self._popular[0] != seq:
             h = self.core.updater.h_counters
-            rows = ((key, decode_item(blob)) for key, blob in self.store.scan(ITEMS))
+            rows = ((key, decode_item(blob, key)) for key, blob in self.store.scan(ITEMS))
             self._popular = (seq, PopularIndex.build(rows, h, self.per_category))
         return self._popular[1]
 
@@ -271,7 +271,7 @@ class Recommender:
         (blob,) = self.store.read(PROFILES, [user])
         if blob is None:
             raise ProfileNotFound(f"no profile for user {user!r}")
-        p = decode_profile(blob)
+        p = decode_profile(blob, user)
         if candidates is not None:
             items = list(dict.fromkeys(candidates))
             if not items or len(items) > MAX_CANDIDATES:
@@ -285,7 +285,10 @@ class Recommender:
         learner = self._learner(spec.name, ckpt.seq)
         ts = scoring_time(ckpt, p)
         builder = core.features
-        stats = [None if b is None else decode_item(b) for b in self.store.read(ITEMS, items)]
+        stats = [
+            None if b is None else decode_item(b, i)
+            for i, b in zip(items, self.store.read(ITEMS, items), strict=True)
+        ]
         ops = OpBatch()
         common: Counter[tuple[int, float]] | None = None
         for item, it in zip(items, stats, strict=True):

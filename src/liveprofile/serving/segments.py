@@ -24,10 +24,11 @@ from typing import Any
 
 import msgspec
 from fastapi import FastAPI, Query
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import Response, StreamingResponse
 
 from liveprofile.errors import SegmentNotFound
 from liveprofile.profile.state import ProfileUpdater, decode_profile, lifecycle
+from liveprofile.serving.limits import JSONResponse
 from liveprofile.store.base import Store
 from liveprofile.store.layout import (
     CHECKPOINT,
@@ -109,7 +110,7 @@ def iter_member_rows(store: Store, name: str, page: int = 500) -> Iterator[dict[
         for (user, entered), p_blob in zip(rows, store.read(PROFILES, users), strict=True):
             if p_blob is None:
                 continue  # deleted between the two reads
-            p = decode_profile(p_blob)
+            p = decode_profile(p_blob, user)
             at = max(watermark, p.last_ts)
             interests = updater.interests_at(p, at)
             yield {

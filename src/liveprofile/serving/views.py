@@ -43,7 +43,7 @@ def profile_view(store: Store, user: str, *, where: object = None) -> dict[str, 
         )
     config = stored_config(store)
     ckpt_blob = store.get_meta(CHECKPOINT)
-    profile = decode_profile(blob)
+    profile = decode_profile(blob, user)
     as_of = profile.last_ts
     if ckpt_blob is not None:
         as_of = max(as_of, decode_checkpoint(ckpt_blob).watermark)

@@ -17,12 +17,14 @@ liveprofile.errors.StateVersionError: point has schema 01, this version reads 3:
 from __future__ import annotations
 
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Generic, Literal, TypeVar
 
 import msgspec
 import zstandard
 
-from liveprofile.errors import StateVersionError
+from liveprofile.errors import DamagedState, StateVersionError
 
 T = TypeVar("T")
 
@@ -57,16 +59,58 @@ class VersionedCodec(Generic[T]):
         """Whether ``blob`` has this codec's schema."""
         return blob[:1] == bytes([self.schema])
 
-    def decode(self, blob: bytes) -> T:
+    def decode(self, blob: bytes, key: str | None = None) -> T:
+        """The value of ``blob``; :class:`DamagedState` naming ``key`` if the bytes are
+        corrupted."""
         if not blob or blob[0] != self.schema:
+            name = self.what if key is None else f"{self.what} {key!r}"
             raise StateVersionError(
-                f"{self.what} has schema {blob[:1].hex() or 'none'}, this version reads "
+                f"{name} has schema {blob[:1].hex() or 'none'}, this version reads "
                 f"{self.schema}: replay the events into a new store"
             )
-        body = blob[1:]
-        if self.compress:
-            body = unpack(body)
-        return self._decoder.decode(body)
+        with damaged(self.what, key):
+            body = blob[1:]
+            if self.compress:
+                body = unpack(body)
+            return self._decoder.decode(body)
+
+
+_ADVICE = "restore the store from a backup, or replay the events into a new store"
+#: what decoding corrupted bytes raises (msgspec, zlib, zstd, and the checks of loaders)
+_DECODE_ERRORS = (
+    msgspec.DecodeError,
+    msgspec.ValidationError,
+    zlib.error,
+    zstandard.ZstdError,
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    EOFError,
+    OverflowError,
+)
+
+
+@contextmanager
+def damaged(what: str, key: str | None = None) -> Iterator[None]:
+    """Turn a decoding failure inside the block into :class:`DamagedState` naming the row.
+
+    >>> with damaged("profile", "u1"):
+    ...     msgspec.msgpack.decode(b"\\xc1")
+    Traceback (most recent call last):
+    ...
+    liveprofile.errors.DamagedState: profile 'u1' is damaged (...): restore the store ...
+    """
+    try:
+        yield
+    except DamagedState as exc:  # from a codec inside, which knew no key
+        if key is None:
+            raise
+        raise DamagedState(f"{what} {key!r}: {exc}") from None
+    except _DECODE_ERRORS as exc:
+        name = what if key is None else f"{what} {key!r}"
+        detail = str(exc) or type(exc).__name__
+        raise DamagedState(f"{name} is damaged ({detail}): {_ADVICE}") from None
 
 
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"

@@ -26,8 +26,9 @@ from pathlib import Path
 import msgspec
 
 from liveprofile.config import PipelineConfig
-from liveprofile.errors import ConfigError, StateVersionError
+from liveprofile.errors import ConfigError, LiveprofileError, StateVersionError
 from liveprofile.store.base import Store
+from liveprofile.store.codec import damaged
 
 # -- namespaces: rows keyed by user, item or sequence number -----------------------------------
 
@@ -120,7 +121,8 @@ def decode_checkpoint(blob: bytes | None) -> Checkpoint:
     """
     if blob is None:
         return Checkpoint()
-    checkpoint = msgspec.msgpack.decode(blob, type=Checkpoint)
+    with damaged("meta row", CHECKPOINT):
+        checkpoint = msgspec.msgpack.decode(blob, type=Checkpoint)
     if checkpoint.schema != STATE_SCHEMA:
         raise StateVersionError(
             f"store has state schema {checkpoint.schema}, this version reads {STATE_SCHEMA}: "
@@ -147,11 +149,18 @@ def check_config(store: Store, config: PipelineConfig) -> None:
     encoded = msgspec.json.encode(config)
     if stored is None:
         store.commit({}, {CONFIG: encoded})
-    elif stored != encoded and msgspec.json.encode(stored_config(store)) != encoded:
+    elif stored != encoded and _decoded(stored) != config:
         raise ConfigError(
             "this store was built with a different pipeline config; replay into a new store "
             "(--store) or use the config it was built with"
         )
+
+
+def _decoded(blob: bytes) -> PipelineConfig | None:
+    try:
+        return msgspec.json.decode(blob, type=PipelineConfig)
+    except (msgspec.ValidationError, msgspec.DecodeError, LiveprofileError):
+        return None
 
 
 def stored_config(store: Store) -> PipelineConfig:

@@ -134,7 +134,7 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             if db.in_transaction:
                 db.execute("ROLLBACK")
-            raise StoreError(f"cannot commit to {self.path}: {exc}") from None
+            raise StoreError(f"cannot commit to {self.path}: {exc}{_full(exc)}") from None
 
     def size_bytes(self) -> int:
         """Bytes on disk, the write-ahead log included."""
@@ -149,3 +149,11 @@ class SQLiteStore:
                     self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._db.close()
             self._db = None
+
+
+def _full(exc: sqlite3.Error) -> str:
+    """What SQLite's "database or disk is full" means, with the errno a person searches for."""
+    if getattr(exc, "sqlite_errorname", "") == "SQLITE_FULL":
+        return " (ENOSPC: no space left on device; free space and run again, nothing of this "\
+            "batch was committed)"
+    return ""

@@ -1,0 +1,147 @@
+"""Screening: the checks an event passes against the pipeline's state before the core sees it.
+
+The schema (:mod:`liveprofile.events.schema`) judges an event alone; these rules need the
+watermark, the stored profiles and the ``[events]`` section of the config:
+
+- **value**: ``|value|`` at most ``events.max_value`` (a purchase may be negative: a refund);
+- **future skew**: event time at most ``events.max_future`` ahead of the later of the watermark
+  and the runner's clock, so one event dated 2099 cannot move the clock for everyone (the clock
+  matters only for events from the future: a replay of history is never near it);
+- **lateness**: event time at most ``events.allowed_lateness`` behind the watermark (no bound by
+  default: decayed sums do not depend on order, so a late event is counted exactly);
+- **identity**: an event links ``anonymous_id`` to ``user_id`` only when the anonymous id is not
+  a known user (its profile, if any, was made by anonymous events only); merging two known users
+  takes an operator's ``$merge`` command.
+
+An event that fails goes to the batch's dead letters with the reason; it never reaches the core,
+so it never moves the watermark.
+
+>>> from liveprofile.config import PipelineConfig
+>>> from liveprofile.engine.core import Core
+>>> from liveprofile.events import Event
+>>> from liveprofile.events.sources import Batch
+>>> from liveprofile.store import MemoryStore
+>>> core = Core(PipelineConfig())
+>>> state = core.new_state()
+>>> batch = Batch([Event("e1", "u1", "view", 1.5e9), Event("e2", "u1", "view", 4.1e9),
+...                Event("e3", "u1", "purchase", 1.5e9, value=-20.0)])
+>>> screen(core, state, MemoryStore(), "test", batch, now=1.6e9)
+>>> [e.event_id for e in batch.events]
+['e1', 'e3']
+>>> print(batch.dead_letters[0].reason.replace(" (", chr(10) + "("))
+'ts' 2099-12-03T16:53:20Z is 2500000000 s ahead of the watermark and the clock
+(allowed: events.max_future = 86400 s)
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+
+import numpy as np
+
+from liveprofile.config import EventsConfig
+from liveprofile.engine.core import Core
+from liveprofile.engine.state import PipelineState
+from liveprofile.events.columns import EventColumns
+from liveprofile.events.deadletter import DeadLetter
+from liveprofile.events.schema import COMMANDS, MERGE, Event, encode_event
+from liveprofile.events.sources import Batch
+from liveprofile.store.base import Store
+
+
+def screen(
+    core: Core, state: PipelineState, store: Store, source: str, batch: Batch, now: float
+) -> None:
+    """Move the events of ``batch`` that break a rule into its dead letters (see above);
+    ``now`` is the runner's clock in epoch seconds."""
+    events = batch.events
+    if not len(events):
+        return
+    rules = core.config.events
+    watermark = state.checkpoint.watermark
+    if isinstance(events, EventColumns):
+        if _columns_pass(events, rules, watermark, now):
+            return
+        events = list(events)
+    elif rules.allowed_lateness_s is None:  # the common case, checked at once
+        limit, bound = max(watermark, now) + rules.max_future_s, rules.max_value
+        if all(
+            e.ts <= limit and e.anonymous_id is None and (e.value is None or abs(e.value) <= bound)
+            for e in events
+        ):
+            return
+    links = {
+        e.anonymous_id
+        for e in events
+        if e.anonymous_id is not None and e.anonymous_id != e.user and e.type not in COMMANDS
+    }
+    if links:
+        state.ensure_loaded(store, links, set())
+    kept: list[Event] = []
+    known: set[str] = set()  # ids that acted as known users earlier in this batch
+    for e in events:
+        reason = _reason(e, rules, watermark, now, state, known)
+        if reason is not None:
+            raw = encode_event(e).decode()
+            batch.dead_letters.append(DeadLetter(raw, reason, source, batch.offset))
+            continue
+        kept.append(e)
+        if e.ts > watermark:
+            watermark = e.ts
+        if e.anonymous_id != e.user:
+            known.add(e.user)
+    if len(kept) != len(events):
+        batch.events = kept
+
+
+def _columns_pass(cols: EventColumns, rules: EventsConfig, watermark: float, now: float) -> bool:
+    """Whether every event of plain columns passes (the common case, checked at once)."""
+    if rules.allowed_lateness_s is not None:
+        return False
+    limit = max(watermark, now) + rules.max_future_s
+    too_large = np.abs(cols.value) > rules.max_value  # NaN (no value) compares false
+    return bool(cols.ts.max() <= limit and not too_large.any())
+
+
+def _reason(
+    e: Event,
+    rules: EventsConfig,
+    watermark: float,
+    now: float,
+    state: PipelineState,
+    known: set[str],
+) -> str | None:
+    value = e.value
+    if value is not None and abs(value) > rules.max_value:
+        return f"'value' {value!r} is beyond +-{rules.max_value:g} (events.max_value)"
+    skew = rules.max_future_s
+    if e.ts > max(watermark, now) + skew:
+        ahead = e.ts - max(watermark, now)
+        return (
+            f"'ts' {_iso(e.ts)} is {ahead:.0f} s ahead of the watermark and the clock "
+            f"(allowed: events.max_future = {skew:g} s)"
+        )
+    lateness = rules.allowed_lateness_s
+    if lateness is not None and math.isfinite(watermark) and e.ts < watermark - lateness:
+        return (
+            f"'ts' {_iso(e.ts)} is {watermark - e.ts:.0f} s behind the watermark "
+            f"(allowed: events.allowed_lateness = {lateness:g} s)"
+        )
+    anon = e.anonymous_id
+    if e.type == MERGE:
+        if anon is None or anon == e.user:
+            return "'$merge' needs a 'user_id' and a different 'anonymous_id' (merged into it)"
+        return None
+    if anon is not None and anon != e.user and e.type not in COMMANDS:
+        p = state.profiles.get(anon)
+        if anon in known or (p is not None and not p.anonymous):
+            return (
+                f"'anonymous_id' {anon!r} is a known user: an event links only anonymous ids; "
+                "an operator merges known users with a '$merge' command"
+            )
+    return None
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
