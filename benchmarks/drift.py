@@ -71,7 +71,10 @@ def run(shop: str, seed: int) -> dict[str, Any]:
     after = [e for e in found if e["ts"] >= drift_ts]
     scored_before = sum(w["n"] for w in windows if w["end"] <= drift_ts)
     first = after[0] if after else None
+    day = {w["start"]: w["logloss"] for w in windows}
     return {
+        "loss_before": day.get(drift_ts - 86400.0),
+        "loss_after": day.get(drift_ts),
         "shop": shop,
         "seed": seed,
         "examples": task["n"],
@@ -93,10 +96,11 @@ def main() -> None:
     args = parser.parse_args()
     shops = list(SHOPS) if args.shop == "both" else [args.shop]
     print(
-        "| shop | seed | convert examples | false alarms before the drift | detected "
+        "| shop | seed | convert examples | log loss, day before / day after the drift "
+        "| false alarms before the drift | detected "
         "| examples after the drift | events after | event-time hours after | later detections |"
     )
-    print("|---|---:|---:|---:|---|---:|---:|---:|---:|")
+    print("|---|---:|---:|---|---:|---|---:|---:|---:|---:|")
     for shop in shops:
         for seed in args.seeds:
             r = run(shop, seed)
@@ -105,7 +109,8 @@ def main() -> None:
                 for k in ("examples_after", "events_after", "hours_after")
             ]
             print(
-                f"| {shop} | {seed} | {r['examples']:,} | {r['false_alarms']} "
+                f"| {shop} | {seed} | {r['examples']:,} "
+                f"| {r['loss_before']:.3f} / {r['loss_after']:.3f} | {r['false_alarms']} "
                 f"| {'yes' if r['detected'] else 'no'} | {' | '.join(cells)} "
                 f"| {r['later_detections']} |"
             )

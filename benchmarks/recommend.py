@@ -226,7 +226,7 @@ def completejourney(args: argparse.Namespace) -> None:
 
 def report(lists: Lists, users: list[str], bought: dict[str, set[str]], ms: float) -> None:
     distinct = sum(len(bought[u]) for u in users) / len(users)
-    print(f"({distinct:.1f} distinct items bought each on average)")
+    print(f"{len(users)} users evaluated, {distinct:.1f} distinct items bought each on average")
     print(f"\n| system | hit rate@{K} | NDCG@{K} |\n|---|---:|---:|")
     for name, per_user in lists.items():
         hits = np.mean([bool(set(per_user[u][:K]) & bought[u]) for u in users])

@@ -45,7 +45,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
     table.add_row("dead-letter file", str(summary.get("dead_letter_file", "-")))
     console.print(table)
     tasks = Table(title="prequential metrics per task")
-    for column in ("task", "examples", "positive rate", "AUC", "log loss"):
+    for column in ("task", "examples", "positive rate", "AUC", "log loss", "drifts"):
         tasks.add_column(column)
     for name, t in summary["tasks"].items():
         if t["n"]:
@@ -55,6 +55,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
                 f"{t['positive_rate']:.3f}",
                 f"{t['auc']:.4f}" if t["auc"] is not None else "n/a",
                 f"{t['logloss']:.4f}",
+                str(t["drift"]["detections"]),
             )
     console.print(tasks)
 
