@@ -119,3 +119,23 @@ def test_resumed_replay_detects_the_same(tmp_path: Path) -> None:
     resumed = liveprofile.replay(events, store=store, progress=False)
     assert resumed["tasks"]["convert"]["drift"] == whole["tasks"]["convert"]["drift"]
     assert whole["tasks"]["convert"]["drift"]["detections"] >= 1
+
+
+def test_generate_sets_shop_numbers_and_refuses_others(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    def generate(*params: str) -> subprocess.CompletedProcess[str]:
+        cmd = [sys.executable, "-m", "liveprofile.cli", "generate", "--out", str(tmp_path / "e")]
+        args = [*cmd, "--users", "5", "--days", "2", *params]
+        env = {**os.environ, "COLUMNS": "200"}  # one line per message
+        return subprocess.run(args, capture_output=True, text=True, timeout=120, env=env)
+
+    done = generate("--param", "drift_fraction=1", "--param", "drift_at=0.25")
+    assert done.returncode == 0, done.stderr
+    assert f"drift at {SyntheticConfig(days=2, drift_at=0.25).drift_ts:.0f}" in done.stderr
+    done = generate("--param", "items=3")
+    assert done.returncode != 0 and "not a shop setting" in done.stdout + done.stderr
+    done = generate("--param", "drift_at=soon")
+    assert done.returncode != 0 and "expected NAME=NUMBER" in done.stdout + done.stderr
