@@ -65,7 +65,7 @@ def dash(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
         '[segments]\nbuyers = "frequency >= 1"\nrecent = "days_since_last_event < 1"\n'
     )
     # a planted drift strong enough for the convert model's loss to show it (a drift marker)
-    _cli("generate", "--out", str(events), "--users", "150", "--days", "10", "--seed", "4",
+    _cli("generate", "--out", str(events), "--users", "500", "--days", "10", "--seed", "4",
          "--invalid-rate", "0.01", "--duplicate-rate", "0.01", "--param", "drift_fraction=1",
          "--param", "preference_concentration=0.1", "--param", "purchase_affinity=8",
          "--param", "cart_affinity=8", "--param", "drift_at=0.3")  # fmt: skip

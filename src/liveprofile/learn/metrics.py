@@ -27,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from liveprofile.errors import StateVersionError
-from liveprofile.learn.drift import Drift, DriftEvent, DriftState, page_hinkley
+from liveprofile.learn.drift import SETTINGS, Drift, DriftEvent, DriftState, page_hinkley
 
 BINS = 2048
 WINDOW_BINS = 128
@@ -61,13 +61,13 @@ class _Stored(msgspec.Struct):
 
 
 @numba.njit(cache=True, nogil=True)
-def _record_all(p, y, where, pos, neg, sums, w_pos, w_neg, w_sums, ph, fired):  # type: ignore[no-untyped-def]
+def _record_all(p, y, where, pos, neg, sums, w_pos, w_neg, w_sums, ph, settings, fired):  # type: ignore[no-untyped-def]
     n_fired = 0
     for k in range(p.shape[0]):
         q = min(max(p[k], _EPS), 1.0 - _EPS)
         loss = -math.log(q) if y[k] else -math.log(1.0 - q)
         n_ph, mean_ph = ph[0] + 1.0, ph[1]
-        stat = page_hinkley(ph, loss)
+        stat = page_hinkley(ph, settings, loss)
         if stat > 0.0:
             fired[n_fired, 0] = k
             fired[n_fired, 1] = stat
@@ -153,7 +153,18 @@ class Prequential:
         seen = self.n
         fired = np.zeros((len(p), 4))
         n_fired = _record_all(
-            p, y, where, self.pos, self.neg, sums, w_pos, w_neg, w_sums, self.drift.state, fired
+            p,
+            y,
+            where,
+            self.pos,
+            self.neg,
+            sums,
+            w_pos,
+            w_neg,
+            w_sums,
+            self.drift.state,
+            SETTINGS,
+            fired,
         )
         for k, stat, mean, examples in fired[:n_fired].tolist():
             event = DriftEvent(float(ts[int(k)]), seen + int(k) + 1, stat, mean, int(examples))
