@@ -64,8 +64,11 @@ def dash(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
         '[run]\nmetrics_window = "1d"\nbatch_size = 250\n'
         '[segments]\nbuyers = "frequency >= 1"\nrecent = "days_since_last_event < 1"\n'
     )
-    _cli("generate", "--out", str(events), "--users", "60", "--days", "10", "--seed", "4",
-         "--invalid-rate", "0.01", "--duplicate-rate", "0.01")  # fmt: skip
+    # a planted drift strong enough for the convert model's loss to show it (a drift marker)
+    _cli("generate", "--out", str(events), "--users", "500", "--days", "10", "--seed", "4",
+         "--invalid-rate", "0.01", "--duplicate-rate", "0.01", "--param", "drift_fraction=1",
+         "--param", "preference_concentration=0.1", "--param", "purchase_affinity=8",
+         "--param", "cart_affinity=8", "--param", "drift_at=0.3")  # fmt: skip
     first_half = str(len(events.read_text().splitlines()) // 2)  # the rest while serving
     _cli("replay", str(events), "--store", str(store), "--config", str(config),
          "--limit", first_half, "--no-progress")  # fmt: skip
@@ -129,7 +132,7 @@ def test_charts_and_profile_viewer_show_the_store(
     assert stats["dead_letters"] > 0 and stats["duplicates"] > 0
     expect(page.locator("#kpi-duplicates")).to_have_text(f"{stats['duplicates']:,}")
 
-    charted = 0
+    charted = drifts = 0
     for task, windows in timeline["tasks"].items():
         card = page.locator(f'.task[data-task="{task}"]')
         expect(card).to_have_count(1)
@@ -143,6 +146,15 @@ def test_charts_and_profile_viewer_show_the_store(
         drawn = [float(y) for y in loss_points.evaluate_all("ps => ps.map(p => p.dataset.y)")]
         assert drawn == pytest.approx([w["logloss"] for w in windows])
         charted += len(aucs)
+        found = stats["tasks"][task]["drift"]["events"]
+        drifts += len(found)
+        for chart in (".auc-chart", ".logloss-chart"):  # one marker per drift, at its time
+            marks = card.locator(f"{chart} line.marker")
+            expect(marks).to_have_count(len(found))
+            drawn = [float(t) for t in marks.evaluate_all("ms => ms.map(m => m.dataset.ts)")]
+            assert drawn == [e["ts"] for e in found]
+        expect(card.locator(".drifts")).to_have_text(str(len(found)))
+    assert drifts >= 1  # the planted drift is marked
     assert charted >= 5  # ten days of events in one-day windows: the chart has a real line
 
     history = timeline["segments"]

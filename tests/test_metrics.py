@@ -62,12 +62,33 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     liveprofile.replay(events, store=store, config=config, progress=False)
     writer = SQLiteStore(store)  # what the segment evaluator commits with a batch
     writer.commit({}, {SEGMENT_HISTORY: msgspec.msgpack.encode(HISTORY)})
+    writer.commit({}, {"metrics/repurchase": _drifted().to_bytes()})
     writer.close()
     user = json.loads(events.read_text().splitlines()[0])["user_id"]
     env = {"LIVEPROFILE_READ_TOKEN": TOKEN}
     server = CliServer(["serve", "--store", str(store)], env, folder / "serve.log")
     yield Served(store, user, server)
     server.stop()
+
+
+def _drifted() -> Prequential:
+    """Metrics whose loss rises twice, so the detector finds two drifts."""
+    m = Prequential(window=86400.0)
+    for k in range(6000):
+        m.record(0.1 if k % 3000 < 2000 else 0.9, False, 1704067200.0 + 60.0 * k)
+    return m
+
+
+def test_drift_events_are_served(served: Served) -> None:
+    found = _drifted().summary()["drift"]
+    assert found["detections"] == 2
+    got = _scrape(served.server.client.get("/metrics", headers=AUTH).text)
+    label = (("task", "repurchase"),)
+    assert got[("liveprofile_task_drift_detections", label)] == 2
+    assert got[("liveprofile_task_last_drift_seconds", label)] == found["events"][-1]["ts"]
+    assert got[("liveprofile_task_drift_detections", (("task", "convert"),))] == 0
+    stats = served.server.client.get("/v1/stats", headers=AUTH).json()
+    assert stats["tasks"]["repurchase"]["drift"] == found
 
 
 def test_metrics_need_the_token_by_default(served: Served) -> None:

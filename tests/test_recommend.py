@@ -26,6 +26,7 @@ from liveprofile.profile.popular import popularity_key
 from liveprofile.profile.state import decode_profile
 from liveprofile.serving.recommend import POPULAR_PER_CATEGORY, Recommender
 from liveprofile.store import SQLiteStore, open_store
+from liveprofile.store.layout import read_checkpoint
 from liveprofile.store.redis import RedisStore
 
 TOKEN = "rec-token-789"
@@ -75,7 +76,7 @@ def _score(served: Served, item: str, task: str, top: int = 10) -> dict[str, Any
 
 def test_ranking_is_the_order_of_the_individual_scores(served: Served) -> None:
     candidates = [*served.items[::2], "never-seen-item"]
-    body = {"candidates": candidates, "k": len(candidates), "task": "convert"}
+    body = {"candidates": candidates, "k": len(candidates), "task": "convert", "rank": "model"}
     r = served.client.post(f"/v1/recommendations/{served.user}", json=body, headers=AUTH)
     assert r.status_code == 200, r.text
     out = r.json()
@@ -90,6 +91,50 @@ def test_ranking_is_the_order_of_the_individual_scores(served: Served) -> None:
         f"/v1/recommendations/{served.user}", json={**body, "k": 3}, headers=AUTH
     ).json()
     assert [r["item"] for r in top3["items"]] == expected[:3]
+
+
+def test_the_blend_multiplies_score_popularity_interest_and_history(served: Served) -> None:
+    candidates = [*served.items[1::2], "never-seen-item"]
+    body = {"candidates": candidates, "k": len(candidates), "task": "convert"}
+    r = served.client.post(f"/v1/recommendations/{served.user}", json=body, headers=AUTH)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["rank"] == "blend"
+    db = SQLiteStore(served.store)
+    try:
+        (blob,) = db.read("profile", [served.user])
+        assert blob is not None
+        p = decode_profile(blob)
+        stats = {key: decode_item(b) for key, b in db.scan("item")}
+        watermark = read_checkpoint(db).watermark
+        h = Recommender(db).core.updater.h_counters  # the items' popularity half-life
+    finally:
+        db.close()
+    total = sum(p.interests.values())
+    expected = {}
+    for row in out["items"]:
+        item, it = row["item"], stats.get(row["item"])
+        single = _score(served, item, "convert")["score"]
+        assert row["score"] == single  # the model's P(y=1) is unchanged by the blend
+        pop = 0.0 if it is None else it.popularity * 2 ** ((it.anchor - watermark) / h)
+        share = 0.0 if it is None else p.interests.get(it.category or "", 0.0) / total
+        seen = p.key_outcome_rate("convert", item, 0.5, 1.0)[1]
+        expected[item] = (
+            math.log(single) + math.log(max(pop, 0.5)) + math.log(max(share, 1e-3))
+            + math.log1p(seen)
+        )  # fmt: skip
+        assert row["rank_score"] == pytest.approx(expected[item], abs=1e-9)
+        assert sum(row["ranking"].values()) == pytest.approx(expected[item], abs=1e-5)
+    order = sorted(expected, key=lambda item: (-expected[item], item))
+    assert [row["item"] for row in out["items"]] == order
+    # the blend changes the order here: popularity and interest matter, not only the model
+    by_model = sorted(expected, key=lambda item: (-_score(served, item, "convert")["score"], item))
+    assert order != by_model
+    assert expected["never-seen-item"] < max(expected.values())  # floored, not ruled out
+    bad = served.client.get(
+        f"/v1/recommendations/{served.user}", params={"rank": "nope"}, headers=AUTH
+    )
+    assert bad.status_code == 400 and "rank must be one of blend, model" in bad.json()["error"]
 
 
 def test_reasons_and_shared_features_add_up_to_the_logit(served: Served) -> None:
@@ -134,7 +179,7 @@ def test_candidates_come_from_the_top_interest(served: Served) -> None:
     top_category = _interest_categories(served.store, served.user)[0]
     db = SQLiteStore(served.store)
     try:
-        out = Recommender(db).recommend(served.user, k=1000, interests=1)
+        out = Recommender(db).recommend(served.user, k=1000, interests=1, overall=0)
         in_category = [
             (key, decode_item(blob))
             for key, blob in db.scan("item")
@@ -170,11 +215,17 @@ def test_the_default_candidates_follow_the_interests(served: Served) -> None:
     out = r.json()
     # this store has views and purchases, no ratings: 'like' never learned, 'convert' did
     assert (out["task"], out["candidates"], len(out["items"])) == ("convert", "interests", 7)
-    assert {i["category"] for i in out["items"]} <= set(
-        _interest_categories(served.store, served.user)[:3]
-    )
-    scores = [i["score"] for i in out["items"]]
-    assert scores == sorted(scores, reverse=True)
+    db = SQLiteStore(served.store)
+    try:
+        index = Recommender(db).popular(0)
+    finally:
+        db.close()
+    top3 = _interest_categories(served.store, served.user)[:3]
+    pool = set(index.for_interests(top3, POPULAR_PER_CATEGORY)) | set(index.overall)
+    assert out["considered"] == len(pool)
+    assert {i["item"] for i in out["items"]} <= pool
+    keys = [i["rank_score"] for i in out["items"]]
+    assert keys == sorted(keys, reverse=True)
 
 
 @pytest.mark.parametrize(

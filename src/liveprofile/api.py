@@ -167,9 +167,11 @@ def recommend(
     candidates: Sequence[str] | None = None,
     task: str | None = None,
     top: int = 5,
+    rank: str = "blend",
 ) -> dict[str, Any]:
-    """The ``k`` best items for ``user`` by the online model of ``task`` with the live profile,
-    each with its score and its top contributing features (``reason``).
+    """The ``k`` best items for ``user`` by the online model of ``task`` with the live profile
+    (blended with popularity, interest and history unless ``rank="model"``), each with its
+    score and its top contributing features (``reason``).
 
     ``candidates`` default to the popular items of the user's strongest interest categories;
     ``task`` defaults to the first item task that has learned from the store's events (see
@@ -179,7 +181,7 @@ def recommend(
 
     backend = open_store(str(store), read_only=True) if not isinstance(store, Store) else store
     try:
-        return Recommender(backend).recommend(user, k, candidates, task, top)
+        return Recommender(backend).recommend(user, k, candidates, task, top, rank=rank)
     finally:
         if not isinstance(store, Store):
             backend.close()

@@ -27,6 +27,14 @@ from liveprofile.serving import MAX_CANDIDATES
 )
 @click.option("--task", help="Task whose model ranks (default: the first item task with data).")
 @click.option("--top", default=3, show_default=True, help="Features shown as each reason.")
+@click.option(
+    "--rank",
+    type=click.Choice(["blend", "model"]),
+    default="blend",
+    show_default=True,
+    help="blend: the model's P(y=1) x popularity x interest x the user's history of the item; "
+    "model: P(y=1) alone.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON only (for scripts).")
 @_fail_cleanly
 def recommend(
@@ -36,9 +44,11 @@ def recommend(
     candidates: str | None,
     task: str | None,
     top: int,
+    rank: str,
     as_json: bool,
 ) -> None:
-    """Show the top K items for USER, ranked by a task's online model with the live profile.
+    """Show the top K items for USER, ranked by a task's online model with the live profile,
+    blended with how likely the user is to come across each item (see --rank).
 
     Each item comes with P(y=1) and the features that contributed most to it (weight x value,
     positive pushes the score up).
@@ -51,7 +61,7 @@ def recommend(
     from liveprofile import api
 
     items = None if candidates is None else [c.strip() for c in candidates.split(",") if c.strip()]
-    out = api.recommend(store, user, k=k, candidates=items, task=task, top=top)
+    out = api.recommend(store, user, k=k, candidates=items, task=task, top=top, rank=rank)
     if as_json:
         click.echo(json.dumps(out, indent=2))
         return

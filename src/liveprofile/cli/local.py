@@ -46,7 +46,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
     table.add_row("dead-letter file", str(summary.get("dead_letter_file", "-")))
     console.print(table)
     tasks = Table(title="prequential metrics per task")
-    for column in ("task", "examples", "positive rate", "AUC", "log loss"):
+    for column in ("task", "examples", "positive rate", "AUC", "log loss", "drifts"):
         tasks.add_column(column)
     for name, t in summary["tasks"].items():
         if t["n"]:
@@ -56,6 +56,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
                 f"{t['positive_rate']:.3f}",
                 f"{t['auc']:.4f}" if t["auc"] is not None else "n/a",
                 f"{t['logloss']:.4f}",
+                str(t["drift"]["detections"]),
             )
     console.print(tasks)
 
@@ -342,14 +343,41 @@ def profile(user: str, store: str, as_json: bool) -> None:
 @click.option(
     "--duplicate-rate", default=0.0, show_default=True, help="Share of events to send twice."
 )
+@click.option(
+    "--param",
+    "params",
+    multiple=True,
+    metavar="NAME=NUMBER",
+    help="Set any other number of the shop (repeatable), e.g. --param drift_fraction=1.0 "
+    "--param preference_concentration=0.1 for a planted drift the models' loss shows plainly.",
+)
 @_fail_cleanly
 def generate(
-    out: str, users: int, days: int, seed: int, invalid_rate: float, duplicate_rate: float
+    out: str,
+    users: int,
+    days: int,
+    seed: int,
+    invalid_rate: float,
+    duplicate_rate: float,
+    params: tuple[str, ...],
 ) -> None:
     """Write synthetic e-commerce funnels (view -> cart -> purchase) with a planted drift."""
-    from liveprofile.datasets.synthetic import SyntheticConfig, write_jsonl
+    import dataclasses
 
-    cfg = SyntheticConfig(users=users, days=days, seed=seed)
+    from liveprofile.datasets.synthetic import SyntheticConfig, write_jsonl
+    from liveprofile.errors import ConfigError
+
+    numbers = {f.name for f in dataclasses.fields(SyntheticConfig) if f.type == "float"}
+    extra: dict[str, float] = {}
+    for param in params:
+        name, _, value = param.partition("=")
+        try:
+            extra[name] = float(value)
+        except ValueError:
+            raise ConfigError(f"--param {param!r}: expected NAME=NUMBER") from None
+        if name not in numbers:
+            raise ConfigError(f"--param {name!r}: not a shop setting; one of {sorted(numbers)}")
+    cfg = SyntheticConfig(users=users, days=days, seed=seed, **extra)  # type: ignore[arg-type]
     stats = write_jsonl(out, cfg, invalid_rate=invalid_rate, duplicate_rate=duplicate_rate)
     console.print(
         f"wrote {stats.lines:,} lines to {out}: {stats.valid:,} events, "

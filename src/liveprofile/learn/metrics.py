@@ -1,5 +1,6 @@
 """Prequential evaluation (predict, record, then learn): AUC, log loss and calibration, overall
-and per event-time window, in bounded memory.
+and per event-time window, in bounded memory, and drift detected on the loss
+(:mod:`liveprofile.learn.drift`).
 
 Predictions are counted in fixed-width score bins per label, so AUC is exact up to ties inside a
 bin (1/2048 wide overall), the state is a few arrays that merge and checkpoint cheaply, and a
@@ -25,9 +26,14 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
+from liveprofile.errors import StateVersionError
+from liveprofile.learn.drift import SETTINGS, Drift, DriftEvent, DriftState, page_hinkley
+
 BINS = 2048
 WINDOW_BINS = 128
 _EPS = 1e-15
+#: version of the stored metrics blob: 1 without drift state, 2 with it (1 is still read)
+METRICS_VERSION = 2
 
 
 class _Counts(msgspec.Struct, array_like=True):
@@ -46,11 +52,28 @@ def _auc(pos: npt.NDArray[np.int64], neg: npt.NDArray[np.int64]) -> float | None
     return wins / (n_pos * n_neg)
 
 
+class _Stored(msgspec.Struct):
+    window: float
+    all: _Counts
+    windows: dict[int, _Counts]
+    version: int = 1
+    drift: DriftState | None = None
+
+
 @numba.njit(cache=True, nogil=True)
-def _record_all(p, y, where, pos, neg, sums, w_pos, w_neg, w_sums):  # type: ignore[no-untyped-def]
+def _record_all(p, y, where, pos, neg, sums, w_pos, w_neg, w_sums, ph, settings, fired):  # type: ignore[no-untyped-def]
+    n_fired = 0
     for k in range(p.shape[0]):
         q = min(max(p[k], _EPS), 1.0 - _EPS)
         loss = -math.log(q) if y[k] else -math.log(1.0 - q)
+        n_ph, mean_ph = ph[0] + 1.0, ph[1]
+        stat = page_hinkley(ph, settings, loss)
+        if stat > 0.0:
+            fired[n_fired, 0] = k
+            fired[n_fired, 1] = stat
+            fired[n_fired, 2] = mean_ph + (1.0 / n_ph) * (loss - mean_ph)
+            fired[n_fired, 3] = n_ph
+            n_fired += 1
         b = min(int(q * BINS), BINS - 1)
         w = where[k]
         if y[k]:
@@ -63,6 +86,7 @@ def _record_all(p, y, where, pos, neg, sums, w_pos, w_neg, w_sums):  # type: ign
         sums[1] += q
         w_sums[w, 0] += loss
         w_sums[w, 1] += q
+    return n_fired
 
 
 class Prequential:
@@ -76,6 +100,7 @@ class Prequential:
         self.p_sum = 0.0
         self._windows: dict[int, tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], list[float]]]
         self._windows = {}
+        self.drift = Drift()
 
     @property
     def n(self) -> int:
@@ -89,6 +114,7 @@ class Prequential:
         (self.pos if y else self.neg)[b] += 1
         self.logloss += loss
         self.p_sum += p
+        self.drift.update(loss, ts, self.n)
         key = math.floor(ts / self.window)
         win = self._windows.get(key)
         if win is None:
@@ -124,7 +150,25 @@ class Prequential:
         w_sums = np.array([w[2] for w in wins], dtype=np.float64)
         where = np.array([slot[k] for k in keys.tolist()], dtype=np.int64)
         sums = np.array([self.logloss, self.p_sum])
-        _record_all(p, y, where, self.pos, self.neg, sums, w_pos, w_neg, w_sums)
+        seen = self.n
+        fired = np.zeros((len(p), 4))
+        n_fired = _record_all(
+            p,
+            y,
+            where,
+            self.pos,
+            self.neg,
+            sums,
+            w_pos,
+            w_neg,
+            w_sums,
+            self.drift.state,
+            SETTINGS,
+            fired,
+        )
+        for k, stat, mean, examples in fired[:n_fired].tolist():
+            event = DriftEvent(float(ts[int(k)]), seen + int(k) + 1, stat, mean, int(examples))
+            self.drift.add(event)
         self.logloss, self.p_sum = float(sums[0]), float(sums[1])
         for j, (pos, neg, extra) in enumerate(wins):
             pos[:] = w_pos[j]
@@ -141,6 +185,7 @@ class Prequential:
             "logloss": self.logloss / n if n else None,
             "mean_prediction": self.p_sum / n if n else None,
             "positive_rate": positives / n if n else None,
+            "drift": self.drift.summary(),
         }
 
     def windows(self) -> list[dict[str, Any]]:
@@ -181,25 +226,37 @@ class Prequential:
         return out
 
     def to_bytes(self) -> bytes:
-        state = {
-            "window": self.window,
-            "all": _Counts(self.pos.tolist(), self.neg.tolist(), self.logloss, self.p_sum),
-            "windows": {
+        state = _Stored(
+            window=self.window,
+            all=_Counts(self.pos.tolist(), self.neg.tolist(), self.logloss, self.p_sum),
+            windows={
                 k: _Counts(pos.tolist(), neg.tolist(), extra[0], extra[1])
                 for k, (pos, neg, extra) in self._windows.items()
             },
-        }
+            version=METRICS_VERSION,
+            drift=self.drift.to_state(),
+        )
         return msgspec.msgpack.encode(state)
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> Prequential:
-        state = msgspec.msgpack.decode(blob, type=dict[str, float | _Counts | dict[int, _Counts]])
-        window = state["window"]
-        counts = state["all"]
-        windows = state["windows"]
-        assert isinstance(window, float) and isinstance(counts, _Counts)
-        assert isinstance(windows, dict)
+        """The metrics in ``blob``; a blob of a newer version than this code reads is refused.
+
+        >>> m = Prequential(window=10.0)
+        >>> m.record(0.9, True, 1.0)
+        >>> Prequential.from_bytes(m.to_bytes()).summary() == m.summary()
+        True
+        """
+        state = msgspec.msgpack.decode(blob, type=_Stored)
+        if state.version > METRICS_VERSION:
+            raise StateVersionError(
+                f"stored metrics have version {state.version}, this version reads up to "
+                f"{METRICS_VERSION}: upgrade liveprofile or replay into a new store"
+            )
+        window, counts, windows = state.window, state.all, state.windows
         m = cls(window)
+        if state.drift is not None:
+            m.drift = Drift.from_state(state.drift)
         m.pos[:] = counts.pos
         m.neg[:] = counts.neg
         m.logloss, m.p_sum = counts.logloss, counts.p_sum

@@ -199,6 +199,23 @@ class _StoreCollector(Collector):
                 value = metrics.summary[key]
                 family.add_metric([task], math.nan if value is None else float(value))
             yield family
+        detections = GaugeMetricFamily(
+            "liveprofile_task_drift_detections",
+            "Drifts the detector found on the task's prequential loss (Page-Hinkley)",
+            labels=["task"],
+        )
+        last = GaugeMetricFamily(
+            "liveprofile_task_last_drift_seconds",
+            "Event time of the task's latest drift detection (epoch seconds; NaN if none)",
+            labels=["task"],
+        )
+        for task, metrics in snap.tasks.items():
+            found = metrics.summary["drift"]
+            detections.add_metric([task], found["detections"])
+            latest = found["events"][-1]["ts"] if found["events"] else math.nan
+            last.add_metric([task], latest)
+        yield detections
+        yield last
         sizes = GaugeMetricFamily(
             "liveprofile_segment_members", "Members of each segment", labels=["segment"]
         )

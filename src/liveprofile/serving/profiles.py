@@ -109,6 +109,7 @@ class RecommendRequest(BaseModel):
     candidates: list[str] | None = Field(None, max_length=MAX_CANDIDATES)
     k: int = Field(10, ge=1, le=MAX_CANDIDATES)
     task: str | None = None
+    rank: str = "blend"
 
 
 class _Reader:
@@ -289,15 +290,19 @@ def create_read_app(settings: ReadSettings) -> FastAPI:
 
     @app.get("/v1/recommendations/{user}", dependencies=auth, responses={404: NOT_FOUND})
     async def recommendations(
-        user: str, k: int = Query(10, ge=1, le=MAX_CANDIDATES), task: str | None = None
+        user: str,
+        k: int = Query(10, ge=1, le=MAX_CANDIDATES),
+        task: str | None = None,
+        rank: str = "blend",
     ) -> Response:
-        """Top k of the popular items of the user's top interests, by the task's P(y=1)."""
-        return JSONResponse(reader.recommender.recommend(user, k, task=task))
+        """Top k of the popular items of the user's top interests and overall, by the task's
+        P(y=1) blended with popularity, interest and history (``rank=model``: P(y=1) alone)."""
+        return JSONResponse(reader.recommender.recommend(user, k, task=task, rank=rank))
 
     @app.post("/v1/recommendations/{user}", dependencies=auth, responses={404: NOT_FOUND})
     async def recommend_among(user: str, body: RecommendRequest) -> Response:
         """Top k of the given candidates (all popular ones of the user's interests if none)."""
-        out = reader.recommender.recommend(user, body.k, body.candidates, body.task)
+        out = reader.recommender.recommend(user, body.k, body.candidates, body.task, rank=body.rank)
         return JSONResponse(out)
 
     @app.get("/healthz")

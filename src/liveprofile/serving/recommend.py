@@ -51,7 +51,7 @@ from liveprofile.learn.registry import load_learner
 from liveprofile.profile.items import ItemStats, decode_item
 from liveprofile.profile.popular import PopularIndex
 from liveprofile.profile.state import Profile, decode_profile
-from liveprofile.serving import MAX_CANDIDATES
+from liveprofile.serving import MAX_CANDIDATES, ranking
 from liveprofile.store import Store
 from liveprofile.store.layout import (
     ITEMS,
@@ -67,6 +67,8 @@ from liveprofile.store.layout import (
 POPULAR_PER_CATEGORY = 200
 #: how many of the user's strongest interest categories give candidates
 INTERESTS = 3
+#: the most popular items overall, added to the interests' candidates
+POPULAR_OVERALL = 200
 
 F64 = npt.NDArray[np.float64]
 
@@ -258,13 +260,20 @@ class Recommender:
         task: str | None = None,
         top: int = 5,
         interests: int = INTERESTS,
+        rank: str = "blend",
+        overall: int = POPULAR_OVERALL,
     ) -> dict[str, Any]:
-        """The ``k`` best candidates for ``user`` by P(y=1) of ``task``, each with its ``top``
-        own features as the reason, and the ``top`` features all candidates share; candidates
-        default to the popular items of the user's ``interests`` strongest interest categories.
+        """The ``k`` best candidates for ``user``, each with its ``top`` own features as the
+        reason, and the ``top`` features all candidates share. ``rank="blend"`` orders by the
+        task's P(y=1) blended with popularity, interest and the user's history of the item
+        (:mod:`liveprofile.serving.ranking`), ``"model"`` by P(y=1) alone. Candidates default
+        to the popular items of the user's ``interests`` strongest interest categories and the
+        ``overall`` most popular items.
         """
         if not 1 <= k <= MAX_CANDIDATES:
             raise InvalidRequest(f"k must be within 1..{MAX_CANDIDATES}, got {k}")
+        if rank not in ranking.RANKS:
+            raise InvalidRequest(f"rank must be one of {', '.join(ranking.RANKS)}, got {rank!r}")
         ckpt = self.checkpoint()
         core = self.core
         spec = self.default_task(ckpt.seq) if task is None else find_task(core.config, task)
@@ -281,7 +290,7 @@ class Recommender:
                 )
             source = "request"
         else:
-            items, source = self._from_interests(p, ckpt.seq, interests)
+            items, source = self._from_interests(p, ckpt.seq, interests, overall)
         learner = self._learner(spec.name, ckpt.seq)
         ts = scoring_time(ckpt, p)
         builder = core.features
@@ -300,7 +309,23 @@ class Recommender:
         scores = run_ops(learner, ops).tolist() if items else []
         if len(items) < 2:
             common = Counter()  # one candidate: nothing to tell it apart from
-        order = sorted(range(len(items)), key=lambda j: (-scores[j], items[j]))[:k]
+        h = core.updater.h_counters
+        blended: list[dict[str, float]] = []
+        keys = scores
+        if rank == "blend":
+            cats = [None if it is None else it.category for it in stats]
+            inputs = [
+                (
+                    scores[j],
+                    ranking.popularity_now(stats[j], ts, h),
+                    ranking.interest_share(p, cats[j]),
+                    ranking.history(p, spec.name, items[j]),
+                )
+                for j in range(len(items))
+            ]
+            blended = [ranking.factors(*x) for x in inputs]
+            keys = [ranking.blend(*x) for x in inputs]
+        order = sorted(range(len(items)), key=lambda j: (-keys[j], items[j]))[:k]
         ranked: list[dict[str, Any]] = []
         shared: list[list[Any]] | None = None
         for j in order:
@@ -319,23 +344,29 @@ class Recommender:
                 rest = [n for n, o in enumerate(own) if not o]
                 w = None if weights is None else weights[rest]
                 shared = top_features([names[n] for n in rest], [val[n] for n in rest], w, top)
-            ranked.append(
-                {"item": items[j], "score": scores[j], "category": event.category, "reason": reason}
-            )
+            row = {"item": items[j], "score": scores[j], "category": event.category}
+            if blended:
+                row["rank_score"] = keys[j]
+                row["ranking"] = blended[j]
+            ranked.append({**row, "reason": reason})
         return {
             "user": user,
             "task": spec.name,
             "candidates": source,
             "considered": len(items),
+            "rank": rank,
             "items": ranked,
             "shared": shared or [],
         }
 
-    def _from_interests(self, p: Profile, seq: int, interests: int) -> tuple[list[str], str]:
+    def _from_interests(
+        self, p: Profile, seq: int, interests: int, overall: int = POPULAR_OVERALL
+    ) -> tuple[list[str], str]:
         index = self.popular(seq)
         strongest = sorted(p.interests, key=lambda t: -p.interests[t])
         known = [t for t in strongest if t in index.by_category][:interests]
-        items = index.for_interests(known, self.per_category)[:MAX_CANDIDATES]
+        items = index.for_interests(known, self.per_category)
         if items:
-            return items, "interests"
+            items = list(dict.fromkeys(items + index.overall[: max(overall, 0)]))
+            return items[:MAX_CANDIDATES], "interests"
         return index.overall[:MAX_CANDIDATES], "popular"

@@ -82,7 +82,9 @@ def model_meta(task: str) -> str:
 
 
 def metrics_meta(task: str) -> str:
-    """The meta blob of a task's prequential metrics."""
+    """The meta blob of a task's prequential metrics and its drift detector
+    (:meth:`liveprofile.learn.metrics.Prequential.to_bytes`, versioned by its own
+    ``METRICS_VERSION``)."""
     return f"metrics/{task}"
 
 

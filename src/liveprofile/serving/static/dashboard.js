@@ -89,6 +89,8 @@ function lineChart(container, series, opts) {
   let [x0, x1] = [Math.min(...pts.map((p) => p[0])), Math.max(...pts.map((p) => p[0]))];
   let [y0, y1] = [opts.yMin ?? Math.min(...pts.map((p) => p[1])),
                   opts.yMax ?? Math.max(...pts.map((p) => p[1]))];
+  const marks = (opts.markers || []).filter((m) => m.x >= x0);
+  if (marks.length) x1 = Math.max(x1, ...marks.map((m) => m.x));
   if (x0 === x1) { x0 -= 1; x1 += 1; }
   if (y0 === y1) { y0 = y0 - (Math.abs(y0) || 1) * 0.1; y1 = y1 + (Math.abs(y1) || 1) * 0.1; }
   const sx = (x) => pad.l + ((x - x0) / (x1 - x0)) * (W - pad.l - pad.r);
@@ -110,6 +112,13 @@ function lineChart(container, series, opts) {
       axis.append(svg("text", { x: sx(x), y: H - 6, "text-anchor": anchor }, opts.xFormat(x)));
     }
     root.append(axis);
+  }
+  // vertical markers (drift detections): class "marker", data-ts the event time
+  for (const m of marks) {
+    const line = svg("line", { x1: sx(m.x), x2: sx(m.x), y1: pad.t, y2: H - pad.b,
+                               class: "marker", "data-ts": m.x });
+    line.append(svg("title", {}, m.label));
+    root.append(line);
   }
   series.forEach((s, i) => {
     const color = s.color || COLORS[i % COLORS.length];
@@ -195,7 +204,8 @@ function renderTimeline(t, summaries) {
       "examples ", el("b", {}, fmt(sum.n)), " · AUC ", el("b", {}, fmt(sum.auc)),
       " · log loss ", el("b", {}, fmt(sum.logloss)),
       " · positive rate ", el("b", {}, fmt(sum.positive_rate)),
-      " · windows ", el("b", {}, windows.length)));
+      " · windows ", el("b", {}, windows.length),
+      " · drifts ", el("b", { class: "drifts" }, fmt(sum.drift ? sum.drift.detections : 0))));
     box.append(card);
     const empty = "no examples yet";
     if (!windows.length) {
@@ -206,12 +216,15 @@ function renderTimeline(t, summaries) {
     const loss = el("div", { class: "chart logloss" });
     card.append(auc, loss);
     const xs = windows.map((w) => w.start);
+    const markers = ((sum.drift && sum.drift.events) || []).map((e) => ({
+      x: e.ts, label: `drift detected ${date(e.ts, true)} after ${fmt(e.seen)} examples ` +
+        `(statistic ${fmt(e.statistic, 1)}, mean loss ${fmt(e.mean_loss, 3)})` }));
     lineChart(auc, [{ name: task, points: windows.map((w, i) => [xs[i], w.auc]) }],
       { title: "AUC per window", yMin: 0, yMax: 1, xFormat: (x) => date(x), empty,
-        cls: "auc-chart" });
+        cls: "auc-chart", markers });
     lineChart(loss, [{ name: task, color: COLORS[1], points: windows.map((w, i) => [xs[i], w.logloss]) }],
       { title: "log loss per window", yMin: 0, xFormat: (x) => date(x), empty,
-        cls: "logloss-chart" });
+        cls: "logloss-chart", markers });
   }
   const seg = $("segments");
   if (t.segments === null) {
