@@ -1,7 +1,7 @@
 """The compiled path of the core: a batch laid out as arrays and run by :mod:`.kernel`.
 
-:class:`CompiledStep` does what :meth:`Core.step <liveprofile.engine.core.Core.step>` does, with
-the same results, for the pipelines and batches it supports: no identity links, erasures,
+:class:`CompiledStep` does what :meth:`liveprofile.engine.step.PythonStep.step` does, with the
+same results, for the pipelines and batches it supports: no identity links, erasures,
 profile TTL, velocity counts or anomaly scores (those batches, and those pipelines, take the
 Python core). Profiles and item statistics stay :class:`Profile` and :class:`ItemStats` objects
 between batches, as the runners load and commit them; the open pending examples live in arrays
@@ -14,10 +14,8 @@ feature builder's own functions.
 
 from __future__ import annotations
 
-import heapq
-import zlib
 from collections.abc import Hashable, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import numba
 import numpy as np
@@ -26,30 +24,29 @@ from numba import types as nbtypes
 from numba.typed import Dict as TypedDict
 
 from liveprofile.engine import kernel as K
+from liveprofile.engine import layout as L
+from liveprofile.engine.layout import ITEM_FLOATS, SPEND_ROOM, feature_tables
 from liveprofile.engine.packing import StringTable, encode_items
 from liveprofile.engine.state import PipelineState
+from liveprofile.engine.step import PythonStep, StepResult
 from liveprofile.events.columns import EventColumns
 from liveprofile.events.schema import FORGET, Event
 from liveprofile.learn.base import OpArrays, run_ops, sparse_example
 from liveprofile.learn.tasks import Pending, PendingColumns, PendingLog, split_ones
 from liveprofile.profile.population import Standing, standing
-from liveprofile.profile.risk import stamp
-from liveprofile.profile.state import Profile
-
-if TYPE_CHECKING:
-    from liveprofile.engine.core import Core, StepResult
+from liveprofile.profile.risk import stamp, velocity_item
+from liveprofile.profile.state import Profile, key_outcome_name
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
-_SPEND_ROOM = 96  # SPEND_DAYS + 1 kept days, and one being added
 
 
-def unsupported(core: Core) -> str | None:
+def unsupported(base: PythonStep) -> str | None:
     """Why this pipeline cannot take the compiled path, or None if it can."""
-    config = core.config
+    config = base.config
     if config.risk.anomaly:
         return "the anomaly detector is on"
-    if core.ttl is not None:
+    if base.ttl is not None:
         return "profiles expire (run.profile_ttl)"
     return None
 
@@ -101,13 +98,14 @@ def _grow(a: Any, n: int, fill: Any = 0) -> Any:
 
 
 class CompiledStep:
-    """The compiled counterpart of :meth:`Core.step`; see the module's docstring."""
+    """The compiled counterpart of :meth:`PythonStep.step`; see the module's docstring."""
 
-    def __init__(self, core: Core) -> None:
-        self.core = core
-        config = core.config
-        self.features = core.features
-        self.updater = core.updater
+    def __init__(self, base: PythonStep) -> None:
+        #: the Python step whose per-batch work (traits, segments, expiry) this shares
+        self.base = base
+        config = base.config
+        self.features = base.features
+        self.updater = base.updater
         self.tasks = list(config.tasks)
         self.names = [t.name for t in self.tasks]
         nt = len(self.tasks)
@@ -125,46 +123,7 @@ class CompiledStep:
         self.type_tables: tuple[Any, ...] = ()
         self._track = frozenset(config.profile.track)
         builder = self.features
-        # feature constants, in the order of kernel.F_*
-        self.fc = np.array(
-            [
-                builder._bias,
-                builder._user_new,
-                builder._item_new,
-                builder._recency,
-                builder._affinity,
-                builder._item_pop,
-                builder._cross_salt,
-                builder._interest,
-                builder._key_rate,
-                builder._top[0],
-                builder._top[1],
-                *builder._task["u"][:2],
-                *builder._task["i"][:2],
-            ],
-            dtype=np.int64,
-        )
-        tables = [
-            builder._interest_b,
-            builder._key_rate_b,
-            builder._key_seen_b,
-            builder._hours,
-            builder._weekdays,
-            builder._recency_b,
-            builder._events_b,
-            builder._monetary_b,
-            builder._affinity_b,
-            builder._item_pop_b,
-            builder._value_b["user"],
-            builder._value_b["item"],
-            builder._task["u"][2],
-            builder._task["u"][3],
-            builder._task["i"][2],
-            builder._task["i"][3],
-        ]
-        self.tabs = np.zeros((len(tables), 24), np.int64)
-        for row, table in enumerate(tables):
-            self.tabs[row, : len(table)] = table
+        self.fc, self.tabs, self.tab_last = feature_tables(builder)
         self.fp = np.array(
             [
                 self.updater.h_counters,
@@ -226,8 +185,8 @@ class CompiledStep:
             self.user_part = _grow(self.user_part, n)
             for v in new:
                 c = self.users.code[v]
-                self.user_fidx[c] = b._value("user", v)
-                self.user_part[c] = b._part(v)
+                self.user_fidx[c] = b.value_index("user", v)
+                self.user_part[c] = b.part(v)
         new = self.items.add_missing(items)
         if new:
             n = len(self.items)
@@ -239,11 +198,11 @@ class CompiledStep:
                 self.ko_item = _grow(self.ko_item.T, n).T.copy()
             for v in new:
                 c = self.items.code[v]
-                self.item_fidx[c] = b._value("item", v)
-                self.item_crc[c] = zlib.crc32(v.encode())  # how velocity counts name items
+                self.item_fidx[c] = b.value_index("item", v)
+                self.item_crc[c] = velocity_item(v)
                 for t, task in enumerate(self.tasks):
                     if self.task_by_item[t]:
-                        self.ko_item[t, c] = zlib.crc32(f"{task.name}:{v}".encode())
+                        self.ko_item[t, c] = key_outcome_name(task.name, v)
         new = self.topics.add_missing(topics)
         if new:
             n = len(self.topics)
@@ -254,17 +213,17 @@ class CompiledStep:
             self.topic_strings.extend(new)
             for v in new:
                 c = self.topics.code[v]
-                self.topic_fidx[c] = b._value("topic", v)
-                self.topic_part[c] = b._part(v)
+                self.topic_fidx[c] = b.value_index("topic", v)
+                self.topic_part[c] = b.part(v)
                 self.topic_track[c] = v in self._track
                 for t, task in enumerate(self.tasks):
                     if not self.task_by_item[t]:
-                        self.ko_topic[t, c] = zlib.crc32(f"{task.name}:{v}".encode())
+                        self.ko_topic[t, c] = key_outcome_name(task.name, v)
         if self.types.add_missing(kinds) or not self.type_tables:
             self._type_tables()
 
     def _type_tables(self) -> None:
-        b, config = self.features, self.core.config
+        b, config = self.features, self.base.config
         names = self.types.names
         n = max(len(names), 1)
         weights = dict(config.profile.weights)
@@ -278,8 +237,8 @@ class CompiledStep:
                 conv[t, c] = kind in task.label.conversion
                 pos[t, c] = kind in task.label.positive
         self.type_tables = (
-            np.array([b._value("type", k) for k in names] or [0], np.int64),
-            np.array([b._value("decayed", k) for k in names] or [0], np.int64),
+            np.array([b.value_index("type", k) for k in names] or [0], np.int64),
+            np.array([b.value_index("decayed", k) for k in names] or [0], np.int64),
             np.array([k in monetary for k in names] or [False], np.bool_),
             np.array(
                 [weights.get(k, config.profile.default_weight) for k in names] or [0.0], np.float64
@@ -350,12 +309,12 @@ class CompiledStep:
         """Take over the open pending examples of ``state``'s tasks."""
         self.owner = state
         self._new_pool(64, 64)
-        pendings = [
-            (t, p)
+        taken = {
+            t: state.tasks[name].take_pending()
             for t, name in enumerate(self.names)
             if self.task_delayed[t]
-            for p in state.tasks[name].pending.values()
-        ]
+        }
+        pendings = [(t, p) for t, (open_, _) in taken.items() for p in open_]
         width = max((len(p.idx) // 8 for _, p in pendings), default=0)
         self._reserve(len(pendings), width)
         self._intern(
@@ -370,14 +329,11 @@ class CompiledStep:
             slot = self._take_slot()
             slots[id(p)] = slot
             self._fill_slot(slot, t, p)
-        for t, name in enumerate(self.names):
-            if not self.task_delayed[t]:
-                continue
-            task = state.tasks[name]
-            for (user, key), p in task.waiting.items():
+        for t, (open_, waiting) in taken.items():
+            for (user, key), p in waiting.items():
                 self.waiting[self._wkey(t, user, key)] = slots[id(p)]
-            live = np.array([slots[id(p)] for p in task.pending.values()], np.int64)
-            _push_all(
+            live = np.array([slots[id(p)] for p in open_], np.int64)
+            K.push_all(
                 self.heap,
                 self.hlen,
                 t,
@@ -389,7 +345,6 @@ class CompiledStep:
                 self.users.rank(),
                 self._key_rank(t),
             )
-            task.pending, task.waiting, task._heap = {}, {}, []
 
     def _take_slot(self) -> int:
         self.nfree[0] -= 1
@@ -411,7 +366,7 @@ class CompiledStep:
 
     def _wkey(self, t: int, user: str, key: str) -> int:
         keys = self._keys(t)
-        return (self.users.code[user] * len(self.tasks) + t) * K.KEYSPACE + keys.code[key]
+        return (self.users.code[user] * len(self.tasks) + t) * L.KEYSPACE + keys.code[key]
 
     def _keys(self, t: int) -> _Codes:
         """The codes of task ``t``'s keys: items or topics."""
@@ -510,17 +465,14 @@ class CompiledStep:
         for t, name in enumerate(self.names):
             if not self.task_delayed[t]:
                 continue
-            task = state.tasks[name]
             live = self.heap[t, : self.hlen[t]]
             by_slot = dict(zip(live.tolist(), self._pendings(live), strict=True))
-            task.pending = {p.id: p for p in by_slot.values()}
-            task.waiting = {}
-            for wkey, slot in self.waiting.items():
-                if wkey // K.KEYSPACE % len(self.tasks) == t and slot in by_slot:
-                    p = by_slot[slot]
-                    task.waiting[(p.user, p.key)] = p
-            task._heap = [(p.deadline, p.open_ts, p.user, p.key) for p in by_slot.values()]
-            heapq.heapify(task._heap)
+            waiting = [
+                by_slot[slot]
+                for wkey, slot in self.waiting.items()
+                if wkey // L.KEYSPACE % len(self.tasks) == t and slot in by_slot
+            ]
+            state.tasks[name].give_pending(list(by_slot.values()), waiting)
         # the item statistics are in the store (and the state's resting copies) as committed
         self.x_held[:] = False
         self.held_items.clear()
@@ -552,8 +504,6 @@ class CompiledStep:
         return not any(e.anonymous_id is not None or e.type == FORGET for e in events)
 
     def step(self, state: PipelineState, events: Sequence[Event]) -> StepResult:
-        from liveprofile.engine.core import StepResult
-
         if self.owner is not state:
             if self.owner is not None:
                 self.release()
@@ -570,7 +520,7 @@ class CompiledStep:
         flat_topics, topic_starts = cols.topics()
         present_items = [i for i in item_names if i is not None]
         # the pending examples due in this batch bring their users and items
-        horizon = self.core.horizon(state, cols)
+        horizon = self.base.horizon(state, cols)
         due_users, due_items = self.due_keys(state, horizon)
         profiles = state.profiles
         batch_users = list(dict.fromkeys([*user_names, *sorted(due_users)]))
@@ -643,11 +593,11 @@ class CompiledStep:
         n_converted = np.zeros(nt, np.int64)
         freed = np.zeros(nt * n + live + 1, np.int64)
         res = np.zeros(4, np.int64)
-        self.fp[K.FP_WATERMARK] = ckpt.watermark
+        self.fp[L.FP_WATERMARK] = ckpt.watermark
         type_fidx, type_dec, type_mon, type_w, on, conv, pos = self.type_tables
         item_rank = self.items.rank()
         # as the profiles were before the events, for the velocity counts below
-        last_before, n_before = U.pf[:, K.P_LAST].tolist(), U.pi[:, K.P_N].tolist()
+        last_before, n_before = U.pf[:, L.P_LAST].tolist(), U.pi[:, L.P_N].tolist()
         K.run(
             ev_ok,
             ev_urow,
@@ -687,6 +637,7 @@ class CompiledStep:
             item_rank,
             self.fc,
             self.tabs,
+            self.tab_last,
             self.fp,
             self.ip,
             *U,
@@ -726,7 +677,7 @@ class CompiledStep:
         )
         applied, out.examples, n_rec, n_freed = (int(x) for x in res)
         out.applied = applied
-        watermark = float(self.fp[K.FP_WATERMARK])
+        watermark = float(self.fp[L.FP_WATERMARK])
         # the models, then predictions back to metrics, scores and pending examples
         preds = []
         for t, name in enumerate(self.names):
@@ -745,11 +696,11 @@ class CompiledStep:
         rec_ts, rec_label = rec_ts[:n_rec], rec_label[:n_rec]
         p_rec = np.full(n_rec, np.nan)
         for t in range(nt):
-            m = (rec_task == t) & (rec_kind != K.R_RESOLVED)
+            m = (rec_task == t) & (rec_kind != L.R_RESOLVED)
             p_rec[m] = preds[t][rec_k[m]]
-        opened = rec_kind == K.R_OPENED
+        opened = rec_kind == L.R_OPENED
         self.pd_p[rec_ref[opened]] = p_rec[opened]
-        resolved = rec_kind == K.R_RESOLVED
+        resolved = rec_kind == L.R_RESOLVED
         p_rec[resolved] = self.pd_p[rec_ref[resolved]]
         score_rows = np.where(opened, urow_of[self.pd_user[np.where(opened, rec_ref, 0)]], rec_ref)
         scores = np.full((len(batch_users), nt), np.nan)
@@ -763,18 +714,27 @@ class CompiledStep:
             scores[uniq, t] = p_rec[at[::-1][last]]
             uniq, firsts = np.unique(rows, return_index=True)
             scored[uniq, t] = at[firsts]
-            learned = (rec_task == t) & (rec_kind != K.R_OPENED)
+            learned = (rec_task == t) & (rec_kind != L.R_OPENED)
             state.tasks[name].metrics.record_many(
                 p_rec[learned], rec_label[learned], rec_ts[learned]
             )
         # profiles, items and pending logs back to objects
         out.users = self._store_users(state, batch_users, U, scores, scored)
-        if self.core.config.risk.velocity:
+        if self.base.config.risk.velocity:
             velocity = (ev_urow, ev_icode, ev_type, ev_ts, last_before, n_before)
             self._count_velocity(state, ev_ok, user_names, *velocity)
         touched = np.flatnonzero(self.x_touched)
         self.x_touched[touched] = False
-        blobs = encode_items(touched, *X[:5], self.topic_strings, self.task_strings)
+        counts = np.stack((self.xex[touched], self.xpos[touched]), axis=1)  # as layout.COUNTS
+        blobs = encode_items(
+            np.arange(len(touched)),
+            self.xf[touched],
+            self.xi[touched],
+            counts,
+            self.x_first[touched],
+            self.topic_strings,
+            self.task_strings,
+        )
         names = self.items.names
         out.item_rows = dict(zip([names[c] for c in touched.tolist()], blobs, strict=True))
         for t, name in enumerate(self.names):
@@ -787,11 +747,11 @@ class CompiledStep:
         back = freed[:n_freed]
         self.free[self.nfree[0] : self.nfree[0] + n_freed] = back
         self.nfree[0] += n_freed
-        swept = self.core._sweep_due(ckpt.watermark, watermark)
+        swept = self.base.sweep_due(ckpt.watermark, watermark)
         ckpt.watermark = watermark
         ckpt.events += out.applied
         ckpt.duplicates += out.duplicates
-        self.core._finish(state, out, before, swept)
+        self.base.finish(state, out, before, swept)
         return out
 
     def _count_velocity(
@@ -831,9 +791,9 @@ class CompiledStep:
             len(users),
             max(len(self.types), 1),
             len(self.tasks),
-            int(self.ip[K.IP_TOP_K]),
-            int(self.ip[K.IP_KEY_ROOM]),
-            int(self.ip[K.IP_RECENT]),
+            int(self.ip[L.IP_TOP_K]),
+            int(self.ip[L.IP_KEY_ROOM]),
+            int(self.ip[L.IP_RECENT]),
         )
         profiles = state.profiles
         tcode, kcode, icode = self.topics.code, self.types.code, self.items.code
@@ -969,7 +929,7 @@ class CompiledStep:
         rows = codes[new]
         self.xf[rows] = 0.0
         self.xi[rows] = 0
-        self.xi[rows, K.I_CAT] = -1
+        self.xi[rows, L.I_CAT] = -1
         self.xpos[rows] = 0
         self.xex[rows] = 0
         self.x_first[rows] = -1
@@ -983,7 +943,7 @@ class CompiledStep:
                 continue
             if s.category is not None and s.category not in self.topics.code:
                 self._intern([], [], [s.category], [])
-            self.xf[r] = (s.anchor, s.last_ts, s.popularity, s.value_sum)
+            self.xf[r] = [getattr(s, f) for f in ITEM_FLOATS]
             category = -1 if s.category is None else self.topics.code[s.category]
             self.xi[r] = (s.n, s.value_n, category, 1)
             for d, counts in ((0, s.examples), (1, s.positives)):
@@ -1049,7 +1009,7 @@ class _UserRows(NamedTuple):
     def empty(cls, n: int, types: int, tasks: int, top_k: int, room: int, recent: int) -> _UserRows:
         interests, keys = max(top_k, 1) + 8, room + room // 4 + 2
         pf = np.zeros((n, 6))
-        pf[:, K.P_LASTPUR] = np.nan
+        pf[:, L.P_LASTPUR] = np.nan
         return cls(
             pf,
             np.zeros((n, 4), np.int64),
@@ -1063,8 +1023,8 @@ class _UserRows(NamedTuple):
             np.zeros((n, keys), np.int64),
             np.zeros((n, keys), np.int64),
             np.zeros(n, np.int64),
-            np.zeros((n, _SPEND_ROOM), np.int64),
-            np.zeros((n, _SPEND_ROOM), np.int64),
+            np.zeros((n, SPEND_ROOM), np.int64),
+            np.zeros((n, SPEND_ROOM), np.int64),
             np.zeros(n, np.int64),
             np.zeros((n, recent + 1)),
             np.zeros((n, recent + 1), np.int64),
@@ -1093,12 +1053,6 @@ class _Ops:
     def example(self, k: int) -> dict[Hashable, float]:
         s, e = int(self.starts[k]), int(self.starts[k + 1])
         return sparse_example(self.idx[s:e].tolist(), self.val[s:e].tolist(), 0, e - s)
-
-
-@numba.njit(cache=True, nogil=True)
-def _push_all(heap, hlen, t, slots, pd_dl, pd_open, pd_user, pd_key, user_rank, key_rank):  # type: ignore[no-untyped-def]
-    for s in slots:
-        K._heap_push(heap, hlen, t, s, pd_dl, pd_open, pd_user, pd_key, user_rank, key_rank)
 
 
 @numba.njit(cache=True, nogil=True)

@@ -16,85 +16,113 @@ import math
 import numba
 import numpy as np
 
-# profile float columns
-P_ANCHOR, P_FIRST, P_LAST, P_MONETARY, P_LASTPUR, P_VSUM = 0, 1, 2, 3, 4, 5
-# profile int columns
-P_N, P_PURCHASES, P_VN, P_EXISTS = 0, 1, 2, 3
-# item float columns
-I_ANCHOR, I_LAST, I_POP, I_VSUM = 0, 1, 2, 3
-# item int columns
-I_N, I_VN, I_CAT, I_EXISTS = 0, 1, 2, 3
-# scalar feature indices (rows of ``fc``)
-(
-    F_BIAS,
-    F_USER_NEW,
-    F_ITEM_NEW,
-    F_RECENCY,
+from liveprofile.engine.layout import (
+    DAY,
     F_AFFINITY,
-    F_ITEM_POP,
+    F_BIAS,
     F_CROSS_SALT,
+    F_I_NEW_TASK,
+    F_I_RATE,
     F_INTEREST,
+    F_ITEM_NEW,
+    F_ITEM_POP,
     F_KEY_RATE,
+    F_RECENCY,
     F_TOP0,
     F_TOP1,
     F_U_NEW_TASK,
     F_U_RATE,
-    F_I_NEW_TASK,
-    F_I_RATE,
-) = range(15)
-# bucket tables (rows of ``tabs``)
-(
-    T_INTEREST,
-    T_KEY_RATE,
-    T_KEY_SEEN,
-    T_HOUR,
-    T_WEEKDAY,
-    T_RECENCY,
-    T_EVENTS,
-    T_MONETARY,
+    F_USER_NEW,
+    FP_H_COUNTERS,
+    FP_H_INTERESTS,
+    FP_H_MIN,
+    FP_PRIOR,
+    FP_STRENGTH,
+    FP_TWO,
+    FP_WATERMARK,
+    HOUR,
+    I_ANCHOR,
+    I_CAT,
+    I_EXISTS,
+    I_LAST,
+    I_N,
+    I_POP,
+    I_VN,
+    I_VSUM,
+    IP_CROSSES,
+    IP_KEY_ROOM,
+    IP_MASK,
+    IP_RECENT,
+    IP_TICK,
+    IP_TIME,
+    IP_TOP_K,
+    IP_TRACK,
+    KEY_EXAMPLES,
+    KEY_SHIFT,
+    KEYSPACE,
+    LEARN,
+    MIX,
+    P_ANCHOR,
+    P_EXISTS,
+    P_FIRST,
+    P_LAST,
+    P_LASTPUR,
+    P_MONETARY,
+    P_N,
+    P_PURCHASES,
+    P_VN,
+    P_VSUM,
+    PREDICT,
+    PREDICT_LEARN,
+    R_IMMEDIATE,
+    R_OPENED,
+    R_RESOLVED,
+    REBASE_AFTER,
+    SPEND_DAYS,
     T_AFFINITY,
-    T_ITEM_POP,
-    T_USER_VALUE,
-    T_ITEM_VALUE,
-    T_U_RATE,
-    T_U_SEEN,
+    T_EVENTS,
+    T_HOUR,
     T_I_RATE,
     T_I_SEEN,
-) = range(16)
-# float parameters (entries of ``fp``)
-FP_H_COUNTERS, FP_H_INTERESTS, FP_H_MIN, FP_WATERMARK, FP_PRIOR, FP_STRENGTH, FP_TWO = range(7)
-# int parameters (entries of ``ip``)
-# (IP_TICK: the count of example records so far, which orders the keys of the stored dicts)
-IP_CROSSES, IP_TIME, IP_TOP_K, IP_KEY_ROOM, IP_RECENT, IP_TRACK, IP_MASK, IP_TICK = range(8)
-# record kinds, as in the Python core
-R_IMMEDIATE, R_OPENED, R_RESOLVED = 0, 1, 2
-# model operation kinds, as in ``liveprofile.learn.base``
-PREDICT, LEARN, PREDICT_LEARN = 1, 2, 3
-
-DAY = 86400.0
-SPEND_DAYS = 90
-REBASE_AFTER = 512.0
-MIX = 0x9E3779B1
-#: waiting examples are keyed (user * tasks + task) * KEYSPACE + key
-KEYSPACE = 1 << 31
+    T_INTEREST,
+    T_ITEM_POP,
+    T_ITEM_VALUE,
+    T_KEY_RATE,
+    T_KEY_SEEN,
+    T_MONETARY,
+    T_RECENCY,
+    T_U_RATE,
+    T_U_SEEN,
+    T_USER_VALUE,
+    T_WEEKDAY,
+)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _bucket(tabs, row, size, x):  # type: ignore[no-untyped-def]
+def _clip(tabs, last, row, b):  # type: ignore[no-untyped-def]
+    """Bucket ``b`` of table ``row``, the last bucket taking everything past it."""
+    return tabs[row, b if b < last[row] else last[row]]
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _bucket(tabs, last, row, x):  # type: ignore[no-untyped-def]
     """``_bucket`` of the Python feature builder: round half to even, then clip."""
     r = np.rint(x)
     if r < 0.0:
         r = 0.0
-    b = int(r)
-    if b > size - 1:
-        b = size - 1
-    return tabs[row, b]
+    return _clip(tabs, last, row, int(r))
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _log2_bin(x, top):  # type: ignore[no-untyped-def]
-    b = int(math.log2(1.0 + x))
-    return b if b < top else top
+def _log2_bucket(tabs, last, row, x):  # type: ignore[no-untyped-def]
+    """``_log2_bucket`` of the Python feature builder."""
+    return _clip(tabs, last, row, int(math.log2(1.0 + x)))
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def _decile(tabs, last, row, x):  # type: ignore[no-untyped-def]
+    """``_decile`` of the Python feature builder."""
+    return _clip(tabs, last, row, int(x * 10))
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -110,7 +138,7 @@ def _record_key_outcome(okey, oval, olen, u, name, positive, room):  # type: ign
     """``Profile.record_key_outcome``: count, and past room + room // 4 keep the ``room`` keys
     with the most examples (a stable sort, so ties keep their order)."""
     j = _key_slot(okey, olen, u, name)
-    add = (1 << 24 if positive else 0) + 1
+    add = (1 << KEY_SHIFT if positive else 0) + 1
     if j >= 0:
         oval[u, j] += add
     else:
@@ -120,7 +148,7 @@ def _record_key_outcome(okey, oval, olen, u, name, positive, room):  # type: ign
         olen[u] = j + 1
     m = olen[u]
     if m > room + room // 4:
-        order = np.argsort(-(oval[u, :m] & 0xFFFFFF), kind="mergesort")
+        order = np.argsort(-(oval[u, :m] & KEY_EXAMPLES), kind="mergesort")
         keys = okey[u, :m].copy()
         vals = oval[u, :m].copy()
         for q in range(room):
@@ -293,15 +321,14 @@ def _put(fidx, fval, m, i, v):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def _rate_features(fidx, fval, m, positives, n, fp, f_rate, rate_bins, seen_bins):  # type: ignore[no-untyped-def]
+def _rate_features(fidx, fval, m, positives, n, fp, f_rate, tabs, last, rate_row, seen_row):  # type: ignore[no-untyped-def]
     """A positive rate shrunk toward the prior: its distance from the prior, its decile bucket
     and a bucket of how many examples it rests on (FeatureBuilder.task_features)."""
     prior, strength = fp[FP_PRIOR], fp[FP_STRENGTH]
     rate = (positives + prior * strength) / (n + strength)
-    b = int(rate * 10)
     m = _put(fidx, fval, m, f_rate, rate - prior)
-    m = _put(fidx, fval, m, rate_bins[b if b < 9 else 9], 1.0)
-    return _put(fidx, fval, m, seen_bins[_log2_bin(float(n), 12)], 1.0)
+    m = _put(fidx, fval, m, _decile(tabs, last, rate_row, rate), 1.0)
+    return _put(fidx, fval, m, _log2_bucket(tabs, last, seen_row, float(n)), 1.0)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -378,6 +405,7 @@ def run(  # type: ignore[no-untyped-def]
     # feature tables and parameters
     fc,
     tabs,
+    last_b,
     fp,
     ip,
     # profiles (local rows)
@@ -598,9 +626,9 @@ def run(  # type: ignore[no-untyped-def]
                             m = _put(fidx, fval, m, h & mask, w)
                 if with_time:
                     its = int(ts)
-                    day = its // 86400
-                    second = its - day * 86400
-                    m = _put(fidx, fval, m, tabs[T_HOUR, second // 3600], 1.0)
+                    day = its // int(DAY)
+                    second = its - day * int(DAY)
+                    m = _put(fidx, fval, m, tabs[T_HOUR, second // int(HOUR)], 1.0)
                     m = _put(fidx, fval, m, tabs[T_WEEKDAY, (day + 3) % 7], 1.0)
                 if not p_exists:
                     m = _put(fidx, fval, m, fc[F_USER_NEW], 1.0)
@@ -611,8 +639,10 @@ def run(  # type: ignore[no-untyped-def]
                     if rec < 0.0:
                         rec = 0.0
                     m = _put(fidx, fval, m, fc[F_RECENCY], math.log1p(rec))
-                    m = _put(fidx, fval, m, tabs[T_RECENCY, _log2_bin(rec * 24, 16)], 1.0)
-                    m = _put(fidx, fval, m, tabs[T_EVENTS, _log2_bin(float(pi[u, P_N]), 16)], 1.0)
+                    m = _put(fidx, fval, m, _log2_bucket(tabs, last_b, T_RECENCY, rec * 24), 1.0)
+                    m = _put(
+                        fidx, fval, m, _log2_bucket(tabs, last_b, T_EVENTS, float(pi[u, P_N])), 1.0
+                    )
                     at = ts if ts > last else last
                     f_c = two ** (-(at - anchor) / h_c)
                     for q in range(tlen[u]):
@@ -620,10 +650,14 @@ def run(  # type: ignore[no-untyped-def]
                         m = _put(fidx, fval, m, type_dec_fidx[ty], math.log1p(dec[u, ty] * f_c))
                     if pf[u, P_MONETARY] != 0.0:
                         m = _put(
-                            fidx, fval, m, tabs[T_MONETARY, _log2_bin(pf[u, P_MONETARY], 20)], 1.0
+                            fidx,
+                            fval,
+                            m,
+                            _log2_bucket(tabs, last_b, T_MONETARY, pf[u, P_MONETARY]),
+                            1.0,
                         )
                     if pi[u, P_VN]:
-                        b = _bucket(tabs, T_USER_VALUE, 21, 2 * pf[u, P_VSUM] / pi[u, P_VN])
+                        b = _bucket(tabs, last_b, T_USER_VALUE, 2 * pf[u, P_VSUM] / pi[u, P_VN])
                         m = _put(fidx, fval, m, b, 1.0)
                     n_int = il[u]
                     if t1 > t0 and n_int > 0:
@@ -653,21 +687,20 @@ def run(  # type: ignore[no-untyped-def]
                                 own = iv[u, r]
                                 break
                         own = own * two ** (-(at - anchor) / h_i)
-                        b = int(share * 10)
                         m = _put(fidx, fval, m, fc[F_AFFINITY], share)
-                        m = _put(fidx, fval, m, tabs[T_AFFINITY, b if b < 9 else 9], 1.0)
+                        m = _put(fidx, fval, m, _decile(tabs, last_b, T_AFFINITY, share), 1.0)
                         m = _put(fidx, fval, m, fc[F_TOP1] if top_in else fc[F_TOP0], 1.0)
                         m = _put(fidx, fval, m, fc[F_INTEREST], math.log1p(own))
-                        m = _put(fidx, fval, m, tabs[T_INTEREST, _log2_bin(own, 16)], 1.0)
+                        m = _put(fidx, fval, m, _log2_bucket(tabs, last_b, T_INTEREST, own), 1.0)
                 if not i_exists:
                     m = _put(fidx, fval, m, fc[F_ITEM_NEW], 1.0)
                 else:
                     at = ts if ts > xf[it, I_LAST] else xf[it, I_LAST]
                     pop = xf[it, I_POP] * two ** (-(at - xf[it, I_ANCHOR]) / h_c)
                     m = _put(fidx, fval, m, fc[F_ITEM_POP], math.log1p(pop))
-                    m = _put(fidx, fval, m, tabs[T_ITEM_POP, _log2_bin(pop, 16)], 1.0)
+                    m = _put(fidx, fval, m, _log2_bucket(tabs, last_b, T_ITEM_POP, pop), 1.0)
                     if xi[it, I_VN]:
-                        b = _bucket(tabs, T_ITEM_VALUE, 21, 2 * xf[it, I_VSUM] / xi[it, I_VN])
+                        b = _bucket(tabs, last_b, T_ITEM_VALUE, 2 * xf[it, I_VSUM] / xi[it, I_VN])
                         m = _put(fidx, fval, m, b, 1.0)
                 n_shared = m
             # task features (FeatureBuilder.task_features)
@@ -677,22 +710,22 @@ def run(  # type: ignore[no-untyped-def]
                 j = _key_slot(okey, olen, u, name)
                 packed = oval[u, j] if j >= 0 else 0
                 m = _rate_features(
-                    fidx, fval, m, packed >> 24, packed & 0xFFFFFF, fp, fc[F_KEY_RATE],
-                    tabs[T_KEY_RATE], tabs[T_KEY_SEEN],
+                    fidx, fval, m, packed >> KEY_SHIFT, packed & KEY_EXAMPLES, fp, fc[F_KEY_RATE],
+                    tabs, last_b, T_KEY_RATE, T_KEY_SEEN,
                 )  # fmt: skip
             if not p_exists:
                 m = _put(fidx, fval, m, fc[F_U_NEW_TASK], 1.0)
             else:
                 m = _rate_features(
-                    fidx, fval, m, upos[u, t], uex[u, t], fp, fc[F_U_RATE], tabs[T_U_RATE],
-                    tabs[T_U_SEEN],
+                    fidx, fval, m, upos[u, t], uex[u, t], fp, fc[F_U_RATE], tabs, last_b,
+                    T_U_RATE, T_U_SEEN,
                 )  # fmt: skip
             if not i_exists:
                 m = _put(fidx, fval, m, fc[F_I_NEW_TASK], 1.0)
             else:
                 m = _rate_features(
-                    fidx, fval, m, xpos[it, t], xex[it, t], fp, fc[F_I_RATE], tabs[T_I_RATE],
-                    tabs[T_I_SEEN],
+                    fidx, fval, m, xpos[it, t], xex[it, t], fp, fc[F_I_RATE], tabs, last_b,
+                    T_I_RATE, T_I_SEEN,
                 )  # fmt: skip
             if task_delayed[t]:
                 # open a pending example
@@ -901,3 +934,10 @@ def run(  # type: ignore[no-untyped-def]
     out[3] = n_freed
     fp[FP_WATERMARK] = watermark
     ip[IP_TICK] = tick
+
+
+@numba.njit(cache=True, nogil=True)
+def push_all(heap, hlen, t, slots, pd_dl, pd_open, pd_user, pd_key, user_rank, key_rank):  # type: ignore[no-untyped-def]
+    """Push the pending examples in ``slots`` onto task ``t``'s heap."""
+    for s in slots:
+        _heap_push(heap, hlen, t, s, pd_dl, pd_open, pd_user, pd_key, user_rank, key_rank)
