@@ -186,14 +186,24 @@ class CodeTables:
         """Whether each event type (by code) is monetary."""
         return self.type_tables[2]
 
-    def by_code(self, user_row: I64, item_row: I64) -> ByCode:
-        """The tables as the kernel reads them, with this batch's rows of users and items."""
+    def by_code(self, user_row: I64, item_row: I64, aliases: dict[str, str]) -> ByCode:
+        """The tables as the kernel reads them, with this batch's rows of users and items;
+        ``aliases``: the identity links read (anonymous id -> user id)."""
+        owner_row = user_row
+        if aliases:
+            code = self.users.code
+            links = [(code[a], code.get(u, -1)) for a, u in aliases.items() if a in code]
+            if links:
+                owner_row = user_row.copy()
+                for anon, owner in links:
+                    owner_row[anon] = -1 if owner < 0 else user_row[owner]
         type_fidx, type_dec, type_mon, type_w = self.type_tables[:4]
         return ByCode(
             user_fidx=self.user_fidx,
             user_part=self.user_part,
             user_rank=self.users.rank(),
             user_row=user_row,
+            owner_row=owner_row,
             item_fidx=self.item_fidx,
             item_rank=self.items.rank(),
             item_row=item_row,

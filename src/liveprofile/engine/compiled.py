@@ -14,18 +14,20 @@ from __future__ import annotations
 from collections.abc import Hashable, Sequence
 from typing import Any
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 
 from liveprofile.engine import kernel
 from liveprofile.engine import layout as L
 from liveprofile.engine.codes import CodeTables, grow
+from liveprofile.engine.lifecycle import StepResult
 from liveprofile.engine.packing import encode_items
 from liveprofile.engine.pool import PendingPool
 from liveprofile.engine.records import Events, Items, Ops, Outputs, Params, Users
 from liveprofile.engine.rowio import hold_items, load_users, store_users
 from liveprofile.engine.state import PipelineState
-from liveprofile.engine.step import PythonStep, StepResult
+from liveprofile.engine.step import PythonStep
 from liveprofile.events.columns import EventColumns
 from liveprofile.events.schema import FORGET, Event
 from liveprofile.learn.base import OpArrays, run_ops, sparse_example
@@ -140,12 +142,16 @@ class CompiledStep:
 
     @staticmethod
     def accepts(state: PipelineState, events: Sequence[Event]) -> bool:
-        """Whether this batch can take the compiled path."""
-        if state.checkpoint.links:
-            return False
+        """Whether this batch can take the compiled path: no logins (events linking an
+        anonymous id to a user id) and no erasures. Identity links made before are fine:
+        a linked visitor's events land on the user, and the outcomes of an alias's pending
+        examples count on the user it is linked to."""
         if isinstance(events, EventColumns):  # plain events only
             return True
-        return not any(e.anonymous_id is not None or e.type == FORGET for e in events)
+        return not any(
+            (e.anonymous_id is not None and e.anonymous_id != e.user) or e.type == FORGET
+            for e in events
+        )
 
     # -- the step ------------------------------------------------------------------------------
 
@@ -156,11 +162,13 @@ class CompiledStep:
             self._adopt(state)
         out = StepResult()
         ckpt = state.checkpoint
-        cols = EventColumns.of(events)
+        cols = EventColumns.of(_as_users(events, state.aliases))
         ok = np.array(state.dedup.add_many(cols.event_id), dtype=np.bool_)
         out.duplicates = len(cols) - int(ok.sum())
         # the pending examples due in this batch bring their users and items
         due_users, due_items = self.due_keys(state, self.base.horizon(state, cols))
+        if state.aliases:  # outcomes count on the user an alias is linked to
+            due_users |= {state.aliases.get(u, u) for u in due_users}
         batch_users = list(dict.fromkeys([*cols.user, *sorted(due_users)]))
         present = [i for i in cols.item_id if i is not None]
         batch_items = list(dict.fromkeys([*present, *sorted(due_items)]))
@@ -180,7 +188,7 @@ class CompiledStep:
         item_row = np.where(held, np.arange(len(held)), -1)  # items keep their codes as rows
         kernel.run(
             ev,
-            self.tables.by_code(user_row, item_row),
+            self.tables.by_code(user_row, item_row, state.aliases),
             self.tables.tasks(),
             self.params,
             U,
@@ -393,6 +401,18 @@ class CompiledStep:
                 last[r] = ts
             n[r] += 1
             count(profiles[user_names[e]], ts, monetary[kind], None if item < 0 else item, last[r])
+
+
+def _as_users(events: Sequence[Event], aliases: dict[str, str]) -> Sequence[Event]:
+    """``events`` with the events of linked visitors (anonymous id only) under their user."""
+    if not aliases or isinstance(events, EventColumns):
+        return events
+    return [
+        e
+        if e.anonymous_id is None or e.anonymous_id not in aliases
+        else msgspec.structs.replace(e, user=aliases[e.anonymous_id])
+        for e in events
+    ]
 
 
 class _Ops:

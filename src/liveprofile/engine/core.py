@@ -22,8 +22,9 @@ from collections.abc import Sequence
 
 from liveprofile.config import PipelineConfig
 from liveprofile.engine.compiled import CompiledStep, unsupported
+from liveprofile.engine.lifecycle import StepResult
 from liveprofile.engine.state import PipelineState
-from liveprofile.engine.step import PythonStep, StepResult
+from liveprofile.engine.step import PythonStep
 from liveprofile.events.schema import Event
 
 __all__ = ["Core", "StepResult"]
@@ -39,6 +40,14 @@ class Core(PythonStep):
         if config.run.engine == "compiled" and unsupported(self) is None:
             self.compiled = CompiledStep(self)
 
+    def alias_keys(self, state: PipelineState, events: Sequence[Event]) -> set[str]:
+        keys = super().alias_keys(state, events)
+        compiled = self.compiled
+        if compiled is not None and compiled.owner is state and state.checkpoint.links:
+            # the pending examples this batch closes are in the compiled step's arrays
+            keys |= compiled.due_keys(state, self.horizon(state, events))[0]
+        return keys
+
     def required_keys(
         self, state: PipelineState, events: Sequence[Event]
     ) -> tuple[set[str], set[str]]:
@@ -50,7 +59,8 @@ class Core(PythonStep):
         items |= due_items
         if compiled.accepts(state, events):
             items -= compiled.held_items  # current in its arrays
-        return users | due_users, items
+        aliases = state.aliases
+        return users | due_users | {aliases.get(u, u) for u in due_users}, items
 
     def step(self, state: PipelineState, events: Sequence[Event]) -> StepResult:
         """Apply a batch of validated events to ``state``; return what changed."""

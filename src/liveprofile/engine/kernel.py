@@ -30,63 +30,91 @@ from liveprofile.engine.rowops import (
 )
 
 _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
+#: the per-event helpers are inlined into their callers: a call that passes records of arrays
+#: costs a reference count per array, which would dominate small helpers
+_inline = numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 
 
 @_jit
 def run(ev, codes, tasks, params, users, items, pool, ops, out):  # type: ignore[no-untyped-def]
     """Apply the batch ``ev``; ``out.res`` gets (applied, examples, records, freed slots),
     ``params.fp[FP_WATERMARK]`` the new watermark and ``params.ip[IP_TICK]`` the next tick."""
-    n_tasks = tasks.delayed.shape[0]
+    params_fp = params.fp
+    out_res = out.res
+    tasks_delayed = tasks.delayed
+    ev_ts = ev.ts
+    params_ip = params.ip
+    users_touched = users.touched
+    ev_ok = ev.ok
+    ev_urow = ev.urow
+    ev_irow = ev.irow
+    ev_type = ev.type
+    items_xf = items.xf
+    items_xi = items.xi
+    tasks_conv = tasks.conv
+    tasks_has_pos = tasks.has_pos
+    ops_cur_idx = ops.cur_idx
+    ops_cur_val = ops.cur_val
+    tasks_on = tasks.on
+    tasks_by_item = tasks.by_item
+    ev_icode = ev.icode
+    ev_cat = ev.cat
+    pool_waiting = pool.waiting
+    tasks_pos = tasks.pos
+    ev_value = ev.value
+    ev_ucode = ev.ucode
+    tasks_threshold = tasks.threshold
+    n_tasks = tasks_delayed.shape[0]
     # this event's label per immediate task (-1: none), counted once the profile is updated
     labels = np.full(n_tasks, -1, np.int8)
-    fp, res = params.fp, out.res
-    for e in range(ev.ok.shape[0]):
-        if not ev.ok[e]:
+    fp, res = params_fp, out_res
+    for e in range(ev_ok.shape[0]):
+        if not ev_ok[e]:
             continue
-        ts = ev.ts[e]
+        ts = ev_ts[e]
         if ts > fp[L.FP_WATERMARK]:
             fp[L.FP_WATERMARK] = ts
             _close_due(codes, tasks, params, users, items, pool, ops, out)
-        u, it, kind = ev.urow[e], ev.irow[e], ev.type[e]
+        u, it, kind = ev_urow[e], ev_irow[e], ev_type[e]
         n_shared = -1  # features not built yet
         for t in range(n_tasks):
             key = -1
             label = False
-            if tasks.delayed[t]:
-                if tasks.conv[t, kind]:
+            if tasks_delayed[t]:
+                if tasks_conv[t, kind]:
                     _convert(ev, e, tasks, pool, out, t)
-                if not tasks.on[t, kind]:
+                if not tasks_on[t, kind]:
                     continue
-                key = ev.icode[e] if tasks.by_item[t] else ev.cat[e]
-                if key < 0 or _wkey(ev.ucode[e], n_tasks, t, key) in pool.waiting:
+                key = ev_icode[e] if tasks_by_item[t] else ev_cat[e]
+                if key < 0 or _wkey(ev_ucode[e], n_tasks, t, key) in pool_waiting:
                     continue
             else:
-                if not tasks.on[t, kind]:
+                if not tasks_on[t, kind]:
                     continue
-                if tasks.has_pos[t]:
-                    label = tasks.pos[t, kind]
+                if tasks_has_pos[t]:
+                    label = tasks_pos[t, kind]
                 else:
-                    value = ev.value[e]
-                    label = not math.isnan(value) and value >= tasks.threshold[t]
+                    value = ev_value[e]
+                    label = not math.isnan(value) and value >= tasks_threshold[t]
                 labels[t] = 1 if label else 0
             if n_shared < 0:
                 n_shared = shared_features(ev, e, codes, params, users, items, ops)
             m = task_features(tasks, params, users, items, ops, t, key, u, it, n_shared)
             if key >= 0:
-                _open(ev, e, codes, tasks, params, users, items, pool, ops, out, t, key, m)
+                _open(ev, e, codes, tasks, params, users, items, pool, ops, out, t, m)
             else:
                 k = _add_op(
-                    ops, t, L.PREDICT_LEARN, ops.cur_idx, ops.cur_val, m, 1.0 if label else 0.0
+                    ops, t, L.PREDICT_LEARN, ops_cur_idx, ops_cur_val, m, 1.0 if label else 0.0
                 )
                 _add_record(out, L.R_IMMEDIATE, t, k, u, ts, label)
                 res[1] += 1
         _update_profile(ev, e, codes, params, users)
         # a new item, the immediate outcomes, then the item statistics (Core._count_item)
-        if it >= 0 and not items.xi[it, L.I_EXISTS]:
-            items.xf[it, L.I_ANCHOR] = ts
-            items.xf[it, L.I_LAST] = -np.inf
-            items.xi[it, L.I_EXISTS] = 1
-        tick = params.ip[L.IP_TICK]
+        if it >= 0 and not items_xi[it, L.I_EXISTS]:
+            items_xf[it, L.I_ANCHOR] = ts
+            items_xf[it, L.I_LAST] = -np.inf
+            items_xi[it, L.I_EXISTS] = 1
+        tick = params_ip[L.IP_TICK]
         for t in range(n_tasks):
             if labels[t] < 0:
                 continue
@@ -95,169 +123,280 @@ def run(ev, codes, tasks, params, users, items, pool, ops, out):  # type: ignore
             tick = count(users, u, t, label, tick)
             if it >= 0:
                 tick = count(items, it, t, label, tick)
-        params.ip[L.IP_TICK] = tick
-        users.touched[u] = True
+        params_ip[L.IP_TICK] = tick
+        users_touched[u] = True
         if it >= 0:
             _count_item(ev, e, params, items)
         res[0] += 1
 
 
-@_jit
+@_inline
 def _wkey(ucode, n_tasks, t, key):  # type: ignore[no-untyped-def]
     """The key of a waiting example (see ``layout.KEYSPACE``)."""
     return (ucode * n_tasks + t) * L.KEYSPACE + key
 
 
-@_jit
+@_inline
 def _add_op(ops, t, kind, fidx, fval, m, y):  # type: ignore[no-untyped-def]
     """Append one model operation of task ``t`` with features ``fidx/fval[:m]``; returns its
     position."""
-    k = ops.n[t]
-    s = ops.start[t, k]
+    ops_n = ops.n
+    ops_start = ops.start
+    ops_kind = ops.kind
+    ops_y = ops.y
+    ops_idx = ops.idx
+    ops_val = ops.val
+    k = ops_n[t]
+    s = ops_start[t, k]
     for j in range(m):
-        ops.idx[t, s] = fidx[j]
-        ops.val[t, s] = fval[j]
+        ops_idx[t, s] = fidx[j]
+        ops_val[t, s] = fval[j]
         s += 1
-    ops.kind[t, k] = kind
-    ops.y[t, k] = y
-    ops.start[t, k + 1] = s
-    ops.n[t] = k + 1
+    ops_kind[t, k] = kind
+    ops_y[t, k] = y
+    ops_start[t, k + 1] = s
+    ops_n[t] = k + 1
     return k
 
 
-@_jit
+@_inline
 def _add_record(out, kind, t, k, ref, ts, label):  # type: ignore[no-untyped-def]
     """Append a record (kind, task, operation, user row or slot, event time, label)."""
-    n = out.res[2]
-    out.recs[n, 0] = kind
-    out.recs[n, 1] = t
-    out.recs[n, 2] = k
-    out.recs[n, 3] = ref
-    out.rec_ts[n] = ts
-    out.rec_label[n] = label
-    out.res[2] = n + 1
+    out_res = out.res
+    out_recs = out.recs
+    out_rec_ts = out.rec_ts
+    out_rec_label = out.rec_label
+    n = out_res[2]
+    out_recs[n, 0] = kind
+    out_recs[n, 1] = t
+    out_recs[n, 2] = k
+    out_recs[n, 3] = ref
+    out_rec_ts[n] = ts
+    out_rec_label[n] = label
+    out_res[2] = n + 1
 
 
-@_jit
+@_inline
 def _free(out, slot):  # type: ignore[no-untyped-def]
-    out.freed[out.res[3]] = slot
-    out.res[3] += 1
+    out_freed = out.freed
+    out_res = out.res
+    out_freed[out_res[3]] = slot
+    out_res[3] += 1
 
 
-@_jit
+@_inline
 def _close_due(codes, tasks, params, users, items, pool, ops, out):  # type: ignore[no-untyped-def]
     """Learn the pending examples whose window closed before the watermark, in deadline order
     per task, and count their outcomes on their user and item (``PythonStep._resolve``)."""
-    watermark = params.fp[L.FP_WATERMARK]
-    n_tasks = tasks.delayed.shape[0]
+    params_fp = params.fp
+    tasks_delayed = tasks.delayed
+    codes_item_rank = codes.item_rank
+    codes_topic_rank = codes.topic_rank
+    tasks_by_item = tasks.by_item
+    codes_user_rank = codes.user_rank
+    pool_conv = pool.conv
+    out_res = out.res
+    pool_key = pool.key
+    pool_hlen = pool.hlen
+    pool_deadline = pool.deadline
+    pool_fidx = pool.fidx
+    pool_fval = pool.fval
+    pool_flen = pool.flen
+    pool_user = pool.user
+    pool_waiting = pool.waiting
+    pool_open_ts = pool.open_ts
+    tasks_ko_item = tasks.ko_item
+    tasks_ko_topic = tasks.ko_topic
+    codes_owner_row = codes.owner_row
+    pool_item = pool.item
+    pool_heap = pool.heap
+    codes_item_row = codes.item_row
+    watermark = params_fp[L.FP_WATERMARK]
+    n_tasks = tasks_delayed.shape[0]
     for t in range(n_tasks):
-        if not tasks.delayed[t]:
+        if not tasks_delayed[t]:
             continue
-        key_rank = codes.item_rank if tasks.by_item[t] else codes.topic_rank
-        while pool.hlen[t] > 0 and pool.deadline[pool.heap[t, 0]] < watermark:
-            slot = heap_pop(pool, t, codes.user_rank, key_rank)
-            label = pool.conv[slot]
+        key_rank = codes_item_rank if tasks_by_item[t] else codes_topic_rank
+        while pool_hlen[t] > 0 and pool_deadline[pool_heap[t, 0]] < watermark:
+            slot = heap_pop(pool, t, codes_user_rank, key_rank)
+            label = pool_conv[slot]
             _add_op(
                 ops,
                 t,
                 L.LEARN,
-                pool.fidx[slot],
-                pool.fval[slot],
-                pool.flen[slot],
+                pool_fidx[slot],
+                pool_fval[slot],
+                pool_flen[slot],
                 1.0 if label else 0.0,
             )
-            wkey = _wkey(pool.user[slot], n_tasks, t, pool.key[slot])
-            if wkey in pool.waiting and pool.waiting[wkey] == slot:
-                del pool.waiting[wkey]
-            _add_record(out, L.R_RESOLVED, t, -1, slot, pool.open_ts[slot], label)
-            out.res[1] += 1
-            key = pool.key[slot]
-            name = tasks.ko_item[t, key] if tasks.by_item[t] else tasks.ko_topic[t, key]
-            _outcome(params, users, items, codes.user_row[pool.user[slot]], t, label, name)
-            if pool.item[slot] >= 0:
-                _item_outcome(params, items, codes.item_row[pool.item[slot]], t, label)
+            wkey = _wkey(pool_user[slot], n_tasks, t, pool_key[slot])
+            if wkey in pool_waiting and pool_waiting[wkey] == slot:
+                del pool_waiting[wkey]
+            _add_record(out, L.R_RESOLVED, t, -1, slot, pool_open_ts[slot], label)
+            out_res[1] += 1
+            key = pool_key[slot]
+            name = tasks_ko_item[t, key] if tasks_by_item[t] else tasks_ko_topic[t, key]
+            # counted on the profile the example's user is an alias of, if any
+            _outcome(params, users, items, codes_owner_row[pool_user[slot]], t, label, name)
+            if pool_item[slot] >= 0:
+                _item_outcome(params, items, codes_item_row[pool_item[slot]], t, label)
             _free(out, slot)
 
 
-@_jit
+@_inline
 def _outcome(params, users, items, u, t, label, name):  # type: ignore[no-untyped-def]
     """A delayed outcome counted on user row ``u`` (if it has a profile) and its key."""
-    if u >= 0 and users.pi[u, L.P_EXISTS]:
-        params.ip[L.IP_TICK] = count(users, u, t, label, params.ip[L.IP_TICK])
-        record_key_outcome(users, u, name, label, params.ip[L.IP_KEY_ROOM])
-        users.touched[u] = True
+    users_pi = users.pi
+    params_ip = params.ip
+    users_touched = users.touched
+    if u >= 0 and users_pi[u, L.P_EXISTS]:
+        params_ip[L.IP_TICK] = count(users, u, t, label, params_ip[L.IP_TICK])
+        record_key_outcome(users, u, name, label, params_ip[L.IP_KEY_ROOM])
+        users_touched[u] = True
 
 
-@_jit
+@_inline
 def _item_outcome(params, items, it, t, label):  # type: ignore[no-untyped-def]
     """A delayed outcome counted on item row ``it`` (if held and known)."""
-    if it >= 0 and items.xi[it, L.I_EXISTS]:
-        params.ip[L.IP_TICK] = count(items, it, t, label, params.ip[L.IP_TICK])
-        items.touched[it] = True
+    items_xi = items.xi
+    params_ip = params.ip
+    items_touched = items.touched
+    if it >= 0 and items_xi[it, L.I_EXISTS]:
+        params_ip[L.IP_TICK] = count(items, it, t, label, params_ip[L.IP_TICK])
+        items_touched[it] = True
 
 
-@_jit
+@_inline
 def _convert(ev, e, tasks, pool, out, t):  # type: ignore[no-untyped-def]
     """Mark the waiting example of task ``t`` that event ``e`` converts (``TaskState.convert``)."""
-    key = ev.icode[e] if tasks.by_item[t] else ev.cat[e]
+    pool_waiting = pool.waiting
+    tasks_by_item = tasks.by_item
+    ev_icode = ev.icode
+    ev_cat = ev.cat
+    ev_ucode = ev.ucode
+    tasks_delayed = tasks.delayed
+    pool_open_ts = pool.open_ts
+    ev_ts = ev.ts
+    pool_deadline = pool.deadline
+    pool_conv = pool.conv
+    out_converted = out.converted
+    out_n_converted = out.n_converted
+    key = ev_icode[e] if tasks_by_item[t] else ev_cat[e]
     if key < 0:
         return
-    wkey = _wkey(ev.ucode[e], tasks.delayed.shape[0], t, key)
-    if wkey in pool.waiting:
-        slot = pool.waiting[wkey]
-        if pool.open_ts[slot] < ev.ts[e] <= pool.deadline[slot]:
-            pool.conv[slot] = True
-            del pool.waiting[wkey]
-            out.converted[t, out.n_converted[t]] = slot
-            out.n_converted[t] += 1
+    wkey = _wkey(ev_ucode[e], tasks_delayed.shape[0], t, key)
+    if wkey in pool_waiting:
+        slot = pool_waiting[wkey]
+        if pool_open_ts[slot] < ev_ts[e] <= pool_deadline[slot]:
+            pool_conv[slot] = True
+            del pool_waiting[wkey]
+            out_converted[t, out_n_converted[t]] = slot
+            out_n_converted[t] += 1
 
 
-@_jit
-def _open(ev, e, codes, tasks, params, users, items, pool, ops, out, t, key, m):  # type: ignore[no-untyped-def]
-    """Open a pending example of task ``t`` on event ``e`` with the ``m`` features built,
-    predicted now; one whose window has already closed in event time is learned at once."""
-    ts, ucode, u, it = ev.ts[e], ev.ucode[e], ev.urow[e], ev.irow[e]
-    slot = pool.free[pool.nfree[0] - 1]
-    pool.nfree[0] -= 1
-    pool.task[slot] = t
-    pool.user[slot] = ucode
-    pool.key[slot] = key
-    pool.item[slot] = ev.icode[e]
-    pool.open_ts[slot] = ts
-    pool.deadline[slot] = ts + tasks.window[t]
-    pool.conv[slot] = False
-    pool.flen[slot] = m
+@_inline
+def _open(ev, e, codes, tasks, params, users, items, pool, ops, out, t, m):  # type: ignore[no-untyped-def]
+    """Open a pending example of (delayed) task ``t`` on event ``e`` with the ``m`` features
+    built, predicted now; one whose window has already closed in event time is learned at once."""
+    pool_free = pool.free
+    pool_nfree = pool.nfree
+    pool_task = pool.task
+    pool_user = pool.user
+    pool_key = pool.key
+    pool_item = pool.item
+    ev_icode = ev.icode
+    pool_open_ts = pool.open_ts
+    pool_deadline = pool.deadline
+    pool_conv = pool.conv
+    pool_flen = pool.flen
+    out_created = out.created
+    out_n_created = out.n_created
+    ops_cur_idx = ops.cur_idx
+    ops_cur_val = ops.cur_val
+    ev_ts = ev.ts
+    ev_ucode = ev.ucode
+    ev_urow = ev.urow
+    ev_irow = ev.irow
+    tasks_by_item = tasks.by_item
+    ev_cat = ev.cat
+    tasks_window = tasks.window
+    pool_fidx = pool.fidx
+    pool_fval = pool.fval
+    params_fp = params.fp
+    out_res = out.res
+    users_pi = users.pi
+    pool_waiting = pool.waiting
+    codes_item_rank = codes.item_rank
+    codes_topic_rank = codes.topic_rank
+    codes_user_rank = codes.user_rank
+    params_ip = params.ip
+    tasks_ko_item = tasks.ko_item
+    tasks_ko_topic = tasks.ko_topic
+    tasks_delayed = tasks.delayed
+    ts, ucode, u, it = ev_ts[e], ev_ucode[e], ev_urow[e], ev_irow[e]
+    key = ev_icode[e] if tasks_by_item[t] else ev_cat[e]
+    slot = pool_free[pool_nfree[0] - 1]
+    pool_nfree[0] -= 1
+    pool_task[slot] = t
+    pool_user[slot] = ucode
+    pool_key[slot] = key
+    pool_item[slot] = ev_icode[e]
+    pool_open_ts[slot] = ts
+    pool_deadline[slot] = ts + tasks_window[t]
+    pool_conv[slot] = False
+    pool_flen[slot] = m
     for j in range(m):
-        pool.fidx[slot, j] = ops.cur_idx[j]
-        pool.fval[slot, j] = ops.cur_val[j]
-    out.created[t, out.n_created[t]] = slot
-    out.n_created[t] += 1
-    k = _add_op(ops, t, L.PREDICT, ops.cur_idx, ops.cur_val, m, 0.0)
+        pool_fidx[slot, j] = ops_cur_idx[j]
+        pool_fval[slot, j] = ops_cur_val[j]
+    out_created[t, out_n_created[t]] = slot
+    out_n_created[t] += 1
+    k = _add_op(ops, t, L.PREDICT, ops_cur_idx, ops_cur_val, m, 0.0)
     _add_record(out, L.R_OPENED, t, k, slot, ts, False)
-    if pool.deadline[slot] < params.fp[L.FP_WATERMARK]:
+    if pool_deadline[slot] < params_fp[L.FP_WATERMARK]:
         # a late exposure whose window has already closed: learned at once
-        _add_op(ops, t, L.LEARN, ops.cur_idx, ops.cur_val, m, 0.0)
+        _add_op(ops, t, L.LEARN, ops_cur_idx, ops_cur_val, m, 0.0)
         _add_record(out, L.R_RESOLVED, t, -1, slot, ts, False)
-        out.res[1] += 1
-        if users.pi[u, L.P_EXISTS]:
-            params.ip[L.IP_TICK] = count(users, u, t, False, params.ip[L.IP_TICK])
-            name = tasks.ko_item[t, key] if tasks.by_item[t] else tasks.ko_topic[t, key]
-            record_key_outcome(users, u, name, False, params.ip[L.IP_KEY_ROOM])
+        out_res[1] += 1
+        if users_pi[u, L.P_EXISTS]:
+            params_ip[L.IP_TICK] = count(users, u, t, False, params_ip[L.IP_TICK])
+            name = tasks_ko_item[t, key] if tasks_by_item[t] else tasks_ko_topic[t, key]
+            record_key_outcome(users, u, name, False, params_ip[L.IP_KEY_ROOM])
         _item_outcome(params, items, it, t, False)
         _free(out, slot)
     else:
-        pool.waiting[_wkey(ucode, tasks.delayed.shape[0], t, key)] = slot
-        key_rank = codes.item_rank if tasks.by_item[t] else codes.topic_rank
-        heap_push(pool, t, slot, codes.user_rank, key_rank)
+        pool_waiting[_wkey(ucode, tasks_delayed.shape[0], t, key)] = slot
+        key_rank = codes_item_rank if tasks_by_item[t] else codes_topic_rank
+        heap_push(pool, t, slot, codes_user_rank, key_rank)
 
 
-@_jit
+@_inline
 def _update_profile(ev, e, codes, params, users):  # type: ignore[no-untyped-def]
     """``ProfileUpdater.apply``: counts, decayed counts, value, spend, interests, recent."""
-    fp, ip = params.fp, params.ip
-    pf, pi, dec, tord, tlen = users.pf, users.pi, users.dec, users.tord, users.tlen
-    ik, iv, il = users.ik, users.iv, users.il
-    u, ts, kind, value = ev.urow[e], ev.ts[e], ev.type[e], ev.value[e]
+    params_fp = params.fp
+    params_ip = params.ip
+    users_pf = users.pf
+    users_pi = users.pi
+    users_dec = users.dec
+    users_tord = users.tord
+    users_tlen = users.tlen
+    users_ik = users.ik
+    users_iv = users.iv
+    users_il = users.il
+    users_cnt = users.cnt
+    codes_type_monetary = codes.type_monetary
+    codes_type_weight = codes.type_weight
+    ev_urow = ev.urow
+    ev_ts = ev.ts
+    ev_type = ev.type
+    ev_value = ev.value
+    ev_tp_start = ev.tp_start
+    ev_icode = ev.icode
+    ev_tp_code = ev.tp_code
+    codes_topic_track = codes.topic_track
+    fp, ip = params_fp, params_ip
+    pf, pi, dec, tord, tlen = users_pf, users_pi, users_dec, users_tord, users_tlen
+    ik, iv, il = users_ik, users_iv, users_il
+    u, ts, kind, value = ev_urow[e], ev_ts[e], ev_type[e], ev_value[e]
     two, h_c, h_i = fp[L.FP_TWO], fp[L.FP_H_COUNTERS], fp[L.FP_H_INTERESTS]
     has_value = not math.isnan(value)
     if not pi[u, L.P_EXISTS]:
@@ -281,12 +420,12 @@ def _update_profile(ev, e, codes, params, users):  # type: ignore[no-untyped-def
         pf[u, L.P_FIRST] = ts
     if n0 == 0 or ts > pf[u, L.P_LAST]:
         pf[u, L.P_LAST] = ts
-    if users.cnt[u, kind] == 0:
+    if users_cnt[u, kind] == 0:
         tord[u, tlen[u]] = kind
         tlen[u] += 1
-    users.cnt[u, kind] += 1
+    users_cnt[u, kind] += 1
     dec[u, kind] += two ** ((ts - anchor) / h_c)
-    monetary = codes.type_monetary[kind]
+    monetary = codes_type_monetary[kind]
     if has_value:
         if monetary:
             pf[u, L.P_MONETARY] += value
@@ -300,13 +439,13 @@ def _update_profile(ev, e, codes, params, users):  # type: ignore[no-untyped-def
             pf[u, L.P_LASTPUR] = ts
         if has_value:
             add_spend(users, u, int(ts // L.DAY), int(np.rint(value * 100)))
-    t0, t1 = ev.tp_start[e], ev.tp_start[e + 1]
-    weight = codes.type_weight[kind]
+    t0, t1 = ev_tp_start[e], ev_tp_start[e + 1]
+    weight = codes_type_weight[kind]
     if t1 > t0 and weight != 0.0:
         w = weight * two ** ((ts - anchor) / h_i)
         for q in range(t0, t1):
-            tc = ev.tp_code[q]
-            if ip[L.IP_TRACK] != 0 and not codes.topic_track[tc]:
+            tc = ev_tp_code[q]
+            if ip[L.IP_TRACK] != 0 and not codes_topic_track[tc]:
                 continue
             found = False
             for r in range(il[u]):
@@ -331,15 +470,23 @@ def _update_profile(ev, e, codes, params, users):  # type: ignore[no-untyped-def
                 ik[u, q] = ik[u, q + 1]
                 iv[u, q] = iv[u, q + 1]
             il[u] = n_int - 1
-    add_recent(users, u, ts, kind, ev.icode[e], value, ip[L.IP_RECENT], codes)
+    add_recent(users, u, ts, kind, ev_icode[e], value, ip[L.IP_RECENT], codes)
 
 
-@_jit
+@_inline
 def _count_item(ev, e, params, items):  # type: ignore[no-untyped-def]
     """``PythonStep._count_item``: the item's count, category, last time, popularity, value."""
-    xf, xi = items.xf, items.xi
-    it, ts, value = ev.irow[e], ev.ts[e], ev.value[e]
-    two, h_c = params.fp[L.FP_TWO], params.fp[L.FP_H_COUNTERS]
+    items_xf = items.xf
+    items_xi = items.xi
+    items_touched = items.touched
+    ev_irow = ev.irow
+    ev_ts = ev.ts
+    ev_value = ev.value
+    params_fp = params.fp
+    ev_cat = ev.cat
+    xf, xi = items_xf, items_xi
+    it, ts, value = ev_irow[e], ev_ts[e], ev_value[e]
+    two, h_c = params_fp[L.FP_TWO], params_fp[L.FP_H_COUNTERS]
     a = xf[it, L.I_ANCHOR]
     if (ts - a) / h_c > L.REBASE_AFTER:
         xf[it, L.I_POP] *= two ** (-(ts - a) / h_c)
@@ -347,11 +494,11 @@ def _count_item(ev, e, params, items):  # type: ignore[no-untyped-def]
         a = ts
     xi[it, L.I_N] += 1
     if xi[it, L.I_CAT] < 0:
-        xi[it, L.I_CAT] = ev.cat[e]
+        xi[it, L.I_CAT] = ev_cat[e]
     if ts > xf[it, L.I_LAST]:
         xf[it, L.I_LAST] = ts
     xf[it, L.I_POP] += two ** ((ts - a) / h_c)
     if not math.isnan(value):
         xf[it, L.I_VSUM] += value
         xi[it, L.I_VN] += 1
-    items.touched[it] = True
+    items_touched[it] = True

@@ -22,6 +22,7 @@ True
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable
 from typing import Any
 
@@ -38,14 +39,22 @@ _FLOAT, _UINT, _COUNTS, _NAME = 0, 1, 2, 3
 _ANNOTATION = {_FLOAT: "float", _UINT: "int", _COUNTS: "dict[str, int]", _NAME: "str | None"}
 
 
-def _item_fields() -> Any:
+def item_fields(struct: type[ItemStats] = ItemStats) -> Any:
     """How each field of :class:`ItemStats`, in order, is written: (how, column) rows.
 
     An ItemStats field without a column in the compiled layout, or of a type this writer does
     not know, stops the import: the two engines would otherwise write different records.
+
+    >>> class Wider(ItemStats):
+    ...     clicks: int = 0
+    >>> item_fields(Wider)
+    Traceback (most recent call last):
+    ...
+    liveprofile.errors.LiveprofileError: ItemStats.clicks has no writer in \
+liveprofile.engine.packing: give it a column in liveprofile.engine.layout and a case in item_fields
     """
     rows = []
-    for name in ItemStats.__struct_fields__:
+    for name in struct.__struct_fields__:
         if name in ITEM_FLOATS:
             how, col = _FLOAT, ITEM_FLOATS.index(name)
         elif name == "category":
@@ -56,10 +65,12 @@ def _item_fields() -> Any:
             how, col = _COUNTS, COUNTS.index(name)
         else:
             how, col = -1, -1
-        if how < 0 or ItemStats.__annotations__.get(name) != _ANNOTATION[how]:
+        declared = (inspect.get_annotations(c) for c in struct.__mro__)
+        annotation = next((d[name] for d in declared if name in d), None)
+        if how < 0 or annotation != _ANNOTATION[how]:
             raise LiveprofileError(
                 f"ItemStats.{name} has no writer in liveprofile.engine.packing: give it a column "
-                "in liveprofile.engine.layout and a case in _item_fields"
+                "in liveprofile.engine.layout and a case in item_fields"
             )
         rows.append((how, col))
     if len(rows) > 15:
@@ -67,7 +78,7 @@ def _item_fields() -> Any:
     return np.array(rows, np.int64)
 
 
-_FIELDS = _item_fields()
+_FIELDS = item_fields()
 #: room per record beyond the task maps and the name: header, then at most 9 bytes a field
 _FIXED = 2 + 9 * len(_FIELDS)
 

@@ -44,6 +44,7 @@ class ByCode(NamedTuple):
     user_part: Any  # hash of the user in crosses
     user_rank: Any  # position in the sorted order of the strings
     user_row: Any  # row in :class:`Users` this batch (-1: none)
+    owner_row: Any  # row of the profile the user's delayed outcomes count on (its alias owner)
     item_fidx: Any
     item_rank: Any
     item_row: Any  # row in :class:`Items` (-1: not held)

@@ -40,17 +40,25 @@ def load_users(
     """The rows of ``users``: from ``last`` (the previous batch's rows by user, as its step left
     them) where there, from ``profiles`` otherwise, empty for new users."""
     config = tables.config
+    last_rows, last_users = last
+    # a merged profile holds the key outcomes of both ids until its next one trims them
+    room = config.profile.outcome_keys
+    for user in users:
+        p = profiles.get(user)
+        if p is not None and len(p.key_outcomes) > room:
+            room = len(p.key_outcomes)
+    if last_users is not None and len(last_users.olen):
+        room = max(room, int(last_users.olen.max()))
     U = Users.empty(
         len(users),
         max(len(tables.types), 1),
         len(tables.task_names),
         config.profile.top_k,
-        config.profile.outcome_keys,
+        room,
         config.risk.recent,
     )
     tcode, kcode, icode = tables.topics.code, tables.types.code, tables.items.code
     names = tables.task_names
-    last_rows, last_users = last
     again, before = [], []
     for r, user in enumerate(users):
         j = last_rows.get(user)

@@ -15,22 +15,30 @@ import numpy as np
 from liveprofile.engine.layout import C_EXAMPLES, C_POSITIVES, KEY_EXAMPLES, KEY_SHIFT, SPEND_DAYS
 
 _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
+#: the per-event helpers are inlined into their callers: a call that passes records of arrays
+#: costs a reference count per array, which would dominate small helpers
+_inline = numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 
 
-@_jit
+@_inline
 def key_slot(users, u, name):  # type: ignore[no-untyped-def]
     """Where user row ``u`` keeps the key outcome ``name`` (-1: nowhere)."""
-    for j in range(users.olen[u]):
-        if users.okey[u, j] == name:
+    users_olen = users.olen
+    users_okey = users.okey
+    for j in range(users_olen[u]):
+        if users_okey[u, j] == name:
             return j
     return -1
 
 
-@_jit
+@_inline
 def record_key_outcome(users, u, name, positive, room):  # type: ignore[no-untyped-def]
     """``Profile.record_key_outcome``: count, and past room + room // 4 keep the ``room`` keys
     with the most examples (a stable sort, so ties keep their order)."""
-    okey, oval, olen = users.okey, users.oval, users.olen
+    users_okey = users.okey
+    users_oval = users.oval
+    users_olen = users.olen
+    okey, oval, olen = users_okey, users_oval, users_olen
     j = key_slot(users, u, name)
     add = (1 << KEY_SHIFT if positive else 0) + 1
     if j >= 0:
@@ -51,10 +59,13 @@ def record_key_outcome(users, u, name, positive, room):  # type: ignore[no-untyp
         olen[u] = room
 
 
-@_jit
+@_inline
 def add_spend(users, u, day, cents):  # type: ignore[no-untyped-def]
     """``ProfileUpdater._add_spend``: add to a day's spend, keeping SPEND_DAYS days."""
-    sday, scents, slen = users.sday, users.scents, users.slen
+    users_sday = users.sday
+    users_scents = users.scents
+    users_slen = users.slen
+    sday, scents, slen = users_sday, users_scents, users_slen
     m = slen[u]
     latest = -(1 << 62)
     for j in range(m):
@@ -78,12 +89,18 @@ def add_spend(users, u, day, cents):  # type: ignore[no-untyped-def]
     slen[u] = w
 
 
-@_jit
+@_inline
 def _recent_less(users, u, j, ts, ty, it, va, codes):  # type: ignore[no-untyped-def]
     """Whether the entry (ts, ty, it, va) sorts before entry ``j`` of user row ``u`` in the
     total order of ``risk._recent_order``."""
-    type_rank, item_rank = codes.type_rank, codes.item_rank
-    ts_b, ty_b, it_b, va_b = users.rts[u, j], users.rty[u, j], users.rit[u, j], users.rva[u, j]
+    codes_type_rank = codes.type_rank
+    codes_item_rank = codes.item_rank
+    users_rts = users.rts
+    users_rty = users.rty
+    users_rit = users.rit
+    users_rva = users.rva
+    type_rank, item_rank = codes_type_rank, codes_item_rank
+    ts_b, ty_b, it_b, va_b = users_rts[u, j], users_rty[u, j], users_rit[u, j], users_rva[u, j]
     if ts != ts_b:
         return ts < ts_b
     if type_rank[ty] != type_rank[ty_b]:
@@ -101,12 +118,17 @@ def _recent_less(users, u, j, ts, ty, it, va, codes):  # type: ignore[no-untyped
     return a < b
 
 
-@_jit
+@_inline
 def add_recent(users, u, ts, ty, it, va, size, codes):  # type: ignore[no-untyped-def]
     """``risk.add_recent``: insert after equal entries, keep the newest ``size``."""
+    users_rts = users.rts
+    users_rty = users.rty
+    users_rit = users.rit
+    users_rva = users.rva
+    users_rlen = users.rlen
     if size <= 0:
         return
-    rts, rty, rit, rva, rlen = users.rts, users.rty, users.rit, users.rva, users.rlen
+    rts, rty, rit, rva, rlen = users_rts, users_rty, users_rit, users_rva, users_rlen
     m = rlen[u]
     pos = m
     while pos > 0 and _recent_less(users, u, pos - 1, ts, ty, it, va, codes):
@@ -132,12 +154,14 @@ def add_recent(users, u, ts, ty, it, va, size, codes):  # type: ignore[no-untype
     rlen[u] = m
 
 
-@_jit
+@_inline
 def count(rows, r, t, label, tick):  # type: ignore[no-untyped-def]
     """``record_outcome`` on row ``r`` of users or items: count an example (and a positive);
     ``rows.first`` keeps the ``tick`` at which each count first became non-zero, for the order
     of the keys of the stored dicts. Returns the next tick."""
-    c, first = rows.count, rows.first
+    rows_count = rows.count
+    rows_first = rows.first
+    c, first = rows_count, rows_first
     if c[r, C_EXAMPLES, t] == 0:
         first[r, C_EXAMPLES, t] = tick
     c[r, C_EXAMPLES, t] += 1
@@ -151,22 +175,28 @@ def count(rows, r, t, label, tick):  # type: ignore[no-untyped-def]
 # -- the deadline heap of each task's pending examples ------------------------------------------
 
 
-@_jit
+@_inline
 def _heap_less(pool, a, b, user_rank, key_rank):  # type: ignore[no-untyped-def]
     """The order of the Python step's heap tuples (deadline, open_ts, user, key)."""
-    if pool.deadline[a] != pool.deadline[b]:
-        return pool.deadline[a] < pool.deadline[b]
-    if pool.open_ts[a] != pool.open_ts[b]:
-        return pool.open_ts[a] < pool.open_ts[b]
-    ua, ub = user_rank[pool.user[a]], user_rank[pool.user[b]]
+    pool_deadline = pool.deadline
+    pool_open_ts = pool.open_ts
+    pool_user = pool.user
+    pool_key = pool.key
+    if pool_deadline[a] != pool_deadline[b]:
+        return pool_deadline[a] < pool_deadline[b]
+    if pool_open_ts[a] != pool_open_ts[b]:
+        return pool_open_ts[a] < pool_open_ts[b]
+    ua, ub = user_rank[pool_user[a]], user_rank[pool_user[b]]
     if ua != ub:
         return ua < ub
-    return key_rank[pool.key[a]] < key_rank[pool.key[b]]
+    return key_rank[pool_key[a]] < key_rank[pool_key[b]]
 
 
-@_jit
+@_inline
 def heap_push(pool, t, slot, user_rank, key_rank):  # type: ignore[no-untyped-def]
-    heap, hlen = pool.heap, pool.hlen
+    pool_heap = pool.heap
+    pool_hlen = pool.hlen
+    heap, hlen = pool_heap, pool_hlen
     i = hlen[t]
     heap[t, i] = slot
     hlen[t] = i + 1
@@ -179,9 +209,11 @@ def heap_push(pool, t, slot, user_rank, key_rank):  # type: ignore[no-untyped-de
             break
 
 
-@_jit
+@_inline
 def heap_pop(pool, t, user_rank, key_rank):  # type: ignore[no-untyped-def]
-    heap, hlen = pool.heap, pool.hlen
+    pool_heap = pool.heap
+    pool_hlen = pool.hlen
+    heap, hlen = pool_heap, pool_hlen
     top = heap[t, 0]
     n = hlen[t] - 1
     hlen[t] = n
