@@ -60,6 +60,7 @@ def run(ev, codes, tasks, params, users, items, pool, ops, out):  # type: ignore
     ev_icode = ev.icode
     ev_cat = ev.cat
     pool_waiting = pool.waiting
+    pool_hlen, pool_heap, pool_deadline = pool.hlen, pool.heap, pool.deadline
     tasks_pos = tasks.pos
     ev_value = ev.value
     ev_ucode = ev.ucode
@@ -74,7 +75,10 @@ def run(ev, codes, tasks, params, users, items, pool, ops, out):  # type: ignore
         ts = ev_ts[e]
         if ts > fp[L.FP_WATERMARK]:
             fp[L.FP_WATERMARK] = ts
-            _close_due(codes, tasks, params, users, items, pool, ops, out)
+            for t in range(n_tasks):  # _close_due only when some example is due
+                if pool_hlen[t] > 0 and pool_deadline[pool_heap[t, 0]] < ts:
+                    _close_due(codes, tasks, params, users, items, pool, ops, out)
+                    break
         u, it, kind = ev_urow[e], ev_irow[e], ev_type[e]
         n_shared = -1  # features not built yet
         for t in range(n_tasks):
