@@ -11,29 +11,22 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 
 from liveprofile.engine import layout as L
-from liveprofile.engine.rowops import key_slot
-
-#: the per-event helpers are inlined into their callers: a call that passes records of arrays
-#: costs a reference count per array, which would dominate small helpers
-_inline = numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+from liveprofile.engine.rowops import key_slot, leaf
 
 
-@_inline
+@leaf
 def _clip(params, row, b):  # type: ignore[no-untyped-def]
     """Bucket ``b`` of table ``row``, the last bucket taking everything past it."""
     params_last = params.last
     params_tabs = params.tabs
-    params_last = params_last
-    params_tabs = params_tabs
     last = params_last[row]
     return params_tabs[row, b if b < last else last]
 
 
-@_inline
+@leaf
 def _bucket(params, row, x):  # type: ignore[no-untyped-def]
     """``_bucket`` of the Python feature builder: round half to even, then clip."""
     r = np.rint(x)
@@ -42,19 +35,19 @@ def _bucket(params, row, x):  # type: ignore[no-untyped-def]
     return _clip(params, row, int(r))
 
 
-@_inline
+@leaf
 def _log2_bucket(params, row, x):  # type: ignore[no-untyped-def]
     """``_log2_bucket`` of the Python feature builder."""
     return _clip(params, row, int(math.log2(1.0 + x)))
 
 
-@_inline
+@leaf
 def _decile(params, row, x):  # type: ignore[no-untyped-def]
     """``_decile`` of the Python feature builder."""
     return _clip(params, row, int(x * 10))
 
 
-@_inline
+@leaf
 def _put(idx, val, m, i, v):  # type: ignore[no-untyped-def]
     """Set feature ``m`` of the example being built; returns the next position."""
     idx[m] = i
@@ -62,7 +55,7 @@ def _put(idx, val, m, i, v):  # type: ignore[no-untyped-def]
     return m + 1
 
 
-@_inline
+@leaf
 def _rate(ops, m, positives, n, params, f_rate, rate_row, seen_row):  # type: ignore[no-untyped-def]
     """A positive rate shrunk toward the prior: its distance from the prior, its decile bucket
     and a bucket of how many examples it rests on (FeatureBuilder.task_features)."""
@@ -70,8 +63,6 @@ def _rate(ops, m, positives, n, params, f_rate, rate_row, seen_row):  # type: ig
     params_fc = params.fc
     ops_cur_idx = ops.cur_idx
     ops_cur_val = ops.cur_val
-    params_fp = params_fp
-    params_fc = params_fc
     prior, strength = params_fp[L.FP_PRIOR], params_fp[L.FP_STRENGTH]
     rate = (positives + prior * strength) / (n + strength)
     m = _put(ops_cur_idx, ops_cur_val, m, params_fc[f_rate], rate - prior)
@@ -79,7 +70,7 @@ def _rate(ops, m, positives, n, params, f_rate, rate_row, seen_row):  # type: ig
     return _put(ops_cur_idx, ops_cur_val, m, _log2_bucket(params, seen_row, float(n)), 1.0)
 
 
-@_inline
+@leaf
 def shared_features(ev, e, codes, params, users, items, ops):  # type: ignore[no-untyped-def]
     """``FeatureBuilder.build`` for event ``e``, from its user and item rows before it."""
     params_fc = params.fc
@@ -105,27 +96,6 @@ def shared_features(ev, e, codes, params, users, items, ops):  # type: ignore[no
     codes_user_part = codes.user_part
     ops_cur_idx = ops.cur_idx
     ops_cur_val = ops.cur_val
-    params_fc = params_fc
-    params_tabs = params_tabs
-    params_fp = params_fp
-    params_ip = params_ip
-    ev_urow = ev_urow
-    ev_irow = ev_irow
-    ev_ts = ev_ts
-    ev_ucode = ev_ucode
-    ev_icode = ev_icode
-    ev_type = ev_type
-    ev_tp_start = ev_tp_start
-    codes_user_fidx = codes_user_fidx
-    codes_type_fidx = codes_type_fidx
-    users_pi = users_pi
-    items_xf = items_xf
-    items_xi = items_xi
-    codes_item_fidx = codes_item_fidx
-    ev_tp_code = ev_tp_code
-    codes_topic_fidx = codes_topic_fidx
-    codes_topic_part = codes_topic_part
-    codes_user_part = codes_user_part
     fc, tabs, fp, ip = params_fc, params_tabs, params_fp, params_ip
     ts, ucode, icode, kind = ev_ts[e], ev_ucode[e], ev_icode[e], ev_type[e]
     t0, t1 = ev_tp_start[e], ev_tp_start[e + 1]
@@ -170,7 +140,7 @@ def shared_features(ev, e, codes, params, users, items, ops):  # type: ignore[no
     return m
 
 
-@_inline
+@leaf
 def _profile_features(ev, e, codes, params, users, ops, m):  # type: ignore[no-untyped-def]
     """``FeatureBuilder._profile_features``: recency, counts, decayed counts, value, interests."""
     params_fc = params.fc
@@ -190,21 +160,6 @@ def _profile_features(ev, e, codes, params, users, ops, m):  # type: ignore[no-u
     users_dec = users.dec
     ops_cur_idx = ops.cur_idx
     ops_cur_val = ops.cur_val
-    params_fc = params_fc
-    params_fp = params_fp
-    users_pf = users_pf
-    users_pi = users_pi
-    users_il = users_il
-    ev_urow = ev_urow
-    ev_ts = ev_ts
-    users_tlen = users_tlen
-    users_tord = users_tord
-    ev_tp_start = ev_tp_start
-    users_ik = users_ik
-    users_iv = users_iv
-    ev_tp_code = ev_tp_code
-    codes_type_dec = codes_type_dec
-    users_dec = users_dec
     fc, fp = params_fc, params_fp
     pf, pi = users_pf, users_pi
     u, ts = ev_urow[e], ev_ts[e]
@@ -275,7 +230,7 @@ def _profile_features(ev, e, codes, params, users, ops, m):  # type: ignore[no-u
     return m
 
 
-@_inline
+@leaf
 def task_features(tasks, params, users, items, ops, t, key, u, it, m):  # type: ignore[no-untyped-def]
     """``FeatureBuilder.task_features`` of task ``t`` (``key``: the delayed task's key code,
     or -1), appended to the ``m`` shared features; returns the new count."""
@@ -290,15 +245,6 @@ def task_features(tasks, params, users, items, ops, t, key, u, it, m):  # type: 
     items_xi = items.xi
     ops_cur_idx = ops.cur_idx
     ops_cur_val = ops.cur_val
-    users_count = users_count
-    items_count = items_count
-    users_pi = users_pi
-    tasks_by_item = tasks_by_item
-    tasks_ko_item = tasks_ko_item
-    tasks_ko_topic = tasks_ko_topic
-    users_oval = users_oval
-    params_fc = params_fc
-    items_xi = items_xi
     p_exists = users_pi[u, L.P_EXISTS] != 0
     if key >= 0 and p_exists:
         name = tasks_ko_item[t, key] if tasks_by_item[t] else tasks_ko_topic[t, key]

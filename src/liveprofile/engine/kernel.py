@@ -26,12 +26,13 @@ from liveprofile.engine.rowops import (
     count,
     heap_pop,
     heap_push,
+    leaf,
     record_key_outcome,
 )
 
 _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
-#: the per-event helpers are inlined into their callers: a call that passes records of arrays
-#: costs a reference count per array, which would dominate small helpers
+#: the helpers that use the typed dict of waiting examples need reference counting, and are
+#: inlined into :func:`run`; the others are compiled without it (:data:`rowops.leaf`)
 _inline = numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
 
 
@@ -105,7 +106,9 @@ def run(ev, codes, tasks, params, users, items, pool, ops, out):  # type: ignore
                 n_shared = shared_features(ev, e, codes, params, users, items, ops)
             m = task_features(tasks, params, users, items, ops, t, key, u, it, n_shared)
             if key >= 0:
-                _open(ev, e, codes, tasks, params, users, items, pool, ops, out, t, m)
+                slot = _open(ev, e, codes, tasks, params, users, items, pool, ops, out, t, m)
+                if slot >= 0:
+                    pool_waiting[_wkey(ev_ucode[e], n_tasks, t, key)] = slot
             else:
                 k = _add_op(
                     ops, t, L.PREDICT_LEARN, ops_cur_idx, ops_cur_val, m, 1.0 if label else 0.0
@@ -134,13 +137,13 @@ def run(ev, codes, tasks, params, users, items, pool, ops, out):  # type: ignore
         res[0] += 1
 
 
-@_inline
+@leaf
 def _wkey(ucode, n_tasks, t, key):  # type: ignore[no-untyped-def]
     """The key of a waiting example (see ``layout.KEYSPACE``)."""
     return (ucode * n_tasks + t) * L.KEYSPACE + key
 
 
-@_inline
+@leaf
 def _add_op(ops, t, kind, fidx, fval, m, y):  # type: ignore[no-untyped-def]
     """Append one model operation of task ``t`` with features ``fidx/fval[:m]``; returns its
     position."""
@@ -163,7 +166,7 @@ def _add_op(ops, t, kind, fidx, fval, m, y):  # type: ignore[no-untyped-def]
     return k
 
 
-@_inline
+@leaf
 def _add_record(out, kind, t, k, ref, ts, label):  # type: ignore[no-untyped-def]
     """Append a record (kind, task, operation, user row or slot, event time, label)."""
     out_res = out.res
@@ -180,7 +183,7 @@ def _add_record(out, kind, t, k, ref, ts, label):  # type: ignore[no-untyped-def
     out_res[2] = n + 1
 
 
-@_inline
+@leaf
 def _free(out, slot):  # type: ignore[no-untyped-def]
     out_freed = out.freed
     out_res = out.res
@@ -247,7 +250,7 @@ def _close_due(codes, tasks, params, users, items, pool, ops, out):  # type: ign
             _free(out, slot)
 
 
-@_inline
+@leaf
 def _outcome(params, users, items, u, t, label, name):  # type: ignore[no-untyped-def]
     """A delayed outcome counted on user row ``u`` (if it has a profile) and its key."""
     users_pi = users.pi
@@ -259,7 +262,7 @@ def _outcome(params, users, items, u, t, label, name):  # type: ignore[no-untype
         users_touched[u] = True
 
 
-@_inline
+@leaf
 def _item_outcome(params, items, it, t, label):  # type: ignore[no-untyped-def]
     """A delayed outcome counted on item row ``it`` (if held and known)."""
     items_xi = items.xi
@@ -298,10 +301,11 @@ def _convert(ev, e, tasks, pool, out, t):  # type: ignore[no-untyped-def]
             out_n_converted[t] += 1
 
 
-@_inline
+@leaf
 def _open(ev, e, codes, tasks, params, users, items, pool, ops, out, t, m):  # type: ignore[no-untyped-def]
     """Open a pending example of (delayed) task ``t`` on event ``e`` with the ``m`` features
-    built, predicted now; one whose window has already closed in event time is learned at once."""
+    built, predicted now; one whose window has already closed in event time is learned at once.
+    Returns the slot, for the caller to note as waiting, or -1 (learned at once)."""
     pool_free = pool.free
     pool_nfree = pool.nfree
     pool_task = pool.task
@@ -329,14 +333,12 @@ def _open(ev, e, codes, tasks, params, users, items, pool, ops, out, t, m):  # t
     params_fp = params.fp
     out_res = out.res
     users_pi = users.pi
-    pool_waiting = pool.waiting
     codes_item_rank = codes.item_rank
     codes_topic_rank = codes.topic_rank
     codes_user_rank = codes.user_rank
     params_ip = params.ip
     tasks_ko_item = tasks.ko_item
     tasks_ko_topic = tasks.ko_topic
-    tasks_delayed = tasks.delayed
     ts, ucode, u, it = ev_ts[e], ev_ucode[e], ev_urow[e], ev_irow[e]
     key = ev_icode[e] if tasks_by_item[t] else ev_cat[e]
     slot = pool_free[pool_nfree[0] - 1]
@@ -367,13 +369,13 @@ def _open(ev, e, codes, tasks, params, users, items, pool, ops, out, t, m):  # t
             record_key_outcome(users, u, name, False, params_ip[L.IP_KEY_ROOM])
         _item_outcome(params, items, it, t, False)
         _free(out, slot)
-    else:
-        pool_waiting[_wkey(ucode, tasks_delayed.shape[0], t, key)] = slot
-        key_rank = codes_item_rank if tasks_by_item[t] else codes_topic_rank
-        heap_push(pool, t, slot, codes_user_rank, key_rank)
+        return -1
+    key_rank = codes_item_rank if tasks_by_item[t] else codes_topic_rank
+    heap_push(pool, t, slot, codes_user_rank, key_rank)
+    return slot
 
 
-@_inline
+@leaf
 def _update_profile(ev, e, codes, params, users):  # type: ignore[no-untyped-def]
     """``ProfileUpdater.apply``: counts, decayed counts, value, spend, interests, recent."""
     params_fp = params.fp
@@ -477,7 +479,7 @@ def _update_profile(ev, e, codes, params, users):  # type: ignore[no-untyped-def
     add_recent(users, u, ts, kind, ev_icode[e], value, ip[L.IP_RECENT], codes)
 
 
-@_inline
+@leaf
 def _count_item(ev, e, params, items):  # type: ignore[no-untyped-def]
     """``PythonStep._count_item``: the item's count, category, last time, popularity, value."""
     items_xf = items.xf

@@ -8,19 +8,28 @@ calls them event by event.
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numba
-import numpy as np
 
 from liveprofile.engine.layout import C_EXAMPLES, C_POSITIVES, KEY_EXAMPLES, KEY_SHIFT, SPEND_DAYS
 
 _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
-#: the per-event helpers are inlined into their callers: a call that passes records of arrays
-#: costs a reference count per array, which would dominate small helpers
-_inline = numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+#: options of the per-event helpers (:data:`leaf`)
+_LEAF: dict[str, Any] = {
+    "cache": True,
+    "nogil": True,
+    "error_model": "numpy",
+    "_nrt": False,
+    "no_cpython_wrapper": True,
+}
+#: the per-event helpers neither allocate nor touch the typed dict, so they are compiled without
+#: reference counting: a record of arrays is then passed and read at no cost, where inlining them
+#: into the caller's body (``inline="always"``) counted a reference for every array they read
+leaf = numba.njit(**_LEAF)
 
 
-@_inline
+@leaf
 def key_slot(users, u, name):  # type: ignore[no-untyped-def]
     """Where user row ``u`` keeps the key outcome ``name`` (-1: nowhere)."""
     users_olen = users.olen
@@ -31,7 +40,7 @@ def key_slot(users, u, name):  # type: ignore[no-untyped-def]
     return -1
 
 
-@_inline
+@leaf
 def record_key_outcome(users, u, name, positive, room):  # type: ignore[no-untyped-def]
     """``Profile.record_key_outcome``: count, and past room + room // 4 keep the ``room`` keys
     with the most examples (a stable sort, so ties keep their order)."""
@@ -50,16 +59,21 @@ def record_key_outcome(users, u, name, positive, room):  # type: ignore[no-untyp
         olen[u] = j + 1
     m = olen[u]
     if m > room + room // 4:
-        order = np.argsort(-(oval[u, :m] & KEY_EXAMPLES), kind="mergesort")
-        keys = okey[u, :m].copy()
-        vals = oval[u, :m].copy()
-        for q in range(room):
-            okey[u, q] = keys[order[q]]
-            oval[u, q] = vals[order[q]]
+        # a stable insertion sort by examples, in place (no array is allocated here)
+        for q in range(1, m):
+            name_q, val_q = okey[u, q], oval[u, q]
+            n_q = val_q & KEY_EXAMPLES
+            j = q
+            while j > 0 and (oval[u, j - 1] & KEY_EXAMPLES) < n_q:
+                okey[u, j] = okey[u, j - 1]
+                oval[u, j] = oval[u, j - 1]
+                j -= 1
+            okey[u, j] = name_q
+            oval[u, j] = val_q
         olen[u] = room
 
 
-@_inline
+@leaf
 def add_spend(users, u, day, cents):  # type: ignore[no-untyped-def]
     """``ProfileUpdater._add_spend``: add to a day's spend, keeping SPEND_DAYS days."""
     users_sday = users.sday
@@ -89,7 +103,7 @@ def add_spend(users, u, day, cents):  # type: ignore[no-untyped-def]
     slen[u] = w
 
 
-@_inline
+@leaf
 def _recent_less(users, u, j, ts, ty, it, va, codes):  # type: ignore[no-untyped-def]
     """Whether the entry (ts, ty, it, va) sorts before entry ``j`` of user row ``u`` in the
     total order of ``risk._recent_order``."""
@@ -118,7 +132,7 @@ def _recent_less(users, u, j, ts, ty, it, va, codes):  # type: ignore[no-untyped
     return a < b
 
 
-@_inline
+@leaf
 def add_recent(users, u, ts, ty, it, va, size, codes):  # type: ignore[no-untyped-def]
     """``risk.add_recent``: insert after equal entries, keep the newest ``size``."""
     users_rts = users.rts
@@ -154,7 +168,7 @@ def add_recent(users, u, ts, ty, it, va, size, codes):  # type: ignore[no-untype
     rlen[u] = m
 
 
-@_inline
+@leaf
 def count(rows, r, t, label, tick):  # type: ignore[no-untyped-def]
     """``record_outcome`` on row ``r`` of users or items: count an example (and a positive);
     ``rows.first`` keeps the ``tick`` at which each count first became non-zero, for the order
@@ -175,7 +189,7 @@ def count(rows, r, t, label, tick):  # type: ignore[no-untyped-def]
 # -- the deadline heap of each task's pending examples ------------------------------------------
 
 
-@_inline
+@leaf
 def _heap_less(pool, a, b, user_rank, key_rank):  # type: ignore[no-untyped-def]
     """The order of the Python step's heap tuples (deadline, open_ts, user, key)."""
     pool_deadline = pool.deadline
@@ -192,7 +206,7 @@ def _heap_less(pool, a, b, user_rank, key_rank):  # type: ignore[no-untyped-def]
     return key_rank[pool_key[a]] < key_rank[pool_key[b]]
 
 
-@_inline
+@leaf
 def heap_push(pool, t, slot, user_rank, key_rank):  # type: ignore[no-untyped-def]
     pool_heap = pool.heap
     pool_hlen = pool.hlen
@@ -209,7 +223,7 @@ def heap_push(pool, t, slot, user_rank, key_rank):  # type: ignore[no-untyped-de
             break
 
 
-@_inline
+@leaf
 def heap_pop(pool, t, user_rank, key_rank):  # type: ignore[no-untyped-def]
     pool_heap = pool.heap
     pool_hlen = pool.hlen
