@@ -31,9 +31,8 @@ from liveprofile.engine.rowops import (
 )
 
 _jit = numba.njit(cache=True, nogil=True, error_model="numpy")
-#: the helpers that use the typed dict of waiting examples need reference counting, and are
-#: inlined into :func:`run`; the others are compiled without it (:data:`rowops.leaf`)
-_inline = numba.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+#: the typed dict of waiting examples needs reference counting, so it is used in :func:`run`
+#: only; the helpers, compiled without it (:data:`rowops.leaf`), work on arrays
 
 
 @_jit
@@ -62,6 +61,8 @@ def run(ev, codes, tasks, params, users, items, pool, ops, out):  # type: ignore
     ev_cat = ev.cat
     pool_waiting = pool.waiting
     pool_hlen, pool_heap, pool_deadline = pool.hlen, pool.heap, pool.deadline
+    pool_user, pool_key, pool_open_ts, pool_conv = pool.user, pool.key, pool.open_ts, pool.conv
+    out_converted, out_n_converted = out.converted, out.n_converted
     tasks_pos = tasks.pos
     ev_value = ev.value
     ev_ucode = ev.ucode
@@ -76,18 +77,32 @@ def run(ev, codes, tasks, params, users, items, pool, ops, out):  # type: ignore
         ts = ev_ts[e]
         if ts > fp[L.FP_WATERMARK]:
             fp[L.FP_WATERMARK] = ts
-            for t in range(n_tasks):  # _close_due only when some example is due
-                if pool_hlen[t] > 0 and pool_deadline[pool_heap[t, 0]] < ts:
-                    _close_due(codes, tasks, params, users, items, pool, ops, out)
-                    break
+            # learn the pending examples whose window closed before the watermark, in deadline
+            # order per task (PythonStep._resolve)
+            for t in range(n_tasks):
+                if not tasks_delayed[t]:
+                    continue
+                while pool_hlen[t] > 0 and pool_deadline[pool_heap[t, 0]] < ts:
+                    slot = _learn_due(codes, tasks, params, users, items, pool, ops, out, t)
+                    wkey = _wkey(pool_user[slot], n_tasks, t, pool_key[slot])
+                    if wkey in pool_waiting and pool_waiting[wkey] == slot:
+                        del pool_waiting[wkey]
         u, it, kind = ev_urow[e], ev_irow[e], ev_type[e]
         n_shared = -1  # features not built yet
         for t in range(n_tasks):
             key = -1
             label = False
             if tasks_delayed[t]:
-                if tasks_conv[t, kind]:
-                    _convert(ev, e, tasks, pool, out, t)
+                if tasks_conv[t, kind]:  # mark the waiting example this event converts
+                    key = ev_icode[e] if tasks_by_item[t] else ev_cat[e]
+                    wkey = _wkey(ev_ucode[e], n_tasks, t, key)
+                    if key >= 0 and wkey in pool_waiting:
+                        slot = pool_waiting[wkey]
+                        if pool_open_ts[slot] < ts <= pool_deadline[slot]:
+                            pool_conv[slot] = True
+                            del pool_waiting[wkey]
+                            out_converted[t, out_n_converted[t]] = slot
+                            out_n_converted[t] += 1
                 if not tasks_on[t, kind]:
                     continue
                 key = ev_icode[e] if tasks_by_item[t] else ev_cat[e]
@@ -191,63 +206,30 @@ def _free(out, slot):  # type: ignore[no-untyped-def]
     out_res[3] += 1
 
 
-@_inline
-def _close_due(codes, tasks, params, users, items, pool, ops, out):  # type: ignore[no-untyped-def]
-    """Learn the pending examples whose window closed before the watermark, in deadline order
-    per task, and count their outcomes on their user and item (``PythonStep._resolve``)."""
-    params_fp = params.fp
-    tasks_delayed = tasks.delayed
-    codes_item_rank = codes.item_rank
-    codes_topic_rank = codes.topic_rank
+@leaf
+def _learn_due(codes, tasks, params, users, items, pool, ops, out, t):  # type: ignore[no-untyped-def]
+    """Learn task ``t``'s pending example that is due first and count its outcome on its user
+    and item; returns its slot, for the caller to drop from the waiting ones."""
     tasks_by_item = tasks.by_item
-    codes_user_rank = codes.user_rank
     pool_conv = pool.conv
-    out_res = out.res
     pool_key = pool.key
-    pool_hlen = pool.hlen
-    pool_deadline = pool.deadline
-    pool_fidx = pool.fidx
-    pool_fval = pool.fval
-    pool_flen = pool.flen
     pool_user = pool.user
-    pool_waiting = pool.waiting
-    pool_open_ts = pool.open_ts
-    tasks_ko_item = tasks.ko_item
-    tasks_ko_topic = tasks.ko_topic
-    codes_owner_row = codes.owner_row
     pool_item = pool.item
-    pool_heap = pool.heap
-    codes_item_row = codes.item_row
-    watermark = params_fp[L.FP_WATERMARK]
-    n_tasks = tasks_delayed.shape[0]
-    for t in range(n_tasks):
-        if not tasks_delayed[t]:
-            continue
-        key_rank = codes_item_rank if tasks_by_item[t] else codes_topic_rank
-        while pool_hlen[t] > 0 and pool_deadline[pool_heap[t, 0]] < watermark:
-            slot = heap_pop(pool, t, codes_user_rank, key_rank)
-            label = pool_conv[slot]
-            _add_op(
-                ops,
-                t,
-                L.LEARN,
-                pool_fidx[slot],
-                pool_fval[slot],
-                pool_flen[slot],
-                1.0 if label else 0.0,
-            )
-            wkey = _wkey(pool_user[slot], n_tasks, t, pool_key[slot])
-            if wkey in pool_waiting and pool_waiting[wkey] == slot:
-                del pool_waiting[wkey]
-            _add_record(out, L.R_RESOLVED, t, -1, slot, pool_open_ts[slot], label)
-            out_res[1] += 1
-            key = pool_key[slot]
-            name = tasks_ko_item[t, key] if tasks_by_item[t] else tasks_ko_topic[t, key]
-            # counted on the profile the example's user is an alias of, if any
-            _outcome(params, users, items, codes_owner_row[pool_user[slot]], t, label, name)
-            if pool_item[slot] >= 0:
-                _item_outcome(params, items, codes_item_row[pool_item[slot]], t, label)
-            _free(out, slot)
+    key_rank = codes.item_rank if tasks_by_item[t] else codes.topic_rank
+    slot = heap_pop(pool, t, codes.user_rank, key_rank)
+    label = pool_conv[slot]
+    y = 1.0 if label else 0.0
+    _add_op(ops, t, L.LEARN, pool.fidx[slot], pool.fval[slot], pool.flen[slot], y)
+    _add_record(out, L.R_RESOLVED, t, -1, slot, pool.open_ts[slot], label)
+    out.res[1] += 1
+    key = pool_key[slot]
+    name = tasks.ko_item[t, key] if tasks_by_item[t] else tasks.ko_topic[t, key]
+    # counted on the profile the example's user is an alias of, if any
+    _outcome(params, users, items, codes.owner_row[pool_user[slot]], t, label, name)
+    if pool_item[slot] >= 0:
+        _item_outcome(params, items, codes.item_row[pool_item[slot]], t, label)
+    _free(out, slot)
+    return slot
 
 
 @leaf
@@ -271,34 +253,6 @@ def _item_outcome(params, items, it, t, label):  # type: ignore[no-untyped-def]
     if it >= 0 and items_xi[it, L.I_EXISTS]:
         params_ip[L.IP_TICK] = count(items, it, t, label, params_ip[L.IP_TICK])
         items_touched[it] = True
-
-
-@_inline
-def _convert(ev, e, tasks, pool, out, t):  # type: ignore[no-untyped-def]
-    """Mark the waiting example of task ``t`` that event ``e`` converts (``TaskState.convert``)."""
-    pool_waiting = pool.waiting
-    tasks_by_item = tasks.by_item
-    ev_icode = ev.icode
-    ev_cat = ev.cat
-    ev_ucode = ev.ucode
-    tasks_delayed = tasks.delayed
-    pool_open_ts = pool.open_ts
-    ev_ts = ev.ts
-    pool_deadline = pool.deadline
-    pool_conv = pool.conv
-    out_converted = out.converted
-    out_n_converted = out.n_converted
-    key = ev_icode[e] if tasks_by_item[t] else ev_cat[e]
-    if key < 0:
-        return
-    wkey = _wkey(ev_ucode[e], tasks_delayed.shape[0], t, key)
-    if wkey in pool_waiting:
-        slot = pool_waiting[wkey]
-        if pool_open_ts[slot] < ev_ts[e] <= pool_deadline[slot]:
-            pool_conv[slot] = True
-            del pool_waiting[wkey]
-            out_converted[t, out_n_converted[t]] = slot
-            out_n_converted[t] += 1
 
 
 @leaf
