@@ -19,6 +19,7 @@ from liveprofile.config import (
     RunConfig,
     TaskConfig,
 )
+from liveprofile.datasets.logins import with_logins
 from liveprofile.datasets.synthetic import SyntheticConfig, generate
 from liveprofile.engine.core import Core
 from liveprofile.engine.local import apply_batch
@@ -65,10 +66,11 @@ def config(engine: str, **changes: object) -> PipelineConfig:
     return msgspec.structs.replace(base, **changes) if changes else base
 
 
-def synthetic(seed: int = 0, users: int = 80, days: int = 6) -> list[Event]:
+def synthetic(seed: int = 0, users: int = 80, days: int = 6, logins: bool = False) -> list[Event]:
     parser = EventParser()
     cfg = SyntheticConfig(users=users, items=60, categories=9, days=days, seed=seed)
-    return [parser.parse_fields(e) for e in generate(cfg)]
+    raw = with_logins(generate(cfg)) if logins else generate(cfg)
+    return [parser.parse_fields(e) for e in raw]
 
 
 def messed_up(events: list[Event], seed: int) -> list[Event]:
@@ -191,6 +193,23 @@ def test_batches_the_compiled_path_cannot_take_run_in_python_in_between() -> Non
     # once a link exists every batch takes the Python core, so the link comes late
     assert_same(batches[: mid + 1])
     assert_same([*batches[:mid], batches[mid + 2], *batches[mid + 3 :]])
+
+
+@pytest.mark.parametrize("size", [25, 60])
+def test_visitors_who_log_in_give_the_same_state(size: int) -> None:
+    # visitors browse anonymously and log in at their first purchase: the batches with a
+    # login take the Python step, the others (visitors known or not, users, pending examples
+    # of visitors that close after their login) the compiled one
+    events = messed_up(synthetic(seed=8, logins=True), seed=9)
+    batches = chunks(events, size)
+    core = assert_same(batches, risk=RiskConfig(velocity=True))
+    assert core.compiled is not None
+    logins = [any(e.anonymous_id not in (None, e.user) for e in b) for b in batches]
+    first = logins.index(True)
+    fast = [core.compiled.accepts(None, b) for b in batches[first + 1 :]]  # type: ignore[arg-type]
+    assert any(fast), "batches after the first login take the compiled path"
+    visitors = [any(e.anonymous_id == e.user for e in b) for b in batches[first + 1 :]]
+    assert any(f and v for f, v in zip(fast, visitors, strict=True)), "and visitors' events"
 
 
 @pytest.mark.parametrize("size", [1, 37, 100_000])

@@ -1,11 +1,10 @@
-"""The engine-agnostic processing step: (state, batch of events) -> (new state, outputs).
+"""The step a runner calls: compiled when the pipeline and the batch allow it, Python otherwise.
 
-No I/O, clocks or globals: the step reads and changes only the :class:`PipelineState` it is given,
-and every decision follows event time. For each event, in order: de-duplicate, advance the
-watermark and close the pending examples it makes due, predict (with features from the profile
-*before* the event), resolve conversions, open exposures, then update the profile and item
-statistics. Model operations are collected per task and run once per batch, in the same order,
-which gives the same models and predictions as running them one by one.
+:class:`Core` is the processing step of a pipeline, configured once and shared by every runner.
+It chooses the engine per batch: :class:`~liveprofile.engine.compiled.CompiledStep` (numba, see
+:mod:`liveprofile.engine.kernel`) for the batches it takes, and the Python step
+(:class:`~liveprofile.engine.step.PythonStep`, the readable reference) for the others. Both
+give the same state, to the byte.
 
 >>> from liveprofile.config import PipelineConfig
 >>> from liveprofile.events import Event
@@ -19,136 +18,49 @@ which gives the same models and predictions as running them one by one.
 
 from __future__ import annotations
 
-from array import array
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import cast
-
-import msgspec
 
 from liveprofile.config import PipelineConfig
 from liveprofile.engine.compiled import CompiledStep, unsupported
+from liveprofile.engine.lifecycle import StepResult
 from liveprofile.engine.state import PipelineState
-from liveprofile.events.columns import EventColumns
-from liveprofile.events.schema import FORGET, MERGE, Event
-from liveprofile.features.hashing import FeatureBuilder
-from liveprofile.learn.base import LEARN, PREDICT, PREDICT_LEARN, run_ops
-from liveprofile.learn.tasks import Pending, PendingColumns, PendingLog, TaskState
-from liveprofile.profile.decay import needs_rebase, rebase_factor
-from liveprofile.profile.identity import merge_profiles
-from liveprofile.profile.items import ItemStats
-from liveprofile.profile.population import Standing, standing
-from liveprofile.profile.segments import SegmentChange, SegmentRules, diff
-from liveprofile.profile.state import Profile, ProfileUpdater
-from liveprofile.profile.traits import TraitEvaluator
+from liveprofile.engine.step import PythonStep
+from liveprofile.events.schema import Event
 
-# kinds of the records that connect model outputs back to profiles and metrics
-_IMMEDIATE, _OPENED, _RESOLVED = 0, 1, 2
-#: (kind, task, position in the task's operations, user or pending example, event time, label)
-_Record = tuple[int, TaskState, int, str | Pending, float, bool]
+__all__ = ["Core", "StepResult"]
 
 
-@dataclass
-class StepResult:
-    """What one batch changed: the keys to write and the counts to report."""
-
-    applied: int = 0
-    duplicates: int = 0
-    examples: int = 0
-    users: set[str] = field(default_factory=set)
-    items: set[str] = field(default_factory=set)
-    #: item rows already encoded (the compiled path keeps item statistics as arrays)
-    item_rows: dict[str, bytes] = field(default_factory=dict)
-    pending: dict[str, PendingLog | PendingColumns] = field(default_factory=dict)
-    #: segment enters and exits, in the order they happened
-    changes: list[SegmentChange] = field(default_factory=list)
-    #: profiles deleted (merged into another, erased or expired)
-    deleted: set[str] = field(default_factory=set)
-    #: users erased on request, with their aliases: their queued changes must go too
-    erased: set[str] = field(default_factory=set)
-    #: identity links made (anonymous id -> user id) or removed (-> None)
-    links: dict[str, str | None] = field(default_factory=dict)
-    #: expiry index rows to write (see ``PipelineState.expiry_rows``)
-    expiry: dict[str, bytes | None] = field(default_factory=dict)
-
-
-class Core:
-    """The processing step of a pipeline, configured once and shared by every runner."""
+class Core(PythonStep):
+    """The processing step of a pipeline; see the module's docstring."""
 
     def __init__(self, config: PipelineConfig) -> None:
-        self.config = config
-        self.updater = ProfileUpdater(config.profile, config.risk)
-        self.features = FeatureBuilder(config.features, self.updater)
-        self.traits = TraitEvaluator(config.traits, self.updater) if config.traits else None
-        self.segments = SegmentRules(config.segments, self.updater) if config.segments else None
-        self._sweep_s = config.run.segment_sweep_s
-        #: users inactive for longer than this (event time) expire; None: never
-        self.ttl = config.run.profile_ttl_s
-        self._h_items = self.updater.h_counters
-        self._key_room = config.profile.outcome_keys
+        super().__init__(config)
         #: the compiled path, when the pipeline allows it (see ``liveprofile.engine.compiled``)
         self.compiled: CompiledStep | None = None
         if config.run.engine == "compiled" and unsupported(self) is None:
             self.compiled = CompiledStep(self)
 
-    def new_state(self) -> PipelineState:
-        return PipelineState(self.config)
-
     def alias_keys(self, state: PipelineState, events: Sequence[Event]) -> set[str]:
-        """Ids whose identity links :meth:`step` may read: anonymous ids, erased ids and, once
-        any link exists, the users of the pending examples this batch closes."""
-        keys: set[str] = set()
-        if not isinstance(events, EventColumns):  # columns hold plain events only
-            keys.update(e.anonymous_id for e in events if e.anonymous_id is not None)
-            keys.update(e.user for e in events if e.type == FORGET)
-        if state.checkpoint.links:
-            horizon = self.horizon(state, events)
-            for task in state.tasks.values():
-                if task.delayed:
-                    keys.update(p.user for p in task.peek_due(horizon))
+        keys = super().alias_keys(state, events)
+        compiled = self.compiled
+        if compiled is not None and compiled.owner is state and state.checkpoint.links:
+            # the pending examples this batch closes are in the compiled step's arrays
+            keys |= compiled.due_keys(state, self.horizon(state, events))[0]
         return keys
-
-    def horizon(self, state: PipelineState, events: Sequence[Event]) -> float:
-        """The watermark this batch can reach at most."""
-        if isinstance(events, EventColumns):
-            return float(events.ts.max()) if len(events) else state.watermark
-        return max((e.ts for e in events), default=state.watermark)
 
     def required_keys(
         self, state: PipelineState, events: Sequence[Event]
     ) -> tuple[set[str], set[str]]:
-        """Users and items whose stored state :meth:`step` will read for this batch (after
-        ``state`` has the batch's identity links and expiry candidates loaded)."""
+        compiled = self.compiled
+        if compiled is None or compiled.owner is not state:
+            return super().required_keys(state, events)
+        users, items = self.batch_keys(state, events)
+        due_users, due_items = compiled.due_keys(state, self.horizon(state, events))
+        items |= due_items
+        if compiled.accepts(state, events):
+            items -= compiled.held_items  # current in its arrays
         aliases = state.aliases
-        if isinstance(events, EventColumns):
-            users = {aliases.get(u, u) for u in events.user} if aliases else set(events.user)
-            present: set[str | None] = set(events.item_id)
-            present.discard(None)
-            items = cast(set[str], present)
-        else:
-            users = {aliases.get(e.user, e.user) for e in events}
-            users.update(e.anonymous_id for e in events if e.anonymous_id is not None)
-            items = {e.item_id for e in events if e.item_id is not None}
-        horizon = self.horizon(state, events)
-        if self._sweep_due(state.watermark, horizon):
-            for members in state.members.values():
-                users |= members
-        users.update(state.expiry_candidates())
-        if self.compiled is not None and self.compiled.owner is state:
-            due_users, due_items = self.compiled.due_keys(state, horizon)
-            items |= due_items
-            if self.compiled.accepts(state, events):
-                items -= self.compiled.held_items  # current in its arrays
-            return users | due_users, items
-        for task in state.tasks.values():
-            if not task.delayed:
-                continue
-            # delayed examples are learned (and counted on user and item) only when they close
-            for pending in task.peek_due(horizon):
-                users.add(aliases.get(pending.user, pending.user))
-                if pending.item is not None:
-                    items.add(pending.item)
-        return users, items
+        return users | due_users | {aliases.get(u, u) for u in due_users}, items
 
     def step(self, state: PipelineState, events: Sequence[Event]) -> StepResult:
         """Apply a batch of validated events to ``state``; return what changed."""
@@ -162,343 +74,4 @@ class Core:
 
     def python_step(self, state: PipelineState, events: Sequence[Event]) -> StepResult:
         """:meth:`step` in Python: the reference the compiled path is tested against."""
-        out = StepResult()
-        ckpt = state.checkpoint
-        profiles, items, dedup = state.profiles, state.items, state.dedup
-        tasks = list(state.tasks.values())
-        delayed = [t for t in tasks if t.delayed]
-        records: list[_Record] = []
-        build, task_features = self.features.build, self.features.task_features
-        apply = self.updater.apply
-        watermark = ckpt.watermark
-        aliases = state.aliases
-        ttl = self.ttl
-        before: dict[str, Standing | None] = {}  # where each user stood before this batch
-        for e in events:
-            if not dedup.add(e.event_id):
-                out.duplicates += 1
-                continue
-            ts = e.ts
-            if ts > watermark:
-                watermark = ts
-                for task in delayed:
-                    for pending in task.due(watermark):
-                        self._resolve(state, task, pending, records, out)
-            user = e.user
-            anon = e.anonymous_id
-            if e.type == FORGET:
-                self._erase(state, user, out, before)
-                out.applied += 1
-                continue
-            if e.type == MERGE:  # an operator's merge: screened to carry both ids
-                if anon is not None and anon != user and aliases.get(anon) != user:
-                    self._link(state, anon, user, ts, out, before)
-                out.applied += 1
-                continue
-            if anon is not None:
-                if anon != user:
-                    if aliases.get(anon) != user:
-                        self._link(state, anon, user, ts, out, before)
-                elif anon in aliases:  # a visitor known to be this user, before logging in
-                    user = aliases[anon]
-                    e = msgspec.structs.replace(e, user=user)
-            p = profiles.get(user)
-            if p is not None and ttl is not None and p.last_ts + ttl < watermark:
-                # idle past the TTL: expired, whether or not a batch ended in between
-                self._delete(state, p, watermark, out, before, announce=True)
-                p = None
-            item_id = e.item_id
-            it = None if item_id is None else items.get(item_id)
-            shared: tuple[list[int], list[float]] | None = None
-            immediate: list[tuple[TaskState, bool]] = []
-            for task in tasks:
-                if task.delayed:
-                    task.convert(e)
-                    if e.type not in task.on:
-                        continue
-                    key = task.key_of(e)
-                    if key is None or (user, key) in task.waiting:
-                        continue
-                    if shared is None:
-                        shared = build(e, p, it)
-                    t_idx, t_val = task_features(task.name, p, it, key)
-                    idx, val = shared[0] + t_idx, shared[1] + t_val
-                    pending = task.open(user, key, item_id, ts, array("q", idx), array("d", val))
-                    k = task.ops.add(PREDICT, idx, val)
-                    records.append((_OPENED, task, k, pending, ts, False))
-                    if pending.deadline < watermark:
-                        # a late exposure whose window has already closed in event time
-                        self._resolve(state, task, pending, records, out)
-                else:
-                    label = task.immediate_label(e)
-                    if label is None:
-                        continue
-                    if shared is None:
-                        shared = build(e, p, it)
-                    t_idx, t_val = task_features(task.name, p, it)
-                    k = task.ops.add(
-                        PREDICT_LEARN, shared[0] + t_idx, shared[1] + t_val, 1.0 if label else 0.0
-                    )
-                    records.append((_IMMEDIATE, task, k, user, ts, label))
-                    immediate.append((task, label))
-                    out.examples += 1
-            if user not in before:
-                before[user] = None if p is None else standing(p)
-            gap = None if p is None else ts - p.last_ts  # for the anomaly detector
-            if p is None:
-                p = profiles[user] = self.updater.new(user, ts)
-                if anon == user:  # only an anonymous id: a visitor not known yet
-                    p.anonymous = True
-            elif p.anonymous and anon != user:
-                p.anonymous = False
-            apply(p, e)
-            if state.anomaly is not None and state.anomaly.wants(e.type):
-                p.anomaly = state.anomaly.score(e, self.updater.risk.velocity(p), gap)
-            if item_id is not None and it is None:
-                it = items[item_id] = ItemStats(anchor=ts)
-            for task, label in immediate:
-                p.record_outcome(task.name, label)
-                if it is not None:
-                    it.record_outcome(task.name, label)
-            out.users.add(user)
-            if item_id is not None and it is not None:
-                self._count_item(it, e)
-                out.items.add(item_id)
-            out.applied += 1
-        swept = self._sweep_due(ckpt.watermark, watermark)
-        ckpt.watermark = watermark
-        ckpt.events += out.applied
-        ckpt.duplicates += out.duplicates
-        self._run_models(state, records, out)
-        self._finish(state, out, before, swept)
-        return out
-
-    def _finish(
-        self,
-        state: PipelineState,
-        out: StepResult,
-        before: dict[str, Standing | None],
-        swept: bool,
-    ) -> None:
-        """After the events: expiry, the population, traits and segments of the touched users."""
-        profiles = state.profiles
-        if self.ttl is not None:
-            self._expire(state, out, before)
-        for user, old in before.items():
-            p = profiles.get(user)
-            state.population.move(old, None if p is None else standing(p))
-        if self.traits is not None:
-            # traits depend only on the profile, so the state committed per batch is the same
-            # as evaluating them after every event, at a fraction of the cost
-            for user in out.users:
-                self.traits.update(profiles[user])
-        if self.segments is not None:
-            self._segment(state, out, swept)
-
-    def _link(
-        self,
-        state: PipelineState,
-        anon: str,
-        user: str,
-        ts: float,
-        out: StepResult,
-        before: dict[str, Standing | None],
-    ) -> None:
-        """Make ``anon`` an alias of ``user`` and fold the anonymous profile into the user's."""
-        state.aliases[anon] = user
-        state.checkpoint.links += 1
-        out.links[anon] = user
-        profiles = state.profiles
-        other = profiles.pop(anon, None)
-        if other is None:
-            return
-        p = profiles.get(user)
-        for who, profile in ((user, p), (anon, other)):
-            if who not in before:
-                before[who] = None if profile is None else standing(profile)
-        if p is None:
-            p = profiles[user] = self.updater.new(user, ts)
-        merge_profiles(self.updater, p, other)
-        self._leave_segments(state, other, ts, out, announce=True)
-        out.deleted.add(anon)
-        out.users.discard(anon)
-        out.users.add(user)
-
-    def _erase(
-        self, state: PipelineState, user: str, out: StepResult, before: dict[str, Standing | None]
-    ) -> None:
-        """Forget a user on request: the profile, its segment memberships and identity links.
-        Erasing an anonymous id that is linked removes the link only."""
-        owner = state.aliases.get(user)
-        if owner is not None:
-            del state.aliases[user]
-            out.links[user] = None
-            out.erased.add(user)
-            p = state.profiles.get(owner)
-            if p is not None and user in p.aliases:
-                p.aliases = [a for a in p.aliases if a != user]
-                out.users.add(owner)
-            return
-        p = state.profiles.get(user)
-        if p is None:
-            return
-        # no exit changes: the changes about an erased user are removed, not added to
-        out.erased.update((user, *p.aliases))
-        self._delete(state, p, state.checkpoint.watermark, out, before, announce=False)
-
-    def _expire(
-        self, state: PipelineState, out: StepResult, before: dict[str, Standing | None]
-    ) -> None:
-        """Delete the profiles idle for longer than the TTL, as of the watermark; index the
-        users this batch touched by the day of their last event."""
-        assert self.ttl is not None
-        at = state.checkpoint.watermark
-        profiles = state.profiles
-        candidates = state.take_expiry_candidates(at, self.ttl, out.expiry)
-        for user in [*candidates, *sorted(out.users)]:  # idle ones this batch touched too
-            p = profiles.get(user)
-            if p is not None and p.last_ts + self.ttl < at:
-                self._delete(state, p, at, out, before, announce=True)
-        state.index_last_seen([profiles[u] for u in out.users if u in profiles], out.expiry)
-
-    def _delete(
-        self,
-        state: PipelineState,
-        p: Profile,
-        at: float,
-        out: StepResult,
-        before: dict[str, Standing | None],
-        *,
-        announce: bool,
-    ) -> None:
-        """Delete an expired or erased profile with its identity links and memberships (with
-        exit changes at event time ``at`` when ``announce``)."""
-        user = p.user
-        del state.profiles[user]
-        if user not in before:
-            before[user] = standing(p)
-        for alias in p.aliases:
-            state.aliases.pop(alias, None)
-            out.links[alias] = None
-        self._leave_segments(state, p, at, out, announce=announce)
-        out.deleted.add(user)
-        out.users.discard(user)
-
-    def _leave_segments(
-        self, state: PipelineState, p: Profile, ts: float, out: StepResult, *, announce: bool
-    ) -> None:
-        """Take a deleted profile out of its segments (with exit changes when ``announce``)."""
-        for segment in p.segments:
-            members = state.members.get(segment)
-            if members is not None:
-                members.discard(p.user)
-            if announce:
-                out.changes.append(SegmentChange(segment, p.user, "exit", ts))
-        p.segments = []
-
-    def _sweep_due(self, before: float, after: float) -> bool:
-        """Whether event time crossed a sweep boundary, when time alone can change segments."""
-        if self.segments is None or not self.segments.time_dependent or before == float("-inf"):
-            return False
-        return after // self._sweep_s > before // self._sweep_s
-
-    def _segment(self, state: PipelineState, out: StepResult, swept: bool) -> None:
-        """Re-evaluate the segments of the users this batch touched (and, on a sweep, of every
-        current member) as of the watermark; record enters and exits."""
-        assert self.segments is not None
-        at = state.checkpoint.watermark
-        users = set(out.users)
-        if swept:
-            for members in state.members.values():
-                users |= members
-        profiles, members_of = state.profiles, state.members
-        memberships = self.segments.memberships
-        for user in sorted(users):
-            p = profiles.get(user)
-            if p is None:
-                continue
-            now = memberships(p, at)
-            if now == p.segments:
-                continue
-            for change in diff(user, p.segments, now, at):
-                out.changes.append(change)
-                members = members_of[change.segment]
-                if change.change == "enter":
-                    members.add(user)
-                else:
-                    members.discard(user)
-            p.segments = now
-            out.users.add(user)
-
-    def _count_item(self, it: ItemStats, e: Event) -> None:
-        ts, h = e.ts, self._h_items
-        if needs_rebase(ts, it.anchor, h):
-            anchor = ts
-            it.popularity *= rebase_factor(anchor, it.anchor, h)
-            it.anchor = anchor
-        it.n += 1
-        if it.category is None:
-            it.category = e.category
-        if ts > it.last_ts:
-            it.last_ts = ts
-        it.popularity += 2.0 ** ((ts - it.anchor) / h)
-        if e.value is not None:
-            it.value_sum += e.value
-            it.value_n += 1
-
-    def _resolve(
-        self,
-        state: PipelineState,
-        task: TaskState,
-        pending: Pending,
-        records: list[_Record],
-        out: StepResult,
-    ) -> None:
-        label = pending.converted
-        task.ops.add_packed(LEARN, pending.idx, pending.val, 1.0 if label else 0.0)
-        task.close(pending)
-        records.append((_RESOLVED, task, -1, pending, pending.open_ts, label))
-        out.examples += 1
-        owner = state.aliases.get(pending.user, pending.user)
-        p = state.profiles.get(owner)
-        if p is not None:
-            p.record_outcome(task.name, label)
-            p.record_key_outcome(task.name, pending.key, label, self._key_room)
-            out.users.add(owner)
-        if pending.item is not None:
-            it = state.items.get(pending.item)
-            if it is not None:
-                it.record_outcome(task.name, label)
-                out.items.add(pending.item)
-
-    def _run_models(
-        self,
-        state: PipelineState,
-        records: list[_Record],
-        out: StepResult,
-    ) -> None:
-        predictions = {}
-        for task in state.tasks.values():
-            ops, log = task.take_batch()
-            assert task.learner is not None
-            predictions[task.name] = run_ops(task.learner, ops) if len(ops) else None
-            out.pending[task.name] = log
-        profiles = state.profiles
-        for kind, task, k, ref, ts, label in records:
-            preds = predictions[task.name]
-            if kind == _IMMEDIATE:
-                assert preds is not None and isinstance(ref, str)
-                p = float(preds[k])
-                task.metrics.record(p, label, ts)
-                profile = profiles.get(ref)
-                if profile is not None:  # None: erased later in the batch
-                    profile.scores[task.name] = p
-            elif kind == _OPENED:
-                assert preds is not None and isinstance(ref, Pending)
-                ref.p = float(preds[k])
-                profile = profiles.get(ref.user)
-                if profile is not None:
-                    profile.scores[task.name] = ref.p
-            else:
-                assert isinstance(ref, Pending)
-                task.metrics.record(ref.p, label, ts)
+        return super().step(state, events)

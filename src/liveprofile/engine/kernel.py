@@ -1,12 +1,14 @@
-"""The compiled step: the per-event work of :meth:`liveprofile.engine.core.Core.step` on arrays.
+"""The compiled step: the per-event work of :class:`~liveprofile.engine.step.PythonStep` on arrays.
 
-:mod:`liveprofile.engine.compiled` lays a batch out as arrays (events, the profiles and item
-statistics they touch, the open pending examples, the feature tables) and calls :func:`run`,
-which does for every event, in order, what the Python core does: advance the watermark and close
-the pending examples it makes due, resolve conversions, build the features from the profile
-*before* the event, open exposures, then update the profile and the item statistics. It emits
-the same model operations in the same order, so the learner, and every float it computes, is
-the same as with the Python core, which stays the reference (``tests/test_compiled.py``).
+:mod:`liveprofile.engine.compiled` lays a batch out as the named records of
+:mod:`liveprofile.engine.records` (events, codes, tasks, parameters, the profiles and item
+statistics they touch, the open pending examples, the model operations and outputs) and calls
+:func:`run`, which does for every event, in order, what the Python step does: advance the
+watermark and close the pending examples it makes due, resolve conversions, build the features
+from the profile *before* the event (:mod:`liveprofile.engine.featurize`), open exposures, then
+update the profile and the item statistics (:mod:`liveprofile.engine.rowops`). It emits the same
+model operations in the same order, so the learner, and every float it computes, is the same as
+with the Python step, which stays the reference (``tests/test_compiled.py``).
 """
 
 from __future__ import annotations
@@ -16,890 +18,447 @@ import math
 import numba
 import numpy as np
 
-# profile float columns
-P_ANCHOR, P_FIRST, P_LAST, P_MONETARY, P_LASTPUR, P_VSUM = 0, 1, 2, 3, 4, 5
-# profile int columns
-P_N, P_PURCHASES, P_VN, P_EXISTS = 0, 1, 2, 3
-# item float columns
-I_ANCHOR, I_LAST, I_POP, I_VSUM = 0, 1, 2, 3
-# item int columns
-I_N, I_VN, I_CAT, I_EXISTS = 0, 1, 2, 3
-# scalar feature indices (rows of ``fc``)
-(
-    F_BIAS,
-    F_USER_NEW,
-    F_ITEM_NEW,
-    F_RECENCY,
-    F_AFFINITY,
-    F_ITEM_POP,
-    F_CROSS_SALT,
-    F_INTEREST,
-    F_KEY_RATE,
-    F_TOP0,
-    F_TOP1,
-    F_U_NEW_TASK,
-    F_U_RATE,
-    F_I_NEW_TASK,
-    F_I_RATE,
-) = range(15)
-# bucket tables (rows of ``tabs``)
-(
-    T_INTEREST,
-    T_KEY_RATE,
-    T_KEY_SEEN,
-    T_HOUR,
-    T_WEEKDAY,
-    T_RECENCY,
-    T_EVENTS,
-    T_MONETARY,
-    T_AFFINITY,
-    T_ITEM_POP,
-    T_USER_VALUE,
-    T_ITEM_VALUE,
-    T_U_RATE,
-    T_U_SEEN,
-    T_I_RATE,
-    T_I_SEEN,
-) = range(16)
-# float parameters (entries of ``fp``)
-FP_H_COUNTERS, FP_H_INTERESTS, FP_H_MIN, FP_WATERMARK, FP_PRIOR, FP_STRENGTH, FP_TWO = range(7)
-# int parameters (entries of ``ip``)
-# (IP_TICK: the count of example records so far, which orders the keys of the stored dicts)
-IP_CROSSES, IP_TIME, IP_TOP_K, IP_KEY_ROOM, IP_RECENT, IP_TRACK, IP_MASK, IP_TICK = range(8)
-# record kinds, as in the Python core
-R_IMMEDIATE, R_OPENED, R_RESOLVED = 0, 1, 2
-# model operation kinds, as in ``liveprofile.learn.base``
-PREDICT, LEARN, PREDICT_LEARN = 1, 2, 3
+from liveprofile.engine import layout as L
+from liveprofile.engine.featurize import shared_features, task_features
+from liveprofile.engine.rowops import (
+    add_recent,
+    add_spend,
+    count,
+    heap_pop,
+    heap_push,
+    leaf,
+    record_key_outcome,
+)
 
-DAY = 86400.0
-SPEND_DAYS = 90
-REBASE_AFTER = 512.0
-MIX = 0x9E3779B1
-#: waiting examples are keyed (user * tasks + task) * KEYSPACE + key
-KEYSPACE = 1 << 31
+_jit = numba.njit(cache=True, nogil=True, error_model="numpy")
+#: the typed dict of waiting examples needs reference counting, so it is used in :func:`run`
+#: only; the helpers, compiled without it (:data:`rowops.leaf`), work on arrays
 
 
-@numba.njit(cache=True, nogil=True, error_model="numpy")
-def _bucket(tabs, row, size, x):  # type: ignore[no-untyped-def]
-    """``_bucket`` of the Python feature builder: round half to even, then clip."""
-    r = np.rint(x)
-    if r < 0.0:
-        r = 0.0
-    b = int(r)
-    if b > size - 1:
-        b = size - 1
-    return tabs[row, b]
-
-
-@numba.njit(cache=True, nogil=True, error_model="numpy")
-def _log2_bin(x, top):  # type: ignore[no-untyped-def]
-    if not x > 0.0:  # negative (a net refund) or NaN: the lowest bin, as in Python
-        return 0
-    b = int(math.log2(1.0 + x))
-    return b if b < top else top
-
-
-@numba.njit(cache=True, nogil=True, error_model="numpy")
-def _key_slot(okey, olen, u, name):  # type: ignore[no-untyped-def]
-    for j in range(olen[u]):
-        if okey[u, j] == name:
-            return j
-    return -1
-
-
-@numba.njit(cache=True, nogil=True, error_model="numpy")
-def _record_key_outcome(okey, oval, olen, u, name, positive, room):  # type: ignore[no-untyped-def]
-    """``Profile.record_key_outcome``: count, and past room + room // 4 keep the ``room`` keys
-    with the most examples (a stable sort, so ties keep their order)."""
-    j = _key_slot(okey, olen, u, name)
-    add = (1 << 24 if positive else 0) + 1
-    if j >= 0:
-        oval[u, j] += add
-    else:
-        j = olen[u]
-        okey[u, j] = name
-        oval[u, j] = add
-        olen[u] = j + 1
-    m = olen[u]
-    if m > room + room // 4:
-        order = np.argsort(-(oval[u, :m] & 0xFFFFFF), kind="mergesort")
-        keys = okey[u, :m].copy()
-        vals = oval[u, :m].copy()
-        for q in range(room):
-            okey[u, q] = keys[order[q]]
-            oval[u, q] = vals[order[q]]
-        olen[u] = room
-
-
-@numba.njit(cache=True, nogil=True, error_model="numpy")
-def _add_spend(sday, scents, slen, u, day, cents):  # type: ignore[no-untyped-def]
-    m = slen[u]
-    latest = -(1 << 62)
-    for j in range(m):
-        if sday[u, j] == day:
-            scents[u, j] += cents
-            return
-        if sday[u, j] > latest:
-            latest = sday[u, j]
-    if m > 0 and day < latest - SPEND_DAYS:
-        return
-    sday[u, m] = day
-    scents[u, m] = cents
-    m += 1
-    cutoff = day - SPEND_DAYS
-    w = 0
-    for j in range(m):
-        if sday[u, j] >= cutoff:
-            sday[u, w] = sday[u, j]
-            scents[u, w] = scents[u, j]
-            w += 1
-    slen[u] = w
-
-
-@numba.njit(cache=True, nogil=True, error_model="numpy")
-def _recent_less(ts_a, ty_a, it_a, va_a, ts_b, ty_b, it_b, va_b, type_rank, item_rank):  # type: ignore[no-untyped-def]
-    """Whether entry a sorts before entry b in the total order of ``risk._recent_order``."""
-    if ts_a != ts_b:
-        return ts_a < ts_b
-    if type_rank[ty_a] != type_rank[ty_b]:
-        return type_rank[ty_a] < type_rank[ty_b]
-    ha, hb = it_a >= 0, it_b >= 0
-    if ha != hb:
-        return hb
-    if ha and item_rank[it_a] != item_rank[it_b]:
-        return item_rank[it_a] < item_rank[it_b]
-    na, nb = not math.isnan(va_a), not math.isnan(va_b)
-    if na != nb:
-        return nb
-    a = va_a if na else 0.0
-    b = va_b if nb else 0.0
-    return a < b
-
-
-@numba.njit(cache=True, nogil=True, error_model="numpy")
-def _add_recent(rts, rty, rit, rva, rlen, u, ts, ty, it, va, size, type_rank, item_rank):  # type: ignore[no-untyped-def]
-    """``risk.add_recent``: insert after equal entries, keep the newest ``size``."""
-    if size <= 0:
-        return
-    m = rlen[u]
-    pos = m
-    while pos > 0 and _recent_less(
-        ts,
-        ty,
-        it,
-        va,
-        rts[u, pos - 1],
-        rty[u, pos - 1],
-        rit[u, pos - 1],
-        rva[u, pos - 1],
-        type_rank,
-        item_rank,
-    ):
-        pos -= 1
-    for j in range(m, pos, -1):
-        rts[u, j] = rts[u, j - 1]
-        rty[u, j] = rty[u, j - 1]
-        rit[u, j] = rit[u, j - 1]
-        rva[u, j] = rva[u, j - 1]
-    rts[u, pos] = ts
-    rty[u, pos] = ty
-    rit[u, pos] = it
-    rva[u, pos] = va
-    m += 1
-    if m > size:
-        drop = m - size
-        for j in range(size):
-            rts[u, j] = rts[u, j + drop]
-            rty[u, j] = rty[u, j + drop]
-            rit[u, j] = rit[u, j + drop]
-            rva[u, j] = rva[u, j + drop]
-        m = size
-    rlen[u] = m
-
-
-@numba.njit(cache=True, nogil=True, error_model="numpy")
-def _heap_less(a, b, pd_dl, pd_open, pd_user, pd_key, user_rank, key_rank):  # type: ignore[no-untyped-def]
-    """The order of the Python core's heap tuples (deadline, open_ts, user, key)."""
-    if pd_dl[a] != pd_dl[b]:
-        return pd_dl[a] < pd_dl[b]
-    if pd_open[a] != pd_open[b]:
-        return pd_open[a] < pd_open[b]
-    ua, ub = user_rank[pd_user[a]], user_rank[pd_user[b]]
-    if ua != ub:
-        return ua < ub
-    return key_rank[pd_key[a]] < key_rank[pd_key[b]]
-
-
-@numba.njit(cache=True, nogil=True, error_model="numpy")
-def _heap_push(heap, hlen, t, slot, pd_dl, pd_open, pd_user, pd_key, user_rank, key_rank):  # type: ignore[no-untyped-def]
-    i = hlen[t]
-    heap[t, i] = slot
-    hlen[t] = i + 1
-    while i > 0:
-        parent = (i - 1) >> 1
-        if _heap_less(
-            heap[t, i], heap[t, parent], pd_dl, pd_open, pd_user, pd_key, user_rank, key_rank
-        ):
-            heap[t, i], heap[t, parent] = heap[t, parent], heap[t, i]
-            i = parent
-        else:
-            break
-
-
-@numba.njit(cache=True, nogil=True, error_model="numpy")
-def _heap_pop(heap, hlen, t, pd_dl, pd_open, pd_user, pd_key, user_rank, key_rank):  # type: ignore[no-untyped-def]
-    top = heap[t, 0]
-    n = hlen[t] - 1
-    hlen[t] = n
-    if n > 0:
-        heap[t, 0] = heap[t, n]
-        i = 0
-        while True:
-            left = 2 * i + 1
-            if left >= n:
-                break
-            child = left
-            right = left + 1
-            if right < n and _heap_less(
-                heap[t, right], heap[t, left], pd_dl, pd_open, pd_user, pd_key, user_rank, key_rank
-            ):
-                child = right
-            if _heap_less(
-                heap[t, child], heap[t, i], pd_dl, pd_open, pd_user, pd_key, user_rank, key_rank
-            ):
-                heap[t, i], heap[t, child] = heap[t, child], heap[t, i]
-                i = child
-            else:
-                break
-    return top
-
-
-@numba.njit(cache=True, nogil=True, error_model="numpy")
-def _add_record(recs, rec_ts, rec_label, n, kind, t, k, ref, ts, label):  # type: ignore[no-untyped-def]
-    """Append a record (kind, task, operation, user row or slot, event time, label)."""
-    recs[n, 0] = kind
-    recs[n, 1] = t
-    recs[n, 2] = k
-    recs[n, 3] = ref
-    rec_ts[n] = ts
-    rec_label[n] = label
-    return n + 1
-
-
-@numba.njit(cache=True, nogil=True, error_model="numpy")
-def _put(fidx, fval, m, i, v):  # type: ignore[no-untyped-def]
-    """Set feature ``m``; returns the next position."""
-    fidx[m] = i
-    fval[m] = v
-    return m + 1
-
-
-@numba.njit(cache=True, nogil=True, error_model="numpy")
-def _rate_features(fidx, fval, m, positives, n, fp, f_rate, rate_bins, seen_bins):  # type: ignore[no-untyped-def]
-    """A positive rate shrunk toward the prior: its distance from the prior, its decile bucket
-    and a bucket of how many examples it rests on (FeatureBuilder.task_features)."""
-    prior, strength = fp[FP_PRIOR], fp[FP_STRENGTH]
-    rate = (positives + prior * strength) / (n + strength)
-    b = int(rate * 10)
-    m = _put(fidx, fval, m, f_rate, rate - prior)
-    m = _put(fidx, fval, m, rate_bins[b if b < 9 else 9], 1.0)
-    return _put(fidx, fval, m, seen_bins[_log2_bin(float(n), 12)], 1.0)
-
-
-@numba.njit(cache=True, nogil=True, error_model="numpy")
-def _count(examples, positives, r, t, label, first, tick):  # type: ignore[no-untyped-def]
-    """``record_outcome``: count an example (and a positive); ``first[r, 0|1, t]`` keeps when
-    each count first became non-zero, for the order of the keys of the stored dicts."""
-    if examples[r, t] == 0:
-        first[r, 0, t] = tick
-    examples[r, t] += 1
-    if label:
-        if positives[r, t] == 0:
-            first[r, 1, t] = tick
-        positives[r, t] += 1
-    return tick + 1
-
-
-@numba.njit(cache=True, nogil=True, error_model="numpy")
-def _add_op(t, kind, fidx, fval, f0, f1, y, op_kind, op_start, op_idx, op_val, op_y, n_ops):  # type: ignore[no-untyped-def]
-    """Append one model operation with features ``fidx/fval[f0:f1]``; returns its position."""
-    k = n_ops[t]
-    s = op_start[t, k]
-    for j in range(f0, f1):
-        op_idx[t, s] = fidx[j]
-        op_val[t, s] = fval[j]
-        s += 1
-    op_kind[t, k] = kind
-    op_y[t, k] = y
-    op_start[t, k + 1] = s
-    n_ops[t] = k + 1
-    return k
-
-
-@numba.njit(cache=True, nogil=True, error_model="numpy")
-def run(  # type: ignore[no-untyped-def]
-    # events
-    ev_ok,
-    ev_urow,
-    ev_ucode,
-    ev_irow,
-    ev_icode,
-    ev_type,
-    ev_ts,
-    ev_val,
-    ev_cat,
-    tp_start,
-    tp_code,
-    # tables by code
-    user_fidx,
-    user_part,
-    user_rank,
-    item_fidx,
-    topic_fidx,
-    topic_part,
-    topic_track,
-    type_fidx,
-    type_dec_fidx,
-    type_monetary,
-    type_weight,
-    type_rank,
-    item_rank,
-    # tasks
-    task_delayed,
-    task_on,
-    task_conv,
-    task_pos,
-    task_has_pos,
-    task_threshold,
-    task_by_item,
-    task_window,
-    ko_topic,
-    ko_item,
-    key_rank_topic,
-    key_rank_item,
-    # feature tables and parameters
-    fc,
-    tabs,
-    fp,
-    ip,
-    # profiles (local rows)
-    pf,
-    pi,
-    cnt,
-    dec,
-    tord,
-    tlen,
-    ik,
-    iv,
-    il,
-    okey,
-    oval,
-    olen,
-    sday,
-    scents,
-    slen,
-    rts,
-    rty,
-    rit,
-    rva,
-    rlen,
-    upos,
-    uex,
-    u_first,
-    utouched,
-    # items (local rows)
-    xf,
-    xi,
-    xpos,
-    xex,
-    x_first,
-    xtouched,
-    # pending examples (pool of slots) and per-task heaps
-    urow_of,
-    irow_of,
-    waiting,
-    pd_task,
-    pd_user,
-    pd_key,
-    pd_item,
-    pd_open,
-    pd_dl,
-    pd_conv,
-    pd_flen,
-    pd_fidx,
-    pd_fval,
-    free,
-    nfree,
-    heap,
-    hlen,
-    # outputs
-    op_kind,
-    op_start,
-    op_idx,
-    op_val,
-    op_y,
-    n_ops,
-    recs,
-    rec_ts,
-    rec_label,
-    created,
-    n_created,
-    converted,
-    n_converted,
-    freed,
-    out,
-):
-    n_tasks = task_delayed.shape[0]
-    h_c, h_i, h_min = fp[FP_H_COUNTERS], fp[FP_H_INTERESTS], fp[FP_H_MIN]
-    watermark = fp[FP_WATERMARK]
-    # 2.0 as data: a literal base lets the compiler turn pow(2, x) into exp2(x), which can
-    # differ from the pow() Python calls in the last bit
-    two = fp[FP_TWO]
-    crosses, with_time, top_k = ip[IP_CROSSES] != 0, ip[IP_TIME] != 0, ip[IP_TOP_K]
-    room, recent, track = ip[IP_KEY_ROOM], ip[IP_RECENT], ip[IP_TRACK] != 0
-    keyspace = KEYSPACE
-    mask = ip[IP_MASK]
-    width = pd_fidx.shape[1]
-    fidx = np.empty(width, np.int64)
-    fval = np.empty(width, np.float64)
+@_jit
+def run(ev, codes, tasks, params, users, items, pool, ops, out):  # type: ignore[no-untyped-def]
+    """Apply the batch ``ev``; ``out.res`` gets (applied, examples, records, freed slots),
+    ``params.fp[FP_WATERMARK]`` the new watermark and ``params.ip[IP_TICK]`` the next tick."""
+    params_fp = params.fp
+    out_res = out.res
+    tasks_delayed = tasks.delayed
+    ev_ts = ev.ts
+    params_ip = params.ip
+    users_touched = users.touched
+    ev_ok = ev.ok
+    ev_urow = ev.urow
+    ev_irow = ev.irow
+    ev_type = ev.type
+    items_xf = items.xf
+    items_xi = items.xi
+    tasks_conv = tasks.conv
+    tasks_has_pos = tasks.has_pos
+    ops_cur_idx = ops.cur_idx
+    ops_cur_val = ops.cur_val
+    tasks_on = tasks.on
+    tasks_by_item = tasks.by_item
+    ev_icode = ev.icode
+    ev_cat = ev.cat
+    pool_waiting = pool.waiting
+    pool_hlen, pool_heap, pool_deadline = pool.hlen, pool.heap, pool.deadline
+    pool_user, pool_key, pool_open_ts, pool_conv = pool.user, pool.key, pool.open_ts, pool.conv
+    out_converted, out_n_converted = out.converted, out.n_converted
+    tasks_pos = tasks.pos
+    ev_value = ev.value
+    ev_ucode = ev.ucode
+    tasks_threshold = tasks.threshold
+    n_tasks = tasks_delayed.shape[0]
     # this event's label per immediate task (-1: none), counted once the profile is updated
     labels = np.full(n_tasks, -1, np.int8)
-    n_rec = 0
-    n_freed = 0
-    tick = ip[IP_TICK]
-    applied = 0
-    examples = 0
+    fp, res = params_fp, out_res
     for e in range(ev_ok.shape[0]):
         if not ev_ok[e]:
             continue
         ts = ev_ts[e]
-        if ts > watermark:
-            watermark = ts
+        if ts > fp[L.FP_WATERMARK]:
+            fp[L.FP_WATERMARK] = ts
+            # learn the pending examples whose window closed before the watermark, in deadline
+            # order per task (PythonStep._resolve)
             for t in range(n_tasks):
-                if not task_delayed[t]:
+                if not tasks_delayed[t]:
                     continue
-                while hlen[t] > 0 and pd_dl[heap[t, 0]] < watermark:
-                    slot = _heap_pop(
-                        heap,
-                        hlen,
-                        t,
-                        pd_dl,
-                        pd_open,
-                        pd_user,
-                        pd_key,
-                        user_rank,
-                        key_rank_item if task_by_item[t] else key_rank_topic,
-                    )
-                    # resolve (as Core._resolve)
-                    label = pd_conv[slot]
-                    k = _add_op(
-                        t,
-                        LEARN,
-                        pd_fidx[slot],
-                        pd_fval[slot],
-                        0,
-                        pd_flen[slot],
-                        1.0 if label else 0.0,
-                        op_kind,
-                        op_start,
-                        op_idx,
-                        op_val,
-                        op_y,
-                        n_ops,
-                    )
-                    wkey = (pd_user[slot] * n_tasks + t) * keyspace + pd_key[slot]
-                    if wkey in waiting and waiting[wkey] == slot:
-                        del waiting[wkey]
-                    n_rec = _add_record(
-                        recs,
-                        rec_ts,
-                        rec_label,
-                        n_rec,
-                        R_RESOLVED,
-                        t,
-                        -1,
-                        slot,
-                        pd_open[slot],
-                        label,
-                    )
-                    examples += 1
-                    ru = urow_of[pd_user[slot]]
-                    if ru >= 0 and pi[ru, P_EXISTS]:
-                        tick = _count(uex, upos, ru, t, label, u_first, tick)
-                        name = (
-                            ko_item[t, pd_key[slot]]
-                            if task_by_item[t]
-                            else ko_topic[t, pd_key[slot]]
-                        )
-                        _record_key_outcome(okey, oval, olen, ru, name, label, room)
-                        utouched[ru] = True
-                    if pd_item[slot] >= 0:
-                        ri = irow_of[pd_item[slot]]
-                        if ri >= 0 and xi[ri, I_EXISTS]:
-                            tick = _count(xex, xpos, ri, t, label, x_first, tick)
-                            xtouched[ri] = True
-                    freed[n_freed] = slot
-                    n_freed += 1
-        u = ev_urow[e]
-        ucode = ev_ucode[e]
-        it = ev_irow[e]
-        icode = ev_icode[e]
-        kind = ev_type[e]
-        value = ev_val[e]
-        has_value = not math.isnan(value)
-        t0, t1 = tp_start[e], tp_start[e + 1]
-        p_exists = pi[u, P_EXISTS] != 0
-        i_exists = it >= 0 and xi[it, I_EXISTS] != 0
+                while pool_hlen[t] > 0 and pool_deadline[pool_heap[t, 0]] < ts:
+                    slot = _learn_due(codes, tasks, params, users, items, pool, ops, out, t)
+                    wkey = _wkey(pool_user[slot], n_tasks, t, pool_key[slot])
+                    if wkey in pool_waiting and pool_waiting[wkey] == slot:
+                        del pool_waiting[wkey]
+        u, it, kind = ev_urow[e], ev_irow[e], ev_type[e]
         n_shared = -1  # features not built yet
         for t in range(n_tasks):
-            if task_delayed[t]:
-                # conversion
-                if task_conv[t, kind]:
-                    key = icode if task_by_item[t] else ev_cat[e]
-                    if key >= 0:
-                        wkey = (ucode * n_tasks + t) * keyspace + key
-                        if wkey in waiting:
-                            slot = waiting[wkey]
-                            if pd_open[slot] < ts <= pd_dl[slot]:
-                                pd_conv[slot] = True
-                                del waiting[wkey]
-                                converted[t, n_converted[t]] = slot
-                                n_converted[t] += 1
-                if not task_on[t, kind]:
+            key = -1
+            label = False
+            if tasks_delayed[t]:
+                if tasks_conv[t, kind]:  # mark the waiting example this event converts
+                    key = ev_icode[e] if tasks_by_item[t] else ev_cat[e]
+                    wkey = _wkey(ev_ucode[e], n_tasks, t, key)
+                    if key >= 0 and wkey in pool_waiting:
+                        slot = pool_waiting[wkey]
+                        if pool_open_ts[slot] < ts <= pool_deadline[slot]:
+                            pool_conv[slot] = True
+                            del pool_waiting[wkey]
+                            out_converted[t, out_n_converted[t]] = slot
+                            out_n_converted[t] += 1
+                if not tasks_on[t, kind]:
                     continue
-                key = icode if task_by_item[t] else ev_cat[e]
-                if key < 0:
-                    continue
-                wkey = (ucode * n_tasks + t) * keyspace + key
-                if wkey in waiting:
+                key = ev_icode[e] if tasks_by_item[t] else ev_cat[e]
+                if key < 0 or _wkey(ev_ucode[e], n_tasks, t, key) in pool_waiting:
                     continue
             else:
-                if not task_on[t, kind]:
+                if not tasks_on[t, kind]:
                     continue
-                if task_has_pos[t]:
-                    label = task_pos[t, kind]
+                if tasks_has_pos[t]:
+                    label = tasks_pos[t, kind]
                 else:
-                    label = has_value and value >= task_threshold[t]
+                    value = ev_value[e]
+                    label = not math.isnan(value) and value >= tasks_threshold[t]
                 labels[t] = 1 if label else 0
-                key = -1
             if n_shared < 0:
-                # shared features (FeatureBuilder.build), from the profile before this event
-                m = 0
-                m = _put(fidx, fval, m, fc[F_BIAS], 1.0)
-                m = _put(fidx, fval, m, user_fidx[ucode], 1.0)
-                m = _put(fidx, fval, m, type_fidx[kind], 1.0)
-                if icode >= 0:
-                    m = _put(fidx, fval, m, item_fidx[icode], 1.0)
-                if t1 > t0:
-                    w = 1.0 / math.sqrt(t1 - t0)
-                    for q in range(t0, t1):
-                        tc = tp_code[q]
-                        m = _put(fidx, fval, m, topic_fidx[tc], w)
-                        if crosses:
-                            h = (user_part[ucode] * MIX + topic_part[tc]) ^ fc[F_CROSS_SALT]
-                            m = _put(fidx, fval, m, h & mask, w)
-                if with_time:
-                    its = int(ts)
-                    day = its // 86400
-                    second = its - day * 86400
-                    m = _put(fidx, fval, m, tabs[T_HOUR, second // 3600], 1.0)
-                    m = _put(fidx, fval, m, tabs[T_WEEKDAY, (day + 3) % 7], 1.0)
-                if not p_exists:
-                    m = _put(fidx, fval, m, fc[F_USER_NEW], 1.0)
-                else:
-                    last = pf[u, P_LAST]
-                    anchor = pf[u, P_ANCHOR]
-                    rec = (ts - last) / DAY
-                    if rec < 0.0:
-                        rec = 0.0
-                    m = _put(fidx, fval, m, fc[F_RECENCY], math.log1p(rec))
-                    m = _put(fidx, fval, m, tabs[T_RECENCY, _log2_bin(rec * 24, 16)], 1.0)
-                    m = _put(fidx, fval, m, tabs[T_EVENTS, _log2_bin(float(pi[u, P_N]), 16)], 1.0)
-                    at = ts if ts > last else last
-                    f_c = two ** (-(at - anchor) / h_c)
-                    for q in range(tlen[u]):
-                        ty = tord[u, q]
-                        m = _put(fidx, fval, m, type_dec_fidx[ty], math.log1p(dec[u, ty] * f_c))
-                    if pf[u, P_MONETARY] != 0.0:
-                        m = _put(
-                            fidx, fval, m, tabs[T_MONETARY, _log2_bin(pf[u, P_MONETARY], 20)], 1.0
-                        )
-                    if pi[u, P_VN]:
-                        b = _bucket(tabs, T_USER_VALUE, 21, 2 * pf[u, P_VSUM] / pi[u, P_VN])
-                        m = _put(fidx, fval, m, b, 1.0)
-                    n_int = il[u]
-                    if t1 > t0 and n_int > 0:
-                        total = 0.0
-                        for q in range(n_int):
-                            total += iv[u, q]
-                        share = 0.0
-                        if total > 0:
-                            s = 0.0
-                            for q in range(t0, t1):
-                                for r in range(n_int):
-                                    if ik[u, r] == tp_code[q]:
-                                        s += iv[u, r]
-                                        break
-                            share = s / total
-                        best = 0
-                        for q in range(1, n_int):
-                            if iv[u, q] > iv[u, best]:
-                                best = q
-                        top_in = False
-                        for q in range(t0, t1):
-                            if tp_code[q] == ik[u, best]:
-                                top_in = True
-                        own = 0.0
-                        for r in range(n_int):
-                            if ik[u, r] == tp_code[t0]:
-                                own = iv[u, r]
-                                break
-                        own = own * two ** (-(at - anchor) / h_i)
-                        b = int(share * 10)
-                        m = _put(fidx, fval, m, fc[F_AFFINITY], share)
-                        m = _put(fidx, fval, m, tabs[T_AFFINITY, b if b < 9 else 9], 1.0)
-                        m = _put(fidx, fval, m, fc[F_TOP1] if top_in else fc[F_TOP0], 1.0)
-                        m = _put(fidx, fval, m, fc[F_INTEREST], math.log1p(own))
-                        m = _put(fidx, fval, m, tabs[T_INTEREST, _log2_bin(own, 16)], 1.0)
-                if not i_exists:
-                    m = _put(fidx, fval, m, fc[F_ITEM_NEW], 1.0)
-                else:
-                    at = ts if ts > xf[it, I_LAST] else xf[it, I_LAST]
-                    pop = xf[it, I_POP] * two ** (-(at - xf[it, I_ANCHOR]) / h_c)
-                    m = _put(fidx, fval, m, fc[F_ITEM_POP], math.log1p(pop))
-                    m = _put(fidx, fval, m, tabs[T_ITEM_POP, _log2_bin(pop, 16)], 1.0)
-                    if xi[it, I_VN]:
-                        b = _bucket(tabs, T_ITEM_VALUE, 21, 2 * xf[it, I_VSUM] / xi[it, I_VN])
-                        m = _put(fidx, fval, m, b, 1.0)
-                n_shared = m
-            # task features (FeatureBuilder.task_features)
-            m = n_shared
-            if key >= 0 and p_exists:
-                name = ko_item[t, key] if task_by_item[t] else ko_topic[t, key]
-                j = _key_slot(okey, olen, u, name)
-                packed = oval[u, j] if j >= 0 else 0
-                m = _rate_features(
-                    fidx, fval, m, packed >> 24, packed & 0xFFFFFF, fp, fc[F_KEY_RATE],
-                    tabs[T_KEY_RATE], tabs[T_KEY_SEEN],
-                )  # fmt: skip
-            if not p_exists:
-                m = _put(fidx, fval, m, fc[F_U_NEW_TASK], 1.0)
-            else:
-                m = _rate_features(
-                    fidx, fval, m, upos[u, t], uex[u, t], fp, fc[F_U_RATE], tabs[T_U_RATE],
-                    tabs[T_U_SEEN],
-                )  # fmt: skip
-            if not i_exists:
-                m = _put(fidx, fval, m, fc[F_I_NEW_TASK], 1.0)
-            else:
-                m = _rate_features(
-                    fidx, fval, m, xpos[it, t], xex[it, t], fp, fc[F_I_RATE], tabs[T_I_RATE],
-                    tabs[T_I_SEEN],
-                )  # fmt: skip
-            if task_delayed[t]:
-                # open a pending example
-                slot = free[nfree[0] - 1]
-                nfree[0] -= 1
-                pd_task[slot] = t
-                pd_user[slot] = ucode
-                pd_key[slot] = key
-                pd_item[slot] = icode
-                pd_open[slot] = ts
-                pd_dl[slot] = ts + task_window[t]
-                pd_conv[slot] = False
-                pd_flen[slot] = m
-                for j in range(m):
-                    pd_fidx[slot, j] = fidx[j]
-                    pd_fval[slot, j] = fval[j]
-                created[t, n_created[t]] = slot
-                n_created[t] += 1
-                k = _add_op(
-                    t,
-                    PREDICT,
-                    fidx,
-                    fval,
-                    0,
-                    m,
-                    0.0,
-                    op_kind,
-                    op_start,
-                    op_idx,
-                    op_val,
-                    op_y,
-                    n_ops,
-                )
-                n_rec = _add_record(recs, rec_ts, rec_label, n_rec, R_OPENED, t, k, slot, ts, False)
-                if pd_dl[slot] < watermark:
-                    # a late exposure whose window has already closed: learned at once
-                    _add_op(
-                        t,
-                        LEARN,
-                        fidx,
-                        fval,
-                        0,
-                        m,
-                        0.0,
-                        op_kind,
-                        op_start,
-                        op_idx,
-                        op_val,
-                        op_y,
-                        n_ops,
-                    )
-                    n_rec = _add_record(
-                        recs, rec_ts, rec_label, n_rec, R_RESOLVED, t, -1, slot, ts, False
-                    )
-                    examples += 1
-                    if p_exists:
-                        tick = _count(uex, upos, u, t, False, u_first, tick)
-                        name = ko_item[t, key] if task_by_item[t] else ko_topic[t, key]
-                        _record_key_outcome(okey, oval, olen, u, name, False, room)
-                    if i_exists:
-                        tick = _count(xex, xpos, it, t, False, x_first, tick)
-                        xtouched[it] = True
-                    freed[n_freed] = slot
-                    n_freed += 1
-                else:
-                    waiting[(ucode * n_tasks + t) * keyspace + key] = slot
-                    _heap_push(
-                        heap,
-                        hlen,
-                        t,
-                        slot,
-                        pd_dl,
-                        pd_open,
-                        pd_user,
-                        pd_key,
-                        user_rank,
-                        key_rank_item if task_by_item[t] else key_rank_topic,
-                    )
+                n_shared = shared_features(ev, e, codes, params, users, items, ops)
+            m = task_features(tasks, params, users, items, ops, t, key, u, it, n_shared)
+            if key >= 0:
+                slot = _open(ev, e, codes, tasks, params, users, items, pool, ops, out, t, m)
+                if slot >= 0:
+                    pool_waiting[_wkey(ev_ucode[e], n_tasks, t, key)] = slot
             else:
                 k = _add_op(
-                    t,
-                    PREDICT_LEARN,
-                    fidx,
-                    fval,
-                    0,
-                    m,
-                    1.0 if label else 0.0,
-                    op_kind,
-                    op_start,
-                    op_idx,
-                    op_val,
-                    op_y,
-                    n_ops,
+                    ops, t, L.PREDICT_LEARN, ops_cur_idx, ops_cur_val, m, 1.0 if label else 0.0
                 )
-                n_rec = _add_record(recs, rec_ts, rec_label, n_rec, R_IMMEDIATE, t, k, u, ts, label)
-                examples += 1
-        # the profile update (ProfileUpdater.apply)
-        if not p_exists:
-            pf[u, P_ANCHOR] = ts
-            pf[u, P_FIRST] = ts
-            pf[u, P_LAST] = ts
-            pi[u, P_EXISTS] = 1
-        anchor = pf[u, P_ANCHOR]
-        if (ts - anchor) / h_min > REBASE_AFTER:
-            f_c = two ** (-(ts - anchor) / h_c)
-            f_i = two ** (-(ts - anchor) / h_i)
-            for q in range(tlen[u]):
-                dec[u, tord[u, q]] *= f_c
-            for q in range(il[u]):
-                iv[u, q] *= f_i
-            anchor = ts
-            pf[u, P_ANCHOR] = ts
-        n0 = pi[u, P_N]
-        pi[u, P_N] = n0 + 1
-        if n0 == 0 or ts < pf[u, P_FIRST]:
-            pf[u, P_FIRST] = ts
-        if n0 == 0 or ts > pf[u, P_LAST]:
-            pf[u, P_LAST] = ts
-        if cnt[u, kind] == 0:
-            tord[u, tlen[u]] = kind
-            tlen[u] += 1
-        cnt[u, kind] += 1
-        dec[u, kind] += two ** ((ts - anchor) / h_c)
-        monetary = type_monetary[kind]
-        if has_value:
-            if monetary:
-                pf[u, P_MONETARY] += value
-            else:
-                pf[u, P_VSUM] += value
-                pi[u, P_VN] += 1
-        if monetary:
-            pi[u, P_PURCHASES] += 1
-            lp = pf[u, P_LASTPUR]
-            if math.isnan(lp) or ts > lp:
-                pf[u, P_LASTPUR] = ts
-            if has_value:
-                _add_spend(sday, scents, slen, u, int(ts // DAY), int(np.rint(value * 100)))
-        if t1 > t0:
-            weight = type_weight[kind]
-            if weight != 0.0:
-                w = weight * two ** ((ts - anchor) / h_i)
-                for q in range(t0, t1):
-                    tc = tp_code[q]
-                    if track and not topic_track[tc]:
-                        continue
-                    found = False
-                    for r in range(il[u]):
-                        if ik[u, r] == tc:
-                            iv[u, r] += w
-                            found = True
-                            break
-                    if not found:
-                        r = il[u]
-                        ik[u, r] = tc
-                        iv[u, r] = w
-                        il[u] = r + 1
-                while il[u] > top_k:
-                    # keep the top K: drop the smallest (of equals, the earliest inserted), as
-                    # deleting the first of a stable ascending sort does
-                    n_int = il[u]
-                    low = 0
-                    for q in range(1, n_int):
-                        if iv[u, q] < iv[u, low]:
-                            low = q
-                    for q in range(low, n_int - 1):
-                        ik[u, q] = ik[u, q + 1]
-                        iv[u, q] = iv[u, q + 1]
-                    il[u] = n_int - 1
-        _add_recent(
-            rts, rty, rit, rva, rlen, u, ts, kind, icode, value, recent, type_rank, item_rank
-        )
+                _add_record(out, L.R_IMMEDIATE, t, k, u, ts, label)
+                res[1] += 1
+        _update_profile(ev, e, codes, params, users)
         # a new item, the immediate outcomes, then the item statistics (Core._count_item)
-        if it >= 0 and not i_exists:
-            xf[it, I_ANCHOR] = ts
-            xf[it, I_LAST] = -np.inf
-            xi[it, I_EXISTS] = 1
+        if it >= 0 and not items_xi[it, L.I_EXISTS]:
+            items_xf[it, L.I_ANCHOR] = ts
+            items_xf[it, L.I_LAST] = -np.inf
+            items_xi[it, L.I_EXISTS] = 1
+        tick = params_ip[L.IP_TICK]
         for t in range(n_tasks):
             if labels[t] < 0:
                 continue
             label = labels[t] == 1
             labels[t] = -1
-            tick = _count(uex, upos, u, t, label, u_first, tick)
+            tick = count(users, u, t, label, tick)
             if it >= 0:
-                tick = _count(xex, xpos, it, t, label, x_first, tick)
-        utouched[u] = True
+                tick = count(items, it, t, label, tick)
+        params_ip[L.IP_TICK] = tick
+        users_touched[u] = True
         if it >= 0:
-            a = xf[it, I_ANCHOR]
-            if (ts - a) / h_c > REBASE_AFTER:
-                xf[it, I_POP] *= two ** (-(ts - a) / h_c)
-                xf[it, I_ANCHOR] = ts
-                a = ts
-            xi[it, I_N] += 1
-            if xi[it, I_CAT] < 0:
-                xi[it, I_CAT] = ev_cat[e]
-            if ts > xf[it, I_LAST]:
-                xf[it, I_LAST] = ts
-            xf[it, I_POP] += two ** ((ts - a) / h_c)
-            if has_value:
-                xf[it, I_VSUM] += value
-                xi[it, I_VN] += 1
-            xtouched[it] = True
-        applied += 1
-    out[0] = applied
-    out[1] = examples
-    out[2] = n_rec
-    out[3] = n_freed
-    fp[FP_WATERMARK] = watermark
-    ip[IP_TICK] = tick
+            _count_item(ev, e, params, items)
+        res[0] += 1
+
+
+@leaf
+def _wkey(ucode, n_tasks, t, key):  # type: ignore[no-untyped-def]
+    """The key of a waiting example (see ``layout.KEYSPACE``)."""
+    return (ucode * n_tasks + t) * L.KEYSPACE + key
+
+
+@leaf
+def _add_op(ops, t, kind, fidx, fval, m, y):  # type: ignore[no-untyped-def]
+    """Append one model operation of task ``t`` with features ``fidx/fval[:m]``; returns its
+    position."""
+    ops_n = ops.n
+    ops_start = ops.start
+    ops_kind = ops.kind
+    ops_y = ops.y
+    ops_idx = ops.idx
+    ops_val = ops.val
+    k = ops_n[t]
+    s = ops_start[t, k]
+    for j in range(m):
+        ops_idx[t, s] = fidx[j]
+        ops_val[t, s] = fval[j]
+        s += 1
+    ops_kind[t, k] = kind
+    ops_y[t, k] = y
+    ops_start[t, k + 1] = s
+    ops_n[t] = k + 1
+    return k
+
+
+@leaf
+def _add_record(out, kind, t, k, ref, ts, label):  # type: ignore[no-untyped-def]
+    """Append a record (kind, task, operation, user row or slot, event time, label)."""
+    out_res = out.res
+    out_recs = out.recs
+    out_rec_ts = out.rec_ts
+    out_rec_label = out.rec_label
+    n = out_res[2]
+    out_recs[n, 0] = kind
+    out_recs[n, 1] = t
+    out_recs[n, 2] = k
+    out_recs[n, 3] = ref
+    out_rec_ts[n] = ts
+    out_rec_label[n] = label
+    out_res[2] = n + 1
+
+
+@leaf
+def _free(out, slot):  # type: ignore[no-untyped-def]
+    out_freed = out.freed
+    out_res = out.res
+    out_freed[out_res[3]] = slot
+    out_res[3] += 1
+
+
+@leaf
+def _learn_due(codes, tasks, params, users, items, pool, ops, out, t):  # type: ignore[no-untyped-def]
+    """Learn task ``t``'s pending example that is due first and count its outcome on its user
+    and item; returns its slot, for the caller to drop from the waiting ones."""
+    tasks_by_item = tasks.by_item
+    pool_conv = pool.conv
+    pool_key = pool.key
+    pool_user = pool.user
+    pool_item = pool.item
+    key_rank = codes.item_rank if tasks_by_item[t] else codes.topic_rank
+    slot = heap_pop(pool, t, codes.user_rank, key_rank)
+    label = pool_conv[slot]
+    y = 1.0 if label else 0.0
+    _add_op(ops, t, L.LEARN, pool.fidx[slot], pool.fval[slot], pool.flen[slot], y)
+    _add_record(out, L.R_RESOLVED, t, -1, slot, pool.open_ts[slot], label)
+    out.res[1] += 1
+    key = pool_key[slot]
+    name = tasks.ko_item[t, key] if tasks_by_item[t] else tasks.ko_topic[t, key]
+    # counted on the profile the example's user is an alias of, if any
+    _outcome(params, users, items, codes.owner_row[pool_user[slot]], t, label, name)
+    if pool_item[slot] >= 0:
+        _item_outcome(params, items, codes.item_row[pool_item[slot]], t, label)
+    _free(out, slot)
+    return slot
+
+
+@leaf
+def _outcome(params, users, items, u, t, label, name):  # type: ignore[no-untyped-def]
+    """A delayed outcome counted on user row ``u`` (if it has a profile) and its key."""
+    users_pi = users.pi
+    params_ip = params.ip
+    users_touched = users.touched
+    if u >= 0 and users_pi[u, L.P_EXISTS]:
+        params_ip[L.IP_TICK] = count(users, u, t, label, params_ip[L.IP_TICK])
+        record_key_outcome(users, u, name, label, params_ip[L.IP_KEY_ROOM])
+        users_touched[u] = True
+
+
+@leaf
+def _item_outcome(params, items, it, t, label):  # type: ignore[no-untyped-def]
+    """A delayed outcome counted on item row ``it`` (if held and known)."""
+    items_xi = items.xi
+    params_ip = params.ip
+    items_touched = items.touched
+    if it >= 0 and items_xi[it, L.I_EXISTS]:
+        params_ip[L.IP_TICK] = count(items, it, t, label, params_ip[L.IP_TICK])
+        items_touched[it] = True
+
+
+@leaf
+def _open(ev, e, codes, tasks, params, users, items, pool, ops, out, t, m):  # type: ignore[no-untyped-def]
+    """Open a pending example of (delayed) task ``t`` on event ``e`` with the ``m`` features
+    built, predicted now; one whose window has already closed in event time is learned at once.
+    Returns the slot, for the caller to note as waiting, or -1 (learned at once)."""
+    pool_free = pool.free
+    pool_nfree = pool.nfree
+    pool_task = pool.task
+    pool_user = pool.user
+    pool_key = pool.key
+    pool_item = pool.item
+    ev_icode = ev.icode
+    pool_open_ts = pool.open_ts
+    pool_deadline = pool.deadline
+    pool_conv = pool.conv
+    pool_flen = pool.flen
+    out_created = out.created
+    out_n_created = out.n_created
+    ops_cur_idx = ops.cur_idx
+    ops_cur_val = ops.cur_val
+    ev_ts = ev.ts
+    ev_ucode = ev.ucode
+    ev_urow = ev.urow
+    ev_irow = ev.irow
+    tasks_by_item = tasks.by_item
+    ev_cat = ev.cat
+    tasks_window = tasks.window
+    pool_fidx = pool.fidx
+    pool_fval = pool.fval
+    params_fp = params.fp
+    out_res = out.res
+    users_pi = users.pi
+    codes_item_rank = codes.item_rank
+    codes_topic_rank = codes.topic_rank
+    codes_user_rank = codes.user_rank
+    params_ip = params.ip
+    tasks_ko_item = tasks.ko_item
+    tasks_ko_topic = tasks.ko_topic
+    ts, ucode, u, it = ev_ts[e], ev_ucode[e], ev_urow[e], ev_irow[e]
+    key = ev_icode[e] if tasks_by_item[t] else ev_cat[e]
+    slot = pool_free[pool_nfree[0] - 1]
+    pool_nfree[0] -= 1
+    pool_task[slot] = t
+    pool_user[slot] = ucode
+    pool_key[slot] = key
+    pool_item[slot] = ev_icode[e]
+    pool_open_ts[slot] = ts
+    pool_deadline[slot] = ts + tasks_window[t]
+    pool_conv[slot] = False
+    pool_flen[slot] = m
+    for j in range(m):
+        pool_fidx[slot, j] = ops_cur_idx[j]
+        pool_fval[slot, j] = ops_cur_val[j]
+    out_created[t, out_n_created[t]] = slot
+    out_n_created[t] += 1
+    k = _add_op(ops, t, L.PREDICT, ops_cur_idx, ops_cur_val, m, 0.0)
+    _add_record(out, L.R_OPENED, t, k, slot, ts, False)
+    if pool_deadline[slot] < params_fp[L.FP_WATERMARK]:
+        # a late exposure whose window has already closed: learned at once
+        _add_op(ops, t, L.LEARN, ops_cur_idx, ops_cur_val, m, 0.0)
+        _add_record(out, L.R_RESOLVED, t, -1, slot, ts, False)
+        out_res[1] += 1
+        if users_pi[u, L.P_EXISTS]:
+            params_ip[L.IP_TICK] = count(users, u, t, False, params_ip[L.IP_TICK])
+            name = tasks_ko_item[t, key] if tasks_by_item[t] else tasks_ko_topic[t, key]
+            record_key_outcome(users, u, name, False, params_ip[L.IP_KEY_ROOM])
+        _item_outcome(params, items, it, t, False)
+        _free(out, slot)
+        return -1
+    key_rank = codes_item_rank if tasks_by_item[t] else codes_topic_rank
+    heap_push(pool, t, slot, codes_user_rank, key_rank)
+    return slot
+
+
+@leaf
+def _update_profile(ev, e, codes, params, users):  # type: ignore[no-untyped-def]
+    """``ProfileUpdater.apply``: counts, decayed counts, value, spend, interests, recent."""
+    params_fp = params.fp
+    params_ip = params.ip
+    users_pf = users.pf
+    users_pi = users.pi
+    users_dec = users.dec
+    users_tord = users.tord
+    users_tlen = users.tlen
+    users_ik = users.ik
+    users_iv = users.iv
+    users_il = users.il
+    users_cnt = users.cnt
+    codes_type_monetary = codes.type_monetary
+    codes_type_weight = codes.type_weight
+    ev_urow = ev.urow
+    ev_ts = ev.ts
+    ev_type = ev.type
+    ev_value = ev.value
+    ev_tp_start = ev.tp_start
+    ev_icode = ev.icode
+    ev_tp_code = ev.tp_code
+    codes_topic_track = codes.topic_track
+    fp, ip = params_fp, params_ip
+    pf, pi, dec, tord, tlen = users_pf, users_pi, users_dec, users_tord, users_tlen
+    ik, iv, il = users_ik, users_iv, users_il
+    u, ts, kind, value = ev_urow[e], ev_ts[e], ev_type[e], ev_value[e]
+    two, h_c, h_i = fp[L.FP_TWO], fp[L.FP_H_COUNTERS], fp[L.FP_H_INTERESTS]
+    has_value = not math.isnan(value)
+    if not pi[u, L.P_EXISTS]:
+        pf[u, L.P_ANCHOR] = ts
+        pf[u, L.P_FIRST] = ts
+        pf[u, L.P_LAST] = ts
+        pi[u, L.P_EXISTS] = 1
+    anchor = pf[u, L.P_ANCHOR]
+    if (ts - anchor) / fp[L.FP_H_MIN] > L.REBASE_AFTER:
+        f_c = two ** (-(ts - anchor) / h_c)
+        f_i = two ** (-(ts - anchor) / h_i)
+        for q in range(tlen[u]):
+            dec[u, tord[u, q]] *= f_c
+        for q in range(il[u]):
+            iv[u, q] *= f_i
+        anchor = ts
+        pf[u, L.P_ANCHOR] = ts
+    n0 = pi[u, L.P_N]
+    pi[u, L.P_N] = n0 + 1
+    if n0 == 0 or ts < pf[u, L.P_FIRST]:
+        pf[u, L.P_FIRST] = ts
+    if n0 == 0 or ts > pf[u, L.P_LAST]:
+        pf[u, L.P_LAST] = ts
+    if users_cnt[u, kind] == 0:
+        tord[u, tlen[u]] = kind
+        tlen[u] += 1
+    users_cnt[u, kind] += 1
+    dec[u, kind] += two ** ((ts - anchor) / h_c)
+    monetary = codes_type_monetary[kind]
+    if has_value:
+        if monetary:
+            pf[u, L.P_MONETARY] += value
+        else:
+            pf[u, L.P_VSUM] += value
+            pi[u, L.P_VN] += 1
+    if monetary:
+        pi[u, L.P_PURCHASES] += 1
+        lp = pf[u, L.P_LASTPUR]
+        if math.isnan(lp) or ts > lp:
+            pf[u, L.P_LASTPUR] = ts
+        if has_value:
+            add_spend(users, u, int(ts // L.DAY), int(np.rint(value * 100)))
+    t0, t1 = ev_tp_start[e], ev_tp_start[e + 1]
+    weight = codes_type_weight[kind]
+    if t1 > t0 and weight != 0.0:
+        w = weight * two ** ((ts - anchor) / h_i)
+        for q in range(t0, t1):
+            tc = ev_tp_code[q]
+            if ip[L.IP_TRACK] != 0 and not codes_topic_track[tc]:
+                continue
+            found = False
+            for r in range(il[u]):
+                if ik[u, r] == tc:
+                    iv[u, r] += w
+                    found = True
+                    break
+            if not found:
+                r = il[u]
+                ik[u, r] = tc
+                iv[u, r] = w
+                il[u] = r + 1
+        while il[u] > ip[L.IP_TOP_K]:
+            # keep the top K: drop the smallest (of equals, the earliest inserted), as
+            # deleting the first of a stable ascending sort does
+            n_int = il[u]
+            low = 0
+            for q in range(1, n_int):
+                if iv[u, q] < iv[u, low]:
+                    low = q
+            for q in range(low, n_int - 1):
+                ik[u, q] = ik[u, q + 1]
+                iv[u, q] = iv[u, q + 1]
+            il[u] = n_int - 1
+    add_recent(users, u, ts, kind, ev_icode[e], value, ip[L.IP_RECENT], codes)
+
+
+@leaf
+def _count_item(ev, e, params, items):  # type: ignore[no-untyped-def]
+    """``PythonStep._count_item``: the item's count, category, last time, popularity, value."""
+    items_xf = items.xf
+    items_xi = items.xi
+    items_touched = items.touched
+    ev_irow = ev.irow
+    ev_ts = ev.ts
+    ev_value = ev.value
+    params_fp = params.fp
+    ev_cat = ev.cat
+    xf, xi = items_xf, items_xi
+    it, ts, value = ev_irow[e], ev_ts[e], ev_value[e]
+    two, h_c = params_fp[L.FP_TWO], params_fp[L.FP_H_COUNTERS]
+    a = xf[it, L.I_ANCHOR]
+    if (ts - a) / h_c > L.REBASE_AFTER:
+        xf[it, L.I_POP] *= two ** (-(ts - a) / h_c)
+        xf[it, L.I_ANCHOR] = ts
+        a = ts
+    xi[it, L.I_N] += 1
+    if xi[it, L.I_CAT] < 0:
+        xi[it, L.I_CAT] = ev_cat[e]
+    if ts > xf[it, L.I_LAST]:
+        xf[it, L.I_LAST] = ts
+    xf[it, L.I_POP] += two ** ((ts - a) / h_c)
+    if not math.isnan(value):
+        xf[it, L.I_VSUM] += value
+        xi[it, L.I_VN] += 1
+    items_touched[it] = True

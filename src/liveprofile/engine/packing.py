@@ -12,9 +12,9 @@ written by either engine reads the same.
 >>> tasks.extend(["buy"])
 >>> xf = np.array([[5.0, 7.0, 1.5, 0.0]])
 >>> xi = np.array([[2, 0, 0, 1]])  # n, value_n, category code, exists
->>> counts = np.array([[1]]), np.array([[2]])  # positives, examples per task
+>>> counts = np.array([[[2], [1]]])  # examples and positives (layout.COUNTS) per task
 >>> first = np.array([[[0], [1]]])  # when each count became non-zero
->>> blob = encode_items(np.array([0]), xf, xi, *counts, first, topics, tasks)[0]
+>>> blob = encode_items(np.array([0]), xf, xi, counts, first, topics, tasks)[0]
 >>> stats = ItemStats(5.0, 7.0, 2, 1.5, 0.0, 0, {"buy": 1}, {"buy": 2}, "dairy")
 >>> blob == encode_item(stats)
 True
@@ -22,6 +22,7 @@ True
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterable
 from typing import Any
 
@@ -29,11 +30,57 @@ import msgspec
 import numba
 import numpy as np
 
-from liveprofile.engine import kernel as K
-from liveprofile.profile.items import ITEM_SCHEMA
+from liveprofile.engine.layout import COUNTS, I_CAT, ITEM_FLOATS, ITEM_INTS
+from liveprofile.errors import LiveprofileError
+from liveprofile.profile.items import ITEM_SCHEMA, ItemStats
 
-# room per record beyond the task maps: header, 4 floats, 2 ints, the category
-_FIXED = 1 + 1 + 4 * 9 + 2 * 9 + 1
+# how a field is written: a float column, an int column, a task -> count map, a name or nil
+_FLOAT, _UINT, _COUNTS, _NAME = 0, 1, 2, 3
+_ANNOTATION = {_FLOAT: "float", _UINT: "int", _COUNTS: "dict[str, int]", _NAME: "str | None"}
+
+
+def item_fields(struct: type[ItemStats] = ItemStats) -> Any:
+    """How each field of :class:`ItemStats`, in order, is written: (how, column) rows.
+
+    An ItemStats field without a column in the compiled layout, or of a type this writer does
+    not know, stops the import: the two engines would otherwise write different records.
+
+    >>> class Wider(ItemStats):
+    ...     clicks: int = 0
+    >>> item_fields(Wider)
+    Traceback (most recent call last):
+    ...
+    liveprofile.errors.LiveprofileError: ItemStats.clicks has no writer in \
+liveprofile.engine.packing: give it a column in liveprofile.engine.layout and a case in item_fields
+    """
+    rows = []
+    for name in struct.__struct_fields__:
+        if name in ITEM_FLOATS:
+            how, col = _FLOAT, ITEM_FLOATS.index(name)
+        elif name == "category":
+            how, col = _NAME, I_CAT
+        elif name in ITEM_INTS:
+            how, col = _UINT, ITEM_INTS.index(name)
+        elif name in COUNTS:
+            how, col = _COUNTS, COUNTS.index(name)
+        else:
+            how, col = -1, -1
+        declared = (inspect.get_annotations(c) for c in struct.__mro__)
+        annotation = next((d[name] for d in declared if name in d), None)
+        if how < 0 or annotation != _ANNOTATION[how]:
+            raise LiveprofileError(
+                f"ItemStats.{name} has no writer in liveprofile.engine.packing: give it a column "
+                "in liveprofile.engine.layout and a case in item_fields"
+            )
+        rows.append((how, col))
+    if len(rows) > 15:
+        raise LiveprofileError("ItemStats outgrew a MessagePack fixarray (15 fields)")
+    return np.array(rows, np.int64)
+
+
+_FIELDS = item_fields()
+#: room per record beyond the task maps and the name: header, then at most 9 bytes a field
+_FIXED = 2 + 9 * len(_FIELDS)
 
 
 class StringTable:
@@ -69,8 +116,7 @@ def encode_items(
     rows: Any,
     xf: Any,
     xi: Any,
-    xpos: Any,
-    xex: Any,
+    counts: Any,
     first: Any,
     topics: StringTable,
     tasks: StringTable,
@@ -81,7 +127,7 @@ def encode_items(
     room = _FIXED + topics.longest() + 2 * len(tasks) * (tasks.longest() + 9) + 6
     buf = np.empty(len(rows) * room, np.uint8)
     ends = np.empty(len(rows), np.int64)
-    _encode_items(rows, xf, xi, xpos, xex, first, *topics.arrays(), *tasks.arrays(), buf, ends)
+    _encode_items(rows, _FIELDS, xf, xi, counts, first, topics.arrays(), tasks.arrays(), buf, ends)
     blob = buf.tobytes()
     out = []
     start = 0
@@ -129,11 +175,13 @@ def _string(buf, o, data, starts, code):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(cache=True, nogil=True)
-def _count_map(buf, o, counts, first, r, kind, data, starts, order):  # type: ignore[no-untyped-def]
-    """A task -> count map with the non-zero counts, keys in the order they became non-zero."""
+def _count_map(buf, o, counts, first, r, kind, names, order):  # type: ignore[no-untyped-def]
+    """A task -> count map with the non-zero counts of ``counts[r, kind]``, keys in the order
+    they became non-zero."""
+    data, starts = names
     m = 0
-    for t in range(counts.shape[1]):
-        if counts[r, t] != 0:
+    for t in range(counts.shape[2]):
+        if counts[r, kind, t] != 0:
             # insertion sort by the tick the count first became non-zero
             q = m
             while q > 0 and first[r, kind, order[q - 1]] > first[r, kind, t]:
@@ -152,33 +200,31 @@ def _count_map(buf, o, counts, first, r, kind, data, starts, order):  # type: ig
     for q in range(m):
         t = order[q]
         o = _string(buf, o, data, starts, t)
-        o = _uint(buf, o, counts[r, t])
+        o = _uint(buf, o, counts[r, kind, t])
     return o
 
 
 @numba.njit(cache=True, nogil=True)
-def _encode_items(  # type: ignore[no-untyped-def]
-    rows, xf, xi, xpos, xex, first, topic_data, topic_starts, task_data, task_starts, buf, ends
-):
+def _encode_items(rows, fields, xf, xi, counts, first, topics, tasks, buf, ends):  # type: ignore[no-untyped-def]
     one = np.empty(1, np.float64)
-    order = np.empty(xpos.shape[1], np.int64)
+    order = np.empty(counts.shape[2], np.int64)
     o = 0
     for j in range(rows.shape[0]):
         r = rows[j]
         buf[o] = ITEM_SCHEMA
-        buf[o + 1] = 0x99  # an array of the 9 fields of ItemStats
+        buf[o + 1] = 0x90 | fields.shape[0]  # an array of the fields of ItemStats
         o += 2
-        o = _float(buf, o, xf[r, K.I_ANCHOR], one)
-        o = _float(buf, o, xf[r, K.I_LAST], one)
-        o = _uint(buf, o, xi[r, K.I_N])
-        o = _float(buf, o, xf[r, K.I_POP], one)
-        o = _float(buf, o, xf[r, K.I_VSUM], one)
-        o = _uint(buf, o, xi[r, K.I_VN])
-        o = _count_map(buf, o, xpos, first, r, 1, task_data, task_starts, order)
-        o = _count_map(buf, o, xex, first, r, 0, task_data, task_starts, order)
-        if xi[r, K.I_CAT] < 0:
-            buf[o] = 0xC0
-            o += 1
-        else:
-            o = _string(buf, o, topic_data, topic_starts, xi[r, K.I_CAT])
+        for f in range(fields.shape[0]):
+            how, col = fields[f, 0], fields[f, 1]
+            if how == _FLOAT:
+                o = _float(buf, o, xf[r, col], one)
+            elif how == _UINT:
+                o = _uint(buf, o, xi[r, col])
+            elif how == _COUNTS:
+                o = _count_map(buf, o, counts, first, r, col, tasks, order)
+            elif xi[r, col] < 0:
+                buf[o] = 0xC0
+                o += 1
+            else:
+                o = _string(buf, o, topics[0], topics[1], xi[r, col])
         ends[j] = o

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from liveprofile.config import PipelineConfig
+from liveprofile.durations import DAY
 from liveprofile.events.dedup import DedupWindow
 from liveprofile.learn.metrics import Prequential
 from liveprofile.learn.registry import dump_learner, load_learner, make_learner
@@ -24,7 +25,7 @@ from liveprofile.profile.items import ItemStats, decode_item, encode_item
 from liveprofile.profile.population import Population
 from liveprofile.profile.risk import AnomalyScorer
 from liveprofile.profile.segments import SegmentChange
-from liveprofile.profile.state import DAY, Profile, decode_profile, encode_profile
+from liveprofile.profile.state import Profile, decode_profile, encode_profile
 from liveprofile.store.base import Store
 from liveprofile.store.codec import damaged, pack, unpack
 from liveprofile.store.layout import (

@@ -24,12 +24,51 @@ import zlib
 from collections.abc import Callable
 
 from liveprofile.config import FeatureConfig
+from liveprofile.durations import DAY, HOUR
 from liveprofile.events.schema import Event
 from liveprofile.profile.items import ItemStats
-from liveprofile.profile.state import DAY, Profile, ProfileUpdater
+from liveprofile.profile.state import Profile, ProfileUpdater
 
 _CACHE_LIMIT = 1_000_000
-_MIX = 0x9E3779B1
+#: the multiplier that mixes the hashes of a cross's parts
+MIX = 0x9E3779B1
+#: the scalar features, by name (the compiled path keeps their indices in this order)
+SCALARS = (
+    "bias",
+    "user_new",
+    "item_new",
+    "recency",
+    "affinity",
+    "item_pop",
+    "user_x_topic",
+    "interest",
+    "key_rate",
+    "top_interest=0",
+    "top_interest=1",
+    "u_new_task",
+    "u_rate",
+    "i_new_task",
+    "i_rate",
+)
+#: the bucketed features: name and number of buckets; values past the last bucket fall in it
+TABLES = (
+    ("interest_b", 17),
+    ("key_rate_b", 10),
+    ("key_seen_b", 13),
+    ("hour", 24),
+    ("weekday", 7),
+    ("recency_b", 17),
+    ("events_b", 17),
+    ("monetary_b", 21),
+    ("affinity_b", 10),
+    ("item_pop_b", 17),
+    ("user_value_b", 21),
+    ("item_value_b", 21),
+    ("u_rate_b", 10),
+    ("u_seen_b", 13),
+    ("i_rate_b", 10),
+    ("i_seen_b", 13),
+)
 
 
 def _crc(text: str) -> int:
@@ -60,35 +99,52 @@ class FeatureBuilder:
         self._values: dict[str, dict[str, int]] = {}
         self._parts: dict[str, int] = {}
         idx = self.index
-        self._bias, self._user_new, self._item_new = idx("bias"), idx("user_new"), idx("item_new")
-        self._recency, self._affinity, self._item_pop = (
-            idx("recency"),
-            idx("affinity"),
-            idx("item_pop"),
+        #: the index of each scalar feature, by name
+        self.scalars = {name: idx(name) for name in SCALARS}
+        #: the indices of each bucketed feature's buckets, by name
+        self.tables = {name: _table(idx, name, size) for name, size in TABLES}
+        scalar, table = self.scalars, self.tables
+        self._bias, self._user_new, self._item_new = (
+            scalar["bias"],
+            scalar["user_new"],
+            scalar["item_new"],
         )
-        self._cross_salt = idx("user_x_topic")
-        self._interest = idx("interest")
-        self._interest_b = _table(idx, "interest_b", 17)
-        self._key_rate = idx("key_rate")
-        self._key_rate_b = _table(idx, "key_rate_b", 10)
-        self._key_seen_b = _table(idx, "key_seen_b", 13)
-        self._top = [idx("top_interest=0"), idx("top_interest=1")]
-        self._hours = _table(idx, "hour", 24)
-        self._weekdays = _table(idx, "weekday", 7)
-        self._recency_b = _table(idx, "recency_b", 17)
-        self._events_b = _table(idx, "events_b", 17)
-        self._monetary_b = _table(idx, "monetary_b", 21)
-        self._affinity_b = _table(idx, "affinity_b", 10)
-        self._item_pop_b = _table(idx, "item_pop_b", 17)
-        self._value_b = {who: _table(idx, f"{who}_value_b", 21) for who in ("user", "item")}
+        self._recency, self._affinity, self._item_pop = (
+            scalar["recency"],
+            scalar["affinity"],
+            scalar["item_pop"],
+        )
+        self._cross_salt = scalar["user_x_topic"]
+        self._interest = scalar["interest"]
+        self._interest_b = table["interest_b"]
+        self._key_rate = scalar["key_rate"]
+        self._key_rate_b = table["key_rate_b"]
+        self._key_seen_b = table["key_seen_b"]
+        self._top = [scalar["top_interest=0"], scalar["top_interest=1"]]
+        self._hours = table["hour"]
+        self._weekdays = table["weekday"]
+        self._recency_b = table["recency_b"]
+        self._events_b = table["events_b"]
+        self._monetary_b = table["monetary_b"]
+        self._affinity_b = table["affinity_b"]
+        self._item_pop_b = table["item_pop_b"]
+        self._value_b = {who: table[f"{who}_value_b"] for who in ("user", "item")}
         self._task: dict[str, tuple[int, int, list[int], list[int]]] = {}
         for who in ("u", "i"):
             self._task[who] = (
-                idx(f"{who}_new_task"),
-                idx(f"{who}_rate"),
-                _table(idx, f"{who}_rate_b", 10),
-                _table(idx, f"{who}_seen_b", 13),
+                scalar[f"{who}_new_task"],
+                scalar[f"{who}_rate"],
+                table[f"{who}_rate_b"],
+                table[f"{who}_seen_b"],
             )
+
+    def value_index(self, field: str, value: str) -> int:
+        """The index of a categorical feature ``field=value`` (cached)."""
+        return self._value(field, value)
+
+    def part(self, value: str) -> int:
+        """The hash of one part of a cross (cached)."""
+        return self._part(value)
 
     def index(self, name: str) -> int:
         """The index of a feature name such as ``"user=42"`` or ``"recency"``."""
@@ -118,7 +174,7 @@ class FeatureBuilder:
 
     def cross(self, user: str, topic: str) -> int:
         """The index of the user x topic cross, from the cached hashes of its parts."""
-        return ((self._part(user) * _MIX + self._part(topic)) ^ self._cross_salt) & self.mask
+        return ((self._part(user) * MIX + self._part(topic)) ^ self._cross_salt) & self.mask
 
     def build(
         self, e: Event, p: Profile | None, item: ItemStats | None
@@ -141,8 +197,8 @@ class FeatureBuilder:
                     idx.append(self.cross(e.user, topic))
                     val.append(weight)
         if self._time:
-            day, second = divmod(int(ts), 86400)
-            idx.append(self._hours[second // 3600])
+            day, second = divmod(int(ts), int(DAY))
+            idx.append(self._hours[second // int(HOUR)])
             idx.append(self._weekdays[(day + 3) % 7])  # 1970-01-01 was a Thursday
             val += (1.0, 1.0)
         if p is None:
@@ -158,7 +214,7 @@ class FeatureBuilder:
             at = max(ts, item.last_ts)
             pop = item.popularity * 2.0 ** (-(at - item.anchor) / self._h_counters)
             idx.append(self._item_pop)
-            idx.append(self._item_pop_b[min(int(math.log2(1 + pop)), 16)])
+            idx.append(_log2_bucket(self._item_pop_b, pop))
             val += (math.log1p(pop), 1.0)
             if item.value_n:
                 idx.append(_bucket(self._value_b["item"], 2 * item.value_sum / item.value_n))
@@ -170,8 +226,8 @@ class FeatureBuilder:
     ) -> None:
         recency = max(0.0, (ts - p.last_ts) / DAY)
         idx.append(self._recency)
-        idx.append(self._recency_b[min(int(math.log2(1 + recency * 24)), 16)])
-        idx.append(self._events_b[min(int(math.log2(1 + p.n)), 16)])
+        idx.append(_log2_bucket(self._recency_b, recency * 24))
+        idx.append(_log2_bucket(self._events_b, p.n))
         val += (math.log1p(recency), 1.0, 1.0)
         f_c = 2.0 ** (-(max(ts, p.last_ts) - p.anchor) / self._h_counters)
         value = self._value
@@ -179,8 +235,7 @@ class FeatureBuilder:
             idx.append(value("decayed", kind))
             val.append(math.log1p(stored * f_c))
         if p.monetary:
-            # net of refunds, it may be negative: such a user falls in the lowest bin
-            idx.append(self._monetary_b[min(int(math.log2(1 + max(p.monetary, 0.0))), 20)])
+            idx.append(_log2_bucket(self._monetary_b, p.monetary))
             val.append(1.0)
         if p.value_n:
             idx.append(_bucket(self._value_b["user"], 2 * p.value_sum / p.value_n))
@@ -195,10 +250,10 @@ class FeatureBuilder:
                 -(max(ts, p.last_ts) - p.anchor) / self._h_interests
             )
             idx.append(self._affinity)
-            idx.append(self._affinity_b[min(int(share * 10), 9)])
+            idx.append(_decile(self._affinity_b, share))
             idx.append(self._top[top in topics])
             idx.append(self._interest)
-            idx.append(self._interest_b[min(int(math.log2(1 + own)), 16)])
+            idx.append(_log2_bucket(self._interest_b, own))
             val += (share, 1.0, 1.0, math.log1p(own), 1.0)
 
     def task_features(
@@ -211,8 +266,8 @@ class FeatureBuilder:
         prior, strength = self.RATE_PRIOR, self.RATE_STRENGTH
         if key is not None and p is not None:
             rate, n = p.key_outcome_rate(task, key, prior, strength)
-            idx += (self._key_rate, self._key_rate_b[min(int(rate * 10), 9)])
-            idx.append(self._key_seen_b[min(int(math.log2(1 + n)), 12)])
+            idx += (self._key_rate, _decile(self._key_rate_b, rate))
+            idx.append(_log2_bucket(self._key_seen_b, n))
             val += (rate - prior, 1.0, 1.0)
         for who, stats in (("u", p), ("i", item)):
             new, rate_i, rate_b, seen_b = self._task[who]
@@ -222,7 +277,7 @@ class FeatureBuilder:
                 continue
             n = stats.examples.get(task, 0)
             rate = stats.outcome_rate(task, prior, strength)
-            idx += (rate_i, rate_b[min(int(rate * 10), 9)], seen_b[min(int(math.log2(1 + n)), 12)])
+            idx += (rate_i, _decile(rate_b, rate), _log2_bucket(seen_b, n))
             val += (rate - prior, 1.0, 1.0)
         return idx, val
 
@@ -247,6 +302,19 @@ class FeatureBuilder:
 def _table(index: Callable[[str], int], field: str, size: int) -> list[int]:
     """Indices of ``field=0`` .. ``field=size-1``: a bucketed feature without string building."""
     return [index(f"{field}={k}") for k in range(size)]
+
+
+def _log2_bucket(table: list[int], x: float) -> int:
+    """The bucket of ``x`` on a log2 scale (0, 1, 2-3, 4-7, ...), the last taking the rest;
+    zero or less (a spend net of refunds) is the first."""
+    if not x > 0.0:
+        return table[0]
+    return table[min(int(math.log2(1 + x)), len(table) - 1)]
+
+
+def _decile(table: list[int], x: float) -> int:
+    """The bucket of a share or rate ``x`` in [0, 1] by tenths, 1.0 in the last."""
+    return table[min(int(x * 10), len(table) - 1)]
 
 
 def _bucket(table: list[int], x: float) -> int:

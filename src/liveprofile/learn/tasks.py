@@ -118,6 +118,20 @@ class TaskState:
             self.waiting[(pending.user, pending.key)] = pending
         heapq.heappush(self._heap, (pending.deadline, pending.open_ts, pending.user, pending.key))
 
+    def take_pending(self) -> tuple[list[Pending], dict[tuple[str, str], Pending]]:
+        """Hand over the open pending examples, and those a conversion can still convert by
+        (user, key); the task holds none until :meth:`give_pending`."""
+        pending, waiting = list(self.pending.values()), self.waiting
+        self.pending, self.waiting, self._heap = {}, {}, []
+        return pending, waiting
+
+    def give_pending(self, pending: list[Pending], waiting: list[Pending]) -> None:
+        """Take back open pending examples; ``waiting``: those a conversion can still convert."""
+        self.pending = {p.id: p for p in pending}
+        self.waiting = {(p.user, p.key): p for p in waiting}
+        self._heap = [(p.deadline, p.open_ts, p.user, p.key) for p in pending]
+        heapq.heapify(self._heap)
+
     def close(self, pending: Pending) -> None:
         """Forget a pending example whose label has been learned."""
         pid = pending.id

@@ -17,7 +17,8 @@ import math
 
 import msgspec
 
-from liveprofile.profile.state import DAY, Profile
+from liveprofile.durations import DAY
+from liveprofile.profile.state import Profile
 
 #: what the histograms need of a profile: purchases, money spent, time of the last event
 Standing = tuple[int, float, float]

@@ -35,6 +35,7 @@ from bisect import bisect_left, insort
 from typing import TYPE_CHECKING, Any, cast
 
 from liveprofile.config import RiskConfig
+from liveprofile.durations import DAY
 from liveprofile.errors import StateVersionError
 from liveprofile.events.schema import Event
 from liveprofile.learn.base import Learner
@@ -52,7 +53,15 @@ ItemGroups = list[tuple[Stamp, list[int]]]
 #: (event time, type, item, value) of one recent event
 Recent = tuple[Stamp, str, str | None, float | None]
 VELOCITY = ("events_per_min", "purchases_per_hour", "distinct_items_10m")
-DAY = 86400.0
+
+
+def velocity_item(item_id: str) -> int:
+    """How the velocity counts name an item: the CRC32 of its id.
+
+    >>> velocity_item("i1") == zlib.crc32(b"i1")
+    True
+    """
+    return zlib.crc32(item_id.encode())
 
 
 def stamp(ts: float) -> Stamp:
@@ -207,7 +216,7 @@ class RiskTracker:
         """Fold one event into ``p``'s risk fields; ``p.last_ts`` already includes it."""
         add_recent(p.recent, (stamp(e.ts), e.type, e.item_id, e.value), self.config.recent)
         if self.velocity_on:
-            item = None if e.item_id is None else zlib.crc32(e.item_id.encode())
+            item = None if e.item_id is None else velocity_item(e.item_id)
             self.count(p, e.ts, e.type in self._monetary, item, p.last_ts)
 
     def count(self, p: Profile, ts: float, monetary: bool, item: int | None, last: float) -> None:

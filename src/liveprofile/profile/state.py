@@ -25,6 +25,7 @@ from typing import Any
 import msgspec
 
 from liveprofile.config import ProfileConfig, RiskConfig
+from liveprofile.durations import DAY
 from liveprofile.events.schema import Event
 from liveprofile.profile.decay import REBASE_AFTER, decayed_value, rebase_factor
 from liveprofile.profile.items import shrunk_rate
@@ -32,11 +33,22 @@ from liveprofile.profile.risk import Counts, ItemGroups, Recent, RiskTracker
 from liveprofile.store.codec import VersionedCodec
 
 PROFILE_SCHEMA = 1
-DAY = 86400.0
 RFM = ("recency", "frequency", "monetary")
 #: days of spend kept per profile, and the windows profiles and rules offer (monetary_30d, ...)
 SPEND_DAYS = 90
 SPEND_WINDOWS = (7, 30, 90)
+#: a key outcome packs its positives above this many bits and its examples below
+KEY_SHIFT = 24
+KEY_EXAMPLES = (1 << KEY_SHIFT) - 1
+
+
+def key_outcome_name(task: str, key: str) -> int:
+    """How :attr:`Profile.key_outcomes` names the outcomes of ``task`` on ``key``.
+
+    >>> key_outcome_name("buy", "dairy") == zlib.crc32(b"buy:dairy")
+    True
+    """
+    return zlib.crc32(f"{task}:{key}".encode())
 
 
 class Profile(msgspec.Struct, array_like=True, gc=False):
@@ -99,19 +111,19 @@ class Profile(msgspec.Struct, array_like=True, gc=False):
         """Count an outcome of ``task`` for one key (e.g. a category). When the keys outgrow
         ``room`` by a quarter, the ones with the fewest examples go, back down to ``room``."""
         outcomes = self.key_outcomes
-        name = zlib.crc32(f"{task}:{key}".encode())
-        outcomes[name] = outcomes.get(name, 0) + (1 << 24 if positive else 0) + 1
+        name = key_outcome_name(task, key)
+        outcomes[name] = outcomes.get(name, 0) + (1 << KEY_SHIFT if positive else 0) + 1
         if len(outcomes) > room + room // 4:
-            kept = sorted(outcomes.items(), key=lambda kv: -(kv[1] & 0xFFFFFF))[:room]
+            kept = sorted(outcomes.items(), key=lambda kv: -(kv[1] & KEY_EXAMPLES))[:room]
             self.key_outcomes = dict(kept)
 
     def key_outcome_rate(
         self, task: str, key: str, prior: float, strength: float
     ) -> tuple[float, int]:
         """This user's positive rate for ``task`` on one key, shrunk toward ``prior``, and n."""
-        packed = self.key_outcomes.get(zlib.crc32(f"{task}:{key}".encode()), 0)
-        n = packed & 0xFFFFFF
-        return shrunk_rate(packed >> 24, n, prior, strength), n
+        packed = self.key_outcomes.get(key_outcome_name(task, key), 0)
+        n = packed & KEY_EXAMPLES
+        return shrunk_rate(packed >> KEY_SHIFT, n, prior, strength), n
 
 
 class ProfileUpdater:

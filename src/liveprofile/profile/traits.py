@@ -42,8 +42,9 @@ from collections.abc import Callable, Iterable, Mapping
 from types import CodeType
 from typing import Any
 
+from liveprofile.durations import DAY
 from liveprofile.errors import ConfigError
-from liveprofile.profile.state import DAY, Profile, ProfileUpdater, lifecycle
+from liveprofile.profile.state import Profile, ProfileUpdater, lifecycle
 
 FIELDS = (
     "events",

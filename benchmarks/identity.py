@@ -1,0 +1,112 @@
+"""What identity links cost: a shop where visitors log in at their first purchase, against the
+same events under user ids.
+
+From the repository root::
+
+    .venv/bin/python benchmarks/identity.py --users 5000 --repeat 2 --json /tmp/identity.json
+
+The synthetic generator's events (``--users`` users over ``--days`` days) are written twice as
+JSON lines: as generated (every event under its user id), and as a shop with logins sends them
+(``liveprofile.datasets.logins.with_logins``: each user anonymous until their first purchase,
+which links the two ids and folds the visitor's profile into the user's). Both replay through
+the local runner into a fresh SQLite store, ``--repeat`` times each in alternating order, with
+the default (compiled) engine; the table shows the best time of each. Batches with a login take
+the Python step; the others, before and after logins, the compiled one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from rich.console import Console
+from rich.table import Table
+
+from liveprofile.config import LabelConfig, PipelineConfig, RunConfig, TaskConfig
+from liveprofile.datasets.logins import with_logins
+from liveprofile.datasets.synthetic import SyntheticConfig, generate
+from liveprofile.engine.local import LocalRunner
+from liveprofile.events.sources import JsonlSource
+from liveprofile.store.sqlite import SQLiteStore
+
+TASKS = [
+    TaskConfig(
+        "convert",
+        on=["view"],
+        label=LabelConfig(kind="delayed", conversion=["purchase"], key="item", window="1d"),
+    ),
+    TaskConfig("carted", on=["view"], label=LabelConfig(kind="type", positive=["cart"])),
+]
+
+
+def replay(config: PipelineConfig, events: Path, folder: Path) -> dict[str, Any]:
+    store = SQLiteStore(folder / "profiles.db")
+    store.setup()
+    runner = LocalRunner(config, store, folder / "dead.jsonl")
+    started = time.perf_counter()
+    stats = runner.run(JsonlSource(events))
+    seconds = time.perf_counter() - started
+    links = runner.state.checkpoint.links
+    profiles = sum(1 for _ in store.scan("profile"))
+    runner.close()
+    return {
+        "events": stats.events,
+        "seconds": round(seconds, 2),
+        "events_per_s": round(stats.events / seconds),
+        "links": links,
+        "profiles": profiles,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--users", type=int, default=5000, help="Synthetic users (default 5000).")
+    parser.add_argument("--days", type=int, default=28, help="Days of events (default 28).")
+    parser.add_argument("--batch", type=int, default=20_000, help="Events per batch.")
+    parser.add_argument("--repeat", type=int, default=1, help="Runs of each stream.")
+    parser.add_argument("--json", type=Path, help="Also write the figures to this JSON file.")
+    args = parser.parse_args()
+    config = PipelineConfig(tasks=TASKS, run=RunConfig(batch_size=args.batch))
+    synthetic = SyntheticConfig(users=args.users, days=args.days, seed=7)
+    runs: dict[str, list[dict[str, Any]]] = {"user ids": [], "logins": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        encode = msgspec.json.encode
+        paths = {"user ids": folder / "plain.jsonl", "logins": folder / "logins.jsonl"}
+        paths["user ids"].write_bytes(b"\n".join(encode(e) for e in generate(synthetic)) + b"\n")
+        logins = with_logins(generate(synthetic))
+        paths["logins"].write_bytes(b"\n".join(encode(e) for e in logins) + b"\n")
+        for k in range(args.repeat):
+            for name, path in paths.items():
+                run_dir = folder / f"{name.replace(' ', '_')}-{k}"
+                run_dir.mkdir()
+                runs[name].append(replay(config, path, run_dir))
+    best = {name: min(r, key=lambda x: x["seconds"]) for name, r in runs.items()}
+    base = best["user ids"]["seconds"]
+    table = Table(title=f"Synthetic shop, {best['user ids']['events']:,} events, batches of "
+                  f"{args.batch:,}")  # fmt: skip
+    for column in ("stream", "seconds", "events/s", "vs user ids", "links", "profiles"):
+        table.add_column(column, justify="left" if column == "stream" else "right")
+    for name, r in best.items():
+        table.add_row(
+            name,
+            f"{r['seconds']:.1f}",
+            f"{r['events_per_s']:,}",
+            "-" if name == "user ids" else f"{(r['seconds'] / base - 1) * 100:+.1f}%",
+            f"{r['links']:,}",
+            f"{r['profiles']:,}",
+        )
+    Console().print(table)
+    if args.json:
+        result = {"machine": platform.platform(), "args": vars(args) | {"json": str(args.json)}}
+        args.json.write_text(json.dumps(result | {"runs": runs}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

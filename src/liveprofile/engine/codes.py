@@ -1,0 +1,235 @@
+"""Integer codes for the strings of a stream, and the per-code tables the compiled step reads.
+
+Users, items, topics and event types get a code on first sight; the feature indices, cross
+hashes and key-outcome names of each code are computed once, with the Python feature builder's
+and profile's own functions, into the tables of :class:`CodeTables`.
+
+>>> codes = StringCodes()
+>>> codes.add_missing(["b", "a", "b"])
+['b', 'a']
+>>> codes.code["a"], codes.rank().tolist()
+(1, [1, 0])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from liveprofile.config import PipelineConfig
+from liveprofile.engine.packing import StringTable
+from liveprofile.engine.records import ByCode, Tasks
+from liveprofile.features.hashing import FeatureBuilder
+from liveprofile.profile.risk import velocity_item
+from liveprofile.profile.state import key_outcome_name
+
+I64 = npt.NDArray[np.int64]
+
+
+class StringCodes:
+    """Integer codes for strings, in the order they were first seen."""
+
+    def __init__(self) -> None:
+        self.code: dict[str, int] = {}
+        self.names: list[str] = []
+        self._rank: I64 | None = None
+        self._order: list[int] = []  # the codes in the sorted order of their strings
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def add_missing(self, values: Sequence[str]) -> list[str]:
+        """Give codes to the values not seen before; returns them."""
+        code = self.code
+        new = [v for v in dict.fromkeys(values) if v not in code]
+        for v in new:
+            code[v] = len(self.names)
+            self.names.append(v)
+        if new:
+            self._rank = None
+        return new
+
+    def rank(self) -> I64:
+        """Each code's position in the sorted order of the strings."""
+        if self._rank is None:  # reset whenever a code is added
+            key = self.names.__getitem__
+            fresh = sorted(range(len(self._order), len(self.names)), key=key)
+            # two sorted runs: the sort merges them in linear time
+            self._order = sorted(self._order + fresh, key=key)
+            rank = np.empty(len(self._order), dtype=np.int64)
+            rank[self._order] = np.arange(len(self._order))
+            self._rank = rank
+        return self._rank
+
+
+def grow(a: Any, n: int, fill: Any = 0) -> Any:
+    """``a`` with at least ``n`` rows (doubling), new rows filled with ``fill``."""
+    if a.shape[0] >= n:
+        return a
+    rows = max(n, 2 * a.shape[0], 64)
+    b = np.full((rows, *a.shape[1:]), fill, dtype=a.dtype)
+    b[: a.shape[0]] = a
+    return b
+
+
+class CodeTables:
+    """The codes of a pipeline's strings and the tables by code (see the module's docstring)."""
+
+    def __init__(self, config: PipelineConfig, features: FeatureBuilder) -> None:
+        self.config = config
+        self.features = features
+        self.task_names = [t.name for t in config.tasks]
+        labels = [t.label for t in config.tasks]
+        nt = len(labels)
+        self.users, self.items = StringCodes(), StringCodes()
+        self.topics, self.types = StringCodes(), StringCodes()
+        self.user_fidx = np.zeros(0, np.int64)
+        self.user_part = np.zeros(0, np.int64)
+        self.item_fidx = np.zeros(0, np.int64)
+        self.item_crc = np.zeros(0, np.int64)  # how velocity counts name the item
+        self.topic_fidx = np.zeros(0, np.int64)
+        self.topic_part = np.zeros(0, np.int64)
+        self.topic_track = np.zeros(0, np.bool_)
+        self.ko_topic = np.zeros((nt, 0), np.int64)
+        self.ko_item = np.zeros((nt, 0), np.int64)
+        self.type_tables: tuple[Any, ...] = ()
+        self._track = frozenset(config.profile.track)
+        self.delayed = np.array([x.kind == "delayed" for x in labels], np.bool_)
+        self.by_item = np.array([x.key == "item" for x in labels], np.bool_)
+        self.threshold = np.array([x.threshold for x in labels], np.float64)
+        self.has_pos = np.array([bool(x.positive) for x in labels], np.bool_)
+        self.window = np.array([x.window_s if x.kind == "delayed" else 0.0 for x in labels])
+        #: topic and task names as the compiled item writer reads them
+        self.topic_strings, self.task_strings = StringTable(), StringTable()
+        self.task_strings.extend(self.task_names)
+
+    def keys(self, t: int) -> StringCodes:
+        """The codes of task ``t``'s keys: items or topics."""
+        return self.items if self.by_item[t] else self.topics
+
+    def intern(
+        self,
+        users: Sequence[str],
+        items: Sequence[str],
+        topics: Sequence[str],
+        kinds: Sequence[str],
+    ) -> None:
+        """Give codes (and table rows) to the strings not seen before."""
+        b = self.features
+        for v in self._new(self.users, users, ("user_fidx", "user_part")):
+            c = self.users.code[v]
+            self.user_fidx[c] = b.value_index("user", v)
+            self.user_part[c] = b.part(v)
+        new = self._new(self.items, items, ("item_fidx", "item_crc"))
+        if new and self.by_item.any():
+            self.ko_item = grow(self.ko_item.T, len(self.items)).T.copy()
+        for v in new:
+            c = self.items.code[v]
+            self.item_fidx[c] = b.value_index("item", v)
+            self.item_crc[c] = velocity_item(v)
+            for t, name in enumerate(self.task_names):
+                if self.by_item[t]:
+                    self.ko_item[t, c] = key_outcome_name(name, v)
+        new = self._new(self.topics, topics, ("topic_fidx", "topic_part", "topic_track"))
+        if new:
+            self.ko_topic = grow(self.ko_topic.T, len(self.topics)).T.copy()
+            self.topic_strings.extend(new)
+        for v in new:
+            c = self.topics.code[v]
+            self.topic_fidx[c] = b.value_index("topic", v)
+            self.topic_part[c] = b.part(v)
+            self.topic_track[c] = v in self._track
+            for t, name in enumerate(self.task_names):
+                if not self.by_item[t]:
+                    self.ko_topic[t, c] = key_outcome_name(name, v)
+        if self.types.add_missing(kinds) or not self.type_tables:
+            self._type_tables()
+
+    def _new(self, codes: StringCodes, values: Sequence[str], tables: tuple[str, ...]) -> list[str]:
+        new = codes.add_missing(values)
+        if new:
+            for name in tables:
+                setattr(self, name, grow(getattr(self, name), len(codes)))
+        return new
+
+    def _type_tables(self) -> None:
+        b, config = self.features, self.config
+        names = self.types.names
+        nt, n = len(self.task_names), max(len(names), 1)
+        weights = dict(config.profile.weights)
+        monetary = frozenset(config.profile.monetary_types)
+        on = np.zeros((nt, n), np.bool_)
+        conv = np.zeros((nt, n), np.bool_)
+        pos = np.zeros((nt, n), np.bool_)
+        for t, task in enumerate(config.tasks):
+            for c, kind in enumerate(names):
+                on[t, c] = kind in task.on
+                conv[t, c] = kind in task.label.conversion
+                pos[t, c] = kind in task.label.positive
+        self.type_tables = (
+            np.array([b.value_index("type", k) for k in names] or [0], np.int64),
+            np.array([b.value_index("decayed", k) for k in names] or [0], np.int64),
+            np.array([k in monetary for k in names] or [False], np.bool_),
+            np.array(
+                [weights.get(k, config.profile.default_weight) for k in names] or [0.0], np.float64
+            ),
+            on,
+            conv,
+            pos,
+        )
+
+    @property
+    def monetary(self) -> Any:
+        """Whether each event type (by code) is monetary."""
+        return self.type_tables[2]
+
+    def by_code(self, user_row: I64, item_row: I64, aliases: dict[str, str]) -> ByCode:
+        """The tables as the kernel reads them, with this batch's rows of users and items;
+        ``aliases``: the identity links read (anonymous id -> user id)."""
+        owner_row = user_row
+        if aliases:
+            code = self.users.code
+            links = [(code[a], code.get(u, -1)) for a, u in aliases.items() if a in code]
+            if links:
+                owner_row = user_row.copy()
+                for anon, owner in links:
+                    owner_row[anon] = -1 if owner < 0 else user_row[owner]
+        type_fidx, type_dec, type_mon, type_w = self.type_tables[:4]
+        return ByCode(
+            user_fidx=self.user_fidx,
+            user_part=self.user_part,
+            user_rank=self.users.rank(),
+            user_row=user_row,
+            owner_row=owner_row,
+            item_fidx=self.item_fidx,
+            item_rank=self.items.rank(),
+            item_row=item_row,
+            topic_fidx=self.topic_fidx,
+            topic_part=self.topic_part,
+            topic_track=self.topic_track,
+            topic_rank=self.topics.rank(),
+            type_fidx=type_fidx,
+            type_dec=type_dec,
+            type_monetary=type_mon,
+            type_weight=type_w,
+            type_rank=self.types.rank(),
+        )
+
+    def tasks(self) -> Tasks:
+        """The tasks as the kernel reads them."""
+        on, conv, pos = self.type_tables[4:]
+        return Tasks(
+            delayed=self.delayed,
+            on=on,
+            conv=conv,
+            pos=pos,
+            has_pos=self.has_pos,
+            threshold=self.threshold,
+            by_item=self.by_item,
+            window=self.window,
+            ko_topic=self.ko_topic,
+            ko_item=self.ko_item,
+        )

@@ -1,0 +1,150 @@
+"""What ends or joins profiles in the Python step: identity links, erasures and expiry.
+
+:class:`Lifecycle` holds the parts of :class:`~liveprofile.engine.step.PythonStep` that delete
+profiles (merged into another, erased on request, expired after the TTL) with their links and
+segment memberships; :class:`StepResult` is what a batch changed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from liveprofile.engine.state import PipelineState
+from liveprofile.learn.tasks import PendingColumns, PendingLog
+from liveprofile.profile.identity import merge_profiles
+from liveprofile.profile.population import Standing, standing
+from liveprofile.profile.segments import SegmentChange
+from liveprofile.profile.state import Profile, ProfileUpdater
+
+
+@dataclass
+class StepResult:
+    """What one batch changed: the keys to write and the counts to report."""
+
+    applied: int = 0
+    duplicates: int = 0
+    examples: int = 0
+    users: set[str] = field(default_factory=set)
+    items: set[str] = field(default_factory=set)
+    #: item rows already encoded (the compiled path keeps item statistics as arrays)
+    item_rows: dict[str, bytes] = field(default_factory=dict)
+    pending: dict[str, PendingLog | PendingColumns] = field(default_factory=dict)
+    #: segment enters and exits, in the order they happened
+    changes: list[SegmentChange] = field(default_factory=list)
+    #: profiles deleted (merged into another, erased or expired)
+    deleted: set[str] = field(default_factory=set)
+    #: users erased on request, with their aliases: their queued changes must go too
+    erased: set[str] = field(default_factory=set)
+    #: identity links made (anonymous id -> user id) or removed (-> None)
+    links: dict[str, str | None] = field(default_factory=dict)
+    #: expiry index rows to write (see ``PipelineState.expiry_rows``)
+    expiry: dict[str, bytes | None] = field(default_factory=dict)
+
+
+class Lifecycle:
+    """Identity links, erasures and expiry of the Python step (see the module's docstring)."""
+
+    updater: ProfileUpdater
+    #: users inactive for longer than this (event time) expire; None: never
+    ttl: float | None
+
+    def _link(
+        self,
+        state: PipelineState,
+        anon: str,
+        user: str,
+        ts: float,
+        out: StepResult,
+        before: dict[str, Standing | None],
+    ) -> None:
+        """Make ``anon`` an alias of ``user`` and fold the anonymous profile into the user's."""
+        state.aliases[anon] = user
+        state.checkpoint.links += 1
+        out.links[anon] = user
+        profiles = state.profiles
+        other = profiles.pop(anon, None)
+        if other is None:
+            return
+        p = profiles.get(user)
+        for who, profile in ((user, p), (anon, other)):
+            if who not in before:
+                before[who] = None if profile is None else standing(profile)
+        if p is None:
+            p = profiles[user] = self.updater.new(user, ts)
+        merge_profiles(self.updater, p, other)
+        self._leave_segments(state, other, ts, out, announce=True)
+        out.deleted.add(anon)
+        out.users.discard(anon)
+        out.users.add(user)
+
+    def _erase(
+        self, state: PipelineState, user: str, out: StepResult, before: dict[str, Standing | None]
+    ) -> None:
+        """Forget a user on request: the profile, its segment memberships and identity links.
+        Erasing an anonymous id that is linked removes the link only."""
+        owner = state.aliases.get(user)
+        if owner is not None:
+            del state.aliases[user]
+            out.links[user] = None
+            out.erased.add(user)
+            p = state.profiles.get(owner)
+            if p is not None and user in p.aliases:
+                p.aliases = [a for a in p.aliases if a != user]
+                out.users.add(owner)
+            return
+        p = state.profiles.get(user)
+        if p is None:
+            return
+        # no exit changes: the changes about an erased user are removed, not added to
+        out.erased.update((user, *p.aliases))
+        self._delete(state, p, state.checkpoint.watermark, out, before, announce=False)
+
+    def _expire(
+        self, state: PipelineState, out: StepResult, before: dict[str, Standing | None]
+    ) -> None:
+        """Delete the profiles idle for longer than the TTL, as of the watermark; index the
+        users this batch touched by the day of their last event."""
+        assert self.ttl is not None
+        at = state.checkpoint.watermark
+        profiles = state.profiles
+        candidates = state.take_expiry_candidates(at, self.ttl, out.expiry)
+        for user in [*candidates, *sorted(out.users)]:  # idle ones this batch touched too
+            p = profiles.get(user)
+            if p is not None and p.last_ts + self.ttl < at:
+                self._delete(state, p, at, out, before, announce=True)
+        state.index_last_seen([profiles[u] for u in out.users if u in profiles], out.expiry)
+
+    def _delete(
+        self,
+        state: PipelineState,
+        p: Profile,
+        at: float,
+        out: StepResult,
+        before: dict[str, Standing | None],
+        *,
+        announce: bool,
+    ) -> None:
+        """Delete an expired or erased profile with its identity links and memberships (with
+        exit changes at event time ``at`` when ``announce``)."""
+        user = p.user
+        del state.profiles[user]
+        if user not in before:
+            before[user] = standing(p)
+        for alias in p.aliases:
+            state.aliases.pop(alias, None)
+            out.links[alias] = None
+        self._leave_segments(state, p, at, out, announce=announce)
+        out.deleted.add(user)
+        out.users.discard(user)
+
+    def _leave_segments(
+        self, state: PipelineState, p: Profile, ts: float, out: StepResult, *, announce: bool
+    ) -> None:
+        """Take a deleted profile out of its segments (with exit changes when ``announce``)."""
+        for segment in p.segments:
+            members = state.members.get(segment)
+            if members is not None:
+                members.discard(p.user)
+            if announce:
+                out.changes.append(SegmentChange(segment, p.user, "exit", ts))
+        p.segments = []

@@ -1,0 +1,223 @@
+"""Profiles and item statistics into the compiled step's rows, and profiles back out of them.
+
+Profiles stay :class:`~liveprofile.profile.state.Profile` objects between batches, as the runners
+load and commit them: :func:`load_users` lays the users of a batch out as
+:class:`~liveprofile.engine.records.Users` rows, :func:`store_users` writes the touched rows
+back. Item statistics stay in :class:`~liveprofile.engine.records.Items` rows across batches;
+:func:`hold_items` brings in the ones not held yet.
+"""
+
+from __future__ import annotations
+
+from operator import attrgetter
+from typing import Any
+
+import numpy as np
+
+from liveprofile.engine import layout as L
+from liveprofile.engine.codes import CodeTables
+from liveprofile.engine.records import Items, Users
+from liveprofile.profile.items import ItemStats
+from liveprofile.profile.risk import stamp
+from liveprofile.profile.state import Profile
+
+#: the fields of :class:`Users` a batch starts afresh
+_PER_BATCH = ("first", "touched")
+_floats = attrgetter(*L.PROFILE_FLOATS)
+
+
+def _no_purchase(p: Profile) -> list[float]:
+    """The float columns of a profile without purchases (NaN: no last purchase)."""
+    return [np.nan if f == "last_purchase_ts" else getattr(p, f) for f in L.PROFILE_FLOATS]
+
+
+def load_users(
+    tables: CodeTables,
+    profiles: dict[str, Profile],
+    users: list[str],
+    last: tuple[dict[str, int], Users | None],
+) -> Users:
+    """The rows of ``users``: from ``last`` (the previous batch's rows by user, as its step left
+    them) where there, from ``profiles`` otherwise, empty for new users."""
+    config = tables.config
+    last_rows, last_users = last
+    # a merged profile holds the key outcomes of both ids until its next one trims them
+    room = config.profile.outcome_keys
+    for user in users:
+        p = profiles.get(user)
+        if p is not None and len(p.key_outcomes) > room:
+            room = len(p.key_outcomes)
+    if last_users is not None and len(last_users.olen):
+        room = max(room, int(last_users.olen.max()))
+    U = Users.empty(
+        len(users),
+        max(len(tables.types), 1),
+        len(tables.task_names),
+        config.profile.top_k,
+        room,
+        config.risk.recent,
+    )
+    tcode, kcode, icode = tables.topics.code, tables.types.code, tables.items.code
+    names = tables.task_names
+    again, before = [], []
+    for r, user in enumerate(users):
+        j = last_rows.get(user)
+        if j is not None:
+            again.append(r)
+            before.append(j)
+            continue
+        p = profiles.get(user)
+        if p is None:
+            continue
+        if p.last_purchase_ts is None:
+            U.pf[r] = _no_purchase(p)
+        else:
+            U.pf[r] = _floats(p)
+        U.pi[r] = (p.n, p.purchases, p.value_n, 1)
+        for j, (kind, v) in enumerate(p.decayed.items()):
+            c = kcode[kind]
+            U.dec[r, c] = v
+            U.tord[r, j] = c
+        U.tlen[r] = len(p.decayed)
+        for kind, c in p.counts.items():
+            U.cnt[r, kcode[kind]] = c
+        m = len(p.interests)
+        if m:
+            U.ik[r, :m] = [tcode[k] for k in p.interests]
+            U.iv[r, :m] = list(p.interests.values())
+            U.il[r] = m
+        m = len(p.key_outcomes)
+        if m:
+            U.okey[r, :m] = list(p.key_outcomes)
+            U.oval[r, :m] = list(p.key_outcomes.values())
+            U.olen[r] = m
+        m = len(p.spend)
+        if m:
+            U.sday[r, :m] = list(p.spend)
+            U.scents[r, :m] = list(p.spend.values())
+            U.slen[r] = m
+        for j, (ts, kind, item, value) in enumerate(p.recent):
+            U.rts[r, j] = ts
+            U.rty[r, j] = kcode[kind]
+            U.rit[r, j] = -1 if item is None else icode[item]
+            U.rva[r, j] = np.nan if value is None else value
+        U.rlen[r] = len(p.recent)
+        for t, name in enumerate(names):
+            U.count[r, L.C_POSITIVES, t] = p.positives.get(name, 0)
+            U.count[r, L.C_EXAMPLES, t] = p.examples.get(name, 0)
+    if again:
+        assert last_users is not None
+        for field in Users._fields:
+            if field in _PER_BATCH:
+                continue
+            new, old = getattr(U, field), getattr(last_users, field)
+            if new.ndim == 1:
+                new[again] = old[before]
+            else:  # event types may have been added since
+                w = min(new.shape[1], old.shape[1])
+                new[again, :w] = old[before, :w]
+    return U
+
+
+def store_users(
+    tables: CodeTables, profiles: dict[str, Profile], users: list[str], U: Users, scores: Any
+) -> set[str]:
+    """Write the touched rows of ``U`` back to ``profiles``; ``scores``: the last score per
+    task of each row (NaN: none) and the record that first scored it. Returns the users."""
+    last_scores, scored = scores
+    kinds, topics, items = tables.types.names, tables.topics.names, tables.items.names
+    names = tables.task_names
+    out: set[str] = set()
+    pf_l, pi_l = U.pf.tolist(), U.pi.tolist()
+    for r in np.flatnonzero(U.touched).tolist():
+        user = users[r]
+        out.add(user)
+        p = profiles.get(user)
+        f, i = pf_l[r], pi_l[r]
+        if p is None:
+            p = profiles[user] = Profile(user=user, anchor=f[0], first_ts=f[1], last_ts=f[2])
+        for field, v in zip(L.PROFILE_FLOATS, f, strict=True):
+            setattr(p, field, v)
+        if f[L.P_LASTPUR] != f[L.P_LASTPUR]:
+            p.last_purchase_ts = None
+        p.n, p.purchases, p.value_n = i[L.P_N], i[L.P_PURCHASES], i[L.P_VN]
+        order = U.tord[r, : U.tlen[r]].tolist()
+        p.counts = {kinds[c]: int(U.cnt[r, c]) for c in order}
+        p.decayed = {kinds[c]: float(U.dec[r, c]) for c in order}
+        m = int(U.il[r])
+        p.interests = dict(
+            zip([topics[c] for c in U.ik[r, :m].tolist()], U.iv[r, :m].tolist(), strict=True)
+        )
+        m = int(U.olen[r])
+        p.key_outcomes = dict(zip(U.okey[r, :m].tolist(), U.oval[r, :m].tolist(), strict=True))
+        m = int(U.slen[r])
+        p.spend = dict(zip(U.sday[r, :m].tolist(), U.scents[r, :m].tolist(), strict=True))
+        m = int(U.rlen[r])
+        p.recent = [
+            (stamp(ts), kinds[ty], None if it < 0 else items[it], None if va != va else va)
+            for ts, ty, it, va in zip(
+                U.rts[r, :m].tolist(),
+                U.rty[r, :m].tolist(),
+                U.rit[r, :m].tolist(),
+                U.rva[r, :m].tolist(),
+                strict=True,
+            )
+        ]
+        counts, ticks = U.count[r].tolist(), U.first[r]
+        p.examples = _counted(p.examples, names, counts[L.C_EXAMPLES], ticks[L.C_EXAMPLES])
+        p.positives = _counted(p.positives, names, counts[L.C_POSITIVES], ticks[L.C_POSITIVES])
+        p.scores = _counted(p.scores, names, last_scores[r].tolist(), scored[r])
+    return out
+
+
+def hold_items(
+    tables: CodeTables, X: Items, held: Any, stats: dict[str, ItemStats], new: dict[int, str]
+) -> None:
+    """Bring items into rows ``X`` (``new``: item by code), from ``stats`` (loaded from the
+    store) or as new items; ``held`` marks the rows held."""
+    rows = np.fromiter(new, np.int64, len(new))
+    X.xf[rows] = 0.0
+    X.xi[rows] = 0
+    X.xi[rows, L.I_CAT] = -1
+    X.count[rows] = 0
+    X.first[rows] = -1
+    held[rows] = True
+    names = tables.task_names
+    for r, item in new.items():
+        s = stats.get(item)
+        if s is None:
+            continue
+        if s.category is not None and s.category not in tables.topics.code:
+            tables.intern([], [], [s.category], [])
+        X.xf[r] = [getattr(s, f) for f in L.ITEM_FLOATS]
+        X.xi[r, L.I_N] = s.n
+        X.xi[r, L.I_VN] = s.value_n
+        X.xi[r, L.I_CAT] = -1 if s.category is None else tables.topics.code[s.category]
+        X.xi[r, L.I_EXISTS] = 1
+        for c, counts in ((L.C_EXAMPLES, s.examples), (L.C_POSITIVES, s.positives)):
+            for j, name in enumerate(counts):
+                t = names.index(name)
+                X.first[r, c, t] = j - len(counts)  # before this run's ticks, in order
+                X.count[r, c, t] = counts[name]
+
+
+def _counted(old: dict[str, Any], names: list[str], values: list[Any], ticks: Any) -> Any:
+    """``old`` with the tasks' new values (0 or NaN: none), keys in the order a dict updated event
+    by event would have: old keys where they were, new ones in the order they first got a value."""
+    fresh = []
+    new = old
+    for t, name in enumerate(names):
+        v = values[t]
+        if v and v == v:
+            if name in old:
+                if old[name] != v:
+                    if new is old:
+                        new = dict(old)
+                    new[name] = v
+            else:
+                fresh.append((int(ticks[t]), name, v))
+    if fresh:
+        new = dict(new)
+        for _, name, v in sorted(fresh):
+            new[name] = v
+    return new

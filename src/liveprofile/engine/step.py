@@ -1,0 +1,366 @@
+"""The processing step in Python: (state, batch of events) -> (new state, outputs).
+
+No I/O, clocks or globals: the step reads and changes only the :class:`PipelineState` it is given,
+and every decision follows event time. For each event, in order: de-duplicate, advance the
+watermark and close the pending examples it makes due, predict (with features from the profile
+*before* the event), resolve conversions, open exposures, then update the profile and item
+statistics. Model operations are collected per task and run once per batch, in the same order,
+which gives the same models and predictions as running them one by one.
+
+>>> from liveprofile.config import PipelineConfig
+>>> from liveprofile.events import Event
+>>> step = PythonStep(PipelineConfig())
+>>> state = step.new_state()
+>>> out = step.step(state, [Event("e1", "u1", "rate", 0.0, item_id="m1", value=4.5),
+...                         Event("e1", "u1", "rate", 0.0, item_id="m1", value=4.5)])
+>>> out.applied, out.duplicates, sorted(out.users), state.tasks["like"].metrics.n
+(1, 1, ['u1'], 1)
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections.abc import Sequence
+from typing import cast
+
+import msgspec
+
+from liveprofile.config import PipelineConfig
+from liveprofile.engine.layout import R_IMMEDIATE, R_OPENED, R_RESOLVED
+from liveprofile.engine.lifecycle import Lifecycle, StepResult
+from liveprofile.engine.state import PipelineState
+from liveprofile.events.columns import EventColumns
+from liveprofile.events.schema import FORGET, MERGE, Event
+from liveprofile.features.hashing import FeatureBuilder
+from liveprofile.learn.base import LEARN, PREDICT, PREDICT_LEARN, run_ops
+from liveprofile.learn.tasks import Pending, TaskState
+from liveprofile.profile.decay import needs_rebase, rebase_factor
+from liveprofile.profile.items import ItemStats
+from liveprofile.profile.population import Standing, standing
+from liveprofile.profile.segments import SegmentRules, diff
+from liveprofile.profile.state import ProfileUpdater
+from liveprofile.profile.traits import TraitEvaluator
+
+#: (kind, task, position in the task's operations, user or pending example, event time, label)
+_Record = tuple[int, TaskState, int, str | Pending, float, bool]
+
+
+class PythonStep(Lifecycle):
+    """The processing step of a pipeline in Python: the readable reference, and the engine of
+    the batches and pipelines the compiled step (:mod:`liveprofile.engine.compiled`) does not
+    take. :class:`liveprofile.engine.core.Core` chooses between the two."""
+
+    def __init__(self, config: PipelineConfig) -> None:
+        self.config = config
+        self.updater = ProfileUpdater(config.profile, config.risk)
+        self.features = FeatureBuilder(config.features, self.updater)
+        self.traits = TraitEvaluator(config.traits, self.updater) if config.traits else None
+        self.segments = SegmentRules(config.segments, self.updater) if config.segments else None
+        self._sweep_s = config.run.segment_sweep_s
+        #: users inactive for longer than this (event time) expire; None: never
+        self.ttl = config.run.profile_ttl_s
+        self._h_items = self.updater.h_counters
+        self._key_room = config.profile.outcome_keys
+
+    def new_state(self) -> PipelineState:
+        return PipelineState(self.config)
+
+    def alias_keys(self, state: PipelineState, events: Sequence[Event]) -> set[str]:
+        """Ids whose identity links :meth:`step` may read: anonymous ids, erased ids and, once
+        any link exists, the users of the pending examples this batch closes."""
+        keys: set[str] = set()
+        if not isinstance(events, EventColumns):  # columns hold plain events only
+            keys.update(e.anonymous_id for e in events if e.anonymous_id is not None)
+            keys.update(e.user for e in events if e.type == FORGET)
+        if state.checkpoint.links:
+            horizon = self.horizon(state, events)
+            for task in state.tasks.values():
+                if task.delayed:
+                    keys.update(p.user for p in task.peek_due(horizon))
+        return keys
+
+    def horizon(self, state: PipelineState, events: Sequence[Event]) -> float:
+        """The watermark this batch can reach at most."""
+        if isinstance(events, EventColumns):
+            return float(events.ts.max()) if len(events) else state.watermark
+        return max((e.ts for e in events), default=state.watermark)
+
+    def batch_keys(
+        self, state: PipelineState, events: Sequence[Event]
+    ) -> tuple[set[str], set[str]]:
+        """Users and items the events name, with the users a segment sweep or expiry may
+        touch (``state`` having the batch's identity links and expiry candidates loaded)."""
+        aliases = state.aliases
+        if isinstance(events, EventColumns):
+            users = {aliases.get(u, u) for u in events.user} if aliases else set(events.user)
+            present: set[str | None] = set(events.item_id)
+            present.discard(None)
+            items = cast(set[str], present)
+        else:
+            users = {aliases.get(e.user, e.user) for e in events}
+            users.update(e.anonymous_id for e in events if e.anonymous_id is not None)
+            items = {e.item_id for e in events if e.item_id is not None}
+        if self.sweep_due(state.watermark, self.horizon(state, events)):
+            for members in state.members.values():
+                users |= members
+        users.update(state.expiry_candidates())
+        return users, items
+
+    def required_keys(
+        self, state: PipelineState, events: Sequence[Event]
+    ) -> tuple[set[str], set[str]]:
+        """Users and items whose stored state :meth:`step` will read for this batch (after
+        ``state`` has the batch's identity links and expiry candidates loaded)."""
+        users, items = self.batch_keys(state, events)
+        aliases, horizon = state.aliases, self.horizon(state, events)
+        for task in state.tasks.values():
+            if not task.delayed:
+                continue
+            # delayed examples are learned (and counted on user and item) only when they close
+            for pending in task.peek_due(horizon):
+                users.add(aliases.get(pending.user, pending.user))
+                if pending.item is not None:
+                    items.add(pending.item)
+        return users, items
+
+    def step(self, state: PipelineState, events: Sequence[Event]) -> StepResult:
+        """Apply a batch of validated events to ``state``; return what changed."""
+        out = StepResult()
+        ckpt = state.checkpoint
+        profiles, items, dedup = state.profiles, state.items, state.dedup
+        tasks = list(state.tasks.values())
+        delayed = [t for t in tasks if t.delayed]
+        records: list[_Record] = []
+        build, task_features = self.features.build, self.features.task_features
+        apply = self.updater.apply
+        watermark = ckpt.watermark
+        aliases = state.aliases
+        ttl = self.ttl
+        before: dict[str, Standing | None] = {}  # where each user stood before this batch
+        for e in events:
+            if not dedup.add(e.event_id):
+                out.duplicates += 1
+                continue
+            ts = e.ts
+            if ts > watermark:
+                watermark = ts
+                for task in delayed:
+                    for pending in task.due(watermark):
+                        self._resolve(state, task, pending, records, out)
+            user = e.user
+            anon = e.anonymous_id
+            if e.type == FORGET:
+                self._erase(state, user, out, before)
+                out.applied += 1
+                continue
+            if e.type == MERGE:  # an operator's merge: screened to carry both ids
+                if anon is not None and anon != user and aliases.get(anon) != user:
+                    self._link(state, anon, user, ts, out, before)
+                out.applied += 1
+                continue
+            if anon is not None:
+                if anon != user:
+                    if aliases.get(anon) != user:
+                        self._link(state, anon, user, ts, out, before)
+                elif anon in aliases:  # a visitor known to be this user, before logging in
+                    user = aliases[anon]
+                    e = msgspec.structs.replace(e, user=user)
+            p = profiles.get(user)
+            if p is not None and ttl is not None and p.last_ts + ttl < watermark:
+                # idle past the TTL: expired, whether or not a batch ended in between
+                self._delete(state, p, watermark, out, before, announce=True)
+                p = None
+            item_id = e.item_id
+            it = None if item_id is None else items.get(item_id)
+            shared: tuple[list[int], list[float]] | None = None
+            immediate: list[tuple[TaskState, bool]] = []
+            for task in tasks:
+                if task.delayed:
+                    task.convert(e)
+                    if e.type not in task.on:
+                        continue
+                    key = task.key_of(e)
+                    if key is None or (user, key) in task.waiting:
+                        continue
+                    if shared is None:
+                        shared = build(e, p, it)
+                    t_idx, t_val = task_features(task.name, p, it, key)
+                    idx, val = shared[0] + t_idx, shared[1] + t_val
+                    pending = task.open(user, key, item_id, ts, array("q", idx), array("d", val))
+                    k = task.ops.add(PREDICT, idx, val)
+                    records.append((R_OPENED, task, k, pending, ts, False))
+                    if pending.deadline < watermark:
+                        # a late exposure whose window has already closed in event time
+                        self._resolve(state, task, pending, records, out)
+                else:
+                    label = task.immediate_label(e)
+                    if label is None:
+                        continue
+                    if shared is None:
+                        shared = build(e, p, it)
+                    t_idx, t_val = task_features(task.name, p, it)
+                    k = task.ops.add(
+                        PREDICT_LEARN, shared[0] + t_idx, shared[1] + t_val, 1.0 if label else 0.0
+                    )
+                    records.append((R_IMMEDIATE, task, k, user, ts, label))
+                    immediate.append((task, label))
+                    out.examples += 1
+            if user not in before:
+                before[user] = None if p is None else standing(p)
+            gap = None if p is None else ts - p.last_ts  # for the anomaly detector
+            if p is None:
+                p = profiles[user] = self.updater.new(user, ts)
+                if anon == user:  # only an anonymous id: a visitor not known yet
+                    p.anonymous = True
+            elif p.anonymous and anon != user:
+                p.anonymous = False
+            apply(p, e)
+            if state.anomaly is not None and state.anomaly.wants(e.type):
+                p.anomaly = state.anomaly.score(e, self.updater.risk.velocity(p), gap)
+            if item_id is not None and it is None:
+                it = items[item_id] = ItemStats(anchor=ts)
+            for task, label in immediate:
+                p.record_outcome(task.name, label)
+                if it is not None:
+                    it.record_outcome(task.name, label)
+            out.users.add(user)
+            if item_id is not None and it is not None:
+                self._count_item(it, e)
+                out.items.add(item_id)
+            out.applied += 1
+        swept = self.sweep_due(ckpt.watermark, watermark)
+        ckpt.watermark = watermark
+        ckpt.events += out.applied
+        ckpt.duplicates += out.duplicates
+        self._run_models(state, records, out)
+        self.finish(state, out, before, swept)
+        return out
+
+    def finish(
+        self,
+        state: PipelineState,
+        out: StepResult,
+        before: dict[str, Standing | None],
+        swept: bool,
+    ) -> None:
+        """After the events: expiry, the population, traits and segments of the touched users."""
+        profiles = state.profiles
+        if self.ttl is not None:
+            self._expire(state, out, before)
+        for user, old in before.items():
+            p = profiles.get(user)
+            state.population.move(old, None if p is None else standing(p))
+        if self.traits is not None:
+            # traits depend only on the profile, so the state committed per batch is the same
+            # as evaluating them after every event, at a fraction of the cost
+            for user in out.users:
+                self.traits.update(profiles[user])
+        if self.segments is not None:
+            self._segment(state, out, swept)
+
+    def sweep_due(self, before: float, after: float) -> bool:
+        """Whether event time crossed a sweep boundary, when time alone can change segments."""
+        if self.segments is None or not self.segments.time_dependent or before == float("-inf"):
+            return False
+        return after // self._sweep_s > before // self._sweep_s
+
+    def _segment(self, state: PipelineState, out: StepResult, swept: bool) -> None:
+        """Re-evaluate the segments of the users this batch touched (and, on a sweep, of every
+        current member) as of the watermark; record enters and exits."""
+        assert self.segments is not None
+        at = state.checkpoint.watermark
+        users = set(out.users)
+        if swept:
+            for members in state.members.values():
+                users |= members
+        profiles, members_of = state.profiles, state.members
+        memberships = self.segments.memberships
+        for user in sorted(users):
+            p = profiles.get(user)
+            if p is None:
+                continue
+            now = memberships(p, at)
+            if now == p.segments:
+                continue
+            for change in diff(user, p.segments, now, at):
+                out.changes.append(change)
+                members = members_of[change.segment]
+                if change.change == "enter":
+                    members.add(user)
+                else:
+                    members.discard(user)
+            p.segments = now
+            out.users.add(user)
+
+    def _count_item(self, it: ItemStats, e: Event) -> None:
+        ts, h = e.ts, self._h_items
+        if needs_rebase(ts, it.anchor, h):
+            anchor = ts
+            it.popularity *= rebase_factor(anchor, it.anchor, h)
+            it.anchor = anchor
+        it.n += 1
+        if it.category is None:
+            it.category = e.category
+        if ts > it.last_ts:
+            it.last_ts = ts
+        it.popularity += 2.0 ** ((ts - it.anchor) / h)
+        if e.value is not None:
+            it.value_sum += e.value
+            it.value_n += 1
+
+    def _resolve(
+        self,
+        state: PipelineState,
+        task: TaskState,
+        pending: Pending,
+        records: list[_Record],
+        out: StepResult,
+    ) -> None:
+        label = pending.converted
+        task.ops.add_packed(LEARN, pending.idx, pending.val, 1.0 if label else 0.0)
+        task.close(pending)
+        records.append((R_RESOLVED, task, -1, pending, pending.open_ts, label))
+        out.examples += 1
+        owner = state.aliases.get(pending.user, pending.user)
+        p = state.profiles.get(owner)
+        if p is not None:
+            p.record_outcome(task.name, label)
+            p.record_key_outcome(task.name, pending.key, label, self._key_room)
+            out.users.add(owner)
+        if pending.item is not None:
+            it = state.items.get(pending.item)
+            if it is not None:
+                it.record_outcome(task.name, label)
+                out.items.add(pending.item)
+
+    def _run_models(
+        self,
+        state: PipelineState,
+        records: list[_Record],
+        out: StepResult,
+    ) -> None:
+        predictions = {}
+        for task in state.tasks.values():
+            ops, log = task.take_batch()
+            assert task.learner is not None
+            predictions[task.name] = run_ops(task.learner, ops) if len(ops) else None
+            out.pending[task.name] = log
+        profiles = state.profiles
+        for kind, task, k, ref, ts, label in records:
+            preds = predictions[task.name]
+            if kind == R_IMMEDIATE:
+                assert preds is not None and isinstance(ref, str)
+                p = float(preds[k])
+                task.metrics.record(p, label, ts)
+                profile = profiles.get(ref)
+                if profile is not None:  # None: erased later in the batch
+                    profile.scores[task.name] = p
+            elif kind == R_OPENED:
+                assert preds is not None and isinstance(ref, Pending)
+                ref.p = float(preds[k])
+                profile = profiles.get(ref.user)
+                if profile is not None:
+                    profile.scores[task.name] = ref.p
+            else:
+                assert isinstance(ref, Pending)
+                task.metrics.record(ref.p, label, ts)
