@@ -49,6 +49,7 @@ COMMANDS = {
     "segments": "segments:segments",
     "privacy": "privacy:privacy",
     "kafka": "kafka:kafka",
+    "flink": "flink:flink",
 }
 
 

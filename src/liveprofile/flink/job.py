@@ -72,6 +72,8 @@ class FlinkSettings:
     jars: list[str] = field(default_factory=list)
     python: str = sys.executable
     execution_mode: str = "process"
+    #: REST address (HOST:PORT) of a running cluster's jobmanager; None: a local mini-cluster
+    jobmanager: str | None = None
 
     def __post_init__(self) -> None:
         if not self.group:
@@ -242,6 +244,11 @@ def build(settings: FlinkSettings) -> Any:
     conf.set_string("python.executable", s.python)
     conf.set_string("python.client.executable", s.python)
     conf.set_string("python.execution-mode", s.execution_mode)
+    if s.jobmanager is not None:
+        host, port = s.jobmanager.rsplit(":", 1)
+        conf.set_string("execution.target", "remote")
+        conf.set_string("rest.address", host)
+        conf.set_string("rest.port", port)
     conf.set_string("restart-strategy.type", "fixed-delay")
     conf.set_string("restart-strategy.fixed-delay.attempts", "20")
     conf.set_string("restart-strategy.fixed-delay.delay", "1 s")
@@ -279,23 +286,32 @@ def caught_up(settings: FlinkSettings) -> bool:
     return all(stored >= end for stored, end in partition_offsets(settings).values())
 
 
-def run(settings: FlinkSettings, *, until_caught_up: bool = False, poll_s: float = 0.5) -> float:
+def submit(settings: FlinkSettings) -> Any:
+    """Submit the job and return its ``JobClient`` (``get_job_id()``, ``cancel()``)."""
+    return build(settings).execute_async(f"liveprofile {settings.topic}")
+
+
+def wait_caught_up(settings: FlinkSettings, client: Any, poll_s: float = 0.5) -> None:
+    """Wait until the store holds the whole topic; raise if the job ends before."""
+    while not caught_up(settings):
+        status = str(client.get_job_status().result())
+        if status in ("FAILED", "CANCELED", "FINISHED"):
+            raise FlinkError(f"the Flink job ended as {status} before catching up")
+        time.sleep(poll_s)
+
+
+def run(settings: FlinkSettings, *, until_caught_up: bool = False) -> float:
     """Run the job; with ``until_caught_up`` cancel it once the store has the whole topic.
 
     Returns the seconds from submission to the end.
     """
-    env = build(settings)
     started = time.perf_counter()
     if not until_caught_up:
-        env.execute(f"liveprofile {settings.topic}")
+        build(settings).execute(f"liveprofile {settings.topic}")
         return time.perf_counter() - started
-    client = env.execute_async(f"liveprofile {settings.topic}")
+    client = submit(settings)
     try:
-        while not caught_up(settings):
-            status = str(client.get_job_status().result())
-            if status in ("FAILED", "CANCELED", "FINISHED"):
-                raise FlinkError(f"the Flink job ended as {status} before catching up")
-            time.sleep(poll_s)
+        wait_caught_up(settings, client)
         return time.perf_counter() - started
     finally:
         client.cancel().result()
