@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -19,7 +20,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from liveprofile.flink.job import FlinkError
+from liveprofile.flink.job import FlinkError, FlinkSettings, settings_json
 from liveprofile.kafka.broker import free_port
 
 
@@ -61,13 +62,13 @@ class StandaloneCluster:
             "taskmanager.bind-host": "localhost",
             "taskmanager.host": "localhost",
             "taskmanager.numberOfTaskSlots": self.slots,
-            "taskmanager.memory.process.size": "1000m",
+            "taskmanager.memory.process.size": "1400m",
             "rest.address": "localhost",
             "rest.bind-address": "localhost",
             "rest.port": self.rest_port,
             "heartbeat.interval": 1000,
             "heartbeat.timeout": 5000,
-            "cluster.evenly-spread-out-slots": "true",
+            "taskmanager.load-balance.mode": "slots",  # a subtask per taskmanager
             "python.executable": sys.executable,
         }
         return "".join(f"{k}: {v}\n" for k, v in entries.items())
@@ -76,6 +77,7 @@ class StandaloneCluster:
         conf = self.directory / "conf"
         env = {**os.environ, "FLINK_CONF_DIR": str(conf), "FLINK_LOG_DIR": str(self.directory)}
         env["FLINK_HOME"] = str(flink_home())
+        env["FLINK_LIB_DIR"] = str(self.directory / "lib")
         log = open(self.directory / f"{name}.out", "ab")  # noqa: SIM115 (the child's output)
         with log:
             return subprocess.Popen(
@@ -93,6 +95,15 @@ class StandaloneCluster:
         (conf / "config.yaml").write_text(self._config())
         for name in ("log4j-console.properties", "logback-console.xml"):
             (conf / name).write_bytes((flink_home() / "conf" / name).read_bytes())
+        # Flink's lib/ plus its Python operators (opt/flink-python), which the wheel's lib/ lacks
+        lib = self.directory / "lib"
+        lib.mkdir(exist_ok=True)
+        for jar in [
+            *(flink_home() / "lib").glob("*.jar"),
+            *(flink_home() / "opt").glob("flink-python-*.jar"),
+        ]:
+            if not (lib / jar.name).exists():
+                (lib / jar.name).symlink_to(jar)
         self.jobmanager = self._spawn("jobmanager.sh", "jobmanager")
         for i in range(self._count):
             self.add_taskmanager(f"taskmanager-{i}")
@@ -112,6 +123,36 @@ class StandaloneCluster:
         with urllib.request.urlopen(f"http://{self.rest}/jobs/{job_id}", timeout=5) as answer:
             data: dict[str, Any] = json.load(answer)
         return data
+
+    def submit(self, settings: FlinkSettings) -> str:
+        """Submit the job with ``flink run -d -py`` (detached); returns its job id."""
+        env = {**os.environ, "FLINK_CONF_DIR": str(self.directory / "conf")}
+        env["FLINK_HOME"] = str(flink_home())
+        cmd = ["bash", str(flink_home() / "bin" / "flink"), "run", "-d", "-m", self.rest]
+        cmd += ["-pyclientexec", sys.executable, "-pyexec", sys.executable]
+        # a driver importing the job module: functions the job ships are then pickled with
+        # references to liveprofile.flink.job, not to a __main__ the workers do not have
+        driver = self.directory / "submit_job.py"
+        driver.write_text("from liveprofile.flink.job import main\n\nmain()\n")
+        cmd += ["-py", str(driver), settings_json(settings)]
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+        found = re.search(r"JobID ([0-9a-f]{32})", done.stdout + done.stderr)
+        if done.returncode != 0 or found is None:
+            out = done.stdout + done.stderr
+            start = max(0, out.find("Traceback"))  # the job script's error, when it has one
+            raise FlinkError(f"flink run failed: {out[start : start + 3000]}")
+        return found.group(1)
+
+    def status(self, job_id: str) -> str:
+        """The job's state (RUNNING, RESTARTING, FAILED, ...)."""
+        return str(self.job(job_id)["state"])
+
+    def cancel(self, job_id: str) -> None:
+        request = urllib.request.Request(
+            f"http://{self.rest}/jobs/{job_id}?mode=cancel", method="PATCH"
+        )
+        with urllib.request.urlopen(request, timeout=10):
+            pass
 
     def checkpoints(self, job_id: str) -> int:
         """Checkpoints of the job completed so far."""

@@ -32,10 +32,12 @@ Design:
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,8 +74,6 @@ class FlinkSettings:
     jars: list[str] = field(default_factory=list)
     python: str = sys.executable
     execution_mode: str = "process"
-    #: REST address (HOST:PORT) of a running cluster's jobmanager; None: a local mini-cluster
-    jobmanager: str | None = None
 
     def __post_init__(self) -> None:
         if not self.group:
@@ -90,6 +90,7 @@ class ApplyBatches:
         self.producer: Any = None
 
     def open(self) -> None:
+        _let_numba_import()
         from confluent_kafka import Producer
 
         from liveprofile.config import PipelineConfig
@@ -153,6 +154,17 @@ class ApplyBatches:
         if self.store is not None:
             self.store.close()
         self.owned.clear()
+
+
+def _let_numba_import() -> None:
+    """PyFlink's Python worker (``beam_sdk_worker_main``, on a cluster's taskmanagers) replaces
+    ``builtins.print`` by a method of an object of its own, and numba, when first imported,
+    looks ``print`` up in the module that method comes from. Give that module its ``print``."""
+    import builtins
+
+    module = sys.modules.get(getattr(builtins.print, "__module__", "builtins") or "builtins")
+    if module is not None and not hasattr(module, "print"):
+        module.print = builtins.print  # type: ignore[attr-defined]
 
 
 def partition_offsets(settings: FlinkSettings, timeout_s: float = 30) -> dict[int, tuple[int, int]]:
@@ -244,11 +256,6 @@ def build(settings: FlinkSettings) -> Any:
     conf.set_string("python.executable", s.python)
     conf.set_string("python.client.executable", s.python)
     conf.set_string("python.execution-mode", s.execution_mode)
-    if s.jobmanager is not None:
-        host, port = s.jobmanager.rsplit(":", 1)
-        conf.set_string("execution.target", "remote")
-        conf.set_string("rest.address", host)
-        conf.set_string("rest.port", port)
     conf.set_string("restart-strategy.type", "fixed-delay")
     conf.set_string("restart-strategy.fixed-delay.attempts", "20")
     conf.set_string("restart-strategy.fixed-delay.delay", "1 s")
@@ -287,16 +294,37 @@ def caught_up(settings: FlinkSettings) -> bool:
 
 
 def submit(settings: FlinkSettings) -> Any:
-    """Submit the job and return its ``JobClient`` (``get_job_id()``, ``cancel()``)."""
+    """Submit the job to a local mini-cluster; its ``JobClient`` (``get_job_id()``, ``cancel()``).
+
+    A standalone cluster takes jobs through ``flink run`` instead (see
+    :meth:`liveprofile.flink.cluster.StandaloneCluster.submit`).
+    """
     return build(settings).execute_async(f"liveprofile {settings.topic}")
 
 
-def wait_caught_up(settings: FlinkSettings, client: Any, poll_s: float = 0.5) -> None:
-    """Wait until the store holds the whole topic; raise if the job ends before."""
+def settings_json(settings: FlinkSettings) -> str:
+    """``settings`` as JSON, for :func:`main` in another process.
+
+    >>> s = FlinkSettings("b:9092", "t", "redis://r")
+    >>> FlinkSettings(**json.loads(settings_json(s))) == s
+    True
+    """
+    return json.dumps(dataclasses.asdict(settings))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``flink run -py job.py SETTINGS_JSON``: build the job and execute it."""
+    args = sys.argv[1:] if argv is None else argv
+    settings = FlinkSettings(**json.loads(args[0]))
+    build(settings).execute(f"liveprofile {settings.topic}")
+
+
+def wait_caught_up(settings: FlinkSettings, status: Callable[[], str], poll_s: float = 0.5) -> None:
+    """Wait until the store holds the whole topic; raise if the job (``status()``) ends."""
     while not caught_up(settings):
-        status = str(client.get_job_status().result())
-        if status in ("FAILED", "CANCELED", "FINISHED"):
-            raise FlinkError(f"the Flink job ended as {status} before catching up")
+        state = status()
+        if state in ("FAILED", "CANCELED", "FINISHED"):
+            raise FlinkError(f"the Flink job ended as {state} before catching up")
         time.sleep(poll_s)
 
 
@@ -311,7 +339,11 @@ def run(settings: FlinkSettings, *, until_caught_up: bool = False) -> float:
         return time.perf_counter() - started
     client = submit(settings)
     try:
-        wait_caught_up(settings, client)
+        wait_caught_up(settings, lambda: str(client.get_job_status().result()))
         return time.perf_counter() - started
     finally:
         client.cancel().result()
+
+
+if __name__ == "__main__":
+    main()
