@@ -21,11 +21,13 @@ from liveprofile.flink.job import FlinkSettings, run
 from liveprofile.kafka.broker import Broker, free_port
 
 pytest.importorskip("pyflink", reason="the Flink runner needs the 'flink' extra")
-# PyFlink's own modules warn about their deprecated APIs on import
-# and leave its gateway process's pipes to the collector
+# PyFlink's own modules warn about their deprecated APIs on import, leave its gateway
+# process's pipes to the collector, and the local mini-cluster's in-process Python worker
+# (loopback mode) sees its gRPC channel closed when a job is cancelled
 pytestmark = [
     pytest.mark.filterwarnings("ignore::DeprecationWarning"),
     pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+    pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning"),
 ]
 
 
