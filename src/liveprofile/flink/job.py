@@ -112,7 +112,7 @@ class ApplyBatches:
         from liveprofile.kafka.fence import FencedOut
         from liveprofile.kafka.worker import apply_records, load_partition
 
-        rows = sorted((int(r[0]), r[1]) for r in records)
+        rows = sorted(((int(r[0]), r[1]) for r in records), key=lambda row: row[0])
         before = self.stats.events
         for attempt in range(2):
             owned = self.owned.get(partition)
