@@ -18,7 +18,7 @@ below maps the command's name to where it lives. Shared options and the error ha
 >>> import click
 >>> context = click.Context(main)
 >>> main.list_commands(context)[:3]
-['collect', 'dead-letters', 'generate']
+['collect', 'dead-letters', 'flink']
 >>> main.get_command(context, "replay").help.split(".")[0]
 'Replay an event file (JSON Lines, CSV with a column mapping) through the pipeline'
 """
@@ -49,6 +49,7 @@ COMMANDS = {
     "segments": "segments:segments",
     "privacy": "privacy:privacy",
     "kafka": "kafka:kafka",
+    "flink": "flink:flink",
 }
 
 

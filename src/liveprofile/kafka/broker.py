@@ -187,7 +187,9 @@ class Broker:
         log4j.write_text(_LOG4J.format(log=self.data_dir / "server.log", level="INFO"))
         base = [java, f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{jars}/*"]
         if not (self.data_dir / "logs" / "meta.properties").is_file():
-            cluster = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+            cluster = "-"
+            while cluster.startswith("-"):  # kafka-storage would read "-..." as an option
+                cluster = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
             fmt = [*base, "kafka.tools.StorageTool", "format", "-t", cluster, "-c", str(props)]
             done = subprocess.run(fmt, capture_output=True, text=True, check=False)
             if done.returncode != 0:

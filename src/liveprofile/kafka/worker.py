@@ -41,7 +41,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,13 +84,80 @@ def source_name(topic: str, partition: int) -> str:
 
 
 @dataclass
-class _Owned:
-    """A partition this worker owns: its state and its view of the store."""
+class OwnedPartition:
+    """A partition a runner owns: its state and its view of the store."""
 
     partition: int
     view: ScopedStore
     state: PipelineState
     core: Core
+
+
+def load_partition(
+    store: FencedRedisStore, config: PipelineConfig, topic: str, partition: int
+) -> tuple[OwnedPartition, int]:
+    """A partition's state as the store has it, and the next offset to read (-1: none yet).
+
+    Raises :class:`FencedOut` when the partition's fence and checkpoint disagree.
+    """
+    view = ScopedStore(store, partition_scope(topic, partition))
+    state = PipelineState.load(view, config)
+    stored = store.fence_value(view.scope)
+    if stored != state.checkpoint.seq:
+        raise FencedOut(
+            f"fence of {view.scope} is at {stored}, its checkpoint at {state.checkpoint.seq}"
+        )
+    owned = OwnedPartition(partition, view, state, Core(config))
+    return owned, state.checkpoint.offsets.get(source_name(topic, partition), -1)
+
+
+def apply_records(
+    store: FencedRedisStore,
+    topic: str,
+    owned: OwnedPartition,
+    records: Iterable[tuple[int, bytes | None]],
+    stats: RunStats,
+    parser: EventParser,
+    send_dead_letters: Callable[[dict[str, bytes | None]], None] | None = None,
+) -> bool:
+    """Apply one partition's ``(offset, value)`` records, in offset order, and commit them.
+
+    The one apply path of the Kafka runners: records below the partition's offset in the store
+    are skipped (applied already), invalid ones become dead letters (kept in the store under
+    ``{topic}:{partition}:{offset}`` and handed to ``send_dead_letters`` just before the
+    commit), and the batch commits in one fenced transaction. Returns whether anything was
+    committed. Raises :class:`FencedOut` when another owner committed the partition first; on
+    that or any other error the caller must drop ``owned`` (its state ran ahead of the store).
+    """
+    state, p = owned.state, owned.partition
+    name = source_name(topic, p)
+    start = state.checkpoint.offsets.get(name, -1)
+    events: list[Event] = []
+    batch = Batch(events=events, dead_letters=[], offset=start)
+    dead_rows: dict[str, bytes | None] = {}
+    parse = parser.parse_json
+    for offset, value in records:
+        if offset < start or offset < batch.offset:  # applied already (a replay or a seek race)
+            continue
+        batch.offset = offset + 1
+        raw = value or b""
+        try:
+            events.append(parse(raw))
+        except InvalidEvent as exc:
+            letter = DeadLetter(raw.decode("utf-8", "replace"), str(exc), name, offset)
+            batch.dead_letters.append(letter)
+            dead_rows[f"{topic}:{p}:{offset}"] = msgspec.json.encode(letter)
+    if batch.offset == start:
+        return False
+    if dead_rows and send_dead_letters is not None:
+        send_dead_letters(dead_rows)
+    extra = {DEAD_LETTER_NAMESPACE: dead_rows} if dead_rows else None
+    store.fence = (owned.view.scope, state.checkpoint.seq)
+    try:
+        apply_batch(owned.core, state, owned.view, name, batch, stats, extra)
+    finally:
+        store.fence = None
+    return True
 
 
 def consumer_config(bootstrap: str, group: str, **extra: Any) -> dict[str, Any]:
@@ -141,7 +208,7 @@ class KafkaWorker:
             config.run.max_batch_delay_s if max_batch_delay is None else max_batch_delay
         )
         self.client_id = client_id
-        self.owned: dict[int, _Owned] = {}
+        self.owned: dict[int, OwnedPartition] = {}
         self._parser = EventParser()
         self._clock = clock
         self._consumer: Any = None
@@ -150,16 +217,8 @@ class KafkaWorker:
 
     # -- partitions coming and going (called inside consume()) ---------------------------------
 
-    def _load(self, partition: int) -> tuple[_Owned, int]:
-        view = ScopedStore(self.store, partition_scope(self.topic, partition))
-        state = PipelineState.load(view, self.config)
-        stored = self.store.fence_value(view.scope)
-        if stored != state.checkpoint.seq:
-            raise FencedOut(
-                f"fence of {view.scope} is at {stored}, its checkpoint at {state.checkpoint.seq}"
-            )
-        owned = _Owned(partition, view, state, Core(self.config))
-        return owned, state.checkpoint.offsets.get(source_name(self.topic, partition), -1)
+    def _load(self, partition: int) -> tuple[OwnedPartition, int]:
+        return load_partition(self.store, self.config, self.topic, partition)
 
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
         from confluent_kafka import OFFSET_BEGINNING, TopicPartition
@@ -262,44 +321,24 @@ class KafkaWorker:
             if by_partition:
                 self._report_offsets(list(by_partition))
 
-    def _apply(self, owned: _Owned, messages: list[Any], stats: RunStats) -> None:
-        state, p = owned.state, owned.partition
-        name = source_name(self.topic, p)
-        start = state.checkpoint.offsets.get(name, -1)
-        events: list[Event] = []
-        batch = Batch(events=events, dead_letters=[], offset=start)
-        dead_rows: dict[str, bytes | None] = {}
-        parse = self._parser.parse_json
-        for msg in messages:
-            offset = msg.offset()
-            if offset < start:  # read again after a seek race: applied already
-                continue
-            batch.offset = offset + 1
-            raw = msg.value() or b""
-            try:
-                events.append(parse(raw))
-            except InvalidEvent as exc:
-                letter = DeadLetter(raw.decode("utf-8", "replace"), str(exc), name, offset)
-                batch.dead_letters.append(letter)
-                dead_rows[f"{self.topic}:{p}:{offset}"] = msgspec.json.encode(letter)
-        if batch.offset == start:
-            return
-        for key, row in dead_rows.items():
-            self._producer.produce(dead_letter_topic(self.topic), row, key.encode())
-        if dead_rows:
-            self._producer.flush(30)
-        extra = {DEAD_LETTER_NAMESPACE: dead_rows} if dead_rows else None
-        self.store.fence = (owned.view.scope, state.checkpoint.seq)
+    def _apply(self, owned: OwnedPartition, messages: list[Any], stats: RunStats) -> None:
+        records = ((msg.offset(), msg.value()) for msg in messages)
         try:
-            apply_batch(owned.core, state, owned.view, name, batch, stats, extra)
+            apply_records(
+                self.store, self.topic, owned, records, stats, self._parser, self._send_dead
+            )
         except FencedOut:
+            p = owned.partition
             log.warning("partition %d was committed by another worker; reloading it", p)
-            self.owned.pop(p, None)
+            self.owned.pop(owned.partition, None)
         except BaseException:
-            self.owned.pop(p, None)  # the state ran ahead of the store: never use it again
+            self.owned.pop(owned.partition, None)  # the state ran ahead of the store
             raise
-        finally:
-            self.store.fence = None
+
+    def _send_dead(self, rows: dict[str, bytes | None]) -> None:
+        for key, row in rows.items():
+            self._producer.produce(dead_letter_topic(self.topic), row, key.encode())
+        self._producer.flush(30)
 
     def _restart(self, partition: int) -> None:
         """Reload a partition still assigned to this worker and read it again from the offset

@@ -1,0 +1,1 @@
+"""The Flink runner: the pipeline as a PyFlink job (see :mod:`liveprofile.flink.job`)."""

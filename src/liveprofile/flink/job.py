@@ -1,0 +1,349 @@
+"""The pipeline as an Apache Flink job (PyFlink), reading a Kafka topic into the Redis store.
+
+Design:
+
+* **Source.** Flink's Kafka SQL connector reads the topic as raw bytes with the record's
+  ``partition`` and ``offset`` (metadata columns). A watermark on event time (the event's
+  ``ts`` when it is epoch seconds, else the record's Kafka timestamp) is declared on the
+  source, bounded by ``watermark_delay_s`` and with an idle timeout so that quiet partitions do
+  not hold it back; Flink shows it per operator. Batches close on processing time, not on the
+  watermark: Flink would drop late events, whereas the core decides lateness itself (the
+  ``run`` watermark and de-duplication window), exactly as every other runner does.
+* **Micro-batches, in Java.** A tumbling processing-time window of ``batch_ms`` per Kafka
+  partition collects ``ARRAY_AGG(ROW(offset, value))`` in Flink's own (checkpointed) state.
+  Python sees one row per partition and window, never single events: per-record Python in
+  PyFlink costs more than the whole core does.
+* **Partitioning by user.** The publisher keys records by user, so a user's events lie in one
+  partition; the stream is keyed by partition, so one Python subtask owns a partition at a time
+  and sees its batches in offset order.
+* **The core and the commit.** The Python function applies each batch through
+  :func:`liveprofile.kafka.worker.apply_records`, the Kafka worker's own apply path: the same
+  per-partition store scopes (``{topic}.{p}``), validation into dead letters (store and
+  dead-letter topic), de-duplication, the core, and one fenced ``MULTI``/``EXEC`` that also
+  writes the partition's next offset. A store written by Flink and one written by Kafka workers
+  are interchangeable.
+* **Exactly-once effect.** Flink's checkpoints hold the source offsets and the open windows;
+  on a restore (a taskmanager lost, a job restarted) the source rewinds to the checkpoint and
+  the windows are restored, so nothing is lost, and the store's per-partition offset is the
+  truth about what was applied: a subtask (re)loads a partition's state from the store on its
+  first batch and skips every record below the stored offset. A new job starts reading at the
+  store's offsets. Kafka's committed offsets (on checkpoints) serve monitoring only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from liveprofile.errors import LiveprofileError
+
+log = logging.getLogger("liveprofile")
+
+
+class FlinkError(LiveprofileError):
+    """The Flink job cannot be built, submitted or run."""
+
+    exit_code = 70
+
+
+@dataclass
+class FlinkSettings:
+    """What a job reads, where it writes, and how it batches and checkpoints.
+
+    >>> FlinkSettings("127.0.0.1:9092", "shop", "redis://127.0.0.1:6379/0").group
+    'shop-flink'
+    """
+
+    bootstrap: str
+    topic: str
+    redis_url: str
+    prefix: str = "liveprofile"
+    config_toml: str = ""
+    batch_ms: int = 200
+    parallelism: int = 1
+    checkpoint_ms: int = 2000
+    watermark_delay_s: int = 5
+    group: str = ""
+    jars: list[str] = field(default_factory=list)
+    python: str = sys.executable
+    execution_mode: str = "process"
+
+    def __post_init__(self) -> None:
+        if not self.group:
+            self.group = f"{self.topic}-flink"
+
+
+class ApplyBatches:
+    """The Python side of the job: applies ``(partition, [(offset, value), ...])`` rows."""
+
+    def __init__(self, settings: FlinkSettings) -> None:
+        self.settings = settings
+        self.owned: dict[int, Any] = {}
+        self.store: Any = None
+        self.producer: Any = None
+
+    def open(self) -> None:
+        _let_numba_import()
+        from confluent_kafka import Producer
+
+        from liveprofile.config import PipelineConfig
+        from liveprofile.engine.local import RunStats
+        from liveprofile.events.schema import EventParser
+        from liveprofile.kafka.fence import FencedRedisStore
+        from liveprofile.kafka.producer import producer_config
+
+        s = self.settings
+        self.config = PipelineConfig.from_toml(s.config_toml)
+        self.store = FencedRedisStore(s.redis_url, prefix=s.prefix)
+        self.store.setup()
+        self.producer = Producer(producer_config(s.bootstrap))
+        self.parser = EventParser()
+        self.stats = RunStats()
+
+    def apply(self, partition: int, records: list[Any]) -> int:
+        """Apply one window's records of ``partition``; returns the events applied."""
+        from liveprofile.kafka.fence import FencedOut
+        from liveprofile.kafka.worker import apply_records, load_partition
+
+        rows = sorted(((int(r[0]), r[1]) for r in records), key=lambda row: row[0])
+        before = self.stats.events
+        for attempt in range(2):
+            owned = self.owned.get(partition)
+            if owned is None:
+                owned, _ = load_partition(self.store, self.config, self.settings.topic, partition)
+                self.owned[partition] = owned
+            try:
+                apply_records(
+                    self.store,
+                    self.settings.topic,
+                    owned,
+                    rows,
+                    self.stats,
+                    self.parser,
+                    self._send_dead,
+                )
+                break
+            except FencedOut:
+                # another subtask owned the partition meanwhile (a restore): reload, skip
+                # what it applied, apply the rest
+                self.owned.pop(partition, None)
+                if attempt:
+                    raise
+            except BaseException:
+                self.owned.pop(partition, None)
+                raise
+        return self.stats.events - before
+
+    def _send_dead(self, rows: dict[str, bytes | None]) -> None:
+        from liveprofile.kafka.producer import dead_letter_topic
+
+        for key, row in rows.items():
+            self.producer.produce(dead_letter_topic(self.settings.topic), row, key.encode())
+        self.producer.flush(30)
+
+    def close(self) -> None:
+        if self.producer is not None:
+            self.producer.flush(30)
+        if self.store is not None:
+            self.store.close()
+        self.owned.clear()
+
+
+def _let_numba_import() -> None:
+    """PyFlink's Python worker (``beam_sdk_worker_main``, on a cluster's taskmanagers) replaces
+    ``builtins.print`` by a method of an object of its own, and numba, when first imported,
+    looks ``print`` up in the module that method comes from. Give that module its ``print``."""
+    import builtins
+
+    module = sys.modules.get(getattr(builtins.print, "__module__", "builtins") or "builtins")
+    if module is not None and not hasattr(module, "print"):
+        module.print = builtins.print  # type: ignore[attr-defined]
+
+
+def partition_offsets(settings: FlinkSettings, timeout_s: float = 30) -> dict[int, tuple[int, int]]:
+    """Each partition's next offset in the store (0: none yet) and its end offset in Kafka."""
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+    from liveprofile.kafka.fence import FencedRedisStore
+    from liveprofile.kafka.status import _checkpoint
+    from liveprofile.kafka.worker import source_name
+
+    s = settings
+    consumer = Consumer({"bootstrap.servers": s.bootstrap, "group.id": s.group, "logger": log})
+    store = FencedRedisStore(s.redis_url, prefix=s.prefix)
+    try:
+        meta = consumer.list_topics(s.topic, timeout=timeout_s)
+        if s.topic not in meta.topics or meta.topics[s.topic].error is not None:
+            raise FlinkError(f"no topic {s.topic!r} at {s.bootstrap}")
+        out = {}
+        for p in sorted(meta.topics[s.topic].partitions):
+            end = consumer.get_watermark_offsets(TopicPartition(s.topic, p), timeout_s)[1]
+            ckpt = _checkpoint(store, s.topic, p)
+            stored = None if ckpt is None else ckpt.offsets.get(source_name(s.topic, p))
+            out[p] = (stored or 0, end)
+        return out
+    except KafkaException as exc:
+        raise FlinkError(f"cannot read the offsets of {s.topic!r}: {exc}") from None
+    finally:
+        consumer.close()
+        store.close()
+
+
+def start_offsets(settings: FlinkSettings) -> str:
+    """``scan.startup.specific-offsets`` from the store: each partition's next offset."""
+    offsets = partition_offsets(settings)
+    return ";".join(f"partition:{p},offset:{o}" for p, (o, _) in offsets.items())
+
+
+def source_ddl(settings: FlinkSettings, offsets: str) -> str:
+    """The Kafka table: raw values, partition and offset, event-time watermark."""
+    s = settings
+    startup = (
+        f"'scan.startup.mode' = 'specific-offsets', 'scan.startup.specific-offsets' = '{offsets}'"
+        if offsets
+        else "'scan.startup.mode' = 'earliest-offset'"
+    )
+    return f"""
+    CREATE TEMPORARY TABLE events (
+      `partition` INT METADATA VIRTUAL,
+      `offset` BIGINT METADATA VIRTUAL,
+      `kafka_ts` TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL,
+      `value` BYTES,
+      `ts` AS COALESCE(
+        TO_TIMESTAMP_LTZ(CAST(
+          TRY_CAST(JSON_VALUE(CAST(`value` AS STRING), '$.ts') AS DOUBLE) * 1000 AS BIGINT), 3),
+        `kafka_ts`),
+      `pt` AS PROCTIME(),
+      WATERMARK FOR `ts` AS `ts` - INTERVAL '{int(s.watermark_delay_s)}' SECOND
+    ) WITH (
+      'connector' = 'kafka',
+      'topic' = '{s.topic}',
+      'properties.bootstrap.servers' = '{s.bootstrap}',
+      'properties.group.id' = '{s.group}',
+      'properties.commit.offsets.on.checkpoint' = 'true',
+      'scan.watermark.idle-timeout' = '1 s',
+      'format' = 'raw',
+      {startup}
+    )"""
+
+
+BATCHES_SQL = """
+SELECT `partition`, ARRAY_AGG(ROW(`offset`, `value`)) AS records
+FROM TABLE(TUMBLE(TABLE events, DESCRIPTOR(pt), INTERVAL '{seconds}' SECOND))
+GROUP BY window_start, window_end, `partition`
+"""
+
+
+def build(settings: FlinkSettings) -> Any:
+    """The job's execution environment, with the pipeline added to it."""
+    from pyflink.common import Configuration, Types
+    from pyflink.datastream import StreamExecutionEnvironment
+    from pyflink.datastream.connectors.base import Sink
+    from pyflink.datastream.functions import FlatMapFunction, RuntimeContext
+    from pyflink.java_gateway import get_gateway
+    from pyflink.table import StreamTableEnvironment
+
+    s = settings
+    conf = Configuration()
+    conf.set_string("pipeline.jars", ";".join(Path(j).resolve().as_uri() for j in s.jars))
+    conf.set_string("python.executable", s.python)
+    conf.set_string("python.client.executable", s.python)
+    conf.set_string("python.execution-mode", s.execution_mode)
+    conf.set_string("restart-strategy.type", "fixed-delay")
+    conf.set_string("restart-strategy.fixed-delay.attempts", "20")
+    conf.set_string("restart-strategy.fixed-delay.delay", "1 s")
+    env = StreamExecutionEnvironment.get_execution_environment(conf)
+    env.set_parallelism(s.parallelism)
+    env.enable_checkpointing(s.checkpoint_ms)
+    t_env = StreamTableEnvironment.create(env)
+    t_env.execute_sql(source_ddl(s, start_offsets(s)))
+    batches = t_env.sql_query(BATCHES_SQL.format(seconds=f"{s.batch_ms / 1000:.3f}"))
+
+    class _Apply(FlatMapFunction):  # type: ignore[misc]
+        def open(self, runtime_context: RuntimeContext) -> None:
+            self.inner = ApplyBatches(s)
+            self.inner.open()
+
+        def flat_map(self, value: Any) -> Iterator[int]:
+            yield self.inner.apply(int(value[0]), list(value[1]))
+
+        def close(self) -> None:
+            self.inner.close()
+
+    discard = get_gateway().jvm.org.apache.flink.streaming.api.functions.sink.v2.DiscardingSink()
+    (
+        t_env.to_data_stream(batches)
+        .key_by(lambda row: int(row[0]), key_type=Types.INT())
+        .flat_map(_Apply(), output_type=Types.INT())
+        .name("apply micro-batches to the store")
+        .sink_to(Sink(discard))
+    )
+    return env
+
+
+def caught_up(settings: FlinkSettings) -> bool:
+    """Whether the store's offsets have reached the topic's end on every partition."""
+    return all(stored >= end for stored, end in partition_offsets(settings).values())
+
+
+def submit(settings: FlinkSettings) -> Any:
+    """Submit the job to a local mini-cluster; its ``JobClient`` (``get_job_id()``, ``cancel()``).
+
+    A standalone cluster takes jobs through ``flink run`` instead (see
+    :meth:`liveprofile.flink.cluster.StandaloneCluster.submit`).
+    """
+    return build(settings).execute_async(f"liveprofile {settings.topic}")
+
+
+def settings_json(settings: FlinkSettings) -> str:
+    """``settings`` as JSON, for :func:`main` in another process.
+
+    >>> s = FlinkSettings("b:9092", "t", "redis://r")
+    >>> FlinkSettings(**json.loads(settings_json(s))) == s
+    True
+    """
+    return json.dumps(dataclasses.asdict(settings))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``flink run -py job.py SETTINGS_JSON``: build the job and execute it."""
+    args = sys.argv[1:] if argv is None else argv
+    settings = FlinkSettings(**json.loads(args[0]))
+    build(settings).execute(f"liveprofile {settings.topic}")
+
+
+def wait_caught_up(settings: FlinkSettings, status: Callable[[], str], poll_s: float = 0.5) -> None:
+    """Wait until the store holds the whole topic; raise if the job (``status()``) ends."""
+    while not caught_up(settings):
+        state = status()
+        if state in ("FAILED", "CANCELED", "FINISHED"):
+            raise FlinkError(f"the Flink job ended as {state} before catching up")
+        time.sleep(poll_s)
+
+
+def run(settings: FlinkSettings, *, until_caught_up: bool = False) -> float:
+    """Run the job; with ``until_caught_up`` cancel it once the store has the whole topic.
+
+    Returns the seconds from submission to the end.
+    """
+    started = time.perf_counter()
+    if not until_caught_up:
+        build(settings).execute(f"liveprofile {settings.topic}")
+        return time.perf_counter() - started
+    client = submit(settings)
+    try:
+        wait_caught_up(settings, lambda: str(client.get_job_status().result()))
+        return time.perf_counter() - started
+    finally:
+        client.cancel().result()
+
+
+if __name__ == "__main__":
+    main()
