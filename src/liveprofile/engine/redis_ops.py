@@ -33,7 +33,7 @@ from liveprofile.events.deadletter import DeadLetter
 from liveprofile.events.redis_streams import format_offset, publish
 from liveprofile.store.base import Store
 from liveprofile.store.layout import CHECKPOINT, DEAD_LETTERS, Checkpoint, decode_checkpoint
-from liveprofile.store.redis import RedisStore
+from liveprofile.store.redis import RedisStore, reply
 from liveprofile.store.scoped import ScopedStore
 
 #: dead letters re-driven per round trip: published together, then deleted together
@@ -130,7 +130,7 @@ def _lag(client: redis.Redis, stream: str, info: dict[str, Any], length: int) ->
 def _stream_status(
     client: redis.Redis, partition: int, stream: str, group: str, committed: int | None
 ) -> StreamStatus:
-    info: dict[str, Any] = client.xinfo_stream(stream)
+    info: dict[str, Any] = reply(client.xinfo_stream(stream))
     length = int(info["length"])
     last = info.get("last-generated-id")
     status = StreamStatus(
@@ -143,13 +143,13 @@ def _stream_status(
         pending=0,
         committed_id=None if committed is None else format_offset(committed),
     )
-    groups: list[dict[str, Any]] = client.xinfo_groups(stream)
+    groups: list[dict[str, Any]] = reply(client.xinfo_groups(stream))
     mine = [g for g in groups if _text(g["name"]) == group]
     if mine:
         status.group_exists = True
         status.last_delivered_id = _text(mine[0].get("last-delivered-id", "0-0"))
         status.lag = _lag(client, stream, mine[0], length)
-        summary: dict[str, Any] = client.xpending(stream, group)
+        summary: dict[str, Any] = reply(client.xpending(stream, group))
         status.pending = int(summary["pending"])
         status.pending_per_consumer = {
             _text(c["name"]): int(c["pending"]) for c in summary.get("consumers") or []

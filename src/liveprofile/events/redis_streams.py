@@ -216,7 +216,7 @@ class StreamReader:
             if entries:
                 return self._batch(entries, committed)
             self._pending_done = True
-        claimed = self.client.xautoclaim(
+        claimed: Any = self.client.xautoclaim(
             self.stream, self.group, self.consumer, self.claim_idle_ms, "0-0", count, justid=True
         )
         if claimed and claimed[1]:
@@ -245,7 +245,7 @@ class StreamReader:
         # RESP2 gives [[stream, entries]], RESP3 {stream: entries}
         if isinstance(reply, dict):
             return cast(list[Any], next(iter(reply.values())))
-        return cast(list[Any], reply[0][1])
+        return cast(list[Any], cast(Any, reply)[0][1])
 
     def _batch(self, entries: list[Any], committed: int) -> StreamBatch:
         batch = StreamBatch(self.stream)

@@ -12,6 +12,7 @@ owners that loaded the same state can commit, and the other learns it is stale.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any, cast
 
 import redis
 
@@ -39,7 +40,7 @@ class FencedRedisStore(RedisStore):
         """The checkpoint sequence of the partition's last commit (0 before any)."""
         with self._errors("read"):
             value = self.client.get(self.fence_key(scope))
-        return 0 if value is None else int(value)
+        return 0 if value is None else int(cast(Any, value))
 
     def commit(self, rows: Rows, meta: Mapping[str, bytes]) -> None:
         if self.fence is None:
@@ -53,7 +54,7 @@ class FencedRedisStore(RedisStore):
             try:
                 pipe.watch(key)  # type: ignore[no-untyped-call]
                 current = pipe.get(key)
-                if (0 if current is None else int(current)) != expected:
+                if (0 if current is None else int(cast(Any, current))) != expected:
                     raise FencedOut(f"partition state {scope} was committed by another worker")
                 pipe.multi()
                 for stream, ids in removals:
@@ -64,11 +65,11 @@ class FencedRedisStore(RedisStore):
                     upserts = {k: v for k, v in changes.items() if v is not None}
                     deletes = [k for k, v in changes.items() if v is None]
                     if upserts:
-                        pipe.hset(self._key(namespace), mapping=upserts)  # type: ignore[arg-type]
+                        pipe.hset(self._key(namespace), mapping=cast(Any, upserts))
                     if deletes:
                         pipe.hdel(self._key(namespace), *deletes)
                 if meta:
-                    pipe.hset(self._key("meta"), mapping=dict(meta))  # type: ignore[arg-type]
+                    pipe.hset(self._key("meta"), mapping=cast(Any, dict(meta)))
                 pipe.set(key, expected + 1)
                 pipe.execute()
             except redis.WatchError:

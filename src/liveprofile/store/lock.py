@@ -131,7 +131,7 @@ class _Lease:
     def _renew(self) -> None:
         while not self._stop.wait(self.lease_ms / 3000):
             try:
-                if not self.client.eval(_RENEW, 1, self.key, self.token, self.lease_ms):
+                if not self.client.eval(_RENEW, 1, self.key, self.token, str(self.lease_ms)):
                     self.lost = True
                     return
             except redis.RedisError:

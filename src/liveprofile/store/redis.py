@@ -18,7 +18,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import cast
+from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 import redis
@@ -28,6 +28,16 @@ from liveprofile.store.base import Rows
 
 #: what redis-py accepts as a hash field or value
 _Field = bytes | bytearray | memoryview | str | int | float
+
+
+def reply(value: object) -> Any:
+    """A reply of redis-py's blocking client, as it returns it (redis-py 5's type hints also
+    allow an awaitable, which a blocking client never returns).
+
+    >>> reply(3)
+    3
+    """
+    return value
 
 
 class RedisStore:
@@ -70,7 +80,7 @@ class RedisStore:
         if not keys:
             return []
         with self._errors("read"):
-            values = self.client.hmget(self._key(namespace), list(keys))
+            values = cast(list[Any], self.client.hmget(self._key(namespace), list(keys)))
         return [None if v is None else bytes(cast(bytes, v)) for v in values]
 
     def scan(
@@ -96,7 +106,7 @@ class RedisStore:
 
     def count(self, namespace: str) -> int:
         with self._errors("count"):
-            return int(self.client.hlen(self._key(namespace)))
+            return int(reply(self.client.hlen(self._key(namespace))))
 
     def get_meta(self, name: str) -> bytes | None:
         with self._errors("read"):
