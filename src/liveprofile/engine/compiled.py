@@ -177,10 +177,15 @@ class CompiledStep:
         self._last_users = {user: r for r, user in enumerate(batch_users)}, U
         self._hold(state, batch_items)
         before: dict[str, Standing | None] = {}
-        visitors = _visitors(events, cols, ok, state)
-        for u in dict.fromkeys(cols.user[k] for k in np.flatnonzero(ok).tolist()):
+        visitors: dict[str, bool] = {}  # the users who may be anonymous visitors afterwards
+        applied = np.flatnonzero(ok).tolist()
+        for u in dict.fromkeys(cols.user[k] for k in applied):
             p = state.profiles.get(u)
             before[u] = None if p is None else standing(p)
+            if p is None or p.anonymous:
+                visitors[u] = True
+        if visitors:
+            _known_events(visitors, events, cols, applied, state.aliases)
         ops, outputs = self._buffers(ev)
         self.params.fp[L.FP_WATERMARK] = ckpt.watermark
         # as the profiles were before the events, for the velocity counts below
@@ -406,23 +411,23 @@ class CompiledStep:
             count(profiles[user_names[e]], ts, monetary[kind], None if item < 0 else item, last[r])
 
 
-def _visitors(
-    events: Sequence[Event], cols: EventColumns, ok: Any, state: PipelineState
-) -> dict[str, bool]:
-    """Whether each user the batch applies events to is an anonymous visitor afterwards, as the
-    Python step decides it event by event: a profile made by an event with only an anonymous id
-    is a visitor's, and stops being one at the first event that names a known user."""
-    aliases = state.aliases
-    out: dict[str, bool] = {}
-    plain = isinstance(events, EventColumns)
-    for k in np.flatnonzero(ok).tolist():
+def _known_events(
+    visitors: dict[str, bool],
+    events: Sequence[Event],
+    cols: EventColumns,
+    applied: list[int],
+    aliases: dict[str, str],
+) -> None:
+    """Mark in ``visitors`` (True: a new profile, or one made by anonymous events only) the users
+    who stop being anonymous visitors in this batch, as the Python step decides it event by
+    event: at the first applied event that names a known user."""
+    if isinstance(events, EventColumns):  # plain events: every user is known
+        visitors.update(dict.fromkeys(visitors, False))
+        return
+    for k in applied:
         user = cols.user[k]
-        if user not in out:
-            p = state.profiles.get(user)
-            out[user] = True if p is None else p.anonymous
-        if out[user] and (plain or not _anonymous_only(events[k], aliases)):
-            out[user] = False
-    return out
+        if visitors.get(user) and not _anonymous_only(events[k], aliases):
+            visitors[user] = False
 
 
 def _anonymous_only(e: Event, aliases: dict[str, str]) -> bool:
