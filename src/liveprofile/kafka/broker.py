@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from liveprofile.errors import LiveprofileError
+from liveprofile.kafka.maven import copy_dependencies
 
 #: the Kafka release the POM resolves (keep in step with pom.xml)
 KAFKA_VERSION = "4.1.1"
@@ -52,24 +53,9 @@ def jar_dir() -> Path:
 
 def resolve_jars(target: Path | None = None) -> Path:
     """The directory of the broker's jars, resolved from Maven Central the first time."""
-    target = target or jar_dir()
-    if (target / f"kafka_2.13-{KAFKA_VERSION}.jar").is_file():
-        return target
-    mvn = shutil.which("mvn")
-    if mvn is None:
-        raise KafkaError("Maven (mvn) is needed once to fetch the Kafka jars; install maven")
-    partial = target.with_name(target.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    cmd = [mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies"]
-    cmd.append(f"-DoutputDirectory={partial}")
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        tail = (done.stdout + done.stderr).strip()[-2000:]
-        raise KafkaError(f"cannot resolve the Kafka jars with Maven: {tail}")
-    shutil.rmtree(target, ignore_errors=True)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial.rename(target)  # all jars or none: a half-copied cache is never used
-    return target
+    return copy_dependencies(
+        POM, target or jar_dir(), f"kafka_2.13-{KAFKA_VERSION}.jar", "the Kafka jars"
+    )
 
 
 def free_port() -> int:
