@@ -8,17 +8,14 @@ events were published: it starts at the offsets in the store, so nothing is appl
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import kafka_helpers as kh
 import pytest
 from kafka_helpers import CONFIG
-from redis_server import RedisServer, running
+from redis_server import RedisServer
 
-from liveprofile.datasets.synthetic import SyntheticConfig, write_jsonl
 from liveprofile.flink.jars import resolve_connector
 from liveprofile.flink.job import FlinkSettings, run
-from liveprofile.kafka.broker import Broker, free_port
+from liveprofile.kafka.broker import Broker
 
 pytest.importorskip("pyflink", reason="the Flink runner needs the 'flink' extra")
 # PyFlink's own modules warn about their deprecated APIs on import, leave its gateway
@@ -29,30 +26,6 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
     pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning"),
 ]
-
-
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
-    b = Broker(tmp_path_factory.mktemp("kafka"), port=free_port(), controller_port=free_port())
-    b.start()
-    try:
-        yield b
-    finally:
-        b.stop()
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    yield from running(tmp_path_factory.mktemp("redis"))
-
-
-@pytest.fixture(scope="module")
-def lines(tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
-    path = tmp_path_factory.mktemp("events") / "events.jsonl"
-    write_jsonl(
-        path, SyntheticConfig(users=60, days=4, seed=7), invalid_rate=0.02, duplicate_rate=0.02
-    )
-    return path.read_bytes().splitlines()
 
 
 def test_job_equals_kafka_worker_and_resumes_at_store_offsets(

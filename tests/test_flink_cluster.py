@@ -12,10 +12,10 @@ from collections.abc import Iterator
 import kafka_helpers as kh
 import pytest
 from kafka_helpers import CONFIG
-from redis_server import RedisServer, running
+from redis_server import RedisServer
 
 from liveprofile.datasets.synthetic import SyntheticConfig, write_jsonl
-from liveprofile.kafka.broker import Broker, free_port
+from liveprofile.kafka.broker import Broker
 
 pytest.importorskip("pyflink", reason="the Flink runner needs the 'flink' extra")
 # PyFlink's own modules warn about their deprecated APIs on import, leave its gateway
@@ -30,21 +30,6 @@ pytestmark = [
 from liveprofile.flink.cluster import StandaloneCluster  # noqa: E402
 from liveprofile.flink.jars import resolve_connector  # noqa: E402
 from liveprofile.flink.job import FlinkSettings, wait_caught_up  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
-    b = Broker(tmp_path_factory.mktemp("kafka"), port=free_port(), controller_port=free_port())
-    b.start()
-    try:
-        yield b
-    finally:
-        b.stop()
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    yield from running(tmp_path_factory.mktemp("redis"))
 
 
 @pytest.fixture(scope="module")

@@ -25,11 +25,10 @@ import redis
 from click.testing import CliRunner
 from confluent_kafka import Consumer
 from kafka_helpers import CONFIG, PARTITIONS, TIMEOUT
-from redis_server import RedisServer, running
+from redis_server import RedisServer
 
 from liveprofile.cli import main
 from liveprofile.config import PipelineConfig
-from liveprofile.datasets.synthetic import SyntheticConfig, write_jsonl
 from liveprofile.kafka.broker import Broker, free_port
 from liveprofile.kafka.fence import FencedOut, FencedRedisStore
 from liveprofile.kafka.producer import dead_letter_topic, record_key
@@ -44,30 +43,6 @@ def _gc_thresholds() -> Iterator[None]:
     before = gc.get_threshold()
     yield
     gc.set_threshold(*before)
-
-
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
-    b = Broker(tmp_path_factory.mktemp("kafka"), port=free_port(), controller_port=free_port())
-    b.start()
-    try:
-        yield b
-    finally:
-        b.stop()
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    yield from running(tmp_path_factory.mktemp("redis"))
-
-
-@pytest.fixture(scope="module")
-def lines(tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
-    path = tmp_path_factory.mktemp("events") / "events.jsonl"
-    write_jsonl(
-        path, SyntheticConfig(users=60, days=4, seed=7), invalid_rate=0.02, duplicate_rate=0.02
-    )
-    return path.read_bytes().splitlines()
 
 
 @pytest.fixture(scope="module")
