@@ -53,6 +53,7 @@ def events(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ["profile"],
         ["warm-start"],
         ["generate"],
+        ["dataset"],
         ["dead-letters"],
         ["publish"],
         ["worker"],
@@ -174,6 +175,29 @@ def test_movielens_csv_with_mapping_equals_preset(tmp_path: Path) -> None:
     ra, rb = json.loads(a.read_text()), json.loads(b.read_text())
     assert ra["events"] == rb["events"] == 3000
     assert ra["tasks"]["like"]["auc"] == rb["tasks"]["like"]["auc"] > 0.55
+
+
+def test_dataset_events_replay_like_the_quick_start(tmp_path: Path) -> None:
+    """The exported events and config, replayed, give the quick start's metrics and profiles."""
+    events, config = tmp_path / "cj.jsonl", tmp_path / "cj.toml"
+    run("dataset", "completejourney", "--out", str(events), "--config", str(config),
+        "--limit", "100000")  # fmt: skip
+    assert len(events.read_text().splitlines()) == 100000
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    run("quickstart", "--limit", "100000", "--store", str(tmp_path / "a.db"), "--report", str(a),
+        "--no-progress")  # fmt: skip
+    run("replay", str(events), "--config", str(config), "--store", str(tmp_path / "b.db"),
+        "--report", str(b), "--no-progress")  # fmt: skip
+    ra, rb = json.loads(a.read_text()), json.loads(b.read_text())
+    assert ra["events"] == rb["events"] == 100000 and rb["dead_letters"] == 0
+    assert ra["tasks"]["repurchase"] == rb["tasks"]["repurchase"]
+    assert ra["tasks"]["repurchase"]["n"] > 1000
+    household = json.loads(events.read_text().splitlines()[-1])["user_id"]
+    views = [
+        json.loads(run("profile", household, "--store", str(tmp_path / s), "--json").stdout)
+        for s in ("a.db", "b.db")
+    ]
+    assert views[0] == views[1] and views[0]["events"] > 0
 
 
 def test_warm_start_then_replay(events: Path, tmp_path: Path) -> None:

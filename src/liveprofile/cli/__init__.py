@@ -4,6 +4,7 @@ imports a command's module only when that command runs (or its help is shown).
 Command modules, by the path they operate:
 
 - ``local``: the embedded path (quickstart, replay, warm-start, profile, generate, dead-letters)
+- ``datasets``: a bundled dataset written as events and its config (dataset)
 - ``streams``: the Redis Streams path (publish, worker); ``ops``: operating it (status,
   redis-dead-letters, redrive)
 - ``kafka``: a local Kafka broker, and the ``--kafka`` mode of publish, worker, status and
@@ -18,7 +19,7 @@ below maps the command's name to where it lives. Shared options and the error ha
 >>> import click
 >>> context = click.Context(main)
 >>> main.list_commands(context)[:3]
-['collect', 'dead-letters', 'flink']
+['collect', 'dataset', 'dead-letters']
 >>> main.get_command(context, "replay").help.split(".")[0]
 'Replay an event file (JSON Lines, CSV with a column mapping) through the pipeline'
 """
@@ -37,6 +38,7 @@ COMMANDS = {
     "warm-start": "local:warm_start_command",
     "profile": "local:profile",
     "generate": "local:generate",
+    "dataset": "datasets:dataset",
     "dead-letters": "local:dead_letters",
     "publish": "streams:publish",
     "worker": "streams:worker",

