@@ -80,7 +80,11 @@ class LabelConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     - ``type``: positive when the event's type is one of ``positive`` (e.g. click among views);
     - ``delayed``: the event is an exposure; positive when a ``conversion`` event of the same user
       and the same ``key`` (``item`` or ``category``) follows within ``window`` in event time,
-      negative when the window closes.
+      negative when the window closes. Every exposure opens its own example, and a conversion
+      labels every open example of its user and key; ``open_per_key`` bounds how many of them
+      may await a conversion per (user, key) at once (an exposure beyond it opens nothing;
+      ``1`` keeps one open example per (user, key): fewer examples and less memory, but a
+      repeated view is no evidence).
     """
 
     kind: Literal["value", "type", "delayed"]
@@ -89,6 +93,14 @@ class LabelConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     conversion: list[str] = []
     key: Literal["item", "category"] = "item"
     window: Duration = "1d"
+    #: most examples per (user, key) awaiting a conversion at once (delayed labels)
+    open_per_key: int = 32
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.open_per_key <= 1_000_000:
+            raise ConfigError(
+                f"label.open_per_key must be within 1..1000000, got {self.open_per_key}"
+            )
 
     @property
     def window_s(self) -> float:

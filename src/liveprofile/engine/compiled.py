@@ -316,7 +316,8 @@ class CompiledStep:
             rec_label=np.zeros(max_rec, np.bool_),
             created=np.zeros((nt, n + 1), np.int64),
             n_created=np.zeros(nt, np.int64),
-            converted=np.zeros((nt, n + 1), np.int64),
+            # a conversion converts every waiting example of its key: at most all open ones
+            converted=np.zeros((nt, n + live + 1), np.int64),
             n_converted=np.zeros(nt, np.int64),
             freed=np.zeros(nt * n + live + 1, np.int64),
             res=np.zeros(4, np.int64),

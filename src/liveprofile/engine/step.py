@@ -180,7 +180,7 @@ class PythonStep(Lifecycle):
                     if e.type not in task.on:
                         continue
                     key = task.key_of(e)
-                    if key is None or (user, key) in task.waiting:
+                    if key is None or not task.may_open(user, key, ts):
                         continue
                     if shared is None:
                         shared = build(e, p, it)

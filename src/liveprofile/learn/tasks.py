@@ -1,16 +1,21 @@
 """Learning tasks: which events give examples, how labels are derived, pending examples.
 
 An immediate task labels an example from the event itself (``value`` >= threshold, or its type).
-A delayed task opens a *pending example* on an exposure (features and prediction as of that
-moment); it becomes positive when a conversion with the same user and key follows within the
-window, and negative once the watermark (the latest event time seen) passes the deadline. Pending
-examples are committed with the rest of the state.
+A delayed task opens a *pending example* on every exposure (features and prediction as of that
+moment), up to ``open_per_key`` awaiting a conversion per (user, key), and one per (user, key,
+event time): a pending example is identified by them. Each becomes positive when a conversion
+with the same user and key follows within its window, and negative once the watermark (the
+latest event time seen) passes its deadline. A conversion labels every open example of its user
+and key whose window holds it. Pending examples are committed with the rest of the state.
 
 >>> from liveprofile.config import LabelConfig, TaskConfig
 >>> label = LabelConfig(kind="delayed", conversion=["purchase"])
 >>> task = TaskConfig("buy", on=["view"], label=label)
 >>> state = TaskState(task, learner=None, window=86400.0)
 >>> _ = state.open("u1", "i1", "i1", 100.0, array("q", [1]), array("d", [1.0]))
+>>> _ = state.open("u1", "i1", "i1", 200.0, array("q", [1]), array("d", [1.0]))
+>>> [p.open_ts for p in state.convert_at("u1", "i1", 300.0)]
+[200.0, 100.0]
 >>> [p.key for p in state.due(100.0 + 86400.0 + 1)]
 ['i1']
 """
@@ -79,9 +84,12 @@ class TaskState:
         self.threshold = label.threshold
         self.by_item = label.key == "item"
         self.window = label.window_s if self.delayed else 0.0
+        #: most pending examples awaiting a conversion per (user, key)
+        self.per_key = label.open_per_key
         self.pending: dict[PendingId, Pending] = {}
-        #: the unconverted pending example per (user, key): what a conversion can still convert
-        self.waiting: dict[tuple[str, str], Pending] = {}
+        #: the unconverted pending examples per (user, key), by exposure time: what a
+        #: conversion can still convert
+        self.waiting: dict[tuple[str, str], list[Pending]] = {}
         self._heap: list[tuple[float, float, str, str]] = []
         # per batch
         self.ops = OpBatch()
@@ -103,6 +111,15 @@ class TaskState:
 
     # -- pending examples ----------------------------------------------------------------------
 
+    def may_open(self, user: str, key: str, ts: float) -> bool:
+        """Whether an exposure of ``key`` by ``user`` at ``ts`` opens an example: not when one
+        of them opened at the same time is open, nor when (user, key) has as many examples
+        awaiting a conversion as the task allows."""
+        if (user, key, ts) in self.pending:
+            return False
+        waiting = self.waiting.get((user, key))
+        return waiting is None or len(waiting) < self.per_key
+
     def open(
         self, user: str, key: str, item: str | None, ts: float, idx: array[int], val: array[float]
     ) -> Pending:
@@ -115,20 +132,27 @@ class TaskState:
         pid = pending.id
         self.pending[pid] = pending
         if not pending.converted:
-            self.waiting[(pending.user, pending.key)] = pending
+            waiting = self.waiting.setdefault((pending.user, pending.key), [])
+            at = len(waiting)  # by exposure time; a late exposure goes before later ones
+            while at > 0 and waiting[at - 1].open_ts > pending.open_ts:
+                at -= 1
+            waiting.insert(at, pending)
         heapq.heappush(self._heap, (pending.deadline, pending.open_ts, pending.user, pending.key))
 
-    def take_pending(self) -> tuple[list[Pending], dict[tuple[str, str], Pending]]:
+    def take_pending(self) -> tuple[list[Pending], dict[tuple[str, str], list[Pending]]]:
         """Hand over the open pending examples, and those a conversion can still convert by
-        (user, key); the task holds none until :meth:`give_pending`."""
+        (user, key), by exposure time; the task holds none until :meth:`give_pending`."""
         pending, waiting = list(self.pending.values()), self.waiting
         self.pending, self.waiting, self._heap = {}, {}, []
         return pending, waiting
 
     def give_pending(self, pending: list[Pending], waiting: list[Pending]) -> None:
-        """Take back open pending examples; ``waiting``: those a conversion can still convert."""
+        """Take back open pending examples; ``waiting``: those a conversion can still convert
+        (of each user and key, by exposure time)."""
         self.pending = {p.id: p for p in pending}
-        self.waiting = {(p.user, p.key): p for p in waiting}
+        self.waiting = {}
+        for p in waiting:
+            self.waiting.setdefault((p.user, p.key), []).append(p)
         self._heap = [(p.deadline, p.open_ts, p.user, p.key) for p in pending]
         heapq.heapify(self._heap)
 
@@ -136,23 +160,48 @@ class TaskState:
         """Forget a pending example whose label has been learned."""
         pid = pending.id
         del self.pending[pid]
-        if self.waiting.get((pending.user, pending.key)) is pending:
-            del self.waiting[(pending.user, pending.key)]
+        self._unwait(pending)
 
-    def convert(self, e: Event) -> Pending | None:
-        """Mark the pending example that event ``e`` converts, if any, and return it."""
+    def _unwait(self, pending: Pending) -> None:
+        """Drop ``pending`` from the examples a conversion can still convert, if it is one."""
+        wkey = (pending.user, pending.key)
+        waiting = self.waiting.get(wkey)
+        if waiting is None:
+            return
+        for j, p in enumerate(waiting):
+            if p is pending:
+                del waiting[j]
+                if not waiting:
+                    del self.waiting[wkey]
+                return
+
+    def convert(self, e: Event) -> list[Pending]:
+        """Mark the pending examples that event ``e`` converts and return them."""
         if e.type not in self.conversion:
-            return None
+            return []
         key = self.key_of(e)
         if key is None:
-            return None
-        pending = self.waiting.get((e.user, key))
-        if pending is None or not pending.open_ts < e.ts <= pending.deadline:
-            return None
-        pending.converted = True
-        del self.waiting[(e.user, key)]
-        self.converted.append(pending.id)
-        return pending
+            return []
+        return self.convert_at(e.user, key, e.ts)
+
+    def convert_at(self, user: str, key: str, ts: float) -> list[Pending]:
+        """Mark as converted the examples of ``user`` and ``key`` awaiting a conversion whose
+        window holds ``ts`` (latest exposure first, the order of the log) and return them."""
+        waiting = self.waiting.get((user, key))
+        if waiting is None:
+            return []
+        done = [p for p in reversed(waiting) if p.open_ts < ts <= p.deadline]
+        if not done:
+            return []
+        for pending in done:
+            pending.converted = True
+            self.converted.append(pending.id)
+        kept = [p for p in waiting if not p.converted]
+        if kept:
+            self.waiting[(user, key)] = kept
+        else:
+            del self.waiting[(user, key)]
+        return done
 
     def due(self, watermark: float) -> Iterator[Pending]:
         """Pop the pending examples whose window closed before ``watermark`` (deadline order)."""
@@ -198,8 +247,7 @@ class TaskState:
                 found = self.pending.get(pid)
                 if found is not None and not found.converted:
                     found.converted = True
-                    if self.waiting.get((found.user, found.key)) is found:
-                        del self.waiting[(found.user, found.key)]
+                    self._unwait(found)
 
 
 class PendingLog(msgspec.Struct, array_like=True):
