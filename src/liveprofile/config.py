@@ -80,18 +80,19 @@ class LabelConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     - ``type``: positive when the event's type is one of ``positive`` (e.g. click among views);
     - ``delayed``: the event is an exposure; positive when a ``conversion`` event of the same user
       and the same ``key`` (``item`` or ``category``) follows within ``window`` in event time,
-      negative when the window closes. Every exposure opens its own example, and a conversion
-      labels every open example of its user and key; ``open_per_key`` bounds how many of them
-      may await a conversion per (user, key) at once (an exposure beyond it opens nothing;
-      ``1`` keeps one open example per (user, key): fewer examples and less memory, but a
-      repeated view is no evidence).
+      negative when the window closes. With ``key = "user"`` any conversion of the same user
+      counts (repeat purchase; churn is its negation). Every exposure opens its own example,
+      and a conversion labels every open example of its user and key; ``open_per_key`` bounds
+      how many of them may await a conversion per (user, key) at once (an exposure beyond it
+      opens nothing; ``1`` keeps one open example per (user, key): fewer examples and less
+      memory, but a repeated view is no evidence).
     """
 
     kind: Literal["value", "type", "delayed"]
     threshold: float = 4.0
     positive: list[str] = []
     conversion: list[str] = []
-    key: Literal["item", "category"] = "item"
+    key: Literal["item", "category", "user"] = "item"
     window: Duration = "1d"
     #: most examples per (user, key) awaiting a conversion at once (delayed labels)
     open_per_key: int = 32

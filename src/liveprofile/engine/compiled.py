@@ -45,6 +45,9 @@ def unsupported(base: PythonStep) -> str | None:
         return "the anomaly detector is on"
     if base.ttl is not None:
         return "profiles expire (run.profile_ttl)"
+    if any(t.label.kind == "delayed" and t.label.key == "user" for t in config.tasks):
+        # the kernel's pending pool and key-outcome tables know item and topic codes only
+        return "a delayed task is keyed by user"
     return None
 
 

@@ -83,6 +83,7 @@ class TaskState:
         self.positive_types = frozenset(label.positive)
         self.threshold = label.threshold
         self.by_item = label.key == "item"
+        self.by_user = label.key == "user"
         self.window = label.window_s if self.delayed else 0.0
         #: most pending examples awaiting a conversion per (user, key)
         self.per_key = label.open_per_key
@@ -107,6 +108,8 @@ class TaskState:
         return e.value is not None and e.value >= self.threshold
 
     def key_of(self, e: Event) -> str | None:
+        if self.by_user:
+            return e.user
         return e.item_id if self.by_item else e.category
 
     # -- pending examples ----------------------------------------------------------------------
