@@ -1,14 +1,22 @@
 """CRM tasks: a delayed label keyed by user (any conversion of the same user within the window:
-repeat purchase, and churn as its negation), on the Python step, which takes every pipeline
-with such a task."""
+repeat purchase, and churn as its negation) and a value target (spend within the window, learned
+by a regressor, MAE and RMSE), on the Python step, which takes every pipeline with such a task."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import msgspec
 import pytest
 
-from liveprofile.config import LabelConfig, PipelineConfig, RunConfig, TaskConfig
+from liveprofile.config import LabelConfig, LearnerConfig, PipelineConfig, RunConfig, TaskConfig
 from liveprofile.engine.core import Core
+from liveprofile.engine.local import LocalRunner
+from liveprofile.errors import ConfigError
 from liveprofile.events import Event
+from liveprofile.events.sources import Batch
+from liveprofile.learn.regression import RegressionMetrics
+from liveprofile.store import SQLiteStore
 
 DAY = 86400.0
 T0 = 1_704_067_200.0
@@ -69,3 +77,111 @@ def test_a_user_keyed_task_beside_item_tasks_gives_both_their_examples() -> None
     assert int(state.tasks["convert"].metrics.pos.sum()) == 1
     assert state.tasks["repeat_30d"].metrics.n == 5
     assert {c.segment for c in out.changes} <= {"at_risk"}
+
+
+SPEND = TaskConfig(
+    "spend_30d",
+    on=["purchase"],
+    label=LabelConfig(
+        kind="delayed", conversion=["purchase"], key="user", window="30d", target="value"
+    ),
+    learner=LearnerConfig(kind="linreg"),
+)
+
+
+def spend_events() -> list[Event]:
+    values = [3.0, 8.0, 5.0, 2.0, 7.0, 1.0]
+    return [
+        Event(e.event_id, e.user, e.type, e.ts, item_id=e.item_id, category=e.category, value=v)
+        for e, v in zip(EVENTS, values, strict=True)
+    ]
+
+
+def test_a_value_target_learns_the_spend_within_the_window() -> None:
+    core = Core(PipelineConfig(tasks=[SPEND]))
+    assert core.compiled is None  # a regression task: the Python step takes the pipeline
+    state = core.new_state()
+    core.step(state, spend_events()[:3])
+    first = state.tasks["spend_30d"].pending[("ann", "ann", T0)]
+    assert first.converted and first.total == 5.0  # ann's purchase on day 12
+    core.step(state, spend_events()[3:])
+    metrics = state.tasks["spend_30d"].metrics
+    assert isinstance(metrics, RegressionMetrics)
+    # targets: ann 5 then 0, bob 0 (his next purchase is past the window) and 0, cat 0
+    summary = metrics.summary()
+    assert summary["n"] == 5 and summary["mean_target"] == 1.0
+    assert summary["rmse"] >= summary["mae"] > 0.0
+    assert summary["auc"] is None and metrics.windows()[0]["mae"] is not None
+    # the prediction starts at the mean target learned so far
+    assert state.profiles["dan"].scores["spend_30d"] > 0.0
+
+
+def test_value_targets_survive_a_restart(tmp_path: Path) -> None:
+    cfg = PipelineConfig(tasks=[SPEND, REPEAT], run=RunConfig(batch_size=2))
+    events = spend_events()
+    batches = [events[k : k + 2] for k in range(0, len(events), 2)]
+
+    def run(path: Path, restart: int | None) -> dict[str, object]:
+        runner = LocalRunner(cfg, SQLiteStore(path), path.with_suffix(".dead"))
+        for k, batch in enumerate(batches):
+            if k == restart:
+                runner.close()
+                runner = LocalRunner(cfg, SQLiteStore(path), path.with_suffix(".dead"))
+            runner.process("src", Batch(events=batch, offset=k + 1))
+        out = {n: t.metrics.summary() for n, t in runner.state.tasks.items()}
+        out["pending"] = sorted(
+            (p.id, p.total) for p in runner.state.tasks["spend_30d"].pending.values()
+        )
+        runner.close()
+        return out
+
+    clean = run(tmp_path / "clean.db", None)
+    assert clean["spend_30d"]["n"] == 5  # type: ignore[index]
+    for restart in (1, 2):
+        assert run(tmp_path / f"r{restart}.db", restart) == clean
+
+
+def test_a_river_regressor_plugs_in() -> None:
+    river = LearnerConfig(kind="river", model="linear_model.LinearRegression")
+    task = msgspec.structs.replace(SPEND, learner=river)
+    core = Core(PipelineConfig(tasks=[task]))
+    state = core.new_state()
+    core.step(state, spend_events())
+    assert state.tasks["spend_30d"].metrics.n == 5
+
+
+def test_a_value_target_needs_a_delayed_label_and_a_regressor() -> None:
+    with pytest.raises(ConfigError, match="regressor"):
+        msgspec.structs.replace(SPEND, learner=LearnerConfig(kind="ftrl"))
+    with pytest.raises(ConfigError, match="delayed"):
+        TaskConfig(
+            "x", on=["rate"], label=LabelConfig(kind="value", target="value"), learner=SPEND.learner
+        )
+
+
+def test_mae_and_rmse_reach_the_report_the_plot_and_the_stats(tmp_path: Path) -> None:
+    from liveprofile.api import replay
+    from liveprofile.datasets.synthetic import SyntheticConfig, write_jsonl
+    from liveprofile.report import plot_metrics
+    from liveprofile.serving.metrics import StoreStats
+    from liveprofile.store import open_store
+
+    events = tmp_path / "events.jsonl"
+    write_jsonl(events, SyntheticConfig(users=40, days=10, seed=3))
+    tasks = [
+        msgspec.structs.replace(t, label=msgspec.structs.replace(t.label, window="2d"))
+        for t in (REPEAT, SPEND)
+    ]
+    cfg = PipelineConfig(tasks=tasks, run=RunConfig(metrics_window="1d"))
+    summary = replay(events, store=tmp_path / "s.db", config=cfg, progress=False)
+    spend = summary["tasks"]["spend_30d"]
+    assert spend["n"] > 0 and spend["rmse"] >= spend["mae"] > 0.0 and spend["auc"] is None
+    assert summary["tasks"]["repeat_30d"]["n"] == spend["n"]  # the same exposures
+    plot_metrics(summary, tmp_path / "metrics.png")
+    assert (tmp_path / "metrics.png").stat().st_size > 0
+    store = open_store(str(tmp_path / "s.db"), read_only=True)
+    try:
+        served = StoreStats(lambda: store).snapshot().tasks["spend_30d"]
+    finally:
+        store.close()
+    assert served.summary["mae"] == spend["mae"] and served.windows[0]["rmse"] is not None

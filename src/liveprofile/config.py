@@ -85,7 +85,10 @@ class LabelConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
       and a conversion labels every open example of its user and key; ``open_per_key`` bounds
       how many of them may await a conversion per (user, key) at once (an exposure beyond it
       opens nothing; ``1`` keeps one open example per (user, key): fewer examples and less
-      memory, but a repeated view is no evidence).
+      memory, but a repeated view is no evidence). With ``target = "value"`` the example is a
+      regression one: its target is the sum of the conversions' ``value`` within the window
+      (e.g. spend in the next 30 days), learned by a regressor (``learner.kind = "linreg"``, or
+      ``river`` with a River regressor) and evaluated by MAE and RMSE.
     """
 
     kind: Literal["value", "type", "delayed"]
@@ -96,6 +99,8 @@ class LabelConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     window: Duration = "1d"
     #: most examples per (user, key) awaiting a conversion at once (delayed labels)
     open_per_key: int = 32
+    #: what a delayed example learns: whether it converted, or the sum of the conversions' value
+    target: Literal["converted", "value"] = "converted"
 
     def __post_init__(self) -> None:
         if not 1 <= self.open_per_key <= 1_000_000:
@@ -127,6 +132,20 @@ class TaskConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
             raise ConfigError(f"task {self.name!r}: a 'type' label needs 'positive' types")
         if self.label.kind == "delayed" and self.label.window_s <= 0:
             raise ConfigError(f"task {self.name!r}: the window must be positive")
+        if self.label.target == "value":
+            if self.label.kind != "delayed":
+                raise ConfigError(f"task {self.name!r}: target = 'value' needs a delayed label")
+            if self.learner.kind not in ("linreg", "river"):
+                raise ConfigError(
+                    f"task {self.name!r} learns a value: use a regressor, learner = "
+                    "{ kind = 'linreg' } or { kind = 'river', model = "
+                    "'linear_model.LinearRegression' }"
+                )
+
+    @property
+    def regression(self) -> bool:
+        """Whether the task learns a number (the value of its conversions) rather than a label."""
+        return self.label.target == "value"
 
 
 class FeatureConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):

@@ -48,6 +48,9 @@ def unsupported(base: PythonStep) -> str | None:
     if any(t.label.kind == "delayed" and t.label.key == "user" for t in config.tasks):
         # the kernel's pending pool and key-outcome tables know item and topic codes only
         return "a delayed task is keyed by user"
+    if any(t.regression for t in config.tasks):
+        # the kernel counts a converted flag per pending example, not a sum of values
+        return "a task learns a value (target = 'value')"
     return None
 
 

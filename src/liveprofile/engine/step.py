@@ -33,6 +33,7 @@ from liveprofile.events.columns import EventColumns
 from liveprofile.events.schema import FORGET, MERGE, Event
 from liveprofile.features.hashing import FeatureBuilder
 from liveprofile.learn.base import LEARN, PREDICT, PREDICT_LEARN, run_ops
+from liveprofile.learn.regression import RegressionMetrics, run_regression_ops
 from liveprofile.learn.tasks import Pending, TaskState
 from liveprofile.profile.decay import needs_rebase, rebase_factor
 from liveprofile.profile.items import ItemStats
@@ -317,7 +318,8 @@ class PythonStep(Lifecycle):
         out: StepResult,
     ) -> None:
         label = pending.converted
-        task.ops.add_packed(LEARN, pending.idx, pending.val, 1.0 if label else 0.0)
+        y = pending.total if task.regression else (1.0 if label else 0.0)
+        task.ops.add_packed(LEARN, pending.idx, pending.val, y)
         task.close(pending)
         records.append((R_RESOLVED, task, -1, pending, pending.open_ts, label))
         out.examples += 1
@@ -343,7 +345,8 @@ class PythonStep(Lifecycle):
         for task in state.tasks.values():
             ops, log = task.take_batch()
             assert task.learner is not None
-            predictions[task.name] = run_ops(task.learner, ops) if len(ops) else None
+            run = run_regression_ops if task.regression else run_ops
+            predictions[task.name] = run(task.learner, ops) if len(ops) else None
             out.pending[task.name] = log
         profiles = state.profiles
         for kind, task, k, ref, ts, label in records:
@@ -363,4 +366,7 @@ class PythonStep(Lifecycle):
                     profile.scores[task.name] = ref.p
             else:
                 assert isinstance(ref, Pending)
-                task.metrics.record(ref.p, label, ts)
+                if isinstance(task.metrics, RegressionMetrics):
+                    task.metrics.record(ref.p, ref.total, ts)
+                else:
+                    task.metrics.record(ref.p, label, ts)

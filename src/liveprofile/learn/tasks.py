@@ -36,6 +36,7 @@ from liveprofile.config import TaskConfig
 from liveprofile.events.schema import Event
 from liveprofile.learn.base import Learner, OpBatch
 from liveprofile.learn.metrics import Prequential
+from liveprofile.learn.regression import RegressionMetrics
 from liveprofile.store.codec import VersionedCodec
 
 PENDING_SCHEMA = 2
@@ -53,6 +54,7 @@ class Pending(msgspec.Struct, array_like=True, gc=False):
     val: bytes  # array('d') of feature values
     p: float = math.nan  # prediction made at exposure time
     converted: bool = False
+    total: float = 0.0  # the value of its conversions so far (target = "value")
 
     @property
     def id(self) -> PendingId:
@@ -75,7 +77,9 @@ class TaskState:
         self.config = config
         self.name = config.name
         self.learner = learner
-        self.metrics = Prequential(window)
+        self.metrics: Prequential | RegressionMetrics = (
+            RegressionMetrics(window) if config.regression else Prequential(window)
+        )
         label = config.label
         self.delayed = label.kind == "delayed"
         self.on = frozenset(config.on)
@@ -84,6 +88,8 @@ class TaskState:
         self.threshold = label.threshold
         self.by_item = label.key == "item"
         self.by_user = label.key == "user"
+        #: learns the sum of the conversions' value rather than whether one came
+        self.regression = config.regression
         self.window = label.window_s if self.delayed else 0.0
         #: most pending examples awaiting a conversion per (user, key)
         self.per_key = label.open_per_key
@@ -96,6 +102,8 @@ class TaskState:
         self.ops = OpBatch()
         self.created: list[Pending] = []
         self.converted: list[PendingId] = []
+        #: the value each of ``converted`` added (regression tasks)
+        self.converted_values: list[float] = []
 
     # -- labels --------------------------------------------------------------------------------
 
@@ -134,7 +142,7 @@ class TaskState:
     def _add(self, pending: Pending) -> None:
         pid = pending.id
         self.pending[pid] = pending
-        if not pending.converted:
+        if self.regression or not pending.converted:
             waiting = self.waiting.setdefault((pending.user, pending.key), [])
             at = len(waiting)  # by exposure time; a late exposure goes before later ones
             while at > 0 and waiting[at - 1].open_ts > pending.open_ts:
@@ -185,11 +193,15 @@ class TaskState:
         key = self.key_of(e)
         if key is None:
             return []
-        return self.convert_at(e.user, key, e.ts)
+        return self.convert_at(e.user, key, e.ts, e.value)
 
-    def convert_at(self, user: str, key: str, ts: float) -> list[Pending]:
+    def convert_at(
+        self, user: str, key: str, ts: float, value: float | None = None
+    ) -> list[Pending]:
         """Mark as converted the examples of ``user`` and ``key`` awaiting a conversion whose
-        window holds ``ts`` (latest exposure first, the order of the log) and return them."""
+        window holds ``ts`` (latest exposure first, the order of the log) and return them. A
+        regression task's examples await conversions until their window closes, and add up
+        their ``value``."""
         waiting = self.waiting.get((user, key))
         if waiting is None:
             return []
@@ -199,6 +211,12 @@ class TaskState:
         for pending in done:
             pending.converted = True
             self.converted.append(pending.id)
+        if self.regression:
+            amount = 0.0 if value is None else value
+            for pending in done:
+                pending.total += amount
+                self.converted_values.append(amount)
+            return done
         kept = [p for p in waiting if not p.converted]
         if kept:
             self.waiting[(user, key)] = kept
@@ -231,9 +249,9 @@ class TaskState:
 
     def take_batch(self) -> tuple[OpBatch, PendingLog]:
         """This batch's model operations, and what changed among the pending examples."""
-        log = PendingLog(self.created, self.converted)
+        log = PendingLog(self.created, self.converted, self.converted_values)
         self.ops, ops = OpBatch(), self.ops
-        self.created, self.converted = [], []
+        self.created, self.converted, self.converted_values = [], [], []
         return ops, log
 
     def restore_log(self, logs: Iterator[PendingLog], watermark: float) -> None:
@@ -246,6 +264,15 @@ class TaskState:
             for pending in log.created:
                 if pending.deadline >= watermark:
                     self._add(pending)
+            if self.regression:
+                # the examples created in a log hold their total as of its end already
+                made = {p.id for p in log.created}
+                for pid, value in zip(log.converted, log.values, strict=True):
+                    found = self.pending.get(pid)
+                    if found is not None and pid not in made:
+                        found.converted = True
+                        found.total += value
+                continue
             for pid in log.converted:
                 found = self.pending.get(pid)
                 if found is not None and not found.converted:
@@ -259,6 +286,8 @@ class PendingLog(msgspec.Struct, array_like=True):
 
     created: list[Pending]
     converted: list[PendingId]
+    #: the value each conversion added to its example (regression tasks; else empty)
+    values: list[float] = []
 
     def __bool__(self) -> bool:
         return bool(self.created or self.converted)
@@ -297,6 +326,11 @@ class PendingLog(msgspec.Struct, array_like=True):
             refs([u for u, _, _ in conv]),
             refs([k for _, k, _ in conv]),
             np.array([o for _, _, o in conv], np.float64).tobytes(),
+            # only regression tasks have totals: the logs of the others stay as they were
+            np.array([p.total for p in created], np.float64).tobytes()
+            if self.values or any(p.total for p in created)
+            else b"",
+            np.array(self.values, np.float64).tobytes(),
         )
 
 
@@ -320,6 +354,8 @@ class PendingColumns(msgspec.Struct, array_like=True):
     converted_users: bytes
     converted_keys: bytes
     converted_open_ts: bytes  # float64
+    totals: bytes = b""  # float64 per created example (regression tasks; else zeros or empty)
+    converted_values: bytes = b""  # float64 per conversion (regression tasks; else empty)
 
     def __bool__(self) -> bool:
         return bool(self.users or self.converted_users)
@@ -342,9 +378,11 @@ class PendingColumns(msgspec.Struct, array_like=True):
         starts = np.concatenate(([0], ends[:-1])) if len(ends) else ends
         idx = np.frombuffer(self.idx, np.uint32).astype(np.int64).tobytes()
         val = join_ones(self.ones, self.val, len(idx) // 8)
+        n = len(self.open_ts) // 8
+        totals = np.frombuffer(self.totals, np.float64) if self.totals else np.zeros(n)
         created = [
-            Pending(u, k, it, o, d, idx[a:b], val[a:b], p, c)
-            for u, k, it, o, d, p, c, a, b in zip(
+            Pending(u, k, it, o, d, idx[a:b], val[a:b], p, c, total)
+            for u, k, it, o, d, p, c, a, b, total in zip(
                 strings(self.users),
                 strings(self.keys),
                 strings(self.items),
@@ -354,6 +392,7 @@ class PendingColumns(msgspec.Struct, array_like=True):
                 np.frombuffer(self.converted, np.bool_).tolist(),
                 starts.tolist(),
                 ends.tolist(),
+                totals.tolist(),
                 strict=True,
             )
         ]
@@ -361,7 +400,8 @@ class PendingColumns(msgspec.Struct, array_like=True):
         converted = list(
             zip(strings(self.converted_users), strings(self.converted_keys), opened, strict=True)
         )
-        return PendingLog(created, converted)
+        values = np.frombuffer(self.converted_values, np.float64).tolist()
+        return PendingLog(created, converted, values)
 
 
 def split_ones(val: npt.NDArray[np.float64]) -> tuple[bytes, bytes]:
