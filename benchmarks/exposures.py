@@ -16,7 +16,8 @@ Datasets: the Complete Journey (the quick start's ``repurchase`` task: the same 
 the same product category within 14 days; ``--cj-limit`` transactions), MovieLens ratings (the
 default ``like`` task; a user rates a movie once and ratings carry no category, so no delayed
 task has a key there) and the synthetic shop (the default ``convert`` and ``repurchase`` tasks;
-``--shop-users`` users, seeds ``--seeds``).
+``--shop-users`` users over ``--shop-days`` days, seeds ``--seeds``; the shop's 28 days by
+default would leave ``repurchase`` nothing learned before its examples are predicted).
 
     .venv/bin/python benchmarks/exposures.py
     .venv/bin/python benchmarks/exposures.py --cj-limit 0 --seeds 0 1 2   # all of it
@@ -130,7 +131,7 @@ def datasets(
     out.append(("MovieLens", PipelineConfig(), chunks(ml_events, 20_000), ml_events))
     parser = EventParser()
     for seed in args.seeds:
-        shop = SyntheticConfig(users=args.shop_users, seed=seed)
+        shop = SyntheticConfig(users=args.shop_users, days=args.shop_days, seed=seed)
         events = [parser.parse_fields(e) for e in generate(shop)]
         out.append(
             (f"synthetic shop, seed {seed}", PipelineConfig(), chunks(events, 20_000), events)
@@ -144,6 +145,7 @@ def main() -> None:
     parser.add_argument("--data-dir", default="../shared/data/ml-latest-small")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--shop-users", type=int, default=2000)
+    parser.add_argument("--shop-days", type=int, default=56, help="longer than 14: repurchase")
     parser.add_argument("--repeat", type=int, default=3, help="interleaved timing runs")
     parser.add_argument("--throughput-only", action="store_true")
     args = parser.parse_args()
