@@ -187,6 +187,9 @@ class RunConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     #: most profiles kept as their committed bytes between batches, the most recently updated
     #: ones (the others are read from the store again when needed); 0 keeps every one
     resting_profiles: int = 0
+    #: a directory: every batch writes the examples its models learned there as Parquet, with
+    #: the features as of the exposure (see ``liveprofile.learn.examples``); empty: none
+    training_log: str = ""
 
     def __post_init__(self) -> None:
         if self.max_batch_delay_s <= 0:
