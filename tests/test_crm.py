@@ -185,3 +185,33 @@ def test_mae_and_rmse_reach_the_report_the_plot_and_the_stats(tmp_path: Path) ->
     finally:
         store.close()
     assert served.summary["mae"] == spend["mae"] and served.windows[0]["rmse"] is not None
+
+
+def test_the_read_api_serves_the_expected_spend_and_its_errors(tmp_path: Path) -> None:
+    import json
+
+    from cli_server import CliServer
+
+    from liveprofile.api import replay
+    from liveprofile.datasets.synthetic import SyntheticConfig, write_jsonl
+
+    events = tmp_path / "events.jsonl"
+    write_jsonl(events, SyntheticConfig(users=30, days=8, seed=4))
+    spend = msgspec.structs.replace(SPEND, label=msgspec.structs.replace(SPEND.label, window="2d"))
+    replay(events, store=tmp_path / "s.db", config=PipelineConfig(tasks=[spend]), progress=False)
+    first = json.loads(events.read_text().splitlines()[0])
+    server = CliServer(
+        ["serve", "--store", str(tmp_path / "s.db")],
+        {"LIVEPROFILE_READ_TOKEN": "crm-token"},
+        tmp_path / "serve.log",
+    )
+    try:
+        auth = {"Authorization": "Bearer crm-token"}
+        params = {"user": first["user_id"], "item": first["item_id"], "task": "spend_30d"}
+        r = server.client.get("/v1/score", params=params, headers=auth)
+        assert r.status_code == 200, r.text
+        assert r.json()["score"] > 1.0  # money, not a probability
+        stats = server.client.get("/v1/stats", headers=auth).json()
+        assert stats["tasks"]["spend_30d"]["rmse"] >= stats["tasks"]["spend_30d"]["mae"] > 0.0
+    finally:
+        server.stop()
