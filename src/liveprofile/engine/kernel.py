@@ -19,6 +19,7 @@ import numba
 import numpy as np
 
 from liveprofile.engine import layout as L
+from liveprofile.engine.chains import convert, insert, may_open, unlink
 from liveprofile.engine.featurize import shared_features, task_features
 from liveprofile.engine.rowops import (
     add_recent,
@@ -86,7 +87,7 @@ def run(ev, codes, tasks, params, users, items, pool, ops, out):  # type: ignore
                     slot = _learn_due(codes, tasks, params, users, items, pool, ops, out, t)
                     wkey = _wkey(pool_user[slot], n_tasks, t, pool_key[slot])
                     head = pool_waiting[wkey]
-                    rest = _unlink(pool_link, head, slot)
+                    rest = unlink(pool_link, head, slot)
                     if rest < 0:
                         del pool_waiting[wkey]
                     elif rest != head:
@@ -101,7 +102,7 @@ def run(ev, codes, tasks, params, users, items, pool, ops, out):  # type: ignore
                     key = ev_icode[e] if tasks_by_item[t] else ev_cat[e]
                     wkey = _wkey(ev_ucode[e], n_tasks, t, key)
                     if key >= 0 and wkey in pool_waiting:
-                        _convert(pool, out, t, pool_waiting[wkey], ts)
+                        convert(pool, out, t, pool_waiting[wkey], ts)
                 if not tasks_on[t, kind]:
                     continue
                 key = ev_icode[e] if tasks_by_item[t] else ev_cat[e]
@@ -111,7 +112,7 @@ def run(ev, codes, tasks, params, users, items, pool, ops, out):  # type: ignore
                 head = -1
                 if wkey in pool_waiting:
                     head = pool_waiting[wkey]
-                    if not _may_open(pool, head, ts, tasks_per_key[t]):
+                    if not may_open(pool, head, ts, tasks_per_key[t]):
                         continue
             else:
                 if not tasks_on[t, kind]:
@@ -128,7 +129,7 @@ def run(ev, codes, tasks, params, users, items, pool, ops, out):  # type: ignore
             if key >= 0:
                 slot = _open(ev, e, codes, tasks, params, users, items, pool, ops, out, t, m)
                 if slot >= 0:
-                    pool_waiting[wkey] = _insert(pool, head, slot)
+                    pool_waiting[wkey] = insert(pool, head, slot)
             else:
                 k = _add_op(
                     ops, t, L.PREDICT_LEARN, ops_cur_idx, ops_cur_val, m, 1.0 if label else 0.0
@@ -161,81 +162,6 @@ def run(ev, codes, tasks, params, users, items, pool, ops, out):  # type: ignore
 def _wkey(ucode, n_tasks, t, key):  # type: ignore[no-untyped-def]
     """The key of a waiting example (see ``layout.KEYSPACE``)."""
     return (ucode * n_tasks + t) * L.KEYSPACE + key
-
-
-# -- the open examples of one (user, task, key): a chain of slots, latest exposure first ------
-
-
-@leaf
-def _unlink(link, head, slot):  # type: ignore[no-untyped-def]
-    """Drop ``slot`` from the chain starting at ``head``; returns the new head (-1: empty)."""
-    if head == slot:
-        return link[slot]
-    prev = head
-    cur = link[head]
-    while cur >= 0:
-        if cur == slot:
-            link[prev] = link[cur]
-            break
-        prev = cur
-        cur = link[cur]
-    return head
-
-
-@leaf
-def _insert(pool, head, slot):  # type: ignore[no-untyped-def]
-    """Put ``slot`` in the chain at ``head`` by exposure time; returns the new head."""
-    link = pool.link
-    open_ts = pool.open_ts
-    ts = open_ts[slot]
-    if head < 0 or open_ts[head] < ts:
-        link[slot] = head
-        return slot
-    prev = head  # a late exposure: after the later ones
-    while link[prev] >= 0 and open_ts[link[prev]] > ts:
-        prev = link[prev]
-    link[slot] = link[prev]
-    link[prev] = slot
-    return head
-
-
-@leaf
-def _may_open(pool, head, ts, per_key):  # type: ignore[no-untyped-def]
-    """``TaskState.may_open``: no open example of the chain at ``head`` exposed at ``ts``, and
-    fewer than ``per_key`` of them awaiting a conversion."""
-    link = pool.link
-    open_ts = pool.open_ts
-    conv = pool.conv
-    waiting = 0
-    slot = head
-    while slot >= 0:
-        if open_ts[slot] == ts:
-            return False
-        if not conv[slot]:
-            waiting += 1
-            if waiting >= per_key:
-                return False
-        slot = link[slot]
-    return True
-
-
-@leaf
-def _convert(pool, out, t, head, ts):  # type: ignore[no-untyped-def]
-    """Mark the examples of the chain at ``head`` awaiting a conversion whose window holds
-    ``ts`` converted, latest exposure first (``TaskState.convert_at``)."""
-    pool_link = pool.link
-    pool_open_ts = pool.open_ts
-    pool_deadline = pool.deadline
-    pool_conv = pool.conv
-    out_converted = out.converted
-    out_n_converted = out.n_converted
-    slot = head
-    while slot >= 0:
-        if not pool_conv[slot] and pool_open_ts[slot] < ts <= pool_deadline[slot]:
-            pool_conv[slot] = True
-            out_converted[t, out_n_converted[t]] = slot
-            out_n_converted[t] += 1
-        slot = pool_link[slot]
 
 
 @leaf
