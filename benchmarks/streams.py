@@ -7,8 +7,9 @@
   replaced by an :class:`OpRecorder`, which yields the exact model operations (kinds, hashed
   indices, values, labels) the real run hands its learner.
 - :func:`delayed_labels` derives the label of every exposure of a delayed task with the same rules
-  as liveprofile (first exposure per open window, conversion strictly after it and within the
-  window, window closed once a later event passes the deadline); :func:`check_labels` verifies the
+  as liveprofile (every exposure, up to ``open_per_key`` awaiting a conversion per user and key
+  and one per user, key and time; conversion strictly after it and within the window, window
+  closed once a later event passes the deadline); :func:`check_labels` verifies the
   derivation against the captured operations.
 """
 
@@ -144,9 +145,10 @@ def delayed_labels(events: list[Event], task: TaskConfig) -> DelayedLabels:
     on, conversion = frozenset(task.on), frozenset(label.conversion)
     window = label.window_s
     by_item = label.key == "item"
+    per_key = label.open_per_key
     out = DelayedLabels()
     heap: list[tuple[float, float, str, str, int]] = []
-    waiting: dict[tuple[str, str], int] = {}
+    opened: dict[tuple[str, str], list[int]] = {}  # the open exposures per (user, key)
     watermark = float("-inf")
     for pos, e in enumerate(events):
         if e.ts > watermark:
@@ -154,17 +156,20 @@ def delayed_labels(events: list[Event], task: TaskConfig) -> DelayedLabels:
             while heap and heap[0][0] < watermark:
                 *_, user, closed_key, x = heapq.heappop(heap)
                 out.resolved.append(x)
-                if waiting.get((user, closed_key)) == x:
-                    del waiting[(user, closed_key)]
+                opened[(user, closed_key)].remove(x)
         key = e.item_id if by_item else e.category
         if key is None:
             continue
+        open_xs = opened.setdefault((e.user, key), [])
         if e.type in conversion:
-            open_x = waiting.get((e.user, key))
-            if open_x is not None and out.open_ts[open_x] < e.ts <= out.deadline[open_x]:
-                out.converted[open_x] = True
-                del waiting[(e.user, key)]
-        if e.type not in on or (e.user, key) in waiting:
+            for x in open_xs:
+                if not out.converted[x] and out.open_ts[x] < e.ts <= out.deadline[x]:
+                    out.converted[x] = True
+        if e.type not in on:
+            continue
+        if any(out.open_ts[x] == e.ts for x in open_xs):
+            continue
+        if sum(not out.converted[x] for x in open_xs) >= per_key:
             continue
         x = len(out.events)
         out.events.append(pos)
@@ -172,7 +177,7 @@ def delayed_labels(events: list[Event], task: TaskConfig) -> DelayedLabels:
         out.deadline.append(e.ts + window)
         out.converted.append(False)
         heapq.heappush(heap, (e.ts + window, e.ts, e.user, key, x))
-        waiting[(e.user, key)] = x
+        open_xs.append(x)
     return out
 
 

@@ -298,8 +298,10 @@ def test_conversion_outside_the_window_or_before_exposure_does_not_count() -> No
         ],
     )
     task = state.tasks["repurchase"]
-    assert task.metrics.n == 1 and int(task.metrics.neg.sum()) == 1
+    # p1 and the late p2 are both exposures of (u1, dairy); neither is converted
+    assert task.metrics.n == 2 and int(task.metrics.neg.sum()) == 2
     assert ("u1", "dairy", t) not in task.pending
+    assert ("u1", "dairy", t - DAY) not in task.pending
 
 
 # -- commit and reload -------------------------------------------------------------------------
@@ -440,7 +442,8 @@ def test_late_exposure_survives_restart(tmp_path: Path) -> None:
     clean = _run_batches(cfg, batches, tmp_path / "reference.db", None)
     task = clean.state.tasks["convert"]
     assert task.metrics.n == 1  # v1 learned (x1's deadline is exactly x2's time: still open)
-    assert set(task.pending) == {("u2", "i9", T0 + 10 * DAY)}
+    # x2, a repeated view of i9, opens its own example beside x1's
+    assert set(task.pending) == {("u2", "i9", T0 + 10 * DAY), ("u2", "i9", T0 + 11 * DAY)}
     clean.close()
     _compare_restart(cfg, batches, tmp_path)
 

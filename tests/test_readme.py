@@ -30,7 +30,7 @@ def test_python_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_config_example_is_valid() -> None:
-    segments, block = _blocks("toml")
+    segments, block = _blocks("toml")[:2]
     config = PipelineConfig.from_toml(block)
     assert [t.name for t in config.tasks] == ["like", "convert"]
     assert config.tasks[1].learner.kind == "hoeffding"
@@ -39,3 +39,12 @@ def test_config_example_is_valid() -> None:
     rules = PipelineConfig.from_toml(segments).segments
     assert set(rules) == {"big_spenders", "dairy_fans", "likely_buyers"}
     Core(PipelineConfig.from_toml(segments))  # the rules compile
+
+
+def test_crm_example_is_valid() -> None:
+    (block,) = [b for b in _blocks("toml") if "repeat_30d" in b]
+    config = PipelineConfig.from_toml(block)
+    repeat, spend = config.tasks
+    assert (repeat.label.key, spend.label.key, spend.regression) == ("user", "user", True)
+    core = Core(config)  # the segment rule compiles
+    assert core.compiled is None  # a user-keyed task takes the Python step

@@ -80,15 +80,33 @@ class LabelConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     - ``type``: positive when the event's type is one of ``positive`` (e.g. click among views);
     - ``delayed``: the event is an exposure; positive when a ``conversion`` event of the same user
       and the same ``key`` (``item`` or ``category``) follows within ``window`` in event time,
-      negative when the window closes.
+      negative when the window closes. With ``key = "user"`` any conversion of the same user
+      counts (repeat purchase; churn is its negation). Every exposure opens its own example,
+      and a conversion labels every open example of its user and key; ``open_per_key`` bounds
+      how many of them may await a conversion per (user, key) at once (an exposure beyond it
+      opens nothing; ``1`` keeps one open example per (user, key): fewer examples and less
+      memory, but a repeated view is no evidence). With ``target = "value"`` the example is a
+      regression one: its target is the sum of the conversions' ``value`` within the window
+      (e.g. spend in the next 30 days), learned by a regressor (``learner.kind = "linreg"``, or
+      ``river`` with a River regressor) and evaluated by MAE and RMSE.
     """
 
     kind: Literal["value", "type", "delayed"]
     threshold: float = 4.0
     positive: list[str] = []
     conversion: list[str] = []
-    key: Literal["item", "category"] = "item"
+    key: Literal["item", "category", "user"] = "item"
     window: Duration = "1d"
+    #: most examples per (user, key) awaiting a conversion at once (delayed labels)
+    open_per_key: int = 32
+    #: what a delayed example learns: whether it converted, or the sum of the conversions' value
+    target: Literal["converted", "value"] = "converted"
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.open_per_key <= 1_000_000:
+            raise ConfigError(
+                f"label.open_per_key must be within 1..1000000, got {self.open_per_key}"
+            )
 
     @property
     def window_s(self) -> float:
@@ -114,6 +132,20 @@ class TaskConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
             raise ConfigError(f"task {self.name!r}: a 'type' label needs 'positive' types")
         if self.label.kind == "delayed" and self.label.window_s <= 0:
             raise ConfigError(f"task {self.name!r}: the window must be positive")
+        if self.label.target == "value":
+            if self.label.kind != "delayed":
+                raise ConfigError(f"task {self.name!r}: target = 'value' needs a delayed label")
+            if self.learner.kind not in ("linreg", "river"):
+                raise ConfigError(
+                    f"task {self.name!r} learns a value: use a regressor, learner = "
+                    "{ kind = 'linreg' } or { kind = 'river', model = "
+                    "'linear_model.LinearRegression' }"
+                )
+
+    @property
+    def regression(self) -> bool:
+        """Whether the task learns a number (the value of its conversions) rather than a label."""
+        return self.label.target == "value"
 
 
 class FeatureConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -155,6 +187,9 @@ class RunConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     #: most profiles kept as their committed bytes between batches, the most recently updated
     #: ones (the others are read from the store again when needed); 0 keeps every one
     resting_profiles: int = 0
+    #: a directory: every batch writes the examples its models learned there as Parquet, with
+    #: the features as of the exposure (see ``liveprofile.learn.examples``); empty: none
+    training_log: str = ""
 
     def __post_init__(self) -> None:
         if self.max_batch_delay_s <= 0:

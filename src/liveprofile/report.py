@@ -25,6 +25,9 @@ def plot_metrics(summary: dict[str, Any], path: str | Path) -> None:
     rows = max(1, len(tasks))
     fig, axes = plt.subplots(rows, 2, figsize=(11, 3.2 * rows), squeeze=False)
     for row, (name, task) in enumerate(tasks.items()):
+        if "mae" in task:  # a regression task: its errors per window
+            _plot_errors(axes[row], name, task)
+            continue
         points = _smooth([w for w in task["windows"] if w["n"]])
         when = [datetime.fromtimestamp(start, UTC) for start, _, _ in points]
         auc_ax, loss_ax = axes[row]
@@ -43,6 +46,17 @@ def plot_metrics(summary: dict[str, Any], path: str | Path) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def _plot_errors(axes: Any, name: str, task: dict[str, Any]) -> None:
+    """A regression task's MAE and RMSE per event-time window."""
+    windows = [w for w in task["windows"] if w["n"]]
+    when = [datetime.fromtimestamp(w["start"], UTC) for w in windows]
+    for ax, key, color in zip(axes, ("mae", "rmse"), ("tab:blue", "tab:red"), strict=True):
+        ax.plot(when, [w[key] for w in windows], marker=".", color=color)
+        ax.set_title(f"{name}: {key.upper()} (overall {_fmt(task[key])})")
+        ax.grid(alpha=0.3)
+        ax.tick_params(axis="x", labelrotation=30)
 
 
 def _smooth(windows: list[dict[str, Any]], points: int = 60) -> list[tuple[float, float, float]]:

@@ -49,7 +49,7 @@ def _print_summary(summary: dict[str, Any]) -> None:
     for column in ("task", "examples", "positive rate", "AUC", "log loss", "drifts"):
         tasks.add_column(column)
     for name, t in summary["tasks"].items():
-        if t["n"]:
+        if t["n"] and "mae" not in t:  # regression tasks: see below
             tasks.add_row(
                 name,
                 f"{t['n']:,}",
@@ -59,6 +59,20 @@ def _print_summary(summary: dict[str, Any]) -> None:
                 str(t["drift"]["detections"]),
             )
     console.print(tasks)
+    values = {name: t for name, t in summary["tasks"].items() if t["n"] and "mae" in t}
+    if values:
+        errors = Table(title="prequential errors per regression task")
+        for column in ("task", "examples", "mean target", "MAE", "RMSE"):
+            errors.add_column(column)
+        for name, t in values.items():
+            errors.add_row(
+                name,
+                f"{t['n']:,}",
+                f"{t['mean_target']:.2f}",
+                f"{t['mae']:.2f}",
+                f"{t['rmse']:.2f}",
+            )
+        console.print(errors)
 
 
 def _finish(summary: dict[str, Any], report: str | None, plot: str | None) -> None:

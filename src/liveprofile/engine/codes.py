@@ -102,6 +102,7 @@ class CodeTables:
         self.threshold = np.array([x.threshold for x in labels], np.float64)
         self.has_pos = np.array([bool(x.positive) for x in labels], np.bool_)
         self.window = np.array([x.window_s if x.kind == "delayed" else 0.0 for x in labels])
+        self.per_key = np.array([x.open_per_key for x in labels], np.int64)
         #: topic and task names as the compiled item writer reads them
         self.topic_strings, self.task_strings = StringTable(), StringTable()
         self.task_strings.extend(self.task_names)
@@ -230,6 +231,7 @@ class CodeTables:
             threshold=self.threshold,
             by_item=self.by_item,
             window=self.window,
+            per_key=self.per_key,
             ko_topic=self.ko_topic,
             ko_item=self.ko_item,
         )

@@ -31,6 +31,7 @@ from liveprofile.engine.step import PythonStep
 from liveprofile.events.columns import EventColumns
 from liveprofile.events.schema import FORGET, Event
 from liveprofile.learn.base import OpArrays, run_ops, sparse_example
+from liveprofile.learn.examples import ExampleLog
 from liveprofile.learn.tasks import PendingLog
 from liveprofile.profile.population import Standing, standing
 
@@ -45,6 +46,12 @@ def unsupported(base: PythonStep) -> str | None:
         return "the anomaly detector is on"
     if base.ttl is not None:
         return "profiles expire (run.profile_ttl)"
+    if any(t.label.kind == "delayed" and t.label.key == "user" for t in config.tasks):
+        # the kernel's pending pool and key-outcome tables know item and topic codes only
+        return "a delayed task is keyed by user"
+    if any(t.regression for t in config.tasks):
+        # the kernel counts a converted flag per pending example, not a sum of values
+        return "a task learns a value (target = 'value')"
     return None
 
 
@@ -94,6 +101,8 @@ class CompiledStep:
         self._last_users: tuple[dict[str, int], Users | None] = ({}, None)
         self.pool = PendingPool(self.tables)
         self.owner: PipelineState | None = None
+        #: the last batch's prediction per record (for the examples it logs)
+        self._p_rec: F64 = np.zeros(0)
 
     def _grow_items(self) -> None:
         n = len(self.tables.items)
@@ -205,6 +214,8 @@ class CompiledStep:
         )
         out.applied, out.examples = int(outputs.res[0]), int(outputs.res[1])
         scores = self._learn(state, ops, outputs, user_row, len(batch_users))
+        if self.base.log_examples:
+            out.learned = self._examples(ops, outputs, batch_users)
         out.users = store_users(self.tables, state.profiles, batch_users, U, scores)
         for u, anonymous in visitors.items():
             state.profiles[u].anonymous = anonymous
@@ -316,7 +327,8 @@ class CompiledStep:
             rec_label=np.zeros(max_rec, np.bool_),
             created=np.zeros((nt, n + 1), np.int64),
             n_created=np.zeros(nt, np.int64),
-            converted=np.zeros((nt, n + 1), np.int64),
+            # a conversion converts every waiting example of its key: at most all open ones
+            converted=np.zeros((nt, n + live + 1), np.int64),
             n_converted=np.zeros(nt, np.int64),
             freed=np.zeros(nt * n + live + 1, np.int64),
             res=np.zeros(4, np.int64),
@@ -354,6 +366,7 @@ class CompiledStep:
         pool_p[rec_ref[opened]] = p_rec[opened]
         resolved = rec_kind == L.R_RESOLVED
         p_rec[resolved] = pool_p[rec_ref[resolved]]
+        self._p_rec = p_rec
         score_rows = np.where(opened, user_row[pool_user[np.where(opened, rec_ref, 0)]], rec_ref)
         scores = np.full((n_users, nt), np.nan)
         scored = np.full((n_users, nt), -1, np.int64)
@@ -371,6 +384,36 @@ class CompiledStep:
                 p_rec[learned], rec_label[learned], rec_ts[learned]
             )
         return scores, scored
+
+    def _examples(self, ops: Ops, outputs: Outputs, batch_users: list[str]) -> ExampleLog:
+        """The examples this batch learned, in order (``PythonStep._run_models`` logs them)."""
+        log = ExampleLog()
+        n_rec = int(outputs.res[2])
+        pool, tables = self.pool.arrays, self.tables
+        users = tables.users.names
+        for r, (kind, t, k, ref) in enumerate(outputs.recs[:n_rec].tolist()):
+            if kind == L.R_OPENED:
+                continue
+            p, label = float(self._p_rec[r]), bool(outputs.rec_label[r])
+            if kind == L.R_IMMEDIATE:
+                s, e = ops.start[t, k], ops.start[t, k + 1]
+                ts = float(outputs.rec_ts[r])
+                idx, val = ops.idx[t, s:e].tolist(), ops.val[t, s:e].tolist()
+                log.add(self.names[t], batch_users[ref], None, ts, ts, float(label), p, idx, val)
+                continue
+            m = pool.flen[ref]
+            log.add(
+                self.names[t],
+                users[pool.user[ref]],
+                tables.keys(t).names[pool.key[ref]],
+                float(pool.open_ts[ref]),
+                float(pool.deadline[ref]),
+                float(label),
+                p,
+                pool.fidx[ref, :m].tolist(),
+                pool.fval[ref, :m].tolist(),
+            )
+        return log
 
     def _item_rows(self) -> dict[str, bytes]:
         """The touched items' stored bytes, by item."""

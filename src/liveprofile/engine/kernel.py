@@ -19,6 +19,7 @@ import numba
 import numpy as np
 
 from liveprofile.engine import layout as L
+from liveprofile.engine.chains import convert, insert, may_open, unlink
 from liveprofile.engine.featurize import shared_features, task_features
 from liveprofile.engine.rowops import (
     add_recent,
@@ -61,8 +62,8 @@ def run(ev, codes, tasks, params, users, items, pool, ops, out):  # type: ignore
     ev_cat = ev.cat
     pool_waiting = pool.waiting
     pool_hlen, pool_heap, pool_deadline = pool.hlen, pool.heap, pool.deadline
-    pool_user, pool_key, pool_open_ts, pool_conv = pool.user, pool.key, pool.open_ts, pool.conv
-    out_converted, out_n_converted = out.converted, out.n_converted
+    pool_user, pool_key, pool_link = pool.user, pool.key, pool.link
+    tasks_per_key = tasks.per_key
     tasks_pos = tasks.pos
     ev_value = ev.value
     ev_ucode = ev.ucode
@@ -85,29 +86,34 @@ def run(ev, codes, tasks, params, users, items, pool, ops, out):  # type: ignore
                 while pool_hlen[t] > 0 and pool_deadline[pool_heap[t, 0]] < ts:
                     slot = _learn_due(codes, tasks, params, users, items, pool, ops, out, t)
                     wkey = _wkey(pool_user[slot], n_tasks, t, pool_key[slot])
-                    if wkey in pool_waiting and pool_waiting[wkey] == slot:
+                    head = pool_waiting[wkey]
+                    rest = unlink(pool_link, head, slot)
+                    if rest < 0:
                         del pool_waiting[wkey]
+                    elif rest != head:
+                        pool_waiting[wkey] = rest
         u, it, kind = ev_urow[e], ev_irow[e], ev_type[e]
         n_shared = -1  # features not built yet
         for t in range(n_tasks):
             key = -1
             label = False
             if tasks_delayed[t]:
-                if tasks_conv[t, kind]:  # mark the waiting example this event converts
+                if tasks_conv[t, kind]:  # mark the waiting examples this event converts
                     key = ev_icode[e] if tasks_by_item[t] else ev_cat[e]
                     wkey = _wkey(ev_ucode[e], n_tasks, t, key)
                     if key >= 0 and wkey in pool_waiting:
-                        slot = pool_waiting[wkey]
-                        if pool_open_ts[slot] < ts <= pool_deadline[slot]:
-                            pool_conv[slot] = True
-                            del pool_waiting[wkey]
-                            out_converted[t, out_n_converted[t]] = slot
-                            out_n_converted[t] += 1
+                        convert(pool, out, t, pool_waiting[wkey], ts)
                 if not tasks_on[t, kind]:
                     continue
                 key = ev_icode[e] if tasks_by_item[t] else ev_cat[e]
-                if key < 0 or _wkey(ev_ucode[e], n_tasks, t, key) in pool_waiting:
+                if key < 0:
                     continue
+                wkey = _wkey(ev_ucode[e], n_tasks, t, key)
+                head = -1
+                if wkey in pool_waiting:
+                    head = pool_waiting[wkey]
+                    if not may_open(pool, head, ts, tasks_per_key[t]):
+                        continue
             else:
                 if not tasks_on[t, kind]:
                     continue
@@ -123,7 +129,7 @@ def run(ev, codes, tasks, params, users, items, pool, ops, out):  # type: ignore
             if key >= 0:
                 slot = _open(ev, e, codes, tasks, params, users, items, pool, ops, out, t, m)
                 if slot >= 0:
-                    pool_waiting[_wkey(ev_ucode[e], n_tasks, t, key)] = slot
+                    pool_waiting[wkey] = insert(pool, head, slot)
             else:
                 k = _add_op(
                     ops, t, L.PREDICT_LEARN, ops_cur_idx, ops_cur_val, m, 1.0 if label else 0.0

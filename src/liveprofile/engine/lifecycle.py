@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from liveprofile.engine.state import PipelineState
+from liveprofile.learn.examples import ExampleLog
 from liveprofile.learn.tasks import PendingColumns, PendingLog
 from liveprofile.profile.identity import merge_profiles
 from liveprofile.profile.population import Standing, standing
@@ -39,6 +40,8 @@ class StepResult:
     links: dict[str, str | None] = field(default_factory=dict)
     #: expiry index rows to write (see ``PipelineState.expiry_rows``)
     expiry: dict[str, bytes | None] = field(default_factory=dict)
+    #: the examples the models learned, when ``run.training_log`` asks for them
+    learned: ExampleLog | None = None
 
 
 class Lifecycle:

@@ -23,6 +23,7 @@ from liveprofile.engine.screen import screen
 from liveprofile.engine.state import PipelineState
 from liveprofile.events.deadletter import DeadLetterFile
 from liveprofile.events.sources import Batch, Source
+from liveprofile.learn.examples import write_part
 from liveprofile.profile.segments import SegmentChange
 from liveprofile.store.base import Store
 from liveprofile.store.layout import ITEMS, PROFILES
@@ -87,6 +88,10 @@ def apply_batch(
         rows.update(extra_rows)
     if emit is not None and (result.changes or result.erased):
         emit(result.changes, result.erased)
+    if result.learned is not None:
+        # before the commit, named by its sequence number: a batch replayed after a crash
+        # writes its file again, over the same name
+        write_part(core.config.run.training_log, ckpt.seq, result.learned)
     store.commit(rows, meta)
     state.compact(rows)
     if stats is not None:

@@ -41,6 +41,7 @@ def _empty(cap: int, width: int, tasks: int) -> Pool:
         heap=np.zeros((tasks, cap), np.int64),
         hlen=np.zeros(tasks, np.int64),
         waiting=TypedDict.empty(key_type=nbtypes.int64, value_type=nbtypes.int64),
+        link=np.full(cap, -1, np.int64),
     )
 
 
@@ -75,6 +76,7 @@ class PendingPool:
             name: grow(getattr(a, name), new_cap)
             for name in ("task", "user", "key", "item", "open_ts", "deadline", "conv", "flen")
         }
+        rows["link"] = grow(a.link, new_cap, -1)
         w = max(width, a.fidx.shape[1])
         for name in ("fidx", "fval"):
             old = getattr(a, name)
@@ -102,9 +104,12 @@ class PendingPool:
         code = tables.keys(t).code[key]
         return (tables.users.code[user] * self.n_tasks + t) * KEYSPACE + code
 
-    def adopt(self, taken: dict[int, tuple[list[Pending], dict[tuple[str, str], Pending]]]) -> None:
+    def adopt(
+        self, taken: dict[int, tuple[list[Pending], dict[tuple[str, str], list[Pending]]]]
+    ) -> None:
         """Take over the open pending examples of the delayed tasks (by task number): each
-        task's open examples, and those a conversion can still convert by (user, key)."""
+        task's open examples (and those a conversion can still convert, which their
+        ``converted`` flags tell here)."""
         self.clear()
         pendings = [(t, p) for t, (open_, _) in taken.items() for p in open_]
         self.reserve(len(pendings), max((len(p.idx) // 8 for _, p in pendings), default=0))
@@ -123,9 +128,17 @@ class PendingPool:
             a.nfree[0] -= 1
             slot = slots[id(p)] = int(a.free[a.nfree[0]])
             self._fill(slot, t, p)
-        for t, (open_, waiting) in taken.items():
-            for (user, key), p in waiting.items():
-                a.waiting[self.wkey(t, user, key)] = slots[id(p)]
+        for t, (open_, _) in taken.items():
+            chains: dict[tuple[str, str], list[Pending]] = {}
+            for p in open_:
+                chains.setdefault((p.user, p.key), []).append(p)
+            for (user, key), chain in chains.items():
+                later = -1
+                for p in sorted(chain, key=lambda p: p.open_ts):  # linked latest first
+                    slot = slots[id(p)]
+                    a.link[slot] = later
+                    later = slot
+                a.waiting[self.wkey(t, user, key)] = later
             live = np.array([slots[id(p)] for p in open_], np.int64)
             push_all(a, t, live, tables.users.rank(), tables.keys(t).rank())
 
@@ -145,14 +158,22 @@ class PendingPool:
         a.fval[slot, : len(idx)] = np.frombuffer(p.val, dtype=np.float64)
 
     def hand_back(self, t: int) -> tuple[list[Pending], list[Pending]]:
-        """Task ``t``'s open examples as objects, and those a conversion can still convert."""
+        """Task ``t``'s open examples as objects, and those a conversion can still convert
+        (of each user and key, by exposure time)."""
         live = self.live(t)
         by_slot = dict(zip(live.tolist(), self.pendings(live), strict=True))
-        waiting = [
-            by_slot[slot]
-            for wkey, slot in self.arrays.waiting.items()
-            if wkey // KEYSPACE % self.n_tasks == t and slot in by_slot
-        ]
+        link = self.arrays.link
+        waiting: list[Pending] = []
+        for wkey, head in self.arrays.waiting.items():
+            if wkey // KEYSPACE % self.n_tasks != t:
+                continue
+            chain = []
+            slot = head
+            while slot >= 0:
+                if not by_slot[slot].converted:
+                    chain.append(by_slot[slot])
+                slot = int(link[slot])
+            waiting.extend(reversed(chain))
         return list(by_slot.values()), waiting
 
     def pendings(self, slots: I64) -> list[Pending]:

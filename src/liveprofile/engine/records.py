@@ -70,6 +70,7 @@ class Tasks(NamedTuple):
     threshold: Any
     by_item: Any  # keyed by item (else by category)
     window: Any
+    per_key: Any  # most examples awaiting a conversion per (user, key)
     ko_topic: Any  # (task, topic code): the key-outcome name
     ko_item: Any  # (task, item code)
 
@@ -154,8 +155,9 @@ class Items(NamedTuple):
 
 
 class Pool(NamedTuple):
-    """The open pending examples: a pool of slots, a deadline heap per task, and the waiting
-    ones (those a conversion can still convert) keyed as ``layout.KEYSPACE`` says."""
+    """The open pending examples: a pool of slots, a deadline heap per task, and those of each
+    (user, task, key), keyed as ``layout.KEYSPACE`` says: a chain of slots, latest exposure
+    first (the first slot in ``waiting``, the next ones through ``link``)."""
 
     task: Any
     user: Any  # user code
@@ -171,7 +173,8 @@ class Pool(NamedTuple):
     nfree: Any
     heap: Any  # (task, position): slots
     hlen: Any
-    waiting: Any  # typed dict: key -> slot
+    waiting: Any  # typed dict: key -> slot of the latest exposure
+    link: Any  # slot -> the slot of the next earlier exposure of the same key (-1: none)
 
 
 class Ops(NamedTuple):

@@ -18,8 +18,8 @@ import msgspec
 from liveprofile.config import PipelineConfig
 from liveprofile.durations import DAY
 from liveprofile.events.dedup import DedupWindow
-from liveprofile.learn.metrics import Prequential
 from liveprofile.learn.registry import dump_learner, load_learner, make_learner
+from liveprofile.learn.regression import metrics_from_bytes
 from liveprofile.learn.tasks import PendingColumns, PendingLog, TaskState, decode_logs, encode_logs
 from liveprofile.profile.items import ItemStats, decode_item, encode_item
 from liveprofile.profile.population import Population
@@ -116,7 +116,7 @@ class PipelineState:
             metrics = store.get_meta(metrics_meta(name))
             if metrics is not None:
                 with damaged("meta row", metrics_meta(name)):
-                    task.metrics = Prequential.from_bytes(metrics)
+                    task.metrics = metrics_from_bytes(metrics)
         detector = store.get_meta(ANOMALY)
         if detector is not None and state.anomaly is not None:
             with damaged("meta row", ANOMALY):

@@ -33,6 +33,8 @@ from liveprofile.events.columns import EventColumns
 from liveprofile.events.schema import FORGET, MERGE, Event
 from liveprofile.features.hashing import FeatureBuilder
 from liveprofile.learn.base import LEARN, PREDICT, PREDICT_LEARN, run_ops
+from liveprofile.learn.examples import ExampleLog
+from liveprofile.learn.regression import RegressionMetrics, run_regression_ops
 from liveprofile.learn.tasks import Pending, TaskState
 from liveprofile.profile.decay import needs_rebase, rebase_factor
 from liveprofile.profile.items import ItemStats
@@ -61,6 +63,8 @@ class PythonStep(Lifecycle):
         self.ttl = config.run.profile_ttl_s
         self._h_items = self.updater.h_counters
         self._key_room = config.profile.outcome_keys
+        #: keep the learned examples of each batch (``run.training_log``)
+        self.log_examples = bool(config.run.training_log)
 
     def new_state(self) -> PipelineState:
         return PipelineState(self.config)
@@ -180,7 +184,7 @@ class PythonStep(Lifecycle):
                     if e.type not in task.on:
                         continue
                     key = task.key_of(e)
-                    if key is None or (user, key) in task.waiting:
+                    if key is None or not task.may_open(user, key, ts):
                         continue
                     if shared is None:
                         shared = build(e, p, it)
@@ -317,7 +321,8 @@ class PythonStep(Lifecycle):
         out: StepResult,
     ) -> None:
         label = pending.converted
-        task.ops.add_packed(LEARN, pending.idx, pending.val, 1.0 if label else 0.0)
+        y = pending.total if task.regression else (1.0 if label else 0.0)
+        task.ops.add_packed(LEARN, pending.idx, pending.val, y)
         task.close(pending)
         records.append((R_RESOLVED, task, -1, pending, pending.open_ts, label))
         out.examples += 1
@@ -340,17 +345,26 @@ class PythonStep(Lifecycle):
         out: StepResult,
     ) -> None:
         predictions = {}
+        batches = {}
         for task in state.tasks.values():
             ops, log = task.take_batch()
             assert task.learner is not None
-            predictions[task.name] = run_ops(task.learner, ops) if len(ops) else None
+            run = run_regression_ops if task.regression else run_ops
+            predictions[task.name] = run(task.learner, ops) if len(ops) else None
             out.pending[task.name] = log
+            batches[task.name] = ops
         profiles = state.profiles
+        learned = out.learned = ExampleLog() if self.log_examples else None
         for kind, task, k, ref, ts, label in records:
             preds = predictions[task.name]
             if kind == R_IMMEDIATE:
                 assert preds is not None and isinstance(ref, str)
                 p = float(preds[k])
+                if learned is not None:
+                    ops = batches[task.name]
+                    s, e = ops.starts[k], ops.starts[k + 1]
+                    y = 1.0 if label else 0.0
+                    learned.add(task.name, ref, None, ts, ts, y, p, ops.idx[s:e], ops.val[s:e])
                 task.metrics.record(p, label, ts)
                 profile = profiles.get(ref)
                 if profile is not None:  # None: erased later in the batch
@@ -363,4 +377,25 @@ class PythonStep(Lifecycle):
                     profile.scores[task.name] = ref.p
             else:
                 assert isinstance(ref, Pending)
-                task.metrics.record(ref.p, label, ts)
+                if learned is not None:
+                    y = ref.total if task.regression else (1.0 if label else 0.0)
+                    learned.add(
+                        task.name, ref.user, ref.key, ref.open_ts, ref.deadline, y, ref.p,
+                        _ints(ref.idx), _floats(ref.val),
+                    )  # fmt: skip
+                if isinstance(task.metrics, RegressionMetrics):
+                    task.metrics.record(ref.p, ref.total, ts)
+                else:
+                    task.metrics.record(ref.p, label, ts)
+
+
+def _ints(packed: bytes) -> list[int]:
+    out = array("q")
+    out.frombytes(packed)
+    return out.tolist()
+
+
+def _floats(packed: bytes) -> list[float]:
+    out = array("d")
+    out.frombytes(packed)
+    return out.tolist()

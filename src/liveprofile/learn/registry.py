@@ -28,9 +28,14 @@ from liveprofile.config import LearnerConfig
 from liveprofile.errors import ConfigError, StateVersionError
 from liveprofile.learn.base import Learner
 from liveprofile.learn.linear import FTRLProximal, LogisticOGD, _HashedLinear
+from liveprofile.learn.regression import LinearOGD
 
 CHECKPOINT_SCHEMA = 2
-_BUILTIN: dict[str, type[_HashedLinear]] = {"ftrl": FTRLProximal, "ogd": LogisticOGD}
+_BUILTIN: dict[str, type[_HashedLinear]] = {
+    "ftrl": FTRLProximal,
+    "ogd": LogisticOGD,
+    "linreg": LinearOGD,
+}
 
 
 def make_learner(config: LearnerConfig, bits: int = 20) -> Learner:
@@ -44,8 +49,9 @@ def make_learner(config: LearnerConfig, bits: int = 20) -> Learner:
             river_name = config.model
         if river_name is None:
             raise ConfigError(
-                f"unknown learner kind {config.kind!r}: use ftrl, ogd, hoeffding, or river with "
-                "model = 'linear_model.LogisticRegression' (any River classifier)"
+                f"unknown learner kind {config.kind!r}: use ftrl, ogd, hoeffding, linreg (a "
+                "regressor), or river with model = 'linear_model.LogisticRegression' (any River "
+                "classifier, or regressor for a task with target = 'value')"
             )
         module_name, _, class_name = f"river.{river_name}".rpartition(".")
         cls = getattr(importlib.import_module(module_name), class_name)

@@ -1,16 +1,21 @@
 """Learning tasks: which events give examples, how labels are derived, pending examples.
 
 An immediate task labels an example from the event itself (``value`` >= threshold, or its type).
-A delayed task opens a *pending example* on an exposure (features and prediction as of that
-moment); it becomes positive when a conversion with the same user and key follows within the
-window, and negative once the watermark (the latest event time seen) passes the deadline. Pending
-examples are committed with the rest of the state.
+A delayed task opens a *pending example* on every exposure (features and prediction as of that
+moment), up to ``open_per_key`` awaiting a conversion per (user, key), and one per (user, key,
+event time): a pending example is identified by them. Each becomes positive when a conversion
+with the same user and key follows within its window, and negative once the watermark (the
+latest event time seen) passes its deadline. A conversion labels every open example of its user
+and key whose window holds it. Pending examples are committed with the rest of the state.
 
 >>> from liveprofile.config import LabelConfig, TaskConfig
 >>> label = LabelConfig(kind="delayed", conversion=["purchase"])
 >>> task = TaskConfig("buy", on=["view"], label=label)
 >>> state = TaskState(task, learner=None, window=86400.0)
 >>> _ = state.open("u1", "i1", "i1", 100.0, array("q", [1]), array("d", [1.0]))
+>>> _ = state.open("u1", "i1", "i1", 200.0, array("q", [1]), array("d", [1.0]))
+>>> [p.open_ts for p in state.convert_at("u1", "i1", 300.0)]
+[200.0, 100.0]
 >>> [p.key for p in state.due(100.0 + 86400.0 + 1)]
 ['i1']
 """
@@ -31,6 +36,7 @@ from liveprofile.config import TaskConfig
 from liveprofile.events.schema import Event
 from liveprofile.learn.base import Learner, OpBatch
 from liveprofile.learn.metrics import Prequential
+from liveprofile.learn.regression import RegressionMetrics
 from liveprofile.store.codec import VersionedCodec
 
 PENDING_SCHEMA = 2
@@ -48,6 +54,7 @@ class Pending(msgspec.Struct, array_like=True, gc=False):
     val: bytes  # array('d') of feature values
     p: float = math.nan  # prediction made at exposure time
     converted: bool = False
+    total: float = 0.0  # the value of its conversions so far (target = "value")
 
     @property
     def id(self) -> PendingId:
@@ -70,7 +77,9 @@ class TaskState:
         self.config = config
         self.name = config.name
         self.learner = learner
-        self.metrics = Prequential(window)
+        self.metrics: Prequential | RegressionMetrics = (
+            RegressionMetrics(window) if config.regression else Prequential(window)
+        )
         label = config.label
         self.delayed = label.kind == "delayed"
         self.on = frozenset(config.on)
@@ -78,15 +87,23 @@ class TaskState:
         self.positive_types = frozenset(label.positive)
         self.threshold = label.threshold
         self.by_item = label.key == "item"
+        self.by_user = label.key == "user"
+        #: learns the sum of the conversions' value rather than whether one came
+        self.regression = config.regression
         self.window = label.window_s if self.delayed else 0.0
+        #: most pending examples awaiting a conversion per (user, key)
+        self.per_key = label.open_per_key
         self.pending: dict[PendingId, Pending] = {}
-        #: the unconverted pending example per (user, key): what a conversion can still convert
-        self.waiting: dict[tuple[str, str], Pending] = {}
+        #: the unconverted pending examples per (user, key), by exposure time: what a
+        #: conversion can still convert
+        self.waiting: dict[tuple[str, str], list[Pending]] = {}
         self._heap: list[tuple[float, float, str, str]] = []
         # per batch
         self.ops = OpBatch()
         self.created: list[Pending] = []
         self.converted: list[PendingId] = []
+        #: the value each of ``converted`` added (regression tasks)
+        self.converted_values: list[float] = []
 
     # -- labels --------------------------------------------------------------------------------
 
@@ -99,9 +116,20 @@ class TaskState:
         return e.value is not None and e.value >= self.threshold
 
     def key_of(self, e: Event) -> str | None:
+        if self.by_user:
+            return e.user
         return e.item_id if self.by_item else e.category
 
     # -- pending examples ----------------------------------------------------------------------
+
+    def may_open(self, user: str, key: str, ts: float) -> bool:
+        """Whether an exposure of ``key`` by ``user`` at ``ts`` opens an example: not when one
+        of them opened at the same time is open, nor when (user, key) has as many examples
+        awaiting a conversion as the task allows."""
+        if (user, key, ts) in self.pending:
+            return False
+        waiting = self.waiting.get((user, key))
+        return waiting is None or len(waiting) < self.per_key
 
     def open(
         self, user: str, key: str, item: str | None, ts: float, idx: array[int], val: array[float]
@@ -114,21 +142,28 @@ class TaskState:
     def _add(self, pending: Pending) -> None:
         pid = pending.id
         self.pending[pid] = pending
-        if not pending.converted:
-            self.waiting[(pending.user, pending.key)] = pending
+        if self.regression or not pending.converted:
+            waiting = self.waiting.setdefault((pending.user, pending.key), [])
+            at = len(waiting)  # by exposure time; a late exposure goes before later ones
+            while at > 0 and waiting[at - 1].open_ts > pending.open_ts:
+                at -= 1
+            waiting.insert(at, pending)
         heapq.heappush(self._heap, (pending.deadline, pending.open_ts, pending.user, pending.key))
 
-    def take_pending(self) -> tuple[list[Pending], dict[tuple[str, str], Pending]]:
+    def take_pending(self) -> tuple[list[Pending], dict[tuple[str, str], list[Pending]]]:
         """Hand over the open pending examples, and those a conversion can still convert by
-        (user, key); the task holds none until :meth:`give_pending`."""
+        (user, key), by exposure time; the task holds none until :meth:`give_pending`."""
         pending, waiting = list(self.pending.values()), self.waiting
         self.pending, self.waiting, self._heap = {}, {}, []
         return pending, waiting
 
     def give_pending(self, pending: list[Pending], waiting: list[Pending]) -> None:
-        """Take back open pending examples; ``waiting``: those a conversion can still convert."""
+        """Take back open pending examples; ``waiting``: those a conversion can still convert
+        (of each user and key, by exposure time)."""
         self.pending = {p.id: p for p in pending}
-        self.waiting = {(p.user, p.key): p for p in waiting}
+        self.waiting = {}
+        for p in waiting:
+            self.waiting.setdefault((p.user, p.key), []).append(p)
         self._heap = [(p.deadline, p.open_ts, p.user, p.key) for p in pending]
         heapq.heapify(self._heap)
 
@@ -136,23 +171,58 @@ class TaskState:
         """Forget a pending example whose label has been learned."""
         pid = pending.id
         del self.pending[pid]
-        if self.waiting.get((pending.user, pending.key)) is pending:
-            del self.waiting[(pending.user, pending.key)]
+        self._unwait(pending)
 
-    def convert(self, e: Event) -> Pending | None:
-        """Mark the pending example that event ``e`` converts, if any, and return it."""
+    def _unwait(self, pending: Pending) -> None:
+        """Drop ``pending`` from the examples a conversion can still convert, if it is one."""
+        wkey = (pending.user, pending.key)
+        waiting = self.waiting.get(wkey)
+        if waiting is None:
+            return
+        for j, p in enumerate(waiting):
+            if p is pending:
+                del waiting[j]
+                if not waiting:
+                    del self.waiting[wkey]
+                return
+
+    def convert(self, e: Event) -> list[Pending]:
+        """Mark the pending examples that event ``e`` converts and return them."""
         if e.type not in self.conversion:
-            return None
+            return []
         key = self.key_of(e)
         if key is None:
-            return None
-        pending = self.waiting.get((e.user, key))
-        if pending is None or not pending.open_ts < e.ts <= pending.deadline:
-            return None
-        pending.converted = True
-        del self.waiting[(e.user, key)]
-        self.converted.append(pending.id)
-        return pending
+            return []
+        return self.convert_at(e.user, key, e.ts, e.value)
+
+    def convert_at(
+        self, user: str, key: str, ts: float, value: float | None = None
+    ) -> list[Pending]:
+        """Mark as converted the examples of ``user`` and ``key`` awaiting a conversion whose
+        window holds ``ts`` (latest exposure first, the order of the log) and return them. A
+        regression task's examples await conversions until their window closes, and add up
+        their ``value``."""
+        waiting = self.waiting.get((user, key))
+        if waiting is None:
+            return []
+        done = [p for p in reversed(waiting) if p.open_ts < ts <= p.deadline]
+        if not done:
+            return []
+        for pending in done:
+            pending.converted = True
+            self.converted.append(pending.id)
+        if self.regression:
+            amount = 0.0 if value is None else value
+            for pending in done:
+                pending.total += amount
+                self.converted_values.append(amount)
+            return done
+        kept = [p for p in waiting if not p.converted]
+        if kept:
+            self.waiting[(user, key)] = kept
+        else:
+            del self.waiting[(user, key)]
+        return done
 
     def due(self, watermark: float) -> Iterator[Pending]:
         """Pop the pending examples whose window closed before ``watermark`` (deadline order)."""
@@ -179,9 +249,9 @@ class TaskState:
 
     def take_batch(self) -> tuple[OpBatch, PendingLog]:
         """This batch's model operations, and what changed among the pending examples."""
-        log = PendingLog(self.created, self.converted)
+        log = PendingLog(self.created, self.converted, self.converted_values)
         self.ops, ops = OpBatch(), self.ops
-        self.created, self.converted = [], []
+        self.created, self.converted, self.converted_values = [], [], []
         return ops, log
 
     def restore_log(self, logs: Iterator[PendingLog], watermark: float) -> None:
@@ -194,12 +264,20 @@ class TaskState:
             for pending in log.created:
                 if pending.deadline >= watermark:
                     self._add(pending)
+            if self.regression:
+                # the examples created in a log hold their total as of its end already
+                made = {p.id for p in log.created}
+                for pid, value in zip(log.converted, log.values, strict=True):
+                    found = self.pending.get(pid)
+                    if found is not None and pid not in made:
+                        found.converted = True
+                        found.total += value
+                continue
             for pid in log.converted:
                 found = self.pending.get(pid)
                 if found is not None and not found.converted:
                     found.converted = True
-                    if self.waiting.get((found.user, found.key)) is found:
-                        del self.waiting[(found.user, found.key)]
+                    self._unwait(found)
 
 
 class PendingLog(msgspec.Struct, array_like=True):
@@ -208,6 +286,8 @@ class PendingLog(msgspec.Struct, array_like=True):
 
     created: list[Pending]
     converted: list[PendingId]
+    #: the value each conversion added to its example (regression tasks; else empty)
+    values: list[float] = []
 
     def __bool__(self) -> bool:
         return bool(self.created or self.converted)
@@ -246,6 +326,11 @@ class PendingLog(msgspec.Struct, array_like=True):
             refs([u for u, _, _ in conv]),
             refs([k for _, k, _ in conv]),
             np.array([o for _, _, o in conv], np.float64).tobytes(),
+            # only regression tasks have totals: the logs of the others stay as they were
+            np.array([p.total for p in created], np.float64).tobytes()
+            if self.values or any(p.total for p in created)
+            else b"",
+            np.array(self.values, np.float64).tobytes(),
         )
 
 
@@ -269,6 +354,8 @@ class PendingColumns(msgspec.Struct, array_like=True):
     converted_users: bytes
     converted_keys: bytes
     converted_open_ts: bytes  # float64
+    totals: bytes = b""  # float64 per created example (regression tasks; else zeros or empty)
+    converted_values: bytes = b""  # float64 per conversion (regression tasks; else empty)
 
     def __bool__(self) -> bool:
         return bool(self.users or self.converted_users)
@@ -291,9 +378,11 @@ class PendingColumns(msgspec.Struct, array_like=True):
         starts = np.concatenate(([0], ends[:-1])) if len(ends) else ends
         idx = np.frombuffer(self.idx, np.uint32).astype(np.int64).tobytes()
         val = join_ones(self.ones, self.val, len(idx) // 8)
+        n = len(self.open_ts) // 8
+        totals = np.frombuffer(self.totals, np.float64) if self.totals else np.zeros(n)
         created = [
-            Pending(u, k, it, o, d, idx[a:b], val[a:b], p, c)
-            for u, k, it, o, d, p, c, a, b in zip(
+            Pending(u, k, it, o, d, idx[a:b], val[a:b], p, c, total)
+            for u, k, it, o, d, p, c, a, b, total in zip(
                 strings(self.users),
                 strings(self.keys),
                 strings(self.items),
@@ -303,6 +392,7 @@ class PendingColumns(msgspec.Struct, array_like=True):
                 np.frombuffer(self.converted, np.bool_).tolist(),
                 starts.tolist(),
                 ends.tolist(),
+                totals.tolist(),
                 strict=True,
             )
         ]
@@ -310,7 +400,8 @@ class PendingColumns(msgspec.Struct, array_like=True):
         converted = list(
             zip(strings(self.converted_users), strings(self.converted_keys), opened, strict=True)
         )
-        return PendingLog(created, converted)
+        values = np.frombuffer(self.converted_values, np.float64).tolist()
+        return PendingLog(created, converted, values)
 
 
 def split_ones(val: npt.NDArray[np.float64]) -> tuple[bytes, bytes]:

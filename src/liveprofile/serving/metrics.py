@@ -34,6 +34,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from liveprofile.learn.metrics import Prequential
+from liveprofile.learn.regression import RegressionMetrics, metrics_from_bytes
 from liveprofile.store import Store
 from liveprofile.store.layout import (
     PROFILES,
@@ -143,7 +144,11 @@ def _read_snapshot(store: Store, ckpt: Checkpoint) -> Snapshot:
     config = stored_config(store)
     for task in config.tasks:
         blob = store.get_meta(metrics_meta(task.name))
-        metrics = Prequential() if blob is None else Prequential.from_bytes(blob)
+        metrics = (
+            (RegressionMetrics() if task.regression else Prequential())
+            if blob is None
+            else metrics_from_bytes(blob)
+        )
         tasks[task.name] = TaskMetrics(metrics.summary(), metrics.windows())
     segments, error = None, None
     blob = store.get_meta(SEGMENT_HISTORY)
@@ -192,12 +197,14 @@ class _StoreCollector(Collector):
             "auc": ("Prequential AUC of the task's model (NaN until both labels seen)", "auc"),
             "logloss": ("Prequential mean log loss of the task's model", "logloss"),
             "examples": ("Prequential examples scored (predict, then learn)", "n"),
+            "mae": ("Prequential mean absolute error of a regression task (NaN otherwise)", "mae"),
+            "rmse": ("Prequential root mean squared error of a regression task", "rmse"),
         }
         for name, (doc, key) in per_task.items():
             family = GaugeMetricFamily(f"liveprofile_task_{name}", doc, labels=["task"])
             for task, metrics in snap.tasks.items():
-                value = metrics.summary[key]
-                family.add_metric([task], math.nan if value is None else float(value))
+                found = metrics.summary.get(key)
+                family.add_metric([task], math.nan if found is None else float(found))
             yield family
         detections = GaugeMetricFamily(
             "liveprofile_task_drift_detections",

@@ -212,11 +212,15 @@ class _Reader:
         idx, val, names = explained_example(core.features, task, event, p, it)
         x = cast(dict[Hashable, float], merged(idx, val))
         learner = self.learner(task.name, ckpt.seq)
+        if task.regression:  # the expected value (e.g. spend), not a probability
+            score = float(learner.predict_one(x))  # type: ignore[attr-defined]
+        else:
+            score = probability(learner.predict_proba_one(x))
         return {
             "user": user,
             "item": item,
             "task": task.name,
-            "score": probability(learner.predict_proba_one(x)),
+            "score": score,
             "top_features": top_features(names, val, feature_weights(learner, idx), top),
         }
 

@@ -90,7 +90,11 @@ def item_tasks(config: PipelineConfig) -> list[TaskConfig]:
     >>> [t.name for t in item_tasks(PipelineConfig())]
     ['like', 'convert']
     """
-    return [t for t in config.tasks if t.label.kind != "delayed" or t.label.key == "item"]
+    return [
+        t
+        for t in config.tasks
+        if (t.label.kind != "delayed" or t.label.key == "item") and not t.regression
+    ]
 
 
 def scoring_time(checkpoint: Checkpoint, p: Profile) -> float:

@@ -1,0 +1,84 @@
+"""The open pending examples of one (user, task, key) in the compiled step: a chain of pool
+slots, latest exposure first (``Pool.waiting`` holds the first slot, ``Pool.link`` the next).
+
+Every exposure opens its own example (``TaskState.may_open``), a conversion marks every example of
+the chain whose window holds it (``TaskState.convert_at``), and a closed example leaves its chain.
+The helpers work on arrays only (:data:`~liveprofile.engine.rowops.leaf`); :func:`kernel.run`
+keeps the typed dict of chains.
+"""
+
+from __future__ import annotations
+
+from liveprofile.engine.rowops import leaf
+
+
+@leaf
+def unlink(link, head, slot):  # type: ignore[no-untyped-def]
+    """Drop ``slot`` from the chain starting at ``head``; returns the new head (-1: empty)."""
+    if head == slot:
+        return link[slot]
+    prev = head
+    cur = link[head]
+    while cur >= 0:
+        if cur == slot:
+            link[prev] = link[cur]
+            break
+        prev = cur
+        cur = link[cur]
+    return head
+
+
+@leaf
+def insert(pool, head, slot):  # type: ignore[no-untyped-def]
+    """Put ``slot`` in the chain at ``head`` by exposure time; returns the new head."""
+    link = pool.link
+    open_ts = pool.open_ts
+    ts = open_ts[slot]
+    if head < 0 or open_ts[head] < ts:
+        link[slot] = head
+        return slot
+    prev = head  # a late exposure: after the later ones
+    while link[prev] >= 0 and open_ts[link[prev]] > ts:
+        prev = link[prev]
+    link[slot] = link[prev]
+    link[prev] = slot
+    return head
+
+
+@leaf
+def may_open(pool, head, ts, per_key):  # type: ignore[no-untyped-def]
+    """``TaskState.may_open``: no open example of the chain at ``head`` exposed at ``ts``, and
+    fewer than ``per_key`` of them awaiting a conversion."""
+    link = pool.link
+    open_ts = pool.open_ts
+    conv = pool.conv
+    waiting = 0
+    slot = head
+    while slot >= 0:
+        if open_ts[slot] == ts:
+            return False
+        if not conv[slot]:
+            waiting += 1
+            if waiting >= per_key:
+                return False
+        slot = link[slot]
+    return True
+
+
+@leaf
+def convert(pool, out, t, head, ts):  # type: ignore[no-untyped-def]
+    """Mark the examples of the chain at ``head`` awaiting a conversion whose window holds
+    ``ts`` converted, latest exposure first (``TaskState.convert_at``)."""
+    pool_link = pool.link
+    pool_open_ts = pool.open_ts
+    pool_deadline = pool.deadline
+    pool_conv = pool.conv
+    out_converted = out.converted
+    out_n_converted = out.n_converted
+    slot = head
+    while slot >= 0:
+        if not pool_conv[slot] and pool_open_ts[slot] < ts <= pool_deadline[slot]:
+            pool_conv[slot] = True
+            out_converted[t, out_n_converted[t]] = slot
+            out_n_converted[t] += 1
+        slot = pool_link[slot]

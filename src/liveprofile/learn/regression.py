@@ -1,0 +1,265 @@
+"""Regression tasks: a learner with squared loss, and prequential MAE and RMSE.
+
+A delayed task with ``target = "value"`` learns a number, the sum of the ``value`` of its
+conversions within the window (e.g. a household's spend in the next 30 days), instead of a label.
+Its learner predicts that number (``predict_one``) and learns from it (``learn_one(x, y)`` with a
+float ``y``), as River's regressors do, so ``linear_model.LinearRegression`` plugs in; the
+built-in :class:`LinearOGD` runs a batch of operations in one compiled call.
+
+>>> model = LinearOGD(lr=1.0, bits=10)
+>>> for _ in range(500):
+...     model.learn_one({"bias": 1.0, "big": 1.0}, 100.0)
+...     model.learn_one({"bias": 1.0, "small": 1.0}, 10.0)
+>>> round(model.predict_one({"bias": 1.0, "big": 1.0}))
+100
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Mapping
+from typing import Any, Protocol, runtime_checkable
+
+import msgspec
+import numba
+import numpy as np
+import numpy.typing as npt
+
+from liveprofile.errors import StateVersionError
+from liveprofile.learn.base import LEARN, PREDICT, OpBatch, Operations
+from liveprofile.learn.drift import Drift
+from liveprofile.learn.linear import F64, _HashedLinear, hash_key
+from liveprofile.learn.metrics import Prequential
+
+
+@numba.njit(cache=True, nogil=True)
+def _linreg_run(w, g2, stats, lr, l2, kinds, starts, idx, val, ys, out):  # type: ignore[no-untyped-def]
+    """Squared loss on the standardised target ``(y - mean) / std`` with per-coordinate
+    (AdaGrad) step sizes; ``stats`` holds the count, mean and sum of squared deviations of the
+    targets learned so far (Welford), so predictions are ``mean + std * w . x``."""
+    for k in range(kinds.shape[0]):
+        s = starts[k]
+        e = starts[k + 1]
+        wx = 0.0
+        for j in range(s, e):
+            wx += w[idx[j]] * val[j]
+        std = math.sqrt(stats[2] / stats[0]) if stats[0] > 1.0 and stats[2] > 0.0 else 1.0
+        kind = kinds[k]
+        out[k] = stats[1] + std * wx if kind & 1 else np.nan
+        if kind & 2:
+            y = ys[k]
+            g = wx - (y - stats[1]) / std
+            for j in range(s, e):
+                i = idx[j]
+                gi = g * val[j] + l2 * w[i]
+                g2[i] += gi * gi
+                w[i] -= lr * gi / math.sqrt(g2[i] + 1e-8)
+            stats[0] += 1.0
+            delta = y - stats[1]
+            stats[1] += delta / stats[0]
+            stats[2] += delta * (y - stats[1])
+
+
+class LinearOGD(_HashedLinear):
+    """Linear regression by online gradient descent with squared loss on hashed features:
+    the prediction is ``mean + std * w . x`` (mean and standard deviation of the targets
+    learned so far), ``w`` learned on the standardised target with per-coordinate step sizes
+    ``lr / sqrt(sum of squared gradients)`` (AdaGrad), so the scale of the target needs no
+    tuning of ``lr``."""
+
+    kind = "linreg"
+
+    def __init__(self, lr: float = 0.5, l2: float = 0.0, bits: int = 20) -> None:
+        super().__init__(bits)
+        if lr <= 0 or l2 < 0:
+            raise ValueError("linreg needs lr > 0 and l2 >= 0")
+        self.lr, self.l2 = float(lr), float(l2)
+        self.w = np.zeros(1 << bits)
+        self.g2 = np.zeros(1 << bits)
+        self.stats = np.zeros(3)  # targets learned, their mean, sum of squared deviations
+
+    def _value(self, x: Mapping[Hashable, float], kind: int, y: float) -> float:
+        ops = OpBatch()
+        ops.add(kind, [hash_key(k, self.mask) for k in x], [float(v) for v in x.values()], y)
+        return float(self.run_ops(ops)[0])
+
+    def learn_one(self, x: Mapping[Hashable, float], y: float) -> None:
+        self._value(x, LEARN, float(y))
+
+    def predict_one(self, x: Mapping[Hashable, float]) -> float:
+        return self._value(x, PREDICT, 0.0)
+
+    def predict_proba_one(self, x: Mapping[Hashable, float]) -> dict[bool, float]:
+        raise TypeError("a regression learner predicts a number: use predict_one")
+
+    def run_arrays(self, kinds: Any, starts: Any, idx: Any, val: Any, ys: Any) -> F64:
+        out = np.empty(kinds.shape[0])
+        _linreg_run(self.w, self.g2, self.stats, self.lr, self.l2, kinds, starts, idx, val, ys, out)
+        return out
+
+    def params(self) -> dict[str, float | int]:
+        return {"lr": self.lr, "l2": self.l2, "bits": self.bits}
+
+    def arrays(self) -> dict[str, F64]:
+        return {"w": self.w, "g2": self.g2, "stats": self.stats}
+
+
+@runtime_checkable
+class Regressor(Protocol):
+    """River's regressor protocol."""
+
+    def learn_one(self, x: Mapping[Hashable, float], y: float) -> object: ...
+
+    def predict_one(self, x: Mapping[Hashable, float]) -> float: ...
+
+
+def run_regression_ops(learner: Any, ops: Operations) -> F64:
+    """Run ``ops`` on a regressor: one call for :class:`LinearOGD`, else one by one."""
+    if isinstance(learner, LinearOGD):
+        return learner.run_ops(ops)
+    if not isinstance(learner, Regressor):
+        raise TypeError(f"{type(learner).__name__} is no regressor (learn_one, predict_one)")
+    out = np.full(len(ops), np.nan)
+    for k, kind in enumerate(ops.kinds):
+        x = ops.example(k)
+        if kind & PREDICT:
+            out[k] = float(learner.predict_one(x))
+        if kind & LEARN:
+            learner.learn_one(x, float(ops.ys[k]))
+    return out
+
+
+# -- prequential metrics ---------------------------------------------------------------------
+
+#: version of the stored regression metrics
+REGRESSION_METRICS_VERSION = 1
+
+
+class _Sums(msgspec.Struct, array_like=True):
+    n: int = 0
+    abs_err: float = 0.0
+    sq_err: float = 0.0
+    y_sum: float = 0.0
+    p_sum: float = 0.0
+
+    def add(self, p: float, y: float) -> None:
+        self.n += 1
+        self.abs_err += abs(p - y)
+        self.sq_err += (p - y) ** 2
+        self.y_sum += y
+        self.p_sum += p
+
+    def summary(self) -> dict[str, Any]:
+        n = self.n
+        return {
+            "n": n,
+            "mae": self.abs_err / n if n else None,
+            "rmse": math.sqrt(self.sq_err / n) if n else None,
+            "mean_target": self.y_sum / n if n else None,
+            "mean_prediction": self.p_sum / n if n else None,
+        }
+
+
+class _StoredRegression(msgspec.Struct, tag="regression"):
+    version: int
+    window: float
+    all: _Sums
+    windows: dict[int, _Sums]
+
+
+class RegressionMetrics:
+    """Prequential MAE and RMSE of a regression task, overall and per event-time window, with
+    the interface of :class:`~liveprofile.learn.metrics.Prequential` (``auc`` and ``logloss``
+    read None; drift is watched on classification losses only).
+
+    >>> m = RegressionMetrics(window=10.0)
+    >>> for p, y, t in [(10.0, 12.0, 1.0), (5.0, 1.0, 2.0), (0.0, 0.0, 11.0)]:
+    ...     m.record(p, y, t)
+    >>> s = m.summary()
+    >>> s["n"], s["mae"], round(s["rmse"], 4), [w["n"] for w in m.windows()]
+    (3, 2.0, 2.582, [2, 1])
+    >>> RegressionMetrics.from_bytes(m.to_bytes()).summary() == s
+    True
+    """
+
+    def __init__(self, window: float = 7 * 86400.0) -> None:
+        self.window = window
+        self.all = _Sums()
+        self._windows: dict[int, _Sums] = {}
+        self.drift = Drift()
+
+    @property
+    def n(self) -> int:
+        return self.all.n
+
+    def record(self, p: float, y: float, ts: float) -> None:
+        """Count one prediction ``p`` made at event time ``ts`` of the target ``y``."""
+        self.all.add(p, y)
+        key = math.floor(ts / self.window)
+        win = self._windows.get(key)
+        if win is None:
+            win = self._windows[key] = _Sums()
+        win.add(p, y)
+
+    def record_many(self, p: npt.NDArray[np.float64], y: Any, ts: npt.NDArray[np.float64]) -> None:
+        ys = np.asarray(y, np.float64).tolist()
+        for pk, yk, tk in zip(p.tolist(), ys, ts.tolist(), strict=True):
+            self.record(pk, yk, tk)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            **self.all.summary(),
+            "auc": None,
+            "logloss": None,
+            "positives": None,
+            "positive_rate": None,
+            "drift": self.drift.summary(),
+        }
+
+    def windows(self) -> list[dict[str, Any]]:
+        """Metrics per event-time window, oldest first."""
+        out = []
+        for key in sorted(self._windows):
+            row = self._windows[key].summary()
+            out.append(
+                {"start": key * self.window, "end": (key + 1) * self.window, **row, "auc": None}
+            )
+        return out
+
+    def calibration(self, buckets: int = 10) -> list[dict[str, float]]:
+        return []
+
+    def to_bytes(self) -> bytes:
+        state = _StoredRegression(
+            REGRESSION_METRICS_VERSION, self.window, self.all, dict(self._windows)
+        )
+        return msgspec.msgpack.encode(state)
+
+    @classmethod
+    def accepts(cls, blob: bytes) -> bool:
+        """Whether ``blob`` holds regression metrics (rather than classification ones)."""
+        try:
+            msgspec.msgpack.decode(blob, type=_StoredRegression)
+        except msgspec.ValidationError:
+            return False
+        return True
+
+    @classmethod
+    def from_bytes(cls, blob: bytes) -> RegressionMetrics:
+        state = msgspec.msgpack.decode(blob, type=_StoredRegression)
+        if state.version > REGRESSION_METRICS_VERSION:
+            raise StateVersionError(
+                f"stored regression metrics have version {state.version}, this version reads "
+                f"up to {REGRESSION_METRICS_VERSION}: upgrade liveprofile"
+            )
+        m = cls(state.window)
+        m.all = state.all
+        m._windows = dict(state.windows)
+        return m
+
+
+def metrics_from_bytes(blob: bytes) -> Prequential | RegressionMetrics:
+    """The stored metrics of a task, classification or regression."""
+    if RegressionMetrics.accepts(blob):
+        return RegressionMetrics.from_bytes(blob)
+    return Prequential.from_bytes(blob)
