@@ -17,12 +17,11 @@ import numpy as np
 from liveprofile.engine import layout as L
 from liveprofile.engine.codes import CodeTables
 from liveprofile.engine.records import Items, Users
+from liveprofile.engine.resident import PER_BATCH, ResidentUsers
 from liveprofile.profile.items import ItemStats
 from liveprofile.profile.risk import stamp
 from liveprofile.profile.state import Profile
 
-#: the fields of :class:`Users` a batch starts afresh
-_PER_BATCH = ("first", "touched")
 _floats = attrgetter(*L.PROFILE_FLOATS)
 
 
@@ -32,23 +31,23 @@ def _no_purchase(p: Profile) -> list[float]:
 
 
 def load_users(
-    tables: CodeTables,
-    profiles: dict[str, Profile],
-    users: list[str],
-    last: tuple[dict[str, int], Users | None],
+    tables: CodeTables, profiles: dict[str, Profile], users: list[str], resident: ResidentUsers
 ) -> Users:
-    """The rows of ``users``: from ``last`` (the previous batch's rows by user, as its step left
-    them) where there, from ``profiles`` otherwise, empty for new users."""
+    """The rows of ``users``: from ``resident`` (rows kept as earlier steps left them) where
+    there, from ``profiles`` otherwise, empty for new users."""
     config = tables.config
-    last_rows, last_users = last
+    again, before = resident.rows_of(users)
+    last_users = resident.rows
     # a merged profile holds the key outcomes of both ids until its next one trims them
     room = config.profile.outcome_keys
-    for user in users:
-        p = profiles.get(user)
+    kept = set(again)
+    for r, user in enumerate(users):
+        p = None if r in kept else profiles.get(user)
         if p is not None and len(p.key_outcomes) > room:
             room = len(p.key_outcomes)
-    if last_users is not None and len(last_users.olen):
-        room = max(room, int(last_users.olen.max()))
+    if again:
+        assert last_users is not None
+        room = max(room, int(last_users.olen[before].max()))
     U = Users.empty(
         len(users),
         max(len(tables.types), 1),
@@ -59,12 +58,8 @@ def load_users(
     )
     tcode, kcode, icode = tables.topics.code, tables.types.code, tables.items.code
     names = tables.task_names
-    again, before = [], []
     for r, user in enumerate(users):
-        j = last_rows.get(user)
-        if j is not None:
-            again.append(r)
-            before.append(j)
+        if r in kept:
             continue
         p = profiles.get(user)
         if p is None:
@@ -108,7 +103,7 @@ def load_users(
     if again:
         assert last_users is not None
         for field in Users._fields:
-            if field in _PER_BATCH:
+            if field in PER_BATCH:
                 continue
             new, old = getattr(U, field), getattr(last_users, field)
             if new.ndim == 1:
