@@ -112,10 +112,14 @@ class ResidentUsers:
     def _fit(self, U: Users, n: int) -> None:
         """Make :attr:`rows` hold at least ``n`` rows and ``U``'s widths."""
         old = self.rows
-        if old is not None and old.pf.shape[0] >= n and all(
-            a >= b
-            for f in Users._fields
-            for a, b in zip(getattr(old, f).shape[1:], getattr(U, f).shape[1:], strict=True)
+        if (
+            old is not None
+            and old.pf.shape[0] >= n
+            and all(
+                a >= b
+                for f in Users._fields
+                for a, b in zip(getattr(old, f).shape[1:], getattr(U, f).shape[1:], strict=True)
+            )
         ):
             return
         if old is None:

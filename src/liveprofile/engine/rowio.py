@@ -119,16 +119,26 @@ def store_users(
 ) -> set[str]:
     """Write the touched rows of ``U`` back to ``profiles``; ``scores``: the last score per
     task of each row (NaN: none) and the record that first scored it. Returns the users."""
-    last_scores, scored = scores
     kinds, topics, items = tables.types.names, tables.topics.names, tables.items.names
     names = tables.task_names
+    touched = np.flatnonzero(U.touched)
+    # the touched rows as Python lists, field by field: one conversion each, not one per row
+    pf_l, pi_l, tlen_l, tord_l, cnt_l, dec_l, il_l, ik_l, iv_l = (
+        a[touched].tolist() for a in (U.pf, U.pi, U.tlen, U.tord, U.cnt, U.dec, U.il, U.ik, U.iv)
+    )
+    olen_l, okey_l, oval_l, slen_l, sday_l, scents_l = (
+        a[touched].tolist() for a in (U.olen, U.okey, U.oval, U.slen, U.sday, U.scents)
+    )
+    rlen_l, rts_l, rty_l, rit_l, rva_l, count_l, first_l = (
+        a[touched].tolist() for a in (U.rlen, U.rts, U.rty, U.rit, U.rva, U.count, U.first)
+    )
+    last_l, scored_l = (a[touched].tolist() for a in scores)
     out: set[str] = set()
-    pf_l, pi_l = U.pf.tolist(), U.pi.tolist()
-    for r in np.flatnonzero(U.touched).tolist():
+    for j, r in enumerate(touched.tolist()):
         user = users[r]
         out.add(user)
         p = profiles.get(user)
-        f, i = pf_l[r], pi_l[r]
+        f, i = pf_l[j], pi_l[j]
         if p is None:
             p = profiles[user] = Profile(user=user, anchor=f[0], first_ts=f[1], last_ts=f[2])
         for field, v in zip(L.PROFILE_FLOATS, f, strict=True):
@@ -136,32 +146,26 @@ def store_users(
         if f[L.P_LASTPUR] != f[L.P_LASTPUR]:
             p.last_purchase_ts = None
         p.n, p.purchases, p.value_n = i[L.P_N], i[L.P_PURCHASES], i[L.P_VN]
-        order = U.tord[r, : U.tlen[r]].tolist()
-        p.counts = {kinds[c]: int(U.cnt[r, c]) for c in order}
-        p.decayed = {kinds[c]: float(U.dec[r, c]) for c in order}
-        m = int(U.il[r])
-        p.interests = dict(
-            zip([topics[c] for c in U.ik[r, :m].tolist()], U.iv[r, :m].tolist(), strict=True)
-        )
-        m = int(U.olen[r])
-        p.key_outcomes = dict(zip(U.okey[r, :m].tolist(), U.oval[r, :m].tolist(), strict=True))
-        m = int(U.slen[r])
-        p.spend = dict(zip(U.sday[r, :m].tolist(), U.scents[r, :m].tolist(), strict=True))
-        m = int(U.rlen[r])
+        order, cnt, dec = tord_l[j][: tlen_l[j]], cnt_l[j], dec_l[j]
+        p.counts = {kinds[c]: cnt[c] for c in order}
+        p.decayed = {kinds[c]: dec[c] for c in order}
+        m = il_l[j]
+        p.interests = dict(zip([topics[c] for c in ik_l[j][:m]], iv_l[j][:m], strict=True))
+        m = olen_l[j]
+        p.key_outcomes = dict(zip(okey_l[j][:m], oval_l[j][:m], strict=True))
+        m = slen_l[j]
+        p.spend = dict(zip(sday_l[j][:m], scents_l[j][:m], strict=True))
+        m = rlen_l[j]
         p.recent = [
             (stamp(ts), kinds[ty], None if it < 0 else items[it], None if va != va else va)
             for ts, ty, it, va in zip(
-                U.rts[r, :m].tolist(),
-                U.rty[r, :m].tolist(),
-                U.rit[r, :m].tolist(),
-                U.rva[r, :m].tolist(),
-                strict=True,
+                rts_l[j][:m], rty_l[j][:m], rit_l[j][:m], rva_l[j][:m], strict=True
             )
         ]
-        counts, ticks = U.count[r].tolist(), U.first[r]
+        counts, ticks = count_l[j], first_l[j]
         p.examples = _counted(p.examples, names, counts[L.C_EXAMPLES], ticks[L.C_EXAMPLES])
         p.positives = _counted(p.positives, names, counts[L.C_POSITIVES], ticks[L.C_POSITIVES])
-        p.scores = _counted(p.scores, names, last_scores[r].tolist(), scored[r])
+        p.scores = _counted(p.scores, names, last_l[j], scored_l[j])
     return out
 
 
