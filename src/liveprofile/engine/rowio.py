@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from operator import attrgetter
 from typing import Any
+from weakref import WeakKeyDictionary
 
 import numpy as np
 
@@ -18,11 +19,13 @@ from liveprofile.engine import layout as L
 from liveprofile.engine.codes import CodeTables
 from liveprofile.engine.records import Items, Users
 from liveprofile.engine.resident import PER_BATCH, ResidentUsers
+from liveprofile.engine.rowbytes import Names, row_fields
 from liveprofile.profile.items import ItemStats
-from liveprofile.profile.risk import stamp
 from liveprofile.profile.state import Profile
 
 _floats = attrgetter(*L.PROFILE_FLOATS)
+#: the names of each code table's event types, topics and items, for :func:`row_fields`
+_names: WeakKeyDictionary[CodeTables, tuple[Names, Names, Names]] = WeakKeyDictionary()
 
 
 def _no_purchase(p: Profile) -> list[float]:
@@ -122,15 +125,14 @@ def store_users(
     kinds, topics, items = tables.types.names, tables.topics.names, tables.items.names
     names = tables.task_names
     touched = np.flatnonzero(U.touched)
-    # the touched rows as Python lists, field by field: one conversion each, not one per row
-    pf_l, pi_l, tlen_l, tord_l, cnt_l, dec_l, il_l, ik_l, iv_l = (
-        a[touched].tolist() for a in (U.pf, U.pi, U.tlen, U.tord, U.cnt, U.dec, U.il, U.ik, U.iv)
-    )
-    olen_l, okey_l, oval_l, slen_l, sday_l, scents_l = (
-        a[touched].tolist() for a in (U.olen, U.okey, U.oval, U.slen, U.sday, U.scents)
-    )
-    rlen_l, rts_l, rty_l, rit_l, rva_l, count_l, first_l = (
-        a[touched].tolist() for a in (U.rlen, U.rts, U.rty, U.rit, U.rva, U.count, U.first)
+    # the touched rows as Python values, one conversion per field rather than per row; the
+    # dicts and lists made by msgspec from the rows written as MessagePack (see rowbytes)
+    pf_l, pi_l, count_l, first_l = (a[touched].tolist() for a in (U.pf, U.pi, U.count, U.first))
+    known = _names.get(tables)
+    if known is None:
+        known = _names[tables] = (Names(), Names(), Names())
+    fields = row_fields(
+        U, touched, known[0].sync(kinds), known[1].sync(topics), known[2].sync(items)
     )
     last_l, scored_l = (a[touched].tolist() for a in scores)
     out: set[str] = set()
@@ -146,22 +148,9 @@ def store_users(
         if f[L.P_LASTPUR] != f[L.P_LASTPUR]:
             p.last_purchase_ts = None
         p.n, p.purchases, p.value_n = i[L.P_N], i[L.P_PURCHASES], i[L.P_VN]
-        order, cnt, dec = tord_l[j][: tlen_l[j]], cnt_l[j], dec_l[j]
-        p.counts = {kinds[c]: cnt[c] for c in order}
-        p.decayed = {kinds[c]: dec[c] for c in order}
-        m = il_l[j]
-        p.interests = dict(zip([topics[c] for c in ik_l[j][:m]], iv_l[j][:m], strict=True))
-        m = olen_l[j]
-        p.key_outcomes = dict(zip(okey_l[j][:m], oval_l[j][:m], strict=True))
-        m = slen_l[j]
-        p.spend = dict(zip(sday_l[j][:m], scents_l[j][:m], strict=True))
-        m = rlen_l[j]
-        p.recent = [
-            (stamp(ts), kinds[ty], None if it < 0 else items[it], None if va != va else va)
-            for ts, ty, it, va in zip(
-                rts_l[j][:m], rty_l[j][:m], rit_l[j][:m], rva_l[j][:m], strict=True
-            )
-        ]
+        x = fields[j]
+        p.counts, p.decayed, p.interests = x.counts, x.decayed, x.interests
+        p.key_outcomes, p.spend, p.recent = x.key_outcomes, x.spend, x.recent
         counts, ticks = count_l[j], first_l[j]
         p.examples = _counted(p.examples, names, counts[L.C_EXAMPLES], ticks[L.C_EXAMPLES])
         p.positives = _counted(p.positives, names, counts[L.C_POSITIVES], ticks[L.C_POSITIVES])
