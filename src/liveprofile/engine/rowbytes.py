@@ -80,7 +80,7 @@ def row_fields(U: Users, rows: Any, kinds: Names, topics: Names, items: Names) -
     )
     buf = np.empty(5 + n * per_row, np.uint8)
     end = _write(rows, U, kinds.table.arrays(), topics.table.arrays(), items.table.arrays(), buf)
-    return _decoder.decode(buf[:end].tobytes())  # type: ignore[no-any-return]
+    return _decoder.decode(buf[:end].tobytes())
 
 
 @numba.njit(cache=True, nogil=True)
