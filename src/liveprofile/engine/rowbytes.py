@@ -44,18 +44,15 @@ _decoder = msgspec.msgpack.Decoder(list[RowFields])  # type: ignore[valid-type]
 
 class Names:
     """A :class:`StringTable` kept up to date with a growing list of names (codes never
-    change), and the length of its longest encoding."""
+    change)."""
 
     def __init__(self) -> None:
         self.table = StringTable()
-        self.longest = 0
 
     def sync(self, names: list[str]) -> Names:
         have = len(self.table)
         if have < len(names):
-            new = names[have:]
-            self.table.extend(new)
-            self.longest = max(self.longest, max(len(n.encode()) for n in new) + 5)
+            self.table.extend(names[have:])
         return self
 
 
@@ -65,7 +62,7 @@ def row_fields(U: Users, rows: Any, kinds: Names, topics: Names, items: Names) -
     n = len(rows)
     if not n:
         return []
-    lk, lt, li = kinds.longest, topics.longest, items.longest
+    lk, lt, li = kinds.table.longest(), topics.table.longest(), items.table.longest()
     per_row = (
         1
         + 2 * (3 + U.tord.shape[1] * (lk + 9))
