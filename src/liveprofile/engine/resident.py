@@ -6,27 +6,36 @@ user who comes back batch after batch needs neither: :class:`ResidentUsers` keep
 the ``cap`` users seen most recently exactly as the kernel left them, so a batch copies those
 rows in with one gather per field and lays out only the users new to the table. The rows equal
 what laying out the committed profiles would give: the compiled step is the only writer of its
-state's profiles while it owns the state, and it drops the table when it hands the state back.
+state's profiles while it owns the state, it drops the table when it hands the state back, and a
+row whose profile has another event count or last event time than the row, or is gone, is
+laid out again from the profile (a profile merged, erased or expired elsewhere).
 
 >>> from liveprofile.engine.records import Users
+>>> from liveprofile.profile.state import Profile
 >>> table = ResidentUsers(cap=2)
 >>> U = Users.empty(3, types=2, tasks=1, top_k=4, room=3, recent=5)
->>> U.pi[:, 0] = [7, 8, 9]
+>>> U.pi[:, 0] = [7, 8, 9]  # events so far
 >>> table.keep(["a", "b", "c"], U)  # room for two: the last two stay
->>> sorted(table.slot), table.rows_of(["c", "x"])
+>>> profiles = {u: Profile(u, 0.0, 0.0, 0.0, n=n) for u, n in (("b", 8), ("c", 9))}
+>>> sorted(table.slot), table.rows_of(["c", "x"], profiles)
 (['b', 'c'], ([0], [1]))
->>> table.rows is not None and int(table.rows.pi[table.slot["c"], 0])
-9
+>>> profiles["c"].n = 12  # changed elsewhere (e.g. merged): laid out again from the profile
+>>> table.rows_of(["c", "b"], profiles), sorted(table.slot)
+(([1], [0]), ['b'])
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from liveprofile.engine.layout import P_LAST, P_N
 from liveprofile.engine.records import Users
+
+if TYPE_CHECKING:
+    from liveprofile.profile.state import Profile
 
 #: the fields of :class:`Users` a batch starts afresh (not kept between batches)
 PER_BATCH = ("first", "touched")
@@ -58,15 +67,32 @@ class ResidentUsers:
             if s is not None:
                 self._free.append(s)
 
-    def rows_of(self, users: Sequence[str]) -> tuple[list[int], list[int]]:
-        """The positions in ``users`` of the resident ones, and their rows."""
-        at, rows = [], []
+    def rows_of(
+        self, users: Sequence[str], profiles: Mapping[str, Profile]
+    ) -> tuple[list[int], list[int]]:
+        """The positions in ``users`` of the resident ones, and their rows. A row whose profile
+        is gone or has another event count or last event time than the row (changed outside
+        the compiled step: merged, erased, expired) is forgotten instead."""
+        at, rows, stale = [], [], []
         slot = self.slot
         for i, user in enumerate(users):
             s = slot.get(user)
             if s is not None:
                 at.append(i)
                 rows.append(s)
+        if rows:
+            assert self.rows is not None
+            n = self.rows.pi[rows, P_N].tolist()
+            last = self.rows.pf[rows, P_LAST].tolist()
+            for k in range(len(rows)):
+                p = profiles.get(users[at[k]])
+                if p is None or p.n != n[k] or p.last_ts != last[k]:
+                    stale.append(k)
+        if stale:
+            self.forget(users[at[k]] for k in stale)
+            gone = set(stale)
+            at = [a for k, a in enumerate(at) if k not in gone]
+            rows = [r for k, r in enumerate(rows) if k not in gone]
         return at, rows
 
     def keep(self, users: Sequence[str], U: Users) -> None:

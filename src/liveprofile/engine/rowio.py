@@ -39,7 +39,7 @@ def load_users(
     """The rows of ``users``: from ``resident`` (rows kept as earlier steps left them) where
     there, from ``profiles`` otherwise, empty for new users."""
     config = tables.config
-    again, before = resident.rows_of(users)
+    again, before = resident.rows_of(users, profiles)
     last_users = resident.rows
     # a merged profile holds the key outcomes of both ids until its next one trims them
     room = config.profile.outcome_keys
