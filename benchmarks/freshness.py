@@ -249,7 +249,7 @@ def saturation(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rates", default="1000,10000,50000")
+    parser.add_argument("--rates", default="1000,10000,20000,50000")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--partitions", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=5000)

@@ -13,6 +13,7 @@ and profile's own functions, into the tables of :class:`CodeTables`.
 
 from __future__ import annotations
 
+from bisect import bisect_left, insort
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,8 +36,8 @@ class StringCodes:
     def __init__(self) -> None:
         self.code: dict[str, int] = {}
         self.names: list[str] = []
-        self._rank: I64 | None = None
-        self._order: list[int] = []  # the codes in the sorted order of their strings
+        self._rank = np.zeros(0, np.int64)  # the rank of the first len(self._rank) codes
+        self._sorted: list[str] = []  # those codes' strings, sorted
 
     def __len__(self) -> int:
         return len(self.names)
@@ -48,21 +49,40 @@ class StringCodes:
         for v in new:
             code[v] = len(self.names)
             self.names.append(v)
-        if new:
-            self._rank = None
         return new
 
     def rank(self) -> I64:
-        """Each code's position in the sorted order of the strings."""
-        if self._rank is None:  # reset whenever a code is added
-            key = self.names.__getitem__
-            fresh = sorted(range(len(self._order), len(self.names)), key=key)
-            # two sorted runs: the sort merges them in linear time
-            self._order = sorted(self._order + fresh, key=key)
-            rank = np.empty(len(self._order), dtype=np.int64)
-            rank[self._order] = np.arange(len(self._order))
-            self._rank = rank
-        return self._rank
+        """Each code's position in the sorted order of the strings.
+
+        Ranked incrementally: the strings added since the last call find their places by
+        bisection, and the earlier ranks move up by the number of new strings before them.
+
+        >>> codes = StringCodes()
+        >>> _ = codes.add_missing(["m", "c"]), codes.rank()
+        >>> _ = codes.add_missing(["a", "x", "d"])
+        >>> codes.rank().tolist(), [codes.names[c] for c in codes.rank().argsort()]
+        ([3, 1, 0, 4, 2], ['a', 'c', 'd', 'm', 'x'])
+        """
+        have, n = len(self._rank), len(self.names)
+        if have == n:
+            return self._rank
+        fresh = sorted(range(have, n), key=self.names.__getitem__)
+        names, done = [self.names[c] for c in fresh], self._sorted
+        if len(fresh) > 64 and len(fresh) * 8 > have:  # many: one sort of everything
+            order = sorted(range(n), key=self.names.__getitem__)
+            rank = np.empty(n, np.int64)
+            rank[order] = np.arange(n)
+            self._sorted = [self.names[c] for c in order]
+        else:
+            # each new string's place among the ranked ones (strings are distinct)
+            at = np.array([bisect_left(done, name) for name in names], np.int64)
+            rank = np.empty(n, np.int64)
+            rank[:have] = self._rank + np.searchsorted(at, self._rank, side="right")
+            rank[fresh] = at + np.arange(len(fresh))
+            for name in names:
+                insort(done, name)
+        self._rank = rank
+        return rank
 
 
 def grow(a: Any, n: int, fill: Any = 0) -> Any:

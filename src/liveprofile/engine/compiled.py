@@ -24,7 +24,8 @@ from liveprofile.engine.codes import CodeTables, grow
 from liveprofile.engine.lifecycle import StepResult
 from liveprofile.engine.packing import encode_items
 from liveprofile.engine.pool import PendingPool
-from liveprofile.engine.records import Events, Items, Ops, Outputs, Params, Users
+from liveprofile.engine.records import Events, Items, Ops, Outputs, Params
+from liveprofile.engine.resident import ResidentUsers
 from liveprofile.engine.rowio import hold_items, load_users, store_users
 from liveprofile.engine.state import PipelineState
 from liveprofile.engine.step import PythonStep
@@ -97,8 +98,8 @@ class CompiledStep:
         self.items = _items(0, len(self.names))
         self.held = np.zeros(0, np.bool_)
         self.held_items: set[str] = set()
-        #: the users of the last batch, by row, and their rows as its step left them
-        self._last_users: tuple[dict[str, int], Users | None] = ({}, None)
+        #: the rows of the users seen most recently, as the steps left them
+        self.resident = ResidentUsers(config.run.hot_profiles)
         self.pool = PendingPool(self.tables)
         self.owner: PipelineState | None = None
         #: the last batch's prediction per record (for the examples it logs)
@@ -132,7 +133,7 @@ class CompiledStep:
         # the item statistics are in the store (and the state's resting copies) as committed
         self.held[:] = False
         self.held_items.clear()
-        self._last_users = ({}, None)
+        self.resident.clear()
         self.owner = None
 
     def due_keys(self, state: PipelineState, horizon: float) -> tuple[set[str], set[str]]:
@@ -182,8 +183,7 @@ class CompiledStep:
         present = [i for i in cols.item_id if i is not None]
         batch_items = list(dict.fromkeys([*present, *sorted(due_items)]))
         ev, user_row = self._events(state, cols, ok, batch_users, batch_items)
-        U = load_users(self.tables, state.profiles, batch_users, self._last_users)
-        self._last_users = {user: r for r, user in enumerate(batch_users)}, U
+        U = load_users(self.tables, state.profiles, batch_users, self.resident)
         self._hold(state, batch_items)
         before: dict[str, Standing | None] = {}
         visitors: dict[str, bool] = {}  # the users who may be anonymous visitors afterwards
@@ -217,6 +217,7 @@ class CompiledStep:
         if self.base.log_examples:
             out.learned = self._examples(ops, outputs, batch_users)
         out.users = store_users(self.tables, state.profiles, batch_users, U, scores)
+        self.resident.keep(batch_users, U)
         for u, anonymous in visitors.items():
             state.profiles[u].anonymous = anonymous
         if self.base.config.risk.velocity:
@@ -255,8 +256,9 @@ class CompiledStep:
         recent_items: list[str] = []
         stored_kinds: list[str] = []
         interest_keys: list[str] = []
+        resident = self.resident.slot  # their strings have codes already
         for u in batch_users:
-            p = profiles.get(u)
+            p = None if u in resident else profiles.get(u)
             if p is None:
                 continue
             for _, kind, item, _ in p.recent:

@@ -90,7 +90,7 @@ class StringTable:
         self._parts: list[bytes] = []
         self._bytes = np.zeros(0, np.uint8)
         self._starts = np.zeros(1, np.int64)
-        self._stale = False
+        self._longest = 0
 
     def __len__(self) -> int:
         return len(self._parts)
@@ -98,18 +98,24 @@ class StringTable:
     def extend(self, names: Iterable[str]) -> None:
         encode = msgspec.msgpack.encode
         self._parts.extend(encode(name) for name in names)
-        self._stale = True
 
     def arrays(self) -> tuple[Any, Any]:
-        if self._stale:
-            self._bytes = np.frombuffer(b"".join(self._parts), np.uint8)
-            self._starts = np.zeros(len(self._parts) + 1, np.int64)
-            np.cumsum([len(p) for p in self._parts], out=self._starts[1:])
-            self._stale = False
+        """The encodings, concatenated, and where each starts (one more: the end). Only the
+        strings added since the last call are joined."""
+        have = len(self._starts) - 1
+        if have < len(self._parts):
+            new = self._parts[have:]
+            lengths = np.fromiter(map(len, new), np.int64, len(new))
+            self._longest = max(self._longest, int(lengths.max()))
+            joined = np.frombuffer(b"".join(new), np.uint8)
+            self._bytes = np.concatenate([self._bytes, joined])
+            self._starts = np.concatenate([self._starts, self._starts[-1] + np.cumsum(lengths)])
         return self._bytes, self._starts
 
     def longest(self) -> int:
-        return max(map(len, self._parts), default=0)
+        """The length of the longest encoding."""
+        self.arrays()
+        return self._longest
 
 
 def encode_items(

@@ -11,19 +11,21 @@ from __future__ import annotations
 
 from operator import attrgetter
 from typing import Any
+from weakref import WeakKeyDictionary
 
 import numpy as np
 
 from liveprofile.engine import layout as L
 from liveprofile.engine.codes import CodeTables
 from liveprofile.engine.records import Items, Users
+from liveprofile.engine.resident import PER_BATCH, ResidentUsers
+from liveprofile.engine.rowbytes import Names, row_fields
 from liveprofile.profile.items import ItemStats
-from liveprofile.profile.risk import stamp
 from liveprofile.profile.state import Profile
 
-#: the fields of :class:`Users` a batch starts afresh
-_PER_BATCH = ("first", "touched")
 _floats = attrgetter(*L.PROFILE_FLOATS)
+#: the names of each code table's event types, topics and items, for :func:`row_fields`
+_names: WeakKeyDictionary[CodeTables, tuple[Names, Names, Names]] = WeakKeyDictionary()
 
 
 def _no_purchase(p: Profile) -> list[float]:
@@ -32,23 +34,23 @@ def _no_purchase(p: Profile) -> list[float]:
 
 
 def load_users(
-    tables: CodeTables,
-    profiles: dict[str, Profile],
-    users: list[str],
-    last: tuple[dict[str, int], Users | None],
+    tables: CodeTables, profiles: dict[str, Profile], users: list[str], resident: ResidentUsers
 ) -> Users:
-    """The rows of ``users``: from ``last`` (the previous batch's rows by user, as its step left
-    them) where there, from ``profiles`` otherwise, empty for new users."""
+    """The rows of ``users``: from ``resident`` (rows kept as earlier steps left them) where
+    there, from ``profiles`` otherwise, empty for new users."""
     config = tables.config
-    last_rows, last_users = last
+    again, before = resident.rows_of(users, profiles)
+    last_users = resident.rows
     # a merged profile holds the key outcomes of both ids until its next one trims them
     room = config.profile.outcome_keys
-    for user in users:
-        p = profiles.get(user)
+    kept = set(again)
+    for r, user in enumerate(users):
+        p = None if r in kept else profiles.get(user)
         if p is not None and len(p.key_outcomes) > room:
             room = len(p.key_outcomes)
-    if last_users is not None and len(last_users.olen):
-        room = max(room, int(last_users.olen.max()))
+    if again:
+        assert last_users is not None
+        room = max(room, int(last_users.olen[before].max()))
     U = Users.empty(
         len(users),
         max(len(tables.types), 1),
@@ -59,12 +61,8 @@ def load_users(
     )
     tcode, kcode, icode = tables.topics.code, tables.types.code, tables.items.code
     names = tables.task_names
-    again, before = [], []
     for r, user in enumerate(users):
-        j = last_rows.get(user)
-        if j is not None:
-            again.append(r)
-            before.append(j)
+        if r in kept:
             continue
         p = profiles.get(user)
         if p is None:
@@ -108,7 +106,7 @@ def load_users(
     if again:
         assert last_users is not None
         for field in Users._fields:
-            if field in _PER_BATCH:
+            if field in PER_BATCH:
                 continue
             new, old = getattr(U, field), getattr(last_users, field)
             if new.ndim == 1:
@@ -124,16 +122,25 @@ def store_users(
 ) -> set[str]:
     """Write the touched rows of ``U`` back to ``profiles``; ``scores``: the last score per
     task of each row (NaN: none) and the record that first scored it. Returns the users."""
-    last_scores, scored = scores
     kinds, topics, items = tables.types.names, tables.topics.names, tables.items.names
     names = tables.task_names
+    touched = np.flatnonzero(U.touched)
+    # the touched rows as Python values, one conversion per field rather than per row; the
+    # dicts and lists made by msgspec from the rows written as MessagePack (see rowbytes)
+    pf_l, pi_l, count_l, first_l = (a[touched].tolist() for a in (U.pf, U.pi, U.count, U.first))
+    known = _names.get(tables)
+    if known is None:
+        known = _names[tables] = (Names(), Names(), Names())
+    fields = row_fields(
+        U, touched, known[0].sync(kinds), known[1].sync(topics), known[2].sync(items)
+    )
+    last_l, scored_l = (a[touched].tolist() for a in scores)
     out: set[str] = set()
-    pf_l, pi_l = U.pf.tolist(), U.pi.tolist()
-    for r in np.flatnonzero(U.touched).tolist():
+    for j, r in enumerate(touched.tolist()):
         user = users[r]
         out.add(user)
         p = profiles.get(user)
-        f, i = pf_l[r], pi_l[r]
+        f, i = pf_l[j], pi_l[j]
         if p is None:
             p = profiles[user] = Profile(user=user, anchor=f[0], first_ts=f[1], last_ts=f[2])
         for field, v in zip(L.PROFILE_FLOATS, f, strict=True):
@@ -141,32 +148,13 @@ def store_users(
         if f[L.P_LASTPUR] != f[L.P_LASTPUR]:
             p.last_purchase_ts = None
         p.n, p.purchases, p.value_n = i[L.P_N], i[L.P_PURCHASES], i[L.P_VN]
-        order = U.tord[r, : U.tlen[r]].tolist()
-        p.counts = {kinds[c]: int(U.cnt[r, c]) for c in order}
-        p.decayed = {kinds[c]: float(U.dec[r, c]) for c in order}
-        m = int(U.il[r])
-        p.interests = dict(
-            zip([topics[c] for c in U.ik[r, :m].tolist()], U.iv[r, :m].tolist(), strict=True)
-        )
-        m = int(U.olen[r])
-        p.key_outcomes = dict(zip(U.okey[r, :m].tolist(), U.oval[r, :m].tolist(), strict=True))
-        m = int(U.slen[r])
-        p.spend = dict(zip(U.sday[r, :m].tolist(), U.scents[r, :m].tolist(), strict=True))
-        m = int(U.rlen[r])
-        p.recent = [
-            (stamp(ts), kinds[ty], None if it < 0 else items[it], None if va != va else va)
-            for ts, ty, it, va in zip(
-                U.rts[r, :m].tolist(),
-                U.rty[r, :m].tolist(),
-                U.rit[r, :m].tolist(),
-                U.rva[r, :m].tolist(),
-                strict=True,
-            )
-        ]
-        counts, ticks = U.count[r].tolist(), U.first[r]
+        x = fields[j]
+        p.counts, p.decayed, p.interests = x.counts, x.decayed, x.interests
+        p.key_outcomes, p.spend, p.recent = x.key_outcomes, x.spend, x.recent
+        counts, ticks = count_l[j], first_l[j]
         p.examples = _counted(p.examples, names, counts[L.C_EXAMPLES], ticks[L.C_EXAMPLES])
         p.positives = _counted(p.positives, names, counts[L.C_POSITIVES], ticks[L.C_POSITIVES])
-        p.scores = _counted(p.scores, names, last_scores[r].tolist(), scored[r])
+        p.scores = _counted(p.scores, names, last_l[j], scored_l[j])
     return out
 
 

@@ -1,0 +1,164 @@
+"""The map and list fields of profile rows, written as MessagePack and read back by msgspec.
+
+Building a profile's dicts and lists from its :class:`~liveprofile.engine.records.Users` row in
+Python costs tens of microseconds a user (a dict entry and a float or int object at a time).
+:func:`row_fields` writes the fields of the touched rows that the kernel owns (``counts``,
+``decayed``, ``interests``, ``key_outcomes``, ``spend``, ``recent``) as one MessagePack array
+in compiled code, and msgspec decodes it into the values :func:`.rowio.store_users` assigns: the
+objects are then made by msgspec's C decoder, typed by the :class:`~liveprofile.profile.state.
+Profile` fields themselves. Keys keep the rows' insertion order, and a recent event's time is
+written as an int when it is whole (as :func:`liveprofile.profile.risk.stamp` stores it).
+
+>>> import numpy as np
+>>> from liveprofile.engine.records import Users
+>>> U = Users.empty(1, types=2, tasks=1, top_k=2, room=2, recent=2)
+>>> U.tord[0, :2], U.tlen[0], U.cnt[0], U.dec[0] = [1, 0], 2, [3, 1], [0.5, 2.0]
+>>> U.rts[0, 0], U.rty[0, 0], U.rit[0, 0], U.rva[0, 0], U.rlen[0] = 7.0, 1, -1, np.nan, 1
+>>> kinds, topics, items = Names().sync(["view", "buy"]), Names(), Names()
+>>> x = row_fields(U, np.array([0]), kinds, topics, items)[0]
+>>> x.counts, x.decayed, x.recent
+({'buy': 1, 'view': 3}, {'buy': 2.0, 'view': 0.5}, [(7, 'buy', None, None)])
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+import numba
+import numpy as np
+
+from liveprofile.engine.packing import StringTable, _float, _string, _uint
+from liveprofile.engine.records import Users
+from liveprofile.profile.state import Profile
+
+#: the Profile fields written here, in the order they are written
+FIELDS = ("counts", "decayed", "interests", "key_outcomes", "spend", "recent")
+_types = {f.name: f.type for f in msgspec.structs.fields(Profile)}
+#: the fields of one row, typed as Profile declares them
+RowFields = msgspec.defstruct(
+    "RowFields", [(name, _types[name]) for name in FIELDS], array_like=True, gc=False
+)
+_decoder = msgspec.msgpack.Decoder(list[RowFields])  # type: ignore[valid-type]
+
+
+class Names:
+    """A :class:`StringTable` kept up to date with a growing list of names (codes never
+    change)."""
+
+    def __init__(self) -> None:
+        self.table = StringTable()
+
+    def sync(self, names: list[str]) -> Names:
+        have = len(self.table)
+        if have < len(names):
+            self.table.extend(names[have:])
+        return self
+
+
+def row_fields(U: Users, rows: Any, kinds: Names, topics: Names, items: Names) -> list[Any]:
+    """The :data:`FIELDS` of ``rows`` of ``U``, one :data:`RowFields` a row; ``kinds``,
+    ``topics`` and ``items`` hold the names of the event types, topics and items by code."""
+    n = len(rows)
+    if not n:
+        return []
+    lk, lt, li = kinds.table.longest(), topics.table.longest(), items.table.longest()
+    per_row = (
+        1
+        + 2 * (3 + U.tord.shape[1] * (lk + 9))
+        + 3
+        + U.ik.shape[1] * (lt + 9)
+        + 3
+        + U.okey.shape[1] * 18
+        + 3
+        + U.sday.shape[1] * 18
+        + 3
+        + U.rts.shape[1] * (20 + lk + li)
+    )
+    buf = np.empty(5 + n * per_row, np.uint8)
+    end = _write(rows, U, kinds.table.arrays(), topics.table.arrays(), items.table.arrays(), buf)
+    return _decoder.decode(buf[:end].tobytes())
+
+
+@numba.njit(cache=True, nogil=True)
+def _int(buf, o, v):  # type: ignore[no-untyped-def]
+    if v >= 0:
+        return _uint(buf, o, v)
+    buf[o] = 0xD3  # int64, big-endian
+    for j in range(8):
+        buf[o + 1 + j] = (v >> (56 - 8 * j)) & 0xFF
+    return o + 9
+
+
+@numba.njit(cache=True, nogil=True)
+def _header(buf, o, m, small, big):  # type: ignore[no-untyped-def]
+    """A map or array header for ``m`` entries (``small``: the fix form, ``big``: 32-bit)."""
+    if m < 16:
+        buf[o] = small | m
+        return o + 1
+    buf[o] = big
+    for j in range(4):
+        buf[o + 1 + j] = (m >> (24 - 8 * j)) & 0xFF
+    return o + 5
+
+
+@numba.njit(cache=True, nogil=True)
+def _write(rows, U, kinds, topics, items, buf):  # type: ignore[no-untyped-def]
+    one = np.empty(1, np.float64)
+    kd, ks = kinds
+    td, ts_ = topics
+    idata, istarts = items
+    o = _header(buf, 0, rows.shape[0], 0x90, 0xDD)
+    for j in range(rows.shape[0]):
+        r = rows[j]
+        buf[o] = 0x90 | 6
+        o += 1
+        m = U.tlen[r]
+        o = _header(buf, o, m, 0x80, 0xDF)
+        for q in range(m):
+            c = U.tord[r, q]
+            o = _string(buf, o, kd, ks, c)
+            o = _int(buf, o, U.cnt[r, c])
+        o = _header(buf, o, m, 0x80, 0xDF)
+        for q in range(m):
+            c = U.tord[r, q]
+            o = _string(buf, o, kd, ks, c)
+            o = _float(buf, o, U.dec[r, c], one)
+        m = U.il[r]
+        o = _header(buf, o, m, 0x80, 0xDF)
+        for q in range(m):
+            o = _string(buf, o, td, ts_, U.ik[r, q])
+            o = _float(buf, o, U.iv[r, q], one)
+        m = U.olen[r]
+        o = _header(buf, o, m, 0x80, 0xDF)
+        for q in range(m):
+            o = _int(buf, o, U.okey[r, q])
+            o = _int(buf, o, U.oval[r, q])
+        m = U.slen[r]
+        o = _header(buf, o, m, 0x80, 0xDF)
+        for q in range(m):
+            o = _int(buf, o, U.sday[r, q])
+            o = _int(buf, o, U.scents[r, q])
+        m = U.rlen[r]
+        o = _header(buf, o, m, 0x90, 0xDD)
+        for q in range(m):
+            buf[o] = 0x94
+            o += 1
+            t = U.rts[r, q]
+            if np.isfinite(t) and t == np.floor(t) and abs(t) < 9.2e18:
+                o = _int(buf, o, np.int64(t))
+            else:
+                o = _float(buf, o, t, one)
+            o = _string(buf, o, kd, ks, U.rty[r, q])
+            if U.rit[r, q] < 0:
+                buf[o] = 0xC0
+                o += 1
+            else:
+                o = _string(buf, o, idata, istarts, U.rit[r, q])
+            v = U.rva[r, q]
+            if np.isnan(v):
+                buf[o] = 0xC0
+                o += 1
+            else:
+                o = _float(buf, o, v, one)
+    return o
