@@ -155,6 +155,10 @@ class RunConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     #: most profiles kept as their committed bytes between batches, the most recently updated
     #: ones (the others are read from the store again when needed); 0 keeps every one
     resting_profiles: int = 0
+    #: Kafka workers and the Flink job train one model per task, shared by every partition
+    #: and worker (each batch merges its sparse changes into it); false keeps one model per
+    #: partition, trained on that partition's events alone
+    shared_model: bool = True
 
     def __post_init__(self) -> None:
         if self.max_batch_delay_s <= 0:
