@@ -60,9 +60,9 @@ def publish(bootstrap: str, topic: str, limit: int | None, partitions: int) -> i
     return publisher.extend(lines).published
 
 
-def config(shared: bool, batch_size: int) -> PipelineConfig:
+def config(shared: bool, batch_size: int, skew: str = "1h") -> PipelineConfig:
     base = quickstart_config()
-    run = msgspec.structs.replace(RunConfig(), batch_size=batch_size, shared_model=shared)
+    run = RunConfig(batch_size=batch_size, shared_model=shared, partition_skew=skew)
     return msgspec.structs.replace(base, run=run)
 
 
@@ -94,7 +94,7 @@ def setup(
     workers, shared = SETUPS[name]
     prefix = f"scaleout-{name}-{uuid.uuid4().hex[:6]}"
     store = FencedRedisStore(REDIS, prefix=prefix)
-    cfg = config(shared, args.batch_size)
+    cfg = config(shared, args.batch_size, args.partition_skew)
     spawn = multiprocessing.get_context("spawn")
     procs = [
         spawn.Process(
@@ -147,6 +147,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=None, help="transactions (default: all)")
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=5000)
+    parser.add_argument("--partition-skew", default="1h", help="run.partition_skew")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--setups", default=",".join(SETUPS))
     parser.add_argument("--json", type=Path)

@@ -60,10 +60,11 @@ from liveprofile.errors import InvalidEvent
 from liveprofile.events.deadletter import DeadLetter
 from liveprofile.events.schema import Event, EventParser
 from liveprofile.events.sources import Batch
+from liveprofile.kafka.align import SkewGate
 from liveprofile.kafka.fence import FencedOut, FencedRedisStore
 from liveprofile.kafka.producer import dead_letter_topic, producer_config
 from liveprofile.kafka.shared_model import share_models
-from liveprofile.store.layout import check_config
+from liveprofile.store.layout import check_config, read_checkpoint
 from liveprofile.store.scoped import ScopedStore
 
 log = logging.getLogger("liveprofile")
@@ -232,6 +233,17 @@ class KafkaWorker:
         self._consumer: Any = None
         self._producer: Any = None
         self.rebalances = 0
+        skew = config.run.partition_skew_s
+        #: with a shared model, pauses partitions too far ahead in event time (kafka.align)
+        self.gate = (
+            SkewGate(self._committed, topic, skew)
+            if skew is not None and config.run.shared_model
+            else None
+        )
+
+    def _committed(self, partition: int) -> tuple[float, int]:
+        ckpt = read_checkpoint(ScopedStore(self.store, partition_scope(self.topic, partition)))
+        return ckpt.watermark, ckpt.offsets.get(source_name(self.topic, partition), -1)
 
     # -- partitions coming and going (called inside consume()) ---------------------------------
 
@@ -256,6 +268,8 @@ class KafkaWorker:
         self._report_offsets([tp.partition for tp in partitions])
         for tp in partitions:
             self.owned.pop(tp.partition, None)
+        if self.gate is not None:
+            self.gate.forget([tp.partition for tp in partitions])
         log.info("revoked %s", _describe(partitions))
         consumer.incremental_unassign(partitions)
 
@@ -263,6 +277,8 @@ class KafkaWorker:
         self.rebalances += 1
         for tp in partitions:
             self.owned.pop(tp.partition, None)
+        if self.gate is not None:
+            self.gate.forget([tp.partition for tp in partitions])
         log.warning("lost %s (another member may own them already)", _describe(partitions))
         consumer.incremental_unassign(partitions)
 
@@ -319,7 +335,10 @@ class KafkaWorker:
         while not (stop is not None and stop.is_set()):
             if max_idle_polls is not None and idle >= max_idle_polls:
                 return
-            messages = self._consumer.consume(self.batch_size, self.max_batch_delay)
+            delay = self.max_batch_delay
+            if self.gate is not None and self.owned and self.owned.keys() <= self.gate.held.keys():
+                delay = min(delay, self.gate.interval)  # all waiting: look again soon
+            messages = self._consumer.consume(self.batch_size, delay)
             by_partition: dict[int, list[Any]] = {}
             for msg in messages:
                 if msg.error() is not None:
@@ -328,16 +347,36 @@ class KafkaWorker:
                 by_partition.setdefault(msg.partition(), []).append(msg)
             if by_partition:
                 idle = 0
-            elif self.rebalances:  # idle only counts once the group has assigned partitions
-                idle += 1
+            elif self.rebalances and not (self.gate and self.gate.held):
+                idle += 1  # once the group has assigned partitions, and none waits (align)
+            gate = self.gate
             for partition, batch in by_partition.items():
                 owned = self.owned.get(partition)
                 if owned is None:  # its state was dropped after a failed commit: start again
                     self._restart(partition)
                     continue
+                if gate is not None and (
+                    partition in gate.held
+                    or owned.state.watermark
+                    > gate.floor(self._consumer, self._positions()) + gate.skew
+                ):
+                    gate.hold(self._consumer, partition, batch)
+                    continue
                 self._apply(owned, batch, stats)
+            if gate is not None and gate.held:
+                for partition, batch in gate.ready(self._consumer, self._positions()):
+                    self._apply(self.owned[partition], batch, stats)
+                    by_partition.setdefault(partition, [])
             if by_partition:
                 self._report_offsets(list(by_partition))
+
+    def _positions(self) -> dict[int, tuple[float, int]]:
+        """Each owned partition's (watermark, next offset in the store; -1: none yet)."""
+        name = source_name
+        return {
+            p: (o.state.watermark, o.state.checkpoint.offsets.get(name(self.topic, p), -1))
+            for p, o in self.owned.items()
+        }
 
     def _apply(self, owned: OwnedPartition, messages: list[Any], stats: RunStats) -> None:
         records = ((msg.offset(), msg.value()) for msg in messages)
