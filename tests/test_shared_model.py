@@ -176,12 +176,20 @@ def test_the_read_api_scores_with_the_shared_model(
         ["serve", "--store", url], {"LIVEPROFILE_READ_TOKEN": "tok"}, tmp_path / "serve.log"
     )
     try:
+        auth = {"Authorization": "Bearer tok"}
         params = {"user": user, "item": "i1", "task": "convert"}
-        answer = running.client.get(
-            "/v1/score", params=params, headers={"Authorization": "Bearer tok"}
+        answer = running.client.get("/v1/score", params=params, headers=auth)
+        ranked = running.client.post(
+            f"/v1/recommendations/{user}",
+            json={"candidates": ["i1", "i2"], "task": "convert"},
+            headers=auth,
         )
     finally:
         running.stop()
     assert answer.status_code == 200, answer.text
     body = answer.json()
     assert 0.0 < body["score"] < 1.0 and body["top_features"]
+    assert ranked.status_code == 200, ranked.text
+    items = ranked.json()["items"]
+    assert [i["item"] for i in items] == ["i1", "i2"]
+    assert items[0]["score"] == pytest.approx(body["score"])  # i1 scored by the same model
