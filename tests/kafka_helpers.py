@@ -24,12 +24,18 @@ from liveprofile.kafka.status import kafka_status
 from liveprofile.kafka.worker import KafkaWorker, partition_scope
 from liveprofile.profile.state import decode_profile
 
+#: per-partition models: every partition's state is then a function of its records alone, so
+#: a disturbed run equals an uninterrupted one exactly (the shared model's tests are in
+#: test_kafka_shared.py)
 CONFIG = """
 [run]
 batch_size = 200
+shared_model = false
 [features]
 bits = 14
 """
+#: one model per task shared by every partition and worker (the default)
+SHARED_CONFIG = CONFIG.replace("shared_model = false", "shared_model = true")
 TIMEOUT = 90.0
 PARTITIONS = 3
 

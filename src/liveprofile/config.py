@@ -190,6 +190,14 @@ class RunConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     #: a directory: every batch writes the examples its models learned there as Parquet, with
     #: the features as of the exposure (see ``liveprofile.learn.examples``); empty: none
     training_log: str = ""
+    #: Kafka workers and the Flink job train one model per task, shared by every partition
+    #: and worker (each batch merges its sparse changes into it); false keeps one model per
+    #: partition, trained on that partition's events alone
+    shared_model: bool = True
+    #: with a shared model, a partition whose watermark is more than this ahead of the slowest
+    #: partition with events left waits for it, so the model learns the topic in about event
+    #: time order (one partition far ahead would teach it the others' future); empty: no wait
+    partition_skew: Duration = "1h"
 
     def __post_init__(self) -> None:
         if self.max_batch_delay_s <= 0:
@@ -226,6 +234,10 @@ class RunConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     @property
     def profile_ttl_s(self) -> float | None:
         return parse_duration(self.profile_ttl) if self.profile_ttl else None
+
+    @property
+    def partition_skew_s(self) -> float | None:
+        return parse_duration(self.partition_skew) if self.partition_skew else None
 
 
 class EventsConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):

@@ -284,7 +284,8 @@ class PipelineState:
         meta: dict[str, bytes] = {}
         for name, task in self.tasks.items():
             assert task.learner is not None
-            meta[model_meta(name)] = dump_learner(task.learner)
+            if not getattr(task.learner, "stored_apart", False):  # a shared model stages its own
+                meta[model_meta(name)] = dump_learner(task.learner)
             meta[metrics_meta(name)] = task.metrics.to_bytes()
         if self.anomaly is not None:
             meta[ANOMALY] = self.anomaly.dump()

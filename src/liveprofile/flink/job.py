@@ -86,6 +86,8 @@ class ApplyBatches:
     def __init__(self, settings: FlinkSettings) -> None:
         self.settings = settings
         self.owned: dict[int, Any] = {}
+        #: each task's shared model as this subtask last read it (``run.shared_model``)
+        self.models: dict[str, Any] = {}
         self.store: Any = None
         self.producer: Any = None
 
@@ -117,7 +119,9 @@ class ApplyBatches:
         for attempt in range(2):
             owned = self.owned.get(partition)
             if owned is None:
-                owned, _ = load_partition(self.store, self.config, self.settings.topic, partition)
+                owned, _ = load_partition(
+                    self.store, self.config, self.settings.topic, partition, self.models
+                )
                 self.owned[partition] = owned
             try:
                 apply_records(

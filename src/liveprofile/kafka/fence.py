@@ -20,6 +20,31 @@ from liveprofile.errors import StoreError
 from liveprofile.store.base import Rows
 from liveprofile.store.redis import RedisStore
 
+#: merges one batch's changes of a shared model's coordinates (KEYS[1]: the model's hash;
+#: ARGV: field, value read before the batch, value after it, as little-endian float64s, for
+#: each changed coordinate). A coordinate still at the value read gets the batch's value
+#: exactly; one another worker changed meanwhile gets the batch's difference added.
+MERGE_SCRIPT = """
+local key = KEYS[1]
+local zero = struct.pack('<d', 0.0)
+for i = 1, #ARGV, 3 do
+  local field, before, after = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local current = redis.call('HGET', key, field)
+  if not current then current = zero end
+  if current == before then
+    redis.call('HSET', key, field, after)
+  else
+    local c = struct.unpack('<d', current)
+    local b = struct.unpack('<d', before)
+    local a = struct.unpack('<d', after)
+    redis.call('HSET', key, field, struct.pack('<d', c + (a - b)))
+  end
+end
+return #ARGV / 3
+"""
+#: coordinates per script call (a batch's merge is several calls in its one ``MULTI``)
+MERGE_CHUNK = 4096
+
 
 class FencedOut(StoreError):
     """Another owner committed this partition since this worker loaded it."""
@@ -33,6 +58,33 @@ class FencedRedisStore(RedisStore):
 
     fence: tuple[str, int] | None = None
 
+    def __init__(self, url: str = "redis://127.0.0.1:6379/0", *, prefix: str | None = None) -> None:
+        super().__init__(url, prefix=prefix)
+        #: shared-model merges staged for the next fenced commit: (namespace, script args)
+        self._merges: list[tuple[str, list[bytes]]] = []
+        #: counters staged for the next fenced commit: (namespace, field, increment)
+        self._counts: list[tuple[str, str, int]] = []
+
+    def stage_merge(self, namespace: str, fields: list[str], before: bytes, after: bytes) -> None:
+        """Merge coordinates of a shared model in the next fenced :meth:`commit` (same
+        ``MULTI``): ``fields`` had the float64s ``before`` when read and ``after`` after the
+        batch (see :data:`MERGE_SCRIPT`)."""
+        if not fields:
+            return
+        args: list[bytes] = []
+        for k, field in enumerate(fields):
+            args += [field.encode(), before[8 * k : 8 * k + 8], after[8 * k : 8 * k + 8]]
+        self._merges.append((namespace, args))
+
+    def stage_count(self, namespace: str, field: str, increment: int) -> None:
+        """Add ``increment`` to the integer row ``field`` in the next fenced commit."""
+        if increment:
+            self._counts.append((namespace, field, increment))
+
+    def discard_staged(self) -> None:
+        """Forget merges and counters staged for a commit that will not happen."""
+        self._merges, self._counts = [], []
+
     def fence_key(self, scope: str) -> str:
         return f"{self.prefix}:fence:{scope}"
 
@@ -42,6 +94,10 @@ class FencedRedisStore(RedisStore):
             value = self.client.get(self.fence_key(scope))
         return 0 if value is None else int(cast(Any, value))
 
+    def close(self) -> None:
+        self.discard_staged()
+        super().close()
+
     def commit(self, rows: Rows, meta: Mapping[str, bytes]) -> None:
         if self.fence is None:
             super().commit(rows, meta)
@@ -50,6 +106,8 @@ class FencedRedisStore(RedisStore):
         key = self.fence_key(scope)
         appends, self._appends = self._appends, []
         removals, self._removals = self._removals, []
+        merges, counts = self._merges, self._counts
+        self.discard_staged()
         with self._errors("commit"), self.client.pipeline(transaction=True) as pipe:
             try:
                 pipe.watch(key)  # type: ignore[no-untyped-call]
@@ -70,6 +128,12 @@ class FencedRedisStore(RedisStore):
                         pipe.hdel(self._key(namespace), *deletes)
                 if meta:
                     pipe.hset(self._key("meta"), mapping=cast(Any, dict(meta)))
+                for namespace, args in merges:
+                    for start in range(0, len(args), 3 * MERGE_CHUNK):
+                        chunk = args[start : start + 3 * MERGE_CHUNK]
+                        pipe.eval(MERGE_SCRIPT, 1, self._key(namespace), *chunk)
+                for namespace, field, increment in counts:
+                    pipe.hincrby(self._key(namespace), field, increment)
                 pipe.set(key, expected + 1)
                 pipe.execute()
             except redis.WatchError:

@@ -17,6 +17,9 @@ from liveprofile.engine.state import Checkpoint
 from liveprofile.kafka.broker import KafkaError
 from liveprofile.kafka.producer import log
 from liveprofile.kafka.worker import partition_scope, source_name
+from liveprofile.learn.metrics import Prequential
+from liveprofile.learn.stored import shared_learned
+from liveprofile.store.layout import CONFIG, metrics_meta, model_meta, stored_config
 from liveprofile.store.redis import RedisStore
 from liveprofile.store.scoped import ScopedStore
 
@@ -49,6 +52,8 @@ class KafkaStatus:
     state: str
     partitions: list[PartitionStatus]
     members: list[MemberStatus]
+    #: each task's prequential metrics over all partitions (see :func:`merged_metrics`)
+    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def lag(self) -> int:
@@ -63,6 +68,29 @@ def _checkpoint(store: RedisStore | None, topic: str, partition: int) -> Checkpo
         return None
     blob = ScopedStore(store, partition_scope(topic, partition)).get_meta("checkpoint")
     return None if blob is None else msgspec.msgpack.decode(blob, type=Checkpoint)
+
+
+def merged_metrics(
+    store: RedisStore, topic: str, partitions: list[int], tasks: list[str]
+) -> dict[str, dict[str, Any]]:
+    """Each task's prequential metrics over ``partitions``: the score bins, losses and
+    predictions of every partition added up, so AUC and log loss are those of all of the
+    topic's examples (drift detection stays per partition and is left out)."""
+    out = {}
+    for task in tasks:
+        merged = Prequential()
+        for p in partitions:
+            blob = ScopedStore(store, partition_scope(topic, p)).get_meta(metrics_meta(task))
+            if blob is not None:
+                one = Prequential.from_bytes(blob)
+                merged.pos += one.pos
+                merged.neg += one.neg
+                merged.logloss += one.logloss
+                merged.p_sum += one.p_sum
+        out[task] = {k: v for k, v in merged.summary().items() if k != "drift"}
+        if store.get_meta(model_meta(task)) is not None:
+            out[task]["shared_model_learned"] = shared_learned(store, task)
+    return out
 
 
 def kafka_status(
@@ -121,4 +149,8 @@ def kafka_status(
         for m in described.members
     ]
     state = getattr(described.state, "name", str(described.state))
-    return KafkaStatus(topic, group, state, parts, members)
+    tasks = {}
+    if store is not None and store.get_meta(CONFIG) is not None:
+        names = [t.name for t in stored_config(store).tasks]
+        tasks = merged_metrics(store, topic, numbers, names)
+    return KafkaStatus(topic, group, state, parts, members, tasks)

@@ -5,14 +5,17 @@ member joins, leaves or dies (``cooperative-sticky``: only the partitions that m
 unit of state is the **partition**, not the worker:
 
 * **Per partition** (store scope ``{topic}.{p}``, see :class:`~liveprofile.store.scoped.
-  ScopedStore`): the checkpoint with the partition's offset, the learners and their metrics,
-  the pending examples, item statistics, the de-duplication window, the watermark, segment
-  members and the last-seen index. A worker holds one :class:`PipelineState` per partition it
+  ScopedStore`): the checkpoint with the partition's offset, the learners' metrics (and the
+  learners themselves with ``run.shared_model = false``), the pending examples, item
+  statistics, the de-duplication window, the watermark, segment members and the last-seen
+  index. A worker holds one :class:`PipelineState` per partition it
   owns, loads it when the partition is assigned and drops it when the partition is revoked, so
   a partition's pending examples, model and offset always move together.
 * **Shared by the group**: profiles and dead letters (namespaces ``profile`` and
-  ``deadletter``) and the pipeline config. A user's events all carry the same key, hence lie in
-  one partition, so a profile is only ever written by the one owner of that partition.
+  ``deadletter``), the pipeline config, and with ``run.shared_model`` (the default) one model
+  per task that every batch merges its changes into (:mod:`liveprofile.kafka.shared_model`).
+  A user's events all carry the same key, hence lie in one partition, so a profile is only
+  ever written by the one owner of that partition.
 
 Each batch (the records of one partition returned by one poll, closed by size or by
 ``max_batch_delay``) commits its profiles, the partition's model and pending examples, its dead
@@ -23,12 +26,13 @@ each batch only for monitoring: ``liveprofile status --kafka`` shows the lag). R
 callbacks run inside ``consume()``, between batches, so a revoked partition's last batch is
 always committed before it is handed over.
 
-What follows: every partition's state is a function of that partition's records alone, so the
-final store (profiles, models, scores, metrics, dead letters) is the same whichever worker owned
-which partition when, however often they moved, and equal to one worker's uninterrupted run.
-What is approximate is the model: each partition trains its own learners on its share of the
-events (a one-model-across-workers merge can later replace the per-partition model rows without
-changing this layout), and item statistics count one partition's users each. Identity links
+What follows: with per-partition models every partition's state is a function of that
+partition's records alone, so the final store (profiles, models, scores, metrics, dead letters)
+is the same whichever worker owned which partition when, however often they moved, and equal to
+one worker's uninterrupted run. A shared model's merge commits with the partition's offset, so
+no batch's changes are added twice; what it learns depends on how the partitions' batches
+interleave (with one partition, it equals the partition's own model). Item statistics count
+one partition's users each. Identity links
 whose anonymous and user ids lie in different partitions are not merged across partitions.
 
 Dead letters are kept in the store (keyed ``{topic}:{partition}:{offset}``, exact) and also sent
@@ -56,9 +60,11 @@ from liveprofile.errors import InvalidEvent
 from liveprofile.events.deadletter import DeadLetter
 from liveprofile.events.schema import Event, EventParser
 from liveprofile.events.sources import Batch
+from liveprofile.kafka.align import SkewGate
 from liveprofile.kafka.fence import FencedOut, FencedRedisStore
 from liveprofile.kafka.producer import dead_letter_topic, producer_config
-from liveprofile.store.layout import check_config
+from liveprofile.kafka.shared_model import share_models
+from liveprofile.store.layout import check_config, read_checkpoint
 from liveprofile.store.scoped import ScopedStore
 
 log = logging.getLogger("liveprofile")
@@ -94,14 +100,23 @@ class OwnedPartition:
 
 
 def load_partition(
-    store: FencedRedisStore, config: PipelineConfig, topic: str, partition: int
+    store: FencedRedisStore,
+    config: PipelineConfig,
+    topic: str,
+    partition: int,
+    models: dict[str, Any] | None = None,
 ) -> tuple[OwnedPartition, int]:
     """A partition's state as the store has it, and the next offset to read (-1: none yet).
 
-    Raises :class:`FencedOut` when the partition's fence and checkpoint disagree.
+    With ``run.shared_model`` the partition's learners are the store's shared models
+    (:mod:`liveprofile.kafka.shared_model`; ``models``: the in-memory copies a worker shares
+    between its partitions). Raises :class:`FencedOut` when the partition's fence and
+    checkpoint disagree.
     """
     view = ScopedStore(store, partition_scope(topic, partition))
     state = PipelineState.load(view, config)
+    if config.run.shared_model:
+        share_models(store, view, state, models)
     stored = store.fence_value(view.scope)
     if stored != state.checkpoint.seq:
         raise FencedOut(
@@ -153,10 +168,12 @@ def apply_records(
         send_dead_letters(dead_rows)
     extra = {DEAD_LETTER_NAMESPACE: dead_rows} if dead_rows else None
     store.fence = (owned.view.scope, state.checkpoint.seq)
+    store.discard_staged()
     try:
         apply_batch(owned.core, state, owned.view, name, batch, stats, extra)
     finally:
         store.fence = None
+        store.discard_staged()  # left only by a batch that failed before its commit
     return True
 
 
@@ -209,16 +226,29 @@ class KafkaWorker:
         )
         self.client_id = client_id
         self.owned: dict[int, OwnedPartition] = {}
+        #: each task's shared model as this worker last read it (``run.shared_model``)
+        self.models: dict[str, Any] = {}
         self._parser = EventParser()
         self._clock = clock
         self._consumer: Any = None
         self._producer: Any = None
         self.rebalances = 0
+        skew = config.run.partition_skew_s
+        #: with a shared model, pauses partitions too far ahead in event time (kafka.align)
+        self.gate = (
+            SkewGate(self._committed, topic, skew)
+            if skew is not None and config.run.shared_model
+            else None
+        )
+
+    def _committed(self, partition: int) -> tuple[float, int]:
+        ckpt = read_checkpoint(ScopedStore(self.store, partition_scope(self.topic, partition)))
+        return ckpt.watermark, ckpt.offsets.get(source_name(self.topic, partition), -1)
 
     # -- partitions coming and going (called inside consume()) ---------------------------------
 
     def _load(self, partition: int) -> tuple[OwnedPartition, int]:
-        return load_partition(self.store, self.config, self.topic, partition)
+        return load_partition(self.store, self.config, self.topic, partition, self.models)
 
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
         from confluent_kafka import OFFSET_BEGINNING, TopicPartition
@@ -238,6 +268,8 @@ class KafkaWorker:
         self._report_offsets([tp.partition for tp in partitions])
         for tp in partitions:
             self.owned.pop(tp.partition, None)
+        if self.gate is not None:
+            self.gate.forget([tp.partition for tp in partitions])
         log.info("revoked %s", _describe(partitions))
         consumer.incremental_unassign(partitions)
 
@@ -245,6 +277,8 @@ class KafkaWorker:
         self.rebalances += 1
         for tp in partitions:
             self.owned.pop(tp.partition, None)
+        if self.gate is not None:
+            self.gate.forget([tp.partition for tp in partitions])
         log.warning("lost %s (another member may own them already)", _describe(partitions))
         consumer.incremental_unassign(partitions)
 
@@ -301,7 +335,10 @@ class KafkaWorker:
         while not (stop is not None and stop.is_set()):
             if max_idle_polls is not None and idle >= max_idle_polls:
                 return
-            messages = self._consumer.consume(self.batch_size, self.max_batch_delay)
+            delay = self.max_batch_delay
+            if self.gate is not None and self.owned and self.owned.keys() <= self.gate.held.keys():
+                delay = min(delay, self.gate.interval)  # all waiting: look again soon
+            messages = self._consumer.consume(self.batch_size, delay)
             by_partition: dict[int, list[Any]] = {}
             for msg in messages:
                 if msg.error() is not None:
@@ -310,16 +347,36 @@ class KafkaWorker:
                 by_partition.setdefault(msg.partition(), []).append(msg)
             if by_partition:
                 idle = 0
-            elif self.rebalances:  # idle only counts once the group has assigned partitions
-                idle += 1
+            elif self.rebalances and not (self.gate and self.gate.held):
+                idle += 1  # once the group has assigned partitions, and none waits (align)
+            gate = self.gate
             for partition, batch in by_partition.items():
                 owned = self.owned.get(partition)
                 if owned is None:  # its state was dropped after a failed commit: start again
                     self._restart(partition)
                     continue
+                if gate is not None and (
+                    partition in gate.held
+                    or owned.state.watermark
+                    > gate.floor(self._consumer, self._positions()) + gate.skew
+                ):
+                    gate.hold(self._consumer, partition, batch)
+                    continue
                 self._apply(owned, batch, stats)
+            if gate is not None and gate.held:
+                for partition, batch in gate.ready(self._consumer, self._positions()):
+                    self._apply(self.owned[partition], batch, stats)
+                    by_partition.setdefault(partition, [])
             if by_partition:
                 self._report_offsets(list(by_partition))
+
+    def _positions(self) -> dict[int, tuple[float, int]]:
+        """Each owned partition's (watermark, next offset in the store; -1: none yet)."""
+        name = source_name
+        return {
+            p: (o.state.watermark, o.state.checkpoint.offsets.get(name(self.topic, p), -1))
+            for p, o in self.owned.items()
+        }
 
     def _apply(self, owned: OwnedPartition, messages: list[Any], stats: RunStats) -> None:
         records = ((msg.offset(), msg.value()) for msg in messages)

@@ -32,7 +32,7 @@ from liveprofile.config import PipelineConfig
 from liveprofile.engine.core import Core
 from liveprofile.errors import ConfigError, LiveprofileError, ProfileNotFound, StoreError
 from liveprofile.learn.base import Learner, probability
-from liveprofile.learn.registry import load_learner
+from liveprofile.learn.stored import StoredModels
 from liveprofile.profile.items import decode_item
 from liveprofile.profile.population import Population, standing
 from liveprofile.profile.state import decode_profile
@@ -61,7 +61,6 @@ from liveprofile.store.layout import (
     PROFILES,
     Checkpoint,
     decode_checkpoint,
-    model_meta,
     read_checkpoint,
     stored_config,
 )
@@ -120,7 +119,7 @@ class _Reader:
         self._store: Store | None = None
         self._config: PipelineConfig | None = None
         self._core: Core | None = None
-        self._learners: dict[str, tuple[int, Learner]] = {}
+        self._models: StoredModels | None = None
         self._recommender: Recommender | None = None
         self._standing: tuple[bytes | None, float, Population | None] = (b"", -math.inf, None)
 
@@ -182,14 +181,11 @@ class _Reader:
         return self._standing[1], self._standing[2]
 
     def learner(self, task: str, seq: int) -> Learner:
-        cached = self._learners.get(task)
-        if cached is not None and cached[0] == seq:
-            return cached[1]
-        blob = self.store.get_meta(model_meta(task))
-        if blob is None:
+        if self._models is None:
+            self._models = StoredModels(self.store)
+        learner = self._models.get(task, seq)
+        if learner is None:
             raise HTTPProblem(404, f"no model for task {task!r} in the store yet")
-        learner = load_learner(blob)
-        self._learners[task] = (seq, learner)
         return learner
 
     @property

@@ -47,7 +47,7 @@ from liveprofile.features.hashing import FeatureBuilder
 from liveprofile.learn.base import PREDICT, Learner, OpBatch, run_ops
 from liveprofile.learn.linear import FTRLProximal, LogisticOGD
 from liveprofile.learn.metrics import Prequential
-from liveprofile.learn.registry import load_learner
+from liveprofile.learn.stored import StoredModels
 from liveprofile.profile.items import ItemStats, decode_item
 from liveprofile.profile.popular import PopularIndex
 from liveprofile.profile.state import Profile, decode_profile
@@ -58,7 +58,6 @@ from liveprofile.store.layout import (
     PROFILES,
     Checkpoint,
     metrics_meta,
-    model_meta,
     read_checkpoint,
     stored_config,
 )
@@ -204,7 +203,7 @@ class Recommender:
         self._core = core
         self._learner = learner or self._load_learner
         self.per_category = per_category
-        self._learners: dict[str, tuple[int, Learner]] = {}
+        self._models = StoredModels(store)
         self._popular: tuple[int, PopularIndex] | None = None
         self._default: tuple[int, TaskConfig] | None = None
 
@@ -218,14 +217,9 @@ class Recommender:
         return read_checkpoint(self.store)
 
     def _load_learner(self, task: str, seq: int) -> Learner:
-        cached = self._learners.get(task)
-        if cached is not None and cached[0] == seq:
-            return cached[1]
-        blob = self.store.get_meta(model_meta(task))
-        if blob is None:
+        learner = self._models.get(task, seq)
+        if learner is None:
             raise TaskNotFound(f"no model for task {task!r} in the store yet: replay events first")
-        learner = load_learner(blob)
-        self._learners[task] = (seq, learner)
         return learner
 
     def popular(self, seq: int) -> PopularIndex:

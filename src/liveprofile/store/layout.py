@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -79,6 +80,59 @@ def segment_namespace(segment: str) -> str:
 def model_meta(task: str) -> str:
     """The meta blob of a task's learner."""
     return f"model/{task}"
+
+
+def model_namespace(task: str) -> str:
+    """The rows of a task's shared model (Kafka workers and the Flink job with
+    ``run.shared_model``): ``"{array}:{index}"`` -> the coordinate as a little-endian float64
+    (e.g. ``z:1234`` and ``n:1234`` of an FTRL learner), and :data:`MODEL_LEARNED` -> the
+    examples learned by all workers (a decimal count). Its header is the meta blob
+    :func:`model_meta` (:class:`ModelHeader`)."""
+    return f"model:{task}"
+
+
+#: the row of a shared model counting the examples it learned (integer text, ``HINCRBY``)
+MODEL_LEARNED = "learned"
+#: the version of the shared model's layout (its header and rows)
+MODEL_SCHEMA = 1
+
+
+class ModelHeader(msgspec.Struct):
+    """The meta blob of a shared model: the learner's kind and hyperparameters and the names
+    of its arrays, whose coordinates are rows of :func:`model_namespace`.
+
+    >>> header = ModelHeader(kind="ftrl", params={"bits": 4}, arrays=["z", "n"])
+    >>> decode_model_header(encode_model_header(header)) == header
+    True
+    >>> decode_model_header(msgspec.msgpack.encode({"schema": 2, "kind": "ftrl"})) is None
+    True
+    """
+
+    kind: str
+    params: dict[str, Any]
+    arrays: list[str]
+    layout: str = "shared"
+    schema: int = MODEL_SCHEMA
+
+
+def encode_model_header(header: ModelHeader) -> bytes:
+    return msgspec.msgpack.encode(header)
+
+
+def decode_model_header(blob: bytes) -> ModelHeader | None:
+    """The shared model's header in ``blob``, or None if ``blob`` is a whole-model checkpoint
+    (:func:`liveprofile.learn.registry.dump_learner`, the layout of one-writer stores); a
+    header of another schema is refused."""
+    with damaged("meta row", "model"):
+        fields = msgspec.msgpack.decode(blob)
+        if not isinstance(fields, dict) or fields.get("layout") != "shared":
+            return None
+        if fields.get("schema") != MODEL_SCHEMA:
+            raise StateVersionError(
+                f"shared model has schema {fields.get('schema')}, this version reads "
+                f"{MODEL_SCHEMA}: replay the events into a new store"
+            )
+        return msgspec.msgpack.decode(blob, type=ModelHeader)
 
 
 def metrics_meta(task: str) -> str:

@@ -1,0 +1,179 @@
+"""Scaling out with Kafka: one worker against two, one shared model against a model per partition.
+
+From the repository root, with Redis on 127.0.0.1:6379 (fresh key prefixes are used and
+deleted)::
+
+    .venv/bin/python benchmarks/scaleout.py --json benchmarks/scaleout_results.json
+
+This starts its own Kafka broker (``liveprofile.kafka.Broker``, spare ports, a temporary data
+directory) and publishes the Complete Journey's transactions (``--limit`` of them, in time
+order, keyed by household) to one topic of ``--partitions`` partitions. Each setup then reads
+the whole topic with its own consumer group into its own store, with the Complete Journey's
+quick-start config (the ``repurchase`` task, FTRL) and batches of ``--batch-size`` events:
+
+* ``one``: one worker, one shared model per task (``run.shared_model = true``, the default);
+* ``two-merged``: two workers at once, one shared model per task;
+* ``two-separate``: two workers at once, one model per partition (``run.shared_model =
+  false``, the behaviour before shared models).
+
+Workers are processes of their own (``KafkaWorker``). A setup's events/s are its events over
+the time from its first commit until every partition's offset in the store reached the end of
+the topic. Its AUC and log loss are the prequential metrics of all partitions added up (each
+example is predicted before it is learned from; ``kafka.status.merged_metrics``). Every
+partition sees the same events in every setup, so the setups differ only by the model. The
+setups run ``--rounds`` times, interleaved, since the machine may be shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import platform
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from liveprofile.config import PipelineConfig, RunConfig
+from liveprofile.datasets.completejourney import CompleteJourneySource, quickstart_config
+from liveprofile.events.schema import encode_event
+from liveprofile.kafka.broker import Broker, free_port
+from liveprofile.kafka.fence import FencedRedisStore
+from liveprofile.kafka.producer import KafkaPublisher
+from liveprofile.kafka.status import merged_metrics
+from liveprofile.kafka.worker import KafkaWorker, partition_scope, source_name
+from liveprofile.store.layout import read_checkpoint
+from liveprofile.store.scoped import ScopedStore
+
+SETUPS = {"one": (1, True), "two-merged": (2, True), "two-separate": (2, False)}
+
+
+def publish(bootstrap: str, topic: str, limit: int | None, partitions: int) -> int:
+    source = CompleteJourneySource(limit=limit)
+    publisher = KafkaPublisher(bootstrap, topic, partitions=partitions, validate=False)
+    lines = (encode_event(e) for batch in source.batches(0, 50_000) for e in batch.events)
+    return publisher.extend(lines).published
+
+
+def config(shared: bool, batch_size: int, skew: str = "1h") -> PipelineConfig:
+    base = quickstart_config()
+    run = RunConfig(batch_size=batch_size, shared_model=shared, partition_skew=skew)
+    return msgspec.structs.replace(base, run=run)
+
+
+def run_worker(config_json: bytes, bootstrap: str, topic: str, group: str, prefix: str) -> None:
+    """One worker process: reads until the topic has been quiet for a few seconds."""
+    cfg = msgspec.json.decode(config_json, type=PipelineConfig)
+    store = FencedRedisStore(REDIS, prefix=prefix)
+    worker = KafkaWorker(cfg, store, bootstrap, topic, group, batch_size=cfg.run.batch_size)
+    worker.run(max_idle_polls=25)
+    store.close()
+
+
+REDIS = os.environ.get("LIVEPROFILE_BENCH_REDIS", "redis://127.0.0.1:6379/0")
+
+
+def progress(store: FencedRedisStore, topic: str, partitions: int) -> tuple[int, int]:
+    """(records committed, events committed) over the topic's partitions."""
+    offsets = events = 0
+    for p in range(partitions):
+        ckpt = read_checkpoint(ScopedStore(store, partition_scope(topic, p)))
+        offsets += ckpt.offsets.get(source_name(topic, p), 0)
+        events += ckpt.events
+    return offsets, events
+
+
+def setup(
+    args: argparse.Namespace, bootstrap: str, topic: str, total: int, name: str
+) -> dict[str, Any]:
+    workers, shared = SETUPS[name]
+    prefix = f"scaleout-{name}-{uuid.uuid4().hex[:6]}"
+    store = FencedRedisStore(REDIS, prefix=prefix)
+    cfg = config(shared, args.batch_size, args.partition_skew)
+    spawn = multiprocessing.get_context("spawn")
+    procs = [
+        spawn.Process(
+            target=run_worker,
+            args=(msgspec.json.encode(cfg), bootstrap, topic, prefix, prefix),
+        )
+        for _ in range(workers)
+    ]
+    for proc in procs:
+        proc.start()
+    first = None
+    while True:
+        done = progress(store, topic, args.partitions)[0]
+        now = time.perf_counter()
+        if done and first is None:
+            first = now
+        if done >= total:
+            break
+        time.sleep(0.05)
+    finished = time.perf_counter()
+    _, events = progress(store, topic, args.partitions)
+    for proc in procs:
+        proc.join(120)
+    tasks = [t.name for t in cfg.tasks]
+    metrics = merged_metrics(store, topic, list(range(args.partitions)), tasks)
+    store.drop()
+    store.close()
+    assert first is not None
+    return {
+        "setup": name,
+        "workers": workers,
+        "shared_model": shared,
+        "events": events,
+        "seconds": round(finished - first, 2),
+        "events_per_s": round(events / (finished - first), 1),
+        "tasks": {
+            t: {
+                "auc": None if m["auc"] is None else round(m["auc"], 5),
+                "logloss": None if m["logloss"] is None else round(m["logloss"], 5),
+                "n": m["n"],
+                "learned": m.get("shared_model_learned"),
+            }
+            for t, m in metrics.items()
+        },
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--limit", type=int, default=None, help="transactions (default: all)")
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--batch-size", type=int, default=5000)
+    parser.add_argument("--partition-skew", default="1h", help="run.partition_skew")
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--setups", default=",".join(SETUPS))
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="scaleout-"))
+    broker = Broker(tmp / "kafka", port=free_port(), controller_port=free_port(), heap_mb=1024)
+    broker.start()
+    topic = "completejourney"
+    results: dict[str, Any] = {"runs": []}
+    try:
+        started = time.perf_counter()
+        total = publish(broker.bootstrap, topic, args.limit, args.partitions)
+        results["published"] = total
+        print(json.dumps({"published": total, "seconds": round(time.perf_counter() - started)}))
+        for _ in range(args.rounds):
+            for name in args.setups.split(","):
+                row = setup(args, broker.bootstrap, topic, total, name)
+                print(json.dumps(row))
+                results["runs"].append(row)
+    finally:
+        broker.stop()
+    results["settings"] = {k: v for k, v in vars(args).items() if k != "json"}
+    results["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version()}
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,117 @@
+"""Event-time alignment of partitions that train one shared model.
+
+A worker replaying a topic reads its partitions as fast as it can, and two workers run at
+different speeds, so without a bound one partition may be days ahead of another in event time.
+With a model per partition that does not matter; with a shared model it does: a partition far
+ahead teaches the model what the lagging partitions' users will do (their future), and is itself
+predicted by a model that has not yet seen the others' recent events. So, as Flink's watermark
+alignment does for its sources, a partition whose watermark is more than ``run.partition_skew``
+ahead of the slowest partition that still has events to apply waits: the worker pauses it
+(Kafka stops fetching it), keeps the records it already fetched, and applies them when the
+slowest partition has caught up. The slowest partition never waits, so some partition can
+always go on (if its owner died, Kafka hands it to another member after the session timeout).
+
+The watermarks of a worker's own partitions are its states'; those of the other workers'
+partitions are read from the store, and the topic's end offsets from Kafka, at most every
+``interval`` seconds. A batch starts when its partition is within the bound, so a partition can
+run ahead of the slowest by the bound plus one batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+log = logging.getLogger("liveprofile")
+
+
+class SkewGate:
+    """Holds back the partitions of one consumer that run too far ahead in event time.
+
+    ``committed(p)`` gives a partition's committed (watermark, next offset; -1: none yet) from
+    the store; ``own`` (see :meth:`floor`) the same for the consumer's partitions, from memory.
+    """
+
+    def __init__(
+        self,
+        committed: Callable[[int], tuple[float, int]],
+        topic: str,
+        skew: float,
+        *,
+        interval: float = 0.05,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.committed = committed
+        self.topic = topic
+        self.skew = skew
+        self.interval = interval
+        self._clock = clock
+        #: paused partitions -> the records fetched for them and not applied yet, in order
+        self.held: dict[int, list[Any]] = {}
+        self._others = math.inf
+        self._checked = -math.inf
+        self._partitions: list[int] = []
+
+    def floor(self, consumer: Any, own: Mapping[int, tuple[float, int]]) -> float:
+        """The lowest watermark of the topic's partitions with events left (``inf``: none)."""
+        from confluent_kafka import KafkaException, TopicPartition
+
+        lows = []
+        try:
+            for p, (watermark, done) in own.items():
+                end = consumer.get_watermark_offsets(TopicPartition(self.topic, p), cached=True)
+                if end is None or end[1] < 0 or max(done, 0) < end[1]:
+                    lows.append(watermark)
+            now = self._clock()
+            if now - self._checked >= self.interval:
+                if not self._partitions:
+                    meta = consumer.list_topics(self.topic, timeout=10)
+                    self._partitions = sorted(meta.topics[self.topic].partitions)
+                others = []
+                for p in self._partitions:
+                    if p in own:
+                        continue
+                    watermark, done = self.committed(p)
+                    end = consumer.get_watermark_offsets(TopicPartition(self.topic, p), 10)[1]
+                    if max(done, 0) < end:
+                        others.append(watermark)
+                self._others, self._checked = min(others, default=math.inf), now
+        except KafkaException as exc:  # the broker busy: hold nothing back this time
+            log.debug("partition watermarks not read: %s", exc)
+            return -math.inf if not lows else min(lows)
+        return min(min(lows, default=math.inf), self._others)
+
+    def hold(self, consumer: Any, partition: int, records: list[Any]) -> None:
+        """Keep ``records`` of ``partition`` for later and stop fetching it."""
+        from confluent_kafka import TopicPartition
+
+        if partition not in self.held:
+            consumer.pause([TopicPartition(self.topic, partition)])
+        self.held.setdefault(partition, []).extend(records)
+
+    def ready(
+        self, consumer: Any, own: Mapping[int, tuple[float, int]]
+    ) -> list[tuple[int, list[Any]]]:
+        """The held partitions back within the bound, resumed, with their held records."""
+        from confluent_kafka import TopicPartition
+
+        for p in [p for p in self.held if p not in own]:  # its state dropped after a failure:
+            consumer.resume([TopicPartition(self.topic, p)])  # the worker reloads and seeks it
+            self.forget([p])
+        if not self.held:
+            return []
+        limit = self.floor(consumer, own) + self.skew
+        out = []
+        for p in sorted(self.held):
+            if own[p][0] <= limit:
+                consumer.resume([TopicPartition(self.topic, p)])
+                out.append((p, self.held.pop(p)))
+        return out
+
+    def forget(self, partitions: list[int]) -> None:
+        """Partitions revoked or lost: their held records are the next owner's to read."""
+        for p in partitions:
+            self.held.pop(p, None)

@@ -1,0 +1,181 @@
+"""One model per task across partitions and workers, parameter-server style.
+
+With ``run.shared_model`` (the default), a Kafka worker or the Flink job does not keep a model
+per partition: each task's model lives once in the store, as rows of coordinates
+(:func:`~liveprofile.store.layout.model_namespace`, ``"z:1234"`` -> a float64) under a small
+header (:class:`~liveprofile.store.layout.ModelHeader`). A :class:`SharedLearner` stands in for
+the task's learner in every partition's state:
+
+* **Before** it runs a batch's operations it reads back, in one ``HMGET``, the merged values of
+  the coordinates those operations touch (the examples' hashed features, and counters such as
+  OGD's step count), so the batch predicts and learns with every other worker's committed
+  changes.
+* **After**, it stages the coordinates the batch changed, as (value read, value after), in the
+  batch's fenced ``MULTI``/``EXEC`` (:meth:`FencedRedisStore.stage_merge`): a coordinate nobody
+  changed since the read gets the batch's value exactly, one another worker changed meanwhile
+  gets the batch's difference added. FTRL's ``z`` and ``n`` and OGD's weights and step count
+  all merge by adding differences. The merge commits with the partition's offset, so a batch
+  replayed after a crash never adds its changes twice.
+
+Staleness: a batch sees every batch committed before its read; what it misses is at most the
+one batch each other worker is running at the same time (whose changes are added when it
+commits). With a single worker nothing is missed, and the model equals a single-partition
+run's. A learner that cannot merge (River models) stays one model per partition.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Hashable, Mapping
+
+import numpy as np
+import numpy.typing as npt
+
+from liveprofile.engine.state import PipelineState
+from liveprofile.errors import StateVersionError
+from liveprofile.kafka.fence import FencedRedisStore
+from liveprofile.learn.base import LEARN, OpBatch, Operations
+from liveprofile.learn.linear import _HashedLinear
+from liveprofile.store.base import Store
+from liveprofile.store.layout import (
+    MODEL_LEARNED,
+    ModelHeader,
+    decode_model_header,
+    encode_model_header,
+    model_meta,
+    model_namespace,
+)
+
+log = logging.getLogger("liveprofile")
+F64 = npt.NDArray[np.float64]
+_ZERO = bytes(8)
+
+
+class SharedLearner:
+    """A task's learner whose state is the store's shared model (see the module's doc).
+
+    ``inner`` holds the coordinates read so far; each :meth:`run_ops` reads back the ones it
+    touches, runs ``inner`` and stages the changes on ``store`` for the batch's commit.
+    """
+
+    #: the state commit writes no whole-model blob for this learner (see ``PipelineState``)
+    stored_apart = True
+
+    def __init__(self, inner: _HashedLinear, store: FencedRedisStore, task: str) -> None:
+        self.inner = inner
+        self.store = store
+        self.task = task
+        self.namespace = model_namespace(task)
+
+    @property
+    def bits(self) -> int:
+        return self.inner.bits
+
+    def run_ops(self, ops: Operations) -> F64:
+        kinds, starts, idx, val, ys = ops.arrays()
+        idx = np.bitwise_and(idx, self.inner.mask)
+        arrays = self.inner.arrays()
+        touched = {
+            name: (np.unique(idx) if a.size > 1 else np.zeros(1, dtype=np.int64))
+            for name, a in arrays.items()
+        }
+        fields = {name: [f"{name}:{i}" for i in t.tolist()] for name, t in touched.items()}
+        self._read_back(arrays, touched, fields)
+        before = {name: arrays[name][t].copy() for name, t in touched.items()}
+        out = self.inner.run_arrays(kinds, starts, idx, val, ys)
+        for name, t in touched.items():
+            after = arrays[name][t]
+            changed = np.flatnonzero(after != before[name])
+            if changed.size:
+                names = fields[name]
+                self.store.stage_merge(
+                    self.namespace,
+                    [names[k] for k in changed.tolist()],
+                    before[name][changed].astype("<f8").tobytes(),
+                    after[changed].astype("<f8").tobytes(),
+                )
+        learned = int(np.count_nonzero(np.asarray(kinds) & LEARN))
+        self.store.stage_count(self.namespace, MODEL_LEARNED, learned)
+        return out
+
+    def _read_back(
+        self,
+        arrays: Mapping[str, F64],
+        touched: Mapping[str, npt.NDArray[np.int64]],
+        fields: Mapping[str, list[str]],
+    ) -> None:
+        """Set the touched coordinates to the store's merged values (one ``HMGET``)."""
+        names = [f for name in touched for f in fields[name]]
+        values = self.store.read(self.namespace, names)
+        at = 0
+        for name, t in touched.items():
+            chunk = values[at : at + t.size]
+            at += t.size
+            blob = b"".join(_ZERO if v is None else v for v in chunk)
+            arrays[name][t] = np.frombuffer(blob, dtype="<f8")
+
+    def _one(self, x: Mapping[Hashable, float], kind: int, y: float) -> float:
+        from liveprofile.learn.linear import hash_key
+
+        ops = OpBatch()
+        mask = self.inner.mask
+        ops.add(kind, [hash_key(k, mask) for k in x], [float(v) for v in x.values()], y)
+        return float(self.run_ops(ops)[0])
+
+    def learn_one(self, x: Mapping[Hashable, float], y: bool) -> None:
+        self._one(x, LEARN, 1.0 if y else 0.0)
+
+    def predict_proba_one(self, x: Mapping[Hashable, float]) -> dict[bool, float]:
+        from liveprofile.learn.base import PREDICT
+
+        p = self._one(x, PREDICT, 0.0)
+        return {False: 1.0 - p, True: p}
+
+
+def header_of(learner: _HashedLinear) -> ModelHeader:
+    return ModelHeader(kind=learner.kind, params=learner.params(), arrays=list(learner.arrays()))
+
+
+def share_models(
+    store: FencedRedisStore,
+    view: Store,
+    state: PipelineState,
+    models: dict[str, _HashedLinear] | None = None,
+) -> None:
+    """Replace the mergeable learners of a partition's ``state`` by :class:`SharedLearner`\\ s
+    over ``store``'s shared models (``models``: the in-memory copies a worker shares between
+    its partitions, filled as needed). Writes each model's header on first use; refuses a
+    store whose models were kept per partition, or a header of another learner."""
+    models = {} if models is None else models
+    for name, task in state.tasks.items():
+        learner = task.learner
+        if not isinstance(learner, _HashedLinear):
+            log.warning(
+                "task %s: a %s cannot merge across partitions; it stays one model per partition",
+                name,
+                type(learner).__name__,
+            )
+            continue
+        if view.get_meta(model_meta(name)) is not None:
+            raise StateVersionError(
+                f"this store keeps task {name!r}'s model per partition (written before shared "
+                "models, or with run.shared_model = false): replay the topic into a new store "
+                "(another --prefix), or run with the config the store was built with"
+            )
+        header = header_of(learner)
+        blob = store.get_meta(model_meta(name))
+        stored = None if blob is None else decode_model_header(blob)
+        if blob is not None and stored is None:
+            raise StateVersionError(
+                f"the store holds a whole model of task {name!r} (a replay's store): give the "
+                "Kafka workers a store of their own (another --prefix)"
+            )
+        if stored is None:
+            store.commit({}, {model_meta(name): encode_model_header(header)})
+        elif stored != header:
+            raise StateVersionError(
+                f"the shared model of task {name!r} is a {stored.kind} with {stored.params}, "
+                f"the config asks for a {header.kind} with {header.params}: replay into a new store"
+            )
+        inner = models.setdefault(name, learner)
+        task.learner = SharedLearner(inner, store, name)
