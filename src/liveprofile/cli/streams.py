@@ -75,7 +75,7 @@ def publish(
         return
     import redis
 
-    from liveprofile.events.redis_streams import publish as publish_lines
+    from liveprofile.redis.streams import publish as publish_lines
 
     client = redis.Redis.from_url(url)
     try:
@@ -252,8 +252,8 @@ def worker(
         return
     import redis
 
-    from liveprofile.engine.redis_worker import RedisWorker
-    from liveprofile.store.redis import RedisStore
+    from liveprofile.redis.store import RedisStore
+    from liveprofile.redis.worker import RedisWorker
 
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s"

@@ -17,7 +17,7 @@ from liveprofile.engine.state import Checkpoint
 from liveprofile.kafka.broker import KafkaError
 from liveprofile.kafka.producer import log
 from liveprofile.kafka.worker import partition_scope, source_name
-from liveprofile.store.redis import RedisStore
+from liveprofile.redis.store import RedisStore
 from liveprofile.store.scoped import ScopedStore
 
 

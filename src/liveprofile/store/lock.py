@@ -35,8 +35,8 @@ from typing import IO, Protocol
 import redis
 
 from liveprofile.errors import StoreLocked
+from liveprofile.redis.store import RedisStore
 from liveprofile.store.base import Store
-from liveprofile.store.redis import RedisStore
 from liveprofile.store.scoped import ScopedStore
 from liveprofile.store.sqlite import SQLiteStore
 

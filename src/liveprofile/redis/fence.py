@@ -17,8 +17,8 @@ from typing import Any, cast
 import redis
 
 from liveprofile.errors import StoreError
+from liveprofile.redis.store import RedisStore
 from liveprofile.store.base import Rows
-from liveprofile.store.redis import RedisStore
 
 
 class FencedOut(StoreError):
