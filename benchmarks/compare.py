@@ -4,6 +4,9 @@ From the repository root (the default run takes about 2.5 minutes on 2 cores)::
 
     .venv/bin/python benchmarks/compare.py --json benchmarks/results.json
 
+``--against REF --rounds N`` runs commit REF's tree and this checkout alternately, each N times,
+and prints their figures side by side with the ratio (:mod:`against`).
+
 Options: ``--dataset movielens|completejourney|both`` (default both), ``--limit N`` (events per
 dataset), ``--cj-limit N`` (Complete Journey events, default 300,000), ``--river-examples N``
 (examples for River's learners alone, default 20,000; 0 runs them on all operations),
@@ -307,6 +310,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="also write the results to this JSON file",
     )
     parser.add_argument(
+        "--against",
+        default=None,
+        metavar="REF",
+        help="also run commit REF (extracted with git archive) and print both side by side, "
+        "runs alternating, with the ratio (see benchmarks/against.py)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        metavar="N",
+        help="with --against: runs of each side, alternating (default: 1)",
+    )
+    parser.add_argument(
         "--data-dir",
         type=Path,
         default=DEFAULT_DATA,
@@ -377,6 +394,10 @@ def source_version() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.against is not None:
+        import against
+
+        return against.main(args, out, log)
     started = time.perf_counter()
     warm = OpBatch()
     warm.add(PREDICT_LEARN, [1], [1.0], 1.0)

@@ -49,9 +49,9 @@ from confluent_kafka import Producer
 
 from liveprofile.datasets.synthetic import SyntheticConfig, generate
 from liveprofile.kafka.broker import Broker, free_port
-from liveprofile.kafka.fence import FencedRedisStore
 from liveprofile.kafka.producer import ensure_topics, producer_config
 from liveprofile.kafka.status import kafka_status
+from liveprofile.redis.fence import FencedRedisStore
 
 TOKEN = "freshness"
 PROBES_PER_S = 20

@@ -41,11 +41,11 @@ from rich.table import Table
 from liveprofile.config import PipelineConfig
 from liveprofile.datasets.completejourney import CompleteJourneySource, quickstart_config
 from liveprofile.engine.local import LocalRunner, RunStats
-from liveprofile.engine.redis_worker import RedisWorker
-from liveprofile.events.redis_streams import publish
 from liveprofile.events.schema import encode_event
 from liveprofile.events.sources import JsonlSource
-from liveprofile.store.redis import RedisStore
+from liveprofile.redis.store import RedisStore
+from liveprofile.redis.streams import publish
+from liveprofile.redis.worker import RedisWorker
 from liveprofile.store.sqlite import SQLiteStore
 
 

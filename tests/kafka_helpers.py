@@ -18,11 +18,11 @@ from liveprofile.config import PipelineConfig
 from liveprofile.engine.state import Checkpoint
 from liveprofile.events.deadletter import DeadLetter
 from liveprofile.kafka.broker import Broker, KafkaError
-from liveprofile.kafka.fence import FencedRedisStore
 from liveprofile.kafka.producer import KafkaPublisher, record_key
 from liveprofile.kafka.status import kafka_status
 from liveprofile.kafka.worker import KafkaWorker, partition_scope
 from liveprofile.profile.state import decode_profile
+from liveprofile.redis.fence import FencedRedisStore
 
 #: per-partition models: every partition's state is then a function of its records alone, so
 #: a disturbed run equals an uninterrupted one exactly (the shared model's tests are in

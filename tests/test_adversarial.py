@@ -21,13 +21,13 @@ from hypothesis import strategies as st
 from liveprofile import api
 from liveprofile.config import PipelineConfig
 from liveprofile.datasets.synthetic import SyntheticConfig, generate
-from liveprofile.engine.redis_worker import RedisWorker
 from liveprofile.errors import InvalidEvent
 from liveprofile.events import EventParser
 from liveprofile.events.deadletter import read_dead_letters
-from liveprofile.events.redis_streams import publish
+from liveprofile.redis.store import RedisStore
+from liveprofile.redis.streams import publish
+from liveprofile.redis.worker import RedisWorker
 from liveprofile.store import open_store
-from liveprofile.store.redis import RedisStore
 
 REDIS = "redis://127.0.0.1:6379/0"
 

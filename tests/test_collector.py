@@ -22,7 +22,7 @@ from redis_server import free_port, running
 from liveprofile import read_profile
 from liveprofile.errors import ProfileNotFound, StoreError
 from liveprofile.events.deadletter import read_dead_letters
-from liveprofile.events.redis_streams import partition_of, stream_key
+from liveprofile.redis.streams import partition_of, stream_key
 
 TOKEN = "test-token-123"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

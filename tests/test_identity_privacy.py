@@ -19,15 +19,15 @@ from liveprofile.api import check_config, default_changes
 from liveprofile.config import PipelineConfig, ProfileConfig
 from liveprofile.engine.changes import change_stream, read_changes, read_stream_changes
 from liveprofile.engine.local import LocalRunner
-from liveprofile.engine.redis_worker import RedisWorker
 from liveprofile.events import Event
-from liveprofile.events.redis_streams import publish
 from liveprofile.events.schema import encode_event
 from liveprofile.events.sources import JsonlSource
 from liveprofile.privacy import erase, export_user
 from liveprofile.profile.identity import merge_profiles
 from liveprofile.profile.state import DAY, ProfileUpdater, decode_profile
-from liveprofile.store.redis import RedisStore
+from liveprofile.redis.store import RedisStore
+from liveprofile.redis.streams import publish
+from liveprofile.redis.worker import RedisWorker
 from liveprofile.store.sqlite import SQLiteStore
 
 REDIS = "redis://127.0.0.1:6379/0"

@@ -30,10 +30,10 @@ from redis_server import RedisServer
 from liveprofile.cli import main
 from liveprofile.config import PipelineConfig
 from liveprofile.kafka.broker import Broker, free_port
-from liveprofile.kafka.fence import FencedOut, FencedRedisStore
 from liveprofile.kafka.producer import dead_letter_topic, record_key
 from liveprofile.kafka.status import kafka_status
 from liveprofile.kafka.worker import KafkaWorker
+from liveprofile.redis.fence import FencedOut, FencedRedisStore
 
 
 @pytest.fixture(autouse=True)

@@ -23,12 +23,12 @@ from redis_server import RedisServer
 from liveprofile.config import PipelineConfig
 from liveprofile.engine.state import Checkpoint
 from liveprofile.kafka.broker import Broker
-from liveprofile.kafka.fence import FencedRedisStore
 from liveprofile.kafka.producer import KafkaPublisher
 from liveprofile.kafka.worker import KafkaWorker, partition_scope
 from liveprofile.learn.metrics import Prequential
 from liveprofile.learn.stored import shared_learned
 from liveprofile.profile.state import decode_profile
+from liveprofile.redis.fence import FencedRedisStore
 from liveprofile.store.layout import model_namespace
 
 TASKS = [t.name for t in PipelineConfig.from_toml(SHARED_CONFIG).tasks]

@@ -18,12 +18,12 @@ from redis_server import running
 from liveprofile.config import PipelineConfig
 from liveprofile.datasets.synthetic import SyntheticConfig, write_jsonl
 from liveprofile.engine.local import RunStats
-from liveprofile.engine.redis_ops import list_dead_letters, redrive, stream_status
-from liveprofile.engine.redis_worker import RedisWorker
 from liveprofile.errors import InvalidEvent
-from liveprofile.events.redis_streams import publish, stream_key
 from liveprofile.events.schema import EventParser
-from liveprofile.store.redis import RedisStore
+from liveprofile.redis.ops import list_dead_letters, redrive, stream_status
+from liveprofile.redis.store import RedisStore
+from liveprofile.redis.streams import publish, stream_key
+from liveprofile.redis.worker import RedisWorker
 
 CONFIG = PipelineConfig.from_toml("[run]\nbatch_size = 100\n[features]\nbits = 12\n")
 PREFIX = "ops"

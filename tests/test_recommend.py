@@ -24,10 +24,10 @@ from liveprofile.errors import InvalidRequest, ProfileNotFound, TaskNotFound
 from liveprofile.profile.items import decode_item
 from liveprofile.profile.popular import popularity_key
 from liveprofile.profile.state import decode_profile
+from liveprofile.redis.store import RedisStore
 from liveprofile.serving.recommend import POPULAR_PER_CATEGORY, Recommender
 from liveprofile.store import SQLiteStore, open_store
 from liveprofile.store.layout import read_checkpoint
-from liveprofile.store.redis import RedisStore
 
 TOKEN = "rec-token-789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

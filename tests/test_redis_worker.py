@@ -21,15 +21,15 @@ from redis_server import RedisServer, running
 from liveprofile.config import PipelineConfig
 from liveprofile.datasets.synthetic import SyntheticConfig, write_jsonl
 from liveprofile.engine.local import LocalRunner
-from liveprofile.engine.redis_ops import read_checkpoint
-from liveprofile.engine.redis_worker import RedisWorker
 from liveprofile.events.deadletter import DeadLetter, read_dead_letters
-from liveprofile.events.redis_streams import StreamReader, entry_offset, publish
 from liveprofile.events.sources import JsonlSource
 from liveprofile.profile.state import decode_profile
+from liveprofile.redis.ops import read_checkpoint
+from liveprofile.redis.store import RedisStore
+from liveprofile.redis.streams import StreamReader, entry_offset, publish
+from liveprofile.redis.worker import RedisWorker
 from liveprofile.store.layout import Checkpoint
 from liveprofile.store.memory import MemoryStore
-from liveprofile.store.redis import RedisStore
 
 CONFIG = """
 [run]

@@ -20,16 +20,16 @@ from liveprofile.config import PipelineConfig, ProfileConfig
 from liveprofile.datasets.synthetic import SyntheticConfig, write_jsonl
 from liveprofile.engine.changes import change_stream, read_changes, read_stream_changes
 from liveprofile.engine.local import LocalRunner
-from liveprofile.engine.redis_worker import RedisWorker
 from liveprofile.errors import ConfigError
 from liveprofile.events import Event
-from liveprofile.events.redis_streams import publish
 from liveprofile.events.schema import encode_event
 from liveprofile.events.sources import JsonlSource
 from liveprofile.profile.segments import SegmentRules
 from liveprofile.profile.state import DAY, ProfileUpdater, decode_profile
+from liveprofile.redis.store import RedisStore
+from liveprofile.redis.streams import publish
+from liveprofile.redis.worker import RedisWorker
 from liveprofile.serving.segments import segment_members
-from liveprofile.store.redis import RedisStore
 from liveprofile.store.sqlite import SQLiteStore
 
 REDIS = "redis://127.0.0.1:6379/0"

@@ -21,11 +21,11 @@ from liveprofile.config import PipelineConfig
 from liveprofile.engine.local import RunStats
 from liveprofile.errors import StateVersionError
 from liveprofile.events.schema import EventParser
-from liveprofile.kafka.fence import FencedOut, FencedRedisStore
 from liveprofile.kafka.producer import record_key
 from liveprofile.kafka.worker import OwnedPartition, apply_records, load_partition
 from liveprofile.learn.registry import load_learner
 from liveprofile.learn.stored import StoredModels, shared_learned
+from liveprofile.redis.fence import FencedOut, FencedRedisStore
 from liveprofile.store.layout import check_config, model_meta, model_namespace
 from liveprofile.store.scoped import ScopedStore
 

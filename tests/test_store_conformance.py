@@ -26,9 +26,9 @@ from liveprofile.checks.store import (
     run_store_check,
 )
 from liveprofile.errors import LiveprofileError, StoreError
+from liveprofile.redis.store import RedisStore
 from liveprofile.store import MemoryStore, SQLiteStore, Store, open_store
 from liveprofile.store.base import Rows
-from liveprofile.store.redis import RedisStore
 from liveprofile.store.scoped import ScopedStore
 
 #: a real Redis server (CI starts one if none runs); db 15 keeps tests apart from other data

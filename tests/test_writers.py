@@ -27,9 +27,9 @@ from test_redis_worker import (
 
 from liveprofile.datasets.synthetic import SyntheticConfig, write_jsonl
 from liveprofile.errors import StoreLocked
-from liveprofile.events.redis_streams import publish
+from liveprofile.redis.store import RedisStore
+from liveprofile.redis.streams import publish
 from liveprofile.store.lock import writer_lock
-from liveprofile.store.redis import RedisStore
 from liveprofile.store.scoped import ScopedStore
 
 

@@ -173,7 +173,9 @@ class RunConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     #: change with time alone, such as ``days_since_last_purchase < 14``.
     segment_sweep: Duration = "1d"
     #: users inactive for longer than this (in event time) expire: profile, segment
-    #: memberships and identity links are deleted. Empty means never.
+    #: memberships and identity links are deleted. Empty means never. An idle user's next
+    #: event (or identity link) finds the profile expired; otherwise it is deleted at the end
+    #: of the first batch more than this past the end of the day of the user's last event.
     profile_ttl: Duration = ""
     #: "compiled" runs the per-event work compiled (see ``liveprofile.engine.compiled``) when
     #: the pipeline allows it, else in Python; "python" always runs the Python core.

@@ -40,10 +40,11 @@ import redis
 from liveprofile.engine.changes import change_stream, read_changes, read_stream_changes
 from liveprofile.engine.local import LocalRunner
 from liveprofile.errors import ProfileNotFound, StoreError
-from liveprofile.events.redis_streams import COMMAND_FIELD, partition_of, publish, stream_key
 from liveprofile.events.schema import FORGET, Event, encode_event
 from liveprofile.events.sources import Batch
 from liveprofile.profile.state import decode_profile
+from liveprofile.redis.store import RedisStore
+from liveprofile.redis.streams import COMMAND_FIELD, partition_of, publish, stream_key
 from liveprofile.serving.views import profile_view
 from liveprofile.store import open_store
 from liveprofile.store.base import Store
@@ -57,7 +58,6 @@ from liveprofile.store.layout import (
     segment_namespace,
     stored_config,
 )
-from liveprofile.store.redis import RedisStore
 
 PathLike = str | os.PathLike[str]
 #: the source name erasures applied directly to an embedded store are counted under

@@ -202,8 +202,8 @@ def worker_kafka(
 ) -> None:
     """``worker --kafka``: one member of consumer group ``group`` on ``topic``, state in Redis
     at ``redis`` (URL, prefix); ``batching`` is (batch size, max batch delay in seconds)."""
-    from liveprofile.kafka.fence import FencedRedisStore
     from liveprofile.kafka.worker import KafkaWorker
+    from liveprofile.redis.fence import FencedRedisStore
 
     url, prefix = redis
     batch_size, max_batch_delay = batching
@@ -247,7 +247,7 @@ def status_kafka(kafka: str, topic: str, group: str, redis: tuple[str, str], as_
     from rich.table import Table
 
     from liveprofile.kafka.status import kafka_status
-    from liveprofile.store.redis import RedisStore
+    from liveprofile.redis.store import RedisStore
 
     url, prefix = redis
     store = RedisStore(url, prefix=prefix)

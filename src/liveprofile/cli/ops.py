@@ -16,7 +16,7 @@ from liveprofile.cli.streams import _prefix_option, _redis_option
 from liveprofile.errors import SourceError
 
 if TYPE_CHECKING:
-    from liveprofile.engine.redis_ops import Status
+    from liveprofile.redis.ops import Status
 
 
 def _print_status(status: Status) -> None:
@@ -100,8 +100,8 @@ def status(
         return
     import redis
 
-    from liveprofile.engine.redis_ops import stream_status
-    from liveprofile.store.redis import RedisStore
+    from liveprofile.redis.ops import stream_status
+    from liveprofile.redis.store import RedisStore
 
     store = RedisStore(url, prefix=prefix)
     client = redis.Redis.from_url(url)
@@ -133,9 +133,9 @@ def redis_dead_letters(url: str, prefix: str, limit: int, as_json: bool) -> None
     Example:
       liveprofile redis-dead-letters --redis redis://127.0.0.1:6379/0 --prefix shop
     """
-    from liveprofile.engine.redis_ops import list_dead_letters
+    from liveprofile.redis.ops import list_dead_letters
+    from liveprofile.redis.store import RedisStore
     from liveprofile.store.layout import DEAD_LETTERS
-    from liveprofile.store.redis import RedisStore
 
     store = RedisStore(url, prefix=prefix)
     try:
@@ -190,8 +190,8 @@ def redrive(
     """
     import redis
 
-    from liveprofile.engine.redis_ops import redrive as redrive_letters
-    from liveprofile.store.redis import RedisStore
+    from liveprofile.redis.ops import redrive as redrive_letters
+    from liveprofile.redis.store import RedisStore
 
     lines = None
     if fixed is not None:

@@ -160,7 +160,7 @@ def changes(store: str, segment: str | None, user: str | None, limit: int, as_js
     found: list[dict[str, Any]]
     if store.startswith("redis://"):
         from liveprofile.engine.changes import change_stream, read_stream_changes
-        from liveprofile.store.redis import RedisStore
+        from liveprofile.redis.store import RedisStore
 
         backend = RedisStore(store)
         try:

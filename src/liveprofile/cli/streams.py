@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import socket
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Any
 
 import click
 
@@ -71,7 +75,7 @@ def publish(
         return
     import redis
 
-    from liveprofile.events.redis_streams import publish as publish_lines
+    from liveprofile.redis.streams import publish as publish_lines
 
     client = redis.Redis.from_url(url)
     try:
@@ -107,6 +111,31 @@ def _partition_list(value: str, total: int) -> list[int]:
             param_hint="--partitions",
         )
     return parts
+
+
+@dataclass(frozen=True)
+class StreamsOptions:
+    """The ``worker`` options of its Redis Streams mode, gathered by :func:`_streams_options`."""
+
+    partition_list: str
+    total: int
+    block_ms: int
+    claim_idle_ms: int
+    scope: str | None
+    trim: bool
+
+
+def _streams_options(func: Callable[..., None]) -> Callable[..., None]:
+    """Hand ``func`` the Redis Streams options as one :class:`StreamsOptions` (``streams``);
+    the options themselves are declared where ``--help`` lists them."""
+    names = [f.name for f in fields(StreamsOptions)]
+
+    @functools.wraps(func)
+    def gathered(**kwargs: Any) -> None:
+        options = StreamsOptions(**{name: kwargs.pop(name) for name in names})
+        func(**kwargs, streams=options)
+
+    return gathered
 
 
 @click.command()
@@ -176,23 +205,19 @@ def _partition_list(value: str, total: int) -> list[int]:
 )
 @kafka_mode.worker_options
 @_fail_cleanly
+@_streams_options
 def worker(
     url: str,
     prefix: str,
-    partition_list: str,
-    total: int,
     consumer: str,
     group: str,
     config_path: str | None,
     batch_size: int | None,
-    block_ms: int,
-    claim_idle_ms: int,
     idle_exit: int | None,
-    scope: str | None,
-    trim: bool,
     kafka: str | None,
     topic: str,
     max_batch_delay: float | None,
+    streams: StreamsOptions,
 ) -> None:
     """Consume partition streams into the Redis store under PREFIX, exactly once in effect.
 
@@ -227,13 +252,13 @@ def worker(
         return
     import redis
 
-    from liveprofile.engine.redis_worker import RedisWorker
-    from liveprofile.store.redis import RedisStore
+    from liveprofile.redis.store import RedisStore
+    from liveprofile.redis.worker import RedisWorker
 
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s"
     )
-    parts = _partition_list(partition_list, total)
+    parts = _partition_list(streams.partition_list, streams.total)
     store = RedisStore(url, prefix=prefix)
     client = redis.Redis.from_url(url)
     runner = RedisWorker(
@@ -245,10 +270,10 @@ def worker(
         group=group,
         consumer=consumer,
         batch_size=batch_size or config.run.batch_size,
-        block_ms=block_ms,
-        claim_idle_ms=claim_idle_ms,
-        trim=trim,
-        scope=scope,
+        block_ms=streams.block_ms,
+        claim_idle_ms=streams.claim_idle_ms,
+        trim=streams.trim,
+        scope=streams.scope,
     )
     try:
         stats = runner.run(max_idle_polls=idle_exit)

@@ -4,8 +4,7 @@
   ``compiled``, ``kernel`` and ``packing`` (the same step compiled with numba, over arrays)
 - its state: ``state`` (what a pipeline keeps, and how it is committed to and loaded from a
   store, in the layout of :mod:`liveprofile.store.layout`)
-- runners, thin adapters around the step: ``local`` (a source into a store, batch by batch),
-  ``redis_worker`` (Redis partition streams into a Redis store, exactly once in effect) and
-  ``redis_ops`` (operating that path: lag, dead letters, redrive)
+- runners, thin adapters around the step: ``local`` (a source into a store, batch by batch);
+  the Redis Streams runner and its operations are in :mod:`liveprofile.redis`
 - beside them: ``changes`` (where segment changes go) and ``gc_tuning``
 """

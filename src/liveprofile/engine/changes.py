@@ -35,7 +35,7 @@ import redis
 from liveprofile.errors import StoreError
 from liveprofile.events.deadletter import os_reason
 from liveprofile.profile.segments import SegmentChange
-from liveprofile.store.redis import RedisStore
+from liveprofile.redis.store import RedisStore
 
 #: most changes kept in a Redis change stream (approximate trimming)
 STREAM_MAXLEN = 1_000_000

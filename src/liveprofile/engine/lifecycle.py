@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from liveprofile.durations import DAY
 from liveprofile.engine.state import PipelineState
 from liveprofile.learn.examples import ExampleLog
 from liveprofile.learn.tasks import PendingColumns, PendingLog
@@ -106,14 +107,19 @@ class Lifecycle:
         self, state: PipelineState, out: StepResult, before: dict[str, Standing | None]
     ) -> None:
         """Delete the profiles idle for longer than the TTL, as of the watermark; index the
-        users this batch touched by the day of their last event."""
+        users this batch touched by the day of their last event.
+
+        A profile expires at the end of the first batch whose watermark is more than the TTL
+        past the end of the day of its last event: the rule the last-seen index can apply to
+        users of earlier batches, applied to this batch's users too, so that where batches end
+        changes nothing. (An event of an idle user is judged exactly, in :meth:`step`.)"""
         assert self.ttl is not None
         at = state.checkpoint.watermark
         profiles = state.profiles
         candidates = state.take_expiry_candidates(at, self.ttl, out.expiry)
         for user in [*candidates, *sorted(out.users)]:  # idle ones this batch touched too
             p = profiles.get(user)
-            if p is not None and p.last_ts + self.ttl < at:
+            if p is not None and (p.last_ts // DAY + 1) * DAY + self.ttl < at:
                 self._delete(state, p, at, out, before, announce=True)
         state.index_last_seen([profiles[u] for u in out.users if u in profiles], out.expiry)
 

@@ -154,7 +154,7 @@ def store_users(
         counts, ticks = count_l[j], first_l[j]
         p.examples = _counted(p.examples, names, counts[L.C_EXAMPLES], ticks[L.C_EXAMPLES])
         p.positives = _counted(p.positives, names, counts[L.C_POSITIVES], ticks[L.C_POSITIVES])
-        p.scores = _counted(p.scores, names, last_l[j], scored_l[j])
+        p.scores = _counted(p.scores, names, last_l[j], scored_l[j], zero=True)
     return out
 
 
@@ -189,14 +189,17 @@ def hold_items(
                 X.count[r, c, t] = counts[name]
 
 
-def _counted(old: dict[str, Any], names: list[str], values: list[Any], ticks: Any) -> Any:
-    """``old`` with the tasks' new values (0 or NaN: none), keys in the order a dict updated event
-    by event would have: old keys where they were, new ones in the order they first got a value."""
+def _counted(
+    old: dict[str, Any], names: list[str], values: list[Any], ticks: Any, zero: bool = False
+) -> Any:
+    """``old`` with the tasks' new values (NaN, and 0 unless ``zero``: none), keys in the order a
+    dict updated event by event would have: old keys where they were, new ones in the order they
+    first got a value. (A score of 0.0 is a prediction, a count of 0 is no example.)"""
     fresh = []
     new = old
     for t, name in enumerate(names):
         v = values[t]
-        if v and v == v:
+        if (v or zero) and v == v:
             if name in old:
                 if old[name] != v:
                     if new is old:

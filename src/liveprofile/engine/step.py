@@ -40,11 +40,13 @@ from liveprofile.profile.decay import needs_rebase, rebase_factor
 from liveprofile.profile.items import ItemStats
 from liveprofile.profile.population import Standing, standing
 from liveprofile.profile.segments import SegmentRules, diff
-from liveprofile.profile.state import ProfileUpdater
+from liveprofile.profile.state import Profile, ProfileUpdater
 from liveprofile.profile.traits import TraitEvaluator
 
 #: (kind, task, position in the task's operations, user or pending example, event time, label)
 _Record = tuple[int, TaskState, int, str | Pending, float, bool]
+#: a profile folded into another in a batch: that profile, and the tasks it had scores for then
+_Fold = tuple[Profile, frozenset[str]]
 
 
 class PythonStep(Lifecycle):
@@ -135,6 +137,10 @@ class PythonStep(Lifecycle):
         tasks = list(state.tasks.values())
         delayed = [t for t in tasks if t.delayed]
         records: list[_Record] = []
+        #: the profile each record's event was applied to (by record position): a prediction
+        #: goes to that profile, not to whichever profile has the user id when models have run
+        owners: dict[int, Profile] = {}
+        folds: dict[int, _Fold] = {}  # id of a profile folded into another -> where and when
         build, task_features = self.features.build, self.features.task_features
         apply = self.updater.apply
         watermark = ckpt.watermark
@@ -159,13 +165,13 @@ class PythonStep(Lifecycle):
                 continue
             if e.type == MERGE:  # an operator's merge: screened to carry both ids
                 if anon is not None and anon != user and aliases.get(anon) != user:
-                    self._link(state, anon, user, ts, out, before)
+                    self._fold(state, anon, user, ts, watermark, out, before, folds)
                 out.applied += 1
                 continue
             if anon is not None:
                 if anon != user:
                     if aliases.get(anon) != user:
-                        self._link(state, anon, user, ts, out, before)
+                        self._fold(state, anon, user, ts, watermark, out, before, folds)
                 elif anon in aliases:  # a visitor known to be this user, before logging in
                     user = aliases[anon]
                     e = msgspec.structs.replace(e, user=user)
@@ -177,6 +183,7 @@ class PythonStep(Lifecycle):
             item_id = e.item_id
             it = None if item_id is None else items.get(item_id)
             shared: tuple[list[int], list[float]] | None = None
+            mark = len(records)
             immediate: list[tuple[TaskState, bool]] = []
             for task in tasks:
                 if task.delayed:
@@ -219,6 +226,8 @@ class PythonStep(Lifecycle):
             elif p.anonymous and anon != user:
                 p.anonymous = False
             apply(p, e)
+            for i in range(mark, len(records)):
+                owners[i] = p
             if state.anomaly is not None and state.anomaly.wants(e.type):
                 p.anomaly = state.anomaly.score(e, self.updater.risk.velocity(p), gap)
             if item_id is not None and it is None:
@@ -236,7 +245,7 @@ class PythonStep(Lifecycle):
         ckpt.watermark = watermark
         ckpt.events += out.applied
         ckpt.duplicates += out.duplicates
-        self._run_models(state, records, out)
+        self._run_models(state, records, owners, folds, out)
         self.finish(state, out, before, swept)
         return out
 
@@ -338,12 +347,43 @@ class PythonStep(Lifecycle):
                 it.record_outcome(task.name, label)
                 out.items.add(pending.item)
 
+    def _fold(
+        self,
+        state: PipelineState,
+        anon: str,
+        user: str,
+        ts: float,
+        watermark: float,
+        out: StepResult,
+        before: dict[str, Standing | None],
+        folds: dict[int, _Fold],
+    ) -> None:
+        """:meth:`_link`, noting which profile went into which (see :func:`_score`). Either
+        profile idle past the TTL as of ``watermark`` expires first, as at a batch's end."""
+        profiles = state.profiles
+        for who in (anon, user):
+            p = profiles.get(who)
+            if p is not None and self.ttl is not None and p.last_ts + self.ttl < watermark:
+                self._delete(state, p, watermark, out, before, announce=True)
+        other, into = profiles.get(anon), profiles.get(user)
+        had = frozenset(() if into is None else into.scores)
+        self._link(state, anon, user, ts, out, before)
+        if other is not None:
+            folds[id(other)] = (state.profiles[user], had)
+
     def _run_models(
         self,
         state: PipelineState,
         records: list[_Record],
+        owners: dict[int, Profile],
+        folds: dict[int, _Fold],
         out: StepResult,
     ) -> None:
+        """Run each task's model operations of the batch, record the metrics, and write each
+        prediction to the profile its event was applied to: a profile erased or expired later
+        in the batch takes its predictions with it, as when the batch ends before the erasure,
+        and never passes them to a new profile of the same user id. A visitor's profile linked
+        to a user later in the batch passes them on as the link would have (:meth:`_fold`)."""
         predictions = {}
         batches = {}
         for task in state.tasks.values():
@@ -353,9 +393,9 @@ class PythonStep(Lifecycle):
             predictions[task.name] = run(task.learner, ops) if len(ops) else None
             out.pending[task.name] = log
             batches[task.name] = ops
-        profiles = state.profiles
         learned = out.learned = ExampleLog() if self.log_examples else None
-        for kind, task, k, ref, ts, label in records:
+        written: dict[int, set[str]] = {}  # tasks each profile got a score for, so far
+        for i, (kind, task, k, ref, ts, label) in enumerate(records):
             preds = predictions[task.name]
             if kind == R_IMMEDIATE:
                 assert preds is not None and isinstance(ref, str)
@@ -366,15 +406,11 @@ class PythonStep(Lifecycle):
                     y = 1.0 if label else 0.0
                     learned.add(task.name, ref, None, ts, ts, y, p, ops.idx[s:e], ops.val[s:e])
                 task.metrics.record(p, label, ts)
-                profile = profiles.get(ref)
-                if profile is not None:  # None: erased later in the batch
-                    profile.scores[task.name] = p
+                _score(owners[i], task.name, p, folds, written)
             elif kind == R_OPENED:
                 assert preds is not None and isinstance(ref, Pending)
                 ref.p = float(preds[k])
-                profile = profiles.get(ref.user)
-                if profile is not None:
-                    profile.scores[task.name] = ref.p
+                _score(owners[i], task.name, ref.p, folds, written)
             else:
                 assert isinstance(ref, Pending)
                 if learned is not None:
@@ -399,3 +435,18 @@ def _floats(packed: bytes) -> list[float]:
     out = array("d")
     out.frombytes(packed)
     return out.tolist()
+
+
+def _score(
+    profile: Profile, task: str, p: float, folds: dict[int, _Fold], written: dict[int, set[str]]
+) -> None:
+    """Write a prediction to the profile its event was applied to and, when that profile was
+    folded into a user's later in the batch, to the user's as the fold would have: where the
+    user had no score of the task then (a fold keeps the user's own scores)."""
+    profile.scores[task] = p
+    written.setdefault(id(profile), set()).add(task)
+    fold = folds.get(id(profile))
+    if fold is not None:
+        into, had = fold
+        if task not in had and task not in written.get(id(into), ()):
+            into.scores[task] = p

@@ -98,8 +98,8 @@ class ApplyBatches:
         from liveprofile.config import PipelineConfig
         from liveprofile.engine.local import RunStats
         from liveprofile.events.schema import EventParser
-        from liveprofile.kafka.fence import FencedRedisStore
         from liveprofile.kafka.producer import producer_config
+        from liveprofile.redis.fence import FencedRedisStore
 
         s = self.settings
         self.config = PipelineConfig.from_toml(s.config_toml)
@@ -111,8 +111,8 @@ class ApplyBatches:
 
     def apply(self, partition: int, records: list[Any]) -> int:
         """Apply one window's records of ``partition``; returns the events applied."""
-        from liveprofile.kafka.fence import FencedOut
         from liveprofile.kafka.worker import apply_records, load_partition
+        from liveprofile.redis.fence import FencedOut
 
         rows = sorted(((int(r[0]), r[1]) for r in records), key=lambda row: row[0])
         before = self.stats.events
@@ -175,9 +175,9 @@ def partition_offsets(settings: FlinkSettings, timeout_s: float = 30) -> dict[in
     """Each partition's next offset in the store (0: none yet) and its end offset in Kafka."""
     from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-    from liveprofile.kafka.fence import FencedRedisStore
     from liveprofile.kafka.status import _checkpoint
     from liveprofile.kafka.worker import source_name
+    from liveprofile.redis.fence import FencedRedisStore
 
     s = settings
     consumer = Consumer({"bootstrap.servers": s.bootstrap, "group.id": s.group, "logger": log})

@@ -33,9 +33,9 @@ import numpy.typing as npt
 
 from liveprofile.engine.state import PipelineState
 from liveprofile.errors import StateVersionError
-from liveprofile.kafka.fence import FencedRedisStore
 from liveprofile.learn.base import LEARN, OpBatch, Operations
 from liveprofile.learn.linear import _HashedLinear
+from liveprofile.redis.fence import FencedRedisStore
 from liveprofile.store.base import Store
 from liveprofile.store.layout import (
     MODEL_LEARNED,

@@ -19,8 +19,8 @@ from liveprofile.kafka.producer import log
 from liveprofile.kafka.worker import partition_scope, source_name
 from liveprofile.learn.metrics import Prequential
 from liveprofile.learn.stored import shared_learned
+from liveprofile.redis.store import RedisStore
 from liveprofile.store.layout import CONFIG, metrics_meta, model_meta, stored_config
-from liveprofile.store.redis import RedisStore
 from liveprofile.store.scoped import ScopedStore
 
 

@@ -20,7 +20,7 @@ unit of state is the **partition**, not the worker:
 Each batch (the records of one partition returned by one poll, closed by size or by
 ``max_batch_delay``) commits its profiles, the partition's model and pending examples, its dead
 letters and the partition's next offset in one ``MULTI``/``EXEC``, fenced per partition (see
-:mod:`liveprofile.kafka.fence`) so that a stale owner cannot commit after the partition moved. On
+:mod:`liveprofile.redis.fence`) so that a stale owner cannot commit after the partition moved. On
 assignment a worker seeks to the offset in the store (Kafka's committed offsets are written after
 each batch only for monitoring: ``liveprofile status --kafka`` shows the lag). Rebalance
 callbacks run inside ``consume()``, between batches, so a revoked partition's last batch is
@@ -61,9 +61,9 @@ from liveprofile.events.deadletter import DeadLetter
 from liveprofile.events.schema import Event, EventParser
 from liveprofile.events.sources import Batch
 from liveprofile.kafka.align import SkewGate
-from liveprofile.kafka.fence import FencedOut, FencedRedisStore
 from liveprofile.kafka.producer import dead_letter_topic, producer_config
 from liveprofile.kafka.shared_model import share_models
+from liveprofile.redis.fence import FencedOut, FencedRedisStore
 from liveprofile.store.layout import check_config, read_checkpoint
 from liveprofile.store.scoped import ScopedStore
 

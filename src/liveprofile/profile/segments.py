@@ -50,6 +50,8 @@ TIME_FIELDS = frozenset(
         "monetary_30d",
         "monetary_90d",
         "lifecycle",
+        # counts in windows ending at the watermark: they fall to 0 while the user is idle
+        "velocity",
     }
 )
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")

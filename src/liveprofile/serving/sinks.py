@@ -24,9 +24,9 @@ from liveprofile.config import PipelineConfig
 from liveprofile.engine.local import LocalRunner
 from liveprofile.errors import ConfigError, StoreError
 from liveprofile.events.deadletter import DeadLetter
-from liveprofile.events.redis_streams import FIELD, partition_of, stream_key
 from liveprofile.events.schema import Event
 from liveprofile.events.sources import Batch
+from liveprofile.redis.streams import FIELD, partition_of, stream_key
 from liveprofile.store import open_store
 from liveprofile.store.layout import check_config, default_changes, default_dead_letters
 

@@ -1,8 +1,8 @@
 """Feature stores behind one small interface (``base``): ``memory``, ``sqlite`` (the embedded
-default) and ``redis``, plus ``scoped`` (a per-worker view of a shared store). What a pipeline
-keeps in a store, and under which names, is ``layout``; ``codec`` is the versioned encoding of
-stored blobs. The same conformance suite (:mod:`liveprofile.checks.store`) runs over every
-backend."""
+default) and Redis (:mod:`liveprofile.redis.store`), plus ``scoped`` (a per-worker view of a
+shared store). What a pipeline keeps in a store, and under which names, is ``layout``;
+``codec`` is the versioned encoding of stored blobs. The same conformance suite
+(:mod:`liveprofile.checks.store`) runs over every backend."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def open_store(url: str, *, read_only: bool = False) -> Store:
     if url == "memory://":
         return MemoryStore()
     if url.startswith(("redis://", "rediss://", "unix://")):
-        from liveprofile.store.redis import RedisStore
+        from liveprofile.redis.store import RedisStore
 
         return RedisStore(url)
     if url.startswith("sqlite://"):

@@ -5,10 +5,7 @@ takes the store's writer lock before its first commit and holds it until it clos
 
 - SQLite: an exclusive ``flock`` on ``<store>.writer.lock`` (the file names the holder's pid);
   the operating system releases it when the process ends, even on ``kill -9``.
-- Redis: a lease key ``{prefix}:writer[:scope]`` set with ``NX`` and an expiry, renewed by a
-  thread of the holder every third of the expiry; a holder that finds its lease taken stops.
-  A restarted worker with the same consumer name takes its own stale lease over at once;
-  anyone else waits for it to expire.
+- Redis: a lease key ``{prefix}:writer[:scope]`` (:mod:`liveprofile.redis.lease`).
 - Memory stores belong to one process: no lock.
 
 >>> import tempfile, pathlib
@@ -27,16 +24,14 @@ from __future__ import annotations
 
 import fcntl
 import os
-import socket
-import threading
-import uuid
 from typing import IO, Protocol
 
 import redis
 
 from liveprofile.errors import StoreLocked
+from liveprofile.redis.lease import Lease
+from liveprofile.redis.store import RedisStore
 from liveprofile.store.base import Store
-from liveprofile.store.redis import RedisStore
 from liveprofile.store.scoped import ScopedStore
 from liveprofile.store.sqlite import SQLiteStore
 
@@ -72,7 +67,7 @@ def writer_lock(store: Store, owner: str, *, lease_s: float = LEASE_S) -> Writer
         return _FileLock(store.path.with_name(store.path.name + ".writer.lock"))
     if isinstance(store, RedisStore):
         key = f"{store.prefix}:writer" + (f":{scope}" if scope else "")
-        return _Lease(redis.Redis.from_url(store.url), key, owner, lease_s)
+        return Lease(redis.Redis.from_url(store.url), key, owner, lease_s)
     return _NoLock()
 
 
@@ -102,48 +97,3 @@ class _FileLock:
         if self._fh is not None:
             self._fh.close()  # closing the file releases the lock
             self._fh = None
-
-
-# renew only a lease this holder still owns
-_RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end"  # noqa: E501
-_DROP = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"  # noqa: E501
-
-
-class _Lease:
-    def __init__(self, client: redis.Redis, key: str, owner: str, lease_s: float) -> None:
-        self.client, self.key, self.lease_ms = client, key, int(lease_s * 1000)
-        self.token = f"{owner} {socket.gethostname()}:{os.getpid()} {uuid.uuid4().hex[:8]}"
-        self.lost = False
-        if not client.set(key, self.token, nx=True, px=self.lease_ms):
-            holder = client.get(key)
-            text = holder.decode("utf-8", "replace") if isinstance(holder, bytes) else "unknown"
-            if holder is None or text.split(" ", 1)[0] != owner:
-                client.close()
-                raise StoreLocked(
-                    f"{key} is held by {text!r}: a second writer on one store is refused "
-                    f"(the lease expires {lease_s:g} s after its holder stops)"
-                )
-            client.set(key, self.token, px=self.lease_ms)  # our own stale lease (a restart)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._renew, name="liveprofile-lease", daemon=True)
-        self._thread.start()
-
-    def _renew(self) -> None:
-        while not self._stop.wait(self.lease_ms / 3000):
-            try:
-                if not self.client.eval(_RENEW, 1, self.key, self.token, str(self.lease_ms)):
-                    self.lost = True
-                    return
-            except redis.RedisError:
-                continue  # unreachable for now: the runner notices and retries itself
-
-    def release(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        try:
-            if not self.lost:
-                self.client.eval(_DROP, 1, self.key, self.token)
-        except redis.RedisError:
-            pass  # the lease expires by itself
-        finally:
-            self.client.close()

@@ -36,18 +36,18 @@ from liveprofile.engine.local import RunStats, apply_batch
 from liveprofile.engine.screen import screen
 from liveprofile.engine.state import PipelineState
 from liveprofile.errors import StoreError, StoreLocked
-from liveprofile.events.redis_streams import (
+from liveprofile.events.sources import Batch
+from liveprofile.profile.segments import SegmentChange
+from liveprofile.redis.store import RedisStore
+from liveprofile.redis.streams import (
     StreamBatch,
     StreamReader,
     format_offset,
     stream_key,
 )
-from liveprofile.events.sources import Batch
-from liveprofile.profile.segments import SegmentChange
 from liveprofile.store.base import Store
 from liveprofile.store.layout import DEAD_LETTERS, check_config, read_checkpoint
 from liveprofile.store.lock import WriterLock, writer_lock
-from liveprofile.store.redis import RedisStore
 from liveprofile.store.scoped import ScopedStore
 
 log = logging.getLogger("liveprofile")

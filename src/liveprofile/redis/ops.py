@@ -30,10 +30,10 @@ import redis
 
 from liveprofile.errors import LiveprofileError, SourceError, StoreError
 from liveprofile.events.deadletter import DeadLetter
-from liveprofile.events.redis_streams import format_offset, publish
+from liveprofile.redis.store import RedisStore, reply
+from liveprofile.redis.streams import format_offset, publish
 from liveprofile.store.base import Store
 from liveprofile.store.layout import CHECKPOINT, DEAD_LETTERS, Checkpoint, decode_checkpoint
-from liveprofile.store.redis import RedisStore, reply
 from liveprofile.store.scoped import ScopedStore
 
 #: dead letters re-driven per round trip: published together, then deleted together

@@ -17,8 +17,8 @@ from typing import Any, cast
 import redis
 
 from liveprofile.errors import StoreError
+from liveprofile.redis.store import RedisStore
 from liveprofile.store.base import Rows
-from liveprofile.store.redis import RedisStore
 
 #: merges one batch's changes of a shared model's coordinates (KEYS[1]: the model's hash;
 #: ARGV: field, value read before the batch, value after it, as little-endian float64s, for
@@ -131,7 +131,7 @@ class FencedRedisStore(RedisStore):
                 for namespace, args in merges:
                     for start in range(0, len(args), 3 * MERGE_CHUNK):
                         chunk = args[start : start + 3 * MERGE_CHUNK]
-                        pipe.eval(MERGE_SCRIPT, 1, self._key(namespace), *chunk)
+                        pipe.eval(MERGE_SCRIPT, 1, self._key(namespace), *cast(list[Any], chunk))
                 for namespace, field, increment in counts:
                     pipe.hincrby(self._key(namespace), field, increment)
                 pipe.set(key, expected + 1)
