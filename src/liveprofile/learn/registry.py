@@ -134,7 +134,7 @@ def tuning_of_checkpoint(blob: bytes | None) -> dict[str, Any]:
     ckpt = msgspec.msgpack.decode(blob, type=_Checkpoint)
     if ckpt.kind != TunedLearner.kind or ckpt.schema != CHECKPOINT_SCHEMA:
         return {}
-    shell = TunedLearner(**{**ckpt.params, "challengers": [], "bits": 4})
+    shell = TunedLearner(**{**ckpt.params, "challengers": [], "hold": 1, "bits": 4})
     shell.specs = [ckpt.params["champion"], *ckpt.params["challengers"]]
     shell.loss = ckpt.arrays["loss"].array()
     shell.state = ckpt.arrays["state"].array()

@@ -2,8 +2,12 @@
 
 :class:`TunedLearner` holds several built-in linear learners (FTRL or OGD with their own
 hyperparameters). Every one of them sees every operation; the champion's predictions are served.
-Each member's prequential log loss is tracked on every learned example (its prediction just
-before it learns the example), as an exponentially weighted mean over about ``window`` examples.
+Each member's prequential log loss is tracked on every learned example, as an exponentially
+weighted mean over about ``window`` examples. The prediction scored is the one the member made
+when the example was predicted (a delayed example is predicted at its exposure and learned when
+its label is known: its members' predictions are held meanwhile, in ``hold`` slots), else its
+prediction just before it learns the example. Scoring the prediction at learn time instead
+would favour fast learners, which have meanwhile learned from the same user's later examples.
 
 - **Promotion**: once ``min_examples`` examples were learned since the last decision, the
   challenger with the lowest recent loss becomes champion if its loss is below the champion's by
@@ -58,18 +62,44 @@ def _note(log, row, examples, action, old, new, loss_old, loss_new):  # type: ig
 
 
 @numba.njit(cache=True, nogil=True)
-def _walk(preds, kinds, ys, loss, state, margin, min_examples, decay, log, out):  # type: ignore[no-untyped-def]
+def _example_key(idx, val, s, e):  # type: ignore[no-untyped-def]
+    """A 64-bit key of example ``[s, e)`` (never 0, which marks an empty slot)."""
+    h = np.int64(1469598103934665603)
+    for j in range(s, e):
+        h = (h ^ idx[j]) * np.int64(1099511628211)
+        h = (h ^ np.int64(val[j] * 1048576.0)) * np.int64(1099511628211)
+    return h if h != 0 else np.int64(1)
+
+
+@numba.njit(cache=True, nogil=True)
+def _walk(preds, kinds, starts, idx, val, ys, held, keys, loss, state, params, log, out):  # type: ignore[no-untyped-def]
     """Serve the champion's prediction of each operation, update each member's recent loss on
     learned examples and take the decisions; returns how many decisions were logged.
 
     ``state`` is [champion, previous champion or -1, examples learned, examples at last
-    decision]; ``loss`` holds each member's recent log loss (NaN before its first example)."""
+    decision]; ``loss`` holds each member's recent log loss (NaN before its first example);
+    ``params`` is [margin, min_examples, decay]. A prediction-only operation (an exposure whose
+    label comes later) holds every member's prediction in slot ``key % len(keys)``; when the
+    same example is learned, its loss is taken on the held predictions, as the served one was."""
+    margin, min_examples, decay = params[0], params[1], params[2]
     n_log = 0
     m = preds.shape[0]
+    slots = keys.shape[0]
     for k in range(kinds.shape[0]):
         champ = int(state[0])
         kind = kinds[k]
         out[k] = preds[champ, k] if kind & 1 else np.nan
+        if kind == 1 or kind == 2:
+            key = _example_key(idx, val, starts[k], starts[k + 1])
+            slot = abs(key % slots)
+            if kind == 1:
+                keys[slot] = key
+                for j in range(m):
+                    held[slot, j] = preds[j, k]
+            elif keys[slot] == key:
+                keys[slot] = 0
+                for j in range(m):
+                    preds[j, k] = held[slot, j]
         if not kind & 2:
             continue
         y = ys[k]
@@ -120,11 +150,14 @@ class TunedLearner(_HashedLinear):
         margin: float = 0.01,
         min_examples: int = 1000,
         window: int = 2000,
+        hold: int = 1 << 16,
         bits: int = 20,
     ) -> None:
         super().__init__(bits)
-        if not 0.0 <= margin < 1.0 or min_examples < 1 or window < 1:
-            raise ValueError("tuned needs 0 <= margin < 1, min_examples >= 1 and window >= 1")
+        if not 0.0 <= margin < 1.0 or min_examples < 1 or window < 1 or hold < 1:
+            raise ValueError(
+                "tuned needs 0 <= margin < 1, min_examples >= 1, window >= 1 and hold >= 1"
+            )
         champion = champion or {"kind": "ftrl", "params": {}}
         self.specs: list[dict[str, Any]] = [
             {"kind": str(s["kind"]), "params": dict(s.get("params", {}))}
@@ -136,6 +169,9 @@ class TunedLearner(_HashedLinear):
                 raise ValueError(f"a tuned member is {{kind = ftrl|ogd, params = {{...}}}}: {spec}")
             self.members.append(_MEMBERS[spec["kind"]](**spec["params"], bits=bits))
         self.margin, self.min_examples, self.window = float(margin), int(min_examples), int(window)
+        self.hold = int(hold)
+        self.keys = np.zeros(self.hold, dtype=np.int64)
+        self.held = np.zeros((self.hold, len(self.members)))
         self.loss = np.full(len(self.members), np.nan)
         self.state = np.array([0.0, -1.0, 0.0, 0.0])
         self.log = np.zeros((0, _LOG_COLUMNS))
@@ -151,15 +187,19 @@ class TunedLearner(_HashedLinear):
         preds = np.stack([m.run_arrays(shadow, starts, idx, val, ys) for m in self.members])
         out = np.empty(kinds.shape[0])
         log = np.empty((int(np.count_nonzero(kinds & LEARN)), _LOG_COLUMNS))
+        params = np.array([self.margin, self.min_examples, 1.0 / self.window])
         n = _walk(
             preds,
             kinds,
+            starts,
+            idx,
+            val,
             ys,
+            self.held,
+            self.keys,
             self.loss,
             self.state,
-            self.margin,
-            float(self.min_examples),
-            1.0 / self.window,
+            params,
             log,
             out,
         )
@@ -174,11 +214,13 @@ class TunedLearner(_HashedLinear):
             "margin": self.margin,
             "min_examples": self.min_examples,
             "window": self.window,
+            "hold": self.hold,
             "bits": self.bits,
         }
 
     def arrays(self) -> dict[str, F64]:
         out = {"loss": self.loss, "state": self.state, "log": self.log}
+        out.update({"keys": self.keys, "held": self.held})
         for j, member in enumerate(self.members):
             out.update({f"{j}.{name}": a for name, a in member.arrays().items()})
         return out
@@ -187,6 +229,8 @@ class TunedLearner(_HashedLinear):
         self.log = np.array(arrays["log"], dtype=np.float64).reshape(-1, _LOG_COLUMNS)
         self.loss[:] = arrays["loss"]
         self.state[:] = arrays["state"]
+        self.keys[:] = arrays["keys"]
+        self.held[:] = np.asarray(arrays["held"]).reshape(self.held.shape)
         for j, member in enumerate(self.members):
             member.set_arrays({name: arrays[f"{j}.{name}"] for name in member.arrays()})
 
