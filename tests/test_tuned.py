@@ -16,7 +16,7 @@ from liveprofile.engine.local import LocalRunner, RunStats
 from liveprofile.errors import ConfigError
 from liveprofile.events.sources import Batch
 from liveprofile.learn import dump_learner, load_learner, make_learner
-from liveprofile.learn.base import PREDICT, PREDICT_LEARN, OpBatch, run_ops
+from liveprofile.learn.base import LEARN, PREDICT, PREDICT_LEARN, OpBatch, run_ops
 from liveprofile.learn.registry import tuning_of_checkpoint
 from liveprofile.learn.tuned import TunedLearner, tuning_of
 from liveprofile.serving.metrics import StoreStats
@@ -197,3 +197,22 @@ def test_the_report_and_the_stats_show_the_decisions(tmp_path: Path) -> None:
     assert report["decisions"][0]["to"] == "ftrl(alpha=0.3)"
     served = StoreStats(lambda: SQLiteStore(tmp_path / "s.db")).snapshot().tasks["like"]
     assert served.summary["tuning"] == report
+
+
+def test_a_delayed_example_is_scored_on_its_prediction_at_exposure() -> None:
+    model = TunedLearner(champion={"kind": "ftrl", "params": {"alpha": 0.5}}, window=1, bits=10)
+    ops = OpBatch()
+    ops.add(PREDICT, [1, 2], [1.0, 1.0])  # the exposure: predicted, label unknown
+    for _ in range(20):
+        ops.add(PREDICT_LEARN, [1, 2, 3], [1.0, 1.0, 1.0], 1.0)  # other examples teach a lot
+    ops.add(LEARN, [1, 2], [1.0, 1.0], 1.0)  # the exposure's label comes
+    run_ops(model, ops)
+    assert model.tuning()["recent_log_loss"]["ftrl(alpha=0.5)"] == pytest.approx(np.log(2.0))
+    # without the exposure held, the same example is scored on the trained model
+    fresh = TunedLearner(champion={"kind": "ftrl", "params": {"alpha": 0.5}}, window=1, bits=10)
+    late = OpBatch()
+    for k in range(1, len(ops)):
+        s, e = ops.starts[k], ops.starts[k + 1]
+        late.add(ops.kinds[k], list(ops.idx[s:e]), list(ops.val[s:e]), ops.ys[k])
+    run_ops(fresh, late)
+    assert fresh.tuning()["recent_log_loss"]["ftrl(alpha=0.5)"] < 0.3
