@@ -43,7 +43,7 @@ GRID: dict[str, dict[str, Any]] = {
     "ogd lr=0.05": {"kind": "ogd", "params": {"lr": 0.05}},
 }
 BAD = "ogd lr=1e-4"
-TUNING: dict[str, Any] = {"margin": 0.01, "min_examples": 1000, "window": 2000}
+TUNING: dict[str, Any] = {"margin": 0.01, "min_examples": 1000, "window": 5000}
 
 
 def tuned(challengers: Sequence[str]) -> LearnerConfig:
@@ -105,7 +105,7 @@ def datasets(args: argparse.Namespace) -> list[tuple[str, str, PipelineConfig, l
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cj-limit", type=int, default=300_000, help="0: every transaction")
+    parser.add_argument("--cj-limit", type=int, default=400_000, help="0: every transaction")
     parser.add_argument("--ml-limit", type=int, default=0, help="0: every rating")
     parser.add_argument("--data-dir", default="/work/shared/data/ml-latest-small")
     parser.add_argument("--repeat", type=int, default=2, help="interleaved timing runs")

@@ -149,7 +149,7 @@ class TunedLearner(_HashedLinear):
         challengers: Sequence[Mapping[str, Any]] = (),
         margin: float = 0.01,
         min_examples: int = 1000,
-        window: int = 2000,
+        window: int = 5000,
         hold: int = 1 << 16,
         bits: int = 20,
     ) -> None:
