@@ -216,3 +216,13 @@ def test_a_delayed_example_is_scored_on_its_prediction_at_exposure() -> None:
         late.add(ops.kinds[k], list(ops.idx[s:e]), list(ops.val[s:e]), ops.ys[k])
     run_ops(fresh, late)
     assert fresh.tuning()["recent_log_loss"]["ftrl(alpha=0.5)"] < 0.3
+
+
+def test_readme_example_builds_a_tuned_learner() -> None:
+    from test_readme import _blocks
+
+    (block,) = [b for b in _blocks("toml") if 'kind = "tuned"' in b]
+    config = PipelineConfig.from_toml(block)
+    model = make_learner(config.tasks[0].learner, bits=8)
+    assert isinstance(model, TunedLearner) and len(model.members) == 3
+    assert model.tuning()["champion"] == "ogd(lr=0.0001)" and model.window == 5000
