@@ -226,3 +226,14 @@ def test_readme_example_builds_a_tuned_learner() -> None:
     model = make_learner(config.tasks[0].learner, bits=8)
     assert isinstance(model, TunedLearner) and len(model.members) == 3
     assert model.tuning()["champion"] == "ogd(lr=0.0001)" and model.window == 5000
+
+
+def test_explanations_use_the_champions_weights() -> None:
+    from liveprofile.serving.recommend import feature_weights
+
+    model = _bad_start(min_examples=100, window=100)
+    run_ops(model, _stream(600, seed=8))
+    assert model.tuning()["champion"].startswith("ftrl")
+    got = feature_weights(model, [1, 2, 3])
+    assert got is not None and np.any(got != 0.0)
+    np.testing.assert_array_equal(got, feature_weights(model.champion, [1, 2, 3]))
