@@ -28,6 +28,21 @@ from liveprofile.learn.registry import make_learner
 LEARNERS = {
     "ftrl": LearnerFactory(lambda: FTRLProximal(alpha=0.3, bits=12), canonical_dump=True),
     "ogd": LearnerFactory(lambda: LogisticOGD(lr=0.1, bits=12), canonical_dump=True),
+    "tuned": LearnerFactory(
+        lambda: make_learner(
+            LearnerConfig(
+                kind="tuned",
+                params={
+                    "champion": {"kind": "ogd", "params": {"lr": 0.1}},
+                    "challengers": [{"kind": "ftrl", "params": {"alpha": 0.3}}],
+                    "min_examples": 40,
+                    "window": 40,
+                },
+            ),
+            bits=12,
+        ),
+        canonical_dump=True,
+    ),
     "hoeffding": LearnerFactory(
         lambda: make_learner(LearnerConfig(kind="hoeffding")), always_both_labels=False
     ),
@@ -47,7 +62,7 @@ def test_learner_check(check: Callable[[LearnerFactory], None], case: LearnerFac
     check(case)
 
 
-@pytest.mark.parametrize("name", ["ftrl", "ogd"])
+@pytest.mark.parametrize("name", ["ftrl", "ogd", "tuned"])
 def test_builtin_learners_take_the_batched_path(name: str) -> None:
     assert isinstance(LEARNERS[name].make(), BatchLearner)
 

@@ -24,6 +24,7 @@ from liveprofile.engine.state import PipelineState
 from liveprofile.events.deadletter import DeadLetterFile
 from liveprofile.events.sources import Batch, Source
 from liveprofile.learn.examples import write_part
+from liveprofile.learn.tuned import tuning_of
 from liveprofile.profile.segments import SegmentChange
 from liveprofile.store.base import Store
 from liveprofile.store.layout import ITEMS, PROFILES
@@ -194,6 +195,7 @@ class LocalRunner:
                     **task.metrics.summary(),
                     "windows": task.metrics.windows(),
                     "calibration": task.metrics.calibration(),
+                    **tuning_of(task.learner),
                 }
                 for name, task in self.state.tasks.items()
             },

@@ -29,12 +29,14 @@ from liveprofile.errors import ConfigError, StateVersionError
 from liveprofile.learn.base import Learner
 from liveprofile.learn.linear import FTRLProximal, LogisticOGD, _HashedLinear
 from liveprofile.learn.regression import LinearOGD
+from liveprofile.learn.tuned import TunedLearner
 
 CHECKPOINT_SCHEMA = 2
 _BUILTIN: dict[str, type[_HashedLinear]] = {
     "ftrl": FTRLProximal,
     "ogd": LogisticOGD,
     "linreg": LinearOGD,
+    "tuned": TunedLearner,
 }
 
 
@@ -49,9 +51,10 @@ def make_learner(config: LearnerConfig, bits: int = 20) -> Learner:
             river_name = config.model
         if river_name is None:
             raise ConfigError(
-                f"unknown learner kind {config.kind!r}: use ftrl, ogd, hoeffding, linreg (a "
-                "regressor), or river with model = 'linear_model.LogisticRegression' (any River "
-                "classifier, or regressor for a task with target = 'value')"
+                f"unknown learner kind {config.kind!r}: use ftrl, ogd, tuned (a champion "
+                "and challengers), hoeffding, linreg (a regressor), or river with model = "
+                "'linear_model.LogisticRegression' (any River classifier, or regressor for a "
+                "task with target = 'value')"
             )
         module_name, _, class_name = f"river.{river_name}".rpartition(".")
         cls = getattr(importlib.import_module(module_name), class_name)
@@ -114,6 +117,29 @@ def dump_learner(learner: Learner) -> bytes:
             payload=pickle.dumps(learner, protocol=pickle.HIGHEST_PROTOCOL),
         )
     return msgspec.msgpack.encode(ckpt)
+
+
+def tuning_of_checkpoint(blob: bytes | None) -> dict[str, Any]:
+    """``{"tuning": ...}`` of a saved tuned learner (its decisions and recent losses), read
+    without rebuilding its members; ``{}`` for any other checkpoint.
+
+    >>> from liveprofile.learn.tuned import TunedLearner
+    >>> tuning_of_checkpoint(dump_learner(TunedLearner(bits=8)))["tuning"]["champion"]
+    'ftrl()'
+    >>> tuning_of_checkpoint(None)
+    {}
+    """
+    if blob is None:
+        return {}
+    ckpt = msgspec.msgpack.decode(blob, type=_Checkpoint)
+    if ckpt.kind != TunedLearner.kind or ckpt.schema != CHECKPOINT_SCHEMA:
+        return {}
+    shell = TunedLearner(**{**ckpt.params, "challengers": [], "hold": 1, "bits": 4})
+    shell.specs = [ckpt.params["champion"], *ckpt.params["challengers"]]
+    shell.loss = ckpt.arrays["loss"].array()
+    shell.state = ckpt.arrays["state"].array()
+    shell.log = ckpt.arrays["log"].array().reshape(-1, 6)
+    return {"tuning": shell.tuning()}
 
 
 def load_learner(blob: bytes) -> Learner:

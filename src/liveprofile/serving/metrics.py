@@ -34,6 +34,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from liveprofile.learn.metrics import Prequential
+from liveprofile.learn.registry import tuning_of_checkpoint
 from liveprofile.learn.regression import RegressionMetrics, metrics_from_bytes
 from liveprofile.store import Store
 from liveprofile.store.layout import (
@@ -41,6 +42,7 @@ from liveprofile.store.layout import (
     SEGMENT_HISTORY,
     Checkpoint,
     metrics_meta,
+    model_meta,
     read_checkpoint,
     stored_config,
 )
@@ -149,7 +151,10 @@ def _read_snapshot(store: Store, ckpt: Checkpoint) -> Snapshot:
             if blob is None
             else metrics_from_bytes(blob)
         )
-        tasks[task.name] = TaskMetrics(metrics.summary(), metrics.windows())
+        summary = metrics.summary()
+        if task.learner.kind == "tuned":  # its champion and decisions, from the saved model
+            summary.update(tuning_of_checkpoint(store.get_meta(model_meta(task.name))))
+        tasks[task.name] = TaskMetrics(summary, metrics.windows())
     segments, error = None, None
     blob = store.get_meta(SEGMENT_HISTORY)
     if blob is not None:

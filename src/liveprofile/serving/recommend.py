@@ -48,6 +48,7 @@ from liveprofile.learn.base import PREDICT, Learner, OpBatch, run_ops
 from liveprofile.learn.linear import FTRLProximal, LogisticOGD
 from liveprofile.learn.metrics import Prequential
 from liveprofile.learn.stored import StoredModels
+from liveprofile.learn.tuned import TunedLearner
 from liveprofile.profile.items import ItemStats, decode_item
 from liveprofile.profile.popular import PopularIndex
 from liveprofile.profile.state import Profile, decode_profile
@@ -139,7 +140,10 @@ def merged(idx: Sequence[int], val: Sequence[float]) -> dict[int, float]:
 
 def feature_weights(learner: Learner, idx: Sequence[int]) -> F64 | None:
     """The weight of each index for the linear learners (FTRL's from z and n, as its kernel
-    computes them); None for other learners, which have no per-feature weights."""
+    computes them; a tuned learner's are its champion's); None for other learners, which have
+    no per-feature weights."""
+    if isinstance(learner, TunedLearner):
+        learner = learner.champion
     j = np.asarray(idx, dtype=np.int64)
     if isinstance(learner, LogisticOGD):
         return np.asarray(learner.w[j & learner.mask], dtype=np.float64)

@@ -1,0 +1,269 @@
+"""Self-tuning: a champion and challengers trained in shadow, promotion and rollback.
+
+:class:`TunedLearner` holds several built-in linear learners (FTRL or OGD with their own
+hyperparameters). Every one of them sees every operation; the champion's predictions are served.
+Each member's prequential log loss is tracked on every learned example, as an exponentially
+weighted mean over about ``window`` examples. The prediction scored is the one the member made
+when the example was predicted (a delayed example is predicted at its exposure and learned when
+its label is known: its members' predictions are held meanwhile, in ``hold`` slots), else its
+prediction just before it learns the example. Scoring the prediction at learn time instead
+would favour fast learners, which have meanwhile learned from the same user's later examples.
+
+- **Promotion**: once ``min_examples`` examples were learned since the last decision, the
+  challenger with the lowest recent loss becomes champion if its loss is below the champion's by
+  more than ``margin`` (relative: ``loss < (1 - margin) * champion_loss``).
+- **Rollback**: during the ``min_examples`` examples after a promotion, the promotion is undone
+  as soon as the new champion's loss rises above the one it replaced.
+
+Every decision is logged with its figures in the learner's state (so it survives
+:func:`~liveprofile.learn.registry.dump_learner`), and read by :meth:`TunedLearner.tuning`.
+Decisions are taken example by example inside a batch, so the result does not depend on how the
+operations are cut into batches.
+
+>>> model = TunedLearner(
+...     champion={"kind": "ogd", "params": {"lr": 1e-4}},
+...     challengers=[{"kind": "ftrl", "params": {"alpha": 0.5}}],
+...     min_examples=50, window=50, bits=10)
+>>> for _ in range(100):
+...     model.learn_one({"bias": 1.0, "colour=red": 1.0}, True)
+...     model.learn_one({"bias": 1.0, "colour=blue": 1.0}, False)
+>>> model.tuning()["champion"], model.tuning()["decisions"][0]["action"]
+('ftrl(alpha=0.5)', 'promote')
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numba
+import numpy as np
+
+from liveprofile.learn.base import LEARN, PREDICT
+from liveprofile.learn.linear import F64, FTRLProximal, LogisticOGD, _HashedLinear
+
+_MEMBERS: dict[str, type[_HashedLinear]] = {"ftrl": FTRLProximal, "ogd": LogisticOGD}
+
+#: columns of the decision log
+_LOG_COLUMNS = 6  # examples learned, action (1 promote, 2 rollback), from, to, loss from, loss to
+PROMOTE, ROLLBACK = 1, 2
+_ACTIONS = {PROMOTE: "promote", ROLLBACK: "rollback"}
+
+
+@numba.njit(cache=True, nogil=True)
+def _note(log, row, examples, action, old, new, loss_old, loss_new):  # type: ignore[no-untyped-def]
+    log[row, 0] = examples
+    log[row, 1] = action
+    log[row, 2] = old
+    log[row, 3] = new
+    log[row, 4] = loss_old
+    log[row, 5] = loss_new
+
+
+@numba.njit(cache=True, nogil=True)
+def _example_key(idx, val, s, e):  # type: ignore[no-untyped-def]
+    """A 64-bit key of example ``[s, e)`` (never 0, which marks an empty slot)."""
+    h = np.int64(1469598103934665603)
+    for j in range(s, e):
+        h = (h ^ idx[j]) * np.int64(1099511628211)
+        h = (h ^ np.int64(val[j] * 1048576.0)) * np.int64(1099511628211)
+    return h if h != 0 else np.int64(1)
+
+
+@numba.njit(cache=True, nogil=True)
+def _walk(preds, kinds, starts, idx, val, ys, held, keys, loss, state, params, log, out):  # type: ignore[no-untyped-def]
+    """Serve the champion's prediction of each operation, update each member's recent loss on
+    learned examples and take the decisions; returns how many decisions were logged.
+
+    ``state`` is [champion, previous champion or -1, examples learned, examples at last
+    decision]; ``loss`` holds each member's recent log loss (NaN before its first example);
+    ``params`` is [margin, min_examples, decay]. A prediction-only operation (an exposure whose
+    label comes later) holds every member's prediction in slot ``key % len(keys)``; when the
+    same example is learned, its loss is taken on the held predictions, as the served one was."""
+    margin, min_examples, decay = params[0], params[1], params[2]
+    n_log = 0
+    m = preds.shape[0]
+    slots = keys.shape[0]
+    for k in range(kinds.shape[0]):
+        champ = int(state[0])
+        kind = kinds[k]
+        out[k] = preds[champ, k] if kind & 1 else np.nan
+        if kind == 1 or kind == 2:
+            key = _example_key(idx, val, starts[k], starts[k + 1])
+            slot = abs(key % slots)
+            if kind == 1:
+                keys[slot] = key
+                for j in range(m):
+                    held[slot, j] = preds[j, k]
+            elif keys[slot] == key:
+                keys[slot] = 0
+                for j in range(m):
+                    preds[j, k] = held[slot, j]
+        if not kind & 2:
+            continue
+        y = ys[k]
+        for j in range(m):
+            p = min(max(preds[j, k], 1e-15), 1.0 - 1e-15)
+            ll = -(y * math.log(p) + (1.0 - y) * math.log(1.0 - p))
+            if math.isnan(loss[j]):
+                loss[j] = ll
+            else:
+                loss[j] += decay * (ll - loss[j])
+        state[2] += 1.0
+        since = state[2] - state[3]
+        prev = int(state[1])
+        if prev >= 0 and since <= min_examples and loss[champ] > loss[prev]:
+            _note(log, n_log, state[2], 2.0, champ, prev, loss[champ], loss[prev])
+            n_log += 1
+            state[0], state[1], state[3] = prev, -1.0, state[2]
+            continue
+        if prev >= 0 and since > min_examples:
+            state[1] = -1.0
+        if since < min_examples or state[2] < min_examples:
+            continue
+        best = champ
+        for j in range(m):
+            if j != champ and loss[j] < loss[best]:
+                best = j
+        if best != champ and loss[best] < (1.0 - margin) * loss[champ]:
+            _note(log, n_log, state[2], 1.0, champ, best, loss[champ], loss[best])
+            n_log += 1
+            state[0], state[1], state[3] = best, champ, state[2]
+    return n_log
+
+
+def _label(spec: Mapping[str, Any]) -> str:
+    args = ",".join(f"{k}={v}" for k, v in sorted(spec.get("params", {}).items()))
+    return f"{spec['kind']}({args})"
+
+
+class TunedLearner(_HashedLinear):
+    """A champion and its challengers in shadow; serves the champion (see the module)."""
+
+    kind = "tuned"
+
+    def __init__(
+        self,
+        champion: Mapping[str, Any] | None = None,
+        challengers: Sequence[Mapping[str, Any]] = (),
+        margin: float = 0.01,
+        min_examples: int = 1000,
+        window: int = 5000,
+        hold: int = 1 << 16,
+        bits: int = 20,
+    ) -> None:
+        super().__init__(bits)
+        if not 0.0 <= margin < 1.0 or min_examples < 1 or window < 1 or hold < 1:
+            raise ValueError(
+                "tuned needs 0 <= margin < 1, min_examples >= 1, window >= 1 and hold >= 1"
+            )
+        champion = champion or {"kind": "ftrl", "params": {}}
+        self.specs: list[dict[str, Any]] = [
+            {"kind": str(s["kind"]), "params": dict(s.get("params", {}))}
+            for s in [champion, *challengers]
+        ]
+        self.members: list[_HashedLinear] = []
+        for spec in self.specs:
+            if spec["kind"] not in _MEMBERS or set(spec) - {"kind", "params"}:
+                raise ValueError(f"a tuned member is {{kind = ftrl|ogd, params = {{...}}}}: {spec}")
+            self.members.append(_MEMBERS[spec["kind"]](**spec["params"], bits=bits))
+        self.margin, self.min_examples, self.window = float(margin), int(min_examples), int(window)
+        self.hold = int(hold)
+        self.keys = np.zeros(self.hold, dtype=np.int64)
+        self.held = np.zeros((self.hold, len(self.members)))
+        self.loss = np.full(len(self.members), np.nan)
+        self.state = np.array([0.0, -1.0, 0.0, 0.0])
+        self.log = np.zeros((0, _LOG_COLUMNS))
+
+    @property
+    def champion(self) -> _HashedLinear:
+        """The member whose predictions are served."""
+        return self.members[int(self.state[0])]
+
+    def run_arrays(self, kinds: Any, starts: Any, idx: Any, val: Any, ys: Any) -> F64:
+        # every member predicts every learned example before learning it: its prequential loss
+        shadow = np.asarray(kinds | np.where(kinds & LEARN, PREDICT, 0), dtype=np.int8)
+        preds = np.stack([m.run_arrays(shadow, starts, idx, val, ys) for m in self.members])
+        out = np.empty(kinds.shape[0])
+        log = np.empty((int(np.count_nonzero(kinds & LEARN)), _LOG_COLUMNS))
+        params = np.array([self.margin, self.min_examples, 1.0 / self.window])
+        n = _walk(
+            preds,
+            kinds,
+            starts,
+            idx,
+            val,
+            ys,
+            self.held,
+            self.keys,
+            self.loss,
+            self.state,
+            params,
+            log,
+            out,
+        )
+        if n:
+            self.log = np.concatenate([self.log, log[:n]])
+        return out
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "champion": self.specs[0],
+            "challengers": self.specs[1:],
+            "margin": self.margin,
+            "min_examples": self.min_examples,
+            "window": self.window,
+            "hold": self.hold,
+            "bits": self.bits,
+        }
+
+    def arrays(self) -> dict[str, F64]:
+        out = {"loss": self.loss, "state": self.state, "log": self.log}
+        out.update({"keys": self.keys, "held": self.held})
+        for j, member in enumerate(self.members):
+            out.update({f"{j}.{name}": a for name, a in member.arrays().items()})
+        return out
+
+    def set_arrays(self, arrays: Mapping[str, F64]) -> None:
+        self.log = np.array(arrays["log"], dtype=np.float64).reshape(-1, _LOG_COLUMNS)
+        self.loss[:] = arrays["loss"]
+        self.state[:] = arrays["state"]
+        self.keys[:] = arrays["keys"]
+        self.held[:] = np.asarray(arrays["held"]).reshape(self.held.shape)
+        for j, member in enumerate(self.members):
+            member.set_arrays({name: arrays[f"{j}.{name}"] for name in member.arrays()})
+
+    def tuning(self) -> dict[str, Any]:
+        """The champion, each member's recent loss and every decision with its figures."""
+        labels = [_label(s) for s in self.specs]
+        return {
+            "champion": labels[int(self.state[0])],
+            "examples": int(self.state[2]),
+            "margin": self.margin,
+            "min_examples": self.min_examples,
+            "recent_log_loss": {
+                lab: None if math.isnan(v) else round(float(v), 6)
+                for lab, v in zip(labels, self.loss, strict=True)
+            },
+            "decisions": [
+                {
+                    "examples": int(row[0]),
+                    "action": _ACTIONS[int(row[1])],
+                    "from": labels[int(row[2])],
+                    "to": labels[int(row[3])],
+                    "loss_from": round(float(row[4]), 6),
+                    "loss_to": round(float(row[5]), 6),
+                }
+                for row in self.log
+            ],
+        }
+
+
+def tuning_of(learner: object) -> dict[str, Any]:
+    """``{"tuning": ...}`` for a :class:`TunedLearner`, ``{}`` for any other learner.
+
+    >>> tuning_of(FTRLProximal(bits=8))
+    {}
+    """
+    return {"tuning": learner.tuning()} if isinstance(learner, TunedLearner) else {}
