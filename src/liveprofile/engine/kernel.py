@@ -152,6 +152,29 @@ def run(ev, codes, tasks, params, users, items, pool, ops, out):  # type: ignore
         res[0] += 1
 
 
+@_jit
+def advance(codes, tasks, params, users, items, pool, ops, out, ts):  # type: ignore[no-untyped-def]
+    """Move the watermark to ``ts`` (if later) and learn the pending examples it makes due, as
+    :func:`run` does at an event's start: the step calls it before the work on an event that
+    the Python lifecycle does (an identity link, an erasure, an expiry)."""
+    fp = params.fp
+    if ts <= fp[L.FP_WATERMARK]:
+        return
+    fp[L.FP_WATERMARK] = ts
+    tasks_delayed = tasks.delayed
+    n_tasks = tasks_delayed.shape[0]
+    pool_hlen, pool_heap, pool_deadline = pool.hlen, pool.heap, pool.deadline
+    pool_waiting, pool_user, pool_key = pool.waiting, pool.user, pool.key
+    for t in range(n_tasks):
+        if not tasks_delayed[t]:
+            continue
+        while pool_hlen[t] > 0 and pool_deadline[pool_heap[t, 0]] < ts:
+            slot = _learn_due(codes, tasks, params, users, items, pool, ops, out, t)
+            wkey = _wkey(pool_user[slot], n_tasks, t, pool_key[slot])
+            if wkey in pool_waiting and pool_waiting[wkey] == slot:
+                del pool_waiting[wkey]
+
+
 @leaf
 def _wkey(ucode, n_tasks, t, key):  # type: ignore[no-untyped-def]
     """The key of a waiting example (see ``layout.KEYSPACE``)."""
