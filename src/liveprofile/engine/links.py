@@ -92,6 +92,14 @@ def next_stop(start, skip, stops, ok, applied, urow, ts, wm, exists, last, ttl):
     return n
 
 
+def compiled_for(function: Any, args: tuple[Any, ...]) -> Callable[..., Any]:
+    """The machine code of a numba ``function`` for arguments of the types of ``args``: the
+    kernel is called once per stretch of events, and numba's dispatch works out the types of
+    the nine records of arrays anew on every call (about a millisecond)."""
+    signature = tuple(function.typeof_pyval(a) for a in args)
+    return function.compile(signature)  # type: ignore[no-any-return]
+
+
 def velocity_at(tracker: RiskTracker, p: Profile, at: float) -> dict[str, int]:
     """``RiskTracker.velocity`` in the windows ending at ``at`` exactly."""
     w_events, w_purchases, w_items = tracker.windows
@@ -215,6 +223,8 @@ class Stops:
         self.risk: RiskCounts | None = None
         #: events at which the Python lifecycle ran
         self.stopped = 0
+        self._run: Callable[..., None] | None = None
+        self._advance: Callable[..., None] | None = None
 
     def profile_of(self, user: str) -> Profile:
         p = self.held.get(user)
@@ -247,19 +257,25 @@ class Stops:
     def _kernel(self, lo: int, hi: int) -> None:
         ev = self.ev
         part = Events._make([*(a[lo:hi] for a in ev[:9]), ev.tp_start[lo : hi + 1], ev.tp_code])
-        kernel.run(
+        args = (
             part, self.codes, self.tasks, self.params, self.U, self.items, self.pool, self.ops,
             self.outputs,
         )  # fmt: skip
+        if self._run is None:
+            self._run = compiled_for(kernel.run, args)
+        self._run(*args)
 
     def _stop(self, e: int, ttl: float) -> None:
         """The Python lifecycle's work at event ``e``, as the Python step does it."""
         self.stopped += 1
         event, ts = self.events[e], float(self.ev.ts[e])
-        kernel.advance(
+        args = (
             self.codes, self.tasks, self.params, self.U, self.items, self.pool, self.ops,
             self.outputs, ts,
         )  # fmt: skip
+        if self._advance is None:
+            self._advance = compiled_for(kernel.advance, args)
+        self._advance(*args)
         assert self.risk is not None
         self.risk.upto(e)
         base, state, out, before = self.base, self.state, self.out, self.before
