@@ -10,8 +10,9 @@ JSON lines: as generated (every event under its user id), and as a shop with log
 (``liveprofile.datasets.logins.with_logins``: each user anonymous until their first purchase,
 which links the two ids and folds the visitor's profile into the user's). Both replay through
 the local runner into a fresh SQLite store, ``--repeat`` times each in alternating order, with
-the default (compiled) engine; the table shows the best time of each. Batches with a login take
-the Python step; the others, before and after logins, the compiled one.
+the default (compiled) engine; the table shows the best time of each. Every batch takes the
+compiled step: the kernel runs the events between logins, and the Python lifecycle runs at each
+login (writing the two profiles back, merging them, reloading the user's).
 """
 
 from __future__ import annotations

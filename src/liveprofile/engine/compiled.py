@@ -181,7 +181,10 @@ class CompiledStep:
         self.params.fp[L.FP_WATERMARK] = ckpt.watermark
         held = self.held[: len(self.tables.items)]
         item_row = np.where(held, np.arange(len(held)), -1)  # items keep their codes as rows
-        codes = self.tables.by_code(user_row, item_row, state.aliases)
+        # the links the kernel reads: of the users of pending examples it may close
+        aliases = state.aliases
+        links = {u: aliases[u] for u in batch_users if u in aliases} if aliases else aliases
+        codes = self.tables.by_code(user_row, item_row, links)
         tasks = self.tables.tasks()
         n, inf = len(ok), float("inf")
         if marks is None and ttl is not None:
@@ -203,7 +206,8 @@ class CompiledStep:
         # as the profiles were before the events, for the velocity counts below
         risk = RiskCounts(
             self.updater.risk, state.anomaly, self.tables, ev, names, U,
-            state.profiles.__getitem__ if stops is None else stops.profile_of,
+            state.profiles.__getitem__ if stops is None or not stops.in_order
+            else stops.profile_of,
         )  # fmt: skip
         if stops is None:
             kernel.run(ev, codes, tasks, self.params, U, self.items, self.pool.arrays, ops, outputs)

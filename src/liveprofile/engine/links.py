@@ -136,7 +136,7 @@ class RiskCounts:
         self.monetary = tables.monetary.tolist()
         self.kinds = tables.types.names
         self.crc = np.append(tables.item_crc[: len(tables.items)], -1)  # -1: no item
-        self.done = 0
+        self.counted = np.zeros(len(ev.ok), np.bool_)
 
     def reset(self, r: int, p: Profile | None) -> None:
         """Row ``r`` now holds ``p`` (None: no profile)."""
@@ -147,13 +147,21 @@ class RiskCounts:
 
     def upto(self, hi: int) -> None:
         """Count the applied events before event ``hi`` not counted yet."""
-        lo, ev = self.done, self.ev
-        self.done = max(hi, lo)
-        if hi <= lo:
-            return
-        applied = lo + np.flatnonzero(ev.ok[lo:hi])
+        ev = self.ev
+        self._count(np.flatnonzero(ev.ok[:hi] & ~self.counted[:hi]))
+
+    def rows(self, rows: list[int], hi: int) -> None:
+        """Count the applied events of user ``rows`` before event ``hi`` not counted yet (the
+        velocity counts of a profile depend on its own events only, in their order)."""
+        ev = self.ev
+        mine = np.isin(ev.urow[:hi], rows)
+        self._count(np.flatnonzero(ev.ok[:hi] & ~self.counted[:hi] & mine))
+
+    def _count(self, applied: I64) -> None:
         if not len(applied):
             return
+        ev = self.ev
+        self.counted[applied] = True
         count, scorer, tracker = self.tracker.count, self.scorer, self.tracker
         last, n, exists, names = self.last, self.n, self.exists, self.names
         monetary, kinds, profile_of = self.monetary, self.kinds, self.profile_of
@@ -221,6 +229,10 @@ class Stops:
         #: the objects velocity counts go on: the profile, or a stand-in until it is made
         self.held: dict[str, Profile] = {}
         self.risk: RiskCounts | None = None
+        #: the anomaly detector learns from every event in turn: risk counts are counted in
+        #: the batch's order, on stand-ins for the profiles not made yet (:meth:`profile_of`);
+        #: velocity counts alone only in each profile's order, on the profiles
+        self.in_order = state.anomaly is not None
         #: events at which the Python lifecycle ran
         self.stopped = 0
         self._run: Callable[..., None] | None = None
@@ -277,7 +289,8 @@ class Stops:
             self._advance = compiled_for(kernel.advance, args)
         self._advance(*args)
         assert self.risk is not None
-        self.risk.upto(e)
+        if self.in_order:
+            self.risk.upto(e)
         base, state, out, before = self.base, self.state, self.out, self.before
         aliases = state.aliases
         anon, user = event.anonymous_id, event.user
@@ -304,7 +317,11 @@ class Stops:
     def _change(self, e: int, who: list[str], change: Callable[[], None]) -> None:
         """Write the rows of ``who`` back, make the ``change``, reload them; then follow the
         identity links it made or removed."""
-        self._flush([self.row_of.get(u, -1) for u in who])
+        rows = [self.row_of.get(u, -1) for u in who]
+        self._flush(rows)
+        if not self.in_order:
+            assert self.risk is not None
+            self.risk.rows([r for r in rows if r >= 0], e)
         out, profiles = self.out, self.state.profiles
         had = {u: u in profiles for u in who}
         saved, out.links = out.links, {}
