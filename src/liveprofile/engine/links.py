@@ -154,7 +154,10 @@ class RiskCounts:
         """Count the applied events of user ``rows`` before event ``hi`` not counted yet (the
         velocity counts of a profile depend on its own events only, in their order)."""
         ev = self.ev
-        mine = np.isin(ev.urow[:hi], rows)
+        urow = ev.urow[:hi]
+        mine = np.zeros(len(urow), np.bool_)
+        for r in rows:  # one or two
+            mine |= urow == r
         self._count(np.flatnonzero(ev.ok[:hi] & ~self.counted[:hi] & mine))
 
     def _count(self, applied: I64) -> None:
