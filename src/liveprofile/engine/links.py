@@ -18,9 +18,9 @@ in the order of the batch, as ``RiskTracker.apply`` and the Python step do.
 >>> import numpy as np
 >>> ok = np.ones(3, np.bool_)
 >>> stops = np.array([False, False, True])
->>> row, ts = np.zeros(3, np.int64), np.array([1.0, 2.0, 3.0])
+>>> row, ts = np.zeros(3, np.int64), np.array([1.0, 3.0, 4.0])
 >>> exists, last = np.ones(1, np.bool_), np.zeros(1)
->>> int(next_stop(0, -1, stops, ok, ok, row, ts, 0.0, exists, last, np.inf))
+>>> int(next_stop(0, -1, stops, ok, ok, row, ts, 0.0, exists.copy(), last.copy(), np.inf))
 2
 >>> int(next_stop(0, -1, stops, ok, ok, row, ts, 0.0, exists, last, 1.5))  # idle past the TTL
 1
