@@ -175,7 +175,7 @@ class RiskCounts:
         for e, r, ts, kind, item, value in zip(
             applied.tolist(), rows, ev.ts[applied].tolist(), types, items, values, strict=True
         ):
-            gap = ts - last[r] if exists[r] else None
+            gap = (ts - last[r] if exists[r] else None) if scorer is not None else None
             if n[r] == 0 or ts > last[r]:
                 last[r] = ts
             n[r] += 1
