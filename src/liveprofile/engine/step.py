@@ -28,7 +28,7 @@ import msgspec
 from liveprofile.config import PipelineConfig
 from liveprofile.engine.layout import R_IMMEDIATE, R_OPENED, R_RESOLVED
 from liveprofile.engine.lifecycle import Lifecycle, StepResult
-from liveprofile.engine.state import PipelineState
+from liveprofile.engine.state import PipelineState, scores_in_task_order
 from liveprofile.events.columns import EventColumns
 from liveprofile.events.schema import FORGET, MERGE, Event
 from liveprofile.features.hashing import FeatureBuilder
@@ -263,6 +263,7 @@ class PythonStep(Lifecycle):
         for user, old in before.items():
             p = profiles.get(user)
             state.population.move(old, None if p is None else standing(p))
+        scores_in_task_order(profiles, out.users, state.tasks)
         if self.traits is not None:
             # traits depend only on the profile, so the state committed per batch is the same
             # as evaluating them after every event, at a fraction of the cost
