@@ -312,7 +312,7 @@ class Stops:
                 e, [a, user], lambda: base._fold(state, a, user, ts, wm, out, before, folds), a
             )
             if folds:  # the visitor's profile went into the user's: so do its scores
-                ((_, had),) = folds.values()
+                ((_, had, _),) = folds.values()
                 self._cut(self.row_of.get(a, -1), self.row_of.get(user, -1), had)
             self._cut(self.row_of.get(a, -1))
         if event.type in COMMANDS:  # a $merge: nothing more
