@@ -1,11 +1,12 @@
 """The compiled path of the step: a batch laid out as named arrays and run by :mod:`.kernel`.
 
 :class:`CompiledStep` does what :meth:`liveprofile.engine.step.PythonStep.step` does, with the
-same results, for the pipelines and batches it supports: no identity links, erasures, profile
-TTL or anomaly scores (those batches, and those pipelines, take the Python step). Profiles stay
+same results, for every pipeline and batch: identity links, erasures and expiry are the Python
+lifecycle's work between stretches of events the kernel runs (:mod:`.links`), velocity counts
+and anomaly scores are counted after the kernel, in the order of the events. Profiles stay
 :class:`~liveprofile.profile.state.Profile` objects between batches, as the runners load and
 commit them (:mod:`.rowio`); item statistics and the open pending examples (:mod:`.pool`) stay
-in arrays owned by this class, and are handed back whenever a batch takes the Python step.
+in arrays owned by this class, and are handed back before a Python step (:meth:`release`).
 Strings get integer codes once (:mod:`.codes`).
 """
 
@@ -22,6 +23,7 @@ from liveprofile.engine import kernel
 from liveprofile.engine import layout as L
 from liveprofile.engine.codes import CodeTables, grow
 from liveprofile.engine.lifecycle import StepResult
+from liveprofile.engine.links import RiskCounts, Stops, next_stop, stop_marks
 from liveprofile.engine.packing import encode_items
 from liveprofile.engine.pool import PendingPool
 from liveprofile.engine.records import Events, Items, Ops, Outputs, Params
@@ -30,7 +32,7 @@ from liveprofile.engine.rowio import hold_items, load_users, store_users
 from liveprofile.engine.state import PipelineState
 from liveprofile.engine.step import PythonStep
 from liveprofile.events.columns import EventColumns
-from liveprofile.events.schema import FORGET, Event
+from liveprofile.events.schema import COMMANDS, Event
 from liveprofile.learn.base import OpArrays, run_ops, sparse_example
 from liveprofile.learn.examples import ExampleLog
 from liveprofile.learn.tasks import PendingLog
@@ -43,10 +45,6 @@ F64 = npt.NDArray[np.float64]
 def unsupported(base: PythonStep) -> str | None:
     """Why this pipeline cannot take the compiled path, or None if it can."""
     config = base.config
-    if config.risk.anomaly:
-        return "the anomaly detector is on"
-    if base.ttl is not None:
-        return "profiles expire (run.profile_ttl)"
     if any(t.label.kind == "delayed" and t.label.key == "user" for t in config.tasks):
         # the kernel's pending pool and key-outcome tables know item and topic codes only
         return "a delayed task is keyed by user"
@@ -104,6 +102,9 @@ class CompiledStep:
         self.owner: PipelineState | None = None
         #: the last batch's prediction per record (for the examples it logs)
         self._p_rec: F64 = np.zeros(0)
+        #: events at which the Python lifecycle ran between the kernel's stretches (links,
+        #: erasures, expiry), since this step was made
+        self.stopped = 0
 
     def _grow_items(self) -> None:
         n = len(self.tables.items)
@@ -150,19 +151,6 @@ class CompiledStep:
             items.update(tables.items.names[c] for c in np.unique(a.item[due]) if c >= 0)
         return users, items
 
-    @staticmethod
-    def accepts(state: PipelineState, events: Sequence[Event]) -> bool:
-        """Whether this batch can take the compiled path: no logins (events linking an
-        anonymous id to a user id) and no erasures. Identity links made before are fine:
-        a linked visitor's events land on the user, and the outcomes of an alias's pending
-        examples count on the user it is linked to."""
-        if isinstance(events, EventColumns):  # plain events only
-            return True
-        return not any(
-            (e.anonymous_id is not None and e.anonymous_id != e.user) or e.type == FORGET
-            for e in events
-        )
-
     # -- the step ------------------------------------------------------------------------------
 
     def step(self, state: PipelineState, events: Sequence[Event]) -> StepResult:
@@ -175,53 +163,92 @@ class CompiledStep:
         cols = EventColumns.of(_as_users(events, state.aliases))
         ok = np.array(state.dedup.add_many(cols.event_id), dtype=np.bool_)
         out.duplicates = len(cols) - int(ok.sum())
+        plain = isinstance(events, EventColumns)  # plain events: no links, no commands
+        marks = None if plain else stop_marks(events, ok)
+        ttl = self.base.ttl
+        # visitors' anonymous ids: a link made or removed in the batch may move their events
+        visitor_ids: list[str] = []
+        if not plain and (marks is not None or ttl is not None):
+            visitor_ids = [e.anonymous_id for e in events if e.anonymous_id is not None]
+        kernel_ok = ok
+        if marks is not None:  # commands are the lifecycle's work only
+            kernel_ok = ok & ~np.fromiter((e.type in COMMANDS for e in events), np.bool_, len(ok))
         # the pending examples due in this batch bring their users and items
         due_users, due_items = self.due_keys(state, self.base.horizon(state, cols))
         if state.aliases:  # outcomes count on the user an alias is linked to
             due_users |= {state.aliases.get(u, u) for u in due_users}
-        batch_users = list(dict.fromkeys([*cols.user, *sorted(due_users)]))
+        batch_users = list(dict.fromkeys([*cols.user, *sorted(due_users), *visitor_ids]))
         present = [i for i in cols.item_id if i is not None]
         batch_items = list(dict.fromkeys([*present, *sorted(due_items)]))
-        ev, user_row = self._events(state, cols, ok, batch_users, batch_items)
+        ev, user_row = self._events(state, cols, kernel_ok, batch_users, batch_items)
         U = load_users(self.tables, state.profiles, batch_users, self.resident)
         self._hold(state, batch_items)
         before: dict[str, Standing | None] = {}
         visitors: dict[str, bool] = {}  # the users who may be anonymous visitors afterwards
-        applied = np.flatnonzero(ok).tolist()
-        for u in dict.fromkeys(cols.user[k] for k in applied):
+        applied = np.flatnonzero(kernel_ok).tolist()
+        for u in dict.fromkeys([*(cols.user[k] for k in applied), *visitor_ids]):
             p = state.profiles.get(u)
             before[u] = None if p is None else standing(p)
             if p is None or p.anonymous:
                 visitors[u] = True
-        if visitors:
-            _known_events(visitors, events, cols, applied, state.aliases)
         ops, outputs = self._buffers(ev)
         self.params.fp[L.FP_WATERMARK] = ckpt.watermark
-        # as the profiles were before the events, for the velocity counts below
-        last_before, n_before = U.pf[:, L.P_LAST].tolist(), U.pi[:, L.P_N].tolist()
         held = self.held[: len(self.tables.items)]
         item_row = np.where(held, np.arange(len(held)), -1)  # items keep their codes as rows
-        kernel.run(
-            ev,
-            self.tables.by_code(user_row, item_row, state.aliases),
-            self.tables.tasks(),
-            self.params,
-            U,
-            self.items,
-            self.pool.arrays,
-            ops,
-            outputs,
-        )
+        # the links the kernel reads: of the users of pending examples it may close
+        aliases = state.aliases
+        links = {u: aliases[u] for u in batch_users if u in aliases} if aliases else aliases
+        codes = self.tables.by_code(user_row, item_row, links)
+        tasks = self.tables.tasks()
+        n, inf = len(ok), float("inf")
+        if marks is None and ttl is not None:
+            exists = U.pi[:, L.P_EXISTS].astype(np.bool_)
+            last = U.pf[:, L.P_LAST].copy()
+            nothing = np.zeros(n, np.bool_)
+            wm = ckpt.watermark
+            # a user idle past the TTL comes back: expired first
+            if next_stop(0, -1, nothing, ok, ok, ev.urow, ev.ts, wm, exists, last, ttl) < n:
+                marks = nothing
+        names = cols.user
+        stops = None
+        if marks is not None:
+            names = list(cols.user)  # a link or its removal may move visitors' later events
+            run = (ev, codes, tasks, self.params, U, self.items, self.pool.arrays, ops, outputs)
+            stops = Stops(
+                self.base, self.tables, state, out, before, run, events, names, batch_users
+            )
+        # as the profiles were before the events, for the velocity counts below
+        risk = RiskCounts(
+            self.updater.risk, state.anomaly, self.tables, ev, names, U,
+            state.profiles.__getitem__ if stops is None or not stops.in_order
+            else stops.profile_of,
+        )  # fmt: skip
+        if stops is None:
+            kernel.run(ev, codes, tasks, self.params, U, self.items, self.pool.arrays, ops, outputs)
+        else:
+            assert marks is not None
+            U = stops.run(marks, inf if ttl is None else ttl, risk)
+            self.stopped += stops.stopped
         out.applied, out.examples = int(outputs.res[0]), int(outputs.res[1])
-        scores = self._learn(state, ops, outputs, user_row, len(batch_users))
+        out.applied += int((ok & ~kernel_ok).sum())  # commands
+        cuts = [] if stops is None else stops.cuts
+        scores = self._learn(state, ops, outputs, user_row, len(batch_users), cuts)
         if self.base.log_examples:
             out.learned = self._examples(ops, outputs, batch_users)
-        out.users = store_users(self.tables, state.profiles, batch_users, U, scores)
+        out.users |= store_users(self.tables, state.profiles, batch_users, U, scores)
         self.resident.keep(batch_users, U)
+        if stops is not None:
+            stops.known(visitors, applied)
+        elif visitors:
+            _known_events(visitors, events, cols, applied, state.aliases)
         for u, anonymous in visitors.items():
-            state.profiles[u].anonymous = anonymous
-        if self.base.config.risk.velocity:
-            self._count_velocity(state, ev, cols.user, last_before, n_before)
+            p = state.profiles.get(u)
+            if p is not None:  # None: an alias (a visitor's id), or deleted in the batch
+                p.anonymous = anonymous
+        if self.base.config.risk.velocity or state.anomaly is not None:
+            risk.upto(n)
+        if stops is not None:
+            stops.finish()
         out.item_rows = self._item_rows()
         for t, name in enumerate(self.names):
             if self.tables.delayed[t]:
@@ -237,6 +264,7 @@ class CompiledStep:
         ckpt.events += out.applied
         ckpt.duplicates += out.duplicates
         self.base.finish(state, out, before, swept)
+        self.resident.forget(out.deleted)  # rows of deleted profiles are read again
         return out
 
     def _events(
@@ -338,10 +366,17 @@ class CompiledStep:
         return ops, outputs
 
     def _learn(
-        self, state: PipelineState, ops: Ops, outputs: Outputs, user_row: I64, n_users: int
+        self,
+        state: PipelineState,
+        ops: Ops,
+        outputs: Outputs,
+        user_row: I64,
+        n_users: int,
+        cuts: list[tuple[int, int, int, frozenset[str]]],
     ) -> tuple[F64, I64]:
         """Run the models, then predictions back to metrics and pending examples; returns the
-        last score per user row and task, and the record that first scored it."""
+        last score per user row and task, and the record that first scored it. ``cuts``: rows
+        whose profile was replaced or folded into another's at a stop (``links.Stops._cut``)."""
         preds = []
         for t, name in enumerate(self.names):
             task = state.tasks[name]
@@ -370,10 +405,12 @@ class CompiledStep:
         p_rec[resolved] = pool_p[rec_ref[resolved]]
         self._p_rec = p_rec
         score_rows = np.where(opened, user_row[pool_user[np.where(opened, rec_ref, 0)]], rec_ref)
+        if cuts:
+            _cut_scores(score_rows, rec_task, resolved, cuts, self.names)
         scores = np.full((n_users, nt), np.nan)
         scored = np.full((n_users, nt), -1, np.int64)
         for t, name in enumerate(self.names):
-            at = np.flatnonzero((rec_task == t) & ~resolved)
+            at = np.flatnonzero((rec_task == t) & ~resolved & (score_rows >= 0))
             rows = score_rows[at]
             # each user's last score of the task is kept, its first one orders new keys
             rows_r = rows[::-1]
@@ -429,31 +466,31 @@ class CompiledStep:
         names = self.tables.items.names
         return dict(zip([names[c] for c in touched.tolist()], blobs, strict=True))
 
-    def _count_velocity(
-        self,
-        state: PipelineState,
-        ev: Events,
-        user_names: Sequence[str],
-        last: list[float],
-        n: list[int],
-    ) -> None:
-        """The velocity counts of the applied events, in their order, on the profiles (as
-        ``RiskTracker.apply`` counts them); ``last`` and ``n``: last event time and event count
-        per user row before the batch."""
-        count, profiles = self.updater.risk.count, state.profiles
-        monetary = self.tables.monetary.tolist()
-        applied = np.flatnonzero(ev.ok)
-        rows = ev.urow[applied].tolist()
-        crc = np.append(self.tables.item_crc[: len(self.tables.items)], -1)  # -1: no item
-        items = crc[ev.icode[applied]].tolist()
-        kinds = ev.type[applied].tolist()
-        for e, r, ts, kind, item in zip(
-            applied.tolist(), rows, ev.ts[applied].tolist(), kinds, items, strict=True
-        ):
-            if n[r] == 0 or ts > last[r]:
-                last[r] = ts
-            n[r] += 1
-            count(profiles[user_names[e]], ts, monetary[kind], None if item < 0 else item, last[r])
+
+def _cut_scores(
+    score_rows: I64,
+    rec_task: I64,
+    resolved: npt.NDArray[np.bool_],
+    cuts: list[tuple[int, int, int, frozenset[str]]],
+    names: list[str],
+) -> None:
+    """Apply the ``cuts`` to the user row each record's score goes to, as the Python step's
+    ``_score`` does: the records of a replaced profile before its cut score no row (-1); those
+    of a folded one go to the row it went into, for each task the latter had no score of before
+    the fold, unless one of its own records scored the task earlier."""
+    own = score_rows.copy()
+    pos = np.arange(len(score_rows))
+    for at, row, into, had in cuts:
+        mine = (score_rows == row) & (pos < at) & ~resolved
+        if into < 0:
+            score_rows[mine] = -1
+            continue
+        for t, name in enumerate(names):
+            if name in had:
+                continue
+            first = np.flatnonzero((own == into) & (rec_task == t) & ~resolved)
+            before = len(score_rows) if not len(first) else first[0]
+            score_rows[mine & (rec_task == t) & (pos < before)] = into
 
 
 def _known_events(
@@ -485,11 +522,12 @@ def _as_users(events: Sequence[Event], aliases: dict[str, str]) -> Sequence[Even
     if not aliases or isinstance(events, EventColumns):
         return events
     return [
-        e
-        if e.anonymous_id is None or e.anonymous_id not in aliases
-        else msgspec.structs.replace(e, user=aliases[e.anonymous_id])
+        msgspec.structs.replace(e, user=aliases[e.anonymous_id])
+        if e.anonymous_id is not None and e.anonymous_id == e.user and e.anonymous_id in aliases
+        and e.type not in COMMANDS
+        else e
         for e in events
-    ]
+    ]  # fmt: skip
 
 
 class _Ops:

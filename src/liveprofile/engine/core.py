@@ -1,10 +1,12 @@
-"""The step a runner calls: compiled when the pipeline and the batch allow it, Python otherwise.
+"""The step a runner calls: compiled unless the pipeline asks for the Python step.
 
 :class:`Core` is the processing step of a pipeline, configured once and shared by every runner.
-It chooses the engine per batch: :class:`~liveprofile.engine.compiled.CompiledStep` (numba, see
-:mod:`liveprofile.engine.kernel`) for the batches it takes, and the Python step
-(:class:`~liveprofile.engine.step.PythonStep`, the readable reference) for the others. Both
-give the same state, to the byte.
+With ``run.engine = "compiled"`` (the default) every batch takes
+:class:`~liveprofile.engine.compiled.CompiledStep` (numba, see :mod:`liveprofile.engine.kernel`),
+identity links, erasures, expiry and anomaly scores included, unless a task is keyed by user or
+learns a value (:func:`~liveprofile.engine.compiled.unsupported`); ``"python"`` takes the Python
+step (:class:`~liveprofile.engine.step.PythonStep`, the readable reference). Both give the same
+state, to the byte.
 
 >>> from liveprofile.config import PipelineConfig
 >>> from liveprofile.events import Event
@@ -35,7 +37,8 @@ class Core(PythonStep):
 
     def __init__(self, config: PipelineConfig) -> None:
         super().__init__(config)
-        #: the compiled path, when the pipeline allows it (see ``liveprofile.engine.compiled``)
+        #: the compiled path, unless the pipeline asks for the Python step or has a task it
+        #: cannot take (see ``liveprofile.engine.compiled.unsupported``)
         self.compiled: CompiledStep | None = None
         if config.run.engine == "compiled" and unsupported(self) is None:
             self.compiled = CompiledStep(self)
@@ -57,8 +60,7 @@ class Core(PythonStep):
         users, items = self.batch_keys(state, events)
         due_users, due_items = compiled.due_keys(state, self.horizon(state, events))
         items |= due_items
-        if compiled.accepts(state, events):
-            items -= compiled.held_items  # current in its arrays
+        items -= compiled.held_items  # current in its arrays
         aliases = state.aliases
         return users | due_users | {aliases.get(u, u) for u in due_users}, items
 
@@ -66,10 +68,7 @@ class Core(PythonStep):
         """Apply a batch of validated events to ``state``; return what changed."""
         compiled = self.compiled
         if compiled is not None:
-            if compiled.accepts(state, events):
-                return compiled.step(state, events)
-            if compiled.owner is state:
-                compiled.release()
+            return compiled.step(state, events)
         return self.python_step(state, events)
 
     def python_step(self, state: PipelineState, events: Sequence[Event]) -> StepResult:

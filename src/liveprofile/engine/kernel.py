@@ -61,8 +61,6 @@ def run(ev, codes, tasks, params, users, items, pool, ops, out):  # type: ignore
     ev_icode = ev.icode
     ev_cat = ev.cat
     pool_waiting = pool.waiting
-    pool_hlen, pool_heap, pool_deadline = pool.hlen, pool.heap, pool.deadline
-    pool_user, pool_key, pool_link = pool.user, pool.key, pool.link
     tasks_per_key = tasks.per_key
     tasks_pos = tasks.pos
     ev_value = ev.value
@@ -77,21 +75,9 @@ def run(ev, codes, tasks, params, users, items, pool, ops, out):  # type: ignore
             continue
         ts = ev_ts[e]
         if ts > fp[L.FP_WATERMARK]:
-            fp[L.FP_WATERMARK] = ts
             # learn the pending examples whose window closed before the watermark, in deadline
             # order per task (PythonStep._resolve)
-            for t in range(n_tasks):
-                if not tasks_delayed[t]:
-                    continue
-                while pool_hlen[t] > 0 and pool_deadline[pool_heap[t, 0]] < ts:
-                    slot = _learn_due(codes, tasks, params, users, items, pool, ops, out, t)
-                    wkey = _wkey(pool_user[slot], n_tasks, t, pool_key[slot])
-                    head = pool_waiting[wkey]
-                    rest = unlink(pool_link, head, slot)
-                    if rest < 0:
-                        del pool_waiting[wkey]
-                    elif rest != head:
-                        pool_waiting[wkey] = rest
+            advance(codes, tasks, params, users, items, pool, ops, out, ts)
         u, it, kind = ev_urow[e], ev_irow[e], ev_type[e]
         n_shared = -1  # features not built yet
         for t in range(n_tasks):
@@ -156,6 +142,34 @@ def run(ev, codes, tasks, params, users, items, pool, ops, out):  # type: ignore
         if it >= 0:
             _count_item(ev, e, params, items)
         res[0] += 1
+
+
+@_jit
+def advance(codes, tasks, params, users, items, pool, ops, out, ts):  # type: ignore[no-untyped-def]
+    """Move the watermark to ``ts`` (if later) and learn the pending examples it makes due, as
+    :func:`run` does at an event's start: the step calls it before the work on an event that
+    the Python lifecycle does (an identity link, an erasure, an expiry)."""
+    fp = params.fp
+    if ts <= fp[L.FP_WATERMARK]:
+        return
+    fp[L.FP_WATERMARK] = ts
+    tasks_delayed = tasks.delayed
+    n_tasks = tasks_delayed.shape[0]
+    pool_hlen, pool_heap, pool_deadline = pool.hlen, pool.heap, pool.deadline
+    pool_waiting, pool_user, pool_key = pool.waiting, pool.user, pool.key
+    pool_link = pool.link
+    for t in range(n_tasks):
+        if not tasks_delayed[t]:
+            continue
+        while pool_hlen[t] > 0 and pool_deadline[pool_heap[t, 0]] < ts:
+            slot = _learn_due(codes, tasks, params, users, items, pool, ops, out, t)
+            wkey = _wkey(pool_user[slot], n_tasks, t, pool_key[slot])
+            head = pool_waiting[wkey]
+            rest = unlink(pool_link, head, slot)
+            if rest < 0:
+                del pool_waiting[wkey]
+            elif rest != head:
+                pool_waiting[wkey] = rest
 
 
 @leaf

@@ -64,35 +64,55 @@ def screen(
         if _columns_pass(events, rules, watermark, now):
             return
         events = list(events)
-    elif rules.allowed_lateness_s is None:  # the common case, checked at once
-        limit, bound = max(watermark, now) + rules.max_future_s, rules.max_value
-        if all(
-            e.ts <= limit and e.anonymous_id is None and (e.value is None or abs(e.value) <= bound)
-            for e in events
-        ):
-            return
+    limit, bound = max(watermark, now) + rules.max_future_s, rules.max_value
+    lateness = rules.allowed_lateness_s
+    if lateness is None and all(_plain_pass(e, limit, bound) for e in events):
+        return  # the common case, checked at once
+    # the events within the limits pass; the others are judged in order, with the watermark
+    # and the ids that acted as known users before them
+    suspects = [
+        k for k, e in enumerate(events) if lateness is not None or not _plain_pass(e, limit, bound)
+    ]
     links = {
         e.anonymous_id
-        for e in events
+        for e in (events[k] for k in suspects)
         if e.anonymous_id is not None and e.anonymous_id != e.user and e.type not in COMMANDS
     }
     if links:
         state.ensure_loaded(store, links, set())
-    kept: list[Event] = []
+    dead: set[int] = set()
     known: set[str] = set()  # ids that acted as known users earlier in this batch
-    for e in events:
+    start = 0
+    for k in suspects:
+        passed = events[start:k]
+        if passed:
+            watermark = max(watermark, max(e.ts for e in passed))
+            known.update(e.user for e in passed if e.anonymous_id != e.user)
+        start = k + 1
+        e = events[k]
         reason = _reason(e, rules, watermark, now, state, known)
         if reason is not None:
             raw = encode_event(e).decode()
             batch.dead_letters.append(DeadLetter(raw, reason, source, batch.offset))
+            dead.add(k)
             continue
-        kept.append(e)
         if e.ts > watermark:
             watermark = e.ts
         if e.anonymous_id != e.user:
             known.add(e.user)
-    if len(kept) != len(events):
-        batch.events = kept
+    if dead:
+        batch.events = [e for k, e in enumerate(events) if k not in dead]
+
+
+def _plain_pass(e: Event, limit: float, bound: float) -> bool:
+    """Whether ``e`` passes every rule without a look at the state: a visitor's or a user's
+    event (not a login, not a command needing ids) within ``limit`` and ``bound``."""
+    anon = e.anonymous_id
+    return (
+        e.ts <= limit
+        and (anon is None or (anon == e.user and e.type != MERGE))
+        and (e.value is None or abs(e.value) <= bound)
+    )
 
 
 def _columns_pass(cols: EventColumns, rules: EventsConfig, watermark: float, now: float) -> bool:

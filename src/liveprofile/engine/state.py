@@ -387,3 +387,27 @@ def _load(
 
 
 __all__ = ["HISTORY_POINTS", "STATE_SCHEMA", "Checkpoint", "PipelineState", "segment_namespace"]
+
+
+def scores_in_task_order(
+    profiles: Mapping[str, Profile], users: Collection[str], tasks: Mapping[str, object]
+) -> None:
+    """Put each profile's scores in the order of the pipeline's tasks, so that its stored
+    bytes do not depend on the order in which a batch happened to score the tasks (events
+    applied in order, or a visitor's scores passed on at a login).
+
+    >>> from liveprofile.profile.state import Profile
+    >>> p = Profile("u", 0.0, 0.0, 0.0, scores={"b": 0.2, "a": 0.1})
+    >>> scores_in_task_order({"u": p}, ["u"], {"a": None, "b": None})
+    >>> list(p.scores)
+    ['a', 'b']
+    """
+    rank = {name: k for k, name in enumerate(tasks)}
+    for u in users:
+        p = profiles[u]
+        scores = p.scores
+        if len(scores) > 1:
+            keys = list(scores)
+            ordered = sorted(keys, key=lambda k: rank.get(k, len(rank)))
+            if keys != ordered:
+                p.scores = {k: scores[k] for k in ordered}

@@ -28,7 +28,7 @@ import msgspec
 from liveprofile.config import PipelineConfig
 from liveprofile.engine.layout import R_IMMEDIATE, R_OPENED, R_RESOLVED
 from liveprofile.engine.lifecycle import Lifecycle, StepResult
-from liveprofile.engine.state import PipelineState
+from liveprofile.engine.state import PipelineState, scores_in_task_order
 from liveprofile.events.columns import EventColumns
 from liveprofile.events.schema import FORGET, MERGE, Event
 from liveprofile.features.hashing import FeatureBuilder
@@ -46,7 +46,9 @@ from liveprofile.profile.traits import TraitEvaluator
 #: (kind, task, position in the task's operations, user or pending example, event time, label)
 _Record = tuple[int, TaskState, int, str | Pending, float, bool]
 #: a profile folded into another in a batch: that profile, and the tasks it had scores for then
-_Fold = tuple[Profile, frozenset[str]]
+#: where a folded profile went, the tasks the profile it went into had a score of, and the folded
+#: profile itself (held, so that its id is not reused by a profile made later in the batch)
+_Fold = tuple[Profile, frozenset[str], Profile]
 
 
 class PythonStep(Lifecycle):
@@ -263,6 +265,7 @@ class PythonStep(Lifecycle):
         for user, old in before.items():
             p = profiles.get(user)
             state.population.move(old, None if p is None else standing(p))
+        scores_in_task_order(profiles, out.users, state.tasks)
         if self.traits is not None:
             # traits depend only on the profile, so the state committed per batch is the same
             # as evaluating them after every event, at a fraction of the cost
@@ -369,7 +372,7 @@ class PythonStep(Lifecycle):
         had = frozenset(() if into is None else into.scores)
         self._link(state, anon, user, ts, out, before)
         if other is not None:
-            folds[id(other)] = (state.profiles[user], had)
+            folds[id(other)] = (state.profiles[user], had, other)
 
     def _run_models(
         self,
@@ -447,6 +450,6 @@ def _score(
     written.setdefault(id(profile), set()).add(task)
     fold = folds.get(id(profile))
     if fold is not None:
-        into, had = fold
+        into, had, _ = fold
         if task not in had and task not in written.get(id(into), ()):
             into.scores[task] = p

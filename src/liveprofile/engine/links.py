@@ -1,0 +1,469 @@
+"""Identity links, erasures, expiry and risk counts on the compiled path.
+
+The kernel (:mod:`liveprofile.engine.kernel`) runs the events; what ends or joins profiles
+(:mod:`liveprofile.engine.lifecycle`) stays in Python, and runs between the kernel's stretches of
+events. :func:`next_stop` finds the next event where the Python step does such work: a login (an
+event linking an anonymous id to a user id), an operator's ``$merge``, an erasure, or an event
+whose user has been idle past ``run.profile_ttl``. :class:`Stops` runs the kernel up to it,
+moves the watermark as the Python step would before the event (closing the pending examples it
+makes due), writes the rows concerned back to their profiles, lets the Python lifecycle link,
+erase or delete them, reloads the rows, and points the later events of the anonymous ids whose
+link changed at the user they now belong to. Links are rare in a stream (about one event in a
+hundred in a shop where visitors log in at their first purchase), so the bulk of the events run
+compiled.
+
+:class:`RiskCounts` counts the velocity and scores the anomaly detector on each applied event,
+in the order of the batch, as ``RiskTracker.apply`` and the Python step do.
+
+>>> import numpy as np
+>>> ok = np.ones(3, np.bool_)
+>>> stops = np.array([False, False, True])
+>>> row, ts = np.zeros(3, np.int64), np.array([1.0, 3.0, 4.0])
+>>> exists, last = np.ones(1, np.bool_), np.zeros(1)
+>>> int(next_stop(0, -1, stops, ok, ok, row, ts, 0.0, exists.copy(), last.copy(), np.inf))
+2
+>>> int(next_stop(0, -1, stops, ok, ok, row, ts, 0.0, exists, last, 1.5))  # idle past the TTL
+1
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numba
+import numpy as np
+import numpy.typing as npt
+
+from liveprofile.engine import kernel
+from liveprofile.engine import layout as L
+from liveprofile.engine.codes import CodeTables
+from liveprofile.engine.lifecycle import StepResult
+from liveprofile.engine.records import Events, Users
+from liveprofile.engine.resident import ResidentUsers
+from liveprofile.engine.rowio import load_users, store_users
+from liveprofile.engine.state import PipelineState
+from liveprofile.engine.step import PythonStep
+from liveprofile.events.columns import EventColumns
+from liveprofile.events.schema import COMMANDS, FORGET, Event
+from liveprofile.profile.population import Standing
+from liveprofile.profile.risk import AnomalyScorer, RiskTracker, count_since, distinct_since
+from liveprofile.profile.state import Profile
+
+I64 = npt.NDArray[np.int64]
+
+
+def stop_marks(events: Sequence[Event], ok: Any) -> Any:
+    """Which applied events need the Python lifecycle: logins, ``$merge`` and ``$forget``;
+    None when there are none (events as columns are plain)."""
+    marks = [
+        e.type in COMMANDS or (e.anonymous_id is not None and e.anonymous_id != e.user)
+        for e in events
+    ]
+    if not any(marks):
+        return None
+    return np.array(marks, np.bool_) & ok
+
+
+@numba.njit(cache=True, nogil=True)
+def next_stop(start, skip, stops, ok, applied, urow, ts, wm, exists, last, ttl):  # type: ignore[no-untyped-def]
+    """The first event from ``start`` on, other than ``skip`` (handled already), that is marked
+    in ``stops`` or whose user's profile is idle past ``ttl`` as of the watermark then; the
+    number of events if none. ``exists`` and ``last`` (per user row: a profile, its last event
+    time) are advanced over the events passed."""
+    n = ok.shape[0]
+    for e in range(start, n):
+        if not ok[e]:
+            continue
+        t = ts[e]
+        if t > wm:
+            wm = t
+        if e != skip:
+            if stops[e]:
+                return e
+            if applied[e] and exists[urow[e]] and last[urow[e]] + ttl < wm:
+                return e
+        if applied[e]:
+            u = urow[e]
+            if not exists[u]:
+                exists[u] = True
+                last[u] = t
+            elif t > last[u]:
+                last[u] = t
+    return n
+
+
+def compiled_for(function: Any, args: tuple[Any, ...]) -> Callable[..., Any]:
+    """The machine code of a numba ``function`` for arguments of the types of ``args``: the
+    kernel is called once per stretch of events, and numba's dispatch works out the types of
+    the nine records of arrays anew on every call (about a millisecond)."""
+    signature = tuple(function.typeof_pyval(a) for a in args)
+    return function.compile(signature)  # type: ignore[no-any-return]
+
+
+def velocity_at(tracker: RiskTracker, p: Profile, at: float) -> dict[str, int]:
+    """``RiskTracker.velocity`` in the windows ending at ``at`` exactly."""
+    w_events, w_purchases, w_items = tracker.windows
+    return {
+        "events_per_min": count_since(p.v_events, at - w_events),
+        "purchases_per_hour": count_since(p.v_purchases, at - w_purchases),
+        "distinct_items_10m": distinct_since(p.v_items, at - w_items),
+    }
+
+
+class RiskCounts:
+    """Velocity counts and anomaly scores of the applied events, counted in their order up to a
+    point (:meth:`upto`); ``profile_of`` gives the profile object the counts of a user go on.
+
+    ``last``, ``n`` and ``exists`` follow each user row's last event time, event count and
+    whether it has a profile, from the rows before the batch."""
+
+    def __init__(
+        self,
+        tracker: RiskTracker,
+        scorer: AnomalyScorer | None,
+        tables: CodeTables,
+        ev: Events,
+        names: list[str],
+        U: Users,
+        profile_of: Callable[[str], Profile],
+    ) -> None:
+        self.tracker, self.scorer, self.ev, self.names = tracker, scorer, ev, names
+        self.profile_of = profile_of
+        self.velocity = tracker.velocity_on
+        self.last: list[float] = U.pf[:, L.P_LAST].tolist()
+        self.n: list[int] = U.pi[:, L.P_N].tolist()
+        self.exists: list[bool] = U.pi[:, L.P_EXISTS].astype(bool).tolist()
+        self.monetary = tables.monetary.tolist()
+        self.kinds = tables.types.names
+        self.crc = np.append(tables.item_crc[: len(tables.items)], -1)  # -1: no item
+        self.counted = np.zeros(len(ev.ok), np.bool_)
+
+    def reset(self, r: int, p: Profile | None) -> None:
+        """Row ``r`` now holds ``p`` (None: no profile)."""
+        if p is None:
+            self.last[r], self.n[r], self.exists[r] = 0.0, 0, False
+        else:
+            self.last[r], self.n[r], self.exists[r] = p.last_ts, p.n, True
+
+    def upto(self, hi: int) -> None:
+        """Count the applied events before event ``hi`` not counted yet."""
+        ev = self.ev
+        self._count(np.flatnonzero(ev.ok[:hi] & ~self.counted[:hi]))
+
+    def rows(self, rows: list[int], hi: int) -> None:
+        """Count the applied events of user ``rows`` before event ``hi`` not counted yet (the
+        velocity counts of a profile depend on its own events only, in their order)."""
+        ev = self.ev
+        urow = ev.urow[:hi]
+        mine = np.zeros(len(urow), np.bool_)
+        for r in rows:  # one or two
+            mine |= urow == r
+        self._count(np.flatnonzero(ev.ok[:hi] & ~self.counted[:hi] & mine))
+
+    def _count(self, applied: I64) -> None:
+        if not len(applied):
+            return
+        ev = self.ev
+        self.counted[applied] = True
+        count, scorer, tracker = self.tracker.count, self.scorer, self.tracker
+        last, n, exists, names = self.last, self.n, self.exists, self.names
+        monetary, kinds, profile_of = self.monetary, self.kinds, self.profile_of
+        rows = ev.urow[applied].tolist()
+        items = self.crc[ev.icode[applied]].tolist()
+        types = ev.type[applied].tolist()
+        values = ev.value[applied].tolist()
+        for e, r, ts, kind, item, value in zip(
+            applied.tolist(), rows, ev.ts[applied].tolist(), types, items, values, strict=True
+        ):
+            gap = (ts - last[r] if exists[r] else None) if scorer is not None else None
+            if n[r] == 0 or ts > last[r]:
+                last[r] = ts
+            n[r] += 1
+            exists[r] = True
+            p = profile_of(names[e])
+            if self.velocity:
+                count(p, ts, monetary[kind], None if item < 0 else item, last[r])
+            if scorer is not None and scorer.wants(kinds[kind]):
+                point = Event("", "", kinds[kind], ts, value=None if value != value else value)
+                p.anomaly = scorer.score(point, velocity_at(tracker, p, last[r]), gap)
+
+
+class Stops:
+    """Runs a batch through the kernel with the Python lifecycle at its stops (see the module's
+    docstring). ``names``: the user of each event (changed for the later events of an anonymous
+    id whose link changes); ``users``: the batch's user rows by name."""
+
+    def __init__(
+        self,
+        base: PythonStep,
+        tables: CodeTables,
+        state: PipelineState,
+        out: StepResult,
+        before: dict[str, Standing | None],
+        run: tuple[Any, ...],
+        events: Sequence[Event],
+        names: list[str],
+        users: list[str],
+    ) -> None:
+        self.base, self.tables, self.state, self.out, self.before = base, tables, state, out, before
+        ev, codes, tasks, params, U, items, pool, ops, outputs = run
+        self.codes = codes._replace(owner_row=codes.owner_row.copy())
+        self.ev, self.tasks, self.params = ev, tasks, params
+        self.U: Users = U
+        self.items, self.pool, self.ops, self.outputs = items, pool, ops, outputs
+        self.events, self.names, self.users = events, names, users
+        ucode = tables.users.code
+        self.row_of = {u: r for r, u in enumerate(users)}
+        n = len(events)
+        #: per event, the code of its anonymous id when it names no user (-1: none)
+        self.visitor = np.full(n, -1, np.int64)
+        self.consumed = np.zeros(n, np.bool_)  # commands: the lifecycle's work only
+        if not isinstance(events, EventColumns):  # columns hold plain events only
+            self.visitor[:] = [
+                ucode[e.anonymous_id]
+                if e.anonymous_id is not None and e.anonymous_id == e.user
+                and e.type not in COMMANDS else -1
+                for e in events
+            ]  # fmt: skip
+            self.consumed[:] = [e.type in COMMANDS for e in events]
+        #: users whose profile was deleted (True) or made (False) by the lifecycle at an event:
+        #: whether they count as anonymous visitors from there on
+        self.remade: dict[str, tuple[int, bool]] = {}
+        #: the objects velocity counts go on: the profile, or a stand-in until it is made
+        self.held: dict[str, Profile] = {}
+        self.risk: RiskCounts | None = None
+        #: the anomaly detector learns from every event in turn: risk counts are counted in
+        #: the batch's order, on stand-ins for the profiles not made yet (:meth:`profile_of`);
+        #: velocity counts alone only in each profile's order, on the profiles
+        self.in_order = state.anomaly is not None
+        #: events at which the Python lifecycle ran
+        self.stopped = 0
+        #: (records so far, row, row folded into or -1, its tasks with a score): see :meth:`_cut`
+        self.cuts: list[tuple[int, int, int, frozenset[str]]] = []
+        self._run: Callable[..., None] | None = None
+        self._advance: Callable[..., None] | None = None
+
+    def profile_of(self, user: str) -> Profile:
+        p = self.held.get(user)
+        if p is None:
+            p = self.state.profiles.get(user)
+            if p is None:
+                p = Profile(user=user, anchor=0.0, first_ts=0.0, last_ts=0.0)
+            self.held[user] = p
+        return p
+
+    def run(self, stops: Any, ttl: float, risk: RiskCounts) -> Users:
+        """Run the batch; returns the user rows (widened if a merged profile needed room)."""
+        self.risk = risk
+        ev, n = self.ev, len(self.ev.ok)
+        ok = ev.ok | stops  # applied, or consumed by the lifecycle (moving the watermark)
+        start, skip = 0, -1
+        while True:
+            U = self.U
+            exists = U.pi[:, L.P_EXISTS].astype(np.bool_)
+            last = U.pf[:, L.P_LAST].copy()
+            wm = float(self.params.fp[L.FP_WATERMARK])
+            stop = next_stop(start, skip, stops, ok, ev.ok, ev.urow, ev.ts, wm, exists, last, ttl)
+            if stop > start:
+                self._kernel(start, stop)
+            if stop >= n:
+                return self.U
+            self._stop(stop, ttl)
+            start, skip = stop, stop
+
+    def _kernel(self, lo: int, hi: int) -> None:
+        ev = self.ev
+        part = Events._make([*(a[lo:hi] for a in ev[:9]), ev.tp_start[lo : hi + 1], ev.tp_code])
+        args = (
+            part, self.codes, self.tasks, self.params, self.U, self.items, self.pool, self.ops,
+            self.outputs,
+        )  # fmt: skip
+        if self._run is None:
+            self._run = compiled_for(kernel.run, args)
+        self._run(*args)
+
+    def _stop(self, e: int, ttl: float) -> None:
+        """The Python lifecycle's work at event ``e``, as the Python step does it."""
+        self.stopped += 1
+        event, ts = self.events[e], float(self.ev.ts[e])
+        args = (
+            self.codes, self.tasks, self.params, self.U, self.items, self.pool, self.ops,
+            self.outputs, ts,
+        )  # fmt: skip
+        if self._advance is None:
+            self._advance = compiled_for(kernel.advance, args)
+        self._advance(*args)
+        assert self.risk is not None
+        if self.in_order:
+            self.risk.upto(e)
+        base, state, out, before = self.base, self.state, self.out, self.before
+        aliases = state.aliases
+        anon, user = event.anonymous_id, event.user
+        if event.type == FORGET:
+            self._change(e, [user], lambda: base._erase(state, user, out, before))
+            return
+        if anon is not None and anon != user and aliases.get(anon) != user:
+            assert anon is not None
+            a: str = anon
+            wm = float(self.params.fp[L.FP_WATERMARK])
+            folds: dict[int, Any] = {}
+            self._change(
+                e, [a, user], lambda: base._fold(state, a, user, ts, wm, out, before, folds), a
+            )
+            if folds:  # the visitor's profile went into the user's: so do its scores
+                ((_, had, _),) = folds.values()
+                self._cut(self.row_of.get(a, -1), self.row_of.get(user, -1), had)
+            self._cut(self.row_of.get(a, -1))
+        if event.type in COMMANDS:  # a $merge: nothing more
+            return
+        r = int(self.ev.urow[e])
+        U = self.U
+        if U.pi[r, L.P_EXISTS] and U.pf[r, L.P_LAST] + ttl < self.params.fp[L.FP_WATERMARK]:
+            who = self.names[e]
+            at = float(self.params.fp[L.FP_WATERMARK])
+
+            def expire() -> None:
+                base._delete(state, state.profiles[who], at, out, before, announce=True)
+
+            self._change(e, [who], expire)
+
+    def _cut(self, row: int, into: int = -1, had: frozenset[str] = frozenset()) -> None:
+        """The scores of ``row``'s records so far do not stay on it: its profile was replaced
+        (``into`` -1: they are dropped, as they went to the profile that is gone) or folded into
+        ``into``'s (they pass to it for the tasks it had no score of, see ``step._score``)."""
+        if row >= 0:
+            self.cuts.append((int(self.outputs.res[2]), row, into, had))
+
+    def _change(
+        self, e: int, who: list[str], change: Callable[[], None], folded: str | None = None
+    ) -> None:
+        """Write the rows of ``who`` back, make the ``change``, reload them; then follow the
+        identity links it made or removed. The scores of a profile replaced by the change stay
+        with it (:meth:`_cut`); those of ``folded`` are the caller's to pass on."""
+        rows = [self.row_of.get(u, -1) for u in who]
+        self._flush(rows)
+        if not self.in_order:
+            assert self.risk is not None
+            self.risk.rows([r for r in rows if r >= 0], e)
+        out, profiles = self.out, self.state.profiles
+        had = {u: u in profiles for u in who}
+        objects = {u: profiles.get(u) for u in who}
+        saved, out.links = out.links, {}
+        try:
+            change()
+        finally:
+            changed, out.links = out.links, saved
+            saved.update(changed)
+        for u in who:
+            r = self.row_of.get(u, -1)
+            p = profiles.get(u)
+            if u != folded and objects[u] is not None and p is not objects[u]:
+                self._cut(r)
+            if p is None:
+                self.held.pop(u, None)
+                self.remade[u] = (e, True)
+            else:
+                self.held[u] = p
+                if not had[u]:
+                    self.remade[u] = (e, False)
+            if r >= 0:
+                self._reload(r, p)
+                assert self.risk is not None
+                self.risk.reset(r, p)
+        for anon in changed:
+            self._follow(anon, e)
+
+    def _flush(self, rows: list[int]) -> None:
+        """Write rows changed by the kernel back to their profiles (scores come at the end)."""
+        U = self.U
+        rows = [r for r in rows if r >= 0 and U.touched[r]]
+        if not rows:
+            return
+        part = Users(*(a[rows] for a in U))
+        nt = len(self.tables.task_names)
+        scores = (np.full((len(rows), nt), np.nan), np.full((len(rows), nt), -1, np.int64))
+        names = [self.users[r] for r in rows]
+        store_users(self.tables, self.state.profiles, names, part, scores)
+        for u in names:
+            p = self.state.profiles[u]
+            stand_in = self.held.get(u)
+            if stand_in is not None and stand_in is not p:
+                _carry(stand_in, p)
+            self.held[u] = p
+
+    def _reload(self, r: int, p: Profile | None) -> None:
+        """Row ``r`` from profile ``p`` (None: empty)."""
+        U = self.U
+        touched = bool(U.touched[r]) and p is not None  # its scores are written at the end
+        if p is None:
+            one = None
+        else:
+            one = load_users(self.tables, self.state.profiles, [p.user], ResidentUsers(0))
+        fields = {}
+        for name in Users._fields:
+            a = getattr(U, name)
+            src = None if one is None else getattr(one, name)[0]
+            if src is not None and a.ndim == 2 and src.shape[0] > a.shape[1]:
+                wide = np.zeros((a.shape[0], src.shape[0]), a.dtype)
+                wide[:, : a.shape[1]] = a
+                a = wide
+                fields[name] = a
+            a[r] = -1 if name == "first" else 0
+            if name == "pf":
+                a[r, L.P_LASTPUR] = np.nan
+            if src is not None:
+                if a.ndim == 2:
+                    a[r, : src.shape[0]] = src
+                else:
+                    a[r] = src
+        U.touched[r] = touched
+        if fields:
+            self.U = U._replace(**fields)
+
+    def _follow(self, anon: str, e: int) -> None:
+        """Point the events after ``e`` of visitor ``anon``, and the outcomes of its pending
+        examples, at the user it is now linked to (or back at itself)."""
+        ucode = self.tables.users.code
+        c = ucode.get(anon)
+        if c is None:
+            return
+        owner = self.state.aliases.get(anon, anon)
+        r = self.row_of.get(owner, -1)
+        self.codes.owner_row[c] = r
+        later = e + 1 + np.flatnonzero(self.visitor[e + 1 :] == c)
+        if not len(later):
+            return
+        ev = self.ev
+        ev.urow[later] = r
+        ev.ucode[later] = ucode[owner]
+        for k in later.tolist():
+            self.names[k] = owner
+
+    def finish(self) -> None:
+        """After the final rows are stored: velocity counts of stand-ins onto the profiles."""
+        profiles = self.state.profiles
+        for u, held in self.held.items():
+            p = profiles.get(u)
+            if p is not None and p is not held:
+                _carry(held, p)
+
+    def known(self, visitors: dict[str, bool], applied: list[int]) -> None:
+        """Mark in ``visitors`` the users who stop being anonymous visitors (see
+        ``compiled._known_events``), each counted from its profile's last re-making."""
+        events, names, remade = self.events, self.names, self.remade
+        for u, (_, anonymous) in remade.items():
+            visitors[u] = anonymous
+        for k in applied:
+            user = names[k]
+            if visitors.get(user) and k >= remade.get(user, (-1, True))[0]:
+                anon = events[k].anonymous_id
+                if anon is None or anon != user:
+                    visitors[user] = False
+
+
+def _carry(held: Profile, p: Profile) -> None:
+    """The velocity counts and anomaly score counted on a stand-in, onto the profile."""
+    p.v_events, p.v_purchases, p.v_items = held.v_events, held.v_purchases, held.v_items
+    if held.anomaly is not None:
+        p.anomaly = held.anomaly

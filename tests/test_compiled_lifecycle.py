@@ -1,0 +1,122 @@
+"""Identity links, erasures, expiry and anomaly scores on the compiled path: batches that mix
+them with plain events give the same stored state as the Python step, to the byte, and take
+the compiled path (the Python lifecycle runs only at the events that need it)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+import msgspec
+import pytest
+from test_compiled import TASKS, chunks, messed_up, run, snapshot, synthetic
+
+from liveprofile.config import PipelineConfig, ProfileConfig, RiskConfig, RunConfig
+from liveprofile.engine.core import Core
+from liveprofile.events import Event
+from liveprofile.events.schema import FORGET, MERGE
+from liveprofile.store import Store
+from liveprofile.store.layout import ANOMALY
+
+
+def config(
+    engine: str, ttl: str = "", anomaly: bool = False, velocity: bool = True
+) -> PipelineConfig:
+    return PipelineConfig(
+        tasks=TASKS,
+        risk=RiskConfig(velocity=velocity, anomaly=anomaly, window_size=20),
+        traits={"buyer": "frequency > 2"},
+        segments={"active": "days_since_last_event < 2", "big": "monetary > 50"},
+        run=RunConfig(engine=engine, dedup_window=500, profile_ttl=ttl),
+        profile=ProfileConfig(top_k=4, outcome_keys=3),
+    )
+
+
+def command(e: Event, kind: str, user: str, anon: str | None, event_id: str) -> Event:
+    return msgspec.structs.replace(
+        e, event_id=event_id, type=kind, user=user, anonymous_id=anon, item_id=None,
+        category=None, tags=(), value=None,
+    )  # fmt: skip
+
+
+def mixed(seed: int) -> list[Event]:
+    """Visitors who log in at their first purchase (with duplicates, late events and ratings),
+    erasures of users, of linked anonymous ids and of visitors, and operators' merges."""
+    rnd = random.Random(seed)
+    events = messed_up(synthetic(seed=seed, logins=True), seed=seed + 1)
+    users = sorted({e.user for e in events if e.anonymous_id is None})
+    visitors = sorted({e.anonymous_id for e in events if e.anonymous_id is not None})
+    out = list(events)
+    for k in range(12):
+        at = rnd.randrange(len(out))
+        kind = rnd.choice(["user", "visitor", "merge"])
+        base = out[at]
+        if kind == "merge":
+            extra = command(base, MERGE, rnd.choice(users), rnd.choice(visitors), f"merge-{k}")
+        else:
+            who = rnd.choice(users if kind == "user" else visitors)
+            extra = command(base, FORGET, who, None, f"forget-{k}")
+        out.insert(at + 1, extra)
+    # a re-sent login and a re-sent erasure are duplicates
+    logins = [e for e in out if e.anonymous_id not in (None, e.user)]
+    out.insert(len(out) // 2, logins[len(logins) // 3])
+    out.insert(len(out) - 5, next(e for e in out if e.type == FORGET))
+    return out
+
+
+def assert_same(batches: Sequence[Sequence[Event]], **changes: object) -> Core:
+    python_cfg, compiled_cfg = config("python", **changes), config("compiled", **changes)  # type: ignore[arg-type]
+    reference, _ = run(python_cfg, batches)
+    compiled, core = run(compiled_cfg, batches)
+    assert core.compiled is not None
+    a, b = _snapshot(reference, python_cfg), _snapshot(compiled, compiled_cfg)
+    assert a["rows"]["profile"], "the run made profiles"
+    for ns in a["rows"]:
+        assert a["rows"][ns] == b["rows"][ns], ns
+    assert a["meta"] == b["meta"]
+    return core
+
+
+def _snapshot(store: Store, config: PipelineConfig) -> dict[str, dict[str, object]]:
+    shot = snapshot(store, config)
+    meta = dict(shot["meta"])  # type: ignore[call-overload]
+    meta[ANOMALY] = store.get_meta(ANOMALY)
+    rows = dict(shot["rows"])  # type: ignore[call-overload]
+    for ns in ("alias", "expiry"):
+        rows[ns] = dict(store.scan(ns))
+    return {"rows": rows, "meta": meta}
+
+
+@pytest.mark.parametrize("size", [1, 23, 160, 100_000])
+def test_links_erasures_and_merges_in_batches_give_the_same_state(size: int) -> None:
+    events = mixed(seed=11)
+    core = assert_same(chunks(events[:500] if size == 1 else events, size))
+    assert core.compiled is not None and core.compiled.stopped > 0
+
+
+@pytest.mark.parametrize("size", [1, 40, 100_000])
+def test_expiry_mid_batch_gives_the_same_state(size: int) -> None:
+    # ten days of events, profiles idle for a day expire: users come back after expiring,
+    # within a batch and across batches, visitors' links go with their profiles
+    events = mixed(seed=12)
+    batches = chunks(events[:500] if size == 1 else events, size)
+    core = assert_same(batches, ttl="1d")
+    assert core.compiled is not None and core.compiled.stopped > 0
+    if size == 40:  # expiry alone: plain events, no links
+        plain = messed_up(synthetic(seed=12), seed=13)
+        core = assert_same(chunks(plain, size), ttl="1d")
+        assert core.compiled is not None and core.compiled.stopped > 0
+
+
+@pytest.mark.parametrize("size", [1, 50, 100_000])
+def test_anomaly_scores_give_the_same_state(size: int) -> None:
+    events = mixed(seed=13)
+    batches = chunks(events[:300] if size == 1 else events, size)
+    assert_same(batches, anomaly=True)
+    assert_same(batches, anomaly=True, velocity=False, ttl="2d")
+
+
+def test_plain_batches_with_ttl_and_anomaly_take_no_stop() -> None:
+    events = messed_up(synthetic(seed=14), seed=15)
+    core = assert_same(chunks(events, 200), anomaly=True, ttl="30d")
+    assert core.compiled is not None and core.compiled.stopped == 0
