@@ -66,14 +66,17 @@ return table.concat(out)
 
 #: KEYS[1]: the model's hash; ARGV[1]: packed uint32 indices of the rows a batch changed;
 #: ARGV[2] and ARGV[3]: their float64s as the batch read them and after the batch; ARGV[4]:
-#: bytes per row. Each float64 still at the value read gets the batch's value exactly; one
-#: another worker changed meanwhile gets the batch's difference added. Returns the rows merged.
+#: bytes per row. A row still as read gets the batch's values exactly; in a row another worker
+#: changed meanwhile, each float64 that moved gets the batch's difference added. Returns the
+#: rows merged.
 MERGE_SCRIPT = (
     _FIELDS
     + f"""
 local key, packed, before, after = KEYS[1], ARGV[1], ARGV[2], ARGV[3]
 local width = tonumber(ARGV[4])
 local zero = string.rep('\\0', width)
+local floats = width / 8
+local fmt = '<' .. string.rep('d', floats)
 local n = #packed / 4
 for start = 1, n, {CHUNK} do
   local count = math.min(n - start + 1, {CHUNK})
@@ -87,19 +90,15 @@ for start = 1, n, {CHUNK} do
     local c = current[j] or zero
     local v = a
     if c ~= b then
-      local parts = {{}}
-      for k = 1, width, 8 do
-        local ck, bk, ak = string.sub(c, k, k + 7), string.sub(b, k, k + 7), string.sub(a, k, k + 7)
-        if ck == bk then
-          parts[#parts + 1] = ak
-        else
-          local cv = struct.unpack('<d', ck)
-          local bv = struct.unpack('<d', bk)
-          local av = struct.unpack('<d', ak)
-          parts[#parts + 1] = struct.pack('<d', cv + (av - bv))
+      local cs = {{struct.unpack(fmt, c)}}
+      local bs = {{struct.unpack(fmt, b)}}
+      local as = {{struct.unpack(fmt, a)}}
+      for k = 1, floats do
+        if cs[k] ~= bs[k] then
+          as[k] = cs[k] + (as[k] - bs[k])
         end
       end
-      v = table.concat(parts)
+      v = struct.pack(fmt, unpack(as, 1, floats))
     end
     args[2 * j - 1] = names[j]
     args[2 * j] = v
