@@ -21,10 +21,11 @@ from liveprofile.redis import packed
 from liveprofile.redis.store import RedisStore
 from liveprofile.store.base import Rows
 
-#: merges one batch's changes of a shared model's coordinates (KEYS[1]: the model's hash;
-#: ARGV: field, value read before the batch, value after it, as little-endian float64s, for
-#: each changed coordinate). A coordinate still at the value read gets the batch's value
-#: exactly; one another worker changed meanwhile gets the batch's difference added.
+#: merges one batch's changes of a shared model's named single-value rows, such as OGD's step
+#: count ``t:0`` (the coordinates go through :data:`liveprofile.redis.packed.MERGE_SCRIPT`;
+#: KEYS[1]: the model's hash; ARGV: field, value read before the batch, value after it, as
+#: little-endian float64s, for each changed row). A row still at the value read gets the
+#: batch's value exactly; one another worker changed meanwhile gets the batch's difference added.
 MERGE_SCRIPT = """
 local key = KEYS[1]
 local zero = struct.pack('<d', 0.0)
