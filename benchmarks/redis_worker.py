@@ -45,7 +45,7 @@ from liveprofile.events.schema import encode_event
 from liveprofile.events.sources import JsonlSource
 from liveprofile.redis.store import RedisStore
 from liveprofile.redis.streams import publish
-from liveprofile.redis.worker import RedisWorker
+from liveprofile.redis.worker import RedisWorker, WorkerOptions
 from liveprofile.store.sqlite import SQLiteStore
 
 
@@ -70,7 +70,10 @@ def run_redis(
         with path.open("rb") as fh:
             publish(client, prefix, 1, fh, chunk=5_000)
         worker = RedisWorker(
-            config, store, client, prefix, [0], batch_size=batch_size, block_ms=block_ms
+            config,
+            store,
+            client,
+            WorkerOptions(prefix, [0], batch_size=batch_size, block_ms=block_ms),
         )
         stats = worker.run(max_idle_polls=1)
         return stats, dict(store.scan("profile"))

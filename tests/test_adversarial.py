@@ -26,7 +26,7 @@ from liveprofile.events import EventParser
 from liveprofile.events.deadletter import read_dead_letters
 from liveprofile.redis.store import RedisStore
 from liveprofile.redis.streams import publish
-from liveprofile.redis.worker import RedisWorker
+from liveprofile.redis.worker import RedisWorker, WorkerOptions
 from liveprofile.store import open_store
 
 REDIS = "redis://127.0.0.1:6379/0"
@@ -223,8 +223,8 @@ def test_published_bad_records_are_dead_lettered_by_the_worker(
         # one partition: a takeover must come after its victim's events, as in the file
         stats = publish(client, prefix, 1, data.splitlines())
         store = RedisStore(REDIS, prefix=prefix)
-        worker = RedisWorker(CONFIG, store, redis.Redis.from_url(REDIS), prefix, [0],
-                             batch_size=64, block_ms=20)
+        options = WorkerOptions(prefix, [0], batch_size=64, block_ms=20)
+        worker = RedisWorker(CONFIG, store, redis.Redis.from_url(REDIS), options)
         run = worker.run(max_idle_polls=2)
         worker.client.close()
         assert run.events == len(CLEAN)

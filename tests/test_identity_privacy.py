@@ -27,7 +27,7 @@ from liveprofile.profile.identity import merge_profiles
 from liveprofile.profile.state import DAY, ProfileUpdater, decode_profile
 from liveprofile.redis.store import RedisStore
 from liveprofile.redis.streams import publish
-from liveprofile.redis.worker import RedisWorker
+from liveprofile.redis.worker import RedisWorker, WorkerOptions
 from liveprofile.store.sqlite import SQLiteStore
 
 REDIS = "redis://127.0.0.1:6379/0"
@@ -235,7 +235,9 @@ def test_erasure_through_the_redis_stream(tmp_path: Path) -> None:
     ]
     try:
         publish(client, prefix, 2, [encode_event(e) for e in events])
-        worker = RedisWorker(config, store, client, prefix, [0, 1], batch_size=2, block_ms=50)
+        worker = RedisWorker(
+            config, store, client, WorkerOptions(prefix, [0, 1], batch_size=2, block_ms=50)
+        )
         worker.run(max_idle_polls=2)
         url = f"{REDIS}?prefix={prefix}"
         assert set(export_user(url, "ann")["segments"]) == {"buyers", "tea_lovers"}

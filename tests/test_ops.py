@@ -23,7 +23,7 @@ from liveprofile.events.schema import EventParser
 from liveprofile.redis.ops import list_dead_letters, redrive, stream_status
 from liveprofile.redis.store import RedisStore
 from liveprofile.redis.streams import publish, stream_key
-from liveprofile.redis.worker import RedisWorker
+from liveprofile.redis.worker import RedisWorker, WorkerOptions
 
 CONFIG = PipelineConfig.from_toml("[run]\nbatch_size = 100\n[features]\nbits = 12\n")
 PREFIX = "ops"
@@ -53,7 +53,9 @@ def _status(url: str) -> dict[str, Any]:
 def _run_worker(url: str) -> RunStats:
     client = redis.Redis.from_url(url)
     store = RedisStore(url, prefix=PREFIX)
-    worker = RedisWorker(CONFIG, store, client, PREFIX, [0, 1], batch_size=100, block_ms=50)
+    worker = RedisWorker(
+        CONFIG, store, client, WorkerOptions(PREFIX, [0, 1], batch_size=100, block_ms=50)
+    )
     try:
         return worker.run(max_idle_polls=4)
     finally:
@@ -162,7 +164,7 @@ def test_redrive_raw_dead_letters_again(url: str) -> None:
     client = redis.Redis.from_url(url)
     publish(client, prefix, 1, [b'{"event_id": "x", "type": "view"}', b"{broken"])
     store = RedisStore(url, prefix=prefix)
-    worker = RedisWorker(CONFIG, store, client, prefix, [0], block_ms=50)
+    worker = RedisWorker(CONFIG, store, client, WorkerOptions(prefix, [0], block_ms=50))
     assert worker.run(max_idle_polls=2).dead_letters == 2
     first = list_dead_letters(store)
 
@@ -208,8 +210,8 @@ def test_trimming_worker_leaves_only_the_committed_entry(url: str, tmp_path: Pat
             publish(client, "trim", 1, fh)
         stream = stream_key("trim", 0)
         assert client.xlen(stream) == written.lines
-        worker = RedisWorker(CONFIG, store, client, "trim", [0], batch_size=100, block_ms=50,
-                             trim=True)  # fmt: skip
+        options = WorkerOptions("trim", [0], batch_size=100, block_ms=50, trim=True)
+        worker = RedisWorker(CONFIG, store, client, options)
         stats = worker.run(max_idle_polls=3)
         assert stats.events == written.valid
         # everything before the last committed entry is gone; the committed one is kept

@@ -27,7 +27,7 @@ from liveprofile.profile.state import decode_profile
 from liveprofile.redis.ops import read_checkpoint
 from liveprofile.redis.store import RedisStore
 from liveprofile.redis.streams import StreamReader, entry_offset, publish
-from liveprofile.redis.worker import RedisWorker
+from liveprofile.redis.worker import RedisWorker, WorkerOptions
 from liveprofile.store.layout import Checkpoint
 from liveprofile.store.memory import MemoryStore
 
@@ -166,7 +166,9 @@ def test_worker_equals_local_replay(server: Server, events: Path, tmp_path: Path
     published = _publish(server.url, "inproc", events)
     client = redis.Redis.from_url(server.url)
     store = RedisStore(server.url, prefix="inproc")
-    worker = RedisWorker(config, store, client, "inproc", [0], batch_size=200, block_ms=100)
+    worker = RedisWorker(
+        config, store, client, WorkerOptions("inproc", [0], batch_size=200, block_ms=100)
+    )
     stats = worker.run(max_idle_polls=2)
     store.close()
     client.close()
@@ -301,11 +303,11 @@ def test_two_scoped_workers_share_one_prefix(server: Server, events: Path) -> No
     client = redis.Redis.from_url(server.url)
     stores = [RedisStore(server.url, prefix=p) for p in ("one", "two", "two")]
     try:
-        single = RedisWorker(config, stores[0], client, "one", [0, 1], block_ms=50)
+        single = RedisWorker(config, stores[0], client, WorkerOptions("one", [0, 1], block_ms=50))
         single.run(max_idle_polls=4)
         for store, part in ((stores[1], 0), (stores[2], 1)):
             worker = RedisWorker(
-                config, store, client, "two", [part], block_ms=50, scope=f"p{part}"
+                config, store, client, WorkerOptions("two", [part], block_ms=50, scope=f"p{part}")
             )
             worker.run(max_idle_polls=4)
         # profiles are shared and equal to a single worker's; models and checkpoints are apart

@@ -28,7 +28,7 @@ from liveprofile.profile.segments import SegmentRules
 from liveprofile.profile.state import DAY, ProfileUpdater, decode_profile
 from liveprofile.redis.store import RedisStore
 from liveprofile.redis.streams import publish
-from liveprofile.redis.worker import RedisWorker
+from liveprofile.redis.worker import RedisWorker, WorkerOptions
 from liveprofile.serving.segments import segment_members
 from liveprofile.store.sqlite import SQLiteStore
 
@@ -263,7 +263,9 @@ def test_redis_worker_streams_the_same_changes(events: Path, tmp_path: Path) -> 
     try:
         with open(events, "rb") as fh:
             publish(client, prefix, 1, fh)
-        worker = RedisWorker(config, store, client, prefix, [0], batch_size=500, block_ms=50)
+        worker = RedisWorker(
+            config, store, client, WorkerOptions(prefix, [0], batch_size=500, block_ms=50)
+        )
         worker.run(max_idle_polls=2)
         streamed = [c for _, c in read_stream_changes(client, change_stream(prefix))]
         _run(config, events, tmp_path / "s.db")

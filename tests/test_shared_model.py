@@ -11,6 +11,7 @@ import json
 import zlib
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import pytest
 import redis
@@ -22,9 +23,11 @@ from liveprofile.engine.local import RunStats
 from liveprofile.errors import StateVersionError
 from liveprofile.events.schema import EventParser
 from liveprofile.kafka.producer import record_key
+from liveprofile.kafka.shared_model import SharedLearner, header_of
 from liveprofile.kafka.worker import OwnedPartition, apply_records, load_partition
+from liveprofile.learn.linear import LogisticOGD
 from liveprofile.learn.registry import load_learner
-from liveprofile.learn.stored import StoredModels, shared_learned
+from liveprofile.learn.stored import StoredModels, load_shared, shared_learned
 from liveprofile.redis.fence import FencedOut, FencedRedisStore
 from liveprofile.store.layout import check_config, model_meta, model_namespace
 from liveprofile.store.scoped import ScopedStore
@@ -193,3 +196,61 @@ def test_the_read_api_scores_with_the_shared_model(
     items = ranked.json()["items"]
     assert [i["item"] for i in items] == ["i1", "i2"]
     assert items[0]["score"] == pytest.approx(body["score"])  # i1 scored by the same model
+
+
+def test_a_shared_model_of_the_previous_layout_is_refused(server: RedisServer) -> None:
+    """Stores whose coordinates were written one row per array (schema 1) are refused with a
+    clear error, not read as zeros."""
+    cfg = config()
+    store = open_store(server, "schema1", cfg)
+    old = {"kind": "ftrl", "params": {}, "arrays": ["z", "n"], "layout": "shared", "schema": 1}
+    store.commit({}, {model_meta("convert"): msgspec.msgpack.encode(old)})
+    with pytest.raises(StateVersionError, match=r"schema 1, this version reads 2.*new store"):
+        load_partition(store, cfg, TOPIC, 0, {})
+    store.drop()
+    store.close()
+
+
+def _commit(store: FencedRedisStore, seq: int) -> None:
+    store.fence = ("s", seq)
+    try:
+        store.commit({}, {})
+    finally:
+        store.fence = None
+
+
+def test_two_writers_of_a_model_with_a_step_count_add_their_changes(server: RedisServer) -> None:
+    """OGD keeps a step count besides its weights: both travel through the merge. A writer that
+    read the other's commit continues it exactly; two that read the same state add up."""
+    store = FencedRedisStore(server.url, prefix="ogd")
+    store.drop()
+    x, bits = {"f": 1.0, "g": 2.0, "h": -1.0}, 8
+
+    def writer() -> SharedLearner:
+        return SharedLearner(LogisticOGD(lr=0.5, power=0.5, bits=bits), store, "like")
+
+    reference = LogisticOGD(lr=0.5, power=0.5, bits=bits)
+    header = header_of(reference)
+    first, second = writer(), writer()
+    first.learn_one(x, True)
+    _commit(store, 0)
+    second.learn_one(x, False)  # reads the first's commit back
+    _commit(store, 1)
+    reference.learn_one(x, True)
+    reference.learn_one(x, False)
+    merged = load_shared(store, "like", header).arrays()  # type: ignore[attr-defined]
+    assert merged["t"][0] == 2.0 and np.count_nonzero(merged["w"]) == len(x)
+    assert np.array_equal(merged["w"], reference.w) and np.array_equal(merged["t"], reference.t)
+
+    store.drop()
+    one, two = writer(), writer()
+    one.learn_one(x, True)  # both read the empty model
+    two.learn_one(x, True)
+    _commit(store, 0)  # the fence went with the rest of the prefix
+    _commit(store, 1)
+    merged = load_shared(store, "like", header).arrays()  # type: ignore[attr-defined]
+    assert merged["t"][0] == 2.0
+    assert np.array_equal(merged["w"], one.inner.w + (two.inner.w - 0.0))
+    assert shared_learned(store, "like") == 2
+    store.drop()
+    store.close()

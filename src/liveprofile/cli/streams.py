@@ -253,7 +253,7 @@ def worker(
     import redis
 
     from liveprofile.redis.store import RedisStore
-    from liveprofile.redis.worker import RedisWorker
+    from liveprofile.redis.worker import RedisWorker, WorkerOptions
 
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s"
@@ -261,10 +261,7 @@ def worker(
     parts = _partition_list(streams.partition_list, streams.total)
     store = RedisStore(url, prefix=prefix)
     client = redis.Redis.from_url(url)
-    runner = RedisWorker(
-        config,
-        store,
-        client,
+    options = WorkerOptions(
         prefix,
         parts,
         group=group,
@@ -275,6 +272,7 @@ def worker(
         trim=streams.trim,
         scope=streams.scope,
     )
+    runner = RedisWorker(config, store, client, options)
     try:
         stats = runner.run(max_idle_polls=idle_exit)
     except KeyboardInterrupt:

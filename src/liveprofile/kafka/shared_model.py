@@ -1,17 +1,18 @@
 """One model per task across partitions and workers, parameter-server style.
 
 With ``run.shared_model`` (the default), a Kafka worker or the Flink job does not keep a model
-per partition: each task's model lives once in the store, as rows of coordinates
-(:func:`~liveprofile.store.layout.model_namespace`, ``"z:1234"`` -> a float64) under a small
-header (:class:`~liveprofile.store.layout.ModelHeader`). A :class:`SharedLearner` stands in for
-the task's learner in every partition's state:
+per partition: each task's model lives once in the store, as one row per coordinate holding
+the learner's float64s there (:func:`~liveprofile.store.layout.model_namespace`, ``"4d2"`` ->
+FTRL's ``z`` and ``n`` at 1234) under a small header
+(:class:`~liveprofile.store.layout.ModelHeader`). A :class:`SharedLearner` stands in for the
+task's learner in every partition's state:
 
-* **Before** it runs a batch's operations it reads back, in one ``HMGET``, the merged values of
-  the coordinates those operations touch (the examples' hashed features, and counters such as
-  OGD's step count), so the batch predicts and learns with every other worker's committed
-  changes.
-* **After**, it stages the coordinates the batch changed, as (value read, value after), in the
-  batch's fenced ``MULTI``/``EXEC`` (:meth:`FencedRedisStore.stage_merge`): a coordinate nobody
+* **Before** it runs a batch's operations it reads back, in one round trip, the merged values
+  of the coordinates those operations touch (the examples' hashed features, and counters such
+  as OGD's step count), so the batch predicts and learns with every other worker's committed
+  changes. Indices and values travel as packed arrays (:mod:`liveprofile.redis.packed`).
+* **After**, it stages the coordinates the batch changed, as (values read, values after), in
+  the batch's fenced ``MULTI``/``EXEC`` (:meth:`FencedRedisStore.stage_rows`): a value nobody
   changed since the read gets the batch's value exactly, one another worker changed meanwhile
   gets the batch's difference added. FTRL's ``z`` and ``n`` and OGD's weights and step count
   all merge by adding differences. The merge commits with the partition's offset, so a batch
@@ -66,6 +67,7 @@ class SharedLearner:
         self.store = store
         self.task = task
         self.namespace = model_namespace(task)
+        self._marks: npt.NDArray[np.bool_] | None = None
 
     @property
     def bits(self) -> int:
@@ -75,44 +77,65 @@ class SharedLearner:
         kinds, starts, idx, val, ys = ops.arrays()
         idx = np.bitwise_and(idx, self.inner.mask)
         arrays = self.inner.arrays()
-        touched = {
-            name: (np.unique(idx) if a.size > 1 else np.zeros(1, dtype=np.int64))
-            for name, a in arrays.items()
-        }
-        fields = {name: [f"{name}:{i}" for i in t.tolist()] for name, t in touched.items()}
-        self._read_back(arrays, touched, fields)
-        before = {name: arrays[name][t].copy() for name, t in touched.items()}
+        wide = [a for a in arrays.values() if a.size > 1]
+        single = {name: a for name, a in arrays.items() if a.size == 1}
+        touched = self._touched(idx)
+        indices = touched.astype("<u4").tobytes()
+        width = 8 * len(wide)
+        blob = self.store.read_rows(self.namespace, indices, width)
+        before = np.frombuffer(blob, dtype="<f8").reshape(touched.size, len(wide))
+        for k, a in enumerate(wide):
+            a[touched] = before[:, k]
+        fields = [f"{name}:0" for name in single]
+        before_single = self._read_single(single, fields)
         out = self.inner.run_arrays(kinds, starts, idx, val, ys)
-        for name, t in touched.items():
-            after = arrays[name][t]
-            changed = np.flatnonzero(after != before[name])
-            if changed.size:
-                names = fields[name]
+        after = np.empty_like(before)
+        for k, a in enumerate(wide):
+            after[:, k] = a[touched]
+        changed = np.flatnonzero((after != before).any(axis=1))
+        if changed.size:
+            self.store.stage_rows(
+                self.namespace,
+                touched[changed].astype("<u4").tobytes(),
+                before[changed].tobytes(),
+                after[changed].tobytes(),
+                width,
+            )
+        if single:
+            after_single = np.array([a[0] for a in single.values()], dtype="<f8")
+            moved = np.flatnonzero(after_single != before_single)
+            if moved.size:
                 self.store.stage_merge(
                     self.namespace,
-                    [names[k] for k in changed.tolist()],
-                    before[name][changed].astype("<f8").tobytes(),
-                    after[changed].astype("<f8").tobytes(),
+                    [fields[k] for k in moved.tolist()],
+                    before_single[moved].tobytes(),
+                    after_single[moved].tobytes(),
                 )
         learned = int(np.count_nonzero(np.asarray(kinds) & LEARN))
         self.store.stage_count(self.namespace, MODEL_LEARNED, learned)
         return out
 
-    def _read_back(
-        self,
-        arrays: Mapping[str, F64],
-        touched: Mapping[str, npt.NDArray[np.int64]],
-        fields: Mapping[str, list[str]],
-    ) -> None:
-        """Set the touched coordinates to the store's merged values (one ``HMGET``)."""
-        names = [f for name in touched for f in fields[name]]
-        values = self.store.read(self.namespace, names)
-        at = 0
-        for name, t in touched.items():
-            chunk = values[at : at + t.size]
-            at += t.size
-            blob = b"".join(_ZERO if v is None else v for v in chunk)
-            arrays[name][t] = np.frombuffer(blob, dtype="<f8")
+    def _touched(self, idx: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+        """The distinct coordinates of ``idx``, in order (a mark per coordinate: cheaper than
+        sorting the batch's hundred thousand indices)."""
+        if self._marks is None:
+            self._marks = np.zeros(self.inner.mask + 1, dtype=np.bool_)
+        marks = self._marks
+        marks[idx] = True
+        touched = np.flatnonzero(marks)
+        marks[touched] = False
+        return touched
+
+    def _read_single(self, single: Mapping[str, F64], fields: list[str]) -> F64:
+        """Set the single-value arrays (OGD's step count) to the store's merged values."""
+        if not single:
+            return np.zeros(0)
+        values = self.store.read(self.namespace, fields)
+        blob = b"".join(_ZERO if v is None else v for v in values)
+        merged = np.frombuffer(blob, dtype="<f8").copy()
+        for k, a in enumerate(single.values()):
+            a[0] = merged[k]
+        return merged
 
     def _one(self, x: Mapping[Hashable, float], kind: int, y: float) -> float:
         from liveprofile.learn.linear import hash_key

@@ -17,13 +17,15 @@ from typing import Any, cast
 import redis
 
 from liveprofile.errors import StoreError
+from liveprofile.redis import packed
 from liveprofile.redis.store import RedisStore
 from liveprofile.store.base import Rows
 
-#: merges one batch's changes of a shared model's coordinates (KEYS[1]: the model's hash;
-#: ARGV: field, value read before the batch, value after it, as little-endian float64s, for
-#: each changed coordinate). A coordinate still at the value read gets the batch's value
-#: exactly; one another worker changed meanwhile gets the batch's difference added.
+#: merges one batch's changes of a shared model's named single-value rows, such as OGD's step
+#: count ``t:0`` (the coordinates go through :data:`liveprofile.redis.packed.MERGE_SCRIPT`;
+#: KEYS[1]: the model's hash; ARGV: field, value read before the batch, value after it, as
+#: little-endian float64s, for each changed row). A row still at the value read gets the
+#: batch's value exactly; one another worker changed meanwhile gets the batch's difference added.
 MERGE_SCRIPT = """
 local key = KEYS[1]
 local zero = struct.pack('<d', 0.0)
@@ -62,8 +64,33 @@ class FencedRedisStore(RedisStore):
         super().__init__(url, prefix=prefix)
         #: shared-model merges staged for the next fenced commit: (namespace, script args)
         self._merges: list[tuple[str, list[bytes]]] = []
+        #: packed shared-model merges staged for the next fenced commit: (namespace, indices,
+        #: before, after, bytes per row), see :mod:`liveprofile.redis.packed`
+        self._packed: list[tuple[str, bytes, bytes, bytes, int]] = []
         #: counters staged for the next fenced commit: (namespace, field, increment)
         self._counts: list[tuple[str, str, int]] = []
+
+    def read_rows(self, namespace: str, indices: bytes, width: int) -> bytes:
+        """The shared-model rows of ``indices`` (packed little-endian uint32s), ``width`` bytes
+        each, concatenated (zeros for rows not written yet), in one round trip."""
+        with self._errors("read"):
+            blob = packed.read_rows(self.client, self._key(namespace), indices, width)
+        if len(blob) != len(indices) // 4 * width:
+            raise StoreError(
+                f"shared model {namespace} at {self.url} ({self.prefix}) has rows of another "
+                f"size than {width} bytes: it was written by another learner; replay the events "
+                "into a new store"
+            )
+        return blob
+
+    def stage_rows(
+        self, namespace: str, indices: bytes, before: bytes, after: bytes, width: int
+    ) -> None:
+        """Merge the shared-model rows of ``indices`` in the next fenced :meth:`commit` (same
+        ``MULTI``): they held ``before`` when read and ``after`` after the batch (see
+        :data:`liveprofile.redis.packed.MERGE_SCRIPT`)."""
+        if indices:
+            self._packed.append((namespace, indices, before, after, width))
 
     def stage_merge(self, namespace: str, fields: list[str], before: bytes, after: bytes) -> None:
         """Merge coordinates of a shared model in the next fenced :meth:`commit` (same
@@ -83,7 +110,7 @@ class FencedRedisStore(RedisStore):
 
     def discard_staged(self) -> None:
         """Forget merges and counters staged for a commit that will not happen."""
-        self._merges, self._counts = [], []
+        self._merges, self._counts, self._packed = [], [], []
 
     def fence_key(self, scope: str) -> str:
         return f"{self.prefix}:fence:{scope}"
@@ -106,7 +133,7 @@ class FencedRedisStore(RedisStore):
         key = self.fence_key(scope)
         appends, self._appends = self._appends, []
         removals, self._removals = self._removals, []
-        merges, counts = self._merges, self._counts
+        merges, counts, rows_merged = self._merges, self._counts, self._packed
         self.discard_staged()
         with self._errors("commit"), self.client.pipeline(transaction=True) as pipe:
             try:
@@ -132,6 +159,8 @@ class FencedRedisStore(RedisStore):
                     for start in range(0, len(args), 3 * MERGE_CHUNK):
                         chunk = args[start : start + 3 * MERGE_CHUNK]
                         pipe.eval(MERGE_SCRIPT, 1, self._key(namespace), *cast(list[Any], chunk))
+                for namespace, indices, before, after, width in rows_merged:
+                    packed.merge_rows(pipe, self._key(namespace), indices, before, after, width)
                 for namespace, field, increment in counts:
                     pipe.hincrby(self._key(namespace), field, increment)
                 pipe.set(key, expected + 1)

@@ -22,6 +22,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import msgspec
 import redis
@@ -69,8 +70,35 @@ def _unreachable(exc: BaseException) -> bool:
     return False
 
 
+@dataclass(frozen=True)
+class WorkerOptions:
+    """What a :class:`RedisWorker` reads and how: the streams ``{prefix}:events:{p}`` of
+    ``partitions``, as ``consumer`` of consumer ``group``.
+
+    ``batch_size`` entries per commit at most; a read waits ``block_ms`` for new entries;
+    entries another consumer left unacknowledged for ``claim_idle_ms`` are taken over; with
+    ``trim`` committed entries are deleted; ``scope`` keeps this worker's state apart from
+    other workers on the prefix (:class:`~liveprofile.store.scoped.ScopedStore`); a lost
+    connection is retried with backoff up to ``max_backoff_s``.
+
+    >>> WorkerOptions("shop", [0, 1], batch_size=500).consumer
+    'worker-1'
+    """
+
+    prefix: str
+    partitions: Sequence[int]
+    group: str = "liveprofile"
+    consumer: str = "worker-1"
+    batch_size: int = 1000
+    block_ms: int = 1000
+    claim_idle_ms: int = 30_000
+    trim: bool = False
+    scope: str | None = None
+    max_backoff_s: float = 5.0
+
+
 class RedisWorker:
-    """Consumes ``partitions`` of ``{prefix}:events:{p}`` into ``store``, exactly once in effect.
+    """Consumes the partition streams of ``options`` into ``store``, exactly once in effect.
 
     ``client`` reads the streams; ``store`` holds the state. The worker turns off redis-py's own
     retries on both clients and retries itself, reloading its state from the store each time.
@@ -82,43 +110,40 @@ class RedisWorker:
         config: PipelineConfig,
         store: RedisStore,
         client: redis.Redis,
-        prefix: str,
-        partitions: list[int],
+        options: WorkerOptions,
         *,
-        group: str = "liveprofile",
-        consumer: str = "worker-1",
-        batch_size: int = 1000,
-        block_ms: int = 1000,
-        claim_idle_ms: int = 30_000,
-        trim: bool = False,
-        scope: str | None = None,
-        max_backoff_s: float = 5.0,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.perf_counter,
     ) -> None:
-        if not partitions:
+        if not options.partitions:
             raise ValueError("a worker needs at least one partition")
         self.config = config
         self.store = store
+        self.options = options
+        scope, prefix = options.scope, options.prefix
         #: where this worker's state lives: the whole store, or its scope of a shared one
         self.view: Store = store if scope is None else ScopedStore(store, scope)
         client.set_retry(_no_retry())
         self.client = client
         self.core = Core(config)
-        self.batch_size = batch_size
-        self.block_ms = block_ms
-        self.max_backoff_s = max_backoff_s
+        self.batch_size = options.batch_size
+        self.block_ms = options.block_ms
+        self.max_backoff_s = options.max_backoff_s
         self.dead_letter_stream = f"{prefix}:deadletters"
         self.change_stream = change_stream(prefix)
-        self.trim = trim
+        self.trim = options.trim
         self.readers = [
             StreamReader(
-                client, stream_key(prefix, p), group, consumer, claim_idle_ms=claim_idle_ms
+                client,
+                stream_key(prefix, p),
+                options.group,
+                options.consumer,
+                claim_idle_ms=options.claim_idle_ms,
             )
-            for p in partitions
+            for p in options.partitions
         ]
         self.state: PipelineState | None = None
-        self.consumer = consumer
+        self.consumer = options.consumer
         self.lock: WriterLock | None = None
         self._sleep = sleep
         self._clock = clock

@@ -84,17 +84,40 @@ def model_meta(task: str) -> str:
 
 def model_namespace(task: str) -> str:
     """The rows of a task's shared model (Kafka workers and the Flink job with
-    ``run.shared_model``): ``"{array}:{index}"`` -> the coordinate as a little-endian float64
-    (e.g. ``z:1234`` and ``n:1234`` of an FTRL learner), and :data:`MODEL_LEARNED` -> the
-    examples learned by all workers (a decimal count). Its header is the meta blob
+    ``run.shared_model``). One row per coordinate: field :func:`coordinate_field` (the index in
+    lowercase hex), value the coordinate's float64s of every full-size array of the learner, in
+    the header's order, little-endian (16 bytes for FTRL's ``z`` and ``n``). An array of a
+    single value (OGD's step count ``t``) is the row ``"{array}:0"``, and :data:`MODEL_LEARNED`
+    counts the examples learned by all workers (a decimal count). Its header is the meta blob
     :func:`model_meta` (:class:`ModelHeader`)."""
     return f"model:{task}"
 
 
+def coordinate_field(index: int) -> str:
+    """The row of a shared model's coordinate ``index`` (see :func:`model_namespace`).
+
+    >>> coordinate_field(1234), parse_model_field("4d2"), parse_model_field("t:0")
+    ('4d2', (None, 1234), ('t', 0))
+    """
+    return format(index, "x")
+
+
+def parse_model_field(field: str) -> tuple[str | None, int]:
+    """``(None, index)`` of a coordinate's row, ``(array, index)`` of a single-value array's
+    row, ``(MODEL_LEARNED, -1)`` of the count (see :func:`model_namespace`)."""
+    if field == MODEL_LEARNED:
+        return MODEL_LEARNED, -1
+    name, sep, index = field.partition(":")
+    if sep:
+        return name, int(index)
+    return None, int(field, 16)
+
+
 #: the row of a shared model counting the examples it learned (integer text, ``HINCRBY``)
 MODEL_LEARNED = "learned"
-#: the version of the shared model's layout (its header and rows)
-MODEL_SCHEMA = 1
+#: the version of the shared model's layout (its header and rows); 2: one row per coordinate
+#: holding all the learner's arrays (1: one row per array and coordinate, ``"z:1234"``)
+MODEL_SCHEMA = 2
 
 
 class ModelHeader(msgspec.Struct):
@@ -106,6 +129,11 @@ class ModelHeader(msgspec.Struct):
     True
     >>> decode_model_header(msgspec.msgpack.encode({"schema": 2, "kind": "ftrl"})) is None
     True
+    >>> try:
+    ...     decode_model_header(msgspec.msgpack.encode({"schema": 1, "layout": "shared"}))
+    ... except StateVersionError as exc:
+    ...     print(str(exc)[:47])
+    shared model has schema 1, this version reads 2
     """
 
     kind: str
@@ -130,7 +158,8 @@ def decode_model_header(blob: bytes) -> ModelHeader | None:
         if fields.get("schema") != MODEL_SCHEMA:
             raise StateVersionError(
                 f"shared model has schema {fields.get('schema')}, this version reads "
-                f"{MODEL_SCHEMA}: replay the events into a new store"
+                f"{MODEL_SCHEMA} (its coordinates are stored another way): replay the events "
+                "into a new store (another --prefix)"
             )
         return msgspec.msgpack.decode(blob, type=ModelHeader)
 
