@@ -102,6 +102,14 @@ TASKS = {
         label=LabelConfig(kind="type", positive=["cart"]),
         learner=LearnerConfig(kind="hoeffding", params={"grace_period": 20}),
     ),
+    # learned at once, as fake negatives, and again at conversion (learn/delayed.py)
+    "carted_fnc": TaskConfig(
+        "carted_fnc",
+        on=["view"],
+        label=LabelConfig(
+            kind="delayed", conversion=["cart"], key="category", window="6h", feedback="fnc"
+        ),
+    ),
 }
 SEGMENTS = {
     "active": "days_since_last_event < 2",

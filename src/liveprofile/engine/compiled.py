@@ -34,6 +34,7 @@ from liveprofile.engine.step import PythonStep
 from liveprofile.events.columns import EventColumns
 from liveprofile.events.schema import COMMANDS, Event
 from liveprofile.learn.base import OpArrays, run_ops, sparse_example
+from liveprofile.learn.delayed import fnc_correct_many
 from liveprofile.learn.examples import ExampleLog
 from liveprofile.learn.tasks import PendingLog
 from liveprofile.profile.population import Standing, standing
@@ -389,7 +390,8 @@ class CompiledStep:
                 ops.y[t, :k],
             )
             assert task.learner is not None
-            preds.append(run_ops(task.learner, batch) if k else np.zeros(0))
+            b = run_ops(task.learner, batch) if k else np.zeros(0)
+            preds.append(fnc_correct_many(b) if self.tables.at_once[t] else b)  # served
         n_rec = int(outputs.res[2])
         rec_kind, rec_task, rec_k, rec_ref = outputs.recs[:n_rec].T
         rec_ts, rec_label = outputs.rec_ts[:n_rec], outputs.rec_label[:n_rec]

@@ -73,6 +73,7 @@ class Tasks(NamedTuple):
     per_key: Any  # most examples awaiting a conversion per (user, key)
     ko_topic: Any  # (task, topic code): the key-outcome name
     ko_item: Any  # (task, item code)
+    at_once: Any  # delayed examples learned when exposed, and again when converted (fnc)
 
 
 class Params(NamedTuple):

@@ -32,7 +32,7 @@ from liveprofile.engine.state import PipelineState, scores_in_task_order
 from liveprofile.events.columns import EventColumns
 from liveprofile.events.schema import FORGET, MERGE, Event
 from liveprofile.features.hashing import FeatureBuilder
-from liveprofile.learn.base import LEARN, PREDICT, PREDICT_LEARN, run_ops
+from liveprofile.learn.base import LEARN, PREDICT_LEARN, run_ops
 from liveprofile.learn.examples import ExampleLog
 from liveprofile.learn.regression import RegressionMetrics, run_regression_ops
 from liveprofile.learn.tasks import Pending, TaskState
@@ -200,7 +200,7 @@ class PythonStep(Lifecycle):
                     t_idx, t_val = task_features(task.name, p, it, key)
                     idx, val = shared[0] + t_idx, shared[1] + t_val
                     pending = task.open(user, key, item_id, ts, array("q", idx), array("d", val))
-                    k = task.ops.add(PREDICT, idx, val)
+                    k = task.ops.add(task.open_kind, idx, val)  # fnc: learned at once
                     records.append((R_OPENED, task, k, pending, ts, False))
                     if pending.deadline < watermark:
                         # a late exposure whose window has already closed in event time
@@ -333,8 +333,9 @@ class PythonStep(Lifecycle):
         out: StepResult,
     ) -> None:
         label = pending.converted
-        y = pending.total if task.regression else (1.0 if label else 0.0)
-        task.ops.add_packed(LEARN, pending.idx, pending.val, y)
+        if not task.at_once:  # else learned when exposed (and converted)
+            y = pending.total if task.regression else (1.0 if label else 0.0)
+            task.ops.add_packed(LEARN, pending.idx, pending.val, y)
         task.close(pending)
         records.append((R_RESOLVED, task, -1, pending, pending.open_ts, label))
         out.examples += 1
@@ -412,7 +413,7 @@ class PythonStep(Lifecycle):
                 _score(owners[i], task.name, p, folds, written)
             elif kind == R_OPENED:
                 assert preds is not None and isinstance(ref, Pending)
-                ref.p = float(preds[k])
+                ref.p = task.served(float(preds[k]))
                 _score(owners[i], task.name, ref.p, folds, written)
             else:
                 assert isinstance(ref, Pending)

@@ -34,7 +34,8 @@ import numpy.typing as npt
 
 from liveprofile.config import TaskConfig
 from liveprofile.events.schema import Event
-from liveprofile.learn.base import Learner, OpBatch
+from liveprofile.learn import delayed as feedback
+from liveprofile.learn.base import LEARN, PREDICT, PREDICT_LEARN, Learner, OpBatch
 from liveprofile.learn.metrics import Prequential
 from liveprofile.learn.regression import RegressionMetrics
 from liveprofile.store.codec import VersionedCodec
@@ -93,6 +94,12 @@ class TaskState:
         self.window = label.window_s if self.delayed else 0.0
         #: most pending examples awaiting a conversion per (user, key)
         self.per_key = label.open_per_key
+        #: ``label.feedback`` (:mod:`liveprofile.learn.delayed`): with ``fnc`` an exposure is
+        #: learned as a negative when it is scored and as a positive when it converts
+        self.feedback = label.feedback
+        self.at_once = self.delayed and feedback.learns_at_once(label.feedback)
+        #: the model operation of an exposure
+        self.open_kind = PREDICT_LEARN if self.at_once else PREDICT
         self.pending: dict[PendingId, Pending] = {}
         #: the unconverted pending examples per (user, key), by exposure time: what a
         #: conversion can still convert
@@ -104,6 +111,10 @@ class TaskState:
         self.converted: list[PendingId] = []
         #: the value each of ``converted`` added (regression tasks)
         self.converted_values: list[float] = []
+
+    def served(self, b: float) -> float:
+        """The prediction served for the model's output ``b`` (corrected for ``fnc``)."""
+        return feedback.served(self.feedback, b)
 
     # -- labels --------------------------------------------------------------------------------
 
@@ -211,6 +222,8 @@ class TaskState:
         for pending in done:
             pending.converted = True
             self.converted.append(pending.id)
+            if self.at_once:  # learned as a negative when exposed: now as the positive it is
+                self.ops.add_packed(LEARN, pending.idx, pending.val, 1.0)
         if self.regression:
             amount = 0.0 if value is None else value
             for pending in done:

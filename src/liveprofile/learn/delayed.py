@@ -1,0 +1,78 @@
+"""Delayed feedback: when a delayed example is learned, and how the served prediction is corrected.
+
+A delayed task (``label.kind = "delayed"``) knows an exposure's true label only once its window
+closes. ``label.feedback`` chooses how its learner is fed:
+
+- ``"window"`` (:data:`WINDOW`, the default): the example is learned when its window closes,
+  with its true label. The learner sees an unbiased stream, but always ``window`` late.
+- ``"fnc"`` (:data:`FNC`, fake-negative calibration, Ktena et al., "Addressing delayed feedback
+  for continuous training with neural networks in CTR prediction", RecSys 2019): every exposure
+  is learned at once as a negative (right after it is scored), and learned again, as a
+  positive, when its conversion comes. The learner is never late, but it learns a biased
+  stream: a converting exposure is in it twice, once as a *fake negative*. If ``p`` is the true
+  conversion probability, the stream's positive rate is ``b = p / (1 + p)``, so the model's
+  output ``b`` is served as ``p = b / (1 - b)`` (:func:`fnc_correct`).
+
+Either way prequential evaluation is unchanged: each exposure is scored once, before anything of
+its label is learned (the negative of ``fnc`` is learned after its prediction), and evaluated
+against its true label when its window closes. The served score (``/v1/score``, the profile's
+``scores``, the report's metrics) is the corrected one.
+
+>>> fnc_correct(0.2)
+0.25
+>>> fnc_correct(0.5) == P_MAX, fnc_correct(0.0)
+(True, 0.0)
+>>> served(FNC, 1 / 3), served(WINDOW, 0.3)
+(0.5, 0.3)
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import numpy.typing as npt
+
+#: ``label.feedback`` values, and their codes in the compiled step's task table
+WINDOW, FNC = "window", "fnc"
+MODES = {WINDOW: 0, FNC: 1}
+
+#: the highest corrected prediction served: ``b / (1 - b)`` is 1 at ``b = 0.5`` and beyond it
+#: is not a probability
+P_MAX = 1.0 - 1e-6
+
+
+def fnc_correct(b: float) -> float:
+    """The conversion probability a model trained with fake negatives means by ``b``.
+
+    >>> round(fnc_correct(0.1), 6)
+    0.111111
+    """
+    if math.isnan(b):
+        return b
+    if b >= 0.5:
+        return P_MAX
+    return min(b / (1.0 - b), P_MAX)
+
+
+def fnc_correct_many(b: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    """:func:`fnc_correct` of each of ``b`` (NaN stays NaN), to the same bits.
+
+    >>> fnc_correct_many(np.array([0.2, 0.7, np.nan])).tolist()[:2] == [0.25, P_MAX]
+    True
+    """
+    out = np.full(b.shape, P_MAX)
+    low = b < 0.5
+    out[low] = np.minimum(b[low] / (1.0 - b[low]), P_MAX)
+    out[np.isnan(b)] = np.nan
+    return out
+
+
+def served(mode: str, b: float) -> float:
+    """The prediction served for a model output ``b`` of a task fed in ``mode``."""
+    return fnc_correct(b) if mode == FNC else b
+
+
+def learns_at_once(mode: str) -> bool:
+    """Whether examples are learned as they are exposed (else when their window closes)."""
+    return mode == FNC

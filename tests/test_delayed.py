@@ -1,0 +1,119 @@
+"""Delayed feedback (``label.feedback``): with ``fnc`` every exposure is learned at once as a
+negative and again as a positive when it converts, the served prediction is corrected for the
+fake negatives, prequential evaluation still scores each exposure once against its true label,
+and the compiled step gives the Python step's state to the byte."""
+
+from __future__ import annotations
+
+import msgspec
+import numpy as np
+import pytest
+from test_compiled import TASKS, assert_same, chunks, messed_up, synthetic
+from test_exposures import DAY, T0, buy, view
+
+from liveprofile.config import LabelConfig, LearnerConfig, PipelineConfig, RunConfig, TaskConfig
+from liveprofile.engine.core import Core
+from liveprofile.errors import ConfigError
+from liveprofile.learn.base import probability, sparse_example
+from liveprofile.learn.delayed import P_MAX, fnc_correct, fnc_correct_many
+from liveprofile.learn.tasks import Pending
+
+
+def fnc_task(window: str = "1d") -> TaskConfig:
+    label = LabelConfig(
+        kind="delayed", conversion=["purchase"], key="item", window=window, feedback="fnc"
+    )
+    return TaskConfig("convert", on=["view"], label=label)
+
+
+def core_of(engine: str, *tasks: TaskConfig) -> Core:
+    return Core(PipelineConfig(tasks=list(tasks), run=RunConfig(engine=engine)))
+
+
+def features(p: Pending) -> dict[object, float]:
+    idx = memoryview(p.idx).cast("q")
+    val = memoryview(p.val).cast("d")
+    return sparse_example(idx, val, 0, len(idx))  # type: ignore[return-value]
+
+
+@pytest.mark.parametrize("engine", ["python", "compiled"])
+def test_exposures_are_learned_as_negatives_at_once_and_positives_at_conversion(
+    engine: str,
+) -> None:
+    core = core_of(engine, fnc_task())
+    state = core.new_state()
+    views = [view(k, f"u{k % 3}", T0 + 60 * k, f"i{k % 3 + k % 2}") for k in range(12)]
+    core.step(state, views)
+    core.step(state, [buy(1, "u1", T0 + 3600, "i1")])  # converts u1's two views of i1
+    # the same operations by hand on a fresh learner: each view predicted then learned as a
+    # negative, the converted ones learned again as positives (latest exposure first)
+    reference = core_of("python", fnc_task()).new_state().tasks["convert"].learner
+    assert reference is not None
+    replay = core_of("python", fnc_task())
+    rstate = replay.new_state()
+    replay.step(rstate, views)
+    opened = sorted(rstate.tasks["convert"].pending.values(), key=lambda p: p.open_ts)
+    for p in opened:
+        x = features(p)
+        b = probability(reference.predict_proba_one(x))
+        assert p.p == fnc_correct(b)  # served: corrected
+        reference.learn_one(x, False)
+    for p in reversed([p for p in opened if p.user == "u1" and p.key == "i1"]):
+        reference.learn_one(features(p), True)
+    x = features(opened[0])
+    learner = state.tasks["convert"].learner
+    assert learner is not None
+    assert learner.predict_proba_one(x) == reference.predict_proba_one(x)
+    core.step(state, [view(99, "u9", T0 + 2 * DAY, "i9")])  # closes the windows
+    # evaluated once each, against the true label, when the window closed
+    metrics = state.tasks["convert"].metrics
+    assert metrics.n == 12
+    assert int(metrics.pos.sum()) == 2
+
+
+def test_a_served_score_is_the_corrected_prediction() -> None:
+    core = core_of("python", fnc_task())
+    state = core.new_state()
+    core.step(state, [view(k, "u1", T0 + k, f"i{k}") for k in range(30)])
+    last = max(state.tasks["convert"].pending.values(), key=lambda p: p.open_ts)
+    assert state.profiles["u1"].scores["convert"] == last.p
+    # thirty negatives learned: the raw output fell below 1/2, the corrected one is below it
+    assert 0.0 < last.p < P_MAX
+
+
+def test_the_correction_inverts_the_fake_negative_rate() -> None:
+    for p in (0.0, 0.01, 0.2, 0.5, 0.9):
+        b = p / (1 + p)  # the positive rate of a stream with every positive also a negative
+        assert fnc_correct(b) == pytest.approx(p)
+    b = np.random.default_rng(0).uniform(0.0, 1.0, 1000)
+    # the compiled step corrects its arrays, the Python step one by one: the same bits
+    assert fnc_correct_many(b).tolist() == [fnc_correct(x) for x in b.tolist()]
+
+
+def test_feedback_needs_a_delayed_label_that_learns_whether_it_converted() -> None:
+    with pytest.raises(ConfigError, match="feedback"):
+        TaskConfig("x", on=["rate"], label=LabelConfig(kind="value", feedback="fnc"))
+    with pytest.raises(ConfigError, match="feedback"):
+        TaskConfig(
+            "x",
+            on=["view"],
+            label=LabelConfig(
+                kind="delayed", conversion=["purchase"], target="value", feedback="fnc"
+            ),
+            learner=LearnerConfig(kind="linreg"),
+        )
+
+
+FNC_TASKS = [
+    msgspec.structs.replace(t, label=msgspec.structs.replace(t.label, feedback="fnc"))
+    if t.label.kind == "delayed"
+    else t
+    for t in TASKS
+]
+
+
+@pytest.mark.parametrize("size", [1, 45, 100_000])
+def test_the_compiled_step_gives_the_same_state_with_fake_negatives(size: int) -> None:
+    events = messed_up(synthetic(seed=3), seed=4)
+    core = assert_same(chunks(events[:400] if size == 1 else events, size), tasks=FNC_TASKS)
+    assert core.compiled is not None
