@@ -14,14 +14,14 @@ from test_exposures import DAY, T0, buy, view
 from liveprofile.config import LabelConfig, LearnerConfig, PipelineConfig, RunConfig, TaskConfig
 from liveprofile.engine.core import Core
 from liveprofile.errors import ConfigError
-from liveprofile.learn.base import probability, sparse_example
-from liveprofile.learn.delayed import P_MAX, fnc_correct, fnc_correct_many
+from liveprofile.learn.base import LEARN, PREDICT_LEARN, OpBatch, run_ops, sparse_example
+from liveprofile.learn.delayed import P_MAX, fnc_correct, fnc_correct_many, op_flags, served
 from liveprofile.learn.tasks import Pending
 
 
-def fnc_task(window: str = "1d") -> TaskConfig:
+def fnc_task(window: str = "1d", mode: str = "fnc") -> TaskConfig:
     label = LabelConfig(
-        kind="delayed", conversion=["purchase"], key="item", window=window, feedback="fnc"
+        kind="delayed", conversion=["purchase"], key="item", window=window, feedback=mode
     )
     return TaskConfig("convert", on=["view"], label=label)
 
@@ -36,11 +36,12 @@ def features(p: Pending) -> dict[object, float]:
     return sparse_example(idx, val, 0, len(idx))  # type: ignore[return-value]
 
 
+@pytest.mark.parametrize("mode", ["fnc", "fnw"])
 @pytest.mark.parametrize("engine", ["python", "compiled"])
 def test_exposures_are_learned_as_negatives_at_once_and_positives_at_conversion(
-    engine: str,
+    engine: str, mode: str
 ) -> None:
-    core = core_of(engine, fnc_task())
+    core = core_of(engine, fnc_task(mode=mode))
     state = core.new_state()
     views = [view(k, f"u{k % 3}", T0 + 60 * k, f"i{k % 3 + k % 2}") for k in range(12)]
     core.step(state, views)
@@ -49,26 +50,39 @@ def test_exposures_are_learned_as_negatives_at_once_and_positives_at_conversion(
     # negative, the converted ones learned again as positives (latest exposure first)
     reference = core_of("python", fnc_task()).new_state().tasks["convert"].learner
     assert reference is not None
-    replay = core_of("python", fnc_task())
+    replay = core_of("python", fnc_task(mode=mode))
     rstate = replay.new_state()
     replay.step(rstate, views)
     opened = sorted(rstate.tasks["convert"].pending.values(), key=lambda p: p.open_ts)
+    flags = op_flags(mode)
     for p in opened:
-        x = features(p)
-        b = probability(reference.predict_proba_one(x))
-        assert p.p == fnc_correct(b)  # served: corrected
-        reference.learn_one(x, False)
+        b = float(run_ops(reference, one_op(PREDICT_LEARN | flags, p, 0.0))[0])
+        assert p.p == served(mode, b)  # fnc: corrected; fnw: as it is
     for p in reversed([p for p in opened if p.user == "u1" and p.key == "i1"]):
-        reference.learn_one(features(p), True)
+        run_ops(reference, one_op(LEARN | flags, p, 1.0))
     x = features(opened[0])
     learner = state.tasks["convert"].learner
     assert learner is not None
     assert learner.predict_proba_one(x) == reference.predict_proba_one(x)
+    # fake-negative weights change the model
+    plain = core_of("python", fnc_task(mode="fnc" if mode == "fnw" else "fnw"))
+    pstate = plain.new_state()
+    plain.step(pstate, views)
+    plain.step(pstate, [buy(1, "u1", T0 + 3600, "i1")])
+    other = pstate.tasks["convert"].learner
+    assert other is not None
+    assert other.predict_proba_one(x) != learner.predict_proba_one(x)
     core.step(state, [view(99, "u9", T0 + 2 * DAY, "i9")])  # closes the windows
     # evaluated once each, against the true label, when the window closed
     metrics = state.tasks["convert"].metrics
     assert metrics.n == 12
     assert int(metrics.pos.sum()) == 2
+
+
+def one_op(kind: int, p: Pending, y: float) -> OpBatch:
+    ops = OpBatch()
+    ops.add_packed(kind, p.idx, p.val, y)
+    return ops
 
 
 def test_a_served_score_is_the_corrected_prediction() -> None:
@@ -104,16 +118,28 @@ def test_feedback_needs_a_delayed_label_that_learns_whether_it_converted() -> No
         )
 
 
-FNC_TASKS = [
-    msgspec.structs.replace(t, label=msgspec.structs.replace(t.label, feedback="fnc"))
-    if t.label.kind == "delayed"
-    else t
-    for t in TASKS
-]
+def fed(mode: str) -> list[TaskConfig]:
+    """The compiled tests' tasks, the delayed ones fed in ``mode``."""
+    return [
+        msgspec.structs.replace(t, label=msgspec.structs.replace(t.label, feedback=mode))
+        if t.label.kind == "delayed"
+        else t
+        for t in TASKS
+    ]
 
 
-@pytest.mark.parametrize("size", [1, 45, 100_000])
-def test_the_compiled_step_gives_the_same_state_with_fake_negatives(size: int) -> None:
+@pytest.mark.parametrize(("mode", "size"), [("fnc", 1), ("fnc", 45), ("fnc", 100_000), ("fnw", 45)])
+def test_the_compiled_step_gives_the_same_state_with_fake_negatives(mode: str, size: int) -> None:
     events = messed_up(synthetic(seed=3), seed=4)
-    core = assert_same(chunks(events[:400] if size == 1 else events, size), tasks=FNC_TASKS)
+    core = assert_same(chunks(events[:400] if size == 1 else events, size), tasks=fed(mode))
     assert core.compiled is not None
+
+
+def test_fake_negative_weights_need_a_learner_that_weighs() -> None:
+    with pytest.raises(ConfigError, match="fnw"):
+        TaskConfig(
+            "x",
+            on=["view"],
+            label=LabelConfig(kind="delayed", conversion=["purchase"], feedback="fnw"),
+            learner=LearnerConfig(kind="hoeffding"),
+        )

@@ -110,6 +110,12 @@ TASKS = {
             kind="delayed", conversion=["cart"], key="category", window="6h", feedback="fnc"
         ),
     ),
+    "convert_fnw": TaskConfig(
+        "convert_fnw",
+        on=["view"],
+        label=LabelConfig(kind="delayed", conversion=["purchase"], window="12h", feedback="fnw"),
+        learner=LearnerConfig(kind="ogd", params={"lr": 0.05}),
+    ),
 }
 SEGMENTS = {
     "active": "days_since_last_event < 2",

@@ -94,7 +94,9 @@ class LabelConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     ``feedback`` says when a delayed example is learned: ``"window"`` (the default) once its
     window closes, with its true label; ``"fnc"`` (fake-negative calibration, Ktena et al. 2019)
     at once as a negative, and again as a positive when its conversion comes, the served
-    prediction corrected for those fake negatives (see :mod:`liveprofile.learn.delayed`).
+    prediction corrected for those fake negatives; ``"fnw"`` (fake-negative weighting) the same
+    stream with each learned example weighted by the learner, the prediction served as it is
+    (see :mod:`liveprofile.learn.delayed`).
     """
 
     kind: Literal["value", "type", "delayed"]
@@ -108,7 +110,7 @@ class LabelConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     #: what a delayed example learns: whether it converted, or the sum of the conversions' value
     target: Literal["converted", "value"] = "converted"
     #: when delayed examples are learned: at the window's close, or at once with a correction
-    feedback: Literal["window", "fnc"] = "window"
+    feedback: Literal["window", "fnc", "fnw"] = "window"
 
     def __post_init__(self) -> None:
         if not 1 <= self.open_per_key <= 1_000_000:
@@ -146,6 +148,11 @@ class TaskConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
             raise ConfigError(
                 f"task {self.name!r}: feedback = {self.label.feedback!r} needs a delayed label "
                 "that learns whether a conversion came (target = 'converted')"
+            )
+        if self.label.feedback == "fnw" and self.learner.kind not in ("ftrl", "ogd", "tuned"):
+            raise ConfigError(
+                f"task {self.name!r}: feedback = 'fnw' weighs its examples: use a learner that "
+                "can (kind = 'ftrl', 'ogd' or 'tuned'), or feedback = 'fnc'"
             )
         if self.label.target == "value":
             if self.label.kind != "delayed":

@@ -34,7 +34,7 @@ from liveprofile.engine.step import PythonStep
 from liveprofile.events.columns import EventColumns
 from liveprofile.events.schema import COMMANDS, Event
 from liveprofile.learn.base import OpArrays, run_ops, sparse_example
-from liveprofile.learn.delayed import fnc_correct_many
+from liveprofile.learn.delayed import FNC, MODES, fnc_correct_many
 from liveprofile.learn.examples import ExampleLog
 from liveprofile.learn.tasks import PendingLog
 from liveprofile.profile.population import Standing, standing
@@ -391,7 +391,8 @@ class CompiledStep:
             )
             assert task.learner is not None
             b = run_ops(task.learner, batch) if k else np.zeros(0)
-            preds.append(fnc_correct_many(b) if self.tables.at_once[t] else b)  # served
+            fnc = self.tables.feedback[t] == MODES[FNC]
+            preds.append(fnc_correct_many(b) if fnc else b)  # as served
         n_rec = int(outputs.res[2])
         rec_kind, rec_task, rec_k, rec_ref = outputs.recs[:n_rec].T
         rec_ts, rec_label = outputs.rec_ts[:n_rec], outputs.rec_label[:n_rec]

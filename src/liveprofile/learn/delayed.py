@@ -12,6 +12,12 @@ closes. ``label.feedback`` chooses how its learner is fed:
   stream: a converting exposure is in it twice, once as a *fake negative*. If ``p`` is the true
   conversion probability, the stream's positive rate is ``b = p / (1 + p)``, so the model's
   output ``b`` is served as ``p = b / (1 - b)`` (:func:`fnc_correct`).
+- ``"fnw"`` (:data:`FNW`, fake-negative weighting, same paper): the same stream, each learn
+  operation weighted by the learner (:data:`~liveprofile.learn.base.FAKE_NEGATIVE`): a positive
+  by ``1 + p``, a negative by ``(1 - p)(1 + p)``, ``p`` the model's prediction at that moment
+  (not differentiated). These weights make the expected gradient that of the true labels, so
+  the model's output is served as it is. Needs a learner that weighs (``ftrl``, ``ogd``,
+  ``tuned``).
 
 Either way prequential evaluation is unchanged: each exposure is scored once, before anything of
 its label is learned (the negative of ``fnc`` is learned after its prediction), and evaluated
@@ -33,9 +39,11 @@ import math
 import numpy as np
 import numpy.typing as npt
 
+from liveprofile.learn.base import FAKE_NEGATIVE
+
 #: ``label.feedback`` values, and their codes in the compiled step's task table
-WINDOW, FNC = "window", "fnc"
-MODES = {WINDOW: 0, FNC: 1}
+WINDOW, FNC, FNW = "window", "fnc", "fnw"
+MODES = {WINDOW: 0, FNC: 1, FNW: 2}
 
 #: the highest corrected prediction served: ``b / (1 - b)`` is 1 at ``b = 0.5`` and beyond it
 #: is not a probability
@@ -75,4 +83,13 @@ def served(mode: str, b: float) -> float:
 
 def learns_at_once(mode: str) -> bool:
     """Whether examples are learned as they are exposed (else when their window closes)."""
-    return mode == FNC
+    return mode in (FNC, FNW)
+
+
+def op_flags(mode: str) -> int:
+    """The flags a task fed in ``mode`` adds to its learn operations (:data:`FAKE_NEGATIVE`).
+
+    >>> op_flags(FNW), op_flags(FNC)
+    (4, 0)
+    """
+    return FAKE_NEGATIVE if mode == FNW else 0

@@ -98,8 +98,10 @@ class TaskState:
         #: learned as a negative when it is scored and as a positive when it converts
         self.feedback = label.feedback
         self.at_once = self.delayed and feedback.learns_at_once(label.feedback)
-        #: the model operation of an exposure
-        self.open_kind = PREDICT_LEARN if self.at_once else PREDICT
+        flags = feedback.op_flags(label.feedback)
+        #: the model operation of an exposure, and of a conversion (with ``fnc`` and ``fnw``)
+        self.open_kind = (PREDICT_LEARN | flags) if self.at_once else PREDICT
+        self.convert_kind = LEARN | flags
         self.pending: dict[PendingId, Pending] = {}
         #: the unconverted pending examples per (user, key), by exposure time: what a
         #: conversion can still convert
@@ -223,7 +225,7 @@ class TaskState:
             pending.converted = True
             self.converted.append(pending.id)
             if self.at_once:  # learned as a negative when exposed: now as the positive it is
-                self.ops.add_packed(LEARN, pending.idx, pending.val, 1.0)
+                self.ops.add_packed(self.convert_kind, pending.idx, pending.val, 1.0)
         if self.regression:
             amount = 0.0 if value is None else value
             for pending in done:
