@@ -71,7 +71,9 @@ class TaskState:
 
     Delayed examples are learned when their window closes, converted or not: learning positives
     at conversion and negatives at the deadline would show the learner a stream richer in
-    positives than the truth (the delayed-feedback bias).
+    positives than the truth (the delayed-feedback bias). With ``label.feedback`` ``fnc`` or
+    ``fnw`` they are learned at once as negatives and again as positives at conversion, with a
+    correction (:mod:`liveprofile.learn.delayed`).
     """
 
     def __init__(self, config: TaskConfig, learner: Learner | None, window: float) -> None:
