@@ -130,7 +130,7 @@ def main() -> None:
     parser.add_argument(
         "--cj-limit", type=int, default=600_000, help="0: every transaction; -1: none"
     )
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1], help="none: no shop")
     parser.add_argument("--shop-users", type=int, default=2000)
     parser.add_argument("--shop-days", type=int, default=56)
     parser.add_argument("--repeat", type=int, default=1, help="interleaved timing runs (CJ)")
