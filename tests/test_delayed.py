@@ -5,6 +5,8 @@ and the compiled step gives the Python step's state to the byte."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import msgspec
 import numpy as np
 import pytest
@@ -13,10 +15,13 @@ from test_exposures import DAY, T0, buy, view
 
 from liveprofile.config import LabelConfig, LearnerConfig, PipelineConfig, RunConfig, TaskConfig
 from liveprofile.engine.core import Core
+from liveprofile.engine.local import LocalRunner
 from liveprofile.errors import ConfigError
+from liveprofile.events.sources import Batch
 from liveprofile.learn.base import LEARN, PREDICT_LEARN, OpBatch, run_ops, sparse_example
 from liveprofile.learn.delayed import P_MAX, fnc_correct, fnc_correct_many, op_flags, served
 from liveprofile.learn.tasks import Pending
+from liveprofile.store import SQLiteStore
 
 
 def fnc_task(window: str = "1d", mode: str = "fnc") -> TaskConfig:
@@ -143,3 +148,88 @@ def test_fake_negative_weights_need_a_learner_that_weighs() -> None:
             label=LabelConfig(kind="delayed", conversion=["purchase"], feedback="fnw"),
             learner=LearnerConfig(kind="hoeffding"),
         )
+
+
+def test_with_a_wait_an_example_is_learned_when_its_wait_ends_and_late_positives_again() -> None:
+    label = LabelConfig(
+        kind="delayed", conversion=["purchase"], key="item", window="1d", feedback="wait",
+        wait="1h",
+    )  # fmt: skip
+    task = TaskConfig("convert", on=["view"], label=label)
+    core = core_of("compiled", task)
+    assert core.compiled is None  # the Python step's work (engine.compiled.unsupported)
+    state = core.new_state()
+    early = [view(1, "u1", T0, "i1"), buy(1, "u1", T0 + 600, "i1")]  # converts within the wait
+    late = [view(2, "u2", T0, "i2"), buy(2, "u2", T0 + 7200, "i2")]  # converts after it
+    core.step(state, [early[0], late[0]])
+    opened = sorted(state.tasks["convert"].pending.values(), key=lambda p: p.user)
+    learner = state.tasks["convert"].learner
+    reference = core_of("python", fnc_task()).new_state().tasks["convert"].learner
+    assert learner is not None and reference is not None
+    x = features(opened[0])
+    assert learner.predict_proba_one(x) == reference.predict_proba_one(x)  # nothing learned yet
+    core.step(state, [early[1], view(3, "u3", T0 + 3000, "i3")])  # within the wait: nothing
+    assert learner.predict_proba_one(x) == reference.predict_proba_one(x)
+    third = state.tasks["convert"].pending["u3", "i3", T0 + 3000]
+    # past every wait: u1's positive, u2's and u3's negatives, then u2's late positive
+    core.step(state, [late[1]])
+    for p, y in ((opened[0], 1.0), (opened[1], 0.0), (third, 0.0), (opened[1], 1.0)):
+        run_ops(reference, one_op(LEARN, p, y))
+    assert learner.predict_proba_one(x) == reference.predict_proba_one(x)
+    core.step(state, [view(99, "u9", T0 + 2 * DAY, "i9")])  # closes the windows: no more learning
+    assert learner.predict_proba_one(x) == reference.predict_proba_one(x)
+    metrics = state.tasks["convert"].metrics
+    assert (metrics.n, int(metrics.pos.sum())) == (3, 2)
+
+
+def test_a_wait_must_be_shorter_than_the_window() -> None:
+    with pytest.raises(ConfigError, match="wait < window"):
+        TaskConfig(
+            "x",
+            on=["view"],
+            label=LabelConfig(
+                kind="delayed", conversion=["purchase"], window="1h", feedback="wait", wait="2h"
+            ),
+        )
+
+
+def waited(window: str = "1d", wait: str = "2h") -> list[TaskConfig]:
+    """The compiled tests' tasks, the delayed ones learned after ``wait``."""
+    return [
+        msgspec.structs.replace(
+            t,
+            label=msgspec.structs.replace(t.label, window=window, feedback="wait", wait=wait),
+        )
+        if t.label.kind == "delayed"
+        else t
+        for t in TASKS
+    ]
+
+
+def test_with_a_wait_batches_and_a_restart_change_nothing(tmp_path: Path) -> None:
+    events = messed_up(synthetic(seed=5), seed=6)
+    cfg = PipelineConfig(tasks=waited(), run=RunConfig(batch_size=97, dedup_window=500))
+
+    def run(
+        path: Path, size: int, restart: bool, cfg: PipelineConfig = cfg
+    ) -> tuple[bytes | None, dict[str, object]]:
+        batches = chunks(events, size)
+        runner = LocalRunner(cfg, SQLiteStore(path), path.with_suffix(".dead"))
+        for k, batch in enumerate(batches):
+            if restart and k == len(batches) // 2:
+                runner.close()  # the open examples and their waits come back from the store
+                runner = LocalRunner(cfg, SQLiteStore(path), path.with_suffix(".dead"))
+            runner.process("src", Batch(events=batch, offset=k + 1))
+        store = runner.store
+        model = store.get_meta("model/convert")
+        metrics = {t.name: store.get_meta(f"metrics/{t.name}") for t in cfg.tasks}
+        runner.close()
+        return model, metrics
+
+    whole = run(tmp_path / "whole.db", 100_000, False)
+    assert Core(cfg).compiled is None  # the Python step's work (engine.compiled.unsupported)
+    assert run(tmp_path / "cut.db", 97, False) == whole
+    assert run(tmp_path / "restart.db", 97, True) == whole
+    # and the wait changes what is learned
+    window = PipelineConfig(tasks=TASKS, run=RunConfig(batch_size=97, dedup_window=500))
+    assert run(tmp_path / "window.db", 100_000, False, window)[0] != whole[0]

@@ -110,6 +110,14 @@ TASKS = {
             kind="delayed", conversion=["cart"], key="category", window="6h", feedback="fnc"
         ),
     ),
+    # learned when its wait ends, late positives again (Python step only)
+    "convert_wait": TaskConfig(
+        "convert_wait",
+        on=["view"],
+        label=LabelConfig(
+            kind="delayed", conversion=["cart"], window="1d", feedback="wait", wait="2h"
+        ),
+    ),
     "convert_fnw": TaskConfig(
         "convert_fnw",
         on=["view"],

@@ -95,7 +95,9 @@ class LabelConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     window closes, with its true label; ``"fnc"`` (fake-negative calibration, Ktena et al. 2019)
     at once as a negative, and again as a positive when its conversion comes, the served
     prediction corrected for those fake negatives; ``"fnw"`` (fake-negative weighting) the same
-    stream with each learned example weighted by the learner, the prediction served as it is
+    stream with each learned example weighted by the learner, the prediction served as it is;
+    ``"wait"`` (elapsed-time sampling, as ES-DFM, without its importance weights) ``wait`` after
+    the exposure with the label known then, and again as a positive when a conversion comes later
     (see :mod:`liveprofile.learn.delayed`).
     """
 
@@ -110,7 +112,9 @@ class LabelConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     #: what a delayed example learns: whether it converted, or the sum of the conversions' value
     target: Literal["converted", "value"] = "converted"
     #: when delayed examples are learned: at the window's close, or at once with a correction
-    feedback: Literal["window", "fnc", "fnw"] = "window"
+    feedback: Literal["window", "fnc", "fnw", "wait"] = "window"
+    #: ``feedback = "wait"``: how long after its exposure an example is learned (< ``window``)
+    wait: Duration = "1h"
 
     def __post_init__(self) -> None:
         if not 1 <= self.open_per_key <= 1_000_000:
@@ -121,6 +125,10 @@ class LabelConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     @property
     def window_s(self) -> float:
         return parse_duration(self.window)
+
+    @property
+    def wait_s(self) -> float:
+        return parse_duration(self.wait)
 
 
 class TaskConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -148,6 +156,11 @@ class TaskConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
             raise ConfigError(
                 f"task {self.name!r}: feedback = {self.label.feedback!r} needs a delayed label "
                 "that learns whether a conversion came (target = 'converted')"
+            )
+        if self.label.feedback == "wait" and not 0 < self.label.wait_s < self.label.window_s:
+            raise ConfigError(
+                f"task {self.name!r}: feedback = 'wait' needs 0 < wait < window, got "
+                f"wait = {self.label.wait!r}, window = {self.label.window!r}"
             )
         if self.label.feedback == "fnw" and self.learner.kind not in ("ftrl", "ogd", "tuned"):
             raise ConfigError(

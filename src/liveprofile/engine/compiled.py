@@ -49,6 +49,9 @@ def unsupported(base: PythonStep) -> str | None:
     if any(t.label.kind == "delayed" and t.label.key == "user" for t in config.tasks):
         # the kernel's pending pool and key-outcome tables know item and topic codes only
         return "a delayed task is keyed by user"
+    if any(t.label.feedback == "wait" for t in config.tasks):
+        # the kernel's pool has one heap per task, by deadline, none by the end of a wait
+        return "a delayed task learns after a wait (feedback = 'wait')"
     if any(t.regression for t in config.tasks):
         # the kernel counts a converted flag per pending example, not a sum of values
         return "a task learns a value (target = 'value')"

@@ -157,6 +157,7 @@ class PythonStep(Lifecycle):
             if ts > watermark:
                 watermark = ts
                 for task in delayed:
+                    task.learn_waited(watermark)  # feedback = "wait"
                     for pending in task.due(watermark):
                         self._resolve(state, task, pending, records, out)
             user = e.user
@@ -202,6 +203,7 @@ class PythonStep(Lifecycle):
                     pending = task.open(user, key, item_id, ts, array("q", idx), array("d", val))
                     k = task.ops.add(task.open_kind, idx, val)  # fnc: learned at once
                     records.append((R_OPENED, task, k, pending, ts, False))
+                    task.learn_waited(watermark)  # a late exposure past its wait
                     if pending.deadline < watermark:
                         # a late exposure whose window has already closed in event time
                         self._resolve(state, task, pending, records, out)
@@ -333,7 +335,7 @@ class PythonStep(Lifecycle):
         out: StepResult,
     ) -> None:
         label = pending.converted
-        if not task.at_once:  # else learned when exposed (and converted)
+        if not task.at_once and task.waiting_learn is None:  # else learned before
             y = pending.total if task.regression else (1.0 if label else 0.0)
             task.ops.add_packed(LEARN, pending.idx, pending.val, y)
         task.close(pending)

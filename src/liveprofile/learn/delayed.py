@@ -18,6 +18,13 @@ closes. ``label.feedback`` chooses how its learner is fed:
   (not differentiated). These weights make the expected gradient that of the true labels, so
   the model's output is served as it is. Needs a learner that weighs (``ftrl``, ``ogd``,
   ``tuned``).
+- ``"wait"`` (:data:`WAIT`, elapsed-time sampling as in ES-DFM, Yang et al., "Capturing delayed
+  feedback in conversion rate prediction via elapsed-time sampling", AAAI 2021, without its
+  importance weights): an example is learned ``label.wait`` after its exposure (shorter than the
+  window), positive if it converted by then; one that converts later is learned again as a
+  positive (a late positive duplicated). Nothing corrects the prediction, which is low by about
+  the share of conversions that come after the wait. Python step only
+  (``engine.compiled.unsupported``).
 
 Either way prequential evaluation is unchanged: each exposure is scored once, before anything of
 its label is learned (the negative of ``fnc`` is learned after its prediction), and evaluated
@@ -34,7 +41,10 @@ against its true label when its window closes. The served score (``/v1/score``, 
 
 from __future__ import annotations
 
+import heapq
 import math
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -42,8 +52,8 @@ import numpy.typing as npt
 from liveprofile.learn.base import FAKE_NEGATIVE
 
 #: ``label.feedback`` values, and their codes in the compiled step's task table
-WINDOW, FNC, FNW = "window", "fnc", "fnw"
-MODES = {WINDOW: 0, FNC: 1, FNW: 2}
+WINDOW, FNC, FNW, WAIT = "window", "fnc", "fnw", "wait"
+MODES = {WINDOW: 0, FNC: 1, FNW: 2, WAIT: 3}
 
 #: the highest corrected prediction served: ``b / (1 - b)`` is 1 at ``b = 0.5`` and beyond it
 #: is not a probability
@@ -93,3 +103,50 @@ def op_flags(mode: str) -> int:
     (4, 0)
     """
     return FAKE_NEGATIVE if mode == FNW else 0
+
+
+#: a pending example's id (``learn.tasks.PendingId``): user, key, exposure time
+_Id = tuple[str, str, float]
+
+
+class Waiting:
+    """The examples of a ``wait`` task not learned yet, by the end of their waiting window, and
+    the watermark it was last told of: an example is learned exactly when the watermark passes
+    ``open_ts + wait``, so whether it has been follows from the watermark alone (nothing stored).
+
+    >>> w = Waiting(3600.0)
+    >>> w.push("u1", "i1", 0.0)
+    >>> w.learned(0.0), list(w.pop_due(7200.0, {("u1", "i1", 0.0): "p"})), w.learned(0.0)
+    (False, ['p'], True)
+    """
+
+    def __init__(self, wait: float) -> None:
+        self.wait = wait
+        self.watermark = float("-inf")
+        self._heap: list[tuple[float, float, str, str]] = []
+
+    def push(self, user: str, key: str, open_ts: float) -> None:
+        heapq.heappush(self._heap, (open_ts + self.wait, open_ts, user, key))
+
+    def learned(self, open_ts: float) -> bool:
+        """Whether an example exposed at ``open_ts`` has been learned at its wait's end."""
+        return open_ts + self.wait < self.watermark
+
+    def pop_due(self, watermark: float, pending: Mapping[_Id, Any]) -> Iterator[Any]:
+        """Move to ``watermark``; pop the open examples (of ``pending``) whose wait ended
+        before it, in that order."""
+        self.watermark = max(self.watermark, watermark)
+        heap = self._heap
+        while heap and heap[0][0] < watermark:
+            _, open_ts, user, key = heapq.heappop(heap)
+            found = pending.get((user, key, open_ts))
+            if found is not None:
+                yield found
+
+    def restore(self, watermark: float, pending: Mapping[_Id, Any]) -> None:
+        """Start again from open examples ``pending`` at ``watermark``."""
+        self.watermark = watermark
+        self._heap = []
+        for user, key, open_ts in pending:
+            if not self.learned(open_ts):
+                self.push(user, key, open_ts)

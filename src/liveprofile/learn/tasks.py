@@ -104,6 +104,12 @@ class TaskState:
         #: the model operation of an exposure, and of a conversion (with ``fnc`` and ``fnw``)
         self.open_kind = (PREDICT_LEARN | flags) if self.at_once else PREDICT
         self.convert_kind = LEARN | flags
+        #: ``feedback = "wait"``: the examples not learned yet, by the end of their wait
+        self.waiting_learn = (
+            feedback.Waiting(label.wait_s)
+            if self.delayed and label.feedback == feedback.WAIT
+            else None
+        )
         self.pending: dict[PendingId, Pending] = {}
         #: the unconverted pending examples per (user, key), by exposure time: what a
         #: conversion can still convert
@@ -152,6 +158,8 @@ class TaskState:
         pending = Pending(user, key, item, ts, ts + self.window, idx.tobytes(), val.tobytes())
         self._add(pending)
         self.created.append(pending)
+        if self.waiting_learn is not None:
+            self.waiting_learn.push(user, key, ts)
         return pending
 
     def _add(self, pending: Pending) -> None:
@@ -228,6 +236,9 @@ class TaskState:
             self.converted.append(pending.id)
             if self.at_once:  # learned as a negative when exposed: now as the positive it is
                 self.ops.add_packed(self.convert_kind, pending.idx, pending.val, 1.0)
+            elif self.waiting_learn is not None and self.waiting_learn.learned(pending.open_ts):
+                # a late positive, learned as a negative at the end of its wait
+                self.ops.add_packed(LEARN, pending.idx, pending.val, 1.0)
         if self.regression:
             amount = 0.0 if value is None else value
             for pending in done:
@@ -249,6 +260,14 @@ class TaskState:
             pending = self.pending.get((user, key, open_ts))
             if pending is not None:
                 yield pending
+
+    def learn_waited(self, watermark: float) -> None:
+        """``feedback = "wait"``: learn the open examples whose wait ended before
+        ``watermark``, with the label known then."""
+        if self.waiting_learn is None:
+            return
+        for pending in self.waiting_learn.pop_due(watermark, self.pending):
+            self.ops.add_packed(LEARN, pending.idx, pending.val, float(pending.converted))
 
     def peek_due(self, watermark: float) -> Iterator[Pending]:
         """The pending examples :meth:`due` would pop, without popping them."""
@@ -295,6 +314,8 @@ class TaskState:
                 if found is not None and not found.converted:
                     found.converted = True
                     self._unwait(found)
+        if self.waiting_learn is not None:
+            self.waiting_learn.restore(watermark, self.pending)
 
 
 class PendingLog(msgspec.Struct, array_like=True):
