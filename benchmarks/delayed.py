@@ -4,7 +4,10 @@
 - ``fnc``: learned at once as a negative, again as a positive at its conversion, the served
   prediction calibrated, ``b / (1 - b)`` (fake-negative calibration, Ktena et al. 2019);
 - ``fnw``: the same stream, each learned example weighted by the learner, ``1 + p`` for a
-  positive and ``(1 - p)(1 + p)`` for a negative (fake-negative weighting, same paper).
+  positive and ``(1 - p)(1 + p)`` for a negative (fake-negative weighting, same paper);
+- ``wait``: learned ``--wait`` after the exposure with the label known then, late positives
+  learned again (elapsed-time sampling as ES-DFM, without its importance weights). It runs on the
+  Python step (the others on the compiled one), so its events/s are not comparable.
 
 Each dataset is replayed through a fresh core once per mode (the modes interleaved, ``--repeat``
 times on the Complete Journey for the events/s, best run kept). Every delayed task is evaluated
@@ -41,18 +44,19 @@ from liveprofile.engine.core import Core
 from liveprofile.events.schema import Event
 from liveprofile.learn.metrics import BINS, Prequential
 
-MODES = ("window", "fnc", "fnw")
+MODES = ("window", "fnc", "fnw", "wait")
 #: learners that weigh fake negatives (``feedback = "fnw"``)
 WEIGHING = ("ftrl", "ogd", "tuned")
 
 
-def with_feedback(config: PipelineConfig, mode: str) -> PipelineConfig:
+def with_feedback(config: PipelineConfig, mode: str, wait: str = "1h") -> PipelineConfig:
     """``config`` with its delayed tasks fed in ``mode`` (``fnw`` where the learner weighs)."""
     tasks = []
     for t in config.tasks:
         fed = t.label.kind == "delayed" and t.label.target == "converted"
         if fed and (mode != "fnw" or t.learner.kind in WEIGHING):
-            t = msgspec.structs.replace(t, label=msgspec.structs.replace(t.label, feedback=mode))
+            label = msgspec.structs.replace(t.label, feedback=mode, wait=wait)
+            t = msgspec.structs.replace(t, label=label)
         tasks.append(t)
     return msgspec.structs.replace(config, tasks=tasks)
 
@@ -133,6 +137,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1], help="none: no shop")
     parser.add_argument("--shop-users", type=int, default=2000)
     parser.add_argument("--shop-days", type=int, default=56)
+    parser.add_argument("--wait", default="1h", help="the wait of feedback = 'wait'")
     parser.add_argument("--repeat", type=int, default=1, help="interleaved timing runs (CJ)")
     parser.add_argument("--json", default="", help="also write the figures to this file")
     args = parser.parse_args()
@@ -143,7 +148,7 @@ def main() -> None:
         runs: dict[str, dict[str, Any]] = {}
         for _ in range(args.repeat if name == "Complete Journey" else 1):
             for mode in MODES:
-                got = replay(with_feedback(base, mode), batches)
+                got = replay(with_feedback(base, mode, args.wait), batches)
                 best = runs.get(mode)
                 if best is None or got["eps"] > best["eps"]:
                     runs[mode] = got
