@@ -35,8 +35,8 @@ against its true label when its window closes. The served score (``/v1/score``, 
 0.25
 >>> fnc_correct(0.5) == P_MAX, fnc_correct(0.0)
 (True, 0.0)
->>> served(FNC, 1 / 3), served(WINDOW, 0.3)
-(0.5, 0.3)
+>>> served(FNC, 0.2), served(WINDOW, 0.3)
+(0.25, 0.3)
 """
 
 from __future__ import annotations
