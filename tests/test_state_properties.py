@@ -102,6 +102,28 @@ TASKS = {
         label=LabelConfig(kind="type", positive=["cart"]),
         learner=LearnerConfig(kind="hoeffding", params={"grace_period": 20}),
     ),
+    # learned at once, as fake negatives, and again at conversion (learn/delayed.py)
+    "carted_fnc": TaskConfig(
+        "carted_fnc",
+        on=["view"],
+        label=LabelConfig(
+            kind="delayed", conversion=["cart"], key="category", window="6h", feedback="fnc"
+        ),
+    ),
+    # learned when its wait ends, late positives again (Python step only)
+    "convert_wait": TaskConfig(
+        "convert_wait",
+        on=["view"],
+        label=LabelConfig(
+            kind="delayed", conversion=["cart"], window="1d", feedback="wait", wait="2h"
+        ),
+    ),
+    "convert_fnw": TaskConfig(
+        "convert_fnw",
+        on=["view"],
+        label=LabelConfig(kind="delayed", conversion=["purchase"], window="12h", feedback="fnw"),
+        learner=LearnerConfig(kind="ogd", params={"lr": 0.05}),
+    ),
 }
 SEGMENTS = {
     "active": "days_since_last_event < 2",

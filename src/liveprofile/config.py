@@ -90,6 +90,15 @@ class LabelConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
       regression one: its target is the sum of the conversions' ``value`` within the window
       (e.g. spend in the next 30 days), learned by a regressor (``learner.kind = "linreg"``, or
       ``river`` with a River regressor) and evaluated by MAE and RMSE.
+
+    ``feedback`` says when a delayed example is learned: ``"window"`` (the default) once its
+    window closes, with its true label; ``"fnc"`` (fake-negative calibration, Ktena et al. 2019)
+    at once as a negative, and again as a positive when its conversion comes, the served
+    prediction corrected for those fake negatives; ``"fnw"`` (fake-negative weighting) the same
+    stream with each learned example weighted by the learner, the prediction served as it is;
+    ``"wait"`` (elapsed-time sampling, as ES-DFM, without its importance weights) ``wait`` after
+    the exposure with the label known then, and again as a positive when a conversion comes later
+    (see :mod:`liveprofile.learn.delayed`).
     """
 
     kind: Literal["value", "type", "delayed"]
@@ -102,6 +111,10 @@ class LabelConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     open_per_key: int = 32
     #: what a delayed example learns: whether it converted, or the sum of the conversions' value
     target: Literal["converted", "value"] = "converted"
+    #: when delayed examples are learned: at the window's close, or at once with a correction
+    feedback: Literal["window", "fnc", "fnw", "wait"] = "window"
+    #: ``feedback = "wait"``: how long after its exposure an example is learned (< ``window``)
+    wait: Duration = "1h"
 
     def __post_init__(self) -> None:
         if not 1 <= self.open_per_key <= 1_000_000:
@@ -112,6 +125,10 @@ class LabelConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     @property
     def window_s(self) -> float:
         return parse_duration(self.window)
+
+    @property
+    def wait_s(self) -> float:
+        return parse_duration(self.wait)
 
 
 class TaskConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -133,6 +150,23 @@ class TaskConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
             raise ConfigError(f"task {self.name!r}: a 'type' label needs 'positive' types")
         if self.label.kind == "delayed" and self.label.window_s <= 0:
             raise ConfigError(f"task {self.name!r}: the window must be positive")
+        if self.label.feedback != "window" and (
+            self.label.kind != "delayed" or self.label.target == "value"
+        ):
+            raise ConfigError(
+                f"task {self.name!r}: feedback = {self.label.feedback!r} needs a delayed label "
+                "that learns whether a conversion came (target = 'converted')"
+            )
+        if self.label.feedback == "wait" and not 0 < self.label.wait_s < self.label.window_s:
+            raise ConfigError(
+                f"task {self.name!r}: feedback = 'wait' needs 0 < wait < window, got "
+                f"wait = {self.label.wait!r}, window = {self.label.window!r}"
+            )
+        if self.label.feedback == "fnw" and self.learner.kind not in ("ftrl", "ogd", "tuned"):
+            raise ConfigError(
+                f"task {self.name!r}: feedback = 'fnw' weighs its examples: use a learner that "
+                "can (kind = 'ftrl', 'ogd' or 'tuned'), or feedback = 'fnc'"
+            )
         if self.label.target == "value":
             if self.label.kind != "delayed":
                 raise ConfigError(f"task {self.name!r}: target = 'value' needs a delayed label")

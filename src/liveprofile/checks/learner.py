@@ -5,7 +5,9 @@ mutate its inputs, gives well-formed probabilities, survives a save/load round t
 :func:`~liveprofile.learn.registry.dump_learner`/:func:`~liveprofile.learn.registry.load_learner`,
 is reproducible, does not depend on the order of the features in the dict, learns a separable
 stream, and gives the same results through the batched path
-(:func:`~liveprofile.learn.base.run_ops`) as one by one.
+(:func:`~liveprofile.learn.base.run_ops`) as one by one. A learner that weighs fake negatives
+(:func:`~liveprofile.learn.base.weighs_fake_negatives`) moves further on a weighted positive and
+less far on a weighted negative than on plain ones, whatever the batches.
 
 >>> from liveprofile.learn import FTRLProximal
 >>> check_learner(LearnerFactory(lambda: FTRLProximal(alpha=0.3, bits=12), canonical_dump=True))
@@ -25,6 +27,7 @@ import numpy.typing as npt
 
 from liveprofile.errors import StateVersionError
 from liveprofile.learn.base import (
+    FAKE_NEGATIVE,
     LEARN,
     PREDICT,
     PREDICT_LEARN,
@@ -32,6 +35,7 @@ from liveprofile.learn.base import (
     OpBatch,
     probability,
     run_ops,
+    weighs_fake_negatives,
 )
 from liveprofile.learn.registry import CHECKPOINT_SCHEMA, dump_learner, load_learner
 
@@ -240,6 +244,42 @@ def check_run_ops_in_several_batches_equals_one_batch(factory: LearnerFactory) -
     np.testing.assert_array_equal(np.array(got), expected)
 
 
+def check_fake_negative_weights(factory: LearnerFactory) -> None:
+    """A learner that says it honours ``FAKE_NEGATIVE`` weighs a positive by ``1 + p`` (> 1)
+    and a negative by ``(1 - p)(1 + p)`` (< 1); batches change nothing."""
+    learner = factory.make()
+    if not weighs_fake_negatives(learner):
+        return
+    run_ops(learner, random_ops(seed=12))
+    ops = random_ops(seed=13, n=1)
+    x = ops.example(0)
+    p0 = proba(learner, x)
+    assert 0.0 < p0 < 1.0
+    for y in (0.0, 1.0):
+        moved = []
+        for flags in (0, FAKE_NEGATIVE):
+            one = copy.deepcopy(learner)
+            step = OpBatch()
+            step.add(LEARN | flags, list(ops.idx), list(ops.val), y)
+            run_ops(one, step)
+            moved.append(abs(proba(one, x) - p0))
+        plain, weighted = moved
+        assert (weighted > plain) if y else (weighted < plain), (y, plain, weighted)
+    whole = random_ops(seed=14, n=120)
+    flagged = np.frombuffer(whole.kinds, np.int8)
+    flagged[::2] |= np.where(flagged[::2] & LEARN, FAKE_NEGATIVE, 0).astype(np.int8)
+    expected = run_ops(factory.make(), whole)
+    parts, got = factory.make(), []
+    for start in range(0, len(whole), 17):
+        part = OpBatch()
+        for k in range(start, min(start + 17, len(whole))):
+            s, e = whole.starts[k], whole.starts[k + 1]
+            part.add(whole.kinds[k], list(whole.idx[s:e]), list(whole.val[s:e]), whole.ys[k])
+        got.extend(run_ops(parts, part).tolist())
+    np.testing.assert_array_equal(np.array(got), expected)
+    assert not np.array_equal(expected, run_ops(factory.make(), random_ops(seed=14, n=120)))
+
+
 def _tampered(blob: bytes, **changes: object) -> bytes:
     data = msgspec.msgpack.decode(blob)
     data.update(changes)
@@ -283,6 +323,7 @@ LEARNER_CHECKS: list[Callable[[LearnerFactory], None]] = [
     check_learns_a_separable_stream,
     check_run_ops_equals_one_by_one,
     check_run_ops_in_several_batches_equals_one_batch,
+    check_fake_negative_weights,
     check_load_refuses_another_schema,
     check_load_refuses_another_river_version,
 ]

@@ -24,6 +24,7 @@ from liveprofile.config import PipelineConfig
 from liveprofile.engine.packing import StringTable
 from liveprofile.engine.records import ByCode, Tasks
 from liveprofile.features.hashing import FeatureBuilder
+from liveprofile.learn.delayed import MODES, op_flags
 from liveprofile.profile.risk import velocity_item
 from liveprofile.profile.state import key_outcome_name
 
@@ -123,6 +124,9 @@ class CodeTables:
         self.has_pos = np.array([bool(x.positive) for x in labels], np.bool_)
         self.window = np.array([x.window_s if x.kind == "delayed" else 0.0 for x in labels])
         self.per_key = np.array([x.open_per_key for x in labels], np.int64)
+        #: ``label.feedback`` by ``learn.delayed.MODES``, and the flags of its learn operations
+        self.feedback = np.array([MODES[x.feedback] for x in labels], np.int64)
+        self.learn_flags = np.array([op_flags(x.feedback) for x in labels], np.int8)
         #: topic and task names as the compiled item writer reads them
         self.topic_strings, self.task_strings = StringTable(), StringTable()
         self.task_strings.extend(self.task_names)
@@ -254,4 +258,6 @@ class CodeTables:
             per_key=self.per_key,
             ko_topic=self.ko_topic,
             ko_item=self.ko_item,
+            feedback=self.feedback,
+            learn_flags=self.learn_flags,
         )

@@ -34,6 +34,7 @@ from liveprofile.engine.step import PythonStep
 from liveprofile.events.columns import EventColumns
 from liveprofile.events.schema import COMMANDS, Event
 from liveprofile.learn.base import OpArrays, run_ops, sparse_example
+from liveprofile.learn.delayed import FNC, MODES, fnc_correct_many
 from liveprofile.learn.examples import ExampleLog
 from liveprofile.learn.tasks import PendingLog
 from liveprofile.profile.population import Standing, standing
@@ -48,6 +49,9 @@ def unsupported(base: PythonStep) -> str | None:
     if any(t.label.kind == "delayed" and t.label.key == "user" for t in config.tasks):
         # the kernel's pending pool and key-outcome tables know item and topic codes only
         return "a delayed task is keyed by user"
+    if any(t.label.feedback == "wait" for t in config.tasks):
+        # the kernel's pool has one heap per task, by deadline, none by the end of a wait
+        return "a delayed task learns after a wait (feedback = 'wait')"
     if any(t.regression for t in config.tasks):
         # the kernel counts a converted flag per pending example, not a sum of values
         return "a task learns a value (target = 'value')"
@@ -389,7 +393,9 @@ class CompiledStep:
                 ops.y[t, :k],
             )
             assert task.learner is not None
-            preds.append(run_ops(task.learner, batch) if k else np.zeros(0))
+            b = run_ops(task.learner, batch) if k else np.zeros(0)
+            fnc = self.tables.feedback[t] == MODES[FNC]
+            preds.append(fnc_correct_many(b) if fnc else b)  # as served
         n_rec = int(outputs.res[2])
         rec_kind, rec_task, rec_k, rec_ref = outputs.recs[:n_rec].T
         rec_ts, rec_label = outputs.rec_ts[:n_rec], outputs.rec_label[:n_rec]

@@ -88,7 +88,10 @@ def run(ev, codes, tasks, params, users, items, pool, ops, out):  # type: ignore
                     key = ev_icode[e] if tasks_by_item[t] else ev_cat[e]
                     wkey = _wkey(ev_ucode[e], n_tasks, t, key)
                     if key >= 0 and wkey in pool_waiting:
+                        done = out.n_converted[t]
                         convert(pool, out, t, pool_waiting[wkey], ts)
+                        if tasks.feedback[t]:  # learned as negatives: now as positives
+                            learn_converted(pool, ops, out, t, done, tasks.learn_flags[t])
                 if not tasks_on[t, kind]:
                     continue
                 key = ev_icode[e] if tasks_by_item[t] else ev_cat[e]
@@ -219,6 +222,16 @@ def _add_record(out, kind, t, k, ref, ts, label):  # type: ignore[no-untyped-def
 
 
 @leaf
+def learn_converted(pool, ops, out, t, done, flags):  # type: ignore[no-untyped-def]
+    """Learn as positives (operation flags ``flags``) the examples of task ``t`` converted
+    since ``out.n_converted[t]`` was ``done`` (latest exposure first, ``TaskState.convert_at``)."""
+    out_converted = out.converted
+    for j in range(done, out.n_converted[t]):
+        slot = out_converted[t, j]
+        _add_op(ops, t, L.LEARN | flags, pool.fidx[slot], pool.fval[slot], pool.flen[slot], 1.0)
+
+
+@leaf
 def _free(out, slot):  # type: ignore[no-untyped-def]
     out_freed = out.freed
     out_res = out.res
@@ -239,7 +252,8 @@ def _learn_due(codes, tasks, params, users, items, pool, ops, out, t):  # type: 
     slot = heap_pop(pool, t, codes.user_rank, key_rank)
     label = pool_conv[slot]
     y = 1.0 if label else 0.0
-    _add_op(ops, t, L.LEARN, pool.fidx[slot], pool.fval[slot], pool.flen[slot], y)
+    if not tasks.feedback[t]:  # else learned when exposed (and when converted)
+        _add_op(ops, t, L.LEARN, pool.fidx[slot], pool.fval[slot], pool.flen[slot], y)
     _add_record(out, L.R_RESOLVED, t, -1, slot, pool.open_ts[slot], label)
     out.res[1] += 1
     key = pool_key[slot]
@@ -330,11 +344,14 @@ def _open(ev, e, codes, tasks, params, users, items, pool, ops, out, t, m):  # t
         pool_fval[slot, j] = ops_cur_val[j]
     out_created[t, out_n_created[t]] = slot
     out_n_created[t] += 1
-    k = _add_op(ops, t, L.PREDICT, ops_cur_idx, ops_cur_val, m, 0.0)
+    at_once = tasks.feedback[t] > 0  # fnc, fnw: learned as a negative when exposed
+    kind = (L.PREDICT_LEARN | tasks.learn_flags[t]) if at_once else L.PREDICT
+    k = _add_op(ops, t, kind, ops_cur_idx, ops_cur_val, m, 0.0)
     _add_record(out, L.R_OPENED, t, k, slot, ts, False)
     if pool_deadline[slot] < params_fp[L.FP_WATERMARK]:
         # a late exposure whose window has already closed: learned at once
-        _add_op(ops, t, L.LEARN, ops_cur_idx, ops_cur_val, m, 0.0)
+        if not at_once:
+            _add_op(ops, t, L.LEARN, ops_cur_idx, ops_cur_val, m, 0.0)
         _add_record(out, L.R_RESOLVED, t, -1, slot, ts, False)
         out_res[1] += 1
         if users_pi[u, L.P_EXISTS]:

@@ -73,6 +73,8 @@ class Tasks(NamedTuple):
     per_key: Any  # most examples awaiting a conversion per (user, key)
     ko_topic: Any  # (task, topic code): the key-outcome name
     ko_item: Any  # (task, item code)
+    feedback: Any  # label.feedback by learn.delayed.MODES (> 0: learned when exposed)
+    learn_flags: Any  # flags of the learn operations (learn.base.FAKE_NEGATIVE)
 
 
 class Params(NamedTuple):

@@ -32,7 +32,7 @@ from liveprofile.engine.state import PipelineState, scores_in_task_order
 from liveprofile.events.columns import EventColumns
 from liveprofile.events.schema import FORGET, MERGE, Event
 from liveprofile.features.hashing import FeatureBuilder
-from liveprofile.learn.base import LEARN, PREDICT, PREDICT_LEARN, run_ops
+from liveprofile.learn.base import LEARN, PREDICT_LEARN, run_ops
 from liveprofile.learn.examples import ExampleLog
 from liveprofile.learn.regression import RegressionMetrics, run_regression_ops
 from liveprofile.learn.tasks import Pending, TaskState
@@ -157,6 +157,7 @@ class PythonStep(Lifecycle):
             if ts > watermark:
                 watermark = ts
                 for task in delayed:
+                    task.learn_waited(watermark)  # feedback = "wait"
                     for pending in task.due(watermark):
                         self._resolve(state, task, pending, records, out)
             user = e.user
@@ -200,8 +201,9 @@ class PythonStep(Lifecycle):
                     t_idx, t_val = task_features(task.name, p, it, key)
                     idx, val = shared[0] + t_idx, shared[1] + t_val
                     pending = task.open(user, key, item_id, ts, array("q", idx), array("d", val))
-                    k = task.ops.add(PREDICT, idx, val)
+                    k = task.ops.add(task.open_kind, idx, val)  # fnc: learned at once
                     records.append((R_OPENED, task, k, pending, ts, False))
+                    task.learn_waited(watermark)  # a late exposure past its wait
                     if pending.deadline < watermark:
                         # a late exposure whose window has already closed in event time
                         self._resolve(state, task, pending, records, out)
@@ -333,8 +335,9 @@ class PythonStep(Lifecycle):
         out: StepResult,
     ) -> None:
         label = pending.converted
-        y = pending.total if task.regression else (1.0 if label else 0.0)
-        task.ops.add_packed(LEARN, pending.idx, pending.val, y)
+        if not task.at_once and task.waiting_learn is None:  # else learned before
+            y = pending.total if task.regression else (1.0 if label else 0.0)
+            task.ops.add_packed(LEARN, pending.idx, pending.val, y)
         task.close(pending)
         records.append((R_RESOLVED, task, -1, pending, pending.open_ts, label))
         out.examples += 1
@@ -412,7 +415,7 @@ class PythonStep(Lifecycle):
                 _score(owners[i], task.name, p, folds, written)
             elif kind == R_OPENED:
                 assert preds is not None and isinstance(ref, Pending)
-                ref.p = float(preds[k])
+                ref.p = task.served(float(preds[k]))
                 _score(owners[i], task.name, ref.p, folds, written)
             else:
                 assert isinstance(ref, Pending)

@@ -19,6 +19,10 @@ import numpy.typing as npt
 PREDICT = 1
 LEARN = 2
 PREDICT_LEARN = PREDICT | LEARN
+#: a flag on a learn operation: weigh it as fake-negative weighting does (Ktena et al. 2019), a
+#: positive by ``1 + p``, a negative by ``(1 - p)(1 + p)``, ``p`` the learner's own prediction
+#: at that moment, not differentiated; learners that can say so (:func:`weighs_fake_negatives`)
+FAKE_NEGATIVE = 4
 
 
 @runtime_checkable
@@ -129,6 +133,17 @@ class BatchLearner(Learner, Protocol):
     def run_ops(self, ops: Operations) -> npt.NDArray[np.float64]:
         """Run the operations in order; return P(y=1) for each (NaN for learn-only ones)."""
         ...
+
+
+def weighs_fake_negatives(learner: object) -> bool:
+    """Whether ``learner`` honours :data:`FAKE_NEGATIVE` on its operations (a class attribute
+    ``fake_negative_weights = True``); other learners learn such operations unweighted.
+
+    >>> from liveprofile.learn import FTRLProximal
+    >>> weighs_fake_negatives(FTRLProximal(bits=8)), weighs_fake_negatives(object())
+    (True, False)
+    """
+    return bool(getattr(learner, "fake_negative_weights", False))
 
 
 def probability(proba: Mapping[bool, float]) -> float:

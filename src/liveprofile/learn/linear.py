@@ -42,6 +42,15 @@ def _sigmoid(wx: float) -> float:
 
 
 @numba.njit(cache=True, nogil=True)
+def _weight(kind: int, p: float, y: float) -> float:
+    """The weight of a learn operation: 1, or with ``FAKE_NEGATIVE`` (4) the fake-negative
+    weight of label ``y`` at prediction ``p`` (see ``liveprofile.learn.base.FAKE_NEGATIVE``)."""
+    if not kind & 4:
+        return 1.0
+    return 1.0 + p if y > 0.5 else (1.0 - p) * (1.0 + p)
+
+
+@numba.njit(cache=True, nogil=True)
 def _merge(idx, val, s, e, ui, uv):  # type: ignore[no-untyped-def]
     """Copy example ``[s, e)`` into ``ui``/``uv`` with colliding indices added up, so an
     example is the sparse vector x of Algorithm 1 whatever the hashing did; returns its size."""
@@ -89,7 +98,7 @@ def _ftrl_run(z, n, alpha, beta, l1, l2, kinds, starts, idx, val, ys, out):  # t
         kind = kinds[k]
         out[k] = p if kind & 1 else np.nan
         if kind & 2:
-            g = p - ys[k]
+            g = (p - ys[k]) * _weight(kind, p, ys[k])
             for j in range(m):
                 i = ui[j]
                 gi = g * uv[j]
@@ -113,7 +122,7 @@ def _ogd_run(w, t0, lr, power, l2, kinds, starts, idx, val, ys, out):  # type: i
         out[k] = p if kind & 1 else np.nan
         if kind & 2:
             eta = lr / (1.0 + t) ** power
-            g = p - ys[k]
+            g = (p - ys[k]) * _weight(kind, p, ys[k])
             for j in range(s, e):
                 i = idx[j]
                 w[i] -= eta * (g * val[j] + l2 * w[i])
@@ -133,6 +142,8 @@ class _HashedLinear:
 
     kind: ClassVar[str]
     bits: int
+    #: honours ``FAKE_NEGATIVE`` learn operations (``label.feedback = "fnw"``)
+    fake_negative_weights: ClassVar[bool] = True
 
     def __init__(self, bits: int) -> None:
         if not 4 <= bits <= 28:

@@ -34,7 +34,8 @@ import numpy.typing as npt
 
 from liveprofile.config import TaskConfig
 from liveprofile.events.schema import Event
-from liveprofile.learn.base import Learner, OpBatch
+from liveprofile.learn import delayed as feedback
+from liveprofile.learn.base import LEARN, PREDICT, PREDICT_LEARN, Learner, OpBatch
 from liveprofile.learn.metrics import Prequential
 from liveprofile.learn.regression import RegressionMetrics
 from liveprofile.store.codec import VersionedCodec
@@ -70,7 +71,9 @@ class TaskState:
 
     Delayed examples are learned when their window closes, converted or not: learning positives
     at conversion and negatives at the deadline would show the learner a stream richer in
-    positives than the truth (the delayed-feedback bias).
+    positives than the truth (the delayed-feedback bias). With ``label.feedback`` ``fnc`` or
+    ``fnw`` they are learned at once as negatives and again as positives at conversion, with a
+    correction (:mod:`liveprofile.learn.delayed`).
     """
 
     def __init__(self, config: TaskConfig, learner: Learner | None, window: float) -> None:
@@ -93,6 +96,20 @@ class TaskState:
         self.window = label.window_s if self.delayed else 0.0
         #: most pending examples awaiting a conversion per (user, key)
         self.per_key = label.open_per_key
+        #: ``label.feedback`` (:mod:`liveprofile.learn.delayed`): with ``fnc`` an exposure is
+        #: learned as a negative when it is scored and as a positive when it converts
+        self.feedback = label.feedback
+        self.at_once = self.delayed and feedback.learns_at_once(label.feedback)
+        flags = feedback.op_flags(label.feedback)
+        #: the model operation of an exposure, and of a conversion (with ``fnc`` and ``fnw``)
+        self.open_kind = (PREDICT_LEARN | flags) if self.at_once else PREDICT
+        self.convert_kind = LEARN | flags
+        #: ``feedback = "wait"``: the examples not learned yet, by the end of their wait
+        self.waiting_learn = (
+            feedback.Waiting(label.wait_s)
+            if self.delayed and label.feedback == feedback.WAIT
+            else None
+        )
         self.pending: dict[PendingId, Pending] = {}
         #: the unconverted pending examples per (user, key), by exposure time: what a
         #: conversion can still convert
@@ -104,6 +121,10 @@ class TaskState:
         self.converted: list[PendingId] = []
         #: the value each of ``converted`` added (regression tasks)
         self.converted_values: list[float] = []
+
+    def served(self, b: float) -> float:
+        """The prediction served for the model's output ``b`` (corrected for ``fnc``)."""
+        return feedback.served(self.feedback, b)
 
     # -- labels --------------------------------------------------------------------------------
 
@@ -137,6 +158,8 @@ class TaskState:
         pending = Pending(user, key, item, ts, ts + self.window, idx.tobytes(), val.tobytes())
         self._add(pending)
         self.created.append(pending)
+        if self.waiting_learn is not None:
+            self.waiting_learn.push(user, key, ts)
         return pending
 
     def _add(self, pending: Pending) -> None:
@@ -211,6 +234,11 @@ class TaskState:
         for pending in done:
             pending.converted = True
             self.converted.append(pending.id)
+            if self.at_once:  # learned as a negative when exposed: now as the positive it is
+                self.ops.add_packed(self.convert_kind, pending.idx, pending.val, 1.0)
+            elif self.waiting_learn is not None and self.waiting_learn.learned(pending.open_ts):
+                # a late positive, learned as a negative at the end of its wait
+                self.ops.add_packed(LEARN, pending.idx, pending.val, 1.0)
         if self.regression:
             amount = 0.0 if value is None else value
             for pending in done:
@@ -232,6 +260,14 @@ class TaskState:
             pending = self.pending.get((user, key, open_ts))
             if pending is not None:
                 yield pending
+
+    def learn_waited(self, watermark: float) -> None:
+        """``feedback = "wait"``: learn the open examples whose wait ended before
+        ``watermark``, with the label known then."""
+        if self.waiting_learn is None:
+            return
+        for pending in self.waiting_learn.pop_due(watermark, self.pending):
+            self.ops.add_packed(LEARN, pending.idx, pending.val, float(pending.converted))
 
     def peek_due(self, watermark: float) -> Iterator[Pending]:
         """The pending examples :meth:`due` would pop, without popping them."""
@@ -278,6 +314,8 @@ class TaskState:
                 if found is not None and not found.converted:
                     found.converted = True
                     self._unwait(found)
+        if self.waiting_learn is not None:
+            self.waiting_learn.restore(watermark, self.pending)
 
 
 class PendingLog(msgspec.Struct, array_like=True):
