@@ -161,6 +161,8 @@ def test_recommendations_and_scores_answer(fed: Fed) -> None:
     item = out["items"][0]["item"]
     score = _get(fed, f"/v1/score?user={user}&item={item}&task=convert")
     assert score["score"] == pytest.approx(out["items"][0]["score"])
+    # scored by the shared model the workers trained, not an empty one
+    assert any(c for _, c in score["top_features"]) and score["score"] != 0.5
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (.ci/run installs it)")

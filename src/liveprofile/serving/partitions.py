@@ -47,11 +47,22 @@ from liveprofile.store.layout import (
     decode_checkpoint,
     encode_checkpoint,
     merge_checkpoints,
+    model_namespace,
     stored_config,
 )
 from liveprofile.store.scoped import ScopedStore, registered_scopes
 
 SegmentHistory = list[tuple[float, dict[str, int]]]
+
+
+def shared_namespace(namespace: str) -> bool:
+    """Whether a namespace is one for all partitions: profiles, dead letters, the registry,
+    and the rows of the shared models (written unscoped by every worker).
+
+    >>> [shared_namespace(ns) for ns in ("profile", model_namespace("convert"), "item")]
+    [True, True, False]
+    """
+    return namespace in SHARED_NAMESPACES or namespace.startswith(model_namespace(""))
 
 
 def merge_segment_history(histories: Sequence[SegmentHistory]) -> SegmentHistory:
@@ -178,7 +189,7 @@ class PartitionedView:
         return msgspec.msgpack.encode(merge_segment_history(histories))
 
     def read(self, namespace: str, keys: Sequence[str]) -> list[bytes | None]:
-        if namespace in SHARED_NAMESPACES or not self.partitioned():
+        if shared_namespace(namespace) or not self.partitioned():
             return self.base.read(namespace, keys)
         parts = [v.read(namespace, keys) for v in self._views()]
         out: list[bytes | None] = []
@@ -197,7 +208,7 @@ class PartitionedView:
     def scan(
         self, namespace: str, *, after: str | None = None, limit: int | None = None
     ) -> Iterator[tuple[str, bytes]]:
-        if namespace in SHARED_NAMESPACES or not self.partitioned():
+        if shared_namespace(namespace) or not self.partitioned():
             yield from self.base.scan(namespace, after=after, limit=limit)
             return
         rows: dict[str, list[bytes]] = {}
@@ -214,7 +225,7 @@ class PartitionedView:
                 yield key, found[0]
 
     def count(self, namespace: str) -> int:
-        if namespace in SHARED_NAMESPACES or not self.partitioned():
+        if shared_namespace(namespace) or not self.partitioned():
             return self.base.count(namespace)
         if namespace == ITEMS:  # an item seen in several partitions counts once
             return sum(1 for _ in self.scan(namespace))
