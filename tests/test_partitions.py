@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from liveprofile.config import PipelineConfig
@@ -24,11 +25,12 @@ from liveprofile.learn.metrics import Prequential
 from liveprofile.learn.stored import StoredModels
 from liveprofile.profile.decay import decayed_value
 from liveprofile.profile.items import decode_item
+from liveprofile.profile.population import Population
 from liveprofile.redis.store import RedisStore
 from liveprofile.serving.partitions import PartitionedView
 from liveprofile.serving.recommend import Recommender
 from liveprofile.store import SQLiteStore, Store
-from liveprofile.store.layout import ITEMS, PROFILES, check_config, read_checkpoint
+from liveprofile.store.layout import ITEMS, POPULATION, PROFILES, check_config, read_checkpoint
 from liveprofile.store.scoped import ScopedStore, registered_scopes
 
 REDIS_URL = os.environ.get("LIVEPROFILE_TEST_REDIS", "redis://127.0.0.1:6379/15")
@@ -116,6 +118,18 @@ def test_partitions_read_as_one_store(stores: tuple[Store, Store]) -> None:
             decayed_value(stats.popularity, one.watermark, stats.anchor, h), rel=1e-9
         )
         assert view.read(ITEMS, [key]) == [dict(view.scan(ITEMS))[key]]
+
+    # RFM standings: the partitions' histograms add up to every profile once
+    pop = msgspec.msgpack.decode(view.get_meta(POPULATION) or b"", type=Population)
+    assert (
+        sum(pop.frequency)
+        == view.count(PROFILES)
+        == sum(
+            sum(msgspec.msgpack.decode(b, type=Population).frequency)
+            for b in (ScopedStore(split, s).get_meta(POPULATION) for s in view.scopes())
+            if b is not None
+        )
+    )
 
     # segments: members are one pipeline's, the latest sizes too
     assert sorted(k for k, _ in view.scan("segment:buyers")) == sorted(
