@@ -184,6 +184,24 @@ def check_failed_meta_write_rolls_back_rows(store: Store) -> None:
     assert store.get_meta("ok") is None
 
 
+def check_scoped_commits_register_their_scopes(store: Store) -> None:
+    """Workers sharing the store (:class:`~liveprofile.store.scoped.ScopedStore`) can be found:
+    a scoped commit with a checkpoint lists its scope, in the same commit, and a failed one
+    does not."""
+    from liveprofile.store.scoped import ScopedStore, registered_scopes
+
+    assert registered_scopes(store) == {}
+    ScopedStore(store, "shop.0").commit({"item": {"i": b"a"}}, {"checkpoint": b"c0"})
+    ScopedStore(store, "shop.1").commit({"profile": {"u": b"p"}}, {"other": b"x"})  # no checkpoint
+    ScopedStore(store, "shop.1").commit({}, {"checkpoint": b"c1"})
+    ScopedStore(store, "shop.0").commit({}, {"checkpoint": b"c2"})
+    assert registered_scopes(store) == {"shop.0": b"c2", "shop.1": b"c1"}
+    bad: Any = {"item": {"i": object()}}
+    _raises(StoreError, lambda: ScopedStore(store, "shop.2").commit(bad, {"checkpoint": b"c"}))
+    assert sorted(registered_scopes(store)) == ["shop.0", "shop.1"]
+    assert store.read("item@shop.0", ["i"]) == [b"a"]
+
+
 #: checks that take a fresh store, set up
 STORE_CHECKS: list[Callable[[Store], None]] = [
     check_implements_the_protocol,
@@ -200,6 +218,7 @@ STORE_CHECKS: list[Callable[[Store], None]] = [
     check_count,
     check_failed_commit_changes_nothing,
     check_failed_meta_write_rolls_back_rows,
+    check_scoped_commits_register_their_scopes,
 ]
 
 

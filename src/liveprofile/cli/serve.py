@@ -62,7 +62,9 @@ def serve(
 
     Every endpoint but GET /healthz and the dashboard page needs 'Authorization: Bearer TOKEN':
     the read token, or the write token for DELETE. Profiles are viewed as of the store
-    watermark, as 'liveprofile profile' shows them.
+    watermark, as 'liveprofile profile' shows them. A store that Kafka workers or the Flink
+    job keep per partition is read as one: stats, metrics, the timeline, segments and item
+    statistics are added up over its partitions.
 
     \b
     Endpoints:

@@ -206,8 +206,41 @@ def start_offsets(settings: FlinkSettings) -> str:
     return ";".join(f"partition:{p},offset:{o}" for p, (o, _) in offsets.items())
 
 
+def alignment_options(settings: FlinkSettings) -> str:
+    """The source's watermark alignment (``run.partition_skew`` with ``run.shared_model``),
+    as :mod:`liveprofile.kafka.align` does for the Kafka workers: Flink pauses reading a
+    partition (a source split) whose watermark is more than the skew ahead of the slowest
+    partition's, so the shared model learns the topic in about event-time order. Partitions
+    with nothing left to read go idle (``scan.watermark.idle-timeout``) and hold nobody back.
+
+    >>> alignment_options(FlinkSettings("b:9092", "shop", "redis://r"))
+    "'scan.watermark.alignment.group' = 'liveprofile-shop', \
+'scan.watermark.alignment.max-drift' = '3600000 ms', \
+'scan.watermark.alignment.update-interval' = '200 ms',"
+    >>> alignment_options(FlinkSettings("b:9092", "shop", "redis://r",
+    ...                                 config_toml="[run]\\npartition_skew = ''"))
+    ''
+    """
+    from liveprofile.config import PipelineConfig
+
+    run = PipelineConfig.from_toml(settings.config_toml).run
+    skew = run.partition_skew_s
+    if skew is None or not run.shared_model:
+        return ""
+    return (
+        f"'scan.watermark.alignment.group' = 'liveprofile-{settings.topic}', "
+        f"'scan.watermark.alignment.max-drift' = '{round(skew * 1000)} ms', "
+        f"'scan.watermark.alignment.update-interval' = '{ALIGNMENT_UPDATE_MS} ms',"
+    )
+
+
+#: how often Flink's sources exchange their watermarks for alignment
+ALIGNMENT_UPDATE_MS = 200
+
+
 def source_ddl(settings: FlinkSettings, offsets: str) -> str:
-    """The Kafka table: raw values, partition and offset, event-time watermark."""
+    """The Kafka table: raw values, partition and offset, event-time watermark (aligned
+    across partitions, see :func:`alignment_options`)."""
     s = settings
     startup = (
         f"'scan.startup.mode' = 'specific-offsets', 'scan.startup.specific-offsets' = '{offsets}'"
@@ -233,6 +266,7 @@ def source_ddl(settings: FlinkSettings, offsets: str) -> str:
       'properties.group.id' = '{s.group}',
       'properties.commit.offsets.on.checkpoint' = 'true',
       'scan.watermark.idle-timeout' = '1 s',
+      {alignment_options(s)}
       'format' = 'raw',
       {startup}
     )"""

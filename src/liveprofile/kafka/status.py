@@ -17,6 +17,7 @@ from liveprofile.engine.state import Checkpoint
 from liveprofile.kafka.broker import KafkaError
 from liveprofile.kafka.producer import log
 from liveprofile.kafka.worker import partition_scope, source_name
+from liveprofile.learn import regression
 from liveprofile.learn.metrics import Prequential
 from liveprofile.learn.stored import shared_learned
 from liveprofile.redis.store import RedisStore
@@ -75,18 +76,13 @@ def merged_metrics(
 ) -> dict[str, dict[str, Any]]:
     """Each task's prequential metrics over ``partitions``: the score bins, losses and
     predictions of every partition added up, so AUC and log loss are those of all of the
-    topic's examples (drift detection stays per partition and is left out)."""
+    topic's examples (:func:`liveprofile.learn.regression.merged_metrics`; drift detection
+    stays per partition and is left out)."""
     out = {}
+    views = [ScopedStore(store, partition_scope(topic, p)) for p in partitions]
     for task in tasks:
-        merged = Prequential()
-        for p in partitions:
-            blob = ScopedStore(store, partition_scope(topic, p)).get_meta(metrics_meta(task))
-            if blob is not None:
-                one = Prequential.from_bytes(blob)
-                merged.pos += one.pos
-                merged.neg += one.neg
-                merged.logloss += one.logloss
-                merged.p_sum += one.p_sum
+        blobs = [view.get_meta(metrics_meta(task)) for view in views]
+        merged = regression.merged_metrics([b for b in blobs if b is not None]) or Prequential()
         out[task] = {k: v for k, v in merged.summary().items() if k != "drift"}
         if store.get_meta(model_meta(task)) is not None:
             out[task]["shared_model_learned"] = shared_learned(store, task)

@@ -134,6 +134,14 @@ class Drift:
         self.events.append(event)
         del self.events[:-KEEP_EVENTS]
 
+    def absorb(self, other: Drift) -> None:
+        """Count ``other``'s detections too (another partition's detector of the same task);
+        the latest events of both are kept in event-time order. The detector's own running
+        state stays this one's: detection runs per partition."""
+        self.count += other.count
+        self.events = sorted(self.events + other.events, key=lambda e: (e.ts, e.seen))
+        del self.events[:-KEEP_EVENTS]
+
     def summary(self) -> dict[str, object]:
         return {
             "detector": DETECTOR,

@@ -175,6 +175,34 @@ class Prequential:
             neg[:] = w_neg[j]
             extra[0], extra[1] = float(w_sums[j, 0]), float(w_sums[j, 1])
 
+    def add(self, other: Prequential) -> None:
+        """Add ``other``'s predictions (another partition of the same task): score bins, losses
+        and windows add up, so the AUC and log loss are those of both partitions' examples;
+        drift detections are counted from both (:meth:`Drift.absorb`).
+
+        >>> a, b = Prequential(window=10.0), Prequential(window=10.0)
+        >>> a.record(0.9, True, 1.0); b.record(0.2, False, 12.0)
+        >>> a.add(b)
+        >>> a.summary()["n"], a.summary()["auc"], [w["n"] for w in a.windows()]
+        (2, 1.0, [1, 1])
+        """
+        if other.window != self.window:
+            raise ValueError(f"cannot add metrics of {other.window} s windows to {self.window} s")
+        self.pos += other.pos
+        self.neg += other.neg
+        self.logloss += other.logloss
+        self.p_sum += other.p_sum
+        for key, (pos, neg, extra) in other._windows.items():
+            mine = self._windows.get(key)
+            if mine is None:
+                self._windows[key] = (pos.copy(), neg.copy(), list(extra))
+            else:
+                mine[0][:] += pos
+                mine[1][:] += neg
+                mine[2][0] += extra[0]
+                mine[2][1] += extra[1]
+        self.drift.absorb(other.drift)
+
     def summary(self) -> dict[str, Any]:
         n = self.n
         positives = int(self.pos.sum())

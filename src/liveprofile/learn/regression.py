@@ -17,8 +17,8 @@ built-in :class:`LinearOGD` runs a batch of operations in one compiled call.
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Mapping
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Hashable, Iterable, Mapping
+from typing import Any, Protocol, cast, runtime_checkable
 
 import msgspec
 import numba
@@ -229,6 +229,18 @@ class RegressionMetrics:
     def calibration(self, buckets: int = 10) -> list[dict[str, float]]:
         return []
 
+    def add(self, other: RegressionMetrics) -> None:
+        """Add ``other``'s predictions (another partition of the same task)."""
+        if other.window != self.window:
+            raise ValueError(f"cannot add metrics of {other.window} s windows to {self.window} s")
+        for key, sums in [(None, other.all), *other._windows.items()]:
+            mine = self.all if key is None else self._windows.setdefault(key, _Sums())
+            mine.n += sums.n
+            mine.abs_err += sums.abs_err
+            mine.sq_err += sums.sq_err
+            mine.y_sum += sums.y_sum
+            mine.p_sum += sums.p_sum
+
     def to_bytes(self) -> bytes:
         state = _StoredRegression(
             REGRESSION_METRICS_VERSION, self.window, self.all, dict(self._windows)
@@ -263,3 +275,25 @@ def metrics_from_bytes(blob: bytes) -> Prequential | RegressionMetrics:
     if RegressionMetrics.accepts(blob):
         return RegressionMetrics.from_bytes(blob)
     return Prequential.from_bytes(blob)
+
+
+def merged_metrics(blobs: Iterable[bytes]) -> Prequential | RegressionMetrics | None:
+    """One task's stored metrics of several partitions, added up (None: no blob).
+
+    >>> a, b = Prequential(), Prequential()
+    >>> a.record(0.8, True, 0.0); b.record(0.3, False, 0.0); b.record(0.6, True, 0.0)
+    >>> merged_metrics([a.to_bytes(), b.to_bytes()]).summary()["n"]
+    3
+    """
+    total: Prequential | RegressionMetrics | None = None
+    for blob in blobs:
+        one = metrics_from_bytes(blob)
+        if total is None:
+            total = one
+        elif isinstance(total, RegressionMetrics) != isinstance(one, RegressionMetrics):
+            raise ValueError("cannot add classification and regression metrics of one task")
+        elif isinstance(total, RegressionMetrics):
+            total.add(cast(RegressionMetrics, one))
+        else:
+            total.add(cast(Prequential, one))
+    return total

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import msgspec
 
+from liveprofile.profile.decay import rebase_factor
 from liveprofile.store.codec import VersionedCodec
 
 ITEM_SCHEMA = 1
@@ -47,3 +48,31 @@ class ItemStats(msgspec.Struct, array_like=True, gc=False):
 _codec = VersionedCodec(ItemStats, schema=ITEM_SCHEMA, what="item record")
 encode_item = _codec.encode
 decode_item = _codec.decode
+
+
+def merge_items(parts: list[ItemStats], half_life: float) -> ItemStats:
+    """One item's statistics of several partitions as one: counts, sums and outcomes add up,
+    the decayed popularity is moved to the latest landmark (``half_life``: the counters')
+    and added; the category is the first partition's that has one.
+
+    >>> a = ItemStats(anchor=0.0, n=2, popularity=4.0, category="tea")
+    >>> b = ItemStats(anchor=10.0, n=1, popularity=1.0, examples={"like": 1})
+    >>> m = merge_items([a, b], half_life=10.0)
+    >>> m.anchor, m.n, m.popularity, m.category, m.examples
+    (10.0, 3, 3.0, 'tea', {'like': 1})
+    """
+    anchor = max(p.anchor for p in parts)
+    out = ItemStats(anchor=anchor, positives={}, examples={})
+    for p in parts:
+        out.last_ts = max(out.last_ts, p.last_ts)
+        out.n += p.n
+        out.popularity += p.popularity * rebase_factor(anchor, p.anchor, half_life)
+        out.value_sum += p.value_sum
+        out.value_n += p.value_n
+        for task, k in p.positives.items():
+            out.positives[task] = out.positives.get(task, 0) + k
+        for task, k in p.examples.items():
+            out.examples[task] = out.examples.get(task, 0) + k
+        if out.category is None:
+            out.category = p.category
+    return out

@@ -63,6 +63,20 @@ class Population(msgspec.Struct):
         day = int(new[2] // DAY)
         self.last_day[day] = self.last_day.get(day, 0) + 1
 
+    def add(self, other: Population) -> None:
+        """Count ``other``'s profiles too (another partition's users).
+
+        >>> a, b = Population(), Population()
+        >>> a.move(None, (1, 10.0, 0.0)); b.move(None, (20, 900.0, 0.0))
+        >>> a.add(b)
+        >>> a.scores((20, 900.0, 0.0)), sum(a.frequency)
+        ((3, 4, 4), 2)
+        """
+        self.frequency = [x + y for x, y in zip(self.frequency, other.frequency, strict=True)]
+        self.monetary = [x + y for x, y in zip(self.monetary, other.monetary, strict=True)]
+        for day, n in other.last_day.items():
+            self.last_day[day] = self.last_day.get(day, 0) + n
+
     def scores(self, s: Standing) -> tuple[int, int, int]:
         """Quintile scores 1-5 for recency (5: most recent), frequency and monetary value."""
         day = int(s[2] // DAY)

@@ -33,7 +33,13 @@ from liveprofile.events.deadletter import DeadLetter
 from liveprofile.redis.store import RedisStore, reply
 from liveprofile.redis.streams import format_offset, publish
 from liveprofile.store.base import Store
-from liveprofile.store.layout import CHECKPOINT, DEAD_LETTERS, Checkpoint, decode_checkpoint
+from liveprofile.store.layout import (
+    CHECKPOINT,
+    DEAD_LETTERS,
+    Checkpoint,
+    decode_checkpoint,
+    merge_checkpoints,
+)
 from liveprofile.store.scoped import ScopedStore
 
 #: dead letters re-driven per round trip: published together, then deleted together
@@ -161,18 +167,8 @@ def read_checkpoint(store: RedisStore, scopes: Sequence[str] = ()) -> Checkpoint
     """The store's committed checkpoint (an empty one before the first commit); with
     ``scopes``, the workers' checkpoints of those scopes added up (offsets side by side)."""
     views: list[Store] = [ScopedStore(store, s) for s in scopes] if scopes else [store]
-    total = Checkpoint()
-    for view in views:
-        blob = view.get_meta(CHECKPOINT)
-        if blob is None:
-            continue
-        ckpt = decode_checkpoint(blob)
-        total.events += ckpt.events
-        total.duplicates += ckpt.duplicates
-        total.dead_letters += ckpt.dead_letters
-        total.watermark = max(total.watermark, ckpt.watermark)
-        total.offsets.update(ckpt.offsets)
-    return total
+    blobs = [view.get_meta(CHECKPOINT) for view in views]
+    return merge_checkpoints(decode_checkpoint(b) for b in blobs if b is not None)
 
 
 def stream_status(

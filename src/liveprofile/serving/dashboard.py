@@ -47,7 +47,9 @@ def mount_dashboard(app: FastAPI, stats: StoreStats, dependencies: Sequence[Depe
     @app.get("/v1/stats", dependencies=auth)
     async def store_stats() -> Response:
         """Counters, the live throughput (events committed per wall-clock second, from
-        successive samples) and each task's prequential summary."""
+        successive samples) and each task's prequential summary; for a store kept per
+        partition (Kafka workers, the Flink job), all of them over every partition, which
+        ``partitions`` lists."""
         snap, rate = stats.sample()
         return JSONResponse(
             {
@@ -63,6 +65,7 @@ def mount_dashboard(app: FastAPI, stats: StoreStats, dependencies: Sequence[Depe
                 },
                 "tasks": {name: t.summary for name, t in snap.tasks.items()},
                 "segments": snap.segment_sizes if snap.segments is not None else None,
+                "partitions": list(snap.partitions),
             }
         )
 

@@ -46,6 +46,7 @@ from liveprofile.store.layout import (
     read_checkpoint,
     stored_config,
 )
+from liveprofile.store.scoped import registered_scopes
 
 #: the blob the segment evaluator commits: msgpack of [[watermark, {segment: members}], ...]
 #: throughput is measured over the samples of this many recent seconds
@@ -78,6 +79,8 @@ class Snapshot:
     window_s: float
     segments: SegmentHistory | None
     segments_error: str | None = None
+    #: the partition scopes whose figures were merged (empty: one pipeline's store)
+    partitions: tuple[str, ...] = ()
 
     @property
     def segment_sizes(self) -> dict[str, int]:
@@ -173,6 +176,7 @@ def _read_snapshot(store: Store, ckpt: Checkpoint) -> Snapshot:
         window_s=config.run.metrics_window_s,
         segments=segments,
         segments_error=error,
+        partitions=tuple(sorted(registered_scopes(store))),
     )
 
 
@@ -190,6 +194,11 @@ class _StoreCollector(Collector):
             ("dead_letters", "Records rejected to the dead-letter sink", snap.dead_letters),
             ("profiles", "User profiles in the store", snap.profiles),
             ("checkpoint_seq", "Sequence number of the last committed batch", snap.seq),
+            (
+                "partitions",
+                "Partitions whose state the store keeps (0: one pipeline)",
+                len(snap.partitions),
+            ),
         ]
         for name, doc, value in scalars:
             yield GaugeMetricFamily(f"liveprofile_{name}", doc, value=value)

@@ -41,6 +41,7 @@ from liveprofile.serving.collector import HTTPProblem, check_token, error_respon
 from liveprofile.serving.dashboard import mount_dashboard
 from liveprofile.serving.limits import NOT_FOUND, PROBLEMS, JSONResponse
 from liveprofile.serving.metrics import StoreStats, mount_metrics
+from liveprofile.serving.partitions import PartitionedView
 from liveprofile.serving.privacy import add_privacy_routes
 from liveprofile.serving.recommend import (
     Recommender,
@@ -124,7 +125,7 @@ class _Reader:
         self._standing: tuple[bytes | None, float, Population | None] = (b"", -math.inf, None)
 
     def open(self) -> None:
-        self._store = open_store(self.settings.store, read_only=True)
+        self._store = PartitionedView(open_store(self.settings.store, read_only=True))
         self._store.setup()
 
     def close(self) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,9 @@ EXPIRY = "expiry"
 DEAD_LETTERS = "deadletter"
 #: the prefix of the namespaces listing a segment's members (see :func:`segment_namespace`)
 SEGMENT_PREFIX = "segment:"
+#: scope -> its latest checkpoint: the registry of the scopes (partitions) workers keep in a
+#: shared store, written in each scoped commit (:class:`liveprofile.store.scoped.ScopedStore`)
+SCOPES = "scope"
 
 # -- meta blobs ---------------------------------------------------------------------------------
 
@@ -65,7 +69,7 @@ ANOMALY = "risk/anomaly"
 
 #: namespaces and meta blobs that workers sharing a store share; the rest is kept per worker
 #: (:class:`liveprofile.store.scoped.ScopedStore`)
-SHARED_NAMESPACES = frozenset({PROFILES, DEAD_LETTERS})
+SHARED_NAMESPACES = frozenset({PROFILES, DEAD_LETTERS, SCOPES})
 SHARED_META = frozenset({CONFIG})
 
 #: the version of the checkpoint and of the state layout it describes
@@ -189,6 +193,29 @@ class Checkpoint(msgspec.Struct):
     pending_chunks: list[tuple[int, float]] = []  # (seq, latest deadline) of the pending logs
     links: int = 0  # identity links ever made
     expiry_chunks: list[tuple[int, int]] = []  # (day, seq) of the last-seen index rows
+
+
+def merge_checkpoints(checkpoints: Iterable[Checkpoint]) -> Checkpoint:
+    """The checkpoints of a store's scopes (partitions) as one: counters and sequence numbers
+    added up (the sum moves whenever any scope commits), the latest watermark, the offsets side
+    by side. Chunk lists stay per scope and are left out.
+
+    >>> one = merge_checkpoints([Checkpoint(seq=2, events=10, watermark=5.0, offsets={"a": 3}),
+    ...                          Checkpoint(seq=1, events=4, watermark=9.0, offsets={"b": 1})])
+    >>> one.seq, one.events, one.watermark, one.offsets
+    (3, 14, 9.0, {'a': 3, 'b': 1})
+    """
+    total = Checkpoint(offsets={})
+    for ckpt in checkpoints:
+        total.seq += ckpt.seq
+        total.events += ckpt.events
+        total.duplicates += ckpt.duplicates
+        total.dead_letters += ckpt.dead_letters
+        total.dead_letter_bytes += ckpt.dead_letter_bytes
+        total.links += ckpt.links
+        total.watermark = max(total.watermark, ckpt.watermark)
+        total.offsets.update(ckpt.offsets)
+    return total
 
 
 def encode_checkpoint(checkpoint: Checkpoint) -> bytes:

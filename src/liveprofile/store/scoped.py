@@ -4,7 +4,9 @@ When several workers share one store, each owning some partitions, profiles are 
 lives in one partition) and can share a namespace, while everything a worker keeps for itself
 (its models, item statistics, pending examples, de-duplication window, checkpoint) must not
 collide: those names get the worker's scope as a suffix. Commits stay atomic: the view renames
-keys and passes one commit through.
+keys and passes one commit through. A commit that carries the scope's checkpoint also writes it
+to the shared registry :data:`~liveprofile.store.layout.SCOPES` (same commit), so a reader finds
+every scope of a store, and all their checkpoints, in one scan (:func:`registered_scopes`).
 
 >>> from liveprofile.store.memory import MemoryStore
 >>> shared = MemoryStore()
@@ -13,6 +15,8 @@ keys and passes one commit through.
 >>> b.commit({"profile": {"u2": b"y"}, "item": {"i": b"b"}}, {"checkpoint": b"2"})
 >>> b.read("profile", ["u1", "u2"]), a.read("item", ["i"]), b.get_meta("checkpoint")
 ([b'x', b'y'], [b'a'], b'2')
+>>> registered_scopes(shared)
+{'p0': b'1', 'p1': b'2'}
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 
 from liveprofile.store.base import Rows, Store
-from liveprofile.store.layout import SHARED_META, SHARED_NAMESPACES
+from liveprofile.store.layout import CHECKPOINT, SCOPES, SHARED_META, SHARED_NAMESPACES
 
 
 class ScopedStore:
@@ -56,10 +60,17 @@ class ScopedStore:
         return self.store.get_meta(self._meta(name))
 
     def commit(self, rows: Rows, meta: Mapping[str, bytes]) -> None:
-        self.store.commit(
-            {self._ns(ns): changes for ns, changes in rows.items()},
-            {self._meta(name): value for name, value in meta.items()},
-        )
+        renamed = {self._ns(ns): changes for ns, changes in rows.items()}
+        checkpoint = meta.get(CHECKPOINT)
+        if checkpoint is not None:
+            renamed[SCOPES] = {**renamed.get(SCOPES, {}), self.scope: checkpoint}
+        self.store.commit(renamed, {self._meta(name): value for name, value in meta.items()})
 
     def close(self) -> None:
         self.store.close()
+
+
+def registered_scopes(store: Store) -> dict[str, bytes]:
+    """Every scope that committed a checkpoint to ``store`` through a :class:`ScopedStore`,
+    with that checkpoint as of its latest commit (one scan; empty for an unscoped store)."""
+    return dict(store.scan(SCOPES))

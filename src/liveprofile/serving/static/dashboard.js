@@ -190,7 +190,9 @@ function renderStats(s) {
   lineChart($("throughput-chart"), [{ name: "events/s", points: s.throughput.history }],
     { width: 200, height: 40, axes: false, dots: false, yMin: 0, xFormat: String,
       empty: "sampling…" });
-  $("status").textContent = `checkpoint #${s.seq} · updated ${new Date().toLocaleTimeString()}`;
+  const parts = s.partitions && s.partitions.length ? ` · ${s.partitions.length} partitions` : "";
+  $("status").textContent =
+    `checkpoint #${s.seq}${parts} · updated ${new Date().toLocaleTimeString()}`;
 }
 
 function renderTimeline(t, summaries) {
