@@ -1,0 +1,168 @@
+"""A user's behaviour on the items and categories they touched.
+
+Per profile, two bounded maps (:attr:`Profile.behaviour_items` and
+:attr:`Profile.behaviour_categories`) hold, per key, one list of floats: the event time of the
+last interaction, whether the user converted on it (an event of a ``profile.monetary_types``
+type: 1.0, else 0.0), then the decayed count of each ``profile.behaviour_types`` type, in that
+order. Counts are forward-decayed with the counters' half-life and stored relative to the
+profile's anchor, as :attr:`Profile.decayed` is. Each map keeps ``profile.behaviour_keys``
+keys: when it outgrows that by a quarter, the most recently touched ones stay (ties keep their
+order). The compiled step keeps the same lists in rows (:mod:`liveprofile.engine.behaviour`).
+
+This differs from :attr:`Profile.key_outcomes`, which counts the *labels* of a delayed task's
+examples per key once their window closes: behaviour is what the user did, as it happens.
+
+>>> from liveprofile.config import ProfileConfig
+>>> from liveprofile.events import Event
+>>> from liveprofile.profile.state import ProfileUpdater
+>>> updater = ProfileUpdater(ProfileConfig(counters_half_life="1d"))
+>>> p = updater.new("u1", 0.0)
+>>> updater.apply(p, Event("e1", "u1", "view", 0.0, item_id="i1", category="tea"))
+>>> updater.apply(p, Event("e2", "u1", "purchase", 86400.0, item_id="i1", category="tea"))
+>>> p.behaviour_items["i1"]  # last, converted, view, click, cart, purchase (as of the anchor)
+[86400.0, 1.0, 1.0, 0.0, 0.0, 2.0]
+>>> updater.behaviour.view(p, 86400.0)["items"]["i1"]
+{'last': 86400.0, 'converted': True, 'counts': {'view': 0.5, 'purchase': 1.0}}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from liveprofile.config import ProfileConfig
+from liveprofile.durations import DAY
+
+if TYPE_CHECKING:
+    from liveprofile.profile.state import Profile
+
+#: positions in a key's list: the last interaction's time, the converted flag, the first count
+B_LAST, B_CONVERTED, B_COUNTS = 0, 1, 2
+#: the two maps of a profile, as the features and the compiled rows name them
+KINDS = ("item", "category")
+
+
+def trimmed(entries: dict[str, list[float]], room: int) -> dict[str, list[float]]:
+    """The ``room`` most recently touched keys of ``entries`` (a stable sort: ties keep their
+    order), most recent first.
+
+    >>> trimmed({"a": [1.0, 0.0], "b": [3.0, 0.0], "c": [1.0, 1.0]}, 2)
+    {'b': [3.0, 0.0], 'a': [1.0, 0.0]}
+    """
+    return dict(sorted(entries.items(), key=lambda kv: -kv[1][B_LAST])[:room])
+
+
+class BehaviourTracker:
+    """Keeps the behaviour maps of profiles as a :class:`ProfileConfig` says."""
+
+    def __init__(self, config: ProfileConfig, h_counters: float) -> None:
+        self.types = tuple(config.behaviour_types)
+        #: each counted type's position in a key's list
+        self.column = {kind: B_COUNTS + j for j, kind in enumerate(self.types)}
+        self.room = config.behaviour_keys
+        #: a map is trimmed back to ``room`` past this many keys
+        self.limit = self.room + self.room // 4
+        self.width = B_COUNTS + len(self.types)
+        self._conversions = frozenset(config.monetary_types)
+        self._h = h_counters
+
+    def apply(
+        self, p: Profile, kind: str, item: str | None, category: str | None, ts: float, w: float
+    ) -> None:
+        """Count an event of type ``kind`` at ``ts`` on its item and category; ``w``: its
+        forward-decayed weight (as of the profile's anchor)."""
+        col = self.column.get(kind)
+        if col is None or not self.room:
+            return
+        converted = kind in self._conversions
+        if item is not None:
+            self._touch(p, p.behaviour_items, item, col, converted, ts, w, "behaviour_items")
+        if category is not None:
+            self._touch(
+                p, p.behaviour_categories, category, col, converted, ts, w, "behaviour_categories"
+            )
+
+    def _touch(
+        self,
+        p: Profile,
+        entries: dict[str, list[float]],
+        key: str,
+        col: int,
+        converted: bool,
+        ts: float,
+        w: float,
+        field: str,
+    ) -> None:
+        entry = entries.get(key)
+        if entry is None:
+            entry = entries[key] = [ts] + [0.0] * (self.width - 1)
+        elif ts > entry[B_LAST]:
+            entry[B_LAST] = ts
+        if converted:
+            entry[B_CONVERTED] = 1.0
+        entry[col] += w
+        if len(entries) > self.limit:
+            setattr(p, field, trimmed(entries, self.room))
+
+    def rebase(self, p: Profile, factor: float) -> None:
+        """Scale the stored counts when the profile's anchor moves (``factor``: of the
+        counters)."""
+        for entries in (p.behaviour_items, p.behaviour_categories):
+            for entry in entries.values():
+                for j in range(B_COUNTS, len(entry)):
+                    entry[j] *= factor
+
+    def merge(self, into: Profile, other: Profile) -> None:
+        """Fold ``other``'s maps into ``into``'s (both at the same anchor): counts add up, the
+        last interaction is the later one, converted on either is converted."""
+        for field in ("behaviour_items", "behaviour_categories"):
+            entries: dict[str, list[float]] = getattr(into, field)
+            for key, theirs in getattr(other, field).items():
+                mine = entries.get(key)
+                if mine is None:
+                    entries[key] = list(theirs)
+                    continue
+                mine[B_LAST] = max(mine[B_LAST], theirs[B_LAST])
+                mine[B_CONVERTED] = max(mine[B_CONVERTED], theirs[B_CONVERTED])
+                for j in range(B_COUNTS, min(len(mine), len(theirs))):
+                    mine[j] += theirs[j]
+            if len(entries) > self.limit:
+                setattr(into, field, trimmed(entries, self.room))
+
+    def readable(self, entry: list[float], f: float, at: float) -> dict[str, Any]:
+        """One key's behaviour as of ``at`` (``f``: the decay factor from the anchor to it)."""
+        counts = {
+            kind: round(c * f, 6)
+            for kind, c in zip(self.types, entry[B_COUNTS:], strict=False)
+            if c
+        }
+        return {"last": entry[B_LAST], "converted": entry[B_CONVERTED] > 0, "counts": counts}
+
+    def view(self, p: Profile, at: float) -> dict[str, dict[str, Any]]:
+        """Both maps as of event time ``at``, most recently touched first."""
+        f = 2.0 ** (-(at - p.anchor) / self._h)
+        return {
+            "items": self._readable(p.behaviour_items.items(), f, at),
+            "categories": self._readable(p.behaviour_categories.items(), f, at),
+        }
+
+    def _readable(
+        self, entries: Iterable[tuple[str, list[float]]], f: float, at: float
+    ) -> dict[str, dict[str, Any]]:
+        ordered = sorted(entries, key=lambda kv: -kv[1][B_LAST])
+        return {key: self.readable(entry, f, at) for key, entry in ordered}
+
+    def fields(self, p: Profile, at: float, field: str) -> dict[str, dict[str, Any]]:
+        """One map as rules read it: per key, the decayed count per type, ``converted`` and
+        ``days_since`` (the last interaction)."""
+        f = 2.0 ** (-(at - p.anchor) / self._h)
+        out: dict[str, dict[str, Any]] = {}
+        for key, entry in getattr(p, field).items():
+            values: dict[str, Any] = {
+                kind: c * f
+                for kind, c in zip(self.types, entry[B_COUNTS:])  # noqa: B905
+            }
+            values["converted"] = entry[B_CONVERTED] > 0
+            values["days_since"] = max(0.0, (at - entry[B_LAST]) / DAY)
+            out[key] = values
+        return out
