@@ -12,7 +12,7 @@ from liveprofile.engine.core import Core
 from liveprofile.errors import StateVersionError
 from liveprofile.events import Event
 from liveprofile.features.hashing import FeatureBuilder
-from liveprofile.profile.behaviour import B_CONVERTED, B_LAST
+from liveprofile.profile.behaviour import B_CONVERTED, B_LAST, unpack
 from liveprofile.profile.identity import merge_profiles
 from liveprofile.profile.population import standing
 from liveprofile.profile.segments import SegmentRules
@@ -83,8 +83,9 @@ def test_an_identity_link_folds_behaviour_and_an_erasure_removes_it() -> None:
     merge_profiles(updater, known, anon)
     items = known.behaviour_items
     assert list(items) == ["i1", "i3"]  # three keys past the room of two: the latest stay
-    assert items["i1"][B_LAST] == 3 * DAY and sum(items["i1"][2:]) == 1.0 + 8.0
-    assert known.behaviour_categories["tea"][B_CONVERTED] == 1.0
+    i1 = unpack(items["i1"])
+    assert i1[B_LAST] == 3 * DAY and sum(i1[2:]) == 1.0 + 8.0
+    assert unpack(known.behaviour_categories["tea"])[B_CONVERTED] == 1.0
     # on the compiled step: a visitor's behaviour moves to the user at login, and is erased
     core = Core(PipelineConfig())
     assert core.compiled is not None
@@ -95,7 +96,8 @@ def test_an_identity_link_folds_behaviour_and_an_erasure_removes_it() -> None:
     ]
     core.step(state, visit)
     p = state.profiles["u1"]
-    assert p.behaviour_items["i1"][B_CONVERTED] == 1.0 and sum(p.behaviour_items["i1"][2:]) > 1
+    i1 = unpack(p.behaviour_items["i1"])
+    assert i1[B_CONVERTED] == 1.0 and sum(i1[2:]) > 1
     core.step(state, [Event("f", "u1", "$forget", 120.0)])
     assert "u1" not in state.profiles and "anon" not in state.profiles
 
@@ -168,9 +170,9 @@ def test_the_compiled_step_keeps_the_same_behaviour_to_the_byte(size: int) -> No
     profiles = [decode_profile(blob) for _, blob in store.scan("profile")]
     assert all(len(p.behaviour_items) <= 2 + 2 // 4 for p in profiles)
     assert any(p.behaviour_items for p in profiles) and any(
-        e[B_CONVERTED] for p in profiles for e in p.behaviour_categories.values()
+        unpack(e)[B_CONVERTED] for p in profiles for e in p.behaviour_categories.values()
     )
-    assert all(len(e) == 5 for p in profiles for e in p.behaviour_items.values())
+    assert all(len(unpack(e)) == 5 for p in profiles for e in p.behaviour_items.values())
 
 
 def test_features_off_and_behaviour_off_give_the_same_state_on_both_steps() -> None:

@@ -19,6 +19,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from liveprofile.engine import layout as L
 from liveprofile.engine.rowops import leaf
 from liveprofile.features.behaviour import COUNT_SCALE, NEVER
@@ -51,9 +53,13 @@ def load_row(
             entries = trimmed(entries, room)
         m = len(entries)
         U.bkey[r, k, :m] = [code[key] for key in entries]
-        for j, entry in enumerate(entries.values()):
-            n = min(len(entry), width)  # types added or removed since: zeros, or cut
-            U.bval[r, k, j, :n] = entry[:n]
+        values = b"".join(entries.values())
+        if len(values) == 8 * width * m:
+            U.bval[r, k, :m] = np.frombuffer(values, "<f8").reshape(m, width)
+        else:  # types added or removed since: zeros, or cut
+            for j, entry in enumerate(entries.values()):
+                floats = np.frombuffer(entry, "<f8")[:width]
+                U.bval[r, k, j, : len(floats)] = floats
         U.blen[r, k] = m
 
 

@@ -84,7 +84,7 @@ def row_fields(U: Users, rows: Any, kinds: Names, topics: Names, items: Names) -
         + U.sday.shape[1] * 18
         + 3
         + U.rts.shape[1] * (20 + lk + li)
-        + 2 * (5 + U.bkey.shape[2] * (max(lt, li) + 5 + 9 * U.bval.shape[3]))
+        + 2 * (5 + U.bkey.shape[2] * (max(lt, li) + 3 + 8 * U.bval.shape[3]))
     )
     buf = np.empty(5 + n * per_row, np.uint8)
     end = _write(rows, U, kinds.table.arrays(), topics.table.arrays(), items.table.arrays(), buf)
@@ -111,6 +111,28 @@ def _header(buf, o, m, small, big):  # type: ignore[no-untyped-def]
     for j in range(4):
         buf[o + 1 + j] = (m >> (24 - 8 * j)) & 0xFF
     return o + 5
+
+
+@numba.njit(cache=True, nogil=True)
+def _packed(buf, o, values, one):  # type: ignore[no-untyped-def]
+    """``values`` as MessagePack bin of little-endian float64 (``profile.behaviour.pack``)."""
+    n = 8 * values.shape[0]
+    if n < 256:
+        buf[o] = 0xC4
+        buf[o + 1] = n
+        o += 2
+    else:
+        buf[o] = 0xC5
+        buf[o + 1] = n >> 8
+        buf[o + 2] = n & 0xFF
+        o += 3
+    for c in range(values.shape[0]):
+        one[0] = values[c]
+        bits = one.view(np.uint64)[0]
+        for j in range(8):
+            buf[o + j] = (bits >> np.uint64(8 * j)) & np.uint64(0xFF)
+        o += 8
+    return o
 
 
 @numba.njit(cache=True, nogil=True)
@@ -178,8 +200,5 @@ def _write(rows, U, kinds, topics, items, buf):  # type: ignore[no-untyped-def]
             o = _header(buf, o, m, 0x80, 0xDF)
             for q in range(m):
                 o = _string(buf, o, data, starts, U.bkey[r, k, q])
-                w = U.bval.shape[3]
-                o = _header(buf, o, w, 0x90, 0xDD)
-                for c in range(w):
-                    o = _float(buf, o, U.bval[r, k, q, c], one)
+                o = _packed(buf, o, U.bval[r, k, q], one)
     return o

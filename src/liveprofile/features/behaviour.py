@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from liveprofile.durations import HOUR
-from liveprofile.profile.behaviour import B_CONVERTED, B_COUNTS, B_LAST, KINDS
+from liveprofile.profile.behaviour import B_CONVERTED, B_COUNTS, B_LAST, KINDS, unpack
 
 if TYPE_CHECKING:
     from liveprofile.profile.state import Profile
@@ -63,11 +63,12 @@ def add_features(
         if key is None:
             continue
         base = k * per_kind
-        entry = entries.get(key)
-        if entry is None:
+        packed = entries.get(key)
+        if packed is None:
             idx.append(tables[base][NEVER])
             val.append(1.0)
             continue
+        entry = unpack(packed)
         idx.append(tables[base][1 if entry[B_CONVERTED] > 0 else 0])
         idx.append(log2_bucket(tables[base + 1], max(0.0, ts - entry[B_LAST]) / HOUR))
         n = min(len(entry), B_COUNTS + per_kind - 2)

@@ -1,13 +1,15 @@
 """A user's behaviour on the items and categories they touched.
 
 Per profile, two bounded maps (:attr:`Profile.behaviour_items` and
-:attr:`Profile.behaviour_categories`) hold, per key, one list of floats: the event time of the
-last interaction, whether the user converted on it (an event of a ``profile.monetary_types``
-type: 1.0, else 0.0), then the decayed count of each ``profile.behaviour_types`` type, in that
-order. Counts are forward-decayed with the counters' half-life and stored relative to the
-profile's anchor, as :attr:`Profile.decayed` is. Each map keeps ``profile.behaviour_keys``
-keys: when it outgrows that by a quarter, the most recently touched ones stay (ties keep their
-order). The compiled step keeps the same lists in rows (:mod:`liveprofile.engine.behaviour`).
+:attr:`Profile.behaviour_categories`) hold, per key, a few floats packed as little-endian float64
+bytes (one object a key, which keeps decoding and garbage collection cheap; see :func:`unpack`):
+the event time of the last interaction, whether the user converted on it (an event of a
+``profile.monetary_types`` type: 1.0, else 0.0), then the decayed count of each
+``profile.behaviour_types`` type, in that order. Counts are forward-decayed with the counters'
+half-life and stored relative to the profile's anchor, as :attr:`Profile.decayed` is. Each map
+keeps ``profile.behaviour_keys`` keys: when it outgrows that by a quarter, the most recently
+touched ones stay (ties keep their order). The compiled step keeps the same lists in rows
+(:mod:`liveprofile.engine.behaviour`).
 
 This differs from :attr:`Profile.key_outcomes`, which counts the *labels* of a delayed task's
 examples per key once their window closes: behaviour is what the user did, as it happens.
@@ -19,15 +21,16 @@ examples per key once their window closes: behaviour is what the user did, as it
 >>> p = updater.new("u1", 0.0)
 >>> updater.apply(p, Event("e1", "u1", "view", 0.0, item_id="i1", category="tea"))
 >>> updater.apply(p, Event("e2", "u1", "purchase", 86400.0, item_id="i1", category="tea"))
->>> p.behaviour_items["i1"]  # last, converted, view, click, cart, purchase (as of the anchor)
-[86400.0, 1.0, 1.0, 0.0, 0.0, 2.0]
+>>> unpack(p.behaviour_items["i1"])  # last, converted, view, click, cart, purchase (at anchor)
+(86400.0, 1.0, 1.0, 0.0, 0.0, 2.0)
 >>> updater.behaviour.view(p, 86400.0)["items"]["i1"]
 {'last': 86400.0, 'converted': True, 'counts': {'view': 0.5, 'purchase': 1.0}}
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import struct
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from liveprofile.config import ProfileConfig
@@ -42,14 +45,34 @@ B_LAST, B_CONVERTED, B_COUNTS = 0, 1, 2
 KINDS = ("item", "category")
 
 
-def trimmed(entries: dict[str, list[float]], room: int) -> dict[str, list[float]]:
+def pack(values: Sequence[float]) -> bytes:
+    """One key's floats as stored.
+
+    >>> unpack(pack([5.0, 1.0, 0.25]))
+    (5.0, 1.0, 0.25)
+    """
+    return struct.pack(f"<{len(values)}d", *values)
+
+
+def unpack(entry: bytes) -> tuple[float, ...]:
+    """One key's floats: last interaction, converted, then the counts."""
+    return struct.unpack(f"<{len(entry) // 8}d", entry)
+
+
+def last_touch(entry: bytes) -> float:
+    """The event time of the last interaction with a key."""
+    return float(struct.unpack_from("<d", entry)[0])
+
+
+def trimmed(entries: dict[str, bytes], room: int) -> dict[str, bytes]:
     """The ``room`` most recently touched keys of ``entries`` (a stable sort: ties keep their
     order), most recent first.
 
-    >>> trimmed({"a": [1.0, 0.0], "b": [3.0, 0.0], "c": [1.0, 1.0]}, 2)
-    {'b': [3.0, 0.0], 'a': [1.0, 0.0]}
+    >>> kept = trimmed({"a": pack([1.0, 0.0]), "b": pack([3.0, 0.0]), "c": pack([1.0, 1.0])}, 2)
+    >>> {key: unpack(entry) for key, entry in kept.items()}
+    {'b': (3.0, 0.0), 'a': (1.0, 0.0)}
     """
-    return dict(sorted(entries.items(), key=lambda kv: -kv[1][B_LAST])[:room])
+    return dict(sorted(entries.items(), key=lambda kv: -last_touch(kv[1]))[:room])
 
 
 class BehaviourTracker:
@@ -85,7 +108,7 @@ class BehaviourTracker:
     def _touch(
         self,
         p: Profile,
-        entries: dict[str, list[float]],
+        entries: dict[str, bytes],
         key: str,
         col: int,
         converted: bool,
@@ -93,14 +116,19 @@ class BehaviourTracker:
         w: float,
         field: str,
     ) -> None:
-        entry = entries.get(key)
-        if entry is None:
-            entry = entries[key] = [ts] + [0.0] * (self.width - 1)
-        elif ts > entry[B_LAST]:
-            entry[B_LAST] = ts
+        old = entries.get(key)
+        if old is None:
+            entry = [ts] + [0.0] * (self.width - 1)
+        else:
+            entry = list(unpack(old))
+            if len(entry) < self.width:  # types added since it was written
+                entry += [0.0] * (self.width - len(entry))
+            if ts > entry[B_LAST]:
+                entry[B_LAST] = ts
         if converted:
             entry[B_CONVERTED] = 1.0
         entry[col] += w
+        entries[key] = pack(entry)
         if len(entries) > self.limit:
             setattr(p, field, trimmed(entries, self.room))
 
@@ -108,29 +136,31 @@ class BehaviourTracker:
         """Scale the stored counts when the profile's anchor moves (``factor``: of the
         counters)."""
         for entries in (p.behaviour_items, p.behaviour_categories):
-            for entry in entries.values():
-                for j in range(B_COUNTS, len(entry)):
-                    entry[j] *= factor
+            for key, entry in list(entries.items()):
+                v = unpack(entry)
+                entries[key] = pack([*v[:B_COUNTS], *(c * factor for c in v[B_COUNTS:])])
 
     def merge(self, into: Profile, other: Profile) -> None:
         """Fold ``other``'s maps into ``into``'s (both at the same anchor): counts add up, the
         last interaction is the later one, converted on either is converted."""
         for field in ("behaviour_items", "behaviour_categories"):
-            entries: dict[str, list[float]] = getattr(into, field)
-            for key, theirs in getattr(other, field).items():
-                mine = entries.get(key)
-                if mine is None:
-                    entries[key] = list(theirs)
+            entries: dict[str, bytes] = getattr(into, field)
+            for key, their_entry in getattr(other, field).items():
+                mine_entry = entries.get(key)
+                if mine_entry is None:
+                    entries[key] = their_entry
                     continue
+                mine, theirs = list(unpack(mine_entry)), unpack(their_entry)
                 mine[B_LAST] = max(mine[B_LAST], theirs[B_LAST])
                 mine[B_CONVERTED] = max(mine[B_CONVERTED], theirs[B_CONVERTED])
                 for j in range(B_COUNTS, min(len(mine), len(theirs))):
                     mine[j] += theirs[j]
+                entries[key] = pack(mine)
             if len(entries) > self.limit:
                 setattr(into, field, trimmed(entries, self.room))
 
-    def readable(self, entry: list[float], f: float, at: float) -> dict[str, Any]:
-        """One key's behaviour as of ``at`` (``f``: the decay factor from the anchor to it)."""
+    def readable(self, entry: Sequence[float], f: float) -> dict[str, Any]:
+        """One key's behaviour (``entry`` unpacked), counts decayed by ``f``."""
         counts = {
             kind: round(c * f, 6)
             for kind, c in zip(self.types, entry[B_COUNTS:], strict=False)
@@ -142,22 +172,23 @@ class BehaviourTracker:
         """Both maps as of event time ``at``, most recently touched first."""
         f = 2.0 ** (-(at - p.anchor) / self._h)
         return {
-            "items": self._readable(p.behaviour_items.items(), f, at),
-            "categories": self._readable(p.behaviour_categories.items(), f, at),
+            "items": self._readable(p.behaviour_items.items(), f),
+            "categories": self._readable(p.behaviour_categories.items(), f),
         }
 
     def _readable(
-        self, entries: Iterable[tuple[str, list[float]]], f: float, at: float
+        self, entries: Iterable[tuple[str, bytes]], f: float
     ) -> dict[str, dict[str, Any]]:
-        ordered = sorted(entries, key=lambda kv: -kv[1][B_LAST])
-        return {key: self.readable(entry, f, at) for key, entry in ordered}
+        ordered = sorted(((key, unpack(e)) for key, e in entries), key=lambda kv: -kv[1][B_LAST])
+        return {key: self.readable(entry, f) for key, entry in ordered}
 
     def fields(self, p: Profile, at: float, field: str) -> dict[str, dict[str, Any]]:
         """One map as rules read it: per key, the decayed count per type, ``converted`` and
         ``days_since`` (the last interaction)."""
         f = 2.0 ** (-(at - p.anchor) / self._h)
         out: dict[str, dict[str, Any]] = {}
-        for key, entry in getattr(p, field).items():
+        for key, packed in getattr(p, field).items():
+            entry = unpack(packed)
             values: dict[str, Any] = {
                 kind: c * f
                 for kind, c in zip(self.types, entry[B_COUNTS:])  # noqa: B905

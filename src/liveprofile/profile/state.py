@@ -100,8 +100,8 @@ class Profile(msgspec.Struct, array_like=True, gc=False):
     #: may fold into another (see ``liveprofile.engine.screen``)
     anonymous: bool = False
     #: behaviour per item and per category touched, bounded (see ``liveprofile.profile.behaviour``)
-    behaviour_items: dict[str, list[float]] = {}
-    behaviour_categories: dict[str, list[float]] = {}
+    behaviour_items: dict[str, bytes] = {}
+    behaviour_categories: dict[str, bytes] = {}
 
     def outcome_rate(self, task: str, prior: float, strength: float) -> float:
         """This user's positive rate for ``task``, shrunk toward ``prior``."""
