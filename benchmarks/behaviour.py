@@ -7,7 +7,8 @@ known): ``auc``, ``logloss`` and ``n`` are the task's own prequential metrics. T
 
 - ``off``: ``features.behaviour = false`` and ``profile.behaviour_keys = 0`` (no behaviour kept,
   no features: the pipeline as it was);
-- ``on``: the defaults (``behaviour_keys = 32``, the features on).
+- ``on``: the defaults (``behaviour_keys = 32``, the features on);
+- ``on N`` (with ``--keys N ...``): the features on, ``behaviour_keys = N``.
 
 Events/s is the replay alone (``Core.step``) on the Complete Journey, the two settings
 interleaved ``--repeat`` times, best run kept (other processes on the machine add noise; the
@@ -22,6 +23,7 @@ the features where they cannot help) and the synthetic shop (the default ``conve
 
     .venv/bin/python benchmarks/behaviour.py
     .venv/bin/python benchmarks/behaviour.py --cj-limit 0 --seeds 0 1 2   # all of it
+    .venv/bin/python benchmarks/behaviour.py --keys 16 8   # fewer keys per map as well
 """
 
 from __future__ import annotations
@@ -37,13 +39,15 @@ from exposures import datasets
 from liveprofile.config import PipelineConfig
 from liveprofile.engine.core import Core
 
-SETTINGS = ("off", "on")
 
-
-def with_behaviour(config: PipelineConfig, on: bool) -> PipelineConfig:
-    """``config`` with the behaviour kept and turned into features, or neither."""
+def with_behaviour(config: PipelineConfig, on: bool, keys: int | None = None) -> PipelineConfig:
+    """``config`` with the behaviour kept (in ``keys`` keys a map, when given) and turned
+    into features, or neither."""
     if on:
-        return config
+        if keys is None:
+            return config
+        profile = msgspec.structs.replace(config.profile, behaviour_keys=keys)
+        return msgspec.structs.replace(config, profile=profile)
     profile = msgspec.structs.replace(config.profile, behaviour_keys=0)
     features = msgspec.structs.replace(config.features, behaviour=False)
     return msgspec.structs.replace(config, profile=profile, features=features)
@@ -75,18 +79,21 @@ def main() -> None:
     parser.add_argument(
         "--throughput-only", action="store_true", help="the Complete Journey's events/s only"
     )
+    parser.add_argument("--keys", type=int, nargs="*", default=[], help="more 'on' settings")
     args = parser.parse_args()
+    settings: dict[str, tuple[bool, int | None]] = {"off": (False, None), "on": (True, None)}
+    settings.update({f"on {n}": (True, n) for n in args.keys})
     for name, base, batches, events in datasets(args):
         print(f"\n{name}: {len(events):,} events, batches of {base.run.batch_size:,}")
         runs: dict[str, dict[str, Any]] = {}
         for _ in range(args.repeat if name == "Complete Journey" else 1):
-            for label in SETTINGS:
-                got = replay(with_behaviour(base, label == "on"), batches)
+            for label, (on, keys) in settings.items():
+                got = replay(with_behaviour(base, on, keys), batches)
                 best = runs.get(label)
                 if best is None or got["eps"] > best["eps"]:
                     runs[label] = got
-        for label in SETTINGS:
-            print(f"  behaviour {label:>3}: {runs[label]['eps']:,.0f} events/s")
+        for label in settings:
+            print(f"  behaviour {label:>5}: {runs[label]['eps']:,.0f} events/s")
         if name == "Complete Journey":
             ratio = runs["on"]["eps"] / runs["off"]["eps"]
             print(f"  throughput on/off: {ratio:.3f} ({(1 - ratio) * 100:+.1f}% slower on)")
@@ -94,7 +101,7 @@ def main() -> None:
             continue
         print(f"  {'task':<11} {'behaviour':>9} {'n':>9} {'auc':>7} {'logloss':>8}")
         for task in base.tasks:
-            for label in SETTINGS:
+            for label in settings:
                 m = runs[label]["tasks"][task.name]
                 if not m["n"]:
                     continue
