@@ -63,11 +63,6 @@ def load_row(
         U.blen[r, k] = m
 
 
-def stored_keys(p: Profile) -> tuple[list[str], list[str]]:
-    """The items and categories ``p``'s maps name (to be given codes)."""
-    return list(p.behaviour_items), list(p.behaviour_categories)
-
-
 @leaf
 def _slot(users, u, k, key):  # type: ignore[no-untyped-def]
     """Where row ``u`` keeps key ``key`` in map ``k`` (-1: nowhere)."""
