@@ -26,7 +26,7 @@ from collections.abc import Callable
 from liveprofile.config import FeatureConfig
 from liveprofile.durations import DAY, HOUR
 from liveprofile.events.schema import Event
-from liveprofile.features import behaviour
+from liveprofile.features.behaviour import add_features, table_names
 from liveprofile.profile.items import ItemStats
 from liveprofile.profile.state import Profile, ProfileUpdater
 
@@ -135,7 +135,7 @@ class FeatureBuilder:
         on = config.behaviour and updater.behaviour.room > 0
         types = updater.behaviour.types
         self.behaviour_tables = (
-            [_table(idx, name, size) for name, size in behaviour.table_names(types)] if on else []
+            [_table(idx, name, size) for name, size in table_names(types)] if on else []
         )
         self._task: dict[str, tuple[int, int, list[int], list[int]]] = {}
         for who in ("u", "i"):
@@ -216,7 +216,7 @@ class FeatureBuilder:
             self._profile_features(ts, p, topics, idx, val)
             if self.behaviour_tables:
                 f_c = 2.0 ** (-(max(ts, p.last_ts) - p.anchor) / self._h_counters)
-                behaviour.add_features(
+                add_features(
                     self.behaviour_tables, p, e.item_id, e.category, ts, f_c, idx, val,
                     _log2_bucket,
                 )  # fmt: skip
