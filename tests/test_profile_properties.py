@@ -13,7 +13,13 @@ from hypothesis import strategies as st
 from liveprofile.config import ProfileConfig
 from liveprofile.errors import StateVersionError
 from liveprofile.events import Event
-from liveprofile.profile.state import Profile, ProfileUpdater, decode_profile, encode_profile
+from liveprofile.profile.state import (
+    PROFILE_SCHEMA,
+    Profile,
+    ProfileUpdater,
+    decode_profile,
+    encode_profile,
+)
 
 HOUR, DAY = 3600.0, 86400.0
 YEAR = 365 * DAY
@@ -226,14 +232,14 @@ def test_encode_decode_round_trip(events: list[Event]) -> None:
     p.scores["like"] = 0.25
     p.traits = {"big": True, "tier": "gold", "ratio": 1.5}
     blob = encode_profile(p)
-    assert blob[0] == 1
+    assert blob[0] == PROFILE_SCHEMA
     again = decode_profile(blob)
     assert again == p
     assert encode_profile(again) == blob
     assert updater.view(again) == updater.view(p)
 
 
-@pytest.mark.parametrize("schema", [b"", b"\x00", b"\x02", b"\xff"])
+@pytest.mark.parametrize("schema", [b"", b"\x00", b"\x03", b"\xff"])
 def test_decode_refuses_another_schema(schema: bytes) -> None:
     p = ProfileUpdater(ProfileConfig()).new("u1", START)
     body = encode_profile(p)[1:] if schema else b""

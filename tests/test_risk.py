@@ -373,8 +373,9 @@ def test_profiles_from_before_the_risk_fields_still_load() -> None:
     p = updater.new("u1", T0)
     updater.apply(p, Event("e1", "u1", "purchase", T0, item_id="i1", value=2.0))
     fields = msgspec.msgpack.decode(encode_profile(p)[1:])
-    # the struct without the five risk fields (and the anonymous flag, added after them)
-    old = bytes([PROFILE_SCHEMA]) + msgspec.msgpack.encode(fields[:-6])
+    # the struct without the five risk fields (and the anonymous flag and the behaviour maps,
+    # added after them)
+    old = bytes([PROFILE_SCHEMA]) + msgspec.msgpack.encode(fields[:-8])
     again = decode_profile(old)
     assert again.n == 1 and again.recent == [] and again.v_events == [] and again.anomaly is None
     assert updater.view(again)["risk"]["events_per_min"] == 0

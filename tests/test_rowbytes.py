@@ -8,12 +8,13 @@ import numpy as np
 
 from liveprofile.engine.records import Users
 from liveprofile.engine.rowbytes import Names, row_fields
+from liveprofile.profile.behaviour import unpack
 from liveprofile.profile.risk import stamp
 
 
 def test_row_fields_hold_the_rows_values() -> None:
     rng = np.random.default_rng(0)
-    U = Users.empty(3, types=20, tasks=1, top_k=40, room=40, recent=20)
+    U = Users.empty(3, types=20, tasks=1, top_k=40, room=40, recent=20, behaviour=(22, 6))
     kinds = Names().sync([f"type{i}" for i in range(20)])
     topics = Names().sync([f"topic-{'é' * i}" for i in range(48)])
     items = Names().sync(["i" * 40, "short"])
@@ -36,6 +37,11 @@ def test_row_fields_hold_the_rows_values() -> None:
         U.rit[r, :m] = rng.integers(-1, 2, m)
         U.rva[r, :m] = np.where(np.arange(m) % 3, rng.normal(size=m), np.nan)
         U.rlen[r] = m
+        for k in range(2):  # behaviour: items (of two names), categories (of 48)
+            keys = rng.permutation(2 if k == 0 else 48)[: min(m, 2) if k == 0 else m]
+            U.bkey[r, k, : len(keys)] = keys
+            U.bval[r, k, : len(keys)] = rng.normal(size=(len(keys), 6))
+            U.blen[r, k] = len(keys)
     got = row_fields(U, np.array([0, 1, 2]), kinds, topics, items)
     k, t, i = (n.table for n in (kinds, topics, items))
     assert len(got) == 3 and len(k) == 20 and len(t) == 48 and len(i) == 2
@@ -68,4 +74,12 @@ def test_row_fields_hold_the_rows_values() -> None:
             )
         ]
         assert x.recent == expected
+        for k, (got_map, names) in enumerate(
+            ((x.behaviour_items, inames), (x.behaviour_categories, tn))
+        ):
+            m = int(U.blen[r, k])
+            assert [(key, unpack(e)) for key, e in got_map.items()] == [
+                (names[c], tuple(U.bval[r, k, q].tolist()))
+                for q, c in enumerate(U.bkey[r, k, :m].tolist())
+            ]
         assert [type(e[0]) for e in x.recent] == [type(e[0]) for e in expected]

@@ -152,7 +152,12 @@ def configs(draw: st.DrawFn, per_batch: bool = True) -> PipelineConfig:
         tasks=[TASKS[t] for t in tasks],
         segments={s: SEGMENTS[s] for s in segments},
         traits=draw(st.sampled_from([{}, {"buyer": "frequency > 1"}])),
-        profile=ProfileConfig(top_k=draw(st.sampled_from([3, 16])), outcome_keys=3),
+        profile=ProfileConfig(
+            top_k=draw(st.sampled_from([3, 16])),
+            outcome_keys=3,
+            # behaviour per item and category: trimmed often, or never in a shop this small
+            behaviour_keys=draw(st.sampled_from([2, 32])),
+        ),
         features=FeatureConfig(bits=12),
         run=RunConfig(
             engine=draw(st.sampled_from(["compiled", "compiled", "python"])),

@@ -44,8 +44,21 @@ class ProfileConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     default_weight: float = 1.0
     #: event types whose ``value`` counts as money spent (monetary, RFM).
     monetary_types: list[str] = msgspec.field(default_factory=lambda: ["purchase"])
+    #: items, and apart from them categories, per user whose behaviour is kept (decayed counts
+    #: of ``behaviour_types``, last interaction, converted), the most recent ones; 0: none
+    behaviour_keys: int = 32
+    #: the event types counted per item and category (see ``liveprofile.profile.behaviour``)
+    behaviour_types: list[str] = msgspec.field(
+        default_factory=lambda: ["view", "click", "cart", "purchase"]
+    )
 
     def __post_init__(self) -> None:
+        if self.behaviour_keys < 0:
+            raise ConfigError(
+                f"profile.behaviour_keys must be 0 or more, got {self.behaviour_keys}"
+            )
+        if len(set(self.behaviour_types)) != len(self.behaviour_types):
+            raise ConfigError(f"profile.behaviour_types repeats a type: {self.behaviour_types}")
         if self.top_k < 1:
             raise ConfigError(f"profile.top_k must be at least 1, got {self.top_k}")
         for half_life in (self.counters_half_life_s, self.interests_half_life_s):
@@ -189,6 +202,8 @@ class FeatureConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     bits: int = 20
     crosses: bool = True
     time_of_day: bool = True
+    #: the user's behaviour on the event's item and category (``profile.behaviour_keys``)
+    behaviour: bool = True
 
     def __post_init__(self) -> None:
         if not 8 <= self.bits <= 28:

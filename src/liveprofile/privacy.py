@@ -42,6 +42,7 @@ from liveprofile.engine.local import LocalRunner
 from liveprofile.errors import ProfileNotFound, StoreError
 from liveprofile.events.schema import FORGET, Event, encode_event
 from liveprofile.events.sources import Batch
+from liveprofile.profile.behaviour import unpack
 from liveprofile.profile.state import decode_profile
 from liveprofile.redis.store import RedisStore
 from liveprofile.redis.streams import COMMAND_FIELD, partition_of, publish, stream_key
@@ -88,6 +89,9 @@ def export_user(store: PathLike, user: str) -> dict[str, Any]:
 def _fields(p: msgspec.Struct) -> dict[str, Any]:
     """Every stored field of a profile by name."""
     named = {name: getattr(p, name) for name in p.__struct_fields__}
+    for name in ("behaviour_items", "behaviour_categories"):  # packed floats, as numbers
+        if name in named:
+            named[name] = {key: list(unpack(v)) for key, v in named[name].items()}
     return msgspec.to_builtins(named, str_keys=True)  # type: ignore[no-any-return]
 
 

@@ -25,6 +25,7 @@ from liveprofile.engine.packing import StringTable
 from liveprofile.engine.records import ByCode, Tasks
 from liveprofile.features.hashing import FeatureBuilder
 from liveprofile.learn.delayed import MODES, op_flags
+from liveprofile.profile.behaviour import BehaviourTracker
 from liveprofile.profile.risk import velocity_item
 from liveprofile.profile.state import key_outcome_name
 
@@ -118,6 +119,8 @@ class CodeTables:
         self.ko_item = np.zeros((nt, 0), np.int64)
         self.type_tables: tuple[Any, ...] = ()
         self._track = frozenset(config.profile.track)
+        #: how profiles keep behaviour: which types count, in which column, in how many keys
+        self.behaviour = BehaviourTracker(config.profile, config.profile.counters_half_life_s)
         self.delayed = np.array([x.kind == "delayed" for x in labels], np.bool_)
         self.by_item = np.array([x.key == "item" for x in labels], np.bool_)
         self.threshold = np.array([x.threshold for x in labels], np.float64)
@@ -194,6 +197,7 @@ class CodeTables:
                 on[t, c] = kind in task.on
                 conv[t, c] = kind in task.label.conversion
                 pos[t, c] = kind in task.label.positive
+        column = self.behaviour.column
         self.type_tables = (
             np.array([b.value_index("type", k) for k in names] or [0], np.int64),
             np.array([b.value_index("decayed", k) for k in names] or [0], np.int64),
@@ -204,6 +208,7 @@ class CodeTables:
             on,
             conv,
             pos,
+            np.array([column.get(k, -1) for k in names] or [-1], np.int64),
         )
 
     @property
@@ -241,11 +246,12 @@ class CodeTables:
             type_monetary=type_mon,
             type_weight=type_w,
             type_rank=self.types.rank(),
+            type_beh=self.type_tables[7],
         )
 
     def tasks(self) -> Tasks:
         """The tasks as the kernel reads them."""
-        on, conv, pos = self.type_tables[4:]
+        on, conv, pos = self.type_tables[4:7]
         return Tasks(
             delayed=self.delayed,
             on=on,

@@ -87,7 +87,8 @@ class CompiledStep:
         fp[L.FP_PRIOR] = builder.RATE_PRIOR
         fp[L.FP_STRENGTH] = builder.RATE_STRENGTH
         fp[L.FP_TWO] = 2.0
-        ip = np.zeros(8, np.int64)
+        ip = np.zeros(L.IP_SIZE, np.int64)
+        ip[L.IP_BEH_ROOM] = updater.behaviour.room
         ip[L.IP_CROSSES] = int(config.features.crosses)
         ip[L.IP_TIME] = int(config.features.time_of_day)
         ip[L.IP_TOP_K] = config.profile.top_k
@@ -299,6 +300,8 @@ class CompiledStep:
                     recent_items.append(item)
             stored_kinds.extend(p.decayed)
             interest_keys.extend(p.interests)
+            recent_items.extend(p.behaviour_items)
+            interest_keys.extend(p.behaviour_categories)
         tables.intern(
             batch_users,
             [*batch_items, *recent_items],
@@ -339,7 +342,7 @@ class CompiledStep:
         """Room for what this batch may open, and for its model operations and records."""
         nt, n = len(self.names), len(ev.ok)
         max_topics = int(np.diff(ev.tp_start).max()) if n else 0
-        width = 48 + 2 * max_topics + len(self.tables.types)
+        width = 48 + 2 * max_topics + len(self.tables.types) + 2 * self.updater.behaviour.width
         self.pool.reserve(n * int(self.tables.delayed.sum()), width)
         width = self.pool.arrays.fidx.shape[1]
         live = int(self.pool.arrays.hlen.sum())

@@ -14,6 +14,7 @@ import math
 import numpy as np
 
 from liveprofile.engine import layout as L
+from liveprofile.engine.behaviour import behaviour_features
 from liveprofile.engine.rowops import key_slot, leaf
 
 
@@ -127,6 +128,7 @@ def shared_features(ev, e, codes, params, users, items, ops):  # type: ignore[no
         m = _put(ops_cur_idx, ops_cur_val, m, fc[L.F_USER_NEW], 1.0)
     else:
         m = _profile_features(ev, e, codes, params, users, ops, m)
+        m = behaviour_features(ev, e, params, users, ops, m)
     it = ev_irow[e]
     if it < 0 or items_xi[it, L.I_EXISTS] == 0:
         m = _put(ops_cur_idx, ops_cur_val, m, fc[L.F_ITEM_NEW], 1.0)

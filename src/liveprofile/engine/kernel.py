@@ -18,6 +18,7 @@ import math
 import numba
 import numpy as np
 
+from liveprofile.engine import behaviour
 from liveprofile.engine import layout as L
 from liveprofile.engine.chains import convert, insert, may_open, unlink
 from liveprofile.engine.featurize import shared_features, task_features
@@ -407,6 +408,7 @@ def _update_profile(ev, e, codes, params, users):  # type: ignore[no-untyped-def
         f_i = two ** (-(ts - anchor) / h_i)
         for q in range(tlen[u]):
             dec[u, tord[u, q]] *= f_c
+        behaviour.rebase(users, u, f_c)
         for q in range(il[u]):
             iv[u, q] *= f_i
         anchor = ts
@@ -421,7 +423,9 @@ def _update_profile(ev, e, codes, params, users):  # type: ignore[no-untyped-def
         tord[u, tlen[u]] = kind
         tlen[u] += 1
     users_cnt[u, kind] += 1
-    dec[u, kind] += two ** ((ts - anchor) / h_c)
+    w_c = two ** ((ts - anchor) / h_c)
+    dec[u, kind] += w_c
+    behaviour.apply_event(ev, e, codes, params, users, w_c)
     monetary = codes_type_monetary[kind]
     if has_value:
         if monetary:

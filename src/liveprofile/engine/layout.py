@@ -158,6 +158,12 @@ FP_H_COUNTERS, FP_H_INTERESTS, FP_H_MIN, FP_WATERMARK, FP_PRIOR, FP_STRENGTH, FP
 #: int parameters (entries of ``ip``); IP_TICK: the count of example records so far, which
 #: orders the keys of the stored dicts
 IP_CROSSES, IP_TIME, IP_TOP_K, IP_KEY_ROOM, IP_RECENT, IP_TRACK, IP_MASK, IP_TICK = range(8)
+#: keys kept per behaviour map (``profile.behaviour_keys``); IP_SIZE: how many int parameters
+IP_BEH_ROOM = 8
+IP_SIZE = 9
+#: the first row of the behaviour feature tables (``FeatureBuilder.behaviour_tables``), after
+#: ``TABLES``'s; none when the features are off
+T_BEHAVIOUR = len(TABLES)
 #: waiting examples are keyed (user * tasks + task) * KEYSPACE + key
 KEYSPACE = 1 << 31
 
@@ -175,10 +181,11 @@ def feature_tables(builder: FeatureBuilder) -> tuple[I64, I64, I64]:
     (True, 6)
     """
     scalars = np.array([builder.scalars[name] for name in SCALARS], np.int64)
-    tables = np.zeros((len(TABLES), max(size for _, size in TABLES)), np.int64)
-    for row, (name, size) in enumerate(TABLES):
-        tables[row, :size] = builder.tables[name]
-    last = np.array([size - 1 for _, size in TABLES], np.int64)
+    rows = [builder.tables[name] for name, _ in TABLES] + builder.behaviour_tables
+    tables = np.zeros((len(rows), max(len(row) for row in rows)), np.int64)
+    for r, row in enumerate(rows):
+        tables[r, : len(row)] = row
+    last = np.array([len(row) - 1 for row in rows], np.int64)
     return scalars, tables, last
 
 

@@ -21,6 +21,15 @@ import numpy as np
 from liveprofile.engine.layout import P_LASTPUR, PROFILE_FLOATS, PROFILE_INTS, SPEND_ROOM
 
 
+def empty_rows(n: int, keys: int, width: int) -> tuple[Any, Any, Any]:
+    """``bkey``, ``blen`` and ``bval`` of ``n`` rows with no behaviour (item and category)."""
+    return (
+        np.zeros((n, 2, keys), np.int64),
+        np.zeros((n, 2), np.int64),
+        np.zeros((n, 2, keys, width)),
+    )
+
+
 class Events(NamedTuple):
     """The batch, one entry per event (codes of -1: none)."""
 
@@ -57,6 +66,7 @@ class ByCode(NamedTuple):
     type_monetary: Any
     type_weight: Any  # interest weight
     type_rank: Any
+    type_beh: Any  # the column counting the type in a behaviour list (-1: not counted)
 
 
 class Tasks(NamedTuple):
@@ -113,9 +123,22 @@ class Users(NamedTuple):
     count: Any  # examples and positives per task
     first: Any
     touched: Any
+    bkey: Any  # behaviour per item (0) and category (1): keys, lengths, lists (engine.behaviour)
+    blen: Any
+    bval: Any
 
     @classmethod
-    def empty(cls, n: int, types: int, tasks: int, top_k: int, room: int, recent: int) -> Users:
+    def empty(
+        cls,
+        n: int,
+        types: int,
+        tasks: int,
+        top_k: int,
+        room: int,
+        recent: int,
+        behaviour: tuple[int, int] = (2, 2),
+    ) -> Users:
+        """``behaviour``: keys and floats per key of a behaviour map (``engine.behaviour.rows``)."""
         interests, keys = max(top_k, 1) + 8, room + room // 4 + 2
         pf = np.zeros((n, len(PROFILE_FLOATS)))
         pf[:, P_LASTPUR] = np.nan
@@ -143,6 +166,7 @@ class Users(NamedTuple):
             np.zeros((n, 2, tasks), np.int64),
             np.full((n, 2, tasks), -1, np.int64),
             np.zeros(n, np.bool_),
+            *empty_rows(n, *behaviour),
         )
 
 

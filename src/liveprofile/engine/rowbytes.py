@@ -3,11 +3,12 @@
 Building a profile's dicts and lists from its :class:`~liveprofile.engine.records.Users` row in
 Python costs tens of microseconds a user (a dict entry and a float or int object at a time).
 :func:`row_fields` writes the fields of the touched rows that the kernel owns (``counts``,
-``decayed``, ``interests``, ``key_outcomes``, ``spend``, ``recent``) as one MessagePack array
-in compiled code, and msgspec decodes it into the values :func:`.rowio.store_users` assigns: the
-objects are then made by msgspec's C decoder, typed by the :class:`~liveprofile.profile.state.
-Profile` fields themselves. Keys keep the rows' insertion order, and a recent event's time is
-written as an int when it is whole (as :func:`liveprofile.profile.risk.stamp` stores it).
+``decayed``, ``interests``, ``key_outcomes``, ``spend``, ``recent``, the behaviour maps) as one
+MessagePack array in compiled code, and msgspec decodes it into the values
+:func:`.rowio.store_users` assigns: the objects are then made by msgspec's C decoder, typed by
+the :class:`~liveprofile.profile.state.Profile` fields themselves. Keys keep the rows' insertion
+order, and a recent event's time is written as an int when it is whole (as
+:func:`liveprofile.profile.risk.stamp` stores it).
 
 >>> import numpy as np
 >>> from liveprofile.engine.records import Users
@@ -33,7 +34,16 @@ from liveprofile.engine.records import Users
 from liveprofile.profile.state import Profile
 
 #: the Profile fields written here, in the order they are written
-FIELDS = ("counts", "decayed", "interests", "key_outcomes", "spend", "recent")
+FIELDS = (
+    "counts",
+    "decayed",
+    "interests",
+    "key_outcomes",
+    "spend",
+    "recent",
+    "behaviour_items",
+    "behaviour_categories",
+)
 _types = {f.name: f.type for f in msgspec.structs.fields(Profile)}
 #: the fields of one row, typed as Profile declares them
 RowFields = msgspec.defstruct(
@@ -74,6 +84,7 @@ def row_fields(U: Users, rows: Any, kinds: Names, topics: Names, items: Names) -
         + U.sday.shape[1] * 18
         + 3
         + U.rts.shape[1] * (20 + lk + li)
+        + 2 * (5 + U.bkey.shape[2] * (max(lt, li) + 3 + 8 * U.bval.shape[3]))
     )
     buf = np.empty(5 + n * per_row, np.uint8)
     end = _write(rows, U, kinds.table.arrays(), topics.table.arrays(), items.table.arrays(), buf)
@@ -103,6 +114,28 @@ def _header(buf, o, m, small, big):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(cache=True, nogil=True)
+def _packed(buf, o, values, one):  # type: ignore[no-untyped-def]
+    """``values`` as MessagePack bin of little-endian float64 (``profile.behaviour.pack``)."""
+    n = 8 * values.shape[0]
+    if n < 256:
+        buf[o] = 0xC4
+        buf[o + 1] = n
+        o += 2
+    else:
+        buf[o] = 0xC5
+        buf[o + 1] = n >> 8
+        buf[o + 2] = n & 0xFF
+        o += 3
+    for c in range(values.shape[0]):
+        one[0] = values[c]
+        bits = one.view(np.uint64)[0]
+        for j in range(8):
+            buf[o + j] = (bits >> np.uint64(8 * j)) & np.uint64(0xFF)
+        o += 8
+    return o
+
+
+@numba.njit(cache=True, nogil=True)
 def _write(rows, U, kinds, topics, items, buf):  # type: ignore[no-untyped-def]
     one = np.empty(1, np.float64)
     kd, ks = kinds
@@ -111,7 +144,7 @@ def _write(rows, U, kinds, topics, items, buf):  # type: ignore[no-untyped-def]
     o = _header(buf, 0, rows.shape[0], 0x90, 0xDD)
     for j in range(rows.shape[0]):
         r = rows[j]
-        buf[o] = 0x90 | 6
+        buf[o] = 0x90 | 8
         o += 1
         m = U.tlen[r]
         o = _header(buf, o, m, 0x80, 0xDF)
@@ -161,4 +194,11 @@ def _write(rows, U, kinds, topics, items, buf):  # type: ignore[no-untyped-def]
                 o += 1
             else:
                 o = _float(buf, o, v, one)
+        for k in range(2):  # behaviour: items, then categories
+            data, starts = (idata, istarts) if k == 0 else (td, ts_)
+            m = U.blen[r, k]
+            o = _header(buf, o, m, 0x80, 0xDF)
+            for q in range(m):
+                o = _string(buf, o, data, starts, U.bkey[r, k, q])
+                o = _packed(buf, o, U.bval[r, k, q], one)
     return o

@@ -15,6 +15,7 @@ from weakref import WeakKeyDictionary
 
 import numpy as np
 
+from liveprofile.engine import behaviour
 from liveprofile.engine import layout as L
 from liveprofile.engine.codes import CodeTables
 from liveprofile.engine.records import Items, Users
@@ -58,8 +59,10 @@ def load_users(
         config.profile.top_k,
         room,
         config.risk.recent,
+        behaviour.rows(tables.behaviour),
     )
     tcode, kcode, icode = tables.topics.code, tables.types.code, tables.items.code
+    b_room = config.profile.behaviour_keys
     names = tables.task_names
     for r, user in enumerate(users):
         if r in kept:
@@ -100,6 +103,7 @@ def load_users(
             U.rit[r, j] = -1 if item is None else icode[item]
             U.rva[r, j] = np.nan if value is None else value
         U.rlen[r] = len(p.recent)
+        behaviour.load_row(U, r, p, icode, tcode, b_room)
         for t, name in enumerate(names):
             U.count[r, L.C_POSITIVES, t] = p.positives.get(name, 0)
             U.count[r, L.C_EXAMPLES, t] = p.examples.get(name, 0)
@@ -151,6 +155,7 @@ def store_users(
         x = fields[j]
         p.counts, p.decayed, p.interests = x.counts, x.decayed, x.interests
         p.key_outcomes, p.spend, p.recent = x.key_outcomes, x.spend, x.recent
+        p.behaviour_items, p.behaviour_categories = x.behaviour_items, x.behaviour_categories
         counts, ticks = count_l[j], first_l[j]
         p.examples = _counted(p.examples, names, counts[L.C_EXAMPLES], ticks[L.C_EXAMPLES])
         p.positives = _counted(p.positives, names, counts[L.C_POSITIVES], ticks[L.C_POSITIVES])

@@ -26,6 +26,7 @@ from collections.abc import Callable
 from liveprofile.config import FeatureConfig
 from liveprofile.durations import DAY, HOUR
 from liveprofile.events.schema import Event
+from liveprofile.features.behaviour import add_features, table_names
 from liveprofile.profile.items import ItemStats
 from liveprofile.profile.state import Profile, ProfileUpdater
 
@@ -129,6 +130,13 @@ class FeatureBuilder:
         self._affinity_b = table["affinity_b"]
         self._item_pop_b = table["item_pop_b"]
         self._value_b = {who: table[f"{who}_value_b"] for who in ("user", "item")}
+        #: the behaviour feature tables (``features.behaviour``), in ``behaviour.table_names``
+        #: order; empty when off
+        on = config.behaviour and updater.behaviour.room > 0
+        types = updater.behaviour.types
+        self.behaviour_tables = (
+            [_table(idx, name, size) for name, size in table_names(types)] if on else []
+        )
         self._task: dict[str, tuple[int, int, list[int], list[int]]] = {}
         for who in ("u", "i"):
             self._task[who] = (
@@ -206,6 +214,12 @@ class FeatureBuilder:
             val.append(1.0)
         else:
             self._profile_features(ts, p, topics, idx, val)
+            if self.behaviour_tables:
+                f_c = 2.0 ** (-(max(ts, p.last_ts) - p.anchor) / self._h_counters)
+                add_features(
+                    self.behaviour_tables, p, e.item_id, e.category, ts, f_c, idx, val,
+                    _log2_bucket,
+                )  # fmt: skip
         if item is None:
             idx.append(self._item_new)
             val.append(1.0)

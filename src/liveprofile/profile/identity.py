@@ -60,6 +60,7 @@ def merge_profiles(updater: ProfileUpdater, into: Profile, other: Profile) -> No
     _add(into.positives, other.positives)
     _add(into.examples, other.examples)
     _add(into.key_outcomes, other.key_outcomes)
+    updater.behaviour.merge(into, other)
     into.scores = {**other.scores, **into.scores}
     if other.spend:
         _add(into.spend, other.spend)

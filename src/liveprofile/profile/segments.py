@@ -52,6 +52,9 @@ TIME_FIELDS = frozenset(
         "lifecycle",
         # counts in windows ending at the watermark: they fall to 0 while the user is idle
         "velocity",
+        # decayed counts and days since the last interaction, per item and category
+        "item_behaviour",
+        "category_behaviour",
     }
 )
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")

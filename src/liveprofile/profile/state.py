@@ -27,12 +27,14 @@ import msgspec
 from liveprofile.config import ProfileConfig, RiskConfig
 from liveprofile.durations import DAY
 from liveprofile.events.schema import Event
+from liveprofile.profile.behaviour import BehaviourTracker
 from liveprofile.profile.decay import REBASE_AFTER, decayed_value, rebase_factor
 from liveprofile.profile.items import shrunk_rate
 from liveprofile.profile.risk import Counts, ItemGroups, Recent, RiskTracker
 from liveprofile.store.codec import VersionedCodec
 
-PROFILE_SCHEMA = 1
+#: 2: with the behaviour maps (a profile of schema 1 reads with them empty)
+PROFILE_SCHEMA = 2
 RFM = ("recency", "frequency", "monetary")
 #: days of spend kept per profile, and the windows profiles and rules offer (monetary_30d, ...)
 SPEND_DAYS = 90
@@ -97,6 +99,9 @@ class Profile(msgspec.Struct, array_like=True, gc=False):
     #: made by events with only an ``anonymous_id``: the one kind of profile an identity link
     #: may fold into another (see ``liveprofile.engine.screen``)
     anonymous: bool = False
+    #: behaviour per item and per category touched, bounded (see ``liveprofile.profile.behaviour``)
+    behaviour_items: dict[str, bytes] = {}
+    behaviour_categories: dict[str, bytes] = {}
 
     def outcome_rate(self, task: str, prior: float, strength: float) -> float:
         """This user's positive rate for ``task``, shrunk toward ``prior``."""
@@ -141,6 +146,7 @@ class ProfileUpdater:
         self._default_weight = config.default_weight
         self._monetary = frozenset(config.monetary_types)
         self._top_k = config.top_k
+        self.behaviour = BehaviourTracker(config, self.h_counters)
 
     def new(self, user: str, ts: float) -> Profile:
         return Profile(user=user, anchor=ts, first_ts=ts, last_ts=ts)
@@ -162,6 +168,7 @@ class ProfileUpdater:
         w_c = 2.0 ** ((ts - p.anchor) / self.h_counters)
         decayed = p.decayed
         decayed[kind] = decayed.get(kind, 0.0) + w_c
+        self.behaviour.apply(p, kind, e.item_id, e.category, ts, w_c)
         value = e.value
         if value is not None:
             if kind in self._monetary:
@@ -222,6 +229,7 @@ class ProfileUpdater:
         f_c = rebase_factor(new_anchor, p.anchor, self.h_counters)
         f_i = rebase_factor(new_anchor, p.anchor, self.h_interests)
         p.decayed = {k: v * f_c for k, v in p.decayed.items()}
+        self.behaviour.rebase(p, f_c)
         p.interests = {k: v * f_i for k, v in p.interests.items()}
         p.anchor = new_anchor
 
@@ -270,6 +278,7 @@ class ProfileUpdater:
             "aliases": list(p.aliases),
             "recent": self.risk.recent(p),
             "risk": {**self.risk.velocity(p, at), "anomaly": p.anomaly},
+            "behaviour": self.behaviour.view(p, at),
         }
 
 
@@ -294,5 +303,24 @@ def lifecycle(p: Profile, at: float) -> str:
 
 #: compact, versioned bytes: one schema byte, then the profile as a MessagePack array
 _codec = VersionedCodec(Profile, schema=PROFILE_SCHEMA, what="profile")
+#: profiles written before the behaviour maps: the same fields up to ``anonymous``
+_codec_v1 = VersionedCodec(Profile, schema=1, what="profile")
 encode_profile = _codec.encode
-decode_profile = _codec.decode
+
+
+def decode_profile(blob: bytes, key: str | None = None) -> Profile:
+    """A profile from its bytes, of this schema or the one before it (no behaviour kept yet);
+    any other schema is refused with a :class:`~liveprofile.errors.StateVersionError`.
+
+    >>> old = _codec_v1.encode(Profile("u1", 0.0, 0.0, 0.0, n=3))
+    >>> p = decode_profile(old, "u1")
+    >>> p.n, p.behaviour_items, decode_profile(encode_profile(p)) == p
+    (3, {}, True)
+    >>> decode_profile(bytes([9]) + old[1:], "u1")
+    Traceback (most recent call last):
+    ...
+    liveprofile.errors.StateVersionError: profile 'u1' has schema 09, this version reads 2: ...
+    """
+    if _codec_v1.accepts(blob):
+        return _codec_v1.decode(blob, key)
+    return _codec.decode(blob, key)

@@ -9,9 +9,13 @@ comparisons, arithmetic, ``x if c else y``, lookups like ``interest['Dairy']`` o
 (a large number when there is none), ``monetary_7d``, ``monetary_30d``, ``monetary_90d`` (spend
 in the last days), ``lifecycle`` (``'new'``, ``'active'``, ``'at_risk'``, ``'lapsed'``),
 ``velocity`` (``velocity.events_per_min``, ``velocity.purchases_per_hour``,
-``velocity.distinct_items_10m``, see :mod:`liveprofile.profile.risk`) and ``anomaly`` (the
-latest anomaly score, 0 when there is none). Time-dependent fields are read as of the profile's
-last event for traits, and as of the pipeline's watermark for segments.
+``velocity.distinct_items_10m``, see :mod:`liveprofile.profile.risk`), ``anomaly`` (the
+latest anomaly score, 0 when there is none), and ``item_behaviour`` / ``category_behaviour``
+(the user's behaviour per item and category kept, see :mod:`liveprofile.profile.behaviour`:
+``category_behaviour['Dairy'].purchase`` is a decayed count, ``.converted`` whether the user
+bought there, ``.days_since`` the days since they last touched it, a large number if never).
+Time-dependent fields are read as of the profile's last event for traits, and as of the
+pipeline's watermark for segments.
 
 >>> from liveprofile.config import ProfileConfig
 >>> from liveprofile.profile.state import ProfileUpdater
@@ -65,6 +69,8 @@ FIELDS = (
     "lifecycle",
     "velocity",
     "anomaly",
+    "item_behaviour",
+    "category_behaviour",
 )
 #: what ``days_since_last_purchase`` reads for a user who never bought anything
 NEVER = 1e9
@@ -123,6 +129,14 @@ class Fields(dict[str, Any]):
         return self[key]
 
 
+class Touched(Fields):
+    """Behaviour by key: a key the user never touched reads as counts of 0, not converted, and
+    touched ``NEVER`` days ago."""
+
+    def __missing__(self, key: str) -> Fields:  # type: ignore[override]
+        return Fields(days_since=NEVER, converted=False)
+
+
 def compile_expression(name: str, text: str, what: str = "trait") -> CodeType:
     """Check an expression against the allowed subset and compile it."""
     label = f"{what} {name!r}"
@@ -174,6 +188,12 @@ _FIELD_VALUES: dict[str, Callable[[Profile, ProfileUpdater, float], Any]] = {
     "lifecycle": lambda p, u, at: lifecycle(p, at),
     "velocity": lambda p, u, at: Fields(u.risk.velocity(p, at)),
     "anomaly": lambda p, u, at: 0.0 if p.anomaly is None else p.anomaly,
+    "item_behaviour": lambda p, u, at: Touched(
+        {k: Fields(v) for k, v in u.behaviour.fields(p, at, "behaviour_items").items()}
+    ),
+    "category_behaviour": lambda p, u, at: Touched(
+        {k: Fields(v) for k, v in u.behaviour.fields(p, at, "behaviour_categories").items()}
+    ),
 }
 
 

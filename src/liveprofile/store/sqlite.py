@@ -154,6 +154,8 @@ class SQLiteStore:
 def _full(exc: sqlite3.Error) -> str:
     """What SQLite's "database or disk is full" means, with the errno a person searches for."""
     if getattr(exc, "sqlite_errorname", "") == "SQLITE_FULL":
-        return " (ENOSPC: no space left on device; free space and run again, nothing of this "\
+        return (
+            " (ENOSPC: no space left on device; free space and run again, nothing of this "
             "batch was committed)"
+        )
     return ""

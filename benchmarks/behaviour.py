@@ -1,0 +1,115 @@
+"""Behaviour features on the exposed item and category, off (as before) and on, side by side in
+one run.
+
+Each dataset is replayed through a fresh core (the compiled step, the default) once per setting,
+and each task is evaluated prequentially (predict at exposure time, learn when the label is
+known): ``auc``, ``logloss`` and ``n`` are the task's own prequential metrics. The settings:
+
+- ``off``: ``features.behaviour = false`` and ``profile.behaviour_keys = 0`` (no behaviour kept,
+  no features: the pipeline as it was);
+- ``on``: the defaults (``behaviour_keys = 32``, the features on);
+- ``on N`` (with ``--keys N ...``): the features on, ``behaviour_keys = N``.
+
+Events/s is the replay alone (``Core.step``) on the Complete Journey, the two settings
+interleaved ``--repeat`` times, best run kept (other processes on the machine add noise; the
+interleaving spreads it over both).
+
+Datasets: the Complete Journey (the quick start's ``repurchase`` task: the same household buys
+the same product category within 14 days; ``--cj-limit`` transactions), MovieLens ratings (the
+default ``like`` task: rating >= 4; a user rates a movie once and ratings carry genres as tags,
+no category, so there is no behaviour on the exposed key to learn from: this shows the cost of
+the features where they cannot help) and the synthetic shop (the default ``convert`` and
+``repurchase`` tasks; ``--shop-users`` users over ``--shop-days`` days, seeds ``--seeds``).
+
+    .venv/bin/python benchmarks/behaviour.py
+    .venv/bin/python benchmarks/behaviour.py --cj-limit 0 --seeds 0 1 2   # all of it
+    .venv/bin/python benchmarks/behaviour.py --keys 16 8   # fewer keys per map as well
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+from exposures import datasets
+
+from liveprofile.config import PipelineConfig
+from liveprofile.engine.core import Core
+
+
+def with_behaviour(config: PipelineConfig, on: bool, keys: int | None = None) -> PipelineConfig:
+    """``config`` with the behaviour kept (in ``keys`` keys a map, when given) and turned
+    into features, or neither."""
+    if on:
+        if keys is None:
+            return config
+        profile = msgspec.structs.replace(config.profile, behaviour_keys=keys)
+        return msgspec.structs.replace(config, profile=profile)
+    profile = msgspec.structs.replace(config.profile, behaviour_keys=0)
+    features = msgspec.structs.replace(config.features, behaviour=False)
+    return msgspec.structs.replace(config, profile=profile, features=features)
+
+
+def replay(config: PipelineConfig, batches: Sequence[Any]) -> dict[str, Any]:
+    """Replay ``batches``; per task, its prequential metrics; the replay's events/s."""
+    core = Core(config)
+    assert core.compiled is not None, "the compiled step takes every pipeline here"
+    state = core.new_state()
+    elapsed, n = 0.0, 0
+    for events in batches:
+        t0 = time.perf_counter()
+        core.step(state, events)
+        elapsed += time.perf_counter() - t0
+        n += len(events)
+    tasks = {name: task.metrics.summary() for name, task in state.tasks.items()}
+    return {"tasks": tasks, "eps": n / elapsed}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cj-limit", type=int, default=600_000, help="0: every transaction")
+    parser.add_argument("--data-dir", default="/work/shared/data/ml-latest-small")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--shop-users", type=int, default=2000)
+    parser.add_argument("--shop-days", type=int, default=56, help="longer than 14: repurchase")
+    parser.add_argument("--repeat", type=int, default=3, help="interleaved timing runs (CJ)")
+    parser.add_argument(
+        "--throughput-only", action="store_true", help="the Complete Journey's events/s only"
+    )
+    parser.add_argument("--keys", type=int, nargs="*", default=[], help="more 'on' settings")
+    args = parser.parse_args()
+    settings: dict[str, tuple[bool, int | None]] = {"off": (False, None), "on": (True, None)}
+    settings.update({f"on {n}": (True, n) for n in args.keys})
+    for name, base, batches, events in datasets(args):
+        print(f"\n{name}: {len(events):,} events, batches of {base.run.batch_size:,}")
+        runs: dict[str, dict[str, Any]] = {}
+        for _ in range(args.repeat if name == "Complete Journey" else 1):
+            for label, (on, keys) in settings.items():
+                got = replay(with_behaviour(base, on, keys), batches)
+                best = runs.get(label)
+                if best is None or got["eps"] > best["eps"]:
+                    runs[label] = got
+        for label in settings:
+            print(f"  behaviour {label:>5}: {runs[label]['eps']:,.0f} events/s")
+        if name == "Complete Journey":
+            ratio = runs["on"]["eps"] / runs["off"]["eps"]
+            print(f"  throughput on/off: {ratio:.3f} ({(1 - ratio) * 100:+.1f}% slower on)")
+        if args.throughput_only:
+            continue
+        print(f"  {'task':<11} {'behaviour':>9} {'n':>9} {'auc':>7} {'logloss':>8}")
+        for task in base.tasks:
+            for label in settings:
+                m = runs[label]["tasks"][task.name]
+                if not m["n"]:
+                    continue
+                print(
+                    f"  {task.name:<11} {label:>9} {m['n']:>9,} {m['auc']:>7.4f} "
+                    f"{m['logloss']:>8.4f}"
+                )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,195 @@
+"""The behaviour maps on the compiled path: :mod:`liveprofile.profile.behaviour` on rows.
+
+A profile row holds both maps (items: 0, categories: 1, as ``profile.behaviour.KINDS``) in
+:class:`~liveprofile.engine.records.Users`: ``bkey[u, k, :blen[u, k]]`` the item or topic codes in
+insertion order, ``bval[u, k, j]`` the key's list (last interaction, converted, decayed counts).
+:func:`touch` is ``BehaviourTracker.apply`` for one map, :func:`rebase` its ``rebase`` and
+:func:`behaviour_features` is ``features.behaviour.add_features``; every float is computed as the
+Python step computes it. Identity links and erasures run in Python on the profiles themselves
+(:mod:`liveprofile.engine.links`), so they need nothing here.
+
+>>> from liveprofile.profile.behaviour import BehaviourTracker
+>>> from liveprofile.config import ProfileConfig
+>>> rows(BehaviourTracker(ProfileConfig(behaviour_keys=8), 1.0))
+(12, 6)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from liveprofile.engine import layout as L
+from liveprofile.engine.rowops import leaf
+from liveprofile.features.behaviour import COUNT_SCALE, NEVER
+from liveprofile.profile.behaviour import B_CONVERTED, B_COUNTS, B_LAST, trimmed
+
+if TYPE_CHECKING:
+    from liveprofile.engine.records import Users
+    from liveprofile.profile.behaviour import BehaviourTracker
+    from liveprofile.profile.state import Profile
+
+
+def rows(tracker: BehaviourTracker) -> tuple[int, int]:
+    """Keys a row has room for (the trim limit, one being added, and one spare the trim
+    moves entries through) and floats per key."""
+    return tracker.limit + 2, tracker.width
+
+
+def load_row(
+    U: Users, r: int, p: Profile, icode: dict[str, int], tcode: dict[str, int], room: int
+) -> None:
+    """Row ``r`` of ``U`` gets ``p``'s maps (their keys have codes already); a map with more
+    keys than the row holds (the room was lowered) keeps the ``room`` most recent."""
+    width = U.bval.shape[3]
+    for k, (entries, code) in enumerate(
+        ((p.behaviour_items, icode), (p.behaviour_categories, tcode))
+    ):
+        if not entries:
+            continue
+        if len(entries) > U.bkey.shape[2] - 2:  # past the trim limit
+            entries = trimmed(entries, room)
+        m = len(entries)
+        U.bkey[r, k, :m] = [code[key] for key in entries]
+        values = b"".join(entries.values())
+        if len(values) == 8 * width * m:
+            U.bval[r, k, :m] = np.frombuffer(values, "<f8").reshape(m, width)
+        else:  # types added or removed since: zeros, or cut
+            for j, entry in enumerate(entries.values()):
+                floats = np.frombuffer(entry, "<f8")[:width]
+                U.bval[r, k, j, : len(floats)] = floats
+        U.blen[r, k] = m
+
+
+@leaf
+def _slot(users, u, k, key):  # type: ignore[no-untyped-def]
+    """Where row ``u`` keeps key ``key`` in map ``k`` (-1: nowhere)."""
+    bkey = users.bkey
+    for j in range(users.blen[u, k]):
+        if bkey[u, k, j] == key:
+            return j
+    return -1
+
+
+@leaf
+def touch(users, u, k, key, col, converted, ts, w, room):  # type: ignore[no-untyped-def]
+    """Count an event on ``key`` in map ``k`` of row ``u``: its list's column ``col`` gets
+    ``w``; past ``room + room // 4`` keys the ``room`` most recent stay (a stable sort)."""
+    bkey, bval, blen = users.bkey, users.bval, users.blen
+    j = _slot(users, u, k, key)
+    if j < 0:
+        j = blen[u, k]
+        bkey[u, k, j] = key
+        bval[u, k, j, B_LAST] = ts
+        for c in range(1, bval.shape[3]):
+            bval[u, k, j, c] = 0.0
+        blen[u, k] = j + 1
+    elif ts > bval[u, k, j, B_LAST]:
+        bval[u, k, j, B_LAST] = ts
+    if converted:
+        bval[u, k, j, B_CONVERTED] = 1.0
+    bval[u, k, j, col] += w
+    m = blen[u, k]
+    if m > room + room // 4:
+        # a stable insertion sort by the last interaction, latest first, in place (the spare
+        # key past the limit carries the entry being moved)
+        spare = bkey.shape[2] - 1
+        for q in range(1, m):
+            last_q = bval[u, k, q, B_LAST]
+            i = q
+            while i > 0 and bval[u, k, i - 1, B_LAST] < last_q:
+                i -= 1
+            if i == q:
+                continue
+            key_q = bkey[u, k, q]
+            for c in range(bval.shape[3]):
+                bval[u, k, spare, c] = bval[u, k, q, c]
+            for s in range(q, i, -1):
+                bkey[u, k, s] = bkey[u, k, s - 1]
+                for c in range(bval.shape[3]):
+                    bval[u, k, s, c] = bval[u, k, s - 1, c]
+            bkey[u, k, i] = key_q
+            for c in range(bval.shape[3]):
+                bval[u, k, i, c] = bval[u, k, spare, c]
+        blen[u, k] = room
+
+
+@leaf
+def apply_event(ev, e, codes, params, users, w):  # type: ignore[no-untyped-def]
+    """``BehaviourTracker.apply``: the event's item and category, when its type is counted."""
+    room = params.ip[L.IP_BEH_ROOM]
+    col = codes.type_beh[ev.type[e]]
+    if col < 0 or room == 0:
+        return
+    u, ts = ev.urow[e], ev.ts[e]
+    converted = codes.type_monetary[ev.type[e]]
+    if ev.icode[e] >= 0:
+        touch(users, u, 0, ev.icode[e], col, converted, ts, w, room)
+    if ev.cat[e] >= 0:
+        touch(users, u, 1, ev.cat[e], col, converted, ts, w, room)
+
+
+@leaf
+def rebase(users, u, f_c):  # type: ignore[no-untyped-def]
+    """``BehaviourTracker.rebase``: scale the counts of row ``u`` by ``f_c``."""
+    bval, blen = users.bval, users.blen
+    for k in range(2):
+        for j in range(blen[u, k]):
+            for c in range(B_COUNTS, bval.shape[3]):
+                bval[u, k, j, c] *= f_c
+
+
+@leaf
+def _bucket(params, row, x):  # type: ignore[no-untyped-def]
+    """``_log2_bucket`` of the Python feature builder on table ``row``."""
+    last = params.last[row]
+    if not x > 0.0:
+        return params.tabs[row, 0]
+    b = int(math.log2(1.0 + x))
+    return params.tabs[row, b if b < last else last]
+
+
+@leaf
+def behaviour_features(ev, e, params, users, ops, m):  # type: ignore[no-untyped-def]
+    """``features.behaviour.add_features`` for event ``e`` (its user row exists), appended to
+    the ``m`` features built; returns the new count. Off when the tables are not there."""
+    tabs = params.tabs
+    if tabs.shape[0] <= L.T_BEHAVIOUR:
+        return m
+    idx, val = ops.cur_idx, ops.cur_val
+    bval = users.bval
+    per_kind = (tabs.shape[0] - L.T_BEHAVIOUR) // 2
+    u, ts = ev.urow[e], ev.ts[e]
+    pf = users.pf
+    last = pf[u, L.P_LAST]
+    at = ts if ts > last else last
+    f_c = params.fp[L.FP_TWO] ** (-(at - pf[u, L.P_ANCHOR]) / params.fp[L.FP_H_COUNTERS])
+    n = bval.shape[3]
+    if n > B_COUNTS + per_kind - 2:
+        n = B_COUNTS + per_kind - 2
+    for k in range(2):
+        key = ev.icode[e] if k == 0 else ev.cat[e]
+        if key < 0:
+            continue
+        base = L.T_BEHAVIOUR + k * per_kind
+        j = _slot(users, u, k, key)
+        if j < 0:
+            idx[m] = tabs[base, NEVER]
+            val[m] = 1.0
+            m += 1
+            continue
+        idx[m] = tabs[base, 1 if bval[u, k, j, B_CONVERTED] > 0 else 0]
+        d = ts - bval[u, k, j, B_LAST]
+        if d < 0.0:
+            d = 0.0
+        idx[m + 1] = _bucket(params, base + 1, d / L.HOUR)
+        val[m] = 1.0
+        val[m + 1] = 1.0
+        m += 2
+        for c in range(B_COUNTS, n):
+            idx[m] = _bucket(params, base + c, COUNT_SCALE * bval[u, k, j, c] * f_c)
+            val[m] = 1.0
+            m += 1
+    return m

@@ -1,0 +1,77 @@
+"""Features of the user's own behaviour on the event's item and on its category.
+
+For each of the two (when the event has it), from the profile *before* the event: whether the
+user touched it at all and converted on it (``b_item_state``: 0 touched, 1 converted, 2 never
+touched), a log2 bucket of the hours since the last interaction (``b_item_ago``) and, per
+``profile.behaviour_types`` type, a log2 bucket of four times its decayed count
+(``b_item=view``: 0 for none or nearly decayed away). All are one-hot, hashed like the other
+features; the compiled twin is :func:`liveprofile.engine.behaviour.behaviour_features`, which
+reads the same tables (:func:`table_names` rows after ``hashing.TABLES``).
+
+>>> table_names(["view", "purchase"])[:4]
+[('b_item_state', 3), ('b_item_ago', 17), ('b_item=view', 12), ('b_item=purchase', 12)]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from liveprofile.durations import HOUR
+from liveprofile.profile.behaviour import B_CONVERTED, B_COUNTS, B_LAST, KINDS, unpack
+
+if TYPE_CHECKING:
+    from liveprofile.profile.state import Profile
+
+#: buckets of the state (touched, converted, never), of the hours since, of a count
+STATE_BUCKETS, AGO_BUCKETS, COUNT_BUCKETS = 3, 17, 12
+#: the state's bucket of a key the user never touched (or that was trimmed away)
+NEVER = 2
+#: counts are bucketed at this scale: a quarter of an event (decayed) is the first bucket past 0
+COUNT_SCALE = 4.0
+
+
+def table_names(types: list[str] | tuple[str, ...]) -> list[tuple[str, int]]:
+    """The bucketed behaviour features, by kind (item, category): state, hours since, and a
+    count per type."""
+    out: list[tuple[str, int]] = []
+    for kind in KINDS:
+        out += [(f"b_{kind}_state", STATE_BUCKETS), (f"b_{kind}_ago", AGO_BUCKETS)]
+        out += [(f"b_{kind}={t}", COUNT_BUCKETS) for t in types]
+    return out
+
+
+def add_features(
+    tables: list[list[int]],
+    p: Profile,
+    item: str | None,
+    category: str | None,
+    ts: float,
+    f_c: float,
+    idx: list[int],
+    val: list[float],
+    log2_bucket: Callable[[list[int], float], int],
+) -> None:
+    """Append the behaviour features of ``p`` on ``item`` and ``category`` at ``ts``;
+    ``tables``: the indices of :func:`table_names`, ``f_c``: the counters' decay factor from
+    the profile's anchor to the time features are read at, ``log2_bucket``: the feature
+    builder's bucketing."""
+    per_kind = len(tables) // len(KINDS)
+    for k, (entries, key) in enumerate(
+        ((p.behaviour_items, item), (p.behaviour_categories, category))
+    ):
+        if key is None:
+            continue
+        base = k * per_kind
+        packed = entries.get(key)
+        if packed is None:
+            idx.append(tables[base][NEVER])
+            val.append(1.0)
+            continue
+        entry = unpack(packed)
+        idx.append(tables[base][1 if entry[B_CONVERTED] > 0 else 0])
+        idx.append(log2_bucket(tables[base + 1], max(0.0, ts - entry[B_LAST]) / HOUR))
+        n = min(len(entry), B_COUNTS + per_kind - 2)
+        for j in range(B_COUNTS, n):
+            idx.append(log2_bucket(tables[base + j], COUNT_SCALE * entry[j] * f_c))
+        val += [1.0] * n

@@ -1,0 +1,199 @@
+"""A user's behaviour on the items and categories they touched.
+
+Per profile, two bounded maps (:attr:`Profile.behaviour_items` and
+:attr:`Profile.behaviour_categories`) hold, per key, a few floats packed as little-endian float64
+bytes (one object a key, which keeps decoding and garbage collection cheap; see :func:`unpack`):
+the event time of the last interaction, whether the user converted on it (an event of a
+``profile.monetary_types`` type: 1.0, else 0.0), then the decayed count of each
+``profile.behaviour_types`` type, in that order. Counts are forward-decayed with the counters'
+half-life and stored relative to the profile's anchor, as :attr:`Profile.decayed` is. Each map
+keeps ``profile.behaviour_keys`` keys: when it outgrows that by a quarter, the most recently
+touched ones stay (ties keep their order). The compiled step keeps the same lists in rows
+(:mod:`liveprofile.engine.behaviour`).
+
+This differs from :attr:`Profile.key_outcomes`, which counts the *labels* of a delayed task's
+examples per key once their window closes: behaviour is what the user did, as it happens.
+
+>>> from liveprofile.config import ProfileConfig
+>>> from liveprofile.events import Event
+>>> from liveprofile.profile.state import ProfileUpdater
+>>> updater = ProfileUpdater(ProfileConfig(counters_half_life="1d"))
+>>> p = updater.new("u1", 0.0)
+>>> updater.apply(p, Event("e1", "u1", "view", 0.0, item_id="i1", category="tea"))
+>>> updater.apply(p, Event("e2", "u1", "purchase", 86400.0, item_id="i1", category="tea"))
+>>> unpack(p.behaviour_items["i1"])  # last, converted, view, click, cart, purchase (at anchor)
+(86400.0, 1.0, 1.0, 0.0, 0.0, 2.0)
+>>> updater.behaviour.view(p, 86400.0)["items"]["i1"]
+{'last': 86400.0, 'converted': True, 'counts': {'view': 0.5, 'purchase': 1.0}}
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from liveprofile.config import ProfileConfig
+from liveprofile.durations import DAY
+
+if TYPE_CHECKING:
+    from liveprofile.profile.state import Profile
+
+#: positions in a key's list: the last interaction's time, the converted flag, the first count
+B_LAST, B_CONVERTED, B_COUNTS = 0, 1, 2
+#: the two maps of a profile, as the features and the compiled rows name them
+KINDS = ("item", "category")
+
+
+def pack(values: Sequence[float]) -> bytes:
+    """One key's floats as stored.
+
+    >>> unpack(pack([5.0, 1.0, 0.25]))
+    (5.0, 1.0, 0.25)
+    """
+    return struct.pack(f"<{len(values)}d", *values)
+
+
+def unpack(entry: bytes) -> tuple[float, ...]:
+    """One key's floats: last interaction, converted, then the counts."""
+    return struct.unpack(f"<{len(entry) // 8}d", entry)
+
+
+def last_touch(entry: bytes) -> float:
+    """The event time of the last interaction with a key."""
+    return float(struct.unpack_from("<d", entry)[0])
+
+
+def trimmed(entries: dict[str, bytes], room: int) -> dict[str, bytes]:
+    """The ``room`` most recently touched keys of ``entries`` (a stable sort: ties keep their
+    order), most recent first.
+
+    >>> kept = trimmed({"a": pack([1.0, 0.0]), "b": pack([3.0, 0.0]), "c": pack([1.0, 1.0])}, 2)
+    >>> {key: unpack(entry) for key, entry in kept.items()}
+    {'b': (3.0, 0.0), 'a': (1.0, 0.0)}
+    """
+    return dict(sorted(entries.items(), key=lambda kv: -last_touch(kv[1]))[:room])
+
+
+class BehaviourTracker:
+    """Keeps the behaviour maps of profiles as a :class:`ProfileConfig` says."""
+
+    def __init__(self, config: ProfileConfig, h_counters: float) -> None:
+        self.types = tuple(config.behaviour_types)
+        #: each counted type's position in a key's list
+        self.column = {kind: B_COUNTS + j for j, kind in enumerate(self.types)}
+        self.room = config.behaviour_keys
+        #: a map is trimmed back to ``room`` past this many keys
+        self.limit = self.room + self.room // 4
+        self.width = B_COUNTS + len(self.types)
+        self._conversions = frozenset(config.monetary_types)
+        self._h = h_counters
+
+    def apply(
+        self, p: Profile, kind: str, item: str | None, category: str | None, ts: float, w: float
+    ) -> None:
+        """Count an event of type ``kind`` at ``ts`` on its item and category; ``w``: its
+        forward-decayed weight (as of the profile's anchor)."""
+        col = self.column.get(kind)
+        if col is None or not self.room:
+            return
+        converted = kind in self._conversions
+        if item is not None:
+            self._touch(p, p.behaviour_items, item, col, converted, ts, w, "behaviour_items")
+        if category is not None:
+            self._touch(
+                p, p.behaviour_categories, category, col, converted, ts, w, "behaviour_categories"
+            )
+
+    def _touch(
+        self,
+        p: Profile,
+        entries: dict[str, bytes],
+        key: str,
+        col: int,
+        converted: bool,
+        ts: float,
+        w: float,
+        field: str,
+    ) -> None:
+        old = entries.get(key)
+        if old is None:
+            entry = [ts] + [0.0] * (self.width - 1)
+        else:
+            entry = list(unpack(old))
+            if len(entry) < self.width:  # types added since it was written
+                entry += [0.0] * (self.width - len(entry))
+            if ts > entry[B_LAST]:
+                entry[B_LAST] = ts
+        if converted:
+            entry[B_CONVERTED] = 1.0
+        entry[col] += w
+        entries[key] = pack(entry)
+        if len(entries) > self.limit:
+            setattr(p, field, trimmed(entries, self.room))
+
+    def rebase(self, p: Profile, factor: float) -> None:
+        """Scale the stored counts when the profile's anchor moves (``factor``: of the
+        counters)."""
+        for entries in (p.behaviour_items, p.behaviour_categories):
+            for key, entry in list(entries.items()):
+                v = unpack(entry)
+                entries[key] = pack([*v[:B_COUNTS], *(c * factor for c in v[B_COUNTS:])])
+
+    def merge(self, into: Profile, other: Profile) -> None:
+        """Fold ``other``'s maps into ``into``'s (both at the same anchor): counts add up, the
+        last interaction is the later one, converted on either is converted."""
+        for field in ("behaviour_items", "behaviour_categories"):
+            entries: dict[str, bytes] = getattr(into, field)
+            for key, their_entry in getattr(other, field).items():
+                mine_entry = entries.get(key)
+                if mine_entry is None:
+                    entries[key] = their_entry
+                    continue
+                mine, theirs = list(unpack(mine_entry)), unpack(their_entry)
+                mine[B_LAST] = max(mine[B_LAST], theirs[B_LAST])
+                mine[B_CONVERTED] = max(mine[B_CONVERTED], theirs[B_CONVERTED])
+                for j in range(B_COUNTS, min(len(mine), len(theirs))):
+                    mine[j] += theirs[j]
+                entries[key] = pack(mine)
+            if len(entries) > self.limit:
+                setattr(into, field, trimmed(entries, self.room))
+
+    def readable(self, entry: Sequence[float], f: float) -> dict[str, Any]:
+        """One key's behaviour (``entry`` unpacked), counts decayed by ``f``."""
+        counts = {
+            kind: round(c * f, 6)
+            for kind, c in zip(self.types, entry[B_COUNTS:], strict=False)
+            if c
+        }
+        return {"last": entry[B_LAST], "converted": entry[B_CONVERTED] > 0, "counts": counts}
+
+    def view(self, p: Profile, at: float) -> dict[str, dict[str, Any]]:
+        """Both maps as of event time ``at``, most recently touched first."""
+        f = 2.0 ** (-(at - p.anchor) / self._h)
+        return {
+            "items": self._readable(p.behaviour_items.items(), f),
+            "categories": self._readable(p.behaviour_categories.items(), f),
+        }
+
+    def _readable(
+        self, entries: Iterable[tuple[str, bytes]], f: float
+    ) -> dict[str, dict[str, Any]]:
+        ordered = sorted(((key, unpack(e)) for key, e in entries), key=lambda kv: -kv[1][B_LAST])
+        return {key: self.readable(entry, f) for key, entry in ordered}
+
+    def fields(self, p: Profile, at: float, field: str) -> dict[str, dict[str, Any]]:
+        """One map as rules read it: per key, the decayed count per type, ``converted`` and
+        ``days_since`` (the last interaction)."""
+        f = 2.0 ** (-(at - p.anchor) / self._h)
+        out: dict[str, dict[str, Any]] = {}
+        for key, packed in getattr(p, field).items():
+            entry = unpack(packed)
+            values: dict[str, Any] = {
+                kind: c * f
+                for kind, c in zip(self.types, entry[B_COUNTS:])  # noqa: B905
+            }
+            values["converted"] = entry[B_CONVERTED] > 0
+            values["days_since"] = max(0.0, (at - entry[B_LAST]) / DAY)
+            out[key] = values
+        return out
