@@ -3,29 +3,37 @@
 Events before a split are replayed into a SQLite store; then, for every user who buys anything
 in the period after the split, each system proposes 10 items and we count how many users bought
 at least one of them in that period (hit rate@10) and how high the bought items rank (NDCG@10,
-binary relevance). Systems, in one run on the same users:
+binary relevance).
 
-- liveprofile: ``Recommender.recommend(user, k=10)`` as served: the popular items of the user's
-  top interest categories and the most popular items overall, ordered by the blend of the task's
-  P(y=1) with popularity, interest and the user's history of the item
+Before the split the store's ranker (:mod:`liveprofile.serving.learned`) learns in rounds, one
+period apart: replay up to the round's time, rank every buying user's candidates, learn from
+what they bought in the following period (:func:`liveprofile.serving.ranklearn.learn_round`),
+replay on. Each round prints its prequential hit rate and NDCG (measured before it learns) and
+the weights after it. Nothing after the split is seen by any round. Systems, in one run on the
+same users:
+
+- the learned ranker as served: ``Recommender.recommend(user, k=10)`` (``rank="learned"``, the
+  default): the user's newest items, the popular items of their top interest categories and the
+  most popular items overall, ordered by the weights the rounds learned;
+- the blend as served before (``rank="blend"``, without the user's newest items): the task's
+  P(y=1) x popularity x interest x the user's history of the item
   (:mod:`liveprofile.serving.ranking`);
-- the blend without one of its factors (ablations; what each factor adds);
-- liveprofile, the model alone (``rank="model"``) over the same candidates;
-- liveprofile before the blend: the model alone over the interests' candidates only (the
-  previous default);
-- the same interest candidates by popularity, no model;
+- the blend and the model alone (``rank="model"``) over the new candidates;
+- the new candidates in popularity order (on these data the same as popular overall, whose 200
+  items are among them);
+- the interest candidates in popularity order, no model;
 - popular overall: the 10 items with the highest decayed popularity, the same for everyone;
 - random: 10 items drawn uniformly (seeded);
 - planted truth (synthetic shop only): items by P(view) x P(purchase | view) from the
   generator's own parameters at the split, an upper bound no learner can beat on average.
 
 Datasets: the synthetic shop (``liveprofile.datasets.synthetic``; split at day 21 of 28, the
-last 7 days evaluated) and the Complete Journey (``--dataset completejourney``: the quick
-start's config plus ``rebuy``, "will the household buy this product again within 14 days", the
-task the ranking uses; split at 2017-12-01, each household's purchases in the next 14 days
-evaluated, on a seeded sample of ``--users`` households). ``--validate`` moves the split one
-period earlier (day 14 of the shop, 2017-11-17 for the Complete Journey) and evaluates the
-period up to the test split: the held-out split the blend's factors were chosen on.
+last 7 days evaluated, ranker rounds at days 7 and 14) and the Complete Journey (``--dataset
+completejourney``: the quick start's config plus ``rebuy``, "will the household buy this
+product again within 14 days", the task the ranking uses; split at 2017-12-01, each household's
+purchases in the next 14 days evaluated, on a seeded sample of ``--users`` households; ranker
+rounds at 2017-11-03 and 2017-11-17 on ``--train-users`` households each). ``--validate`` moves
+the split one period earlier and evaluates the period up to the test split.
 
     python benchmarks/recommend.py --seed 0        # synthetic shop, test split
     python benchmarks/recommend.py --seed 1 --validate

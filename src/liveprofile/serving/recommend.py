@@ -9,9 +9,11 @@ the features every candidate has alike (the user's, the time's) cannot tell item
 are listed once, as ``shared``. An item's reason and the shared features, taken in full, add up
 to the logit of its score.
 
-Candidates come from the request, or else from the popular items of the user's strongest
-interests that are item categories (:class:`~liveprofile.profile.popular.PopularIndex`, rebuilt
-when the store's checkpoint moves on), or, for a user with none, the most popular items overall.
+Candidates come from the request, or else from the items of the user's newest events and the
+popular items of the user's strongest interests that are item categories
+(:class:`~liveprofile.profile.popular.PopularIndex`, rebuilt when the store's checkpoint moves
+on), or, for a user with none, the most popular items overall. They are ordered by the ranker
+the store holds (:mod:`liveprofile.serving.learned`), by the fixed blend or by the model alone.
 
 >>> import tempfile, pathlib, liveprofile
 >>> from liveprofile.datasets.synthetic import SyntheticConfig, write_jsonl
