@@ -7,7 +7,9 @@ The blend (:mod:`liveprofile.serving.ranking`) adds the logs of four factors wit
 "what the user bought next": the candidates' features at one time and the items the user then
 bought. Each round is a pairwise update (a bought item should outscore one not bought; the
 logistic loss of their difference, as RankNet and BPR do) with AdaGrad steps and a pull back
-toward the blend's weights, so a ranker that has seen nothing ranks as the blend does.
+toward the blend's weights, so a ranker that has seen nothing ranks as the blend does. It ranks
+with the running average of the weights over every user it learned from (Polyak averaging),
+which a single round of unusual purchases moves less than the latest weights.
 
 Its state (weights, squared-gradient sums, counts) is a versioned blob kept in the store under
 :func:`ranker_meta`; :meth:`~liveprofile.serving.recommend.Recommender.recommend` ranks with it
@@ -80,6 +82,8 @@ class RankerState(msgspec.Struct, array_like=True):
     weights: list[float]
     #: AdaGrad's sums of squared gradients, one per feature
     g2: list[float]
+    #: the average of ``weights`` after each user learned from: what ranks (empty: the blend's)
+    average: list[float] = []
     #: step size, pull toward the blend's weights, negatives drawn per bought item, seed
     rate: float = 0.05
     prior: float = 0.01
@@ -111,20 +115,23 @@ class Ranker:
         self._w = np.asarray(state.weights, dtype=np.float64)
         self._g2 = np.asarray(state.g2, dtype=np.float64)
         self._prior = np.asarray(BLEND, dtype=np.float64)
+        self._avg = np.asarray(state.average or BLEND, dtype=np.float64)
 
     @property
     def weights(self) -> dict[str, float]:
-        """The current weight of each feature."""
-        return {f: round(float(w), 6) for f, w in zip(FEATURES, self._w, strict=True)}
+        """The weight each feature ranks with (the average over the users learned from)."""
+        return {f: round(float(w), 6) for f, w in zip(FEATURES, self._avg, strict=True)}
 
     def score(self, rows: F64) -> F64:
-        """Each candidate's ranking score (a row of :data:`FEATURES` per candidate)."""
-        return np.asarray(rows @ self._w, dtype=np.float64)
+        """Each candidate's ranking score (a row of :data:`FEATURES` per candidate), rounded
+        to 9 places so that equal rows tie wherever they stand in ``rows``."""
+        return np.asarray(np.round(rows @ self._avg, 9), dtype=np.float64)
 
     def contributions(self, row: Sequence[float]) -> dict[str, float]:
         """Each feature's weight x value for one candidate (they add up to its score)."""
         return {
-            f: round(float(w) * float(v), 6) for f, w, v in zip(FEATURES, self._w, row, strict=True)
+            f: round(float(w) * float(v), 6)
+            for f, w, v in zip(FEATURES, self._avg, row, strict=True)
         }
 
     def learn(self, rows: F64, bought: npt.NDArray[np.bool_]) -> int:
@@ -135,6 +142,7 @@ class Ranker:
         pos, neg = np.flatnonzero(bought), np.flatnonzero(~bought)
         s.users += 1
         if len(pos) == 0 or len(neg) == 0:
+            self._average()
             return 0
         rng = np.random.default_rng([s.seed, s.users])
         m = min(s.negatives, len(neg))
@@ -150,7 +158,12 @@ class Ranker:
         s.pairs += len(diff)
         s.weights = self._w.tolist()
         s.g2 = self._g2.tolist()
+        self._average()
         return len(diff)
+
+    def _average(self) -> None:
+        self._avg += (self._w - self._avg) / self.state.users
+        self.state.average = self._avg.tolist()
 
     def to_bytes(self) -> bytes:
         return bytes([RANKER_SCHEMA]) + msgspec.msgpack.encode(self.state)

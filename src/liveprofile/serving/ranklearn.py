@@ -1,11 +1,12 @@
 """Teaching the learned ranking what users bought next, one round at a time.
 
 A round takes a store as it is at some time t and, for each user, the items they bought after
-t (up to the next round). Every user's candidates are ranked as served now; that ranking is
-scored against what they bought (hit rate and NDCG at k, *before* learning from it, so the
-figures are prequential), then the :class:`~liveprofile.serving.learned.Ranker` learns from the
-same rows. Replay up to t, run a round with the purchases of (t, t'], replay on to t', run the
-next round, and so on; what was learned is saved in the store, where the recommender reads it.
+t (up to the next round). User by user, the candidates are ranked with the ranker as it is;
+that ranking is scored against what they bought (hit rate and NDCG at k, *before* learning from
+it, so the figures are prequential: test, then train), then the
+:class:`~liveprofile.serving.learned.Ranker` learns from the same rows. Replay up to t, run a
+round with the purchases of (t, t'], replay on to t', run the next round, and so on; what was
+learned is saved in the store, where the recommender reads it.
 
 >>> import tempfile, pathlib, json, liveprofile
 >>> from liveprofile.datasets.synthetic import SyntheticConfig, generate
@@ -105,7 +106,9 @@ def learn_round(
         if not items:
             continue
         rows = np.array([[r["features"][f] for f in FEATURES] for r in out["items"]])
-        ranked = [items[j] for j in np.argsort(-ranker.score(rows), kind="stable")[:K]]
+        scores = ranker.score(rows).tolist()  # ordered as served: ties by item id
+        ranked = [items[j] for j in sorted(range(len(items)), key=lambda j: (-scores[j], items[j]))]
+        ranked = ranked[:K]
         truth = bought[user]
         hits += bool(set(ranked) & truth)
         gains += ndcg(ranked, truth)
