@@ -3,29 +3,37 @@
 Events before a split are replayed into a SQLite store; then, for every user who buys anything
 in the period after the split, each system proposes 10 items and we count how many users bought
 at least one of them in that period (hit rate@10) and how high the bought items rank (NDCG@10,
-binary relevance). Systems, in one run on the same users:
+binary relevance).
 
-- liveprofile: ``Recommender.recommend(user, k=10)`` as served: the popular items of the user's
-  top interest categories and the most popular items overall, ordered by the blend of the task's
-  P(y=1) with popularity, interest and the user's history of the item
+Before the split the store's ranker (:mod:`liveprofile.serving.learned`) learns in rounds, one
+period apart: replay up to the round's time, rank every buying user's candidates, learn from
+what they bought in the following period (:func:`liveprofile.serving.ranklearn.learn_round`),
+replay on. Each round prints its prequential hit rate and NDCG (measured before it learns) and
+the weights after it. Nothing after the split is seen by any round. Systems, in one run on the
+same users:
+
+- the learned ranker as served: ``Recommender.recommend(user, k=10)`` (``rank="learned"``, the
+  default): the user's newest items, the popular items of their top interest categories and the
+  most popular items overall, ordered by the weights the rounds learned;
+- the blend as served before (``rank="blend"``, without the user's newest items): the task's
+  P(y=1) x popularity x interest x the user's history of the item
   (:mod:`liveprofile.serving.ranking`);
-- the blend without one of its factors (ablations; what each factor adds);
-- liveprofile, the model alone (``rank="model"``) over the same candidates;
-- liveprofile before the blend: the model alone over the interests' candidates only (the
-  previous default);
-- the same interest candidates by popularity, no model;
+- the blend and the model alone (``rank="model"``) over the new candidates;
+- the new candidates in popularity order (on these data the same as popular overall, whose 200
+  items are among them);
+- the interest candidates in popularity order, no model;
 - popular overall: the 10 items with the highest decayed popularity, the same for everyone;
 - random: 10 items drawn uniformly (seeded);
 - planted truth (synthetic shop only): items by P(view) x P(purchase | view) from the
   generator's own parameters at the split, an upper bound no learner can beat on average.
 
 Datasets: the synthetic shop (``liveprofile.datasets.synthetic``; split at day 21 of 28, the
-last 7 days evaluated) and the Complete Journey (``--dataset completejourney``: the quick
-start's config plus ``rebuy``, "will the household buy this product again within 14 days", the
-task the ranking uses; split at 2017-12-01, each household's purchases in the next 14 days
-evaluated, on a seeded sample of ``--users`` households). ``--validate`` moves the split one
-period earlier (day 14 of the shop, 2017-11-17 for the Complete Journey) and evaluates the
-period up to the test split: the held-out split the blend's factors were chosen on.
+last 7 days evaluated, ranker rounds at days 7 and 14) and the Complete Journey (``--dataset
+completejourney``: the quick start's config plus ``rebuy``, "will the household buy this
+product again within 14 days", the task the ranking uses; split at 2017-12-01, each household's
+purchases in the next 14 days evaluated, on a seeded sample of ``--users`` households; ranker
+rounds at 2017-11-03 and 2017-11-17 on ``--train-users`` households each). ``--validate`` moves
+the split one period earlier and evaluates the period up to the test split.
 
     python benchmarks/recommend.py --seed 0        # synthetic shop, test split
     python benchmarks/recommend.py --seed 1 --validate
@@ -53,18 +61,13 @@ from liveprofile.datasets.synthetic import SyntheticConfig, generate, ground_tru
 from liveprofile.events.sources import JsonlSource
 from liveprofile.profile.items import decode_item
 from liveprofile.profile.popular import popularity_key
+from liveprofile.serving.ranklearn import learn_round, ndcg, next_purchases
 from liveprofile.serving.recommend import Recommender
 from liveprofile.store import SQLiteStore
 
 K = 10
 DAY = 86400.0
 Lists = dict[str, dict[str, list[str]]]
-
-
-def ndcg(ranked: list[str], truth: set[str], k: int = K) -> float:
-    dcg = sum(1 / math.log2(r + 2) for r, item in enumerate(ranked[:k]) if item in truth)
-    ideal = sum(1 / math.log2(r + 2) for r in range(min(k, len(truth))))
-    return dcg / ideal
 
 
 def planted(config: SyntheticConfig, users: list[str], ts: float) -> dict[str, list[str]]:
@@ -88,12 +91,17 @@ def planted(config: SyntheticConfig, users: list[str], ts: float) -> dict[str, l
     return out
 
 
-ABLATIONS: dict[str, Callable[[dict[str, float]], float]] = {
-    "blend without popularity": lambda f: f["model"] + f["interest"] + f["history"],
-    "blend without interest": lambda f: f["model"] + f["popularity"] + f["history"],
-    "blend without history": lambda f: f["model"] + f["popularity"] + f["interest"],
-    "blend without the model": lambda f: f["popularity"] + f["interest"] + f["history"],
-}
+def served(rec: Recommender, user: str, **kw: Any) -> list[str]:
+    return [r["item"] for r in rec.recommend(user, **kw)["items"]]
+
+
+def by(rows: list[dict[str, Any]], key: Callable[[dict[str, Any]], float]) -> list[str]:
+    return [r["item"] for r in sorted(rows, key=lambda r: (-key(r), r["item"]))[:K]]
+
+
+def blend_key(r: dict[str, Any]) -> float:
+    f = r["features"]
+    return float(f["model"] + f["popularity"] + f["interest"] + f["history"])
 
 
 def evaluate(
@@ -114,23 +122,47 @@ def evaluate(
     seconds = 0.0
     for user in users:
         t0 = time.perf_counter()
-        served = rec.recommend(user, k=K)
+        lists[LEARNED][user] = served(rec, user, k=K)
         seconds += time.perf_counter() - t0
-        lists["liveprofile (as served: blend)"][user] = [r["item"] for r in served["items"]]
-        every = rec.recommend(user, k=1000)["items"]
-        for name, key in ABLATIONS.items():
-            ranked = sorted(every, key=lambda r: (-key(r["ranking"]), r["item"]))
-            lists[name][user] = [r["item"] for r in ranked[:K]]
-        by_model = sorted(every, key=lambda r: (-r["score"], r["item"]))
-        lists["model alone, same candidates"][user] = [r["item"] for r in by_model[:K]]
-        before = rec.recommend(user, k=1000, rank="model", overall=0)["items"]
-        lists["before: model alone, interest candidates"][user] = [r["item"] for r in before[:K]]
-        pool = sorted((r["item"] for r in before), key=lambda item: (-popularity[item], item))
-        lists["the same interest candidates by popularity"][user] = pool[:K]
+        every = rec.recommend(user, k=1000, top=0)["items"]
+        lists[BLEND][user] = served(rec, user, k=K, rank="blend", recent=False)
+        lists["blend over the new candidates (recent items added)"][user] = by(every, blend_key)
+        lists["model alone over the new candidates (`rank=model`)"][user] = by(
+            every, lambda r: r["score"]
+        )
+        lists["the new candidates in popularity order"][user] = by(
+            every, lambda r: popularity.get(r["item"], -math.inf)
+        )
+        interest = served(rec, user, k=1000, rank="model", overall=0, recent=False)
+        pool = sorted(interest, key=lambda item: (-popularity[item], item))
+        lists["the interest candidates in popularity order"][user] = pool[:K]
         lists["popular overall"][user] = overall
         lists["random"][user] = list(rng.choice(catalogue, size=K, replace=False))
     store.close()
     return lists, users, seconds / max(len(users), 1) * 1000
+
+
+LEARNED = "**learned ranker, as served (new default)**"
+BLEND = "blend, as served before (interest + overall candidates)"
+
+
+def learn_rounds(
+    db: Path,
+    rounds: list[tuple[float, dict[str, set[str]]]],
+    replay_to: Callable[[float], None],
+    users: Callable[[dict[str, set[str]]], list[str] | None],
+) -> None:
+    """Replay up to each round's time, then learn from the purchases that followed it."""
+    for t, bought in rounds:
+        replay_to(t)
+        store = SQLiteStore(db)
+        out = learn_round(Recommender(store), bought, users(bought))
+        store.close()
+        print(
+            f"ranker round at {time.strftime('%Y-%m-%d', time.gmtime(t))}: {out['users']} users, "
+            f"{out['pairs']:,} pairs; prequential hit rate@{K} {out['hit_rate']:.3f}, NDCG@{K} "
+            f"{out['ndcg']:.3f} before learning; weights {out['weights']}"
+        )
 
 
 def synthetic(args: argparse.Namespace) -> None:
@@ -142,25 +174,33 @@ def synthetic(args: argparse.Namespace) -> None:
         seed=args.seed,
     )
     split_day = args.split_day - (7.0 if args.validate else 0.0)
-    split, end = config.start_ts + split_day * DAY, config.start_ts + (split_day + 7.0) * DAY
+    day = lambda d: config.start_ts + d * DAY  # noqa: E731
+    split, end = day(split_day), day(split_day + 7.0)
     events = list(generate(config))
-    train = [e for e in events if float(e["ts"]) < split]  # type: ignore[arg-type]
-    bought: dict[str, set[str]] = defaultdict(set)
-    for e in events:
-        if split <= float(e["ts"]) < end and e["type"] == "purchase":  # type: ignore[arg-type]
-            bought[str(e["user_id"])].add(str(e["item_id"]))
+    bought = next_purchases(events, split, end)
+    # rounds every 7 days before the split, from day 7 on (a week of history first)
+    starts = [split_day - 7.0 * r for r in range(args.rounds, 0, -1) if split_day - 7.0 * r >= 7]
+    rounds = [(day(d), next_purchases(events, day(d), day(d + 7.0))) for d in starts]
+    summaries: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "train.jsonl"
-        path.write_text("".join(json.dumps(e) + "\n" for e in train))
-        summary = liveprofile.replay(JsonlSource(path), store=Path(tmp) / "shop.db", progress=False)
-        lists, users, ms = evaluate(Path(tmp) / "shop.db", bought, None, args.seed)
+        path, db = Path(tmp) / "train.jsonl", Path(tmp) / "shop.db"
+
+        def replay_to(t: float) -> None:  # the same file, grown: the replay resumes
+            train = [e for e in events if float(e["ts"]) < t]  # type: ignore[arg-type]
+            path.write_text("".join(json.dumps(e) + "\n" for e in train))
+            summaries.append(liveprofile.replay(JsonlSource(path), store=db, progress=False))
+
+        learn_rounds(db, rounds, replay_to, lambda b: None)
+        replay_to(split)
+        lists, users, ms = evaluate(db, bought, None, args.seed)
     lists["planted truth (upper bound)"] = planted(config, users, split)
     print(
         f"synthetic shop: {config.users} users, {config.items} items, {config.categories} "
-        f"categories, {config.days} days, seed {config.seed}; replayed {summary['events']:,} "
-        f"events before day {split_day:g}, evaluated days {split_day:g}-{split_day + 7:g} "
-        f"({'validation' if args.validate else 'test'} split; convert AUC "
-        f"{summary['tasks']['convert']['auc']:.4f})"
+        f"categories, {config.days} days, seed {config.seed}; replayed "
+        f"{sum(s['events'] for s in summaries):,} events before day {split_day:g}, evaluated "
+        f"days {split_day:g}-{split_day + 7:g} ({'validation' if args.validate else 'test'} "
+        f"split; convert AUC {summaries[-1]['tasks']['convert']['auc']:.4f}); ranker rounds "
+        f"at days {', '.join(f'{d:g}' for d in starts) or 'none'}"
     )
     report(lists, users, bought, ms)
 
@@ -189,22 +229,43 @@ def completejourney(args: argparse.Namespace) -> None:
         columns=["household_id", "product_id", "transaction_timestamp"],
     ).sort_values("transaction_timestamp", kind="stable")
     ts = tx["transaction_timestamp"].to_numpy("datetime64[ns]").astype(np.int64) / 1e9
+    households = tx["household_id"].to_numpy().astype(str)
+    products = tx["product_id"].to_numpy().astype(str)
     day = "2017-11-17" if args.validate else "2017-12-01"
     split = pd.Timestamp(day).value / 1e9
-    rows = int(np.searchsorted(ts, split))
-    period = (ts >= split) & (ts < split + 14 * DAY)
-    bought: dict[str, set[str]] = defaultdict(set)
-    households = tx["household_id"].to_numpy()[period].astype(str)
-    products = tx["product_id"].to_numpy()[period].astype(str)
-    for household, product in zip(households, products, strict=True):
-        bought[household].add(product)
+    period = 14 * DAY
+
+    def purchases(start: float) -> dict[str, set[str]]:
+        out: dict[str, set[str]] = defaultdict(set)
+        lo, hi = np.searchsorted(ts, [start, start + period])
+        for household, product in zip(households[lo:hi], products[lo:hi], strict=True):
+            out[household].add(product)
+        return out
+
+    bought = purchases(split)
+    rounds = [
+        (split - r * period, purchases(split - r * period)) for r in range(args.rounds, 0, -1)
+    ]
+    summaries: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "cj.db"
         t0 = time.perf_counter()
-        source = CompleteJourneySource(limit=rows)
-        summary = liveprofile.replay(
-            source, store=db, config=completejourney_config(), progress=False
-        )
+
+        def replay_to(t: float) -> None:  # the source resumes from the store's offset
+            source = CompleteJourneySource(limit=int(np.searchsorted(ts, t)))
+            summaries.append(
+                liveprofile.replay(
+                    source, store=db, config=completejourney_config(), progress=False
+                )
+            )
+
+        def sample(b: dict[str, set[str]]) -> list[str]:
+            pool = sorted(b)
+            n = min(args.train_users, len(pool))
+            return sorted(np.random.default_rng(args.seed + 1).choice(pool, size=n, replace=False))
+
+        learn_rounds(db, rounds, replay_to, sample)
+        replay_to(split)
         replay_s = time.perf_counter() - t0
         reader = SQLiteStore(db)
         known = {key for key, _ in reader.scan("profile")}
@@ -213,10 +274,11 @@ def completejourney(args: argparse.Namespace) -> None:
         n = min(args.users or 600, len(pool))
         users = sorted(np.random.default_rng(args.seed).choice(pool, size=n, replace=False))
         lists, users, ms = evaluate(db, bought, [str(u) for u in users], args.seed)
-    tasks = summary["tasks"]
+    tasks = summaries[-1]["tasks"]
     print(
-        f"Complete Journey: replayed {summary['events']:,} purchases before {day} in "
-        f"{replay_s:.0f} s (rebuy AUC {tasks['rebuy']['auc']:.4f}, repurchase AUC "
+        f"Complete Journey: replayed {sum(s['events'] for s in summaries):,} purchases before "
+        f"{day} in {replay_s:.0f} s with {len(rounds)} ranker rounds of {args.train_users} "
+        f"households each (rebuy AUC {tasks['rebuy']['auc']:.4f}, repurchase AUC "
         f"{tasks['repurchase']['auc']:.4f}); evaluated the next 14 days of {len(users)} of the "
         f"{len(pool)} households who buy in them (seed {args.seed}; "
         f"{'validation' if args.validate else 'test'} split)"
@@ -245,6 +307,12 @@ def main() -> None:
     parser.add_argument("--split-day", type=float, default=21.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--validate", action="store_true", help="the held-out split instead")
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="ranker rounds (one period each) before the split"
+    )
+    parser.add_argument(
+        "--train-users", type=int, default=400, help="CJ households per ranker round"
+    )
     args: Any = parser.parse_args()
     (completejourney if args.dataset == "completejourney" else synthetic)(args)
 

@@ -95,7 +95,7 @@ def test_ranking_is_the_order_of_the_individual_scores(served: Served) -> None:
 
 def test_the_blend_multiplies_score_popularity_interest_and_history(served: Served) -> None:
     candidates = [*served.items[1::2], "never-seen-item"]
-    body = {"candidates": candidates, "k": len(candidates), "task": "convert"}
+    body = {"candidates": candidates, "k": len(candidates), "task": "convert", "rank": "blend"}
     r = served.client.post(f"/v1/recommendations/{served.user}", json=body, headers=AUTH)
     assert r.status_code == 200, r.text
     out = r.json()
@@ -134,7 +134,8 @@ def test_the_blend_multiplies_score_popularity_interest_and_history(served: Serv
     bad = served.client.get(
         f"/v1/recommendations/{served.user}", params={"rank": "nope"}, headers=AUTH
     )
-    assert bad.status_code == 400 and "rank must be one of blend, model" in bad.json()["error"]
+    assert bad.status_code == 400
+    assert "rank must be one of learned, blend, model" in bad.json()["error"]
 
 
 def test_reasons_and_shared_features_add_up_to_the_logit(served: Served) -> None:
@@ -179,7 +180,7 @@ def test_candidates_come_from_the_top_interest(served: Served) -> None:
     top_category = _interest_categories(served.store, served.user)[0]
     db = SQLiteStore(served.store)
     try:
-        out = Recommender(db).recommend(served.user, k=1000, interests=1, overall=0)
+        out = Recommender(db).recommend(served.user, k=1000, interests=1, overall=0, recent=False)
         in_category = [
             (key, decode_item(blob))
             for key, blob in db.scan("item")

@@ -167,11 +167,12 @@ def recommend(
     candidates: Sequence[str] | None = None,
     task: str | None = None,
     top: int = 5,
-    rank: str = "blend",
+    rank: str = "learned",
 ) -> dict[str, Any]:
     """The ``k`` best items for ``user`` by the online model of ``task`` with the live profile
-    (blended with popularity, interest and history unless ``rank="model"``), each with its
-    score and its top contributing features (``reason``).
+    (weighed with popularity, interest and history as the store's ranker learned, unless
+    ``rank="blend"`` or ``rank="model"``), each with its score and its top contributing
+    features (``reason``).
 
     ``candidates`` default to the popular items of the user's strongest interest categories;
     ``task`` defaults to the first item task that has learned from the store's events (see

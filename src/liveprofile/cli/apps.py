@@ -29,10 +29,12 @@ from liveprofile.serving import MAX_CANDIDATES
 @click.option("--top", default=3, show_default=True, help="Features shown as each reason.")
 @click.option(
     "--rank",
-    type=click.Choice(["blend", "model"]),
-    default="blend",
+    type=click.Choice(["learned", "blend", "model"]),
+    default="learned",
     show_default=True,
-    help="blend: the model's P(y=1) x popularity x interest x the user's history of the item; "
+    help="learned: the model's P(y=1), popularity, interest and the user's history of the item "
+    "weighed as the store's ranker learned from what users bought next (the blend's weights "
+    "until it has learned); blend: P(y=1) x popularity x interest x history; "
     "model: P(y=1) alone.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON only (for scripts).")

@@ -109,7 +109,7 @@ class RecommendRequest(BaseModel):
     candidates: list[str] | None = Field(None, max_length=MAX_CANDIDATES)
     k: int = Field(10, ge=1, le=MAX_CANDIDATES)
     task: str | None = None
-    rank: str = "blend"
+    rank: str = "learned"
 
 
 class _Reader:
@@ -294,10 +294,11 @@ def create_read_app(settings: ReadSettings) -> FastAPI:
         user: str,
         k: int = Query(10, ge=1, le=MAX_CANDIDATES),
         task: str | None = None,
-        rank: str = "blend",
+        rank: str = "learned",
     ) -> Response:
-        """Top k of the popular items of the user's top interests and overall, by the task's
-        P(y=1) blended with popularity, interest and history (``rank=model``: P(y=1) alone)."""
+        """Top k of the user's recent items and the popular items of their top interests and
+        overall, by the learned ranking (``rank=blend``: the fixed blend of P(y=1), popularity,
+        interest and history; ``rank=model``: P(y=1) alone)."""
         return JSONResponse(reader.recommender.recommend(user, k, task=task, rank=rank))
 
     @app.post("/v1/recommendations/{user}", dependencies=auth, responses={404: NOT_FOUND})

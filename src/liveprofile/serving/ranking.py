@@ -30,7 +30,7 @@ from liveprofile.profile.items import ItemStats
 from liveprofile.profile.state import Profile
 
 #: the orders a recommendation can be asked for
-RANKS = ("blend", "model")
+RANKS = ("learned", "blend", "model")
 #: floors of the popularity (events) and interest share factors
 MIN_POPULARITY = 0.5
 MIN_INTEREST = 1e-3

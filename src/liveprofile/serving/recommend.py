@@ -9,9 +9,11 @@ the features every candidate has alike (the user's, the time's) cannot tell item
 are listed once, as ``shared``. An item's reason and the shared features, taken in full, add up
 to the logit of its score.
 
-Candidates come from the request, or else from the popular items of the user's strongest
-interests that are item categories (:class:`~liveprofile.profile.popular.PopularIndex`, rebuilt
-when the store's checkpoint moves on), or, for a user with none, the most popular items overall.
+Candidates come from the request, or else from the items of the user's newest events and the
+popular items of the user's strongest interests that are item categories
+(:class:`~liveprofile.profile.popular.PopularIndex`, rebuilt when the store's checkpoint moves
+on), or, for a user with none, the most popular items overall. They are ordered by the ranker
+the store holds (:mod:`liveprofile.serving.learned`), by the fixed blend or by the model alone.
 
 >>> import tempfile, pathlib, liveprofile
 >>> from liveprofile.datasets.synthetic import SyntheticConfig, write_jsonl
@@ -53,6 +55,7 @@ from liveprofile.profile.items import ItemStats, decode_item
 from liveprofile.profile.popular import PopularIndex
 from liveprofile.profile.state import Profile, decode_profile
 from liveprofile.serving import MAX_CANDIDATES, ranking
+from liveprofile.serving.learned import FEATURES, feature_rows, load_ranker, recent_items
 from liveprofile.store import Store
 from liveprofile.store.layout import (
     ITEMS,
@@ -262,15 +265,18 @@ class Recommender:
         task: str | None = None,
         top: int = 5,
         interests: int = INTERESTS,
-        rank: str = "blend",
+        rank: str = "learned",
         overall: int = POPULAR_OVERALL,
+        recent: bool = True,
     ) -> dict[str, Any]:
         """The ``k`` best candidates for ``user``, each with its ``top`` own features as the
-        reason, and the ``top`` features all candidates share. ``rank="blend"`` orders by the
-        task's P(y=1) blended with popularity, interest and the user's history of the item
-        (:mod:`liveprofile.serving.ranking`), ``"model"`` by P(y=1) alone. Candidates default
-        to the popular items of the user's ``interests`` strongest interest categories and the
-        ``overall`` most popular items.
+        reason, and the ``top`` features all candidates share. ``rank="learned"`` orders by the
+        weights the store's ranker learned from what users bought next
+        (:mod:`liveprofile.serving.learned`; the blend's weights until it has learned),
+        ``"blend"`` by the task's P(y=1) blended with popularity, interest and the user's
+        history of the item (:mod:`liveprofile.serving.ranking`), ``"model"`` by P(y=1) alone.
+        Candidates default to the items of the user's newest events, the popular items of the
+        user's ``interests`` strongest interest categories and the ``overall`` most popular.
         """
         if not 1 <= k <= MAX_CANDIDATES:
             raise InvalidRequest(f"k must be within 1..{MAX_CANDIDATES}, got {k}")
@@ -292,7 +298,7 @@ class Recommender:
                 )
             source = "request"
         else:
-            items, source = self._from_interests(p, ckpt.seq, interests, overall)
+            items, source = self._from_interests(p, ckpt.seq, interests, overall, recent)
         learner = self._learner(spec.name, ckpt.seq)
         ts = scoring_time(ckpt, p)
         builder = core.features
@@ -313,8 +319,15 @@ class Recommender:
             common = Counter()  # one candidate: nothing to tell it apart from
         h = core.updater.h_counters
         blended: list[dict[str, float]] = []
+        values: list[dict[str, float]] = []
         keys = scores
-        if rank == "blend":
+        if rank == "learned":
+            ranker = load_ranker(self.store, spec.name)
+            rows = feature_rows(p, spec.name, items, stats, scores, ts, h)
+            keys = ranker.score(rows).tolist()
+            blended = [ranker.contributions(row) for row in rows]
+            values = [dict(zip(FEATURES, row.tolist(), strict=True)) for row in rows]
+        elif rank == "blend":
             cats = [None if it is None else it.category for it in stats]
             inputs = [
                 (
@@ -350,6 +363,8 @@ class Recommender:
             if blended:
                 row["rank_score"] = keys[j]
                 row["ranking"] = blended[j]
+            if values:
+                row["features"] = values[j]
             ranked.append({**row, "reason": reason})
         return {
             "user": user,
@@ -362,12 +377,17 @@ class Recommender:
         }
 
     def _from_interests(
-        self, p: Profile, seq: int, interests: int, overall: int = POPULAR_OVERALL
+        self,
+        p: Profile,
+        seq: int,
+        interests: int,
+        overall: int = POPULAR_OVERALL,
+        recent: bool = True,
     ) -> tuple[list[str], str]:
         index = self.popular(seq)
         strongest = sorted(p.interests, key=lambda t: -p.interests[t])
         known = [t for t in strongest if t in index.by_category][:interests]
-        items = index.for_interests(known, self.per_category)
+        items = (recent_items(p) if recent else []) + index.for_interests(known, self.per_category)
         if items:
             items = list(dict.fromkeys(items + index.overall[: max(overall, 0)]))
             return items[:MAX_CANDIDATES], "interests"
