@@ -477,20 +477,45 @@ def _cut_scores(
     """Apply the ``cuts`` to the user row each record's score goes to, as the Python step's
     ``_score`` does: the records of a replaced profile before its cut score no row (-1); those
     of a folded one go to the row it went into, for each task the latter had no score of before
-    the fold, unless one of its own records scored the task earlier."""
-    own = score_rows.copy()
-    pos = np.arange(len(score_rows))
+    the fold, unless one of its own records scored the task earlier. Each cut looks at the
+    records of its rows only (a batch with logins has a cut per login)."""
+    scoring = np.flatnonzero(~resolved)
+    if not len(scoring):
+        return
+    rows = score_rows[scoring]
+    order = np.argsort(rows, kind="stable")
+    ordered, at_row = scoring[order], rows[order]
+    starts = np.flatnonzero(np.r_[True, at_row[1:] != at_row[:-1]]).tolist()
+    bounds = zip(starts, [*starts[1:], len(ordered)], strict=True)
+    #: per row, its records (in batch order) as the cuts so far left them, and as they were
+    own = {int(at_row[s]): ordered[s:e] for s, e in bounds}
+    members = dict(own)
+    empty = np.zeros(0, np.int64)
     for at, row, into, had in cuts:
-        mine = (score_rows == row) & (pos < at) & ~resolved
-        if into < 0:
-            score_rows[mine] = -1
+        mine = members.get(row)
+        if mine is None or not len(mine):
             continue
+        before = mine[mine < at]
+        if into < 0:
+            score_rows[before] = -1
+            members[row] = mine[mine >= at]
+            continue
+        theirs = own.get(into, empty)
+        their_tasks = rec_task[theirs]
+        tasks = rec_task[before]
+        moved = np.zeros(len(before), np.bool_)
         for t, name in enumerate(names):
             if name in had:
                 continue
-            first = np.flatnonzero((own == into) & (rec_task == t) & ~resolved)
-            before = len(score_rows) if not len(first) else first[0]
-            score_rows[mine & (rec_task == t) & (pos < before)] = into
+            first = theirs[their_tasks == t]
+            limit = first[0] if len(first) else len(score_rows)
+            moved |= (tasks == t) & (before < limit)
+        if moved.any():
+            score_rows[before[moved]] = into
+            stays = np.ones(len(mine), np.bool_)
+            stays[: len(before)] = ~moved
+            members[row] = mine[stays]
+            members[into] = np.sort(np.concatenate([members.get(into, empty), before[moved]]))
 
 
 def _known_events(
