@@ -230,16 +230,13 @@ class Stops:
         ucode = tables.users.code
         self.row_of = {u: r for r, u in enumerate(users)}
         n = len(events)
-        #: per event, the code of its anonymous id when it names no user (-1: none)
+        #: per event (not a command), the code of the id it names (-1: none)
         self.visitor = np.full(n, -1, np.int64)
         self.consumed = np.zeros(n, np.bool_)  # commands: the lifecycle's work only
         if not isinstance(events, EventColumns):  # columns hold plain events only
-            self.visitor[:] = [
-                ucode[e.anonymous_id]
-                if e.anonymous_id is not None and e.anonymous_id == e.user
-                and e.type not in COMMANDS else -1
-                for e in events
-            ]  # fmt: skip
+            # the user id it names, whose link a merge or login in the batch may change
+            get = ucode.get
+            self.visitor[:] = [-1 if e.type in COMMANDS else get(e.user, -1) for e in events]
             self.consumed[:] = [e.type in COMMANDS for e in events]
         #: users whose profile was deleted (True) or made (False) by the lifecycle at an event:
         #: whether they count as anonymous visitors from there on
@@ -314,6 +311,8 @@ class Stops:
         base, state, out, before = self.base, self.state, self.out, self.before
         aliases = state.aliases
         anon, user = event.anonymous_id, event.user
+        if event.type != FORGET:  # a visitor's link, or a user merged into another
+            user = aliases.get(user, user)
         if event.type == FORGET:
             self._change(e, [user], lambda: base._erase(state, user, out, before))
             return
