@@ -406,25 +406,62 @@ SIZES = st.lists(st.integers(3, 60), min_size=1, max_size=6)
 
 
 @QUICK
-@given(config=configs(per_batch=False), lines=streams(merges=False), sizes=SIZES)
+@given(config=configs(per_batch=False), lines=streams(), sizes=SIZES)
 def test_batch_boundaries_change_nothing_but_batch_numbers(
     config: PipelineConfig, lines: list[bytes], sizes: list[int]
 ) -> None:
     """Every config feature (tasks, TTL, segments whose rules do not change with time alone,
     velocity counts, anomaly scores, both engines) on streams with identity links, erasures,
-    duplicates, late events and invalid records.
+    operator merges of two known users, duplicates, late events and invalid records.
 
-    Not with an operator's ``$merge`` of two known users: then a delayed task's ``examples``
-    and ``key_outcomes`` counts of the merged user depend on where batches end, and with a
-    profile TTL also its event counts (``n``, ``counts``, ``first_ts``) and the identity links
-    kept (about one example in twelve with merges fails; restarts stay exact).
-
-    Found by it: a prediction was written after the batch's models ran to whichever profile
-    had the user id by then, so a user erased or expired and seen again later in the batch got
-    the old profile's prediction; the compiled path dropped predictions of exactly 0.0; a
-    profile expired at the end of a batch by its exact idle time when the batch touched it, by
-    the day of its last event otherwise (see ``Lifecycle._expire``)."""
+    Found by it: events under the user id of a user merged into another (``$merge``) went to
+    a new profile of that id, or to the merged profile when a pending example of the id closed
+    in the batch (its link was read then only), and the merged user's visitor links still led
+    to it; the compiled path, folding a profile into one that had replaced an expired profile
+    of the same id in the batch, counted the expired one's scores as its own; a prediction was
+    written after the batch's models ran to whichever profile had the user id by then, so a
+    user erased or expired and seen again later in the batch got the old profile's prediction;
+    the compiled path dropped predictions of exactly 0.0; a profile expired at the end of a
+    batch by its exact idle time when the batch touched it, by the day of its last event
+    otherwise (see ``Lifecycle._expire``)."""
     check_batch_boundaries(config, lines, sizes)
+
+
+@pytest.mark.parametrize("engine", ["python", "compiled"])
+def test_a_merge_of_known_users_changes_nothing_at_any_batch_boundary(engine: str) -> None:
+    """A user who logged in is merged into another (``$merge``), then sends events under their
+    own id and their visitor's: every batch size gives the state of one batch."""
+    t0 = 1_704_067_200.0
+    rows: list[dict[str, Any]] = [
+        {"user_id": "u1", "type": "view", "item_id": "i1", "category": "c1"},
+        {"anonymous_id": "v2", "type": "view", "item_id": "i2", "category": "c1"},
+        {"anonymous_id": "v2", "user_id": "u2", "type": "purchase", "item_id": "i2", "value": 5},
+        {"user_id": "u2", "type": "view", "item_id": "i1", "category": "c1"},
+        {"user_id": "u1", "anonymous_id": "u2", "type": "$merge"},
+        {"user_id": "u2", "type": "view", "item_id": "i3", "category": "c2"},
+        {"anonymous_id": "v2", "type": "view", "item_id": "i2", "category": "c1"},
+        {"user_id": "u2", "type": "purchase", "item_id": "i1", "category": "c1", "value": 3},
+        {"user_id": "u1", "type": "purchase", "item_id": "i3", "category": "c2", "value": 4},
+        {"anonymous_id": "v2", "user_id": "u2", "type": "view", "item_id": "i1"},
+        {"user_id": "u2", "type": "view", "item_id": "i2", "category": "c1"},
+    ]
+    lines = [
+        msgspec.json.encode({"event_id": f"e{k}", "ts": t0 + 3600.0 * k, **row})
+        for k, row in enumerate(rows)
+    ]
+    config = PipelineConfig(
+        tasks=[TASKS["convert"], TASKS["repurchase"]],
+        features=FeatureConfig(bits=12),
+        run=RunConfig(engine=engine),
+    )
+    for size in range(1, len(lines)):
+        check_batch_boundaries(config, lines, [size])
+    with place("sqlite") as (tmp, url):
+        source = write(tmp, lines)
+        run(config, source, url, [2])
+        state = dump(config, url, source)
+        assert "u2" not in state["rows"][PROFILES]  # merged into u1, with its visitor's link
+        assert sorted(state["rows"][ALIASES]) == ["u2", "v2"]
 
 
 def check_batch_boundaries(config: PipelineConfig, lines: list[bytes], sizes: list[int]) -> None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -14,6 +17,38 @@ from liveprofile.errors import ConfigError
 
 if TYPE_CHECKING:
     from liveprofile.kafka.sink import KafkaSinkSettings
+
+
+@dataclass(frozen=True)
+class CollectOptions:
+    """The ``collect`` command's options, as Click parsed them (see the command's help).
+
+    >>> CollectOptions(host="127.0.0.1", port=8080, token="t").url is None
+    True
+    """
+
+    host: str
+    port: int
+    token: str | None
+    max_body_bytes: int = 1024 * 1024
+    max_batch: int = 1000
+    url: str | None = None  # --redis
+    prefix: str = "liveprofile"
+    partitions: int = 1
+    store: str | None = None
+    config_path: str | None = None
+    kafka: str | None = None
+    topic: str = "events"
+    topic_partitions: int = 4
+
+
+def _options(func: Callable[[CollectOptions], None]) -> Callable[..., None]:
+    """Call ``func`` with the command's options gathered in one :class:`CollectOptions`."""
+
+    def wrapper(**options: Any) -> None:
+        func(CollectOptions(**options))
+
+    return functools.update_wrapper(wrapper, func)
 
 
 @click.command()
@@ -66,21 +101,8 @@ if TYPE_CHECKING:
 )
 @kafka_mode.collect_options
 @_fail_cleanly
-def collect(
-    host: str,
-    port: int,
-    token: str | None,
-    max_body_bytes: int,
-    max_batch: int,
-    url: str | None,
-    prefix: str,
-    partitions: int,
-    store: str | None,
-    config_path: str | None,
-    kafka: str | None,
-    topic: str,
-    topic_partitions: int,
-) -> None:
+@_options
+def collect(options: CollectOptions) -> None:
     """Serve POST /v1/events: collect events over HTTP into Redis streams or a store.
 
     The body is one JSON event or a JSON array of them, sent with 'Authorization: Bearer TOKEN'.
@@ -105,6 +127,11 @@ def collect(
     from liveprofile.serving.limits import run_server
     from liveprofile.serving.sinks import EmbeddedSinkSettings, RedisSinkSettings
 
+    host, port, token, url, store = (
+        options.host, options.port, options.token, options.url, options.store
+    )  # fmt: skip
+    kafka, topic, config_path = options.kafka, options.topic, options.config_path
+    max_body_bytes = options.max_body_bytes
     if not token:
         raise ConfigError(
             "refusing to start without a token: pass --token or set LIVEPROFILE_TOKEN"
@@ -118,12 +145,14 @@ def collect(
         raise ConfigError("--config applies to --store only; workers take their own")
     sink: RedisSinkSettings | EmbeddedSinkSettings | KafkaSinkSettings
     if kafka is not None:
-        sink = kafka_mode.kafka_sink(kafka, topic, topic_partitions)
+        sink = kafka_mode.kafka_sink(kafka, topic, options.topic_partitions)
     elif url is not None:
-        sink = RedisSinkSettings(url, prefix, partitions)
+        sink = RedisSinkSettings(url, options.prefix, options.partitions)
     else:
         sink = EmbeddedSinkSettings(Path(str(store)), PipelineConfig.load(config_path))
-    settings = CollectorSettings(token, sink, max_body_bytes=max_body_bytes, max_batch=max_batch)
+    settings = CollectorSettings(
+        token, sink, max_body_bytes=max_body_bytes, max_batch=options.max_batch
+    )
     where = url or store or f"Kafka {kafka} topic {topic}"
     console.print(f"collecting on http://{host}:{port}/v1/events into {where}")
     run_server(create_app(settings), host, port, max_body_bytes=max_body_bytes)

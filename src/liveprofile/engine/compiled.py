@@ -12,6 +12,7 @@ Strings get integer codes once (:mod:`.codes`).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Hashable, Sequence
 from typing import Any
 
@@ -175,6 +176,9 @@ class CompiledStep:
         visitor_ids: list[str] = []
         if not plain and (marks is not None or ttl is not None):
             visitor_ids = [e.anonymous_id for e in events if e.anonymous_id is not None]
+            if state.aliases:  # a merge into a user merged into another goes to the latter
+                get = state.aliases.get
+                visitor_ids += [get(e.user, e.user) for e in events if e.type in COMMANDS]
         kernel_ok = ok
         if marks is not None:  # commands are the lifecycle's work only
             kernel_ok = ok & ~np.fromiter((e.type in COMMANDS for e in events), np.bool_, len(ok))
@@ -486,20 +490,49 @@ def _cut_scores(
     """Apply the ``cuts`` to the user row each record's score goes to, as the Python step's
     ``_score`` does: the records of a replaced profile before its cut score no row (-1); those
     of a folded one go to the row it went into, for each task the latter had no score of before
-    the fold, unless one of its own records scored the task earlier."""
-    own = score_rows.copy()
-    pos = np.arange(len(score_rows))
+    the fold, unless one of its own records (of the profile folded into, not of one it replaced)
+    scored the task earlier. Each cut looks at the
+    records of its rows only (a batch with logins has a cut per login)."""
+    scoring = np.flatnonzero(~resolved)
+    if not len(scoring):
+        return
+    rows = score_rows[scoring]
+    order = np.argsort(rows, kind="stable")
+    ordered, at_row = scoring[order], rows[order]
+    starts = np.flatnonzero(np.r_[True, at_row[1:] != at_row[:-1]]).tolist()
+    bounds = zip(starts, [*starts[1:], len(ordered)], strict=True)
+    #: per row, its records (in batch order) as the cuts so far left them, and as they were
+    own = {int(at_row[s]): ordered[s:e] for s, e in bounds}
+    members = dict(own)
+    gone = np.zeros(len(score_rows), np.bool_)  # records of a profile replaced before
+    empty = np.zeros(0, np.int64)
     for at, row, into, had in cuts:
-        mine = (score_rows == row) & (pos < at) & ~resolved
-        if into < 0:
-            score_rows[mine] = -1
+        mine = members.get(row)
+        if mine is None or not len(mine):
             continue
+        before = mine[mine < at]
+        if into < 0:
+            score_rows[before] = -1
+            gone[before] = True
+            members[row] = mine[mine >= at]
+            continue
+        theirs = own.get(into, empty)
+        theirs = theirs[~gone[theirs]]  # the records of the profile folded into
+        their_tasks = rec_task[theirs]
+        tasks = rec_task[before]
+        moved = np.zeros(len(before), np.bool_)
         for t, name in enumerate(names):
             if name in had:
                 continue
-            first = np.flatnonzero((own == into) & (rec_task == t) & ~resolved)
-            before = len(score_rows) if not len(first) else first[0]
-            score_rows[mine & (rec_task == t) & (pos < before)] = into
+            first = theirs[their_tasks == t]
+            limit = first[0] if len(first) else len(score_rows)
+            moved |= (tasks == t) & (before < limit)
+        if moved.any():
+            score_rows[before[moved]] = into
+            stays = np.ones(len(mine), np.bool_)
+            stays[: len(before)] = ~moved
+            members[row] = mine[stays]
+            members[into] = np.sort(np.concatenate([members.get(into, empty), before[moved]]))
 
 
 def _known_events(
@@ -527,13 +560,17 @@ def _anonymous_only(e: Event, aliases: dict[str, str]) -> bool:
 
 
 def _as_users(events: Sequence[Event], aliases: dict[str, str]) -> Sequence[Event]:
-    """``events`` with the events of linked visitors (anonymous id only) under their user."""
-    if not aliases or isinstance(events, EventColumns):
+    """``events`` under the user their id is linked to: linked visitors' (anonymous id only)
+    and those of users merged into another (``$merge``)."""
+    if not aliases:
         return events
+    if isinstance(events, EventColumns):
+        if not any(u in aliases for u in events.user):
+            return events
+        return dataclasses.replace(events, user=[aliases.get(u, u) for u in events.user])
     return [
-        msgspec.structs.replace(e, user=aliases[e.anonymous_id])
-        if e.anonymous_id is not None and e.anonymous_id == e.user and e.anonymous_id in aliases
-        and e.type not in COMMANDS
+        msgspec.structs.replace(e, user=aliases[e.user])
+        if e.user in aliases and e.type not in COMMANDS
         else e
         for e in events
     ]  # fmt: skip

@@ -76,6 +76,10 @@ class Lifecycle:
         if p is None:
             p = profiles[user] = self.updater.new(user, ts)
         merge_profiles(self.updater, p, other)
+        for alias in other.aliases:  # a known user's own links now lead to ``user``
+            if alias != user:
+                state.aliases[alias] = user
+                out.links[alias] = user
         self._leave_segments(state, other, ts, out, announce=True)
         out.deleted.add(anon)
         out.users.discard(anon)

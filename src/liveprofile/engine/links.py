@@ -138,6 +138,8 @@ class RiskCounts:
         self.kinds = tables.types.names
         self.crc = np.append(tables.item_crc[: len(tables.items)], -1)  # -1: no item
         self.counted = np.zeros(len(ev.ok), np.bool_)
+        #: the events of each user row (a superset, once ``moved``), made when first needed
+        self._groups: dict[int, I64] | None = None
 
     def reset(self, r: int, p: Profile | None) -> None:
         """Row ``r`` now holds ``p`` (None: no profile)."""
@@ -154,12 +156,24 @@ class RiskCounts:
     def rows(self, rows: list[int], hi: int) -> None:
         """Count the applied events of user ``rows`` before event ``hi`` not counted yet (the
         velocity counts of a profile depend on its own events only, in their order)."""
-        ev = self.ev
-        urow = ev.urow[:hi]
-        mine = np.zeros(len(urow), np.bool_)
-        for r in rows:  # one or two
-            mine |= urow == r
-        self._count(np.flatnonzero(ev.ok[:hi] & ~self.counted[:hi] & mine))
+        ev, groups = self.ev, self._groups
+        if groups is None:
+            groups = self._groups = _by_row(ev.urow)
+        parts = [g for g in map(groups.get, rows) if g is not None]  # one or two
+        if not parts:
+            return
+        mine = parts[0] if len(parts) == 1 else np.unique(np.concatenate(parts))
+        mine = mine[mine < hi]
+        now = ev.urow[mine]
+        of_rows = now == rows[0]
+        for r in rows[1:]:
+            of_rows |= now == r
+        self._count(mine[ev.ok[mine] & ~self.counted[mine] & of_rows])
+
+    def moved(self, events: I64, row: int) -> None:
+        """``events`` are now the events of user row ``row`` (``Stops._follow``)."""
+        if self._groups is not None:
+            self._groups[row] = np.concatenate([self._groups.get(row, events[:0]), events])
 
     def _count(self, applied: I64) -> None:
         if not len(applied):
@@ -216,16 +230,13 @@ class Stops:
         ucode = tables.users.code
         self.row_of = {u: r for r, u in enumerate(users)}
         n = len(events)
-        #: per event, the code of its anonymous id when it names no user (-1: none)
+        #: per event (not a command), the code of the id it names (-1: none)
         self.visitor = np.full(n, -1, np.int64)
         self.consumed = np.zeros(n, np.bool_)  # commands: the lifecycle's work only
         if not isinstance(events, EventColumns):  # columns hold plain events only
-            self.visitor[:] = [
-                ucode[e.anonymous_id]
-                if e.anonymous_id is not None and e.anonymous_id == e.user
-                and e.type not in COMMANDS else -1
-                for e in events
-            ]  # fmt: skip
+            # the user id it names, whose link a merge or login in the batch may change
+            get = ucode.get
+            self.visitor[:] = [-1 if e.type in COMMANDS else get(e.user, -1) for e in events]
             self.consumed[:] = [e.type in COMMANDS for e in events]
         #: users whose profile was deleted (True) or made (False) by the lifecycle at an event:
         #: whether they count as anonymous visitors from there on
@@ -300,6 +311,8 @@ class Stops:
         base, state, out, before = self.base, self.state, self.out, self.before
         aliases = state.aliases
         anon, user = event.anonymous_id, event.user
+        if event.type != FORGET:  # a visitor's link, or a user merged into another
+            user = aliases.get(user, user)
         if event.type == FORGET:
             self._change(e, [user], lambda: base._erase(state, user, out, before))
             return
@@ -380,7 +393,11 @@ class Stops:
         rows = [r for r in rows if r >= 0 and U.touched[r]]
         if not rows:
             return
-        part = Users(*(a[rows] for a in U))
+        if len(rows) == 1:  # most stops: views of the one row
+            r = rows[0]
+            part = Users(*(a[r : r + 1] for a in U))
+        else:
+            part = Users(*(a[rows] for a in U))
         nt = len(self.tables.task_names)
         scores = (np.full((len(rows), nt), np.nan), np.full((len(rows), nt), -1, np.int64))
         names = [self.users[r] for r in rows]
@@ -436,6 +453,8 @@ class Stops:
             return
         ev = self.ev
         ev.urow[later] = r
+        assert self.risk is not None
+        self.risk.moved(later, r)
         ev.ucode[later] = ucode[owner]
         for k in later.tolist():
             self.names[k] = owner
@@ -460,6 +479,15 @@ class Stops:
                 anon = events[k].anonymous_id
                 if anon is None or anon != user:
                     visitors[user] = False
+
+
+def _by_row(urow: I64) -> dict[int, I64]:
+    """The events of each user row, in order."""
+    order = np.argsort(urow, kind="stable")
+    rows = urow[order]
+    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]]).tolist() if len(rows) else []
+    ends = [*starts[1:], len(rows)]
+    return {int(rows[s]): order[s:e] for s, e in zip(starts, ends, strict=True)}
 
 
 def _carry(held: Profile, p: Profile) -> None:

@@ -74,12 +74,15 @@ class PythonStep(Lifecycle):
         return PipelineState(self.config)
 
     def alias_keys(self, state: PipelineState, events: Sequence[Event]) -> set[str]:
-        """Ids whose identity links :meth:`step` may read: anonymous ids, erased ids and, once
-        any link exists, the users of the pending examples this batch closes."""
+        """Ids whose identity links :meth:`step` may read: anonymous ids, user ids (erased, or
+        merged into another user by ``$merge``) and, once any link exists, the users of the
+        pending examples this batch closes. (A state reads each id's link once.)"""
         keys: set[str] = set()
-        if not isinstance(events, EventColumns):  # columns hold plain events only
+        if isinstance(events, EventColumns):  # columns hold plain events only
+            keys.update(events.user)
+        else:
             keys.update(e.anonymous_id for e in events if e.anonymous_id is not None)
-            keys.update(e.user for e in events if e.type == FORGET)
+            keys.update(e.user for e in events)  # erased, or merged into another user
         if state.checkpoint.links:
             horizon = self.horizon(state, events)
             for task in state.tasks.values():
@@ -166,18 +169,17 @@ class PythonStep(Lifecycle):
                 self._erase(state, user, out, before)
                 out.applied += 1
                 continue
+            if user in aliases:  # a visitor known to be a user, or a user merged into another
+                user = aliases[user]
+                if e.type != MERGE:
+                    e = msgspec.structs.replace(e, user=user)
             if e.type == MERGE:  # an operator's merge: screened to carry both ids
                 if anon is not None and anon != user and aliases.get(anon) != user:
                     self._fold(state, anon, user, ts, watermark, out, before, folds)
                 out.applied += 1
                 continue
-            if anon is not None:
-                if anon != user:
-                    if aliases.get(anon) != user:
-                        self._fold(state, anon, user, ts, watermark, out, before, folds)
-                elif anon in aliases:  # a visitor known to be this user, before logging in
-                    user = aliases[anon]
-                    e = msgspec.structs.replace(e, user=user)
+            if anon is not None and anon != user and aliases.get(anon) != user:
+                self._fold(state, anon, user, ts, watermark, out, before, folds)
             p = profiles.get(user)
             if p is not None and ttl is not None and p.last_ts + ttl < watermark:
                 # idle past the TTL: expired, whether or not a batch ended in between
