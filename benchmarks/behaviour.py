@@ -29,15 +29,14 @@ the features where they cannot help) and the synthetic shop (the default ``conve
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Sequence
 from typing import Any
 
 import msgspec
 from exposures import datasets
+from timed import timed_replay
 
 from liveprofile.config import PipelineConfig
-from liveprofile.engine.core import Core
 
 
 def with_behaviour(config: PipelineConfig, on: bool, keys: int | None = None) -> PipelineConfig:
@@ -55,17 +54,10 @@ def with_behaviour(config: PipelineConfig, on: bool, keys: int | None = None) ->
 
 def replay(config: PipelineConfig, batches: Sequence[Any]) -> dict[str, Any]:
     """Replay ``batches``; per task, its prequential metrics; the replay's events/s."""
-    core = Core(config)
+    core, state, eps = timed_replay(config, batches)
     assert core.compiled is not None, "the compiled step takes every pipeline here"
-    state = core.new_state()
-    elapsed, n = 0.0, 0
-    for events in batches:
-        t0 = time.perf_counter()
-        core.step(state, events)
-        elapsed += time.perf_counter() - t0
-        n += len(events)
     tasks = {name: task.metrics.summary() for name, task in state.tasks.items()}
-    return {"tasks": tasks, "eps": n / elapsed}
+    return {"tasks": tasks, "eps": eps}
 
 
 def main() -> None:

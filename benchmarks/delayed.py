@@ -31,16 +31,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import numpy as np
+from timed import timed_replay
 
 from liveprofile.config import PipelineConfig
-from liveprofile.engine.core import Core
 from liveprofile.events.schema import Event
 from liveprofile.learn.metrics import BINS, Prequential
 
@@ -80,14 +79,7 @@ def ece(metrics: Prequential, buckets: int = 20) -> float:
 
 def replay(config: PipelineConfig, batches: Sequence[Sequence[Event]]) -> dict[str, Any]:
     """Replay ``batches``; per delayed task its metrics, and the replay's events/s."""
-    core = Core(config)
-    state = core.new_state()
-    elapsed, n = 0.0, 0
-    for events in batches:
-        t0 = time.perf_counter()
-        core.step(state, events)
-        elapsed += time.perf_counter() - t0
-        n += len(events)
+    core, state, eps = timed_replay(config, batches)
     tasks = {}
     for name, task in state.tasks.items():
         if not task.delayed or not isinstance(task.metrics, Prequential):
@@ -103,7 +95,7 @@ def replay(config: PipelineConfig, batches: Sequence[Sequence[Event]]) -> dict[s
             "ece": ece(task.metrics),
             "pred/obs": s["mean_prediction"] / s["positive_rate"],
         }
-    return {"tasks": tasks, "eps": n / elapsed, "compiled": core.compiled is not None}
+    return {"tasks": tasks, "eps": eps, "compiled": core.compiled is not None}
 
 
 def chunks(events: list[Event], size: int) -> list[list[Event]]:

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import inspect
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -39,9 +38,9 @@ import msgspec
 import numpy as np
 from sklearn.metrics import roc_auc_score
 from streams import delayed_labels
+from timed import timed_replay
 
 from liveprofile.config import LabelConfig, PipelineConfig
-from liveprofile.engine.core import Core
 from liveprofile.events.schema import Event
 
 SETTINGS = {"one per key": 1, "every exposure": 32}
@@ -63,20 +62,16 @@ def with_per_key(config: PipelineConfig, per_key: int) -> PipelineConfig:
 def replay(config: PipelineConfig, batches: Sequence[Any]) -> dict[str, Any]:
     """Replay ``batches`` (event sequences); per task, the metrics and the prediction of every
     exposure by pending-example id; the replay's events/s."""
-    core = Core(config)
-    state = core.new_state()
     opened: dict[str, dict[tuple[str, str, float], float]] = {t.name: {} for t in config.tasks}
-    elapsed, n = 0.0, 0
-    for events in batches:
-        t0 = time.perf_counter()
-        out = core.step(state, events)
-        elapsed += time.perf_counter() - t0
-        n += len(events)
+
+    def record(out: Any) -> None:
         for name, log in out.pending.items():
             plain = log.log() if hasattr(log, "log") else log
             opened[name].update({p.id: p.p for p in plain.created})
+
+    _, state, eps = timed_replay(config, batches, record)
     tasks = {name: task.metrics.summary() for name, task in state.tasks.items()}
-    return {"tasks": tasks, "opened": opened, "eps": n / elapsed}
+    return {"tasks": tasks, "opened": opened, "eps": eps}
 
 
 def common_auc(

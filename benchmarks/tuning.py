@@ -21,15 +21,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import msgspec
+from timed import timed_replay
 
 from liveprofile.config import LearnerConfig, PipelineConfig
-from liveprofile.engine.core import Core
 from liveprofile.events.schema import Event
 
 #: the fixed settings; the first is the bad one the tuned learner starts from
@@ -62,16 +61,9 @@ def with_learner(config: PipelineConfig, learner: LearnerConfig) -> PipelineConf
 
 def replay(config: PipelineConfig, batches: Sequence[Any], task: str) -> dict[str, Any]:
     """The task's prequential summary (and tuning decisions) and the replay's events/s."""
-    core = Core(config)
-    state = core.new_state()
-    elapsed, n = 0.0, 0
-    for events in batches:
-        t0 = time.perf_counter()
-        core.step(state, events)
-        elapsed += time.perf_counter() - t0
-        n += len(events)
+    _, state, eps = timed_replay(config, batches)
     ts = state.tasks[task]
-    out = {"summary": ts.metrics.summary(), "eps": n / elapsed}
+    out = {"summary": ts.metrics.summary(), "eps": eps}
     tuning = getattr(ts.learner, "tuning", None)
     if tuning is not None:
         out["tuning"] = tuning()
