@@ -72,34 +72,43 @@ def _example_key(idx, val, s, e):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(cache=True, nogil=True)
-def _walk(preds, kinds, starts, idx, val, ys, held, keys, loss, state, params, log, out):  # type: ignore[no-untyped-def]
+def _hold(preds, kinds, starts, idx, val, held, keys):  # type: ignore[no-untyped-def]
+    """Hold every member's prediction of a prediction-only operation (an exposure whose label
+    comes later) in slot ``key % len(keys)``; when the same example is learned, put the held
+    predictions back in ``preds``, so its loss is taken on them, as the served one was."""
+    m = preds.shape[0]
+    slots = keys.shape[0]
+    for k in range(kinds.shape[0]):
+        kind = kinds[k]
+        if kind != 1 and kind != 2:
+            continue
+        key = _example_key(idx, val, starts[k], starts[k + 1])
+        slot = abs(key % slots)
+        if kind == 1:
+            keys[slot] = key
+            for j in range(m):
+                held[slot, j] = preds[j, k]
+        elif keys[slot] == key:
+            keys[slot] = 0
+            for j in range(m):
+                preds[j, k] = held[slot, j]
+
+
+@numba.njit(cache=True, nogil=True)
+def _walk(preds, kinds, ys, loss, state, params, log, out):  # type: ignore[no-untyped-def]
     """Serve the champion's prediction of each operation, update each member's recent loss on
     learned examples and take the decisions; returns how many decisions were logged.
 
     ``state`` is [champion, previous champion or -1, examples learned, examples at last
     decision]; ``loss`` holds each member's recent log loss (NaN before its first example);
-    ``params`` is [margin, min_examples, decay]. A prediction-only operation (an exposure whose
-    label comes later) holds every member's prediction in slot ``key % len(keys)``; when the
-    same example is learned, its loss is taken on the held predictions, as the served one was."""
+    ``params`` is [margin, min_examples, decay]; ``preds`` are as :func:`_hold` left them."""
     margin, min_examples, decay = params[0], params[1], params[2]
     n_log = 0
     m = preds.shape[0]
-    slots = keys.shape[0]
     for k in range(kinds.shape[0]):
         champ = int(state[0])
         kind = kinds[k]
         out[k] = preds[champ, k] if kind & 1 else np.nan
-        if kind == 1 or kind == 2:
-            key = _example_key(idx, val, starts[k], starts[k + 1])
-            slot = abs(key % slots)
-            if kind == 1:
-                keys[slot] = key
-                for j in range(m):
-                    held[slot, j] = preds[j, k]
-            elif keys[slot] == key:
-                keys[slot] = 0
-                for j in range(m):
-                    preds[j, k] = held[slot, j]
         if not kind & 2:
             continue
         y = ys[k]
@@ -188,21 +197,8 @@ class TunedLearner(_HashedLinear):
         out = np.empty(kinds.shape[0])
         log = np.empty((int(np.count_nonzero(kinds & LEARN)), _LOG_COLUMNS))
         params = np.array([self.margin, self.min_examples, 1.0 / self.window])
-        n = _walk(
-            preds,
-            kinds,
-            starts,
-            idx,
-            val,
-            ys,
-            self.held,
-            self.keys,
-            self.loss,
-            self.state,
-            params,
-            log,
-            out,
-        )
+        _hold(preds, kinds, starts, idx, val, self.held, self.keys)
+        n = _walk(preds, kinds, ys, self.loss, self.state, params, log, out)
         if n:
             self.log = np.concatenate([self.log, log[:n]])
         return out
