@@ -28,10 +28,13 @@ import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from liveprofile.errors import StoreError
-from liveprofile.learn import ckptdelta
 from liveprofile.store.base import Rows
+
+if TYPE_CHECKING:
+    from liveprofile.learn.ckptdelta import Unpacked
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS rows (
@@ -57,7 +60,7 @@ class _Written:
     which tells whether another writer wrote it since), its arrays after the last delta, how
     many deltas and how many bytes of them follow the whole write, and its size."""
 
-    def __init__(self, token: bytes, state: ckptdelta.Unpacked, size: int) -> None:
+    def __init__(self, token: bytes, state: Unpacked, size: int) -> None:
         self.token, self.state, self.size = token, state, size
         self.deltas, self.delta_bytes = 0, 0
 
@@ -155,6 +158,8 @@ class SQLiteStore:
                     return None
                 if len(found) == 1:
                     return bytes(found[0][1])
+                from liveprofile.learn import ckptdelta  # numpy: only for stores with deltas
+
                 with self._damaged(name):
                     return ckptdelta.replay(found[0][1], (bytes(v) for _, v in found[1:]))
             row = self.db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
@@ -209,6 +214,8 @@ class SQLiteStore:
         (None: a whole write); None when it is small or not a checkpoint of arrays."""
         if len(blob) < DELTA_MIN_BYTES:
             return None
+        from liveprofile.learn import ckptdelta  # numpy: only for large models
+
         state = ckptdelta.unpack(blob)
         if state is None:
             return None
