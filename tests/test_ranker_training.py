@@ -81,6 +81,7 @@ def test_a_replay_trains_the_ranker_and_serving_uses_it(tmp_path: Path) -> None:
 
 def test_a_replay_with_ranker_rounds_off_keeps_the_starting_weights(tmp_path: Path) -> None:
     path, _ = _shop(tmp_path)
+    assert PipelineConfig().ranker.every_s == 0  # off unless configured
     config = PipelineConfig.from_toml('[ranker]\nevery = "0s"\n[run]\nbatch_size = 250\n')
     summary = liveprofile.replay(path, store=tmp_path / "s.db", config=config, progress=False)
     assert "ranker" not in summary

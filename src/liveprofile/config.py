@@ -379,10 +379,12 @@ class RankerConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """Learning the recommendations' ranker in the pipeline, from what users bought next
     (see :mod:`liveprofile.serving.ranktrain`)."""
 
-    #: event time between the pipeline's ranker rounds; "0s" never learns in the pipeline
-    every: Duration = "7d"
+    #: event time between the pipeline's ranker rounds, e.g. "7d"; "0s" (the default) never
+    #: learns in the pipeline: a round ranks each kept user's candidates as a request does
+    #: (about 0.1-0.2 s per user), a cost a long stream pays little for and a short replay much
+    every: Duration = "0s"
     #: users whose candidates a round keeps (of those active since the last round)
-    users: int = 200
+    users: int = 50
     #: event types that count as buying the event's item
     kinds: list[str] = msgspec.field(default_factory=lambda: ["purchase"])
 

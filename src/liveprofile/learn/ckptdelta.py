@@ -4,13 +4,13 @@ A batch of events moves some thousands of a hashed model's coordinates; its chec
 (:func:`~liveprofile.learn.registry.dump_learner`) holds all of them, megabytes on a large
 model. A store that keeps the last checkpoint it wrote (:func:`unpack`) can write instead a
 delta (:func:`diff`): per array, the indices of the coordinates whose bits changed and their new
-values, plus the learner's parameters. It is found without expanding the arrays: a stored
-array keeps only its non-zero entries (positions sorted) until it is mostly non-zero, and the
-two lists of positions are matched by binary search. Replaying the deltas in order on
-the checkpoint they started from (:func:`replay`) gives back the newest checkpoint, byte for
-byte. Only checkpoints of the built-in learners (arrays, no pickled payload) have deltas; a
-change of layout (another learner kind, array sizes or dtypes) has none (:func:`diff` returns
-None) and the store writes the whole checkpoint again.
+values, plus the learner's parameters. A stored array keeps only its non-zero entries until it
+is mostly non-zero: when their positions did not change, the values are compared in place;
+arrays are expanded only when a batch stored new coordinates (the last expansion is kept).
+Replaying the deltas in order on the checkpoint they started from (:func:`replay`) gives back
+the newest checkpoint, byte for byte. Only checkpoints of the built-in learners (arrays, no
+pickled payload) have deltas; a change of layout (another learner kind, array sizes or dtypes)
+has none (:func:`diff` returns None) and the store writes the whole checkpoint again.
 
 >>> from liveprofile.learn.linear import FTRLProximal
 >>> from liveprofile.learn.registry import dump_learner
@@ -45,11 +45,29 @@ DELTA_SCHEMA = 1
 
 class Unpacked(msgspec.Struct):
     """A checkpoint as its learner kind, parameters and arrays (as stored: dense, or the
-    positions and values of their non-zero entries)."""
+    positions and values of their non-zero entries), and the arrays' bits expanded, once a
+    diff needed them (kept for the next diff)."""
 
     kind: str
     params: dict[str, Any]
     arrays: dict[str, _Array]
+    expanded: dict[str, npt.NDArray[Any]] = msgspec.field(default_factory=dict)
+
+    def bits(self, name: str) -> npt.NDArray[Any]:
+        """Array ``name``'s values as unsigned integers of their width, every coordinate."""
+        found = self.expanded.get(name)
+        if found is None:
+            a = self.arrays[name]
+            width = _bits(a)
+            assert width is not None
+            values = np.frombuffer(a.values, dtype=width)
+            if a.positions is None:
+                found = values
+            else:
+                found = np.zeros(a.size, dtype=width)
+                found[np.frombuffer(a.positions, dtype=np.uint32)] = values
+            self.expanded[name] = found
+        return found
 
 
 class _Delta(msgspec.Struct, array_like=True):
@@ -76,38 +94,21 @@ def _bits(a: _Array) -> np.dtype[Any] | None:
     return np.dtype(f"<u{width}") if width in (1, 2, 4, 8) else None
 
 
-def _coords(a: _Array, bits: np.dtype[Any]) -> tuple[npt.NDArray[Any], npt.NDArray[Any]]:
-    """An array's stored coordinates and their values' bits (every coordinate when dense)."""
-    values = np.frombuffer(a.values, dtype=bits)
-    if a.positions is None:
-        return np.arange(a.size, dtype=np.uint32), values
-    return np.frombuffer(a.positions, dtype=np.uint32), values
-
-
-def _changes(old: _Array, new: _Array) -> tuple[bytes, bytes] | None:
-    """(indices, values) of the coordinates whose bits differ; None: incomparable arrays."""
-    bits = _bits(new)
-    if old.dtype != new.dtype or old.size != new.size or bits is None:
+def _changes(old: Unpacked, new: Unpacked, name: str) -> tuple[bytes, bytes] | None:
+    """(indices, values) of array ``name``'s coordinates whose bits differ; None: the arrays
+    cannot be compared."""
+    a, b = old.arrays[name], new.arrays[name]
+    bits = _bits(b)
+    if a.dtype != b.dtype or a.size != b.size or bits is None:
         return None
-    if old.positions == new.positions:  # the same coordinates stored: compare in place
-        before, after = np.frombuffer(old.values, bits), np.frombuffer(new.values, bits)
+    if a.positions == b.positions:  # the same coordinates stored: compare in place
+        before, after = np.frombuffer(a.values, bits), np.frombuffer(b.values, bits)
         moved = np.flatnonzero(before != after)
-        index = moved if new.positions is None else np.frombuffer(new.positions, np.uint32)[moved]
+        index = moved if b.positions is None else np.frombuffer(b.positions, np.uint32)[moved]
         return index.astype("<u4").tobytes(), after[moved].tobytes()
-    po, vo = _coords(old, bits)
-    pn, vn = _coords(new, bits)
-    if len(po) == 0:  # nothing stored before: every stored coordinate is new
-        return pn.astype("<u4").tobytes(), vn.tobytes()
-    if len(pn) == 0:  # nothing stored now: every coordinate stored before is zero
-        return po.astype("<u4").tobytes(), np.zeros(len(po), dtype=bits).tobytes()
-    at = np.minimum(np.searchsorted(po, pn), len(po) - 1)
-    was = np.where(po[at] == pn, vo[at], 0)
-    moved = np.flatnonzero(was != vn)
-    back = np.minimum(np.searchsorted(pn, po), len(pn) - 1)
-    gone = po[pn[back] != po]  # stored before, zero now
-    index = np.concatenate([pn[moved], gone]).astype("<u4")
-    values = np.concatenate([vn[moved], np.zeros(len(gone), dtype=bits)])
-    return index.tobytes(), values.tobytes()
+    after = new.bits(name)
+    index = np.flatnonzero(old.bits(name) != after)
+    return index.astype("<u4").tobytes(), after[index].tobytes()
 
 
 def diff(old: Unpacked | None, new: Unpacked | None) -> bytes | None:
@@ -115,8 +116,8 @@ def diff(old: Unpacked | None, new: Unpacked | None) -> bytes | None:
     if old is None or new is None or old.kind != new.kind or old.arrays.keys() != new.arrays.keys():
         return None
     out: dict[str, tuple[bytes, bytes]] = {}
-    for name, a in new.arrays.items():
-        changes = _changes(old.arrays[name], a)
+    for name in new.arrays:
+        changes = _changes(old, new, name)
         if changes is None:
             return None
         if changes[0]:

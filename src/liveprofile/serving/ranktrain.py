@@ -12,8 +12,9 @@ the batch's) and the next round's rows are taken. Features are those at t and th
 come after t, so nothing a user bought leaks into what the ranker learns it from.
 
 The rows wait in memory: a replay stopped between two rounds loses the open round, and the
-resumed replay opens a new one at its first round time. ``ranker.every = "0s"`` turns this off;
-``liveprofile ranker train`` teaches a store's ranker from a file of later purchases instead.
+resumed replay opens a new one at its first round time. ``ranker.every = "0s"`` (the default)
+turns this off; ``liveprofile ranker train`` teaches a store's ranker from a file of later
+purchases instead.
 
 >>> import tempfile, pathlib, json, liveprofile
 >>> from liveprofile.datasets.synthetic import SyntheticConfig, generate

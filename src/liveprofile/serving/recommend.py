@@ -336,8 +336,9 @@ class Recommender:
             idx, val = task_example(builder, spec, exposure(user, spec, item, it, ts), p, it)
             x = merged(idx, val)
             ops.add(PREDICT, list(x), list(x.values()))
-            pairs = Counter(zip(idx, val, strict=True))
-            common = pairs if common is None else common & pairs
+            if top > 0:  # the features every candidate shares are not a reason
+                pairs = Counter(zip(idx, val, strict=True))
+                common = pairs if common is None else common & pairs
         scores = run_ops(learner, ops).tolist() if items else []
         if len(items) < 2:
             common = Counter()  # one candidate: nothing to tell it apart from
@@ -369,17 +370,19 @@ class Recommender:
         shared: list[list[Any]] | None = None
         for j in order:
             event = exposure(user, spec, items[j], stats[j], ts)
-            idx, val, names = explained_example(builder, spec, event, p, stats[j])
-            weights = feature_weights(learner, idx)
-            own = _split(idx, val, common or Counter())
-            pick = [n for n, o in enumerate(own) if o]
-            reason = top_features(
-                [names[n] for n in pick],
-                [val[n] for n in pick],
-                None if weights is None else weights[pick],
-                top,
-            )
-            if shared is None:
+            reason: list[list[Any]] = []
+            if top > 0:  # explain (top=0: ranking alone, as a ranker round reads it)
+                idx, val, names = explained_example(builder, spec, event, p, stats[j])
+                weights = feature_weights(learner, idx)
+                own = _split(idx, val, common or Counter())
+                pick = [n for n, o in enumerate(own) if o]
+                reason = top_features(
+                    [names[n] for n in pick],
+                    [val[n] for n in pick],
+                    None if weights is None else weights[pick],
+                    top,
+                )
+            if top > 0 and shared is None:
                 rest = [n for n, o in enumerate(own) if not o]
                 w = None if weights is None else weights[rest]
                 shared = top_features([names[n] for n in rest], [val[n] for n in rest], w, top)
