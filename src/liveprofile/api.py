@@ -44,6 +44,7 @@ from liveprofile.events.sources import (
     read_item_tags,
 )
 from liveprofile.learn.registry import dump_learner, load_learner
+from liveprofile.serving.ranktrain import PipelineRanker, pipeline_ranker
 from liveprofile.serving.views import profile_view
 from liveprofile.store import MemoryStore, Store, open_store
 from liveprofile.store.layout import (
@@ -132,14 +133,17 @@ def replay(
         if warm_start is not None and runner.state.checkpoint.events == 0:
             load_warm_start(runner.state, warm_start)
         callback = progress if callable(progress) else None
+        trainer = pipeline_ranker(backend, config.ranker)
         if progress is True:
             from liveprofile.progress import replay_progress
 
             with replay_progress(src) as callback:
-                stats = runner.run(src, limit=limit, on_batch=callback)
+                stats = runner.run(src, limit=limit, on_batch=_both(trainer, callback))
         else:
-            stats = runner.run(src, limit=limit, on_batch=callback)
+            stats = runner.run(src, limit=limit, on_batch=_both(trainer, callback))
         summary = runner.summary(stats)
+        if trainer is not None:
+            summary["ranker"] = trainer.summary()
         summary["store"] = str(store)
         summary["dead_letter_file"] = str(runner.dead_letters.path)
         if runner.changes is not None:
@@ -147,6 +151,21 @@ def replay(
         return summary
     finally:
         runner.close()
+
+
+def _both(
+    trainer: PipelineRanker | None, callback: Callable[[Batch], None] | None
+) -> Callable[[Batch], None] | None:
+    """The pipeline's ranker learning, then the caller's callback, after each batch."""
+    if trainer is None:
+        return callback
+
+    def both(batch: Batch) -> None:
+        trainer.observe(batch)
+        if callback is not None:
+            callback(batch)
+
+    return both
 
 
 def read_profile(store: PathLike | Store, user: str) -> dict[str, Any]:

@@ -375,6 +375,28 @@ class RiskConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
         return parse_duration(self.items_window)
 
 
+class RankerConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Learning the recommendations' ranker in the pipeline, from what users bought next
+    (see :mod:`liveprofile.serving.ranktrain`)."""
+
+    #: event time between the pipeline's ranker rounds, e.g. "7d"; "0s" (the default) never
+    #: learns in the pipeline: a round ranks each kept user's candidates as a request does
+    #: (about 0.1-0.2 s per user), a cost a long stream pays little for and a short replay much
+    every: Duration = "0s"
+    #: users whose candidates a round keeps (of those active since the last round)
+    users: int = 50
+    #: event types that count as buying the event's item
+    kinds: list[str] = msgspec.field(default_factory=lambda: ["purchase"])
+
+    def __post_init__(self) -> None:
+        if self.users < 1 or self.every_s < 0 or not self.kinds:
+            raise ConfigError("ranker.users must be >= 1, ranker.every >= 0, ranker.kinds set")
+
+    @property
+    def every_s(self) -> float:
+        return parse_duration(self.every)
+
+
 def default_tasks() -> list[TaskConfig]:
     """Tasks that make sense for e-commerce, ratings and grocery data without a config file."""
     return [
@@ -412,6 +434,8 @@ class PipelineConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     segments: dict[str, str] = {}
     #: per-user risk signals (see ``liveprofile.profile.risk``)
     risk: RiskConfig = RiskConfig()
+    #: the recommendations' ranker, learned in the pipeline
+    ranker: RankerConfig = RankerConfig()
 
     def __post_init__(self) -> None:
         names = [t.name for t in self.tasks]

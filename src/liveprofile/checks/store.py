@@ -125,6 +125,27 @@ def check_meta_blobs(store: Store) -> None:
     assert store.get_meta("model/other") is None
 
 
+def check_model_checkpoints_rewritten_often(store: Store) -> None:
+    """A large model checkpoint committed batch after batch (a store may write only what
+    changed) reads back as the last one committed, also after a small blob of the same name."""
+    from liveprofile.learn.linear import FTRLProximal
+    from liveprofile.learn.registry import dump_learner
+
+    model = FTRLProximal(bits=14)
+    for n in range(1200):
+        model.learn_one({f"f{(n * 7919 + j) % 15000}": 1.0 for j in range(6)}, n % 3 == 0)
+    for batch in range(8):
+        for n in range(20):
+            model.learn_one({f"g{batch}-{n}": 1.0, f"f{n}": 0.5}, n % 2 == 0)
+        blob = dump_learner(model)
+        store.commit({"profile": {"u": str(batch).encode()}}, {"model/big": blob})
+        assert store.get_meta("model/big") == blob, f"model after commit {batch}"
+    store.commit({}, {"model/big": b"small"})
+    assert store.get_meta("model/big") == b"small"
+    store.commit({}, {"model/big": blob})
+    assert store.get_meta("model/big") == blob
+
+
 def check_scan_in_key_order(store: Store) -> None:
     keys = ["b", "a", "\x1fz", "A", "aa", "é", "a\x1fb", "10", "9"]
     store.commit({"pending": {k: k.encode() for k in keys}, "profile": {"x": b"x"}}, {})
@@ -213,6 +234,7 @@ STORE_CHECKS: list[Callable[[Store], None]] = [
     check_commit_upserts_and_deletes,
     check_commit_accepts_empty_and_binary_values,
     check_meta_blobs,
+    check_model_checkpoints_rewritten_often,
     check_scan_in_key_order,
     check_scan_pages,
     check_count,

@@ -9,7 +9,8 @@ Command modules, by the path they operate:
   redis-dead-letters, redrive)
 - ``kafka``: a local Kafka broker, and the ``--kafka`` mode of publish, worker, status and
   collect
-- ``collect``: the HTTP event collector; ``serve``: the read API; ``apps``: recommend
+- ``collect``: the HTTP event collector; ``serve``: the read API; ``apps``: recommend;
+  ``ranker``: the recommendations' learned ranker (train, show)
 - ``segments``, ``privacy``: command groups over a store
 
 No command module imports this one: each defines a plain ``click`` command, and :data:`COMMANDS`
@@ -48,6 +49,7 @@ COMMANDS = {
     "collect": "collect:collect",
     "serve": "serve:serve",
     "recommend": "apps:recommend",
+    "ranker": "ranker:ranker",
     "segments": "segments:segments",
     "privacy": "privacy:privacy",
     "kafka": "kafka:kafka",

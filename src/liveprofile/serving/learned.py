@@ -43,6 +43,7 @@ from liveprofile.profile.items import ItemStats, shrunk_rate
 from liveprofile.profile.state import KEY_EXAMPLES, KEY_SHIFT, Profile, key_outcome_name
 from liveprofile.serving import ranking
 from liveprofile.store.base import Store
+from liveprofile.store.layout import ranker_meta
 
 F64 = npt.NDArray[np.float64]
 DAY = 86400.0
@@ -68,11 +69,6 @@ BLEND = tuple(1.0 if f in ("model", "popularity", "interest", "history") else 0.
 RANKER_SCHEMA = 1
 #: the item conversion rate's prior and strength (pseudo-examples)
 RATE_PRIOR, RATE_STRENGTH = 0.05, 5.0
-
-
-def ranker_meta(task: str) -> str:
-    """The meta blob of the ranker learned for ``task``'s recommendations."""
-    return f"ranker/{task}"
 
 
 class RankerState(msgspec.Struct, array_like=True):
@@ -176,6 +172,9 @@ class Ranker:
                 "learn it again"
             )
         return cls(msgspec.msgpack.decode(blob[1:], type=RankerState))
+
+
+__all__ = ["FEATURES", "Ranker", "RankerState", "load_ranker", "ranker_meta", "save_ranker"]
 
 
 def load_ranker(store: Store, task: str) -> Ranker:

@@ -42,12 +42,12 @@ from liveprofile.store.layout import (
     ITEMS,
     POPULATION,
     SEGMENT_HISTORY,
-    SHARED_META,
     SHARED_NAMESPACES,
     decode_checkpoint,
     encode_checkpoint,
     merge_checkpoints,
     model_namespace,
+    shared_meta,
     stored_config,
 )
 from liveprofile.store.scoped import ScopedStore, registered_scopes
@@ -153,7 +153,7 @@ class PartitionedView:
         self.base.setup()
 
     def get_meta(self, name: str) -> bytes | None:
-        if name in SHARED_META or not self.partitioned():
+        if shared_meta(name) or not self.partitioned():
             return self.base.get_meta(name)
         if name == CHECKPOINT:
             return self._checkpoint()
@@ -232,7 +232,10 @@ class PartitionedView:
         return sum(v.count(namespace) for v in self._views())
 
     def commit(self, rows: Rows, meta: Mapping[str, bytes]) -> None:
-        if self.partitioned():
+        """Pass a commit through to a store of one pipeline; of a store kept per partition,
+        only blobs shared by all partitions (a learned ranker), which the workers never write.
+        """
+        if self.partitioned() and (rows or not all(shared_meta(name) for name in meta)):
             raise StoreError("a store kept per partition is written by its workers, not here")
         self.base.commit(rows, meta)
 

@@ -34,14 +34,14 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
 
 from liveprofile.errors import LiveprofileError
 from liveprofile.serving import MAX_CANDIDATES
-from liveprofile.serving.learned import FEATURES, Ranker, load_ranker, save_ranker
+from liveprofile.serving.learned import F64, FEATURES, Ranker, load_ranker, save_ranker
 from liveprofile.serving.recommend import Recommender
 from liveprofile.store.layout import PROFILES
 
@@ -77,6 +77,58 @@ def next_purchases(
     return dict(out)
 
 
+#: user -> (their candidates as served, one row of features per candidate)
+Rows = dict[str, tuple[list[str], F64]]
+
+
+def candidate_rows(
+    rec: Recommender,
+    users: Iterable[str],
+    task: str,
+    on_user: Callable[[], None] | None = None,
+) -> Rows:
+    """Each user's candidates and their :data:`~liveprofile.serving.learned.FEATURES` as the
+    store has them now, in the order the recommender serves them (users without a profile or
+    candidates are left out); ``on_user`` is called after each user (progress)."""
+    order = sorted(set(users))
+    blobs = rec.store.read(PROFILES, order)
+    out: Rows = {}
+    for user, blob in zip(order, blobs, strict=True):
+        if blob:
+            served = rec.recommend(user, k=MAX_CANDIDATES, task=task, top=0, rank="learned")
+            items = [r["item"] for r in served["items"]]
+            if items:
+                rows = [[r["features"][f] for f in FEATURES] for r in served["items"]]
+                out[user] = (items, np.asarray(rows, dtype=np.float64))
+        if on_user is not None:
+            on_user()
+    return out
+
+
+def learn_rows(ranker: Ranker, rows: Rows, bought: Mapping[str, set[str]]) -> dict[str, Any]:
+    """Score, then learn from, the candidates of each user in ``rows`` who bought something
+    (in user id order): the prequential hit rate and NDCG at 10, users and pairs learned from.
+    """
+    hits, gains, pairs, n = 0.0, 0.0, 0, 0
+    for user in sorted(rows.keys() & bought.keys()):
+        items, features = rows[user]
+        scores = ranker.score(features).tolist()  # ordered as served: ties by item id
+        ranked = [items[j] for j in sorted(range(len(items)), key=lambda j: (-scores[j], items[j]))]
+        ranked = ranked[:K]
+        truth = bought[user]
+        hits += bool(set(ranked) & truth)
+        gains += ndcg(ranked, truth)
+        n += 1
+        pairs += ranker.learn(features, np.array([item in truth for item in items]))
+    return {
+        "users": n,
+        "pairs": pairs,
+        "hit_rate": hits / n if n else 0.0,
+        "ndcg": gains / n if n else 0.0,
+        "weights": ranker.weights,
+    }
+
+
 def learn_round(
     rec: Recommender,
     bought: Mapping[str, set[str]],
@@ -84,6 +136,7 @@ def learn_round(
     task: str | None = None,
     ranker: Ranker | None = None,
     save: bool = True,
+    on_user: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """One round: for each of ``users`` (default: every user in ``bought`` with a profile, in
     id order) rank their candidates with ``ranker`` (default: the one in the store), score
@@ -95,37 +148,12 @@ def learn_round(
     spec = rec.default_task(ckpt.seq).name if task is None else task
     ranker = ranker or load_ranker(store, spec)
     known = set(bought) if users is None else set(users) & set(bought)
-    order = sorted(known)
-    present = {u for u, blob in zip(order, store.read(PROFILES, order), strict=True) if blob}
-    hits, gains, pairs, n = 0.0, 0.0, 0, 0
-    for user in order:
-        if user not in present:
-            continue
-        out = rec.recommend(user, k=MAX_CANDIDATES, task=spec, top=0, rank="learned")
-        items = [r["item"] for r in out["items"]]
-        if not items:
-            continue
-        rows = np.array([[r["features"][f] for f in FEATURES] for r in out["items"]])
-        scores = ranker.score(rows).tolist()  # ordered as served: ties by item id
-        ranked = [items[j] for j in sorted(range(len(items)), key=lambda j: (-scores[j], items[j]))]
-        ranked = ranked[:K]
-        truth = bought[user]
-        hits += bool(set(ranked) & truth)
-        gains += ndcg(ranked, truth)
-        n += 1
-        pairs += ranker.learn(rows, np.array([item in truth for item in items]))
-    if n == 0:
+    out = learn_rows(ranker, candidate_rows(rec, known, spec, on_user), bought)
+    if out["users"] == 0:
         raise RoundError("no user in the round has both a profile and a purchase to learn from")
     if save:
         save_ranker(store, spec, ranker)
-    return {
-        "task": spec,
-        "users": n,
-        "pairs": pairs,
-        "hit_rate": hits / n,
-        "ndcg": gains / n,
-        "weights": ranker.weights,
-    }
+    return {"task": spec, **out}
 
 
 class RoundError(LiveprofileError):

@@ -12,7 +12,8 @@ to the logit of its score.
 Candidates come from the request, or else from the items of the user's newest events and the
 popular items of the user's strongest interests that are item categories
 (:class:`~liveprofile.profile.popular.PopularIndex`, rebuilt when the store's checkpoint moves
-on), or, for a user with none, the most popular items overall. They are ordered by the ranker
+on, at most every :data:`POPULAR_EVERY_S` on a store kept per partition), or, for a user with
+none, the most popular items overall. They are ordered by the ranker
 the store holds (:mod:`liveprofile.serving.learned`), by the fixed blend or by the model alone.
 
 >>> import tempfile, pathlib, liveprofile
@@ -34,6 +35,7 @@ the store holds (:mod:`liveprofile.serving.learned`), by the fixed blend or by t
 from __future__ import annotations
 
 import math
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -56,6 +58,7 @@ from liveprofile.profile.popular import PopularIndex
 from liveprofile.profile.state import Profile, decode_profile
 from liveprofile.serving import MAX_CANDIDATES, ranking
 from liveprofile.serving.learned import FEATURES, feature_rows, load_ranker, recent_items
+from liveprofile.serving.partitions import PartitionedView
 from liveprofile.store import Store
 from liveprofile.store.layout import (
     ITEMS,
@@ -72,6 +75,9 @@ POPULAR_PER_CATEGORY = 200
 INTERESTS = 3
 #: the most popular items overall, added to the interests' candidates
 POPULAR_OVERALL = 200
+#: on a store kept per partition, whose checkpoint moves with every worker's commit, the
+#: popular-items index (a merged scan of every partition's items) is rebuilt at most this often
+POPULAR_EVERY_S = 5.0
 
 F64 = npt.NDArray[np.float64]
 
@@ -196,7 +202,8 @@ class Recommender:
 
     ``learner(task, seq)`` gives the task's model at checkpoint ``seq``; by default models are
     loaded from the store and kept until the checkpoint moves on. The popular-items index and
-    the default task are cached the same way.
+    the default task are cached the same way, the index for at least ``popular_every_s``
+    seconds (default: :data:`POPULAR_EVERY_S` on a store kept per partition, else 0).
     """
 
     def __init__(
@@ -205,13 +212,18 @@ class Recommender:
         core: Core | None = None,
         learner: Callable[[str, int], Learner] | None = None,
         per_category: int = POPULAR_PER_CATEGORY,
+        popular_every_s: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
         self._core = core
         self._learner = learner or self._load_learner
         self.per_category = per_category
         self._models = StoredModels(store)
-        self._popular: tuple[int, PopularIndex] | None = None
+        #: (checkpoint seq, built at, index)
+        self._popular: tuple[int, float, PopularIndex] | None = None
+        self._popular_every_s = popular_every_s
+        self._clock = clock
         self._default: tuple[int, TaskConfig] | None = None
 
     @property
@@ -229,13 +241,25 @@ class Recommender:
             raise TaskNotFound(f"no model for task {task!r} in the store yet: replay events first")
         return learner
 
+    @property
+    def popular_every_s(self) -> float:
+        """Least seconds between two rebuilds of the popular-items index."""
+        if self._popular_every_s is None:
+            store = self.store
+            partitioned = isinstance(store, PartitionedView) and store.partitioned()
+            self._popular_every_s = POPULAR_EVERY_S if partitioned else 0.0
+        return self._popular_every_s
+
     def popular(self, seq: int) -> PopularIndex:
-        """The popular-items index, rebuilt from a full scan of the items when ``seq`` moves."""
-        if self._popular is None or self._popular[0] != seq:
+        """The popular-items index, rebuilt from a full scan of the items when ``seq`` moves
+        (and the last build is at least :attr:`popular_every_s` old)."""
+        now = self._clock()
+        cached = self._popular
+        if cached is None or (cached[0] != seq and now - cached[1] >= self.popular_every_s):
             h = self.core.updater.h_counters
             rows = ((key, decode_item(blob, key)) for key, blob in self.store.scan(ITEMS))
-            self._popular = (seq, PopularIndex.build(rows, h, self.per_category))
-        return self._popular[1]
+            cached = self._popular = (seq, now, PopularIndex.build(rows, h, self.per_category))
+        return cached[2]
 
     def default_task(self, seq: int) -> TaskConfig:
         """The first item task (:func:`item_tasks`) that has learned from this store's events,
@@ -312,8 +336,9 @@ class Recommender:
             idx, val = task_example(builder, spec, exposure(user, spec, item, it, ts), p, it)
             x = merged(idx, val)
             ops.add(PREDICT, list(x), list(x.values()))
-            pairs = Counter(zip(idx, val, strict=True))
-            common = pairs if common is None else common & pairs
+            if top > 0:  # the features every candidate shares are not a reason
+                pairs = Counter(zip(idx, val, strict=True))
+                common = pairs if common is None else common & pairs
         scores = run_ops(learner, ops).tolist() if items else []
         if len(items) < 2:
             common = Counter()  # one candidate: nothing to tell it apart from
@@ -345,17 +370,19 @@ class Recommender:
         shared: list[list[Any]] | None = None
         for j in order:
             event = exposure(user, spec, items[j], stats[j], ts)
-            idx, val, names = explained_example(builder, spec, event, p, stats[j])
-            weights = feature_weights(learner, idx)
-            own = _split(idx, val, common or Counter())
-            pick = [n for n, o in enumerate(own) if o]
-            reason = top_features(
-                [names[n] for n in pick],
-                [val[n] for n in pick],
-                None if weights is None else weights[pick],
-                top,
-            )
-            if shared is None:
+            reason: list[list[Any]] = []
+            if top > 0:  # explain (top=0: ranking alone, as a ranker round reads it)
+                idx, val, names = explained_example(builder, spec, event, p, stats[j])
+                weights = feature_weights(learner, idx)
+                own = _split(idx, val, common or Counter())
+                pick = [n for n, o in enumerate(own) if o]
+                reason = top_features(
+                    [names[n] for n in pick],
+                    [val[n] for n in pick],
+                    None if weights is None else weights[pick],
+                    top,
+                )
+            if top > 0 and shared is None:
                 rest = [n for n, o in enumerate(own) if not o]
                 w = None if weights is None else weights[rest]
                 shared = top_features([names[n] for n in rest], [val[n] for n in rest], w, top)

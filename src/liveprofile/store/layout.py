@@ -71,6 +71,24 @@ ANOMALY = "risk/anomaly"
 #: (:class:`liveprofile.store.scoped.ScopedStore`)
 SHARED_NAMESPACES = frozenset({PROFILES, DEAD_LETTERS, SCOPES})
 SHARED_META = frozenset({CONFIG})
+#: names of shared meta blobs by their start: each task's learned ranker (one per task, read by
+#: every partition's view, see :func:`ranker_meta`)
+SHARED_META_PREFIXES = ("ranker/",)
+
+
+def shared_meta(name: str) -> bool:
+    """Whether a meta blob is one for all workers sharing a store (not kept per scope).
+
+    >>> shared_meta(CONFIG), shared_meta(ranker_meta("convert")), shared_meta(CHECKPOINT)
+    (True, True, False)
+    """
+    return name in SHARED_META or name.startswith(SHARED_META_PREFIXES)
+
+
+def ranker_meta(task: str) -> str:
+    """The meta blob of the ranker learned for ``task``'s recommendations."""
+    return f"{SHARED_META_PREFIXES[0]}{task}"
+
 
 #: the version of the checkpoint and of the state layout it describes
 STATE_SCHEMA = 1

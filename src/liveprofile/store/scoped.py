@@ -3,10 +3,12 @@
 When several workers share one store, each owning some partitions, profiles are disjoint (a user
 lives in one partition) and can share a namespace, while everything a worker keeps for itself
 (its models, item statistics, pending examples, de-duplication window, checkpoint) must not
-collide: those names get the worker's scope as a suffix. Commits stay atomic: the view renames
-keys and passes one commit through. A commit that carries the scope's checkpoint also writes it
-to the shared registry :data:`~liveprofile.store.layout.SCOPES` (same commit), so a reader finds
-every scope of a store, and all their checkpoints, in one scan (:func:`registered_scopes`).
+collide: those names get the worker's scope as a suffix. The config and the learned rankers
+(:func:`~liveprofile.store.layout.shared_meta`) are shared too: one ranker per task. Commits
+stay atomic: the view renames keys and passes one commit through. A commit that carries the
+scope's checkpoint also writes it to the shared registry :data:`~liveprofile.store.layout.SCOPES`
+(same commit), so a reader finds every scope of a store, and all their checkpoints, in one scan
+(:func:`registered_scopes`).
 
 >>> from liveprofile.store.memory import MemoryStore
 >>> shared = MemoryStore()
@@ -24,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 
 from liveprofile.store.base import Rows, Store
-from liveprofile.store.layout import CHECKPOINT, SCOPES, SHARED_META, SHARED_NAMESPACES
+from liveprofile.store.layout import CHECKPOINT, SCOPES, SHARED_NAMESPACES, shared_meta
 
 
 class ScopedStore:
@@ -40,7 +42,7 @@ class ScopedStore:
         return namespace if namespace in SHARED_NAMESPACES else f"{namespace}@{self.scope}"
 
     def _meta(self, name: str) -> str:
-        return name if name in SHARED_META else f"{name}@{self.scope}"
+        return name if shared_meta(name) else f"{name}@{self.scope}"
 
     def setup(self) -> None:
         self.store.setup()

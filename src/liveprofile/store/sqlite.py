@@ -3,6 +3,14 @@
 A commit is one transaction, so profiles, model checkpoints and the source offset are durable
 together or not at all; readers (the CLI, a server) see the last commit while a replay runs.
 
+A large model checkpoint (``model/...`` blobs of :data:`DELTA_MIN_BYTES` or more) is not written
+whole every batch: after a first whole write, a commit adds a row to ``meta_delta`` holding only
+the coordinates that changed (:mod:`liveprofile.learn.ckptdelta`), in the same transaction, and
+:meth:`SQLiteStore.get_meta` replays them on the whole one in one read. When the deltas add up
+to half of the whole checkpoint (or the model's layout changes) the next commit writes it whole
+again and drops them. A store written before deltas existed reads as it is; its schema version
+(``PRAGMA user_version``) is raised on the first write, and a store of a newer version is refused.
+
 >>> import tempfile, pathlib
 >>> store = SQLiteStore(pathlib.Path(tempfile.mkdtemp()) / "profiles.db")
 >>> store.setup()
@@ -15,21 +23,46 @@ together or not at all; readers (the CLI, a server) see the last commit while a 
 from __future__ import annotations
 
 import os
+import secrets
 import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from liveprofile.errors import StoreError
 from liveprofile.store.base import Rows
+
+if TYPE_CHECKING:
+    from liveprofile.learn.ckptdelta import Unpacked
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS rows (
     ns TEXT NOT NULL, key TEXT NOT NULL, value BLOB NOT NULL, PRIMARY KEY (ns, key)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta_delta (
+    name TEXT NOT NULL, seq INTEGER NOT NULL, value BLOB NOT NULL, PRIMARY KEY (name, seq)
+) WITHOUT ROWID;
 """
 _CHUNK = 500  # keys per SELECT ... IN (...), under SQLite's variable limit
+#: the store's layout version (``PRAGMA user_version``); 0: before model deltas
+STORE_SCHEMA = 1
+#: model blobs at least this large are written as deltas after a first whole write
+DELTA_MIN_BYTES = 65536
+#: deltas since the whole checkpoint may add up to this fraction of it, then it is written again
+DELTA_FRACTION = 0.5
+_MODEL = "model/"
+
+
+class _Written:
+    """What this store last wrote of one model: the whole write's token (row 0 of its deltas,
+    which tells whether another writer wrote it since), its arrays after the last delta, how
+    many deltas and how many bytes of them follow the whole write, and its size."""
+
+    def __init__(self, token: bytes, state: Unpacked, size: int) -> None:
+        self.token, self.state, self.size = token, state, size
+        self.deltas, self.delta_bytes = 0, 0
 
 
 class SQLiteStore:
@@ -39,6 +72,7 @@ class SQLiteStore:
         self.path = Path(path)
         self.read_only = read_only
         self._db: sqlite3.Connection | None = None
+        self._written: dict[str, _Written] = {}
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -66,6 +100,15 @@ class SQLiteStore:
                 db.execute("PRAGMA synchronous=NORMAL")
                 db.execute("PRAGMA cache_size=-65536")
                 db.executescript(_SCHEMA)
+            version = int(db.execute("PRAGMA user_version").fetchone()[0])
+            if version > STORE_SCHEMA:
+                db.close()
+                raise StoreError(
+                    f"store {self.path} has layout version {version}, this version of "
+                    f"liveprofile reads up to {STORE_SCHEMA}: upgrade liveprofile"
+                )
+            if not self.read_only and version < STORE_SCHEMA:
+                db.execute(f"PRAGMA user_version={STORE_SCHEMA}")
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open store {self.path}: {exc}") from None
         self._db = db
@@ -104,8 +147,35 @@ class SQLiteStore:
 
     def get_meta(self, name: str) -> bytes | None:
         with self._errors("read"):
+            if name.startswith(_MODEL) and self._has_deltas():
+                # one statement: the whole write and its deltas as of one snapshot
+                found = self.db.execute(
+                    "SELECT -1, value FROM meta WHERE name = ? UNION ALL SELECT seq, value "
+                    "FROM meta_delta WHERE name = ? AND seq > 0 ORDER BY 1",
+                    (name, name),
+                ).fetchall()
+                if not found or found[0][0] != -1:
+                    return None
+                if len(found) == 1:
+                    return bytes(found[0][1])
+                from liveprofile.learn import ckptdelta  # numpy: only for stores with deltas
+
+                with self._damaged(name):
+                    return ckptdelta.replay(found[0][1], (bytes(v) for _, v in found[1:]))
             row = self.db.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
         return None if row is None else bytes(row[0])
+
+    def _has_deltas(self) -> bool:
+        """Whether the delta table exists (a store of layout 0 opened read-only has none)."""
+        query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta_delta'"
+        return self.db.execute(query).fetchone() is not None
+
+    @contextmanager
+    def _damaged(self, name: str) -> Iterator[None]:
+        try:
+            yield
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            raise StoreError(f"model {name} in {self.path} is damaged ({exc})") from None
 
     @contextmanager
     def _errors(self, what: str) -> Iterator[None]:
@@ -116,6 +186,7 @@ class SQLiteStore:
 
     def commit(self, rows: Rows, meta: Mapping[str, bytes]) -> None:
         db = self.db
+        plans = {name: self._plan(name, v) for name, v in meta.items() if name.startswith(_MODEL)}
         try:
             db.execute("BEGIN IMMEDIATE")
             for namespace, changes in rows.items():
@@ -127,14 +198,88 @@ class SQLiteStore:
                     "DELETE FROM rows WHERE ns = ? AND key = ?",
                     [(namespace, k) for k, v in changes.items() if v is None],
                 )
-            db.executemany(
-                "INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)", list(meta.items())
-            )
+            after = self._write_meta(meta, plans)
             db.execute("COMMIT")
         except sqlite3.Error as exc:
+            self._written.clear()  # what was staged is gone: write whole next time
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise StoreError(f"cannot commit to {self.path}: {exc}{_full(exc)}") from None
+        for name in plans:
+            self._written.pop(name, None)
+        self._written.update(after)
+
+    def _plan(self, name: str, blob: bytes) -> tuple[_Written, bytes | None] | None:
+        """How a model blob will be written: what this store will then know of it and a delta
+        (None: a whole write); None when it is small or not a checkpoint of arrays."""
+        if len(blob) < DELTA_MIN_BYTES:
+            return None
+        from liveprofile.learn import ckptdelta  # numpy: only for large models
+
+        state = ckptdelta.unpack(blob)
+        if state is None:
+            return None
+        last = self._written.get(name)
+        delta = None if last is None else ckptdelta.diff(last.state, state)
+        if (
+            last is None
+            or delta is None
+            or last.delta_bytes + len(delta) > last.size * DELTA_FRACTION
+        ):
+            return _Written(secrets.token_bytes(8), state, len(blob)), None
+        after = _Written(last.token, state, last.size)
+        after.deltas, after.delta_bytes = last.deltas + 1, last.delta_bytes + len(delta)
+        return after, delta
+
+    def _write_meta(
+        self, meta: Mapping[str, bytes], plans: Mapping[str, tuple[_Written, bytes | None] | None]
+    ) -> dict[str, _Written]:
+        """Write the blobs (inside the commit's transaction): a planned delta as a row of
+        ``meta_delta``, the rest whole; a model written whole loses its deltas. Returns what
+        this store then knows of the models it will add deltas to."""
+        db = self.db
+        after: dict[str, _Written] = {}
+        whole: list[tuple[str, bytes]] = []
+        for name, blob in meta.items():
+            plan = plans.get(name)
+            if plan is not None and plan[1] is not None and self._write_delta(name, *plan):
+                after[name] = plan[0]
+                continue
+            whole.append((name, blob))
+            if name not in plans:
+                continue
+            db.execute("DELETE FROM meta_delta WHERE name = ?", (name,))
+            if plan is not None:
+                written = plan[0]
+                if plan[1] is not None:  # planned as a delta, but another writer wrote it since
+                    written = _Written(secrets.token_bytes(8), written.state, len(blob))
+                db.execute(
+                    "INSERT INTO meta_delta (name, seq, value) VALUES (?, 0, ?)",
+                    (name, written.token),
+                )
+                after[name] = written
+        db.executemany("INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)", whole)
+        return after
+
+    def _write_delta(self, name: str, written: _Written, delta: bytes | None) -> bool:
+        """Add a delta, if the whole write it follows and its deltas are still the stored
+        ones (another writer may have written the model since); False: write it whole."""
+        last = self._written[name]
+        rows = self.db.execute(
+            "SELECT seq, value FROM meta_delta WHERE name = ? AND seq >= 0 ORDER BY seq DESC "
+            "LIMIT 1",
+            (name,),
+        ).fetchall()
+        token = self.db.execute(
+            "SELECT value FROM meta_delta WHERE name = ? AND seq = 0", (name,)
+        ).fetchone()
+        if token is None or bytes(token[0]) != last.token or rows[0][0] != last.deltas:
+            return False
+        self.db.execute(
+            "INSERT INTO meta_delta (name, seq, value) VALUES (?, ?, ?)",
+            (name, written.deltas, delta),
+        )
+        return True
 
     def size_bytes(self) -> int:
         """Bytes on disk, the write-ahead log included."""
@@ -149,6 +294,7 @@ class SQLiteStore:
                     self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._db.close()
             self._db = None
+        self._written.clear()
 
 
 def _full(exc: sqlite3.Error) -> str:

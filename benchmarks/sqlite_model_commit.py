@@ -1,0 +1,110 @@
+"""What committing a task's model costs a SQLite batch: the whole checkpoint every batch (as
+before) vs the coordinates the batch changed (:mod:`liveprofile.learn.ckptdelta`), side by side.
+
+The model is the Complete Journey quick start's (``repurchase``, FTRL, 2^20 coordinates) as a
+store holds it after ``--events`` events (replayed first, batches of 5,000, unless ``--store``
+names such a store). Then ``--batches`` times: the model learns ``--examples`` examples, and
+both stores commit the new checkpoint in one transaction each, alternately; the commit's time
+and the bytes of model it wrote are recorded, and each store reads the model back and checks
+it. An example has 20 features drawn from 400,000 names, so a batch touches tens of thousands
+of coordinates, some of them new: more than a Complete Journey batch of 5,000 events does.
+
+Run: ``python benchmarks/sqlite_model_commit.py`` (a few minutes: the replay), or
+``--store PATH`` with a Complete Journey store replayed with batches of 5,000.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections.abc import Hashable
+from pathlib import Path
+
+import numpy as np
+
+import liveprofile
+from liveprofile.datasets.completejourney import QUICKSTART_TOML, CompleteJourneySource
+from liveprofile.learn.linear import FTRLProximal
+from liveprofile.learn.registry import dump_learner, load_learner
+from liveprofile.store import sqlite as sqlite_store
+from liveprofile.store.sqlite import SQLiteStore
+
+NAME = "model/repurchase"
+#: feature names an example draws from
+VOCABULARY = 400_000
+
+
+def trained_model(store: str | None, events: int, folder: Path) -> bytes:
+    if store is None:
+        store = str(folder / "cj.db")
+        config = liveprofile.PipelineConfig.from_toml(
+            QUICKSTART_TOML.replace("batch_size = 100000", "batch_size = 5000")
+        )
+        liveprofile.replay(CompleteJourneySource(limit=events), store=store, config=config)
+    blob = SQLiteStore(store, read_only=True).get_meta(NAME)
+    assert blob is not None, f"no {NAME} in {store}"
+    return blob
+
+
+def learn_a_batch(model: FTRLProximal, rng: np.random.Generator, examples: int) -> None:
+    for _ in range(examples):
+        x: dict[Hashable, float] = {f"f{rng.integers(VOCABULARY)}": 1.0 for _ in range(20)}
+        model.learn_one(x, bool(rng.integers(2)))
+
+
+def written(store: SQLiteStore, whole: int) -> int:
+    """Bytes of model the last commit wrote: its delta, or the whole checkpoint."""
+    seq, size = store.db.execute(
+        "SELECT seq, length(value) FROM meta_delta WHERE name = ? ORDER BY seq DESC LIMIT 1",
+        (NAME,),
+    ).fetchone() or (0, 0)
+    return int(size) if seq > 0 else whole
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--store", help="a Complete Journey store to take the model from")
+    parser.add_argument("--events", type=int, default=1_100_000)
+    parser.add_argument("--batches", type=int, default=30)
+    parser.add_argument("--examples", type=int, default=2000, help="examples learned per batch")
+    args = parser.parse_args()
+    folder = Path(tempfile.mkdtemp())
+    blob = trained_model(args.store, args.events, folder)
+    model = load_learner(blob)
+    assert isinstance(model, FTRLProximal)
+    paths = {"whole (before)": folder / "whole.db", "deltas (now)": folder / "delta.db"}
+    stores = {label: SQLiteStore(path) for label, path in paths.items()}
+    for store in stores.values():
+        store.commit({}, {NAME: blob})
+    times: dict[str, list[float]] = {label: [] for label in stores}
+    sizes: dict[str, list[int]] = {label: [] for label in stores}
+    rng = np.random.default_rng(0)
+    minimum = sqlite_store.DELTA_MIN_BYTES
+    for _ in range(args.batches):
+        learn_a_batch(model, rng, args.examples)
+        new = dump_learner(model)
+        for label, store in stores.items():
+            sqlite_store.DELTA_MIN_BYTES = 1 << 40 if label.startswith("whole") else minimum
+            started = time.perf_counter()
+            store.commit({}, {NAME: new})
+            times[label].append(time.perf_counter() - started)
+            sizes[label].append(written(store, len(new)))
+            assert store.get_meta(NAME) == new
+    sqlite_store.DELTA_MIN_BYTES = minimum
+    print(
+        f"model {len(blob) / 1e6:.2f} MB; {args.batches} batches of {args.examples} examples; "
+        f"each commit is one transaction with the model alone"
+    )
+    for label in stores:
+        ms = [1e3 * t for t in times[label]]
+        print(
+            f"{label:15s} commit median {statistics.median(ms):7.1f} ms, mean "
+            f"{statistics.mean(ms):7.1f} ms; model bytes written per commit "
+            f"{statistics.mean(sizes[label]) / 1e6:6.3f} MB"
+        )
+
+
+if __name__ == "__main__":
+    main()
