@@ -33,6 +33,7 @@ from liveprofile.engine.resident import ResidentUsers
 from liveprofile.engine.rowio import hold_items, load_users, store_users
 from liveprofile.engine.state import PipelineState
 from liveprofile.engine.step import PythonStep
+from liveprofile.engine.velocity import count_velocity
 from liveprofile.events.columns import EventColumns
 from liveprofile.events.schema import COMMANDS, Event
 from liveprofile.learn.base import OpArrays, run_ops, sparse_example
@@ -258,7 +259,9 @@ class CompiledStep:
             p = state.profiles.get(u)
             if p is not None:  # None: an alias (a visitor's id), or deleted in the batch
                 p.anonymous = anonymous
-        if self.base.config.risk.velocity or state.anomaly is not None:
+        if stops is None and state.anomaly is None and self.base.config.risk.velocity:
+            count_velocity(risk, state.profiles, n)  # compiled, for a batch without stops
+        elif self.base.config.risk.velocity or state.anomaly is not None:
             risk.upto(n)
         if stops is not None:
             stops.finish()
