@@ -75,6 +75,15 @@ def run_worker(config_json: bytes, bootstrap: str, topic: str, group: str, prefi
     store.close()
 
 
+def cpu_seconds(pid: int | None) -> float:
+    """CPU time (user + system) of process ``pid`` so far, from ``/proc`` (0: gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 REDIS = os.environ.get("LIVEPROFILE_BENCH_REDIS", "redis://127.0.0.1:6379/0")
 
 
@@ -106,15 +115,19 @@ def setup(
     for proc in procs:
         proc.start()
     first = None
+    cpu0 = 0.0
     while True:
         done = progress(store, topic, args.partitions)[0]
         now = time.perf_counter()
         if done and first is None:
             first = now
+            cpu0 = sum(cpu_seconds(proc.pid) for proc in procs)
         if done >= total:
             break
         time.sleep(0.05)
     finished = time.perf_counter()
+    cpu = sum(cpu_seconds(proc.pid) for proc in procs) - cpu0
+    load = os.getloadavg()[0]
     _, events = progress(store, topic, args.partitions)
     for proc in procs:
         proc.join(120)
@@ -130,6 +143,11 @@ def setup(
         "events": events,
         "seconds": round(finished - first, 2),
         "events_per_s": round(events / (finished - first), 1),
+        # the workers' CPU (user + system) over the timed window, per event and as a share of
+        # the window's wall time (1.0: one core busy all along), and the machine's load then
+        "worker_cpu_us_per_event": round(cpu / events * 1e6, 2),
+        "worker_cores_busy": round(cpu / (finished - first), 2),
+        "load_average": round(load, 1),
         "tasks": {
             t: {
                 "auc": None if m["auc"] is None else round(m["auc"], 5),

@@ -27,11 +27,13 @@ from liveprofile.engine.lifecycle import StepResult
 from liveprofile.engine.links import RiskCounts, Stops, next_stop, stop_marks
 from liveprofile.engine.packing import encode_items
 from liveprofile.engine.pool import PendingPool
+from liveprofile.engine.profilerows import KernelBytes
 from liveprofile.engine.records import Events, Items, Ops, Outputs, Params
 from liveprofile.engine.resident import ResidentUsers
 from liveprofile.engine.rowio import hold_items, load_users, store_users
 from liveprofile.engine.state import PipelineState
 from liveprofile.engine.step import PythonStep
+from liveprofile.engine.velocity import count_velocity
 from liveprofile.events.columns import EventColumns
 from liveprofile.events.schema import COMMANDS, Event
 from liveprofile.learn.base import OpArrays, run_ops, sparse_example
@@ -104,6 +106,8 @@ class CompiledStep:
         self.held_items: set[str] = set()
         #: the rows of the users seen most recently, as the steps left them
         self.resident = ResidentUsers(config.run.hot_profiles)
+        #: the bytes of the kernel fields of the profiles a batch wrote back, for its commit
+        self.kernel_bytes = KernelBytes()
         self.pool = PendingPool(self.tables)
         self.owner: PipelineState | None = None
         #: the last batch's prediction per record (for the examples it logs)
@@ -244,7 +248,8 @@ class CompiledStep:
         scores = self._learn(state, ops, outputs, user_row, len(batch_users), cuts)
         if self.base.log_examples:
             out.learned = self._examples(ops, outputs, batch_users)
-        out.users |= store_users(self.tables, state.profiles, batch_users, U, scores)
+        kept = self.kernel_bytes if stops is None and ttl is None else None
+        out.users |= store_users(self.tables, state.profiles, batch_users, U, scores, kept)
         self.resident.keep(batch_users, U)
         if stops is not None:
             stops.known(visitors, applied)
@@ -254,7 +259,9 @@ class CompiledStep:
             p = state.profiles.get(u)
             if p is not None:  # None: an alias (a visitor's id), or deleted in the batch
                 p.anonymous = anonymous
-        if self.base.config.risk.velocity or state.anomaly is not None:
+        if stops is None and state.anomaly is None and self.base.config.risk.velocity:
+            count_velocity(risk, state.profiles, n)  # compiled, for a batch without stops
+        elif self.base.config.risk.velocity or state.anomaly is not None:
             risk.upto(n)
         if stops is not None:
             stops.finish()
@@ -274,6 +281,9 @@ class CompiledStep:
         ckpt.duplicates += out.duplicates
         self.base.finish(state, out, before, swept)
         self.resident.forget(out.deleted)  # rows of deleted profiles are read again
+        if kept is not None:
+            out.profile_rows = kept.rows(state.profiles, out.users)
+            kept.clear()
         return out
 
     def _events(

@@ -30,6 +30,8 @@ class StepResult:
     items: set[str] = field(default_factory=set)
     #: item rows already encoded (the compiled path keeps item statistics as arrays)
     item_rows: dict[str, bytes] = field(default_factory=dict)
+    #: profile rows already encoded (the compiled path's, see ``engine.profilerows``)
+    profile_rows: dict[str, bytes] = field(default_factory=dict)
     pending: dict[str, PendingLog | PendingColumns] = field(default_factory=dict)
     #: segment enters and exits, in the order they happened
     changes: list[SegmentChange] = field(default_factory=list)

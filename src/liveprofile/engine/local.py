@@ -84,6 +84,7 @@ def apply_batch(
         links=result.links,
         expiry=result.expiry,
         item_rows=result.item_rows,
+        profile_rows=result.profile_rows,
     )
     if extra_rows:
         rows.update(extra_rows)

@@ -69,9 +69,20 @@ class Names:
 def row_fields(U: Users, rows: Any, kinds: Names, topics: Names, items: Names) -> list[Any]:
     """The :data:`FIELDS` of ``rows`` of ``U``, one :data:`RowFields` a row; ``kinds``,
     ``topics`` and ``items`` hold the names of the event types, topics and items by code."""
+    return row_fields_bytes(U, rows, kinds, topics, items)[0]
+
+
+def row_fields_bytes(
+    U: Users, rows: Any, kinds: Names, topics: Names, items: Names
+) -> tuple[list[Any], bytes, Any]:
+    """:func:`row_fields`, with the MessagePack they were decoded from and where each field
+    of each row starts in it (``offsets[j, k]``, field ``k`` of :data:`FIELDS`; ``offsets[j,
+    8]``: the end of row ``j``). The bytes are what msgspec writes for the decoded values
+    (smallest headers and integers), so a field's slice can stand for the field in a profile's
+    row (:mod:`liveprofile.engine.profilerows`)."""
     n = len(rows)
     if not n:
-        return []
+        return [], b"", np.zeros((0, len(FIELDS) + 1), np.int64)
     lk, lt, li = kinds.table.longest(), topics.table.longest(), items.table.longest()
     per_row = (
         1
@@ -87,26 +98,46 @@ def row_fields(U: Users, rows: Any, kinds: Names, topics: Names, items: Names) -
         + 2 * (5 + U.bkey.shape[2] * (max(lt, li) + 3 + 8 * U.bval.shape[3]))
     )
     buf = np.empty(5 + n * per_row, np.uint8)
-    end = _write(rows, U, kinds.table.arrays(), topics.table.arrays(), items.table.arrays(), buf)
-    return _decoder.decode(buf[:end].tobytes())
+    offsets = np.empty((n, len(FIELDS) + 1), np.int64)
+    tables = kinds.table.arrays(), topics.table.arrays(), items.table.arrays()
+    end = _write(rows, U, *tables, buf, offsets)
+    blob = buf[:end].tobytes()
+    return _decoder.decode(blob), blob, offsets
 
 
 @numba.njit(cache=True, nogil=True)
 def _int(buf, o, v):  # type: ignore[no-untyped-def]
     if v >= 0:
         return _uint(buf, o, v)
-    buf[o] = 0xD3  # int64, big-endian
-    for j in range(8):
-        buf[o + 1 + j] = (v >> (56 - 8 * j)) & 0xFF
-    return o + 9
+    if v >= -32:  # negative fixint; then the smallest of int8 ... int64, as msgspec writes
+        buf[o] = v & 0xFF
+        return o + 1
+    if v >= -128:
+        head, size = 0xD0, 1
+    elif v >= -32768:
+        head, size = 0xD1, 2
+    elif v >= -2147483648:
+        head, size = 0xD2, 4
+    else:
+        head, size = 0xD3, 8
+    buf[o] = head
+    for j in range(size):
+        buf[o + 1 + j] = (v >> (8 * (size - 1 - j))) & 0xFF
+    return o + 1 + size
 
 
 @numba.njit(cache=True, nogil=True)
 def _header(buf, o, m, small, big):  # type: ignore[no-untyped-def]
-    """A map or array header for ``m`` entries (``small``: the fix form, ``big``: 32-bit)."""
+    """A map or array header for ``m`` entries (``small``: the fix form, ``big``: 32-bit, one
+    above the 16-bit form), in the smallest form, as msgspec writes it."""
     if m < 16:
         buf[o] = small | m
         return o + 1
+    if m < 65536:
+        buf[o] = big - 1
+        buf[o + 1] = m >> 8
+        buf[o + 2] = m & 0xFF
+        return o + 3
     buf[o] = big
     for j in range(4):
         buf[o + 1 + j] = (m >> (24 - 8 * j)) & 0xFF
@@ -136,7 +167,9 @@ def _packed(buf, o, values, one):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(cache=True, nogil=True)
-def _write(rows, U, kinds, topics, items, buf):  # type: ignore[no-untyped-def]
+def _write(rows, U, kinds, topics, items, buf, offs):  # type: ignore[no-untyped-def]
+    """Rows as MessagePack into ``buf``; ``offs[j, k]``: where field ``k`` of row ``j`` starts
+    (``offs[j, 8]``: where the row ends)."""
     one = np.empty(1, np.float64)
     kd, ks = kinds
     td, ts_ = topics
@@ -146,32 +179,38 @@ def _write(rows, U, kinds, topics, items, buf):  # type: ignore[no-untyped-def]
         r = rows[j]
         buf[o] = 0x90 | 8
         o += 1
+        offs[j, 0] = o
         m = U.tlen[r]
         o = _header(buf, o, m, 0x80, 0xDF)
         for q in range(m):
             c = U.tord[r, q]
             o = _string(buf, o, kd, ks, c)
             o = _int(buf, o, U.cnt[r, c])
+        offs[j, 1] = o
         o = _header(buf, o, m, 0x80, 0xDF)
         for q in range(m):
             c = U.tord[r, q]
             o = _string(buf, o, kd, ks, c)
             o = _float(buf, o, U.dec[r, c], one)
+        offs[j, 2] = o
         m = U.il[r]
         o = _header(buf, o, m, 0x80, 0xDF)
         for q in range(m):
             o = _string(buf, o, td, ts_, U.ik[r, q])
             o = _float(buf, o, U.iv[r, q], one)
+        offs[j, 3] = o
         m = U.olen[r]
         o = _header(buf, o, m, 0x80, 0xDF)
         for q in range(m):
             o = _int(buf, o, U.okey[r, q])
             o = _int(buf, o, U.oval[r, q])
+        offs[j, 4] = o
         m = U.slen[r]
         o = _header(buf, o, m, 0x80, 0xDF)
         for q in range(m):
             o = _int(buf, o, U.sday[r, q])
             o = _int(buf, o, U.scents[r, q])
+        offs[j, 5] = o
         m = U.rlen[r]
         o = _header(buf, o, m, 0x90, 0xDD)
         for q in range(m):
@@ -196,9 +235,11 @@ def _write(rows, U, kinds, topics, items, buf):  # type: ignore[no-untyped-def]
                 o = _float(buf, o, v, one)
         for k in range(2):  # behaviour: items, then categories
             data, starts = (idata, istarts) if k == 0 else (td, ts_)
+            offs[j, 6 + k] = o
             m = U.blen[r, k]
             o = _header(buf, o, m, 0x80, 0xDF)
             for q in range(m):
                 o = _string(buf, o, data, starts, U.bkey[r, k, q])
                 o = _packed(buf, o, U.bval[r, k, q], one)
+        offs[j, 8] = o
     return o

@@ -18,9 +18,10 @@ import numpy as np
 from liveprofile.engine import behaviour
 from liveprofile.engine import layout as L
 from liveprofile.engine.codes import CodeTables
+from liveprofile.engine.profilerows import KernelBytes
 from liveprofile.engine.records import Items, Users
 from liveprofile.engine.resident import PER_BATCH, ResidentUsers
-from liveprofile.engine.rowbytes import Names, row_fields
+from liveprofile.engine.rowbytes import Names, row_fields_bytes
 from liveprofile.profile.items import ItemStats
 from liveprofile.profile.state import Profile
 
@@ -122,10 +123,16 @@ def load_users(
 
 
 def store_users(
-    tables: CodeTables, profiles: dict[str, Profile], users: list[str], U: Users, scores: Any
+    tables: CodeTables,
+    profiles: dict[str, Profile],
+    users: list[str],
+    U: Users,
+    scores: Any,
+    kept: KernelBytes | None = None,
 ) -> set[str]:
     """Write the touched rows of ``U`` back to ``profiles``; ``scores``: the last score per
-    task of each row (NaN: none) and the record that first scored it. Returns the users."""
+    task of each row (NaN: none) and the record that first scored it. Returns the users.
+    ``kept`` keeps the bytes the kernel fields were decoded from, for the commit."""
     kinds, topics, items = tables.types.names, tables.topics.names, tables.items.names
     names = tables.task_names
     touched = np.flatnonzero(U.touched)
@@ -135,9 +142,11 @@ def store_users(
     known = _names.get(tables)
     if known is None:
         known = _names[tables] = (Names(), Names(), Names())
-    fields = row_fields(
+    fields, blob, offsets = row_fields_bytes(
         U, touched, known[0].sync(kinds), known[1].sync(topics), known[2].sync(items)
     )
+    if kept is not None:
+        kept.keep(blob, offsets, [users[r] for r in touched.tolist()], fields)
     last_l, scored_l = (a[touched].tolist() for a in scores)
     out: set[str] = set()
     for j, r in enumerate(touched.tolist()):

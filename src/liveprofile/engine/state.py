@@ -249,13 +249,15 @@ class PipelineState:
         links: Mapping[str, str | None] | None = None,
         expiry: Mapping[str, bytes | None] | None = None,
         item_rows: Mapping[str, bytes] | None = None,
+        profile_rows: Mapping[str, bytes] | None = None,
     ) -> tuple[dict[str, dict[str, bytes | None]], dict[str, bytes]]:
         """Row changes and blobs that persist this batch (see :meth:`Store.commit`);
-        ``item_rows`` are item records already encoded."""
+        ``item_rows`` and ``profile_rows`` are records already encoded."""
         ckpt = self.checkpoint
         profiles = self.profiles
+        done = profile_rows or {}
         rows: dict[str, dict[str, bytes | None]] = {
-            PROFILES: {u: encode_profile(profiles[u]) for u in users},
+            PROFILES: {u: done.get(u) or encode_profile(profiles[u]) for u in users},
             ITEMS: {i: encode_item(self.items[i]) for i in items},
             PENDING: self._pending_rows(pending),
         }

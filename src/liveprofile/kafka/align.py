@@ -12,9 +12,15 @@ slowest partition has caught up. The slowest partition never waits, so some part
 always go on (if its owner died, Kafka hands it to another member after the session timeout).
 
 The watermarks of a worker's own partitions are its states'; those of the other workers'
-partitions are read from the store, and the topic's end offsets from Kafka, at most every
-``interval`` seconds. A batch starts when its partition is within the bound, so a partition can
-run ahead of the slowest by the bound plus one batch.
+partitions are read from the store at most every ``interval`` seconds. Whether another worker's
+partition still has events to apply takes its end offset, a request to the broker: asked every
+``interval`` for every such partition, these requests were where two workers spent most of
+their time (py-spy, 2 cores under load). An end offset only grows, so a partition whose
+committed offset is below the end last read has events left for sure; the ends are read again
+only when a partition looks finished, and at most every ``end_interval`` seconds (so a partition
+that has just received new events may count as finished, not holding the others back, for up to
+that long). A batch starts when its partition is within the bound, so a partition can run ahead
+of the slowest by the bound plus one batch.
 """
 
 from __future__ import annotations
@@ -42,13 +48,20 @@ class SkewGate:
         skew: float,
         *,
         interval: float = 0.05,
+        end_interval: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.committed = committed
         self.topic = topic
         self.skew = skew
         self.interval = interval
+        self.end_interval = end_interval
         self._clock = clock
+        #: the other workers' partitions' end offsets as last read from Kafka, and when
+        self._ends: dict[int, int] = {}
+        self._ends_read = -math.inf
+        #: how often the end offsets were read from Kafka
+        self.end_reads = 0
         #: paused partitions -> the records fetched for them and not applied yet, in order
         self.held: dict[int, list[Any]] = {}
         self._others = math.inf
@@ -75,14 +88,28 @@ class SkewGate:
                     if p in own:
                         continue
                     watermark, done = self.committed(p)
-                    end = consumer.get_watermark_offsets(TopicPartition(self.topic, p), 10)[1]
-                    if max(done, 0) < end:
+                    if max(done, 0) >= self._ends.get(p, -1):  # finished, or new events?
+                        self._read_ends(consumer, own, now)
+                    if max(done, 0) < self._ends.get(p, -1):
                         others.append(watermark)
                 self._others, self._checked = min(others, default=math.inf), now
         except KafkaException as exc:  # the broker busy: hold nothing back this time
             log.debug("partition watermarks not read: %s", exc)
             return -math.inf if not lows else min(lows)
         return min(min(lows, default=math.inf), self._others)
+
+    def _read_ends(self, consumer: Any, own: Mapping[int, Any], now: float) -> None:
+        """Read the end offsets of the partitions not in ``own`` from Kafka, unless they were
+        read less than ``end_interval`` seconds ago."""
+        from confluent_kafka import TopicPartition
+
+        if now - self._ends_read < self.end_interval:
+            return
+        for p in self._partitions:
+            if p not in own:
+                self._ends[p] = consumer.get_watermark_offsets(TopicPartition(self.topic, p), 10)[1]
+        self._ends_read = now
+        self.end_reads += 1
 
     def hold(self, consumer: Any, partition: int, records: list[Any]) -> None:
         """Keep ``records`` of ``partition`` for later and stop fetching it."""
