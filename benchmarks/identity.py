@@ -5,6 +5,9 @@ From the repository root::
 
     .venv/bin/python benchmarks/identity.py --users 5000 --repeat 2 --json /tmp/identity.json
 
+``--phases`` also prints the CPU seconds of the step's phases per stream
+(:mod:`phases`): where the login stream spends what the other does not.
+
 The synthetic generator's events (``--users`` users over ``--days`` days) are written twice as
 JSON lines: as generated (every event under its user id), and as a shop with logins sends them
 (``liveprofile.datasets.logins.with_logins``: each user anonymous until their first purchase,
@@ -27,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import phases
 from rich.console import Console
 from rich.table import Table
 
@@ -75,7 +79,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=20_000, help="Events per batch.")
     parser.add_argument("--repeat", type=int, default=1, help="Runs of each stream.")
     parser.add_argument("--json", type=Path, help="Also write the figures to this JSON file.")
+    parser.add_argument(
+        "--phases", action="store_true", help="Also time the step's phases (benchmarks/phases.py)."
+    )
     args = parser.parse_args()
+    if args.phases:
+        phases.instrument()
     config = PipelineConfig(tasks=TASKS, run=RunConfig(batch_size=args.batch))
     synthetic = SyntheticConfig(users=args.users, days=args.days, seed=7)
     runs: dict[str, list[dict[str, Any]]] = {"user ids": [], "logins": []}
@@ -90,6 +99,7 @@ def main() -> None:
             for name, path in paths.items():
                 run_dir = folder / f"{name.replace(' ', '_')}-{k}"
                 run_dir.mkdir()
+                phases.STREAM[0] = name
                 runs[name].append(replay(config, path, run_dir))
     best = {name: min(r, key=lambda x: x["seconds"]) for name, r in runs.items()}
     base = best["user ids"]["seconds"]
@@ -111,6 +121,8 @@ def main() -> None:
             f"{r['profiles']:,}",
         )
     Console(width=120).print(table)
+    if args.phases:
+        Console(width=120).print(phases.table(list(paths), args.repeat))
     if args.json:
         result = {"machine": platform.platform(), "args": vars(args) | {"json": str(args.json)}}
         args.json.write_text(json.dumps(result | {"runs": runs}, indent=2) + "\n")

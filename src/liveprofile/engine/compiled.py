@@ -12,28 +12,28 @@ Strings get integer codes once (:mod:`.codes`).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Hashable, Sequence
 from typing import Any
 
-import msgspec
 import numpy as np
 import numpy.typing as npt
 
 from liveprofile.engine import kernel
 from liveprofile.engine import layout as L
 from liveprofile.engine.codes import CodeTables, grow
+from liveprofile.engine.kernelargs import batch_events, buffers, empty_items, step_params
 from liveprofile.engine.lifecycle import StepResult
 from liveprofile.engine.links import RiskCounts, Stops, next_stop, stop_marks
 from liveprofile.engine.packing import encode_items
 from liveprofile.engine.pool import PendingPool
 from liveprofile.engine.profilerows import KernelBytes
-from liveprofile.engine.records import Events, Items, Ops, Outputs, Params
+from liveprofile.engine.records import Items, Ops, Outputs
 from liveprofile.engine.resident import ResidentUsers
 from liveprofile.engine.rowio import hold_items, load_users, store_users
 from liveprofile.engine.state import PipelineState
 from liveprofile.engine.step import PythonStep
 from liveprofile.engine.velocity import count_velocity
+from liveprofile.engine.visitors import as_users, known_events
 from liveprofile.events.columns import EventColumns
 from liveprofile.events.schema import COMMANDS, Event
 from liveprofile.learn.base import OpArrays, run_ops, sparse_example
@@ -61,16 +61,6 @@ def unsupported(base: PythonStep) -> str | None:
     return None
 
 
-def _items(n: int, tasks: int) -> Items:
-    return Items(
-        xf=np.zeros((n, len(L.ITEM_FLOATS))),
-        xi=np.zeros((n, len(L.ITEM_INTS)), np.int64),
-        count=np.zeros((n, 2, tasks), np.int64),
-        first=np.zeros((n, 2, tasks), np.int64),
-        touched=np.zeros(n, np.bool_),
-    )
-
-
 class CompiledStep:
     """The compiled counterpart of :meth:`PythonStep.step`; see the module's docstring."""
 
@@ -81,27 +71,9 @@ class CompiledStep:
         self.updater = base.updater
         self.names = [t.name for t in config.tasks]
         self.tables = CodeTables(config, base.features)
-        fc, tabs, last = L.feature_tables(base.features)
-        updater, builder = base.updater, base.features
-        fp = np.zeros(7)
-        fp[L.FP_H_COUNTERS] = updater.h_counters
-        fp[L.FP_H_INTERESTS] = updater.h_interests
-        fp[L.FP_H_MIN] = min(updater.h_counters, updater.h_interests)
-        fp[L.FP_PRIOR] = builder.RATE_PRIOR
-        fp[L.FP_STRENGTH] = builder.RATE_STRENGTH
-        fp[L.FP_TWO] = 2.0
-        ip = np.zeros(L.IP_SIZE, np.int64)
-        ip[L.IP_BEH_ROOM] = updater.behaviour.room
-        ip[L.IP_CROSSES] = int(config.features.crosses)
-        ip[L.IP_TIME] = int(config.features.time_of_day)
-        ip[L.IP_TOP_K] = config.profile.top_k
-        ip[L.IP_KEY_ROOM] = config.profile.outcome_keys
-        ip[L.IP_RECENT] = config.risk.recent
-        ip[L.IP_TRACK] = int(bool(config.profile.track))
-        ip[L.IP_MASK] = builder.mask
-        self.params = Params(fc=fc, tabs=tabs, last=last, fp=fp, ip=ip)
+        self.params = step_params(base)
         #: item statistics by item code, kept across batches while this owns the state
-        self.items = _items(0, len(self.names))
+        self.items = empty_items(0, len(self.names))
         self.held = np.zeros(0, np.bool_)
         self.held_items: set[str] = set()
         #: the rows of the users seen most recently, as the steps left them
@@ -170,7 +142,7 @@ class CompiledStep:
             self._adopt(state)
         out = StepResult()
         ckpt = state.checkpoint
-        cols = EventColumns.of(_as_users(events, state.aliases))
+        cols = EventColumns.of(as_users(events, state.aliases))
         ok = np.array(state.dedup.add_many(cols.event_id), dtype=np.bool_)
         out.duplicates = len(cols) - int(ok.sum())
         plain = isinstance(events, EventColumns)  # plain events: no links, no commands
@@ -193,7 +165,10 @@ class CompiledStep:
         batch_users = list(dict.fromkeys([*cols.user, *sorted(due_users), *visitor_ids]))
         present = [i for i in cols.item_id if i is not None]
         batch_items = list(dict.fromkeys([*present, *sorted(due_items)]))
-        ev, user_row = self._events(state, cols, kernel_ok, batch_users, batch_items)
+        ev, user_row = batch_events(
+            self.tables, self.resident, state.profiles, cols, kernel_ok, batch_users, batch_items
+        )
+        self._grow_items()
         U = load_users(self.tables, state.profiles, batch_users, self.resident)
         self._hold(state, batch_items)
         before: dict[str, Standing | None] = {}
@@ -204,7 +179,9 @@ class CompiledStep:
             before[u] = None if p is None else standing(p)
             if p is None or p.anonymous:
                 visitors[u] = True
-        ops, outputs = self._buffers(ev)
+        ops, outputs = buffers(
+            self.pool, self.tables, len(self.names), self.updater.behaviour.width, ev
+        )
         self.params.fp[L.FP_WATERMARK] = ckpt.watermark
         held = self.held[: len(self.tables.items)]
         item_row = np.where(held, np.arange(len(held)), -1)  # items keep their codes as rows
@@ -254,7 +231,7 @@ class CompiledStep:
         if stops is not None:
             stops.known(visitors, applied)
         elif visitors:
-            _known_events(visitors, events, cols, applied, state.aliases)
+            known_events(visitors, events, cols, applied, state.aliases)
         for u, anonymous in visitors.items():
             p = state.profiles.get(u)
             if p is not None:  # None: an alias (a visitor's id), or deleted in the batch
@@ -286,64 +263,6 @@ class CompiledStep:
             kept.clear()
         return out
 
-    def _events(
-        self,
-        state: PipelineState,
-        cols: EventColumns,
-        ok: Any,
-        batch_users: list[str],
-        batch_items: list[str],
-    ) -> tuple[Events, I64]:
-        """The batch as codes (interning its strings and those its users' profiles hold), and
-        each user code's row in this batch (-1: none)."""
-        tables, profiles = self.tables, state.profiles
-        n = len(cols)
-        flat_topics, topic_starts = cols.topics()
-        # strings the stored profiles hold: items and kinds of recent events, kinds, interests
-        recent_items: list[str] = []
-        stored_kinds: list[str] = []
-        interest_keys: list[str] = []
-        resident = self.resident.slot  # their strings have codes already
-        for u in batch_users:
-            p = None if u in resident else profiles.get(u)
-            if p is None:
-                continue
-            for _, kind, item, _ in p.recent:
-                stored_kinds.append(kind)
-                if item is not None:
-                    recent_items.append(item)
-            stored_kinds.extend(p.decayed)
-            interest_keys.extend(p.interests)
-            recent_items.extend(p.behaviour_items)
-            interest_keys.extend(p.behaviour_categories)
-        tables.intern(
-            batch_users,
-            [*batch_items, *recent_items],
-            [*flat_topics, *(c for c in cols.category if c is not None), *interest_keys],
-            [*cols.type, *stored_kinds],
-        )
-        self._grow_items()
-        ucode, icode, tcode = tables.users.code, tables.items.code, tables.topics.code
-        ev_ucode = np.fromiter(map(ucode.__getitem__, cols.user), np.int64, n)
-        ev_icode = np.array([-1 if i is None else icode[i] for i in cols.item_id], np.int64)
-        u_codes = np.fromiter(map(ucode.__getitem__, batch_users), np.int64, len(batch_users))
-        user_row = np.full(len(tables.users), -1, np.int64)
-        user_row[u_codes] = np.arange(len(u_codes))
-        ev = Events(
-            ok=ok,
-            urow=user_row[ev_ucode],
-            ucode=ev_ucode,
-            irow=ev_icode,  # items keep their codes as rows
-            icode=ev_icode,
-            type=np.fromiter(map(tables.types.code.__getitem__, cols.type), np.int64, n),
-            ts=cols.ts,
-            value=cols.value,
-            cat=np.array([-1 if c is None else tcode[c] for c in cols.category], np.int64),
-            tp_start=np.array(topic_starts, np.int64),
-            tp_code=np.fromiter(map(tcode.__getitem__, flat_topics), np.int64, len(flat_topics)),
-        )
-        return ev, user_row
-
     def _hold(self, state: PipelineState, items: list[str]) -> None:
         """Bring the statistics of ``items`` not held yet into the item arrays."""
         code = self.tables.items.code
@@ -351,40 +270,6 @@ class CompiledStep:
         if new:
             hold_items(self.tables, self.items, self.held, state.items, new)
             self.held_items.update(new.values())
-
-    def _buffers(self, ev: Events) -> tuple[Ops, Outputs]:
-        """Room for what this batch may open, and for its model operations and records."""
-        nt, n = len(self.names), len(ev.ok)
-        max_topics = int(np.diff(ev.tp_start).max()) if n else 0
-        width = 48 + 2 * max_topics + len(self.tables.types) + 2 * self.updater.behaviour.width
-        self.pool.reserve(n * int(self.tables.delayed.sum()), width)
-        width = self.pool.arrays.fidx.shape[1]
-        live = int(self.pool.arrays.hlen.sum())
-        max_ops = 2 * n + live + 1
-        ops = Ops(
-            kind=np.zeros((nt, max_ops), np.int8),
-            start=np.zeros((nt, max_ops + 1), np.int64),
-            idx=np.empty((nt, max_ops * width), np.int64),
-            val=np.empty((nt, max_ops * width), np.float64),
-            y=np.zeros((nt, max_ops), np.float64),
-            n=np.zeros(nt, np.int64),
-            cur_idx=np.empty(width, np.int64),
-            cur_val=np.empty(width, np.float64),
-        )
-        max_rec = nt * (2 * n) + live + 1
-        outputs = Outputs(
-            recs=np.zeros((max_rec, 4), np.int64),
-            rec_ts=np.zeros(max_rec, np.float64),
-            rec_label=np.zeros(max_rec, np.bool_),
-            created=np.zeros((nt, n + 1), np.int64),
-            n_created=np.zeros(nt, np.int64),
-            # a conversion converts every waiting example of its key: at most all open ones
-            converted=np.zeros((nt, n + live + 1), np.int64),
-            n_converted=np.zeros(nt, np.int64),
-            freed=np.zeros(nt * n + live + 1, np.int64),
-            res=np.zeros(4, np.int64),
-        )
-        return ops, outputs
 
     def _learn(
         self,
@@ -543,47 +428,6 @@ def _cut_scores(
             stays[: len(before)] = ~moved
             members[row] = mine[stays]
             members[into] = np.sort(np.concatenate([members.get(into, empty), before[moved]]))
-
-
-def _known_events(
-    visitors: dict[str, bool],
-    events: Sequence[Event],
-    cols: EventColumns,
-    applied: list[int],
-    aliases: dict[str, str],
-) -> None:
-    """Mark in ``visitors`` (True: a new profile, or one made by anonymous events only) the users
-    who stop being anonymous visitors in this batch, as the Python step decides it event by
-    event: at the first applied event that names a known user."""
-    if isinstance(events, EventColumns):  # plain events: every user is known
-        visitors.update(dict.fromkeys(visitors, False))
-        return
-    for k in applied:
-        user = cols.user[k]
-        if visitors.get(user) and not _anonymous_only(events[k], aliases):
-            visitors[user] = False
-
-
-def _anonymous_only(e: Event, aliases: dict[str, str]) -> bool:
-    anon = e.anonymous_id
-    return anon is not None and anon == e.user and anon not in aliases
-
-
-def _as_users(events: Sequence[Event], aliases: dict[str, str]) -> Sequence[Event]:
-    """``events`` under the user their id is linked to: linked visitors' (anonymous id only)
-    and those of users merged into another (``$merge``)."""
-    if not aliases:
-        return events
-    if isinstance(events, EventColumns):
-        if not any(u in aliases for u in events.user):
-            return events
-        return dataclasses.replace(events, user=[aliases.get(u, u) for u in events.user])
-    return [
-        msgspec.structs.replace(e, user=aliases[e.user])
-        if e.user in aliases and e.type not in COMMANDS
-        else e
-        for e in events
-    ]  # fmt: skip
 
 
 class _Ops:

@@ -469,7 +469,7 @@ class Stops:
 
     def known(self, visitors: dict[str, bool], applied: list[int]) -> None:
         """Mark in ``visitors`` the users who stop being anonymous visitors (see
-        ``compiled._known_events``), each counted from its profile's last re-making."""
+        ``visitors.known_events``), each counted from its profile's last re-making."""
         events, names, remade = self.events, self.names, self.remade
         for u, (_, anonymous) in remade.items():
             visitors[u] = anonymous

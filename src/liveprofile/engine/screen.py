@@ -93,7 +93,7 @@ def screen(
         reason = _reason(e, rules, watermark, now, state, known)
         if reason is not None:
             raw = encode_event(e).decode()
-            batch.dead_letters.append(DeadLetter(raw, reason, source, batch.offset))
+            batch.dead_letters.append(DeadLetter(raw, reason, source, batch.position(k)))
             dead.add(k)
             continue
         if e.ts > watermark:
@@ -101,6 +101,8 @@ def screen(
         if e.anonymous_id != e.user:
             known.add(e.user)
     if dead:
+        if batch.positions:
+            batch.positions = [p for k, p in enumerate(batch.positions) if k not in dead]
         batch.events = [e for k, e in enumerate(events) if k not in dead]
 
 

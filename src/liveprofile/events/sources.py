@@ -39,18 +39,32 @@ FORMATS = ("jsonl", "csv", "movielens", "completejourney")
 
 @dataclass
 class Batch:
-    """Validated events, rejected records, and the offset just after the last record."""
+    """Validated events, rejected records, and the offset just after the last record.
+
+    ``positions`` holds each event's own place in the source (a line's byte offset, a row
+    number, a stream entry's offset), as a dead letter records it, when the source knows it:
+    then it has one entry per event; otherwise it is empty.
+    """
 
     events: Sequence[Event] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     offset: int = 0
     #: how far the batch moved the source, in the units of :attr:`Source.total`
     progress: int = 0
+    positions: list[int] = field(default_factory=list)
 
-    def add(self, event: Event) -> None:
+    def add(self, event: Event, position: int | None = None) -> None:
         if not isinstance(self.events, list):
             self.events = list(self.events)
         self.events.append(event)
+        if position is not None:
+            self.positions.append(position)
+
+    def position(self, k: int) -> int:
+        """Where event ``k`` is in the source: its own position when known, else the batch's
+        offset."""
+        positions = self.positions
+        return positions[k] if len(positions) == len(self.events) else self.offset
 
 
 class Source(Protocol):
@@ -104,7 +118,7 @@ class JsonlSource:
                 text = line.strip()
                 if text:
                     try:
-                        batch.add(parse(text))
+                        batch.add(parse(text), offset - len(line))
                     except InvalidEvent as exc:
                         batch.dead_letters.append(
                             DeadLetter(
@@ -207,7 +221,7 @@ class CsvSource:
                             f"row has {len(record.fields)} fields, the header has {width}"
                         )
                     row = dict(zip(header, record.fields, strict=True))
-                    batch.add(parser.parse_fields(self._fields(row, number)))
+                    batch.add(parser.parse_fields(self._fields(row, number)), number)
                 except (InvalidEvent, KeyError, IndexError, ValueError) as exc:
                     reason = str(exc) if isinstance(exc, InvalidEvent) else f"bad row: {exc!r}"
                     batch.dead_letters.append(DeadLetter(record.raw, reason, self.name, number))

@@ -161,6 +161,8 @@ class StreamBatch:
     dead_letter_ids: list[str] = field(default_factory=list)
     #: every entry id read, applied or skipped; acknowledged after the commit
     ids: list[bytes] = field(default_factory=list)
+    #: the offset of each event's own entry (``Batch.positions``)
+    positions: list[int] = field(default_factory=list)
     #: offset of the last entry to apply (0 when every entry was applied before)
     offset: int = 0
     skipped: int = 0
@@ -272,6 +274,7 @@ class StreamReader:
                         "stream entry has no 'e' field (deleted or not written by publish)"
                     )
                 events.append(parse(raw))
+                batch.positions.append(entry_offset(entry_id))
                 parse = self._parser.parse_json
             except InvalidEvent as exc:
                 parse = self._parser.parse_json

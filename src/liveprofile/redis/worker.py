@@ -238,13 +238,12 @@ class RedisWorker:
         fresh = bool(sb.events or sb.dead_letters)
         if fresh:
             self._check_checkpoint(state)
-            batch = Batch(events=sb.events, dead_letters=list(sb.dead_letters), offset=sb.offset)
+            batch = Batch(sb.events, list(sb.dead_letters), sb.offset, positions=sb.positions)
             screen(self.core, state, self.view, sb.stream, batch, time.time())
             screened = batch.dead_letters[len(sb.dead_letters) :]
             sb.dead_letters.extend(screened)
-            # keyed by the batch's last entry: the entry of a screened event is not kept
-            last = format_offset(sb.offset)
-            sb.dead_letter_ids.extend(f"{last}/{k}" for k in range(len(screened)))
+            # keyed by the entry of the event, as a record that does not parse
+            sb.dead_letter_ids.extend(format_offset(d.offset) for d in screened)
             encode = msgspec.json.encode
             dead_rows: dict[str, bytes | None] = {
                 f"{sb.stream}:{entry_id}": encode(letter)
