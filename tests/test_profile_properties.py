@@ -28,8 +28,10 @@ TYPES = ("view", "click", "cart", "purchase")
 CATEGORIES = ("books", "music", "garden", "toys", "food")
 TAGS = ("sale", "new", "books")  # "books" is also a category: its weights add up
 TOP_K = 20  # more than categories and tags together, so nothing is evicted
-#: decayed values below this are zero for any purpose; in the subnormal range rounding is coarse
-TINY = 1e-290
+#: decayed values below this are zero for any purpose. A rebase across more than 1,022 half-lives
+#: multiplies by a subnormal factor, which keeps fewer bits; whatever went through one is below
+#: 2**-510 (stored weights stay under 2**512 between rebases), so only such values lose precision.
+TINY = 2.0**-500
 
 
 @st.composite
