@@ -3,11 +3,14 @@ view, read by rules, folded by identity links, turned into features, the same on
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import msgspec
 import pytest
 from test_compiled import assert_same, chunks, config, messed_up, run, synthetic
 
 from liveprofile.config import FeatureConfig, PipelineConfig, ProfileConfig
+from liveprofile.datasets.movielens import movielens_source
 from liveprofile.engine.core import Core
 from liveprofile.errors import StateVersionError
 from liveprofile.events import Event
@@ -199,3 +202,24 @@ def test_a_stored_profile_with_more_keys_than_the_room_loads_on_the_compiled_ste
     small.step(small_state, events[half:])
     for user in {e.user for e in events[half:]}:
         assert len(small_state.profiles[user].behaviour_items) <= 3
+
+
+def test_movielens_can_read_its_first_genre_as_the_category(tmp_path: Path) -> None:
+    (tmp_path / "movies.csv").write_text(
+        "movieId,title,genres\n1,A,Adventure|Comedy|Fantasy\n2,B,Drama\n3,C,(no genres listed)\n"
+    )
+    (tmp_path / "ratings.csv").write_text(
+        "userId,movieId,rating,timestamp\n1,1,4.0,10\n1,2,3.5,20\n1,3,5.0,30\n"
+    )
+    plain = next(movielens_source(tmp_path / "ratings.csv").batches(0, 10)).events
+    first = next(
+        movielens_source(tmp_path / "ratings.csv", first_genre_category=True).batches(0, 10)
+    ).events
+    assert [(e.category, e.tags) for e in first] == [
+        ("Adventure", ("Comedy", "Fantasy")),
+        ("Drama", ()),
+        (None, ()),
+    ]
+    # the same topics either way: only the behaviour maps see a difference
+    assert [e.topics() for e in first] == [e.topics() for e in plain]
+    assert plain[0].category is None
