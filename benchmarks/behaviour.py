@@ -16,10 +16,11 @@ interleaving spreads it over both).
 
 Datasets: the Complete Journey (the quick start's ``repurchase`` task: the same household buys
 the same product category within 14 days; ``--cj-limit`` transactions), MovieLens ratings (the
-default ``like`` task: rating >= 4; a user rates a movie once and ratings carry genres as tags,
-no category, so there is no behaviour on the exposed key to learn from: this shows the cost of
-the features where they cannot help) and the synthetic shop (the default ``convert`` and
-``repurchase`` tasks; ``--shop-users`` users over ``--shop-days`` days, seeds ``--seeds``).
+default ``like`` task: rating >= 4; a user rates a movie once, so the item map never helps; the
+first genre is the category, the others tags, as ``movielens_source(first_genre_category=True)``
+reads them, and ``rate`` is the type counted per item and category: both settings see the same
+events and topics) and the synthetic shop (the default ``convert`` and ``repurchase`` tasks;
+``--shop-users`` users over ``--shop-days`` days, seeds ``--seeds``).
 
     .venv/bin/python benchmarks/behaviour.py
     .venv/bin/python benchmarks/behaviour.py --cj-limit 0 --seeds 0 1 2   # all of it
@@ -30,13 +31,27 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import msgspec
-from exposures import datasets
+from exposures import chunks, datasets
 from timed import timed_replay
 
 from liveprofile.config import PipelineConfig
+from liveprofile.datasets.movielens import movielens_source
+from liveprofile.events import Event
+
+
+def movielens(data_dir: str) -> tuple[PipelineConfig, list[list[Event]], list[Event]]:
+    """MovieLens with its first genre as the category and ``rate`` counted as behaviour."""
+    source = movielens_source(Path(data_dir) / "ratings.csv", first_genre_category=True)
+    events = sorted(
+        (e for b in source.batches(0, 50_000) for e in b.events), key=lambda e: (e.ts, e.event_id)
+    )
+    config = PipelineConfig()
+    profile = msgspec.structs.replace(config.profile, behaviour_types=["rate"])
+    return msgspec.structs.replace(config, profile=profile), chunks(events, 20_000), events
 
 
 def with_behaviour(config: PipelineConfig, on: bool, keys: int | None = None) -> PipelineConfig:
@@ -72,10 +87,17 @@ def main() -> None:
         "--throughput-only", action="store_true", help="the Complete Journey's events/s only"
     )
     parser.add_argument("--keys", type=int, nargs="*", default=[], help="more 'on' settings")
+    parser.add_argument(
+        "--datasets", nargs="*", default=[], help="only these (name prefixes, e.g. MovieLens)"
+    )
     args = parser.parse_args()
     settings: dict[str, tuple[bool, int | None]] = {"off": (False, None), "on": (True, None)}
     settings.update({f"on {n}": (True, n) for n in args.keys})
     for name, base, batches, events in datasets(args):
+        if name == "MovieLens":
+            base, batches, events = movielens(args.data_dir)
+        if args.datasets and not any(name.startswith(d) for d in args.datasets):
+            continue
         print(f"\n{name}: {len(events):,} events, batches of {base.run.batch_size:,}")
         runs: dict[str, dict[str, Any]] = {}
         for _ in range(args.repeat if name == "Complete Journey" else 1):

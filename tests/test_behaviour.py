@@ -3,11 +3,14 @@ view, read by rules, folded by identity links, turned into features, the same on
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import msgspec
 import pytest
 from test_compiled import assert_same, chunks, config, messed_up, run, synthetic
 
 from liveprofile.config import FeatureConfig, PipelineConfig, ProfileConfig
+from liveprofile.datasets.movielens import movielens_source
 from liveprofile.engine.core import Core
 from liveprofile.errors import StateVersionError
 from liveprofile.events import Event
@@ -64,7 +67,9 @@ def test_the_most_recent_keys_stay_and_a_rebase_changes_no_value() -> None:
     assert len(p.behaviour_items) == 5
     updater.apply(p, view("u", "view", 10 * DAY, "i0"))  # i0 touched again: stays
     updater.apply(p, view("u", "view", 11 * DAY, "i9"))
-    assert list(p.behaviour_items) == ["i9", "i0", "i4", "i3"]
+    # the two least recent (i1, i2) dropped, the others in the order they were added
+    assert list(p.behaviour_items) == ["i0", "i3", "i4", "i9"]
+    assert list(updater.behaviour.view(p, 11 * DAY)["items"]) == ["i9", "i0", "i4", "i3"]
     before = updater.behaviour.view(p, 400 * DAY)
     updater.rebase(p, 300 * DAY)
     after = updater.behaviour.view(p, 400 * DAY)
@@ -129,14 +134,12 @@ def test_features_name_the_state_time_and_counts_and_can_be_turned_off() -> None
     exposure = view("u", "view", 3 * 3600.0, "i1", "coffee")
     names = [n for n, _ in FeatureBuilder(FeatureConfig(), updater).explain(exposure, p, None)]
     behaviour = [n for n in names if n.startswith("b_")]
-    # i1: converted, 3 hours ago (bucket 2), a view and a purchase decayed a little;
-    # coffee: never touched
+    # i1: converted, 3 hours ago (bucket 2), a view and a purchase decayed a little (the
+    # types it never had add no feature); coffee: never touched
     assert behaviour == [
         "b_item_state=1",
         "b_item_ago=2",
         "b_item=view=2",
-        "b_item=click=0",
-        "b_item=cart=0",
         "b_item=purchase=2",
         "b_category_state=2",
     ]
@@ -199,3 +202,24 @@ def test_a_stored_profile_with_more_keys_than_the_room_loads_on_the_compiled_ste
     small.step(small_state, events[half:])
     for user in {e.user for e in events[half:]}:
         assert len(small_state.profiles[user].behaviour_items) <= 3
+
+
+def test_movielens_can_read_its_first_genre_as_the_category(tmp_path: Path) -> None:
+    (tmp_path / "movies.csv").write_text(
+        "movieId,title,genres\n1,A,Adventure|Comedy|Fantasy\n2,B,Drama\n3,C,(no genres listed)\n"
+    )
+    (tmp_path / "ratings.csv").write_text(
+        "userId,movieId,rating,timestamp\n1,1,4.0,10\n1,2,3.5,20\n1,3,5.0,30\n"
+    )
+    plain = next(movielens_source(tmp_path / "ratings.csv").batches(0, 10)).events
+    first = next(
+        movielens_source(tmp_path / "ratings.csv", first_genre_category=True).batches(0, 10)
+    ).events
+    assert [(e.category, e.tags) for e in first] == [
+        ("Adventure", ("Comedy", "Fantasy")),
+        ("Drama", ()),
+        (None, ()),
+    ]
+    # the same topics either way: only the behaviour maps see a difference
+    assert [e.topics() for e in first] == [e.topics() for e in plain]
+    assert plain[0].category is None

@@ -1,5 +1,10 @@
 """MovieLens ratings as ``rate`` events: ``ratings.csv`` with genres from ``movies.csv`` as tags.
 
+With ``first_genre_category=True`` a movie's first genre is its category and the others its
+tags, so an event touches the same topics (``Event.topics``: category, then tags) and a user's
+behaviour per category (``profile.behaviour``) has a key to gather on: a user rates a movie once,
+but rates many of a genre.
+
 >>> MAPPING["value"], MAPPING["event_id"]
 ('rating', '{userId}:{movieId}')
 """
@@ -20,8 +25,23 @@ MAPPING = {
 }
 
 
-def movielens_source(ratings: str | os.PathLike[str]) -> CsvSource:
-    """A source over a MovieLens ``ratings.csv``; genres come from ``movies.csv`` beside it."""
+class _FirstGenreSource(CsvSource):
+    """A :class:`CsvSource` whose events' first tag is their category instead."""
+
+    def _fields(self, row: dict[str, str], number: int) -> dict[str, object]:
+        fields = super()._fields(row, number)
+        tags = fields.get("tags")
+        if isinstance(tags, list) and tags and "category" not in fields:
+            fields["category"], fields["tags"] = tags[0], tags[1:]
+        return fields
+
+
+def movielens_source(
+    ratings: str | os.PathLike[str], *, first_genre_category: bool = False
+) -> CsvSource:
+    """A source over a MovieLens ``ratings.csv``; genres come from ``movies.csv`` beside it
+    (the first one as the category with ``first_genre_category``)."""
     movies = Path(ratings).with_name("movies.csv")
     tags = read_item_tags(movies, "movieId", "genres") if movies.exists() else {}
-    return CsvSource(ratings, MAPPING, constants={"type": "rate"}, item_tags=tags)
+    kind = _FirstGenreSource if first_genre_category else CsvSource
+    return kind(ratings, MAPPING, constants={"type": "rate"}, item_tags=tags)

@@ -33,8 +33,8 @@ if TYPE_CHECKING:
 
 
 def rows(tracker: BehaviourTracker) -> tuple[int, int]:
-    """Keys a row has room for (the trim limit, one being added, and one spare the trim
-    moves entries through) and floats per key."""
+    """Keys a row has room for (the trim limit, one being added, and one spare that
+    remembers the key last found, see :func:`_slot`) and floats per key."""
     return tracker.limit + 2, tracker.width
 
 
@@ -65,10 +65,18 @@ def load_row(
 
 @leaf
 def _slot(users, u, k, key):  # type: ignore[no-untyped-def]
-    """Where row ``u`` keeps key ``key`` in map ``k`` (-1: nowhere)."""
+    """Where row ``u`` keeps key ``key`` in map ``k`` (-1: nowhere). Where the last key was
+    found is remembered in the row's spare key, so the update after an event's features finds
+    it without a second scan."""
     bkey = users.bkey
-    for j in range(users.blen[u, k]):
+    m = users.blen[u, k]
+    spare = bkey.shape[2] - 1
+    j = bkey[u, k, spare]
+    if j < m and bkey[u, k, j] == key:
+        return j
+    for j in range(m):
         if bkey[u, k, j] == key:
+            bkey[u, k, spare] = j
             return j
     return -1
 
@@ -76,7 +84,7 @@ def _slot(users, u, k, key):  # type: ignore[no-untyped-def]
 @leaf
 def touch(users, u, k, key, col, converted, ts, w, room):  # type: ignore[no-untyped-def]
     """Count an event on ``key`` in map ``k`` of row ``u``: its list's column ``col`` gets
-    ``w``; past ``room + room // 4`` keys the ``room`` most recent stay (a stable sort)."""
+    ``w``; past ``room + room // 4`` keys the ``room`` most recent stay (:func:`_trim`)."""
     bkey, bval, blen = users.bkey, users.bval, users.blen
     j = _slot(users, u, k, key)
     if j < 0:
@@ -93,27 +101,32 @@ def touch(users, u, k, key, col, converted, ts, w, room):  # type: ignore[no-unt
     bval[u, k, j, col] += w
     m = blen[u, k]
     if m > room + room // 4:
-        # a stable insertion sort by the last interaction, latest first, in place (the spare
-        # key past the limit carries the entry being moved)
-        spare = bkey.shape[2] - 1
-        for q in range(1, m):
-            last_q = bval[u, k, q, B_LAST]
-            i = q
-            while i > 0 and bval[u, k, i - 1, B_LAST] < last_q:
-                i -= 1
-            if i == q:
-                continue
-            key_q = bkey[u, k, q]
-            for c in range(bval.shape[3]):
-                bval[u, k, spare, c] = bval[u, k, q, c]
-            for s in range(q, i, -1):
-                bkey[u, k, s] = bkey[u, k, s - 1]
-                for c in range(bval.shape[3]):
-                    bval[u, k, s, c] = bval[u, k, s - 1, c]
-            bkey[u, k, i] = key_q
-            for c in range(bval.shape[3]):
-                bval[u, k, i, c] = bval[u, k, spare, c]
+        _trim(bkey, bval, u, k, m, room)
         blen[u, k] = room
+
+
+@leaf
+def _trim(bkey, bval, u, k, m, room):  # type: ignore[no-untyped-def]
+    """``profile.behaviour.trimmed``: drop the ``m - room`` least recently touched keys of
+    map ``k`` of row ``u`` (the last ones of a tie, as a stable sort would), the others keep
+    their order."""
+    for _ in range(m - room):
+        worst = -1
+        for q in range(m):
+            if bkey[u, k, q] >= 0 and (
+                worst < 0 or bval[u, k, q, B_LAST] <= bval[u, k, worst, B_LAST]
+            ):
+                worst = q
+        bkey[u, k, worst] = -1  # dropped (keys are codes, never negative)
+    w = 0
+    for q in range(m):
+        if bkey[u, k, q] < 0:
+            continue
+        if w != q:
+            bkey[u, k, w] = bkey[u, k, q]
+            for c in range(bval.shape[3]):
+                bval[u, k, w, c] = bval[u, k, q, c]
+        w += 1
 
 
 @leaf
@@ -162,10 +175,7 @@ def behaviour_features(ev, e, params, users, ops, m):  # type: ignore[no-untyped
     bval = users.bval
     per_kind = (tabs.shape[0] - L.T_BEHAVIOUR) // 2
     u, ts = ev.urow[e], ev.ts[e]
-    pf = users.pf
-    last = pf[u, L.P_LAST]
-    at = ts if ts > last else last
-    f_c = params.fp[L.FP_TWO] ** (-(at - pf[u, L.P_ANCHOR]) / params.fp[L.FP_H_COUNTERS])
+    f_c = -1.0  # the counters' decay, computed at the first count read
     n = bval.shape[3]
     if n > B_COUNTS + per_kind - 2:
         n = B_COUNTS + per_kind - 2
@@ -189,7 +199,23 @@ def behaviour_features(ev, e, params, users, ops, m):  # type: ignore[no-untyped
         val[m + 1] = 1.0
         m += 2
         for c in range(B_COUNTS, n):
-            idx[m] = _bucket(params, base + c, COUNT_SCALE * bval[u, k, j, c] * f_c)
-            val[m] = 1.0
-            m += 1
+            v = bval[u, k, j, c]
+            if v == 0.0:
+                continue
+            if f_c < 0.0:
+                f_c = _decay(params, users, u, ts)
+            x = COUNT_SCALE * v * f_c
+            if 1.0 + x >= 2.0:  # bucket 1 or more, as the Python builder tests it
+                idx[m] = _bucket(params, base + c, x)
+                val[m] = 1.0
+                m += 1
     return m
+
+
+@leaf
+def _decay(params, users, u, ts):  # type: ignore[no-untyped-def]
+    """The counters' decay factor of row ``u`` from its anchor to when features read it."""
+    pf = users.pf
+    last = pf[u, L.P_LAST]
+    at = ts if ts > last else last
+    return params.fp[L.FP_TWO] ** (-(at - pf[u, L.P_ANCHOR]) / params.fp[L.FP_H_COUNTERS])

@@ -3,10 +3,12 @@
 For each of the two (when the event has it), from the profile *before* the event: whether the
 user touched it at all and converted on it (``b_item_state``: 0 touched, 1 converted, 2 never
 touched), a log2 bucket of the hours since the last interaction (``b_item_ago``) and, per
-``profile.behaviour_types`` type, a log2 bucket of four times its decayed count
-(``b_item=view``: 0 for none or nearly decayed away). All are one-hot, hashed like the other
-features; the compiled twin is :func:`liveprofile.engine.behaviour.behaviour_features`, which
-reads the same tables (:func:`table_names` rows after ``hashing.TABLES``).
+``profile.behaviour_types`` type with a count, a log2 bucket of four times its decayed count
+(``b_item=view``; a type never seen there, or nearly decayed away, adds no feature: its bucket 0
+is the reference the others are learned against, so a type a dataset never has costs nothing).
+All are one-hot, hashed like the other features; the compiled twin is
+:func:`liveprofile.engine.behaviour.behaviour_features`, which reads the same tables
+(:func:`table_names` rows after ``hashing.TABLES``).
 
 >>> table_names(["view", "purchase"])[:4]
 [('b_item_state', 3), ('b_item_ago', 17), ('b_item=view', 12), ('b_item=purchase', 12)]
@@ -71,7 +73,9 @@ def add_features(
         entry = unpack(packed)
         idx.append(tables[base][1 if entry[B_CONVERTED] > 0 else 0])
         idx.append(log2_bucket(tables[base + 1], max(0.0, ts - entry[B_LAST]) / HOUR))
-        n = min(len(entry), B_COUNTS + per_kind - 2)
-        for j in range(B_COUNTS, n):
-            idx.append(log2_bucket(tables[base + j], COUNT_SCALE * entry[j] * f_c))
-        val += [1.0] * n
+        val += (1.0, 1.0)
+        for j in range(B_COUNTS, min(len(entry), B_COUNTS + per_kind - 2)):
+            x = COUNT_SCALE * entry[j] * f_c
+            if 1.0 + x >= 2.0:  # bucket 1 or more (the compiled twin tests the same)
+                idx.append(log2_bucket(tables[base + j], x))
+                val.append(1.0)

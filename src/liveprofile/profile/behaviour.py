@@ -8,7 +8,7 @@ the event time of the last interaction, whether the user converted on it (an eve
 ``profile.behaviour_types`` type, in that order. Counts are forward-decayed with the counters'
 half-life and stored relative to the profile's anchor, as :attr:`Profile.decayed` is. Each map
 keeps ``profile.behaviour_keys`` keys: when it outgrows that by a quarter, the most recently
-touched ones stay (ties keep their order). The compiled step keeps the same lists in rows
+touched ones stay, in their order (:func:`trimmed`). The compiled step keeps the same lists in rows
 (:mod:`liveprofile.engine.behaviour`).
 
 This differs from :attr:`Profile.key_outcomes`, which counts the *labels* of a delayed task's
@@ -65,14 +65,16 @@ def last_touch(entry: bytes) -> float:
 
 
 def trimmed(entries: dict[str, bytes], room: int) -> dict[str, bytes]:
-    """The ``room`` most recently touched keys of ``entries`` (a stable sort: ties keep their
-    order), most recent first.
+    """The ``room`` most recently touched keys of ``entries`` (of keys touched at the same
+    time, the earlier ones), in the order they had: the rest are dropped, nothing moves (so
+    the compiled step trims a row without sorting it).
 
     >>> kept = trimmed({"a": pack([1.0, 0.0]), "b": pack([3.0, 0.0]), "c": pack([1.0, 1.0])}, 2)
     >>> {key: unpack(entry) for key, entry in kept.items()}
-    {'b': (3.0, 0.0), 'a': (1.0, 0.0)}
+    {'a': (1.0, 0.0), 'b': (3.0, 0.0)}
     """
-    return dict(sorted(entries.items(), key=lambda kv: -last_touch(kv[1]))[:room])
+    keep = set(sorted(entries, key=lambda key: -last_touch(entries[key]))[:room])
+    return {key: entry for key, entry in entries.items() if key in keep}
 
 
 class BehaviourTracker:
