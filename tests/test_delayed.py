@@ -156,8 +156,7 @@ def test_with_a_wait_an_example_is_learned_when_its_wait_ends_and_late_positives
         wait="1h",
     )  # fmt: skip
     task = TaskConfig("convert", on=["view"], label=label)
-    core = core_of("compiled", task)
-    assert core.compiled is None  # the Python step's work (engine.compiled.unsupported)
+    core = core_of("python", task)
     state = core.new_state()
     early = [view(1, "u1", T0, "i1"), buy(1, "u1", T0 + 600, "i1")]  # converts within the wait
     late = [view(2, "u2", T0, "i2"), buy(2, "u2", T0 + 7200, "i2")]  # converts after it
@@ -206,6 +205,16 @@ def waited(window: str = "1d", wait: str = "2h") -> list[TaskConfig]:
     ]
 
 
+@pytest.mark.parametrize(
+    ("wait", "size"), [("2h", 1), ("2h", 45), ("30m", 45), ("20h", 100_000), ("1h", 997)]
+)
+def test_the_compiled_step_gives_the_same_state_with_a_wait(wait: str, size: int) -> None:
+    # late exposures land before and after the end of their wait, and after their window
+    events = messed_up(synthetic(seed=3), seed=4)
+    core = assert_same(chunks(events[:400] if size == 1 else events, size), tasks=waited(wait=wait))
+    assert core.compiled is not None
+
+
 def test_with_a_wait_batches_and_a_restart_change_nothing(tmp_path: Path) -> None:
     events = messed_up(synthetic(seed=5), seed=6)
     cfg = PipelineConfig(tasks=waited(), run=RunConfig(batch_size=97, dedup_window=500))
@@ -227,7 +236,7 @@ def test_with_a_wait_batches_and_a_restart_change_nothing(tmp_path: Path) -> Non
         return model, metrics
 
     whole = run(tmp_path / "whole.db", 100_000, False)
-    assert Core(cfg).compiled is None  # the Python step's work (engine.compiled.unsupported)
+    assert Core(cfg).compiled is not None
     assert run(tmp_path / "cut.db", 97, False) == whole
     assert run(tmp_path / "restart.db", 97, True) == whole
     # and the wait changes what is learned

@@ -24,7 +24,7 @@ from liveprofile.config import PipelineConfig
 from liveprofile.engine.packing import StringTable
 from liveprofile.engine.records import ByCode, Tasks
 from liveprofile.features.hashing import FeatureBuilder
-from liveprofile.learn.delayed import MODES, op_flags
+from liveprofile.learn.delayed import MODES, WAIT, op_flags
 from liveprofile.profile.behaviour import BehaviourTracker
 from liveprofile.profile.risk import velocity_item
 from liveprofile.profile.state import key_outcome_name
@@ -130,6 +130,8 @@ class CodeTables:
         #: ``label.feedback`` by ``learn.delayed.MODES``, and the flags of its learn operations
         self.feedback = np.array([MODES[x.feedback] for x in labels], np.int64)
         self.learn_flags = np.array([op_flags(x.feedback) for x in labels], np.int8)
+        #: ``feedback = "wait"``: how long after its exposure an example is learned (else 0)
+        self.wait = np.array([x.wait_s if x.feedback == WAIT else 0.0 for x in labels])
         #: topic and task names as the compiled item writer reads them
         self.topic_strings, self.task_strings = StringTable(), StringTable()
         self.task_strings.extend(self.task_names)
@@ -266,4 +268,5 @@ class CodeTables:
             ko_item=self.ko_item,
             feedback=self.feedback,
             learn_flags=self.learn_flags,
+            wait=self.wait,
         )

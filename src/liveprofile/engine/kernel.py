@@ -92,7 +92,7 @@ def run(ev, codes, tasks, params, users, items, pool, ops, out):  # type: ignore
                         done = out.n_converted[t]
                         convert(pool, out, t, pool_waiting[wkey], ts)
                         if tasks.feedback[t]:  # learned as negatives: now as positives
-                            learn_converted(pool, ops, out, t, done, tasks.learn_flags[t])
+                            learn_converted(pool, ops, out, tasks, t, done, fp[L.FP_WATERMARK])
                 if not tasks_on[t, kind]:
                     continue
                 key = ev_icode[e] if tasks_by_item[t] else ev_cat[e]
@@ -165,6 +165,8 @@ def advance(codes, tasks, params, users, items, pool, ops, out, ts):  # type: ig
     for t in range(n_tasks):
         if not tasks_delayed[t]:
             continue
+        if tasks.wait[t] > 0.0:  # learned at the end of their wait (TaskState.learn_waited)
+            learn_waited(codes, tasks, pool, ops, t, ts)
         while pool_hlen[t] > 0 and pool_deadline[pool_heap[t, 0]] < ts:
             slot = _learn_due(codes, tasks, params, users, items, pool, ops, out, t)
             wkey = _wkey(pool_user[slot], n_tasks, t, pool_key[slot])
@@ -223,13 +225,30 @@ def _add_record(out, kind, t, k, ref, ts, label):  # type: ignore[no-untyped-def
 
 
 @leaf
-def learn_converted(pool, ops, out, t, done, flags):  # type: ignore[no-untyped-def]
-    """Learn as positives (operation flags ``flags``) the examples of task ``t`` converted
-    since ``out.n_converted[t]`` was ``done`` (latest exposure first, ``TaskState.convert_at``)."""
+def learn_converted(pool, ops, out, tasks, t, done, watermark):  # type: ignore[no-untyped-def]
+    """Learn as positives the examples of task ``t`` converted since ``out.n_converted[t]`` was
+    ``done`` (latest exposure first, ``TaskState.convert_at``): all of them (fnc, fnw), or with
+    ``feedback = "wait"`` those whose wait ended before ``watermark``."""
     out_converted = out.converted
+    flags, wait = tasks.learn_flags[t], tasks.wait[t]
     for j in range(done, out.n_converted[t]):
         slot = out_converted[t, j]
-        _add_op(ops, t, L.LEARN | flags, pool.fidx[slot], pool.fval[slot], pool.flen[slot], 1.0)
+        if pool.open_ts[slot] + wait < watermark:  # fnc, fnw: always (opened before it)
+            _add_op(ops, t, L.LEARN | flags, pool.fidx[slot], pool.fval[slot], pool.flen[slot], 1.0)
+
+
+@leaf
+def learn_waited(codes, tasks, pool, ops, t, ts):  # type: ignore[no-untyped-def]
+    """Learn, with the label known now, task ``t``'s examples whose wait ends before ``ts``,
+    in the order of ``learn.delayed.Waiting``: its heap (row ``n_tasks + t``) is ordered as the
+    deadline heap, both by exposure time (end of wait and deadline add a constant to it)."""
+    row = tasks.delayed.shape[0] + t
+    wait = tasks.wait[t]
+    key_rank = codes.item_rank if tasks.by_item[t] else codes.topic_rank
+    while pool.hlen[row] > 0 and pool.open_ts[pool.heap[row, 0]] + wait < ts:
+        slot = heap_pop(pool, row, codes.user_rank, key_rank)
+        y = 1.0 if pool.conv[slot] else 0.0
+        _add_op(ops, t, L.LEARN, pool.fidx[slot], pool.fval[slot], pool.flen[slot], y)
 
 
 @leaf
@@ -345,10 +364,14 @@ def _open(ev, e, codes, tasks, params, users, items, pool, ops, out, t, m):  # t
         pool_fval[slot, j] = ops_cur_val[j]
     out_created[t, out_n_created[t]] = slot
     out_n_created[t] += 1
-    at_once = tasks.feedback[t] > 0  # fnc, fnw: learned as a negative when exposed
+    wait = tasks.wait[t]
+    at_once = tasks.feedback[t] > 0 and wait == 0.0  # fnc, fnw: learned as a negative now
     kind = (L.PREDICT_LEARN | tasks.learn_flags[t]) if at_once else L.PREDICT
     k = _add_op(ops, t, kind, ops_cur_idx, ops_cur_val, m, 0.0)
     _add_record(out, L.R_OPENED, t, k, slot, ts, False)
+    waited = wait > 0.0 and ts + wait < params_fp[L.FP_WATERMARK]  # a late exposure's wait
+    if waited and pool_deadline[slot] >= params_fp[L.FP_WATERMARK]:
+        _add_op(ops, t, L.LEARN, ops_cur_idx, ops_cur_val, m, 0.0)
     if pool_deadline[slot] < params_fp[L.FP_WATERMARK]:
         # a late exposure whose window has already closed: learned at once
         if not at_once:
@@ -364,6 +387,8 @@ def _open(ev, e, codes, tasks, params, users, items, pool, ops, out, t, m):  # t
         return -1
     key_rank = codes_item_rank if tasks_by_item[t] else codes_topic_rank
     heap_push(pool, t, slot, codes_user_rank, key_rank)
+    if wait > 0.0 and not waited:
+        heap_push(pool, tasks.delayed.shape[0] + t, slot, codes_user_rank, key_rank)
     return slot
 
 
