@@ -47,9 +47,6 @@ F64 = npt.NDArray[np.float64]
 def unsupported(base: PythonStep) -> str | None:
     """Why this pipeline cannot take the compiled path, or None if it can."""
     config = base.config
-    if any(t.label.kind == "delayed" and t.label.key == "user" for t in config.tasks):
-        # the kernel's pending pool and key-outcome tables know item and topic codes only
-        return "a delayed task is keyed by user"
     if any(t.regression for t in config.tasks):
         # the kernel counts a converted flag per pending example, not a sum of values
         return "a task learns a value (target = 'value')"

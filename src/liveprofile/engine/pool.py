@@ -118,12 +118,12 @@ class PendingPool:
         pendings = [(t, p) for t, (open_, _) in taken.items() for p in open_]
         self.reserve(len(pendings), max((len(p.idx) // 8 for _, p in pendings), default=0))
         tables = self.tables
-        by_item = tables.by_item
+        by_item, by_user = tables.by_item, tables.by_user
         tables.intern(
-            [p.user for _, p in pendings],
+            [p.user for _, p in pendings] + [p.key for t, p in pendings if by_user[t]],
             [p.item for _, p in pendings if p.item is not None]
             + [p.key for t, p in pendings if by_item[t]],
-            [p.key for t, p in pendings if not by_item[t]],
+            [p.key for t, p in pendings if not by_item[t] and not by_user[t]],
             [],
         )
         a = self.arrays

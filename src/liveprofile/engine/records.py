@@ -86,6 +86,8 @@ class Tasks(NamedTuple):
     feedback: Any  # label.feedback by learn.delayed.MODES (> 0: learned when exposed)
     learn_flags: Any  # flags of the learn operations (learn.base.FAKE_NEGATIVE)
     wait: Any  # feedback = "wait": learned this long after exposure (else 0.0)
+    by_user: Any  # keyed by user (any conversion of the same user)
+    ko_user: Any  # (task, user code): the key-outcome name
 
 
 class Params(NamedTuple):
