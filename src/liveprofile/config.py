@@ -77,9 +77,9 @@ class ProfileConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 class LearnerConfig(msgspec.Struct, forbid_unknown_fields=False, frozen=True):
     """Which learner a task uses and its hyperparameters (every other key is a parameter).
 
-    ``kind`` is ``ftrl``, ``ogd``, ``tuned`` (a champion and challengers of FTRL/OGD settings,
-    see :mod:`liveprofile.learn.tuned`), ``hoeffding`` or ``river`` (with ``model`` naming any
-    River classifier, e.g. ``"linear_model.LogisticRegression"``).
+    ``kind`` is ``ftrl``, ``ogd``, ``tuned`` (a champion and challengers: FTRL/OGD settings or
+    River classifiers, see :mod:`liveprofile.learn.tuned`), ``hoeffding`` or ``river`` (with
+    ``model`` naming any River classifier, e.g. ``"linear_model.LogisticRegression"``).
     """
 
     kind: str = "ftrl"
