@@ -6,8 +6,9 @@
 - ``fnw``: the same stream, each learned example weighted by the learner, ``1 + p`` for a
   positive and ``(1 - p)(1 + p)`` for a negative (fake-negative weighting, same paper);
 - ``wait``: learned ``--wait`` after the exposure with the label known then, late positives
-  learned again (elapsed-time sampling as ES-DFM, without its importance weights). It runs on the
-  Python step (the others on the compiled one), so its events/s are not comparable.
+  learned again (elapsed-time sampling as ES-DFM, without its importance weights).
+
+All four run on the compiled step.
 
 Each dataset is replayed through a fresh core once per mode (the modes interleaved, ``--repeat``
 times on the Complete Journey for the events/s, best run kept). Every delayed task is evaluated

@@ -8,13 +8,15 @@ prequentially (each example predicted before it is learned; the task's own AUC):
   challengers: is its AUC within 0.002 of the best fixed setting chosen in hindsight?
 - the cost per challenger: events/s of the replay (``Core.step`` alone) with the plain FTRL
   default and with a tuned learner of 0, 2 and 4 challengers, interleaved ``--repeat`` times,
-  best run kept.
+  best run kept; with ``--tree``, also 2 challengers and a Hoeffding tree (River) as a third,
+  and its AUC and champion.
 
 Datasets: the Complete Journey (the quick start's ``repurchase`` task, ``--cj-limit``
 transactions) and MovieLens ratings (the default ``like`` task, ``--ml-limit`` ratings).
 
     .venv/bin/python benchmarks/tuning.py
     .venv/bin/python benchmarks/tuning.py --cj-limit 0 --ml-limit 0   # all of it
+    .venv/bin/python benchmarks/tuning.py --tree --timing-only   # the cost of a tree challenger
 """
 
 from __future__ import annotations
@@ -45,8 +47,13 @@ BAD = "ogd lr=1e-4"
 TUNING: dict[str, Any] = {"margin": 0.01, "min_examples": 1000, "window": 5000}
 
 
-def tuned(challengers: Sequence[str]) -> LearnerConfig:
-    params = {"champion": GRID[BAD], "challengers": [GRID[c] for c in challengers], **TUNING}
+#: a challenger of another kind (``--tree``)
+TREE: dict[str, Any] = {"kind": "hoeffding", "params": {}}
+
+
+def tuned(challengers: Sequence[str], extra: Sequence[dict[str, Any]] = ()) -> LearnerConfig:
+    members = [*(GRID[c] for c in challengers), *extra]
+    params = {"champion": GRID[BAD], "challengers": members, **TUNING}
     return LearnerConfig(kind="tuned", params=params)
 
 
@@ -106,6 +113,8 @@ def main() -> None:
     parser.add_argument("--min-examples", type=int, default=TUNING["min_examples"])
     parser.add_argument("--window", type=int, default=TUNING["window"])
     parser.add_argument("--only", choices=["cj", "ml"], default=None, help="one dataset")
+    parser.add_argument("--tree", action="store_true", help="time a Hoeffding tree challenger")
+    parser.add_argument("--timing-only", action="store_true", help="skip the AUC comparison")
     args = parser.parse_args()
     TUNING.update(margin=args.margin, min_examples=args.min_examples, window=args.window)
     others = [g for g in GRID if g != BAD]
@@ -113,6 +122,25 @@ def main() -> None:
     for name, task, config, batches in datasets(args):
         n_events = sum(len(b) for b in batches)
         print(f"\n{name}: {n_events} events, task {task}")
+        timing: dict[str, float] = {}
+        lineup = {
+            "ftrl (plain)": LearnerConfig(kind="ftrl"),
+            **{f"tuned, {k} challengers": tuned(others[:k]) for k in (0, 2, 4)},
+        }
+        if args.tree:
+            lineup["tuned, 2 + hoeffding"] = tuned(others[:2], [TREE])
+        if args.timing_only:
+            for _ in range(args.repeat):
+                for label, learner in lineup.items():
+                    r = replay(with_learner(config, learner), batches, task)
+                    timing[label] = max(timing.get(label, 0.0), r["eps"])
+                    if _ == 0 and "tuning" in r:
+                        print(f"  {label}: AUC {r['summary']['auc']:.4f}, champion "
+                              f"{r['tuning']['champion']}")  # fmt: skip
+            for label, eps in timing.items():
+                print(f"  {label:<22} {eps:>10,.0f} events/s")
+            results[name] = {"events": n_events, "events_per_s": timing}
+            continue
         aucs = {}
         for setting in GRID:
             r = replay(with_learner(config, fixed(setting)), batches, task)
@@ -132,11 +160,6 @@ def main() -> None:
                 f"    at {d['examples']}: {d['action']} {d['from']} -> {d['to']} "
                 f"(loss {d['loss_from']:.4f} -> {d['loss_to']:.4f})"
             )
-        timing: dict[str, float] = {}
-        lineup = {
-            "ftrl (plain)": LearnerConfig(kind="ftrl"),
-            **{f"tuned, {k} challengers": tuned(others[:k]) for k in (0, 2, 4)},
-        }
         for _ in range(args.repeat):
             for label, learner in lineup.items():
                 eps = replay(with_learner(config, learner), batches, task)["eps"]

@@ -56,14 +56,39 @@ def _cli(*args: str) -> str:
     return done.stdout
 
 
+#: the default tasks and a regression task (the spend of the next 3 days, MAE and RMSE charts)
+TASKS_TOML = """
+[[tasks]]
+name = "like"
+on = ["rate"]
+label = { kind = "value", threshold = 4.0 }
+[[tasks]]
+name = "convert"
+on = ["view"]
+label = { kind = "delayed", conversion = ["purchase"], key = "item", window = "1d" }
+[[tasks]]
+name = "repurchase"
+on = ["purchase"]
+label = { kind = "delayed", conversion = ["purchase"], key = "category", window = "14d" }
+[[tasks]]
+name = "spend_3d"
+on = ["purchase"]
+learner = { kind = "linreg" }
+[tasks.label]
+kind = "delayed"
+conversion = ["purchase"]
+key = "user"
+window = "3d"
+target = "value"
+"""
+
+
 @pytest.fixture(scope="module")
 def dash(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
     folder = tmp_path_factory.mktemp("dashboard")
     events, store, config = folder / "events.jsonl", folder / "profiles.db", folder / "cfg.toml"
-    config.write_text(
-        '[run]\nmetrics_window = "1d"\nbatch_size = 250\n'
-        '[segments]\nbuyers = "frequency >= 1"\nrecent = "days_since_last_event < 1"\n'
-    )
+    segments = '[segments]\nbuyers = "frequency >= 1"\nrecent = "days_since_last_event < 1"\n'
+    config.write_text('[run]\nmetrics_window = "1d"\nbatch_size = 250\n' + segments + TASKS_TOML)
     # a planted drift strong enough for the convert model's loss to show it (a drift marker)
     _cli("generate", "--out", str(events), "--users", "500", "--days", "10", "--seed", "4",
          "--invalid-rate", "0.01", "--duplicate-rate", "0.01", "--param", "drift_fraction=1",
@@ -96,6 +121,35 @@ def _page(browser: Browser) -> tuple[Page, list[str]]:
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     return page, errors
+
+
+def test_a_regression_task_charts_mae_and_rmse_with_its_drift_markers(
+    dash: Dashboard, browser: Browser
+) -> None:
+    client = dash.server.client
+    summary = client.get("/v1/stats", headers=AUTH).json()["tasks"]["spend_3d"]
+    windows = client.get("/v1/metrics/timeline", headers=AUTH).json()["tasks"]["spend_3d"]
+    charted = [w for w in windows if w["mae"] is not None]
+    # the first half of ten days, in one-day windows: the examples whose 3-day window closed
+    assert len(charted) >= 2
+    assert summary["drift"]["loss"] == "absolute error / MAE so far"
+    page, errors = _page(browser)
+    try:  # closed whatever happens: an open page keeps polling the stats
+        page.goto(f"{dash.server.base}/dashboard#token={TOKEN}")
+        card = page.locator('.task[data-task="spend_3d"]')
+        expect(card.locator(".task-summary")).to_contain_text("MAE")
+        expect(card.locator(".auc-chart")).to_have_count(0)
+        for chart, key in ((".mae-chart", "mae"), (".rmse-chart", "rmse")):
+            points = card.locator(f"{chart} circle.pt")
+            expect(points).to_have_count(len(charted))
+            drawn = [float(y) for y in points.evaluate_all("ps => ps.map(p => p.dataset.y)")]
+            assert drawn == pytest.approx([w[key] for w in charted])
+            marks = card.locator(f"{chart} line.marker")  # the drift markers of the spend's errors
+            expect(marks).to_have_count(len(summary["drift"]["events"]))
+        expect(card.locator(".drifts")).to_have_text(str(summary["drift"]["detections"]))
+        assert errors == []
+    finally:
+        page.close()
 
 
 def test_page_asks_for_the_token_and_refuses_a_wrong_one(dash: Dashboard, browser: Browser) -> None:
@@ -134,6 +188,8 @@ def test_charts_and_profile_viewer_show_the_store(
 
     charted = drifts = 0
     for task, windows in timeline["tasks"].items():
+        if task == "spend_3d":  # a regression task: MAE and RMSE charts (the test below)
+            continue
         card = page.locator(f'.task[data-task="{task}"]')
         expect(card).to_have_count(1)
         aucs = [w["auc"] for w in windows if w["auc"] is not None]

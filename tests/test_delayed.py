@@ -10,18 +10,19 @@ from pathlib import Path
 import msgspec
 import numpy as np
 import pytest
-from test_compiled import TASKS, assert_same, chunks, messed_up, synthetic
+from test_compiled import TASKS, assert_same, chunks, messed_up, run, snapshot, synthetic
 from test_exposures import DAY, T0, buy, view
 
 from liveprofile.config import LabelConfig, LearnerConfig, PipelineConfig, RunConfig, TaskConfig
 from liveprofile.engine.core import Core
-from liveprofile.engine.local import LocalRunner
+from liveprofile.engine.local import LocalRunner, apply_batch
+from liveprofile.engine.state import PipelineState
 from liveprofile.errors import ConfigError
 from liveprofile.events.sources import Batch
 from liveprofile.learn.base import LEARN, PREDICT_LEARN, OpBatch, run_ops, sparse_example
 from liveprofile.learn.delayed import P_MAX, fnc_correct, fnc_correct_many, op_flags, served
 from liveprofile.learn.tasks import Pending
-from liveprofile.store import SQLiteStore
+from liveprofile.store import MemoryStore, SQLiteStore
 
 
 def fnc_task(window: str = "1d", mode: str = "fnc") -> TaskConfig:
@@ -156,8 +157,7 @@ def test_with_a_wait_an_example_is_learned_when_its_wait_ends_and_late_positives
         wait="1h",
     )  # fmt: skip
     task = TaskConfig("convert", on=["view"], label=label)
-    core = core_of("compiled", task)
-    assert core.compiled is None  # the Python step's work (engine.compiled.unsupported)
+    core = core_of("python", task)
     state = core.new_state()
     early = [view(1, "u1", T0, "i1"), buy(1, "u1", T0 + 600, "i1")]  # converts within the wait
     late = [view(2, "u2", T0, "i2"), buy(2, "u2", T0 + 7200, "i2")]  # converts after it
@@ -206,6 +206,41 @@ def waited(window: str = "1d", wait: str = "2h") -> list[TaskConfig]:
     ]
 
 
+@pytest.mark.parametrize(
+    ("wait", "size"), [("2h", 1), ("2h", 45), ("30m", 45), ("20h", 100_000), ("1h", 997)]
+)
+def test_the_compiled_step_gives_the_same_state_with_a_wait(wait: str, size: int) -> None:
+    # late exposures land before and after the end of their wait, and after their window
+    events = messed_up(synthetic(seed=3), seed=4)
+    core = assert_same(chunks(events[:400] if size == 1 else events, size), tasks=waited(wait=wait))
+    assert core.compiled is not None
+
+
+@pytest.mark.parametrize("tasks", [TASKS, waited(wait="3h")], ids=["window", "wait"])
+def test_the_compiled_step_hands_its_examples_back_to_the_python_step(
+    tasks: list[TaskConfig],
+) -> None:
+    # half the stream compiled, the rest on the Python step of the same state: as all-Python
+    events = messed_up(synthetic(seed=9), seed=10)
+    batches = chunks(events, 211)
+    cfg = PipelineConfig(tasks=tasks, run=RunConfig(dedup_window=500))
+    python_cfg = msgspec.structs.replace(cfg, run=RunConfig(engine="python", dedup_window=500))
+    compiled, python = Core(cfg), Core(python_cfg)
+    store = MemoryStore()
+    state = PipelineState.load(store, cfg)
+    for k, batch in enumerate(batches):
+        if k == len(batches) // 2:
+            assert compiled.compiled is not None
+            compiled.compiled.release()  # the open examples (and their waits) as objects
+        core = compiled if k < len(batches) // 2 else python
+        apply_batch(core, state, store, "test", Batch(events=batch, offset=k + 1))
+    reference, _ = run(python_cfg, batches)
+    a, b = snapshot(reference, python_cfg), snapshot(store, python_cfg)
+    for ns in a["rows"]:
+        assert a["rows"][ns] == b["rows"][ns], ns
+    assert a["meta"] == b["meta"]
+
+
 def test_with_a_wait_batches_and_a_restart_change_nothing(tmp_path: Path) -> None:
     events = messed_up(synthetic(seed=5), seed=6)
     cfg = PipelineConfig(tasks=waited(), run=RunConfig(batch_size=97, dedup_window=500))
@@ -227,7 +262,7 @@ def test_with_a_wait_batches_and_a_restart_change_nothing(tmp_path: Path) -> Non
         return model, metrics
 
     whole = run(tmp_path / "whole.db", 100_000, False)
-    assert Core(cfg).compiled is None  # the Python step's work (engine.compiled.unsupported)
+    assert Core(cfg).compiled is not None
     assert run(tmp_path / "cut.db", 97, False) == whole
     assert run(tmp_path / "restart.db", 97, True) == whole
     # and the wait changes what is learned

@@ -155,7 +155,7 @@ def test_make_learner_builds_tuned_from_config() -> None:
     assert isinstance(model, TunedLearner) and model.bits == 12
     assert tuning_of(model)["tuning"]["champion"] == "ftrl(alpha=0.01)"
     with pytest.raises(ConfigError, match="tuned"):
-        make_learner(LearnerConfig(kind="tuned", params={"challengers": [{"kind": "hoeffding"}]}))
+        make_learner(LearnerConfig(kind="tuned", params={"challengers": [{"kind": "svm"}]}))
     with pytest.raises(ConfigError, match="tuned"):
         make_learner(LearnerConfig(kind="tuned", params={"margin": 2.0}))
 

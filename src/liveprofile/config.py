@@ -77,9 +77,9 @@ class ProfileConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 class LearnerConfig(msgspec.Struct, forbid_unknown_fields=False, frozen=True):
     """Which learner a task uses and its hyperparameters (every other key is a parameter).
 
-    ``kind`` is ``ftrl``, ``ogd``, ``tuned`` (a champion and challengers of FTRL/OGD settings,
-    see :mod:`liveprofile.learn.tuned`), ``hoeffding`` or ``river`` (with ``model`` naming any
-    River classifier, e.g. ``"linear_model.LogisticRegression"``).
+    ``kind`` is ``ftrl``, ``ogd``, ``tuned`` (a champion and challengers: FTRL/OGD settings or
+    River classifiers, see :mod:`liveprofile.learn.tuned`), ``hoeffding`` or ``river`` (with
+    ``model`` naming any River classifier, e.g. ``"linear_model.LogisticRegression"``).
     """
 
     kind: str = "ftrl"
@@ -175,10 +175,18 @@ class TaskConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
                 f"task {self.name!r}: feedback = 'wait' needs 0 < wait < window, got "
                 f"wait = {self.label.wait!r}, window = {self.label.window!r}"
             )
-        if self.label.feedback == "fnw" and self.learner.kind not in ("ftrl", "ogd", "tuned"):
+        learner = self.learner
+        members = [learner.params.get("champion") or {}, *learner.params.get("challengers", [])]
+        river_member = learner.kind == "tuned" and any(
+            isinstance(m, dict) and m.get("kind", "ftrl") not in ("ftrl", "ogd") for m in members
+        )  # a River member learns unweighted
+        if self.label.feedback == "fnw" and (
+            learner.kind not in ("ftrl", "ogd", "tuned") or river_member
+        ):
             raise ConfigError(
                 f"task {self.name!r}: feedback = 'fnw' weighs its examples: use a learner that "
-                "can (kind = 'ftrl', 'ogd' or 'tuned'), or feedback = 'fnc'"
+                "can (kind = 'ftrl', 'ogd' or 'tuned' of FTRL and OGD members), or "
+                "feedback = 'fnc'"
             )
         if self.label.target == "value":
             if self.label.kind != "delayed":

@@ -4,12 +4,29 @@ slots, latest exposure first (``Pool.waiting`` holds the first slot, ``Pool.link
 Every exposure opens its own example (``TaskState.may_open``), a conversion marks every example of
 the chain whose window holds it (``TaskState.convert_at``), and a closed example leaves its chain.
 The helpers work on arrays only (:data:`~liveprofile.engine.rowops.leaf`); :func:`kernel.run`
-keeps the typed dict of chains.
+keeps the typed dict of chains. A task's key is an item, a topic (category) or the user itself
+(:func:`task_key`, ``TaskState.key_of``).
 """
 
 from __future__ import annotations
 
 from liveprofile.engine.rowops import leaf
+
+
+@leaf
+def task_key(tasks, ev, e, t):  # type: ignore[no-untyped-def]
+    """The key code of event ``e`` for task ``t`` (-1: the event has none)."""
+    if tasks.by_user[t]:
+        return ev.ucode[e]
+    return ev.icode[e] if tasks.by_item[t] else ev.cat[e]
+
+
+@leaf
+def key_name(tasks, t, key):  # type: ignore[no-untyped-def]
+    """The key-outcome name of key code ``key`` of task ``t``."""
+    if tasks.by_user[t]:
+        return tasks.ko_user[t, key]
+    return tasks.ko_item[t, key] if tasks.by_item[t] else tasks.ko_topic[t, key]
 
 
 @leaf

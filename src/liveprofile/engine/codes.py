@@ -24,7 +24,7 @@ from liveprofile.config import PipelineConfig
 from liveprofile.engine.packing import StringTable
 from liveprofile.engine.records import ByCode, Tasks
 from liveprofile.features.hashing import FeatureBuilder
-from liveprofile.learn.delayed import MODES, op_flags
+from liveprofile.learn.delayed import MODES, WAIT, op_flags
 from liveprofile.profile.behaviour import BehaviourTracker
 from liveprofile.profile.risk import velocity_item
 from liveprofile.profile.state import key_outcome_name
@@ -117,12 +117,14 @@ class CodeTables:
         self.topic_track = np.zeros(0, np.bool_)
         self.ko_topic = np.zeros((nt, 0), np.int64)
         self.ko_item = np.zeros((nt, 0), np.int64)
+        self.ko_user = np.zeros((nt, 0), np.int64)
         self.type_tables: tuple[Any, ...] = ()
         self._track = frozenset(config.profile.track)
         #: how profiles keep behaviour: which types count, in which column, in how many keys
         self.behaviour = BehaviourTracker(config.profile, config.profile.counters_half_life_s)
         self.delayed = np.array([x.kind == "delayed" for x in labels], np.bool_)
         self.by_item = np.array([x.key == "item" for x in labels], np.bool_)
+        self.by_user = np.array([x.key == "user" for x in labels], np.bool_)
         self.threshold = np.array([x.threshold for x in labels], np.float64)
         self.has_pos = np.array([bool(x.positive) for x in labels], np.bool_)
         self.window = np.array([x.window_s if x.kind == "delayed" else 0.0 for x in labels])
@@ -130,12 +132,16 @@ class CodeTables:
         #: ``label.feedback`` by ``learn.delayed.MODES``, and the flags of its learn operations
         self.feedback = np.array([MODES[x.feedback] for x in labels], np.int64)
         self.learn_flags = np.array([op_flags(x.feedback) for x in labels], np.int8)
+        #: ``feedback = "wait"``: how long after its exposure an example is learned (else 0)
+        self.wait = np.array([x.wait_s if x.feedback == WAIT else 0.0 for x in labels])
         #: topic and task names as the compiled item writer reads them
         self.topic_strings, self.task_strings = StringTable(), StringTable()
         self.task_strings.extend(self.task_names)
 
     def keys(self, t: int) -> StringCodes:
-        """The codes of task ``t``'s keys: items or topics."""
+        """The codes of task ``t``'s keys: users, items or topics."""
+        if self.by_user[t]:
+            return self.users
         return self.items if self.by_item[t] else self.topics
 
     def intern(
@@ -147,10 +153,16 @@ class CodeTables:
     ) -> None:
         """Give codes (and table rows) to the strings not seen before."""
         b = self.features
-        for v in self._new(self.users, users, ("user_fidx", "user_part")):
+        new = self._new(self.users, users, ("user_fidx", "user_part"))
+        if new and self.by_user.any():
+            self.ko_user = grow(self.ko_user.T, len(self.users)).T.copy()
+        for v in new:
             c = self.users.code[v]
             self.user_fidx[c] = b.value_index("user", v)
             self.user_part[c] = b.part(v)
+            for t, name in enumerate(self.task_names):
+                if self.by_user[t]:
+                    self.ko_user[t, c] = key_outcome_name(name, v)
         new = self._new(self.items, items, ("item_fidx", "item_crc"))
         if new and self.by_item.any():
             self.ko_item = grow(self.ko_item.T, len(self.items)).T.copy()
@@ -171,7 +183,7 @@ class CodeTables:
             self.topic_part[c] = b.part(v)
             self.topic_track[c] = v in self._track
             for t, name in enumerate(self.task_names):
-                if not self.by_item[t]:
+                if not self.by_item[t] and not self.by_user[t]:
                     self.ko_topic[t, c] = key_outcome_name(name, v)
         if self.types.add_missing(kinds) or not self.type_tables:
             self._type_tables()
@@ -266,4 +278,7 @@ class CodeTables:
             ko_item=self.ko_item,
             feedback=self.feedback,
             learn_flags=self.learn_flags,
+            wait=self.wait,
+            by_user=self.by_user,
+            ko_user=self.ko_user,
         )

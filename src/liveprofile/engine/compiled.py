@@ -49,12 +49,6 @@ F64 = npt.NDArray[np.float64]
 def unsupported(base: PythonStep) -> str | None:
     """Why this pipeline cannot take the compiled path, or None if it can."""
     config = base.config
-    if any(t.label.kind == "delayed" and t.label.key == "user" for t in config.tasks):
-        # the kernel's pending pool and key-outcome tables know item and topic codes only
-        return "a delayed task is keyed by user"
-    if any(t.label.feedback == "wait" for t in config.tasks):
-        # the kernel's pool has one heap per task, by deadline, none by the end of a wait
-        return "a delayed task learns after a wait (feedback = 'wait')"
     if any(t.regression for t in config.tasks):
         # the kernel counts a converted flag per pending example, not a sum of values
         return "a task learns a value (target = 'value')"
@@ -99,9 +93,10 @@ class CompiledStep:
     def _adopt(self, state: PipelineState) -> None:
         """Take over the open pending examples of ``state``'s tasks."""
         self.owner = state
-        delayed = self.tables.delayed
+        delayed, names = self.tables.delayed, self.names
         self.pool.adopt(
-            {t: state.tasks[name].take_pending() for t, name in enumerate(self.names) if delayed[t]}
+            {t: state.tasks[name].take_pending() for t, name in enumerate(names) if delayed[t]},
+            state.checkpoint.watermark,
         )
         self._grow_items()
 
@@ -112,7 +107,7 @@ class CompiledStep:
             return
         for t, name in enumerate(self.names):
             if self.tables.delayed[t]:
-                state.tasks[name].give_pending(*self.pool.hand_back(t))
+                state.tasks[name].give_pending(*self.pool.hand_back(t), state.checkpoint.watermark)
         # the item statistics are in the store (and the state's resting copies) as committed
         self.held[:] = False
         self.held_items.clear()

@@ -3,8 +3,8 @@
 :class:`Core` is the processing step of a pipeline, configured once and shared by every runner.
 With ``run.engine = "compiled"`` (the default) every batch takes
 :class:`~liveprofile.engine.compiled.CompiledStep` (numba, see :mod:`liveprofile.engine.kernel`),
-identity links, erasures, expiry and anomaly scores included, unless a task is keyed by user,
-learns a value or learns after a wait (:func:`~liveprofile.engine.compiled.unsupported`);
+identity links, erasures, expiry and anomaly scores included, unless a task learns a value
+(:func:`~liveprofile.engine.compiled.unsupported`);
 ``"python"`` takes the Python step (:class:`~liveprofile.engine.step.PythonStep`, the readable
 reference). Both give the same state, to the byte.
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from liveprofile.engine import layout as L
 from liveprofile.engine.behaviour import behaviour_features
+from liveprofile.engine.chains import key_name
 from liveprofile.engine.rowops import key_slot, leaf
 
 
@@ -241,9 +242,6 @@ def task_features(tasks, params, users, items, ops, t, key, u, it, m):  # type: 
     users_count = users.count
     items_count = items.count
     users_pi = users.pi
-    tasks_by_item = tasks.by_item
-    tasks_ko_item = tasks.ko_item
-    tasks_ko_topic = tasks.ko_topic
     users_oval = users.oval
     params_fc = params.fc
     items_xi = items.xi
@@ -251,7 +249,7 @@ def task_features(tasks, params, users, items, ops, t, key, u, it, m):  # type: 
     ops_cur_val = ops.cur_val
     p_exists = users_pi[u, L.P_EXISTS] != 0
     if key >= 0 and p_exists:
-        name = tasks_ko_item[t, key] if tasks_by_item[t] else tasks_ko_topic[t, key]
+        name = key_name(tasks, t, key)
         j = key_slot(users, u, name)
         packed = users_oval[u, j] if j >= 0 else 0
         m = _rate(

@@ -20,7 +20,14 @@ import numpy as np
 
 from liveprofile.engine import behaviour
 from liveprofile.engine import layout as L
-from liveprofile.engine.chains import convert, insert, may_open, unlink
+from liveprofile.engine.chains import (
+    convert,
+    insert,
+    key_name,
+    may_open,
+    task_key,
+    unlink,
+)
 from liveprofile.engine.featurize import shared_features, task_features
 from liveprofile.engine.rowops import (
     add_recent,
@@ -58,9 +65,6 @@ def run(ev, codes, tasks, params, users, items, pool, ops, out):  # type: ignore
     ops_cur_idx = ops.cur_idx
     ops_cur_val = ops.cur_val
     tasks_on = tasks.on
-    tasks_by_item = tasks.by_item
-    ev_icode = ev.icode
-    ev_cat = ev.cat
     pool_waiting = pool.waiting
     tasks_per_key = tasks.per_key
     tasks_pos = tasks.pos
@@ -86,16 +90,16 @@ def run(ev, codes, tasks, params, users, items, pool, ops, out):  # type: ignore
             label = False
             if tasks_delayed[t]:
                 if tasks_conv[t, kind]:  # mark the waiting examples this event converts
-                    key = ev_icode[e] if tasks_by_item[t] else ev_cat[e]
+                    key = task_key(tasks, ev, e, t)
                     wkey = _wkey(ev_ucode[e], n_tasks, t, key)
                     if key >= 0 and wkey in pool_waiting:
                         done = out.n_converted[t]
                         convert(pool, out, t, pool_waiting[wkey], ts)
                         if tasks.feedback[t]:  # learned as negatives: now as positives
-                            learn_converted(pool, ops, out, t, done, tasks.learn_flags[t])
+                            learn_converted(pool, ops, out, tasks, t, done, fp[L.FP_WATERMARK])
                 if not tasks_on[t, kind]:
                     continue
-                key = ev_icode[e] if tasks_by_item[t] else ev_cat[e]
+                key = task_key(tasks, ev, e, t)
                 if key < 0:
                     continue
                 wkey = _wkey(ev_ucode[e], n_tasks, t, key)
@@ -165,6 +169,8 @@ def advance(codes, tasks, params, users, items, pool, ops, out, ts):  # type: ig
     for t in range(n_tasks):
         if not tasks_delayed[t]:
             continue
+        if tasks.wait[t] > 0.0:  # learned at the end of their wait (TaskState.learn_waited)
+            learn_waited(codes, tasks, pool, ops, t, ts)
         while pool_hlen[t] > 0 and pool_deadline[pool_heap[t, 0]] < ts:
             slot = _learn_due(codes, tasks, params, users, items, pool, ops, out, t)
             wkey = _wkey(pool_user[slot], n_tasks, t, pool_key[slot])
@@ -223,13 +229,32 @@ def _add_record(out, kind, t, k, ref, ts, label):  # type: ignore[no-untyped-def
 
 
 @leaf
-def learn_converted(pool, ops, out, t, done, flags):  # type: ignore[no-untyped-def]
-    """Learn as positives (operation flags ``flags``) the examples of task ``t`` converted
-    since ``out.n_converted[t]`` was ``done`` (latest exposure first, ``TaskState.convert_at``)."""
+def learn_converted(pool, ops, out, tasks, t, done, watermark):  # type: ignore[no-untyped-def]
+    """Learn as positives the examples of task ``t`` converted since ``out.n_converted[t]`` was
+    ``done`` (latest exposure first, ``TaskState.convert_at``): all of them (fnc, fnw), or with
+    ``feedback = "wait"`` those whose wait ended before ``watermark``."""
     out_converted = out.converted
+    flags, wait = tasks.learn_flags[t], tasks.wait[t]
     for j in range(done, out.n_converted[t]):
         slot = out_converted[t, j]
-        _add_op(ops, t, L.LEARN | flags, pool.fidx[slot], pool.fval[slot], pool.flen[slot], 1.0)
+        if pool.open_ts[slot] + wait < watermark:  # fnc, fnw: always (opened before it)
+            _add_op(ops, t, L.LEARN | flags, pool.fidx[slot], pool.fval[slot], pool.flen[slot], 1.0)
+
+
+@leaf
+def learn_waited(codes, tasks, pool, ops, t, ts):  # type: ignore[no-untyped-def]
+    """Learn, with the label known now, task ``t``'s examples whose wait ends before ``ts``,
+    in the order of ``learn.delayed.Waiting``: its heap (row ``n_tasks + t``) is ordered as the
+    deadline heap, both by exposure time (end of wait and deadline add a constant to it)."""
+    row = tasks.delayed.shape[0] + t
+    wait = tasks.wait[t]
+    ranks = codes.item_rank if tasks.by_item[t] else codes.topic_rank
+    if tasks.by_user[t]:
+        ranks = codes.user_rank
+    while pool.hlen[row] > 0 and pool.open_ts[pool.heap[row, 0]] + wait < ts:
+        slot = heap_pop(pool, row, codes.user_rank, ranks)
+        y = 1.0 if pool.conv[slot] else 0.0
+        _add_op(ops, t, L.LEARN, pool.fidx[slot], pool.fval[slot], pool.flen[slot], y)
 
 
 @leaf
@@ -244,13 +269,14 @@ def _free(out, slot):  # type: ignore[no-untyped-def]
 def _learn_due(codes, tasks, params, users, items, pool, ops, out, t):  # type: ignore[no-untyped-def]
     """Learn task ``t``'s pending example that is due first and count its outcome on its user
     and item; returns its slot, for the caller to drop from the waiting ones."""
-    tasks_by_item = tasks.by_item
     pool_conv = pool.conv
     pool_key = pool.key
     pool_user = pool.user
     pool_item = pool.item
-    key_rank = codes.item_rank if tasks_by_item[t] else codes.topic_rank
-    slot = heap_pop(pool, t, codes.user_rank, key_rank)
+    ranks = codes.item_rank if tasks.by_item[t] else codes.topic_rank
+    if tasks.by_user[t]:
+        ranks = codes.user_rank
+    slot = heap_pop(pool, t, codes.user_rank, ranks)
     label = pool_conv[slot]
     y = 1.0 if label else 0.0
     if not tasks.feedback[t]:  # else learned when exposed (and when converted)
@@ -258,7 +284,7 @@ def _learn_due(codes, tasks, params, users, items, pool, ops, out, t):  # type: 
     _add_record(out, L.R_RESOLVED, t, -1, slot, pool.open_ts[slot], label)
     out.res[1] += 1
     key = pool_key[slot]
-    name = tasks.ko_item[t, key] if tasks_by_item[t] else tasks.ko_topic[t, key]
+    name = key_name(tasks, t, key)
     # counted on the profile the example's user is an alias of, if any
     _outcome(params, users, items, codes.owner_row[pool_user[slot]], t, label, name)
     if pool_item[slot] >= 0:
@@ -314,22 +340,16 @@ def _open(ev, e, codes, tasks, params, users, items, pool, ops, out, t, m):  # t
     ev_ucode = ev.ucode
     ev_urow = ev.urow
     ev_irow = ev.irow
-    tasks_by_item = tasks.by_item
-    ev_cat = ev.cat
     tasks_window = tasks.window
     pool_fidx = pool.fidx
     pool_fval = pool.fval
     params_fp = params.fp
     out_res = out.res
     users_pi = users.pi
-    codes_item_rank = codes.item_rank
-    codes_topic_rank = codes.topic_rank
     codes_user_rank = codes.user_rank
     params_ip = params.ip
-    tasks_ko_item = tasks.ko_item
-    tasks_ko_topic = tasks.ko_topic
     ts, ucode, u, it = ev_ts[e], ev_ucode[e], ev_urow[e], ev_irow[e]
-    key = ev_icode[e] if tasks_by_item[t] else ev_cat[e]
+    key = task_key(tasks, ev, e, t)
     slot = pool_free[pool_nfree[0] - 1]
     pool_nfree[0] -= 1
     pool_task[slot] = t
@@ -345,10 +365,14 @@ def _open(ev, e, codes, tasks, params, users, items, pool, ops, out, t, m):  # t
         pool_fval[slot, j] = ops_cur_val[j]
     out_created[t, out_n_created[t]] = slot
     out_n_created[t] += 1
-    at_once = tasks.feedback[t] > 0  # fnc, fnw: learned as a negative when exposed
+    wait = tasks.wait[t]
+    at_once = tasks.feedback[t] > 0 and wait == 0.0  # fnc, fnw: learned as a negative now
     kind = (L.PREDICT_LEARN | tasks.learn_flags[t]) if at_once else L.PREDICT
     k = _add_op(ops, t, kind, ops_cur_idx, ops_cur_val, m, 0.0)
     _add_record(out, L.R_OPENED, t, k, slot, ts, False)
+    waited = wait > 0.0 and ts + wait < params_fp[L.FP_WATERMARK]  # a late exposure's wait
+    if waited and pool_deadline[slot] >= params_fp[L.FP_WATERMARK]:
+        _add_op(ops, t, L.LEARN, ops_cur_idx, ops_cur_val, m, 0.0)
     if pool_deadline[slot] < params_fp[L.FP_WATERMARK]:
         # a late exposure whose window has already closed: learned at once
         if not at_once:
@@ -357,13 +381,17 @@ def _open(ev, e, codes, tasks, params, users, items, pool, ops, out, t, m):  # t
         out_res[1] += 1
         if users_pi[u, L.P_EXISTS]:
             params_ip[L.IP_TICK] = count(users, u, t, False, params_ip[L.IP_TICK])
-            name = tasks_ko_item[t, key] if tasks_by_item[t] else tasks_ko_topic[t, key]
+            name = key_name(tasks, t, key)
             record_key_outcome(users, u, name, False, params_ip[L.IP_KEY_ROOM])
         _item_outcome(params, items, it, t, False)
         _free(out, slot)
         return -1
-    key_rank = codes_item_rank if tasks_by_item[t] else codes_topic_rank
-    heap_push(pool, t, slot, codes_user_rank, key_rank)
+    ranks = codes.item_rank if tasks.by_item[t] else codes.topic_rank
+    if tasks.by_user[t]:
+        ranks = codes_user_rank
+    heap_push(pool, t, slot, codes_user_rank, ranks)
+    if wait > 0.0 and not waited:
+        heap_push(pool, tasks.delayed.shape[0] + t, slot, codes_user_rank, ranks)
     return slot
 
 

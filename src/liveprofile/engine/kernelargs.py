@@ -130,8 +130,9 @@ def buffers(
     width = 48 + 2 * max_topics + len(tables.types) + 2 * behaviour_width
     pool.reserve(n * int(tables.delayed.sum()), width)
     width = pool.arrays.fidx.shape[1]
-    live = int(pool.arrays.hlen.sum())
-    max_ops = 2 * n + live + 1
+    live = int(pool.arrays.hlen[:nt].sum())
+    # an exposure, the end of its wait, a late positive (feedback = "wait"); else two
+    max_ops = (3 if tables.wait.any() else 2) * n + 2 * live + 1
     ops = Ops(
         kind=np.zeros((nt, max_ops), np.int8),
         start=np.zeros((nt, max_ops + 1), np.int64),

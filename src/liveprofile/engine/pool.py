@@ -1,4 +1,5 @@
-"""The open pending examples of the compiled step, in a pool of slots with a heap per task.
+"""The open pending examples of the compiled step, in a pool of slots with a heap per task (and a
+second one per task for the examples of ``feedback = "wait"`` whose wait has not ended).
 
 :class:`PendingPool` owns the arrays of a :class:`~liveprofile.engine.records.Pool`: it makes
 room, takes over :class:`~liveprofile.learn.tasks.Pending` objects and hands them back, and writes
@@ -38,8 +39,8 @@ def _empty(cap: int, width: int, tasks: int) -> Pool:
         fval=np.zeros((cap, width), np.float64),
         free=np.arange(cap - 1, -1, -1, dtype=np.int64),
         nfree=np.array([cap], np.int64),
-        heap=np.zeros((tasks, cap), np.int64),
-        hlen=np.zeros(tasks, np.int64),
+        heap=np.zeros((2 * tasks, cap), np.int64),
+        hlen=np.zeros(2 * tasks, np.int64),
         waiting=TypedDict.empty(key_type=nbtypes.int64, value_type=nbtypes.int64),
         link=np.full(cap, -1, np.int64),
     )
@@ -83,7 +84,7 @@ class PendingPool:
             rows[name] = np.zeros((new_cap, w), old.dtype)
             rows[name][:cap, : old.shape[1]] = old
         if new_cap > cap:
-            rows["heap"] = np.zeros((self.n_tasks, new_cap), np.int64)
+            rows["heap"] = np.zeros((2 * self.n_tasks, new_cap), np.int64)
             rows["heap"][:, :cap] = a.heap
             added = np.arange(new_cap - 1, cap - 1, -1, dtype=np.int64)
             free = np.concatenate([added, a.free[: a.nfree[0]]])
@@ -105,21 +106,24 @@ class PendingPool:
         return (tables.users.code[user] * self.n_tasks + t) * KEYSPACE + code
 
     def adopt(
-        self, taken: dict[int, tuple[list[Pending], dict[tuple[str, str], list[Pending]]]]
+        self,
+        taken: dict[int, tuple[list[Pending], dict[tuple[str, str], list[Pending]]]],
+        watermark: float,
     ) -> None:
         """Take over the open pending examples of the delayed tasks (by task number): each
         task's open examples (and those a conversion can still convert, which their
-        ``converted`` flags tell here)."""
+        ``converted`` flags tell here); with ``feedback = "wait"``, those whose wait has not
+        ended at ``watermark`` await it (``learn.delayed.Waiting.learned``)."""
         self.clear()
         pendings = [(t, p) for t, (open_, _) in taken.items() for p in open_]
         self.reserve(len(pendings), max((len(p.idx) // 8 for _, p in pendings), default=0))
         tables = self.tables
-        by_item = tables.by_item
+        by_item, by_user = tables.by_item, tables.by_user
         tables.intern(
-            [p.user for _, p in pendings],
+            [p.user for _, p in pendings] + [p.key for t, p in pendings if by_user[t]],
             [p.item for _, p in pendings if p.item is not None]
             + [p.key for t, p in pendings if by_item[t]],
-            [p.key for t, p in pendings if not by_item[t]],
+            [p.key for t, p in pendings if not by_item[t] and not by_user[t]],
             [],
         )
         a = self.arrays
@@ -141,6 +145,10 @@ class PendingPool:
                 a.waiting[self.wkey(t, user, key)] = later
             live = np.array([slots[id(p)] for p in open_], np.int64)
             push_all(a, t, live, tables.users.rank(), tables.keys(t).rank())
+            wait = float(tables.wait[t])
+            if wait > 0.0:
+                unwaited = live[a.open_ts[live] + wait >= watermark]
+                push_all(a, self.n_tasks + t, unwaited, tables.users.rank(), tables.keys(t).rank())
 
     def _fill(self, slot: int, t: int, p: Pending) -> None:
         a, tables = self.arrays, self.tables

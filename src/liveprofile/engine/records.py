@@ -85,6 +85,9 @@ class Tasks(NamedTuple):
     ko_item: Any  # (task, item code)
     feedback: Any  # label.feedback by learn.delayed.MODES (> 0: learned when exposed)
     learn_flags: Any  # flags of the learn operations (learn.base.FAKE_NEGATIVE)
+    wait: Any  # feedback = "wait": learned this long after exposure (else 0.0)
+    by_user: Any  # keyed by user (any conversion of the same user)
+    ko_user: Any  # (task, user code): the key-outcome name
 
 
 class Params(NamedTuple):
@@ -197,7 +200,8 @@ class Pool(NamedTuple):
     fval: Any
     free: Any  # free slots, free[:nfree[0]]
     nfree: Any
-    heap: Any  # (task, position): slots
+    heap: Any  # (task, position): slots; row n_tasks + t: task t's examples whose wait has
+    # not ended (feedback = "wait"), in the same order (both come down to exposure time)
     hlen: Any
     waiting: Any  # typed dict: key -> slot of the latest exposure
     link: Any  # slot -> the slot of the next earlier exposure of the same key (-1: none)

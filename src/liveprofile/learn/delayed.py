@@ -23,8 +23,7 @@ closes. ``label.feedback`` chooses how its learner is fed:
   importance weights): an example is learned ``label.wait`` after its exposure (shorter than the
   window), positive if it converted by then; one that converts later is learned again as a
   positive (a late positive duplicated). Nothing corrects the prediction, which is low by about
-  the share of conversions that come after the wait. Python step only
-  (``engine.compiled.unsupported``).
+  the share of conversions that come after the wait.
 
 Either way prequential evaluation is unchanged: each exposure is scored once, before anything of
 its label is learned (the negative of ``fnc`` is learned after its prediction), and evaluated

@@ -15,8 +15,6 @@ True
 
 from __future__ import annotations
 
-import importlib
-import importlib.metadata
 import pickle
 from typing import Any
 
@@ -28,6 +26,7 @@ from liveprofile.config import LearnerConfig
 from liveprofile.errors import ConfigError, StateVersionError
 from liveprofile.learn.base import Learner
 from liveprofile.learn.linear import FTRLProximal, LogisticOGD, _HashedLinear
+from liveprofile.learn.members import RIVER_KINDS, river_model, river_version
 from liveprofile.learn.regression import LinearOGD
 from liveprofile.learn.tuned import TunedLearner
 
@@ -46,19 +45,14 @@ def make_learner(config: LearnerConfig, bits: int = 20) -> Learner:
     try:
         if config.kind in _BUILTIN:
             return _BUILTIN[config.kind](**params, bits=bits)
-        river_name = {"hoeffding": "tree.HoeffdingTreeClassifier"}.get(config.kind)
-        if config.kind == "river":
-            river_name = config.model
-        if river_name is None:
+        if config.kind not in RIVER_KINDS and (config.kind != "river" or config.model is None):
             raise ConfigError(
                 f"unknown learner kind {config.kind!r}: use ftrl, ogd, tuned (a champion "
                 "and challengers), hoeffding, linreg (a regressor), or river with model = "
                 "'linear_model.LogisticRegression' (any River classifier, or regressor for a "
                 "task with target = 'value')"
             )
-        module_name, _, class_name = f"river.{river_name}".rpartition(".")
-        cls = getattr(importlib.import_module(module_name), class_name)
-        return cls(**params)  # type: ignore[no-any-return]
+        return river_model(config.kind, params, config.model)  # type: ignore[no-any-return]
     except (TypeError, ValueError, ImportError, AttributeError) as exc:
         raise ConfigError(f"cannot build learner {config.kind!r} with {params}: {exc}") from None
 
@@ -99,10 +93,6 @@ class _Checkpoint(msgspec.Struct):
     payload: bytes | None = None
 
 
-def _river_version() -> str:
-    return importlib.metadata.version("river")
-
-
 def dump_learner(learner: Learner) -> bytes:
     """Versioned bytes of a learner's whole state."""
     if isinstance(learner, _HashedLinear):
@@ -113,7 +103,7 @@ def dump_learner(learner: Learner) -> bytes:
             CHECKPOINT_SCHEMA,
             "river",
             {"class": f"{type(learner).__module__}.{type(learner).__qualname__}"},
-            river_version=_river_version(),
+            river_version=river_version(),
             payload=pickle.dumps(learner, protocol=pickle.HIGHEST_PROTOCOL),
         )
     return msgspec.msgpack.encode(ckpt)
@@ -153,9 +143,9 @@ def load_learner(blob: bytes) -> Learner:
         learner = _BUILTIN[ckpt.kind](**ckpt.params)
         learner.set_arrays({name: a.array() for name, a in ckpt.arrays.items()})
         return learner
-    if ckpt.river_version != _river_version() or ckpt.payload is None:
+    if ckpt.river_version != river_version() or ckpt.payload is None:
         raise StateVersionError(
             f"model {ckpt.params.get('class')} was saved by River {ckpt.river_version}, this is "
-            f"River {_river_version()}: retrain it (liveprofile warm-start) with this version"
+            f"River {river_version()}: retrain it (liveprofile warm-start) with this version"
         )
     return pickle.loads(ckpt.payload)  # type: ignore[no-any-return]

@@ -27,7 +27,7 @@ import numpy.typing as npt
 
 from liveprofile.errors import StateVersionError
 from liveprofile.learn.base import LEARN, PREDICT, OpBatch, Operations
-from liveprofile.learn.drift import Drift
+from liveprofile.learn.drift import Drift, DriftState
 from liveprofile.learn.linear import F64, _HashedLinear, hash_key
 from liveprofile.learn.metrics import Prequential
 
@@ -131,8 +131,33 @@ def run_regression_ops(learner: Any, ops: Operations) -> F64:
 
 # -- prequential metrics ---------------------------------------------------------------------
 
-#: version of the stored regression metrics
-REGRESSION_METRICS_VERSION = 1
+#: version of the stored regression metrics: 1 without drift state, 2 with it (1 is still read)
+REGRESSION_METRICS_VERSION = 2
+#: the largest relative error the drift detector is fed: one outlier (a household's one big
+#: basket) moves its statistic by at most this, a lasting rise of the errors raises an alarm
+RELATIVE_ERROR_CAP = 3.0
+
+
+#: examples whose errors set the scale before the drift detector is fed (the first errors of a
+#: fresh model are neither large nor typical: mostly zero targets predicted as zero)
+SCALE_EXAMPLES = 1000
+
+
+def relative_error(err: float, mae: float) -> float:
+    """The loss a regression task's drift detector watches: the absolute error ``err`` over the
+    task's MAE before this example (``mae``, once :data:`SCALE_EXAMPLES` set it), capped at
+    :data:`RELATIVE_ERROR_CAP`. It is 1.0 on average while the errors keep their size, whatever
+    the target's unit, so the detector's settings of the classification tasks (chosen in nats
+    of log loss, :mod:`liveprofile.learn.drift`) apply as they are.
+
+    >>> relative_error(20.0, 10.0), relative_error(500.0, 10.0)
+    (2.0, 3.0)
+    >>> relative_error(0.0, 0.0), relative_error(2.0, 0.0)
+    (0.0, 3.0)
+    """
+    if mae <= 0.0:
+        return 0.0 if err == 0.0 else RELATIVE_ERROR_CAP
+    return min(err / mae, RELATIVE_ERROR_CAP)
 
 
 class _Sums(msgspec.Struct, array_like=True):
@@ -165,12 +190,14 @@ class _StoredRegression(msgspec.Struct, tag="regression"):
     window: float
     all: _Sums
     windows: dict[int, _Sums]
+    drift: DriftState | None = None
 
 
 class RegressionMetrics:
     """Prequential MAE and RMSE of a regression task, overall and per event-time window, with
     the interface of :class:`~liveprofile.learn.metrics.Prequential` (``auc`` and ``logloss``
-    read None; drift is watched on classification losses only).
+    read None). Drift is watched on the absolute error relative to the MAE so far
+    (:func:`relative_error`), by the classification tasks' detector.
 
     >>> m = RegressionMetrics(window=10.0)
     >>> for p, y, t in [(10.0, 12.0, 1.0), (5.0, 1.0, 2.0), (0.0, 0.0, 11.0)]:
@@ -194,7 +221,11 @@ class RegressionMetrics:
 
     def record(self, p: float, y: float, ts: float) -> None:
         """Count one prediction ``p`` made at event time ``ts`` of the target ``y``."""
-        self.all.add(p, y)
+        total = self.all
+        mae = total.abs_err / total.n if total.n else 0.0
+        total.add(p, y)
+        if total.n > SCALE_EXAMPLES:
+            self.drift.update(relative_error(abs(p - y), mae), ts, total.n)
         key = math.floor(ts / self.window)
         win = self._windows.get(key)
         if win is None:
@@ -213,7 +244,7 @@ class RegressionMetrics:
             "logloss": None,
             "positives": None,
             "positive_rate": None,
-            "drift": self.drift.summary(),
+            "drift": {**self.drift.summary(), "loss": "absolute error / MAE so far"},
         }
 
     def windows(self) -> list[dict[str, Any]]:
@@ -233,6 +264,7 @@ class RegressionMetrics:
         """Add ``other``'s predictions (another partition of the same task)."""
         if other.window != self.window:
             raise ValueError(f"cannot add metrics of {other.window} s windows to {self.window} s")
+        self.drift.absorb(other.drift)
         for key, sums in [(None, other.all), *other._windows.items()]:
             mine = self.all if key is None else self._windows.setdefault(key, _Sums())
             mine.n += sums.n
@@ -243,7 +275,11 @@ class RegressionMetrics:
 
     def to_bytes(self) -> bytes:
         state = _StoredRegression(
-            REGRESSION_METRICS_VERSION, self.window, self.all, dict(self._windows)
+            REGRESSION_METRICS_VERSION,
+            self.window,
+            self.all,
+            dict(self._windows),
+            self.drift.to_state(),
         )
         return msgspec.msgpack.encode(state)
 
@@ -267,6 +303,8 @@ class RegressionMetrics:
         m = cls(state.window)
         m.all = state.all
         m._windows = dict(state.windows)
+        if state.drift is not None:
+            m.drift = Drift.from_state(state.drift)
         return m
 
 

@@ -178,12 +178,19 @@ class TaskState:
         (user, key), by exposure time; the task holds none until :meth:`give_pending`."""
         pending, waiting = list(self.pending.values()), self.waiting
         self.pending, self.waiting, self._heap = {}, {}, []
+        if self.waiting_learn is not None:
+            self.waiting_learn.restore(self.waiting_learn.watermark, {})
         return pending, waiting
 
-    def give_pending(self, pending: list[Pending], waiting: list[Pending]) -> None:
+    def give_pending(
+        self, pending: list[Pending], waiting: list[Pending], watermark: float = -math.inf
+    ) -> None:
         """Take back open pending examples; ``waiting``: those a conversion can still convert
-        (of each user and key, by exposure time)."""
+        (of each user and key, by exposure time); ``watermark``: the step's, which tells the
+        examples whose wait has ended (``feedback = "wait"``)."""
         self.pending = {p.id: p for p in pending}
+        if self.waiting_learn is not None:
+            self.waiting_learn.restore(watermark, self.pending)
         self.waiting = {}
         for p in waiting:
             self.waiting.setdefault((p.user, p.key), []).append(p)

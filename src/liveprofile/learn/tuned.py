@@ -1,7 +1,9 @@
 """Self-tuning: a champion and challengers trained in shadow, promotion and rollback.
 
-:class:`TunedLearner` holds several built-in linear learners (FTRL or OGD with their own
-hyperparameters). Every one of them sees every operation; the champion's predictions are served.
+:class:`TunedLearner` holds several learners: built-in linear ones (FTRL or OGD with their own
+hyperparameters) and River classifiers (``{kind = "hoeffding", params = {...}}``, or ``{kind =
+"river", model = "...", params = {...}}``, :class:`~liveprofile.learn.members.RiverMember`).
+Every one of them sees every operation; the champion's predictions are served.
 Each member's prequential log loss is tracked on every learned example, as an exponentially
 weighted mean over about ``window`` examples. The prediction scored is the one the member made
 when the example was predicted (a delayed example is predicted at its exposure and learned when
@@ -40,8 +42,9 @@ from typing import Any
 import numba
 import numpy as np
 
-from liveprofile.learn.base import LEARN, PREDICT
+from liveprofile.learn.base import LEARN, PREDICT, Learner
 from liveprofile.learn.linear import F64, FTRLProximal, LogisticOGD, _HashedLinear
+from liveprofile.learn.members import RIVER_KINDS, RiverMember
 
 _MEMBERS: dict[str, type[_HashedLinear]] = {"ftrl": FTRLProximal, "ogd": LogisticOGD}
 
@@ -144,7 +147,23 @@ def _walk(preds, kinds, ys, loss, state, params, log, out):  # type: ignore[no-u
 
 def _label(spec: Mapping[str, Any]) -> str:
     args = ",".join(f"{k}={v}" for k, v in sorted(spec.get("params", {}).items()))
-    return f"{spec['kind']}({args})"
+    kind = spec["model"] if spec["kind"] == "river" else spec["kind"]
+    return f"{kind}({args})"
+
+
+def _member(spec: dict[str, Any], bits: int) -> _HashedLinear | RiverMember:
+    """The learner of one member ``spec`` (see the module's docstring)."""
+    kind = spec["kind"]
+    river = kind == "river" and isinstance(spec.get("model"), str)
+    keys = {"kind", "params", "model"} if river else {"kind", "params"}
+    if (kind not in _MEMBERS and kind not in RIVER_KINDS and not river) or set(spec) - keys:
+        raise ValueError(
+            "a tuned member is {kind = ftrl|ogd|hoeffding, params = {...}} or {kind = river, "
+            f"model = '...', params = {{...}}}}: {spec}"
+        )
+    if kind in _MEMBERS:
+        return _MEMBERS[kind](**spec["params"], bits=bits)
+    return RiverMember(kind, spec["params"], spec.get("model"))
 
 
 class TunedLearner(_HashedLinear):
@@ -169,14 +188,11 @@ class TunedLearner(_HashedLinear):
             )
         champion = champion or {"kind": "ftrl", "params": {}}
         self.specs: list[dict[str, Any]] = [
-            {"kind": str(s["kind"]), "params": dict(s.get("params", {}))}
+            {**s, "kind": str(s["kind"]), "params": dict(s.get("params", {}))}
             for s in [champion, *challengers]
         ]
-        self.members: list[_HashedLinear] = []
-        for spec in self.specs:
-            if spec["kind"] not in _MEMBERS or set(spec) - {"kind", "params"}:
-                raise ValueError(f"a tuned member is {{kind = ftrl|ogd, params = {{...}}}}: {spec}")
-            self.members.append(_MEMBERS[spec["kind"]](**spec["params"], bits=bits))
+        self.members = [_member(spec, bits) for spec in self.specs]
+        self._weighs = all(isinstance(m, _HashedLinear) for m in self.members)
         self.margin, self.min_examples, self.window = float(margin), int(min_examples), int(window)
         self.hold = int(hold)
         self.keys = np.zeros(self.hold, dtype=np.int64)
@@ -186,7 +202,12 @@ class TunedLearner(_HashedLinear):
         self.log = np.zeros((0, _LOG_COLUMNS))
 
     @property
-    def champion(self) -> _HashedLinear:
+    def fake_negative_weights(self) -> bool:  # type: ignore[override]
+        """Fake-negative weights (feedback = "fnw") need members that all weigh."""
+        return self._weighs
+
+    @property
+    def champion(self) -> Learner:
         """The member whose predictions are served."""
         return self.members[int(self.state[0])]
 
@@ -215,7 +236,7 @@ class TunedLearner(_HashedLinear):
         }
 
     def arrays(self) -> dict[str, F64]:
-        out = {"loss": self.loss, "state": self.state, "log": self.log}
+        out: dict[str, Any] = {"loss": self.loss, "state": self.state, "log": self.log}
         out.update({"keys": self.keys, "held": self.held})
         for j, member in enumerate(self.members):
             out.update({f"{j}.{name}": a for name, a in member.arrays().items()})

@@ -202,10 +202,16 @@ function renderTimeline(t, summaries) {
     const sum = summaries[task] || {};
     const card = el("div", { class: "card task", "data-task": task });
     card.append(el("h3", {}, task));
-    card.append(el("div", { class: "task-summary" },
-      "examples ", el("b", {}, fmt(sum.n)), " · AUC ", el("b", {}, fmt(sum.auc)),
-      " · log loss ", el("b", {}, fmt(sum.logloss)),
-      " · positive rate ", el("b", {}, fmt(sum.positive_rate)),
+    // a regression task (a value target) has MAE and RMSE where the others have AUC and log loss
+    const regression = sum.mae !== undefined;
+    const scores = regression
+      ? ["examples ", el("b", {}, fmt(sum.n)), " · MAE ", el("b", {}, fmt(sum.mae)),
+         " · RMSE ", el("b", {}, fmt(sum.rmse)),
+         " · mean target ", el("b", {}, fmt(sum.mean_target))]
+      : ["examples ", el("b", {}, fmt(sum.n)), " · AUC ", el("b", {}, fmt(sum.auc)),
+         " · log loss ", el("b", {}, fmt(sum.logloss)),
+         " · positive rate ", el("b", {}, fmt(sum.positive_rate))];
+    card.append(el("div", { class: "task-summary" }, ...scores,
       " · windows ", el("b", {}, windows.length),
       " · drifts ", el("b", { class: "drifts" }, fmt(sum.drift ? sum.drift.detections : 0))));
     box.append(card);
@@ -214,13 +220,25 @@ function renderTimeline(t, summaries) {
       card.append(el("p", { class: "empty" }, empty));
       continue;
     }
-    const auc = el("div", { class: "chart auc" });
-    const loss = el("div", { class: "chart logloss" });
-    card.append(auc, loss);
     const xs = windows.map((w) => w.start);
     const markers = ((sum.drift && sum.drift.events) || []).map((e) => ({
       x: e.ts, label: `drift detected ${date(e.ts, true)} after ${fmt(e.seen)} examples ` +
         `(statistic ${fmt(e.statistic, 1)}, mean loss ${fmt(e.mean_loss, 3)})` }));
+    if (regression) {
+      const mae = el("div", { class: "chart mae" });
+      const rmse = el("div", { class: "chart rmse" });
+      card.append(mae, rmse);
+      lineChart(mae, [{ name: task, points: windows.map((w, i) => [xs[i], w.mae]) }],
+        { title: "MAE per window", yMin: 0, xFormat: (x) => date(x), empty,
+          cls: "mae-chart", markers });
+      lineChart(rmse, [{ name: task, color: COLORS[1], points: windows.map((w, i) => [xs[i], w.rmse]) }],
+        { title: "RMSE per window", yMin: 0, xFormat: (x) => date(x), empty,
+          cls: "rmse-chart", markers });
+      continue;
+    }
+    const auc = el("div", { class: "chart auc" });
+    const loss = el("div", { class: "chart logloss" });
+    card.append(auc, loss);
     lineChart(auc, [{ name: task, points: windows.map((w, i) => [xs[i], w.auc]) }],
       { title: "AUC per window", yMin: 0, yMax: 1, xFormat: (x) => date(x), empty,
         cls: "auc-chart", markers });

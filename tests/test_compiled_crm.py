@@ -1,0 +1,94 @@
+"""CRM tasks on the compiled step: a delayed label keyed by user (any conversion of the same user
+within the window) gives the Python step's stored state, to the byte, whatever the batches, with
+every ``label.feedback`` mode, beside identity links, erasures and merges, and after a restart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+import pytest
+from test_compiled import TASKS, assert_same, chunks, messed_up, run, synthetic
+from test_compiled_lifecycle import _snapshot, mixed
+
+from liveprofile.config import (
+    LabelConfig,
+    PipelineConfig,
+    RiskConfig,
+    RunConfig,
+    TaskConfig,
+)
+from liveprofile.engine.core import Core
+from liveprofile.engine.local import LocalRunner
+from liveprofile.events.sources import Batch
+from liveprofile.store import SQLiteStore
+
+
+def repeat(feedback: str = "window", window: str = "2d") -> TaskConfig:
+    """Any purchase of the same user within ``window`` after a purchase (repeat purchase)."""
+    label = LabelConfig(
+        kind="delayed", conversion=["purchase"], key="user", window=window, feedback=feedback
+    )
+    return TaskConfig("repeat", on=["purchase", "cart"], label=label)
+
+
+def test_a_user_keyed_task_takes_the_compiled_step() -> None:
+    core = Core(PipelineConfig(tasks=[*TASKS, repeat()]))
+    assert core.compiled is not None
+
+
+@pytest.mark.parametrize("size", [1, 45, 100_000])
+def test_a_user_keyed_task_gives_the_same_state(size: int) -> None:
+    events = messed_up(synthetic(seed=21), seed=22)
+    assert_same(chunks(events[:400] if size == 1 else events, size), tasks=[*TASKS, repeat()])
+
+
+@pytest.mark.parametrize("feedback", ["fnc", "fnw", "wait"])
+def test_a_user_keyed_task_gives_the_same_state_in_every_feedback_mode(feedback: str) -> None:
+    events = messed_up(synthetic(seed=23), seed=24)
+    assert_same(chunks(events, 97), tasks=[*TASKS, repeat(feedback)])
+
+
+@pytest.mark.parametrize("size", [23, 100_000])
+def test_links_erasures_and_merges_beside_a_user_keyed_task(size: int) -> None:
+    events = mixed(seed=25)
+    batches = chunks(events, size)
+    shots = []
+    for engine in ("python", "compiled"):
+        cfg = PipelineConfig(
+            tasks=[*TASKS, repeat()],
+            risk=RiskConfig(velocity=True, window_size=20),
+            run=RunConfig(engine=engine, dedup_window=500),
+        )
+        store, core = run(cfg, batches)
+        assert (core.compiled is not None) == (engine == "compiled")
+        shots.append(_snapshot(store, cfg))
+    python, compiled = shots
+    assert python["rows"]["profile"]
+    for ns in python["rows"]:
+        assert python["rows"][ns] == compiled["rows"][ns], ns
+    assert python["meta"] == compiled["meta"]
+
+
+def test_a_restart_changes_nothing(tmp_path: Path) -> None:
+    events = messed_up(synthetic(seed=27), seed=28)
+    tasks = [*TASKS, repeat(window="3d")]
+
+    def replay(path: Path, engine: str, restart: bool) -> tuple[bytes | None, bytes | None]:
+        cfg = PipelineConfig(tasks=tasks, run=RunConfig(engine=engine, dedup_window=500))
+        batches = chunks(events, 131)
+        runner = LocalRunner(cfg, SQLiteStore(path), path.with_suffix(".dead"))
+        for k, batch in enumerate(batches):
+            if restart and k == len(batches) // 2:
+                runner.close()  # the open examples keyed by user come back from the store
+                runner = LocalRunner(cfg, SQLiteStore(path), path.with_suffix(".dead"))
+            runner.process("src", Batch(events=batch, offset=k + 1))
+        store = runner.store
+        out = store.get_meta("model/repeat"), store.get_meta("metrics/repeat")
+        runner.close()
+        return out
+
+    python = replay(tmp_path / "python.db", "python", False)
+    assert python[0] is not None
+    assert replay(tmp_path / "compiled.db", "compiled", True) == python
+    assert msgspec.msgpack.decode(python[1] or b"")  # metrics were committed
