@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from hypothesis import settings
@@ -20,11 +22,13 @@ settings.register_profile("liveprofile", derandomize=True, database=None, deadli
 settings.load_profile("liveprofile")
 
 
-# -- a Kafka broker, a Redis server and a synthetic stream, one of each per test module that asks
+# -- a Kafka broker for the whole run; a Redis server and a synthetic stream per test module
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    """One broker for every module that asks (each uses topics and consumer groups of its own
+    names); a test that stops or restarts a broker starts its own on spare ports instead."""
     b = Broker(tmp_path_factory.mktemp("kafka"), port=free_port(), controller_port=free_port())
     b.start()
     try:
@@ -45,3 +49,26 @@ def lines(tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
         path, SyntheticConfig(users=60, days=4, seed=7), invalid_rate=0.02, duplicate_rate=0.02
     )
     return path.read_bytes().splitlines()
+
+
+# -- pytest-xdist (`pytest -n 2 --dist loadscope`, see .ci/run): which tests share a worker
+
+#: test modules on the session's Kafka broker (and Flink's clusters): one worker runs them all,
+#: so that one broker serves them (a module on the broker named otherwise starts a second one
+#: on its worker, if that is another)
+ON_BROKER = re.compile(r"tests/test_(kafka|flink)[^/]*\.py$")
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadscope``, with the modules on the broker as one scope: every module's tests
+    run on one worker (its module-scoped fixtures are set up once). Other modes as they are."""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByModule(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "kafka" if ON_BROKER.search(module) else module
+
+    return ByModule(config, log)
