@@ -59,6 +59,7 @@ def lines(tmp_path_factory: pytest.TempPathFactory) -> list[bytes]:
 ON_BROKER = re.compile(r"tests/test_(kafka|flink)[^/]*\.py$")
 
 
+@pytest.hookimpl(optionalhook=True)  # a hook of pytest-xdist: ignored when it is not installed
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """``--dist loadscope``, with the modules on the broker as one scope: every module's tests
     run on one worker (its module-scoped fixtures are set up once). Other modes as they are."""

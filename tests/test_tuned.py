@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from test_compiled import TASKS, assert_same, chunks, messed_up, run, synthetic
 
-from liveprofile.checks.learner import LearnerFactory, check_learner
+from liveprofile.checks.learner import LearnerFactory, check_learner, in_batches
 from liveprofile.config import LearnerConfig, PipelineConfig
 from liveprofile.engine.local import LocalRunner, RunStats
 from liveprofile.errors import ConfigError
@@ -103,13 +103,7 @@ def test_tuned_is_deterministic_and_batching_does_not_change_decisions() -> None
     whole = _stream(1500, seed=4, flip_at=(700,))
     a, b = _bad_start(min_examples=100, window=100), _bad_start(min_examples=100, window=100)
     pa = run_ops(a, whole)
-    pb = []
-    for start in range(0, len(whole), 97):
-        ops = OpBatch()
-        for k in range(start, min(start + 97, len(whole))):
-            s, e = whole.starts[k], whole.starts[k + 1]
-            ops.add(whole.kinds[k], list(whole.idx[s:e]), list(whole.val[s:e]), whole.ys[k])
-        pb.extend(run_ops(b, ops).tolist())
+    pb = [p for ops in in_batches(whole, 97) for p in run_ops(b, ops).tolist()]
     np.testing.assert_array_equal(pa, np.array(pb))
     assert a.tuning() == b.tuning() and a.tuning()["decisions"]
     assert dump_learner(a) == dump_learner(b)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from test_compiled import TASKS, messed_up, run, synthetic
 
-from liveprofile.checks.learner import LearnerFactory, check_learner
+from liveprofile.checks.learner import LearnerFactory, check_learner, in_batches
 from liveprofile.config import LabelConfig, LearnerConfig, PipelineConfig, RunConfig, TaskConfig
 from liveprofile.errors import ConfigError, StateVersionError
 from liveprofile.learn import dump_learner, load_learner, make_learner
@@ -64,11 +64,7 @@ def test_batches_and_a_checkpoint_change_nothing() -> None:
     a, b = _tuned(), _tuned()
     pa = run_ops(a, whole)
     pb: list[float] = []
-    for start in range(0, len(whole), 97):
-        ops = OpBatch()
-        for k in range(start, min(start + 97, len(whole))):
-            s, e = whole.starts[k], whole.starts[k + 1]
-            ops.add(whole.kinds[k], list(whole.idx[s:e]), list(whole.val[s:e]), whole.ys[k])
+    for ops in in_batches(whole, 97):
         pb.extend(run_ops(b, ops).tolist())
         b = load_learner(dump_learner(b))  # type: ignore[assignment]  # as a restart would
     np.testing.assert_array_equal(pa, np.array(pb))

@@ -198,6 +198,20 @@ def random_ops(seed: int, n: int = 300, space: int = 1 << 30) -> OpBatch:
     return ops
 
 
+def in_batches(whole: OpBatch, size: int) -> Iterator[OpBatch]:
+    """``whole`` cut into consecutive batches of at most ``size`` operations.
+
+    >>> [len(b) for b in in_batches(random_ops(seed=1, n=5), 2)]
+    [2, 2, 1]
+    """
+    for start in range(0, len(whole), size):
+        part = OpBatch()
+        for k in range(start, min(start + size, len(whole))):
+            s, e = whole.starts[k], whole.starts[k + 1]
+            part.add(whole.kinds[k], list(whole.idx[s:e]), list(whole.val[s:e]), whole.ys[k])
+        yield part
+
+
 def one_by_one(learner: Learner, ops: OpBatch) -> list[float]:
     """The predictions of ``ops`` run through ``learn_one``/``predict_proba_one`` (NaN for
     learn-only operations)."""
@@ -234,13 +248,7 @@ def check_run_ops_in_several_batches_equals_one_batch(factory: LearnerFactory) -
     whole = random_ops(seed=11, n=120)
     expected = run_ops(factory.make(), whole)
     parts = factory.make()
-    got = []
-    for start in range(0, len(whole), 17):
-        ops = OpBatch()
-        for k in range(start, min(start + 17, len(whole))):
-            s, e = whole.starts[k], whole.starts[k + 1]
-            ops.add(whole.kinds[k], list(whole.idx[s:e]), list(whole.val[s:e]), whole.ys[k])
-        got.extend(run_ops(parts, ops).tolist())
+    got = [p for ops in in_batches(whole, 17) for p in run_ops(parts, ops).tolist()]
     np.testing.assert_array_equal(np.array(got), expected)
 
 
@@ -269,13 +277,8 @@ def check_fake_negative_weights(factory: LearnerFactory) -> None:
     flagged = np.frombuffer(whole.kinds, np.int8)
     flagged[::2] |= np.where(flagged[::2] & LEARN, FAKE_NEGATIVE, 0).astype(np.int8)
     expected = run_ops(factory.make(), whole)
-    parts, got = factory.make(), []
-    for start in range(0, len(whole), 17):
-        part = OpBatch()
-        for k in range(start, min(start + 17, len(whole))):
-            s, e = whole.starts[k], whole.starts[k + 1]
-            part.add(whole.kinds[k], list(whole.idx[s:e]), list(whole.val[s:e]), whole.ys[k])
-        got.extend(run_ops(parts, part).tolist())
+    parts = factory.make()
+    got = [p for part in in_batches(whole, 17) for p in run_ops(parts, part).tolist()]
     np.testing.assert_array_equal(np.array(got), expected)
     assert not np.array_equal(expected, run_ops(factory.make(), random_ops(seed=14, n=120)))
 
