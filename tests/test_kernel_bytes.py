@@ -14,12 +14,12 @@ import random
 import msgspec
 import numpy as np
 import pytest
+from user_rows import names, random_rows
 
 from liveprofile.config import PipelineConfig, RiskConfig
 from liveprofile.datasets.synthetic import SyntheticConfig, generate
 from liveprofile.engine.core import Core
-from liveprofile.engine.records import Users
-from liveprofile.engine.rowbytes import FIELDS, Names, row_fields_bytes
+from liveprofile.engine.rowbytes import FIELDS, row_fields_bytes
 from liveprofile.engine.velocity import count_lists
 from liveprofile.events.schema import Event, EventParser
 from liveprofile.profile.risk import RiskTracker, velocity_item
@@ -34,36 +34,11 @@ def _events(users: int = 60, days: int = 4, seed: int = 5) -> list[Event]:
 
 def test_field_bytes_are_what_msgspec_writes() -> None:
     rng = np.random.default_rng(1)
-    U = Users.empty(4, types=20, tasks=1, top_k=40, room=40, recent=20, behaviour=(22, 6))
-    kinds = Names().sync([f"type{i}" for i in range(20)])
-    topics = Names().sync([f"topic-{'é' * i}" for i in range(48)])
-    items = Names().sync(["i" * 40, "short"])
-    for r, m in enumerate((0, 15, 16, 20)):  # empty, the largest fix form, 16-bit headers
-        U.tord[r, :m] = rng.permutation(20)[:m]
-        U.tlen[r] = m
-        U.cnt[r] = rng.integers(0, 1 << 40, 20)
-        U.dec[r] = rng.normal(size=20)
-        U.ik[r, :m] = rng.permutation(48)[:m]
-        U.iv[r, :m] = rng.normal(size=m)
-        U.il[r] = m
-        U.okey[r, :m] = rng.integers(0, 1 << 32, m)
-        # every width of negative integer msgspec picks: fixint, int8, int16, int32, int64
-        negatives = [-1, -32, -33, -128, -129, -32768, -32769, -(1 << 31), -(1 << 31) - 1]
-        U.oval[r, :m] = (negatives * 3)[:m]
-        U.olen[r] = m
-        U.sday[r, :m] = rng.integers(0, 30_000, m)
-        U.scents[r, :m] = rng.integers(-70_000, 70_000, m)
-        U.slen[r] = m
-        U.rts[r, :m] = np.where(np.arange(m) % 2, 1.7e9 + np.arange(m), 1.7e9 + 0.25)
-        U.rty[r, :m] = rng.integers(0, 20, m)
-        U.rit[r, :m] = rng.integers(-1, 2, m)
-        U.rva[r, :m] = np.where(np.arange(m) % 3, rng.normal(size=m), np.nan)
-        U.rlen[r] = m
-        for k in range(2):
-            keys = rng.permutation(2 if k == 0 else 48)[: min(m, 2) if k == 0 else m]
-            U.bkey[r, k, : len(keys)] = keys
-            U.bval[r, k, : len(keys)] = rng.normal(size=(len(keys), 6))
-            U.blen[r, k] = len(keys)
+    # every width of negative integer msgspec picks: fixint, int8, int16, int32, int64
+    negatives = np.array([-1, -32, -33, -128, -129, -32768, -32769, -(1 << 31), -(1 << 31) - 1])
+    # empty, the largest fix form, 16-bit headers
+    U = random_rows((0, 15, 16, 20), rng, outcomes=negatives, spend=70_000)
+    kinds, topics, items = names()
     decoded, blob, offsets = row_fields_bytes(U, np.arange(4), kinds, topics, items)
     assert len(decoded) == 4 and offsets.shape == (4, len(FIELDS) + 1)
     for j, x in enumerate(decoded):
