@@ -12,6 +12,8 @@ rounds when there is more than one::
 
 Runs are interleaved so that both sides share whatever else the machine is doing; on a shared
 machine, read the ratios, and the spread between rounds, rather than the absolute figures.
+
+Imported by ``compare.py``, which passes it its options; not a script of its own.
 """
 
 from __future__ import annotations

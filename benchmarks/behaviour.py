@@ -25,6 +25,9 @@ events and topics) and the synthetic shop (the default ``convert`` and ``repurch
     .venv/bin/python benchmarks/behaviour.py
     .venv/bin/python benchmarks/behaviour.py --cj-limit 0 --seeds 0 1 2   # all of it
     .venv/bin/python benchmarks/behaviour.py --keys 16 8   # fewer keys per map as well
+
+Prints, per dataset, each setting's events/s (and on the Complete Journey the on/off ratio) and a
+table with a row per task and setting; nothing is written.
 """
 
 from __future__ import annotations
@@ -76,19 +79,65 @@ def replay(config: PipelineConfig, batches: Sequence[Any]) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cj-limit", type=int, default=600_000, help="0: every transaction")
-    parser.add_argument("--data-dir", default="/work/shared/data/ml-latest-small")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--shop-users", type=int, default=2000)
-    parser.add_argument("--shop-days", type=int, default=56, help="longer than 14: repurchase")
-    parser.add_argument("--repeat", type=int, default=3, help="interleaved timing runs (CJ)")
-    parser.add_argument(
-        "--throughput-only", action="store_true", help="the Complete Journey's events/s only"
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--keys", type=int, nargs="*", default=[], help="more 'on' settings")
     parser.add_argument(
-        "--datasets", nargs="*", default=[], help="only these (name prefixes, e.g. MovieLens)"
+        "--cj-limit",
+        type=int,
+        default=600_000,
+        help="Complete Journey transactions replayed; 0: every one (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        default="/work/shared/data/ml-latest-small",
+        help="MovieLens folder holding ratings.csv (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[0, 1],
+        help="synthetic shop seeds, one replay each (default: 0 1)",
+    )
+    parser.add_argument(
+        "--shop-users",
+        type=int,
+        default=2000,
+        help="users of the synthetic shop (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--shop-days",
+        type=int,
+        default=56,
+        help="days of event time of the synthetic shop; more than 14, so that repurchase "
+        "learns before it predicts (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="interleaved runs of the settings on the Complete Journey, best events/s kept "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--throughput-only",
+        action="store_true",
+        help="replay the Complete Journey only and print its events/s per setting",
+    )
+    parser.add_argument(
+        "--keys",
+        type=int,
+        nargs="*",
+        default=[],
+        help="more 'on' settings, one per N: profile.behaviour_keys = N (default: none)",
+    )
+    parser.add_argument(
+        "--datasets",
+        nargs="*",
+        default=[],
+        help="only the datasets whose names start with these, e.g. MovieLens or 'synthetic "
+        "shop' (default: all)",
     )
     args = parser.parse_args()
     settings: dict[str, tuple[bool, int | None]] = {"off": (False, None), "on": (True, None)}

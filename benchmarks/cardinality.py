@@ -9,6 +9,8 @@ path's codes. ``--resting-profiles`` caps the resting profiles kept (``run.resti
 ``--velocity`` keeps the velocity counts (the default pipeline's; off here unless given).
 
     python benchmarks/cardinality.py --users 100000 1000000 --json cardinality_results.json
+
+Prints one JSON line per size; ``--json`` also writes the list to a file.
 """
 
 from __future__ import annotations
@@ -103,11 +105,32 @@ def measure(users: int, resting: int | None, velocity: bool) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--users", type=int, nargs="+", default=[100_000, 1_000_000, 5_000_000])
-    parser.add_argument("--resting-profiles", type=int, default=None)
-    parser.add_argument("--velocity", action="store_true", help="keep velocity counts (default)")
-    parser.add_argument("--json", type=Path, default=None)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--users",
+        type=int,
+        nargs="+",
+        default=[100_000, 1_000_000, 5_000_000],
+        help="numbers of distinct users, each measured in a fresh process "
+        "(default: 100000 1000000 5000000)",
+    )
+    parser.add_argument(
+        "--resting-profiles",
+        type=int,
+        default=None,
+        help="run.resting_profiles: most profiles kept as committed bytes between batches, "
+        "0 keeps every one (default: the config's default, 0)",
+    )
+    parser.add_argument(
+        "--velocity",
+        action="store_true",
+        help="keep the velocity counts, as the default pipeline does (off unless given)",
+    )
+    parser.add_argument(
+        "--json", type=Path, default=None, help="also write the rows to this JSON file"
+    )
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one is not None:

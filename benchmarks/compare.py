@@ -32,6 +32,10 @@ liveprofile's learners and Vowpal Wabbit on the exact operations (hashed feature
 learn steps) liveprofile's core hands its learner; River's LogisticRegression and Hoeffding tree,
 and scikit-learn's ``SGDClassifier.partial_fit``, on the first examples of those, each beside
 liveprofile's FTRL on the same examples.
+
+Prints one table per dataset: per system its events (or operations) per second, the ratio to
+liveprofile, AUC, log loss and examples scored, with footnotes; ``--json`` also writes the
+figures, the command and the version to a file.
 """
 
 from __future__ import annotations
@@ -266,11 +270,13 @@ def row_dict(r: Result, ref: Result) -> dict[str, Any]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="Replay real data through liveprofile, River, Vowpal Wabbit and "
-        "scikit-learn in one run and compare throughput and prequential AUC / log loss.",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--dataset", choices=["movielens", "completejourney", "both"], default="both"
+        "--dataset",
+        choices=["movielens", "completejourney", "both"],
+        default="both",
+        help="the dataset(s) to replay (default: %(default)s)",
     )
     parser.add_argument(
         "--limit",

@@ -1,4 +1,4 @@
-"""Delayed feedback three ways (``label.feedback``), side by side in one run.
+"""Delayed feedback four ways (``label.feedback``), side by side in one run.
 
 - ``window`` (the default): a delayed example is learned when its window closes, true label;
 - ``fnc``: learned at once as a negative, again as a positive at its conversion, the served
@@ -26,6 +26,9 @@ carry no category.
 
     .venv/bin/python benchmarks/delayed.py
     .venv/bin/python benchmarks/delayed.py --cj-limit 0 --seeds 0 1 2 --repeat 3
+
+Prints, per dataset, a table with a row per delayed task and mode; ``--json`` also writes the
+figures to a file.
 """
 
 from __future__ import annotations
@@ -123,16 +126,51 @@ def datasets(args: argparse.Namespace) -> list[tuple[str, PipelineConfig, list[l
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--cj-limit", type=int, default=600_000, help="0: every transaction; -1: none"
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1], help="none: no shop")
-    parser.add_argument("--shop-users", type=int, default=2000)
-    parser.add_argument("--shop-days", type=int, default=56)
-    parser.add_argument("--wait", default="1h", help="the wait of feedback = 'wait'")
-    parser.add_argument("--repeat", type=int, default=1, help="interleaved timing runs (CJ)")
-    parser.add_argument("--json", default="", help="also write the figures to this file")
+    parser.add_argument(
+        "--cj-limit",
+        type=int,
+        default=600_000,
+        help="Complete Journey transactions replayed; 0: every one, -1: skip the dataset "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="*",
+        default=[0, 1],
+        help="synthetic shop seeds, one replay each; --seeds with no value: no shop (default: 0 1)",
+    )
+    parser.add_argument(
+        "--shop-users",
+        type=int,
+        default=2000,
+        help="users of the synthetic shop (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--shop-days",
+        type=int,
+        default=56,
+        help="days of event time of the synthetic shop (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--wait",
+        default="1h",
+        help="how long after the exposure the 'wait' mode learns its example, a duration "
+        "such as 30m or 1h (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="interleaved runs of the modes on the Complete Journey, best events/s kept "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--json", default="", help="also write the figures, per dataset and mode, to this JSON file"
+    )
     args = parser.parse_args()
     results: dict[str, Any] = {}
     for name, base, batches in datasets(args):

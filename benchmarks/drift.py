@@ -25,6 +25,9 @@ detector fires there.
     python benchmarks/drift.py                   # seeds 0-4, both shops
     python benchmarks/drift.py --seeds 0 1 2 --shop strong
     python benchmarks/drift.py --shop none --completejourney 600000
+
+Prints a Markdown table, one row per shop and seed, and, with ``--completejourney``, the replay's
+throughput and a table of the ``repurchase`` detections; nothing is written.
 """
 
 from __future__ import annotations
@@ -123,10 +126,30 @@ def completejourney(rows: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    parser.add_argument("--shop", choices=[*SHOPS, "both", "none"], default="both")
-    parser.add_argument("--completejourney", type=int, default=0, metavar="N")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[0, 1, 2, 3, 4],
+        help="generator seeds, one shop and replay each (default: 0 1 2 3 4)",
+    )
+    parser.add_argument(
+        "--shop",
+        choices=[*SHOPS, "both", "none"],
+        default="both",
+        help="which synthetic shop to replay: strong, default, both or none (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--completejourney",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also replay the first N Complete Journey purchases and list the repurchase "
+        "task's detections; 0 skips it (default: %(default)s)",
+    )
     args = parser.parse_args()
     shops = list(SHOPS) if args.shop == "both" else [] if args.shop == "none" else [args.shop]
     print(

@@ -69,8 +69,16 @@ def run(seed: int, strong: bool, folder: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="*",
+        default=[0, 1],
+        help="generator seeds; each is replayed with and without the planted drift (default: 0 1)",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         for seed in args.seeds:

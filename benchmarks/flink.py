@@ -12,6 +12,9 @@ into a store of its own. This process polls each store's per-partition checkpoin
 events/s is the records committed divided by the time from the first commit to the last (the
 job's start-up, about 10 s for Flink, is reported apart). The broker, Redis, the runner and
 this process share the machine's cores.
+
+Prints one JSON line per round (each runner's events/s and start-up) and a last line with all
+rounds; nothing is written.
 """
 
 from __future__ import annotations
@@ -79,13 +82,43 @@ def timed(
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--users", type=int, default=4000)
-    ap.add_argument("--partitions", type=int, default=2)
-    ap.add_argument("--rounds", type=int, default=2)
-    ap.add_argument("--batch-size", type=int, default=1000, help="worker batch size")
-    ap.add_argument("--batch-ms", type=int, default=200, help="Flink micro-batch window")
-    ap.add_argument("--parallelism", type=int, default=1)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--users",
+        type=int,
+        default=4000,
+        help="users of the synthetic events published (28 days, seed 3) (default: %(default)s)",
+    )
+    ap.add_argument(
+        "--partitions", type=int, default=2, help="partitions of the topic (default: %(default)s)"
+    )
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="interleaved rounds, one worker run and one Flink run each (default: %(default)s)",
+    )
+    ap.add_argument(
+        "--batch-size",
+        type=int,
+        default=1000,
+        help="the Kafka worker's --batch-size: most events per batch (default: %(default)s)",
+    )
+    ap.add_argument(
+        "--batch-ms",
+        type=int,
+        default=200,
+        help="the Flink job's --batch-ms: micro-batch window per partition, in ms "
+        "(default: %(default)s)",
+    )
+    ap.add_argument(
+        "--parallelism",
+        type=int,
+        default=1,
+        help="the Flink job's --parallelism (default: %(default)s)",
+    )
     opts = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         events = Path(tmp) / "events.jsonl"

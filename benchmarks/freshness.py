@@ -23,6 +23,9 @@ until it has caught up: events/s at saturation, with the same batch limit.
 
 The worker, the broker, Redis, the read API and this process share the machine's cores, so the
 figures include their contention; on a busy machine run it again and compare side by side.
+
+Prints one JSON line per rate (probes sent and seen, p50/p99/max freshness in ms, the worker's CPU
+per event) and one for saturation; ``--json`` also writes them, with the settings, to a file.
 """
 
 from __future__ import annotations
@@ -248,16 +251,62 @@ def saturation(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rates", default="1000,10000,20000,50000")
-    parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--partitions", type=int, default=1)
-    parser.add_argument("--batch-size", type=int, default=5000)
-    parser.add_argument("--max-batch-delay", type=float, default=0.2)
-    parser.add_argument("--saturation", type=int, default=300_000)
-    parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
-    parser.add_argument("--prefix", default=f"freshness-{uuid.uuid4().hex[:8]}")
-    parser.add_argument("--json", type=Path)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--rates",
+        default="1000,10000,20000,50000",
+        help="comma-separated producer rates in events/s, one phase each (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=10.0,
+        help="how long each rate's phase feeds the topic, in seconds (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--partitions",
+        type=int,
+        default=1,
+        help="partitions of each phase's topic; each batch commits its partition's model "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=5000,
+        help="the worker's --batch-size: most events per batch (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-batch-delay",
+        type=float,
+        default=0.2,
+        help="the worker's --max-batch-delay: seconds a batch waits to fill before it is "
+        "committed (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--saturation",
+        type=int,
+        default=300_000,
+        help="events appended up front for the saturation run, then the worker is timed until "
+        "it catches up; 0 skips it (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--redis",
+        default="redis://127.0.0.1:6379/0",
+        help="Redis URL of the profile store (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--prefix",
+        default=f"freshness-{uuid.uuid4().hex[:8]}",
+        help="Redis key prefix, deleted at the end (default: a fresh freshness-XXXXXXXX)",
+    )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        help="also write the phases, saturation, settings and machine to this JSON file",
+    )
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stop the broker on the way out
     pool = event_pool(2000, 14)

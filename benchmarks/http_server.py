@@ -1,5 +1,8 @@
 """A liveprofile HTTP command (``serve``, ``collect``) started for a benchmark, up once
-``/healthz`` answers."""
+``/healthz`` answers.
+
+Imported by ``collector_load.py`` and ``serving.py``; not a script, it takes no arguments.
+"""
 
 from __future__ import annotations
 

@@ -17,6 +17,9 @@ the default (compiled) engine; the table shows the best time of each, in wall-cl
 in CPU seconds of the process (steadier on a shared machine). Every batch takes the
 compiled step: the kernel runs the events between logins, and the Python lifecycle runs at each
 login (writing the two profiles back, merging them, reloading the user's).
+
+Prints the table (and with ``--phases`` the phases' table); ``--json`` also writes the figures
+and every run to a file.
 """
 
 from __future__ import annotations
@@ -73,11 +76,20 @@ def replay(config: PipelineConfig, events: Path, folder: Path) -> dict[str, Any]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--users", type=int, default=5000, help="Synthetic users (default 5000).")
     parser.add_argument("--days", type=int, default=28, help="Days of events (default 28).")
-    parser.add_argument("--batch", type=int, default=20_000, help="Events per batch.")
-    parser.add_argument("--repeat", type=int, default=1, help="Runs of each stream.")
+    parser.add_argument(
+        "--batch", type=int, default=20_000, help="Events per batch (default 20000)."
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="Runs of each stream, alternating; the best is shown (default 1).",
+    )
     parser.add_argument("--json", type=Path, help="Also write the figures to this JSON file.")
     parser.add_argument(
         "--phases", action="store_true", help="Also time the step's phases (benchmarks/phases.py)."

@@ -23,6 +23,9 @@ CPU is not counted; the ``HMGET``/``HSET`` work done by Redis for the shared mod
 ``--baseline`` (put first on ``PYTHONPATH``), and ``--rounds`` repeats the set, interleaved,
 reporting the round of each with the least CPU per event (on a shared machine the wall-clock
 rate swings with the load far more than the CPU a process spends per event).
+
+Prints a table with a row per data set and code (events/s, CPU microseconds per event);
+``--json`` also writes the best run of each to a file.
 """
 
 from __future__ import annotations
@@ -89,14 +92,45 @@ def run_one(data: str, args: argparse.Namespace, src: str | None) -> dict[str, A
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", default="cj,synthetic", help="cj, synthetic, or both")
-    parser.add_argument("--limit", type=int, default=100_000, help="events per run")
-    parser.add_argument("--batch-size", type=int, default=5000)
-    parser.add_argument("--baseline", help="a src/ folder of other code to compare with")
-    parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
-    parser.add_argument("--json", type=Path)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--data",
+        default="cj,synthetic",
+        help="comma-separated data sets: cj, synthetic or both (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--limit", type=int, default=100_000, help="events (records) per run (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=5000,
+        help="records per applied batch, one commit each (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--baseline",
+        help="a src/ folder of other code (e.g. an older commit) to run each data set with too; "
+        "default: this checkout only",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="interleaved repetitions of the set of runs; per code and data set the one "
+        "with the least CPU per event is kept (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--redis",
+        default="redis://127.0.0.1:6379/0",
+        help="Redis URL of the stores, under fresh key prefixes (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        help="also write the batch size and the best run per code and data set to this JSON file",
+    )
     args = parser.parse_args()
     codes: dict[str, str | None] = {"this": None}
     if args.baseline:

@@ -13,7 +13,9 @@ empty), ``--rounds`` times in alternating order. ``time.process_time`` is read a
 of ``kernel.run`` and of ``kernel.advance`` (called from Python at each stop of the login
 stream, :mod:`liveprofile.engine.links`: it closes the pending examples the watermark makes due
 before the Python lifecycle runs) and around the whole run, so the figures are CPU seconds and
-hold up on a shared machine better than wall time; the table shows each stream's best round.
+hold up on a shared machine better than wall time. Prints one line per stream, its best round:
+events, the step's CPU seconds and events/s, ``kernel.run``'s seconds, and ``kernel.advance``'s
+stops, seconds and share of the step; nothing is written.
 Velocity counts are off, as they are counted in Python after the kernel. To compare two
 commits, run this file with ``PYTHONPATH`` pointing at each one's ``src`` (and a
 ``NUMBA_CACHE_DIR`` of its own), alternating.
@@ -92,10 +94,19 @@ def step_all(config: PipelineConfig, events: list[Event], batch: int) -> dict[st
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--users", type=int, default=3000, help="Synthetic users (default 3000).")
-    parser.add_argument("--batch", type=int, default=20_000, help="Events per batch.")
-    parser.add_argument("--rounds", type=int, default=1, help="Runs of each stream.")
+    parser.add_argument(
+        "--batch", type=int, default=20_000, help="Events per batch (default 20000)."
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="Rounds of both streams, alternating; the best is shown (default 1).",
+    )
     args = parser.parse_args()
     events_parser = EventParser()
     synthetic = SyntheticConfig(users=args.users, days=28, seed=7)

@@ -3,6 +3,8 @@
 :func:`instrument` wraps the step's methods so that each call adds its process CPU time to
 the phase of the stream being replayed (:data:`STREAM`); :func:`table` shows them side by side.
 Nested phases are included in their callers (a stop includes its write-back and its fold).
+
+Imported by ``identity.py``; not a script, it takes no arguments.
 """
 
 from __future__ import annotations

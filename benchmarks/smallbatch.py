@@ -15,6 +15,10 @@ is made twice in a row, once with this checkout and once with the code under ``-
 the whole set and the best round of each is reported. Reported per run: events/s (wall clock,
 from the replay's own timer), CPU seconds of the process per event, and the prequential AUC
 (equal for both when they compute the same thing).
+
+Prints one JSON line per run, then a table with a row per batch size and the best events/s and
+CPU microseconds per event of each code; ``--json`` also writes the best runs and the settings
+to a file.
 """
 
 from __future__ import annotations
@@ -62,12 +66,35 @@ def run_one(size: int, limit: int, src: str | None) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--sizes", default="1000,5000,20000,100000")
-    parser.add_argument("--limit", type=int, default=300_000)
-    parser.add_argument("--baseline", help="a src/ folder of other code to compare with")
-    parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--json", type=Path)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--sizes",
+        default="1000,5000,20000,100000",
+        help="comma-separated batch sizes (run.batch_size), one run each (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=300_000,
+        help="Complete Journey transactions replayed per run (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--baseline",
+        help="a src/ folder of other code (e.g. an older commit) to run each size with too; "
+        "default: this checkout only",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="repetitions of the whole set; the run with the most events/s is kept per code and "
+        "size (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--json", type=Path, help="also write the settings and the best runs to this JSON file"
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     codes: dict[str, str | None] = {"this": None}

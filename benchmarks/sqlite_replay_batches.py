@@ -1,5 +1,7 @@
 """Replay ``LIMIT`` more Complete Journey events into an existing store and report events/s and
-the time spent in the SQLite store's commit per batch.
+the time spent in the SQLite store's commit per batch. Prints one line: events and events/s,
+the number of commits with their median and mean time in ms, and the size of the store's
+``repurchase`` model in MB.
 
 Run: ``python benchmarks/sqlite_replay_batches.py CONFIG.toml STORE LIMIT LABEL``; for a
 before/after comparison, run it on copies of one store, once with ``PYTHONPATH=OLD/src`` (OLD:
@@ -8,7 +10,7 @@ before/after comparison, run it on copies of one store, once with ``PYTHONPATH=O
 
 from __future__ import annotations
 
-import sys
+import argparse
 import time
 
 import liveprofile
@@ -19,9 +21,28 @@ from liveprofile.store.base import Rows
 
 
 def main() -> None:
-    with open(sys.argv[1]) as fh:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "config", metavar="CONFIG.toml", help="the pipeline config (TOML) to replay with"
+    )
+    parser.add_argument(
+        "store",
+        metavar="STORE",
+        help="an existing SQLite store of the Complete Journey, replayed into in place",
+    )
+    parser.add_argument(
+        "limit",
+        metavar="LIMIT",
+        type=int,
+        help="Complete Journey events to replay, from the store's committed offset on",
+    )
+    parser.add_argument("label", metavar="LABEL", help="a name printed at the start of the line")
+    args = parser.parse_args()
+    with open(args.config) as fh:
         cfg = PipelineConfig.from_toml(fh.read())
-    store, limit, label = sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    store, limit, label = args.store, args.limit, args.label
     spent: list[float] = []
     orig = S.SQLiteStore.commit
 

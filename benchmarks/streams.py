@@ -11,6 +11,8 @@
   and one per user, key and time; conversion strictly after it and within the window, window
   closed once a later event passes the deadline); :func:`check_labels` verifies the
   derivation against the captured operations.
+
+Imported by ``compare.py`` and ``exposures.py``; not a script, it takes no arguments.
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 Every runner returns a :class:`Result`: how many units it processed in how many seconds (only the
 work of the system itself is timed; preparing its input is not), and its predictions with the true
 labels, from which AUC and log loss are computed the same way for everyone.
+
+Imported by ``compare.py``; not a script, it takes no arguments.
 """
 
 from __future__ import annotations

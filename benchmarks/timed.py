@@ -2,6 +2,9 @@
 
 Only ``Core.step`` is timed: whatever a benchmark does with each batch's output (``on_output``)
 runs outside the timed window, so events/s compare the step alone.
+
+Imported by ``behaviour.py``, ``delayed.py``, ``exposures.py`` and ``tuning.py``; not a
+script, it takes no arguments.
 """
 
 from __future__ import annotations

@@ -17,6 +17,9 @@ transactions) and MovieLens ratings (the default ``like`` task, ``--ml-limit`` r
     .venv/bin/python benchmarks/tuning.py
     .venv/bin/python benchmarks/tuning.py --cj-limit 0 --ml-limit 0   # all of it
     .venv/bin/python benchmarks/tuning.py --tree --timing-only   # the cost of a tree challenger
+
+Prints, per dataset, each fixed setting's AUC, the tuned learner's AUC, gap and first decisions,
+and the events/s of each learner timed; ``--out`` also writes the results to a JSON file.
 """
 
 from __future__ import annotations
@@ -103,18 +106,73 @@ def datasets(args: argparse.Namespace) -> list[tuple[str, str, PipelineConfig, l
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cj-limit", type=int, default=400_000, help="0: every transaction")
-    parser.add_argument("--ml-limit", type=int, default=0, help="0: every rating")
-    parser.add_argument("--data-dir", default="/work/shared/data/ml-latest-small")
-    parser.add_argument("--repeat", type=int, default=2, help="interleaved timing runs")
-    parser.add_argument("--out", default=None, help="write the results as JSON here")
-    parser.add_argument("--margin", type=float, default=TUNING["margin"])
-    parser.add_argument("--min-examples", type=int, default=TUNING["min_examples"])
-    parser.add_argument("--window", type=int, default=TUNING["window"])
-    parser.add_argument("--only", choices=["cj", "ml"], default=None, help="one dataset")
-    parser.add_argument("--tree", action="store_true", help="time a Hoeffding tree challenger")
-    parser.add_argument("--timing-only", action="store_true", help="skip the AUC comparison")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--cj-limit",
+        type=int,
+        default=400_000,
+        help="Complete Journey transactions replayed; 0: every one (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--ml-limit",
+        type=int,
+        default=0,
+        help="MovieLens ratings replayed, in time order; 0: every one (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--data-dir",
+        default="/work/shared/data/ml-latest-small",
+        help="MovieLens folder holding ratings.csv (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=2,
+        help="interleaved timing runs of the learners, best events/s kept (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--out", default=None, help="also write the results, per dataset, to this JSON file"
+    )
+    parser.add_argument(
+        "--margin",
+        type=float,
+        default=TUNING["margin"],
+        help="the tuned learner's margin: a challenger is promoted when its recent loss is below "
+        "(1 - margin) times the champion's (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--min-examples",
+        type=int,
+        default=TUNING["min_examples"],
+        help="the tuned learner's min_examples: examples learned between decisions, and the "
+        "rollback period after a promotion (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--window",
+        type=int,
+        default=TUNING["window"],
+        help="the tuned learner's window: about how many examples each member's recent loss "
+        "averages over (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--only",
+        choices=["cj", "ml"],
+        default=None,
+        help="only this dataset: cj (Complete Journey) or ml (MovieLens); default: both",
+    )
+    parser.add_argument(
+        "--tree",
+        action="store_true",
+        help="also time a tuned learner with 2 challengers and a Hoeffding tree (River) as a "
+        "third, and print its AUC and champion",
+    )
+    parser.add_argument(
+        "--timing-only",
+        action="store_true",
+        help="only time the learners (events/s); skip the fixed settings' AUCs and the comparison",
+    )
     args = parser.parse_args()
     TUNING.update(margin=args.margin, min_examples=args.min_examples, window=args.window)
     others = [g for g in GRID if g != BAD]
