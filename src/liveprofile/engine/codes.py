@@ -129,6 +129,8 @@ class CodeTables:
         self.has_pos = np.array([bool(x.positive) for x in labels], np.bool_)
         self.window = np.array([x.window_s if x.kind == "delayed" else 0.0 for x in labels])
         self.per_key = np.array([x.open_per_key for x in labels], np.int64)
+        #: ``target = "value"``: learns the sum of the conversions' value (a regression task)
+        self.regression = np.array([t.regression for t in config.tasks], np.bool_)
         #: ``label.feedback`` by ``learn.delayed.MODES``, and the flags of its learn operations
         self.feedback = np.array([MODES[x.feedback] for x in labels], np.int64)
         self.learn_flags = np.array([op_flags(x.feedback) for x in labels], np.int8)

@@ -43,6 +43,7 @@ def _empty(cap: int, width: int, tasks: int) -> Pool:
         hlen=np.zeros(2 * tasks, np.int64),
         waiting=TypedDict.empty(key_type=nbtypes.int64, value_type=nbtypes.int64),
         link=np.full(cap, -1, np.int64),
+        total=np.zeros(cap, np.float64),
     )
 
 
@@ -75,8 +76,10 @@ class PendingPool:
             new_cap = max(new_cap, 2 * cap)
         rows = {
             name: grow(getattr(a, name), new_cap)
-            for name in ("task", "user", "key", "item", "open_ts", "deadline", "conv", "flen")
-        }
+            for name in (
+                "task", "user", "key", "item", "open_ts", "deadline", "conv", "flen", "total"
+            )
+        }  # fmt: skip
         rows["link"] = grow(a.link, new_cap, -1)
         w = max(width, a.fidx.shape[1])
         for name in ("fidx", "fval"):
@@ -160,6 +163,7 @@ class PendingPool:
         a.open_ts[slot] = p.open_ts
         a.deadline[slot] = p.deadline
         a.conv[slot] = p.converted
+        a.total[slot] = p.total
         self.p[slot] = p.p
         a.flen[slot] = len(idx)
         a.fidx[slot, : len(idx)] = idx
@@ -167,8 +171,10 @@ class PendingPool:
 
     def hand_back(self, t: int) -> tuple[list[Pending], list[Pending]]:
         """Task ``t``'s open examples as objects, and those a conversion can still convert
-        (of each user and key, by exposure time)."""
+        (of each user and key, by exposure time; a regression task's examples await
+        conversions until their window closes, converted or not)."""
         live = self.live(t)
+        every = bool(self.tables.regression[t])
         by_slot = dict(zip(live.tolist(), self.pendings(live), strict=True))
         link = self.arrays.link
         waiting: list[Pending] = []
@@ -178,7 +184,7 @@ class PendingPool:
             chain = []
             slot = head
             while slot >= 0:
-                if not by_slot[slot].converted:
+                if every or not by_slot[slot].converted:
                     chain.append(by_slot[slot])
                 slot = int(link[slot])
             waiting.extend(reversed(chain))
@@ -195,7 +201,7 @@ class PendingPool:
         fidx = memoryview(a.fidx[slots].tobytes())
         fval = memoryview(a.fval[slots].tobytes())
         out = []
-        for j, (u, k, it, o, d, p, c, m) in enumerate(
+        for j, (u, k, it, o, d, p, c, m, total) in enumerate(
             zip(
                 a.user[slots].tolist(),
                 a.key[slots].tolist(),
@@ -205,6 +211,7 @@ class PendingPool:
                 self.p[slots].tolist(),
                 a.conv[slots].tolist(),
                 a.flen[slots].tolist(),
+                a.total[slots].tolist(),
                 strict=True,
             )
         ):
@@ -220,13 +227,17 @@ class PendingPool:
                     bytes(fval[s : s + 8 * m]),
                     p,
                     c,
+                    total,
                 )
             )
         return out
 
-    def columns(self, t: int, made: I64, converted: I64) -> PendingColumns:
+    def columns(
+        self, t: int, made: I64, converted: I64, values: npt.NDArray[np.float64] | None = None
+    ) -> PendingColumns:
         """The pending log of task ``t``: the examples in slots ``made``, the conversions of
-        those in slots ``converted``."""
+        those in slots ``converted`` and the value each added (``values``, regression tasks;
+        else None), laid out as ``PendingLog.columns`` lays out the Python step's log."""
         a, tables = self.arrays, self.tables
         user, key, item = a.user, a.key, a.item
         spaces = (tables.users, tables.keys(t), tables.items)
@@ -248,6 +259,8 @@ class PendingPool:
             return out.tobytes()
 
         flen = a.flen[made]
+        totals = a.total[made]
+        added = np.zeros(0) if values is None else np.asarray(values, np.float64)
         fidx, fval = _gather(made, flen, a.fidx, a.fval)
         return PendingColumns(
             names,
@@ -264,6 +277,9 @@ class PendingPool:
             refs(0, user[converted]),
             refs(1, key[converted]),
             a.open_ts[converted].tobytes(),
+            # only regression tasks have totals: the logs of the others stay as they were
+            totals.tobytes() if len(added) or totals.any() else b"",
+            added.tobytes(),
         )
 
 

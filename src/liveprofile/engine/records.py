@@ -205,6 +205,7 @@ class Pool(NamedTuple):
     hlen: Any
     waiting: Any  # typed dict: key -> slot of the latest exposure
     link: Any  # slot -> the slot of the next earlier exposure of the same key (-1: none)
+    total: Any  # the value of its conversions so far (``target = "value"``; else 0.0)
 
 
 class Ops(NamedTuple):
