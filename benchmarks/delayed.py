@@ -41,7 +41,7 @@ from typing import Any
 
 import msgspec
 import numpy as np
-from timed import timed_replay
+from timed import dataset_options, timed_replay
 
 from liveprofile.config import PipelineConfig
 from liveprofile.events.schema import Event
@@ -129,44 +129,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--cj-limit",
-        type=int,
-        default=600_000,
-        help="Complete Journey transactions replayed; 0: every one, -1: skip the dataset "
-        "(default: %(default)s)",
-    )
-    parser.add_argument(
-        "--seeds",
-        type=int,
-        nargs="*",
-        default=[0, 1],
-        help="synthetic shop seeds, one replay each; --seeds with no value: no shop (default: 0 1)",
-    )
-    parser.add_argument(
-        "--shop-users",
-        type=int,
-        default=2000,
-        help="users of the synthetic shop (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--shop-days",
-        type=int,
-        default=56,
-        help="days of event time of the synthetic shop (default: %(default)s)",
-    )
+    dataset_options(parser, "the modes", repeat=1, skip_cj=True)
     parser.add_argument(
         "--wait",
         default="1h",
         help="how long after the exposure the 'wait' mode learns its example, a duration "
         "such as 30m or 1h (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--repeat",
-        type=int,
-        default=1,
-        help="interleaved runs of the modes on the Complete Journey, best events/s kept "
-        "(default: %(default)s)",
     )
     parser.add_argument(
         "--json", default="", help="also write the figures, per dataset and mode, to this JSON file"

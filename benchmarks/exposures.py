@@ -40,7 +40,7 @@ import msgspec
 import numpy as np
 from sklearn.metrics import roc_auc_score
 from streams import delayed_labels
-from timed import timed_replay
+from timed import dataset_options, timed_replay
 
 from liveprofile.config import LabelConfig, PipelineConfig
 from liveprofile.events.schema import Event
@@ -140,43 +140,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--cj-limit",
-        type=int,
-        default=600_000,
-        help="Complete Journey transactions replayed; 0: every one (default: %(default)s)",
-    )
+    dataset_options(parser, "the two settings", repeat=3)
     parser.add_argument(
         "--data-dir",
         default="../shared/data/ml-latest-small",
         help="MovieLens folder holding ratings.csv (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--seeds",
-        type=int,
-        nargs="+",
-        default=[0, 1],
-        help="synthetic shop seeds, one replay each (default: 0 1)",
-    )
-    parser.add_argument(
-        "--shop-users",
-        type=int,
-        default=2000,
-        help="users of the synthetic shop (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--shop-days",
-        type=int,
-        default=56,
-        help="days of event time of the synthetic shop; more than 14, so that repurchase "
-        "learns before it predicts (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--repeat",
-        type=int,
-        default=3,
-        help="interleaved runs of the two settings on the Complete Journey, best events/s "
-        "kept (default: %(default)s)",
     )
     parser.add_argument(
         "--throughput-only",
