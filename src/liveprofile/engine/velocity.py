@@ -91,8 +91,10 @@ def count_lists(
     width = cap + 1
     for events, purchases, kept in lists:
         width = max(width, len(events) + 1, len(purchases) + 1, sum(map(_size, kept)) + 1)
-    et, pt, it = (np.zeros((m, width)) for _ in range(3))
-    en, pn, ii = (np.zeros((m, width), np.int64) for _ in range(3))
+    # times and counts (items) of the three lists: events, purchases, items
+    times, values = np.zeros((3, m, width)), np.zeros((3, m, width), np.int64)
+    et, pt, it = times
+    en, pn, ii = values
     lens = np.zeros((m, 3), np.int64)
     for j, (events, purchases, kept) in enumerate(lists):
         for arr_t, arr_n, log, k in ((et, en, events, 0), (pt, pn, purchases, 1)):
@@ -110,7 +112,7 @@ def count_lists(
     windows = np.array(tracker.windows, np.float64)
     _run(
         np.asarray(slot, np.int64), np.asarray(ts, np.float64), np.asarray(monetary, np.bool_),
-        np.asarray(items, np.int64), last, n, et, en, pt, pn, it, ii, lens, windows, cap,
+        np.asarray(items, np.int64), last, n, times, values, lens, windows, cap,
     )  # fmt: skip
     out: list[_Lists] = []
     lens_l = lens.tolist()
@@ -135,8 +137,10 @@ def _size(group: tuple[Any, list[int]]) -> int:
 
 
 @numba.njit(cache=True, nogil=True)
-def _run(slot, ts, monetary, items, last, n, et, en, pt, pn, it, ii, lens, windows, cap):  # type: ignore[no-untyped-def]
+def _run(slot, ts, monetary, items, last, n, times, values, lens, windows, cap):  # type: ignore[no-untyped-def]
     w_events, w_purchases, w_items = windows[0], windows[1], windows[2]
+    et, pt, it = times[0], times[1], times[2]
+    en, pn, ii = values[0], values[1], values[2]
     for k in range(slot.shape[0]):
         r, t = slot[k], ts[k]
         if n[r] == 0 or t > last[r]:
