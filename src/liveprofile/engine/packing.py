@@ -154,6 +154,15 @@ def _float(buf, o, x, one):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(cache=True, nogil=True)
+def _big_endian(buf, o, head, size, v):  # type: ignore[no-untyped-def]
+    """``head``, then the ``size`` low bytes of ``v``, most significant first."""
+    buf[o] = head
+    for j in range(size):
+        buf[o + 1 + j] = (v >> (8 * (size - 1 - j))) & 0xFF
+    return o + 1 + size
+
+
+@numba.njit(cache=True, nogil=True)
 def _uint(buf, o, v):  # type: ignore[no-untyped-def]
     if v < 128:
         buf[o] = v
@@ -166,10 +175,7 @@ def _uint(buf, o, v):  # type: ignore[no-untyped-def]
         head, size = 0xCE, 4
     else:
         head, size = 0xCF, 8
-    buf[o] = head
-    for j in range(size):
-        buf[o + 1 + j] = (v >> (8 * (size - 1 - j))) & 0xFF
-    return o + 1 + size
+    return _big_endian(buf, o, head, size, v)
 
 
 @numba.njit(cache=True, nogil=True)

@@ -29,7 +29,7 @@ import msgspec
 import numba
 import numpy as np
 
-from liveprofile.engine.packing import StringTable, _float, _string, _uint
+from liveprofile.engine.packing import StringTable, _big_endian, _float, _string, _uint
 from liveprofile.engine.records import Users
 from liveprofile.profile.state import Profile
 
@@ -120,10 +120,7 @@ def _int(buf, o, v):  # type: ignore[no-untyped-def]
         head, size = 0xD2, 4
     else:
         head, size = 0xD3, 8
-    buf[o] = head
-    for j in range(size):
-        buf[o + 1 + j] = (v >> (8 * (size - 1 - j))) & 0xFF
-    return o + 1 + size
+    return _big_endian(buf, o, head, size, v)
 
 
 @numba.njit(cache=True, nogil=True)
