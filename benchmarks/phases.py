@@ -33,7 +33,8 @@ PHASES = [
     ("    fold (merge_profiles)", step.PythonStep, "_fold"),
     ("    rows reloaded", links.Stops, "_reload"),
     ("  per-batch stop set-up", links.Stops, "__init__"),
-    ("  velocity counts (batch)", links.RiskCounts, "upto"),
+    ("  velocity counts (batch, Python)", links.RiskCounts, "upto"),
+    ("  velocity counts (batch, compiled)", compiled, "count_velocity"),
     ("  rows back to profiles", compiled, "store_users"),
 ]
 

@@ -2,7 +2,7 @@
 
 * The kernel fields' bytes that the compiled writer makes are exactly what msgspec writes for
   the decoded values, so the profile rows spliced from them (``engine.profilerows``) equal
-  ``encode_profile`` of the profiles, and fall back to it when a batch had lifecycle stops.
+  ``encode_profile`` of the profiles (batches with identity links: ``test_login_batches``).
 * ``engine.velocity`` counts a batch's events into the same lists, entry for entry, as
   ``RiskTracker.count`` event by event, whatever the order, ties, caps and windows.
 """
@@ -62,19 +62,6 @@ def test_spliced_profile_rows_equal_encoded_profiles() -> None:
             assert row == encode_profile(state.profiles[user])
         spliced += len(out.profile_rows)
     assert spliced > len(state.profiles)
-
-
-def test_a_batch_with_identity_links_encodes_profiles_in_full() -> None:
-    core = Core(PipelineConfig())
-    state = core.new_state()
-    core.step(state, _events()[:500])
-    visit = Event("a1", "anon-1", "view", 1.8e9, item_id="i1", anonymous_id="anon-1")
-    login = Event("a2", "u00001", "login", 1.8e9 + 5, anonymous_id="anon-1")
-    out = core.step(state, [visit, login])
-    assert out.profile_rows == {}  # the lifecycle folded a profile after the write-back
-    assert "u00001" in out.users and out.links
-    out = core.step(state, [Event("a3", "u00001", "view", 1.8e9 + 9, item_id="i2")])
-    assert out.profile_rows == {"u00001": encode_profile(state.profiles["u00001"])}
 
 
 def _counted_one_by_one(

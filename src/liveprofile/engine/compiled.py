@@ -220,7 +220,7 @@ class CompiledStep:
         scores = self._learn(state, ops, outputs, user_row, len(batch_users), cuts)
         if self.base.log_examples:
             out.learned = self._examples(ops, outputs, batch_users)
-        kept = self.kernel_bytes if stops is None and ttl is None else None
+        kept = self.kernel_bytes if ttl is None else None
         out.users |= store_users(self.tables, state.profiles, batch_users, U, scores, kept)
         self.resident.keep(batch_users, U)
         if stops is not None:
@@ -231,8 +231,8 @@ class CompiledStep:
             p = state.profiles.get(u)
             if p is not None:  # None: an alias (a visitor's id), or deleted in the batch
                 p.anonymous = anonymous
-        if stops is None and state.anomaly is None and self.base.config.risk.velocity:
-            count_velocity(risk, state.profiles, n)  # compiled, for a batch without stops
+        if state.anomaly is None and self.base.config.risk.velocity:
+            count_velocity(risk, state.profiles, n)  # compiled: what the stops left uncounted
         elif self.base.config.risk.velocity or state.anomaly is not None:
             risk.upto(n)
         if stops is not None:

@@ -11,9 +11,10 @@ place of its kernel fields (``msgspec.Raw``): the same bytes as
 writes for those values (smallest headers and integers, float64 floats).
 
 A slice stands for a field only while the profile still holds the very object decoded from it,
-unchanged: the step keeps slices only for a batch that ran without the Python lifecycle's stops
-and expiry (which fold, erase or expire profiles after the rows were written back), and a
-profile whose field is another object than the decoded one is encoded in full.
+unchanged: the step keeps slices only for a pipeline without expiry, and a profile whose field
+is another object than the decoded one is encoded in full. In a batch with the Python
+lifecycle's stops (logins, merges, erasures) the slices are those of the batch's last write-back,
+after every stop: nothing changes the kernel fields after it.
 
 >>> import msgspec, numpy as np
 >>> from liveprofile.engine.rowbytes import FIELDS, RowFields

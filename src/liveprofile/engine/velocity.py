@@ -9,9 +9,10 @@ event by event (times stored as :func:`~liveprofile.profile.risk.stamp` stores t
 groups are laid out as (time, item) pairs in (time, item) order, which is how the groups and
 their sorted members read one after the other.
 
-The compiled step takes it for a batch that ran without the Python lifecycle's stops and with
-no anomaly detector (which reads the counts event by event); otherwise
-:class:`~liveprofile.engine.links.RiskCounts` counts in Python.
+The compiled step takes it for every batch without an anomaly detector (which reads the counts
+event by event; then :class:`~liveprofile.engine.links.RiskCounts` counts in Python): in a batch
+with the Python lifecycle's stops, for the events the stops left uncounted (a stop counts the
+events of the profiles it changes, up to it).
 
 >>> from liveprofile.config import ProfileConfig, RiskConfig
 >>> from liveprofile.events import Event
