@@ -29,6 +29,7 @@ from liveprofile.config import (
     TaskConfig,
 )
 from liveprofile.engine import compiled, convroom
+from liveprofile.engine.core import Core
 from liveprofile.engine.local import LocalRunner
 from liveprofile.events import Event
 from liveprofile.events.sources import Batch
@@ -246,3 +247,25 @@ def test_many_conversions_per_example_fit_the_room_counted_per_key(
     assert regression_summary(shot, "spend")["mean_target"] > 0.0
     assert seen and all(n <= room for room, n, _ in seen)
     assert any(n > distinct for _, n, distinct in seen)  # examples converted more than once
+
+
+def test_the_training_log_holds_the_totals_on_both_steps(tmp_path: Path) -> None:
+    events = with_values(messed_up(synthetic(seed=54), seed=55), seed=56)
+    tasks = [spend("user", window="1d"), *TASKS]
+    logs = []
+    for engine in ("python", "compiled"):
+        cfg = msgspec.structs.replace(
+            pipeline(engine, tasks), run=RunConfig(engine=engine, training_log=str(tmp_path))
+        )
+        core = Core(cfg)
+        state = core.new_state()
+        columns: dict[str, list[Any]] = {}
+        for batch in chunks(events, 113):
+            learned = core.step(state, batch).learned
+            assert learned is not None
+            for name, values in learned.columns.items():
+                columns.setdefault(name, []).extend(values)
+        logs.append(columns)
+    assert logs[0] == logs[1]
+    targets = [y for t, y in zip(logs[0]["task"], logs[0]["label"], strict=True) if t == "spend"]
+    assert any(y not in (0.0, 1.0) for y in targets)  # totals, not flags
