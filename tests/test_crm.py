@@ -1,7 +1,7 @@
 """CRM tasks: a delayed label keyed by user (any conversion of the same user within the window:
 repeat purchase, and churn as its negation) and a value target (spend within the window, learned
-by a regressor, MAE and RMSE). A user key runs on both steps (``tests/test_compiled_crm.py``), a
-value target on the Python step, which takes every pipeline with such a task."""
+by a regressor, MAE and RMSE). Both run on both steps, to the same bytes
+(``tests/test_compiled_crm.py``, ``tests/test_compiled_regression.py``)."""
 
 from __future__ import annotations
 
@@ -100,11 +100,14 @@ def spend_events() -> list[Event]:
     ]
 
 
-def test_a_value_target_learns_the_spend_within_the_window() -> None:
-    core = Core(PipelineConfig(tasks=[SPEND]))
-    assert core.compiled is None  # a regression task: the Python step takes the pipeline
+@pytest.mark.parametrize("engine", ["python", "compiled"])
+def test_a_value_target_learns_the_spend_within_the_window(engine: str) -> None:
+    core = Core(PipelineConfig(tasks=[SPEND], run=RunConfig(engine=engine)))
+    assert (core.compiled is not None) == (engine == "compiled")
     state = core.new_state()
     core.step(state, spend_events()[:3])
+    if core.compiled is not None:
+        core.compiled.release()  # the pending examples back to the task, to look at
     first = state.tasks["spend_30d"].pending[("ann", "ann", T0)]
     assert first.converted and first.total == 5.0  # ann's purchase on day 12
     core.step(state, spend_events()[3:])
@@ -132,6 +135,8 @@ def test_value_targets_survive_a_restart(tmp_path: Path) -> None:
                 runner = LocalRunner(cfg, SQLiteStore(path), path.with_suffix(".dead"))
             runner.process("src", Batch(events=batch, offset=k + 1))
         out = {n: t.metrics.summary() for n, t in runner.state.tasks.items()}
+        if runner.core.compiled is not None:  # the open examples back from its arrays
+            runner.core.compiled.release()
         out["pending"] = sorted(
             (p.id, p.total) for p in runner.state.tasks["spend_30d"].pending.values()
         )
@@ -140,6 +145,7 @@ def test_value_targets_survive_a_restart(tmp_path: Path) -> None:
 
     clean = run(tmp_path / "clean.db", None)
     assert clean["spend_30d"]["n"] == 5  # type: ignore[index]
+    assert clean["pending"]  # dan's purchase, open
     for restart in (1, 2):
         assert run(tmp_path / f"r{restart}.db", restart) == clean
 

@@ -50,7 +50,7 @@ def _replay(cfg: PipelineConfig, size: int, through_pool: bool) -> dict[str, obj
     events = messed_up(synthetic(seed=31), seed=32)
     store = MemoryStore()
     core = Core(cfg)
-    assert core.compiled is None  # a regression task: the Python step takes the pipeline
+    assert core.compiled is None  # the Python step, whose state the pool takes over
     state = PipelineState.load(store, cfg)
     totals = 0
     for k, batch in enumerate(chunks(events, size)):
@@ -65,13 +65,13 @@ def _replay(cfg: PipelineConfig, size: int, through_pool: bool) -> dict[str, obj
 
 @pytest.mark.parametrize("size", [37, 211])
 def test_the_pool_hands_back_what_it_took(size: int) -> None:
-    cfg = PipelineConfig(tasks=[*TASKS, *SPENDS], run=RunConfig(dedup_window=500))
+    cfg = PipelineConfig(tasks=[*TASKS, *SPENDS], run=RunConfig(engine="python", dedup_window=500))
     plain = _replay(cfg, size, through_pool=False)
     assert _replay(cfg, size, through_pool=True) == plain
 
 
 def test_the_pool_writes_the_pending_log_of_the_python_step() -> None:
-    cfg = PipelineConfig(tasks=[*TASKS, *SPENDS], run=RunConfig(dedup_window=500))
+    cfg = PipelineConfig(tasks=[*TASKS, *SPENDS], run=RunConfig(engine="python", dedup_window=500))
     events = messed_up(synthetic(seed=33), seed=34)
     core = Core(cfg)
     state = core.new_state()

@@ -47,4 +47,4 @@ def test_crm_example_is_valid() -> None:
     repeat, spend = config.tasks
     assert (repeat.label.key, spend.label.key, spend.regression) == ("user", "user", True)
     core = Core(config)  # the segment rule compiles
-    assert core.compiled is None  # a regression task takes the Python step
+    assert core.compiled is not None  # a regression task takes the compiled step too

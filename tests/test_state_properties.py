@@ -124,6 +124,15 @@ TASKS = {
         label=LabelConfig(kind="delayed", conversion=["purchase"], window="12h", feedback="fnw"),
         learner=LearnerConfig(kind="ogd", params={"lr": 0.05}),
     ),
+    # learns the value of the user's purchases within the window (a regression task)
+    "spend": TaskConfig(
+        "spend",
+        on=["view", "purchase"],
+        label=LabelConfig(
+            kind="delayed", conversion=["purchase"], key="user", window="1d", target="value"
+        ),
+        learner=LearnerConfig(kind="linreg"),
+    ),
 }
 SEGMENTS = {
     "active": "days_since_last_event < 2",

@@ -2,13 +2,16 @@
 slots, latest exposure first (``Pool.waiting`` holds the first slot, ``Pool.link`` the next).
 
 Every exposure opens its own example (``TaskState.may_open``), a conversion marks every example of
-the chain whose window holds it (``TaskState.convert_at``), and a closed example leaves its chain.
+the chain whose window holds it (``TaskState.convert_at``; a regression task's examples add up the
+conversions' value, converted or not), and a closed example leaves its chain.
 The helpers work on arrays only (:data:`~liveprofile.engine.rowops.leaf`); :func:`kernel.run`
 keeps the typed dict of chains. A task's key is an item, a topic (category) or the user itself
 (:func:`task_key`, ``TaskState.key_of``).
 """
 
 from __future__ import annotations
+
+import math
 
 from liveprofile.engine.rowops import leaf
 
@@ -63,9 +66,10 @@ def insert(pool, head, slot):  # type: ignore[no-untyped-def]
 
 
 @leaf
-def may_open(pool, head, ts, per_key):  # type: ignore[no-untyped-def]
+def may_open(pool, head, ts, per_key, every):  # type: ignore[no-untyped-def]
     """``TaskState.may_open``: no open example of the chain at ``head`` exposed at ``ts``, and
-    fewer than ``per_key`` of them awaiting a conversion."""
+    fewer than ``per_key`` of them awaiting a conversion (``every``: a regression task's, whose
+    converted examples await further conversions, count all)."""
     link = pool.link
     open_ts = pool.open_ts
     conv = pool.conv
@@ -74,7 +78,7 @@ def may_open(pool, head, ts, per_key):  # type: ignore[no-untyped-def]
     while slot >= 0:
         if open_ts[slot] == ts:
             return False
-        if not conv[slot]:
+        if every or not conv[slot]:
             waiting += 1
             if waiting >= per_key:
                 return False
@@ -83,19 +87,28 @@ def may_open(pool, head, ts, per_key):  # type: ignore[no-untyped-def]
 
 
 @leaf
-def convert(pool, out, t, head, ts):  # type: ignore[no-untyped-def]
+def convert(pool, out, t, head, ts, value, every):  # type: ignore[no-untyped-def]
     """Mark the examples of the chain at ``head`` awaiting a conversion whose window holds
-    ``ts`` converted, latest exposure first (``TaskState.convert_at``)."""
+    ``ts`` converted, latest exposure first (``TaskState.convert_at``). With ``every`` (a
+    regression task) converted examples await further conversions, and each adds ``value``
+    (0.0 if NaN: none) to its total, noted in ``out.conv_value``."""
     pool_link = pool.link
     pool_open_ts = pool.open_ts
     pool_deadline = pool.deadline
     pool_conv = pool.conv
+    pool_total = pool.total
     out_converted = out.converted
     out_n_converted = out.n_converted
+    out_conv_value = out.conv_value
+    amount = 0.0 if math.isnan(value) else value
     slot = head
     while slot >= 0:
-        if not pool_conv[slot] and pool_open_ts[slot] < ts <= pool_deadline[slot]:
+        if (every or not pool_conv[slot]) and pool_open_ts[slot] < ts <= pool_deadline[slot]:
             pool_conv[slot] = True
-            out_converted[t, out_n_converted[t]] = slot
-            out_n_converted[t] += 1
+            j = out_n_converted[t]
+            out_converted[t, j] = slot
+            if every:
+                pool_total[slot] += amount
+                out_conv_value[t, j] = amount
+            out_n_converted[t] = j + 1
         slot = pool_link[slot]

@@ -283,4 +283,5 @@ class CodeTables:
             wait=self.wait,
             by_user=self.by_user,
             ko_user=self.ko_user,
+            regression=self.regression,
         )

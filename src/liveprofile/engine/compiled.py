@@ -21,6 +21,7 @@ import numpy.typing as npt
 from liveprofile.engine import kernel
 from liveprofile.engine import layout as L
 from liveprofile.engine.codes import CodeTables, grow
+from liveprofile.engine.convroom import linked_users
 from liveprofile.engine.kernelargs import batch_events, buffers, empty_items, step_params
 from liveprofile.engine.lifecycle import StepResult
 from liveprofile.engine.links import RiskCounts, Stops, next_stop, stop_marks
@@ -39,20 +40,12 @@ from liveprofile.events.schema import COMMANDS, Event
 from liveprofile.learn.base import OpArrays, run_ops, sparse_example
 from liveprofile.learn.delayed import FNC, MODES, fnc_correct_many
 from liveprofile.learn.examples import ExampleLog
+from liveprofile.learn.regression import run_regression_ops
 from liveprofile.learn.tasks import PendingLog
 from liveprofile.profile.population import Standing, standing
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
-
-
-def unsupported(base: PythonStep) -> str | None:
-    """Why this pipeline cannot take the compiled path, or None if it can."""
-    config = base.config
-    if any(t.regression for t in config.tasks):
-        # the kernel counts a converted flag per pending example, not a sum of values
-        return "a task learns a value (target = 'value')"
-    return None
 
 
 class CompiledStep:
@@ -174,8 +167,10 @@ class CompiledStep:
             before[u] = None if p is None else standing(p)
             if p is None or p.anonymous:
                 visitors[u] = True
+        moved = marks is not None and self.tables.regression.any()  # a regression task's room
+        linked = linked_users(events, state.aliases) if moved else ()
         ops, outputs = buffers(
-            self.pool, self.tables, len(self.names), self.updater.behaviour.width, ev
+            self.pool, self.tables, len(self.names), self.updater.behaviour.width, ev, linked
         )
         self.params.fp[L.FP_WATERMARK] = ckpt.watermark
         held = self.held[: len(self.tables.items)]
@@ -241,8 +236,10 @@ class CompiledStep:
         for t, name in enumerate(self.names):
             if self.tables.delayed[t]:
                 made = outputs.created[t, : outputs.n_created[t]]
-                converted = outputs.converted[t, : outputs.n_converted[t]]
-                out.pending[name] = self.pool.columns(t, made, converted)
+                n_conv = outputs.n_converted[t]
+                converted = outputs.converted[t, :n_conv]
+                values = outputs.conv_value[t, :n_conv] if self.tables.regression[t] else None
+                out.pending[name] = self.pool.columns(t, made, converted, values)
             else:
                 out.pending[name] = PendingLog([], [])
         self.pool.give_back(outputs.freed[: outputs.res[3]])
@@ -290,7 +287,8 @@ class CompiledStep:
                 ops.y[t, :k],
             )
             assert task.learner is not None
-            b = run_ops(task.learner, batch) if k else np.zeros(0)
+            learn = run_regression_ops if task.regression else run_ops
+            b = learn(task.learner, batch) if k else np.zeros(0)
             fnc = self.tables.feedback[t] == MODES[FNC]
             preds.append(fnc_correct_many(b) if fnc else b)  # as served
         n_rec = int(outputs.res[2])
@@ -312,6 +310,7 @@ class CompiledStep:
             _cut_scores(score_rows, rec_task, resolved, cuts, self.names)
         scores = np.full((n_users, nt), np.nan)
         scored = np.full((n_users, nt), -1, np.int64)
+        regression = self.tables.regression
         for t, name in enumerate(self.names):
             at = np.flatnonzero((rec_task == t) & ~resolved & (score_rows >= 0))
             rows = score_rows[at]
@@ -322,9 +321,8 @@ class CompiledStep:
             uniq, firsts = np.unique(rows, return_index=True)
             scored[uniq, t] = at[firsts]
             learned = (rec_task == t) & (rec_kind != L.R_OPENED)
-            state.tasks[name].metrics.record_many(
-                p_rec[learned], rec_label[learned], rec_ts[learned]
-            )
+            y = self.pool.arrays.total[rec_ref[learned]] if regression[t] else rec_label[learned]
+            state.tasks[name].metrics.record_many(p_rec[learned], y, rec_ts[learned])
         return scores, scored
 
     def _examples(self, ops: Ops, outputs: Outputs, batch_users: list[str]) -> ExampleLog:
@@ -344,13 +342,14 @@ class CompiledStep:
                 log.add(self.names[t], batch_users[ref], None, ts, ts, float(label), p, idx, val)
                 continue
             m = pool.flen[ref]
+            y = float(pool.total[ref]) if self.tables.regression[t] else float(label)
             log.add(
                 self.names[t],
                 users[pool.user[ref]],
                 tables.keys(t).names[pool.key[ref]],
                 float(pool.open_ts[ref]),
                 float(pool.deadline[ref]),
-                float(label),
+                y,
                 p,
                 pool.fidx[ref, :m].tolist(),
                 pool.fval[ref, :m].tolist(),

@@ -3,8 +3,7 @@
 :class:`Core` is the processing step of a pipeline, configured once and shared by every runner.
 With ``run.engine = "compiled"`` (the default) every batch takes
 :class:`~liveprofile.engine.compiled.CompiledStep` (numba, see :mod:`liveprofile.engine.kernel`),
-identity links, erasures, expiry and anomaly scores included, unless a task learns a value
-(:func:`~liveprofile.engine.compiled.unsupported`);
+identity links, erasures, expiry, anomaly scores and tasks that learn a value included;
 ``"python"`` takes the Python step (:class:`~liveprofile.engine.step.PythonStep`, the readable
 reference). Both give the same state, to the byte.
 
@@ -23,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from liveprofile.config import PipelineConfig
-from liveprofile.engine.compiled import CompiledStep, unsupported
+from liveprofile.engine.compiled import CompiledStep
 from liveprofile.engine.lifecycle import StepResult
 from liveprofile.engine.state import PipelineState
 from liveprofile.engine.step import PythonStep
@@ -37,10 +36,9 @@ class Core(PythonStep):
 
     def __init__(self, config: PipelineConfig) -> None:
         super().__init__(config)
-        #: the compiled path, unless the pipeline asks for the Python step or has a task it
-        #: cannot take (see ``liveprofile.engine.compiled.unsupported``)
+        #: the compiled path, unless the pipeline asks for the Python step
         self.compiled: CompiledStep | None = None
-        if config.run.engine == "compiled" and unsupported(self) is None:
+        if config.run.engine == "compiled":
             self.compiled = CompiledStep(self)
 
     def alias_keys(self, state: PipelineState, events: Sequence[Event]) -> set[str]:

@@ -71,6 +71,7 @@ def run(ev, codes, tasks, params, users, items, pool, ops, out):  # type: ignore
     ev_value = ev.value
     ev_ucode = ev.ucode
     tasks_threshold = tasks.threshold
+    tasks_reg = tasks.regression
     n_tasks = tasks_delayed.shape[0]
     # this event's label per immediate task (-1: none), counted once the profile is updated
     labels = np.full(n_tasks, -1, np.int8)
@@ -94,7 +95,7 @@ def run(ev, codes, tasks, params, users, items, pool, ops, out):  # type: ignore
                     wkey = _wkey(ev_ucode[e], n_tasks, t, key)
                     if key >= 0 and wkey in pool_waiting:
                         done = out.n_converted[t]
-                        convert(pool, out, t, pool_waiting[wkey], ts)
+                        convert(pool, out, t, pool_waiting[wkey], ts, ev_value[e], tasks_reg[t])
                         if tasks.feedback[t]:  # learned as negatives: now as positives
                             learn_converted(pool, ops, out, tasks, t, done, fp[L.FP_WATERMARK])
                 if not tasks_on[t, kind]:
@@ -106,7 +107,7 @@ def run(ev, codes, tasks, params, users, items, pool, ops, out):  # type: ignore
                 head = -1
                 if wkey in pool_waiting:
                     head = pool_waiting[wkey]
-                    if not may_open(pool, head, ts, tasks_per_key[t]):
+                    if not may_open(pool, head, ts, tasks_per_key[t], tasks_reg[t]):
                         continue
             else:
                 if not tasks_on[t, kind]:
@@ -278,7 +279,7 @@ def _learn_due(codes, tasks, params, users, items, pool, ops, out, t):  # type: 
         ranks = codes.user_rank
     slot = heap_pop(pool, t, codes.user_rank, ranks)
     label = pool_conv[slot]
-    y = 1.0 if label else 0.0
+    y = pool.total[slot] if tasks.regression[t] else (1.0 if label else 0.0)
     if not tasks.feedback[t]:  # else learned when exposed (and when converted)
         _add_op(ops, t, L.LEARN, pool.fidx[slot], pool.fval[slot], pool.flen[slot], y)
     _add_record(out, L.R_RESOLVED, t, -1, slot, pool.open_ts[slot], label)
@@ -359,6 +360,7 @@ def _open(ev, e, codes, tasks, params, users, items, pool, ops, out, t, m):  # t
     pool_open_ts[slot] = ts
     pool_deadline[slot] = ts + tasks_window[t]
     pool_conv[slot] = False
+    pool.total[slot] = 0.0
     pool_flen[slot] = m
     for j in range(m):
         pool_fidx[slot, j] = ops_cur_idx[j]

@@ -10,6 +10,7 @@ is :class:`.compiled.CompiledStep`.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,7 @@ import numpy.typing as npt
 
 from liveprofile.engine import layout as L
 from liveprofile.engine.codes import CodeTables
+from liveprofile.engine.convroom import conversion_room
 from liveprofile.engine.pool import PendingPool
 from liveprofile.engine.records import Events, Items, Ops, Outputs, Params
 from liveprofile.engine.resident import ResidentUsers
@@ -122,9 +124,15 @@ def batch_events(
 
 
 def buffers(
-    pool: PendingPool, tables: CodeTables, n_tasks: int, behaviour_width: int, ev: Events
+    pool: PendingPool,
+    tables: CodeTables,
+    n_tasks: int,
+    behaviour_width: int,
+    ev: Events,
+    linked: Iterable[str] = (),
 ) -> tuple[Ops, Outputs]:
-    """Room for what this batch may open, and for its model operations and records."""
+    """Room for what this batch may open, and for its model operations and records
+    (``linked``: users whose events an identity link may move, see :mod:`.convroom`)."""
     nt, n = n_tasks, len(ev.ok)
     max_topics = int(np.diff(ev.tp_start).max()) if n else 0
     width = 48 + 2 * max_topics + len(tables.types) + 2 * behaviour_width
@@ -144,15 +152,17 @@ def buffers(
         cur_val=np.empty(width, np.float64),
     )
     max_rec = nt * (2 * n) + live + 1
+    # a conversion converts every waiting example of its key (a regression task's again)
+    room = conversion_room(pool, tables, ev, linked)
     outputs = Outputs(
         recs=np.zeros((max_rec, 4), np.int64),
         rec_ts=np.zeros(max_rec, np.float64),
         rec_label=np.zeros(max_rec, np.bool_),
         created=np.zeros((nt, n + 1), np.int64),
         n_created=np.zeros(nt, np.int64),
-        # a conversion converts every waiting example of its key: at most all open ones
-        converted=np.zeros((nt, n + live + 1), np.int64),
+        converted=np.zeros((nt, room), np.int64),
         n_converted=np.zeros(nt, np.int64),
+        conv_value=np.zeros((nt, room) if tables.regression.any() else (nt, 0), np.float64),
         freed=np.zeros(nt * n + live + 1, np.int64),
         res=np.zeros(4, np.int64),
     )

@@ -88,6 +88,7 @@ class Tasks(NamedTuple):
     wait: Any  # feedback = "wait": learned this long after exposure (else 0.0)
     by_user: Any  # keyed by user (any conversion of the same user)
     ko_user: Any  # (task, user code): the key-outcome name
+    regression: Any  # target = "value": learns the sum of its conversions' value
 
 
 class Params(NamedTuple):
@@ -231,7 +232,8 @@ class Outputs(NamedTuple):
     rec_label: Any
     created: Any  # (task, n): slots
     n_created: Any
-    converted: Any
+    converted: Any  # (task, n): slots, once per conversion
     n_converted: Any
+    conv_value: Any  # (task, n): the value each conversion added (regression tasks)
     freed: Any
     res: Any
