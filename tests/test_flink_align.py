@@ -43,7 +43,7 @@ DRIFT = 600.0  # run.partition_skew, seconds
 AHEAD = 3600.0  # partition 0's events start this far ahead of partition 1's first
 CONFIG = SHARED_CONFIG.replace("[run]\n", '[run]\npartition_skew = "10m"\n')
 #: partition 0's backlog: more than one fetch of the Kafka source holds
-BACKLOG = 15_000
+BACKLOG = 30_000
 #: partition 1, once the job applies it: events per step, steps per second, event time per step
 STEP_EVENTS, STEPS_PER_S, STEP_S = 5, 10, 60.0
 
