@@ -297,7 +297,9 @@ def _profiles(url: str, prefix: str) -> dict[str, Any]:
 
 
 def test_two_scoped_workers_share_one_prefix(server: Server, events: Path) -> None:
-    config = PipelineConfig.from_toml(CONFIG)
+    """With a model per scope (``run.shared_model = false``; the shared model's tests are in
+    test_redis_shared.py)."""
+    config = PipelineConfig.from_toml(CONFIG.replace("[run]\n", "[run]\nshared_model = false\n"))
     _publish(server.url, "one", events, partitions=2)
     _publish(server.url, "two", events, partitions=2)
     client = redis.Redis.from_url(server.url)

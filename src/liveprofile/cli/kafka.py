@@ -237,6 +237,7 @@ def worker_kafka(
                 "duplicates": stats.duplicates,
                 "batches": stats.batches,
                 "seconds": round(stats.seconds, 3),
+                **({"ranker": runner.rounds.summary()} if runner.rounds.wanted(config) else {}),
             }
         )
     )

@@ -193,8 +193,9 @@ def _streams_options(func: Callable[..., None]) -> Callable[..., None]:
 )
 @click.option(
     "--scope",
-    help="Keep this worker's models, item statistics and checkpoint apart from other workers "
-    "sharing the prefix (profiles stay shared); give each worker its own, e.g. its partitions.",
+    help="Keep this worker's item statistics, pending examples and checkpoint apart from other "
+    "workers sharing the prefix (profiles stay shared; with run.shared_model, the default, the "
+    "workers train one model per task together); give each worker its own, e.g. its partitions.",
 )
 @click.option(
     "--trim/--no-trim",
@@ -252,14 +253,14 @@ def worker(
         return
     import redis
 
-    from liveprofile.redis.store import RedisStore
+    from liveprofile.redis.fence import FencedRedisStore
     from liveprofile.redis.worker import RedisWorker, WorkerOptions
 
     logging.basicConfig(
         level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s"
     )
     parts = _partition_list(streams.partition_list, streams.total)
-    store = RedisStore(url, prefix=prefix)
+    store = FencedRedisStore(url, prefix=prefix)  # fenced commits: scoped shared models
     client = redis.Redis.from_url(url)
     options = WorkerOptions(
         prefix,

@@ -28,6 +28,9 @@ Design:
   truth about what was applied: a subtask (re)loads a partition's state from the store on its
   first batch and skips every record below the stored offset. A new job starts reading at the
   store's offsets. Kafka's committed offsets (on checkpoints) serve monitoring only.
+* **Ranker rounds.** With ``ranker.every``, the subtask that owns partition 0 runs the learned
+  ranker's rounds over that partition's committed batches, as a Kafka worker does
+  (:mod:`liveprofile.kafka.rounds`).
 """
 
 from __future__ import annotations
@@ -90,6 +93,7 @@ class ApplyBatches:
         self.models: dict[str, Any] = {}
         self.store: Any = None
         self.producer: Any = None
+        self.rounds: Any = None
 
     def open(self) -> None:
         _let_numba_import()
@@ -99,6 +103,7 @@ class ApplyBatches:
         from liveprofile.engine.local import RunStats
         from liveprofile.events.schema import EventParser
         from liveprofile.kafka.producer import producer_config
+        from liveprofile.kafka.rounds import LeadRounds
         from liveprofile.redis.fence import FencedRedisStore
 
         s = self.settings
@@ -108,6 +113,8 @@ class ApplyBatches:
         self.producer = Producer(producer_config(s.bootstrap))
         self.parser = EventParser()
         self.stats = RunStats()
+        #: the ranker rounds (``ranker.every``), run by the subtask that owns partition 0
+        self.rounds = LeadRounds(self.store, self.config)
 
     def apply(self, partition: int, records: list[Any]) -> int:
         """Apply one window's records of ``partition``; returns the events applied."""
@@ -124,7 +131,7 @@ class ApplyBatches:
                 )
                 self.owned[partition] = owned
             try:
-                apply_records(
+                batch = apply_records(
                     self.store,
                     self.settings.topic,
                     owned,
@@ -133,11 +140,15 @@ class ApplyBatches:
                     self.parser,
                     self._send_dead,
                 )
+                if batch is not None:
+                    scope, seq = owned.view.scope, owned.state.checkpoint.seq
+                    self.rounds.committed(partition, scope, seq, batch)
                 break
             except FencedOut:
                 # another subtask owned the partition meanwhile (a restore): reload, skip
                 # what it applied, apply the rest
                 self.owned.pop(partition, None)
+                self.rounds.drop([partition])
                 if attempt:
                     raise
             except BaseException:

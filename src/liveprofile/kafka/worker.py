@@ -35,6 +35,9 @@ interleave (with one partition, it equals the partition's own model). Item stati
 one partition's users each. Identity links
 whose anonymous and user ids lie in different partitions are not merged across partitions.
 
+With ``ranker.every``, the worker that owns partition 0 also runs the learned ranker's rounds
+(:mod:`liveprofile.kafka.rounds`).
+
 Dead letters are kept in the store (keyed ``{topic}:{partition}:{offset}``, exact) and also sent
 to the dead-letter topic just before the batch commits (at least once: a crash between the two
 sends them again on replay, under the same key).
@@ -62,6 +65,7 @@ from liveprofile.events.schema import Event, EventParser
 from liveprofile.events.sources import Batch
 from liveprofile.kafka.align import SkewGate
 from liveprofile.kafka.producer import dead_letter_topic, producer_config
+from liveprofile.kafka.rounds import LeadRounds
 from liveprofile.kafka.shared_model import share_models
 from liveprofile.redis.fence import FencedOut, FencedRedisStore
 from liveprofile.store.layout import check_config, read_checkpoint
@@ -134,15 +138,16 @@ def apply_records(
     stats: RunStats,
     parser: EventParser,
     send_dead_letters: Callable[[dict[str, bytes | None]], None] | None = None,
-) -> bool:
+) -> Batch | None:
     """Apply one partition's ``(offset, value)`` records, in offset order, and commit them.
 
     The one apply path of the Kafka runners: records below the partition's offset in the store
     are skipped (applied already), invalid ones become dead letters (kept in the store under
     ``{topic}:{partition}:{offset}`` and handed to ``send_dead_letters`` just before the
-    commit), and the batch commits in one fenced transaction. Returns whether anything was
-    committed. Raises :class:`FencedOut` when another owner committed the partition first; on
-    that or any other error the caller must drop ``owned`` (its state ran ahead of the store).
+    commit), and the batch commits in one fenced transaction. Returns the committed batch
+    (None: nothing new). Raises :class:`FencedOut` when another owner committed the partition
+    first; on that or any other error the caller must drop ``owned`` (its state ran ahead of
+    the store).
     """
     state, p = owned.state, owned.partition
     name = source_name(topic, p)
@@ -163,7 +168,7 @@ def apply_records(
             batch.dead_letters.append(letter)
             dead_rows[f"{topic}:{p}:{offset}"] = msgspec.json.encode(letter)
     if batch.offset == start:
-        return False
+        return None
     if dead_rows and send_dead_letters is not None:
         send_dead_letters(dead_rows)
     extra = {DEAD_LETTER_NAMESPACE: dead_rows} if dead_rows else None
@@ -174,7 +179,7 @@ def apply_records(
     finally:
         store.fence = None
         store.discard_staged()  # left only by a batch that failed before its commit
-    return True
+    return batch
 
 
 def consumer_config(bootstrap: str, group: str, **extra: Any) -> dict[str, Any]:
@@ -240,6 +245,8 @@ class KafkaWorker:
             if skew is not None and config.run.shared_model
             else None
         )
+        #: the ranker rounds (``ranker.every``), run while this worker owns partition 0
+        self.rounds = LeadRounds(store, config)
 
     def _committed(self, partition: int) -> tuple[float, int]:
         ckpt = read_checkpoint(ScopedStore(self.store, partition_scope(self.topic, partition)))
@@ -268,6 +275,7 @@ class KafkaWorker:
         self._report_offsets([tp.partition for tp in partitions])
         for tp in partitions:
             self.owned.pop(tp.partition, None)
+        self.rounds.drop(tp.partition for tp in partitions)
         if self.gate is not None:
             self.gate.forget([tp.partition for tp in partitions])
         log.info("revoked %s", _describe(partitions))
@@ -277,6 +285,7 @@ class KafkaWorker:
         self.rebalances += 1
         for tp in partitions:
             self.owned.pop(tp.partition, None)
+        self.rounds.drop(tp.partition for tp in partitions)
         if self.gate is not None:
             self.gate.forget([tp.partition for tp in partitions])
         log.warning("lost %s (another member may own them already)", _describe(partitions))
@@ -380,17 +389,21 @@ class KafkaWorker:
 
     def _apply(self, owned: OwnedPartition, messages: list[Any], stats: RunStats) -> None:
         records = ((msg.offset(), msg.value()) for msg in messages)
+        p = owned.partition
         try:
-            apply_records(
+            batch = apply_records(
                 self.store, self.topic, owned, records, stats, self._parser, self._send_dead
             )
         except FencedOut:
-            p = owned.partition
             log.warning("partition %d was committed by another worker; reloading it", p)
-            self.owned.pop(owned.partition, None)
+            self.owned.pop(p, None)
+            self.rounds.drop([p])
+            return
         except BaseException:
-            self.owned.pop(owned.partition, None)  # the state ran ahead of the store
+            self.owned.pop(p, None)  # the state ran ahead of the store
             raise
+        if batch is not None:
+            self.rounds.committed(p, owned.view.scope, owned.state.checkpoint.seq, batch)
 
     def _send_dead(self, rows: dict[str, bytes | None]) -> None:
         for key, row in rows.items():

@@ -121,6 +121,25 @@ class FencedRedisStore(RedisStore):
             value = self.client.get(self.fence_key(scope))
         return 0 if value is None else int(cast(Any, value))
 
+    def commit_meta_if_owner(self, scope: str, seq: int, meta: Mapping[str, bytes]) -> None:
+        """Write ``meta`` blobs if partition ``scope``'s fence is still at ``seq`` (the owner's
+        last commit), in one ``WATCH``/``MULTI``; the fence is checked, not advanced. Raises
+        :class:`FencedOut` when another owner has committed the partition since."""
+        key = self.fence_key(scope)
+        with self._errors("commit"), self.client.pipeline(transaction=True) as pipe:
+            try:
+                pipe.watch(key)  # type: ignore[no-untyped-call]
+                current = pipe.get(key)
+                if (0 if current is None else int(cast(Any, current))) != seq:
+                    raise FencedOut(f"partition state {scope} was committed by another worker")
+                pipe.multi()
+                pipe.hset(self._key("meta"), mapping=cast(Any, dict(meta)))
+                pipe.execute()
+            except redis.WatchError:
+                raise FencedOut(
+                    f"partition state {scope} was committed by another worker"
+                ) from None
+
     def close(self) -> None:
         self.discard_staged()
         super().close()

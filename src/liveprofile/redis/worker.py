@@ -11,9 +11,15 @@ When Redis is unreachable the worker logs it, waits (exponential backoff, capped
 state from the store before going on, since a batch in flight may or may not have been committed;
 it then reads its unacknowledged entries first, so entries are always applied in stream order.
 
-Limits of this first increment: one worker per store prefix (a worker may own any number of
-partitions; the models are kept by the worker, not merged across workers), and the store must
-not lose acknowledged writes (Redis with AOF; a server restart is fine).
+Several workers may share a prefix, each owning some partitions under a ``scope`` of its own
+(:class:`~liveprofile.store.scoped.ScopedStore`): profiles are shared, while each scope keeps its
+checkpoint, item statistics, pending examples and segments. With ``run.shared_model`` (the
+default) scoped workers train one model per task together, as Kafka workers do
+(:mod:`liveprofile.kafka.shared_model`): each batch reads back the coordinates it touches and
+merges its changes in its own commit, fenced per scope (:mod:`liveprofile.redis.fence`; the
+store must then be a :class:`~liveprofile.redis.fence.FencedRedisStore`). A worker without a
+scope keeps its model as one blob, as a replay does. The store must not lose acknowledged
+writes (Redis with AOF; a server restart is fine).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 import redis
@@ -36,9 +43,11 @@ from liveprofile.engine.gc_tuning import fewer_collections
 from liveprofile.engine.local import RunStats, apply_batch
 from liveprofile.engine.screen import screen
 from liveprofile.engine.state import PipelineState
-from liveprofile.errors import StoreError, StoreLocked
+from liveprofile.errors import StateVersionError, StoreError, StoreLocked
 from liveprofile.events.sources import Batch
+from liveprofile.kafka.shared_model import share_models
 from liveprofile.profile.segments import SegmentChange
+from liveprofile.redis.fence import FencedOut, FencedRedisStore
 from liveprofile.redis.store import RedisStore
 from liveprofile.redis.streams import (
     StreamBatch,
@@ -123,6 +132,14 @@ class RedisWorker:
         scope, prefix = options.scope, options.prefix
         #: where this worker's state lives: the whole store, or its scope of a shared one
         self.view: Store = store if scope is None else ScopedStore(store, scope)
+        #: one model per task shared with the other scoped workers (``run.shared_model``)
+        self.fenced: FencedRedisStore | None = None
+        if scope is not None and config.run.shared_model:
+            if not isinstance(store, FencedRedisStore):
+                raise TypeError("scoped workers with run.shared_model need a FencedRedisStore")
+            self.fenced = store
+        #: each task's shared model as this worker last read it
+        self.models: dict[str, Any] = {}
         client.set_retry(_no_retry())
         self.client = client
         self.core = Core(config)
@@ -219,11 +236,25 @@ class RedisWorker:
             self.store.client.set_retry(_no_retry())
             check_config(self.view, self.config)
             state = PipelineState.load(self.view, self.config)
+            if self.fenced is not None:
+                self._share(state)
             for reader in self.readers:
                 reader.ensure_group()
                 reader.reset()
             self.state = state
         return self.state
+
+    def _share(self, state: PipelineState) -> None:
+        """Put the store's shared models in ``state`` and check the scope's fence."""
+        assert self.fenced is not None and isinstance(self.view, ScopedStore)
+        share_models(self.fenced, self.view, state, self.models)
+        fence = self.fenced.fence_value(self.view.scope)
+        if fence != state.checkpoint.seq:
+            raise StateVersionError(
+                f"the fence of scope {self.view.scope} is at {fence}, its checkpoint at "
+                f"{state.checkpoint.seq}: the scope was written without a shared model; "
+                "replay into a new prefix, or run with run.shared_model = false"
+            )
 
     def _forget(self) -> None:
         """Drop the in-memory state: a batch may have failed between step and commit."""
@@ -255,11 +286,21 @@ class RedisWorker:
                     {"raw": letter.raw, "reason": letter.reason, "source": letter.source},
                 )
             extra = {DEAD_LETTER_NAMESPACE: dead_rows} if dead_rows else None
+            fenced = self.fenced
+            if fenced is not None:  # the shared models' merges commit fenced by the scope
+                fenced.fence = (self.options.scope or "", state.checkpoint.seq)
             try:
                 apply_batch(self.core, state, self.view, sb.stream, batch, stats, extra, self._emit)
+            except FencedOut:
+                self._forget()
+                raise _StaleState from None
             except BaseException:
                 self._forget()  # the state ran ahead of the store
                 raise
+            finally:
+                if fenced is not None:
+                    fenced.fence = None
+                    fenced.discard_staged()
         reader.ack(sb.ids)
         if self.trim:
             reader.trim(state.checkpoint.offsets.get(sb.stream, 0))

@@ -38,13 +38,13 @@ True
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 from liveprofile.config import RankerConfig
 from liveprofile.events.schema import Event
 from liveprofile.events.sources import Batch
-from liveprofile.serving.learned import load_ranker, save_ranker
+from liveprofile.serving.learned import Ranker, load_ranker, save_ranker
 from liveprofile.serving.ranklearn import Rows, candidate_rows, learn_rows
 from liveprofile.serving.recommend import Recommender, item_tasks
 from liveprofile.store.base import Store
@@ -58,10 +58,22 @@ def _rank(user: str) -> bytes:
 
 
 class PipelineRanker:
-    """Rounds of ranker learning over the batches a pipeline commits to ``store``."""
+    """Rounds of ranker learning over the batches a pipeline commits to ``store``.
 
-    def __init__(self, store: Store, config: RankerConfig) -> None:
+    ``save(store, task, ranker)`` keeps a round's ranker (default
+    :func:`~liveprofile.serving.learned.save_ranker`; the Kafka runners' checks that the
+    saving worker still owns the partition that drives the rounds, see
+    :mod:`liveprofile.kafka.rounds`).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        config: RankerConfig,
+        save: Callable[[Store, str, Ranker], None] = save_ranker,
+    ) -> None:
         self.store = store
+        self._save = save
         self.config = config
         self.every = config.every_s
         self.kinds = frozenset(config.kinds)
@@ -106,7 +118,7 @@ class PipelineRanker:
             ranker = load_ranker(self.store, self._task)
             out = learn_rows(ranker, self._rows, self._bought)
             if out["users"]:
-                save_ranker(self.store, self._task, ranker)
+                self._save(self.store, self._task, ranker)
                 self.learned = {
                     "users": self.learned["users"] + out["users"],
                     "pairs": self.learned["pairs"] + out["pairs"],
