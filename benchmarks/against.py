@@ -6,7 +6,8 @@ checkout's, one after the other and alternating which goes first, each in its ow
 ``PYTHONPATH`` pointing at its ``src`` (ahead of the installed package), with the same options.
 Then it prints, per dataset and system, the median events (or operations) per second of each
 side over the rounds, their ratio (this checkout / REF) and both AUCs, and the range over the
-rounds when there is more than one::
+rounds when there is more than one. Configuration changes (``--no-behaviour``,
+``--config-override``) go to this checkout's side only (:func:`here_only`)::
 
     python benchmarks/compare.py --against dafe863 --rounds 2 --cj-limit 300000
 
@@ -35,6 +36,15 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 #: options passed on to both sides (REF's compare.py may not know newer ones)
 SHARED = ("dataset", "limit", "cj_limit", "river_examples", "sklearn_events", "data_dir")
+
+
+def here_only(args: argparse.Namespace) -> list[str]:
+    """The options only this checkout's side gets: configuration changes (``--no-behaviour``,
+    ``--config-override``), which REF's compare.py may not know and REF's code may not have."""
+    out = ["--no-behaviour"] if args.no_behaviour else []
+    for item in args.config_override:
+        out += ["--config-override", item]
+    return out
 
 
 def checkout(ref: str, into: Path) -> str:
@@ -150,10 +160,20 @@ def main(args: argparse.Namespace, out: Console, log: Console) -> int:
             sides = [(ROOT, mine), (tree, theirs)]
             for path, into in sides if k % 2 == 0 else sides[::-1]:
                 name = "ref" if path == tree else "here"
-                into.append(run_side(path, options, Path(tmp) / f"{name}-{k}.json", log))
+                extra = [] if path == tree else here_only(args)
+                into.append(run_side(path, options + extra, Path(tmp) / f"{name}-{k}.json", log))
         print_side_by_side(out, here, ref, mine, theirs)
+        if here_only(args):
+            out.print(f"[dim]{here} ran with {' '.join(here_only(args))}; {ref} without[/dim]")
         if args.json is not None:
             args.json.parent.mkdir(parents=True, exist_ok=True)
-            report = {"here": here, "ref": ref, "options": options, "mine": mine, "theirs": theirs}
+            report = {
+                "here": here,
+                "ref": ref,
+                "options": options,
+                "here_only": here_only(args),
+                "mine": mine,
+                "theirs": theirs,
+            }
             args.json.write_text(json.dumps(report, indent=2))
     return 0

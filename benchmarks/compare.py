@@ -11,7 +11,16 @@ Options: ``--dataset movielens|completejourney|both`` (default both), ``--limit 
 dataset), ``--cj-limit N`` (Complete Journey events, default 300,000), ``--river-examples N``
 (examples for River's learners alone, default 20,000; 0 runs them on all operations),
 ``--sklearn-events N`` (default 3,000),
-``--data-dir`` (MovieLens ml-latest-small, default ``../shared/data/ml-latest-small``).
+``--data-dir`` (MovieLens ml-latest-small, default ``../shared/data/ml-latest-small``),
+``--config-override KEY=VALUE`` (repeatable; e.g. ``features.behaviour=false``, the value read
+as a TOML value, else as a string) and ``--no-behaviour`` (``features.behaviour=false`` and
+``profile.behaviour_keys=0``), which change liveprofile's configuration on every dataset. With
+``--against`` they apply to this checkout's side only: the older commit's compare.py may not know
+them and its code may lack the keys, so they make the comparison like for like, e.g. without the
+behaviour features that the older code does not compute::
+
+    python benchmarks/compare.py --dataset completejourney --against f138ca8 --rounds 3 \\
+        --river-examples 5000 --sklearn-events 1000 --no-behaviour
 
 Every system sees the same events in the same order and is evaluated prequentially: predict
 first, then learn, on every example in stream order. AUC and log loss come from
@@ -49,6 +58,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -330,6 +340,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="with --against: runs of each side, alternating (default: 1)",
     )
     parser.add_argument(
+        "--config-override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="change liveprofile's configuration on every dataset, e.g. "
+        "'features.behaviour=false' (KEY: dotted path in the TOML config; VALUE: a TOML value, "
+        "else a string; repeatable); with --against, on this checkout's side only",
+    )
+    parser.add_argument(
+        "--no-behaviour",
+        action="store_true",
+        help="shorthand for --config-override features.behaviour=false --config-override "
+        "profile.behaviour_keys=0: no behaviour features, as before they existed; with "
+        "--against, on this checkout's side only",
+    )
+    parser.add_argument(
         "--data-dir",
         type=Path,
         default=DEFAULT_DATA,
@@ -343,6 +369,41 @@ def mkdir(path: Path) -> Path:
     return path
 
 
+NO_BEHAVIOUR = ("features.behaviour=false", "profile.behaviour_keys=0")
+
+
+def overridden(config: PipelineConfig, overrides: list[str]) -> PipelineConfig:
+    """``config`` with each ``KEY=VALUE`` of ``overrides`` set (KEY a dotted path).
+
+    >>> c = overridden(PipelineConfig(), ["features.behaviour=false", "run.engine=python"])
+    >>> c.features.behaviour, c.run.engine
+    (False, 'python')
+    """
+    data = config.to_dict()
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--config-override wants KEY=VALUE, got {item!r}")
+        try:
+            value: Any = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text
+        *path, last = key.split(".")
+        node = data
+        for part in path:
+            if not isinstance(node.get(part), dict):
+                raise SystemExit(f"--config-override: no section {part!r} in {key!r}")
+            node = node[part]
+        if last not in node:
+            raise SystemExit(f"--config-override: no key {key!r} in the configuration")
+        node[last] = value
+    return PipelineConfig.from_dict(data)
+
+
+def overrides_of(args: argparse.Namespace) -> list[str]:
+    return [*(NO_BEHAVIOUR if args.no_behaviour else ()), *args.config_override]
+
+
 def datasets(args: argparse.Namespace, work: Path) -> list[Dataset]:
     chosen = []
     if args.dataset in ("movielens", "both"):
@@ -352,7 +413,7 @@ def datasets(args: argparse.Namespace, work: Path) -> list[Dataset]:
                 "MovieLens ml-latest-small (task 'like': rating >= 4)",
                 # velocity counts feed risk rules, not the model; without them the replay
                 # takes the compiled path
-                PipelineConfig(risk=RiskConfig(velocity=False)),
+                overridden(PipelineConfig(risk=RiskConfig(velocity=False)), overrides_of(args)),
                 "like",
                 lambda n: movielens_stream(args.data_dir, work / f"ml-{n}", n),
                 args.limit,
@@ -365,7 +426,7 @@ def datasets(args: argparse.Namespace, work: Path) -> list[Dataset]:
             Dataset(
                 "completejourney",
                 "Complete Journey (task 'repurchase': same category again within 14 days)",
-                quickstart_config(),
+                overridden(quickstart_config(), overrides_of(args)),
                 "repurchase",
                 lambda n: CompleteJourneySource(limit=n),
                 cj,
@@ -411,6 +472,7 @@ def main(argv: list[str] | None = None) -> int:
     LogisticOGD(bits=8).run_ops(warm)
     results: dict[str, Any] = {
         "command": " ".join(sys.argv),
+        "config_overrides": overrides_of(args),
         "liveprofile": source_version(),
         "python": platform.python_version(),
         "machine": platform.machine(),

@@ -159,3 +159,20 @@ def test_a_replay_with_deltas_stores_the_same_model_as_whole_writes(
     assert whole.db.execute("SELECT count(*) FROM meta_delta").fetchone()[0] == 0
     delta.close()
     whole.close()
+
+
+def test_rows_keep_large_values_out_of_the_key_b_tree(tmp_path: Path) -> None:
+    # in a WITHOUT ROWID table a value of megabytes can become an interior page's divider, read
+    # whole by every seek past it; a rowid table keeps values out of the (ns, key) index
+    store = SQLiteStore(tmp_path / "s.db")
+    store.setup()
+    sql = store.db.execute("SELECT sql FROM sqlite_master WHERE name = 'rows'").fetchone()[0]
+    assert "WITHOUT ROWID" not in sql.upper()
+    big = bytes(range(256)) * 8_000
+    items = {f"i{k:05d}": k.to_bytes(4, "big") * 10 for k in range(3_000)}
+    store.commit({"pending": {"p": big}, "item": items}, {})
+    store.commit({"item": {"i00007": b"new", "i02999": None}}, {})
+    assert store.read("pending", ["p"]) == [big]
+    assert store.read("item", ["i00000", "i00007", "i02999"]) == [items["i00000"], b"new", None]
+    assert store.count("item") == 2_999
+    store.close()
