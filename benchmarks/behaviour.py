@@ -8,11 +8,14 @@ known): ``auc``, ``logloss`` and ``n`` are the task's own prequential metrics. T
 - ``off``: ``features.behaviour = false`` and ``profile.behaviour_keys = 0`` (no behaviour kept,
   no features: the pipeline as it was);
 - ``on``: the defaults (``behaviour_keys = 32``, the features on);
-- ``on N`` (with ``--keys N ...``): the features on, ``behaviour_keys = N``.
+- ``on N`` (with ``--keys N ...``): the features on, ``behaviour_keys = N``;
+- ``value`` (MovieLens only): on, with ``profile.behaviour_value = true``: per movie and genre
+  the decayed sum of the ratings as well, read as the mean rating there (``b_category_value``).
 
 Events/s is the replay alone (``Core.step``) on the Complete Journey, the two settings
 interleaved ``--repeat`` times, best run kept (other processes on the machine add noise; the
-interleaving spreads it over both).
+interleaving spreads it over both); so are the events per CPU second of the process, after the
+first batch (a loaded machine slows the wall clock far more than the CPU time).
 
 Datasets: the Complete Journey (the quick start's ``repurchase`` task: the same household buys
 the same product category within 14 days; ``--cj-limit`` transactions), MovieLens ratings (the
@@ -33,6 +36,7 @@ table with a row per task and setting; nothing is written.
 from __future__ import annotations
 
 import argparse
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -57,13 +61,19 @@ def movielens(data_dir: str) -> tuple[PipelineConfig, list[list[Event]], list[Ev
     return msgspec.structs.replace(config, profile=profile), chunks(events, 20_000), events
 
 
-def with_behaviour(config: PipelineConfig, on: bool, keys: int | None = None) -> PipelineConfig:
-    """``config`` with the behaviour kept (in ``keys`` keys a map, when given) and turned
-    into features, or neither."""
+def with_behaviour(
+    config: PipelineConfig, on: bool, keys: int | None = None, value: bool = False
+) -> PipelineConfig:
+    """``config`` with the behaviour kept (in ``keys`` keys a map, when given; with the
+    values' sums when ``value``) and turned into features, or neither."""
     if on:
-        if keys is None:
+        if keys is None and not value:
             return config
-        profile = msgspec.structs.replace(config.profile, behaviour_keys=keys)
+        profile = msgspec.structs.replace(
+            config.profile,
+            behaviour_keys=config.profile.behaviour_keys if keys is None else keys,
+            behaviour_value=value,
+        )
         return msgspec.structs.replace(config, profile=profile)
     profile = msgspec.structs.replace(config.profile, behaviour_keys=0)
     features = msgspec.structs.replace(config.features, behaviour=False)
@@ -71,11 +81,16 @@ def with_behaviour(config: PipelineConfig, on: bool, keys: int | None = None) ->
 
 
 def replay(config: PipelineConfig, batches: Sequence[Any]) -> dict[str, Any]:
-    """Replay ``batches``; per task, its prequential metrics; the replay's events/s."""
-    core, state, eps = timed_replay(config, batches)
+    """Replay ``batches``; per task, its prequential metrics; the replay's events/s, and its
+    events per CPU second after the first batch (``cpu``: less swayed by other processes on
+    the machine than the wall clock)."""
+    ticks: list[float] = []
+    core, state, eps = timed_replay(config, batches, lambda _: ticks.append(time.process_time()))
     assert core.compiled is not None, "the compiled step takes every pipeline here"
     tasks = {name: task.metrics.summary() for name, task in state.tasks.items()}
-    return {"tasks": tasks, "eps": eps}
+    later = sum(len(b) for b in batches[1:])
+    cpu = later / (ticks[-1] - ticks[0]) if len(ticks) > 1 else float("nan")
+    return {"tasks": tasks, "eps": eps, "cpu": cpu}
 
 
 def main() -> None:
@@ -108,26 +123,39 @@ def main() -> None:
         "shop' (default: all)",
     )
     args = parser.parse_args()
-    settings: dict[str, tuple[bool, int | None]] = {"off": (False, None), "on": (True, None)}
-    settings.update({f"on {n}": (True, n) for n in args.keys})
+    common: dict[str, tuple[bool, int | None, bool]] = {
+        "off": (False, None, False),
+        "on": (True, None, False),
+    }
+    common.update({f"on {n}": (True, n, False) for n in args.keys})
     for name, base, batches, events in datasets(args):
+        settings = dict(common)
         if name == "MovieLens":
             base, batches, events = movielens(args.data_dir)
+            settings["value"] = (True, None, True)
         if args.datasets and not any(name.startswith(d) for d in args.datasets):
             continue
         print(f"\n{name}: {len(events):,} events, batches of {base.run.batch_size:,}")
         runs: dict[str, dict[str, Any]] = {}
         for _ in range(args.repeat if name == "Complete Journey" else 1):
-            for label, (on, keys) in settings.items():
-                got = replay(with_behaviour(base, on, keys), batches)
-                best = runs.get(label)
-                if best is None or got["eps"] > best["eps"]:
-                    runs[label] = got
+            for label, (on, keys, value) in settings.items():
+                got = replay(with_behaviour(base, on, keys, value), batches)
+                best = runs.setdefault(label, got)
+                best["eps"] = max(best["eps"], got["eps"])
+                best["cpu"] = max(best["cpu"], got["cpu"])
         for label in settings:
-            print(f"  behaviour {label:>5}: {runs[label]['eps']:,.0f} events/s")
+            run = runs[label]
+            print(
+                f"  behaviour {label:>5}: {run['eps']:,.0f} events/s, "
+                f"{run['cpu']:,.0f} events per CPU second"
+            )
         if name == "Complete Journey":
-            ratio = runs["on"]["eps"] / runs["off"]["eps"]
-            print(f"  throughput on/off: {ratio:.3f} ({(1 - ratio) * 100:+.1f}% slower on)")
+            for what in ("eps", "cpu"):
+                ratio = runs["on"][what] / runs["off"][what]
+                print(
+                    f"  {'wall' if what == 'eps' else 'CPU'} throughput on/off: {ratio:.3f} "
+                    f"({(1 - ratio) * 100:+.1f}% slower on)"
+                )
         if args.throughput_only:
             continue
         print(f"  {'task':<11} {'behaviour':>9} {'n':>9} {'auc':>7} {'logloss':>8}")

@@ -223,3 +223,37 @@ def test_movielens_can_read_its_first_genre_as_the_category(tmp_path: Path) -> N
     # the same topics either way: only the behaviour maps see a difference
     assert [e.topics() for e in first] == [e.topics() for e in plain]
     assert plain[0].category is None
+
+
+def test_the_mean_value_per_key_is_kept_read_and_made_a_feature() -> None:
+    # ratings of two movies of one genre: the genre's mean rating, decay left out
+    updater = ProfileUpdater(ProfileConfig(behaviour_types=["rate"], behaviour_value=True))
+    p = updater.new("u", 0.0)
+    for ts, item, rating in ((0.0, "m1", 5.0), (DAY, "m2", 2.0), (DAY, "m3", None)):
+        e = msgspec.structs.replace(view("u", "rate", ts, item, "drama"), value=rating)
+        updater.apply(p, e)
+    seen = updater.behaviour.view(p, DAY)["categories"]["drama"]
+    # the counts (half-life 7 days) weigh the day-0 rating 2**(-1/7); m3 counts, with no value
+    assert seen["value"] == pytest.approx((5.0 * 2 ** (-1 / 7) + 2.0) / (2 ** (-1 / 7) + 2.0))
+    assert updater.behaviour.view(p, DAY)["items"]["m1"]["value"] == 5.0
+    assert updater.behaviour.fields(p, DAY, "behaviour_items")["m3"]["value"] == 0.0
+    exposure = view("u", "rate", 2 * DAY, "m4", "drama")
+    names = [n for n, _ in FeatureBuilder(FeatureConfig(), updater).explain(exposure, p, None)]
+    assert "b_category_value=13" in names  # a mean of 2.25: eight buckets a doubling of 1 + x
+    plain = ProfileUpdater(ProfileConfig(behaviour_types=["rate"]))
+    q = plain.new("u", 0.0)
+    plain.apply(q, view("u", "rate", 0.0, "m1", "drama"))
+    assert len(unpack(q.behaviour_items["m1"])) == 3  # no value column unless asked
+
+
+def test_the_compiled_step_keeps_the_same_value_sums_to_the_byte() -> None:
+    events = messed_up(synthetic(seed=16), seed=17)  # ratings with and without a value
+    profile = ProfileConfig(
+        behaviour_keys=3, behaviour_types=["rate", "view", "purchase"], behaviour_value=True
+    )
+    assert_same(chunks(events, 41), profile=profile)
+    store, _ = run(config("compiled", profile=profile), chunks(events, 41))
+    profiles = [decode_profile(blob) for _, blob in store.scan("profile")]
+    sums = [unpack(e)[5] for p in profiles for e in p.behaviour_categories.values()]
+    assert any(s > 0 for s in sums)
+    assert all(len(unpack(e)) == 6 for p in profiles for e in p.behaviour_items.values())

@@ -51,6 +51,9 @@ class ProfileConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     behaviour_types: list[str] = msgspec.field(
         default_factory=lambda: ["view", "click", "cart", "purchase"]
     )
+    #: also keep, per item and category, the decayed sum of the counted events' values (the
+    #: features then read their mean value there: a user's ratings of a genre, say)
+    behaviour_value: bool = False
 
     def __post_init__(self) -> None:
         if self.behaviour_keys < 0:

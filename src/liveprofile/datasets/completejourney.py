@@ -44,6 +44,11 @@ learner = { kind = "ftrl", params = { alpha = 0.1 } }
 weekly_shopper = "decayed.purchase > 20"
 big_basket = "monetary / max(frequency, 1) > 4"
 
+# every transaction is a purchase: count only that per product and category (views, clicks and
+# carts would be columns of zeros in every stored behaviour key)
+[profile]
+behaviour_types = ["purchase"]
+
 # the items of a basket share one timestamp, so per-minute velocity says nothing here
 [risk]
 velocity = false

@@ -23,7 +23,7 @@ import numpy as np
 
 from liveprofile.engine import layout as L
 from liveprofile.engine.rowops import leaf
-from liveprofile.features.behaviour import COUNT_SCALE, NEVER
+from liveprofile.features.behaviour import COUNT_SCALE, NEVER, VALUE_BUCKETS, VALUE_SCALE
 from liveprofile.profile.behaviour import B_CONVERTED, B_COUNTS, B_LAST, trimmed
 
 if TYPE_CHECKING:
@@ -82,9 +82,10 @@ def _slot(users, u, k, key):  # type: ignore[no-untyped-def]
 
 
 @leaf
-def touch(users, u, k, key, col, converted, ts, w, room):  # type: ignore[no-untyped-def]
+def touch(users, u, k, key, col, converted, ts, w, room, vcol, wv):  # type: ignore[no-untyped-def]
     """Count an event on ``key`` in map ``k`` of row ``u``: its list's column ``col`` gets
-    ``w``; past ``room + room // 4`` keys the ``room`` most recent stay (:func:`_trim`)."""
+    ``w`` (and column ``vcol``, when not 0, ``wv``); past ``room + room // 4`` keys the
+    ``room`` most recent stay (:func:`_trim`)."""
     bkey, bval, blen = users.bkey, users.bval, users.blen
     j = _slot(users, u, k, key)
     if j < 0:
@@ -99,6 +100,8 @@ def touch(users, u, k, key, col, converted, ts, w, room):  # type: ignore[no-unt
     if converted:
         bval[u, k, j, B_CONVERTED] = 1.0
     bval[u, k, j, col] += w
+    if vcol > 0:
+        bval[u, k, j, vcol] += wv
     m = blen[u, k]
     if m > room + room // 4:
         _trim(bkey, bval, u, k, m, room)
@@ -138,10 +141,14 @@ def apply_event(ev, e, codes, params, users, w):  # type: ignore[no-untyped-def]
         return
     u, ts = ev.urow[e], ev.ts[e]
     converted = codes.type_monetary[ev.type[e]]
+    vcol = params.ip[L.IP_BEH_VALUE]
+    wv = 0.0
+    if vcol > 0 and not math.isnan(ev.value[e]):
+        wv = w * ev.value[e]
     if ev.icode[e] >= 0:
-        touch(users, u, 0, ev.icode[e], col, converted, ts, w, room)
+        touch(users, u, 0, ev.icode[e], col, converted, ts, w, room, vcol, wv)
     if ev.cat[e] >= 0:
-        touch(users, u, 1, ev.cat[e], col, converted, ts, w, room)
+        touch(users, u, 1, ev.cat[e], col, converted, ts, w, room, vcol, wv)
 
 
 @leaf
@@ -176,9 +183,11 @@ def behaviour_features(ev, e, params, users, ops, m):  # type: ignore[no-untyped
     per_kind = (tabs.shape[0] - L.T_BEHAVIOUR) // 2
     u, ts = ev.urow[e], ev.ts[e]
     f_c = -1.0  # the counters' decay, computed at the first count read
-    n = bval.shape[3]
-    if n > B_COUNTS + per_kind - 2:
-        n = B_COUNTS + per_kind - 2
+    vcol = params.ip[L.IP_BEH_VALUE]
+    n = vcol if vcol > 0 else bval.shape[3]  # the counts end where the value sum is
+    n_counts = per_kind - 2 - (1 if vcol > 0 else 0)
+    if n > B_COUNTS + n_counts:
+        n = B_COUNTS + n_counts
     for k in range(2):
         key = ev.icode[e] if k == 0 else ev.cat[e]
         if key < 0:
@@ -209,7 +218,24 @@ def behaviour_features(ev, e, params, users, ops, m):  # type: ignore[no-untyped
                 idx[m] = _bucket(params, base + c, x)
                 val[m] = 1.0
                 m += 1
+        if vcol > 0:
+            idx[m] = tabs[base + per_kind - 1, _value_bucket(bval, u, k, j, vcol)]
+            val[m] = 1.0
+            m += 1
     return m
+
+
+@leaf
+def _value_bucket(bval, u, k, j, vcol):  # type: ignore[no-untyped-def]
+    """``features.behaviour.value_bucket`` of ``profile.behaviour.mean_value``."""
+    total = 0.0
+    for c in range(B_COUNTS, vcol):
+        total += bval[u, k, j, c]
+    x = bval[u, k, j, vcol] / total if total > 0.0 else 0.0
+    if not x > 0.0:
+        return 0
+    b = int(VALUE_SCALE * math.log2(1.0 + x))
+    return b if b < VALUE_BUCKETS - 1 else VALUE_BUCKETS - 1
 
 
 @leaf

@@ -43,6 +43,7 @@ def step_params(base: PythonStep) -> Params:
     fp[L.FP_TWO] = 2.0
     ip = np.zeros(L.IP_SIZE, np.int64)
     ip[L.IP_BEH_ROOM] = updater.behaviour.room
+    ip[L.IP_BEH_VALUE] = updater.behaviour.value
     ip[L.IP_CROSSES] = int(config.features.crosses)
     ip[L.IP_TIME] = int(config.features.time_of_day)
     ip[L.IP_TOP_K] = config.profile.top_k

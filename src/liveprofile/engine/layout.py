@@ -158,9 +158,10 @@ FP_H_COUNTERS, FP_H_INTERESTS, FP_H_MIN, FP_WATERMARK, FP_PRIOR, FP_STRENGTH, FP
 #: int parameters (entries of ``ip``); IP_TICK: the count of example records so far, which
 #: orders the keys of the stored dicts
 IP_CROSSES, IP_TIME, IP_TOP_K, IP_KEY_ROOM, IP_RECENT, IP_TRACK, IP_MASK, IP_TICK = range(8)
-#: keys kept per behaviour map (``profile.behaviour_keys``); IP_SIZE: how many int parameters
-IP_BEH_ROOM = 8
-IP_SIZE = 9
+#: keys kept per behaviour map (``profile.behaviour_keys``); the value sum's column
+#: (``BehaviourTracker.value``, 0: none); IP_SIZE: how many int parameters
+IP_BEH_ROOM, IP_BEH_VALUE = 8, 9
+IP_SIZE = 10
 #: the first row of the behaviour feature tables (``FeatureBuilder.behaviour_tables``), after
 #: ``TABLES``'s; none when the features are off
 T_BEHAVIOUR = len(TABLES)

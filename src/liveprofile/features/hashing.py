@@ -133,10 +133,9 @@ class FeatureBuilder:
         #: the behaviour feature tables (``features.behaviour``), in ``behaviour.table_names``
         #: order; empty when off
         on = config.behaviour and updater.behaviour.room > 0
-        types = updater.behaviour.types
-        self.behaviour_tables = (
-            [_table(idx, name, size) for name, size in table_names(types)] if on else []
-        )
+        names = table_names(updater.behaviour.types, bool(updater.behaviour.value))
+        self.behaviour_tables = [_table(idx, name, size) for name, size in names] if on else []
+        self._behaviour_value = updater.behaviour.value
         self._task: dict[str, tuple[int, int, list[int], list[int]]] = {}
         for who in ("u", "i"):
             self._task[who] = (
@@ -218,7 +217,7 @@ class FeatureBuilder:
                 f_c = 2.0 ** (-(max(ts, p.last_ts) - p.anchor) / self._h_counters)
                 add_features(
                     self.behaviour_tables, p, e.item_id, e.category, ts, f_c, idx, val,
-                    _log2_bucket,
+                    _log2_bucket, self._behaviour_value,
                 )  # fmt: skip
         if item is None:
             idx.append(self._item_new)

@@ -5,8 +5,10 @@ Per profile, two bounded maps (:attr:`Profile.behaviour_items` and
 bytes (one object a key, which keeps decoding and garbage collection cheap; see :func:`unpack`):
 the event time of the last interaction, whether the user converted on it (an event of a
 ``profile.monetary_types`` type: 1.0, else 0.0), then the decayed count of each
-``profile.behaviour_types`` type, in that order. Counts are forward-decayed with the counters'
-half-life and stored relative to the profile's anchor, as :attr:`Profile.decayed` is. Each map
+``profile.behaviour_types`` type, in that order, and with ``profile.behaviour_value`` the
+decayed sum of the values of those events (an event without a value adds 0). Counts and sums are
+forward-decayed with the counters' half-life and stored relative to the profile's anchor, as
+:attr:`Profile.decayed` is. Each map
 keeps ``profile.behaviour_keys`` keys: when it outgrows that by a quarter, the most recently
 touched ones stay, in their order (:func:`trimmed`). The compiled step keeps the same lists in rows
 (:mod:`liveprofile.engine.behaviour`).
@@ -64,6 +66,19 @@ def last_touch(entry: bytes) -> float:
     return float(struct.unpack_from("<d", entry)[0])
 
 
+def mean_value(entry: Sequence[float], column: int) -> float:
+    """A key's mean value per counted event: the value sum in ``column`` over the counts before
+    it (both decayed alike, so their ratio needs no decay); 0.0 with no count.
+
+    >>> mean_value((0.0, 0.0, 1.0, 3.0, 14.0), 4)
+    3.5
+    """
+    total = 0.0
+    for c in entry[B_COUNTS:column]:
+        total += c
+    return entry[column] / total if total > 0.0 else 0.0
+
+
 def trimmed(entries: dict[str, bytes], room: int) -> dict[str, bytes]:
     """The ``room`` most recently touched keys of ``entries`` (of keys touched at the same
     time, the earlier ones), in the order they had: the rest are dropped, nothing moves (so
@@ -87,25 +102,36 @@ class BehaviourTracker:
         self.room = config.behaviour_keys
         #: a map is trimmed back to ``room`` past this many keys
         self.limit = self.room + self.room // 4
-        self.width = B_COUNTS + len(self.types)
+        #: the column of the decayed value sum (``profile.behaviour_value``), 0: none
+        self.value = B_COUNTS + len(self.types) if config.behaviour_value else 0
+        self.width = B_COUNTS + len(self.types) + (1 if self.value else 0)
         self._conversions = frozenset(config.monetary_types)
         self._h = h_counters
 
     def apply(
-        self, p: Profile, kind: str, item: str | None, category: str | None, ts: float, w: float
+        self,
+        p: Profile,
+        kind: str,
+        item: str | None,
+        category: str | None,
+        ts: float,
+        w: float,
+        value: float | None = None,
     ) -> None:
         """Count an event of type ``kind`` at ``ts`` on its item and category; ``w``: its
-        forward-decayed weight (as of the profile's anchor)."""
+        forward-decayed weight (as of the profile's anchor), ``value``: the event's."""
         col = self.column.get(kind)
         if col is None or not self.room:
             return
         converted = kind in self._conversions
+        wv = w * value if self.value and value is not None else 0.0
         if item is not None:
-            self._touch(p, p.behaviour_items, item, col, converted, ts, w, "behaviour_items")
+            self._touch(p, p.behaviour_items, item, col, converted, ts, w, wv, "behaviour_items")
         if category is not None:
             self._touch(
-                p, p.behaviour_categories, category, col, converted, ts, w, "behaviour_categories"
-            )
+                p, p.behaviour_categories, category, col, converted, ts, w, wv,
+                "behaviour_categories",
+            )  # fmt: skip
 
     def _touch(
         self,
@@ -116,6 +142,7 @@ class BehaviourTracker:
         converted: bool,
         ts: float,
         w: float,
+        wv: float,
         field: str,
     ) -> None:
         old = entries.get(key)
@@ -130,6 +157,8 @@ class BehaviourTracker:
         if converted:
             entry[B_CONVERTED] = 1.0
         entry[col] += w
+        if self.value:
+            entry[self.value] += wv
         entries[key] = pack(entry)
         if len(entries) > self.limit:
             setattr(p, field, trimmed(entries, self.room))
@@ -168,7 +197,10 @@ class BehaviourTracker:
             for kind, c in zip(self.types, entry[B_COUNTS:], strict=False)
             if c
         }
-        return {"last": entry[B_LAST], "converted": entry[B_CONVERTED] > 0, "counts": counts}
+        out = {"last": entry[B_LAST], "converted": entry[B_CONVERTED] > 0, "counts": counts}
+        if self.value and len(entry) > self.value:
+            out["value"] = round(mean_value(entry, self.value), 6)
+        return out
 
     def view(self, p: Profile, at: float) -> dict[str, dict[str, Any]]:
         """Both maps as of event time ``at``, most recently touched first."""
@@ -195,6 +227,8 @@ class BehaviourTracker:
                 kind: c * f
                 for kind, c in zip(self.types, entry[B_COUNTS:])  # noqa: B905
             }
+            if self.value and len(entry) > self.value:
+                values["value"] = mean_value(entry, self.value)
             values["converted"] = entry[B_CONVERTED] > 0
             values["days_since"] = max(0.0, (at - entry[B_LAST]) / DAY)
             out[key] = values

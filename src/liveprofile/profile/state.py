@@ -168,7 +168,7 @@ class ProfileUpdater:
         w_c = 2.0 ** ((ts - p.anchor) / self.h_counters)
         decayed = p.decayed
         decayed[kind] = decayed.get(kind, 0.0) + w_c
-        self.behaviour.apply(p, kind, e.item_id, e.category, ts, w_c)
+        self.behaviour.apply(p, kind, e.item_id, e.category, ts, w_c, e.value)
         value = e.value
         if value is not None:
             if kind in self._monetary:
