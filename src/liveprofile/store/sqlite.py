@@ -3,13 +3,17 @@
 A commit is one transaction, so profiles, model checkpoints and the source offset are durable
 together or not at all; readers (the CLI, a server) see the last commit while a replay runs.
 
-A large model checkpoint (``model/...`` blobs of :data:`DELTA_MIN_BYTES` or more) is not written
-whole every batch: after a first whole write, a commit adds a row to ``meta_delta`` holding only
-the coordinates that changed (:mod:`liveprofile.learn.ckptdelta`), in the same transaction, and
-:meth:`SQLiteStore.get_meta` replays them on the whole one in one read. When the deltas add up
-to half of the whole checkpoint (or the model's layout changes) the next commit writes it whole
-again and drops them. A store written before deltas existed reads as it is; its schema version
-(``PRAGMA user_version``) is raised on the first write, and a store of a newer version is refused.
+A model is not written whole every batch: after a first whole write, a commit adds a row to
+``meta_delta`` holding only the coordinates that changed, in the same transaction, and
+:meth:`SQLiteStore.get_meta` replays them on the whole one in one read. The coordinates come
+from the learner (a model update, :meth:`SQLiteStore.stage_model`,
+:mod:`liveprofile.learn.tracked`), or, for a large checkpoint handed whole (``model/...`` blobs
+of :data:`DELTA_MIN_BYTES` or more), from comparing it with the last one written
+(:mod:`liveprofile.learn.ckptdelta`). When the deltas add up to half of the whole checkpoint (or
+the model's layout changes, or an update does not follow the one written last) the next commit
+writes it whole again and drops them. A store written before deltas existed reads as it is; its
+schema version (``PRAGMA user_version``) is raised on the first write, and a store of a newer
+version is refused.
 
 >>> import tempfile, pathlib
 >>> store = SQLiteStore(pathlib.Path(tempfile.mkdtemp()) / "profiles.db")
