@@ -1,13 +1,18 @@
-"""What committing a task's model costs a SQLite batch: the whole checkpoint every batch (as
-before) vs the coordinates the batch changed (:mod:`liveprofile.learn.ckptdelta`), side by side.
+"""What committing a task's model costs a SQLite batch, three ways side by side: the whole
+checkpoint every batch (``whole``); the whole checkpoint serialised every batch and compared by
+the store with the last one, which writes only the coordinates that changed (``compared``,
+:mod:`liveprofile.learn.ckptdelta`, the engine's way before model updates); the coordinates
+the learner says the batch touched, handed as a model update (``updates``,
+:mod:`liveprofile.learn.tracked`, the engine's way now).
 
 The model is the Complete Journey quick start's (``repurchase``, FTRL, 2^20 coordinates) as a
 store holds it after ``--events`` events (replayed first, batches of 5,000, unless ``--store``
 names such a store). Then ``--batches`` times: the model learns ``--examples`` examples, and
-both stores commit the new checkpoint in one transaction each, alternately; the commit's time
-and the bytes of model it wrote are recorded, and each store reads the model back and checks
-it. An example has 20 features drawn from 400,000 names, so a batch touches tens of thousands
-of coordinates, some of them new: more than a Complete Journey batch of 5,000 events does.
+the three stores commit it in one transaction each, in turn; the time (serialising the whole
+model, or making the update, included) and the bytes of model written are recorded, and each
+store reads the model back and checks it equals the whole checkpoint. An example has 20
+features drawn from 400,000 names, so a batch touches tens of thousands of coordinates, some of
+them new: more than a Complete Journey batch of 5,000 events does.
 
 Prints the model's size, then per store the median and mean commit time in ms and the MB of
 model written per commit; the stores are left in a temporary folder.
@@ -31,6 +36,7 @@ import liveprofile
 from liveprofile.datasets.completejourney import QUICKSTART_TOML, CompleteJourneySource
 from liveprofile.learn.linear import FTRLProximal
 from liveprofile.learn.registry import dump_learner, load_learner
+from liveprofile.learn.tracked import ModelTracker, stage_change
 from liveprofile.store import sqlite as sqlite_store
 from liveprofile.store.sqlite import SQLiteStore
 
@@ -99,33 +105,50 @@ def main() -> None:
     blob = trained_model(args.store, args.events, folder)
     model = load_learner(blob)
     assert isinstance(model, FTRLProximal)
-    paths = {"whole (before)": folder / "whole.db", "deltas (now)": folder / "delta.db"}
+    paths = {
+        "whole": folder / "whole.db",
+        "compared": folder / "compared.db",
+        "updates (now)": folder / "updates.db",
+    }
     stores = {label: SQLiteStore(path) for label, path in paths.items()}
-    for store in stores.values():
-        store.commit({}, {NAME: blob})
+    trackers: dict[str, ModelTracker] = {}
+    for label, store in stores.items():
+        if label.startswith("updates"):
+            stage_change(store, trackers, NAME, model)
+            store.commit({}, {})
+        else:
+            store.commit({}, {NAME: blob})
     times: dict[str, list[float]] = {label: [] for label in stores}
     sizes: dict[str, list[int]] = {label: [] for label in stores}
     rng = np.random.default_rng(0)
     minimum = sqlite_store.DELTA_MIN_BYTES
     for _ in range(args.batches):
         learn_a_batch(model, rng, args.examples)
-        new = dump_learner(model)
+        started = time.perf_counter()
+        new = dump_learner(model)  # what the engine serialised each batch before updates
+        dumped = time.perf_counter() - started
         for label, store in stores.items():
-            sqlite_store.DELTA_MIN_BYTES = 1 << 40 if label.startswith("whole") else minimum
+            sqlite_store.DELTA_MIN_BYTES = 1 << 40 if label == "whole" else minimum
             started = time.perf_counter()
-            store.commit({}, {NAME: new})
-            times[label].append(time.perf_counter() - started)
+            if label.startswith("updates"):
+                stage_change(store, trackers, NAME, model)
+                store.commit({}, {})
+            else:
+                store.commit({}, {NAME: new})
+            took = time.perf_counter() - started
+            times[label].append(took if label.startswith("updates") else took + dumped)
             sizes[label].append(written(store, len(new)))
             assert store.get_meta(NAME) == new
     sqlite_store.DELTA_MIN_BYTES = minimum
     print(
         f"model {len(blob) / 1e6:.2f} MB; {args.batches} batches of {args.examples} examples; "
-        f"each commit is one transaction with the model alone"
+        f"each commit is one transaction with the model alone; times include serialising the "
+        f"whole model (whole, compared) or making the update (updates)"
     )
     for label in stores:
         ms = [1e3 * t for t in times[label]]
         print(
-            f"{label:15s} commit median {statistics.median(ms):7.1f} ms, mean "
+            f"{label:14s} commit median {statistics.median(ms):7.1f} ms, mean "
             f"{statistics.mean(ms):7.1f} ms; model bytes written per commit "
             f"{statistics.mean(sizes[label]) / 1e6:6.3f} MB"
         )

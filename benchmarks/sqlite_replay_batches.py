@@ -1,7 +1,9 @@
 """Replay ``LIMIT`` more Complete Journey events into an existing store and report events/s and
 the time spent in the SQLite store's commit per batch. Prints one line: events and events/s,
-the number of commits with their median and mean time in ms, and the size of the store's
-``repurchase`` model in MB.
+the CPU seconds of the process per event, the number of commits with their median and mean
+time in ms, the median time in ms of making a batch's commit (``PipelineState.commit_payload``:
+rows, blobs and, before model updates, the whole model serialised) plus the commit, and the
+size of the store's ``repurchase`` model in MB.
 
 Run: ``python benchmarks/sqlite_replay_batches.py CONFIG.toml STORE LIMIT LABEL``; for a
 before/after comparison, run it on copies of one store, once with ``PYTHONPATH=OLD/src`` (OLD:
@@ -11,11 +13,14 @@ before/after comparison, run it on copies of one store, once with ``PYTHONPATH=O
 from __future__ import annotations
 
 import argparse
+import resource
 import time
+from typing import Any
 
 import liveprofile
 from liveprofile.config import PipelineConfig
 from liveprofile.datasets.completejourney import CompleteJourneySource
+from liveprofile.engine.state import PipelineState
 from liveprofile.store import sqlite as S
 from liveprofile.store.base import Rows
 
@@ -52,15 +57,31 @@ def main() -> None:
         spent.append(time.perf_counter() - started)
 
     S.SQLiteStore.commit = timed  # type: ignore[method-assign,assignment]
+    payload: list[float] = []
+    make = PipelineState.commit_payload
+
+    def made(self: PipelineState, *args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        out = make(self, *args, **kwargs)
+        payload.append(time.perf_counter() - started)
+        return out
+
+    PipelineState.commit_payload = made  # type: ignore[method-assign]
+    before = resource.getrusage(resource.RUSAGE_SELF)
     out = liveprofile.replay(
         CompleteJourneySource(), store=store, config=cfg, progress=False, limit=limit
     )
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
     model = S.SQLiteStore(store, read_only=True).get_meta("model/repurchase") or b""
+    both = sorted(p + c for p, c in zip(payload, spent, strict=False))
     spent.sort()
     print(
-        f"{label}: {out['events']} events at {out['events_per_s']:.0f} ev/s; commits "
+        f"{label}: {out['events']} events at {out['events_per_s']:.0f} ev/s, "
+        f"{1e6 * cpu / max(out['events'], 1):.1f} µs CPU/event; commits "
         f"{len(spent)}, median {1e3 * spent[len(spent) // 2]:.1f} ms, mean "
-        f"{1e3 * sum(spent) / len(spent):.1f} ms; model {len(model) / 1e6:.2f} MB",
+        f"{1e3 * sum(spent) / len(spent):.1f} ms; payload + commit median "
+        f"{1e3 * both[len(both) // 2]:.1f} ms; model {len(model) / 1e6:.2f} MB",
         flush=True,
     )
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from liveprofile.datasets.synthetic import SyntheticConfig, write_jsonl
+from liveprofile.store.sqlite import SQLiteStore
 
 CONFIG = """
 [run]
@@ -59,6 +60,11 @@ def _dump(store: Path) -> dict[str, object]:
     with sqlite3.connect(store) as db:
         rows = dict(((ns, key), bytes(v)) for ns, key, v in db.execute("SELECT * FROM rows"))
         meta = {name: bytes(v) for name, v in db.execute("SELECT * FROM meta")}
+    reader = SQLiteStore(store, read_only=True)  # a model: its whole write and deltas replayed
+    for name in meta:
+        if name.startswith("model/"):
+            meta[name] = reader.get_meta(name) or b""
+    reader.close()
     return {"rows": rows, "meta": meta}
 
 

@@ -91,6 +91,11 @@ def _dump(url: str, prefix: str) -> dict[str, dict[str, bytes]]:
         rows = client.hgetall(f"{prefix}:{ns}")
         out[ns] = {k.decode(): bytes(v) for k, v in rows.items()}
     client.close()
+    store = RedisStore(url, prefix=prefix)  # a model: its whole write with its deltas replayed
+    for name in out["meta"]:
+        if name.startswith("model/"):
+            out["meta"][name] = store.get_meta(name) or b""
+    store.close()
     return out
 
 

@@ -149,6 +149,7 @@ def test_a_replay_with_deltas_stores_the_same_model_as_whole_writes(
     monkeypatch.setattr(sqlite_store, "DELTA_MIN_BYTES", 1)  # every model, however small
     liveprofile.replay(source, store=tmp_path / "delta.db", config=config, progress=False)
     monkeypatch.setattr(sqlite_store, "DELTA_MIN_BYTES", 1 << 40)
+    monkeypatch.setattr(SQLiteStore, "writes_model_deltas", False)  # handed whole models
     liveprofile.replay(source, store=tmp_path / "whole.db", config=config, progress=False)
     delta, whole = SQLiteStore(tmp_path / "delta.db"), SQLiteStore(tmp_path / "whole.db")
     names = [n for (n,) in whole.db.execute("SELECT name FROM meta WHERE name LIKE 'model/%'")]

@@ -146,6 +146,31 @@ def check_model_checkpoints_rewritten_often(store: Store) -> None:
     assert store.get_meta("model/big") == blob
 
 
+def check_model_updates_read_back_whole(store: Store) -> None:
+    """A store that takes model updates (``writes_model_deltas``, see
+    :mod:`liveprofile.learn.tracked`) reads back, after each commit, the learner's whole
+    checkpoint, also after a whole blob of the same name; any other store is handed the whole
+    checkpoint."""
+    from liveprofile.learn.linear import FTRLProximal
+    from liveprofile.learn.registry import dump_learner
+    from liveprofile.learn.tracked import ModelTracker, model_sink, stage_change
+
+    model, trackers = FTRLProximal(bits=12), dict[str, ModelTracker]()
+    sink = model_sink(store)
+    for batch in range(12):
+        for n in range(15):
+            model.learn_one({f"g{batch}-{n}": 1.0, f"f{n}": 0.5}, n % 2 == 0)
+        blob = stage_change(sink, trackers, "model/tracked", model)
+        assert (blob is None) == (sink is not None)
+        store.commit(
+            {"profile": {"u": b"%d" % batch}}, {} if blob is None else {"model/tracked": blob}
+        )
+        assert store.get_meta("model/tracked") == dump_learner(model), f"after commit {batch}"
+        if batch == 6:  # another writer's whole blob: the next update is written whole
+            store.commit({}, {"model/tracked": b"other"})
+            assert store.get_meta("model/tracked") == b"other"
+
+
 def check_scan_in_key_order(store: Store) -> None:
     keys = ["b", "a", "\x1fz", "A", "aa", "é", "a\x1fb", "10", "9"]
     store.commit({"pending": {k: k.encode() for k in keys}, "profile": {"x": b"x"}}, {})
@@ -235,6 +260,7 @@ STORE_CHECKS: list[Callable[[Store], None]] = [
     check_commit_accepts_empty_and_binary_values,
     check_meta_blobs,
     check_model_checkpoints_rewritten_often,
+    check_model_updates_read_back_whole,
     check_scan_in_key_order,
     check_scan_pages,
     check_count,

@@ -18,9 +18,10 @@ import msgspec
 from liveprofile.config import PipelineConfig
 from liveprofile.durations import DAY
 from liveprofile.events.dedup import DedupWindow
-from liveprofile.learn.registry import dump_learner, load_learner, make_learner
+from liveprofile.learn.registry import load_learner, make_learner
 from liveprofile.learn.regression import metrics_from_bytes
 from liveprofile.learn.tasks import PendingColumns, PendingLog, TaskState, decode_logs, encode_logs
+from liveprofile.learn.tracked import ModelSink, ModelTracker, model_sink, stage_change
 from liveprofile.profile.items import ItemStats, decode_item, encode_item
 from liveprofile.profile.population import Population
 from liveprofile.profile.risk import AnomalyScorer
@@ -83,6 +84,9 @@ class PipelineState:
         self._expiry_loaded: dict[str, list[str]] = {}
         #: the pipeline's anomaly detector, when ``risk.anomaly`` is on
         self.anomaly = AnomalyScorer(config.risk) if config.risk.anomaly else None
+        #: the store that takes models as the coordinates a batch changed (None: whole blobs)
+        self.model_sink: ModelSink | None = None
+        self._trackers: dict[str, ModelTracker] = {}
 
     @property
     def watermark(self) -> float:
@@ -98,6 +102,7 @@ class PipelineState:
         metrics and the de-duplication window are loaded here.
         """
         state = cls(config)
+        state.model_sink = model_sink(store)
         blob = store.get_meta(CHECKPOINT)
         if blob is None:
             return state
@@ -287,7 +292,9 @@ class PipelineState:
         for name, task in self.tasks.items():
             assert task.learner is not None
             if not getattr(task.learner, "stored_apart", False):  # a shared model stages its own
-                meta[model_meta(name)] = dump_learner(task.learner)
+                blob = stage_change(self.model_sink, self._trackers, model_meta(name), task.learner)
+                if blob is not None:
+                    meta[model_meta(name)] = blob
             meta[metrics_meta(name)] = task.metrics.to_bytes()
         if self.anomaly is not None:
             meta[ANOMALY] = self.anomaly.dump()

@@ -30,6 +30,8 @@ import numpy.typing as npt
 from liveprofile.learn.base import LEARN, PREDICT, OpBatch, Operations
 
 F64 = npt.NDArray[np.float64]
+#: flat indices into each of a learner's arrays (see :meth:`_HashedLinear.take_changes`)
+Changes = dict[str, npt.NDArray[np.int64]]
 
 
 @numba.njit(cache=True, nogil=True)
@@ -130,6 +132,15 @@ def _ogd_run(w, t0, lr, power, l2, kinds, starts, idx, val, ys, out):  # type: i
     return t
 
 
+@numba.njit(cache=True, nogil=True)
+def _mark(kinds, starts, idx, marks):  # type: ignore[no-untyped-def]
+    """Set ``marks`` at the features of every learn operation (the coordinates it may move)."""
+    for k in range(kinds.shape[0]):
+        if kinds[k] & 2:
+            for j in range(starts[k], starts[k + 1]):
+                marks[idx[j]] = True
+
+
 def hash_key(key: Hashable, mask: int) -> int:
     """The index of a feature key: integers as they are, anything else by CRC32 of its text."""
     if isinstance(key, int):
@@ -150,6 +161,46 @@ class _HashedLinear:
             raise ValueError(f"bits must be within 4..28, got {bits}")
         self.bits = bits
         self.mask = (1 << bits) - 1
+        #: feature coordinates learned since the last :meth:`take_changes` (None: not tracked)
+        self._marks: npt.NDArray[np.bool_] | None = None
+
+    def track_changes(self) -> bool:
+        """Record from now on which coordinates learning moves, for :meth:`take_changes`;
+        False: this learner cannot say."""
+        if self._marks is None:
+            self._marks = np.zeros(1 << self.bits, dtype=np.bool_)
+        return True
+
+    def _note(self, kinds: Any, starts: Any, idx: Any) -> None:
+        """Mark the features of the learn operations about to run (when tracked)."""
+        if self._marks is not None:
+            _mark(kinds, starts, idx, self._marks)
+
+    def take_changes(self) -> Changes | None:
+        """Per array, the flat indices of the coordinates that may have changed since the
+        last call (or since :meth:`track_changes`): the learned features of arrays indexed by
+        feature, every index of the small ones. None: not tracked.
+
+        >>> model = FTRLProximal(bits=8)
+        >>> model.track_changes()
+        True
+        >>> model.learn_one({3: 1.0, 7: 2.0}, True)
+        >>> model.predict_proba_one({9: 1.0})[True]
+        0.5
+        >>> {name: idx.tolist() for name, idx in model.take_changes().items()}
+        {'z': [3, 7], 'n': [3, 7]}
+        >>> model.take_changes()["z"].tolist()
+        []
+        """
+        marks = self._marks
+        if marks is None:
+            return None
+        learned = np.flatnonzero(marks)
+        marks[learned] = False
+        return {
+            name: learned if a.size == marks.size else np.arange(a.size)
+            for name, a in self.arrays().items()
+        }
 
     def _one(self, x: Mapping[Hashable, float], kind: int, y: float) -> float:
         ops = OpBatch()
@@ -180,6 +231,8 @@ class _HashedLinear:
     def set_arrays(self, arrays: Mapping[str, F64]) -> None:
         for name, current in self.arrays().items():
             current[:] = arrays[name]
+        if self._marks is not None:
+            self._marks[:] = True  # every coordinate may have changed
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.params().items())
@@ -208,6 +261,7 @@ class FTRLProximal(_HashedLinear):
 
     def run_arrays(self, kinds: Any, starts: Any, idx: Any, val: Any, ys: Any) -> F64:
         out = np.empty(kinds.shape[0])
+        self._note(kinds, starts, idx)
         _ftrl_run(
             self.z,
             self.n,
@@ -257,6 +311,7 @@ class LogisticOGD(_HashedLinear):
 
     def run_arrays(self, kinds: Any, starts: Any, idx: Any, val: Any, ys: Any) -> F64:
         out = np.empty(kinds.shape[0])
+        self._note(kinds, starts, idx)
         self.t[0] = _ogd_run(
             self.w, self.t[0], self.lr, self.power, self.l2, kinds, starts, idx, val, ys, out
         )

@@ -94,6 +94,7 @@ class LinearOGD(_HashedLinear):
 
     def run_arrays(self, kinds: Any, starts: Any, idx: Any, val: Any, ys: Any) -> F64:
         out = np.empty(kinds.shape[0])
+        self._note(kinds, starts, idx)
         _linreg_run(self.w, self.g2, self.stats, self.lr, self.l2, kinds, starts, idx, val, ys, out)
         return out
 

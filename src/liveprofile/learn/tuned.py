@@ -43,7 +43,7 @@ import numba
 import numpy as np
 
 from liveprofile.learn.base import LEARN, PREDICT, Learner
-from liveprofile.learn.linear import F64, FTRLProximal, LogisticOGD, _HashedLinear
+from liveprofile.learn.linear import F64, Changes, FTRLProximal, LogisticOGD, _HashedLinear
 from liveprofile.learn.members import RIVER_KINDS, RiverMember
 
 _MEMBERS: dict[str, type[_HashedLinear]] = {"ftrl": FTRLProximal, "ogd": LogisticOGD}
@@ -95,6 +95,16 @@ def _hold(preds, kinds, starts, idx, val, held, keys):  # type: ignore[no-untype
             keys[slot] = 0
             for j in range(m):
                 preds[j, k] = held[slot, j]
+
+
+@numba.njit(cache=True, nogil=True)
+def _mark_slots(kinds, starts, idx, val, marks):  # type: ignore[no-untyped-def]
+    """Set ``marks`` at the hold slots :func:`_hold` reads or writes for these operations."""
+    slots = marks.shape[0]
+    for k in range(kinds.shape[0]):
+        kind = kinds[k]
+        if kind == 1 or kind == 2:
+            marks[abs(_example_key(idx, val, starts[k], starts[k + 1]) % slots)] = True
 
 
 @numba.njit(cache=True, nogil=True)
@@ -200,6 +210,8 @@ class TunedLearner(_HashedLinear):
         self.loss = np.full(len(self.members), np.nan)
         self.state = np.array([0.0, -1.0, 0.0, 0.0])
         self.log = np.zeros((0, _LOG_COLUMNS))
+        #: hold slots used since the last :meth:`take_changes` (None: not tracked)
+        self._slot_marks: np.ndarray[Any, np.dtype[np.bool_]] | None = None
 
     @property
     def fake_negative_weights(self) -> bool:  # type: ignore[override]
@@ -211,7 +223,52 @@ class TunedLearner(_HashedLinear):
         """The member whose predictions are served."""
         return self.members[int(self.state[0])]
 
+    def track_changes(self) -> bool:
+        """Tracked when every member is a built-in linear learner (a River member's state
+        is one pickle)."""
+        if not self._weighs:
+            return False
+        if self._slot_marks is None:
+            self._slot_marks = np.zeros(self.hold, dtype=np.bool_)
+        return super().track_changes()
+
+    def take_changes(self) -> Changes | None:
+        """The members' learned coordinates, the hold slots used, and the small arrays whole.
+
+        >>> model = TunedLearner(challengers=[{"kind": "ogd", "params": {}}], hold=16, bits=8)
+        >>> model.track_changes()
+        True
+        >>> model.learn_one({3: 1.0}, True)
+        >>> changes = model.take_changes()
+        >>> changes["0.z"].tolist(), changes["1.w"].tolist(), changes["1.t"].tolist()
+        ([3], [3], [0])
+        >>> len(changes["keys"]), len(changes["held"])
+        (1, 2)
+        """
+        marks, slot_marks = self._marks, self._slot_marks
+        if marks is None or slot_marks is None:
+            return None
+        learned = np.flatnonzero(marks)
+        marks[learned] = False
+        slots = np.flatnonzero(slot_marks)
+        slot_marks[slots] = False
+        m = len(self.members)
+        out: Changes = {
+            "loss": np.arange(self.loss.size),
+            "state": np.arange(self.state.size),
+            "log": np.arange(self.log.size),
+            "keys": slots,
+            "held": (slots[:, None] * m + np.arange(m)).reshape(-1),
+        }
+        for j, member in enumerate(self.members):
+            for name, a in member.arrays().items():
+                out[f"{j}.{name}"] = learned if a.size == marks.size else np.arange(a.size)
+        return out
+
     def run_arrays(self, kinds: Any, starts: Any, idx: Any, val: Any, ys: Any) -> F64:
+        self._note(kinds, starts, idx)
+        if self._slot_marks is not None:
+            _mark_slots(kinds, starts, idx, val, self._slot_marks)
         # every member predicts every learned example before learning it: its prequential loss
         shadow = np.asarray(kinds | np.where(kinds & LEARN, PREDICT, 0), dtype=np.int8)
         preds = np.stack([m.run_arrays(shadow, starts, idx, val, ys) for m in self.members])
@@ -250,6 +307,9 @@ class TunedLearner(_HashedLinear):
         self.held[:] = np.asarray(arrays["held"]).reshape(self.held.shape)
         for j, member in enumerate(self.members):
             member.set_arrays({name: arrays[f"{j}.{name}"] for name in member.arrays()})
+        if self._marks is not None and self._slot_marks is not None:
+            self._marks[:] = True  # every coordinate may have changed
+            self._slot_marks[:] = True
 
     def tuning(self) -> dict[str, Any]:
         """The champion, each member's recent loss and every decision with its figures."""

@@ -17,7 +17,7 @@ from typing import Any, cast
 import redis
 
 from liveprofile.errors import StoreError
-from liveprofile.redis import packed
+from liveprofile.redis import modeldelta, packed
 from liveprofile.redis.store import RedisStore
 from liveprofile.store.base import Rows
 
@@ -59,6 +59,8 @@ class FencedRedisStore(RedisStore):
     """
 
     fence: tuple[str, int] | None = None
+    #: models are written whole (a fenced commit has no model deltas)
+    writes_model_deltas = False
 
     def __init__(self, url: str = "redis://127.0.0.1:6379/0", *, prefix: str | None = None) -> None:
         super().__init__(url, prefix=prefix)
@@ -174,6 +176,7 @@ class FencedRedisStore(RedisStore):
                         pipe.hdel(self._key(namespace), *deletes)
                 if meta:
                     pipe.hset(self._key("meta"), mapping=cast(Any, dict(meta)))
+                    modeldelta.clear_deltas(pipe, self.prefix, meta)
                 for namespace, args in merges:
                     for start in range(0, len(args), 3 * MERGE_CHUNK):
                         chunk = args[start : start + 3 * MERGE_CHUNK]

@@ -18,13 +18,17 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 import redis
 
 from liveprofile.errors import StoreError
+from liveprofile.redis import modeldelta
 from liveprofile.store.base import Rows
+
+if TYPE_CHECKING:
+    from liveprofile.learn.tracked import ModelUpdate
 
 #: what redis-py accepts as a hash field or value
 _Field = bytes | bytearray | memoryview | str | int | float
@@ -41,7 +45,11 @@ def reply(value: object) -> Any:
 
 
 class RedisStore:
-    """Rows and blobs in Redis hashes under a key prefix."""
+    """Rows and blobs in Redis hashes under a key prefix; a model as a whole checkpoint plus
+    the coordinates each batch changed (:mod:`liveprofile.redis.modeldelta`)."""
+
+    #: takes a model as the coordinates a batch changed (:mod:`liveprofile.learn.tracked`)
+    writes_model_deltas = True
 
     def __init__(self, url: str = "redis://127.0.0.1:6379/0", *, prefix: str | None = None) -> None:
         query = parse_qs(urlsplit(url).query)
@@ -50,6 +58,8 @@ class RedisStore:
         self._client: redis.Redis | None = None
         self._appends: list[tuple[str, dict[_Field, _Field], int | None]] = []
         self._removals: list[tuple[str, list[str]]] = []
+        self._models: dict[str, ModelUpdate] = {}
+        self._chains: dict[str, modeldelta.Chain] = {}
 
     @property
     def client(self) -> redis.Redis:
@@ -110,8 +120,16 @@ class RedisStore:
 
     def get_meta(self, name: str) -> bytes | None:
         with self._errors("read"):
+            if name.startswith(modeldelta.MODEL):
+                key = modeldelta.delta_key(self.prefix, name)
+                return modeldelta.read_model(self.client, self._key("meta"), key, name)
             value = self.client.hget(self._key("meta"), name)
         return None if value is None else bytes(cast(bytes, value))
+
+    def stage_model(self, name: str, update: ModelUpdate) -> None:
+        """Write a model update as blob ``name`` in the next :meth:`commit`: as a delta when
+        it follows the update this store wrote last, else whole."""
+        self._models[name] = update
 
     def commit(self, rows: Rows, meta: Mapping[str, bytes]) -> None:
         values = [v for changes in rows.values() for v in changes.values() if v is not None]
@@ -120,23 +138,38 @@ class RedisStore:
             raise StoreError(f"cannot commit {type(bad[0]).__name__}: values must be bytes")
         appends, self._appends = self._appends, []
         removals, self._removals = self._removals, []
-        with self._errors("commit"):
-            pipe = self.client.pipeline(transaction=True)
-            for stream, ids in removals:
-                pipe.xdel(stream, *ids)
-            for stream, fields, maxlen in appends:
-                pipe.xadd(stream, fields, maxlen=maxlen, approximate=True)
-            for namespace, changes in rows.items():
-                upserts: dict[_Field, _Field] = {k: v for k, v in changes.items() if v is not None}
-                deletes = [k for k, v in changes.items() if v is None]
-                if upserts:
-                    pipe.hset(self._key(namespace), mapping=upserts)
-                if deletes:
-                    pipe.hdel(self._key(namespace), *deletes)
-            if meta:
-                blobs: dict[_Field, _Field] = {k: v for k, v in meta.items()}
-                pipe.hset(self._key("meta"), mapping=blobs)
-            pipe.execute()
+        models, self._models = self._models, {}
+        models = {name: u for name, u in models.items() if name not in meta}
+        try:
+            with self._errors("commit"), self.client.pipeline(transaction=True) as pipe:
+                plans = modeldelta.plan(pipe, self.prefix, self._chains, models)
+                if pipe.watching:
+                    pipe.multi()
+                for stream, ids in removals:
+                    pipe.xdel(stream, *ids)
+                for stream, fields, maxlen in appends:
+                    pipe.xadd(stream, fields, maxlen=maxlen, approximate=True)
+                for namespace, changes in rows.items():
+                    upserts: dict[_Field, _Field] = {
+                        k: v for k, v in changes.items() if v is not None
+                    }
+                    deletes = [k for k, v in changes.items() if v is None]
+                    if upserts:
+                        pipe.hset(self._key(namespace), mapping=upserts)
+                    if deletes:
+                        pipe.hdel(self._key(namespace), *deletes)
+                if meta:
+                    blobs: dict[_Field, _Field] = {k: v for k, v in meta.items()}
+                    pipe.hset(self._key("meta"), mapping=blobs)
+                    modeldelta.clear_deltas(pipe, self.prefix, meta)
+                modeldelta.queue(pipe, self.prefix, self._key("meta"), plans)
+                pipe.execute()
+        except BaseException:
+            self._chains.clear()  # the commit may or may not have happened: write whole next
+            raise
+        for name in meta:
+            self._chains.pop(name, None)
+        self._chains.update({name: chain for name, (chain, _, _) in plans.items()})
 
     def stage_append(
         self, stream: str, fields: Mapping[str, bytes | str], *, maxlen: int | None = None
@@ -161,6 +194,7 @@ class RedisStore:
 
     def close(self) -> None:
         self._appends, self._removals = [], []  # staged for a commit that did not happen
+        self._models, self._chains = {}, {}
         if self._client is not None:
             self._client.close()
             self._client = None

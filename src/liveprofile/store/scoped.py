@@ -24,8 +24,12 @@ scope's checkpoint also writes it to the shared registry :data:`~liveprofile.sto
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from liveprofile.store.base import Rows, Store
+
+if TYPE_CHECKING:
+    from liveprofile.learn.tracked import ModelUpdate
 from liveprofile.store.layout import CHECKPOINT, SCOPES, SHARED_NAMESPACES, shared_meta
 
 
@@ -60,6 +64,15 @@ class ScopedStore:
 
     def get_meta(self, name: str) -> bytes | None:
         return self.store.get_meta(self._meta(name))
+
+    @property
+    def writes_model_deltas(self) -> bool:
+        """Whether the store under this view takes model updates (see ``stage_model``)."""
+        return bool(getattr(self.store, "writes_model_deltas", False))
+
+    def stage_model(self, name: str, update: ModelUpdate) -> None:
+        """Stage a model update on the store under this view, under the scope's name."""
+        self.store.stage_model(self._meta(name), update)  # type: ignore[attr-defined]
 
     def commit(self, rows: Rows, meta: Mapping[str, bytes]) -> None:
         renamed = {self._ns(ns): changes for ns, changes in rows.items()}

@@ -3,13 +3,17 @@
 A commit is one transaction, so profiles, model checkpoints and the source offset are durable
 together or not at all; readers (the CLI, a server) see the last commit while a replay runs.
 
-A large model checkpoint (``model/...`` blobs of :data:`DELTA_MIN_BYTES` or more) is not written
-whole every batch: after a first whole write, a commit adds a row to ``meta_delta`` holding only
-the coordinates that changed (:mod:`liveprofile.learn.ckptdelta`), in the same transaction, and
-:meth:`SQLiteStore.get_meta` replays them on the whole one in one read. When the deltas add up
-to half of the whole checkpoint (or the model's layout changes) the next commit writes it whole
-again and drops them. A store written before deltas existed reads as it is; its schema version
-(``PRAGMA user_version``) is raised on the first write, and a store of a newer version is refused.
+A model is not written whole every batch: after a first whole write, a commit adds a row to
+``meta_delta`` holding only the coordinates that changed, in the same transaction, and
+:meth:`SQLiteStore.get_meta` replays them on the whole one in one read. The coordinates come
+from the learner (a model update, :meth:`SQLiteStore.stage_model`,
+:mod:`liveprofile.learn.tracked`), or, for a large checkpoint handed whole (``model/...`` blobs
+of :data:`DELTA_MIN_BYTES` or more), from comparing it with the last one written
+(:mod:`liveprofile.learn.ckptdelta`). When the deltas add up to half of the whole checkpoint (or
+the model's layout changes, or an update does not follow the one written last) the next commit
+writes it whole again and drops them. A store written before deltas existed reads as it is; its
+schema version (``PRAGMA user_version``) is raised on the first write, and a store of a newer
+version is refused.
 
 >>> import tempfile, pathlib
 >>> store = SQLiteStore(pathlib.Path(tempfile.mkdtemp()) / "profiles.db")
@@ -28,13 +32,14 @@ import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from liveprofile.errors import StoreError
 from liveprofile.store.base import Rows
 
 if TYPE_CHECKING:
     from liveprofile.learn.ckptdelta import Unpacked
+    from liveprofile.learn.tracked import ModelUpdate
 
 # ``rows`` is a rowid table: WITHOUT ROWID would keep each value inside the key's b-tree, where
 # a value of megabytes (the pending examples, the de-duplication window) can become a divider
@@ -62,22 +67,50 @@ _MODEL = "model/"
 
 class _Written:
     """What this store last wrote of one model: the whole write's token (row 0 of its deltas,
-    which tells whether another writer wrote it since), its arrays after the last delta, how
-    many deltas and how many bytes of them follow the whole write, and its size."""
+    which tells whether another writer wrote it since), its arrays after the last delta (when
+    it was handed whole blobs to compare), or the model update it wrote (tracker ``source``
+    and ``number``), how many deltas and how many bytes of them follow the whole write, and
+    its size."""
 
-    def __init__(self, token: bytes, state: Unpacked, size: int) -> None:
+    def __init__(
+        self,
+        token: bytes,
+        state: Unpacked | None,
+        size: int,
+        source: bytes | None = None,
+        number: int = 0,
+    ) -> None:
         self.token, self.state, self.size = token, state, size
+        self.source, self.number = source, number
         self.deltas, self.delta_bytes = 0, 0
+
+    def then(self, delta: bytes, state: Unpacked | None, number: int) -> _Written:
+        """What is known once ``delta`` follows this write."""
+        after = _Written(self.token, state, self.size, self.source, number)
+        after.deltas, after.delta_bytes = self.deltas + 1, self.delta_bytes + len(delta)
+        return after
+
+    def room(self, delta: bytes) -> bool:
+        """Whether ``delta`` keeps the deltas under :data:`DELTA_FRACTION` of the whole."""
+        return self.delta_bytes + len(delta) <= self.size * DELTA_FRACTION
+
+
+#: a planned model write: what the store will then know of it, and the delta (None: whole)
+_Plan = tuple[_Written, bytes | None]
 
 
 class SQLiteStore:
     """Rows and blobs in one SQLite database file."""
+
+    #: takes a model as the coordinates a batch changed (:mod:`liveprofile.learn.tracked`)
+    writes_model_deltas = True
 
     def __init__(self, path: str | os.PathLike[str], *, read_only: bool = False) -> None:
         self.path = Path(path)
         self.read_only = read_only
         self._db: sqlite3.Connection | None = None
         self._written: dict[str, _Written] = {}
+        self._staged: dict[str, ModelUpdate] = {}
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -189,10 +222,20 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot {what} {self.path}: {exc}") from None
 
+    def stage_model(self, name: str, update: ModelUpdate) -> None:
+        """Write a model update as blob ``name`` in the next commit (see
+        :mod:`liveprofile.learn.tracked`): as a delta when it follows the update this store
+        wrote last, else whole."""
+        self._staged[name] = update
+
     def commit(self, rows: Rows, meta: Mapping[str, bytes]) -> None:
         db = self.db
-        plans = {name: self._plan(name, v) for name, v in meta.items() if name.startswith(_MODEL)}
+        staged, self._staged = self._staged, {}
+        blobs: dict[str, bytes | ModelUpdate] = {**staged, **meta}
         try:
+            plans = {
+                name: self._plan(name, v) for name, v in blobs.items() if name.startswith(_MODEL)
+            }
             db.execute("BEGIN IMMEDIATE")
             for namespace, changes in rows.items():
                 db.executemany(
@@ -203,20 +246,32 @@ class SQLiteStore:
                     "DELETE FROM rows WHERE ns = ? AND key = ?",
                     [(namespace, k) for k, v in changes.items() if v is None],
                 )
-            after = self._write_meta(meta, plans)
+            after = self._write_meta(blobs, plans)
             db.execute("COMMIT")
         except sqlite3.Error as exc:
             self._written.clear()  # what was staged is gone: write whole next time
             if db.in_transaction:
                 db.execute("ROLLBACK")
             raise StoreError(f"cannot commit to {self.path}: {exc}{_full(exc)}") from None
+        except BaseException:
+            self._written.clear()
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
         for name in plans:
             self._written.pop(name, None)
         self._written.update(after)
 
-    def _plan(self, name: str, blob: bytes) -> tuple[_Written, bytes | None] | None:
+    def _plan(self, name: str, blob: bytes | ModelUpdate) -> _Plan | None:
         """How a model blob will be written: what this store will then know of it and a delta
-        (None: a whole write); None when it is small or not a checkpoint of arrays."""
+        (None: a whole write); None when it is a small blob or not a checkpoint of arrays."""
+        last = self._written.get(name)
+        if not isinstance(blob, bytes | bytearray):  # a model update
+            if last is not None and blob.follows(last.source, last.number):
+                assert blob.delta is not None
+                if last.room(blob.delta):
+                    return last.then(blob.delta, None, blob.number), blob.delta
+            return _Written(secrets.token_bytes(8), None, 0, blob.source, blob.number), None
         if len(blob) < DELTA_MIN_BYTES:
             return None
         from liveprofile.learn import ckptdelta  # numpy: only for large models
@@ -224,40 +279,36 @@ class SQLiteStore:
         state = ckptdelta.unpack(blob)
         if state is None:
             return None
-        last = self._written.get(name)
         delta = None if last is None else ckptdelta.diff(last.state, state)
-        if (
-            last is None
-            or delta is None
-            or last.delta_bytes + len(delta) > last.size * DELTA_FRACTION
-        ):
+        if last is None or delta is None or not last.room(delta):
             return _Written(secrets.token_bytes(8), state, len(blob)), None
-        after = _Written(last.token, state, last.size)
-        after.deltas, after.delta_bytes = last.deltas + 1, last.delta_bytes + len(delta)
-        return after, delta
+        return last.then(delta, state, 0), delta
 
     def _write_meta(
-        self, meta: Mapping[str, bytes], plans: Mapping[str, tuple[_Written, bytes | None] | None]
+        self, meta: Mapping[str, bytes | ModelUpdate], plans: Mapping[str, _Plan | None]
     ) -> dict[str, _Written]:
         """Write the blobs (inside the commit's transaction): a planned delta as a row of
-        ``meta_delta``, the rest whole; a model written whole loses its deltas. Returns what
-        this store then knows of the models it will add deltas to."""
+        ``meta_delta``, the rest whole (a model update made whole now); a model written whole
+        loses its deltas. Returns what this store then knows of the models it will add deltas
+        to."""
         db = self.db
         after: dict[str, _Written] = {}
         whole: list[tuple[str, bytes]] = []
-        for name, blob in meta.items():
+        for name, value in meta.items():
             plan = plans.get(name)
             if plan is not None and plan[1] is not None and self._write_delta(name, *plan):
                 after[name] = plan[0]
                 continue
+            made = getattr(value, "whole", None)  # a model update, else bytes
+            blob = cast(bytes, value if made is None else made())
             whole.append((name, blob))
             if name not in plans:
                 continue
             db.execute("DELETE FROM meta_delta WHERE name = ?", (name,))
             if plan is not None:
-                written = plan[0]
-                if plan[1] is not None:  # planned as a delta, but another writer wrote it since
-                    written = _Written(secrets.token_bytes(8), written.state, len(blob))
+                old = plan[0]  # a whole write (also of a planned delta another writer overtook)
+                written = _Written(secrets.token_bytes(8), old.state, len(blob), old.source)
+                written.number = old.number
                 db.execute(
                     "INSERT INTO meta_delta (name, seq, value) VALUES (?, 0, ?)",
                     (name, written.token),
@@ -300,6 +351,7 @@ class SQLiteStore:
             self._db.close()
             self._db = None
         self._written.clear()
+        self._staged.clear()
 
 
 def _full(exc: sqlite3.Error) -> str:
