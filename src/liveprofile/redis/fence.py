@@ -11,13 +11,14 @@ owners that loaded the same state can commit, and the other learns it is stale.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, cast
 
 import redis
 
 from liveprofile.errors import StoreError
-from liveprofile.redis import modeldelta, packed
+from liveprofile.redis import packed
 from liveprofile.redis.store import RedisStore
 from liveprofile.store.base import Rows
 
@@ -50,6 +51,21 @@ MERGE_CHUNK = 4096
 
 class FencedOut(StoreError):
     """Another owner committed this partition since this worker loaded it."""
+
+
+@contextmanager
+def _fenced(pipe: Any, key: str, scope: str, seq: int) -> Iterator[None]:
+    """Watch partition ``scope``'s fence ``key`` on ``pipe`` and open its ``MULTI`` if the fence
+    is at ``seq``; :class:`FencedOut` if it is not, or if it moves before the ``EXEC``."""
+    try:
+        pipe.watch(key)
+        current = pipe.get(key)
+        if (0 if current is None else int(cast(Any, current))) != seq:
+            raise FencedOut(f"partition state {scope} was committed by another worker")
+        pipe.multi()
+        yield
+    except redis.WatchError:
+        raise FencedOut(f"partition state {scope} was committed by another worker") from None
 
 
 class FencedRedisStore(RedisStore):
@@ -128,19 +144,13 @@ class FencedRedisStore(RedisStore):
         last commit), in one ``WATCH``/``MULTI``; the fence is checked, not advanced. Raises
         :class:`FencedOut` when another owner has committed the partition since."""
         key = self.fence_key(scope)
-        with self._errors("commit"), self.client.pipeline(transaction=True) as pipe:
-            try:
-                pipe.watch(key)  # type: ignore[no-untyped-call]
-                current = pipe.get(key)
-                if (0 if current is None else int(cast(Any, current))) != seq:
-                    raise FencedOut(f"partition state {scope} was committed by another worker")
-                pipe.multi()
-                pipe.hset(self._key("meta"), mapping=cast(Any, dict(meta)))
-                pipe.execute()
-            except redis.WatchError:
-                raise FencedOut(
-                    f"partition state {scope} was committed by another worker"
-                ) from None
+        with (
+            self._errors("commit"),
+            self.client.pipeline(transaction=True) as pipe,
+            _fenced(pipe, key, scope, seq),
+        ):
+            pipe.hset(self._key("meta"), mapping=cast(Any, dict(meta)))
+            pipe.execute()
 
     def close(self) -> None:
         self.discard_staged()
@@ -156,38 +166,19 @@ class FencedRedisStore(RedisStore):
         removals, self._removals = self._removals, []
         merges, counts, rows_merged = self._merges, self._counts, self._packed
         self.discard_staged()
-        with self._errors("commit"), self.client.pipeline(transaction=True) as pipe:
-            try:
-                pipe.watch(key)  # type: ignore[no-untyped-call]
-                current = pipe.get(key)
-                if (0 if current is None else int(cast(Any, current))) != expected:
-                    raise FencedOut(f"partition state {scope} was committed by another worker")
-                pipe.multi()
-                for stream, ids in removals:
-                    pipe.xdel(stream, *ids)
-                for stream, fields, maxlen in appends:
-                    pipe.xadd(stream, fields, maxlen=maxlen, approximate=True)
-                for namespace, changes in rows.items():
-                    upserts = {k: v for k, v in changes.items() if v is not None}
-                    deletes = [k for k, v in changes.items() if v is None]
-                    if upserts:
-                        pipe.hset(self._key(namespace), mapping=cast(Any, upserts))
-                    if deletes:
-                        pipe.hdel(self._key(namespace), *deletes)
-                if meta:
-                    pipe.hset(self._key("meta"), mapping=cast(Any, dict(meta)))
-                    modeldelta.clear_deltas(pipe, self.prefix, meta)
-                for namespace, args in merges:
-                    for start in range(0, len(args), 3 * MERGE_CHUNK):
-                        chunk = args[start : start + 3 * MERGE_CHUNK]
-                        pipe.eval(MERGE_SCRIPT, 1, self._key(namespace), *cast(list[Any], chunk))
-                for namespace, indices, before, after, width in rows_merged:
-                    packed.merge_rows(pipe, self._key(namespace), indices, before, after, width)
-                for namespace, field, increment in counts:
-                    pipe.hincrby(self._key(namespace), field, increment)
-                pipe.set(key, expected + 1)
-                pipe.execute()
-            except redis.WatchError:
-                raise FencedOut(
-                    f"partition state {scope} was committed by another worker"
-                ) from None
+        with (
+            self._errors("commit"),
+            self.client.pipeline(transaction=True) as pipe,
+            _fenced(pipe, key, scope, expected),
+        ):
+            self._queue_writes(pipe, (removals, appends), rows, meta)
+            for namespace, args in merges:
+                for start in range(0, len(args), 3 * MERGE_CHUNK):
+                    chunk = args[start : start + 3 * MERGE_CHUNK]
+                    pipe.eval(MERGE_SCRIPT, 1, self._key(namespace), *cast(list[Any], chunk))
+            for namespace, indices, before, after, width in rows_merged:
+                packed.merge_rows(pipe, self._key(namespace), indices, before, after, width)
+            for namespace, field, increment in counts:
+                pipe.hincrby(self._key(namespace), field, increment)
+            pipe.set(key, expected + 1)
+            pipe.execute()

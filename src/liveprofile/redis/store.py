@@ -145,23 +145,7 @@ class RedisStore:
                 plans = modeldelta.plan(pipe, self.prefix, self._chains, models)
                 if pipe.watching:
                     pipe.multi()
-                for stream, ids in removals:
-                    pipe.xdel(stream, *ids)
-                for stream, fields, maxlen in appends:
-                    pipe.xadd(stream, fields, maxlen=maxlen, approximate=True)
-                for namespace, changes in rows.items():
-                    upserts: dict[_Field, _Field] = {
-                        k: v for k, v in changes.items() if v is not None
-                    }
-                    deletes = [k for k, v in changes.items() if v is None]
-                    if upserts:
-                        pipe.hset(self._key(namespace), mapping=upserts)
-                    if deletes:
-                        pipe.hdel(self._key(namespace), *deletes)
-                if meta:
-                    blobs: dict[_Field, _Field] = {k: v for k, v in meta.items()}
-                    pipe.hset(self._key("meta"), mapping=blobs)
-                    modeldelta.clear_deltas(pipe, self.prefix, meta)
+                self._queue_writes(pipe, (removals, appends), rows, meta)
                 modeldelta.queue(pipe, self.prefix, self._key("meta"), plans)
                 pipe.execute()
         except BaseException:
@@ -170,6 +154,29 @@ class RedisStore:
         for name in meta:
             self._chains.pop(name, None)
         self._chains.update({name: chain for name, (chain, _, _) in plans.items()})
+
+    def _queue_writes(
+        self, pipe: Any, streams: tuple[list[Any], list[Any]], rows: Rows, meta: Mapping[str, bytes]
+    ) -> None:
+        """Queue a commit's writes on ``pipe`` (in its ``MULTI``): the staged stream removals
+        and appends (``streams``), the rows' upserts and deletes, and the whole ``meta`` blobs
+        (which end any model's chain of deltas)."""
+        removals, appends = streams
+        for stream, ids in removals:
+            pipe.xdel(stream, *ids)
+        for stream, fields, maxlen in appends:
+            pipe.xadd(stream, fields, maxlen=maxlen, approximate=True)
+        for namespace, changes in rows.items():
+            upserts: dict[_Field, _Field] = {k: v for k, v in changes.items() if v is not None}
+            deletes = [k for k, v in changes.items() if v is None]
+            if upserts:
+                pipe.hset(self._key(namespace), mapping=upserts)
+            if deletes:
+                pipe.hdel(self._key(namespace), *deletes)
+        if meta:
+            blobs: dict[_Field, _Field] = {k: v for k, v in meta.items()}
+            pipe.hset(self._key("meta"), mapping=blobs)
+            modeldelta.clear_deltas(pipe, self.prefix, meta)
 
     def stage_append(
         self, stream: str, fields: Mapping[str, bytes | str], *, maxlen: int | None = None
