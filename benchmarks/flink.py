@@ -34,8 +34,8 @@ import redis
 from liveprofile.datasets.synthetic import SyntheticConfig, write_jsonl
 from liveprofile.engine.state import Checkpoint
 from liveprofile.kafka.broker import Broker, free_port
+from liveprofile.kafka.partition import partition_scope
 from liveprofile.kafka.producer import KafkaPublisher
-from liveprofile.kafka.worker import partition_scope
 
 URL = "redis://127.0.0.1:6379/0"
 

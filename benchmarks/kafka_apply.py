@@ -46,7 +46,7 @@ from liveprofile.config import PipelineConfig
 from liveprofile.engine.gc_tuning import fewer_collections
 from liveprofile.engine.local import RunStats
 from liveprofile.events.schema import EventParser, encode_event
-from liveprofile.kafka.worker import apply_records, load_partition
+from liveprofile.kafka.partition import apply_records, load_partition
 from liveprofile.redis.fence import FencedRedisStore
 from liveprofile.store.layout import check_config
 data, limit, size, url = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]

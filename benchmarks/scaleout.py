@@ -46,9 +46,10 @@ from liveprofile.config import PipelineConfig, RunConfig
 from liveprofile.datasets.completejourney import CompleteJourneySource, quickstart_config
 from liveprofile.events.schema import encode_event
 from liveprofile.kafka.broker import Broker, free_port
+from liveprofile.kafka.partition import partition_scope, source_name
 from liveprofile.kafka.producer import KafkaPublisher
 from liveprofile.kafka.status import merged_metrics
-from liveprofile.kafka.worker import KafkaWorker, partition_scope, source_name
+from liveprofile.kafka.worker import KafkaWorker
 from liveprofile.redis.fence import FencedRedisStore
 from liveprofile.store.layout import read_checkpoint
 from liveprofile.store.scoped import ScopedStore

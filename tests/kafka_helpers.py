@@ -18,9 +18,10 @@ from liveprofile.config import PipelineConfig
 from liveprofile.engine.state import Checkpoint
 from liveprofile.events.deadletter import DeadLetter
 from liveprofile.kafka.broker import Broker, KafkaError
+from liveprofile.kafka.partition import partition_scope
 from liveprofile.kafka.producer import KafkaPublisher, record_key
 from liveprofile.kafka.status import kafka_status
-from liveprofile.kafka.worker import KafkaWorker, partition_scope
+from liveprofile.kafka.worker import KafkaWorker
 from liveprofile.profile.state import decode_profile
 from liveprofile.redis.fence import FencedRedisStore
 

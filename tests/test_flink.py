@@ -19,7 +19,8 @@ from liveprofile.config import PipelineConfig
 from liveprofile.flink.jars import resolve_connector
 from liveprofile.flink.job import FlinkSettings, run, source_ddl
 from liveprofile.kafka.broker import Broker
-from liveprofile.kafka.worker import KafkaWorker, partition_scope
+from liveprofile.kafka.partition import partition_scope
+from liveprofile.kafka.worker import KafkaWorker
 from liveprofile.learn.metrics import Prequential
 from liveprofile.learn.stored import shared_learned
 from liveprofile.redis.fence import FencedRedisStore

@@ -23,9 +23,10 @@ from liveprofile.config import PipelineConfig
 from liveprofile.datasets.synthetic import SyntheticConfig, generate
 from liveprofile.flink.job import ApplyBatches, FlinkSettings
 from liveprofile.kafka.broker import Broker
+from liveprofile.kafka.partition import partition_scope
 from liveprofile.kafka.producer import KafkaPublisher
 from liveprofile.kafka.rounds import LEAD_PARTITION
-from liveprofile.kafka.worker import KafkaWorker, partition_scope
+from liveprofile.kafka.worker import KafkaWorker
 from liveprofile.redis.fence import FencedOut, FencedRedisStore
 from liveprofile.serving.learned import BLEND, FEATURES, load_ranker, ranker_meta
 from liveprofile.serving.partitions import PartitionedView

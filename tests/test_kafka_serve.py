@@ -28,8 +28,8 @@ from redis_server import RedisServer
 from liveprofile.config import PipelineConfig
 from liveprofile.engine.state import Checkpoint
 from liveprofile.kafka.broker import Broker
+from liveprofile.kafka.partition import partition_scope
 from liveprofile.kafka.status import merged_metrics
-from liveprofile.kafka.worker import partition_scope
 from liveprofile.learn.stored import shared_learned
 from liveprofile.redis.store import RedisStore
 

@@ -23,8 +23,9 @@ from redis_server import RedisServer
 from liveprofile.config import PipelineConfig
 from liveprofile.engine.state import Checkpoint
 from liveprofile.kafka.broker import Broker
+from liveprofile.kafka.partition import partition_scope
 from liveprofile.kafka.producer import KafkaPublisher
-from liveprofile.kafka.worker import KafkaWorker, partition_scope
+from liveprofile.kafka.worker import KafkaWorker
 from liveprofile.learn.metrics import Prequential
 from liveprofile.learn.stored import shared_learned
 from liveprofile.profile.state import decode_profile

@@ -22,9 +22,9 @@ from liveprofile.config import PipelineConfig
 from liveprofile.engine.local import RunStats
 from liveprofile.errors import StateVersionError
 from liveprofile.events.schema import EventParser
+from liveprofile.kafka.partition import OwnedPartition, apply_records, load_partition
 from liveprofile.kafka.producer import record_key
 from liveprofile.kafka.shared_model import SharedLearner, header_of
-from liveprofile.kafka.worker import OwnedPartition, apply_records, load_partition
 from liveprofile.learn.linear import LogisticOGD
 from liveprofile.learn.registry import load_learner
 from liveprofile.learn.stored import StoredModels, load_shared, shared_learned

@@ -118,7 +118,7 @@ class ApplyBatches:
 
     def apply(self, partition: int, records: list[Any]) -> int:
         """Apply one window's records of ``partition``; returns the events applied."""
-        from liveprofile.kafka.worker import apply_records, load_partition
+        from liveprofile.kafka.partition import apply_records, load_partition
         from liveprofile.redis.fence import FencedOut
 
         rows = sorted(((int(r[0]), r[1]) for r in records), key=lambda row: row[0])
@@ -186,8 +186,8 @@ def partition_offsets(settings: FlinkSettings, timeout_s: float = 30) -> dict[in
     """Each partition's next offset in the store (0: none yet) and its end offset in Kafka."""
     from confluent_kafka import Consumer, KafkaException, TopicPartition
 
+    from liveprofile.kafka.partition import source_name
     from liveprofile.kafka.status import _checkpoint
-    from liveprofile.kafka.worker import source_name
     from liveprofile.redis.fence import FencedRedisStore
 
     s = settings

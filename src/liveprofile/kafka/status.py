@@ -15,8 +15,8 @@ import msgspec
 
 from liveprofile.engine.state import Checkpoint
 from liveprofile.kafka.broker import KafkaError
+from liveprofile.kafka.partition import partition_scope, source_name
 from liveprofile.kafka.producer import log
-from liveprofile.kafka.worker import partition_scope, source_name
 from liveprofile.learn import regression
 from liveprofile.learn.metrics import Prequential
 from liveprofile.learn.stored import shared_learned

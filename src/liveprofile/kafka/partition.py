@@ -1,0 +1,136 @@
+"""One partition's state and its apply path, shared by the Kafka workers and the Flink job.
+
+:func:`load_partition` loads a partition's state from the store (scope ``{topic}.{p}``, see
+:func:`partition_scope`), :func:`apply_records` applies and commits one batch of its records,
+fenced, with its dead letters and next offset (key :func:`source_name` in the checkpoint).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from liveprofile.config import PipelineConfig
+from liveprofile.engine.core import Core
+from liveprofile.engine.local import RunStats, apply_batch
+from liveprofile.engine.state import PipelineState
+from liveprofile.errors import InvalidEvent
+from liveprofile.events.deadletter import DeadLetter
+from liveprofile.events.schema import Event, EventParser
+from liveprofile.events.sources import Batch
+from liveprofile.kafka.shared_model import share_models
+from liveprofile.redis.fence import FencedOut, FencedRedisStore
+from liveprofile.store.scoped import ScopedStore
+
+#: the store namespace of a Kafka topic's dead letters, keyed ``{topic}:{partition}:{offset}``
+DEAD_LETTER_NAMESPACE = "deadletter"
+
+
+def partition_scope(topic: str, partition: int) -> str:
+    """The store scope of one partition's state.
+
+    >>> partition_scope("shop", 3)
+    'shop.3'
+    """
+    return f"{topic}.{partition}"
+
+
+def source_name(topic: str, partition: int) -> str:
+    """The key of a partition's next offset in the checkpoint's ``offsets``.
+
+    >>> source_name("shop", 3)
+    'kafka:shop:3'
+    """
+    return f"kafka:{topic}:{partition}"
+
+
+@dataclass
+class OwnedPartition:
+    """A partition a runner owns: its state and its view of the store."""
+
+    partition: int
+    view: ScopedStore
+    state: PipelineState
+    core: Core
+
+
+def load_partition(
+    store: FencedRedisStore,
+    config: PipelineConfig,
+    topic: str,
+    partition: int,
+    models: dict[str, Any] | None = None,
+) -> tuple[OwnedPartition, int]:
+    """A partition's state as the store has it, and the next offset to read (-1: none yet).
+
+    With ``run.shared_model`` the partition's learners are the store's shared models
+    (:mod:`liveprofile.kafka.shared_model`; ``models``: the in-memory copies a worker shares
+    between its partitions). Raises :class:`FencedOut` when the partition's fence and
+    checkpoint disagree.
+    """
+    view = ScopedStore(store, partition_scope(topic, partition))
+    state = PipelineState.load(view, config)
+    if config.run.shared_model:
+        share_models(store, view, state, models)
+    stored = store.fence_value(view.scope)
+    if stored != state.checkpoint.seq:
+        raise FencedOut(
+            f"fence of {view.scope} is at {stored}, its checkpoint at {state.checkpoint.seq}"
+        )
+    owned = OwnedPartition(partition, view, state, Core(config))
+    return owned, state.checkpoint.offsets.get(source_name(topic, partition), -1)
+
+
+def apply_records(
+    store: FencedRedisStore,
+    topic: str,
+    owned: OwnedPartition,
+    records: Iterable[tuple[int, bytes | None]],
+    stats: RunStats,
+    parser: EventParser,
+    send_dead_letters: Callable[[dict[str, bytes | None]], None] | None = None,
+) -> Batch | None:
+    """Apply one partition's ``(offset, value)`` records, in offset order, and commit them.
+
+    The one apply path of the Kafka runners: records below the partition's offset in the store
+    are skipped (applied already), invalid ones become dead letters (kept in the store under
+    ``{topic}:{partition}:{offset}`` and handed to ``send_dead_letters`` just before the
+    commit), and the batch commits in one fenced transaction. Returns the committed batch
+    (None: nothing new). Raises :class:`FencedOut` when another owner committed the partition
+    first; on that or any other error the caller must drop ``owned`` (its state ran ahead of
+    the store).
+    """
+    state, p = owned.state, owned.partition
+    name = source_name(topic, p)
+    start = state.checkpoint.offsets.get(name, -1)
+    events: list[Event] = []
+    batch = Batch(events=events, dead_letters=[], offset=start)
+    dead_rows: dict[str, bytes | None] = {}
+    parse = parser.parse_json
+    for offset, value in records:
+        if offset < start or offset < batch.offset:  # applied already (a replay or a seek race)
+            continue
+        batch.offset = offset + 1
+        raw = value or b""
+        try:
+            events.append(parse(raw))
+        except InvalidEvent as exc:
+            letter = DeadLetter(raw.decode("utf-8", "replace"), str(exc), name, offset)
+            batch.dead_letters.append(letter)
+            dead_rows[f"{topic}:{p}:{offset}"] = msgspec.json.encode(letter)
+    if batch.offset == start:
+        return None
+    if dead_rows and send_dead_letters is not None:
+        send_dead_letters(dead_rows)
+    extra = {DEAD_LETTER_NAMESPACE: dead_rows} if dead_rows else None
+    store.fence = (owned.view.scope, state.checkpoint.seq)
+    store.discard_staged()
+    try:
+        apply_batch(owned.core, state, owned.view, name, batch, stats, extra)
+    finally:
+        store.fence = None
+        store.discard_staged()  # left only by a batch that failed before its commit
+    return batch
