@@ -17,6 +17,7 @@ from liveprofile.errors import StoreError
 from liveprofile.learn.linear import FTRLProximal
 from liveprofile.learn.registry import dump_learner, load_learner
 from liveprofile.store import sqlite as sqlite_store
+from liveprofile.store.base import DELTA_FRACTION
 from liveprofile.store.sqlite import DELTA_MIN_BYTES, SQLiteStore
 
 
@@ -81,7 +82,7 @@ def test_deltas_adding_up_to_half_the_model_mean_a_whole_write(tmp_path: Path) -
         db.commit({}, {"model/t": blob})
         deltas, size, whole = _stored(db, "model/t")
         wholes += deltas == 0
-        assert size <= whole * sqlite_store.DELTA_FRACTION
+        assert size <= whole * DELTA_FRACTION
         assert db.get_meta("model/t") == blob
     assert wholes >= 1
 

@@ -141,6 +141,13 @@ def _mark(kinds, starts, idx, marks):  # type: ignore[no-untyped-def]
                 marks[idx[j]] = True
 
 
+def _drain(marks: npt.NDArray[np.bool_]) -> npt.NDArray[np.int64]:
+    """The indices set in ``marks``, which are cleared."""
+    marked = np.flatnonzero(marks)
+    marks[marked] = False
+    return marked
+
+
 def hash_key(key: Hashable, mask: int) -> int:
     """The index of a feature key: integers as they are, anything else by CRC32 of its text."""
     if isinstance(key, int):
@@ -192,15 +199,15 @@ class _HashedLinear:
         >>> model.take_changes()["z"].tolist()
         []
         """
-        marks = self._marks
-        if marks is None:
+        if self._marks is None:
             return None
-        learned = np.flatnonzero(marks)
-        marks[learned] = False
-        return {
-            name: learned if a.size == marks.size else np.arange(a.size)
-            for name, a in self.arrays().items()
-        }
+        return self._changed_of(self.arrays(), _drain(self._marks))
+
+    def _changed_of(self, arrays: Mapping[str, F64], learned: npt.NDArray[np.int64]) -> Changes:
+        """Per array of ``arrays``: ``learned`` for those indexed by feature, every index of
+        the others."""
+        width = 1 << self.bits
+        return {n: learned if a.size == width else np.arange(a.size) for n, a in arrays.items()}
 
     def _one(self, x: Mapping[Hashable, float], kind: int, y: float) -> float:
         ops = OpBatch()

@@ -43,7 +43,14 @@ import numba
 import numpy as np
 
 from liveprofile.learn.base import LEARN, PREDICT, Learner
-from liveprofile.learn.linear import F64, Changes, FTRLProximal, LogisticOGD, _HashedLinear
+from liveprofile.learn.linear import (
+    F64,
+    Changes,
+    FTRLProximal,
+    LogisticOGD,
+    _drain,
+    _HashedLinear,
+)
 from liveprofile.learn.members import RIVER_KINDS, RiverMember
 
 _MEMBERS: dict[str, type[_HashedLinear]] = {"ftrl": FTRLProximal, "ogd": LogisticOGD}
@@ -248,10 +255,7 @@ class TunedLearner(_HashedLinear):
         marks, slot_marks = self._marks, self._slot_marks
         if marks is None or slot_marks is None:
             return None
-        learned = np.flatnonzero(marks)
-        marks[learned] = False
-        slots = np.flatnonzero(slot_marks)
-        slot_marks[slots] = False
+        learned, slots = _drain(marks), _drain(slot_marks)
         m = len(self.members)
         out: Changes = {
             "loss": np.arange(self.loss.size),
@@ -261,8 +265,8 @@ class TunedLearner(_HashedLinear):
             "held": (slots[:, None] * m + np.arange(m)).reshape(-1),
         }
         for j, member in enumerate(self.members):
-            for name, a in member.arrays().items():
-                out[f"{j}.{name}"] = learned if a.size == marks.size else np.arange(a.size)
+            changed = self._changed_of(member.arrays(), learned)
+            out.update({f"{j}.{name}": index for name, index in changed.items()})
         return out
 
     def run_arrays(self, kinds: Any, starts: Any, idx: Any, val: Any, ys: Any) -> F64:

@@ -22,14 +22,11 @@ from typing import TYPE_CHECKING, Any, cast
 import redis
 
 from liveprofile.errors import StoreError
+from liveprofile.store.base import MODEL_PREFIX, delta_fits
 
 if TYPE_CHECKING:
     from liveprofile.learn.tracked import ModelUpdate
 
-#: meta blobs that may have deltas
-MODEL = "model/"
-#: deltas may add up to this fraction of the whole checkpoint before it is written again
-DELTA_FRACTION = 0.5
 #: a list's length and first entry, for every list named in KEYS
 _HEADS = """
 local out = {}
@@ -87,7 +84,7 @@ def plan(
         last = chains.get(name)
         if last is not None and update.follows(last.source, last.number):
             assert update.delta is not None
-            if last.delta_bytes + len(update.delta) <= last.size * DELTA_FRACTION:
+            if delta_fits(last.delta_bytes, last.size, update.delta):
                 candidates[name] = last
     if candidates:
         keys = [delta_key(prefix, name) for name in candidates]
@@ -132,6 +129,6 @@ def queue(
 
 def clear_deltas(pipe: Any, prefix: str, names: Any) -> None:
     """Queue dropping the deltas of the model blobs among ``names`` written whole."""
-    keys = [delta_key(prefix, n) for n in names if n.startswith(MODEL)]
+    keys = [delta_key(prefix, n) for n in names if n.startswith(MODEL_PREFIX)]
     if keys:
         pipe.delete(*keys)

@@ -25,7 +25,7 @@ import redis
 
 from liveprofile.errors import StoreError
 from liveprofile.redis import modeldelta
-from liveprofile.store.base import Rows
+from liveprofile.store.base import MODEL_PREFIX, Rows
 
 if TYPE_CHECKING:
     from liveprofile.learn.tracked import ModelUpdate
@@ -120,7 +120,7 @@ class RedisStore:
 
     def get_meta(self, name: str) -> bytes | None:
         with self._errors("read"):
-            if name.startswith(modeldelta.MODEL):
+            if name.startswith(MODEL_PREFIX):
                 key = modeldelta.delta_key(self.prefix, name)
                 return modeldelta.read_model(self.client, self._key("meta"), key, name)
             value = self.client.hget(self._key("meta"), name)

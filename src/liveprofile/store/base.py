@@ -13,6 +13,22 @@ from typing import Protocol, runtime_checkable
 #: row changes of one commit: namespace -> key -> new value (None deletes the row)
 Rows = Mapping[str, Mapping[str, bytes | None]]
 
+#: the meta blobs of learners start with this (``model/TASK``)
+MODEL_PREFIX = "model/"
+#: a store that keeps a model as a whole checkpoint plus deltas writes it whole again once the
+#: deltas since the whole one would add up to more than this fraction of it
+DELTA_FRACTION = 0.5
+
+
+def delta_fits(delta_bytes: int, size: int, delta: bytes) -> bool:
+    """Whether ``delta`` keeps the deltas written after a whole checkpoint of ``size`` bytes
+    (``delta_bytes`` so far) within :data:`DELTA_FRACTION` of it.
+
+    >>> delta_fits(0, 100, b"x" * 50), delta_fits(10, 100, b"x" * 41)
+    (True, False)
+    """
+    return delta_bytes + len(delta) <= size * DELTA_FRACTION
+
 
 @runtime_checkable
 class Store(Protocol):

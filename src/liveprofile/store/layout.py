@@ -29,7 +29,7 @@ import msgspec
 
 from liveprofile.config import PipelineConfig
 from liveprofile.errors import ConfigError, LiveprofileError, StateVersionError
-from liveprofile.store.base import Store
+from liveprofile.store.base import MODEL_PREFIX, Store
 from liveprofile.store.codec import damaged
 
 # -- namespaces: rows keyed by user, item or sequence number -----------------------------------
@@ -101,7 +101,7 @@ def segment_namespace(segment: str) -> str:
 
 def model_meta(task: str) -> str:
     """The meta blob of a task's learner."""
-    return f"model/{task}"
+    return f"{MODEL_PREFIX}{task}"
 
 
 def model_namespace(task: str) -> str:

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 from liveprofile.errors import StoreError
-from liveprofile.store.base import Rows
+from liveprofile.store.base import MODEL_PREFIX, Rows, delta_fits
 
 if TYPE_CHECKING:
     from liveprofile.learn.ckptdelta import Unpacked
@@ -60,9 +60,6 @@ _CHUNK = 500  # keys per SELECT ... IN (...), under SQLite's variable limit
 STORE_SCHEMA = 1
 #: model blobs at least this large are written as deltas after a first whole write
 DELTA_MIN_BYTES = 65536
-#: deltas since the whole checkpoint may add up to this fraction of it, then it is written again
-DELTA_FRACTION = 0.5
-_MODEL = "model/"
 
 
 class _Written:
@@ -91,8 +88,8 @@ class _Written:
         return after
 
     def room(self, delta: bytes) -> bool:
-        """Whether ``delta`` keeps the deltas under :data:`DELTA_FRACTION` of the whole."""
-        return self.delta_bytes + len(delta) <= self.size * DELTA_FRACTION
+        """Whether ``delta`` keeps the deltas within their share of the whole."""
+        return delta_fits(self.delta_bytes, self.size, delta)
 
 
 #: a planned model write: what the store will then know of it, and the delta (None: whole)
@@ -185,7 +182,7 @@ class SQLiteStore:
 
     def get_meta(self, name: str) -> bytes | None:
         with self._errors("read"):
-            if name.startswith(_MODEL) and self._has_deltas():
+            if name.startswith(MODEL_PREFIX) and self._has_deltas():
                 # one statement: the whole write and its deltas as of one snapshot
                 found = self.db.execute(
                     "SELECT -1, value FROM meta WHERE name = ? UNION ALL SELECT seq, value "
@@ -233,9 +230,8 @@ class SQLiteStore:
         staged, self._staged = self._staged, {}
         blobs: dict[str, bytes | ModelUpdate] = {**staged, **meta}
         try:
-            plans = {
-                name: self._plan(name, v) for name, v in blobs.items() if name.startswith(_MODEL)
-            }
+            models = {name: v for name, v in blobs.items() if name.startswith(MODEL_PREFIX)}
+            plans = {name: self._plan(name, v) for name, v in models.items()}
             db.execute("BEGIN IMMEDIATE")
             for namespace, changes in rows.items():
                 db.executemany(
@@ -248,15 +244,12 @@ class SQLiteStore:
                 )
             after = self._write_meta(blobs, plans)
             db.execute("COMMIT")
-        except sqlite3.Error as exc:
+        except BaseException as exc:
             self._written.clear()  # what was staged is gone: write whole next time
             if db.in_transaction:
                 db.execute("ROLLBACK")
-            raise StoreError(f"cannot commit to {self.path}: {exc}{_full(exc)}") from None
-        except BaseException:
-            self._written.clear()
-            if db.in_transaction:
-                db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error):
+                raise StoreError(f"cannot commit to {self.path}: {exc}{_full(exc)}") from None
             raise
         for name in plans:
             self._written.pop(name, None)
@@ -307,8 +300,9 @@ class SQLiteStore:
             db.execute("DELETE FROM meta_delta WHERE name = ?", (name,))
             if plan is not None:
                 old = plan[0]  # a whole write (also of a planned delta another writer overtook)
-                written = _Written(secrets.token_bytes(8), old.state, len(blob), old.source)
-                written.number = old.number
+                written = _Written(
+                    secrets.token_bytes(8), old.state, len(blob), old.source, old.number
+                )
                 db.execute(
                     "INSERT INTO meta_delta (name, seq, value) VALUES (?, 0, ?)",
                     (name, written.token),
