@@ -126,11 +126,6 @@ def apply_records(
     if dead_rows and send_dead_letters is not None:
         send_dead_letters(dead_rows)
     extra = {DEAD_LETTER_NAMESPACE: dead_rows} if dead_rows else None
-    store.fence = (owned.view.scope, state.checkpoint.seq)
-    store.discard_staged()
-    try:
+    with store.fenced_by(owned.view.scope, state.checkpoint.seq):
         apply_batch(owned.core, state, owned.view, name, batch, stats, extra)
-    finally:
-        store.fence = None
-        store.discard_staged()  # left only by a batch that failed before its commit
     return batch

@@ -130,6 +130,18 @@ class FencedRedisStore(RedisStore):
         """Forget merges and counters staged for a commit that will not happen."""
         self._merges, self._counts, self._packed = [], [], []
 
+    @contextmanager
+    def fenced_by(self, scope: str, seq: int) -> Iterator[None]:
+        """Fence the commits made inside by partition ``scope`` at ``seq`` (its state's last
+        commit); afterwards, and on any error, no fence and nothing staged is left."""
+        self.fence = (scope, seq)
+        self.discard_staged()
+        try:
+            yield
+        finally:
+            self.fence = None
+            self.discard_staged()  # left only by a batch that failed before its commit
+
     def fence_key(self, scope: str) -> str:
         return f"{self.prefix}:fence:{scope}"
 

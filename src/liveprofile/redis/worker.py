@@ -28,6 +28,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -286,21 +287,22 @@ class RedisWorker:
                     {"raw": letter.raw, "reason": letter.reason, "source": letter.source},
                 )
             extra = {DEAD_LETTER_NAMESPACE: dead_rows} if dead_rows else None
-            fenced = self.fenced
-            if fenced is not None:  # the shared models' merges commit fenced by the scope
-                fenced.fence = (self.options.scope or "", state.checkpoint.seq)
+            fenced = self.fenced  # the shared models' merges commit fenced by the scope
             try:
-                apply_batch(self.core, state, self.view, sb.stream, batch, stats, extra, self._emit)
+                with (
+                    nullcontext()
+                    if fenced is None
+                    else fenced.fenced_by(self.options.scope or "", state.checkpoint.seq)
+                ):
+                    apply_batch(
+                        self.core, state, self.view, sb.stream, batch, stats, extra, self._emit
+                    )
             except FencedOut:
                 self._forget()
                 raise _StaleState from None
             except BaseException:
                 self._forget()  # the state ran ahead of the store
                 raise
-            finally:
-                if fenced is not None:
-                    fenced.fence = None
-                    fenced.discard_staged()
         reader.ack(sb.ids)
         if self.trim:
             reader.trim(state.checkpoint.offsets.get(sb.stream, 0))
