@@ -17,7 +17,7 @@ Design:
   partition; the stream is keyed by partition, so one Python subtask owns a partition at a time
   and sees its batches in offset order.
 * **The core and the commit.** The Python function applies each batch through
-  :func:`liveprofile.kafka.worker.apply_records`, the Kafka worker's own apply path: the same
+  :func:`liveprofile.kafka.partition.apply_records`, the Kafka worker's own apply path: the same
   per-partition store scopes (``{topic}.{p}``), validation into dead letters (store and
   dead-letter topic), de-duplication, the core, and one fenced ``MULTI``/``EXEC`` that also
   writes the partition's next offset. A store written by Flink and one written by Kafka workers
