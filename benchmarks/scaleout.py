@@ -23,6 +23,11 @@ example is predicted before it is learned from; ``kafka.status.merged_metrics``)
 partition sees the same events in every setup, so the setups differ only by the model. The
 setups run ``--rounds`` times, interleaved, since the machine may be shared.
 
+Besides events/s, each run reports its workers' CPU per event, the cores they kept busy, and the
+cores they wanted but did not get (time their threads were ready to run and waited for a core,
+from ``/proc``): when busy plus wanted is near the number of workers they were starved by other
+processes on the machine, not waiting for Kafka, Redis or each other.
+
 Prints one JSON line for the publishing and one per setup run (events/s, AUC, log loss);
 ``--json`` also writes them, with the settings, to a file.
 """
