@@ -23,6 +23,11 @@ example is predicted before it is learned from; ``kafka.status.merged_metrics``)
 partition sees the same events in every setup, so the setups differ only by the model. The
 setups run ``--rounds`` times, interleaved, since the machine may be shared.
 
+Besides events/s, each run reports its workers' CPU per event, the cores they kept busy, and the
+cores they wanted but did not get (time their threads were ready to run and waited for a core,
+from ``/proc``): when busy plus wanted is near the number of workers they were starved by other
+processes on the machine, not waiting for Kafka, Redis or each other.
+
 Prints one JSON line for the publishing and one per setup run (events/s, AUC, log loss);
 ``--json`` also writes them, with the settings, to a file.
 """
@@ -88,6 +93,18 @@ def cpu_seconds(pid: int | None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def runqueue_seconds(pid: int | None) -> float:
+    """Time the threads of process ``pid`` have spent ready to run but waiting for a core, so
+    far (``/proc/PID/task/*/schedstat``; 0: gone or not available)."""
+    total = 0
+    for path in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+        try:
+            total += int(path.read_text().split()[1])
+        except (FileNotFoundError, IndexError, ValueError):
+            continue
+    return total / 1e9
+
+
 REDIS = os.environ.get("LIVEPROFILE_BENCH_REDIS", "redis://127.0.0.1:6379/0")
 
 
@@ -119,18 +136,20 @@ def setup(
     for proc in procs:
         proc.start()
     first = None
-    cpu0 = 0.0
+    cpu0 = queued0 = 0.0
     while True:
         done = progress(store, topic, args.partitions)[0]
         now = time.perf_counter()
         if done and first is None:
             first = now
             cpu0 = sum(cpu_seconds(proc.pid) for proc in procs)
+            queued0 = sum(runqueue_seconds(proc.pid) for proc in procs)
         if done >= total:
             break
         time.sleep(0.05)
     finished = time.perf_counter()
     cpu = sum(cpu_seconds(proc.pid) for proc in procs) - cpu0
+    queued = sum(runqueue_seconds(proc.pid) for proc in procs) - queued0
     load = os.getloadavg()[0]
     _, events = progress(store, topic, args.partitions)
     for proc in procs:
@@ -151,6 +170,10 @@ def setup(
         # the window's wall time (1.0: one core busy all along), and the machine's load then
         "worker_cpu_us_per_event": round(cpu / events * 1e6, 2),
         "worker_cores_busy": round(cpu / (finished - first), 2),
+        # the time the workers' threads were ready to run but waited for a core (other
+        # processes had them), in the same unit: busy + this near the workers' count means
+        # they were starved of CPU, not waiting for Kafka, Redis or each other
+        "worker_cores_wanted_not_had": round(queued / (finished - first), 2),
         "load_average": round(load, 1),
         "tasks": {
             t: {

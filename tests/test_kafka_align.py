@@ -12,10 +12,19 @@ from __future__ import annotations
 import math
 
 from confluent_kafka import Consumer, TopicPartition
+from redis_server import RedisServer
 
-from liveprofile.kafka.align import SkewGate
+from liveprofile.config import PipelineConfig
+from liveprofile.engine.local import RunStats
+from liveprofile.errors import InvalidEvent
+from liveprofile.events.schema import EventParser
+from liveprofile.kafka.align import SkewGate, announce
 from liveprofile.kafka.broker import Broker
+from liveprofile.kafka.partition import apply_records, load_partition, partition_scope
 from liveprofile.kafka.producer import KafkaPublisher
+from liveprofile.kafka.worker import KafkaWorker
+from liveprofile.redis.fence import FencedRedisStore
+from liveprofile.store.layout import check_config
 
 PARTITIONS = 3
 
@@ -67,3 +76,50 @@ def test_floor_of_other_partitions_reads_their_ends_seldom(
         assert gate.floor(consumer, {}) == math.inf  # nothing left anywhere
     finally:
         consumer.close()
+
+
+def test_a_batch_in_flight_counts_for_the_other_workers(
+    broker: Broker, server: RedisServer, lines: list[bytes]
+) -> None:
+    """A worker announces the latest event time of the batch it is about to apply; the other
+    workers' gate sees the partition there, not at its last commit, so they need not wait for
+    the commit (replaying history, workers used to take turns batch by batch)."""
+    topic = "inflight"
+    KafkaPublisher(broker.bootstrap, topic, partitions=2, validate=False).extend(lines)
+    cfg = PipelineConfig.from_toml('[run]\npartition_skew = "1h"\n[features]\nbits = 14\n')
+    store = FencedRedisStore(server.url, prefix=topic)
+    store.drop()
+    check_config(store, cfg)
+    other = KafkaWorker(cfg, store, broker.bootstrap, topic, topic)  # partition 1's owner
+    this = KafkaWorker(cfg, store, broker.bootstrap, topic, topic)  # owns partition 0
+    owned, _ = load_partition(store, cfg, topic, 1, {})
+    records = [(o, line) for o, line in enumerate(lines[:40])]
+    latest = max(EventParser().parse_json(v).ts for _, v in records if _valid(v))
+    seen: list[tuple[float, tuple[float, int]]] = []
+
+    def started(ts: float) -> None:  # the announcement, then what partition 0's owner sees
+        announce(store, partition_scope(topic, 1), ts)
+        seen.append((ts, this._committed(1)))
+
+    assert this._committed(1) == (-math.inf, -1)
+    apply_records(store, topic, owned, records, RunStats(), EventParser(), None, started)
+    assert seen == [(latest, (latest, -1))]  # in flight: at its latest event, nothing committed
+    assert this._committed(1) == (latest, 40)  # committed
+    assert this.gate is not None and other.gate is not None
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": topic})
+    try:
+        consumer.assign([TopicPartition(topic, 0, 0)])
+        announce(store, partition_scope(topic, 1), latest + 7200)  # its next batch, in flight
+        assert this.gate.floor(consumer, {0: (latest + 9000, 0)}) == latest + 7200
+    finally:
+        consumer.close()
+        store.drop()
+        store.close()
+
+
+def _valid(line: bytes) -> bool:
+    try:
+        EventParser().parse_json(line)
+    except InvalidEvent:
+        return False
+    return True

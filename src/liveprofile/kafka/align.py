@@ -21,6 +21,20 @@ only when a partition looks finished, and at most every ``end_interval`` seconds
 that has just received new events may count as finished, not holding the others back, for up to
 that long). A batch starts when its partition is within the bound, so a partition can run ahead
 of the slowest by the bound plus one batch.
+
+Another worker's partition counts with the event time its batch *in flight* reaches, not only
+with what it committed: a worker announces a batch's latest event time (:func:`announce`, one
+``HSET``) before it applies it. Without that, workers replaying history ran in lockstep: on the
+Complete Journey one batch of 5,000 events spans about four days of one partition's event
+time, far more than the bound, so a worker that had applied its partitions' batches waited
+until the other had *committed* its own (a barrier at every batch: two workers slower than
+one). Counting the batch in flight lets a worker start its next batch while the other applies
+its current one; it adds nothing to what the shared model misses (a batch already misses the
+batches other workers are applying at the same time, see :mod:`liveprofile.kafka.shared_model`),
+and a partition may now run ahead of the slowest one's *committed* events by the bound plus
+one batch of each. An announcement is a hint for pacing only: one left by a worker that died
+mid-batch makes its partition look at most one batch further on until the next owner's first
+batch, and has no effect on what is applied or committed.
 """
 
 from __future__ import annotations
@@ -31,7 +45,34 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import redis
+
+from liveprofile.redis.store import RedisStore
+
 log = logging.getLogger("liveprofile")
+
+#: the store namespace (a Redis hash) of each partition scope's batch in flight: its latest
+#: event time, as announced before the batch is applied
+STARTED_NAMESPACE = "started"
+
+
+def announce(store: RedisStore, scope: str, ts: float) -> None:
+    """Record that partition ``scope``'s batch being applied now reaches event time ``ts``
+    (a pacing hint for the other workers; a failure is logged, not raised)."""
+    try:
+        store.client.hset(f"{store.prefix}:{STARTED_NAMESPACE}", scope, repr(float(ts)))
+    except redis.RedisError as exc:
+        log.debug("batch of %s not announced: %s", scope, exc)
+
+
+def started(store: RedisStore, scope: str) -> float:
+    """The event time the last announced batch of ``scope`` reaches (``-inf``: none)."""
+    try:
+        value = store.client.hget(f"{store.prefix}:{STARTED_NAMESPACE}", scope)
+    except redis.RedisError as exc:
+        log.debug("batch of %s not read: %s", scope, exc)
+        return -math.inf
+    return -math.inf if value is None else float(value)
 
 
 class SkewGate:

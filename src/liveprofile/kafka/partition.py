@@ -92,6 +92,7 @@ def apply_records(
     stats: RunStats,
     parser: EventParser,
     send_dead_letters: Callable[[dict[str, bytes | None]], None] | None = None,
+    started: Callable[[float], None] | None = None,
 ) -> Batch | None:
     """Apply one partition's ``(offset, value)`` records, in offset order, and commit them.
 
@@ -101,7 +102,8 @@ def apply_records(
     commit), and the batch commits in one fenced transaction. Returns the committed batch
     (None: nothing new). Raises :class:`FencedOut` when another owner committed the partition
     first; on that or any other error the caller must drop ``owned`` (its state ran ahead of
-    the store).
+    the store). ``started`` is told the latest event time of the batch's events before they
+    are applied (event-time alignment across workers, :mod:`liveprofile.kafka.align`).
     """
     state, p = owned.state, owned.partition
     name = source_name(topic, p)
@@ -123,6 +125,8 @@ def apply_records(
             dead_rows[f"{topic}:{p}:{offset}"] = msgspec.json.encode(letter)
     if batch.offset == start:
         return None
+    if started is not None and events:
+        started(max(e.ts for e in events))
     if dead_rows and send_dead_letters is not None:
         send_dead_letters(dead_rows)
     extra = {DEAD_LETTER_NAMESPACE: dead_rows} if dead_rows else None

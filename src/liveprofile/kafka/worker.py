@@ -55,7 +55,7 @@ from liveprofile.config import PipelineConfig
 from liveprofile.engine.gc_tuning import fewer_collections
 from liveprofile.engine.local import RunStats
 from liveprofile.events.schema import EventParser
-from liveprofile.kafka.align import SkewGate
+from liveprofile.kafka.align import SkewGate, announce, started
 from liveprofile.kafka.partition import (
     OwnedPartition,
     apply_records,
@@ -139,8 +139,12 @@ class KafkaWorker:
         self.rounds = LeadRounds(store, config)
 
     def _committed(self, partition: int) -> tuple[float, int]:
-        ckpt = read_checkpoint(ScopedStore(self.store, partition_scope(self.topic, partition)))
-        return ckpt.watermark, ckpt.offsets.get(source_name(self.topic, partition), -1)
+        """Another worker's partition: (its watermark, counting the batch it applies now;
+        its next offset in the store)."""
+        scope = partition_scope(self.topic, partition)
+        ckpt = read_checkpoint(ScopedStore(self.store, scope))
+        watermark = max(ckpt.watermark, started(self.store, scope))
+        return watermark, ckpt.offsets.get(source_name(self.topic, partition), -1)
 
     # -- partitions coming and going (called inside consume()) ---------------------------------
 
@@ -280,9 +284,11 @@ class KafkaWorker:
     def _apply(self, owned: OwnedPartition, messages: list[Any], stats: RunStats) -> None:
         records = ((msg.offset(), msg.value()) for msg in messages)
         p = owned.partition
+        scope = owned.view.scope
+        start = None if self.gate is None else (lambda ts: announce(self.store, scope, ts))
         try:
             batch = apply_records(
-                self.store, self.topic, owned, records, stats, self._parser, self._send_dead
+                self.store, self.topic, owned, records, stats, self._parser, self._send_dead, start
             )
         except FencedOut:
             log.warning("partition %d was committed by another worker; reloading it", p)
