@@ -26,6 +26,14 @@ rate swings with the load far more than the CPU a process spends per event).
 
 Prints a table with a row per data set and code (events/s, CPU microseconds per event);
 ``--json`` also writes the best run of each to a file.
+
+``--breakdown`` also times the parts of the apply path in each run (CPU time of the process
+inside each part, per event, in the best run): decoding the records (``parse_json``), the step
+(``Core.step``) and inside it the profile rows' write-back (``store_users``, of which
+``row_fields_bytes``), their read (``load_users``), the velocity counts (``count_velocity``), the
+learners (``_learn``), then the commit's rows (``commit_payload``, of which ``KernelBytes.rows``)
+and the store's transaction (``store.commit``). Parts nest, so they do not add up to the total;
+a part the code under test lacks is left out.
 """
 
 from __future__ import annotations
@@ -50,6 +58,38 @@ from liveprofile.kafka.partition import apply_records, load_partition
 from liveprofile.redis.fence import FencedRedisStore
 from liveprofile.store.layout import check_config
 data, limit, size, url = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+spent = {}
+if len(sys.argv) > 5:  # --breakdown: CPU time inside each part of the apply path
+    import importlib
+    def timed(where, label):
+        module, _, attr = where.partition(":")
+        owner = importlib.import_module(module)
+        for part in attr.split(".")[:-1]:
+            owner = getattr(owner, part, None)
+        inner = getattr(owner, attr.split(".")[-1], None)
+        if inner is None:
+            return
+        spent[label] = 0.0
+        def part(*args, **kwargs):
+            began = time.process_time()
+            try:
+                return inner(*args, **kwargs)
+            finally:
+                spent[label] += time.process_time() - began
+        setattr(owner, attr.split(".")[-1], part)
+    for where, label in [
+        ("liveprofile.events.schema:EventParser.parse_json", "parse_json"),
+        ("liveprofile.engine.core:Core.step", "Core.step"),
+        ("liveprofile.engine.compiled:store_users", "store_users"),
+        ("liveprofile.engine.rowio:row_fields_bytes", "row_fields_bytes"),
+        ("liveprofile.engine.compiled:load_users", "load_users"),
+        ("liveprofile.engine.compiled:count_velocity", "count_velocity"),
+        ("liveprofile.engine.compiled:CompiledStep._learn", "_learn"),
+        ("liveprofile.engine.state:PipelineState.commit_payload", "commit_payload"),
+        ("liveprofile.engine.profilerows:KernelBytes.rows", "KernelBytes.rows"),
+        ("liveprofile.redis.fence:FencedRedisStore.commit", "store.commit"),
+    ]:
+        timed(where, label)
 if data == "cj":
     from liveprofile.datasets.completejourney import CompleteJourneySource, quickstart_config
     config = quickstart_config()
@@ -76,7 +116,9 @@ finally:
 cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
 print(json.dumps({"events": len(lines), "batches": stats.batches,
                   "events_per_s": round(len(lines) / seconds, 1),
-                  "cpu_us_per_event": round(1e6 * cpu / len(lines), 1)}))
+                  "cpu_us_per_event": round(1e6 * cpu / len(lines), 1),
+                  "parts_us_per_event": {k: round(1e6 * v / len(lines), 2)
+                                         for k, v in spent.items()}}))
 """
 
 
@@ -85,6 +127,8 @@ def run_one(data: str, args: argparse.Namespace, src: str | None) -> dict[str, A
     if src is not None:
         env["PYTHONPATH"] = os.pathsep.join([src, *filter(None, [env.get("PYTHONPATH")])])
     argv = [data, str(args.limit), str(args.batch_size), args.redis]
+    if args.breakdown:
+        argv.append("breakdown")
     out = subprocess.run(
         [sys.executable, "-c", _RUN, *argv], env=env, capture_output=True, text=True, check=True
     )
@@ -122,6 +166,11 @@ def main() -> None:
         "with the least CPU per event is kept (default: %(default)s)",
     )
     parser.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also time the parts of the apply path (see above) and print them per run",
+    )
+    parser.add_argument(
         "--redis",
         default="redis://127.0.0.1:6379/0",
         help="Redis URL of the stores, under fresh key prefixes (default: %(default)s)",
@@ -150,6 +199,18 @@ def main() -> None:
             row = best[name][data]
             rate, cpu = row["events_per_s"], row["cpu_us_per_event"]
             print(f"{data:>10} {name:>9} {rate:>10.0f} {cpu:>13}")
+    if args.breakdown:
+        parts = list(
+            dict.fromkeys(
+                k for c in best.values() for r in c.values() for k in r["parts_us_per_event"]
+            )
+        )
+        print(f"\nCPU us/event inside each part (best run; parts nest):\n{'part':>18}", end="")
+        columns = [(name, data) for data in datas for name in codes]
+        print("".join(f" {data[:6] + '/' + name:>16}" for name, data in columns))
+        for part in parts:
+            cells = (best[name][data]["parts_us_per_event"].get(part) for name, data in columns)
+            print(f"{part:>18}" + "".join(f" {'-' if c is None else c:>16}" for c in cells))
     if args.json:
         args.json.write_text(json.dumps({"batch_size": args.batch_size, "best": best}, indent=1))
 

@@ -89,25 +89,25 @@ def count_lists(
     before them (default: none yet), updated in place."""
     m = len(lists)
     cap = tracker.cap
-    width = cap + 1
-    for events, purchases, kept in lists:
-        width = max(width, len(events) + 1, len(purchases) + 1, sum(map(_size, kept)) + 1)
-    # times and counts (items) of the three lists: events, purchases, items
+    # every list's entries in one flat run (user by user), laid out with one assignment per
+    # array rather than a few per user
+    flat = [
+        [pair for events, _, _ in lists for pair in events],
+        [pair for _, purchases, _ in lists for pair in purchases],
+        [(t, item) for _, _, kept in lists for t, members in kept for item in members],
+    ]
+    lens = np.empty((m, 3), np.int64)
+    lens[:, 0] = [len(events) for events, _, _ in lists]
+    lens[:, 1] = [len(purchases) for _, purchases, _ in lists]
+    lens[:, 2] = [sum(map(_size, kept)) for _, _, kept in lists]
+    width = max(cap, int(lens.max(initial=0))) + 1
     times, values = np.zeros((3, m, width)), np.zeros((3, m, width), np.int64)
-    et, pt, it = times
-    en, pn, ii = values
-    lens = np.zeros((m, 3), np.int64)
-    for j, (events, purchases, kept) in enumerate(lists):
-        for arr_t, arr_n, log, k in ((et, en, events, 0), (pt, pn, purchases, 1)):
-            if log:
-                arr_t[j, : len(log)] = [t for t, _ in log]
-                arr_n[j, : len(log)] = [c for _, c in log]
-            lens[j, k] = len(log)
-        pairs = [(t, item) for t, members in kept for item in members]
-        if pairs:
-            it[j, : len(pairs)] = [t for t, _ in pairs]
-            ii[j, : len(pairs)] = [item for _, item in pairs]
-        lens[j, 2] = len(pairs)
+    for k in range(3):
+        if flat[k]:
+            pairs = np.array(flat[k], np.float64).reshape(-1, 2)
+            rows, at = _places(lens[:, k])
+            times[k, rows, at] = pairs[:, 0]
+            values[k, rows, at] = pairs[:, 1]
     last = np.zeros(m) if last is None else last
     n = np.zeros(m, np.int64) if n is None else n
     windows = np.array(tracker.windows, np.float64)
@@ -115,22 +115,41 @@ def count_lists(
         np.asarray(slot, np.int64), np.asarray(ts, np.float64), np.asarray(monetary, np.bool_),
         np.asarray(items, np.int64), last, n, times, values, lens, windows, cap,
     )  # fmt: skip
+    # back to lists: each kind's entries in one flat run again, then cut user by user
+    runs = []
+    for k in range(3):
+        rows, at = _places(lens[:, k])
+        kept_t = times[k, rows, at].tolist()
+        runs.append((list(map(stamp, kept_t)) if k < 2 else kept_t, values[k, rows, at].tolist()))
     out: list[_Lists] = []
-    lens_l = lens.tolist()
-    for j in range(m):
-        le, lp, li = lens_l[j]
-        events = list(zip(map(stamp, et[j, :le].tolist()), en[j, :le].tolist(), strict=True))
-        purchases = list(zip(map(stamp, pt[j, :lp].tolist()), pn[j, :lp].tolist(), strict=True))
+    ends = np.cumsum(lens, axis=0).tolist()
+    (e_t, e_n), (p_t, p_n), (i_t, i_v) = runs
+    e0 = p0 = i0 = 0
+    for e1, p1, i1 in ends:
         groups: ItemGroups = []
         previous = None
-        for t, item in zip(it[j, :li].tolist(), ii[j, :li].tolist(), strict=True):
+        for t, item in zip(i_t[i0:i1], i_v[i0:i1], strict=True):
             if t == previous:
                 groups[-1][1].append(item)
             else:
                 groups.append((stamp(t), [item]))
                 previous = t
-        out.append((events, purchases, groups))
+        events = list(zip(e_t[e0:e1], e_n[e0:e1], strict=True))
+        out.append((events, list(zip(p_t[p0:p1], p_n[p0:p1], strict=True)), groups))
+        e0, p0, i0 = e1, p1, i1
     return out
+
+
+def _places(lens: Any) -> tuple[Any, Any]:
+    """Row and column of each entry of rows holding ``lens[r]`` entries each, row by row.
+
+    >>> rows, cols = _places(np.array([2, 0, 3]))
+    >>> rows.tolist(), cols.tolist()
+    ([0, 0, 2, 2, 2], [0, 1, 0, 1, 2])
+    """
+    rows = np.repeat(np.arange(len(lens)), lens)
+    starts = np.cumsum(lens) - lens
+    return rows, np.arange(len(rows)) - starts[rows]
 
 
 def _size(group: tuple[Any, list[int]]) -> int:

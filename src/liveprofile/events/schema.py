@@ -92,6 +92,26 @@ class _RawEvent(msgspec.Struct):
     props: Annotated[dict[str, PropValue], msgspec.Meta(max_length=MAX_PROPS)] | None = None
 
 
+# The same fields without the ids' pattern (msgspec checks a pattern with Python's ``re``: about
+# half of a small event's decoding). JSON strings hold no raw control characters, so a text
+# without a backslash (no escapes) and without DEL decodes to ids that pass the pattern anyway:
+# :meth:`EventParser.parse_json` reads such texts with this one, the others with _RawEvent.
+_FreeId = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID)]
+
+
+class _PlainRawEvent(msgspec.Struct):
+    event_id: _FreeId | int
+    type: Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+    ts: float | int | str
+    user_id: _FreeId | int | None = None
+    anonymous_id: _FreeId | int | None = None
+    item_id: _FreeId | int | None = None
+    category: _Tag | None = None
+    tags: Annotated[list[_Tag], msgspec.Meta(max_length=MAX_TAGS)] | None = None
+    value: float | int | None = None
+    props: Annotated[dict[str, PropValue], msgspec.Meta(max_length=MAX_PROPS)] | None = None
+
+
 def parse_timestamp(value: float | int | str) -> float:
     """Epoch seconds from epoch seconds or an ISO 8601 string (naive times are UTC).
 
@@ -141,6 +161,7 @@ class EventParser:
 
     def __init__(self, *, commands: bool = False) -> None:
         self._decoder = msgspec.json.Decoder(_RawEvent)
+        self._plain = msgspec.json.Decoder(_PlainRawEvent)
         self.commands = commands
 
     def parse_json(self, raw: bytes | str) -> Event:
@@ -153,8 +174,9 @@ class EventParser:
             if not raw.isascii():
                 check_utf8(raw)
         check_depth(raw)
+        plain = isinstance(raw, bytes) and b"\\" not in raw and b"\x7f" not in raw
         try:
-            rec = self._decoder.decode(raw)
+            rec = (self._plain if plain else self._decoder).decode(raw)
         except msgspec.ValidationError as exc:
             raise InvalidEvent(str(exc)) from None
         except msgspec.DecodeError as exc:
@@ -178,7 +200,7 @@ class EventParser:
         return self._normalise(rec)
 
     @staticmethod
-    def _normalise(rec: _RawEvent) -> Event:
+    def _normalise(rec: _RawEvent | _PlainRawEvent) -> Event:
         user = rec.user_id if rec.user_id is not None else rec.anonymous_id
         if user is None:
             raise InvalidEvent("event has neither 'user_id' nor 'anonymous_id'")

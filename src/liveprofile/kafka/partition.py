@@ -7,7 +7,7 @@ fenced, with its dead letters and next offset (key :func:`source_name` in the ch
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,8 +18,9 @@ from liveprofile.engine.core import Core
 from liveprofile.engine.local import RunStats, apply_batch
 from liveprofile.engine.state import PipelineState
 from liveprofile.errors import InvalidEvent
+from liveprofile.events.columns import EventColumns
 from liveprofile.events.deadletter import DeadLetter
-from liveprofile.events.schema import Event, EventParser
+from liveprofile.events.schema import COMMANDS, Event, EventParser
 from liveprofile.events.sources import Batch
 from liveprofile.kafka.shared_model import share_models
 from liveprofile.redis.fence import FencedOut, FencedRedisStore
@@ -84,6 +85,25 @@ def load_partition(
     return owned, state.checkpoint.offsets.get(source_name(topic, partition), -1)
 
 
+def as_columns(events: list[Event]) -> Sequence[Event]:
+    """``events`` as :class:`EventColumns` when they are all plain (no anonymous id, no
+    properties, no command), so the compiled step takes its columns path (no identity links
+    or lifecycle stops to look for); else ``events`` as they are.
+
+    >>> plain = [Event("e1", "u1", "view", 1.0), Event("e2", "u2", "buy", 2.0, value=3.0)]
+    >>> type(as_columns(plain)).__name__, as_columns(plain).user
+    ('EventColumns', ['u1', 'u2'])
+    >>> type(as_columns([*plain, Event("e3", "a1", "view", 3.0, anonymous_id="a1")])).__name__
+    'list'
+    """
+    if not events:
+        return events
+    for e in events:
+        if e.anonymous_id is not None or e.props is not None or e.type in COMMANDS:
+            return events
+    return EventColumns.of(events)
+
+
 def apply_records(
     store: FencedRedisStore,
     topic: str,
@@ -129,6 +149,7 @@ def apply_records(
         started(max(e.ts for e in events))
     if dead_rows and send_dead_letters is not None:
         send_dead_letters(dead_rows)
+    batch.events = as_columns(events)
     extra = {DEAD_LETTER_NAMESPACE: dead_rows} if dead_rows else None
     with store.fenced_by(owned.view.scope, state.checkpoint.seq):
         apply_batch(owned.core, state, owned.view, name, batch, stats, extra)
