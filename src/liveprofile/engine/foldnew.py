@@ -34,13 +34,14 @@ counts event by event, a profile idle past the TTL) takes the general path.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numba
 import numpy as np
 
 from liveprofile.engine import behaviour
 from liveprofile.engine import layout as L
+from liveprofile.engine.machinecode import compiled_for
 from liveprofile.engine.rowio import _counted
 from liveprofile.profile.state import Profile
 
@@ -216,7 +217,7 @@ def fold_visitor(stops: Stops, e: int, anon: str, user: str, ts: float, ttl: flo
     visitor = (int(U.pi[ra, L.P_PURCHASES]), float(U.pf[ra, L.P_MONETARY]), p.last_ts)
     if stops._fold_rows is None:
         args = (U, ra, ru, ts, stops.params.fp, stops.params.ip)
-        stops._fold_rows = _compiled(fold_new, args)
+        stops._fold_rows = compiled_for(fold_new, args)
     stops._fold_rows(U, ra, ru, ts, stops.params.fp, stops.params.ip)
     # PythonStep._link
     before, out = stops.before, stops.out
@@ -257,9 +258,3 @@ def fold_visitor(stops: Stops, e: int, anon: str, user: str, ts: float, ttl: flo
     stops._follow(anon, e)
     stops.folded += 1
     return True
-
-
-def _compiled(function: Any, args: tuple[Any, ...]) -> Any:
-    """The machine code of ``function`` for the types of ``args`` (as ``links.compiled_for``:
-    numba's dispatch would work out the record's types anew on every call)."""
-    return function.compile(tuple(function.typeof_pyval(a) for a in args))

@@ -40,6 +40,7 @@ from liveprofile.engine import layout as L
 from liveprofile.engine.codes import CodeTables
 from liveprofile.engine.foldnew import fold_visitor
 from liveprofile.engine.lifecycle import StepResult
+from liveprofile.engine.machinecode import compiled_for
 from liveprofile.engine.records import Events, Users
 from liveprofile.engine.resident import ResidentUsers
 from liveprofile.engine.rowio import load_users, store_users
@@ -92,14 +93,6 @@ def next_stop(start, skip, stops, ok, applied, urow, ts, wm, exists, last, ttl):
             elif t > last[u]:
                 last[u] = t
     return n
-
-
-def compiled_for(function: Any, args: tuple[Any, ...]) -> Callable[..., Any]:
-    """The machine code of a numba ``function`` for arguments of the types of ``args``: the
-    kernel is called once per stretch of events, and numba's dispatch works out the types of
-    the nine records of arrays anew on every call (about a millisecond)."""
-    signature = tuple(function.typeof_pyval(a) for a in args)
-    return function.compile(signature)  # type: ignore[no-any-return]
 
 
 def velocity_at(tracker: RiskTracker, p: Profile, at: float) -> dict[str, int]:
