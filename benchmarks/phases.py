@@ -28,6 +28,7 @@ PHASES = [
     ("the step", compiled.CompiledStep, "step"),
     ("  kernel stretches (logins)", links.Stops, "_kernel"),
     ("  stops: Python lifecycle", links.Stops, "_stop"),
+    ("    login into a new user, on the rows", links, "fold_visitor"),
     ("    rows written back", links.Stops, "_flush"),
     ("    velocity counts before", links.RiskCounts, "rows"),
     ("    fold (merge_profiles)", step.PythonStep, "_fold"),

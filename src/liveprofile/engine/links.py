@@ -38,7 +38,9 @@ import numpy.typing as npt
 from liveprofile.engine import kernel
 from liveprofile.engine import layout as L
 from liveprofile.engine.codes import CodeTables
+from liveprofile.engine.foldnew import fold_visitor
 from liveprofile.engine.lifecycle import StepResult
+from liveprofile.engine.machinecode import compiled_for
 from liveprofile.engine.records import Events, Users
 from liveprofile.engine.resident import ResidentUsers
 from liveprofile.engine.rowio import load_users, store_users
@@ -91,14 +93,6 @@ def next_stop(start, skip, stops, ok, applied, urow, ts, wm, exists, last, ttl):
             elif t > last[u]:
                 last[u] = t
     return n
-
-
-def compiled_for(function: Any, args: tuple[Any, ...]) -> Callable[..., Any]:
-    """The machine code of a numba ``function`` for arguments of the types of ``args``: the
-    kernel is called once per stretch of events, and numba's dispatch works out the types of
-    the nine records of arrays anew on every call (about a millisecond)."""
-    signature = tuple(function.typeof_pyval(a) for a in args)
-    return function.compile(signature)  # type: ignore[no-any-return]
 
 
 def velocity_at(tracker: RiskTracker, p: Profile, at: float) -> dict[str, int]:
@@ -248,12 +242,13 @@ class Stops:
         #: the batch's order, on stand-ins for the profiles not made yet (:meth:`profile_of`);
         #: velocity counts alone only in each profile's order, on the profiles
         self.in_order = state.anomaly is not None
-        #: events at which the Python lifecycle ran
-        self.stopped = 0
+        #: events at which the Python lifecycle ran; of them, logins folded on the rows
+        self.stopped = self.folded = 0
         #: (records so far, row, row folded into or -1, its tasks with a score): see :meth:`_cut`
         self.cuts: list[tuple[int, int, int, frozenset[str]]] = []
         self._run: Callable[..., None] | None = None
         self._advance: Callable[..., None] | None = None
+        self._fold_rows: Callable[..., None] | None = None
 
     def profile_of(self, user: str) -> Profile:
         p = self.held.get(user)
@@ -319,6 +314,9 @@ class Stops:
         if anon is not None and anon != user and aliases.get(anon) != user:
             assert anon is not None
             a: str = anon
+            if event.type not in COMMANDS and fold_visitor(self, e, a, user, ts, ttl):
+                self._expire_at(e, ttl)  # a user without a profile: folded on the rows
+                return
             wm = float(self.params.fp[L.FP_WATERMARK])
             folds: dict[int, Any] = {}
             self._change(
@@ -330,11 +328,16 @@ class Stops:
             self._cut(self.row_of.get(a, -1))
         if event.type in COMMANDS:  # a $merge: nothing more
             return
+        self._expire_at(e, ttl)
+
+    def _expire_at(self, e: int, ttl: float) -> None:
+        """Event ``e``'s user idle past ``ttl``: the profile expires before the event."""
         r = int(self.ev.urow[e])
         U = self.U
         if U.pi[r, L.P_EXISTS] and U.pf[r, L.P_LAST] + ttl < self.params.fp[L.FP_WATERMARK]:
             who = self.names[e]
             at = float(self.params.fp[L.FP_WATERMARK])
+            base, state, out, before = self.base, self.state, self.out, self.before
 
             def expire() -> None:
                 base._delete(state, state.profiles[who], at, out, before, announce=True)
