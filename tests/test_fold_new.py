@@ -139,7 +139,7 @@ def test_both_kinds_of_login_occur_and_match() -> None:
 
 
 def test_a_login_into_a_new_user_with_interests_past_half_of_top_k() -> None:
-    # the merge keeps the interests ``keep_top_interests`` keeps: with three of a top 4, one
+    # the merge keeps the interests ``keep_top_interests`` keeps: three of a top 4, all of them
     t = 1.8e9
     visit = [
         Event(f"a{k}", "anon", "view", t + k, item_id=f"i{k}", category=c, anonymous_id="anon")

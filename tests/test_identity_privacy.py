@@ -54,6 +54,16 @@ def close(a: float, b: float) -> bool:
     return abs(a - b) <= 1e-9 * max(1.0, abs(a), abs(b))
 
 
+def test_a_merge_under_the_top_k_keeps_every_interest() -> None:
+    # three interests under a top 4: none is cut (a slice by ``len - top_k`` once cut two)
+    updater = ProfileUpdater(ProfileConfig(top_k=4))
+    known, anon = updater.new("u", START), updater.new("anon", START)
+    for i, (p, cat) in enumerate([(known, "tea"), (anon, "cups"), (anon, "books")]):
+        updater.apply(p, Event(f"e{i}", p.user, "view", START + i, item_id=f"i{i}", category=cat))
+    merge_profiles(updater, known, anon)
+    assert len(known.interests) == 3
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.lists(event_st, min_size=1, max_size=30))
 def test_merged_profile_equals_one_profile_of_all_events(rows: list[tuple]) -> None:

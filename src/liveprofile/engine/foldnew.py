@@ -119,10 +119,10 @@ def fold_new(users, ra, ru, ts, fp, ip):  # type: ignore[no-untyped-def]
 @numba.njit(cache=True, nogil=True)
 def _keep_top(users, u, top_k):  # type: ignore[no-untyped-def]
     """``ProfileUpdater.keep_top_interests`` to the letter: it deletes the first
-    ``len - top_k`` of the interests sorted by value (a stable sort), a slice that also counts
-    from the end when there are fewer than ``top_k``."""
+    ``len - top_k`` of the interests sorted by value (a stable sort), none when there are at
+    most ``top_k``."""
     m = users.il[u]
-    drop = m - top_k if m >= top_k else max(0, 2 * m - top_k)
+    drop = max(0, m - top_k)
     ik, iv = users.ik, users.iv
     for _ in range(drop):
         low = 0

@@ -217,7 +217,10 @@ class ProfileUpdater:
     def keep_top_interests(self, p: Profile) -> None:
         """Keep the top-K interests: every entry shares the anchor, so values compare directly."""
         interests = p.interests
-        for key in sorted(interests, key=interests.__getitem__)[: len(interests) - self._top_k]:
+        drop = len(interests) - self._top_k
+        if drop <= 0:
+            return
+        for key in sorted(interests, key=interests.__getitem__)[:drop]:
             del interests[key]
 
     def rebase(self, p: Profile, anchor: float) -> None:
