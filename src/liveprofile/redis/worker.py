@@ -241,6 +241,8 @@ class RedisWorker:
                 self._share(state)
             for reader in self.readers:
                 reader.ensure_group()
+                for other, n in reader.take_over().items():
+                    log.info("%s: took over %d entries left pending by %s", reader.stream, n, other)
                 reader.reset()
             self.state = state
         return self.state
