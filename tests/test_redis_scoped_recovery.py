@@ -34,7 +34,7 @@ from redis_server import RedisServer
 
 from liveprofile.config import PipelineConfig
 from liveprofile.datasets.synthetic import SyntheticConfig, write_jsonl
-from liveprofile.errors import InvalidEvent
+from liveprofile.errors import ConfigError, InvalidEvent
 from liveprofile.events.deadletter import DeadLetter
 from liveprofile.events.schema import EventParser
 from liveprofile.learn.metrics import Prequential
@@ -405,3 +405,21 @@ def test_a_reader_claims_one_entry_left_idle_by_another_consumer(server: RedisSe
     assert [e.event_id for e in batch.events] == ["e1"]
     client.delete(stream)
     client.close()
+
+
+def test_a_partition_committed_by_one_scope_is_refused_to_another(
+    server: RedisServer, events: Path
+) -> None:
+    _publish(server.url, "owned", events)
+    _run_in_process(server.url, "owned", 0)
+    store = FencedRedisStore(server.url, prefix="owned")
+    client = redis.Redis.from_url(server.url)
+    config = PipelineConfig.from_toml(CONFIG)
+    try:
+        for scope in ("p1", None):  # partition 0 is scope p0's
+            options = WorkerOptions("owned", [0, 1], consumer="w", block_ms=50, scope=scope)
+            with pytest.raises(ConfigError, match="owned:events:0 is committed by scope 'p0'"):
+                RedisWorker(config, store, client, options).run(max_idle_polls=1)
+    finally:
+        store.close()
+        client.close()
