@@ -41,6 +41,7 @@ from liveprofile.learn.metrics import Prequential
 from liveprofile.learn.stored import shared_learned
 from liveprofile.profile.state import decode_profile
 from liveprofile.redis.fence import FencedRedisStore
+from liveprofile.redis.lease import Lease
 from liveprofile.redis.streams import StreamReader, entry_offset, publish, stream_key
 from liveprofile.redis.worker import RedisWorker, WorkerOptions
 from liveprofile.store.layout import MODEL_LEARNED, Checkpoint, metrics_meta
@@ -422,4 +423,23 @@ def test_a_partition_committed_by_one_scope_is_refused_to_another(
                 RedisWorker(config, store, client, options).run(max_idle_polls=1)
     finally:
         store.close()
+        client.close()
+
+
+def test_a_lease_that_expired_unclaimed_is_taken_again(server: RedisServer) -> None:
+    """A Redis down for longer than the lease loses the key (it expires while the worker waits
+    to reconnect): nobody took the lease over, so the worker keeps it rather than stopping."""
+    key = "lease-again:writer:p0"
+    lease = Lease(redis.Redis.from_url(server.url), key, "w0", 0.3)
+    client = redis.Redis.from_url(server.url)
+    try:
+        client.delete(key)  # expired meanwhile
+        _wait("the lease taken again", lambda: client.get(key) == lease.token.encode())
+        assert not lease.lost
+        client.set(key, "w9 elsewhere:1 x", px=5_000)  # taken over by another worker
+        _wait("the holder to notice", lambda: lease.lost, timeout=5)
+        assert client.get(key) == b"w9 elsewhere:1 x"
+    finally:
+        lease.release()
+        client.delete(key)
         client.close()
