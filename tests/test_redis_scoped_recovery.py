@@ -1,18 +1,19 @@
 """Crash recovery of scoped Redis Streams workers that share one model (``run.shared_model``).
 
-Real ``redis-server`` processes on spare ports, real ``liveprofile worker --scope`` processes:
+Real ``redis-server`` processes on spare ports, real ``liveprofile worker --scope`` processes
+killed with ``kill -9`` (inside batches among other places) and restarted:
 
-* one worker's runs never overlap the other's: a worker is killed (``kill -9``) again and again,
-  inside batches, and restarted; the whole store (profile rows, the shared model's rows, metrics,
-  item statistics, pending examples, dead letters) is byte-equal to an uninterrupted run's;
-* both workers run at once and one of them is killed and restarted: what does not depend on
-  the order in which the two workers' batches reach the shared model is equal to the
-  uninterrupted run's (profile rows but for their model scores, event counts per user, applied
-  counters, dead letters, examples learned by the shared model);
-* the Redis server itself is killed (AOF, ``appendfsync always``) and restarted under both
+* one scoped worker owning both partitions: its stored profile rows, dead letters, checkpoint
+  and model are byte-equal to an uninterrupted worker's without scope (one model blob);
+* two scoped workers at once, one of them killed and restarted: what does not depend on the
+  order in which the two workers' batches reach the shared model equals the uninterrupted
+  run's (profile rows but for their model scores, event counts per user, applied counters,
+  dead letters, examples learned by the shared model, each merged once);
+* the Redis server itself killed (AOF, ``appendfsync always``) and restarted under both
   workers: they reconnect and end as above;
 * a worker restarted under another consumer name takes over the entries its predecessor read
-  but never committed (they are applied once, not skipped).
+  but never committed: the whole store, shared model included, is byte-equal to an
+  uninterrupted run's.
 """
 
 from __future__ import annotations
@@ -24,10 +25,12 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import msgspec
+import numpy as np
 import pytest
 import redis
 from redis_server import RedisServer
@@ -38,7 +41,7 @@ from liveprofile.errors import ConfigError, InvalidEvent
 from liveprofile.events.deadletter import DeadLetter
 from liveprofile.events.schema import EventParser
 from liveprofile.learn.metrics import Prequential
-from liveprofile.learn.stored import shared_learned
+from liveprofile.learn.stored import StoredModels, shared_learned
 from liveprofile.profile.state import decode_profile
 from liveprofile.redis.fence import FencedRedisStore
 from liveprofile.redis.lease import Lease
@@ -76,8 +79,8 @@ def reference(server: RedisServer, events: Path) -> dict[str, Any]:
     """The uninterrupted run: worker p0 to the end of its stream, then worker p1 (in-process,
     the same worker the command runs)."""
     _publish(server.url, "reference", events)
-    for p in (0, 1):
-        _run_in_process(server.url, "reference", p)
+    for role in (P0, P1):
+        _run_in_process(server.url, "reference", role)
     return _dump(server.url, "reference")
 
 
@@ -92,16 +95,31 @@ def _publish(url: str, prefix: str, events: Path) -> int:
     return published
 
 
-def _run_in_process(url: str, prefix: str, partition: int, consumer: str | None = None) -> None:
+@dataclass(frozen=True)
+class Role:
+    """A worker: the partitions it owns and its ``--scope`` (None: none)."""
+
+    partitions: tuple[int, ...]
+    scope: str | None
+
+    @property
+    def consumer(self) -> str:
+        return "w" + "".join(map(str, self.partitions))
+
+
+P0, P1, BOTH, ALONE = Role((0,), "p0"), Role((1,), "p1"), Role((0, 1), "all"), Role((0, 1), None)
+
+
+def _run_in_process(url: str, prefix: str, role: Role, consumer: str | None = None) -> None:
     store = FencedRedisStore(url, prefix=prefix)
     client = redis.Redis.from_url(url)
     options = WorkerOptions(
         prefix,
-        [partition],
-        consumer=consumer or f"w{partition}",
+        role.partitions,
+        consumer=consumer or role.consumer,
         batch_size=BATCH,
         block_ms=50,
-        scope=f"p{partition}",
+        scope=role.scope,
     )
     try:
         RedisWorker(PipelineConfig.from_toml(CONFIG), store, client, options).run(max_idle_polls=3)
@@ -111,20 +129,21 @@ def _run_in_process(url: str, prefix: str, partition: int, consumer: str | None 
 
 
 def _worker(
-    url: str, prefix: str, partition: int, config: Path, log: Path, idle_exit: int = 3
+    url: str, prefix: str, role: Role, config: Path, log: Path, idle_exit: int = 3
 ) -> subprocess.Popen[bytes]:
     args = [sys.executable, "-m", "liveprofile.cli", "worker", "--redis", url, "--prefix", prefix]
-    args += ["--partitions", str(partition), "--of", "2", "--scope", f"p{partition}"]
-    args += ["--consumer", f"w{partition}", "--config", str(config), "--batch-size", str(BATCH)]
+    args += ["--partitions", ",".join(map(str, role.partitions)), "--of", "2"]
+    args += [] if role.scope is None else ["--scope", role.scope]
+    args += ["--consumer", role.consumer, "--config", str(config), "--batch-size", str(BATCH)]
     args += ["--block-ms", "200", "--idle-exit", str(idle_exit)]
     with open(log, "ab") as err:
         return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err)
 
 
-def _checkpoint(url: str, prefix: str, scope: str) -> Checkpoint | None:
+def _checkpoint(url: str, prefix: str, scope: str | None) -> Checkpoint | None:
     client = redis.Redis.from_url(url, socket_timeout=5)
     try:
-        blob = client.hget(f"{prefix}:meta", f"checkpoint@{scope}")
+        blob = client.hget(f"{prefix}:meta", "checkpoint" + ("" if scope is None else f"@{scope}"))
     except redis.ConnectionError:
         return None
     finally:
@@ -132,7 +151,7 @@ def _checkpoint(url: str, prefix: str, scope: str) -> Checkpoint | None:
     return None if blob is None else msgspec.msgpack.decode(bytes(blob), type=Checkpoint)
 
 
-def _seq(url: str, prefix: str, scope: str) -> int:
+def _seq(url: str, prefix: str, scope: str | None) -> int:
     ckpt = _checkpoint(url, prefix, scope)
     return 0 if ckpt is None else ckpt.seq
 
@@ -145,48 +164,48 @@ def _wait(what: str, cond: Callable[[], bool], timeout: float = TIMEOUT) -> None
 
 
 def _committed_or_exited(
-    proc: subprocess.Popen[bytes], url: str, prefix: str, scope: str, target: int
+    proc: subprocess.Popen[bytes], url: str, prefix: str, scope: str | None, target: int
 ) -> Callable[[], bool]:
     return lambda: proc.poll() is not None or _seq(url, prefix, scope) >= target
 
 
-def _where_killed(url: str, prefix: str, partition: int) -> str:
-    """Where the killed worker of ``partition`` stopped, from the entries it left pending:
-    ``inside`` a batch (read, not committed), ``unacked`` (committed, not acknowledged) or
-    ``between`` batches."""
+def _where_killed(url: str, prefix: str, role: Role) -> str:
+    """Where the killed worker stopped, from the entries it left pending: ``inside`` a batch
+    (read, not committed), ``unacked`` (committed, not acknowledged) or ``between`` batches."""
     client = redis.Redis.from_url(url)
-    stream = stream_key(prefix, partition)
-    pending = client.xpending_range(stream, "liveprofile", "-", "+", 1000, f"w{partition}")
+    ckpt = _checkpoint(url, prefix, role.scope)
+    landed = "between"
+    for p in role.partitions:
+        stream = stream_key(prefix, p)
+        pending = client.xpending_range(stream, "liveprofile", "-", "+", 1000, role.consumer)
+        committed = 0 if ckpt is None else ckpt.offsets.get(stream, 0)
+        if any(entry_offset(e["message_id"]) > committed for e in pending):
+            landed = "inside"
+        elif pending and landed == "between":
+            landed = "unacked"
     client.close()
-    ckpt = _checkpoint(url, prefix, f"p{partition}")
-    committed = 0 if ckpt is None else ckpt.offsets.get(stream, 0)
-    if not pending:
-        return "between"
-    if any(entry_offset(p["message_id"]) > committed for p in pending):
-        return "inside"
-    return "unacked"
+    return landed
 
 
 def _kill_and_restart(
-    url: str, prefix: str, partition: int, config: Path, log: Path, seed: int, kills: int = 3
+    url: str, prefix: str, role: Role, config: Path, log: Path, seed: int, kills: int = 3
 ) -> list[str]:
-    """Start the worker of ``partition``, kill it ``kill -9`` after a few of its commits (at a
+    """Start the worker of ``role``, kill it ``kill -9`` after a few of its commits (at a
     random point of the batch then running), ``kills`` times, then let it run to the end; where
     each kill landed (see :func:`_where_killed`)."""
     rng = random.Random(seed)
-    scope = f"p{partition}"
     landed: list[str] = []
     while len(landed) < kills or ("inside" not in landed and len(landed) < kills + 4):
-        target = _seq(url, prefix, scope) + rng.randint(1, 5)
-        proc = _worker(url, prefix, partition, config, log)
-        _wait("a commit", _committed_or_exited(proc, url, prefix, scope, target))
+        target = _seq(url, prefix, role.scope) + rng.randint(1, 5)
+        proc = _worker(url, prefix, role, config, log)
+        _wait("a commit", _committed_or_exited(proc, url, prefix, role.scope, target))
         time.sleep(rng.uniform(0.0, 0.03))
         if proc.poll() is not None:
-            break  # it reached the end of its stream first
+            break  # it reached the end of its streams first
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=TIMEOUT)
-        landed.append(_where_killed(url, prefix, partition))
-    proc = _worker(url, prefix, partition, config, log)
+        landed.append(_where_killed(url, prefix, role))
+    proc = _worker(url, prefix, role, config, log)
     assert proc.wait(timeout=TIMEOUT) == 0, log.read_text()
     return landed
 
@@ -222,10 +241,10 @@ def _dump(url: str, prefix: str) -> dict[str, Any]:
     finally:
         client.close()
     meta = out["meta"]
-    for scope in SCOPES:
-        ckpt = msgspec.msgpack.decode(meta.pop(f"checkpoint@{scope}"), type=Checkpoint)
-        out[f"checkpoint@{scope}"] = msgspec.structs.replace(ckpt, offsets={})
-    out.pop("scope")  # the same checkpoints again
+    for name in [n for n in meta if n.startswith("checkpoint")]:
+        ckpt = msgspec.msgpack.decode(meta.pop(name), type=Checkpoint)
+        out[name] = msgspec.structs.replace(ckpt, offsets={})
+    out.pop("scope", None)  # the same checkpoints again
     letters = [msgspec.json.decode(v, type=DeadLetter) for v in out.pop("deadletter").values()]
     out["deadletter"] = sorted((d.raw, d.reason) for d in letters)
     return out
@@ -290,23 +309,38 @@ def _check_once(url: str, prefix: str, events: Path, published: int) -> None:
 # -- the tests
 
 
-def test_killed_worker_resumes_with_the_shared_model_byte_equal(
-    server: RedisServer,
-    events: Path,
-    config_file: Path,
-    reference: dict[str, Any],
-    tmp_path: Path,
+def test_one_scoped_worker_killed_ends_as_one_worker_without_scope(
+    server: RedisServer, events: Path, config_file: Path, tmp_path: Path
 ) -> None:
-    published = _publish(server.url, "apart", events)
-    log = tmp_path / "apart.log"
-    landed = _kill_and_restart(server.url, "apart", 0, config_file, log, seed=3)
-    _run_in_process(server.url, "apart", 1)  # then the other worker, uninterrupted
+    """One scoped worker owning both partitions trains the shared model alone: killed and
+    restarted, its profile rows and model equal those of an uninterrupted worker that keeps
+    its model as one blob (no scope, no sharing)."""
+    _publish(server.url, "alone", events)
+    _run_in_process(server.url, "alone", ALONE)
+    _publish(server.url, "one", events)
+    landed = _kill_and_restart(
+        server.url, "one", BOTH, config_file, tmp_path / "one.log", seed=5, kills=2
+    )
     assert "inside" in landed, landed
-    dump = _dump(server.url, "apart")
-    assert dump.keys() == reference.keys()
-    for name in sorted(reference):
-        assert dump[name] == reference[name], name
-    _check_once(server.url, "apart", events, published)
+    one, alone = _dump(server.url, "one"), _dump(server.url, "alone")
+    assert one["profile"] == alone["profile"] and one["profile"]  # the stored bytes
+    for name in ("deadletter", "deadletters"):
+        assert one[name] == alone[name], name
+    assert one["checkpoint@all"] == alone["checkpoint"]
+    stores = [FencedRedisStore(server.url, prefix=p) for p in ("one", "alone")]
+    try:
+        for task in TASKS:
+            shared, whole = (StoredModels(store).get(task, seq=0) for store in stores)
+            if whole is None:
+                assert shared is None or shared_learned(stores[0], task) == 0, task
+                continue
+            assert shared is not None, task
+            theirs = whole.arrays()  # type: ignore[attr-defined]
+            for name, array in shared.arrays().items():  # type: ignore[attr-defined]
+                assert np.array_equal(array, theirs[name]), (task, name)
+    finally:
+        for store in stores:
+            store.close()
 
 
 def test_killed_worker_beside_a_running_one_applies_everything_once(
@@ -318,9 +352,9 @@ def test_killed_worker_beside_a_running_one_applies_everything_once(
 ) -> None:
     published = _publish(server.url, "beside", events)
     log = tmp_path / "beside.log"
-    other = _worker(server.url, "beside", 1, config_file, log, idle_exit=10)
+    other = _worker(server.url, "beside", P1, config_file, log, idle_exit=10)
     try:
-        landed = _kill_and_restart(server.url, "beside", 0, config_file, log, seed=7)
+        landed = _kill_and_restart(server.url, "beside", P0, config_file, log, seed=7, kills=2)
         assert other.wait(timeout=TIMEOUT) == 0, log.read_text()
     finally:
         if other.poll() is None:
@@ -354,7 +388,7 @@ def test_workers_resume_after_redis_is_killed(
     url = durable.url
     published = _publish(url, "crashed", events)
     log = tmp_path / "crashed.log"
-    workers = [_worker(url, "crashed", p, config_file, log, idle_exit=10) for p in (0, 1)]
+    workers = [_worker(url, "crashed", r, config_file, log, idle_exit=10) for r in (P0, P1)]
     try:
         _wait("commits of both", lambda: min(_seq(url, "crashed", s) for s in SCOPES) >= 3)
         durable.stop(signal.SIGKILL)
@@ -384,8 +418,8 @@ def test_a_renamed_worker_takes_over_what_its_predecessor_left_unapplied(
     assert reader.read(BATCH, 0, 0) is not None
     client.close()
     # its successor runs under another name (a new host), once the first one's lease is gone
-    _run_in_process(server.url, "renamed", 0, "w0-new")
-    _run_in_process(server.url, "renamed", 1)
+    _run_in_process(server.url, "renamed", P0, "w0-new")
+    _run_in_process(server.url, "renamed", P1)
     dump = _dump(server.url, "renamed")
     for name in sorted(reference):
         assert dump[name] == reference[name], name
@@ -412,7 +446,7 @@ def test_a_partition_committed_by_one_scope_is_refused_to_another(
     server: RedisServer, events: Path
 ) -> None:
     _publish(server.url, "owned", events)
-    _run_in_process(server.url, "owned", 0)
+    _run_in_process(server.url, "owned", P0)
     store = FencedRedisStore(server.url, prefix="owned")
     client = redis.Redis.from_url(server.url)
     config = PipelineConfig.from_toml(CONFIG)
