@@ -5,7 +5,10 @@ local runner (:func:`~liveprofile.engine.local.apply_batch`): profiles, items, m
 examples, the batch's dead letters (namespace ``deadletter``) and the stream's offset go into one
 ``MULTI``/``EXEC``. Only then are the entries acknowledged (``XACK``). A worker killed at any
 point re-reads its unacknowledged entries on restart; those at or below the committed offset are
-acknowledged without being applied again, so the store ends as after an uninterrupted run.
+acknowledged without being applied again, so the store ends as after an uninterrupted run. A
+worker restarted under another consumer name first takes over every entry pending in the group
+on its streams (it holds their writer lease: nobody else may be applying them), and a stream
+whose offsets another scope commits is refused.
 
 When Redis is unreachable the worker logs it, waits (exponential backoff, capped) and reloads its
 state from the store before going on, since a batch in flight may or may not have been committed;
