@@ -44,7 +44,6 @@ from liveprofile.learn.metrics import Prequential
 from liveprofile.learn.stored import StoredModels, shared_learned
 from liveprofile.profile.state import decode_profile
 from liveprofile.redis.fence import FencedRedisStore
-from liveprofile.redis.lease import Lease
 from liveprofile.redis.streams import StreamReader, entry_offset, publish, stream_key
 from liveprofile.redis.worker import RedisWorker, WorkerOptions
 from liveprofile.store.layout import MODEL_LEARNED, Checkpoint, metrics_meta
@@ -426,22 +425,6 @@ def test_a_renamed_worker_takes_over_what_its_predecessor_left_unapplied(
     _check_once(server.url, "renamed", events, published)
 
 
-def test_a_reader_claims_one_entry_left_idle_by_another_consumer(server: RedisServer) -> None:
-    client = redis.Redis.from_url(server.url)
-    stream = "claim-one:events:0"
-    entry = client.xadd(stream, {"e": '{"event_id":"e1","user_id":"u1","type":"view","ts":1}'})
-    first = StreamReader(client, stream, "g", "first")
-    first.ensure_group()
-    assert first.read(10, 0, 0) is not None  # delivered to "first", never acknowledged
-    time.sleep(0.01)
-    second = StreamReader(client, stream, "g", "second", claim_idle_ms=1)
-    batch = second.read(10, 0, 0)
-    assert batch is not None and batch.ids == [entry]
-    assert [e.event_id for e in batch.events] == ["e1"]
-    client.delete(stream)
-    client.close()
-
-
 def test_a_partition_committed_by_one_scope_is_refused_to_another(
     server: RedisServer, events: Path
 ) -> None:
@@ -457,23 +440,4 @@ def test_a_partition_committed_by_one_scope_is_refused_to_another(
                 RedisWorker(config, store, client, options).run(max_idle_polls=1)
     finally:
         store.close()
-        client.close()
-
-
-def test_a_lease_that_expired_unclaimed_is_taken_again(server: RedisServer) -> None:
-    """A Redis down for longer than the lease loses the key (it expires while the worker waits
-    to reconnect): nobody took the lease over, so the worker keeps it rather than stopping."""
-    key = "lease-again:writer:p0"
-    lease = Lease(redis.Redis.from_url(server.url), key, "w0", 0.3)
-    client = redis.Redis.from_url(server.url)
-    try:
-        client.delete(key)  # expired meanwhile
-        _wait("the lease taken again", lambda: client.get(key) == lease.token.encode())
-        assert not lease.lost
-        client.set(key, "w9 elsewhere:1 x", px=5_000)  # taken over by another worker
-        _wait("the holder to notice", lambda: lease.lost, timeout=5)
-        assert client.get(key) == b"w9 elsewhere:1 x"
-    finally:
-        lease.release()
-        client.delete(key)
         client.close()
