@@ -25,13 +25,20 @@ def free_port() -> int:
 
 
 class RedisServer:
-    """A redis-server subprocess; ``appendonly`` turns on the AOF (durable across restarts)."""
+    """A redis-server subprocess; ``appendonly`` turns on the AOF (durable across restarts),
+    fsynced as ``fsync`` says (``always``: every acknowledged write survives ``kill -9``)."""
 
     def __init__(
-        self, directory: Path, *, appendonly: bool = True, port: int | None = None
+        self,
+        directory: Path,
+        *,
+        appendonly: bool = True,
+        port: int | None = None,
+        fsync: str = "everysec",
     ) -> None:
         self.dir = directory
         self.appendonly = appendonly
+        self.fsync = fsync
         self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -39,6 +46,7 @@ class RedisServer:
     def start(self) -> None:
         args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
         args += ["--appendonly", "yes" if self.appendonly else "no", "--dir", str(self.dir)]
+        args += ["--appendfsync", self.fsync]
         with open(self.dir / "redis.log", "ab") as log:
             self.proc = subprocess.Popen(args, stdout=log, stderr=log)
         client = redis.Redis.from_url(self.url)

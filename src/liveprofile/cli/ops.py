@@ -22,8 +22,11 @@ if TYPE_CHECKING:
 def _print_status(status: Status) -> None:
     out = Console()
     streams = Table(title=f"streams of {status.prefix!r}, group {status.group!r}")
-    for column in ("stream", "length", "last entry", "lag", "pending", "per consumer", "committed"):
-        streams.add_column(column, justify="right" if column in ("length", "lag") else "left")
+    columns = ("stream", "length", "last entry", "lag", "pending", "per consumer", "committed")
+    for column in (*columns, "store lag", "scope"):
+        streams.add_column(
+            column, justify="right" if "lag" in column or column == "length" else "left"
+        )
     for s in status.streams:
         consumers = ", ".join(f"{name}: {n:,}" for name, n in s.pending_per_consumer.items())
         streams.add_row(
@@ -34,6 +37,8 @@ def _print_status(status: Status) -> None:
             f"{s.pending:,}",
             consumers or "-",
             s.committed_id or "-",
+            f"{s.store_lag:,}",
+            s.owner or "-",
         )
     if not all(s.group_exists for s in status.streams):
         streams.caption = "* no consumer group yet: no worker has read this stream"
@@ -49,6 +54,36 @@ def _print_status(status: Status) -> None:
     rate = "-" if st.events_per_s is None else f"{st.events_per_s:,.0f}"
     store.add_row("events/s (sampled)", rate)
     out.print(store)
+    _print_workers(out, status)
+
+
+def _print_workers(out: Console, status: Status) -> None:
+    workers = Table(title="workers (live: holding the writer lease)")
+    columns = ("scope", "live", "consumer", "process", "partitions", "commits", "events", "dead")
+    for column in columns:
+        workers.add_column(column)
+    for w in status.workers:
+        expires = "" if w.lease_expires_ms is None else f" ({w.lease_expires_ms / 1000:.0f} s)"
+        workers.add_row(
+            w.scope or "-",
+            f"yes{expires}" if w.live else "no",
+            w.consumer or "-",
+            w.process or "-",
+            ", ".join(s.rsplit(":", 1)[-1] for s in w.streams) or "-",
+            f"{w.commits:,}",
+            f"{w.events:,}",
+            f"{w.dead_letters:,}",
+        )
+    out.print(workers)
+    if status.tasks:
+        tasks = Table(title="tasks (over all scopes)")
+        for column in ("task", "examples", "auc", "shared model learned"):
+            tasks.add_column(column)
+        for name, t in status.tasks.items():
+            auc = "-" if t.get("auc") is None else f"{t['auc']:.4f}"
+            learned = t.get("shared_model_learned")
+            tasks.add_row(name, f"{t['n']:,}", auc, "-" if learned is None else f"{learned:,}")
+        out.print(tasks)
 
 
 @click.command()
@@ -66,7 +101,8 @@ def _print_status(status: Status) -> None:
     "--scope",
     "scopes",
     multiple=True,
-    help="The --scope of each worker sharing the prefix (repeat); their checkpoints add up.",
+    help="The --scope of each worker sharing the prefix (repeat); their checkpoints add up "
+    "[default: every scope that committed].",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 @kafka_mode.status_options
@@ -81,10 +117,14 @@ def status(
     kafka: str | None,
     topic: str,
 ) -> None:
-    """Show the partition streams (length, lag, pending) and the store's checkpoint.
+    """Show the partition streams (length, lag, pending), the store's checkpoint and the workers.
 
     Lag counts the entries the group has not been delivered yet (all of them before a worker
-    has created the group); pending counts those delivered but not acknowledged.
+    has created the group); pending counts those delivered but not acknowledged; store lag
+    counts the entries after the one the store committed (not applied yet). Each worker (one
+    per --scope) is listed with its streams and counters, and as live while it holds its
+    writer lease (it expires 15 s after a worker dies); tasks show the metrics over all scopes
+    and the examples the shared model learned.
 
     With --kafka HOST:PORT, shows the lag of --group on --topic per partition (from the store's
     offsets, and Kafka's committed ones), each partition's committed events and dead letters,

@@ -160,7 +160,8 @@ def _streams_options(func: Callable[..., None]) -> Callable[..., None]:
     "--consumer",
     default=socket.gethostname(),
     show_default="host name",
-    help="Consumer name in the group; keep it across restarts to resume unacknowledged entries.",
+    help="Consumer name in the group; a restart under another name takes over the entries the "
+    "old one left unacknowledged.",
 )
 @click.option("--group", default="liveprofile", show_default=True, help="Consumer group name.")
 @click.option(

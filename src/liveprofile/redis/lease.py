@@ -1,7 +1,8 @@
 """The writer lease of a Redis store (see :func:`liveprofile.store.lock.writer_lock`).
 
 A lease key ``{prefix}:writer[:scope]`` is set with ``NX`` and an expiry, renewed by a thread of
-the holder every third of the expiry; a holder that finds its lease taken stops. A restarted
+the holder every third of the expiry (and taken again if it expired with nobody taking it
+over); a holder that finds its lease taken by another stops. A restarted
 worker with the same consumer name takes its own stale lease over at once; anyone else waits
 for it to expire.
 """
@@ -17,8 +18,18 @@ import redis
 
 from liveprofile.errors import StoreLocked
 
-# renew only a lease this holder still owns
-_RENEW = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) else return 0 end"  # noqa: E501
+# renew a lease this holder still owns; take it again if it expired with nobody taking it over
+# (Redis was down, or this process stalled, for longer than the lease): a writer whose state
+# fell behind meanwhile learns it from its store's fence or checkpoint before its next commit
+_RENEW = """
+local holder = redis.call('get', KEYS[1])
+if holder == ARGV[1] then return redis.call('pexpire', KEYS[1], ARGV[2]) end
+if not holder then
+  redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
 _DROP = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end"  # noqa: E501
 
 

@@ -32,6 +32,7 @@ from liveprofile.errors import LiveprofileError, SourceError, StoreError
 from liveprofile.events.deadletter import DeadLetter
 from liveprofile.redis.store import RedisStore, reply
 from liveprofile.redis.streams import format_offset, publish
+from liveprofile.redis.workers import WorkerStatus, shared_tasks, worker_statuses
 from liveprofile.store.base import Store
 from liveprofile.store.layout import (
     CHECKPOINT,
@@ -40,10 +41,12 @@ from liveprofile.store.layout import (
     decode_checkpoint,
     merge_checkpoints,
 )
-from liveprofile.store.scoped import ScopedStore
+from liveprofile.store.scoped import ScopedStore, registered_scopes
 
 #: dead letters re-driven per round trip: published together, then deleted together
 REDRIVE_CHUNK = 500
+#: pending entries counted into a stream's store lag at most (a few batches' worth)
+MAX_PENDING_COUNTED = 100_000
 
 
 def iso_time(ts: float) -> str | None:
@@ -71,6 +74,12 @@ class StreamStatus:
     last_delivered_id: str | None = None
     #: the store's committed offset for this stream, as an entry id
     committed_id: str | None = None
+    #: entries after the committed one: not applied yet (read or not)
+    store_lag: int = 0
+    #: the scope whose checkpoint commits this stream (None: unscoped, or none yet)
+    owner: str | None = None
+    #: ms since each consumer of the group last read (Redis' ``idle``)
+    consumer_idle_ms: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -95,6 +104,10 @@ class Status:
     group: str
     streams: list[StreamStatus]
     store: StoreStatus
+    #: the prefix's writers, live or not (see :mod:`liveprofile.redis.workers`)
+    workers: list[WorkerStatus] = field(default_factory=list)
+    #: each task's metrics over the scopes, and its shared model's examples learned
+    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -124,6 +137,11 @@ def _lag(client: redis.Redis, stream: str, info: dict[str, Any], length: int) ->
     last = _text(info.get("last-delivered-id", "0-0"))
     if last == "0-0":
         return length
+    return _count_after(client, stream, last)
+
+
+def _count_after(client: redis.Redis, stream: str, last: str) -> int:
+    """Entries of ``stream`` after the entry id ``last``."""
     count, start = 0, f"({last}"
     while True:
         entries = cast(list[Any], client.xrange(stream, min=start, max="+", count=10_000))
@@ -160,7 +178,23 @@ def _stream_status(
         status.pending_per_consumer = {
             _text(c["name"]): int(c["pending"]) for c in summary.get("consumers") or []
         }
+        consumers: list[dict[str, Any]] = reply(client.xinfo_consumers(stream, group))
+        status.consumer_idle_ms = {_text(c["name"]): int(c["idle"]) for c in consumers}
+    status.store_lag = _store_lag(client, status, group)
     return status
+
+
+def _store_lag(client: redis.Redis, status: StreamStatus, group: str) -> int:
+    """Entries after the store's committed one: those not delivered to the group yet, and those
+    delivered after it (pending: acknowledged only once committed)."""
+    if status.committed_id is None:
+        return status.length
+    if not status.group_exists:
+        return _count_after(client, status.stream, status.committed_id)
+    later = client.xpending_range(
+        status.stream, group, f"({status.committed_id}", "+", MAX_PENDING_COUNTED
+    )
+    return status.lag + len(later)
 
 
 def read_checkpoint(store: RedisStore, scopes: Sequence[str] = ()) -> Checkpoint:
@@ -185,9 +219,11 @@ def stream_status(
     """The state of every partition stream of ``prefix`` and of the store beside them.
 
     Throughput is the growth of the committed event count over ``sample_seconds`` (the
-    checkpoint is read before and after); ``sample_seconds <= 0`` skips it (None).
+    checkpoint is read before and after); ``sample_seconds <= 0`` skips it (None). Without
+    ``scopes``, every scope that committed to the prefix counts (none: the unscoped worker).
     """
     try:
+        scopes = list(scopes) or sorted(registered_scopes(store))
         before = read_checkpoint(store, scopes)
         started = clock()
         if sample_seconds > 0:
@@ -201,6 +237,10 @@ def stream_status(
             _stream_status(client, p, name, group, after.offsets.get(name))
             for p, name in partition_streams(client, prefix)
         ]
+        workers = worker_statuses(client, store, scopes)
+        for s in streams:
+            s.owner = next((w.scope for w in workers if s.stream in w.streams), None)
+        tasks = shared_tasks(store, scopes)
     except redis.RedisError as exc:
         raise StoreError(f"cannot read the status of {prefix!r} at {store.url}: {exc}") from None
     return Status(
@@ -217,6 +257,8 @@ def stream_status(
             checkpoint_seq=after.seq,
             events_per_s=rate,
         ),
+        workers=workers,
+        tasks=tasks,
     )
 
 

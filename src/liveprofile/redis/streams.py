@@ -197,6 +197,7 @@ class StreamReader:
         # per entry, without redis-py building a dict per entry
         self._raw = redis.Redis(connection_pool=client.connection_pool)
         self._raw.set_response_callback("XREADGROUP", _as_sent)
+        self._raw.set_response_callback("XAUTOCLAIM", _as_sent)
         self._pending_done = False
 
     def ensure_group(self) -> None:
@@ -206,6 +207,40 @@ class StreamReader:
         except redis.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
+
+    def take_over(self) -> dict[str, int]:
+        """Make every entry pending in the group this consumer's own; how many each other
+        consumer had (none when this consumer is the stream's only reader).
+
+        Called by the owner of the stream, holding its writer lease, before it reads: entries
+        another consumer (this worker before a restart under another name, e.g. a new host)
+        was delivered but never committed would otherwise wait ``claim_idle_ms`` while newer
+        entries are applied, and then be skipped as applied already.
+        """
+        summary: Any = self.client.xpending(self.stream, self.group)
+        others = {
+            _text(c["name"]): int(c["pending"])
+            for c in summary.get("consumers") or []
+            if _text(c["name"]) != self.consumer
+        }
+        cursor = "0-0"
+        while others:
+            # the raw reply [next cursor, ids, deleted ids]: redis-py drops the cursor of JUSTID
+            reply: Any = cast(Any, self._raw).execute_command(
+                "XAUTOCLAIM",
+                self.stream,
+                self.group,
+                self.consumer,
+                0,
+                cursor,
+                "COUNT",
+                1000,
+                "JUSTID",
+            )
+            cursor = _text(reply[0])
+            if cursor == "0-0":
+                break
+        return others
 
     def reset(self) -> None:
         """Read pending entries first again (after a failure or a reload of state)."""
@@ -221,7 +256,7 @@ class StreamReader:
         claimed: Any = self.client.xautoclaim(
             self.stream, self.group, self.consumer, self.claim_idle_ms, "0-0", count, justid=True
         )
-        if claimed and claimed[1]:
+        if claimed:  # the ids claimed (redis-py returns only those with justid)
             # now in our pending list: read them (in id order) before anything new
             self._pending_done = False
             return self.read(count, committed, block_ms)
@@ -284,6 +319,10 @@ class StreamReader:
                 batch.dead_letters.append(DeadLetter(shown, str(exc), self.stream, offset))
                 batch.dead_letter_ids.append(text)
         return batch
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _as_sent(response: Any, **options: Any) -> Any:

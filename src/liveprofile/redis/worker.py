@@ -5,7 +5,10 @@ local runner (:func:`~liveprofile.engine.local.apply_batch`): profiles, items, m
 examples, the batch's dead letters (namespace ``deadletter``) and the stream's offset go into one
 ``MULTI``/``EXEC``. Only then are the entries acknowledged (``XACK``). A worker killed at any
 point re-reads its unacknowledged entries on restart; those at or below the committed offset are
-acknowledged without being applied again, so the store ends as after an uninterrupted run.
+acknowledged without being applied again, so the store ends as after an uninterrupted run. A
+worker restarted under another consumer name first takes over every entry pending in the group
+on its streams (it holds their writer lease: nobody else may be applying them), and a stream
+whose offsets another scope commits is refused.
 
 When Redis is unreachable the worker logs it, waits (exponential backoff, capped) and reloads its
 state from the store before going on, since a batch in flight may or may not have been committed;
@@ -44,7 +47,7 @@ from liveprofile.engine.gc_tuning import fewer_collections
 from liveprofile.engine.local import RunStats, apply_batch
 from liveprofile.engine.screen import screen
 from liveprofile.engine.state import PipelineState
-from liveprofile.errors import StateVersionError, StoreError, StoreLocked
+from liveprofile.errors import ConfigError, StateVersionError, StoreError, StoreLocked
 from liveprofile.events.sources import Batch
 from liveprofile.kafka.shared_model import share_models
 from liveprofile.profile.segments import SegmentChange
@@ -57,9 +60,15 @@ from liveprofile.redis.streams import (
     stream_key,
 )
 from liveprofile.store.base import Store
-from liveprofile.store.layout import DEAD_LETTERS, check_config, read_checkpoint
+from liveprofile.store.layout import (
+    CHECKPOINT,
+    DEAD_LETTERS,
+    check_config,
+    decode_checkpoint,
+    read_checkpoint,
+)
 from liveprofile.store.lock import WriterLock, writer_lock
-from liveprofile.store.scoped import ScopedStore
+from liveprofile.store.scoped import ScopedStore, registered_scopes
 
 log = logging.getLogger("liveprofile")
 #: kept for callers of this module; the namespace is :data:`liveprofile.store.layout.DEAD_LETTERS`
@@ -236,11 +245,14 @@ class RedisWorker:
             self.store.setup()
             self.store.client.set_retry(_no_retry())
             check_config(self.view, self.config)
+            _check_owner(self.store, self.options.scope, [r.stream for r in self.readers])
             state = PipelineState.load(self.view, self.config)
             if self.fenced is not None:
                 self._share(state)
             for reader in self.readers:
                 reader.ensure_group()
+                for other, n in reader.take_over().items():
+                    log.info("%s: took over %d entries left pending by %s", reader.stream, n, other)
                 reader.reset()
             self.state = state
         return self.state
@@ -319,6 +331,26 @@ class RedisWorker:
         stored = read_checkpoint(self.view).seq
         if stored != state.checkpoint.seq:
             raise _StaleState
+
+
+def _check_owner(store: RedisStore, scope: str | None, streams: Sequence[str]) -> None:
+    """Refuse streams whose offsets another scope of the prefix commits (or the unscoped
+    worker, or a scope when this worker has none): two owners of a stream would each apply
+    its entries, into the same shared profiles, and neither would see the other's offset."""
+    others: dict[str, bytes | None] = {
+        f"scope {s!r}": blob for s, blob in registered_scopes(store).items() if s != scope
+    }
+    if scope is not None:
+        others["the worker without --scope"] = store.get_meta(CHECKPOINT)
+    for owner, blob in others.items():
+        if blob is None:
+            continue
+        taken = sorted(set(decode_checkpoint(blob).offsets) & set(streams))
+        if taken:
+            raise ConfigError(
+                f"{', '.join(taken)} is committed by {owner} of prefix {store.prefix!r}: a "
+                "partition stream belongs to one scope; run its partitions with that --scope"
+            )
 
 
 def _no_retry() -> Retry:
