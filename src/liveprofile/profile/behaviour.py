@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from liveprofile.config import ProfileConfig
 from liveprofile.durations import DAY
+from liveprofile.profile.decay import decay_factor
 
 if TYPE_CHECKING:
     from liveprofile.profile.state import Profile
@@ -74,8 +75,8 @@ def mean_value(entry: Sequence[float], column: int) -> float:
     3.5
     """
     total = 0.0
-    for c in entry[B_COUNTS:column]:
-        total += c
+    for c in range(B_COUNTS, column):  # by index: the compiled step passes a row of an array
+        total += entry[c]
     return entry[column] / total if total > 0.0 else 0.0
 
 
@@ -204,7 +205,7 @@ class BehaviourTracker:
 
     def view(self, p: Profile, at: float) -> dict[str, dict[str, Any]]:
         """Both maps as of event time ``at``, most recently touched first."""
-        f = 2.0 ** (-(at - p.anchor) / self._h)
+        f = decay_factor(at, p.anchor, self._h)
         return {
             "items": self._readable(p.behaviour_items.items(), f),
             "categories": self._readable(p.behaviour_categories.items(), f),
@@ -219,7 +220,7 @@ class BehaviourTracker:
     def fields(self, p: Profile, at: float, field: str) -> dict[str, dict[str, Any]]:
         """One map as rules read it: per key, the decayed count per type, ``converted`` and
         ``days_since`` (the last interaction)."""
-        f = 2.0 ** (-(at - p.anchor) / self._h)
+        f = decay_factor(at, p.anchor, self._h)
         out: dict[str, dict[str, Any]] = {}
         for key, packed in getattr(p, field).items():
             entry = unpack(packed)
