@@ -25,7 +25,7 @@ import numpy as np
 
 from liveprofile.engine import layout as L
 from liveprofile.engine.jit import leaf
-from liveprofile.engine.rules import decay_factor, log2_in, mean_value, value_bucket
+from liveprofile.engine.rules import decay_factor, log2_in, mean_value, trim_limit, value_bucket
 from liveprofile.features.behaviour import COUNT_SCALE, NEVER
 from liveprofile.profile.behaviour import B_CONVERTED, B_COUNTS, B_LAST, trimmed
 
@@ -87,7 +87,7 @@ def _slot(users, u, k, key):  # type: ignore[no-untyped-def]
 @leaf
 def touch(users, u, k, key, col, converted, ts, w, room, vcol, wv):  # type: ignore[no-untyped-def]
     """Count an event on ``key`` in map ``k`` of row ``u``: its list's column ``col`` gets
-    ``w`` (and column ``vcol``, when not 0, ``wv``); past ``room + room // 4`` keys the
+    ``w`` (and column ``vcol``, when not 0, ``wv``); past ``trim_limit(room)`` keys the
     ``room`` most recent stay (:func:`_trim`)."""
     bkey, bval, blen = users.bkey, users.bval, users.blen
     j = _slot(users, u, k, key)
@@ -106,7 +106,7 @@ def touch(users, u, k, key, col, converted, ts, w, room, vcol, wv):  # type: ign
     if vcol > 0:
         bval[u, k, j, vcol] += wv
     m = blen[u, k]
-    if m > room + room // 4:
+    if m > trim_limit(room):
         _trim(bkey, bval, u, k, m, room)
         blen[u, k] = room
 

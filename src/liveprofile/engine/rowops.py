@@ -11,7 +11,7 @@ import math
 
 from liveprofile.engine.jit import jit, leaf
 from liveprofile.engine.layout import C_EXAMPLES, C_POSITIVES, SPEND_DAYS
-from liveprofile.engine.rules import key_outcome_counts, key_outcome_step
+from liveprofile.engine.rules import key_outcome_counts, key_outcome_step, trim_limit
 
 
 @leaf
@@ -27,7 +27,7 @@ def key_slot(users, u, name):  # type: ignore[no-untyped-def]
 
 @leaf
 def record_key_outcome(users, u, name, positive, room):  # type: ignore[no-untyped-def]
-    """``Profile.record_key_outcome``: count, and past room + room // 4 keep the ``room`` keys
+    """``Profile.record_key_outcome``: count, and past ``trim_limit(room)`` keep the ``room`` keys
     with the most examples (a stable sort, so ties keep their order)."""
     users_okey = users.okey
     users_oval = users.oval
@@ -43,7 +43,7 @@ def record_key_outcome(users, u, name, positive, room):  # type: ignore[no-untyp
         oval[u, j] = add
         olen[u] = j + 1
     m = olen[u]
-    if m > room + room // 4:
+    if m > trim_limit(room):
         # a stable insertion sort by examples, in place (no array is allocated here)
         for q in range(1, m):
             name_q, val_q = okey[u, q], oval[u, q]

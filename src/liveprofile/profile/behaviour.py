@@ -80,6 +80,16 @@ def mean_value(entry: Sequence[float], column: int) -> float:
     return entry[column] / total if total > 0.0 else 0.0
 
 
+def trim_limit(room: int) -> int:
+    """A bounded map of ``room`` keys (behaviour, key outcomes) is trimmed back to ``room``
+    once it holds more keys than this: a quarter more, so trimming is rare.
+
+    >>> trim_limit(8), trim_limit(3)
+    (10, 3)
+    """
+    return room + room // 4
+
+
 def trimmed(entries: dict[str, bytes], room: int) -> dict[str, bytes]:
     """The ``room`` most recently touched keys of ``entries`` (of keys touched at the same
     time, the earlier ones), in the order they had: the rest are dropped, nothing moves (so
@@ -102,7 +112,7 @@ class BehaviourTracker:
         self.column = {kind: B_COUNTS + j for j, kind in enumerate(self.types)}
         self.room = config.behaviour_keys
         #: a map is trimmed back to ``room`` past this many keys
-        self.limit = self.room + self.room // 4
+        self.limit = trim_limit(self.room)
         #: the column of the decayed value sum (``profile.behaviour_value``), 0: none
         self.value = B_COUNTS + len(self.types) if config.behaviour_value else 0
         self.width = B_COUNTS + len(self.types) + (1 if self.value else 0)

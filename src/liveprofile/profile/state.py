@@ -27,7 +27,7 @@ import msgspec
 from liveprofile.config import ProfileConfig, RiskConfig
 from liveprofile.durations import DAY
 from liveprofile.events.schema import Event
-from liveprofile.profile.behaviour import BehaviourTracker
+from liveprofile.profile.behaviour import BehaviourTracker, trim_limit
 from liveprofile.profile.decay import (
     decay_factor,
     decayed_value,
@@ -150,7 +150,7 @@ class Profile(msgspec.Struct, array_like=True, gc=False):
         outcomes = self.key_outcomes
         name = key_outcome_name(task, key)
         outcomes[name] = outcomes.get(name, 0) + key_outcome_step(positive)
-        if len(outcomes) > room + room // 4:
+        if len(outcomes) > trim_limit(room):
             kept = sorted(outcomes.items(), key=lambda kv: -(kv[1] & KEY_EXAMPLES))[:room]
             self.key_outcomes = dict(kept)
 
