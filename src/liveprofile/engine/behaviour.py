@@ -5,8 +5,10 @@ A profile row holds both maps (items: 0, categories: 1, as ``profile.behaviour.K
 insertion order, ``bval[u, k, j]`` the key's list (last interaction, converted, decayed counts).
 :func:`touch` is ``BehaviourTracker.apply`` for one map, :func:`rebase` its ``rebase`` and
 :func:`behaviour_features` is ``features.behaviour.add_features``; every float is computed as the
-Python step computes it. Identity links and erasures run in Python on the profiles themselves
-(:mod:`liveprofile.engine.links`), so they need nothing here.
+Python step computes it, and the rules both follow (buckets, the mean value, decay) are the
+Python modules' own functions, compiled (:mod:`liveprofile.engine.rules`). Identity links and
+erasures run in Python on the profiles themselves (:mod:`liveprofile.engine.links`), so they
+need nothing here.
 
 >>> from liveprofile.profile.behaviour import BehaviourTracker
 >>> from liveprofile.config import ProfileConfig
@@ -22,8 +24,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from liveprofile.engine import layout as L
-from liveprofile.engine.rowops import leaf
-from liveprofile.features.behaviour import COUNT_SCALE, NEVER, VALUE_BUCKETS, VALUE_SCALE
+from liveprofile.engine.jit import leaf
+from liveprofile.engine.rules import decay_factor, log2_in, mean_value, trim_limit, value_bucket
+from liveprofile.features.behaviour import COUNT_SCALE, NEVER
 from liveprofile.profile.behaviour import B_CONVERTED, B_COUNTS, B_LAST, trimmed
 
 if TYPE_CHECKING:
@@ -84,7 +87,7 @@ def _slot(users, u, k, key):  # type: ignore[no-untyped-def]
 @leaf
 def touch(users, u, k, key, col, converted, ts, w, room, vcol, wv):  # type: ignore[no-untyped-def]
     """Count an event on ``key`` in map ``k`` of row ``u``: its list's column ``col`` gets
-    ``w`` (and column ``vcol``, when not 0, ``wv``); past ``room + room // 4`` keys the
+    ``w`` (and column ``vcol``, when not 0, ``wv``); past ``trim_limit(room)`` keys the
     ``room`` most recent stay (:func:`_trim`)."""
     bkey, bval, blen = users.bkey, users.bval, users.blen
     j = _slot(users, u, k, key)
@@ -103,7 +106,7 @@ def touch(users, u, k, key, col, converted, ts, w, room, vcol, wv):  # type: ign
     if vcol > 0:
         bval[u, k, j, vcol] += wv
     m = blen[u, k]
-    if m > room + room // 4:
+    if m > trim_limit(room):
         _trim(bkey, bval, u, k, m, room)
         blen[u, k] = room
 
@@ -162,16 +165,6 @@ def rebase(users, u, f_c):  # type: ignore[no-untyped-def]
 
 
 @leaf
-def _bucket(params, row, x):  # type: ignore[no-untyped-def]
-    """``_log2_bucket`` of the Python feature builder on table ``row``."""
-    last = params.last[row]
-    if not x > 0.0:
-        return params.tabs[row, 0]
-    b = int(math.log2(1.0 + x))
-    return params.tabs[row, b if b < last else last]
-
-
-@leaf
 def behaviour_features(ev, e, params, users, ops, m):  # type: ignore[no-untyped-def]
     """``features.behaviour.add_features`` for event ``e`` (its user row exists), appended to
     the ``m`` features built; returns the new count. Off when the tables are not there."""
@@ -203,7 +196,7 @@ def behaviour_features(ev, e, params, users, ops, m):  # type: ignore[no-untyped
         d = ts - bval[u, k, j, B_LAST]
         if d < 0.0:
             d = 0.0
-        idx[m + 1] = _bucket(params, base + 1, d / L.HOUR)
+        idx[m + 1] = log2_in(params, base + 1, d / L.HOUR)
         val[m] = 1.0
         val[m + 1] = 1.0
         m += 2
@@ -215,27 +208,14 @@ def behaviour_features(ev, e, params, users, ops, m):  # type: ignore[no-untyped
                 f_c = _decay(params, users, u, ts)
             x = COUNT_SCALE * v * f_c
             if 1.0 + x >= 2.0:  # bucket 1 or more, as the Python builder tests it
-                idx[m] = _bucket(params, base + c, x)
+                idx[m] = log2_in(params, base + c, x)
                 val[m] = 1.0
                 m += 1
         if vcol > 0:
-            idx[m] = tabs[base + per_kind - 1, _value_bucket(bval, u, k, j, vcol)]
+            idx[m] = tabs[base + per_kind - 1, value_bucket(mean_value(bval[u, k, j], vcol))]
             val[m] = 1.0
             m += 1
     return m
-
-
-@leaf
-def _value_bucket(bval, u, k, j, vcol):  # type: ignore[no-untyped-def]
-    """``features.behaviour.value_bucket`` of ``profile.behaviour.mean_value``."""
-    total = 0.0
-    for c in range(B_COUNTS, vcol):
-        total += bval[u, k, j, c]
-    x = bval[u, k, j, vcol] / total if total > 0.0 else 0.0
-    if not x > 0.0:
-        return 0
-    b = int(VALUE_SCALE * math.log2(1.0 + x))
-    return b if b < VALUE_BUCKETS - 1 else VALUE_BUCKETS - 1
 
 
 @leaf
@@ -244,4 +224,4 @@ def _decay(params, users, u, ts):  # type: ignore[no-untyped-def]
     pf = users.pf
     last = pf[u, L.P_LAST]
     at = ts if ts > last else last
-    return params.fp[L.FP_TWO] ** (-(at - pf[u, L.P_ANCHOR]) / params.fp[L.FP_H_COUNTERS])
+    return decay_factor(at, pf[u, L.P_ANCHOR], params.fp[L.FP_H_COUNTERS], params.fp[L.FP_TWO])

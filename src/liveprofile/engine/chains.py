@@ -4,7 +4,7 @@ slots, latest exposure first (``Pool.waiting`` holds the first slot, ``Pool.link
 Every exposure opens its own example (``TaskState.may_open``), a conversion marks every example of
 the chain whose window holds it (``TaskState.convert_at``; a regression task's examples add up the
 conversions' value, converted or not), and a closed example leaves its chain.
-The helpers work on arrays only (:data:`~liveprofile.engine.rowops.leaf`); :func:`kernel.run`
+The helpers work on arrays only (:data:`~liveprofile.engine.jit.leaf`); :func:`kernel.run`
 keeps the typed dict of chains. A task's key is an item, a topic (category) or the user itself
 (:func:`task_key`, ``TaskState.key_of``).
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 
-from liveprofile.engine.rowops import leaf
+from liveprofile.engine.jit import leaf
 
 
 @leaf

@@ -4,51 +4,30 @@
 ``FeatureBuilder.task_features``, over the records of :mod:`liveprofile.engine.records`, with
 the indices of :func:`liveprofile.engine.layout.feature_tables`. They write the features of one
 example into ``ops.cur_idx`` / ``ops.cur_val`` and return how many there are; every float is
-computed as the Python builder computes it, in the same order.
+computed as the Python builder computes it, in the same order, and the rules both follow
+(buckets, decay, the cross hash, time of day, shrunk rates) are the builder's own functions,
+compiled (:mod:`liveprofile.engine.rules`).
 """
 
 from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from liveprofile.engine import layout as L
 from liveprofile.engine.behaviour import behaviour_features
 from liveprofile.engine.chains import key_name
-from liveprofile.engine.rowops import key_slot, leaf
-
-
-@leaf
-def _clip(params, row, b):  # type: ignore[no-untyped-def]
-    """Bucket ``b`` of table ``row``, the last bucket taking everything past it."""
-    params_last = params.last
-    params_tabs = params.tabs
-    last = params_last[row]
-    return params_tabs[row, b if b < last else last]
-
-
-@leaf
-def _bucket(params, row, x):  # type: ignore[no-untyped-def]
-    """``_bucket`` of the Python feature builder: round half to even, then clip."""
-    r = np.rint(x)
-    if r < 0.0:
-        r = 0.0
-    return _clip(params, row, int(r))
-
-
-@leaf
-def _log2_bucket(params, row, x):  # type: ignore[no-untyped-def]
-    """``_log2_bucket`` of the Python feature builder (zero or less: the first bucket)."""
-    if not x > 0.0:
-        return _clip(params, row, 0)
-    return _clip(params, row, int(math.log2(1.0 + x)))
-
-
-@leaf
-def _decile(params, row, x):  # type: ignore[no-untyped-def]
-    """``_decile`` of the Python feature builder."""
-    return _clip(params, row, int(x * 10))
+from liveprofile.engine.jit import leaf
+from liveprofile.engine.rowops import key_slot
+from liveprofile.engine.rules import (
+    cross_index,
+    day_parts,
+    decay_factor,
+    decile_in,
+    key_outcome_counts,
+    log2_in,
+    rounded_in,
+    shrunk_rate,
+)
 
 
 @leaf
@@ -68,10 +47,10 @@ def _rate(ops, m, positives, n, params, f_rate, rate_row, seen_row):  # type: ig
     ops_cur_idx = ops.cur_idx
     ops_cur_val = ops.cur_val
     prior, strength = params_fp[L.FP_PRIOR], params_fp[L.FP_STRENGTH]
-    rate = (positives + prior * strength) / (n + strength)
+    rate = shrunk_rate(positives, n, prior, strength)
     m = _put(ops_cur_idx, ops_cur_val, m, params_fc[f_rate], rate - prior)
-    m = _put(ops_cur_idx, ops_cur_val, m, _decile(params, rate_row, rate), 1.0)
-    return _put(ops_cur_idx, ops_cur_val, m, _log2_bucket(params, seen_row, float(n)), 1.0)
+    m = _put(ops_cur_idx, ops_cur_val, m, decile_in(params, rate_row, rate), 1.0)
+    return _put(ops_cur_idx, ops_cur_val, m, log2_in(params, seen_row, float(n)), 1.0)
 
 
 @leaf
@@ -116,14 +95,14 @@ def shared_features(ev, e, codes, params, users, items, ops):  # type: ignore[no
             tc = ev_tp_code[q]
             m = _put(ops_cur_idx, ops_cur_val, m, codes_topic_fidx[tc], w)
             if ip[L.IP_CROSSES] != 0:
-                h = (codes_user_part[ucode] * L.MIX + codes_topic_part[tc]) ^ fc[L.F_CROSS_SALT]
-                m = _put(ops_cur_idx, ops_cur_val, m, h & ip[L.IP_MASK], w)
+                h = cross_index(
+                    codes_user_part[ucode], codes_topic_part[tc], fc[L.F_CROSS_SALT], ip[L.IP_MASK]
+                )
+                m = _put(ops_cur_idx, ops_cur_val, m, h, w)
     if ip[L.IP_TIME] != 0:
-        its = int(ts)
-        day = its // int(L.DAY)
-        second = its - day * int(L.DAY)
-        m = _put(ops_cur_idx, ops_cur_val, m, tabs[L.T_HOUR, second // int(L.HOUR)], 1.0)
-        m = _put(ops_cur_idx, ops_cur_val, m, tabs[L.T_WEEKDAY, (day + 3) % 7], 1.0)
+        hour, weekday = day_parts(ts)
+        m = _put(ops_cur_idx, ops_cur_val, m, tabs[L.T_HOUR, hour], 1.0)
+        m = _put(ops_cur_idx, ops_cur_val, m, tabs[L.T_WEEKDAY, weekday], 1.0)
     u = ev_urow[e]
     if users_pi[u, L.P_EXISTS] == 0:
         m = _put(ops_cur_idx, ops_cur_val, m, fc[L.F_USER_NEW], 1.0)
@@ -136,11 +115,11 @@ def shared_features(ev, e, codes, params, users, items, ops):  # type: ignore[no
     else:
         xf, xi = items_xf, items_xi
         at = ts if ts > xf[it, L.I_LAST] else xf[it, L.I_LAST]
-        pop = xf[it, L.I_POP] * two ** (-(at - xf[it, L.I_ANCHOR]) / fp[L.FP_H_COUNTERS])
+        pop = xf[it, L.I_POP] * decay_factor(at, xf[it, L.I_ANCHOR], fp[L.FP_H_COUNTERS], two)
         m = _put(ops_cur_idx, ops_cur_val, m, fc[L.F_ITEM_POP], math.log1p(pop))
-        m = _put(ops_cur_idx, ops_cur_val, m, _log2_bucket(params, L.T_ITEM_POP, pop), 1.0)
+        m = _put(ops_cur_idx, ops_cur_val, m, log2_in(params, L.T_ITEM_POP, pop), 1.0)
         if xi[it, L.I_VN]:
-            b = _bucket(params, L.T_ITEM_VALUE, 2 * xf[it, L.I_VSUM] / xi[it, L.I_VN])
+            b = rounded_in(params, L.T_ITEM_VALUE, 2 * xf[it, L.I_VSUM] / xi[it, L.I_VN])
             m = _put(ops_cur_idx, ops_cur_val, m, b, 1.0)
     return m
 
@@ -175,12 +154,10 @@ def _profile_features(ev, e, codes, params, users, ops, m):  # type: ignore[no-u
     if rec < 0.0:
         rec = 0.0
     m = _put(ops_cur_idx, ops_cur_val, m, fc[L.F_RECENCY], math.log1p(rec))
-    m = _put(ops_cur_idx, ops_cur_val, m, _log2_bucket(params, L.T_RECENCY, rec * 24), 1.0)
-    m = _put(
-        ops_cur_idx, ops_cur_val, m, _log2_bucket(params, L.T_EVENTS, float(pi[u, L.P_N])), 1.0
-    )
+    m = _put(ops_cur_idx, ops_cur_val, m, log2_in(params, L.T_RECENCY, rec * 24), 1.0)
+    m = _put(ops_cur_idx, ops_cur_val, m, log2_in(params, L.T_EVENTS, float(pi[u, L.P_N])), 1.0)
     at = ts if ts > last else last
-    f_c = two ** (-(at - anchor) / fp[L.FP_H_COUNTERS])
+    f_c = decay_factor(at, anchor, fp[L.FP_H_COUNTERS], two)
     for q in range(users_tlen[u]):
         ty = users_tord[u, q]
         m = _put(
@@ -191,11 +168,11 @@ def _profile_features(ev, e, codes, params, users, ops, m):  # type: ignore[no-u
             ops_cur_idx,
             ops_cur_val,
             m,
-            _log2_bucket(params, L.T_MONETARY, pf[u, L.P_MONETARY]),
+            log2_in(params, L.T_MONETARY, pf[u, L.P_MONETARY]),
             1.0,
         )
     if pi[u, L.P_VN]:
-        b = _bucket(params, L.T_USER_VALUE, 2 * pf[u, L.P_VSUM] / pi[u, L.P_VN])
+        b = rounded_in(params, L.T_USER_VALUE, 2 * pf[u, L.P_VSUM] / pi[u, L.P_VN])
         m = _put(ops_cur_idx, ops_cur_val, m, b, 1.0)
     t0, t1 = ev_tp_start[e], ev_tp_start[e + 1]
     n_int = users_il[u]
@@ -226,12 +203,12 @@ def _profile_features(ev, e, codes, params, users, ops, m):  # type: ignore[no-u
             if ik[u, r] == tp_code[t0]:
                 own = iv[u, r]
                 break
-        own = own * two ** (-(at - anchor) / fp[L.FP_H_INTERESTS])
+        own = own * decay_factor(at, anchor, fp[L.FP_H_INTERESTS], two)
         m = _put(ops_cur_idx, ops_cur_val, m, fc[L.F_AFFINITY], share)
-        m = _put(ops_cur_idx, ops_cur_val, m, _decile(params, L.T_AFFINITY, share), 1.0)
+        m = _put(ops_cur_idx, ops_cur_val, m, decile_in(params, L.T_AFFINITY, share), 1.0)
         m = _put(ops_cur_idx, ops_cur_val, m, fc[L.F_TOP1] if top_in else fc[L.F_TOP0], 1.0)
         m = _put(ops_cur_idx, ops_cur_val, m, fc[L.F_INTEREST], math.log1p(own))
-        m = _put(ops_cur_idx, ops_cur_val, m, _log2_bucket(params, L.T_INTEREST, own), 1.0)
+        m = _put(ops_cur_idx, ops_cur_val, m, log2_in(params, L.T_INTEREST, own), 1.0)
     return m
 
 
@@ -251,11 +228,8 @@ def task_features(tasks, params, users, items, ops, t, key, u, it, m):  # type: 
     if key >= 0 and p_exists:
         name = key_name(tasks, t, key)
         j = key_slot(users, u, name)
-        packed = users_oval[u, j] if j >= 0 else 0
-        m = _rate(
-            ops, m, packed >> L.KEY_SHIFT, packed & L.KEY_EXAMPLES, params, L.F_KEY_RATE,
-            L.T_KEY_RATE, L.T_KEY_SEEN,
-        )  # fmt: skip
+        positives, n = key_outcome_counts(users_oval[u, j] if j >= 0 else 0)
+        m = _rate(ops, m, positives, n, params, L.F_KEY_RATE, L.T_KEY_RATE, L.T_KEY_SEEN)
     if not p_exists:
         m = _put(ops_cur_idx, ops_cur_val, m, params_fc[L.F_U_NEW_TASK], 1.0)
     else:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 
 from liveprofile.engine import behaviour
@@ -29,19 +28,20 @@ from liveprofile.engine.chains import (
     unlink,
 )
 from liveprofile.engine.featurize import shared_features, task_features
+from liveprofile.engine.jit import jit as _jit
+from liveprofile.engine.jit import leaf
 from liveprofile.engine.rowops import (
     add_recent,
     add_spend,
     count,
     heap_pop,
     heap_push,
-    leaf,
     record_key_outcome,
 )
+from liveprofile.engine.rules import cents, decay_factor, forward_weight, needs_rebase, spend_day
 
-_jit = numba.njit(cache=True, nogil=True, error_model="numpy")
 #: the typed dict of waiting examples needs reference counting, so it is used in :func:`run`
-#: only; the helpers, compiled without it (:data:`rowops.leaf`), work on arrays
+#: only; the helpers, compiled without it (:data:`.jit.leaf`), work on arrays
 
 
 @_jit
@@ -433,9 +433,9 @@ def _update_profile(ev, e, codes, params, users):  # type: ignore[no-untyped-def
         pf[u, L.P_LAST] = ts
         pi[u, L.P_EXISTS] = 1
     anchor = pf[u, L.P_ANCHOR]
-    if (ts - anchor) / fp[L.FP_H_MIN] > L.REBASE_AFTER:
-        f_c = two ** (-(ts - anchor) / h_c)
-        f_i = two ** (-(ts - anchor) / h_i)
+    if needs_rebase(ts, anchor, fp[L.FP_H_MIN]):
+        f_c = decay_factor(ts, anchor, h_c, two)
+        f_i = decay_factor(ts, anchor, h_i, two)
         for q in range(tlen[u]):
             dec[u, tord[u, q]] *= f_c
         behaviour.rebase(users, u, f_c)
@@ -453,7 +453,7 @@ def _update_profile(ev, e, codes, params, users):  # type: ignore[no-untyped-def
         tord[u, tlen[u]] = kind
         tlen[u] += 1
     users_cnt[u, kind] += 1
-    w_c = two ** ((ts - anchor) / h_c)
+    w_c = forward_weight(ts, anchor, h_c, two)
     dec[u, kind] += w_c
     behaviour.apply_event(ev, e, codes, params, users, w_c)
     monetary = codes_type_monetary[kind]
@@ -469,11 +469,11 @@ def _update_profile(ev, e, codes, params, users):  # type: ignore[no-untyped-def
         if math.isnan(lp) or ts > lp:
             pf[u, L.P_LASTPUR] = ts
         if has_value:
-            add_spend(users, u, int(ts // L.DAY), int(np.rint(value * 100)))
+            add_spend(users, u, spend_day(ts), cents(value))
     t0, t1 = ev_tp_start[e], ev_tp_start[e + 1]
     weight = codes_type_weight[kind]
     if t1 > t0 and weight != 0.0:
-        w = weight * two ** ((ts - anchor) / h_i)
+        w = weight * forward_weight(ts, anchor, h_i, two)
         for q in range(t0, t1):
             tc = ev_tp_code[q]
             if ip[L.IP_TRACK] != 0 and not codes_topic_track[tc]:
@@ -519,8 +519,8 @@ def _count_item(ev, e, params, items):  # type: ignore[no-untyped-def]
     it, ts, value = ev_irow[e], ev_ts[e], ev_value[e]
     two, h_c = params_fp[L.FP_TWO], params_fp[L.FP_H_COUNTERS]
     a = xf[it, L.I_ANCHOR]
-    if (ts - a) / h_c > L.REBASE_AFTER:
-        xf[it, L.I_POP] *= two ** (-(ts - a) / h_c)
+    if needs_rebase(ts, a, h_c):
+        xf[it, L.I_POP] *= decay_factor(ts, a, h_c, two)
         xf[it, L.I_ANCHOR] = ts
         a = ts
     xi[it, L.I_N] += 1
@@ -528,7 +528,7 @@ def _count_item(ev, e, params, items):  # type: ignore[no-untyped-def]
         xi[it, L.I_CAT] = ev_cat[e]
     if ts > xf[it, L.I_LAST]:
         xf[it, L.I_LAST] = ts
-    xf[it, L.I_POP] += two ** ((ts - a) / h_c)
+    xf[it, L.I_POP] += forward_weight(ts, a, h_c, two)
     if not math.isnan(value):
         xf[it, L.I_VSUM] += value
         xi[it, L.I_VN] += 1

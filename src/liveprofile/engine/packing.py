@@ -179,6 +179,42 @@ def _uint(buf, o, v):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(cache=True, nogil=True)
+def _int(buf, o, v):  # type: ignore[no-untyped-def]
+    if v >= 0:
+        return _uint(buf, o, v)
+    if v >= -32:  # negative fixint; then the smallest of int8 ... int64, as msgspec writes
+        buf[o] = v & 0xFF
+        return o + 1
+    if v >= -128:
+        head, size = 0xD0, 1
+    elif v >= -32768:
+        head, size = 0xD1, 2
+    elif v >= -2147483648:
+        head, size = 0xD2, 4
+    else:
+        head, size = 0xD3, 8
+    return _big_endian(buf, o, head, size, v)
+
+
+@numba.njit(cache=True, nogil=True)
+def _header(buf, o, m, small, big):  # type: ignore[no-untyped-def]
+    """A map or array header for ``m`` entries (``small``: the fix form, ``big``: 32-bit, one
+    above the 16-bit form), in the smallest form, as msgspec writes it."""
+    if m < 16:
+        buf[o] = small | m
+        return o + 1
+    if m < 65536:
+        buf[o] = big - 1
+        buf[o + 1] = m >> 8
+        buf[o + 2] = m & 0xFF
+        return o + 3
+    buf[o] = big
+    for j in range(4):
+        buf[o + 1 + j] = (m >> (24 - 8 * j)) & 0xFF
+    return o + 5
+
+
+@numba.njit(cache=True, nogil=True)
 def _string(buf, o, data, starts, code):  # type: ignore[no-untyped-def]
     for j in range(starts[code], starts[code + 1]):
         buf[o] = data[j]
@@ -201,14 +237,7 @@ def _count_map(buf, o, counts, first, r, kind, names, order):  # type: ignore[no
                 q -= 1
             order[q] = t
             m += 1
-    if m < 16:
-        buf[o] = 0x80 | m
-        o += 1
-    else:
-        buf[o] = 0xDE
-        buf[o + 1] = m >> 8
-        buf[o + 2] = m & 0xFF
-        o += 3
+    o = _header(buf, o, m, 0x80, 0xDF)
     for q in range(m):
         t = order[q]
         o = _string(buf, o, data, starts, t)

@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from liveprofile.engine.layout import P_LASTPUR, PROFILE_FLOATS, PROFILE_INTS, SPEND_ROOM
+from liveprofile.profile.behaviour import trim_limit
 
 
 def empty_rows(n: int, keys: int, width: int) -> tuple[Any, Any, Any]:
@@ -143,7 +144,7 @@ class Users(NamedTuple):
         behaviour: tuple[int, int] = (2, 2),
     ) -> Users:
         """``behaviour``: keys and floats per key of a behaviour map (``engine.behaviour.rows``)."""
-        interests, keys = max(top_k, 1) + 8, room + room // 4 + 2
+        interests, keys = max(top_k, 1) + 8, trim_limit(room) + 2
         pf = np.zeros((n, len(PROFILE_FLOATS)))
         pf[:, P_LASTPUR] = np.nan
         return cls(

@@ -29,7 +29,7 @@ import msgspec
 import numba
 import numpy as np
 
-from liveprofile.engine.packing import StringTable, _big_endian, _float, _string, _uint
+from liveprofile.engine.packing import StringTable, _float, _header, _int, _string
 from liveprofile.engine.records import Users
 from liveprofile.profile.state import Profile
 
@@ -103,42 +103,6 @@ def row_fields_bytes(
     end = _write(rows, U, *tables, buf, offsets)
     blob = buf[:end].tobytes()
     return _decoder.decode(blob), blob, offsets
-
-
-@numba.njit(cache=True, nogil=True)
-def _int(buf, o, v):  # type: ignore[no-untyped-def]
-    if v >= 0:
-        return _uint(buf, o, v)
-    if v >= -32:  # negative fixint; then the smallest of int8 ... int64, as msgspec writes
-        buf[o] = v & 0xFF
-        return o + 1
-    if v >= -128:
-        head, size = 0xD0, 1
-    elif v >= -32768:
-        head, size = 0xD1, 2
-    elif v >= -2147483648:
-        head, size = 0xD2, 4
-    else:
-        head, size = 0xD3, 8
-    return _big_endian(buf, o, head, size, v)
-
-
-@numba.njit(cache=True, nogil=True)
-def _header(buf, o, m, small, big):  # type: ignore[no-untyped-def]
-    """A map or array header for ``m`` entries (``small``: the fix form, ``big``: 32-bit, one
-    above the 16-bit form), in the smallest form, as msgspec writes it."""
-    if m < 16:
-        buf[o] = small | m
-        return o + 1
-    if m < 65536:
-        buf[o] = big - 1
-        buf[o + 1] = m >> 8
-        buf[o + 2] = m & 0xFF
-        return o + 3
-    buf[o] = big
-    for j in range(4):
-        buf[o + 1 + j] = (m >> (24 - 8 * j)) & 0xFF
-    return o + 5
 
 
 @numba.njit(cache=True, nogil=True)

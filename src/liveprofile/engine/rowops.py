@@ -8,25 +8,10 @@ calls them event by event.
 from __future__ import annotations
 
 import math
-from typing import Any
 
-import numba
-
-from liveprofile.engine.layout import C_EXAMPLES, C_POSITIVES, KEY_EXAMPLES, KEY_SHIFT, SPEND_DAYS
-
-_jit = numba.njit(cache=True, nogil=True, error_model="numpy")
-#: options of the per-event helpers (:data:`leaf`)
-_LEAF: dict[str, Any] = {
-    "cache": True,
-    "nogil": True,
-    "error_model": "numpy",
-    "_nrt": False,
-    "no_cpython_wrapper": True,
-}
-#: the per-event helpers neither allocate nor touch the typed dict, so they are compiled without
-#: reference counting: a record of arrays is then passed and read at no cost, where inlining them
-#: into the caller's body (``inline="always"``) counted a reference for every array they read
-leaf = numba.njit(**_LEAF)
+from liveprofile.engine.jit import jit, leaf
+from liveprofile.engine.layout import C_EXAMPLES, C_POSITIVES, SPEND_DAYS
+from liveprofile.engine.rules import key_outcome_counts, key_outcome_step, trim_limit
 
 
 @leaf
@@ -42,14 +27,14 @@ def key_slot(users, u, name):  # type: ignore[no-untyped-def]
 
 @leaf
 def record_key_outcome(users, u, name, positive, room):  # type: ignore[no-untyped-def]
-    """``Profile.record_key_outcome``: count, and past room + room // 4 keep the ``room`` keys
+    """``Profile.record_key_outcome``: count, and past ``trim_limit(room)`` keep the ``room`` keys
     with the most examples (a stable sort, so ties keep their order)."""
     users_okey = users.okey
     users_oval = users.oval
     users_olen = users.olen
     okey, oval, olen = users_okey, users_oval, users_olen
     j = key_slot(users, u, name)
-    add = (1 << KEY_SHIFT if positive else 0) + 1
+    add = key_outcome_step(positive)
     if j >= 0:
         oval[u, j] += add
     else:
@@ -58,13 +43,13 @@ def record_key_outcome(users, u, name, positive, room):  # type: ignore[no-untyp
         oval[u, j] = add
         olen[u] = j + 1
     m = olen[u]
-    if m > room + room // 4:
+    if m > trim_limit(room):
         # a stable insertion sort by examples, in place (no array is allocated here)
         for q in range(1, m):
             name_q, val_q = okey[u, q], oval[u, q]
-            n_q = val_q & KEY_EXAMPLES
+            n_q = key_outcome_counts(val_q)[1]
             j = q
-            while j > 0 and (oval[u, j - 1] & KEY_EXAMPLES) < n_q:
+            while j > 0 and key_outcome_counts(oval[u, j - 1])[1] < n_q:
                 okey[u, j] = okey[u, j - 1]
                 oval[u, j] = oval[u, j - 1]
                 j -= 1
@@ -250,7 +235,7 @@ def heap_pop(pool, t, user_rank, key_rank):  # type: ignore[no-untyped-def]
     return top
 
 
-@_jit
+@jit
 def push_all(pool, t, slots, user_rank, key_rank):  # type: ignore[no-untyped-def]
     """Push the pending examples in ``slots`` onto task ``t``'s heap."""
     for s in slots:

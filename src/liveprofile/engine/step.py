@@ -36,7 +36,7 @@ from liveprofile.learn.base import LEARN, PREDICT_LEARN, run_ops
 from liveprofile.learn.examples import ExampleLog
 from liveprofile.learn.regression import RegressionMetrics, run_regression_ops
 from liveprofile.learn.tasks import Pending, TaskState
-from liveprofile.profile.decay import needs_rebase, rebase_factor
+from liveprofile.profile.decay import forward_weight, needs_rebase, rebase_factor
 from liveprofile.profile.items import ItemStats
 from liveprofile.profile.population import Standing, standing
 from liveprofile.profile.segments import SegmentRules, diff
@@ -323,7 +323,7 @@ class PythonStep(Lifecycle):
             it.category = e.category
         if ts > it.last_ts:
             it.last_ts = ts
-        it.popularity += 2.0 ** ((ts - it.anchor) / h)
+        it.popularity += forward_weight(ts, it.anchor, h)
         if e.value is not None:
             it.value_sum += e.value
             it.value_n += 1

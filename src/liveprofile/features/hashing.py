@@ -24,15 +24,16 @@ import zlib
 from collections.abc import Callable
 
 from liveprofile.config import FeatureConfig
-from liveprofile.durations import DAY, HOUR
+from liveprofile.durations import DAY
 from liveprofile.events.schema import Event
 from liveprofile.features.behaviour import add_features, table_names
+from liveprofile.features.buckets import MIX, cross_index, day_parts, decile, log2_bucket, rounded
+from liveprofile.profile.decay import decay_factor
 from liveprofile.profile.items import ItemStats
 from liveprofile.profile.state import Profile, ProfileUpdater
 
+__all__ = ["MIX", "SCALARS", "TABLES", "FeatureBuilder"]
 _CACHE_LIMIT = 1_000_000
-#: the multiplier that mixes the hashes of a cross's parts
-MIX = 0x9E3779B1
 #: the scalar features, by name (the compiled path keeps their indices in this order)
 SCALARS = (
     "bias",
@@ -181,7 +182,7 @@ class FeatureBuilder:
 
     def cross(self, user: str, topic: str) -> int:
         """The index of the user x topic cross, from the cached hashes of its parts."""
-        return ((self._part(user) * MIX + self._part(topic)) ^ self._cross_salt) & self.mask
+        return cross_index(self._part(user), self._part(topic), self._cross_salt, self.mask)
 
     def build(
         self, e: Event, p: Profile | None, item: ItemStats | None
@@ -204,9 +205,9 @@ class FeatureBuilder:
                     idx.append(self.cross(e.user, topic))
                     val.append(weight)
         if self._time:
-            day, second = divmod(int(ts), int(DAY))
-            idx.append(self._hours[second // int(HOUR)])
-            idx.append(self._weekdays[(day + 3) % 7])  # 1970-01-01 was a Thursday
+            hour, weekday = day_parts(ts)
+            idx.append(self._hours[hour])
+            idx.append(self._weekdays[weekday])
             val += (1.0, 1.0)
         if p is None:
             idx.append(self._user_new)
@@ -214,7 +215,7 @@ class FeatureBuilder:
         else:
             self._profile_features(ts, p, topics, idx, val)
             if self.behaviour_tables:
-                f_c = 2.0 ** (-(max(ts, p.last_ts) - p.anchor) / self._h_counters)
+                f_c = decay_factor(max(ts, p.last_ts), p.anchor, self._h_counters)
                 add_features(
                     self.behaviour_tables, p, e.item_id, e.category, ts, f_c, idx, val,
                     _log2_bucket, self._behaviour_value,
@@ -225,7 +226,7 @@ class FeatureBuilder:
         else:
             # read decayed sums no earlier than their last update (events may come out of order)
             at = max(ts, item.last_ts)
-            pop = item.popularity * 2.0 ** (-(at - item.anchor) / self._h_counters)
+            pop = item.popularity * decay_factor(at, item.anchor, self._h_counters)
             idx.append(self._item_pop)
             idx.append(_log2_bucket(self._item_pop_b, pop))
             val += (math.log1p(pop), 1.0)
@@ -242,7 +243,8 @@ class FeatureBuilder:
         idx.append(_log2_bucket(self._recency_b, recency * 24))
         idx.append(_log2_bucket(self._events_b, p.n))
         val += (math.log1p(recency), 1.0, 1.0)
-        f_c = 2.0 ** (-(max(ts, p.last_ts) - p.anchor) / self._h_counters)
+        at = max(ts, p.last_ts)
+        f_c = decay_factor(at, p.anchor, self._h_counters)
         value = self._value
         for kind, stored in p.decayed.items():
             idx.append(value("decayed", kind))
@@ -259,9 +261,7 @@ class FeatureBuilder:
             share = sum(interests.get(t, 0.0) for t in topics) / total if total > 0 else 0.0
             top = max(interests, key=interests.__getitem__)
             # the decayed weight itself: how much of this the user did lately, not only its share
-            own = interests.get(topics[0], 0.0) * 2.0 ** (
-                -(max(ts, p.last_ts) - p.anchor) / self._h_interests
-            )
+            own = interests.get(topics[0], 0.0) * decay_factor(at, p.anchor, self._h_interests)
             idx.append(self._affinity)
             idx.append(_decile(self._affinity_b, share))
             idx.append(self._top[top in topics])
@@ -318,17 +318,13 @@ def _table(index: Callable[[str], int], field: str, size: int) -> list[int]:
 
 
 def _log2_bucket(table: list[int], x: float) -> int:
-    """The bucket of ``x`` on a log2 scale (0, 1, 2-3, 4-7, ...), the last taking the rest;
-    zero or less (a spend net of refunds) is the first."""
-    if not x > 0.0:
-        return table[0]
-    return table[min(int(math.log2(1 + x)), len(table) - 1)]
+    """The index of ``x``'s bucket in ``table`` by :func:`~.buckets.log2_bucket`."""
+    return table[log2_bucket(x, len(table) - 1)]
 
 
 def _decile(table: list[int], x: float) -> int:
-    """The bucket of a share or rate ``x`` in [0, 1] by tenths, 1.0 in the last."""
-    return table[min(int(x * 10), len(table) - 1)]
+    return table[decile(x, len(table) - 1)]
 
 
 def _bucket(table: list[int], x: float) -> int:
-    return table[min(max(round(x), 0), len(table) - 1)]
+    return table[rounded(x, len(table) - 1)]

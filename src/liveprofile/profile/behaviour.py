@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from liveprofile.config import ProfileConfig
 from liveprofile.durations import DAY
+from liveprofile.profile.decay import decay_factor
 
 if TYPE_CHECKING:
     from liveprofile.profile.state import Profile
@@ -74,9 +75,19 @@ def mean_value(entry: Sequence[float], column: int) -> float:
     3.5
     """
     total = 0.0
-    for c in entry[B_COUNTS:column]:
-        total += c
+    for c in range(B_COUNTS, column):  # by index: the compiled step passes a row of an array
+        total += entry[c]
     return entry[column] / total if total > 0.0 else 0.0
+
+
+def trim_limit(room: int) -> int:
+    """A bounded map of ``room`` keys (behaviour, key outcomes) is trimmed back to ``room``
+    once it holds more keys than this: a quarter more, so trimming is rare.
+
+    >>> trim_limit(8), trim_limit(3)
+    (10, 3)
+    """
+    return room + room // 4
 
 
 def trimmed(entries: dict[str, bytes], room: int) -> dict[str, bytes]:
@@ -101,7 +112,7 @@ class BehaviourTracker:
         self.column = {kind: B_COUNTS + j for j, kind in enumerate(self.types)}
         self.room = config.behaviour_keys
         #: a map is trimmed back to ``room`` past this many keys
-        self.limit = self.room + self.room // 4
+        self.limit = trim_limit(self.room)
         #: the column of the decayed value sum (``profile.behaviour_value``), 0: none
         self.value = B_COUNTS + len(self.types) if config.behaviour_value else 0
         self.width = B_COUNTS + len(self.types) + (1 if self.value else 0)
@@ -204,7 +215,7 @@ class BehaviourTracker:
 
     def view(self, p: Profile, at: float) -> dict[str, dict[str, Any]]:
         """Both maps as of event time ``at``, most recently touched first."""
-        f = 2.0 ** (-(at - p.anchor) / self._h)
+        f = decay_factor(at, p.anchor, self._h)
         return {
             "items": self._readable(p.behaviour_items.items(), f),
             "categories": self._readable(p.behaviour_categories.items(), f),
@@ -219,7 +230,7 @@ class BehaviourTracker:
     def fields(self, p: Profile, at: float, field: str) -> dict[str, dict[str, Any]]:
         """One map as rules read it: per key, the decayed count per type, ``converted`` and
         ``days_since`` (the last interaction)."""
-        f = 2.0 ** (-(at - p.anchor) / self._h)
+        f = decay_factor(at, p.anchor, self._h)
         out: dict[str, dict[str, Any]] = {}
         for key, packed in getattr(p, field).items():
             entry = unpack(packed)

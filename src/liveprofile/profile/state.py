@@ -27,8 +27,14 @@ import msgspec
 from liveprofile.config import ProfileConfig, RiskConfig
 from liveprofile.durations import DAY
 from liveprofile.events.schema import Event
-from liveprofile.profile.behaviour import BehaviourTracker
-from liveprofile.profile.decay import REBASE_AFTER, decayed_value, rebase_factor
+from liveprofile.profile.behaviour import BehaviourTracker, trim_limit
+from liveprofile.profile.decay import (
+    decay_factor,
+    decayed_value,
+    forward_weight,
+    needs_rebase,
+    rebase_factor,
+)
 from liveprofile.profile.items import shrunk_rate
 from liveprofile.profile.risk import Counts, ItemGroups, Recent, RiskTracker
 from liveprofile.store.codec import VersionedCodec
@@ -42,6 +48,32 @@ SPEND_WINDOWS = (7, 30, 90)
 #: a key outcome packs its positives above this many bits and its examples below
 KEY_SHIFT = 24
 KEY_EXAMPLES = (1 << KEY_SHIFT) - 1
+
+# Rules both steps follow (the compiled step compiles these functions with numba).
+
+
+def key_outcome_step(positive: bool) -> int:
+    """What one outcome adds to a packed key outcome (:attr:`Profile.key_outcomes`)."""
+    return (1 << KEY_SHIFT if positive else 0) + 1
+
+
+def key_outcome_counts(packed: int) -> tuple[int, int]:
+    """The positives and examples of a packed key outcome.
+
+    >>> key_outcome_counts(key_outcome_step(True) + key_outcome_step(False))
+    (1, 2)
+    """
+    return packed >> KEY_SHIFT, packed & KEY_EXAMPLES
+
+
+def spend_day(ts: float) -> int:
+    """The day of event time ``ts`` that :attr:`Profile.spend` counts a purchase on."""
+    return int(ts // DAY)
+
+
+def cents(value: float) -> int:
+    """A purchase's value in whole cents, as :attr:`Profile.spend` adds it up (half to even)."""
+    return round(value * 100)
 
 
 def key_outcome_name(task: str, key: str) -> int:
@@ -117,8 +149,8 @@ class Profile(msgspec.Struct, array_like=True, gc=False):
         ``room`` by a quarter, the ones with the fewest examples go, back down to ``room``."""
         outcomes = self.key_outcomes
         name = key_outcome_name(task, key)
-        outcomes[name] = outcomes.get(name, 0) + (1 << KEY_SHIFT if positive else 0) + 1
-        if len(outcomes) > room + room // 4:
+        outcomes[name] = outcomes.get(name, 0) + key_outcome_step(positive)
+        if len(outcomes) > trim_limit(room):
             kept = sorted(outcomes.items(), key=lambda kv: -(kv[1] & KEY_EXAMPLES))[:room]
             self.key_outcomes = dict(kept)
 
@@ -126,9 +158,8 @@ class Profile(msgspec.Struct, array_like=True, gc=False):
         self, task: str, key: str, prior: float, strength: float
     ) -> tuple[float, int]:
         """This user's positive rate for ``task`` on one key, shrunk toward ``prior``, and n."""
-        packed = self.key_outcomes.get(key_outcome_name(task, key), 0)
-        n = packed & KEY_EXAMPLES
-        return shrunk_rate(packed >> KEY_SHIFT, n, prior, strength), n
+        positives, n = key_outcome_counts(self.key_outcomes.get(key_outcome_name(task, key), 0))
+        return shrunk_rate(positives, n, prior, strength), n
 
 
 class ProfileUpdater:
@@ -154,7 +185,7 @@ class ProfileUpdater:
     def apply(self, p: Profile, e: Event) -> None:
         """Fold one event into the profile (the caller has already de-duplicated it)."""
         ts = e.ts
-        if (ts - p.anchor) / self._h_min > REBASE_AFTER:
+        if needs_rebase(ts, p.anchor, self._h_min):
             self._rebase(p, ts)
         kind = e.type
         n = p.n
@@ -165,7 +196,7 @@ class ProfileUpdater:
             p.last_ts = ts
         counts = p.counts
         counts[kind] = counts.get(kind, 0) + 1
-        w_c = 2.0 ** ((ts - p.anchor) / self.h_counters)
+        w_c = forward_weight(ts, p.anchor, self.h_counters)
         decayed = p.decayed
         decayed[kind] = decayed.get(kind, 0.0) + w_c
         self.behaviour.apply(p, kind, e.item_id, e.category, ts, w_c, e.value)
@@ -182,12 +213,13 @@ class ProfileUpdater:
             if last is None or ts > last:
                 p.last_purchase_ts = ts
             if value is not None:
-                self._add_spend(p.spend, int(ts // DAY), round(value * 100))
+                self._add_spend(p.spend, spend_day(ts), cents(value))
         topics = e.topics()
         if topics:
             weight = self._weights.get(kind, self._default_weight)
             if weight:
-                self._add_interests(p, topics, weight * 2.0 ** ((ts - p.anchor) / self.h_interests))
+                w_i = forward_weight(ts, p.anchor, self.h_interests)
+                self._add_interests(p, topics, weight * w_i)
         self.risk.apply(p, e)
 
     @staticmethod
@@ -241,12 +273,12 @@ class ProfileUpdater:
 
     def interests_unsorted(self, p: Profile, at: float) -> dict[str, float]:
         """Decayed interest weights at time ``at``, in no particular order."""
-        f = 2.0 ** (-(at - p.anchor) / self.h_interests)
+        f = decay_factor(at, p.anchor, self.h_interests)
         return {k: v * f for k, v in p.interests.items()}
 
     def interests_at(self, p: Profile, at: float) -> dict[str, float]:
         """Decayed interest weights at time ``at``, strongest first."""
-        f = 2.0 ** (-(at - p.anchor) / self.h_interests)
+        f = decay_factor(at, p.anchor, self.h_interests)
         return {k: v * f for k, v in sorted(p.interests.items(), key=lambda kv: -kv[1])}
 
     def view(
