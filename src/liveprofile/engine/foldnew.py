@@ -36,20 +36,21 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import numba
 import numpy as np
 
 from liveprofile.engine import behaviour
 from liveprofile.engine import layout as L
+from liveprofile.engine.jit import jit, leaf
 from liveprofile.engine.machinecode import compiled_for
 from liveprofile.engine.rowio import _counted
+from liveprofile.engine.rules import decay_factor
 from liveprofile.profile.state import Profile
 
 if TYPE_CHECKING:
     from liveprofile.engine.links import Stops
 
 
-@numba.njit(cache=True, nogil=True)
+@jit
 def fold_new(users, ra, ru, ts, fp, ip):  # type: ignore[no-untyped-def]
     """``merge_profiles(updater, updater.new(user, ts), visitor)`` on rows: row ``ru`` (empty)
     gets row ``ra``'s profile merged into a new one made at ``ts``; row ``ra`` is emptied as a
@@ -87,8 +88,8 @@ def fold_new(users, ra, ru, ts, fp, ip):  # type: ignore[no-untyped-def]
     anchor = pf[ra, L.P_ANCHOR]
     if anchor < ts:  # the visitor's values rebased to the new profile's anchor
         two = fp[L.FP_TWO]
-        f_c = two ** (-(ts - anchor) / fp[L.FP_H_COUNTERS])
-        f_i = two ** (-(ts - anchor) / fp[L.FP_H_INTERESTS])
+        f_c = decay_factor(ts, anchor, fp[L.FP_H_COUNTERS], two)
+        f_i = decay_factor(ts, anchor, fp[L.FP_H_INTERESTS], two)
         dec, tord = users.dec, users.tord
         for q in range(users.tlen[ru]):
             dec[ru, tord[ru, q]] *= f_c
@@ -116,7 +117,7 @@ def fold_new(users, ra, ru, ts, fp, ip):  # type: ignore[no-untyped-def]
     _empty(users, ra)
 
 
-@numba.njit(cache=True, nogil=True)
+@leaf
 def _keep_top(users, u, top_k):  # type: ignore[no-untyped-def]
     """``ProfileUpdater.keep_top_interests`` to the letter: it deletes the first
     ``len - top_k`` of the interests sorted by value (a stable sort), none when there are at
@@ -136,7 +137,7 @@ def _keep_top(users, u, top_k):  # type: ignore[no-untyped-def]
     users.il[u] = m
 
 
-@numba.njit(cache=True, nogil=True)
+@leaf
 def _empty(users, r):  # type: ignore[no-untyped-def]
     """Row ``r`` as ``Stops._reload`` leaves a row without a profile."""
     users.pf[r, :] = 0.0
