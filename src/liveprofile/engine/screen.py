@@ -83,7 +83,7 @@ def screen(
     if links:
         state.ensure_loaded(store, links, set())
     dead: set[int] = set()
-    known = _Known(state)
+    known = _Known(state, core.config.run.profile_ttl_s)
     start = 0
     for k in suspects:
         passed = events[start:k]
@@ -156,7 +156,12 @@ def _reason(
         if anon is None or anon == e.user:
             return "'$merge' needs a 'user_id' and a different 'anonymous_id' (merged into it)"
         return None
-    if anon is not None and anon != e.user and e.type not in COMMANDS and known.is_known(anon):
+    if (
+        anon is not None
+        and anon != e.user
+        and e.type not in COMMANDS
+        and known.is_known(anon, e.ts)
+    ):
         return (
             f"'anonymous_id' {anon!r} is a known user: an event links only anonymous ids; "
             "an operator merges known users with a '$merge' command"
@@ -167,19 +172,34 @@ def _reason(
 class _Known:
     """Which ids are known users at a point of a batch, as the step will have left them: an id
     is known once its own events (not only an anonymous id's) made its profile, until a
-    ``$forget`` erases it or a ``$merge`` folds it into another; a ``$merge`` makes the user
-    merged into known when it takes a profile that way. Commands alone make no one known."""
+    ``$forget`` erases it, a ``$merge`` folds it into another or it is idle past the profile
+    TTL (the step expires such a profile at its next event or link); a ``$merge`` makes the
+    user merged into known when it takes a profile that way. Commands alone make no one
+    known."""
 
-    def __init__(self, state: PipelineState) -> None:
+    def __init__(self, state: PipelineState, ttl: float | None) -> None:
         self.state = state
+        self.ttl = ttl
+        self.at = state.checkpoint.watermark
         self.known: set[str] = set()  # known users by this batch's events
         self.visitors: set[str] = set()  # anonymous profiles made by this batch's events
         self.gone: set[str] = set()  # ids whose stored profile this batch removed
+        self.last: dict[str, float] = {}  # the latest event of a profile this batch touched
 
     def _stored(self, user: str) -> Profile | None:
         return None if user in self.gone else self.state.profiles.get(user)
 
-    def is_known(self, user: str) -> bool:
+    def _idle(self, user: str, at: float) -> bool:
+        if self.ttl is None:
+            return False
+        p = self._stored(user)
+        last = max(self.last.get(user, -math.inf), -math.inf if p is None else p.last_ts)
+        return last + self.ttl < at
+
+    def is_known(self, user: str, ts: float) -> bool:
+        """Whether ``user`` is a known user for an event at ``ts`` that passes next."""
+        if self._idle(user, max(self.at, ts)):
+            return False
         p = self._stored(user)
         return user in self.known or (
             user not in self.visitors and p is not None and not p.anonymous
@@ -191,19 +211,26 @@ class _Known:
     def _drop(self, user: str) -> None:
         self.known.discard(user)
         self.visitors.discard(user)
+        self.last.pop(user, None)
         self.gone.add(user)
 
     def acted(self, e: Event) -> None:
         """Take the effect of ``e``, which passed, on who is known."""
         user, anon = e.user, e.anonymous_id
+        self.at = max(self.at, e.ts)
         if e.type == FORGET:
             self._drop(user)
-        elif e.type == MERGE:
+            return
+        for who in (user, anon):  # idle past the TTL: expired first
+            if who is not None and self._has_profile(who) and self._idle(who, self.at):
+                self._drop(who)
+        if e.type == MERGE:
             assert anon is not None
             if self._has_profile(anon) and not self._has_profile(user):
                 self.known.add(user)
             self._drop(anon)
-        elif anon == user:
+            return
+        if anon == user:
             if not self._has_profile(user):
                 self.visitors.add(user)
         else:
@@ -211,6 +238,7 @@ class _Known:
                 self._drop(anon)
             self.known.add(user)
             self.visitors.discard(user)
+        self.last[user] = max(self.last.get(user, -math.inf), e.ts)
 
 
 def _iso(ts: float) -> str:
