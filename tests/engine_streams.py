@@ -111,7 +111,8 @@ def stream(ops: list[tuple[str, int, int, int, float, float, int]]) -> list[byte
             elif e["type"] == "rate":
                 e["value"] = 1 + (who + item) % 5
             if kind == "login":
-                e["user_id"], e["anonymous_id"] = f"u{who % 4}", f"v{other % 4}"
+                # a visitor's id, or a user's (refused while it is a known user's)
+                e["user_id"], e["anonymous_id"] = f"u{who % 4}", peer
             elif user.startswith("v"):
                 del e["user_id"]
                 e["anonymous_id"] = user

@@ -25,7 +25,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from engine_streams import ALL_TASKS, IDS, T0, configs, op, stream, streams
+from engine_streams import ALL_TASKS, DAY, IDS, T0, configs, op, stream, streams
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from test_state_properties import (
@@ -178,8 +178,13 @@ def test_sending_the_stream_again_changes_nothing_but_the_counters(
     config: PipelineConfig, lines: list[bytes], size: int
 ) -> None:
     """Replaying events already applied (same ``event_id``, within the de-duplication window)
-    changes nothing: the second copy counts as duplicates, its invalid records are dead
-    letters again, and every row and blob is as after the first copy."""
+    changes nothing: every row and blob is as after the first copy, the second copy counts as
+    duplicates and its invalid records are dead letters again.
+
+    Except for one counter: a login whose visitor id has become a known user's since it was
+    applied is refused again by the screen, which judges events before de-duplication, so it
+    counts as a dead letter rather than a duplicate (as an applied event re-sent later than
+    ``events.allowed_lateness`` does)."""
     config = msgspec.structs.replace(
         config,
         run=msgspec.structs.replace(config.run, dedup_window=100_000),
@@ -197,9 +202,16 @@ def test_sending_the_stream_again_changes_nothing_but_the_counters(
         assert a["meta"] == b["meta"]
         assert a["pending"] == b["pending"]
         _, watermark, events, duplicates, dead, links = count_a
-        assert count_b[1:] == (watermark, events, 2 * duplicates + events, 2 * dead, links)
-        reasons = sorted(_reason(d) for d in a["dead"])
-        assert sorted(_reason(d) for d in b["dead"]) == sorted(reasons + reasons)
+        assert count_b[1:3] == (watermark, events) and count_b[5] == links
+        assert count_b[3] + count_b[4] == 2 * duplicates + events + 2 * dead
+        again = sorted(_reason(d) for d in b["dead"])
+        for reason in (_reason(d) for d in a["dead"] * 2):
+            again.remove(reason)
+        assert all(TAKEOVER in reason for reason, _ in again), again
+
+
+#: the screen's reason for refusing a login whose visitor id is a known user's
+TAKEOVER = "is a known user: an event links only anonymous ids"
 
 
 def _reason(dead: bytes) -> tuple[str, str]:
@@ -350,3 +362,26 @@ def _linked_groups(lines: list[bytes]) -> list[int]:
     names = [root(found[0]) if found else f"#{k}" for k, found in enumerate(ids)]
     index = {n: k for k, n in enumerate(dict.fromkeys(names))}
     return [index[n] for n in names]
+
+
+def test_a_login_with_the_id_of_a_user_idle_past_the_ttl_is_taken_in_any_batch() -> None:
+    """Found by the batch-boundary property: a known user idle past ``run.profile_ttl`` expires
+    when a login names its id as the visitor's (the step judges the idle time exactly), but the
+    screen refused that login as a takeover of a known user unless a batch had ended after the
+    profile's expiry."""
+    rows: list[dict[str, Any]] = [
+        {"user_id": "u1", "type": "view", "ts": T0},
+        {"user_id": "u2", "type": "view", "ts": T0 + 3 * DAY},
+        {"user_id": "u0", "anonymous_id": "u1", "type": "view", "ts": T0 + 3 * DAY + 60},
+        {"user_id": "u3", "type": "view", "ts": T0 + 3 * DAY + 90},
+        {"user_id": "u2", "anonymous_id": "u3", "type": "view", "ts": T0 + 3 * DAY + 120},
+    ]
+    lines = [msgspec.json.encode({"event_id": f"e{k}", **row}) for k, row in enumerate(rows)]
+    _one_and_single_batches(lines, profile_ttl="1d")
+    config = PipelineConfig(tasks=[], run=RunConfig(profile_ttl="1d"))
+    with place("sqlite") as (tmp, url):
+        source = write(tmp, lines)
+        run(config, source, url, [100])
+        state = dump(config, url, source)
+        assert [msgspec.json.decode(d["raw"])["event_id"] for d in state["dead"]] == ["e4"]
+        assert state["rows"][ALIASES] == {"u1": b"u0"}
