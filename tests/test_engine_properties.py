@@ -11,10 +11,14 @@ malformed records) through the local runner into SQLite, and the store is read b
   event, a duplicate or a dead letter;
 - **restarts**: closing the runner after any batches and opening a new one on the same store
   file, with batch sizes changing from batch to batch, gives the same bytes as one run;
-- **replays**: the stream sent a second time changes nothing but the counters;
+- **replays**: the stream sent a second time changes no row or blob, only the counters;
 - **arrival order**: users' streams interleaved another way give the same profiles (see
   :func:`test_interleaving_users_changes_no_profile` for what is promised);
-- **erasure**: after a ``$forget`` nothing is kept under the erased ids.
+- **erasure**: after a ``$forget`` no profile, link, membership or alias list holds the
+  erased id (links *to* an erased user may remain: see
+  :func:`test_nothing_is_kept_under_an_erased_id`).
+
+Bugs these found carry a test of their own below the property that found them.
 """
 
 from __future__ import annotations
