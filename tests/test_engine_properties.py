@@ -18,7 +18,7 @@ malformed records) through the local runner into SQLite, and the store is read b
   erased id (links *to* an erased user may remain: see
   :func:`test_nothing_is_kept_under_an_erased_id`).
 
-Bugs these found carry a test of their own below the property that found them.
+Each bug these found has a test of its own in this module.
 """
 
 from __future__ import annotations
