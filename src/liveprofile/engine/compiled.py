@@ -167,6 +167,10 @@ class CompiledStep:
             before[u] = None if p is None else standing(p)
             if p is None or p.anonymous:
                 visitors[u] = True
+        for k in np.flatnonzero(ok & ~kernel_ok).tolist():  # a merge's user may get a profile
+            if (u := cols.user[k]) not in before:
+                p = state.profiles.get(u)
+                before[u] = None if p is None else standing(p)
         moved = marks is not None and self.tables.regression.any()  # a regression task's room
         linked = linked_users(events, state.aliases) if moved else ()
         ops, outputs = buffers(

@@ -45,8 +45,9 @@ from liveprofile.engine.core import Core
 from liveprofile.engine.state import PipelineState
 from liveprofile.events.columns import EventColumns
 from liveprofile.events.deadletter import DeadLetter
-from liveprofile.events.schema import COMMANDS, MERGE, Event, encode_event
+from liveprofile.events.schema import COMMANDS, FORGET, MERGE, Event, encode_event
 from liveprofile.events.sources import Batch
+from liveprofile.profile.state import Profile
 from liveprofile.store.base import Store
 
 
@@ -74,23 +75,25 @@ def screen(
         k for k, e in enumerate(events) if lateness is not None or not _plain_pass(e, limit, bound)
     ]
     links = {
-        e.anonymous_id
+        i
         for e in (events[k] for k in suspects)
-        if e.anonymous_id is not None and e.anonymous_id != e.user and e.type not in COMMANDS
+        if e.anonymous_id is not None and e.anonymous_id != e.user and e.type != FORGET
+        for i in ((e.anonymous_id, e.user) if e.type == MERGE else (e.anonymous_id,))
     }
     if links:
         state.ensure_loaded(store, links, set())
     dead: set[int] = set()
-    known: set[str] = set()  # ids that acted as known users earlier in this batch
+    known = _Known(state, core.config.run.profile_ttl_s)
     start = 0
     for k in suspects:
         passed = events[start:k]
         if passed:
             watermark = max(watermark, max(e.ts for e in passed))
-            known.update(e.user for e in passed if e.anonymous_id != e.user)
+            for e in passed:
+                known.acted(e)
         start = k + 1
         e = events[k]
-        reason = _reason(e, rules, watermark, now, state, known)
+        reason = _reason(e, rules, watermark, now, known)
         if reason is not None:
             raw = encode_event(e).decode()
             batch.dead_letters.append(DeadLetter(raw, reason, source, batch.position(k)))
@@ -98,8 +101,7 @@ def screen(
             continue
         if e.ts > watermark:
             watermark = e.ts
-        if e.anonymous_id != e.user:
-            known.add(e.user)
+        known.acted(e)
     if dead:
         if batch.positions:
             batch.positions = [p for k, p in enumerate(batch.positions) if k not in dead]
@@ -131,8 +133,7 @@ def _reason(
     rules: EventsConfig,
     watermark: float,
     now: float,
-    state: PipelineState,
-    known: set[str],
+    known: _Known,
 ) -> str | None:
     value = e.value
     if value is not None and abs(value) > rules.max_value:
@@ -155,14 +156,89 @@ def _reason(
         if anon is None or anon == e.user:
             return "'$merge' needs a 'user_id' and a different 'anonymous_id' (merged into it)"
         return None
-    if anon is not None and anon != e.user and e.type not in COMMANDS:
-        p = state.profiles.get(anon)
-        if anon in known or (p is not None and not p.anonymous):
-            return (
-                f"'anonymous_id' {anon!r} is a known user: an event links only anonymous ids; "
-                "an operator merges known users with a '$merge' command"
-            )
+    if (
+        anon is not None
+        and anon != e.user
+        and e.type not in COMMANDS
+        and known.is_known(anon, e.ts)
+    ):
+        return (
+            f"'anonymous_id' {anon!r} is a known user: an event links only anonymous ids; "
+            "an operator merges known users with a '$merge' command"
+        )
     return None
+
+
+class _Known:
+    """Which ids are known users at a point of a batch, as the step will have left them: an id
+    is known once its own events (not only an anonymous id's) made its profile, until a
+    ``$forget`` erases it, a ``$merge`` folds it into another or it is idle past the profile
+    TTL (the step expires such a profile at its next event or link); a ``$merge`` makes the
+    user merged into known when it takes a profile that way. Commands alone make no one
+    known."""
+
+    def __init__(self, state: PipelineState, ttl: float | None) -> None:
+        self.state = state
+        self.ttl = ttl
+        self.at = state.checkpoint.watermark
+        self.known: set[str] = set()  # known users by this batch's events
+        self.visitors: set[str] = set()  # anonymous profiles made by this batch's events
+        self.gone: set[str] = set()  # ids whose stored profile this batch removed
+        self.last: dict[str, float] = {}  # the latest event of a profile this batch touched
+
+    def _stored(self, user: str) -> Profile | None:
+        return None if user in self.gone else self.state.profiles.get(user)
+
+    def _idle(self, user: str, at: float) -> bool:
+        if self.ttl is None:
+            return False
+        p = self._stored(user)
+        last = max(self.last.get(user, -math.inf), -math.inf if p is None else p.last_ts)
+        return last + self.ttl < at
+
+    def is_known(self, user: str, ts: float) -> bool:
+        """Whether ``user`` is a known user for an event at ``ts`` that passes next."""
+        if self._idle(user, max(self.at, ts)):
+            return False
+        p = self._stored(user)
+        return user in self.known or (
+            user not in self.visitors and p is not None and not p.anonymous
+        )
+
+    def _has_profile(self, user: str) -> bool:
+        return user in self.known or user in self.visitors or self._stored(user) is not None
+
+    def _drop(self, user: str) -> None:
+        self.known.discard(user)
+        self.visitors.discard(user)
+        self.last.pop(user, None)
+        self.gone.add(user)
+
+    def acted(self, e: Event) -> None:
+        """Take the effect of ``e``, which passed, on who is known."""
+        user, anon = e.user, e.anonymous_id
+        self.at = max(self.at, e.ts)
+        if e.type == FORGET:
+            self._drop(user)
+            return
+        for who in (user, anon):  # idle past the TTL: expired first
+            if who is not None and self._has_profile(who) and self._idle(who, self.at):
+                self._drop(who)
+        if e.type == MERGE:
+            assert anon is not None
+            if self._has_profile(anon) and not self._has_profile(user):
+                self.known.add(user)
+            self._drop(anon)
+            return
+        if anon == user:
+            if not self._has_profile(user):
+                self.visitors.add(user)
+        else:
+            if anon is not None:  # a login folds the visitor's profile into the user's
+                self._drop(anon)
+            self.known.add(user)
+            self.visitors.discard(user)
+        self.last[user] = max(self.last.get(user, -math.inf), e.ts)
 
 
 def _iso(ts: float) -> str:
