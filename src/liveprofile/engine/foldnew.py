@@ -43,6 +43,7 @@ from liveprofile.engine import layout as L
 from liveprofile.engine.jit import jit, leaf
 from liveprofile.engine.machinecode import compiled_for
 from liveprofile.engine.rowio import _counted
+from liveprofile.engine.rowops import keep_top
 from liveprofile.engine.rules import decay_factor
 from liveprofile.profile.state import Profile
 
@@ -98,7 +99,7 @@ def fold_new(users, ra, ru, ts, fp, ip):  # type: ignore[no-untyped-def]
         for q in range(users.il[ru]):
             iv[ru, q] *= f_i
         pf[ru, L.P_ANCHOR] = ts
-    _keep_top(users, ru, ip[L.IP_TOP_K])
+    keep_top(users, ru, ip[L.IP_TOP_K])
     m = users.slen[ru]
     if m > 0:
         sday, scents = users.sday, users.scents
@@ -115,26 +116,6 @@ def fold_new(users, ra, ru, ts, fp, ip):  # type: ignore[no-untyped-def]
         users.slen[ru] = w
     users.touched[ru] = True
     _empty(users, ra)
-
-
-@leaf
-def _keep_top(users, u, top_k):  # type: ignore[no-untyped-def]
-    """``ProfileUpdater.keep_top_interests`` to the letter: it deletes the first
-    ``len - top_k`` of the interests sorted by value (a stable sort), none when there are at
-    most ``top_k``."""
-    m = users.il[u]
-    drop = max(0, m - top_k)
-    ik, iv = users.ik, users.iv
-    for _ in range(drop):
-        low = 0
-        for q in range(1, m):
-            if iv[u, q] < iv[u, low]:
-                low = q
-        for q in range(low, m - 1):
-            ik[u, q] = ik[u, q + 1]
-            iv[u, q] = iv[u, q + 1]
-        m -= 1
-    users.il[u] = m
 
 
 @leaf

@@ -36,6 +36,7 @@ from liveprofile.engine.rowops import (
     count,
     heap_pop,
     heap_push,
+    keep_top,
     record_key_outcome,
 )
 from liveprofile.engine.rules import cents, decay_factor, forward_weight, needs_rebase, spend_day
@@ -489,18 +490,7 @@ def _update_profile(ev, e, codes, params, users):  # type: ignore[no-untyped-def
                 ik[u, r] = tc
                 iv[u, r] = w
                 il[u] = r + 1
-        while il[u] > ip[L.IP_TOP_K]:
-            # keep the top K: drop the smallest (of equals, the earliest inserted), as
-            # deleting the first of a stable ascending sort does
-            n_int = il[u]
-            low = 0
-            for q in range(1, n_int):
-                if iv[u, q] < iv[u, low]:
-                    low = q
-            for q in range(low, n_int - 1):
-                ik[u, q] = ik[u, q + 1]
-                iv[u, q] = iv[u, q + 1]
-            il[u] = n_int - 1
+        keep_top(users, u, ip[L.IP_TOP_K])
     add_recent(users, u, ts, kind, ev_icode[e], value, ip[L.IP_RECENT], codes)
 
 

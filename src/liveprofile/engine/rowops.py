@@ -118,6 +118,25 @@ def _recent_less(users, u, j, ts, ty, it, va, codes):  # type: ignore[no-untyped
 
 
 @leaf
+def keep_top(users, u, top_k):  # type: ignore[no-untyped-def]
+    """``ProfileUpdater.keep_top_interests`` on row ``u``: drop the smallest interests (of
+    equals, the earliest inserted, as deleting the first of a stable ascending sort does) until
+    at most ``top_k`` are left."""
+    m = users.il[u]
+    ik, iv = users.ik, users.iv
+    while m > top_k:
+        low = 0
+        for q in range(1, m):
+            if iv[u, q] < iv[u, low]:
+                low = q
+        for q in range(low, m - 1):
+            ik[u, q] = ik[u, q + 1]
+            iv[u, q] = iv[u, q + 1]
+        m -= 1
+    users.il[u] = m
+
+
+@leaf
 def add_recent(users, u, ts, ty, it, va, size, codes):  # type: ignore[no-untyped-def]
     """``risk.add_recent``: insert after equal entries, keep the newest ``size``."""
     users_rts = users.rts
