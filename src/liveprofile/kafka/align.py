@@ -68,7 +68,7 @@ def announce(store: RedisStore, scope: str, ts: float) -> None:
 def started(store: RedisStore, scope: str) -> float:
     """The event time the last announced batch of ``scope`` reaches (``-inf``: none)."""
     try:
-        value = store.client.hget(f"{store.prefix}:{STARTED_NAMESPACE}", scope)
+        value: Any = store.client.hget(f"{store.prefix}:{STARTED_NAMESPACE}", scope)
     except redis.RedisError as exc:
         log.debug("batch of %s not read: %s", scope, exc)
         return -math.inf

@@ -191,7 +191,7 @@ def _store_lag(client: redis.Redis, status: StreamStatus, group: str) -> int:
         return status.length
     if not status.group_exists:
         return _count_after(client, status.stream, status.committed_id)
-    later = client.xpending_range(
+    later: Any = client.xpending_range(
         status.stream, group, f"({status.committed_id}", "+", MAX_PENDING_COUNTED
     )
     return status.lag + len(later)
