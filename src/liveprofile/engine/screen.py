@@ -38,6 +38,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import cast
 
 import numpy as np
 
@@ -84,10 +85,7 @@ def screen(
     }
     if links:
         state.ensure_loaded(store, links, set())
-    # who is known matters only for the ids the suspects name; an event that passes at once
-    # names its user alone, so the others' events leave those ids as they are
-    named: set[str | None] = {e.user for e in (events[k] for k in suspects)}
-    named.update(e.anonymous_id for e in (events[k] for k in suspects))
+    named = _followed([events[k] for k in suspects])
     dead: set[int] = set()
     known = _Known(state, core.config.run.profile_ttl_s)
     start = 0
@@ -126,6 +124,27 @@ def _suspects(events: Sequence[Event], limit: float, bound: float) -> list[int]:
         or ((a := e.anonymous_id) is not None and (a != e.user or e.type == MERGE))
         or (e.value is not None and abs(e.value) > bound)
     ]
+
+
+def _followed(suspects: list[Event]) -> set[str]:
+    """The ids whose known-user state the judgement of ``suspects`` reads: the anonymous ids
+    of logins and, as a ``$merge`` makes its user known when its anonymous id has a profile,
+    the anonymous ids merged into those. An event that passes at once names its user alone,
+    so the events of other users leave these ids as they are."""
+    named = {
+        e.anonymous_id
+        for e in suspects
+        if e.anonymous_id is not None and e.anonymous_id != e.user and e.type not in COMMANDS
+    }
+    merges = [e for e in suspects if e.type == MERGE and e.anonymous_id is not None]
+    grown = True
+    while grown:
+        grown = False
+        for e in merges:
+            if e.user in named and e.anonymous_id not in named:
+                named.add(cast(str, e.anonymous_id))
+                grown = True
+    return named
 
 
 def _columns_pass(cols: EventColumns, rules: EventsConfig, watermark: float, now: float) -> bool:
