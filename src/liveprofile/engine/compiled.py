@@ -166,7 +166,7 @@ class CompiledStep:
         before: dict[str, Standing | None] = {}
         visitors: dict[str, bool] = {}  # the users who may be anonymous visitors afterwards
         applied = np.flatnonzero(kernel_ok).tolist()
-        for u in dict.fromkeys([*(cols.user[k] for k in applied), *visitor_ids]):
+        for u in dict.fromkeys([*map(cols.user.__getitem__, applied), *visitor_ids]):
             p = state.profiles.get(u)
             before[u] = None if p is None else standing(p)
             if p is None or p.anonymous:
