@@ -13,7 +13,7 @@ Strings get integer codes once (:mod:`.codes`).
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -24,7 +24,7 @@ from liveprofile.engine.codes import CodeTables, grow
 from liveprofile.engine.convroom import linked_users
 from liveprofile.engine.kernelargs import batch_events, buffers, empty_items, step_params
 from liveprofile.engine.lifecycle import StepResult
-from liveprofile.engine.links import RiskCounts, Stops, next_stop, stop_marks
+from liveprofile.engine.links import RiskCounts, Stops, commands, next_stop, stop_marks
 from liveprofile.engine.packing import encode_items
 from liveprofile.engine.pool import PendingPool
 from liveprofile.engine.profilerows import KernelBytes
@@ -36,7 +36,7 @@ from liveprofile.engine.step import PythonStep
 from liveprofile.engine.velocity import count_velocity
 from liveprofile.engine.visitors import as_users, known_events
 from liveprofile.events.columns import EventColumns
-from liveprofile.events.schema import COMMANDS, Event
+from liveprofile.events.schema import Event
 from liveprofile.learn.base import OpArrays, run_ops, sparse_example
 from liveprofile.learn.delayed import FNC, MODES, fnc_correct_many
 from liveprofile.learn.examples import ExampleLog
@@ -138,14 +138,18 @@ class CompiledStep:
         ttl = self.base.ttl
         # visitors' anonymous ids: a link made or removed in the batch may move their events
         visitor_ids: list[str] = []
+        is_command = None if marks is None else commands(cols.type)
         if not plain and (marks is not None or ttl is not None):
-            visitor_ids = [e.anonymous_id for e in events if e.anonymous_id is not None]
-            if state.aliases:  # a merge into a user merged into another goes to the latter
-                get = state.aliases.get
-                visitor_ids += [get(e.user, e.user) for e in events if e.type in COMMANDS]
+            anons = dict.fromkeys(e.anonymous_id for e in events)
+            anons.pop(None, None)
+            visitor_ids = cast(list[str], list(anons))
+            if state.aliases and is_command is not None:
+                # a merge into a user merged into another goes to the latter
+                get, users = state.aliases.get, cols.user
+                visitor_ids += [get(users[k], users[k]) for k in np.flatnonzero(is_command)]
         kernel_ok = ok
-        if marks is not None:  # commands are the lifecycle's work only
-            kernel_ok = ok & ~np.fromiter((e.type in COMMANDS for e in events), np.bool_, len(ok))
+        if is_command is not None:  # commands are the lifecycle's work only
+            kernel_ok = ok & ~is_command
         # the pending examples due in this batch bring their users and items
         due_users, due_items = self.due_keys(state, self.base.horizon(state, cols))
         if state.aliases:  # outcomes count on the user an alias is linked to
@@ -162,7 +166,7 @@ class CompiledStep:
         before: dict[str, Standing | None] = {}
         visitors: dict[str, bool] = {}  # the users who may be anonymous visitors afterwards
         applied = np.flatnonzero(kernel_ok).tolist()
-        for u in dict.fromkeys([*(cols.user[k] for k in applied), *visitor_ids]):
+        for u in dict.fromkeys([*map(cols.user.__getitem__, applied), *visitor_ids]):
             p = state.profiles.get(u)
             before[u] = None if p is None else standing(p)
             if p is None or p.anonymous:

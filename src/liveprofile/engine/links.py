@@ -29,6 +29,8 @@ in the order of the batch, as ``RiskTracker.apply`` and the Python step do.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from itertools import repeat
+from operator import attrgetter, is_not, ne
 from typing import Any
 
 import numba
@@ -55,16 +57,29 @@ from liveprofile.profile.state import Profile
 I64 = npt.NDArray[np.int64]
 
 
+_TYPE, _USER, _ANON = attrgetter("type"), attrgetter("user"), attrgetter("anonymous_id")
+
+
+def commands(types: Sequence[str]) -> npt.NDArray[np.bool_]:
+    """Which of the event types are commands (``$merge``, ``$forget``).
+
+    >>> commands(["view", "$forget", "purchase"]).tolist()
+    [False, True, False]
+    """
+    return np.fromiter(map(COMMANDS.__contains__, types), np.bool_, len(types))
+
+
 def stop_marks(events: Sequence[Event], ok: Any) -> Any:
     """Which applied events need the Python lifecycle: logins, ``$merge`` and ``$forget``;
     None when there are none (events as columns are plain)."""
-    marks = [
-        e.type in COMMANDS or (e.anonymous_id is not None and e.anonymous_id != e.user)
-        for e in events
-    ]
-    if not any(marks):
+    n = len(events)
+    anons = list(map(_ANON, events))
+    marks = np.fromiter(map(ne, anons, map(_USER, events)), np.bool_, n)
+    marks &= np.fromiter(map(is_not, anons, repeat(None)), np.bool_, n)
+    marks |= commands(list(map(_TYPE, events)))
+    if not marks.any():
         return None
-    return np.array(marks, np.bool_) & ok
+    return marks & ok
 
 
 @numba.njit(cache=True, nogil=True)
@@ -229,9 +244,10 @@ class Stops:
         self.consumed = np.zeros(n, np.bool_)  # commands: the lifecycle's work only
         if not isinstance(events, EventColumns):  # columns hold plain events only
             # the user id it names, whose link a merge or login in the batch may change
-            get = ucode.get
-            self.visitor[:] = [-1 if e.type in COMMANDS else get(e.user, -1) for e in events]
-            self.consumed[:] = [e.type in COMMANDS for e in events]
+            self.consumed[:] = commands(list(map(_TYPE, events)))
+            named = map(ucode.get, map(_USER, events), repeat(-1))
+            self.visitor[:] = np.fromiter(named, np.int64, n)
+            self.visitor[self.consumed] = -1
         #: users whose profile was deleted (True) or made (False) by the lifecycle at an event:
         #: whether they count as anonymous visitors from there on
         self.remade: dict[str, tuple[int, bool]] = {}
@@ -476,7 +492,9 @@ class Stops:
         events, names, remade = self.events, self.names, self.remade
         for u, (_, anonymous) in remade.items():
             visitors[u] = anonymous
-        for k in applied:
+        # only the events of users who are visitors now can change that
+        maybe = map(visitors.get, map(names.__getitem__, applied))
+        for k in [k for k, v in zip(applied, maybe, strict=True) if v]:
             user = names[k]
             if visitors.get(user) and k >= remade.get(user, (-1, True))[0]:
                 anon = events[k].anonymous_id

@@ -36,7 +36,9 @@ so it never moves the watermark.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import cast
 
 import numpy as np
 
@@ -67,13 +69,14 @@ def screen(
         events = list(events)
     limit, bound = max(watermark, now) + rules.max_future_s, rules.max_value
     lateness = rules.allowed_lateness_s
-    if lateness is None and all(_plain_pass(e, limit, bound) for e in events):
-        return  # the common case, checked at once
+    if lateness is None:
+        suspects = _suspects(events, limit, bound)
+        if not suspects:
+            return  # the common case, checked at once
+    else:
+        suspects = list(range(len(events)))
     # the events within the limits pass; the others are judged in order, with the watermark
     # and the ids that acted as known users before them
-    suspects = [
-        k for k, e in enumerate(events) if lateness is not None or not _plain_pass(e, limit, bound)
-    ]
     links = {
         i
         for e in (events[k] for k in suspects)
@@ -82,17 +85,20 @@ def screen(
     }
     if links:
         state.ensure_loaded(store, links, set())
+    named = _followed([events[k] for k in suspects])
     dead: set[int] = set()
     known = _Known(state, core.config.run.profile_ttl_s)
     start = 0
     for k in suspects:
-        passed = events[start:k]
-        if passed:
-            watermark = max(watermark, max(e.ts for e in passed))
-            for e in passed:
+        for e in events[start:k]:
+            if e.ts > watermark:
+                watermark = e.ts
+            if e.user in named:
+                known.at = watermark
                 known.acted(e)
         start = k + 1
         e = events[k]
+        known.at = watermark
         reason = _reason(e, rules, watermark, now, known)
         if reason is not None:
             raw = encode_event(e).decode()
@@ -108,15 +114,37 @@ def screen(
         batch.events = [e for k, e in enumerate(events) if k not in dead]
 
 
-def _plain_pass(e: Event, limit: float, bound: float) -> bool:
-    """Whether ``e`` passes every rule without a look at the state: a visitor's or a user's
-    event (not a login, not a command needing ids) within ``limit`` and ``bound``."""
-    anon = e.anonymous_id
-    return (
-        e.ts <= limit
-        and (anon is None or (anon == e.user and e.type != MERGE))
-        and (e.value is None or abs(e.value) <= bound)
-    )
+def _suspects(events: Sequence[Event], limit: float, bound: float) -> list[int]:
+    """The positions of the events that may break a rule: all but a visitor's or a user's
+    events (not a login, not a command needing ids) within ``limit`` and ``bound``."""
+    return [
+        k
+        for k, e in enumerate(events)
+        if e.ts > limit
+        or ((a := e.anonymous_id) is not None and (a != e.user or e.type == MERGE))
+        or (e.value is not None and abs(e.value) > bound)
+    ]
+
+
+def _followed(suspects: list[Event]) -> set[str]:
+    """The ids whose known-user state the judgement of ``suspects`` reads: the anonymous ids
+    of logins and, as a ``$merge`` makes its user known when its anonymous id has a profile,
+    the anonymous ids merged into those. An event that passes at once names its user alone,
+    so the events of other users leave these ids as they are."""
+    named = {
+        e.anonymous_id
+        for e in suspects
+        if e.anonymous_id is not None and e.anonymous_id != e.user and e.type not in COMMANDS
+    }
+    merges = [e for e in suspects if e.type == MERGE and e.anonymous_id is not None]
+    grown = True
+    while grown:
+        grown = False
+        for e in merges:
+            if e.user in named and e.anonymous_id not in named:
+                named.add(cast(str, e.anonymous_id))
+                grown = True
+    return named
 
 
 def _columns_pass(cols: EventColumns, rules: EventsConfig, watermark: float, now: float) -> bool:

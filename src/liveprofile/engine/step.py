@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Sequence
+from operator import attrgetter
 from typing import cast
 
 import msgspec
@@ -51,6 +52,9 @@ _Record = tuple[int, TaskState, int, str | Pending, float, bool]
 _Fold = tuple[Profile, frozenset[str], Profile]
 
 
+_TS, _USER, _ANON, _ITEM = (attrgetter(a) for a in ("ts", "user", "anonymous_id", "item_id"))
+
+
 class PythonStep(Lifecycle):
     """The processing step of a pipeline in Python: the readable reference, and the engine of
     the batches and pipelines the compiled step (:mod:`liveprofile.engine.compiled`) does not
@@ -69,6 +73,8 @@ class PythonStep(Lifecycle):
         self._key_room = config.profile.outcome_keys
         #: keep the learned examples of each batch (``run.training_log``)
         self.log_examples = bool(config.run.training_log)
+        #: the latest batch :meth:`horizon` read, its length and its horizon
+        self._horizon: tuple[Sequence[Event], int, float] | None = None
 
     def new_state(self) -> PipelineState:
         return PipelineState(self.config)
@@ -81,8 +87,9 @@ class PythonStep(Lifecycle):
         if isinstance(events, EventColumns):  # columns hold plain events only
             keys.update(events.user)
         else:
-            keys.update(e.anonymous_id for e in events if e.anonymous_id is not None)
-            keys.update(e.user for e in events)  # erased, or merged into another user
+            keys.update(map(_ANON, events))
+            keys.discard(None)
+            keys.update(map(_USER, events))  # erased, or merged into another user
         if state.checkpoint.links:
             horizon = self.horizon(state, events)
             for task in state.tasks.values():
@@ -94,7 +101,15 @@ class PythonStep(Lifecycle):
         """The watermark this batch can reach at most."""
         if isinstance(events, EventColumns):
             return float(events.ts.max()) if len(events) else state.watermark
-        return max((e.ts for e in events), default=state.watermark)
+        if not events:
+            return state.watermark
+        # the runner asks several times per batch: the latest batch's answer is kept
+        seen = self._horizon
+        if seen is not None and seen[0] is events and seen[1] == len(events):
+            return seen[2]
+        horizon: float = max(map(_TS, events))
+        self._horizon = (events, len(events), horizon)
+        return horizon
 
     def batch_keys(
         self, state: PipelineState, events: Sequence[Event]
@@ -108,9 +123,13 @@ class PythonStep(Lifecycle):
             present.discard(None)
             items = cast(set[str], present)
         else:
-            users = {aliases.get(e.user, e.user) for e in events}
-            users.update(e.anonymous_id for e in events if e.anonymous_id is not None)
-            items = {e.item_id for e in events if e.item_id is not None}
+            users = set(map(_USER, events))
+            if aliases:
+                users = {aliases.get(u, u) for u in users}
+            users.update(map(_ANON, events))
+            users.discard(None)
+            items = set(map(_ITEM, events))
+            items.discard(None)
         if self.sweep_due(state.watermark, self.horizon(state, events)):
             for members in state.members.values():
                 users |= members

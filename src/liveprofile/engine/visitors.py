@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from operator import attrgetter
 
 import msgspec
 
@@ -52,9 +53,15 @@ def as_users(events: Sequence[Event], aliases: dict[str, str]) -> Sequence[Event
         if not any(u in aliases for u in events.user):
             return events
         return dataclasses.replace(events, user=[aliases.get(u, u) for u in events.user])
-    return [
-        msgspec.structs.replace(e, user=aliases[e.user])
-        if e.user in aliases and e.type not in COMMANDS
-        else e
-        for e in events
-    ]  # fmt: skip
+    moved = [k for k, u in enumerate(map(_USER, events)) if u in aliases]
+    if not moved:
+        return events
+    out = list(events)
+    for k in moved:
+        e = out[k]
+        if e.type not in COMMANDS:
+            out[k] = msgspec.structs.replace(e, user=aliases[e.user])
+    return out
+
+
+_USER = attrgetter("user")
