@@ -36,7 +36,7 @@ from liveprofile.engine.step import PythonStep
 from liveprofile.engine.velocity import count_velocity
 from liveprofile.engine.visitors import as_users, known_events
 from liveprofile.events.columns import EventColumns
-from liveprofile.events.schema import COMMANDS, Event
+from liveprofile.events.schema import COMMANDS, FORGET, Event
 from liveprofile.learn.base import OpArrays, run_ops, sparse_example
 from liveprofile.learn.delayed import FNC, MODES, fnc_correct_many
 from liveprofile.learn.examples import ExampleLog
@@ -143,6 +143,8 @@ class CompiledStep:
             if state.aliases:  # a merge into a user merged into another goes to the latter
                 get = state.aliases.get
                 visitor_ids += [get(e.user, e.user) for e in events if e.type in COMMANDS]
+                if any(e.type == FORGET for e in events):  # may unlink visitors known at the start
+                    visitor_ids += [e.user for e in events if e.user in state.aliases]
         kernel_ok = ok
         if marks is not None:  # commands are the lifecycle's work only
             kernel_ok = ok & ~np.fromiter((e.type in COMMANDS for e in events), np.bool_, len(ok))
