@@ -16,6 +16,8 @@ leads to them, following links to linked ids.
 
 if TYPE_CHECKING:
     from liveprofile.engine.lifecycle import StepResult
+
+T = TypeVar("T", str, bytes)
 >>> from liveprofile.store.memory import MemoryStore
 >>> store = MemoryStore()
 >>> store.commit({ALIASES: {"v1": b"u1", "v2": b"v1", "v3": b"u3"}}, {})
@@ -30,8 +32,8 @@ if TYPE_CHECKING:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, TypeVar
 
 from liveprofile.engine.state import PipelineState
 from liveprofile.events.columns import EventColumns
@@ -42,6 +44,8 @@ from liveprofile.store.layout import ALIASES
 
 if TYPE_CHECKING:
     from liveprofile.engine.lifecycle import StepResult
+
+T = TypeVar("T", str, bytes)
 
 
 def erased_ids(events: Sequence[Event]) -> set[str]:
@@ -56,33 +60,36 @@ def load_links_to(state: PipelineState, store: Store, ids: set[str]) -> None:
     linked ids. Costs one scan of the store's link namespace."""
     if not ids:
         return
-    linked: dict[str, list[str]] = {}  # user -> the ids linked to it
-    for anon, blob in store.scan(ALIASES):
-        with damaged("alias row", anon):
-            linked.setdefault(blob.decode(), []).append(anon)
+    rows = list(store.scan(ALIASES))
     found: dict[str, str] = {}
-    todo = list(ids)
-    while todo:
-        user = todo.pop()
-        for anon in linked.pop(user, ()):
-            found[anon] = user
-            todo.append(anon)
+    for anon, user in _closure(rows, {i.encode() for i in ids}, str.encode):
+        with damaged("alias row", anon):
+            found[anon] = user.decode()
     state.take_aliases(found)
 
 
 def unlink_to(state: PipelineState, ids: set[str], out: StepResult) -> set[str]:
     """Remove the links of ``state`` that lead to ``ids``, directly or through other linked
-    ids; return the ids unlinked. Costs one pass over the links the state holds."""
+    ids; return the ids unlinked. Costs a pass over the links the state holds (two, or one
+    more per step of a chain of links)."""
     aliases = state.aliases
-    linked: dict[str, list[str]] = {}
-    for anon, user in aliases.items():
-        linked.setdefault(user, []).append(anon)
-    removed: set[str] = set()
-    todo = list(ids)
-    while todo:
-        for anon in linked.pop(todo.pop(), ()):
-            del aliases[anon]
-            out.links[anon] = None
-            removed.add(anon)
-            todo.append(anon)
-    return removed
+    removed = [anon for anon, _ in _closure(aliases.items(), ids, str)]
+    for anon in removed:
+        del aliases[anon]
+        out.links[anon] = None
+    return set(removed)
+
+
+def _closure(
+    links: Iterable[tuple[str, T]], targets: set[T], key: Callable[[str], T]
+) -> list[tuple[str, T]]:
+    """The links leading to ``targets``, directly or through other linked ids (``key``: an
+    id as a target: the targets are ``str``, or the ``bytes`` of stored rows)."""
+    out: list[tuple[str, T]] = []
+    seen: set[str] = set()
+    while targets:
+        hits = [(anon, user) for anon, user in links if user in targets and anon not in seen]
+        seen.update(anon for anon, _ in hits)
+        out += hits
+        targets = {key(anon) for anon, _ in hits}
+    return out
