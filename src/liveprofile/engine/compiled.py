@@ -36,7 +36,7 @@ from liveprofile.engine.step import PythonStep
 from liveprofile.engine.velocity import count_velocity
 from liveprofile.engine.visitors import as_users, known_events
 from liveprofile.events.columns import EventColumns
-from liveprofile.events.schema import Event
+from liveprofile.events.schema import FORGET, Event
 from liveprofile.learn.base import OpArrays, run_ops, sparse_example
 from liveprofile.learn.delayed import FNC, MODES, fnc_correct_many
 from liveprofile.learn.examples import ExampleLog
@@ -143,10 +143,13 @@ class CompiledStep:
             anons = dict.fromkeys(e.anonymous_id for e in events)
             anons.pop(None, None)
             visitor_ids = cast(list[str], list(anons))
-            if state.aliases and is_command is not None:
-                # a merge into a user merged into another goes to the latter
+            if state.aliases:
                 get, users = state.aliases.get, cols.user
-                visitor_ids += [get(users[k], users[k]) for k in np.flatnonzero(is_command)]
+                if is_command is not None:
+                    # a merge into a user merged into another goes to the latter
+                    visitor_ids += [get(users[k], users[k]) for k in np.flatnonzero(is_command)]
+                if any(e.type == FORGET for e in events):  # may unlink visitors known at the start
+                    visitor_ids += [e.user for e in events if e.user in state.aliases]
         kernel_ok = ok
         if is_command is not None:  # commands are the lifecycle's work only
             kernel_ok = ok & ~is_command

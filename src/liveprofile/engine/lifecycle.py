@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from liveprofile.durations import DAY
+from liveprofile.engine.erasure import unlink_to
 from liveprofile.engine.state import PipelineState
 from liveprofile.learn.examples import ExampleLog
 from liveprofile.learn.tasks import PendingColumns, PendingLog
@@ -90,24 +91,28 @@ class Lifecycle:
     def _erase(
         self, state: PipelineState, user: str, out: StepResult, before: dict[str, Standing | None]
     ) -> None:
-        """Forget a user on request: the profile, its segment memberships and identity links.
-        Erasing an anonymous id that is linked removes the link only."""
-        owner = state.aliases.get(user)
+        """Forget a user on request: the profile, its segment memberships and every identity
+        link of it or leading to it (:mod:`liveprofile.engine.erasure`). Erasing an anonymous
+        id that is linked removes its link (and the links to it) only."""
+        gone: set[str] = set()
+        owner = state.aliases.pop(user, None)
         if owner is not None:
-            del state.aliases[user]
             out.links[user] = None
-            out.erased.add(user)
-            p = state.profiles.get(owner)
-            if p is not None and user in p.aliases:
-                p.aliases = [a for a in p.aliases if a != user]
-                out.users.add(owner)
+            gone.add(user)
+        else:
+            p = state.profiles.get(user)
+            if p is not None:
+                gone.update((user, *p.aliases))
+                # no exit changes: the changes about an erased user are removed, not added to
+                self._delete(state, p, state.checkpoint.watermark, out, before, announce=False)
+        gone |= unlink_to(state, {user, *gone}, out)
+        if not gone:
             return
-        p = state.profiles.get(user)
-        if p is None:
-            return
-        # no exit changes: the changes about an erased user are removed, not added to
-        out.erased.update((user, *p.aliases))
-        self._delete(state, p, state.checkpoint.watermark, out, before, announce=False)
+        out.erased.update((user, *gone))
+        kept = None if owner is None else state.profiles.get(owner)
+        if kept is not None and not gone.isdisjoint(kept.aliases):
+            kept.aliases = [a for a in kept.aliases if a not in gone]
+            out.users.add(kept.user)
 
     def _expire(
         self, state: PipelineState, out: StepResult, before: dict[str, Standing | None]

@@ -18,6 +18,7 @@ from typing import Any
 from liveprofile.config import PipelineConfig
 from liveprofile.engine.changes import ChangeFile
 from liveprofile.engine.core import Core
+from liveprofile.engine.erasure import erased_ids, load_links_to
 from liveprofile.engine.gc_tuning import fewer_collections
 from liveprofile.engine.screen import screen
 from liveprofile.engine.state import PipelineState
@@ -68,6 +69,7 @@ def apply_batch(
     ckpt = state.checkpoint
     events = batch.events
     state.ensure_aliases(store, core.alias_keys(state, events))
+    load_links_to(state, store, erased_ids(events))  # erasure removes every link to them
     if core.ttl is not None:
         state.ensure_expiry(store, core.horizon(state, events), core.ttl)
     users, items = core.required_keys(state, events)

@@ -164,6 +164,14 @@ class PipelineState:
                     self.aliases[anon] = user.decode()
         self._alias_checked.update(missing)
 
+    def take_aliases(self, links: dict[str, str]) -> None:
+        """Take identity links read from the store some other way (a scan), for the ids whose
+        link has not been read yet (the state's own are current)."""
+        for anon, user in links.items():
+            if anon not in self._alias_checked:
+                self.aliases[anon] = user
+                self._alias_checked.add(anon)
+
     # -- expiry: users indexed by the day of their last event ----------------------------------
 
     def ensure_expiry(self, store: Store, horizon: float, ttl: float) -> None:
