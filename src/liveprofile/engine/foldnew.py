@@ -38,13 +38,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from liveprofile.engine import behaviour
 from liveprofile.engine import layout as L
 from liveprofile.engine.jit import jit, leaf
 from liveprofile.engine.machinecode import compiled_for
 from liveprofile.engine.rowio import _counted
-from liveprofile.engine.rowops import keep_top
-from liveprofile.engine.rules import decay_factor
+from liveprofile.engine.rowops import keep_spend_since, keep_top, rebase_row
 from liveprofile.profile.state import Profile
 
 if TYPE_CHECKING:
@@ -86,34 +84,16 @@ def fold_new(users, ra, ru, ts, fp, ip):  # type: ignore[no-untyped-def]
     # the sums start from the new profile's zeros
     pf[ru, L.P_MONETARY] = 0.0 + pf[ra, L.P_MONETARY]
     pf[ru, L.P_VSUM] = 0.0 + pf[ra, L.P_VSUM]
-    anchor = pf[ra, L.P_ANCHOR]
-    if anchor < ts:  # the visitor's values rebased to the new profile's anchor
-        two = fp[L.FP_TWO]
-        f_c = decay_factor(ts, anchor, fp[L.FP_H_COUNTERS], two)
-        f_i = decay_factor(ts, anchor, fp[L.FP_H_INTERESTS], two)
-        dec, tord = users.dec, users.tord
-        for q in range(users.tlen[ru]):
-            dec[ru, tord[ru, q]] *= f_c
-        behaviour.rebase(users, ru, f_c)
-        iv = users.iv
-        for q in range(users.il[ru]):
-            iv[ru, q] *= f_i
-        pf[ru, L.P_ANCHOR] = ts
+    if pf[ra, L.P_ANCHOR] < ts:  # the visitor's values rebased to the new profile's anchor
+        rebase_row(users, ru, ts, fp)
     keep_top(users, ru, ip[L.IP_TOP_K])
     m = users.slen[ru]
     if m > 0:
-        sday, scents = users.sday, users.scents
+        sday = users.sday
         latest = sday[ru, 0]
         for j in range(1, m):
             latest = max(latest, sday[ru, j])
-        cutoff = latest - L.SPEND_DAYS
-        w = 0
-        for j in range(m):
-            if sday[ru, j] >= cutoff:
-                sday[ru, w] = sday[ru, j]
-                scents[ru, w] = scents[ru, j]
-                w += 1
-        users.slen[ru] = w
+        keep_spend_since(users, ru, m, latest - L.SPEND_DAYS)
     users.touched[ru] = True
     _empty(users, ra)
 

@@ -37,6 +37,7 @@ from liveprofile.engine.rowops import (
     heap_pop,
     heap_push,
     keep_top,
+    rebase_row,
     record_key_outcome,
 )
 from liveprofile.engine.rules import cents, decay_factor, forward_weight, needs_rebase, spend_day
@@ -435,15 +436,8 @@ def _update_profile(ev, e, codes, params, users):  # type: ignore[no-untyped-def
         pi[u, L.P_EXISTS] = 1
     anchor = pf[u, L.P_ANCHOR]
     if needs_rebase(ts, anchor, fp[L.FP_H_MIN]):
-        f_c = decay_factor(ts, anchor, h_c, two)
-        f_i = decay_factor(ts, anchor, h_i, two)
-        for q in range(tlen[u]):
-            dec[u, tord[u, q]] *= f_c
-        behaviour.rebase(users, u, f_c)
-        for q in range(il[u]):
-            iv[u, q] *= f_i
+        rebase_row(users, u, ts, fp)
         anchor = ts
-        pf[u, L.P_ANCHOR] = ts
     n0 = pi[u, L.P_N]
     pi[u, L.P_N] = n0 + 1
     if n0 == 0 or ts < pf[u, L.P_FIRST]:

@@ -9,9 +9,18 @@ from __future__ import annotations
 
 import math
 
+from liveprofile.engine import behaviour
 from liveprofile.engine.jit import jit, leaf
-from liveprofile.engine.layout import C_EXAMPLES, C_POSITIVES, SPEND_DAYS
-from liveprofile.engine.rules import key_outcome_counts, key_outcome_step, trim_limit
+from liveprofile.engine.layout import (
+    C_EXAMPLES,
+    C_POSITIVES,
+    FP_H_COUNTERS,
+    FP_H_INTERESTS,
+    FP_TWO,
+    P_ANCHOR,
+    SPEND_DAYS,
+)
+from liveprofile.engine.rules import decay_factor, key_outcome_counts, key_outcome_step, trim_limit
 
 
 @leaf
@@ -77,15 +86,38 @@ def add_spend(users, u, day, cents):  # type: ignore[no-untyped-def]
         return
     sday[u, m] = day
     scents[u, m] = cents
-    m += 1
-    cutoff = day - SPEND_DAYS
+    keep_spend_since(users, u, m + 1, day - SPEND_DAYS)
+
+
+@leaf
+def keep_spend_since(users, u, m, cutoff):  # type: ignore[no-untyped-def]
+    """Keep, of row ``u``'s first ``m`` spend days, those from ``cutoff`` on, in their order."""
+    sday, scents = users.sday, users.scents
     w = 0
     for j in range(m):
         if sday[u, j] >= cutoff:
             sday[u, w] = sday[u, j]
             scents[u, w] = scents[u, j]
             w += 1
-    slen[u] = w
+    users.slen[u] = w
+
+
+@leaf
+def rebase_row(users, u, ts, fp):  # type: ignore[no-untyped-def]
+    """``ProfileUpdater.rebase`` on row ``u``: its decayed counters, behaviour maps and
+    interests moved to the anchor ``ts``."""
+    anchor = users.pf[u, P_ANCHOR]
+    two = fp[FP_TWO]
+    f_c = decay_factor(ts, anchor, fp[FP_H_COUNTERS], two)
+    f_i = decay_factor(ts, anchor, fp[FP_H_INTERESTS], two)
+    dec, tord = users.dec, users.tord
+    for q in range(users.tlen[u]):
+        dec[u, tord[u, q]] *= f_c
+    behaviour.rebase(users, u, f_c)
+    iv = users.iv
+    for q in range(users.il[u]):
+        iv[u, q] *= f_i
+    users.pf[u, P_ANCHOR] = ts
 
 
 @leaf
