@@ -112,7 +112,7 @@ def test_two_scoped_workers_train_one_model_that_serve_scores_with(
 def answer_score(serve: CliServer, user: str, item: str) -> float:
     """The item's score as recommendations give it (the same model, another route)."""
     out = serve.client.get(
-        f"/v1/recommendations/{user}?k=5", headers=AUTH, params={"rank": "model"}
+        f"/v1/recommendations/{user}?k=50", headers=AUTH, params={"rank": "model"}
     ).json()
     return float(next(r["score"] for r in out["items"] if r["item"] == item))
 
