@@ -64,41 +64,73 @@ def _nested(depth: int) -> bytes:
 BAD: dict[str, st.SearchStrategy[bytes]] = {
     "broken JSON": st.integers(1, 40).map(lambda k: CLEAN[3].encode()[:k]),
     "not an object": st.sampled_from([b"[]", b"42", b'"text"', b"null", b"{", b"}{"]),
-    "wrong types": st.sampled_from([
-        _line(user_id=[1]), _line(ts={"a": 1}), _line(value="12"), _line(tags="a"),
-        _line(type=7), _line(event_id=1.5), _line(props={"k": [1]}), _line(ts=True),
-    ]),
-    "missing fields": st.sampled_from([
-        _line(user_id=None), b'{"event_id": "x", "user_id": "u", "ts": 1.7e9}',
-        b'{"event_id": "x", "user_id": "u", "type": "view"}',
-    ]),
-    "non-finite": st.sampled_from([
-        _line().replace(b'"ts": ', b'"ts": 1e999, "x": '), b'{"value": NaN}',
-        _line(type="purchase").replace(b'"ts"', b'"value": -1e999, "ts"'),
-        _line(ts="Infinity"), _line(ts="nan"),
-    ]),
+    "wrong types": st.sampled_from(
+        [
+            _line(user_id=[1]),
+            _line(ts={"a": 1}),
+            _line(value="12"),
+            _line(tags="a"),
+            _line(type=7),
+            _line(event_id=1.5),
+            _line(props={"k": [1]}),
+            _line(ts=True),
+        ]
+    ),
+    "missing fields": st.sampled_from(
+        [
+            _line(user_id=None),
+            b'{"event_id": "x", "user_id": "u", "ts": 1.7e9}',
+            b'{"event_id": "x", "user_id": "u", "type": "view"}',
+        ]
+    ),
+    "non-finite": st.sampled_from(
+        [
+            _line().replace(b'"ts": ', b'"ts": 1e999, "x": '),
+            b'{"value": NaN}',
+            _line(type="purchase").replace(b'"ts"', b'"value": -1e999, "ts"'),
+            _line(ts="Infinity"),
+            _line(ts="nan"),
+        ]
+    ),
     "extreme value": st.one_of(
         st.floats(1e9 + 1, 1e300).map(lambda v: _line(type="purchase", value=v)),
         st.floats(-1e300, -1e9 - 1).map(lambda v: _line(type="purchase", value=v)),
         st.integers(10**10, 10**30).map(lambda v: _line(value=v)),
     ),
     "deep nesting": st.integers(17, 3000).map(_nested),
-    "huge string": st.sampled_from([
-        _line(category="c" * 65), _line(user_id="u" * 129), _line(item_id="i" * 1000),
-        _line(props={"k": "v" * 70_000}), _line(tags=["t"] * 33),
-    ]),
+    "huge string": st.sampled_from(
+        [
+            _line(category="c" * 65),
+            _line(user_id="u" * 129),
+            _line(item_id="i" * 1000),
+            _line(props={"k": "v" * 70_000}),
+            _line(tags=["t"] * 33),
+        ]
+    ),
     "bad UTF-8": st.sampled_from([b"\xff", b"\xc3\x28", b"\xed\xa0\x80", b"\xe2\x82"]).map(
         lambda b: _line(props={"note": "X"}).replace(b"X", b"note" + b)
     ),
-    "NUL": st.sampled_from([
-        _line().replace(b"mallory", b"mal\x00lory"), _line(user_id="mal\u0000lory"),
-        _line(event_id="e\u0000"), b"\x00" * 8,
-    ]),
-    "odd ids": st.sampled_from([
-        _line(user_id=""), _line(event_id=""), _line(user_id="a\nb"), _line(item_id="\t"),
-        _line(type="view\n"), _line(type=""), _line(type="Über"), _line(type="a b"),
-        _line(user_id=None, anonymous_id=None),
-    ]),
+    "NUL": st.sampled_from(
+        [
+            _line().replace(b"mallory", b"mal\x00lory"),
+            _line(user_id="mal\u0000lory"),
+            _line(event_id="e\u0000"),
+            b"\x00" * 8,
+        ]
+    ),
+    "odd ids": st.sampled_from(
+        [
+            _line(user_id=""),
+            _line(event_id=""),
+            _line(user_id="a\nb"),
+            _line(item_id="\t"),
+            _line(type="view\n"),
+            _line(type=""),
+            _line(type="Über"),
+            _line(type="a b"),
+            _line(user_id=None, anonymous_id=None),
+        ]
+    ),
     "far future": st.sampled_from(["2099-12-31T00:00:00Z", 4_000_000_000, "2030-01-01"]).map(
         lambda ts: _line(ts=ts)
     ),
@@ -107,10 +139,12 @@ BAD: dict[str, st.SearchStrategy[bytes]] = {
     ),
     "unit mistakes": st.sampled_from([_line(ts=T * 1000), _line(ts="yesterday")]),
     "commands": st.sampled_from(KNOWN).flatmap(
-        lambda u: st.sampled_from([
-            _line(type="$forget", user_id=u), _line(type="$merge", user_id="mallory",
-                                                     anonymous_id=u),
-        ])
+        lambda u: st.sampled_from(
+            [
+                _line(type="$forget", user_id=u),
+                _line(type="$merge", user_id="mallory", anonymous_id=u),
+            ]
+        )
     ),
 }
 KINDS = sorted(BAD)
@@ -153,9 +187,7 @@ def clean(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 @given(
     picks=st.lists(
         st.tuples(st.sampled_from(KINDS), st.integers(0, len(CLEAN))), min_size=1, max_size=25
-    ).flatmap(
-        lambda ps: st.tuples(*(st.tuples(st.just(k), st.just(at), BAD[k]) for k, at in ps))
-    ),
+    ).flatmap(lambda ps: st.tuples(*(st.tuples(st.just(k), st.just(at), BAD[k]) for k, at in ps))),
     takeovers=st.lists(TAKEOVER, max_size=2),
     bom=st.booleans(),
     crlf=st.booleans(),

@@ -116,9 +116,7 @@ def test_collector_keeps_the_good_events_of_a_request_with_a_poison_one(
 ) -> None:
     deep = {"event_id": "deep", "user_id": "ann", "type": "view", "ts": T0, "x": 0}
     text = json.dumps(deep).replace('"x": 0', '"x": ' + "[" * 1000 + "]" * 1000)
-    good = [
-        {"event_id": f"g{k}", "user_id": "ann", "type": "view", "ts": T0 + k} for k in range(3)
-    ]
+    good = [{"event_id": f"g{k}", "user_id": "ann", "type": "view", "ts": T0 + k} for k in range(3)]
     future = {"event_id": "f", "user_id": "zed", "type": "view", "ts": "2099-12-31T00:00:00Z"}
     body = "[" + ",".join([json.dumps(good[0]), text, json.dumps(good[1]), json.dumps(future),
                            json.dumps(good[2])]) + "]"  # fmt: skip

@@ -344,8 +344,8 @@ class RiskConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
     #: how many of the user's most recent events the profile keeps (0 keeps none)
     recent: int = 10
-    #: keep the velocity counts (about a fifth of the per-event cost of a replay); without
-    #: them every ``velocity.*`` reads 0
+    #: keep the velocity counts (about 2 µs of an event's CPU on the Kafka path, see
+    #: ``benchmarks/kafka_apply.py --breakdown``); without them every ``velocity.*`` reads 0
     velocity: bool = True
     #: window of ``velocity.events_per_min``
     events_window: Duration = "1m"
