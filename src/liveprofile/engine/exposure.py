@@ -1,0 +1,301 @@
+"""Features of items shown to one user now, built by the compiled step's own feature functions.
+
+Serving scores a (user, item) pair with the features the pipeline would build for an exposure of
+the item to the user at scoring time. :class:`ExposureFeatures` builds them as the kernel does:
+the profile is laid out as one :class:`~liveprofile.engine.records.Users` row
+(:func:`~liveprofile.engine.rowio.load_users`), the candidates' statistics as
+:class:`~liveprofile.engine.records.Items` rows (:func:`~liveprofile.engine.rowio.hold_items`),
+each candidate is one event of the task's first type, and :func:`exposure_features` runs
+:func:`~liveprofile.engine.featurize.shared_features` and
+:func:`~liveprofile.engine.featurize.task_features` on them, the very functions that built the
+examples the model learned from. So what a model learned from and what it scores with at request
+time are one code. Under ``LIVEPROFILE_NO_JIT=1`` the same functions run as plain Python.
+
+The readable names of the features (for the reasons of a score) come from the same tables
+(:mod:`liveprofile.engine.featurenames`).
+
+>>> from liveprofile.config import PipelineConfig
+>>> from liveprofile.engine.step import PythonStep
+>>> from liveprofile.profile.state import Profile
+>>> step = PythonStep(PipelineConfig())
+>>> p = Profile("u1", 0.0, 0.0, 3600.0, n=2, decayed={"view": 1.5}, interests={"c1": 2.0})
+>>> built = ExposureFeatures(step).build(step.config.tasks[0], "u1", p, ["i1"], [None], 7200.0)
+>>> idx, val, names = built.explained(0)
+>>> names[:4], len(idx) == len(val) == len(names)
+(['bias', 'user=u1', 'type=rate', 'item=i1'], True)
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Hashable, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from liveprofile.config import TaskConfig
+from liveprofile.engine import behaviour
+from liveprofile.engine.chains import task_key
+from liveprofile.engine.codes import CodeTables
+from liveprofile.engine.featurenames import FeatureNames
+from liveprofile.engine.featurize import shared_features, task_features
+from liveprofile.engine.jit import jit
+from liveprofile.engine.kernelargs import empty_items, step_params
+from liveprofile.engine.records import ByCode, Events, Ops
+from liveprofile.engine.resident import ResidentUsers
+from liveprofile.engine.rowio import hold_items, load_users
+from liveprofile.engine.step import PythonStep
+from liveprofile.learn.base import PREDICT, OpBatch
+from liveprofile.profile.items import ItemStats
+from liveprofile.profile.state import Profile
+
+I64 = npt.NDArray[np.int64]
+F64 = npt.NDArray[np.float64]
+#: the code tables start afresh past this many users and items (a server meets every user)
+CODES_LIMIT = 1_000_000
+_NONE = np.zeros(0, np.int64)
+
+
+@jit
+def exposure_features(ev, codes, params, tasks, users, items, ops, t, out):  # type: ignore[no-untyped-def]
+    """The features of task ``t``'s example for every event of ``ev``, as the kernel builds
+    them: row ``e`` of ``out[0]`` / ``out[1]`` gets event ``e``'s indices and values
+    (``out[2][e]`` of them), and ``out[3]`` / ``out[4]`` from ``out[5][e]`` to
+    ``out[5][e + 1]`` the same features with colliding indices added up, in the order of their
+    first appearance (``learn.base.sparse_example``)."""
+    raw_idx, raw_val, raw_len, m_idx, m_val, m_start = out
+    cur_idx = ops.cur_idx
+    cur_val = ops.cur_val
+    k = 0
+    for e in range(ev.ts.shape[0]):
+        key = task_key(tasks, ev, e, t) if tasks.delayed[t] else -1
+        m = shared_features(ev, e, codes, params, users, items, ops)
+        m = task_features(tasks, params, users, items, ops, t, key, ev.urow[e], ev.irow[e], m)
+        raw_len[e] = m
+        first = k
+        for q in range(m):
+            i = cur_idx[q]
+            v = cur_val[q]
+            raw_idx[e, q] = i
+            raw_val[e, q] = v
+            at = -1
+            for r in range(first, k):
+                if m_idx[r] == i:
+                    at = r
+                    break
+            if at >= 0:
+                m_val[at] += v
+            else:
+                m_idx[k] = i
+                m_val[k] = 0.0 + v  # as a dict starting from 0.0 adds it
+                k += 1
+        m_start[e + 1] = k
+    return k
+
+
+class Exposures:
+    """The features of one user's exposures to candidates (:meth:`ExposureFeatures.build`)."""
+
+    def __init__(self, out: tuple[Any, ...], names: FeatureNames, strings: dict[str, Any]) -> None:
+        self.raw_idx, self.raw_val, self.raw_len, self.idx, self.val, self.start = out
+        self._names = names
+        self._strings = strings
+        self._named: dict[int, str] | None = None
+
+    def __len__(self) -> int:
+        return int(self.raw_len.shape[0])
+
+    def example(self, j: int) -> tuple[list[int], list[float]]:
+        """Candidate ``j``'s features as built (an index may appear twice)."""
+        m = int(self.raw_len[j])
+        return self.raw_idx[j, :m].tolist(), self.raw_val[j, :m].tolist()
+
+    def merged(self, j: int) -> dict[Hashable, float]:
+        """Candidate ``j``'s example as the model reads it (colliding indices added up)."""
+        a, b = int(self.start[j]), int(self.start[j + 1])
+        return dict(zip(self.idx[a:b].tolist(), self.val[a:b].tolist(), strict=True))
+
+    def predict_ops(self) -> OpBatch:
+        """One prediction per candidate, in order, on the merged examples."""
+        ops = OpBatch()
+        n = len(self)
+        end = int(self.start[n])
+        ops.kinds.frombytes(np.full(n, PREDICT, np.int8).tobytes())
+        ops.starts.frombytes(np.ascontiguousarray(self.start[1:]).tobytes())
+        ops.idx.frombytes(np.ascontiguousarray(self.idx[:end]).tobytes())
+        ops.val.frombytes(np.ascontiguousarray(self.val[:end]).tobytes())
+        ops.ys.frombytes(np.zeros(n).tobytes())
+        return ops
+
+    def explained(self, j: int) -> tuple[list[int], list[float], list[str]]:
+        """:meth:`example` with the readable name of every feature."""
+        idx, val = self.example(j)
+        if self._named is None:
+            self._named = self._names.of_request(**self._strings)
+        named = self._named
+        return idx, val, [named.get(i) or f"#{i}" for i in idx]
+
+
+class ExposureFeatures:
+    """Builds exposures' features on rows for a pipeline's step (see the module's docstring).
+
+    Strings get codes once and keep them across requests (up to :data:`CODES_LIMIT`), as the
+    compiled step's do; a lock keeps concurrent requests from interning at the same time.
+    """
+
+    def __init__(self, base: PythonStep) -> None:
+        self.base = base
+        self.config = base.config
+        self.params = step_params(base)
+        self.names = FeatureNames(self.params, base.updater.behaviour)
+        self._lock = threading.Lock()
+        self._tables = self._fresh()
+
+    def _fresh(self) -> CodeTables:
+        return CodeTables(self.config, self.base.features)
+
+    def build(
+        self,
+        task: TaskConfig,
+        user: str,
+        p: Profile | None,
+        items: Sequence[str],
+        stats: Sequence[ItemStats | None],
+        ts: float,
+    ) -> Exposures:
+        """The features of ``task``'s example for each of ``items`` (``stats``: their
+        statistics, None: none) shown to ``user`` (profile ``p``, None: none) at ``ts``: the
+        event of ``task.on[0]`` with the item and its category the step would get."""
+        with self._lock:
+            tables = self._tables
+            if len(tables.users) + len(tables.items) > CODES_LIMIT:
+                tables = self._tables = self._fresh()
+            return self._build(tables, task, user, p, items, stats, ts)
+
+    def _build(
+        self,
+        tables: CodeTables,
+        task: TaskConfig,
+        user: str,
+        p: Profile | None,
+        items: Sequence[str],
+        stats: Sequence[ItemStats | None],
+        ts: float,
+    ) -> Exposures:
+        kind = task.on[0]
+        cats = [None if s is None else s.category for s in stats]
+        present = [c for c in cats if c is not None]
+        _intern(tables, user, p, items, present, kind)
+        n = len(items)
+        profiles = {} if p is None else {user: p}
+        U = load_users(tables, profiles, [user], ResidentUsers(0))
+        X = empty_items(n, len(tables.task_names))
+        hold_items(
+            tables,
+            X,
+            np.zeros(n, np.bool_),
+            {i: s for i, s in zip(items, stats, strict=True) if s is not None},
+            dict(enumerate(items)),
+        )
+        ucode, icode, tcode = tables.users.code, tables.items.code, tables.topics.code
+        tp_start = np.zeros(n + 1, np.int64)
+        np.cumsum([c is not None for c in cats], out=tp_start[1:])
+        cat = np.array([-1 if c is None else tcode[c] for c in cats], np.int64)
+        ev = Events(
+            ok=np.ones(n, np.bool_),
+            urow=np.zeros(n, np.int64),
+            ucode=np.full(n, ucode[user], np.int64),
+            irow=np.arange(n, dtype=np.int64),
+            icode=np.fromiter(map(icode.__getitem__, items), np.int64, n),
+            type=np.full(n, tables.types.code[kind], np.int64),
+            ts=np.full(n, float(ts)),
+            value=np.full(n, np.nan),
+            cat=cat,
+            tp_start=tp_start,
+            tp_code=np.ascontiguousarray(cat[cat >= 0]),
+        )
+        width = _width(tables)
+        ops = Ops(
+            kind=np.zeros((1, 0), np.int8),
+            start=np.zeros((1, 1), np.int64),
+            idx=np.zeros((1, 0), np.int64),
+            val=np.zeros((1, 0), np.float64),
+            y=np.zeros((1, 0), np.float64),
+            n=np.zeros(1, np.int64),
+            cur_idx=np.empty(width, np.int64),
+            cur_val=np.empty(width, np.float64),
+        )
+        out = (
+            np.zeros((n, width), np.int64),
+            np.zeros((n, width)),
+            np.zeros(n, np.int64),
+            np.zeros(n * width, np.int64),
+            np.zeros(n * width),
+            np.zeros(n + 1, np.int64),
+        )
+        t = tables.task_names.index(task.name)
+        exposure_features(ev, _by_code(tables), self.params, tables.tasks(), U, X, ops, t, out)
+        strings = {
+            "tables": tables,
+            "user": user,
+            "kind": kind,
+            "items": items,
+            "categories": present,
+            "kinds": [] if p is None else list(p.decayed),
+        }
+        return Exposures(out, self.names, strings)
+
+
+def _intern(
+    tables: CodeTables,
+    user: str,
+    p: Profile | None,
+    items: Sequence[str],
+    categories: list[str],
+    kind: str,
+) -> None:
+    """Codes for the request's strings and those the profile holds (as ``batch_events``)."""
+    held_items: list[str] = []
+    kinds = [kind]
+    topics = list(categories)
+    if p is not None:
+        for _, k, item, _ in p.recent:
+            kinds.append(k)
+            if item is not None:
+                held_items.append(item)
+        kinds += [*p.decayed, *p.counts]
+        topics += [*p.interests, *p.behaviour_categories]
+        held_items += list(p.behaviour_items)
+    tables.intern([user], [*items, *held_items], topics, kinds)
+
+
+def _width(tables: CodeTables) -> int:
+    """Room for one example's features (``kernelargs.buffers`` with one topic per event)."""
+    return 48 + 2 + len(tables.types) + 2 * behaviour.rows(tables.behaviour)[1]
+
+
+def _by_code(tables: CodeTables) -> ByCode:
+    """The code tables the feature functions read (the rows and ranks they do not read left
+    empty)."""
+    type_fidx, type_dec, type_mon, type_w = tables.type_tables[:4]
+    return ByCode(
+        user_fidx=tables.user_fidx,
+        user_part=tables.user_part,
+        user_rank=_NONE,
+        user_row=_NONE,
+        owner_row=_NONE,
+        item_fidx=tables.item_fidx,
+        item_rank=_NONE,
+        item_row=_NONE,
+        topic_fidx=tables.topic_fidx,
+        topic_part=tables.topic_part,
+        topic_track=tables.topic_track,
+        topic_rank=_NONE,
+        type_fidx=type_fidx,
+        type_dec=type_dec,
+        type_monetary=type_mon,
+        type_weight=type_w,
+        type_rank=_NONE,
+        type_beh=tables.type_tables[7],
+    )
