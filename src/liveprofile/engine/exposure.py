@@ -16,7 +16,7 @@ The readable names of the features (for the reasons of a score) come from the sa
 
 >>> from liveprofile.config import PipelineConfig
 >>> from liveprofile.engine.step import PythonStep
->>> from liveprofile.profile.state import Profile
+>>> from liveprofile.profile.state import Profile, key_outcome_name
 >>> step = PythonStep(PipelineConfig())
 >>> p = Profile("u1", 0.0, 0.0, 3600.0, n=2, decayed={"view": 1.5}, interests={"c1": 2.0})
 >>> built = ExposureFeatures(step).build(step.config.tasks[0], "u1", p, ["i1"], [None], 7200.0)
@@ -31,24 +31,25 @@ import threading
 from collections.abc import Hashable, Sequence
 from typing import Any
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 
 from liveprofile.config import TaskConfig
-from liveprofile.engine import behaviour
 from liveprofile.engine.chains import task_key
 from liveprofile.engine.codes import CodeTables
 from liveprofile.engine.featurenames import FeatureNames
 from liveprofile.engine.featurize import shared_features, task_features
 from liveprofile.engine.jit import jit
 from liveprofile.engine.kernelargs import empty_items, step_params
+from liveprofile.engine.machinecode import compiled_for
 from liveprofile.engine.records import ByCode, Events, Ops
 from liveprofile.engine.resident import ResidentUsers
 from liveprofile.engine.rowio import hold_items, load_users
 from liveprofile.engine.step import PythonStep
 from liveprofile.learn.base import PREDICT, OpBatch
 from liveprofile.profile.items import ItemStats
-from liveprofile.profile.state import Profile
+from liveprofile.profile.state import Profile, key_outcome_name
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
@@ -133,8 +134,7 @@ class Exposures:
         idx, val = self.example(j)
         if self._named is None:
             self._named = self._names.of_request(**self._strings)
-        named = self._named
-        return idx, val, [named.get(i) or f"#{i}" for i in idx]
+        return idx, val, self._names.names(self._named, idx)
 
 
 class ExposureFeatures:
@@ -150,6 +150,18 @@ class ExposureFeatures:
         self.params = step_params(base)
         self.names = FeatureNames(self.params, base.updater.behaviour)
         self._lock = threading.Lock()
+        #: room for one example's features but its decayed counts, one per event type
+        #: (``kernelargs.buffers`` with one topic per event)
+        self._width = 48 + 2 + 2 * base.updater.behaviour.width
+        #: the machine code of :func:`exposure_features` for the arguments :meth:`build`
+        #: passes, found on the first call: every array there is made here, by the code tables
+        #: or by ``load_users`` with one dtype, number of dimensions and C layout, so their
+        #: kinds, and the code numba compiles for them, are those of the first call
+        self._run: Any = None
+        #: the example being built (``Ops.cur_idx``, ``cur_val``; the rest is not read)
+        self._ops = _ops(0)
+        #: keys a behaviour map holds before a row trims it
+        self._behaviour_limit = base.updater.behaviour.limit
         self._tables = self._fresh()
 
     def _fresh(self) -> CodeTables:
@@ -186,9 +198,10 @@ class ExposureFeatures:
         kind = task.on[0]
         cats = [None if s is None else s.category for s in stats]
         present = [c for c in cats if c is not None]
-        _intern(tables, user, p, items, present, kind)
+        row = None if p is None else self._read(p, task, items, present)
+        _intern(tables, user, row, items, present, kind)
         n = len(items)
-        profiles = {} if p is None else {user: p}
+        profiles = {} if row is None else {user: row}
         U = load_users(tables, profiles, [user], ResidentUsers(0))
         X = empty_items(n, len(tables.task_names))
         hold_items(
@@ -199,33 +212,37 @@ class ExposureFeatures:
             dict(enumerate(items)),
         )
         ucode, icode, tcode = tables.users.code, tables.items.code, tables.topics.code
-        tp_start = np.zeros(n + 1, np.int64)
-        np.cumsum([c is not None for c in cats], out=tp_start[1:])
-        cat = np.array([-1 if c is None else tcode[c] for c in cats], np.int64)
+        # one block of ints and one of floats, a row per field (rows of a C array are C arrays)
+        ints = np.empty((6, n + 1), np.int64)
+        ints[0] = 0  # the user's row
+        ints[1] = ucode[user]
+        ints[2] = np.arange(n + 1)  # each item's row
+        ints[3, :n] = [icode[i] for i in items]
+        ints[4] = tables.types.code[kind]
+        ints[5, :n] = [-1 if c is None else tcode[c] for c in cats]
+        floats = np.empty((2, n))
+        floats[0] = ts
+        floats[1] = np.nan
+        cat = ints[5, :n]
+        topics = cat >= 0
+        tp_start = ints[2] if topics.all() else np.concatenate(([0], np.cumsum(topics)))
         ev = Events(
             ok=np.ones(n, np.bool_),
-            urow=np.zeros(n, np.int64),
-            ucode=np.full(n, ucode[user], np.int64),
-            irow=np.arange(n, dtype=np.int64),
-            icode=np.fromiter(map(icode.__getitem__, items), np.int64, n),
-            type=np.full(n, tables.types.code[kind], np.int64),
-            ts=np.full(n, float(ts)),
-            value=np.full(n, np.nan),
+            urow=ints[0, :n],
+            ucode=ints[1, :n],
+            irow=ints[2, :n],
+            icode=ints[3, :n],
+            type=ints[4, :n],
+            ts=floats[0],
+            value=floats[1],
             cat=cat,
             tp_start=tp_start,
-            tp_code=np.ascontiguousarray(cat[cat >= 0]),
+            tp_code=cat[topics],
         )
-        width = _width(tables)
-        ops = Ops(
-            kind=np.zeros((1, 0), np.int8),
-            start=np.zeros((1, 1), np.int64),
-            idx=np.zeros((1, 0), np.int64),
-            val=np.zeros((1, 0), np.float64),
-            y=np.zeros((1, 0), np.float64),
-            n=np.zeros(1, np.int64),
-            cur_idx=np.empty(width, np.int64),
-            cur_val=np.empty(width, np.float64),
-        )
+        width = self._width + len(tables.types)
+        ops = self._ops
+        if ops.cur_idx.shape[0] != width:
+            ops = self._ops = _ops(width)
         out = (
             np.zeros((n, width), np.int64),
             np.zeros((n, width)),
@@ -235,7 +252,11 @@ class ExposureFeatures:
             np.zeros(n + 1, np.int64),
         )
         t = tables.task_names.index(task.name)
-        exposure_features(ev, _by_code(tables), self.params, tables.tasks(), U, X, ops, t, out)
+        args = (ev, _by_code(tables), self.params, tables.tasks(), U, X, ops, t, out)
+        run = self._run
+        if run is None:  # the kinds of the arguments never change (see __init__)
+            run = self._run = compiled_for(exposure_features, args)
+        run(*args)
         strings = {
             "tables": tables,
             "user": user,
@@ -245,6 +266,47 @@ class ExposureFeatures:
             "kinds": [] if p is None else list(p.decayed),
         }
         return Exposures(out, self.names, strings)
+
+    def _read(self, p: Profile, task: TaskConfig, items: Sequence[str], cats: list[str]) -> Profile:
+        """``p`` with what the features of these exposures read: not its recent events, spend
+        and counts per type, and of its key outcomes and behaviour maps the entries of the
+        candidates' keys (a map the row would trim is left whole, to be trimmed alike)."""
+        outcomes: dict[int, int] = {}
+        if task.label.kind == "delayed" and p.key_outcomes:
+            by = task.label.key
+            keys = [p.user] if by == "user" else items if by == "item" else cats
+            held = p.key_outcomes
+            for key in keys:
+                name = key_outcome_name(task.name, key)
+                if name in held:
+                    outcomes[name] = held[name]
+        return msgspec.structs.replace(
+            p,
+            recent=[],
+            spend={},
+            counts={},
+            key_outcomes=outcomes,
+            behaviour_items=self._entries(p.behaviour_items, items),
+            behaviour_categories=self._entries(p.behaviour_categories, cats),
+        )
+
+    def _entries(self, entries: dict[str, bytes], keys: Sequence[str]) -> dict[str, bytes]:
+        if len(entries) > self._behaviour_limit:
+            return entries
+        return {k: entries[k] for k in keys if k in entries}
+
+
+def _ops(width: int) -> Ops:
+    return Ops(
+        kind=np.zeros((1, 0), np.int8),
+        start=np.zeros((1, 1), np.int64),
+        idx=np.zeros((1, 0), np.int64),
+        val=np.zeros((1, 0), np.float64),
+        y=np.zeros((1, 0), np.float64),
+        n=np.zeros(1, np.int64),
+        cur_idx=np.empty(width, np.int64),
+        cur_val=np.empty(width, np.float64),
+    )
 
 
 def _intern(
@@ -268,11 +330,6 @@ def _intern(
         topics += [*p.interests, *p.behaviour_categories]
         held_items += list(p.behaviour_items)
     tables.intern([user], [*items, *held_items], topics, kinds)
-
-
-def _width(tables: CodeTables) -> int:
-    """Room for one example's features (``kernelargs.buffers`` with one topic per event)."""
-    return 48 + 2 + len(tables.types) + 2 * behaviour.rows(tables.behaviour)[1]
 
 
 def _by_code(tables: CodeTables) -> ByCode:

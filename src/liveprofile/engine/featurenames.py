@@ -63,26 +63,34 @@ class FeatureNames:
         categories: Sequence[str],
         kinds: Sequence[str],
     ) -> dict[int, str]:
-        """Names by index of the features one request may have: :attr:`fixed`, and those of
-        ``user``, the event type ``kind``, ``items``, their ``categories`` (as topics and
-        crossed with the user) and the profile's decayed counts of ``kinds`` (all interned in
-        ``tables``)."""
+        """Names by index of the features one request may have besides :attr:`fixed` (for
+        :meth:`names`): those of ``user``, the event type ``kind``, ``items``, their
+        ``categories`` (as topics and crossed with the user) and the profile's decayed counts
+        of ``kinds``, all interned in ``tables``."""
         fc, ip = self.params.fc, self.params.ip
         ucode = tables.users.code[user]
         type_code, topic_code = tables.types.code, tables.topics.code
         type_fidx, type_dec = tables.type_tables[:2]
-        named = dict(self.fixed)
-        if ip[L.IP_CROSSES]:
-            salt, mask, part = int(fc[L.F_CROSS_SALT]), int(ip[L.IP_MASK]), tables.user_part[ucode]
-            for c in categories:
-                h = cross_index(int(part), int(tables.topic_part[topic_code[c]]), salt, mask)
-                named[h] = f"user_x_topic={user}|{c}"
+        named: dict[int, str] = {}
         values = [(int(tables.user_fidx[ucode]), f"user={user}")]
         values.append((int(type_fidx[type_code[kind]]), f"type={kind}"))
         item_code = tables.items.code
         values += [(int(tables.item_fidx[item_code[i]]), f"item={i}") for i in items]
         values += [(int(tables.topic_fidx[topic_code[c]]), f"topic={c}") for c in categories]
         values += [(int(type_dec[type_code[k]]), f"decayed={k}") for k in kinds]
+        fixed = self.fixed
         for i, name in values:
-            named.setdefault(i, name)
+            if i not in named:
+                named[i] = fixed.get(i, name)
+        if ip[L.IP_CROSSES]:
+            salt, mask, part = int(fc[L.F_CROSS_SALT]), int(ip[L.IP_MASK]), tables.user_part[ucode]
+            for c in categories:
+                h = cross_index(int(part), int(tables.topic_part[topic_code[c]]), salt, mask)
+                named[h] = f"user_x_topic={user}|{c}"
         return named
+
+    def names(self, named: dict[int, str], idx: Sequence[int]) -> list[str]:
+        """The name of each of ``idx``: from ``named`` (:meth:`of_request`), else
+        :attr:`fixed`, else ``#index`` (a feature of no name known here)."""
+        fixed = self.fixed
+        return [named.get(i) or fixed.get(i) or f"#{i}" for i in idx]
