@@ -16,6 +16,7 @@ import random
 import subprocess
 import sys
 import zlib
+from collections import Counter
 from pathlib import Path
 
 import msgspec
@@ -137,6 +138,11 @@ def test_served_features_are_the_python_builders(
         ts = rnd.choice([last - 2 * 86400.0, last, watermark, watermark + 3 * 86400.0 + 17.0])
         for task in rnd.sample(ALL_TASKS, 4):
             built = served.build(task, user, p, candidates, stats, ts)
+            common: Counter[tuple[int, float]] | None = None
+            for j in range(len(candidates)):
+                pairs = Counter(zip(*built.example(j), strict=True))
+                common = pairs if common is None else common & pairs
+            assert built.shared() == common
             for j, (item, it) in enumerate(zip(candidates, stats, strict=True)):
                 want_idx, want_val, want_names = reference(builder, task, user, p, item, it, ts)
                 idx, val, names = built.explained(j)

@@ -16,7 +16,7 @@ The readable names of the features (for the reasons of a score) come from the sa
 
 >>> from liveprofile.config import PipelineConfig
 >>> from liveprofile.engine.step import PythonStep
->>> from liveprofile.profile.state import Profile, key_outcome_name
+>>> from liveprofile.profile.state import Profile
 >>> step = PythonStep(PipelineConfig())
 >>> p = Profile("u1", 0.0, 0.0, 3600.0, n=2, decayed={"view": 1.5}, interests={"c1": 2.0})
 >>> built = ExposureFeatures(step).build(step.config.tasks[0], "u1", p, ["i1"], [None], 7200.0)
@@ -28,6 +28,7 @@ The readable names of the features (for the reasons of a score) come from the sa
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Hashable, Sequence
 from typing import Any
 
@@ -49,7 +50,7 @@ from liveprofile.engine.rowio import hold_items, load_users
 from liveprofile.engine.step import PythonStep
 from liveprofile.learn.base import PREDICT, OpBatch
 from liveprofile.profile.items import ItemStats
-from liveprofile.profile.state import Profile, key_outcome_name
+from liveprofile.profile.state import Profile
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
@@ -116,6 +117,30 @@ class Exposures:
         """Candidate ``j``'s example as the model reads it (colliding indices added up)."""
         a, b = int(self.start[j]), int(self.start[j + 1])
         return dict(zip(self.idx[a:b].tolist(), self.val[a:b].tolist(), strict=True))
+
+    def shared(self) -> Counter[tuple[int, float]]:
+        """The (index, value) pairs every candidate has, as many times as each has them at
+        least (the intersection of the candidates' multisets of pairs).
+
+        >>> from liveprofile.config import PipelineConfig
+        >>> from liveprofile.engine.step import PythonStep
+        >>> step = PythonStep(PipelineConfig())
+        >>> built = ExposureFeatures(step).build(step.config.tasks[0], "u", None, ["a", "b"],
+        ...                                       [None, None], 0.0)
+        >>> idx, val = built.example(0)
+        >>> (idx[0], val[0]) in built.shared(), (idx[3], val[3]) in built.shared()  # bias, item
+        (True, False)
+        """
+        if len(self) == 0:
+            return Counter()
+        idx, val = self.raw_idx, self.raw_val
+        valid = np.arange(idx.shape[1])[None, :] < self.raw_len[:, None]
+        out: Counter[tuple[int, float]] = Counter()
+        for (i, v), c in Counter(zip(*self.example(0), strict=True)).items():
+            least = int(((idx == i) & (val == v) & valid).sum(axis=1).min())
+            if least > 0:
+                out[(i, v)] = min(c, least)
+        return out
 
     def predict_ops(self) -> OpBatch:
         """One prediction per candidate, in order, on the merged examples."""
@@ -198,8 +223,10 @@ class ExposureFeatures:
         kind = task.on[0]
         cats = [None if s is None else s.category for s in stats]
         present = [c for c in cats if c is not None]
-        row = None if p is None else self._read(p, task, items, present)
-        _intern(tables, user, row, items, present, kind)
+        tables.intern([user], items, present, [kind])
+        t = tables.task_names.index(task.name)
+        row = None if p is None else self._read(tables, t, p, items, present)
+        _intern(tables, row)
         n = len(items)
         profiles = {} if row is None else {user: row}
         U = load_users(tables, profiles, [user], ResidentUsers(0))
@@ -251,7 +278,6 @@ class ExposureFeatures:
             np.zeros(n * width),
             np.zeros(n + 1, np.int64),
         )
-        t = tables.task_names.index(task.name)
         args = (ev, _by_code(tables), self.params, tables.tasks(), U, X, ops, t, out)
         run = self._run
         if run is None:  # the kinds of the arguments never change (see __init__)
@@ -267,19 +293,16 @@ class ExposureFeatures:
         }
         return Exposures(out, self.names, strings)
 
-    def _read(self, p: Profile, task: TaskConfig, items: Sequence[str], cats: list[str]) -> Profile:
-        """``p`` with what the features of these exposures read: not its recent events, spend
-        and counts per type, and of its key outcomes and behaviour maps the entries of the
-        candidates' keys (a map the row would trim is left whole, to be trimmed alike)."""
+    def _read(
+        self, tables: CodeTables, t: int, p: Profile, items: Sequence[str], cats: list[str]
+    ) -> Profile:
+        """``p`` with what the features of these exposures of task ``t`` read: not its recent
+        events, spend and counts per type, and of its key outcomes and behaviour maps those of
+        the candidates' keys (a map the row would trim is left whole, to be trimmed alike)."""
         outcomes: dict[int, int] = {}
-        if task.label.kind == "delayed" and p.key_outcomes:
-            by = task.label.key
-            keys = [p.user] if by == "user" else items if by == "item" else cats
-            held = p.key_outcomes
-            for key in keys:
-                name = key_outcome_name(task.name, key)
-                if name in held:
-                    outcomes[name] = held[name]
+        if tables.delayed[t] and p.key_outcomes:
+            names = _outcome_names(tables, t, p.user, items, cats)
+            outcomes = {k: v for k, v in p.key_outcomes.items() if k in names}
         return msgspec.structs.replace(
             p,
             recent=[],
@@ -309,27 +332,31 @@ def _ops(width: int) -> Ops:
     )
 
 
-def _intern(
-    tables: CodeTables,
-    user: str,
-    p: Profile | None,
-    items: Sequence[str],
-    categories: list[str],
-    kind: str,
-) -> None:
-    """Codes for the request's strings and those the profile holds (as ``batch_events``)."""
-    held_items: list[str] = []
-    kinds = [kind]
-    topics = list(categories)
-    if p is not None:
-        for _, k, item, _ in p.recent:
-            kinds.append(k)
-            if item is not None:
-                held_items.append(item)
-        kinds += [*p.decayed, *p.counts]
-        topics += [*p.interests, *p.behaviour_categories]
-        held_items += list(p.behaviour_items)
-    tables.intern([user], [*items, *held_items], topics, kinds)
+def _outcome_names(
+    tables: CodeTables, t: int, user: str, items: Sequence[str], cats: list[str]
+) -> set[int]:
+    """The key-outcome names of task ``t``'s keys of the exposures (interned)."""
+    if tables.by_user[t]:
+        return {int(tables.ko_user[t, tables.users.code[user]])}
+    if tables.by_item[t]:
+        code, ko = tables.items.code, tables.ko_item
+        return set(ko[t, [code[i] for i in items]].tolist())
+    code, ko = tables.topics.code, tables.ko_topic
+    return set(ko[t, [code[c] for c in cats]].tolist())
+
+
+def _intern(tables: CodeTables, p: Profile | None) -> None:
+    """Codes for the strings the profile's row holds (as ``kernelargs.batch_events``)."""
+    if p is None:
+        return
+    items = list(p.behaviour_items)
+    kinds = [*p.decayed, *p.counts]
+    topics = [*p.interests, *p.behaviour_categories]
+    for _, k, item, _ in p.recent:
+        kinds.append(k)
+        if item is not None:
+            items.append(item)
+    tables.intern([], items, topics, kinds)
 
 
 def _by_code(tables: CodeTables) -> ByCode:

@@ -336,14 +336,10 @@ class Recommender:
             for i, b in zip(items, self.store.read(ITEMS, items), strict=True)
         ]
         built = exposures(self.features, spec, user, p, items, stats, ts)
-        common: Counter[tuple[int, float]] | None = None
-        if top > 0:  # the features every candidate shares are not a reason
-            for j in range(len(items)):
-                pairs = Counter(zip(*built.example(j), strict=True))
-                common = pairs if common is None else common & pairs
+        common: Counter[tuple[int, float]] = Counter()
+        if top > 0 and len(items) > 1:  # the features every candidate shares are not a reason
+            common = built.shared()  # (one candidate: nothing to tell it apart from)
         scores = run_ops(learner, built.predict_ops()).tolist() if items else []
-        if len(items) < 2:
-            common = Counter()  # one candidate: nothing to tell it apart from
         h = core.updater.h_counters
         blended: list[dict[str, float]] = []
         values: list[dict[str, float]] = []
@@ -376,7 +372,7 @@ class Recommender:
             if top > 0:  # explain (top=0: ranking alone, as a ranker round reads it)
                 idx, val, names = built.explained(j)
                 weights = feature_weights(learner, idx)
-                own = _split(idx, val, common or Counter())
+                own = _split(idx, val, common)
                 pick = [n for n, o in enumerate(own) if o]
                 reason = top_features(
                     [names[n] for n in pick],
