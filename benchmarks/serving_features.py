@@ -56,7 +56,10 @@ def build_store(path: Path, users: int, items: int) -> None:
     print(f"replayed {summary['events']:,} events in {time.perf_counter() - t0:.0f} s", flush=True)
 
 
-def measure(store: Path, requests: int, seed: int) -> dict[str, Any]:
+KINDS = ("recommend", "rank100", "score")
+
+
+def measure(store: Path, requests: int, seed: int, only: list[str]) -> dict[str, Any]:
     """CPU and wall clock per request of each kind, in this process."""
     import liveprofile
     from liveprofile.serving.profiles import ReadSettings, _Reader
@@ -76,6 +79,8 @@ def measure(store: Path, requests: int, seed: int) -> dict[str, Any]:
     out: dict[str, Any] = {"package": str(Path(liveprofile.__file__).parent)}
     try:
         for name, call in kinds.items():
+            if name not in only:
+                continue
             for user, cands in picks[:20]:  # warm-up: compiled functions, caches
                 call(user, cands)
             cpu: list[float] = []
@@ -105,6 +110,7 @@ def child(src: str | None, args: argparse.Namespace) -> dict[str, Any]:
     if src is not None:
         env["PYTHONPATH"] = os.pathsep.join([src, env.get("PYTHONPATH", "")])
     cmd = [sys.executable, str(HERE), "--store", args.store, "--requests", str(args.requests)]
+    cmd += ["--kinds", ",".join(args.kinds)]
     done = subprocess.run([*cmd, "--child"], env=env, capture_output=True, text=True, check=True)
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
     return result
@@ -120,11 +126,14 @@ def main() -> None:
     parser.add_argument("--against", help="another checkout's src folder to compare with")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", help="write the figures here")
+    parser.add_argument(
+        "--kinds", type=lambda s: s.split(","), default=list(KINDS), help="e.g. score,rank100"
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     store = Path(args.store)
     if args.child:
-        print(json.dumps(measure(store, args.requests, args.seed)))
+        print(json.dumps(measure(store, args.requests, args.seed, args.kinds)))
         return
     build_store(store, args.users, args.items)
     runs: dict[str, list[dict[str, Any]]] = {"this": [], "against": []}
@@ -137,12 +146,12 @@ def main() -> None:
         if not results:
             continue
         report[who] = {"package": results[0]["package"]}
-        for kind in ("recommend", "rank100", "score"):
+        for kind in args.kinds:
             report[who][kind] = {
                 key: statistics.median(r[kind][key] for r in results) for key in results[0][kind]
             }
     print(f"load average {os.getloadavg()[0]:.1f}; median of {len(runs['this'])} round(s)")
-    for kind in ("recommend", "rank100", "score"):
+    for kind in args.kinds:
         line = f"{kind:>9}:"
         for who in report:
             f = report[who][kind]

@@ -99,11 +99,12 @@ def exposure_features(ev, codes, params, tasks, users, items, ops, t, out):  # t
 class Exposures:
     """The features of one user's exposures to candidates (:meth:`ExposureFeatures.build`)."""
 
-    def __init__(self, out: tuple[Any, ...], names: FeatureNames, strings: dict[str, Any]) -> None:
+    def __init__(self, out: tuple[Any, ...], names: FeatureNames, strings: tuple[Any, ...]) -> None:
         self.raw_idx, self.raw_val, self.raw_len, self.idx, self.val, self.start = out
         self._names = names
+        #: the code tables, the user, the event type, the items, their categories (None:
+        #: none) and the profile's decayed counts' types
         self._strings = strings
-        self._named: dict[int, str] | None = None
 
     def __len__(self) -> int:
         return int(self.raw_len.shape[0])
@@ -157,9 +158,10 @@ class Exposures:
     def explained(self, j: int) -> tuple[list[int], list[float], list[str]]:
         """:meth:`example` with the readable name of every feature."""
         idx, val = self.example(j)
-        if self._named is None:
-            self._named = self._names.of_request(**self._strings)
-        return idx, val, self._names.names(self._named, idx)
+        tables, user, kind, items, cats, kinds = self._strings
+        cat = [] if cats[j] is None else [cats[j]]
+        named = self._names.of_request(tables, user, kind, [items[j]], cat, kinds)
+        return idx, val, self._names.names(named, idx)
 
 
 class ExposureFeatures:
@@ -223,10 +225,9 @@ class ExposureFeatures:
         kind = task.on[0]
         cats = [None if s is None else s.category for s in stats]
         present = [c for c in cats if c is not None]
-        tables.intern([user], items, present, [kind])
+        row = None if p is None else self._read(p, items, present)
+        _intern(tables, user, row, items, present, kind)
         t = tables.task_names.index(task.name)
-        row = None if p is None else self._read(tables, t, p, items, present)
-        _intern(tables, row)
         n = len(items)
         profiles = {} if row is None else {user: row}
         U = load_users(tables, profiles, [user], ResidentUsers(0))
@@ -283,32 +284,19 @@ class ExposureFeatures:
         if run is None:  # the kinds of the arguments never change (see __init__)
             run = self._run = compiled_for(exposure_features, args)
         run(*args)
-        strings = {
-            "tables": tables,
-            "user": user,
-            "kind": kind,
-            "items": items,
-            "categories": present,
-            "kinds": [] if p is None else list(p.decayed),
-        }
-        return Exposures(out, self.names, strings)
+        kinds = [] if p is None else list(p.decayed)
+        return Exposures(out, self.names, (tables, user, kind, items, cats, kinds))
 
-    def _read(
-        self, tables: CodeTables, t: int, p: Profile, items: Sequence[str], cats: list[str]
-    ) -> Profile:
-        """``p`` with what the features of these exposures of task ``t`` read: not its recent
-        events, spend and counts per type, and of its key outcomes and behaviour maps those of
-        the candidates' keys (a map the row would trim is left whole, to be trimmed alike)."""
-        outcomes: dict[int, int] = {}
-        if tables.delayed[t] and p.key_outcomes:
-            names = _outcome_names(tables, t, p.user, items, cats)
-            outcomes = {k: v for k, v in p.key_outcomes.items() if k in names}
+    def _read(self, p: Profile, items: Sequence[str], cats: list[str]) -> Profile:
+        """``p`` with what the features of these exposures read: not its recent events, spend
+        and counts per type (which a row lays out entry by entry), and of its behaviour maps
+        the entries of the candidates' keys (a map the row would trim is left whole, to be
+        trimmed alike)."""
         return msgspec.structs.replace(
             p,
             recent=[],
             spend={},
             counts={},
-            key_outcomes=outcomes,
             behaviour_items=self._entries(p.behaviour_items, items),
             behaviour_categories=self._entries(p.behaviour_categories, cats),
         )
@@ -332,31 +320,26 @@ def _ops(width: int) -> Ops:
     )
 
 
-def _outcome_names(
-    tables: CodeTables, t: int, user: str, items: Sequence[str], cats: list[str]
-) -> set[int]:
-    """The key-outcome names of task ``t``'s keys of the exposures (interned)."""
-    if tables.by_user[t]:
-        return {int(tables.ko_user[t, tables.users.code[user]])}
-    if tables.by_item[t]:
-        code, ko = tables.items.code, tables.ko_item
-        return set(ko[t, [code[i] for i in items]].tolist())
-    code, ko = tables.topics.code, tables.ko_topic
-    return set(ko[t, [code[c] for c in cats]].tolist())
-
-
-def _intern(tables: CodeTables, p: Profile | None) -> None:
-    """Codes for the strings the profile's row holds (as ``kernelargs.batch_events``)."""
+def _intern(
+    tables: CodeTables,
+    user: str,
+    p: Profile | None,
+    items: Sequence[str],
+    categories: list[str],
+    kind: str,
+) -> None:
+    """Codes for the request's strings and those the profile's row holds (as
+    ``kernelargs.batch_events``)."""
     if p is None:
+        tables.intern([user], items, categories, [kind])
         return
-    items = list(p.behaviour_items)
-    kinds = [*p.decayed, *p.counts]
-    topics = [*p.interests, *p.behaviour_categories]
+    held = [*items, *p.behaviour_items]
+    kinds = [kind, *p.decayed, *p.counts]
     for _, k, item, _ in p.recent:
         kinds.append(k)
         if item is not None:
-            items.append(item)
-    tables.intern([], items, topics, kinds)
+            held.append(item)
+    tables.intern([user], held, [*categories, *p.interests, *p.behaviour_categories], kinds)
 
 
 def _by_code(tables: CodeTables) -> ByCode:

@@ -31,7 +31,7 @@ from starlette.routing import Route
 from liveprofile.config import PipelineConfig
 from liveprofile.engine.core import Core
 from liveprofile.errors import ConfigError, LiveprofileError, ProfileNotFound, StoreError
-from liveprofile.learn.base import Learner, probability
+from liveprofile.learn.base import Learner, run_ops
 from liveprofile.learn.stored import StoredModels
 from liveprofile.profile.items import decode_item
 from liveprofile.profile.population import Population, standing
@@ -207,12 +207,11 @@ class _Reader:
             self.recommender.features, task, user, p, [item], [it], scoring_time(ckpt, p)
         )
         idx, val, names = built.explained(0)
-        x = built.merged(0)
         learner = self.learner(task.name, ckpt.seq)
         if task.regression:  # the expected value (e.g. spend), not a probability
-            score = float(learner.predict_one(x))  # type: ignore[attr-defined]
-        else:
-            score = probability(learner.predict_proba_one(x))
+            score = float(learner.predict_one(built.merged(0)))  # type: ignore[attr-defined]
+        else:  # P(y=1) as a recommendation computes it (one operation of the batched path)
+            score = float(run_ops(learner, built.predict_ops())[0])
         return {
             "user": user,
             "item": item,

@@ -2,12 +2,15 @@
 
 Each candidate is scored exactly as ``GET /v1/score`` scores one (user, item): the features the
 pipeline builds for an exposure of that item to the user now (the profile, the item statistics,
-the task's outcome rates), fed to the task's online model. All candidates go to the model in one
-batch (:func:`~liveprofile.learn.base.run_ops`). The reason for each of the top k is its own
-features with the largest contributions to the logit (weight x value, for the linear learners);
-the features every candidate has alike (the user's, the time's) cannot tell items apart, so they
-are listed once, as ``shared``. An item's reason and the shared features, taken in full, add up
-to the logit of its score.
+the task's outcome rates), fed to the task's online model. The features are built by the
+compiled step's own feature functions on one row of the profile and a row per candidate
+(:mod:`liveprofile.engine.exposure`), the code that built the examples the model learned from,
+so what it scores with cannot drift from what it learned. All candidates are built in one call
+and go to the model in one batch (:func:`~liveprofile.learn.base.run_ops`). The reason for each
+of the top k is its own features with the largest contributions to the logit (weight x value,
+for the linear learners); the features every candidate has alike (the user's, the time's) cannot
+tell items apart, so they are listed once, as ``shared``. An item's reason and the shared
+features, taken in full, add up to the logit of its score.
 
 Candidates come from the request, or else from the items of the user's newest events and the
 popular items of the user's strongest interests that are item categories
