@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import AsyncIterator, Hashable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import msgspec
 from fastapi import Depends, FastAPI, Query, Request
@@ -31,7 +31,7 @@ from starlette.routing import Route
 from liveprofile.config import PipelineConfig
 from liveprofile.engine.core import Core
 from liveprofile.errors import ConfigError, LiveprofileError, ProfileNotFound, StoreError
-from liveprofile.learn.base import Learner, probability
+from liveprofile.learn.base import Learner, run_ops
 from liveprofile.learn.stored import StoredModels
 from liveprofile.profile.items import decode_item
 from liveprofile.profile.population import Population, standing
@@ -45,11 +45,9 @@ from liveprofile.serving.partitions import PartitionedView
 from liveprofile.serving.privacy import add_privacy_routes
 from liveprofile.serving.recommend import (
     Recommender,
-    explained_example,
-    exposure,
+    exposures,
     feature_weights,
     find_task,
-    merged,
     scoring_time,
     top_features,
 )
@@ -205,14 +203,15 @@ class _Reader:
         (i_blob,) = self.store.read(ITEMS, [item])
         it = None if i_blob is None else decode_item(i_blob, item)
         ckpt = self.checkpoint()
-        event = exposure(user, task, item, it, scoring_time(ckpt, p))
-        idx, val, names = explained_example(core.features, task, event, p, it)
-        x = cast(dict[Hashable, float], merged(idx, val))
+        built = exposures(
+            self.recommender.features, task, user, p, [item], [it], scoring_time(ckpt, p)
+        )
+        idx, val, names = built.explained(0)
         learner = self.learner(task.name, ckpt.seq)
         if task.regression:  # the expected value (e.g. spend), not a probability
-            score = float(learner.predict_one(x))  # type: ignore[attr-defined]
-        else:
-            score = probability(learner.predict_proba_one(x))
+            score = float(learner.predict_one(built.merged(0)))  # type: ignore[attr-defined]
+        else:  # P(y=1) as a recommendation computes it (one operation of the batched path)
+            score = float(run_ops(learner, built.predict_ops())[0])
         return {
             "user": user,
             "item": item,

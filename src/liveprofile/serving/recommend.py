@@ -2,12 +2,15 @@
 
 Each candidate is scored exactly as ``GET /v1/score`` scores one (user, item): the features the
 pipeline builds for an exposure of that item to the user now (the profile, the item statistics,
-the task's outcome rates), fed to the task's online model. All candidates go to the model in one
-batch (:func:`~liveprofile.learn.base.run_ops`). The reason for each of the top k is its own
-features with the largest contributions to the logit (weight x value, for the linear learners);
-the features every candidate has alike (the user's, the time's) cannot tell items apart, so they
-are listed once, as ``shared``. An item's reason and the shared features, taken in full, add up
-to the logit of its score.
+the task's outcome rates), fed to the task's online model. The features are built by the
+compiled step's own feature functions on one row of the profile and a row per candidate
+(:mod:`liveprofile.engine.exposure`), the code that built the examples the model learned from,
+so what it scores with cannot drift from what it learned. All candidates are built in one call
+and go to the model in one batch (:func:`~liveprofile.learn.base.run_ops`). The reason for each
+of the top k is its own features with the largest contributions to the logit (weight x value,
+for the linear learners); the features every candidate has alike (the user's, the time's) cannot
+tell items apart, so they are listed once, as ``shared``. An item's reason and the shared
+features, taken in full, add up to the logit of its score.
 
 Candidates come from the request, or else from the items of the user's newest events and the
 popular items of the user's strongest interests that are item categories
@@ -45,10 +48,10 @@ import numpy.typing as npt
 
 from liveprofile.config import PipelineConfig, TaskConfig
 from liveprofile.engine.core import Core
+from liveprofile.engine.exposure import ExposureFeatures, Exposures
 from liveprofile.errors import InvalidRequest, ProfileNotFound, TaskNotFound
 from liveprofile.events.schema import Event
-from liveprofile.features.hashing import FeatureBuilder
-from liveprofile.learn.base import PREDICT, Learner, OpBatch, run_ops
+from liveprofile.learn.base import Learner, run_ops
 from liveprofile.learn.linear import FTRLProximal, LogisticOGD
 from liveprofile.learn.metrics import Prequential
 from liveprofile.learn.stored import StoredModels
@@ -117,30 +120,28 @@ def exposure(user: str, task: TaskConfig, item: str, stats: ItemStats | None, ts
     return Event("score", user, task.on[0], ts, item_id=item, category=category)
 
 
-def task_example(
-    builder: FeatureBuilder, task: TaskConfig, event: Event, p: Profile, it: ItemStats | None
-) -> tuple[list[int], list[float]]:
-    """The hashed features the pipeline builds for ``event`` as an example of ``task``."""
-    key = None
-    if task.label.kind == "delayed":
-        key = event.item_id if task.label.key == "item" else event.category
-    idx, val = builder.build(event, p, it)
-    t_idx, t_val = builder.task_features(task.name, p, it, key)
-    return idx + t_idx, val + t_val
-
-
-def explained_example(
-    builder: FeatureBuilder, task: TaskConfig, event: Event, p: Profile, it: ItemStats | None
-) -> tuple[list[int], list[float], list[str]]:
-    """:func:`task_example` with the readable name of every feature."""
-    idx, val = task_example(builder, task, event, p, it)
-    named = builder.explain(event, p, it)
-    names = [n for n, _ in named] + [builder.names.get(i, f"#{i}") for i in idx[len(named) :]]
-    return idx, val, names
+def exposures(
+    features: ExposureFeatures,
+    task: TaskConfig,
+    user: str,
+    p: Profile,
+    items: Sequence[str],
+    stats: Sequence[ItemStats | None],
+    ts: float,
+) -> Exposures:
+    """The features the pipeline builds for :func:`exposure` of each of ``items`` as examples
+    of ``task``, by the compiled step's own feature functions
+    (:class:`~liveprofile.engine.exposure.ExposureFeatures`): a score is computed from what the
+    model learned from, not from a second implementation of it."""
+    return features.build(task, user, p, items, stats, ts)
 
 
 def merged(idx: Sequence[int], val: Sequence[float]) -> dict[int, float]:
-    """The example as a River-style dict; colliding indices add up, as in the kernel."""
+    """The example as a River-style dict; colliding indices add up, as in the kernel.
+
+    >>> merged([3, 1, 3], [1.0, 2.0, 0.5])
+    {3: 1.5, 1: 2.0}
+    """
     x: dict[int, float] = {}
     for i, v in zip(idx, val, strict=True):
         x[i] = x.get(i, 0.0) + v
@@ -225,12 +226,20 @@ class Recommender:
         self._popular_every_s = popular_every_s
         self._clock = clock
         self._default: tuple[int, TaskConfig] | None = None
+        self._features: ExposureFeatures | None = None
 
     @property
     def core(self) -> Core:
         if self._core is None:
             self._core = Core(stored_config(self.store))
         return self._core
+
+    @property
+    def features(self) -> ExposureFeatures:
+        """Builds the candidates' features on rows, with the compiled step's functions."""
+        if self._features is None:
+            self._features = ExposureFeatures(self.core)
+        return self._features
 
     def checkpoint(self) -> Checkpoint:
         return read_checkpoint(self.store)
@@ -325,23 +334,15 @@ class Recommender:
             items, source = self._from_interests(p, ckpt.seq, interests, overall, recent)
         learner = self._learner(spec.name, ckpt.seq)
         ts = scoring_time(ckpt, p)
-        builder = core.features
         stats = [
             None if b is None else decode_item(b, i)
             for i, b in zip(items, self.store.read(ITEMS, items), strict=True)
         ]
-        ops = OpBatch()
-        common: Counter[tuple[int, float]] | None = None
-        for item, it in zip(items, stats, strict=True):
-            idx, val = task_example(builder, spec, exposure(user, spec, item, it, ts), p, it)
-            x = merged(idx, val)
-            ops.add(PREDICT, list(x), list(x.values()))
-            if top > 0:  # the features every candidate shares are not a reason
-                pairs = Counter(zip(idx, val, strict=True))
-                common = pairs if common is None else common & pairs
-        scores = run_ops(learner, ops).tolist() if items else []
-        if len(items) < 2:
-            common = Counter()  # one candidate: nothing to tell it apart from
+        built = exposures(self.features, spec, user, p, items, stats, ts)
+        common: Counter[tuple[int, float]] = Counter()
+        if top > 0 and len(items) > 1:  # the features every candidate shares are not a reason
+            common = built.shared()  # (one candidate: nothing to tell it apart from)
+        scores = run_ops(learner, built.predict_ops()).tolist() if items else []
         h = core.updater.h_counters
         blended: list[dict[str, float]] = []
         values: list[dict[str, float]] = []
@@ -372,9 +373,9 @@ class Recommender:
             event = exposure(user, spec, items[j], stats[j], ts)
             reason: list[list[Any]] = []
             if top > 0:  # explain (top=0: ranking alone, as a ranker round reads it)
-                idx, val, names = explained_example(builder, spec, event, p, stats[j])
+                idx, val, names = built.explained(j)
                 weights = feature_weights(learner, idx)
-                own = _split(idx, val, common or Counter())
+                own = _split(idx, val, common)
                 pick = [n for n, o in enumerate(own) if o]
                 reason = top_features(
                     [names[n] for n in pick],
