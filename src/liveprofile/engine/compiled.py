@@ -36,7 +36,7 @@ from liveprofile.engine.step import PythonStep
 from liveprofile.engine.velocity import count_velocity
 from liveprofile.engine.visitors import as_users, known_events
 from liveprofile.events.columns import EventColumns
-from liveprofile.events.schema import FORGET, Event
+from liveprofile.events.schema import Event
 from liveprofile.learn.base import OpArrays, run_ops, sparse_example
 from liveprofile.learn.delayed import FNC, MODES, fnc_correct_many
 from liveprofile.learn.examples import ExampleLog
@@ -148,7 +148,8 @@ class CompiledStep:
                 if is_command is not None:
                     # a merge into a user merged into another goes to the latter
                     visitor_ids += [get(users[k], users[k]) for k in np.flatnonzero(is_command)]
-                if any(e.type == FORGET for e in events):  # may unlink visitors known at the start
+                if ttl is not None or (is_command is not None and is_command.any()):
+                    # an erasure, expiry or merge may unlink or re-point visitors known already
                     visitor_ids += [e.user for e in events if e.user in state.aliases]
         kernel_ok = ok
         if is_command is not None:  # commands are the lifecycle's work only

@@ -1,23 +1,20 @@
-"""Identity links that lead to an erased id.
+"""Identity links that lead to an erased, expired or merged id.
 
-A ``$forget`` of a user must remove every link to it, and a profile's ``aliases`` list does not
-name them all: a login whose visitor id sent nothing before links it without a profile to fold
-(so without an alias entry), the list keeps the last ``MAX_ALIASES`` ids only, and a link to a
-user later merged into another still leads to the merged id. So erasure finds the links by
-their target: before a batch with a ``$forget``, :func:`load_links_to` reads the links of the
-store's link namespace that lead to the erased ids (one scan of the namespace, for that batch
-only) into the state, and at the erasure :func:`unlink_to` removes every link of the state that
-leads to them, following links to linked ids.
+A ``$forget`` or the TTL expiry of a user must remove every link to it, and a ``$merge`` of a
+user into another must re-point them; a profile's ``aliases`` list does not name them all: a
+login whose visitor id sent nothing before links it without a profile to fold (so without an
+alias entry), and the list keeps the last ``MAX_ALIASES`` ids only. So the lifecycle finds the
+links by their target: before a batch that erases, merges or may expire users
+(:func:`relinked_ids`), :func:`load_links_to` reads the links of the store's link namespace that
+lead to them (one scan of the namespace, for that batch only) into the state; at the erasure or
+expiry :func:`unlink_to` removes every link of the state that leads to them, following links to
+linked ids, and at a merge :func:`repoint` points them at the user merged into. Links so stay
+one step: no link leads to an id that is linked, erased or expired.
 
 >>> from liveprofile.config import PipelineConfig
 >>> from liveprofile.engine.lifecycle import StepResult
 >>> from liveprofile.engine.state import PipelineState
 >>> from liveprofile.store.layout import ALIASES
-
-if TYPE_CHECKING:
-    from liveprofile.engine.lifecycle import StepResult
-
-T = TypeVar("T", str, bytes)
 >>> from liveprofile.store.memory import MemoryStore
 >>> store = MemoryStore()
 >>> store.commit({ALIASES: {"v1": b"u1", "v2": b"v1", "v3": b"u3"}}, {})
@@ -28,16 +25,19 @@ T = TypeVar("T", str, bytes)
 >>> out = StepResult()
 >>> sorted(unlink_to(state, {"u1"}, out)), state.aliases, out.links
 (['v1', 'v2'], {}, {'v1': None, 'v2': None})
+>>> state.aliases.update({"v1": "u1", "v2": "v1", "u1": "u2"})
+>>> repoint(state, "u1", "u2", out), state.aliases
+(['v1', 'v2'], {'v1': 'u2', 'v2': 'u2', 'u1': 'u2'})
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from liveprofile.engine.state import PipelineState
 from liveprofile.events.columns import EventColumns
-from liveprofile.events.schema import FORGET, Event
+from liveprofile.events.schema import FORGET, MERGE, Event
 from liveprofile.store.base import Store
 from liveprofile.store.codec import damaged
 from liveprofile.store.layout import ALIASES
@@ -48,11 +48,28 @@ if TYPE_CHECKING:
 T = TypeVar("T", str, bytes)
 
 
-def erased_ids(events: Sequence[Event]) -> set[str]:
-    """The ids a batch erases (events as columns are plain: none)."""
-    if isinstance(events, EventColumns):
-        return set()
-    return {e.user for e in events if e.type == FORGET}
+def relinked_ids(
+    state: PipelineState,
+    events: Sequence[Event],
+    users: Iterable[str],
+    ttl: float | None,
+    horizon: float,
+) -> set[str]:
+    """The ids whose links a batch may remove or re-point: the ids it erases, those a
+    ``$merge`` folds into another user and, with a TTL, those of ``users`` (loaded into
+    ``state``) that may expire by event time ``horizon`` (events as columns are plain)."""
+    ids = set() if isinstance(events, EventColumns) else {
+        e.anonymous_id if e.type == MERGE else e.user
+        for e in events
+        if e.type == FORGET or (e.type == MERGE and e.anonymous_id is not None)
+    }  # fmt: skip
+    if ttl is not None:
+        profiles = state.profiles
+        for user in users:
+            p = profiles.get(user)
+            if p is not None and p.last_ts + ttl < horizon:
+                ids.add(user)
+    return cast(set[str], ids)
 
 
 def load_links_to(state: PipelineState, store: Store, ids: set[str]) -> None:
@@ -78,6 +95,18 @@ def unlink_to(state: PipelineState, ids: set[str], out: StepResult) -> set[str]:
         del aliases[anon]
         out.links[anon] = None
     return set(removed)
+
+
+def repoint(state: PipelineState, old: str, new: str, out: StepResult) -> list[str]:
+    """Point the links of ``state`` that lead to ``old``, directly or through other linked
+    ids, at ``new`` (``old`` merged into it); return the ids re-pointed. Costs a pass over the
+    links the state holds (two, or one more per step of a chain of links)."""
+    aliases = state.aliases
+    moved = [anon for anon, _ in _closure(aliases.items(), {old}, str) if anon not in (old, new)]
+    for anon in moved:
+        aliases[anon] = new
+        out.links[anon] = new
+    return moved
 
 
 def _closure(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from liveprofile.durations import DAY
-from liveprofile.engine.erasure import unlink_to
+from liveprofile.engine.erasure import repoint, unlink_to
 from liveprofile.engine.state import PipelineState
 from liveprofile.learn.examples import ExampleLog
 from liveprofile.learn.tasks import PendingColumns, PendingLog
@@ -63,11 +63,16 @@ class Lifecycle:
         ts: float,
         out: StepResult,
         before: dict[str, Standing | None],
+        *,
+        merge: bool = False,
     ) -> None:
-        """Make ``anon`` an alias of ``user`` and fold the anonymous profile into the user's."""
+        """Make ``anon`` an alias of ``user`` and fold the anonymous profile into the user's;
+        an operator's ``merge`` of a user also re-points the links that led to it."""
         state.aliases[anon] = user
         state.checkpoint.links += 1
         out.links[anon] = user
+        if merge:
+            repoint(state, anon, user, out)
         profiles = state.profiles
         other = profiles.pop(anon, None)
         if other is None:
@@ -94,18 +99,17 @@ class Lifecycle:
         """Forget a user on request: the profile, its segment memberships and every identity
         link of it or leading to it (:mod:`liveprofile.engine.erasure`). Erasing an anonymous
         id that is linked removes its link (and the links to it) only."""
-        gone: set[str] = set()
         owner = state.aliases.pop(user, None)
+        p = None if owner is not None else state.profiles.get(user)
         if owner is not None:
             out.links[user] = None
-            gone.add(user)
+            gone = {user, *unlink_to(state, {user}, out)}
+        elif p is not None:
+            # no exit changes: the changes about an erased user are removed, not added to
+            at = state.checkpoint.watermark
+            gone = {user, *self._delete(state, p, at, out, before, announce=False)}
         else:
-            p = state.profiles.get(user)
-            if p is not None:
-                gone.update((user, *p.aliases))
-                # no exit changes: the changes about an erased user are removed, not added to
-                self._delete(state, p, state.checkpoint.watermark, out, before, announce=False)
-        gone |= unlink_to(state, {user, *gone}, out)
+            gone = unlink_to(state, {user}, out)
         if not gone:
             return
         out.erased.update((user, *gone))
@@ -113,6 +117,22 @@ class Lifecycle:
         if kept is not None and not gone.isdisjoint(kept.aliases):
             kept.aliases = [a for a in kept.aliases if a not in gone]
             out.users.add(kept.user)
+
+    def _expire_owner(
+        self,
+        state: PipelineState,
+        user: str,
+        at: float,
+        out: StepResult,
+        before: dict[str, Standing | None],
+    ) -> None:
+        """The user a linked id ``user`` leads to, idle past the TTL as of event time ``at``,
+        expires before an event of ``user``, and its links with it: the event is then the
+        id's own, as it is when a batch ends between the expiry and the event."""
+        owner = state.aliases.get(user)
+        p = None if owner is None or self.ttl is None else state.profiles.get(owner)
+        if p is not None and self.ttl is not None and p.last_ts + self.ttl < at:
+            self._delete(state, p, at, out, before, announce=True)
 
     def _expire(
         self, state: PipelineState, out: StepResult, before: dict[str, Standing | None]
@@ -128,10 +148,14 @@ class Lifecycle:
         at = state.checkpoint.watermark
         profiles = state.profiles
         candidates = state.take_expiry_candidates(at, self.ttl, out.expiry)
+        expired: set[str] = set()
         for user in [*candidates, *sorted(out.users)]:  # idle ones this batch touched too
             p = profiles.get(user)
             if p is not None and (p.last_ts // DAY + 1) * DAY + self.ttl < at:
-                self._delete(state, p, at, out, before, announce=True)
+                expired.add(user)
+                expired |= self._delete(state, p, at, out, before, announce=True, unlink=False)
+        if expired:  # every link that led to them: one pass for all
+            unlink_to(state, expired, out)
         state.index_last_seen([profiles[u] for u in out.users if u in profiles], out.expiry)
 
     def _delete(
@@ -143,9 +167,12 @@ class Lifecycle:
         before: dict[str, Standing | None],
         *,
         announce: bool,
-    ) -> None:
-        """Delete an expired or erased profile with its identity links and memberships (with
-        exit changes at event time ``at`` when ``announce``)."""
+        unlink: bool = True,
+    ) -> set[str]:
+        """Delete an expired or erased profile with its memberships (with exit changes at
+        event time ``at`` when ``announce``) and every identity link to it (its alias list's,
+        and with ``unlink`` those :func:`unlink_to` finds: the caller's to find otherwise);
+        return the ids unlinked."""
         user = p.user
         del state.profiles[user]
         if user not in before:
@@ -153,9 +180,11 @@ class Lifecycle:
         for alias in p.aliases:
             state.aliases.pop(alias, None)
             out.links[alias] = None
+        gone = {*p.aliases, *(unlink_to(state, {user, *p.aliases}, out) if unlink else ())}
         self._leave_segments(state, p, at, out, announce=announce)
         out.deleted.add(user)
         out.users.discard(user)
+        return gone
 
     def _leave_segments(
         self, state: PipelineState, p: Profile, ts: float, out: StepResult, *, announce: bool

@@ -43,6 +43,7 @@ from liveprofile.engine.codes import CodeTables
 from liveprofile.engine.foldnew import fold_visitor
 from liveprofile.engine.lifecycle import StepResult
 from liveprofile.engine.machinecode import compiled_for
+from liveprofile.engine.owners import expire_owner
 from liveprofile.engine.records import Events, Users
 from liveprofile.engine.resident import ResidentUsers
 from liveprofile.engine.rowio import load_users, store_users
@@ -323,6 +324,8 @@ class Stops:
         aliases = state.aliases
         anon, user = event.anonymous_id, event.user
         if event.type != FORGET:  # a visitor's link, or a user merged into another
+            if user in aliases and ttl != float("inf"):
+                expire_owner(self, e, user, ttl)
             user = aliases.get(user, user)
         if event.type == FORGET:
             self._change(e, [user], lambda: base._erase(state, user, out, before))
@@ -335,9 +338,12 @@ class Stops:
                 return
             wm = float(self.params.fp[L.FP_WATERMARK])
             folds: dict[int, Any] = {}
-            self._change(
-                e, [a, user], lambda: base._fold(state, a, user, ts, wm, out, before, folds), a
-            )
+            merge = event.type in COMMANDS
+
+            def fold() -> None:
+                base._fold(state, a, user, ts, wm, out, before, folds, merge=merge)
+
+            self._change(e, [a, user], fold, a)
             if folds:  # the visitor's profile went into the user's: so do its scores
                 ((_, had, _),) = folds.values()
                 self._cut(self.row_of.get(a, -1), self.row_of.get(user, -1), had)

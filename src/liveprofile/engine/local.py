@@ -18,7 +18,7 @@ from typing import Any
 from liveprofile.config import PipelineConfig
 from liveprofile.engine.changes import ChangeFile
 from liveprofile.engine.core import Core
-from liveprofile.engine.erasure import erased_ids, load_links_to
+from liveprofile.engine.erasure import load_links_to, relinked_ids
 from liveprofile.engine.gc_tuning import fewer_collections
 from liveprofile.engine.screen import screen
 from liveprofile.engine.state import PipelineState
@@ -69,11 +69,13 @@ def apply_batch(
     ckpt = state.checkpoint
     events = batch.events
     state.ensure_aliases(store, core.alias_keys(state, events))
-    load_links_to(state, store, erased_ids(events))  # erasure removes every link to them
+    horizon = core.horizon(state, events)
     if core.ttl is not None:
-        state.ensure_expiry(store, core.horizon(state, events), core.ttl)
+        state.ensure_expiry(store, horizon, core.ttl)
     users, items = core.required_keys(state, events)
     state.ensure_loaded(store, users, items)
+    # erasure and expiry remove every link to their ids, a merge re-points them
+    load_links_to(state, store, relinked_ids(state, events, users, core.ttl, horizon))
     result = core.step(state, events)
     ckpt.dead_letters += len(batch.dead_letters)
     ckpt.offsets[source_name] = batch.offset

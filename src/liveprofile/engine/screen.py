@@ -14,7 +14,8 @@ watermark, the stored profiles and the ``[events]`` section of the config:
   takes an operator's ``$merge`` command.
 
 An event that fails goes to the batch's dead letters with the reason; it never reaches the core,
-so it never moves the watermark.
+so it never moves the watermark. A re-sent event (an ``event_id`` the step will count as a
+duplicate) is not judged again: it passes, and changes nothing.
 
 >>> from liveprofile.config import PipelineConfig
 >>> from liveprofile.engine.core import Core
@@ -47,6 +48,7 @@ from liveprofile.engine.core import Core
 from liveprofile.engine.state import PipelineState
 from liveprofile.events.columns import EventColumns
 from liveprofile.events.deadletter import DeadLetter
+from liveprofile.events.dedup import Repeats
 from liveprofile.events.schema import COMMANDS, FORGET, MERGE, Event, encode_event
 from liveprofile.events.sources import Batch
 from liveprofile.profile.state import Profile
@@ -88,9 +90,13 @@ def screen(
     named = _followed([events[k] for k in suspects])
     dead: set[int] = set()
     known = _Known(state, core.config.run.profile_ttl_s)
+    repeats = Repeats(state.dedup)  # re-sent events pass: the step counts them, nothing else
     start = 0
     for k in suspects:
         for e in events[start:k]:
+            if repeats.repeated(e.event_id):
+                continue
+            repeats.passed(e.event_id)
             if e.ts > watermark:
                 watermark = e.ts
             if e.user in named:
@@ -98,6 +104,8 @@ def screen(
                 known.acted(e)
         start = k + 1
         e = events[k]
+        if repeats.repeated(e.event_id):
+            continue
         known.at = watermark
         reason = _reason(e, rules, watermark, now, known)
         if reason is not None:
@@ -105,6 +113,7 @@ def screen(
             batch.dead_letters.append(DeadLetter(raw, reason, source, batch.position(k)))
             dead.add(k)
             continue
+        repeats.passed(e.event_id)
         if e.ts > watermark:
             watermark = e.ts
         known.acted(e)

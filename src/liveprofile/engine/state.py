@@ -309,7 +309,7 @@ class PipelineState:
         ckpt.seq += 1
         if self.members:
             meta[SEGMENT_HISTORY] = self._record_sizes()
-        meta[POPULATION] = msgspec.msgpack.encode(self.population)
+        meta[POPULATION] = self.population.to_bytes()
         meta[CHECKPOINT] = encode_checkpoint(ckpt)
         return rows, meta
 

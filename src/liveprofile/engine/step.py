@@ -188,13 +188,15 @@ class PythonStep(Lifecycle):
                 self._erase(state, user, out, before)
                 out.applied += 1
                 continue
+            if ttl is not None and user in aliases:
+                self._expire_owner(state, user, watermark, out, before)
             if user in aliases:  # a visitor known to be a user, or a user merged into another
                 user = aliases[user]
                 if e.type != MERGE:
                     e = msgspec.structs.replace(e, user=user)
             if e.type == MERGE:  # an operator's merge: screened to carry both ids
                 if anon is not None and anon != user and aliases.get(anon) != user:
-                    self._fold(state, anon, user, ts, watermark, out, before, folds)
+                    self._fold(state, anon, user, ts, watermark, out, before, folds, merge=True)
                 out.applied += 1
                 continue
             if anon is not None and anon != user and aliases.get(anon) != user:
@@ -384,9 +386,12 @@ class PythonStep(Lifecycle):
         out: StepResult,
         before: dict[str, Standing | None],
         folds: dict[int, _Fold],
+        *,
+        merge: bool = False,
     ) -> None:
-        """:meth:`_link`, noting which profile went into which (see :func:`_score`). Either
-        profile idle past the TTL as of ``watermark`` expires first, as at a batch's end."""
+        """:meth:`_link` (of an operator's ``merge`` or a login), noting which profile went
+        into which (see :func:`_score`). Either profile idle past the TTL as of ``watermark``
+        expires first, as at a batch's end."""
         profiles = state.profiles
         for who in (anon, user):
             p = profiles.get(who)
@@ -394,7 +399,7 @@ class PythonStep(Lifecycle):
                 self._delete(state, p, watermark, out, before, announce=True)
         other, into = profiles.get(anon), profiles.get(user)
         had = frozenset(() if into is None else into.scores)
-        self._link(state, anon, user, ts, out, before)
+        self._link(state, anon, user, ts, out, before, merge=merge)
         if other is not None:
             folds[id(other)] = (state.profiles[user], had, other)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable
+from itertools import islice
 
 
 class DedupWindow:
@@ -57,6 +58,19 @@ class DedupWindow:
             return [True] * len(event_ids)
         return [self.add(event_id) for event_id in event_ids]
 
+    def within(self, event_id: str, newest: int) -> bool:
+        """Whether ``event_id`` is among the ``newest`` ids remembered (without remembering
+        it); a pass over the window only when it is full and holds the id.
+
+        >>> window = DedupWindow(size=3)
+        >>> [window.add(e) for e in "abc"] and (window.within("a", 3), window.within("a", 2))
+        (True, False)
+        """
+        if newest <= 0 or event_id not in self._seen:
+            return False
+        order = self._order
+        return len(order) <= newest or event_id in islice(reversed(order), newest)
+
     def take_new(self) -> list[str]:
         """The ids added since the last call (what the next commit must persist)."""
         new, self._new = self._new, []
@@ -67,3 +81,38 @@ class DedupWindow:
         for event_id in ids:
             self.add(event_id)
         self._new = []
+
+
+class Repeats:
+    """The events of a batch the step will count as duplicates, judged before it runs (the
+    screen judges a re-sent event as one, not by its content): an id still in ``window`` when
+    the step reaches it, as the events passed before it in the batch (:meth:`passed`) leave
+    the window.
+
+    >>> window = DedupWindow(size=2)
+    >>> _ = window.add("a")
+    >>> repeats = Repeats(window)
+    >>> repeats.repeated("a"), repeats.repeated("b")
+    (True, False)
+    >>> repeats.passed("b"); repeats.passed("c")  # "a" leaves the window
+    >>> repeats.repeated("a"), repeats.repeated("b"), Repeats(DedupWindow(size=0)).repeated("a")
+    (False, True, False)
+    """
+
+    def __init__(self, window: DedupWindow) -> None:
+        self.window = window
+        #: the ids passed in the batch, with how many new ids had passed before each
+        self.added: dict[str, int] = {}
+        self.n = 0  # new ids passed in the batch
+
+    def repeated(self, event_id: str) -> bool:
+        size, n = self.window.size, self.n
+        at = self.added.get(event_id)
+        if at is not None:
+            return n - at - 1 < size
+        return self.window.within(event_id, size - n)
+
+    def passed(self, event_id: str) -> None:
+        """Note an event that passed and is not a duplicate (the step remembers its id)."""
+        self.added[event_id] = self.n
+        self.n += 1

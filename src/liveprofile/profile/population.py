@@ -42,6 +42,19 @@ class Population(msgspec.Struct):
     monetary: list[int] = msgspec.field(default_factory=lambda: [0] * BINS)
     last_day: dict[int, int] = {}
 
+    def to_bytes(self) -> bytes:
+        """The population as stored, its days in order: the bytes do not depend on the order
+        in which profiles moved (batch boundaries, the engine, erasures and expiry).
+
+        >>> a, b = Population(), Population()
+        >>> a.move(None, (1, 5.0, 86400.0)); a.move(None, (1, 5.0, 0.0))
+        >>> b.move(None, (1, 5.0, 0.0)); b.move(None, (1, 5.0, 86400.0))
+        >>> a.to_bytes() == b.to_bytes(), list(a.last_day) == list(b.last_day)
+        (True, False)
+        """
+        days = dict(sorted(self.last_day.items()))
+        return msgspec.msgpack.encode(msgspec.structs.replace(self, last_day=days))
+
     def move(self, old: Standing | None, new: Standing | None) -> None:
         """Replace one profile's old standing (None for a new profile) by its new one (None
         for a deleted profile)."""
