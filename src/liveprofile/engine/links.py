@@ -29,8 +29,7 @@ in the order of the batch, as ``RiskTracker.apply`` and the Python step do.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from itertools import repeat
-from operator import attrgetter, is_not, ne
+from itertools import compress, repeat
 from typing import Any
 
 import numba
@@ -48,6 +47,7 @@ from liveprofile.engine.resident import ResidentUsers
 from liveprofile.engine.rowio import load_users, store_users
 from liveprofile.engine.state import PipelineState
 from liveprofile.engine.step import PythonStep
+from liveprofile.engine.visitors import BatchIds
 from liveprofile.events.columns import EventColumns
 from liveprofile.events.schema import COMMANDS, FORGET, Event
 from liveprofile.profile.population import Standing
@@ -55,31 +55,6 @@ from liveprofile.profile.risk import AnomalyScorer, RiskTracker, count_since, di
 from liveprofile.profile.state import Profile
 
 I64 = npt.NDArray[np.int64]
-
-
-_TYPE, _USER, _ANON = attrgetter("type"), attrgetter("user"), attrgetter("anonymous_id")
-
-
-def commands(types: Sequence[str]) -> npt.NDArray[np.bool_]:
-    """Which of the event types are commands (``$merge``, ``$forget``).
-
-    >>> commands(["view", "$forget", "purchase"]).tolist()
-    [False, True, False]
-    """
-    return np.fromiter(map(COMMANDS.__contains__, types), np.bool_, len(types))
-
-
-def stop_marks(events: Sequence[Event], ok: Any) -> Any:
-    """Which applied events need the Python lifecycle: logins, ``$merge`` and ``$forget``;
-    None when there are none (events as columns are plain)."""
-    n = len(events)
-    anons = list(map(_ANON, events))
-    marks = np.fromiter(map(ne, anons, map(_USER, events)), np.bool_, n)
-    marks &= np.fromiter(map(is_not, anons, repeat(None)), np.bool_, n)
-    marks |= commands(list(map(_TYPE, events)))
-    if not marks.any():
-        return None
-    return marks & ok
 
 
 @numba.njit(cache=True, nogil=True)
@@ -228,6 +203,7 @@ class Stops:
         events: Sequence[Event],
         names: list[str],
         users: list[str],
+        ids: BatchIds | None = None,
     ) -> None:
         self.base, self.tables, self.state, self.out, self.before = base, tables, state, out, before
         ev, codes, tasks, params, U, items, pool, ops, outputs = run
@@ -243,9 +219,11 @@ class Stops:
         self.visitor = np.full(n, -1, np.int64)
         self.consumed = np.zeros(n, np.bool_)  # commands: the lifecycle's work only
         if not isinstance(events, EventColumns):  # columns hold plain events only
+            if ids is None:
+                ids = BatchIds.of(events)
             # the user id it names, whose link a merge or login in the batch may change
-            self.consumed[:] = commands(list(map(_TYPE, events)))
-            named = map(ucode.get, map(_USER, events), repeat(-1))
+            self.consumed[:] = ids.command
+            named = map(ucode.get, ids.user, repeat(-1))
             self.visitor[:] = np.fromiter(named, np.int64, n)
             self.visitor[self.consumed] = -1
         #: users whose profile was deleted (True) or made (False) by the lifecycle at an event:
@@ -494,7 +472,7 @@ class Stops:
             visitors[u] = anonymous
         # only the events of users who are visitors now can change that
         maybe = map(visitors.get, map(names.__getitem__, applied))
-        for k in [k for k, v in zip(applied, maybe, strict=True) if v]:
+        for k in compress(applied, maybe):
             user = names[k]
             if visitors.get(user) and k >= remade.get(user, (-1, True))[0]:
                 anon = events[k].anonymous_id
