@@ -130,11 +130,11 @@ class CompiledStep:
             self._adopt(state)
         out = StepResult()
         ckpt = state.checkpoint
-        cols = EventColumns.of(as_users(events, state.aliases))
+        # plain events (columns): no links, no commands; otherwise the ids, read once
+        ids = None if isinstance(events, EventColumns) else BatchIds.of(events)
+        cols = EventColumns.of(as_users(events, state.aliases, ids))
         ok = np.array(state.dedup.add_many(cols.event_id), dtype=np.bool_)
         out.duplicates = len(cols) - int(ok.sum())
-        # plain events (columns): no links, no commands; otherwise the ids, read once
-        ids = None if isinstance(events, EventColumns) else BatchIds.of(events, cols.type)
         marks = None if ids is None else ids.stop_marks(ok)
         ttl = self.base.ttl
         # visitors' anonymous ids: a link made or removed in the batch may move their events

@@ -221,10 +221,14 @@ class Stops:
         if not isinstance(events, EventColumns):  # columns hold plain events only
             if ids is None:
                 ids = BatchIds.of(events)
+                named = map(ucode.get, ids.user, repeat(-1))
+                self.visitor[:] = np.fromiter(named, np.int64, n)
+            else:  # the user of each event, but for those moved to the user linked to
+                self.visitor[:] = ev.ucode
+                user = ids.user
+                self.visitor[ids.moved] = [ucode.get(user[k], -1) for k in ids.moved]
             # the user id it names, whose link a merge or login in the batch may change
             self.consumed[:] = ids.command
-            named = map(ucode.get, ids.user, repeat(-1))
-            self.visitor[:] = np.fromiter(named, np.int64, n)
             self.visitor[self.consumed] = -1
         #: users whose profile was deleted (True) or made (False) by the lifecycle at an event:
         #: whether they count as anonymous visitors from there on
@@ -243,6 +247,7 @@ class Stops:
         self._run: Callable[..., None] | None = None
         self._advance: Callable[..., None] | None = None
         self._fold_rows: Callable[..., None] | None = None
+        self._by_visitor: tuple[I64, I64] | None = None
 
     def profile_of(self, user: str) -> Profile:
         p = self.held.get(user)
@@ -445,7 +450,12 @@ class Stops:
         owner = self.state.aliases.get(anon, anon)
         r = self.row_of.get(owner, -1)
         self.codes.owner_row[c] = r
-        later = e + 1 + np.flatnonzero(self.visitor[e + 1 :] == c)
+        if self._by_visitor is None:  # the events of each id named, found by bisection
+            order = np.argsort(self.visitor, kind="stable")
+            self._by_visitor = order, self.visitor[order]
+        order, codes = self._by_visitor
+        mine = order[codes.searchsorted(c) : codes.searchsorted(c, "right")]
+        later = mine[mine > e]
         if not len(later):
             return
         ev = self.ev

@@ -42,6 +42,8 @@ class BatchIds:
     anon: list[str | None]
     user: list[str]
     command: npt.NDArray[np.bool_]
+    #: the events (not commands) :func:`as_users` put under the user their id is linked to
+    moved: list[int] = dataclasses.field(default_factory=list)
 
     @classmethod
     def of(cls, events: Sequence[Event], types: Sequence[str] | None = None) -> BatchIds:
@@ -93,16 +95,20 @@ def anonymous_only(e: Event, aliases: dict[str, str]) -> bool:
     return anon is not None and anon == e.user and anon not in aliases
 
 
-def as_users(events: Sequence[Event], aliases: dict[str, str]) -> Sequence[Event]:
+def as_users(
+    events: Sequence[Event], aliases: dict[str, str], ids: BatchIds | None = None
+) -> Sequence[Event]:
     """``events`` under the user their id is linked to: linked visitors' (anonymous id only)
-    and those of users merged into another (``$merge``)."""
+    and those of users merged into another (``$merge``). ``ids``: the events' ids, which
+    learn which events moved."""
     if not aliases:
         return events
     if isinstance(events, EventColumns):
         if not any(u in aliases for u in events.user):
             return events
         return dataclasses.replace(events, user=[aliases.get(u, u) for u in events.user])
-    moved = list(compress(count(), map(aliases.__contains__, map(_USER, events))))
+    users = map(_USER, events) if ids is None else ids.user
+    moved = list(compress(count(), map(aliases.__contains__, users)))
     if not moved:
         return events
     out = list(events)
@@ -110,6 +116,8 @@ def as_users(events: Sequence[Event], aliases: dict[str, str]) -> Sequence[Event
         e = out[k]
         if e.type not in COMMANDS:
             out[k] = msgspec.structs.replace(e, user=aliases[e.user])
+            if ids is not None:
+                ids.moved.append(k)
     return out
 
 
