@@ -38,8 +38,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from itertools import compress, count
-from operator import attrgetter
 from typing import cast
 
 import numpy as np
@@ -87,29 +85,28 @@ def screen(
     }
     if links:
         state.ensure_loaded(store, links, set())
-    suspect_set = set(suspects)
     named = _followed([events[k] for k in suspects])
     dead: set[int] = set()
     known = _Known(state, core.config.run.profile_ttl_s)
-    clock = _Clock(events, suspects[-1], watermark)
-    # of the events that pass at once, only those of the ids followed change who is known
-    users = map(_USER, events[: suspects[-1]])
-    passing = compress(count(), map(named.__contains__, users)) if named else iter(())
-    for k in sorted({*suspects, *passing}):
+    start = 0
+    for k in suspects:
+        for e in events[start:k]:
+            if e.ts > watermark:
+                watermark = e.ts
+            if e.user in named:
+                known.at = watermark
+                known.acted(e)
+        start = k + 1
         e = events[k]
-        if k not in suspect_set:
-            known.at = clock.after(k)
-            known.acted(e)
-            continue
-        watermark = clock.before(k)
         known.at = watermark
         reason = _reason(e, rules, watermark, now, known)
         if reason is not None:
             raw = encode_event(e).decode()
             batch.dead_letters.append(DeadLetter(raw, reason, source, batch.position(k)))
             dead.add(k)
-            clock.reject(k)
             continue
+        if e.ts > watermark:
+            watermark = e.ts
         known.acted(e)
     if dead:
         if batch.positions:
@@ -200,55 +197,6 @@ def _reason(
     return None
 
 
-class _Clock:
-    """The watermark at each event of a batch's first ``n``, as the events that pass move it
-    (the running maximum of their times from ``watermark`` on); :meth:`reject` takes an event
-    out of it.
-
-    >>> events = [Event(f"e{k}", "u", "view", t) for k, t in enumerate([3.0, 9.0, 5.0, 10.0])]
-    >>> clock = _Clock(events, 4, 4.0)
-    >>> clock.before(0), clock.before(2), clock.after(2)
-    (4.0, 9.0, 9.0)
-    >>> clock.reject(1)
-    >>> clock.before(2), clock.after(2), clock.after(3)
-    (4.0, 5.0, 10.0)
-    """
-
-    def __init__(self, events: Sequence[Event], n: int, watermark: float) -> None:
-        self.ts = np.fromiter(map(_TS, events[:n]), np.float64, n)
-        self.run = np.maximum.accumulate(np.maximum(self.ts, watermark)) if n else self.ts
-        self.start = watermark
-
-    def before(self, k: int) -> float:
-        """The watermark before event ``k``."""
-        return float(self.run[k - 1]) if k else self.start
-
-    def after(self, k: int) -> float:
-        """The watermark after event ``k`` (which passes)."""
-        return float(self.run[k]) if k < len(self.run) else max(self.before(k), self.ts[k])
-
-    def reject(self, k: int) -> None:
-        """Event ``k`` is rejected: it does not move the watermark."""
-        run = self.run
-        if k >= len(run):
-            return  # past the events followed
-        wm, t = self.before(k), self.ts[k]
-        self.ts[k] = -math.inf
-        if t <= wm:
-            return  # it moved nothing
-        # the running maximum counted it until a later event reached it: redo that stretch
-        lo, size = k, 64
-        while lo < len(run):
-            hi = min(len(run), lo + size)
-            old = run[hi - 1]
-            part = np.maximum.accumulate(np.maximum(self.ts[lo:hi], wm))
-            run[lo:hi] = part
-            wm = float(part[-1])
-            if wm == old:
-                return
-            lo, size = hi, size * 4
-
-
 class _Known:
     """Which ids are known users at a point of a batch, as the step will have left them: an id
     is known once its own events (not only an anonymous id's) made its profile, until a
@@ -301,7 +249,8 @@ class _Known:
         if e.type == FORGET:
             self._drop(user)
             return
-        for who in (user, anon):  # idle past the TTL: expired first
+        ttl = self.ttl
+        for who in (user, anon) if ttl is not None else ():  # idle past the TTL: expired first
             if who is not None and self._has_profile(who) and self._idle(who, self.at):
                 self._drop(who)
         if e.type == MERGE:
@@ -310,18 +259,16 @@ class _Known:
                 self.known.add(user)
             self._drop(anon)
             return
-        if anon == user:
-            if not self._has_profile(user):
+        if anon == user:  # a visitor's event (the usual one here: once it has a profile, a no-op)
+            if user not in self.visitors and not self._has_profile(user):
                 self.visitors.add(user)
         else:
             if anon is not None:  # a login folds the visitor's profile into the user's
                 self._drop(anon)
             self.known.add(user)
             self.visitors.discard(user)
-        self.last[user] = max(self.last.get(user, -math.inf), e.ts)
-
-
-_USER, _TS = attrgetter("user"), attrgetter("ts")
+        if ttl is not None:  # read by _idle only
+            self.last[user] = max(self.last.get(user, -math.inf), e.ts)
 
 
 def _iso(ts: float) -> str:
