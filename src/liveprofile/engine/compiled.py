@@ -13,7 +13,7 @@ Strings get integer codes once (:mod:`.codes`).
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -24,7 +24,7 @@ from liveprofile.engine.codes import CodeTables, grow
 from liveprofile.engine.convroom import linked_users
 from liveprofile.engine.kernelargs import batch_events, buffers, empty_items, step_params
 from liveprofile.engine.lifecycle import StepResult
-from liveprofile.engine.links import RiskCounts, Stops, commands, next_stop, stop_marks
+from liveprofile.engine.links import RiskCounts, Stops, next_stop
 from liveprofile.engine.packing import encode_items
 from liveprofile.engine.pool import PendingPool
 from liveprofile.engine.profilerows import KernelBytes
@@ -34,7 +34,7 @@ from liveprofile.engine.rowio import hold_items, load_users, store_users
 from liveprofile.engine.state import PipelineState
 from liveprofile.engine.step import PythonStep
 from liveprofile.engine.velocity import count_velocity
-from liveprofile.engine.visitors import as_users, known_events
+from liveprofile.engine.visitors import BatchIds, as_users, known_events
 from liveprofile.events.columns import EventColumns
 from liveprofile.events.schema import Event
 from liveprofile.learn.base import OpArrays, run_ops, sparse_example
@@ -130,19 +130,18 @@ class CompiledStep:
             self._adopt(state)
         out = StepResult()
         ckpt = state.checkpoint
-        cols = EventColumns.of(as_users(events, state.aliases))
+        # plain events (columns): no links, no commands; otherwise the ids, read once
+        ids = None if isinstance(events, EventColumns) else BatchIds.of(events)
+        cols = EventColumns.of(as_users(events, state.aliases, ids))
         ok = np.array(state.dedup.add_many(cols.event_id), dtype=np.bool_)
         out.duplicates = len(cols) - int(ok.sum())
-        plain = isinstance(events, EventColumns)  # plain events: no links, no commands
-        marks = None if plain else stop_marks(events, ok)
+        marks = None if ids is None else ids.stop_marks(ok)
         ttl = self.base.ttl
         # visitors' anonymous ids: a link made or removed in the batch may move their events
         visitor_ids: list[str] = []
-        is_command = None if marks is None else commands(cols.type)
-        if not plain and (marks is not None or ttl is not None):
-            anons = dict.fromkeys(e.anonymous_id for e in events)
-            anons.pop(None, None)
-            visitor_ids = cast(list[str], list(anons))
+        is_command = None if marks is None or ids is None else ids.command
+        if ids is not None and (marks is not None or ttl is not None):
+            visitor_ids = ids.visitors()
             if state.aliases:
                 get, users = state.aliases.get, cols.user
                 if is_command is not None:
@@ -150,7 +149,7 @@ class CompiledStep:
                     visitor_ids += [get(users[k], users[k]) for k in np.flatnonzero(is_command)]
                 if ttl is not None or (is_command is not None and is_command.any()):
                     # an erasure, expiry or merge may unlink or re-point visitors known already
-                    visitor_ids += [e.user for e in events if e.user in state.aliases]
+                    visitor_ids += [u for u in ids.user if u in state.aliases]
         kernel_ok = ok
         if is_command is not None:  # commands are the lifecycle's work only
             kernel_ok = ok & ~is_command
@@ -207,7 +206,7 @@ class CompiledStep:
             names = list(cols.user)  # a link or its removal may move visitors' later events
             run = (ev, codes, tasks, self.params, U, self.items, self.pool.arrays, ops, outputs)
             stops = Stops(
-                self.base, self.tables, state, out, before, run, events, names, batch_users
+                self.base, self.tables, state, out, before, run, events, names, batch_users, ids
             )
         # as the profiles were before the events, for the velocity counts below
         risk = RiskCounts(

@@ -29,8 +29,7 @@ in the order of the batch, as ``RiskTracker.apply`` and the Python step do.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from itertools import repeat
-from operator import attrgetter, is_not, ne
+from itertools import compress, repeat
 from typing import Any
 
 import numba
@@ -49,6 +48,7 @@ from liveprofile.engine.resident import ResidentUsers
 from liveprofile.engine.rowio import load_users, store_users
 from liveprofile.engine.state import PipelineState
 from liveprofile.engine.step import PythonStep
+from liveprofile.engine.visitors import BatchIds
 from liveprofile.events.columns import EventColumns
 from liveprofile.events.schema import COMMANDS, FORGET, Event
 from liveprofile.profile.population import Standing
@@ -56,31 +56,6 @@ from liveprofile.profile.risk import AnomalyScorer, RiskTracker, count_since, di
 from liveprofile.profile.state import Profile
 
 I64 = npt.NDArray[np.int64]
-
-
-_TYPE, _USER, _ANON = attrgetter("type"), attrgetter("user"), attrgetter("anonymous_id")
-
-
-def commands(types: Sequence[str]) -> npt.NDArray[np.bool_]:
-    """Which of the event types are commands (``$merge``, ``$forget``).
-
-    >>> commands(["view", "$forget", "purchase"]).tolist()
-    [False, True, False]
-    """
-    return np.fromiter(map(COMMANDS.__contains__, types), np.bool_, len(types))
-
-
-def stop_marks(events: Sequence[Event], ok: Any) -> Any:
-    """Which applied events need the Python lifecycle: logins, ``$merge`` and ``$forget``;
-    None when there are none (events as columns are plain)."""
-    n = len(events)
-    anons = list(map(_ANON, events))
-    marks = np.fromiter(map(ne, anons, map(_USER, events)), np.bool_, n)
-    marks &= np.fromiter(map(is_not, anons, repeat(None)), np.bool_, n)
-    marks |= commands(list(map(_TYPE, events)))
-    if not marks.any():
-        return None
-    return marks & ok
 
 
 @numba.njit(cache=True, nogil=True)
@@ -229,6 +204,7 @@ class Stops:
         events: Sequence[Event],
         names: list[str],
         users: list[str],
+        ids: BatchIds | None = None,
     ) -> None:
         self.base, self.tables, self.state, self.out, self.before = base, tables, state, out, before
         ev, codes, tasks, params, U, items, pool, ops, outputs = run
@@ -244,10 +220,16 @@ class Stops:
         self.visitor = np.full(n, -1, np.int64)
         self.consumed = np.zeros(n, np.bool_)  # commands: the lifecycle's work only
         if not isinstance(events, EventColumns):  # columns hold plain events only
+            if ids is None:
+                ids = BatchIds.of(events)
+                named = map(ucode.get, ids.user, repeat(-1))
+                self.visitor[:] = np.fromiter(named, np.int64, n)
+            else:  # the user of each event, but for those moved to the user linked to
+                self.visitor[:] = ev.ucode
+                user = ids.user
+                self.visitor[ids.moved] = [ucode.get(user[k], -1) for k in ids.moved]
             # the user id it names, whose link a merge or login in the batch may change
-            self.consumed[:] = commands(list(map(_TYPE, events)))
-            named = map(ucode.get, map(_USER, events), repeat(-1))
-            self.visitor[:] = np.fromiter(named, np.int64, n)
+            self.consumed[:] = ids.command
             self.visitor[self.consumed] = -1
         #: users whose profile was deleted (True) or made (False) by the lifecycle at an event:
         #: whether they count as anonymous visitors from there on
@@ -266,6 +248,7 @@ class Stops:
         self._run: Callable[..., None] | None = None
         self._advance: Callable[..., None] | None = None
         self._fold_rows: Callable[..., None] | None = None
+        self._by_visitor: tuple[I64, I64] | None = None
 
     def profile_of(self, user: str) -> Profile:
         p = self.held.get(user)
@@ -473,7 +456,12 @@ class Stops:
         owner = self.state.aliases.get(anon, anon)
         r = self.row_of.get(owner, -1)
         self.codes.owner_row[c] = r
-        later = e + 1 + np.flatnonzero(self.visitor[e + 1 :] == c)
+        if self._by_visitor is None:  # the events of each id named, found by bisection
+            order = np.argsort(self.visitor, kind="stable")
+            self._by_visitor = order, self.visitor[order]
+        order, codes = self._by_visitor
+        mine = order[codes.searchsorted(c) : codes.searchsorted(c, "right")]
+        later = mine[mine > e]
         if not len(later):
             return
         ev = self.ev
@@ -500,7 +488,7 @@ class Stops:
             visitors[u] = anonymous
         # only the events of users who are visitors now can change that
         maybe = map(visitors.get, map(names.__getitem__, applied))
-        for k in [k for k, v in zip(applied, maybe, strict=True) if v]:
+        for k in compress(applied, maybe):
             user = names[k]
             if visitors.get(user) and k >= remade.get(user, (-1, True))[0]:
                 anon = events[k].anonymous_id

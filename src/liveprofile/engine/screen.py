@@ -258,7 +258,8 @@ class _Known:
         if e.type == FORGET:
             self._drop(user)
             return
-        for who in (user, anon):  # idle past the TTL: expired first
+        ttl = self.ttl
+        for who in (user, anon) if ttl is not None else ():  # idle past the TTL: expired first
             if who is not None and self._has_profile(who) and self._idle(who, self.at):
                 self._drop(who)
         if e.type == MERGE:
@@ -267,15 +268,16 @@ class _Known:
                 self.known.add(user)
             self._drop(anon)
             return
-        if anon == user:
-            if not self._has_profile(user):
+        if anon == user:  # a visitor's event (the usual one here: once it has a profile, a no-op)
+            if user not in self.visitors and not self._has_profile(user):
                 self.visitors.add(user)
         else:
             if anon is not None:  # a login folds the visitor's profile into the user's
                 self._drop(anon)
             self.known.add(user)
             self.visitors.discard(user)
-        self.last[user] = max(self.last.get(user, -math.inf), e.ts)
+        if ttl is not None:  # read by _idle only
+            self.last[user] = max(self.last.get(user, -math.inf), e.ts)
 
 
 def _iso(ts: float) -> str:

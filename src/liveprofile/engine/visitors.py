@@ -12,12 +12,63 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from operator import attrgetter
+from itertools import compress, count, repeat
+from operator import attrgetter, is_not, ne
+from typing import Any
 
 import msgspec
+import numpy as np
+import numpy.typing as npt
 
 from liveprofile.events.columns import EventColumns
 from liveprofile.events.schema import COMMANDS, Event
+
+
+@dataclasses.dataclass
+class BatchIds:
+    """The ids a batch's events name, as columns read once per batch: each event's anonymous
+    id (None: none), its user id as sent (before the identity links move it) and whether it
+    is a command (``$merge``, ``$forget``).
+
+    >>> from liveprofile.events.schema import Event
+    >>> ids = BatchIds.of([Event("e1", "v1", "view", 1.0, anonymous_id="v1"),
+    ...                    Event("e2", "u1", "buy", 2.0, anonymous_id="v1")])
+    >>> ids.anon, ids.user, ids.visitors()
+    (['v1', 'v1'], ['v1', 'u1'], ['v1'])
+    >>> ids.stop_marks(np.ones(2, np.bool_)).tolist()  # the login
+    [False, True]
+    """
+
+    anon: list[str | None]
+    user: list[str]
+    command: npt.NDArray[np.bool_]
+    #: the events (not commands) :func:`as_users` put under the user their id is linked to
+    moved: list[int] = dataclasses.field(default_factory=list)
+
+    @classmethod
+    def of(cls, events: Sequence[Event], types: Sequence[str] | None = None) -> BatchIds:
+        """The ids of ``events``; ``types``: their types, when already read."""
+        if types is None:
+            types = list(map(_TYPE, events))
+        command = np.fromiter(map(COMMANDS.__contains__, types), np.bool_, len(types))
+        return cls(list(map(_ANON, events)), list(map(_USER, events)), command)
+
+    def visitors(self) -> list[str]:
+        """The anonymous ids named, in order of first appearance."""
+        anons = dict.fromkeys(self.anon)
+        anons.pop(None, None)
+        return list(anons)  # type: ignore[arg-type]
+
+    def stop_marks(self, ok: Any) -> Any:
+        """Which applied events need the Python lifecycle: logins (an anonymous id linked to
+        another id), ``$merge`` and ``$forget``; None when there are none."""
+        n, anons = len(self.anon), self.anon
+        marks = np.fromiter(map(ne, anons, self.user), np.bool_, n)
+        marks &= np.fromiter(map(is_not, anons, repeat(None)), np.bool_, n)
+        marks |= self.command
+        if not marks.any():
+            return None
+        return marks & ok
 
 
 def known_events(
@@ -44,16 +95,20 @@ def anonymous_only(e: Event, aliases: dict[str, str]) -> bool:
     return anon is not None and anon == e.user and anon not in aliases
 
 
-def as_users(events: Sequence[Event], aliases: dict[str, str]) -> Sequence[Event]:
+def as_users(
+    events: Sequence[Event], aliases: dict[str, str], ids: BatchIds | None = None
+) -> Sequence[Event]:
     """``events`` under the user their id is linked to: linked visitors' (anonymous id only)
-    and those of users merged into another (``$merge``)."""
+    and those of users merged into another (``$merge``). ``ids``: the events' ids, which
+    learn which events moved."""
     if not aliases:
         return events
     if isinstance(events, EventColumns):
         if not any(u in aliases for u in events.user):
             return events
         return dataclasses.replace(events, user=[aliases.get(u, u) for u in events.user])
-    moved = [k for k, u in enumerate(map(_USER, events)) if u in aliases]
+    users = map(_USER, events) if ids is None else ids.user
+    moved = list(compress(count(), map(aliases.__contains__, users)))
     if not moved:
         return events
     out = list(events)
@@ -61,7 +116,9 @@ def as_users(events: Sequence[Event], aliases: dict[str, str]) -> Sequence[Event
         e = out[k]
         if e.type not in COMMANDS:
             out[k] = msgspec.structs.replace(e, user=aliases[e.user])
+            if ids is not None:
+                ids.moved.append(k)
     return out
 
 
-_USER = attrgetter("user")
+_USER, _ANON, _TYPE = attrgetter("user"), attrgetter("anonymous_id"), attrgetter("type")
