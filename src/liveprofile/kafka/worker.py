@@ -38,6 +38,9 @@ whose anonymous and user ids lie in different partitions are not merged across p
 With ``ranker.every``, the worker that owns partition 0 also runs the learned ranker's rounds
 (:mod:`liveprofile.kafka.rounds`).
 
+``LIVEPROFILE_BATCH_TRACE=FILE`` in a worker's environment has it write one line of timings per
+batch (:mod:`liveprofile.kafka.trace`), to see where freshness goes.
+
 Dead letters are kept in the store (keyed ``{topic}:{partition}:{offset}``, exact) and also sent
 to the dead-letter topic just before the batch commits (at least once: a crash between the two
 sends them again on replay, under the same key).
