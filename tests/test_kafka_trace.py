@@ -80,15 +80,17 @@ def test_the_trace_counts_collections_and_phases_per_batch(tmp_path: Path) -> No
         trace.applied(0, 10, 1.5, 2.0, 0.25, (100.0, 101.0), now=102.0)
         trace.polled(2.0, 2.0)
         trace.applied(0, 5, 2.0, 2.5, 0.25, (101.0, 101.5), now=102.5)
+        trace.applied(0, 5, 2.5, 3.0, 0.25, (0.0, 0.0), now=103.0)  # no broker timestamps
     finally:
         trace.close()
         if enabled:
             gc.enable()
-    first, second = (json.loads(x) for x in path.read_text().splitlines())
+    first, second, third = (json.loads(x) for x in path.read_text().splitlines())
     assert first["gc_gen"] == 1 and first["gc_ms"] >= 0
     assert second["gc_gen"] == -1 and second["gc_ms"] == 0  # counted per batch
     assert (first["poll_ms"], first["gap_ms"], second["gap_ms"]) == (500.0, 0.0, 0.0)
     assert (first["oldest_ms"], first["newest_ms"]) == (2000.0, 1000.0)
+    assert (third["oldest_ms"], third["newest_ms"]) == (0.0, 0.0)
 
 
 @pytest.mark.parametrize(

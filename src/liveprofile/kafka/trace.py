@@ -131,6 +131,7 @@ class BatchTrace:
         """A batch of ``records`` applied from ``began`` to ``ended`` using ``cpu`` seconds;
         ``appended``: its first and last records' Kafka timestamps (s)."""
         now = time.time() if now is None else now
+        oldest, newest = (t if t > 0 else now for t in appended)  # 0: the broker gave no time
         poll_began, poll_ended = self._poll
         gap = 0.0 if self._last_end is None else max(0.0, poll_began - self._last_end)
         row = {
@@ -141,8 +142,8 @@ class BatchTrace:
             "poll_ms": _ms(poll_ended - poll_began),
             "apply_ms": _ms(ended - began),
             "cpu_ms": _ms(cpu),
-            "oldest_ms": _ms(now - appended[0]),
-            "newest_ms": _ms(now - appended[1]),
+            "oldest_ms": _ms(now - oldest),
+            "newest_ms": _ms(now - newest),
             "gc_ms": _ms(self.gc_seconds),
             "gc_gen": self.gc_gen,
             "young": gc.get_count()[0],

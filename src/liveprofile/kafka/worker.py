@@ -99,7 +99,7 @@ class KafkaWorker:
     ``batch_size`` records per poll at most; a poll returns ``max_batch_delay`` seconds
     (``run.max_batch_delay``) after the previous one returned, with what has arrived (at once
     when applying the previous batch took longer), so a quiet stream still commits promptly
-    and no record waits for more than one delay before its batch closes.
+    and the records that came while a batch was applied do not wait a whole delay more.
     ``run`` returns after ``max_idle_polls`` empty polls in a row, or when ``stop`` is set.
     """
 
