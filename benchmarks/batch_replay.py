@@ -61,10 +61,10 @@ def main() -> None:
     parser.add_argument("--trace", type=Path, required=True, help="the trace file to write")
     parser.add_argument(
         "--gc",
-        choices=("worker", "fewer", "default"),
+        choices=("worker", "default"),
         default="worker",
-        help="the collector: as the Kafka worker runs it (worker), only the raised thresholds "
-        "(fewer), or the interpreter's defaults (default)",
+        help="the collector: as the Kafka worker runs it (the CLI's thresholds, raised by "
+        "engine.gc_tuning.fewer_collections), or the interpreter's defaults",
     )
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0", help="Redis URL")
     args = parser.parse_args()
@@ -81,8 +81,8 @@ def main() -> None:
             gc.set_threshold(700, 10, 10)
         else:
             gc.set_threshold(50_000, 20, 20)  # as the CLI sets it
-        context = {"worker": fewer_collections, "fewer": fewer_collections}.get(args.gc)
-        with context() if context is not None else contextlib.nullcontext():
+        tuned = fewer_collections() if args.gc == "worker" else contextlib.nullcontext()
+        with tuned:
             for start in range(0, len(records), args.batch_size):
                 end = min(start + args.batch_size, len(records))
                 chunk = [(o, records[o]) for o in range(start, end)]

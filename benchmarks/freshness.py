@@ -236,6 +236,8 @@ def phase(
         # cores each process kept busy on average, from the first event to the last probe seen
         "cores": {"worker": round(cpu / wall, 2)}
         | {name: round(v / wall, 2) for name, v in spent.items()},
+        # and their CPU per event appended (serve's and the reader's depend on --poll-ms)
+        "cpu_us_per_event": {name: round(v / events * 1e6, 1) for name, v in spent.items()},
     }
 
 
