@@ -13,10 +13,13 @@ partitions mean more commits per poll) is fed for ``--seconds`` seconds by a pac
 producer (``acks=all``) with synthetic funnel events (``liveprofile.datasets.synthetic``,
 re-stamped so that every event id is new, with users of the phase's own); 20 times a second one of
 them is a *probe*: the first event of a new user. A client polls the read API (``POST
-/v1/profiles:batch``, every 5 ms) for the probes not seen yet; a probe's freshness is the time
-from handing it to the producer to the first answer that holds its profile. The worker's CPU
-time (user + system, from ``/proc``) over the phase, divided by the events applied, gives its
-CPU per event.
+/v1/profiles:batch``, every ``--poll-ms``, 5 ms by default) for the probes not seen yet; a
+probe's freshness is the time from handing it to the producer to the first answer that holds
+its profile. The worker's CPU time (user + system, from ``/proc``) over the phase, divided by
+the events applied, gives its CPU per event; ``cores`` gives the cores the worker, ``serve``,
+the broker and this process (producer and reader) kept busy on average. ``--trace DIR`` has the
+worker write its per-batch timings (``liveprofile.kafka.trace``; summarise them with
+``benchmarks/batch_trace.py``), ``--worker-src`` runs another checkout's worker beside it.
 
 Then ``--saturation`` events are appended first and the worker is timed from its first commit
 until it has caught up: events/s at saturation, with the same batch limit.
@@ -54,6 +57,7 @@ from liveprofile.datasets.synthetic import SyntheticConfig, generate
 from liveprofile.kafka.broker import Broker, free_port
 from liveprofile.kafka.producer import ensure_topics, producer_config
 from liveprofile.kafka.status import kafka_status
+from liveprofile.kafka.trace import TRACE_ENV
 from liveprofile.redis.fence import FencedRedisStore
 
 TOKEN = "freshness"
@@ -72,6 +76,7 @@ class Feed:
         self.producer = Producer(producer_config(bootstrap, **{"linger.ms": 2}))
         self.topic, self.pool, self.tag = topic, pool, tag
         self.sent = 0
+        self.reads: list[float] = []  # how long each of the reader's requests took
         self.probes: dict[str, float] = {}  # user -> time handed to the producer
         self.span = pool[-1]["ts"] - pool[0]["ts"] + 1.0
 
@@ -117,7 +122,9 @@ class Feed:
                 self.producer.poll(0.01)
 
 
-def poll_probes(base: str, feed: Feed, done: threading.Event, seen: dict[str, float]) -> None:
+def poll_probes(
+    base: str, feed: Feed, done: threading.Event, seen: dict[str, float], every: float
+) -> None:
     """Ask the read API for the probes not seen yet; after ``done``, until all are seen (or a
     minute has passed). Records when each probe's profile first appears."""
     give_up = float("inf")
@@ -129,11 +136,13 @@ def poll_probes(base: str, feed: Feed, done: threading.Event, seen: dict[str, fl
                 give_up = min(give_up, time.perf_counter() + 60)
             waiting = [u for u in list(feed.probes) if u not in seen][:1000]
             if waiting:
+                asked = time.perf_counter()
                 answer = client.post("/v1/profiles:batch", json={"users": waiting}, timeout=30)
                 now = time.perf_counter()
+                feed.reads.append(now - asked)
                 for user in answer.json()["profiles"]:
                     seen[user] = now - feed.probes[user]
-            time.sleep(0.005)
+            time.sleep(every)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -162,19 +171,27 @@ def start_worker(args: argparse.Namespace, bootstrap: str, topic: str, log: Path
     cmd = [sys.executable, "-m", "liveprofile.cli", "worker", "--kafka", bootstrap]
     cmd += ["--topic", topic, "--group", topic, "--redis", args.redis, "--prefix", args.prefix]
     cmd += ["--batch-size", str(args.batch_size), "--max-batch-delay", str(args.max_batch_delay)]
+    env = dict(os.environ)
+    if args.worker_src is not None:  # another checkout's code, to compare side by side
+        env["PYTHONPATH"] = str(args.worker_src)
+    if args.trace is not None:  # per-batch timings (liveprofile.kafka.trace)
+        args.trace.mkdir(parents=True, exist_ok=True)
+        env[TRACE_ENV] = str(args.trace / f"{topic}.jsonl")
     with open(log, "ab") as err:
-        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
+        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env)
 
 
 def phase(
     args: argparse.Namespace,
-    bootstrap: str,
+    broker: Broker,
     pool: list[dict[str, Any]],
     rate: int,
     base: str,
     tmp: Path,
     store: FencedRedisStore,
+    others: dict[str, int],
 ) -> dict[str, Any]:
+    bootstrap = broker.bootstrap
     topic = f"fresh-{rate}"
     ensure_topics(bootstrap, {topic: args.partitions})
     worker = start_worker(args, bootstrap, topic, tmp / f"{topic}.log")
@@ -185,8 +202,10 @@ def phase(
         feed.probes.clear()
         seen: dict[str, float] = {}
         done = threading.Event()
-        poller = threading.Thread(target=poll_probes, args=(base, feed, done, seen))
+        every = args.poll_ms / 1000.0
+        poller = threading.Thread(target=poll_probes, args=(base, feed, done, seen, every))
         cpu0, sent0 = cpu_seconds(worker.pid), feed.sent
+        others0 = {name: cpu_seconds(pid) for name, pid in others.items()}
         poller.start()
         began = time.perf_counter()
         feed.run(rate, args.seconds, start_at=feed.sent)
@@ -195,6 +214,8 @@ def phase(
         done.set()
         poller.join()
         cpu = cpu_seconds(worker.pid) - cpu0
+        spent = {name: cpu_seconds(pid) - others0[name] for name, pid in others.items()}
+        wall = time.perf_counter() - began
     finally:
         worker.terminate()
         worker.wait(60)
@@ -206,10 +227,26 @@ def phase(
         "events": events,
         "probes": len(feed.probes),
         "probes_seen": len(seen),
+        "reads": len(feed.reads),
+        "read_ms": _spread(feed.reads),
         "p50_ms": round(float(np.percentile(lat, 50)), 1) if len(lat) else None,
         "p99_ms": round(float(np.percentile(lat, 99)), 1) if len(lat) else None,
         "max_ms": round(float(lat.max()), 1) if len(lat) else None,
         "worker_cpu_us_per_event": round(cpu / events * 1e6, 2),
+        # cores each process kept busy on average, from the first event to the last probe seen
+        "cores": {"worker": round(cpu / wall, 2)}
+        | {name: round(v / wall, 2) for name, v in spent.items()},
+        # and their CPU per event appended (serve's and the reader's depend on --poll-ms)
+        "cpu_us_per_event": {name: round(v / events * 1e6, 1) for name, v in spent.items()},
+    }
+
+
+def _spread(seconds: list[float]) -> dict[str, float] | None:
+    if not seconds:
+        return None
+    a = np.array(seconds) * 1000.0
+    return {q: round(float(np.percentile(a, v)), 1) for q, v in (("p50", 50), ("p99", 99))} | {
+        "max": round(float(a.max()), 1)
     }
 
 
@@ -303,6 +340,25 @@ def main() -> None:
         help="Redis key prefix, deleted at the end (default: a fresh freshness-XXXXXXXX)",
     )
     parser.add_argument(
+        "--poll-ms",
+        type=float,
+        default=5.0,
+        help="ms the reader sleeps between two reads of the probes not seen yet "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--worker-src",
+        type=Path,
+        help="run the worker from this source directory (PYTHONPATH), e.g. another commit's "
+        "src/ exported with git archive, to compare side by side",
+    )
+    parser.add_argument(
+        "--trace",
+        type=Path,
+        help="write the worker's per-batch timings to DIR/TOPIC.jsonl "
+        "(summarise them with benchmarks/batch_trace.py)",
+    )
+    parser.add_argument(
         "--json",
         type=Path,
         help="also write the phases, saturation, settings and machine to this JSON file",
@@ -331,7 +387,8 @@ def main() -> None:
             except httpx.TransportError:
                 time.sleep(0.1)
         for rate in (int(r) for r in args.rates.split(",")):
-            row = phase(args, broker.bootstrap, pool, rate, base, tmp, store)
+            others = {"serve": server.pid, "broker": broker.pid() or 0, "this": os.getpid()}
+            row = phase(args, broker, pool, rate, base, tmp, store, others)
             print(json.dumps(row))
             results["phases"].append(row)
         if args.saturation:
@@ -344,7 +401,9 @@ def main() -> None:
         store.drop()
         store.close()
     results["settings"] = {
-        k: v for k, v in vars(args).items() if k not in ("json", "prefix", "redis")
+        k: v
+        for k, v in vars(args).items()
+        if k not in ("json", "prefix", "redis", "trace", "worker_src")
     }
     results["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version()}
     if args.json:

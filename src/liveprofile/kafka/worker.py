@@ -38,6 +38,9 @@ whose anonymous and user ids lie in different partitions are not merged across p
 With ``ranker.every``, the worker that owns partition 0 also runs the learned ranker's rounds
 (:mod:`liveprofile.kafka.rounds`).
 
+``LIVEPROFILE_BATCH_TRACE=FILE`` in a worker's environment has it write one line of timings per
+batch (:mod:`liveprofile.kafka.trace`), to see where freshness goes.
+
 Dead letters are kept in the store (keyed ``{topic}:{partition}:{offset}``, exact) and also sent
 to the dead-letter topic just before the batch commits (at least once: a crash between the two
 sends them again on replay, under the same key).
@@ -49,6 +52,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from liveprofile.config import PipelineConfig
@@ -65,6 +69,7 @@ from liveprofile.kafka.partition import (
 )
 from liveprofile.kafka.producer import dead_letter_topic, producer_config
 from liveprofile.kafka.rounds import LeadRounds
+from liveprofile.kafka.trace import BatchTrace, trace_path
 from liveprofile.redis.fence import FencedOut, FencedRedisStore
 from liveprofile.store.layout import check_config, read_checkpoint
 from liveprofile.store.scoped import ScopedStore
@@ -91,8 +96,10 @@ def consumer_config(bootstrap: str, group: str, **extra: Any) -> dict[str, Any]:
 class KafkaWorker:
     """One member of consumer group ``group`` reading ``topic`` into ``store``.
 
-    ``batch_size`` records per poll at most; a poll returns after ``max_batch_delay`` seconds
-    (``run.max_batch_delay``) with what has arrived, so a quiet stream still commits promptly.
+    ``batch_size`` records per poll at most; a poll returns ``max_batch_delay`` seconds
+    (``run.max_batch_delay``) after the previous one returned, with what has arrived (at once
+    when applying the previous batch took longer), so a quiet stream still commits promptly
+    and the records that came while a batch was applied do not wait a whole delay more.
     ``run`` returns after ``max_idle_polls`` empty polls in a row, or when ``stop`` is set.
     """
 
@@ -108,6 +115,7 @@ class KafkaWorker:
         max_batch_delay: float | None = None,
         client_id: str | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        trace: Path | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -137,6 +145,9 @@ class KafkaWorker:
         )
         #: the ranker rounds (``ranker.every``), run while this worker owns partition 0
         self.rounds = LeadRounds(store, config)
+        #: per-batch timings (:mod:`liveprofile.kafka.trace`), off unless a file is named
+        self.trace_file = trace if trace is not None else trace_path()
+        self._trace: BatchTrace | None = None
 
     def _committed(self, partition: int) -> tuple[float, int]:
         """Another worker's partition: (its watermark, counting the batch it applies now;
@@ -223,6 +234,8 @@ class KafkaWorker:
         )
         stats = RunStats()
         started = self._clock()
+        if self.trace_file is not None:
+            self._trace = BatchTrace(self.trace_file, clock=self._clock)
         try:
             with fewer_collections():
                 self._loop(stats, max_idle_polls, stop)
@@ -235,13 +248,22 @@ class KafkaWorker:
         self, stats: RunStats, max_idle_polls: int | None, stop: threading.Event | None
     ) -> None:
         idle = 0
+        opened = self._clock()  # when the batch being filled began to collect records
         while not (stop is not None and stop.is_set()):
             if max_idle_polls is not None and idle >= max_idle_polls:
                 return
             delay = self.max_batch_delay
             if self.gate is not None and self.owned and self.owned.keys() <= self.gate.held.keys():
                 delay = min(delay, self.gate.interval)  # all waiting: look again soon
-            messages = self._consumer.consume(self.batch_size, delay)
+            polled = self._clock()
+            # the records that arrived while the last batch was applied have waited already:
+            # the batch closes max_batch_delay after the last poll returned, not after this one
+            # starts (at once when applying took longer), so no record waits for two delays
+            wait = poll_wait(opened, delay, polled)
+            messages = self._consumer.consume(self.batch_size, wait)
+            opened = self._clock()
+            if self._trace is not None:
+                self._trace.polled(polled, opened)
             by_partition: dict[int, list[Any]] = {}
             for msg in messages:
                 if msg.error() is not None:
@@ -250,7 +272,7 @@ class KafkaWorker:
                 by_partition.setdefault(msg.partition(), []).append(msg)
             if by_partition:
                 idle = 0
-            elif self.rebalances and not (self.gate and self.gate.held):
+            elif wait and self.rebalances and not (self.gate and self.gate.held):
                 idle += 1  # once the group has assigned partitions, and none waits (align)
             gate = self.gate
             for partition, batch in by_partition.items():
@@ -286,6 +308,7 @@ class KafkaWorker:
         p = owned.partition
         scope = owned.view.scope
         start = None if self.gate is None else (lambda ts: announce(self.store, scope, ts))
+        began, cpu = self._clock(), time.process_time()
         try:
             batch = apply_records(
                 self.store, self.topic, owned, records, stats, self._parser, self._send_dead, start
@@ -299,6 +322,10 @@ class KafkaWorker:
             self.owned.pop(p, None)  # the state ran ahead of the store
             raise
         if batch is not None:
+            if self._trace is not None:
+                cpu = time.process_time() - cpu
+                appended = (messages[0].timestamp()[1] / 1e3, messages[-1].timestamp()[1] / 1e3)
+                self._trace.applied(p, len(messages), began, self._clock(), cpu, appended)
             self.rounds.committed(p, owned.view.scope, owned.state.checkpoint.seq, batch)
 
     def _send_dead(self, rows: dict[str, bytes | None]) -> None:
@@ -330,7 +357,21 @@ class KafkaWorker:
         if self._producer is not None:
             self._producer.flush(30)
             self._producer = None
+        if self._trace is not None:
+            self._trace.close()
+            self._trace = None
         self.owned.clear()
+
+
+def poll_wait(opened: float, delay: float, now: float) -> float:
+    """Seconds a poll at ``now`` waits for records: until ``delay`` after ``opened``, when the
+    previous poll returned (the records that came while its batch was applied have waited
+    since), and not at all when that is past.
+
+    >>> round(poll_wait(10.0, 0.2, 10.05), 3), poll_wait(10.0, 0.2, 10.5)
+    (0.15, 0.0)
+    """
+    return max(0.0, opened + delay - now)
 
 
 def _describe(partitions: Sequence[Any]) -> str:
