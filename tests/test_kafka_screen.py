@@ -283,3 +283,43 @@ def _plain(parser: EventParser, line: bytes) -> bool:
     except Exception:
         return False
     return e.anonymous_id is None and e.props is None and not e.type.startswith("$")
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_flink_source_event_time_leaves_the_far_future_out(broker: Broker) -> None:
+    """The event time the Flink source's watermark follows: a record's ``ts``, but the epoch
+    for one more than ``events.max_future`` ahead of its Kafka timestamp (read back from the
+    job's own source table on the mini-cluster)."""
+    pytest.importorskip("pyflink", reason="the Flink runner needs the 'flink' extra")
+    from pyflink.common import Configuration
+    from pyflink.table import EnvironmentSettings, TableEnvironment
+
+    from liveprofile.flink.jars import resolve_connector
+    from liveprofile.flink.job import FlinkSettings, source_ddl
+
+    topic = "flink-event-time"
+    now = time.time()
+    stamps = [now - 3600.0, FUTURE, now + 3600.0, now + 3 * 86400.0]
+    lines = [
+        msgspec.json.encode({"event_id": f"e{k}", "user_id": "u1", "type": "view", "ts": ts})
+        for k, ts in enumerate(stamps)
+    ]
+    KafkaPublisher(broker.bootstrap, topic, partitions=1, validate=False).extend(lines)
+    settings = FlinkSettings(broker.bootstrap, topic, "redis://unused", config_toml=CONFIG)
+    conf = Configuration()
+    conf.set_string("pipeline.jars", resolve_connector().resolve().as_uri())
+    t_env = TableEnvironment.create(
+        EnvironmentSettings.new_instance().in_streaming_mode().with_configuration(conf).build()
+    )
+    t_env.execute_sql(source_ddl(settings, ""))
+    seen: dict[int, float] = {}
+    query = "SELECT `offset`, TIMESTAMPDIFF(SECOND, TO_TIMESTAMP_LTZ(0, 3), `ts`) FROM events"
+    with t_env.execute_sql(query).collect() as rows:
+        for row in rows:
+            seen[int(row[0])] = float(row[1])
+            if len(seen) == len(lines):
+                break
+    assert seen[0] == int(stamps[0]) and seen[2] == int(stamps[2])  # within a day: as they are
+    assert seen[1] == seen[3] == 0.0  # beyond a day of the record's append: left out
