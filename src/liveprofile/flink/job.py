@@ -251,7 +251,10 @@ ALIGNMENT_UPDATE_MS = 200
 
 def source_ddl(settings: FlinkSettings, offsets: str) -> str:
     """The Kafka table: raw values, partition and offset, event-time watermark (aligned
-    across partitions, see :func:`alignment_options`)."""
+    across partitions, see :func:`alignment_options`; event time bounded, see
+    :func:`~liveprofile.flink.eventtime.event_time_sql`)."""
+    from liveprofile.flink.eventtime import event_time_sql
+
     s = settings
     startup = (
         f"'scan.startup.mode' = 'specific-offsets', 'scan.startup.specific-offsets' = '{offsets}'"
@@ -264,10 +267,7 @@ def source_ddl(settings: FlinkSettings, offsets: str) -> str:
       `offset` BIGINT METADATA VIRTUAL,
       `kafka_ts` TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL,
       `value` BYTES,
-      `ts` AS COALESCE(
-        TO_TIMESTAMP_LTZ(CAST(
-          TRY_CAST(JSON_VALUE(CAST(`value` AS STRING), '$.ts') AS DOUBLE) * 1000 AS BIGINT), 3),
-        `kafka_ts`),
+      `ts` AS {event_time_sql(s)},
       `pt` AS PROCTIME(),
       WATERMARK FOR `ts` AS `ts` - INTERVAL '{int(s.watermark_delay_s)}' SECOND
     ) WITH (

@@ -7,15 +7,17 @@ fenced, with its dead letters and next offset (key :func:`source_name` in the ch
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 
 from liveprofile.config import PipelineConfig
 from liveprofile.engine.core import Core
 from liveprofile.engine.local import RunStats, apply_batch
+from liveprofile.engine.screen import screen
 from liveprofile.engine.state import PipelineState
 from liveprofile.errors import InvalidEvent
 from liveprofile.events.columns import EventColumns
@@ -113,23 +115,31 @@ def apply_records(
     parser: EventParser,
     send_dead_letters: Callable[[dict[str, bytes | None]], None] | None = None,
     started: Callable[[float], None] | None = None,
+    now: Callable[[], float] = time.time,
 ) -> Batch | None:
     """Apply one partition's ``(offset, value)`` records, in offset order, and commit them.
 
     The one apply path of the Kafka runners: records below the partition's offset in the store
     are skipped (applied already), invalid ones become dead letters (kept in the store under
     ``{topic}:{partition}:{offset}`` and handed to ``send_dead_letters`` just before the
-    commit), and the batch commits in one fenced transaction. Returns the committed batch
-    (None: nothing new). Raises :class:`FencedOut` when another owner committed the partition
-    first; on that or any other error the caller must drop ``owned`` (its state ran ahead of
-    the store). ``started`` is told the latest event time of the batch's events before they
-    are applied (event-time alignment across workers, :mod:`liveprofile.kafka.align`).
+    commit); the events that parse are then screened against the partition's state as every
+    runner screens them (:func:`liveprofile.engine.screen.screen`: event time too far ahead
+    of the later of the watermark and ``now()``, a value out of bounds, ...), and those that
+    fail are dead letters too, with their reason, kept and sent the same way: the core never
+    sees them, so they move no watermark (the partition's, and the one ``started`` announces).
+    The batch commits in one fenced transaction. Returns the committed batch (None: nothing
+    new). Raises :class:`FencedOut` when another owner committed the partition first; on that
+    or any other error the caller must drop ``owned`` (its state ran ahead of the store).
+    ``started`` is told the latest event time of the batch's screened events before they are
+    applied (event-time alignment across workers, :mod:`liveprofile.kafka.align`); ``now`` is
+    the runner's clock in epoch seconds.
     """
     state, p = owned.state, owned.partition
     name = source_name(topic, p)
     start = state.checkpoint.offsets.get(name, -1)
     events: list[Event] = []
-    batch = Batch(events=events, dead_letters=[], offset=start)
+    positions: list[int] = []  # each event's offset, as its dead letter records it
+    batch = Batch(events=events, dead_letters=[], offset=start, positions=positions)
     dead_rows: dict[str, bytes | None] = {}
     parse = parser.parse_json
     for offset, value in records:
@@ -139,18 +149,47 @@ def apply_records(
         raw = value or b""
         try:
             events.append(parse(raw))
+            positions.append(offset)
         except InvalidEvent as exc:
             letter = DeadLetter(raw.decode("utf-8", "replace"), str(exc), name, offset)
             batch.dead_letters.append(letter)
             dead_rows[f"{topic}:{p}:{offset}"] = msgspec.json.encode(letter)
     if batch.offset == start:
         return None
-    if started is not None and events:
-        started(max(e.ts for e in events))
+    _screen(owned, topic, batch, now(), dead_rows)
+    if started is not None and batch.events:
+        started(_latest(batch.events))
     if dead_rows and send_dead_letters is not None:
         send_dead_letters(dead_rows)
-    batch.events = as_columns(events)
     extra = {DEAD_LETTER_NAMESPACE: dead_rows} if dead_rows else None
     with store.fenced_by(owned.view.scope, state.checkpoint.seq):
         apply_batch(owned.core, state, owned.view, name, batch, stats, extra)
     return batch
+
+
+def _screen(
+    owned: OwnedPartition, topic: str, batch: Batch, now: float, dead_rows: dict[str, bytes | None]
+) -> None:
+    """Screen the parsed events of ``batch``, as columns when they are plain (then checked at
+    once, on arrays), and add those that fail to ``dead_rows``, keyed as a record that does
+    not parse (``{topic}:{partition}:{offset}``)."""
+    batch.events = as_columns(cast(list[Event], batch.events))
+    before = len(batch.dead_letters)
+    screen(owned.core, owned.state, owned.view, source_name(topic, owned.partition), batch, now)
+    screened = batch.dead_letters[before:]
+    if not screened:
+        return
+    for letter in screened:
+        dead_rows[f"{topic}:{owned.partition}:{letter.offset}"] = msgspec.json.encode(letter)
+    batch.events = as_columns(list(batch.events))
+
+
+def _latest(events: Sequence[Event]) -> float:
+    """The latest event time of ``events``.
+
+    >>> _latest(EventColumns.of([Event("e1", "u1", "view", 5.0), Event("e2", "u1", "view", 2.0)]))
+    5.0
+    """
+    if isinstance(events, EventColumns):
+        return float(events.ts.max())
+    return max(e.ts for e in events)

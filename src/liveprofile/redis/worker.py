@@ -21,8 +21,16 @@ default) scoped workers train one model per task together, as Kafka workers do
 (:mod:`liveprofile.kafka.shared_model`): each batch reads back the coordinates it touches and
 merges its changes in its own commit, fenced per scope (:mod:`liveprofile.redis.fence`; the
 store must then be a :class:`~liveprofile.redis.fence.FencedRedisStore`). A worker without a
-scope keeps its model as one blob, as a replay does. The store must not lose acknowledged
-writes (Redis with AOF; a server restart is fine).
+scope keeps its model as one blob, as a replay does.
+
+Durability: run Redis with ``appendonly yes``. With ``appendfsync always`` nothing acknowledged
+is lost. With ``appendfsync everysec`` a crash of the machine (or of a server whose fsync lags)
+loses up to about a second of writes, a tail of whole commands; each batch's ``MULTI``/``EXEC``
+survives whole or not at all, so the store is as after its last surviving commit, and the
+worker, reconnected or restarted, reloads its state and reads again from the offsets in the
+store: nothing is applied twice or lost relative to those offsets (tests/test_redis_everysec.py).
+Entries appended to the event streams in the lost second are lost, and the dead-letter and
+segment-change entries of the lost commits are appended again when they are replayed.
 """
 
 from __future__ import annotations
