@@ -23,6 +23,7 @@ from liveprofile.engine import layout as L
 from liveprofile.engine.codes import CodeTables, grow
 from liveprofile.engine.convroom import linked_users
 from liveprofile.engine.kernelargs import batch_events, buffers, empty_items, step_params
+from liveprofile.engine.lazyprofiles import ProfileMap, peek
 from liveprofile.engine.lifecycle import StepResult
 from liveprofile.engine.links import RiskCounts, Stops, commands, next_stop, stop_marks
 from liveprofile.engine.packing import encode_items
@@ -170,13 +171,13 @@ class CompiledStep:
         visitors: dict[str, bool] = {}  # the users who may be anonymous visitors afterwards
         applied = np.flatnonzero(kernel_ok).tolist()
         for u in dict.fromkeys([*map(cols.user.__getitem__, applied), *visitor_ids]):
-            p = state.profiles.get(u)
+            p = peek(state.profiles, u)
             before[u] = None if p is None else standing(p)
             if p is None or p.anonymous:
                 visitors[u] = True
         for k in np.flatnonzero(ok & ~kernel_ok).tolist():  # a merge's user may get a profile
             if (u := cols.user[k]) not in before:
-                p = state.profiles.get(u)
+                p = peek(state.profiles, u)
                 before[u] = None if p is None else standing(p)
         moved = marks is not None and self.tables.regression.any()  # a regression task's room
         linked = linked_users(events, state.aliases) if moved else ()
@@ -227,14 +228,16 @@ class CompiledStep:
         if self.base.log_examples:
             out.learned = self._examples(ops, outputs, batch_users)
         kept = self.kernel_bytes if ttl is None else None
-        out.users |= store_users(self.tables, state.profiles, batch_users, U, scores, kept)
+        # without stops, nothing changes the kernel fields in place from here to the commit
+        lazy = kept is not None and stops is None and isinstance(state.profiles, ProfileMap)
+        out.users |= store_users(self.tables, state.profiles, batch_users, U, scores, kept, lazy)
         self.resident.keep(batch_users, U)
         if stops is not None:
             stops.known(visitors, applied)
         elif visitors:
             known_events(visitors, events, cols, applied, state.aliases)
         for u, anonymous in visitors.items():
-            p = state.profiles.get(u)
+            p = peek(state.profiles, u)
             if p is not None:  # None: an alias (a visitor's id), or deleted in the batch
                 p.anonymous = anonymous
         if state.anomaly is None and self.base.config.risk.velocity:
@@ -261,7 +264,9 @@ class CompiledStep:
         ckpt.duplicates += out.duplicates
         self.base.finish(state, out, before, swept)
         self.resident.forget(out.deleted)  # rows of deleted profiles are read again
-        if kept is not None:
+        if lazy:  # the held profiles' rows
+            out.profile_rows = cast(ProfileMap, state.profiles).rows(out.users)
+        elif kept is not None:
             out.profile_rows = kept.rows(state.profiles, out.users)
             kept.clear()
         return out
