@@ -34,6 +34,20 @@ def test_traits_and_segments_read_whole_profiles_and_the_rows_stay_the_same() ->
     assert_same(chunks(events, 55), columns=True)  # the default test config: both declared
 
 
+def test_traits_of_held_profiles_read_the_fields_they_use() -> None:
+    # traits that read every kernel field, on profiles that stay held (no segments)
+    traits = {
+        "viewer": "counts.view >= 2 and decayed.view > 1.5",
+        "fan": "max(interest['fashion'], interest['books']) > 0.5",
+        "spender": "monetary_30d > 20",
+        "repeat": "category_behaviour['garden'].converted or item_behaviour['i00033'].view > 1",
+        "busy": "velocity.events_per_min >= 2 and events > 3",
+    }
+    events = messed_up(synthetic(seed=30), seed=31)
+    assert_same(chunks(events, 65), columns=True, traits=traits, segments={})
+    assert_same(chunks(events, 65), columns=True, traits=traits, segments={}, risk=RiskConfig())
+
+
 def test_held_profiles_are_decoded_when_read() -> None:
     cfg = PipelineConfig(run=RunConfig(dedup_window=500))
     store, core = MemoryStore(), Core(cfg)

@@ -38,13 +38,14 @@ True
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from typing import Any, cast
 
 import msgspec
 
 from liveprofile.engine.rowbytes import FIELDS, RowFields
 from liveprofile.profile.state import PROFILE_SCHEMA, Profile
+from liveprofile.profile.traits import TraitEvaluator
 
 #: where each kernel field sits among a profile's fields (its row is an array of them all)
 _AT = tuple(Profile.__struct_fields__.index(name) for name in FIELDS)
@@ -52,6 +53,38 @@ _SCHEMA = bytes([PROFILE_SCHEMA])
 _encoder = msgspec.msgpack.Encoder()
 _decoder: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(RowFields)
 _MISSING = object()
+_types = {f.name: f.type for f in msgspec.structs.fields(Profile)}
+_field_decoders = {f: msgspec.msgpack.Decoder(_types[f]) for f in FIELDS}
+#: the kernel fields each field of a trait expression reads (:mod:`liveprofile.profile.traits`)
+_READS = {
+    "counts": ("counts",),
+    "decayed": ("decayed",),
+    "interest": ("interests",),
+    "monetary_7d": ("spend",),
+    "monetary_30d": ("spend",),
+    "monetary_90d": ("spend",),
+    "item_behaviour": ("behaviour_items",),
+    "category_behaviour": ("behaviour_categories",),
+}
+
+
+def update_traits(
+    traits: TraitEvaluator, profiles: dict[str, Profile], users: Iterable[str]
+) -> None:
+    """Recompute the traits of ``users``' profiles: a held profile's traits read a copy with
+    only the kernel fields they use decoded (:meth:`ProfileMap.view`), the profile stays held."""
+    if not isinstance(profiles, ProfileMap):
+        for user in users:
+            traits.update(profiles[user])
+        return
+    reads = {k for f in traits.fields for k in _READS.get(f, ())}
+    for user in users:
+        if not profiles.held(user):
+            traits.update(profiles[user])
+            continue
+        view = profiles.view(user, reads)
+        traits.update(view)
+        dict.__getitem__(profiles, user).traits = view.traits
 
 
 def peek(profiles: dict[str, Profile], user: str) -> Profile | None:
@@ -126,6 +159,17 @@ class ProfileMap(dict[str, Profile]):
             out[user] = _SCHEMA + encode(values)
         self._decoded = {}
         return out
+
+    def view(self, user: str, fields: Collection[str]) -> Profile:
+        """A copy of ``user``'s held profile with its kernel ``fields`` decoded (the others
+        empty), for reading those; the profile stays held."""
+        p = dict.__getitem__(self, user)
+        row, starts = self._held[user]
+        decoded = {}
+        for k, f in enumerate(FIELDS):
+            if f in fields:
+                decoded[f] = _field_decoders[f].decode(row[starts[k] : starts[k + 1]])
+        return msgspec.structs.replace(p, **decoded)
 
     def move_to_end(self, user: str) -> None:
         """Make ``user`` the most recently added, held or not."""
