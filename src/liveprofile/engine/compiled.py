@@ -5,8 +5,9 @@ same results, for every pipeline and batch: identity links, erasures and expiry 
 lifecycle's work between stretches of events the kernel runs (:mod:`.links`), velocity counts
 and anomaly scores are counted after the kernel, in the order of the events. Profiles stay
 :class:`~liveprofile.profile.state.Profile` objects between batches, as the runners load and
-commit them (:mod:`.rowio`); item statistics and the open pending examples (:mod:`.pool`) stay
-in arrays owned by this class, and are handed back before a Python step (:meth:`release`).
+commit them (:mod:`.rowio`), their kernel fields held as bytes until read
+(:mod:`.lazyprofiles`); item statistics and the open pending examples (:mod:`.pool`) stay in
+arrays owned by this class, and are handed back before a Python step (:meth:`release`).
 Strings get integer codes once (:mod:`.codes`).
 """
 

@@ -3,8 +3,10 @@
 Profiles stay :class:`~liveprofile.profile.state.Profile` objects between batches, as the runners
 load and commit them: :func:`load_users` lays the users of a batch out as
 :class:`~liveprofile.engine.records.Users` rows, :func:`store_users` writes the touched rows
-back. Item statistics stay in :class:`~liveprofile.engine.records.Items` rows across batches;
-:func:`hold_items` brings in the ones not held yet.
+back (in a batch without the Python lifecycle's stops, with the kernel fields held as bytes until
+something reads them, :mod:`.lazyprofiles`). Item statistics stay in
+:class:`~liveprofile.engine.records.Items` rows across batches; :func:`hold_items` brings in the
+ones not held yet.
 """
 
 from __future__ import annotations
