@@ -5,8 +5,9 @@ same results, for every pipeline and batch: identity links, erasures and expiry 
 lifecycle's work between stretches of events the kernel runs (:mod:`.links`), velocity counts
 and anomaly scores are counted after the kernel, in the order of the events. Profiles stay
 :class:`~liveprofile.profile.state.Profile` objects between batches, as the runners load and
-commit them (:mod:`.rowio`); item statistics and the open pending examples (:mod:`.pool`) stay
-in arrays owned by this class, and are handed back before a Python step (:meth:`release`).
+commit them (:mod:`.rowio`), their kernel fields held as bytes until read
+(:mod:`.lazyprofiles`); item statistics and the open pending examples (:mod:`.pool`) stay in
+arrays owned by this class, and are handed back before a Python step (:meth:`release`).
 Strings get integer codes once (:mod:`.codes`).
 """
 
@@ -23,6 +24,7 @@ from liveprofile.engine import layout as L
 from liveprofile.engine.codes import CodeTables, grow
 from liveprofile.engine.convroom import linked_users
 from liveprofile.engine.kernelargs import batch_events, buffers, empty_items, step_params
+from liveprofile.engine.lazyprofiles import ProfileMap, peek
 from liveprofile.engine.lifecycle import StepResult
 from liveprofile.engine.links import RiskCounts, Stops, next_stop
 from liveprofile.engine.packing import encode_items
@@ -170,13 +172,13 @@ class CompiledStep:
         visitors: dict[str, bool] = {}  # the users who may be anonymous visitors afterwards
         applied = np.flatnonzero(kernel_ok).tolist()
         for u in dict.fromkeys([*map(cols.user.__getitem__, applied), *visitor_ids]):
-            p = state.profiles.get(u)
+            p = peek(state.profiles, u)
             before[u] = None if p is None else standing(p)
             if p is None or p.anonymous:
                 visitors[u] = True
         for k in np.flatnonzero(ok & ~kernel_ok).tolist():  # a merge's user may get a profile
             if (u := cols.user[k]) not in before:
-                p = state.profiles.get(u)
+                p = peek(state.profiles, u)
                 before[u] = None if p is None else standing(p)
         moved = marks is not None and self.tables.regression.any()  # a regression task's room
         linked = linked_users(events, state.aliases) if moved else ()
@@ -227,14 +229,16 @@ class CompiledStep:
         if self.base.log_examples:
             out.learned = self._examples(ops, outputs, batch_users)
         kept = self.kernel_bytes if ttl is None else None
-        out.users |= store_users(self.tables, state.profiles, batch_users, U, scores, kept)
+        # without stops, nothing changes the kernel fields in place from here to the commit
+        lazy = kept is not None and stops is None and isinstance(state.profiles, ProfileMap)
+        out.users |= store_users(self.tables, state.profiles, batch_users, U, scores, kept, lazy)
         self.resident.keep(batch_users, U)
         if stops is not None:
             stops.known(visitors, applied)
         elif visitors:
             known_events(visitors, events, cols, applied, state.aliases)
         for u, anonymous in visitors.items():
-            p = state.profiles.get(u)
+            p = peek(state.profiles, u)
             if p is not None:  # None: an alias (a visitor's id), or deleted in the batch
                 p.anonymous = anonymous
         if state.anomaly is None and self.base.config.risk.velocity:
@@ -261,7 +265,9 @@ class CompiledStep:
         ckpt.duplicates += out.duplicates
         self.base.finish(state, out, before, swept)
         self.resident.forget(out.deleted)  # rows of deleted profiles are read again
-        if kept is not None:
+        if lazy:  # the held profiles' rows
+            out.profile_rows = cast(ProfileMap, state.profiles).rows(out.users)
+        elif kept is not None:
             out.profile_rows = kept.rows(state.profiles, out.users)
             kept.clear()
         return out

@@ -14,7 +14,8 @@ A slice stands for a field only while the profile still holds the very object de
 unchanged: the step keeps slices only for a pipeline without expiry, and a profile whose field
 is another object than the decoded one is encoded in full. In a batch with the Python
 lifecycle's stops (logins, merges, erasures) the slices are those of the batch's last write-back,
-after every stop: nothing changes the kernel fields after it.
+after every stop: nothing changes the kernel fields after it. (A batch without stops holds the
+bytes in the profiles instead, :mod:`liveprofile.engine.lazyprofiles`.)
 
 >>> import msgspec, numpy as np
 >>> from liveprofile.engine.rowbytes import FIELDS, RowFields

@@ -26,12 +26,13 @@ laid out again from the profile (a profile merged, erased or expired elsewhere).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from liveprofile.engine.layout import P_LAST, P_N
+from liveprofile.engine.lazyprofiles import peek
 from liveprofile.engine.records import Users
 
 if TYPE_CHECKING:
@@ -68,7 +69,7 @@ class ResidentUsers:
                 self._free.append(s)
 
     def rows_of(
-        self, users: Sequence[str], profiles: Mapping[str, Profile]
+        self, users: Sequence[str], profiles: dict[str, Profile]
     ) -> tuple[list[int], list[int]]:
         """The positions in ``users`` of the resident ones, and their rows. A row whose profile
         is gone or has another event count or last event time than the row (changed outside
@@ -85,7 +86,7 @@ class ResidentUsers:
             n = self.rows.pi[rows, P_N].tolist()
             last = self.rows.pf[rows, P_LAST].tolist()
             for k in range(len(rows)):
-                p = profiles.get(users[at[k]])
+                p = peek(profiles, users[at[k]])  # the fields read here are never held
                 if p is None or p.n != n[k] or p.last_ts != last[k]:
                     stale.append(k)
         if stale:

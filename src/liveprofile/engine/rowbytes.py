@@ -80,9 +80,17 @@ def row_fields_bytes(
     8]``: the end of row ``j``). The bytes are what msgspec writes for the decoded values
     (smallest headers and integers), so a field's slice can stand for the field in a profile's
     row (:mod:`liveprofile.engine.profilerows`)."""
+    blob, offsets = row_bytes(U, rows, kinds, topics, items)
+    return (_decoder.decode(blob) if len(rows) else []), blob, offsets
+
+
+def row_bytes(U: Users, rows: Any, kinds: Names, topics: Names, items: Names) -> tuple[bytes, Any]:
+    """The MessagePack :func:`row_fields_bytes` decodes, and its offsets, without decoding it:
+    row ``j`` is the MessagePack array of :data:`FIELDS` from ``offsets[j, 0] - 1`` to
+    ``offsets[j, 8]``."""
     n = len(rows)
     if not n:
-        return [], b"", np.zeros((0, len(FIELDS) + 1), np.int64)
+        return b"", np.zeros((0, len(FIELDS) + 1), np.int64)
     lk, lt, li = kinds.table.longest(), topics.table.longest(), items.table.longest()
     per_row = (
         1
@@ -101,8 +109,7 @@ def row_fields_bytes(
     offsets = np.empty((n, len(FIELDS) + 1), np.int64)
     tables = kinds.table.arrays(), topics.table.arrays(), items.table.arrays()
     end = _write(rows, U, *tables, buf, offsets)
-    blob = buf[:end].tobytes()
-    return _decoder.decode(blob), blob, offsets
+    return buf[:end].tobytes(), offsets
 
 
 @numba.njit(cache=True, nogil=True)

@@ -3,14 +3,16 @@
 Profiles stay :class:`~liveprofile.profile.state.Profile` objects between batches, as the runners
 load and commit them: :func:`load_users` lays the users of a batch out as
 :class:`~liveprofile.engine.records.Users` rows, :func:`store_users` writes the touched rows
-back. Item statistics stay in :class:`~liveprofile.engine.records.Items` rows across batches;
-:func:`hold_items` brings in the ones not held yet.
+back (in a batch without the Python lifecycle's stops, with the kernel fields held as bytes until
+something reads them, :mod:`.lazyprofiles`). Item statistics stay in
+:class:`~liveprofile.engine.records.Items` rows across batches; :func:`hold_items` brings in the
+ones not held yet.
 """
 
 from __future__ import annotations
 
 from operator import attrgetter
-from typing import Any
+from typing import Any, cast
 from weakref import WeakKeyDictionary
 
 import numpy as np
@@ -18,14 +20,18 @@ import numpy as np
 from liveprofile.engine import behaviour
 from liveprofile.engine import layout as L
 from liveprofile.engine.codes import CodeTables
+from liveprofile.engine.lazyprofiles import ProfileMap
 from liveprofile.engine.profilerows import KernelBytes
 from liveprofile.engine.records import Items, Users
 from liveprofile.engine.resident import PER_BATCH, ResidentUsers
-from liveprofile.engine.rowbytes import Names, row_fields_bytes
+from liveprofile.engine.rowbytes import Names, row_bytes, row_fields_bytes
 from liveprofile.profile.items import ItemStats
 from liveprofile.profile.state import Profile
 
 _floats = attrgetter(*L.PROFILE_FLOATS)
+# store_users assigns the float columns in this order
+_FLOATS = ("anchor", "first_ts", "last_ts", "monetary", "last_purchase_ts", "value_sum")
+assert _FLOATS == L.PROFILE_FLOATS
 #: the names of each code table's event types, topics and items, for :func:`row_fields`
 _names: WeakKeyDictionary[CodeTables, tuple[Names, Names, Names]] = WeakKeyDictionary()
 
@@ -129,10 +135,13 @@ def store_users(
     U: Users,
     scores: Any,
     kept: KernelBytes | None = None,
+    lazy: bool = False,
 ) -> set[str]:
     """Write the touched rows of ``U`` back to ``profiles``; ``scores``: the last score per
     task of each row (NaN: none) and the record that first scored it. Returns the users.
-    ``kept`` keeps the bytes the kernel fields were decoded from, for the commit."""
+    ``kept`` keeps the bytes the kernel fields were decoded from, for the commit. ``lazy``
+    (with a :class:`~liveprofile.engine.lazyprofiles.ProfileMap`): the kernel fields are
+    held as those bytes, decoded when something reads the profile (``kept`` is not used)."""
     kinds, topics, items = tables.types.names, tables.topics.names, tables.items.names
     names = tables.task_names
     touched = np.flatnonzero(U.touched)
@@ -142,33 +151,46 @@ def store_users(
     known = _names.get(tables)
     if known is None:
         known = _names[tables] = (Names(), Names(), Names())
-    fields, blob, offsets = row_fields_bytes(
-        U, touched, known[0].sync(kinds), known[1].sync(topics), known[2].sync(items)
-    )
-    if kept is not None:
-        kept.keep(blob, offsets, [users[r] for r in touched.tolist()], fields)
+    tables_names = known[0].sync(kinds), known[1].sync(topics), known[2].sync(items)
+    mapped = isinstance(profiles, ProfileMap)
+    hold = profiles.hold if lazy and isinstance(profiles, ProfileMap) else None
+    fields: list[Any] = []
+    if hold is not None:
+        cast(ProfileMap, profiles).fresh()
+        blob, offsets = row_bytes(U, touched, *tables_names)
+        begins = (offsets[:, 0] - 1).tolist()  # each row's array header
+        ends = offsets[:, -1].tolist()
+        starts = (offsets - offsets[:, :1] + 1).tolist()  # within each row
+    else:
+        fields, blob, offsets = row_fields_bytes(U, touched, *tables_names)
+        if kept is not None:
+            kept.keep(blob, offsets, [users[r] for r in touched.tolist()], fields)
     last_l, scored_l = (a[touched].tolist() for a in scores)
     out: set[str] = set()
     for j, r in enumerate(touched.tolist()):
         user = users[r]
         out.add(user)
-        p = profiles.get(user)
+        p = dict.get(profiles, user)  # as it is (see lazyprofiles.peek): every field is written
         f, i = pf_l[j], pi_l[j]
         if p is None:
             p = profiles[user] = Profile(user=user, anchor=f[0], first_ts=f[1], last_ts=f[2])
-        for field, v in zip(L.PROFILE_FLOATS, f, strict=True):
-            setattr(p, field, v)
+        p.anchor, p.first_ts, p.last_ts, p.monetary, p.last_purchase_ts, p.value_sum = f
         if f[L.P_LASTPUR] != f[L.P_LASTPUR]:
             p.last_purchase_ts = None
         p.n, p.purchases, p.value_n = i[L.P_N], i[L.P_PURCHASES], i[L.P_VN]
-        x = fields[j]
-        p.counts, p.decayed, p.interests = x.counts, x.decayed, x.interests
-        p.key_outcomes, p.spend, p.recent = x.key_outcomes, x.spend, x.recent
-        p.behaviour_items, p.behaviour_categories = x.behaviour_items, x.behaviour_categories
         counts, ticks = count_l[j], first_l[j]
         p.examples = _counted(p.examples, names, counts[L.C_EXAMPLES], ticks[L.C_EXAMPLES])
         p.positives = _counted(p.positives, names, counts[L.C_POSITIVES], ticks[L.C_POSITIVES])
         p.scores = _counted(p.scores, names, last_l[j], scored_l[j], zero=True)
+        if hold is not None:
+            hold(user, p, blob[begins[j] : ends[j]], starts[j])
+            continue
+        x = fields[j]
+        p.counts, p.decayed, p.interests = x.counts, x.decayed, x.interests
+        p.key_outcomes, p.spend, p.recent = x.key_outcomes, x.spend, x.recent
+        p.behaviour_items, p.behaviour_categories = x.behaviour_items, x.behaviour_categories
+        if mapped:
+            cast(ProfileMap, profiles).settle(user)
     return out
 
 

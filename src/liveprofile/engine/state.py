@@ -17,6 +17,7 @@ import msgspec
 
 from liveprofile.config import PipelineConfig
 from liveprofile.durations import DAY
+from liveprofile.engine.lazyprofiles import ProfileMap, peek
 from liveprofile.events.dedup import DedupWindow
 from liveprofile.learn.registry import load_learner, make_learner
 from liveprofile.learn.regression import metrics_from_bytes
@@ -59,7 +60,9 @@ class PipelineState:
 
     def __init__(self, config: PipelineConfig) -> None:
         self.config = config
-        self.profiles: dict[str, Profile] = {}
+        #: profiles by user; the compiled step may hold their kernel fields as bytes
+        #: (:mod:`liveprofile.engine.lazyprofiles`), decoded when read
+        self.profiles: dict[str, Profile] = ProfileMap()
         self.items: dict[str, ItemStats] = {}
         self.tasks: dict[str, TaskState] = {}
         for task in config.tasks:
@@ -243,6 +246,10 @@ class PipelineState:
                 live.clear()
                 continue
             for key in changed:  # the most recently updated go last
+                if isinstance(live, ProfileMap):
+                    if key in live:
+                        live.move_to_end(key)  # held or not
+                    continue
                 value = live.pop(key, None)
                 if value is not None:
                     live[key] = value  # type: ignore[assignment]
@@ -407,7 +414,7 @@ __all__ = ["HISTORY_POINTS", "STATE_SCHEMA", "Checkpoint", "PipelineState", "seg
 
 
 def scores_in_task_order(
-    profiles: Mapping[str, Profile], users: Collection[str], tasks: Mapping[str, object]
+    profiles: dict[str, Profile], users: Collection[str], tasks: Mapping[str, object]
 ) -> None:
     """Put each profile's scores in the order of the pipeline's tasks, so that its stored
     bytes do not depend on the order in which a batch happened to score the tasks (events
@@ -421,7 +428,8 @@ def scores_in_task_order(
     """
     rank = {name: k for k, name in enumerate(tasks)}
     for u in users:
-        p = profiles[u]
+        p = peek(profiles, u)
+        assert p is not None
         scores = p.scores
         if len(scores) > 1:
             keys = list(scores)

@@ -28,6 +28,7 @@ import msgspec
 
 from liveprofile.config import PipelineConfig
 from liveprofile.engine.layout import R_IMMEDIATE, R_OPENED, R_RESOLVED
+from liveprofile.engine.lazyprofiles import peek, update_traits
 from liveprofile.engine.lifecycle import Lifecycle, StepResult
 from liveprofile.engine.state import PipelineState, scores_in_task_order
 from liveprofile.events.columns import EventColumns
@@ -288,14 +289,13 @@ class PythonStep(Lifecycle):
         if self.ttl is not None:
             self._expire(state, out, before)
         for user, old in before.items():
-            p = profiles.get(user)
+            p = peek(profiles, user)  # its standing: no need to decode held fields
             state.population.move(old, None if p is None else standing(p))
         scores_in_task_order(profiles, out.users, state.tasks)
         if self.traits is not None:
             # traits depend only on the profile, so the state committed per batch is the same
             # as evaluating them after every event, at a fraction of the cost
-            for user in out.users:
-                self.traits.update(profiles[user])
+            update_traits(self.traits, profiles, out.users)
         if self.segments is not None:
             self._segment(state, out, swept)
 

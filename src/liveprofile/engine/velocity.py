@@ -58,7 +58,8 @@ def count_velocity(risk: RiskCounts, profiles: dict[str, Profile], hi: int) -> N
     rows = ev.urow[applied]
     users, first, slot = np.unique(rows, return_index=True, return_inverse=True)
     names = risk.names
-    chosen = [profiles[names[e]] for e in applied[first].tolist()]
+    # as they are: only the velocity lists are read and written (see lazyprofiles.peek)
+    chosen = [dict.__getitem__(profiles, names[e]) for e in applied[first].tolist()]
     lists = [(p.v_events, p.v_purchases, p.v_items) for p in chosen]
     starts = np.array([risk.last[r] for r in users.tolist()], np.float64)
     counts = np.array([risk.n[r] for r in users.tolist()], np.int64)

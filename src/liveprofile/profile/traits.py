@@ -224,6 +224,11 @@ class TraitEvaluator:
             raise ConfigError("traits cannot read other traits; segments can")
         self._fields = used_fields(self._code.values())
 
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The fields (of :data:`FIELDS`) the traits read."""
+        return tuple(self._fields)
+
     def update(self, p: Profile) -> None:
         """Recompute the traits, as of the profile's last event."""
         scope = profile_scope(p, self._updater, p.last_ts, self._fields)
