@@ -14,7 +14,7 @@ Strings get integer codes once (:mod:`.codes`).
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
