@@ -57,7 +57,6 @@ from liveprofile.datasets.synthetic import SyntheticConfig, generate
 from liveprofile.kafka.broker import Broker, free_port
 from liveprofile.kafka.producer import ensure_topics, producer_config
 from liveprofile.kafka.status import kafka_status
-from liveprofile.kafka.trace import TRACE_ENV
 from liveprofile.redis.fence import FencedRedisStore
 
 TOKEN = "freshness"
@@ -176,6 +175,8 @@ def start_worker(args: argparse.Namespace, bootstrap: str, topic: str, log: Path
         env["PYTHONPATH"] = str(args.worker_src)
     if args.trace is not None:  # per-batch timings (liveprofile.kafka.trace)
         args.trace.mkdir(parents=True, exist_ok=True)
+        from liveprofile.kafka.trace import TRACE_ENV  # here: kafka_apply's baselines lack it
+
         env[TRACE_ENV] = str(args.trace / f"{topic}.jsonl")
     with open(log, "ab") as err:
         return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env=env)
