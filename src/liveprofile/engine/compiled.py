@@ -229,8 +229,8 @@ class CompiledStep:
         if self.base.log_examples:
             out.learned = self._examples(ops, outputs, batch_users)
         kept = self.kernel_bytes if ttl is None else None
-        # without stops, nothing changes the kernel fields in place from here to the commit
-        lazy = kept is not None and stops is None and isinstance(state.profiles, ProfileMap)
+        # held profiles: what reads them later in the batch (the stops, finish) decodes them
+        lazy = kept is not None and isinstance(state.profiles, ProfileMap)
         out.users |= store_users(self.tables, state.profiles, batch_users, U, scores, kept, lazy)
         self.resident.keep(batch_users, U)
         if stops is not None:
