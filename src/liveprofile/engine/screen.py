@@ -90,13 +90,16 @@ def screen(
     named = _followed([events[k] for k in suspects])
     dead: set[int] = set()
     known = _Known(state, core.config.run.profile_ttl_s)
-    repeats = Repeats(state.dedup)  # re-sent events pass: the step counts them, nothing else
+    # re-sent events pass: the step counts them, nothing else (None: the batch has none)
+    fresh = state.dedup.fresh([e.event_id for e in events])
+    repeats = None if fresh else Repeats(state.dedup)
     start = 0
     for k in suspects:
         for e in events[start:k]:
-            if repeats.repeated(e.event_id):
-                continue
-            repeats.passed(e.event_id)
+            if repeats is not None:
+                if repeats.repeated(e.event_id):
+                    continue
+                repeats.passed(e.event_id)
             if e.ts > watermark:
                 watermark = e.ts
             if e.user in named:
@@ -104,7 +107,7 @@ def screen(
                 known.acted(e)
         start = k + 1
         e = events[k]
-        if repeats.repeated(e.event_id):
+        if repeats is not None and repeats.repeated(e.event_id):
             continue
         known.at = watermark
         reason = _reason(e, rules, watermark, now, known)
@@ -113,7 +116,8 @@ def screen(
             batch.dead_letters.append(DeadLetter(raw, reason, source, batch.position(k)))
             dead.add(k)
             continue
-        repeats.passed(e.event_id)
+        if repeats is not None:
+            repeats.passed(e.event_id)
         if e.ts > watermark:
             watermark = e.ts
         known.acted(e)

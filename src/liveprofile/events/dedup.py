@@ -44,11 +44,7 @@ class DedupWindow:
     def add_many(self, event_ids: list[str]) -> list[bool]:
         """:meth:`add` for each id in order; in bulk when no id repeats or was seen before."""
         seen = self._seen
-        if (
-            0 < len(event_ids) <= self.size
-            and seen.isdisjoint(event_ids)
-            and len(set(event_ids)) == len(event_ids)
-        ):
+        if 0 < len(event_ids) <= self.size and self.fresh(event_ids):
             seen.update(event_ids)
             self._order.extend(event_ids)
             self._new.extend(event_ids)
@@ -57,6 +53,17 @@ class DedupWindow:
                 seen.discard(order.popleft())
             return [True] * len(event_ids)
         return [self.add(event_id) for event_id in event_ids]
+
+    def fresh(self, event_ids: list[str]) -> bool:
+        """Whether none of ``event_ids`` repeats one before it or one remembered, so that
+        :meth:`add` would take them all.
+
+        >>> window = DedupWindow(size=3)
+        >>> _ = window.add("a")
+        >>> window.fresh(["b", "c"]), window.fresh(["b", "b"]), window.fresh(["a"])
+        (True, False, False)
+        """
+        return self._seen.isdisjoint(event_ids) and len(set(event_ids)) == len(event_ids)
 
     def within(self, event_id: str, newest: int) -> bool:
         """Whether ``event_id`` is among the ``newest`` ids remembered (without remembering
