@@ -30,6 +30,7 @@ from typing import Any
 
 import pytest
 import redis
+import test_redis_scoped_recovery as recovery
 from redis_server import RedisServer
 from test_redis_scoped_recovery import (
     ALONE,
@@ -47,27 +48,9 @@ from test_redis_scoped_recovery import (
     _worker,
 )
 
-from liveprofile.datasets.synthetic import SyntheticConfig, write_jsonl
-
 TIMEOUT = 90.0
-
-
-@pytest.fixture(scope="module")
-def events(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("events") / "events.jsonl"
-    write_jsonl(
-        path, SyntheticConfig(users=60, days=5, seed=11), invalid_rate=0.02, duplicate_rate=0.02
-    )
-    return path
-
-
-@pytest.fixture(scope="module")
-def config_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from test_redis_scoped_recovery import CONFIG
-
-    path = tmp_path_factory.mktemp("config") / "pipeline.toml"
-    path.write_text(CONFIG)
-    return path
+#: the same events and pipeline as the recovery tests (their fixtures)
+events, config_file = recovery.events, recovery.config_file
 
 
 @pytest.fixture
