@@ -57,7 +57,11 @@ from liveprofile.profile.traits import TraitEvaluator
 _AT = tuple(Profile.__struct_fields__.index(name) for name in FIELDS)
 #: where the velocity lists sit (:meth:`ProfileMap.hold_velocity`)
 _V_AT = tuple(Profile.__struct_fields__.index(name) for name in V_FIELDS)
-_SCHEMA = bytes([PROFILE_SCHEMA])
+# ProfileMap.rows writes the runs of held fields of a row as one slice each: where they are
+assert _AT == (5, 6, 7, 17, 18, 21, 27, 28) and _V_AT == (22, 23, 24)
+assert len(Profile.__struct_fields__) == 29
+#: the schema byte, then the header of a MessagePack array of a profile's fields
+_HEADER = bytes([PROFILE_SCHEMA, 0xDC, 0, len(Profile.__struct_fields__)])
 _encoder = msgspec.msgpack.Encoder()
 _decoder: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(RowFields)
 _MISSING = object()
@@ -186,24 +190,30 @@ class ProfileMap(dict[str, Profile]):
             entry = held.get(user)
             if entry is not None:
                 row, starts = entry
-                values = list(astuple(dict.__getitem__(self, user)))
+                t = astuple(dict.__getitem__(self, user))
             else:
                 again = decoded.get(user)
                 if again is None:
                     continue
                 row, starts, x = again
-                values = list(astuple(dict.__getitem__(self, user)))
-                if any(values[at] is not getattr(x, f) for at, f in zip(_AT, FIELDS, strict=True)):
+                t = astuple(dict.__getitem__(self, user))
+                if any(t[at] is not getattr(x, f) for at, f in zip(_AT, FIELDS, strict=True)):
                     continue
+            # each run of fields held side by side as one slice; the array then has fewer
+            # entries than the profile's fields, which its header (always 16-bit) is set to
             view = memoryview(row)
-            for k, at in enumerate(_AT):
-                values[at] = Raw(view[starts[k] : starts[k + 1]])
+            a, b, c, d = starts[3], starts[5], starts[6], starts[8]
             v = vheld.get(user)
-            if v is not None:
-                view, starts = memoryview(v[0]), v[1]
-                for k, at in enumerate(_V_AT):
-                    values[at] = Raw(view[starts[k] : starts[k + 1]])
-            out[user] = _SCHEMA + encode(values)
+            if v is None:
+                velocity = t[22:25]
+            else:
+                vs = v[1]
+                velocity = (Raw(memoryview(v[0])[vs[0] : vs[3]]),)
+            values = [
+                *t[:5], Raw(view[starts[0] : a]), *t[8:17], Raw(view[a:b]), t[19], t[20],
+                Raw(view[b:c]), *velocity, t[25], t[26], Raw(view[c:d]),
+            ]  # fmt: skip
+            out[user] = _HEADER + encode(values)[3:]
         self._decoded = {}
         return out
 
