@@ -242,7 +242,7 @@ class CompiledStep:
             if p is not None:  # None: an alias (a visitor's id), or deleted in the batch
                 p.anonymous = anonymous
         if state.anomaly is None and self.base.config.risk.velocity:
-            count_velocity(risk, state.profiles, n)  # compiled: what the stops left uncounted
+            count_velocity(risk, state.profiles, n, lazy)  # compiled: what the stops left uncounted
         elif self.base.config.risk.velocity or state.anomaly is not None:
             risk.upto(n)
         if stops is not None:

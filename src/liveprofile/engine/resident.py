@@ -27,6 +27,7 @@ laid out again from the profile (a profile merged, erased or expired elsewhere).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -97,44 +98,50 @@ class ResidentUsers:
         return at, rows
 
     def keep(self, users: Sequence[str], U: Users) -> None:
-        """Keep the rows of ``U`` (row ``r`` holds ``users[r]``) as the most recent ones."""
+        """Keep the rows of ``U`` (row ``r`` holds ``users[r]``) as the most recent ones. A
+        user kept already keeps its row; new ones take the lowest free rows."""
         cap = self.cap
         if cap <= 0 or not users:
             return
         start = max(0, len(users) - cap)  # a batch larger than the table: its last users
         kept = users[start:]
         slot, free = self.slot, self._free
-        for user in kept:  # most recently seen go last
-            s = slot.pop(user, None)
-            if s is not None:
-                free.append(s)
-        over = len(slot) + len(kept) - cap
-        if over > 0:
-            for user in list(slot)[:over]:
-                free.append(slot.pop(user))
-        free.sort(reverse=True)  # lowest rows first, so the table stays compact
-        n = len(slot) + len(free)  # rows in use or free
+        pop = slot.pop
         targets = []
-        for user in kept:
-            s = free.pop() if free else n
-            if s == n:
-                n += 1
+        fresh = []  # where in ``kept`` the users without a row are
+        for j, user in enumerate(kept):  # most recently seen go last
+            s = pop(user, -1)
+            if s < 0:
+                fresh.append(j)
             slot[user] = s
             targets.append(s)
+        over = len(slot) - cap
+        if over > 0:  # the least recently seen leave (none of ``kept``: they went last)
+            for user in list(islice(slot, over)):
+                free.append(pop(user))
+        n = len(slot) - len(fresh) + len(free)  # rows in use or free
+        if fresh:
+            free.sort(reverse=True)  # lowest rows first, so the table stays compact
+            for j in fresh:
+                s = free.pop() if free else n
+                if s == n:
+                    n += 1
+                slot[kept[j]] = s
+                targets[j] = s
         self._fit(U, n)
         assert self.rows is not None
-        src = np.arange(start, len(users))
         dst = np.array(targets, np.int64)
         for field in Users._fields:
             if field in PER_BATCH:
                 continue
             table, new = getattr(self.rows, field), getattr(U, field)
             if new.ndim == 1:
-                table[dst] = new[src]
+                table[dst] = new[start:]
             else:
                 w = new.shape[1]
-                table[dst, :w] = new[src]
-                table[dst, w:] = 0  # wider than this batch's rows: nothing there
+                table[dst, :w] = new[start:]
+                if table.shape[1] > w:  # wider than this batch's rows: nothing there
+                    table[dst, w:] = 0
 
     def _fit(self, U: Users, n: int) -> None:
         """Make :attr:`rows` hold at least ``n`` rows and ``U``'s widths."""

@@ -7,7 +7,11 @@ Kafka worker's time. :func:`count_velocity` lays the lists of the batch's profil
 in the batch's order, and writes the lists back: the same lists, entry for entry, as counting
 event by event (times stored as :func:`~liveprofile.profile.risk.stamp` stores them). Item
 groups are laid out as (time, item) pairs in (time, item) order, which is how the groups and
-their sorted members read one after the other.
+their sorted members read one after the other. The lists go in and out as the MessagePack a
+profile's row holds for them (:mod:`.velocitybytes`), not as Python lists: a batch without the
+Python lifecycle's stops leaves them as those bytes in the profiles
+(:meth:`~liveprofile.engine.lazyprofiles.ProfileMap.hold_velocity`), read by the next batch as
+they are.
 
 The compiled step takes it for every batch without an anomaly detector (which reads the counts
 event by event; then :class:`~liveprofile.engine.links.RiskCounts` counts in Python): in a batch
@@ -32,11 +36,13 @@ True
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numba
 import numpy as np
 
+from liveprofile.engine.lazyprofiles import ProfileMap
+from liveprofile.engine.velocitybytes import decode_lists, encode_lists, read_lists, write_lists
 from liveprofile.profile.risk import Counts, ItemGroups, RiskTracker, stamp, velocity_item
 
 if TYPE_CHECKING:
@@ -47,9 +53,16 @@ __all__ = ["count_lists", "count_velocity", "velocity_item"]
 _Lists = tuple[Counts, Counts, ItemGroups]
 
 
-def count_velocity(risk: RiskCounts, profiles: dict[str, Profile], hi: int) -> None:
+def count_velocity(
+    risk: RiskCounts, profiles: dict[str, Profile], hi: int, hold: bool = False
+) -> None:
     """Count the applied events before event ``hi`` that ``risk`` has not counted, into the
-    velocity lists of their users' profiles (``risk.names[e]``: the user of event ``e``)."""
+    velocity lists of their users' profiles (``risk.names[e]``: the user of event ``e``).
+
+    The lists go through the compiled counting as the MessagePack a profile's row holds for
+    them (:mod:`.velocitybytes`); with ``hold`` (and a
+    :class:`~liveprofile.engine.lazyprofiles.ProfileMap`) they stay those bytes in the
+    profiles until something reads them, else they are decoded into the profiles."""
     ev = risk.ev
     applied = np.flatnonzero(ev.ok[:hi] & ~risk.counted[:hi])
     if not len(applied):
@@ -58,20 +71,41 @@ def count_velocity(risk: RiskCounts, profiles: dict[str, Profile], hi: int) -> N
     rows = ev.urow[applied]
     users, first, slot = np.unique(rows, return_index=True, return_inverse=True)
     names = risk.names
+    who = [names[e] for e in applied[first].tolist()]
+    mapped = isinstance(profiles, ProfileMap)
     # as they are: only the velocity lists are read and written (see lazyprofiles.peek)
-    chosen = [dict.__getitem__(profiles, names[e]) for e in applied[first].tolist()]
-    lists = [(p.v_events, p.v_purchases, p.v_items) for p in chosen]
-    starts = np.array([risk.last[r] for r in users.tolist()], np.float64)
+    chosen = [dict.__getitem__(profiles, u) for u in who]
+    if mapped:
+        parts = cast(ProfileMap, profiles).velocity_rows(who, chosen)
+    else:
+        parts = [encode_lists((p.v_events, p.v_purchases, p.v_items)) for p in chosen]
+    lengths = np.fromiter(map(len, parts), np.int64, len(parts))
+    starts = np.cumsum(lengths) - lengths
+    tracker = risk.tracker
+    times, values, lens = read_lists(b"".join(parts), starts, tracker.cap)
+    last = np.array([risk.last[r] for r in users.tolist()], np.float64)
     counts = np.array([risk.n[r] for r in users.tolist()], np.int64)
     monetary = np.array(risk.monetary, np.bool_)[ev.type[applied]]
-    out = count_lists(
-        risk.tracker, lists, slot, ev.ts[applied], monetary, risk.crc[ev.icode[applied]],
-        starts, counts,
+    _run(
+        slot.astype(np.int64), ev.ts[applied].astype(np.float64), monetary,
+        risk.crc[ev.icode[applied]].astype(np.int64), last, counts, times, values, lens,
+        np.array(tracker.windows, np.float64), tracker.cap,
     )  # fmt: skip
-    for p, (events, purchases, items) in zip(chosen, out, strict=True):
-        p.v_events, p.v_purchases, p.v_items = events, purchases, items
+    blob, offsets = write_lists(times, values, lens)
+    if hold and mapped:
+        held = cast(ProfileMap, profiles).hold_velocity
+        begins = (offsets[:, 0] - 1).tolist()  # each user's array header
+        ends = offsets[:, 3].tolist()
+        within = (offsets - offsets[:, :1] + 1).tolist()
+        for j, (u, p) in enumerate(zip(who, chosen, strict=True)):
+            held(u, p, blob[begins[j] : ends[j]], within[j])
+    else:
+        for p, (events, purchases, items) in zip(chosen, decode_lists(blob), strict=True):
+            p.v_events, p.v_purchases, p.v_items = events, purchases, items
+        if mapped:
+            cast(ProfileMap, profiles).settle_velocity(who)
     for j, r in enumerate(users.tolist()):
-        risk.last[r], risk.n[r], risk.exists[r] = float(starts[j]), int(counts[j]), True
+        risk.last[r], risk.n[r], risk.exists[r] = float(last[j]), int(counts[j]), True
 
 
 def count_lists(
