@@ -1,6 +1,6 @@
-"""Identity links, erasures, expiry and anomaly scores on the compiled path: batches that mix
-them with plain events give the same stored state as the Python step, to the byte, and take
-the compiled path (the Python lifecycle runs only at the events that need it)."""
+"""Identity links, erasures, expiry and anomaly scores: batches that mix them with plain events
+give the state of the same events in one batch and in one batch each (where batch boundaries may
+change nothing), and the Python lifecycle runs only at the events that need it."""
 
 from __future__ import annotations
 
@@ -9,7 +9,15 @@ from collections.abc import Sequence
 
 import msgspec
 import pytest
-from test_compiled import TASKS, chunks, messed_up, run, snapshot, synthetic
+from test_compiled import (
+    SEGMENTS,
+    TASKS,
+    assert_batch_free,
+    chunks,
+    messed_up,
+    snapshot,
+    synthetic,
+)
 
 from liveprofile.config import PipelineConfig, ProfileConfig, RiskConfig, RunConfig
 from liveprofile.engine.core import Core
@@ -19,15 +27,13 @@ from liveprofile.store import Store
 from liveprofile.store.layout import ANOMALY
 
 
-def config(
-    engine: str, ttl: str = "", anomaly: bool = False, velocity: bool = True
-) -> PipelineConfig:
+def config(ttl: str = "", anomaly: bool = False, velocity: bool = True) -> PipelineConfig:
     return PipelineConfig(
         tasks=TASKS,
         risk=RiskConfig(velocity=velocity, anomaly=anomaly, window_size=20),
         traits={"buyer": "frequency > 2"},
-        segments={"active": "days_since_last_event < 2", "big": "monetary > 50"},
-        run=RunConfig(engine=engine, dedup_window=500, profile_ttl=ttl),
+        segments=SEGMENTS,
+        run=RunConfig(dedup_window=500, profile_ttl=ttl),
         profile=ProfileConfig(top_k=4, outcome_keys=3),
     )
 
@@ -65,16 +71,9 @@ def mixed(seed: int) -> list[Event]:
 
 
 def assert_same(batches: Sequence[Sequence[Event]], **changes: object) -> Core:
-    python_cfg, compiled_cfg = config("python", **changes), config("compiled", **changes)  # type: ignore[arg-type]
-    reference, _ = run(python_cfg, batches)
-    compiled, core = run(compiled_cfg, batches)
-    assert core.compiled is not None
-    a, b = _snapshot(reference, python_cfg), _snapshot(compiled, compiled_cfg)
-    assert a["rows"]["profile"], "the run made profiles"
-    for ns in a["rows"]:
-        assert a["rows"][ns] == b["rows"][ns], ns
-    assert a["meta"] == b["meta"]
-    return core
+    """``test_compiled.assert_batch_free`` on :func:`config` with ``changes`` (links, the
+    anomaly detector and expiry included)."""
+    return assert_batch_free(config(**changes), batches, singles=500)  # type: ignore[arg-type]
 
 
 def _snapshot(store: Store, config: PipelineConfig) -> dict[str, dict[str, object]]:
@@ -91,7 +90,7 @@ def _snapshot(store: Store, config: PipelineConfig) -> dict[str, dict[str, objec
 def test_links_erasures_and_merges_in_batches_give_the_same_state(size: int) -> None:
     events = mixed(seed=11)
     core = assert_same(chunks(events[:500] if size == 1 else events, size))
-    assert core.compiled is not None and core.compiled.stopped > 0
+    assert core.compiled.stopped > 0
 
 
 @pytest.mark.parametrize("size", [1, 40, 100_000])
@@ -101,11 +100,11 @@ def test_expiry_mid_batch_gives_the_same_state(size: int) -> None:
     events = mixed(seed=12)
     batches = chunks(events[:500] if size == 1 else events, size)
     core = assert_same(batches, ttl="1d")
-    assert core.compiled is not None and core.compiled.stopped > 0
+    assert core.compiled.stopped > 0
     if size == 40:  # expiry alone: plain events, no links
         plain = messed_up(synthetic(seed=12), seed=13)
         core = assert_same(chunks(plain, size), ttl="1d")
-        assert core.compiled is not None and core.compiled.stopped > 0
+        assert core.compiled.stopped > 0
 
 
 @pytest.mark.parametrize("size", [1, 50, 100_000])
@@ -119,4 +118,4 @@ def test_anomaly_scores_give_the_same_state(size: int) -> None:
 def test_plain_batches_with_ttl_and_anomaly_take_no_stop() -> None:
     events = messed_up(synthetic(seed=14), seed=15)
     core = assert_same(chunks(events, 200), anomaly=True, ttl="30d")
-    assert core.compiled is not None and core.compiled.stopped == 0
+    assert core.compiled.stopped == 0

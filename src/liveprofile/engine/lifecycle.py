@@ -1,6 +1,6 @@
-"""What ends or joins profiles in the Python step: identity links, erasures and expiry.
+"""What ends or joins profiles, in Python at the kernel's stops: identity links, erasures, expiry.
 
-:class:`Lifecycle` holds the parts of :class:`~liveprofile.engine.step.PythonStep` that delete
+:class:`Lifecycle` holds the parts of :class:`~liveprofile.engine.step.Step` that delete
 profiles (merged into another, erased on request, expired after the TTL) with their links and
 segment memberships; :class:`StepResult` is what a batch changed.
 """
@@ -49,7 +49,7 @@ class StepResult:
 
 
 class Lifecycle:
-    """Identity links, erasures and expiry of the Python step (see the module's docstring)."""
+    """Identity links, erasures and expiry (see the module's docstring)."""
 
     updater: ProfileUpdater
     #: users inactive for longer than this (event time) expire; None: never
@@ -143,7 +143,7 @@ class Lifecycle:
         A profile expires at the end of the first batch whose watermark is more than the TTL
         past the end of the day of its last event: the rule the last-seen index can apply to
         users of earlier batches, applied to this batch's users too, so that where batches end
-        changes nothing. (An event of an idle user is judged exactly, in :meth:`step`.)"""
+        changes nothing. (An event of an idle user is judged exactly, at the kernel's stop.)"""
         assert self.ttl is not None
         at = state.checkpoint.watermark
         profiles = state.profiles
