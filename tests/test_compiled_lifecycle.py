@@ -18,6 +18,7 @@ from test_compiled import (
     snapshot,
     synthetic,
 )
+from test_state_properties import check_batch_boundaries
 
 from liveprofile.config import PipelineConfig, ProfileConfig, RiskConfig, RunConfig
 from liveprofile.engine.core import Core
@@ -36,6 +37,9 @@ def config(ttl: str = "", anomaly: bool = False, velocity: bool = True) -> Pipel
         run=RunConfig(dedup_window=500, profile_ttl=ttl),
         profile=ProfileConfig(top_k=4, outcome_keys=3),
     )
+
+
+T0 = 1_704_067_200.0  # 2024-01-01T00:00:00Z
 
 
 def command(e: Event, kind: str, user: str, anon: str | None, event_id: str) -> Event:
@@ -101,10 +105,35 @@ def test_expiry_mid_batch_gives_the_same_state(size: int) -> None:
     batches = chunks(events[:500] if size == 1 else events, size)
     core = assert_same(batches, ttl="1d")
     assert core.compiled.stopped > 0
-    if size == 40:  # expiry alone: plain events, no links
-        plain = messed_up(synthetic(seed=12), seed=13)
-        core = assert_same(chunks(plain, size), ttl="1d")
-        assert core.compiled.stopped > 0
+
+
+def test_expiry_alone_gives_the_same_state() -> None:
+    # plain events, no links: profiles idle for a day expire within batches and between them
+    plain = messed_up(synthetic(seed=12), seed=13)
+    core = assert_same(chunks(plain, 40), ttl="1d")
+    assert core.compiled.stopped > 0
+
+
+def test_a_merged_link_outlives_the_expiry_of_the_user_it_led_to() -> None:
+    """Found by comparing batchings (:func:`test_expiry_mid_batch_gives_the_same_state`).
+    Visitor v1 browses, then logs in as u1 (v1 in u1's alias list); u1 idles past the TTL; an
+    operator merges v1 into u2; u1 comes back. Where a batch ends between u1's idle day and the
+    merge, u1 expires there (v1's link with it) and the merge links v1 to u2 afresh. In one
+    batch the merge re-points v1's link to u2, and u1's profile, deleted at its next event as
+    idle past the TTL, dropped v1's link with its alias list though the link led to u2 by then
+    (``Lifecycle._delete`` now leaves an alias whose link leads to another user)."""
+    day = 86400.0
+    rows: list[dict[str, object]] = [
+        {"anonymous_id": "v1", "type": "view", "ts": T0 - 60},
+        {"user_id": "u1", "anonymous_id": "v1", "type": "view", "ts": T0},
+        {"user_id": "u2", "type": "view", "ts": T0 + 3600},
+        {"user_id": "u3", "type": "view", "ts": T0 + 2.5 * day},
+        {"user_id": "u2", "anonymous_id": "v1", "type": "$merge", "ts": T0 + 3 * day},
+        {"user_id": "u2", "type": "view", "ts": T0 + 3 * day + 3600},
+        {"user_id": "u1", "type": "view", "ts": T0 + 3 * day + 7200},
+    ]
+    lines = [msgspec.json.encode({"event_id": f"e{k}", **r}) for k, r in enumerate(rows)]
+    check_batch_boundaries(PipelineConfig(run=RunConfig(profile_ttl="1d")), lines, [1])
 
 
 @pytest.mark.parametrize("size", [1, 50, 100_000])

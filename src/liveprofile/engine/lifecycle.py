@@ -177,10 +177,12 @@ class Lifecycle:
         del state.profiles[user]
         if user not in before:
             before[user] = standing(p)
-        for alias in p.aliases:
+        # an alias whose link a $merge re-pointed to another user is that user's now
+        mine = [a for a in p.aliases if state.aliases.get(a, user) == user]
+        for alias in mine:
             state.aliases.pop(alias, None)
             out.links[alias] = None
-        gone = {*p.aliases, *(unlink_to(state, {user, *p.aliases}, out) if unlink else ())}
+        gone = {*mine, *(unlink_to(state, {user, *mine}, out) if unlink else ())}
         self._leave_segments(state, p, at, out, announce=announce)
         out.deleted.add(user)
         out.users.discard(user)
