@@ -86,7 +86,11 @@ def reference(
     or a key with ``open_per_key`` examples open already). ``core``: a step with
     ``run.training_log`` set, which logs the examples learned at once."""
     state = PipelineState.load(store, core.config)
-    out = core.step(state, [exposure(user, task, item, it, ts)])
+    events = [exposure(user, task, item, it, ts)]
+    # what a runner loads before a step (``local.apply_batch``); nothing is committed
+    state.ensure_aliases(store, core.alias_keys(state, events))
+    state.ensure_loaded(store, *core.required_keys(state, events))
+    out = core.step(state, events)
     if task.label.kind != "delayed":
         assert out.learned is not None
         c = out.learned.columns
