@@ -64,7 +64,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import numpy as np
 from report import print_table
 from rich.console import Console
@@ -177,25 +176,15 @@ def bench(ds: Dataset, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     source = ds.make_source(ds.limit)
     log.log(f"[{ds.key}] liveprofile end to end")
     lp = run_liveprofile(ds.config, source, ds.task, None, work)
-    log.log(f"[{ds.key}] liveprofile end to end on the Python core (run.engine = 'python')")
-    python_core = msgspec.structs.replace(
-        ds.config, run=msgspec.structs.replace(ds.config.run, engine="python")
-    )
-    lp_python = run_liveprofile(
-        python_core, source, ds.task, None, mkdir(work / "python"), "liveprofile, Python core"
-    )
     log.log(f"[{ds.key}] reading events, capturing liveprofile's model operations")
     full = prepare(ds)
     n_events, n_ops = len(full.events), len(full.ops)
-    lp, lp_python = (
-        dataclasses.replace(r, labels=full.labels if len(r.preds) else r.labels)
-        for r in (lp, lp_python)
-    )
+    lp = dataclasses.replace(lp, labels=full.labels if len(lp.preds) else lp.labels)
     log.log(f"[{ds.key}] River pipeline, {len(full.exposures):,} examples")
     pipeline = run_river_pipeline(
         full.events, full.exposures, full.labels, full.reveal, by_category=full.delayed
     )
-    sections = [(f"End to end, {n_events:,} events", "events", [lp, lp_python, pipeline])]
+    sections = [(f"End to end, {n_events:,} events", "events", [lp, pipeline])]
 
     log.log(f"[{ds.key}] learners alone, {n_ops:,} operations")
     alone = ftrl(full.ops, full.labels)
@@ -375,9 +364,9 @@ NO_BEHAVIOUR = ("features.behaviour=false", "profile.behaviour_keys=0")
 def overridden(config: PipelineConfig, overrides: list[str]) -> PipelineConfig:
     """``config`` with each ``KEY=VALUE`` of ``overrides`` set (KEY a dotted path).
 
-    >>> c = overridden(PipelineConfig(), ["features.behaviour=false", "run.engine=python"])
-    >>> c.features.behaviour, c.run.engine
-    (False, 'python')
+    >>> c = overridden(PipelineConfig(), ["features.behaviour=false", "run.batch_size=500"])
+    >>> c.features.behaviour, c.run.batch_size
+    (False, 500)
     """
     data = config.to_dict()
     for item in overrides:

@@ -1,11 +1,11 @@
-"""A regression task (``target = "value"``) on the compiled step against the Python step, side by
-side in one run: the README's CRM pipeline on the Complete Journey (churn risk ``repeat_30d``
-and expected 30-day spend ``spend_30d`` per household, ``--spend-only`` for the latter alone).
+"""A regression task (``target = "value"``) on the step: the README's CRM pipeline on the Complete
+Journey (churn risk ``repeat_30d`` and expected 30-day spend ``spend_30d`` per household,
+``--spend-only`` for the latter alone).
 
-Both steps replay the same batches through a fresh core, interleaved ``--repeat`` times (best
-events/s kept; only ``Core.step`` is timed). The script checks that both give the same metrics,
-to the byte (MAE, RMSE and the drift state of ``spend_30d``, AUC and log loss of
-``repeat_30d``) and the same models, and prints events/s and the metrics of each.
+The same batches replay through a fresh core ``--repeat`` times (best events/s kept; only
+``Core.step`` is timed). The script checks that every run gives the same metrics, to the byte
+(MAE, RMSE and the drift state of ``spend_30d``, AUC and log loss of ``repeat_30d``) and the
+same open examples, and prints events/s and the metrics.
 
     .venv/bin/python benchmarks/regression.py                 # all 1.47M transactions
     .venv/bin/python benchmarks/regression.py --cj-limit 300000 --repeat 1
@@ -21,7 +21,7 @@ from typing import Any
 import msgspec
 from timed import timed_replay
 
-from liveprofile.config import PipelineConfig, RunConfig
+from liveprofile.config import PipelineConfig
 from liveprofile.datasets.completejourney import CompleteJourneySource
 
 #: the README's CRM example (section "CRM: churn risk and expected spend")
@@ -53,12 +53,10 @@ slipping_valuable = "score.repeat_30d < 0.9 and score.spend_30d > 150"
 """
 
 
-def crm_config(engine: str, spend_only: bool) -> PipelineConfig:
+def crm_config(spend_only: bool) -> PipelineConfig:
     config = PipelineConfig.from_toml(CRM_TOML)
     tasks = [t for t in config.tasks if t.regression] if spend_only else config.tasks
-    run = msgspec.structs.replace(config.run, engine=engine)
-    assert isinstance(run, RunConfig)
-    return msgspec.structs.replace(config, tasks=tasks, run=run)
+    return msgspec.structs.replace(config, tasks=tasks)
 
 
 def _figure(x: float | None) -> str:
@@ -80,20 +78,18 @@ def main() -> None:
     )
     args = parser.parse_args()
     source = CompleteJourneySource(limit=args.cj_limit or None)
-    size = crm_config("compiled", args.spend_only).run.batch_size
+    config = crm_config(args.spend_only)
+    size = config.run.batch_size
     batches = [b.events for b in source.batches(0, size)]
     n = sum(len(b) for b in batches)
-    best: dict[str, float] = {}
-    finals: dict[str, Any] = {}
+    best = 0.0
+    runs: list[Any] = []
     for _ in range(args.repeat):
-        for engine in ("python", "compiled"):
-            config = crm_config(engine, args.spend_only)
-            core, state, rate = timed_replay(config, batches)
-            assert (core.compiled is not None) == (engine == "compiled")
-            if core.compiled is not None:
-                core.compiled.release()  # the open examples back to the tasks, to compare
-            best[engine] = max(best.get(engine, 0.0), rate)
-            finals[engine] = {
+        core, state, rate = timed_replay(config, batches)
+        core.compiled.release()  # the open examples back to the tasks, to compare
+        best = max(best, rate)
+        runs.append(
+            {
                 name: (
                     task.metrics.to_bytes(),
                     task.metrics.summary(),
@@ -101,19 +97,17 @@ def main() -> None:
                 )
                 for name, task in state.tasks.items()
             }
-            print(f"{engine:>8}: {rate:>10,.0f} events/s", flush=True)
-    same = finals["python"] == finals["compiled"]
-    print(f"\n{n:,} transactions, batches of {size:,}, best of {args.repeat} interleaved runs")
-    print(f"{'step':>8} {'events/s':>10}  metrics")
-    for engine in ("python", "compiled"):
-        parts = []
-        for name, (_, s, _) in finals[engine].items():
-            shown = ("mae", "rmse") if "mae" in s else ("auc", "logloss")
-            figures = " ".join(f"{k} {_figure(s[k])}" for k in shown)
-            parts.append(f"{name}: n {s['n']:,} {figures}")
-        print(f"{engine:>8} {best[engine]:>10,.0f}  " + "; ".join(parts))
-    print(f"speed-up {best['compiled'] / best['python']:.2f}x; metrics and open examples "
-          f"{'the same, to the byte' if same else 'DIFFER'}")  # fmt: skip
+        )
+        print(f"step: {rate:>10,.0f} events/s", flush=True)
+    same = all(run == runs[0] for run in runs)
+    print(f"\n{n:,} transactions, batches of {size:,}, best of {args.repeat} runs")
+    parts = []
+    for name, (_, s, _) in runs[0].items():
+        shown = ("mae", "rmse") if "mae" in s else ("auc", "logloss")
+        figures = " ".join(f"{k} {_figure(s[k])}" for k in shown)
+        parts.append(f"{name}: n {s['n']:,} {figures}")
+    print(f"{best:>10,.0f} events/s  " + "; ".join(parts))
+    print(f"metrics and open examples {'the same on every run' if same else 'DIFFER'}")
     if not same:
         raise SystemExit(1)
 

@@ -1,4 +1,4 @@
-"""CPU time of the Python step and of the compiled step on the same events, in memory.
+"""CPU time of the step on synthetic events, in memory.
 
 From the repository root::
 
@@ -6,11 +6,10 @@ From the repository root::
 
 The synthetic generator's events (``--users`` users over ``--days`` days, seed 7, with
 the default profile, behaviour features and two tasks, one delayed) are parsed once and stepped
-through ``Core`` with ``run.engine = "python"`` and ``"compiled"`` in batches of ``--batch``,
-``--rounds`` times in alternating order, after a warm-up of 2,000 events per engine (which
-compiles the kernel if numba's cache is empty). ``time.process_time`` is read around each
+through ``Core`` in batches of ``--batch``, ``--rounds`` times, after a warm-up of 2,000 events
+(which compiles the kernel if numba's cache is empty). ``time.process_time`` is read around each
 run, so the figures are CPU seconds, which hold up on a shared machine better than wall time.
-Prints, per engine, the best round's events/s. No store is involved: this is the step alone.
+Prints the best round's events/s. No store is involved: this is the step alone.
 To compare two commits, run this file with ``PYTHONPATH`` pointing at each one's ``src`` (and
 a ``NUMBA_CACHE_DIR`` of its own), alternating.
 """
@@ -22,7 +21,7 @@ import time
 
 import msgspec
 
-from liveprofile.config import LabelConfig, PipelineConfig, RunConfig, TaskConfig
+from liveprofile.config import LabelConfig, PipelineConfig, TaskConfig
 from liveprofile.datasets.synthetic import SyntheticConfig, generate
 from liveprofile.engine.core import Core
 from liveprofile.events import Event, EventParser
@@ -37,9 +36,9 @@ TASKS = [
 ]
 
 
-def stepped(engine: str, events: list[Event], batch: int) -> float:
+def stepped(events: list[Event], batch: int) -> float:
     """CPU seconds to step ``events`` through a new state in batches of ``batch``."""
-    config = PipelineConfig(tasks=TASKS, run=RunConfig(engine=engine))
+    config = PipelineConfig(tasks=TASKS)
     core = Core(config)
     state = core.new_state()
     started = time.process_time()
@@ -55,22 +54,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--users", type=int, default=600, help="synthetic users")
     parser.add_argument("--days", type=int, default=14, help="days of events")
     parser.add_argument("--batch", type=int, default=5000, help="events per step")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds per engine (best kept)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds (best kept)")
     args = parser.parse_args(argv)
     parse = EventParser().parse_json
     raw = generate(SyntheticConfig(users=args.users, days=args.days, seed=7))
     events = [parse(msgspec.json.encode(e)) for e in raw]
-    engines = ("python", "compiled")
-    for engine in engines:
-        stepped(engine, events[:2000], 500)
-    best = {engine: float("inf") for engine in engines}
-    for r in range(args.rounds):
-        for engine in engines if r % 2 == 0 else engines[::-1]:
-            best[engine] = min(best[engine], stepped(engine, events, args.batch))
-    for engine in engines:
-        rate = len(events) / best[engine]
-        seconds = best[engine]
-        print(f"{engine:>9}: {len(events):,} events, {seconds:.2f} s CPU, {rate:,.0f} events/s")
+    stepped(events[:2000], 500)
+    seconds = min(stepped(events, args.batch) for _ in range(args.rounds))
+    rate = len(events) / seconds
+    print(f"step: {len(events):,} events, {seconds:.2f} s CPU, {rate:,.0f} events/s")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Behaviour on the exposed item and category: kept per profile (bounded), shown in the profile
-view, read by rules, folded by identity links, turned into features, the same on both steps."""
+view, read by rules, folded by identity links, turned into features by the step, the same
+whatever the batches."""
 
 from __future__ import annotations
 
@@ -9,7 +10,14 @@ import msgspec
 import pytest
 from test_compiled import assert_same, chunks, config, messed_up, run, synthetic
 
-from liveprofile.config import FeatureConfig, PipelineConfig, ProfileConfig
+from liveprofile.config import (
+    FeatureConfig,
+    LabelConfig,
+    PipelineConfig,
+    ProfileConfig,
+    RunConfig,
+    TaskConfig,
+)
 from liveprofile.datasets.movielens import movielens_source
 from liveprofile.engine.core import Core
 from liveprofile.errors import StateVersionError
@@ -32,6 +40,31 @@ DAY = 86400.0
 
 def view(user: str, kind: str, ts: float, item: str, category: str = "tea") -> Event:
     return Event(f"{user}-{kind}-{ts}-{item}", user, kind, ts, item_id=item, category=category)
+
+
+#: a task learning from every event at once, so that the step logs the features of each
+PROBE = TaskConfig(
+    "probe",
+    on=["view", "purchase", "rate"],
+    label=LabelConfig(kind="type", positive=["cart"]),
+)
+
+
+def feature_names(
+    events: list[Event], profile: ProfileConfig, features: FeatureConfig | None = None
+) -> list[str]:
+    """The names of the features the step builds for the last of ``events``, in order."""
+    cfg = PipelineConfig(
+        tasks=[PROBE],
+        profile=profile,
+        features=features or FeatureConfig(),
+        run=RunConfig(training_log="examples"),
+    )
+    core = Core(cfg)
+    out = core.step(core.new_state(), events)
+    assert out.learned is not None
+    idx = out.learned.columns["feature_idx"][-1]
+    return [core.features.names.get(i, f"#{i}") for i in idx]
 
 
 def test_counts_last_touch_and_conversion_per_item_and_category() -> None:
@@ -127,12 +160,12 @@ def test_rules_read_behaviour_and_missing_keys_read_as_never() -> None:
 
 def test_features_name_the_state_time_and_counts_and_can_be_turned_off() -> None:
     cfg = ProfileConfig()
-    updater = ProfileUpdater(cfg)
-    p = updater.new("u", 0.0)
-    updater.apply(p, view("u", "view", 0.0, "i1"))
-    updater.apply(p, view("u", "purchase", 0.0, "i1"))
-    exposure = view("u", "view", 3 * 3600.0, "i1", "coffee")
-    names = [n for n, _ in FeatureBuilder(FeatureConfig(), updater).explain(exposure, p, None)]
+    events = [
+        view("u", "view", 0.0, "i1"),
+        view("u", "purchase", 0.0, "i1"),
+        view("u", "view", 3 * 3600.0, "i1", "coffee"),
+    ]
+    names = feature_names(events, cfg)
     behaviour = [n for n in names if n.startswith("b_")]
     # i1: converted, 3 hours ago (bucket 2), a view and a purchase decayed a little (the
     # types it never had add no feature); coffee: never touched
@@ -143,9 +176,9 @@ def test_features_name_the_state_time_and_counts_and_can_be_turned_off() -> None
         "b_item=purchase=2",
         "b_category_state=2",
     ]
-    off = FeatureBuilder(FeatureConfig(behaviour=False), updater).explain(exposure, p, None)
-    assert not [n for n, _ in off if n.startswith("b_")]
-    assert len(off) == len(names) - len(behaviour)
+    off = feature_names(events, cfg, FeatureConfig(behaviour=False))
+    assert not [n for n in off if n.startswith("b_")]
+    assert off == [n for n in names if not n.startswith("b_")]
     none = ProfileUpdater(ProfileConfig(behaviour_keys=0))
     q = none.new("u", 0.0)
     none.apply(q, view("u", "view", 0.0, "i1"))
@@ -169,7 +202,7 @@ def test_the_compiled_step_keeps_the_same_behaviour_to_the_byte(size: int) -> No
         top_k=4, outcome_keys=3, behaviour_keys=2, behaviour_types=["rate", "view", "purchase"]
     )
     assert_same(chunks(events[:500] if size == 1 else events, size), profile=profile)
-    store, _ = run(config("compiled", profile=profile), chunks(events, size))
+    store, _ = run(config(profile=profile), chunks(events, size))
     profiles = [decode_profile(blob) for _, blob in store.scan("profile")]
     assert all(len(p.behaviour_items) <= 2 + 2 // 4 for p in profiles)
     assert any(p.behaviour_items for p in profiles) and any(
@@ -187,7 +220,7 @@ def test_features_off_and_behaviour_off_give_the_same_state_on_both_steps() -> N
 def test_a_stored_profile_with_more_keys_than_the_room_loads_on_the_compiled_step() -> None:
     # room lowered since the profile was written: the compiled rows keep the most recent keys
     events = synthetic(seed=16, users=5, days=3)
-    wide_cfg = config("compiled", profile=ProfileConfig(behaviour_keys=64))
+    wide_cfg = config(profile=ProfileConfig(behaviour_keys=64))
     core = Core(wide_cfg)
     state = core.new_state()
     half = len(events) // 2
@@ -237,8 +270,11 @@ def test_the_mean_value_per_key_is_kept_read_and_made_a_feature() -> None:
     assert seen["value"] == pytest.approx((5.0 * 2 ** (-1 / 7) + 2.0) / (2 ** (-1 / 7) + 2.0))
     assert updater.behaviour.view(p, DAY)["items"]["m1"]["value"] == 5.0
     assert updater.behaviour.fields(p, DAY, "behaviour_items")["m3"]["value"] == 0.0
-    exposure = view("u", "rate", 2 * DAY, "m4", "drama")
-    names = [n for n, _ in FeatureBuilder(FeatureConfig(), updater).explain(exposure, p, None)]
+    rated = [
+        msgspec.structs.replace(view("u", "rate", ts, item, "drama"), value=rating)
+        for ts, item, rating in ((0.0, "m1", 5.0), (DAY, "m2", 2.0), (DAY, "m3", None))
+    ]
+    names = feature_names([*rated, view("u", "rate", 2 * DAY, "m4", "drama")], updater.config)
     assert "b_category_value=13" in names  # a mean of 2.25: eight buckets a doubling of 1 + x
     plain = ProfileUpdater(ProfileConfig(behaviour_types=["rate"]))
     q = plain.new("u", 0.0)
@@ -252,7 +288,7 @@ def test_the_compiled_step_keeps_the_same_value_sums_to_the_byte() -> None:
         behaviour_keys=3, behaviour_types=["rate", "view", "purchase"], behaviour_value=True
     )
     assert_same(chunks(events, 41), profile=profile)
-    store, _ = run(config("compiled", profile=profile), chunks(events, 41))
+    store, _ = run(config(profile=profile), chunks(events, 41))
     profiles = [decode_profile(blob) for _, blob in store.scan("profile")]
     sums = [unpack(e)[5] for p in profiles for e in p.behaviour_categories.values()]
     assert any(s > 0 for s in sums)

@@ -1,14 +1,24 @@
-"""The compiled path gives the same state as the Python core, to the byte: profiles, item
-statistics, pending examples, de-duplication window, models, metrics and checkpoint."""
+"""The step's state does not depend on how the events are cut into batches, on the profile
+rows kept between batches, or on events given as objects or as columns: the synthetic shop with
+messy input (duplicates, late events, ratings), identity links and erasures, compared as the
+state one batch of everything and (for short streams) one batch per event leave, where batch
+boundaries may change nothing (``test_state_properties.batch_independent``).
+
+What the step computes is pinned by hand-worked cases (``test_step_by_hand.py``) and the
+property tests (``test_engine_properties.py``).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import random
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
+from test_state_properties import _dump, batch_independent
 
 from liveprofile.config import (
     LabelConfig,
@@ -24,6 +34,7 @@ from liveprofile.datasets.synthetic import SyntheticConfig, generate
 from liveprofile.engine.core import Core
 from liveprofile.engine.local import apply_batch
 from liveprofile.engine.state import PipelineState
+from liveprofile.errors import ConfigError
 from liveprofile.events import Event, EventParser
 from liveprofile.events.columns import EventColumns
 from liveprofile.events.sources import Batch
@@ -54,17 +65,20 @@ TASKS = [
 ]
 
 
-def config(engine: str, **changes: object) -> PipelineConfig:
+#: segment rules of time alone are evaluated as of each batch's watermark (by design): left out
+#: where batchings are compared
+SEGMENTS = {"buyers": "frequency > 2", "big": "monetary > 50"}
+
+
+def config(**changes: object) -> PipelineConfig:
     base = PipelineConfig(
         tasks=TASKS,
         risk=RiskConfig(velocity=False),
         traits={"buyer": "frequency > 2"},
         segments={"active": "days_since_last_event < 2", "big": "monetary > 50"},
-        run=RunConfig(engine=engine, dedup_window=500),
+        run=RunConfig(dedup_window=500),
         profile=ProfileConfig(top_k=4, outcome_keys=3),
     )
-    if isinstance(changes.get("run"), RunConfig):  # the engine under test, whatever the rest
-        changes["run"] = msgspec.structs.replace(changes["run"], engine=engine)
     return msgspec.structs.replace(base, **changes) if changes else base
 
 
@@ -102,9 +116,11 @@ def run(
     store = MemoryStore()
     core = Core(config)
     state = PipelineState.load(store, config)
-    for k, events in enumerate(batches):
+    offset = 0  # the source's offset: events so far, the same after any batching
+    for events in batches:
         given = as_columns(events) if columns else list(events)
-        apply_batch(core, state, store, "test", Batch(events=given, offset=k + 1))
+        offset += len(events)
+        apply_batch(core, state, store, "test", Batch(events=given, offset=offset))
     return store, core
 
 
@@ -128,23 +144,53 @@ def chunks(events: list[Event], size: int) -> list[list[Event]]:
     return [events[k : k + size] for k in range(0, len(events), size)]
 
 
-def assert_same(
-    batches: Sequence[Sequence[Event]], columns: bool = False, **changes: object
+def comparable(store: Store, config: PipelineConfig) -> dict[str, Any]:
+    """What batch boundaries may not change in ``store`` (see ``batch_independent``)."""
+    return batch_independent(config, _dump(store, config, Path("/nonexistent/dead.jsonl")))
+
+
+def assert_matches(
+    cfg: PipelineConfig, store: Store, batches: Sequence[Sequence[Event]], singles: int = 400
+) -> None:
+    """``store``, where ``batches`` ran, holds the state the same events give in one batch and,
+    when there are at most ``singles``, in one batch each (unless ``batches`` are that)."""
+    got = comparable(store, cfg)
+    assert got["rows"]["profile"], "the run made profiles"
+    events = [e for batch in batches for e in batch]
+    references = [[events]]
+    if len(events) <= singles and any(len(batch) > 1 for batch in batches):
+        references.append([[e] for e in events])
+    for other in references:
+        want = comparable(run(cfg, other)[0], cfg)
+        for ns in want["rows"]:
+            assert got["rows"][ns] == want["rows"][ns], ns
+        for name in want["meta"]:
+            assert got["meta"][name] == want["meta"][name], name
+        assert got["pending"] == want["pending"]
+
+
+def assert_batch_free(
+    cfg: PipelineConfig,
+    batches: Sequence[Sequence[Event]],
+    columns: bool = False,
+    singles: int = 400,
 ) -> Core:
-    python_cfg, compiled_cfg = config("python", **changes), config("compiled", **changes)
-    reference, _ = run(python_cfg, batches)
-    compiled, core = run(compiled_cfg, batches, columns)
-    assert core.compiled is not None
-    a, b = snapshot(reference, python_cfg), snapshot(compiled, compiled_cfg)
-    assert a["rows"]["profile"], "the run made profiles"
-    for ns in a["rows"]:
-        assert a["rows"][ns] == b["rows"][ns], ns
-    assert a["meta"] == b["meta"]
+    """Run ``batches`` and :func:`assert_matches`; return the step that ran them."""
+    store, core = run(cfg, batches, columns)
+    assert_matches(cfg, store, batches, singles)
     return core
 
 
+def assert_same(
+    batches: Sequence[Sequence[Event]], columns: bool = False, **changes: object
+) -> Core:
+    """:func:`assert_batch_free` on :func:`config` with ``changes`` (and no segment of time
+    alone, unless ``changes`` has segments)."""
+    return assert_batch_free(config(**{"segments": SEGMENTS, **changes}), batches, columns)
+
+
 @pytest.mark.parametrize("size", [1, 37, 500, 100_000])
-def test_same_state_as_python_core_whatever_the_batches(size: int) -> None:
+def test_same_state_whatever_the_batches(size: int) -> None:
     events = messed_up(synthetic(seed=1), seed=2)
     # every batch commits whole models: one-event batches get a shorter stream
     assert_same(chunks(events[:400] if size == 1 else events, size))
@@ -153,11 +199,14 @@ def test_same_state_as_python_core_whatever_the_batches(size: int) -> None:
 @pytest.mark.parametrize("hot", [0, 7, 30])
 def test_profile_rows_kept_between_batches_give_the_same_state(hot: int) -> None:
     # room for fewer users than the stream has: users leave the kept rows and come back,
-    # and are laid out again from their profiles
+    # and are laid out again from their profiles; the same bytes as with no rows kept
     events = messed_up(synthetic(seed=8), seed=9)
-    core = assert_same(chunks(events, 45), run=RunConfig(dedup_window=500, hot_profiles=hot))
-    assert core.compiled is not None
+    batches = chunks(events, 45)
+    core = assert_same(batches, run=RunConfig(dedup_window=500, hot_profiles=hot))
     assert len(core.compiled.resident) == min(hot, 80)
+    kept = config(run=RunConfig(dedup_window=500, hot_profiles=hot))
+    none = config(run=RunConfig(dedup_window=500, hot_profiles=0))
+    assert snapshot(run(kept, batches)[0], kept) == snapshot(run(none, batches)[0], none)
 
 
 def test_rows_of_profiles_changed_outside_the_compiled_step_are_laid_out_again() -> None:
@@ -166,12 +215,11 @@ def test_rows_of_profiles_changed_outside_the_compiled_step_are_laid_out_again()
     batches = chunks(messed_up(synthetic(seed=10), seed=11), 60)
     mid = len(batches) // 2
     victim = next(e.user for e in batches[mid] if e.user in {x.user for x in batches[mid - 1]})
-    cfg = config("compiled")
+    cfg = config()
     snapshots = []
     for kept in (True, False):
         store, core = MemoryStore(), Core(cfg)
         state = PipelineState.load(store, cfg)
-        assert core.compiled is not None
         for k, events in enumerate(batches):
             if k == mid:
                 assert victim in core.compiled.resident.slot
@@ -188,11 +236,11 @@ def test_rows_of_profiles_changed_outside_the_compiled_step_are_laid_out_again()
 def test_events_given_as_columns_give_the_same_state(size: int) -> None:
     events = messed_up(synthetic(seed=4), seed=5)
     assert_same(chunks(events, size), columns=True)
-    # and the Python core, which makes the event objects from the columns
-    python_cfg = config("python")
-    a, _ = run(python_cfg, chunks(events, size))
-    b, _ = run(python_cfg, chunks(events, size), columns=True)
-    assert snapshot(a, python_cfg) == snapshot(b, python_cfg)
+    # to the byte, as the same batches of event objects
+    cfg = config()
+    a, _ = run(cfg, chunks(events, size))
+    b, _ = run(cfg, chunks(events, size), columns=True)
+    assert snapshot(a, cfg) == snapshot(b, cfg)
 
 
 def test_same_state_on_ordered_events_with_default_profile_settings() -> None:
@@ -227,7 +275,7 @@ def test_a_login_and_an_erasure_mid_stream_take_the_compiled_path() -> None:
     )
     batches.insert(mid + 2, [forget])
     core = assert_same(batches)
-    assert core.compiled is not None and core.compiled.stopped == 2
+    assert core.compiled.stopped == 2
 
 
 @pytest.mark.parametrize("size", [25, 60])
@@ -237,7 +285,6 @@ def test_visitors_who_log_in_give_the_same_state(size: int) -> None:
     events = messed_up(synthetic(seed=8, logins=True), seed=9)
     batches = chunks(events, size)
     core = assert_same(batches, risk=RiskConfig(velocity=True))
-    assert core.compiled is not None
     logins = {e.event_id for b in batches for e in b if e.anonymous_id not in (None, e.user)}
     # a re-sent login is a duplicate: no stop
     assert (
@@ -248,27 +295,23 @@ def test_visitors_who_log_in_give_the_same_state(size: int) -> None:
 
 
 @pytest.mark.parametrize("size", [1, 37, 100_000])
-def test_velocity_counts_are_the_same_as_the_python_core(size: int) -> None:
+def test_velocity_counts_do_not_depend_on_the_batches(size: int) -> None:
     # tight windows and a small cap, so that pruning and the cap both act
     risk = RiskConfig(
         velocity=True, events_window="1h", purchases_window="1d", items_window="2h", cap=5
     )
     events = messed_up(synthetic(seed=6), seed=7)
     batches = chunks(events[:400] if size == 1 else events, size)
-    core = assert_same(batches, risk=risk)
-    assert core.compiled is not None
-    store, _ = run(config("compiled", risk=risk), batches)
+    assert_same(batches, risk=risk)
+    store, _ = run(config(risk=risk), batches)
     profiles = [decode_profile(blob) for _, blob in store.scan("profile")]
     assert any(p.v_events for p in profiles) and any(p.v_purchases for p in profiles)
     assert any(len(p.v_items) > 1 for p in profiles)
-    # and the default pipeline, velocity counts on, takes the compiled path too
-    assert Core(PipelineConfig()).compiled is not None
 
 
-def test_every_pipeline_takes_the_compiled_path_unless_it_asks_for_python() -> None:
-    anomaly = RiskConfig(velocity=False, anomaly=True)
-    assert Core(config("compiled", risk=anomaly)).compiled is not None
-    ttl = RunConfig(engine="compiled", profile_ttl="30d")
-    assert Core(config("compiled", run=ttl)).compiled is not None
-    assert Core(config("python")).compiled is None
-    assert Core(config("compiled")).compiled is not None
+def test_the_python_engine_is_gone_with_a_clear_error() -> None:
+    with pytest.raises(ConfigError, match="LIVEPROFILE_NO_JIT=1"):
+        RunConfig(engine="python")
+    with pytest.raises(ConfigError, match="LIVEPROFILE_NO_JIT=1"):
+        PipelineConfig.from_dict({"run": {"engine": "python"}})
+    assert RunConfig(engine="compiled").engine == "compiled"

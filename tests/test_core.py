@@ -21,16 +21,16 @@ from liveprofile.config import (
     TaskConfig,
 )
 from liveprofile.datasets.synthetic import SyntheticConfig, generate
-from liveprofile.engine.core import Core
+from liveprofile.engine.core import Core, StepResult
 from liveprofile.engine.local import LocalRunner
 from liveprofile.engine.state import PipelineState
 from liveprofile.events import Event, EventParser
 from liveprofile.events.sources import Batch
 from liveprofile.learn import dump_learner, make_learner
-from liveprofile.learn.tasks import TaskState
+from liveprofile.learn.tasks import Pending, TaskState
 from liveprofile.profile.items import decode_item, encode_item
 from liveprofile.profile.population import standing
-from liveprofile.profile.state import Profile, decode_profile, encode_profile
+from liveprofile.profile.state import Profile, encode_profile
 from liveprofile.store import MemoryStore, SQLiteStore, Store
 
 DAY = 86400.0
@@ -61,11 +61,10 @@ CARTED = TaskConfig(
 
 
 def config(*tasks: TaskConfig, **run: Any) -> PipelineConfig:
-    """A pipeline on the Python core, whose state these tests look into (tests/test_compiled.py
-    holds the compiled path to the same stored state), unless ``engine`` says otherwise."""
+    """A pipeline whose state these tests look into."""
     return PipelineConfig(
         features=FeatureConfig(bits=12),
-        run=RunConfig(**{"engine": "python", **run}),
+        run=RunConfig(**run),
         tasks=list(tasks) or [LIKE, CONVERT, REPURCHASE],
     )
 
@@ -104,6 +103,16 @@ def snapshot(state: PipelineState) -> dict[str, Any]:
     }
 
 
+def stepped(core: Core, state: PipelineState, events: Sequence[Event]) -> StepResult:
+    """``core.step``, then the open examples handed back to the state's tasks and the item
+    statistics the batch changed into ``state.items``, where these tests read them (the step
+    takes both again at its next batch)."""
+    out = core.step(state, events)
+    core.compiled.release()
+    state.items.update({i: decode_item(blob, i) for i, blob in out.item_rows.items()})
+    return out
+
+
 def run_core(
     cfg: PipelineConfig, events: Sequence[Event], batch: int | None = None
 ) -> PipelineState:
@@ -111,7 +120,7 @@ def run_core(
     state = core.new_state()
     size = batch or max(len(events), 1)
     for start in range(0, len(events), size):
-        core.step(state, events[start : start + size])
+        stepped(core, state, events[start : start + size])
     return state
 
 
@@ -149,14 +158,14 @@ def test_duplicates_are_applied_once() -> None:
     ]
     core = Core(cfg)
     state = core.new_state()
-    out = core.step(state, with_dups)
+    out = stepped(core, state, with_dups)
     assert (out.applied, out.duplicates) == (len(HAND_MADE), 4)
     assert snapshot(state) == snapshot(run_core(cfg, HAND_MADE))
     assert state.profiles["u1"].counts == {"rate": 2, "view": 2, "purchase": 1}
     assert "u9" not in state.profiles
 
     before = snapshot(state)
-    again = core.step(state, HAND_MADE)  # a whole batch replayed
+    again = stepped(core, state, HAND_MADE)  # a whole batch replayed
     assert (again.applied, again.duplicates, again.examples) == (0, len(HAND_MADE), 0)
     assert snapshot(state) == before
     assert state.checkpoint.duplicates == 4 + len(HAND_MADE)
@@ -170,12 +179,12 @@ def test_prediction_comes_before_learning() -> None:
     state = core.new_state()
     fresh = dump_learner(make_learner(LIKE.learner, bits=12))
     assert model(state.tasks["like"]) == fresh
-    core.step(state, [ev("r1", "u1", "rate", T0, "m1", value=5.0)])
+    stepped(core, state, [ev("r1", "u1", "rate", T0, "m1", value=5.0)])
     metrics = state.tasks["like"].metrics
     assert metrics.n == 1 and metrics.p_sum == 0.5  # zero weights: exactly 1/2
     assert state.profiles["u1"].scores["like"] == 0.5
     assert model(state.tasks["like"]) != fresh
-    core.step(state, [ev("r2", "u1", "rate", T0 + 60, "m1", value=5.0)])
+    stepped(core, state, [ev("r2", "u1", "rate", T0 + 60, "m1", value=5.0)])
     assert state.profiles["u1"].scores["like"] > 0.5  # learned from the first
 
 
@@ -184,7 +193,7 @@ def test_every_prediction_is_made_before_its_own_label_is_learned() -> None:
     core = Core(config(LIKE))
     state = core.new_state()
     events = [ev(f"r{i}", "u1", "rate", T0 + i, "m1", value=5.0) for i in range(5)]
-    core.step(state, events)
+    stepped(core, state, events)
     single = run_core(config(LIKE), events, batch=1)
     assert snapshot(state) == snapshot(single)
     assert state.tasks["like"].metrics.windows()[0]["n"] == 5
@@ -202,25 +211,18 @@ def test_features_use_the_profile_before_the_event() -> None:
 
     core = Core(cfg)
     state = core.new_state()
-    core.step(state, [e1, e2])
-    p_before = decode_profile(encode_profile(state.profiles["u1"]))
-    item_before = decode_item(encode_item(state.items["i2"]))
-    core.step(state, [e3])
+    stepped(core, state, [e1, e2])
+    stepped(core, state, [e3])
+    core.compiled.release()  # the open examples as the task's objects
+    pending = state.tasks["convert"].pending[("u1", "i2", e3.ts)]
 
-    names = dict(core.features.explain(e3, p_before, item_before))
-    assert names["events_b=1"] == 1.0  # one prior event of u1
+    names = named(core, pending)
+    assert names["events_b=1"] == 1.0  # one prior event of u1, not two
     assert names["decayed=view"] == pytest.approx(math.log1p(2.0 ** (-120 / (7 * DAY))))
     assert "user_new" not in names and "item_new" not in names
     assert names["recency"] == pytest.approx(math.log1p(120 / DAY))
-
-    idx, val = core.features.build(e3, p_before, item_before)
-    t_idx, t_val = core.features.task_features("convert", p_before, item_before, "i2")
-    pending = state.tasks["convert"].pending[("u1", "i2", e3.ts)]
-    assert array("q", pending.idx).tolist() == idx + t_idx
-    assert array("d", pending.val).tolist() == val + t_val
-    # ... and not the profile after it
-    after_idx, after_val = core.features.build(e3, state.profiles["u1"], state.items["i2"])
-    assert (after_idx, after_val) != (idx, val)
+    # i2 seen once, by u2 a minute before: its popularity then, decayed (not 2 with e3's view)
+    assert names["item_pop"] == pytest.approx(math.log1p(2.0 ** (-60 / (7 * DAY))))
 
     # the same features when all three events come in one batch
     one_batch = run_core(cfg, [e1, e2, e3])
@@ -228,17 +230,22 @@ def test_features_use_the_profile_before_the_event() -> None:
     assert (same.idx, same.val, same.p) == (pending.idx, pending.val, pending.p)
 
 
+def named(core: Core, pending: Pending) -> dict[str, float]:
+    """An open example's features by name."""
+    idx, val = array("q", pending.idx).tolist(), array("d", pending.val).tolist()
+    return {core.features.names.get(i, f"#{i}"): v for i, v in zip(idx, val, strict=True)}
+
+
 def test_first_event_of_a_user_has_no_profile_features() -> None:
     core = Core(config(CONVERT))
     e1 = ev("e1", "u1", "view", T0, "i1", "books")
-    names = dict(core.features.explain(e1, None, None))
-    assert names["user_new"] == 1.0 and names["item_new"] == 1.0
     state = core.new_state()
-    core.step(state, [e1])
-    pending = state.tasks["convert"].pending[("u1", "i1", T0)]
-    idx, _ = core.features.build(e1, None, None)
-    t_idx, _ = core.features.task_features("convert", None, None)
-    assert array("q", pending.idx).tolist() == idx + t_idx
+    stepped(core, state, [e1])
+    core.compiled.release()
+    names = named(core, state.tasks["convert"].pending[("u1", "i1", T0)])
+    assert names["user_new"] == 1.0 and names["item_new"] == 1.0
+    assert names["u_new_task"] == names["i_new_task"] == 1.0
+    assert not {"recency", "events_b=0", "item_pop", "affinity"} & set(names)
 
 
 # -- delayed labels ----------------------------------------------------------------------------
@@ -250,7 +257,8 @@ def test_delayed_positive_is_learned_when_the_window_closes() -> None:
     task = state.tasks["repurchase"]
     fresh = model(task)
     t = T0
-    core.step(
+    stepped(
+        core,
         state,
         [
             ev("p1", "u1", "purchase", t, "i1", "dairy", 3.0),  # exposure
@@ -264,10 +272,10 @@ def test_delayed_positive_is_learned_when_the_window_closes() -> None:
     assert task.metrics.n == 0
     assert model(task) == fresh  # nothing learned yet
 
-    core.step(state, [ev("x2", "u2", "view", t + 14 * DAY, "i9", "toys")])  # at the deadline
+    stepped(core, state, [ev("x2", "u2", "view", t + 14 * DAY, "i9", "toys")])  # at the deadline
     assert task.metrics.n == 0 and ("u1", "dairy", t) in task.pending
 
-    core.step(state, [ev("x3", "u2", "view", t + 14 * DAY + 1, "i9", "toys")])  # past it
+    stepped(core, state, [ev("x3", "u2", "view", t + 14 * DAY + 1, "i9", "toys")])  # past it
     assert ("u1", "dairy", t) not in task.pending
     assert (task.metrics.n, int(task.metrics.pos.sum())) == (1, 1)
     assert task.metrics.p_sum == 0.5  # the prediction made at exposure time
@@ -276,7 +284,7 @@ def test_delayed_positive_is_learned_when_the_window_closes() -> None:
     assert state.items["i1"].examples == {"repurchase": 1}
 
     # the second purchase is never followed by another: negative once its window closes
-    core.step(state, [ev("x4", "u3", "view", t + 17 * DAY + 1, "i9", "toys")])
+    stepped(core, state, [ev("x4", "u3", "view", t + 17 * DAY + 1, "i9", "toys")])
     assert task.pending == {}
     assert (task.metrics.n, int(task.metrics.neg.sum())) == (2, 1)
     assert state.profiles["u1"].examples == {"repurchase": 2}
@@ -287,7 +295,8 @@ def test_conversion_outside_the_window_or_before_exposure_does_not_count() -> No
     core = Core(config(REPURCHASE))
     state = core.new_state()
     t = T0
-    core.step(
+    stepped(
+        core,
         state,
         [
             ev("p1", "u1", "purchase", t, "i1", "dairy"),
@@ -330,13 +339,12 @@ def _batches(events: list[Event], size: int) -> list[Batch]:
     ]
 
 
-@pytest.mark.parametrize("engine", ["python", "compiled"])
 @pytest.mark.parametrize("restart_after", [2, 7])
 def test_restart_from_the_store_equals_an_uninterrupted_run(
-    tmp_path: Path, restart_after: int, engine: str
+    tmp_path: Path, restart_after: int
 ) -> None:
     tasks = [CONVERT, SHORT_REPURCHASE, CARTED]
-    cfg = config(*tasks, batch_size=80, dedup_window=300, engine=engine)
+    cfg = config(*tasks, batch_size=80, dedup_window=300)
     events = synthetic(users=25, days=8, seed=4)
     batches = _batches(events, 80)
     assert len(batches) > restart_after + 2
@@ -348,9 +356,7 @@ def test_restart_from_the_store_equals_an_uninterrupted_run(
     first = LocalRunner(cfg, SQLiteStore(tmp_path / "split.db"), tmp_path / "split.dead")
     for batch in batches[:restart_after]:
         first.process("src", batch)
-    if first.core.compiled is not None:
-        assert engine == "compiled"
-        first.core.compiled.release()  # its open examples, back in the tasks to compare
+    first.core.compiled.release()  # its open examples, back in the tasks to compare
     at_restart = pending_state(first.state)
     assert sum(len(p) for p in at_restart.values()) > 0  # open exposures must survive
     first.close()
@@ -391,6 +397,7 @@ def _run_batches(
             runner.close()
             runner = LocalRunner(cfg, SQLiteStore(path), path.with_suffix(".dead"))
         runner.process("src", Batch(events=events, offset=k + 1))
+    runner.core.compiled.release()  # the open examples back in the tasks, to compare
     return runner
 
 
@@ -472,6 +479,7 @@ def test_memory_store_runner_matches_pure_core(tmp_path: Path, hot: int) -> None
     runner = LocalRunner(cfg, MemoryStore(), tmp_path / "dead")
     for batch in _batches(events, 64):
         runner.process("src", batch)
+    runner.core.compiled.release()  # the open examples back in the tasks, to compare
     runner.close()
     got = snapshot(runner.state)
     # after each commit the runner keeps items only as their committed bytes, and profiles

@@ -43,14 +43,11 @@ EVENTS = [
 ]
 
 
-@pytest.mark.parametrize("engine", ["python", "compiled"])
-def test_any_purchase_of_the_same_user_within_the_window_is_a_repeat(engine: str) -> None:
-    core = Core(PipelineConfig(tasks=[REPEAT], run=RunConfig(engine=engine)))
-    assert (core.compiled is None) == (engine == "python")  # both steps take a user key
+def test_any_purchase_of_the_same_user_within_the_window_is_a_repeat() -> None:
+    core = Core(PipelineConfig(tasks=[REPEAT]))
     state = core.new_state()
     core.step(state, EVENTS)
-    if core.compiled is not None:
-        core.compiled.release()  # the open examples back to the task, as objects
+    core.compiled.release()  # the open examples back to the task, as objects
     task = state.tasks["repeat_30d"]
     # ann's first purchase repeated; ann's second, bob's two and cat's did not
     assert (int(task.metrics.pos.sum()), int(task.metrics.neg.sum())) == (1, 4)
@@ -100,14 +97,11 @@ def spend_events() -> list[Event]:
     ]
 
 
-@pytest.mark.parametrize("engine", ["python", "compiled"])
-def test_a_value_target_learns_the_spend_within_the_window(engine: str) -> None:
-    core = Core(PipelineConfig(tasks=[SPEND], run=RunConfig(engine=engine)))
-    assert (core.compiled is not None) == (engine == "compiled")
+def test_a_value_target_learns_the_spend_within_the_window() -> None:
+    core = Core(PipelineConfig(tasks=[SPEND]))
     state = core.new_state()
     core.step(state, spend_events()[:3])
-    if core.compiled is not None:
-        core.compiled.release()  # the pending examples back to the task, to look at
+    core.compiled.release()  # the pending examples back to the task, to look at
     first = state.tasks["spend_30d"].pending[("ann", "ann", T0)]
     assert first.converted and first.total == 5.0  # ann's purchase on day 12
     core.step(state, spend_events()[3:])

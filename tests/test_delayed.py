@@ -1,7 +1,8 @@
 """Delayed feedback (``label.feedback``): with ``fnc`` every exposure is learned at once as a
 negative and again as a positive when it converts, the served prediction is corrected for the
 fake negatives, prequential evaluation still scores each exposure once against its true label,
-and the compiled step gives the Python step's state to the byte."""
+and the state does not depend on the batches, a restart, or the open examples handed back to the
+state's tasks and taken again."""
 
 from __future__ import annotations
 
@@ -32,8 +33,15 @@ def fnc_task(window: str = "1d", mode: str = "fnc") -> TaskConfig:
     return TaskConfig("convert", on=["view"], label=label)
 
 
-def core_of(engine: str, *tasks: TaskConfig) -> Core:
-    return Core(PipelineConfig(tasks=list(tasks), run=RunConfig(engine=engine)))
+def core_of(*tasks: TaskConfig) -> Core:
+    return Core(PipelineConfig(tasks=list(tasks)))
+
+
+def opened_examples(core: Core, state: PipelineState) -> list[Pending]:
+    """The open examples, as objects (handed back to the state's tasks; the next step takes
+    them again), by exposure time."""
+    core.compiled.release()
+    return sorted(state.tasks["convert"].pending.values(), key=lambda p: (p.open_ts, p.user))
 
 
 def features(p: Pending) -> dict[object, float]:
@@ -43,23 +51,19 @@ def features(p: Pending) -> dict[object, float]:
 
 
 @pytest.mark.parametrize("mode", ["fnc", "fnw"])
-@pytest.mark.parametrize("engine", ["python", "compiled"])
 def test_exposures_are_learned_as_negatives_at_once_and_positives_at_conversion(
-    engine: str, mode: str
+    mode: str,
 ) -> None:
-    core = core_of(engine, fnc_task(mode=mode))
+    core = core_of(fnc_task(mode=mode))
     state = core.new_state()
     views = [view(k, f"u{k % 3}", T0 + 60 * k, f"i{k % 3 + k % 2}") for k in range(12)]
     core.step(state, views)
+    opened = opened_examples(core, state)
     core.step(state, [buy(1, "u1", T0 + 3600, "i1")])  # converts u1's two views of i1
     # the same operations by hand on a fresh learner: each view predicted then learned as a
     # negative, the converted ones learned again as positives (latest exposure first)
-    reference = core_of("python", fnc_task()).new_state().tasks["convert"].learner
+    reference = core_of(fnc_task()).new_state().tasks["convert"].learner
     assert reference is not None
-    replay = core_of("python", fnc_task(mode=mode))
-    rstate = replay.new_state()
-    replay.step(rstate, views)
-    opened = sorted(rstate.tasks["convert"].pending.values(), key=lambda p: p.open_ts)
     flags = op_flags(mode)
     for p in opened:
         b = float(run_ops(reference, one_op(PREDICT_LEARN | flags, p, 0.0))[0])
@@ -71,7 +75,7 @@ def test_exposures_are_learned_as_negatives_at_once_and_positives_at_conversion(
     assert learner is not None
     assert learner.predict_proba_one(x) == reference.predict_proba_one(x)
     # fake-negative weights change the model
-    plain = core_of("python", fnc_task(mode="fnc" if mode == "fnw" else "fnw"))
+    plain = core_of(fnc_task(mode="fnc" if mode == "fnw" else "fnw"))
     pstate = plain.new_state()
     plain.step(pstate, views)
     plain.step(pstate, [buy(1, "u1", T0 + 3600, "i1")])
@@ -92,10 +96,10 @@ def one_op(kind: int, p: Pending, y: float) -> OpBatch:
 
 
 def test_a_served_score_is_the_corrected_prediction() -> None:
-    core = core_of("python", fnc_task())
+    core = core_of(fnc_task())
     state = core.new_state()
     core.step(state, [view(k, "u1", T0 + k, f"i{k}") for k in range(30)])
-    last = max(state.tasks["convert"].pending.values(), key=lambda p: p.open_ts)
+    last = opened_examples(core, state)[-1]
     assert state.profiles["u1"].scores["convert"] == last.p
     # thirty negatives learned: the raw output fell below 1/2, the corrected one is below it
     assert 0.0 < last.p < P_MAX
@@ -106,7 +110,7 @@ def test_the_correction_inverts_the_fake_negative_rate() -> None:
         b = p / (1 + p)  # the positive rate of a stream with every positive also a negative
         assert fnc_correct(b) == pytest.approx(p)
     b = np.random.default_rng(0).uniform(0.0, 1.0, 1000)
-    # the compiled step corrects its arrays, the Python step one by one: the same bits
+    # the step corrects its arrays, a single prediction is corrected alone: the same bits
     assert fnc_correct_many(b).tolist() == [fnc_correct(x) for x in b.tolist()]
 
 
@@ -135,10 +139,9 @@ def fed(mode: str) -> list[TaskConfig]:
 
 
 @pytest.mark.parametrize(("mode", "size"), [("fnc", 1), ("fnc", 45), ("fnc", 100_000), ("fnw", 45)])
-def test_the_compiled_step_gives_the_same_state_with_fake_negatives(mode: str, size: int) -> None:
+def test_fake_negatives_give_the_same_state_whatever_the_batches(mode: str, size: int) -> None:
     events = messed_up(synthetic(seed=3), seed=4)
-    core = assert_same(chunks(events[:400] if size == 1 else events, size), tasks=fed(mode))
-    assert core.compiled is not None
+    assert_same(chunks(events[:400] if size == 1 else events, size), tasks=fed(mode))
 
 
 def test_fake_negative_weights_need_a_learner_that_weighs() -> None:
@@ -157,20 +160,20 @@ def test_with_a_wait_an_example_is_learned_when_its_wait_ends_and_late_positives
         wait="1h",
     )  # fmt: skip
     task = TaskConfig("convert", on=["view"], label=label)
-    core = core_of("python", task)
+    core = core_of(task)
     state = core.new_state()
     early = [view(1, "u1", T0, "i1"), buy(1, "u1", T0 + 600, "i1")]  # converts within the wait
     late = [view(2, "u2", T0, "i2"), buy(2, "u2", T0 + 7200, "i2")]  # converts after it
     core.step(state, [early[0], late[0]])
-    opened = sorted(state.tasks["convert"].pending.values(), key=lambda p: p.user)
+    opened = opened_examples(core, state)
     learner = state.tasks["convert"].learner
-    reference = core_of("python", fnc_task()).new_state().tasks["convert"].learner
+    reference = core_of(fnc_task()).new_state().tasks["convert"].learner
     assert learner is not None and reference is not None
     x = features(opened[0])
     assert learner.predict_proba_one(x) == reference.predict_proba_one(x)  # nothing learned yet
     core.step(state, [early[1], view(3, "u3", T0 + 3000, "i3")])  # within the wait: nothing
     assert learner.predict_proba_one(x) == reference.predict_proba_one(x)
-    third = state.tasks["convert"].pending["u3", "i3", T0 + 3000]
+    (third,) = [p for p in opened_examples(core, state) if p.user == "u3"]
     # past every wait: u1's positive, u2's and u3's negatives, then u2's late positive
     core.step(state, [late[1]])
     for p, y in ((opened[0], 1.0), (opened[1], 0.0), (third, 0.0), (opened[1], 1.0)):
@@ -209,33 +212,34 @@ def waited(window: str = "1d", wait: str = "2h") -> list[TaskConfig]:
 @pytest.mark.parametrize(
     ("wait", "size"), [("2h", 1), ("2h", 45), ("30m", 45), ("20h", 100_000), ("1h", 997)]
 )
-def test_the_compiled_step_gives_the_same_state_with_a_wait(wait: str, size: int) -> None:
+def test_a_wait_gives_the_same_state_whatever_the_batches(wait: str, size: int) -> None:
     # late exposures land before and after the end of their wait, and after their window
     events = messed_up(synthetic(seed=3), seed=4)
-    core = assert_same(chunks(events[:400] if size == 1 else events, size), tasks=waited(wait=wait))
-    assert core.compiled is not None
+    assert_same(chunks(events[:400] if size == 1 else events, size), tasks=waited(wait=wait))
 
 
 @pytest.mark.parametrize("tasks", [TASKS, waited(wait="3h")], ids=["window", "wait"])
-def test_the_compiled_step_hands_its_examples_back_to_the_python_step(
+def test_the_open_examples_handed_back_and_taken_by_another_step_change_nothing(
     tasks: list[TaskConfig],
 ) -> None:
-    # half the stream compiled, the rest on the Python step of the same state: as all-Python
+    # half the stream on one step, which hands its open examples (and their waits) back to the
+    # state's tasks as objects; the rest on another step, which takes them: as one step
     events = messed_up(synthetic(seed=9), seed=10)
     batches = chunks(events, 211)
     cfg = PipelineConfig(tasks=tasks, run=RunConfig(dedup_window=500))
-    python_cfg = msgspec.structs.replace(cfg, run=RunConfig(engine="python", dedup_window=500))
-    compiled, python = Core(cfg), Core(python_cfg)
+    first, second = Core(cfg), Core(cfg)
     store = MemoryStore()
     state = PipelineState.load(store, cfg)
+    offset = 0
     for k, batch in enumerate(batches):
         if k == len(batches) // 2:
-            assert compiled.compiled is not None
-            compiled.compiled.release()  # the open examples (and their waits) as objects
-        core = compiled if k < len(batches) // 2 else python
-        apply_batch(core, state, store, "test", Batch(events=batch, offset=k + 1))
-    reference, _ = run(python_cfg, batches)
-    a, b = snapshot(reference, python_cfg), snapshot(store, python_cfg)
+            first.compiled.release()
+            assert any(task.pending for task in state.tasks.values())
+        core = first if k < len(batches) // 2 else second
+        offset += len(batch)
+        apply_batch(core, state, store, "test", Batch(events=batch, offset=offset))
+    reference, _ = run(cfg, batches)
+    a, b = snapshot(reference, cfg), snapshot(store, cfg)
     for ns in a["rows"]:
         assert a["rows"][ns] == b["rows"][ns], ns
     assert a["meta"] == b["meta"]
@@ -262,7 +266,6 @@ def test_with_a_wait_batches_and_a_restart_change_nothing(tmp_path: Path) -> Non
         return model, metrics
 
     whole = run(tmp_path / "whole.db", 100_000, False)
-    assert Core(cfg).compiled is not None
     assert run(tmp_path / "cut.db", 97, False) == whole
     assert run(tmp_path / "restart.db", 97, True) == whole
     # and the wait changes what is learned

@@ -1,4 +1,4 @@
-"""Erasure removes every identity link to the erased user, on both engines.
+"""Erasure removes every identity link to the erased user, wherever batches end.
 
 A profile's ``aliases`` list does not name every link to it: a login whose visitor id sent
 nothing before is linked without an alias entry, the list keeps ``MAX_ALIASES`` ids, and a link
@@ -14,10 +14,10 @@ from typing import Any
 import msgspec
 import pytest
 import redis
-from test_state_properties import dump, place, run, write
+from test_state_properties import check_batch_boundaries, dump, place, run, write
 
 from liveprofile.api import replay
-from liveprofile.config import PipelineConfig, RunConfig
+from liveprofile.config import PipelineConfig
 from liveprofile.events import Event
 from liveprofile.events.schema import encode_event
 from liveprofile.privacy import erase
@@ -30,7 +30,6 @@ from liveprofile.store.layout import ALIASES, PROFILES
 
 REDIS = "redis://127.0.0.1:6379/0"
 T0 = 1_700_006_400.0
-ENGINES = ("python", "compiled")
 
 
 def _lines(rows: list[dict[str, Any]]) -> list[bytes]:
@@ -40,24 +39,23 @@ def _lines(rows: list[dict[str, Any]]) -> list[bytes]:
     ]
 
 
-def _config(engine: str) -> PipelineConfig:
-    return PipelineConfig(run=RunConfig(engine=engine))
+def _config() -> PipelineConfig:
+    return PipelineConfig()
 
 
-def _both_engines(rows: list[dict[str, Any]], sizes: list[int]) -> dict[str, Any]:
-    """Replay ``rows`` on both engines in batches of ``sizes``; the stored state, the same
-    bytes on both."""
-    states = []
-    for engine in ENGINES:
-        config = _config(engine)
-        with place("sqlite") as (tmp, url):
-            source = write(tmp, _lines(rows))
-            run(config, source, url, sizes)
-            states.append(dump(config, url, source))
-    python, compiled = states
-    assert python["rows"] == compiled["rows"]
-    assert python["dead"] == compiled["dead"] == []
-    return python
+def _replayed(rows: list[dict[str, Any]], sizes: list[int]) -> dict[str, Any]:
+    """Replay ``rows`` in batches of ``sizes``: the stored state, which is the state of one
+    batch of them all where batch boundaries may change nothing (``check_batch_boundaries``),
+    with no dead letter."""
+    config = _config()
+    lines = _lines(rows)
+    check_batch_boundaries(config, lines, sizes)
+    with place("sqlite") as (tmp, url):
+        source = write(tmp, lines)
+        run(config, source, url, sizes)
+        state = dump(config, url, source)
+    assert state["dead"] == []
+    return state
 
 
 LOGIN = {"user_id": "u1", "anonymous_id": "v0", "type": "purchase", "value": 3.0}
@@ -68,7 +66,7 @@ FORGET = {"user_id": "u1", "type": "$forget"}
 def test_erasing_a_user_removes_the_link_of_a_visitor_that_sent_nothing_before(
     sizes: list[int],
 ) -> None:
-    state = _both_engines([LOGIN, FORGET, {"user_id": "v0", "type": "view"}], sizes)
+    state = _replayed([LOGIN, FORGET, {"user_id": "v0", "type": "view"}], sizes)
     assert state["rows"][ALIASES] == {}
     assert sorted(state["rows"][PROFILES]) == ["v0"]  # the visitor's own, not the user's
 
@@ -80,9 +78,9 @@ def test_erasing_a_user_with_more_linked_visitors_than_the_alias_list_keeps() ->
         if k % 2:  # half the visitors browse before they log in: folded, listed as aliases
             rows.append({"anonymous_id": f"v{k}", "type": "view", "category": "tea"})
         rows.append({"user_id": "u1", "anonymous_id": f"v{k}", "type": "view"})
-    before = _both_engines(rows, [25])
+    before = _replayed(rows, [25])
     assert len(before["rows"][ALIASES]) == n
-    after = _both_engines([*rows, FORGET, *({"user_id": f"v{k}", "type": "view"} for k in (0, 1))],
+    after = _replayed([*rows, FORGET, *({"user_id": f"v{k}", "type": "view"} for k in (0, 1))],
                           [25])  # fmt: skip
     assert after["rows"][ALIASES] == {}
     assert sorted(after["rows"][PROFILES]) == ["v0", "v1"]
@@ -96,7 +94,7 @@ def test_erasing_a_user_removes_links_to_the_users_merged_into_it() -> None:
         {"user_id": "u2", "type": "$forget"},
     ]
     for sizes in ([1], [3], [10]):
-        assert _both_engines(rows, sizes)["rows"][ALIASES] == {}
+        assert _replayed(rows, sizes)["rows"][ALIASES] == {}
 
 
 def test_erasing_a_merged_id_removes_its_link_only() -> None:
@@ -109,14 +107,13 @@ def test_erasing_a_merged_id_removes_its_link_only() -> None:
         {"user_id": "u1", "type": "$forget"},
     ]
     for sizes in ([1], [10]):
-        assert _both_engines(rows, sizes)["rows"][ALIASES] == {"v0": b"u2"}
+        assert _replayed(rows, sizes)["rows"][ALIASES] == {"v0": b"u2"}
 
 
-@pytest.mark.parametrize("engine", ENGINES)
-def test_privacy_erase_on_sqlite_removes_the_link(tmp_path: Path, engine: str) -> None:
+def test_privacy_erase_on_sqlite_removes_the_link(tmp_path: Path) -> None:
     (tmp_path / "ev.jsonl").write_bytes(b"\n".join(_lines([LOGIN])) + b"\n")
     store = tmp_path / "p.db"
-    replay(tmp_path / "ev.jsonl", store=store, config=_config(engine), progress=False)
+    replay(tmp_path / "ev.jsonl", store=store, config=_config(), progress=False)
     assert erase(store, ["u1"])["erased"] == ["u1"]
     backend = open_store(str(store), read_only=True)
     try:
@@ -125,8 +122,7 @@ def test_privacy_erase_on_sqlite_removes_the_link(tmp_path: Path, engine: str) -
         backend.close()
 
 
-@pytest.mark.parametrize("engine", ENGINES)
-def test_privacy_erase_on_redis_removes_the_link(engine: str) -> None:
+def test_privacy_erase_on_redis_removes_the_link() -> None:
     prefix = f"erase-links-{uuid.uuid4().hex[:8]}"
     client = redis.Redis.from_url(REDIS)
     store = RedisStore(REDIS, prefix=prefix)
@@ -134,10 +130,10 @@ def test_privacy_erase_on_redis_removes_the_link(engine: str) -> None:
     try:
         publish(client, prefix, 2, [encode_event(e) for e in events])
         options = WorkerOptions(prefix, [0, 1], batch_size=2, block_ms=50)
-        RedisWorker(_config(engine), store, client, options).run(max_idle_polls=2)
+        RedisWorker(_config(), store, client, options).run(max_idle_polls=2)
         assert _links(client, prefix) == {f"v{k}": "u1" for k in range(3)}
         assert erase(f"{REDIS}?prefix={prefix}", ["u1"])["status"] == "queued"
-        RedisWorker(_config(engine), store, client, options).run(max_idle_polls=2)
+        RedisWorker(_config(), store, client, options).run(max_idle_polls=2)
         assert _links(client, prefix) == {}
         assert store.read(PROFILES, ["u1"]) == [None]
     finally:
@@ -165,5 +161,5 @@ def test_a_visitor_of_an_erased_user_is_taken_in_the_batch_of_the_erasure() -> N
         {"user_id": "v1", "type": "view"},
     ]
     for sizes in ([2], [3], [1, 3]):
-        state = _both_engines(rows, sizes)
+        state = _replayed(rows, sizes)
         assert state["rows"][ALIASES] == {} and sorted(state["rows"][PROFILES]) == ["v1"]

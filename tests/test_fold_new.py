@@ -1,10 +1,13 @@
-"""Logins folded on the compiled step's rows (``engine.foldnew``) give the Python step's state.
+"""Logins folded on the step's rows (``engine.foldnew``) give the state of the same logins
+taken by the Python lifecycle, and where batches end changes nothing.
 
 A visitor who logs in under a user id without a profile is folded into it on the rows; a login
-into a user who has a profile takes the Python lifecycle. Streams here mix both with late and
-re-sent events, erasures of visitors and users before and after their logins, visitors' events
-after their login, and profiles idle past the TTL, in batches cut anywhere: the stored state is
-the Python step's, to the byte.
+into a user who has a profile takes the Python lifecycle (``Lifecycle._link``), and so does
+every login when the fold on the rows is turned off (:func:`lifecycle_only`). Streams here mix
+both with late and re-sent events, erasures of visitors and users before and after their logins,
+visitors' events after their login, and profiles idle past the TTL, in batches cut anywhere:
+the stored state is that of every login through the lifecycle, to the byte, and the state of the
+same events in one batch.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from itertools import pairwise
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_compiled import run
+from test_compiled import assert_batch_free, run
 from test_compiled_lifecycle import _snapshot, command, config
 
 from liveprofile.engine import links
@@ -67,14 +70,34 @@ def stream(seed: int, visitors: int = 10, known: int = 3, n: int = 260) -> list[
     return out
 
 
-def assert_same(batches: list[list[Event]], **changes: object) -> Core:
-    """The stored state of the compiled step is the Python step's: every row and meta blob
-    to the byte (the population's too: its days' keys in the same order)."""
-    python_cfg, compiled_cfg = config("python", **changes), config("compiled", **changes)  # type: ignore[arg-type]
-    reference, _ = run(python_cfg, batches)
-    compiled, core = run(compiled_cfg, batches)
-    assert core.compiled is not None
-    a, b = _snapshot(reference, python_cfg), _snapshot(compiled, compiled_cfg)
+@contextmanager
+def lifecycle_only() -> Iterator[None]:
+    """Every login taken by the Python lifecycle: none folded on the rows."""
+    real = links.fold_visitor
+    links.fold_visitor = lambda *args: False  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        links.fold_visitor = real  # type: ignore[assignment]
+
+
+def assert_same(
+    batches: list[list[Event]], taken: list[int] | None = None, **changes: object
+) -> Core:
+    """The stored state is that of every login taken by the lifecycle: every row and meta blob
+    to the byte (the population's too: its days' keys in the same order); and where the
+    batches end changes nothing. ``taken``: add the run's logins there ([by the lifecycle,
+    folded on the rows])."""
+    cfg = config(**changes)  # type: ignore[arg-type]
+    with lifecycle_only():
+        reference, _ = run(cfg, batches)
+    with counted_folds() as counts:
+        compiled, core = run(cfg, batches)
+    if taken is not None:
+        taken[0] += counts[0]
+        taken[1] += counts[1]
+    assert_batch_free(cfg, batches, singles=0)
+    a, b = _snapshot(reference, cfg), _snapshot(compiled, cfg)
     assert a["rows"]["profile"], "the run made profiles"
     for ns in a["rows"]:
         assert a["rows"][ns] == b["rows"][ns], ns
@@ -114,7 +137,7 @@ def counted_folds() -> Iterator[list[int]]:
     ttl=st.sampled_from(["", "1d"]),
     anomaly=st.booleans(),
 )
-def test_logins_folded_on_rows_give_the_python_steps_state(
+def test_logins_folded_on_rows_give_the_lifecycles_state(
     seed: int, cuts: list[int], velocity: bool, ttl: str, anomaly: bool
 ) -> None:
     events = stream(seed)
@@ -125,13 +148,13 @@ def test_both_kinds_of_login_occur_and_match() -> None:
     events = stream(3)
     for velocity in (True, False):
         for size in (17, 100_000):
-            with counted_folds() as taken:
-                core = assert_same(split(events, list(range(size, len(events), size))),
-                                   velocity=velocity)  # fmt: skip
+            taken = [0, 0]
+            core = assert_same(split(events, list(range(size, len(events), size))), taken,
+                               velocity=velocity)  # fmt: skip
             general, folded = taken
             assert folded > 0, "logins into new users are folded on the rows"
             assert general > 0, "logins into users with a profile take the lifecycle"
-            assert core.compiled is not None and core.compiled.stopped >= folded
+            assert core.compiled.stopped >= folded
 
 
 def test_a_login_into_a_new_user_with_interests_past_half_of_top_k() -> None:
@@ -144,6 +167,6 @@ def test_a_login_into_a_new_user_with_interests_past_half_of_top_k() -> None:
     login = Event("l", "new", "purchase", t + 86_400 * 40, item_id="i9", anonymous_id="anon",
                   value=3.0)  # fmt: skip
     later = Event("b", "anon", "view", t + 86_400 * 40 + 5, item_id="i2", anonymous_id="anon")
-    with counted_folds() as taken:
-        assert_same([[*visit, login, later]])
+    taken = [0, 0]
+    assert_same([[*visit, login, later]], taken)
     assert taken == [0, 1]

@@ -1,12 +1,15 @@
-"""Profiles the compiled step leaves with their kernel fields held as bytes
-(:mod:`liveprofile.engine.lazyprofiles`): whole whenever read, the same stored bytes as the
-Python step, and the same state when a batch with logins, a restart or the Python step reads
-them afterwards."""
+"""Profiles the step leaves with their kernel fields held as bytes
+(:mod:`liveprofile.engine.lazyprofiles`): whole whenever read, the same stored bytes as profiles
+kept whole (a plain dict of profiles, which the step never holds), and the same state when a
+batch with logins, a restart or another step reads them afterwards."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 import msgspec
-from test_compiled import as_columns, assert_same, chunks, messed_up, snapshot, synthetic
+from test_compiled import as_columns, assert_same, chunks, config, messed_up, snapshot, synthetic
 
 from liveprofile.config import PipelineConfig, RiskConfig, RunConfig
 from liveprofile.engine.core import Core
@@ -14,6 +17,7 @@ from liveprofile.engine.lazyprofiles import ProfileMap, peek
 from liveprofile.engine.local import apply_batch
 from liveprofile.engine.rowbytes import FIELDS
 from liveprofile.engine.state import PipelineState
+from liveprofile.events import Event
 from liveprofile.events.sources import Batch
 from liveprofile.profile.state import Profile, decode_profile, encode_profile
 from liveprofile.store import MemoryStore
@@ -21,17 +25,38 @@ from liveprofile.store import MemoryStore
 PLAIN = {"traits": {}, "segments": {}}  # nothing reads the profiles after the write-back
 
 
-def test_plain_batches_hold_profiles_and_store_the_python_steps_bytes() -> None:
+def stored(batches: Sequence[Sequence[Event]], held: bool, **changes: Any) -> dict[str, object]:
+    """The stored state after ``batches`` given as columns, with profiles that may be held as
+    bytes (``held``) or kept whole."""
+    cfg = config(**changes)
+    store, core = MemoryStore(), Core(cfg)
+    state = PipelineState.load(store, cfg)
+    if not held:
+        state.profiles = {}
+    offset = 0
+    for batch in batches:
+        offset += len(batch)
+        apply_batch(core, state, store, "test", Batch(events=as_columns(batch), offset=offset))
+    assert isinstance(state.profiles, ProfileMap) == held
+    return snapshot(store, cfg)
+
+
+def assert_held_like_whole(batches: Sequence[Sequence[Event]], **changes: Any) -> None:
+    """Held profiles store the bytes of whole ones; and batches change nothing."""
+    assert stored(batches, True, **changes) == stored(batches, False, **changes)
+    assert_same(batches, columns=True, **changes)
+
+
+def test_plain_batches_hold_profiles_and_store_the_bytes_of_whole_profiles() -> None:
     events = messed_up(synthetic(seed=21), seed=22)
-    core = assert_same(chunks(events, 70), columns=True, **PLAIN)
-    assert core.compiled is not None
+    assert_held_like_whole(chunks(events, 70), **PLAIN)
     # velocity counts on too (they write the held profiles' lists)
-    assert_same(chunks(events, 70), columns=True, risk=RiskConfig(velocity=True), **PLAIN)
+    assert_held_like_whole(chunks(events, 70), risk=RiskConfig(velocity=True), **PLAIN)
 
 
 def test_traits_and_segments_read_whole_profiles_and_the_rows_stay_the_same() -> None:
     events = messed_up(synthetic(seed=23), seed=24)
-    assert_same(chunks(events, 55), columns=True)  # the default test config: both declared
+    assert_held_like_whole(chunks(events, 55))  # the default test config: both declared
 
 
 def test_traits_of_held_profiles_read_the_fields_they_use() -> None:
@@ -44,8 +69,8 @@ def test_traits_of_held_profiles_read_the_fields_they_use() -> None:
         "busy": "velocity.events_per_min >= 2 and events > 3",
     }
     events = messed_up(synthetic(seed=30), seed=31)
-    assert_same(chunks(events, 65), columns=True, traits=traits, segments={})
-    assert_same(chunks(events, 65), columns=True, traits=traits, segments={}, risk=RiskConfig())
+    assert_held_like_whole(chunks(events, 65), traits=traits, segments={})
+    assert_held_like_whole(chunks(events, 65), traits=traits, segments={}, risk=RiskConfig())
 
 
 def test_held_profiles_are_decoded_when_read() -> None:
@@ -72,27 +97,25 @@ def test_held_profiles_are_decoded_when_read() -> None:
     assert not any(profiles.held(u) for u in profiles)
 
 
-def test_held_profiles_then_logins_then_the_python_step_give_the_same_state() -> None:
+def test_held_profiles_then_logins_then_another_step_give_the_same_state() -> None:
     # plain batches leave profiles held; a batch with logins (the Python lifecycle's stops)
-    # and then a Python step read and change them
+    # and then another step (which lays their rows out again) read and change them
     plain = messed_up(synthetic(seed=26), seed=27)
     logins = synthetic(seed=26, logins=True)
     batches = [*chunks(plain[: len(plain) // 2], 80), *chunks(logins, 80)]
     assert_same(batches, **PLAIN)
-    cfg_c = PipelineConfig(run=RunConfig(dedup_window=500))
-    cfg_p = PipelineConfig(run=RunConfig(dedup_window=500, engine="python"))
+    cfg = PipelineConfig(run=RunConfig(dedup_window=500))
     stores = []
     for switch in (True, False):
-        store, core = MemoryStore(), Core(cfg_c if switch else cfg_p)
-        state = PipelineState.load(store, cfg_c)
+        store, core = MemoryStore(), Core(cfg)
+        state = PipelineState.load(store, cfg)
         for k, batch in enumerate(chunks(plain, 80)):
-            if switch and k == 6:  # from here on the Python step, on the held profiles
-                assert core.compiled is not None
+            if switch and k == 6:  # from here on another step, on the held profiles
                 assert any(state.profiles.held(u) for u in state.profiles)  # type: ignore[attr-defined]
                 core.compiled.release()
-                core.compiled = None
+                core = Core(cfg)
             apply_batch(core, state, store, "test", Batch(events=list(batch), offset=k + 1))
-        stores.append(snapshot(store, cfg_c))
+        stores.append(snapshot(store, cfg))
     assert stores[0] == stores[1]
 
 

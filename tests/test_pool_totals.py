@@ -1,7 +1,7 @@
-"""The compiled step's pending pool carries the running total of a regression task's examples
-(``target = "value"``): taking the Python step's pending examples over and handing them back
-loses nothing (totals, converted flags, the examples still awaiting conversions), and the pool
-writes their pending log as the Python step does, to the byte."""
+"""The step's pending pool carries the running total of a regression task's examples
+(``target = "value"``): taking the pending examples over from the state's tasks and handing them
+back loses nothing (totals, converted flags, the examples still awaiting conversions), and the
+pool writes their pending log as the tasks' objects encode it, to the byte."""
 
 from __future__ import annotations
 
@@ -50,12 +50,12 @@ def _replay(cfg: PipelineConfig, size: int, through_pool: bool) -> dict[str, obj
     events = messed_up(synthetic(seed=31), seed=32)
     store = MemoryStore()
     core = Core(cfg)
-    assert core.compiled is None  # the Python step, whose state the pool takes over
     state = PipelineState.load(store, cfg)
     totals = 0
     for k, batch in enumerate(chunks(events, size)):
         apply_batch(core, state, store, "test", Batch(events=list(batch), offset=k + 1))
         if through_pool:
+            core.compiled.release()  # the open examples as the tasks' objects
             totals += sum(p.total > 0 for t in SPENDS for p in state.tasks[t.name].pending.values())
             _round_trip(core, state)
     if through_pool:
@@ -65,17 +65,18 @@ def _replay(cfg: PipelineConfig, size: int, through_pool: bool) -> dict[str, obj
 
 @pytest.mark.parametrize("size", [37, 211])
 def test_the_pool_hands_back_what_it_took(size: int) -> None:
-    cfg = PipelineConfig(tasks=[*TASKS, *SPENDS], run=RunConfig(engine="python", dedup_window=500))
+    cfg = PipelineConfig(tasks=[*TASKS, *SPENDS], run=RunConfig(dedup_window=500))
     plain = _replay(cfg, size, through_pool=False)
     assert _replay(cfg, size, through_pool=True) == plain
 
 
-def test_the_pool_writes_the_pending_log_of_the_python_step() -> None:
-    cfg = PipelineConfig(tasks=[*TASKS, *SPENDS], run=RunConfig(engine="python", dedup_window=500))
+def test_the_pool_writes_the_pending_log_of_the_tasks_objects() -> None:
+    cfg = PipelineConfig(tasks=[*TASKS, *SPENDS], run=RunConfig(dedup_window=500))
     events = messed_up(synthetic(seed=33), seed=34)
     core = Core(cfg)
     state = core.new_state()
     core.step(state, events[: len(events) // 2])
+    core.compiled.release()  # the open examples as the tasks' objects
     pool = _round_trip(core, state)
     names = [t.name for t in cfg.tasks]
     checked = 0

@@ -1,7 +1,7 @@
 """Properties of a whole pipeline's stored state, over random configs and messy streams.
 
 Each example draws a config (tasks, segments, traits, profile TTL, velocity counts, anomaly
-scores, de-duplication window, engine) and a stream of JSON lines from the synthetic shop with
+scores, de-duplication window) and a stream of JSON lines from the synthetic shop with
 identity links (visitors who log in), erasures (``$forget``) and operator merges, re-sent
 events, late events, ratings and invalid records. The stream runs through the local runner into
 a store, and the final state is read back through the store's public interface: every row of
@@ -169,7 +169,6 @@ def configs(draw: st.DrawFn, per_batch: bool = True) -> PipelineConfig:
         ),
         features=FeatureConfig(bits=12),
         run=RunConfig(
-            engine=draw(st.sampled_from(["compiled", "compiled", "python"])),
             dedup_window=draw(st.sampled_from([50, 100_000])),
             profile_ttl=ttl,
             segment_sweep="6h",
@@ -420,7 +419,7 @@ def test_batch_boundaries_change_nothing_but_batch_numbers(
     config: PipelineConfig, lines: list[bytes], sizes: list[int]
 ) -> None:
     """Every config feature (tasks, TTL, segments whose rules do not change with time alone,
-    velocity counts, anomaly scores, both engines) on streams with identity links, erasures,
+    velocity counts, anomaly scores) on streams with identity links, erasures,
     operator merges of two known users, duplicates, late events and invalid records.
 
     Found by it: events under the user id of a user merged into another (``$merge``) went to
@@ -436,8 +435,7 @@ def test_batch_boundaries_change_nothing_but_batch_numbers(
     check_batch_boundaries(config, lines, sizes)
 
 
-@pytest.mark.parametrize("engine", ["python", "compiled"])
-def test_a_merge_of_known_users_changes_nothing_at_any_batch_boundary(engine: str) -> None:
+def test_a_merge_of_known_users_changes_nothing_at_any_batch_boundary() -> None:
     """A user who logged in is merged into another (``$merge``), then sends events under their
     own id and their visitor's: every batch size gives the state of one batch."""
     t0 = 1_704_067_200.0
@@ -461,7 +459,6 @@ def test_a_merge_of_known_users_changes_nothing_at_any_batch_boundary(engine: st
     config = PipelineConfig(
         tasks=[TASKS["convert"], TASKS["repurchase"]],
         features=FeatureConfig(bits=12),
-        run=RunConfig(engine=engine),
     )
     for size in range(1, len(lines)):
         check_batch_boundaries(config, lines, [size])

@@ -10,7 +10,7 @@ import pytest
 from test_compiled import TASKS, messed_up, run, synthetic
 
 from liveprofile.checks.learner import LearnerFactory, check_learner, in_batches
-from liveprofile.config import LabelConfig, LearnerConfig, PipelineConfig, RunConfig, TaskConfig
+from liveprofile.config import LabelConfig, LearnerConfig, PipelineConfig, TaskConfig
 from liveprofile.errors import ConfigError, StateVersionError
 from liveprofile.learn import dump_learner, load_learner, make_learner
 from liveprofile.learn.base import PREDICT, PREDICT_LEARN, OpBatch, run_ops, weighs_fake_negatives
@@ -110,18 +110,17 @@ def test_fake_negative_weights_refuse_a_river_member() -> None:
     TaskConfig("x", on=["view"], label=label, learner=LearnerConfig(kind="tuned"))
 
 
-def test_a_pipeline_tunes_with_a_tree_alike_on_both_steps() -> None:
+def test_a_pipeline_tunes_with_a_tree_alike_whatever_the_batches() -> None:
     learner = LearnerConfig(
         kind="tuned", params={"challengers": [TREE], "min_examples": 200, "window": 200}
     )
     tasks = [TaskConfig(t.name, on=t.on, label=t.label, learner=learner) for t in TASKS]
     events = messed_up(synthetic(seed=7), seed=8)
-    batches = [events[k : k + 500] for k in range(0, len(events), 500)]
     stores = {}
-    for engine in ("python", "compiled"):
-        cfg = PipelineConfig(tasks=tasks, run=RunConfig(engine=engine))
-        stores[engine], _ = run(cfg, batches)
-    python, compiled = stores["python"], stores["compiled"]
+    for size in (500, 100_000):
+        batches = [events[k : k + size] for k in range(0, len(events), size)]
+        stores[size], _ = run(PipelineConfig(tasks=tasks), batches)
+    python, compiled = stores[500], stores[100_000]
     probe = OpBatch()
     for k in range(300):
         probe.add(PREDICT, [k, 1000 + k % 7, 5000 + k % 31], [1.0, 1.0, 0.5], 0.0)
@@ -138,6 +137,6 @@ def test_a_pipeline_tunes_with_a_tree_alike_on_both_steps() -> None:
                 run_ops(a.members[j], probe), run_ops(b.members[j], probe)
             )
     metrics = {e: [s.get_meta(f"metrics/{t.name}") for t in tasks] for e, s in stores.items()}
-    assert metrics["python"] == metrics["compiled"]
+    assert metrics[500] == metrics[100_000]
     model = make_learner(learner, bits=10)
     assert isinstance(model, TunedLearner) and len(model.members) == 2

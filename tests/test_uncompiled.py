@@ -36,12 +36,11 @@ def digest() -> tuple[str, str, int]:
 
     events = messed_up(synthetic(seed=3, users=12, days=3, logins=True), seed=4)[:500]
     cfg = config(
-        "compiled",
         profile=ProfileConfig(top_k=4, outcome_keys=3, behaviour_keys=4, behaviour_value=True),
         run=RunConfig(dedup_window=500, profile_ttl="2d"),
     )
     store, core = run(cfg, chunks(events, 120))
-    assert isinstance(core, Core) and core.compiled is not None
+    assert isinstance(core, Core)
     state = snapshot(store, cfg)
     assert state["rows"]["profile"] and state["rows"]["pending"]  # type: ignore[index]
     blob = msgspec.msgpack.encode(state)

@@ -238,8 +238,8 @@ class RunConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     #: event (or identity link) finds the profile expired; otherwise it is deleted at the end
     #: of the first batch more than this past the end of the day of the user's last event.
     profile_ttl: Duration = ""
-    #: "compiled" runs the per-event work compiled (see ``liveprofile.engine.compiled``) when
-    #: the pipeline allows it, else in Python; "python" always runs the Python core.
+    #: the step's engine: "compiled", the only one (see ``liveprofile.engine.compiled``); to
+    #: run it uncompiled, for a debugger, set ``LIVEPROFILE_NO_JIT=1`` in the environment.
     engine: str = "compiled"
     #: profiles kept decoded in memory between batches, the most recently updated ones; the
     #: others wait as their stored bytes (a few hundred bytes each instead of a few KB).
@@ -265,8 +265,14 @@ class RunConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     def __post_init__(self) -> None:
         if self.max_batch_delay_s <= 0:
             raise ConfigError("run.max_batch_delay must be positive, e.g. '200ms'")
-        if self.engine not in ("compiled", "python"):
-            raise ConfigError(f"run.engine must be 'compiled' or 'python', not {self.engine!r}")
+        if self.engine == "python":
+            raise ConfigError(
+                "run.engine = 'python' is gone: the step is written once and runs compiled; "
+                "remove the key, or set LIVEPROFILE_NO_JIT=1 in the environment to run the "
+                "same step uncompiled (for a debugger)"
+            )
+        if self.engine != "compiled":
+            raise ConfigError(f"run.engine must be 'compiled', not {self.engine!r}")
         if (
             self.batch_size < 1
             or self.dedup_window < 0

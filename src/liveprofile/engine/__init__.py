@@ -1,11 +1,11 @@
 """The engine: the per-event step and the runners that feed it batches and commit its state.
 
-- the step: ``core`` (``Core``, what runners call: compiled unless ``run.engine = "python"``),
-  ``step`` (the step in Python over profile objects: the readable reference),
-  ``compiled``, ``kernel`` and ``packing`` (the same step compiled with numba, over arrays;
-  ``LIVEPROFILE_NO_JIT=1`` runs it uncompiled, see ``jit``), ``links``, ``lifecycle`` and
+- the step, written once: ``core`` (``Core``, what runners call), ``compiled``, ``kernel`` and
+  ``packing`` (the per-event work over arrays, compiled with numba; ``LIVEPROFILE_NO_JIT=1``
+  runs it uncompiled, see ``jit``), ``step`` (the Python work of a batch around the kernel:
+  the keys it reads, expiry, population, traits and segments), ``links``, ``lifecycle`` and
   ``foldnew`` (identity links, erasures and expiry between stretches of the kernel; a visitor
-  logging in as a new user folded on the rows); ``rules``: the rules both follow (decay,
+  logging in as a new user folded on the rows); ``rules``: the rules the kernel follows (decay,
   buckets, the cross hash, time of day, rates, packed outcomes), defined once in the profile and
   feature modules and compiled for the kernel from there
 - its state: ``state`` (what a pipeline keeps, and how it is committed to and loaded from a

@@ -4,11 +4,10 @@ A profile row holds both maps (items: 0, categories: 1, as ``profile.behaviour.K
 :class:`~liveprofile.engine.records.Users`: ``bkey[u, k, :blen[u, k]]`` the item or topic codes in
 insertion order, ``bval[u, k, j]`` the key's list (last interaction, converted, decayed counts).
 :func:`touch` is ``BehaviourTracker.apply`` for one map, :func:`rebase` its ``rebase`` and
-:func:`behaviour_features` is ``features.behaviour.add_features``; every float is computed as the
-Python step computes it, and the rules both follow (buckets, the mean value, decay) are the
-Python modules' own functions, compiled (:mod:`liveprofile.engine.rules`). Identity links and
-erasures run in Python on the profiles themselves (:mod:`liveprofile.engine.links`), so they
-need nothing here.
+:func:`behaviour_features` builds the features of :mod:`liveprofile.features.behaviour`; the
+rules they follow (buckets, the mean value, decay) are the Python modules' own functions,
+compiled (:mod:`liveprofile.engine.rules`). Identity links and erasures run in Python on the
+profiles themselves (:mod:`liveprofile.engine.links`), so they need nothing here.
 
 >>> from liveprofile.profile.behaviour import BehaviourTracker
 >>> from liveprofile.config import ProfileConfig
@@ -166,7 +165,8 @@ def rebase(users, u, f_c):  # type: ignore[no-untyped-def]
 
 @leaf
 def behaviour_features(ev, e, params, users, ops, m):  # type: ignore[no-untyped-def]
-    """``features.behaviour.add_features`` for event ``e`` (its user row exists), appended to
+    """The behaviour features (:mod:`liveprofile.features.behaviour`) of event ``e`` (its user
+    row exists), appended to
     the ``m`` features built; returns the new count. Off when the tables are not there."""
     tabs = params.tabs
     if tabs.shape[0] <= L.T_BEHAVIOUR:

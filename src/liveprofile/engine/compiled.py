@@ -1,14 +1,13 @@
 """The compiled path of the step: a batch laid out as named arrays and run by :mod:`.kernel`.
 
-:class:`CompiledStep` does what :meth:`liveprofile.engine.step.PythonStep.step` does, with the
-same results, for every pipeline and batch: identity links, erasures and expiry are the Python
-lifecycle's work between stretches of events the kernel runs (:mod:`.links`), velocity counts
-and anomaly scores are counted after the kernel, in the order of the events. Profiles stay
-:class:`~liveprofile.profile.state.Profile` objects between batches, as the runners load and
-commit them (:mod:`.rowio`), their kernel fields held as bytes until read
-(:mod:`.lazyprofiles`); item statistics and the open pending examples (:mod:`.pool`) stay in
-arrays owned by this class, and are handed back before a Python step (:meth:`release`).
-Strings get integer codes once (:mod:`.codes`).
+:class:`CompiledStep` is the step (the only one), for every pipeline and batch: identity links,
+erasures and expiry are the Python lifecycle's work between stretches of events the kernel
+runs (:mod:`.links`), velocity counts and anomaly scores are counted after the kernel, in the
+order of the events. Profiles stay :class:`~liveprofile.profile.state.Profile` objects between
+batches, as the runners load and commit them (:mod:`.rowio`), their kernel fields held as bytes
+until read (:mod:`.lazyprofiles`); item statistics and the open pending examples (:mod:`.pool`)
+stay in arrays owned by this class, handed back to the state's tasks when another state comes
+(:meth:`release`). Strings get integer codes once (:mod:`.codes`).
 """
 
 from __future__ import annotations
@@ -34,7 +33,7 @@ from liveprofile.engine.records import Items, Ops, Outputs
 from liveprofile.engine.resident import ResidentUsers
 from liveprofile.engine.rowio import hold_items, load_users, store_users
 from liveprofile.engine.state import PipelineState
-from liveprofile.engine.step import PythonStep
+from liveprofile.engine.step import Step
 from liveprofile.engine.velocity import count_velocity
 from liveprofile.engine.visitors import BatchIds, as_users, known_events
 from liveprofile.events.columns import EventColumns
@@ -51,10 +50,10 @@ F64 = npt.NDArray[np.float64]
 
 
 class CompiledStep:
-    """The compiled counterpart of :meth:`PythonStep.step`; see the module's docstring."""
+    """The step over arrays; see the module's docstring."""
 
-    def __init__(self, base: PythonStep) -> None:
-        #: the Python step whose per-batch work (traits, segments) this shares
+    def __init__(self, base: Step) -> None:
+        #: the Python work of a batch around the kernel (lifecycle, traits, segments)
         self.base = base
         config = base.config
         self.updater = base.updater
@@ -96,7 +95,7 @@ class CompiledStep:
         self._grow_items()
 
     def release(self) -> None:
-        """Hand the open pending examples back to the owner's tasks (before a Python step)."""
+        """Hand the open pending examples back to the owner's tasks (another state comes)."""
         state = self.owner
         if state is None:
             return
@@ -343,7 +342,7 @@ class CompiledStep:
         return scores, scored
 
     def _examples(self, ops: Ops, outputs: Outputs, batch_users: list[str]) -> ExampleLog:
-        """The examples this batch learned, in order (``PythonStep._run_models`` logs them)."""
+        """The examples this batch learned, in order (for ``run.training_log``)."""
         log = ExampleLog()
         n_rec = int(outputs.res[2])
         pool, tables = self.pool.arrays, self.tables

@@ -1,11 +1,11 @@
-"""The step a runner calls: compiled unless the pipeline asks for the Python step.
+"""The step a runner calls.
 
 :class:`Core` is the processing step of a pipeline, configured once and shared by every runner.
-With ``run.engine = "compiled"`` (the default) every batch takes
-:class:`~liveprofile.engine.compiled.CompiledStep` (numba, see :mod:`liveprofile.engine.kernel`),
-identity links, erasures, expiry, anomaly scores and tasks that learn a value included;
-``"python"`` takes the Python step (:class:`~liveprofile.engine.step.PythonStep`, the readable
-reference). Both give the same state, to the byte.
+Every batch takes :class:`~liveprofile.engine.compiled.CompiledStep`: the kernel
+(:mod:`liveprofile.engine.kernel`) with the Python lifecycle at its stops (identity links,
+erasures, expiry) and the Python work around it (:class:`~liveprofile.engine.step.Step`). The
+kernel is compiled with numba; under ``LIVEPROFILE_NO_JIT=1`` the same code runs as plain Python
+(:mod:`liveprofile.engine.jit`), with the same results to the byte.
 
 >>> from liveprofile.config import PipelineConfig
 >>> from liveprofile.events import Event
@@ -25,26 +25,24 @@ from liveprofile.config import PipelineConfig
 from liveprofile.engine.compiled import CompiledStep
 from liveprofile.engine.lifecycle import StepResult
 from liveprofile.engine.state import PipelineState
-from liveprofile.engine.step import PythonStep
+from liveprofile.engine.step import Step
 from liveprofile.events.schema import Event
 
 __all__ = ["Core", "StepResult"]
 
 
-class Core(PythonStep):
+class Core(Step):
     """The processing step of a pipeline; see the module's docstring."""
 
     def __init__(self, config: PipelineConfig) -> None:
         super().__init__(config)
-        #: the compiled path, unless the pipeline asks for the Python step
-        self.compiled: CompiledStep | None = None
-        if config.run.engine == "compiled":
-            self.compiled = CompiledStep(self)
+        #: the step over arrays, which owns the state's open pending examples once it ran
+        self.compiled = CompiledStep(self)
 
     def alias_keys(self, state: PipelineState, events: Sequence[Event]) -> set[str]:
         keys = super().alias_keys(state, events)
         compiled = self.compiled
-        if compiled is not None and compiled.owner is state and state.checkpoint.links:
+        if compiled.owner is state and state.checkpoint.links:
             # the pending examples this batch closes are in the compiled step's arrays
             keys |= compiled.due_keys(state, self.horizon(state, events))[0]
         return keys
@@ -53,7 +51,7 @@ class Core(PythonStep):
         self, state: PipelineState, events: Sequence[Event]
     ) -> tuple[set[str], set[str]]:
         compiled = self.compiled
-        if compiled is None or compiled.owner is not state:
+        if compiled.owner is not state:  # the open examples are still the state's tasks'
             return super().required_keys(state, events)
         users, items = self.batch_keys(state, events)
         due_users, due_items = compiled.due_keys(state, self.horizon(state, events))
@@ -64,11 +62,4 @@ class Core(PythonStep):
 
     def step(self, state: PipelineState, events: Sequence[Event]) -> StepResult:
         """Apply a batch of validated events to ``state``; return what changed."""
-        compiled = self.compiled
-        if compiled is not None:
-            return compiled.step(state, events)
-        return self.python_step(state, events)
-
-    def python_step(self, state: PipelineState, events: Sequence[Event]) -> StepResult:
-        """:meth:`step` in Python: the reference the compiled path is tested against."""
-        return super().step(state, events)
+        return self.compiled.step(state, events)

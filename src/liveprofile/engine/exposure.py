@@ -15,9 +15,9 @@ The readable names of the features (for the reasons of a score) come from the sa
 (:mod:`liveprofile.engine.featurenames`).
 
 >>> from liveprofile.config import PipelineConfig
->>> from liveprofile.engine.step import PythonStep
+>>> from liveprofile.engine.step import Step
 >>> from liveprofile.profile.state import Profile
->>> step = PythonStep(PipelineConfig())
+>>> step = Step(PipelineConfig())
 >>> p = Profile("u1", 0.0, 0.0, 3600.0, n=2, decayed={"view": 1.5}, interests={"c1": 2.0})
 >>> built = ExposureFeatures(step).build(step.config.tasks[0], "u1", p, ["i1"], [None], 7200.0)
 >>> idx, val, names = built.explained(0)
@@ -47,7 +47,7 @@ from liveprofile.engine.machinecode import compiled_for
 from liveprofile.engine.records import ByCode, Events, Ops
 from liveprofile.engine.resident import ResidentUsers
 from liveprofile.engine.rowio import hold_items, load_users
-from liveprofile.engine.step import PythonStep
+from liveprofile.engine.step import Step
 from liveprofile.learn.base import PREDICT, OpBatch
 from liveprofile.profile.items import ItemStats
 from liveprofile.profile.state import Profile
@@ -124,8 +124,8 @@ class Exposures:
         least (the intersection of the candidates' multisets of pairs).
 
         >>> from liveprofile.config import PipelineConfig
-        >>> from liveprofile.engine.step import PythonStep
-        >>> step = PythonStep(PipelineConfig())
+        >>> from liveprofile.engine.step import Step
+        >>> step = Step(PipelineConfig())
         >>> built = ExposureFeatures(step).build(step.config.tasks[0], "u", None, ["a", "b"],
         ...                                       [None, None], 0.0)
         >>> idx, val = built.example(0)
@@ -171,7 +171,7 @@ class ExposureFeatures:
     compiled step's do; a lock keeps concurrent requests from interning at the same time.
     """
 
-    def __init__(self, base: PythonStep) -> None:
+    def __init__(self, base: Step) -> None:
         self.base = base
         self.config = base.config
         self.params = step_params(base)

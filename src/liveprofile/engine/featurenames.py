@@ -14,8 +14,8 @@ name wins over a request's string, as the Python builder registers the fixed nam
 
 >>> from liveprofile.config import PipelineConfig
 >>> from liveprofile.engine.kernelargs import step_params
->>> from liveprofile.engine.step import PythonStep
->>> step = PythonStep(PipelineConfig())
+>>> from liveprofile.engine.step import Step
+>>> step = Step(PipelineConfig())
 >>> names = FeatureNames(step_params(step), step.updater.behaviour)
 >>> names.fixed[step.features.index("bias")], names.fixed[step.features.index("hour=3")]
 ('bias', 'hour=3')

@@ -1,7 +1,7 @@
 """How the step's code is compiled: with numba, or not at all under ``LIVEPROFILE_NO_JIT=1``.
 
 The kernel (:mod:`.kernel`) and its helpers (:mod:`.rowops`, :mod:`.featurize`,
-:mod:`.behaviour`, :mod:`.chains`) and the rules they share with the Python step
+:mod:`.behaviour`, :mod:`.chains`) and the rules they share with the object-level code
 (:mod:`.rules`) are decorated with :data:`jit` (functions called from Python) or :data:`leaf`
 (per-event helpers called from compiled code only). With the environment variable
 ``LIVEPROFILE_NO_JIT=1`` set before the engine is imported (or numba's own

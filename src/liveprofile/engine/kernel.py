@@ -1,14 +1,17 @@
-"""The compiled step: the per-event work of :class:`~liveprofile.engine.step.PythonStep` on arrays.
+"""The step's per-event work, on arrays: the one implementation of what an event does.
 
 :mod:`liveprofile.engine.compiled` lays a batch out as the named records of
 :mod:`liveprofile.engine.records` (events, codes, tasks, parameters, the profiles and item
 statistics they touch, the open pending examples, the model operations and outputs) and calls
-:func:`run`, which does for every event, in order, what the Python step does: advance the
+:func:`run`, which does for every event, in order: de-duplicated already, advance the
 watermark and close the pending examples it makes due, resolve conversions, build the features
 from the profile *before* the event (:mod:`liveprofile.engine.featurize`), open exposures, then
 update the profile and the item statistics (:mod:`liveprofile.engine.rowops`). It emits the same
-model operations in the same order, so the learner, and every float it computes, is the same as
-with the Python step, which stays the reference (``tests/test_compiled.py``).
+model operations of a batch per task, in the order of the events; the learners run them once
+per batch, which gives the models and predictions of running them one by one. It runs compiled
+(numba), or as plain Python under ``LIVEPROFILE_NO_JIT=1`` (:mod:`liveprofile.engine.jit`); its
+properties are tested on it alone (``tests/test_engine_properties.py``) and on small cases
+worked by hand (``tests/test_step_by_hand.py``).
 """
 
 from __future__ import annotations
@@ -84,7 +87,7 @@ def run(ev, codes, tasks, params, users, items, pool, ops, out):  # type: ignore
         ts = ev_ts[e]
         if ts > fp[L.FP_WATERMARK]:
             # learn the pending examples whose window closed before the watermark, in deadline
-            # order per task (PythonStep._resolve)
+            # order per task
             advance(codes, tasks, params, users, items, pool, ops, out, ts)
         u, it, kind = ev_urow[e], ev_irow[e], ev_type[e]
         n_shared = -1  # features not built yet
@@ -247,8 +250,8 @@ def learn_converted(pool, ops, out, tasks, t, done, watermark):  # type: ignore[
 @leaf
 def learn_waited(codes, tasks, pool, ops, t, ts):  # type: ignore[no-untyped-def]
     """Learn, with the label known now, task ``t``'s examples whose wait ends before ``ts``,
-    in the order of ``learn.delayed.Waiting``: its heap (row ``n_tasks + t``) is ordered as the
-    deadline heap, both by exposure time (end of wait and deadline add a constant to it)."""
+    in the order the waits end: its heap (row ``n_tasks + t``) is ordered as the deadline
+    heap, both by exposure time (end of wait and deadline add a constant to it)."""
     row = tasks.delayed.shape[0] + t
     wait = tasks.wait[t]
     ranks = codes.item_rank if tasks.by_item[t] else codes.topic_rank
@@ -490,7 +493,7 @@ def _update_profile(ev, e, codes, params, users):  # type: ignore[no-untyped-def
 
 @leaf
 def _count_item(ev, e, params, items):  # type: ignore[no-untyped-def]
-    """``PythonStep._count_item``: the item's count, category, last time, popularity, value."""
+    """Count an event on its item: count, category, last time, decayed popularity, value."""
     items_xf = items.xf
     items_xi = items.xi
     items_touched = items.touched

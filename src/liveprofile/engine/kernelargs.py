@@ -22,14 +22,14 @@ from liveprofile.engine.convroom import conversion_room
 from liveprofile.engine.pool import PendingPool
 from liveprofile.engine.records import Events, Items, Ops, Outputs, Params
 from liveprofile.engine.resident import ResidentUsers
-from liveprofile.engine.step import PythonStep
+from liveprofile.engine.step import Step
 from liveprofile.events.columns import EventColumns
 from liveprofile.profile.state import Profile
 
 I64 = npt.NDArray[np.int64]
 
 
-def step_params(base: PythonStep) -> Params:
+def step_params(base: Step) -> Params:
     """The constants of the kernel: feature tables, half-lives, priors, rooms and switches."""
     config = base.config
     fc, tabs, last = L.feature_tables(base.features)

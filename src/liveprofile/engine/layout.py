@@ -4,8 +4,8 @@ Every layout here is derived from the definition it mirrors, never typed out a s
 item columns name :class:`~liveprofile.profile.items.ItemStats` fields, the rows of the feature
 tables follow :data:`liveprofile.features.hashing.SCALARS` and ``TABLES``, and the rules both
 engines share (decay, spend days, the cross mix, model operations) are imported from the modules
-that own them. The Python step (:mod:`liveprofile.engine.step`) and the kernel
-(:mod:`liveprofile.engine.kernel`) import what they share from here.
+that own them. The kernel (:mod:`liveprofile.engine.kernel`) and the Python code
+around it import what they share from here.
 
 Numba's cache notices a change to the kernel's own source file only: after changing a value here,
 clear the cache (``find src -name __pycache__ -path '*engine*' -exec rm -r {} +``).

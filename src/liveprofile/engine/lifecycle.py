@@ -1,6 +1,6 @@
-"""What ends or joins profiles in the Python step: identity links, erasures and expiry.
+"""What ends or joins profiles, in Python at the kernel's stops: identity links, erasures, expiry.
 
-:class:`Lifecycle` holds the parts of :class:`~liveprofile.engine.step.PythonStep` that delete
+:class:`Lifecycle` holds the parts of :class:`~liveprofile.engine.step.Step` that delete
 profiles (merged into another, erased on request, expired after the TTL) with their links and
 segment memberships; :class:`StepResult` is what a batch changed.
 """
@@ -49,7 +49,7 @@ class StepResult:
 
 
 class Lifecycle:
-    """Identity links, erasures and expiry of the Python step (see the module's docstring)."""
+    """Identity links, erasures and expiry (see the module's docstring)."""
 
     updater: ProfileUpdater
     #: users inactive for longer than this (event time) expire; None: never
@@ -143,7 +143,7 @@ class Lifecycle:
         A profile expires at the end of the first batch whose watermark is more than the TTL
         past the end of the day of its last event: the rule the last-seen index can apply to
         users of earlier batches, applied to this batch's users too, so that where batches end
-        changes nothing. (An event of an idle user is judged exactly, in :meth:`step`.)"""
+        changes nothing. (An event of an idle user is judged exactly, at the kernel's stop.)"""
         assert self.ttl is not None
         at = state.checkpoint.watermark
         profiles = state.profiles
@@ -177,10 +177,12 @@ class Lifecycle:
         del state.profiles[user]
         if user not in before:
             before[user] = standing(p)
-        for alias in p.aliases:
+        # an alias whose link a $merge re-pointed to another user is that user's now
+        mine = [a for a in p.aliases if state.aliases.get(a, user) == user]
+        for alias in mine:
             state.aliases.pop(alias, None)
             out.links[alias] = None
-        gone = {*p.aliases, *(unlink_to(state, {user, *p.aliases}, out) if unlink else ())}
+        gone = {*mine, *(unlink_to(state, {user, *mine}, out) if unlink else ())}
         self._leave_segments(state, p, at, out, announce=announce)
         out.deleted.add(user)
         out.users.discard(user)

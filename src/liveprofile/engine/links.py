@@ -2,10 +2,10 @@
 
 The kernel (:mod:`liveprofile.engine.kernel`) runs the events; what ends or joins profiles
 (:mod:`liveprofile.engine.lifecycle`) stays in Python, and runs between the kernel's stretches of
-events. :func:`next_stop` finds the next event where the Python step does such work: a login (an
+events. :func:`next_stop` finds the next event that needs such work: a login (an
 event linking an anonymous id to a user id), an operator's ``$merge``, an erasure, or an event
 whose user has been idle past ``run.profile_ttl``. :class:`Stops` runs the kernel up to it,
-moves the watermark as the Python step would before the event (closing the pending examples it
+moves the watermark to the event's time (closing the pending examples it
 makes due), writes the rows concerned back to their profiles, lets the Python lifecycle link,
 erase or delete them, reloads the rows, and points the later events of the anonymous ids whose
 link changed at the user they now belong to. Links are rare in a stream (about one event in a
@@ -13,7 +13,7 @@ hundred in a shop where visitors log in at their first purchase), so the bulk of
 compiled.
 
 :class:`RiskCounts` counts the velocity and scores the anomaly detector on each applied event,
-in the order of the batch, as ``RiskTracker.apply`` and the Python step do.
+in the order of the batch, as ``RiskTracker.apply`` does.
 
 >>> import numpy as np
 >>> ok = np.ones(3, np.bool_)
@@ -47,7 +47,7 @@ from liveprofile.engine.records import Events, Users
 from liveprofile.engine.resident import ResidentUsers
 from liveprofile.engine.rowio import load_users, store_users
 from liveprofile.engine.state import PipelineState
-from liveprofile.engine.step import PythonStep
+from liveprofile.engine.step import Step
 from liveprofile.engine.visitors import BatchIds
 from liveprofile.events.columns import EventColumns
 from liveprofile.events.schema import COMMANDS, FORGET, Event
@@ -195,7 +195,7 @@ class Stops:
 
     def __init__(
         self,
-        base: PythonStep,
+        base: Step,
         tables: CodeTables,
         state: PipelineState,
         out: StepResult,
@@ -290,7 +290,7 @@ class Stops:
         self._run(*args)
 
     def _stop(self, e: int, ttl: float) -> None:
-        """The Python lifecycle's work at event ``e``, as the Python step does it."""
+        """The Python lifecycle's work at event ``e``."""
         self.stopped += 1
         event, ts = self.events[e], float(self.ev.ts[e])
         args = (

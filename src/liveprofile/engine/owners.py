@@ -2,7 +2,7 @@
 
 The events of a linked id (a visitor who logged in, a user merged into another) run under the
 user it leads to (:func:`liveprofile.engine.visitors.as_users`). When that user is idle past
-``run.profile_ttl`` at such an event, the Python step expires it first, with every link to it
+``run.profile_ttl`` at such an event, it expires first, with every link to it
 (``Lifecycle._expire_owner``), and the event stays the id's own. :func:`expire_owner` does the
 same at a stop of :class:`~liveprofile.engine.links.Stops`: it writes the user's row back, lets
 the lifecycle delete the profile, and points the event and the id's later ones back at the id.

@@ -116,7 +116,7 @@ class PendingPool:
         """Take over the open pending examples of the delayed tasks (by task number): each
         task's open examples (and those a conversion can still convert, which their
         ``converted`` flags tell here); with ``feedback = "wait"``, those whose wait has not
-        ended at ``watermark`` await it (``learn.delayed.Waiting.learned``)."""
+        ended at ``watermark`` (``open_ts + wait >= watermark``: not learned yet) await it."""
         self.clear()
         pendings = [(t, p) for t, (open_, _) in taken.items() for p in open_]
         self.reserve(len(pendings), max((len(p.idx) // 8 for _, p in pendings), default=0))
@@ -237,7 +237,7 @@ class PendingPool:
     ) -> PendingColumns:
         """The pending log of task ``t``: the examples in slots ``made``, the conversions of
         those in slots ``converted`` and the value each added (``values``, regression tasks;
-        else None), laid out as ``PendingLog.columns`` lays out the Python step's log."""
+        else None), laid out as ``PendingLog.columns`` lays out a task's log."""
         a, tables = self.arrays, self.tables
         user, key, item = a.user, a.key, a.item
         spaces = (tables.users, tables.keys(t), tables.items)

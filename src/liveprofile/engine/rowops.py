@@ -1,6 +1,6 @@
 """Compiled updates of one profile or item row, and of the pending examples' deadline heaps.
 
-Each function here is the array form of one method of the Python step's objects, named in its
+Each function here is the array form of one method of the profile's objects, named in its
 docstring, over the records of :mod:`liveprofile.engine.records`; :mod:`liveprofile.engine.kernel`
 calls them event by event.
 """
@@ -227,7 +227,7 @@ def count(rows, r, t, label, tick):  # type: ignore[no-untyped-def]
 
 @leaf
 def _heap_less(pool, a, b, user_rank, key_rank):  # type: ignore[no-untyped-def]
-    """The order of the Python step's heap tuples (deadline, open_ts, user, key)."""
+    """The order of a task's heap of pending examples (deadline, open_ts, user, key)."""
     pool_deadline = pool.deadline
     pool_open_ts = pool.open_ts
     pool_user = pool.user

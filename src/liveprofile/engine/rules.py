@@ -1,4 +1,4 @@
-"""The rules the Python step's modules define, compiled for the kernel: each written once.
+"""The rules the profile and feature modules define, compiled for the kernel: each written once.
 
 Every function here is a function of the profile and feature modules, compiled by
 :data:`~liveprofile.engine.jit.leaf` as it is (no copy of its body): the decay of

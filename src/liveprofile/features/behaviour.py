@@ -8,8 +8,8 @@ touched), a log2 bucket of the hours since the last interaction (``b_item_ago``)
 is the reference the others are learned against, so a type a dataset never has costs nothing)
 and, with ``profile.behaviour_value``, a bucket of the mean value of the user's events there
 (``b_category_value``: an eighth-log2 scale, :func:`value_bucket`; a user's ratings of a genre).
-All are one-hot, hashed like the other features; the compiled twin is
-:func:`liveprofile.engine.behaviour.behaviour_features`, which reads the same tables
+All are one-hot, hashed like the other features, and built by the kernel's
+:func:`liveprofile.engine.behaviour.behaviour_features`, from the tables named here
 (:func:`table_names` rows after ``hashing.TABLES``).
 
 >>> table_names(["view", "purchase"])[:4]
@@ -19,21 +19,8 @@ All are one-hot, hashed like the other features; the compiled twin is
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import TYPE_CHECKING
 
-from liveprofile.durations import HOUR
-from liveprofile.profile.behaviour import (
-    B_CONVERTED,
-    B_COUNTS,
-    B_LAST,
-    KINDS,
-    mean_value,
-    unpack,
-)
-
-if TYPE_CHECKING:
-    from liveprofile.profile.state import Profile
+from liveprofile.profile.behaviour import KINDS
 
 #: buckets of the state (touched, converted, never), of the hours since, of a count
 STATE_BUCKETS, AGO_BUCKETS, COUNT_BUCKETS = 3, 17, 12
@@ -68,48 +55,3 @@ def table_names(types: list[str] | tuple[str, ...], value: bool = False) -> list
         if value:
             out.append((f"b_{kind}_value", VALUE_BUCKETS))
     return out
-
-
-def add_features(
-    tables: list[list[int]],
-    p: Profile,
-    item: str | None,
-    category: str | None,
-    ts: float,
-    f_c: float,
-    idx: list[int],
-    val: list[float],
-    log2_bucket: Callable[[list[int], float], int],
-    value: int = 0,
-) -> None:
-    """Append the behaviour features of ``p`` on ``item`` and ``category`` at ``ts``;
-    ``tables``: the indices of :func:`table_names`, ``f_c``: the counters' decay factor from
-    the profile's anchor to the time features are read at, ``log2_bucket``: the feature
-    builder's bucketing, ``value``: the value sum's column (``BehaviourTracker.value``; 0:
-    none, and no value table)."""
-    per_kind = len(tables) // len(KINDS)
-    n_counts = per_kind - 2 - (1 if value else 0)
-    for k, (entries, key) in enumerate(
-        ((p.behaviour_items, item), (p.behaviour_categories, category))
-    ):
-        if key is None:
-            continue
-        base = k * per_kind
-        packed = entries.get(key)
-        if packed is None:
-            idx.append(tables[base][NEVER])
-            val.append(1.0)
-            continue
-        entry = unpack(packed)
-        idx.append(tables[base][1 if entry[B_CONVERTED] > 0 else 0])
-        idx.append(log2_bucket(tables[base + 1], max(0.0, ts - entry[B_LAST]) / HOUR))
-        val += (1.0, 1.0)
-        for j in range(B_COUNTS, min(len(entry), B_COUNTS + n_counts)):
-            x = COUNT_SCALE * entry[j] * f_c
-            if 1.0 + x >= 2.0:  # bucket 1 or more (the compiled twin tests the same)
-                idx.append(log2_bucket(tables[base + j], x))
-                val.append(1.0)
-        if value:  # a list written before the sum was kept reads as no value
-            x = mean_value(entry, value) if len(entry) > value else 0.0
-            idx.append(tables[base + per_kind - 1][value_bucket(x)])
-            val.append(1.0)

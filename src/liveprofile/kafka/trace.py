@@ -50,7 +50,7 @@ PHASES: tuple[tuple[str, str, str], ...] = (
     ("step", "liveprofile.engine.core", "Core.step"),
     ("model", "liveprofile.engine.compiled", "run_ops"),
     ("rows_back", "liveprofile.engine.compiled", "store_users"),
-    ("finish", "liveprofile.engine.step", "PythonStep.finish"),
+    ("finish", "liveprofile.engine.step", "Step.finish"),
     ("payload", "liveprofile.engine.state", "PipelineState.commit_payload"),
     ("commit", "liveprofile.redis.fence", "FencedRedisStore.commit"),
     ("compact", "liveprofile.engine.state", "PipelineState.compact"),

@@ -40,10 +40,7 @@ against its true label when its window closes. The served score (``/v1/score``, 
 
 from __future__ import annotations
 
-import heapq
 import math
-from collections.abc import Iterator, Mapping
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -90,11 +87,6 @@ def served(mode: str, b: float) -> float:
     return fnc_correct(b) if mode == FNC else b
 
 
-def learns_at_once(mode: str) -> bool:
-    """Whether examples are learned as they are exposed (else when their window closes)."""
-    return mode in (FNC, FNW)
-
-
 def op_flags(mode: str) -> int:
     """The flags a task fed in ``mode`` adds to its learn operations (:data:`FAKE_NEGATIVE`).
 
@@ -102,50 +94,3 @@ def op_flags(mode: str) -> int:
     (4, 0)
     """
     return FAKE_NEGATIVE if mode == FNW else 0
-
-
-#: a pending example's id (``learn.tasks.PendingId``): user, key, exposure time
-_Id = tuple[str, str, float]
-
-
-class Waiting:
-    """The examples of a ``wait`` task not learned yet, by the end of their waiting window, and
-    the watermark it was last told of: an example is learned exactly when the watermark passes
-    ``open_ts + wait``, so whether it has been follows from the watermark alone (nothing stored).
-
-    >>> w = Waiting(3600.0)
-    >>> w.push("u1", "i1", 0.0)
-    >>> w.learned(0.0), list(w.pop_due(7200.0, {("u1", "i1", 0.0): "p"})), w.learned(0.0)
-    (False, ['p'], True)
-    """
-
-    def __init__(self, wait: float) -> None:
-        self.wait = wait
-        self.watermark = float("-inf")
-        self._heap: list[tuple[float, float, str, str]] = []
-
-    def push(self, user: str, key: str, open_ts: float) -> None:
-        heapq.heappush(self._heap, (open_ts + self.wait, open_ts, user, key))
-
-    def learned(self, open_ts: float) -> bool:
-        """Whether an example exposed at ``open_ts`` has been learned at its wait's end."""
-        return open_ts + self.wait < self.watermark
-
-    def pop_due(self, watermark: float, pending: Mapping[_Id, Any]) -> Iterator[Any]:
-        """Move to ``watermark``; pop the open examples (of ``pending``) whose wait ended
-        before it, in that order."""
-        self.watermark = max(self.watermark, watermark)
-        heap = self._heap
-        while heap and heap[0][0] < watermark:
-            _, open_ts, user, key = heapq.heappop(heap)
-            found = pending.get((user, key, open_ts))
-            if found is not None:
-                yield found
-
-    def restore(self, watermark: float, pending: Mapping[_Id, Any]) -> None:
-        """Start again from open examples ``pending`` at ``watermark``."""
-        self.watermark = watermark
-        self._heap = []
-        for user, key, open_ts in pending:
-            if not self.learned(open_ts):
-                self.push(user, key, open_ts)

@@ -8,15 +8,20 @@ with the same user and key follows within its window, and negative once the wate
 latest event time seen) passes its deadline. A conversion labels every open example of its user
 and key whose window holds it. Pending examples are committed with the rest of the state.
 
+The step (:mod:`liveprofile.engine.kernel`, over the pending pool of :mod:`liveprofile.engine.pool`
+and the chains of :mod:`liveprofile.engine.chains`) does all of this; :class:`TaskState` holds a
+task's learner, metrics and, between steps, its open examples as objects (as loaded from the
+store, or handed back by the step).
+
 >>> from liveprofile.config import LabelConfig, TaskConfig
 >>> label = LabelConfig(kind="delayed", conversion=["purchase"])
 >>> task = TaskConfig("buy", on=["view"], label=label)
 >>> state = TaskState(task, learner=None, window=86400.0)
->>> _ = state.open("u1", "i1", "i1", 100.0, array("q", [1]), array("d", [1.0]))
->>> _ = state.open("u1", "i1", "i1", 200.0, array("q", [1]), array("d", [1.0]))
->>> [p.open_ts for p in state.convert_at("u1", "i1", 300.0)]
-[200.0, 100.0]
->>> [p.key for p in state.due(100.0 + 86400.0 + 1)]
+>>> opened = [Pending("u1", "i1", "i1", ts, ts + 86400.0, b"", b"") for ts in (100.0, 200.0)]
+>>> state.give_pending(opened, opened)
+>>> [p.open_ts for p in state.waiting["u1", "i1"]]
+[100.0, 200.0]
+>>> [p.key for p in state.peek_due(100.0 + 86400.0 + 1)]
 ['i1']
 """
 
@@ -24,7 +29,6 @@ from __future__ import annotations
 
 import heapq
 import math
-from array import array
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -33,9 +37,7 @@ import numpy as np
 import numpy.typing as npt
 
 from liveprofile.config import TaskConfig
-from liveprofile.events.schema import Event
-from liveprofile.learn import delayed as feedback
-from liveprofile.learn.base import LEARN, PREDICT, PREDICT_LEARN, Learner, OpBatch
+from liveprofile.learn.base import Learner
 from liveprofile.learn.metrics import Prequential
 from liveprofile.learn.regression import RegressionMetrics
 from liveprofile.store.codec import VersionedCodec
@@ -67,7 +69,7 @@ PendingId = tuple[str, str, float]
 
 
 class TaskState:
-    """One task's learner, metrics, pending examples and the operations of the current batch.
+    """One task's learner, metrics and pending examples (as objects between steps).
 
     Delayed examples are learned when their window closes, converted or not: learning positives
     at conversion and negatives at the deadline would show the learner a stream richer in
@@ -85,82 +87,13 @@ class TaskState:
         )
         label = config.label
         self.delayed = label.kind == "delayed"
-        self.on = frozenset(config.on)
-        self.conversion = frozenset(label.conversion)
-        self.positive_types = frozenset(label.positive)
-        self.threshold = label.threshold
-        self.by_item = label.key == "item"
-        self.by_user = label.key == "user"
         #: learns the sum of the conversions' value rather than whether one came
         self.regression = config.regression
-        self.window = label.window_s if self.delayed else 0.0
-        #: most pending examples awaiting a conversion per (user, key)
-        self.per_key = label.open_per_key
-        #: ``label.feedback`` (:mod:`liveprofile.learn.delayed`): with ``fnc`` an exposure is
-        #: learned as a negative when it is scored and as a positive when it converts
-        self.feedback = label.feedback
-        self.at_once = self.delayed and feedback.learns_at_once(label.feedback)
-        flags = feedback.op_flags(label.feedback)
-        #: the model operation of an exposure, and of a conversion (with ``fnc`` and ``fnw``)
-        self.open_kind = (PREDICT_LEARN | flags) if self.at_once else PREDICT
-        self.convert_kind = LEARN | flags
-        #: ``feedback = "wait"``: the examples not learned yet, by the end of their wait
-        self.waiting_learn = (
-            feedback.Waiting(label.wait_s)
-            if self.delayed and label.feedback == feedback.WAIT
-            else None
-        )
         self.pending: dict[PendingId, Pending] = {}
         #: the unconverted pending examples per (user, key), by exposure time: what a
         #: conversion can still convert
         self.waiting: dict[tuple[str, str], list[Pending]] = {}
         self._heap: list[tuple[float, float, str, str]] = []
-        # per batch
-        self.ops = OpBatch()
-        self.created: list[Pending] = []
-        self.converted: list[PendingId] = []
-        #: the value each of ``converted`` added (regression tasks)
-        self.converted_values: list[float] = []
-
-    def served(self, b: float) -> float:
-        """The prediction served for the model's output ``b`` (corrected for ``fnc``)."""
-        return feedback.served(self.feedback, b)
-
-    # -- labels --------------------------------------------------------------------------------
-
-    def immediate_label(self, e: Event) -> bool | None:
-        """The label of an immediate example from event ``e``, or None if it gives none."""
-        if self.delayed or e.type not in self.on:
-            return None
-        if self.positive_types:
-            return e.type in self.positive_types
-        return e.value is not None and e.value >= self.threshold
-
-    def key_of(self, e: Event) -> str | None:
-        if self.by_user:
-            return e.user
-        return e.item_id if self.by_item else e.category
-
-    # -- pending examples ----------------------------------------------------------------------
-
-    def may_open(self, user: str, key: str, ts: float) -> bool:
-        """Whether an exposure of ``key`` by ``user`` at ``ts`` opens an example: not when one
-        of them opened at the same time is open, nor when (user, key) has as many examples
-        awaiting a conversion as the task allows."""
-        if (user, key, ts) in self.pending:
-            return False
-        waiting = self.waiting.get((user, key))
-        return waiting is None or len(waiting) < self.per_key
-
-    def open(
-        self, user: str, key: str, item: str | None, ts: float, idx: array[int], val: array[float]
-    ) -> Pending:
-        pending = Pending(user, key, item, ts, ts + self.window, idx.tobytes(), val.tobytes())
-        self._add(pending)
-        self.created.append(pending)
-        if self.waiting_learn is not None:
-            self.waiting_learn.push(user, key, ts)
-        return pending
 
     def _add(self, pending: Pending) -> None:
         pid = pending.id
@@ -178,30 +111,21 @@ class TaskState:
         (user, key), by exposure time; the task holds none until :meth:`give_pending`."""
         pending, waiting = list(self.pending.values()), self.waiting
         self.pending, self.waiting, self._heap = {}, {}, []
-        if self.waiting_learn is not None:
-            self.waiting_learn.restore(self.waiting_learn.watermark, {})
         return pending, waiting
 
     def give_pending(
         self, pending: list[Pending], waiting: list[Pending], watermark: float = -math.inf
     ) -> None:
         """Take back open pending examples; ``waiting``: those a conversion can still convert
-        (of each user and key, by exposure time); ``watermark``: the step's, which tells the
-        examples whose wait has ended (``feedback = "wait"``)."""
+        (of each user and key, by exposure time). ``watermark``, the step's, is not needed:
+        which examples of a ``wait`` task were learned follows from their exposure time and the
+        watermark the step takes them at again."""
         self.pending = {p.id: p for p in pending}
-        if self.waiting_learn is not None:
-            self.waiting_learn.restore(watermark, self.pending)
         self.waiting = {}
         for p in waiting:
             self.waiting.setdefault((p.user, p.key), []).append(p)
         self._heap = [(p.deadline, p.open_ts, p.user, p.key) for p in pending]
         heapq.heapify(self._heap)
-
-    def close(self, pending: Pending) -> None:
-        """Forget a pending example whose label has been learned."""
-        pid = pending.id
-        del self.pending[pid]
-        self._unwait(pending)
 
     def _unwait(self, pending: Pending) -> None:
         """Drop ``pending`` from the examples a conversion can still convert, if it is one."""
@@ -216,68 +140,8 @@ class TaskState:
                     del self.waiting[wkey]
                 return
 
-    def convert(self, e: Event) -> list[Pending]:
-        """Mark the pending examples that event ``e`` converts and return them."""
-        if e.type not in self.conversion:
-            return []
-        key = self.key_of(e)
-        if key is None:
-            return []
-        return self.convert_at(e.user, key, e.ts, e.value)
-
-    def convert_at(
-        self, user: str, key: str, ts: float, value: float | None = None
-    ) -> list[Pending]:
-        """Mark as converted the examples of ``user`` and ``key`` awaiting a conversion whose
-        window holds ``ts`` (latest exposure first, the order of the log) and return them. A
-        regression task's examples await conversions until their window closes, and add up
-        their ``value``."""
-        waiting = self.waiting.get((user, key))
-        if waiting is None:
-            return []
-        done = [p for p in reversed(waiting) if p.open_ts < ts <= p.deadline]
-        if not done:
-            return []
-        for pending in done:
-            pending.converted = True
-            self.converted.append(pending.id)
-            if self.at_once:  # learned as a negative when exposed: now as the positive it is
-                self.ops.add_packed(self.convert_kind, pending.idx, pending.val, 1.0)
-            elif self.waiting_learn is not None and self.waiting_learn.learned(pending.open_ts):
-                # a late positive, learned as a negative at the end of its wait
-                self.ops.add_packed(LEARN, pending.idx, pending.val, 1.0)
-        if self.regression:
-            amount = 0.0 if value is None else value
-            for pending in done:
-                pending.total += amount
-                self.converted_values.append(amount)
-            return done
-        kept = [p for p in waiting if not p.converted]
-        if kept:
-            self.waiting[(user, key)] = kept
-        else:
-            del self.waiting[(user, key)]
-        return done
-
-    def due(self, watermark: float) -> Iterator[Pending]:
-        """Pop the pending examples whose window closed before ``watermark`` (deadline order)."""
-        heap = self._heap
-        while heap and heap[0][0] < watermark:
-            _, open_ts, user, key = heapq.heappop(heap)
-            pending = self.pending.get((user, key, open_ts))
-            if pending is not None:
-                yield pending
-
-    def learn_waited(self, watermark: float) -> None:
-        """``feedback = "wait"``: learn the open examples whose wait ended before
-        ``watermark``, with the label known then."""
-        if self.waiting_learn is None:
-            return
-        for pending in self.waiting_learn.pop_due(watermark, self.pending):
-            self.ops.add_packed(LEARN, pending.idx, pending.val, float(pending.converted))
-
     def peek_due(self, watermark: float) -> Iterator[Pending]:
-        """The pending examples :meth:`due` would pop, without popping them."""
+        """The pending examples whose window closed before ``watermark`` (a step closes them)."""
         heap = self._heap
         stack = [0] if heap else []
         while stack:
@@ -289,13 +153,6 @@ class TaskState:
             if pending is not None:
                 yield pending
             stack.extend(c for c in (2 * i + 1, 2 * i + 2) if c < len(heap))
-
-    def take_batch(self) -> tuple[OpBatch, PendingLog]:
-        """This batch's model operations, and what changed among the pending examples."""
-        log = PendingLog(self.created, self.converted, self.converted_values)
-        self.ops, ops = OpBatch(), self.ops
-        self.created, self.converted, self.converted_values = [], [], []
-        return ops, log
 
     def restore_log(self, logs: Iterator[PendingLog], watermark: float) -> None:
         """Rebuild the pending examples from committed logs, oldest first.
@@ -321,8 +178,6 @@ class TaskState:
                 if found is not None and not found.converted:
                     found.converted = True
                     self._unwait(found)
-        if self.waiting_learn is not None:
-            self.waiting_learn.restore(watermark, self.pending)
 
 
 class PendingLog(msgspec.Struct, array_like=True):

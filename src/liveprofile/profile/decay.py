@@ -18,10 +18,10 @@ from __future__ import annotations
 #: rebase once an event lies this many half-lives after the landmark (2**512 is far from overflow)
 REBASE_AFTER = 512.0
 
-# Both steps call these functions: the Python step as they are, the compiled step compiled by
-# numba. The compiled step passes ``two`` from its parameters (``layout.FP_TWO``): numba turns a
-# literal ``2.0 ** x`` into ``exp2(x)``, which rounds differently from Python's ``2.0 ** x`` in
-# about one case in a thousand.
+# The kernel calls these functions compiled by numba (``engine.rules``), the object-level code
+# (merges, segment rules, serving) as they are. The kernel passes ``two`` from its parameters
+# (``layout.FP_TWO``): numba turns a literal ``2.0 ** x`` into ``exp2(x)``, which rounds
+# differently from Python's ``2.0 ** x`` in about one case in a thousand.
 
 
 def forward_weight(t: float, anchor: float, half_life: float, two: float = 2.0) -> float:
