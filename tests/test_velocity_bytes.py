@@ -1,8 +1,8 @@
 """Velocity lists counted as the MessagePack a profile's row holds for them
 (:mod:`liveprofile.engine.velocitybytes`) and held as those bytes by the profiles
 (:meth:`liveprofile.engine.lazyprofiles.ProfileMap.hold_velocity`): the same bytes as msgspec
-writes, the same counts as counting list by list, the same stored state as the Python step,
-across restarts and whatever reads the profiles."""
+writes, the same counts as counting list by list, the same stored state whatever the
+batches, across restarts and whatever reads the profiles."""
 
 from __future__ import annotations
 
@@ -164,7 +164,7 @@ def test_rows_of_profiles_with_held_kernel_fields_and_velocity_lists() -> None:
     st.sampled_from(["1m", "1h"]),
     st.integers(2, 40),
 )
-def test_random_pipelines_store_the_python_steps_bytes(
+def test_random_pipelines_with_held_lists_store_the_same_bytes_whatever_the_batches(
     seed: int, size: int, hot: int, window: str, cap: int
 ) -> None:
     events = messed_up(synthetic(seed=seed, users=30, days=3), seed=seed + 1)
