@@ -278,8 +278,16 @@ class RedisWorker:
             )
 
     def _forget(self) -> None:
-        """Drop the in-memory state: a batch may have failed between step and commit."""
+        """Drop the in-memory state: a batch may have failed between step and commit, and the
+        store may have lost its last commits (a Redis without durable writes that restarted).
+
+        The core goes too: the compiled step keeps arrays between batches (item statistics,
+        the items a batch touched, resident rows, pending examples) that a batch failing
+        half-way leaves ahead of any state; the items it had marked touched would otherwise be
+        written, with their statistics from commits the store lost, by the next batch. A new
+        core holds nothing, as a restarted worker's."""
         self.state = None
+        self.core = Core(self.config)
         self.store.close()
 
     def _apply(
