@@ -32,14 +32,17 @@ events = recovery.events
 
 
 class GoesBackInTime(FencedRedisStore):
-    """A store whose server loses every write after commit ``keep`` once the commit numbered
+    """A store whose server loses every write after batch commit ``keep`` once the one numbered
     ``fail`` is being prepared: at the batch's first read of the shared model the prefix's
     keys are put back as they were after commit ``keep``, and the read fails as on a server
-    that died (the writer leases are left alone)."""
+    that died (the writer leases are left alone). With ``silent``, the keys are put back
+    right after commit ``fail`` instead, and nothing fails: a client that re-made its
+    connection to the restarted server by itself (redis-py does when it finds a pooled
+    connection closed) sees no error at all."""
 
-    def __init__(self, url: str, *, prefix: str, keep: int, fail: int) -> None:
+    def __init__(self, url: str, *, prefix: str, keep: int, fail: int, silent: bool) -> None:
         super().__init__(url, prefix=prefix)
-        self.keep, self.fail = keep, fail
+        self.keep, self.fail, self.silent = keep, fail, silent
         self.commits = 0
         self.snapshot: dict[bytes, bytes] | None = None
         self.lost = False
@@ -49,21 +52,29 @@ class GoesBackInTime(FencedRedisStore):
         return [k for k in keys if b":writer" not in k]
 
     def commit(self, rows: Rows, meta: Mapping[str, bytes]) -> None:
+        batch = self.fence is not None  # not the model headers written before any batch
         super().commit(rows, meta)
+        if not batch:
+            return
         self.commits += 1
         if self.commits == self.keep:
             self.snapshot = {k: bytes(self.client.dump(k)) for k in self._keys()}
+        if self.silent and self.commits == self.fail:
+            self._go_back()
 
     def read_rows(self, namespace: str, indices: bytes, width: int) -> bytes:
-        if not self.lost and self.commits + 1 == self.fail:
-            assert self.snapshot is not None
-            self.lost = True
-            client = self.client
-            client.delete(*self._keys())
-            for key, blob in self.snapshot.items():
-                client.restore(key, 0, blob)
+        if not self.silent and not self.lost and self.commits + 1 == self.fail:
+            self._go_back()
             raise redis.ConnectionError("the server went away (lost its last commits)")
         return super().read_rows(namespace, indices, width)
+
+    def _go_back(self) -> None:
+        assert self.snapshot is not None
+        self.lost = True
+        client = self.client
+        client.delete(*self._keys())
+        for key, blob in self.snapshot.items():
+            client.restore(key, 0, blob)
 
 
 def _run(url: str, prefix: str, role: Role, store: FencedRedisStore) -> None:
@@ -81,9 +92,12 @@ def _run(url: str, prefix: str, role: Role, store: FencedRedisStore) -> None:
         client.close()
 
 
-@pytest.mark.parametrize(("keep", "fail"), [(3, 7), (10, 12), (20, 26)])
+@pytest.mark.parametrize(
+    ("keep", "fail", "silent"),
+    [(3, 7, False), (10, 12, False), (20, 26, False), (4, 8, True), (15, 16, True)],
+)
 def test_a_worker_that_stays_up_replays_what_the_store_lost(
-    server: RedisServer, events: Path, keep: int, fail: int
+    server: RedisServer, events: Path, keep: int, fail: int, silent: bool
 ) -> None:
     """Byte-equal to an uninterrupted run: profiles (their scores too), item statistics,
     pending examples, de-duplication window, checkpoint, dead letters and the shared model."""
@@ -92,7 +106,7 @@ def test_a_worker_that_stays_up_replays_what_the_store_lost(
     _run(url, f"steady{keep}", BOTH, FencedRedisStore(url, prefix=f"steady{keep}"))
     prefix = f"lost{keep}"
     _publish(url, prefix, events)
-    store = GoesBackInTime(url, prefix=prefix, keep=keep, fail=fail)
+    store = GoesBackInTime(url, prefix=prefix, keep=keep, fail=fail, silent=silent)
     _run(url, prefix, BOTH, store)
     assert store.lost, "the store never went back"
     assert store.commits > fail  # the lost commits were made again, and more after them

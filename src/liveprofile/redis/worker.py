@@ -2,17 +2,23 @@
 
 Per batch, read from one partition stream, the worker runs the same core and commit logic as the
 local runner (:func:`~liveprofile.engine.local.apply_batch`): profiles, items, models, pending
-examples, the batch's dead letters (namespace ``deadletter``) and the stream's offset go into one
-``MULTI``/``EXEC``. Only then are the entries acknowledged (``XACK``). A worker killed at any
-point re-reads its unacknowledged entries on restart; those at or below the committed offset are
-acknowledged without being applied again, so the store ends as after an uninterrupted run. A
+examples, the batch's dead letters (namespace ``deadletter``), the stream's offset and the
+acknowledgement of the batch's entries (``XACK``) go into one ``MULTI``/``EXEC``. A worker killed
+at any point re-reads its unacknowledged entries on restart; those at or below the committed
+offset are acknowledged without being applied again (only while the store still holds the commit
+that applied them, :mod:`liveprofile.redis.acks`), so the store ends as after an uninterrupted
+run. A
 worker restarted under another consumer name first takes over every entry pending in the group
 on its streams (it holds their writer lease: nobody else may be applying them), and a stream
 whose offsets another scope commits is refused.
 
 When Redis is unreachable the worker logs it, waits (exponential backoff, capped) and reloads its
-state from the store before going on, since a batch in flight may or may not have been committed;
-it then reads its unacknowledged entries first, so entries are always applied in stream order.
+state from the store before going on, since a batch in flight may or may not have been committed
+and a server that restarted may have lost its last commits; it drops its core too (the compiled
+step's arrays), keeping nothing from before, as a restarted worker. It then reads its
+unacknowledged entries first, so entries are always applied in stream order. A store found older
+than the worker's state without any error seen (a connection re-made silently) is caught before
+the next commit or acknowledgement, by the scope's fence or checkpoint, and reloaded the same way.
 
 Several workers may share a prefix, each owning some partitions under a ``scope`` of its own
 (:class:`~liveprofile.store.scoped.ScopedStore`): profiles are shared, while each scope keeps its
@@ -59,6 +65,7 @@ from liveprofile.errors import ConfigError, StateVersionError, StoreError, Store
 from liveprofile.events.sources import Batch
 from liveprofile.kafka.shared_model import share_models
 from liveprofile.profile.segments import SegmentChange
+from liveprofile.redis.acks import ack_if_committed
 from liveprofile.redis.fence import FencedOut, FencedRedisStore
 from liveprofile.redis.store import RedisStore
 from liveprofile.redis.streams import (
@@ -294,9 +301,14 @@ class RedisWorker:
         self, state: PipelineState, reader: StreamReader, sb: StreamBatch, stats: RunStats
     ) -> bool:
         """Commit a batch read from ``reader`` and acknowledge it; whether anything was
-        committed (False when every entry had been applied before)."""
+        committed (False when every entry had been applied before).
+
+        A batch's entries are acknowledged in its commit (one ``MULTI``); entries applied by
+        an earlier commit only if the store still holds it (:mod:`liveprofile.redis.acks`)."""
         fresh = bool(sb.events or sb.dead_letters)
-        if fresh:
+        if not fresh:
+            self._ack_applied(state, reader, sb)
+        else:
             self._check_checkpoint(state)
             batch = Batch(sb.events, list(sb.dead_letters), sb.offset, positions=sb.positions)
             screen(self.core, state, self.view, sb.stream, batch, time.time())
@@ -315,6 +327,7 @@ class RedisWorker:
                     {"raw": letter.raw, "reason": letter.reason, "source": letter.source},
                 )
             extra = {DEAD_LETTER_NAMESPACE: dead_rows} if dead_rows else None
+            self.store.stage_ack(sb.stream, reader.group, sb.ids)
             fenced = self.fenced  # the shared models' merges commit fenced by the scope
             try:
                 with (
@@ -331,7 +344,6 @@ class RedisWorker:
             except BaseException:
                 self._forget()  # the state ran ahead of the store
                 raise
-        reader.ack(sb.ids)
         if self.trim:
             reader.trim(state.checkpoint.offsets.get(sb.stream, 0))
         return fresh
@@ -340,6 +352,17 @@ class RedisWorker:
         if erased:
             stage_scrub(self.store, self.change_stream, erased)
         stage_changes(self.store, self.change_stream, changes)
+
+    def _ack_applied(self, state: PipelineState, reader: StreamReader, sb: StreamBatch) -> None:
+        """Acknowledge entries applied by an earlier commit (read again after a restart), if
+        the store still holds this worker's last commit; else the state is stale."""
+        blob = self.view.get_meta(CHECKPOINT)
+        if blob is None or decode_checkpoint(blob).seq != state.checkpoint.seq:
+            raise _StaleState
+        meta_key = f"{self.store.prefix}:meta"
+        scope, group = self.options.scope, reader.group
+        if not ack_if_committed(self.client, meta_key, scope, blob, sb.stream, group, sb.ids):
+            raise _StaleState
 
     def _check_checkpoint(self, state: PipelineState) -> None:
         """Guard against a store that lost commits behind this worker's back (a Redis crash
