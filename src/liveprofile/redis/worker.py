@@ -61,12 +61,14 @@ from liveprofile.engine.gc_tuning import fewer_collections
 from liveprofile.engine.local import RunStats, apply_batch
 from liveprofile.engine.screen import screen
 from liveprofile.engine.state import PipelineState
-from liveprofile.errors import ConfigError, StateVersionError, StoreError, StoreLocked
+from liveprofile.errors import ConfigError, StateVersionError, StoreLocked
 from liveprofile.events.sources import Batch
 from liveprofile.kafka.shared_model import share_models
 from liveprofile.profile.segments import SegmentChange
 from liveprofile.redis.acks import ack_if_committed
 from liveprofile.redis.fence import FencedOut, FencedRedisStore
+from liveprofile.redis.outage import short as _short
+from liveprofile.redis.outage import unreachable as _unreachable
 from liveprofile.redis.store import RedisStore
 from liveprofile.redis.streams import (
     StreamBatch,
@@ -92,16 +94,6 @@ DEAD_LETTER_NAMESPACE = DEAD_LETTERS
 
 class _StaleState(Exception):
     """The store's checkpoint is not the one this worker's state continues from."""
-
-
-def _unreachable(exc: BaseException) -> bool:
-    """Whether ``exc`` means Redis could not be reached (rather than a bug or bad data)."""
-    if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
-        return True
-    if isinstance(exc, StoreError):
-        cause = exc.__cause__ or exc.__context__
-        return isinstance(cause, redis.ConnectionError | redis.TimeoutError)
-    return False
 
 
 @dataclass(frozen=True)
@@ -396,8 +388,3 @@ def _no_retry() -> Retry:
     """No silent retries inside redis-py: a read retried on a new connection may skip entries
     delivered on the broken one, and a reconnect must make the worker reload its state."""
     return Retry(NoBackoff(), 0)
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text if len(text) <= 200 else text[:200] + "..."
