@@ -46,6 +46,8 @@ class GoesBackInTime(FencedRedisStore):
         self.commits = 0
         self.snapshot: dict[bytes, bytes] | None = None
         self.lost = False
+        if keep == 0:  # as before the worker wrote anything (its consumer groups too)
+            self.snapshot = {k: bytes(self.client.dump(k)) for k in self._keys()}
 
     def _keys(self) -> list[bytes]:
         keys = self.client.scan_iter(match=f"{self.prefix}:*", count=1000)
@@ -94,7 +96,7 @@ def _run(url: str, prefix: str, role: Role, store: FencedRedisStore) -> None:
 
 @pytest.mark.parametrize(
     ("keep", "fail", "silent"),
-    [(3, 7, False), (10, 12, False), (20, 26, False), (4, 8, True), (15, 16, True)],
+    [(3, 7, False), (10, 12, False), (20, 26, False), (4, 8, True), (15, 16, True), (0, 5, True)],
 )
 def test_a_worker_that_stays_up_replays_what_the_store_lost(
     server: RedisServer, events: Path, keep: int, fail: int, silent: bool

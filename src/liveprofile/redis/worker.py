@@ -225,6 +225,14 @@ class RedisWorker:
                 log.warning("store checkpoint moved under this worker; reloading its state")
                 self._forget()
                 passed = 0
+            except redis.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                # a server that restarted without its last writes may have lost the group
+                # itself: made again at the next reload, which reads from the store's offsets
+                log.warning("consumer group gone (%s); reloading", _short(exc))
+                self._forget()
+                passed = 0
             except Exception as exc:
                 if not _unreachable(exc):
                     raise
