@@ -9,14 +9,16 @@ kill the server with ``kill -9`` mid-stream and cut its AOF back to the length i
 commits earlier, at a byte inside a command, as a lost second would, and restart it from there.
 
 What holds then (and is asserted): the store is the state after its last surviving commit
-(profiles, model merges, dead letters, checkpoint and offsets of a batch commit together or
-not at all); the worker, restarted or merely reconnected, reloads its state from the store,
-reads again from the offsets in the store (the stream entries it had read are pending again or
-new again), and so applies every event once relative to the store's own committed offsets: the
-final store equals an uninterrupted run's. What cannot hold: entries appended to the event
-streams in the lost second are lost (publish with ``appendfsync always``, or check the streams'
-lengths after a crash); entries of the dead-letter and segment-change streams that readers
-consumed before the crash are appended again on replay (at least once for their readers).
+(profiles, model merges, dead letters, checkpoint and offsets of a batch commit together or not
+at all); the worker, restarted or merely reconnected, reloads its state from the store (a
+reconnected one drops everything it held in memory, its core's arrays too; see
+test_redis_reconnect.py for the same loss made on cue), reads again from the offsets in the
+store (the stream entries it had read are pending again or new again), and so applies every
+event once relative to the store's own committed offsets: the final store equals an
+uninterrupted run's. What cannot hold: entries appended to the event streams in the lost second
+are lost (publish with ``appendfsync always``, or check the streams' lengths after a crash);
+entries of the dead-letter and segment-change streams that readers consumed before the crash are
+appended again on replay (at least once for their readers).
 """
 
 from __future__ import annotations
@@ -153,21 +155,9 @@ def _scenario(
     return before, after
 
 
-#: a known defect, not yet fixed: a worker that stays up and reconnects to a Redis that lost its
-#: last commits sometimes ends with other profiles than an uninterrupted run (2 runs in 5 on
-#: one machine); restarted workers reload from the store and always pass
-RECONNECT_DEFECT = pytest.mark.xfail(
-    strict=False,
-    reason="a reconnected worker sometimes keeps state from commits Redis lost (known defect)",
-)
-
-
 @pytest.mark.parametrize(
     "restart_workers",
-    [
-        pytest.param(False, id="reconnected", marks=RECONNECT_DEFECT),
-        pytest.param(True, id="restarted"),
-    ],
+    [pytest.param(False, id="reconnected"), pytest.param(True, id="restarted")],
 )
 def test_one_scoped_worker_survives_losing_the_aof_tail(
     everysec: RedisServer,
@@ -199,7 +189,6 @@ def test_one_scoped_worker_survives_losing_the_aof_tail(
         assert "redis unreachable" in log.read_text()
 
 
-@RECONNECT_DEFECT
 def test_two_scoped_workers_survive_losing_the_aof_tail(
     everysec: RedisServer, events: Path, config_file: Path, tmp_path: Path
 ) -> None:

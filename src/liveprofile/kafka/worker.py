@@ -71,6 +71,7 @@ from liveprofile.kafka.producer import dead_letter_topic, producer_config
 from liveprofile.kafka.rounds import LeadRounds
 from liveprofile.kafka.trace import BatchTrace, trace_path
 from liveprofile.redis.fence import FencedOut, FencedRedisStore
+from liveprofile.redis.outage import StoreOutage
 from liveprofile.store.layout import check_config, read_checkpoint
 from liveprofile.store.scoped import ScopedStore
 
@@ -129,6 +130,10 @@ class KafkaWorker:
         )
         self.client_id = client_id
         self.owned: dict[int, OwnedPartition] = {}
+        #: assigned partitions whose state was dropped (a failed commit): reloaded next poll
+        self.dropped: set[int] = set()
+        #: waits out a store that cannot be reached (the partitions' states are then dropped)
+        self.outage = StoreOutage(store.url)
         #: each task's shared model as this worker last read it (``run.shared_model``)
         self.models: dict[str, Any] = {}
         self._parser = EventParser()
@@ -168,7 +173,14 @@ class KafkaWorker:
         self.rebalances += 1
         seek = []
         for tp in partitions:
-            owned, offset = self._load(tp.partition)
+            try:
+                owned, offset = self._load(tp.partition)
+            except Exception as exc:
+                if not self.outage.waited(exc):
+                    raise
+                self.dropped.add(tp.partition)  # loaded, and sought, once the store answers
+                seek.append(TopicPartition(tp.topic, tp.partition))
+                continue
             self.owned[tp.partition] = owned
             start = OFFSET_BEGINNING if offset < 0 else offset
             seek.append(TopicPartition(tp.topic, tp.partition, start))
@@ -180,6 +192,7 @@ class KafkaWorker:
         self._report_offsets([tp.partition for tp in partitions])
         for tp in partitions:
             self.owned.pop(tp.partition, None)
+            self.dropped.discard(tp.partition)
         self.rounds.drop(tp.partition for tp in partitions)
         if self.gate is not None:
             self.gate.forget([tp.partition for tp in partitions])
@@ -190,6 +203,7 @@ class KafkaWorker:
         self.rebalances += 1
         for tp in partitions:
             self.owned.pop(tp.partition, None)
+            self.dropped.discard(tp.partition)
         self.rounds.drop(tp.partition for tp in partitions)
         if self.gate is not None:
             self.gate.forget([tp.partition for tp in partitions])
@@ -260,6 +274,8 @@ class KafkaWorker:
             # the batch closes max_batch_delay after the last poll returned, not after this one
             # starts (at once when applying took longer), so no record waits for two delays
             wait = poll_wait(opened, delay, polled)
+            for partition in sorted(self.dropped):
+                self._restart(partition)
             messages = self._consumer.consume(self.batch_size, wait)
             opened = self._clock()
             if self._trace is not None:
@@ -314,13 +330,20 @@ class KafkaWorker:
                 self.store, self.topic, owned, records, stats, self._parser, self._send_dead, start
             )
         except FencedOut:
-            log.warning("partition %d was committed by another worker; reloading it", p)
+            # another owner committed it, or the store lost this worker's last commits
+            log.warning("partition %d: the store is not at its state; reloading it", p)
             self.owned.pop(p, None)
             self.rounds.drop([p])
+            self.dropped.add(p)
             return
-        except BaseException:
+        except BaseException as exc:
             self.owned.pop(p, None)  # the state ran ahead of the store
-            raise
+            if not self.outage.waited(exc):
+                raise
+            self.rounds.drop([p])
+            self.dropped.add(p)
+            return
+        self.outage.over()
         if batch is not None:
             if self._trace is not None:
                 cpu = time.process_time() - cpu
@@ -340,8 +363,16 @@ class KafkaWorker:
 
         assigned = {tp.partition for tp in self._consumer.assignment() if tp.topic == self.topic}
         if partition not in assigned:
+            self.dropped.discard(partition)
             return
-        owned, offset = self._load(partition)
+        try:
+            owned, offset = self._load(partition)
+        except Exception as exc:
+            if not self.outage.waited(exc):
+                raise
+            self.dropped.add(partition)
+            return
+        self.dropped.discard(partition)
         self.owned[partition] = owned
         start = OFFSET_BEGINNING if offset < 0 else offset
         self._consumer.seek(TopicPartition(self.topic, partition, start))

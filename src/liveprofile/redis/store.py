@@ -58,6 +58,8 @@ class RedisStore:
         self._client: redis.Redis | None = None
         self._appends: list[tuple[str, dict[_Field, _Field], int | None]] = []
         self._removals: list[tuple[str, list[str]]] = []
+        #: stream entries to acknowledge in the next commit: (stream, group, entry ids)
+        self._acks: list[tuple[str, str, list[bytes]]] = []
         self._models: dict[str, ModelUpdate] = {}
         self._chains: dict[str, modeldelta.Chain] = {}
 
@@ -166,6 +168,9 @@ class RedisStore:
             pipe.xdel(stream, *ids)
         for stream, fields, maxlen in appends:
             pipe.xadd(stream, fields, maxlen=maxlen, approximate=True)
+        acks, self._acks = self._acks, []
+        for stream, group, entry_ids in acks:
+            pipe.xack(stream, group, *entry_ids)
         for namespace, changes in rows.items():
             upserts: dict[_Field, _Field] = {k: v for k, v in changes.items() if v is not None}
             deletes = [k for k, v in changes.items() if v is None]
@@ -187,6 +192,13 @@ class RedisStore:
         entry: dict[_Field, _Field] = {k: v for k, v in fields.items()}
         self._appends.append((stream, entry, maxlen))
 
+    def stage_ack(self, stream: str, group: str, ids: Sequence[bytes]) -> None:
+        """Acknowledge entries of ``stream`` read by consumer group ``group`` in the next
+        :meth:`commit` (same ``MULTI``): the entries a batch applied are acknowledged exactly
+        when its effects commit, so a server that loses the commit loses the ack with it."""
+        if ids:
+            self._acks.append((stream, group, list(ids)))
+
     def stage_remove(self, stream: str, ids: Sequence[str]) -> None:
         """Delete entries of ``stream`` as part of the next :meth:`commit` (privacy erasure)."""
         if ids:
@@ -200,7 +212,8 @@ class RedisStore:
                 self.client.delete(*keys)
 
     def close(self) -> None:
-        self._appends, self._removals = [], []  # staged for a commit that did not happen
+        # staged for a commit that did not happen
+        self._appends, self._removals, self._acks = [], [], []
         self._models, self._chains = {}, {}
         if self._client is not None:
             self._client.close()

@@ -2,17 +2,23 @@
 
 Per batch, read from one partition stream, the worker runs the same core and commit logic as the
 local runner (:func:`~liveprofile.engine.local.apply_batch`): profiles, items, models, pending
-examples, the batch's dead letters (namespace ``deadletter``) and the stream's offset go into one
-``MULTI``/``EXEC``. Only then are the entries acknowledged (``XACK``). A worker killed at any
-point re-reads its unacknowledged entries on restart; those at or below the committed offset are
-acknowledged without being applied again, so the store ends as after an uninterrupted run. A
+examples, the batch's dead letters (namespace ``deadletter``), the stream's offset and the
+acknowledgement of the batch's entries (``XACK``) go into one ``MULTI``/``EXEC``. A worker killed
+at any point re-reads its unacknowledged entries on restart; those at or below the committed
+offset are acknowledged without being applied again (only while the store still holds the commit
+that applied them, :mod:`liveprofile.redis.acks`), so the store ends as after an uninterrupted
+run. A
 worker restarted under another consumer name first takes over every entry pending in the group
 on its streams (it holds their writer lease: nobody else may be applying them), and a stream
 whose offsets another scope commits is refused.
 
 When Redis is unreachable the worker logs it, waits (exponential backoff, capped) and reloads its
-state from the store before going on, since a batch in flight may or may not have been committed;
-it then reads its unacknowledged entries first, so entries are always applied in stream order.
+state from the store before going on, since a batch in flight may or may not have been committed
+and a server that restarted may have lost its last commits; it drops its core too (the compiled
+step's arrays), keeping nothing from before, as a restarted worker. It then reads its
+unacknowledged entries first, so entries are always applied in stream order. A store found older
+than the worker's state without any error seen (a connection re-made silently) is caught before
+the next commit or acknowledgement, by the scope's fence or checkpoint, and reloaded the same way.
 
 Several workers may share a prefix, each owning some partitions under a ``scope`` of its own
 (:class:`~liveprofile.store.scoped.ScopedStore`): profiles are shared, while each scope keeps its
@@ -55,11 +61,14 @@ from liveprofile.engine.gc_tuning import fewer_collections
 from liveprofile.engine.local import RunStats, apply_batch
 from liveprofile.engine.screen import screen
 from liveprofile.engine.state import PipelineState
-from liveprofile.errors import ConfigError, StateVersionError, StoreError, StoreLocked
+from liveprofile.errors import ConfigError, StateVersionError, StoreLocked
 from liveprofile.events.sources import Batch
 from liveprofile.kafka.shared_model import share_models
 from liveprofile.profile.segments import SegmentChange
+from liveprofile.redis.acks import ack_if_committed
 from liveprofile.redis.fence import FencedOut, FencedRedisStore
+from liveprofile.redis.outage import short as _short
+from liveprofile.redis.outage import unreachable as _unreachable
 from liveprofile.redis.store import RedisStore
 from liveprofile.redis.streams import (
     StreamBatch,
@@ -85,16 +94,6 @@ DEAD_LETTER_NAMESPACE = DEAD_LETTERS
 
 class _StaleState(Exception):
     """The store's checkpoint is not the one this worker's state continues from."""
-
-
-def _unreachable(exc: BaseException) -> bool:
-    """Whether ``exc`` means Redis could not be reached (rather than a bug or bad data)."""
-    if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
-        return True
-    if isinstance(exc, StoreError):
-        cause = exc.__cause__ or exc.__context__
-        return isinstance(cause, redis.ConnectionError | redis.TimeoutError)
-    return False
 
 
 @dataclass(frozen=True)
@@ -226,6 +225,14 @@ class RedisWorker:
                 log.warning("store checkpoint moved under this worker; reloading its state")
                 self._forget()
                 passed = 0
+            except redis.ResponseError as exc:
+                if "NOGROUP" not in str(exc):
+                    raise
+                # a server that restarted without its last writes may have lost the group
+                # itself: made again at the next reload, which reads from the store's offsets
+                log.warning("consumer group gone (%s); reloading", _short(exc))
+                self._forget()
+                passed = 0
             except Exception as exc:
                 if not _unreachable(exc):
                     raise
@@ -278,17 +285,30 @@ class RedisWorker:
             )
 
     def _forget(self) -> None:
-        """Drop the in-memory state: a batch may have failed between step and commit."""
+        """Drop the in-memory state: a batch may have failed between step and commit, and the
+        store may have lost its last commits (a Redis without durable writes that restarted).
+
+        The core goes too: the compiled step keeps arrays between batches (item statistics,
+        the items a batch touched, resident rows, pending examples) that a batch failing
+        half-way leaves ahead of any state; the items it had marked touched would otherwise be
+        written, with their statistics from commits the store lost, by the next batch. A new
+        core holds nothing, as a restarted worker's."""
         self.state = None
+        self.core = Core(self.config)
         self.store.close()
 
     def _apply(
         self, state: PipelineState, reader: StreamReader, sb: StreamBatch, stats: RunStats
     ) -> bool:
         """Commit a batch read from ``reader`` and acknowledge it; whether anything was
-        committed (False when every entry had been applied before)."""
+        committed (False when every entry had been applied before).
+
+        A batch's entries are acknowledged in its commit (one ``MULTI``); entries applied by
+        an earlier commit only if the store still holds it (:mod:`liveprofile.redis.acks`)."""
         fresh = bool(sb.events or sb.dead_letters)
-        if fresh:
+        if not fresh:
+            self._ack_applied(state, reader, sb)
+        else:
             self._check_checkpoint(state)
             batch = Batch(sb.events, list(sb.dead_letters), sb.offset, positions=sb.positions)
             screen(self.core, state, self.view, sb.stream, batch, time.time())
@@ -307,6 +327,7 @@ class RedisWorker:
                     {"raw": letter.raw, "reason": letter.reason, "source": letter.source},
                 )
             extra = {DEAD_LETTER_NAMESPACE: dead_rows} if dead_rows else None
+            self.store.stage_ack(sb.stream, reader.group, sb.ids)
             fenced = self.fenced  # the shared models' merges commit fenced by the scope
             try:
                 with (
@@ -323,7 +344,6 @@ class RedisWorker:
             except BaseException:
                 self._forget()  # the state ran ahead of the store
                 raise
-        reader.ack(sb.ids)
         if self.trim:
             reader.trim(state.checkpoint.offsets.get(sb.stream, 0))
         return fresh
@@ -332,6 +352,17 @@ class RedisWorker:
         if erased:
             stage_scrub(self.store, self.change_stream, erased)
         stage_changes(self.store, self.change_stream, changes)
+
+    def _ack_applied(self, state: PipelineState, reader: StreamReader, sb: StreamBatch) -> None:
+        """Acknowledge entries applied by an earlier commit (read again after a restart), if
+        the store still holds this worker's last commit; else the state is stale."""
+        blob = self.view.get_meta(CHECKPOINT)
+        if blob is None or decode_checkpoint(blob).seq != state.checkpoint.seq:
+            raise _StaleState
+        meta_key = f"{self.store.prefix}:meta"
+        scope, group = self.options.scope, reader.group
+        if not ack_if_committed(self.client, meta_key, scope, blob, sb.stream, group, sb.ids):
+            raise _StaleState
 
     def _check_checkpoint(self, state: PipelineState) -> None:
         """Guard against a store that lost commits behind this worker's back (a Redis crash
@@ -365,8 +396,3 @@ def _no_retry() -> Retry:
     """No silent retries inside redis-py: a read retried on a new connection may skip entries
     delivered on the broken one, and a reconnect must make the worker reload its state."""
     return Retry(NoBackoff(), 0)
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text if len(text) <= 200 else text[:200] + "..."
