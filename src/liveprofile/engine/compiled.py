@@ -105,6 +105,9 @@ class CompiledStep:
         # the item statistics are in the store (and the state's resting copies) as committed
         self.held[:] = False
         self.held_items.clear()
+        # a batch that failed half-way leaves items marked: they would be written next time
+        # with statistics the store may no longer have
+        self.items.touched[:] = False
         self.resident.clear()
         self.owner = None
 
