@@ -84,7 +84,6 @@ def test_a_login_into_an_id_that_acted_as_a_user_earlier_in_the_batch_is_refused
         assert [reason.split(" ")[0] for _, reason in dead] == ["'value'", "'anonymous_id'"]
 
 
-@pytest.mark.xfail(strict=True, reason="the screen takes the id of the event as known")
 @pytest.mark.parametrize("linked_before", [True, False])
 def test_an_event_under_a_linked_visitors_id_leaves_the_id_free_to_log_in(
     linked_before: bool,
