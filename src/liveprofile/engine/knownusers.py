@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 
+from liveprofile.engine.lazyprofiles import peek
 from liveprofile.engine.state import PipelineState
 from liveprofile.events.schema import FORGET, MERGE, Event
 from liveprofile.profile.state import Profile
@@ -70,7 +71,8 @@ class KnownUsers:
         return None
 
     def _stored(self, user: str) -> Profile | None:
-        return None if user in self.gone else self.state.profiles.get(user)
+        # as it is: the fields read here are never held as row bytes (no decoding)
+        return None if user in self.gone else peek(self.state.profiles, user)
 
     def _idle(self, user: str, at: float) -> bool:
         if self.ttl is None:

@@ -157,20 +157,20 @@ def _judge_fresh(
     maximum of the other events' times (from arrays) and of the suspects' that passed."""
     n = len(events)
     ts = np.fromiter(map(_TS, events), np.float64, n)
-    plain = ts.copy()
-    plain[suspects] = -math.inf  # a suspect moves the watermark only if it passes
-    upto = np.maximum.accumulate(np.r_[watermark, plain]).tolist()  # events before k
-    is_suspect = np.zeros(n, np.bool_)
-    is_suspect[suspects] = True
+    ts[suspects] = -math.inf  # a suspect moves the watermark only if it passes
+    upto = np.maximum.accumulate(np.r_[watermark, ts]).tolist()  # over the events before k
+    judged = set(suspects)
     acting = compress(range(n), map(follow.__contains__, map(_USER, events)))
     passed = -math.inf
-    for k in sorted({*acting, *suspects}):
+    for k in sorted(judged.union(acting)):
         e = events[k]
-        if not is_suspect[k]:
-            known.at = max(upto[k + 1], passed)
+        if k not in judged:
+            at = upto[k + 1]
+            known.at = at if at > passed else passed
             known.acted(e)
             continue
-        watermark = max(upto[k], passed)
+        at = upto[k]
+        watermark = at if at > passed else passed
         known.at = watermark
         reason = _reason(e, rules, watermark, now, known)
         if reason is not None:
@@ -178,7 +178,8 @@ def _judge_fresh(
             batch.dead_letters.append(DeadLetter(raw, reason, source, batch.position(k)))
             dead.add(k)
             continue
-        passed = max(passed, e.ts)
+        if e.ts > passed:
+            passed = e.ts
         known.acted(e)
 
 
