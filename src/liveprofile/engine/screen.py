@@ -39,7 +39,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from itertools import compress
 from operator import attrgetter
 from typing import cast
 
@@ -91,7 +90,7 @@ def screen(
     ids = set(map(_USER, events))
     state.ensure_aliases(store, ids | links)
     aliases = state.aliases
-    linked = {u for u in ids if u in aliases} | {a for a in links if a in aliases}
+    linked = (ids | links) & aliases.keys()
     owners = {aliases[u] for u in linked}
     if links or owners:
         state.ensure_loaded(store, links | owners, set())
@@ -104,9 +103,6 @@ def screen(
     fresh = state.dedup.fresh([e.event_id for e in events])
     repeats = None if fresh else Repeats(state.dedup)
     start = 0
-    if repeats is None and len(suspects) < len(events):
-        _judge_fresh(events, suspects, follow, watermark, known, rules, now, batch, source, dead)
-        suspects = []  # judged
     for k in suspects:
         for e in events[start:k]:
             if repeats is not None:
@@ -138,49 +134,6 @@ def screen(
         if batch.positions:
             batch.positions = [p for k, p in enumerate(batch.positions) if k not in dead]
         batch.events = [e for k, e in enumerate(events) if k not in dead]
-
-
-def _judge_fresh(
-    events: Sequence[Event],
-    suspects: list[int],
-    follow: set[str],
-    watermark: float,
-    known: KnownUsers,
-    rules: EventsConfig,
-    now: float,
-    batch: Batch,
-    source: str,
-    dead: set[int],
-) -> None:
-    """The loop of :func:`screen` for a batch without re-sent events, visiting only the
-    suspects and the events of ``follow``'s ids: the watermark before each is the running
-    maximum of the other events' times (from arrays) and of the suspects' that passed."""
-    n = len(events)
-    ts = np.fromiter(map(_TS, events), np.float64, n)
-    ts[suspects] = -math.inf  # a suspect moves the watermark only if it passes
-    upto = np.maximum.accumulate(np.r_[watermark, ts]).tolist()  # over the events before k
-    judged = set(suspects)
-    acting = compress(range(n), map(follow.__contains__, map(_USER, events)))
-    passed = -math.inf
-    for k in sorted(judged.union(acting)):
-        e = events[k]
-        if k not in judged:
-            at = upto[k + 1]
-            known.at = at if at > passed else passed
-            known.acted(e)
-            continue
-        at = upto[k]
-        watermark = at if at > passed else passed
-        known.at = watermark
-        reason = _reason(e, rules, watermark, now, known)
-        if reason is not None:
-            raw = encode_event(e).decode()
-            batch.dead_letters.append(DeadLetter(raw, reason, source, batch.position(k)))
-            dead.add(k)
-            continue
-        if e.ts > passed:
-            passed = e.ts
-        known.acted(e)
 
 
 def _suspects(events: Sequence[Event], limit: float, bound: float) -> list[int]:
@@ -270,4 +223,4 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-_USER, _TS = attrgetter("user"), attrgetter("ts")
+_USER = attrgetter("user")
