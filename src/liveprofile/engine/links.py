@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from itertools import compress, repeat
+from operator import ne
 from typing import Any
 
 import numba
@@ -498,6 +499,9 @@ class Stops:
         events, names, remade = self.events, self.names, self.remade
         for u, (_, anonymous) in remade.items():
             visitors[u] = anonymous
+        if self.ids is not None and applied:  # a visitor's own events (most) change nothing
+            plain = np.fromiter(map(ne, self.ids.anon, names), np.bool_, len(names))
+            applied = list(compress(applied, plain[applied].tolist()))
         # only the events of users who are visitors now can change that
         maybe = map(visitors.get, map(names.__getitem__, applied))
         for k in compress(applied, maybe):
