@@ -16,6 +16,10 @@ they are the user's events from there on (counting them onto the visitor's lists
 those into the user's empty ones gives the lists counting them onto the user's would), and are
 counted with the user's later ones after the kernel (:mod:`liveprofile.engine.velocity`).
 
+In a batch without commands the kernel calls :func:`fold_new` itself at such a login, with no
+stop (:mod:`liveprofile.engine.loginrun`), and :func:`book_fold` does the Python part after the
+kernel call, from the visitor's row as it was (:class:`Snapshot`).
+
 Anything else (the user has a profile, the visitor has aliases, an anomaly detector reading the
 counts event by event, a profile idle past the TTL) takes the general path.
 
