@@ -15,8 +15,9 @@ which links the two ids and folds the visitor's profile into the user's). Both r
 the local runner into a fresh SQLite store, ``--repeat`` times each in alternating order, with
 the default (compiled) engine; the table shows the best time of each, in wall-clock seconds and
 in CPU seconds of the process (steadier on a shared machine). Every batch takes the
-compiled step: the kernel runs the events between logins, and the Python lifecycle runs at each
-login (writing the two profiles back, merging them, reloading the user's).
+compiled step: the kernel runs each batch in one call, folding each visitor into its new user
+on the rows (``engine/loginrun.py``); the Python lifecycle runs only at a login into a user
+who has a profile (writing the two profiles back, merging them, reloading the user's).
 
 Prints the table (and with ``--phases`` the phases' table); ``--json`` also writes the figures
 and every run to a file.

@@ -16,7 +16,7 @@ from typing import Any
 
 from rich.table import Table
 
-from liveprofile.engine import compiled, links, local, step
+from liveprofile.engine import compiled, links, local, loginrun, step
 
 #: the stream being replayed, set by the caller before each replay
 STREAM = ["user ids"]
@@ -26,6 +26,8 @@ SPENT: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(lambd
 PHASES = [
     ("screen (before the step)", local, "screen"),
     ("the step", compiled.CompiledStep, "step"),
+    ("  kernel with the folds, one call to each stop (logins)", links, "run_with_folds"),
+    ("    folds' bookkeeping (Python)", loginrun, "book_folds"),
     ("  kernel stretches (logins)", links.Stops, "_kernel"),
     ("  stops: Python lifecycle", links.Stops, "_stop"),
     ("    login into a new user, on the rows", links, "fold_visitor"),

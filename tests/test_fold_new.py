@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from test_compiled import assert_batch_free, run
 from test_compiled_lifecycle import _snapshot, command, config
 
-from liveprofile.engine import links
+from liveprofile.engine import foldnew, links, loginrun
 from liveprofile.engine.core import Core
 from liveprofile.events import Event
 from liveprofile.events.schema import FORGET
@@ -113,20 +113,27 @@ def split(events: list[Event], cuts: list[int]) -> list[list[Event]]:
 
 @contextmanager
 def counted_folds() -> Iterator[list[int]]:
-    """Counts of the logins the rows took ([general path, folded on the rows])."""
-    real = links.fold_visitor
+    """Counts of the logins the rows took ([general path, folded on the rows]): at a stop
+    (``foldnew.fold_visitor``) or in the kernel (``loginrun.run_folding``)."""
+    real, book = links.fold_visitor, foldnew.book_fold
     taken = [0, 0]
 
     def fold_visitor(*args: object) -> bool:
         done = real(*args)  # type: ignore[arg-type]
-        taken[done] += 1
+        taken[0] += not done
         return done
 
+    def book_fold(*args: object) -> None:
+        taken[1] += 1
+        book(*args)  # type: ignore[arg-type]
+
     links.fold_visitor = fold_visitor  # type: ignore[assignment]
+    foldnew.book_fold = loginrun.book_fold = book_fold  # type: ignore[assignment]
     try:
         yield taken
     finally:
         links.fold_visitor = real  # type: ignore[assignment]
+        foldnew.book_fold = loginrun.book_fold = book  # type: ignore[assignment]
 
 
 @settings(max_examples=25, deadline=None)

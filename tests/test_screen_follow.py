@@ -82,3 +82,36 @@ def test_a_login_into_an_id_that_acted_as_a_user_earlier_in_the_batch_is_refused
         kept, dead = _verdicts(lines, [], "", wide=wide)
         assert kept == ["e1", "e2", "e5", "e6"]
         assert [reason.split(" ")[0] for _, reason in dead] == ["'value'", "'anonymous_id'"]
+
+
+@pytest.mark.parametrize("linked_before", [True, False])
+def test_an_event_under_a_linked_visitors_id_leaves_the_id_free_to_log_in(
+    linked_before: bool,
+) -> None:
+    """An event sent with a linked visitor's id as ``user_id`` is its user's (the step moves
+    it there), so the id is no known user: a login from it to another user passes, in the
+    same batch as after a batch boundary. The link is made in a batch before, or by a login
+    earlier in the same batch."""
+    login = _line(event_id="e1", type="purchase", ts=1.6e9, user_id="u1", anonymous_id="v1")
+    first = [_line(event_id="e0", type="view", ts=1.6e9 - 1, anonymous_id="v1")]
+    lines = [
+        _line(event_id="e2", type="view", ts=1.6e9 + 1, user_id="v1"),
+        _line(event_id="e3", type="purchase", ts=1.6e9 + 2, user_id="u2", anonymous_id="v1"),
+    ]
+    if linked_before:
+        first.append(login)
+    else:
+        lines.insert(0, login)
+    expected = [e for e in ("e1", "e2", "e3") if not linked_before or e != "e1"]
+    for wide in (False, True):
+        kept, dead = _verdicts(lines, first, "", wide=wide)
+        assert (kept, dead) == (expected, [])
+    # the step agrees: the event went to u1, the login moved the link of v1 to u2
+    config = PipelineConfig(tasks=[])
+    core, store = Core(config), MemoryStore()
+    state = core.new_state()
+    for batch in (Batch(_events(first)), Batch(_events(lines))):
+        screen(core, state, store, "test", batch, now=NOW)
+        apply_batch(core, state, store, "test", batch)
+    assert state.aliases["v1"] == "u2" and "v1" not in state.profiles
+    assert state.profiles["u1"].n == 3 and "u2" in state.profiles

@@ -16,6 +16,10 @@ they are the user's events from there on (counting them onto the visitor's lists
 those into the user's empty ones gives the lists counting them onto the user's would), and are
 counted with the user's later ones after the kernel (:mod:`liveprofile.engine.velocity`).
 
+In a batch without commands the kernel calls :func:`fold_new` itself at such a login, with no
+stop (:mod:`liveprofile.engine.loginrun`), and :func:`book_fold` does the Python part after the
+kernel call, from the visitor's row as it was (:class:`Snapshot`).
+
 Anything else (the user has a profile, the visitor has aliases, an anomaly detector reading the
 counts event by event, a profile idle past the TTL) takes the general path.
 
@@ -34,7 +38,7 @@ counts event by event, a profile idle past the TTL) takes the general path.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -159,15 +163,51 @@ def fold_visitor(stops: Stops, e: int, anon: str, user: str, ts: float, ttl: flo
         old.aliases or (not risk.velocity and (old.v_events or old.v_purchases or old.v_items))
     ):
         return False
-    p = Profile(user, float(U.pf[ra, L.P_ANCHOR]), float(U.pf[ra, L.P_FIRST]),
-                float(U.pf[ra, L.P_LAST]), n=int(U.pi[ra, L.P_N]))  # fmt: skip
+    snap = Snapshot(float(U.pf[ra, L.P_ANCHOR]), float(U.pf[ra, L.P_FIRST]),
+                    float(U.pf[ra, L.P_LAST]), int(U.pi[ra, L.P_N]),
+                    int(U.pi[ra, L.P_PURCHASES]), float(U.pf[ra, L.P_MONETARY]),
+                    bool(U.touched[ra]), U.count[ra].copy(), U.first[ra].copy())  # fmt: skip
+    if stops._fold_rows is None:
+        args = (U, ra, ru, ts, stops.params.fp, stops.params.ip)
+        stops._fold_rows = compiled_for(fold_new, args)
+    stops._fold_rows(U, ra, ru, ts, stops.params.fp, stops.params.ip)
+    book_fold(stops, e, anon, user, snap, ra, ru, int(stops.outputs.res[2]))
+    return True
+
+
+class Snapshot(NamedTuple):
+    """The visitor's row as it was when folded: what the bookkeeping of the fold reads."""
+
+    anchor: float
+    first: float
+    last: float
+    n: int
+    purchases: int
+    monetary: float
+    touched: bool
+    count: Any  # examples and positives per task
+    ticks: Any  # their ticks (``Users.first``)
+
+
+def book_fold(
+    stops: Stops, e: int, anon: str, user: str, snap: Snapshot, ra: int, ru: int, records: int
+) -> None:
+    """The Python part of folding visitor ``anon`` (row ``ra``) into ``user`` (row ``ru``) at
+    login event ``e``, the rows folded already: the profile objects, links, segments, scores
+    (``records``: the batch's records then) and velocity counts, as :meth:`Stops._change`
+    with ``PythonStep._fold`` leaves them."""
+    state, risk = stops.state, stops.risk
+    assert risk is not None
+    profiles = state.profiles
+    old = profiles.get(anon)
+    p = Profile(user, snap.anchor, snap.first, snap.last, n=snap.n)
     # what writing the visitor's row back would have made of the dicts whose key order the
     # rows do not hold, then copied into the new profile by the merge
     examples = {} if old is None else old.examples
     positives = {} if old is None else old.positives
-    if U.touched[ra]:
+    if snap.touched:
         names = stops.tables.task_names
-        counts, ticks = U.count[ra].tolist(), U.first[ra].tolist()
+        counts, ticks = snap.count.tolist(), snap.ticks.tolist()
         examples = _counted(examples, names, counts[L.C_EXAMPLES], ticks[L.C_EXAMPLES])
         positives = _counted(positives, names, counts[L.C_POSITIVES], ticks[L.C_POSITIVES])
     p.examples, p.positives = dict(examples), dict(positives)
@@ -176,11 +216,8 @@ def fold_visitor(stops: Stops, e: int, anon: str, user: str, ts: float, ttl: flo
         p.scores = dict(old.scores)
         p.anomaly = old.anomaly
         p.v_events, p.v_purchases, p.v_items = old.v_events, old.v_purchases, old.v_items
-    visitor = (int(U.pi[ra, L.P_PURCHASES]), float(U.pf[ra, L.P_MONETARY]), p.last_ts)
-    if stops._fold_rows is None:
-        args = (U, ra, ru, ts, stops.params.fp, stops.params.ip)
-        stops._fold_rows = compiled_for(fold_new, args)
-    stops._fold_rows(U, ra, ru, ts, stops.params.fp, stops.params.ip)
+    visitor = (snap.purchases, snap.monetary, p.last_ts)
+    ts = float(stops.ev.ts[e])
     # PythonStep._link
     before, out = stops.before, stops.out
     before.setdefault(user, None)
@@ -200,8 +237,8 @@ def fold_visitor(stops: Stops, e: int, anon: str, user: str, ts: float, ttl: flo
     stops.held[user] = p
     stops.remade[anon] = (e, True)
     stops.remade[user] = (e, False)
-    stops._cut(ra, ru, frozenset())  # the visitor's scores so far pass to the user
-    stops._cut(ra)
+    # the visitor's scores so far pass to the user (Stops._cut)
+    stops.cuts += [(records, ra, ru, frozenset()), (records, ra, -1, frozenset())]
     ev = stops.ev
     mine = np.flatnonzero(ev.urow[:e] == ra)
     mine = mine[ev.ok[mine] & ~risk.counted[mine]]  # the visitor's events not counted yet
@@ -219,4 +256,3 @@ def fold_visitor(stops: Stops, e: int, anon: str, user: str, ts: float, ttl: flo
     risk.reset(ra, None)
     stops._follow(anon, e)
     stops.folded += 1
-    return True

@@ -10,7 +10,9 @@ makes due), writes the rows concerned back to their profiles, lets the Python li
 erase or delete them, reloads the rows, and points the later events of the anonymous ids whose
 link changed at the user they now belong to. Links are rare in a stream (about one event in a
 hundred in a shop where visitors log in at their first purchase), so the bulk of the events run
-compiled.
+compiled. The commonest login, a visitor into a user id without a profile, needs no stop: in a
+batch without commands, TTL or anomaly detector the kernel folds it itself
+(:mod:`liveprofile.engine.loginrun`), and the batch stops only where the lifecycle must run.
 
 :class:`RiskCounts` counts the velocity and scores the anomaly detector on each applied event,
 in the order of the batch, as ``RiskTracker.apply`` does.
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from itertools import compress, repeat
+from operator import ne
 from typing import Any
 
 import numba
@@ -41,6 +44,7 @@ from liveprofile.engine import layout as L
 from liveprofile.engine.codes import CodeTables
 from liveprofile.engine.foldnew import fold_visitor
 from liveprofile.engine.lifecycle import StepResult
+from liveprofile.engine.loginrun import fast_logins, run_with_folds
 from liveprofile.engine.machinecode import compiled_for
 from liveprofile.engine.owners import expire_owner
 from liveprofile.engine.records import Events, Users
@@ -213,6 +217,7 @@ class Stops:
         self.U: Users = U
         self.items, self.pool, self.ops, self.outputs = items, pool, ops, outputs
         self.events, self.names, self.users = events, names, users
+        self.ids = ids
         ucode = tables.users.code
         self.row_of = {u: r for r, u in enumerate(users)}
         n = len(events)
@@ -248,6 +253,7 @@ class Stops:
         self._run: Callable[..., None] | None = None
         self._advance: Callable[..., None] | None = None
         self._fold_rows: Callable[..., None] | None = None
+        self._folding: Callable[..., Any] | None = None
         self._by_visitor: tuple[I64, I64] | None = None
 
     def profile_of(self, user: str) -> Profile:
@@ -263,6 +269,11 @@ class Stops:
         """Run the batch; returns the user rows (widened if a merged profile needed room)."""
         self.risk = risk
         ev, n = self.ev, len(self.ev.ok)
+        fast = None
+        if ttl == float("inf") and self.ids is not None:
+            fast = fast_logins(self, self.ids, stops, bool(risk.velocity))
+        if fast is not None:
+            return run_with_folds(self, stops, fast)
         ok = ev.ok | stops  # applied, or consumed by the lifecycle (moving the watermark)
         start, skip = 0, -1
         while True:
@@ -277,6 +288,13 @@ class Stops:
                 return self.U
             self._stop(stop, ttl)
             start, skip = stop, stop
+
+    def _visitors(self) -> tuple[I64, I64]:
+        """The events of each id named, found by bisection: their order, and the codes."""
+        if self._by_visitor is None:
+            order = np.argsort(self.visitor, kind="stable")
+            self._by_visitor = order, self.visitor[order]
+        return self._by_visitor
 
     def _kernel(self, lo: int, hi: int) -> None:
         ev = self.ev
@@ -456,10 +474,7 @@ class Stops:
         owner = self.state.aliases.get(anon, anon)
         r = self.row_of.get(owner, -1)
         self.codes.owner_row[c] = r
-        if self._by_visitor is None:  # the events of each id named, found by bisection
-            order = np.argsort(self.visitor, kind="stable")
-            self._by_visitor = order, self.visitor[order]
-        order, codes = self._by_visitor
+        order, codes = self._visitors()
         mine = order[codes.searchsorted(c) : codes.searchsorted(c, "right")]
         later = mine[mine > e]
         if not len(later):
@@ -486,6 +501,9 @@ class Stops:
         events, names, remade = self.events, self.names, self.remade
         for u, (_, anonymous) in remade.items():
             visitors[u] = anonymous
+        if self.ids is not None and applied:  # a visitor's own events (most) change nothing
+            plain = np.fromiter(map(ne, self.ids.anon, names), np.bool_, len(names))
+            applied = list(compress(applied, plain[applied].tolist()))
         # only the events of users who are visitors now can change that
         maybe = map(visitors.get, map(names.__getitem__, applied))
         for k in compress(applied, maybe):

@@ -39,19 +39,20 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from operator import attrgetter
 from typing import cast
 
 import numpy as np
 
 from liveprofile.config import EventsConfig
 from liveprofile.engine.core import Core
+from liveprofile.engine.knownusers import KnownUsers
 from liveprofile.engine.state import PipelineState
 from liveprofile.events.columns import EventColumns
 from liveprofile.events.deadletter import DeadLetter
 from liveprofile.events.dedup import Repeats
 from liveprofile.events.schema import COMMANDS, FORGET, MERGE, Event, encode_event
 from liveprofile.events.sources import Batch
-from liveprofile.profile.state import Profile
 from liveprofile.store.base import Store
 
 
@@ -85,11 +86,19 @@ def screen(
         if e.anonymous_id is not None and e.anonymous_id != e.user and e.type != FORGET
         for i in ((e.anonymous_id, e.user) if e.type == MERGE else (e.anonymous_id,))
     }
-    if links:
-        state.ensure_loaded(store, links, set())
+    # an event under a linked id is the user's it leads to (the step moves it there)
+    ids = set(map(_USER, events))
+    state.ensure_aliases(store, ids | links)
+    aliases = state.aliases
+    linked = (ids | links) & aliases.keys()
+    owners = {aliases[u] for u in linked}
+    if links or owners:
+        state.ensure_loaded(store, links | owners, set())
+    # the ids whose events the judgement reads: those named, and linked ids (moved to a user)
     named = _followed([events[k] for k in suspects])
+    follow = named | linked | links
     dead: set[int] = set()
-    known = _Known(state, core.config.run.profile_ttl_s)
+    known = KnownUsers(state, core.config.run.profile_ttl_s)
     # re-sent events pass: the step counts them, nothing else (None: the batch has none)
     fresh = state.dedup.fresh([e.event_id for e in events])
     repeats = None if fresh else Repeats(state.dedup)
@@ -102,7 +111,7 @@ def screen(
                 repeats.passed(e.event_id)
             if e.ts > watermark:
                 watermark = e.ts
-            if e.user in named:
+            if e.user in follow:
                 known.at = watermark
                 known.acted(e)
         start = k + 1
@@ -174,7 +183,7 @@ def _reason(
     rules: EventsConfig,
     watermark: float,
     now: float,
-    known: _Known,
+    known: KnownUsers,
 ) -> str | None:
     value = e.value
     if value is not None and abs(value) > rules.max_value:
@@ -210,79 +219,8 @@ def _reason(
     return None
 
 
-class _Known:
-    """Which ids are known users at a point of a batch, as the step will have left them: an id
-    is known once its own events (not only an anonymous id's) made its profile, until a
-    ``$forget`` erases it, a ``$merge`` folds it into another or it is idle past the profile
-    TTL (the step expires such a profile at its next event or link); a ``$merge`` makes the
-    user merged into known when it takes a profile that way. Commands alone make no one
-    known."""
-
-    def __init__(self, state: PipelineState, ttl: float | None) -> None:
-        self.state = state
-        self.ttl = ttl
-        self.at = state.checkpoint.watermark
-        self.known: set[str] = set()  # known users by this batch's events
-        self.visitors: set[str] = set()  # anonymous profiles made by this batch's events
-        self.gone: set[str] = set()  # ids whose stored profile this batch removed
-        self.last: dict[str, float] = {}  # the latest event of a profile this batch touched
-
-    def _stored(self, user: str) -> Profile | None:
-        return None if user in self.gone else self.state.profiles.get(user)
-
-    def _idle(self, user: str, at: float) -> bool:
-        if self.ttl is None:
-            return False
-        p = self._stored(user)
-        last = max(self.last.get(user, -math.inf), -math.inf if p is None else p.last_ts)
-        return last + self.ttl < at
-
-    def is_known(self, user: str, ts: float) -> bool:
-        """Whether ``user`` is a known user for an event at ``ts`` that passes next."""
-        if self._idle(user, max(self.at, ts)):
-            return False
-        p = self._stored(user)
-        return user in self.known or (
-            user not in self.visitors and p is not None and not p.anonymous
-        )
-
-    def _has_profile(self, user: str) -> bool:
-        return user in self.known or user in self.visitors or self._stored(user) is not None
-
-    def _drop(self, user: str) -> None:
-        self.known.discard(user)
-        self.visitors.discard(user)
-        self.last.pop(user, None)
-        self.gone.add(user)
-
-    def acted(self, e: Event) -> None:
-        """Take the effect of ``e``, which passed, on who is known."""
-        user, anon = e.user, e.anonymous_id
-        self.at = max(self.at, e.ts)
-        if e.type == FORGET:
-            self._drop(user)
-            return
-        ttl = self.ttl
-        for who in (user, anon) if ttl is not None else ():  # idle past the TTL: expired first
-            if who is not None and self._has_profile(who) and self._idle(who, self.at):
-                self._drop(who)
-        if e.type == MERGE:
-            assert anon is not None
-            if self._has_profile(anon) and not self._has_profile(user):
-                self.known.add(user)
-            self._drop(anon)
-            return
-        if anon == user:  # a visitor's event (the usual one here: once it has a profile, a no-op)
-            if user not in self.visitors and not self._has_profile(user):
-                self.visitors.add(user)
-        else:
-            if anon is not None:  # a login folds the visitor's profile into the user's
-                self._drop(anon)
-            self.known.add(user)
-            self.visitors.discard(user)
-        if ttl is not None:  # read by _idle only
-            self.last[user] = max(self.last.get(user, -math.inf), e.ts)
-
-
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+_USER = attrgetter("user")

@@ -1,0 +1,221 @@
+"""A batch with logins in one compiled call: the kernel folds a visitor into a new user itself.
+
+In a shop where visitors log in at their first purchase, nearly every login links a visitor to
+a user id that has no profile yet, which :func:`.foldnew.fold_new` folds on the rows. Stopping
+the kernel at each such login to do it from Python (:class:`.links.Stops`) cost a kernel call
+and a Python stop per login. :func:`run_folding` runs the batch's stretches and those folds in
+one call: at a login marked in :class:`Logins` ``fast`` whose rows allow it (the visitor's row
+has events, the user's has no profile) it closes the pending examples the login's time makes
+due (``kernel.advance``), notes what the Python bookkeeping needs in :class:`FoldLog`, folds
+the rows, and points the visitor's later events and pending outcomes at the user, as the stop
+does. It returns at the first other stop (a login into a user with a profile, a visitor with
+aliases, a ``$merge``, an erasure), for the Python lifecycle to run there.
+
+:func:`fast_logins` marks the logins that may take this path, from what the batch and the state
+hold before the batch (the rest is read on the rows, in the kernel); :func:`book_folds` then
+does, in the batch's order, the Python part of each fold (:func:`.foldnew.book_fold`): profile
+objects, links, segments, scores and velocity counts, as at a stop.
+
+>>> import numpy as np
+>>> log = FoldLog.empty(2, tasks=1)
+>>> int(log.n[0]), log.ints.shape, log.count.shape
+(0, (2, 7), (2, 2, 1))
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
+
+import numpy as np
+
+from liveprofile.engine import kernel
+from liveprofile.engine import layout as L
+from liveprofile.engine.foldnew import Snapshot, book_fold, fold_new
+from liveprofile.engine.jit import jit
+from liveprofile.engine.machinecode import compiled_for
+from liveprofile.engine.records import Events, Users
+from liveprofile.engine.visitors import BatchIds
+from liveprofile.events.schema import Event
+
+if TYPE_CHECKING:
+    from liveprofile.engine.links import Stops
+
+#: FoldLog.ints columns
+F_EVENT, F_RA, F_RU, F_N, F_PURCHASES, F_TOUCHED, F_RECORDS = range(7)
+#: FoldLog.floats columns
+F_ANCHOR, F_FIRST, F_LAST, F_MONETARY = range(4)
+
+
+class Logins(NamedTuple):
+    """A batch's stops, as the kernel reads them."""
+
+    marks: Any  # per event: a stop (a login, a command)
+    fast: Any  # per event: a login the kernel may fold (fast_logins)
+    arow: Any  # per event: the row of its anonymous id (-1: none)
+    acode: Any  # per event: the code of its anonymous id (-1: none)
+    order: Any  # the events by the code of the id each names (Stops.visitor), stable
+    named: Any  # those codes, in that order
+
+
+class FoldLog(NamedTuple):
+    """The logins the kernel folded, in order, with the visitor's row as it was at the fold."""
+
+    ints: Any  # event, visitor's row, user's row, events, purchases, touched, records so far
+    floats: Any  # anchor, first and last event time, monetary
+    count: Any  # the visitor row's examples and positives per task, and their ticks
+    first: Any
+    n: Any  # folds noted
+
+    @classmethod
+    def empty(cls, cap: int, tasks: int) -> FoldLog:
+        return cls(
+            np.zeros((cap, 7), np.int64),
+            np.zeros((cap, 4)),
+            np.zeros((cap, 2, tasks), np.int64),
+            np.zeros((cap, 2, tasks), np.int64),
+            np.zeros(1, np.int64),
+        )
+
+
+@jit
+def run_folding(run, logins, log, start, skip):  # type: ignore[no-untyped-def]
+    """Run the events from ``start`` (event ``skip``'s stop done already), folding the fast
+    logins on the rows; returns the first event where the Python lifecycle must run (the
+    number of events: none)."""
+    ev, codes, tasks, params, users, items, pool, ops, out = run
+    marks, fast = logins.marks, logins.fast
+    pi, pf = users.pi, users.pf
+    n = ev.ok.shape[0]
+    lo = start
+    while True:
+        stop = lo
+        while stop < n and (not marks[stop] or stop == skip):
+            stop += 1
+        if stop > lo:
+            part = Events(
+                ev.ok[lo:stop], ev.urow[lo:stop], ev.ucode[lo:stop], ev.irow[lo:stop],
+                ev.icode[lo:stop], ev.type[lo:stop], ev.ts[lo:stop], ev.value[lo:stop],
+                ev.cat[lo:stop], ev.tp_start[lo : stop + 1], ev.tp_code,
+            )  # fmt: skip
+            kernel.run(part, codes, tasks, params, users, items, pool, ops, out)
+        if stop >= n:
+            return n
+        ra, ru = logins.arow[stop], ev.urow[stop]
+        if (
+            not fast[stop]
+            or ra < 0
+            or ru < 0
+            or ra == ru
+            or pi[ra, L.P_EXISTS] == 0
+            or pi[ra, L.P_N] == 0
+            or pi[ru, L.P_EXISTS] != 0
+        ):
+            return stop
+        ts = ev.ts[stop]
+        kernel.advance(codes, tasks, params, users, items, pool, ops, out, ts)
+        f = log.n[0]
+        log.n[0] = f + 1
+        li, lf = log.ints, log.floats
+        li[f, F_EVENT], li[f, F_RA], li[f, F_RU] = stop, ra, ru
+        li[f, F_N], li[f, F_PURCHASES] = pi[ra, L.P_N], pi[ra, L.P_PURCHASES]
+        li[f, F_TOUCHED], li[f, F_RECORDS] = users.touched[ra], out.res[2]
+        lf[f, F_ANCHOR], lf[f, F_FIRST] = pf[ra, L.P_ANCHOR], pf[ra, L.P_FIRST]
+        lf[f, F_LAST], lf[f, F_MONETARY] = pf[ra, L.P_LAST], pf[ra, L.P_MONETARY]
+        log.count[f, :, :] = users.count[ra, :, :]
+        log.first[f, :, :] = users.first[ra, :, :]
+        fold_new(users, ra, ru, ts, params.fp, params.ip)
+        # the visitor's later events and pending outcomes are the user's (Stops._follow)
+        c = logins.acode[stop]
+        codes.owner_row[c] = ru
+        named, order = logins.named, logins.order
+        for j in range(np.searchsorted(named, c), np.searchsorted(named, c, "right")):
+            k = order[j]
+            if k > stop:
+                ev.urow[k] = ru
+                ev.ucode[k] = ev.ucode[stop]
+        lo, skip = stop, stop
+
+
+def fast_logins(stops: Stops, ids: BatchIds, marks: Any, velocity: bool) -> Any:
+    """Which marked events are logins :func:`run_folding` may fold (None: none): a login of
+    an anonymous id that is not linked and that no other login of the batch names, with a
+    stored profile (if any) without aliases, into a user id that is neither linked, nor
+    stored, nor the anonymous id of a login of the batch. (The rows, read in the kernel,
+    decide the rest.) Batches with commands, or with an anomaly detector, take the stops;
+    ``velocity``: whether velocity counts are kept."""
+    if stops.in_order or ids.command.any():
+        return None
+    at = np.flatnonzero(marks).tolist()
+    anon, user = ids.anon, ids.user
+    anons = Counter(anon[k] for k in at)
+    users = {user[k] for k in at}
+    state, row_of = stops.state, stops.row_of
+    aliases, profiles = state.aliases, state.profiles
+    fast = np.zeros(len(marks), np.bool_)
+    for k in at:
+        a, u = anon[k], user[k]
+        if (
+            a is None
+            or anons[a] > 1
+            or a in users
+            or u in anons
+            or a in aliases
+            or u in aliases
+            or u in profiles
+            or a not in row_of
+            or u not in row_of
+        ):
+            continue
+        old = profiles.get(a)
+        if old is not None and (
+            old.aliases or (not velocity and (old.v_events or old.v_purchases or old.v_items))
+        ):
+            continue
+        fast[k] = True
+    return fast if fast.any() else None
+
+
+def book_folds(stops: Stops, log: FoldLog, events: Sequence[Event]) -> None:
+    """The Python part of the folds :func:`run_folding` noted, in order."""
+    for f in range(int(log.n[0])):
+        e, ra, ru, n, purchases, touched, records = log.ints[f].tolist()
+        anchor, first, last, monetary = log.floats[f].tolist()
+        snap = Snapshot(anchor, first, last, n, purchases, monetary, bool(touched),
+                        log.count[f], log.first[f])  # fmt: skip
+        event = events[e]
+        assert event.anonymous_id is not None
+        book_fold(stops, e, event.anonymous_id, event.user, snap, ra, ru, records)
+    log.n[0] = 0
+
+
+def run_with_folds(stops: Stops, marks: Any, fast: Any) -> Users:
+    """:meth:`Stops.run` with the kernel folding the ``fast`` logins itself: one compiled call
+    up to each other stop; returns the user rows."""
+    n, ids = len(stops.ev.ok), stops.ids
+    assert ids is not None
+    anon, code = ids.anon, stops.tables.users.code
+    at = np.flatnonzero(fast).tolist()
+    arow, acode = np.full(n, -1, np.int64), np.full(n, -1, np.int64)
+    arow[at] = [stops.row_of[cast(str, anon[k])] for k in at]
+    acode[at] = [code[cast(str, anon[k])] for k in at]
+    order, named = stops._visitors()
+    logins = Logins(marks, fast, arow, acode, order, named)
+    log = FoldLog.empty(len(at), len(stops.tables.task_names))
+    start, skip, inf = 0, -1, float("inf")
+    while True:
+        run = (
+            stops.ev, stops.codes, stops.tasks, stops.params, stops.U, stops.items, stops.pool,
+            stops.ops, stops.outputs,
+        )  # fmt: skip
+        args = (run, logins, log, start, skip)
+        if stops._folding is None:
+            stops._folding = compiled_for(run_folding, args)
+        stop = int(stops._folding(*args))
+        stops.stopped += int(log.n[0])
+        book_folds(stops, log, stops.events)
+        if stop >= n:
+            return stops.U
+        stops._stop(stop, inf)
+        start, skip = stop, stop

@@ -1,0 +1,77 @@
+"""Logins folded inside the kernel (``engine.loginrun``) give the Python step's state.
+
+A batch whose logins go into users without a profile runs in one compiled call: the kernel folds
+each visitor into its new user on the rows, without a Python stop; a login into a user with a
+profile still stops there for the lifecycle. Streams without commands (``test_fold_new``'s,
+erasures left out, so that every batch may take this path), in batches cut anywhere, with and
+without velocity counts, must store the Python step's state to the byte.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_fold_new import assert_same, counted_folds, split, stream
+
+from liveprofile.engine import links
+from liveprofile.events import Event
+from liveprofile.events.schema import COMMANDS
+
+
+def plain_stream(seed: int, **sizes: int) -> list[Event]:
+    return [e for e in stream(seed, **sizes) if e.type not in COMMANDS]
+
+
+@contextmanager
+def counted_stops() -> Iterator[list[int]]:
+    """How many times the Python lifecycle ran at a stop."""
+    real = links.Stops._stop
+    stops = [0]
+
+    def stop(self: links.Stops, e: int, ttl: float) -> None:
+        stops[0] += 1
+        real(self, e, ttl)
+
+    links.Stops._stop = stop  # type: ignore[method-assign]
+    try:
+        yield stops
+    finally:
+        links.Stops._stop = real  # type: ignore[method-assign]
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    cuts=st.lists(st.integers(0, 10_000), max_size=6),
+    velocity=st.booleans(),
+)
+def test_logins_folded_in_the_kernel_give_the_python_steps_state(
+    seed: int, cuts: list[int], velocity: bool
+) -> None:
+    events = plain_stream(seed)
+    assert_same(split(events, cuts), velocity=velocity)
+
+
+def test_logins_into_new_users_take_no_python_stop() -> None:
+    # no user has a profile before its login: every login of a visitor with events before it
+    # folds in the kernel (one without any has no row to fold: the lifecycle links it)
+    events = plain_stream(5, visitors=12, known=0)
+    for velocity in (True, False):
+        with counted_folds() as taken, counted_stops() as stops:
+            core = assert_same([events], velocity=velocity)
+        general, folded = taken
+        assert folded >= 8
+        assert stops == [general]
+        assert core.compiled is not None and core.compiled.stopped == folded + general
+
+
+def test_a_login_into_a_user_with_a_profile_still_stops() -> None:
+    events = plain_stream(3, known=3)
+    with counted_folds() as taken, counted_stops() as stops:
+        assert_same([events], velocity=True)
+    general, folded = taken
+    assert folded > 0 and general > 0
+    assert stops[0] == general  # the logins into users with a profile, only
