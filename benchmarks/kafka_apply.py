@@ -93,7 +93,7 @@ if len(sys.argv) > 5:  # --breakdown: CPU time inside each part of the apply pat
         ("liveprofile.engine.compiled:batch_events", "batch_events"),
         ("liveprofile.engine.kernel:run", "kernel.run"),
         ("liveprofile.engine.resident:ResidentUsers.keep", "ResidentUsers.keep"),
-        ("liveprofile.engine.step:PythonStep.finish", "finish"),
+        ("liveprofile.engine.step:Step.finish", "finish"),
         ("liveprofile.engine.compiled:count_velocity", "count_velocity"),
         ("liveprofile.engine.compiled:CompiledStep._learn", "_learn"),
         ("liveprofile.engine.state:PipelineState.commit_payload", "commit_payload"),

@@ -33,7 +33,7 @@ PHASES = [
     ("    login into a new user, on the rows", links, "fold_visitor"),
     ("    rows written back", links.Stops, "_flush"),
     ("    velocity counts before", links.RiskCounts, "rows"),
-    ("    fold (merge_profiles)", step.PythonStep, "_fold"),
+    ("    fold (merge_profiles)", step.Step, "_fold"),
     ("    rows reloaded", links.Stops, "_reload"),
     ("  per-batch stop set-up", links.Stops, "__init__"),
     ("  velocity counts (batch, Python)", links.RiskCounts, "upto"),

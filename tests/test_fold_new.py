@@ -72,13 +72,16 @@ def stream(seed: int, visitors: int = 10, known: int = 3, n: int = 260) -> list[
 
 @contextmanager
 def lifecycle_only() -> Iterator[None]:
-    """Every login taken by the Python lifecycle: none folded on the rows."""
-    real = links.fold_visitor
+    """Every login taken by the Python lifecycle: none folded on the rows, at a stop or in
+    the kernel."""
+    real, fast = links.fold_visitor, links.fast_logins
     links.fold_visitor = lambda *args: False  # type: ignore[assignment]
+    links.fast_logins = lambda *args: None  # type: ignore[assignment]
     try:
         yield
     finally:
         links.fold_visitor = real  # type: ignore[assignment]
+        links.fast_logins = fast  # type: ignore[assignment]
 
 
 def assert_same(

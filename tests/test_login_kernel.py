@@ -1,10 +1,11 @@
-"""Logins folded inside the kernel (``engine.loginrun``) give the Python step's state.
+"""Logins folded inside the kernel (``engine.loginrun``) give the lifecycle's state.
 
 A batch whose logins go into users without a profile runs in one compiled call: the kernel folds
 each visitor into its new user on the rows, without a Python stop; a login into a user with a
 profile still stops there for the lifecycle. Streams without commands (``test_fold_new``'s,
 erasures left out, so that every batch may take this path), in batches cut anywhere, with and
-without velocity counts, must store the Python step's state to the byte.
+without velocity counts, must store the state of a run whose every login the Python
+lifecycle takes, to the byte.
 """
 
 from __future__ import annotations
@@ -14,9 +15,12 @@ from contextlib import contextmanager
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_compiled import run
+from test_compiled_lifecycle import config
 from test_fold_new import assert_same, counted_folds, split, stream
 
 from liveprofile.engine import links
+from liveprofile.engine.core import Core
 from liveprofile.events import Event
 from liveprofile.events.schema import COMMANDS
 
@@ -48,11 +52,19 @@ def counted_stops() -> Iterator[list[int]]:
     cuts=st.lists(st.integers(0, 10_000), max_size=6),
     velocity=st.booleans(),
 )
-def test_logins_folded_in_the_kernel_give_the_python_steps_state(
+def test_logins_folded_in_the_kernel_give_the_lifecycles_state(
     seed: int, cuts: list[int], velocity: bool
 ) -> None:
     events = plain_stream(seed)
     assert_same(split(events, cuts), velocity=velocity)
+
+
+def counted_run(events: list[Event], velocity: bool) -> tuple[int, int, int, Core]:
+    """One run of ``events`` in one batch: (logins taken by the lifecycle, logins folded on
+    the rows, Python stops, the step)."""
+    with counted_folds() as taken, counted_stops() as stops:
+        _, core = run(config(velocity=velocity), [events])
+    return taken[0], taken[1], stops[0], core
 
 
 def test_logins_into_new_users_take_no_python_stop() -> None:
@@ -60,18 +72,16 @@ def test_logins_into_new_users_take_no_python_stop() -> None:
     # folds in the kernel (one without any has no row to fold: the lifecycle links it)
     events = plain_stream(5, visitors=12, known=0)
     for velocity in (True, False):
-        with counted_folds() as taken, counted_stops() as stops:
-            core = assert_same([events], velocity=velocity)
-        general, folded = taken
+        assert_same([events], velocity=velocity)
+        general, folded, stops, core = counted_run(events, velocity)
         assert folded >= 8
-        assert stops == [general]
+        assert stops == general
         assert core.compiled is not None and core.compiled.stopped == folded + general
 
 
 def test_a_login_into_a_user_with_a_profile_still_stops() -> None:
     events = plain_stream(3, known=3)
-    with counted_folds() as taken, counted_stops() as stops:
-        assert_same([events], velocity=True)
-    general, folded = taken
+    assert_same([events], velocity=True)
+    general, folded, stops, _ = counted_run(events, True)
     assert folded > 0 and general > 0
-    assert stops[0] == general  # the logins into users with a profile, only
+    assert stops == general  # the logins into users with a profile, only

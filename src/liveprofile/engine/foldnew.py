@@ -137,7 +137,7 @@ def _empty(users, r):  # type: ignore[no-untyped-def]
 def fold_visitor(stops: Stops, e: int, anon: str, user: str, ts: float, ttl: float) -> bool:
     """At login event ``e``, fold visitor ``anon`` into ``user`` on the rows when ``user`` has
     no profile (see the module's docstring): the profiles, links, segments, scores and
-    velocity counts end as :meth:`Stops._change` with ``PythonStep._fold`` leaves them.
+    velocity counts end as :meth:`Stops._change` with ``Step._fold`` leaves them.
     False (nothing done) when the general path must run."""
     state, U, risk = stops.state, stops.U, stops.risk
     assert risk is not None
@@ -195,7 +195,7 @@ def book_fold(
     """The Python part of folding visitor ``anon`` (row ``ra``) into ``user`` (row ``ru``) at
     login event ``e``, the rows folded already: the profile objects, links, segments, scores
     (``records``: the batch's records then) and velocity counts, as :meth:`Stops._change`
-    with ``PythonStep._fold`` leaves them."""
+    with ``Step._fold`` leaves them."""
     state, risk = stops.state, stops.risk
     assert risk is not None
     profiles = state.profiles
@@ -218,7 +218,7 @@ def book_fold(
         p.v_events, p.v_purchases, p.v_items = old.v_events, old.v_purchases, old.v_items
     visitor = (snap.purchases, snap.monetary, p.last_ts)
     ts = float(stops.ev.ts[e])
-    # PythonStep._link
+    # Lifecycle._link
     before, out = stops.before, stops.out
     before.setdefault(user, None)
     before.setdefault(anon, visitor)
