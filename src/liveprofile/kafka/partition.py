@@ -128,9 +128,12 @@ def apply_records(
     of the later of the watermark and ``now()``, a value out of bounds, ...), and those that
     fail are dead letters too, with their reason, kept and sent the same way: the core never
     sees them, so they move no watermark (the partition's, and the one ``started`` announces).
-    The batch commits in one fenced transaction. Returns the committed batch (None: nothing
-    new). Raises :class:`FencedOut` when another owner committed the partition first; on that
-    or any other error the caller must drop ``owned`` (its state ran ahead of the store).
+    The batch commits in one fenced transaction; with ``store.overlap`` that transaction is
+    sent in the background and a failure is raised as :class:`~liveprofile.redis.fence.
+    CommitFailed` at the store's next use (see :mod:`liveprofile.redis.fence`). Returns the
+    committed batch (None: nothing new). Raises :class:`FencedOut` when another owner
+    committed the partition first; on that or any other error the caller must drop ``owned``
+    (its state ran ahead of the store).
     ``started`` is told the latest event time of the batch's screened events before they are
     applied (event-time alignment across workers, :mod:`liveprofile.kafka.align`); ``now`` is
     the runner's clock in epoch seconds.
