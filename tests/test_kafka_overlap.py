@@ -21,6 +21,7 @@ from liveprofile.engine.local import RunStats
 from liveprofile.events.schema import EventParser
 from liveprofile.kafka.broker import Broker
 from liveprofile.kafka.partition import apply_records, load_partition
+from liveprofile.kafka.worker import KafkaWorker
 from liveprofile.redis.fence import CommitFailed, FencedRedisStore
 from liveprofile.store.layout import check_config
 
@@ -156,3 +157,46 @@ def test_a_worker_killed_with_commits_in_flight_resumes_exactly_once(
     kh.wait("the worker to catch up", kh.caught_up(broker, server.url, topic))
     kh.stop(proc, log)
     kh.assert_equal(kh.snapshot(server.url, topic, topic), kh.reference(broker, server.url, topic))
+
+
+def test_a_worker_drops_the_partition_whose_background_commit_failed(
+    server: RedisServer, tmp_path: Path
+) -> None:
+    """Another owner committed partition 1 first: the worker's commit of it, sent in the
+    background, fails; the worker drops that partition (to reload it from the store) and
+    keeps the others. A commit Redis never got is raised."""
+    prefix = f"ov-{uuid.uuid4().hex[:6]}"
+    config = PipelineConfig.from_toml(kh.CONFIG)
+    store = FencedRedisStore(server.url, prefix=prefix)
+    other = FencedRedisStore(server.url, prefix=prefix)
+    try:
+        check_config(store, config)
+        worker = KafkaWorker(config, store, "127.0.0.1:1", "t", "g")
+        for p in (0, 1):
+            worker.owned[p], _ = load_partition(store, config, "t", p, worker.models)
+        rival, _ = load_partition(other, config, "t", 1, {})
+        line = b'{"event_id": "e1", "user_id": "u1", "type": "view", "ts": 1700000000}'
+        apply_records(other, "t", rival, [(0, line)], RunStats(), EventParser())
+        store.overlap = True
+        apply_records(store, "t", worker.owned[1], [(0, line)], RunStats(), EventParser())
+        worker._settle()
+        assert sorted(worker.owned) == [0]
+        assert store.fence_value("t.1") == 1  # the rival's commit, not the worker's
+        own = RedisServer(tmp_path, appendonly=False)
+        own.start()
+        failing = FencedRedisStore(own.url, prefix=prefix)
+        failing.overlap = True
+        worker.store = failing
+        assert failing.fence_value("t.0") == 0  # connected
+        own.stop(signal.SIGKILL)
+        failing.fence = ("t.0", 0)
+        failing.commit({"profile": {"u1": b"x"}}, {})
+        failing.fence = None
+        with pytest.raises(CommitFailed) as failed:
+            worker._settle()
+        assert not failed.value.fenced_out and sorted(worker.owned) == []
+        failing.close()
+    finally:
+        store.drop()
+        store.close()
+        other.close()
