@@ -160,3 +160,25 @@ def test_a_batch_with_one_record_not_plain_is_read_one_by_one(odd: bytes) -> Non
     plain = b'{"event_id": "p", "user_id": "u", "type": "view", "ts": 2}'
     assert plain_columns([plain]) is not None
     assert plain_columns([plain, odd, plain]) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.one_of(st.none(), st.sampled_from(["c1", "c2"])),
+            st.lists(st.sampled_from(["t1", "t2", "t3"]), max_size=3).map(tuple),
+        ),
+        max_size=8,
+    )
+)
+def test_the_columns_topics_are_each_events_topics(
+    spec: list[tuple[str | None, tuple[str, ...]]],
+) -> None:
+    events = [Event(f"e{k}", "u", "view", 1.0, category=c, tags=g) for k, (c, g) in enumerate(spec)]
+    flat, starts = EventColumns.of(events).topics()
+    assert starts[0] == 0 and len(starts) == len(events) + 1
+    assert [tuple(flat[starts[k] : starts[k + 1]]) for k in range(len(events))] == [
+        e.topics() for e in events
+    ]
+    assert starts[-1] == len(flat) and all(type(s) is int for s in starts)

@@ -31,8 +31,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from itertools import accumulate, compress, repeat
-from operator import is_not
+from itertools import accumulate, chain, compress, repeat
+from operator import add, is_not
 from typing import cast, overload
 
 import numpy as np
@@ -121,6 +121,9 @@ class EventColumns(Sequence[Event]):
             has = list(map(is_not, self.category, repeat(None)))
             cats = list(compress(cast(Sequence[str], self.category), has))
             return cats, list(accumulate(has, initial=0))
+        if None not in self.category:  # each event's (category, *tags), joined in C
+            each = list(map(add, zip(cast(Sequence[str], self.category)), self.tags))
+            return list(chain.from_iterable(each)), list(accumulate(map(len, each), initial=0))
         flat: list[str] = []
         starts = [0]
         for c, g in zip(self.category, self.tags, strict=True):
