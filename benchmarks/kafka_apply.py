@@ -17,6 +17,10 @@ commit per batch) with records of one partition held in memory, batches of ``--b
 * ``synthetic``: the freshness benchmark's synthetic funnel events (``benchmarks/
   freshness.py``) with the default config (velocity counts on).
 
+Each batch's commit is sent in the background while the next batch is read, as the Kafka worker
+does (``FencedRedisStore.overlap``), unless ``--no-overlap`` is given or the code under test
+cannot (then each commit lands before the next batch is read).
+
 Reported per run: events/s (wall clock) and CPU seconds of the process per event (Redis's own
 CPU is not counted; the ``HMGET``/``HSET`` work done by Redis for the shared model is). With
 ``--baseline`` every run is made twice in a row, with this checkout and with the code under
@@ -61,8 +65,9 @@ from liveprofile.kafka.partition import apply_records, load_partition
 from liveprofile.redis.fence import FencedRedisStore
 from liveprofile.store.layout import check_config
 data, limit, size, url = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+overlap = sys.argv[5] == "overlap"
 spent = {}
-if len(sys.argv) > 5:  # --breakdown: CPU time inside each part of the apply path
+if len(sys.argv) > 6:  # --breakdown: CPU time inside each part of the apply path
     import importlib
     def timed(where, label):
         module, _, attr = where.partition(":")
@@ -85,6 +90,7 @@ if len(sys.argv) > 5:  # --breakdown: CPU time inside each part of the apply pat
         setattr(owner, attr.split(".")[-1], part)
     for where, label in [
         ("liveprofile.events.schema:EventParser.parse_json", "parse_json"),
+        ("liveprofile.kafka.partition:plain_columns", "plain_columns"),
         ("liveprofile.engine.core:Core.step", "Core.step"),
         ("liveprofile.engine.compiled:store_users", "store_users"),
         ("liveprofile.engine.rowio:row_fields_bytes", "row_fields_bytes"),
@@ -115,11 +121,15 @@ try:
     check_config(store, config)
     owned, _ = load_partition(store, config, "t", 0, {})
     parser, stats = EventParser(), RunStats()
+    overlap = overlap and hasattr(store, "settle")  # code that can send commits in the background
+    store.overlap = overlap
     before, began = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
     with fewer_collections():  # as the worker runs
         for start in range(0, len(lines), size):
             records = [(o, lines[o]) for o in range(start, min(start + size, len(lines)))]
             apply_records(store, "t", owned, records, stats, parser)
+        if overlap:
+            store.settle()
     seconds, after = time.perf_counter() - began, resource.getrusage(resource.RUSAGE_SELF)
 finally:
     store.drop()
@@ -138,6 +148,7 @@ def run_one(data: str, args: argparse.Namespace, src: str | None) -> dict[str, A
     if src is not None:
         env["PYTHONPATH"] = os.pathsep.join([src, *filter(None, [env.get("PYTHONPATH")])])
     argv = [data, str(args.limit), str(args.batch_size), args.redis]
+    argv.append("sequential" if args.no_overlap else "overlap")
     if args.breakdown:
         argv.append("breakdown")
     out = subprocess.run(
@@ -180,6 +191,12 @@ def main() -> None:
         "--breakdown",
         action="store_true",
         help="also time the parts of the apply path (see above) and print them per run",
+    )
+    parser.add_argument(
+        "--no-overlap",
+        action="store_true",
+        help="commit each batch before reading the next (default: send the commit in the "
+        "background, as the Kafka worker does, when the code under test can)",
     )
     parser.add_argument(
         "--redis",

@@ -81,10 +81,13 @@ def snapshot(url: str, prefix: str, topic: str) -> dict[str, Any]:
 
 
 def reference(broker: Broker, url: str, topic: str) -> dict[str, Any]:
-    """One worker, never disturbed, over the whole topic."""
+    """One worker, never disturbed, over the whole topic, each commit made before the next
+    batch is read (no overlap)."""
     config = PipelineConfig.from_toml(CONFIG)
     store = FencedRedisStore(url, prefix=f"ref-{topic}")
-    worker = KafkaWorker(config, store, broker.bootstrap, topic, f"ref-{topic}", batch_size=200)
+    worker = KafkaWorker(
+        config, store, broker.bootstrap, topic, f"ref-{topic}", batch_size=200, overlap=False
+    )
     stats = worker.run(max_idle_polls=10)
     store.close()
     assert stats.events > 0

@@ -1,8 +1,10 @@
 """The Kafka apply path's fast lanes give the same store as the general ones.
 
 * A batch of plain events (no anonymous id, no properties, no command) goes to the compiled step
-  as :class:`~liveprofile.events.columns.EventColumns` (``kafka.partition.as_columns``); the
-  store it commits is byte for byte the one the same records commit as a list of events.
+  as :class:`~liveprofile.events.columns.EventColumns` (read at once by
+  ``events.jsonbatch.plain_columns``, or laid out by ``kafka.partition.as_columns`` after a
+  record-by-record parse); the store it commits is byte for byte the one the same records
+  commit as a list of events.
 * Records without escapes or DEL are decoded without the ids' pattern (``EventParser``): the
   events and the errors are the ones the full decoder gives.
 """
@@ -82,6 +84,7 @@ def test_plain_batches_as_columns_commit_the_store_a_list_commits(
     columns = _applied(lines, f"plain-{uuid.uuid4().hex[:8]}")
     assert seen and set(seen) == {EventColumns.__name__}
     monkeypatch.setattr(partition, "as_columns", lambda events: events)
+    monkeypatch.setattr(partition, "plain_columns", lambda values: None)
     listed = _applied(lines, f"plain-{uuid.uuid4().hex[:8]}")
     assert any(b"profile" in key for key in columns)
     assert columns == listed

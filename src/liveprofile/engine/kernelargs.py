@@ -11,7 +11,8 @@ is :class:`.compiled.CompiledStep`.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from itertools import repeat
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -27,6 +28,7 @@ from liveprofile.events.columns import EventColumns
 from liveprofile.profile.state import Profile
 
 I64 = npt.NDArray[np.int64]
+_Codes = dict[str | None, int]
 
 
 def step_params(base: Step) -> Params:
@@ -103,8 +105,10 @@ def batch_events(
         [*cols.type, *stored_kinds],
     )
     ucode, icode, tcode = tables.users.code, tables.items.code, tables.topics.code
+    # None (no item, no category) is no key: its code is -1
+    item_or_none, topic_or_none = cast(_Codes, icode).get, cast(_Codes, tcode).get
     ev_ucode = np.fromiter(map(ucode.__getitem__, cols.user), np.int64, n)
-    ev_icode = np.array([-1 if i is None else icode[i] for i in cols.item_id], np.int64)
+    ev_icode = np.fromiter(map(item_or_none, cols.item_id, repeat(-1)), np.int64, n)
     u_codes = np.fromiter(map(ucode.__getitem__, batch_users), np.int64, len(batch_users))
     user_row = np.full(len(tables.users), -1, np.int64)
     user_row[u_codes] = np.arange(len(u_codes))
@@ -117,7 +121,7 @@ def batch_events(
         type=np.fromiter(map(tables.types.code.__getitem__, cols.type), np.int64, n),
         ts=cols.ts,
         value=cols.value,
-        cat=np.array([-1 if c is None else tcode[c] for c in cols.category], np.int64),
+        cat=np.fromiter(map(topic_or_none, cols.category, repeat(-1)), np.int64, n),
         tp_start=np.array(topic_starts, np.int64),
         tp_code=np.fromiter(map(tcode.__getitem__, flat_topics), np.int64, len(flat_topics)),
     )

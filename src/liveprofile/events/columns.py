@@ -31,7 +31,9 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import overload
+from itertools import accumulate, chain, compress, repeat
+from operator import add, is_not
+from typing import cast, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -109,7 +111,19 @@ class EventColumns(Sequence[Event]):
 
     def topics(self) -> tuple[list[str], list[int]]:
         """Every event's topics (its category, then its tags) in one list, and where each
-        event's start (one more entry than events)."""
+        event's start (one more entry than events).
+
+        >>> EventColumns.of([Event("e1", "u", "view", 1.0, category="c"),
+        ...                  Event("e2", "u", "view", 2.0)]).topics()
+        (['c'], [0, 1, 1])
+        """
+        if not any(self.tags):  # no tags (the common batch): the categories, a few C calls
+            has = list(map(is_not, self.category, repeat(None)))
+            cats = list(compress(cast(Sequence[str], self.category), has))
+            return cats, list(accumulate(has, initial=0))
+        if None not in self.category:  # each event's (category, *tags), joined in C
+            each = list(map(add, zip(cast(Sequence[str], self.category)), self.tags))
+            return list(chain.from_iterable(each)), list(accumulate(map(len, each), initial=0))
         flat: list[str] = []
         starts = [0]
         for c, g in zip(self.category, self.tags, strict=True):

@@ -22,6 +22,7 @@ from liveprofile.engine.state import PipelineState
 from liveprofile.errors import InvalidEvent
 from liveprofile.events.columns import EventColumns
 from liveprofile.events.deadletter import DeadLetter
+from liveprofile.events.jsonbatch import plain_columns
 from liveprofile.events.schema import COMMANDS, Event, EventParser
 from liveprofile.events.sources import Batch
 from liveprofile.kafka.shared_model import share_models
@@ -127,9 +128,12 @@ def apply_records(
     of the later of the watermark and ``now()``, a value out of bounds, ...), and those that
     fail are dead letters too, with their reason, kept and sent the same way: the core never
     sees them, so they move no watermark (the partition's, and the one ``started`` announces).
-    The batch commits in one fenced transaction. Returns the committed batch (None: nothing
-    new). Raises :class:`FencedOut` when another owner committed the partition first; on that
-    or any other error the caller must drop ``owned`` (its state ran ahead of the store).
+    The batch commits in one fenced transaction; with ``store.overlap`` that transaction is
+    sent in the background and a failure is raised as :class:`~liveprofile.redis.fence.
+    CommitFailed` at the store's next use (see :mod:`liveprofile.redis.fence`). Returns the
+    committed batch (None: nothing new). Raises :class:`FencedOut` when another owner
+    committed the partition first; on that or any other error the caller must drop ``owned``
+    (its state ran ahead of the store).
     ``started`` is told the latest event time of the batch's screened events before they are
     applied (event-time alignment across workers, :mod:`liveprofile.kafka.align`); ``now`` is
     the runner's clock in epoch seconds.
@@ -137,25 +141,24 @@ def apply_records(
     state, p = owned.state, owned.partition
     name = source_name(topic, p)
     start = state.checkpoint.offsets.get(name, -1)
-    events: list[Event] = []
-    positions: list[int] = []  # each event's offset, as its dead letter records it
-    batch = Batch(events=events, dead_letters=[], offset=start, positions=positions)
-    dead_rows: dict[str, bytes | None] = {}
-    parse = parser.parse_json
+    offsets: list[int] = []
+    values: list[bytes] = []
+    last = start - 1
     for offset, value in records:
-        if offset < start or offset < batch.offset:  # applied already (a replay or a seek race)
+        if offset <= last:  # applied already (a replay or a seek race)
             continue
-        batch.offset = offset + 1
-        raw = value or b""
-        try:
-            events.append(parse(raw))
-            positions.append(offset)
-        except InvalidEvent as exc:
-            letter = DeadLetter(raw.decode("utf-8", "replace"), str(exc), name, offset)
-            batch.dead_letters.append(letter)
-            dead_rows[f"{topic}:{p}:{offset}"] = msgspec.json.encode(letter)
-    if batch.offset == start:
+        last = offset
+        offsets.append(offset)
+        values.append(value or b"")
+    if not offsets:
         return None
+    dead_rows: dict[str, bytes | None] = {}
+    columns = plain_columns(values)  # the common batch: all plain, read at once
+    if columns is not None:
+        batch = Batch(events=columns, offset=last + 1, positions=offsets)
+    else:
+        batch = _parse(parser, topic, p, offsets, values, dead_rows)
+        batch.offset = last + 1
     _screen(owned, topic, batch, now(), dead_rows)
     if started is not None and batch.events:
         started(_latest(batch.events))
@@ -167,13 +170,40 @@ def apply_records(
     return batch
 
 
+def _parse(
+    parser: EventParser,
+    topic: str,
+    p: int,
+    offsets: list[int],
+    values: list[bytes],
+    dead_rows: dict[str, bytes | None],
+) -> Batch:
+    """Parse records one by one: those that do not parse become dead letters (also added to
+    ``dead_rows``, keyed ``{topic}:{partition}:{offset}``)."""
+    events: list[Event] = []
+    positions: list[int] = []  # each event's offset, as its dead letter records it
+    batch = Batch(events=events, dead_letters=[], positions=positions)
+    name = source_name(topic, p)
+    parse = parser.parse_json
+    for offset, raw in zip(offsets, values, strict=True):
+        try:
+            events.append(parse(raw))
+            positions.append(offset)
+        except InvalidEvent as exc:
+            letter = DeadLetter(raw.decode("utf-8", "replace"), str(exc), name, offset)
+            batch.dead_letters.append(letter)
+            dead_rows[f"{topic}:{p}:{offset}"] = msgspec.json.encode(letter)
+    return batch
+
+
 def _screen(
     owned: OwnedPartition, topic: str, batch: Batch, now: float, dead_rows: dict[str, bytes | None]
 ) -> None:
     """Screen the parsed events of ``batch``, as columns when they are plain (then checked at
     once, on arrays), and add those that fail to ``dead_rows``, keyed as a record that does
     not parse (``{topic}:{partition}:{offset}``)."""
-    batch.events = as_columns(cast(list[Event], batch.events))
+    if not isinstance(batch.events, EventColumns):
+        batch.events = as_columns(cast(list[Event], batch.events))
     before = len(batch.dead_letters)
     screen(owned.core, owned.state, owned.view, source_name(topic, owned.partition), batch, now)
     screened = batch.dead_letters[before:]

@@ -16,6 +16,10 @@ to ``FILE``:
   ones the next one walks (it runs when this passes the collector's first threshold);
 * ``phases``: wall-clock ms of the step's parts (:data:`PHASES`) within the apply.
 
+With the worker's ``overlap`` (the default) a batch's commit is sent in the background: ``t``
+and the staleness are taken when it was sent, and it lands by the next batch's first use of the
+store (phase ``settle``: the wait for it, in that next batch's apply).
+
 Tracing wraps the methods of :data:`PHASES` for the process's lifetime; it costs two clock
 reads per wrapped call and one line per batch. ``benchmarks/batch_trace.py`` summarises a file.
 
@@ -53,6 +57,7 @@ PHASES: tuple[tuple[str, str, str], ...] = (
     ("finish", "liveprofile.engine.step", "Step.finish"),
     ("payload", "liveprofile.engine.state", "PipelineState.commit_payload"),
     ("commit", "liveprofile.redis.fence", "FencedRedisStore.commit"),
+    ("settle", "liveprofile.redis.fence", "FencedRedisStore.settle"),
     ("compact", "liveprofile.engine.state", "PipelineState.compact"),
 )
 

@@ -41,6 +41,10 @@ With ``ranker.every``, the worker that owns partition 0 also runs the learned ra
 ``LIVEPROFILE_BATCH_TRACE=FILE`` in a worker's environment has it write one line of timings per
 batch (:mod:`liveprofile.kafka.trace`), to see where freshness goes.
 
+A batch's commit is sent in the background (``overlap``, see :mod:`liveprofile.redis.fence`)
+while the worker polls and reads the next batch; a failed one drops its partition as a failed
+commit does. Rebalances, reloads and the loop's end wait for the commit in flight first.
+
 Dead letters are kept in the store (keyed ``{topic}:{partition}:{offset}``, exact) and also sent
 to the dead-letter topic just before the batch commits (at least once: a crash between the two
 sends them again on replay, under the same key).
@@ -68,9 +72,9 @@ from liveprofile.kafka.partition import (
     source_name,
 )
 from liveprofile.kafka.producer import dead_letter_topic, producer_config
-from liveprofile.kafka.rounds import LeadRounds
+from liveprofile.kafka.rounds import LEAD_PARTITION, LeadRounds
 from liveprofile.kafka.trace import BatchTrace, trace_path
-from liveprofile.redis.fence import FencedOut, FencedRedisStore
+from liveprofile.redis.fence import CommitFailed, FencedOut, FencedRedisStore
 from liveprofile.redis.outage import StoreOutage
 from liveprofile.store.layout import check_config, read_checkpoint
 from liveprofile.store.scoped import ScopedStore
@@ -102,6 +106,7 @@ class KafkaWorker:
     when applying the previous batch took longer), so a quiet stream still commits promptly
     and the records that came while a batch was applied do not wait a whole delay more.
     ``run`` returns after ``max_idle_polls`` empty polls in a row, or when ``stop`` is set.
+    With ``overlap`` (the default) a batch's commit is sent in the background (see above).
     """
 
     def __init__(
@@ -117,8 +122,10 @@ class KafkaWorker:
         client_id: str | None = None,
         clock: Callable[[], float] = time.perf_counter,
         trace: Path | None = None,
+        overlap: bool = True,
     ) -> None:
         self.config = config
+        self.overlap = overlap
         self.store = store
         self.bootstrap = bootstrap
         self.topic = topic
@@ -157,6 +164,7 @@ class KafkaWorker:
     def _committed(self, partition: int) -> tuple[float, int]:
         """Another worker's partition: (its watermark, counting the batch it applies now;
         its next offset in the store)."""
+        self._settle()
         scope = partition_scope(self.topic, partition)
         ckpt = read_checkpoint(ScopedStore(self.store, scope))
         watermark = max(ckpt.watermark, started(self.store, scope))
@@ -170,6 +178,7 @@ class KafkaWorker:
     def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
         from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
+        self._settle()
         self.rebalances += 1
         seek = []
         for tp in partitions:
@@ -188,6 +197,7 @@ class KafkaWorker:
         consumer.incremental_assign(seek)
 
     def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
+        self._settle()  # the batch in flight commits before its partition moves
         self.rebalances += 1
         self._report_offsets([tp.partition for tp in partitions])
         for tp in partitions:
@@ -200,6 +210,7 @@ class KafkaWorker:
         consumer.incremental_unassign(partitions)
 
     def _on_lost(self, consumer: Any, partitions: list[Any]) -> None:
+        self._settle()
         self.rebalances += 1
         for tp in partitions:
             self.owned.pop(tp.partition, None)
@@ -237,6 +248,7 @@ class KafkaWorker:
 
         self.store.setup()
         check_config(self.store, self.config)
+        self.store.overlap = self.overlap
         extra = {} if self.client_id is None else {"client.id": self.client_id}
         self._consumer = Consumer(consumer_config(self.bootstrap, self.group, **extra))
         self._producer = Producer(producer_config(self.bootstrap))
@@ -253,6 +265,7 @@ class KafkaWorker:
         try:
             with fewer_collections():
                 self._loop(stats, max_idle_polls, stop)
+                self._settle()
         finally:
             stats.seconds = self._clock() - started
             self.close()
@@ -336,6 +349,12 @@ class KafkaWorker:
             self.rounds.drop([p])
             self.dropped.add(p)
             return
+        except CommitFailed as exc:  # the previous batch's, met at this one's first store use
+            self.owned.pop(p, None)  # read before the failure was known: read it again
+            self.rounds.drop([p])
+            self.dropped.add(p)
+            self._failed(exc)
+            return
         except BaseException as exc:
             self.owned.pop(p, None)  # the state ran ahead of the store
             if not self.outage.waited(exc):
@@ -345,11 +364,34 @@ class KafkaWorker:
             return
         self.outage.over()
         if batch is not None:
+            if p == LEAD_PARTITION and self.rounds.wanted(self.config):
+                self._settle()  # the rounds take committed batches
             if self._trace is not None:
                 cpu = time.process_time() - cpu
                 appended = (messages[0].timestamp()[1] / 1e3, messages[-1].timestamp()[1] / 1e3)
                 self._trace.applied(p, len(messages), began, self._clock(), cpu, appended)
             self.rounds.committed(p, owned.view.scope, owned.state.checkpoint.seq, batch)
+
+    def _settle(self) -> None:
+        """Wait for the commit in flight; a failed one drops its partition (see _failed)."""
+        try:
+            self.store.settle()
+        except CommitFailed as exc:
+            self._failed(exc)
+
+    def _failed(self, exc: CommitFailed) -> None:
+        """Drop the partition whose commit failed in the background, to reload it from the
+        store, as a failed commit in the foreground does; raise ``exc`` unless another worker
+        had committed the partition (fenced out) or the store could not be reached (then wait
+        it out)."""
+        for p, owned in list(self.owned.items()):
+            if owned.view.scope == exc.scope:
+                self.owned.pop(p)
+                self.rounds.drop([p])
+                self.dropped.add(p)
+        if not exc.fenced_out and not self.outage.waited(exc.__cause__ or exc):
+            raise exc
+        log.warning("%s; reloading it", exc)
 
     def _send_dead(self, rows: dict[str, bytes | None]) -> None:
         for key, row in rows.items():
@@ -362,6 +404,7 @@ class KafkaWorker:
         from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
         assigned = {tp.partition for tp in self._consumer.assignment() if tp.topic == self.topic}
+        self._settle()
         if partition not in assigned:
             self.dropped.discard(partition)
             return

@@ -7,11 +7,22 @@ therefore has a fence key, ``{prefix}:fence:{scope}``, holding the checkpoint se
 last commit. A commit names the sequence its state continued from; it ``WATCH``es the fence,
 checks it and bumps it inside the same ``MULTI``/``EXEC`` as the rows, so exactly one of two
 owners that loaded the same state can commit, and the other learns it is stale.
+
+With :attr:`FencedRedisStore.overlap`, a fenced commit is queued in full by the caller and sent
+by a background thread, so the caller reads and applies its next batch while Redis applies the
+last one. Every other use of the store waits for that commit first (:meth:`~FencedRedisStore.
+settle`, through :attr:`~FencedRedisStore.client`): commits land one after another in the order
+made, and a read always sees this store's own commits. A commit that failed raises
+:class:`CommitFailed` (naming its partition) at that next use; its partition's state ran ahead of
+the store, as after a failed commit made in the foreground. As the commit's fence was not moved,
+any later commit of that state is refused anyway (:class:`FencedOut`).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, cast
 
@@ -45,12 +56,24 @@ for i = 1, #ARGV, 3 do
 end
 return #ARGV / 3
 """
+log = logging.getLogger("liveprofile")
+
 #: coordinates per script call (a batch's merge is several calls in its one ``MULTI``)
 MERGE_CHUNK = 4096
 
 
 class FencedOut(StoreError):
     """Another owner committed this partition since this worker loaded it."""
+
+
+class CommitFailed(StoreError):
+    """A commit sent in the background (:attr:`FencedRedisStore.overlap`) failed: partition
+    ``scope``'s state is ahead of the store. The commit's own error is ``__cause__``."""
+
+    def __init__(self, scope: str, error: BaseException) -> None:
+        super().__init__(f"the commit of {scope} failed: {error}")
+        self.scope = scope
+        self.fenced_out = isinstance(error, FencedOut)
 
 
 @contextmanager
@@ -77,6 +100,8 @@ class FencedRedisStore(RedisStore):
     fence: tuple[str, int] | None = None
     #: models are written whole (a fenced commit has no model deltas)
     writes_model_deltas = False
+    #: send fenced commits from a background thread (see the module's doc)
+    overlap = False
 
     def __init__(self, url: str = "redis://127.0.0.1:6379/0", *, prefix: str | None = None) -> None:
         super().__init__(url, prefix=prefix)
@@ -87,6 +112,28 @@ class FencedRedisStore(RedisStore):
         self._packed: list[tuple[str, bytes, bytes, bytes, int]] = []
         #: counters staged for the next fenced commit: (namespace, field, increment)
         self._counts: list[tuple[str, str, int]] = []
+        #: the fenced commit sent in the background: (its partition scope, its outcome)
+        self._pending: tuple[str, Future[None]] | None = None
+        self._sender: ThreadPoolExecutor | None = None
+
+    @property
+    def client(self) -> redis.Redis:
+        """The connection, once the commit sent in the background (if any) has landed."""
+        if self._pending is not None:
+            self.settle()
+        return super().client
+
+    def settle(self) -> None:
+        """Wait for the fenced commit sent in the background, if any; raise
+        :class:`CommitFailed` if it failed (once: the store is usable again after)."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        scope, outcome = pending
+        try:
+            outcome.result()
+        except Exception as exc:
+            raise CommitFailed(scope, exc) from exc
 
     def read_rows(self, namespace: str, indices: bytes, width: int) -> bytes:
         """The shared-model rows of ``indices`` (packed little-endian uint32s), ``width`` bytes
@@ -165,8 +212,16 @@ class FencedRedisStore(RedisStore):
             pipe.execute()
 
     def close(self) -> None:
-        self.discard_staged()
-        super().close()
+        try:
+            self.settle()
+        except CommitFailed as exc:  # its batch is read again from the offset in the store
+            log.warning("%s", exc)
+        finally:
+            if self._sender is not None:
+                self._sender.shutdown()
+                self._sender = None
+            self.discard_staged()
+            super().close()
 
     def commit(self, rows: Rows, meta: Mapping[str, bytes]) -> None:
         if self.fence is None:
@@ -178,19 +233,37 @@ class FencedRedisStore(RedisStore):
         removals, self._removals = self._removals, []
         merges, counts, rows_merged = self._merges, self._counts, self._packed
         self.discard_staged()
-        with (
-            self._errors("commit"),
-            self.client.pipeline(transaction=True) as pipe,
-            _fenced(pipe, key, scope, expected),
-        ):
-            self._queue_writes(pipe, (removals, appends), rows, meta)
-            for namespace, args in merges:
-                for start in range(0, len(args), 3 * MERGE_CHUNK):
-                    chunk = args[start : start + 3 * MERGE_CHUNK]
-                    pipe.eval(MERGE_SCRIPT, 1, self._key(namespace), *cast(list[Any], chunk))
-            for namespace, indices, before, after, width in rows_merged:
-                packed.merge_rows(pipe, self._key(namespace), indices, before, after, width)
-            for namespace, field, increment in counts:
-                pipe.hincrby(self._key(namespace), field, increment)
-            pipe.set(key, expected + 1)
-            pipe.execute()
+        # queued whole here (the values are copied into the pipeline's commands), checked and
+        # sent by _send: here or, with overlap, on the sender thread
+        pipe = self.client.pipeline(transaction=True)
+        self._queue_writes(pipe, (removals, appends), rows, meta)
+        for namespace, args in merges:
+            for start in range(0, len(args), 3 * MERGE_CHUNK):
+                chunk = args[start : start + 3 * MERGE_CHUNK]
+                pipe.eval(MERGE_SCRIPT, 1, self._key(namespace), *cast(list[Any], chunk))
+        for namespace, indices, before, after, width in rows_merged:
+            packed.merge_rows(pipe, self._key(namespace), indices, before, after, width)
+        for namespace, field, increment in counts:
+            pipe.hincrby(self._key(namespace), field, increment)
+        pipe.set(key, expected + 1)
+        if not self.overlap:
+            self._send(pipe, key, scope, expected)
+            return
+        if self._sender is None:
+            self._sender = ThreadPoolExecutor(1, thread_name_prefix="liveprofile-commit")
+        self._pending = (scope, self._sender.submit(self._send, pipe, key, scope, expected))
+
+    def _send(self, pipe: Any, key: str, scope: str, expected: int) -> None:
+        """Watch the fence ``key``, check it is at ``expected`` and run the commands queued on
+        ``pipe`` in one ``MULTI``/``EXEC`` (:class:`FencedOut` if the fence is or moves
+        elsewhere)."""
+        stale = f"partition state {scope} was committed by another worker"
+        with self._errors("commit"), pipe:
+            try:
+                pipe.watch(key)  # runs at once, ahead of the queued commands
+                current = pipe.get(key)
+                if (0 if current is None else int(cast(Any, current))) != expected:
+                    raise FencedOut(stale)
+                pipe.execute()
+            except redis.WatchError:
+                raise FencedOut(stale) from None

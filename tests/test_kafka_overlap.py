@@ -1,0 +1,202 @@
+"""Commits sent in the background while the next batch is read (``FencedRedisStore.overlap``,
+on in the Kafka worker): they land in order, every read waits for them, a failed one is
+reported with its partition, and a worker killed with commits in flight resumes exactly once."""
+
+from __future__ import annotations
+
+import signal
+import uuid
+from pathlib import Path
+from typing import Any
+
+import kafka_helpers as kh
+import msgspec
+import pytest
+import redis
+from redis_server import RedisServer
+
+from liveprofile.config import PipelineConfig
+from liveprofile.datasets.synthetic import SyntheticConfig, generate
+from liveprofile.engine.local import RunStats
+from liveprofile.events.schema import EventParser
+from liveprofile.kafka.broker import Broker
+from liveprofile.kafka.partition import apply_records, load_partition
+from liveprofile.kafka.worker import KafkaWorker
+from liveprofile.redis.fence import CommitFailed, FencedRedisStore
+from liveprofile.store.layout import check_config
+
+
+def test_overlapped_commits_land_in_order_and_reads_wait_for_them(server: RedisServer) -> None:
+    store = FencedRedisStore(server.url, prefix=f"ov-{uuid.uuid4().hex[:6]}")
+    store.overlap = True
+    try:
+        for seq in range(30):
+            store.fence = ("t.0", seq)
+            store.commit({"profile": {"u1": str(seq).encode(), f"v{seq}": b"x"}}, {})
+            store.fence = None
+            # the same store's next use waits for the commit sent in the background
+            assert store.read("profile", ["u1", f"v{seq}"]) == [str(seq).encode(), b"x"]
+        store.fence = ("t.0", 30)
+        store.commit({"profile": {"u1": b"last"}}, {})
+        store.fence = None
+        assert store.fence_value("t.0") == 31
+        assert store.read("profile", ["u1"]) == [b"last"]
+    finally:
+        store.drop()
+        store.close()
+
+
+def test_a_failed_background_commit_names_its_partition(server: RedisServer) -> None:
+    prefix = f"ov-{uuid.uuid4().hex[:6]}"
+    first, stale = (
+        FencedRedisStore(server.url, prefix=prefix),
+        FencedRedisStore(server.url, prefix=prefix),
+    )
+    stale.overlap = True
+    try:
+        first.fence = stale.fence = ("t.3", 0)  # both loaded the partition at seq 0
+        first.commit({"profile": {"u1": b"first"}}, {})
+        stale.commit({"profile": {"u1": b"stale"}}, {})  # returns: sent in the background
+        with pytest.raises(CommitFailed) as failed:
+            stale.read("profile", ["u1"])
+        assert failed.value.scope == "t.3" and failed.value.fenced_out
+        stale.fence = None
+        assert stale.read("profile", ["u1"]) == [b"first"]  # reported once, then usable
+        assert stale.fence_value("t.3") == 1
+    finally:
+        first.drop()
+        first.close()
+        stale.close()
+
+
+def test_a_commit_redis_never_got_is_reported(tmp_path: Path) -> None:
+    own = RedisServer(tmp_path, appendonly=False)
+    own.start()
+    store = FencedRedisStore(own.url, prefix="gone")
+    store.overlap = True
+    try:
+        assert store.fence_value("t.0") == 0
+        own.stop(signal.SIGKILL)
+        store.fence = ("t.0", 0)
+        store.commit({"profile": {"u1": b"lost"}}, {})
+        with pytest.raises(CommitFailed) as failed:
+            store.settle()
+        assert failed.value.scope == "t.0" and not failed.value.fenced_out
+        assert "cannot commit" in str(failed.value)
+    finally:
+        own.stop()
+        store.close()
+
+
+def _snapshot(url: str, prefix: str) -> dict[bytes, Any]:
+    client = redis.Redis.from_url(url)
+    try:
+        out: dict[bytes, Any] = {}
+        for key in client.scan_iter(match=f"{prefix}:*", count=1000):
+            kind = client.type(key)
+            if kind == b"hash":
+                out[key[len(prefix) :]] = client.hgetall(key)
+            elif kind == b"string":
+                out[key[len(prefix) :]] = client.get(key)
+            else:
+                out[key[len(prefix) :]] = (kind, client.dump(key))
+        return out
+    finally:
+        client.close()
+
+
+def _apply(url: str, lines: list[bytes], overlap: bool) -> dict[bytes, Any]:
+    """The store after applying ``lines`` in batches of 300 (shared model: merges too)."""
+    prefix = f"ov-{uuid.uuid4().hex[:6]}"
+    config = PipelineConfig()
+    store = FencedRedisStore(url, prefix=prefix)
+    try:
+        check_config(store, config)
+        store.overlap = overlap
+        owned, _ = load_partition(store, config, "t", 0, {})
+        stats = RunStats()
+        for start in range(0, len(lines), 300):
+            records = [(o, lines[o]) for o in range(start, min(start + 300, len(lines)))]
+            apply_records(store, "t", owned, records, stats, EventParser())
+        store.settle()
+        assert stats.batches > 3 and stats.dead_letters == 1
+        return _snapshot(url, prefix)
+    finally:
+        store.drop()
+        store.close()
+
+
+def test_an_overlapped_run_commits_the_store_a_foreground_run_commits(
+    server: RedisServer,
+) -> None:
+    raw = list(generate(SyntheticConfig(users=80, items=60, days=3, seed=5)))
+    lines = [msgspec.json.encode(e) for e in raw]
+    lines[100] = b'{"event_id": "bad", "type": "view"}'
+    overlapped = _apply(server.url, lines, True)
+    assert any(b"profile" in key for key in overlapped)
+    assert overlapped == _apply(server.url, lines, False)
+
+
+def test_a_worker_killed_with_commits_in_flight_resumes_exactly_once(
+    broker: Broker, server: RedisServer, lines: list[bytes], tmp_path: Path
+) -> None:
+    """Killed four times mid-stream (batches of 10: a commit is in flight most of the time),
+    the workers leave the store an undisturbed run without overlap leaves."""
+    config = tmp_path / "pipeline.toml"
+    config.write_text(kh.CONFIG)
+    topic = "overlapped"
+    kh.publish(broker.bootstrap, topic, lines)
+    log = tmp_path / "worker.log"
+    for _ in range(4):
+        proc = kh.worker(broker, server.url, topic, config, log, "w1")
+        done = kh.committed(server.url, topic, topic)
+        kh.wait("commits", lambda d=done: kh.committed(server.url, topic, topic) > d + 30)
+        kh.stop(proc, log, signal.SIGKILL)
+        assert kh.committed(server.url, topic, topic) < len(lines)  # killed mid-stream
+    proc = kh.worker(broker, server.url, topic, config, log, "w1")
+    kh.wait("the worker to catch up", kh.caught_up(broker, server.url, topic))
+    kh.stop(proc, log)
+    kh.assert_equal(kh.snapshot(server.url, topic, topic), kh.reference(broker, server.url, topic))
+
+
+def test_a_worker_drops_the_partition_whose_background_commit_failed(
+    server: RedisServer, tmp_path: Path
+) -> None:
+    """Another owner committed partition 1 first: the worker's commit of it, sent in the
+    background, fails; the worker drops that partition (to reload it from the store) and
+    keeps the others. A commit Redis never got is raised."""
+    prefix = f"ov-{uuid.uuid4().hex[:6]}"
+    config = PipelineConfig.from_toml(kh.CONFIG)
+    store = FencedRedisStore(server.url, prefix=prefix)
+    other = FencedRedisStore(server.url, prefix=prefix)
+    try:
+        check_config(store, config)
+        worker = KafkaWorker(config, store, "127.0.0.1:1", "t", "g")
+        for p in (0, 1):
+            worker.owned[p], _ = load_partition(store, config, "t", p, worker.models)
+        rival, _ = load_partition(other, config, "t", 1, {})
+        line = b'{"event_id": "e1", "user_id": "u1", "type": "view", "ts": 1700000000}'
+        apply_records(other, "t", rival, [(0, line)], RunStats(), EventParser())
+        store.overlap = True
+        apply_records(store, "t", worker.owned[1], [(0, line)], RunStats(), EventParser())
+        worker._settle()
+        assert sorted(worker.owned) == [0]
+        assert store.fence_value("t.1") == 1  # the rival's commit, not the worker's
+        own = RedisServer(tmp_path, appendonly=False)
+        own.start()
+        failing = FencedRedisStore(own.url, prefix=prefix)
+        failing.overlap = True
+        worker.store = failing
+        assert failing.fence_value("t.0") == 0  # connected
+        own.stop(signal.SIGKILL)
+        failing.fence = ("t.0", 0)
+        failing.commit({"profile": {"u1": b"x"}}, {})
+        failing.fence = None
+        with pytest.raises(CommitFailed) as failed:
+            worker._settle()
+        assert not failed.value.fenced_out and sorted(worker.owned) == []
+        failing.close()
+    finally:
+        store.drop()
+        store.close()
+        other.close()
