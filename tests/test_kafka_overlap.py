@@ -164,7 +164,8 @@ def test_a_worker_drops_the_partition_whose_background_commit_failed(
 ) -> None:
     """Another owner committed partition 1 first: the worker's commit of it, sent in the
     background, fails; the worker drops that partition (to reload it from the store) and
-    keeps the others. A commit Redis never got is raised."""
+    keeps the others. A commit Redis never got (it was down) is waited out the same way; a
+    commit that failed for another reason is raised."""
     prefix = f"ov-{uuid.uuid4().hex[:6]}"
     config = PipelineConfig.from_toml(kh.CONFIG)
     store = FencedRedisStore(server.url, prefix=prefix)
@@ -192,10 +193,18 @@ def test_a_worker_drops_the_partition_whose_background_commit_failed(
         failing.fence = ("t.0", 0)
         failing.commit({"profile": {"u1": b"x"}}, {})
         failing.fence = None
+        worker._settle()  # Redis cannot be reached: waited out, the partition reloaded after
+        assert sorted(worker.owned) == [] and worker.dropped == {0, 1}
+        failing.close()
+        worker.store = store
+        worker.owned[0], _ = load_partition(store, config, "t", 0, worker.models)
+        store.client.set(store.fence_key("t.0"), b"not a sequence")
+        store.fence = ("t.0", 0)
+        store.commit({"profile": {"u1": b"x"}}, {})
+        store.fence = None
         with pytest.raises(CommitFailed) as failed:
             worker._settle()
         assert not failed.value.fenced_out and sorted(worker.owned) == []
-        failing.close()
     finally:
         store.drop()
         store.close()
