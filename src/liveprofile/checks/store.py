@@ -230,9 +230,7 @@ def check_keys_under_many_prefixes(store: Store) -> None:
     ns = "keys:many"
     store.commit({ns: {f"t{i:05d}:s{j}": b"" for i in range(0, 3000, 3) for j in range(2)}}, {})
     found = store.keys_under(ns, [f"t{i:05d}:" for i in range(3000)])
-    assert found == [
-        [f"t{i:05d}:s0", f"t{i:05d}:s1"] if i % 3 == 0 else [] for i in range(3000)
-    ]
+    assert found == [[f"t{i:05d}:s0", f"t{i:05d}:s1"] if i % 3 == 0 else [] for i in range(3000)]
 
 
 def check_count(store: Store) -> None:

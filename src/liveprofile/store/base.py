@@ -62,8 +62,7 @@ def check_keyset_rows(rows: Rows) -> None:
             for key, value in changes.items():
                 if value is not None and value != b"":
                     raise StoreError(
-                        f"cannot commit row {key!r} of key set {namespace!r}: its value must "
-                        "be b''"
+                        f"cannot commit row {key!r} of key set {namespace!r}: its value must be b''"
                     )
 
 
