@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from test_state_properties import write
 
 from liveprofile.config import PipelineConfig, RunConfig
-from liveprofile.engine.linkindex import LinkIndex, find_links_to
+from liveprofile.engine.linkindex import LinkIndex, LinkMap, find_links_to
 from liveprofile.engine.local import LocalRunner
 from liveprofile.events.sources import JsonlSource
 from liveprofile.profile.identity import MAX_ALIASES
@@ -232,3 +232,39 @@ def _as_written_before_the_index(store: Any) -> None:
     ckpt = decode_checkpoint(store.get_meta(CHECKPOINT))
     ckpt.schema = 1
     store.commit({LINKS_BY_TARGET: dict.fromkeys(keys)}, {CHECKPOINT: encode_checkpoint(ckpt)})
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["set", "del", "pop", "update", "setdefault", "popitem", "ior"]),
+            st.sampled_from(IDS),
+            st.sampled_from(IDS),
+        ),
+        max_size=60,
+    )
+)
+def test_the_links_a_state_holds_know_their_sources(ops: list[tuple[str, str, str]]) -> None:
+    """:class:`LinkMap` is the ``dict`` it stands for after any changes, and knows for every
+    id the ids linked to it."""
+    links, plain = LinkMap(), {}
+    for kind, source, target in ops:
+        for d in (links, plain):
+            if kind == "set":
+                d[source] = target
+            elif kind == "del" and source in d:
+                del d[source]
+            elif kind == "pop":
+                d.pop(source, None)
+            elif kind == "update":
+                d.update({source: target, target: source})
+            elif kind == "setdefault":
+                d.setdefault(source, target)
+            elif kind == "popitem" and d:
+                d.popitem()
+            elif kind == "ior":
+                d |= {source: target}
+        assert links == plain
+        for who in IDS:
+            assert links.sources_of(who) == {s for s, t in plain.items() if t == who}

@@ -37,7 +37,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, TypeVar, cast
 
-from liveprofile.engine.linkindex import find_links_to
+from liveprofile.engine.linkindex import LinkMap, find_links_to
 from liveprofile.engine.state import PipelineState
 from liveprofile.events.columns import EventColumns
 from liveprofile.events.schema import FORGET, MERGE, Event
@@ -96,10 +96,10 @@ def load_links_to(state: PipelineState, store: Store, ids: set[str]) -> None:
 
 def unlink_to(state: PipelineState, ids: set[str], out: StepResult) -> set[str]:
     """Remove the links of ``state`` that lead to ``ids``, directly or through other linked
-    ids; return the ids unlinked. Costs a pass over the links the state holds (two, or one
-    more per step of a chain of links)."""
+    ids; return the ids unlinked. Costs the links found (the state's links know their
+    sources, :class:`~liveprofile.engine.linkindex.LinkMap`)."""
     aliases = state.aliases
-    removed = [anon for anon, _ in _closure(aliases.items(), ids, str)]
+    removed = [anon for anon, _ in _linked_to(aliases, ids)]
     for anon in removed:
         del aliases[anon]
         out.links[anon] = None
@@ -108,14 +108,32 @@ def unlink_to(state: PipelineState, ids: set[str], out: StepResult) -> set[str]:
 
 def repoint(state: PipelineState, old: str, new: str, out: StepResult) -> list[str]:
     """Point the links of ``state`` that lead to ``old``, directly or through other linked
-    ids, at ``new`` (``old`` merged into it); return the ids re-pointed. Costs a pass over the
-    links the state holds (two, or one more per step of a chain of links)."""
+    ids, at ``new`` (``old`` merged into it); return the ids re-pointed. Costs the links
+    found."""
     aliases = state.aliases
-    moved = [anon for anon, _ in _closure(aliases.items(), {old}, str) if anon not in (old, new)]
+    moved = [anon for anon, _ in _linked_to(aliases, {old}) if anon not in (old, new)]
     for anon in moved:
         aliases[anon] = new
         out.links[anon] = new
     return moved
+
+
+def _linked_to(aliases: LinkMap, targets: set[str]) -> list[tuple[str, str]]:
+    """The links of ``aliases`` leading to ``targets``, directly or through other linked ids,
+    step by step, each step in id order."""
+    out: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    while targets:
+        hits = sorted(
+            (anon, user)
+            for user in targets
+            for anon in aliases.sources_of(user)
+            if anon not in seen
+        )
+        seen.update(anon for anon, _ in hits)
+        out += hits
+        targets = {anon for anon, _ in hits}
+    return out
 
 
 def _closure(

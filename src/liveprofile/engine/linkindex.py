@@ -33,6 +33,7 @@ and its commit writes their keys and raises the schema
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import Any
 
 from liveprofile.store.base import Store
 from liveprofile.store.layout import (
@@ -42,6 +43,79 @@ from liveprofile.store.layout import (
     link_index_prefix,
     link_index_source,
 )
+
+
+class LinkMap(dict[str, str]):
+    """The identity links a state holds (id -> the id it is linked to), a ``dict`` that also
+    knows the ids linked to each id (:meth:`sources_of`), so removing or re-pointing the links
+    to an id costs the links found, not a pass over all the links held.
+
+    >>> links = LinkMap({"v1": "u1", "v2": "u1"})
+    >>> links["v2"] = "u2"
+    >>> del links["v1"]
+    >>> links.update(v3="u2")
+    >>> links, sorted(links.sources_of("u2")), links.sources_of("u1"), links.pop("v9", None)
+    ({'v2': 'u2', 'v3': 'u2'}, ['v2', 'v3'], set(), None)
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__()
+        self._to: dict[str, set[str]] = {}
+        self.update(*args, **kwargs)
+
+    def sources_of(self, target: str) -> set[str]:
+        """The ids linked to ``target`` (do not change the set)."""
+        return self._to.get(target, _NONE)
+
+    def _forget(self, source: str, target: str) -> None:
+        sources = self._to[target]
+        sources.discard(source)
+        if not sources:
+            del self._to[target]
+
+    def __setitem__(self, source: str, target: str) -> None:
+        old = dict.get(self, source)
+        if old is not None:
+            self._forget(source, old)
+        dict.__setitem__(self, source, target)
+        self._to.setdefault(target, set()).add(source)
+
+    def __delitem__(self, source: str) -> None:
+        self._forget(source, dict.pop(self, source))
+
+    def pop(self, source: str, *default: Any) -> Any:
+        if source in self:
+            target = dict.pop(self, source)
+            self._forget(source, target)
+            return target
+        if default:
+            return default[0]
+        raise KeyError(source)
+
+    def popitem(self) -> tuple[str, str]:
+        source, target = dict.popitem(self)
+        self._forget(source, target)
+        return source, target
+
+    def setdefault(self, source: str, target: str) -> str:
+        if source not in self:
+            self[source] = target
+        return dict.__getitem__(self, source)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        for source, target in dict(*args, **kwargs).items():
+            self[source] = target
+
+    def __ior__(self, other: Any) -> LinkMap:  # type: ignore[override,misc]
+        self.update(other)
+        return self
+
+    def clear(self) -> None:
+        dict.clear(self)
+        self._to.clear()
+
+
+_NONE: set[str] = set()
 
 
 class LinkIndex:

@@ -18,7 +18,7 @@ import msgspec
 from liveprofile.config import PipelineConfig
 from liveprofile.durations import DAY
 from liveprofile.engine.lazyprofiles import ProfileMap, peek
-from liveprofile.engine.linkindex import LinkIndex
+from liveprofile.engine.linkindex import LinkIndex, LinkMap
 from liveprofile.events.dedup import DedupWindow
 from liveprofile.learn.registry import load_learner, make_learner
 from liveprofile.learn.regression import metrics_from_bytes
@@ -83,7 +83,7 @@ class PipelineState:
         #: (watermark, {segment: members}) after each batch, thinned to HISTORY_POINTS
         self.segment_history: list[tuple[float, dict[str, int]]] = []
         #: identity links read so far: anonymous id -> user id
-        self.aliases: dict[str, str] = {}
+        self.aliases = LinkMap()
         #: the stored links of the ids read so far, to keep the links' index by target
         self.link_index = LinkIndex()
         #: users of the last-seen index rows loaded for this batch: row key -> users
