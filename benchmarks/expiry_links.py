@@ -4,7 +4,7 @@ From the repository root::
 
     .venv/bin/python benchmarks/expiry_links.py --users 5000 --days 28 --ttl 3d --repeat 2
     .venv/bin/python benchmarks/expiry_links.py --links 10000,100000,1000000 \
-        --stores sqlite,redis --baseline /work/main/src --rounds 2
+        --stores sqlite,redis --baseline OTHER/src --rounds 2
 
 With ``--links``, the per-batch cost at a given number of links (:mod:`link_batches`): a
 store holding that many links, then batches of plain events with one ``$forget`` each, timed
@@ -13,11 +13,13 @@ checkout and, with ``--baseline``, the code of another ``src/`` folder, each run
 process, interleaved.
 
 A batch in which a user may expire (idle past ``run.profile_ttl`` by the batch's last event)
-reads every identity link of the store once, to find the links that lead to the users it
-expires (``engine/erasure.py``), as a batch with a ``$forget`` does. This replays the synthetic
-shop with logins (``benchmarks/identity.py``) into a fresh SQLite store with the TTL, and counts
-the link scans and their time. Run it on two checkouts side by side to compare (e.g. with
-``PYTHONPATH=OTHER/src``): it prints one line of JSON per run.
+finds the links that lead to the users it expires (``engine/erasure.py``), as a batch with a
+``$forget`` does: by the links' index by target (``engine/linkindex.py``), or, before the
+index (state schema 1), by reading every identity link of the store. Without ``--links``, this
+replays the synthetic shop with logins (``benchmarks/identity.py``) into a fresh SQLite store
+with the TTL, and counts the scans of the links and their time (none with the index). Run it on
+two checkouts side by side to compare (e.g. with ``PYTHONPATH=OTHER/src``): it prints one line
+of JSON per run.
 """
 
 from __future__ import annotations
