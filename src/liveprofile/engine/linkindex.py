@@ -60,25 +60,38 @@ class LinkMap(dict[str, str]):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__()
-        self._to: dict[str, set[str]] = {}
+        #: target -> its one source, or the set of them (most ids have one: no set for it)
+        self._to: dict[str, str | set[str]] = {}
         self.update(*args, **kwargs)
 
     def sources_of(self, target: str) -> set[str]:
-        """The ids linked to ``target`` (do not change the set)."""
-        return self._to.get(target, _NONE)
+        """The ids linked to ``target`` (a copy)."""
+        sources = self._to.get(target)
+        if sources is None:
+            return set()
+        return {sources} if isinstance(sources, str) else set(sources)
 
     def _forget(self, source: str, target: str) -> None:
         sources = self._to[target]
-        sources.discard(source)
-        if not sources:
+        if isinstance(sources, str) or len(sources) == 1:
             del self._to[target]
+            return
+        sources.discard(source)
+        if len(sources) == 1:
+            self._to[target] = next(iter(sources))
 
     def __setitem__(self, source: str, target: str) -> None:
         old = dict.get(self, source)
         if old is not None:
             self._forget(source, old)
         dict.__setitem__(self, source, target)
-        self._to.setdefault(target, set()).add(source)
+        sources = self._to.get(target)
+        if sources is None:
+            self._to[target] = source
+        elif isinstance(sources, str):
+            self._to[target] = {sources, source}
+        else:
+            sources.add(source)
 
     def __delitem__(self, source: str) -> None:
         self._forget(source, dict.pop(self, source))
@@ -113,9 +126,6 @@ class LinkMap(dict[str, str]):
     def clear(self) -> None:
         dict.clear(self)
         self._to.clear()
-
-
-_NONE: set[str] = set()
 
 
 class LinkIndex:
