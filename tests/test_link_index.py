@@ -268,3 +268,19 @@ def test_the_links_a_state_holds_know_their_sources(ops: list[tuple[str, str, st
         assert links == plain
         for who in IDS:
             assert links.sources_of(who) == {s for s, t in plain.items() if t == who}
+
+
+def test_a_store_kept_per_partition_finds_the_keys_of_every_partition() -> None:
+    from liveprofile.serving.partitions import PartitionedView
+    from liveprofile.store.layout import Checkpoint
+    from liveprofile.store.scoped import ScopedStore
+
+    shared = MemoryStore()
+    for scope, source in (("p0", "v1"), ("p1", "v2"), ("p1", "v0")):
+        rows = {LINKS_BY_TARGET: {link_index_key("u1", source): b""}}
+        ScopedStore(shared, scope).commit(rows, {CHECKPOINT: encode_checkpoint(Checkpoint())})
+    view = PartitionedView(shared)
+    assert view.keys_under(LINKS_BY_TARGET, ["2:u1:", "2:u2:"]) == [
+        ["2:u1:v0", "2:u1:v1", "2:u1:v2"],
+        [],
+    ]
