@@ -284,3 +284,21 @@ def test_a_store_kept_per_partition_finds_the_keys_of_every_partition() -> None:
         ["2:u1:v0", "2:u1:v1", "2:u1:v2"],
         [],
     ]
+
+
+def test_a_store_without_links_written_before_the_index_is_marked_indexed() -> None:
+    """The first batch that needs the index of a schema-1 store with no links raises the
+    schema too (nothing to index), so later batches read the (empty) index."""
+    config = _config("compiled", "")
+    with tempfile.TemporaryDirectory() as tmp, opened("sqlite", Path(tmp)) as (store, reopen):
+        folder = Path(tmp)
+        first = [_line(0, user_id="u0", type="view")]
+        replay_checked_into(config, first, store, folder)
+        ckpt = decode_checkpoint(store.get_meta(CHECKPOINT))
+        ckpt.schema = 1
+        store.commit({}, {CHECKPOINT: encode_checkpoint(ckpt)})
+        store.close()
+        old = reopen()
+        replay_checked_into(config, [*first, _line(1, user_id="u0", type="$forget")], old, folder)
+        assert decode_checkpoint(old.get_meta(CHECKPOINT)).schema == 2
+        assert old.count(ALIASES) == 0 and old.count(LINKS_BY_TARGET) == 0

@@ -172,8 +172,8 @@ class PipelineState:
                     stored[anon] = self.aliases[anon] = user.decode()
 
     def take_aliases(self, links: dict[str, str]) -> None:
-        """Take identity links read from the store some other way (a scan), for the ids whose
-        link has not been read yet (the state's own are current)."""
+        """Take identity links read from the store some other way (through the links' index,
+        or a scan), for the ids whose link has not been read yet (the state's own are current)."""
         stored = self.link_index.stored
         for anon, user in links.items():
             if anon not in stored:
@@ -292,7 +292,7 @@ class PipelineState:
                 rows[PROFILES][user] = None
         if links:
             rows[ALIASES] = {a: None if u is None else u.encode() for a, u in links.items()}
-        if links or self.link_index.pending:
+        if links or self.link_index.pending or self.link_index.built:
             rows[LINKS_BY_TARGET] = self.link_index.rows(links or {})
             if self.link_index.built:  # every link is indexed from this commit on
                 ckpt.schema, self.link_index.built = STATE_SCHEMA, False
