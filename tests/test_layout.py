@@ -100,8 +100,8 @@ def test_the_layout_names_everything_a_replay_stores(tmp_path: Path) -> None:
     metas = {name for (name,) in db.execute("SELECT name FROM meta")}
     db.close()
     rows = {layout.PROFILES, layout.ITEMS, layout.PENDING, layout.DEDUP, layout.ALIASES}
-    rows |= {layout.EXPIRY, layout.DEAD_LETTERS}
-    assert {layout.PROFILES, layout.ALIASES, layout.EXPIRY} <= namespaces
+    rows |= {layout.EXPIRY, layout.DEAD_LETTERS, layout.LINKS_BY_TARGET}
+    assert {layout.PROFILES, layout.ALIASES, layout.EXPIRY, layout.LINKS_BY_TARGET} <= namespaces
     assert {ns for ns in namespaces if not ns.startswith(layout.SEGMENT_PREFIX)} <= rows
     assert layout.segment_namespace("buyers") in namespaces
     tasks = {f(t.name) for t in config.tasks for f in (layout.model_meta, layout.metrics_meta)}

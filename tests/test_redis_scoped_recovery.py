@@ -214,9 +214,9 @@ def _kill_and_restart(
 
 def _dump(url: str, prefix: str) -> dict[str, Any]:
     """Every key of ``prefix`` but the event streams and leases: hashes as dicts, streams as
-    their entries' fields in order, other strings as they are. What names an entry of the
-    event streams (checkpoint offsets, dead-letter keys) is left out: the compared stores read
-    equal streams appended at other times."""
+    their entries' fields in order, sorted sets as their members, other strings as they are.
+    What names an entry of the event streams (checkpoint offsets, dead-letter keys) is left
+    out: the compared stores read equal streams appended at other times."""
     client = redis.Redis.from_url(url)
     out: dict[str, Any] = {}
     try:
@@ -234,6 +234,8 @@ def _dump(url: str, prefix: str) -> dict[str, Any]:
                     {k: v.replace(tag, same) for k, v in fields.items()}
                     for _, fields in client.xrange(key)
                 ]
+            elif kind == "zset":  # a key set (the links' index by target)
+                out[name] = client.zrange(key, 0, -1)
             else:
                 assert kind == "string", (key, kind)
                 out[name] = client.get(key)

@@ -13,8 +13,9 @@ import hashlib
 import os
 import re
 import sqlite3
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -91,6 +92,34 @@ class _ForgetfulStore(MemoryStore):
 def test_check_store_names_the_check_a_broken_store_fails(tmp_path: Path) -> None:
     with pytest.raises(AssertionError, match="check_namespaces_are_separate"):
         check_store(StoreFactory(lambda _: _ForgetfulStore(), persistent=False), tmp_path)
+
+
+class _UnsortedKeysStore(MemoryStore):
+    """A store that finds keys under a prefix but not in key order."""
+
+    def keys_under(self, namespace: str, prefixes: Sequence[str]) -> list[list[str]]:
+        return [sorted(keys, reverse=True) for keys in super().keys_under(namespace, prefixes)]
+
+
+class _OldStore:
+    """A third-party store written before ``keys_under``: every other operation of a store."""
+
+    def __init__(self) -> None:
+        self._inner = MemoryStore()
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "keys_under":
+            raise AttributeError(name)
+        return getattr(self._inner, name)
+
+
+def test_the_suite_requires_finding_keys_under_prefixes(tmp_path: Path) -> None:
+    """A store must find the keys of a key-set namespace by prefix, in key order (the links'
+    index by target is read so)."""
+    with pytest.raises(AssertionError, match="check_keys_under_prefixes"):
+        check_store(StoreFactory(lambda _: _UnsortedKeysStore(), persistent=False), tmp_path / "a")
+    with pytest.raises(AssertionError, match="check_implements_the_protocol"):
+        check_store(StoreFactory(lambda _: _OldStore(), persistent=False), tmp_path / "b")
 
 
 # -- SQLite specifics --------------------------------------------------------------------------

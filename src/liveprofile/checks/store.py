@@ -198,6 +198,41 @@ def check_scan_pages(store: Store) -> None:
     assert list(store.scan("member", after="é")) == []
 
 
+def check_keys_under_prefixes(store: Store) -> None:
+    """A key-set namespace (``keys:...``, values ``b""``) finds its keys by their start, for
+    several prefixes in one call, in key order; it reads, scans and counts as rows do, and
+    keys added and removed in one commit are seen by the next call."""
+    ns = "keys:check"
+    keys = ["1:a:x", "1:a:y", "1:b:x", "2:ab:", "2:ab:z", "1:é:v", "1:a\x1f:w", "10:a"]
+    store.commit({ns: dict.fromkeys(keys, b""), "profile": {"1:a:p": b"p"}}, {})
+    found = store.keys_under(ns, ["1:a:", "2:ab:", "1:é:", "3:zz:", "1:"])
+    assert found == [
+        ["1:a:x", "1:a:y"],
+        ["2:ab:", "2:ab:z"],
+        ["1:é:v"],
+        [],
+        sorted(k for k in keys if k.startswith("1:")),
+    ], found
+    assert store.keys_under(ns, []) == []
+    assert store.read(ns, ["1:a:x", "1:a:"]) == [b"", None]
+    after = [(k, b"") for k in sorted(keys) if k > "1:b:x"][:2]
+    assert list(store.scan(ns, after="1:b:x", limit=2)) == after
+    assert store.count(ns) == len(keys)
+    store.commit({ns: {"1:a:x": None, "1:a:w": b"", "nobody": None}}, {})
+    assert store.keys_under(ns, ["1:a:"]) == [["1:a:w", "1:a:y"]]
+    assert store.count(ns) == len(keys)
+    _raises(StoreError, lambda: store.commit({ns: {"1:a:v": b"value"}}, {}), "key set")
+    assert store.keys_under(ns, ["1:a:"]) == [["1:a:w", "1:a:y"]]
+
+
+def check_keys_under_many_prefixes(store: Store) -> None:
+    """Thousands of prefixes in one call, each with its own keys (an index read by a batch)."""
+    ns = "keys:many"
+    store.commit({ns: {f"t{i:05d}:s{j}": b"" for i in range(0, 3000, 3) for j in range(2)}}, {})
+    found = store.keys_under(ns, [f"t{i:05d}:" for i in range(3000)])
+    assert found == [[f"t{i:05d}:s0", f"t{i:05d}:s1"] if i % 3 == 0 else [] for i in range(3000)]
+
+
 def check_count(store: Store) -> None:
     store.commit({"profile": {f"u{i}": b"x" for i in range(25)}, "item": {"i": b"y"}}, {})
     store.commit({"profile": {"u0": None, "u1": None, "u1000": b"z"}}, {})
@@ -263,6 +298,8 @@ STORE_CHECKS: list[Callable[[Store], None]] = [
     check_model_updates_read_back_whole,
     check_scan_in_key_order,
     check_scan_pages,
+    check_keys_under_prefixes,
+    check_keys_under_many_prefixes,
     check_count,
     check_failed_commit_changes_nothing,
     check_failed_meta_write_rolls_back_rows,

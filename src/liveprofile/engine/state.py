@@ -18,6 +18,7 @@ import msgspec
 from liveprofile.config import PipelineConfig
 from liveprofile.durations import DAY
 from liveprofile.engine.lazyprofiles import ProfileMap, peek
+from liveprofile.engine.linkindex import LinkIndex, LinkMap
 from liveprofile.events.dedup import DedupWindow
 from liveprofile.learn.registry import load_learner, make_learner
 from liveprofile.learn.regression import metrics_from_bytes
@@ -37,6 +38,7 @@ from liveprofile.store.layout import (
     DEDUP,
     EXPIRY,
     ITEMS,
+    LINKS_BY_TARGET,
     PENDING,
     POPULATION,
     PROFILES,
@@ -81,8 +83,9 @@ class PipelineState:
         #: (watermark, {segment: members}) after each batch, thinned to HISTORY_POINTS
         self.segment_history: list[tuple[float, dict[str, int]]] = []
         #: identity links read so far: anonymous id -> user id
-        self.aliases: dict[str, str] = {}
-        self._alias_checked: set[str] = set()
+        self.aliases = LinkMap()
+        #: the stored links of the ids read so far, to keep the links' index by target
+        self.link_index = LinkIndex()
         #: users of the last-seen index rows loaded for this batch: row key -> users
         self._expiry_loaded: dict[str, list[str]] = {}
         #: the pipeline's anomaly detector, when ``risk.anomaly`` is on
@@ -158,22 +161,23 @@ class PipelineState:
 
     def ensure_aliases(self, store: Store, ids: set[str]) -> None:
         """Read the identity links of ``ids`` not read yet (one store read)."""
-        missing = [i for i in ids if i not in self._alias_checked]
+        stored = self.link_index.stored
+        missing = [i for i in ids if i not in stored]
         if not missing:
             return
         for anon, user in zip(missing, store.read(ALIASES, missing), strict=True):
+            stored[anon] = None
             if user is not None:
                 with damaged("alias row", anon):
-                    self.aliases[anon] = user.decode()
-        self._alias_checked.update(missing)
+                    stored[anon] = self.aliases[anon] = user.decode()
 
     def take_aliases(self, links: dict[str, str]) -> None:
-        """Take identity links read from the store some other way (a scan), for the ids whose
-        link has not been read yet (the state's own are current)."""
+        """Take identity links read from the store some other way (through the links' index,
+        or a scan), for the ids whose link has not been read yet (the state's own are current)."""
+        stored = self.link_index.stored
         for anon, user in links.items():
-            if anon not in self._alias_checked:
-                self.aliases[anon] = user
-                self._alias_checked.add(anon)
+            if anon not in stored:
+                stored[anon] = self.aliases[anon] = user
 
     # -- expiry: users indexed by the day of their last event ----------------------------------
 
@@ -288,6 +292,10 @@ class PipelineState:
                 rows[PROFILES][user] = None
         if links:
             rows[ALIASES] = {a: None if u is None else u.encode() for a, u in links.items()}
+        if links or self.link_index.pending or self.link_index.built:
+            rows[LINKS_BY_TARGET] = self.link_index.rows(links or {})
+            if self.link_index.built:  # every link is indexed from this commit on
+                ckpt.schema, self.link_index.built = STATE_SCHEMA, False
         if expiry:
             rows[EXPIRY] = dict(expiry)
         self._membership_rows(rows, changes, deleted)

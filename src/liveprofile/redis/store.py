@@ -1,6 +1,9 @@
 """A Redis store: one hash per namespace, one transaction per commit.
 
 Rows of namespace ``ns`` live in the hash ``{prefix}:{ns}`` and blobs in ``{prefix}:meta``;
+a key-set namespace (:func:`~liveprofile.store.base.is_keyset`) is the sorted set
+``{prefix}:{ns}`` of its keys (all of score 0, so in key order: ``ZRANGEBYLEX`` finds the keys
+under a prefix);
 a batch read is one ``HMGET`` and a commit is one ``MULTI``/``EXEC`` pipeline, so profiles, models
 and the source offset become visible together or not at all.
 
@@ -25,7 +28,7 @@ import redis
 
 from liveprofile.errors import StoreError
 from liveprofile.redis import modeldelta
-from liveprofile.store.base import MODEL_PREFIX, Rows
+from liveprofile.store.base import MODEL_PREFIX, Rows, check_keyset_rows, is_keyset
 
 if TYPE_CHECKING:
     from liveprofile.learn.tracked import ModelUpdate
@@ -92,8 +95,26 @@ class RedisStore:
         if not keys:
             return []
         with self._errors("read"):
+            if is_keyset(namespace):
+                scores = cast(list[Any], self.client.zmscore(self._key(namespace), list(keys)))
+                return [None if v is None else b"" for v in scores]
             values = cast(list[Any], self.client.hmget(self._key(namespace), list(keys)))
         return [None if v is None else bytes(cast(bytes, v)) for v in values]
+
+    def keys_under(self, namespace: str, prefixes: Sequence[str]) -> list[list[str]]:
+        """One ``ZRANGEBYLEX`` per prefix, pipelined, on a key-set namespace; on a hash, its
+        keys (``HKEYS``) filtered."""
+        key = self._key(namespace)
+        with self._errors("read"):
+            if not is_keyset(namespace):
+                names = sorted(k.decode() for k in cast(list[bytes], self.client.hkeys(key)))
+                return [[n for n in names if n.startswith(p)] for p in prefixes]
+            with self.client.pipeline(transaction=False) as pipe:
+                for prefix in prefixes:
+                    start = prefix.encode()
+                    pipe.zrangebylex(key, b"[" + start, b"(" + start + b"\xff")
+                found = pipe.execute()
+        return [[k.decode() for k in keys] for keys in found]
 
     def scan(
         self, namespace: str, *, after: str | None = None, limit: int | None = None
@@ -101,6 +122,16 @@ class RedisStore:
         """Rows in key order. Hashes are unordered, so a page costs reading the namespace's
         keys (``HKEYS``) and then the page's values (``HMGET``)."""
         key = self._key(namespace)
+        if is_keyset(namespace):
+            low = b"-" if after is None else b"(" + after.encode()
+            with self._errors("scan"):
+                if limit is None:
+                    found = self.client.zrangebylex(key, low, b"+")
+                else:
+                    found = self.client.zrangebylex(key, low, b"+", start=0, num=limit)
+            for field in cast(list[bytes], found):
+                yield field.decode(), b""
+            return
         with self._errors("scan"):
             if after is None and limit is None:
                 rows = cast(dict[bytes, bytes], self.client.hgetall(key))
@@ -118,6 +149,8 @@ class RedisStore:
 
     def count(self, namespace: str) -> int:
         with self._errors("count"):
+            if is_keyset(namespace):
+                return int(reply(self.client.zcard(self._key(namespace))))
             return int(reply(self.client.hlen(self._key(namespace))))
 
     def get_meta(self, name: str) -> bytes | None:
@@ -138,6 +171,7 @@ class RedisStore:
         bad = [v for v in (*values, *meta.values()) if not isinstance(v, bytes | bytearray)]
         if bad:
             raise StoreError(f"cannot commit {type(bad[0]).__name__}: values must be bytes")
+        check_keyset_rows(rows)
         appends, self._appends = self._appends, []
         removals, self._removals = self._removals, []
         models, self._models = self._models, {}
@@ -174,6 +208,9 @@ class RedisStore:
         for namespace, changes in rows.items():
             upserts: dict[_Field, _Field] = {k: v for k, v in changes.items() if v is not None}
             deletes = [k for k, v in changes.items() if v is None]
+            if is_keyset(namespace):
+                _queue_keyset(pipe, self._key(namespace), list(upserts), deletes)
+                continue
             if upserts:
                 pipe.hset(self._key(namespace), mapping=upserts)
             if deletes:
@@ -218,3 +255,16 @@ class RedisStore:
         if self._client is not None:
             self._client.close()
             self._client = None
+
+
+#: members per ``ZADD``/``ZREM`` of a commit (a first index build writes millions)
+_KEYS_PER_CALL = 10_000
+
+
+def _queue_keyset(pipe: Any, key: str, adds: list[_Field], deletes: list[str]) -> None:
+    """Queue the changes of a key-set namespace: its keys added to and removed from the sorted
+    set ``key`` (score 0)."""
+    for start in range(0, len(adds), _KEYS_PER_CALL):
+        pipe.zadd(key, dict.fromkeys(adds[start : start + _KEYS_PER_CALL], 0))
+    for start in range(0, len(deletes), _KEYS_PER_CALL):
+        pipe.zrem(key, *deletes[start : start + _KEYS_PER_CALL])

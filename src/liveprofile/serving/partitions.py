@@ -224,6 +224,13 @@ class PartitionedView:
             else:
                 yield key, found[0]
 
+    def keys_under(self, namespace: str, prefixes: Sequence[str]) -> list[list[str]]:
+        """The keys under each prefix in every partition, merged in key order."""
+        if shared_namespace(namespace) or not self.partitioned():
+            return self.base.keys_under(namespace, prefixes)
+        parts = [v.keys_under(namespace, prefixes) for v in self._views()]
+        return [sorted({k for p in parts for k in p[i]}) for i in range(len(prefixes))]
+
     def count(self, namespace: str) -> int:
         if shared_namespace(namespace) or not self.partitioned():
             return self.base.count(namespace)

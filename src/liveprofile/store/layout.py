@@ -44,6 +44,10 @@ PENDING = "pending"
 DEDUP = "dedup"
 #: anonymous id -> the user id it was linked to (UTF-8)
 ALIASES = "alias"
+#: the identity links by target: a key set (:data:`~liveprofile.store.base.KEYSET_PREFIX`) with
+#: the key :func:`link_index_key` for each row of :data:`ALIASES`, written in the same commits,
+#: so the links leading to an id are found without a scan (:func:`link_index_prefix`)
+LINKS_BY_TARGET = "keys:linkto"
 #: "day:seq" -> users last seen that day, indexed by that batch (time-to-live expiry)
 EXPIRY = "expiry"
 #: stream entry key -> a dead letter the Redis worker stored (JSON)
@@ -90,8 +94,34 @@ def ranker_meta(task: str) -> str:
     return f"{SHARED_META_PREFIXES[0]}{task}"
 
 
-#: the version of the checkpoint and of the state layout it describes
-STATE_SCHEMA = 1
+#: the version of the checkpoint and of the state layout it describes; 2: the links are
+#: indexed by target (:data:`LINKS_BY_TARGET`)
+STATE_SCHEMA = 2
+#: the versions this one reads: a store of version 1 has links without their index, which is
+#: built from them when first needed (:func:`links_indexed`)
+READABLE_SCHEMAS = (1, 2)
+
+
+def link_index_prefix(target: str) -> str:
+    """The start of the keys of :data:`LINKS_BY_TARGET` for the links that lead to ``target``:
+    its length, so no other id's keys start the same way.
+
+    >>> link_index_prefix("u1"), link_index_key("u1", "visitor-7")
+    ('2:u1:', '2:u1:visitor-7')
+    >>> link_index_source("2:u1:", link_index_key("u1", "a:b"))
+    'a:b'
+    """
+    return f"{len(target)}:{target}:"
+
+
+def link_index_key(target: str, source: str) -> str:
+    """The key of :data:`LINKS_BY_TARGET` for the link ``source -> target``."""
+    return f"{link_index_prefix(target)}{source}"
+
+
+def link_index_source(prefix: str, key: str) -> str:
+    """The linked id of a key found under ``prefix`` (:func:`link_index_prefix`)."""
+    return key[len(prefix) :]
 
 
 def segment_namespace(segment: str) -> str:
@@ -247,18 +277,29 @@ def decode_checkpoint(blob: bytes | None) -> Checkpoint:
     >>> decode_checkpoint(encode_checkpoint(Checkpoint(schema=9)))
     Traceback (most recent call last):
     ...
-    liveprofile.errors.StateVersionError: store has state schema 9, this version reads 1: ...
+    liveprofile.errors.StateVersionError: store has state schema 9, this version reads 1 and 2: ...
     """
     if blob is None:
         return Checkpoint()
     with damaged("meta row", CHECKPOINT):
         checkpoint = msgspec.msgpack.decode(blob, type=Checkpoint)
-    if checkpoint.schema != STATE_SCHEMA:
+    if checkpoint.schema not in READABLE_SCHEMAS:
         raise StateVersionError(
-            f"store has state schema {checkpoint.schema}, this version reads {STATE_SCHEMA}: "
-            "replay the events into a new store"
+            f"store has state schema {checkpoint.schema}, this version reads "
+            f"{' and '.join(map(str, READABLE_SCHEMAS))}: replay the events into a new store"
         )
     return checkpoint
+
+
+def links_indexed(checkpoint: Checkpoint) -> bool:
+    """Whether every link of the store is in :data:`LINKS_BY_TARGET` (a store written before
+    the index, schema 1, has its index built by the first batch that needs it, which raises
+    the schema in its commit).
+
+    >>> links_indexed(Checkpoint()), links_indexed(Checkpoint(schema=1))
+    (True, False)
+    """
+    return checkpoint.schema >= 2
 
 
 def read_checkpoint(store: Store) -> Checkpoint:

@@ -59,6 +59,9 @@ class ScopedStore:
     ) -> Iterator[tuple[str, bytes]]:
         return self.store.scan(self._ns(namespace), after=after, limit=limit)
 
+    def keys_under(self, namespace: str, prefixes: Sequence[str]) -> list[list[str]]:
+        return self.store.keys_under(self._ns(namespace), prefixes)
+
     def count(self, namespace: str) -> int:
         return self.store.count(self._ns(namespace))
 

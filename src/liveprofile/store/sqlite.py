@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 from liveprofile.errors import StoreError
-from liveprofile.store.base import MODEL_PREFIX, Rows, delta_fits
+from liveprofile.store.base import MODEL_PREFIX, Rows, check_keyset_rows, delta_fits, prefix_end
 
 if TYPE_CHECKING:
     from liveprofile.learn.ckptdelta import Unpacked
@@ -175,6 +175,23 @@ class SQLiteStore:
         with self._errors("scan"):
             yield from self.db.execute(query, (*args, -1 if limit is None else limit))
 
+    def keys_under(self, namespace: str, prefixes: Sequence[str]) -> list[list[str]]:
+        """One range of the primary key per prefix (keys compare as UTF-8 bytes)."""
+        query = "SELECT key FROM rows WHERE ns = ? AND key >= ? AND key < ? ORDER BY key"
+        out = []
+        with self._errors("read"):
+            for prefix in prefixes:
+                end = prefix_end(prefix)
+                if end is None:
+                    found = self.db.execute(
+                        "SELECT key FROM rows WHERE ns = ? AND key >= ? ORDER BY key",
+                        (namespace, prefix),
+                    )
+                else:
+                    found = self.db.execute(query, (namespace, prefix, end))
+                out.append([k for (k,) in found])
+        return out
+
     def count(self, namespace: str) -> int:
         with self._errors("count"):
             query = "SELECT count(*) FROM rows WHERE ns = ?"
@@ -226,6 +243,7 @@ class SQLiteStore:
         self._staged[name] = update
 
     def commit(self, rows: Rows, meta: Mapping[str, bytes]) -> None:
+        check_keyset_rows(rows)
         db = self.db
         staged, self._staged = self._staged, {}
         blobs: dict[str, bytes | ModelUpdate] = {**staged, **meta}
