@@ -142,8 +142,8 @@ def replay_checked(
             runner.close()
 
 
-def _config(engine: str, ttl: str) -> PipelineConfig:
-    return PipelineConfig(run=RunConfig(engine=engine, profile_ttl=ttl, hot_profiles=1))
+def _config(ttl: str) -> PipelineConfig:
+    return PipelineConfig(run=RunConfig(profile_ttl=ttl, hot_profiles=1))
 
 
 @pytest.mark.parametrize("kind", STORES)
@@ -152,13 +152,12 @@ def _config(engine: str, ttl: str) -> PipelineConfig:
     ops=st.lists(link_op(), min_size=1, max_size=40),
     sizes=st.lists(st.integers(1, 9), min_size=1, max_size=3),
     restarts=st.sets(st.integers(1, 8), max_size=2),
-    engine=st.sampled_from(["compiled", "python"]),
     ttl=st.sampled_from(["", "1d", "6h"]),
 )
 def test_the_index_finds_what_a_scan_finds_after_every_batch(
-    kind: str, ops: list[Any], sizes: list[int], restarts: set[int], engine: str, ttl: str
+    kind: str, ops: list[Any], sizes: list[int], restarts: set[int], ttl: str
 ) -> None:
-    replay_checked(_config(engine, ttl), stream(ops), kind, sizes, restarts)
+    replay_checked(_config(ttl), stream(ops), kind, sizes, restarts)
 
 
 def _line(k: int, **fields: Any) -> bytes:
@@ -174,7 +173,7 @@ def test_more_visitors_than_an_alias_list_keeps_then_a_merge_and_an_erasure(kind
     lines.append(_line(n, user_id="u2", type="view"))
     lines.append(_line(n + 1, user_id="u2", anonymous_id="u1", type="$merge"))
     lines.append(_line(n + 2, user_id="u2", type="$forget"))
-    replay_checked(_config("compiled", ""), lines, kind, [7, 30], {2})
+    replay_checked(_config(""), lines, kind, [7, 30], {2})
 
 
 @pytest.mark.parametrize("kind", ["sqlite", "redis"])
@@ -189,7 +188,7 @@ def test_a_store_written_before_the_index_is_indexed_when_first_needed(kind: str
         _line(n + 1, user_id="u2", anonymous_id="u1", type="$merge"),
         _line(n + 2, user_id="u2", anonymous_id="w1", type="view"),
     ]
-    config = _config("compiled", "")
+    config = _config("")
     with tempfile.TemporaryDirectory() as tmp, opened(kind, Path(tmp)) as (store, reopen):
         folder = Path(tmp)
         replay_checked_into(config, first, store, folder)
@@ -289,7 +288,7 @@ def test_a_store_kept_per_partition_finds_the_keys_of_every_partition() -> None:
 def test_a_store_without_links_written_before_the_index_is_marked_indexed() -> None:
     """The first batch that needs the index of a schema-1 store with no links raises the
     schema too (nothing to index), so later batches read the (empty) index."""
-    config = _config("compiled", "")
+    config = _config("")
     with tempfile.TemporaryDirectory() as tmp, opened("sqlite", Path(tmp)) as (store, reopen):
         folder = Path(tmp)
         first = [_line(0, user_id="u0", type="view")]
