@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -40,6 +41,19 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     yield from running(tmp_path_factory.mktemp("redis"))
+
+
+@pytest.fixture
+def everysec(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis of its own (a test may kill and restart it), AOF fsynced once a second."""
+    directory = tmp_path / "redis"
+    directory.mkdir()
+    server = RedisServer(directory, fsync="everysec")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="module")

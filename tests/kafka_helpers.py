@@ -41,6 +41,21 @@ TIMEOUT = 90.0
 PARTITIONS = 3
 
 
+def raw_snapshot(client: Any, prefix: str) -> dict[bytes, Any]:
+    """Every key under ``prefix`` and its value (hashes and strings as read, other kinds
+    dumped)."""
+    out: dict[bytes, Any] = {}
+    for key in client.scan_iter(match=f"{prefix}:*", count=1000):
+        kind = client.type(key)
+        if kind == b"hash":
+            out[key[len(prefix) :]] = client.hgetall(key)
+        elif kind == b"string":
+            out[key[len(prefix) :]] = client.get(key)
+        else:
+            out[key[len(prefix) :]] = (kind, client.dump(key))
+    return out
+
+
 def publish(bootstrap: str, topic: str, lines: list[bytes]) -> None:
     publisher = KafkaPublisher(bootstrap, topic, partitions=PARTITIONS, validate=False)
     publisher.extend(lines)

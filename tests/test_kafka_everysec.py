@@ -11,28 +11,14 @@ again from the offsets in the store: the final store equals an uninterrupted wor
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import kafka_helpers as kh
-import pytest
 from kafka_helpers import CONFIG
 from redis_server import RedisServer
 from test_redis_everysec import _increment, _lose_the_tail
 
 from liveprofile.kafka.broker import Broker
-
-
-@pytest.fixture
-def everysec(tmp_path: Path) -> Iterator[RedisServer]:
-    directory = tmp_path / "redis"
-    directory.mkdir()
-    server = RedisServer(directory, fsync="everysec")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def test_a_worker_that_stays_up_replays_what_the_store_lost(

@@ -91,16 +91,7 @@ def test_a_commit_redis_never_got_is_reported(tmp_path: Path) -> None:
 def _snapshot(url: str, prefix: str) -> dict[bytes, Any]:
     client = redis.Redis.from_url(url)
     try:
-        out: dict[bytes, Any] = {}
-        for key in client.scan_iter(match=f"{prefix}:*", count=1000):
-            kind = client.type(key)
-            if kind == b"hash":
-                out[key[len(prefix) :]] = client.hgetall(key)
-            elif kind == b"string":
-                out[key[len(prefix) :]] = client.get(key)
-            else:
-                out[key[len(prefix) :]] = (kind, client.dump(key))
-        return out
+        return kh.raw_snapshot(client, prefix)
     finally:
         client.close()
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import kafka_helpers as kh
 import msgspec
 import pytest
 import redis
@@ -52,16 +53,7 @@ def _applied(lines: list[bytes], prefix: str) -> dict[bytes, Any]:
             records = [(o, lines[o]) for o in range(start, min(start + 500, len(lines)))]
             assert apply_records(store, "t", owned, records, stats, parser) is not None
         assert stats.dead_letters == 1 and stats.events > 0
-        out: dict[bytes, Any] = {}
-        for key in client.scan_iter(match=f"{prefix}:*", count=1000):
-            kind = client.type(key)
-            if kind == b"hash":
-                out[key[len(prefix) :]] = client.hgetall(key)
-            elif kind == b"string":
-                out[key[len(prefix) :]] = client.get(key)
-            else:
-                out[key[len(prefix) :]] = (kind, client.dump(key))
-        return out
+        return kh.raw_snapshot(client, prefix)
     finally:
         store.drop()
         store.close()

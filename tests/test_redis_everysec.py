@@ -26,7 +26,6 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,19 +52,6 @@ from test_redis_scoped_recovery import (
 TIMEOUT = 90.0
 #: the same events and pipeline as the recovery tests (their fixtures)
 events, config_file = recovery.events, recovery.config_file
-
-
-@pytest.fixture
-def everysec(tmp_path: Path) -> Iterator[RedisServer]:
-    """A server of its own, AOF fsynced once a second."""
-    directory = tmp_path / "redis"
-    directory.mkdir()
-    server = RedisServer(directory, fsync="everysec")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def _rewrite(server: RedisServer) -> None:
