@@ -46,14 +46,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
 @pytest.fixture
 def everysec(tmp_path: Path) -> Iterator[RedisServer]:
     """A Redis of its own (a test may kill and restart it), AOF fsynced once a second."""
-    directory = tmp_path / "redis"
-    directory.mkdir()
-    server = RedisServer(directory, fsync="everysec")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from running(tmp_path / "redis", fsync="everysec")
 
 
 @pytest.fixture(scope="module")

@@ -70,9 +70,12 @@ class RedisServer:
         self.proc = None
 
 
-def running(directory: Path, *, appendonly: bool = True) -> Iterator[RedisServer]:
+def running(
+    directory: Path, *, appendonly: bool = True, fsync: str = "everysec"
+) -> Iterator[RedisServer]:
     """A started server for a fixture to yield; stopped when the fixture ends."""
-    server = RedisServer(directory, appendonly=appendonly)
+    directory.mkdir(parents=True, exist_ok=True)
+    server = RedisServer(directory, appendonly=appendonly, fsync=fsync)
     server.start()
     try:
         yield server

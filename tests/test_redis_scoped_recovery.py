@@ -33,7 +33,7 @@ import msgspec
 import numpy as np
 import pytest
 import redis
-from redis_server import RedisServer
+from redis_server import RedisServer, running
 
 from liveprofile.config import PipelineConfig
 from liveprofile.datasets.synthetic import SyntheticConfig, write_jsonl
@@ -369,14 +369,7 @@ def test_killed_worker_beside_a_running_one_applies_everything_once(
 @pytest.fixture
 def durable(tmp_path: Path) -> Iterator[RedisServer]:
     """A server of its own whose acknowledged writes survive ``kill -9``."""
-    directory = tmp_path / "redis"
-    directory.mkdir()
-    server = RedisServer(directory, fsync="always")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from running(tmp_path / "redis", fsync="always")
 
 
 def test_workers_resume_after_redis_is_killed(
