@@ -30,6 +30,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, cast
 
+import msgspec
 import redis
 
 from liveprofile.events.deadletter import DeadLetter
@@ -46,13 +47,17 @@ def entry_key(source: str, offset: int, index: int = 0) -> str:
 
 
 def stage_dead_letters(
-    store: RedisStore, stream: str, source: str, letters: Sequence[DeadLetter]
-) -> None:
-    """Append the dead letters of a batch read from ``source`` to ``stream`` in the store's
-    next commit, in the order of their entries (so that their keys grow), each with its key."""
+    store: RedisStore, stream: str, letters: Sequence[DeadLetter], ids: Sequence[str]
+) -> dict[str, bytes | None]:
+    """Append the dead letters of a batch, whose stream entry ids are ``ids``, to ``stream``
+    in the store's next commit, each with its key, in the order of their entries (so that
+    their keys grow); their rows for the ``deadletter`` namespace, keyed ``{source}:{id}``."""
     for letter in sorted(letters, key=lambda d: d.offset):
         fields = {"raw": letter.raw, "reason": letter.reason, "source": letter.source}
-        store.stage_append(stream, {**fields, KEY_FIELD: entry_key(source, letter.offset)})
+        key = entry_key(letter.source, letter.offset)
+        store.stage_append(stream, {**fields, KEY_FIELD: key})
+    encode = msgspec.json.encode
+    return {f"{d.source}:{i}": encode(d) for i, d in zip(ids, letters, strict=True)}
 
 
 class Seen:

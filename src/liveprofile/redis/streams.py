@@ -32,6 +32,8 @@ from liveprofile.events.schema import Event, EventParser, check_depth
 SEQ_BITS = 22
 #: field of a stream entry that holds the raw JSON event
 FIELD = b"e"
+#: batches in a row that would skip entries before a reader gives up (:meth:`StreamReader.skips`)
+MAX_SKIPS = 5
 #: field of an entry that holds an operator's command (``$forget``), written by
 #: ``liveprofile privacy delete``; whoever can write to the Redis server can write it, so
 #: Redis access is the boundary (``publish`` never writes it, and ``e`` never carries commands)
@@ -225,6 +227,7 @@ class StreamReader:
         self._raw.set_response_callback("XREADGROUP", _as_sent)
         self._raw.set_response_callback("XAUTOCLAIM", _as_sent)
         self._pending_done = False
+        self._skips = 0
 
     def ensure_group(self) -> None:
         """Create the stream and the consumer group (reading from the start) if missing."""
@@ -297,9 +300,20 @@ class StreamReader:
         """Whether the stream holds entries after ``committed`` and before ``first``: a batch
         starting at ``first`` would skip them. They were delivered to another reader of the
         group (a second process under this consumer name, or a stalled one under another),
-        and are read first once pending here (:meth:`take_over`)."""
+        and are read first once pending here (:meth:`take_over`). After :data:`MAX_SKIPS` in
+        a row, they are pending nowhere: a :class:`SourceError` says so."""
         low = f"({format_offset(committed)}" if committed else "-"
-        return bool(self.client.xrange(self.stream, low, f"({format_offset(first)}", count=1))
+        if not self.client.xrange(self.stream, low, f"({format_offset(first)}", count=1):
+            self._skips = 0
+            return False
+        self._skips += 1
+        if self._skips > MAX_SKIPS:
+            raise SourceError(
+                f"{self.stream}: entries after the committed one were acknowledged in group "
+                f"{self.group} without being applied; another program reads the group: give "
+                "the worker a group of its own (--group)"
+            )
+        return True
 
     def _read(self, start: str, count: int, block_ms: int | None) -> list[Any]:
         reply = self._raw.xreadgroup(

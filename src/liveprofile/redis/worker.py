@@ -54,7 +54,6 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
-import msgspec
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -66,7 +65,7 @@ from liveprofile.engine.gc_tuning import fewer_collections
 from liveprofile.engine.local import RunStats, apply_batch
 from liveprofile.engine.screen import screen
 from liveprofile.engine.state import PipelineState
-from liveprofile.errors import SourceError, StateVersionError, StoreLocked
+from liveprofile.errors import StateVersionError, StoreLocked
 from liveprofile.events.sources import Batch
 from liveprofile.kafka.shared_model import share_models
 from liveprofile.profile.segments import SegmentChange
@@ -97,10 +96,6 @@ from liveprofile.store.scoped import ScopedStore
 log = logging.getLogger("liveprofile")
 #: kept for callers of this module; the namespace is :data:`liveprofile.store.layout.DEAD_LETTERS`
 DEAD_LETTER_NAMESPACE = DEAD_LETTERS
-
-
-#: reloads in a row on batches that skip entries before the worker gives up (see _check_checkpoint)
-MAX_GAPS = 5
 
 
 class _StaleState(Exception):
@@ -193,7 +188,6 @@ class RedisWorker:
         self.state: PipelineState | None = None
         #: the stream and last entry of the batch being applied (its entries' keys)
         self._made_at = ("", 0)
-        self._gaps = 0
         self.consumer = options.consumer
         self.lock: WriterLock | None = None
         self._sleep = sleep
@@ -348,12 +342,8 @@ class RedisWorker:
             sb.dead_letters.extend(screened)
             # keyed by the entry of the event, as a record that does not parse
             sb.dead_letter_ids.extend(format_offset(d.offset) for d in screened)
-            encode = msgspec.json.encode
-            dead_rows: dict[str, bytes | None] = {
-                f"{sb.stream}:{entry_id}": encode(letter)
-                for entry_id, letter in zip(sb.dead_letter_ids, sb.dead_letters, strict=True)
-            }
-            stage_dead_letters(self.store, self.dead_letter_stream, sb.stream, sb.dead_letters)
+            letters, ids = sb.dead_letters, sb.dead_letter_ids
+            dead_rows = stage_dead_letters(self.store, self.dead_letter_stream, letters, ids)
             extra = {DEAD_LETTER_NAMESPACE: dead_rows} if dead_rows else None
             self.store.stage_ack(sb.stream, reader.group, sb.ids)
             if self.trim:  # the batch's entries but its last, once every group is done
@@ -400,17 +390,8 @@ class RedisWorker:
         later count as applied. Reloaded, the worker reads them first."""
         if read_checkpoint(self.view).seq != state.checkpoint.seq:
             raise _StaleState
-        if not reader.skips(state.checkpoint.offsets.get(sb.stream, 0), sb.first):
-            self._gaps = 0
-            return
-        self._gaps += 1
-        if self._gaps > MAX_GAPS:  # not pending anywhere: acknowledged by another reader
-            raise SourceError(
-                f"{sb.stream}: entries after the committed one were acknowledged in group "
-                f"{reader.group} without this worker applying them; another program reads "
-                "the group: give the worker a group of its own (--group)"
-            )
-        raise _StaleState
+        if reader.skips(state.checkpoint.offsets.get(sb.stream, 0), sb.first):
+            raise _StaleState
 
 
 def _no_retry() -> Retry:
