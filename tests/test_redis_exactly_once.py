@@ -12,14 +12,15 @@ that lost its last second), and real workers:
   another consumer group has not read and acknowledged;
 * a worker without ``--scope`` is fenced: a second one under the same consumer name (a restart
   on another host while the first is stalled) takes over, and the first one's commit on the
-  state it loaded before is refused; two such ``liveprofile worker`` processes started at once
+  state it loaded before is refused; a batch that would skip entries another reader of the
+  group was delivered is read again; two such ``liveprofile worker`` processes started at once
   apply every event once between them.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -192,44 +193,79 @@ def test_a_trim_leaves_what_another_group_has_not_acknowledged(
         client.close()
 
 
-class RivalMidCommit(FencedRedisStore):
-    """A store whose third batch commit first lets a second worker, under the same consumer
-    name, run to the end of the streams (the first worker stalled there, and was restarted
-    elsewhere meanwhile); then the commit goes on."""
+@pytest.fixture(scope="module")
+def unscoped(server: RedisServer, events: Path) -> dict[str, Any]:
+    """The store of an uninterrupted worker without scope."""
+    _publish(server.url, "unscoped", events)
+    _run(server.url, "unscoped", ALONE, FencedRedisStore(server.url, prefix="unscoped"), CONFIG)
+    return _dump(server.url, "unscoped")
 
-    def __init__(self, url: str, prefix: str, rival: RedisWorker) -> None:
+
+class Meanwhile(FencedRedisStore):
+    """A store whose third batch commit first lets ``meanwhile`` run (another reader of the
+    consumer group at work while this worker stalled), then goes on."""
+
+    def __init__(self, url: str, prefix: str, meanwhile: Callable[[], None]) -> None:
         super().__init__(url, prefix=prefix)
-        self.rival, self.commits = rival, 0
+        self.meanwhile, self.commits = meanwhile, 0
 
     def commit(self, rows: Rows, meta: Mapping[str, bytes]) -> None:
         if self.fence is not None or "checkpoint" in meta:
             self.commits += 1
             if self.commits == 3:
-                try:
-                    self.rival.run(max_idle_polls=3)
-                finally:
-                    self.rival.store.close()
-                    self.rival.client.close()
+                self.meanwhile()
         super().commit(rows, meta)
 
 
+def _same_store(url: str, prefix: str, expected: dict[str, Any]) -> None:
+    found = _dump(url, prefix)
+    assert found.keys() == expected.keys()
+    for name in sorted(expected):
+        assert found[name] == expected[name], name
+
+
 def test_a_stalled_worker_without_scope_cannot_commit_after_its_replacement(
-    server: RedisServer, events: Path
+    server: RedisServer, events: Path, unscoped: dict[str, Any]
 ) -> None:
-    url = server.url
-    _publish(url, "rival-steady", events)
-    _run(url, "rival-steady", ALONE, FencedRedisStore(url, prefix="rival-steady"), CONFIG)
-    prefix = "rival"
+    """The replacement, under the same consumer name (a restart elsewhere), runs to the end
+    of the streams while the first worker is stalled in its third commit."""
+    url, prefix = server.url, "rival"
     _publish(url, prefix, events)
     rival = _in_process(url, prefix, ALONE, FencedRedisStore(url, prefix=prefix), CONFIG)
-    store = RivalMidCommit(url, prefix, rival)
+
+    def replace() -> None:
+        try:
+            rival.run(max_idle_polls=3)
+        finally:
+            rival.store.close()
+            rival.client.close()
+
+    store = Meanwhile(url, prefix, replace)
     with contextlib.suppress(StoreLocked):  # its lease taken over, once its commit failed
         _run(url, prefix, ALONE, store, CONFIG)
     assert store.commits >= 3
-    lost, steady = _dump(url, prefix), _dump(url, "rival-steady")
-    assert lost.keys() == steady.keys()
-    for name in sorted(steady):
-        assert lost[name] == steady[name], name
+    _same_store(url, prefix, unscoped)
+
+
+def test_a_worker_does_not_skip_entries_another_reader_was_delivered(
+    server: RedisServer, events: Path, unscoped: dict[str, Any]
+) -> None:
+    """Another process under the same consumer name reads the next batch of each stream and
+    stalls for good: the worker's next batches would start after those entries, which would
+    then count as applied. It reads them first instead."""
+    url, prefix = server.url, "thief"
+    _publish(url, prefix, events)
+    client = redis.Redis.from_url(url)
+
+    def steal() -> None:
+        for p in ALONE.partitions:
+            client.xreadgroup("liveprofile", ALONE.consumer, {stream_key(prefix, p): ">"}, BATCH)
+
+    try:
+        _run(url, prefix, ALONE, Meanwhile(url, prefix, steal), CONFIG)
+    finally:
+        client.close()
+    _same_store(url, prefix, unscoped)
 
 
 def test_two_worker_processes_without_scope_apply_each_event_once(

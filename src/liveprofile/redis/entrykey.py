@@ -21,8 +21,8 @@ request) are always new. :func:`follow` reads a stream this way.
 >>> key
 'shop:events:0/1700000000000-5/2'
 >>> seen = Seen()
->>> [seen.fresh(k) for k in (key, key, entry_key("shop:events:1", 7), None)]
-[True, False, True, True]
+>>> [seen.fresh(k) for k in (key, key, entry_key("shop:events:1", 7), None, "other")]
+[True, False, True, True, True]
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from typing import Any, cast
 import msgspec
 import redis
 
+from liveprofile.errors import SourceError
 from liveprofile.events.deadletter import DeadLetter
 from liveprofile.redis.store import RedisStore
 from liveprofile.redis.streams import entry_offset, format_offset
@@ -71,8 +72,11 @@ class Seen:
         if key is None:
             return True
         text = key.decode() if isinstance(key, bytes) else key
-        source, entry_id, index = text.rsplit("/", 2)
-        position = (entry_offset(entry_id), int(index))
+        try:
+            source, entry_id, index = text.rsplit("/", 2)
+            position = (entry_offset(entry_id), int(index))
+        except (ValueError, SourceError):
+            return True  # not a key of ours: as an entry without one
         last = self.high.get(source)
         if last is not None and position <= last:
             return False
@@ -93,6 +97,15 @@ class Follower:
     A stream that went back in time (its newest entry is older than the last one read) is read
     again from its newest entry: the entries appended since are the lost ones applied again
     (dropped by their keys, as :class:`Seen` says) and new ones.
+
+    >>> client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+    >>> stream = "liveprofile-doctest:segment-changes"
+    >>> for key in ("s:events:0/1-0/0", "s:events:0/1-0/1", "s:events:0/1-0/0"):
+    ...     _ = client.xadd(stream, {"user_id": "u1", KEY_FIELD: key})
+    >>> [fields[KEY_FIELD] for _, fields in Follower(client, stream).read()]
+    ['s:events:0/1-0/0', 's:events:0/1-0/1']
+    >>> _ = client.delete(stream)
+    >>> client.close()
     """
 
     def __init__(self, client: redis.Redis, stream: str, *, after: str = "0-0") -> None:
