@@ -335,7 +335,7 @@ class RedisWorker:
         if not fresh:
             self._ack_applied(state, reader, sb)
         else:
-            self._check_checkpoint(state, reader, sb)
+            self._check_follows(state, reader, sb)
             batch = Batch(sb.events, list(sb.dead_letters), sb.offset, positions=sb.positions)
             screen(self.core, state, self.view, sb.stream, batch, time.time())
             screened = batch.dead_letters[len(sb.dead_letters) :]
@@ -380,15 +380,14 @@ class RedisWorker:
         if not ack_if_committed(self.client, meta_key, scope, blob, sb.stream, group, sb.ids):
             raise _StaleState
 
-    def _check_checkpoint(
-        self, state: PipelineState, reader: StreamReader, sb: StreamBatch
-    ) -> None:
+    def _check_follows(self, state: PipelineState, reader: StreamReader, sb: StreamBatch) -> None:
         """Guard against a store that lost commits behind this worker's back (a Redis crash
-        without durable writes, reached again through the client's own retries), and against
-        a batch that skips entries another reader was delivered (:meth:`StreamReader.skips`):
-        fenced or not, its commit would follow the checkpoint, and the entries skipped would
-        later count as applied. Reloaded, the worker reads them first."""
-        if read_checkpoint(self.view).seq != state.checkpoint.seq:
+        without durable writes, reached again through the client's own retries; a fenced
+        commit checks that at its fence), and against a batch that skips entries another
+        reader was delivered (:meth:`StreamReader.skips`): fenced or not, its commit would
+        follow the checkpoint, and the entries skipped would count as applied. Reloaded, the
+        worker reads them first."""
+        if self.fenced is None and read_checkpoint(self.view).seq != state.checkpoint.seq:
             raise _StaleState
         if reader.skips(state.checkpoint.offsets.get(sb.stream, 0), sb.first):
             raise _StaleState
