@@ -15,7 +15,16 @@ changes (INDEX: the change's place in the batch). A batch applied again makes th
 and the keys of one source only grow from one commit to the next, so a reader keeps the highest
 position seen per source (:class:`Seen`, a few bytes per partition) and drops any entry at or
 below it. Entries without a key (the HTTP collector's dead letters, appended once by the
-request) are always new. :func:`follow` reads a stream this way.
+request) are always new. :class:`Follower` reads a stream this way.
+
+A dead letter's key names its own event entry, so it holds whatever the batches. Segment changes
+are made per batch: the replayed batch is the lost one (the worker reads its pending entries
+first, in the same order) unless the lost second also held the delivery of the batch's entries
+and more entries had arrived since; then it ends later, and its changes, under keys further on,
+all reach the reader, which may so see a change both as the lost batch made it and as the
+replayed one does (at least once). Event entries lost with that second are never applied: a
+reader may have read changes they made, and a replayed batch that so ends before the lost one
+has its changes taken for read ones (publish with ``appendfsync always`` to rule that out).
 
 >>> key = entry_key("shop:events:0", (1700000000000 << 22) + 5, 2)
 >>> key
