@@ -18,7 +18,7 @@ event once relative to the store's own committed offsets: the final store equals
 uninterrupted run's. What cannot hold: entries appended to the event streams in the lost second
 are lost (publish with ``appendfsync always``, or check the streams' lengths after a crash);
 entries of the dead-letter and segment-change streams that readers consumed before the crash are
-appended again on replay (at least once for their readers).
+appended again on replay, with the same keys, for readers to drop (test_redis_exactly_once.py).
 """
 
 from __future__ import annotations

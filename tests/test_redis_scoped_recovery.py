@@ -215,8 +215,9 @@ def _kill_and_restart(
 def _dump(url: str, prefix: str) -> dict[str, Any]:
     """Every key of ``prefix`` but the event streams and leases: hashes as dicts, streams as
     their entries' fields in order, sorted sets as their members, other strings as they are.
-    What names an entry of the event streams (checkpoint offsets, dead-letter keys) is left
-    out: the compared stores read equal streams appended at other times."""
+    What names an entry of the event streams (checkpoint offsets, dead-letter keys, the ``key``
+    of dead-letter and segment-change entries) is left out: the compared stores read equal
+    streams appended at other times."""
     client = redis.Redis.from_url(url)
     out: dict[str, Any] = {}
     try:
@@ -231,7 +232,7 @@ def _dump(url: str, prefix: str) -> dict[str, Any]:
             elif kind == "stream":  # entries name their source stream: with another prefix
                 tag, same = prefix.encode() + b":", b"PREFIX:"
                 out[name] = [
-                    {k: v.replace(tag, same) for k, v in fields.items()}
+                    {k: v.replace(tag, same) for k, v in fields.items() if k != b"key"}
                     for _, fields in client.xrange(key)
                 ]
             elif kind == "zset":  # a key set (the links' index by target)

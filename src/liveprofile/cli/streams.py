@@ -202,8 +202,8 @@ def _streams_options(func: Callable[..., None]) -> Callable[..., None]:
     "--trim/--no-trim",
     default=False,
     show_default=True,
-    help="Delete stream entries once committed and acknowledged (only when this group is the "
-    "streams' only reader).",
+    help="Delete stream entries in the commit that applies them, keeping any entry another "
+    "consumer group has not read and acknowledged yet.",
 )
 @kafka_mode.worker_options
 @_fail_cleanly

@@ -4,7 +4,9 @@ Each change is one JSON object: ``{"segment", "user_id", "change": "enter"|"exit
 "batch"}``, where ``batch`` is the sequence number of the commit that made it. The file is
 written and made durable just before the store commit; on restart, lines of batches the store
 never committed are cut off, so a crash neither duplicates nor loses a change. In Redis the
-changes are appended to the stream inside the commit's ``MULTI``/``EXEC``.
+changes are appended to the stream inside the commit's ``MULTI``/``EXEC``, each with a ``key``
+that a batch applied again after Redis lost its commit makes again, so that a reader drops what
+it read already (:mod:`liveprofile.redis.entrykey`).
 
 >>> import tempfile, pathlib
 >>> from liveprofile.profile.segments import SegmentChange
@@ -35,6 +37,7 @@ import redis
 from liveprofile.errors import StoreError
 from liveprofile.events.deadletter import os_reason
 from liveprofile.profile.segments import SegmentChange
+from liveprofile.redis.entrykey import KEY_FIELD
 from liveprofile.redis.store import RedisStore
 
 #: most changes kept in a Redis change stream (approximate trimming)
@@ -151,14 +154,14 @@ def change_stream(prefix: str) -> str:
     return f"{prefix}:segment-changes"
 
 
-def stage_changes(store: RedisStore, stream: str, changes: Sequence[SegmentChange]) -> None:
-    """Append ``changes`` to ``stream`` as part of the store's next commit."""
-    for c in changes:
-        store.stage_append(
-            stream,
-            {"segment": c.segment, "user_id": c.user_id, "change": c.change, "ts": repr(c.ts)},
-            maxlen=STREAM_MAXLEN,
-        )
+def stage_changes(
+    store: RedisStore, stream: str, changes: Sequence[SegmentChange], keys: Sequence[str]
+) -> None:
+    """Append ``changes`` to ``stream`` as part of the store's next commit, each with its
+    de-duplication key (:mod:`liveprofile.redis.entrykey`)."""
+    for c, key in zip(changes, keys, strict=True):
+        fields = {"segment": c.segment, "user_id": c.user_id, "change": c.change, "ts": repr(c.ts)}
+        store.stage_append(stream, {**fields, KEY_FIELD: key}, maxlen=STREAM_MAXLEN)
 
 
 def stage_scrub(store: RedisStore, stream: str, users: Collection[str]) -> None:

@@ -7,6 +7,8 @@
 - ``worker``: :class:`RedisWorker`, the runner that consumes partition streams into a Redis
   store, exactly once in effect;
 - ``ops``: operating that path: lag and status, dead letters kept in the store, redrive;
+- ``entrykey``: the keys of dead-letter and segment-change entries, and a reader that reads each
+  once across lost Redis writes;
 - ``fence``: :class:`FencedRedisStore`, commits fenced per Kafka partition, so that a worker
   that lost a partition cannot commit it (the Kafka and Flink runners' store);
 - ``lease``: the writer lease that keeps one writer per Redis store

@@ -10,6 +10,9 @@ crashed and restarted may have lost it while the worker, reconnected, still beli
 checkpoint with the one the worker read (and found to be its own): a store that went back in
 time meanwhile acknowledges nothing, and the worker reloads its state from it.
 
+:func:`align_fence` starts a scope's fence at the checkpoint a worker loaded, under the same
+condition, for the workers whose fence nothing else sets up (those without a shared model).
+
 >>> meta_field(None), meta_field("p0")
 ('checkpoint', 'checkpoint@p0')
 """
@@ -35,6 +38,16 @@ end
 return acked
 """
 
+#: KEYS[1]: the store's meta hash, KEYS[2]: the scope's fence; ARGV: the checkpoint's field, the
+#: checkpoint expected ('' for none), its sequence. Sets the fence to the sequence if the
+#: checkpoint is still the one expected (and the fence elsewhere: a commit watching it goes on);
+#: returns 1 if it was, else 0 (nothing set).
+ALIGN_SCRIPT = """
+if (redis.call('HGET', KEYS[1], ARGV[1]) or '') ~= ARGV[2] then return 0 end
+if redis.call('GET', KEYS[2]) ~= ARGV[3] then redis.call('SET', KEYS[2], ARGV[3]) end
+return 1
+"""
+
 
 def meta_field(scope: str | None) -> str:
     """The field of the store's meta hash that holds the checkpoint of ``scope`` (as
@@ -58,3 +71,22 @@ def ack_if_committed(
     args: list[Any] = [meta_field(scope), checkpoint, group, *ids]
     done = client.eval(ACK_IF_SCRIPT, 2, meta_key, stream, *args)
     return int(cast(Any, done)) >= 0
+
+
+def align_fence(
+    client: redis.Redis,
+    meta_key: str,
+    scope: str | None,
+    checkpoint: bytes | None,
+    fence_key: str,
+    seq: int,
+) -> bool:
+    """Set the fence ``fence_key`` to ``seq`` if the checkpoint of ``scope`` is still
+    ``checkpoint`` (None: none committed), in one step; whether it was.
+
+    The fence of a worker that keeps its model to itself starts where its checkpoint is when it
+    loads its state: a store written before fences (or by an unfenced writer, such as a replay)
+    has none, or one behind. Commits on a state loaded earlier expect the fence where that state
+    was, so at most one commit follows each checkpoint."""
+    args: list[Any] = [meta_field(scope), checkpoint or b"", seq]
+    return bool(cast(Any, client.eval(ALIGN_SCRIPT, 2, meta_key, fence_key, *args)))

@@ -28,6 +28,7 @@ import redis
 
 from liveprofile.errors import StoreError
 from liveprofile.redis import modeldelta
+from liveprofile.redis.streams import TRIM_SCRIPT
 from liveprofile.store.base import MODEL_PREFIX, Rows, check_keyset_rows, is_keyset
 
 if TYPE_CHECKING:
@@ -63,6 +64,8 @@ class RedisStore:
         self._removals: list[tuple[str, list[str]]] = []
         #: stream entries to acknowledge in the next commit: (stream, group, entry ids)
         self._acks: list[tuple[str, str, list[bytes]]] = []
+        #: streams to trim in the next commit: (stream, entry id to keep at least)
+        self._trims: list[tuple[str, str]] = []
         self._models: dict[str, ModelUpdate] = {}
         self._chains: dict[str, modeldelta.Chain] = {}
 
@@ -205,6 +208,9 @@ class RedisStore:
         acks, self._acks = self._acks, []
         for stream, group, entry_ids in acks:
             pipe.xack(stream, group, *entry_ids)
+        trims, self._trims = self._trims, []
+        for stream, minid in trims:
+            pipe.eval(TRIM_SCRIPT, 1, stream, minid)
         for namespace, changes in rows.items():
             upserts: dict[_Field, _Field] = {k: v for k, v in changes.items() if v is not None}
             deletes = [k for k, v in changes.items() if v is None]
@@ -236,6 +242,14 @@ class RedisStore:
         if ids:
             self._acks.append((stream, group, list(ids)))
 
+    def stage_trim(self, stream: str, minid: str) -> None:
+        """Delete the entries of ``stream`` older than ``minid`` in the next :meth:`commit`
+        (same ``MULTI``, after its acknowledgements), but none that a consumer group has not
+        read and acknowledged yet (:data:`~liveprofile.redis.streams.TRIM_SCRIPT`): a commit
+        the server loses loses its trim with it, and no other reader of the stream loses an
+        entry."""
+        self._trims.append((stream, minid))
+
     def stage_remove(self, stream: str, ids: Sequence[str]) -> None:
         """Delete entries of ``stream`` as part of the next :meth:`commit` (privacy erasure)."""
         if ids:
@@ -250,7 +264,7 @@ class RedisStore:
 
     def close(self) -> None:
         # staged for a commit that did not happen
-        self._appends, self._removals, self._acks = [], [], []
+        self._appends, self._removals, self._acks, self._trims = [], [], [], []
         self._models, self._chains = {}, {}
         if self._client is not None:
             self._client.close()

@@ -32,10 +32,36 @@ from liveprofile.events.schema import Event, EventParser, check_depth
 SEQ_BITS = 22
 #: field of a stream entry that holds the raw JSON event
 FIELD = b"e"
+#: batches in a row that would skip entries before a reader gives up (:meth:`StreamReader.skips`)
+MAX_SKIPS = 5
 #: field of an entry that holds an operator's command (``$forget``), written by
 #: ``liveprofile privacy delete``; whoever can write to the Redis server can write it, so
 #: Redis access is the boundary (``publish`` never writes it, and ``e`` never carries commands)
 COMMAND_FIELD = b"c"
+
+
+#: trims a stream (KEYS[1]) of what every consumer group is done with, below ARGV[1] at most:
+#: a group keeps its oldest pending entry (read, not acknowledged) and, with none pending, the
+#: last entry delivered to it (so a group that has read nothing keeps everything); the entries
+#: older than all of those and than ARGV[1] are deleted. Returns how many went.
+TRIM_SCRIPT = """
+local function older(a, b)
+  local da, db = string.find(a, '-', 1, true), string.find(b, '-', 1, true)
+  local ma, mb = tonumber(string.sub(a, 1, da - 1)), tonumber(string.sub(b, 1, db - 1))
+  return ma < mb or (ma == mb and tonumber(string.sub(a, da + 1)) < tonumber(string.sub(b, db + 1)))
+end
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local minid = ARGV[1]
+for _, group in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
+  local info = {}
+  for i = 1, #group, 2 do info[group[i]] = group[i + 1] end
+  local keep = info['last-delivered-id']
+  local pending = redis.call('XPENDING', KEYS[1], info['name'])
+  if pending[1] > 0 then keep = pending[2] end
+  if older(keep, minid) then minid = keep end
+end
+return redis.call('XTRIM', KEYS[1], 'MINID', minid)
+"""
 
 
 def partition_of(user: str, partitions: int) -> int:
@@ -165,6 +191,8 @@ class StreamBatch:
     positions: list[int] = field(default_factory=list)
     #: offset of the last entry to apply (0 when every entry was applied before)
     offset: int = 0
+    #: offset of the first entry to apply (0 when every entry was applied before)
+    first: int = 0
     skipped: int = 0
 
 
@@ -199,6 +227,7 @@ class StreamReader:
         self._raw.set_response_callback("XREADGROUP", _as_sent)
         self._raw.set_response_callback("XAUTOCLAIM", _as_sent)
         self._pending_done = False
+        self._skips = 0
 
     def ensure_group(self) -> None:
         """Create the stream and the consumer group (reading from the start) if missing."""
@@ -267,11 +296,24 @@ class StreamReader:
         if ids:
             self.client.xack(self.stream, self.group, *ids)
 
-    def trim(self, committed: int) -> None:
-        """Drop the entries before the committed one (when this group is the stream's only
-        reader, they are applied and acknowledged: nothing else needs them)."""
-        if committed:
-            self.client.xtrim(self.stream, minid=format_offset(committed), approximate=False)
+    def skips(self, committed: int, first: int) -> bool:
+        """Whether the stream holds entries after ``committed`` and before ``first``: a batch
+        starting at ``first`` would skip them. They were delivered to another reader of the
+        group (a second process under this consumer name, or a stalled one under another),
+        and are read first once pending here (:meth:`take_over`). After :data:`MAX_SKIPS` in
+        a row, they are pending nowhere: a :class:`SourceError` says so."""
+        low = f"({format_offset(committed)}" if committed else "-"
+        if not self.client.xrange(self.stream, low, f"({format_offset(first)}", count=1):
+            self._skips = 0
+            return False
+        self._skips += 1
+        if self._skips > MAX_SKIPS:
+            raise SourceError(
+                f"{self.stream}: entries after the committed one were acknowledged in group "
+                f"{self.group} without being applied; another program reads the group: give "
+                "the worker a group of its own (--group)"
+            )
+        return True
 
     def _read(self, start: str, count: int, block_ms: int | None) -> list[Any]:
         reply = self._raw.xreadgroup(
@@ -293,6 +335,7 @@ class StreamReader:
             start += 1
         batch.skipped = start
         if start < len(entries):
+            batch.first = entry_offset(entries[start][0])
             batch.offset = entry_offset(entries[-1][0])
         parse, events = self._parser.parse_json, batch.events
         for entry_id, fields in entries[start:]:

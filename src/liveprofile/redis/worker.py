@@ -2,15 +2,15 @@
 
 Per batch, read from one partition stream, the worker runs the same core and commit logic as the
 local runner (:func:`~liveprofile.engine.local.apply_batch`): profiles, items, models, pending
-examples, the batch's dead letters (namespace ``deadletter``), the stream's offset and the
-acknowledgement of the batch's entries (``XACK``) go into one ``MULTI``/``EXEC``. A worker killed
-at any point re-reads its unacknowledged entries on restart; those at or below the committed
-offset are acknowledged without being applied again (only while the store still holds the commit
-that applied them, :mod:`liveprofile.redis.acks`), so the store ends as after an uninterrupted
-run. A
-worker restarted under another consumer name first takes over every entry pending in the group
-on its streams (it holds their writer lease: nobody else may be applying them), and a stream
-whose offsets another scope commits is refused.
+examples, the batch's dead letters (namespace ``deadletter`` and stream ``{prefix}:deadletters``)
+and segment changes, the stream's offset, the acknowledgement of the batch's entries (``XACK``)
+and, with ``trim``, the trim of the stream (:data:`~liveprofile.redis.streams.TRIM_SCRIPT`) go
+into one ``MULTI``/``EXEC``. A worker killed at any point re-reads its unacknowledged entries on
+restart; those at or below the committed offset are acknowledged without being applied again
+(only while the store still holds the commit that applied them, :mod:`liveprofile.redis.acks`),
+so the store ends as after an uninterrupted run. A worker restarted under another consumer name
+first takes over every entry pending in the group on its streams (it holds their writer lease:
+nobody else may be applying them), and a stream whose offsets another scope commits is refused.
 
 When Redis is unreachable the worker logs it, waits (exponential backoff, capped) and reloads its
 state from the store before going on, since a batch in flight may or may not have been committed
@@ -27,7 +27,10 @@ default) scoped workers train one model per task together, as Kafka workers do
 (:mod:`liveprofile.kafka.shared_model`): each batch reads back the coordinates it touches and
 merges its changes in its own commit, fenced per scope (:mod:`liveprofile.redis.fence`; the
 store must then be a :class:`~liveprofile.redis.fence.FencedRedisStore`). A worker without a
-scope keeps its model as one blob, as a replay does.
+scope keeps its model as one blob, as a replay does. On a fenced store (``liveprofile worker``
+always uses one) every worker's commits are fenced, a worker without a scope by the key
+``{prefix}:fence:``: a worker that stalled past its lease, or whose consumer name a second
+process took over, cannot commit on the state it loaded once another has moved it on.
 
 Durability: run Redis with ``appendonly yes``. With ``appendfsync always`` nothing acknowledged
 is lost. With ``appendfsync everysec`` a crash of the machine (or of a server whose fsync lags)
@@ -35,8 +38,10 @@ loses up to about a second of writes, a tail of whole commands; each batch's ``M
 survives whole or not at all, so the store is as after its last surviving commit, and the
 worker, reconnected or restarted, reloads its state and reads again from the offsets in the
 store: nothing is applied twice or lost relative to those offsets (tests/test_redis_everysec.py).
-Entries appended to the event streams in the lost second are lost, and the dead-letter and
-segment-change entries of the lost commits are appended again when they are replayed.
+Entries appended to the event streams in the lost second are lost. The dead-letter and
+segment-change entries of the lost commits are appended again when they are replayed, with the
+same keys, so a reader that read them before the crash drops them
+(:mod:`liveprofile.redis.entrykey`).
 """
 
 from __future__ import annotations
@@ -49,7 +54,6 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
-import msgspec
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
@@ -61,11 +65,12 @@ from liveprofile.engine.gc_tuning import fewer_collections
 from liveprofile.engine.local import RunStats, apply_batch
 from liveprofile.engine.screen import screen
 from liveprofile.engine.state import PipelineState
-from liveprofile.errors import ConfigError, StateVersionError, StoreLocked
+from liveprofile.errors import StateVersionError, StoreLocked
 from liveprofile.events.sources import Batch
 from liveprofile.kafka.shared_model import share_models
 from liveprofile.profile.segments import SegmentChange
-from liveprofile.redis.acks import ack_if_committed
+from liveprofile.redis.acks import ack_if_committed, align_fence
+from liveprofile.redis.entrykey import entry_key, stage_dead_letters
 from liveprofile.redis.fence import FencedOut, FencedRedisStore
 from liveprofile.redis.outage import short as _short
 from liveprofile.redis.outage import unreachable as _unreachable
@@ -76,6 +81,7 @@ from liveprofile.redis.streams import (
     format_offset,
     stream_key,
 )
+from liveprofile.redis.workers import check_owner
 from liveprofile.store.base import Store
 from liveprofile.store.layout import (
     CHECKPOINT,
@@ -85,7 +91,7 @@ from liveprofile.store.layout import (
     read_checkpoint,
 )
 from liveprofile.store.lock import WriterLock, writer_lock
-from liveprofile.store.scoped import ScopedStore, registered_scopes
+from liveprofile.store.scoped import ScopedStore
 
 log = logging.getLogger("liveprofile")
 #: kept for callers of this module; the namespace is :data:`liveprofile.store.layout.DEAD_LETTERS`
@@ -103,9 +109,10 @@ class WorkerOptions:
 
     ``batch_size`` entries per commit at most; a read waits ``block_ms`` for new entries;
     entries another consumer left unacknowledged for ``claim_idle_ms`` are taken over; with
-    ``trim`` committed entries are deleted; ``scope`` keeps this worker's state apart from
-    other workers on the prefix (:class:`~liveprofile.store.scoped.ScopedStore`); a lost
-    connection is retried with backoff up to ``max_backoff_s``.
+    ``trim`` each commit deletes the entries before its last that every group is done with;
+    ``scope`` keeps this worker's state apart from other workers on the prefix
+    (:class:`~liveprofile.store.scoped.ScopedStore`); a lost connection is retried with
+    backoff up to ``max_backoff_s``.
 
     >>> WorkerOptions("shop", [0, 1], batch_size=500).consumer
     'worker-1'
@@ -149,12 +156,14 @@ class RedisWorker:
         scope, prefix = options.scope, options.prefix
         #: where this worker's state lives: the whole store, or its scope of a shared one
         self.view: Store = store if scope is None else ScopedStore(store, scope)
-        #: one model per task shared with the other scoped workers (``run.shared_model``)
-        self.fenced: FencedRedisStore | None = None
-        if scope is not None and config.run.shared_model:
-            if not isinstance(store, FencedRedisStore):
-                raise TypeError("scoped workers with run.shared_model need a FencedRedisStore")
-            self.fenced = store
+        #: one model per task shared with other scoped workers (``run.shared_model``)
+        self.shared = scope is not None and config.run.shared_model
+        if self.shared and not isinstance(store, FencedRedisStore):
+            raise TypeError("scoped workers with run.shared_model need a FencedRedisStore")
+        #: the store that fences this worker's commits (every worker's, on a fenced store)
+        self.fenced = store if isinstance(store, FencedRedisStore) else None
+        #: the scope of the fence: the worker's, or "" without one (key ``{prefix}:fence:``)
+        self.fence_scope = scope or ""
         #: each task's shared model as this worker last read it
         self.models: dict[str, Any] = {}
         client.set_retry(_no_retry())
@@ -177,6 +186,8 @@ class RedisWorker:
             for p in options.partitions
         ]
         self.state: PipelineState | None = None
+        #: the stream and last entry of the batch being applied (its entries' keys)
+        self._made_at = ("", 0)
         self.consumer = options.consumer
         self.lock: WriterLock | None = None
         self._sleep = sleep
@@ -222,7 +233,7 @@ class RedisWorker:
                     # same partition is read again, as the uninterrupted run would have
                 backoff = 0.0
             except _StaleState:
-                log.warning("store checkpoint moved under this worker; reloading its state")
+                log.warning("store or stream moved under this worker; reloading its state")
                 self._forget()
                 passed = 0
             except redis.ResponseError as exc:
@@ -260,10 +271,12 @@ class RedisWorker:
             self.store.setup()
             self.store.client.set_retry(_no_retry())
             check_config(self.view, self.config)
-            _check_owner(self.store, self.options.scope, [r.stream for r in self.readers])
+            check_owner(self.store, self.options.scope, [r.stream for r in self.readers])
             state = PipelineState.load(self.view, self.config)
-            if self.fenced is not None:
+            if self.shared:
                 self._share(state)
+            elif self.fenced is not None:
+                self._align(state)
             for reader in self.readers:
                 reader.ensure_group()
                 for other, n in reader.take_over().items():
@@ -283,6 +296,19 @@ class RedisWorker:
                 f"{state.checkpoint.seq}: the scope was written without a shared model; "
                 "replay into a new prefix, or run with run.shared_model = false"
             )
+
+    def _align(self, state: PipelineState) -> None:
+        """Start the fence where the checkpoint just loaded is (see
+        :func:`~liveprofile.redis.acks.align_fence`); the state is stale if it moved since."""
+        assert self.fenced is not None
+        blob = self.view.get_meta(CHECKPOINT)
+        seq = state.checkpoint.seq
+        if (0 if blob is None else decode_checkpoint(blob).seq) != seq:
+            raise _StaleState
+        key = self.fenced.fence_key(self.fence_scope)
+        meta_key = f"{self.store.prefix}:meta"
+        if not align_fence(self.client, meta_key, self.options.scope, blob, key, seq):
+            raise _StaleState
 
     def _forget(self) -> None:
         """Drop the in-memory state: a batch may have failed between step and commit, and the
@@ -309,32 +335,23 @@ class RedisWorker:
         if not fresh:
             self._ack_applied(state, reader, sb)
         else:
-            self._check_checkpoint(state)
+            self._check_follows(state, reader, sb)
             batch = Batch(sb.events, list(sb.dead_letters), sb.offset, positions=sb.positions)
             screen(self.core, state, self.view, sb.stream, batch, time.time())
             screened = batch.dead_letters[len(sb.dead_letters) :]
             sb.dead_letters.extend(screened)
             # keyed by the entry of the event, as a record that does not parse
             sb.dead_letter_ids.extend(format_offset(d.offset) for d in screened)
-            encode = msgspec.json.encode
-            dead_rows: dict[str, bytes | None] = {
-                f"{sb.stream}:{entry_id}": encode(letter)
-                for entry_id, letter in zip(sb.dead_letter_ids, sb.dead_letters, strict=True)
-            }
-            for letter in sb.dead_letters:
-                self.store.stage_append(
-                    self.dead_letter_stream,
-                    {"raw": letter.raw, "reason": letter.reason, "source": letter.source},
-                )
+            letters, ids = sb.dead_letters, sb.dead_letter_ids
+            dead_rows = stage_dead_letters(self.store, self.dead_letter_stream, letters, ids)
             extra = {DEAD_LETTER_NAMESPACE: dead_rows} if dead_rows else None
             self.store.stage_ack(sb.stream, reader.group, sb.ids)
-            fenced = self.fenced  # the shared models' merges commit fenced by the scope
+            if self.trim:  # the batch's entries but its last, once every group is done
+                self.store.stage_trim(sb.stream, format_offset(sb.offset))
+            self._made_at = (sb.stream, sb.offset)
+            fenced, seq = self.fenced, state.checkpoint.seq
             try:
-                with (
-                    nullcontext()
-                    if fenced is None
-                    else fenced.fenced_by(self.options.scope or "", state.checkpoint.seq)
-                ):
+                with nullcontext() if fenced is None else fenced.fenced_by(self.fence_scope, seq):
                     apply_batch(
                         self.core, state, self.view, sb.stream, batch, stats, extra, self._emit
                     )
@@ -344,14 +361,13 @@ class RedisWorker:
             except BaseException:
                 self._forget()  # the state ran ahead of the store
                 raise
-        if self.trim:
-            reader.trim(state.checkpoint.offsets.get(sb.stream, 0))
         return fresh
 
     def _emit(self, changes: Sequence[SegmentChange], erased: set[str]) -> None:
         if erased:
             stage_scrub(self.store, self.change_stream, erased)
-        stage_changes(self.store, self.change_stream, changes)
+        keys = [entry_key(*self._made_at, k) for k in range(len(changes))]
+        stage_changes(self.store, self.change_stream, changes, keys)
 
     def _ack_applied(self, state: PipelineState, reader: StreamReader, sb: StreamBatch) -> None:
         """Acknowledge entries applied by an earlier commit (read again after a restart), if
@@ -364,32 +380,17 @@ class RedisWorker:
         if not ack_if_committed(self.client, meta_key, scope, blob, sb.stream, group, sb.ids):
             raise _StaleState
 
-    def _check_checkpoint(self, state: PipelineState) -> None:
+    def _check_follows(self, state: PipelineState, reader: StreamReader, sb: StreamBatch) -> None:
         """Guard against a store that lost commits behind this worker's back (a Redis crash
-        without durable writes, reached again through the client's own retries)."""
-        stored = read_checkpoint(self.view).seq
-        if stored != state.checkpoint.seq:
+        without durable writes, reached again through the client's own retries; a fenced
+        commit checks that at its fence), and against a batch that skips entries another
+        reader was delivered (:meth:`StreamReader.skips`): fenced or not, its commit would
+        follow the checkpoint, and the entries skipped would count as applied. Reloaded, the
+        worker reads them first."""
+        if self.fenced is None and read_checkpoint(self.view).seq != state.checkpoint.seq:
             raise _StaleState
-
-
-def _check_owner(store: RedisStore, scope: str | None, streams: Sequence[str]) -> None:
-    """Refuse streams whose offsets another scope of the prefix commits (or the unscoped
-    worker, or a scope when this worker has none): two owners of a stream would each apply
-    its entries, into the same shared profiles, and neither would see the other's offset."""
-    others: dict[str, bytes | None] = {
-        f"scope {s!r}": blob for s, blob in registered_scopes(store).items() if s != scope
-    }
-    if scope is not None:
-        others["the worker without --scope"] = store.get_meta(CHECKPOINT)
-    for owner, blob in others.items():
-        if blob is None:
-            continue
-        taken = sorted(set(decode_checkpoint(blob).offsets) & set(streams))
-        if taken:
-            raise ConfigError(
-                f"{', '.join(taken)} is committed by {owner} of prefix {store.prefix!r}: a "
-                "partition stream belongs to one scope; run its partitions with that --scope"
-            )
+        if reader.skips(state.checkpoint.offsets.get(sb.stream, 0), sb.first):
+            raise _StaleState
 
 
 def _no_retry() -> Retry:

@@ -5,7 +5,8 @@ A worker's checkpoint names the partition streams it commits (their offsets), an
 it holds the writer lease ``{prefix}:writer[:scope]`` (:mod:`liveprofile.redis.lease`), whose
 value names its consumer and process and which expires :data:`~liveprofile.store.lock.LEASE_S`
 seconds after the worker's last renewal: a worker with a lease is alive (or died less than that
-ago). :func:`worker_statuses` puts both together for ``liveprofile status``, and
+ago); :func:`check_owner` refuses a worker the streams another one commits.
+:func:`worker_statuses` puts both together for ``liveprofile status``, and
 :func:`shared_tasks` adds each task's metrics over the scopes and the examples its shared model
 has learned.
 
@@ -21,6 +22,7 @@ from typing import Any
 
 import redis
 
+from liveprofile.errors import ConfigError
 from liveprofile.learn import regression
 from liveprofile.learn.metrics import Prequential
 from liveprofile.learn.stored import shared_learned
@@ -127,3 +129,23 @@ def shared_tasks(store: RedisStore, scopes: Sequence[str]) -> dict[str, dict[str
         if scopes and store.get_meta(model_meta(task)) is not None:
             out[task]["shared_model_learned"] = shared_learned(store, task)
     return out
+
+
+def check_owner(store: RedisStore, scope: str | None, streams: Sequence[str]) -> None:
+    """Refuse streams whose offsets another scope of the prefix commits (or the unscoped
+    worker, or a scope when this worker has none): two owners of a stream would each apply
+    its entries, into the same shared profiles, and neither would see the other's offset."""
+    others: dict[str, bytes | None] = {
+        f"scope {s!r}": blob for s, blob in registered_scopes(store).items() if s != scope
+    }
+    if scope is not None:
+        others["the worker without --scope"] = store.get_meta(CHECKPOINT)
+    for owner, blob in others.items():
+        if blob is None:
+            continue
+        taken = sorted(set(decode_checkpoint(blob).offsets) & set(streams))
+        if taken:
+            raise ConfigError(
+                f"{', '.join(taken)} is committed by {owner} of prefix {store.prefix!r}: a "
+                "partition stream belongs to one scope; run its partitions with that --scope"
+            )
