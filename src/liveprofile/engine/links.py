@@ -11,7 +11,7 @@ erase or delete them, reloads the rows, and points the later events of the anony
 link changed at the user they now belong to. Links are rare in a stream (about one event in a
 hundred in a shop where visitors log in at their first purchase), so the bulk of the events run
 compiled. The commonest login, a visitor into a user id without a profile, needs no stop: in a
-batch without commands, TTL or anomaly detector the kernel folds it itself
+batch without commands or TTL the kernel folds it itself
 (:mod:`liveprofile.engine.loginrun`), and the batch stops only where the lifecycle must run.
 
 :class:`RiskCounts` counts the velocity and scores the anomaly detector on the applied events,
