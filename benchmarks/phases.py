@@ -36,8 +36,8 @@ PHASES = [
     ("    fold (merge_profiles)", step.Step, "_fold"),
     ("    rows reloaded", links.Stops, "_reload"),
     ("  per-batch stop set-up", links.Stops, "__init__"),
-    ("  velocity counts (batch, Python)", links.RiskCounts, "upto"),
-    ("  velocity counts (batch, compiled)", compiled, "count_velocity"),
+    ("  velocity counts and anomaly scores, at stops", links.RiskCounts, "upto"),
+    ("  velocity counts and anomaly scores, after the kernel", compiled, "count_velocity"),
     ("  rows back to profiles", compiled, "store_users"),
 ]
 

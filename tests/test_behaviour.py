@@ -9,6 +9,7 @@ from pathlib import Path
 import msgspec
 import pytest
 from test_compiled import assert_same, chunks, config, messed_up, run, synthetic
+from test_step_by_hand import profile_after
 
 from liveprofile.config import (
     FeatureConfig,
@@ -29,7 +30,6 @@ from liveprofile.profile.population import standing
 from liveprofile.profile.segments import SegmentRules
 from liveprofile.profile.state import (
     Profile,
-    ProfileUpdater,
     _codec_v1,
     decode_profile,
     encode_profile,
@@ -68,16 +68,14 @@ def feature_names(
 
 
 def test_counts_last_touch_and_conversion_per_item_and_category() -> None:
-    updater = ProfileUpdater(ProfileConfig(counters_half_life="1d"))
-    p = updater.new("u", 0.0)
-    for e in (
+    events = [
         view("u", "view", 0.0, "i1"),
         view("u", "view", DAY, "i1"),
         view("u", "cart", DAY, "i2"),
         view("u", "purchase", 2 * DAY, "i2", "coffee"),
         view("u", "rate", 2 * DAY, "i3"),  # not a counted type: no entry
-    ):
-        updater.apply(p, e)
+    ]
+    updater, p = profile_after(events, "u", profile=ProfileConfig(counters_half_life="1d"))
     assert list(p.behaviour_items) == ["i1", "i2"]
     seen = updater.behaviour.view(p, 2 * DAY)
     assert seen["items"]["i1"] == {"last": DAY, "converted": False, "counts": {"view": 0.75}}
@@ -93,13 +91,13 @@ def test_counts_last_touch_and_conversion_per_item_and_category() -> None:
 
 
 def test_the_most_recent_keys_stay_and_a_rebase_changes_no_value() -> None:
-    updater = ProfileUpdater(ProfileConfig(behaviour_keys=4, counters_half_life="1d"))
-    p = updater.new("u", 0.0)
-    for k in range(5):  # room 4, trimmed past 5
-        updater.apply(p, view("u", "view", k * DAY, f"i{k}"))
+    profile = ProfileConfig(behaviour_keys=4, counters_half_life="1d")
+    events = [view("u", "view", k * DAY, f"i{k}") for k in range(5)]  # room 4, trimmed past 5
+    updater, p = profile_after(events, "u", profile=profile)
     assert len(p.behaviour_items) == 5
-    updater.apply(p, view("u", "view", 10 * DAY, "i0"))  # i0 touched again: stays
-    updater.apply(p, view("u", "view", 11 * DAY, "i9"))
+    events.append(view("u", "view", 10 * DAY, "i0"))  # i0 touched again: stays
+    events.append(view("u", "view", 11 * DAY, "i9"))
+    updater, p = profile_after(events, "u", profile=profile)
     # the two least recent (i1, i2) dropped, the others in the order they were added
     assert list(p.behaviour_items) == ["i0", "i3", "i4", "i9"]
     assert list(updater.behaviour.view(p, 11 * DAY)["items"]) == ["i9", "i0", "i4", "i3"]
@@ -112,17 +110,19 @@ def test_the_most_recent_keys_stay_and_a_rebase_changes_no_value() -> None:
 
 
 def test_an_identity_link_folds_behaviour_and_an_erasure_removes_it() -> None:
-    updater = ProfileUpdater(ProfileConfig(behaviour_keys=2, counters_half_life="1d"))
-    anon, known = updater.new("a", 0.0), updater.new("u", 0.0)
-    updater.apply(anon, view("a", "view", 0.0, "i1"))
-    updater.apply(anon, view("a", "purchase", DAY, "i2"))
-    updater.apply(known, view("u", "view", 3 * DAY, "i1"))
-    updater.apply(known, view("u", "view", 2.5 * DAY, "i3"))
+    profile = ProfileConfig(behaviour_keys=2, counters_half_life="1d")
+    visits = [view("a", "view", 0.0, "i1"), view("a", "purchase", DAY, "i2")]
+    updater, anon = profile_after(visits, "a", profile=profile)
+    visits = [view("u", "view", 3 * DAY, "i1"), view("u", "view", 2.5 * DAY, "i3")]
+    _, known = profile_after(visits, "u", profile=profile)
     merge_profiles(updater, known, anon)
     items = known.behaviour_items
     assert list(items) == ["i1", "i3"]  # three keys past the room of two: the latest stay
     i1 = unpack(items["i1"])
-    assert i1[B_LAST] == 3 * DAY and sum(i1[2:]) == 1.0 + 8.0
+    # the visitor's view on day 0 and the user's on day 3, counted as of day 3 (the stored
+    # counts are relative to the anchor, which the step sets at each profile's first event)
+    assert i1[B_LAST] == 3 * DAY
+    assert updater.behaviour.view(known, 3 * DAY)["items"]["i1"]["counts"] == {"view": 1.0 + 1 / 8}
     assert unpack(known.behaviour_categories["tea"])[B_CONVERTED] == 1.0
     # on the compiled step: a visitor's behaviour moves to the user at login, and is erased
     core = Core(PipelineConfig())
@@ -141,7 +141,8 @@ def test_an_identity_link_folds_behaviour_and_an_erasure_removes_it() -> None:
 
 
 def test_rules_read_behaviour_and_missing_keys_read_as_never() -> None:
-    updater = ProfileUpdater(ProfileConfig())
+    events = [view("u", "view", 0.0, "i1"), view("u", "purchase", DAY, "i2")]
+    updater, p = profile_after(events[:1], "u")
     rules = SegmentRules(
         {
             "tea_buyer": "category_behaviour['tea'].converted",
@@ -150,10 +151,8 @@ def test_rules_read_behaviour_and_missing_keys_read_as_never() -> None:
         },
         updater,
     )
-    p = updater.new("u", 0.0)
-    updater.apply(p, view("u", "view", 0.0, "i1"))
     assert rules.memberships(p, at=3600.0) == ["viewed_i1"]
-    updater.apply(p, view("u", "purchase", DAY, "i2"))
+    _, p = profile_after(events, "u")
     assert rules.memberships(p, at=2 * DAY) == ["tea_buyer"]
     assert rules.time_dependent
 
@@ -179,9 +178,9 @@ def test_features_name_the_state_time_and_counts_and_can_be_turned_off() -> None
     off = feature_names(events, cfg, FeatureConfig(behaviour=False))
     assert not [n for n in off if n.startswith("b_")]
     assert off == [n for n in names if not n.startswith("b_")]
-    none = ProfileUpdater(ProfileConfig(behaviour_keys=0))
-    q = none.new("u", 0.0)
-    none.apply(q, view("u", "view", 0.0, "i1"))
+    none, q = profile_after(
+        [view("u", "view", 0.0, "i1")], "u", profile=ProfileConfig(behaviour_keys=0)
+    )
     assert q.behaviour_items == {} and not FeatureBuilder(FeatureConfig(), none).behaviour_tables
 
 
@@ -260,25 +259,21 @@ def test_movielens_can_read_its_first_genre_as_the_category(tmp_path: Path) -> N
 
 def test_the_mean_value_per_key_is_kept_read_and_made_a_feature() -> None:
     # ratings of two movies of one genre: the genre's mean rating, decay left out
-    updater = ProfileUpdater(ProfileConfig(behaviour_types=["rate"], behaviour_value=True))
-    p = updater.new("u", 0.0)
-    for ts, item, rating in ((0.0, "m1", 5.0), (DAY, "m2", 2.0), (DAY, "m3", None)):
-        e = msgspec.structs.replace(view("u", "rate", ts, item, "drama"), value=rating)
-        updater.apply(p, e)
+    rated = [
+        msgspec.structs.replace(view("u", "rate", ts, item, "drama"), value=rating)
+        for ts, item, rating in ((0.0, "m1", 5.0), (DAY, "m2", 2.0), (DAY, "m3", None))
+    ]
+    profile = ProfileConfig(behaviour_types=["rate"], behaviour_value=True)
+    updater, p = profile_after(rated, "u", profile=profile)
     seen = updater.behaviour.view(p, DAY)["categories"]["drama"]
     # the counts (half-life 7 days) weigh the day-0 rating 2**(-1/7); m3 counts, with no value
     assert seen["value"] == pytest.approx((5.0 * 2 ** (-1 / 7) + 2.0) / (2 ** (-1 / 7) + 2.0))
     assert updater.behaviour.view(p, DAY)["items"]["m1"]["value"] == 5.0
     assert updater.behaviour.fields(p, DAY, "behaviour_items")["m3"]["value"] == 0.0
-    rated = [
-        msgspec.structs.replace(view("u", "rate", ts, item, "drama"), value=rating)
-        for ts, item, rating in ((0.0, "m1", 5.0), (DAY, "m2", 2.0), (DAY, "m3", None))
-    ]
     names = feature_names([*rated, view("u", "rate", 2 * DAY, "m4", "drama")], updater.config)
     assert "b_category_value=13" in names  # a mean of 2.25: eight buckets a doubling of 1 + x
-    plain = ProfileUpdater(ProfileConfig(behaviour_types=["rate"]))
-    q = plain.new("u", 0.0)
-    plain.apply(q, view("u", "rate", 0.0, "m1", "drama"))
+    plain = ProfileConfig(behaviour_types=["rate"])
+    _, q = profile_after([view("u", "rate", 0.0, "m1", "drama")], "u", profile=plain)
     assert len(unpack(q.behaviour_items["m1"])) == 3  # no value column unless asked
 
 

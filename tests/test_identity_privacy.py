@@ -14,6 +14,7 @@ import redis
 from cli_server import CliServer
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_step_by_hand import profile_after
 
 from liveprofile.api import check_config, default_changes
 from liveprofile.config import PipelineConfig, ProfileConfig
@@ -24,7 +25,7 @@ from liveprofile.events.schema import encode_event
 from liveprofile.events.sources import JsonlSource
 from liveprofile.privacy import erase, export_user
 from liveprofile.profile.identity import merge_profiles
-from liveprofile.profile.state import DAY, ProfileUpdater, decode_profile
+from liveprofile.profile.state import DAY, decode_profile
 from liveprofile.redis.store import RedisStore
 from liveprofile.redis.streams import publish
 from liveprofile.redis.worker import RedisWorker, WorkerOptions
@@ -56,10 +57,12 @@ def close(a: float, b: float) -> bool:
 
 def test_a_merge_under_the_top_k_keeps_every_interest() -> None:
     # three interests under a top 4: none is cut (a slice by ``len - top_k`` once cut two)
-    updater = ProfileUpdater(ProfileConfig(top_k=4))
-    known, anon = updater.new("u", START), updater.new("anon", START)
-    for i, (p, cat) in enumerate([(known, "tea"), (anon, "cups"), (anon, "books")]):
-        updater.apply(p, Event(f"e{i}", p.user, "view", START + i, item_id=f"i{i}", category=cat))
+    events = [
+        Event(f"e{i}", user, "view", START + i, item_id=f"i{i}", category=cat)
+        for i, (user, cat) in enumerate([("u", "tea"), ("anon", "cups"), ("anon", "books")])
+    ]
+    updater, known = profile_after(events[:1], "u", profile=ProfileConfig(top_k=4))
+    _, anon = profile_after(events[1:], "anon", profile=ProfileConfig(top_k=4))
     merge_profiles(updater, known, anon)
     assert len(known.interests) == 3
 
@@ -67,21 +70,22 @@ def test_a_merge_under_the_top_k_keeps_every_interest() -> None:
 @settings(max_examples=60, deadline=None)
 @given(st.lists(event_st, min_size=1, max_size=30))
 def test_merged_profile_equals_one_profile_of_all_events(rows: list[tuple]) -> None:
-    updater = ProfileUpdater(ProfileConfig(top_k=64))
+    profile = ProfileConfig(top_k=64)
     events = [
         Event(f"e{i}", "u", t, ts, item_id=f"i{i}", category=cat, value=v)
         for i, (_, t, ts, cat, v) in enumerate(rows)
     ]
-    whole = updater.new("u", events[0].ts)
-    for e in events:
-        updater.apply(whole, e)
-    parts = [updater.new(name, START) for name in ("u", "anon")]
-    started = [False, False]
-    for (k, *_), e in zip(rows, events, strict=True):
-        if not started[k]:
-            parts[k] = updater.new(parts[k].user, e.ts)
-            started[k] = True
-        updater.apply(parts[k], e)
+    updater, whole = profile_after(events, "u", profile=profile)
+    parts = []
+    for k, name in enumerate(("u", "anon")):  # the events of each id, each id's profile
+        mine = [
+            msgspec.structs.replace(e, user=name)
+            for (j, *_), e in zip(rows, events, strict=True)
+            if j == k
+        ]
+        parts.append(
+            profile_after(mine, name, profile=profile)[1] if mine else updater.new(name, START)
+        )
     known, anon = parts
     merge_profiles(updater, known, anon)
     assert known.n == whole.n and known.counts == whole.counts

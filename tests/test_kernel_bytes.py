@@ -88,7 +88,7 @@ def test_compiled_velocity_counts_equal_counting_event_by_event(seed: int) -> No
         purchases_window=rng.choice(["10s", "1h"]),
         items_window=rng.choice(["7s", "10m"]),
     )
-    tracker = RiskTracker(config, frozenset({"purchase"}))
+    tracker = RiskTracker(config)
     users = 4
     events = []
     t = 1_700_000_000.0

@@ -5,7 +5,8 @@ each visitor into its new user on the rows, without a Python stop; a login into 
 profile still stops there for the lifecycle. Streams without commands (``test_fold_new``'s,
 erasures left out, so that every batch may take this path), in batches cut anywhere, with and
 without velocity counts, must store the state of a run whose every login the Python
-lifecycle takes, to the byte.
+lifecycle takes, to the byte; with an anomaly detector too (it scores a visitor's events
+before the login as the user's, in the batch's order).
 """
 
 from __future__ import annotations
@@ -51,19 +52,22 @@ def counted_stops() -> Iterator[list[int]]:
     seed=st.integers(0, 10_000),
     cuts=st.lists(st.integers(0, 10_000), max_size=6),
     velocity=st.booleans(),
+    anomaly=st.booleans(),
 )
 def test_logins_folded_in_the_kernel_give_the_lifecycles_state(
-    seed: int, cuts: list[int], velocity: bool
+    seed: int, cuts: list[int], velocity: bool, anomaly: bool
 ) -> None:
     events = plain_stream(seed)
-    assert_same(split(events, cuts), velocity=velocity)
+    assert_same(split(events, cuts), velocity=velocity, anomaly=anomaly)
 
 
-def counted_run(events: list[Event], velocity: bool) -> tuple[int, int, int, Core]:
+def counted_run(
+    events: list[Event], velocity: bool, anomaly: bool = False
+) -> tuple[int, int, int, Core]:
     """One run of ``events`` in one batch: (logins taken by the lifecycle, logins folded on
     the rows, Python stops, the step)."""
     with counted_folds() as taken, counted_stops() as stops:
-        _, core = run(config(velocity=velocity), [events])
+        _, core = run(config(velocity=velocity, anomaly=anomaly), [events])
     return taken[0], taken[1], stops[0], core
 
 
@@ -71,9 +75,9 @@ def test_logins_into_new_users_take_no_python_stop() -> None:
     # no user has a profile before its login: every login of a visitor with events before it
     # folds in the kernel (one without any has no row to fold: the lifecycle links it)
     events = plain_stream(5, visitors=12, known=0)
-    for velocity in (True, False):
-        assert_same([events], velocity=velocity)
-        general, folded, stops, core = counted_run(events, velocity)
+    for velocity, anomaly in ((True, False), (False, False), (True, True), (False, True)):
+        assert_same([events], velocity=velocity, anomaly=anomaly)
+        general, folded, stops, core = counted_run(events, velocity, anomaly)
         assert folded >= 8
         assert stops == general
         assert core.compiled is not None and core.compiled.stopped == folded + general

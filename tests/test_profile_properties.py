@@ -9,8 +9,10 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_step_by_hand import profile_after
 
-from liveprofile.config import ProfileConfig
+from liveprofile.config import PipelineConfig, ProfileConfig
+from liveprofile.engine.core import Core
 from liveprofile.errors import StateVersionError
 from liveprofile.events import Event
 from liveprofile.profile.state import (
@@ -48,13 +50,6 @@ def event_lists(draw: st.DrawFn, span: float = YEAR, max_size: int = 30) -> list
     return events
 
 
-def build(updater: ProfileUpdater, events: list[Event]) -> Profile:
-    p = updater.new("u1", events[0].ts)
-    for e in events:
-        updater.apply(p, e)
-    return p
-
-
 def close(a: float, b: float) -> bool:
     return math.isclose(a, b, rel_tol=1e-9, abs_tol=TINY)
 
@@ -88,11 +83,10 @@ HALF_LIVES = st.sampled_from([HOUR, DAY, 7 * DAY, 30 * DAY])
 def test_any_order_gives_the_same_profile(
     events: list[Event], data: st.DataObject, h_c: float, h_i: float
 ) -> None:
-    updater = ProfileUpdater(
-        ProfileConfig(counters_half_life=h_c, interests_half_life=h_i, top_k=TOP_K)
-    )
+    profile = ProfileConfig(counters_half_life=h_c, interests_half_life=h_i, top_k=TOP_K)
     shuffled = data.draw(st.permutations(events))
-    a, b = build(updater, events), build(updater, shuffled)
+    updater, a = profile_after(events, profile=profile)
+    _, b = profile_after(shuffled, profile=profile)
     at = max(e.ts for e in events)
     assert summary(a) == summary(b)
     assert a.last_ts == at and a.first_ts == min(e.ts for e in events)
@@ -116,10 +110,11 @@ def test_top_k_bounds_the_interests(events: list[Event], top_k: int) -> None:
         Event(e.event_id, e.user, e.type, e.ts, e.item_id, f"c{i % 11}", e.tags, e.value)
         for i, e in enumerate(events)
     ]
-    updater = ProfileUpdater(ProfileConfig(top_k=top_k))
-    p = updater.new("u1", many[0].ts)
-    for e in many:
-        updater.apply(p, e)
+    core = Core(PipelineConfig(profile=ProfileConfig(top_k=top_k)))
+    updater, state = core.updater, core.new_state()
+    for e in many:  # a batch an event: the interests after each
+        core.step(state, [e])
+        p = state.profiles["u1"]
         assert len(p.interests) <= top_k
         assert len(updater.interests_at(p, p.last_ts)) <= top_k
     distinct = {t for e in many for t in e.topics()}
@@ -127,23 +122,22 @@ def test_top_k_bounds_the_interests(events: list[Event], top_k: int) -> None:
 
 
 def test_top_k_keeps_the_strongest() -> None:
-    updater = ProfileUpdater(ProfileConfig(top_k=2))
-    p = updater.new("u1", START)
-    for i, (kind, category) in enumerate(
-        [("purchase", "a"), ("view", "b"), ("cart", "c"), ("view", "d"), ("purchase", "b")]
-    ):
-        updater.apply(p, Event(f"e{i}", "u1", kind, START, category=category))
+    events = [
+        Event(f"e{i}", "u1", kind, START, category=category)
+        for i, (kind, category) in enumerate(
+            [("purchase", "a"), ("view", "b"), ("cart", "c"), ("view", "d"), ("purchase", "b")]
+        )
+    ]
+    updater, p = profile_after(events, profile=ProfileConfig(top_k=2))
     # b's first view (1) was the weakest when c came and was evicted; its purchase (5) then
     # displaced c (3)
     assert updater.interests_at(p, START) == {"a": 5.0, "b": 5.0}
 
 
 def test_decayed_value_halves_after_one_half_life() -> None:
-    updater = ProfileUpdater(
-        ProfileConfig(counters_half_life="7d", interests_half_life="30d", top_k=TOP_K)
-    )
-    p = updater.new("u1", START)
-    updater.apply(p, Event("e1", "u1", "purchase", START, "i1", "books", value=10.0))
+    profile = ProfileConfig(counters_half_life="7d", interests_half_life="30d", top_k=TOP_K)
+    events = [Event("e1", "u1", "purchase", START, "i1", "books", value=10.0)]
+    updater, p = profile_after(events, profile=profile)
     assert updater.decayed_counts(p, START) == {"purchase": 1.0}
     assert updater.decayed_counts(p, START + 7 * DAY) == {"purchase": 0.5}
     assert updater.decayed_counts(p, START + 14 * DAY) == {"purchase": 0.25}
@@ -156,12 +150,9 @@ def test_decayed_value_halves_after_one_half_life() -> None:
 
 @given(hour=st.integers(0, 23), k=st.integers(0, 60), weight=st.sampled_from(TYPES))
 def test_halving_is_exact_at_any_time_of_day(hour: int, k: int, weight: str) -> None:
-    updater = ProfileUpdater(
-        ProfileConfig(counters_half_life="1h", interests_half_life="1h", top_k=TOP_K)
-    )
+    profile = ProfileConfig(counters_half_life="1h", interests_half_life="1h", top_k=TOP_K)
     ts = START + hour * HOUR
-    p = updater.new("u1", ts)
-    updater.apply(p, Event("e1", "u1", weight, ts, category="books"))
+    updater, p = profile_after([Event("e1", "u1", weight, ts, category="books")], profile=profile)
     w = updater.config.weights[weight]
     for j in range(k + 1):
         at = ts + j * HOUR
@@ -183,13 +174,12 @@ def _direct(events: list[Event], at: float, h_c: float, h_i: float, weights: dic
 @given(events=event_lists(span=2 * YEAR, max_size=40), data=st.data())
 def test_rebasing_keeps_values_finite_and_exact(events: list[Event], data: st.DataObject) -> None:
     config = ProfileConfig(counters_half_life="1h", interests_half_life="2h", top_k=TOP_K)
-    updater = ProfileUpdater(config)
     order = data.draw(st.sampled_from(["time", "given", "shuffled"]))
     if order == "time":
         events = sorted(events, key=lambda e: e.ts)
     elif order == "shuffled":
         events = data.draw(st.permutations(events))
-    p = build(updater, events)
+    updater, p = profile_after(events, profile=config)
     stored = [*p.decayed.values(), *p.interests.values()]
     assert all(math.isfinite(v) and v >= 0.0 for v in stored)
     at = p.last_ts
@@ -201,12 +191,12 @@ def test_rebasing_keeps_values_finite_and_exact(events: list[Event], data: st.Da
 
 
 def test_rebasing_over_two_years_moves_the_anchor() -> None:
-    updater = ProfileUpdater(ProfileConfig(counters_half_life="1h", interests_half_life="1h"))
     events = [
         Event(f"e{i}", "u1", "view", START + i * 5 * DAY + 7 * HOUR, category="books")
         for i in range(146)  # two years, 120 half-lives per step
     ]
-    p = build(updater, events)
+    profile = ProfileConfig(counters_half_life="1h", interests_half_life="1h")
+    updater, p = profile_after(events, profile=profile)
     # the landmark moved to a day within 512 half-lives of the last event
     assert events[-1].ts - 512 * HOUR - DAY < p.anchor <= events[-1].ts
     at = events[-1].ts
@@ -217,18 +207,16 @@ def test_rebasing_over_two_years_moves_the_anchor() -> None:
 
 
 def test_short_half_life_late_in_the_day() -> None:
-    updater = ProfileUpdater(ProfileConfig(counters_half_life="1m", interests_half_life="1m"))
+    profile = ProfileConfig(counters_half_life="1m", interests_half_life="1m")
     ts = START + 23 * HOUR
-    p = updater.new("u1", ts)
-    updater.apply(p, Event("e1", "u1", "view", ts, category="books"))
+    updater, p = profile_after([Event("e1", "u1", "view", ts, category="books")], profile=profile)
     assert updater.decayed_counts(p, ts) == {"view": pytest.approx(1.0)}
 
 
 @settings(max_examples=60)
 @given(events=event_lists(max_size=20))
 def test_encode_decode_round_trip(events: list[Event]) -> None:
-    updater = ProfileUpdater(ProfileConfig(top_k=TOP_K))
-    p = build(updater, events)
+    updater, p = profile_after(events, profile=ProfileConfig(top_k=TOP_K))
     p.record_outcome("like", True)
     p.record_outcome("like", False)
     p.scores["like"] = 0.25

@@ -7,9 +7,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import msgspec
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_step_by_hand import profile_after
 
 from liveprofile.config import (
     FeatureConfig,
@@ -21,20 +23,15 @@ from liveprofile.config import (
 )
 from liveprofile.datasets.synthetic import SyntheticConfig, generate
 from liveprofile.engine.core import Core
+from liveprofile.engine.halfspace import score_and_learn
 from liveprofile.engine.local import LocalRunner
 from liveprofile.engine.state import PipelineState
 from liveprofile.errors import ConfigError, StateVersionError
 from liveprofile.events import Event, EventParser
 from liveprofile.events.sources import Batch
 from liveprofile.learn import dump_learner, make_learner
-from liveprofile.profile.risk import AnomalyScorer
-from liveprofile.profile.state import (
-    PROFILE_SCHEMA,
-    Profile,
-    ProfileUpdater,
-    decode_profile,
-    encode_profile,
-)
+from liveprofile.profile.risk import FEATURES, AnomalyScorer
+from liveprofile.profile.state import PROFILE_SCHEMA, decode_profile, encode_profile
 from liveprofile.profile.traits import TraitEvaluator
 from liveprofile.store import SQLiteStore
 
@@ -69,13 +66,6 @@ def windows_and_caps() -> st.SearchStrategy[RiskConfig]:
     )
 
 
-def build(updater: ProfileUpdater, events: Sequence[Event]) -> Profile:
-    p = updater.new("u1", events[0].ts)
-    for e in events:
-        updater.apply(p, e)
-    return p
-
-
 def brute_force(events: Sequence[Event], risk: RiskConfig, at: float) -> dict[str, int]:
     """The velocity counts straight from their definition: min(count in (at - w, at], cap)."""
     in_window = [e for e in events if at - risk.events_window_s < e.ts <= at]
@@ -93,10 +83,11 @@ def brute_force(events: Sequence[Event], risk: RiskConfig, at: float) -> dict[st
 def test_velocity_counts_equal_brute_force(
     events: list[Event], risk: RiskConfig, later: float
 ) -> None:
-    updater = ProfileUpdater(ProfileConfig(), risk)
-    p = updater.new("u1", events[0].ts)
-    for k, e in enumerate(events):
-        updater.apply(p, e)
+    core = Core(PipelineConfig(risk=risk))
+    updater, state = core.updater, core.new_state()
+    for k, e in enumerate(events):  # a batch an event: the counts after each
+        core.step(state, [e])
+        p = state.profiles["u1"]
         seen = events[: k + 1]
         assert updater.risk.velocity(p) == brute_force(seen, risk, p.last_ts)
     at = p.last_ts + later
@@ -112,9 +103,8 @@ def test_velocity_counts_equal_brute_force(
 def test_risk_fields_do_not_depend_on_arrival_order(
     events: list[Event], risk: RiskConfig, data: st.DataObject
 ) -> None:
-    updater = ProfileUpdater(ProfileConfig(), risk)
-    a = build(updater, events)
-    b = build(updater, data.draw(st.permutations(events)))
+    updater, a = profile_after(events, risk=risk)
+    _, b = profile_after(data.draw(st.permutations(events)), risk=risk)
     for field in ("recent", "v_events", "v_purchases", "v_items"):
         assert getattr(a, field) == getattr(b, field), field
     assert updater.view(a)["recent"] == updater.view(b)["recent"]
@@ -126,8 +116,7 @@ def test_risk_fields_do_not_depend_on_arrival_order(
 def test_recent_events_are_the_newest_newest_first(
     events: list[Event], size: int, data: st.DataObject
 ) -> None:
-    updater = ProfileUpdater(ProfileConfig(), RiskConfig(recent=size))
-    p = build(updater, data.draw(st.permutations(events)))
+    updater, p = profile_after(data.draw(st.permutations(events)), risk=RiskConfig(recent=size))
     recent = updater.view(p)["recent"]
     assert len(recent) == min(size, len(events))
     times = [r["ts"] for r in recent]
@@ -142,25 +131,28 @@ def test_recent_events_are_the_newest_newest_first(
 
 
 def test_an_out_of_order_event_takes_its_place_and_the_oldest_falls_off() -> None:
-    updater = ProfileUpdater(ProfileConfig(), RiskConfig(recent=3))
-    p = updater.new("u1", T0)
-    for i, ts in enumerate([T0, T0 + 10, T0 + 30]):
-        updater.apply(p, Event(f"e{i}", "u1", "view", ts, item_id=f"i{i}"))
-    updater.apply(p, Event("late", "u1", "purchase", T0 + 20, item_id="x", value=9.5))
+    risk = RiskConfig(recent=3)
+    events = [
+        Event(f"e{i}", "u1", "view", ts, item_id=f"i{i}")
+        for i, ts in enumerate([T0, T0 + 10, T0 + 30])
+    ]
+    events.append(Event("late", "u1", "purchase", T0 + 20, item_id="x", value=9.5))
+    updater, p = profile_after(events, risk=risk)
     assert updater.view(p)["recent"] == [
         {"ts": T0 + 30, "type": "view", "item_id": "i2", "value": None},
         {"ts": T0 + 20, "type": "purchase", "item_id": "x", "value": 9.5},
         {"ts": T0 + 10, "type": "view", "item_id": "i1", "value": None},
     ]
-    updater.apply(p, Event("older", "u1", "view", T0 - 5))  # older than all three: not kept
-    assert [r["ts"] for r in updater.view(p)["recent"]] == [T0 + 30, T0 + 20, T0 + 10]
+    older = Event("older", "u1", "view", T0 - 5)  # older than all three: not kept
+    for size in (1, 4, 5):
+        updater, p = profile_after([*events, older], size=size, risk=risk)
+        assert [r["ts"] for r in updater.view(p)["recent"]] == [T0 + 30, T0 + 20, T0 + 10]
 
 
 def test_counts_saturate_at_the_cap_and_fall_back_as_time_passes() -> None:
-    updater = ProfileUpdater(ProfileConfig(), RiskConfig(cap=5))
-    p = updater.new("u1", T0)
-    for i in range(12):  # twelve purchases of distinct items within 55 seconds
-        updater.apply(p, Event(f"e{i}", "u1", "purchase", T0 + 5 * i, item_id=f"i{i}"))
+    # twelve purchases of distinct items within 55 seconds
+    events = [Event(f"e{i}", "u1", "purchase", T0 + 5 * i, item_id=f"i{i}") for i in range(12)]
+    updater, p = profile_after(events, risk=RiskConfig(cap=5))
     assert updater.risk.velocity(p) == {
         "events_per_min": 5,
         "purchases_per_hour": 5,
@@ -183,10 +175,10 @@ def test_counts_saturate_at_the_cap_and_fall_back_as_time_passes() -> None:
 
 
 def test_purchases_are_the_monetary_types() -> None:
-    updater = ProfileUpdater(ProfileConfig(monetary_types=["order"]))
-    p = updater.new("u1", T0)
-    for i, kind in enumerate(["purchase", "order", "order"]):
-        updater.apply(p, Event(f"e{i}", "u1", kind, T0 + i))
+    events = [
+        Event(f"e{i}", "u1", kind, T0 + i) for i, kind in enumerate(["purchase", "order", "order"])
+    ]
+    updater, p = profile_after(events, profile=ProfileConfig(monetary_types=["order"]))
     assert updater.risk.velocity(p)["purchases_per_hour"] == 2
 
 
@@ -194,20 +186,21 @@ def test_purchases_are_the_monetary_types() -> None:
 
 
 def test_rules_over_velocity_and_anomaly() -> None:
-    updater = ProfileUpdater(ProfileConfig())
     rules = {
         "fast": "velocity.events_per_min > 3",
         "buying_spree": "velocity.purchases_per_hour >= 2 and velocity.distinct_items_10m >= 2",
         "odd": "anomaly > 0.8",
     }
+    events = [Event(f"e{i}", "u1", "view", T0 + 10 * i, item_id="i1") for i in range(4)]
+    updater, p = profile_after(events)
     traits = TraitEvaluator(rules, updater)
-    p = updater.new("u1", T0)
-    for i in range(4):
-        updater.apply(p, Event(f"e{i}", "u1", "view", T0 + 10 * i, item_id="i1"))
     traits.update(p)
     assert p.traits == {"fast": True, "buying_spree": False, "odd": False}
-    updater.apply(p, Event("p1", "u1", "purchase", T0 + 3000, item_id="i1"))
-    updater.apply(p, Event("p2", "u1", "purchase", T0 + 3100, item_id="i2"))
+    events += [
+        Event("p1", "u1", "purchase", T0 + 3000, item_id="i1"),
+        Event("p2", "u1", "purchase", T0 + 3100, item_id="i2"),
+    ]
+    updater, p = profile_after(events)
     p.anomaly = 0.93
     traits.update(p)
     assert p.traits == {"fast": False, "buying_spree": True, "odd": True}
@@ -277,32 +270,47 @@ def test_only_the_configured_types_are_scored() -> None:
 
 
 def test_saved_detector_gives_identical_scores() -> None:
-    events = synthetic(users=20, days=4, seed=5)
-    half = len(events) // 2
     config = with_risk(window_size=50).risk
-    updater = ProfileUpdater(ProfileConfig(), config)
+    # readings of events as the step makes them: six features in [0, 1], many repeated
+    rng = np.random.default_rng(5)
+    readings = np.round(rng.random((400, 6)) ** 3, 2)
     scorer = AnomalyScorer(config)
-    profiles: dict[str, Profile] = {}
-
-    def run(scorer: AnomalyScorer, events: list[Event]) -> list[float]:
-        scores = []
-        for e in events:
-            p = profiles.setdefault(e.user, updater.new(e.user, e.ts))
-            updater.apply(p, e)
-            scores.append(scorer.score(e, updater.risk.velocity(p), 60.0))
-        return scores
-
-    run(scorer, events[:half])
+    score_and_learn(scorer, readings[:200])
     blob = scorer.dump()
     again = AnomalyScorer.load(config, blob)
     assert again.dump() == blob
-    snapshot = {u: encode_profile(p) for u, p in profiles.items()}
-    first = run(scorer, events[half:])
-    profiles.clear()
-    profiles.update({u: decode_profile(b) for u, b in snapshot.items()})
-    second = run(again, events[half:])
+    first = score_and_learn(scorer, readings[200:]).tolist()
+    second = score_and_learn(again, readings[200:]).tolist()
     assert first == second and len(set(first)) > 10
     assert again.dump() == scorer.dump()
+
+
+@pytest.mark.parametrize(
+    ("window", "cuts", "seed"), [(10, [1, 7, 40], 0), (25, [0, 60], 1), (7, [13], 2)]
+)
+def test_compiled_trees_score_and_learn_as_river_does(
+    window: int, cuts: list[int], seed: int
+) -> None:
+    """River's own ``score_one``/``learn_one`` event by event against the compiled trees run on
+    batches cut anywhere (a restart from the stored detector at one cut), over many windows."""
+    config = RiskConfig(anomaly=True, window_size=window, seed=seed)
+    rng = np.random.default_rng(seed)
+    readings = np.round(rng.random((150, 6)) ** 2, 2)  # ties with the thresholds' neighbours
+    readings[::9] = readings[0]  # repeated events
+    river = AnomalyScorer(config)
+    want = []
+    for row in readings.tolist():
+        x = dict(zip(FEATURES, row, strict=True))
+        want.append(float(river.detector.score_one(x)))
+        river.detector.learn_one(x)
+    ours = AnomalyScorer(config)
+    got: list[float] = []
+    for k, (lo, hi) in enumerate(zip([0, *cuts], [*cuts, len(readings)], strict=True)):
+        got += score_and_learn(ours, readings[lo:hi]).tolist()
+        if k == 1:
+            ours = AnomalyScorer.load(config, ours.dump())
+    assert got == want and len(set(got)) > 10
+    assert ours.dump() == river.dump()
 
 
 def test_a_stored_learner_is_not_a_detector() -> None:
@@ -369,9 +377,7 @@ def test_scores_do_not_depend_on_batch_boundaries() -> None:
 
 
 def test_profiles_from_before_the_risk_fields_still_load() -> None:
-    updater = ProfileUpdater(ProfileConfig())
-    p = updater.new("u1", T0)
-    updater.apply(p, Event("e1", "u1", "purchase", T0, item_id="i1", value=2.0))
+    updater, p = profile_after([Event("e1", "u1", "purchase", T0, item_id="i1", value=2.0)])
     fields = msgspec.msgpack.decode(encode_profile(p)[1:])
     # the struct without the five risk fields (and the anonymous flag and the behaviour maps,
     # added after them)
@@ -384,11 +390,11 @@ def test_profiles_from_before_the_risk_fields_still_load() -> None:
 def test_risk_fields_stay_small_in_the_worst_case() -> None:
     """Fractional times (9 bytes each), a new long item per event: every list at its cap."""
     risk = RiskConfig()
-    updater = ProfileUpdater(ProfileConfig(), risk)
-    p = updater.new("u1", T0)
-    for i in range(500):
-        item = f"sku-{i:012d}"
-        updater.apply(p, Event(f"e{i}", "u1", "purchase", T0 + 0.37 * i, item_id=item, value=9.99))
+    events = [
+        Event(f"e{i}", "u1", "purchase", T0 + 0.37 * i, item_id=f"sku-{i:012d}", value=9.99)
+        for i in range(500)
+    ]
+    updater, p = profile_after(events, risk=risk)
     velocity = updater.risk.velocity(p)
     assert set(velocity.values()) == {risk.cap}
     assert len(p.recent) == risk.recent
@@ -400,14 +406,10 @@ def test_risk_fields_stay_small_in_the_worst_case() -> None:
 
 
 def test_velocity_can_be_switched_off() -> None:
-    from liveprofile.config import ProfileConfig, RiskConfig
-    from liveprofile.events import Event
-    from liveprofile.profile.state import ProfileUpdater
-
-    updater = ProfileUpdater(ProfileConfig(), RiskConfig(velocity=False, recent=3))
-    p = updater.new("u", 0.0)
-    for i in range(5):
-        updater.apply(p, Event(f"e{i}", "u", "purchase", float(i), item_id=f"i{i}", value=1.0))
+    events = [
+        Event(f"e{i}", "u", "purchase", float(i), item_id=f"i{i}", value=1.0) for i in range(5)
+    ]
+    updater, p = profile_after(events, "u", risk=RiskConfig(velocity=False, recent=3))
     assert updater.risk.velocity(p) == dict.fromkeys(
         ("events_per_min", "purchases_per_hour", "distinct_items_10m"), 0
     )

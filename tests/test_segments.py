@@ -14,6 +14,7 @@ import msgspec
 import pytest
 import redis
 from cli_server import CliServer
+from test_step_by_hand import profile_after
 
 from liveprofile.api import check_config
 from liveprofile.config import PipelineConfig, ProfileConfig
@@ -91,7 +92,11 @@ def _fold(changes: list[dict[str, object]]) -> dict[str, set[str]]:
 
 
 def test_rules_read_profile_fields_as_of_the_given_time() -> None:
-    updater = ProfileUpdater(ProfileConfig())
+    events = [
+        Event("e1", "u1", "purchase", 0.0, category="Dairy", value=150.0),
+        Event("e2", "u1", "purchase", 5 * DAY, category="Bakery", value=80.0),
+    ]
+    updater, p = profile_after(events)
     rules = SegmentRules(
         {
             "vip": "monetary_90d > 200 and days_since_last_purchase < 14",
@@ -100,9 +105,6 @@ def test_rules_read_profile_fields_as_of_the_given_time() -> None:
         },
         updater,
     )
-    p = updater.new("u1", 0.0)
-    updater.apply(p, Event("e1", "u1", "purchase", 0.0, category="Dairy", value=150.0))
-    updater.apply(p, Event("e2", "u1", "purchase", 5 * DAY, category="Bakery", value=80.0))
     assert rules.memberships(p, at=5 * DAY) == ["dairy", "vip"]
     assert rules.memberships(p, at=20 * DAY) == ["dairy"]  # the last purchase is 15 days old
     assert rules.memberships(p, at=100 * DAY) == []  # spend left the window; interest decayed
@@ -286,7 +288,11 @@ def test_redis_worker_streams_the_same_changes(events: Path, tmp_path: Path) -> 
 
 
 def test_a_rule_that_fails_only_keeps_its_own_user_out() -> None:
-    updater = ProfileUpdater(ProfileConfig())
+    events = [
+        Event("e1", "u1", "purchase", 0.0, category="Dairy", value=150.0),
+        Event("e2", "u1", "purchase", 5 * DAY, category="Bakery", value=80.0),
+    ]
+    updater, p = profile_after(events)
     rules = SegmentRules({"ratio": "monetary / events > 1", "all": "frequency >= 0"}, updater)
     p = updater.new("u1", 0.0)  # no events yet: the ratio divides by zero
     assert rules.memberships(p, at=0.0) == ["all"]

@@ -10,6 +10,7 @@ two: an event at ``T0 + k`` days weighs ``2 ** k`` relative to an anchor at ``T0
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
@@ -28,6 +29,7 @@ from liveprofile.engine.lifecycle import StepResult
 from liveprofile.engine.state import PipelineState
 from liveprofile.events import Event
 from liveprofile.profile.items import ItemStats, decode_item
+from liveprofile.profile.state import Profile, ProfileUpdater
 
 T0 = 1_704_067_200.0  # Monday 2024-01-01 00:00 UTC
 DAY, HOUR = 86400.0, 3600.0
@@ -61,6 +63,28 @@ def pipeline(*tasks: TaskConfig, **run: Any) -> Core:
 def steps(core: Core, *batches: list[Event]) -> tuple[PipelineState, list[StepResult]]:
     state = core.new_state()
     return state, [core.step(state, batch) for batch in batches]
+
+
+def replayed(
+    events: Sequence[Event], size: int | None = None, **config: Any
+) -> tuple[Core, PipelineState]:
+    """The step (of a :class:`PipelineConfig` of ``config``) and its state after ``events``,
+    in one batch or in batches of ``size``: the profiles the real step makes, for tests that
+    read a profile after a few events."""
+    core = Core(PipelineConfig(**config))
+    state = core.new_state()
+    size = size or max(len(events), 1)
+    for k in range(0, len(events), size):
+        core.step(state, events[k : k + size])
+    return core, state
+
+
+def profile_after(
+    events: Sequence[Event], user: str = "u1", size: int | None = None, **config: Any
+) -> tuple[ProfileUpdater, Profile]:
+    """:func:`replayed`'s profile of ``user``, and the updater that reads it (``view``...)."""
+    core, state = replayed(events, size, **config)
+    return core.updater, state.profiles[user]
 
 
 def items(outs: list[StepResult]) -> dict[str, ItemStats]:

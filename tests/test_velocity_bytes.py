@@ -17,7 +17,7 @@ from liveprofile.engine.core import Core
 from liveprofile.engine.lazyprofiles import ProfileMap, peek
 from liveprofile.engine.local import apply_batch
 from liveprofile.engine.state import PipelineState
-from liveprofile.engine.velocity import _run, count_lists
+from liveprofile.engine.velocity import _NO_READS, _run, count_lists
 from liveprofile.engine.velocitybytes import (
     decode_lists,
     decode_one,
@@ -75,7 +75,7 @@ def test_counting_through_bytes_gives_the_lists_of_counting_list_by_list(
     config = RiskConfig(
         velocity=True, events_window="1m", purchases_window="1h", items_window="10m", cap=cap
     )
-    tracker = RiskTracker(config, frozenset({"purchase"}))
+    tracker = RiskTracker(config)
     users = sorted({u for u, *_ in events})
     slot = [users.index(u) for u, *_ in events]
     ts = [t for _, t, _, _ in events]
@@ -95,7 +95,7 @@ def test_counting_through_bytes_gives_the_lists_of_counting_list_by_list(
     _run(
         np.array(slot[half:], np.int64), np.array(ts[half:], np.float64),
         np.array(monetary[half:], np.bool_), np.array(items[half:], np.int64), last, n,
-        times, values, lens, np.array(tracker.windows, np.float64), tracker.cap,
+        times, values, lens, np.array(tracker.windows, np.float64), tracker.cap, True, _NO_READS,
     )  # fmt: skip
     blob, _ = write_lists(times, values, lens)
     assert decode_lists(blob) == [tuple(x) for x in expected]

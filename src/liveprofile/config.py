@@ -345,7 +345,8 @@ class RiskConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
     Velocity counts are taken over event-time windows ending at the user's last event and
     saturate at ``cap`` (see :mod:`liveprofile.profile.risk`). The anomaly detector (River's
-    HalfSpaceTrees) is off unless ``anomaly = true``: it makes a replay about three times slower.
+    HalfSpaceTrees, its trees run compiled) is off unless ``anomaly = true``: it adds about a fifth
+    to the CPU of a replay (``benchmarks/anomaly.py``).
     """
 
     #: how many of the user's most recent events the profile keeps (0 keeps none)

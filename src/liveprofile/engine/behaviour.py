@@ -3,7 +3,7 @@
 A profile row holds both maps (items: 0, categories: 1, as ``profile.behaviour.KINDS``) in
 :class:`~liveprofile.engine.records.Users`: ``bkey[u, k, :blen[u, k]]`` the item or topic codes in
 insertion order, ``bval[u, k, j]`` the key's list (last interaction, converted, decayed counts).
-:func:`touch` is ``BehaviourTracker.apply`` for one map, :func:`rebase` its ``rebase`` and
+:func:`touch` counts an event on one map, :func:`rebase` is ``BehaviourTracker.rebase`` and
 :func:`behaviour_features` builds the features of :mod:`liveprofile.features.behaviour`; the
 rules they follow (buckets, the mean value, decay) are the Python modules' own functions,
 compiled (:mod:`liveprofile.engine.rules`). Identity links and erasures run in Python on the
@@ -136,7 +136,7 @@ def _trim(bkey, bval, u, k, m, room):  # type: ignore[no-untyped-def]
 
 @leaf
 def apply_event(ev, e, codes, params, users, w):  # type: ignore[no-untyped-def]
-    """``BehaviourTracker.apply``: the event's item and category, when its type is counted."""
+    """The event on its item's and category's behaviour, when its type is counted."""
     room = params.ip[L.IP_BEH_ROOM]
     col = codes.type_beh[ev.type[e]]
     if col < 0 or room == 0:

@@ -243,10 +243,12 @@ class CompiledStep:
             p = peek(state.profiles, u)
             if p is not None:  # None: an alias (a visitor's id), or deleted in the batch
                 p.anonymous = anonymous
-        if state.anomaly is None and self.base.config.risk.velocity:
-            count_velocity(risk, state.profiles, n, lazy)  # compiled: what the stops left uncounted
-        elif self.base.config.risk.velocity or state.anomaly is not None:
-            risk.upto(n)
+        if self.base.config.risk.velocity or state.anomaly is not None:
+            # what the stops left uncounted; the profiles as they are unless the detector
+            # scores (then on the stops' stand-ins)
+            uncounted = np.flatnonzero(ev.ok & ~risk.counted)
+            as_they_are = None if state.anomaly is not None else state.profiles
+            count_velocity(risk, uncounted, as_they_are, lazy)
         if stops is not None:
             stops.finish()
         out.item_rows = self._item_rows()

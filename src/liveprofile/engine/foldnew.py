@@ -20,8 +20,9 @@ In a batch without commands the kernel calls :func:`fold_new` itself at such a l
 stop (:mod:`liveprofile.engine.loginrun`), and :func:`book_fold` does the Python part after the
 kernel call, from the visitor's row as it was (:class:`Snapshot`).
 
-Anything else (the user has a profile, the visitor has aliases, an anomaly detector reading the
-counts event by event, a profile idle past the TTL) takes the general path.
+Anything else (the user has a profile, the visitor has aliases, a profile idle past the TTL)
+takes the general path. With an anomaly detector, the visitor's events before the login are
+scored as the user's too, in the batch's order: the detector reads the same counts and gaps.
 
 >>> import numpy as np
 >>> from liveprofile.engine.records import Users
@@ -144,8 +145,7 @@ def fold_visitor(stops: Stops, e: int, anon: str, user: str, ts: float, ttl: flo
     ra, ru = stops.row_of.get(anon, -1), stops.row_of.get(user, -1)
     profiles = state.profiles
     if (
-        stops.in_order
-        or ra < 0
+        ra < 0
         or ru < 0
         or ra == ru
         or not U.pi[ra, L.P_EXISTS]
@@ -214,8 +214,10 @@ def book_fold(
     p.aliases = [anon]
     if old is not None:
         p.scores = dict(old.scores)
-        p.anomaly = old.anomaly
-        p.v_events, p.v_purchases, p.v_items = old.v_events, old.v_purchases, old.v_items
+    counts = stops.held.get(anon, old)  # with a detector, a stand-in may hold the counts so far
+    if counts is not None:
+        p.anomaly = counts.anomaly
+        p.v_events, p.v_purchases, p.v_items = counts.v_events, counts.v_purchases, counts.v_items
     visitor = (snap.purchases, snap.monetary, p.last_ts)
     ts = float(stops.ev.ts[e])
     # Lifecycle._link
@@ -242,7 +244,7 @@ def book_fold(
     ev = stops.ev
     mine = np.flatnonzero(ev.urow[:e] == ra)
     mine = mine[ev.ok[mine] & ~risk.counted[mine]]  # the visitor's events not counted yet
-    if not risk.velocity:  # nothing to count: as if counted at the stop
+    if not risk.velocity and risk.scorer is None:  # nothing to count: as if counted at the stop
         risk.counted[mine] = True
         risk.reset(ru, p)
     else:  # the user's from here, counted with the user's later ones

@@ -404,7 +404,7 @@ def _open(ev, e, codes, tasks, params, users, items, pool, ops, out, t, m):  # t
 
 @leaf
 def _update_profile(ev, e, codes, params, users):  # type: ignore[no-untyped-def]
-    """``ProfileUpdater.apply``: counts, decayed counts, value, spend, interests, recent."""
+    """One event on its profile row: counts, decayed counts, value, spend, interests, recent."""
     params_fp = params.fp
     params_ip = params.ip
     users_pf = users.pf

@@ -11,11 +11,11 @@ erase or delete them, reloads the rows, and points the later events of the anony
 link changed at the user they now belong to. Links are rare in a stream (about one event in a
 hundred in a shop where visitors log in at their first purchase), so the bulk of the events run
 compiled. The commonest login, a visitor into a user id without a profile, needs no stop: in a
-batch without commands, TTL or anomaly detector the kernel folds it itself
+batch without commands or TTL the kernel folds it itself
 (:mod:`liveprofile.engine.loginrun`), and the batch stops only where the lifecycle must run.
 
-:class:`RiskCounts` counts the velocity and scores the anomaly detector on each applied event,
-in the order of the batch, as ``RiskTracker.apply`` does.
+:class:`RiskCounts` counts the velocity and scores the anomaly detector on the applied events,
+in the order of the batch, in compiled code (:func:`~liveprofile.engine.velocity.count_velocity`).
 
 >>> import numpy as np
 >>> ok = np.ones(3, np.bool_)
@@ -52,11 +52,12 @@ from liveprofile.engine.resident import ResidentUsers
 from liveprofile.engine.rowio import load_users, store_users
 from liveprofile.engine.state import PipelineState
 from liveprofile.engine.step import Step
+from liveprofile.engine.velocity import count_velocity
 from liveprofile.engine.visitors import BatchIds
 from liveprofile.events.columns import EventColumns
 from liveprofile.events.schema import COMMANDS, FORGET, Event
 from liveprofile.profile.population import Standing
-from liveprofile.profile.risk import AnomalyScorer, RiskTracker, count_since, distinct_since
+from liveprofile.profile.risk import AnomalyScorer, RiskTracker
 from liveprofile.profile.state import Profile
 
 I64 = npt.NDArray[np.int64]
@@ -88,16 +89,6 @@ def next_stop(start, skip, stops, ok, applied, urow, ts, wm, exists, last, ttl):
             elif t > last[u]:
                 last[u] = t
     return n
-
-
-def velocity_at(tracker: RiskTracker, p: Profile, at: float) -> dict[str, int]:
-    """``RiskTracker.velocity`` in the windows ending at ``at`` exactly."""
-    w_events, w_purchases, w_items = tracker.windows
-    return {
-        "events_per_min": count_since(p.v_events, at - w_events),
-        "purchases_per_hour": count_since(p.v_purchases, at - w_purchases),
-        "distinct_items_10m": distinct_since(p.v_items, at - w_items),
-    }
 
 
 class RiskCounts:
@@ -140,7 +131,7 @@ class RiskCounts:
     def upto(self, hi: int) -> None:
         """Count the applied events before event ``hi`` not counted yet."""
         ev = self.ev
-        self._count(np.flatnonzero(ev.ok[:hi] & ~self.counted[:hi]))
+        count_velocity(self, np.flatnonzero(ev.ok[:hi] & ~self.counted[:hi]))
 
     def rows(self, rows: list[int], hi: int) -> None:
         """Count the applied events of user ``rows`` before event ``hi`` not counted yet (the
@@ -157,40 +148,12 @@ class RiskCounts:
         of_rows = now == rows[0]
         for r in rows[1:]:
             of_rows |= now == r
-        self._count(mine[ev.ok[mine] & ~self.counted[mine] & of_rows])
+        count_velocity(self, mine[ev.ok[mine] & ~self.counted[mine] & of_rows])
 
     def moved(self, events: I64, row: int) -> None:
         """``events`` are now the events of user row ``row`` (``Stops._follow``)."""
         if self._groups is not None:
             self._groups[row] = np.concatenate([self._groups.get(row, events[:0]), events])
-
-    def _count(self, applied: I64) -> None:
-        if not len(applied):
-            return
-        ev = self.ev
-        self.counted[applied] = True
-        count, scorer, tracker = self.tracker.count, self.scorer, self.tracker
-        last, n, exists, names = self.last, self.n, self.exists, self.names
-        monetary, kinds, profile_of = self.monetary, self.kinds, self.profile_of
-        rows = ev.urow[applied].tolist()
-        items = self.crc[ev.icode[applied]].tolist()
-        types = ev.type[applied].tolist()
-        values = ev.value[applied].tolist()
-        for e, r, ts, kind, item, value in zip(
-            applied.tolist(), rows, ev.ts[applied].tolist(), types, items, values, strict=True
-        ):
-            gap = (ts - last[r] if exists[r] else None) if scorer is not None else None
-            if n[r] == 0 or ts > last[r]:
-                last[r] = ts
-            n[r] += 1
-            exists[r] = True
-            p = profile_of(names[e])
-            if self.velocity:
-                count(p, ts, monetary[kind], None if item < 0 else item, last[r])
-            if scorer is not None and scorer.wants(kinds[kind]):
-                point = Event("", "", kinds[kind], ts, value=None if value != value else value)
-                p.anomaly = scorer.score(point, velocity_at(tracker, p, last[r]), gap)
-
 
 class Stops:
     """Runs a batch through the kernel with the Python lifecycle at its stops (see the module's

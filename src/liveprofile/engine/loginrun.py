@@ -143,9 +143,9 @@ def fast_logins(stops: Stops, ids: BatchIds, marks: Any, velocity: bool) -> Any:
     an anonymous id that is not linked and that no other login of the batch names, with a
     stored profile (if any) without aliases, into a user id that is neither linked, nor
     stored, nor the anonymous id of a login of the batch. (The rows, read in the kernel,
-    decide the rest.) Batches with commands, or with an anomaly detector, take the stops;
-    ``velocity``: whether velocity counts are kept."""
-    if stops.in_order or ids.command.any():
+    decide the rest.) Batches with commands take the stops; ``velocity``: whether velocity
+    counts are kept."""
+    if ids.command.any():
         return None
     at = np.flatnonzero(marks).tolist()
     anon, user = ids.anon, ids.user

@@ -13,37 +13,54 @@ Python lifecycle's stops leaves them as those bytes in the profiles
 (:meth:`~liveprofile.engine.lazyprofiles.ProfileMap.hold_velocity`), read by the next batch as
 they are.
 
-The compiled step takes it for every batch without an anomaly detector (which reads the counts
-event by event; then :class:`~liveprofile.engine.links.RiskCounts` counts in Python): in a batch
-with the Python lifecycle's stops, for the events the stops left uncounted (a stop counts the
-events of the profiles it changes, up to it).
+The step counts every batch with it, in a batch with the Python lifecycle's stops the events
+the stops left uncounted (a stop counts the events of the profiles it changes, up to it; with an
+anomaly detector, every event before it). With an anomaly detector the same loop reads each
+event as the detector sees it (:func:`_reading`: the counts in the windows ending at the user's
+last event, the value, the hour and the gap since the user's previous event), and the detector
+runs over those readings in the batch's order, compiled too
+(:func:`~liveprofile.engine.halfspace.score_and_learn`): nothing is done per event in Python.
 
->>> from liveprofile.config import ProfileConfig, RiskConfig
+>>> from liveprofile.config import PipelineConfig, RiskConfig
+>>> from liveprofile.engine.core import Core
 >>> from liveprofile.events import Event
->>> from liveprofile.profile.state import ProfileUpdater
->>> config = RiskConfig(cap=3)
->>> updater = ProfileUpdater(ProfileConfig(), config)
+>>> core = Core(PipelineConfig(risk=RiskConfig(cap=3)))
+>>> state = core.new_state()
 >>> events = [(0.0, "i0"), (30.0, "i1"), (50.0, "i0"), (59.0, None), (20.0, "i2")]
->>> p = updater.new("u1", 0.0)
->>> for i, (ts, item) in enumerate(events):
-...     updater.apply(p, Event(f"e{i}", "u1", "purchase", ts, item_id=item, value=1.0))
->>> lists = count_lists(updater.risk, [([], [], [])], [0] * 5, [ts for ts, _ in events],
+>>> _ = core.step(state, [Event(f"e{i}", "u1", "purchase", ts, item_id=item, value=1.0)
+...                       for i, (ts, item) in enumerate(events)])
+>>> p = state.profiles["u1"]
+>>> lists = count_lists(core.updater.risk, [([], [], [])], [0] * 5, [ts for ts, _ in events],
 ...                     [True] * 5, [-1 if i is None else velocity_item(i) for _, i in events])
 >>> lists[0] == (p.v_events, p.v_purchases, p.v_items)
 True
+>>> p.v_events
+[(30, 1), (50, 1), (59, 1)]
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import numba
 import numpy as np
+import numpy.typing as npt
 
+from liveprofile.durations import DAY
+from liveprofile.engine.halfspace import score_and_learn
 from liveprofile.engine.lazyprofiles import ProfileMap
 from liveprofile.engine.velocitybytes import decode_lists, encode_lists, read_lists, write_lists
-from liveprofile.profile.risk import Counts, ItemGroups, RiskTracker, stamp, velocity_item
+from liveprofile.profile.risk import (
+    LOG_GAP,
+    LOG_VALUE,
+    Counts,
+    ItemGroups,
+    RiskTracker,
+    stamp,
+    velocity_item,
+)
 
 if TYPE_CHECKING:
     from liveprofile.engine.links import RiskCounts
@@ -51,60 +68,86 @@ if TYPE_CHECKING:
 
 __all__ = ["count_lists", "count_velocity", "velocity_item"]
 _Lists = tuple[Counts, Counts, ItemGroups]
+I64 = npt.NDArray[np.int64]
+#: no anomaly readings (see :func:`_run`)
+_NO_READS = (np.zeros(0, np.bool_), np.zeros(0), np.zeros((0, 6)))
 
 
 def count_velocity(
-    risk: RiskCounts, profiles: dict[str, Profile], hi: int, hold: bool = False
+    risk: RiskCounts, applied: I64, profiles: dict[str, Profile] | None = None, hold: bool = False
 ) -> None:
-    """Count the applied events before event ``hi`` that ``risk`` has not counted, into the
-    velocity lists of their users' profiles (``risk.names[e]``: the user of event ``e``).
+    """Count the ``applied`` events (in the batch's order) into the velocity lists of their
+    users' profiles (``risk.names[e]``: the user of event ``e``), and score those the anomaly
+    detector wants, in the same order: the velocity counts and each event's reading for the
+    detector come out of one compiled loop, and the detector runs over the readings
+    (:func:`~liveprofile.engine.halfspace.score_and_learn`).
 
-    The lists go through the compiled counting as the MessagePack a profile's row holds for
-    them (:mod:`.velocitybytes`); with ``hold`` (and a
+    The profile objects are ``risk.profile_of``'s, or with ``profiles`` those of the dict as
+    they are; then the lists go through the compiled counting as the MessagePack a profile's
+    row holds for them (:mod:`.velocitybytes`), and with ``hold`` (and a
     :class:`~liveprofile.engine.lazyprofiles.ProfileMap`) they stay those bytes in the
     profiles until something reads them, else they are decoded into the profiles."""
-    ev = risk.ev
-    applied = np.flatnonzero(ev.ok[:hi] & ~risk.counted[:hi])
     if not len(applied):
         return
+    ev = risk.ev
     risk.counted[applied] = True
     rows = ev.urow[applied]
     users, first, slot = np.unique(rows, return_index=True, return_inverse=True)
     names = risk.names
     who = [names[e] for e in applied[first].tolist()]
     mapped = isinstance(profiles, ProfileMap)
-    # as they are: only the velocity lists are read and written (see lazyprofiles.peek)
-    chosen = [dict.__getitem__(profiles, u) for u in who]
+    if profiles is None:
+        chosen = list(map(risk.profile_of, who))
+    else:  # as they are: only the velocity lists are read and written (see lazyprofiles.peek)
+        chosen = [dict.__getitem__(profiles, u) for u in who]
     if mapped:
         parts = cast(ProfileMap, profiles).velocity_rows(who, chosen)
     else:
         parts = [encode_lists((p.v_events, p.v_purchases, p.v_items)) for p in chosen]
     lengths = np.fromiter(map(len, parts), np.int64, len(parts))
     starts = np.cumsum(lengths) - lengths
-    tracker = risk.tracker
+    tracker, scorer = risk.tracker, risk.scorer
     times, values, lens = read_lists(b"".join(parts), starts, tracker.cap)
-    last = np.array([risk.last[r] for r in users.tolist()], np.float64)
-    counts = np.array([risk.n[r] for r in users.tolist()], np.int64)
-    monetary = np.array(risk.monetary, np.bool_)[ev.type[applied]]
+    user_rows = users.tolist()
+    last = np.array([risk.last[r] for r in user_rows], np.float64)
+    counts = np.array([risk.n[r] for r in user_rows], np.int64)
+    exists = np.array([risk.exists[r] for r in user_rows], np.bool_)
+    kinds = ev.type[applied]
+    monetary = np.array(risk.monetary, np.bool_)[kinds]
+    ts = ev.ts[applied].astype(np.float64)
+    wanted = None
+    reads = _NO_READS
+    if scorer is not None:
+        wanted = np.array([scorer.wants(k) for k in risk.kinds], np.bool_)[kinds]
+        reads = (exists, ev.value[applied].astype(np.float64), np.zeros((len(applied), 6)))
     _run(
-        slot.astype(np.int64), ev.ts[applied].astype(np.float64), monetary,
-        risk.crc[ev.icode[applied]].astype(np.int64), last, counts, times, values, lens,
-        np.array(tracker.windows, np.float64), tracker.cap,
+        slot.astype(np.int64), ts, monetary, risk.crc[ev.icode[applied]].astype(np.int64),
+        last, counts, times, values, lens, np.array(tracker.windows, np.float64),
+        tracker.cap, risk.velocity, reads,
     )  # fmt: skip
-    blob, offsets = write_lists(times, values, lens)
-    if hold and mapped:
-        held = cast(ProfileMap, profiles).hold_velocity
-        begins = (offsets[:, 0] - 1).tolist()  # each user's array header
-        ends = offsets[:, 3].tolist()
-        within = (offsets - offsets[:, :1] + 1).tolist()
-        for j, (u, p) in enumerate(zip(who, chosen, strict=True)):
-            held(u, p, blob[begins[j] : ends[j]], within[j])
-    else:
-        for p, (events, purchases, items) in zip(chosen, decode_lists(blob), strict=True):
-            p.v_events, p.v_purchases, p.v_items = events, purchases, items
-        if mapped:
-            cast(ProfileMap, profiles).settle_velocity(who)
-    for j, r in enumerate(users.tolist()):
+    if risk.velocity:
+        blob, offsets = write_lists(times, values, lens)
+        if hold and mapped:
+            held = cast(ProfileMap, profiles).hold_velocity
+            begins = (offsets[:, 0] - 1).tolist()  # each user's array header
+            ends = offsets[:, 3].tolist()
+            within = (offsets - offsets[:, :1] + 1).tolist()
+            for j, (u, p) in enumerate(zip(who, chosen, strict=True)):
+                held(u, p, blob[begins[j] : ends[j]], within[j])
+        else:
+            for p, (events, purchases, items) in zip(chosen, decode_lists(blob), strict=True):
+                p.v_events, p.v_purchases, p.v_items = events, purchases, items
+            if mapped:
+                cast(ProfileMap, profiles).settle_velocity(who)
+    if scorer is not None and wanted is not None and wanted.any():
+        scored = np.flatnonzero(wanted)
+        scores = score_and_learn(scorer, reads[2][scored])
+        # each user's anomaly: the score of its last event scored
+        mine = slot[scored]
+        latest = len(mine) - 1 - np.unique(mine[::-1], return_index=True)[1]
+        for j, s in zip(mine[latest].tolist(), scores[latest].tolist(), strict=True):
+            chosen[j].anomaly = s
+    for j, r in enumerate(user_rows):
         risk.last[r], risk.n[r], risk.exists[r] = float(last[j]), int(counts[j]), True
 
 
@@ -148,7 +191,7 @@ def count_lists(
     windows = np.array(tracker.windows, np.float64)
     _run(
         np.asarray(slot, np.int64), np.asarray(ts, np.float64), np.asarray(monetary, np.bool_),
-        np.asarray(items, np.int64), last, n, times, values, lens, windows, cap,
+        np.asarray(items, np.int64), last, n, times, values, lens, windows, cap, True, _NO_READS,
     )  # fmt: skip
     # back to lists: each kind's entries in one flat run again, then cut user by user
     runs = []
@@ -192,27 +235,75 @@ def _size(group: tuple[Any, list[int]]) -> int:
 
 
 @numba.njit(cache=True, nogil=True)
-def _run(slot, ts, monetary, items, last, n, times, values, lens, windows, cap):  # type: ignore[no-untyped-def]
+def _run(slot, ts, monetary, items, last, n, times, values, lens, windows, cap, counting, reads):  # type: ignore[no-untyped-def]
+    """Count event ``k`` (of user ``slot[k]``, at ``ts[k]``) into its user's lists, in order
+    (with ``counting``; else the lists are only read). ``reads``: (whether each user has a
+    profile, each event's value (NaN: none), a row per event for the anomaly detector's
+    reading of it, :func:`_reading`), or empty arrays for no readings."""
     w_events, w_purchases, w_items = windows[0], windows[1], windows[2]
     et, pt, it = times[0], times[1], times[2]
     en, pn, ii = values[0], values[1], values[2]
+    exists, value, seen = reads
+    read = seen.shape[0] > 0
     for k in range(slot.shape[0]):
         r, t = slot[k], ts[k]
+        if read:  # the event's value and the gap since the user's last event, as it was
+            seen[k, 3] = value[k]
+            seen[k, 5] = t - last[r] if exists[r] else np.nan
+            exists[r] = True
         if n[r] == 0 or t > last[r]:
             last[r] = t
         n[r] += 1
         at = last[r]
-        lens[r, 0] = _add_count(et[r], en[r], lens[r, 0], t, at - w_events, cap)
-        cutoff = at - w_purchases
-        if monetary[k]:
-            lens[r, 1] = _add_count(pt[r], pn[r], lens[r, 1], t, cutoff, cap)
-        elif lens[r, 1] > 0 and pt[r, 0] <= cutoff:
-            lens[r, 1] = _prune(pt[r], pn[r], lens[r, 1], cutoff)
-        cutoff = at - w_items
-        if items[k] >= 0:
-            lens[r, 2] = _add_item(it[r], ii[r], lens[r, 2], t, items[k], cutoff, cap)
-        elif lens[r, 2] > 0 and it[r, 0] <= cutoff:
-            lens[r, 2] = _prune(it[r], ii[r], lens[r, 2], cutoff)
+        if counting:
+            lens[r, 0] = _add_count(et[r], en[r], lens[r, 0], t, at - w_events, cap)
+            cutoff = at - w_purchases
+            if monetary[k]:
+                lens[r, 1] = _add_count(pt[r], pn[r], lens[r, 1], t, cutoff, cap)
+            elif lens[r, 1] > 0 and pt[r, 0] <= cutoff:
+                lens[r, 1] = _prune(pt[r], pn[r], lens[r, 1], cutoff)
+            cutoff = at - w_items
+            if items[k] >= 0:
+                lens[r, 2] = _add_item(it[r], ii[r], lens[r, 2], t, items[k], cutoff, cap)
+            elif lens[r, 2] > 0 and it[r, 0] <= cutoff:
+                lens[r, 2] = _prune(it[r], ii[r], lens[r, 2], cutoff)
+        if read:
+            _reading(seen[k], t, at, et[r], en[r], pt[r], pn[r], it[r], lens[r], windows, cap)
+
+
+@numba.njit(cache=True, nogil=True)
+def _reading(row, t, at, et, en, pt, pn, it, lens, windows, cap):  # type: ignore[no-untyped-def]
+    """``AnomalyScorer`` features of an event at ``t`` (``row[3]``: its value, NaN for none;
+    ``row[5]``: the gap since the user's previous event, NaN for none) whose user's lists,
+    counted, end at ``at``: the velocity counts over ``cap``, log value, hour, log gap."""
+    counts = np.zeros(3)
+    for q in range(lens[0]):
+        if et[q] > at - windows[0]:
+            counts[0] += en[q]
+    for q in range(lens[1]):
+        if pt[q] > at - windows[1]:
+            counts[1] += pn[q]
+    for q in range(lens[2]):
+        if it[q] > at - windows[2]:
+            counts[2] += 1
+    for j in range(3):
+        row[j] = _least(counts[j] / cap, 1.0)
+    value, gap = row[3], row[5]
+    row[3] = 0.0 if np.isnan(value) else _least(math.log1p(_most(value, 0.0)) / LOG_VALUE, 1.0)
+    row[4] = (t % DAY) / DAY
+    row[5] = 1.0 if np.isnan(gap) else _least(math.log1p(_most(gap, 0.0)) / LOG_GAP, 1.0)
+
+
+@numba.njit(cache=True, nogil=True)
+def _least(a, b):  # type: ignore[no-untyped-def]
+    """Python's ``min(a, b)``, to the sign of a zero."""
+    return b if b < a else a
+
+
+@numba.njit(cache=True, nogil=True)
+def _most(a, b):  # type: ignore[no-untyped-def]
+    """Python's ``max(a, b)``, to the sign of a zero."""
+    return b if b > a else a
 
 
 @numba.njit(cache=True, nogil=True)

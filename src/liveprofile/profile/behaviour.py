@@ -16,13 +16,16 @@ touched ones stay, in their order (:func:`trimmed`). The compiled step keeps the
 This differs from :attr:`Profile.key_outcomes`, which counts the *labels* of a delayed task's
 examples per key once their window closes: behaviour is what the user did, as it happens.
 
->>> from liveprofile.config import ProfileConfig
+>>> from liveprofile.config import PipelineConfig, ProfileConfig
+>>> from liveprofile.engine.core import Core
 >>> from liveprofile.events import Event
->>> from liveprofile.profile.state import ProfileUpdater
->>> updater = ProfileUpdater(ProfileConfig(counters_half_life="1d"))
->>> p = updater.new("u1", 0.0)
->>> updater.apply(p, Event("e1", "u1", "view", 0.0, item_id="i1", category="tea"))
->>> updater.apply(p, Event("e2", "u1", "purchase", 86400.0, item_id="i1", category="tea"))
+>>> core = Core(PipelineConfig(profile=ProfileConfig(counters_half_life="1d")))
+>>> state = core.new_state()
+>>> _ = core.step(state, [
+...     Event("e1", "u1", "view", 0.0, item_id="i1", category="tea"),
+...     Event("e2", "u1", "purchase", 86400.0, item_id="i1", category="tea"),
+... ])
+>>> p, updater = state.profiles["u1"], core.updater
 >>> unpack(p.behaviour_items["i1"])  # last, converted, view, click, cart, purchase (at anchor)
 (86400.0, 1.0, 1.0, 0.0, 0.0, 2.0)
 >>> updater.behaviour.view(p, 86400.0)["items"]["i1"]
@@ -116,63 +119,7 @@ class BehaviourTracker:
         #: the column of the decayed value sum (``profile.behaviour_value``), 0: none
         self.value = B_COUNTS + len(self.types) if config.behaviour_value else 0
         self.width = B_COUNTS + len(self.types) + (1 if self.value else 0)
-        self._conversions = frozenset(config.monetary_types)
         self._h = h_counters
-
-    def apply(
-        self,
-        p: Profile,
-        kind: str,
-        item: str | None,
-        category: str | None,
-        ts: float,
-        w: float,
-        value: float | None = None,
-    ) -> None:
-        """Count an event of type ``kind`` at ``ts`` on its item and category; ``w``: its
-        forward-decayed weight (as of the profile's anchor), ``value``: the event's."""
-        col = self.column.get(kind)
-        if col is None or not self.room:
-            return
-        converted = kind in self._conversions
-        wv = w * value if self.value and value is not None else 0.0
-        if item is not None:
-            self._touch(p, p.behaviour_items, item, col, converted, ts, w, wv, "behaviour_items")
-        if category is not None:
-            self._touch(
-                p, p.behaviour_categories, category, col, converted, ts, w, wv,
-                "behaviour_categories",
-            )  # fmt: skip
-
-    def _touch(
-        self,
-        p: Profile,
-        entries: dict[str, bytes],
-        key: str,
-        col: int,
-        converted: bool,
-        ts: float,
-        w: float,
-        wv: float,
-        field: str,
-    ) -> None:
-        old = entries.get(key)
-        if old is None:
-            entry = [ts] + [0.0] * (self.width - 1)
-        else:
-            entry = list(unpack(old))
-            if len(entry) < self.width:  # types added since it was written
-                entry += [0.0] * (self.width - len(entry))
-            if ts > entry[B_LAST]:
-                entry[B_LAST] = ts
-        if converted:
-            entry[B_CONVERTED] = 1.0
-        entry[col] += w
-        if self.value:
-            entry[self.value] += wv
-        entries[key] = pack(entry)
-        if len(entries) > self.limit:
-            setattr(p, field, trimmed(entries, self.room))
 
     def rebase(self, p: Profile, factor: float) -> None:
         """Scale the stored counts when the profile's anchor moves (``factor``: of the

@@ -6,13 +6,16 @@ profile. Counters add up; decayed counters and interests are brought to a common
 the merged profile equals (up to float rounding, and to the top-K cut of interests) the profile
 that all events of both ids would have built together.
 
->>> from liveprofile.config import ProfileConfig
+>>> from liveprofile.config import PipelineConfig
+>>> from liveprofile.engine.core import Core
 >>> from liveprofile.events import Event
->>> from liveprofile.profile.state import ProfileUpdater
->>> updater = ProfileUpdater(ProfileConfig())
->>> anon, known = updater.new("a1", 0.0), updater.new("u1", 86400.0)
->>> updater.apply(anon, Event("e1", "a1", "view", 0.0, category="tea"))
->>> updater.apply(known, Event("e2", "u1", "purchase", 86400.0, category="tea", value=4.0))
+>>> core = Core(PipelineConfig())
+>>> state = core.new_state()
+>>> _ = core.step(state, [
+...     Event("e1", "a1", "view", 0.0, category="tea"),
+...     Event("e2", "u1", "purchase", 86400.0, category="tea", value=4.0),
+... ])
+>>> updater, anon, known = core.updater, state.profiles["a1"], state.profiles["u1"]
 >>> merge_profiles(updater, known, anon)
 >>> known.n, known.counts, known.first_ts, known.aliases
 (2, {'purchase': 1, 'view': 1}, 0.0, ['a1'])

@@ -12,13 +12,16 @@ newest ``cap`` purchases and the ``cap`` items seen most recently. A count there
 whatever order the events arrive in (the newest ``cap`` of all events still in the window), so
 the counts are exactly order-independent, as are the recent events (the newest ``recent``).
 
->>> from liveprofile.config import ProfileConfig, RiskConfig
+>>> from liveprofile.config import PipelineConfig
+>>> from liveprofile.engine.core import Core
 >>> from liveprofile.events import Event
->>> from liveprofile.profile.state import ProfileUpdater
->>> updater = ProfileUpdater(ProfileConfig(), RiskConfig(recent=2, cap=3))
->>> p = updater.new("u1", 0.0)
->>> for i, ts in enumerate([0.0, 30.0, 50.0, 59.0, 20.0]):
-...     updater.apply(p, Event(f"e{i}", "u1", "purchase", ts, item_id=f"i{i % 2}", value=1.0))
+>>> core = Core(PipelineConfig(risk=RiskConfig(recent=2, cap=3)))
+>>> state = core.new_state()
+>>> _ = core.step(state, [
+...     Event(f"e{i}", "u1", "purchase", ts, item_id=f"i{i % 2}", value=1.0)
+...     for i, ts in enumerate([0.0, 30.0, 50.0, 59.0, 20.0])
+... ])
+>>> p, updater = state.profiles["u1"], core.updater
 >>> updater.risk.velocity(p)
 {'events_per_min': 3, 'purchases_per_hour': 3, 'distinct_items_10m': 2}
 >>> [(r["ts"], r["item_id"]) for r in updater.risk.recent(p)]
@@ -37,7 +40,6 @@ from typing import TYPE_CHECKING, Any, cast
 from liveprofile.config import RiskConfig
 from liveprofile.durations import DAY
 from liveprofile.errors import StateVersionError
-from liveprofile.events.schema import Event
 from liveprofile.learn.base import Learner
 from liveprofile.learn.registry import dump_learner, load_learner
 
@@ -200,28 +202,20 @@ def _recent_order(entry: Recent) -> tuple[Stamp, str, bool, str, bool, float]:
 
 
 class RiskTracker:
-    """Keeps the recent events and velocity counts of profiles according to a :class:`RiskConfig`.
-
-    See the module's example; :meth:`apply` is called by ``ProfileUpdater.apply``.
+    """Reads, and merges, the recent events and velocity counts of profiles according to a
+    :class:`RiskConfig`; the step counts them (``liveprofile.engine.velocity``) by the rule of
+    :meth:`count`. See the module's example.
     """
 
-    def __init__(self, config: RiskConfig, monetary_types: frozenset[str]) -> None:
+    def __init__(self, config: RiskConfig) -> None:
         self.config = config
         self.cap = config.cap
         self.windows = (config.events_window_s, config.purchases_window_s, config.items_window_s)
-        self._monetary = monetary_types
         self.velocity_on = config.velocity
 
-    def apply(self, p: Profile, e: Event) -> None:
-        """Fold one event into ``p``'s risk fields; ``p.last_ts`` already includes it."""
-        add_recent(p.recent, (stamp(e.ts), e.type, e.item_id, e.value), self.config.recent)
-        if self.velocity_on:
-            item = None if e.item_id is None else velocity_item(e.item_id)
-            self.count(p, e.ts, e.type in self._monetary, item, p.last_ts)
-
     def count(self, p: Profile, ts: float, monetary: bool, item: int | None, last: float) -> None:
-        """The velocity part of :meth:`apply`: an event at ``ts`` (of a monetary type or not,
-        with the CRC32 of its item or None) when the profile's last event time is ``last``."""
+        """Count an event at ``ts`` (of a monetary type or not, with the CRC32 of its item or
+        None) into ``p``'s velocity lists when the profile's last event time is ``last``."""
         cap = self.cap
         w_events, w_purchases, w_items = self.windows
         add_count(p.v_events, ts, last - w_events, cap)
@@ -282,20 +276,18 @@ class RiskTracker:
 class AnomalyScorer:
     """One online anomaly detector for a pipeline: River's HalfSpaceTrees with a fixed seed.
 
-    Each event of the configured types is described by six features in [0, 1]: the three
-    velocity counts over ``cap``, log value, hour of day (UTC) and log time since the user's
-    previous event. It is scored first, then learned, and the score (higher: more unusual) goes
-    into the profile. Scores are 0 until the detector has seen one ``window_size`` of events.
+    Each event of the configured types is described by six features in [0, 1]
+    (:data:`FEATURES`): the three velocity counts over ``cap``, log value, hour of day (UTC)
+    and log time since the user's previous event, read in compiled code with the velocity
+    counts (``liveprofile.engine.velocity``). It is scored first, then learned, and the score
+    (higher: more unusual) goes into the profile. Scores are 0 until the detector has seen one
+    ``window_size`` of events. The step runs the detector's trees over a batch's readings in
+    compiled code (``liveprofile.engine.halfspace``), and keeps River's detector as River would.
 
     >>> scorer = AnomalyScorer(RiskConfig(anomaly=True, window_size=5))
-    >>> usual = {"events_per_min": 1, "purchases_per_hour": 0, "distinct_items_10m": 1}
-    >>> e = Event("e", "u", "view", 9 * 3600.0, item_id="i")
-    >>> [scorer.score(e, usual, gap=3600.0) for _ in range(6)][-1]
-    0.0
-    >>> burst = {"events_per_min": 32, "purchases_per_hour": 32, "distinct_items_10m": 32}
     >>> again = AnomalyScorer.load(scorer.config, scorer.dump())
-    >>> scorer.score(e, burst, gap=1.0) == again.score(e, burst, gap=1.0) > 0.5
-    True
+    >>> again.dump() == scorer.dump(), again.wants("view")
+    (True, True)
     """
 
     def __init__(self, config: RiskConfig, detector: Any = None) -> None:
@@ -303,7 +295,6 @@ class AnomalyScorer:
 
         self.config = config
         self._types = frozenset(config.anomaly_types)
-        self._cap = float(config.cap)
         if detector is None:
             detector = HalfSpaceTrees(
                 n_trees=config.trees,
@@ -312,30 +303,12 @@ class AnomalyScorer:
                 seed=config.seed,
             )
         self.detector = detector
+        #: the step's arrays of the detector's trees (``engine.halfspace.Trees``), once made
+        self.compiled: Any = None
 
     def wants(self, kind: str) -> bool:
         """Whether events of this type are scored."""
         return not self._types or kind in self._types
-
-    def features(self, e: Event, velocity: dict[str, int], gap: float | None) -> dict[str, float]:
-        """The event as the detector sees it, every value in [0, 1]."""
-        cap = self._cap
-        value = e.value
-        return {
-            "events": min(velocity["events_per_min"] / cap, 1.0),
-            "purchases": min(velocity["purchases_per_hour"] / cap, 1.0),
-            "items": min(velocity["distinct_items_10m"] / cap, 1.0),
-            "value": 0.0 if value is None else min(math.log1p(max(value, 0.0)) / _LOG_VALUE, 1.0),
-            "hour": (e.ts % DAY) / DAY,
-            "gap": 1.0 if gap is None else min(math.log1p(max(gap, 0.0)) / _LOG_GAP, 1.0),
-        }
-
-    def score(self, e: Event, velocity: dict[str, int], gap: float | None) -> float:
-        """Score the event (before learning it), then learn it."""
-        x = self.features(e, velocity, gap)
-        score = float(self.detector.score_one(x))
-        self.detector.learn_one(x)
-        return score
 
     def dump(self) -> bytes:
         """Versioned bytes of the detector (the River checkpoint envelope of the learners)."""
@@ -355,6 +328,9 @@ class AnomalyScorer:
         return cls(config, detector)
 
 
-#: log1p of the value and of the gap (seconds) that map to 1.0
-_LOG_VALUE = math.log1p(1000.0)
-_LOG_GAP = math.log1p(30 * DAY)
+#: the detector's features, each in [0, 1]: the velocity counts over ``cap``, the value and
+#: the gap since the user's previous event (seconds) on log scales, the hour of day
+FEATURES = ("events", "purchases", "items", "value", "hour", "gap")
+#: log1p of the value and of the gap that map to 1.0
+LOG_VALUE = math.log1p(1000.0)
+LOG_GAP = math.log1p(30 * DAY)

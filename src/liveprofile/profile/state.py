@@ -1,16 +1,21 @@
-"""The user profile and how one event changes it.
+"""The user profile, and how it reads.
 
 Everything is a function of event time: counters and interests are forward-decayed sums (see
 :mod:`liveprofile.profile.decay`), so applying the same events in any order gives the same profile
-(up to float rounding) as long as fewer than ``top_k`` interest keys compete for room.
+(up to float rounding) as long as fewer than ``top_k`` interest keys compete for room. The step
+(:mod:`liveprofile.engine.kernel`) applies events to profiles; :class:`ProfileUpdater` reads
+them (:meth:`~ProfileUpdater.view`), and moves their decay anchor for identity merges.
 
->>> from liveprofile.config import ProfileConfig
+>>> from liveprofile.config import PipelineConfig, ProfileConfig
+>>> from liveprofile.engine.core import Core
 >>> from liveprofile.events import Event
->>> updater = ProfileUpdater(ProfileConfig(interests_half_life=86400))
->>> p = updater.new("u1", 0.0)
->>> updater.apply(p, Event("e1", "u1", "purchase", 0.0, item_id="i1", category="dairy", value=3.5))
->>> updater.apply(p, Event("e2", "u1", "view", 86400.0, item_id="i2", category="bakery"))
->>> view = updater.view(p, at=86400.0)
+>>> core = Core(PipelineConfig(profile=ProfileConfig(interests_half_life=86400)))
+>>> state = core.new_state()
+>>> _ = core.step(state, [
+...     Event("e1", "u1", "purchase", 0.0, item_id="i1", category="dairy", value=3.5),
+...     Event("e2", "u1", "view", 86400.0, item_id="i2", category="bakery"),
+... ])
+>>> view = core.updater.view(state.profiles["u1"], at=86400.0)
 >>> view["interests"]
 {'dairy': 2.5, 'bakery': 1.0}
 >>> view["frequency"], view["monetary"], view["counts"]
@@ -26,15 +31,8 @@ import msgspec
 
 from liveprofile.config import ProfileConfig, RiskConfig
 from liveprofile.durations import DAY
-from liveprofile.events.schema import Event
 from liveprofile.profile.behaviour import BehaviourTracker, trim_limit
-from liveprofile.profile.decay import (
-    decay_factor,
-    decayed_value,
-    forward_weight,
-    needs_rebase,
-    rebase_factor,
-)
+from liveprofile.profile.decay import decay_factor, decayed_value, rebase_factor
 from liveprofile.profile.items import shrunk_rate
 from liveprofile.profile.risk import Counts, ItemGroups, Recent, RiskTracker
 from liveprofile.store.codec import VersionedCodec
@@ -49,7 +47,7 @@ SPEND_WINDOWS = (7, 30, 90)
 KEY_SHIFT = 24
 KEY_EXAMPLES = (1 << KEY_SHIFT) - 1
 
-# Rules both steps follow (the compiled step compiles these functions with numba).
+# Rules of the step (the compiled step compiles these functions with numba, engine/rules.py).
 
 
 def key_outcome_step(positive: bool) -> int:
@@ -163,88 +161,20 @@ class Profile(msgspec.Struct, array_like=True, gc=False):
 
 
 class ProfileUpdater:
-    """Applies events to profiles according to a :class:`ProfileConfig` (and a
-    :class:`RiskConfig` for the recent events and velocity counts)."""
+    """Reads profiles according to a :class:`ProfileConfig` (and a :class:`RiskConfig` for the
+    recent events and velocity counts), and makes, rebases and trims them for the lifecycle
+    (:mod:`liveprofile.profile.identity`)."""
 
     def __init__(self, config: ProfileConfig, risk: RiskConfig | None = None) -> None:
         self.config = config
-        self.risk = RiskTracker(risk or RiskConfig(), frozenset(config.monetary_types))
+        self.risk = RiskTracker(risk or RiskConfig())
         self.h_counters = config.counters_half_life_s
         self.h_interests = config.interests_half_life_s
-        self._h_min = min(self.h_counters, self.h_interests)
-        self._track = frozenset(config.track)
-        self._weights = dict(config.weights)
-        self._default_weight = config.default_weight
-        self._monetary = frozenset(config.monetary_types)
         self._top_k = config.top_k
         self.behaviour = BehaviourTracker(config, self.h_counters)
 
     def new(self, user: str, ts: float) -> Profile:
         return Profile(user=user, anchor=ts, first_ts=ts, last_ts=ts)
-
-    def apply(self, p: Profile, e: Event) -> None:
-        """Fold one event into the profile (the caller has already de-duplicated it)."""
-        ts = e.ts
-        if needs_rebase(ts, p.anchor, self._h_min):
-            self._rebase(p, ts)
-        kind = e.type
-        n = p.n
-        p.n = n + 1
-        if n == 0 or ts < p.first_ts:
-            p.first_ts = ts
-        if n == 0 or ts > p.last_ts:
-            p.last_ts = ts
-        counts = p.counts
-        counts[kind] = counts.get(kind, 0) + 1
-        w_c = forward_weight(ts, p.anchor, self.h_counters)
-        decayed = p.decayed
-        decayed[kind] = decayed.get(kind, 0.0) + w_c
-        self.behaviour.apply(p, kind, e.item_id, e.category, ts, w_c, e.value)
-        value = e.value
-        if value is not None:
-            if kind in self._monetary:
-                p.monetary += value
-            else:
-                p.value_sum += value
-                p.value_n += 1
-        if kind in self._monetary:
-            p.purchases += 1
-            last = p.last_purchase_ts
-            if last is None or ts > last:
-                p.last_purchase_ts = ts
-            if value is not None:
-                self._add_spend(p.spend, spend_day(ts), cents(value))
-        topics = e.topics()
-        if topics:
-            weight = self._weights.get(kind, self._default_weight)
-            if weight:
-                w_i = forward_weight(ts, p.anchor, self.h_interests)
-                self._add_interests(p, topics, weight * w_i)
-        self.risk.apply(p, e)
-
-    @staticmethod
-    def _add_spend(spend: dict[int, int], day: int, cents: int) -> None:
-        """Add to a day's spend, keeping only days within SPEND_DAYS of the latest one (the
-        kept set is the same whatever order the events come in)."""
-        if day in spend:
-            spend[day] += cents
-            return
-        if spend and day < max(spend) - SPEND_DAYS:
-            return
-        spend[day] = cents
-        cutoff = day - SPEND_DAYS
-        for old in [d for d in spend if d < cutoff]:
-            del spend[old]
-
-    def _add_interests(self, p: Profile, topics: tuple[str, ...], weight: float) -> None:
-        interests = p.interests
-        track = self._track
-        for key in topics:
-            if track and key not in track:
-                continue
-            interests[key] = interests.get(key, 0.0) + weight
-        if len(interests) > self._top_k:
-            self.keep_top_interests(p)
 
     def keep_top_interests(self, p: Profile) -> None:
         """Keep the top-K interests: every entry shares the anchor, so values compare directly."""
@@ -257,16 +187,12 @@ class ProfileUpdater:
 
     def rebase(self, p: Profile, anchor: float) -> None:
         """Move the profile's decay anchor to ``anchor`` (values are unchanged at any time)."""
-        self._rebase(p, anchor)
-
-    def _rebase(self, p: Profile, ts: float) -> None:
-        new_anchor = ts
-        f_c = rebase_factor(new_anchor, p.anchor, self.h_counters)
-        f_i = rebase_factor(new_anchor, p.anchor, self.h_interests)
+        f_c = rebase_factor(anchor, p.anchor, self.h_counters)
+        f_i = rebase_factor(anchor, p.anchor, self.h_interests)
         p.decayed = {k: v * f_c for k, v in p.decayed.items()}
         self.behaviour.rebase(p, f_c)
         p.interests = {k: v * f_i for k, v in p.interests.items()}
-        p.anchor = new_anchor
+        p.anchor = anchor
 
     def decayed_counts(self, p: Profile, at: float) -> dict[str, float]:
         return {k: decayed_value(v, at, p.anchor, self.h_counters) for k, v in p.decayed.items()}

@@ -26,9 +26,13 @@ pipeline's watermark for segments.
 >>> traits.update(p)
 >>> p.traits
 {'big_spender': True, 'fan': False}
+>>> from liveprofile.config import PipelineConfig
+>>> from liveprofile.engine.core import Core
 >>> from liveprofile.events import Event
->>> for i in range(3):
-...     updater.apply(p, Event(f"e{i}", "u1", "view", 10.0 * i, item_id="i1"))
+>>> core = Core(PipelineConfig())
+>>> state = core.new_state()
+>>> _ = core.step(state, [Event(f"e{i}", "u1", "view", 10.0 * i, item_id="i1") for i in range(3)])
+>>> p = state.profiles["u1"]
 >>> TraitEvaluator({"fast": "velocity.events_per_min >= 3 or anomaly > 0.8"}, updater).update(p)
 >>> p.traits
 {'fast': True}
