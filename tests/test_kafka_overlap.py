@@ -29,10 +29,12 @@ from liveprofile.datasets.synthetic import SyntheticConfig, generate
 from liveprofile.engine.local import RunStats
 from liveprofile.events.schema import EventParser
 from liveprofile.kafka.broker import Broker
-from liveprofile.kafka.partition import apply_records, load_partition
-from liveprofile.kafka.worker import KafkaWorker
+from liveprofile.kafka.partition import apply_records, load_partition, partition_scope, source_name
+from liveprofile.kafka.producer import KafkaPublisher
+from liveprofile.kafka.worker import KafkaWorker, consumer_config
 from liveprofile.redis.fence import CommitFailed, FencedRedisStore
-from liveprofile.store.layout import check_config
+from liveprofile.store.layout import check_config, read_checkpoint
+from liveprofile.store.scoped import ScopedStore
 
 
 @contextmanager
@@ -159,6 +161,16 @@ def test_reads_beside_a_commit_in_flight_see_what_it_writes(server: RedisServer)
         store.drop()
         store.close()
         other.close()
+
+
+def stored_offset(url: str, topic: str) -> int:
+    """Partition 0's next offset in the store (-1: none yet)."""
+    store = FencedRedisStore(url, prefix=topic)
+    try:
+        ckpt = read_checkpoint(ScopedStore(store, partition_scope(topic, 0)))
+    finally:
+        store.close()
+    return ckpt.offsets.get(source_name(topic, 0), -1)
 
 
 def _snapshot(url: str, prefix: str) -> dict[bytes, Any]:
@@ -329,3 +341,61 @@ def test_a_worker_drops_the_partition_whose_background_commit_failed(
         store.drop()
         store.close()
         other.close()
+
+
+def test_offsets_reach_kafka_only_once_their_commit_has_landed(
+    broker: Broker, server: RedisServer
+) -> None:
+    """Kafka's committed offsets (monitoring) are never ahead of the store's: while a batch's
+    commit is in flight, its partition reports the offset before that batch."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    topic = f"reported-{uuid.uuid4().hex[:6]}"
+    events = list(generate(SyntheticConfig(users=20, items=40, days=3, seed=3)))[:40]
+    KafkaPublisher(broker.bootstrap, topic, partitions=1).extend(map(msgspec.json.encode, events))
+    config = PipelineConfig.from_toml(kh.CONFIG)
+    store = FencedRedisStore(server.url, prefix=topic)
+    worker = KafkaWorker(config, store, broker.bootstrap, topic, topic)
+    consumer = Consumer(consumer_config(broker.bootstrap, topic))
+    worker._consumer = consumer
+    gate = threading.Event()
+    try:
+        check_config(store, config)
+        store.overlap = True
+        store._sender = ThreadPoolExecutor(1)
+        consumer.assign([TopicPartition(topic, 0, 0)])
+        worker._load(0)
+        messages: list[Any] = []
+
+        def fetched() -> bool:
+            messages.extend(m for m in consumer.consume(40, 0.2) if m.error() is None)
+            return len(messages) == 40
+
+        kh.wait("the records", fetched)
+
+        def reported() -> int:
+            return int(consumer.committed([TopicPartition(topic, 0)], timeout=10)[0].offset)
+
+        def applied(batch: list[Any]) -> None:
+            worker._apply(worker.owned[0], batch, RunStats())
+            worker._report_offsets([0])
+
+        applied(messages[:20])
+        store.settle()
+        worker._report_offsets(())
+        kh.wait("the first offset", lambda: reported() == 20)
+        gate = _hold(store)  # the next commit stays in flight (until the gate opens)
+        applied(messages[20:])
+        assert store.in_flight() == f"{topic}.0"
+        assert reported() == 20 == stored_offset(server.url, topic)
+        gate.set()
+        store.settle()
+        assert stored_offset(server.url, topic) == 40
+        worker._report_offsets(())  # as the loop does at its next turn
+        kh.wait("the held offset", lambda: reported() == 40)
+    finally:
+        gate.set()
+        consumer.close()
+        worker._consumer = None
+        store.drop()
+        store.close()
