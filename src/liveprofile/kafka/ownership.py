@@ -50,7 +50,7 @@ class Ownership:
         #: with a shared model, pauses partitions too far ahead in event time (kafka.align)
         self.gate = gate
         #: the ranker rounds (``ranker.every``), run while this worker owns partition 0
-        self.rounds = LeadRounds(store, config)
+        self.rounds = LeadRounds(store, config, self.outage)
         self.rebalances = 0
         self._consumer: Any = None
         #: each owned partition's offset as the store holds it with its last commit landed

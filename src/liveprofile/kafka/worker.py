@@ -148,10 +148,15 @@ class KafkaWorker(Ownership):
 
     def _committed(self, partition: int) -> tuple[float, int]:
         """Another worker's partition: (its watermark, counting the batch it applies now;
-        its next offset in the store), read beside a commit in flight (not of it)."""
-        scope = partition_scope(self.topic, partition)
-        ckpt = read_checkpoint(ScopedStore(self.store, scope))
-        watermark = max(ckpt.watermark, started(self.store, scope))
+        its next offset in the store), read beside a commit in flight (not of it); an outage
+        is waited out."""
+        scope = ScopedStore(self.rounds.patient, partition_scope(self.topic, partition))
+        try:
+            ckpt = read_checkpoint(scope)
+        except CommitFailed as exc:  # one sent in the background, met here
+            self._failed(exc)
+            ckpt = read_checkpoint(scope)
+        watermark = max(ckpt.watermark, started(self.store, scope.scope))
         return watermark, ckpt.offsets.get(source_name(self.topic, partition), -1)
 
     # -- the loop ------------------------------------------------------------------------------
@@ -281,6 +286,8 @@ class KafkaWorker(Ownership):
             self._landed[p] = prior  # this batch's commit settled the ones before
             if p == LEAD_PARTITION and self.rounds.wanted(self.config):
                 self._settle()  # the rounds take committed batches
+                if p not in self.owned:  # this one's commit failed: read it again
+                    return
             if self._trace is not None:
                 cpu = time.process_time() - cpu
                 appended = (messages[0].timestamp()[1] / 1e3, messages[-1].timestamp()[1] / 1e3)
