@@ -26,7 +26,7 @@ from liveprofile.kafka.align import SkewGate
 from liveprofile.kafka.partition import OwnedPartition, load_partition, source_name
 from liveprofile.kafka.rounds import LeadRounds
 from liveprofile.redis.fence import CommitFailed, FencedRedisStore
-from liveprofile.redis.outage import StoreOutage
+from liveprofile.redis.outage import PatientStore, StoreOutage
 
 log = logging.getLogger("liveprofile")
 
@@ -45,6 +45,8 @@ class Ownership:
         self.dropped: set[int] = set()
         #: waits out a store that cannot be reached (the partitions' states are then dropped)
         self.outage = StoreOutage(store.url)
+        #: the store for reads that wait an outage out (other partitions' checkpoints)
+        self.patient = PatientStore(store, self.outage)
         #: each task's shared model as this worker last read it (``run.shared_model``)
         self.models: dict[str, Any] = {}
         #: with a shared model, pauses partitions too far ahead in event time (kafka.align)

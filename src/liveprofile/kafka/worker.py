@@ -150,7 +150,7 @@ class KafkaWorker(Ownership):
         """Another worker's partition: (its watermark, counting the batch it applies now;
         its next offset in the store), read beside a commit in flight (not of it); an outage
         is waited out."""
-        scope = ScopedStore(self.rounds.patient, partition_scope(self.topic, partition))
+        scope = ScopedStore(self.patient, partition_scope(self.topic, partition))
         try:
             ckpt = read_checkpoint(scope)
         except CommitFailed as exc:  # one sent in the background, met here
