@@ -38,7 +38,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, cast
 
-import numpy as np
 import redis
 
 from liveprofile.errors import StoreError
@@ -208,7 +207,7 @@ class FencedRedisStore(RedisStore):
                 pipe.eval_ro(packed.READ_SCRIPT, 1, key, indices, width)  # Redis 7
                 fence, blob = pipe.execute()
             if fence is None or int(fence) != flight.landed:
-                blob = merge_locally(bytes(blob), indices, width, [m[1:4] for m in merges])
+                blob = packed.merge_locally(bytes(blob), indices, width, [m[1:4] for m in merges])
         if len(blob) != len(indices) // 4 * width:
             raise StoreError(
                 f"shared model {namespace} at {self.url} ({self.prefix}) has rows of another "
@@ -354,36 +353,6 @@ class _Flight:
     packed: list[tuple[str, bytes, bytes, bytes, int]] = dataclasses.field(default_factory=list)
     fence: str = ""
     landed: int = -1
-
-
-def merge_locally(
-    blob: bytes, indices: bytes, width: int, merges: list[tuple[bytes, bytes, bytes]]
-) -> bytes:
-    """Rows of ``indices`` read as ``blob`` (``width`` bytes each) after the ``merges``
-    (indices, before, after) of a commit not landed yet, made as
-    :data:`liveprofile.redis.packed.MERGE_SCRIPT` makes them: a row still as its merge read
-    it gets the merge's values exactly; in another, each float64 that moved gets the
-    difference added.
-
-    >>> import numpy as np
-    >>> def f(*x): return np.array(x, dtype="<f8").tobytes()
-    >>> idx = np.array([1, 2, 3], dtype="<u4").tobytes()
-    >>> merge = (np.array([3, 2], dtype="<u4").tobytes(), f(0.5, 1.0), f(0.75, 4.0))
-    >>> np.frombuffer(merge_locally(f(9.0, 1.0, 1.5), idx, 8, [merge])).tolist()
-    [9.0, 4.0, 1.75]
-    """
-    floats = width // 8
-    rows = np.frombuffer(blob, dtype="<f8").reshape(-1, floats).copy()
-    wanted = np.frombuffer(indices, dtype="<u4")
-    for idx, before, after in merges:
-        at = np.frombuffer(idx, dtype="<u4")
-        _, mine, theirs = np.intersect1d(wanted, at, assume_unique=True, return_indices=True)
-        c = rows[mine]
-        b = np.frombuffer(before, dtype="<f8").reshape(-1, floats)[theirs]
-        a = np.frombuffer(after, dtype="<f8").reshape(-1, floats)[theirs]
-        same = (c.view("<u8") == b.view("<u8")).all(axis=1)
-        rows[mine] = np.where(same[:, None] | (c == b), a, c + (a - b))
-    return rows.tobytes()
 
 
 def _row(value: bytes | None, empty: bytes | None) -> bytes | None:
