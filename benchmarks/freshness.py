@@ -17,7 +17,9 @@ them is a *probe*: the first event of a new user. A client polls the read API (`
 probe's freshness is the time from handing it to the producer to the first answer that holds
 its profile. The worker's CPU time (user + system, from ``/proc``) over the phase, divided by
 the events applied, gives its CPU per event; ``cores`` gives the cores the worker, ``serve``,
-the broker and this process (producer and reader) kept busy on average. ``--trace DIR`` has the
+the broker and this process (producer and reader) kept busy on average; the worker's CPU is
+also split by thread (its loop, librdkafka's threads, and the others: the thread that sends
+commits in the background). ``--trace DIR`` has the
 worker write its per-batch timings (``liveprofile.kafka.trace``; summarise them with
 ``benchmarks/batch_trace.py``), ``--worker-src`` runs another checkout's worker beside it.
 
@@ -144,9 +146,27 @@ def poll_probes(
             time.sleep(every)
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def cpu_seconds(pid: int, task: int | None = None) -> float:
+    """CPU seconds (user + system) of process ``pid``, or of its thread ``task``."""
+    path = f"/proc/{pid}/stat" if task is None else f"/proc/{pid}/task/{task}/stat"
+    fields = Path(path).read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def thread_seconds(pid: int) -> dict[str, float]:
+    """CPU seconds of process ``pid``'s threads, by part: ``main`` (the worker loop),
+    ``kafka`` (librdkafka's threads, named ``rdk:...``) and ``other`` (the thread that sends
+    commits in the background, and any other Python thread). Threads that ended are missing."""
+    out = {"main": 0.0, "kafka": 0.0, "other": 0.0}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            spent = cpu_seconds(pid, int(task.name))
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        part = "main" if int(task.name) == pid else "kafka" if name.startswith("rdk:") else "other"
+        out[part] += spent
+    return out
 
 
 def wait_caught_up(
@@ -206,6 +226,7 @@ def phase(
         every = args.poll_ms / 1000.0
         poller = threading.Thread(target=poll_probes, args=(base, feed, done, seen, every))
         cpu0, sent0 = cpu_seconds(worker.pid), feed.sent
+        threads0 = thread_seconds(worker.pid)
         others0 = {name: cpu_seconds(pid) for name, pid in others.items()}
         poller.start()
         began = time.perf_counter()
@@ -215,6 +236,7 @@ def phase(
         done.set()
         poller.join()
         cpu = cpu_seconds(worker.pid) - cpu0
+        threads = {k: v - threads0[k] for k, v in thread_seconds(worker.pid).items()}
         spent = {name: cpu_seconds(pid) - others0[name] for name, pid in others.items()}
         wall = time.perf_counter() - began
     finally:
@@ -234,6 +256,8 @@ def phase(
         "p99_ms": round(float(np.percentile(lat, 99)), 1) if len(lat) else None,
         "max_ms": round(float(lat.max()), 1) if len(lat) else None,
         "worker_cpu_us_per_event": round(cpu / events * 1e6, 2),
+        # the worker's CPU per event by thread: its loop, librdkafka's, the commit thread
+        "worker_threads_us_per_event": {k: round(v / events * 1e6, 2) for k, v in threads.items()},
         # cores each process kept busy on average, from the first event to the last probe seen
         "cores": {"worker": round(cpu / wall, 2)}
         | {name: round(v / wall, 2) for name, v in spent.items()},

@@ -1,16 +1,25 @@
 """Commits sent in the background while the next batch is read (``FencedRedisStore.overlap``,
-on in the Kafka worker): they land in order, every read waits for them, a failed one is
-reported with its partition, and a worker killed with commits in flight resumes exactly once."""
+on in the Kafka worker): they land in order, reads see them (those that do not wait for them
+see what they write), a failed one is reported with its partition, the offsets reported to
+Kafka wait for them, and a worker killed with commits in flight resumes exactly once.
+
+A commit is held in flight with ``CLIENT PAUSE ... WRITE`` on a Redis of the module's own: its
+``EXEC`` waits while reads go on."""
 
 from __future__ import annotations
 
 import signal
+import threading
 import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import kafka_helpers as kh
 import msgspec
+import numpy as np
 import pytest
 import redis
 from redis_server import RedisServer
@@ -20,10 +29,32 @@ from liveprofile.datasets.synthetic import SyntheticConfig, generate
 from liveprofile.engine.local import RunStats
 from liveprofile.events.schema import EventParser
 from liveprofile.kafka.broker import Broker
-from liveprofile.kafka.partition import apply_records, load_partition
-from liveprofile.kafka.worker import KafkaWorker
+from liveprofile.kafka.partition import apply_records, load_partition, partition_scope, source_name
+from liveprofile.kafka.producer import KafkaPublisher
+from liveprofile.kafka.worker import KafkaWorker, consumer_config
 from liveprofile.redis.fence import CommitFailed, FencedRedisStore
-from liveprofile.store.layout import check_config
+from liveprofile.store.layout import check_config, read_checkpoint
+from liveprofile.store.scoped import ScopedStore
+
+
+@contextmanager
+def writes_held(url: str) -> Iterator[None]:
+    """Writes to the Redis at ``url`` wait inside (``CLIENT PAUSE WRITE``); reads go on."""
+    admin = redis.Redis.from_url(url)
+    admin.client_pause(120_000, all=False)
+    try:
+        yield
+    finally:
+        admin.client_unpause()
+        admin.close()
+
+
+def _f8(*values: float) -> bytes:
+    return np.array(values, dtype="<f8").tobytes()
+
+
+def _u4(*values: int) -> bytes:
+    return np.array(values, dtype="<u4").tobytes()
 
 
 def test_overlapped_commits_land_in_order_and_reads_wait_for_them(server: RedisServer) -> None:
@@ -58,7 +89,7 @@ def test_a_failed_background_commit_names_its_partition(server: RedisServer) -> 
         first.commit({"profile": {"u1": b"first"}}, {})
         stale.commit({"profile": {"u1": b"stale"}}, {})  # returns: sent in the background
         with pytest.raises(CommitFailed) as failed:
-            stale.read("profile", ["u1"])
+            stale.fence_value("t.3")  # waits for the commit in flight
         assert failed.value.scope == "t.3" and failed.value.fenced_out
         stale.fence = None
         assert stale.read("profile", ["u1"]) == [b"first"]  # reported once, then usable
@@ -88,6 +119,60 @@ def test_a_commit_redis_never_got_is_reported(tmp_path: Path) -> None:
         store.close()
 
 
+def test_reads_beside_a_commit_in_flight_see_what_it_writes(server: RedisServer) -> None:
+    """Rows, key sets, other partitions' blobs and the shared model's rows are read while a
+    commit is still in flight, and read what the store holds once it has landed."""
+    prefix = f"ov-{uuid.uuid4().hex[:6]}"
+    store, other = (
+        FencedRedisStore(server.url, prefix=prefix),
+        FencedRedisStore(server.url, prefix=prefix),
+    )
+    try:
+        store.commit({"profile": {"u1": b"old", "u2": b"kept"}, "keys:x": {"a": b""}}, {})
+        store.commit({}, {"checkpoint@t.1": b"c1"})
+        store.fence = ("t.0", 0)
+        store.stage_rows("model:m", _u4(1, 2), _f8(0.0, 0.0), _f8(1.0, 2.0), 8)
+        store.commit({}, {})
+        other.fence = ("t.1", 0)  # another worker merges into row 1 meanwhile
+        other.stage_rows("model:m", _u4(1), _f8(1.0), _f8(1.5), 8)
+        other.commit({}, {})
+        store.overlap = True
+        with writes_held(server.url):
+            store.fence = ("t.0", 1)
+            store.stage_rows("model:m", _u4(1, 2), _f8(1.0, 2.0), _f8(3.0, 2.5), 8)
+            rows = {"profile": {"u1": b"new", "u2": None}, "keys:x": {"a": None, "b": b""}}
+            store.commit(rows, {"checkpoint@t.0": b"c0"})
+            store.fence = None
+            assert store.in_flight() == "t.0"
+            assert other.read("profile", ["u1", "u2"]) == [b"old", b"kept"]  # not landed
+            profiles = store.read("profile", ["u1", "u2", "u3"])
+            keys = store.read("keys:x", ["a", "b"])
+            blob = store.get_meta("checkpoint@t.1")
+            model = store.read_rows("model:m", _u4(0, 1, 2), 8)
+            assert store.in_flight() == "t.0"  # none of those waited for it
+        assert profiles == [b"new", None, None] and keys == [None, b""] and blob == b"c1"
+        # row 1 moved from 1.0 to 1.5 meanwhile: the batch's difference (2.0) is added
+        assert np.frombuffer(model).tolist() == [0.0, 3.5, 2.5]
+        store.settle()
+        assert other.read_rows("model:m", _u4(0, 1, 2), 8) == model  # as landed
+        assert other.read("profile", ["u1", "u2", "u3"]) == profiles
+        assert other.read("keys:x", ["a", "b"]) == keys
+    finally:
+        store.drop()
+        store.close()
+        other.close()
+
+
+def stored_offset(url: str, topic: str) -> int:
+    """Partition 0's next offset in the store (-1: none yet)."""
+    store = FencedRedisStore(url, prefix=topic)
+    try:
+        ckpt = read_checkpoint(ScopedStore(store, partition_scope(topic, 0)))
+    finally:
+        store.close()
+    return ckpt.offsets.get(source_name(topic, 0), -1)
+
+
 def _snapshot(url: str, prefix: str) -> dict[bytes, Any]:
     client = redis.Redis.from_url(url)
     try:
@@ -96,21 +181,76 @@ def _snapshot(url: str, prefix: str) -> dict[bytes, Any]:
         client.close()
 
 
-def _apply(url: str, lines: list[bytes], overlap: bool) -> dict[bytes, Any]:
-    """The store after applying ``lines`` in batches of 300 (shared model: merges too)."""
+class _Watched(FencedRedisStore):
+    """A store that notes which of its uses waited for a commit still in flight."""
+
+    def __init__(self, url: str, prefix: str) -> None:
+        super().__init__(url, prefix=prefix)
+        self.waits: list[str] = []
+        self._use = "a read"
+
+    def commit(self, rows: Any, meta: Any) -> None:
+        self._use = "the commit"
+        try:
+            super().commit(rows, meta)
+        finally:
+            self._use = "a read"
+
+    def settle(self) -> None:
+        if self._pending is not None and not self._pending[1].done():
+            self.waits.append(self._use)
+        super().settle()
+
+
+def _hold(store: _Watched) -> threading.Event:
+    """Hold the next commit ``store`` sends in the background until the returned event."""
+    gate = threading.Event()
+    assert store._sender is not None
+    store._sender.submit(gate.wait)
+    return gate
+
+
+def _release_when_waited(store: _Watched, gate: threading.Event) -> None:
+    kh.wait("a use of the store to wait", lambda: store._pending is None)
+    gate.set()
+
+
+def _apply(url: str, lines: list[bytes], mode: str) -> dict[bytes, Any]:
+    """The store after applying ``lines`` in batches of 300 (shared model: merges too), each
+    commit made before the next batch (``foreground``), sent in the background
+    (``overlap``), or sent in the background and ``held`` until the next batch's own commit
+    waits for it (so that batch reads everything beside it)."""
     prefix = f"ov-{uuid.uuid4().hex[:6]}"
     config = PipelineConfig()
-    store = FencedRedisStore(url, prefix=prefix)
+    store = _Watched(url, prefix)
     try:
         check_config(store, config)
-        store.overlap = overlap
+        store.overlap = mode != "foreground"
+        if mode == "held":
+            store._sender = ThreadPoolExecutor(1)
         owned, _ = load_partition(store, config, "t", 0, {})
         stats = RunStats()
+        gate: threading.Event | None = None
         for start in range(0, len(lines), 300):
             records = [(o, lines[o]) for o in range(start, min(start + 300, len(lines)))]
+            if mode != "held":
+                apply_records(store, "t", owned, records, stats, EventParser())
+                continue
+            release = None
+            if gate is not None:  # the previous batch's commit, held until this one waits
+                release = threading.Thread(target=_release_when_waited, args=(store, gate))
+                release.start()
+            gate = _hold(store)  # this batch's commit, held the same way
             apply_records(store, "t", owned, records, stats, EventParser())
+            if release is not None:
+                release.join()
+        waits = list(store.waits)
+        if gate is not None:
+            gate.set()
         store.settle()
         assert stats.batches > 3 and stats.dead_letters == 1
+        if mode == "held":  # every read of a batch went on beside the commit in flight
+            assert waits == ["the commit"] * (stats.batches - 1)
         return _snapshot(url, prefix)
     finally:
         store.drop()
@@ -123,9 +263,10 @@ def test_an_overlapped_run_commits_the_store_a_foreground_run_commits(
     raw = list(generate(SyntheticConfig(users=80, items=60, days=3, seed=5)))
     lines = [msgspec.json.encode(e) for e in raw]
     lines[100] = b'{"event_id": "bad", "type": "view"}'
-    overlapped = _apply(server.url, lines, True)
-    assert any(b"profile" in key for key in overlapped)
-    assert overlapped == _apply(server.url, lines, False)
+    foreground = _apply(server.url, lines, "foreground")
+    assert any(b"profile" in key for key in foreground)
+    assert _apply(server.url, lines, "overlap") == foreground
+    assert _apply(server.url, lines, "held") == foreground
 
 
 def test_a_worker_killed_with_commits_in_flight_resumes_exactly_once(
@@ -200,3 +341,61 @@ def test_a_worker_drops_the_partition_whose_background_commit_failed(
         store.drop()
         store.close()
         other.close()
+
+
+def test_offsets_reach_kafka_only_once_their_commit_has_landed(
+    broker: Broker, server: RedisServer
+) -> None:
+    """Kafka's committed offsets (monitoring) are never ahead of the store's: while a batch's
+    commit is in flight, its partition reports the offset before that batch."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    topic = f"reported-{uuid.uuid4().hex[:6]}"
+    events = list(generate(SyntheticConfig(users=20, items=40, days=3, seed=3)))[:40]
+    KafkaPublisher(broker.bootstrap, topic, partitions=1).extend(map(msgspec.json.encode, events))
+    config = PipelineConfig.from_toml(kh.CONFIG)
+    store = FencedRedisStore(server.url, prefix=topic)
+    worker = KafkaWorker(config, store, broker.bootstrap, topic, topic)
+    consumer = Consumer(consumer_config(broker.bootstrap, topic))
+    worker._consumer = consumer
+    gate = threading.Event()
+    try:
+        check_config(store, config)
+        store.overlap = True
+        store._sender = ThreadPoolExecutor(1)
+        consumer.assign([TopicPartition(topic, 0, 0)])
+        worker._load(0)
+        messages: list[Any] = []
+
+        def fetched() -> bool:
+            messages.extend(m for m in consumer.consume(40, 0.2) if m.error() is None)
+            return len(messages) == 40
+
+        kh.wait("the records", fetched)
+
+        def reported() -> int:
+            return int(consumer.committed([TopicPartition(topic, 0)], timeout=10)[0].offset)
+
+        def applied(batch: list[Any]) -> None:
+            worker._apply(worker.owned[0], batch, RunStats())
+            worker._report_offsets([0])
+
+        applied(messages[:20])
+        store.settle()
+        worker._report_offsets(())
+        kh.wait("the first offset", lambda: reported() == 20)
+        gate = _hold(store)  # the next commit stays in flight (until the gate opens)
+        applied(messages[20:])
+        assert store.in_flight() == f"{topic}.0"
+        assert reported() == 20 == stored_offset(server.url, topic)
+        gate.set()
+        store.settle()
+        assert stored_offset(server.url, topic) == 40
+        worker._report_offsets(())  # as the loop does at its next turn
+        kh.wait("the held offset", lambda: reported() == 40)
+    finally:
+        gate.set()
+        consumer.close()
+        worker._consumer = None
+        store.drop()
+        store.close()

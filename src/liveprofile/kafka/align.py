@@ -47,7 +47,7 @@ from typing import Any
 
 import redis
 
-from liveprofile.redis.store import RedisStore
+from liveprofile.redis.fence import FencedRedisStore
 
 log = logging.getLogger("liveprofile")
 
@@ -56,19 +56,23 @@ log = logging.getLogger("liveprofile")
 STARTED_NAMESPACE = "started"
 
 
-def announce(store: RedisStore, scope: str, ts: float) -> None:
+def announce(store: FencedRedisStore, scope: str, ts: float) -> None:
     """Record that partition ``scope``'s batch being applied now reaches event time ``ts``
-    (a pacing hint for the other workers; a failure is logged, not raised)."""
+    (a pacing hint for the other workers, sent beside a commit in flight, which does not write
+    it; a failure is logged, not raised)."""
     try:
-        store.client.hset(f"{store.prefix}:{STARTED_NAMESPACE}", scope, repr(float(ts)))
+        with store.beside():
+            store.client.hset(f"{store.prefix}:{STARTED_NAMESPACE}", scope, repr(float(ts)))
     except redis.RedisError as exc:
         log.debug("batch of %s not announced: %s", scope, exc)
 
 
-def started(store: RedisStore, scope: str) -> float:
-    """The event time the last announced batch of ``scope`` reaches (``-inf``: none)."""
+def started(store: FencedRedisStore, scope: str) -> float:
+    """The event time the last announced batch of ``scope`` reaches (``-inf``: none), read
+    beside a commit in flight."""
     try:
-        value: Any = store.client.hget(f"{store.prefix}:{STARTED_NAMESPACE}", scope)
+        with store.beside():
+            value: Any = store.client.hget(f"{store.prefix}:{STARTED_NAMESPACE}", scope)
     except redis.RedisError as exc:
         log.debug("batch of %s not read: %s", scope, exc)
         return -math.inf

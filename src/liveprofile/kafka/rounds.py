@@ -15,7 +15,12 @@ owner of partition :data:`LEAD_PARTITION` only, over that partition's committed 
 * the ranker is saved only while partition 0's fence is still at its owner's last commit
   (:meth:`~liveprofile.redis.fence.FencedRedisStore.commit_meta_if_owner`), so a worker that
   lost partition 0 cannot overwrite what the new owner learned, and two workers never both
-  read, learn and write the ranker.
+  read, learn and write the ranker;
+* a round's reads and its save wait out a store that cannot be reached (the runner's
+  :class:`~liveprofile.redis.outage.StoreOutage`) and are tried again, so an outage neither
+  loses the round nor ends the runner (the save writes the same blob under the same fence
+  check, so trying it again is safe; a store that came back without the owner's last commit
+  refuses it as a moved partition).
 
 A round's kept rows wait in the owner's memory: when partition 0 moves (a rebalance, a crash, a
 Flink restore) the open round is lost and the new owner opens one at its first round time, as a
@@ -40,6 +45,7 @@ from liveprofile.config import PipelineConfig
 from liveprofile.errors import LiveprofileError
 from liveprofile.events.sources import Batch
 from liveprofile.redis.fence import FencedOut, FencedRedisStore
+from liveprofile.redis.outage import PatientStore, StoreOutage
 from liveprofile.serving.learned import Ranker
 from liveprofile.serving.partitions import PartitionedView
 from liveprofile.serving.ranktrain import PipelineRanker
@@ -56,9 +62,13 @@ class LeadRounds:
     """The ranker rounds of one runner (a Kafka worker, a Flink subtask): active while it owns
     partition :data:`LEAD_PARTITION`, fed with that partition's committed batches."""
 
-    def __init__(self, store: FencedRedisStore, config: PipelineConfig) -> None:
+    def __init__(
+        self, store: FencedRedisStore, config: PipelineConfig, outage: StoreOutage | None = None
+    ) -> None:
         self.store = store
         self.config = config
+        #: the rounds' reads and saves wait out an outage with this backoff
+        self.patient = PatientStore(store, outage or StoreOutage(store.url))
         self.trainer: PipelineRanker | None = None
         #: (scope, checkpoint sequence) of partition 0's last commit by this runner
         self._owner: tuple[str, int] | None = None
@@ -81,7 +91,7 @@ class LeadRounds:
             return
         if self.trainer is None:
             self.trainer = PipelineRanker(
-                PartitionedView(self.store), self.config.ranker, self._save
+                PartitionedView(self.patient), self.config.ranker, self._save
             )
         self._owner = (scope, seq)
         trainer = self.trainer
@@ -111,7 +121,8 @@ class LeadRounds:
     def _save(self, store: Store, task: str, ranker: Ranker) -> None:
         assert self._owner is not None
         scope, seq = self._owner
-        self.store.commit_meta_if_owner(scope, seq, {ranker_meta(task): ranker.to_bytes()})
+        blob = {ranker_meta(task): ranker.to_bytes()}
+        self.patient.retried(lambda: self.store.commit_meta_if_owner(scope, seq, blob))
 
     def summary(self) -> dict[str, Any]:
         """Rounds run (each one opens the rows the next learns from), users learned from,

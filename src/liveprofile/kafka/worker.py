@@ -42,8 +42,11 @@ With ``ranker.every``, the worker that owns partition 0 also runs the learned ra
 batch (:mod:`liveprofile.kafka.trace`), to see where freshness goes.
 
 A batch's commit is sent in the background (``overlap``, see :mod:`liveprofile.redis.fence`)
-while the worker polls and reads the next batch; a failed one drops its partition as a failed
-commit does. Rebalances, reloads and the loop's end wait for the commit in flight first.
+while the worker polls, reads and applies the next batch (the rows that commit writes are read
+from its copy, the shared model's rows with its merge made here); a failed one drops its
+partition as a failed commit does. Rebalances, reloads and the loop's end wait for the commit
+in flight first; the offsets reported to Kafka wait for it too (:mod:`liveprofile.kafka.
+ownership`).
 
 Dead letters are kept in the store (keyed ``{topic}:{partition}:{offset}``, exact) and also sent
 to the dead-letter topic just before the batch commits (at least once: a crash between the two
@@ -55,7 +58,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,18 +67,12 @@ from liveprofile.engine.gc_tuning import fewer_collections
 from liveprofile.engine.local import RunStats
 from liveprofile.events.schema import EventParser
 from liveprofile.kafka.align import SkewGate, announce, started
-from liveprofile.kafka.partition import (
-    OwnedPartition,
-    apply_records,
-    load_partition,
-    partition_scope,
-    source_name,
-)
+from liveprofile.kafka.ownership import Ownership
+from liveprofile.kafka.partition import OwnedPartition, apply_records, partition_scope, source_name
 from liveprofile.kafka.producer import dead_letter_topic, producer_config
-from liveprofile.kafka.rounds import LEAD_PARTITION, LeadRounds
+from liveprofile.kafka.rounds import LEAD_PARTITION
 from liveprofile.kafka.trace import BatchTrace, trace_path
 from liveprofile.redis.fence import CommitFailed, FencedOut, FencedRedisStore
-from liveprofile.redis.outage import StoreOutage
 from liveprofile.store.layout import check_config, read_checkpoint
 from liveprofile.store.scoped import ScopedStore
 
@@ -98,7 +95,7 @@ def consumer_config(bootstrap: str, group: str, **extra: Any) -> dict[str, Any]:
     }
 
 
-class KafkaWorker:
+class KafkaWorker(Ownership):
     """One member of consumer group ``group`` reading ``topic`` into ``store``.
 
     ``batch_size`` records per poll at most; a poll returns ``max_batch_delay`` seconds
@@ -107,6 +104,8 @@ class KafkaWorker:
     and the records that came while a batch was applied do not wait a whole delay more.
     ``run`` returns after ``max_idle_polls`` empty polls in a row, or when ``stop`` is set.
     With ``overlap`` (the default) a batch's commit is sent in the background (see above).
+    The partitions it owns, their rebalances and recovery: :class:`~liveprofile.kafka.
+    ownership.Ownership`.
     """
 
     def __init__(
@@ -124,11 +123,15 @@ class KafkaWorker:
         trace: Path | None = None,
         overlap: bool = True,
     ) -> None:
-        self.config = config
+        skew = config.run.partition_skew_s
+        gate = (
+            SkewGate(self._committed, topic, skew)
+            if skew is not None and config.run.shared_model
+            else None
+        )
+        super().__init__(config, store, topic, gate)
         self.overlap = overlap
-        self.store = store
         self.bootstrap = bootstrap
-        self.topic = topic
         self.group = group
         self.batch_size = batch_size
         #: seconds a poll waits for ``batch_size`` records (default: ``run.max_batch_delay``)
@@ -136,107 +139,25 @@ class KafkaWorker:
             config.run.max_batch_delay_s if max_batch_delay is None else max_batch_delay
         )
         self.client_id = client_id
-        self.owned: dict[int, OwnedPartition] = {}
-        #: assigned partitions whose state was dropped (a failed commit): reloaded next poll
-        self.dropped: set[int] = set()
-        #: waits out a store that cannot be reached (the partitions' states are then dropped)
-        self.outage = StoreOutage(store.url)
-        #: each task's shared model as this worker last read it (``run.shared_model``)
-        self.models: dict[str, Any] = {}
         self._parser = EventParser()
         self._clock = clock
-        self._consumer: Any = None
         self._producer: Any = None
-        self.rebalances = 0
-        skew = config.run.partition_skew_s
-        #: with a shared model, pauses partitions too far ahead in event time (kafka.align)
-        self.gate = (
-            SkewGate(self._committed, topic, skew)
-            if skew is not None and config.run.shared_model
-            else None
-        )
-        #: the ranker rounds (``ranker.every``), run while this worker owns partition 0
-        self.rounds = LeadRounds(store, config)
         #: per-batch timings (:mod:`liveprofile.kafka.trace`), off unless a file is named
         self.trace_file = trace if trace is not None else trace_path()
         self._trace: BatchTrace | None = None
 
     def _committed(self, partition: int) -> tuple[float, int]:
         """Another worker's partition: (its watermark, counting the batch it applies now;
-        its next offset in the store)."""
-        self._settle()
-        scope = partition_scope(self.topic, partition)
-        ckpt = read_checkpoint(ScopedStore(self.store, scope))
-        watermark = max(ckpt.watermark, started(self.store, scope))
+        its next offset in the store), read beside a commit in flight (not of it); an outage
+        is waited out."""
+        scope = ScopedStore(self.patient, partition_scope(self.topic, partition))
+        try:
+            ckpt = read_checkpoint(scope)
+        except CommitFailed as exc:  # one sent in the background, met here
+            self._failed(exc)
+            ckpt = read_checkpoint(scope)
+        watermark = max(ckpt.watermark, started(self.store, scope.scope))
         return watermark, ckpt.offsets.get(source_name(self.topic, partition), -1)
-
-    # -- partitions coming and going (called inside consume()) ---------------------------------
-
-    def _load(self, partition: int) -> tuple[OwnedPartition, int]:
-        return load_partition(self.store, self.config, self.topic, partition, self.models)
-
-    def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
-        from confluent_kafka import OFFSET_BEGINNING, TopicPartition
-
-        self._settle()
-        self.rebalances += 1
-        seek = []
-        for tp in partitions:
-            try:
-                owned, offset = self._load(tp.partition)
-            except Exception as exc:
-                if not self.outage.waited(exc):
-                    raise
-                self.dropped.add(tp.partition)  # loaded, and sought, once the store answers
-                seek.append(TopicPartition(tp.topic, tp.partition))
-                continue
-            self.owned[tp.partition] = owned
-            start = OFFSET_BEGINNING if offset < 0 else offset
-            seek.append(TopicPartition(tp.topic, tp.partition, start))
-        log.info("assigned %s", _describe(seek))
-        consumer.incremental_assign(seek)
-
-    def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
-        self._settle()  # the batch in flight commits before its partition moves
-        self.rebalances += 1
-        self._report_offsets([tp.partition for tp in partitions])
-        for tp in partitions:
-            self.owned.pop(tp.partition, None)
-            self.dropped.discard(tp.partition)
-        self.rounds.drop(tp.partition for tp in partitions)
-        if self.gate is not None:
-            self.gate.forget([tp.partition for tp in partitions])
-        log.info("revoked %s", _describe(partitions))
-        consumer.incremental_unassign(partitions)
-
-    def _on_lost(self, consumer: Any, partitions: list[Any]) -> None:
-        self._settle()
-        self.rebalances += 1
-        for tp in partitions:
-            self.owned.pop(tp.partition, None)
-            self.dropped.discard(tp.partition)
-        self.rounds.drop(tp.partition for tp in partitions)
-        if self.gate is not None:
-            self.gate.forget([tp.partition for tp in partitions])
-        log.warning("lost %s (another member may own them already)", _describe(partitions))
-        consumer.incremental_unassign(partitions)
-
-    def _report_offsets(self, partitions: Sequence[int]) -> None:
-        """Commit the store's offsets to Kafka, for monitoring only (lag, group tools)."""
-        from confluent_kafka import KafkaException, TopicPartition
-
-        offsets = []
-        for p in partitions:
-            owned = self.owned.get(p)
-            if owned is not None:
-                offset = owned.state.checkpoint.offsets.get(source_name(self.topic, p))
-                if offset is not None:
-                    offsets.append(TopicPartition(self.topic, p, offset))
-        if offsets and self._consumer is not None:
-            try:
-                self._consumer.commit(offsets=offsets, asynchronous=True)
-            except KafkaException as exc:  # only monitoring: never fatal
-                log.debug("offsets not reported to Kafka: %s", exc)
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -289,6 +210,8 @@ class KafkaWorker:
             wait = poll_wait(opened, delay, polled)
             for partition in sorted(self.dropped):
                 self._restart(partition)
+            if self._unreported:
+                self._report_offsets(())  # held while their commits were in flight
             messages = self._consumer.consume(self.batch_size, wait)
             opened = self._clock()
             if self._trace is not None:
@@ -337,6 +260,7 @@ class KafkaWorker:
         p = owned.partition
         scope = owned.view.scope
         start = None if self.gate is None else (lambda ts: announce(self.store, scope, ts))
+        prior = owned.state.checkpoint.offsets.get(source_name(self.topic, p), -1)
         began, cpu = self._clock(), time.process_time()
         try:
             batch = apply_records(
@@ -345,81 +269,35 @@ class KafkaWorker:
         except FencedOut:
             # another owner committed it, or the store lost this worker's last commits
             log.warning("partition %d: the store is not at its state; reloading it", p)
-            self.owned.pop(p, None)
-            self.rounds.drop([p])
-            self.dropped.add(p)
+            self._drop([p])
             return
-        except CommitFailed as exc:  # the previous batch's, met at this one's first store use
-            self.owned.pop(p, None)  # read before the failure was known: read it again
-            self.rounds.drop([p])
-            self.dropped.add(p)
+        except CommitFailed as exc:  # the previous batch's, met at this one's store use:
+            self._drop([p])  # read beside it or before the failure was known: read it again
             self._failed(exc)
             return
         except BaseException as exc:
             self.owned.pop(p, None)  # the state ran ahead of the store
             if not self.outage.waited(exc):
                 raise
-            self.rounds.drop([p])
-            self.dropped.add(p)
+            self._drop([p])
             return
         self.outage.over()
         if batch is not None:
+            self._landed[p] = prior  # this batch's commit settled the ones before
             if p == LEAD_PARTITION and self.rounds.wanted(self.config):
                 self._settle()  # the rounds take committed batches
+                if p not in self.owned:  # this one's commit failed: read it again
+                    return
             if self._trace is not None:
                 cpu = time.process_time() - cpu
                 appended = (messages[0].timestamp()[1] / 1e3, messages[-1].timestamp()[1] / 1e3)
                 self._trace.applied(p, len(messages), began, self._clock(), cpu, appended)
             self.rounds.committed(p, owned.view.scope, owned.state.checkpoint.seq, batch)
 
-    def _settle(self) -> None:
-        """Wait for the commit in flight; a failed one drops its partition (see _failed)."""
-        try:
-            self.store.settle()
-        except CommitFailed as exc:
-            self._failed(exc)
-
-    def _failed(self, exc: CommitFailed) -> None:
-        """Drop the partition whose commit failed in the background, to reload it from the
-        store, as a failed commit in the foreground does; raise ``exc`` unless another worker
-        had committed the partition (fenced out) or the store could not be reached (then wait
-        it out)."""
-        for p, owned in list(self.owned.items()):
-            if owned.view.scope == exc.scope:
-                self.owned.pop(p)
-                self.rounds.drop([p])
-                self.dropped.add(p)
-        if not exc.fenced_out and not self.outage.waited(exc.__cause__ or exc):
-            raise exc
-        log.warning("%s; reloading it", exc)
-
     def _send_dead(self, rows: dict[str, bytes | None]) -> None:
         for key, row in rows.items():
             self._producer.produce(dead_letter_topic(self.topic), row, key.encode())
         self._producer.flush(30)
-
-    def _restart(self, partition: int) -> None:
-        """Reload a partition still assigned to this worker and read it again from the offset
-        in the store (after its state was dropped: a fenced or failed commit)."""
-        from confluent_kafka import OFFSET_BEGINNING, TopicPartition
-
-        assigned = {tp.partition for tp in self._consumer.assignment() if tp.topic == self.topic}
-        self._settle()
-        if partition not in assigned:
-            self.dropped.discard(partition)
-            return
-        try:
-            owned, offset = self._load(partition)
-        except Exception as exc:
-            if not self.outage.waited(exc):
-                raise
-            self.dropped.add(partition)
-            return
-        self.dropped.discard(partition)
-        self.owned[partition] = owned
-        start = OFFSET_BEGINNING if offset < 0 else offset
-        self._consumer.seek(TopicPartition(self.topic, partition, start))
-        log.info("partition %d reloaded from the store, reading from %s", partition, start)
 
     def close(self) -> None:
         """Leave the group (revoking, and so committing, what this worker owns)."""
@@ -446,7 +324,3 @@ def poll_wait(opened: float, delay: float, now: float) -> float:
     (0.15, 0.0)
     """
     return max(0.0, opened + delay - now)
-
-
-def _describe(partitions: Sequence[Any]) -> str:
-    return ", ".join(f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in partitions) or "nothing"

@@ -16,12 +16,24 @@ made, and a read always sees this store's own commits. A commit that failed rais
 :class:`CommitFailed` (naming its partition) at that next use; its partition's state ran ahead of
 the store, as after a failed commit made in the foreground. As the commit's fence was not moved,
 any later commit of that state is refused anyway (:class:`FencedOut`).
+
+The next batch's reads do not wait for the commit in flight, so that batch runs on up to its
+own commit: :meth:`~FencedRedisStore.read` gives the rows that commit writes from its own copy
+(what the store holds once it lands) and reads the others from Redis at once;
+:meth:`~FencedRedisStore.get_meta` reads at once a blob it does not write (another partition's
+checkpoint); :meth:`~FencedRedisStore.read_rows` reads the shared model's rows together with
+the commit's fence, in one transaction, and, if the fence shows the commit has not landed yet,
+makes the commit's merge of those rows here, as the merge script will (so a batch reads what it
+would have read after waiting, bit for bit). Reads of rows the commit merges or counts into by
+name (OGD's step count), and every other use, wait. A batch that read beside a commit that then
+failed fails too, at its own commit at the latest, and is read again with the failed one.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, cast
@@ -31,7 +43,7 @@ import redis
 from liveprofile.errors import StoreError
 from liveprofile.redis import packed
 from liveprofile.redis.store import RedisStore
-from liveprofile.store.base import Rows
+from liveprofile.store.base import MODEL_PREFIX, Rows, is_keyset
 
 #: merges one batch's changes of a shared model's named single-value rows, such as OGD's step
 #: count ``t:0`` (the coordinates go through :data:`liveprofile.redis.packed.MERGE_SCRIPT`;
@@ -115,11 +127,14 @@ class FencedRedisStore(RedisStore):
         #: the fenced commit sent in the background: (its partition scope, its outcome)
         self._pending: tuple[str, Future[None]] | None = None
         self._sender: ThreadPoolExecutor | None = None
+        #: what that commit writes (reads beside it, see the module)
+        self._flying = _Flight()
+        self._beside = False
 
     @property
     def client(self) -> redis.Redis:
         """The connection, once the commit sent in the background (if any) has landed."""
-        if self._pending is not None:
+        if self._pending is not None and not self._beside:
             self.settle()
         return super().client
 
@@ -129,17 +144,70 @@ class FencedRedisStore(RedisStore):
         pending, self._pending = self._pending, None
         if pending is None:
             return
+        self._flying = _Flight()
         scope, outcome = pending
         try:
             outcome.result()
         except Exception as exc:
             raise CommitFailed(scope, exc) from exc
 
+    def in_flight(self) -> str | None:
+        """The partition scope of the commit sent in the background and not known to have
+        landed (None: none; one that has finished is settled here, so its failure raises)."""
+        if self._pending is None:
+            return None
+        scope, outcome = self._pending
+        if outcome.done():
+            self.settle()
+            return None
+        return scope
+
+    @contextmanager
+    def beside(self) -> Iterator[None]:
+        """Use the connection without waiting for the commit in flight: for keys it does not
+        write (an event-time announcement, another partition's rows)."""
+        self._beside = True
+        try:
+            yield
+        finally:
+            self._beside = False
+
+    def read(self, namespace: str, keys: Sequence[str]) -> list[bytes | None]:
+        """Rows of ``namespace``; with a commit in flight, those it writes from its copy and
+        the others at once, unless it merges or counts into ``namespace`` (see the module)."""
+        flight = self._flying
+        if self.in_flight() is None or namespace in flight.merged:
+            return super().read(namespace, keys)
+        writes = flight.rows.get(namespace, {})
+        rest = [k for k in keys if k not in writes]
+        with self.beside():
+            found = dict(zip(rest, super().read(namespace, rest), strict=True))
+        empty = b"" if is_keyset(namespace) else None
+        return [found[k] if k not in writes else _row(writes[k], empty) for k in keys]
+
+    def get_meta(self, name: str) -> bytes | None:
+        """A blob; at once, beside the commit in flight, when that commit does not write it."""
+        if name in self._flying.blobs or name.startswith(MODEL_PREFIX) or not self.in_flight():
+            return super().get_meta(name)
+        with self.beside():
+            return super().get_meta(name)
+
     def read_rows(self, namespace: str, indices: bytes, width: int) -> bytes:
         """The shared-model rows of ``indices`` (packed little-endian uint32s), ``width`` bytes
         each, concatenated (zeros for rows not written yet), in one round trip."""
-        with self._errors("read"):
-            blob = packed.read_rows(self.client, self._key(namespace), indices, width)
+        flight = self._flying
+        merges = [m for m in flight.packed if m[0] == namespace]
+        if not indices or not self.in_flight() or not {m[4] for m in merges} <= {width}:
+            with self._errors("read"):
+                blob = packed.read_rows(self.client, self._key(namespace), indices, width)
+        else:  # beside the commit in flight, with its merge made here if it has not landed
+            key = self._key(namespace)
+            with self.beside(), self._errors("read"), self.client.pipeline() as pipe:
+                pipe.get(flight.fence)
+                pipe.eval_ro(packed.READ_SCRIPT, 1, key, indices, width)  # Redis 7
+                fence, blob = pipe.execute()
+            if fence is None or int(fence) != flight.landed:
+                blob = packed.merge_locally(bytes(blob), indices, width, [m[1:4] for m in merges])
         if len(blob) != len(indices) // 4 * width:
             raise StoreError(
                 f"shared model {namespace} at {self.url} ({self.prefix}) has rows of another "
@@ -252,6 +320,10 @@ class FencedRedisStore(RedisStore):
         if self._sender is None:
             self._sender = ThreadPoolExecutor(1, thread_name_prefix="liveprofile-commit")
         self._pending = (scope, self._sender.submit(self._send, pipe, key, scope, expected))
+        opaque = {m[0] for m in merges} | {c[0] for c in counts}
+        self._flying = _Flight(
+            rows, frozenset(meta), frozenset(opaque), rows_merged, key, expected + 1
+        )
 
     def _send(self, pipe: Any, key: str, scope: str, expected: int) -> None:
         """Watch the fence ``key``, check it is at ``expected`` and run the commands queued on
@@ -267,3 +339,28 @@ class FencedRedisStore(RedisStore):
                 pipe.execute()
             except redis.WatchError:
                 raise FencedOut(stale) from None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Flight:
+    """What the commit in flight writes: its ``rows``, the names of its ``blobs``, the
+    namespaces it ``merged`` or counted into by name (reads of those wait for it), its
+    ``packed`` shared-model merges, and its ``fence`` key, at ``landed`` once it has landed."""
+
+    rows: Rows = dataclasses.field(default_factory=dict)
+    blobs: frozenset[str] = frozenset()
+    merged: frozenset[str] = frozenset()
+    packed: list[tuple[str, bytes, bytes, bytes, int]] = dataclasses.field(default_factory=list)
+    fence: str = ""
+    landed: int = -1
+
+
+def _row(value: bytes | None, empty: bytes | None) -> bytes | None:
+    """A row as a commit writes it, as a read returns it (``empty``: a key set's ``b""``).
+
+    >>> _row(b"x", None), _row(None, None), _row(b"", b"")
+    (b'x', None, b'')
+    """
+    if value is None:
+        return None
+    return bytes(value) if empty is None else empty
