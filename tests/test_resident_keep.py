@@ -44,8 +44,51 @@ def test_the_rows_kept_are_the_last_ones_of_the_users_seen_most_recently(
         for user, s in table.slot.items():
             assert table.rows is not None and table.rows.pi[s, 0] == latest[user]
         # and the rows read back for a batch are those
-        profiles = {
-            u: Profile(u, 0.0, 0.0, float(v // 1000), n=v) for u, v in latest.items()
-        }
+        profiles = {u: Profile(u, 0.0, 0.0, float(v // 1000), n=v) for u, v in latest.items()}
         at, got = table.rows_of(list(latest), profiles)
         assert at == list(range(len(latest))) and got == [table.slot[u] for u in latest]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_rows_are_copied_up_to_their_lengths_with_nothing_past_them(data: st.DataObject) -> None:
+    # the source rows hold values past their lengths (as the kernel may leave them, e.g. after
+    # a trim); the copy into empty rows has what a row laid out from the profile has: zeros
+    import numpy as np
+
+    from liveprofile.engine.resident import BY_LENGTH, PER_BATCH, copy_rows
+
+    src = Users.empty(4, types=2, tasks=2, top_k=3, room=2, recent=3, behaviour=(5, 3))
+    for a in src:
+        a[...] = data.draw(st.integers(1, 9))  # nonzero everywhere, lengths included
+    for length in set(BY_LENGTH.values()):
+        a = getattr(src, length)
+        room = {"blen": 5, "tlen": 2, "il": 11, "olen": 4, "slen": src.sday.shape[1]}
+        a[...] = data.draw(st.integers(0, room.get(length, 3)))
+    dst = Users.empty(3, types=3, tasks=2, top_k=3, room=2, recent=3, behaviour=(5, 4))
+    of = data.draw(st.lists(st.integers(0, 3), min_size=3, max_size=3))
+    copy_rows(dst, np.arange(3), src, np.array(of, np.int64))
+    for field in Users._fields:
+        if field in PER_BATCH:
+            continue
+        d, s = getattr(dst, field), getattr(src, field)[of]
+        length = BY_LENGTH.get(field)
+        if length is None:  # whole rows; a wider row (event types added) gets zeros past them
+            w = s.shape[1] if s.ndim > 1 else None
+            assert (d[:, :w] == s).all() if w else (d == s).all()
+            assert not d[:, w:].any() if w else True
+            continue
+        lengths = getattr(src, length)[of]
+        for j in range(3):
+            for k in range(lengths.shape[1] if lengths.ndim > 1 else 1):
+                m = lengths[j, k] if lengths.ndim > 1 else lengths[j]
+                row, was = (d[j, k], s[j, k]) if lengths.ndim > 1 else (d[j], s[j])
+                w = was.shape[-1]
+                assert (
+                    (row[:m, ..., :w] == was[:m]).all()
+                    if row.ndim > 1
+                    else (row[:m] == was[:m]).all()
+                )
+                assert not row[m:].any()  # nothing past the length
+                if row.ndim > 1:
+                    assert not row[:m, w:].any()  # nor past the floats a key had

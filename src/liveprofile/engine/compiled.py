@@ -13,6 +13,7 @@ stay in arrays owned by this class, handed back to the state's tasks when anothe
 from __future__ import annotations
 
 from collections.abc import Hashable, Sequence
+from itertools import compress
 from typing import Any, cast
 
 import numpy as np
@@ -173,7 +174,7 @@ class CompiledStep:
         before: dict[str, Standing | None] = {}
         visitors: dict[str, bool] = {}  # the users who may be anonymous visitors afterwards
         applied = np.flatnonzero(kernel_ok).tolist()
-        for u in dict.fromkeys([*map(cols.user.__getitem__, applied), *visitor_ids]):
+        for u in dict.fromkeys([*compress(cols.user, kernel_ok.tolist()), *visitor_ids]):
             p = peek(state.profiles, u)
             before[u] = None if p is None else standing(p)
             if p is None or p.anonymous:

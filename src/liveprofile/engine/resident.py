@@ -3,9 +3,10 @@
 Laying a profile out as a :class:`~liveprofile.engine.records.Users` row (:func:`.rowio.
 load_users`) walks its dicts and lists in Python, and so does interning the strings it holds. A
 user who comes back batch after batch needs neither: :class:`ResidentUsers` keeps the rows of
-the ``cap`` users seen most recently exactly as the kernel left them, so a batch copies those
-rows in with one gather per field and lays out only the users new to the table. The rows equal
-what laying out the committed profiles would give: the compiled step is the only writer of its
+the ``cap`` users seen most recently as the kernel left them, so a batch copies those rows in
+(:func:`copy_rows`, compiled: each list and map up to its length, the bulk of a row being room
+for the longest ones) and lays out only the users new to the table. The rows equal what laying
+out the committed profiles would give: the compiled step is the only writer of its
 state's profiles while it owns the state, it drops the table when it hands the state back, and a
 row whose profile has another event count or last event time than the row, or is gone, is
 laid out again from the profile (a profile merged, erased or expired elsewhere).
@@ -30,6 +31,7 @@ from collections.abc import Iterable, Sequence
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
+import numba
 import numpy as np
 
 from liveprofile.engine.layout import P_LAST, P_N
@@ -41,6 +43,80 @@ if TYPE_CHECKING:
 
 #: the fields of :class:`Users` a batch starts afresh (not kept between batches)
 PER_BATCH = ("first", "touched")
+#: the fields of :class:`Users` with a length per row (per row and map: the behaviour maps),
+#: and that length: a row is copied up to it, as a row laid out from its profile has nothing
+#: (zeros) past it
+BY_LENGTH = {
+    "tord": "tlen",
+    "ik": "il",
+    "iv": "il",
+    "okey": "olen",
+    "oval": "olen",
+    "sday": "slen",
+    "scents": "slen",
+    "rts": "rlen",
+    "rty": "rlen",
+    "rit": "rlen",
+    "rva": "rlen",
+    "bkey": "blen",
+    "bval": "blen",
+}
+
+
+def copy_rows(dst: Users, to: Any, src: Users, of: Any) -> None:
+    """Rows ``of`` of ``src`` into rows ``to`` of ``dst`` (int64 arrays), every field but
+    :data:`PER_BATCH`; what lies past a row's length (:data:`BY_LENGTH`) is not copied (the
+    copy then equals the row laid out from the profile when ``dst``'s rows are empty), and a
+    row of ``dst`` wider than ``src``'s (event types added since) gets zeros past them."""
+    for field in Users._fields:
+        if field in PER_BATCH:
+            continue
+        d, s = getattr(dst, field), getattr(src, field)
+        length = BY_LENGTH.get(field)
+        if length is None:
+            _whole(d.reshape(len(d), -1), to, s.reshape(len(s), -1), of)
+        elif d.ndim == 2:
+            _upto(d, to, s, of, getattr(src, length))
+        else:  # the behaviour maps: a length per map, a row of floats per key (or one key)
+            _upto_each(
+                d.reshape(*d.shape[:3], -1), to, s.reshape(*s.shape[:3], -1), of,
+                getattr(src, length),
+            )  # fmt: skip
+
+
+# element by element: slices of a row cost more than the few values they hold
+
+
+@numba.njit(cache=True, nogil=True)
+def _whole(dst, to, src, of):  # type: ignore[no-untyped-def]
+    w = min(dst.shape[1], src.shape[1])
+    for j in range(to.shape[0]):
+        d, s = to[j], of[j]
+        for c in range(w):
+            dst[d, c] = src[s, c]
+        for c in range(w, dst.shape[1]):
+            dst[d, c] = 0
+
+
+@numba.njit(cache=True, nogil=True)
+def _upto(dst, to, src, of, lengths):  # type: ignore[no-untyped-def]
+    for j in range(to.shape[0]):
+        d, s = to[j], of[j]
+        for c in range(lengths[s]):
+            dst[d, c] = src[s, c]
+
+
+@numba.njit(cache=True, nogil=True)
+def _upto_each(dst, to, src, of, lengths):  # type: ignore[no-untyped-def]
+    w = min(dst.shape[3], src.shape[3])
+    for j in range(to.shape[0]):
+        d, s = to[j], of[j]
+        for k in range(dst.shape[1]):
+            for q in range(lengths[s, k]):
+                for c in range(w):
+                    dst[d, k, q, c] = src[s, k, q, c]
+                for c in range(w, dst.shape[3]):
+                    dst[d, k, q, c] = 0
 
 
 class ResidentUsers:
@@ -130,18 +206,7 @@ class ResidentUsers:
                 targets[j] = s
         self._fit(U, n)
         assert self.rows is not None
-        dst = np.array(targets, np.int64)
-        for field in Users._fields:
-            if field in PER_BATCH:
-                continue
-            table, new = getattr(self.rows, field), getattr(U, field)
-            if new.ndim == 1:
-                table[dst] = new[start:]
-            else:
-                w = new.shape[1]
-                table[dst, :w] = new[start:]
-                if table.shape[1] > w:  # wider than this batch's rows: nothing there
-                    table[dst, w:] = 0
+        copy_rows(self.rows, np.array(targets, np.int64), U, np.arange(start, len(users)))
 
     def _fit(self, U: Users, n: int) -> None:
         """Make :attr:`rows` hold at least ``n`` rows and ``U``'s widths."""

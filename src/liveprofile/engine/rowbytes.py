@@ -108,14 +108,17 @@ def row_bytes(U: Users, rows: Any, kinds: Names, topics: Names, items: Names) ->
     buf = np.empty(5 + n * per_row, np.uint8)
     offsets = np.empty((n, len(FIELDS) + 1), np.int64)
     tables = kinds.table.arrays(), topics.table.arrays(), items.table.arrays()
-    end = _write(rows, U, *tables, buf, offsets)
+    # the behaviour lists' floats as their little-endian bytes (``profile.behaviour.pack``)
+    floats = U.bval.astype("<f8", copy=False).view(np.uint8)
+    end = _write(rows, U, *tables, floats, buf, offsets)
     return buf[:end].tobytes(), offsets
 
 
 @numba.njit(cache=True, nogil=True)
-def _packed(buf, o, values, one):  # type: ignore[no-untyped-def]
-    """``values`` as MessagePack bin of little-endian float64 (``profile.behaviour.pack``)."""
-    n = 8 * values.shape[0]
+def _bin(buf, o, data):  # type: ignore[no-untyped-def]
+    """``data`` (bytes) as MessagePack bin: a key's floats as ``profile.behaviour.pack``
+    writes them, given their little-endian bytes."""
+    n = data.shape[0]
     if n < 256:
         buf[o] = 0xC4
         buf[o + 1] = n
@@ -125,19 +128,14 @@ def _packed(buf, o, values, one):  # type: ignore[no-untyped-def]
         buf[o + 1] = n >> 8
         buf[o + 2] = n & 0xFF
         o += 3
-    for c in range(values.shape[0]):
-        one[0] = values[c]
-        bits = one.view(np.uint64)[0]
-        for j in range(8):
-            buf[o + j] = (bits >> np.uint64(8 * j)) & np.uint64(0xFF)
-        o += 8
-    return o
+    buf[o : o + n] = data
+    return o + n
 
 
 @numba.njit(cache=True, nogil=True)
-def _write(rows, U, kinds, topics, items, buf, offs):  # type: ignore[no-untyped-def]
+def _write(rows, U, kinds, topics, items, floats, buf, offs):  # type: ignore[no-untyped-def]
     """Rows as MessagePack into ``buf``; ``offs[j, k]``: where field ``k`` of row ``j`` starts
-    (``offs[j, 8]``: where the row ends)."""
+    (``offs[j, 8]``: where the row ends). ``floats``: ``U.bval``'s little-endian bytes."""
     one = np.empty(1, np.float64)
     kd, ks = kinds
     td, ts_ = topics
@@ -208,6 +206,6 @@ def _write(rows, U, kinds, topics, items, buf, offs):  # type: ignore[no-untyped
             o = _header(buf, o, m, 0x80, 0xDF)
             for q in range(m):
                 o = _string(buf, o, data, starts, U.bkey[r, k, q])
-                o = _packed(buf, o, U.bval[r, k, q], one)
+                o = _bin(buf, o, floats[r, k, q])
         offs[j, 8] = o
     return o

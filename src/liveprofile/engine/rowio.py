@@ -23,7 +23,7 @@ from liveprofile.engine.codes import CodeTables
 from liveprofile.engine.lazyprofiles import ProfileMap
 from liveprofile.engine.profilerows import KernelBytes
 from liveprofile.engine.records import Items, Users
-from liveprofile.engine.resident import PER_BATCH, ResidentUsers
+from liveprofile.engine.resident import ResidentUsers, copy_rows
 from liveprofile.engine.rowbytes import Names, row_bytes, row_fields_bytes
 from liveprofile.profile.items import ItemStats
 from liveprofile.profile.state import Profile
@@ -116,15 +116,7 @@ def load_users(
             U.count[r, L.C_EXAMPLES, t] = p.examples.get(name, 0)
     if again:
         assert last_users is not None
-        for field in Users._fields:
-            if field in PER_BATCH:
-                continue
-            new, old = getattr(U, field), getattr(last_users, field)
-            if new.ndim == 1:
-                new[again] = old[before]
-            else:  # event types may have been added since
-                w = min(new.shape[1], old.shape[1])
-                new[again, :w] = old[before, :w]
+        copy_rows(U, np.array(again, np.int64), last_users, np.array(before, np.int64))
     return U
 
 

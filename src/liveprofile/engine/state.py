@@ -435,12 +435,18 @@ def scores_in_task_order(
     ['a', 'b']
     """
     rank = {name: k for k, name in enumerate(tasks)}
+    # the keys of most profiles' scores come in a few orders: each is sorted once
+    orders: dict[tuple[str, ...], list[str] | None] = {}
     for u in users:
         p = peek(profiles, u)
         assert p is not None
         scores = p.scores
         if len(scores) > 1:
-            keys = list(scores)
-            ordered = sorted(keys, key=lambda k: rank.get(k, len(rank)))
-            if keys != ordered:
+            keys = tuple(scores)
+            if keys in orders:
+                ordered = orders[keys]
+            else:
+                ordered = sorted(keys, key=lambda k: rank.get(k, len(rank)))
+                ordered = orders[keys] = None if list(keys) == ordered else ordered
+            if ordered is not None:
                 p.scores = {k: scores[k] for k in ordered}
