@@ -14,8 +14,8 @@ Python lifecycle's stops leaves them as those bytes in the profiles
 they are.
 
 The compiled step takes it for every batch without an anomaly detector (which reads the counts
-event by event; then :class:`~liveprofile.engine.links.RiskCounts` counts in Python): in a batch
-with the Python lifecycle's stops, for the events the stops left uncounted (a stop counts the
+event by event; then :class:`~liveprofile.engine.riskcounts.RiskCounts` counts in Python): in a
+batch with the Python lifecycle's stops, for the events the stops left uncounted (a stop counts the
 events of the profiles it changes, up to it).
 
 >>> from liveprofile.config import ProfileConfig, RiskConfig
@@ -46,7 +46,7 @@ from liveprofile.engine.velocitybytes import decode_lists, encode_lists, read_li
 from liveprofile.profile.risk import Counts, ItemGroups, RiskTracker, stamp, velocity_item
 
 if TYPE_CHECKING:
-    from liveprofile.engine.links import RiskCounts
+    from liveprofile.engine.riskcounts import RiskCounts
     from liveprofile.profile.state import Profile
 
 __all__ = ["count_lists", "count_velocity", "velocity_item"]
