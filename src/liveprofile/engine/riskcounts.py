@@ -17,6 +17,7 @@ import numpy.typing as npt
 
 from liveprofile.engine import layout as L
 from liveprofile.engine.codes import CodeTables
+from liveprofile.engine.lazyprofiles import peek
 from liveprofile.engine.records import Events, Users
 from liveprofile.events.schema import Event
 from liveprofile.profile.risk import AnomalyScorer, RiskTracker, count_since, distinct_since
@@ -163,10 +164,11 @@ class StandIns(dict[str, Profile]):
 
     def finish(self) -> None:
         """After the final rows are stored: the stand-ins' counts onto the profiles."""
+        profiles = self.profiles
         for u, held in self.items():
-            p = self.profiles.get(u)
+            p = peek(profiles, u)  # most are the profile itself: no need to decode it
             if p is not None and p is not held:
-                _carry(held, p)
+                _carry(held, profiles[u])
 
 
 def _carry(held: Profile, p: Profile) -> None:
