@@ -39,7 +39,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from itertools import accumulate
 from operator import attrgetter
 from typing import cast
 
@@ -104,33 +103,17 @@ def screen(
     fresh = state.dedup.fresh([e.event_id for e in events])
     repeats = None if fresh else Repeats(state.dedup)
     start = 0
-    # without re-sent events, and until an event is refused, the watermark before each event
-    # is the running maximum of event time: the events between suspects that only pass (most)
-    # are visited only if they name a followed id
-    upto = None if repeats is not None else list(accumulate(map(_TS, events), max))
-    followed = [] if upto is None else [j for j, u in enumerate(map(_USER, events)) if u in follow]
-    f = 0
     for k in suspects:
-        if upto is not None and not dead:
-            while f < len(followed) and followed[f] < k:
-                j = followed[f]
-                f += 1
-                if j >= start:
-                    known.at = watermark = max(watermark, upto[j])
-                    known.acted(events[j])
-            if k > start:
-                watermark = max(watermark, upto[k - 1])
-        else:
-            for e in events[start:k]:
-                if repeats is not None:
-                    if repeats.repeated(e.event_id):
-                        continue
-                    repeats.passed(e.event_id)
-                if e.ts > watermark:
-                    watermark = e.ts
-                if e.user in follow:
-                    known.at = watermark
-                    known.acted(e)
+        for e in events[start:k]:
+            if repeats is not None:
+                if repeats.repeated(e.event_id):
+                    continue
+                repeats.passed(e.event_id)
+            if e.ts > watermark:
+                watermark = e.ts
+            if e.user in follow:
+                known.at = watermark
+                known.acted(e)
         start = k + 1
         e = events[k]
         if repeats is not None and repeats.repeated(e.event_id):
@@ -240,4 +223,4 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-_USER, _TS = attrgetter("user"), attrgetter("ts")
+_USER = attrgetter("user")
