@@ -16,7 +16,7 @@ from typing import Any
 
 from rich.table import Table
 
-from liveprofile.engine import compiled, links, local, loginrun, step
+from liveprofile.engine import compiled, links, local, loginrun, riskcounts, step
 
 #: the stream being replayed, set by the caller before each replay
 STREAM = ["user ids"]
@@ -32,11 +32,11 @@ PHASES = [
     ("  stops: Python lifecycle", links.Stops, "_stop"),
     ("    login into a new user, on the rows", links, "fold_visitor"),
     ("    rows written back", links.Stops, "_flush"),
-    ("    velocity counts before", links.RiskCounts, "rows"),
+    ("    velocity counts before", riskcounts.RiskCounts, "rows"),
     ("    fold (merge_profiles)", step.Step, "_fold"),
     ("    rows reloaded", links.Stops, "_reload"),
     ("  per-batch stop set-up", links.Stops, "__init__"),
-    ("  velocity counts and anomaly scores, at stops", links.RiskCounts, "upto"),
+    ("  velocity counts and anomaly scores, at stops", riskcounts.RiskCounts, "upto"),
     ("  velocity counts and anomaly scores, after the kernel", compiled, "count_velocity"),
     ("  rows back to profiles", compiled, "store_users"),
 ]

@@ -17,7 +17,7 @@ import redis
 from test_state_properties import check_batch_boundaries, dump, place, run, write
 
 from liveprofile.api import replay
-from liveprofile.config import PipelineConfig
+from liveprofile.config import PipelineConfig, RunConfig
 from liveprofile.events import Event
 from liveprofile.events.schema import encode_event
 from liveprofile.privacy import erase
@@ -163,3 +163,46 @@ def test_a_visitor_of_an_erased_user_is_taken_in_the_batch_of_the_erasure() -> N
     for sizes in ([2], [3], [1, 3]):
         state = _replayed(rows, sizes)
         assert state["rows"][ALIASES] == {} and sorted(state["rows"][PROFILES]) == ["v1"]
+
+
+@pytest.mark.parametrize("relink", ["$merge", "login"])
+@pytest.mark.parametrize("end", ["$forget", "expiry"])
+def test_a_relinked_visitor_keeps_its_link_when_its_first_user_goes_after_a_restart(
+    relink: str, end: str
+) -> None:
+    """Visitor v0 browses and logs in as u1 (v0 in u1's alias list); then v0 is linked to u2
+    (an operator's ``$merge``, or a login as u2). After a restart, u1 is erased or expires:
+    v0's link is not read in that batch (no event names v0) and leads to u2, so it stays, as
+    it does in a run without the restart (where the state still holds the link)."""
+    day = 86400.0
+    relinked = {"user_id": "u2", "anonymous_id": "v0", "type": "$merge" if relink == "$merge"
+                else "view"}  # fmt: skip
+    rows: list[dict[str, Any]] = [
+        {"anonymous_id": "v0", "type": "view", "category": "tea"},
+        {"user_id": "u1", "anonymous_id": "v0", "type": "purchase", "value": 3.0},
+        {"user_id": "u2", "type": "view"},
+        relinked,
+        # u2 comes back every day; u1, idle past the TTL, expires at the batch of day 2.5
+        {"user_id": "u2", "type": "view", "ts": T0 + 0.9 * day},
+        {"user_id": "u2", "type": "view", "ts": T0 + 1.8 * day},
+        {**FORGET, "ts": T0 + 2 * day} if end == "$forget"
+        else {"user_id": "u3", "type": "view", "ts": T0 + 2 * day},
+        {"user_id": "u2", "type": "view", "ts": T0 + 2.5 * day},
+        {"anonymous_id": "v0", "type": "view", "ts": T0 + 3 * day},
+    ]
+    lines = [
+        msgspec.json.encode({"event_id": f"e{k}", "ts": T0 + k, **row})
+        for k, row in enumerate(rows)
+    ]
+    config = PipelineConfig(run=RunConfig(profile_ttl="1d" if end == "expiry" else ""))
+    states = []
+    for stop_after in ([], [4]):  # restarted once the links are made
+        with place("sqlite") as (tmp, url):
+            source = write(tmp, lines)
+            run(config, source, url, [1], stop_after=stop_after)
+            states.append(dump(config, url, source))
+    uninterrupted, restarted = states
+    assert uninterrupted["rows"][ALIASES] == {"v0": b"u2"}
+    assert restarted["rows"][ALIASES] == {"v0": b"u2"}
+    assert sorted(restarted["rows"][PROFILES]) == sorted(uninterrupted["rows"][PROFILES])
+    assert "v0" not in restarted["rows"][PROFILES]  # its last view went to u2

@@ -26,12 +26,13 @@ from liveprofile.engine.convroom import linked_users
 from liveprofile.engine.kernelargs import batch_events, buffers, empty_items, step_params
 from liveprofile.engine.lazyprofiles import ProfileMap, peek
 from liveprofile.engine.lifecycle import StepResult
-from liveprofile.engine.links import RiskCounts, Stops, next_stop
+from liveprofile.engine.links import Stops, next_stop
 from liveprofile.engine.packing import encode_items
 from liveprofile.engine.pool import PendingPool
 from liveprofile.engine.profilerows import KernelBytes
 from liveprofile.engine.records import Items, Ops, Outputs
 from liveprofile.engine.resident import ResidentUsers
+from liveprofile.engine.riskcounts import RiskCounts
 from liveprofile.engine.rowio import hold_items, load_users, store_users
 from liveprofile.engine.state import PipelineState
 from liveprofile.engine.step import Step
@@ -217,7 +218,7 @@ class CompiledStep:
         risk = RiskCounts(
             self.updater.risk, state.anomaly, self.tables, ev, names, U,
             state.profiles.__getitem__ if stops is None or not stops.in_order
-            else stops.profile_of,
+            else stops.held.profile_of,
         )  # fmt: skip
         if stops is None:
             kernel.run(ev, codes, tasks, self.params, U, self.items, self.pool.arrays, ops, outputs)
@@ -251,7 +252,7 @@ class CompiledStep:
             as_they_are = None if state.anomaly is not None else state.profiles
             count_velocity(risk, uncounted, as_they_are, lazy)
         if stops is not None:
-            stops.finish()
+            stops.held.finish()
         out.item_rows = self._item_rows()
         for t, name in enumerate(self.names):
             if self.tables.delayed[t]:

@@ -115,6 +115,15 @@ class KnownUsers:
         user, anon = e.user, e.anonymous_id
         self.at = max(self.at, e.ts)
         self.clock += 1
+        if (
+            anon == user
+            and user in self.visitors
+            and self.ttl is None
+            and user not in self.links
+            and user not in self.state.aliases
+            and e.type != FORGET
+        ):
+            return  # an unlinked visitor's next event (most of a login batch's): no change
         if e.type == FORGET:  # a linked id loses its link, a user its profile and links
             self._end(user)
             self.links[user] = (None, self.clock)

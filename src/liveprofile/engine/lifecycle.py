@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from liveprofile.durations import DAY
 from liveprofile.engine.erasure import repoint, unlink_to
+from liveprofile.engine.lazyprofiles import peek
 from liveprofile.engine.state import PipelineState
 from liveprofile.learn.examples import ExampleLog
 from liveprofile.learn.tasks import PendingColumns, PendingLog
@@ -68,9 +69,12 @@ class Lifecycle:
     ) -> None:
         """Make ``anon`` an alias of ``user`` and fold the anonymous profile into the user's;
         an operator's ``merge`` of a user also re-points the links that led to it."""
+        old = state.aliases.get(anon)
         state.aliases[anon] = user
         state.checkpoint.links += 1
         out.links[anon] = user
+        if old is not None and old != user:
+            _unlist(state, old, anon, out)
         if merge:
             repoint(state, anon, user, out)
         profiles = state.profiles
@@ -199,3 +203,13 @@ class Lifecycle:
             if announce:
                 out.changes.append(SegmentChange(segment, p.user, "exit", ts))
         p.segments = []
+
+
+def _unlist(state: PipelineState, owner: str, alias: str, out: StepResult) -> None:
+    """Take ``alias``, linked to another user now, off the alias list of ``owner`` (its user
+    before, loaded: ``Step.batch_keys``), so that deleting ``owner`` later does not remove the
+    link in a batch that does not read it."""
+    p = peek(state.profiles, owner)
+    if p is not None and alias in p.aliases:
+        p.aliases = [a for a in p.aliases if a != alias]
+        out.users.add(owner)

@@ -1,4 +1,4 @@
-"""Identity links, erasures, expiry and risk counts on the compiled path.
+"""Identity links, erasures and expiry on the compiled path.
 
 The kernel (:mod:`liveprofile.engine.kernel`) runs the events; what ends or joins profiles
 (:mod:`liveprofile.engine.lifecycle`) stays in Python, and runs between the kernel's stretches of
@@ -14,8 +14,8 @@ compiled. The commonest login, a visitor into a user id without a profile, needs
 batch without commands or TTL the kernel folds it itself
 (:mod:`liveprofile.engine.loginrun`), and the batch stops only where the lifecycle must run.
 
-:class:`RiskCounts` counts the velocity and scores the anomaly detector on the applied events,
-in the order of the batch, in compiled code (:func:`~liveprofile.engine.velocity.count_velocity`).
+The velocity counts and anomaly scores of the events, in the batch's order, are
+:class:`~liveprofile.engine.riskcounts.RiskCounts`' (:mod:`liveprofile.engine.riskcounts`).
 
 >>> import numpy as np
 >>> ok = np.ones(3, np.bool_)
@@ -49,15 +49,14 @@ from liveprofile.engine.machinecode import compiled_for
 from liveprofile.engine.owners import expire_owner
 from liveprofile.engine.records import Events, Users
 from liveprofile.engine.resident import ResidentUsers
+from liveprofile.engine.riskcounts import RiskCounts, StandIns
 from liveprofile.engine.rowio import load_users, store_users
 from liveprofile.engine.state import PipelineState
 from liveprofile.engine.step import Step
-from liveprofile.engine.velocity import count_velocity
 from liveprofile.engine.visitors import BatchIds
 from liveprofile.events.columns import EventColumns
 from liveprofile.events.schema import COMMANDS, FORGET, Event
 from liveprofile.profile.population import Standing
-from liveprofile.profile.risk import AnomalyScorer, RiskTracker
 from liveprofile.profile.state import Profile
 
 I64 = npt.NDArray[np.int64]
@@ -90,70 +89,6 @@ def next_stop(start, skip, stops, ok, applied, urow, ts, wm, exists, last, ttl):
                 last[u] = t
     return n
 
-
-class RiskCounts:
-    """Velocity counts and anomaly scores of the applied events, counted in their order up to a
-    point (:meth:`upto`); ``profile_of`` gives the profile object the counts of a user go on.
-
-    ``last``, ``n`` and ``exists`` follow each user row's last event time, event count and
-    whether it has a profile, from the rows before the batch."""
-
-    def __init__(
-        self,
-        tracker: RiskTracker,
-        scorer: AnomalyScorer | None,
-        tables: CodeTables,
-        ev: Events,
-        names: list[str],
-        U: Users,
-        profile_of: Callable[[str], Profile],
-    ) -> None:
-        self.tracker, self.scorer, self.ev, self.names = tracker, scorer, ev, names
-        self.profile_of = profile_of
-        self.velocity = tracker.velocity_on
-        self.last: list[float] = U.pf[:, L.P_LAST].tolist()
-        self.n: list[int] = U.pi[:, L.P_N].tolist()
-        self.exists: list[bool] = U.pi[:, L.P_EXISTS].astype(bool).tolist()
-        self.monetary = tables.monetary.tolist()
-        self.kinds = tables.types.names
-        self.crc = np.append(tables.item_crc[: len(tables.items)], -1)  # -1: no item
-        self.counted = np.zeros(len(ev.ok), np.bool_)
-        #: the events of each user row (a superset, once ``moved``), made when first needed
-        self._groups: dict[int, I64] | None = None
-
-    def reset(self, r: int, p: Profile | None) -> None:
-        """Row ``r`` now holds ``p`` (None: no profile)."""
-        if p is None:
-            self.last[r], self.n[r], self.exists[r] = 0.0, 0, False
-        else:
-            self.last[r], self.n[r], self.exists[r] = p.last_ts, p.n, True
-
-    def upto(self, hi: int) -> None:
-        """Count the applied events before event ``hi`` not counted yet."""
-        ev = self.ev
-        count_velocity(self, np.flatnonzero(ev.ok[:hi] & ~self.counted[:hi]))
-
-    def rows(self, rows: list[int], hi: int) -> None:
-        """Count the applied events of user ``rows`` before event ``hi`` not counted yet (the
-        velocity counts of a profile depend on its own events only, in their order)."""
-        ev, groups = self.ev, self._groups
-        if groups is None:
-            groups = self._groups = _by_row(ev.urow)
-        parts = [g for g in map(groups.get, rows) if g is not None]  # one or two
-        if not parts:
-            return
-        mine = parts[0] if len(parts) == 1 else np.unique(np.concatenate(parts))
-        mine = mine[mine < hi]
-        now = ev.urow[mine]
-        of_rows = now == rows[0]
-        for r in rows[1:]:
-            of_rows |= now == r
-        count_velocity(self, mine[ev.ok[mine] & ~self.counted[mine] & of_rows])
-
-    def moved(self, events: I64, row: int) -> None:
-        """``events`` are now the events of user row ``row`` (``Stops._follow``)."""
-        if self._groups is not None:
-            self._groups[row] = np.concatenate([self._groups.get(row, events[:0]), events])
 
 class Stops:
     """Runs a batch through the kernel with the Python lifecycle at its stops (see the module's
@@ -203,10 +138,10 @@ class Stops:
         #: whether they count as anonymous visitors from there on
         self.remade: dict[str, tuple[int, bool]] = {}
         #: the objects velocity counts go on: the profile, or a stand-in until it is made
-        self.held: dict[str, Profile] = {}
+        self.held = StandIns(state.profiles)
         self.risk: RiskCounts | None = None
         #: the anomaly detector learns from every event in turn: risk counts are counted in
-        #: the batch's order, on stand-ins for the profiles not made yet (:meth:`profile_of`);
+        #: the batch's order, on stand-ins for the profiles not made yet (``held``);
         #: velocity counts alone only in each profile's order, on the profiles
         self.in_order = state.anomaly is not None
         #: events at which the Python lifecycle ran; of them, logins folded on the rows
@@ -218,15 +153,6 @@ class Stops:
         self._fold_rows: Callable[..., None] | None = None
         self._folding: Callable[..., Any] | None = None
         self._by_visitor: tuple[I64, I64] | None = None
-
-    def profile_of(self, user: str) -> Profile:
-        p = self.held.get(user)
-        if p is None:
-            p = self.state.profiles.get(user)
-            if p is None:
-                p = Profile(user=user, anchor=0.0, first_ts=0.0, last_ts=0.0)
-            self.held[user] = p
-        return p
 
     def run(self, stops: Any, ttl: float, risk: RiskCounts) -> Users:
         """Run the batch; returns the user rows (widened if a merged profile needed room)."""
@@ -392,11 +318,7 @@ class Stops:
         names = [self.users[r] for r in rows]
         store_users(self.tables, self.state.profiles, names, part, scores)
         for u in names:
-            p = self.state.profiles[u]
-            stand_in = self.held.get(u)
-            if stand_in is not None and stand_in is not p:
-                _carry(stand_in, p)
-            self.held[u] = p
+            self.held.take(u, self.state.profiles[u])
 
     def _reload(self, r: int, p: Profile | None) -> None:
         """Row ``r`` from profile ``p`` (None: empty)."""
@@ -450,14 +372,6 @@ class Stops:
         for k in later.tolist():
             self.names[k] = owner
 
-    def finish(self) -> None:
-        """After the final rows are stored: velocity counts of stand-ins onto the profiles."""
-        profiles = self.state.profiles
-        for u, held in self.held.items():
-            p = profiles.get(u)
-            if p is not None and p is not held:
-                _carry(held, p)
-
     def known(self, visitors: dict[str, bool], applied: list[int]) -> None:
         """Mark in ``visitors`` the users who stop being anonymous visitors (see
         ``visitors.known_events``), each counted from its profile's last re-making."""
@@ -475,19 +389,3 @@ class Stops:
                 anon = events[k].anonymous_id
                 if anon is None or anon != user:
                     visitors[user] = False
-
-
-def _by_row(urow: I64) -> dict[int, I64]:
-    """The events of each user row, in order."""
-    order = np.argsort(urow, kind="stable")
-    rows = urow[order]
-    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]]).tolist() if len(rows) else []
-    ends = [*starts[1:], len(rows)]
-    return {int(rows[s]): order[s:e] for s, e in zip(starts, ends, strict=True)}
-
-
-def _carry(held: Profile, p: Profile) -> None:
-    """The velocity counts and anomaly score counted on a stand-in, onto the profile."""
-    p.v_events, p.v_purchases, p.v_items = held.v_events, held.v_purchases, held.v_items
-    if held.anomaly is not None:
-        p.anomaly = held.anomaly

@@ -110,10 +110,13 @@ class Step(Lifecycle):
             items = cast(set[str], present)
         else:
             users = set(map(_USER, events))
+            anons = set(map(_ANON, events))
+            anons.discard(None)
             if aliases:
                 users = {aliases.get(u, u) for u in users}
-            users.update(map(_ANON, events))
-            users.discard(None)
+                # a linked id's user: its alias list loses the id if the batch re-links it
+                users.update(aliases[a] for a in anons if a in aliases)
+            users |= anons
             items = set(map(_ITEM, events))
             items.discard(None)
         if self.sweep_due(state.watermark, self.horizon(state, events)):

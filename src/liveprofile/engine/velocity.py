@@ -63,7 +63,7 @@ from liveprofile.profile.risk import (
 )
 
 if TYPE_CHECKING:
-    from liveprofile.engine.links import RiskCounts
+    from liveprofile.engine.riskcounts import RiskCounts
     from liveprofile.profile.state import Profile
 
 __all__ = ["count_lists", "count_velocity", "velocity_item"]
