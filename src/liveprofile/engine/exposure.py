@@ -48,7 +48,7 @@ from liveprofile.engine.records import ByCode, Events, Ops
 from liveprofile.engine.resident import ResidentUsers
 from liveprofile.engine.rowio import hold_items, load_users
 from liveprofile.engine.step import Step
-from liveprofile.learn.base import PREDICT, OpBatch
+from liveprofile.learn.base import PREDICT, ArrayOps
 from liveprofile.profile.items import ItemStats
 from liveprofile.profile.state import Profile
 
@@ -143,25 +143,25 @@ class Exposures:
                 out[(i, v)] = min(c, least)
         return out
 
-    def predict_ops(self) -> OpBatch:
-        """One prediction per candidate, in order, on the merged examples."""
-        ops = OpBatch()
+    def predict_ops(self) -> ArrayOps:
+        """One prediction per candidate, in order, on the merged examples (the arrays as
+        built, not copied)."""
         n = len(self)
         end = int(self.start[n])
-        ops.kinds.frombytes(np.full(n, PREDICT, np.int8).tobytes())
-        ops.starts.frombytes(np.ascontiguousarray(self.start[1:]).tobytes())
-        ops.idx.frombytes(np.ascontiguousarray(self.idx[:end]).tobytes())
-        ops.val.frombytes(np.ascontiguousarray(self.val[:end]).tobytes())
-        ops.ys.frombytes(np.zeros(n).tobytes())
-        return ops
+        kinds = np.full(n, PREDICT, np.int8)
+        return ArrayOps(kinds, self.start, self.idx[:end], self.val[:end], np.zeros(n))
 
     def explained(self, j: int) -> tuple[list[int], list[float], list[str]]:
         """:meth:`example` with the readable name of every feature."""
         idx, val = self.example(j)
+        return idx, val, self.names(j, idx)
+
+    def names(self, j: int, idx: Sequence[int]) -> list[str]:
+        """The readable names of features ``idx`` of candidate ``j``."""
         tables, user, kind, items, cats, kinds = self._strings
         cat = [] if cats[j] is None else [cats[j]]
         named = self._names.of_request(tables, user, kind, [items[j]], cat, kinds)
-        return idx, val, self._names.names(named, idx)
+        return self._names.names(named, idx)
 
 
 class ExposureFeatures:
@@ -190,6 +190,8 @@ class ExposureFeatures:
         #: keys a behaviour map holds before a row trims it
         self._behaviour_limit = base.updater.behaviour.limit
         self._tables = self._fresh()
+        #: (the code tables, their sizes, ``_by_code``, ``tasks()``): see :meth:`_code_tables`
+        self._tables_for: tuple[CodeTables, tuple[int, ...], ByCode, Any] | None = None
 
     def _fresh(self) -> CodeTables:
         return CodeTables(self.config, self.base.features)
@@ -279,13 +281,24 @@ class ExposureFeatures:
             np.zeros(n * width),
             np.zeros(n + 1, np.int64),
         )
-        args = (ev, _by_code(tables), self.params, tables.tasks(), U, X, ops, t, out)
+        by_code, tasks = self._code_tables(tables)
+        args = (ev, by_code, self.params, tasks, U, X, ops, t, out)
         run = self._run
         if run is None:  # the kinds of the arguments never change (see __init__)
             run = self._run = compiled_for(exposure_features, args)
         run(*args)
         kinds = [] if p is None else list(p.decayed)
         return Exposures(out, self.names, (tables, user, kind, items, cats, kinds))
+
+    def _code_tables(self, tables: CodeTables) -> tuple[ByCode, Any]:
+        """The code tables as the feature functions read them, made again only when strings
+        were added (a table grows into a new array then; otherwise new codes' rows are written
+        in place, and nothing else changes them)."""
+        key = (len(tables.users), len(tables.items), len(tables.topics), len(tables.types))
+        cached = self._tables_for
+        if cached is None or cached[0] is not tables or cached[1] != key:
+            cached = self._tables_for = (tables, key, _by_code(tables), tables.tasks())
+        return cached[2], cached[3]
 
     def _read(self, p: Profile, items: Sequence[str], cats: list[str]) -> Profile:
         """``p`` with what the features of these exposures read: not its recent events, spend

@@ -43,6 +43,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import msgspec
 import numpy as np
 import numpy.typing as npt
 
@@ -58,11 +59,12 @@ from liveprofile.learn.stored import StoredModels
 from liveprofile.learn.tuned import TunedLearner
 from liveprofile.profile.items import ItemStats, decode_item
 from liveprofile.profile.popular import PopularIndex
-from liveprofile.profile.state import Profile, decode_profile
+from liveprofile.profile.state import PROFILE_SCHEMA, Profile, decode_profile
 from liveprofile.serving import MAX_CANDIDATES, ranking
 from liveprofile.serving.learned import FEATURES, feature_rows, load_ranker, recent_items
 from liveprofile.serving.partitions import PartitionedView
 from liveprofile.store import Store
+from liveprofile.store.codec import damaged
 from liveprofile.store.layout import (
     ITEMS,
     PROFILES,
@@ -112,6 +114,47 @@ def item_tasks(config: PipelineConfig) -> list[TaskConfig]:
 def scoring_time(checkpoint: Checkpoint, p: Profile) -> float:
     """When a score is computed for: the store's watermark (the user's last event before any)."""
     return checkpoint.watermark if math.isfinite(checkpoint.watermark) else p.last_ts
+
+
+class _Scored(Profile, array_like=True, gc=False):
+    """A stored profile as a score reads it: its recent events, spend, counts per type and
+    velocity lists, which the features of an exposure do not read from a profile
+    (``ExposureFeatures`` drops them), left undecoded (``msgspec.Raw``)."""
+
+    counts: msgspec.Raw = msgspec.Raw()  # type: ignore[assignment]
+    recent: msgspec.Raw = msgspec.Raw()  # type: ignore[assignment]
+    spend: msgspec.Raw = msgspec.Raw()  # type: ignore[assignment]
+    v_events: msgspec.Raw = msgspec.Raw()  # type: ignore[assignment]
+    v_purchases: msgspec.Raw = msgspec.Raw()  # type: ignore[assignment]
+    v_items: msgspec.Raw = msgspec.Raw()  # type: ignore[assignment]
+
+
+assert _Scored.__struct_fields__ == Profile.__struct_fields__  # the stored array's order
+_scored = msgspec.msgpack.Decoder(_Scored)
+
+
+def scoring_profile(blob: bytes, user: str) -> Profile:
+    """The profile in ``blob`` with only what an exposure's features read decoded (its
+    counts, recent events, spend and velocity lists are empty); a profile of the schema
+    before is decoded whole.
+
+    >>> from liveprofile.profile.state import encode_profile
+    >>> p = Profile("u1", 0.0, 1.0, 2.0, n=3, counts={"view": 3}, interests={"c": 1.5},
+    ...             recent=[(2.0, "view", "i1", None)], spend={19000: 250})
+    >>> q = scoring_profile(encode_profile(p), "u1")
+    >>> q.n, q.interests, q.counts, q.recent, q.spend
+    (3, {'c': 1.5}, {}, [], {})
+    >>> empty = msgspec.structs.replace(p, counts={}, recent=[], spend={})
+    >>> msgspec.structs.asdict(q) == msgspec.structs.asdict(empty)
+    True
+    """
+    if blob[:1] != bytes([PROFILE_SCHEMA]):
+        return decode_profile(blob, user)
+    with damaged("profile", user):
+        p = _scored.decode(memoryview(blob)[1:])
+    return msgspec.structs.replace(
+        p, counts={}, recent=[], spend={}, v_events=[], v_purchases=[], v_items=[]
+    )
 
 
 def exposure(user: str, task: TaskConfig, item: str, stats: ItemStats | None, ts: float) -> Event:
@@ -182,6 +225,19 @@ def _split(idx: list[int], val: list[float], common: Counter[tuple[int, float]])
     return out
 
 
+def top_positions(val: Sequence[float], weights: F64 | None, top: int) -> list[int]:
+    """Where the ``top`` features with the largest |weight x value| are, largest first (ties
+    in build order; build order when the learner has no weights).
+
+    >>> top_positions([1.0, 1.0, 0.5], np.array([0.1, -2, 1]), 2)
+    [1, 2]
+    """
+    if weights is None:
+        return list(range(min(top, len(val))))
+    contributions = np.abs(weights * np.asarray(val, dtype=np.float64))
+    return np.argsort(-contributions, kind="stable")[:top].tolist()  # type: ignore[no-any-return]
+
+
 def top_features(
     names: list[str], val: Sequence[float], weights: F64 | None, top: int
 ) -> list[list[Any]]:
@@ -193,9 +249,7 @@ def top_features(
     """
     if weights is None:
         return [[n, None] for n in names[:top]]
-    pairs = [(n, float(w) * v) for n, w, v in zip(names, weights, val, strict=True)]
-    pairs.sort(key=lambda nv: abs(nv[1]), reverse=True)
-    return [[n, c] for n, c in pairs[:top]]
+    return [[names[k], float(weights[k]) * val[k]] for k in top_positions(val, weights, top)]
 
 
 class Recommender:
