@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
 import msgspec
@@ -44,7 +44,7 @@ from liveprofile.engine.featurize import shared_features, task_features
 from liveprofile.engine.jit import jit
 from liveprofile.engine.kernelargs import empty_items, step_params
 from liveprofile.engine.machinecode import compiled_for
-from liveprofile.engine.records import ByCode, Events, Ops
+from liveprofile.engine.records import ByCode, Events, Ops, Users
 from liveprofile.engine.resident import ResidentUsers
 from liveprofile.engine.rowio import hold_items, load_users
 from liveprofile.engine.step import Step
@@ -190,8 +190,15 @@ class ExposureFeatures:
         #: keys a behaviour map holds before a row trims it
         self._behaviour_limit = base.updater.behaviour.limit
         self._tables = self._fresh()
-        #: (the code tables, their sizes, ``_by_code``, ``tasks()``): see :meth:`_code_tables`
-        self._tables_for: tuple[CodeTables, tuple[int, ...], ByCode, Any] | None = None
+        #: (the code tables and the arrays they were made of, ``_by_code``, ``tasks()``): see
+        #: :meth:`_code_tables`
+        self._tables_for: tuple[tuple[Any, ...], ByCode, Any] | None = None
+        #: the user's row, recycled from request to request (:class:`Recycled`)
+        self._users = Recycled(Users.empty)
+        #: the candidates' rows, the same way
+        self._items = Recycled(empty_items)
+        #: the events of a request of ``n`` candidates, by ``n`` (see :meth:`_events`)
+        self._rooms: dict[int, tuple[I64, F64, Events]] = {}
 
     def _fresh(self) -> CodeTables:
         return CodeTables(self.config, self.base.features)
@@ -232,8 +239,8 @@ class ExposureFeatures:
         t = tables.task_names.index(task.name)
         n = len(items)
         profiles = {} if row is None else {user: row}
-        U = load_users(tables, profiles, [user], ResidentUsers(0))
-        X = empty_items(n, len(tables.task_names))
+        U = load_users(tables, profiles, [user], ResidentUsers(0), self._users.empty)
+        X = self._items.empty(n, len(tables.task_names))
         hold_items(
             tables,
             X,
@@ -242,33 +249,16 @@ class ExposureFeatures:
             dict(enumerate(items)),
         )
         ucode, icode, tcode = tables.users.code, tables.items.code, tables.topics.code
-        # one block of ints and one of floats, a row per field (rows of a C array are C arrays)
-        ints = np.empty((6, n + 1), np.int64)
-        ints[0] = 0  # the user's row
+        ints, floats, ev = self._events(n)
         ints[1] = ucode[user]
-        ints[2] = np.arange(n + 1)  # each item's row
         ints[3, :n] = [icode[i] for i in items]
         ints[4] = tables.types.code[kind]
         ints[5, :n] = [-1 if c is None else tcode[c] for c in cats]
-        floats = np.empty((2, n))
         floats[0] = ts
-        floats[1] = np.nan
-        cat = ints[5, :n]
-        topics = cat >= 0
-        tp_start = ints[2] if topics.all() else np.concatenate(([0], np.cumsum(topics)))
-        ev = Events(
-            ok=np.ones(n, np.bool_),
-            urow=ints[0, :n],
-            ucode=ints[1, :n],
-            irow=ints[2, :n],
-            icode=ints[3, :n],
-            type=ints[4, :n],
-            ts=floats[0],
-            value=floats[1],
-            cat=cat,
-            tp_start=tp_start,
-            tp_code=cat[topics],
-        )
+        topics = ev.cat >= 0
+        if not topics.all():
+            tp_start = np.concatenate(([0], np.cumsum(topics)))
+            ev = ev._replace(tp_start=tp_start, tp_code=ev.cat[topics])
         width = self._width + len(tables.types)
         ops = self._ops
         if ops.cur_idx.shape[0] != width:
@@ -290,15 +280,48 @@ class ExposureFeatures:
         kinds = [] if p is None else list(p.decayed)
         return Exposures(out, self.names, (tables, user, kind, items, cats, kinds))
 
+    def _events(self, n: int) -> tuple[I64, F64, Events]:
+        """Room for ``n`` events, kept for the next request of as many candidates (the lock is
+        held while they are used): one block of ints and one of floats, a row per field (rows
+        of a C array are C arrays), with what is the same for every request filled in; the
+        events read every candidate's category as a topic."""
+        room = self._rooms.get(n)
+        if room is None:
+            if len(self._rooms) >= 8:
+                self._rooms.clear()
+            ints = np.zeros((6, n + 1), np.int64)  # the user's row: 0
+            ints[2] = np.arange(n + 1)  # each item's row
+            floats = np.empty((2, n))
+            floats[1] = np.nan
+            ev = Events(
+                ok=np.ones(n, np.bool_),
+                urow=ints[0, :n],
+                ucode=ints[1, :n],
+                irow=ints[2, :n],
+                icode=ints[3, :n],
+                type=ints[4, :n],
+                ts=floats[0],
+                value=floats[1],
+                cat=ints[5, :n],
+                tp_start=ints[2],
+                tp_code=ints[5, :n],
+            )
+            room = self._rooms[n] = (ints, floats, ev)
+        return room
+
     def _code_tables(self, tables: CodeTables) -> tuple[ByCode, Any]:
-        """The code tables as the feature functions read them, made again only when strings
-        were added (a table grows into a new array then; otherwise new codes' rows are written
-        in place, and nothing else changes them)."""
-        key = (len(tables.users), len(tables.items), len(tables.topics), len(tables.types))
+        """The code tables as the feature functions read them, made again only when one of
+        their arrays is another (grown for new strings, or the event types' tables made
+        again); a new code's entries are written into the arrays in place."""
+        arrays = (
+            tables, tables.user_fidx, tables.user_part, tables.item_fidx, tables.topic_fidx,
+            tables.topic_part, tables.topic_track, tables.type_tables, tables.ko_topic,
+            tables.ko_item, tables.ko_user,
+        )  # fmt: skip
         cached = self._tables_for
-        if cached is None or cached[0] is not tables or cached[1] != key:
-            cached = self._tables_for = (tables, key, _by_code(tables), tables.tasks())
-        return cached[2], cached[3]
+        if cached is None or any(a is not b for a, b in zip(arrays, cached[0], strict=True)):
+            cached = self._tables_for = (arrays, _by_code(tables), tables.tasks())
+        return cached[1], cached[2]
 
     def _read(self, p: Profile, items: Sequence[str], cats: list[str]) -> Profile:
         """``p`` with what the features of these exposures read: not its recent events, spend
@@ -318,6 +341,50 @@ class ExposureFeatures:
         if len(entries) > self._behaviour_limit:
             return entries
         return {k: entries[k] for k in keys if k in entries}
+
+
+class Recycled:
+    """Empty records as ``make`` makes them, recycled: the first call with some arguments
+    makes them in one block of memory and keeps a copy of its bytes; each later call with the
+    same arguments writes those bytes back (one copy instead of an allocation per field).
+    The records of a call are valid until the next call (:class:`ExposureFeatures` holds its
+    lock meanwhile).
+
+    >>> recycled = Recycled(lambda n: Events(*(np.zeros(n, np.int64) for _ in Events._fields)))
+    >>> ev = recycled.empty(3)
+    >>> ev.ts[:] = 7
+    >>> recycled.empty(3) is ev, ev.ts.tolist(), ev.ts.flags.c_contiguous
+    (True, [0, 0, 0], True)
+    """
+
+    def __init__(self, make: Callable[..., Any]) -> None:
+        self._make = make
+        self._kept: dict[tuple[Any, ...], tuple[npt.NDArray[np.uint8], bytes, Any]] = {}
+
+    def empty(self, *args: Any) -> Any:
+        kept = self._kept.get(args)
+        if kept is None:
+            if len(self._kept) >= 4:
+                self._kept.clear()
+            kept = self._kept[args] = self._block(self._make(*args))
+        block, fresh, record = kept
+        block[:] = np.frombuffer(fresh, np.uint8)
+        return record
+
+    @staticmethod
+    def _block(record: Any) -> tuple[npt.NDArray[np.uint8], bytes, Any]:
+        """``record``'s arrays as views of one block (each at a multiple of 16 bytes, so as
+        aligned as an array of its own), and the block's bytes as made."""
+        ends = [0]
+        for a in record:
+            ends.append(ends[-1] + -(-a.nbytes // 16) * 16)
+        block = np.zeros(ends[-1], np.uint8)
+        views = []
+        for a, at in zip(record, ends, strict=False):
+            view = block[at : at + a.nbytes].view(a.dtype).reshape(a.shape)
+            view[...] = a
+            views.append(view)
+        return block, block.tobytes(), type(record)(*views)
 
 
 def _ops(width: int) -> Ops:

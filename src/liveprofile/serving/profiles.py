@@ -45,12 +45,12 @@ from liveprofile.serving.partitions import PartitionedView
 from liveprofile.serving.privacy import add_privacy_routes
 from liveprofile.serving.recommend import (
     Recommender,
+    contributions,
     exposures,
     feature_weights,
     find_task,
     scoring_profile,
     scoring_time,
-    top_features,
     top_positions,
 )
 from liveprofile.serving.segments import add_segment_routes
@@ -220,17 +220,13 @@ class _Reader:
             score = float(run_ops(learner, built.predict_ops())[0])
         weights = feature_weights(learner, idx)
         at = top_positions(val, weights, top)  # only the top features are named
+        names = dict(zip(at, built.names(0, [idx[k] for k in at]), strict=True))
         return {
             "user": user,
             "item": item,
             "task": task.name,
             "score": score,
-            "top_features": top_features(
-                built.names(0, [idx[k] for k in at]),
-                [val[k] for k in at],
-                None if weights is None else weights[at],
-                top,
-            ),
+            "top_features": contributions(names, val, weights, at),
         }
 
 

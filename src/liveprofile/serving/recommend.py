@@ -40,7 +40,7 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -192,8 +192,8 @@ def merged(idx: Sequence[int], val: Sequence[float]) -> dict[int, float]:
 
 
 def feature_weights(learner: Learner, idx: Sequence[int]) -> F64 | None:
-    """The weight of each index for the linear learners (FTRL's from z and n, as its kernel
-    computes them; a tuned learner's are its champion's); None for other learners, which have
+    """The weight of each index for the linear learners (FTRL's from z and n by its kernel's
+    own function; a tuned learner's are its champion's); None for other learners, which have
     no per-feature weights."""
     if isinstance(learner, TunedLearner):
         learner = learner.champion
@@ -201,10 +201,7 @@ def feature_weights(learner: Learner, idx: Sequence[int]) -> F64 | None:
     if isinstance(learner, LogisticOGD):
         return np.asarray(learner.w[j & learner.mask], dtype=np.float64)
     if isinstance(learner, FTRLProximal):
-        z, n = learner.z[j & learner.mask], learner.n[j & learner.mask]
-        rate = (learner.beta + np.sqrt(n)) / learner.alpha + learner.l2
-        w = -(z - np.sign(z) * learner.l1) / rate
-        return np.asarray(np.where(np.abs(z) <= learner.l1, 0.0, w), dtype=np.float64)
+        return learner.weights(j)
     return None
 
 
@@ -247,9 +244,20 @@ def top_features(
     >>> top_features(["bias", "item=i1", "topic=c1"], [1.0, 1.0, 0.5], np.array([0.1, -2, 1]), 2)
     [['item=i1', -2.0], ['topic=c1', 0.5]]
     """
+    return contributions(names, val, weights, top_positions(val, weights, top))
+
+
+def contributions(
+    names: Sequence[str] | Mapping[int, str],
+    val: Sequence[float],
+    weights: F64 | None,
+    at: Sequence[int],
+) -> list[list[Any]]:
+    """``[name, weight x value]`` of the features at positions ``at`` (``[name, None]``
+    without weights); ``names`` by position."""
     if weights is None:
-        return [[n, None] for n in names[:top]]
-    return [[names[k], float(weights[k]) * val[k]] for k in top_positions(val, weights, top)]
+        return [[names[k], None] for k in at]
+    return [[names[k], float(weights[k]) * val[k]] for k in at]
 
 
 class Recommender:
