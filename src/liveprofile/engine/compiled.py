@@ -230,7 +230,7 @@ class CompiledStep:
         scores = self._learn(state, ops, outputs, user_row, len(batch_users), cuts)
         if self.base.log_examples:
             out.learned = self._examples(ops, outputs, batch_users)
-        kept = self.kernel_bytes if ttl is None else None
+        kept = self.kernel_bytes
         # held profiles: what reads them later in the batch (the stops, finish) decodes them
         lazy = kept is not None and isinstance(state.profiles, ProfileMap)
         out.users |= store_users(self.tables, state.profiles, batch_users, U, scores, kept, lazy)
