@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 import msgspec
@@ -45,6 +45,7 @@ from liveprofile.engine.jit import jit
 from liveprofile.engine.kernelargs import empty_items, step_params
 from liveprofile.engine.machinecode import compiled_for
 from liveprofile.engine.records import ByCode, Events, Ops, Users
+from liveprofile.engine.recycled import Recycled
 from liveprofile.engine.resident import ResidentUsers
 from liveprofile.engine.rowio import hold_items, load_users
 from liveprofile.engine.step import Step
@@ -341,50 +342,6 @@ class ExposureFeatures:
         if len(entries) > self._behaviour_limit:
             return entries
         return {k: entries[k] for k in keys if k in entries}
-
-
-class Recycled:
-    """Empty records as ``make`` makes them, recycled: the first call with some arguments
-    makes them in one block of memory and keeps a copy of its bytes; each later call with the
-    same arguments writes those bytes back (one copy instead of an allocation per field).
-    The records of a call are valid until the next call (:class:`ExposureFeatures` holds its
-    lock meanwhile).
-
-    >>> recycled = Recycled(lambda n: Events(*(np.zeros(n, np.int64) for _ in Events._fields)))
-    >>> ev = recycled.empty(3)
-    >>> ev.ts[:] = 7
-    >>> recycled.empty(3) is ev, ev.ts.tolist(), ev.ts.flags.c_contiguous
-    (True, [0, 0, 0], True)
-    """
-
-    def __init__(self, make: Callable[..., Any]) -> None:
-        self._make = make
-        self._kept: dict[tuple[Any, ...], tuple[npt.NDArray[np.uint8], bytes, Any]] = {}
-
-    def empty(self, *args: Any) -> Any:
-        kept = self._kept.get(args)
-        if kept is None:
-            if len(self._kept) >= 4:
-                self._kept.clear()
-            kept = self._kept[args] = self._block(self._make(*args))
-        block, fresh, record = kept
-        block[:] = np.frombuffer(fresh, np.uint8)
-        return record
-
-    @staticmethod
-    def _block(record: Any) -> tuple[npt.NDArray[np.uint8], bytes, Any]:
-        """``record``'s arrays as views of one block (each at a multiple of 16 bytes, so as
-        aligned as an array of its own), and the block's bytes as made."""
-        ends = [0]
-        for a in record:
-            ends.append(ends[-1] + -(-a.nbytes // 16) * 16)
-        block = np.zeros(ends[-1], np.uint8)
-        views = []
-        for a, at in zip(record, ends, strict=False):
-            view = block[at : at + a.nbytes].view(a.dtype).reshape(a.shape)
-            view[...] = a
-            views.append(view)
-        return block, block.tobytes(), type(record)(*views)
 
 
 def _ops(width: int) -> Ops:

@@ -43,14 +43,11 @@ from liveprofile.serving.limits import NOT_FOUND, PROBLEMS, JSONResponse
 from liveprofile.serving.metrics import StoreStats, mount_metrics
 from liveprofile.serving.partitions import PartitionedView
 from liveprofile.serving.privacy import add_privacy_routes
-from liveprofile.serving.recommend import (
-    Recommender,
+from liveprofile.serving.recommend import Recommender, exposures, find_task, scoring_time
+from liveprofile.serving.scoring import (
     contributions,
-    exposures,
     feature_weights,
-    find_task,
     scoring_profile,
-    scoring_time,
     top_positions,
 )
 from liveprofile.serving.segments import add_segment_routes
