@@ -256,8 +256,8 @@ class ExposureFeatures:
         ints[4] = tables.types.code[kind]
         ints[5, :n] = [-1 if c is None else tcode[c] for c in cats]
         floats[0] = ts
-        topics = ev.cat >= 0
-        if not topics.all():
+        if len(present) < n:  # a candidate without a category has no topic
+            topics = ev.cat >= 0
             tp_start = np.concatenate(([0], np.cumsum(topics)))
             ev = ev._replace(tp_start=tp_start, tp_code=ev.cat[topics])
         width = self._width + len(tables.types)
