@@ -58,6 +58,9 @@ F64 = npt.NDArray[np.float64]
 #: the code tables start afresh past this many users and items (a server meets every user)
 CODES_LIMIT = 1_000_000
 _NONE = np.zeros(0, np.int64)
+#: requests of up to this many candidates (a score, a few) reuse their rows' and events' arrays;
+#: the arrays of longer ones (recommendations, of varying counts) are made for them
+RECYCLE = 8
 
 
 @jit
@@ -241,7 +244,8 @@ class ExposureFeatures:
         n = len(items)
         profiles = {} if row is None else {user: row}
         U = load_users(tables, profiles, [user], ResidentUsers(0), self._users.empty)
-        X = self._items.empty(n, len(tables.task_names))
+        tasks = len(tables.task_names)  # a few candidates' rows recycled, many allocated
+        X = self._items.empty(n, tasks) if n <= RECYCLE else empty_items(n, tasks)
         hold_items(
             tables,
             X,
@@ -282,13 +286,13 @@ class ExposureFeatures:
         return Exposures(out, self.names, (tables, user, kind, items, cats, kinds))
 
     def _events(self, n: int) -> tuple[I64, F64, Events]:
-        """Room for ``n`` events, kept for the next request of as many candidates (the lock is
-        held while they are used): one block of ints and one of floats, a row per field (rows
-        of a C array are C arrays), with what is the same for every request filled in; the
-        events read every candidate's category as a topic."""
+        """Room for ``n`` events, kept for the next request of as many candidates (up to
+        :data:`RECYCLE`; the lock is held while they are used): one block of ints and one of
+        floats, a row per field (rows of a C array are C arrays), with what is the same for
+        every request filled in; the events read every candidate's category as a topic."""
         room = self._rooms.get(n)
         if room is None:
-            if len(self._rooms) >= 8:
+            if len(self._rooms) >= RECYCLE:
                 self._rooms.clear()
             ints = np.zeros((6, n + 1), np.int64)  # the user's row: 0
             ints[2] = np.arange(n + 1)  # each item's row
@@ -307,7 +311,9 @@ class ExposureFeatures:
                 tp_start=ints[2],
                 tp_code=ints[5, :n],
             )
-            room = self._rooms[n] = (ints, floats, ev)
+            room = (ints, floats, ev)
+            if n <= RECYCLE:
+                self._rooms[n] = room
         return room
 
     def _code_tables(self, tables: CodeTables) -> tuple[ByCode, Any]:
