@@ -8,7 +8,10 @@ From the repository root (the default run takes about 2.5 minutes on 2 cores)::
 and prints their figures side by side with the ratio (:mod:`against`).
 
 Options: ``--dataset movielens|completejourney|both`` (default both), ``--limit N`` (events per
-dataset), ``--cj-limit N`` (Complete Journey events, default 300,000), ``--river-examples N``
+dataset), ``--cj-limit N`` (Complete Journey events, default 300,000; more than 112,012, the
+first 28 days: a shorter stream is refused, since each ``repurchase`` label is known 14 days
+after its exposure and every exposure labelled within it would be scored before any label was
+learned, AUC 0.5 for every system), ``--river-examples N``
 (examples for River's learners alone, default 20,000; 0 runs them on all operations),
 ``--sklearn-events N`` (default 3,000),
 ``--data-dir`` (MovieLens ml-latest-small, default ``../shared/data/ml-latest-small``),
@@ -69,11 +72,14 @@ from report import print_table
 from rich.console import Console
 from river import linear_model, tree
 from streams import (
+    TooShort,
     capture,
     check_labels,
     delayed_labels,
     movielens_stream,
     read_events,
+    refuse_uninformed,
+    span_s,
     subset_ops,
 )
 from systems import (
@@ -125,6 +131,14 @@ class Stream:
     delayed: bool
 
 
+def check_span(ds: Dataset) -> None:
+    """Refuse, before any work, a limited stream too short to measure the dataset's delayed
+    task (:func:`streams.refuse_uninformed`; :func:`prepare` checks the derived labels too)."""
+    task = next(t for t in ds.config.tasks if t.name == ds.task)
+    if task.label.kind == "delayed" and ds.limit is not None:
+        refuse_uninformed(task, span_s(ds.make_source(ds.limit), ds.config.run.batch_size))
+
+
 def prepare(ds: Dataset) -> Stream:
     """Read the events, capture liveprofile's model operations, and derive the labels."""
     source = ds.make_source(ds.limit)
@@ -134,6 +148,8 @@ def prepare(ds: Dataset) -> Stream:
     if task.label.kind == "delayed":
         found = delayed_labels(events, task)
         check_labels(ops, found)
+        span = max(e.ts for e in events) - min(e.ts for e in events)
+        refuse_uninformed(task, span, found)
         return Stream(
             source, events, ops, found.labels(), found.events, found.deadline.__getitem__, True
         )
@@ -289,7 +305,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         default=300_000,
         metavar="N",
-        help="Complete Journey events (default: 300,000)",
+        help="Complete Journey events (default: 300,000; more than 112,012, two label windows)",
     )
     parser.add_argument(
         "--river-examples",
@@ -468,10 +484,18 @@ def main(argv: list[str] | None = None) -> int:
         "datasets": {},
     }
     with tempfile.TemporaryDirectory() as tmp, threadpool_limits(limits=1):
-        for ds in datasets(args, Path(tmp)):
-            report = bench(ds, args, Path(tmp) / ds.task)
-            results["datasets"][ds.name] = report
-            print_table(out, ds.name, report)
+        chosen = datasets(args, Path(tmp))
+        try:
+            for ds in chosen:
+                check_span(ds)
+            for ds in chosen:
+                report = bench(ds, args, Path(tmp) / ds.task)
+                results["datasets"][ds.name] = report
+                print_table(out, ds.name, report)
+        except TooShort as exc:
+            hint = " (--cj-limit above 112,012)" if ds.key == "completejourney" else ""
+            log.print(f"[red]{ds.name}: {exc}{hint}[/red]")
+            return 2
     results["seconds"] = time.perf_counter() - started
     out.print(f"[dim]liveprofile {results['liveprofile']}; total {results['seconds']:.0f} s[/dim]")
     if args.json is not None:

@@ -7,8 +7,9 @@ From the repository root::
 
 The same replay (``quickstart_config()``, the first ``--limit`` transactions, default all
 1.47M) runs into a fresh SQLite store once without segments and once with the 20 segments
-below, ``--repeat`` times each in alternating order; the table shows the best time of each and
-the overhead. Segment rules are evaluated for every user a batch touches, as of the batch's
+below, ``--repeat`` times each in alternating order; the table shows the run of each with the
+least CPU time (the process's, which a busy machine disturbs less than the wall clock) and the
+overhead in CPU time. Segment rules are evaluated for every user a batch touches, as of the batch's
 watermark, and members of time-dependent segments are re-checked once per day of event time.
 Prints the table and each segment's members at the end; ``--json`` also writes the figures to a
 file.
@@ -65,15 +66,16 @@ def run(config: PipelineConfig, limit: int | None, folder: Path) -> dict[str, An
     check_config(store, config)
     runner = LocalRunner(config, store, folder / "dead.jsonl", changes=folder / "changes.jsonl")
     source = CompleteJourneySource()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     stats = runner.run(source, limit=limit)
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     members = {name: len(m) for name, m in runner.state.members.items()}
     runner.close()
     changes = (folder / "changes.jsonl").read_bytes().count(b"\n") if members else 0
     return {
         "events": stats.events,
         "seconds": round(seconds, 2),
+        "cpu_seconds": round(cpu, 2),
         "events_per_s": round(stats.events / seconds),
         "changes": changes,
         "members": members,
@@ -103,15 +105,16 @@ def main() -> None:
         for name, config in configs.items():
             with tempfile.TemporaryDirectory() as tmp:
                 runs[name].append(run(config, args.limit, Path(tmp)))
-    best = {name: min(r, key=lambda x: x["seconds"]) for name, r in runs.items()}
-    base_s = best["no segments"]["seconds"]
+    best = {name: min(r, key=lambda x: x["cpu_seconds"]) for name, r in runs.items()}
+    base_s = best["no segments"]["cpu_seconds"]
     table = Table(title=f"Complete Journey replay, {best['no segments']['events']:,} events")
-    for column in ("setting", "seconds", "events/s", "overhead", "segment changes"):
+    for column in ("setting", "CPU s", "wall s", "events/s", "overhead", "segment changes"):
         table.add_column(column, justify="left" if column == "setting" else "right")
     for name, r in best.items():
-        overhead = (r["seconds"] / base_s - 1) * 100
+        overhead = (r["cpu_seconds"] / base_s - 1) * 100
         table.add_row(
             name,
+            f"{r['cpu_seconds']:.1f}",
             f"{r['seconds']:.1f}",
             f"{r['events_per_s']:,}",
             "-" if name == "no segments" else f"{overhead:+.1f}%",
@@ -124,7 +127,7 @@ def main() -> None:
         result = {
             "machine": platform.platform(),
             "runs": runs,
-            "overhead_pct": round((best["20 segments"]["seconds"] / base_s - 1) * 100, 1),
+            "overhead_pct": round((best["20 segments"]["cpu_seconds"] / base_s - 1) * 100, 1),
         }
         args.json.write_text(json.dumps(result, indent=2) + "\n")
 

@@ -11,6 +11,9 @@
   and one per user, key and time; conversion strictly after it and within the window, window
   closed once a later event passes the deadline); :func:`check_labels` verifies the
   derivation against the captured operations.
+- :func:`refuse_uninformed` stops a run whose stream is too short for a delayed task: when it
+  spans no more than two windows, every exposure whose label closes within it was scored before
+  any label was learned, so every system predicts its prior and scores AUC 0.5.
 
 Imported by ``compare.py`` and ``exposures.py``; not a script, it takes no arguments.
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import csv
 import heapq
+import math
 import shutil
 from collections.abc import Hashable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -29,7 +33,9 @@ import numpy.typing as npt
 
 from liveprofile.config import PipelineConfig, TaskConfig
 from liveprofile.datasets.movielens import movielens_source
+from liveprofile.durations import DAY
 from liveprofile.engine.core import Core
+from liveprofile.events.columns import EventColumns
 from liveprofile.events.schema import Event
 from liveprofile.events.sources import Source
 from liveprofile.learn.base import LEARN, PREDICT, OpBatch
@@ -181,6 +187,56 @@ def delayed_labels(events: list[Event], task: TaskConfig) -> DelayedLabels:
         heapq.heappush(heap, (e.ts + window, e.ts, e.user, key, x))
         open_xs.append(x)
     return out
+
+
+class TooShort(ValueError):
+    """The stream cannot measure a delayed task: no labelled exposure is scored after a label
+    was learned."""
+
+
+def span_s(source: Source, size: int) -> float:
+    """Seconds of event time from the first event of ``source`` to its last."""
+    low, high = math.inf, -math.inf
+    for batch in source.batches(0, size):
+        events = batch.events
+        ts = np.asarray(events.ts if isinstance(events, EventColumns) else [e.ts for e in events])
+        if len(ts):
+            low, high = min(low, float(ts.min())), max(high, float(ts.max()))
+    return max(high - low, 0.0)
+
+
+def informed(labels: DelayedLabels) -> int:
+    """How many labelled exposures were scored after the first label closed (so with a model
+    that had learned something): exposures opened after the first deadline."""
+    if not labels.resolved:
+        return 0
+    first = labels.deadline[labels.resolved[0]]  # windows close in deadline order
+    return sum(1 for x in labels.resolved if labels.open_ts[x] > first)
+
+
+def refuse_uninformed(task: TaskConfig, span: float, labels: DelayedLabels | None = None) -> None:
+    """Raise :class:`TooShort` if a stream spanning ``span`` seconds (with ``labels``, once
+    derived) cannot measure delayed task ``task``: a label is known one window after its
+    exposure, so only exposures of a stream longer than two windows can be both labelled
+    within it and scored after some label was learned.
+
+    >>> from liveprofile.config import PipelineConfig
+    >>> task = next(t for t in PipelineConfig().tasks if t.name == "repurchase")
+    >>> refuse_uninformed(task, 30 * 86400.0)
+    >>> refuse_uninformed(task, 24.4 * 86400.0)
+    Traceback (most recent call last):
+    ...
+    streams.TooShort: the stream spans 24.4 days; task 'repurchase' learns a label 14.0 days ...
+    """
+    window = task.label.window_s
+    if span > 2 * window and (labels is None or informed(labels) > 0):
+        return
+    raise TooShort(
+        f"the stream spans {span / DAY:.1f} days; task {task.name!r} learns a label "
+        f"{window / DAY:.1f} days after its exposure, so every exposure labelled within the "
+        "stream is scored before any label is learned and every system would score AUC 0.5 "
+        f"(its prior): give a stream of more than {2 * window / DAY:.0f} days"
+    )
 
 
 def check_labels(ops: OpBatch, labels: DelayedLabels) -> None:

@@ -159,3 +159,48 @@ def test_a_profile_map_reads_like_a_dict_of_whole_profiles() -> None:
     profiles.hold("u", profiles["u"], row, starts)
     del profiles["u"]
     assert not profiles.held("u") and "u" not in profiles and profiles.rows(["u"]) == {}
+
+
+def held_after(batches: Sequence[Sequence[Event]], **changes: Any) -> list[bool]:
+    """Whether each user of the last batch is still held after it."""
+    cfg = config(**changes)
+    store, core = MemoryStore(), Core(cfg)
+    state = PipelineState.load(store, cfg)
+    for k, batch in enumerate(batches):
+        apply_batch(core, state, store, "test", Batch(events=as_columns(batch), offset=k + 1))
+    profiles = state.profiles
+    assert isinstance(profiles, ProfileMap)
+    return [profiles.held(e.user) for e in batches[-1] if e.user in profiles]
+
+
+#: rules over every kernel field, and over none (the profile's own scalars only)
+EVERY_FIELD = {
+    "viewer": "counts.view >= 2 and decayed.view > 1.5",
+    "fan": "max(interest['fashion'], interest['books']) > 0.5",
+    "spender": "monetary_30d > 20",
+    "repeat": "category_behaviour['garden'].converted or item_behaviour['i00033'].view > 1",
+    "busy": "velocity.events_per_min >= 2 and events > 3",
+    "idle": "days_since_last_event > 1",
+}
+SCALARS = {"big": "monetary > 50 and frequency > 1", "long": "days_active > 2"}
+
+
+def test_segments_of_held_profiles_read_the_fields_they_use() -> None:
+    # segments that read every kernel field (a sweep each day), on profiles that stay held
+    events = messed_up(synthetic(seed=32), seed=33)
+    for risk in (RiskConfig(velocity=False), RiskConfig()):
+        assert_held_like_whole(chunks(events, 65), traits={}, segments=EVERY_FIELD, risk=risk)
+    # rules over no kernel field leave every profile held: nothing is decoded
+    batches = chunks(synthetic(seed=34), 90)
+    assert all(held_after(batches, traits={}, segments=SCALARS))
+    assert all(held_after(batches, traits={}, segments={"idle": "days_since_last_event > 1"}))
+
+
+def test_expiry_reads_only_the_last_event_time_of_held_profiles() -> None:
+    # users expire (a TTL of a day and a half over six days) with their segments
+    ttl = RunConfig(dedup_window=500, profile_ttl="36h")
+    events = messed_up(synthetic(seed=35), seed=36)
+    assert_held_like_whole(chunks(events, 60), run=ttl, **PLAIN)
+    assert_held_like_whole(chunks(events, 60), run=ttl, traits={}, segments=SCALARS)
+    # the expiry check and the last-seen index leave the batch's profiles held
+    assert all(held_after(chunks(synthetic(seed=37), 90), run=ttl, **PLAIN))

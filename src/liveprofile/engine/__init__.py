@@ -14,7 +14,8 @@
   the Redis Streams runner and its operations are in :mod:`liveprofile.redis`
 - beside them: ``changes`` (where segment changes go) and ``gc_tuning``
 - for serving: ``exposure`` (the features of items shown to one user now, built by the step's
-  compiled feature functions on one profile row) and ``featurenames`` (their readable names)
+  compiled feature functions on one profile row, in rows ``recycled`` from request to request)
+  and ``featurenames`` (their readable names)
 
 Debugging the compiled step: with ``LIVEPROFILE_NO_JIT=1`` in the environment (read when the
 engine is first imported; numba's own ``NUMBA_DISABLE_JIT=1`` works too) the kernel and its

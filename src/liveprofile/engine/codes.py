@@ -97,6 +97,19 @@ def grow(a: Any, n: int, fill: Any = 0) -> Any:
     return b
 
 
+def _grown_rows(a: Any, n: int) -> Any:
+    """``a`` (tasks x codes, C order) with room for ``n`` codes: itself while it has it (the
+    new codes' entries are written in place), else a copy twice as wide.
+
+    >>> a = np.zeros((2, 64), np.int64)
+    >>> _grown_rows(a, 64) is a, _grown_rows(a, 65).shape
+    (True, (2, 128))
+    """
+    if a.shape[1] >= n:
+        return a
+    return grow(a.T, n).T.copy()
+
+
 class CodeTables:
     """The codes of a pipeline's strings and the tables by code (see the module's docstring)."""
 
@@ -157,7 +170,7 @@ class CodeTables:
         b = self.features
         new = self._new(self.users, users, ("user_fidx", "user_part"))
         if new and self.by_user.any():
-            self.ko_user = grow(self.ko_user.T, len(self.users)).T.copy()
+            self.ko_user = _grown_rows(self.ko_user, len(self.users))
         for v in new:
             c = self.users.code[v]
             self.user_fidx[c] = b.value_index("user", v)
@@ -167,7 +180,7 @@ class CodeTables:
                     self.ko_user[t, c] = key_outcome_name(name, v)
         new = self._new(self.items, items, ("item_fidx", "item_crc"))
         if new and self.by_item.any():
-            self.ko_item = grow(self.ko_item.T, len(self.items)).T.copy()
+            self.ko_item = _grown_rows(self.ko_item, len(self.items))
         for v in new:
             c = self.items.code[v]
             self.item_fidx[c] = b.value_index("item", v)
@@ -177,7 +190,7 @@ class CodeTables:
                     self.ko_item[t, c] = key_outcome_name(name, v)
         new = self._new(self.topics, topics, ("topic_fidx", "topic_part", "topic_track"))
         if new:
-            self.ko_topic = grow(self.ko_topic.T, len(self.topics)).T.copy()
+            self.ko_topic = _grown_rows(self.ko_topic, len(self.topics))
             self.topic_strings.extend(new)
         for v in new:
             c = self.topics.code[v]

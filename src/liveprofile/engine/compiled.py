@@ -12,9 +12,9 @@ stay in arrays owned by this class, handed back to the state's tasks when anothe
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from itertools import compress
-from typing import Any, cast
+from typing import cast
 
 import numpy as np
 import numpy.typing as npt
@@ -40,7 +40,7 @@ from liveprofile.engine.velocity import count_velocity
 from liveprofile.engine.visitors import BatchIds, as_users, known_events
 from liveprofile.events.columns import EventColumns
 from liveprofile.events.schema import Event
-from liveprofile.learn.base import OpArrays, run_ops, sparse_example
+from liveprofile.learn.base import ArrayOps, run_ops
 from liveprofile.learn.delayed import FNC, MODES, fnc_correct_many
 from liveprofile.learn.examples import ExampleLog
 from liveprofile.learn.regression import run_regression_ops
@@ -232,7 +232,7 @@ class CompiledStep:
         scores = self._learn(state, ops, outputs, user_row, len(batch_users), cuts)
         if self.base.log_examples:
             out.learned = self._examples(ops, outputs, batch_users)
-        kept = self.kernel_bytes if ttl is None else None
+        kept = self.kernel_bytes
         # held profiles: what reads them later in the batch (the stops, finish) decodes them
         lazy = kept is not None and isinstance(state.profiles, ProfileMap)
         out.users |= store_users(self.tables, state.profiles, batch_users, U, scores, kept, lazy)
@@ -302,7 +302,7 @@ class CompiledStep:
         for t, name in enumerate(self.names):
             task = state.tasks[name]
             k = int(ops.n[t])
-            batch = _Ops(
+            batch = ArrayOps(
                 ops.kind[t, :k],
                 ops.start[t, : k + 1],
                 ops.idx[t, : ops.start[t, k]],
@@ -445,20 +445,3 @@ def _cut_scores(
             stays[: len(before)] = ~moved
             members[row] = mine[stays]
             members[into] = np.sort(np.concatenate([members.get(into, empty), before[moved]]))
-
-
-class _Ops:
-    """A batch of model operations as arrays (the interface of ``OpBatch`` learners use)."""
-
-    def __init__(self, kinds: Any, starts: Any, idx: Any, val: Any, ys: Any) -> None:
-        self.kinds, self.starts, self.idx, self.val, self.ys = kinds, starts, idx, val, ys
-
-    def __len__(self) -> int:
-        return len(self.kinds)
-
-    def arrays(self) -> OpArrays:
-        return self.kinds, self.starts, self.idx, self.val, self.ys
-
-    def example(self, k: int) -> dict[Hashable, float]:
-        s, e = int(self.starts[k]), int(self.starts[k + 1])
-        return sparse_example(self.idx[s:e].tolist(), self.val[s:e].tolist(), 0, e - s)

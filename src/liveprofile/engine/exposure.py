@@ -44,11 +44,12 @@ from liveprofile.engine.featurize import shared_features, task_features
 from liveprofile.engine.jit import jit
 from liveprofile.engine.kernelargs import empty_items, step_params
 from liveprofile.engine.machinecode import compiled_for
-from liveprofile.engine.records import ByCode, Events, Ops
+from liveprofile.engine.records import ByCode, Events, Ops, Users
+from liveprofile.engine.recycled import Recycled
 from liveprofile.engine.resident import ResidentUsers
 from liveprofile.engine.rowio import hold_items, load_users
 from liveprofile.engine.step import Step
-from liveprofile.learn.base import PREDICT, OpBatch
+from liveprofile.learn.base import PREDICT, ArrayOps
 from liveprofile.profile.items import ItemStats
 from liveprofile.profile.state import Profile
 
@@ -57,6 +58,9 @@ F64 = npt.NDArray[np.float64]
 #: the code tables start afresh past this many users and items (a server meets every user)
 CODES_LIMIT = 1_000_000
 _NONE = np.zeros(0, np.int64)
+#: requests of up to this many candidates (a score, a few) reuse their rows' and events' arrays;
+#: the arrays of longer ones (recommendations, of varying counts) are made for them
+RECYCLE = 8
 
 
 @jit
@@ -143,25 +147,25 @@ class Exposures:
                 out[(i, v)] = min(c, least)
         return out
 
-    def predict_ops(self) -> OpBatch:
-        """One prediction per candidate, in order, on the merged examples."""
-        ops = OpBatch()
+    def predict_ops(self) -> ArrayOps:
+        """One prediction per candidate, in order, on the merged examples (the arrays as
+        built, not copied)."""
         n = len(self)
         end = int(self.start[n])
-        ops.kinds.frombytes(np.full(n, PREDICT, np.int8).tobytes())
-        ops.starts.frombytes(np.ascontiguousarray(self.start[1:]).tobytes())
-        ops.idx.frombytes(np.ascontiguousarray(self.idx[:end]).tobytes())
-        ops.val.frombytes(np.ascontiguousarray(self.val[:end]).tobytes())
-        ops.ys.frombytes(np.zeros(n).tobytes())
-        return ops
+        kinds = np.full(n, PREDICT, np.int8)
+        return ArrayOps(kinds, self.start, self.idx[:end], self.val[:end], np.zeros(n))
 
     def explained(self, j: int) -> tuple[list[int], list[float], list[str]]:
         """:meth:`example` with the readable name of every feature."""
         idx, val = self.example(j)
+        return idx, val, self.names(j, idx)
+
+    def names(self, j: int, idx: Sequence[int]) -> list[str]:
+        """The readable names of features ``idx`` of candidate ``j``."""
         tables, user, kind, items, cats, kinds = self._strings
         cat = [] if cats[j] is None else [cats[j]]
         named = self._names.of_request(tables, user, kind, [items[j]], cat, kinds)
-        return idx, val, self._names.names(named, idx)
+        return self._names.names(named, idx)
 
 
 class ExposureFeatures:
@@ -190,6 +194,15 @@ class ExposureFeatures:
         #: keys a behaviour map holds before a row trims it
         self._behaviour_limit = base.updater.behaviour.limit
         self._tables = self._fresh()
+        #: (the code tables and the arrays they were made of, ``_by_code``, ``tasks()``): see
+        #: :meth:`_code_tables`
+        self._tables_for: tuple[tuple[Any, ...], ByCode, Any] | None = None
+        #: the user's row, recycled from request to request (:class:`Recycled`)
+        self._users = Recycled(Users.empty)
+        #: the candidates' rows, the same way
+        self._items = Recycled(empty_items)
+        #: the events of a request of ``n`` candidates, by ``n`` (see :meth:`_events`)
+        self._rooms: dict[int, tuple[I64, F64, Events]] = {}
 
     def _fresh(self) -> CodeTables:
         return CodeTables(self.config, self.base.features)
@@ -230,8 +243,9 @@ class ExposureFeatures:
         t = tables.task_names.index(task.name)
         n = len(items)
         profiles = {} if row is None else {user: row}
-        U = load_users(tables, profiles, [user], ResidentUsers(0))
-        X = empty_items(n, len(tables.task_names))
+        U = load_users(tables, profiles, [user], ResidentUsers(0), self._users.empty)
+        tasks = len(tables.task_names)  # a few candidates' rows recycled, many allocated
+        X = self._items.empty(n, tasks) if n <= RECYCLE else empty_items(n, tasks)
         hold_items(
             tables,
             X,
@@ -240,33 +254,16 @@ class ExposureFeatures:
             dict(enumerate(items)),
         )
         ucode, icode, tcode = tables.users.code, tables.items.code, tables.topics.code
-        # one block of ints and one of floats, a row per field (rows of a C array are C arrays)
-        ints = np.empty((6, n + 1), np.int64)
-        ints[0] = 0  # the user's row
+        ints, floats, ev = self._events(n)
         ints[1] = ucode[user]
-        ints[2] = np.arange(n + 1)  # each item's row
         ints[3, :n] = [icode[i] for i in items]
         ints[4] = tables.types.code[kind]
         ints[5, :n] = [-1 if c is None else tcode[c] for c in cats]
-        floats = np.empty((2, n))
         floats[0] = ts
-        floats[1] = np.nan
-        cat = ints[5, :n]
-        topics = cat >= 0
-        tp_start = ints[2] if topics.all() else np.concatenate(([0], np.cumsum(topics)))
-        ev = Events(
-            ok=np.ones(n, np.bool_),
-            urow=ints[0, :n],
-            ucode=ints[1, :n],
-            irow=ints[2, :n],
-            icode=ints[3, :n],
-            type=ints[4, :n],
-            ts=floats[0],
-            value=floats[1],
-            cat=cat,
-            tp_start=tp_start,
-            tp_code=cat[topics],
-        )
+        if len(present) < n:  # a candidate without a category has no topic
+            topics = ev.cat >= 0
+            tp_start = np.concatenate(([0], np.cumsum(topics)))
+            ev = ev._replace(tp_start=tp_start, tp_code=ev.cat[topics])
         width = self._width + len(tables.types)
         ops = self._ops
         if ops.cur_idx.shape[0] != width:
@@ -279,13 +276,59 @@ class ExposureFeatures:
             np.zeros(n * width),
             np.zeros(n + 1, np.int64),
         )
-        args = (ev, _by_code(tables), self.params, tables.tasks(), U, X, ops, t, out)
+        by_code, tasks = self._code_tables(tables)
+        args = (ev, by_code, self.params, tasks, U, X, ops, t, out)
         run = self._run
         if run is None:  # the kinds of the arguments never change (see __init__)
             run = self._run = compiled_for(exposure_features, args)
         run(*args)
         kinds = [] if p is None else list(p.decayed)
         return Exposures(out, self.names, (tables, user, kind, items, cats, kinds))
+
+    def _events(self, n: int) -> tuple[I64, F64, Events]:
+        """Room for ``n`` events, kept for the next request of as many candidates (up to
+        :data:`RECYCLE`; the lock is held while they are used): one block of ints and one of
+        floats, a row per field (rows of a C array are C arrays), with what is the same for
+        every request filled in; the events read every candidate's category as a topic."""
+        room = self._rooms.get(n)
+        if room is None:
+            if len(self._rooms) >= RECYCLE:
+                self._rooms.clear()
+            ints = np.zeros((6, n + 1), np.int64)  # the user's row: 0
+            ints[2] = np.arange(n + 1)  # each item's row
+            floats = np.empty((2, n))
+            floats[1] = np.nan
+            ev = Events(
+                ok=np.ones(n, np.bool_),
+                urow=ints[0, :n],
+                ucode=ints[1, :n],
+                irow=ints[2, :n],
+                icode=ints[3, :n],
+                type=ints[4, :n],
+                ts=floats[0],
+                value=floats[1],
+                cat=ints[5, :n],
+                tp_start=ints[2],
+                tp_code=ints[5, :n],
+            )
+            room = (ints, floats, ev)
+            if n <= RECYCLE:
+                self._rooms[n] = room
+        return room
+
+    def _code_tables(self, tables: CodeTables) -> tuple[ByCode, Any]:
+        """The code tables as the feature functions read them, made again only when one of
+        their arrays is another (grown for new strings, or the event types' tables made
+        again); a new code's entries are written into the arrays in place."""
+        arrays = (
+            tables, tables.user_fidx, tables.user_part, tables.item_fidx, tables.topic_fidx,
+            tables.topic_part, tables.topic_track, tables.type_tables, tables.ko_topic,
+            tables.ko_item, tables.ko_user,
+        )  # fmt: skip
+        cached = self._tables_for
+        if cached is None or any(a is not b for a, b in zip(arrays, cached[0], strict=True)):
+            cached = self._tables_for = (arrays, _by_code(tables), tables.tasks())
+        return cached[1], cached[2]
 
     def _read(self, p: Profile, items: Sequence[str], cats: list[str]) -> Profile:
         """``p`` with what the features of these exposures read: not its recent events, spend

@@ -85,19 +85,31 @@ def update_traits(
     traits: TraitEvaluator, profiles: dict[str, Profile], users: Iterable[str]
 ) -> None:
     """Recompute the traits of ``users``' profiles: a held profile's traits read a copy with
-    only the kernel fields they use decoded (:meth:`ProfileMap.view`), the profile stays held."""
-    if not isinstance(profiles, ProfileMap):
-        for user in users:
-            traits.update(profiles[user])
-        return
-    reads = {k for f in traits.fields for k in _READS.get(f, ())}
+    only the kernel fields they use decoded (:func:`reading`), the profile stays held."""
+    reads = kernel_reads(traits.fields)
     for user in users:
-        if not profiles.held(user):
-            traits.update(profiles[user])
-            continue
-        view = profiles.view(user, reads)
+        view = reading(profiles, user, reads)
         traits.update(view)
         dict.__getitem__(profiles, user).traits = view.traits
+
+
+def kernel_reads(fields: Iterable[str]) -> set[str]:
+    """The kernel fields and velocity lists that expressions over ``fields`` (of
+    :data:`~liveprofile.profile.traits.FIELDS`: traits, segment rules) read.
+
+    >>> sorted(kernel_reads(["monetary", "monetary_30d", "interest"]))
+    ['interests', 'spend']
+    """
+    return {k for f in fields for k in _READS.get(f, ())}
+
+
+def reading(profiles: dict[str, Profile], user: str, reads: Collection[str]) -> Any:
+    """``user``'s profile for reading only its kernel fields ``reads`` (and its other fields):
+    of a held one a copy with those decoded (:meth:`ProfileMap.view`; it stays held), any
+    other as it is (None: no profile)."""
+    if isinstance(profiles, ProfileMap) and (profiles.held(user) or profiles.holds_velocity(user)):
+        return profiles.view(user, reads)
+    return profiles.get(user)
 
 
 def peek(profiles: dict[str, Profile], user: str) -> Profile | None:

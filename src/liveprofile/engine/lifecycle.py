@@ -154,13 +154,14 @@ class Lifecycle:
         candidates = state.take_expiry_candidates(at, self.ttl, out.expiry)
         expired: set[str] = set()
         for user in [*candidates, *sorted(out.users)]:  # idle ones this batch touched too
-            p = profiles.get(user)
+            p = peek(profiles, user)  # its last event time: no need to decode held fields
             if p is not None and (p.last_ts // DAY + 1) * DAY + self.ttl < at:
                 expired.add(user)
                 expired |= self._delete(state, p, at, out, before, announce=True, unlink=False)
         if expired:  # every link that led to them: one pass for all
             unlink_to(state, expired, out)
-        state.index_last_seen([profiles[u] for u in out.users if u in profiles], out.expiry)
+        touched = [peek(profiles, u) for u in out.users]
+        state.index_last_seen([p for p in touched if p is not None], out.expiry)
 
     def _delete(
         self,

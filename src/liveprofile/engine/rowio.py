@@ -11,6 +11,7 @@ ones not held yet.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from operator import attrgetter
 from typing import Any, cast
 from weakref import WeakKeyDictionary
@@ -42,10 +43,15 @@ def _no_purchase(p: Profile) -> list[float]:
 
 
 def load_users(
-    tables: CodeTables, profiles: dict[str, Profile], users: list[str], resident: ResidentUsers
+    tables: CodeTables,
+    profiles: dict[str, Profile],
+    users: list[str],
+    resident: ResidentUsers,
+    empty: Callable[..., Users] = Users.empty,
 ) -> Users:
     """The rows of ``users``: from ``resident`` (rows kept as earlier steps left them) where
-    there, from ``profiles`` otherwise, empty for new users."""
+    there, from ``profiles`` otherwise, empty for new users. ``empty`` makes the empty rows
+    (with the arguments of :meth:`Users.empty`; serving passes rows it recycles)."""
     config = tables.config
     again, before = resident.rows_of(users, profiles)
     last_users = resident.rows
@@ -59,7 +65,7 @@ def load_users(
     if again:
         assert last_users is not None
         room = max(room, int(last_users.olen[before].max()))
-    U = Users.empty(
+    U = empty(
         len(users),
         max(len(tables.types), 1),
         len(tables.task_names),

@@ -25,7 +25,7 @@ from operator import attrgetter
 from typing import cast
 
 from liveprofile.config import PipelineConfig
-from liveprofile.engine.lazyprofiles import peek, update_traits
+from liveprofile.engine.lazyprofiles import kernel_reads, peek, reading, update_traits
 from liveprofile.engine.lifecycle import Lifecycle, StepResult
 from liveprofile.engine.state import PipelineState, scores_in_task_order
 from liveprofile.events.columns import EventColumns
@@ -181,11 +181,13 @@ class Step(Lifecycle):
                 users |= members
         profiles, members_of = state.profiles, state.members
         memberships = self.segments.memberships
+        reads = kernel_reads(self.segments.fields)
         for user in sorted(users):
-            p = profiles.get(user)
+            p = peek(profiles, user)
             if p is None:
                 continue
-            now = memberships(p, at)
+            # the rules read a copy with only the held fields they use decoded
+            now = memberships(reading(profiles, user, reads), at)
             if now == p.segments:
                 continue
             for change in diff(user, p.segments, now, at):

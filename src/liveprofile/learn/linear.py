@@ -71,6 +71,23 @@ def _merge(idx, val, s, e, ui, uv):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(cache=True, nogil=True)
+def _ftrl_weight(zi: float, ni: float, alpha: float, beta: float, l1: float, l2: float) -> float:
+    """A coordinate's FTRL-Proximal weight from its ``z`` and ``n`` (McMahan et al. 2013)."""
+    if abs(zi) <= l1:
+        return 0.0
+    sign = 1.0 if zi > 0 else -1.0
+    return -(zi - sign * l1) / ((beta + math.sqrt(ni)) / alpha + l2)
+
+
+@numba.njit(cache=True, nogil=True)
+def _ftrl_weights(z, n, alpha, beta, l1, l2, idx, out):  # type: ignore[no-untyped-def]
+    """The weight of each of the coordinates ``idx``, into ``out``."""
+    for j in range(idx.shape[0]):
+        i = idx[j]
+        out[j] = _ftrl_weight(z[i], n[i], alpha, beta, l1, l2)
+
+
+@numba.njit(cache=True, nogil=True)
 def _ftrl_run(z, n, alpha, beta, l1, l2, kinds, starts, idx, val, ys, out):  # type: ignore[no-untyped-def]
     size = 64
     w = np.empty(size)
@@ -88,12 +105,7 @@ def _ftrl_run(z, n, alpha, beta, l1, l2, kinds, starts, idx, val, ys, out):  # t
         wx = 0.0
         for j in range(m):
             i = ui[j]
-            zi = z[i]
-            if abs(zi) <= l1:
-                wi = 0.0
-            else:
-                sign = 1.0 if zi > 0 else -1.0
-                wi = -(zi - sign * l1) / ((beta + math.sqrt(n[i])) / alpha + l2)
+            wi = _ftrl_weight(z[i], n[i], alpha, beta, l1, l2)
             w[j] = wi
             wx += wi * uv[j]
         p = _sigmoid(wx)
@@ -283,6 +295,14 @@ class FTRLProximal(_HashedLinear):
             ys,
             out,
         )
+        return out
+
+    def weights(self, idx: Any) -> F64:
+        """The weights of the features ``idx`` (hashed indices, masked here), as the model
+        uses them."""
+        j = np.bitwise_and(np.asarray(idx, dtype=np.int64), self.mask)
+        out = np.empty(j.shape[0])
+        _ftrl_weights(self.z, self.n, self.alpha, self.beta, self.l1, self.l2, j, out)
         return out
 
     def params(self) -> dict[str, float | int]:

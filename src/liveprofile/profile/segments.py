@@ -91,6 +91,11 @@ class SegmentRules:
         #: whether some rule can change its value while the user is idle
         self.time_dependent = any(f in TIME_FIELDS for f in self._fields)
 
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The fields (of ``liveprofile.profile.traits.FIELDS``) the rules read."""
+        return tuple(self._fields)
+
     def memberships(self, p: Profile, at: float) -> list[str]:
         """The segments ``p`` belongs to as of event time ``at``, sorted by name. A rule that
         fails to evaluate (e.g. a division by zero) does not make the user a member."""

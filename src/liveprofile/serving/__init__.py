@@ -1,7 +1,8 @@
 """Serving: what reads the store and answers over HTTP or to applications.
 
 ``profiles`` (the read API), ``collector`` and ``sinks`` (the HTTP event collector and where it
-writes), ``recommend`` (ranking items for a user with a task's model), ``segments`` (sizes,
+writes), ``recommend`` (ranking items for a user with a task's model), ``scoring`` (what a single
+score reads of a profile, and the reasons of a score), ``segments`` (sizes,
 members, exports), ``metrics`` and ``dashboard`` (Prometheus metrics and the live page),
 ``privacy`` (the HTTP erasure endpoint).
 """

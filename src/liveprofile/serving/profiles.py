@@ -43,13 +43,12 @@ from liveprofile.serving.limits import NOT_FOUND, PROBLEMS, JSONResponse
 from liveprofile.serving.metrics import StoreStats, mount_metrics
 from liveprofile.serving.partitions import PartitionedView
 from liveprofile.serving.privacy import add_privacy_routes
-from liveprofile.serving.recommend import (
-    Recommender,
-    exposures,
+from liveprofile.serving.recommend import Recommender, exposures, find_task, scoring_time
+from liveprofile.serving.scoring import (
+    contributions,
     feature_weights,
-    find_task,
-    scoring_time,
-    top_features,
+    scoring_profile,
+    top_positions,
 )
 from liveprofile.serving.segments import add_segment_routes
 from liveprofile.store import Store, open_store
@@ -60,7 +59,6 @@ from liveprofile.store.layout import (
     PROFILES,
     Checkpoint,
     decode_checkpoint,
-    read_checkpoint,
     stored_config,
 )
 
@@ -121,6 +119,7 @@ class _Reader:
         self._models: StoredModels | None = None
         self._recommender: Recommender | None = None
         self._standing: tuple[bytes | None, float, Population | None] = (b"", -math.inf, None)
+        self._checkpoint: tuple[bytes | None, Checkpoint] = (None, Checkpoint())
 
     def open(self) -> None:
         self._store = PartitionedView(open_store(self.settings.store, read_only=True))
@@ -145,7 +144,11 @@ class _Reader:
         return self._core
 
     def checkpoint(self) -> Checkpoint:
-        return read_checkpoint(self.store)
+        """The committed checkpoint, decoded again only when its bytes change."""
+        blob = self.store.get_meta(CHECKPOINT)
+        if blob is None or blob != self._checkpoint[0]:
+            self._checkpoint = (blob, decode_checkpoint(blob))
+        return self._checkpoint[1]
 
     def as_of(self, last_ts: float, watermark: float) -> float:
         policy = self.settings.as_of
@@ -199,25 +202,28 @@ class _Reader:
         (p_blob,) = self.store.read(PROFILES, [user])
         if p_blob is None:
             raise ProfileNotFound(f"no profile for user {user!r}")
-        p = decode_profile(p_blob, user)
+        p = scoring_profile(p_blob, user)
         (i_blob,) = self.store.read(ITEMS, [item])
         it = None if i_blob is None else decode_item(i_blob, item)
         ckpt = self.checkpoint()
         built = exposures(
             self.recommender.features, task, user, p, [item], [it], scoring_time(ckpt, p)
         )
-        idx, val, names = built.explained(0)
+        idx, val = built.example(0)
         learner = self.learner(task.name, ckpt.seq)
         if task.regression:  # the expected value (e.g. spend), not a probability
             score = float(learner.predict_one(built.merged(0)))  # type: ignore[attr-defined]
         else:  # P(y=1) as a recommendation computes it (one operation of the batched path)
             score = float(run_ops(learner, built.predict_ops())[0])
+        weights = feature_weights(learner, idx)
+        at = top_positions(val, weights, top)  # only the top features are named
+        names = dict(zip(at, built.names(0, [idx[k] for k in at]), strict=True))
         return {
             "user": user,
             "item": item,
             "task": task.name,
             "score": score,
-            "top_features": top_features(names, val, feature_weights(learner, idx), top),
+            "top_features": contributions(names, val, weights, at),
         }
 
 

@@ -52,16 +52,15 @@ from liveprofile.engine.exposure import ExposureFeatures, Exposures
 from liveprofile.errors import InvalidRequest, ProfileNotFound, TaskNotFound
 from liveprofile.events.schema import Event
 from liveprofile.learn.base import Learner, run_ops
-from liveprofile.learn.linear import FTRLProximal, LogisticOGD
 from liveprofile.learn.metrics import Prequential
 from liveprofile.learn.stored import StoredModels
-from liveprofile.learn.tuned import TunedLearner
 from liveprofile.profile.items import ItemStats, decode_item
 from liveprofile.profile.popular import PopularIndex
 from liveprofile.profile.state import Profile, decode_profile
 from liveprofile.serving import MAX_CANDIDATES, ranking
 from liveprofile.serving.learned import FEATURES, feature_rows, load_ranker, recent_items
 from liveprofile.serving.partitions import PartitionedView
+from liveprofile.serving.scoring import feature_weights, top_features
 from liveprofile.store import Store
 from liveprofile.store.layout import (
     ITEMS,
@@ -148,23 +147,6 @@ def merged(idx: Sequence[int], val: Sequence[float]) -> dict[int, float]:
     return x
 
 
-def feature_weights(learner: Learner, idx: Sequence[int]) -> F64 | None:
-    """The weight of each index for the linear learners (FTRL's from z and n, as its kernel
-    computes them; a tuned learner's are its champion's); None for other learners, which have
-    no per-feature weights."""
-    if isinstance(learner, TunedLearner):
-        learner = learner.champion
-    j = np.asarray(idx, dtype=np.int64)
-    if isinstance(learner, LogisticOGD):
-        return np.asarray(learner.w[j & learner.mask], dtype=np.float64)
-    if isinstance(learner, FTRLProximal):
-        z, n = learner.z[j & learner.mask], learner.n[j & learner.mask]
-        rate = (learner.beta + np.sqrt(n)) / learner.alpha + learner.l2
-        w = -(z - np.sign(z) * learner.l1) / rate
-        return np.asarray(np.where(np.abs(z) <= learner.l1, 0.0, w), dtype=np.float64)
-    return None
-
-
 def _split(idx: list[int], val: list[float], common: Counter[tuple[int, float]]) -> list[bool]:
     """Which features are the item's own (True), not one every candidate has alike (False).
 
@@ -180,22 +162,6 @@ def _split(idx: list[int], val: list[float], common: Counter[tuple[int, float]])
         else:
             out.append(True)
     return out
-
-
-def top_features(
-    names: list[str], val: Sequence[float], weights: F64 | None, top: int
-) -> list[list[Any]]:
-    """``[name, contribution]`` of the ``top`` features with the largest |weight x value|
-    (``[name, None]`` in build order when the learner has no weights).
-
-    >>> top_features(["bias", "item=i1", "topic=c1"], [1.0, 1.0, 0.5], np.array([0.1, -2, 1]), 2)
-    [['item=i1', -2.0], ['topic=c1', 0.5]]
-    """
-    if weights is None:
-        return [[n, None] for n in names[:top]]
-    pairs = [(n, float(w) * v) for n, w, v in zip(names, weights, val, strict=True)]
-    pairs.sort(key=lambda nv: abs(nv[1]), reverse=True)
-    return [[n, c] for n, c in pairs[:top]]
 
 
 class Recommender:

@@ -56,6 +56,7 @@ CREATE TABLE IF NOT EXISTS meta_delta (
 ) WITHOUT ROWID;
 """
 _CHUNK = 500  # keys per SELECT ... IN (...), under SQLite's variable limit
+_ONE = "SELECT value FROM rows WHERE ns = ? AND key = ?"  # a read of a single key
 #: the store's layout version (``PRAGMA user_version``); 0: before model deltas
 STORE_SCHEMA = 1
 #: model blobs at least this large are written as deltas after a first whole write
@@ -153,6 +154,9 @@ class SQLiteStore:
             return self._read(namespace, keys)
 
     def _read(self, namespace: str, keys: Sequence[str]) -> list[bytes | None]:
+        if len(keys) == 1:  # a single read (a served profile or score): no batch around it
+            row = self.db.execute(_ONE, (namespace, keys[0])).fetchone()
+            return [None if row is None else row[0]]
         found: dict[str, bytes] = {}
         for start in range(0, len(keys), _CHUNK):
             chunk = keys[start : start + _CHUNK]
