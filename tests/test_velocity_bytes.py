@@ -92,11 +92,12 @@ def test_counting_through_bytes_gives_the_lists_of_counting_list_by_list(
     parts = [encode_lists(x) for x in lists]
     starts = np.cumsum([0] + [len(p) for p in parts])[:-1]
     times, values, lens = read_lists(b"".join(parts), starts, tracker.cap)
-    _run(
+    later = (
         np.array(slot[half:], np.int64), np.array(ts[half:], np.float64),
-        np.array(monetary[half:], np.bool_), np.array(items[half:], np.int64), last, n,
-        times, values, lens, np.array(tracker.windows, np.float64), tracker.cap, True, _NO_READS,
+        np.array(monetary[half:], np.bool_), np.array(items[half:], np.int64),
     )  # fmt: skip
+    params = (np.array(tracker.windows, np.float64), tracker.cap, True)
+    _run(later, (last, n), (times, values, lens), params, _NO_READS)
     blob, _ = write_lists(times, values, lens)
     assert decode_lists(blob) == [tuple(x) for x in expected]
     assert blob == msgspec.msgpack.encode(expected)

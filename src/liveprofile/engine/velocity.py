@@ -120,10 +120,10 @@ def count_velocity(
     if scorer is not None:
         wanted = np.array([scorer.wants(k) for k in risk.kinds], np.bool_)[kinds]
         reads = (exists, ev.value[applied].astype(np.float64), np.zeros((len(applied), 6)))
+    items = risk.crc[ev.icode[applied]].astype(np.int64)
     _run(
-        slot.astype(np.int64), ts, monetary, risk.crc[ev.icode[applied]].astype(np.int64),
-        last, counts, times, values, lens, np.array(tracker.windows, np.float64),
-        tracker.cap, risk.velocity, reads,
+        (slot.astype(np.int64), ts, monetary, items), (last, counts), (times, values, lens),
+        (np.array(tracker.windows, np.float64), tracker.cap, risk.velocity), reads,
     )  # fmt: skip
     if risk.velocity:
         blob, offsets = write_lists(times, values, lens)
@@ -189,10 +189,11 @@ def count_lists(
     last = np.zeros(m) if last is None else last
     n = np.zeros(m, np.int64) if n is None else n
     windows = np.array(tracker.windows, np.float64)
-    _run(
+    counted = (
         np.asarray(slot, np.int64), np.asarray(ts, np.float64), np.asarray(monetary, np.bool_),
-        np.asarray(items, np.int64), last, n, times, values, lens, windows, cap, True, _NO_READS,
+        np.asarray(items, np.int64),
     )  # fmt: skip
+    _run(counted, (last, n), (times, values, lens), (windows, cap, True), _NO_READS)
     # back to lists: each kind's entries in one flat run again, then cut user by user
     runs = []
     for k in range(3):
@@ -235,11 +236,18 @@ def _size(group: tuple[Any, list[int]]) -> int:
 
 
 @numba.njit(cache=True, nogil=True)
-def _run(slot, ts, monetary, items, last, n, times, values, lens, windows, cap, counting, reads):  # type: ignore[no-untyped-def]
+def _run(events, users, lists, params, reads):  # type: ignore[no-untyped-def]
     """Count event ``k`` (of user ``slot[k]``, at ``ts[k]``) into its user's lists, in order
-    (with ``counting``; else the lists are only read). ``reads``: (whether each user has a
-    profile, each event's value (NaN: none), a row per event for the anomaly detector's
-    reading of it, :func:`_reading`), or empty arrays for no readings."""
+    (with ``counting``; else the lists are only read). ``events``: (slot, ts, monetary, item
+    CRC or -1) per event; ``users``: (last event time, event count) per user, updated;
+    ``lists``: (times, values, lens) of the three lists per user, updated; ``params``:
+    (windows, cap, counting). ``reads``: (whether each user has a profile, each event's value
+    (NaN: none), a row per event for the anomaly detector's reading of it, :func:`_reading`),
+    or empty arrays for no readings."""
+    slot, ts, monetary, items = events
+    last, n = users
+    times, values, lens = lists
+    windows, cap, counting = params
     w_events, w_purchases, w_items = windows[0], windows[1], windows[2]
     et, pt, it = times[0], times[1], times[2]
     en, pn, ii = values[0], values[1], values[2]
@@ -268,14 +276,16 @@ def _run(slot, ts, monetary, items, last, n, times, values, lens, windows, cap, 
             elif lens[r, 2] > 0 and it[r, 0] <= cutoff:
                 lens[r, 2] = _prune(it[r], ii[r], lens[r, 2], cutoff)
         if read:
-            _reading(seen[k], t, at, et[r], en[r], pt[r], pn[r], it[r], lens[r], windows, cap)
+            _reading(seen[k], t, at, (et[r], en[r], pt[r], pn[r], it[r], lens[r]), windows, cap)
 
 
 @numba.njit(cache=True, nogil=True)
-def _reading(row, t, at, et, en, pt, pn, it, lens, windows, cap):  # type: ignore[no-untyped-def]
+def _reading(row, t, at, mine, windows, cap):  # type: ignore[no-untyped-def]
     """``AnomalyScorer`` features of an event at ``t`` (``row[3]``: its value, NaN for none;
-    ``row[5]``: the gap since the user's previous event, NaN for none) whose user's lists,
+    ``row[5]``: the gap since the user's previous event, NaN for none) whose user's lists
+    ``mine`` (events' times and counts, purchases' times and counts, items' times, lengths),
     counted, end at ``at``: the velocity counts over ``cap``, log value, hour, log gap."""
+    et, en, pt, pn, it, lens = mine
     counts = np.zeros(3)
     for q in range(lens[0]):
         if et[q] > at - windows[0]:
