@@ -47,7 +47,7 @@ from liveprofile.config import PipelineConfig
 from liveprofile.engine.changes import change_stream
 from liveprofile.errors import StoreLocked
 from liveprofile.profile.state import decode_profile
-from liveprofile.redis.entrykey import KEY_FIELD, Follower
+from liveprofile.redis.entrykey import FIRST_FIELD, KEY_FIELD, Follower
 from liveprofile.redis.fence import FencedRedisStore
 from liveprofile.redis.streams import stream_key
 from liveprofile.redis.worker import RedisWorker, WorkerOptions
@@ -55,6 +55,8 @@ from liveprofile.store.base import Rows
 
 #: the recovery tests' events, with segments that users enter (and leave) as they come
 events, config_file = recovery.events, recovery.config_file
+#: fields that name event entries, which differ from one run to another
+SKIPPED = (KEY_FIELD, FIRST_FIELD)
 SEGMENTS = CONFIG + '[segments]\nany = "events >= 1"\nrecent = "days_since_last_event < 1"\n'
 
 
@@ -90,13 +92,13 @@ def _entries(url: str, prefix: str, name: str) -> list[dict[str, str]]:
 
 
 def _fields(fields: Mapping[Any, Any], prefix: str) -> dict[str, str]:
-    """An entry's fields as text without its key (which names an event entry of ``prefix``),
-    the prefix in the source of a dead letter as ``PREFIX``."""
+    """An entry's fields as text without its key and its batch's first entry (which name
+    event entries of ``prefix``), the prefix in the source of a dead letter as ``PREFIX``."""
     text = {
         (k.decode() if isinstance(k, bytes) else k): v.decode() if isinstance(v, bytes) else v
         for k, v in fields.items()
     }
-    return {k: v.replace(f"{prefix}:", "PREFIX:") for k, v in text.items() if k != KEY_FIELD}
+    return {k: v.replace(f"{prefix}:", "PREFIX:") for k, v in text.items() if k not in SKIPPED}
 
 
 class Followed(GoesBackInTime):

@@ -187,7 +187,7 @@ class RedisWorker:
         ]
         self.state: PipelineState | None = None
         #: the stream and last entry of the batch being applied (its entries' keys)
-        self._made_at = ("", 0)
+        self._made_at = ("", 0, 0)
         self.consumer = options.consumer
         self.lock: WriterLock | None = None
         self._sleep = sleep
@@ -348,7 +348,7 @@ class RedisWorker:
             self.store.stage_ack(sb.stream, reader.group, sb.ids)
             if self.trim:  # the batch's entries but its last, once every group is done
                 self.store.stage_trim(sb.stream, format_offset(sb.offset))
-            self._made_at = (sb.stream, sb.offset)
+            self._made_at = (sb.stream, sb.offset, sb.first)
             fenced, seq = self.fenced, state.checkpoint.seq
             try:
                 with nullcontext() if fenced is None else fenced.fenced_by(self.fence_scope, seq):
@@ -366,8 +366,9 @@ class RedisWorker:
     def _emit(self, changes: Sequence[SegmentChange], erased: set[str]) -> None:
         if erased:
             stage_scrub(self.store, self.change_stream, erased)
-        keys = [entry_key(*self._made_at, k) for k in range(len(changes))]
-        stage_changes(self.store, self.change_stream, changes, keys)
+        source, end, first = self._made_at
+        keys = [entry_key(source, end, k) for k in range(len(changes))]
+        stage_changes(self.store, self.change_stream, changes, keys, format_offset(first))
 
     def _ack_applied(self, state: PipelineState, reader: StreamReader, sb: StreamBatch) -> None:
         """Acknowledge entries applied by an earlier commit (read again after a restart), if
