@@ -135,8 +135,10 @@ class RedisSink:
             pipe.xadd(stream, {FIELD: item.raw})
         keys = self._keys(len(rejected)) if rejected else []
         for bad, key in zip(rejected, keys, strict=True):
-            fields = {"raw": bad.raw, "reason": bad.reason, "source": SOURCE, KEY_FIELD: key}
-            pipe.xadd(self.deadletters, fields)
+            pipe.xadd(
+                self.deadletters,
+                {"raw": bad.raw, "reason": bad.reason, "source": SOURCE, KEY_FIELD: key},
+            )
         try:
             await pipe.execute()
         except redis.RedisError as exc:
