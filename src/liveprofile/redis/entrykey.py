@@ -41,8 +41,9 @@ changes taken for read ones (publish with ``appendfsync always`` to rule that ou
 
 from __future__ import annotations
 
+import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, cast
 
 import msgspec
@@ -219,3 +220,31 @@ class Follower:
             return True
         segment, change = fields.get("segment", ""), fields.get("change", "")
         return self.replays.fresh(source, end, start, user, segment, change)
+
+    def follow(self, poll: float = 0.5) -> Iterator[tuple[str, dict[str, str]] | None]:
+        """The entries new to this reader as they come (see :meth:`read`), and None each time
+        it has read all there was, before waiting ``poll`` seconds for more; never ends."""
+        while True:
+            before = self.after
+            yield from self.read()
+            if self.after == before:
+                yield None
+                time.sleep(poll)
+
+
+def tail(
+    follower: Follower, last: int, keep: Callable[[dict[str, str]], bool], poll: float = 0.5
+) -> Iterator[dict[str, str]]:
+    """The fields of the ``last`` entries ``keep`` accepts among those ``follower`` finds
+    now, then of each such entry as it comes, as ``tail -f``; never ends."""
+    backlog: deque[dict[str, str]] | None = deque(maxlen=last)
+    for entry in follower.follow(poll):
+        if entry is None:
+            if backlog is not None:
+                yield from backlog
+                backlog = None
+        elif keep(entry[1]):
+            if backlog is None:
+                yield entry[1]
+            else:
+                backlog.append(entry[1])
