@@ -47,6 +47,23 @@ def _u4(*values: int) -> bytes:
     return np.array(values, dtype="<u4").tobytes()
 
 
+#: the merge of the commit held in flight: rows 1 and 2 of model m, from (1.0, 2.0) to (3.0, 2.5)
+HELD = (_u4(1, 2), _f8(1.0, 2.0), _f8(3.0, 2.5), 8)
+
+
+def _model(store: FencedRedisStore, other: FencedRedisStore) -> None:
+    """Rows 1 and 2 of model m committed by ``store``'s partition t.0 as (1.0, 2.0); then
+    another worker's partition t.1 moves row 1 to 1.5 (``store`` then commits in the
+    background, :attr:`~FencedRedisStore.overlap`)."""
+    store.fence = ("t.0", 0)
+    store.stage_rows("model:m", _u4(1, 2), _f8(0.0, 0.0), _f8(1.0, 2.0), 8)
+    store.commit({}, {})
+    other.fence = ("t.1", 0)
+    other.stage_rows("model:m", _u4(1), _f8(1.0), _f8(1.5), 8)
+    other.commit({}, {})
+    store.overlap = True
+
+
 def test_overlapped_commits_land_in_order_and_reads_wait_for_them(server: RedisServer) -> None:
     store = FencedRedisStore(server.url, prefix=f"ov-{uuid.uuid4().hex[:6]}")
     store.overlap = True
@@ -120,16 +137,10 @@ def test_reads_beside_a_commit_in_flight_see_what_it_writes(server: RedisServer)
     try:
         store.commit({"profile": {"u1": b"old", "u2": b"kept"}, "keys:x": {"a": b""}}, {})
         store.commit({}, {"checkpoint@t.1": b"c1"})
-        store.fence = ("t.0", 0)
-        store.stage_rows("model:m", _u4(1, 2), _f8(0.0, 0.0), _f8(1.0, 2.0), 8)
-        store.commit({}, {})
-        other.fence = ("t.1", 0)  # another worker merges into row 1 meanwhile
-        other.stage_rows("model:m", _u4(1), _f8(1.0), _f8(1.5), 8)
-        other.commit({}, {})
-        store.overlap = True
+        _model(store, other)
         with writes_held(server.url):
             store.fence = ("t.0", 1)
-            store.stage_rows("model:m", _u4(1, 2), _f8(1.0, 2.0), _f8(3.0, 2.5), 8)
+            store.stage_rows("model:m", *HELD)
             rows = {"profile": {"u1": b"new", "u2": None}, "keys:x": {"a": None, "b": b""}}
             store.commit(rows, {"checkpoint@t.0": b"c0"})
             store.fence = None
@@ -192,16 +203,10 @@ def test_a_beside_read_of_the_model_reads_what_the_commit_lands(
             time.sleep(0.01)
 
     try:
-        store.fence = ("t.0", 0)
-        store.stage_rows("model:m", _u4(1, 2), _f8(0.0, 0.0), _f8(1.0, 2.0), 8)
-        store.commit({}, {})
-        other.fence = ("t.1", 0)
-        other.stage_rows("model:m", _u4(1), _f8(1.0), _f8(1.5), 8)
-        other.commit({}, {})
-        store.overlap = True
+        _model(store, other)
         with writes_held(server.url):
             store.fence = ("t.0", 1)
-            store.stage_rows("model:m", _u4(1, 2), _f8(1.0, 2.0), _f8(3.0, 2.5), 8)
+            store.stage_rows("model:m", *HELD)
             store.commit({}, {})
             store.fence = None
             store.release = land if lands else None
