@@ -25,7 +25,8 @@ and more entries had arrived since; then it ends later, and its changes come und
 on. So a segment change also carries the batch's first entry (:data:`FIRST_FIELD`): a batch
 that starts at or before the end of a batch already read replays the batches read from there
 on, and :class:`Follower` drops each of its changes that the reader already has from them (the
-last change read of that user and segment in those batches is the same one). What the longer
+last change read of that user and segment in those batches is the same one; it remembers the
+last :data:`REPLAY_WINDOW` batches with changes of each source). What the longer
 batch no longer makes (a user who entered in the lost batch and left again before the replayed
 one ended) is not taken back. Event entries lost with that second are never applied: a reader
 may have read changes they made, and a replayed batch that so ends before the lost one has its
