@@ -16,7 +16,7 @@ from pathlib import Path
 import redis
 import test_redis_scoped_recovery as recovery
 from redis_server import RedisServer
-from test_redis_exactly_once import Followed, _in_process
+from test_redis_exactly_once import Followed, _entries, _in_process
 from test_redis_scoped_recovery import CONFIG, Role
 
 from liveprofile.profile.state import decode_profile
@@ -77,11 +77,7 @@ def test_a_batch_made_again_over_more_entries_has_its_changes_read_once(
     plain, read = _changes(store.plain[changes]), _changes(store.followed[changes])
     # the first batch's changes were read before the server went back, and made again
     assert any(n > 1 for n in plain.values())
-    steady = Followed(url, prefix="longer-steady", keep=0, fail=0, silent=True)
-    steady.follow()
-    steady.reader.close()
-    steady.close()
-    assert read == _changes(steady.followed[changes])
+    assert read == _changes(_entries(url, "longer-steady", changes))
     assert set(read.values()) == {1}
     members = FencedRedisStore(url, prefix="longer")
     try:
