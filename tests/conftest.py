@@ -30,7 +30,9 @@ settings.load_profile("liveprofile")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     """One broker for every module that asks (each uses topics and consumer groups of its own
     names); a test that stops or restarts a broker starts its own on spare ports instead."""
-    b = Broker(tmp_path_factory.mktemp("kafka"), port=free_port(), controller_port=free_port())
+    data, port, controller = tmp_path_factory.mktemp("kafka"), free_port(), free_port()
+    # killed with pytest too when pytest is killed from outside (no stop then)
+    b = Broker(data, port=port, controller_port=controller, die_with_parent=True)
     b.start()
     try:
         yield b

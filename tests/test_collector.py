@@ -22,6 +22,7 @@ from redis_server import free_port, running
 from liveprofile import read_profile
 from liveprofile.errors import ProfileNotFound, StoreError
 from liveprofile.events.deadletter import read_dead_letters
+from liveprofile.redis.entrykey import KEY_FIELD, Follower
 from liveprofile.redis.streams import partition_of, stream_key
 
 TOKEN = "test-token-123"
@@ -121,6 +122,27 @@ def test_redis_rejected_events_reported_and_dead_lettered(
     letters = client.xrange("t:deadletters")[-4:]
     assert [f[b"reason"].decode() for _, f in letters] == [x["reason"] for x in out["rejected"]]
     assert json.loads(letters[0][1][b"raw"]) == body[1]
+
+
+def test_redis_dead_letters_are_keyed_so_that_a_resent_request_is_read_once(
+    redis_collector: Collector, client: redis.Redis
+) -> None:
+    """A pipeline sent again after a broken connection appends the request's dead letters
+    twice: a follower reads them once, and the next request's as new."""
+    after = client.xrevrange("t:deadletters", count=1)
+    start = after[0][0].decode() if after else "0-0"
+    bad = {"event_id": "x", "type": "view", "ts": 1}
+    assert len(redis_collector.post([bad, 7]).json()["rejected"]) == 2
+    sent = client.xrange("t:deadletters", f"({start}", "+")
+    keys = [f[KEY_FIELD.encode()].decode() for _, f in sent]
+    assert len(set(keys)) == 2 and all(k.startswith("http:") for k in keys)
+    for _, fields in sent:  # the same pipeline once more
+        client.xadd("t:deadletters", fields)
+    assert len(redis_collector.post([bad]).json()["rejected"]) == 1
+    read = Follower(client, "t:deadletters", after=start).read()
+    assert [f["reason"] for _, f in read] == [f[b"reason"].decode() for _, f in sent] + [
+        read[0][1]["reason"]
+    ]
 
 
 @pytest.mark.parametrize(

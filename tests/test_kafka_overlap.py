@@ -11,15 +11,12 @@ from __future__ import annotations
 import signal
 import threading
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import kafka_helpers as kh
 import msgspec
-import numpy as np
 import pytest
 import redis
 from redis_server import RedisServer
@@ -35,132 +32,6 @@ from liveprofile.kafka.worker import KafkaWorker, consumer_config
 from liveprofile.redis.fence import CommitFailed, FencedRedisStore
 from liveprofile.store.layout import check_config, read_checkpoint
 from liveprofile.store.scoped import ScopedStore
-
-
-@contextmanager
-def writes_held(url: str) -> Iterator[None]:
-    """Writes to the Redis at ``url`` wait inside (``CLIENT PAUSE WRITE``); reads go on."""
-    admin = redis.Redis.from_url(url)
-    admin.client_pause(120_000, all=False)
-    try:
-        yield
-    finally:
-        admin.client_unpause()
-        admin.close()
-
-
-def _f8(*values: float) -> bytes:
-    return np.array(values, dtype="<f8").tobytes()
-
-
-def _u4(*values: int) -> bytes:
-    return np.array(values, dtype="<u4").tobytes()
-
-
-def test_overlapped_commits_land_in_order_and_reads_wait_for_them(server: RedisServer) -> None:
-    store = FencedRedisStore(server.url, prefix=f"ov-{uuid.uuid4().hex[:6]}")
-    store.overlap = True
-    try:
-        for seq in range(30):
-            store.fence = ("t.0", seq)
-            store.commit({"profile": {"u1": str(seq).encode(), f"v{seq}": b"x"}}, {})
-            store.fence = None
-            # the same store's next use waits for the commit sent in the background
-            assert store.read("profile", ["u1", f"v{seq}"]) == [str(seq).encode(), b"x"]
-        store.fence = ("t.0", 30)
-        store.commit({"profile": {"u1": b"last"}}, {})
-        store.fence = None
-        assert store.fence_value("t.0") == 31
-        assert store.read("profile", ["u1"]) == [b"last"]
-    finally:
-        store.drop()
-        store.close()
-
-
-def test_a_failed_background_commit_names_its_partition(server: RedisServer) -> None:
-    prefix = f"ov-{uuid.uuid4().hex[:6]}"
-    first, stale = (
-        FencedRedisStore(server.url, prefix=prefix),
-        FencedRedisStore(server.url, prefix=prefix),
-    )
-    stale.overlap = True
-    try:
-        first.fence = stale.fence = ("t.3", 0)  # both loaded the partition at seq 0
-        first.commit({"profile": {"u1": b"first"}}, {})
-        stale.commit({"profile": {"u1": b"stale"}}, {})  # returns: sent in the background
-        with pytest.raises(CommitFailed) as failed:
-            stale.fence_value("t.3")  # waits for the commit in flight
-        assert failed.value.scope == "t.3" and failed.value.fenced_out
-        stale.fence = None
-        assert stale.read("profile", ["u1"]) == [b"first"]  # reported once, then usable
-        assert stale.fence_value("t.3") == 1
-    finally:
-        first.drop()
-        first.close()
-        stale.close()
-
-
-def test_a_commit_redis_never_got_is_reported(tmp_path: Path) -> None:
-    own = RedisServer(tmp_path, appendonly=False)
-    own.start()
-    store = FencedRedisStore(own.url, prefix="gone")
-    store.overlap = True
-    try:
-        assert store.fence_value("t.0") == 0
-        own.stop(signal.SIGKILL)
-        store.fence = ("t.0", 0)
-        store.commit({"profile": {"u1": b"lost"}}, {})
-        with pytest.raises(CommitFailed) as failed:
-            store.settle()
-        assert failed.value.scope == "t.0" and not failed.value.fenced_out
-        assert "cannot commit" in str(failed.value)
-    finally:
-        own.stop()
-        store.close()
-
-
-def test_reads_beside_a_commit_in_flight_see_what_it_writes(server: RedisServer) -> None:
-    """Rows, key sets, other partitions' blobs and the shared model's rows are read while a
-    commit is still in flight, and read what the store holds once it has landed."""
-    prefix = f"ov-{uuid.uuid4().hex[:6]}"
-    store, other = (
-        FencedRedisStore(server.url, prefix=prefix),
-        FencedRedisStore(server.url, prefix=prefix),
-    )
-    try:
-        store.commit({"profile": {"u1": b"old", "u2": b"kept"}, "keys:x": {"a": b""}}, {})
-        store.commit({}, {"checkpoint@t.1": b"c1"})
-        store.fence = ("t.0", 0)
-        store.stage_rows("model:m", _u4(1, 2), _f8(0.0, 0.0), _f8(1.0, 2.0), 8)
-        store.commit({}, {})
-        other.fence = ("t.1", 0)  # another worker merges into row 1 meanwhile
-        other.stage_rows("model:m", _u4(1), _f8(1.0), _f8(1.5), 8)
-        other.commit({}, {})
-        store.overlap = True
-        with writes_held(server.url):
-            store.fence = ("t.0", 1)
-            store.stage_rows("model:m", _u4(1, 2), _f8(1.0, 2.0), _f8(3.0, 2.5), 8)
-            rows = {"profile": {"u1": b"new", "u2": None}, "keys:x": {"a": None, "b": b""}}
-            store.commit(rows, {"checkpoint@t.0": b"c0"})
-            store.fence = None
-            assert store.in_flight() == "t.0"
-            assert other.read("profile", ["u1", "u2"]) == [b"old", b"kept"]  # not landed
-            profiles = store.read("profile", ["u1", "u2", "u3"])
-            keys = store.read("keys:x", ["a", "b"])
-            blob = store.get_meta("checkpoint@t.1")
-            model = store.read_rows("model:m", _u4(0, 1, 2), 8)
-            assert store.in_flight() == "t.0"  # none of those waited for it
-        assert profiles == [b"new", None, None] and keys == [None, b""] and blob == b"c1"
-        # row 1 moved from 1.0 to 1.5 meanwhile: the batch's difference (2.0) is added
-        assert np.frombuffer(model).tolist() == [0.0, 3.5, 2.5]
-        store.settle()
-        assert other.read_rows("model:m", _u4(0, 1, 2), 8) == model  # as landed
-        assert other.read("profile", ["u1", "u2", "u3"]) == profiles
-        assert other.read("keys:x", ["a", "b"]) == keys
-    finally:
-        store.drop()
-        store.close()
-        other.close()
 
 
 def stored_offset(url: str, topic: str) -> int:

@@ -47,19 +47,22 @@ from liveprofile.config import PipelineConfig
 from liveprofile.engine.changes import change_stream
 from liveprofile.errors import StoreLocked
 from liveprofile.profile.state import decode_profile
-from liveprofile.redis.entrykey import KEY_FIELD, Follower
+from liveprofile.redis.entrykey import FIRST_FIELD, KEY_FIELD, Follower
 from liveprofile.redis.fence import FencedRedisStore
+from liveprofile.redis.store import RedisStore
 from liveprofile.redis.streams import stream_key
 from liveprofile.redis.worker import RedisWorker, WorkerOptions
 from liveprofile.store.base import Rows
 
 #: the recovery tests' events, with segments that users enter (and leave) as they come
 events, config_file = recovery.events, recovery.config_file
+#: fields that name event entries, which differ from one run to another
+SKIPPED = (KEY_FIELD, FIRST_FIELD)
 SEGMENTS = CONFIG + '[segments]\nany = "events >= 1"\nrecent = "days_since_last_event < 1"\n'
 
 
 def _in_process(
-    url: str, prefix: str, role: Role, store: FencedRedisStore, config: str, **options: Any
+    url: str, prefix: str, role: Role, store: RedisStore, config: str, **options: Any
 ) -> RedisWorker:
     settings = WorkerOptions(
         prefix, role.partitions, consumer=role.consumer, batch_size=BATCH, block_ms=50,
@@ -90,13 +93,13 @@ def _entries(url: str, prefix: str, name: str) -> list[dict[str, str]]:
 
 
 def _fields(fields: Mapping[Any, Any], prefix: str) -> dict[str, str]:
-    """An entry's fields as text without its key (which names an event entry of ``prefix``),
-    the prefix in the source of a dead letter as ``PREFIX``."""
+    """An entry's fields as text without its key and its batch's first entry (which name
+    event entries of ``prefix``), the prefix in the source of a dead letter as ``PREFIX``."""
     text = {
         (k.decode() if isinstance(k, bytes) else k): v.decode() if isinstance(v, bytes) else v
         for k, v in fields.items()
     }
-    return {k: v.replace(f"{prefix}:", "PREFIX:") for k, v in text.items() if k != KEY_FIELD}
+    return {k: v.replace(f"{prefix}:", "PREFIX:") for k, v in text.items() if k not in SKIPPED}
 
 
 class Followed(GoesBackInTime):
@@ -244,6 +247,50 @@ def test_a_stalled_worker_without_scope_cannot_commit_after_its_replacement(
     with contextlib.suppress(StoreLocked):  # its lease taken over, once its commit failed
         _run(url, prefix, ALONE, store, CONFIG)
     assert store.commits >= 3
+    _same_store(url, prefix, unscoped)
+
+
+class Stalls(RedisWorker):
+    """A worker that stalls after reading its third batch, while ``meanwhile`` runs."""
+
+    def __init__(self, meanwhile: Callable[[], None], *args: Any) -> None:
+        super().__init__(*args)
+        self.meanwhile, self.batches = meanwhile, 0
+
+    def _check_follows(self, *args: Any) -> None:
+        super()._check_follows(*args)
+        self.batches += 1
+        if self.batches == 3:
+            self.meanwhile()
+
+
+def test_a_worker_built_on_a_plain_store_is_fenced(
+    server: RedisServer, events: Path, unscoped: dict[str, Any]
+) -> None:
+    """As the stalled worker above, both built in Python on plain RedisStores."""
+    url, prefix = server.url, "plain"
+    published = _publish(url, prefix, events)
+    rival = _in_process(url, prefix, ALONE, RedisStore(url, prefix=prefix), CONFIG)
+    assert isinstance(rival.store, FencedRedisStore)
+
+    def replace() -> None:
+        try:
+            rival.run(max_idle_polls=3)
+        finally:
+            rival.client.close()
+
+    plain = RedisStore(url, prefix=prefix)
+    first = _in_process(url, prefix, ALONE, plain, CONFIG)  # its options and client
+    stalls = Stalls(replace, first.config, plain, first.client, first.options)
+    try:
+        with contextlib.suppress(StoreLocked):
+            stalls.run(max_idle_polls=3)
+    finally:
+        stalls.client.close()
+    assert stalls.batches >= 3
+    ckpt = _checkpoint(url, prefix, None)  # not the stalled worker's, on its third batch
+    assert ckpt is not None
+    assert ckpt.events + ckpt.duplicates + ckpt.dead_letters == published
     _same_store(url, prefix, unscoped)
 
 

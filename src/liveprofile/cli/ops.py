@@ -163,16 +163,37 @@ def status(
 @_prefix_option
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON Lines instead of a table.")
+@click.option(
+    "--follow",
+    is_flag=True,
+    help="Read the PREFIX:deadletters stream instead: the latest, then each new one as it "
+    "comes, one a line, until Ctrl-C.",
+)
+@click.option(
+    "--poll", type=click.FloatRange(min=0.01), default=0.5, show_default=True,
+    help="With --follow, seconds between reads when there is nothing new.",
+)  # fmt: skip
 @_fail_cleanly
-def redis_dead_letters(url: str, prefix: str, limit: int, as_json: bool) -> None:
+def redis_dead_letters(
+    url: str, prefix: str, limit: int, as_json: bool, follow: bool, poll: float
+) -> None:
     """List the dead letters a Redis worker stored under PREFIX, with their reasons.
 
     The key names the rejected stream entry; pass it to `liveprofile redrive --key`.
 
+    With --follow the command reads the PREFIX:deadletters stream, which the workers and the
+    HTTP collector append to, and prints each dead letter once, also after a Redis without
+    durable writes lost its last second and the worker made those dead letters again. Its
+    "key" is then the entry's key (SOURCE/ENTRY-ID/INDEX), not the redrive key.
+
     \b
-    Example:
+    Examples:
       liveprofile redis-dead-letters --redis redis://127.0.0.1:6379/0 --prefix shop
+      liveprofile redis-dead-letters --prefix shop --follow --json
     """
+    if follow:
+        _follow_dead_letters(url, prefix, limit, as_json, poll)
+        return
     from liveprofile.redis.ops import list_dead_letters
     from liveprofile.redis.store import RedisStore
     from liveprofile.store.layout import DEAD_LETTERS
@@ -193,6 +214,24 @@ def redis_dead_letters(url: str, prefix: str, limit: int, as_json: bool) -> None
     for key, letter in letters:
         table.add_row(key, letter.reason, letter.raw[:120])
     Console().print(table)
+
+
+def _follow_dead_letters(url: str, prefix: str, limit: int, as_json: bool, poll: float) -> None:
+    from liveprofile.redis.entrykey import Follower, tail
+    from liveprofile.redis.store import RedisStore
+
+    store = RedisStore(url, prefix=prefix)
+    try:
+        follower = Follower(store.client, f"{prefix}:deadletters")
+        for f in tail(follower, limit, lambda _: True, poll):
+            if as_json:
+                click.echo(json.dumps({k: f.get(k) for k in ("key", "source", "reason", "raw")}))
+            else:
+                click.echo(f"{f.get('source')}  {f.get('reason')}  {f.get('raw', '')[:120]}")
+    except KeyboardInterrupt:
+        return
+    finally:
+        store.close()
 
 
 @click.command()

@@ -150,13 +150,43 @@ def export(name: str, store: str, out: str) -> None:
     "--limit", type=click.IntRange(min=1), default=50, show_default=True, help="Latest N."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON Lines instead of a table.")
+@click.option(
+    "--follow",
+    is_flag=True,
+    help="Then print each new change as it comes, one a line, until Ctrl-C (a Redis store).",
+)
+@click.option(
+    "--poll", type=click.FloatRange(min=0.01), default=0.5, show_default=True,
+    help="With --follow, seconds between reads when there is nothing new.",
+)  # fmt: skip
 @_fail_cleanly
-def changes(store: str, segment: str | None, user: str | None, limit: int, as_json: bool) -> None:
+def changes(
+    store: str,
+    segment: str | None,
+    user: str | None,
+    limit: int,
+    as_json: bool,
+    follow: bool,
+    poll: float,
+) -> None:
     """Show the latest segment enters and exits.
 
     They come from the JSON Lines file beside an embedded store (STORE.segments.jsonl) or from
     the PREFIX:segment-changes stream of a Redis store, which applications can also consume.
+
+    With --follow (a Redis store only) the command keeps reading the stream and prints each
+    change once, also after a Redis without durable writes lost its last second and the worker
+    made those changes again (the keys of liveprofile.redis.entrykey).
+
+    \b
+    Example:
+      liveprofile segments changes --store 'redis://127.0.0.1:6379/0?prefix=shop' --follow
     """
+    if follow:
+        if not store.startswith("redis://"):
+            raise click.UsageError("--follow reads the change stream of a Redis store (redis://)")
+        _follow(store, segment, user, limit, as_json, poll)
+        return
     found: list[dict[str, Any]]
     if store.startswith("redis://"):
         from liveprofile.engine.changes import change_stream, read_stream_changes
@@ -188,3 +218,29 @@ def changes(store: str, segment: str | None, user: str | None, limit: int, as_js
     for c in found:
         table.add_row(_when(c["ts"]), c["segment"], c["user_id"], c["change"])
     Console().print(table)
+
+
+def _follow(
+    store: str, segment: str | None, user: str | None, limit: int, as_json: bool, poll: float
+) -> None:
+    from liveprofile.engine.changes import change_stream
+    from liveprofile.redis.entrykey import Follower, tail
+    from liveprofile.redis.store import RedisStore
+
+    def keep(c: dict[str, str]) -> bool:
+        return (segment is None or c["segment"] == segment) and (
+            user is None or c["user_id"] == user
+        )
+
+    backend = RedisStore(store)
+    try:
+        for c in tail(Follower(backend.client, change_stream(backend.prefix)), limit, keep, poll):
+            change: dict[str, Any] = {**c, "ts": float(c["ts"])}
+            if as_json:
+                click.echo(json.dumps(change))
+            else:
+                click.echo(f"{_when(change['ts'])}  {c['segment']}  {c['user_id']}  {c['change']}")
+    except KeyboardInterrupt:
+        return
+    finally:
+        backend.close()

@@ -14,7 +14,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from liveprofile.errors import SourceError
 from liveprofile.events.sources import CsvSource, read_item_tags
+
+#: where MovieLens is downloaded from (``ml-latest-small`` is the small one)
+DOWNLOAD = "https://grouplens.org/datasets/movielens/"
 
 MAPPING = {
     "user_id": "userId",
@@ -40,7 +44,13 @@ def movielens_source(
     ratings: str | os.PathLike[str], *, first_genre_category: bool = False
 ) -> CsvSource:
     """A source over a MovieLens ``ratings.csv``; genres come from ``movies.csv`` beside it
-    (the first one as the category with ``first_genre_category``)."""
+    (the first one as the category with ``first_genre_category``); a :class:`SourceError`
+    saying where MovieLens comes from if there is no such file."""
+    if not Path(ratings).is_file():
+        raise SourceError(
+            f"no MovieLens ratings at {ratings}: pass the ratings.csv of a MovieLens download "
+            f"(such as ml-latest-small, from {DOWNLOAD}), with its movies.csv beside it"
+        )
     movies = Path(ratings).with_name("movies.csv")
     tags = read_item_tags(movies, "movieId", "genres") if movies.exists() else {}
     kind = _FirstGenreSource if first_genre_category else CsvSource

@@ -37,7 +37,7 @@ import redis
 from liveprofile.errors import StoreError
 from liveprofile.events.deadletter import os_reason
 from liveprofile.profile.segments import SegmentChange
-from liveprofile.redis.entrykey import KEY_FIELD
+from liveprofile.redis.entrykey import FIRST_FIELD, KEY_FIELD
 from liveprofile.redis.store import RedisStore
 
 #: most changes kept in a Redis change stream (approximate trimming)
@@ -155,13 +155,20 @@ def change_stream(prefix: str) -> str:
 
 
 def stage_changes(
-    store: RedisStore, stream: str, changes: Sequence[SegmentChange], keys: Sequence[str]
+    store: RedisStore,
+    stream: str,
+    changes: Sequence[SegmentChange],
+    keys: Sequence[str],
+    first: str,
 ) -> None:
     """Append ``changes`` to ``stream`` as part of the store's next commit, each with its
-    de-duplication key (:mod:`liveprofile.redis.entrykey`)."""
+    de-duplication key and its batch's first entry id ``first``
+    (:mod:`liveprofile.redis.entrykey`)."""
     for c, key in zip(changes, keys, strict=True):
         fields = {"segment": c.segment, "user_id": c.user_id, "change": c.change, "ts": repr(c.ts)}
-        store.stage_append(stream, {**fields, KEY_FIELD: key}, maxlen=STREAM_MAXLEN)
+        store.stage_append(
+            stream, {**fields, KEY_FIELD: key, FIRST_FIELD: first}, maxlen=STREAM_MAXLEN
+        )
 
 
 def stage_scrub(store: RedisStore, stream: str, users: Collection[str]) -> None:

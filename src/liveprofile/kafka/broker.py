@@ -6,6 +6,9 @@ The broker's jars come from Maven Central through the POM next to this module
 ``~/.cache/liveprofile/kafka-VERSION``). :class:`Broker` writes ``server.properties`` into its
 data directory, formats the KRaft storage on first start, runs ``java kafka.Kafka`` detached
 (its pid in ``broker.pid``, its output in ``broker.log``) and waits until the broker answers.
+With ``die_with_parent`` (test fixtures) the broker is killed when the thread that started it
+ends, its process killed from outside included (Linux ``PR_SET_PDEATHSIG``); ``liveprofile
+kafka start`` leaves it running after the command.
 
 >>> b = Broker("/tmp/lp-kafka-doc", port=19092)
 >>> b.bootstrap, b.controller_port
@@ -17,14 +20,17 @@ False
 from __future__ import annotations
 
 import base64
+import ctypes
 import logging
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -89,12 +95,15 @@ class Broker:
         controller_port: int | None = None,
         partitions: int = 4,
         heap_mb: int = 512,
+        die_with_parent: bool = False,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.port = port
         self.controller_port = controller_port or port + 1
         self.partitions = partitions
         self.heap_mb = heap_mb
+        #: kill the broker when the thread that starts it ends (see the module)
+        self.die_with_parent = die_with_parent
         #: the broker process when this object started it (kept: it is reaped on stop)
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -189,6 +198,7 @@ class Broker:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                preexec_fn=_dies_with(os.getpid()) if self.die_with_parent else None,
             )
         self._proc = proc
         self.pid_file.write_text(str(proc.pid))
@@ -241,6 +251,25 @@ class Broker:
             self._proc.wait()
         self._proc = None
         return True
+
+
+#: ``prctl`` option: the signal a process gets when the thread that forked it ends
+PR_SET_PDEATHSIG = 1
+
+
+def _dies_with(parent: int) -> Callable[[], None]:
+    """What a child runs before it starts its program, so that it gets SIGKILL when the thread
+    that forked it in ``parent`` ends (or at once, if ``parent`` has already gone)."""
+    if not sys.platform.startswith("linux"):
+        raise KafkaError("die_with_parent needs Linux (prctl PR_SET_PDEATHSIG)")
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here, before the fork
+
+    def tie() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # died between the fork and the prctl
+            os._exit(1)
+
+    return tie
 
 
 def _alive(pid: int) -> bool:

@@ -26,11 +26,12 @@ checkpoint, item statistics, pending examples and segments. With ``run.shared_mo
 default) scoped workers train one model per task together, as Kafka workers do
 (:mod:`liveprofile.kafka.shared_model`): each batch reads back the coordinates it touches and
 merges its changes in its own commit, fenced per scope (:mod:`liveprofile.redis.fence`; the
-store must then be a :class:`~liveprofile.redis.fence.FencedRedisStore`). A worker without a
-scope keeps its model as one blob, as a replay does. On a fenced store (``liveprofile worker``
-always uses one) every worker's commits are fenced, a worker without a scope by the key
-``{prefix}:fence:``: a worker that stalled past its lease, or whose consumer name a second
-process took over, cannot commit on the state it loaded once another has moved it on.
+store is a :class:`~liveprofile.redis.fence.FencedRedisStore`). A worker without a scope
+keeps its model as one blob, as a replay does. Every worker's commits are fenced (a worker given
+a plain :class:`RedisStore` commits through a fenced store of its own on the same server and
+prefix), a worker without a scope by the key ``{prefix}:fence:``: a worker that stalled past
+its lease, or whose consumer name a second process took over, cannot commit on the state it
+loaded once another has moved it on.
 
 Durability: run Redis with ``appendonly yes``. With ``appendfsync always`` nothing acknowledged
 is lost. With ``appendfsync everysec`` a crash of the machine (or of a server whose fsync lags)
@@ -50,7 +51,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,7 +88,6 @@ from liveprofile.store.layout import (
     DEAD_LETTERS,
     check_config,
     decode_checkpoint,
-    read_checkpoint,
 )
 from liveprofile.store.lock import WriterLock, writer_lock
 from liveprofile.store.scoped import ScopedStore
@@ -136,6 +135,8 @@ class RedisWorker:
     ``client`` reads the streams; ``store`` holds the state. The worker turns off redis-py's own
     retries on both clients and retries itself, reloading its state from the store each time.
     ``run`` returns after ``max_idle_polls`` consecutive empty reads, or when ``stop`` is set.
+    Given a plain :class:`RedisStore`, the worker commits through a fenced store of its own on
+    the same server and prefix (:attr:`store`), closed when ``run`` returns.
     """
 
     def __init__(
@@ -151,17 +152,19 @@ class RedisWorker:
         if not options.partitions:
             raise ValueError("a worker needs at least one partition")
         self.config = config
-        self.store = store
+        #: whether :attr:`store` is the worker's own, made from a plain RedisStore
+        self._owned = type(store) is RedisStore
+        if self._owned:
+            store = FencedRedisStore(store.url, prefix=store.prefix)
+        if not isinstance(store, FencedRedisStore):
+            raise TypeError(f"a RedisWorker needs a FencedRedisStore, not {type(store).__name__}")
+        self.store: FencedRedisStore = store
         self.options = options
         scope, prefix = options.scope, options.prefix
         #: where this worker's state lives: the whole store, or its scope of a shared one
         self.view: Store = store if scope is None else ScopedStore(store, scope)
         #: one model per task shared with other scoped workers (``run.shared_model``)
         self.shared = scope is not None and config.run.shared_model
-        if self.shared and not isinstance(store, FencedRedisStore):
-            raise TypeError("scoped workers with run.shared_model need a FencedRedisStore")
-        #: the store that fences this worker's commits (every worker's, on a fenced store)
-        self.fenced = store if isinstance(store, FencedRedisStore) else None
         #: the scope of the fence: the worker's, or "" without one (key ``{prefix}:fence:``)
         self.fence_scope = scope or ""
         #: each task's shared model as this worker last read it
@@ -187,7 +190,7 @@ class RedisWorker:
         ]
         self.state: PipelineState | None = None
         #: the stream and last entry of the batch being applied (its entries' keys)
-        self._made_at = ("", 0)
+        self._made_at = ("", 0, 0)
         self.consumer = options.consumer
         self.lock: WriterLock | None = None
         self._sleep = sleep
@@ -204,6 +207,8 @@ class RedisWorker:
             if self.lock is not None:
                 self.lock.release()
                 self.lock = None
+            if self._owned:
+                self.store.close()
 
     def _consume(self, max_idle_polls: int | None, stop: threading.Event | None) -> RunStats:
         stats = RunStats()
@@ -275,7 +280,7 @@ class RedisWorker:
             state = PipelineState.load(self.view, self.config)
             if self.shared:
                 self._share(state)
-            elif self.fenced is not None:
+            else:
                 self._align(state)
             for reader in self.readers:
                 reader.ensure_group()
@@ -287,9 +292,9 @@ class RedisWorker:
 
     def _share(self, state: PipelineState) -> None:
         """Put the store's shared models in ``state`` and check the scope's fence."""
-        assert self.fenced is not None and isinstance(self.view, ScopedStore)
-        share_models(self.fenced, self.view, state, self.models)
-        fence = self.fenced.fence_value(self.view.scope)
+        assert isinstance(self.view, ScopedStore)
+        share_models(self.store, self.view, state, self.models)
+        fence = self.store.fence_value(self.view.scope)
         if fence != state.checkpoint.seq:
             raise StateVersionError(
                 f"the fence of scope {self.view.scope} is at {fence}, its checkpoint at "
@@ -300,12 +305,11 @@ class RedisWorker:
     def _align(self, state: PipelineState) -> None:
         """Start the fence where the checkpoint just loaded is (see
         :func:`~liveprofile.redis.acks.align_fence`); the state is stale if it moved since."""
-        assert self.fenced is not None
         blob = self.view.get_meta(CHECKPOINT)
         seq = state.checkpoint.seq
         if (0 if blob is None else decode_checkpoint(blob).seq) != seq:
             raise _StaleState
-        key = self.fenced.fence_key(self.fence_scope)
+        key = self.store.fence_key(self.fence_scope)
         meta_key = f"{self.store.prefix}:meta"
         if not align_fence(self.client, meta_key, self.options.scope, blob, key, seq):
             raise _StaleState
@@ -348,10 +352,9 @@ class RedisWorker:
             self.store.stage_ack(sb.stream, reader.group, sb.ids)
             if self.trim:  # the batch's entries but its last, once every group is done
                 self.store.stage_trim(sb.stream, format_offset(sb.offset))
-            self._made_at = (sb.stream, sb.offset)
-            fenced, seq = self.fenced, state.checkpoint.seq
+            self._made_at = (sb.stream, sb.offset, sb.first)
             try:
-                with nullcontext() if fenced is None else fenced.fenced_by(self.fence_scope, seq):
+                with self.store.fenced_by(self.fence_scope, state.checkpoint.seq):
                     apply_batch(
                         self.core, state, self.view, sb.stream, batch, stats, extra, self._emit
                     )
@@ -366,8 +369,9 @@ class RedisWorker:
     def _emit(self, changes: Sequence[SegmentChange], erased: set[str]) -> None:
         if erased:
             stage_scrub(self.store, self.change_stream, erased)
-        keys = [entry_key(*self._made_at, k) for k in range(len(changes))]
-        stage_changes(self.store, self.change_stream, changes, keys)
+        source, end, first = self._made_at
+        keys = [entry_key(source, end, k) for k in range(len(changes))]
+        stage_changes(self.store, self.change_stream, changes, keys, format_offset(first))
 
     def _ack_applied(self, state: PipelineState, reader: StreamReader, sb: StreamBatch) -> None:
         """Acknowledge entries applied by an earlier commit (read again after a restart), if
@@ -381,14 +385,10 @@ class RedisWorker:
             raise _StaleState
 
     def _check_follows(self, state: PipelineState, reader: StreamReader, sb: StreamBatch) -> None:
-        """Guard against a store that lost commits behind this worker's back (a Redis crash
-        without durable writes, reached again through the client's own retries; a fenced
-        commit checks that at its fence), and against a batch that skips entries another
-        reader was delivered (:meth:`StreamReader.skips`): fenced or not, its commit would
-        follow the checkpoint, and the entries skipped would count as applied. Reloaded, the
-        worker reads them first."""
-        if self.fenced is None and read_checkpoint(self.view).seq != state.checkpoint.seq:
-            raise _StaleState
+        """Guard against a batch that skips entries another reader was delivered
+        (:meth:`StreamReader.skips`): its commit would follow the checkpoint (a store that lost
+        commits behind this worker's back is caught at the fence), and the entries skipped
+        would count as applied. Reloaded, the worker reads them first."""
         if reader.skips(state.checkpoint.offsets.get(sb.stream, 0), sb.first):
             raise _StaleState
 

@@ -13,6 +13,7 @@ import logging
 import queue
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -26,7 +27,8 @@ from liveprofile.errors import ConfigError, StoreError
 from liveprofile.events.deadletter import DeadLetter
 from liveprofile.events.schema import Event
 from liveprofile.events.sources import Batch
-from liveprofile.redis.streams import FIELD, partition_of, stream_key
+from liveprofile.redis.entrykey import KEY_FIELD, entry_key
+from liveprofile.redis.streams import FIELD, SEQ_BITS, partition_of, stream_key
 from liveprofile.store import open_store
 from liveprofile.store.layout import check_config, default_changes, default_dead_letters
 
@@ -96,7 +98,12 @@ class Sink(Protocol):
 
 
 class RedisSink:
-    """Pipelines one XADD per event (and per dead letter) for each request."""
+    """Pipelines one XADD per event (and per dead letter) for each request.
+
+    A request's dead letters are keyed ``http:SINK/MS-N/INDEX`` (:mod:`liveprofile.redis.entrykey`):
+    SINK names this sink (one collector process), MS-N grows with each request that has dead
+    letters (the time in milliseconds, or one more than the last), INDEX is the letter's place
+    in the request."""
 
     status = 200
 
@@ -104,6 +111,13 @@ class RedisSink:
         self.settings = settings
         self.client = aioredis.Redis.from_url(settings.url)
         self.deadletters = f"{settings.prefix}:deadletters"
+        self.source = f"{SOURCE}:{uuid.uuid4().hex[:16]}"
+        self._last = 0
+
+    def _keys(self, count: int) -> list[str]:
+        """The keys of a request's ``count`` dead letters, above every key made before."""
+        self._last = max(self._last + 1, int(time.time() * 1000) << SEQ_BITS)
+        return [entry_key(self.source, self._last, i) for i in range(count)]
 
     async def start(self) -> None:
         return None
@@ -119,8 +133,12 @@ class RedisSink:
         for item in accepted:
             stream = stream_key(prefix, partition_of(item.event.user, partitions))
             pipe.xadd(stream, {FIELD: item.raw})
-        for bad in rejected:
-            pipe.xadd(self.deadletters, {"raw": bad.raw, "reason": bad.reason, "source": SOURCE})
+        keys = self._keys(len(rejected)) if rejected else []
+        for bad, key in zip(rejected, keys, strict=True):
+            pipe.xadd(
+                self.deadletters,
+                {"raw": bad.raw, "reason": bad.reason, "source": SOURCE, KEY_FIELD: key},
+            )
         try:
             await pipe.execute()
         except redis.RedisError as exc:
