@@ -21,6 +21,7 @@ import numpy as np
 from liveprofile.engine import behaviour
 from liveprofile.engine import layout as L
 from liveprofile.engine.codes import CodeTables
+from liveprofile.engine.countmaps import KeyOrders, count_maps
 from liveprofile.engine.lazyprofiles import ProfileMap
 from liveprofile.engine.profilerows import KernelBytes
 from liveprofile.engine.records import Items, Users
@@ -35,6 +36,8 @@ _FLOATS = ("anchor", "first_ts", "last_ts", "monetary", "last_purchase_ts", "val
 assert _FLOATS == L.PROFILE_FLOATS
 #: the names of each code table's event types, topics and items, for :func:`row_fields`
 _names: WeakKeyDictionary[CodeTables, tuple[Names, Names, Names]] = WeakKeyDictionary()
+#: the key orders of each code table's count dicts, for :func:`count_maps`
+_orders: WeakKeyDictionary[CodeTables, KeyOrders] = WeakKeyDictionary()
 
 
 def _no_purchase(p: Profile) -> list[float]:
@@ -145,7 +148,7 @@ def store_users(
     touched = np.flatnonzero(U.touched)
     # the touched rows as Python values, one conversion per field rather than per row; the
     # dicts and lists made by msgspec from the rows written as MessagePack (see rowbytes)
-    pf_l, pi_l, count_l, first_l = (a[touched].tolist() for a in (U.pf, U.pi, U.count, U.first))
+    pf_l, pi_l = U.pf[touched].tolist(), U.pi[touched].tolist()
     known = _names.get(tables)
     if known is None:
         known = _names[tables] = (Names(), Names(), Names())
@@ -163,12 +166,29 @@ def store_users(
         fields, blob, offsets = row_fields_bytes(U, touched, *tables_names)
         if kept is not None:
             kept.keep(blob, offsets, [users[r] for r in touched.tolist()], fields)
-    last_l, scored_l = (a[touched].tolist() for a in scores)
+    rows = touched.tolist()
+    got = dict.get  # the profiles as they are (see lazyprofiles.peek): every field is written
+    before = [got(profiles, users[r]) for r in rows]
+    # examples and positives: written from the rows, in each old dict's key order (countmaps)
+    orders = _orders.get(tables)
+    if orders is None or orders.names != names:
+        orders = _orders[tables] = KeyOrders(names)
+    code = orders.code
+    codes = [(0, 0) if p is None else (code(p.examples), code(p.positives)) for p in before]
+    codes_a = np.array(codes, np.int64).reshape(len(rows), 2)
+    odd = codes_a.min(axis=1) < 0  # a key that is not a task: left to _counted
+    maps = count_maps(U, touched, np.maximum(codes_a, 0), orders)
+    odd_l = odd.tolist()
+    last, scored = scores
+    last_t = last[touched]
+    scored_l = scored[touched].tolist()
+    rescored = (last_t == last_t).any(axis=1).tolist()  # a row with no new score keeps its scores
+    last_l = last_t.tolist()
     out: set[str] = set()
-    for j, r in enumerate(touched.tolist()):
+    for j, r in enumerate(rows):
         user = users[r]
         out.add(user)
-        p = dict.get(profiles, user)  # as it is (see lazyprofiles.peek): every field is written
+        p = before[j]
         f, i = pf_l[j], pi_l[j]
         if p is None:
             p = profiles[user] = Profile(user=user, anchor=f[0], first_ts=f[1], last_ts=f[2])
@@ -176,10 +196,15 @@ def store_users(
         if f[L.P_LASTPUR] != f[L.P_LASTPUR]:
             p.last_purchase_ts = None
         p.n, p.purchases, p.value_n = i[L.P_N], i[L.P_PURCHASES], i[L.P_VN]
-        counts, ticks = count_l[j], first_l[j]
-        p.examples = _counted(p.examples, names, counts[L.C_EXAMPLES], ticks[L.C_EXAMPLES])
-        p.positives = _counted(p.positives, names, counts[L.C_POSITIVES], ticks[L.C_POSITIVES])
-        p.scores = _counted(p.scores, names, last_l[j], scored_l[j], zero=True)
+        if odd_l[j]:
+            counts, ticks = U.count[r].tolist(), U.first[r].tolist()
+            p.examples = _counted(p.examples, names, counts[L.C_EXAMPLES], ticks[L.C_EXAMPLES])
+            p.positives = _counted(p.positives, names, counts[L.C_POSITIVES], ticks[L.C_POSITIVES])
+        else:
+            x = maps[j]
+            p.examples, p.positives = x.examples, x.positives
+        if rescored[j]:
+            p.scores = _counted(p.scores, names, last_l[j], scored_l[j], zero=True)
         if hold is not None:
             hold(user, p, blob[begins[j] : ends[j]], starts[j])
             continue
