@@ -77,21 +77,18 @@ class SharedLearner:
         kinds, starts, idx, val, ys = ops.arrays()
         idx = np.bitwise_and(idx, self.inner.mask)
         arrays = self.inner.arrays()
-        wide = [a for a in arrays.values() if a.size > 1]
+        rows = self.inner.rows()  # the arrays indexed by feature, a row per coordinate
         single = {name: a for name, a in arrays.items() if a.size == 1}
         touched = self._touched(idx)
         indices = touched.astype("<u4").tobytes()
-        width = 8 * len(wide)
+        width = 8 * rows.shape[1]
         blob = self.store.read_rows(self.namespace, indices, width)
-        before = np.frombuffer(blob, dtype="<f8").reshape(touched.size, len(wide))
-        for k, a in enumerate(wide):
-            a[touched] = before[:, k]
+        before = np.frombuffer(blob, dtype="<f8").reshape(touched.size, rows.shape[1])
+        rows[touched] = before
         fields = [f"{name}:0" for name in single]
         before_single = self._read_single(single, fields)
         out = self.inner.run_arrays(kinds, starts, idx, val, ys)
-        after = np.empty_like(before)
-        for k, a in enumerate(wide):
-            after[:, k] = a[touched]
+        after = rows[touched]
         changed = np.flatnonzero((after != before).any(axis=1))
         if changed.size:
             self.store.stage_rows(
