@@ -101,7 +101,7 @@ def batch_events(
     tables.intern(
         batch_users,
         [*batch_items, *recent_items],
-        [*flat_topics, *(c for c in cols.category if c is not None), *interest_keys],
+        [*flat_topics, *interest_keys],  # the topics hold every category
         [*cols.type, *stored_kinds],
     )
     ucode, icode, tcode = tables.users.code, tables.items.code, tables.topics.code
