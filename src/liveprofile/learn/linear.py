@@ -281,8 +281,8 @@ class _HashedLinear:
 
     def rows(self) -> npt.NDArray[np.float64]:
         """The arrays indexed by feature (those of :meth:`arrays` as long as the index space, in
-        its order) as one ``(2**bits, k)`` view: row ``i`` is coordinate ``i``'s values, as a
-        shared model stores them (:mod:`liveprofile.kafka.shared_model`)."""
+        its order) as one C-contiguous ``(2**bits, k)`` view: row ``i`` is coordinate ``i``'s
+        values, as a shared model stores them (:mod:`liveprofile.kafka.shared_model`)."""
         raise NotImplementedError
 
     def set_arrays(self, arrays: Mapping[str, F64]) -> None:
@@ -399,4 +399,4 @@ class LogisticOGD(_HashedLinear):
         return {"w": self.w, "t": self.t}
 
     def rows(self) -> npt.NDArray[np.float64]:
-        return self.w[:, None]
+        return self.w.reshape(-1, 1)
