@@ -10,8 +10,9 @@ is :class:`.compiled.CompiledStep`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from itertools import repeat
+from collections.abc import Iterable, Sequence
+from itertools import compress, repeat
+from operator import is_not
 from typing import Any, cast
 
 import numpy as np
@@ -98,34 +99,59 @@ def batch_events(
         interest_keys.extend(p.interests)
         recent_items.extend(p.behaviour_items)
         interest_keys.extend(p.behaviour_categories)
+    # the batch's kinds and topics are mostly known: looked up once, only the rest interned
+    kinds, topics = tables.types.code, tables.topics.code
+    kind_code, tp_code = _known(kinds, cols.type), _known(topics, flat_topics)
+    new_kinds, new_topics = _unknown(cols.type, kind_code), _unknown(flat_topics, tp_code)
     tables.intern(
         batch_users,
         [*batch_items, *recent_items],
-        [*flat_topics, *(c for c in cols.category if c is not None), *interest_keys],
-        [*cols.type, *stored_kinds],
+        [*new_topics, *interest_keys],  # the topics hold every category
+        [*new_kinds, *stored_kinds],
     )
-    ucode, icode, tcode = tables.users.code, tables.items.code, tables.topics.code
+    if new_kinds:
+        kind_code = _known(kinds, cols.type)
+    if new_topics:
+        tp_code = _known(topics, flat_topics)
+    ucode, icode = tables.users.code, tables.items.code
     # None (no item, no category) is no key: its code is -1
-    item_or_none, topic_or_none = cast(_Codes, icode).get, cast(_Codes, tcode).get
+    item_or_none = cast(_Codes, icode).get
     ev_ucode = np.fromiter(map(ucode.__getitem__, cols.user), np.int64, n)
     ev_icode = np.fromiter(map(item_or_none, cols.item_id, repeat(-1)), np.int64, n)
     u_codes = np.fromiter(map(ucode.__getitem__, batch_users), np.int64, len(batch_users))
     user_row = np.full(len(tables.users), -1, np.int64)
     user_row[u_codes] = np.arange(len(u_codes))
+    tp_start = np.array(topic_starts, np.int64)
+    # an event's category is its first topic
+    has_category = np.fromiter(map(is_not, cols.category, repeat(None)), np.bool_, n)
+    cat = np.full(n, -1, np.int64)
+    cat[has_category] = tp_code[tp_start[:-1][has_category]]
     ev = Events(
         ok=ok,
         urow=user_row[ev_ucode],
         ucode=ev_ucode,
         irow=ev_icode,  # items keep their codes as rows
         icode=ev_icode,
-        type=np.fromiter(map(tables.types.code.__getitem__, cols.type), np.int64, n),
+        type=kind_code,
         ts=cols.ts,
         value=cols.value,
-        cat=np.fromiter(map(topic_or_none, cols.category, repeat(-1)), np.int64, n),
-        tp_start=np.array(topic_starts, np.int64),
-        tp_code=np.fromiter(map(tcode.__getitem__, flat_topics), np.int64, len(flat_topics)),
+        cat=cat,
+        tp_start=tp_start,
+        tp_code=tp_code,
     )
     return ev, user_row
+
+
+def _known(codes: dict[str, int], values: Sequence[str]) -> I64:
+    """The code of each of ``values`` (-1: none yet)."""
+    return np.fromiter(map(codes.get, values, repeat(-1)), np.int64, len(values))
+
+
+def _unknown(values: Sequence[str], codes: I64) -> list[str]:
+    """The ``values`` whose ``codes`` are -1, in order."""
+    if not codes.size or codes.min() >= 0:
+        return []
+    return list(compress(values, (codes < 0).tolist()))
 
 
 def buffers(

@@ -32,7 +32,7 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate, chain, compress, repeat
-from operator import add, is_not
+from operator import add, is_, is_not, sub
 from typing import cast, overload
 
 import numpy as np
@@ -116,19 +116,19 @@ class EventColumns(Sequence[Event]):
         >>> EventColumns.of([Event("e1", "u", "view", 1.0, category="c"),
         ...                  Event("e2", "u", "view", 2.0)]).topics()
         (['c'], [0, 1, 1])
+        >>> EventColumns.of([Event("e1", "u", "view", 1.0, tags=("a", "b")),
+        ...                  Event("e2", "u", "view", 2.0, category="c", tags=("a",))]).topics()
+        (['a', 'b', 'c', 'a'], [0, 2, 4])
         """
         if not any(self.tags):  # no tags (the common batch): the categories, a few C calls
             has = list(map(is_not, self.category, repeat(None)))
             cats = list(compress(cast(Sequence[str], self.category), has))
             return cats, list(accumulate(has, initial=0))
-        if None not in self.category:  # each event's (category, *tags), joined in C
-            each = list(map(add, zip(cast(Sequence[str], self.category)), self.tags))
-            return list(chain.from_iterable(each)), list(accumulate(map(len, each), initial=0))
-        flat: list[str] = []
-        starts = [0]
-        for c, g in zip(self.category, self.tags, strict=True):
-            if c is not None:
-                flat.append(c)
-            flat.extend(g)
-            starts.append(len(flat))
-        return flat, starts
+        # each event's (category, *tags), joined in C; a missing category is left out
+        each = list(map(add, zip(self.category), self.tags))
+        flat = list(chain.from_iterable(each))
+        if None not in self.category:
+            return flat, list(accumulate(map(len, each), initial=0))
+        missing = map(is_, self.category, repeat(None))
+        flat = list(compress(flat, map(is_not, flat, repeat(None))))
+        return flat, list(accumulate(map(sub, map(len, each), missing), initial=0))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from operator import lt
 from typing import Any, cast
 
 import msgspec
@@ -141,17 +142,10 @@ def apply_records(
     state, p = owned.state, owned.partition
     name = source_name(topic, p)
     start = state.checkpoint.offsets.get(name, -1)
-    offsets: list[int] = []
-    values: list[bytes] = []
-    last = start - 1
-    for offset, value in records:
-        if offset <= last:  # applied already (a replay or a seek race)
-            continue
-        last = offset
-        offsets.append(offset)
-        values.append(value or b"")
+    offsets, values = _new_records(records, start)
     if not offsets:
         return None
+    last = offsets[-1]
     dead_rows: dict[str, bytes | None] = {}
     columns = plain_columns(values)  # the common batch: all plain, read at once
     if columns is not None:
@@ -168,6 +162,37 @@ def apply_records(
     with store.fenced_by(owned.view.scope, state.checkpoint.seq):
         apply_batch(owned.core, state, owned.view, name, batch, stats, extra)
     return batch
+
+
+def _new_records(
+    records: Iterable[tuple[int, bytes | None]], start: int
+) -> tuple[list[int], list[bytes]]:
+    """The offsets and values (b"" for none) of ``records`` from offset ``start`` on, each
+    offset once: a record at or below one already taken was applied already (a replay or a
+    seek race).
+
+    >>> _new_records([(5, b"a"), (6, None), (7, b"c")], 0)
+    ([5, 6, 7], [b'a', b'', b'c'])
+    >>> _new_records([(3, b"x"), (4, b"y"), (4, b"y"), (2, b"z"), (6, b"w")], 4)
+    ([4, 6], [b'y', b'w'])
+    >>> _new_records([(8, b"a"), (9, b"b")], 9), _new_records([], 0)
+    (([9], [b'b']), ([], []))
+    """
+    pairs = list(records)
+    if not pairs:
+        return [], []
+    offsets, values = (list(column) for column in zip(*pairs, strict=True))
+    if offsets[0] >= start and all(map(lt, offsets, offsets[1:])) and None not in values:
+        return offsets, cast(list[bytes], values)  # the usual poll: new, in order, with values
+    kept: list[int] = []
+    kept_values: list[bytes] = []
+    last = start - 1
+    for offset, value in pairs:
+        if offset > last:
+            last = offset
+            kept.append(offset)
+            kept_values.append(value or b"")
+    return kept, kept_values
 
 
 def _parse(

@@ -53,21 +53,55 @@ def _weight(kind: int, p: float, y: float) -> float:
 
 
 @numba.njit(cache=True, nogil=True)
-def _merge(idx, val, s, e, ui, uv):  # type: ignore[no-untyped-def]
+def _merge(idx, val, s, e, ui, uv, slots):  # type: ignore[no-untyped-def]
     """Copy example ``[s, e)`` into ``ui``/``uv`` with colliding indices added up, so an
-    example is the sparse vector x of Algorithm 1 whatever the hashing did; returns its size."""
+    example is the sparse vector x of Algorithm 1 whatever the hashing did; returns its size.
+
+    Indices keep the order of their first occurrence and values are added in the example's
+    order. ``slots`` (zeros, a power of two longer than the example) is an open-addressed
+    table of positions in ``ui`` plus one, keyed by the index's low bits (indices are hashes
+    already); it is left zeroed."""
+    mask = slots.shape[0] - 1
     m = 0
     for j in range(s, e):
         i = idx[j]
-        for q in range(m):
+        h = i & mask
+        while True:
+            q = slots[h] - 1
+            if q < 0:
+                slots[h] = m + 1
+                ui[m] = i
+                uv[m] = val[j]
+                m += 1
+                break
             if ui[q] == i:
                 uv[q] += val[j]
                 break
-        else:
-            ui[m] = i
-            uv[m] = val[j]
-            m += 1
+            h = (h + 1) & mask
+    for q in range(m):
+        h = ui[q] & mask
+        while slots[h] != 0:
+            slots[h] = 0
+            h = (h + 1) & mask
     return m
+
+
+@numba.njit(cache=True, nogil=True)
+def _room(e_s, ui, uv, w, slots):  # type: ignore[no-untyped-def]
+    """Scratch arrays for an example of ``e_s`` features: the given ones when they are long
+    enough, else new ones twice that long (``slots``: a power of two above twice that)."""
+    if e_s <= ui.shape[0]:
+        return ui, uv, w, slots
+    size = 2 * e_s
+    table = 1
+    while table < 2 * size:
+        table *= 2
+    return (
+        np.empty(size, dtype=np.int64),
+        np.empty(size),
+        np.empty(size),
+        np.zeros(table, dtype=np.int64),
+    )
 
 
 @numba.njit(cache=True, nogil=True)
@@ -80,32 +114,30 @@ def _ftrl_weight(zi: float, ni: float, alpha: float, beta: float, l1: float, l2:
 
 
 @numba.njit(cache=True, nogil=True)
-def _ftrl_weights(z, n, alpha, beta, l1, l2, idx, out):  # type: ignore[no-untyped-def]
+def _ftrl_weights(zn, alpha, beta, l1, l2, idx, out):  # type: ignore[no-untyped-def]
     """The weight of each of the coordinates ``idx``, into ``out``."""
     for j in range(idx.shape[0]):
         i = idx[j]
-        out[j] = _ftrl_weight(z[i], n[i], alpha, beta, l1, l2)
+        out[j] = _ftrl_weight(zn[i, 0], zn[i, 1], alpha, beta, l1, l2)
 
 
 @numba.njit(cache=True, nogil=True)
-def _ftrl_run(z, n, alpha, beta, l1, l2, kinds, starts, idx, val, ys, out):  # type: ignore[no-untyped-def]
-    size = 64
-    w = np.empty(size)
-    ui = np.empty(size, dtype=np.int64)
-    uv = np.empty(size)
+def _ftrl_run(zn, alpha, beta, l1, l2, kinds, starts, idx, val, ys, out):  # type: ignore[no-untyped-def]
+    """Algorithm 1 over a batch of operations; ``zn`` holds each coordinate's ``z`` and ``n``
+    side by side, so the two share a cache line."""
+    w = np.empty(64)
+    ui = np.empty(64, dtype=np.int64)
+    uv = np.empty(64)
+    slots = np.zeros(256, dtype=np.int64)
     for k in range(kinds.shape[0]):
         s = starts[k]
         e = starts[k + 1]
-        if e - s > size:
-            size = 2 * (e - s)
-            w = np.empty(size)
-            ui = np.empty(size, dtype=np.int64)
-            uv = np.empty(size)
-        m = _merge(idx, val, s, e, ui, uv)
+        ui, uv, w, slots = _room(e - s, ui, uv, w, slots)
+        m = _merge(idx, val, s, e, ui, uv, slots)
         wx = 0.0
         for j in range(m):
             i = ui[j]
-            wi = _ftrl_weight(z[i], n[i], alpha, beta, l1, l2)
+            wi = _ftrl_weight(zn[i, 0], zn[i, 1], alpha, beta, l1, l2)
             w[j] = wi
             wx += wi * uv[j]
         p = _sigmoid(wx)
@@ -116,10 +148,10 @@ def _ftrl_run(z, n, alpha, beta, l1, l2, kinds, starts, idx, val, ys, out):  # t
             for j in range(m):
                 i = ui[j]
                 gi = g * uv[j]
-                ni = n[i]
+                ni = zn[i, 1]
                 sigma = (math.sqrt(ni + gi * gi) - math.sqrt(ni)) / alpha
-                z[i] += gi - sigma * w[j]
-                n[i] = ni + gi * gi
+                zn[i, 0] += gi - sigma * w[j]
+                zn[i, 1] = ni + gi * gi
 
 
 @numba.njit(cache=True, nogil=True)
@@ -247,6 +279,12 @@ class _HashedLinear:
     def arrays(self) -> dict[str, F64]:
         raise NotImplementedError
 
+    def rows(self) -> npt.NDArray[np.float64]:
+        """The arrays indexed by feature (those of :meth:`arrays` as long as the index space, in
+        its order) as one C-contiguous ``(2**bits, k)`` view: row ``i`` is coordinate ``i``'s
+        values, as a shared model stores them (:mod:`liveprofile.kafka.shared_model`)."""
+        raise NotImplementedError
+
     def set_arrays(self, arrays: Mapping[str, F64]) -> None:
         for name, current in self.arrays().items():
             current[:] = arrays[name]
@@ -275,15 +313,22 @@ class FTRLProximal(_HashedLinear):
         if alpha <= 0 or beta < 0 or l1 < 0 or l2 < 0:
             raise ValueError("FTRL needs alpha > 0 and non-negative beta, l1, l2")
         self.alpha, self.beta, self.l1, self.l2 = float(alpha), float(beta), float(l1), float(l2)
-        self.z = np.zeros(1 << bits)
-        self.n = np.zeros(1 << bits)
+        #: each coordinate's ``z`` and ``n`` side by side (one cache line for both)
+        self.zn = np.zeros((1 << bits, 2))
+
+    @property
+    def z(self) -> F64:
+        return self.zn[:, 0]
+
+    @property
+    def n(self) -> F64:
+        return self.zn[:, 1]
 
     def run_arrays(self, kinds: Any, starts: Any, idx: Any, val: Any, ys: Any) -> F64:
         out = np.empty(kinds.shape[0])
         self._note(kinds, starts, idx)
         _ftrl_run(
-            self.z,
-            self.n,
+            self.zn,
             self.alpha,
             self.beta,
             self.l1,
@@ -302,7 +347,7 @@ class FTRLProximal(_HashedLinear):
         uses them."""
         j = np.bitwise_and(np.asarray(idx, dtype=np.int64), self.mask)
         out = np.empty(j.shape[0])
-        _ftrl_weights(self.z, self.n, self.alpha, self.beta, self.l1, self.l2, j, out)
+        _ftrl_weights(self.zn, self.alpha, self.beta, self.l1, self.l2, j, out)
         return out
 
     def params(self) -> dict[str, float | int]:
@@ -316,6 +361,9 @@ class FTRLProximal(_HashedLinear):
 
     def arrays(self) -> dict[str, F64]:
         return {"z": self.z, "n": self.n}
+
+    def rows(self) -> npt.NDArray[np.float64]:
+        return self.zn
 
 
 class LogisticOGD(_HashedLinear):
@@ -349,3 +397,6 @@ class LogisticOGD(_HashedLinear):
 
     def arrays(self) -> dict[str, F64]:
         return {"w": self.w, "t": self.t}
+
+    def rows(self) -> npt.NDArray[np.float64]:
+        return self.w.reshape(-1, 1)

@@ -33,16 +33,17 @@ from liveprofile.learn.metrics import Prequential
 
 
 @numba.njit(cache=True, nogil=True)
-def _linreg_run(w, g2, stats, lr, l2, kinds, starts, idx, val, ys, out):  # type: ignore[no-untyped-def]
+def _linreg_run(wg, stats, lr, l2, kinds, starts, idx, val, ys, out):  # type: ignore[no-untyped-def]
     """Squared loss on the standardised target ``(y - mean) / std`` with per-coordinate
     (AdaGrad) step sizes; ``stats`` holds the count, mean and sum of squared deviations of the
-    targets learned so far (Welford), so predictions are ``mean + std * w . x``."""
+    targets learned so far (Welford), so predictions are ``mean + std * w . x``; ``wg`` holds
+    each coordinate's ``w`` and ``g2`` side by side."""
     for k in range(kinds.shape[0]):
         s = starts[k]
         e = starts[k + 1]
         wx = 0.0
         for j in range(s, e):
-            wx += w[idx[j]] * val[j]
+            wx += wg[idx[j], 0] * val[j]
         std = math.sqrt(stats[2] / stats[0]) if stats[0] > 1.0 and stats[2] > 0.0 else 1.0
         kind = kinds[k]
         out[k] = stats[1] + std * wx if kind & 1 else np.nan
@@ -51,9 +52,9 @@ def _linreg_run(w, g2, stats, lr, l2, kinds, starts, idx, val, ys, out):  # type
             g = wx - (y - stats[1]) / std
             for j in range(s, e):
                 i = idx[j]
-                gi = g * val[j] + l2 * w[i]
-                g2[i] += gi * gi
-                w[i] -= lr * gi / math.sqrt(g2[i] + 1e-8)
+                gi = g * val[j] + l2 * wg[i, 0]
+                wg[i, 1] += gi * gi
+                wg[i, 0] -= lr * gi / math.sqrt(wg[i, 1] + 1e-8)
             stats[0] += 1.0
             delta = y - stats[1]
             stats[1] += delta / stats[0]
@@ -74,9 +75,17 @@ class LinearOGD(_HashedLinear):
         if lr <= 0 or l2 < 0:
             raise ValueError("linreg needs lr > 0 and l2 >= 0")
         self.lr, self.l2 = float(lr), float(l2)
-        self.w = np.zeros(1 << bits)
-        self.g2 = np.zeros(1 << bits)
+        #: each coordinate's weight and sum of squared gradients side by side (one cache line)
+        self.wg = np.zeros((1 << bits, 2))
         self.stats = np.zeros(3)  # targets learned, their mean, sum of squared deviations
+
+    @property
+    def w(self) -> F64:
+        return self.wg[:, 0]
+
+    @property
+    def g2(self) -> F64:
+        return self.wg[:, 1]
 
     def _value(self, x: Mapping[Hashable, float], kind: int, y: float) -> float:
         ops = OpBatch()
@@ -95,7 +104,7 @@ class LinearOGD(_HashedLinear):
     def run_arrays(self, kinds: Any, starts: Any, idx: Any, val: Any, ys: Any) -> F64:
         out = np.empty(kinds.shape[0])
         self._note(kinds, starts, idx)
-        _linreg_run(self.w, self.g2, self.stats, self.lr, self.l2, kinds, starts, idx, val, ys, out)
+        _linreg_run(self.wg, self.stats, self.lr, self.l2, kinds, starts, idx, val, ys, out)
         return out
 
     def params(self) -> dict[str, float | int]:
@@ -103,6 +112,9 @@ class LinearOGD(_HashedLinear):
 
     def arrays(self) -> dict[str, F64]:
         return {"w": self.w, "g2": self.g2, "stats": self.stats}
+
+    def rows(self) -> npt.NDArray[np.float64]:
+        return self.wg
 
 
 @runtime_checkable
