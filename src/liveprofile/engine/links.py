@@ -10,9 +10,10 @@ makes due), writes the rows concerned back to their profiles, lets the Python li
 erase or delete them, reloads the rows, and points the later events of the anonymous ids whose
 link changed at the user they now belong to. Links are rare in a stream (about one event in a
 hundred in a shop where visitors log in at their first purchase), so the bulk of the events run
-compiled. The commonest login, a visitor into a user id without a profile, needs no stop: in a
-batch without commands or TTL the kernel folds it itself
-(:mod:`liveprofile.engine.loginrun`), and the batch stops only where the lifecycle must run.
+compiled. The commonest login, a visitor into a user id without a profile, needs no stop in a
+batch without commands or TTL: the kernel folds it itself (:mod:`liveprofile.engine.loginrun`).
+A login into a user who has a profile merges the rows in place at its stop
+(:mod:`liveprofile.engine.foldinto`), with no profile written back or read.
 
 The velocity counts and anomaly scores of the events, in the batch's order, are
 :class:`~liveprofile.engine.riskcounts.RiskCounts`' (:mod:`liveprofile.engine.riskcounts`).
@@ -42,6 +43,7 @@ import numpy.typing as npt
 from liveprofile.engine import kernel
 from liveprofile.engine import layout as L
 from liveprofile.engine.codes import CodeTables
+from liveprofile.engine.foldinto import fold_profile
 from liveprofile.engine.foldnew import fold_visitor
 from liveprofile.engine.lifecycle import StepResult
 from liveprofile.engine.loginrun import fast_logins, run_with_folds
@@ -151,6 +153,7 @@ class Stops:
         self._run: Callable[..., None] | None = None
         self._advance: Callable[..., None] | None = None
         self._fold_rows: Callable[..., None] | None = None
+        self._fold_into: Callable[..., None] | None = None
         self._folding: Callable[..., Any] | None = None
         self._by_visitor: tuple[I64, I64] | None = None
 
@@ -221,10 +224,11 @@ class Stops:
             self._change(e, [user], lambda: base._erase(state, user, out, before))
             return
         if anon is not None and anon != user and aliases.get(anon) != user:
-            assert anon is not None
             a: str = anon
-            if event.type not in COMMANDS and fold_visitor(self, e, a, user, ts, ttl):
-                self._expire_at(e, ttl)  # a user without a profile: folded on the rows
+            if event.type not in COMMANDS and (
+                fold_visitor(self, e, a, user, ts, ttl) or fold_profile(self, e, a, user, ts, ttl)
+            ):
+                self._expire_at(e, ttl)  # folded on the rows
                 return
             wm = float(self.params.fp[L.FP_WATERMARK])
             folds: dict[int, Any] = {}
@@ -328,15 +332,10 @@ class Stops:
             one = None
         else:
             one = load_users(self.tables, self.state.profiles, [p.user], ResidentUsers(0))
-        fields = {}
+            U = self.widen({name: getattr(one, name).shape[-1] for name in Users._fields})
         for name in Users._fields:
             a = getattr(U, name)
             src = None if one is None else getattr(one, name)[0]
-            if src is not None and a.ndim == 2 and src.shape[0] > a.shape[1]:
-                wide = np.zeros((a.shape[0], src.shape[0]), a.dtype)
-                wide[:, : a.shape[1]] = a
-                a = wide
-                fields[name] = a
             a[r] = -1 if name == "first" else 0
             if name == "pf":
                 a[r, L.P_LASTPUR] = np.nan
@@ -346,8 +345,20 @@ class Stops:
                 else:
                     a[r] = src
         U.touched[r] = touched
+
+    def widen(self, widths: dict[str, int]) -> Users:
+        """The user rows with the two-dimensional arrays named in ``widths`` at least that
+        wide (a merged profile may hold more key outcomes than the rows have room for)."""
+        U, fields = self.U, {}
+        for name, width in widths.items():
+            a = getattr(U, name)
+            if a.ndim == 2 and width > a.shape[1]:
+                wide = np.zeros((a.shape[0], width), a.dtype)
+                wide[:, : a.shape[1]] = a
+                fields[name] = wide
         if fields:
             self.U = U._replace(**fields)
+        return self.U
 
     def _follow(self, anon: str, e: int) -> None:
         """Point the events after ``e`` of visitor ``anon``, and the outcomes of its pending
