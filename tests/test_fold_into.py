@@ -3,33 +3,38 @@ the state of the same logins merged by ``merge_profiles`` on the profile objects
 
 The streams are ``test_fold_new``'s with every user known before the login (or some), so
 that the logins fold a visitor into a profile: with late and re-sent events, erasures,
-visitors' events after their login, TTL expiry, velocity counts and the anomaly detector, in
-batches cut anywhere.
+visitors' events after their login, operators' ``$merge`` of users and visitors into users,
+TTL expiry, velocity counts and the anomaly detector, in batches cut anywhere.
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_compiled_lifecycle import command
 from test_fold_new import assert_same, split, stream
 
 from liveprofile.engine import links
 from liveprofile.events import Event
+from liveprofile.events.schema import MERGE
 
 
 @contextmanager
 def counted() -> Iterator[list[int]]:
-    """How many logins ``foldinto.fold_profile`` was asked to fold, and folded."""
+    """How many logins and merges ``foldinto.fold_profile`` was asked to fold, how many it
+    folded, and how many of those were merges."""
     real = links.fold_profile
-    taken = [0, 0]
+    taken = [0, 0, 0]
 
     def fold_profile(*args: object) -> bool:
         done = real(*args)  # type: ignore[arg-type]
         taken[0] += 1
         taken[1] += done
+        taken[2] += done and bool(args[-1])
         return done
 
     links.fold_profile = fold_profile  # type: ignore[assignment]
@@ -37,6 +42,19 @@ def counted() -> Iterator[list[int]]:
         yield taken
     finally:
         links.fold_profile = real  # type: ignore[assignment]
+
+
+def with_merges(events: list[Event], seed: int, merges: int = 8) -> list[Event]:
+    """``events`` with operators' merges: a user or a visitor into a user."""
+    rnd = random.Random(seed)
+    users = sorted({e.user for e in events if e.anonymous_id is None})
+    everyone = sorted({e.user for e in events} | {e.anonymous_id or e.user for e in events})
+    out = list(events)
+    for k in range(merges):
+        at = rnd.randrange(1, len(out))
+        into, folded = rnd.choice(users), rnd.choice(everyone)
+        out.insert(at, command(out[at - 1], MERGE, into, folded, f"merge-{k}"))
+    return out
 
 
 @settings(max_examples=25, deadline=None)
@@ -47,12 +65,23 @@ def counted() -> Iterator[list[int]]:
     velocity=st.booleans(),
     ttl=st.sampled_from(["", "1d"]),
     anomaly=st.booleans(),
+    merges=st.integers(0, 8),
 )
 def test_logins_into_profiles_folded_on_rows_give_merge_profiles_state(
-    seed: int, known: int, cuts: list[int], velocity: bool, ttl: str, anomaly: bool
+    seed: int, known: int, cuts: list[int], velocity: bool, ttl: str, anomaly: bool, merges: int
 ) -> None:
-    events = stream(seed, known=known)
+    events = with_merges(stream(seed, known=known), seed, merges)
     assert_same(split(events, cuts), ttl=ttl, velocity=velocity, anomaly=anomaly)
+
+
+def test_merges_are_folded_on_rows() -> None:
+    events = with_merges(stream(8, visitors=12, known=12, n=400), 8, merges=20)
+    for velocity, anomaly in ((True, False), (False, False), (True, True)):
+        for size in (29, 100_000):
+            with counted() as taken:
+                assert_same(split(events, list(range(size, len(events), size))),
+                            velocity=velocity, anomaly=anomaly)  # fmt: skip
+            assert taken[2] > 0, "merges into users with a profile are folded on the rows"
 
 
 def test_logins_into_profiles_are_folded_on_rows() -> None:
@@ -62,7 +91,7 @@ def test_logins_into_profiles_are_folded_on_rows() -> None:
             with counted() as taken:
                 assert_same(split(events, list(range(size, len(events), size))),
                             velocity=velocity, anomaly=anomaly)  # fmt: skip
-            asked, folded = taken
+            asked, folded, _ = taken
             assert folded > 0, "logins into users with a profile are folded on the rows"
             assert folded >= asked // 2, taken
 
@@ -85,5 +114,5 @@ def test_a_visitor_with_more_interests_and_outcomes_than_the_rows_hold() -> None
     with counted() as taken:
         assert_same([user, visit, [login]])
         assert_same([[*user, *visit, login]])
-    asked, folded = taken
+    asked, folded, _ = taken
     assert folded == asked > 0

@@ -18,8 +18,9 @@ The velocity counts go as at the stop: the two users' events before the login ar
 their own lists (with an anomaly detector, every event before it, :meth:`Stops._stop`), and the
 visitor's lists are merged into the user's (:meth:`RiskTracker.merge_counts`).
 
-Anything else (either id linked already, a visitor with aliases, either profile idle past the
-TTL) takes the general path.
+An operator's ``$merge`` of a user into another with a profile is folded the same way, its
+links re-pointed as ``Lifecycle._link`` does. Anything else (the id folded linked already, either
+profile idle past the TTL, a user without a row in the batch) takes the general path.
 
 >>> import numpy as np
 >>> from liveprofile.engine.records import Users
@@ -46,6 +47,7 @@ import numpy as np
 
 from liveprofile.engine import behaviour
 from liveprofile.engine import layout as L
+from liveprofile.engine.erasure import repoint
 from liveprofile.engine.foldnew import empty_row
 from liveprofile.engine.jit import jit
 from liveprofile.engine.lazyprofiles import peek
@@ -55,7 +57,9 @@ from liveprofile.engine.rowio import _counted
 from liveprofile.engine.rowops import add_recent, rebase_row
 from liveprofile.engine.rules import trim_limit
 from liveprofile.profile.behaviour import B_CONVERTED, B_COUNTS, B_LAST
+from liveprofile.profile.behaviour import trim_limit as trimmed_at
 from liveprofile.profile.identity import MAX_ALIASES, add_into
+from liveprofile.profile.population import Standing
 from liveprofile.profile.state import Profile
 
 if TYPE_CHECKING:
@@ -133,22 +137,29 @@ def _add_types(users, ra, ru):  # type: ignore[no-untyped-def]
 
 
 @jit
+def _added(mine_k, mine_v, m, their_k, their_v, n):  # type: ignore[no-untyped-def]
+    """``add_into`` on lists of keys and values: copies of my first ``m`` with their first
+    ``n`` added (new keys after mine, in their order), and how many there are."""
+    keys = np.empty(m + n, mine_k.dtype)
+    values = np.empty(m + n, mine_v.dtype)
+    keys[:m] = mine_k[:m]
+    values[:m] = mine_v[:m]
+    w = m
+    for q in range(n):
+        j = _find(keys, m, their_k[q])
+        if j >= 0:
+            values[j] += their_v[q]
+        else:
+            keys[w], values[w] = their_k[q], their_v[q]
+            w += 1
+    return keys, values, w
+
+
+@jit
 def _add_interests(users, ra, ru, top_k):  # type: ignore[no-untyped-def]
     """Interests added up, then ``keep_top_interests``: of equals the earliest go first."""
-    ik, iv = users.ik, users.iv
-    mine, theirs = users.il[ru], users.il[ra]
-    keys = np.empty(mine + theirs, np.int64)
-    values = np.empty(mine + theirs)
-    keys[:mine] = ik[ru, :mine]
-    values[:mine] = iv[ru, :mine]
-    m = mine
-    for q in range(theirs):
-        j = _find(keys, mine, ik[ra, q])
-        if j >= 0:
-            values[j] += iv[ra, q]
-        else:
-            keys[m], values[m] = ik[ra, q], iv[ra, q]
-            m += 1
+    ik, iv, il = users.ik, users.iv, users.il
+    keys, values, m = _added(ik[ru], iv[ru], il[ru], ik[ra], iv[ra], il[ra])
     while m > top_k:
         low = 0
         for q in range(1, m):
@@ -159,51 +170,33 @@ def _add_interests(users, ra, ru, top_k):  # type: ignore[no-untyped-def]
         m -= 1
     ik[ru, :m] = keys[:m]
     iv[ru, :m] = values[:m]
-    users.il[ru] = m
+    il[ru] = m
 
 
 @jit
 def _add_outcomes(users, ra, ru):  # type: ignore[no-untyped-def]
     """Key outcomes added up, not trimmed (the next outcome counted trims them)."""
-    okey, oval = users.okey, users.oval
-    mine = m = users.olen[ru]
-    for q in range(users.olen[ra]):
-        j = _find(okey[ru], mine, okey[ra, q])
-        if j >= 0:
-            oval[ru, j] += oval[ra, q]
-        else:
-            okey[ru, m], oval[ru, m] = okey[ra, q], oval[ra, q]
-            m += 1
-    users.olen[ru] = m
+    okey, oval, olen = users.okey, users.oval, users.olen
+    keys, values, m = _added(okey[ru], oval[ru], olen[ru], okey[ra], oval[ra], olen[ra])
+    okey[ru, :m] = keys[:m]
+    oval[ru, :m] = values[:m]
+    olen[ru] = m
 
 
 @jit
 def _add_spend(users, ra, ru):  # type: ignore[no-untyped-def]
     """Spend added up, then the days before the latest's SPEND_DAYS dropped."""
-    theirs = users.slen[ra]
-    if theirs == 0:
+    sday, scents, slen = users.sday, users.scents, users.slen
+    if slen[ra] == 0:
         return
-    sday, scents = users.sday, users.scents
-    mine = users.slen[ru]
-    days = np.empty(mine + theirs, np.int64)
-    amounts = np.empty(mine + theirs, np.int64)
-    days[:mine] = sday[ru, :mine]
-    amounts[:mine] = scents[ru, :mine]
-    m = mine
-    for q in range(theirs):
-        j = _find(days, mine, sday[ra, q])
-        if j >= 0:
-            amounts[j] += scents[ra, q]
-        else:
-            days[m], amounts[m] = sday[ra, q], scents[ra, q]
-            m += 1
+    days, amounts, m = _added(sday[ru], scents[ru], slen[ru], sday[ra], scents[ra], slen[ra])
     cutoff = days[:m].max() - L.SPEND_DAYS
     w = 0
     for q in range(m):
         if days[q] >= cutoff:
             sday[ru, w], scents[ru, w] = days[q], amounts[q]
             w += 1
-    users.slen[ru] = w
+    slen[ru] = w
 
 
 @jit
@@ -246,11 +239,13 @@ def _outcomes(U: Users, ra: int, ru: int) -> int:
     return len(mine) + int((~np.isin(theirs, mine)).sum())
 
 
-def fold_profile(stops: Stops, e: int, anon: str, user: str, ts: float, ttl: float) -> bool:
-    """At login event ``e``, fold visitor ``anon`` into ``user``, who has a profile, on the
-    rows (see the module's docstring): profiles, links, segments, scores and velocity counts
-    end as :meth:`Stops._change` with ``Step._fold`` leaves them. False (nothing done) when
-    the general path must run."""
+def fold_profile(
+    stops: Stops, e: int, anon: str, user: str, ts: float, ttl: float, merge: bool = False
+) -> bool:
+    """At login event ``e`` (or an operator's ``merge``), fold ``anon`` into ``user``, who has
+    a profile, on the rows (see the module's docstring): profiles, links, segments, scores
+    and velocity counts end as :meth:`Stops._change` with ``Step._fold`` leaves them. False
+    (nothing done) when the general path must run."""
     state, U, risk = stops.state, stops.U, stops.risk
     assert risk is not None
     ra, ru = stops.row_of.get(anon, -1), stops.row_of.get(user, -1)
@@ -269,13 +264,12 @@ def fold_profile(stops: Stops, e: int, anon: str, user: str, ts: float, ttl: flo
     if min(U.pf[ra, L.P_LAST], U.pf[ru, L.P_LAST]) + ttl < wm:  # one expires first
         return False
     other = peek(profiles, anon)
-    if other is not None and (other.aliases or (not risk.velocity and _has_lists(profiles, anon))):
+    if other is not None and not risk.velocity and _has_lists(profiles, anon):
         return False
     before = stops.before
     for who, r in ((user, ru), (anon, ra)):
         if who not in before:
-            before[who] = (int(U.pi[r, L.P_PURCHASES]), float(U.pf[r, L.P_MONETARY]),
-                           float(U.pf[r, L.P_LAST]))  # fmt: skip
+            before[who] = row_standing(U, r)
     # profiles made by this batch's events get their objects, as writing the rows back does
     into = peek(profiles, user)
     if into is None:
@@ -296,9 +290,9 @@ def fold_profile(stops: Stops, e: int, anon: str, user: str, ts: float, ttl: flo
     add_into(examples, their_examples)
     positives = dict(positives)
     add_into(positives, their_positives)
-    room = _outcomes(U, ra, ru)
+    room = trimmed_at(_outcomes(U, ra, ru)) + 2  # as load_users lays out the merged profile
     if room > U.okey.shape[1]:
-        U = stops.widen({"okey": room, "oval": room})
+        U = widen(stops, {"okey": room, "oval": room})
     if not stops.in_order:  # the two users' events so far, on their own lists
         risk.rows([ra, ru], e)
     if stops._fold_into is None:
@@ -308,7 +302,10 @@ def fold_profile(stops: Stops, e: int, anon: str, user: str, ts: float, ttl: flo
     into.examples, into.positives = examples, positives
     had = frozenset(into.scores)
     into.scores = {**other.scores, **into.scores}
-    into.aliases = list(dict.fromkeys(a for a in (*into.aliases, anon) if a != user))
+    their_aliases = other.aliases
+    into.aliases = list(
+        dict.fromkeys(a for a in (*into.aliases, anon, *their_aliases) if a != user)
+    )
     into.aliases = into.aliases[-MAX_ALIASES:]
     if risk.velocity or risk.scorer is not None:  # on the objects the counts went on
         mine, theirs = risk.profile_of(user), risk.profile_of(anon)
@@ -320,6 +317,12 @@ def fold_profile(stops: Stops, e: int, anon: str, user: str, ts: float, ttl: flo
     state.checkpoint.links += 1
     out = stops.out
     out.links[anon] = user
+    changed = [anon, *(repoint(state, anon, user, out) if merge else ())]
+    for alias in their_aliases:  # a known user's own links now lead to ``user``
+        if alias != user:
+            state.aliases[alias] = user
+            out.links[alias] = user
+            changed.append(alias)
     del profiles[anon]
     stops.base._leave_segments(state, other, ts, out, announce=True)
     out.deleted.add(anon)
@@ -336,8 +339,41 @@ def fold_profile(stops: Stops, e: int, anon: str, user: str, ts: float, ttl: flo
     )
     stops._cut(ra, ru, had)
     stops._cut(ra)
-    stops._follow(anon, e)
+    for alias in dict.fromkeys(changed):
+        stops._follow(alias, e)
     stops.folded += 1
+    return True
+
+
+def widen(stops: Stops, widths: dict[str, int]) -> Users:
+    """``stops``' user rows with the two-dimensional arrays named in ``widths`` at least that
+    wide (a merged profile may hold more key outcomes than the rows have room for)."""
+    U, fields = stops.U, {}
+    for name, width in widths.items():
+        a = getattr(U, name)
+        if a.ndim == 2 and width > a.shape[1]:
+            wide = np.zeros((a.shape[0], width), a.dtype)
+            wide[:, : a.shape[1]] = a
+            fields[name] = wide
+    if fields:
+        stops.U = U._replace(**fields)
+    return stops.U
+
+
+def row_standing(U: Users, r: int) -> Standing:
+    """``population.standing`` of the profile in row ``r``."""
+    return int(U.pi[r, L.P_PURCHASES]), float(U.pf[r, L.P_MONETARY]), float(U.pf[r, L.P_LAST])
+
+
+def unwritten(stops: Stops, user: str) -> bool:
+    """Whether the row of ``user``, whose profile a change at a stop deletes (erased or
+    expired), may go without being written back to it first: the profile object is there
+    (its standing before the batch is noted from the row, for the population)."""
+    if peek(stops.state.profiles, user) is None:
+        return False
+    r = stops.row_of.get(user, -1)
+    if r >= 0 and user not in stops.before:
+        stops.before[user] = row_standing(stops.U, r)
     return True
 
 
