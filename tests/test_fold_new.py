@@ -1,9 +1,10 @@
 """Logins folded on the step's rows (``engine.foldnew``) give the state of the same logins
 taken by the Python lifecycle, and where batches end changes nothing.
 
-A visitor who logs in under a user id without a profile is folded into it on the rows; a login
-into a user who has a profile takes the Python lifecycle (``Lifecycle._link``), and so does
-every login when the fold on the rows is turned off (:func:`lifecycle_only`). Streams here mix
+A visitor who logs in under a user id without a profile is folded into it on the rows (a login
+into a user who has a profile too, ``engine.foldinto``, tested in ``test_fold_into``); every
+login takes the Python lifecycle (``Lifecycle._link``) when the folds on the rows are turned
+off (:func:`lifecycle_only`). Streams here mix
 both with late and re-sent events, erasures of visitors and users before and after their logins,
 visitors' events after their login, and profiles idle past the TTL, in batches cut anywhere:
 the stored state is that of every login through the lifecycle, to the byte, and the state of the
@@ -74,14 +75,15 @@ def stream(seed: int, visitors: int = 10, known: int = 3, n: int = 260) -> list[
 def lifecycle_only() -> Iterator[None]:
     """Every login taken by the Python lifecycle: none folded on the rows, at a stop or in
     the kernel."""
-    real, fast = links.fold_visitor, links.fast_logins
-    links.fold_visitor = lambda *args: False  # type: ignore[assignment]
+    real, fast, into = links.fold_visitor, links.fast_logins, links.fold_profile
+    links.fold_visitor = links.fold_profile = lambda *args: False  # type: ignore[assignment]
     links.fast_logins = lambda *args: None  # type: ignore[assignment]
     try:
         yield
     finally:
         links.fold_visitor = real  # type: ignore[assignment]
         links.fast_logins = fast  # type: ignore[assignment]
+        links.fold_profile = into  # type: ignore[assignment]
 
 
 def assert_same(
@@ -163,7 +165,7 @@ def test_both_kinds_of_login_occur_and_match() -> None:
                                velocity=velocity)  # fmt: skip
             general, folded = taken
             assert folded > 0, "logins into new users are folded on the rows"
-            assert general > 0, "logins into users with a profile take the lifecycle"
+            assert general > 0, "logins into users with a profile are not folded as new users"
             assert core.compiled.stopped >= folded
 
 

@@ -106,12 +106,12 @@ def touch(users, u, k, key, col, converted, ts, w, room, vcol, wv):  # type: ign
         bval[u, k, j, vcol] += wv
     m = blen[u, k]
     if m > trim_limit(room):
-        _trim(bkey, bval, u, k, m, room)
+        trim(bkey, bval, u, k, m, room)
         blen[u, k] = room
 
 
 @leaf
-def _trim(bkey, bval, u, k, m, room):  # type: ignore[no-untyped-def]
+def trim(bkey, bval, u, k, m, room):  # type: ignore[no-untyped-def]
     """``profile.behaviour.trimmed``: drop the ``m - room`` least recently touched keys of
     map ``k`` of row ``u`` (the last ones of a tie, as a stable sort would), the others keep
     their order."""

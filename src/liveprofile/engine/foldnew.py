@@ -20,9 +20,10 @@ In a batch without commands the kernel calls :func:`fold_new` itself at such a l
 stop (:mod:`liveprofile.engine.loginrun`), and :func:`book_fold` does the Python part after the
 kernel call, from the visitor's row as it was (:class:`Snapshot`).
 
-Anything else (the user has a profile, the visitor has aliases, a profile idle past the TTL)
-takes the general path. With an anomaly detector, the visitor's events before the login are
-scored as the user's too, in the batch's order: the detector reads the same counts and gaps.
+A user who has a profile is folded into on the rows by :mod:`.foldinto`; anything else (the
+visitor has aliases, a profile idle past the TTL) takes the general path. With an anomaly
+detector, the visitor's events before the login are scored as the user's too, in the batch's
+order: the detector reads the same counts and gaps.
 
 >>> import numpy as np
 >>> from liveprofile.engine.records import Users
@@ -100,11 +101,11 @@ def fold_new(users, ra, ru, ts, fp, ip):  # type: ignore[no-untyped-def]
             latest = max(latest, sday[ru, j])
         keep_spend_since(users, ru, m, latest - L.SPEND_DAYS)
     users.touched[ru] = True
-    _empty(users, ra)
+    empty_row(users, ra)
 
 
 @leaf
-def _empty(users, r):  # type: ignore[no-untyped-def]
+def empty_row(users, r):  # type: ignore[no-untyped-def]
     """Row ``r`` as ``Stops._reload`` leaves a row without a profile."""
     users.pf[r, :] = 0.0
     users.pf[r, L.P_LASTPUR] = np.nan

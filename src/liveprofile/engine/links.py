@@ -10,9 +10,10 @@ makes due), writes the rows concerned back to their profiles, lets the Python li
 erase or delete them, reloads the rows, and points the later events of the anonymous ids whose
 link changed at the user they now belong to. Links are rare in a stream (about one event in a
 hundred in a shop where visitors log in at their first purchase), so the bulk of the events run
-compiled. The commonest login, a visitor into a user id without a profile, needs no stop: in a
-batch without commands or TTL the kernel folds it itself
-(:mod:`liveprofile.engine.loginrun`), and the batch stops only where the lifecycle must run.
+compiled. The commonest login, a visitor into a user id without a profile, needs no stop in a
+batch without commands or TTL: the kernel folds it itself (:mod:`liveprofile.engine.loginrun`).
+A login into a user who has a profile merges the rows in place at its stop
+(:mod:`liveprofile.engine.foldinto`), with no profile written back or read.
 
 The velocity counts and anomaly scores of the events, in the batch's order, are
 :class:`~liveprofile.engine.riskcounts.RiskCounts`' (:mod:`liveprofile.engine.riskcounts`).
@@ -42,7 +43,9 @@ import numpy.typing as npt
 from liveprofile.engine import kernel
 from liveprofile.engine import layout as L
 from liveprofile.engine.codes import CodeTables
+from liveprofile.engine.foldinto import fold_profile, unwritten, widen
 from liveprofile.engine.foldnew import fold_visitor
+from liveprofile.engine.lazyprofiles import peek
 from liveprofile.engine.lifecycle import StepResult
 from liveprofile.engine.loginrun import fast_logins, run_with_folds
 from liveprofile.engine.machinecode import compiled_for
@@ -151,6 +154,7 @@ class Stops:
         self._run: Callable[..., None] | None = None
         self._advance: Callable[..., None] | None = None
         self._fold_rows: Callable[..., None] | None = None
+        self._fold_into: Callable[..., None] | None = None
         self._folding: Callable[..., Any] | None = None
         self._by_visitor: tuple[I64, I64] | None = None
 
@@ -217,18 +221,21 @@ class Stops:
             if user in aliases and ttl != float("inf"):
                 expire_owner(self, e, user, ttl)
             user = aliases.get(user, user)
-        if event.type == FORGET:
-            self._change(e, [user], lambda: base._erase(state, user, out, before))
+        if event.type == FORGET:  # a profile erased needs no writing back
+            erase = lambda: base._erase(state, user, out, before)  # noqa: E731
+            self._change(e, [user], erase, flush=user in aliases or not unwritten(self, user))
             return
         if anon is not None and anon != user and aliases.get(anon) != user:
-            assert anon is not None
             a: str = anon
-            if event.type not in COMMANDS and fold_visitor(self, e, a, user, ts, ttl):
-                self._expire_at(e, ttl)  # a user without a profile: folded on the rows
+            merge = event.type in COMMANDS
+            if (not merge and fold_visitor(self, e, a, user, ts, ttl)) or fold_profile(
+                self, e, a, user, ts, ttl, merge
+            ):  # folded on the rows
+                if not merge:
+                    self._expire_at(e, ttl)
                 return
             wm = float(self.params.fp[L.FP_WATERMARK])
             folds: dict[int, Any] = {}
-            merge = event.type in COMMANDS
 
             def fold() -> None:
                 base._fold(state, a, user, ts, wm, out, before, folds, merge=merge)
@@ -252,9 +259,11 @@ class Stops:
             base, state, out, before = self.base, self.state, self.out, self.before
 
             def expire() -> None:
-                base._delete(state, state.profiles[who], at, out, before, announce=True)
+                p = peek(state.profiles, who)
+                assert p is not None
+                base._delete(state, p, at, out, before, announce=True)
 
-            self._change(e, [who], expire)
+            self._change(e, [who], expire, flush=not unwritten(self, who))
 
     def _cut(self, row: int, into: int = -1, had: frozenset[str] = frozenset()) -> None:
         """The scores of ``row``'s records so far do not stay on it: its profile was replaced
@@ -264,19 +273,25 @@ class Stops:
             self.cuts.append((int(self.outputs.res[2]), row, into, had))
 
     def _change(
-        self, e: int, who: list[str], change: Callable[[], None], folded: str | None = None
+        self,
+        e: int,
+        who: list[str],
+        change: Callable[[], None],
+        folded: str | None = None,
+        flush: bool = True,
     ) -> None:
         """Write the rows of ``who`` back, make the ``change``, reload them; then follow the
         identity links it made or removed. The scores of a profile replaced by the change stay
         with it (:meth:`_cut`); those of ``folded`` are the caller's to pass on."""
         rows = [self.row_of.get(u, -1) for u in who]
-        self._flush(rows)
+        if flush:
+            self._flush(rows)
         if not self.in_order:
             assert self.risk is not None
             self.risk.rows([r for r in rows if r >= 0], e)
         out, profiles = self.out, self.state.profiles
         had = {u: u in profiles for u in who}
-        objects = {u: profiles.get(u) for u in who}
+        objects = {u: peek(profiles, u) for u in who}
         saved, out.links = out.links, {}
         try:
             change()
@@ -328,15 +343,10 @@ class Stops:
             one = None
         else:
             one = load_users(self.tables, self.state.profiles, [p.user], ResidentUsers(0))
-        fields = {}
+            U = widen(self, {name: getattr(one, name).shape[-1] for name in Users._fields})
         for name in Users._fields:
             a = getattr(U, name)
             src = None if one is None else getattr(one, name)[0]
-            if src is not None and a.ndim == 2 and src.shape[0] > a.shape[1]:
-                wide = np.zeros((a.shape[0], src.shape[0]), a.dtype)
-                wide[:, : a.shape[1]] = a
-                a = wide
-                fields[name] = a
             a[r] = -1 if name == "first" else 0
             if name == "pf":
                 a[r, L.P_LASTPUR] = np.nan
@@ -346,8 +356,6 @@ class Stops:
                 else:
                     a[r] = src
         U.touched[r] = touched
-        if fields:
-            self.U = U._replace(**fields)
 
     def _follow(self, anon: str, e: int) -> None:
         """Point the events after ``e`` of visitor ``anon``, and the outcomes of its pending

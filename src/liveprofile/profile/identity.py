@@ -48,9 +48,9 @@ def merge_profiles(updater: ProfileUpdater, into: Profile, other: Profile) -> No
     if other.n:
         into.first_ts = other.first_ts if n == 0 else min(into.first_ts, other.first_ts)
         into.last_ts = other.last_ts if n == 0 else max(into.last_ts, other.last_ts)
-    _add(into.counts, other.counts)
-    _add(into.decayed, other.decayed)
-    _add(into.interests, other.interests)
+    add_into(into.counts, other.counts)
+    add_into(into.decayed, other.decayed)
+    add_into(into.interests, other.interests)
     updater.keep_top_interests(into)
     into.purchases += other.purchases
     into.monetary += other.monetary
@@ -60,13 +60,13 @@ def merge_profiles(updater: ProfileUpdater, into: Profile, other: Profile) -> No
         into.last_purchase_ts is None or other.last_purchase_ts > into.last_purchase_ts
     ):
         into.last_purchase_ts = other.last_purchase_ts
-    _add(into.positives, other.positives)
-    _add(into.examples, other.examples)
-    _add(into.key_outcomes, other.key_outcomes)
+    add_into(into.positives, other.positives)
+    add_into(into.examples, other.examples)
+    add_into(into.key_outcomes, other.key_outcomes)
     updater.behaviour.merge(into, other)
     into.scores = {**other.scores, **into.scores}
     if other.spend:
-        _add(into.spend, other.spend)
+        add_into(into.spend, other.spend)
         cutoff = max(into.spend) - SPEND_DAYS
         into.spend = {d: c for d, c in into.spend.items() if d >= cutoff}
     updater.risk.merge(into, other)
@@ -74,6 +74,7 @@ def merge_profiles(updater: ProfileUpdater, into: Profile, other: Profile) -> No
     into.aliases = list(dict.fromkeys(aliases))[-MAX_ALIASES:]
 
 
-def _add(into: dict[K, N], other: Mapping[K, N]) -> None:
+def add_into(into: dict[K, N], other: Mapping[K, N]) -> None:
+    """Add ``other``'s values to ``into``'s: its new keys after ``into``'s, in its order."""
     for key, value in other.items():
         into[key] = into.get(key, 0) + value

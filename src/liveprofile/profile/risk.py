@@ -233,10 +233,15 @@ class RiskTracker:
         """Fold ``other``'s risk fields into ``into`` (identity merge; ``into.last_ts`` is
         already the later of the two): the result is what one profile of both users' events
         would keep."""
-        last, cap = into.last_ts, self.cap
-        w_events, w_purchases, w_items = self.windows
         for entry in other.recent:
             add_recent(into.recent, entry, self.config.recent)
+        self.merge_counts(into, other, into.last_ts)
+
+    def merge_counts(self, into: Profile, other: Profile, last: float) -> None:
+        """The velocity lists and anomaly score of :meth:`merge` (``last``: the merged
+        profile's last event time); the recent events are the caller's."""
+        cap = self.cap
+        w_events, w_purchases, w_items = self.windows
         for log, mine, window in (
             (other.v_events, into.v_events, w_events),
             (other.v_purchases, into.v_purchases, w_purchases),
