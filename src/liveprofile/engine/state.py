@@ -280,8 +280,14 @@ class PipelineState:
         ckpt = self.checkpoint
         profiles = self.profiles
         done = profile_rows or {}
+        # the rows the step encoded, then those of the users it left to encode here
+        mine: dict[str, bytes | None] = (
+            dict(done) if done.keys() <= users else {u: done[u] for u in done.keys() & users}
+        )
+        for user in users - done.keys():
+            mine[user] = encode_profile(profiles[user])
         rows: dict[str, dict[str, bytes | None]] = {
-            PROFILES: {u: done.get(u) or encode_profile(profiles[u]) for u in users},
+            PROFILES: mine,
             ITEMS: {i: encode_item(self.items[i]) for i in items},
             PENDING: self._pending_rows(pending),
         }

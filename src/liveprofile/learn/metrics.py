@@ -19,7 +19,7 @@ stream of any length costs the same memory.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 import numba
@@ -34,6 +34,7 @@ WINDOW_BINS = 128
 _EPS = 1e-15
 #: version of the stored metrics blob: 1 without drift state, 2 with it (1 is still read)
 METRICS_VERSION = 2
+_ENCODER = msgspec.msgpack.Encoder()
 
 
 class _Counts(msgspec.Struct, array_like=True):
@@ -100,6 +101,8 @@ class Prequential:
         self.p_sum = 0.0
         self._windows: dict[int, tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], list[float]]]
         self._windows = {}
+        #: the stored bytes of windows unchanged since they were last encoded (see to_bytes)
+        self._encoded: dict[int, msgspec.Raw] = {}
         self.drift = Drift()
 
     @property
@@ -124,6 +127,7 @@ class Prequential:
                 [0.0, 0.0],
             )
         (win[0] if y else win[1])[b * WINDOW_BINS // BINS] += 1
+        self._encoded.pop(key, None)
         win[2][0] += loss
         win[2][1] += p
 
@@ -144,6 +148,8 @@ class Prequential:
                     [0.0, 0.0],
                 )
         slot = {key: j for j, key in enumerate(order)}
+        for key in order:
+            self._encoded.pop(key, None)
         wins = [self._windows[key] for key in order]
         w_pos = np.stack([w[0] for w in wins])
         w_neg = np.stack([w[1] for w in wins])
@@ -193,6 +199,7 @@ class Prequential:
         self.logloss += other.logloss
         self.p_sum += other.p_sum
         for key, (pos, neg, extra) in other._windows.items():
+            self._encoded.pop(key, None)
             mine = self._windows.get(key)
             if mine is None:
                 self._windows[key] = (pos.copy(), neg.copy(), list(extra))
@@ -254,17 +261,22 @@ class Prequential:
         return out
 
     def to_bytes(self) -> bytes:
+        """The stored metrics; windows no prediction was counted in since the last call are
+        not encoded again (their bytes are kept), as most are on every commit of a stream."""
+        windows = self._encoded
+        for k, (pos, neg, extra) in self._windows.items():
+            if k not in windows:
+                counts = _Counts(pos.tolist(), neg.tolist(), extra[0], extra[1])
+                windows[k] = msgspec.Raw(_ENCODER.encode(counts))
         state = _Stored(
             window=self.window,
             all=_Counts(self.pos.tolist(), self.neg.tolist(), self.logloss, self.p_sum),
-            windows={
-                k: _Counts(pos.tolist(), neg.tolist(), extra[0], extra[1])
-                for k, (pos, neg, extra) in self._windows.items()
-            },
+            # the same bytes as the counts (msgspec writes a Raw as it is)
+            windows=cast(dict[int, _Counts], {k: windows[k] for k in self._windows}),
             version=METRICS_VERSION,
             drift=self.drift.to_state(),
         )
-        return msgspec.msgpack.encode(state)
+        return _ENCODER.encode(state)
 
     @classmethod
     def from_bytes(cls, blob: bytes) -> Prequential:

@@ -324,9 +324,15 @@ def join_ones(ones: bytes, rest: bytes, n: int) -> bytes:
     return val.tobytes()
 
 
-#: versioned bytes of one batch's pending logs (task name -> log), compressed
+#: versioned bytes of one batch's pending logs (task name -> log), compressed at zstd's level -1:
+#: on Complete Journey's a seventh less CPU than level 1 for a sixteenth more bytes, on rows
+#: that live only until their examples' windows close
 _codec = VersionedCodec(
-    dict[str, PendingColumns], schema=PENDING_SCHEMA, what="pending log", compress="zstd"
+    dict[str, PendingColumns],
+    schema=PENDING_SCHEMA,
+    what="pending log",
+    compress="zstd",
+    level=-1,
 )
 #: how stores written before the columns hold their pending logs
 _codec_v1 = VersionedCodec(dict[str, PendingLog], schema=1, what="pending log", compress="zlib")

@@ -30,8 +30,8 @@ T = TypeVar("T")
 
 
 class VersionedCodec(Generic[T]):
-    """Encodes values of one type with a schema byte, optionally compressed (zstd or zlib, at
-    level 1)."""
+    """Encodes values of one type with a schema byte, optionally compressed (zstd at ``level``,
+    or zlib at level 1)."""
 
     def __init__(
         self,
@@ -40,8 +40,10 @@ class VersionedCodec(Generic[T]):
         schema: int,
         what: str,
         compress: Literal["zstd", "zlib"] | None = None,
+        level: int = 1,
     ) -> None:
         self.schema = schema
+        self.level = level
         self.what = what
         self.compress = compress
         self._encoder = msgspec.msgpack.Encoder()
@@ -50,7 +52,7 @@ class VersionedCodec(Generic[T]):
     def encode(self, value: T) -> bytes:
         body = self._encoder.encode(value)
         if self.compress == "zstd":
-            body = pack(body)
+            body = pack(body, self.level)
         elif self.compress == "zlib":
             body = zlib.compress(body, 1)
         return bytes([self.schema]) + body
@@ -116,9 +118,10 @@ def damaged(what: str, key: str | None = None) -> Iterator[None]:
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
-def pack(body: bytes) -> bytes:
-    """``body`` compressed with zstd at level 1 (see :func:`unpack`)."""
-    return zstandard.ZstdCompressor(level=1).compress(body)
+def pack(body: bytes, level: int = 1) -> bytes:
+    """``body`` compressed with zstd at ``level`` (negative: faster, larger; see
+    :func:`unpack`, which reads any level)."""
+    return zstandard.ZstdCompressor(level=level).compress(body)
 
 
 def unpack(blob: bytes) -> bytes:
