@@ -30,12 +30,8 @@ from liveprofile.redis.worker import RedisWorker, WorkerOptions
 from liveprofile.store.layout import metrics_meta, model_meta
 from liveprofile.store.scoped import ScopedStore
 
-CONFIG = """
-[run]
-batch_size = 100
-shared_model = true
-[features]
-bits = 12
+#: a classification task and a regression one (spend within two days, learned by linreg)
+TASKS_TOML = """
 [[tasks]]
 name = "convert"
 on = ["view"]
@@ -51,6 +47,7 @@ key = "user"
 window = "2d"
 target = "value"
 """
+CONFIG = "[run]\nbatch_size = 100\nshared_model = true\n[features]\nbits = 12\n" + TASKS_TOML
 TASKS = ("convert", "spend_2d")
 
 
