@@ -14,9 +14,12 @@ task's learner in every partition's state:
 * **After**, it stages the coordinates the batch changed, as (values read, values after), in
   the batch's fenced ``MULTI``/``EXEC`` (:meth:`FencedRedisStore.stage_rows`): a value nobody
   changed since the read gets the batch's value exactly, one another worker changed meanwhile
-  gets the batch's difference added. FTRL's ``z`` and ``n`` and OGD's weights and step count
-  all merge by adding differences. The merge commits with the partition's offset, so a batch
-  replayed after a crash never adds its changes twice.
+  gets the batch's difference added. FTRL's ``z`` and ``n``, OGD's weights and step count, and
+  the regression learner's weights, squared gradients and target statistics (count, mean, sum
+  of squared deviations: rows ``"stats:0"`` to ``"stats:2"``) all merge by adding differences
+  (the count exactly; the mean and deviations of two batches run at once to first order). The
+  merge commits with the partition's offset, so a batch replayed after a crash never adds its
+  changes twice.
 
 Staleness: a batch sees every batch committed before its read; what it misses is at most the
 one batch each other worker is running at the same time (whose changes are added when it
@@ -76,17 +79,16 @@ class SharedLearner:
     def run_ops(self, ops: Operations) -> F64:
         kinds, starts, idx, val, ys = ops.arrays()
         idx = np.bitwise_and(idx, self.inner.mask)
-        arrays = self.inner.arrays()
         rows = _records(self.inner.rows())  # a record of float64s per coordinate
-        single = {name: a for name, a in arrays.items() if a.size == 1}
+        apart = self._apart()
         touched = self._touched(idx)
         indices = touched.astype("<u4").tobytes()
         width = rows.itemsize
         blob = self.store.read_rows(self.namespace, indices, width)
         before = np.frombuffer(blob, dtype="<f8").reshape(touched.size, width // 8)
         rows[touched] = _records(before)
-        fields = [f"{name}:0" for name in single]
-        before_single = self._read_single(single, fields)
+        fields = [f"{name}:{k}" for name, a in apart.items() for k in range(a.size)]
+        before_apart = self._read_apart(apart, fields)
         out = self.inner.run_arrays(kinds, starts, idx, val, ys)
         after = rows[touched].view("<f8").reshape(before.shape)
         changed = np.flatnonzero((after != before).any(axis=1))
@@ -98,19 +100,25 @@ class SharedLearner:
                 after[changed].tobytes(),
                 width,
             )
-        if single:
-            after_single = np.array([a[0] for a in single.values()], dtype="<f8")
-            moved = np.flatnonzero(after_single != before_single)
+        if apart:
+            after_apart = np.concatenate(list(apart.values())).astype("<f8")
+            moved = np.flatnonzero(after_apart != before_apart)
             if moved.size:
                 self.store.stage_merge(
                     self.namespace,
                     [fields[k] for k in moved.tolist()],
-                    before_single[moved].tobytes(),
-                    after_single[moved].tobytes(),
+                    before_apart[moved].tobytes(),
+                    after_apart[moved].tobytes(),
                 )
         learned = int(np.count_nonzero(np.asarray(kinds) & LEARN))
         self.store.stage_count(self.namespace, MODEL_LEARNED, learned)
         return out
+
+    def _apart(self) -> dict[str, F64]:
+        """The inner learner's arrays outside its coordinate rows (OGD's step count, the
+        regression learner's target statistics): a row ``"{array}:{k}"`` per value."""
+        width = self.inner.mask + 1
+        return {name: a for name, a in self.inner.arrays().items() if a.size != width}
 
     def _touched(self, idx: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
         """The distinct coordinates of ``idx``, in order (a mark per coordinate: cheaper than
@@ -123,15 +131,17 @@ class SharedLearner:
         marks[touched] = False
         return touched
 
-    def _read_single(self, single: Mapping[str, F64], fields: list[str]) -> F64:
-        """Set the single-value arrays (OGD's step count) to the store's merged values."""
-        if not single:
+    def _read_apart(self, apart: Mapping[str, F64], fields: list[str]) -> F64:
+        """Set the arrays outside the rows to the store's merged values (0.0: none yet)."""
+        if not apart:
             return np.zeros(0)
         values = self.store.read(self.namespace, fields)
         blob = b"".join(_ZERO if v is None else v for v in values)
         merged = np.frombuffer(blob, dtype="<f8").copy()
-        for k, a in enumerate(single.values()):
-            a[0] = merged[k]
+        at = 0
+        for a in apart.values():
+            a[:] = merged[at : at + a.size]
+            at += a.size
         return merged
 
     def _one(self, x: Mapping[Hashable, float], kind: int, y: float) -> float:

@@ -127,9 +127,11 @@ class Regressor(Protocol):
 
 
 def run_regression_ops(learner: Any, ops: Operations) -> F64:
-    """Run ``ops`` on a regressor: one call for :class:`LinearOGD`, else one by one."""
-    if isinstance(learner, LinearOGD):
-        return learner.run_ops(ops)
+    """Run ``ops`` on a regressor: one call for :class:`LinearOGD` (also behind a shared model,
+    :class:`~liveprofile.kafka.shared_model.SharedLearner`), else one by one."""
+    if isinstance(getattr(learner, "inner", learner), LinearOGD):
+        out: F64 = learner.run_ops(ops)
+        return out
     if not isinstance(learner, Regressor):
         raise TypeError(f"{type(learner).__name__} is no regressor (learn_one, predict_one)")
     out = np.full(len(ops), np.nan)

@@ -56,14 +56,12 @@ def load_shared(store: Store, task: str, header: ModelHeader) -> Learner:
     bits = int(header.params["bits"])
     learner = make_learner(LearnerConfig(kind=header.kind, params=params), bits)
     arrays = learner.arrays()  # type: ignore[attr-defined]
-    wide = [a for a in arrays.values() if a.size > 1]
+    rows = learner.rows()  # type: ignore[attr-defined]
     with damaged("shared model", task):
         for field, value in store.scan(model_namespace(task)):
             name, index = parse_model_field(field)
             if name is None:
-                row = np.frombuffer(value, dtype="<f8")
-                for k, a in enumerate(wide):
-                    a[index] = row[k]
+                rows[index] = np.frombuffer(value, dtype="<f8")
             elif name != MODEL_LEARNED:
                 arrays[name][index] = np.frombuffer(value, dtype="<f8")[0]
     return learner

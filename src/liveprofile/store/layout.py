@@ -138,8 +138,9 @@ def model_namespace(task: str) -> str:
     """The rows of a task's shared model (Kafka workers and the Flink job with
     ``run.shared_model``). One row per coordinate: field :func:`coordinate_field` (the index in
     lowercase hex), value the coordinate's float64s of every full-size array of the learner, in
-    the header's order, little-endian (16 bytes for FTRL's ``z`` and ``n``). An array of a
-    single value (OGD's step count ``t``) is the row ``"{array}:0"``, and :data:`MODEL_LEARNED`
+    the header's order, little-endian (16 bytes for FTRL's ``z`` and ``n``). Each value of a
+    smaller array is a row ``"{array}:{k}"`` (OGD's step count ``"t:0"``, the regression
+    learner's target statistics ``"stats:0"`` to ``"stats:2"``), and :data:`MODEL_LEARNED`
     counts the examples learned by all workers (a decimal count). Its header is the meta blob
     :func:`model_meta` (:class:`ModelHeader`)."""
     return f"model:{task}"
@@ -155,8 +156,8 @@ def coordinate_field(index: int) -> str:
 
 
 def parse_model_field(field: str) -> tuple[str | None, int]:
-    """``(None, index)`` of a coordinate's row, ``(array, index)`` of a single-value array's
-    row, ``(MODEL_LEARNED, -1)`` of the count (see :func:`model_namespace`)."""
+    """``(None, index)`` of a coordinate's row, ``(array, index)`` of the row of a smaller
+    array's value, ``(MODEL_LEARNED, -1)`` of the count (see :func:`model_namespace`)."""
     if field == MODEL_LEARNED:
         return MODEL_LEARNED, -1
     name, sep, index = field.partition(":")
