@@ -421,10 +421,13 @@ def _cut_scores(
     rows = score_rows[scoring]
     order = np.argsort(rows, kind="stable")
     ordered, at_row = scoring[order], rows[order]
-    starts = np.flatnonzero(np.r_[True, at_row[1:] != at_row[:-1]]).tolist()
-    bounds = zip(starts, [*starts[1:], len(ordered)], strict=True)
+    # the rows the cuts name (most of a batch's rows are in none)
+    cut = {r for _, row, into, _ in cuts for r in (row, into) if r >= 0}
+    named = np.array(sorted(cut), np.int64)
+    starts = np.searchsorted(at_row, named).tolist()
+    ends = np.searchsorted(at_row, named, "right").tolist()
     #: per row, its records (in batch order) as the cuts so far left them, and as they were
-    own = {int(at_row[s]): ordered[s:e] for s, e in bounds}
+    own = {r: ordered[s:e] for r, s, e in zip(named.tolist(), starts, ends, strict=True)}
     members = dict(own)
     gone = np.zeros(len(score_rows), np.bool_)  # records of a profile replaced before
     empty = np.zeros(0, np.int64)

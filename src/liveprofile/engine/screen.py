@@ -158,8 +158,9 @@ def _judge_fresh(
 ) -> None:
     """The judgement of a batch without re-sent events: only the suspects and the events of
     the followed ids are visited, with the watermark each would see from the events' times.
-    With no TTL and no command in the batch, an unlinked visitor's own event (most of a login
-    batch's) changes nothing the judgement reads, and is passed over too."""
+    With no TTL and no ``$merge`` in the batch (a ``$merge`` is a suspect), an unlinked
+    visitor's own event (most of a login batch's) changes nothing the judgement reads, and is
+    passed over too."""
     quiet = np.array([e.ts for e in events])
     quiet[suspects] = -math.inf
     upto = np.maximum.accumulate(quiet).tolist()  # the latest time passed at once, to each
@@ -167,7 +168,7 @@ def _judge_fresh(
     mine = list(compress(range(end), map(follow.__contains__, users[:end])))
     suspect = dict.fromkeys(suspects, True)
     visits = sorted(suspect.keys() | mine) if mine else suspects
-    plain = known.ttl is None and COMMANDS.isdisjoint([e.type for e in events])
+    plain = known.ttl is None and all(events[k].type != MERGE for k in suspects)
     aliases, links = known.state.aliases, known.links
     passed = watermark  # the latest time of the suspects passed (or the state's watermark)
     for k in visits:
@@ -178,7 +179,13 @@ def _judge_fresh(
                 known.acted(e)
             continue
         user = e.user
-        if plain and e.anonymous_id == user and user not in links and user not in aliases:
+        if (
+            plain
+            and e.anonymous_id == user
+            and e.type != FORGET
+            and user not in links
+            and user not in aliases
+        ):
             continue
         known.at = max(passed, upto[k])
         known.acted(e)
