@@ -199,7 +199,7 @@ def _suspects(events: Sequence[Event], limit: float, bound: float) -> list[int]:
         for k, e in enumerate(events)
         if e.ts > limit
         or ((a := e.anonymous_id) is not None and (a != e.user or e.type == MERGE))
-        or (e.value is not None and abs(e.value) > bound)
+        or ((v := e.value) is not None and (v > bound or v < -bound))  # NaN: neither
     ]
 
 
