@@ -77,6 +77,9 @@ class CompiledStep:
         #: events at which the Python lifecycle ran between the kernel's stretches (links,
         #: erasures, expiry), since this step was made
         self.stopped = 0
+        #: the last answer of :meth:`due_keys` (asked up to three times a batch), until the
+        #: pending examples change
+        self._due: tuple[PipelineState, float, set[str], set[str]] | None = None
 
     def _grow_items(self) -> None:
         n = len(self.tables.items)
@@ -89,6 +92,7 @@ class CompiledStep:
     def _adopt(self, state: PipelineState) -> None:
         """Take over the open pending examples of ``state``'s tasks."""
         self.owner = state
+        self._due = None
         delayed, names = self.tables.delayed, self.names
         self.pool.adopt(
             {t: state.tasks[name].take_pending() for t, name in enumerate(names) if delayed[t]},
@@ -112,11 +116,15 @@ class CompiledStep:
         self.items.touched[:] = False
         self.resident.clear()
         self.owner = None
+        self._due = None
 
     def due_keys(self, state: PipelineState, horizon: float) -> tuple[set[str], set[str]]:
         """Users and items of the pending examples that close before ``horizon``."""
         if self.owner is not state:
             return set(), set()
+        cached = self._due
+        if cached is not None and cached[0] is state and cached[1] == horizon:
+            return set(cached[2]), set(cached[3])
         users: set[str] = set()
         items: set[str] = set()
         a, tables = self.pool.arrays, self.tables
@@ -125,7 +133,8 @@ class CompiledStep:
             due = live[a.deadline[live] < horizon]
             users.update(tables.users.names[c] for c in np.unique(a.user[due]))
             items.update(tables.items.names[c] for c in np.unique(a.item[due]) if c >= 0)
-        return users, items
+        self._due = (state, horizon, users, items)
+        return set(users), set(items)
 
     # -- the step ------------------------------------------------------------------------------
 
@@ -161,6 +170,7 @@ class CompiledStep:
             kernel_ok = ok & ~is_command
         # the pending examples due in this batch bring their users and items
         due_users, due_items = self.due_keys(state, self.base.horizon(state, cols))
+        self._due = None  # the kernel closes them
         if state.aliases:  # outcomes count on the user an alias is linked to
             due_users |= {state.aliases.get(u, u) for u in due_users}
         batch_users = list(dict.fromkeys([*cols.user, *sorted(due_users), *visitor_ids]))
@@ -411,10 +421,13 @@ def _cut_scores(
     rows = score_rows[scoring]
     order = np.argsort(rows, kind="stable")
     ordered, at_row = scoring[order], rows[order]
-    starts = np.flatnonzero(np.r_[True, at_row[1:] != at_row[:-1]]).tolist()
-    bounds = zip(starts, [*starts[1:], len(ordered)], strict=True)
+    # the rows the cuts name (most of a batch's rows are in none)
+    cut = {r for _, row, into, _ in cuts for r in (row, into) if r >= 0}
+    named = np.array(sorted(cut), np.int64)
+    starts = np.searchsorted(at_row, named).tolist()
+    ends = np.searchsorted(at_row, named, "right").tolist()
     #: per row, its records (in batch order) as the cuts so far left them, and as they were
-    own = {int(at_row[s]): ordered[s:e] for s, e in bounds}
+    own = {r: ordered[s:e] for r, s, e in zip(named.tolist(), starts, ends, strict=True)}
     members = dict(own)
     gone = np.zeros(len(score_rows), np.bool_)  # records of a profile replaced before
     empty = np.zeros(0, np.int64)

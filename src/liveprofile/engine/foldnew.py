@@ -240,8 +240,10 @@ def book_fold(
     stops.held[user] = p
     stops.remade[anon] = (e, True)
     stops.remade[user] = (e, False)
-    # the visitor's scores so far pass to the user (Stops._cut)
-    stops.cuts += [(records, ra, ru, frozenset()), (records, ra, -1, frozenset())]
+    # the visitor's scores so far pass to the user (Stops._cut). The user had no profile, so
+    # no score of its own before the login: they all pass, and a stop's second cut (dropping
+    # those that stay) would find none
+    stops.cuts.append((records, ra, ru, frozenset()))
     ev = stops.ev
     mine = np.flatnonzero(ev.urow[:e] == ra)
     mine = mine[ev.ok[mine] & ~risk.counted[mine]]  # the visitor's events not counted yet

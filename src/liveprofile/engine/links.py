@@ -32,8 +32,7 @@ The velocity counts and anomaly scores of the events, in the batch's order, are
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from itertools import compress, repeat
-from operator import ne
+from itertools import repeat
 from typing import Any
 
 import numba
@@ -386,14 +385,17 @@ class Stops:
         events, names, remade = self.events, self.names, self.remade
         for u, (_, anonymous) in remade.items():
             visitors[u] = anonymous
-        if self.ids is not None and applied:  # a visitor's own events (most) change nothing
-            plain = np.fromiter(map(ne, self.ids.anon, names), np.bool_, len(names))
-            applied = list(compress(applied, plain[applied].tolist()))
         # only the events of users who are visitors now can change that
-        maybe = map(visitors.get, map(names.__getitem__, applied))
-        for k in compress(applied, maybe):
+        maybe = {u for u, anonymous in visitors.items() if anonymous}
+        if not maybe or not applied:
+            return
+        n = len(names)
+        mine = np.fromiter(map(maybe.__contains__, names), np.bool_, n)
+        at = np.zeros(n, np.bool_)
+        at[applied] = True
+        for k in np.flatnonzero(mine & at).tolist():
             user = names[k]
-            if visitors.get(user) and k >= remade.get(user, (-1, True))[0]:
-                anon = events[k].anonymous_id
+            if visitors[user] and k >= remade.get(user, (-1, True))[0]:
+                anon = events[k].anonymous_id  # a visitor's own events (most) change nothing
                 if anon is None or anon != user:
                     visitors[user] = False

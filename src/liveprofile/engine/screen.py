@@ -37,9 +37,9 @@ duplicate) is not judged again: it passes, and changes nothing.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from operator import attrgetter
+from itertools import compress
 from typing import cast
 
 import numpy as np
@@ -78,6 +78,7 @@ def screen(
             return  # the common case, checked at once
     else:
         suspects = list(range(len(events)))
+    users = [e.user for e in events]
     # the events within the limits pass; the others are judged in order, with the watermark
     # and the ids that acted as known users before them
     links = {
@@ -87,7 +88,7 @@ def screen(
         for i in ((e.anonymous_id, e.user) if e.type == MERGE else (e.anonymous_id,))
     }
     # an event under a linked id is the user's it leads to (the step moves it there)
-    ids = set(map(_USER, events))
+    ids = set(users)
     state.ensure_aliases(store, ids | links)
     aliases = state.aliases
     linked = (ids | links) & aliases.keys()
@@ -99,41 +100,95 @@ def screen(
     follow = named | linked | links
     dead: set[int] = set()
     known = KnownUsers(state, core.config.run.profile_ttl_s)
+
+    def judge(k: int, e: Event, watermark: float) -> bool:
+        """Whether suspect ``e`` (event ``k``) passes; if not, it goes to the dead letters."""
+        known.at = watermark
+        reason = _reason(e, rules, watermark, now, known)
+        if reason is None:
+            return True
+        raw = encode_event(e).decode()
+        batch.dead_letters.append(DeadLetter(raw, reason, source, batch.position(k)))
+        dead.add(k)
+        return False
+
     # re-sent events pass: the step counts them, nothing else (None: the batch has none)
     fresh = state.dedup.fresh([e.event_id for e in events])
-    repeats = None if fresh else Repeats(state.dedup)
-    start = 0
-    for k in suspects:
-        for e in events[start:k]:
+    if fresh and lateness is None:
+        _judge_fresh(events, users, suspects, follow, known, judge, watermark)
+    else:
+        repeats = None if fresh else Repeats(state.dedup)
+        start = 0
+        for k in suspects:
+            for e in events[start:k]:
+                if repeats is not None:
+                    if repeats.repeated(e.event_id):
+                        continue
+                    repeats.passed(e.event_id)
+                if e.ts > watermark:
+                    watermark = e.ts
+                if e.user in follow:
+                    known.at = watermark
+                    known.acted(e)
+            start = k + 1
+            e = events[k]
+            if repeats is not None and repeats.repeated(e.event_id):
+                continue
+            if not judge(k, e, watermark):
+                continue
             if repeats is not None:
-                if repeats.repeated(e.event_id):
-                    continue
                 repeats.passed(e.event_id)
             if e.ts > watermark:
                 watermark = e.ts
-            if e.user in follow:
-                known.at = watermark
-                known.acted(e)
-        start = k + 1
-        e = events[k]
-        if repeats is not None and repeats.repeated(e.event_id):
-            continue
-        known.at = watermark
-        reason = _reason(e, rules, watermark, now, known)
-        if reason is not None:
-            raw = encode_event(e).decode()
-            batch.dead_letters.append(DeadLetter(raw, reason, source, batch.position(k)))
-            dead.add(k)
-            continue
-        if repeats is not None:
-            repeats.passed(e.event_id)
-        if e.ts > watermark:
-            watermark = e.ts
-        known.acted(e)
+            known.acted(e)
     if dead:
         if batch.positions:
             batch.positions = [p for k, p in enumerate(batch.positions) if k not in dead]
         batch.events = [e for k, e in enumerate(events) if k not in dead]
+
+
+def _judge_fresh(
+    events: Sequence[Event],
+    users: list[str],
+    suspects: list[int],
+    follow: set[str],
+    known: KnownUsers,
+    judge: Callable[[int, Event, float], bool],
+    watermark: float,
+) -> None:
+    """The judgement of a batch without re-sent events: only the suspects and the events of
+    the followed ids are visited, with the watermark each would see from the events' times.
+    With no TTL and no ``$merge`` in the batch (a ``$merge`` is a suspect), an unlinked
+    visitor's own event (most of a login batch's) changes nothing the judgement reads, and is
+    passed over too."""
+    quiet = np.array([e.ts for e in events])
+    quiet[suspects] = -math.inf
+    upto = np.maximum.accumulate(quiet).tolist()  # the latest time passed at once, to each
+    end = suspects[-1]
+    mine = list(compress(range(end), map(follow.__contains__, users[:end])))
+    suspect = dict.fromkeys(suspects, True)
+    visits = sorted(suspect.keys() | mine) if mine else suspects
+    plain = known.ttl is None and all(events[k].type != MERGE for k in suspects)
+    aliases, links = known.state.aliases, known.links
+    passed = watermark  # the latest time of the suspects passed (or the state's watermark)
+    for k in visits:
+        e = events[k]
+        if k in suspect:
+            if judge(k, e, max(passed, upto[k - 1]) if k else passed):
+                passed = max(passed, e.ts)
+                known.acted(e)
+            continue
+        user = e.user
+        if (
+            plain
+            and e.anonymous_id == user
+            and e.type != FORGET
+            and user not in links
+            and user not in aliases
+        ):
+            continue
+        known.at = max(passed, upto[k])
+        known.acted(e)
 
 
 def _suspects(events: Sequence[Event], limit: float, bound: float) -> list[int]:
@@ -144,7 +199,7 @@ def _suspects(events: Sequence[Event], limit: float, bound: float) -> list[int]:
         for k, e in enumerate(events)
         if e.ts > limit
         or ((a := e.anonymous_id) is not None and (a != e.user or e.type == MERGE))
-        or (e.value is not None and abs(e.value) > bound)
+        or ((v := e.value) is not None and (v > bound or v < -bound))  # NaN: neither
     ]
 
 
@@ -221,6 +276,3 @@ def _reason(
 
 def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-_USER = attrgetter("user")

@@ -24,6 +24,10 @@ class DedupWindow:
         self._seen: set[str] = set()
         self._order: deque[str] = deque()
         self._new: list[str] = []
+        self._changes = 0  # how many times the remembered ids changed
+        #: the last ids :meth:`fresh` found fresh, and when (a batch is asked twice: by the
+        #: screen, then by the step)
+        self._fresh: tuple[int, list[str]] | None = None
 
     def __len__(self) -> int:
         return len(self._order)
@@ -34,6 +38,7 @@ class DedupWindow:
             return False
         if self.size == 0:
             return True
+        self._changes += 1
         self._seen.add(event_id)
         self._order.append(event_id)
         self._new.append(event_id)
@@ -45,6 +50,7 @@ class DedupWindow:
         """:meth:`add` for each id in order; in bulk when no id repeats or was seen before."""
         seen = self._seen
         if 0 < len(event_ids) <= self.size and self.fresh(event_ids):
+            self._changes += 1
             seen.update(event_ids)
             self._order.extend(event_ids)
             self._new.extend(event_ids)
@@ -62,8 +68,16 @@ class DedupWindow:
         >>> _ = window.add("a")
         >>> window.fresh(["b", "c"]), window.fresh(["b", "b"]), window.fresh(["a"])
         (True, False, False)
+        >>> window.fresh(["d"]), window.add("d"), window.fresh(["d"])  # asked again after a change
+        (True, True, False)
         """
-        return self._seen.isdisjoint(event_ids) and len(set(event_ids)) == len(event_ids)
+        known = self._fresh
+        if known is not None and known[0] == self._changes and known[1] == event_ids:
+            return True
+        if self._seen.isdisjoint(event_ids) and len(set(event_ids)) == len(event_ids):
+            self._fresh = (self._changes, list(event_ids))
+            return True
+        return False
 
     def within(self, event_id: str, newest: int) -> bool:
         """Whether ``event_id`` is among the ``newest`` ids remembered (without remembering
