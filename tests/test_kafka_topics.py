@@ -19,6 +19,7 @@ from confluent_kafka.admin import AdminClient
 from kafka_helpers import CONFIG, TIMEOUT
 
 from liveprofile.config import PipelineConfig
+from liveprofile.engine.local import RunStats
 from liveprofile.kafka.broker import Broker
 from liveprofile.kafka.producer import KafkaPublisher, ensure_topics
 from liveprofile.kafka.worker import KafkaWorker
@@ -35,24 +36,28 @@ def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
 
 
-def test_worker_warns_when_its_topic_does_not_exist_yet(
-    broker: Broker, caplog: pytest.LogCaptureFixture
-) -> None:
-    topic = f"missing-{uuid.uuid4().hex[:8]}"
+def start_and_stop(broker: Broker, topic: str) -> RunStats:
+    """A worker on ``topic`` that checks it, subscribes and stops (its store's keys deleted)."""
     prefix = f"topics-{topic}"
     store = FencedRedisStore(URL, prefix=prefix)
     config = PipelineConfig.from_toml(CONFIG)
     worker = KafkaWorker(config, store, broker.bootstrap, topic, topic, max_batch_delay=0.1)
     try:
-        with caplog.at_level(logging.WARNING, logger="liveprofile"):
-            stats = worker.run(stop=STOPPED)  # checks, subscribes, and stops
+        return worker.run(stop=STOPPED)
     finally:
         store.close()
         client = redis.Redis.from_url(URL)
         for key in client.scan_iter(match=f"{prefix}:*"):
             client.delete(key)
         client.close()
-    assert stats.events == 0
+
+
+def test_worker_warns_when_its_topic_does_not_exist_yet(
+    broker: Broker, caplog: pytest.LogCaptureFixture
+) -> None:
+    topic = f"missing-{uuid.uuid4().hex[:8]}"
+    with caplog.at_level(logging.WARNING, logger="liveprofile"):
+        assert start_and_stop(broker, topic).events == 0
     missing = [m for m in warnings(caplog) if f"topic {topic!r} does not exist yet" in m]
     assert len(missing) == 1 and "num.partitions" in missing[0]
 
@@ -64,17 +69,8 @@ def test_worker_warns_when_its_topic_does_not_exist_yet(
         assert time.monotonic() < deadline
         time.sleep(0.2)
     caplog.clear()
-    store = FencedRedisStore(URL, prefix=prefix)
-    worker = KafkaWorker(config, store, broker.bootstrap, topic, topic, max_batch_delay=0.1)
-    try:
-        with caplog.at_level(logging.WARNING, logger="liveprofile"):
-            worker.run(stop=STOPPED)
-    finally:
-        store.close()
-        client = redis.Redis.from_url(URL)
-        for key in client.scan_iter(match=f"{prefix}:*"):
-            client.delete(key)
-        client.close()
+    with caplog.at_level(logging.WARNING, logger="liveprofile"):
+        start_and_stop(broker, topic)
     assert not [m for m in warnings(caplog) if "does not exist yet" in m]
 
 
