@@ -4,6 +4,14 @@ same events under user ids.
 From the repository root::
 
     .venv/bin/python benchmarks/identity.py --users 5000 --repeat 2 --json /tmp/identity.json
+    .venv/bin/python benchmarks/identity.py --returning --repeat 3
+
+``--returning`` adds a third stream beside the two: a shop whose customers come back
+(``liveprofile.datasets.logins.returning_logins``): every session browses under an anonymous id
+of its own and logs in at its first cart or purchase, so most logins (the table's "into
+profiles" column) are into a user who already has a profile, which the kernel folds into the
+user's row in place (``engine/foldinto.py``). Its CPU is compared with the same events under
+user ids, as the first-purchase stream's is.
 
 ``--phases`` also prints the CPU seconds of the step's phases per stream
 (:mod:`phases`): where the login stream spends what the other does not.
@@ -16,8 +24,9 @@ the local runner into a fresh SQLite store, ``--repeat`` times each in alternati
 the default (compiled) engine; the table shows the best time of each, in wall-clock seconds and
 in CPU seconds of the process (steadier on a shared machine). Every batch takes the
 compiled step: the kernel runs each batch in one call, folding each visitor into its new user
-on the rows (``engine/loginrun.py``); the Python lifecycle runs only at a login into a user
-who has a profile (writing the two profiles back, merging them, reloading the user's).
+on the rows (``engine/loginrun.py``), and each visitor into a user who has a profile on the
+rows too (``engine/foldinto.py``); the Python lifecycle runs only where that does not apply
+(e.g. a profile idle past its TTL).
 
 Prints the table (and with ``--phases`` the phases' table); ``--json`` also writes the figures
 and every run to a file.
@@ -39,7 +48,7 @@ from rich.console import Console
 from rich.table import Table
 
 from liveprofile.config import LabelConfig, PipelineConfig, RunConfig, TaskConfig
-from liveprofile.datasets.logins import with_logins
+from liveprofile.datasets.logins import returning_logins, returning_share, with_logins
 from liveprofile.datasets.synthetic import SyntheticConfig, generate
 from liveprofile.engine.local import LocalRunner
 from liveprofile.events.sources import JsonlSource
@@ -91,6 +100,12 @@ def main() -> None:
         default=1,
         help="Runs of each stream, alternating; the best is shown (default 1).",
     )
+    parser.add_argument(
+        "--returning",
+        action="store_true",
+        help="Also replay a shop of returning customers: every session logs in at its first cart "
+        "or purchase, mostly into users who already have a profile.",
+    )
     parser.add_argument("--json", type=Path, help="Also write the figures to this JSON file.")
     parser.add_argument(
         "--phases", action="store_true", help="Also time the step's phases (benchmarks/phases.py)."
@@ -108,6 +123,12 @@ def main() -> None:
         paths["user ids"].write_bytes(b"\n".join(encode(e) for e in generate(synthetic)) + b"\n")
         logins = with_logins(generate(synthetic))
         paths["logins"].write_bytes(b"\n".join(encode(e) for e in logins) + b"\n")
+        share = {"user ids": 0.0, "logins": returning_share(with_logins(generate(synthetic)))}
+        if args.returning:
+            paths["returning"], runs["returning"] = folder / "returning.jsonl", []
+            returning = list(returning_logins(generate(synthetic)))
+            share["returning"] = returning_share(returning)
+            paths["returning"].write_bytes(b"\n".join(encode(e) for e in returning) + b"\n")
         for k in range(args.repeat):
             for name, path in paths.items():
                 run_dir = folder / f"{name.replace(' ', '_')}-{k}"
@@ -119,7 +140,8 @@ def main() -> None:
     table = Table(title=f"Synthetic shop, {best['user ids']['events']:,} events, batches of "
                   f"{args.batch:,}")  # fmt: skip
     cpu = {name: min(x["cpu_seconds"] for x in r) for name, r in runs.items()}
-    columns = ("stream", "seconds", "events/s", "vs user ids", "CPU s", "vs user ids ", "links")
+    columns = ("stream", "seconds", "events/s", "vs user ids", "CPU s", "vs user ids ", "links",
+               "into profiles")  # fmt: skip
     for column in (*columns, "profiles"):
         table.add_column(column, justify="left" if column == "stream" else "right")
     for name, r in best.items():
@@ -131,6 +153,7 @@ def main() -> None:
             f"{cpu[name]:.1f}",
             "-" if name == "user ids" else f"{(cpu[name] / cpu['user ids'] - 1) * 100:+.1f}%",
             f"{r['links']:,}",
+            "-" if name == "user ids" else f"{share[name]:.0%}",
             f"{r['profiles']:,}",
         )
     Console(width=120).print(table)
@@ -138,6 +161,7 @@ def main() -> None:
         Console(width=120).print(phases.table(list(paths), args.repeat))
     if args.json:
         result = {"machine": platform.platform(), "args": vars(args) | {"json": str(args.json)}}
+        result["into_profiles"] = share
         args.json.write_text(json.dumps(result | {"runs": runs}, indent=2) + "\n")
 
 

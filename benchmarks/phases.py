@@ -78,7 +78,7 @@ def table(streams: list[str], runs: int) -> Table:
     out.add_column("phase")
     for stream in streams:
         out.add_column(stream, justify="right")
-    out.add_column("calls (logins)", justify="right")
+    out.add_column(f"calls ({streams[-1]})", justify="right")
     names = [name for name, _, _ in PHASES]
     names.insert(2, "  kernel (user ids: one call a batch)")
     for name in names:

@@ -10,6 +10,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from liveprofile.datasets.logins import returning_logins, returning_share, with_logins
 from liveprofile.datasets.synthetic import (
     DEFAULT_CONFIG,
     GroundTruth,
@@ -321,3 +322,23 @@ def test_bad_config_is_rejected(field: str, value: float) -> None:
 def test_bad_rates_are_rejected(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="invalid_rate"):
         write_jsonl(tmp_path / "x.jsonl", SMALL, invalid_rate=1.5)
+
+
+def test_returning_logins_mostly_log_into_existing_profiles() -> None:
+    """Every session logs in at its first cart or purchase under an id of its own, so each user's
+    first login makes the user and the others log into a user who already has a profile."""
+    plain = list(generate(SMALL))
+    out = list(returning_logins(plain))
+    assert [e["event_id"] for e in out] == [e["event_id"] for e in plain]
+    logins = [e for e in out if "user_id" in e and "anonymous_id" in e]
+    first_logins = {e["user_id"] for e in logins}
+    assert logins and [e["type"] for e in logins if e["type"] not in ("cart", "purchase")] == []
+    # one login per session that carts or buys, at its first cart or purchase
+    buying = {session_of(e) for e in plain if e["type"] in ("cart", "purchase")}
+    assert sorted(session_of(e) for e in logins) == sorted(buying)
+    assert {e["anonymous_id"] for e in logins} == {f"visitor-{s}" for s in buying}
+    share = returning_share(out)
+    assert share == pytest.approx(1 - len(first_logins) / len(logins))
+    assert share > 0.5
+    # the first-purchase stream logs each user in once, into a new id
+    assert returning_share(with_logins(plain)) == 0.0

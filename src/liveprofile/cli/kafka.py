@@ -177,11 +177,16 @@ def publish_kafka(file: str, kafka: str, topic: str, topic_partitions: int, vali
     """``publish --kafka``: records keyed by user id, idempotent producer, acks=all."""
     from liveprofile.kafka.producer import KafkaPublisher
 
+    # the publisher's warnings (a topic that keeps another partition count) on stderr
+    logging.basicConfig(
+        level=logging.WARNING, stream=sys.stderr, format="%(levelname)s: %(message)s"
+    )
     publisher = KafkaPublisher(kafka, topic, partitions=topic_partitions, validate=validate)
     stats = publisher.extend(lines(file))
     click.echo(
         json.dumps(
             {
+                "partitions": publisher.partitions,
                 "published": stats.published,
                 "dead_letters": stats.dead_letters,
                 "per_partition": {str(k): v for k, v in sorted(stats.per_partition.items())},

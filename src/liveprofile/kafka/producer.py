@@ -69,26 +69,51 @@ def producer_config(bootstrap: str, **extra: Any) -> dict[str, Any]:
     }
 
 
-def ensure_topics(bootstrap: str, topics: dict[str, int], timeout_s: float = 30.0) -> None:
-    """Create the topics that do not exist yet, ``{name: partitions}`` (replication 1)."""
+def ensure_topics(
+    bootstrap: str, topics: dict[str, int], timeout_s: float = 30.0
+) -> dict[str, int]:
+    """Create the topics that do not exist yet, ``{name: partitions}`` (replication 1); returns
+    the partition count of each of ``topics`` that existed already (it is not changed)."""
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
     settings: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": log}
     admin = AdminClient(settings)
     try:
-        existing = set(admin.list_topics(timeout=timeout_s).topics)
+        listed = admin.list_topics(timeout=timeout_s).topics
     except KafkaException as exc:
         raise KafkaError(f"cannot reach Kafka at {bootstrap}: {exc}") from None
+    existing = {t: len(listed[t].partitions) for t in topics if t in listed}
     new = [NewTopic(t, n, 1) for t, n in topics.items() if t not in existing]
     if not new:
-        return
+        return existing
     for name, future in admin.create_topics(new, operation_timeout=timeout_s).items():
         try:
             future.result()
         except KafkaException as exc:
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise KafkaError(f"cannot create topic {name}: {exc}") from None
+    return existing
+
+
+def partition_mismatch(topic: str, existing: int, asked: int) -> str | None:
+    """The warning when ``topic`` exists with ``existing`` partitions, not the ``asked`` ones
+    (None when they agree).
+
+    >>> partition_mismatch("shop", 3, 3) is None
+    True
+    >>> print(partition_mismatch("shop", 1, 3))  # doctest: +ELLIPSIS
+    topic 'shop' exists with 1 partition, not the 3 asked for: it keeps 1 ...
+    """
+    if existing == asked:
+        return None
+    plural = "" if existing == 1 else "s"
+    return (
+        f"topic {topic!r} exists with {existing} partition{plural}, not the {asked} asked for: "
+        f"it keeps {existing} (a topic's partitions are set when it is created, e.g. by the "
+        "broker's auto-creation with its num.partitions when a worker subscribed first); to "
+        "have another count, create the topic before starting workers, or delete and recreate it"
+    )
 
 
 @dataclass
@@ -102,6 +127,9 @@ class PublishStats:
 
 class KafkaPublisher:
     """Appends raw JSON events to ``topic`` keyed by user; invalid ones to its dead-letter topic.
+
+    A ``topic`` that exists keeps its partition count; when it differs from ``partitions`` the
+    publisher logs a warning (also kept in :attr:`warning`).
 
     ``validate=False`` appends every record that has a user or anonymous id without parsing it
     (the workers dead-letter what is invalid); records without either still go to the
@@ -121,7 +149,13 @@ class KafkaPublisher:
 
         self.topic = topic
         self.dead_topic = dead_letter_topic(topic)
-        ensure_topics(bootstrap, {topic: partitions, self.dead_topic: 1})
+        existing = ensure_topics(bootstrap, {topic: partitions, self.dead_topic: 1})
+        #: the topic's partition count (the existing one when it existed already)
+        self.partitions = existing.get(topic, partitions)
+        #: why the topic does not have the partitions asked for, or None
+        self.warning = partition_mismatch(topic, self.partitions, partitions)
+        if self.warning is not None:
+            log.warning(self.warning)
         self.producer = Producer(producer_config(bootstrap))
         self.validate = validate
         self.source = source

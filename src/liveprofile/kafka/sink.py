@@ -21,6 +21,7 @@ from liveprofile.kafka.producer import (
     dead_letter_topic,
     ensure_topics,
     log,
+    partition_mismatch,
     producer_config,
     record_key,
 )
@@ -60,9 +61,12 @@ class KafkaSink:
         from confluent_kafka import Producer
 
         s = self.settings
-        await asyncio.to_thread(
+        existing = await asyncio.to_thread(
             ensure_topics, s.bootstrap, {s.topic: s.partitions, s.dead_letter_topic: 1}
         )
+        warning = partition_mismatch(s.topic, existing.get(s.topic, s.partitions), s.partitions)
+        if warning is not None:
+            log.warning(warning)
         self._producer = Producer(producer_config(s.bootstrap))
         self._poller.start()
 

@@ -173,6 +173,7 @@ class KafkaWorker(Ownership):
         extra = {} if self.client_id is None else {"client.id": self.client_id}
         self._consumer = Consumer(consumer_config(self.bootstrap, self.group, **extra))
         self._producer = Producer(producer_config(self.bootstrap))
+        self._warn_missing_topic()
         self._consumer.subscribe(
             [self.topic],
             on_assign=self._on_assign,
@@ -191,6 +192,28 @@ class KafkaWorker(Ownership):
             stats.seconds = self._clock() - started
             self.close()
         return stats
+
+    def _warn_missing_topic(self) -> None:
+        """Log a warning when the topic does not exist yet: the worker waits for it, but if the
+        broker creates it on the subscription, it gets the broker's default partition count,
+        which a publisher asking for another one later does not change."""
+        from confluent_kafka import KafkaException
+
+        try:  # every topic's metadata: asking for this one could have the broker create it
+            topics = self._consumer.list_topics(timeout=10).topics
+        except KafkaException as exc:
+            log.warning("cannot list the topics at %s: %s", self.bootstrap, exc)
+            return
+        if self.topic not in topics:
+            log.warning(
+                "topic %r does not exist yet at %s: the worker waits for it. If the broker "
+                "creates it (auto.create.topics.enable), it gets the broker's default partition "
+                "count (num.partitions), and a publisher asking for another count later keeps "
+                "that one; create the topic first (liveprofile publish/collect --kafka "
+                "--topic-partitions N) to choose its partitions",
+                self.topic,
+                self.bootstrap,
+            )
 
     def _loop(
         self, stats: RunStats, max_idle_polls: int | None, stop: threading.Event | None
