@@ -37,7 +37,7 @@ from liveprofile.engine.rowio import hold_items, load_users, store_users
 from liveprofile.engine.state import PipelineState
 from liveprofile.engine.step import Step
 from liveprofile.engine.velocity import count_velocity
-from liveprofile.engine.visitors import BatchIds, as_users, known_events
+from liveprofile.engine.visitors import as_users, known_events
 from liveprofile.events.columns import EventColumns
 from liveprofile.events.schema import Event
 from liveprofile.learn.base import ArrayOps, run_ops
@@ -146,7 +146,7 @@ class CompiledStep:
         out = StepResult()
         ckpt = state.checkpoint
         # plain events (columns): no links, no commands; otherwise the ids, read once
-        ids = None if isinstance(events, EventColumns) else BatchIds.of(events)
+        ids = None if isinstance(events, EventColumns) else self.base.take_ids(events)
         cols = EventColumns.of(as_users(events, state.aliases, ids))
         ok = np.array(state.dedup.add_many(cols.event_id), dtype=np.bool_)
         out.duplicates = len(cols) - int(ok.sum())

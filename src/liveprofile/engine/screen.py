@@ -39,7 +39,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from itertools import compress
+from itertools import compress, repeat
+from operator import is_not
 from typing import cast
 
 import numpy as np
@@ -48,6 +49,7 @@ from liveprofile.config import EventsConfig
 from liveprofile.engine.core import Core
 from liveprofile.engine.knownusers import KnownUsers
 from liveprofile.engine.state import PipelineState
+from liveprofile.engine.visitors import BatchIds
 from liveprofile.events.columns import EventColumns
 from liveprofile.events.deadletter import DeadLetter
 from liveprofile.events.dedup import Repeats
@@ -72,13 +74,14 @@ def screen(
         events = list(events)
     limit, bound = max(watermark, now) + rules.max_future_s, rules.max_value
     lateness = rules.allowed_lateness_s
+    ids = core.batch_ids(events)  # read once, shared with the step
     if lateness is None:
-        suspects = _suspects(events, limit, bound)
+        suspects = _suspects(ids, limit, bound)
         if not suspects:
             return  # the common case, checked at once
     else:
         suspects = list(range(len(events)))
-    users = [e.user for e in events]
+    users = ids.user
     # the events within the limits pass; the others are judged in order, with the watermark
     # and the ids that acted as known users before them
     links = {
@@ -88,10 +91,10 @@ def screen(
         for i in ((e.anonymous_id, e.user) if e.type == MERGE else (e.anonymous_id,))
     }
     # an event under a linked id is the user's it leads to (the step moves it there)
-    ids = set(users)
-    state.ensure_aliases(store, ids | links)
+    named_ids = set(users)
+    state.ensure_aliases(store, named_ids | links)
     aliases = state.aliases
-    linked = (ids | links) & aliases.keys()
+    linked = (named_ids | links) & aliases.keys()
     owners = {aliases[u] for u in linked}
     if links or owners:
         state.ensure_loaded(store, links | owners, set())
@@ -113,9 +116,9 @@ def screen(
         return False
 
     # re-sent events pass: the step counts them, nothing else (None: the batch has none)
-    fresh = state.dedup.fresh([e.event_id for e in events])
+    fresh = state.dedup.fresh(ids.cols.event_id)
     if fresh and lateness is None:
-        _judge_fresh(events, users, suspects, follow, known, judge, watermark)
+        _judge_fresh(events, ids, suspects, follow, known, judge, watermark)
     else:
         repeats = None if fresh else Repeats(state.dedup)
         start = 0
@@ -149,7 +152,7 @@ def screen(
 
 def _judge_fresh(
     events: Sequence[Event],
-    users: list[str],
+    ids: BatchIds,
     suspects: list[int],
     follow: set[str],
     known: KnownUsers,
@@ -161,7 +164,8 @@ def _judge_fresh(
     With no TTL and no ``$merge`` in the batch (a ``$merge`` is a suspect), an unlinked
     visitor's own event (most of a login batch's) changes nothing the judgement reads, and is
     passed over too."""
-    quiet = np.array([e.ts for e in events])
+    users = ids.user
+    quiet = ids.cols.ts.copy()
     quiet[suspects] = -math.inf
     upto = np.maximum.accumulate(quiet).tolist()  # the latest time passed at once, to each
     end = suspects[-1]
@@ -191,16 +195,20 @@ def _judge_fresh(
         known.acted(e)
 
 
-def _suspects(events: Sequence[Event], limit: float, bound: float) -> list[int]:
+def _suspects(ids: BatchIds, limit: float, bound: float) -> list[int]:
     """The positions of the events that may break a rule: all but a visitor's or a user's
     events (not a login, not a command needing ids) within ``limit`` and ``bound``."""
-    return [
-        k
-        for k, e in enumerate(events)
-        if e.ts > limit
-        or ((a := e.anonymous_id) is not None and (a != e.user or e.type == MERGE))
-        or ((v := e.value) is not None and (v > bound or v < -bound))  # NaN: neither
-    ]
+    cols = ids.cols
+    marks = cols.ts > limit
+    marks |= np.abs(cols.value) > bound  # NaN (no value): neither
+    marks |= ids.linking()
+    if MERGE in cols.type:  # a merge that names an anonymous id needs ids
+        n = len(cols)
+        merges = np.fromiter(map(MERGE.__eq__, cols.type), np.bool_, n)
+        merges &= np.fromiter(map(is_not, ids.anon, repeat(None)), np.bool_, n)
+        marks |= merges
+    suspects: list[int] = np.flatnonzero(marks).tolist()
+    return suspects
 
 
 def _followed(suspects: list[Event]) -> set[str]:

@@ -21,13 +21,13 @@ False
 from __future__ import annotations
 
 from collections.abc import Sequence
-from operator import attrgetter
 from typing import cast
 
 from liveprofile.config import PipelineConfig
 from liveprofile.engine.lazyprofiles import kernel_reads, peek, reading, update_traits
 from liveprofile.engine.lifecycle import Lifecycle, StepResult
 from liveprofile.engine.state import PipelineState, scores_in_task_order
+from liveprofile.engine.visitors import BatchIds
 from liveprofile.events.columns import EventColumns
 from liveprofile.events.schema import Event
 from liveprofile.features.hashing import FeatureBuilder
@@ -39,9 +39,6 @@ from liveprofile.profile.traits import TraitEvaluator
 #: where a folded profile went, the tasks the profile it went into had a score of, and the folded
 #: profile itself (held, so that its id is not reused by a profile made later in the batch)
 Fold = tuple[Profile, frozenset[str], Profile]
-
-
-_TS, _USER, _ANON, _ITEM = (attrgetter(a) for a in ("ts", "user", "anonymous_id", "item_id"))
 
 
 class Step(Lifecycle):
@@ -59,11 +56,27 @@ class Step(Lifecycle):
         self.ttl = config.run.profile_ttl_s
         #: keep the learned examples of each batch (``run.training_log``)
         self.log_examples = bool(config.run.training_log)
-        #: the latest batch :meth:`horizon` read, its length and its horizon
-        self._horizon: tuple[Sequence[Event], int, float] | None = None
+        #: the latest batch's columns (:meth:`batch_ids`), with the batch and its length
+        self._ids: tuple[Sequence[Event], int, BatchIds] | None = None
 
     def new_state(self) -> PipelineState:
         return PipelineState(self.config)
+
+    def batch_ids(self, events: Sequence[Event]) -> BatchIds:
+        """The columns of ``events`` (not columns already), read once: the screen, the keys
+        a batch loads and the step ask in turn, and the step takes them (:meth:`take_ids`)."""
+        seen = self._ids
+        if seen is not None and seen[0] is events and seen[1] == len(events):
+            return seen[2]
+        ids = BatchIds.of(events)
+        self._ids = (events, len(events), ids)
+        return ids
+
+    def take_ids(self, events: Sequence[Event]) -> BatchIds:
+        """:meth:`batch_ids`, forgotten by the step: a later batch reads its own."""
+        ids = self.batch_ids(events)
+        self._ids = None
+        return ids
 
     def alias_keys(self, state: PipelineState, events: Sequence[Event]) -> set[str]:
         """Ids whose identity links the step may read: anonymous ids, user ids (erased, or
@@ -73,9 +86,10 @@ class Step(Lifecycle):
         if isinstance(events, EventColumns):  # columns hold plain events only
             keys.update(events.user)
         else:
-            keys.update(map(_ANON, events))
+            ids = self.batch_ids(events)
+            keys.update(ids.anon)  # type: ignore[arg-type]
             keys.discard(None)
-            keys.update(map(_USER, events))  # erased, or merged into another user
+            keys.update(ids.user)  # erased, or merged into another user
         if state.checkpoint.links:
             horizon = self.horizon(state, events)
             for task in state.tasks.values():
@@ -85,17 +99,11 @@ class Step(Lifecycle):
 
     def horizon(self, state: PipelineState, events: Sequence[Event]) -> float:
         """The watermark this batch can reach at most."""
-        if isinstance(events, EventColumns):
-            return float(events.ts.max()) if len(events) else state.watermark
-        if not events:
+        if not len(events):
             return state.watermark
-        # the runner asks several times per batch: the latest batch's answer is kept
-        seen = self._horizon
-        if seen is not None and seen[0] is events and seen[1] == len(events):
-            return seen[2]
-        horizon: float = max(map(_TS, events))
-        self._horizon = (events, len(events), horizon)
-        return horizon
+        if not isinstance(events, EventColumns):
+            events = self.batch_ids(events).cols
+        return float(events.ts.max())
 
     def batch_keys(
         self, state: PipelineState, events: Sequence[Event]
@@ -106,19 +114,19 @@ class Step(Lifecycle):
         if isinstance(events, EventColumns):
             users = {aliases.get(u, u) for u in events.user} if aliases else set(events.user)
             present: set[str | None] = set(events.item_id)
-            present.discard(None)
-            items = cast(set[str], present)
         else:
-            users = set(map(_USER, events))
-            anons = set(map(_ANON, events))
+            ids = self.batch_ids(events)
+            users = set(ids.user)
+            anons = set(ids.anon)
             anons.discard(None)
             if aliases:
                 users = {aliases.get(u, u) for u in users}
                 # a linked id's user: its alias list loses the id if the batch re-links it
-                users.update(aliases[a] for a in anons if a in aliases)
-            users |= anons
-            items = set(map(_ITEM, events))
-            items.discard(None)
+                users.update(aliases[a] for a in anons if a in aliases)  # type: ignore[index]
+            users |= anons  # type: ignore[arg-type]
+            present = set(ids.cols.item_id)
+        present.discard(None)
+        items = cast(set[str], present)
         if self.sweep_due(state.watermark, self.horizon(state, events)):
             for members in state.members.values():
                 users |= members

@@ -26,9 +26,10 @@ from liveprofile.events.schema import COMMANDS, Event
 
 @dataclasses.dataclass
 class BatchIds:
-    """The ids a batch's events name, as columns read once per batch: each event's anonymous
-    id (None: none), its user id as sent (before the identity links move it) and whether it
-    is a command (``$merge``, ``$forget``).
+    """A batch's events as columns, read once per batch and shared by the screen, the keys
+    the batch loads and the step: each event's anonymous id (None: none), its fields as sent
+    (``cols``: the user before the identity links move it) and whether it is a command
+    (``$merge``, ``$forget``).
 
     >>> from liveprofile.events.schema import Event
     >>> ids = BatchIds.of([Event("e1", "v1", "view", 1.0, anonymous_id="v1"),
@@ -40,18 +41,34 @@ class BatchIds:
     """
 
     anon: list[str | None]
-    user: list[str]
+    cols: EventColumns
     command: npt.NDArray[np.bool_]
     #: the events (not commands) :func:`as_users` put under the user their id is linked to
     moved: list[int] = dataclasses.field(default_factory=list)
 
     @classmethod
-    def of(cls, events: Sequence[Event], types: Sequence[str] | None = None) -> BatchIds:
-        """The ids of ``events``; ``types``: their types, when already read."""
-        if types is None:
-            types = list(map(_TYPE, events))
+    def of(cls, events: Sequence[Event]) -> BatchIds:
+        """The columns of ``events``."""
+        cols = EventColumns.of(events)
+        types = cols.type
         command = np.fromiter(map(COMMANDS.__contains__, types), np.bool_, len(types))
-        return cls(list(map(_ANON, events)), list(map(_USER, events)), command)
+        return cls([e.anonymous_id for e in events], cols, command)
+
+    @property
+    def user(self) -> list[str]:
+        """Each event's user id as sent."""
+        return self.cols.user
+
+    def fresh(self) -> BatchIds:
+        """The same columns, no event noted as moved yet (a step notes them)."""
+        return dataclasses.replace(self, moved=[])
+
+    def linking(self) -> npt.NDArray[np.bool_]:
+        """Which events name an anonymous id other than their user id."""
+        n, anons = len(self.anon), self.anon
+        marks = np.fromiter(map(ne, anons, self.user), np.bool_, n)
+        marks &= np.fromiter(map(is_not, anons, repeat(None)), np.bool_, n)
+        return marks
 
     def visitors(self) -> list[str]:
         """The anonymous ids named, in order of first appearance."""
@@ -62,9 +79,7 @@ class BatchIds:
     def stop_marks(self, ok: Any) -> Any:
         """Which applied events need the Python lifecycle: logins (an anonymous id linked to
         another id), ``$merge`` and ``$forget``; None when there are none."""
-        n, anons = len(self.anon), self.anon
-        marks = np.fromiter(map(ne, anons, self.user), np.bool_, n)
-        marks &= np.fromiter(map(is_not, anons, repeat(None)), np.bool_, n)
+        marks = self.linking()
         marks |= self.command
         if not marks.any():
             return None
@@ -101,14 +116,15 @@ def as_users(
     """``events`` under the user their id is linked to: linked visitors' (anonymous id only)
     and those of users merged into another (``$merge``). ``ids``: the events' ids, which
     learn which events moved."""
+    if ids is not None:  # the columns read already, with the moved users
+        return _moved(ids, aliases) if aliases else ids.cols
     if not aliases:
         return events
     if isinstance(events, EventColumns):
         if not any(u in aliases for u in events.user):
             return events
         return dataclasses.replace(events, user=[aliases.get(u, u) for u in events.user])
-    users = map(_USER, events) if ids is None else ids.user
-    moved = list(compress(count(), map(aliases.__contains__, users)))
+    moved = list(compress(count(), map(aliases.__contains__, map(_USER, events))))
     if not moved:
         return events
     out = list(events)
@@ -116,9 +132,22 @@ def as_users(
         e = out[k]
         if e.type not in COMMANDS:
             out[k] = msgspec.structs.replace(e, user=aliases[e.user])
-            if ids is not None:
-                ids.moved.append(k)
     return out
 
 
-_USER, _ANON, _TYPE = attrgetter("user"), attrgetter("anonymous_id"), attrgetter("type")
+def _moved(ids: BatchIds, aliases: dict[str, str]) -> EventColumns:
+    """:func:`as_users` of the events ``ids`` holds the columns of, noting which moved."""
+    cols = ids.cols
+    moved = list(compress(count(), map(aliases.__contains__, cols.user)))
+    if not moved:
+        return cols
+    out, user, command = list(cols.events()), list(cols.user), ids.command
+    for k in moved:
+        if not command[k]:
+            user[k] = to = aliases[user[k]]
+            out[k] = msgspec.structs.replace(out[k], user=to)
+            ids.moved.append(k)
+    return dataclasses.replace(cols, user=user, _events=out)
+
+
+_USER = attrgetter("user")
