@@ -28,8 +28,9 @@ from liveprofile.redis.worker import RedisWorker, WorkerOptions
 
 CONFIG = "[run]\nbatch_size = 50\n[features]\nbits = 14\n[segments]\nany = 'events >= 1'\n"
 PREFIX = "follow"
-#: guards the reads of a command's output (the test fails, not hangs, if a line never comes)
-TIMEOUT = 60.0
+#: guards the reads of a command's output (the test fails, not hangs, if a line never comes);
+#: generous, since a loaded machine can take a minute to start a command
+TIMEOUT = 240.0
 
 
 @pytest.fixture(scope="module")

@@ -59,10 +59,6 @@ class BatchIds:
         """Each event's user id as sent."""
         return self.cols.user
 
-    def fresh(self) -> BatchIds:
-        """The same columns, no event noted as moved yet (a step notes them)."""
-        return dataclasses.replace(self, moved=[])
-
     def linking(self) -> npt.NDArray[np.bool_]:
         """Which events name an anonymous id other than their user id."""
         n, anons = len(self.anon), self.anon
