@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import redis
+from children import popen
 from redis_server import RedisServer
 
 from liveprofile.config import PipelineConfig
@@ -45,6 +46,14 @@ def url(server: RedisServer, lines: list[bytes]) -> str:
     return server.url
 
 
+def _ctrl_c_ends_it() -> None:
+    """In the command's process before it starts: SIGINT at its default, as from a terminal,
+    also when the tests run with it ignored (pytest started in the background by a
+    non-interactive shell): an ignored SIGINT is inherited, and Python then installs no
+    KeyboardInterrupt handler, so the command would never see Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Command:
     """A ``liveprofile`` command whose output is read line by line, straight from the pipe.
 
@@ -55,7 +64,8 @@ class Command:
     def __init__(self, *args: str) -> None:
         cmd = [sys.executable, "-m", "liveprofile.cli", *args]
         env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+        pipe = subprocess.PIPE
+        self.proc = popen(cmd, stdout=pipe, stderr=pipe, env=env, preexec_fn=_ctrl_c_ends_it)
         assert self.proc.stdout is not None
         self.fd = self.proc.stdout.fileno()
         self.pending = b""  # read from the pipe, not yet returned as a line
