@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import httpx
+from children import popen
 from redis_server import free_port
 
 TIMEOUT = 30.0
@@ -24,7 +24,7 @@ class CliServer:
         self.log = log
         cmd = [sys.executable, "-m", "liveprofile.cli", *command, "--port", str(self.port)]
         with open(log, "wb") as fh:
-            self.proc = subprocess.Popen(cmd, stdout=fh, stderr=fh, env={**os.environ, **env})
+            self.proc = popen(cmd, stdout=fh, stderr=fh, env={**os.environ, **env})
         deadline = time.monotonic() + TIMEOUT
         while True:
             assert self.proc.poll() is None, log.read_text()

@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 import redis
+from children import popen
 
 from liveprofile.config import PipelineConfig
 from liveprofile.engine.state import Checkpoint
@@ -117,7 +118,7 @@ def worker(
     args += ["--config", str(config), "--batch-size", "10", "--max-batch-delay", "0.05"]
     args += ["--consumer", name]
     with open(log, "ab") as err, open(log.with_suffix(".out"), "ab") as out:
-        return subprocess.Popen(args, stdout=out, stderr=err)
+        return popen(args, stdout=out, stderr=err)
 
 
 def applied(log: Path) -> int:

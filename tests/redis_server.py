@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import redis
+from children import popen
 
 TIMEOUT = 60.0
 
@@ -48,7 +49,7 @@ class RedisServer:
         args += ["--appendonly", "yes" if self.appendonly else "no", "--dir", str(self.dir)]
         args += ["--appendfsync", self.fsync]
         with open(self.dir / "redis.log", "ab") as log:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=log)
+            self.proc = popen(args, stdout=log, stderr=log)
         client = redis.Redis.from_url(self.url)
         deadline = time.monotonic() + TIMEOUT
         while True:

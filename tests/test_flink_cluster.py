@@ -34,7 +34,10 @@ from liveprofile.flink.job import FlinkSettings, wait_caught_up  # noqa: E402
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StandaloneCluster]:
-    c = StandaloneCluster(tmp_path_factory.mktemp("flink"), taskmanagers=2, slots=2)
+    # killed with pytest too when pytest is killed from outside (no stop then)
+    c = StandaloneCluster(
+        tmp_path_factory.mktemp("flink"), taskmanagers=2, slots=2, die_with_parent=True
+    )
     try:
         c.start()
         yield c

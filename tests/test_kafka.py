@@ -213,7 +213,7 @@ def test_broker_restart_mid_stream(
     ports = ["--port", str(free_port()), "--controller-port", str(free_port())]
     own = Broker(data, port=int(ports[1]))
     assert _kafka_cli("status", "--data-dir", data) == {"running": False, "pid": None}
-    started = _kafka_cli("start", "--data-dir", data, *ports)
+    started = _kafka_cli("start", "--data-dir", data, *ports, "--die-with-parent")
     try:
         assert _kafka_cli("status", "--data-dir", data)["pid"] == started["pid"]
         topic = "restarted"
@@ -224,7 +224,7 @@ def test_broker_restart_mid_stream(
         kh.wait("commits", lambda: kh.committed(server.url, topic, topic) > 40)
         assert _kafka_cli("stop", "--data-dir", data) == {"stopped": True}
         assert _kafka_cli("status", "--data-dir", data)["running"] is False
-        _kafka_cli("start", "--data-dir", data, *ports)
+        _kafka_cli("start", "--data-dir", data, *ports, "--die-with-parent")
         kh.publish(own.bootstrap, topic, lines[half:])
         kh.wait("the worker to catch up", kh.caught_up(own, server.url, topic))
         kh.stop(proc, log)

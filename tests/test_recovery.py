@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from children import popen
 
 from liveprofile.datasets.synthetic import SyntheticConfig, write_jsonl
 from liveprofile.store.sqlite import SQLiteStore
@@ -27,7 +28,7 @@ bits = 14
 def _replay(events: Path, store: Path, config: Path) -> subprocess.Popen[bytes]:
     log = store.with_suffix(".log")
     with open(log, "ab") as err:
-        return subprocess.Popen(
+        return popen(
             [
                 sys.executable,
                 "-m",

@@ -33,6 +33,7 @@ import msgspec
 import numpy as np
 import pytest
 import redis
+from children import popen
 from redis_server import RedisServer, running
 
 from liveprofile.config import PipelineConfig
@@ -136,7 +137,7 @@ def _worker(
     args += ["--consumer", role.consumer, "--config", str(config), "--batch-size", str(BATCH)]
     args += ["--block-ms", "200", "--idle-exit", str(idle_exit)]
     with open(log, "ab") as err:
-        return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err)
+        return popen(args, stdout=subprocess.DEVNULL, stderr=err)
 
 
 def _checkpoint(url: str, prefix: str, scope: str | None) -> Checkpoint | None:

@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 import pytest
 import redis
+from children import popen
 from redis_server import RedisServer, running
 
 from liveprofile.config import PipelineConfig
@@ -130,7 +131,7 @@ def _worker(url: str, prefix: str, config: Path, log: Path, *extra: str) -> subp
     args += ["--partitions", "0", "--of", "1", "--consumer", "w1", "--config", str(config)]
     args += ["--block-ms", "200", "--idle-exit", "3", *extra]
     with open(log, "ab") as err:
-        return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err)
+        return popen(args, stdout=subprocess.DEVNULL, stderr=err)
 
 
 def _seq(url: str, prefix: str) -> int:

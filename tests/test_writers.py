@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import redis
+from children import popen
 from redis_server import RedisServer, running
 from test_redis_worker import (
     CONFIG,
@@ -47,7 +48,7 @@ def events(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _cli(*args: str, stderr: Path) -> subprocess.Popen[bytes]:
     with open(stderr, "ab") as err:
-        return subprocess.Popen(
+        return popen(
             [sys.executable, "-m", "liveprofile.cli", *args],
             stdout=subprocess.DEVNULL,
             stderr=err,
@@ -58,7 +59,7 @@ def test_two_replays_into_one_sqlite_store(events: Path, tmp_path: Path) -> None
     store = tmp_path / "p.db"
     log = tmp_path / "err.log"
     with open(log, "ab") as err:  # the first writer reads stdin: it runs until stdin closes
-        first = subprocess.Popen(
+        first = popen(
             [sys.executable, "-m", "liveprofile.cli", "replay", "-", "--store", str(store),
              "--no-progress"],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err,

@@ -64,9 +64,19 @@ _data_dir = click.option(
     "--partitions", default=4, show_default=True, help="Partitions of auto-created topics."
 )
 @click.option("--heap-mb", default=512, show_default=True, help="JVM heap of the broker.")
+@click.option(
+    "--die-with-parent",
+    is_flag=True,
+    help="Kill the broker when the process that ran this command ends (a test's broker).",
+)
 @_fail_cleanly
 def kafka_start(
-    data_dir: str, port: int, controller_port: int | None, partitions: int, heap_mb: int
+    data_dir: str,
+    port: int,
+    controller_port: int | None,
+    partitions: int,
+    heap_mb: int,
+    die_with_parent: bool,
 ) -> None:
     """Start the broker in the background and wait until it answers."""
     import time
@@ -79,6 +89,7 @@ def kafka_start(
         controller_port=controller_port,
         partitions=partitions,
         heap_mb=heap_mb,
+        dies_with=os.getppid() if die_with_parent else None,
     )
     began = time.monotonic()
     pid = broker.start()

@@ -4,6 +4,9 @@ The ``apache-flink`` wheel ships Flink's ``bin/`` and ``lib/``; :class:`Standalo
 a ``config.yaml`` of its own (spare ports, small memory, fast heartbeats so that a lost
 taskmanager is noticed within seconds) into a directory and runs one jobmanager and N
 taskmanagers in the foreground of child processes, so each can be stopped or killed alone.
+With ``die_with_parent`` (test fixtures) each is killed when the thread that started it ends,
+its process killed from outside included (Linux ``PR_SET_PDEATHSIG``: Flink's scripts ``exec``
+the JVM, which keeps the setting).
 Jobs reach it through :attr:`FlinkSettings.jobmanager <liveprofile.flink.job.FlinkSettings>`.
 """
 
@@ -21,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from liveprofile.flink.job import FlinkError, FlinkSettings, settings_json
-from liveprofile.kafka.broker import free_port
+from liveprofile.kafka.broker import free_port, parent_death_signal
 
 
 def flink_home() -> Path:
@@ -34,8 +37,17 @@ def flink_home() -> Path:
 class StandaloneCluster:
     """One jobmanager and ``taskmanagers`` taskmanagers of ``slots`` slots each."""
 
-    def __init__(self, directory: str | os.PathLike[str], taskmanagers: int = 2, slots: int = 2):
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        taskmanagers: int = 2,
+        slots: int = 2,
+        *,
+        die_with_parent: bool = False,
+    ):
         self.directory = Path(directory)
+        #: kill the jobmanager and taskmanagers when the thread that starts each ends
+        self.die_with_parent = die_with_parent
         self.slots = slots
         self.rest_port = free_port()
         self.rpc_port = free_port()
@@ -86,6 +98,7 @@ class StandaloneCluster:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=parent_death_signal(os.getpid()) if self.die_with_parent else None,
             )
 
     def start(self, timeout_s: float = 90.0) -> None:

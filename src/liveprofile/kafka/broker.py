@@ -7,8 +7,9 @@ The broker's jars come from Maven Central through the POM next to this module
 data directory, formats the KRaft storage on first start, runs ``java kafka.Kafka`` detached
 (its pid in ``broker.pid``, its output in ``broker.log``) and waits until the broker answers.
 With ``die_with_parent`` (test fixtures) the broker is killed when the thread that started it
-ends, its process killed from outside included (Linux ``PR_SET_PDEATHSIG``); ``liveprofile
-kafka start`` leaves it running after the command.
+ends, its process killed from outside included (Linux ``PR_SET_PDEATHSIG``). ``liveprofile
+kafka start`` leaves it running after the command; with ``--die-with-parent`` (``dies_with``:
+the command's parent process) a small watcher process kills it when that process ends.
 
 >>> b = Broker("/tmp/lp-kafka-doc", port=19092)
 >>> b.bootstrap, b.controller_port
@@ -96,6 +97,7 @@ class Broker:
         partitions: int = 4,
         heap_mb: int = 512,
         die_with_parent: bool = False,
+        dies_with: int | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.port = port
@@ -104,8 +106,12 @@ class Broker:
         self.heap_mb = heap_mb
         #: kill the broker when the thread that starts it ends (see the module)
         self.die_with_parent = die_with_parent
+        #: kill the broker when this process ends, whichever it is (a watcher waits on it)
+        self.dies_with = dies_with
         #: the broker process when this object started it (kept: it is reaped on stop)
         self._proc: subprocess.Popen[bytes] | None = None
+        #: the watcher of ``dies_with`` when this object started it (it ends with the broker)
+        self._watcher: subprocess.Popen[bytes] | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -189,18 +195,26 @@ class Broker:
             done = subprocess.run(fmt, capture_output=True, text=True, check=False)
             if done.returncode != 0:
                 raise KafkaError(f"cannot format {self.data_dir}: {done.stdout}{done.stderr}")
+        watched = _pidfd(self.dies_with) if self.dies_with is not None else None
         heap = f"-Xmx{self.heap_mb}m"
         cmd = [*base[:1], heap, "-Xms128m", "-XX:+UseSerialGC", *base[1:], "kafka.Kafka"]
-        with open(self.log_file, "ab") as out:
-            proc = subprocess.Popen(
-                [*cmd, str(props)],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                preexec_fn=_dies_with(os.getpid()) if self.die_with_parent else None,
-            )
+        try:
+            with open(self.log_file, "ab") as out:
+                proc = subprocess.Popen(
+                    [*cmd, str(props)],
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                    preexec_fn=parent_death_signal(os.getpid()) if self.die_with_parent else None,
+                )
+        except BaseException:
+            if watched is not None:
+                os.close(watched)
+            raise
         self._proc = proc
+        if watched is not None:
+            self._watcher = _watch(watched, proc.pid)
         self.pid_file.write_text(str(proc.pid))
         self._wait_ready(proc, timeout_s)
         return proc.pid
@@ -250,6 +264,9 @@ class Broker:
         if self._proc is not None and self._proc.pid == pid:
             self._proc.wait()
         self._proc = None
+        if self._watcher is not None:
+            self._watcher.wait()  # it ends as the broker does
+        self._watcher = None
         return True
 
 
@@ -257,7 +274,7 @@ class Broker:
 PR_SET_PDEATHSIG = 1
 
 
-def _dies_with(parent: int) -> Callable[[], None]:
+def parent_death_signal(parent: int) -> Callable[[], None]:
     """What a child runs before it starts its program, so that it gets SIGKILL when the thread
     that forked it in ``parent`` ends (or at once, if ``parent`` has already gone)."""
     if not sys.platform.startswith("linux"):
@@ -270,6 +287,48 @@ def _dies_with(parent: int) -> Callable[[], None]:
             os._exit(1)
 
     return tie
+
+
+def _pidfd(pid: int) -> int:
+    """A pid file descriptor of ``pid`` (readable once the process ends, whoever reaps it)."""
+    if not sys.platform.startswith("linux"):
+        raise KafkaError("dies_with needs Linux (pidfd_open)")
+    try:
+        return os.pidfd_open(pid)
+    except ProcessLookupError:
+        raise KafkaError(f"process {pid}, which the broker is to die with, has ended") from None
+
+
+#: the watcher: waits until the watched process or the broker ends (their pidfds are its
+#: arguments); kills the broker when the watched one ended first
+_WATCHER = """
+import select, signal, sys
+watched, broker = int(sys.argv[1]), int(sys.argv[2])
+if broker not in select.select([watched, broker], [], [])[0]:
+    signal.pidfd_send_signal(broker, signal.SIGKILL)
+"""
+
+
+def _watch(watched: int, broker: int) -> subprocess.Popen[bytes]:
+    """Start, detached, a watcher that kills ``broker`` (a pid) when the process of the pidfd
+    ``watched`` ends; the watcher ends with the broker. Closes ``watched`` here."""
+    try:
+        fd = os.pidfd_open(broker)
+    except BaseException:
+        os.close(watched)
+        raise
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-c", _WATCHER, str(watched), str(fd)],
+            pass_fds=(watched, fd),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    finally:
+        os.close(fd)
+        os.close(watched)
 
 
 def _alive(pid: int) -> bool:
