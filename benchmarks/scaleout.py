@@ -16,9 +16,15 @@ quick-start config (the ``repurchase`` task, FTRL) and batches of ``--batch-size
 * ``two-separate``: two workers at once, one model per partition (``run.shared_model =
   false``, the behaviour before shared models).
 
-Workers are processes of their own (``KafkaWorker``). A setup's events/s are its events over
-the time from its first commit until every partition's offset in the store reached the end of
-the topic. Its AUC and log loss are the prequential metrics of all partitions added up (each
+Workers are processes of their own (``KafkaWorker`` in ``python -c``, so two workers can use
+two cores), started with ``PYTHONPATH`` set to this tree's ``src``; with ``--baseline-src PATH``
+every setup also runs with the source tree at ``PATH`` (e.g. a checkout of main), the two
+alternating in each round (which goes first alternates too), so a shared machine's load falls on
+both alike. A setup's events/s are its events over the time from its first commit until every
+partition's offset in the store reached the end of the topic; its mid-run events/s are those
+between 20 % and 80 % of the topic's records committed (start-up and the last partitions'
+tails left out); its start-up is the time from starting the workers to 20 % committed. Its
+AUC and log loss are the prequential metrics of all partitions added up (each
 example is predicted before it is learned from; ``kafka.status.merged_metrics``). Every
 partition sees the same events in every setup, so the setups differ only by the model. The
 setups run ``--rounds`` times, interleaved, since the machine may be shared.
@@ -28,17 +34,21 @@ cores they wanted but did not get (time their threads were ready to run and wait
 from ``/proc``): when busy plus wanted is near the number of workers they were starved by other
 processes on the machine, not waiting for Kafka, Redis or each other.
 
-Prints one JSON line for the publishing and one per setup run (events/s, AUC, log loss);
-``--json`` also writes them, with the settings, to a file.
+Prints one JSON line for the publishing and one per setup run (events/s, AUC, log loss), then
+per source tree and setup the median and range over the rounds of events/s, mid-run events/s,
+start-up, cores busy and AUC (one JSON line each, and a table); ``--json`` also writes them,
+with the settings, to a file.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import os
 import platform
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -54,7 +64,6 @@ from liveprofile.kafka.broker import Broker, free_port
 from liveprofile.kafka.partition import partition_scope, source_name
 from liveprofile.kafka.producer import KafkaPublisher
 from liveprofile.kafka.status import merged_metrics
-from liveprofile.kafka.worker import KafkaWorker
 from liveprofile.redis.fence import FencedRedisStore
 from liveprofile.store.layout import read_checkpoint
 from liveprofile.store.scoped import ScopedStore
@@ -75,13 +84,34 @@ def config(shared: bool, batch_size: int, skew: str = "1h") -> PipelineConfig:
     return msgspec.structs.replace(base, run=run)
 
 
-def run_worker(config_json: bytes, bootstrap: str, topic: str, group: str, prefix: str) -> None:
-    """One worker process: reads until the topic has been quiet for a few seconds."""
-    cfg = msgspec.json.decode(config_json, type=PipelineConfig)
-    store = FencedRedisStore(REDIS, prefix=prefix)
-    worker = KafkaWorker(cfg, store, bootstrap, topic, group, batch_size=cfg.run.batch_size)
-    worker.run(max_idle_polls=25)
-    store.close()
+#: one worker process: reads until the topic has been quiet for a few seconds (argv: config
+#: JSON, bootstrap, topic, group, Redis URL, key prefix); kept to what every tree compared has
+WORKER = """
+import sys
+import msgspec
+from liveprofile.config import PipelineConfig
+from liveprofile.kafka.worker import KafkaWorker
+from liveprofile.redis.fence import FencedRedisStore
+
+config_json, bootstrap, topic, group, url, prefix = sys.argv[1:]
+cfg = msgspec.json.decode(config_json, type=PipelineConfig)
+store = FencedRedisStore(url, prefix=prefix)
+worker = KafkaWorker(cfg, store, bootstrap, topic, group, batch_size=cfg.run.batch_size)
+worker.run(max_idle_polls=25)
+store.close()
+"""
+
+#: this tree's sources (the workers of the setups run "branch")
+SRC = Path(__file__).resolve().parent.parent / "src"
+
+
+def start_worker(
+    src: Path, cfg: PipelineConfig, bootstrap: str, topic: str, group: str, prefix: str
+) -> subprocess.Popen[bytes]:
+    """A worker process running the sources at ``src``."""
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    args = [msgspec.json.encode(cfg).decode(), bootstrap, topic, group, REDIS, prefix]
+    return subprocess.Popen([sys.executable, "-c", WORKER, *args], env=env)
 
 
 def cpu_seconds(pid: int | None) -> float:
@@ -119,33 +149,37 @@ def progress(store: FencedRedisStore, topic: str, partitions: int) -> tuple[int,
 
 
 def setup(
-    args: argparse.Namespace, bootstrap: str, topic: str, total: int, name: str
+    args: argparse.Namespace,
+    bootstrap: str,
+    topic: str,
+    total: int,
+    name: str,
+    source: str = "branch",
+    src: Path = SRC,
 ) -> dict[str, Any]:
     workers, shared = SETUPS[name]
     prefix = f"scaleout-{name}-{uuid.uuid4().hex[:6]}"
     store = FencedRedisStore(REDIS, prefix=prefix)
     cfg = config(shared, args.batch_size, args.partition_skew)
-    spawn = multiprocessing.get_context("spawn")
-    procs = [
-        spawn.Process(
-            target=run_worker,
-            args=(msgspec.json.encode(cfg), bootstrap, topic, prefix, prefix),
-        )
-        for _ in range(workers)
-    ]
-    for proc in procs:
-        proc.start()
+    launched = time.perf_counter()
+    procs = [start_worker(src, cfg, bootstrap, topic, prefix, prefix) for _ in range(workers)]
     first = None
     cpu0 = queued0 = 0.0
+    marks: dict[float, tuple[float, int]] = {}  # share of the records -> (time, events) first seen
     while True:
-        done = progress(store, topic, args.partitions)[0]
+        done, events = progress(store, topic, args.partitions)
         now = time.perf_counter()
         if done and first is None:
             first = now
             cpu0 = sum(cpu_seconds(proc.pid) for proc in procs)
             queued0 = sum(runqueue_seconds(proc.pid) for proc in procs)
+        for share in (0.2, 0.8):
+            if share not in marks and done >= share * total:
+                marks[share] = (now, events)
         if done >= total:
             break
+        if any(proc.poll() is not None for proc in procs):
+            raise RuntimeError(f"a worker of {name} ({source}) ended before the topic was read")
         time.sleep(0.05)
     finished = time.perf_counter()
     cpu = sum(cpu_seconds(proc.pid) for proc in procs) - cpu0
@@ -153,19 +187,29 @@ def setup(
     load = os.getloadavg()[0]
     _, events = progress(store, topic, args.partitions)
     for proc in procs:
-        proc.join(120)
+        try:
+            proc.wait(120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
     tasks = [t.name for t in cfg.tasks]
     metrics = merged_metrics(store, topic, list(range(args.partitions)), tasks)
     store.drop()
     store.close()
     assert first is not None
+    (t20, e20), (t80, e80) = marks[0.2], marks[0.8]
     return {
         "setup": name,
+        "source": source,
         "workers": workers,
         "shared_model": shared,
         "events": events,
         "seconds": round(finished - first, 2),
         "events_per_s": round(events / (finished - first), 1),
+        # events/s between 20 % and 80 % of the records committed, and the time from starting
+        # the workers to 20 % (their start-up: imports, compiling, joining the group)
+        "mid_events_per_s": round((e80 - e20) / (t80 - t20), 1) if t80 > t20 else None,
+        "startup_s": round(t20 - launched, 2),
         # the workers' CPU (user + system) over the timed window, per event and as a share of
         # the window's wall time (1.0: one core busy all along), and the machine's load then
         "worker_cpu_us_per_event": round(cpu / events * 1e6, 2),
@@ -185,6 +229,56 @@ def setup(
             for t, m in metrics.items()
         },
     }
+
+
+#: the figures summed up over the rounds: (name, how to read it from a run)
+SUMMED = {
+    "events_per_s": lambda run: run["events_per_s"],
+    "mid_events_per_s": lambda run: run["mid_events_per_s"],
+    "startup_s": lambda run: run["startup_s"],
+    "worker_cores_busy": lambda run: run["worker_cores_busy"],
+    "auc": lambda run: next(iter(run["tasks"].values()))["auc"],
+}
+
+
+def summary(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per source tree and setup, the median and range over the rounds of each figure."""
+    out = []
+    for key in dict.fromkeys((run["source"], run["setup"]) for run in runs):
+        mine = [run for run in runs if (run["source"], run["setup"]) == key]
+        row: dict[str, Any] = {"source": key[0], "setup": key[1], "rounds": len(mine)}
+        for name, read in SUMMED.items():
+            values = [v for v in map(read, mine) if v is not None]
+            if values:
+                row[name] = {
+                    "median": statistics.median(values),
+                    "min": min(values),
+                    "max": max(values),
+                }
+        out.append(row)
+    return out
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    """The summary as a Markdown table: median [min-max] of each figure."""
+
+    def cell(row: dict[str, Any], name: str, digits: int) -> str:
+        if name not in row:
+            return "-"
+        m = row[name]
+        return f"{m['median']:,.{digits}f} [{m['min']:,.{digits}f}-{m['max']:,.{digits}f}]"
+
+    lines = [
+        "| source | setup | events/s | mid-run events/s | start-up s | cores busy | AUC |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['source']} | {row['setup']} | {cell(row, 'events_per_s', 0)} "
+            f"| {cell(row, 'mid_events_per_s', 0)} | {cell(row, 'startup_s', 1)} "
+            f"| {cell(row, 'worker_cores_busy', 2)} | {cell(row, 'auc', 5)} |"
+        )
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -225,6 +319,12 @@ def main() -> None:
         "%(default)s)",
     )
     parser.add_argument(
+        "--baseline-src",
+        type=Path,
+        help="also run every setup with the sources at this path (a tree's src, e.g. a "
+        "checkout of main), alternating with this tree's in each round",
+    )
+    parser.add_argument(
         "--json", type=Path, help="also write the runs and settings to this JSON file"
     )
     args = parser.parse_args()
@@ -238,14 +338,24 @@ def main() -> None:
         total = publish(broker.bootstrap, topic, args.limit, args.partitions)
         results["published"] = total
         print(json.dumps({"published": total, "seconds": round(time.perf_counter() - started)}))
-        for _ in range(args.rounds):
+        sources = [("branch", SRC)]
+        if args.baseline_src is not None:
+            sources.append(("baseline", args.baseline_src.resolve()))
+        for i in range(args.rounds):
             for name in args.setups.split(","):
-                row = setup(args, broker.bootstrap, topic, total, name)
-                print(json.dumps(row))
-                results["runs"].append(row)
+                for source, src in sources if i % 2 == 0 else sources[::-1]:
+                    row = setup(args, broker.bootstrap, topic, total, name, source, src)
+                    print(json.dumps(row), flush=True)
+                    results["runs"].append(row)
     finally:
         broker.stop()
-    results["settings"] = {k: v for k, v in vars(args).items() if k != "json"}
+    results["summary"] = summary(results["runs"])
+    for row in results["summary"]:
+        print(json.dumps(row))
+    print(table(results["summary"]))
+    results["settings"] = {
+        k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "json"
+    }
     results["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version()}
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")

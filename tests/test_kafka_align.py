@@ -10,8 +10,9 @@ every 50 ms, which is where they spent most of their time.
 from __future__ import annotations
 
 import math
+from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, Producer, TopicPartition
 from redis_server import RedisServer
 
 from liveprofile.config import PipelineConfig
@@ -20,21 +21,27 @@ from liveprofile.errors import InvalidEvent
 from liveprofile.events.schema import EventParser
 from liveprofile.kafka.align import SkewGate, announce
 from liveprofile.kafka.broker import Broker
-from liveprofile.kafka.partition import apply_records, load_partition, partition_scope
-from liveprofile.kafka.producer import KafkaPublisher
-from liveprofile.kafka.worker import KafkaWorker
+from liveprofile.kafka.partition import (
+    apply_records,
+    load_partition,
+    partition_scope,
+    source_name,
+)
+from liveprofile.kafka.producer import KafkaPublisher, producer_config
+from liveprofile.kafka.worker import KafkaWorker, consumer_config
 from liveprofile.redis.fence import FencedRedisStore
-from liveprofile.store.layout import check_config
+from liveprofile.store.layout import check_config, read_checkpoint
+from liveprofile.store.scoped import ScopedStore
 
 PARTITIONS = 3
 
 
-def _ends(broker: Broker, topic: str) -> dict[int, int]:
+def _ends(broker: Broker, topic: str, partitions: int = PARTITIONS) -> dict[int, int]:
     consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": f"{topic}-ends"})
     try:
         return {
             p: consumer.get_watermark_offsets(TopicPartition(topic, p), 30)[1]
-            for p in range(PARTITIONS)
+            for p in range(partitions)
         }
     finally:
         consumer.close()
@@ -123,3 +130,134 @@ def _valid(line: bytes) -> bool:
     except InvalidEvent:
         return False
     return True
+
+
+def _fetch(consumer: Consumer, n: int) -> list[Any]:
+    """The next ``n`` records (fewer if the partitions have no more after a few empty polls)."""
+    out: list[Any] = []
+    empty = 0
+    while len(out) < n and empty < 20:
+        got = [m for m in consumer.consume(n - len(out), 0.5) if m.error() is None]
+        empty = 0 if got else empty + 1
+        out.extend(got)
+    return out
+
+
+def test_a_partition_ahead_is_held_and_paused_only_when_many_batches_wait(
+    broker: Broker, lines: list[bytes]
+) -> None:
+    """The records of a partition too far ahead are kept in memory, batch by batch, and the
+    partition keeps being fetched; only past ``max_held`` batches is it paused. As the others
+    catch up, one held batch is released at a time, in order, and the partition resumes."""
+    topic = "held"
+    KafkaPublisher(broker.bootstrap, topic, partitions=2, validate=False).extend(lines)
+    committed = {1: (0.0, 0)}  # the other worker's partition 1: far behind, events left
+    gate = SkewGate(committed.__getitem__, topic, 10.0, interval=0.0, max_held=4)
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": topic})
+    try:
+        consumer.assign([TopicPartition(topic, 0, 0)])
+        batches = [_fetch(consumer, 10) for _ in range(5)]
+        own = {0: (1000.0, 0)}
+        for batch in batches[:4]:
+            gate.hold(consumer, 0, batch)
+        assert gate.paused == set() and len(gate.held[0]) == 4
+        assert len(_fetch(consumer, 10)) == 10  # still fetched: held, not paused
+        gate.hold(consumer, 0, batches[4])
+        assert gate.paused == {0} and gate.pauses == 1
+        assert consumer.consume(10, 1.0) == []  # paused
+        assert gate.ready(consumer, own) == []  # still too far ahead
+        committed[1] = (995.0, 0)
+        released = [gate.ready(consumer, own) for _ in range(3)]
+        assert [[p for p, _ in r] for r in released] == [[0], [0], [0]]  # a batch at a time
+        assert [b for r in released for _, b in r] == batches[:3]
+        assert gate.paused == set() and len(gate.held[0]) == 2  # resumed
+        resumed = _fetch(consumer, 10)
+        assert [m.offset() for m in resumed] == list(range(60, 70))  # after what it holds
+        while gate.held:
+            (p, batch), *rest = gate.ready(consumer, own)
+            assert p == 0 and rest == [] and batch in batches[3:]
+        assert gate.pauses == 1
+    finally:
+        consumer.close()
+
+
+def test_a_paused_partition_revoked_and_assigned_again_is_fetched(
+    broker: Broker, server: RedisServer, lines: list[bytes]
+) -> None:
+    """The client keeps a partition's pause across a revoke and a new assignment: the worker
+    resumes the partitions it gives up, or one assigned back to it would never be read."""
+    topic = "held-revoked"
+    KafkaPublisher(broker.bootstrap, topic, partitions=2, validate=False).extend(lines)
+    cfg = PipelineConfig.from_toml('[run]\npartition_skew = "1h"\n[features]\nbits = 14\n')
+    store = FencedRedisStore(server.url, prefix=topic)
+    store.drop()
+    check_config(store, cfg)
+    worker = KafkaWorker(cfg, store, broker.bootstrap, topic, topic)
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": topic})
+    worker._consumer = consumer
+    assert worker.gate is not None
+    tp = [TopicPartition(topic, 0)]
+    try:
+        worker._on_assign(consumer, tp)
+        for _ in range(worker.gate.max_held + 1):
+            worker.gate.hold(consumer, 0, _fetch(consumer, 10))
+        assert worker.gate.paused == {0}
+        worker._on_revoke(consumer, tp)
+        assert worker.gate.paused == set() and worker.gate.held == {}
+        worker._on_assign(consumer, tp)
+        assert [m.offset() for m in _fetch(consumer, 10)] == list(range(10))
+    finally:
+        consumer.close()
+        store.drop()
+        store.close()
+
+
+def test_held_records_are_dropped_with_a_partition_whose_commit_failed(
+    broker: Broker, server: RedisServer, lines: list[bytes]
+) -> None:
+    """A commit of partition 0 fails (another owner committed it first), so the worker reads
+    the partition again from the store's offset: the batches it held for the partition are
+    dropped, not applied after that seek, and every record is applied exactly once."""
+    topic = "held-failed"
+    KafkaPublisher(broker.bootstrap, topic, partitions=2, validate=False).extend(lines)
+    ends = _ends(broker, topic, 2)
+    cfg = PipelineConfig.from_toml('[run]\npartition_skew = "1000d"\n[features]\nbits = 14\n')
+    store = FencedRedisStore(server.url, prefix=topic)
+    store.drop()
+    check_config(store, cfg)
+    worker = KafkaWorker(cfg, store, broker.bootstrap, topic, topic, batch_size=20, overlap=False)
+    consumer = Consumer(consumer_config(broker.bootstrap, topic))
+    worker._consumer = consumer
+    worker._producer = Producer(producer_config(broker.bootstrap))  # for the dead letters
+    gate = worker.gate
+    assert gate is not None
+    try:
+        worker._on_assign(consumer, [TopicPartition(topic, p) for p in ends])
+        fetched: dict[int, list[Any]] = {p: [] for p in ends}
+        for m in _fetch(consumer, sum(ends.values())):
+            fetched[m.partition()].append(m)
+        assert {p: len(ms) for p, ms in fetched.items()} == ends
+        consumer.seek(TopicPartition(topic, 1, 20))  # read again by the loop below
+        worker._apply(worker.owned[0], fetched[0][:20], RunStats())
+        worker._apply(worker.owned[1], fetched[1][:20], RunStats())
+        held = [fetched[0][20:40], fetched[0][40:60]]
+        for batch in held:
+            gate.hold(consumer, 0, batch)
+        rival = FencedRedisStore(server.url, prefix=topic)  # another owner: offsets 20-29
+        owned, offset = load_partition(rival, cfg, topic, 0, {})
+        assert offset == 20
+        records = [(m.offset(), m.value()) for m in held[0][:10]]
+        apply_records(rival, topic, owned, records, RunStats(), EventParser())
+        rival.close()
+        assert gate.ready(consumer, worker._positions()) == [(0, held[0])]
+        worker._apply(worker.owned[0], held[0], RunStats())  # fenced out: dropped
+        assert 0 not in worker.owned and worker.dropped == {0} and gate.held == {}
+        worker._loop(RunStats(), 20, None)  # reads partition 0 again from offset 30
+        for p, end in ends.items():
+            ckpt = read_checkpoint(ScopedStore(store, partition_scope(topic, p)))
+            assert ckpt.offsets[source_name(topic, p)] == end
+            assert ckpt.events + ckpt.duplicates + ckpt.dead_letters == end, p
+    finally:
+        consumer.close()
+        store.drop()
+        store.close()

@@ -13,6 +13,7 @@ import signal
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -162,6 +163,46 @@ def test_reads_beside_a_commit_in_flight_see_what_it_writes(server: RedisServer)
         store.drop()
         store.close()
         other.close()
+
+
+class WaitsNoted(FencedRedisStore):
+    """A store that counts its waits for a commit still in flight."""
+
+    waits = 0
+
+    def settle(self) -> None:
+        if self._pending is not None and not self._pending[1].done():
+            self.waits += 1
+        super().settle()
+
+
+def test_a_read_of_many_goes_beside_a_commit_in_flight_unless_it_writes_them(
+    server: RedisServer,
+) -> None:
+    """Other partitions' checkpoints and batch announcements (the skew gate's look at the
+    other workers) are read in one round trip beside the commit in flight; a read of many that
+    includes something the commit writes waits for it, and reads what landed."""
+    prefix = f"ov-{uuid.uuid4().hex[:6]}"
+    store = WaitsNoted(server.url, prefix=prefix)
+    try:
+        store.commit({}, {"checkpoint@t.1": b"c1", "checkpoint@t.0": b"old"})
+        store.client.hset(f"{prefix}:started", "t.1", b"7.0")
+        store.overlap = True
+        reads = {"meta": ["checkpoint@t.1", "checkpoint@t.2"], "started": ["t.1", "t.2"]}
+        with writes_held(server.url):
+            store.fence = ("t.0", 0)
+            store.commit({"profile": {"u1": b"x"}}, {"checkpoint@t.0": b"new"})
+            store.fence = None
+            assert store.read_many(reads) == {"meta": [b"c1", None], "started": [b"7.0", None]}
+            assert store.in_flight() == "t.0" and store.waits == 0  # that did not wait
+            waiting = ThreadPoolExecutor(1).submit(store.read_many, {"meta": ["checkpoint@t.0"]})
+            deadline = time.monotonic() + TIMEOUT
+            while store.waits == 0 and time.monotonic() < deadline:  # for the commit
+                time.sleep(0.01)
+        assert waiting.result(TIMEOUT) == {"meta": [b"new"]} and store.waits == 1
+    finally:
+        store.drop()
+        store.close()
 
 
 class LandsWhenFound(FencedRedisStore):

@@ -6,13 +6,21 @@ With a model per partition that does not matter; with a shared model it does: a 
 ahead teaches the model what the lagging partitions' users will do (their future), and is itself
 predicted by a model that has not yet seen the others' recent events. So, as Flink's watermark
 alignment does for its sources, a partition whose watermark is more than ``run.partition_skew``
-ahead of the slowest partition that still has events to apply waits: the worker pauses it
-(Kafka stops fetching it), keeps the records it already fetched, and applies them when the
-slowest partition has caught up. The slowest partition never waits, so some partition can
-always go on (if its owner died, Kafka hands it to another member after the session timeout).
+ahead of the slowest partition that still has events to apply waits: the worker holds the
+records fetched for it in memory, batch by batch, and applies them one batch at a time as the
+slowest partition catches up. Only when more than ``max_held`` batches are held does it pause
+the partition (Kafka stops fetching it), and it resumes it once half of them have been applied:
+pausing at every wait made two workers slower than one (a paused partition's prefetched records
+are dropped by the client and fetched again on resume, and the worker waited for them). The
+slowest partition never waits, so some partition can always go on (if its owner died, Kafka
+hands it to another member after the session timeout). Held records are dropped with their
+partition's state (revoked, lost, or a failed commit: the worker reads the partition again from
+the store's offset, and must not apply them a second time), and a paused partition is resumed
+then: the client keeps a pause across a revoke and a later assignment of the same partition.
 
 The watermarks of a worker's own partitions are its states'; those of the other workers'
-partitions are read from the store at most every ``interval`` seconds. Whether another worker's
+partitions are read from the store at most every ``interval`` seconds, all in one round trip
+(``committed_many``, see :func:`progress`). Whether another worker's
 partition still has events to apply takes its end offset, a request to the broker: asked every
 ``interval`` for every such partition, these requests were where two workers spent most of
 their time (py-spy, 2 cores under load). An end offset only grows, so a partition whose
@@ -83,7 +91,9 @@ class SkewGate:
     """Holds back the partitions of one consumer that run too far ahead in event time.
 
     ``committed(p)`` gives a partition's committed (watermark, next offset; -1: none yet) from
-    the store; ``own`` (see :meth:`floor`) the same for the consumer's partitions, from memory.
+    the store; ``committed_many(ps)`` (if given) the same for several partitions in one read;
+    ``own`` (see :meth:`floor`) the same for the consumer's partitions, from memory. A
+    partition with more than ``max_held`` batches held is paused (see the module).
     """
 
     def __init__(
@@ -92,23 +102,31 @@ class SkewGate:
         topic: str,
         skew: float,
         *,
+        committed_many: Callable[[list[int]], Mapping[int, tuple[float, int]]] | None = None,
         interval: float = 0.05,
         end_interval: float = 1.0,
+        max_held: int = 4,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.committed = committed
+        self.committed_many = committed_many
         self.topic = topic
         self.skew = skew
         self.interval = interval
         self.end_interval = end_interval
+        self.max_held = max_held
         self._clock = clock
         #: the other workers' partitions' end offsets as last read from Kafka, and when
         self._ends: dict[int, int] = {}
         self._ends_read = -math.inf
         #: how often the end offsets were read from Kafka
         self.end_reads = 0
-        #: paused partitions -> the records fetched for them and not applied yet, in order
-        self.held: dict[int, list[Any]] = {}
+        #: partitions waiting -> the batches fetched for them and not applied yet, in order
+        self.held: dict[int, list[list[Any]]] = {}
+        #: partitions paused (too many batches held)
+        self.paused: set[int] = set()
+        #: how often a partition was paused
+        self.pauses = 0
         self._others = math.inf
         self._checked = -math.inf
         self._partitions: list[int] = []
@@ -129,10 +147,7 @@ class SkewGate:
                     meta = consumer.list_topics(self.topic, timeout=10)
                     self._partitions = sorted(meta.topics[self.topic].partitions)
                 others = []
-                for p in self._partitions:
-                    if p in own:
-                        continue
-                    watermark, done = self.committed(p)
+                for p, (watermark, done) in self._read_others(own).items():
                     if max(done, 0) >= self._ends.get(p, -1):  # finished, or new events?
                         self._read_ends(consumer, own, now)
                     if max(done, 0) < self._ends.get(p, -1):
@@ -142,6 +157,13 @@ class SkewGate:
             log.debug("partition watermarks not read: %s", exc)
             return -math.inf if not lows else min(lows)
         return min(min(lows, default=math.inf), self._others)
+
+    def _read_others(self, own: Mapping[int, Any]) -> Mapping[int, tuple[float, int]]:
+        """The committed (watermark, next offset) of the partitions not in ``own``."""
+        others = [p for p in self._partitions if p not in own]
+        if self.committed_many is not None:
+            return self.committed_many(others)
+        return {p: self.committed(p) for p in others}
 
     def _read_ends(self, consumer: Any, own: Mapping[int, Any], now: float) -> None:
         """Read the end offsets of the partitions not in ``own`` from Kafka, unless they were
@@ -157,33 +179,50 @@ class SkewGate:
         self.end_reads += 1
 
     def hold(self, consumer: Any, partition: int, records: list[Any]) -> None:
-        """Keep ``records`` of ``partition`` for later and stop fetching it."""
+        """Keep ``records`` of ``partition`` for later, as one batch; pause the partition
+        when more than ``max_held`` batches are held."""
         from confluent_kafka import TopicPartition
 
-        if partition not in self.held:
+        batches = self.held.setdefault(partition, [])
+        batches.append(records)
+        if len(batches) > self.max_held and partition not in self.paused:
             consumer.pause([TopicPartition(self.topic, partition)])
-        self.held.setdefault(partition, []).extend(records)
+            self.paused.add(partition)
+            self.pauses += 1
 
     def ready(
         self, consumer: Any, own: Mapping[int, tuple[float, int]]
     ) -> list[tuple[int, list[Any]]]:
-        """The held partitions back within the bound, resumed, with their held records."""
+        """The next held batch of each held partition back within the bound (a paused one
+        is resumed once no more than half of ``max_held`` batches are left)."""
         from confluent_kafka import TopicPartition
 
-        for p in [p for p in self.held if p not in own]:  # its state dropped after a failure:
-            consumer.resume([TopicPartition(self.topic, p)])  # the worker reloads and seeks it
-            self.forget([p])
+        self.forget(consumer, [p for p in self.held if p not in own])  # its state dropped
         if not self.held:
             return []
         limit = self.floor(consumer, own) + self.skew
         out = []
-        for p in sorted(self.held):
-            if own[p][0] <= limit:
+        for p in sorted(self.held):  # (floor may have dropped some: read again)
+            if p not in own or own[p][0] > limit:
+                continue
+            batches = self.held[p]
+            out.append((p, batches.pop(0)))
+            if not batches:
+                del self.held[p]
+            if p in self.paused and len(batches) <= self.max_held // 2:
                 consumer.resume([TopicPartition(self.topic, p)])
-                out.append((p, self.held.pop(p)))
+                self.paused.discard(p)
         return out
 
-    def forget(self, partitions: list[int]) -> None:
-        """Partitions revoked or lost: their held records are the next owner's to read."""
+    def forget(self, consumer: Any, partitions: list[int]) -> None:
+        """Partitions revoked, lost, or whose state was dropped (to be read again from the
+        store's offset): their held records are not to be applied, and a paused one is
+        resumed (the client keeps a pause across a revoke and a new assignment)."""
+        from confluent_kafka import TopicPartition
+
         for p in partitions:
             self.held.pop(p, None)
+        resume = [TopicPartition(self.topic, p) for p in partitions if p in self.paused]
+        if resume:
+            consumer.resume(resume)
+            self.paused.difference_update(partitions)

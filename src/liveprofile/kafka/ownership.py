@@ -49,7 +49,7 @@ class Ownership:
         self.patient = PatientStore(store, self.outage)
         #: each task's shared model as this worker last read it (``run.shared_model``)
         self.models: dict[str, Any] = {}
-        #: with a shared model, pauses partitions too far ahead in event time (kafka.align)
+        #: with a shared model, holds back partitions too far ahead in event time (kafka.align)
         self.gate = gate
         #: the ranker rounds (``ranker.every``), run while this worker owns partition 0
         self.rounds = LeadRounds(store, config, self.outage)
@@ -109,15 +109,18 @@ class Ownership:
             self._unreported.discard(p)
         self.rounds.drop(gone)
         if self.gate is not None:
-            self.gate.forget(gone)
+            self.gate.forget(consumer, gone)
         consumer.incremental_unassign(partitions)
 
     def _drop(self, partitions: Iterable[int]) -> None:
         """Drop the states of ``partitions`` (ahead of the store): reloaded next poll."""
-        for p in list(partitions):
+        partitions = list(partitions)
+        for p in partitions:
             self.owned.pop(p, None)
             self.rounds.drop([p])
             self.dropped.add(p)
+        if self.gate is not None and self._consumer is not None:
+            self.gate.forget(self._consumer, partitions)  # read again from the store's offset
 
     def _report_offsets(self, partitions: Iterable[int]) -> None:
         """Commit the store's offsets of ``partitions`` (and of those held back before) to

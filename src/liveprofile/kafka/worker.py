@@ -56,6 +56,7 @@ sends them again on replay, under the same key).
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -66,14 +67,14 @@ from liveprofile.config import PipelineConfig
 from liveprofile.engine.gc_tuning import fewer_collections
 from liveprofile.engine.local import RunStats
 from liveprofile.events.schema import EventParser
-from liveprofile.kafka.align import SkewGate, announce, started
+from liveprofile.kafka.align import STARTED_NAMESPACE, SkewGate, announce, started
 from liveprofile.kafka.ownership import Ownership
 from liveprofile.kafka.partition import OwnedPartition, apply_records, partition_scope, source_name
 from liveprofile.kafka.producer import dead_letter_topic, producer_config
 from liveprofile.kafka.rounds import LEAD_PARTITION
 from liveprofile.kafka.trace import BatchTrace, trace_path
 from liveprofile.redis.fence import CommitFailed, FencedOut, FencedRedisStore
-from liveprofile.store.layout import check_config, read_checkpoint
+from liveprofile.store.layout import CHECKPOINT, check_config, decode_checkpoint, read_checkpoint
 from liveprofile.store.scoped import ScopedStore
 
 log = logging.getLogger("liveprofile")
@@ -125,7 +126,7 @@ class KafkaWorker(Ownership):
     ) -> None:
         skew = config.run.partition_skew_s
         gate = (
-            SkewGate(self._committed, topic, skew)
+            SkewGate(self._committed, topic, skew, committed_many=self._committed_many)
             if skew is not None and config.run.shared_model
             else None
         )
@@ -158,6 +159,29 @@ class KafkaWorker(Ownership):
             ckpt = read_checkpoint(scope)
         watermark = max(ckpt.watermark, started(self.store, scope.scope))
         return watermark, ckpt.offsets.get(source_name(self.topic, partition), -1)
+
+    def _committed_many(self, partitions: list[int]) -> dict[int, tuple[float, int]]:
+        """:meth:`_committed` of several partitions, in one round trip to a store that reads
+        several namespaces at once (``read_many``), else one partition after the other."""
+        read_many = getattr(self.store, "read_many", None)
+        if read_many is None or not partitions:
+            return {p: self._committed(p) for p in partitions}
+        scopes = [ScopedStore(self.store, partition_scope(self.topic, p)) for p in partitions]
+        reads = {
+            "meta": [s.meta_name(CHECKPOINT) for s in scopes],
+            STARTED_NAMESPACE: [s.scope for s in scopes],
+        }
+        try:
+            found = self.patient.retried(lambda: read_many(reads))
+        except CommitFailed as exc:  # one sent in the background, met here
+            self._failed(exc)
+            found = self.patient.retried(lambda: read_many(reads))
+        out = {}
+        for p, blob, began in zip(partitions, found["meta"], found[STARTED_NAMESPACE], strict=True):
+            ckpt = decode_checkpoint(blob)
+            watermark = max(ckpt.watermark, -math.inf if began is None else float(began))
+            out[p] = (watermark, ckpt.offsets.get(source_name(self.topic, p), -1))
+        return out
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -224,8 +248,8 @@ class KafkaWorker(Ownership):
             if max_idle_polls is not None and idle >= max_idle_polls:
                 return
             delay = self.max_batch_delay
-            if self.gate is not None and self.owned and self.owned.keys() <= self.gate.held.keys():
-                delay = min(delay, self.gate.interval)  # all waiting: look again soon
+            if self.gate is not None and self.gate.held:
+                delay = min(delay, self.gate.interval)  # some waiting: look again soon
             polled = self._clock()
             # the records that arrived while the last batch was applied have waited already:
             # the batch closes max_batch_delay after the last poll returned, not after this one
@@ -260,12 +284,17 @@ class KafkaWorker(Ownership):
                     or owned.state.watermark
                     > gate.floor(self._consumer, self._positions()) + gate.skew
                 ):
-                    gate.hold(self._consumer, partition, batch)
+                    if self.owned.get(partition) is owned:  # (not dropped by that look)
+                        gate.hold(self._consumer, partition, batch)
                     continue
-                self._apply(owned, batch, stats)
+                if self.owned.get(partition) is owned:
+                    self._apply(owned, batch, stats)
             if gate is not None and gate.held:
                 for partition, batch in gate.ready(self._consumer, self._positions()):
-                    self._apply(self.owned[partition], batch, stats)
+                    owned = self.owned.get(partition)
+                    if owned is None:  # dropped by an earlier batch's failed commit
+                        continue
+                    self._apply(owned, batch, stats)
                     by_partition.setdefault(partition, [])
             if by_partition:
                 self._report_offsets(list(by_partition))

@@ -185,6 +185,20 @@ class FencedRedisStore(RedisStore):
         empty = b"" if is_keyset(namespace) else None
         return [found[k] if k not in writes else _row(writes[k], empty) for k in keys]
 
+    def read_many(self, reads: Mapping[str, Sequence[str]]) -> dict[str, list[bytes | None]]:
+        """Rows of several namespaces in one round trip; at once, beside the commit in flight,
+        when that commit writes none of them (else once it has landed)."""
+        flight = self._flying
+        if self.in_flight() is None or any(
+            namespace in flight.merged
+            or (namespace == "meta" and not flight.blobs.isdisjoint(keys))
+            or not flight.rows.get(namespace, {}).keys().isdisjoint(keys)
+            for namespace, keys in reads.items()
+        ):
+            return super().read_many(reads)
+        with self.beside():
+            return super().read_many(reads)
+
     def get_meta(self, name: str) -> bytes | None:
         """A blob; at once, beside the commit in flight, when that commit does not write it."""
         if name in self._flying.blobs or name.startswith(MODEL_PREFIX) or not self.in_flight():

@@ -104,6 +104,34 @@ class RedisStore:
             values = cast(list[Any], self.client.hmget(self._key(namespace), list(keys)))
         return [None if v is None else bytes(cast(bytes, v)) for v in values]
 
+    def read_many(self, reads: Mapping[str, Sequence[str]]) -> dict[str, list[bytes | None]]:
+        """Rows of several namespaces in one round trip (one ``HMGET``, or ``ZMSCORE`` on a
+        key set, per namespace, pipelined), as :meth:`read` returns them; namespace ``meta``
+        reads blobs (not models: :meth:`get_meta` reads those).
+
+        >>> store = RedisStore("redis://127.0.0.1:6379/0", prefix="liveprofile-doctest-many")
+        >>> store.commit({"profile": {"u1": b"x"}}, {"offset": b"1"})
+        >>> store.read_many({"profile": ["u1", "u2"], "meta": ["offset"]})
+        {'profile': [b'x', None], 'meta': [b'1']}
+        >>> store.drop()
+        >>> store.close()
+        """
+        asked = [(ns, list(keys)) for ns, keys in reads.items() if keys]
+        with self._errors("read"), self.client.pipeline(transaction=False) as pipe:
+            for namespace, keys in asked:
+                if is_keyset(namespace):
+                    pipe.zmscore(self._key(namespace), keys)
+                else:
+                    pipe.hmget(self._key(namespace), keys)
+            found = pipe.execute() if asked else []
+        out: dict[str, list[bytes | None]] = {ns: [] for ns in reads}
+        for (namespace, _), values in zip(asked, found, strict=True):
+            if is_keyset(namespace):
+                out[namespace] = [None if v is None else b"" for v in values]
+            else:
+                out[namespace] = [None if v is None else bytes(v) for v in values]
+        return out
+
     def keys_under(self, namespace: str, prefixes: Sequence[str]) -> list[list[str]]:
         """One ``ZRANGEBYLEX`` per prefix, pipelined, on a key-set namespace; on a hash, its
         keys (``HKEYS``) filtered."""

@@ -48,6 +48,15 @@ class ScopedStore:
     def _meta(self, name: str) -> str:
         return name if shared_meta(name) else f"{name}@{self.scope}"
 
+    def meta_name(self, name: str) -> str:
+        """The name blob ``name`` of this view has in the shared store.
+
+        >>> from liveprofile.store.memory import MemoryStore
+        >>> ScopedStore(MemoryStore(), "t.0").meta_name("checkpoint")
+        'checkpoint@t.0'
+        """
+        return self._meta(name)
+
     def setup(self) -> None:
         self.store.setup()
 
