@@ -148,6 +148,8 @@ class Stops:
         self.in_order = state.anomaly is not None
         #: events at which the Python lifecycle ran; of them, logins folded on the rows
         self.stopped = self.folded = 0
+        #: of them, the events at which the kernel returned to Python for it
+        self.paused = 0
         #: (records so far, row, row folded into or -1, its tasks with a score): see :meth:`_cut`
         self.cuts: list[tuple[int, int, int, frozenset[str]]] = []
         self._run: Callable[..., None] | None = None
@@ -202,6 +204,7 @@ class Stops:
     def _stop(self, e: int, ttl: float) -> None:
         """The Python lifecycle's work at event ``e``."""
         self.stopped += 1
+        self.paused += 1
         event, ts = self.events[e], float(self.ev.ts[e])
         args = (
             self.codes, self.tasks, self.params, self.U, self.items, self.pool, self.ops,

@@ -88,8 +88,8 @@ class RiskCounts:
 
     def moved(self, events: I64, row: int) -> None:
         """``events`` are now the events of user row ``row`` (``Stops._follow``)."""
-        if self._groups is not None:
-            self._groups[row] = np.concatenate([self._groups.get(row, events[:0]), events])
+        if self._groups is not None:  # (the kernel may have moved some of them already)
+            self._groups[row] = np.union1d(self._groups.get(row, events[:0]), events)
 
 
 def _by_row(urow: I64) -> dict[int, I64]:
