@@ -40,12 +40,13 @@ import numpy as np
 from liveprofile.engine import layout as L
 from liveprofile.engine.erasure import repoint
 from liveprofile.engine.jit import jit
-from liveprofile.engine.lazyprofiles import peek
+from liveprofile.engine.lazyprofiles import ProfileMap, peek
 from liveprofile.engine.machinecode import compiled_for
 from liveprofile.engine.records import Users
 from liveprofile.engine.rowio import _counted
 from liveprofile.engine.rowmerge import fold_into, merged_outcomes
 from liveprofile.engine.rules import trim_limit
+from liveprofile.engine.velocitymerge import merge_rows
 from liveprofile.profile.identity import MAX_ALIASES, add_into
 from liveprofile.profile.population import Standing
 from liveprofile.profile.state import Profile
@@ -216,8 +217,11 @@ def book_link(stops: Stops, log: IntoLog, f: int, anon: str, user: str, merge: b
     add_into(examples, their_examples)
     positives = dict(positives)
     add_into(positives, their_positives)
-    if not stops.in_order:  # the two users' events before the login, on their own lists
-        risk.rows([ra, ru], e)
+    # the two users' events before the login, on their own lists; held as bytes by the
+    # profiles, the lists are counted and merged on those (neither profile decoded)
+    on_bytes = risk.velocity and not stops.in_order and isinstance(profiles, ProfileMap)
+    if not stops.in_order:
+        risk.rows([ra, ru], e, profiles if on_bytes else None)
     into.examples, into.positives = examples, positives
     had = frozenset(into.scores)
     into.scores = {**other.scores, **into.scores}
@@ -226,7 +230,10 @@ def book_link(stops: Stops, log: IntoLog, f: int, anon: str, user: str, merge: b
         dict.fromkeys(a for a in (*into.aliases, anon, *their_aliases) if a != user)
     )
     into.aliases = into.aliases[-MAX_ALIASES:]
-    if risk.velocity or risk.scorer is not None:  # on the objects the counts went on
+    if on_bytes:
+        assert isinstance(profiles, ProfileMap)
+        merge_rows(risk.tracker, profiles, user, anon, last)
+    elif risk.velocity or risk.scorer is not None:  # on the objects the counts went on
         risk.tracker.merge_counts(risk.profile_of(user), risk.profile_of(anon), last)
     elif into.anomaly is None:
         into.anomaly = other.anomaly
