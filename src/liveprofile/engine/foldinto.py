@@ -46,7 +46,7 @@ from liveprofile.engine.records import Users
 from liveprofile.engine.rowio import _counted
 from liveprofile.engine.rowmerge import fold_into, merged_outcomes
 from liveprofile.engine.rules import trim_limit
-from liveprofile.engine.velocitymerge import merge_rows
+from liveprofile.engine.velocitymerge import book_merge, count_merges
 from liveprofile.profile.identity import MAX_ALIASES, add_into
 from liveprofile.profile.population import Standing
 from liveprofile.profile.state import Profile
@@ -178,6 +178,8 @@ def fold_profile(
             break
         widen(stops, {"okey": int(log.n[1]), "oval": int(log.n[1])})
     book_link(stops, log, 0, anon, user, merge)
+    if isinstance(profiles, ProfileMap):
+        count_merges(risk, profiles)
     return True
 
 
@@ -217,11 +219,14 @@ def book_link(stops: Stops, log: IntoLog, f: int, anon: str, user: str, merge: b
     add_into(examples, their_examples)
     positives = dict(positives)
     add_into(positives, their_positives)
-    # the two users' events before the login, on their own lists; held as bytes by the
-    # profiles, the lists are counted and merged on those (neither profile decoded)
+    # the two users' events before the login, on their own lists, then merged; held as bytes
+    # by the profiles, on those, with the batch's other merges (velocitymerge.count_merges)
     on_bytes = risk.velocity and not stops.in_order and isinstance(profiles, ProfileMap)
-    if not stops.in_order:
-        risk.rows([ra, ru], e, profiles if on_bytes else None)
+    if on_bytes:
+        assert isinstance(profiles, ProfileMap)
+        book_merge(risk, profiles, e, (ru, ra), (user, anon), last, n)
+    elif not stops.in_order:
+        risk.rows([ra, ru], e)
     into.examples, into.positives = examples, positives
     had = frozenset(into.scores)
     into.scores = {**other.scores, **into.scores}
@@ -230,12 +235,9 @@ def book_link(stops: Stops, log: IntoLog, f: int, anon: str, user: str, merge: b
         dict.fromkeys(a for a in (*into.aliases, anon, *their_aliases) if a != user)
     )
     into.aliases = into.aliases[-MAX_ALIASES:]
-    if on_bytes:
-        assert isinstance(profiles, ProfileMap)
-        merge_rows(risk.tracker, profiles, user, anon, last)
-    elif risk.velocity or risk.scorer is not None:  # on the objects the counts went on
+    if not on_bytes and (risk.velocity or risk.scorer is not None):  # on the counts' objects
         risk.tracker.merge_counts(risk.profile_of(user), risk.profile_of(anon), last)
-    elif into.anomaly is None:
+    elif into.anomaly is None:  # (merge_counts' too)
         into.anomaly = other.anomaly
     # Lifecycle._link
     state.aliases[anon] = user
@@ -257,8 +259,9 @@ def book_link(stops: Stops, log: IntoLog, f: int, anon: str, user: str, merge: b
     # Stops._change
     stops.held.pop(anon, None)
     stops.remade[anon] = (e, True)
-    risk.reset(ra, None)
-    risk.last[ru], risk.n[ru], risk.exists[ru] = last, n, True
+    if not on_bytes:  # (else count_merges does)
+        risk.reset(ra, None)
+        risk.last[ru], risk.n[ru], risk.exists[ru] = last, n, True
     stops.cuts.append((records, ra, ru, had))  # Stops._cut, with the records at the login
     stops.cuts.append((records, ra, -1, frozenset()))
     for alias in dict.fromkeys(changed):

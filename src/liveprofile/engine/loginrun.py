@@ -50,8 +50,10 @@ from liveprofile.engine.foldinto import (
 )
 from liveprofile.engine.foldnew import Snapshot, book_fold, fold_new
 from liveprofile.engine.jit import jit
+from liveprofile.engine.lazyprofiles import ProfileMap
 from liveprofile.engine.machinecode import compiled_for
 from liveprofile.engine.records import Events, Users
+from liveprofile.engine.velocitymerge import count_merges
 from liveprofile.engine.visitors import BatchIds
 from liveprofile.events.schema import Event
 
@@ -234,6 +236,10 @@ def book_folds(stops: Stops, log: FoldLog, events: Sequence[Event]) -> None:
     for f in range(g, new):
         _book_new(stops, log, f, events)
     log.n[0] = into.n[0] = 0
+    profiles = stops.state.profiles
+    if isinstance(profiles, ProfileMap):  # the velocity lists of the logins into profiles
+        assert stops.risk is not None
+        count_merges(stops.risk, profiles)
 
 
 def _book_new(stops: Stops, log: FoldLog, f: int, events: Sequence[Event]) -> None:
