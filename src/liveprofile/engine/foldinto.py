@@ -19,7 +19,10 @@ outcomes need more room than the rows have, :func:`book_into` folds nothing and 
 
 The velocity counts go as at the stop: the two users' events before the login are counted on
 their own lists (with an anomaly detector, every event before it, :meth:`Stops._stop`), and the
-visitor's lists are merged into the user's (:meth:`RiskTracker.merge_counts`).
+visitor's lists are merged into the user's (:meth:`RiskTracker.merge_counts`). Without a
+detector, on profiles that hold their lists as bytes, :func:`book_link` only notes the merge, and
+the merges of a kernel call are counted on the bytes in one pass after its bookkeeping
+(:mod:`.velocitymerge`).
 
 An operator's ``$merge`` of a user into another with a profile is folded the same way at its
 stop, its links re-pointed as ``Lifecycle._link`` does. Anything else (the id folded linked

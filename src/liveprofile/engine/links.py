@@ -12,8 +12,9 @@ link changed at the user they now belong to. Links are rare in a stream (about o
 hundred in a shop where visitors log in at their first purchase), so the bulk of the events run
 compiled. The commonest login, a visitor into a user id without a profile, needs no stop in a
 batch without commands or TTL: the kernel folds it itself (:mod:`liveprofile.engine.loginrun`).
-A login into a user who has a profile merges the rows in place at its stop
-(:mod:`liveprofile.engine.foldinto`), with no profile written back or read.
+A login into a user who has a profile merges the rows in place
+(:mod:`liveprofile.engine.foldinto`), with no profile written back or read: in the kernel call
+too in such a batch, else at its stop.
 
 The velocity counts and anomaly scores of the events, in the batch's order, are
 :class:`~liveprofile.engine.riskcounts.RiskCounts`' (:mod:`liveprofile.engine.riskcounts`).

@@ -19,7 +19,7 @@ import numpy.typing as npt
 
 from liveprofile.engine import layout as L
 from liveprofile.engine.codes import CodeTables
-from liveprofile.engine.lazyprofiles import ProfileMap, peek
+from liveprofile.engine.lazyprofiles import peek
 from liveprofile.engine.records import Events, Users
 from liveprofile.engine.velocity import count_velocity
 from liveprofile.profile.risk import AnomalyScorer, RiskTracker
@@ -75,10 +75,9 @@ class RiskCounts:
         ev = self.ev
         count_velocity(self, np.flatnonzero(ev.ok[:hi] & ~self.counted[:hi]))
 
-    def rows(self, rows: list[int], hi: int, profiles: dict[str, Profile] | None = None) -> None:
+    def rows(self, rows: list[int], hi: int) -> None:
         """Count the applied events of user ``rows`` before event ``hi`` not counted yet (the
-        velocity counts of a profile depend on its own events only, in their order); with
-        ``profiles``, on those profile objects as they are (``count_velocity``'s)."""
+        velocity counts of a profile depend on its own events only, in their order)."""
         assert not self.merges, "velocitymerge.count_merges first"
         ev, groups = self.ev, self._groups
         if groups is None:
@@ -92,8 +91,7 @@ class RiskCounts:
         of_rows = now == rows[0]
         for r in rows[1:]:
             of_rows |= now == r
-        applied = mine[ev.ok[mine] & ~self.counted[mine] & of_rows]
-        count_velocity(self, applied, profiles, hold=isinstance(profiles, ProfileMap))
+        count_velocity(self, mine[ev.ok[mine] & ~self.counted[mine] & of_rows])
 
     def moved(self, events: I64, row: int) -> None:
         """``events`` are now the events of user row ``row`` (``Stops._follow``)."""
