@@ -10,8 +10,8 @@ From the repository root::
 (``liveprofile.datasets.logins.returning_logins``): every session browses under an anonymous id
 of its own and logs in at its first cart or purchase, so most logins (the table's "into
 profiles" column) are into a user who already has a profile, which the kernel folds into the
-user's row in place (``engine/foldinto.py``). Its CPU is compared with the same events under
-user ids, as the first-purchase stream's is.
+user's row in place (``engine/foldinto.py``) within its call (``engine/loginrun.py``). Its CPU
+is compared with the same events under user ids, as the first-purchase stream's is.
 
 ``--phases`` also prints the CPU seconds of the step's phases per stream
 (:mod:`phases`): where the login stream spends what the other does not.
@@ -27,6 +27,9 @@ compiled step: the kernel runs each batch in one call, folding each visitor into
 on the rows (``engine/loginrun.py``), and each visitor into a user who has a profile on the
 rows too (``engine/foldinto.py``); the Python lifecycle runs only where that does not apply
 (e.g. a profile idle past its TTL).
+
+The "Python stops" column counts the events of a replay at which the kernel returned to Python
+for the lifecycle (a login it could not fold, a ``$merge``, an erasure, an expiry).
 
 Prints the table (and with ``--phases`` the phases' table); ``--json`` also writes the figures
 and every run to a file.
@@ -73,6 +76,9 @@ def replay(config: PipelineConfig, events: Path, folder: Path) -> dict[str, Any]
     seconds = time.perf_counter() - started
     cpu = time.process_time() - cpu
     links = runner.state.checkpoint.links
+    compiled = runner.core.compiled
+    # the events at which the kernel returned to Python for the lifecycle (links, merges)
+    paused = 0 if compiled is None else compiled.paused
     profiles = sum(1 for _ in store.scan("profile"))
     runner.close()
     return {
@@ -82,6 +88,7 @@ def replay(config: PipelineConfig, events: Path, folder: Path) -> dict[str, Any]
         "events_per_s": round(stats.events / seconds),
         "links": links,
         "profiles": profiles,
+        "python_stops": paused,
     }
 
 
@@ -141,8 +148,8 @@ def main() -> None:
                   f"{args.batch:,}")  # fmt: skip
     cpu = {name: min(x["cpu_seconds"] for x in r) for name, r in runs.items()}
     columns = ("stream", "seconds", "events/s", "vs user ids", "CPU s", "vs user ids ", "links",
-               "into profiles")  # fmt: skip
-    for column in (*columns, "profiles"):
+               "into profiles", "profiles", "Python stops")  # fmt: skip
+    for column in columns:
         table.add_column(column, justify="left" if column == "stream" else "right")
     for name, r in best.items():
         table.add_row(
@@ -155,6 +162,7 @@ def main() -> None:
             f"{r['links']:,}",
             "-" if name == "user ids" else f"{share[name]:.0%}",
             f"{r['profiles']:,}",
+            f"{r['python_stops']:,}",
         )
     Console(width=120).print(table)
     if args.phases:

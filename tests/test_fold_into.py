@@ -18,16 +18,17 @@ from hypothesis import strategies as st
 from test_compiled_lifecycle import command
 from test_fold_new import assert_same, split, stream
 
-from liveprofile.engine import links
+from liveprofile.engine import links, loginrun
 from liveprofile.events import Event
 from liveprofile.events.schema import MERGE
 
 
 @contextmanager
 def counted() -> Iterator[list[int]]:
-    """How many logins and merges ``foldinto.fold_profile`` was asked to fold, how many it
-    folded, and how many of those were merges."""
-    real = links.fold_profile
+    """How many logins and merges ``foldinto.fold_profile`` was asked to fold at a stop, or
+    the kernel folded (``loginrun``, booked by ``foldinto.book_link``), how many were folded,
+    and how many of those were merges."""
+    real, book = links.fold_profile, loginrun.book_link
     taken = [0, 0, 0]
 
     def fold_profile(*args: object) -> bool:
@@ -37,11 +38,18 @@ def counted() -> Iterator[list[int]]:
         taken[2] += done and bool(args[-1])
         return done
 
+    def book_link(*args: object) -> None:
+        taken[0] += 1
+        taken[1] += 1
+        book(*args)  # type: ignore[arg-type]
+
     links.fold_profile = fold_profile  # type: ignore[assignment]
+    loginrun.book_link = book_link  # type: ignore[assignment]
     try:
         yield taken
     finally:
         links.fold_profile = real  # type: ignore[assignment]
+        loginrun.book_link = book  # type: ignore[assignment]
 
 
 def with_merges(events: list[Event], seed: int, merges: int = 8) -> list[Event]:

@@ -2,7 +2,8 @@
 
 A batch whose logins go into users without a profile runs in one compiled call: the kernel folds
 each visitor into its new user on the rows, without a Python stop; a login into a user with a
-profile still stops there for the lifecycle. Streams without commands (``test_fold_new``'s,
+profile stops there for the lifecycle when ``loginrun.INTO_PROFILES`` is off (else the kernel
+folds it too: ``test_fold_into_kernel``). Streams without commands (``test_fold_new``'s,
 erasures left out, so that every batch may take this path), in batches cut anywhere, with and
 without velocity counts, must store the state of a run whose every login the Python
 lifecycle takes, to the byte; with an anomaly detector too (it scores a visitor's events
@@ -20,7 +21,7 @@ from test_compiled import run
 from test_compiled_lifecycle import config
 from test_fold_new import assert_same, counted_folds, split, stream
 
-from liveprofile.engine import links
+from liveprofile.engine import links, loginrun
 from liveprofile.engine.core import Core
 from liveprofile.events import Event
 from liveprofile.events.schema import COMMANDS
@@ -73,19 +74,26 @@ def counted_run(
 
 def test_logins_into_new_users_take_no_python_stop() -> None:
     # no user has a profile before its login: every login of a visitor with events before it
-    # folds in the kernel (one without any has no row to fold: the lifecycle links it)
+    # folds in the kernel (one without any has no row to fold: the kernel notes the link)
     events = plain_stream(5, visitors=12, known=0)
     for velocity, anomaly in ((True, False), (False, False), (True, True), (False, True)):
         assert_same([events], velocity=velocity, anomaly=anomaly)
         general, folded, stops, core = counted_run(events, velocity, anomaly)
         assert folded >= 8
-        assert stops == general
-        assert core.compiled is not None and core.compiled.stopped == folded + general
+        assert core.compiled is not None
+        assert stops == general == core.compiled.paused
+        assert core.compiled.stopped > folded + general  # the links only, too
 
 
-def test_a_login_into_a_user_with_a_profile_still_stops() -> None:
+def test_a_login_into_a_user_with_a_profile_stops_with_the_kernel_folding_new_users_only() -> None:
     events = plain_stream(3, known=3)
     assert_same([events], velocity=True)
-    general, folded, stops, _ = counted_run(events, True)
+    loginrun.INTO_PROFILES = False
+    try:
+        general, folded, stops, _ = counted_run(events, True)
+    finally:
+        loginrun.INTO_PROFILES = True
     assert folded > 0 and general > 0
-    assert stops == general  # the logins into users with a profile, only
+    assert stops == general  # the logins into users with a profile (or without a visitor)
+    general, folded, stops, _ = counted_run(events, True)  # (test_fold_into_kernel)
+    assert stops == general == 0

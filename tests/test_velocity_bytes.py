@@ -25,6 +25,7 @@ from liveprofile.engine.velocitybytes import (
     read_lists,
     write_lists,
 )
+from liveprofile.engine.velocitymerge import merge_rows
 from liveprofile.events.sources import Batch
 from liveprofile.profile.risk import RiskTracker, stamp
 from liveprofile.profile.state import Profile, encode_profile
@@ -101,6 +102,54 @@ def test_counting_through_bytes_gives_the_lists_of_counting_list_by_list(
     blob, _ = write_lists(times, values, lens)
     assert decode_lists(blob) == [tuple(x) for x in expected]
     assert blob == msgspec.msgpack.encode(expected)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.booleans(),  # the user's or the visitor's
+            st.floats(0, 7200).map(lambda t: round(t, 1)),
+            st.booleans(),  # monetary
+            st.one_of(st.just(-1), st.integers(0, 5)),  # item
+        ),
+        min_size=1,
+        max_size=60,
+    ),
+    st.integers(1, 6),
+    st.booleans(),
+)
+def test_lists_merged_on_their_bytes_are_the_lists_merge_counts_gives(
+    events: list, cap: int, held: bool
+) -> None:
+    config = RiskConfig(
+        velocity=True, events_window="1m", purchases_window="1h", items_window="10m", cap=cap
+    )
+    tracker = RiskTracker(config)
+    slot = [int(visitor) for visitor, *_ in events]
+    ts = [t for _, t, _, _ in events]
+    last = np.zeros(2)
+    lists = count_lists(tracker, [([], [], [])] * 2, slot, ts, [m for _, _, m, _ in events],
+                        [i for *_, i in events], last)  # fmt: skip
+    at = float(last.max())
+    into, other = (Profile(u, 0.0, 0.0, at) for u in ("u", "a"))
+    for p, (v_events, v_purchases, v_items) in zip((into, other), lists, strict=True):
+        p.v_events, p.v_purchases, p.v_items = v_events, v_purchases, v_items
+    profiles = ProfileMap(u=msgspec.structs.replace(into), a=msgspec.structs.replace(other))
+    if held:  # the user's lists as the bytes a batch left them
+        for u, p in (("u", into), ("a", other)):
+            row = encode_lists((p.v_events, p.v_purchases, p.v_items))
+            starts = [1]
+            for field in (p.v_events, p.v_purchases, p.v_items):
+                starts.append(starts[-1] + len(msgspec.msgpack.encode(field)))
+            profiles.hold_velocity(u, peek(profiles, u), row, starts)  # type: ignore[arg-type]
+    merge_rows(tracker, profiles, "u", "a", at)
+    assert profiles.holds_velocity("u")
+    tracker.merge_counts(into, other, at)
+    merged = profiles["u"]
+    assert (merged.v_events, merged.v_purchases, merged.v_items) == (
+        into.v_events, into.v_purchases, into.v_items,
+    )  # fmt: skip
 
 
 def _held(lists: tuple) -> tuple[ProfileMap, Profile, Profile]:

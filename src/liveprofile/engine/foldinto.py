@@ -4,60 +4,52 @@ A shop's returning customer browses anonymously, then logs in: a login into a us
 profile. The Python lifecycle at that stop (:meth:`liveprofile.engine.links.Stops._change` with
 ``Step._fold``) wrote both rows back to their profiles, merged the objects
 (:func:`~liveprofile.profile.identity.merge_profiles`) and read the user's row back.
-:func:`fold_into` makes the same merge on the rows: the two rows brought to the later anchor,
-counters, sums and maps added up in the order the dicts' keys would have (the user's keys where
-they are, the visitor's new ones after them, in the visitor's order), interests cut to the top
-K, spend to its days, behaviour maps trimmed, recent events merged in their order; the visitor's
-row is emptied. What the rows do not hold stays on the profile objects and is merged there by
-:func:`fold_profile` (examples' and positives' key order, scores, aliases, velocity lists, the
-anomaly score), read with :func:`~liveprofile.engine.lazyprofiles.peek`: the user's profile
-is not decoded (but for its velocity lists, which are counted on the decoded profile as at any
-stop).
+:func:`book_into` makes the same merge on the rows (:func:`.rowmerge.fold_into`), noting in an
+:class:`IntoLog` what the Python part needs of the two rows as they were; :func:`book_link`
+then does that part from the log: what the rows do not hold is merged on the profile objects
+(examples' and positives' key order, scores, aliases, velocity lists, the anomaly score), read
+with :func:`~liveprofile.engine.lazyprofiles.peek`: the user's profile is not decoded (but for
+its velocity lists, which are counted on the decoded profile as at any stop).
+
+:func:`fold_profile` does both at a stop of the Python lifecycle; in a batch without commands or
+TTL the kernel calls :func:`book_into` itself at the login (:mod:`liveprofile.engine.loginrun`)
+and :func:`book_link` runs after the kernel call, in the batch's order. When the merged key
+outcomes need more room than the rows have, :func:`book_into` folds nothing and says how much
+(``IntoLog.n[1]``): the caller widens the rows (:func:`widen`) and calls it again.
 
 The velocity counts go as at the stop: the two users' events before the login are counted on
 their own lists (with an anomaly detector, every event before it, :meth:`Stops._stop`), and the
-visitor's lists are merged into the user's (:meth:`RiskTracker.merge_counts`).
+visitor's lists are merged into the user's (:meth:`RiskTracker.merge_counts`). Without a
+detector, on profiles that hold their lists as bytes, :func:`book_link` only notes the merge, and
+the merges of a kernel call are counted on the bytes in one pass after its bookkeeping
+(:mod:`.velocitymerge`).
 
-An operator's ``$merge`` of a user into another with a profile is folded the same way, its
-links re-pointed as ``Lifecycle._link`` does. Anything else (the id folded linked already, either
-profile idle past the TTL, a user without a row in the batch) takes the general path.
+An operator's ``$merge`` of a user into another with a profile is folded the same way at its
+stop, its links re-pointed as ``Lifecycle._link`` does. Anything else (the id folded linked
+already, either profile idle past the TTL, a user without a row in the batch) takes the general
+path.
 
->>> import numpy as np
->>> from liveprofile.engine.records import Users
->>> U = Users.empty(2, types=2, tasks=1, top_k=3, room=2, recent=2)
->>> U.pf[:, :3] = (86400.0, 5.0, 9.0)  # anchor, first and last event
->>> U.pi[:] = (2, 0, 0, 1)  # two events, no purchase, exists
->>> U.cnt[0, 1], U.dec[0, 1], U.tord[0, 0], U.tlen[0] = 2, 2.0, 1, 1
->>> U.cnt[1, 0], U.dec[1, 0], U.tord[1, 0], U.tlen[1] = 2, 1.5, 0, 1
->>> fp = np.array([86400.0, 86400.0, 86400.0, 0.0, 0.0, 0.0, 2.0])
->>> ip = np.array([0, 0, 3, 0, 2, 0, 0, 0, 0, 0])
->>> from collections import namedtuple
->>> ranks = namedtuple("Ranks", "type_rank item_rank")(np.arange(2), np.arange(1))
->>> fold_into(U, 0, 1, fp, ip, ranks)
->>> U.pi[1].tolist(), U.tord[1, :U.tlen[1]].tolist(), U.dec[1, :2].tolist(), U.pi[0].tolist()
-([4, 0, 0, 1], [0, 1], [1.5, 2.0], [0, 0, 0, 0])
+>>> log = IntoLog.empty(2, tasks=1)
+>>> int(log.n[0]), log.ints.shape, log.rows.shape, log.count.shape
+(0, (2, 6), (2, 2, 6), (2, 2, 2, 1))
 """
 
 from __future__ import annotations
 
-import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from liveprofile.engine import behaviour
 from liveprofile.engine import layout as L
 from liveprofile.engine.erasure import repoint
-from liveprofile.engine.foldnew import empty_row
 from liveprofile.engine.jit import jit
-from liveprofile.engine.lazyprofiles import peek
+from liveprofile.engine.lazyprofiles import ProfileMap, peek
 from liveprofile.engine.machinecode import compiled_for
 from liveprofile.engine.records import Users
 from liveprofile.engine.rowio import _counted
-from liveprofile.engine.rowops import add_recent, rebase_row
+from liveprofile.engine.rowmerge import fold_into, merged_outcomes
 from liveprofile.engine.rules import trim_limit
-from liveprofile.profile.behaviour import B_CONVERTED, B_COUNTS, B_LAST
-from liveprofile.profile.behaviour import trim_limit as trimmed_at
+from liveprofile.engine.velocitymerge import book_merge, count_merges
 from liveprofile.profile.identity import MAX_ALIASES, add_into
 from liveprofile.profile.population import Standing
 from liveprofile.profile.state import Profile
@@ -65,178 +57,92 @@ from liveprofile.profile.state import Profile
 if TYPE_CHECKING:
     from liveprofile.engine.links import Stops
 
+#: IntoLog.ints columns: the login's event, the visitor's and the user's rows, the batch's
+#: records then, the user's events after the fold, whether it is a link only (:func:`note_link`)
+I_EVENT, I_RA, I_RU, I_RECORDS, I_N, I_BARE = range(6)
+#: IntoLog.rows columns, per row (0: the user's, 1: the visitor's), as it was
+R_ANCHOR, R_FIRST, R_LAST, R_MONETARY, R_PURCHASES, R_TOUCHED = range(6)
+
+
+class IntoLog(NamedTuple):
+    """The logins folded into profiles, in order, with the two rows as they were."""
+
+    ints: Any  # I_* per fold
+    rows: Any  # R_* per fold and row (user, visitor)
+    last: Any  # the user's last event time after the fold
+    count: Any  # per fold and row: examples and positives per task
+    first: Any  # and their ticks (``Users.first``)
+    n: Any  # folds noted; the key outcomes' room needed (0: none)
+
+    @classmethod
+    def empty(cls, cap: int, tasks: int) -> IntoLog:
+        return cls(
+            np.zeros((cap, 6), np.int64),
+            np.zeros((cap, 2, 6)),
+            np.zeros(cap),
+            np.zeros((cap, 2, 2, tasks), np.int64),
+            np.zeros((cap, 2, 2, tasks), np.int64),
+            np.zeros(2, np.int64),
+        )
+
 
 @jit
-def fold_into(users, ra, ru, fp, ip, codes):  # type: ignore[no-untyped-def]
-    """``merge_profiles(updater, into=row ru, other=row ra)`` on rows (see the module's
-    docstring); row ``ra`` is emptied as a row without a profile is. The caller has checked
-    that the key outcomes fit; ``codes``: the ranks of event types and
-    items, which order recent events of one time."""
+def book_into(users, log, e, ra, ru, records, fp, ip, codes):  # type: ignore[no-untyped-def]
+    """Fold row ``ra`` into row ``ru`` (:func:`.rowmerge.fold_into`) at login event ``e``
+    (``records``: the batch's records so far), noting the two rows as they were in ``log``;
+    False (nothing done, ``log.n[1]``: the room needed) when the merged key outcomes do not
+    fit the rows."""
+    room = trim_limit(merged_outcomes(users, ra, ru)) + 2  # as load_users lays it out
+    if room > users.okey.shape[1]:
+        log.n[1] = room
+        return False
+    log.n[1] = 0
+    f = log.n[0]
+    log.n[0] = f + 1
     pf, pi = users.pf, users.pi
-    if pf[ra, L.P_ANCHOR] > pf[ru, L.P_ANCHOR]:
-        rebase_row(users, ru, pf[ra, L.P_ANCHOR], fp)
-    elif pf[ra, L.P_ANCHOR] < pf[ru, L.P_ANCHOR]:
-        rebase_row(users, ra, pf[ru, L.P_ANCHOR], fp)
-    n = pi[ru, L.P_N]
-    pi[ru, L.P_N] = n + pi[ra, L.P_N]
-    if pi[ra, L.P_N]:
-        if n == 0:
-            pf[ru, L.P_FIRST], pf[ru, L.P_LAST] = pf[ra, L.P_FIRST], pf[ra, L.P_LAST]
-        else:
-            pf[ru, L.P_FIRST] = min(pf[ru, L.P_FIRST], pf[ra, L.P_FIRST])
-            pf[ru, L.P_LAST] = max(pf[ru, L.P_LAST], pf[ra, L.P_LAST])
-    _add_types(users, ra, ru)
-    _add_interests(users, ra, ru, ip[L.IP_TOP_K])
-    pi[ru, L.P_PURCHASES] += pi[ra, L.P_PURCHASES]
-    pf[ru, L.P_MONETARY] += pf[ra, L.P_MONETARY]
-    pf[ru, L.P_VSUM] += pf[ra, L.P_VSUM]
-    pi[ru, L.P_VN] += pi[ra, L.P_VN]
-    lp = pf[ra, L.P_LASTPUR]
-    if not math.isnan(lp) and (math.isnan(pf[ru, L.P_LASTPUR]) or lp > pf[ru, L.P_LASTPUR]):
-        pf[ru, L.P_LASTPUR] = lp
-    # examples and positives: the keys' order is on the profile objects (fold_profile)
-    users.count[ru, :, :] += users.count[ra, :, :]
-    users.first[ru, :, :] = -1
-    _add_outcomes(users, ra, ru)
-    for k in range(2):
-        _add_behaviour(users, ra, ru, k, ip[L.IP_BEH_ROOM])
-    _add_spend(users, ra, ru)
-    for j in range(users.rlen[ra]):
-        add_recent(users, ru, users.rts[ra, j], users.rty[ra, j], users.rit[ra, j],
-                   users.rva[ra, j], ip[L.IP_RECENT], codes)  # fmt: skip
-    users.touched[ru] = True
-    empty_row(users, ra)
+    log.ints[f, I_EVENT], log.ints[f, I_RA], log.ints[f, I_RU] = e, ra, ru
+    log.ints[f, I_RECORDS], log.ints[f, I_BARE] = records, 0
+    for j in range(2):
+        r = ru if j == 0 else ra
+        row = log.rows[f, j]
+        row[R_ANCHOR], row[R_FIRST] = pf[r, L.P_ANCHOR], pf[r, L.P_FIRST]
+        row[R_LAST], row[R_MONETARY] = pf[r, L.P_LAST], pf[r, L.P_MONETARY]
+        row[R_PURCHASES] = pi[r, L.P_PURCHASES]
+        row[R_TOUCHED] = 1.0 if users.touched[r] else 0.0
+        log.count[f, j, :, :] = users.count[r, :, :]
+        log.first[f, j, :, :] = users.first[r, :, :]
+    fold_into(users, ra, ru, fp, ip, codes)
+    log.ints[f, I_N] = pi[ru, L.P_N]
+    log.last[f] = pf[ru, L.P_LAST]
+    return True
 
 
 @jit
-def _find(keys, m, key):  # type: ignore[no-untyped-def]
-    """Where ``key`` is among the first ``m`` of ``keys`` (-1: not there)."""
-    for j in range(m):
-        if keys[j] == key:
-            return j
-    return -1
+def note_link(log, e, ra, ru, records):  # type: ignore[no-untyped-def]
+    """Note in ``log`` a login at event ``e`` whose visitor (row ``ra``) has no profile: a
+    link only, no rows to fold (:func:`book_bare`)."""
+    f = log.n[0]
+    log.n[0] = f + 1
+    log.ints[f, I_EVENT], log.ints[f, I_RA], log.ints[f, I_RU] = e, ra, ru
+    log.ints[f, I_RECORDS], log.ints[f, I_BARE] = records, 1
 
 
-@jit
-def _add_types(users, ra, ru):  # type: ignore[no-untyped-def]
-    """``counts`` and ``decayed``: both keyed by the types in ``tord``'s order."""
-    tord, cnt, dec = users.tord, users.cnt, users.dec
-    m = users.tlen[ru]
-    mine = users.tlen[ru]
-    for q in range(users.tlen[ra]):
-        c = tord[ra, q]
-        if _find(tord[ru], mine, c) >= 0:
-            cnt[ru, c] += cnt[ra, c]
-            dec[ru, c] += dec[ra, c]
-        else:
-            tord[ru, m] = c
-            cnt[ru, c] = cnt[ra, c]
-            dec[ru, c] = dec[ra, c]
-            m += 1
-    users.tlen[ru] = m
-
-
-@jit
-def _added(mine_k, mine_v, m, their_k, their_v, n):  # type: ignore[no-untyped-def]
-    """``add_into`` on lists of keys and values: copies of my first ``m`` with their first
-    ``n`` added (new keys after mine, in their order), and how many there are."""
-    keys = np.empty(m + n, mine_k.dtype)
-    values = np.empty(m + n, mine_v.dtype)
-    keys[:m] = mine_k[:m]
-    values[:m] = mine_v[:m]
-    w = m
-    for q in range(n):
-        j = _find(keys, m, their_k[q])
-        if j >= 0:
-            values[j] += their_v[q]
-        else:
-            keys[w], values[w] = their_k[q], their_v[q]
-            w += 1
-    return keys, values, w
-
-
-@jit
-def _add_interests(users, ra, ru, top_k):  # type: ignore[no-untyped-def]
-    """Interests added up, then ``keep_top_interests``: of equals the earliest go first."""
-    ik, iv, il = users.ik, users.iv, users.il
-    keys, values, m = _added(ik[ru], iv[ru], il[ru], ik[ra], iv[ra], il[ra])
-    while m > top_k:
-        low = 0
-        for q in range(1, m):
-            if values[q] < values[low]:
-                low = q
-        keys[low : m - 1] = keys[low + 1 : m]
-        values[low : m - 1] = values[low + 1 : m]
-        m -= 1
-    ik[ru, :m] = keys[:m]
-    iv[ru, :m] = values[:m]
-    il[ru] = m
-
-
-@jit
-def _add_outcomes(users, ra, ru):  # type: ignore[no-untyped-def]
-    """Key outcomes added up, not trimmed (the next outcome counted trims them)."""
-    okey, oval, olen = users.okey, users.oval, users.olen
-    keys, values, m = _added(okey[ru], oval[ru], olen[ru], okey[ra], oval[ra], olen[ra])
-    okey[ru, :m] = keys[:m]
-    oval[ru, :m] = values[:m]
-    olen[ru] = m
-
-
-@jit
-def _add_spend(users, ra, ru):  # type: ignore[no-untyped-def]
-    """Spend added up, then the days before the latest's SPEND_DAYS dropped."""
-    sday, scents, slen = users.sday, users.scents, users.slen
-    if slen[ra] == 0:
-        return
-    days, amounts, m = _added(sday[ru], scents[ru], slen[ru], sday[ra], scents[ra], slen[ra])
-    cutoff = days[:m].max() - L.SPEND_DAYS
-    w = 0
-    for q in range(m):
-        if days[q] >= cutoff:
-            sday[ru, w], scents[ru, w] = days[q], amounts[q]
-            w += 1
-    slen[ru] = w
-
-
-@jit
-def _add_behaviour(users, ra, ru, k, room):  # type: ignore[no-untyped-def]
-    """``BehaviourTracker.merge`` of map ``k``: the later last touch, converted on either,
-    counts added up; past the trim limit, the ``room`` most recent keys stay."""
-    theirs = users.blen[ra, k]
-    if theirs == 0:
-        return
-    bkey, bval = users.bkey, users.bval
-    mine = users.blen[ru, k]
-    keys = np.empty((1, 1, mine + theirs), np.int64)
-    values = np.empty((1, 1, mine + theirs, bval.shape[3]))
-    keys[0, 0, :mine] = bkey[ru, k, :mine]
-    values[0, 0, :mine] = bval[ru, k, :mine]
-    m = mine
-    for q in range(theirs):
-        j = _find(keys[0, 0], mine, bkey[ra, k, q])
-        if j < 0:
-            keys[0, 0, m] = bkey[ra, k, q]
-            values[0, 0, m] = bval[ra, k, q]
-            m += 1
-            continue
-        mine_j, their_q = values[0, 0, j], bval[ra, k, q]
-        mine_j[B_LAST] = max(mine_j[B_LAST], their_q[B_LAST])
-        mine_j[B_CONVERTED] = max(mine_j[B_CONVERTED], their_q[B_CONVERTED])
-        for c in range(B_COUNTS, bval.shape[3]):
-            mine_j[c] += their_q[c]
-    if m > trim_limit(room):
-        behaviour.trim(keys, values, 0, 0, m, room)
-        m = room
-    bkey[ru, k, :m] = keys[0, 0, :m]
-    bval[ru, k, :m] = values[0, 0, :m]
-    users.blen[ru, k] = m
-
-
-def _outcomes(U: Users, ra: int, ru: int) -> int:
-    """How many key outcomes row ``ru`` holds once row ``ra``'s are added."""
-    mine, theirs = U.okey[ru, : U.olen[ru]], U.okey[ra, : U.olen[ra]]
-    return len(mine) + int((~np.isin(theirs, mine)).sum())
+def book_bare(stops: Stops, log: IntoLog, f: int, anon: str, user: str) -> None:
+    """The Python part of link ``f`` of ``log`` (:func:`note_link`): ``anon``, without a
+    profile, becomes an alias of ``user``, as ``Lifecycle._link`` and :meth:`Stops._change`
+    leave it (the rows need no writing back nor reading: neither changes)."""
+    e, ra, ru, records = log.ints[f, :I_N].tolist()
+    state = stops.state
+    state.aliases[anon] = user
+    state.checkpoint.links += 1
+    stops.out.links[anon] = user
+    stops.held.pop(anon, None)
+    stops.remade[anon] = (e, True)
+    if not stops.U.pi[ru, L.P_EXISTS] and user not in state.profiles:
+        stops.held.pop(user, None)
+        stops.remade[user] = (e, True)
+    stops.cuts.append((records, ra, -1, frozenset()))  # Stops._cut: none to pass on
+    stops._follow(anon, e)
 
 
 def fold_profile(
@@ -263,26 +169,52 @@ def fold_profile(
     wm = float(stops.params.fp[L.FP_WATERMARK])
     if min(U.pf[ra, L.P_LAST], U.pf[ru, L.P_LAST]) + ttl < wm:  # one expires first
         return False
-    other = peek(profiles, anon)
-    if other is not None and not risk.velocity and _has_lists(profiles, anon):
+    if peek(profiles, anon) is not None and not risk.velocity and _has_lists(profiles, anon):
         return False
+    log = IntoLog.empty(1, len(stops.tables.task_names))
+    records = int(stops.outputs.res[2])
+    while True:
+        args = (stops.U, log, e, ra, ru, records, stops.params.fp, stops.params.ip, stops.codes)
+        if stops._fold_into is None:
+            stops._fold_into = compiled_for(book_into, args)
+        if stops._fold_into(*args):
+            break
+        widen(stops, {"okey": int(log.n[1]), "oval": int(log.n[1])})
+    book_link(stops, log, 0, anon, user, merge)
+    if isinstance(profiles, ProfileMap):
+        count_merges(risk, profiles)
+    return True
+
+
+def book_link(stops: Stops, log: IntoLog, f: int, anon: str, user: str, merge: bool) -> None:
+    """The Python part of fold ``f`` of ``log`` (visitor ``anon`` into ``user``), the rows
+    folded already: the profile objects, links, segments, scores and velocity counts, as
+    :meth:`Stops._change` with ``Step._fold`` leaves them."""
+    state, risk = stops.state, stops.risk
+    assert risk is not None
+    e, ra, ru, records, n = log.ints[f, :I_BARE].tolist()
+    (mine, theirs), last = log.rows[f].tolist(), float(log.last[f])
+    if stops.in_order:  # every event before the login, in order (as Stops._stop does)
+        risk.upto(e)
+    profiles = state.profiles
     before = stops.before
-    for who, r in ((user, ru), (anon, ra)):
+    for who, row in ((user, mine), (anon, theirs)):
         if who not in before:
-            before[who] = row_standing(U, r)
+            before[who] = int(row[R_PURCHASES]), row[R_MONETARY], row[R_LAST]
     # profiles made by this batch's events get their objects, as writing the rows back does
     into = peek(profiles, user)
     if into is None:
-        into = profiles[user] = Profile(user, *U.pf[ru, : L.P_LAST + 1].tolist())
+        into = profiles[user] = Profile(user, *mine[: R_LAST + 1])
+    other = peek(profiles, anon)
     if other is None:
-        other = profiles[anon] = Profile(anon, *U.pf[ra, : L.P_LAST + 1].tolist())
+        other = profiles[anon] = Profile(anon, *theirs[: R_LAST + 1])
     # examples and positives as writing the rows back would leave them, then added up
     names = stops.tables.task_names
     counted = []
-    for p, r in ((into, ru), (other, ra)):
+    for j, (p, row) in enumerate(((into, mine), (other, theirs))):
         examples, positives = p.examples, p.positives
-        if U.touched[r]:
-            counts, ticks = U.count[r].tolist(), U.first[r].tolist()
+        if row[R_TOUCHED]:
+            counts, ticks = log.count[f, j].tolist(), log.first[f, j].tolist()
             examples = _counted(examples, names, counts[L.C_EXAMPLES], ticks[L.C_EXAMPLES])
             positives = _counted(positives, names, counts[L.C_POSITIVES], ticks[L.C_POSITIVES])
         counted.append((dict(examples), positives))
@@ -290,15 +222,14 @@ def fold_profile(
     add_into(examples, their_examples)
     positives = dict(positives)
     add_into(positives, their_positives)
-    room = trimmed_at(_outcomes(U, ra, ru)) + 2  # as load_users lays out the merged profile
-    if room > U.okey.shape[1]:
-        U = widen(stops, {"okey": room, "oval": room})
-    if not stops.in_order:  # the two users' events so far, on their own lists
+    # the two users' events before the login, on their own lists, then merged; held as bytes
+    # by the profiles, on those, with the batch's other merges (velocitymerge.count_merges)
+    on_bytes = risk.velocity and not stops.in_order and isinstance(profiles, ProfileMap)
+    if on_bytes:
+        assert isinstance(profiles, ProfileMap)
+        book_merge(risk, profiles, e, (ru, ra), (user, anon), last, n)
+    elif not stops.in_order:
         risk.rows([ra, ru], e)
-    if stops._fold_into is None:
-        args = (U, ra, ru, stops.params.fp, stops.params.ip, stops.codes)
-        stops._fold_into = compiled_for(fold_into, args)
-    stops._fold_into(U, ra, ru, stops.params.fp, stops.params.ip, stops.codes)
     into.examples, into.positives = examples, positives
     had = frozenset(into.scores)
     into.scores = {**other.scores, **into.scores}
@@ -307,10 +238,9 @@ def fold_profile(
         dict.fromkeys(a for a in (*into.aliases, anon, *their_aliases) if a != user)
     )
     into.aliases = into.aliases[-MAX_ALIASES:]
-    if risk.velocity or risk.scorer is not None:  # on the objects the counts went on
-        mine, theirs = risk.profile_of(user), risk.profile_of(anon)
-        risk.tracker.merge_counts(mine, theirs, float(U.pf[ru, L.P_LAST]))
-    elif into.anomaly is None:
+    if not on_bytes and (risk.velocity or risk.scorer is not None):  # on the counts' objects
+        risk.tracker.merge_counts(risk.profile_of(user), risk.profile_of(anon), last)
+    elif into.anomaly is None:  # (merge_counts' too)
         into.anomaly = other.anomaly
     # Lifecycle._link
     state.aliases[anon] = user
@@ -324,6 +254,7 @@ def fold_profile(
             out.links[alias] = user
             changed.append(alias)
     del profiles[anon]
+    ts = float(stops.ev.ts[e])
     stops.base._leave_segments(state, other, ts, out, announce=True)
     out.deleted.add(anon)
     out.users.discard(anon)
@@ -331,18 +262,14 @@ def fold_profile(
     # Stops._change
     stops.held.pop(anon, None)
     stops.remade[anon] = (e, True)
-    risk.reset(ra, None)
-    risk.last[ru], risk.n[ru], risk.exists[ru] = (
-        float(U.pf[ru, L.P_LAST]),
-        int(U.pi[ru, L.P_N]),
-        True,
-    )
-    stops._cut(ra, ru, had)
-    stops._cut(ra)
+    if not on_bytes:  # (else count_merges does)
+        risk.reset(ra, None)
+        risk.last[ru], risk.n[ru], risk.exists[ru] = last, n, True
+    stops.cuts.append((records, ra, ru, had))  # Stops._cut, with the records at the login
+    stops.cuts.append((records, ra, -1, frozenset()))
     for alias in dict.fromkeys(changed):
         stops._follow(alias, e)
     stops.folded += 1
-    return True
 
 
 def widen(stops: Stops, widths: dict[str, int]) -> Users:

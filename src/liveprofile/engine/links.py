@@ -12,8 +12,9 @@ link changed at the user they now belong to. Links are rare in a stream (about o
 hundred in a shop where visitors log in at their first purchase), so the bulk of the events run
 compiled. The commonest login, a visitor into a user id without a profile, needs no stop in a
 batch without commands or TTL: the kernel folds it itself (:mod:`liveprofile.engine.loginrun`).
-A login into a user who has a profile merges the rows in place at its stop
-(:mod:`liveprofile.engine.foldinto`), with no profile written back or read.
+A login into a user who has a profile merges the rows in place
+(:mod:`liveprofile.engine.foldinto`), with no profile written back or read: in the kernel call
+too in such a batch, else at its stop.
 
 The velocity counts and anomaly scores of the events, in the batch's order, are
 :class:`~liveprofile.engine.riskcounts.RiskCounts`' (:mod:`liveprofile.engine.riskcounts`).
@@ -148,6 +149,8 @@ class Stops:
         self.in_order = state.anomaly is not None
         #: events at which the Python lifecycle ran; of them, logins folded on the rows
         self.stopped = self.folded = 0
+        #: of them, the events at which the kernel returned to Python for it
+        self.paused = 0
         #: (records so far, row, row folded into or -1, its tasks with a score): see :meth:`_cut`
         self.cuts: list[tuple[int, int, int, frozenset[str]]] = []
         self._run: Callable[..., None] | None = None
@@ -202,6 +205,7 @@ class Stops:
     def _stop(self, e: int, ttl: float) -> None:
         """The Python lifecycle's work at event ``e``."""
         self.stopped += 1
+        self.paused += 1
         event, ts = self.events[e], float(self.ev.ts[e])
         args = (
             self.codes, self.tasks, self.params, self.U, self.items, self.pool, self.ops,

@@ -16,10 +16,16 @@ hold before the batch (the rest is read on the rows, in the kernel); :func:`book
 does, in the batch's order, the Python part of each fold (:func:`.foldnew.book_fold`): profile
 objects, links, segments, scores and velocity counts, as at a stop.
 
+A login into a user who has a profile (a shop's returning customer) is folded in the kernel too
+(:func:`.foldinto.book_into`; its Python part, :func:`.foldinto.book_link`, is booked in the
+same order), unless :data:`INTO_PROFILES` is off: then it stops there for the Python lifecycle
+(which folds it on the rows too, :func:`.foldinto.fold_profile`). When the merged key outcomes
+need wider rows, the kernel returns there and the call resumes on the widened rows.
+
 >>> import numpy as np
 >>> log = FoldLog.empty(2, tasks=1)
->>> int(log.n[0]), log.ints.shape, log.count.shape
-(0, (2, 7), (2, 2, 1))
+>>> int(log.n[0]), log.ints.shape, log.count.shape, int(log.into.n[0])
+(0, (2, 7), (2, 2, 1), 0)
 """
 
 from __future__ import annotations
@@ -32,15 +38,30 @@ import numpy as np
 
 from liveprofile.engine import kernel
 from liveprofile.engine import layout as L
+from liveprofile.engine.foldinto import (
+    I_BARE,
+    I_EVENT,
+    IntoLog,
+    book_bare,
+    book_into,
+    book_link,
+    note_link,
+    widen,
+)
 from liveprofile.engine.foldnew import Snapshot, book_fold, fold_new
 from liveprofile.engine.jit import jit
+from liveprofile.engine.lazyprofiles import ProfileMap
 from liveprofile.engine.machinecode import compiled_for
 from liveprofile.engine.records import Events, Users
+from liveprofile.engine.velocitymerge import count_merges
 from liveprofile.engine.visitors import BatchIds
 from liveprofile.events.schema import Event
 
 if TYPE_CHECKING:
     from liveprofile.engine.links import Stops
+
+#: whether the kernel folds logins into users who have a profile (else: a Python stop each)
+INTO_PROFILES = True
 
 #: FoldLog.ints columns
 F_EVENT, F_RA, F_RU, F_N, F_PURCHASES, F_TOUCHED, F_RECORDS = range(7)
@@ -57,6 +78,7 @@ class Logins(NamedTuple):
     acode: Any  # per event: the code of its anonymous id (-1: none)
     order: Any  # the events by the code of the id each names (Stops.visitor), stable
     named: Any  # those codes, in that order
+    into: bool  # whether logins into users with a profile fold too (INTO_PROFILES)
 
 
 class FoldLog(NamedTuple):
@@ -67,6 +89,7 @@ class FoldLog(NamedTuple):
     count: Any  # the visitor row's examples and positives per task, and their ticks
     first: Any
     n: Any  # folds noted
+    into: IntoLog  # the logins folded into users with a profile
 
     @classmethod
     def empty(cls, cap: int, tasks: int) -> FoldLog:
@@ -76,6 +99,7 @@ class FoldLog(NamedTuple):
             np.zeros((cap, 2, tasks), np.int64),
             np.zeros((cap, 2, tasks), np.int64),
             np.zeros(1, np.int64),
+            IntoLog.empty(cap, tasks),
         )
 
 
@@ -103,18 +127,28 @@ def run_folding(run, logins, log, start, skip):  # type: ignore[no-untyped-def]
         if stop >= n:
             return n
         ra, ru = logins.arow[stop], ev.urow[stop]
-        if (
-            not fast[stop]
-            or ra < 0
-            or ru < 0
-            or ra == ru
-            or pi[ra, L.P_EXISTS] == 0
-            or pi[ra, L.P_N] == 0
-            or pi[ru, L.P_EXISTS] != 0
-        ):
+        if not fast[stop] or ra < 0 or ru < 0 or ra == ru:
+            return stop
+        if pi[ra, L.P_EXISTS] == 0:  # a visitor without a profile: a link only
+            if not logins.into:
+                return stop
+            kernel.advance(codes, tasks, params, users, items, pool, ops, out, ev.ts[stop])
+            note_link(log.into, stop, ra, ru, out.res[2])
+            lo, skip = stop, stop
+            _follow(ev, codes, logins, stop, ru)
+            continue
+        into = pi[ru, L.P_EXISTS] != 0
+        if (into and not logins.into) or (not into and pi[ra, L.P_N] == 0):
             return stop
         ts = ev.ts[stop]
         kernel.advance(codes, tasks, params, users, items, pool, ops, out, ts)
+        if into:  # a returning customer; False: rows to widen first (log.into.n[1])
+            fp, ip = params.fp, params.ip
+            if not book_into(users, log.into, stop, ra, ru, out.res[2], fp, ip, codes):
+                return stop
+            lo, skip = stop, stop
+            _follow(ev, codes, logins, stop, ru)
+            continue
         f = log.n[0]
         log.n[0] = f + 1
         li, lf = log.ints, log.floats
@@ -126,25 +160,31 @@ def run_folding(run, logins, log, start, skip):  # type: ignore[no-untyped-def]
         log.count[f, :, :] = users.count[ra, :, :]
         log.first[f, :, :] = users.first[ra, :, :]
         fold_new(users, ra, ru, ts, params.fp, params.ip)
-        # the visitor's later events and pending outcomes are the user's (Stops._follow)
-        c = logins.acode[stop]
-        codes.owner_row[c] = ru
-        named, order = logins.named, logins.order
-        for j in range(np.searchsorted(named, c), np.searchsorted(named, c, "right")):
-            k = order[j]
-            if k > stop:
-                ev.urow[k] = ru
-                ev.ucode[k] = ev.ucode[stop]
+        _follow(ev, codes, logins, stop, ru)
         lo, skip = stop, stop
+
+
+@jit
+def _follow(ev, codes, logins, stop, ru):  # type: ignore[no-untyped-def]
+    """The later events and pending outcomes of the visitor of login ``stop`` are user row
+    ``ru``'s (``Stops._follow``)."""
+    c = logins.acode[stop]
+    codes.owner_row[c] = ru
+    named, order = logins.named, logins.order
+    for j in range(np.searchsorted(named, c), np.searchsorted(named, c, "right")):
+        k = order[j]
+        if k > stop:
+            ev.urow[k] = ru
+            ev.ucode[k] = ev.ucode[stop]
 
 
 def fast_logins(stops: Stops, ids: BatchIds, marks: Any, velocity: bool) -> Any:
     """Which marked events are logins :func:`run_folding` may fold (None: none): a login of
     an anonymous id that is not linked and that no other login of the batch names, with a
     stored profile (if any) without aliases, into a user id that is neither linked, nor
-    stored, nor the anonymous id of a login of the batch. (The rows, read in the kernel,
-    decide the rest.) Batches with commands take the stops; ``velocity``: whether velocity
-    counts are kept."""
+    stored (unless :data:`INTO_PROFILES`), nor the anonymous id of a login of the batch. (The
+    rows, read in the kernel, decide the rest.) Batches with commands take the stops;
+    ``velocity``: whether velocity counts are kept."""
     if ids.command.any():
         return None
     at = np.flatnonzero(marks).tolist()
@@ -163,7 +203,7 @@ def fast_logins(stops: Stops, ids: BatchIds, marks: Any, velocity: bool) -> Any:
             or u in anons
             or a in aliases
             or u in aliases
-            or u in profiles
+            or (u in profiles and not INTO_PROFILES)
             or a not in row_of
             or u not in row_of
         ):
@@ -178,16 +218,39 @@ def fast_logins(stops: Stops, ids: BatchIds, marks: Any, velocity: bool) -> Any:
 
 
 def book_folds(stops: Stops, log: FoldLog, events: Sequence[Event]) -> None:
-    """The Python part of the folds :func:`run_folding` noted, in order."""
-    for f in range(int(log.n[0])):
-        e, ra, ru, n, purchases, touched, records = log.ints[f].tolist()
-        anchor, first, last, monetary = log.floats[f].tolist()
-        snap = Snapshot(anchor, first, last, n, purchases, monetary, bool(touched),
-                        log.count[f], log.first[f])  # fmt: skip
+    """The Python part of the folds :func:`run_folding` noted, in the batch's order."""
+    into, new = log.into, int(log.n[0])
+    at = log.ints[:new, F_EVENT].tolist()
+    g = 0
+    for i in range(int(into.n[0])):  # before each login into a profile, the new users' folds
+        e = int(into.ints[i, I_EVENT])
+        while g < new and at[g] < e:
+            _book_new(stops, log, g, events)
+            g += 1
         event = events[e]
         assert event.anonymous_id is not None
-        book_fold(stops, e, event.anonymous_id, event.user, snap, ra, ru, records)
-    log.n[0] = 0
+        if into.ints[i, I_BARE]:
+            book_bare(stops, into, i, event.anonymous_id, event.user)
+        else:
+            book_link(stops, into, i, event.anonymous_id, event.user, False)
+    for f in range(g, new):
+        _book_new(stops, log, f, events)
+    log.n[0] = into.n[0] = 0
+    profiles = stops.state.profiles
+    if isinstance(profiles, ProfileMap):  # the velocity lists of the logins into profiles
+        assert stops.risk is not None
+        count_merges(stops.risk, profiles)
+
+
+def _book_new(stops: Stops, log: FoldLog, f: int, events: Sequence[Event]) -> None:
+    """The Python part of fold ``f`` of a visitor into a new user (:func:`.foldnew.book_fold`)."""
+    e, ra, ru, n, purchases, touched, records = log.ints[f].tolist()
+    anchor, first, last, monetary = log.floats[f].tolist()
+    snap = Snapshot(anchor, first, last, n, purchases, monetary, bool(touched),
+                    log.count[f], log.first[f])  # fmt: skip
+    event = events[e]
+    assert event.anonymous_id is not None
+    book_fold(stops, e, event.anonymous_id, event.user, snap, ra, ru, records)
 
 
 def run_with_folds(stops: Stops, marks: Any, fast: Any) -> Users:
@@ -201,7 +264,7 @@ def run_with_folds(stops: Stops, marks: Any, fast: Any) -> Users:
     arow[at] = [stops.row_of[cast(str, anon[k])] for k in at]
     acode[at] = [code[cast(str, anon[k])] for k in at]
     order, named = stops._visitors()
-    logins = Logins(marks, fast, arow, acode, order, named)
+    logins = Logins(marks, fast, arow, acode, order, named, INTO_PROFILES)
     log = FoldLog.empty(len(at), len(stops.tables.task_names))
     start, skip, inf = 0, -1, float("inf")
     while True:
@@ -213,9 +276,14 @@ def run_with_folds(stops: Stops, marks: Any, fast: Any) -> Users:
         if stops._folding is None:
             stops._folding = compiled_for(run_folding, args)
         stop = int(stops._folding(*args))
-        stops.stopped += int(log.n[0])
+        stops.stopped += int(log.n[0] + log.into.n[0])
         book_folds(stops, log, stops.events)
         if stop >= n:
             return stops.U
+        room = int(log.into.n[1])
+        if room:  # the merged key outcomes need wider rows: resume at the login on them
+            widen(stops, {"okey": room, "oval": room})
+            start, skip = stop, -1
+            continue
         stops._stop(stop, inf)
         start, skip = stop, stop

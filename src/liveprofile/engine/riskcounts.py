@@ -12,6 +12,7 @@ lifecycle makes the profile.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
@@ -23,6 +24,9 @@ from liveprofile.engine.records import Events, Users
 from liveprofile.engine.velocity import count_velocity
 from liveprofile.profile.risk import AnomalyScorer, RiskTracker
 from liveprofile.profile.state import Profile
+
+if TYPE_CHECKING:
+    from liveprofile.engine.velocitymerge import Merge
 
 I64 = npt.NDArray[np.int64]
 
@@ -56,6 +60,8 @@ class RiskCounts:
         self.counted = np.zeros(len(ev.ok), np.bool_)
         #: the events of each user row (a superset, once ``moved``), made when first needed
         self._groups: dict[int, I64] | None = None
+        #: velocity lists to merge at logins, with the events before them (``velocitymerge``)
+        self.merges: list[Merge] = []
 
     def reset(self, r: int, p: Profile | None) -> None:
         """Row ``r`` now holds ``p`` (None: no profile)."""
@@ -72,6 +78,7 @@ class RiskCounts:
     def rows(self, rows: list[int], hi: int) -> None:
         """Count the applied events of user ``rows`` before event ``hi`` not counted yet (the
         velocity counts of a profile depend on its own events only, in their order)."""
+        assert not self.merges, "velocitymerge.count_merges first"
         ev, groups = self.ev, self._groups
         if groups is None:
             groups = self._groups = _by_row(ev.urow)
@@ -88,8 +95,8 @@ class RiskCounts:
 
     def moved(self, events: I64, row: int) -> None:
         """``events`` are now the events of user row ``row`` (``Stops._follow``)."""
-        if self._groups is not None:
-            self._groups[row] = np.concatenate([self._groups.get(row, events[:0]), events])
+        if self._groups is not None:  # (the kernel may have moved some of them already)
+            self._groups[row] = np.union1d(self._groups.get(row, events[:0]), events)
 
 
 def _by_row(urow: I64) -> dict[int, I64]:

@@ -112,17 +112,13 @@ def count_velocity(
     last = np.array([risk.last[r] for r in user_rows], np.float64)
     counts = np.array([risk.n[r] for r in user_rows], np.int64)
     exists = np.array([risk.exists[r] for r in user_rows], np.bool_)
-    kinds = ev.type[applied]
-    monetary = np.array(risk.monetary, np.bool_)[kinds]
-    ts = ev.ts[applied].astype(np.float64)
     wanted = None
     reads = _NO_READS
     if scorer is not None:
-        wanted = np.array([scorer.wants(k) for k in risk.kinds], np.bool_)[kinds]
+        wanted = np.array([scorer.wants(k) for k in risk.kinds], np.bool_)[ev.type[applied]]
         reads = (exists, ev.value[applied].astype(np.float64), np.zeros((len(applied), 6)))
-    items = risk.crc[ev.icode[applied]].astype(np.int64)
     _run(
-        (slot.astype(np.int64), ts, monetary, items), (last, counts), (times, values, lens),
+        event_columns(risk, applied, slot), (last, counts), (times, values, lens),
         (np.array(tracker.windows, np.float64), tracker.cap, risk.velocity), reads,
     )  # fmt: skip
     if risk.velocity:
@@ -149,6 +145,14 @@ def count_velocity(
             chosen[j].anomaly = s
     for j, r in enumerate(user_rows):
         risk.last[r], risk.n[r], risk.exists[r] = float(last[j]), int(counts[j]), True
+
+
+def event_columns(risk: RiskCounts, applied: I64, slot: Any) -> tuple[Any, Any, Any, Any]:
+    """The ``events`` of :func:`_run` for the ``applied`` events, of users ``slot``."""
+    ev = risk.ev
+    monetary = np.array(risk.monetary, np.bool_)[ev.type[applied]]
+    items = risk.crc[ev.icode[applied]].astype(np.int64)
+    return slot.astype(np.int64), ev.ts[applied].astype(np.float64), monetary, items
 
 
 def count_lists(
