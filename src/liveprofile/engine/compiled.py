@@ -77,6 +77,8 @@ class CompiledStep:
         #: events at which the Python lifecycle ran between the kernel's stretches (links,
         #: erasures, expiry), since this step was made
         self.stopped = 0
+        #: erasures and expiries the kernel took itself, without a stop (:mod:`.droprows`)
+        self.dropped = 0
         #: the last answer of :meth:`due_keys` (asked up to three times a batch), until the
         #: pending examples change
         self._due: tuple[PipelineState, float, set[str], set[str]] | None = None
@@ -236,6 +238,7 @@ class CompiledStep:
             assert marks is not None
             U = stops.run(marks, inf if ttl is None else ttl, risk)
             self.stopped += stops.stopped
+            self.dropped += stops.dropped
         out.applied, out.examples = int(outputs.res[0]), int(outputs.res[1])
         out.applied += int((ok & ~kernel_ok).sum())  # commands
         cuts = [] if stops is None else stops.cuts

@@ -11,7 +11,9 @@ erase or delete them, reloads the rows, and points the later events of the anony
 link changed at the user they now belong to. Links are rare in a stream (about one event in a
 hundred in a shop where visitors log in at their first purchase), so the bulk of the events run
 compiled. The commonest login, a visitor into a user id without a profile, needs no stop in a
-batch without commands or TTL: the kernel folds it itself (:mod:`liveprofile.engine.loginrun`).
+batch without ``$merge``: the kernel folds it itself (:mod:`liveprofile.engine.loginrun`); nor
+do most erasures and expiries: the kernel empties the rows itself and the lifecycle deletes the
+objects after the call (:mod:`liveprofile.engine.droprows`).
 A login into a user who has a profile merges the rows in place at its stop
 (:mod:`liveprofile.engine.foldinto`), with no profile written back or read.
 
@@ -39,7 +41,7 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
-from liveprofile.engine import kernel
+from liveprofile.engine import droprows, kernel
 from liveprofile.engine import layout as L
 from liveprofile.engine.codes import CodeTables
 from liveprofile.engine.foldinto import fold_profile, unwritten, widen
@@ -148,6 +150,8 @@ class Stops:
         self.in_order = state.anomaly is not None
         #: events at which the Python lifecycle ran; of them, logins folded on the rows
         self.stopped = self.folded = 0
+        #: erasures and expiries the kernel took without a stop (:mod:`.droprows`)
+        self.dropped = 0
         #: (records so far, row, row folded into or -1, its tasks with a score): see :meth:`_cut`
         self.cuts: list[tuple[int, int, int, frozenset[str]]] = []
         self._run: Callable[..., None] | None = None
@@ -161,11 +165,14 @@ class Stops:
         """Run the batch; returns the user rows (widened if a merged profile needed room)."""
         self.risk = risk
         ev, n = self.ev, len(self.ev.ok)
-        fast = None
-        if ttl == float("inf") and self.ids is not None:
-            fast = fast_logins(self, self.ids, stops, bool(risk.velocity))
-        if fast is not None:
-            return run_with_folds(self, stops, fast)
+        fast = drops = None
+        if self.ids is not None:
+            drops = droprows.plan(self, self.ids, stops, ttl)
+            if ttl == float("inf") or drops is not None:
+                taken = None if drops is None else drops.erase
+                fast = fast_logins(self, self.ids, stops, bool(risk.velocity), taken)
+        if fast is not None or drops is not None:
+            return run_with_folds(self, stops, fast, drops)
         ok = ev.ok | stops  # applied, or consumed by the lifecycle (moving the watermark)
         start, skip = 0, -1
         while True:
