@@ -15,20 +15,21 @@ import random
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_compiled import run
+from test_compiled import chunks, messed_up, run, synthetic
 from test_compiled_lifecycle import _snapshot, command, config, mixed
 from test_fold_new import split, stream
 from test_login_kernel import counted_stops
 
 from liveprofile.engine import droprows
-from liveprofile.engine.lazyprofiles import ProfileMap
-from liveprofile.events import Event
-from liveprofile.events.schema import FORGET
 from liveprofile.engine.core import Core
+from liveprofile.engine.lazyprofiles import ProfileMap
 from liveprofile.engine.local import apply_batch
 from liveprofile.engine.state import PipelineState
+from liveprofile.events import Event
+from liveprofile.events.schema import FORGET
 from liveprofile.events.sources import Batch
 from liveprofile.profile.state import decode_profile
 from liveprofile.store import MemoryStore
@@ -63,14 +64,17 @@ def counted_decodes() -> Iterator[list[int]]:
         ProfileMap._decode = real  # type: ignore[method-assign]
 
 
-def assert_same(batches: list[list[Event]], **changes: object) -> tuple[int, int]:
+def assert_same(
+    batches: list[list[Event]], columns: bool = False, **changes: object
+) -> tuple[int, int]:
     """The stored state is that of every erasure and expiry at a stop, every row and meta
-    blob to the byte; returns the Python stops (with the stops only, with the drops)."""
+    blob to the byte; returns the Python stops (with the stops only, with the drops).
+    ``columns``: the batches as a source that lays them out as columns gives them."""
     cfg = config(**changes)  # type: ignore[arg-type]
     with stops_only(), counted_stops() as before:
-        reference, _ = run(cfg, batches)
+        reference, _ = run(cfg, batches, columns)
     with counted_stops() as after:
-        dropped, _ = run(cfg, batches)
+        dropped, _ = run(cfg, batches, columns)
     a, b = _snapshot(reference, cfg), _snapshot(dropped, cfg)
     assert a["rows"]["profile"], "the run made profiles"
     for ns in a["rows"]:
@@ -120,8 +124,16 @@ def test_drops_beside_merges_give_the_stops_state(seed: int, size: int) -> None:
 
 def test_erasures_and_expiry_stop_the_kernel_less() -> None:
     events = with_forgets(3, stream(3, visitors=20, known=0, n=600), 30)
-    stopped, dropped = assert_same([events], ttl="1d")
-    assert dropped < stopped
+    with_stops, with_drops = assert_same([events], ttl="1d")
+    assert with_drops < with_stops
+
+
+@pytest.mark.parametrize("size", [40, 100_000])
+def test_expiry_of_batches_as_columns_takes_no_stop(size: int) -> None:
+    # plain events (no links, no commands), as a JSON or Kafka source lays them out
+    plain = messed_up(synthetic(seed=12), seed=13)
+    with_stops, with_drops = assert_same(chunks(plain, size), columns=True, ttl="1d")
+    assert with_stops > 0 and with_drops == 0
 
 
 def test_an_erasure_decodes_no_profile() -> None:

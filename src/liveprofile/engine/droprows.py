@@ -99,16 +99,19 @@ def _closure(aliases: Any, user: str) -> list[str]:
     return out
 
 
-def plan(stops: Stops, ids: BatchIds, marks: Any, ttl: float) -> Drops | None:
+def plan(stops: Stops, ids: BatchIds | None, marks: Any, ttl: float) -> Drops | None:
     """The erasures and expiries the kernel may take in the batch (None: none, or
-    ``DROP_ROWS`` off, or an anomaly detector scoring in order: the stops take them)."""
+    ``DROP_ROWS`` off, or an anomaly detector scoring in order: the stops take them).
+    ``ids``: the batch's ids (None: a batch as columns, of plain events only)."""
     if not DROP_ROWS or stops.in_order:
         return None
     events, state, users, row_of = stops.events, stops.state, stops.users, stops.row_of
     aliases, code = state.aliases, stops.tables.users.code
     n, rows = len(marks), len(users)
     at = np.flatnonzero(marks).tolist()
-    forgets = [k for k in at if ids.command[k] and events[k].type == FORGET]
+    command = np.zeros(n, np.bool_) if ids is None else ids.command
+    own = events.user if ids is None else ids.user  # type: ignore[attr-defined]
+    forgets = [k for k in at if command[k] and events[k].type == FORGET]
     if not forgets and ttl == float("inf"):
         return None
     # the first event at which a login or $merge of the batch may make or change the links
@@ -117,7 +120,7 @@ def plan(stops: Stops, ids: BatchIds, marks: Any, ttl: float) -> Drops | None:
     #: and at which it may link the id (a login's visitor, the ids of a $merge)
     linking: dict[str, int] = {}
     for k in at:
-        if ids.command[k] and events[k].type == FORGET:
+        if command[k] and events[k].type == FORGET:
             continue
         user, anon = events[k].user, events[k].anonymous_id
         for x in (user, anon):
@@ -125,7 +128,7 @@ def plan(stops: Stops, ids: BatchIds, marks: Any, ttl: float) -> Drops | None:
                 first.setdefault(x, k)
                 first.setdefault(aliases.get(x, x), k)
         linking.setdefault(anon if anon is not None else user, k)
-        if ids.command[k]:
+        if command[k]:
             linking.setdefault(user, k)
     d = Drops.none(n, rows, ttl)
     closures: dict[int, list[str]] = {}
@@ -156,7 +159,7 @@ def plan(stops: Stops, ids: BatchIds, marks: Any, ttl: float) -> Drops | None:
     if ttl != float("inf"):
         d.row_until[:] = [until(r) for r in range(rows)]
         get = linking.get
-        d.linked[:] = [u in aliases or get(u, never) < k for k, u in enumerate(ids.user)]
+        d.linked[:] = [u in aliases or get(u, never) < k for k, u in enumerate(own)]
     lists = [closures.get(r) or [] for r in range(rows)]
     d.lstart[1:] = np.cumsum([len(x) for x in lists])
     flat = [a for x in lists for a in x]

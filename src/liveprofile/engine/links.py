@@ -165,12 +165,11 @@ class Stops:
         """Run the batch; returns the user rows (widened if a merged profile needed room)."""
         self.risk = risk
         ev, n = self.ev, len(self.ev.ok)
-        fast = drops = None
-        if self.ids is not None:
-            drops = droprows.plan(self, self.ids, stops, ttl)
-            if ttl == float("inf") or drops is not None:
-                taken = None if drops is None else drops.erase
-                fast = fast_logins(self, self.ids, stops, bool(risk.velocity), taken)
+        fast = None
+        drops = droprows.plan(self, self.ids, stops, ttl)
+        if self.ids is not None and (ttl == float("inf") or drops is not None):
+            taken = None if drops is None else drops.erase
+            fast = fast_logins(self, self.ids, stops, bool(risk.velocity), taken)
         if fast is not None or drops is not None:
             return run_with_folds(self, stops, fast, drops)
         ok = ev.ok | stops  # applied, or consumed by the lifecycle (moving the watermark)

@@ -224,15 +224,17 @@ def run_with_folds(
     taking the erasures and expiries of ``drops``: one compiled call up to each other stop;
     returns the user rows."""
     n, ids = len(stops.ev.ok), stops.ids
-    assert ids is not None
-    anon, code = ids.anon, stops.tables.users.code
-    if fast is None:
+    code = stops.tables.users.code
+    if fast is None:  # (a batch as columns has no logins, nor ids)
         fast = np.zeros(n, np.bool_)
     if drops is None:
         drops = droprows.Drops.none(n, len(stops.users))
     ttl = float(drops.ttl[0])
     at = np.flatnonzero(fast).tolist()
     arow, acode = np.full(n, -1, np.int64), np.full(n, -1, np.int64)
+    if at:
+        assert ids is not None
+        anon = ids.anon
     arow[at] = [stops.row_of[cast(str, anon[k])] for k in at]
     acode[at] = [code[cast(str, anon[k])] for k in at]
     order, named = stops._visitors()
