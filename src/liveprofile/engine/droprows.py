@@ -61,7 +61,9 @@ class Drops(NamedTuple):
     target: Any  # per event: the row a $forget empties (its id's)
     self_code: Any  # per event: the code of a linked id a $forget unlinks (-1: none)
     linked: Any  # per event: its own id is (or may get) linked: an expiry there stops
-    row_until: Any  # per user row: the first event it may no longer expire in the kernel at
+    row_until: Any  # per user row: the first event it may no longer be dropped in the kernel at
+    fcode: Any  # per user row: the visitor the kernel folded into it (-1: none)
+    frow: Any  # ... and the visitor's own row
     lstart: Any  # per user row: where its ids linked to it start in lcode, lrow (rows + 1)
     lcode: Any  # the codes of the ids linked to each row's user
     lrow: Any  # and their own rows (-1: none)
@@ -78,7 +80,8 @@ class Drops(NamedTuple):
         """Nothing planned: the kernel drops nothing (and with a TTL stops at an expiry)."""
         return cls(
             np.array([ttl]), np.zeros(n, np.bool_), np.full(n, -1, np.int64),
-            np.full(n, -1, np.int64), np.zeros(n, np.bool_), np.zeros(rows, np.int64),
+            np.full(n, -1, np.int64), np.zeros(n, np.bool_), np.full(rows, n + 1, np.int64),
+            np.full(rows, -1, np.int64), np.full(rows, -1, np.int64),
             np.zeros(rows + 1, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64),
             np.zeros(rows, np.int64), np.zeros(rows, np.bool_), np.zeros(rows),
             np.zeros(1, np.int64), np.zeros((n, 5), np.int64), np.zeros(n), np.zeros(1, np.int64),
@@ -99,10 +102,14 @@ def _closure(aliases: Any, user: str) -> list[str]:
     return out
 
 
-def plan(stops: Stops, ids: BatchIds | None, marks: Any, ttl: float) -> Drops | None:
+def plan(
+    stops: Stops, ids: BatchIds | None, marks: Any, ttl: float, fast: Any = None
+) -> Drops | None:
     """The erasures and expiries the kernel may take in the batch (None: none, or
     ``DROP_ROWS`` off, or an anomaly detector scoring in order: the stops take them).
-    ``ids``: the batch's ids (None: a batch as columns, of plain events only)."""
+    ``ids``: the batch's ids (None: a batch as columns, of plain events only); ``fast``: the
+    logins the kernel may fold (:func:`.loginrun.fast_logins`; None: none): the link of each
+    it folds it notes itself (``Drops.fcode``), so a drop of the user after it needs no stop."""
     if not DROP_ROWS or stops.in_order:
         return None
     events, state, users, row_of = stops.events, stops.state, stops.users, stops.row_of
@@ -123,7 +130,10 @@ def plan(stops: Stops, ids: BatchIds | None, marks: Any, ttl: float) -> Drops | 
         if command[k] and events[k].type == FORGET:
             continue
         user, anon = events[k].user, events[k].anonymous_id
-        for x in (user, anon):
+        # a login the kernel may fold links a visitor without links to it: the user's drop
+        # repoints it from Drops.fcode (if the kernel leaves it to a stop: Drops.row_until)
+        kept = fast is not None and fast[k] and not aliases.sources_of(anon)
+        for x in (anon,) if kept else (user, anon):
             if x is not None:
                 first.setdefault(x, k)
                 first.setdefault(aliases.get(x, x), k)
@@ -157,9 +167,9 @@ def plan(stops: Stops, ids: BatchIds | None, marks: Any, ttl: float) -> Drops | 
         if owner is not None:
             d.self_code[k] = code[user]
     if ttl != float("inf"):
-        d.row_until[:] = [until(r) for r in range(rows)]
         get = linking.get
         d.linked[:] = [u in aliases or get(u, never) < k for k, u in enumerate(own)]
+    d.row_until[:] = [until(r) for r in range(rows)]
     lists = [closures.get(r) or [] for r in range(rows)]
     d.lstart[1:] = np.cumsum([len(x) for x in lists])
     flat = [a for x in lists for a in x]
@@ -223,6 +233,8 @@ def take(run, logins, drops, e):  # type: ignore[no-untyped-def]
         kind, r = ERASE, drops.target[e]
         if drops.self_code[e] >= 0 and users.pi[r, L.P_EXISTS] != 0:
             return False  # a linked id with a profile of its own: the lifecycle's
+        if e >= drops.row_until[r]:
+            return False  # a login the kernel left to a stop linked to it
     elif not logins.marks[e] and ttl != np.inf:
         r = ev.urow[e]
         if r < 0 or e >= drops.row_until[r] or drops.linked[e]:
@@ -245,7 +257,28 @@ def take(run, logins, drops, e):  # type: ignore[no-untyped-def]
         _repoint(ev, codes, logins, drops.self_code[e], r, e)
     for j in range(drops.lstart[r], drops.lstart[r + 1]):  # the ids linked to the user
         _repoint(ev, codes, logins, drops.lcode[j], drops.lrow[j], e)
+    if drops.fcode[r] >= 0:  # the visitor the kernel folded into it
+        _repoint(ev, codes, logins, drops.fcode[r], drops.frow[r], e)
+        drops.fcode[r] = -1
     return True
+
+
+@leaf
+def folded(logins, drops, e, ra, ru):  # type: ignore[no-untyped-def]
+    """The kernel folded login ``e``'s visitor (row ``ra``) into row ``ru``: a drop of the
+    user repoints the visitor."""
+    drops.fcode[ru] = logins.acode[e]
+    drops.frow[ru] = ra
+
+
+def left(drops: Drops, stops: Stops, e: int) -> None:
+    """The kernel left login ``e``, which :func:`plan` counted it would fold, to the stop:
+    its user's row is dropped at stops from there on."""
+    ids = stops.ids
+    assert ids is not None
+    r = stops.row_of.get(ids.user[e], -1)
+    if r >= 0 and drops.row_until[r] > e:
+        drops.row_until[r] = e
 
 
 @leaf
@@ -298,18 +331,6 @@ def book_drop(stops: Stops, drops: Drops, f: int) -> None:
     stops.remade[user] = (e, True)
     if r >= 0:
         risk.reset(r, None)
-    ucode = stops.tables.users.code
-    for anon in changed:
-        c = ucode.get(anon)
-        if c is None:
-            continue
-        owner = state.aliases.get(anon, anon)
-        assert owner == anon, "a drop only removes links"
-        assert stops.codes.owner_row[c] == stops.row_of.get(anon, -1), anon
-        order, codes = stops._visitors()
-        mine = order[codes.searchsorted(c) : codes.searchsorted(c, "right")]
-        later = mine[mine > e]
-        if len(later):
-            risk.moved(later, stops.row_of.get(anon, -1))
-            for k in later.tolist():
-                stops.names[k] = anon
+    for anon in changed:  # the kernel's repointing, again: a fold booked before undid it
+        assert state.aliases.get(anon, anon) == anon, "a drop only removes links"
+        stops._follow(anon, e)

@@ -165,11 +165,20 @@ class Stops:
         """Run the batch; returns the user rows (widened if a merged profile needed room)."""
         self.risk = risk
         ev, n = self.ev, len(self.ev.ok)
-        fast = None
-        drops = droprows.plan(self, self.ids, stops, ttl)
-        if self.ids is not None and (ttl == float("inf") or drops is not None):
-            taken = None if drops is None else drops.erase
-            fast = fast_logins(self, self.ids, stops, bool(risk.velocity), taken)
+        fast, ids, velocity = None, self.ids, bool(risk.velocity)
+        if ids is not None:  # the logins to fold if the kernel takes every erasure
+            forgets = ids.command.copy()
+            for k in np.flatnonzero(forgets).tolist():
+                forgets[k] = self.events[k].type == FORGET
+            fast = fast_logins(self, ids, stops, velocity, forgets)
+        drops = droprows.plan(self, ids, stops, ttl, fast)
+        if ids is not None and fast is not None:
+            if drops is None:  # as before the drops: folds without commands or a TTL only
+                if ttl != float("inf") or ids.command.any():
+                    fast = None
+            elif (ids.command & ~drops.erase).any():  # a command stops: no folds, planned anew
+                fast = None
+                drops = droprows.plan(self, ids, stops, ttl)
         if fast is not None or drops is not None:
             return run_with_folds(self, stops, fast, drops)
         ok = ev.ok | stops  # applied, or consumed by the lifecycle (moving the watermark)

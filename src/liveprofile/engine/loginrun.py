@@ -134,6 +134,7 @@ def run_folding(run, logins, log, start, skip, drops):  # type: ignore[no-untype
         log.count[f, :, :] = users.count[ra, :, :]
         log.first[f, :, :] = users.first[ra, :, :]
         fold_new(users, ra, ru, ts, params.fp, params.ip)
+        droprows.folded(logins, drops, stop, ra, ru)
         # the visitor's later events and pending outcomes are the user's (Stops._follow)
         c = logins.acode[stop]
         codes.owner_row[c] = ru
@@ -254,5 +255,7 @@ def run_with_folds(
         book_folds(stops, log, stops.events, drops)
         if stop >= n:
             return stops.U
+        if fast[stop]:
+            droprows.left(drops, stops, stop)
         stops._stop(stop, ttl)
         start, skip = stop, stop
