@@ -125,7 +125,10 @@ def test_drops_beside_merges_give_the_stops_state(seed: int, size: int) -> None:
 def test_erasures_and_expiry_stop_the_kernel_less() -> None:
     events = with_forgets(3, stream(3, visitors=20, known=0, n=600), 30)
     with_stops, with_drops = assert_same([events], ttl="1d")
-    assert with_drops < with_stops
+    # 20 logins, each of a visitor into its user, 20 erasures, many expiries: the logins
+    # and a few expiries at a linked visitor's own events stop (472 stops, 29 measured)
+    logins = sum(1 for e in events if e.anonymous_id not in (None, e.user))
+    assert with_drops < logins + (with_stops - logins) // 10
 
 
 @pytest.mark.parametrize("size", [40, 100_000])

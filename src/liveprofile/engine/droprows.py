@@ -103,19 +103,25 @@ def _closure(aliases: Any, user: str) -> list[str]:
 
 
 def plan(
-    stops: Stops, ids: BatchIds | None, marks: Any, ttl: float, fast: Any = None
+    stops: Stops,
+    ids: BatchIds | None,
+    marks: Any,
+    ttl: float,
+    fast: Any = None,
+    after: int = -1,
 ) -> Drops | None:
     """The erasures and expiries the kernel may take in the batch (None: none, or
     ``DROP_ROWS`` off, or an anomaly detector scoring in order: the stops take them).
     ``ids``: the batch's ids (None: a batch as columns, of plain events only); ``fast``: the
     logins the kernel may fold (:func:`.loginrun.fast_logins`; None: none): the link of each
-    it folds it notes itself (``Drops.fcode``), so a drop of the user after it needs no stop."""
+    it folds it notes itself (``Drops.fcode``), so a drop of the user after it needs no stop.
+    ``after``: plan the events after this one only, from the state's links as they are."""
     if not DROP_ROWS or stops.in_order:
         return None
     events, state, users, row_of = stops.events, stops.state, stops.users, stops.row_of
     aliases, code = state.aliases, stops.tables.users.code
     n, rows = len(marks), len(users)
-    at = np.flatnonzero(marks).tolist()
+    at = [k for k in np.flatnonzero(marks).tolist() if k > after]
     command = np.zeros(n, np.bool_) if ids is None else ids.command
     own = events.user if ids is None else ids.user  # type: ignore[attr-defined]
     forgets = [k for k in at if command[k] and events[k].type == FORGET]
@@ -269,6 +275,34 @@ def folded(logins, drops, e, ra, ru):  # type: ignore[no-untyped-def]
     user repoints the visitor."""
     drops.fcode[ru] = logins.acode[e]
     drops.frow[ru] = ra
+
+
+def replan(stops: Stops, marks: Any, fast: Any, drops: Drops, e: int) -> Drops | None:
+    """The kernel left the erasure or expiry at event ``e`` to a stop, as :func:`plan` had it
+    from the links before the batch: a plan of the events from ``e`` on from the links as the
+    batch's stops and folds left them, if the kernel may take it with that (None: the stop it
+    is). A later erasure the kernel no longer takes leaves the later logins to the stops."""
+    if not DROP_ROWS or stops.in_order:
+        return None
+    ids = stops.ids
+    command = ids is not None and bool(ids.command[e])
+    forget = bool(marks[e]) and command and stops.events[e].type == FORGET
+    if marks[e] and not forget:
+        return None  # a login or $merge
+    folding = fast if fast.any() else None
+    new = plan(stops, ids, marks, float(drops.ttl[0]), folding, e - 1)
+    if new is None:
+        return None
+    if forget:
+        if not new.erase[e]:
+            return None
+    else:
+        r = int(stops.ev.urow[e])
+        if r < 0 or e >= new.row_until[r] or new.linked[e]:
+            return None
+    if folding is not None and (drops.erase[e + 1 :] & ~new.erase[e + 1 :]).any():
+        fast[e + 1 :] = False
+    return new
 
 
 def left(drops: Drops, stops: Stops, e: int) -> None:

@@ -241,7 +241,7 @@ def run_with_folds(
     order, named = stops._visitors()
     logins = Logins(marks, fast, arow, acode, order, named)
     log = FoldLog.empty(len(at), len(stops.tables.task_names))
-    start, skip = 0, -1
+    start, skip, retried = 0, -1, -1
     while True:
         run = (
             stops.ev, stops.codes, stops.tasks, stops.params, stops.U, stops.items, stops.pool,
@@ -255,6 +255,11 @@ def run_with_folds(
         book_folds(stops, log, stops.events, drops)
         if stop >= n:
             return stops.U
+        if stop != retried:  # an erasure or expiry the plan left: the links as they are now
+            again = droprows.replan(stops, marks, fast, drops, stop)
+            if again is not None:
+                drops, retried, start, skip = again, stop, stop, -1
+                continue
         if fast[stop]:
             droprows.left(drops, stops, stop)
         stops._stop(stop, ttl)
