@@ -15,10 +15,14 @@ level: the profile, its links and segment memberships deleted by the lifecycle
 (``Lifecycle._erase``, ``Lifecycle._delete``), the scores of its records cut, the later events
 named after the ids unlinked. No profile is decoded or written back: the row goes as it is.
 
-:func:`plan` leaves to the Python stops what the links of the batch may change: an erasure or
-expiry of an id that a login or ``$merge`` of the batch names, or that leads to one, and the
-expiry of a linked id's user at the id's event (``Lifecycle._expire_owner``). ``DROP_ROWS``
-False turns the whole path off (every erasure and expiry stops the kernel, as before).
+:func:`plan` leaves out what the links of the batch may change before it: an erasure or
+expiry of an id that a login or ``$merge`` of the batch names earlier, or that leads to one.
+When the kernel returns at one of those, :func:`replan` plans the rest of the batch again from
+the links as the stops and folds before it left them, and the kernel goes on from there; it is
+the Python stop's only if the new plan leaves it too (a login or ``$merge`` at that event).
+The expiry of a linked id's user at the id's event (``Lifecycle._expire_owner``) is always a
+stop. ``DROP_ROWS`` False turns the whole path off (every erasure and expiry stops the kernel,
+as before).
 
 >>> import numpy as np
 >>> d = Drops.none(3, 2)
