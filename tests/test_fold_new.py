@@ -118,9 +118,10 @@ def split(events: list[Event], cuts: list[int]) -> list[list[Event]]:
 
 @contextmanager
 def counted_folds() -> Iterator[list[int]]:
-    """Counts of the logins the rows took ([general path, folded on the rows]): at a stop
-    (``foldnew.fold_visitor``) or in the kernel (``loginrun.run_folding``)."""
-    real, book = links.fold_visitor, foldnew.book_fold
+    """Counts of the logins the rows took ([general path, folded on the rows as new users]):
+    at a stop (``foldnew.fold_visitor``: not a new user) or in the kernel
+    (``loginrun.run_folding``: ``book_fold`` for a new user, ``book_link`` into a profile)."""
+    real, book, into = links.fold_visitor, foldnew.book_fold, loginrun.book_link
     taken = [0, 0]
 
     def fold_visitor(*args: object) -> bool:
@@ -132,13 +133,19 @@ def counted_folds() -> Iterator[list[int]]:
         taken[1] += 1
         book(*args)  # type: ignore[arg-type]
 
+    def book_link(*args: object) -> None:
+        taken[0] += 1
+        into(*args)  # type: ignore[arg-type]
+
     links.fold_visitor = fold_visitor  # type: ignore[assignment]
     foldnew.book_fold = loginrun.book_fold = book_fold  # type: ignore[assignment]
+    loginrun.book_link = book_link  # type: ignore[assignment]
     try:
         yield taken
     finally:
         links.fold_visitor = real  # type: ignore[assignment]
         foldnew.book_fold = loginrun.book_fold = book  # type: ignore[assignment]
+        loginrun.book_link = into  # type: ignore[assignment]
 
 
 @settings(max_examples=25, deadline=None)

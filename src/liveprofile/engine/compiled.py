@@ -79,6 +79,8 @@ class CompiledStep:
         self.stopped = 0
         #: of them, the events at which the kernel returned to Python for it
         self.paused = 0
+        #: erasures and expiries the kernel took itself, without a stop (:mod:`.droprows`)
+        self.dropped = 0
         #: the last answer of :meth:`due_keys` (asked up to three times a batch), until the
         #: pending examples change
         self._due: tuple[PipelineState, float, set[str], set[str]] | None = None
@@ -239,6 +241,7 @@ class CompiledStep:
             U = stops.run(marks, inf if ttl is None else ttl, risk)
             self.stopped += stops.stopped
             self.paused += stops.paused
+            self.dropped += stops.dropped
         out.applied, out.examples = int(outputs.res[0]), int(outputs.res[1])
         out.applied += int((ok & ~kernel_ok).sum())  # commands
         cuts = [] if stops is None else stops.cuts

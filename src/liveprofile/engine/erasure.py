@@ -37,6 +37,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, TypeVar, cast
 
+from liveprofile.engine.lazyprofiles import peek
 from liveprofile.engine.linkindex import LinkMap, find_links_to
 from liveprofile.engine.state import PipelineState
 from liveprofile.events.columns import EventColumns
@@ -69,7 +70,7 @@ def relinked_ids(
     if ttl is not None:
         profiles = state.profiles
         for user in users:
-            p = profiles.get(user)
+            p = peek(profiles, user)  # its last event time: no need to decode the rest
             if p is not None and p.last_ts + ttl < horizon:
                 ids.add(user)
     return cast(set[str], ids)

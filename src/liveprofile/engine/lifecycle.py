@@ -104,7 +104,7 @@ class Lifecycle:
         link of it or leading to it (:mod:`liveprofile.engine.erasure`). Erasing an anonymous
         id that is linked removes its link (and the links to it) only."""
         owner = state.aliases.pop(user, None)
-        p = None if owner is not None else state.profiles.get(user)
+        p = None if owner is not None else peek(state.profiles, user)
         if owner is not None:
             out.links[user] = None
             gone = {user, *unlink_to(state, {user}, out)}
@@ -117,7 +117,7 @@ class Lifecycle:
         if not gone:
             return
         out.erased.update((user, *gone))
-        kept = None if owner is None else state.profiles.get(owner)
+        kept = None if owner is None else peek(state.profiles, owner)
         if kept is not None and not gone.isdisjoint(kept.aliases):
             kept.aliases = [a for a in kept.aliases if a not in gone]
             out.users.add(kept.user)
@@ -134,7 +134,7 @@ class Lifecycle:
         expires before an event of ``user``, and its links with it: the event is then the
         id's own, as it is when a batch ends between the expiry and the event."""
         owner = state.aliases.get(user)
-        p = None if owner is None or self.ttl is None else state.profiles.get(owner)
+        p = None if owner is None or self.ttl is None else peek(state.profiles, owner)
         if p is not None and self.ttl is not None and p.last_ts + self.ttl < at:
             self._delete(state, p, at, out, before, announce=True)
 

@@ -11,10 +11,11 @@ erase or delete them, reloads the rows, and points the later events of the anony
 link changed at the user they now belong to. Links are rare in a stream (about one event in a
 hundred in a shop where visitors log in at their first purchase), so the bulk of the events run
 compiled. The commonest login, a visitor into a user id without a profile, needs no stop in a
-batch without commands or TTL: the kernel folds it itself (:mod:`liveprofile.engine.loginrun`).
-A login into a user who has a profile merges the rows in place
-(:mod:`liveprofile.engine.foldinto`), with no profile written back or read: in the kernel call
-too in such a batch, else at its stop.
+batch without ``$merge``: the kernel folds it itself (:mod:`liveprofile.engine.loginrun`); nor
+does a login into a user who has a profile, whose rows the kernel merges in place
+(:mod:`liveprofile.engine.foldinto`), with no profile written back or read; nor do most erasures
+and expiries: the kernel empties the rows itself and the lifecycle deletes the objects after the
+call (:mod:`liveprofile.engine.droprows`). What the kernel leaves to a stop runs there.
 
 The velocity counts and anomaly scores of the events, in the batch's order, are
 :class:`~liveprofile.engine.riskcounts.RiskCounts`' (:mod:`liveprofile.engine.riskcounts`).
@@ -40,7 +41,7 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
-from liveprofile.engine import kernel
+from liveprofile.engine import droprows, kernel
 from liveprofile.engine import layout as L
 from liveprofile.engine.codes import CodeTables
 from liveprofile.engine.foldinto import fold_profile, unwritten, widen
@@ -151,6 +152,8 @@ class Stops:
         self.stopped = self.folded = 0
         #: of them, the events at which the kernel returned to Python for it
         self.paused = 0
+        #: erasures and expiries the kernel took without a stop (:mod:`.droprows`)
+        self.dropped = 0
         #: (records so far, row, row folded into or -1, its tasks with a score): see :meth:`_cut`
         self.cuts: list[tuple[int, int, int, frozenset[str]]] = []
         self._run: Callable[..., None] | None = None
@@ -164,11 +167,21 @@ class Stops:
         """Run the batch; returns the user rows (widened if a merged profile needed room)."""
         self.risk = risk
         ev, n = self.ev, len(self.ev.ok)
-        fast = None
-        if ttl == float("inf") and self.ids is not None:
-            fast = fast_logins(self, self.ids, stops, bool(risk.velocity))
-        if fast is not None:
-            return run_with_folds(self, stops, fast)
+        fast, ids, velocity = None, self.ids, bool(risk.velocity)
+        if ids is not None:  # the logins to fold if the kernel takes every erasure
+            forgets = ids.command.copy()
+            for k in np.flatnonzero(forgets).tolist():
+                forgets[k] = self.events[k].type == FORGET
+            fast = fast_logins(self, ids, stops, velocity, forgets)
+        drops = droprows.plan(self, ids, stops, ttl)
+        if ids is not None and fast is not None:
+            if drops is None:  # as before the drops: folds without commands or a TTL only
+                if ttl != float("inf") or ids.command.any():
+                    fast = None
+            elif (ids.command & ~drops.erase).any():  # a command stops: no folds
+                fast = None
+        if fast is not None or drops is not None:
+            return run_with_folds(self, stops, fast, drops)
         ok = ev.ok | stops  # applied, or consumed by the lifecycle (moving the watermark)
         start, skip = 0, -1
         while True:

@@ -8,8 +8,11 @@ one call: at a login marked in :class:`Logins` ``fast`` whose rows allow it (the
 has events, the user's has no profile) it closes the pending examples the login's time makes
 due (``kernel.advance``), notes what the Python bookkeeping needs in :class:`FoldLog`, folds
 the rows, and points the visitor's later events and pending outcomes at the user, as the stop
-does. It returns at the first other stop (a login into a user with a profile, a visitor with
-aliases, a ``$merge``, an erasure), for the Python lifecycle to run there.
+does. Erasures and expiries it takes on the rows too (:mod:`.droprows`, noted in
+:class:`~.droprows.Drops`, booked in order with the folds). It returns at the first other stop
+(a login into a user with a profile, a visitor with aliases, a ``$merge``, an erasure or
+expiry :func:`.droprows.plan` leaves to the lifecycle), for the Python lifecycle to run
+there.
 
 :func:`fast_logins` marks the logins that may take this path, from what the batch and the state
 hold before the batch (the rest is read on the rows, in the kernel); :func:`book_folds` then
@@ -36,7 +39,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import numpy as np
 
-from liveprofile.engine import kernel
+from liveprofile.engine import droprows, kernel
 from liveprofile.engine import layout as L
 from liveprofile.engine.foldinto import (
     I_BARE,
@@ -50,7 +53,7 @@ from liveprofile.engine.foldinto import (
 )
 from liveprofile.engine.foldnew import Snapshot, book_fold, fold_new
 from liveprofile.engine.jit import jit
-from liveprofile.engine.lazyprofiles import ProfileMap
+from liveprofile.engine.lazyprofiles import ProfileMap, peek
 from liveprofile.engine.machinecode import compiled_for
 from liveprofile.engine.records import Events, Users
 from liveprofile.engine.velocitymerge import count_merges
@@ -104,19 +107,18 @@ class FoldLog(NamedTuple):
 
 
 @jit
-def run_folding(run, logins, log, start, skip):  # type: ignore[no-untyped-def]
+def run_folding(run, logins, log, start, skip, drops):  # type: ignore[no-untyped-def]
     """Run the events from ``start`` (event ``skip``'s stop done already), folding the fast
-    logins on the rows; returns the first event where the Python lifecycle must run (the
+    logins on the rows and taking the erasures and expiries ``drops`` allows
+    (:mod:`.droprows`); returns the first event where the Python lifecycle must run (the
     number of events: none)."""
     ev, codes, tasks, params, users, items, pool, ops, out = run
-    marks, fast = logins.marks, logins.fast
+    fast = logins.fast
     pi, pf = users.pi, users.pf
     n = ev.ok.shape[0]
     lo = start
     while True:
-        stop = lo
-        while stop < n and (not marks[stop] or stop == skip):
-            stop += 1
+        stop = droprows.next_stop(run, logins, drops, lo, skip)
         if stop > lo:
             part = Events(
                 ev.ok[lo:stop], ev.urow[lo:stop], ev.ucode[lo:stop], ev.irow[lo:stop],
@@ -126,9 +128,17 @@ def run_folding(run, logins, log, start, skip):  # type: ignore[no-untyped-def]
             kernel.run(part, codes, tasks, params, users, items, pool, ops, out)
         if stop >= n:
             return n
+        # an erasure or an expiry: the row emptied, the ids linked to it their own again
+        if droprows.take(run, logins, drops, stop):
+            lo, skip = stop, stop
+            continue
         ra, ru = logins.arow[stop], ev.urow[stop]
         if not fast[stop] or ra < 0 or ru < 0 or ra == ru:
             return stop
+        into = pi[ru, L.P_EXISTS] != 0
+        wm, ttl = max(params.fp[L.FP_WATERMARK], ev.ts[stop]), drops.ttl[0]
+        if into and pf[ru, L.P_LAST] + ttl < wm:
+            return stop  # the user idle past the TTL: its expiry at the login is the lifecycle's
         if pi[ra, L.P_EXISTS] == 0:  # a visitor without a profile: a link only
             if not logins.into:
                 return stop
@@ -137,8 +147,11 @@ def run_folding(run, logins, log, start, skip):  # type: ignore[no-untyped-def]
             lo, skip = stop, stop
             _follow(ev, codes, logins, stop, ru)
             continue
-        into = pi[ru, L.P_EXISTS] != 0
-        if (into and not logins.into) or (not into and pi[ra, L.P_N] == 0):
+        if (
+            (into and not logins.into)
+            or (not into and pi[ra, L.P_N] == 0)
+            or pf[ra, L.P_LAST] + ttl < wm  # a visitor idle past the TTL: fold_visitor's
+        ):
             return stop
         ts = ev.ts[stop]
         kernel.advance(codes, tasks, params, users, items, pool, ops, out, ts)
@@ -178,14 +191,15 @@ def _follow(ev, codes, logins, stop, ru):  # type: ignore[no-untyped-def]
             ev.ucode[k] = ev.ucode[stop]
 
 
-def fast_logins(stops: Stops, ids: BatchIds, marks: Any, velocity: bool) -> Any:
+def fast_logins(stops: Stops, ids: BatchIds, marks: Any, velocity: bool, taken: Any = None) -> Any:
     """Which marked events are logins :func:`run_folding` may fold (None: none): a login of
     an anonymous id that is not linked and that no other login of the batch names, with a
     stored profile (if any) without aliases, into a user id that is neither linked, nor
     stored (unless :data:`INTO_PROFILES`), nor the anonymous id of a login of the batch. (The
-    rows, read in the kernel, decide the rest.) Batches with commands take the stops;
-    ``velocity``: whether velocity counts are kept."""
-    if ids.command.any():
+    rows, read in the kernel, decide the rest.) Batches with commands take the stops, but for
+    the erasures the kernel takes (``taken``, :func:`.droprows.plan`); ``velocity``: whether
+    velocity counts are kept."""
+    if (ids.command if taken is None else ids.command & ~taken).any():
         return None
     at = np.flatnonzero(marks).tolist()
     anon, user = ids.anon, ids.user
@@ -208,34 +222,58 @@ def fast_logins(stops: Stops, ids: BatchIds, marks: Any, velocity: bool) -> Any:
             or u not in row_of
         ):
             continue
-        old = profiles.get(a)
+        old = peek(profiles, a)  # its alias list and velocity lists: no need to decode it
         if old is not None and (
-            old.aliases or (not velocity and (old.v_events or old.v_purchases or old.v_items))
+            old.aliases
+            or (not velocity and (held_lists(profiles, a) or old.v_events or old.v_purchases))
+            or (not velocity and old.v_items)
         ):
             continue
         fast[k] = True
     return fast if fast.any() else None
 
 
-def book_folds(stops: Stops, log: FoldLog, events: Sequence[Event]) -> None:
-    """The Python part of the folds :func:`run_folding` noted, in the batch's order."""
+def held_lists(profiles: dict[str, Any], user: str) -> bool:
+    """Whether ``user``'s velocity lists are held as bytes (so not empty, to be safe)."""
+    return isinstance(profiles, ProfileMap) and profiles.holds_velocity(user)
+
+
+def book_folds(
+    stops: Stops, log: FoldLog, events: Sequence[Event], drops: droprows.Drops | None = None
+) -> None:
+    """The Python part of the folds :func:`run_folding` noted, and of its ``drops``, in the
+    batch's order."""
     into, new = log.into, int(log.n[0])
+    nd = 0 if drops is None else int(drops.n[0])
     at = log.ints[:new, F_EVENT].tolist()
-    g = 0
-    for i in range(int(into.n[0])):  # before each login into a profile, the new users' folds
+    dat = [] if drops is None else drops.ints[:nd, droprows.D_EVENT].tolist()
+    g = d = 0
+
+    def upto(e: int) -> None:
+        """Book the new users' folds and the drops before event ``e``, in order."""
+        nonlocal g, d
+        while (g < new and at[g] < e) or (d < nd and dat[d] < e):
+            if d < nd and (g >= new or dat[d] < at[g]):
+                assert drops is not None
+                droprows.book_drop(stops, drops, d)
+                d += 1
+            else:
+                _book_new(stops, log, g, events)
+                g += 1
+
+    for i in range(int(into.n[0])):  # the logins into profiles, in order with the rest
         e = int(into.ints[i, I_EVENT])
-        while g < new and at[g] < e:
-            _book_new(stops, log, g, events)
-            g += 1
+        upto(e)
         event = events[e]
         assert event.anonymous_id is not None
         if into.ints[i, I_BARE]:
             book_bare(stops, into, i, event.anonymous_id, event.user)
         else:
             book_link(stops, into, i, event.anonymous_id, event.user, False)
-    for f in range(g, new):
-        _book_new(stops, log, f, events)
+    upto(len(events) + 1)
     log.n[0] = into.n[0] = 0
+    if drops is not None:
+        drops.n[0] = 0
     profiles = stops.state.profiles
     if isinstance(profiles, ProfileMap):  # the velocity lists of the logins into profiles
         assert stops.risk is not None
@@ -253,31 +291,41 @@ def _book_new(stops: Stops, log: FoldLog, f: int, events: Sequence[Event]) -> No
     book_fold(stops, e, event.anonymous_id, event.user, snap, ra, ru, records)
 
 
-def run_with_folds(stops: Stops, marks: Any, fast: Any) -> Users:
-    """:meth:`Stops.run` with the kernel folding the ``fast`` logins itself: one compiled call
-    up to each other stop; returns the user rows."""
+def run_with_folds(
+    stops: Stops, marks: Any, fast: Any, drops: droprows.Drops | None = None
+) -> Users:
+    """:meth:`Stops.run` with the kernel folding the ``fast`` logins itself (None: none) and
+    taking the erasures and expiries of ``drops``: one compiled call up to each other stop;
+    returns the user rows."""
     n, ids = len(stops.ev.ok), stops.ids
-    assert ids is not None
-    anon, code = ids.anon, stops.tables.users.code
+    code = stops.tables.users.code
+    if fast is None:  # (a batch as columns has no logins, nor ids)
+        fast = np.zeros(n, np.bool_)
+    if drops is None:
+        drops = droprows.Drops.none(n, len(stops.users))
+    ttl = float(drops.ttl[0])
     at = np.flatnonzero(fast).tolist()
     arow, acode = np.full(n, -1, np.int64), np.full(n, -1, np.int64)
+    if at:
+        assert ids is not None
+        anon = ids.anon
     arow[at] = [stops.row_of[cast(str, anon[k])] for k in at]
     acode[at] = [code[cast(str, anon[k])] for k in at]
     order, named = stops._visitors()
     logins = Logins(marks, fast, arow, acode, order, named, INTO_PROFILES)
     log = FoldLog.empty(len(at), len(stops.tables.task_names))
-    start, skip, inf = 0, -1, float("inf")
+    start, skip, retried = 0, -1, -1
     while True:
         run = (
             stops.ev, stops.codes, stops.tasks, stops.params, stops.U, stops.items, stops.pool,
             stops.ops, stops.outputs,
         )  # fmt: skip
-        args = (run, logins, log, start, skip)
+        args = (run, logins, log, start, skip, drops)
         if stops._folding is None:
             stops._folding = compiled_for(run_folding, args)
         stop = int(stops._folding(*args))
         stops.stopped += int(log.n[0] + log.into.n[0])
-        book_folds(stops, log, stops.events)
+        book_folds(stops, log, stops.events, drops)
         if stop >= n:
             return stops.U
         room = int(log.into.n[1])
@@ -285,5 +333,10 @@ def run_with_folds(stops: Stops, marks: Any, fast: Any) -> Users:
             widen(stops, {"okey": room, "oval": room})
             start, skip = stop, -1
             continue
-        stops._stop(stop, inf)
+        if stop != retried:  # an erasure or expiry the plan left: the links as they are now
+            again = droprows.replan(stops, marks, fast, drops, stop)
+            if again is not None:
+                drops, retried, start, skip = again, stop, stop, -1
+                continue
+        stops._stop(stop, ttl)
         start, skip = stop, stop
