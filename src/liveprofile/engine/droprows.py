@@ -261,9 +261,11 @@ def take(run, logins, drops, e):  # type: ignore[no-untyped-def]
     drops.at[f] = params.fp[L.FP_WATERMARK]
     empty_row(users, r)
     if drops.self_code[e] >= 0 and kind == ERASE:  # the id erased, linked: its own now
-        _repoint(ev, codes, logins, drops.self_code[e], r, e)
+        c = drops.self_code[e]
+        repoint(ev, codes, logins, c, r, e, c)
     for j in range(drops.lstart[r], drops.lstart[r + 1]):  # the ids linked to the user
-        _repoint(ev, codes, logins, drops.lcode[j], drops.lrow[j], e)
+        c = drops.lcode[j]
+        repoint(ev, codes, logins, c, drops.lrow[j], e, c)
     return True
 
 
@@ -296,8 +298,10 @@ def replan(stops: Stops, marks: Any, fast: Any, drops: Drops, e: int) -> Drops |
 
 
 @leaf
-def _repoint(ev, codes, logins, c, rc, e):  # type: ignore[no-untyped-def]
-    """Id ``c``'s pending outcomes and events after ``e`` go to row ``rc`` (``Stops._follow``)."""
+def repoint(ev, codes, logins, c, rc, e, uc):  # type: ignore[no-untyped-def]
+    """Id ``c``'s pending outcomes and events after ``e`` go to row ``rc``, the events under
+    user code ``uc`` (``Stops._follow``; the id's own code when it is unlinked, the user's at a
+    login)."""
     if c < 0:
         return
     codes.owner_row[c] = rc
@@ -306,7 +310,7 @@ def _repoint(ev, codes, logins, c, rc, e):  # type: ignore[no-untyped-def]
         k = order[q]
         if k > e:
             ev.urow[k] = rc
-            ev.ucode[k] = c
+            ev.ucode[k] = uc
 
 
 def book_drop(stops: Stops, drops: Drops, f: int) -> None:

@@ -181,14 +181,7 @@ def run_folding(run, logins, log, start, skip, drops):  # type: ignore[no-untype
 def _follow(ev, codes, logins, stop, ru):  # type: ignore[no-untyped-def]
     """The later events and pending outcomes of the visitor of login ``stop`` are user row
     ``ru``'s (``Stops._follow``)."""
-    c = logins.acode[stop]
-    codes.owner_row[c] = ru
-    named, order = logins.named, logins.order
-    for j in range(np.searchsorted(named, c), np.searchsorted(named, c, "right")):
-        k = order[j]
-        if k > stop:
-            ev.urow[k] = ru
-            ev.ucode[k] = ev.ucode[stop]
+    droprows.repoint(ev, codes, logins, logins.acode[stop], ru, stop, ev.ucode[stop])
 
 
 def fast_logins(stops: Stops, ids: BatchIds, marks: Any, velocity: bool, taken: Any = None) -> Any:
