@@ -51,13 +51,24 @@ def test_a_member_without_partitions_waits_idle(
     procs = {n: kh.worker(broker, server.url, TOPIC, config, logs[n], n) for n in names}
     try:
 
+        seen: list[dict[str, list[int]]] = []
+
         def settled() -> bool:
+            """Every member listed, one partition each for two of them, and the same view twice
+            running (a cooperative rebalance passes through views where one member still holds
+            both partitions, or a partition has no owner)."""
             a = _assignment(broker)
-            return a.keys() == set(names) and sorted(p for ps in a.values() for p in ps) == [0, 1]
+            whole = a.keys() == set(names) and sorted(p for ps in a.values() for p in ps) == [0, 1]
+            whole = whole and sorted(len(ps) for ps in a.values()) == [0, 1, 1]
+            stable = whole and bool(seen) and seen[-1] == a
+            seen.append(a)
+            return stable
 
         kh.wait("three members sharing the two partitions", settled)
         kh.wait("the workers to catch up", kh.caught_up(broker, server.url, TOPIC))
-        before = _assignment(broker)
+        seen.clear()
+        kh.wait("the group to settle after catching up", settled)
+        before = seen[-1]
         (idle,) = [n for n, ps in before.items() if not ps]
         pid = procs[idle].pid
         cpu, wall = _cpu_seconds(pid), time.monotonic()
