@@ -185,7 +185,8 @@ def test_a_relinked_visitor_keeps_its_link_when_its_first_user_goes_after_a_rest
         # u2 comes back every day; u1, idle past the TTL, expires at the batch of day 2.5
         {"user_id": "u2", "type": "view", "ts": T0 + 0.9 * day},
         {"user_id": "u2", "type": "view", "ts": T0 + 1.8 * day},
-        {**FORGET, "ts": T0 + 2 * day} if end == "$forget"
+        {**FORGET, "ts": T0 + 2 * day}
+        if end == "$forget"
         else {"user_id": "u3", "type": "view", "ts": T0 + 2 * day},
         {"user_id": "u2", "type": "view", "ts": T0 + 2.5 * day},
         {"anonymous_id": "v0", "type": "view", "ts": T0 + 3 * day},

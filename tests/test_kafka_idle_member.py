@@ -50,7 +50,6 @@ def test_a_member_without_partitions_waits_idle(
     logs = {n: tmp_path / f"{n}.log" for n in names}
     procs = {n: kh.worker(broker, server.url, TOPIC, config, logs[n], n) for n in names}
     try:
-
         seen: list[dict[str, list[int]]] = []
 
         def settled() -> bool:
