@@ -78,10 +78,23 @@ def publish(bootstrap: str, topic: str, limit: int | None, partitions: int) -> i
     return publisher.extend(lines).published
 
 
-def config(shared: bool, batch_size: int, skew: str = "1h") -> PipelineConfig:
+def config(
+    shared: bool, batch_size: int, skew: str = "1h", staleness: str | None = None
+) -> PipelineConfig:
     base = quickstart_config()
     run = RunConfig(batch_size=batch_size, shared_model=shared, partition_skew=skew)
+    if staleness is not None:
+        run = msgspec.structs.replace(run, model_staleness=staleness)
     return msgspec.structs.replace(base, run=run)
+
+
+def config_json(cfg: PipelineConfig) -> str:
+    """``cfg`` as JSON for a worker, without the run settings left at their defaults (so a
+    tree compared with ``--baseline-src`` that predates a setting still reads it)."""
+    doc = msgspec.to_builtins(cfg)
+    defaults = msgspec.to_builtins(RunConfig())
+    doc["run"] = {k: v for k, v in doc["run"].items() if defaults.get(k) != v}
+    return json.dumps(doc)
 
 
 #: one worker process: reads until the topic has been quiet for a few seconds (argv: config
@@ -110,7 +123,7 @@ def start_worker(
 ) -> subprocess.Popen[bytes]:
     """A worker process running the sources at ``src``."""
     env = {**os.environ, "PYTHONPATH": str(src)}
-    args = [msgspec.json.encode(cfg).decode(), bootstrap, topic, group, REDIS, prefix]
+    args = [config_json(cfg), bootstrap, topic, group, REDIS, prefix]
     return subprocess.Popen([sys.executable, "-c", WORKER, *args], env=env)
 
 
@@ -160,7 +173,7 @@ def setup(
     workers, shared = SETUPS[name]
     prefix = f"scaleout-{name}-{uuid.uuid4().hex[:6]}"
     store = FencedRedisStore(REDIS, prefix=prefix)
-    cfg = config(shared, args.batch_size, args.partition_skew)
+    cfg = config(shared, args.batch_size, args.partition_skew, args.model_staleness)
     launched = time.perf_counter()
     procs = [start_worker(src, cfg, bootstrap, topic, prefix, prefix) for _ in range(workers)]
     first = None
@@ -305,6 +318,12 @@ def main() -> None:
         default="1h",
         help="run.partition_skew: how far a partition may run ahead of the slowest one "
         "with a shared model; empty: no wait (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--model-staleness",
+        default=None,
+        help="run.model_staleness: how far past another partition's committed watermark its "
+        "batch in flight counts for the alignment; empty: all of it (default: the config's)",
     )
     parser.add_argument(
         "--rounds",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import msgspec
 from confluent_kafka import Consumer, Producer, TopicPartition
 from redis_server import RedisServer
 
@@ -34,6 +35,7 @@ from liveprofile.store.layout import check_config, read_checkpoint
 from liveprofile.store.scoped import ScopedStore
 
 PARTITIONS = 3
+DAY = 86400.0
 
 
 def _ends(broker: Broker, topic: str, partitions: int = PARTITIONS) -> dict[int, int]:
@@ -90,7 +92,9 @@ def test_a_batch_in_flight_counts_for_the_other_workers(
 ) -> None:
     """A worker announces the latest event time of the batch it is about to apply; the other
     workers' gate sees the partition there, not at its last commit, so they need not wait for
-    the commit (replaying history, workers used to take turns batch by batch)."""
+    the commit (replaying history, workers used to take turns batch by batch), but no further
+    than ``run.model_staleness`` past that commit (a batch misses what the batches in flight
+    learn: bounded in event time)."""
     topic = "inflight"
     KafkaPublisher(broker.bootstrap, topic, partitions=2, validate=False).extend(lines)
     cfg = PipelineConfig.from_toml('[run]\npartition_skew = "1h"\n[features]\nbits = 14\n')
@@ -110,14 +114,27 @@ def test_a_batch_in_flight_counts_for_the_other_workers(
 
     assert this._committed(1) == (-math.inf, -1)
     apply_records(store, topic, owned, records, RunStats(), EventParser(), None, started)
-    assert seen == [(latest, (latest, -1))]  # in flight: at its latest event, nothing committed
+    # in flight, nothing committed: no further than the staleness past no commit at all
+    assert seen == [(latest, (-math.inf, -1))]
     assert this._committed(1) == (latest, 40)  # committed
-    assert this.gate is not None and other.gate is not None
+    unbounded = KafkaWorker(
+        msgspec.structs.replace(cfg, run=msgspec.structs.replace(cfg.run, model_staleness="")),
+        store,
+        broker.bootstrap,
+        topic,
+        topic,
+    )
+    assert this.gate is not None and other.gate is not None and unbounded.gate is not None
     consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": topic})
     try:
         consumer.assign([TopicPartition(topic, 0, 0)])
+        own = {0: (latest + 5 * DAY, 0)}
+        this.gate.interval = 0.0  # every look reads the store
         announce(store, partition_scope(topic, 1), latest + 7200)  # its next batch, in flight
-        assert this.gate.floor(consumer, {0: (latest + 9000, 0)}) == latest + 7200
+        assert this.gate.floor(consumer, own) == latest + 7200
+        announce(store, partition_scope(topic, 1), latest + 3 * DAY)  # a batch of three days
+        assert this.gate.floor(consumer, own) == latest + DAY / 2  # run.model_staleness
+        assert unbounded.gate.floor(consumer, own) == latest + 3 * DAY
     finally:
         consumer.close()
         store.drop()

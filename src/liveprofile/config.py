@@ -261,6 +261,11 @@ class RunConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     #: partition with events left waits for it, so the model learns the topic in about event
     #: time order (one partition far ahead would teach it the others' future); empty: no wait
     partition_skew: Duration = "1h"
+    #: with a shared model and ``partition_skew``, how far past another partition's committed
+    #: watermark its batch being applied may count for that wait: a batch misses the learning
+    #: of the other workers' batches in flight, so this bounds the event time it misses (a
+    #: replay's batch of 5,000 spans days); empty: the whole batch in flight counts
+    model_staleness: Duration = "12h"
 
     def __post_init__(self) -> None:
         if self.max_batch_delay_s <= 0:
@@ -307,6 +312,10 @@ class RunConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     @property
     def partition_skew_s(self) -> float | None:
         return parse_duration(self.partition_skew) if self.partition_skew else None
+
+    @property
+    def model_staleness_s(self) -> float | None:
+        return parse_duration(self.model_staleness) if self.model_staleness else None
 
 
 class EventsConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):

@@ -131,6 +131,8 @@ class KafkaWorker(Ownership):
             else None
         )
         super().__init__(config, store, topic, gate)
+        #: how far another partition's batch in flight counts past its committed watermark
+        self.staleness = config.run.model_staleness_s
         self.overlap = overlap
         self.bootstrap = bootstrap
         self.group = group
@@ -157,8 +159,16 @@ class KafkaWorker(Ownership):
         except CommitFailed as exc:  # one sent in the background, met here
             self._failed(exc)
             ckpt = read_checkpoint(scope)
-        watermark = max(ckpt.watermark, started(self.store, scope.scope))
+        watermark = self._counted(ckpt.watermark, started(self.store, scope.scope))
         return watermark, ckpt.offsets.get(source_name(self.topic, partition), -1)
+
+    def _counted(self, committed: float, began: float) -> float:
+        """Another partition's watermark for the alignment: its committed one, moved on to the
+        event time its batch in flight reaches (``began``) by at most ``run.model_staleness``
+        (see :mod:`liveprofile.kafka.align`)."""
+        if self.staleness is None:
+            return max(committed, began)
+        return max(committed, min(began, committed + self.staleness))
 
     def _committed_many(self, partitions: list[int]) -> dict[int, tuple[float, int]]:
         """:meth:`_committed` of several partitions, in one round trip to a store that reads
@@ -179,7 +189,7 @@ class KafkaWorker(Ownership):
         out = {}
         for p, blob, began in zip(partitions, found["meta"], found[STARTED_NAMESPACE], strict=True):
             ckpt = decode_checkpoint(blob)
-            watermark = max(ckpt.watermark, -math.inf if began is None else float(began))
+            watermark = self._counted(ckpt.watermark, -math.inf if began is None else float(began))
             out[p] = (watermark, ckpt.offsets.get(source_name(self.topic, p), -1))
         return out
 
