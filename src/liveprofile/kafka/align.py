@@ -116,7 +116,7 @@ class SkewGate:
         skew: float,
         *,
         committed_many: Callable[[list[int]], Mapping[int, tuple[float, int]]] | None = None,
-        interval: float = 0.05,
+        interval: float = 0.01,
         end_interval: float = 1.0,
         max_held: int = 4,
         clock: Callable[[], float] = time.monotonic,
