@@ -117,6 +117,13 @@ def test_a_batch_in_flight_counts_for_the_other_workers(
     # in flight, nothing committed: no further than the staleness past no commit at all
     assert seen == [(latest, (-math.inf, -1))]
     assert this._committed(1) == (latest, 40)  # committed
+    # fetched batches go partition furthest behind in event time first, then by partition
+    fresh, _ = load_partition(store, cfg, topic, 0, {})
+    this.owned = {0: fresh, 1: owned}
+    assert fresh.state.watermark < owned.state.watermark
+    order = this._behind_first({2: ["c"], 1: ["b"], 0: ["a"]})  # 2: not (or no longer) owned
+    assert [p for p, _ in order] == [0, 1, 2]
+    this.owned = {}
     unbounded = KafkaWorker(
         msgspec.structs.replace(cfg, run=msgspec.structs.replace(cfg.run, model_staleness="")),
         store,

@@ -8,7 +8,7 @@ predicted by a model that has not yet seen the others' recent events. So, as Fli
 alignment does for its sources, a partition whose watermark is more than ``run.partition_skew``
 ahead of the slowest partition that still has events to apply waits: the worker holds the
 records fetched for it in memory, batch by batch, and applies them one batch at a time as the
-slowest partition catches up. Only when more than ``max_held`` batches are held does it pause
+slowest partition catches up (the partitions furthest behind in event time first). Only when more than ``max_held`` batches are held does it pause
 the partition (Kafka stops fetching it), and it resumes it once half of them have been applied:
 pausing at every wait made two workers slower than one (a paused partition's prefetched records
 are dropped by the client and fetched again on resume, and the worker waited for them). The
@@ -215,7 +215,8 @@ class SkewGate:
             return []
         limit = self.floor(consumer, own) + self.skew
         out = []
-        for p in sorted(self.held):  # (floor may have dropped some: read again)
+        # the partition furthest behind first (floor may have dropped some: read again)
+        for p in sorted(self.held, key=lambda p: (own[p][0] if p in own else math.inf, p)):
             if p not in own or own[p][0] > limit:
                 continue
             batches = self.held[p]

@@ -284,7 +284,7 @@ class KafkaWorker(Ownership):
             elif wait and self.rebalances and not (self.gate and self.gate.held):
                 idle += 1  # once the group has assigned partitions, and none waits (align)
             gate = self.gate
-            for partition, batch in by_partition.items():
+            for partition, batch in self._behind_first(by_partition):
                 owned = self.owned.get(partition)
                 if owned is None:  # its state was dropped after a failed commit: start again
                     self._restart(partition)
@@ -308,6 +308,18 @@ class KafkaWorker(Ownership):
                     by_partition.setdefault(partition, [])
             if by_partition:
                 self._report_offsets(list(by_partition))
+
+    def _behind_first(self, batches: dict[int, list[Any]]) -> list[tuple[int, list[Any]]]:
+        """The partitions' fetched batches, the partition furthest behind in event time first
+        (then by partition), so a shared model learns the partitions in about event-time order
+        whatever order the client fetched them in."""
+        owned = self.owned
+
+        def key(item: tuple[int, list[Any]]) -> tuple[float, int]:
+            o = owned.get(item[0])
+            return (math.inf if o is None else o.state.watermark, item[0])
+
+        return sorted(batches.items(), key=key)
 
     def _positions(self) -> dict[int, tuple[float, int]]:
         """Each owned partition's (watermark, next offset in the store; -1: none yet)."""
