@@ -281,7 +281,6 @@ def replan(stops: Stops, marks: Any, fast: Any, drops: Drops, e: int) -> Drops |
     forget = bool(marks[e]) and command and stops.events[e].type == FORGET
     if marks[e] and not forget:
         return None  # a login or $merge
-    folding = fast if fast.any() else None
     new = plan(stops, ids, marks, float(drops.ttl[0]), e - 1)
     if new is None:
         return None
@@ -292,7 +291,7 @@ def replan(stops: Stops, marks: Any, fast: Any, drops: Drops, e: int) -> Drops |
         r = int(stops.ev.urow[e])
         if r < 0 or e >= new.row_until[r] or new.linked[e]:
             return None
-    if folding is not None and (drops.erase[e + 1 :] & ~new.erase[e + 1 :]).any():
+    if fast.any() and (drops.erase[e + 1 :] & ~new.erase[e + 1 :]).any():
         fast[e + 1 :] = False
     return new
 
