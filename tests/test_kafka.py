@@ -29,11 +29,17 @@ from redis_server import RedisServer
 
 from liveprofile.cli import main
 from liveprofile.config import PipelineConfig
-from liveprofile.kafka.broker import Broker, free_port
+from liveprofile.durations import format_time
+from liveprofile.errors import InvalidEvent
+from liveprofile.events.schema import Event, EventParser
+from liveprofile.kafka.broker import Broker, KafkaError, free_port
+from liveprofile.kafka.partition import partition_scope
 from liveprofile.kafka.producer import dead_letter_topic, record_key
 from liveprofile.kafka.status import kafka_status
 from liveprofile.kafka.worker import KafkaWorker
 from liveprofile.redis.fence import FencedOut, FencedRedisStore
+from liveprofile.store.layout import read_checkpoint
+from liveprofile.store.scoped import ScopedStore
 
 
 @pytest.fixture(autouse=True)
@@ -101,7 +107,17 @@ def test_status_shows_lag_and_members(
     topic = "lag"
     kh.publish(broker.bootstrap, topic, lines)
     store = FencedRedisStore(server.url, prefix=topic)
-    before = kafka_status(broker.bootstrap, topic, topic, store)
+    answers: list[Any] = []
+
+    def answered() -> bool:  # (a new broker's group coordinator may still be loading)
+        try:
+            answers.append(kafka_status(broker.bootstrap, topic, topic, store))
+        except KafkaError:
+            return False
+        return True
+
+    kh.wait("the broker to tell the group's status", answered)
+    before = answers[-1]
     assert before.lag == len([x for x in lines if x.strip()]) - kh.no_user(lines)
     stop = threading.Event()
     worker = KafkaWorker(
@@ -123,6 +139,22 @@ def test_status_shows_lag_and_members(
     finally:
         stop.set()
         thread.join(TIMEOUT)
+    # each partition's event time: its committed watermark; no batch in flight once caught up
+    for p in status.partitions:
+        ckpt = read_checkpoint(ScopedStore(store, partition_scope(topic, p.partition)))
+        assert p.watermark == ckpt.watermark and p.in_flight_to is None
+    valid = [e.ts for e in map(_parsed, lines) if e is not None and e.user]
+    assert max(p.watermark for p in status.partitions if p.watermark is not None) == max(valid)
+    assert status.event_time_spread is None  # no partition has events left
+    table = CliRunner().invoke(
+        main,
+        [
+            *("status", "--kafka", broker.bootstrap, "--topic", topic, "--group", topic),
+            *("--redis", server.url, "--prefix", topic),
+        ],
+    )
+    assert table.exit_code == 0, table.output
+    assert format_time(max(valid)) in table.output
     result = CliRunner().invoke(
         main,
         [
@@ -321,3 +353,11 @@ def test_a_quiet_stream_commits_after_the_batch_delay(
         stop.set()
         thread.join(TIMEOUT)
     assert kh.committed(server.url, topic, topic) == 5
+
+
+def _parsed(line: bytes) -> Event | None:
+    """The event of a published line (None: one the parser refuses)."""
+    try:
+        return EventParser().parse_json(line)
+    except InvalidEvent:
+        return None

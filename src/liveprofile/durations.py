@@ -9,11 +9,17 @@ or seconds.
 5400.0
 >>> parse_duration("200ms")
 0.2
+
+and back, for people: an event time, and a span of event time.
+
+>>> format_time(1.5e9), format_span(93_600.0), format_span(5400.0), format_span(42.0)
+('2017-07-14 02:40:00', '1d 2h', '1h 30m', '42s')
 """
 
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 
 from liveprofile.errors import ConfigError
 
@@ -40,3 +46,19 @@ def parse_duration(value: str | float | int) -> float:
         )
     number, unit = match.groups()
     return float(number) * _UNITS[unit or "s"]
+
+
+def format_time(ts: float) -> str:
+    """An event time (seconds since the epoch) as UTC, to the second."""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def format_span(seconds: float) -> str:
+    """A span of time in its two largest units of days, hours, minutes and seconds."""
+    left = round(seconds)
+    parts: list[str] = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if left >= size or (unit == "s" and not parts):
+            parts.append(f"{left // size}{unit}")
+            left %= size
+    return " ".join(parts[:2])

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from rich.console import Group
 from rich.table import Table
 
+from liveprofile.durations import format_time
+
 
 def _when(ts: float | None) -> str:
-    return "-" if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return "-" if ts is None else format_time(ts)
 
 
 def render_profile(view: dict[str, Any]) -> Group:

@@ -263,6 +263,7 @@ def status_kafka(kafka: str, topic: str, group: str, redis: tuple[str, str], as_
     """``status --kafka``: lag per partition (store and Kafka offsets) and the group's members."""
     from rich.table import Table
 
+    from liveprofile.durations import format_span, format_time
     from liveprofile.kafka.status import kafka_status
     from liveprofile.redis.store import RedisStore
 
@@ -275,9 +276,16 @@ def status_kafka(kafka: str, topic: str, group: str, redis: tuple[str, str], as_
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
         return
-    table = Table(title=f"{topic} / group {group} ({result.state}): lag {result.lag:,}")
+    spread = result.event_time_spread
+    title = f"{topic} / group {group} ({result.state}): lag {result.lag:,}"
+    if spread is not None:
+        title += f", event time spread {format_span(spread)}"
+    table = Table(title=title)
     for column in ("partition", "end", "store offset", "kafka offset", "lag", "events", "dead"):
         table.add_column(column)
+    times = Table(title="event time (UTC)")
+    for column in ("partition", "committed events reach", "batch in flight reaches"):
+        times.add_column(column)
     for p in result.partitions:
         table.add_row(
             *(str(v) for v in (p.partition, p.end_offset, p.store_offset, p.kafka_offset)),
@@ -285,7 +293,13 @@ def status_kafka(kafka: str, topic: str, group: str, redis: tuple[str, str], as_
             f"{p.events:,}",
             f"{p.dead_letters:,}",
         )
+        times.add_row(
+            str(p.partition),
+            "-" if p.watermark is None else format_time(p.watermark),
+            "-" if p.in_flight_to is None else format_time(p.in_flight_to),
+        )
     console.print(table)
+    console.print(times)
     members = Table(title="members")
     for column in ("client id", "host", "partitions"):
         members.add_column(column)

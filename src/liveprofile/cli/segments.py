@@ -6,7 +6,6 @@ import json
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from typing import Any
 
 import click
@@ -14,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from liveprofile.cli.base import DEFAULT_STORE, _fail_cleanly
+from liveprofile.durations import format_time
 from liveprofile.store.base import Store
 
 _store_option = click.option(
@@ -37,7 +37,7 @@ def _reading(store: str) -> Iterator[Store]:
 
 
 def _when(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return format_time(ts)
 
 
 @click.group()

@@ -8,15 +8,16 @@ predicted by a model that has not yet seen the others' recent events. So, as Fli
 alignment does for its sources, a partition whose watermark is more than ``run.partition_skew``
 ahead of the slowest partition that still has events to apply waits: the worker holds the
 records fetched for it in memory, batch by batch, and applies them one batch at a time as the
-slowest partition catches up (the partitions furthest behind in event time first). Only when more than ``max_held`` batches are held does it pause
-the partition (Kafka stops fetching it), and it resumes it once half of them have been applied:
-pausing at every wait made two workers slower than one (a paused partition's prefetched records
-are dropped by the client and fetched again on resume, and the worker waited for them). The
-slowest partition never waits, so some partition can always go on (if its owner died, Kafka
-hands it to another member after the session timeout). Held records are dropped with their
-partition's state (revoked, lost, or a failed commit: the worker reads the partition again from
-the store's offset, and must not apply them a second time), and a paused partition is resumed
-then: the client keeps a pause across a revoke and a later assignment of the same partition.
+slowest partition catches up (the partitions furthest behind in event time first). Only when
+more than ``max_held`` batches are held does it pause the partition (Kafka stops fetching it),
+and it resumes it once half of them have been applied: pausing at every wait made two workers
+slower than one (a paused partition's prefetched records are dropped by the client and fetched
+again on resume, and the worker waited for them). The slowest partition never waits, so some
+partition can always go on (if its owner died, Kafka hands it to another member after the
+session timeout). Held records are dropped with their partition's state (revoked, lost, or a
+failed commit: the worker reads the partition again from the store's offset, and must not apply
+them a second time), and a paused partition is resumed then: the client keeps a pause across a
+revoke and a later assignment of the same partition.
 
 The watermarks of a worker's own partitions are its states'; those of the other workers'
 partitions are read from the store at most every ``interval`` seconds, all in one round trip

@@ -8,12 +8,14 @@ batch). Members are the group's consumers with the partitions each was assigned.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import msgspec
 
 from liveprofile.engine.state import Checkpoint
+from liveprofile.kafka.align import STARTED_NAMESPACE
 from liveprofile.kafka.broker import KafkaError
 from liveprofile.kafka.partition import partition_scope, source_name
 from liveprofile.kafka.producer import log
@@ -36,6 +38,11 @@ class PartitionStatus:
     lag: int
     events: int = 0
     dead_letters: int = 0
+    #: event time the partition's committed events reach (None before its first commit)
+    watermark: float | None = None
+    #: event time the batch its owner is applying now reaches, when beyond ``watermark`` (None:
+    #: no batch in flight, or none announced; see :mod:`liveprofile.kafka.align`)
+    in_flight_to: float | None = None
 
 
 @dataclass
@@ -60,8 +67,16 @@ class KafkaStatus:
     def lag(self) -> int:
         return sum(p.lag for p in self.partitions)
 
+    @property
+    def event_time_spread(self) -> float | None:
+        """Seconds of event time between the partitions with events left that are furthest
+        ahead and furthest behind (their committed watermarks; None: fewer than two such):
+        how far apart the shared model's partitions run (``run.partition_skew``)."""
+        marks = [p.watermark for p in self.partitions if p.lag and p.watermark is not None]
+        return max(marks) - min(marks) if len(marks) > 1 else None
+
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "lag": self.lag}
+        return {**asdict(self), "lag": self.lag, "event_time_spread": self.event_time_spread}
 
 
 def _checkpoint(store: RedisStore | None, topic: str, partition: int) -> Checkpoint | None:
@@ -69,6 +84,15 @@ def _checkpoint(store: RedisStore | None, topic: str, partition: int) -> Checkpo
         return None
     blob = ScopedStore(store, partition_scope(topic, partition)).get_meta("checkpoint")
     return None if blob is None else msgspec.msgpack.decode(blob, type=Checkpoint)
+
+
+def _announced(store: RedisStore | None, topic: str, partitions: list[int]) -> dict[int, float]:
+    """The event time each partition's announced batch reaches (absent: none announced)."""
+    if store is None or not partitions:
+        return {}
+    scopes = [partition_scope(topic, p) for p in partitions]
+    values = store.read(STARTED_NAMESPACE, scopes)
+    return {p: float(v) for p, v in zip(partitions, values, strict=True) if v is not None}
 
 
 def merged_metrics(
@@ -118,8 +142,13 @@ def kafka_status(
     except KafkaException as exc:
         raise KafkaError(f"cannot read the status of {group!r} at {bootstrap}: {exc}") from None
     parts = []
+    announced = _announced(store, topic, numbers)
     for p in numbers:
         ckpt = _checkpoint(store, topic, p)
+        mark = None if ckpt is None or not math.isfinite(ckpt.watermark) else ckpt.watermark
+        flying = announced.get(p)
+        if flying is not None and mark is not None and flying <= mark:
+            flying = None
         stored = None if ckpt is None else ckpt.offsets.get(source_name(topic, p))
         in_kafka = committed.get(p)
         kafka_offset = in_kafka if in_kafka is not None and in_kafka >= 0 else None
@@ -133,6 +162,8 @@ def kafka_status(
                 lag=max(0, ends[p] - (done or 0)),
                 events=0 if ckpt is None else ckpt.events,
                 dead_letters=0 if ckpt is None else ckpt.dead_letters,
+                watermark=mark,
+                in_flight_to=flying,
             )
         )
     members = [
