@@ -3,7 +3,8 @@ imports a command's module only when that command runs (or its help is shown).
 
 Command modules, by the path they operate:
 
-- ``local``: the embedded path (quickstart, replay, warm-start, profile, generate, dead-letters)
+- ``local``: the embedded path (quickstart, replay, warm-start, profile, generate, dead-letters,
+  compile)
 - ``datasets``: a bundled dataset written as events and its config (dataset)
 - ``streams``: the Redis Streams path (publish, worker); ``ops``: operating it (status,
   redis-dead-letters, redrive)
@@ -20,7 +21,7 @@ below maps the command's name to where it lives. Shared options and the error ha
 >>> import click
 >>> context = click.Context(main)
 >>> main.list_commands(context)[:3]
-['collect', 'dataset', 'dead-letters']
+['collect', 'compile', 'dataset']
 >>> main.get_command(context, "replay").help.split(".")[0]
 'Replay an event file (JSON Lines, CSV with a column mapping) through the pipeline'
 """
@@ -41,6 +42,7 @@ COMMANDS = {
     "generate": "local:generate",
     "dataset": "datasets:dataset",
     "dead-letters": "local:dead_letters",
+    "compile": "local:compile_command",
     "publish": "streams:publish",
     "worker": "streams:worker",
     "status": "ops:status",

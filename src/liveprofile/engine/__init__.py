@@ -12,7 +12,8 @@
   store, in the layout of :mod:`liveprofile.store.layout`)
 - runners, thin adapters around the step: ``local`` (a source into a store, batch by batch);
   the Redis Streams runner and its operations are in :mod:`liveprofile.redis`
-- beside them: ``changes`` (where segment changes go) and ``gc_tuning``
+- beside them: ``changes`` (where segment changes go), ``gc_tuning``, and ``warmup``
+  (compiling the step for a config before the first real batch)
 - for serving: ``exposure`` (the features of items shown to one user now, built by the step's
   compiled feature functions on one profile row, in rows ``recycled`` from request to request)
   and ``featurenames`` (their readable names)
