@@ -36,10 +36,6 @@ def _reading(store: str) -> Iterator[Store]:
         backend.close()
 
 
-def _when(ts: float) -> str:
-    return format_time(ts)
-
-
 @click.group()
 def segments() -> None:
     """Real-time segments: sizes, members, CSV exports and enter/exit changes.
@@ -102,7 +98,7 @@ def members(name: str, store: str, after: str | None, limit: int, as_json: bool)
     table.add_column("user")
     table.add_column("entered (event time, UTC)")
     for m in page["members"]:
-        table.add_row(m["user_id"], _when(m["entered_at"]))
+        table.add_row(m["user_id"], format_time(m["entered_at"]))
     if page["next"] is not None:
         table.caption = f"more: --after {page['next']}"
     Console().print(table)
@@ -216,7 +212,7 @@ def changes(
     for column in ("event time (UTC)", "segment", "user", "change"):
         table.add_column(column)
     for c in found:
-        table.add_row(_when(c["ts"]), c["segment"], c["user_id"], c["change"])
+        table.add_row(format_time(c["ts"]), c["segment"], c["user_id"], c["change"])
     Console().print(table)
 
 
@@ -239,7 +235,9 @@ def _follow(
             if as_json:
                 click.echo(json.dumps(change))
             else:
-                click.echo(f"{_when(change['ts'])}  {c['segment']}  {c['user_id']}  {c['change']}")
+                click.echo(
+                    f"{format_time(change['ts'])}  {c['segment']}  {c['user_id']}  {c['change']}"
+                )
     except KeyboardInterrupt:
         return
     finally:

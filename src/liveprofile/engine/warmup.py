@@ -26,8 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import msgspec
-
 from liveprofile.config import PipelineConfig
 from liveprofile.engine.local import LocalRunner
 from liveprofile.errors import InvalidEvent
@@ -87,7 +85,7 @@ def _parsed(events: Iterable[Any]) -> list[Event]:
     out = []
     for raw in events:
         try:
-            out.append(parser.parse_json(msgspec.json.encode(raw)))
+            out.append(parser.parse_fields(raw))
         except InvalidEvent:  # (the generator makes none; kept out of the step all the same)
             continue
     return out

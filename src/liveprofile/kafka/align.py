@@ -64,7 +64,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import redis
@@ -99,6 +99,16 @@ def started(store: FencedRedisStore, scope: str) -> float:
         log.debug("batch of %s not read: %s", scope, exc)
         return -math.inf
     return -math.inf if value is None else float(value)
+
+
+def behind_first(partitions: Iterable[int], own: Mapping[int, tuple[float, int]]) -> list[int]:
+    """``partitions`` with the one furthest behind in event time first (by ``own``'s
+    watermarks; one not in ``own`` last), then by number.
+
+    >>> behind_first([2, 1, 0], {0: (50.0, 3), 1: (10.0, 7)})
+    [1, 0, 2]
+    """
+    return sorted(partitions, key=lambda p: (own[p][0] if p in own else math.inf, p))
 
 
 class SkewGate:
@@ -216,8 +226,7 @@ class SkewGate:
             return []
         limit = self.floor(consumer, own) + self.skew
         out = []
-        # the partition furthest behind first (floor may have dropped some: read again)
-        for p in sorted(self.held, key=lambda p: (own[p][0] if p in own else math.inf, p)):
+        for p in behind_first(self.held, own):  # (floor may have dropped some: read again)
             if p not in own or own[p][0] > limit:
                 continue
             batches = self.held[p]

@@ -67,7 +67,7 @@ from liveprofile.config import PipelineConfig
 from liveprofile.engine.gc_tuning import fewer_collections
 from liveprofile.engine.local import RunStats
 from liveprofile.events.schema import EventParser
-from liveprofile.kafka.align import STARTED_NAMESPACE, SkewGate, announce, started
+from liveprofile.kafka.align import STARTED_NAMESPACE, SkewGate, announce, behind_first, started
 from liveprofile.kafka.ownership import Ownership
 from liveprofile.kafka.partition import OwnedPartition, apply_records, partition_scope, source_name
 from liveprofile.kafka.producer import dead_letter_topic, producer_config
@@ -313,13 +313,7 @@ class KafkaWorker(Ownership):
         """The partitions' fetched batches, the partition furthest behind in event time first
         (then by partition), so a shared model learns the partitions in about event-time order
         whatever order the client fetched them in."""
-        owned = self.owned
-
-        def key(item: tuple[int, list[Any]]) -> tuple[float, int]:
-            o = owned.get(item[0])
-            return (math.inf if o is None else o.state.watermark, item[0])
-
-        return sorted(batches.items(), key=key)
+        return [(p, batches[p]) for p in behind_first(batches, self._positions())]
 
     def _positions(self) -> dict[int, tuple[float, int]]:
         """Each owned partition's (watermark, next offset in the store; -1: none yet)."""
