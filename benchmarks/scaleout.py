@@ -14,7 +14,12 @@ quick-start config (the ``repurchase`` task, FTRL) and batches of ``--batch-size
 * ``one``: one worker, one shared model per task (``run.shared_model = true``, the default);
 * ``two-merged``: two workers at once, one shared model per task;
 * ``two-separate``: two workers at once, one model per partition (``run.shared_model =
-  false``, the behaviour before shared models).
+  false``, the behaviour before shared models);
+* ``flink-one`` and ``flink-two``: the Flink job (``liveprofile flink run --until-caught-up``,
+  a local mini-cluster, micro-batches of ``--flink-batch-ms``) at parallelism 1 and 2, one
+  shared model per task; the job aligns its partitions with Flink's watermark alignment
+  (``--partition-skew``), not with the Kafka workers' gate, so ``--model-staleness`` does not
+  apply to it. Needs the ``flink`` extra and ``liveprofile flink fetch``; not run by default.
 
 Workers are processes of their own (``KafkaWorker`` in ``python -c``, so two workers can use
 two cores), started with ``PYTHONPATH`` set to this tree's ``src``; with ``--baseline-src PATH``
@@ -29,7 +34,8 @@ example is predicted before it is learned from; ``kafka.status.merged_metrics``)
 partition sees the same events in every setup, so the setups differ only by the model. The
 setups run ``--rounds`` times, interleaved, since the machine may be shared.
 
-Besides events/s, each run reports its workers' CPU per event, the cores they kept busy, and the
+Besides events/s, each run reports its workers' CPU per event (for Flink the job's whole process
+tree: the client, the JVM and its Python workers), the cores they kept busy, and the
 cores they wanted but did not get (time their threads were ready to run and waited for a core,
 from ``/proc``): when busy plus wanted is near the number of workers they were starved by other
 processes on the machine, not waiting for Kafka, Redis or each other.
@@ -58,7 +64,11 @@ from typing import Any
 import msgspec
 
 from liveprofile.config import PipelineConfig, RunConfig
-from liveprofile.datasets.completejourney import CompleteJourneySource, quickstart_config
+from liveprofile.datasets.completejourney import (
+    QUICKSTART_TOML,
+    CompleteJourneySource,
+    quickstart_config,
+)
 from liveprofile.events.schema import encode_event
 from liveprofile.kafka.broker import Broker, free_port
 from liveprofile.kafka.partition import partition_scope, source_name
@@ -68,7 +78,16 @@ from liveprofile.redis.fence import FencedRedisStore
 from liveprofile.store.layout import read_checkpoint
 from liveprofile.store.scoped import ScopedStore
 
-SETUPS = {"one": (1, True), "two-merged": (2, True), "two-separate": (2, False)}
+#: setup -> (workers or Flink parallelism, shared model, engine)
+SETUPS = {
+    "one": (1, True, "kafka"),
+    "two-merged": (2, True, "kafka"),
+    "two-separate": (2, False, "kafka"),
+    "flink-one": (1, True, "flink"),
+    "flink-two": (2, True, "flink"),
+}
+#: the setups run when ``--setups`` is not given
+DEFAULT_SETUPS = "one,two-merged,two-separate"
 
 
 def publish(bootstrap: str, topic: str, limit: int | None, partitions: int) -> int:
@@ -127,24 +146,74 @@ def start_worker(
     return subprocess.Popen([sys.executable, "-c", WORKER, *args], env=env)
 
 
+def flink_toml(cfg: PipelineConfig) -> str:
+    """``cfg`` (the quick-start config with a run section of this benchmark's) as TOML for the
+    Flink job, which reads its config as a TOML file."""
+    run = msgspec.to_builtins(cfg.run)
+    defaults = msgspec.to_builtins(RunConfig())
+    lines = [f"{k} = {json.dumps(v)}" for k, v in run.items() if defaults.get(k) != v]
+    return QUICKSTART_TOML.split("[run]")[0] + "[run]\n" + "\n".join(lines) + "\n"
+
+
+def start_flink(
+    src: Path,
+    cfg: PipelineConfig,
+    bootstrap: str,
+    topic: str,
+    prefix: str,
+    parallelism: int,
+    batch_ms: int,
+) -> subprocess.Popen[bytes]:
+    """A ``liveprofile flink run --until-caught-up`` process running the sources at ``src``."""
+    toml = Path(tempfile.mkdtemp(prefix="scaleout-flink-")) / "config.toml"
+    toml.write_text(flink_toml(cfg))
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    args = ["flink", "run", "--kafka", bootstrap, "--topic", topic, "--redis", REDIS]
+    args += ["--prefix", prefix, "--config", str(toml), "--parallelism", str(parallelism)]
+    args += ["--batch-ms", str(batch_ms), "--until-caught-up"]
+    return subprocess.Popen([sys.executable, "-m", "liveprofile.cli", *args], env=env)
+
+
+def tree(pid: int | None) -> list[int]:
+    """Process ``pid`` and its descendants, from ``/proc``."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    out, todo = [], [] if pid is None else [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
 def cpu_seconds(pid: int | None) -> float:
-    """CPU time (user + system) of process ``pid`` so far, from ``/proc`` (0: gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except FileNotFoundError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU time (user + system) of process ``pid`` and its descendants so far, from ``/proc``
+    (0 for those gone)."""
+    total = 0
+    for p in tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def runqueue_seconds(pid: int | None) -> float:
-    """Time the threads of process ``pid`` have spent ready to run but waiting for a core, so
-    far (``/proc/PID/task/*/schedstat``; 0: gone or not available)."""
+    """Time the threads of process ``pid`` and its descendants have spent ready to run but
+    waiting for a core, so far (``/proc/PID/task/*/schedstat``; 0: gone or not available)."""
     total = 0
-    for path in Path(f"/proc/{pid}/task").glob("*/schedstat"):
-        try:
-            total += int(path.read_text().split()[1])
-        except (FileNotFoundError, IndexError, ValueError):
-            continue
+    for p in tree(pid):
+        for path in Path(f"/proc/{p}/task").glob("*/schedstat"):
+            try:
+                total += int(path.read_text().split()[1])
+            except (FileNotFoundError, IndexError, ValueError):
+                continue
     return total / 1e9
 
 
@@ -170,12 +239,15 @@ def setup(
     source: str = "branch",
     src: Path = SRC,
 ) -> dict[str, Any]:
-    workers, shared = SETUPS[name]
+    workers, shared, engine = SETUPS[name]
     prefix = f"scaleout-{name}-{uuid.uuid4().hex[:6]}"
     store = FencedRedisStore(REDIS, prefix=prefix)
     cfg = config(shared, args.batch_size, args.partition_skew, args.model_staleness)
     launched = time.perf_counter()
-    procs = [start_worker(src, cfg, bootstrap, topic, prefix, prefix) for _ in range(workers)]
+    if engine == "flink":
+        procs = [start_flink(src, cfg, bootstrap, topic, prefix, workers, args.flink_batch_ms)]
+    else:
+        procs = [start_worker(src, cfg, bootstrap, topic, prefix, prefix) for _ in range(workers)]
     first = None
     cpu0 = queued0 = 0.0
     marks: dict[float, tuple[float, int]] = {}  # share of the records -> (time, events) first seen
@@ -191,7 +263,10 @@ def setup(
                 marks[share] = (now, events)
         if done >= total:
             break
-        if any(proc.poll() is not None for proc in procs):
+        if (
+            any(proc.poll() is not None for proc in procs)
+            and progress(store, topic, args.partitions)[0] < total
+        ):
             raise RuntimeError(f"a worker of {name} ({source}) ended before the topic was read")
         time.sleep(0.05)
     finished = time.perf_counter()
@@ -214,6 +289,7 @@ def setup(
     return {
         "setup": name,
         "source": source,
+        "engine": engine,
         "workers": workers,
         "shared_model": shared,
         "events": events,
@@ -333,8 +409,14 @@ def main() -> None:
     )
     parser.add_argument(
         "--setups",
-        default=",".join(SETUPS),
-        help="comma-separated setups to run, of one, two-merged and two-separate (default: "
+        default=DEFAULT_SETUPS,
+        help=f"comma-separated setups to run, of {', '.join(SETUPS)} (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--flink-batch-ms",
+        type=int,
+        default=200,
+        help="the Flink setups' --batch-ms: micro-batch window per partition (default: "
         "%(default)s)",
     )
     parser.add_argument(
@@ -347,6 +429,9 @@ def main() -> None:
         "--json", type=Path, help="also write the runs and settings to this JSON file"
     )
     args = parser.parse_args()
+    unknown = set(args.setups.split(",")) - set(SETUPS)
+    if unknown:
+        parser.error(f"unknown setups: {', '.join(sorted(unknown))}")
     tmp = Path(tempfile.mkdtemp(prefix="scaleout-"))
     broker = Broker(tmp / "kafka", port=free_port(), controller_port=free_port(), heap_mb=1024)
     broker.start()
