@@ -34,6 +34,7 @@ from liveprofile.engine.records import Items, Ops, Outputs
 from liveprofile.engine.resident import ResidentUsers
 from liveprofile.engine.riskcounts import RiskCounts
 from liveprofile.engine.rowio import hold_items, load_users, store_users
+from liveprofile.engine.rowops import heap_due
 from liveprofile.engine.state import PipelineState
 from liveprofile.engine.step import Step
 from liveprofile.engine.velocity import count_velocity
@@ -133,8 +134,7 @@ class CompiledStep:
         items: set[str] = set()
         a, tables = self.pool.arrays, self.tables
         for t in range(len(self.names)):
-            live = self.pool.live(t)
-            due = live[a.deadline[live] < horizon]
+            due = heap_due(a.heap[t], a.hlen[t], a.deadline, horizon)
             users.update(tables.users.names[c] for c in np.unique(a.user[due]))
             items.update(tables.items.names[c] for c in np.unique(a.item[due]) if c >= 0)
         self._due = (state, horizon, users, items)

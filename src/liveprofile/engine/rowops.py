@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from liveprofile.engine import behaviour
 from liveprofile.engine.jit import jit, leaf
 from liveprofile.engine.layout import (
@@ -284,6 +286,36 @@ def heap_pop(pool, t, user_rank, key_rank):  # type: ignore[no-untyped-def]
             else:
                 break
     return top
+
+
+@jit
+def heap_due(heap, hlen, deadline, horizon):  # type: ignore[no-untyped-def]
+    """The slots among the first ``hlen`` of a heap row (a task's heap, ordered by deadline
+    first: :func:`_heap_less`) whose deadline is before ``horizon``, visiting only those and
+    their children rather than every open example.
+
+    >>> import numpy as np
+    >>> deadline = np.array([5.0, 1.0, 9.0, 3.0, 2.0])
+    >>> heap = np.array([1, 4, 2, 3, 0])  # deadlines 1, 2, 9, 3, 5: a heap
+    >>> sorted(heap_due(heap, 5, deadline, 4.0).tolist())
+    [1, 3, 4]
+    """
+    out = np.empty(hlen, np.int64)
+    todo = np.empty(hlen, np.int64)
+    n = top = 0
+    if hlen > 0 and deadline[heap[0]] < horizon:
+        todo[0] = 0
+        top = 1
+    while top > 0:
+        top -= 1
+        i = todo[top]
+        out[n] = heap[i]
+        n += 1
+        for c in (2 * i + 1, 2 * i + 2):
+            if c < hlen and deadline[heap[c]] < horizon:
+                todo[top] = c
+                top += 1
+    return out[:n]
 
 
 @jit

@@ -53,6 +53,10 @@ from liveprofile.store.layout import (
 log = logging.getLogger("liveprofile")
 F64 = npt.NDArray[np.float64]
 _ZERO = bytes(8)
+#: sort a batch's indices when there are fewer than the coordinates over this (measured: at
+#: 2^20 coordinates sorting 15,000 indices costs 0.1 ms, marking them 0.5 ms; 150,000: 2.9 ms
+#: against 2.1 ms; they cost about the same at about 50,000)
+_SORT_BELOW = 64
 
 
 class SharedLearner:
@@ -121,8 +125,11 @@ class SharedLearner:
         return {name: a for name, a in self.inner.arrays().items() if a.size != width}
 
     def _touched(self, idx: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
-        """The distinct coordinates of ``idx``, in order (a mark per coordinate: cheaper than
-        sorting the batch's hundred thousand indices)."""
+        """The distinct coordinates of ``idx``, in order: sorted when they are few (a small
+        batch), else by a mark per coordinate (cheaper than sorting a large batch's hundred
+        thousand indices, but it scans every coordinate: half a millisecond at 2^20)."""
+        if idx.size * _SORT_BELOW < self.inner.mask + 1:
+            return np.unique(idx)
         if self._marks is None:
             self._marks = np.zeros(self.inner.mask + 1, dtype=np.bool_)
         marks = self._marks
