@@ -10,6 +10,14 @@ the slowest batches with what they spent their time on, and how many batches col
 and each event's time from append to commit (p50, p99), which the probes' freshness minus this
 leaves to the read side (``serve`` and the reader).
 ``--skip S`` drops the first S seconds (the warm-up).
+
+For lines with the partitions' event-time watermarks (``wm``), also how far apart in event time
+the partitions were applied: at each batch, the distance between the furthest-ahead and the
+furthest-behind partition among those that have started and have batches still to come
+(p50, p99, max, in hours), and for each partition how far the others' event time already was
+ahead of it when its first batch was applied. A trace of the Flink job
+(``LIVEPROFILE_BATCH_TRACE=FILE liveprofile flink run ...``) has no staleness fields; what it
+has is summarised the same way.
 """
 
 from __future__ import annotations
@@ -36,7 +44,7 @@ def summary(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """p50/p90/p99/max of each field and phase over ``rows``."""
     out: dict[str, dict[str, float]] = {}
     phases = sorted({k for r in rows for k in r["phases"]})
-    columns = {f: [float(r[f]) for r in rows] for f in FIELDS}
+    columns = {f: [float(r[f]) for r in rows] for f in FIELDS if all(f in r for r in rows)}
     columns.update({f"phase:{k}": [float(r["phases"].get(k, 0.0)) for r in rows] for k in phases})
     for name, values in columns.items():
         a = np.array(values)
@@ -59,6 +67,32 @@ def ages(rows: list[dict[str, Any]]) -> dict[str, float]:
         "p50": round(float(np.percentile(a, 50)), 1),
         "p99": round(float(np.percentile(a, 99)), 1),
         "max": round(float(a.max()), 1),
+    }
+
+
+def spread(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """How far apart in event time the partitions were applied (see the module's doc)."""
+    rows = [r for r in rows if "wm" in r]
+    last = {r["p"]: k for k, r in enumerate(rows)}
+    latest: dict[int, float] = {}
+    gaps, head_start = [], {}
+    for k, r in enumerate(rows):
+        if r["p"] not in latest:
+            others = [w for p, w in latest.items() if p != r["p"]]
+            head_start[r["p"]] = round((max(others) - r["wm"]) / 3600, 1) if others else 0.0
+        latest[r["p"]] = r["wm"]
+        active = [w for p, w in latest.items() if last[p] > k or p == r["p"]]
+        gaps.append((max(active) - min(active)) / 3600)
+    if not gaps:
+        return {}
+    a = np.array(gaps)
+    return {
+        "event_time_spread_h": {
+            "p50": round(float(np.percentile(a, 50)), 1),
+            "p99": round(float(np.percentile(a, 99)), 1),
+            "max": round(float(a.max()), 1),
+        },
+        "others_ahead_at_first_batch_h": dict(sorted(head_start.items())),
     }
 
 
@@ -90,7 +124,8 @@ def main() -> None:
                 "busy": round(sum(r["apply_ms"] for r in rows) / 1e3 / max(span, 1e-9), 2),
                 "batches_with_gc": sum(1 for r in rows if r["gc_gen"] >= 0),
                 "gc_gen2": sum(1 for r in rows if r["gc_gen"] == 2),
-                "append_to_commit_ms": ages(rows),
+                **({"append_to_commit_ms": ages(rows)} if "oldest_ms" in rows[0] else {}),
+                **spread(rows),
             }
         )
     )
@@ -102,7 +137,7 @@ def main() -> None:
         print(
             f"  t+{r['t'] - rows[0]['t']:7.1f}s n {r['n']:5} apply {r['apply_ms']:7.1f} "
             f"cpu {r['cpu_ms']:7.1f} gc {r['gc_ms']:6.1f} (gen {r['gc_gen']}) "
-            f"oldest {r['oldest_ms']:7.0f} | {phases}"
+            f"oldest {r.get('oldest_ms', float('nan')):7.0f} | {phases}"
         )
 
 

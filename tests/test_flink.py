@@ -10,6 +10,9 @@ per task from every partition, each batch merged exactly once.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import kafka_helpers as kh
 import pytest
 from kafka_helpers import CONFIG, SHARED_CONFIG
@@ -65,7 +68,7 @@ def test_job_equals_kafka_worker_and_resumes_at_store_offsets(
 
 
 def test_job_trains_the_shared_model_aligned_across_partitions(
-    broker: Broker, server: RedisServer, lines: list[bytes]
+    broker: Broker, server: RedisServer, lines: list[bytes], tmp_path: Path
 ) -> None:
     """With ``run.shared_model`` (and the source's watermark alignment) the job merges every
     partition's batches into one model per task, each exactly once: the model's count of
@@ -84,9 +87,16 @@ def test_job_trains_the_shared_model_aligned_across_partitions(
         batch_ms=100,
         checkpoint_ms=500,
         jars=[str(resolve_connector())],
+        trace=str(tmp_path / "trace.jsonl"),
     )
     kh.publish(broker.bootstrap, topic, lines)
     run(settings, until_caught_up=True)
+    # the Python workers' per-batch trace: each partition's batches follow one another from
+    # offset 0, its event-time watermark moving on batch by batch to its committed one (the
+    # job may be cancelled between a batch's commit and its trace line: the last one may miss)
+    traced = [json.loads(line) for line in (tmp_path / "trace.jsonl").read_text().splitlines()]
+    assert {r["p"] for r in traced} == set(range(kh.PARTITIONS))
+    assert sum(r["n"] for r in traced) > len(lines) // 2
     config = PipelineConfig.from_toml(SHARED_CONFIG)
     reference = FencedRedisStore(server.url, prefix=f"ref-{topic}")
     worker = KafkaWorker(config, reference, broker.bootstrap, topic, f"ref-{topic}", batch_size=200)
@@ -100,6 +110,14 @@ def test_job_trains_the_shared_model_aligned_across_partitions(
             counted += 0 if blob is None else Prequential.from_bytes(blob).n
         assert shared_learned(store, task) == counted == shared_learned(reference, task)
     assert shared_learned(store, "convert") > 0
+    for p in range(kh.PARTITIONS):
+        mine = [r for r in traced if r["p"] == p]
+        assert [r["end"] - r["n"] for r in mine] == [0] + [r["end"] for r in mine[:-1]]
+        marks = [r["wm"] for r in mine]
+        ckpt = read_checkpoint(ScopedStore(store, partition_scope(topic, p)))
+        assert marks == sorted(marks) and mine[-1]["end"] <= ckpt.offsets[f"kafka:{topic}:{p}"]
+        if mine[-1]["end"] == ckpt.offsets[f"kafka:{topic}:{p}"]:
+            assert marks[-1] == round(ckpt.watermark, 3)
     got, want = PartitionedView(store), PartitionedView(reference)
     assert got.scopes() == scopes
     mine, theirs = read_checkpoint(got), read_checkpoint(want)

@@ -14,6 +14,7 @@ from redis_server import RedisServer
 from liveprofile.config import PipelineConfig
 from liveprofile.engine.core import Core
 from liveprofile.kafka.broker import Broker
+from liveprofile.kafka.status import _checkpoint
 from liveprofile.kafka.trace import PHASES, TRACE_ENV, BatchTrace, trace_path
 from liveprofile.kafka.worker import KafkaWorker, poll_wait
 from liveprofile.redis.fence import FencedRedisStore
@@ -50,6 +51,19 @@ def test_a_traced_worker_writes_one_line_per_batch_and_restores_the_step(
         assert r["apply_ms"] >= r["phases"]["step"] >= 0 and r["cpu_ms"] >= 0
         assert r["oldest_ms"] >= r["newest_ms"] and r["gc_gen"] in (-1, 0, 1, 2)
     assert Core.__dict__["step"] is step  # the wrapped methods are put back on close
+    # each partition's event-time watermark after each batch: never back, and the last one is
+    # the partition's committed checkpoint's
+    reader = FencedRedisStore(server.url, prefix=topic)
+    for p in range(kh.PARTITIONS):
+        mine = [r for r in rows if r["p"] == p]
+        marks = [r["wm"] for r in mine]
+        ckpt = _checkpoint(reader, topic, p)
+        assert ckpt is not None and marks == sorted(marks)
+        assert marks[-1] == round(ckpt.watermark, 3)
+        # batches follow one another from offset 0 to the committed offset
+        assert [r["end"] - r["n"] for r in mine] == [0] + [r["end"] for r in mine[:-1]]
+        assert mine[-1]["end"] == ckpt.offsets[f"kafka:{topic}:{p}"]
+    reader.close()
 
 
 def test_trace_is_off_unless_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -38,6 +38,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -77,6 +78,10 @@ class FlinkSettings:
     jars: list[str] = field(default_factory=list)
     python: str = sys.executable
     execution_mode: str = "process"
+    #: a file the Python workers append one line per batch to (``kafka.trace``); empty: off.
+    #: Taken from ``LIVEPROFILE_BATCH_TRACE`` where the settings are made, since Flink's
+    #: Python workers do not see the submitting process's environment
+    trace: str = field(default_factory=lambda: os.environ.get("LIVEPROFILE_BATCH_TRACE", ""))
 
     def __post_init__(self) -> None:
         if not self.group:
@@ -94,6 +99,7 @@ class ApplyBatches:
         self.store: Any = None
         self.producer: Any = None
         self.rounds: Any = None
+        self.trace: Any = None
 
     def open(self) -> None:
         _let_numba_import()
@@ -115,6 +121,10 @@ class ApplyBatches:
         self.stats = RunStats()
         #: the ranker rounds (``ranker.every``), run by the subtask that owns partition 0
         self.rounds = LeadRounds(self.store, self.config)
+        if s.trace:
+            from liveprofile.kafka.trace import BatchTrace
+
+            self.trace = BatchTrace(Path(s.trace))
 
     def apply(self, partition: int, records: list[Any]) -> int:
         """Apply one window's records of ``partition``; returns the events applied."""
@@ -123,6 +133,7 @@ class ApplyBatches:
 
         rows = sorted(((int(r[0]), r[1]) for r in records), key=lambda row: row[0])
         before = self.stats.events
+        began, cpu = time.perf_counter(), time.process_time()
         for attempt in range(2):
             owned = self.owned.get(partition)
             if owned is None:
@@ -143,6 +154,20 @@ class ApplyBatches:
                 if batch is not None:
                     scope, seq = owned.view.scope, owned.state.checkpoint.seq
                     self.rounds.committed(partition, scope, seq, batch)
+                    if self.trace is not None:
+                        spent = time.process_time() - cpu
+                        wm = owned.state.checkpoint.watermark
+                        ended = time.perf_counter()
+                        self.trace.applied(
+                            partition,
+                            len(rows),
+                            began,
+                            ended,
+                            spent,
+                            None,
+                            watermark=wm,
+                            end=rows[-1][0] + 1,
+                        )
                 break
             except FencedOut:
                 # another subtask owned the partition meanwhile (a restore): reload, skip
@@ -164,6 +189,9 @@ class ApplyBatches:
         self.producer.flush(30)
 
     def close(self) -> None:
+        if self.trace is not None:
+            self.trace.close()
+            self.trace = None
         if self.producer is not None:
             self.producer.flush(30)
         if self.store is not None:

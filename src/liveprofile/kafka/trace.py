@@ -14,7 +14,15 @@ to ``FILE``:
 * ``gc_ms`` / ``gc_gen``: garbage collections during the poll and the apply (time, highest
   generation; -1: none); ``young``: objects allocated (net) since the last collection, the
   ones the next one walks (it runs when this passes the collector's first threshold);
-* ``phases``: wall-clock ms of the step's parts (:data:`PHASES`) within the apply.
+* ``phases``: wall-clock ms of the step's parts (:data:`PHASES`) within the apply;
+* ``wm``: the partition's event-time watermark after the batch (epoch seconds): how far in
+  event time each partition had got, to see how far apart partitions are applied (the
+  alignment of a shared model, :mod:`liveprofile.kafka.align`); ``end``: the partition's
+  offset after the batch's last record.
+
+The Flink job writes the same lines (``liveprofile flink run`` with the variable set, or
+``FlinkSettings.trace``), one file for all its Python workers, without ``poll_ms``' meaning (0)
+and without ``oldest_ms``/``newest_ms`` (Flink's rows carry no Kafka timestamps).
 
 With the worker's ``overlap`` (the default) a batch's commit is sent in the background: ``t``
 and the staleness are taken when it was sent, and it lands by the next batch's first use of the
@@ -27,11 +35,14 @@ reads per wrapped call and one line per batch. ``benchmarks/batch_trace.py`` sum
 >>> path = pathlib.Path(tempfile.mkdtemp()) / "trace.jsonl"
 >>> trace = BatchTrace(path, phases=())
 >>> trace.polled(0.0, 0.25)
->>> trace.applied(3, 100, 0.25, 0.40, 0.1, (1000.0, 1000.1), now=1000.5)
+>>> trace.applied(3, 100, 0.25, 0.40, 0.1, (1000.0, 1000.1), now=1000.5, watermark=990.0,
+...               end=7100)
 >>> trace.close()
 >>> line = json.loads(path.read_text())
 >>> line["p"], line["n"], line["poll_ms"], line["apply_ms"], line["oldest_ms"], line["newest_ms"]
 (3, 100, 250.0, 150.0, 500.0, 400.0)
+>>> line["wm"], line["end"]
+(990.0, 7100)
 """
 
 from __future__ import annotations
@@ -39,6 +50,7 @@ from __future__ import annotations
 import gc
 import importlib
 import json
+import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -130,13 +142,16 @@ class BatchTrace:
         began: float,
         ended: float,
         cpu: float,
-        appended: tuple[float, float],
+        appended: tuple[float, float] | None,
         now: float | None = None,
+        watermark: float | None = None,
+        end: int | None = None,
     ) -> None:
         """A batch of ``records`` applied from ``began`` to ``ended`` using ``cpu`` seconds;
-        ``appended``: its first and last records' Kafka timestamps (s)."""
+        ``appended``: its first and last records' Kafka timestamps (s; None: not known, the
+        staleness fields are left out); ``watermark``: the partition's event-time watermark
+        after the batch (s); ``end``: the offset after its last record."""
         now = time.time() if now is None else now
-        oldest, newest = (t if t > 0 else now for t in appended)  # 0: the broker gave no time
         poll_began, poll_ended = self._poll
         gap = 0.0 if self._last_end is None else max(0.0, poll_began - self._last_end)
         row = {
@@ -147,13 +162,18 @@ class BatchTrace:
             "poll_ms": _ms(poll_ended - poll_began),
             "apply_ms": _ms(ended - began),
             "cpu_ms": _ms(cpu),
-            "oldest_ms": _ms(now - oldest),
-            "newest_ms": _ms(now - newest),
             "gc_ms": _ms(self.gc_seconds),
             "gc_gen": self.gc_gen,
             "young": gc.get_count()[0],
             "phases": {k: _ms(v) for k, v in self.spent.items()},
         }
+        if appended is not None:
+            oldest, newest = (t if t > 0 else now for t in appended)  # 0: the broker gave none
+            row["oldest_ms"], row["newest_ms"] = _ms(now - oldest), _ms(now - newest)
+        if watermark is not None and math.isfinite(watermark):
+            row["wm"] = round(watermark, 3)
+        if end is not None:
+            row["end"] = end
         self._out.write(json.dumps(row) + "\n")
         self._last_end = ended
         self._poll = (ended, ended)  # a second partition of the same poll: no poll of its own

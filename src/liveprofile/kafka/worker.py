@@ -359,7 +359,17 @@ class KafkaWorker(Ownership):
             if self._trace is not None:
                 cpu = time.process_time() - cpu
                 appended = (messages[0].timestamp()[1] / 1e3, messages[-1].timestamp()[1] / 1e3)
-                self._trace.applied(p, len(messages), began, self._clock(), cpu, appended)
+                wm = owned.state.checkpoint.watermark
+                self._trace.applied(
+                    p,
+                    len(messages),
+                    began,
+                    self._clock(),
+                    cpu,
+                    appended,
+                    watermark=wm,
+                    end=messages[-1].offset() + 1,
+                )
             self.rounds.committed(p, owned.view.scope, owned.state.checkpoint.seq, batch)
 
     def _send_dead(self, rows: dict[str, bytes | None]) -> None:
