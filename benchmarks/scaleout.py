@@ -107,13 +107,16 @@ def config(
     return msgspec.structs.replace(base, run=run)
 
 
-def config_json(cfg: PipelineConfig) -> str:
-    """``cfg`` as JSON for a worker, without the run settings left at their defaults (so a
-    tree compared with ``--baseline-src`` that predates a setting still reads it)."""
-    doc = msgspec.to_builtins(cfg)
+def changed_run(cfg: PipelineConfig) -> dict[str, Any]:
+    """``cfg``'s run settings that differ from the defaults (so a tree compared with
+    ``--baseline-src`` that predates a setting still reads the config)."""
     defaults = msgspec.to_builtins(RunConfig())
-    doc["run"] = {k: v for k, v in doc["run"].items() if defaults.get(k) != v}
-    return json.dumps(doc)
+    return {k: v for k, v in msgspec.to_builtins(cfg.run).items() if defaults.get(k) != v}
+
+
+def config_json(cfg: PipelineConfig) -> str:
+    """``cfg`` as JSON for a worker, with only :func:`changed_run` in its run section."""
+    return json.dumps({**msgspec.to_builtins(cfg), "run": changed_run(cfg)})
 
 
 #: one worker process: reads until the topic has been quiet for a few seconds (argv: config
@@ -149,9 +152,7 @@ def start_worker(
 def flink_toml(cfg: PipelineConfig) -> str:
     """``cfg`` (the quick-start config with a run section of this benchmark's) as TOML for the
     Flink job, which reads its config as a TOML file."""
-    run = msgspec.to_builtins(cfg.run)
-    defaults = msgspec.to_builtins(RunConfig())
-    lines = [f"{k} = {json.dumps(v)}" for k, v in run.items() if defaults.get(k) != v]
+    lines = [f"{k} = {json.dumps(v)}" for k, v in changed_run(cfg).items()]
     return QUICKSTART_TOML.split("[run]")[0] + "[run]\n" + "\n".join(lines) + "\n"
 
 

@@ -41,8 +41,9 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -126,7 +127,7 @@ class ApplyBatches:
 
             self.trace = BatchTrace(Path(s.trace))
 
-    def apply(self, partition: int, rows: list[tuple[int, bytes | None]]) -> int:
+    def apply(self, partition: int, rows: Sequence[tuple[int, bytes | None]]) -> int:
         """Apply one window's ``(offset, value)`` records of ``partition``, in offset order
         (:func:`window_records`); returns the events applied."""
         from liveprofile.kafka.partition import apply_records, load_partition
@@ -332,15 +333,13 @@ GROUP BY window_start, window_end, `partition`
 """
 
 
-def window_records(offsets: list[int], values: list[bytes]) -> list[tuple[int, bytes | None]]:
+def window_records(offsets: list[int], values: list[bytes]) -> list[tuple[int, bytes]]:
     """A window's ``(offset, value)`` records in offset order, from :data:`BATCHES_SQL`'s arrays.
 
     >>> window_records([7, 5, 6], [b"b", b"", b"c"])
     [(5, b''), (6, b'c'), (7, b'b')]
     """
-    rows: list[tuple[int, bytes | None]] = list(zip(offsets, values, strict=True))
-    rows.sort(key=lambda row: row[0])
-    return rows
+    return sorted(zip(offsets, values, strict=True), key=itemgetter(0))
 
 
 def build(settings: FlinkSettings) -> Any:
