@@ -90,7 +90,7 @@ if len(sys.argv) > 6:  # --breakdown: CPU time inside each part of the apply pat
         setattr(owner, attr.split(".")[-1], part)
     for where, label in [
         ("liveprofile.events.schema:EventParser.parse_json", "parse_json"),
-        ("liveprofile.kafka.partition:plain_columns", "plain_columns"),
+        ("liveprofile.kafka.partition:json_columns", "json_columns"),
         ("liveprofile.engine.core:Core.step", "Core.step"),
         ("liveprofile.engine.compiled:store_users", "store_users"),
         ("liveprofile.engine.rowio:row_fields_bytes", "row_fields_bytes"),

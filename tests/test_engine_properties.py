@@ -29,7 +29,7 @@ from typing import Any
 import msgspec
 import pytest
 from engine_streams import ALL_TASKS, DAY, IDS, T0, configs, op, stream, streams
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, event, given, settings
 from hypothesis import strategies as st
 from test_state_properties import (
     SEGMENTS,
@@ -46,6 +46,9 @@ from test_state_properties import (
 )
 
 from liveprofile.config import EventsConfig, FeatureConfig, PipelineConfig, RiskConfig, RunConfig
+from liveprofile.errors import InvalidEvent
+from liveprofile.events import jsonbatch
+from liveprofile.events.schema import EventParser, encode_event
 from liveprofile.profile.items import decode_item
 from liveprofile.profile.state import decode_profile
 from liveprofile.serving.views import profile_view
@@ -110,6 +113,53 @@ def test_restarts_between_batches_of_changing_sizes_change_nothing(
         run(config, source, resumed, sizes, stop_after=stops)
         a = canonical(config, dump(config, once, source))
         b = canonical(config, dump(config, resumed, source))
+        for ns in a["rows"]:
+            assert a["rows"][ns] == b["rows"][ns], ns
+        for name in a["meta"]:
+            assert a["meta"][name] == b["meta"][name], name
+        assert a["dead"] == b["dead"]
+        assert a["pending"] == b["pending"]
+
+
+def _as_sent(line: bytes) -> bytes:
+    """A valid record as a producer writes it (string ids, epoch seconds, no BOM), so that
+    batches of simple events are read at once; a malformed one as it is."""
+    try:
+        return encode_event(EventParser(commands=True).parse_json(line.strip()))
+    except InvalidEvent:
+        return line
+
+
+@FEW
+@given(config=configs(), lines=streams(), sizes=SIZES)
+def test_batches_read_as_columns_store_what_batches_read_line_by_line_store(
+    config: PipelineConfig, lines: list[bytes], sizes: list[int]
+) -> None:
+    """A batch of simple events (logins and visitors' events among them) is read at once into
+    columns and stepped from them; read line by line into events instead, it stores the same,
+    dead letters included. The valid records are written as a producer writes them (the
+    messy forms are read line by line in any case)."""
+    lines = [_as_sent(line) for line in lines]
+    read_at_once = []
+
+    json_columns = jsonbatch.json_columns
+
+    def counted(texts: list[bytes]) -> Any:
+        cols = json_columns(texts)
+        read_at_once.append(cols is not None and not cols.plain)
+        return cols
+
+    with place("sqlite") as (tmp, columns), place("sqlite") as (_, events):
+        source = write(tmp, lines)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(jsonbatch, "json_columns", counted)
+            run(config, source, columns, sizes)
+        event(f"batches of visitors' events read at once: {any(read_at_once)}")
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(jsonbatch, "json_columns", lambda texts: None)
+            run(config, source, events, sizes)
+        a = canonical(config, dump(config, columns, source))
+        b = canonical(config, dump(config, events, source))
         for ns in a["rows"]:
             assert a["rows"][ns] == b["rows"][ns], ns
         for name in a["meta"]:

@@ -1,6 +1,7 @@
-"""A batch of records read at once into columns (``events.jsonbatch.plain_columns``) is read
-exactly as ``EventParser.parse_json`` reads each record: same values, and no record accepted
-that ``parse_json`` refuses or reads as something other than a plain event."""
+"""A batch of records read at once into columns (``events.jsonbatch.json_columns``) is read
+exactly as ``EventParser.parse_json`` reads each record: same values (the anonymous ids too),
+and no record accepted that ``parse_json`` refuses or reads as something other than a simple
+event (properties, a command)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from hypothesis import strategies as st
 
 from liveprofile.errors import InvalidEvent
 from liveprofile.events.columns import EventColumns
-from liveprofile.events.jsonbatch import plain_columns
+from liveprofile.events.jsonbatch import json_columns
 from liveprofile.events.schema import COMMANDS, Event, EventParser
 
 _ids = st.one_of(
@@ -105,14 +106,17 @@ def _same(cols: EventColumns, events: list[Event]) -> None:
         )
         assert type(ts) is float and type(eid) is str and type(user) is str
         assert (math.isnan(value) and e.value is None) or value == e.value
-        assert e.anonymous_id is None and e.props is None and e.type not in COMMANDS
+        assert e.props is None and e.type not in COMMANDS
+    anons = [e.anonymous_id for e in events]
+    assert cols.anon == (None if anons.count(None) == len(anons) else anons)
+    assert [cols[k] for k in range(len(cols))] == events  # one at a time, as the screen asks
     assert list(cols) == events
 
 
 @settings(max_examples=400, deadline=None)
 @given(st.lists(_record(), min_size=1, max_size=6))
 def test_a_batch_reads_as_its_records_do_or_not_at_all(values: list[bytes]) -> None:
-    cols = plain_columns(values)
+    cols = json_columns(values)
     events = _parsed(values)
     event(f"read at once: {cols is not None}")
     if cols is not None:
@@ -128,7 +132,7 @@ def test_plain_records_are_read_at_once() -> None:
         b'{"event_id": "e3", "user_id": "u1", "type": "view", "ts": 5, "tags": [],'
         b' "props": null, "other": [[{"x": 1}]]}',
     ]
-    cols = plain_columns(values)
+    cols = json_columns(values)
     assert cols is not None
     events = _parsed(values)
     assert events is not None
@@ -158,8 +162,8 @@ def test_plain_records_are_read_at_once() -> None:
 )
 def test_a_batch_with_one_record_not_plain_is_read_one_by_one(odd: bytes) -> None:
     plain = b'{"event_id": "p", "user_id": "u", "type": "view", "ts": 2}'
-    assert plain_columns([plain]) is not None
-    assert plain_columns([plain, odd, plain]) is None
+    assert json_columns([plain]) is not None
+    assert json_columns([plain, odd, plain]) is None
 
 
 @settings(max_examples=300, deadline=None)

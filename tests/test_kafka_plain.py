@@ -1,10 +1,10 @@
 """The Kafka apply path's fast lanes give the same store as the general ones.
 
-* A batch of plain events (no anonymous id, no properties, no command) goes to the compiled step
-  as :class:`~liveprofile.events.columns.EventColumns` (read at once by
-  ``events.jsonbatch.plain_columns``, or laid out by ``kafka.partition.as_columns`` after a
+* A batch of simple events (no properties, no command; with or without anonymous ids) goes to
+  the compiled step as :class:`~liveprofile.events.columns.EventColumns` (read at once by
+  ``events.jsonbatch.json_columns``, or laid out by ``kafka.partition.as_columns`` after a
   record-by-record parse); the store it commits is byte for byte the one the same records
-  commit as a list of events.
+  commit as a list of events, for plain events and for a shop whose visitors log in.
 * Records without escapes or DEL are decoded without the ids' pattern (``EventParser``): the
   events and the errors are the ones the full decoder gives.
 """
@@ -20,6 +20,7 @@ import pytest
 import redis
 
 from liveprofile.config import PipelineConfig
+from liveprofile.datasets.logins import with_logins
 from liveprofile.datasets.synthetic import SyntheticConfig, generate
 from liveprofile.engine.local import RunStats
 from liveprofile.errors import InvalidEvent
@@ -33,15 +34,18 @@ from liveprofile.store.layout import check_config
 URL = "redis://127.0.0.1:6379/0"
 
 
-def _lines() -> list[bytes]:
+def _lines(logins: bool = False) -> list[bytes]:
     raw = list(generate(SyntheticConfig(users=80, items=60, days=3, seed=11)))
+    if logins:  # anonymous until the first purchase, which links the visitor to the user
+        raw = list(with_logins(raw))
     lines = [msgspec.json.encode(e) for e in raw]
     lines[40] = b'{"event_id": "bad", "type": "view"}'  # a dead letter in the first batch
     return lines
 
 
 def _applied(lines: list[bytes], prefix: str) -> dict[bytes, Any]:
-    """Every key of the store after applying ``lines`` in batches of 500, and its value."""
+    """Every key of the store after applying ``lines`` in batches of 500, and its value (the
+    links too)."""
     config = PipelineConfig()
     store = FencedRedisStore(URL, prefix=prefix)
     client = redis.Redis.from_url(URL)
@@ -60,10 +64,11 @@ def _applied(lines: list[bytes], prefix: str) -> dict[bytes, Any]:
         client.close()
 
 
-def test_plain_batches_as_columns_commit_the_store_a_list_commits(
-    monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize("logins", [False, True], ids=["user-ids", "logins"])
+def test_simple_batches_as_columns_commit_the_store_a_list_commits(
+    monkeypatch: pytest.MonkeyPatch, logins: bool
 ) -> None:
-    lines = _lines()
+    lines = _lines(logins)
     seen: list[str] = []
     as_columns = partition.as_columns
 
@@ -76,13 +81,14 @@ def test_plain_batches_as_columns_commit_the_store_a_list_commits(
     columns = _applied(lines, f"plain-{uuid.uuid4().hex[:8]}")
     assert seen and set(seen) == {EventColumns.__name__}
     monkeypatch.setattr(partition, "as_columns", lambda events: events)
-    monkeypatch.setattr(partition, "plain_columns", lambda values: None)
+    monkeypatch.setattr(partition, "json_columns", lambda values: None)
     listed = _applied(lines, f"plain-{uuid.uuid4().hex[:8]}")
     assert any(b"profile" in key for key in columns)
+    assert any(b"alias" in key or b"link" in key for key in columns) == logins
     assert columns == listed
 
 
-def test_a_batch_with_an_anonymous_event_stays_a_list() -> None:
+def test_a_batch_with_properties_stays_a_list() -> None:
     parser = EventParser()
     plain = parser.parse_json(b'{"event_id": "e1", "user_id": "u1", "type": "view", "ts": 5}')
     anonymous = parser.parse_json(
@@ -92,7 +98,9 @@ def test_a_batch_with_an_anonymous_event_stays_a_list() -> None:
         b'{"event_id": "e3", "user_id": "u1", "type": "view", "ts": 7, "props": {"k": 1}}'
     )
     assert isinstance(partition.as_columns([plain]), EventColumns)
-    assert partition.as_columns([plain, anonymous]) == [plain, anonymous]
+    visits = partition.as_columns([plain, anonymous])
+    assert isinstance(visits, EventColumns) and not visits.plain
+    assert list(visits) == [plain, anonymous]
     assert partition.as_columns([props, plain]) == [props, plain]
     assert partition.as_columns([]) == []
 

@@ -150,7 +150,8 @@ class CompiledStep:
         out = StepResult()
         ckpt = state.checkpoint
         # plain events (columns): no links, no commands; otherwise the ids, read once
-        ids = None if isinstance(events, EventColumns) else self.base.take_ids(events)
+        plain = isinstance(events, EventColumns) and events.plain
+        ids = None if plain else self.base.take_ids(events)
         cols = EventColumns.of(as_users(events, state.aliases, ids))
         ok = np.array(state.dedup.add_many(cols.event_id), dtype=np.bool_)
         out.duplicates = len(cols) - int(ok.sum())

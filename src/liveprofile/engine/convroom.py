@@ -15,6 +15,8 @@ each (user, key) can have open at once in the batch.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import compress, repeat
+from operator import is_not
 
 import numpy as np
 import numpy.typing as npt
@@ -23,6 +25,7 @@ from liveprofile.engine.codes import CodeTables
 from liveprofile.engine.layout import KEYSPACE
 from liveprofile.engine.pool import PendingPool
 from liveprofile.engine.records import Events
+from liveprofile.events.columns import EventColumns
 from liveprofile.events.schema import COMMANDS, Event
 
 I64 = npt.NDArray[np.int64]
@@ -104,6 +107,12 @@ def linked_users(events: Sequence[Event], aliases: Mapping[str, str]) -> set[str
     to another user: those of the events with an anonymous id or a command, their anonymous
     ids, and the users these are linked to."""
     out: set[str] = set()
+    if isinstance(events, EventColumns):  # no commands; the ids as columns
+        if events.anon is not None:
+            named = list(map(is_not, events.anon, repeat(None)))
+            out.update(compress(events.anon, named))  # type: ignore[arg-type]
+            out.update(compress(events.user, named))
+        return out | {aliases[u] for u in out if u in aliases}
     for e in events:
         if e.anonymous_id is not None:
             out.add(e.anonymous_id)

@@ -41,7 +41,7 @@ from liveprofile.engine.lazyprofiles import peek
 from liveprofile.engine.linkindex import LinkMap, find_links_to
 from liveprofile.engine.state import PipelineState
 from liveprofile.events.columns import EventColumns
-from liveprofile.events.schema import FORGET, MERGE, Event
+from liveprofile.events.schema import COMMANDS, FORGET, MERGE, Event
 from liveprofile.store.base import Store
 from liveprofile.store.codec import damaged
 from liveprofile.store.layout import ALIASES, links_indexed
@@ -61,8 +61,9 @@ def relinked_ids(
 ) -> set[str]:
     """The ids whose links a batch may remove or re-point: the ids it erases, those a
     ``$merge`` folds into another user and, with a TTL, those of ``users`` (loaded into
-    ``state``) that may expire by event time ``horizon`` (events as columns are plain)."""
-    ids = set() if isinstance(events, EventColumns) else {
+    ``state``) that may expire by event time ``horizon``."""
+    no_commands = isinstance(events, EventColumns) and COMMANDS.isdisjoint(events.type)
+    ids = set() if no_commands else {
         e.anonymous_id if e.type == MERGE else e.user
         for e in events
         if e.type == FORGET or (e.type == MERGE and e.anonymous_id is not None)

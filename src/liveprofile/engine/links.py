@@ -126,7 +126,7 @@ class Stops:
         #: per event (not a command), the code of the id it names (-1: none)
         self.visitor = np.full(n, -1, np.int64)
         self.consumed = np.zeros(n, np.bool_)  # commands: the lifecycle's work only
-        if not isinstance(events, EventColumns):  # columns hold plain events only
+        if not (isinstance(events, EventColumns) and events.plain):  # plain: no links
             if ids is None:
                 ids = BatchIds.of(events)
                 named = map(ucode.get, ids.user, repeat(-1))
@@ -410,9 +410,11 @@ class Stops:
         mine = np.fromiter(map(maybe.__contains__, names), np.bool_, n)
         at = np.zeros(n, np.bool_)
         at[applied] = True
+        anons = None if self.ids is None else self.ids.anon
         for k in np.flatnonzero(mine & at).tolist():
             user = names[k]
             if visitors[user] and k >= remade.get(user, (-1, True))[0]:
-                anon = events[k].anonymous_id  # a visitor's own events (most) change nothing
+                # a visitor's own events (most) change nothing
+                anon = events[k].anonymous_id if anons is None else anons[k]
                 if anon is None or anon != user:
                     visitors[user] = False

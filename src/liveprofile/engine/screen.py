@@ -68,10 +68,9 @@ def screen(
         return
     rules = core.config.events
     watermark = state.checkpoint.watermark
-    if isinstance(events, EventColumns):
-        if _columns_pass(events, rules, watermark, now):
-            return
-        events = list(events)
+    plain = isinstance(events, EventColumns) and events.plain
+    if plain and _columns_pass(cast(EventColumns, events), rules, watermark, now):
+        return
     limit, bound = max(watermark, now) + rules.max_future_s, rules.max_value
     lateness = rules.allowed_lateness_s
     ids = core.batch_ids(events)  # read once, shared with the step
@@ -174,25 +173,26 @@ def _judge_fresh(
     visits = sorted(suspect.keys() | mine) if mine else suspects
     plain = known.ttl is None and all(events[k].type != MERGE for k in suspects)
     aliases, links = known.state.aliases, known.links
+    anons, types = ids.anon, ids.cols.type  # read from the columns: no event made to pass over
     passed = watermark  # the latest time of the suspects passed (or the state's watermark)
     for k in visits:
-        e = events[k]
         if k in suspect:
+            e = events[k]
             if judge(k, e, max(passed, upto[k - 1]) if k else passed):
                 passed = max(passed, e.ts)
                 known.acted(e)
             continue
-        user = e.user
+        user = users[k]
         if (
             plain
-            and e.anonymous_id == user
-            and e.type != FORGET
+            and anons[k] == user
+            and types[k] != FORGET
             and user not in links
             and user not in aliases
         ):
             continue
         known.at = max(passed, upto[k])
-        known.acted(e)
+        known.acted(events[k])
 
 
 def _suspects(ids: BatchIds, limit: float, bound: float) -> list[int]:

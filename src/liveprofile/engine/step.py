@@ -83,7 +83,7 @@ class Step(Lifecycle):
         merged into another user by ``$merge``) and, once any link exists, the users of the
         pending examples this batch closes. (A state reads each id's link once.)"""
         keys: set[str] = set()
-        if isinstance(events, EventColumns):  # columns hold plain events only
+        if isinstance(events, EventColumns) and events.plain:  # no link, no command
             keys.update(events.user)
         else:
             ids = self.batch_ids(events)
@@ -111,7 +111,7 @@ class Step(Lifecycle):
         """Users and items the events name, with the users a segment sweep or expiry may
         touch (``state`` having the batch's identity links and expiry candidates loaded)."""
         aliases = state.aliases
-        if isinstance(events, EventColumns):
+        if isinstance(events, EventColumns) and events.plain:
             users = {aliases.get(u, u) for u in events.user} if aliases else set(events.user)
             present: set[str | None] = set(events.item_id)
         else:

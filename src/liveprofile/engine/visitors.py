@@ -13,8 +13,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from itertools import compress, count, repeat
-from operator import attrgetter, is_not, ne
-from typing import Any
+from operator import attrgetter, is_not
+from typing import Any, cast
 
 import msgspec
 import numpy as np
@@ -45,14 +45,18 @@ class BatchIds:
     command: npt.NDArray[np.bool_]
     #: the events (not commands) :func:`as_users` put under the user their id is linked to
     moved: list[int] = dataclasses.field(default_factory=list)
+    _linking: npt.NDArray[np.bool_] | None = dataclasses.field(default=None, repr=False)
 
     @classmethod
     def of(cls, events: Sequence[Event]) -> BatchIds:
-        """The columns of ``events``."""
+        """The columns of ``events`` (no event made when they are columns already)."""
         cols = EventColumns.of(events)
-        types = cols.type
-        command = np.fromiter(map(COMMANDS.__contains__, types), np.bool_, len(types))
-        return cls([e.anonymous_id for e in events], cols, command)
+        n = len(cols)
+        anon: list[str | None] = [None] * n if cols.anon is None else cols.anon
+        if COMMANDS.isdisjoint(cols.type):  # the common batch, checked at once
+            return cls(anon, cols, np.zeros(n, np.bool_))
+        command = np.fromiter(map(COMMANDS.__contains__, cols.type), np.bool_, n)
+        return cls(anon, cols, command)
 
     @property
     def user(self) -> list[str]:
@@ -60,11 +64,19 @@ class BatchIds:
         return self.cols.user
 
     def linking(self) -> npt.NDArray[np.bool_]:
-        """Which events name an anonymous id other than their user id."""
-        n, anons = len(self.anon), self.anon
-        marks = np.fromiter(map(ne, anons, self.user), np.bool_, n)
-        marks &= np.fromiter(map(is_not, anons, repeat(None)), np.bool_, n)
-        return marks
+        """Which events name an anonymous id other than their user id (read once: the
+        screen and the step ask)."""
+        if self._linking is None:
+            n, anons = len(self.anon), self.anon
+            marks = np.zeros(n, np.bool_)
+            # the events with an anonymous id (a shop's visitors' and logins), then of them
+            # those naming another user id
+            named = list(compress(count(), map(is_not, anons, repeat(None))))
+            if named:
+                user = self.user
+                marks[[k for k in named if anons[k] != user[k]]] = True
+            self._linking = marks
+        return self._linking.copy()
 
     def visitors(self) -> list[str]:
         """The anonymous ids named, in order of first appearance."""
@@ -92,8 +104,15 @@ def known_events(
     """Mark in ``visitors`` (True: a new profile, or one made by anonymous events only) the users
     who stop being anonymous visitors in this batch, as the Python step decides it event by
     event: at the first applied event that names a known user."""
-    if isinstance(events, EventColumns):  # plain events: every user is known
+    if isinstance(events, EventColumns) and events.plain:  # every user is known
         visitors.update(dict.fromkeys(visitors, False))
+        return
+    if isinstance(events, EventColumns):  # the ids as sent, without making events
+        anons, sent = cast(list[str | None], events.anon), events.user
+        for k in applied:
+            user = cols.user[k]
+            if visitors.get(user) and not _anonymous(anons[k], sent[k], aliases):
+                visitors[user] = False
         return
     for k in applied:
         user = cols.user[k]
@@ -102,8 +121,12 @@ def known_events(
 
 
 def anonymous_only(e: Event, aliases: dict[str, str]) -> bool:
-    anon = e.anonymous_id
-    return anon is not None and anon == e.user and anon not in aliases
+    """Whether ``e`` is an anonymous visitor's own (its id not linked to a user)."""
+    return _anonymous(e.anonymous_id, e.user, aliases)
+
+
+def _anonymous(anon: str | None, user: str, aliases: dict[str, str]) -> bool:
+    return anon is not None and anon == user and anon not in aliases
 
 
 def as_users(
@@ -116,10 +139,14 @@ def as_users(
         return _moved(ids, aliases) if aliases else ids.cols
     if not aliases:
         return events
-    if isinstance(events, EventColumns):
+    if isinstance(events, EventColumns):  # no commands: every event named moves
         if not any(u in aliases for u in events.user):
             return events
-        return dataclasses.replace(events, user=[aliases.get(u, u) for u in events.user])
+        user = [aliases.get(u, u) for u in events.user]
+        made = events._events
+        if made is not None:
+            made = [msgspec.structs.replace(e, user=u) for e, u in zip(made, user, strict=True)]
+        return dataclasses.replace(events, user=user, _events=made)
     moved = list(compress(count(), map(aliases.__contains__, map(_USER, events))))
     if not moved:
         return events
@@ -137,11 +164,14 @@ def _moved(ids: BatchIds, aliases: dict[str, str]) -> EventColumns:
     moved = list(compress(count(), map(aliases.__contains__, cols.user)))
     if not moved:
         return cols
-    out, user, command = list(cols.events()), list(cols.user), ids.command
+    # the events as objects only when made already (then they may hold properties)
+    made = cols._events
+    out, user, command = None if made is None else list(made), list(cols.user), ids.command
     for k in moved:
         if not command[k]:
             user[k] = to = aliases[user[k]]
-            out[k] = msgspec.structs.replace(out[k], user=to)
+            if out is not None:
+                out[k] = msgspec.structs.replace(out[k], user=to)
             ids.moved.append(k)
     return dataclasses.replace(cols, user=user, _events=out)
 

@@ -1,9 +1,12 @@
-"""A batch of plain events as columns, for sources that can lay them out that way.
+"""A batch of events as columns, for sources that can lay them out that way.
 
 :class:`EventColumns` is a sequence of :class:`~liveprofile.events.schema.Event` like a list, so
 everything that takes a batch of events takes it, but the compiled path reads its columns
-directly and no ``Event`` object is made unless something iterates over the batch. The events
-are *plain*: no anonymous id, no properties, no commands such as ``$forget``.
+directly and no ``Event`` object is made unless something iterates over the batch (one event
+asked for by its index is made alone). The events have no properties and are no commands such
+as ``$forget``; they may name an anonymous id (``anon``, None when none does): a batch with
+none is *plain* (:attr:`EventColumns.plain`), and the step has nothing to look for in it but
+the events' fields.
 
 >>> import numpy as np
 >>> cols = EventColumns(
@@ -22,8 +25,11 @@ are *plain*: no anonymous id, no properties, no commands such as ``$forget``.
 ('i1', ('food',), 2.5)
 >>> cols[1].value is None
 True
->>> EventColumns.of(list(cols)).user
-['u1', 'u2']
+>>> EventColumns.of(list(cols)).user, cols.plain
+(['u1', 'u2'], True)
+>>> visits = EventColumns.of([Event("e3", "v1", "view", 30.0, anonymous_id="v1")])
+>>> visits.plain, visits.anon, visits[0].anonymous_id
+(False, ['v1'], 'v1')
 """
 
 from __future__ import annotations
@@ -45,7 +51,8 @@ F64 = npt.NDArray[np.float64]
 
 @dataclass(eq=False)
 class EventColumns(Sequence[Event]):
-    """Plain events as columns; ``value`` is NaN where an event has none."""
+    """Events as columns; ``value`` is NaN where an event has none, ``anon`` each event's
+    anonymous id (None: no event of the batch has one)."""
 
     event_id: list[str]
     user: list[str]
@@ -55,14 +62,22 @@ class EventColumns(Sequence[Event]):
     category: Sequence[str | None]
     tags: list[tuple[str, ...]]
     value: F64
+    anon: list[str | None] | None = None
     _events: list[Event] | None = field(default=None, repr=False)
+
+    @property
+    def plain(self) -> bool:
+        """Whether no event names an anonymous id."""
+        return self.anon is None
 
     @classmethod
     def of(cls, events: Sequence[Event]) -> EventColumns:
-        """The columns of plain ``events``."""
+        """The columns of ``events`` (as objects too: properties and commands stay on them)."""
         if isinstance(events, EventColumns):
             return events
         n = len(events)
+        anons = [e.anonymous_id for e in events]
+        anon = None if anons.count(None) == n else anons
         return cls(
             [e.event_id for e in events],
             [e.user for e in events],
@@ -72,6 +87,7 @@ class EventColumns(Sequence[Event]):
             [e.category for e in events],
             [e.tags for e in events],
             np.array([e.value for e in events], np.float64).reshape(n),
+            anon,
             list(events),
         )
 
@@ -85,7 +101,20 @@ class EventColumns(Sequence[Event]):
     def __getitem__(self, i: slice) -> list[Event]: ...
 
     def __getitem__(self, i: int | slice) -> Event | list[Event]:
-        return self.events()[i]
+        if self._events is not None or not isinstance(i, int):
+            return self.events()[i]
+        value = float(self.value[i])
+        return Event(
+            self.event_id[i],
+            self.user[i],
+            self.type[i],
+            float(self.ts[i]),
+            self.item_id[i],
+            self.category[i],
+            self.tags[i],
+            None if math.isnan(value) else value,
+            None if self.anon is None else self.anon[i],
+        )
 
     def __iter__(self) -> Iterator[Event]:
         return iter(self.events())
@@ -93,9 +122,10 @@ class EventColumns(Sequence[Event]):
     def events(self) -> list[Event]:
         """The events as objects (made once, on first use)."""
         if self._events is None:
+            anon = repeat(None, len(self)) if self.anon is None else self.anon
             self._events = [
-                Event(e, u, k, t, i, c, g, None if math.isnan(v) else v)
-                for e, u, k, t, i, c, g, v in zip(
+                Event(e, u, k, t, i, c, g, None if math.isnan(v) else v, a)
+                for e, u, k, t, i, c, g, v, a in zip(
                     self.event_id,
                     self.user,
                     self.type,
@@ -104,6 +134,7 @@ class EventColumns(Sequence[Event]):
                     self.category,
                     self.tags,
                     self.value.tolist(),
+                    anon,
                     strict=True,
                 )
             ]

@@ -23,7 +23,7 @@ import csv
 import os
 import string
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Protocol
@@ -91,7 +91,12 @@ class Source(Protocol):
 
 
 class JsonlSource:
-    """JSON Lines, one event per line; the offset is a byte position ('-' reads stdin)."""
+    """JSON Lines, one event per line; the offset is a byte position ('-' reads stdin).
+
+    A batch of simple events (see :mod:`liveprofile.events.jsonbatch`) is read at once into
+    columns; a batch with any other line is read line by line, with the same events and dead
+    letters.
+    """
 
     unit = "bytes"
 
@@ -112,32 +117,48 @@ class JsonlSource:
                 fh.seek(start)
             offset = start if not self.stdin else 0
             parse = EventParser(commands=self.commands).parse_json
-            batch = Batch(offset=offset)
+            first = offset  # where the batch starts
+            texts: list[bytes] = []
+            starts: list[int] = []  # each line's own offset
             for line in fh:
                 offset += len(line)
                 text = line.strip()
                 if text:
-                    try:
-                        batch.add(parse(text), offset - len(line))
-                    except InvalidEvent as exc:
-                        batch.dead_letters.append(
-                            DeadLetter(
-                                text.decode("utf-8", "replace"),
-                                str(exc),
-                                self.name,
-                                offset - len(line),
-                            )
-                        )
-                if len(batch.events) + len(batch.dead_letters) >= size:
-                    batch.progress, batch.offset = offset - batch.offset, offset
-                    yield batch
-                    batch = Batch(offset=offset)
-            if batch.events or batch.dead_letters or offset != batch.offset:
-                batch.progress, batch.offset = offset - batch.offset, offset
-                yield batch
+                    texts.append(text)
+                    starts.append(offset - len(line))
+                if len(texts) >= size:
+                    yield self._batch(parse, texts, starts, first, offset)
+                    first, texts, starts = offset, [], []
+            if texts or offset != first:
+                yield self._batch(parse, texts, starts, first, offset)
         finally:
             if not self.stdin:
                 fh.close()
+
+    def _batch(
+        self,
+        parse: Callable[[bytes], Event],
+        texts: list[bytes],
+        starts: list[int],
+        first: int,
+        offset: int,
+    ) -> Batch:
+        """The batch of lines ``texts`` (at ``starts``), from offset ``first`` to ``offset``."""
+        # imported here: numpy is not loaded by the commands that read no events (--help)
+        from liveprofile.events import jsonbatch
+
+        columns = jsonbatch.json_columns(texts)  # the common batch: simple events, read at once
+        if columns is not None:
+            return Batch(columns, offset=offset, progress=offset - first, positions=starts)
+        batch = Batch(offset=offset, progress=offset - first)
+        for text, at in zip(texts, starts, strict=True):
+            try:
+                batch.add(parse(text), at)
+            except InvalidEvent as exc:
+                batch.dead_letters.append(
+                    DeadLetter(text.decode("utf-8", "replace"), str(exc), self.name, at)
+                )
+        return batch
 
 
 class CsvSource:

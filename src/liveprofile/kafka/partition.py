@@ -23,7 +23,7 @@ from liveprofile.engine.state import PipelineState
 from liveprofile.errors import InvalidEvent
 from liveprofile.events.columns import EventColumns
 from liveprofile.events.deadletter import DeadLetter
-from liveprofile.events.jsonbatch import plain_columns
+from liveprofile.events.jsonbatch import json_columns
 from liveprofile.events.schema import COMMANDS, Event, EventParser
 from liveprofile.events.sources import Batch
 from liveprofile.kafka.shared_model import share_models
@@ -90,20 +90,22 @@ def load_partition(
 
 
 def as_columns(events: list[Event]) -> Sequence[Event]:
-    """``events`` as :class:`EventColumns` when they are all plain (no anonymous id, no
-    properties, no command), so the compiled step takes its columns path (no identity links
-    or lifecycle stops to look for); else ``events`` as they are.
+    """``events`` as :class:`EventColumns` when none has properties or is a command, so the
+    compiled step reads its columns (and, when no event names an anonymous id, has no identity
+    links or lifecycle stops to look for); else ``events`` as they are.
 
     >>> plain = [Event("e1", "u1", "view", 1.0), Event("e2", "u2", "buy", 2.0, value=3.0)]
-    >>> type(as_columns(plain)).__name__, as_columns(plain).user
-    ('EventColumns', ['u1', 'u2'])
-    >>> type(as_columns([*plain, Event("e3", "a1", "view", 3.0, anonymous_id="a1")])).__name__
+    >>> type(as_columns(plain)).__name__, as_columns(plain).user, as_columns(plain).plain
+    ('EventColumns', ['u1', 'u2'], True)
+    >>> as_columns([*plain, Event("e3", "a1", "view", 3.0, anonymous_id="a1")]).anon
+    [None, None, 'a1']
+    >>> type(as_columns([*plain, Event("e4", "u1", "view", 4.0, props={"k": 1})])).__name__
     'list'
     """
     if not events:
         return events
     for e in events:
-        if e.anonymous_id is not None or e.props is not None or e.type in COMMANDS:
+        if e.props is not None or e.type in COMMANDS:
             return events
     return EventColumns.of(events)
 
@@ -147,7 +149,7 @@ def apply_records(
         return None
     last = offsets[-1]
     dead_rows: dict[str, bytes | None] = {}
-    columns = plain_columns(values)  # the common batch: all plain, read at once
+    columns = json_columns(values)  # the common batch: all simple events, read at once
     if columns is not None:
         batch = Batch(events=columns, offset=last + 1, positions=offsets)
     else:
@@ -224,9 +226,10 @@ def _parse(
 def _screen(
     owned: OwnedPartition, topic: str, batch: Batch, now: float, dead_rows: dict[str, bytes | None]
 ) -> None:
-    """Screen the parsed events of ``batch``, as columns when they are plain (then checked at
-    once, on arrays), and add those that fail to ``dead_rows``, keyed as a record that does
-    not parse (``{topic}:{partition}:{offset}``)."""
+    """Screen the parsed events of ``batch``, as columns when they have no properties and no
+    command (when none names an anonymous id either, checked at once, on arrays), and add those
+    that fail to ``dead_rows``, keyed as a record that does not parse
+    (``{topic}:{partition}:{offset}``)."""
     if not isinstance(batch.events, EventColumns):
         batch.events = as_columns(cast(list[Event], batch.events))
     before = len(batch.dead_letters)
