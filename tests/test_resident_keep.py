@@ -92,3 +92,49 @@ def test_rows_are_copied_up_to_their_lengths_with_nothing_past_them(data: st.Dat
                 assert not row[m:].any()  # nothing past the length
                 if row.ndim > 1:
                     assert not row[:m, w:].any()  # nor past the floats a key had
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.tuples(_batch, st.integers(1, 12)), min_size=1, max_size=10))
+def test_rows_kept_survive_wider_lists_and_only_the_wider_fields_are_laid_out_anew(
+    batches: list[tuple[list[str], int]],
+) -> None:
+    # batches whose key-outcome lists (``room``) vary: a wider one grows those fields alone;
+    # every user's kept row still holds its key outcomes and event count as last kept
+    import numpy as np
+
+    table = ResidentUsers(cap=6)
+    latest: dict[str, tuple[int, list[int]]] = {}
+    for stamp, (users, room) in enumerate(batches):
+        U = Users.empty(len(users), types=2, tasks=1, top_k=3, room=room, recent=3)
+        rng = np.random.default_rng(stamp)
+        for r in range(len(users)):
+            m = int(rng.integers(0, room + 1))
+            U.okey[r, :m] = rng.integers(1, 100, m)
+            U.olen[r] = m
+            U.pi[r, 0] = 1000 * stamp + r
+        before = table.rows
+        table.keep(users, U)
+        after = table.rows
+        assert after is not None
+        grew_rows = before is None or after.pf.shape[0] > before.pf.shape[0]
+        if not grew_rows:
+            assert before is not None
+            for field in Users._fields:
+                old, new = getattr(before, field), getattr(after, field)
+                wider = any(a > b for a, b in zip(_widths(U, field), old.shape[1:], strict=True))
+                assert (new is old) == (not wider), field
+        for r, user in enumerate(users[max(0, len(users) - 6) :], max(0, len(users) - 6)):
+            latest.pop(user, None)
+            latest[user] = (int(U.pi[r, 0]), U.okey[r, : U.olen[r]].tolist())
+        while len(latest) > 6:
+            del latest[next(iter(latest))]
+        for user, (n, okey) in latest.items():
+            s = table.slot[user]
+            assert after.pi[s, 0] == n
+            assert after.olen[s] == len(okey) and after.okey[s, : len(okey)].tolist() == okey
+
+
+def _widths(U: Users, field: str) -> tuple[int, ...]:
+    """The widths of ``U``'s field (its shape past the rows)."""
+    return tuple(getattr(U, field).shape[1:])

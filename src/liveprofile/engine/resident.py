@@ -209,18 +209,10 @@ class ResidentUsers:
         copy_rows(self.rows, np.array(targets, np.int64), U, np.arange(start, len(users)))
 
     def _fit(self, U: Users, n: int) -> None:
-        """Make :attr:`rows` hold at least ``n`` rows and ``U``'s widths."""
+        """Make :attr:`rows` hold at least ``n`` rows and ``U``'s widths. Only the fields too
+        small are laid out anew (a list grown longer, say key outcomes after a merge, does not
+        copy the whole table), and a field with a length per row grows with room to spare."""
         old = self.rows
-        if (
-            old is not None
-            and old.pf.shape[0] >= n
-            and all(
-                a >= b
-                for f in Users._fields
-                for a, b in zip(getattr(old, f).shape[1:], getattr(U, f).shape[1:], strict=True)
-            )
-        ):
-            return
         if old is None:
             rows = max(n, 64)
         else:
@@ -229,14 +221,22 @@ class ResidentUsers:
         arrays: list[Any] = []
         for field in Users._fields:
             new = getattr(U, field)
-            shape = list(new.shape)
-            shape[0] = rows
-            if old is not None:
-                have = getattr(old, field)
-                shape[1:] = [max(a, b) for a, b in zip(shape[1:], have.shape[1:], strict=True)]
+            shape = [rows, *new.shape[1:]]
+            if old is None:
+                arrays.append(np.zeros(shape, new.dtype))
+                continue
+            had = getattr(old, field)
+            if had.shape[0] >= rows and all(
+                a >= b for a, b in zip(had.shape[1:], shape[1:], strict=True)
+            ):
+                arrays.append(had)
+                continue
+            shape[1:] = [max(a, b) for a, b in zip(shape[1:], had.shape[1:], strict=True)]
+            k = 1 if had.ndim == 2 else 2  # the axis a row's (or map's) length runs along
+            if field in BY_LENGTH and shape[k] > had.shape[k]:
+                shape[k] = max(shape[k], had.shape[k] + had.shape[k] // 4)
             a = np.zeros(shape, new.dtype)
-            if old is not None:
-                have = getattr(old, field)
-                a[tuple(slice(0, k) for k in have.shape)] = have
+            a[tuple(slice(0, k) for k in had.shape)] = had
             arrays.append(a)
-        self.rows = Users(*arrays)
+        if old is None or any(a is not b for a, b in zip(arrays, old, strict=True)):
+            self.rows = Users(*arrays)
