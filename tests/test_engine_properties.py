@@ -36,6 +36,7 @@ from test_state_properties import (
     TIMELESS,
     _orderless,
     assert_close,
+    assert_same_store,
     batch_independent,
     canonical,
     check_batch_boundaries,
@@ -113,12 +114,7 @@ def test_restarts_between_batches_of_changing_sizes_change_nothing(
         run(config, source, resumed, sizes, stop_after=stops)
         a = canonical(config, dump(config, once, source))
         b = canonical(config, dump(config, resumed, source))
-        for ns in a["rows"]:
-            assert a["rows"][ns] == b["rows"][ns], ns
-        for name in a["meta"]:
-            assert a["meta"][name] == b["meta"][name], name
-        assert a["dead"] == b["dead"]
-        assert a["pending"] == b["pending"]
+        assert_same_store(a, b)
 
 
 def _as_sent(line: bytes) -> bytes:
@@ -160,12 +156,7 @@ def test_batches_read_as_columns_store_what_batches_read_line_by_line_store(
             run(config, source, events, sizes)
         a = canonical(config, dump(config, columns, source))
         b = canonical(config, dump(config, events, source))
-        for ns in a["rows"]:
-            assert a["rows"][ns] == b["rows"][ns], ns
-        for name in a["meta"]:
-            assert a["meta"][name] == b["meta"][name], name
-        assert a["dead"] == b["dead"]
-        assert a["pending"] == b["pending"]
+        assert_same_store(a, b)
 
 
 def _one_and_single_batches(lines: list[bytes], **run_config: Any) -> None:

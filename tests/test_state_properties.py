@@ -389,6 +389,17 @@ PROBES = [
 ]
 
 
+def assert_same_store(a: dict[str, Any], b: dict[str, Any]) -> None:
+    """Two :func:`canonical` dumps hold the same rows, metadata, dead letters and pending
+    examples (named by the first that differs)."""
+    for ns in a["rows"]:
+        assert a["rows"][ns] == b["rows"][ns], ns
+    for name in a["meta"]:
+        assert a["meta"][name] == b["meta"][name], name
+    assert a["dead"] == b["dead"]
+    assert a["pending"] == b["pending"]
+
+
 def _schema_error(dead: dict[str, Any]) -> bool:
     return not any(rule in dead["reason"] for rule in ("events.", "'anonymous_id'"))
 
@@ -484,12 +495,7 @@ def check_batch_boundaries(config: PipelineConfig, lines: list[bytes], sizes: li
                 k: (v, profiles_b[user][k]) for k, v in fields.items() if v != profiles_b[user][k]
             }
             assert not diff, (user, diff, config)
-        for ns in a["rows"]:
-            assert a["rows"][ns] == b["rows"][ns], ns
-        for name in a["meta"]:
-            assert a["meta"][name] == b["meta"][name], name
-        assert a["dead"] == b["dead"]
-        assert a["pending"] == b["pending"]
+        assert_same_store(a, b)
 
 
 # -- restarts -----------------------------------------------------------------------------------
@@ -516,12 +522,7 @@ def test_stopping_and_resuming_from_the_checkpoint_changes_nothing(
         a = canonical(config, dump(config, once, source))
         b = canonical(config, dump(config, resumed, source))
         assert a["rows"][PROFILES], "the run made profiles"
-        for ns in a["rows"]:
-            assert a["rows"][ns] == b["rows"][ns], ns
-        for name in a["meta"]:
-            assert a["meta"][name] == b["meta"][name], name
-        assert a["dead"] == b["dead"]
-        assert a["pending"] == b["pending"]
+        assert_same_store(a, b)
 
 
 # -- arrival order -------------------------------------------------------------------------------
