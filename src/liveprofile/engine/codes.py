@@ -7,18 +7,18 @@ and profile's own functions, into the tables of :class:`CodeTables`.
 >>> codes = StringCodes()
 >>> codes.add_missing(["b", "a", "b"])
 ['b', 'a']
->>> codes.code["a"], codes.rank().tolist()
+>>> codes.code["a"], codes.rank().argsort().tolist()
 (1, [1, 0])
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left, insort
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from sortedcontainers import SortedList
 
 from liveprofile.config import PipelineConfig
 from liveprofile.engine.packing import StringTable
@@ -32,14 +32,22 @@ from liveprofile.profile.state import key_outcome_name
 I64 = npt.NDArray[np.int64]
 
 
+#: labels lie strictly within (-LIMIT, LIMIT); a string past the last (or before the first)
+#: is labelled STEP from it, so ids that arrive in order use the range up slowly
+LIMIT, STEP = 1 << 62, 1 << 32
+
+
 class StringCodes:
     """Integer codes for strings, in the order they were first seen."""
 
     def __init__(self) -> None:
         self.code: dict[str, int] = {}
         self.names: list[str] = []
-        self._rank = np.zeros(0, np.int64)  # the rank of the first len(self._rank) codes
-        self._sorted: list[str] = []  # those codes' strings, sorted
+        self._labels = np.zeros(64, np.int64)  # the labels of the first _ranked codes, then room
+        self._ranked = 0
+        self._sorted: SortedList = SortedList()  # the ranked codes' strings
+        #: how many times every string was labelled afresh (a gap ran out)
+        self.relabelled = 0
 
     def __len__(self) -> int:
         return len(self.names)
@@ -54,37 +62,69 @@ class StringCodes:
         return new
 
     def rank(self) -> I64:
-        """Each code's position in the sorted order of the strings.
+        """A label for each code that orders codes as their strings sort (``a < b`` exactly
+        when the string of ``a`` sorts first): the compiled step breaks ties by it, so that
+        results do not depend on the order strings were first seen in.
 
-        Ranked incrementally: the strings added since the last call find their places by
-        bisection, and the earlier ranks move up by the number of new strings before them.
+        Labels keep gaps between them: a string added later takes a label between its
+        neighbours' without moving any other, so a batch pays for its new strings only, not
+        for all strings seen (a sorted list finds the neighbours). When a gap runs out, every
+        string is labelled afresh, evenly spaced.
 
         >>> codes = StringCodes()
         >>> _ = codes.add_missing(["m", "c"]), codes.rank()
         >>> _ = codes.add_missing(["a", "x", "d"])
-        >>> codes.rank().tolist(), [codes.names[c] for c in codes.rank().argsort()]
-        ([3, 1, 0, 4, 2], ['a', 'c', 'd', 'm', 'x'])
+        >>> [codes.names[c] for c in codes.rank().argsort()]
+        ['a', 'c', 'd', 'm', 'x']
         """
-        have, n = len(self._rank), len(self.names)
+        have, n = self._ranked, len(self.names)
         if have == n:
-            return self._rank
-        fresh = sorted(range(have, n), key=self.names.__getitem__)
-        names, done = [self.names[c] for c in fresh], self._sorted
-        if len(fresh) > 64 and len(fresh) * 8 > have:  # many: one sort of everything
-            order = sorted(range(n), key=self.names.__getitem__)
-            rank = np.empty(n, np.int64)
-            rank[order] = np.arange(n)
-            self._sorted = [self.names[c] for c in order]
-        else:
-            # each new string's place among the ranked ones (strings are distinct)
-            at = np.array([bisect_left(done, name) for name in names], np.int64)
-            rank = np.empty(n, np.int64)
-            rank[:have] = self._rank + np.searchsorted(at, self._rank, side="right")
-            rank[fresh] = at + np.arange(len(fresh))
-            for name in names:
-                insort(done, name)
-        self._rank = rank
-        return rank
+            return self._labels[:n]
+        if self._labels.shape[0] < n:
+            self._labels = grow(self._labels, n)
+        labels, names, done, code = self._labels, self.names, self._sorted, self.code
+        label = labels.item
+        fresh = sorted(range(have, n), key=names.__getitem__)
+        new = [names[c] for c in fresh]
+        # each new string's place among those ranked; the new strings of one gap share it
+        at = list(map(done.bisect_left, new))
+        room = True
+        j = 0
+        while j < len(new):
+            p, k = at[j], j + 1
+            while k < len(new) and at[k] == p:
+                k += 1
+            m = k - j
+            lo = label(code[done[p - 1]]) if p else -LIMIT
+            hi = label(code[done[p]]) if p < len(done) else LIMIT
+            if p == len(done) and lo + STEP * m < hi:  # past the last: steps up
+                first, step = lo + STEP, STEP
+            elif p == 0 and hi - STEP * m > lo:  # before the first: steps down to it
+                first, step = hi - STEP * m, STEP
+            else:  # evenly within the gap
+                step = (hi - lo) // (m + 1)
+                first = lo + step
+            if step < 1:
+                room = False  # labelled anew below
+                break
+            if m == 1:  # (most: new strings seldom share a gap)
+                labels[fresh[j]] = first
+            else:
+                labels[fresh[j:k]] = np.arange(m, dtype=np.int64) * step + first
+            j = k
+        done.update(new)
+        if not room:
+            self._relabel()
+        self._ranked = n
+        return labels[:n]
+
+    def _relabel(self) -> None:
+        """Label the strings ranked so far evenly across the range, in their order."""
+        self.relabelled += 1
+        done, code = self._sorted, self.code
+        step = (2 * LIMIT) // (len(done) + 1)
+        at = np.fromiter((code[s] for s in done), np.int64, len(done))
+        self._labels[at] = -LIMIT + step * np.arange(1, len(done) + 1, dtype=np.int64)
 
 
 def grow(a: Any, n: int, fill: Any = 0) -> Any:
