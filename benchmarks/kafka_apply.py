@@ -47,11 +47,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
+
+from subrun import run_json
 
 _RUN = """
 import json, resource, sys, time, uuid
@@ -144,17 +143,11 @@ print(json.dumps({"events": len(lines), "batches": stats.batches,
 
 
 def run_one(data: str, args: argparse.Namespace, src: str | None) -> dict[str, Any]:
-    env = dict(os.environ)
-    if src is not None:
-        env["PYTHONPATH"] = os.pathsep.join([src, *filter(None, [env.get("PYTHONPATH")])])
     argv = [data, str(args.limit), str(args.batch_size), args.redis]
     argv.append("sequential" if args.no_overlap else "overlap")
     if args.breakdown:
         argv.append("breakdown")
-    out = subprocess.run(
-        [sys.executable, "-c", _RUN, *argv], env=env, capture_output=True, text=True, check=True
-    )
-    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+    return run_json(_RUN, argv, src)
 
 
 def main() -> None:

@@ -25,11 +25,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
+
+from subrun import run_json
 
 _RUN = """
 import json, os, resource, sys, tempfile
@@ -52,17 +51,7 @@ print(json.dumps({"events": summary["events"], "events_per_s": summary["events_p
 
 
 def run_one(size: int, limit: int, src: str | None) -> dict[str, Any]:
-    env = dict(os.environ)
-    if src is not None:
-        env["PYTHONPATH"] = os.pathsep.join([src, *filter(None, [env.get("PYTHONPATH")])])
-    out = subprocess.run(
-        [sys.executable, "-c", _RUN, str(size), str(limit)],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+    return run_json(_RUN, [str(size), str(limit)], src)
 
 
 def main() -> None:

@@ -20,14 +20,10 @@ divided by their number. Prints a table of milliseconds per batch.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
-import sys
-from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from subrun import run_json
 
 _RUN = """
 import json, random, sys, time
@@ -52,15 +48,8 @@ print(json.dumps({"ms_per_batch": 1000 * (time.process_time() - began) / batches
 
 
 def run_one(order: str, size: int, args: argparse.Namespace, src: str | None) -> float:
-    env = dict(os.environ)
-    if src is not None:
-        env["PYTHONPATH"] = os.pathsep.join([src, *filter(None, [env.get("PYTHONPATH")])])
     argv = [order, str(size), str(args.new), str(args.batches)]
-    out = subprocess.run(
-        [sys.executable, "-c", _RUN, *argv], env=env, capture_output=True, text=True, check=True
-    )
-    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
-    return float(result["ms_per_batch"])
+    return float(run_json(_RUN, argv, src)["ms_per_batch"])
 
 
 def main() -> None:

@@ -43,9 +43,8 @@ class StringCodes:
     def __init__(self) -> None:
         self.code: dict[str, int] = {}
         self.names: list[str] = []
-        self._labels = np.zeros(64, np.int64)  # the labels of the first _ranked codes, then room
-        self._ranked = 0
-        self._sorted: SortedList = SortedList()  # the ranked codes' strings
+        self._sorted: SortedList = SortedList()  # the strings of the codes ranked so far
+        self._labels = np.zeros(64, np.int64)  # the labels of those codes (the first), then room
         #: how many times every string was labelled afresh (a gap ran out)
         self.relabelled = 0
 
@@ -77,7 +76,7 @@ class StringCodes:
         >>> [codes.names[c] for c in codes.rank().argsort()]
         ['a', 'c', 'd', 'm', 'x']
         """
-        have, n = self._ranked, len(self.names)
+        have, n = len(self._sorted), len(self.names)
         if have == n:
             return self._labels[:n]
         if self._labels.shape[0] < n:
@@ -115,7 +114,6 @@ class StringCodes:
         done.update(new)
         if not room:
             self._relabel()
-        self._ranked = n
         return labels[:n]
 
     def _relabel(self) -> None:

@@ -238,5 +238,4 @@ class ResidentUsers:
             a = np.zeros(shape, new.dtype)
             a[tuple(slice(0, k) for k in had.shape)] = had
             arrays.append(a)
-        if old is None or any(a is not b for a, b in zip(arrays, old, strict=True)):
-            self.rows = Users(*arrays)
+        self.rows = Users(*arrays)
