@@ -69,7 +69,10 @@ from typing import Any
 
 import redis
 
+from liveprofile.kafka.partition import partition_scope, source_name
 from liveprofile.redis.fence import FencedRedisStore
+from liveprofile.store.layout import CHECKPOINT, decode_checkpoint
+from liveprofile.store.scoped import ScopedStore
 
 log = logging.getLogger("liveprofile")
 
@@ -99,6 +102,50 @@ def started(store: FencedRedisStore, scope: str) -> float:
         log.debug("batch of %s not read: %s", scope, exc)
         return -math.inf
     return -math.inf if value is None else float(value)
+
+
+def counted(committed: float, began: float, staleness: float | None) -> float:
+    """Another partition's watermark for the alignment: its ``committed`` one, moved on to the
+    event time its batch in flight reaches (``began``) by at most ``staleness``
+    (``run.model_staleness``; None: all of the batch in flight).
+
+    >>> counted(100.0, 500.0, 60.0), counted(100.0, 500.0, None), counted(100.0, -math.inf, 60.0)
+    (160.0, 500.0, 100.0)
+    """
+    if staleness is None:
+        return max(committed, began)
+    return max(committed, min(began, committed + staleness))
+
+
+def progress_reads(
+    store: FencedRedisStore, topic: str, partitions: list[int]
+) -> dict[str, list[str]]:
+    """What :func:`progress` reads for ``partitions``, in one ``read_many``: each partition's
+    checkpoint and its announced batch in flight."""
+    scopes = [ScopedStore(store, partition_scope(topic, p)) for p in partitions]
+    return {
+        "meta": [s.meta_name(CHECKPOINT) for s in scopes],
+        STARTED_NAMESPACE: [s.scope for s in scopes],
+    }
+
+
+def progress(
+    found: Mapping[str, list[bytes | None]],
+    topic: str,
+    partitions: list[int],
+    staleness: float | None,
+) -> dict[int, tuple[float, int]]:
+    """Each of ``partitions``' (watermark counted for the alignment, next offset in the store;
+    -1: none yet) from the rows :func:`progress_reads` asked for."""
+    out = {}
+    for p, blob, began in zip(partitions, found["meta"], found[STARTED_NAMESPACE], strict=True):
+        ckpt = decode_checkpoint(blob)
+        flight = -math.inf if began is None else float(began)
+        out[p] = (
+            counted(ckpt.watermark, flight, staleness),
+            ckpt.offsets.get(source_name(topic, p), -1),
+        )
+    return out
 
 
 def behind_first(partitions: Iterable[int], own: Mapping[int, tuple[float, int]]) -> list[int]:

@@ -8,7 +8,7 @@ fenced, with its dead letters and next offset (key :func:`source_name` in the ch
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from operator import lt
 from typing import Any, cast
@@ -60,6 +60,15 @@ class OwnedPartition:
     view: ScopedStore
     state: PipelineState
     core: Core
+
+
+def positions(topic: str, owned: Mapping[int, OwnedPartition]) -> dict[int, tuple[float, int]]:
+    """Each of the ``owned`` partitions' (watermark, next offset in the store; -1: none yet),
+    as :class:`~liveprofile.kafka.align.SkewGate` reads its own partitions."""
+    return {
+        p: (o.state.watermark, o.state.checkpoint.offsets.get(source_name(topic, p), -1))
+        for p, o in owned.items()
+    }
 
 
 def load_partition(

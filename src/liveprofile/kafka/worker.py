@@ -56,7 +56,6 @@ sends them again on replay, under the same key).
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable
@@ -67,14 +66,28 @@ from liveprofile.config import PipelineConfig
 from liveprofile.engine.gc_tuning import fewer_collections
 from liveprofile.engine.local import RunStats
 from liveprofile.events.schema import EventParser
-from liveprofile.kafka.align import STARTED_NAMESPACE, SkewGate, announce, behind_first, started
+from liveprofile.kafka.align import (
+    SkewGate,
+    announce,
+    behind_first,
+    counted,
+    progress,
+    progress_reads,
+    started,
+)
 from liveprofile.kafka.ownership import Ownership
-from liveprofile.kafka.partition import OwnedPartition, apply_records, partition_scope, source_name
+from liveprofile.kafka.partition import (
+    OwnedPartition,
+    apply_records,
+    partition_scope,
+    positions,
+    source_name,
+)
 from liveprofile.kafka.producer import dead_letter_topic, producer_config
 from liveprofile.kafka.rounds import LEAD_PARTITION
 from liveprofile.kafka.trace import BatchTrace, trace_path
 from liveprofile.redis.fence import CommitFailed, FencedOut, FencedRedisStore
-from liveprofile.store.layout import CHECKPOINT, check_config, decode_checkpoint, read_checkpoint
+from liveprofile.store.layout import check_config, read_checkpoint
 from liveprofile.store.scoped import ScopedStore
 
 log = logging.getLogger("liveprofile")
@@ -159,16 +172,8 @@ class KafkaWorker(Ownership):
         except CommitFailed as exc:  # one sent in the background, met here
             self._failed(exc)
             ckpt = read_checkpoint(scope)
-        watermark = self._counted(ckpt.watermark, started(self.store, scope.scope))
+        watermark = counted(ckpt.watermark, started(self.store, scope.scope), self.staleness)
         return watermark, ckpt.offsets.get(source_name(self.topic, partition), -1)
-
-    def _counted(self, committed: float, began: float) -> float:
-        """Another partition's watermark for the alignment: its committed one, moved on to the
-        event time its batch in flight reaches (``began``) by at most ``run.model_staleness``
-        (see :mod:`liveprofile.kafka.align`)."""
-        if self.staleness is None:
-            return max(committed, began)
-        return max(committed, min(began, committed + self.staleness))
 
     def _committed_many(self, partitions: list[int]) -> dict[int, tuple[float, int]]:
         """:meth:`_committed` of several partitions, in one round trip to a store that reads
@@ -176,22 +181,13 @@ class KafkaWorker(Ownership):
         read_many = getattr(self.store, "read_many", None)
         if read_many is None or not partitions:
             return {p: self._committed(p) for p in partitions}
-        scopes = [ScopedStore(self.store, partition_scope(self.topic, p)) for p in partitions]
-        reads = {
-            "meta": [s.meta_name(CHECKPOINT) for s in scopes],
-            STARTED_NAMESPACE: [s.scope for s in scopes],
-        }
+        reads = progress_reads(self.store, self.topic, partitions)
         try:
             found = self.patient.retried(lambda: read_many(reads))
         except CommitFailed as exc:  # one sent in the background, met here
             self._failed(exc)
             found = self.patient.retried(lambda: read_many(reads))
-        out = {}
-        for p, blob, began in zip(partitions, found["meta"], found[STARTED_NAMESPACE], strict=True):
-            ckpt = decode_checkpoint(blob)
-            watermark = self._counted(ckpt.watermark, -math.inf if began is None else float(began))
-            out[p] = (watermark, ckpt.offsets.get(source_name(self.topic, p), -1))
-        return out
+        return progress(found, self.topic, partitions, self.staleness)
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -317,11 +313,7 @@ class KafkaWorker(Ownership):
 
     def _positions(self) -> dict[int, tuple[float, int]]:
         """Each owned partition's (watermark, next offset in the store; -1: none yet)."""
-        name = source_name
-        return {
-            p: (o.state.watermark, o.state.checkpoint.offsets.get(name(self.topic, p), -1))
-            for p, o in self.owned.items()
-        }
+        return positions(self.topic, self.owned)
 
     def _apply(self, owned: OwnedPartition, messages: list[Any], stats: RunStats) -> None:
         records = ((msg.offset(), msg.value()) for msg in messages)
