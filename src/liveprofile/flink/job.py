@@ -28,6 +28,11 @@ Design:
   truth about what was applied: a subtask (re)loads a partition's state from the store on its
   first batch and skips every record below the stored offset. A new job starts reading at the
   store's offsets. Kafka's committed offsets (on checkpoints) serve monitoring only.
+* **Event-time alignment.** With a shared model, Flink's watermark alignment paces the source,
+  and the Python side applies the Kafka workers' gate (:class:`~liveprofile.kafka.align.
+  SkewGate`) to whole windows: a partition too far ahead waits in this process's memory, a
+  timer looks again every :data:`RELEASE_MS`, and records a restore lost with held windows are
+  read again from Kafka (see :meth:`ApplyBatches.apply`).
 * **Ranker rounds.** With ``ranker.every``, the subtask that owns partition 0 runs the learned
   ranker's rounds over that partition's committed batches, as a Kafka worker does
   (:mod:`liveprofile.kafka.rounds`).
@@ -43,6 +48,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
@@ -101,10 +107,14 @@ class ApplyBatches:
         self.producer: Any = None
         self.rounds: Any = None
         self.trace: Any = None
+        #: with a shared model, holds back partitions too far ahead in event time (see
+        #: :meth:`apply`); None: no alignment
+        self.gate: Any = None
+        self.ends: Any = None
 
     def open(self) -> None:
         _let_numba_import()
-        from confluent_kafka import Producer
+        from confluent_kafka import Consumer, Producer
 
         from liveprofile.config import PipelineConfig
         from liveprofile.engine.local import RunStats
@@ -122,6 +132,21 @@ class ApplyBatches:
         self.stats = RunStats()
         #: the ranker rounds (``ranker.every``), run by the subtask that owns partition 0
         self.rounds = LeadRounds(self.store, self.config)
+        run = self.config.run
+        if run.partition_skew_s is not None and run.shared_model:
+            from liveprofile.kafka.align import SkewGate
+
+            consumer = Consumer(
+                {"bootstrap.servers": s.bootstrap, "group.id": s.group, "logger": log}
+            )
+            self.ends = TopicEnds(consumer)
+            self.gate = SkewGate(
+                lambda p: self._committed_many([p])[p],
+                s.topic,
+                run.partition_skew_s,
+                committed_many=self._committed_many,
+                max_held=sys.maxsize,  # Flink's source cannot be paused from here
+            )
         if s.trace:
             from liveprofile.kafka.trace import BatchTrace
 
@@ -129,28 +154,112 @@ class ApplyBatches:
 
     def apply(self, partition: int, rows: Sequence[tuple[int, bytes | None]]) -> int:
         """Apply one window's ``(offset, value)`` records of ``partition``, in offset order
-        (:func:`window_records`); returns the events applied."""
-        from liveprofile.kafka.partition import apply_records, load_partition
+        (:func:`window_records`), or hold them while the partition is too far ahead in event
+        time, and apply the held windows back within the bound; returns the events applied.
+
+        Flink's watermark alignment knows a partition's event time only from records it has
+        read, so a partition whose first records have not arrived yet (a job starting on
+        backlogs) does not hold the others back there, and a whole window of a fast replay
+        spans far more event time than the bound. Here the bound is the Kafka workers'
+        (:class:`~liveprofile.kafka.align.SkewGate`): every partition with records left counts
+        with its watermark in the store (and its batch in flight, up to
+        ``run.model_staleness``), one not started yet as the earliest. Held windows live in
+        this process's memory only; those a restore loses are read again from Kafka when the
+        partition's next window comes (:meth:`_filled`)."""
+        before = self.stats.events
+        gate = self.gate
+        if gate is None:
+            self._apply(partition, rows)
+            return self.stats.events - before
+        owned = self._owned(partition)
+        if (
+            partition in gate.held
+            or owned.state.watermark > gate.floor(self.ends, self._positions()) + gate.skew
+        ):
+            gate.hold(self.ends, partition, list(rows))
+        else:
+            self._apply(partition, rows)
+        self.release()
+        return self.stats.events - before
+
+    def release(self) -> int:
+        """Apply the held windows back within the bound (the partitions furthest behind
+        first), until none is; returns the events applied."""
+        before = self.stats.events
+        gate = self.gate
+        while gate is not None and gate.held:
+            ready = gate.ready(self.ends, self._positions())
+            if not ready:
+                break
+            for partition, rows in ready:
+                self._apply(partition, rows)
+        return self.stats.events - before
+
+    def holding(self) -> bool:
+        """Whether some window waits (a timer is to look again)."""
+        return self.gate is not None and bool(self.gate.held)
+
+    def _positions(self) -> dict[int, tuple[float, int]]:
+        from liveprofile.kafka.partition import positions
+
+        return positions(self.settings.topic, self.owned)
+
+    def _committed_many(self, partitions: list[int]) -> dict[int, tuple[float, int]]:
+        """Other partitions' (watermark counted for the alignment, next offset in the store)."""
+        from liveprofile.kafka.align import progress, progress_reads
+
+        topic = self.settings.topic
+        found = self.store.read_many(progress_reads(self.store, topic, partitions))
+        return progress(found, topic, partitions, self.config.run.model_staleness_s)
+
+    def _owned(self, partition: int) -> Any:
+        """The partition's state, loaded from the store on first use."""
+        from liveprofile.kafka.partition import load_partition
+
+        owned = self.owned.get(partition)
+        if owned is None:
+            owned, _ = load_partition(
+                self.store, self.config, self.settings.topic, partition, self.models
+            )
+            self.owned[partition] = owned
+        return owned
+
+    def _filled(
+        self, partition: int, owned: Any, rows: Sequence[tuple[int, bytes | None]]
+    ) -> Sequence[tuple[int, bytes | None]]:
+        """``rows`` preceded by the records between the store's offset and their first, read
+        from Kafka: windows held when a restore rewound the source past them."""
+        from liveprofile.kafka.partition import source_name
+
+        topic = self.settings.topic
+        stored = max(owned.state.checkpoint.offsets.get(source_name(topic, partition), -1), 0)
+        if not rows or rows[0][0] <= stored:
+            return rows
+        missing = read_range(self.settings.bootstrap, topic, partition, stored, rows[0][0])
+        log.info("partition %d: %d records read again from Kafka", partition, len(missing))
+        return [*missing, *rows]
+
+    def _apply(self, partition: int, rows: Sequence[tuple[int, bytes | None]]) -> None:
+        """Apply ``rows`` of ``partition`` now and commit them."""
+        from liveprofile.kafka.align import announce
+        from liveprofile.kafka.partition import apply_records
         from liveprofile.redis.fence import FencedOut
 
-        before = self.stats.events
         began, cpu = time.perf_counter(), time.process_time()
         for attempt in range(2):
-            owned = self.owned.get(partition)
-            if owned is None:
-                owned, _ = load_partition(
-                    self.store, self.config, self.settings.topic, partition, self.models
-                )
-                self.owned[partition] = owned
+            owned = self._owned(partition)
+            start = None if self.gate is None else partial(announce, self.store, owned.view.scope)
+            filled = self._filled(partition, owned, rows)
             try:
                 batch = apply_records(
                     self.store,
                     self.settings.topic,
                     owned,
-                    rows,
+                    filled,
                     self.stats,
                     self.parser,
                     self._send_dead,
+                    start,
                 )
                 if batch is not None:
                     scope, seq = owned.view.scope, owned.state.checkpoint.seq
@@ -161,13 +270,13 @@ class ApplyBatches:
                         ended = time.perf_counter()
                         self.trace.applied(
                             partition,
-                            len(rows),
+                            len(filled),
                             began,
                             ended,
                             spent,
                             None,
                             watermark=wm,
-                            end=rows[-1][0] + 1,
+                            end=filled[-1][0] + 1,
                         )
                 break
             except FencedOut:
@@ -180,7 +289,6 @@ class ApplyBatches:
             except BaseException:
                 self.owned.pop(partition, None)
                 raise
-        return self.stats.events - before
 
     def _send_dead(self, rows: dict[str, bytes | None]) -> None:
         from liveprofile.kafka.producer import dead_letter_topic
@@ -197,7 +305,81 @@ class ApplyBatches:
             self.producer.flush(30)
         if self.store is not None:
             self.store.close()
+        if self.ends is not None:
+            self.ends.close()
+            self.ends = None
         self.owned.clear()
+
+
+class TopicEnds:
+    """The topic's end offsets for :class:`~liveprofile.kafka.align.SkewGate`, read from the
+    broker at most every ``interval`` seconds per partition (a job has no consumer of its own
+    to cache them: Flink's source reads the topic). Pausing is Flink's, not done here."""
+
+    def __init__(
+        self, consumer: Any, interval: float = 1.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.consumer = consumer
+        self.interval = interval
+        self._clock = clock
+        self._ends: dict[int, tuple[float, tuple[int, int]]] = {}
+
+    def get_watermark_offsets(
+        self, tp: Any, timeout: float = 10.0, cached: bool = False
+    ) -> tuple[int, int]:
+        now = self._clock()
+        got = self._ends.get(tp.partition)
+        if got is None or now - got[0] >= self.interval:
+            got = self._ends[tp.partition] = (now, self.consumer.get_watermark_offsets(tp, timeout))
+        return got[1]
+
+    def list_topics(self, topic: str, timeout: float = 10.0) -> Any:
+        return self.consumer.list_topics(topic, timeout=timeout)
+
+    def pause(self, partitions: list[Any]) -> None:
+        pass
+
+    def resume(self, partitions: list[Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def read_range(
+    bootstrap: str, topic: str, partition: int, start: int, end: int, timeout_s: float = 60.0
+) -> list[tuple[int, bytes]]:
+    """The ``(offset, value)`` records of ``partition`` from offset ``start`` (the earliest
+    kept, when that is later) to ``end`` (excluded), read from Kafka."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"{topic}-reread",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "logger": log,
+        }
+    )
+    out: list[tuple[int, bytes]] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        consumer.assign([TopicPartition(topic, partition, start)])
+        while True:
+            for msg in consumer.consume(1000, 0.2):
+                offset = msg.offset()
+                if msg.error() is None and offset is not None and offset < end:
+                    out.append((offset, msg.value() or b""))
+            if consumer.position([TopicPartition(topic, partition)])[0].offset >= end:
+                return out
+            if time.monotonic() > deadline:
+                raise FlinkError(
+                    f"partition {partition} of {topic!r}: offsets {start} to {end} not read "
+                    f"within {timeout_s:g} s"
+                )
+    finally:
+        consumer.close()
 
 
 def _let_numba_import() -> None:
@@ -278,6 +460,9 @@ def alignment_options(settings: FlinkSettings) -> str:
     )
 
 
+#: how often (ms) a subtask holding windows looks again whether they are back within the bound
+RELEASE_MS = 50
+
 #: how often Flink's sources exchange their watermarks for alignment
 ALIGNMENT_UPDATE_MS = 200
 
@@ -347,7 +532,7 @@ def build(settings: FlinkSettings) -> Any:
     from pyflink.common import Configuration, Types
     from pyflink.datastream import StreamExecutionEnvironment
     from pyflink.datastream.connectors.base import Sink
-    from pyflink.datastream.functions import FlatMapFunction, RuntimeContext
+    from pyflink.datastream.functions import KeyedProcessFunction, RuntimeContext
     from pyflink.java_gateway import get_gateway
     from pyflink.table import StreamTableEnvironment
 
@@ -367,13 +552,26 @@ def build(settings: FlinkSettings) -> Any:
     t_env.execute_sql(source_ddl(s, start_offsets(s)))
     batches = t_env.sql_query(BATCHES_SQL.format(seconds=f"{s.batch_ms / 1000:.3f}"))
 
-    class _Apply(FlatMapFunction):  # type: ignore[misc]
+    class _Apply(KeyedProcessFunction):  # type: ignore[misc]
         def open(self, runtime_context: RuntimeContext) -> None:
             self.inner = ApplyBatches(s)
             self.inner.open()
 
-        def flat_map(self, value: Any) -> Iterator[int]:
+        def process_element(self, value: Any, ctx: Any) -> Iterator[int]:
             yield self.inner.apply(int(value[0]), window_records(value[1], value[2]))
+            self._later(ctx)
+
+        def on_timer(self, timestamp: int, ctx: Any) -> Iterator[int]:
+            yield self.inner.release()
+            self._later(ctx)
+
+        def _later(self, ctx: Any) -> None:
+            """While a window is held, look again at the next multiple of
+            :data:`RELEASE_MS` (one timer per key and moment, however many windows came)."""
+            if self.inner.holding():
+                timers = ctx.timer_service()
+                now = timers.current_processing_time()
+                timers.register_processing_time_timer((now // RELEASE_MS + 1) * RELEASE_MS)
 
         def close(self) -> None:
             self.inner.close()
@@ -382,7 +580,7 @@ def build(settings: FlinkSettings) -> Any:
     (
         t_env.to_data_stream(batches)
         .key_by(lambda row: int(row[0]), key_type=Types.INT())
-        .flat_map(_Apply(), output_type=Types.INT())
+        .process(_Apply(), output_type=Types.INT())
         .name("apply micro-batches to the store")
         .sink_to(Sink(discard))
     )
