@@ -17,10 +17,10 @@ quick-start config (the ``repurchase`` task, FTRL) and batches of ``--batch-size
   false``, the behaviour before shared models);
 * ``flink-one`` and ``flink-two``: the Flink job (``liveprofile flink run --until-caught-up``,
   a local mini-cluster, micro-batches of ``--flink-batch-ms``) at parallelism 1 and 2, one
-  shared model per task; the job aligns its partitions with Flink's watermark alignment and,
-  in its Python side, with the Kafka workers' gate (``--partition-skew``, ``--model-staleness``;
-  before 2026-12-03 Flink's alignment only). Needs the ``flink`` extra and
-  ``liveprofile flink fetch``; not run by default.
+  shared model per task; the job aligns its partitions with Flink's watermark alignment
+  (``--partition-skew``) and, at parallelism 1, in its Python side with the Kafka workers' gate
+  too (``--model-staleness`` applies there; before 2026-12-03 Flink's alignment only). Needs
+  the ``flink`` extra and ``liveprofile flink fetch``; not run by default.
 
 Workers are processes of their own (``KafkaWorker`` in ``python -c``, so two workers can use
 two cores), started with ``PYTHONPATH`` set to this tree's ``src``; with ``--baseline-src PATH``

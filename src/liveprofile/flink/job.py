@@ -29,10 +29,10 @@ Design:
   first batch and skips every record below the stored offset. A new job starts reading at the
   store's offsets. Kafka's committed offsets (on checkpoints) serve monitoring only.
 * **Event-time alignment.** With a shared model, Flink's watermark alignment paces the source,
-  and the Python side applies the Kafka workers' gate (:class:`~liveprofile.kafka.align.
-  SkewGate`) to whole windows: a partition too far ahead waits in this process's memory, a
-  timer looks again every :data:`RELEASE_MS`, and records a restore lost with held windows are
-  read again from Kafka (see :meth:`ApplyBatches.apply`).
+  and at parallelism 1 the Python side applies the Kafka workers' gate too (:class:`~liveprofile.
+  kafka.align.SkewGate`) to whole windows: a partition too far ahead waits in this process's
+  memory, a timer looks again every :data:`RELEASE_MS`, and records a restore lost with held
+  windows are read again from Kafka (see :meth:`ApplyBatches.apply`).
 * **Ranker rounds.** With ``ranker.every``, the subtask that owns partition 0 runs the learned
   ranker's rounds over that partition's committed batches, as a Kafka worker does
   (:mod:`liveprofile.kafka.rounds`).
@@ -133,7 +133,10 @@ class ApplyBatches:
         #: the ranker rounds (``ranker.every``), run by the subtask that owns partition 0
         self.rounds = LeadRounds(self.store, self.config)
         run = self.config.run
-        if run.partition_skew_s is not None and run.shared_model:
+        # at parallelism 2 the gate made the subtasks wait for each other's commits window by
+        # window (a window of a replay spans days, far more than the bound): 4,083 events/s
+        # against 27,720 with Flink's alignment alone (benchmarks/scaleout.py, flink-two)
+        if run.partition_skew_s is not None and run.shared_model and s.parallelism == 1:
             from liveprofile.kafka.align import SkewGate
 
             consumer = Consumer(
