@@ -58,17 +58,18 @@ def test_a_partition_ahead_waits_for_one_not_started_and_then_for_its_commits(
     job.open()
     store = FencedRedisStore(server.url, prefix=topic)
     try:
-        # a partition's first window goes (it has no event time yet), as a Kafka worker's
-        # first batch does; then partition 1, with records left and none applied, holds it
-        assert job.apply(0, ahead[0]) == 100
-        assert job.apply(0, ahead[1]) == 0 and job.holding()
-        assert job.apply(0, ahead[2]) == 0  # behind the held one, whatever its time
-        assert _offset(store, topic, 0) == 100
-        # partition 1 applied but still hours behind: partition 0 still waits
+        # partition 1 has records left and has delivered none: it may start earlier, so
+        # partition 0 waits, first window included
+        assert job.apply(0, ahead[0]) == 0 and job.holding()
+        assert job.apply(0, ahead[1]) == 0 and job.release() == 0
+        assert _offset(store, topic, 0) == -1
+        # partition 1's first window starts earliest: it goes; partition 0, hours ahead of
+        # it, still waits
         assert job.apply(1, behind[0]) == 150
-        assert job.release() == 0 and job.holding() and _offset(store, topic, 0) == 100
+        assert job.release() == 0 and job.holding() and _offset(store, topic, 0) == -1
+        assert job.apply(0, ahead[2]) == 0  # behind the held ones, whatever its time
         # partition 1 done: nothing left to wait for, the held windows go, in order
-        assert job.apply(1, behind[1]) == 150 + 200
+        assert job.apply(1, behind[1]) == 150 + 300
         assert not job.holding()
         assert (_offset(store, topic, 0), _offset(store, topic, 1)) == (300, 300)
         for p, n in ((0, 300), (1, 300)):

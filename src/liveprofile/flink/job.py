@@ -43,6 +43,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -175,10 +176,12 @@ class ApplyBatches:
             self._apply(partition, rows)
             return self.stats.events - before
         owned = self._owned(partition)
-        if (
-            partition in gate.held
-            or owned.state.watermark > gate.floor(self.ends, self._positions()) + gate.skew
-        ):
+        at = owned.state.watermark
+        if at == -math.inf:  # not started: placed by its first event
+            at = self._first_ts(rows)
+        now = self._positions()
+        now[partition] = (at, now[partition][1])
+        if partition in gate.held or at > gate.floor(self.ends, now) + gate.skew:
             gate.hold(self.ends, partition, list(rows))
         else:
             self._apply(partition, rows)
@@ -203,9 +206,28 @@ class ApplyBatches:
         return self.gate is not None and bool(self.gate.held)
 
     def _positions(self) -> dict[int, tuple[float, int]]:
+        """The partitions' (watermark, next offset in the store) for the gate; one with nothing
+        applied yet and a window held is placed by that window's first event, so the partition
+        whose events start first starts first (one that has delivered nothing yet, and has
+        records left, holds every other back until its first window comes)."""
         from liveprofile.kafka.partition import positions
 
-        return positions(self.settings.topic, self.owned)
+        out = positions(self.settings.topic, self.owned)
+        held = self.gate.held if self.gate is not None else {}
+        for p, windows in held.items():
+            if p in out and out[p][0] == -math.inf:
+                out[p] = (self._first_ts(windows[0]), out[p][1])
+        return out
+
+    def _first_ts(self, rows: Sequence[tuple[int, bytes | None]]) -> float:
+        """The event time of the first of ``rows`` (-inf when it is not a valid event: the
+        window is then taken as it comes)."""
+        from liveprofile.errors import InvalidEvent
+
+        try:
+            return float(self.parser.parse_json(rows[0][1] or b"").ts) if rows else -math.inf
+        except InvalidEvent:
+            return -math.inf
 
     def _committed_many(self, partitions: list[int]) -> dict[int, tuple[float, int]]:
         """Other partitions' (watermark counted for the alignment, next offset in the store)."""
