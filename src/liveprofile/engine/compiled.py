@@ -30,7 +30,7 @@ from liveprofile.engine.links import Stops, next_stop
 from liveprofile.engine.packing import encode_items
 from liveprofile.engine.pool import PendingPool
 from liveprofile.engine.profilerows import KernelBytes
-from liveprofile.engine.records import Items, Ops, Outputs
+from liveprofile.engine.records import Events, Items, Ops, Outputs, Users
 from liveprofile.engine.resident import ResidentUsers
 from liveprofile.engine.riskcounts import RiskCounts
 from liveprofile.engine.rowio import hold_items, load_users, store_users
@@ -38,18 +38,22 @@ from liveprofile.engine.rowops import heap_due
 from liveprofile.engine.state import PipelineState
 from liveprofile.engine.step import Step
 from liveprofile.engine.velocity import count_velocity
-from liveprofile.engine.visitors import as_users, known_events
+from liveprofile.engine.visitors import BatchIds, as_users, known_events
 from liveprofile.events.columns import EventColumns
 from liveprofile.events.schema import Event
 from liveprofile.learn.base import ArrayOps, run_ops
 from liveprofile.learn.delayed import FNC, MODES, fnc_correct_many
 from liveprofile.learn.examples import ExampleLog
 from liveprofile.learn.regression import run_regression_ops
-from liveprofile.learn.tasks import PendingLog
+from liveprofile.learn.tasks import PendingColumns, PendingLog
 from liveprofile.profile.population import Standing, standing
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
+
+
+#: a boolean per event
+Bools = npt.NDArray[np.bool_]
 
 
 class CompiledStep:
@@ -157,19 +161,8 @@ class CompiledStep:
         out.duplicates = len(cols) - int(ok.sum())
         marks = None if ids is None else ids.stop_marks(ok)
         ttl = self.base.ttl
-        # visitors' anonymous ids: a link made or removed in the batch may move their events
-        visitor_ids: list[str] = []
         is_command = None if marks is None or ids is None else ids.command
-        if ids is not None and (marks is not None or ttl is not None):
-            visitor_ids = ids.visitors()
-            if state.aliases:
-                get, users = state.aliases.get, cols.user
-                if is_command is not None:
-                    # a merge into a user merged into another goes to the latter
-                    visitor_ids += [get(users[k], users[k]) for k in np.flatnonzero(is_command)]
-                if ttl is not None or (is_command is not None and is_command.any()):
-                    # an erasure, expiry or merge may unlink or re-point visitors known already
-                    visitor_ids += [u for u in ids.user if u in state.aliases]
+        visitor_ids = _visitor_ids(state, ids, cols, is_command, marks is not None, ttl)
         kernel_ok = ok
         if is_command is not None:  # commands are the lifecycle's work only
             kernel_ok = ok & ~is_command
@@ -187,18 +180,8 @@ class CompiledStep:
         self._grow_items()
         U = load_users(self.tables, state.profiles, batch_users, self.resident)
         self._hold(state, batch_items)
-        before: dict[str, Standing | None] = {}
-        visitors: dict[str, bool] = {}  # the users who may be anonymous visitors afterwards
+        before, visitors = _standings(state, cols, ok, kernel_ok, visitor_ids)
         applied = np.flatnonzero(kernel_ok).tolist()
-        for u in dict.fromkeys([*compress(cols.user, kernel_ok.tolist()), *visitor_ids]):
-            p = peek(state.profiles, u)
-            before[u] = None if p is None else standing(p)
-            if p is None or p.anonymous:
-                visitors[u] = True
-        for k in np.flatnonzero(ok & ~kernel_ok).tolist():  # a merge's user may get a profile
-            if (u := cols.user[k]) not in before:
-                p = peek(state.profiles, u)
-                before[u] = None if p is None else standing(p)
         moved = marks is not None and self.tables.regression.any()  # a regression task's room
         linked = linked_users(events, state.aliases) if moved else ()
         ops, outputs = buffers(
@@ -212,15 +195,9 @@ class CompiledStep:
         links = {u: aliases[u] for u in batch_users if u in aliases} if aliases else aliases
         codes = self.tables.by_code(user_row, item_row, links)
         tasks = self.tables.tasks()
-        n, inf = len(ok), float("inf")
+        inf = float("inf")
         if marks is None and ttl is not None:
-            exists = U.pi[:, L.P_EXISTS].astype(np.bool_)
-            last = U.pf[:, L.P_LAST].copy()
-            nothing = np.zeros(n, np.bool_)
-            wm = ckpt.watermark
-            # a user idle past the TTL comes back: expired first
-            if next_stop(0, -1, nothing, ok, ok, ev.urow, ev.ts, wm, exists, last, ttl) < n:
-                marks = nothing
+            marks = _expiry_marks(ok, ev, U, ckpt.watermark, ttl)
         names = cols.user
         stops = None
         if marks is not None:
@@ -271,15 +248,7 @@ class CompiledStep:
         if stops is not None:
             stops.held.finish()
         out.item_rows = self._item_rows()
-        for t, name in enumerate(self.names):
-            if self.tables.delayed[t]:
-                made = outputs.created[t, : outputs.n_created[t]]
-                n_conv = outputs.n_converted[t]
-                converted = outputs.converted[t, :n_conv]
-                values = outputs.conv_value[t, :n_conv] if self.tables.regression[t] else None
-                out.pending[name] = self.pool.columns(t, made, converted, values)
-            else:
-                out.pending[name] = PendingLog([], [])
+        out.pending.update(self._pending_logs(outputs))
         self.pool.give_back(outputs.freed[: outputs.res[3]])
         watermark = float(self.params.fp[L.FP_WATERMARK])
         swept = self.base.sweep_due(ckpt.watermark, watermark)
@@ -294,6 +263,20 @@ class CompiledStep:
             out.profile_rows = kept.rows(state.profiles, out.users)
             kept.clear()
         return out
+
+    def _pending_logs(self, outputs: Outputs) -> dict[str, PendingLog | PendingColumns]:
+        """Each task's pending examples opened and converted by the kernel in this batch."""
+        logs: dict[str, PendingLog | PendingColumns] = {}
+        for t, name in enumerate(self.names):
+            if self.tables.delayed[t]:
+                made = outputs.created[t, : outputs.n_created[t]]
+                n_conv = outputs.n_converted[t]
+                converted = outputs.converted[t, :n_conv]
+                values = outputs.conv_value[t, :n_conv] if self.tables.regression[t] else None
+                logs[name] = self.pool.columns(t, made, converted, values)
+            else:
+                logs[name] = PendingLog([], [])
+        return logs
 
     def _hold(self, state: PipelineState, items: list[str]) -> None:
         """Bring the statistics of ``items`` not held yet into the item arrays."""
@@ -465,3 +448,63 @@ def _cut_scores(
             stays[: len(before)] = ~moved
             members[row] = mine[stays]
             members[into] = np.sort(np.concatenate([members.get(into, empty), before[moved]]))
+
+
+def _visitor_ids(
+    state: PipelineState,
+    ids: BatchIds | None,
+    cols: EventColumns,
+    is_command: Bools | None,
+    stops: bool,
+    ttl: float | None,
+) -> list[str]:
+    """Visitors' anonymous ids the batch may move: a link made or removed in it may move their
+    events (``ids``: the batch's ids, None for plain columns; ``stops``: the batch has events
+    the lifecycle handles)."""
+    if ids is None or not (stops or ttl is not None):
+        return []
+    visitor_ids: list[str] = ids.visitors()
+    if state.aliases:
+        get, users = state.aliases.get, cols.user
+        if is_command is not None:
+            # a merge into a user merged into another goes to the latter
+            visitor_ids += [get(users[k], users[k]) for k in np.flatnonzero(is_command)]
+        if ttl is not None or (is_command is not None and is_command.any()):
+            # an erasure, expiry or merge may unlink or re-point visitors known already
+            visitor_ids += [u for u in ids.user if u in state.aliases]
+    return visitor_ids
+
+
+def _standings(
+    state: PipelineState,
+    cols: EventColumns,
+    ok: Bools,
+    kernel_ok: Bools,
+    visitor_ids: list[str],
+) -> tuple[dict[str, Standing | None], dict[str, bool]]:
+    """Each user's segment standing before the batch (None: no profile), and the users who may
+    be anonymous visitors afterwards."""
+    before: dict[str, Standing | None] = {}
+    visitors: dict[str, bool] = {}
+    for u in dict.fromkeys([*compress(cols.user, kernel_ok.tolist()), *visitor_ids]):
+        p = peek(state.profiles, u)
+        before[u] = None if p is None else standing(p)
+        if p is None or p.anonymous:
+            visitors[u] = True
+    for k in np.flatnonzero(ok & ~kernel_ok).tolist():  # a merge's user may get a profile
+        if (u := cols.user[k]) not in before:
+            p = peek(state.profiles, u)
+            before[u] = None if p is None else standing(p)
+    return before, visitors
+
+
+def _expiry_marks(ok: Bools, ev: Events, U: Users, watermark: float, ttl: float) -> Bools | None:
+    """No event marked (the lifecycle still runs, for expiry) when a user idle past the TTL
+    comes back in the batch, to be expired first; None when none does."""
+    n = len(ok)
+    exists = U.pi[:, L.P_EXISTS].astype(np.bool_)
+    last = U.pf[:, L.P_LAST].copy()
+    nothing = np.zeros(n, np.bool_)
+    if next_stop(0, -1, nothing, ok, ok, ev.urow, ev.ts, watermark, exists, last, ttl) < n:
+        return nothing
+    return None
