@@ -201,6 +201,8 @@ class SkewGate:
         self._others = math.inf
         self._checked = -math.inf
         self._partitions: list[int] = []
+        #: the partitions owned when the others were last read
+        self._owned: set[int] = set()
 
     def floor(self, consumer: Any, own: Mapping[int, tuple[float, int]]) -> float:
         """The lowest watermark of the topic's partitions with events left (``inf``: none)."""
@@ -213,7 +215,10 @@ class SkewGate:
                 if end is None or end[1] < 0 or max(done, 0) < end[1]:
                     lows.append(watermark)
             now = self._clock()
-            if now - self._checked >= self.interval:
+            # read again after ``interval``, or at once when the partitions owned changed (the
+            # last read may count one that is now owned, as it was: not started)
+            if now - self._checked >= self.interval or own.keys() != self._owned:
+                self._owned = set(own)
                 if not self._partitions:
                     meta = consumer.list_topics(self.topic, timeout=10)
                     self._partitions = sorted(meta.topics[self.topic].partitions)
