@@ -50,8 +50,6 @@ from liveprofile.profile.population import Standing, standing
 
 I64 = npt.NDArray[np.int64]
 F64 = npt.NDArray[np.float64]
-
-
 #: a boolean per event
 Bools = npt.NDArray[np.bool_]
 

@@ -175,18 +175,23 @@ class ApplyBatches:
         if gate is None:
             self._apply(partition, rows)
             return self.stats.events - before
-        owned = self._owned(partition)
-        at = owned.state.watermark
-        if at == -math.inf:  # not started: placed by its first event
-            at = self._first_ts(rows)
-        now = self._positions()
-        now[partition] = (at, now[partition][1])
-        if partition in gate.held or at > gate.floor(self.ends, now) + gate.skew:
+        if partition in gate.held or self._ahead(partition, rows):
             gate.hold(self.ends, partition, list(rows))
         else:
             self._apply(partition, rows)
         self.release()
         return self.stats.events - before
+
+    def _ahead(self, partition: int, rows: Sequence[tuple[int, bytes | None]]) -> bool:
+        """Whether ``partition``, with ``rows`` next, is more than the bound ahead of the
+        slowest partition with records left (one not started is placed by its first event)."""
+        owned = self._owned(partition)
+        at = owned.state.watermark
+        if at == -math.inf:
+            at = self._first_ts(rows)
+        now = self._positions()
+        now[partition] = (at, now[partition][1])
+        return bool(at > self.gate.floor(self.ends, now) + self.gate.skew)
 
     def release(self) -> int:
         """Apply the held windows back within the bound (the partitions furthest behind
