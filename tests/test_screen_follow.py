@@ -63,6 +63,20 @@ def test_the_verdicts_do_not_depend_on_which_events_are_followed(
     assert _verdicts(lines, first, ttl, wide=False) == _verdicts(lines, first, ttl, wide=True)
 
 
+def _without_commands(lines: list[bytes]) -> list[bytes]:
+    return [line for line in lines if b"$merge" not in line and b"$forget" not in line]
+
+
+@settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(lines=streams().map(_without_commands), first=streams().map(_without_commands))
+def test_a_batch_of_logins_and_visitors_alone_gets_the_verdicts_of_every_event_judged(
+    lines: list[bytes], first: list[bytes]
+) -> None:
+    """With no TTL and no command, the screen passes over the visitors' own events up to each
+    one's first login in the batch (``screen._changing``)."""
+    assert _verdicts(lines, first, "", wide=False) == _verdicts(lines, first, "", wide=True)
+
+
 def _line(**fields: object) -> bytes:
     return msgspec.json.encode(fields)
 

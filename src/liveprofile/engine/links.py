@@ -410,11 +410,15 @@ class Stops:
         mine = np.fromiter(map(maybe.__contains__, names), np.bool_, n)
         at = np.zeros(n, np.bool_)
         at[applied] = True
-        anons = None if self.ids is None else self.ids.anon
-        for k in np.flatnonzero(mine & at).tolist():
+        candidates = np.flatnonzero(mine & at).tolist()
+        if self.ids is None:
+            other = [k for k in candidates if events[k].anonymous_id != names[k]]
+        else:
+            anons = self.ids.anon
+            other = [k for k in candidates if anons[k] != names[k]]
+        # a visitor's own events (most) change nothing; whether another does depends on the
+        # event alone, so they are taken in any order
+        for k in other:
             user = names[k]
             if visitors[user] and k >= remade.get(user, (-1, True))[0]:
-                # a visitor's own events (most) change nothing
-                anon = events[k].anonymous_id if anons is None else anons[k]
-                if anon is None or anon != user:
-                    visitors[user] = False
+                visitors[user] = False

@@ -169,11 +169,10 @@ def _judge_fresh(
     upto = np.maximum.accumulate(quiet).tolist()  # the latest time passed at once, to each
     end = suspects[-1]
     mine = list(compress(range(end), map(follow.__contains__, users[:end])))
+    if mine and known.ttl is None and all(events[k].type != MERGE for k in suspects):
+        mine = _changing(mine, ids, suspects, known.state.aliases)
     suspect = dict.fromkeys(suspects, True)
     visits = sorted(suspect.keys() | mine) if mine else suspects
-    plain = known.ttl is None and all(events[k].type != MERGE for k in suspects)
-    aliases, links = known.state.aliases, known.links
-    anons, types = ids.anon, ids.cols.type  # read from the columns: no event made to pass over
     passed = watermark  # the latest time of the suspects passed (or the state's watermark)
     for k in visits:
         if k in suspect:
@@ -182,17 +181,31 @@ def _judge_fresh(
                 passed = max(passed, e.ts)
                 known.acted(e)
             continue
-        user = users[k]
-        if (
-            plain
-            and anons[k] == user
-            and types[k] != FORGET
-            and user not in links
-            and user not in aliases
-        ):
-            continue
         known.at = max(passed, upto[k])
         known.acted(events[k])
+
+
+def _changing(
+    mine: list[int], ids: BatchIds, suspects: list[int], aliases: dict[str, str]
+) -> list[int]:
+    """Of ``mine`` (the positions of the followed ids' events that are not suspects, in a
+    batch with no TTL and no ``$merge``), those that may change what the judgement reads: all
+    but an unlinked visitor's own events before the batch may first link it (its first login
+    as the anonymous id; a ``$forget`` links nothing, but ends the shortcut for the batch).
+    Visiting one more event than needed changes nothing (the judgement of every event visits
+    them all), so a login the screen refuses still counts as linking."""
+    users, anons, types = ids.user, ids.anon, ids.cols.type
+    if FORGET in types:
+        return mine
+    end = suspects[-1] + 1
+    opens: dict[str | None, int] = {}
+    for k in reversed(suspects):
+        opens[anons[k]] = k
+    return [
+        k
+        for k in mine
+        if anons[k] != users[k] or users[k] in aliases or k > opens.get(users[k], end)
+    ]
 
 
 def _suspects(ids: BatchIds, limit: float, bound: float) -> list[int]:
