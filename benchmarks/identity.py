@@ -13,6 +13,12 @@ profiles" column) are into a user who already has a profile, which the kernel fo
 user's row in place (``engine/foldinto.py``) within its call (``engine/loginrun.py``). Its CPU
 is compared with the same events under user ids, as the first-purchase stream's is.
 
+``--interleave`` replays the streams side by side in one process instead, batch by batch (a
+batch of one stream, then the same batch of the other), and counts each stream's CPU over its
+own batches: a machine whose speed drifts over seconds (another tenant) slows both alike, so
+the ratio is far steadier than that of whole replays run one after the other. Each round
+prints its ratio; the table shows their median and range.
+
 ``--phases`` also prints the CPU seconds of the step's phases per stream
 (:mod:`phases`): where the login stream spends what the other does not.
 
@@ -55,7 +61,8 @@ from rich.table import Table
 from liveprofile.config import LabelConfig, PipelineConfig, RunConfig, TaskConfig
 from liveprofile.datasets.logins import returning_logins, returning_share, with_logins
 from liveprofile.datasets.synthetic import SyntheticConfig, generate
-from liveprofile.engine.local import LocalRunner
+from liveprofile.engine.gc_tuning import fewer_collections
+from liveprofile.engine.local import LocalRunner, RunStats
 from liveprofile.events.sources import JsonlSource
 from liveprofile.store.sqlite import SQLiteStore
 
@@ -94,6 +101,35 @@ def replay(config: PipelineConfig, events: Path, folder: Path) -> dict[str, Any]
     }
 
 
+def side_by_side(config: PipelineConfig, paths: dict[str, Path], folder: Path) -> dict[str, float]:
+    """Replay the streams of ``paths`` batch by batch in turn, each into a fresh SQLite store;
+    return each stream's CPU seconds over its own batches (reading them included)."""
+    runners, sources, batches = {}, {}, {}
+    cpu = dict.fromkeys(paths, 0.0)
+    for name, path in paths.items():
+        slug = name.replace(" ", "_")
+        store = SQLiteStore(folder / f"{slug}.db")
+        store.setup()
+        runners[name] = LocalRunner(config, store, folder / f"{slug}-dead.jsonl")
+        sources[name] = JsonlSource(path)
+        batches[name] = sources[name].batches(0, config.run.batch_size)
+    stats = {name: RunStats() for name in paths}
+    live = list(paths)
+    with fewer_collections():
+        while live:
+            for name in list(live):
+                started = time.process_time()
+                batch = next(batches[name], None)
+                if batch is not None:
+                    runners[name].process(sources[name].name, batch, stats[name])
+                cpu[name] += time.process_time() - started
+                if batch is None:
+                    live.remove(name)
+    for runner in runners.values():
+        runner.close()
+    return cpu
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -114,6 +150,12 @@ def main() -> None:
         action="store_true",
         help="Also replay a shop of returning customers: every session logs in at its first cart "
         "or purchase, mostly into users who already have a profile.",
+    )
+    parser.add_argument(
+        "--interleave",
+        action="store_true",
+        help="Replay the streams side by side in one process, batch by batch, and compare "
+        "their CPU over their own batches (steadier on a shared machine); --repeat rounds.",
     )
     parser.add_argument("--json", type=Path, help="Also write the figures to this JSON file.")
     parser.add_argument(
@@ -138,6 +180,9 @@ def main() -> None:
             returning = list(returning_logins(generate(synthetic)))
             share["returning"] = returning_share(returning)
             paths["returning"].write_bytes(b"\n".join(encode(e) for e in returning) + b"\n")
+        if args.interleave:
+            interleaved(config, paths, folder, args)
+            return
         for k in range(args.repeat):
             for name, path in paths.items():
                 run_dir = folder / f"{name.replace(' ', '_')}-{k}"
@@ -182,6 +227,38 @@ def main() -> None:
         result["into_profiles"] = share
         result["cpu_by_round"] = {name: [round(x, 4) for x in r] for name, r in paired.items()}
         args.json.write_text(json.dumps(result | {"runs": runs}, indent=2) + "\n")
+
+
+def interleaved(
+    config: PipelineConfig, paths: dict[str, Path], folder: Path, args: argparse.Namespace
+) -> None:
+    """``--interleave``: ``args.repeat`` rounds of :func:`side_by_side`, each stream's CPU
+    against the user-id stream's of its round, printed and (``--json``) written."""
+    rounds: list[dict[str, float]] = []
+    for k in range(args.repeat):
+        run_dir = folder / f"side-{k}"
+        run_dir.mkdir()
+        cpu = side_by_side(config, paths, run_dir)
+        rounds.append(cpu)
+        Console().print(
+            f"round {k + 1}: " + ", ".join(f"{name} {s:.2f} CPU s" for name, s in cpu.items())
+        )
+    table = Table(title=f"Side by side, batch by batch, batches of {args.batch:,}")
+    for column in ("stream", "CPU s (median)", "vs user ids, by round"):
+        table.add_column(column, justify="left" if column == "stream" else "right")
+    ratios: dict[str, list[float]] = {}
+    for name in paths:
+        ratios[name] = sorted(r[name] / r["user ids"] - 1 for r in rounds)
+        table.add_row(
+            name,
+            f"{statistics.median(r[name] for r in rounds):.2f}",
+            "-" if name == "user ids" else _spread(ratios[name]),
+        )
+    Console(width=120).print(table)
+    if args.json:
+        result = {"machine": platform.platform(), "args": vars(args) | {"json": str(args.json)}}
+        result["cpu_by_round"] = {name: [round(x, 4) for x in r] for name, r in ratios.items()}
+        args.json.write_text(json.dumps(result | {"rounds": rounds}, indent=2) + "\n")
 
 
 def _spread(ratios: list[float]) -> str:
