@@ -76,10 +76,15 @@ TASKS = [
 ]
 
 
-def replay(config: PipelineConfig, events: Path, folder: Path) -> dict[str, Any]:
-    store = SQLiteStore(folder / "profiles.db")
+def _runner(config: PipelineConfig, folder: Path, name: str) -> LocalRunner:
+    """A local runner into a fresh SQLite store ``name``.db in ``folder``."""
+    store = SQLiteStore(folder / f"{name}.db")
     store.setup()
-    runner = LocalRunner(config, store, folder / "dead.jsonl")
+    return LocalRunner(config, store, folder / f"{name}-dead.jsonl")
+
+
+def replay(config: PipelineConfig, events: Path, folder: Path) -> dict[str, Any]:
+    runner = _runner(config, folder, "profiles")
     started, cpu = time.perf_counter(), time.process_time()
     stats = runner.run(JsonlSource(events))
     seconds = time.perf_counter() - started
@@ -88,7 +93,7 @@ def replay(config: PipelineConfig, events: Path, folder: Path) -> dict[str, Any]
     compiled = runner.core.compiled
     # the events at which the kernel returned to Python for the lifecycle (links, merges)
     paused = 0 if compiled is None else compiled.paused
-    profiles = sum(1 for _ in store.scan("profile"))
+    profiles = sum(1 for _ in runner.store.scan("profile"))
     runner.close()
     return {
         "events": stats.events,
@@ -107,10 +112,7 @@ def side_by_side(config: PipelineConfig, paths: dict[str, Path], folder: Path) -
     runners, sources, batches = {}, {}, {}
     cpu = dict.fromkeys(paths, 0.0)
     for name, path in paths.items():
-        slug = name.replace(" ", "_")
-        store = SQLiteStore(folder / f"{slug}.db")
-        store.setup()
-        runners[name] = LocalRunner(config, store, folder / f"{slug}-dead.jsonl")
+        runners[name] = _runner(config, folder, name.replace(" ", "_"))
         sources[name] = JsonlSource(path)
         batches[name] = sources[name].batches(0, config.run.batch_size)
     stats = {name: RunStats() for name in paths}
@@ -222,11 +224,7 @@ def main() -> None:
     Console(width=140).print(table)
     if args.phases:
         Console(width=120).print(phases.table(list(paths), args.repeat))
-    if args.json:
-        result = {"machine": platform.platform(), "args": vars(args) | {"json": str(args.json)}}
-        result["into_profiles"] = share
-        result["cpu_by_round"] = {name: [round(x, 4) for x in r] for name, r in paired.items()}
-        args.json.write_text(json.dumps(result | {"runs": runs}, indent=2) + "\n")
+    _write(args, paired, into_profiles=share, runs=runs)
 
 
 def interleaved(
@@ -255,10 +253,17 @@ def interleaved(
             "-" if name == "user ids" else _spread(ratios[name]),
         )
     Console(width=120).print(table)
-    if args.json:
-        result = {"machine": platform.platform(), "args": vars(args) | {"json": str(args.json)}}
-        result["cpu_by_round"] = {name: [round(x, 4) for x in r] for name, r in ratios.items()}
-        args.json.write_text(json.dumps(result | {"rounds": rounds}, indent=2) + "\n")
+    _write(args, ratios, rounds=rounds)
+
+
+def _write(args: argparse.Namespace, by_round: dict[str, list[float]], **figures: Any) -> None:
+    """With ``--json``, write the machine, the arguments, each stream's CPU against the user-id
+    stream's by round, and ``figures``."""
+    if not args.json:
+        return
+    result = {"machine": platform.platform(), "args": vars(args) | {"json": str(args.json)}}
+    result["cpu_by_round"] = {name: [round(x, 4) for x in r] for name, r in by_round.items()}
+    args.json.write_text(json.dumps(result | figures, indent=2) + "\n")
 
 
 def _spread(ratios: list[float]) -> str:

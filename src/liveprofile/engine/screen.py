@@ -194,9 +194,9 @@ def _changing(
     as the anonymous id; a ``$forget`` links nothing, but ends the shortcut for the batch).
     Visiting one more event than needed changes nothing (the judgement of every event visits
     them all), so a login the screen refuses still counts as linking."""
-    users, anons, types = ids.user, ids.anon, ids.cols.type
-    if FORGET in types:
+    if ids.command.any():
         return mine
+    users, anons = ids.user, ids.anon
     end = suspects[-1] + 1
     opens: dict[str | None, int] = {}
     for k in reversed(suspects):
