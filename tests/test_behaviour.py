@@ -200,8 +200,10 @@ def test_the_compiled_step_keeps_the_same_behaviour_to_the_byte(size: int) -> No
     profile = ProfileConfig(
         top_k=4, outcome_keys=3, behaviour_keys=2, behaviour_types=["rate", "view", "purchase"]
     )
-    assert_same(chunks(events[:500] if size == 1 else events, size), profile=profile)
-    store, _ = run(config(profile=profile), chunks(events, size))
+    # every batch commits whole models: one-event batches get a shorter stream
+    stream = events[:500] if size == 1 else events
+    assert_same(chunks(stream, size), profile=profile)
+    store, _ = run(config(profile=profile), chunks(stream, size))
     profiles = [decode_profile(blob) for _, blob in store.scan("profile")]
     assert all(len(p.behaviour_items) <= 2 + 2 // 4 for p in profiles)
     assert any(p.behaviour_items for p in profiles) and any(

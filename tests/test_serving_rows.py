@@ -216,7 +216,7 @@ def test_recommendations_score_the_features_of_the_steps_examples() -> None:
     core = rec.core
     profiles, items = stored(store)
     busiest = sorted(profiles, key=lambda u: (-profiles[u].n, u))[:3]
-    candidates = [*sorted(items)[:40], "unseen"]
+    candidates = [*sorted(items)[:12], "unseen"]  # each a state loaded and stepped
     checked = 0
     for user in busiest:
         for task in core.config.tasks:

@@ -1,5 +1,10 @@
 """An in-memory store for tests and for pipelines that need no persistence.
 
+Like the SQLite and Redis stores it takes a task's model as the coordinates a batch changed
+(:mod:`liveprofile.learn.tracked`): it keeps the first whole checkpoint and the deltas after
+it, and makes them whole again when the model is read, so a batch costs what it changed
+rather than a copy of the whole model.
+
 >>> store = MemoryStore()
 >>> store.setup()
 >>> store.commit({"profile": {"u1": b"x", "u2": b"y"}}, {"offset": b"2"})
@@ -11,15 +16,36 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from liveprofile.errors import StoreError
-from liveprofile.store.base import Rows, check_keyset_rows, is_keyset
+from liveprofile.store.base import Rows, check_keyset_rows, delta_fits, is_keyset
+
+if TYPE_CHECKING:
+    from liveprofile.learn.tracked import ModelUpdate
+
+
+class _Deltas:
+    """A model written as updates: the deltas after its whole checkpoint (kept in the meta
+    blobs), their size, and the update (tracker ``source``, ``number``) written last."""
+
+    __slots__ = ("deltas", "number", "size", "source")
+
+    def __init__(self, source: bytes, number: int) -> None:
+        self.source, self.number = source, number
+        self.deltas: list[bytes] = []
+        self.size = 0
 
 
 class MemoryStore:
     """Dictionaries behind the :class:`~liveprofile.store.base.Store` interface."""
 
+    #: takes a model as the coordinates a batch changed (:mod:`liveprofile.learn.tracked`)
+    writes_model_deltas = True
+
     def __init__(self) -> None:
+        self._staged: dict[str, ModelUpdate] = {}
+        self._models: dict[str, _Deltas] = {}
         self._rows: dict[str, dict[str, bytes]] = {}
         self._meta: dict[str, bytes] = {}
         #: the keys of each key-set namespace, sorted (see :meth:`keys_under`)
@@ -57,9 +83,21 @@ class MemoryStore:
         return len(self._rows.get(namespace, {}))
 
     def get_meta(self, name: str) -> bytes | None:
+        model = self._models.get(name)
+        if model is not None and model.deltas:  # made whole once, for every later read
+            from liveprofile.learn.ckptdelta import replay  # numpy: only for model updates
+
+            self._meta[name] = replay(self._meta[name], model.deltas)
+            model.deltas, model.size = [], 0
         return self._meta.get(name)
 
+    def stage_model(self, name: str, update: ModelUpdate) -> None:
+        """Write a model update as blob ``name`` in the next commit: as a delta when it
+        follows the update written last, else whole."""
+        self._staged[name] = update
+
     def commit(self, rows: Rows, meta: Mapping[str, bytes]) -> None:
+        staged, self._staged = self._staged, {}
         values = [v for changes in rows.values() for v in changes.values() if v is not None]
         bad = [v for v in (*values, *meta.values()) if not isinstance(v, bytes | bytearray)]
         if bad:
@@ -76,7 +114,28 @@ class MemoryStore:
                     if keys is not None and key not in target:
                         bisect.insort(keys, key)
                     target[key] = bytes(value)
-        self._meta.update((name, bytes(value)) for name, value in meta.items())
+        for name, value in meta.items():
+            self._meta[name] = bytes(value)
+            self._models.pop(name, None)
+        for name, update in staged.items():
+            if name not in meta:
+                self._write_model(name, update)
+
+    def _write_model(self, name: str, update: ModelUpdate) -> None:
+        model = self._models.get(name)
+        delta = update.delta
+        if (
+            model is not None
+            and delta is not None
+            and update.follows(model.source, model.number)
+            and delta_fits(model.size, len(self._meta[name]), delta)
+        ):
+            model.deltas.append(delta)
+            model.size += len(delta)
+            model.number = update.number
+            return
+        self._meta[name] = update.whole()
+        self._models[name] = _Deltas(update.source, update.number)
 
     def close(self) -> None:
         return None
