@@ -24,6 +24,7 @@ from liveprofile.redis import modeldelta
 from liveprofile.redis.fence import FencedRedisStore
 from liveprofile.redis.store import RedisStore
 from liveprofile.store.base import Store
+from liveprofile.store.memory import MemoryStore
 from liveprofile.store.scoped import ScopedStore
 from liveprofile.store.sqlite import SQLiteStore
 
@@ -89,10 +90,17 @@ def redis_stores(
         store.close()
 
 
+@pytest.fixture
+def memory_stores() -> Callable[[str], Store]:
+    return lambda name: MemoryStore()
+
+
 def _deltas(store: Store) -> int:
-    """Model deltas the store holds now."""
+    """Model deltas the store holds now (the memory store makes them whole when read)."""
     if isinstance(store, ScopedStore):
         store = store.store
+    if isinstance(store, MemoryStore):
+        return sum(len(m.deltas) for m in store._models.values())
     if isinstance(store, SQLiteStore):
         return int(store.db.execute("SELECT count(*) FROM meta_delta WHERE seq > 0").fetchone()[0])
     assert isinstance(store, RedisStore)
@@ -100,9 +108,10 @@ def _deltas(store: Store) -> int:
     return sum(max(0, int(store.client.llen(k)) - 1) for k in keys)
 
 
-def _run(kind: str, stores: Callable[[str], Store], scoped: bool = False) -> None:
+def _run(kind: str, stores: Callable[[str], Store], scoped: bool = False, every: int = 1) -> None:
     """100 batches of one learner, its changes staged on one store and its whole checkpoint
-    committed to another; both read back as the learner's checkpoint after every batch."""
+    committed to another; both read back as the learner's checkpoint after every ``every``
+    batches (a read makes the memory store's deltas whole)."""
     learner = make_learner(KINDS[kind], bits=12)
     delta, whole = stores("delta"), stores("whole")
     if scoped:
@@ -117,10 +126,12 @@ def _run(kind: str, stores: Callable[[str], Store], scoped: bool = False) -> Non
         assert stage_change(delta, trackers, NAME, learner) is None  # type: ignore[arg-type]
         delta.commit({}, {"checkpoint": b"%d" % batch})
         whole.commit({}, {NAME: dump_learner(learner), "checkpoint": b"%d" % batch})
+        most = max(most, _deltas(delta))
+        if batch % every and batch < 99:
+            continue
         expected = dump_learner(learner)
         assert delta.get_meta(NAME) == expected
         assert whole.get_meta(NAME) == expected
-        most = max(most, _deltas(delta))
     assert most >= 3  # written as deltas, not whole every batch
 
 
@@ -129,6 +140,13 @@ def test_deltas_on_sqlite_read_back_as_the_whole_model(
     kind: str, sqlite_stores: Callable[[str], Store]
 ) -> None:
     _run(kind, sqlite_stores)
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_deltas_in_memory_read_back_as_the_whole_model(
+    kind: str, memory_stores: Callable[[str], Store]
+) -> None:
+    _run(kind, memory_stores, every=5)
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
@@ -157,11 +175,11 @@ def test_a_tuned_decision_grows_its_log_and_is_written_whole() -> None:
     assert learner.log.size > 0 and any(kinds) and not all(kinds)  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+@pytest.mark.parametrize("backend", ["memory", "sqlite", "redis"])
 def test_a_skipped_or_failed_commit_makes_the_next_write_whole(
-    backend: str, sqlite_stores: Callable[[str], Store], redis_stores: Callable[[str], Store]
+    backend: str, request: pytest.FixtureRequest
 ) -> None:
-    store = (sqlite_stores if backend == "sqlite" else redis_stores)("s")
+    store = request.getfixturevalue(f"{backend}_stores")("s")
     learner = make_learner(KINDS["ftrl"], bits=12)
     trackers: dict[str, ModelTracker] = {}
     rng = np.random.default_rng(3)
@@ -182,8 +200,8 @@ def test_a_skipped_or_failed_commit_makes_the_next_write_whole(
         store.commit({}, {"checkpoint": object()})  # type: ignore[dict-item]
     batch()
     batch()
-    assert store.get_meta(NAME) == dump_learner(learner)
     assert _deltas(store) >= 1
+    assert store.get_meta(NAME) == dump_learner(learner)
 
 
 def test_a_delta_never_lands_after_another_writers_model(
