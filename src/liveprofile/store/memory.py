@@ -25,6 +25,12 @@ if TYPE_CHECKING:
     from liveprofile.learn.tracked import ModelUpdate
 
 
+#: deltas are kept up to their share of the whole checkpoint or of this many bytes, whichever is
+#: more: a sparse checkpoint of a young model is small, but making it whole again costs a pass
+#: over all its coordinates, however few are set
+_ROOM = 1 << 23
+
+
 class _Deltas:
     """A model written as updates: the deltas after its whole checkpoint (kept in the meta
     blobs), their size, and the update (tracker ``source``, ``number``) written last."""
@@ -128,7 +134,7 @@ class MemoryStore:
             model is not None
             and delta is not None
             and update.follows(model.source, model.number)
-            and delta_fits(model.size, len(self._meta[name]), delta)
+            and delta_fits(model.size, max(len(self._meta[name]), _ROOM), delta)
         ):
             model.deltas.append(delta)
             model.size += len(delta)
