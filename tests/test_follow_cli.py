@@ -22,7 +22,7 @@ from children import popen
 from redis_server import RedisServer
 
 from liveprofile.config import PipelineConfig
-from liveprofile.engine.changes import change_stream
+from liveprofile.redis.changes import change_stream
 from liveprofile.redis.store import RedisStore
 from liveprofile.redis.streams import publish
 from liveprofile.redis.worker import RedisWorker, WorkerOptions

@@ -18,7 +18,7 @@ from test_step_by_hand import profile_after
 
 from liveprofile.api import check_config, default_changes
 from liveprofile.config import PipelineConfig, ProfileConfig
-from liveprofile.engine.changes import change_stream, read_changes, read_stream_changes
+from liveprofile.engine.changes import read_changes
 from liveprofile.engine.local import LocalRunner
 from liveprofile.events import Event
 from liveprofile.events.schema import encode_event
@@ -26,6 +26,7 @@ from liveprofile.events.sources import JsonlSource
 from liveprofile.privacy import erase, export_user
 from liveprofile.profile.identity import merge_profiles
 from liveprofile.profile.state import DAY, decode_profile
+from liveprofile.redis.changes import change_stream, read_stream_changes
 from liveprofile.redis.store import RedisStore
 from liveprofile.redis.streams import publish
 from liveprofile.redis.worker import RedisWorker, WorkerOptions

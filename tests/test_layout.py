@@ -176,6 +176,25 @@ def test_lower_layers_do_not_import_the_facade_or_the_command_line() -> None:
         assert not imports & top, f"{module} imports {sorted(imports & top)}"
 
 
+def test_the_step_and_the_embedded_runner_need_no_redis() -> None:
+    # Redis code lives in liveprofile.redis: the engine imports none of it, and the Python API
+    # with the embedded runner on SQLite loads no redis-py at all
+    graph = _import_graph()
+    engine = {m: i for m, i in graph.items() if m.startswith("liveprofile.engine")}
+    assert "liveprofile.engine.local" in engine
+    for module, imports in engine.items():
+        assert not {i for i in imports if i.startswith("liveprofile.redis")}, module
+    code = (
+        "import tempfile, pathlib\n"
+        "from liveprofile.api import replay\n"
+        "from liveprofile.datasets.synthetic import SyntheticConfig, write_jsonl\n"
+        "folder = pathlib.Path(tempfile.mkdtemp())\n"
+        "write_jsonl(folder / 'e.jsonl', SyntheticConfig(users=5, days=1))\n"
+        "replay(folder / 'e.jsonl', store=folder / 'p.db', progress=False)"
+    )
+    assert "redis" not in _imported_after(code)
+
+
 def test_a_store_built_before_a_new_setting_opens_with_its_default() -> None:
     from liveprofile.config import PipelineConfig
     from liveprofile.errors import ConfigError

@@ -44,9 +44,9 @@ from test_redis_scoped_recovery import (
 )
 
 from liveprofile.config import PipelineConfig
-from liveprofile.engine.changes import change_stream
 from liveprofile.errors import StoreLocked
 from liveprofile.profile.state import decode_profile
+from liveprofile.redis.changes import change_stream
 from liveprofile.redis.entrykey import FIRST_FIELD, KEY_FIELD, Follower
 from liveprofile.redis.fence import FencedRedisStore
 from liveprofile.redis.store import RedisStore

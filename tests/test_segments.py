@@ -19,7 +19,7 @@ from test_step_by_hand import profile_after
 from liveprofile.api import check_config
 from liveprofile.config import PipelineConfig, ProfileConfig
 from liveprofile.datasets.synthetic import SyntheticConfig, write_jsonl
-from liveprofile.engine.changes import change_stream, read_changes, read_stream_changes
+from liveprofile.engine.changes import read_changes
 from liveprofile.engine.local import LocalRunner
 from liveprofile.errors import ConfigError
 from liveprofile.events import Event
@@ -27,6 +27,7 @@ from liveprofile.events.schema import encode_event
 from liveprofile.events.sources import JsonlSource
 from liveprofile.profile.segments import SegmentRules
 from liveprofile.profile.state import DAY, ProfileUpdater, decode_profile
+from liveprofile.redis.changes import change_stream, read_stream_changes
 from liveprofile.redis.store import RedisStore
 from liveprofile.redis.streams import publish
 from liveprofile.redis.worker import RedisWorker, WorkerOptions

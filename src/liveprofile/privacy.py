@@ -37,13 +37,14 @@ from typing import Any
 import msgspec
 import redis
 
-from liveprofile.engine.changes import change_stream, read_changes, read_stream_changes
+from liveprofile.engine.changes import read_changes
 from liveprofile.engine.local import LocalRunner
 from liveprofile.errors import ProfileNotFound, StoreError
 from liveprofile.events.schema import FORGET, Event, encode_event
 from liveprofile.events.sources import Batch
 from liveprofile.profile.behaviour import unpack
 from liveprofile.profile.state import decode_profile
+from liveprofile.redis.changes import change_stream, read_stream_changes
 from liveprofile.redis.store import RedisStore
 from liveprofile.redis.streams import COMMAND_FIELD, partition_of, publish, stream_key
 from liveprofile.serving.views import profile_view

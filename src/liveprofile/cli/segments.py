@@ -185,7 +185,7 @@ def changes(
         return
     found: list[dict[str, Any]]
     if store.startswith("redis://"):
-        from liveprofile.engine.changes import change_stream, read_stream_changes
+        from liveprofile.redis.changes import change_stream, read_stream_changes
         from liveprofile.redis.store import RedisStore
 
         backend = RedisStore(store)
@@ -219,7 +219,7 @@ def changes(
 def _follow(
     store: str, segment: str | None, user: str | None, limit: int, as_json: bool, poll: float
 ) -> None:
-    from liveprofile.engine.changes import change_stream
+    from liveprofile.redis.changes import change_stream
     from liveprofile.redis.entrykey import Follower, tail
     from liveprofile.redis.store import RedisStore
 

@@ -1,12 +1,10 @@
-"""Where segment changes go: a JSON Lines file (embedded runner) or a Redis stream (worker).
+"""Where the embedded runner's segment changes go: a JSON Lines file (the Redis workers'
+stream of them is :mod:`liveprofile.redis.changes`).
 
 Each change is one JSON object: ``{"segment", "user_id", "change": "enter"|"exit", "ts",
 "batch"}``, where ``batch`` is the sequence number of the commit that made it. The file is
 written and made durable just before the store commit; on restart, lines of batches the store
-never committed are cut off, so a crash neither duplicates nor loses a change. In Redis the
-changes are appended to the stream inside the commit's ``MULTI``/``EXEC``, each with a ``key``
-that a batch applied again after Redis lost its commit makes again, so that a reader drops what
-it read already (:mod:`liveprofile.redis.entrykey`).
+never committed are cut off, so a crash neither duplicates nor loses a change.
 
 >>> import tempfile, pathlib
 >>> from liveprofile.profile.segments import SegmentChange
@@ -29,19 +27,13 @@ from __future__ import annotations
 import os
 from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import msgspec
-import redis
 
 from liveprofile.errors import StoreError
 from liveprofile.events.deadletter import os_reason
 from liveprofile.profile.segments import SegmentChange
-from liveprofile.redis.entrykey import FIRST_FIELD, KEY_FIELD
-from liveprofile.redis.store import RedisStore
-
-#: most changes kept in a Redis change stream (approximate trimming)
-STREAM_MAXLEN = 1_000_000
 
 
 class _Line(msgspec.Struct):
@@ -147,51 +139,3 @@ def read_changes(
         for _, line in _lines(Path(path))
         if (segment is None or line.segment == segment) and (user is None or line.user_id == user)
     ]
-
-
-def change_stream(prefix: str) -> str:
-    """The Redis stream of a deployment's segment changes."""
-    return f"{prefix}:segment-changes"
-
-
-def stage_changes(
-    store: RedisStore,
-    stream: str,
-    changes: Sequence[SegmentChange],
-    keys: Sequence[str],
-    first: str,
-) -> None:
-    """Append ``changes`` to ``stream`` as part of the store's next commit, each with its
-    de-duplication key and its batch's first entry id ``first``
-    (:mod:`liveprofile.redis.entrykey`)."""
-    for c, key in zip(changes, keys, strict=True):
-        fields = {"segment": c.segment, "user_id": c.user_id, "change": c.change, "ts": repr(c.ts)}
-        store.stage_append(
-            stream, {**fields, KEY_FIELD: key, FIRST_FIELD: first}, maxlen=STREAM_MAXLEN
-        )
-
-
-def stage_scrub(store: RedisStore, stream: str, users: Collection[str]) -> None:
-    """Delete every change about ``users`` from ``stream`` with the store's next commit (the
-    stream is read through once to find them)."""
-    ids = [i for i, c in read_stream_changes(store.client, stream) if c["user_id"] in users]
-    store.stage_remove(stream, ids)
-
-
-def read_stream_changes(
-    client: redis.Redis, stream: str, *, user: str | None = None, count: int = 1000
-) -> Iterator[tuple[str, dict[str, Any]]]:
-    """Entries of a change stream, oldest first: (entry id, change), optionally of one user."""
-    start = "-"
-    while True:
-        entries = cast(
-            list[tuple[bytes, dict[bytes, bytes]]], client.xrange(stream, start, "+", count)
-        )
-        for entry_id, fields in entries:
-            change: dict[str, Any] = {k.decode(): v.decode() for k, v in fields.items()}
-            change["ts"] = float(change["ts"])
-            if user is None or change["user_id"] == user:
-                yield entry_id.decode(), change
-        if len(entries) < count:
-            return
-        start = "(" + entries[-1][0].decode()

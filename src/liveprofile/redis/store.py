@@ -33,6 +33,7 @@ from liveprofile.store.base import MODEL_PREFIX, Rows, check_keyset_rows, is_key
 
 if TYPE_CHECKING:
     from liveprofile.learn.tracked import ModelUpdate
+    from liveprofile.redis.lease import Lease
 
 #: what redis-py accepts as a hash field or value
 _Field = bytes | bytearray | memoryview | str | int | float
@@ -282,6 +283,14 @@ class RedisStore:
         """Delete entries of ``stream`` as part of the next :meth:`commit` (privacy erasure)."""
         if ids:
             self._removals.append((stream, list(ids)))
+
+    def writer_lease(self, scope: str | None, owner: str, lease_s: float) -> Lease:
+        """This store's writer lock (:func:`liveprofile.store.lock.writer_lock`): the lease
+        key ``{prefix}:writer[:scope]``, taken for ``owner``."""
+        from liveprofile.redis.lease import Lease
+
+        key = f"{self.prefix}:writer" + (f":{scope}" if scope else "")
+        return Lease(redis.Redis.from_url(self.url), key, owner, lease_s)
 
     def drop(self) -> None:
         """Delete every key of this store's prefix (for tests and privacy erasure)."""

@@ -59,7 +59,6 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from liveprofile.config import PipelineConfig
-from liveprofile.engine.changes import change_stream, stage_changes, stage_scrub
 from liveprofile.engine.core import Core
 from liveprofile.engine.gc_tuning import fewer_collections
 from liveprofile.engine.local import RunStats, apply_batch
@@ -70,6 +69,7 @@ from liveprofile.events.sources import Batch
 from liveprofile.kafka.shared_model import share_models
 from liveprofile.profile.segments import SegmentChange
 from liveprofile.redis.acks import ack_if_committed, align_fence
+from liveprofile.redis.changes import change_stream, stage_changes, stage_scrub
 from liveprofile.redis.entrykey import entry_key, stage_dead_letters
 from liveprofile.redis.fence import FencedOut, FencedRedisStore
 from liveprofile.redis.outage import short as _short

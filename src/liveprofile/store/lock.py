@@ -5,7 +5,8 @@ takes the store's writer lock before its first commit and holds it until it clos
 
 - SQLite: an exclusive ``flock`` on ``<store>.writer.lock`` (the file names the holder's pid);
   the operating system releases it when the process ends, even on ``kill -9``.
-- Redis: a lease key ``{prefix}:writer[:scope]`` (:mod:`liveprofile.redis.lease`).
+- Redis: a lease key ``{prefix}:writer[:scope]`` (``RedisStore.writer_lease``,
+  :mod:`liveprofile.redis.lease`); this module imports nothing of Redis.
 - Memory stores belong to one process: no lock.
 
 >>> import tempfile, pathlib
@@ -24,13 +25,9 @@ from __future__ import annotations
 
 import fcntl
 import os
-from typing import IO, Protocol
-
-import redis
+from typing import IO, Protocol, cast
 
 from liveprofile.errors import StoreLocked
-from liveprofile.redis.lease import Lease
-from liveprofile.redis.store import RedisStore
 from liveprofile.store.base import Store
 from liveprofile.store.scoped import ScopedStore
 from liveprofile.store.sqlite import SQLiteStore
@@ -65,9 +62,9 @@ def writer_lock(store: Store, owner: str, *, lease_s: float = LEASE_S) -> Writer
         scope, store = store.scope, store.store
     if isinstance(store, SQLiteStore):
         return _FileLock(store.path.with_name(store.path.name + ".writer.lock"))
-    if isinstance(store, RedisStore):
-        key = f"{store.prefix}:writer" + (f":{scope}" if scope else "")
-        return Lease(redis.Redis.from_url(store.url), key, owner, lease_s)
+    lease = getattr(store, "writer_lease", None)  # a Redis store's (liveprofile.redis)
+    if lease is not None:
+        return cast(WriterLock, lease(scope, owner, lease_s))
     return _NoLock()
 
 
