@@ -31,22 +31,17 @@ from __future__ import annotations
 
 import math
 import os
-import uuid
 from typing import Any
 
 import msgspec
-import redis
 
 from liveprofile.engine.changes import read_changes
 from liveprofile.engine.local import LocalRunner
-from liveprofile.errors import ProfileNotFound, StoreError
-from liveprofile.events.schema import FORGET, Event, encode_event
+from liveprofile.errors import ProfileNotFound
+from liveprofile.events.schema import forget_event
 from liveprofile.events.sources import Batch
 from liveprofile.profile.behaviour import unpack
 from liveprofile.profile.state import decode_profile
-from liveprofile.redis.changes import change_stream, read_stream_changes
-from liveprofile.redis.store import RedisStore
-from liveprofile.redis.streams import COMMAND_FIELD, partition_of, publish, stream_key
 from liveprofile.serving.views import profile_view
 from liveprofile.store import open_store
 from liveprofile.store.base import Store
@@ -56,7 +51,6 @@ from liveprofile.store.layout import (
     check_config,
     default_changes,
     default_dead_letters,
-    read_checkpoint,
     segment_namespace,
     stored_config,
 )
@@ -106,8 +100,10 @@ def _memberships(store: Store, user: str) -> dict[str, float]:
 
 
 def _changes(store: Store, text: str) -> list[dict[str, Any]]:
-    if isinstance(store, RedisStore):
-        return [c for _, c in read_stream_changes(store.client, change_stream(store.prefix))]
+    if text.startswith("redis://"):
+        from liveprofile.redis.privacy import stream_changes
+
+        return stream_changes(store)
     return read_changes(default_changes(text))
 
 
@@ -116,12 +112,10 @@ def erase(store: PathLike, users: list[str], *, partitions: int | None = None) -
     partition streams, for the worker). Returns what was done."""
     text = str(store)
     if text.startswith("redis://"):
-        return _queue_erasure(RedisStore(text), users, partitions)
+        from liveprofile.redis.privacy import queue_erasure
+
+        return queue_erasure(text, users, partitions)
     return _apply_erasure(text, users)
-
-
-def _forget_event(user: str, ts: float) -> Event:
-    return Event(f"{FORGET}:{uuid.uuid4().hex}", user, FORGET, ts)
 
 
 def _apply_erasure(store: str, users: list[str]) -> dict[str, Any]:
@@ -137,31 +131,10 @@ def _apply_erasure(store: str, users: list[str]) -> dict[str, Any]:
         ts = ckpt.watermark if math.isfinite(ckpt.watermark) else 0.0
         found = backend.read(PROFILES, users)
         linked = backend.read(ALIASES, users)
-        events = [_forget_event(u, ts) for u in users]
+        events = [forget_event(u, ts) for u in users]
         offset = ckpt.offsets.get(SOURCE, 0) + len(events)
         runner.process(SOURCE, Batch(events=events, dead_letters=[], offset=offset))
     finally:
         runner.close()
     erased = [u for u, p, a in zip(users, found, linked, strict=True) if p is not None or a]
     return {"status": "erased", "erased": erased, "unknown": [u for u in users if u not in erased]}
-
-
-def _queue_erasure(store: RedisStore, users: list[str], partitions: int | None) -> dict[str, Any]:
-    try:
-        client = store.client
-        if partitions is None:
-            partitions = len(list(client.scan_iter(match=f"{store.prefix}:events:*")))
-        if partitions < 1:
-            raise StoreError(
-                f"no event streams under prefix {store.prefix!r}: give the number of partitions"
-            )
-        watermark = read_checkpoint(store).watermark
-        ts = watermark if math.isfinite(watermark) else 0.0
-        lines = [encode_event(_forget_event(u, ts)) for u in users]
-        publish(client, store.prefix, partitions, lines, field=COMMAND_FIELD)
-        streams = sorted({stream_key(store.prefix, partition_of(u, partitions)) for u in users})
-    except redis.RedisError as exc:
-        raise StoreError(f"cannot queue the erasure at {store.url}: {exc}") from None
-    finally:
-        store.close()
-    return {"status": "queued", "erased": list(users), "streams": streams}

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import re
+import uuid
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -314,6 +315,16 @@ class _Wire(msgspec.Struct, omit_defaults=True):
     tags: tuple[str, ...] = ()
     value: float | None = None
     props: dict[str, PropValue] | None = None
+
+
+def forget_event(user: str, ts: float) -> Event:
+    """A ``$forget`` command erasing ``user`` at event time ``ts``, with an id of its own.
+
+    >>> e = forget_event("ann", 5.0)
+    >>> (e.type, e.user, e.ts, e.event_id.startswith("$forget:"))
+    ('$forget', 'ann', 5.0, True)
+    """
+    return Event(f"{FORGET}:{uuid.uuid4().hex}", user, FORGET, ts)
 
 
 _wire_encoder = msgspec.json.Encoder()
