@@ -219,8 +219,8 @@ def test_embedded_mode_applies_events_to_store(tmp_path: Path) -> None:
 
 def test_unreachable_redis_gives_503_with_error_body() -> None:
     """In process (no lifespan needed for Redis mode): health and POST report the dead sink."""
+    from liveprofile.redis.sink import RedisSinkSettings
     from liveprofile.serving.collector import CollectorSettings, create_app
-    from liveprofile.serving.sinks import RedisSinkSettings
 
     url = f"redis://127.0.0.1:{free_port()}/0"
     app = create_app(CollectorSettings(TOKEN, RedisSinkSettings(url=url)))

@@ -123,9 +123,10 @@ def collect(options: CollectOptions) -> None:
       LIVEPROFILE_TOKEN=s3cret liveprofile collect --kafka 127.0.0.1:9092 --topic shop
       curl -H 'Authorization: Bearer s3cret' -d @event.json http://127.0.0.1:8080/v1/events
     """
+    from liveprofile.redis.sink import RedisSinkSettings
     from liveprofile.serving.collector import CollectorSettings, create_app
     from liveprofile.serving.limits import run_server
-    from liveprofile.serving.sinks import EmbeddedSinkSettings, RedisSinkSettings
+    from liveprofile.serving.sinks import EmbeddedSinkSettings
 
     host, port, token, url, store = (
         options.host, options.port, options.token, options.url, options.store

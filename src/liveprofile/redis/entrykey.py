@@ -15,7 +15,7 @@ changes (INDEX: the change's place in the batch). A batch applied again makes th
 and the keys of one source only grow from one commit to the next, so a reader keeps the highest
 position seen per source (:class:`Seen`, a few bytes per partition) and drops any entry at or
 below it. The HTTP collector keys its dead letters too, under a source of its own per process
-(:class:`liveprofile.serving.sinks.RedisSink`). Entries without a key are always new.
+(:class:`liveprofile.redis.sink.RedisSink`). Entries without a key are always new.
 :class:`Follower` reads a stream this way.
 
 A dead letter's key names its own event entry, so it holds whatever the batches. Segment changes

@@ -4,7 +4,7 @@ The body is one JSON event or a JSON array of them. Every event is validated on 
 valid ones go to the sink, the invalid ones are reported back (index and reason, so the caller can
 fix and resend) and recorded in the dead-letter sink, so nothing is lost silently.
 
->>> from liveprofile.serving.sinks import RedisSinkSettings
+>>> from liveprofile.redis.sink import RedisSinkSettings
 >>> settings = CollectorSettings(token="s3cret", sink=RedisSinkSettings(prefix="shop"))
 >>> app = create_app(settings)
 >>> sorted(r.path for r in app.routes if r.path.startswith(("/v1", "/healthz")))
@@ -30,16 +30,9 @@ from fastapi.responses import Response
 from liveprofile.errors import ConfigError, InvalidEvent, LiveprofileError
 from liveprofile.events.schema import COMMANDS, EventParser, check_depth
 from liveprofile.kafka.sink import KafkaSink, KafkaSinkSettings
+from liveprofile.redis.sink import RedisSink, RedisSinkSettings
 from liveprofile.serving.limits import PROBLEMS, JSONResponse
-from liveprofile.serving.sinks import (
-    Accepted,
-    EmbeddedSink,
-    EmbeddedSinkSettings,
-    RedisSink,
-    RedisSinkSettings,
-    Rejected,
-    Sink,
-)
+from liveprofile.serving.sinks import Accepted, EmbeddedSink, EmbeddedSinkSettings, Rejected, Sink
 
 MiB = 1024 * 1024
 

@@ -1,9 +1,11 @@
-"""Where the collector puts what it accepts: Redis partition streams or an embedded store.
+"""Where the collector puts what it accepts: an embedded store here; Redis partition streams
+(:mod:`liveprofile.redis.sink`) or Kafka topics (:mod:`liveprofile.kafka.sink`).
 
 A sink receives the validated events of one request (with their raw JSON) and the rejected
-records with their reasons. :class:`RedisSink` appends both before the request is answered;
-:class:`EmbeddedSink` queues them for a background thread that applies them to a SQLite store in
-committed batches, the way the local runner does, and drains the queue on shutdown.
+records with their reasons. The Redis and Kafka sinks append both before the request is
+answered; :class:`EmbeddedSink` queues them for a background thread that applies them to a
+SQLite store in committed batches, the way the local runner does, and drains the queue on
+shutdown.
 """
 
 from __future__ import annotations
@@ -13,22 +15,16 @@ import logging
 import queue
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-import redis
-import redis.asyncio as aioredis
-
 from liveprofile.config import PipelineConfig
 from liveprofile.engine.local import LocalRunner
-from liveprofile.errors import ConfigError, StoreError
+from liveprofile.errors import StoreError
 from liveprofile.events.deadletter import DeadLetter
 from liveprofile.events.schema import Event
 from liveprofile.events.sources import Batch
-from liveprofile.redis.entrykey import KEY_FIELD, entry_key
-from liveprofile.redis.streams import FIELD, SEQ_BITS, partition_of, stream_key
 from liveprofile.store import open_store
 from liveprofile.store.layout import check_config, default_changes, default_dead_letters
 
@@ -52,19 +48,6 @@ class Rejected:
 
     raw: str
     reason: str
-
-
-@dataclass(frozen=True)
-class RedisSinkSettings:
-    """Append to ``{prefix}:events:{p}`` streams; dead letters to ``{prefix}:deadletters``."""
-
-    url: str = "redis://127.0.0.1:6379/0"
-    prefix: str = "liveprofile"
-    partitions: int = 1
-
-    def __post_init__(self) -> None:
-        if self.partitions < 1:
-            raise ConfigError(f"partitions must be >= 1, got {self.partitions}")
 
 
 @dataclass(frozen=True)
@@ -95,61 +78,6 @@ class Sink(Protocol):
 
     async def check(self) -> str | None:
         """None when the sink is reachable, else what is wrong."""
-
-
-class RedisSink:
-    """Pipelines one XADD per event (and per dead letter) for each request.
-
-    A request's dead letters are keyed ``http:SINK/MS-N/INDEX`` (:mod:`liveprofile.redis.entrykey`):
-    SINK names this sink (one collector process), MS-N grows with each request that has dead
-    letters (the time in milliseconds, or one more than the last), INDEX is the letter's place
-    in the request."""
-
-    status = 200
-
-    def __init__(self, settings: RedisSinkSettings) -> None:
-        self.settings = settings
-        self.client = aioredis.Redis.from_url(settings.url)
-        self.deadletters = f"{settings.prefix}:deadletters"
-        self.source = f"{SOURCE}:{uuid.uuid4().hex[:16]}"
-        self._last = 0
-
-    def _keys(self, count: int) -> list[str]:
-        """The keys of a request's ``count`` dead letters, above every key made before."""
-        self._last = max(self._last + 1, int(time.time() * 1000) << SEQ_BITS)
-        return [entry_key(self.source, self._last, i) for i in range(count)]
-
-    async def start(self) -> None:
-        return None
-
-    async def stop(self) -> None:
-        await self.client.aclose()
-
-    async def submit(self, accepted: list[Accepted], rejected: list[Rejected]) -> None:
-        if not accepted and not rejected:
-            return
-        prefix, partitions = self.settings.prefix, self.settings.partitions
-        pipe = self.client.pipeline(transaction=False)
-        for item in accepted:
-            stream = stream_key(prefix, partition_of(item.event.user, partitions))
-            pipe.xadd(stream, {FIELD: item.raw})
-        keys = self._keys(len(rejected)) if rejected else []
-        for bad, key in zip(rejected, keys, strict=True):
-            pipe.xadd(
-                self.deadletters,
-                {"raw": bad.raw, "reason": bad.reason, "source": SOURCE, KEY_FIELD: key},
-            )
-        try:
-            await pipe.execute()
-        except redis.RedisError as exc:
-            raise StoreError(f"cannot append to Redis at {self.settings.url}: {exc}") from None
-
-    async def check(self) -> str | None:
-        try:
-            await self.client.ping()
-        except redis.RedisError as exc:
-            return f"Redis at {self.settings.url} is unreachable: {exc}"
-        return None
 
 
 _STOP = object()
