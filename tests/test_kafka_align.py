@@ -20,7 +20,7 @@ from liveprofile.config import PipelineConfig
 from liveprofile.engine.local import RunStats
 from liveprofile.errors import InvalidEvent
 from liveprofile.events.schema import EventParser
-from liveprofile.kafka.align import SkewGate, announce
+from liveprofile.kafka.align import SkewGate
 from liveprofile.kafka.broker import Broker
 from liveprofile.kafka.partition import (
     apply_records,
@@ -112,7 +112,7 @@ def test_a_batch_in_flight_counts_for_the_other_workers(
     seen: list[tuple[float, tuple[float, int]]] = []
 
     def started(ts: float) -> None:  # the announcement, then what partition 0's owner sees
-        announce(store, partition_scope(topic, 1), ts)
+        store.announce(partition_scope(topic, 1), ts)
         seen.append((ts, this._committed(1)))
 
     assert this._committed(1) == (-math.inf, -1)
@@ -140,9 +140,9 @@ def test_a_batch_in_flight_counts_for_the_other_workers(
         consumer.assign([TopicPartition(topic, 0, 0)])
         own = {0: (latest + 5 * DAY, 0)}
         this.gate.interval = 0.0  # every look reads the store
-        announce(store, partition_scope(topic, 1), latest + 7200)  # its next batch, in flight
+        store.announce(partition_scope(topic, 1), latest + 7200)  # its next batch, in flight
         assert this.gate.floor(consumer, own) == latest + 7200
-        announce(store, partition_scope(topic, 1), latest + 3 * DAY)  # a batch of three days
+        store.announce(partition_scope(topic, 1), latest + 3 * DAY)  # a batch of three days
         assert this.gate.floor(consumer, own) == latest + DAY / 2  # run.model_staleness
         assert unbounded.gate.floor(consumer, own) == latest + 3 * DAY
     finally:

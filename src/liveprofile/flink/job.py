@@ -271,14 +271,13 @@ class ApplyBatches:
 
     def _apply(self, partition: int, rows: Sequence[tuple[int, bytes | None]]) -> None:
         """Apply ``rows`` of ``partition`` now and commit them."""
-        from liveprofile.kafka.align import announce
         from liveprofile.kafka.partition import apply_records
         from liveprofile.redis.fence import FencedOut
 
         began, cpu = time.perf_counter(), time.process_time()
         for attempt in range(2):
             owned = self._owned(partition)
-            start = None if self.gate is None else partial(announce, self.store, owned.view.scope)
+            start = None if self.gate is None else partial(self.store.announce, owned.view.scope)
             filled = self._filled(partition, owned, rows)
             try:
                 batch = apply_records(

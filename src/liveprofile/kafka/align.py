@@ -67,41 +67,12 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-import redis
-
 from liveprofile.kafka.partition import partition_scope, source_name
-from liveprofile.redis.fence import FencedRedisStore
+from liveprofile.redis.fence import STARTED_NAMESPACE, FencedRedisStore
 from liveprofile.store.layout import CHECKPOINT, decode_checkpoint
 from liveprofile.store.scoped import ScopedStore
 
 log = logging.getLogger("liveprofile")
-
-#: the store namespace (a Redis hash) of each partition scope's batch in flight: its latest
-#: event time, as announced before the batch is applied
-STARTED_NAMESPACE = "started"
-
-
-def announce(store: FencedRedisStore, scope: str, ts: float) -> None:
-    """Record that partition ``scope``'s batch being applied now reaches event time ``ts``
-    (a pacing hint for the other workers, sent beside a commit in flight, which does not write
-    it; a failure is logged, not raised)."""
-    try:
-        with store.beside():
-            store.client.hset(f"{store.prefix}:{STARTED_NAMESPACE}", scope, repr(float(ts)))
-    except redis.RedisError as exc:
-        log.debug("batch of %s not announced: %s", scope, exc)
-
-
-def started(store: FencedRedisStore, scope: str) -> float:
-    """The event time the last announced batch of ``scope`` reaches (``-inf``: none), read
-    beside a commit in flight."""
-    try:
-        with store.beside():
-            value: Any = store.client.hget(f"{store.prefix}:{STARTED_NAMESPACE}", scope)
-    except redis.RedisError as exc:
-        log.debug("batch of %s not read: %s", scope, exc)
-        return -math.inf
-    return -math.inf if value is None else float(value)
 
 
 def counted(committed: float, began: float, staleness: float | None) -> float:

@@ -15,13 +15,13 @@ from typing import Any
 import msgspec
 
 from liveprofile.engine.state import Checkpoint
-from liveprofile.kafka.align import STARTED_NAMESPACE
 from liveprofile.kafka.broker import KafkaError
 from liveprofile.kafka.partition import partition_scope, source_name
 from liveprofile.kafka.producer import log
 from liveprofile.learn import regression
 from liveprofile.learn.metrics import Prequential
 from liveprofile.learn.stored import shared_learned
+from liveprofile.redis.fence import STARTED_NAMESPACE
 from liveprofile.redis.store import RedisStore
 from liveprofile.store.layout import CONFIG, metrics_meta, model_meta, stored_config
 from liveprofile.store.scoped import ScopedStore

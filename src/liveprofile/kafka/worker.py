@@ -68,12 +68,10 @@ from liveprofile.engine.local import RunStats
 from liveprofile.events.schema import EventParser
 from liveprofile.kafka.align import (
     SkewGate,
-    announce,
     behind_first,
     counted,
     progress,
     progress_reads,
-    started,
 )
 from liveprofile.kafka.ownership import Ownership
 from liveprofile.kafka.partition import (
@@ -172,7 +170,7 @@ class KafkaWorker(Ownership):
         except CommitFailed as exc:  # one sent in the background, met here
             self._failed(exc)
             ckpt = read_checkpoint(scope)
-        watermark = counted(ckpt.watermark, started(self.store, scope.scope), self.staleness)
+        watermark = counted(ckpt.watermark, self.store.started(scope.scope), self.staleness)
         return watermark, ckpt.offsets.get(source_name(self.topic, partition), -1)
 
     def _committed_many(self, partitions: list[int]) -> dict[int, tuple[float, int]]:
@@ -319,7 +317,7 @@ class KafkaWorker(Ownership):
         records = ((msg.offset(), msg.value()) for msg in messages)
         p = owned.partition
         scope = owned.view.scope
-        start = None if self.gate is None else (lambda ts: announce(self.store, scope, ts))
+        start = None if self.gate is None else (lambda ts: self.store.announce(scope, ts))
         prior = owned.state.checkpoint.offsets.get(source_name(self.topic, p), -1)
         began, cpu = self._clock(), time.process_time()
         try:

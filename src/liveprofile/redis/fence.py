@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -69,6 +70,10 @@ end
 return #ARGV / 3
 """
 log = logging.getLogger("liveprofile")
+
+#: the store namespace (a Redis hash) of each partition scope's batch in flight: its latest
+#: event time, as announced before the batch is applied (:mod:`liveprofile.kafka.align`)
+STARTED_NAMESPACE = "started"
 
 #: coordinates per script call (a batch's merge is several calls in its one ``MULTI``)
 MERGE_CHUNK = 4096
@@ -171,6 +176,27 @@ class FencedRedisStore(RedisStore):
             yield
         finally:
             self._beside = False
+
+    def announce(self, scope: str, ts: float) -> None:
+        """Record that partition ``scope``'s batch being applied now reaches event time ``ts``
+        (a pacing hint for the other workers, sent beside a commit in flight, which does not
+        write it; a failure is logged, not raised)."""
+        try:
+            with self.beside():
+                self.client.hset(f"{self.prefix}:{STARTED_NAMESPACE}", scope, repr(float(ts)))
+        except redis.RedisError as exc:
+            log.debug("batch of %s not announced: %s", scope, exc)
+
+    def started(self, scope: str) -> float:
+        """The event time the last announced batch of ``scope`` reaches (``-inf``: none),
+        read beside a commit in flight."""
+        try:
+            with self.beside():
+                value: Any = self.client.hget(f"{self.prefix}:{STARTED_NAMESPACE}", scope)
+        except redis.RedisError as exc:
+            log.debug("batch of %s not read: %s", scope, exc)
+            return -math.inf
+        return -math.inf if value is None else float(value)
 
     def read(self, namespace: str, keys: Sequence[str]) -> list[bytes | None]:
         """Rows of ``namespace``; with a commit in flight, those it writes from its copy and
