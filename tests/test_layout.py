@@ -176,14 +176,23 @@ def test_lower_layers_do_not_import_the_facade_or_the_command_line() -> None:
         assert not imports & top, f"{module} imports {sorted(imports & top)}"
 
 
-def test_the_step_and_the_embedded_runner_need_no_redis() -> None:
-    # Redis code lives in liveprofile.redis: the engine imports none of it, and the Python API
-    # with the embedded runner on SQLite loads no redis-py at all
+def test_redis_code_is_in_one_place_and_the_embedded_runner_needs_none() -> None:
+    # Redis code lives in liveprofile.redis: only it (and commands that open a client) import
+    # redis-py, the engine imports none of it, and the Python API with the embedded runner on
+    # SQLite loads no redis-py at all
     graph = _import_graph()
     engine = {m: i for m, i in graph.items() if m.startswith("liveprofile.engine")}
     assert "liveprofile.engine.local" in engine
     for module, imports in engine.items():
         assert not {i for i in imports if i.startswith("liveprofile.redis")}, module
+    root = Path(liveprofile.__file__).parent
+    for path in root.rglob("*.py"):
+        if path.relative_to(root).parts[0] in ("redis", "cli"):  # (cli: inside its commands)
+            continue
+        tree = ast.parse(path.read_text())
+        used = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        used |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        assert not {m for m in used if m.split(".")[0] == "redis"}, f"{path} imports redis-py"
     code = (
         "import tempfile, pathlib\n"
         "from liveprofile.api import replay\n"
