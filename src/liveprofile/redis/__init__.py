@@ -9,10 +9,18 @@
 - ``ops``: operating that path: lag and status, dead letters kept in the store, redrive;
 - ``entrykey``: the keys of dead-letter and segment-change entries, and a reader that reads each
   once across lost Redis writes;
+- ``changes``: the stream of segment changes the worker appends with its commits;
+- ``privacy``: erasures queued to the users' partition streams, and the segment changes about
+  a user read back for an export;
+- ``sink``: the HTTP collector's sink that appends what it accepted to the partition streams;
 - ``fence``: :class:`FencedRedisStore`, commits fenced per Kafka partition, so that a worker
-  that lost a partition cannot commit it (the Kafka and Flink runners' store);
+  that lost a partition cannot commit it (the Kafka and Flink runners' store), and the event
+  time each partition's batch in flight reaches (for the runners' alignment);
 - ``lease``: the writer lease that keeps one writer per Redis store
-  (:func:`liveprofile.store.lock.writer_lock` takes it).
+  (:func:`liveprofile.store.lock.writer_lock` takes it through ``RedisStore.writer_lease``).
+
+Outside this package only the commands that open a client import redis-py
+(``tests/test_layout.py`` checks it).
 
 Nothing here is imported by ``liveprofile.redis`` itself: importing the package imports no
 Redis client.
