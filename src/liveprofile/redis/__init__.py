@@ -16,6 +16,12 @@
 - ``fence``: :class:`FencedRedisStore`, commits fenced per Kafka partition, so that a worker
   that lost a partition cannot commit it (the Kafka and Flink runners' store), and the event
   time each partition's batch in flight reaches (for the runners' alignment);
+- ``modeldelta``: a model kept as a whole checkpoint plus the deltas written since;
+- ``packed``: a shared model's coordinates read and merged as packed arrays;
+- ``workers``: who writes a prefix (one worker per scope, which are alive) and the one model
+  per task they train together;
+- ``acks``: stream entries acknowledged only while the store holds the commit that applied
+  them; ``outage``: riding out a Redis store that cannot be reached for a while;
 - ``lease``: the writer lease that keeps one writer per Redis store
   (:func:`liveprofile.store.lock.writer_lock` takes it through ``RedisStore.writer_lease``).
 
