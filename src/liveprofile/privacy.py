@@ -43,7 +43,7 @@ from liveprofile.events.sources import Batch
 from liveprofile.profile.behaviour import unpack
 from liveprofile.profile.state import decode_profile
 from liveprofile.serving.views import profile_view
-from liveprofile.store import open_store
+from liveprofile.store import REDIS_SCHEMES, open_store
 from liveprofile.store.base import Store
 from liveprofile.store.layout import (
     ALIASES,
@@ -100,7 +100,7 @@ def _memberships(store: Store, user: str) -> dict[str, float]:
 
 
 def _changes(store: Store, text: str) -> list[dict[str, Any]]:
-    if text.startswith("redis://"):
+    if text.startswith(REDIS_SCHEMES):  # a Redis store (open_store)
         from liveprofile.redis.privacy import stream_changes
 
         return stream_changes(store)

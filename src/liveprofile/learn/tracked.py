@@ -42,6 +42,7 @@ import msgspec
 
 from liveprofile.learn.ckptdelta import DELTA_SCHEMA, _Delta
 from liveprofile.learn.registry import dump_learner
+from liveprofile.store.base import delta_fits
 
 
 class ModelUpdate:
@@ -59,9 +60,17 @@ class ModelUpdate:
     def whole(self) -> bytes:
         return self._whole()
 
-    def follows(self, source: bytes | None, number: int) -> bool:
-        """Whether this update's delta applies on update ``number`` of tracker ``source``."""
-        return self.delta is not None and source == self.source and number == self.number - 1
+    def delta_after(
+        self, source: bytes | None, number: int, delta_bytes: int, size: int
+    ) -> bytes | None:
+        """This update's delta when it applies on update ``number`` of tracker ``source``, the
+        last one a store wrote, and keeps the deltas after that store's whole checkpoint of
+        ``size`` bytes (``delta_bytes`` so far) within their share of it (:func:`delta_fits`);
+        None: the store writes this update whole."""
+        delta = self.delta
+        if delta is None or source != self.source or number != self.number - 1:
+            return None
+        return delta if delta_fits(delta_bytes, size, delta) else None
 
 
 @runtime_checkable

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, cast
 import redis
 
 from liveprofile.errors import StoreError
-from liveprofile.store.base import MODEL_PREFIX, delta_fits
+from liveprofile.store.base import MODEL_PREFIX
 
 if TYPE_CHECKING:
     from liveprofile.learn.tracked import ModelUpdate
@@ -82,10 +82,10 @@ def plan(
     candidates = {}
     for name, update in updates.items():
         last = chains.get(name)
-        if last is not None and update.follows(last.source, last.number):
-            assert update.delta is not None
-            if delta_fits(last.delta_bytes, last.size, update.delta):
-                candidates[name] = last
+        if last is not None and update.delta_after(
+            last.source, last.number, last.delta_bytes, last.size
+        ):
+            candidates[name] = last
     if candidates:
         keys = [delta_key(prefix, name) for name in candidates]
         pipe.watch(*keys)

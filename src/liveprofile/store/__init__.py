@@ -14,6 +14,10 @@ from liveprofile.store.sqlite import SQLiteStore
 __all__ = ["MemoryStore", "SQLiteStore", "Store", "open_store"]
 
 
+#: the URL schemes of a Redis store
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
+
 def open_store(url: str, *, read_only: bool = False) -> Store:
     """A store from a URL: ``memory://``, ``sqlite:///path.db`` or a plain file path.
 
@@ -22,7 +26,7 @@ def open_store(url: str, *, read_only: bool = False) -> Store:
     """
     if url == "memory://":
         return MemoryStore()
-    if url.startswith(("redis://", "rediss://", "unix://")):
+    if url.startswith(REDIS_SCHEMES):
         from liveprofile.redis.store import RedisStore
 
         return RedisStore(url)

@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from liveprofile.errors import StoreError
-from liveprofile.store.base import Rows, check_keyset_rows, delta_fits, is_keyset
+from liveprofile.store.base import Rows, check_keyset_rows, is_keyset
 
 if TYPE_CHECKING:
     from liveprofile.learn.tracked import ModelUpdate
@@ -129,17 +129,14 @@ class MemoryStore:
 
     def _write_model(self, name: str, update: ModelUpdate) -> None:
         model = self._models.get(name)
-        delta = update.delta
-        if (
-            model is not None
-            and delta is not None
-            and update.follows(model.source, model.number)
-            and delta_fits(model.size, max(len(self._meta[name]), _ROOM), delta)
-        ):
-            model.deltas.append(delta)
-            model.size += len(delta)
-            model.number = update.number
-            return
+        if model is not None:
+            room = max(len(self._meta[name]), _ROOM)
+            delta = update.delta_after(model.source, model.number, model.size, room)
+            if delta is not None:
+                model.deltas.append(delta)
+                model.size += len(delta)
+                model.number = update.number
+                return
         self._meta[name] = update.whole()
         self._models[name] = _Deltas(update.source, update.number)
 

@@ -282,10 +282,10 @@ class SQLiteStore:
         (None: a whole write); None when it is a small blob or not a checkpoint of arrays."""
         last = self._written.get(name)
         if not isinstance(blob, bytes | bytearray):  # a model update
-            if last is not None and blob.follows(last.source, last.number):
-                assert blob.delta is not None
-                if last.room(blob.delta):
-                    return last.then(blob.delta, None, blob.number), blob.delta
+            if last is not None:
+                delta = blob.delta_after(last.source, last.number, last.delta_bytes, last.size)
+                if delta is not None:
+                    return last.then(delta, None, blob.number), delta
             return _Written(secrets.token_bytes(8), None, 0, blob.source, blob.number), None
         if len(blob) < DELTA_MIN_BYTES:
             return None
