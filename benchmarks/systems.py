@@ -28,7 +28,7 @@ from liveprofile.config import PipelineConfig
 from liveprofile.engine.local import LocalRunner
 from liveprofile.events.schema import Event
 from liveprofile.events.sources import Source
-from liveprofile.learn.base import LEARN, PREDICT, OpBatch, probability
+from liveprofile.learn.base import LEARN, PREDICT, OpArrays, OpBatch, probability
 from liveprofile.learn.linear import FTRLProximal
 from liveprofile.profile.state import decode_profile
 from liveprofile.store.sqlite import SQLiteStore
@@ -78,9 +78,9 @@ class _RecordingFTRL(FTRLProximal):
         super().__init__(like.alpha, like.beta, like.l1, like.l2, like.bits)
         self.outputs: list[tuple[Any, Any, F64]] = []
 
-    def run_arrays(self, kinds: Any, starts: Any, idx: Any, val: Any, ys: Any) -> F64:
-        out: F64 = super().run_arrays(kinds, starts, idx, val, ys)
-        self.outputs.append((kinds, ys, out))
+    def run_arrays(self, ops: OpArrays) -> F64:
+        out: F64 = super().run_arrays(ops)
+        self.outputs.append((ops.kinds, ops.ys, out))
         return out
 
     def predictions(self) -> tuple[F64, F64]:

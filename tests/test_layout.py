@@ -4,6 +4,7 @@ everything stored, and no module imports one that imports it back."""
 from __future__ import annotations
 
 import ast
+import importlib
 import json
 import sqlite3
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 import click
 import msgspec
 import pytest
+from numba.core import types
 
 import liveprofile
 from liveprofile.api import replay
@@ -219,3 +221,98 @@ def test_a_store_built_before_a_new_setting_opens_with_its_default() -> None:
     other = PipelineConfig(run=RunConfig(batch_size=PipelineConfig().run.batch_size + 1))
     with pytest.raises(ConfigError, match="different pipeline config"):
         check_config(store, other)
+
+
+#: the most loose arrays a compiled function takes; more belong together in a named record
+LOOSE_ARRAYS = 5
+#: how the package marks a function numba compiles (``liveprofile.engine.jit``'s or numba's own)
+_COMPILES = {"jit", "_jit", "leaf", "numba.njit(cache=True, nogil=True)"}
+
+
+def _compiled_functions() -> dict[tuple[str, str], ast.FunctionDef]:
+    """(module, name) -> definition of every function of the package that numba compiles."""
+    root = Path(liveprofile.__file__).parent
+    out = {}
+    for path in root.rglob("*.py"):
+        module = ".".join(("liveprofile", *path.relative_to(root).with_suffix("").parts))
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef) and any(
+                ast.unparse(d) in _COMPILES for d in node.decorator_list
+            ):
+                out[module, node.name] = node
+    return out
+
+
+def _read_as_arrays(node: ast.FunctionDef) -> set[str]:
+    """The parameters ``node`` reads as arrays itself: indexed, or asked their shape (a record's
+    arrays are read by name, ``users.count[u]``, and do not count)."""
+    params = {a.arg for a in node.args.args}
+    out = set()
+    for n in ast.walk(node):
+        if isinstance(n, ast.Subscript | ast.Attribute) and isinstance(n.value, ast.Name):
+            as_array = isinstance(n, ast.Subscript) or n.attr in ("shape", "size", "ndim")
+            if as_array and n.value.id in params:
+                out.add(n.value.id)
+    return out
+
+
+def test_the_array_reader_finds_loose_arrays() -> None:
+    tree = ast.parse("def f(a, rec, b, k):\n    return a[k] + rec.x[k] + b.shape[0] + k")
+    function = tree.body[0]
+    assert isinstance(function, ast.FunctionDef)
+    assert _read_as_arrays(function) == {"a", "b"}
+
+
+def test_compiled_functions_take_records_not_loose_arrays(tmp_path: Path) -> None:
+    """No compiled function takes more than a handful of loose arrays: arrays that belong
+    together travel as one named record (``liveprofile.engine.records``, ``OpArrays``, ...),
+    so two arrays of one dtype cannot be swapped by position. Checked on the source of every
+    compiled function, and on numba's own types of those a replay with every lifecycle feature
+    and both learner kinds compiled or loaded."""
+    functions = _compiled_functions()
+    assert len(functions) > 100
+    arrays = {key: _read_as_arrays(f) for key, f in functions.items()}
+    loose = {key: sorted(a) for key, a in arrays.items() if len(a) > LOOSE_ARRAYS}
+    assert not loose, f"more than {LOOSE_ARRAYS} loose arrays: {loose}"
+
+    from liveprofile.config import LabelConfig, LearnerConfig, TaskConfig
+
+    day = 86400
+    events = [
+        {"event_id": "0", "user_id": "dan", "type": "view", "ts": 0, "item_id": "i2"},
+        {"event_id": "1", "anonymous_id": "a1", "type": "view", "ts": 4 * day, "item_id": "i1"},
+        {"event_id": "2", "user_id": "ann", "anonymous_id": "a1", "type": "purchase",
+         "ts": 4 * day + 60, "item_id": "i1", "category": "tea", "value": 9.0},
+        {"event_id": "3", "user_id": "bob", "type": "view", "ts": 4 * day, "item_id": "i2"},
+        {"event_id": "4", "user_id": "bob", "type": FORGET, "ts": 4 * day + 1},
+        {"event_id": "5", "user_id": "cy", "type": "purchase", "ts": 5 * day, "item_id": "i2"},
+        {"event_id": "6", "user_id": "dan", "type": "view", "ts": 9 * day, "item_id": "i1"},
+    ]  # fmt: skip
+    tuned = LearnerConfig(kind="tuned", params={"challengers": [{"kind": "ogd", "params": {}}]})
+    carts = LabelConfig("type", positive=["cart"])
+    config = PipelineConfig(
+        tasks=[*PipelineConfig().tasks, TaskConfig("tuned", ["view"], carts, tuned)],
+        segments={"buyers": "frequency >= 1"},
+        run=RunConfig(batch_size=3, profile_ttl="2d"),
+        risk=RiskConfig(anomaly=True),
+    )
+    path = tmp_path / "events.jsonl"
+    path.write_text("\n".join(json.dumps(e) for e in events))
+    replay(path, store=tmp_path / "p.db", config=config, progress=False)
+    seen = {}
+    for (module, name), _ in functions.items():
+        dispatcher = getattr(importlib.import_module(module), name)
+        for signature in getattr(dispatcher, "signatures", []):
+            arrays = sum(isinstance(a, types.Array) for a in signature)
+            seen[module, name] = max(seen.get((module, name), 0), arrays)
+    entries = {
+        ("liveprofile.engine.kernel", "run"),
+        ("liveprofile.learn.linear", "_ftrl_run"),
+        ("liveprofile.learn.linear", "_ogd_run"),
+        ("liveprofile.learn.tuned", "_walk"),
+        ("liveprofile.learn.metrics", "_record_all"),
+        ("liveprofile.engine.countmaps", "_write"),
+        ("liveprofile.engine.packing", "_encode_items"),
+    }
+    assert entries <= set(seen), entries - set(seen)
+    assert {k: n for k, n in seen.items() if n > LOOSE_ARRAYS} == {}

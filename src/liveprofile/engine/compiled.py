@@ -26,7 +26,7 @@ from liveprofile.engine.convroom import linked_users
 from liveprofile.engine.kernelargs import batch_events, buffers, empty_items, step_params
 from liveprofile.engine.lazyprofiles import ProfileMap, peek
 from liveprofile.engine.lifecycle import StepResult
-from liveprofile.engine.links import Stops, next_stop
+from liveprofile.engine.links import Idle, Stops, next_stop
 from liveprofile.engine.packing import encode_items
 from liveprofile.engine.pool import PendingPool
 from liveprofile.engine.profilerows import KernelBytes
@@ -382,10 +382,7 @@ class CompiledStep:
         X = self.items
         touched = np.flatnonzero(X.touched)
         X.touched[touched] = False
-        blobs = encode_items(
-            touched, X.xf, X.xi, X.count, X.first, self.tables.topic_strings,
-            self.tables.task_strings,
-        )  # fmt: skip
+        blobs = encode_items(touched, X, self.tables.topic_strings, self.tables.task_strings)
         names = self.tables.items.names
         return dict(zip([names[c] for c in touched.tolist()], blobs, strict=True))
 
@@ -500,9 +497,7 @@ def _expiry_marks(ok: Bools, ev: Events, U: Users, watermark: float, ttl: float)
     """No event marked (the lifecycle still runs, for expiry) when a user idle past the TTL
     comes back in the batch, to be expired first; None when none does."""
     n = len(ok)
-    exists = U.pi[:, L.P_EXISTS].astype(np.bool_)
-    last = U.pf[:, L.P_LAST].copy()
     nothing = np.zeros(n, np.bool_)
-    if next_stop(0, -1, nothing, ok, ok, ev.urow, ev.ts, watermark, exists, last, ttl) < n:
+    if next_stop(ev._replace(ok=ok), ok, nothing, Idle.of(U), 0, -1, watermark, ttl) < n:
         return nothing
     return None

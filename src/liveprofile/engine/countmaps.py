@@ -30,14 +30,14 @@ that is not one of the tasks gets code -1: that row is left to :func:`.rowio._co
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 import numba
 import numpy as np
 
 from liveprofile.engine.layout import COUNTS
-from liveprofile.engine.packing import StringTable, _header, _int, _string
+from liveprofile.engine.packing import Strings, StringTable, _header, _int, _string
 from liveprofile.engine.records import Users
 
 #: the two maps of one row, in the order of ``layout.COUNTS`` (that of ``Users.count``)
@@ -45,6 +45,16 @@ CountMaps = msgspec.defstruct(
     "CountMaps", [(name, dict[str, int]) for name in COUNTS], array_like=True, gc=False
 )
 _decoder = msgspec.msgpack.Decoder(list[CountMaps])  # type: ignore[valid-type]
+
+
+class Orders(NamedTuple):
+    """:class:`KeyOrders` as the compiled writer takes them."""
+
+    at: Any  # at[code, t]: where task t is among the keys of code (-1: not there)
+    keys: Any  # keys[code, q]: the task of key q of code
+    lengths: Any  # lengths[code]: how many keys
+    by_name: Any  # each task's place among the names sorted
+    names: Strings  # the task names
 
 
 class KeyOrders:
@@ -72,6 +82,10 @@ class KeyOrders:
             c = self._codes[keys] = self._add(keys)
         return c
 
+    def record(self) -> Orders:
+        """The orders as :func:`_write` reads them."""
+        return Orders(self.at, self.keys, self.lengths, self.by_name, self.table.arrays())
+
     def _add(self, keys: tuple[str, ...]) -> int:
         if any(k not in self._task for k in keys):
             return -1
@@ -97,17 +111,18 @@ def count_maps(U: Users, rows: Any, codes: Any, orders: KeyOrders) -> list[Any]:
     tasks = len(orders.names)
     per_row = 1 + len(COUNTS) * (3 + tasks * (orders.table.longest() + 9))
     buf = np.empty(5 + n * per_row, np.uint8)
-    data, starts = orders.table.arrays()
-    end = _write(
-        rows, U.count, U.first, codes, orders.at, orders.keys, orders.lengths, orders.by_name,
-        data, starts, buf,
-    )  # fmt: skip
+    end = _write(rows, U.count, U.first, codes, orders.record(), buf)
     return _decoder.decode(buf[:end].tobytes())
 
 
 @numba.njit(cache=True, nogil=True)
-def _write(rows, count, first, codes, at, keys, lengths, by_name, data, starts, buf):  # type: ignore[no-untyped-def]
-    """Each row's maps as a MessagePack array of them into ``buf``; returns the end."""
+def _write(rows, count, first, codes, orders, buf):  # type: ignore[no-untyped-def]
+    """Each row's maps as a MessagePack array of them into ``buf`` (``count`` and ``first``:
+    those of :class:`~liveprofile.engine.records.Users`, ``orders``: :class:`Orders`); returns
+    the end."""
+    at, keys, lengths, by_name, names = (
+        orders.at, orders.keys, orders.lengths, orders.by_name, orders.names,
+    )  # fmt: skip
     fresh = np.empty(count.shape[2], np.int64)
     o = _header(buf, 0, rows.shape[0], 0x90, 0xDD)
     for j in range(rows.shape[0]):
@@ -134,10 +149,10 @@ def _write(rows, count, first, codes, at, keys, lengths, by_name, data, starts, 
             o = _header(buf, o, old + m, 0x80, 0xDF)
             for q in range(old):  # the old keys where they were, with their counts now
                 t = keys[code, q]
-                o = _string(buf, o, data, starts, t)
+                o = _string(buf, o, names, t)
                 o = _int(buf, o, count[r, c, t])
             for q in range(m):
                 t = fresh[q]
-                o = _string(buf, o, data, starts, t)
+                o = _string(buf, o, names, t)
                 o = _int(buf, o, count[r, c, t])
     return o

@@ -23,11 +23,13 @@ The velocity counts and anomaly scores of the events, in the batch's order, are
 >>> import numpy as np
 >>> ok = np.ones(3, np.bool_)
 >>> stops = np.array([False, False, True])
->>> row, ts = np.zeros(3, np.int64), np.array([1.0, 3.0, 4.0])
->>> exists, last = np.ones(1, np.bool_), np.zeros(1)
->>> int(next_stop(0, -1, stops, ok, ok, row, ts, 0.0, exists.copy(), last.copy(), np.inf))
+>>> unused = dict.fromkeys(set(Events._fields) - {"ok", "urow", "ts"})
+>>> ev = Events(ok=ok, urow=np.zeros(3, np.int64), ts=np.array([1.0, 3.0, 4.0]), **unused)
+>>> def idle():  # one user row, with a profile last seen at time 0
+...     return Idle(exists=np.ones(1, np.bool_), last=np.zeros(1))
+>>> int(next_stop(ev, ok, stops, idle(), 0, -1, 0.0, np.inf))
 2
->>> int(next_stop(0, -1, stops, ok, ok, row, ts, 0.0, exists, last, 1.5))  # idle past the TTL
+>>> int(next_stop(ev, ok, stops, idle(), 0, -1, 0.0, 1.5))  # idle past the TTL
 1
 """
 
@@ -35,7 +37,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from itertools import repeat
-from typing import Any
+from typing import Any, NamedTuple
 
 import numba
 import numpy as np
@@ -66,12 +68,27 @@ from liveprofile.profile.state import Profile
 I64 = npt.NDArray[np.int64]
 
 
+class Idle(NamedTuple):
+    """Per user row: whether it has a profile, and its last event time."""
+
+    exists: Any
+    last: Any
+
+    @classmethod
+    def of(cls, U: Users) -> Idle:
+        """The rows of ``U`` as they are (copies, which :func:`next_stop` advances)."""
+        return cls(U.pi[:, L.P_EXISTS].astype(np.bool_), U.pf[:, L.P_LAST].copy())
+
+
 @numba.njit(cache=True, nogil=True)
-def next_stop(start, skip, stops, ok, applied, urow, ts, wm, exists, last, ttl):  # type: ignore[no-untyped-def]
-    """The first event from ``start`` on, other than ``skip`` (handled already), that is marked
-    in ``stops`` or whose user's profile is idle past ``ttl`` as of the watermark then; the
-    number of events if none. ``exists`` and ``last`` (per user row: a profile, its last event
-    time) are advanced over the events passed."""
+def next_stop(ev, ok, stops, idle, start, skip, wm, ttl):  # type: ignore[no-untyped-def]
+    """The first event of ``ev`` (:class:`~liveprofile.engine.records.Events`, whose ``ok``
+    marks the events applied) from ``start`` on, other than ``skip`` (handled already), that
+    ``ok`` lets pass and that is marked in ``stops`` or whose user's profile is idle past
+    ``ttl`` as of the watermark then; the number of events if none. ``idle`` (:class:`Idle`)
+    is advanced over the events passed."""
+    applied, urow, ts = ev.ok, ev.urow, ev.ts
+    exists, last = idle.exists, idle.last
     n = ok.shape[0]
     for e in range(start, n):
         if not ok[e]:
@@ -185,11 +202,8 @@ class Stops:
         ok = ev.ok | stops  # applied, or consumed by the lifecycle (moving the watermark)
         start, skip = 0, -1
         while True:
-            U = self.U
-            exists = U.pi[:, L.P_EXISTS].astype(np.bool_)
-            last = U.pf[:, L.P_LAST].copy()
             wm = float(self.params.fp[L.FP_WATERMARK])
-            stop = next_stop(start, skip, stops, ok, ev.ok, ev.urow, ev.ts, wm, exists, last, ttl)
+            stop = next_stop(ev, ok, stops, Idle.of(self.U), start, skip, wm, ttl)
             if stop > start:
                 self._kernel(start, stop)
             if stop >= n:

@@ -6,15 +6,18 @@ it (floats as float64, integers in their smallest form, dict keys in insertion o
 written by either engine reads the same.
 
 >>> import numpy as np
+>>> from liveprofile.engine.records import Items
 >>> from liveprofile.profile.items import ItemStats, encode_item
 >>> topics, tasks = StringTable(), StringTable()
 >>> topics.extend(["dairy"])
 >>> tasks.extend(["buy"])
->>> xf = np.array([[5.0, 7.0, 1.5, 0.0]])
->>> xi = np.array([[2, 0, 0, 1]])  # n, value_n, category code, exists
->>> counts = np.array([[[2], [1]]])  # examples and positives (layout.COUNTS) per task
->>> first = np.array([[[0], [1]]])  # when each count became non-zero
->>> blob = encode_items(np.array([0]), xf, xi, counts, first, topics, tasks)[0]
+>>> items = Items(
+...     xf=np.array([[5.0, 7.0, 1.5, 0.0]]),
+...     xi=np.array([[2, 0, 0, 1]]),  # n, value_n, category code, exists
+...     count=np.array([[[2], [1]]]),  # examples and positives (layout.COUNTS) per task
+...     first=np.array([[[0], [1]]]),  # when each count became non-zero
+...     touched=np.ones(1, np.bool_))
+>>> blob = encode_items(np.array([0]), items, topics, tasks)[0]
 >>> stats = ItemStats(5.0, 7.0, 2, 1.5, 0.0, 0, {"buy": 1}, {"buy": 2}, "dairy")
 >>> blob == encode_item(stats)
 True
@@ -24,13 +27,14 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 import numba
 import numpy as np
 
 from liveprofile.engine.layout import COUNTS, I_CAT, ITEM_FLOATS, ITEM_INTS
+from liveprofile.engine.records import Items
 from liveprofile.errors import LiveprofileError
 from liveprofile.profile.items import ITEM_SCHEMA, ItemStats
 
@@ -83,6 +87,14 @@ _FIELDS = item_fields()
 _FIXED = 2 + 9 * len(_FIELDS)
 
 
+class Strings(NamedTuple):
+    """Strings by code as the compiled writers take them: string ``c``'s MessagePack encoding
+    is ``data[starts[c]:starts[c + 1]]``."""
+
+    data: Any
+    starts: Any
+
+
 class StringTable:
     """Strings as their MessagePack encodings, concatenated, for the compiled writers."""
 
@@ -99,7 +111,7 @@ class StringTable:
         encode = msgspec.msgpack.encode
         self._parts.extend(encode(name) for name in names)
 
-    def arrays(self) -> tuple[Any, Any]:
+    def arrays(self) -> Strings:
         """The encodings, concatenated, and where each starts (one more: the end). Only the
         strings added since the last call are joined."""
         have = len(self._starts) - 1
@@ -110,7 +122,7 @@ class StringTable:
             joined = np.frombuffer(b"".join(new), np.uint8)
             self._bytes = np.concatenate([self._bytes, joined])
             self._starts = np.concatenate([self._starts, self._starts[-1] + np.cumsum(lengths)])
-        return self._bytes, self._starts
+        return Strings(self._bytes, self._starts)
 
     def longest(self) -> int:
         """The length of the longest encoding."""
@@ -118,22 +130,15 @@ class StringTable:
         return self._longest
 
 
-def encode_items(
-    rows: Any,
-    xf: Any,
-    xi: Any,
-    counts: Any,
-    first: Any,
-    topics: StringTable,
-    tasks: StringTable,
-) -> list[bytes]:
-    """The stored bytes of item ``rows``; ``topics`` and ``tasks`` hold the names by code."""
+def encode_items(rows: Any, items: Items, topics: StringTable, tasks: StringTable) -> list[bytes]:
+    """The stored bytes of item ``rows`` of ``items``; ``topics`` and ``tasks`` hold the names
+    by code."""
     if not len(rows):
         return []
     room = _FIXED + topics.longest() + 2 * len(tasks) * (tasks.longest() + 9) + 6
     buf = np.empty(len(rows) * room, np.uint8)
     ends = np.empty(len(rows), np.int64)
-    _encode_items(rows, _FIELDS, xf, xi, counts, first, topics.arrays(), tasks.arrays(), buf, ends)
+    _encode_items(rows, items, _FIELDS, topics.arrays(), tasks.arrays(), buf, ends)
     blob = buf.tobytes()
     out = []
     start = 0
@@ -215,8 +220,10 @@ def _header(buf, o, m, small, big):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(cache=True, nogil=True)
-def _string(buf, o, data, starts, code):  # type: ignore[no-untyped-def]
-    for j in range(starts[code], starts[code + 1]):
+def _string(buf, o, names, code):  # type: ignore[no-untyped-def]
+    """String ``code`` of ``names`` (:class:`Strings`)."""
+    data = names.data
+    for j in range(names.starts[code], names.starts[code + 1]):
         buf[o] = data[j]
         o += 1
     return o
@@ -226,7 +233,6 @@ def _string(buf, o, data, starts, code):  # type: ignore[no-untyped-def]
 def _count_map(buf, o, counts, first, r, kind, names, order):  # type: ignore[no-untyped-def]
     """A task -> count map with the non-zero counts of ``counts[r, kind]``, keys in the order
     they became non-zero."""
-    data, starts = names
     m = 0
     for t in range(counts.shape[2]):
         if counts[r, kind, t] != 0:
@@ -240,13 +246,16 @@ def _count_map(buf, o, counts, first, r, kind, names, order):  # type: ignore[no
     o = _header(buf, o, m, 0x80, 0xDF)
     for q in range(m):
         t = order[q]
-        o = _string(buf, o, data, starts, t)
+        o = _string(buf, o, names, t)
         o = _uint(buf, o, counts[r, kind, t])
     return o
 
 
 @numba.njit(cache=True, nogil=True)
-def _encode_items(rows, fields, xf, xi, counts, first, topics, tasks, buf, ends):  # type: ignore[no-untyped-def]
+def _encode_items(rows, items, fields, topics, tasks, buf, ends):  # type: ignore[no-untyped-def]
+    """Rows ``rows`` of ``items`` (:class:`~liveprofile.engine.records.Items`) into ``buf``,
+    written as ``fields`` (:func:`item_fields`) says; ``ends[j]``: where row ``j`` ends."""
+    xf, xi, counts, first = items.xf, items.xi, items.count, items.first
     one = np.empty(1, np.float64)
     order = np.empty(counts.shape[2], np.int64)
     o = 0
@@ -267,5 +276,5 @@ def _encode_items(rows, fields, xf, xi, counts, first, topics, tasks, buf, ends)
                 buf[o] = 0xC0
                 o += 1
             else:
-                o = _string(buf, o, topics[0], topics[1], xi[r, col])
+                o = _string(buf, o, topics, xi[r, col])
         ends[j] = o

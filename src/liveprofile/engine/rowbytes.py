@@ -137,9 +137,6 @@ def _write(rows, U, kinds, topics, items, floats, buf, offs):  # type: ignore[no
     """Rows as MessagePack into ``buf``; ``offs[j, k]``: where field ``k`` of row ``j`` starts
     (``offs[j, 8]``: where the row ends). ``floats``: ``U.bval``'s little-endian bytes."""
     one = np.empty(1, np.float64)
-    kd, ks = kinds
-    td, ts_ = topics
-    idata, istarts = items
     o = _header(buf, 0, rows.shape[0], 0x90, 0xDD)
     for j in range(rows.shape[0]):
         r = rows[j]
@@ -150,19 +147,19 @@ def _write(rows, U, kinds, topics, items, floats, buf, offs):  # type: ignore[no
         o = _header(buf, o, m, 0x80, 0xDF)
         for q in range(m):
             c = U.tord[r, q]
-            o = _string(buf, o, kd, ks, c)
+            o = _string(buf, o, kinds, c)
             o = _int(buf, o, U.cnt[r, c])
         offs[j, 1] = o
         o = _header(buf, o, m, 0x80, 0xDF)
         for q in range(m):
             c = U.tord[r, q]
-            o = _string(buf, o, kd, ks, c)
+            o = _string(buf, o, kinds, c)
             o = _float(buf, o, U.dec[r, c], one)
         offs[j, 2] = o
         m = U.il[r]
         o = _header(buf, o, m, 0x80, 0xDF)
         for q in range(m):
-            o = _string(buf, o, td, ts_, U.ik[r, q])
+            o = _string(buf, o, topics, U.ik[r, q])
             o = _float(buf, o, U.iv[r, q], one)
         offs[j, 3] = o
         m = U.olen[r]
@@ -187,12 +184,12 @@ def _write(rows, U, kinds, topics, items, floats, buf, offs):  # type: ignore[no
                 o = _int(buf, o, np.int64(t))
             else:
                 o = _float(buf, o, t, one)
-            o = _string(buf, o, kd, ks, U.rty[r, q])
+            o = _string(buf, o, kinds, U.rty[r, q])
             if U.rit[r, q] < 0:
                 buf[o] = 0xC0
                 o += 1
             else:
-                o = _string(buf, o, idata, istarts, U.rit[r, q])
+                o = _string(buf, o, items, U.rit[r, q])
             v = U.rva[r, q]
             if np.isnan(v):
                 buf[o] = 0xC0
@@ -200,12 +197,12 @@ def _write(rows, U, kinds, topics, items, floats, buf, offs):  # type: ignore[no
             else:
                 o = _float(buf, o, v, one)
         for k in range(2):  # behaviour: items, then categories
-            data, starts = (idata, istarts) if k == 0 else (td, ts_)
+            names = items if k == 0 else topics
             offs[j, 6 + k] = o
             m = U.blen[r, k]
             o = _header(buf, o, m, 0x80, 0xDF)
             for q in range(m):
-                o = _string(buf, o, data, starts, U.bkey[r, k, q])
+                o = _string(buf, o, names, U.bkey[r, k, q])
                 o = _bin(buf, o, floats[r, k, q])
         offs[j, 8] = o
     return o

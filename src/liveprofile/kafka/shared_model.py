@@ -81,8 +81,8 @@ class SharedLearner:
         return self.inner.bits
 
     def run_ops(self, ops: Operations) -> F64:
-        kinds, starts, idx, val, ys = ops.arrays()
-        idx = np.bitwise_and(idx, self.inner.mask)
+        arrays = ops.arrays()
+        idx = np.bitwise_and(arrays.idx, self.inner.mask)
         rows = _records(self.inner.rows())  # a record of float64s per coordinate
         apart = self._apart()
         touched = self._touched(idx)
@@ -93,7 +93,7 @@ class SharedLearner:
         rows[touched] = _records(before)
         fields = [f"{name}:{k}" for name, a in apart.items() for k in range(a.size)]
         before_apart = self._read_apart(apart, fields)
-        out = self.inner.run_arrays(kinds, starts, idx, val, ys)
+        out = self.inner.run_arrays(arrays._replace(idx=idx))
         after = rows[touched].view("<f8").reshape(before.shape)
         changed = np.flatnonzero((after != before).any(axis=1))
         if changed.size:
@@ -114,7 +114,7 @@ class SharedLearner:
                     before_apart[moved].tobytes(),
                     after_apart[moved].tobytes(),
                 )
-        learned = int(np.count_nonzero(np.asarray(kinds) & LEARN))
+        learned = int(np.count_nonzero(np.asarray(arrays.kinds) & LEARN))
         self.store.stage_count(self.namespace, MODEL_LEARNED, learned)
         return out
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Hashable, Mapping
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
@@ -34,14 +34,15 @@ class Learner(Protocol):
     def predict_proba_one(self, x: Mapping[Hashable, float]) -> Mapping[bool, float]: ...
 
 
-#: an operation batch as arrays: kinds, starts (one more than kinds), indices, values, labels
-OpArrays = tuple[
-    npt.NDArray[np.int8],
-    npt.NDArray[np.int64],
-    npt.NDArray[np.int64],
-    npt.NDArray[np.float64],
-    npt.NDArray[np.float64],
-]
+class OpArrays(NamedTuple):
+    """An operation batch as arrays, the record compiled learners take: operation ``k`` has
+    kind ``kinds[k]``, features ``idx``/``val[starts[k]:starts[k + 1]]`` and label ``ys[k]``."""
+
+    kinds: npt.NDArray[np.int8]
+    starts: npt.NDArray[np.int64]  # one more than kinds
+    idx: npt.NDArray[np.int64]
+    val: npt.NDArray[np.float64]
+    ys: npt.NDArray[np.float64]
 
 
 def sparse_example(idx: Any, val: Any, start: int, end: int) -> dict[Hashable, float]:
@@ -61,7 +62,7 @@ class OpBatch:
     >>> ops.add(PREDICT, [5], [2.0])
     1
     >>> arrays = ops.arrays()
-    >>> arrays[0].tolist(), arrays[1].tolist(), arrays[2].tolist()
+    >>> arrays.kinds.tolist(), arrays.starts.tolist(), arrays.idx.tolist()
     ([3, 1], [0, 2, 3], [1, 5, 5])
     """
 
@@ -96,7 +97,7 @@ class OpBatch:
         return len(self.kinds) - 1
 
     def arrays(self) -> OpArrays:
-        return (
+        return OpArrays(
             np.frombuffer(self.kinds, dtype=np.int8),
             np.frombuffer(self.starts, dtype=np.int64),
             np.frombuffer(self.idx, dtype=np.int64),
@@ -128,7 +129,7 @@ class ArrayOps:
         return len(self.kinds)
 
     def arrays(self) -> OpArrays:
-        return self.kinds, self.starts, self.idx, self.val, self.ys
+        return OpArrays(self.kinds, self.starts, self.idx, self.val, self.ys)
 
     def example(self, k: int) -> dict[Hashable, float]:
         s, e = int(self.starts[k]), int(self.starts[k + 1])

@@ -21,17 +21,34 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Hashable, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import numba
 import numpy as np
 import numpy.typing as npt
 
-from liveprofile.learn.base import LEARN, PREDICT, OpBatch, Operations
+from liveprofile.learn.base import LEARN, PREDICT, OpArrays, OpBatch, Operations
 
 F64 = npt.NDArray[np.float64]
 #: flat indices into each of a learner's arrays (see :meth:`_HashedLinear.take_changes`)
 Changes = dict[str, npt.NDArray[np.int64]]
+
+
+class FTRLSettings(NamedTuple):
+    """FTRL-Proximal's hyperparameters, as its compiled functions take them."""
+
+    alpha: float
+    beta: float
+    l1: float
+    l2: float
+
+
+class OGDSettings(NamedTuple):
+    """Online gradient descent's hyperparameters: step ``lr / (1 + t) ** power``, L2."""
+
+    lr: float
+    power: float
+    l2: float
 
 
 @numba.njit(cache=True, nogil=True)
@@ -114,17 +131,20 @@ def _ftrl_weight(zi: float, ni: float, alpha: float, beta: float, l1: float, l2:
 
 
 @numba.njit(cache=True, nogil=True)
-def _ftrl_weights(zn, alpha, beta, l1, l2, idx, out):  # type: ignore[no-untyped-def]
-    """The weight of each of the coordinates ``idx``, into ``out``."""
+def _ftrl_weights(zn, hp, idx, out):  # type: ignore[no-untyped-def]
+    """The weight of each of the coordinates ``idx``, into ``out`` (``hp``: FTRLSettings)."""
     for j in range(idx.shape[0]):
         i = idx[j]
-        out[j] = _ftrl_weight(zn[i, 0], zn[i, 1], alpha, beta, l1, l2)
+        out[j] = _ftrl_weight(zn[i, 0], zn[i, 1], hp.alpha, hp.beta, hp.l1, hp.l2)
 
 
 @numba.njit(cache=True, nogil=True)
-def _ftrl_run(zn, alpha, beta, l1, l2, kinds, starts, idx, val, ys, out):  # type: ignore[no-untyped-def]
-    """Algorithm 1 over a batch of operations; ``zn`` holds each coordinate's ``z`` and ``n``
-    side by side, so the two share a cache line."""
+def _ftrl_run(zn, hp, ops, out):  # type: ignore[no-untyped-def]
+    """Algorithm 1 over a batch of operations (:class:`~liveprofile.learn.base.OpArrays`);
+    ``zn`` holds each coordinate's ``z`` and ``n`` side by side, so the two share a cache line;
+    ``hp``: :class:`FTRLSettings`."""
+    alpha, beta, l1, l2 = hp.alpha, hp.beta, hp.l1, hp.l2
+    kinds, starts, idx, val, ys = ops.kinds, ops.starts, ops.idx, ops.val, ops.ys
     w = np.empty(64)
     ui = np.empty(64, dtype=np.int64)
     uv = np.empty(64)
@@ -155,7 +175,11 @@ def _ftrl_run(zn, alpha, beta, l1, l2, kinds, starts, idx, val, ys, out):  # typ
 
 
 @numba.njit(cache=True, nogil=True)
-def _ogd_run(w, t0, lr, power, l2, kinds, starts, idx, val, ys, out):  # type: ignore[no-untyped-def]
+def _ogd_run(w, t0, hp, ops, out):  # type: ignore[no-untyped-def]
+    """Online gradient descent over a batch of operations from step ``t0`` (``hp``:
+    :class:`OGDSettings`); returns the step reached."""
+    lr, power, l2 = hp.lr, hp.power, hp.l2
+    kinds, starts, idx, val, ys = ops.kinds, ops.starts, ops.idx, ops.val, ops.ys
     t = t0
     for k in range(kinds.shape[0]):
         s = starts[k]
@@ -177,8 +201,9 @@ def _ogd_run(w, t0, lr, power, l2, kinds, starts, idx, val, ys, out):  # type: i
 
 
 @numba.njit(cache=True, nogil=True)
-def _mark(kinds, starts, idx, marks):  # type: ignore[no-untyped-def]
+def _mark(ops, marks):  # type: ignore[no-untyped-def]
     """Set ``marks`` at the features of every learn operation (the coordinates it may move)."""
+    kinds, starts, idx = ops.kinds, ops.starts, ops.idx
     for k in range(kinds.shape[0]):
         if kinds[k] & 2:
             for j in range(starts[k], starts[k + 1]):
@@ -222,10 +247,10 @@ class _HashedLinear:
             self._marks = np.zeros(1 << self.bits, dtype=np.bool_)
         return True
 
-    def _note(self, kinds: Any, starts: Any, idx: Any) -> None:
+    def _note(self, ops: OpArrays) -> None:
         """Mark the features of the learn operations about to run (when tracked)."""
         if self._marks is not None:
-            _mark(kinds, starts, idx, self._marks)
+            _mark(ops, self._marks)
 
     def take_changes(self) -> Changes | None:
         """Per array, the flat indices of the coordinates that may have changed since the
@@ -266,11 +291,12 @@ class _HashedLinear:
         return {False: 1.0 - p, True: p}
 
     def run_ops(self, ops: Operations) -> F64:
-        kinds, starts, idx, val, ys = ops.arrays()
-        idx = np.bitwise_and(idx, self.mask)
-        return self.run_arrays(kinds, starts, idx, val, ys)
+        arrays = ops.arrays()
+        return self.run_arrays(arrays._replace(idx=np.bitwise_and(arrays.idx, self.mask)))
 
-    def run_arrays(self, kinds: Any, starts: Any, idx: Any, val: Any, ys: Any) -> F64:
+    def run_arrays(self, ops: OpArrays) -> F64:
+        """Run ``ops`` (indices within the model's ``2**bits``) in order; P(y=1) for each
+        (NaN for learn-only ones)."""
         raise NotImplementedError
 
     def params(self) -> dict[str, float | int]:
@@ -324,22 +350,14 @@ class FTRLProximal(_HashedLinear):
     def n(self) -> F64:
         return self.zn[:, 1]
 
-    def run_arrays(self, kinds: Any, starts: Any, idx: Any, val: Any, ys: Any) -> F64:
-        out = np.empty(kinds.shape[0])
-        self._note(kinds, starts, idx)
-        _ftrl_run(
-            self.zn,
-            self.alpha,
-            self.beta,
-            self.l1,
-            self.l2,
-            kinds,
-            starts,
-            idx,
-            val,
-            ys,
-            out,
-        )
+    @property
+    def settings(self) -> FTRLSettings:
+        return FTRLSettings(self.alpha, self.beta, self.l1, self.l2)
+
+    def run_arrays(self, ops: OpArrays) -> F64:
+        out = np.empty(ops.kinds.shape[0])
+        self._note(ops)
+        _ftrl_run(self.zn, self.settings, ops, out)
         return out
 
     def weights(self, idx: Any) -> F64:
@@ -347,7 +365,7 @@ class FTRLProximal(_HashedLinear):
         uses them."""
         j = np.bitwise_and(np.asarray(idx, dtype=np.int64), self.mask)
         out = np.empty(j.shape[0])
-        _ftrl_weights(self.zn, self.alpha, self.beta, self.l1, self.l2, j, out)
+        _ftrl_weights(self.zn, self.settings, j, out)
         return out
 
     def params(self) -> dict[str, float | int]:
@@ -384,12 +402,11 @@ class LogisticOGD(_HashedLinear):
         self.w = np.zeros(1 << bits)
         self.t = np.zeros(1)
 
-    def run_arrays(self, kinds: Any, starts: Any, idx: Any, val: Any, ys: Any) -> F64:
-        out = np.empty(kinds.shape[0])
-        self._note(kinds, starts, idx)
-        self.t[0] = _ogd_run(
-            self.w, self.t[0], self.lr, self.power, self.l2, kinds, starts, idx, val, ys, out
-        )
+    def run_arrays(self, ops: OpArrays) -> F64:
+        out = np.empty(ops.kinds.shape[0])
+        self._note(ops)
+        hp = OGDSettings(self.lr, self.power, self.l2)
+        self.t[0] = _ogd_run(self.w, self.t[0], hp, ops, out)
         return out
 
     def params(self) -> dict[str, float | int]:

@@ -13,7 +13,8 @@ as bytes and the River version that wrote it; loading refuses another River vers
 >>> member = RiverMember("hoeffding", {"grace_period": 10})
 >>> kinds = np.array([3, 3, 1], np.int8)
 >>> starts = np.array([0, 1, 2, 3])
->>> out = member.run_arrays(kinds, starts, np.array([7, 9, 7]), np.ones(3), np.array([1.0, 0, 0]))
+>>> ops = OpArrays(kinds, starts, np.array([7, 9, 7]), np.ones(3), np.array([1.0, 0, 0]))
+>>> out = member.run_arrays(ops)
 >>> out.shape, bool(0.0 <= out[2] <= 1.0)
 ((3,), True)
 >>> again = RiverMember("hoeffding", {"grace_period": 10})
@@ -34,7 +35,7 @@ import numpy as np
 import numpy.typing as npt
 
 from liveprofile.errors import StateVersionError
-from liveprofile.learn.base import LEARN, PREDICT, sparse_example
+from liveprofile.learn.base import LEARN, PREDICT, OpArrays, sparse_example
 
 F64 = npt.NDArray[np.float64]
 
@@ -76,15 +77,16 @@ class RiverMember:
     def predict_proba_one(self, x: Mapping[Hashable, float]) -> Mapping[bool, float]:
         return self.model.predict_proba_one(x)  # type: ignore[no-any-return]
 
-    def run_arrays(self, kinds: Any, starts: Any, idx: Any, val: Any, ys: Any) -> F64:
+    def run_arrays(self, ops: OpArrays) -> F64:
         """Each operation in order: the probability of a positive if it predicts (else NaN),
         then learn its label if it learns."""
-        out = np.full(len(kinds), np.nan)
+        out = np.full(len(ops.kinds), np.nan)
         model = self.model
         # plain ints and floats: the model's state (and its checkpoint) does not depend on the
         # array types the operations came in
-        idx, val, starts = np.asarray(idx).tolist(), np.asarray(val).tolist(), starts.tolist()
-        for k, kind in enumerate(kinds.tolist()):
+        idx, val = np.asarray(ops.idx).tolist(), np.asarray(ops.val).tolist()
+        starts, ys = ops.starts.tolist(), ops.ys
+        for k, kind in enumerate(ops.kinds.tolist()):
             x = sparse_example(idx, val, starts[k], starts[k + 1])
             if kind & PREDICT:
                 out[k] = float(model.predict_proba_one(x).get(True, 0.0))

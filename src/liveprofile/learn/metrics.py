@@ -19,7 +19,7 @@ stream of any length costs the same memory.
 from __future__ import annotations
 
 import math
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import msgspec
 import numba
@@ -61,8 +61,32 @@ class _Stored(msgspec.Struct):
     drift: DriftState | None = None
 
 
+class Scored(NamedTuple):
+    """Predictions to record: ``p[k]`` of label ``y[k]``, in window ``where[k]``."""
+
+    p: Any
+    y: Any
+    where: Any
+
+
+class Bins(NamedTuple):
+    """Score bins of positives and of negatives, and the sums of log loss and of predictions:
+    the whole stream's (one row) or one row per window."""
+
+    pos: Any
+    neg: Any
+    sums: Any
+
+
 @numba.njit(cache=True, nogil=True)
-def _record_all(p, y, where, pos, neg, sums, w_pos, w_neg, w_sums, ph, settings, fired):  # type: ignore[no-untyped-def]
+def _record_all(scored, total, windows, ph, settings, fired):  # type: ignore[no-untyped-def]
+    """:meth:`Prequential.record` of each of ``scored`` (:class:`Scored`) into ``total`` and
+    ``windows`` (:class:`Bins`), the drift detector's state ``ph`` updated on each loss; row
+    ``j`` of ``fired`` gets the ``j``-th detection (example, statistic, mean loss, examples);
+    returns how many."""
+    p, y, where = scored.p, scored.y, scored.where
+    pos, neg, sums = total.pos, total.neg, total.sums
+    w_pos, w_neg, w_sums = windows.pos, windows.neg, windows.sums
     n_fired = 0
     for k in range(p.shape[0]):
         q = min(max(p[k], _EPS), 1.0 - _EPS)
@@ -159,15 +183,9 @@ class Prequential:
         seen = self.n
         fired = np.zeros((len(p), 4))
         n_fired = _record_all(
-            p,
-            y,
-            where,
-            self.pos,
-            self.neg,
-            sums,
-            w_pos,
-            w_neg,
-            w_sums,
+            Scored(p, y, where),
+            Bins(self.pos, self.neg, sums),
+            Bins(w_pos, w_neg, w_sums),
             self.drift.state,
             SETTINGS,
             fired,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Hashable, Iterable, Mapping
-from typing import Any, Protocol, cast, runtime_checkable
+from typing import Any, NamedTuple, Protocol, cast, runtime_checkable
 
 import msgspec
 import numba
@@ -26,18 +26,28 @@ import numpy as np
 import numpy.typing as npt
 
 from liveprofile.errors import StateVersionError
-from liveprofile.learn.base import LEARN, PREDICT, OpBatch, Operations
+from liveprofile.learn.base import LEARN, PREDICT, OpArrays, OpBatch, Operations
 from liveprofile.learn.drift import Drift, DriftState
 from liveprofile.learn.linear import F64, _HashedLinear, hash_key
 from liveprofile.learn.metrics import Prequential
 
 
+class LinRegSettings(NamedTuple):
+    """:class:`LinearOGD`'s hyperparameters, as its compiled run takes them."""
+
+    lr: float
+    l2: float
+
+
 @numba.njit(cache=True, nogil=True)
-def _linreg_run(wg, stats, lr, l2, kinds, starts, idx, val, ys, out):  # type: ignore[no-untyped-def]
+def _linreg_run(wg, stats, hp, ops, out):  # type: ignore[no-untyped-def]
     """Squared loss on the standardised target ``(y - mean) / std`` with per-coordinate
     (AdaGrad) step sizes; ``stats`` holds the count, mean and sum of squared deviations of the
     targets learned so far (Welford), so predictions are ``mean + std * w . x``; ``wg`` holds
-    each coordinate's ``w`` and ``g2`` side by side."""
+    each coordinate's ``w`` and ``g2`` side by side; ``hp``: :class:`LinRegSettings`; ``ops``:
+    :class:`~liveprofile.learn.base.OpArrays`."""
+    lr, l2 = hp.lr, hp.l2
+    kinds, starts, idx, val, ys = ops.kinds, ops.starts, ops.idx, ops.val, ops.ys
     for k in range(kinds.shape[0]):
         s = starts[k]
         e = starts[k + 1]
@@ -101,10 +111,10 @@ class LinearOGD(_HashedLinear):
     def predict_proba_one(self, x: Mapping[Hashable, float]) -> dict[bool, float]:
         raise TypeError("a regression learner predicts a number: use predict_one")
 
-    def run_arrays(self, kinds: Any, starts: Any, idx: Any, val: Any, ys: Any) -> F64:
-        out = np.empty(kinds.shape[0])
-        self._note(kinds, starts, idx)
-        _linreg_run(self.wg, self.stats, self.lr, self.l2, kinds, starts, idx, val, ys, out)
+    def run_arrays(self, ops: OpArrays) -> F64:
+        out = np.empty(ops.kinds.shape[0])
+        self._note(ops)
+        _linreg_run(self.wg, self.stats, LinRegSettings(self.lr, self.l2), ops, out)
         return out
 
     def params(self) -> dict[str, float | int]:

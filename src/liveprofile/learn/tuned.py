@@ -37,12 +37,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numba
 import numpy as np
 
-from liveprofile.learn.base import LEARN, PREDICT, Learner
+from liveprofile.learn.base import LEARN, PREDICT, Learner, OpArrays
 from liveprofile.learn.linear import (
     F64,
     Changes,
@@ -59,6 +59,32 @@ _MEMBERS: dict[str, type[_HashedLinear]] = {"ftrl": FTRLProximal, "ogd": Logisti
 _LOG_COLUMNS = 6  # examples learned, action (1 promote, 2 rollback), from, to, loss from, loss to
 PROMOTE, ROLLBACK = 1, 2
 _ACTIONS = {PROMOTE: "promote", ROLLBACK: "rollback"}
+
+
+class Race(NamedTuple):
+    """What :func:`_walk` decides on: ``loss`` holds each member's recent log loss (NaN before
+    its first example); ``state`` is [champion, previous champion or -1, examples learned,
+    examples at the last decision]."""
+
+    loss: Any
+    state: Any
+
+
+class Rules(NamedTuple):
+    """How :func:`_walk` decides: the margin, the examples between decisions, and the weight of
+    a new loss in the members' recent losses."""
+
+    margin: float
+    min_examples: float
+    decay: float
+
+
+class Held(NamedTuple):
+    """The members' held predictions (``held[slot, member]``) and the key of the example held
+    in each slot (0: none)."""
+
+    keys: Any
+    held: Any
 
 
 @numba.njit(cache=True, nogil=True)
@@ -82,10 +108,13 @@ def _example_key(idx, val, s, e):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(cache=True, nogil=True)
-def _hold(preds, kinds, starts, idx, val, held, keys):  # type: ignore[no-untyped-def]
+def _hold(preds, ops, slot_of):  # type: ignore[no-untyped-def]
     """Hold every member's prediction of a prediction-only operation (an exposure whose label
-    comes later) in slot ``key % len(keys)``; when the same example is learned, put the held
-    predictions back in ``preds``, so its loss is taken on them, as the served one was."""
+    comes later) in slot ``key % len(keys)`` of ``slot_of`` (:class:`Held`); when the same
+    example is learned, put the held predictions back in ``preds``, so its loss is taken on
+    them, as the served one was."""
+    kinds, starts, idx, val = ops.kinds, ops.starts, ops.idx, ops.val
+    held, keys = slot_of.held, slot_of.keys
     m = preds.shape[0]
     slots = keys.shape[0]
     for k in range(kinds.shape[0]):
@@ -105,8 +134,9 @@ def _hold(preds, kinds, starts, idx, val, held, keys):  # type: ignore[no-untype
 
 
 @numba.njit(cache=True, nogil=True)
-def _mark_slots(kinds, starts, idx, val, marks):  # type: ignore[no-untyped-def]
+def _mark_slots(ops, marks):  # type: ignore[no-untyped-def]
     """Set ``marks`` at the hold slots :func:`_hold` reads or writes for these operations."""
+    kinds, starts, idx, val = ops.kinds, ops.starts, ops.idx, ops.val
     slots = marks.shape[0]
     for k in range(kinds.shape[0]):
         kind = kinds[k]
@@ -115,14 +145,13 @@ def _mark_slots(kinds, starts, idx, val, marks):  # type: ignore[no-untyped-def]
 
 
 @numba.njit(cache=True, nogil=True)
-def _walk(preds, kinds, ys, loss, state, params, log, out):  # type: ignore[no-untyped-def]
+def _walk(preds, ops, race, rules, log, out):  # type: ignore[no-untyped-def]
     """Serve the champion's prediction of each operation, update each member's recent loss on
-    learned examples and take the decisions; returns how many decisions were logged.
-
-    ``state`` is [champion, previous champion or -1, examples learned, examples at last
-    decision]; ``loss`` holds each member's recent log loss (NaN before its first example);
-    ``params`` is [margin, min_examples, decay]; ``preds`` are as :func:`_hold` left them."""
-    margin, min_examples, decay = params[0], params[1], params[2]
+    learned examples and take the decisions (``race``: :class:`Race`, ``rules``:
+    :class:`Rules`); returns how many decisions were logged. ``preds`` are as :func:`_hold`
+    left them."""
+    margin, min_examples, decay = rules.margin, rules.min_examples, rules.decay
+    kinds, ys, loss, state = ops.kinds, ops.ys, race.loss, race.state
     n_log = 0
     m = preds.shape[0]
     for k in range(kinds.shape[0]):
@@ -269,18 +298,21 @@ class TunedLearner(_HashedLinear):
             out.update({f"{j}.{name}": index for name, index in changed.items()})
         return out
 
-    def run_arrays(self, kinds: Any, starts: Any, idx: Any, val: Any, ys: Any) -> F64:
-        self._note(kinds, starts, idx)
+    def run_arrays(self, ops: OpArrays) -> F64:
+        self._note(ops)
         if self._slot_marks is not None:
-            _mark_slots(kinds, starts, idx, val, self._slot_marks)
+            _mark_slots(ops, self._slot_marks)
         # every member predicts every learned example before learning it: its prequential loss
-        shadow = np.asarray(kinds | np.where(kinds & LEARN, PREDICT, 0), dtype=np.int8)
-        preds = np.stack([m.run_arrays(shadow, starts, idx, val, ys) for m in self.members])
+        kinds = ops.kinds
+        shadow = ops._replace(
+            kinds=np.asarray(kinds | np.where(kinds & LEARN, PREDICT, 0), dtype=np.int8)
+        )
+        preds = np.stack([m.run_arrays(shadow) for m in self.members])
         out = np.empty(kinds.shape[0])
         log = np.empty((int(np.count_nonzero(kinds & LEARN)), _LOG_COLUMNS))
-        params = np.array([self.margin, self.min_examples, 1.0 / self.window])
-        _hold(preds, kinds, starts, idx, val, self.held, self.keys)
-        n = _walk(preds, kinds, ys, self.loss, self.state, params, log, out)
+        rules = Rules(self.margin, float(self.min_examples), 1.0 / self.window)
+        _hold(preds, ops, Held(self.keys, self.held))
+        n = _walk(preds, ops, Race(self.loss, self.state), rules, log, out)
         if n:
             self.log = np.concatenate([self.log, log[:n]])
         return out
