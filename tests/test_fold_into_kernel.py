@@ -162,3 +162,63 @@ def widened() -> Iterator[list[int]]:
         yield widths
     finally:
         loginrun.widen = real
+
+
+def with_merges(events: list[Event], rnd: random.Random, merges: int) -> list[Event]:
+    """``events`` with ``merges`` operator ``$merge`` commands put in at random places, each
+    folding a user or a session's id into another user."""
+    out = list(events)
+    for m in range(merges):
+        at = rnd.randrange(len(out) + 1)
+        ts = out[min(at, len(out) - 1)].ts
+        gone = rnd.choice([f"u{rnd.randrange(6)}", f"s{rnd.randrange(40)}"])
+        out.insert(at, Event(f"m{m}", f"u{rnd.randrange(6)}", "$merge", ts, anonymous_id=gone))
+    return out
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    merges=st.integers(1, 3),
+    cuts=st.lists(st.integers(0, 10_000), max_size=4),
+    velocity=st.booleans(),
+)
+def test_logins_before_a_merge_are_folded_in_the_kernel_and_give_the_lifecycles_state(
+    seed: int, merges: int, cuts: list[int], velocity: bool
+) -> None:
+    """A ``$merge`` stops the kernel for the Python lifecycle; the logins of its batch before
+    it are folded in the kernel all the same, those after it take the stops, and the state is
+    that of every login taken by the lifecycle, to the byte."""
+    events = with_merges(returning(seed), random.Random(seed), merges)
+    batches = split(events, cuts)
+    cfg = config(velocity=velocity)
+    with lifecycle_only():
+        reference, _ = run(cfg, batches)
+    folded, _ = run(cfg, batches)
+    want, got = _snapshot(reference, cfg), _snapshot(folded, cfg)
+    assert got["rows"] == want["rows"]
+    assert got["meta"] == want["meta"]
+
+
+def test_the_logins_around_a_merge_are_folded_in_the_kernel() -> None:
+    """The kernel returns to Python for a ``$merge``; the logins before it were planned as
+    folds, and those after it are planned again from the links it left."""
+    events = returning(4, sessions=60, n=500)
+    logins = [k for k, e in enumerate(events) if e.anonymous_id not in (None, e.user)]
+    assert len(logins) > 30
+    at = logins[len(logins) // 3]  # a merge a third of the way into the batch's logins
+    merge = Event("m", "u1", "$merge", events[at].ts, anonymous_id="u2")
+    batch = [*events[:at], merge, *events[at:]]
+    cfg = config(velocity=True)
+    _, plain = run(cfg, [events])
+    merged, core = run(cfg, [batch])
+    assert core.compiled is not None and plain.compiled is not None
+    assert plain.compiled.paused == 0
+    # the merge returns to Python, and so may the logins into the id it merged away (a
+    # visitor's id to the plan before it, an alias after it)
+    into_gone = {k for k in logins if events[k].user == "u2"}
+    assert len(into_gone) < len(logins) / 3
+    assert 1 <= core.compiled.paused <= 1 + len(into_gone)
+    with lifecycle_only():
+        reference, _ = run(cfg, [batch])
+    assert _snapshot(merged, cfg) == _snapshot(reference, cfg)

@@ -50,7 +50,12 @@ from liveprofile.engine.foldinto import fold_profile, unwritten, widen
 from liveprofile.engine.foldnew import fold_visitor
 from liveprofile.engine.lazyprofiles import peek
 from liveprofile.engine.lifecycle import StepResult
-from liveprofile.engine.loginrun import fast_logins, run_with_folds
+from liveprofile.engine.loginrun import (
+    before_commands,
+    fast_logins,
+    forget_marks,
+    run_with_folds,
+)
 from liveprofile.engine.machinecode import compiled_for
 from liveprofile.engine.owners import expire_owner
 from liveprofile.engine.records import Events, Users
@@ -186,18 +191,17 @@ class Stops:
         ev, n = self.ev, len(self.ev.ok)
         fast, ids, velocity = None, self.ids, bool(risk.velocity)
         if ids is not None:  # the logins to fold if the kernel takes every erasure
-            forgets = ids.command.copy()
-            for k in np.flatnonzero(forgets).tolist():
-                forgets[k] = self.events[k].type == FORGET
-            fast = fast_logins(self, ids, stops, velocity, forgets)
+            fast = fast_logins(self, ids, stops, velocity, forget_marks(ids, self.events))
         drops = droprows.plan(self, ids, stops, ttl)
-        if ids is not None and fast is not None:
-            if drops is None:  # as before the drops: folds without commands or a TTL only
-                if ttl != float("inf") or ids.command.any():
-                    fast = None
-            elif (ids.command & ~drops.erase).any():  # a command stops: no folds
-                fast = None
-        if fast is not None or drops is not None:
+        commands = False
+        if ids is not None and drops is None and ttl != float("inf"):
+            fast = None  # expiry needs the drops' plan: no folds
+        elif ids is not None:
+            # a command the kernel does not take stops it: folds up to the first one, then
+            # planned again after each (run_with_folds)
+            untaken = ids.command if drops is None else ids.command & ~drops.erase
+            fast, commands = before_commands(fast, untaken), bool(untaken.any())
+        if fast is not None or drops is not None or commands:
             return run_with_folds(self, stops, fast, drops)
         ok = ev.ok | stops  # applied, or consumed by the lifecycle (moving the watermark)
         start, skip = 0, -1

@@ -58,7 +58,7 @@ from liveprofile.engine.machinecode import compiled_for
 from liveprofile.engine.records import Events, Users
 from liveprofile.engine.velocitymerge import count_merges
 from liveprofile.engine.visitors import BatchIds
-from liveprofile.events.schema import Event
+from liveprofile.events.schema import FORGET, Event
 
 if TYPE_CHECKING:
     from liveprofile.engine.links import Stops
@@ -184,20 +184,27 @@ def _follow(ev, codes, logins, stop, ru):  # type: ignore[no-untyped-def]
     droprows.repoint(ev, codes, logins, logins.acode[stop], ru, stop, ev.ucode[stop])
 
 
-def fast_logins(stops: Stops, ids: BatchIds, marks: Any, velocity: bool, taken: Any = None) -> Any:
+def fast_logins(
+    stops: Stops, ids: BatchIds, marks: Any, velocity: bool, taken: Any = None, after: int = -1
+) -> Any:
     """Which marked events are logins :func:`run_folding` may fold (None: none): a login of
-    an anonymous id that is not linked and that no other login of the batch names, with a
-    stored profile (if any) without aliases, into a user id that is neither linked, nor
+    an anonymous id that is not linked and that no other login or command of the batch names,
+    with a stored profile (if any) without aliases, into a user id that is neither linked, nor
     stored (unless :data:`INTO_PROFILES`), nor the anonymous id of a login of the batch. (The
-    rows, read in the kernel, decide the rest.) Batches with commands take the stops, but for
-    the erasures the kernel takes (``taken``, :func:`.droprows.plan`); ``velocity``: whether
-    velocity counts are kept."""
-    if (ids.command if taken is None else ids.command & ~taken).any():
-        return None
-    at = np.flatnonzero(marks).tolist()
+    rows, read in the kernel, decide the rest.) Only logins before the batch's first command
+    are folded, but for the erasures the kernel takes (``taken``, :func:`.droprows.plan`): a
+    ``$merge`` changes links the plan cannot see, so the logins after it take the stops (or a
+    plan made after it, ``after``: of the events after that one only, from the state as the
+    batch's events up to it left it). ``velocity``: whether velocity counts are kept."""
+    every = [k for k in np.flatnonzero(marks).tolist() if k > after]
+    commands = ids.command if taken is None else ids.command & ~taken
+    if after >= 0:
+        commands = commands.copy()
+        commands[: after + 1] = False
+    at = every[: _before_command(every, commands)]
     anon, user = ids.anon, ids.user
-    anons = Counter(anon[k] for k in at)
-    users = {user[k] for k in at}
+    anons = Counter(anon[k] for k in every)
+    users = {user[k] for k in every}
     state, row_of = stops.state, stops.row_of
     aliases, profiles = state.aliases, state.profiles
     fast = np.zeros(len(marks), np.bool_)
@@ -223,6 +230,31 @@ def fast_logins(stops: Stops, ids: BatchIds, marks: Any, velocity: bool, taken: 
         ):
             continue
         fast[k] = True
+    return fast if fast.any() else None
+
+
+def forget_marks(ids: BatchIds, events: Sequence[Event]) -> Any:
+    """Per event of the batch: a ``$forget``."""
+    forgets = ids.command.copy()
+    for k in np.flatnonzero(forgets).tolist():
+        forgets[k] = events[k].type == FORGET
+    return forgets
+
+
+def _before_command(marked: list[int], commands: Any) -> int:
+    """How many of the ``marked`` events (in order) come before the first of ``commands``."""
+    if not commands.any():
+        return len(marked)
+    first = int(np.argmax(commands))
+    return next((j for j, k in enumerate(marked) if k >= first), len(marked))
+
+
+def before_commands(fast: Any, commands: Any) -> Any:
+    """``fast`` without the logins from the first of ``commands`` on (None: none left)."""
+    if fast is None or not commands.any():
+        return fast
+    fast = fast.copy()
+    fast[int(np.argmax(commands)) :] = False
     return fast if fast.any() else None
 
 
@@ -291,22 +323,12 @@ def run_with_folds(
     taking the erasures and expiries of ``drops``: one compiled call up to each other stop;
     returns the user rows."""
     n, ids = len(stops.ev.ok), stops.ids
-    code = stops.tables.users.code
     if fast is None:  # (a batch as columns has no logins, nor ids)
         fast = np.zeros(n, np.bool_)
     if drops is None:
         drops = droprows.Drops.none(n, len(stops.users))
     ttl = float(drops.ttl[0])
-    at = np.flatnonzero(fast).tolist()
-    arow, acode = np.full(n, -1, np.int64), np.full(n, -1, np.int64)
-    if at:
-        assert ids is not None
-        anon = ids.anon
-    arow[at] = [stops.row_of[cast(str, anon[k])] for k in at]
-    acode[at] = [code[cast(str, anon[k])] for k in at]
-    order, named = stops._visitors()
-    logins = Logins(marks, fast, arow, acode, order, named, INTO_PROFILES)
-    log = FoldLog.empty(len(at), len(stops.tables.task_names))
+    logins, log = _plan(stops, marks, fast)
     start, skip, retried = 0, -1, -1
     while True:
         run = (
@@ -332,4 +354,38 @@ def run_with_folds(
                 drops, retried, start, skip = again, stop, stop, -1
                 continue
         stops._stop(stop, ttl)
+        if ids is not None and ids.command[stop] and not drops.erase[stop]:
+            # a $merge: the later logins the kernel may fold, from the links it left
+            again = _refold(stops, marks, drops, stop)
+            if again is not None:
+                fast = again
+                logins, log = _plan(stops, marks, fast)
         start, skip = stop, stop
+
+
+def _plan(stops: Stops, marks: Any, fast: Any) -> tuple[Logins, FoldLog]:
+    """The stops and ``fast`` logins as the kernel reads them, and a log with room for the
+    folds."""
+    n, ids, code = len(marks), stops.ids, stops.tables.users.code
+    at = np.flatnonzero(fast).tolist()
+    arow, acode = np.full(n, -1, np.int64), np.full(n, -1, np.int64)
+    if at:
+        assert ids is not None
+        anon = ids.anon
+    arow[at] = [stops.row_of[cast(str, anon[k])] for k in at]
+    acode[at] = [code[cast(str, anon[k])] for k in at]
+    order, named = stops._visitors()
+    logins = Logins(marks, fast, arow, acode, order, named, INTO_PROFILES)
+    return logins, FoldLog.empty(len(at), len(stops.tables.task_names))
+
+
+def _refold(stops: Stops, marks: Any, drops: droprows.Drops, e: int) -> Any:
+    """After the ``$merge`` at event ``e``: the logins after it the kernel may fold, up to the
+    next command it does not take (None: none)."""
+    ids = stops.ids
+    assert ids is not None and stops.risk is not None
+    forgets = forget_marks(ids, stops.events)
+    fast = fast_logins(stops, ids, marks, bool(stops.risk.velocity), forgets, after=e)
+    later = ids.command & ~drops.erase
+    later[: e + 1] = False
+    return before_commands(fast, later)
