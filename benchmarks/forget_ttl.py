@@ -48,14 +48,17 @@ def write_stream(path: Path, users: int, days: int, every: int, command: str | N
     rnd = random.Random(11)
     out: list[Any] = []
     seen: list[str] = []
+    known: dict[str, None] = {}  # user ids (not visitors' ids), in order
     for j, e in enumerate(with_logins(generate(SyntheticConfig(users=users, days=days, seed=7)))):
         out.append(e)
         seen.append(e.get("user_id") or e["anonymous_id"])
+        if e.get("user_id") is not None:
+            known[e["user_id"]] = None
         if command == FORGET and j % every == every - 1:
             who = rnd.choice(seen)
             out.append({"event_id": f"{FORGET}:{j}", "user_id": who, "type": FORGET, "ts": e["ts"]})
         elif command == MERGE and j % every == every - 1:
-            into, gone = rnd.sample(sorted(set(seen)), 2)
+            into, gone = rnd.sample(list(known), 2)
             out.append({"event_id": f"{MERGE}:{j}", "user_id": into, "anonymous_id": gone,
                         "type": MERGE, "ts": e["ts"]})  # fmt: skip
     encode = msgspec.json.encode
@@ -98,7 +101,8 @@ def replay(events: Path, folder: Path, batch: int, ttl: str) -> dict[str, Any]:
     dead = (folder / "dead.jsonl").read_text() if (folder / "dead.jsonl").exists() else ""
     lines = events.read_text().splitlines()
     commands = sum(any(f'"type":"{c}"' in line for c in COMMANDS) for line in lines)
-    refused = sum(any(c in line for c in COMMANDS) for line in dead.splitlines())
+    raw = [json.loads(line)["raw"] for line in dead.splitlines()]
+    refused = sum(any(f'"type":"{c}"' in line for c in COMMANDS) for line in raw)
     return {"events": stats.events, "seconds": round(seconds, 3), "cpu": round(cpu, 3), **counts,
             "commands": commands - refused, "refused": refused}  # fmt: skip
 

@@ -10,8 +10,9 @@ makes due), writes the rows concerned back to their profiles, lets the Python li
 erase or delete them, reloads the rows, and points the later events of the anonymous ids whose
 link changed at the user they now belong to. Links are rare in a stream (about one event in a
 hundred in a shop where visitors log in at their first purchase), so the bulk of the events run
-compiled. The commonest login, a visitor into a user id without a profile, needs no stop in a
-batch without ``$merge``: the kernel folds it itself (:mod:`liveprofile.engine.loginrun`); nor
+compiled. The commonest login, a visitor into a user id without a profile, needs no stop: the
+kernel folds it itself (:mod:`liveprofile.engine.loginrun`; after a ``$merge``, which stops,
+the later logins are planned again from the links it left); nor
 does a login into a user who has a profile, whose rows the kernel merges in place
 (:mod:`liveprofile.engine.foldinto`), with no profile written back or read; nor do most erasures
 and expiries: the kernel empties the rows itself and the lifecycle deletes the objects after the

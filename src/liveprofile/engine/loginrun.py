@@ -12,7 +12,9 @@ does. Erasures and expiries it takes on the rows too (:mod:`.droprows`, noted in
 :class:`~.droprows.Drops`, booked in order with the folds). It returns at the first other stop
 (a login into a user with a profile, a visitor with aliases, a ``$merge``, an erasure or
 expiry :func:`.droprows.plan` leaves to the lifecycle), for the Python lifecycle to run
-there.
+there. The logins are planned from the state before the batch up to its first command the
+kernel does not take (a ``$merge``), and after each such command again, from the links the
+lifecycle left (:func:`run_with_folds`).
 
 :func:`fast_logins` marks the logins that may take this path, from what the batch and the state
 hold before the batch (the rest is read on the rows, in the kernel); :func:`book_folds` then
