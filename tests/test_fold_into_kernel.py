@@ -20,6 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_compiled import run
 from test_compiled_lifecycle import _snapshot, config
+from test_fold_into import with_merges
 from test_fold_new import CATEGORIES, lifecycle_only, split
 
 from liveprofile.engine import loginrun
@@ -164,18 +165,6 @@ def widened() -> Iterator[list[int]]:
         loginrun.widen = real
 
 
-def with_merges(events: list[Event], rnd: random.Random, merges: int) -> list[Event]:
-    """``events`` with ``merges`` operator ``$merge`` commands put in at random places, each
-    folding a user or a session's id into another user."""
-    out = list(events)
-    for m in range(merges):
-        at = rnd.randrange(len(out) + 1)
-        ts = out[min(at, len(out) - 1)].ts
-        gone = rnd.choice([f"u{rnd.randrange(6)}", f"s{rnd.randrange(40)}"])
-        out.insert(at, Event(f"m{m}", f"u{rnd.randrange(6)}", "$merge", ts, anonymous_id=gone))
-    return out
-
-
 @settings(max_examples=15, deadline=None)
 @given(
     seed=st.integers(0, 10_000),
@@ -183,13 +172,13 @@ def with_merges(events: list[Event], rnd: random.Random, merges: int) -> list[Ev
     cuts=st.lists(st.integers(0, 10_000), max_size=4),
     velocity=st.booleans(),
 )
-def test_logins_before_a_merge_are_folded_in_the_kernel_and_give_the_lifecycles_state(
+def test_logins_around_merges_are_folded_in_the_kernel_and_give_the_lifecycles_state(
     seed: int, merges: int, cuts: list[int], velocity: bool
 ) -> None:
-    """A ``$merge`` stops the kernel for the Python lifecycle; the logins of its batch before
-    it are folded in the kernel all the same, those after it take the stops, and the state is
-    that of every login taken by the lifecycle, to the byte."""
-    events = with_merges(returning(seed), random.Random(seed), merges)
+    """A ``$merge`` stops the kernel for the Python lifecycle; the logins of its batch around
+    it are folded in the kernel all the same (those after it planned again from the links it
+    left), and the state is that of every login taken by the lifecycle, to the byte."""
+    events = with_merges(returning(seed), seed, merges)
     batches = split(events, cuts)
     cfg = config(velocity=velocity)
     with lifecycle_only():
