@@ -75,14 +75,14 @@ def stream(seed: int, visitors: int = 10, known: int = 3, n: int = 260) -> list[
 def lifecycle_only() -> Iterator[None]:
     """Every login taken by the Python lifecycle: none folded on the rows, at a stop or in
     the kernel."""
-    real, fast, into = links.fold_visitor, links.fast_logins, links.fold_profile
+    real, fast, into = links.fold_visitor, loginrun.fast_logins, links.fold_profile
     links.fold_visitor = links.fold_profile = lambda *args: False  # type: ignore[assignment]
-    links.fast_logins = lambda *args: None  # type: ignore[assignment]
+    loginrun.fast_logins = lambda *args, **kwargs: None  # type: ignore[assignment]
     try:
         yield
     finally:
         links.fold_visitor = real  # type: ignore[assignment]
-        links.fast_logins = fast  # type: ignore[assignment]
+        loginrun.fast_logins = fast  # type: ignore[assignment]
         links.fold_profile = into  # type: ignore[assignment]
 
 

@@ -44,19 +44,14 @@ import numba
 import numpy as np
 import numpy.typing as npt
 
-from liveprofile.engine import droprows, kernel
+from liveprofile.engine import droprows, kernel, loginrun
 from liveprofile.engine import layout as L
 from liveprofile.engine.codes import CodeTables
 from liveprofile.engine.foldinto import fold_profile, unwritten, widen
 from liveprofile.engine.foldnew import fold_visitor
 from liveprofile.engine.lazyprofiles import peek
 from liveprofile.engine.lifecycle import StepResult
-from liveprofile.engine.loginrun import (
-    before_commands,
-    fast_logins,
-    forget_marks,
-    run_with_folds,
-)
+from liveprofile.engine.loginrun import run_with_folds
 from liveprofile.engine.machinecode import compiled_for
 from liveprofile.engine.owners import expire_owner
 from liveprofile.engine.records import Events, Users
@@ -190,18 +185,14 @@ class Stops:
         """Run the batch; returns the user rows (widened if a merged profile needed room)."""
         self.risk = risk
         ev, n = self.ev, len(self.ev.ok)
-        fast, ids, velocity = None, self.ids, bool(risk.velocity)
-        if ids is not None:  # the logins to fold if the kernel takes every erasure
-            fast = fast_logins(self, ids, stops, velocity, forget_marks(ids, self.events))
+        fast, ids, commands = None, self.ids, False
         drops = droprows.plan(self, ids, stops, ttl)
-        commands = False
-        if ids is not None and drops is None and ttl != float("inf"):
-            fast = None  # expiry needs the drops' plan: no folds
-        elif ids is not None:
-            # a command the kernel does not take stops it: folds up to the first one, then
-            # planned again after each (run_with_folds)
+        # with a TTL the folds need the drops' plan (expiry); a command the kernel does not take
+        # stops it: folds up to the first one, then planned again after each (run_with_folds)
+        if ids is not None and (drops is not None or ttl == float("inf")):
             untaken = ids.command if drops is None else ids.command & ~drops.erase
-            fast, commands = before_commands(fast, untaken), bool(untaken.any())
+            fast = loginrun.fast_logins(self, ids, stops, bool(risk.velocity), untaken)
+            commands = bool(untaken.any())
         if fast is not None or drops is not None or commands:
             return run_with_folds(self, stops, fast, drops)
         ok = ev.ok | stops  # applied, or consumed by the lifecycle (moving the watermark)

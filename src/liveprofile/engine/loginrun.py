@@ -60,7 +60,7 @@ from liveprofile.engine.machinecode import compiled_for
 from liveprofile.engine.records import Events, Users
 from liveprofile.engine.velocitymerge import count_merges
 from liveprofile.engine.visitors import BatchIds
-from liveprofile.events.schema import FORGET, Event
+from liveprofile.events.schema import Event
 
 if TYPE_CHECKING:
     from liveprofile.engine.links import Stops
@@ -187,23 +187,22 @@ def _follow(ev, codes, logins, stop, ru):  # type: ignore[no-untyped-def]
 
 
 def fast_logins(
-    stops: Stops, ids: BatchIds, marks: Any, velocity: bool, taken: Any = None, after: int = -1
+    stops: Stops, ids: BatchIds, marks: Any, velocity: bool, untaken: Any, after: int = -1
 ) -> Any:
     """Which marked events are logins :func:`run_folding` may fold (None: none): a login of
     an anonymous id that is not linked and that no other login or command of the batch names,
     with a stored profile (if any) without aliases, into a user id that is neither linked, nor
     stored (unless :data:`INTO_PROFILES`), nor the anonymous id of a login of the batch. (The
-    rows, read in the kernel, decide the rest.) Only logins before the batch's first command
-    are folded, but for the erasures the kernel takes (``taken``, :func:`.droprows.plan`): a
-    ``$merge`` changes links the plan cannot see, so the logins after it take the stops (or a
-    plan made after it, ``after``: of the events after that one only, from the state as the
-    batch's events up to it left it). ``velocity``: whether velocity counts are kept."""
+    rows, read in the kernel, decide the rest.) Only logins before the first of ``untaken``
+    (the commands the kernel does not take: a ``$merge``, an erasure :func:`.droprows.plan`
+    leaves to a stop) are folded: such a command changes links this plan cannot see, so the
+    logins after it take the stops, or a plan made after it (``after``: of the events after
+    that one only, from the state as the batch's events up to it left it). ``velocity``:
+    whether velocity counts are kept."""
     every = [k for k in np.flatnonzero(marks).tolist() if k > after]
-    commands = ids.command if taken is None else ids.command & ~taken
-    if after >= 0:
-        commands = commands.copy()
-        commands[: after + 1] = False
-    at = every[: _before_command(every, commands)]
+    later = np.flatnonzero(untaken[after + 1 :])
+    first = after + 1 + int(later[0]) if len(later) else len(marks)
+    at = [k for k in every if k < first]
     anon, user = ids.anon, ids.user
     anons = Counter(anon[k] for k in every)
     users = {user[k] for k in every}
@@ -232,31 +231,6 @@ def fast_logins(
         ):
             continue
         fast[k] = True
-    return fast if fast.any() else None
-
-
-def forget_marks(ids: BatchIds, events: Sequence[Event]) -> Any:
-    """Per event of the batch: a ``$forget``."""
-    forgets = ids.command.copy()
-    for k in np.flatnonzero(forgets).tolist():
-        forgets[k] = events[k].type == FORGET
-    return forgets
-
-
-def _before_command(marked: list[int], commands: Any) -> int:
-    """How many of the ``marked`` events (in order) come before the first of ``commands``."""
-    if not commands.any():
-        return len(marked)
-    first = int(np.argmax(commands))
-    return next((j for j, k in enumerate(marked) if k >= first), len(marked))
-
-
-def before_commands(fast: Any, commands: Any) -> Any:
-    """``fast`` without the logins from the first of ``commands`` on (None: none left)."""
-    if fast is None or not commands.any():
-        return fast
-    fast = fast.copy()
-    fast[int(np.argmax(commands)) :] = False
     return fast if fast.any() else None
 
 
@@ -356,9 +330,12 @@ def run_with_folds(
                 drops, retried, start, skip = again, stop, stop, -1
                 continue
         stops._stop(stop, ttl)
-        if ids is not None and ids.command[stop] and not drops.erase[stop]:
+        untaken = None if ids is None else ids.command & ~drops.erase
+        if untaken is not None and untaken[stop]:
             # a $merge: the later logins the kernel may fold, from the links it left
-            again = _refold(stops, marks, drops, stop)
+            assert ids is not None and stops.risk is not None
+            velocity = bool(stops.risk.velocity)
+            again = fast_logins(stops, ids, marks, velocity, untaken, after=stop)
             if again is not None:
                 fast = again
                 logins, log = _plan(stops, marks, fast)
@@ -379,15 +356,3 @@ def _plan(stops: Stops, marks: Any, fast: Any) -> tuple[Logins, FoldLog]:
     order, named = stops._visitors()
     logins = Logins(marks, fast, arow, acode, order, named, INTO_PROFILES)
     return logins, FoldLog.empty(len(at), len(stops.tables.task_names))
-
-
-def _refold(stops: Stops, marks: Any, drops: droprows.Drops, e: int) -> Any:
-    """After the ``$merge`` at event ``e``: the logins after it the kernel may fold, up to the
-    next command it does not take (None: none)."""
-    ids = stops.ids
-    assert ids is not None and stops.risk is not None
-    forgets = forget_marks(ids, stops.events)
-    fast = fast_logins(stops, ids, marks, bool(stops.risk.velocity), forgets, after=e)
-    later = ids.command & ~drops.erase
-    later[: e + 1] = False
-    return before_commands(fast, later)
