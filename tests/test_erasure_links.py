@@ -7,6 +7,7 @@ target (:mod:`liveprofile.engine.erasure`)."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import msgspec
 import pytest
 import redis
+from children import popen
 from test_state_properties import check_batch_boundaries, dump, place, run, write
 
 from liveprofile.api import replay
@@ -140,6 +142,41 @@ def test_privacy_erase_on_redis_removes_the_link() -> None:
         store.drop()
         store.close()
         client.close()
+
+
+def test_privacy_erase_queues_on_a_redis_store_named_by_its_unix_socket(tmp_path: Path) -> None:
+    """Every Redis URL (``redis://``, ``rediss://``, ``unix://``) names a store a worker writes:
+    the erasure is queued for the worker, not applied beside it."""
+    sock = tmp_path / "redis.sock"
+    args = ["redis-server", "--port", "0", "--unixsocket", str(sock), "--save", ""]
+    server = popen([*args, "--appendonly", "no", "--dir", str(tmp_path)])
+    url = f"unix://{sock}"
+    client = redis.Redis.from_url(url)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                assert server.poll() is None and time.monotonic() < deadline
+                time.sleep(0.05)
+        store = RedisStore(f"{url}?prefix=sock")
+        events = [Event(f"e{k}", "u1", "view", T0 + k, anonymous_id=f"v{k}") for k in range(3)]
+        publish(client, "sock", 2, [encode_event(e) for e in events])
+        options = WorkerOptions("sock", [0, 1], batch_size=2, block_ms=50)
+        RedisWorker(_config(), store, client, options).run(max_idle_polls=2)
+        assert store.read(PROFILES, ["u1"]) != [None]
+        assert erase(f"{url}?prefix=sock", ["u1"])["status"] == "queued"
+        assert store.read(PROFILES, ["u1"]) != [None]  # queued: the worker applies it
+        RedisWorker(_config(), store, client, options).run(max_idle_polls=2)
+        assert _links(client, "sock") == {}
+        assert store.read(PROFILES, ["u1"]) == [None]
+        store.close()
+    finally:
+        client.close()
+        server.terminate()
+        server.wait(timeout=60)
 
 
 def _links(client: redis.Redis, prefix: str) -> dict[str, str]:

@@ -111,7 +111,7 @@ def erase(store: PathLike, users: list[str], *, partitions: int | None = None) -
     """Erase ``users``: applied now on an embedded store; queued on Redis (to the users'
     partition streams, for the worker). Returns what was done."""
     text = str(store)
-    if text.startswith("redis://"):
+    if text.startswith(REDIS_SCHEMES):  # a worker applies it, in order
         from liveprofile.redis.privacy import queue_erasure
 
         return queue_erasure(text, users, partitions)

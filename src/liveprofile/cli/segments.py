@@ -14,6 +14,7 @@ from rich.table import Table
 
 from liveprofile.cli.base import DEFAULT_STORE, _fail_cleanly
 from liveprofile.durations import format_time
+from liveprofile.store import REDIS_SCHEMES
 from liveprofile.store.base import Store
 
 _store_option = click.option(
@@ -179,12 +180,12 @@ def changes(
       liveprofile segments changes --store 'redis://127.0.0.1:6379/0?prefix=shop' --follow
     """
     if follow:
-        if not store.startswith("redis://"):
+        if not store.startswith(REDIS_SCHEMES):
             raise click.UsageError("--follow reads the change stream of a Redis store (redis://)")
         _follow(store, segment, user, limit, as_json, poll)
         return
     found: list[dict[str, Any]]
-    if store.startswith("redis://"):
+    if store.startswith(REDIS_SCHEMES):
         from liveprofile.redis.changes import change_stream, read_stream_changes
         from liveprofile.redis.store import RedisStore
 
