@@ -35,6 +35,7 @@ from liveprofile.engine.resident import ResidentUsers
 from liveprofile.engine.riskcounts import RiskCounts
 from liveprofile.engine.rowio import hold_items, load_users, store_users
 from liveprofile.engine.rowops import heap_due
+from liveprofile.engine.scorecuts import cut_array, cut_scores
 from liveprofile.engine.state import PipelineState
 from liveprofile.engine.step import Step
 from liveprofile.engine.velocity import count_velocity
@@ -328,7 +329,7 @@ class CompiledStep:
         self._p_rec = p_rec
         score_rows = np.where(opened, user_row[pool_user[np.where(opened, rec_ref, 0)]], rec_ref)
         if cuts:
-            _cut_scores(score_rows, rec_task, resolved, cuts, self.names)
+            cut_scores(score_rows, rec_task, resolved, *cut_array(cuts, self.names))
         scores = np.full((n_users, nt), np.nan)
         scored = np.full((n_users, nt), -1, np.int64)
         regression = self.tables.regression
@@ -385,64 +386,6 @@ class CompiledStep:
         blobs = encode_items(touched, X, self.tables.topic_strings, self.tables.task_strings)
         names = self.tables.items.names
         return dict(zip([names[c] for c in touched.tolist()], blobs, strict=True))
-
-
-def _cut_scores(
-    score_rows: I64,
-    rec_task: I64,
-    resolved: npt.NDArray[np.bool_],
-    cuts: list[tuple[int, int, int, frozenset[str]]],
-    names: list[str],
-) -> None:
-    """Apply the ``cuts`` to the user row each record's score goes to, as the Python step's
-    ``_score`` does: the records of a replaced profile before its cut score no row (-1); those
-    of a folded one go to the row it went into, for each task the latter had no score of before
-    the fold, unless one of its own records (of the profile folded into, not of one it replaced)
-    scored the task earlier. Each cut looks at the
-    records of its rows only (a batch with logins has a cut per login)."""
-    scoring = np.flatnonzero(~resolved)
-    if not len(scoring):
-        return
-    rows = score_rows[scoring]
-    order = np.argsort(rows, kind="stable")
-    ordered, at_row = scoring[order], rows[order]
-    # the rows the cuts name (most of a batch's rows are in none)
-    cut = {r for _, row, into, _ in cuts for r in (row, into) if r >= 0}
-    named = np.array(sorted(cut), np.int64)
-    starts = np.searchsorted(at_row, named).tolist()
-    ends = np.searchsorted(at_row, named, "right").tolist()
-    #: per row, its records (in batch order) as the cuts so far left them, and as they were
-    own = {r: ordered[s:e] for r, s, e in zip(named.tolist(), starts, ends, strict=True)}
-    members = dict(own)
-    gone = np.zeros(len(score_rows), np.bool_)  # records of a profile replaced before
-    empty = np.zeros(0, np.int64)
-    for at, row, into, had in cuts:
-        mine = members.get(row)
-        if mine is None or not len(mine):
-            continue
-        before = mine[mine < at]
-        if into < 0:
-            score_rows[before] = -1
-            gone[before] = True
-            members[row] = mine[mine >= at]
-            continue
-        theirs = own.get(into, empty)
-        theirs = theirs[~gone[theirs]]  # the records of the profile folded into
-        their_tasks = rec_task[theirs]
-        tasks = rec_task[before]
-        moved = np.zeros(len(before), np.bool_)
-        for t, name in enumerate(names):
-            if name in had:
-                continue
-            first = theirs[their_tasks == t]
-            limit = first[0] if len(first) else len(score_rows)
-            moved |= (tasks == t) & (before < limit)
-        if moved.any():
-            score_rows[before[moved]] = into
-            stays = np.ones(len(mine), np.bool_)
-            stays[: len(before)] = ~moved
-            members[row] = mine[stays]
-            members[into] = np.sort(np.concatenate([members.get(into, empty), before[moved]]))
 
 
 def _visitor_ids(

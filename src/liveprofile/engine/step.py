@@ -222,7 +222,7 @@ class Step(Lifecycle):
         merge: bool = False,
     ) -> None:
         """:meth:`_link` (of an operator's ``merge`` or a login), noting which profile went
-        into which (the scores it had go with it: ``compiled._cut_scores``). Either profile
+        into which (the scores it had go with it: ``scorecuts.cut_scores``). Either profile
         idle past the TTL as of ``watermark`` expires first, as at a batch's end."""
         profiles = state.profiles
         for who in (anon, user):
