@@ -18,6 +18,7 @@ and back, for people: an event time, and a span of event time.
 
 from __future__ import annotations
 
+import functools
 import re
 from datetime import UTC, datetime
 
@@ -30,6 +31,7 @@ _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": HOUR, "d": DAY, "w": 7 * DAY}
 _PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|[smhdw]?)\s*$")
 
 
+@functools.lru_cache(maxsize=256, typed=True)  # configs read theirs per event
 def parse_duration(value: str | float | int) -> float:
     """Return a duration in seconds; raise :class:`ConfigError` with an example on bad input."""
     if isinstance(value, bool):

@@ -186,10 +186,19 @@ def fold_profile(
     return True
 
 
-def book_link(stops: Stops, log: IntoLog, f: int, anon: str, user: str, merge: bool) -> None:
+def book_link(
+    stops: Stops,
+    log: IntoLog,
+    f: int,
+    anon: str,
+    user: str,
+    merge: bool,
+    counts: tuple[Any, Any] | None = None,
+) -> None:
     """The Python part of fold ``f`` of ``log`` (visitor ``anon`` into ``user``), the rows
     folded already: the profile objects, links, segments, scores and velocity counts, as
-    :meth:`Stops._change` with ``Step._fold`` leaves them."""
+    :meth:`Stops._change` with ``Step._fold`` leaves them. ``counts``: ``log.count[f]`` and
+    ``log.first[f]`` as lists, when the caller read them already."""
     state, risk = stops.state, stops.risk
     assert risk is not None
     e, ra, ru, records, n = log.ints[f, :I_BARE].tolist()
@@ -211,12 +220,16 @@ def book_link(stops: Stops, log: IntoLog, f: int, anon: str, user: str, merge: b
     # examples and positives as writing the rows back would leave them, then added up
     names = stops.tables.task_names
     counted = []
-    for j, (p, row) in enumerate(((into, mine), (other, theirs))):
+    both = ((into, mine), (other, theirs))
+    if counts is None and (mine[R_TOUCHED] or theirs[R_TOUCHED]):
+        counts = log.count[f].tolist(), log.first[f].tolist()
+    for j, (p, row) in enumerate(both):
         examples, positives = p.examples, p.positives
         if row[R_TOUCHED]:
-            counts, ticks = log.count[f, j].tolist(), log.first[f, j].tolist()
-            examples = _counted(examples, names, counts[L.C_EXAMPLES], ticks[L.C_EXAMPLES])
-            positives = _counted(positives, names, counts[L.C_POSITIVES], ticks[L.C_POSITIVES])
+            assert counts is not None
+            count, ticks = counts[0][j], counts[1][j]
+            examples = _counted(examples, names, count[L.C_EXAMPLES], ticks[L.C_EXAMPLES])
+            positives = _counted(positives, names, count[L.C_POSITIVES], ticks[L.C_POSITIVES])
         counted.append((dict(examples), positives))
     (examples, positives), (their_examples, their_positives) = counted
     add_into(examples, their_examples)
@@ -234,10 +247,14 @@ def book_link(stops: Stops, log: IntoLog, f: int, anon: str, user: str, merge: b
     had = frozenset(into.scores)
     into.scores = {**other.scores, **into.scores}
     their_aliases = other.aliases
-    into.aliases = list(
-        dict.fromkeys(a for a in (*into.aliases, anon, *their_aliases) if a != user)
-    )
-    into.aliases = into.aliases[-MAX_ALIASES:]
+    if not their_aliases and anon not in into.aliases:  # a session's visitor (most logins)
+        into.aliases = [*into.aliases, anon]
+    else:
+        into.aliases = list(
+            dict.fromkeys(a for a in (*into.aliases, anon, *their_aliases) if a != user)
+        )
+    if len(into.aliases) > MAX_ALIASES:
+        into.aliases = into.aliases[-MAX_ALIASES:]
     if not on_bytes and (risk.velocity or risk.scorer is not None):  # on the counts' objects
         risk.tracker.merge_counts(risk.profile_of(user), risk.profile_of(anon), last)
     elif into.anomaly is None:  # (merge_counts' too)

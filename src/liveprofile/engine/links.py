@@ -180,6 +180,7 @@ class Stops:
         self._fold_into: Callable[..., None] | None = None
         self._folding: Callable[..., Any] | None = None
         self._by_visitor: tuple[I64, I64] | None = None
+        self._last_named: dict[int, int] | None = None
 
     def run(self, stops: Any, ttl: float, risk: RiskCounts) -> Users:
         """Run the batch; returns the user rows (widened if a merged profile needed room)."""
@@ -393,6 +394,10 @@ class Stops:
         owner = self.state.aliases.get(anon, anon)
         r = self.row_of.get(owner, -1)
         self.codes.owner_row[c] = r
+        if self._last_named is None:  # each id's last event (most ids have none after a login)
+            self._last_named = {c: k for k, c in enumerate(self.visitor.tolist())}
+        if self._last_named.get(c, -1) <= e:
+            return
         order, codes = self._visitors()
         mine = order[codes.searchsorted(c) : codes.searchsorted(c, "right")]
         later = mine[mine > e]

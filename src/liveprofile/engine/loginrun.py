@@ -262,15 +262,18 @@ def book_folds(
                 _book_new(stops, log, g, events)
                 g += 1
 
-    for i in range(int(into.n[0])):  # the logins into profiles, in order with the rest
+    ids, folded = stops.ids, int(into.n[0])
+    count, first = into.count[:folded].tolist(), into.first[:folded].tolist()
+    for i in range(folded):  # the logins into profiles, in order with the rest
         e = int(into.ints[i, I_EVENT])
         upto(e)
-        event = events[e]
-        assert event.anonymous_id is not None
+        # the login's two ids (a login folded here names a user no link moves)
+        anon, user = (ids.anon[e], ids.user[e]) if ids is not None else _ids(events[e])
+        assert anon is not None
         if into.ints[i, I_BARE]:
-            book_bare(stops, into, i, event.anonymous_id, event.user)
+            book_bare(stops, into, i, anon, user)
         else:
-            book_link(stops, into, i, event.anonymous_id, event.user, False)
+            book_link(stops, into, i, anon, user, False, (count[i], first[i]))
     upto(len(events) + 1)
     log.n[0] = into.n[0] = 0
     if drops is not None:
@@ -287,9 +290,15 @@ def _book_new(stops: Stops, log: FoldLog, f: int, events: Sequence[Event]) -> No
     anchor, first, last, monetary = log.floats[f].tolist()
     snap = Snapshot(anchor, first, last, n, purchases, monetary, bool(touched),
                     log.count[f], log.first[f])  # fmt: skip
-    event = events[e]
-    assert event.anonymous_id is not None
-    book_fold(stops, e, event.anonymous_id, event.user, snap, ra, ru, records)
+    ids = stops.ids
+    anon, user = (ids.anon[e], ids.user[e]) if ids is not None else _ids(events[e])
+    assert anon is not None
+    book_fold(stops, e, anon, user, snap, ra, ru, records)
+
+
+def _ids(event: Event) -> tuple[str | None, str]:
+    """A login's anonymous id and user."""
+    return event.anonymous_id, event.user
 
 
 def run_with_folds(

@@ -139,13 +139,9 @@ def encode_items(rows: Any, items: Items, topics: StringTable, tasks: StringTabl
     buf = np.empty(len(rows) * room, np.uint8)
     ends = np.empty(len(rows), np.int64)
     _encode_items(rows, items, _FIELDS, topics.arrays(), tasks.arrays(), buf, ends)
-    blob = buf.tobytes()
-    out = []
-    start = 0
-    for end in ends.tolist():
-        out.append(blob[start:end])
-        start = end
-    return out
+    cut = ends.tolist()
+    blob = buf[: cut[-1]].tobytes()  # the records written, not the scratch room after them
+    return [blob[a:b] for a, b in zip([0, *cut[:-1]], cut, strict=True)]
 
 
 @numba.njit(cache=True, nogil=True)
