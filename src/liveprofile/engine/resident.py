@@ -43,6 +43,9 @@ if TYPE_CHECKING:
 
 #: the fields of :class:`Users` a batch starts afresh (not kept between batches)
 PER_BATCH = ("first", "touched")
+#: rows laid out at first (the whole table when it holds no more): growing a table of profiles
+#: with wide maps copied it each time
+FIRST_ROWS = 16_384
 #: the fields of :class:`Users` with a length per row (per row and map: the behaviour maps),
 #: and that length: a row is copied up to it, as a row laid out from its profile has nothing
 #: (zeros) past it
@@ -212,12 +215,12 @@ class ResidentUsers:
         """Make :attr:`rows` hold at least ``n`` rows and ``U``'s widths. Only the fields too
         small are laid out anew (a list grown longer, say key outcomes after a merge, does not
         copy the whole table), and a field with a length per row grows with room to spare."""
-        old = self.rows
-        if old is None:
-            rows = max(n, 64)
+        old, cap = self.rows, max(self.cap, n)
+        if old is None:  # room for the whole table at once (pages are zeroed when first used)
+            rows = max(n, min(cap, FIRST_ROWS))
         else:
             have = old.pf.shape[0]
-            rows = have if have >= n else max(n, 2 * have)
+            rows = have if have >= n else min(max(n, 2 * have), cap)
         arrays: list[Any] = []
         for field in Users._fields:
             new = getattr(U, field)
